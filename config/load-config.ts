@@ -1,0 +1,179 @@
+import { isIP } from 'node:net';
+import {
+  buildPolicy, parsePolicyFile, PolicyError, splitListString, type FileSetting, type Policy, type PolicySettings, type SourcedEntry,
+} from '../policy/index.js';
+import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from './default-policy.js';
+import { SETTINGS, settingSpec } from './settings.js';
+
+export type Flags = Map<string, string[]>;
+
+/** A setting's effective value and where it came from (for the start-up log). */
+export interface ResolvedSetting {
+  value: string | SourcedEntry[];
+  source: 'flag' | 'env' | 'file' | 'default';
+  origin: { file: string; line: number };
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface Config {
+  policy: Policy;
+  policyFile?: string;
+  listen: ListenAddress;
+  eventsFile?: string;
+  dnsListen?: ListenAddress;
+  dnsUpstream: string[];
+  transparentListen: ListenAddress[];
+  adminListen?: ListenAddress;
+  collectorUrl?: string;
+  collectorToken?: string;
+  spoolDir?: string;
+  resolve: Map<string, string[]>;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxTunnels: number;
+  drainTimeoutMs: number;
+  logLevel: string;
+  settings: Map<string, ResolvedSetting>;
+}
+
+export class ConfigError extends Error {}
+
+export interface ConfigSources {
+  flags: Flags;
+  env: NodeJS.ProcessEnv;
+  readFile: (path: string) => string;
+}
+
+function envOrigin(name: string) {
+  return { file: `environment ${name}`, line: 1 };
+}
+
+function flagOrigin(key: string) {
+  return { file: `flag --${key}`, line: 1 };
+}
+
+function layer(sources: ConfigSources): Map<string, ResolvedSetting> {
+  const resolved = new Map<string, ResolvedSetting>();
+  const put = (key: string, value: FileSetting['value'], source: ResolvedSetting['source'], origin: ResolvedSetting['origin']) =>
+    resolved.set(key, { value, source, origin });
+
+  for (const [key, setting] of parsePolicyFile(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME)) put(key, setting.value, 'default', setting.origin);
+  for (const spec of SETTINGS) if (spec.default !== undefined) put(spec.key, spec.default, 'default', { file: '<default>', line: 0 });
+
+  const policyPath = sources.flags.get('policy')?.at(-1) ?? sources.env.EGRESS_POLICY_FILE;
+  if (policyPath) {
+    let text: string;
+    try {
+      text = sources.readFile(policyPath);
+    } catch (err) {
+      throw new PolicyError(policyPath, 0, '', `cannot read policy file: ${(err as Error).message}`);
+    }
+    for (const [key, setting] of parsePolicyFile(text, policyPath)) {
+      const spec = settingSpec(key);
+      if (!spec || key === 'policy') throw new PolicyError(policyPath, setting.origin.line, key, `unknown setting "${key}"`);
+      put(key, setting.value, 'file', setting.origin);
+    }
+    put('policy', policyPath, policyPath === sources.env.EGRESS_POLICY_FILE ? 'env' : 'flag', { file: policyPath, line: 0 });
+  }
+  for (const spec of SETTINGS) {
+    const value = sources.env[spec.env];
+    if (value !== undefined && value !== '') put(spec.key, value, 'env', envOrigin(spec.env));
+  }
+  for (const [key, values] of sources.flags) {
+    const spec = settingSpec(key);
+    if (!spec) throw new ConfigError(`unknown option --${key}`);
+    const origin = flagOrigin(key);
+    put(key, spec.list ? values.flatMap((v) => splitListString(v, origin)) : values.at(-1)!, 'flag', origin);
+  }
+  return resolved;
+}
+
+function text(settings: Map<string, ResolvedSetting>, key: string): string | undefined {
+  const s = settings.get(key);
+  if (!s) return undefined;
+  return typeof s.value === 'string' ? s.value.trim() : s.value.map((e) => e.text).join(' ');
+}
+
+function list(settings: Map<string, ResolvedSetting>, key: string): string[] {
+  const s = settings.get(key);
+  if (!s) return [];
+  return typeof s.value === 'string' ? splitListString(s.value, s.origin).map((e) => e.text) : s.value.map((e) => e.text);
+}
+
+export function parseListen(value: string, key: string): ListenAddress {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:]+):(\d+)$/.exec(value) ?? /^()(\d+)$/.exec(value);
+  if (!m) throw new ConfigError(`${key}: "${value}" is not host:port`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ConfigError(`${key}: port ${port} out of range`);
+  return { host: m[1] || '127.0.0.1', port };
+}
+
+function optionalListen(settings: Map<string, ResolvedSetting>, key: string): ListenAddress | undefined {
+  const value = text(settings, key);
+  return !value || value === 'off' ? undefined : parseListen(value, key);
+}
+
+function integer(settings: Map<string, ResolvedSetting>, key: string): number {
+  const value = text(settings, key) ?? '';
+  if (!/^\d+$/.test(value)) throw new ConfigError(`${key}: "${value}" is not a whole number`);
+  return Number(value);
+}
+
+function parseResolve(entries: string[]): Map<string, string[]> {
+  const map = new Map<string, string[]>();
+  for (const entry of entries) {
+    const [name, address] = entry.split('=');
+    const host = address?.replace(/^\[|\]$/g, '');
+    if (!name || !host || !isIP(host)) throw new ConfigError(`resolve: "${entry}" is not name=address`);
+    const key = name.toLowerCase().replace(/\.$/, '');
+    map.set(key, [...(map.get(key) ?? []), host]);
+  }
+  return map;
+}
+
+/** Merge flag > env > file > default and validate; throws PolicyError or ConfigError. */
+export function loadConfig(sources: ConfigSources): Config {
+  const settings = layer(sources);
+  const policySettings: PolicySettings = {};
+  for (const spec of SETTINGS) {
+    const s = settings.get(spec.key);
+    if (spec.policy && s) policySettings[spec.key as keyof PolicySettings] = { value: s.value, origin: s.origin };
+  }
+  const policy = buildPolicy(policySettings);
+  const transparent = list(settings, 'transparent-listen').filter((v) => v !== 'off');
+  return {
+    policy,
+    policyFile: text(settings, 'policy'),
+    listen: parseListen(text(settings, 'listen')!, 'listen'),
+    eventsFile: text(settings, 'events-file'),
+    dnsListen: optionalListen(settings, 'dns-listen'),
+    dnsUpstream: list(settings, 'dns-upstream'),
+    transparentListen: transparent.map((v) => parseListen(v, 'transparent-listen')),
+    adminListen: optionalListen(settings, 'admin-listen'),
+    collectorUrl: text(settings, 'collector-url'),
+    collectorToken: text(settings, 'collector-token'),
+    spoolDir: text(settings, 'spool-dir'),
+    resolve: parseResolve(list(settings, 'resolve')),
+    connectTimeoutMs: integer(settings, 'connect-timeout'),
+    idleTimeoutMs: integer(settings, 'idle-timeout'),
+    maxTunnels: integer(settings, 'max-tunnels'),
+    drainTimeoutMs: integer(settings, 'drain-timeout'),
+    logLevel: text(settings, 'log-level') ?? 'info',
+    settings,
+  };
+}
+
+/** The effective configuration for the start-up log, secrets redacted. */
+export function describeConfig(config: Config): Record<string, { value: string; source: string }> {
+  const out: Record<string, { value: string; source: string }> = {};
+  for (const [key, s] of config.settings) {
+    const spec = settingSpec(key);
+    const value = typeof s.value === 'string' ? s.value : s.value.map((e) => e.text).join(' ');
+    out[key] = { value: spec?.secret ? '<redacted>' : value, source: s.source };
+  }
+  return out;
+}

@@ -1,0 +1,41 @@
+/** Every setting is a flag, a key of the policy/config file and an environment variable. */
+export interface SettingSpec {
+  /** Key in the policy/config file and flag name (`--listen`). */
+  key: string;
+  env: string;
+  /** List settings accept repeated flags, YAML lists, or one string of entries. */
+  list?: boolean;
+  secret?: boolean;
+  /** Part of the policy (validated by policy/), else a process setting. */
+  policy?: boolean;
+  default?: string;
+  help: string;
+}
+
+export const SETTINGS: readonly SettingSpec[] = [
+  { key: 'mode', env: 'EGRESS_MODE', policy: true, help: 'audit (log what would be blocked) or block' },
+  { key: 'dns', env: 'EGRESS_DNS', policy: true, help: 'policy (resolve allowed names only) or any' },
+  { key: 'allowed-endpoints', env: 'EGRESS_ALLOWED_ENDPOINTS', policy: true, list: true, help: 'host[:port] globs; no port means 443, :* any port' },
+  { key: 'allowed-ips', env: 'EGRESS_ALLOWED_IPS', policy: true, list: true, help: 'CIDRs allowed as raw-IP destinations' },
+  { key: 'trusted-ranges', env: 'EGRESS_TRUSTED_RANGES', policy: true, list: true, help: 'CIDRs allowed names may resolve into (private, loopback, ...)' },
+  { key: 'policy', env: 'EGRESS_POLICY_FILE', help: 'policy/config file (YAML)' },
+  { key: 'listen', env: 'EGRESS_LISTEN', default: '127.0.0.1:3128', help: 'explicit HTTP/CONNECT proxy address' },
+  { key: 'events-file', env: 'EGRESS_EVENTS_FILE', help: 'also append decision events (NDJSON) to this file' },
+  { key: 'dns-listen', env: 'EGRESS_DNS_LISTEN', default: 'off', help: 'DNS server address (UDP and TCP), e.g. 127.0.0.1:53; off to disable' },
+  { key: 'dns-upstream', env: 'EGRESS_DNS_UPSTREAM', list: true, help: 'upstream resolvers (default: nameservers of /etc/resolv.conf at start)' },
+  { key: 'transparent-listen', env: 'EGRESS_TRANSPARENT_LISTEN', default: 'off', list: true, help: 'listener(s) for redirected connections, e.g. 127.0.0.1:3129 [::1]:3129; off to disable' },
+  { key: 'admin-listen', env: 'EGRESS_ADMIN_LISTEN', default: 'off', help: 'health and Prometheus /metrics address; off to disable' },
+  { key: 'collector-url', env: 'EGRESS_COLLECTOR_URL', help: 'stream events to this collector' },
+  { key: 'collector-token', env: 'EGRESS_COLLECTOR_TOKEN', secret: true, help: 'bearer token for the collector' },
+  { key: 'spool-dir', env: 'EGRESS_SPOOL_DIR', help: 'on-disk spool for undelivered events' },
+  { key: 'resolve', env: 'EGRESS_RESOLVE', list: true, help: 'name=address overrides for the proxy resolver (tests, split horizon)' },
+  { key: 'connect-timeout', env: 'EGRESS_CONNECT_TIMEOUT', default: '10000', help: 'upstream connect timeout, ms' },
+  { key: 'idle-timeout', env: 'EGRESS_IDLE_TIMEOUT', default: '300000', help: 'close tunnels idle this long, ms' },
+  { key: 'max-tunnels', env: 'EGRESS_MAX_TUNNELS', default: '2048', help: 'concurrent tunnels and requests beyond which clients get 503' },
+  { key: 'drain-timeout', env: 'EGRESS_DRAIN_TIMEOUT', default: '10000', help: 'on SIGTERM, wait this long for open tunnels, ms' },
+  { key: 'log-level', env: 'EGRESS_LOG_LEVEL', default: 'info', help: 'pino log level' },
+];
+
+export function settingSpec(key: string): SettingSpec | undefined {
+  return SETTINGS.find((s) => s.key === key);
+}

@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto';
+import pino, { type Logger } from 'pino';
+import {
+  EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent,
+} from './schema.js';
+
+export type EventListener = (event: EgressEvent) => void;
+
+/**
+ * Writes decision and close events as pino JSON lines (stdout, and a file if asked) and hands each event
+ * to subscribers (the collector client, metrics). Operational logs go through `log` on the same streams.
+ */
+export class EventLog {
+  readonly log: Logger;
+  private readonly listeners = new Set<EventListener>();
+
+  constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean }) {
+    const streams: pino.StreamEntry[] = [];
+    if (options.stdout !== false) streams.push({ level: 'trace', stream: pino.destination({ dest: 1, sync: true }) });
+    if (options.eventsFile) streams.push({ level: 'trace', stream: pino.destination({ dest: options.eventsFile, sync: true, mkdir: true }) });
+    this.log = pino(
+      {
+        level: options.level ?? 'info',
+        base: undefined,
+        // Events carry their own `time` (the one subscribers see); other log lines get one here.
+        timestamp: false,
+        mixin: (merge: object) => ('event' in merge ? {} : { time: new Date().toISOString() }),
+        formatters: { level: (label) => ({ level: label }) },
+      },
+      pino.multistream(streams),
+    );
+    this.ci = options.ci;
+  }
+
+  private readonly ci: CiContext | undefined;
+
+  subscribe(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  decision(fields: DecisionFields): DecisionEvent {
+    const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomUUID(), time: new Date().toISOString(), ...fields };
+    if (this.ci) event.ci = this.ci;
+    this.write(event, fields.decision === 'allowed' ? 'info' : 'warn');
+    return event;
+  }
+
+  close(fields: CloseFields): CloseEvent {
+    const event: CloseEvent = { schema: EVENT_SCHEMA_VERSION, event: 'close', time: new Date().toISOString(), ...fields };
+    this.write(event, 'info');
+    return event;
+  }
+
+  private write(event: EgressEvent, level: 'info' | 'warn'): void {
+    this.log[level]({ ...event });
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.log.error({ err }, 'event listener failed');
+      }
+    }
+  }
+}

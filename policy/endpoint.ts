@@ -1,0 +1,88 @@
+import { domainToASCII } from 'node:url';
+import { getDomain } from 'tldts';
+import { compileHostPattern, type HostPattern } from './host-pattern.js';
+import type { Origin } from './cidr.js';
+
+export const DEFAULT_PORT = 443;
+
+export interface EndpointRule {
+  /** The entry as written in the policy, reported as `rule` in events. */
+  source: string;
+  host: HostPattern;
+  port: number | '*';
+  origin: Origin;
+  /** Set when the wildcard sits directly over a private-section public suffix (github.io, ...). */
+  warning?: string;
+}
+
+export class EntryError extends Error {}
+
+const PATTERN_LABEL = /^[a-z0-9_*]([a-z0-9_*-]*[a-z0-9_*])?$/;
+
+function parsePort(text: string, entry: string): number | '*' {
+  if (text === '*') return '*';
+  if (!/^\d{1,5}$/.test(text)) throw new EntryError(`invalid port "${text}" in "${entry}"`);
+  const port = Number(text);
+  if (port < 1 || port > 65535) throw new EntryError(`port ${port} out of range 1-65535 in "${entry}"`);
+  return port;
+}
+
+function splitHostPort(entry: string): [string, string | undefined] {
+  if (entry.startsWith('[')) throw new EntryError(`"${entry}" is an address: list addresses under allowed-ips`);
+  const colons = entry.split(':').length - 1;
+  if (colons === 0) return [entry, undefined];
+  if (colons > 1) throw new EntryError(`"${entry}" is not host[:port]`);
+  const at = entry.lastIndexOf(':');
+  return [entry.slice(0, at), entry.slice(at + 1)];
+}
+
+/** Validate and canonicalise a host pattern; throws EntryError with a reason a user can act on. */
+export function canonicalPattern(rawHost: string, entry: string): { pattern: string; warning?: string } {
+  let host = rawHost.toLowerCase().replace(/\.$/, '');
+  if (host === '') throw new EntryError(`"${entry}" has no host`);
+  if (host === '*') throw new EntryError(`"${entry}" allows every host: a bare * is not accepted`);
+  if (/^\d+(\.\d+){0,3}$/.test(host) || /^0x[0-9a-f]+$/.test(host)) {
+    throw new EntryError(`"${entry}" is an address: list addresses under allowed-ips`);
+  }
+  const labels = host.split('.');
+  host = labels
+    .map((label) => {
+      if (label === '') throw new EntryError(`"${entry}" has an empty label`);
+      if (label.includes('*')) {
+        if (/[^\x00-\x7f]/.test(label)) throw new EntryError(`"${entry}": a wildcard label must be ASCII`);
+        return label;
+      }
+      const ascii = domainToASCII(label);
+      if (!ascii) throw new EntryError(`"${entry}" has an invalid label "${label}"`);
+      return ascii;
+    })
+    .join('.');
+  for (const label of host.split('.')) {
+    if (label.length > 63 || !PATTERN_LABEL.test(label)) throw new EntryError(`"${entry}" has an invalid label "${label}"`);
+    if (label.includes('**')) throw new EntryError(`"${entry}": ** is not a pattern here; use a leading "*." for any depth`);
+  }
+  if (host.length > 253) throw new EntryError(`"${entry}" is longer than 253 characters`);
+  const parts = host.split('.');
+  const lastWild = parts.reduce((at, label, i) => (label.includes('*') ? i : at), -1);
+  if (lastWild === -1) return { pattern: host };
+  const fixed = parts.slice(lastWild + 1).join('.');
+  if (fixed === '') throw new EntryError(`"${entry}" puts a wildcard in the top-level label`);
+  if (getDomain(fixed) === null) {
+    throw new EntryError(`"${entry}" has a wildcard directly over the public suffix "${fixed}"`);
+  }
+  if (getDomain(fixed, { allowPrivateDomains: true }) === null) {
+    return { pattern: host, warning: `"${entry}" wildcards over "${fixed}", a suffix where anyone can register names` };
+  }
+  return { pattern: host };
+}
+
+/** Parse one allowed-endpoints entry: `host[:port]`, no port means 443, `:*` any port. */
+export function parseEndpoint(entry: string, origin: Origin): EndpointRule {
+  const text = entry.trim();
+  const [rawHost, rawPort] = splitHostPort(text);
+  const port = rawPort === undefined ? DEFAULT_PORT : parsePort(rawPort, text);
+  const { pattern, warning } = canonicalPattern(rawHost, text);
+  const rule: EndpointRule = { source: text, host: compileHostPattern(pattern), port, origin };
+  if (warning) rule.warning = warning;
+  return rule;
+}

@@ -1,0 +1,57 @@
+import ipaddr from 'ipaddr.js';
+
+export type Address = ipaddr.IPv4 | ipaddr.IPv6;
+
+/** A destination host as a client wrote it, canonicalised the way WHATWG URL and inet_aton read it. */
+export type CanonicalHost =
+  | { type: 'name'; name: string }
+  | { type: 'ip'; ip: Address; text: string }
+  | { type: 'invalid'; why: string };
+
+const NAME_LABEL = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/;
+
+/**
+ * Canonicalise a host: lowercase, trailing dot removed, IDN to punycode, every numeric IPv4 spelling
+ * (2130706433, 0x7f000001, 127.1, 0177.0.0.1) and bracketed or bare IPv6 to its address.
+ */
+export function canonicalHost(input: string): CanonicalHost {
+  let host = input.trim();
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  if (host.includes(':')) {
+    const zoneless = host.split('%')[0] ?? host;
+    if (!ipaddr.IPv6.isValid(zoneless)) return { type: 'invalid', why: `"${input}" is not a valid IPv6 address` };
+    const ip = ipaddr.IPv6.parse(zoneless);
+    return { type: 'ip', ip, text: ip.toString() };
+  }
+  host = host.replace(/\.+$/, '');
+  if (host === '') return { type: 'invalid', why: 'empty host' };
+  let parsed: string;
+  try {
+    parsed = new URL(`http://${host}/`).hostname;
+  } catch {
+    return { type: 'invalid', why: `"${input}" is not a valid host name or address` };
+  }
+  if (ipaddr.IPv4.isValidFourPartDecimal(parsed)) {
+    const ip = ipaddr.IPv4.parse(parsed);
+    return { type: 'ip', ip, text: ip.toString() };
+  }
+  if (parsed.length > 253) return { type: 'invalid', why: 'host name longer than 253 characters' };
+  for (const label of parsed.split('.')) {
+    if (label.length === 0) return { type: 'invalid', why: `"${input}" has an empty label` };
+    if (label.length > 63) return { type: 'invalid', why: `"${input}" has a label longer than 63 characters` };
+    if (!NAME_LABEL.test(label)) return { type: 'invalid', why: `"${input}" has an invalid label "${label}"` };
+  }
+  return { type: 'name', name: parsed };
+}
+
+/** Parse an address literal (no name resolution); IPv4-mapped IPv6 stays IPv6 here. */
+export function parseAddress(text: string): Address | null {
+  const t = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text;
+  return ipaddr.isValid(t) ? ipaddr.parse(t) : null;
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 address, else the address itself. */
+export function unmapped(ip: Address): Address {
+  if (ip.kind() === 'ipv6' && (ip as ipaddr.IPv6).isIPv4MappedAddress()) return (ip as ipaddr.IPv6).toIPv4Address();
+  return ip;
+}

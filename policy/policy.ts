@@ -1,0 +1,31 @@
+import type { CidrRule } from './cidr.js';
+import type { EndpointRule } from './endpoint.js';
+
+export type Mode = 'audit' | 'block';
+export const MODES: readonly Mode[] = ['audit', 'block'];
+
+/** `policy`: DNS answers only names the endpoints allow; `any`: resolution stays open, connections filtered. */
+export type DnsMode = 'policy' | 'any';
+export const DNS_MODES: readonly DnsMode[] = ['policy', 'any'];
+
+export interface Policy {
+  mode: Mode;
+  dns: DnsMode;
+  endpoints: EndpointRule[];
+  allowedIps: CidrRule[];
+  trustedRanges: CidrRule[];
+  /** Warnings found at load (e.g. wildcard over github.io), logged by the caller. */
+  warnings: string[];
+}
+
+export class PolicyError extends Error {
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    readonly entry: string,
+    readonly reason: string,
+  ) {
+    super(`${file}:${line}: ${entry ? `"${entry}": ` : ''}${reason}`);
+    this.name = 'PolicyError';
+  }
+}

@@ -1,0 +1,58 @@
+import { promises as dns } from 'node:dns';
+import type { AddressBook } from './address-book.js';
+
+export class ResolveError extends Error {
+  constructor(
+    message: string,
+    /** `not-found` (NXDOMAIN/NODATA): 502; `timeout`: 504; `failed`: 502. */
+    readonly kind: 'not-found' | 'timeout' | 'failed',
+  ) {
+    super(message);
+  }
+}
+
+export interface ResolverOptions {
+  /** name -> addresses overrides (--resolve), consulted first. */
+  overrides: Map<string, string[]>;
+  addressBook: AddressBook;
+  timeoutMs?: number;
+  /** Record answers this long in the address book (the system resolver gives no TTLs). */
+  ttlMs?: number;
+}
+
+/**
+ * The proxy's own name resolution: overrides, then what the DNS server learnt (address book), then the
+ * system resolver. Every answer is recorded in the address book so transparent connections can be attributed.
+ */
+export class Resolver {
+  constructor(private readonly options: ResolverOptions) {}
+
+  async resolve(name: string): Promise<string[]> {
+    const key = name.toLowerCase().replace(/\.$/, '');
+    const override = this.options.overrides.get(key);
+    if (override) {
+      this.options.addressBook.record(key, override, this.options.ttlMs ?? 60_000);
+      return override;
+    }
+    const known = this.options.addressBook.addressesOf(key);
+    if (known) return known;
+    const timeoutMs = this.options.timeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ResolveError(`resolving ${key} timed out after ${timeoutMs} ms`, 'timeout')), timeoutMs);
+    });
+    try {
+      const answers = await Promise.race([dns.lookup(key, { all: true, verbatim: true }), timeout]);
+      const addresses = answers.map((a) => a.address);
+      this.options.addressBook.record(key, addresses, this.options.ttlMs ?? 60_000);
+      return addresses;
+    } catch (err) {
+      if (err instanceof ResolveError) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTFOUND' || code === 'ENODATA') throw new ResolveError(`${key} does not resolve (${code})`, 'not-found');
+      throw new ResolveError(`resolving ${key} failed: ${code ?? (err as Error).message}`, 'failed');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
