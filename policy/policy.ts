@@ -25,7 +25,7 @@ export class PolicyError extends Error {
     readonly entry: string,
     readonly reason: string,
   ) {
-    super(`${file}:${line}: ${entry ? `"${entry}": ` : ''}${reason}`);
+    super(`${file}:${line}: ${entry && !reason.includes(`"${entry}"`) ? `"${entry}": ` : ''}${reason}`);
     this.name = 'PolicyError';
   }
 }

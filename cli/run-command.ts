@@ -1,0 +1,30 @@
+import { ConfigError, loadConfig } from '../config/load-config.js';
+import { PolicyError } from '../policy/index.js';
+import { startSidecar } from '../proxy/sidecar.js';
+import { parseArgs } from './args.js';
+import { configSources } from './config-sources.js';
+import type { CommandIo } from './io.js';
+
+/** `egress-guard run`: start the sidecar; SIGHUP reloads the policy, SIGTERM/SIGINT drain and stop. */
+export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
+  const args = parseArgs(argv);
+  const load = () => loadConfig(configSources(args.options, io.env));
+  let sidecar;
+  try {
+    sidecar = await startSidecar({ loadConfig: load, env: io.env });
+  } catch (err) {
+    if (err instanceof PolicyError || err instanceof ConfigError) {
+      io.stderr.write(`egress-guard: ${err.message}\n`);
+      return 2;
+    }
+    io.stderr.write(`egress-guard: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const running = sidecar;
+  process.on('SIGHUP', () => running.reload());
+  return new Promise((resolve) => {
+    const stop = () => void running.close().then(() => resolve(0));
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}

@@ -1,0 +1,13 @@
+/** Split a CONNECT authority or Host header into host and port; null when it is not host:port. */
+export function parseAuthority(authority: string, defaultPort?: number): { host: string; port: number } | null {
+  const m = /^\[([^\]]*)\](?::(\d{1,5}))?$/.exec(authority) ?? /^([^:\[\]]*)(?::(\d{1,5}))?$/.exec(authority);
+  if (!m || !m[1]) return null;
+  const port = m[2] !== undefined ? Number(m[2]) : defaultPort;
+  if (port === undefined || port < 1 || port > 65535) return null;
+  return { host: m[1], port };
+}
+
+/** host:port with IPv6 addresses bracketed. */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

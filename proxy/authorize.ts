@@ -1,0 +1,86 @@
+import { decide, type Decision, type Policy } from '../policy/index.js';
+import type { EventLog } from '../events/event-log.js';
+import type { DecisionEvent, RequestKind } from '../events/schema.js';
+import { ResolveError, type Resolver } from './resolver.js';
+
+export interface AuthorizeContext {
+  policy: () => Policy;
+  resolver: Resolver;
+  events: EventLog;
+}
+
+export interface AuthorizeRequest {
+  kind: RequestKind;
+  client: string;
+  /** Host as the client wrote it (CONNECT authority, absolute-URI host, SNI, Host header). */
+  host: string;
+  port: number;
+  sni?: string;
+  method?: string;
+  path?: string;
+  /**
+   * Transparent connections: the original destination. Raw-IP decisions use it, and a named
+   * decision must agree with it (see proxy/transparent).
+   */
+  addresses?: string[];
+}
+
+export type Authorization =
+  | { action: 'forward'; decision: Decision; event: DecisionEvent; address: string; port: number }
+  | { action: 'reject'; decision: Decision; event: DecisionEvent }
+  | { action: 'fail'; decision: Decision; event: DecisionEvent; status: 502 | 504; error: string; message: string };
+
+/**
+ * The data path every listener shares: decide on the name (before any lookup, so a blocked name is never
+ * resolved in block mode), resolve, decide on the addresses, emit the one decision event, and say which
+ * address to connect to (the one that was checked: no second lookup, no DNS-rebinding window).
+ */
+export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
+  const policy = ctx.policy();
+  const nameDecision = decide(policy, { host: request.host, port: request.port });
+  const emit = (decision: Decision) =>
+    ctx.events.decision({
+      kind: request.kind,
+      client: request.client,
+      host: decision.host,
+      port: request.port,
+      ...(request.sni !== undefined && { sni: request.sni }),
+      ...(decision.ip !== undefined && { ip: decision.ip }),
+      ...(request.method !== undefined && { method: request.method }),
+      ...(request.path !== undefined && { path: request.path }),
+      decision: decision.outcome,
+      reason: decision.reason,
+      rule: decision.rule,
+      message: decision.message,
+      mode: policy.mode,
+    });
+
+  if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
+    return { action: 'reject', decision: nameDecision, event: emit(nameDecision) };
+  }
+  if (nameDecision.ip !== undefined) {
+    return { action: 'forward', decision: nameDecision, event: emit(nameDecision), address: nameDecision.ip, port: request.port };
+  }
+
+  let addresses: string[];
+  try {
+    addresses = request.addresses ?? (await ctx.resolver.resolve(nameDecision.host));
+  } catch (err) {
+    const failure = err instanceof ResolveError ? err : new ResolveError(String(err), 'failed');
+    const event = emit(nameDecision);
+    return {
+      action: 'fail', decision: nameDecision, event, status: failure.kind === 'timeout' ? 504 : 502,
+      error: failure.kind === 'timeout' ? 'upstream-dns-timeout' : 'upstream-dns', message: failure.message,
+    };
+  }
+  const decision = decide(policy, { host: request.host, port: request.port, addresses });
+  if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
+  // Audit mode forwards would-block requests to the address the name resolved to.
+  const address = decision.ip ?? addresses[0];
+  if (address === undefined) {
+    const event = emit(decision);
+    return { action: 'fail', decision, event, status: 502, error: 'upstream-dns', message: `${decision.host} has no address` };
+  }
+  const withIp = decision.ip === undefined ? { ...decision, ip: address } : decision;
+  return { action: 'forward', decision: withIp, event: emit(withIp), address, port: request.port };
+}

@@ -1,0 +1,46 @@
+import type { Socket } from 'node:net';
+import type { ServerResponse } from 'node:http';
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request', 403: 'Forbidden', 405: 'Method Not Allowed', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+};
+
+/** Header values must be one line of visible ASCII: whatever a client sent us is made safe first. */
+export function headerSafe(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 512);
+}
+
+function body(status: number, message: string): string {
+  return `egress-guard: ${status} ${STATUS_TEXT[status] ?? ''}\n${message}\n`;
+}
+
+/** Answer a request the proxy will not (or cannot) forward, on an HTTP response. */
+export function sendProxyError(res: ServerResponse, status: number, message: string, eventId?: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = body(status, message);
+  res.writeHead(status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'x-egress-guard-reason': headerSafe(message),
+    ...(eventId && { 'x-egress-guard-event': eventId }),
+  });
+  res.end(text);
+}
+
+/** The same, written raw on a socket (CONNECT and malformed requests, where there is no ServerResponse). */
+export function writeRawError(socket: Socket, status: number, message: string, eventId?: string): void {
+  if (socket.destroyed || !socket.writable) return;
+  const text = body(status, message);
+  const headers = [
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}`,
+    'Content-Type: text/plain; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(text)}`,
+    `X-Egress-Guard-Reason: ${headerSafe(message)}`,
+    ...(eventId ? [`X-Egress-Guard-Event: ${eventId}`] : []),
+    'Connection: close',
+  ];
+  socket.end(`${headers.join('\r\n')}\r\n\r\n${text}`);
+}

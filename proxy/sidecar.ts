@@ -1,0 +1,85 @@
+import type { AddressInfo } from 'node:net';
+import { describeConfig, type Config } from '../config/load-config.js';
+import { EventLog } from '../events/event-log.js';
+import { ciContextFrom } from '../events/schema.js';
+import type { Policy } from '../policy/index.js';
+import { AddressBook } from './address-book.js';
+import { createHttpProxyServer } from './http-proxy-server.js';
+import { listen } from './listen.js';
+import { Resolver } from './resolver.js';
+import { createTrafficCounters } from './traffic-counters.js';
+import { spliceTunnel } from './tunnel.js';
+
+export interface Sidecar {
+  events: EventLog;
+  proxyAddress: AddressInfo;
+  policy: () => Policy;
+  /** Re-read the configuration and swap the policy; open tunnels are kept. */
+  reload(): boolean;
+  /** Stop accepting, let tunnels drain up to drain-timeout, then close everything. */
+  close(): Promise<void>;
+}
+
+export interface SidecarOptions {
+  loadConfig: () => Config;
+  env: NodeJS.ProcessEnv;
+  events?: EventLog;
+}
+
+function formatPolicy(policy: Policy) {
+  return { mode: policy.mode, dns: policy.dns, endpoints: policy.endpoints.length, allowed_ips: policy.allowedIps.length, trusted_ranges: policy.trustedRanges.length };
+}
+
+/** Start every listener of `egress-guard run` on one policy. */
+export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
+  const config = options.loadConfig();
+  const events = options.events ?? new EventLog({ eventsFile: config.eventsFile, level: config.logLevel, ci: ciContextFrom(options.env) });
+  let policy = config.policy;
+  const currentPolicy = () => policy;
+  for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
+  events.log.info({ config: describeConfig(config) }, 'effective configuration');
+
+  const addressBook = new AddressBook();
+  const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs });
+  const counters = createTrafficCounters();
+  const proxyServer = createHttpProxyServer({
+    policy: currentPolicy, resolver, events, counters, tunnel: spliceTunnel,
+    connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
+  });
+  const proxyAddress = await listen(proxyServer, config.listen, 'listen');
+  events.log.info({ listener: 'proxy', address: proxyAddress.address, port: proxyAddress.port, policy: formatPolicy(policy) }, 'listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    events,
+    proxyAddress,
+    policy: currentPolicy,
+    reload() {
+      try {
+        const next = options.loadConfig();
+        policy = next.policy;
+        for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
+        events.log.info({ policy: formatPolicy(policy) }, 'policy reloaded');
+        return true;
+      } catch (err) {
+        events.log.error({ err: (err as Error).message }, 'policy reload failed; keeping the previous policy');
+        return false;
+      }
+    },
+    close() {
+      closing ??= (async () => {
+        events.log.info({ open: counters.open }, 'shutting down: no new connections, draining');
+        const closed = new Promise<void>((resolve) => proxyServer.close(() => resolve()));
+        proxyServer.closeIdleConnections();
+        const deadline = Date.now() + config.drainTimeoutMs;
+        while (counters.open > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        if (counters.open > 0) events.log.warn({ open: counters.open }, 'drain timeout: closing open connections');
+        for (const socket of counters.tunnels) socket.destroy();
+        proxyServer.closeAllConnections();
+        await closed;
+        events.log.info('stopped');
+      })();
+      return closing;
+    },
+  };
+}
