@@ -54,6 +54,8 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
   forwarder.on('error', (err) => events.log.debug({ err: err.message }, 'forwarder error'));
   const onResponse = new WeakMap<http.IncomingMessage, (proxyRes: http.IncomingMessage) => void>();
   forwarder.on('proxyRes', (proxyRes, req) => onResponse.get(req)?.(proxyRes));
+  const timedOut = new WeakSet<http.IncomingMessage>();
+  forwarder.on('proxyReq', (proxyReq, req) => proxyReq.once('timeout', () => timedOut.add(req)));
 
   const server = http.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 });
   server.keepAliveTimeout = 30_000;
@@ -126,7 +128,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       });
     });
     forwarder.web(req, res, { target: `http://${formatHostPort(auth.address, auth.port)}`, headers: { host: req.headers.host ?? formatHostPort(auth.decision.host, auth.port) } }, (err: NodeJS.ErrnoException) => {
-      const timeout = err.code === 'ETIMEDOUT' || err.code === 'ECONNRESET' && /timed out/.test(err.message);
+      const timeout = err.code === 'ETIMEDOUT' || timedOut.has(req);
       error = timeout ? 'upstream-timeout' : err.code === 'ECONNREFUSED' ? 'upstream-refused' : `upstream-${(err.code ?? 'error').toLowerCase()}`;
       status = timeout ? 504 : 502;
       sendProxyError(res, status, `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`, auth.event.id);

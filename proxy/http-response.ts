@@ -26,6 +26,8 @@ export function sendProxyError(res: ServerResponse, status: number, message: str
     'content-length': Buffer.byteLength(text),
     'x-egress-guard-reason': headerSafe(message),
     ...(eventId && { 'x-egress-guard-event': eventId }),
+    // A client that sent something unusable is not worth keeping a connection open for.
+    ...(status === 400 && { connection: 'close' }),
   });
   res.end(text);
 }

@@ -18,6 +18,15 @@ export interface ResolverOptions {
   timeoutMs?: number;
   /** Record answers this long in the address book (the system resolver gives no TTLs). */
   ttlMs?: number;
+  /** Ask these DNS servers ("ip" or "ip:port") instead of the system resolver (dns-upstream). */
+  servers?: string[];
+}
+
+async function lookupWith(resolver: dns.Resolver, name: string): Promise<string[]> {
+  const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);
+  const addresses = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
+  if (addresses.length > 0) return addresses;
+  throw v4.status === 'rejected' ? v4.reason : v6.status === 'rejected' ? v6.reason : Object.assign(new Error('no address'), { code: 'ENODATA' });
 }
 
 /**
@@ -25,7 +34,14 @@ export interface ResolverOptions {
  * system resolver. Every answer is recorded in the address book so transparent connections can be attributed.
  */
 export class Resolver {
-  constructor(private readonly options: ResolverOptions) {}
+  private readonly dnsResolver?: dns.Resolver;
+
+  constructor(private readonly options: ResolverOptions) {
+    if (options.servers && options.servers.length > 0) {
+      this.dnsResolver = new dns.Resolver({ timeout: options.timeoutMs ?? 10_000, tries: 2 });
+      this.dnsResolver.setServers(options.servers);
+    }
+  }
 
   async resolve(name: string): Promise<string[]> {
     const key = name.toLowerCase().replace(/\.$/, '');
@@ -42,14 +58,17 @@ export class Resolver {
       timer = setTimeout(() => reject(new ResolveError(`resolving ${key} timed out after ${timeoutMs} ms`, 'timeout')), timeoutMs);
     });
     try {
-      const answers = await Promise.race([dns.lookup(key, { all: true, verbatim: true }), timeout]);
-      const addresses = answers.map((a) => a.address);
+      const lookup = this.dnsResolver
+        ? lookupWith(this.dnsResolver, key)
+        : dns.lookup(key, { all: true, verbatim: true }).then((answers) => answers.map((a) => a.address));
+      const addresses = await Promise.race([lookup, timeout]);
       this.options.addressBook.record(key, addresses, this.options.ttlMs ?? 60_000);
       return addresses;
     } catch (err) {
       if (err instanceof ResolveError) throw err;
+      this.dnsResolver?.cancel();
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOTFOUND' || code === 'ENODATA') throw new ResolveError(`${key} does not resolve (${code})`, 'not-found');
+      if (code === 'ENOTFOUND' || code === 'ENODATA' || code === 'ENONAME') throw new ResolveError(`${key} does not resolve (${code})`, 'not-found');
       throw new ResolveError(`resolving ${key} failed: ${code ?? (err as Error).message}`, 'failed');
     } finally {
       clearTimeout(timer);

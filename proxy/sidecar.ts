@@ -40,7 +40,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   events.log.info({ config: describeConfig(config) }, 'effective configuration');
 
   const addressBook = new AddressBook();
-  const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs });
+  const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs, servers: config.dnsUpstream });
   const counters = createTrafficCounters();
   const proxyServer = createHttpProxyServer({
     policy: currentPolicy, resolver, events, counters, tunnel: spliceTunnel,
