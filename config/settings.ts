@@ -21,7 +21,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'policy', env: 'EGRESS_POLICY_FILE', help: 'policy/config file (YAML)' },
   { key: 'listen', env: 'EGRESS_LISTEN', default: '127.0.0.1:3128', help: 'explicit HTTP/CONNECT proxy address' },
   { key: 'events-file', env: 'EGRESS_EVENTS_FILE', help: 'also append decision events (NDJSON) to this file' },
-  { key: 'dns-listen', env: 'EGRESS_DNS_LISTEN', default: 'off', help: 'DNS server address (UDP and TCP), e.g. 127.0.0.1:53; off to disable' },
+  { key: 'dns-listen', env: 'EGRESS_DNS_LISTEN', default: '127.0.0.1:53', help: 'DNS server address (UDP and TCP); off to disable. If it cannot bind, block mode stops, audit mode goes on' },
   { key: 'dns-upstream', env: 'EGRESS_DNS_UPSTREAM', list: true, help: 'upstream resolvers (default: nameservers of /etc/resolv.conf at start)' },
   { key: 'transparent-listen', env: 'EGRESS_TRANSPARENT_LISTEN', default: 'off', list: true, help: 'listener(s) for redirected connections, e.g. 127.0.0.1:3129 [::1]:3129; off to disable' },
   { key: 'admin-listen', env: 'EGRESS_ADMIN_LISTEN', default: 'off', help: 'health and Prometheus /metrics address; off to disable' },

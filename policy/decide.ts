@@ -45,6 +45,11 @@ export interface Decision {
   ip?: string;
 }
 
+/** host:port as people write it, IPv6 addresses bracketed. */
+export function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 function outcomeOf(policy: Policy, permitted: boolean): Outcome {
   if (permitted) return 'allowed';
   return policy.mode === 'block' ? 'blocked' : 'would-block';
@@ -90,7 +95,7 @@ function decideAddresses(policy: Policy, host: string, port: number, rule: strin
 function decideRawIp(policy: Policy, ip: Address, text: string, port: number): Decision {
   const allowed = findCidr(policy.allowedIps, ip);
   if (allowed) return decision(policy, true, { reason: 'allowed-ip', rule: allowed.source, host: text, ip: text, message: `${text} is in allowed-ips ${allowed.source}` });
-  return decision(policy, false, { reason: 'raw-ip', rule: null, host: text, ip: text, message: `${text}:${port} is a raw IP address and not in allowed-ips` });
+  return decision(policy, false, { reason: 'raw-ip', rule: null, host: text, ip: text, message: `${hostPort(text, port)} is a raw IP address and not in allowed-ips` });
 }
 
 /** The one decision function every listener calls (HTTP, CONNECT, transparent). Pure. */

@@ -4,10 +4,12 @@ import { EventLog } from '../events/event-log.js';
 import { ciContextFrom } from '../events/schema.js';
 import type { Policy } from '../policy/index.js';
 import { AddressBook } from './address-book.js';
+import { readResolvConfUpstreams, startDnsServer, type DnsServer } from './dns-server.js';
 import { createHttpProxyServer } from './http-proxy-server.js';
 import { listen } from './listen.js';
 import { Resolver } from './resolver.js';
 import { createTrafficCounters } from './traffic-counters.js';
+import { startTransparentListeners, type TransparentListeners } from './transparent-server.js';
 import { spliceTunnel } from './tunnel.js';
 
 export interface Sidecar {
@@ -49,6 +51,37 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const proxyAddress = await listen(proxyServer, config.listen, 'listen');
   events.log.info({ listener: 'proxy', address: proxyAddress.address, port: proxyAddress.port, policy: formatPolicy(policy) }, 'listening');
 
+  let dns: DnsServer | undefined;
+  if (config.dnsListen) {
+    const upstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
+    try {
+      dns = await startDnsServer({ listen: config.dnsListen, upstreams, policy: currentPolicy, events, addressBook });
+      events.log.info({ listener: 'dns', address: dns.udpAddress.address, port: dns.udpAddress.port, upstreams }, 'listening');
+    } catch (err) {
+      // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
+      if (policy.mode === 'block') {
+        proxyServer.close();
+        throw err;
+      }
+      events.log.error({ err: (err as Error).message }, 'DNS listener not started (audit mode goes on without it)');
+    }
+  }
+
+  let transparent: TransparentListeners | undefined;
+  if (config.transparentListen.length > 0) {
+    try {
+      transparent = await startTransparentListeners({
+        listen: config.transparentListen, policy: currentPolicy, resolver, events, addressBook, counters, tunnel: spliceTunnel,
+        connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
+      });
+    } catch (err) {
+      proxyServer.close();
+      await dns?.close();
+      throw err;
+    }
+    for (const a of transparent.addresses) events.log.info({ listener: 'transparent', address: a.address, port: a.port }, 'listening');
+  }
+
   let closing: Promise<void> | undefined;
   return {
     events,
@@ -70,6 +103,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       closing ??= (async () => {
         events.log.info({ open: counters.open }, 'shutting down: no new connections, draining');
         const closed = new Promise<void>((resolve) => proxyServer.close(() => resolve()));
+        const transparentClosed = transparent?.close();
         proxyServer.closeIdleConnections();
         const deadline = Date.now() + config.drainTimeoutMs;
         while (counters.open > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -77,6 +111,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         for (const socket of counters.tunnels) socket.destroy();
         proxyServer.closeAllConnections();
         await closed;
+        await transparentClosed;
+        await dns?.close();
         events.log.info('stopped');
       })();
       return closing;

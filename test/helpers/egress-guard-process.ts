@@ -28,7 +28,7 @@ export interface EgressGuardProcess {
  */
 export async function startEgressGuard(args: string[] = [], env: Record<string, string> = {}): Promise<EgressGuardProcess> {
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EGRESS_') && !k.startsWith('GITHUB_')));
-  const child = spawn(process.execPath, [CLI, 'run', '--listen', '127.0.0.1:0', ...args], { env: { ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'run', '--listen', '127.0.0.1:0', ...args], { env: { EGRESS_DNS_LISTEN: 'off', ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: LogLine[] = [];
   const waiters = new Set<{ predicate: (line: LogLine) => boolean; resolve: (line: LogLine) => void }>();
   let stderr = '';

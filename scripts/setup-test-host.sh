@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine (run as root): real clients (curl, dig, git),
+# iptables/iproute2 for redirect rules and network namespaces, PostgreSQL and Chromium for the collector tests,
+# Docker engine + compose + debootstrap for the container tests. Then `npm ci` (which also compiles TypeScript).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+cd "$(dirname "$0")/.."
+
+PACKAGES=(curl dnsutils git iptables iproute2 procps util-linux passwd postgresql chromium docker.io docker-compose debootstrap bc dnsmasq-base)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian postgresql package may start a cluster on install; the tests start their own throwaway clusters.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+echo "setup: done"
