@@ -1,6 +1,8 @@
 import ipaddr from 'ipaddr.js';
 import type { Address } from './host.js';
 
+const GLOBAL_UNICAST_V6 = ipaddr.parseCIDR('2000::/3');
+
 export interface AddressClass {
   /** ipaddr.js range name of the address, or of the IPv4 address it embeds. */
   range: string;
@@ -42,5 +44,8 @@ export function classifyAddress(ip: Address): AddressClass {
     }
   }
   const range = ip.range();
+  // ipaddr.js calls all unlisted IPv6 "unicast", but only 2000::/3 is allocated for global unicast;
+  // the rest (IPv4-compatible ::a.b.c.d, 4000::/2, e000::/4, ...) is reserved by the IETF.
+  if (range === 'unicast' && ip.kind() === 'ipv6' && !ip.match(GLOBAL_UNICAST_V6)) return { range: 'reserved', publicUnicast: false };
   return { range, publicUnicast: range === 'unicast' };
 }

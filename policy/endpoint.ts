@@ -1,5 +1,6 @@
 import { domainToASCII } from 'node:url';
 import { getDomain } from 'tldts';
+import { canonicalHost, NOT_IN_A_HOST } from './host.js';
 import { compileHostPattern, type HostPattern } from './host-pattern.js';
 import type { Origin } from './cidr.js';
 
@@ -63,8 +64,16 @@ export function canonicalPattern(rawHost: string, entry: string): { pattern: str
   }
   if (host.length > 253) throw new EntryError(`"${entry}" is longer than 253 characters`);
   const parts = host.split('.');
+  if (/^(\d+|0x[0-9a-f]*)$/.test(parts.at(-1)!)) {
+    throw new EntryError(`"${entry}" ends in a numeric label: list addresses under allowed-ips`);
+  }
   const lastWild = parts.reduce((at, label, i) => (label.includes('*') ? i : at), -1);
-  if (lastWild === -1) return { pattern: host };
+  if (lastWild === -1) {
+    const canonical = canonicalHost(host);
+    if (canonical.type === 'ip') throw new EntryError(`"${entry}" is an address: list addresses under allowed-ips`);
+    if (canonical.type === 'invalid') throw new EntryError(`"${entry}": ${canonical.why}`);
+    return { pattern: host };
+  }
   const fixed = parts.slice(lastWild + 1).join('.');
   if (fixed === '') throw new EntryError(`"${entry}" puts a wildcard in the top-level label`);
   if (getDomain(fixed) === null) {
@@ -79,6 +88,9 @@ export function canonicalPattern(rawHost: string, entry: string): { pattern: str
 /** Parse one allowed-endpoints entry: `host[:port]`, no port means 443, `:*` any port. */
 export function parseEndpoint(entry: string, origin: Origin): EndpointRule {
   const text = entry.trim();
+  if (NOT_IN_A_HOST.test(text)) {
+    throw new EntryError(`"${text}" is not host[:port]: write the host alone, without scheme, path, user or spaces`);
+  }
   const [rawHost, rawPort] = splitHostPort(text);
   const port = rawPort === undefined ? DEFAULT_PORT : parsePort(rawPort, text);
   const { pattern, warning } = canonicalPattern(rawHost, text);

@@ -10,17 +10,20 @@ export type CanonicalHost =
 
 const NAME_LABEL = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/;
 
+/** URL syntax, whitespace and controls: WHATWG parsing would quietly turn `a.com@evil.test` into another host. */
+export const NOT_IN_A_HOST = /[/\\?#@%\s\x00-\x1f\x7f]/;
+
 /**
  * Canonicalise a host: lowercase, trailing dot removed, IDN to punycode, every numeric IPv4 spelling
  * (2130706433, 0x7f000001, 127.1, 0177.0.0.1) and bracketed or bare IPv6 to its address.
  */
 export function canonicalHost(input: string): CanonicalHost {
-  let host = input.trim();
+  let host = input;
+  if (NOT_IN_A_HOST.test(host)) return { type: 'invalid', why: `"${printable(input)}" is not a host name or address` };
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
   if (host.includes(':')) {
-    const zoneless = host.split('%')[0] ?? host;
-    if (!ipaddr.IPv6.isValid(zoneless)) return { type: 'invalid', why: `"${input}" is not a valid IPv6 address` };
-    const ip = ipaddr.IPv6.parse(zoneless);
+    if (!ipaddr.IPv6.isValid(host)) return { type: 'invalid', why: `"${input}" is not a valid IPv6 address` };
+    const ip = ipaddr.IPv6.parse(host);
     return { type: 'ip', ip, text: ip.toString() };
   }
   host = host.replace(/\.+$/, '');
@@ -42,6 +45,10 @@ export function canonicalHost(input: string): CanonicalHost {
     if (!NAME_LABEL.test(label)) return { type: 'invalid', why: `"${input}" has an invalid label "${label}"` };
   }
   return { type: 'name', name: parsed };
+}
+
+function printable(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f]/g, '?').slice(0, 260);
 }
 
 /** Parse an address literal (no name resolution); IPv4-mapped IPv6 stays IPv6 here. */

@@ -1,4 +1,4 @@
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Scalar } from 'yaml';
 import type { Origin } from './cidr.js';
 import { splitListString, type SourcedEntry } from './policy-lists.js';
 import { PolicyError } from './policy.js';
@@ -13,11 +13,20 @@ function lineOf(counter: LineCounter, offset: number): number {
   return counter.linePos(offset).line;
 }
 
-/** Lines of a block scalar start after its `|`/`>` header; plain and quoted scalars start on their own line. */
-function scalarStartLine(source: string, counter: LineCounter, node: Node): number {
-  const start = node.range?.[0] ?? 0;
-  const header = source.slice(start, start + 1);
-  return lineOf(counter, start) + (header === '|' || header === '>' ? 1 : 0);
+/**
+ * A scalar written over several lines (a `>`/`|` block pasted from a harden-runner config, or a plain
+ * multi-line scalar) is split from the raw text of the file, not from the value YAML folded, so each entry
+ * keeps its own line and a `# comment` ends only its line.
+ */
+function multiLineEntries(source: string, counter: LineCounter, node: Scalar, file: string): SourcedEntry[] | undefined {
+  const [start, end] = node.range ?? [0, 0];
+  const raw = source.slice(start, end);
+  const block = node.type === 'BLOCK_FOLDED' || node.type === 'BLOCK_LITERAL';
+  if (!block && !raw.includes('\n')) return undefined;
+  const line = lineOf(counter, start);
+  if (!block) return splitListString(raw, { file, line });
+  const body = raw.slice(raw.indexOf('\n') + 1);
+  return splitListString(body, { file, line: line + 1 });
 }
 
 /**
@@ -53,8 +62,8 @@ export function parsePolicyFile(source: string, file: string): Map<string, FileS
       }
       settings.set(key, { value: entries, origin });
     } else if (isScalar(value)) {
-      const text = String(value.value);
-      settings.set(key, { value: text, origin: { file, line: scalarStartLine(source, counter, value) } });
+      const entries = typeof value.value === 'string' ? multiLineEntries(source, counter, value, file) : undefined;
+      settings.set(key, { value: entries ?? String(value.value), origin: { file, line: lineOf(counter, value.range?.[0] ?? 0) } });
     } else {
       throw new PolicyError(file, line, key, `${key} must be a string or a list`);
     }
