@@ -1,0 +1,328 @@
+/**
+ * Strict DNS wire-format reading and the few messages egress-guard writes itself (RFC 1035, 6891).
+ *
+ * Why not dns2's Packet parser for untrusted bytes: it trusts the header counts (a 12-byte packet
+ * claiming 4x65535 records keeps the event loop busy for ~2 s), turns a truncated question into a
+ * packet with zero questions instead of an error, and flattens multi-string TXT records. Here every
+ * read is bounds-checked, the work is bounded by the message length, and compression pointers must
+ * point strictly backwards (so loops are impossible). Upstream answers are relayed as the bytes the
+ * upstream sent, never re-encoded.
+ */
+
+export const HEADER_LENGTH = 12;
+export const MAX_NAME_OCTETS = 255;
+const MAX_POINTER_JUMPS = 32;
+
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+export const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, SVCB: 64, HTTPS: 65, IXFR: 251, AXFR: 252, ANY: 255 } as const;
+export const CLASS_IN = 1;
+
+const TYPE_NAMES: Record<number, string> = {
+  1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 13: 'HINFO', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 35: 'NAPTR',
+  41: 'OPT', 43: 'DS', 46: 'RRSIG', 47: 'NSEC', 48: 'DNSKEY', 52: 'TLSA', 64: 'SVCB', 65: 'HTTPS', 99: 'SPF', 251: 'IXFR',
+  252: 'AXFR', 255: 'ANY', 257: 'CAA',
+};
+
+export function typeName(type: number): string {
+  return TYPE_NAMES[type] ?? `TYPE${type}`;
+}
+
+export class WireError extends Error {}
+
+export interface WireName {
+  /** Label bytes, in order (root = no labels). */
+  labels: Buffer[];
+  /** Offset just after the name where it was written (after the first pointer, if any). */
+  end: number;
+}
+
+/** Read a (possibly compressed) name at `offset`; throws WireError on anything malformed. */
+export function readName(buf: Buffer, offset: number): WireName {
+  const labels: Buffer[] = [];
+  let pos = offset;
+  let segmentStart = offset;
+  let end = -1;
+  let octets = 1;
+  let jumps = 0;
+  for (;;) {
+    if (pos >= buf.length) throw new WireError('name runs past the end of the message');
+    const len = buf[pos]!;
+    if ((len & 0xc0) === 0xc0) {
+      if (pos + 1 >= buf.length) throw new WireError('compression pointer runs past the end of the message');
+      const target = ((len & 0x3f) << 8) | buf[pos + 1]!;
+      // Strictly before the segment holding the pointer: every jump goes backwards, so no loop is possible.
+      if (target < HEADER_LENGTH || target >= segmentStart) throw new WireError('compression pointer does not point backwards');
+      if (++jumps > MAX_POINTER_JUMPS) throw new WireError('too many compression pointers');
+      if (end < 0) end = pos + 2;
+      pos = target;
+      segmentStart = target;
+      continue;
+    }
+    if (len & 0xc0) throw new WireError(`reserved label type 0x${len.toString(16)}`);
+    if (len === 0) {
+      if (end < 0) end = pos + 1;
+      return { labels, end };
+    }
+    octets += len + 1;
+    if (octets > MAX_NAME_OCTETS) throw new WireError('name longer than 255 octets');
+    if (pos + 1 + len > buf.length) throw new WireError('label runs past the end of the message');
+    labels.push(buf.subarray(pos + 1, pos + 1 + len));
+    pos += 1 + len;
+  }
+}
+
+const PLAIN_LABEL_BYTE = /^[A-Za-z0-9_-]+$/;
+
+/** True when every label is letters, digits, '-' or '_' (a name the policy can judge as text). */
+export function isPlainName(labels: readonly Buffer[]): boolean {
+  return labels.every((label) => PLAIN_LABEL_BYTE.test(label.toString('latin1')));
+}
+
+/** Presentation form, lowercase, other bytes escaped as \DDD (RFC 1035 §5.1); root is ".". */
+export function nameText(labels: readonly Buffer[]): string {
+  if (labels.length === 0) return '.';
+  return labels
+    .map((label) => {
+      let text = '';
+      for (const byte of label) {
+        const c = String.fromCharCode(byte);
+        text += /[A-Za-z0-9_-]/.test(c) ? c.toLowerCase() : `\\${byte.toString().padStart(3, '0')}`;
+      }
+      return text;
+    })
+    .join('.');
+}
+
+export interface WireRecord {
+  name: string;
+  type: number;
+  klass: number;
+  ttl: number;
+  /** Offset of the 32-bit TTL field (so a cached copy can count it down). */
+  ttlOffset: number;
+  rdataOffset: number;
+  rdlength: number;
+}
+
+export interface WireQuestion {
+  labels: Buffer[];
+  name: string;
+  type: number;
+  klass: number;
+  /** The question's bytes as written (name + type + class). */
+  raw: Buffer;
+}
+
+export interface WireMessage {
+  id: number;
+  flags: number;
+  questions: WireQuestion[];
+  answers: WireRecord[];
+  authorities: WireRecord[];
+  additionals: WireRecord[];
+  /** Offset where the additional section starts. */
+  additionalStart: number;
+  /** Offset just after the last record (trailing bytes, if any, start here). */
+  end: number;
+}
+
+export const flagsOf = (flags: number) => ({
+  qr: (flags >> 15) & 1,
+  opcode: (flags >> 11) & 0xf,
+  tc: (flags >> 9) & 1,
+  rd: (flags >> 8) & 1,
+  cd: (flags >> 4) & 1,
+  rcode: flags & 0xf,
+});
+
+function readRecords(buf: Buffer, pos: number, count: number, into: WireRecord[]): number {
+  for (let i = 0; i < count; i++) {
+    const name = readName(buf, pos);
+    pos = name.end;
+    if (pos + 10 > buf.length) throw new WireError('record header runs past the end of the message');
+    const rdlength = buf.readUInt16BE(pos + 8);
+    if (pos + 10 + rdlength > buf.length) throw new WireError('record data runs past the end of the message');
+    into.push({
+      name: nameText(name.labels), type: buf.readUInt16BE(pos), klass: buf.readUInt16BE(pos + 2),
+      ttl: buf.readUInt32BE(pos + 4), ttlOffset: pos + 4, rdataOffset: pos + 10, rdlength,
+    });
+    pos += 10 + rdlength;
+  }
+  return pos;
+}
+
+/**
+ * Walk a whole message, checking every name, field and length against the buffer. The work is bounded
+ * by the message length: each record consumes at least 11 bytes, whatever the header's counts claim.
+ */
+export function parseMessage(buf: Buffer): WireMessage {
+  if (buf.length < HEADER_LENGTH) throw new WireError(`message shorter than the ${HEADER_LENGTH}-byte header`);
+  const qdcount = buf.readUInt16BE(4);
+  const questions: WireQuestion[] = [];
+  let pos = HEADER_LENGTH;
+  for (let i = 0; i < qdcount; i++) {
+    const name = readName(buf, pos);
+    if (name.end + 4 > buf.length) throw new WireError('question runs past the end of the message');
+    questions.push({
+      labels: name.labels, name: nameText(name.labels), type: buf.readUInt16BE(name.end), klass: buf.readUInt16BE(name.end + 2),
+      raw: buf.subarray(pos, name.end + 4),
+    });
+    pos = name.end + 4;
+  }
+  const answers: WireRecord[] = [];
+  const authorities: WireRecord[] = [];
+  const additionals: WireRecord[] = [];
+  pos = readRecords(buf, pos, buf.readUInt16BE(6), answers);
+  pos = readRecords(buf, pos, buf.readUInt16BE(8), authorities);
+  const additionalStart = pos;
+  pos = readRecords(buf, pos, buf.readUInt16BE(10), additionals);
+  return { id: buf.readUInt16BE(0), flags: buf.readUInt16BE(2), questions, answers, authorities, additionals, additionalStart, end: pos };
+}
+
+export interface DnsQuery {
+  id: number;
+  opcode: number;
+  rd: number;
+  cd: number;
+  question: WireQuestion;
+  /** Present when the client sent an OPT record: the UDP payload size it accepts. */
+  edns?: { udpSize: number };
+}
+
+export type QueryReading =
+  | { ok: true; query: DnsQuery }
+  /** `id` present: answer `rcode` (FORMERR/NOTIMP); absent: drop silently. */
+  | { ok: false; reason: string; id?: number; opcode?: number; rcode?: number };
+
+/** Read a client's query; everything that is not exactly one well-formed question is refused. */
+export function readQuery(buf: Buffer): QueryReading {
+  if (buf.length < 2) return { ok: false, reason: `${buf.length}-byte packet has no id` };
+  const id = buf.readUInt16BE(0);
+  if (buf.length < HEADER_LENGTH) return { ok: false, reason: `${buf.length}-byte packet is shorter than a DNS header`, id, rcode: RCODE.FORMERR };
+  const flags = flagsOf(buf.readUInt16BE(2));
+  // Never answer a response: two servers could otherwise bounce error replies at each other forever.
+  if (flags.qr) return { ok: false, reason: 'packet is a response, not a query' };
+  if (flags.opcode !== 0) return { ok: false, reason: `opcode ${flags.opcode} is not QUERY`, id, opcode: flags.opcode, rcode: RCODE.NOTIMP };
+  const formerr = (reason: string): QueryReading => ({ ok: false, reason, id, rcode: RCODE.FORMERR });
+  const qdcount = buf.readUInt16BE(4);
+  if (qdcount !== 1) return formerr(`query has ${qdcount} questions (exactly 1 supported)`);
+  if (buf.readUInt16BE(6) !== 0 || buf.readUInt16BE(8) !== 0) return formerr('query carries answer or authority records');
+  if (buf.readUInt16BE(10) > 2) return formerr('query carries more than 2 additional records');
+  let message: WireMessage;
+  try {
+    message = parseMessage(buf);
+  } catch (err) {
+    return formerr(err instanceof WireError ? err.message : 'unreadable query');
+  }
+  if (message.end !== buf.length) return formerr(`${buf.length - message.end} trailing bytes after the query`);
+  const opts = message.additionals.filter((r) => r.type === TYPE.OPT);
+  if (opts.length > 1) return formerr('query carries more than one OPT record');
+  const query: DnsQuery = { id, opcode: 0, rd: flags.rd, cd: flags.cd, question: message.questions[0]! };
+  if (opts[0]) {
+    if (opts[0].name !== '.') return formerr('OPT record not owned by the root');
+    query.edns = { udpSize: opts[0].klass };
+  }
+  return { ok: true, query };
+}
+
+/** The UDP payload a client accepts: 512 without EDNS, else what it advertised (512..4096). */
+export function udpLimit(query: DnsQuery): number {
+  return query.edns ? Math.min(4096, Math.max(512, query.edns.udpSize)) : 512;
+}
+
+/** EDNS payload size egress-guard advertises (the DNS flag day 2020 value: no IP fragmentation). */
+export const EDNS_UDP_SIZE = 1232;
+
+/** An OPT pseudo-record: root owner, no options, DO clear. */
+export function optRecord(udpSize = EDNS_UDP_SIZE): Buffer {
+  const opt = Buffer.alloc(11);
+  opt.writeUInt16BE(TYPE.OPT, 1);
+  opt.writeUInt16BE(udpSize, 3);
+  return opt;
+}
+
+function header(id: number, flags: number, counts: [number, number, number, number]): Buffer {
+  const h = Buffer.alloc(HEADER_LENGTH);
+  h.writeUInt16BE(id, 0);
+  h.writeUInt16BE(flags, 2);
+  counts.forEach((count, i) => h.writeUInt16BE(count, 4 + 2 * i));
+  return h;
+}
+
+/** Response flags: QR, the query's opcode/RD/CD, RA (we recurse), and the rcode. */
+export function responseFlags(query: { opcode: number; rd: number; cd: number }, rcode: number, tc = 0): number {
+  return 0x8000 | (query.opcode << 11) | (tc << 9) | (query.rd << 8) | 0x80 | (query.cd << 4) | (rcode & 0xf);
+}
+
+/**
+ * The query upstream: a fresh id, RD, the client's question bytes, and our own OPT. Nothing else from
+ * the client's packet goes upstream (EDNS options such as padding or client-subnet could carry data).
+ */
+export function buildUpstreamQuery(id: number, question: WireQuestion, cd: number): Buffer {
+  return Buffer.concat([header(id, 0x0100 | (cd << 4), [1, 0, 0, 1]), question.raw, optRecord()]);
+}
+
+/** A response with the query's question and the given answer records (already encoded). */
+export function buildResponse(query: DnsQuery, rcode: number, answers: Buffer[] = []): Buffer {
+  const parts = [header(query.id, responseFlags(query, rcode), [1, answers.length, 0, query.edns ? 1 : 0]), query.question.raw, ...answers];
+  if (query.edns) parts.push(optRecord());
+  return Buffer.concat(parts);
+}
+
+/** FORMERR/NOTIMP for a packet we could not read a question from: header only. */
+export function buildHeaderOnlyError(id: number, opcode: number, rcode: number): Buffer {
+  return header(id, responseFlags({ opcode, rd: 0, cd: 0 }, rcode), [0, 0, 0, 0]);
+}
+
+/** An A or AAAA record owned by the question name (compression pointer to offset 12). */
+export function addressRecord(type: number, address: Buffer, ttl: number): Buffer {
+  const rr = Buffer.alloc(12 + address.length);
+  rr.writeUInt16BE(0xc000 | HEADER_LENGTH, 0);
+  rr.writeUInt16BE(type, 2);
+  rr.writeUInt16BE(CLASS_IN, 4);
+  rr.writeUInt32BE(ttl, 6);
+  rr.writeUInt16BE(address.length, 10);
+  address.copy(rr, 12);
+  return rr;
+}
+
+/** The header and question-only form of a response, with TC set: "too big, ask again over TCP". */
+export function truncatedResponse(response: Buffer, query: DnsQuery): Buffer {
+  const flags = response.readUInt16BE(2) | 0x0200;
+  const parts = [header(query.id, flags, [1, 0, 0, query.edns ? 1 : 0]), query.question.raw];
+  if (query.edns) parts.push(optRecord());
+  return Buffer.concat(parts);
+}
+
+/** Decode the target name of a CNAME record. */
+export function cnameTarget(buf: Buffer, record: WireRecord): string {
+  const name = readName(buf, record.rdataOffset);
+  if (name.end > record.rdataOffset + record.rdlength) throw new WireError('CNAME target overruns its record');
+  return nameText(name.labels);
+}
+
+/** Address text of an A/AAAA record, or null when the rdata has the wrong length. */
+export function recordAddress(buf: Buffer, record: WireRecord): string | null {
+  const data = buf.subarray(record.rdataOffset, record.rdataOffset + record.rdlength);
+  if (record.type === TYPE.A && data.length === 4) return [...data].join('.');
+  if (record.type === TYPE.AAAA && data.length === 16) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(data.readUInt16BE(i).toString(16));
+    return compressIpv6(groups);
+  }
+  return null;
+}
+
+function compressIpv6(groups: string[]): string {
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < groups.length; ) {
+    if (groups[i] !== '0') { i++; continue; }
+    let j = i;
+    while (j < groups.length && groups[j] === '0') j++;
+    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
+    i = j;
+  }
+  if (bestLen < 2) return groups.join(':');
+  return `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLen).join(':')}`;
+}
