@@ -1,0 +1,78 @@
+import { applyCommands, formatCommands, removalCommands, type Family, type RuleOptions, type RulesMode } from '../rules/iptables-rules.js';
+import { applyRules, removeRules, RulesError } from '../rules/run-rules.js';
+import { uidOfUser } from '../rules/user-id.js';
+import { parseArgs, takeOption, UsageError } from './args.js';
+import type { CommandIo } from './io.js';
+
+const USAGE = 'usage: egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both]\n';
+
+function port(value: string | undefined, fallback: number, flag: string): number {
+  if (value === undefined) return fallback;
+  if (!/^\d{1,5}$/.test(value) || Number(value) < 1 || Number(value) > 65535) throw new UsageError(`--${flag}: "${value}" is not a port`);
+  return Number(value);
+}
+
+function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv): RuleOptions {
+  const uidFlag = takeOption(args, 'uid');
+  const user = takeOption(args, 'user');
+  if (uidFlag !== undefined && user !== undefined) throw new UsageError('give --uid or --user, not both');
+  let uid: number;
+  if (uidFlag !== undefined) {
+    if (!/^\d+$/.test(uidFlag)) throw new UsageError(`--uid: "${uidFlag}" is not a number`);
+    uid = Number(uidFlag);
+  } else {
+    const name = user ?? 'egress-guard';
+    const found = uidOfUser(name);
+    if (found === undefined) throw new UsageError(`user "${name}" does not exist: egress-guard must run as its own user, whose traffic the rules exempt (create it with \`useradd --system ${name}\`, or give --uid)`);
+    uid = found;
+  }
+  if (uid === 0) throw new UsageError('refusing to exempt uid 0: every root process (the job too) would bypass the rules; run egress-guard as its own user');
+  const mode = takeOption(args, 'mode') ?? env.EGRESS_MODE ?? 'audit';
+  if (mode !== 'block' && mode !== 'audit') throw new UsageError(`--mode: "${mode}" is not block or audit`);
+  const family = takeOption(args, 'family') ?? 'both';
+  const families: Family[] = family === '4' ? [4] : family === '6' ? [6] : family === 'both' ? [4, 6] : [];
+  if (families.length === 0) throw new UsageError(`--family: "${family}" is not 4, 6 or both`);
+  return {
+    uid, mode: mode as RulesMode, families,
+    transparentPort: port(takeOption(args, 'transparent-port'), 3129, 'transparent-port'),
+    dnsPort: port(takeOption(args, 'dns-port'), 53, 'dns-port'),
+  };
+}
+
+/**
+ * `egress-guard rules apply|remove|print`: install, remove or show the iptables/ip6tables rules that
+ * redirect the job's TCP and DNS to egress-guard in the current network namespace.
+ */
+export async function rulesCommand(argv: readonly string[], io: CommandIo): Promise<number> {
+  const args = parseArgs(argv);
+  const action = args.positionals[0];
+  if (args.positionals.length !== 1 || !['apply', 'remove', 'print'].includes(action!)) {
+    io.stderr.write(USAGE);
+    return 2;
+  }
+  try {
+    if (action === 'remove') {
+      const family = takeOption(args, 'family') ?? 'both';
+      const families: Family[] = family === '4' ? [4] : family === '6' ? [6] : [4, 6];
+      const removed = await removeRules(undefined, families);
+      io.stdout.write(removed.length > 0 ? `removed: ${removed.join(', ')}\n` : 'no egress-guard rules to remove\n');
+      return 0;
+    }
+    const options = ruleOptions(args, io.env);
+    if (args.options.size > 0) throw new UsageError(`unknown option --${[...args.options.keys()][0]}`);
+    if (action === 'print') {
+      io.stdout.write(`# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}`);
+      return 0;
+    }
+    await applyRules(options);
+    io.stdout.write(`egress-guard rules applied (${options.mode} mode, uid ${options.uid} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort})\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    if (err instanceof RulesError) {
+      io.stderr.write(`egress-guard: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,31 @@
+import { Readable } from 'node:stream';
+import { getExtensionData, readTlsClientHello } from 'read-tls-client-hello';
+
+/** TLS handshake record: content type 22, then a 2-byte version and a 2-byte length. */
+export const TLS_RECORD_HEADER = 5;
+export const TLS_MAX_RECORD = 16_384 + 2048;
+
+export function looksLikeTls(head: Buffer): boolean {
+  return head.length > 0 && head[0] === 0x16 && (head.length < 2 || head[1] === 0x03);
+}
+
+/** Bytes of the first TLS record, once its header is in; undefined until then. */
+export function firstTlsRecordLength(head: Buffer): number | undefined {
+  if (head.length < TLS_RECORD_HEADER) return undefined;
+  return TLS_RECORD_HEADER + head.readUInt16BE(3);
+}
+
+/**
+ * The SNI of a buffered ClientHello (the whole first record), parsed by read-tls-client-hello.
+ * Resolves undefined when there is no server_name extension or the hello cannot be parsed.
+ */
+export async function serverNameOf(record: Buffer): Promise<string | undefined> {
+  try {
+    const hello = await readTlsClientHello(Readable.from([record], { objectMode: false }));
+    const sni = getExtensionData(hello, 'server_name') as { serverName?: string } | null | undefined;
+    const name = sni?.serverName;
+    return typeof name === 'string' && name.length > 0 ? name : undefined;
+  } catch {
+    return undefined;
+  }
+}

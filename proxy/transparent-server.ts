@@ -1,0 +1,138 @@
+import net, { type AddressInfo } from 'node:net';
+import type { EventLog } from '../events/event-log.js';
+import type { Policy } from '../policy/index.js';
+import type { AddressBook } from './address-book.js';
+import { formatHostPort } from './authority.js';
+import { connectUpstream, UpstreamConnectError } from './connect-upstream.js';
+import { peekFirstBytes } from './first-bytes.js';
+import { writeRawError } from './http-response.js';
+import { listen } from './listen.js';
+import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
+import type { Resolver } from './resolver.js';
+import type { TrafficCounters } from './traffic-counters.js';
+import { authorizeTransparent } from './transparent-authorize.js';
+import type { TunnelHandler } from './tunnel.js';
+
+export interface TransparentListenerOptions {
+  listen: { host: string; port: number }[];
+  policy: () => Policy;
+  resolver: Resolver;
+  events: EventLog;
+  addressBook: AddressBook;
+  counters: TrafficCounters;
+  tunnel: TunnelHandler;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxTunnels: number;
+  /** How long to wait for a ClientHello or HTTP request head before deciding without it (default 1000 ms). */
+  peekTimeoutMs?: number;
+}
+
+export interface TransparentListeners {
+  addresses: AddressInfo[];
+  /** Stop accepting; resolves once every transparent connection has ended (destroy counters.tunnels to hurry). */
+  close(): Promise<void>;
+}
+
+/** Hard close (RST) so a refused client fails at once instead of waiting for a timeout. */
+function refuse(socket: net.Socket): void {
+  if (!socket.destroyed) socket.resetAndDestroy();
+}
+
+function isOwnListener(destination: OriginalDestination, socket: net.Socket, listeners: AddressInfo[]): boolean {
+  const local = { address: unmapAddress(socket.localAddress ?? ''), port: socket.localPort };
+  if (destination.address === local.address && destination.port === local.port) return true;
+  return listeners.some((l) => l.port === destination.port && unmapAddress(l.address) === destination.address);
+}
+
+/**
+ * Listeners for connections that iptables REDIRECTed here (egress-guard rules apply). Each connection is
+ * decided on its original destination and the name its first bytes claim (see transparent-authorize.ts),
+ * then spliced to exactly that destination. Same events, policy and audit/block semantics as the explicit proxy.
+ */
+export async function startTransparentListeners(options: TransparentListenerOptions): Promise<TransparentListeners> {
+  assertOriginalDestinationAvailable();
+  const { events, counters } = options;
+  const addresses: AddressInfo[] = [];
+  const servers: net.Server[] = [];
+
+  const handle = async (socket: net.Socket) => {
+    const client = formatHostPort(unmapAddress(socket.remoteAddress ?? '?'), socket.remotePort ?? 0);
+    socket.on('error', () => socket.destroy());
+    let destination: OriginalDestination;
+    try {
+      destination = originalDestination(socket);
+    } catch (err) {
+      events.log.warn({ client, err: (err as Error).message }, 'transparent: no original destination (connection not redirected); refusing');
+      return refuse(socket);
+    }
+    if (isOwnListener(destination, socket, addresses)) {
+      events.log.warn({ client, destination: formatHostPort(destination.address, destination.port) }, 'transparent: connection addressed to the listener itself; refusing');
+      return refuse(socket);
+    }
+    if (counters.open >= options.maxTunnels) {
+      events.log.warn({ client, open: counters.open }, `transparent: at the limit of ${options.maxTunnels} open connections; refusing`);
+      return refuse(socket);
+    }
+    counters.open++;
+    counters.tunnels.add(socket);
+    socket.once('close', () => {
+      counters.open--;
+      counters.tunnels.delete(socket);
+    });
+    const started = Date.now();
+    const peek = await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 });
+    const auth = await authorizeTransparent(options, { client, destination, peek });
+    if (auth.action === 'reject') {
+      if (peek.protocol === 'http') writeRawError(socket, 403, auth.decision.message, auth.event.id);
+      else refuse(socket);
+      return;
+    }
+    if (auth.action === 'fail') {
+      // Not expected: the destination is given, so nothing is looked up.
+      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: destination.port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: auth.error });
+      return refuse(socket);
+    }
+    let upstream: net.Socket;
+    try {
+      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+    } catch (err) {
+      const failure = err instanceof UpstreamConnectError ? err : new UpstreamConnectError(String(err), 502, 'upstream-error');
+      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: failure.code });
+      return refuse(socket);
+    }
+    if (socket.destroyed) {
+      upstream.destroy();
+      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: 'client-aborted' });
+      return;
+    }
+    const sni = peek.protocol === 'tls' ? peek.sni : undefined;
+    options.tunnel({
+      client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started,
+      kind: 'transparent', clientAddress: client, ...(sni !== undefined && { sni }),
+    });
+  };
+
+  try {
+    for (const address of options.listen) {
+      const server = net.createServer({ noDelay: true });
+      server.on('connection', (socket) => {
+        handle(socket).catch((err: Error) => {
+          events.log.error({ err: err.message }, 'transparent connection handling failed');
+          refuse(socket);
+        });
+      });
+      servers.push(server);
+      const bound = await listen(server, address, 'transparent-listen');
+      addresses.push(bound);
+    }
+  } catch (err) {
+    for (const server of servers) server.close();
+    throw err;
+  }
+
+  return {
+    addresses,
+    close: () => Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
+  };
+}

@@ -1,0 +1,64 @@
+import { execFile } from 'node:child_process';
+import { applyCommands, binaryOf, chainArgs, jumpArgs, OWN_CHAINS, type Family, type RuleCommand, type RuleOptions } from './iptables-rules.js';
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export type CommandRunner = (binary: string, args: readonly string[]) => Promise<CommandResult>;
+
+/** Run iptables/ip6tables without a shell. */
+export const execRunner: CommandRunner = (binary, args) =>
+  new Promise((resolve) => {
+    execFile(binary, [...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number' ? (err as unknown as { code: number }).code : 127) : 0;
+      resolve({ code, stdout: String(stdout), stderr: err && !stderr ? err.message : String(stderr) });
+    });
+  });
+
+export class RulesError extends Error {}
+
+async function must(run: CommandRunner, command: RuleCommand): Promise<void> {
+  const result = await run(command.binary, command.args);
+  if (result.code !== 0) {
+    throw new RulesError(`${command.binary} ${command.args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`);
+  }
+}
+
+/**
+ * Delete our jumps from nat/filter OUTPUT (every copy), then flush and delete our chains. Touches nothing
+ * else; absent chains are fine (remove is idempotent).
+ */
+export async function removeRules(run: CommandRunner = execRunner, families: readonly Family[] = [4, 6]): Promise<string[]> {
+  const removed: string[] = [];
+  for (const family of families) {
+    const binary = binaryOf(family);
+    for (const own of OWN_CHAINS) {
+      for (let i = 0; i < 16 && (await run(binary, jumpArgs('-C', own))).code === 0; i++) {
+        await must(run, { binary, args: jumpArgs('-D', own) });
+        removed.push(`${binary} ${own.table} OUTPUT -j ${own.chain}`);
+      }
+    }
+    for (const own of OWN_CHAINS) {
+      if ((await run(binary, chainArgs('-S', own))).code !== 0) continue;
+      await must(run, { binary, args: chainArgs('-F', own) });
+      await must(run, { binary, args: chainArgs('-X', own) });
+      removed.push(`${binary} ${own.table} ${own.chain}`);
+    }
+  }
+  return removed;
+}
+
+/** Replace any earlier copy of our rules with a fresh one; on failure, remove what was added and throw. */
+export async function applyRules(options: RuleOptions, run: CommandRunner = execRunner): Promise<void> {
+  const families = options.families ?? [4, 6];
+  await removeRules(run, families);
+  try {
+    for (const command of applyCommands(options)) await must(run, command);
+  } catch (err) {
+    await removeRules(run, families).catch(() => undefined);
+    throw err;
+  }
+}

