@@ -1,0 +1,103 @@
+import type { IncomingMessage } from 'node:http';
+import { gunzip } from 'node:zlib';
+import type { EgressEvent } from '../events/schema.js';
+import { EventValidationError, validateEvent } from './event-validate.js';
+
+export class IngestError extends Error {
+  constructor(
+    readonly status: 400 | 413 | 415,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface IngestLimits {
+  /** Request body bytes as sent (compressed or not). */
+  maxBodyBytes: number;
+  /** Body bytes after decompression. */
+  maxDecodedBytes: number;
+  maxEvents: number;
+}
+
+/** Read the request body, refusing more than `max` bytes without reading it all. */
+export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (declared > max) {
+      reject(new IngestError(413, `batch of ${declared} bytes is over the limit of ${max} bytes`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (chunk: Buffer) => {
+      if (failed) return;
+      size += chunk.length;
+      if (size > max) {
+        failed = true;
+        reject(new IngestError(413, `batch is over the limit of ${max} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!failed) resolve(Buffer.concat(chunks));
+    });
+    req.on('error', reject);
+  });
+}
+
+function decode(body: Buffer, encoding: string | undefined, limits: IngestLimits): Promise<Buffer> {
+  const enc = (encoding ?? 'identity').trim().toLowerCase();
+  if (enc === 'identity' || enc === '') {
+    return Promise.resolve(body);
+  }
+  if (enc !== 'gzip' && enc !== 'x-gzip') return Promise.reject(new IngestError(415, `content-encoding "${enc}" is not supported (use gzip or none)`));
+  return new Promise((resolve, reject) => {
+    gunzip(body, { maxOutputLength: limits.maxDecodedBytes }, (err, out) => {
+      if (!err) resolve(out);
+      else if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) {
+        reject(new IngestError(413, `batch decompresses to more than ${limits.maxDecodedBytes} bytes`));
+      } else reject(new IngestError(400, `body is not valid gzip: ${err.message}`));
+    });
+  });
+}
+
+/** Parse and validate an NDJSON batch; any bad line rejects the whole batch, naming the line. */
+export function parseBatch(text: string, maxEvents: number): EgressEvent[] {
+  const events: EgressEvent[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim();
+    if (line === '') continue;
+    if (events.length >= maxEvents) throw new IngestError(413, `batch has more than ${maxEvents} events`);
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (err) {
+      throw new IngestError(400, `line ${i + 1}: not JSON (${(err as Error).message})`);
+    }
+    try {
+      events.push(validateEvent(value));
+    } catch (err) {
+      if (err instanceof EventValidationError) throw new IngestError(400, `line ${i + 1}: ${err.message}`);
+      throw err;
+    }
+  }
+  if (events.length === 0) throw new IngestError(400, 'the batch holds no events');
+  return events;
+}
+
+export async function readBatch(req: IncomingMessage, limits: IngestLimits): Promise<EgressEvent[]> {
+  const body = await readBody(req, limits.maxBodyBytes);
+  const decoded = await decode(body, req.headers['content-encoding'], limits);
+  if (decoded.length > limits.maxDecodedBytes) throw new IngestError(413, `batch is over the limit of ${limits.maxDecodedBytes} bytes`);
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(decoded);
+  } catch {
+    throw new IngestError(400, 'body is not UTF-8');
+  }
+  return parseBatch(text, limits.maxEvents);
+}

@@ -1,0 +1,135 @@
+import type { JobInfo } from './event-store.js';
+import { destinationKey, type Connection, type Destination, type Summary } from './summary.js';
+
+/** Escape text for HTML element content and quoted attribute values. */
+export function esc(value: unknown): string {
+  return String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+export function jobPath(job: string): string {
+  return `/jobs/${encodeURIComponent(job)}`;
+}
+
+const STYLE = `
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+header{background:#24292f;color:#fff;padding:10px 24px}header a{color:#fff;text-decoration:none;font-weight:600}
+main{padding:16px 24px;max-width:1200px}
+h1{font-size:20px;margin:8px 0}h2{font-size:16px;margin:24px 0 8px}
+table{border-collapse:collapse;background:#fff;width:100%}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eaeef2}td.num{text-align:right}td.time,td code{white-space:nowrap}
+tr.blocked td{background:#ffebe9}tr.would-block td{background:#fff8c5}
+.badge{display:inline-block;white-space:nowrap;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff}
+.badge.blocked{background:#cf222e}.badge.would-block{background:#9a6700}.badge.allowed{background:#1a7f37}
+.totals span{margin-right:16px}
+pre{background:#fff;border:1px solid #d0d7de;padding:12px;overflow:auto}
+button{font:inherit;padding:4px 12px;cursor:pointer}
+.muted{color:#57606a}svg{background:#fff;border:1px solid #d0d7de}
+`;
+
+function layout(title: string, body: string, nonce: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>${esc(title)}</title><style>${STYLE}</style></head>
+<body><header><a href="/">egress-guard collector</a></header><main>
+${body}
+</main>
+<script nonce="${esc(nonce)}">
+document.querySelectorAll('button[data-copy]').forEach(function (button) {
+  button.addEventListener('click', function () {
+    var text = document.getElementById(button.getAttribute('data-copy')).textContent;
+    var done = function () { button.textContent = 'Copied'; setTimeout(function () { button.textContent = 'Copy policy'; }, 2000); };
+    if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done); return; }
+    var area = document.createElement('textarea'); area.value = text; document.body.appendChild(area);
+    area.select(); document.execCommand('copy'); document.body.removeChild(area); done();
+  });
+});
+</script></body></html>
+`;
+}
+
+export function contentSecurityPolicy(nonce: string): string {
+  return `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+}
+
+function badge(decision: string): string {
+  return `<span class="badge ${esc(decision)}">${esc(decision)}</span>`;
+}
+
+export function renderJobsPage(jobs: readonly JobInfo[], nonce: string): string {
+  const rows = jobs.map((j) => {
+    const cls = j.blocked > 0 ? 'blocked' : j.wouldBlock > 0 ? 'would-block' : '';
+    return `<tr class="${cls}"><td><a href="${esc(jobPath(j.job))}">${esc(j.job)}</a></td><td>${esc(j.first)}</td><td>${esc(j.last)}</td>`
+      + `<td class="num">${j.decisions}</td><td class="num">${j.allowed}</td><td class="num">${j.wouldBlock}</td><td class="num">${j.blocked}</td></tr>`;
+  });
+  const body = jobs.length === 0
+    ? '<h1>Jobs</h1><p class="muted">No events received yet. Point a proxy at this collector with EGRESS_COLLECTOR_URL.</p>'
+    : `<h1>Jobs</h1><table id="jobs"><thead><tr><th>Job</th><th>First seen</th><th>Last seen</th><th>Decisions</th><th>Allowed</th><th>Would-block</th><th>Blocked</th></tr></thead>
+<tbody>${rows.join('\n')}</tbody></table>`;
+  return layout('egress-guard: jobs', body, nonce);
+}
+
+/** A time of day (UTC) with the full timestamp on hover. */
+function timeCell(time: string): string {
+  const short = /T(\d\d:\d\d:\d\d(\.\d+)?)/.exec(time)?.[1] ?? time;
+  return `<td class="time" title="${esc(time)}">${esc(short)}</td>`;
+}
+
+function destinationRows(destinations: readonly Destination[]): string {
+  return destinations.map((d) => `<tr class="${esc(d.decision)}"><td>${badge(d.decision)}</td><td><code>${esc(destinationKey(d.host, d.port))}</code></td>`
+    + `<td>${esc(d.kinds.join(', '))}</td><td class="num">${d.count}</td>${timeCell(d.first)}${timeCell(d.last)}`
+    + `<td>${esc(d.reasons.join(', '))}</td><td>${esc(d.ips.join(', '))}</td><td class="num">${d.bytesIn}</td><td class="num">${d.bytesOut}</td></tr>`).join('\n');
+}
+
+const COLORS: Record<string, string> = { blocked: '#cf222e', 'would-block': '#bf8700', allowed: '#1a7f37' };
+const TIMELINE_ROWS = 60;
+
+/** One row per destination, one mark per connection, from the first to the last decision of the job. */
+function timeline(summary: Summary): string {
+  if (!summary.first || summary.connections.length === 0) return '<p class="muted">No connections.</p>';
+  const start = Date.parse(summary.first);
+  const ends = summary.connections.map((c) => Date.parse(c.time) + (c.durationMs ?? 0));
+  const span = Math.max(1, Math.max(...ends) - start);
+  const rows = summary.destinations.slice(0, TIMELINE_ROWS);
+  const label = 260;
+  const plot = 640;
+  const rowHeight = 18;
+  const height = rows.length * rowHeight + 30;
+  const rowOf = new Map(rows.map((d, i) => [destinationKey(d.host, d.port), i]));
+  const marks = summary.connections.flatMap((c: Connection) => {
+    const row = rowOf.get(destinationKey(c.host, c.port));
+    if (row === undefined) return [];
+    const x = label + ((Date.parse(c.time) - start) / span) * plot;
+    const w = Math.max(3, ((c.durationMs ?? 0) / span) * plot);
+    const tip = `${c.decision} ${destinationKey(c.host, c.port)} (${c.kind}) at ${c.time}${c.durationMs !== undefined ? `, ${c.durationMs} ms, ${c.bytesIn ?? 0} B in / ${c.bytesOut ?? 0} B out` : ''}`;
+    return [`<rect x="${x.toFixed(1)}" y="${row * rowHeight + 4}" width="${w.toFixed(1)}" height="${rowHeight - 8}" fill="${COLORS[c.decision] ?? '#57606a'}"><title>${esc(tip)}</title></rect>`];
+  });
+  const labels = rows.map((d, i) => `<text x="4" y="${i * rowHeight + 13}" font-size="12">${esc(destinationKey(d.host, d.port).slice(0, 40))}</text>`);
+  const axis = `<line x1="${label}" y1="${rows.length * rowHeight + 2}" x2="${label + plot}" y2="${rows.length * rowHeight + 2}" stroke="#8c959f"/>`
+    + `<text x="${label}" y="${height - 6}" font-size="11">${esc(summary.first)}</text>`
+    + `<text x="${label + plot}" y="${height - 6}" font-size="11" text-anchor="end">+${(span / 1000).toFixed(1)} s</text>`;
+  const more = summary.destinations.length > TIMELINE_ROWS ? `<p class="muted">${summary.destinations.length - TIMELINE_ROWS} more destinations not drawn.</p>` : '';
+  return `<svg id="timeline" role="img" aria-label="Connections over time" width="${label + plot + 10}" height="${height}" xmlns="http://www.w3.org/2000/svg">${labels.join('')}${marks.join('')}${axis}</svg>${more}`;
+}
+
+export function renderJobPage(job: string, summary: Summary, policyYaml: string, nonce: string): string {
+  const t = summary.totals;
+  const body = `<h1>Job <code>${esc(job)}</code></h1>
+<p class="totals"><span>${summary.decisions} decisions</span><span>${summary.destinations.length} destinations</span>
+<span>${badge('allowed')} ${t.allowed}</span><span>${badge('would-block')} ${t['would-block']}</span><span>${badge('blocked')} ${t.blocked}</span></p>
+<p class="muted">${esc(summary.first ?? '')} to ${esc(summary.last ?? '')}</p>
+<h2>Destinations</h2>
+<table id="destinations"><thead><tr><th>Decision</th><th>Destination</th><th>Kinds</th><th>Count</th><th>First seen</th><th>Last seen</th><th>Reason</th><th>Addresses</th><th>Bytes in</th><th>Bytes out</th></tr></thead>
+<tbody>${destinationRows(summary.destinations)}</tbody></table>
+<h2>Timeline</h2>
+${timeline(summary)}
+<h2>Suggested policy</h2>
+<p class="muted">The smallest allowlist that lets this job pass in block mode. <button type="button" data-copy="policy">Copy policy</button>
+<a href="/api/v1/jobs/${esc(encodeURIComponent(job))}/policy">download</a></p>
+<pre id="policy">${esc(policyYaml)}</pre>`;
+  return layout(`egress-guard: ${job}`, body, nonce);
+}
+
+export function renderNotFoundPage(what: string, nonce: string): string {
+  return layout('egress-guard: not found', `<h1>Not found</h1><p>${esc(what)}</p>`, nonce);
+}

@@ -1,0 +1,192 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { openStore, type EventStore } from './event-store.js';
+import { IngestError, readBatch, type IngestLimits } from './ingest.js';
+import { INGEST_PATH } from './ingest-url.js';
+import { contentSecurityPolicy, renderJobPage, renderJobsPage, renderNotFoundPage } from './page.js';
+import { renderPolicyYaml, suggestPolicy } from './suggest-policy.js';
+import { summarize } from './summary.js';
+
+export interface CollectorOptions {
+  listen: { host: string; port: number };
+  /** SQLite file path, or a postgres:// URL. */
+  db: string;
+  /** Bearer token required to POST events. */
+  token?: string;
+  log?: Logger;
+  limits?: Partial<IngestLimits>;
+  /** Most events a job's API answers and pages hold. */
+  maxJobEvents?: number;
+}
+
+export interface Collector {
+  port: number;
+  store: EventStore;
+  close(): Promise<void>;
+}
+
+const DEFAULT_LIMITS: IngestLimits = { maxBodyBytes: 8 * 1024 * 1024, maxDecodedBytes: 32 * 1024 * 1024, maxEvents: 10_000 };
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers });
+  res.end(body);
+}
+
+function sendText(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': `${type}; charset=utf-8`, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...headers });
+  res.end(body);
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, 'malformed job id in the path');
+  }
+}
+
+/**
+ * The collector: an HTTP API that ingests NDJSON event batches from proxies, stores each event once,
+ * and serves jobs, their events, summaries, suggested policies and a web page.
+ */
+export async function startCollector(options: CollectorOptions): Promise<Collector> {
+  const log = options.log ?? pino({ level: 'silent' });
+  const limits: IngestLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const maxJobEvents = options.maxJobEvents ?? 200_000;
+  const tokenDigest = options.token ? digest(options.token) : undefined;
+  const store = await openStore(options.db);
+
+  function authorized(req: IncomingMessage): boolean {
+    if (!tokenDigest) return true;
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+    return m !== null && timingSafeEqual(digest(m[1]!.trim()), tokenDigest);
+  }
+
+  async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!authorized(req)) {
+      req.resume();
+      sendJson(res, 401, { error: 'missing or wrong bearer token' }, { 'www-authenticate': 'Bearer realm="egress-guard"' });
+      return;
+    }
+    let events;
+    try {
+      events = await readBatch(req, limits);
+    } catch (err) {
+      if (!(err instanceof IngestError)) throw err;
+      log.warn({ status: err.status, error: err.message, client: req.socket.remoteAddress }, 'collector: batch rejected');
+      // After refusing an oversized body unread, close the connection rather than read the rest.
+      sendJson(res, err.status, { error: err.message }, err.status === 413 ? { connection: 'close' } : {});
+      return;
+    }
+    const result = await store.insert(events);
+    log.info({ events: events.length, ...result }, 'collector: batch stored');
+    sendJson(res, 200, { accepted: events.length, ...result });
+  }
+
+  async function jobEvents(job: string) {
+    return store.jobEvents(job, maxJobEvents);
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://collector');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (path === INGEST_PATH) {
+      if (method !== 'POST') throw new HttpError(405, 'POST NDJSON events here');
+      return ingest(req, res);
+    }
+    if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `${method} is not supported here`);
+    if (path === '/healthz') return sendText(res, 200, 'text/plain', 'ok\n');
+    if (path === '/api/v1/jobs') return sendJson(res, 200, { jobs: await store.jobs() });
+    const api = /^\/api\/v1\/jobs\/([^/]+)\/(events|summary|policy)$/.exec(path);
+    if (api) {
+      const job = decodeSegment(api[1]!);
+      const events = await jobEvents(job);
+      if (events.length === 0) throw new HttpError(404, `no events for job "${job}"`);
+      if (api[2] === 'events') {
+        if (url.searchParams.get('format') === 'ndjson') return sendText(res, 200, 'application/x-ndjson', events.map((e) => `${JSON.stringify(e)}\n`).join(''));
+        return sendJson(res, 200, { job, events });
+      }
+      if (api[2] === 'summary') {
+        const { connections: _connections, ...summary } = summarize(events);
+        return sendJson(res, 200, { job, ...summary });
+      }
+      const collapse = Number(url.searchParams.get('collapse') ?? 0);
+      const yaml = renderPolicyYaml(suggestPolicy(events, { collapse: Number.isInteger(collapse) ? collapse : 0 }), `job ${job}`);
+      return sendText(res, 200, 'application/yaml', yaml, { 'content-disposition': 'inline; filename="egress-policy.yml"' });
+    }
+    const nonce = randomBytes(16).toString('base64');
+    const pageHeaders = { 'content-security-policy': contentSecurityPolicy(nonce), 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' };
+    if (path === '/') return sendText(res, 200, 'text/html', renderJobsPage(await store.jobs(), nonce), pageHeaders);
+    const page = /^\/jobs\/([^/]+)$/.exec(path);
+    if (page) {
+      const job = decodeSegment(page[1]!);
+      const events = await jobEvents(job);
+      if (events.length === 0) return sendText(res, 404, 'text/html', renderNotFoundPage(`No events for job "${job}".`, nonce), pageHeaders);
+      const policy = renderPolicyYaml(suggestPolicy(events), `job ${job}`);
+      return sendText(res, 200, 'text/html', renderJobPage(job, summarize(events), policy, nonce), pageHeaders);
+    }
+    throw new HttpError(404, `no such path: ${path}`);
+  }
+
+  const server = http.createServer((req, res) => {
+    route(req, res).catch((err: unknown) => {
+      if (err instanceof HttpError) {
+        if (!res.headersSent) sendJson(res, err.status, { error: err.message });
+        return;
+      }
+      log.error({ err }, 'collector: request failed');
+      if (!res.headersSent) sendJson(res, 503, { error: 'the collector could not complete the request; retry later' });
+      else res.destroy();
+    });
+  });
+  server.requestTimeout = 60_000;
+  server.headersTimeout = 20_000;
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.listen.port, options.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const port = (server.address() as AddressInfo).port;
+  log.info({ listen: `${options.listen.host}:${port}`, db: options.db.replace(/\/\/[^@/]*@/, '//<credentials>@') }, 'collector: listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    store,
+    close() {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,207 @@
+import { getDomain } from 'tldts';
+import { canonicalHost, classifyAddress, compileHostPattern, matchHost, parseAddress, parseEndpoint } from '../policy/index.js';
+import type { EgressEvent } from '../events/schema.js';
+import { destinationKey, isDecision } from './summary.js';
+
+/** Decisions no allowlist changes: the request itself was unusable. */
+export const NOT_POLICY_REASONS = new Set(['invalid-host', 'malformed-request', 'sni-mismatch']);
+
+export interface PolicyEntry {
+  value: string;
+  count: number;
+  comment: string;
+}
+
+export interface SuggestedPolicy {
+  endpoints: PolicyEntry[];
+  allowedIps: PolicyEntry[];
+  trustedRanges: PolicyEntry[];
+  /** Decisions left out because no policy entry would change them. */
+  ignored: number;
+  decisions: number;
+  first?: string;
+  last?: string;
+}
+
+export interface SuggestOptions {
+  /** Replace N or more exact subdomains of one parent (same port) by `*.parent:port`. */
+  collapse?: number;
+}
+
+interface Tally {
+  count: number;
+  kinds: Set<string>;
+  names?: Set<string>;
+  ports?: Set<number>;
+}
+
+function tally(map: Map<string, Tally>, key: string): Tally {
+  let t = map.get(key);
+  if (!t) map.set(key, (t = { count: 0, kinds: new Set() }));
+  return t;
+}
+
+export function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+function times(n: number): string {
+  return n === 1 ? 'once' : `${n} times`;
+}
+
+function list(values: Iterable<string | number>, max = 5): string {
+  const all = [...values].map(String).sort();
+  return all.length > max ? `${all.slice(0, max).join(', ')}, +${all.length - max} more` : all.join(', ');
+}
+
+/** A wildcard over `parent` is acceptable: parent is a registrable domain or below one, never a public suffix. */
+function canWildcard(parent: string): boolean {
+  return parent.includes('.') && getDomain(parent, { allowPrivateDomains: true }) !== null && getDomain(parent) !== null;
+}
+
+/**
+ * The smallest allowlist under which every policy decision of the recorded run is allowed: exact
+ * host:port entries for names, allowed-ips for raw-IP destinations, trusted-ranges for names that
+ * resolved to non-public addresses, and names seen only as DNS queries on port 443 (a DNS answer needs
+ * some endpoint entry for the name).
+ */
+export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOptions = {}): SuggestedPolicy {
+  const endpoints = new Map<string, Tally & { host: string; port: number }>();
+  const ips = new Map<string, Tally>();
+  const trusted = new Map<string, Tally>();
+  const dnsNames = new Map<string, Tally>();
+  const seen = new Set<string>();
+  let ignored = 0;
+  let first: string | undefined;
+  let last: string | undefined;
+
+  for (const event of events) {
+    if (!isDecision(event) || seen.has(event.id)) continue;
+    seen.add(event.id);
+    if (!first || event.time < first) first = event.time;
+    if (!last || event.time > last) last = event.time;
+    if (NOT_POLICY_REASONS.has(event.reason)) {
+      ignored++;
+      continue;
+    }
+    const host = canonicalHost(event.host);
+    if (host.type === 'invalid') {
+      ignored++;
+      continue;
+    }
+    if (host.type === 'ip') {
+      const t = tally(ips, host.text);
+      t.count++;
+      t.kinds.add(event.kind);
+      (t.ports ??= new Set()).add(event.port);
+      continue;
+    }
+    if (event.kind === 'dns') {
+      const t = tally(dnsNames, host.name);
+      t.count++;
+      t.kinds.add(event.qtype ?? 'dns');
+      continue;
+    }
+    if (!validEndpoint(destinationKey(host.name, event.port))) {
+      ignored++;
+      continue;
+    }
+    const key = destinationKey(host.name, event.port);
+    let t = endpoints.get(key);
+    if (!t) endpoints.set(key, (t = { count: 0, kinds: new Set(), host: host.name, port: event.port }));
+    t.count++;
+    t.kinds.add(event.kind);
+    const address = event.ip ? parseAddress(event.ip) : null;
+    if (address && !classifyAddress(address).publicUnicast) {
+      const r = tally(trusted, address.toString());
+      r.count++;
+      (r.names ??= new Set()).add(host.name);
+    }
+  }
+
+  const entries = collapseEndpoints([...endpoints.values()], options.collapse);
+  const patterns = entries.map((e) => compileHostPattern(e.value.slice(0, e.value.lastIndexOf(':'))));
+  for (const [name, t] of dnsNames) {
+    if (patterns.some((p) => matchHost(p, name))) continue;
+    if (!validEndpoint(`${name}:443`)) {
+      ignored += t.count;
+      continue;
+    }
+    entries.push({ value: `${name}:443`, count: t.count, comment: `DNS queries only (${list(t.kinds)}), ${times(t.count)}; no connection seen` });
+  }
+  entries.sort((a, b) => a.value.localeCompare(b.value));
+
+  return {
+    endpoints: entries,
+    allowedIps: [...ips].sort(([a], [b]) => a.localeCompare(b)).map(([ip, t]) => ({
+      value: ip, count: t.count, comment: `seen ${times(t.count)} (${list(t.kinds)}), port ${list(t.ports ?? [])}`,
+    })),
+    trustedRanges: [...trusted].sort(([a], [b]) => a.localeCompare(b)).map(([ip, t]) => ({
+      value: ip, count: t.count, comment: `${list(t.names ?? [])} resolved here, ${times(t.count)}`,
+    })),
+    ignored,
+    decisions: seen.size,
+    ...(first && { first }),
+    ...(last && { last }),
+  };
+}
+
+function collapseEndpoints(endpoints: Array<Tally & { host: string; port: number }>, collapse: number | undefined): PolicyEntry[] {
+  const exact = (t: Tally & { host: string; port: number }): PolicyEntry => ({
+    value: destinationKey(t.host, t.port), count: t.count, comment: `seen ${times(t.count)} (${list(t.kinds)})`,
+  });
+  if (!collapse || collapse < 2) return endpoints.map(exact);
+  const groups = new Map<string, Array<Tally & { host: string; port: number }>>();
+  for (const t of endpoints) {
+    const parent = t.host.slice(t.host.indexOf('.') + 1);
+    if (!t.host.includes('.') || !canWildcard(parent)) continue;
+    const key = `${parent}:${t.port}`;
+    groups.set(key, [...(groups.get(key) ?? []), t]);
+  }
+  const collapsed = new Set<Tally>();
+  const out: PolicyEntry[] = [];
+  for (const [key, members] of groups) {
+    if (members.length < collapse) continue;
+    const value = `*.${key}`;
+    if (!validEndpoint(value)) continue;
+    const count = members.reduce((n, m) => n + m.count, 0);
+    const kinds = new Set(members.flatMap((m) => [...m.kinds]));
+    out.push({ value, count, comment: `${members.length} subdomains seen ${times(count)} (${list(kinds)}): ${list(members.map((m) => m.host.split('.')[0]!))}` });
+    for (const m of members) collapsed.add(m);
+  }
+  return [...out, ...endpoints.filter((t) => !collapsed.has(t)).map(exact)];
+}
+
+function validEndpoint(entry: string): boolean {
+  try {
+    return !parseEndpoint(entry, { file: 'suggest', line: 0 }).warning;
+  } catch {
+    return false;
+  }
+}
+
+function yamlList(key: string, entries: readonly PolicyEntry[]): string {
+  if (entries.length === 0) return `${key}: []\n`;
+  const width = Math.max(...entries.map((e) => JSON.stringify(e.value).length));
+  return `${key}:\n${entries.map((e) => `  - ${JSON.stringify(e.value).padEnd(width)}  # ${oneLine(e.comment)}\n`).join('')}`;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, ' ');
+}
+
+/** The suggestion as a policy file that `egress-guard run --policy` reads. */
+export function renderPolicyYaml(suggestion: SuggestedPolicy, source: string): string {
+  const span = suggestion.first ? `, ${suggestion.first} to ${suggestion.last}` : '';
+  return [
+    `# egress-guard policy suggested from ${oneLine(source)}: ${plural(suggestion.decisions, 'decision')}${span}.`,
+    '# Every entry was used by the recorded run; review it before switching to block mode.',
+    ...(suggestion.ignored > 0 ? [`# Left out: ${plural(suggestion.ignored, 'decision')} on malformed requests, which no policy entry allows.`] : []),
+    'mode: block',
+    'dns: policy',
+    yamlList('allowed-endpoints', suggestion.endpoints).trimEnd(),
+    yamlList('allowed-ips', suggestion.allowedIps).trimEnd(),
+    yamlList('trusted-ranges', suggestion.trustedRanges).trimEnd(),
+    '',
+  ].join('\n');
+}
