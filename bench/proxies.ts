@@ -1,0 +1,260 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BENCH_HOST } from './servers.js';
+import type { ProxyEndpoint } from './clients.js';
+
+/** A proxy process started by the bench, stopped by its PID. */
+export interface RunningProxy extends ProxyEndpoint {
+  pid: number;
+  version: string;
+  /** What the proxy logs per request in this configuration. */
+  logging: string;
+  /** User + system CPU time of the proxy process so far, ms (from /proc). */
+  cpuMs(): number;
+  stop(): Promise<void>;
+}
+
+export const EGRESS_GUARD_CLI = fileURLToPath(new URL('../bin/egress-guard.js', import.meta.url));
+const STARTUP_TIMEOUT_MS = 15_000;
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const CLOCK_TICKS_PER_SECOND = 100; // Linux USER_HZ
+
+/** utime + stime of a process (all its threads), ms; NaN if it is gone. */
+export function processCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return NaN;
+  }
+}
+
+function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function waitForPort(port: number, child: ChildProcess, describe: () => string): Promise<void> {
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      if (child.exitCode !== null || child.signalCode !== null) return reject(new Error(`exited (${child.exitCode ?? child.signalCode}) before listening: ${describe()}`));
+      const socket = net.connect({ host: '127.0.0.1', port });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once('error', () => {
+        socket.destroy();
+        if (Date.now() > deadline) return reject(new Error(`not listening on ${port} after ${STARTUP_TIMEOUT_MS} ms: ${describe()}`));
+        setTimeout(attempt, 100);
+      });
+    };
+    attempt();
+  });
+}
+
+function tail(text: string, max = 2000): string {
+  return text.length > max ? `...${text.slice(-max)}` : text;
+}
+
+export interface EgressGuardOptions {
+  eventsFile: string;
+  /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir', dir]. */
+  nodeFlags?: string[];
+  /** Another build's bin/egress-guard.js, to compare a change (default: this checkout's dist). */
+  cli?: string;
+}
+
+/**
+ * `egress-guard run` as a child process in block mode, allowing bench.test on any port (resolved to
+ * 127.0.0.1, a trusted range). Events stay on: every decision and close goes to stdout (a pipe the bench
+ * drains and discards, as a CI log collector would) and to the events file.
+ */
+export async function startEgressGuard(options: EgressGuardOptions): Promise<RunningProxy> {
+  const port = await freePort();
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EGRESS_') && !k.startsWith('GITHUB_')));
+  Object.assign(env, {
+    EGRESS_MODE: 'block',
+    EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*`,
+    EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    EGRESS_EVENTS_FILE: options.eventsFile,
+  });
+  const child = spawn(process.execPath, [...(options.nodeFlags ?? []), options.cli ?? EGRESS_GUARD_CLI, 'run', '--listen', `127.0.0.1:${port}`, '--resolve', `${BENCH_HOST}=127.0.0.1`], {
+    env, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  let listening = false;
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`egress-guard did not log "listening" within ${STARTUP_TIMEOUT_MS} ms: ${tail(output)}`)), STARTUP_TIMEOUT_MS);
+    const onData = (chunk: Buffer) => {
+      if (listening) return; // after start-up the output is drained and discarded
+      output += chunk.toString();
+      if (output.includes('"msg":"listening"')) {
+        listening = true;
+        clearTimeout(timer);
+        output = '';
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`egress-guard exited (${code ?? signal}) before listening: ${tail(output)}`));
+    });
+  });
+  try {
+    await ready;
+  } catch (err) {
+    await stopChild(child);
+    throw err;
+  }
+  const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return {
+    name: 'egress-guard', host: '127.0.0.1', port, targetHost: BENCH_HOST, pid: child.pid!,
+    version: `${version} (node ${process.version})`,
+    logging: 'decision + close event per request, JSON to stdout (pipe) and events file (sync writes)',
+    cpuMs: () => processCpuMs(child.pid!),
+    stop: () => stopChild(child, 12_000),
+  };
+}
+
+/** The first line of `command -v`-style probing; undefined when the binary is missing. */
+function which(binary: string): string | undefined {
+  const found = spawnSync('sh', ['-c', `command -v ${binary}`], { encoding: 'utf8' });
+  return found.status === 0 ? found.stdout.trim() : undefined;
+}
+
+function versionOf(binary: string, args: string[]): string {
+  const out = spawnSync(binary, args, { encoding: 'utf8' });
+  return `${out.stdout}${out.stderr}`.split('\n').find((l) => l.trim())?.trim() ?? 'unknown';
+}
+
+export class ProxyUnavailable extends Error {}
+
+/**
+ * tinyproxy in the foreground (-d) with a generated config: loopback only, CONNECT allowed to the bench
+ * TLS port, one log line per connection (LogLevel Info) to a file. Origins are named by IP (no DNS).
+ */
+export async function startTinyproxy(connectPorts: number[]): Promise<RunningProxy> {
+  const binary = which('tinyproxy') ?? (['/usr/bin/tinyproxy', '/usr/sbin/tinyproxy'].find((p) => spawnSync(p, ['-v']).status === 0));
+  if (!binary) throw new ProxyUnavailable('tinyproxy is not installed (apt-get install tinyproxy)');
+  const dir = mkdtempSync(join(tmpdir(), 'bench-tinyproxy-'));
+  chmodSync(dir, 0o777);
+  const port = await freePort();
+  const config = [
+    `Port ${port}`,
+    'Listen 127.0.0.1',
+    'Timeout 60',
+    'MaxClients 512',
+    'Allow 127.0.0.1',
+    ...connectPorts.map((p) => `ConnectPort ${p}`),
+    `LogFile "${join(dir, 'tinyproxy.log')}"`,
+    'LogLevel Info',
+    `PidFile "${join(dir, 'tinyproxy.pid')}"`,
+    '',
+  ].join('\n');
+  writeFileSync(join(dir, 'tinyproxy.conf'), config);
+  const child = spawn(binary, ['-d', '-c', join(dir, 'tinyproxy.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
+  child.stderr!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
+  const stop = async () => {
+    await stopChild(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForPort(port, child, () => output);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    name: 'tinyproxy', host: '127.0.0.1', port, targetHost: '127.0.0.1', pid: child.pid!, version: versionOf(binary, ['-v']),
+    logging: 'one line per connection (LogLevel Info) to a file',
+    cpuMs: () => processCpuMs(child.pid!), stop,
+  };
+}
+
+/**
+ * squid in the foreground (-N) with a generated config: no disk cache, no memory cache, loopback clients
+ * only, access_log to a file. Origins are named by IP (no DNS).
+ */
+export async function startSquid(): Promise<RunningProxy> {
+  const binary = which('squid') ?? (['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0));
+  if (!binary) throw new ProxyUnavailable('squid is not installed (apt-get install squid)');
+  const dir = mkdtempSync(join(tmpdir(), 'bench-squid-'));
+  chmodSync(dir, 0o777);
+  const port = await freePort();
+  const config = [
+    `http_port 127.0.0.1:${port}`,
+    'acl bench_clients src 127.0.0.0/8',
+    'http_access allow bench_clients',
+    'http_access deny all',
+    'cache deny all',
+    'cache_mem 0 MB',
+    `access_log stdio:${join(dir, 'access.log')}`,
+    `cache_log ${join(dir, 'cache.log')}`,
+    `pid_filename ${join(dir, 'squid.pid')}`,
+    `coredump_dir ${dir}`,
+    'netdb_filename none',
+    'logfile_rotate 0',
+    'shutdown_lifetime 1 seconds',
+    'max_filedescriptors 4096',
+    '',
+  ].join('\n');
+  writeFileSync(join(dir, 'squid.conf'), config);
+  const child = spawn(binary, ['-N', '-f', join(dir, 'squid.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
+  child.stderr!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
+  const describe = () => {
+    let log = '';
+    try {
+      log = readFileSync(join(dir, 'cache.log'), 'utf8');
+    } catch {
+      // no log yet
+    }
+    return tail(`${output}\n${log}`);
+  };
+  const stop = async () => {
+    await stopChild(child, 8000);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForPort(port, child, describe);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    name: 'squid', host: '127.0.0.1', port, targetHost: '127.0.0.1', pid: child.pid!, version: versionOf(binary, ['-v']),
+    logging: 'access_log line per request to a file; no cache',
+    cpuMs: () => processCpuMs(child.pid!), stop,
+  };
+}
