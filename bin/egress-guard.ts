@@ -2,7 +2,9 @@
 import { UsageError } from '../cli/args.js';
 import { decideCommand } from '../cli/decide-command.js';
 import type { CommandIo } from '../cli/io.js';
+import { rulesCommand } from '../cli/rules-command.js';
 import { runCommand } from '../cli/run-command.js';
+import { collectorCommand, envCommand, policyCommand, reportCommand } from '../collector/commands.js';
 import { SETTINGS } from '../config/settings.js';
 
 type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
@@ -10,6 +12,11 @@ type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
 const COMMANDS: Record<string, { run: Command; help: string }> = {
   run: { run: runCommand, help: 'start the sidecar (proxy; DNS and transparent listeners when configured)' },
   decide: { run: decideCommand, help: 'decide HOST[:PORT] against a policy: prints JSON, exit 0 allowed, 1 blocked, 2 bad policy' },
+  rules: { run: rulesCommand, help: 'apply|remove|print the iptables/ip6tables redirect rules (transparent mode)' },
+  collector: { run: (argv, io) => collectorCommand([...argv], io), help: 'run the self-hosted collector (API, web page; SQLite or PostgreSQL)' },
+  report: { run: (argv, io) => reportCommand([...argv], io), help: 'what a job connected to, from an events file or a collector (table, markdown, json)' },
+  policy: { run: (argv, io) => policyCommand([...argv], io), help: 'suggest EVENTS: the smallest allowlist for an audit run; replay --policy FILE EVENTS: what it would block' },
+  env: { run: (argv, io) => envCommand([...argv], io), help: 'print shell exports that make common tools use the proxy' },
 };
 
 function usage(): string {

@@ -11,6 +11,7 @@ export type Reason =
   | 'allowed-ip'
   | 'trusted-range'
   | 'dns-any'
+  | 'local-name'
   | 'not-allowed-endpoint'
   | 'raw-ip'
   | 'denied-address'

@@ -28,6 +28,10 @@ export function canonicalHost(input: string): CanonicalHost {
   }
   host = host.replace(/\.+$/, '');
   if (host === '') return { type: 'invalid', why: 'empty host' };
+  const ascii = host.toLowerCase();
+  // Fast path for plain ASCII names (the common case, on every DNS query): no URL parsing needed unless
+  // the last label is numeric, which WHATWG reads as an IPv4 address.
+  if (PLAIN_NAME.test(ascii) && !NUMERIC_LABEL.test(ascii.slice(ascii.lastIndexOf('.') + 1))) return checkLabels(ascii, input);
   let parsed: string;
   try {
     parsed = new URL(`http://${host}/`).hostname;
@@ -38,13 +42,20 @@ export function canonicalHost(input: string): CanonicalHost {
     const ip = ipaddr.IPv4.parse(parsed);
     return { type: 'ip', ip, text: ip.toString() };
   }
-  if (parsed.length > 253) return { type: 'invalid', why: 'host name longer than 253 characters' };
-  for (const label of parsed.split('.')) {
+  return checkLabels(parsed, input);
+}
+
+const PLAIN_NAME = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
+const NUMERIC_LABEL = /^(\d+|0x[0-9a-f]*)$/;
+
+function checkLabels(name: string, input: string): CanonicalHost {
+  if (name.length > 253) return { type: 'invalid', why: 'host name longer than 253 characters' };
+  for (const label of name.split('.')) {
     if (label.length === 0) return { type: 'invalid', why: `"${input}" has an empty label` };
     if (label.length > 63) return { type: 'invalid', why: `"${input}" has a label longer than 63 characters` };
     if (!NAME_LABEL.test(label)) return { type: 'invalid', why: `"${input}" has an invalid label "${label}"` };
   }
-  return { type: 'name', name: parsed };
+  return { type: 'name', name };
 }
 
 function printable(text: string): string {

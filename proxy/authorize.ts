@@ -1,4 +1,4 @@
-import { decide, type Decision, type Policy } from '../policy/index.js';
+import { decide, literalAddress, type Decision, type Policy } from '../policy/index.js';
 import type { EventLog } from '../events/event-log.js';
 import type { DecisionEvent, RequestKind } from '../events/schema.js';
 import { ResolveError, type Resolver } from './resolver.js';
@@ -56,7 +56,10 @@ export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest
     });
 
   if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
-    return { action: 'reject', decision: nameDecision, event: emit(nameDecision) };
+    // A redirected connection already has its destination: name it in the event, though nothing connects.
+    const destination = request.addresses?.[0];
+    const rejected = nameDecision.ip === undefined && destination !== undefined ? { ...nameDecision, ip: literalAddress(destination) ?? destination } : nameDecision;
+    return { action: 'reject', decision: rejected, event: emit(rejected) };
   }
   if (nameDecision.ip !== undefined) {
     return { action: 'forward', decision: nameDecision, event: emit(nameDecision), address: nameDecision.ip, port: request.port };

@@ -1,4 +1,6 @@
 import type { AddressInfo } from 'node:net';
+import { startEventStream, type EventStream } from '../collector/event-stream-client.js';
+import { MetricsRegistry, registerEventStreamMetrics, startAdminServer, type AdminServer } from '../collector/metrics.js';
 import { describeConfig, type Config } from '../config/load-config.js';
 import { EventLog } from '../events/event-log.js';
 import { ciContextFrom } from '../events/schema.js';
@@ -7,6 +9,7 @@ import { AddressBook } from './address-book.js';
 import { readResolvConfUpstreams, startDnsServer, type DnsServer } from './dns-server.js';
 import { createHttpProxyServer } from './http-proxy-server.js';
 import { listen } from './listen.js';
+import { registerSidecarMetrics } from './sidecar-metrics.js';
 import { Resolver } from './resolver.js';
 import { createTrafficCounters } from './traffic-counters.js';
 import { startTransparentListeners, type TransparentListeners } from './transparent-server.js';
@@ -41,6 +44,10 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
   events.log.info({ config: describeConfig(config) }, 'effective configuration');
 
+  // Started first, so the stream sees every decision, including those of the first connections.
+  const stream: EventStream | undefined = config.collectorUrl
+    ? startEventStream({ url: config.collectorUrl, token: config.collectorToken, spoolDir: config.spoolDir, events })
+    : undefined;
   const addressBook = new AddressBook();
   const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs, servers: config.dnsUpstream });
   const counters = createTrafficCounters();
@@ -48,41 +55,49 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     policy: currentPolicy, resolver, events, counters, tunnel: spliceTunnel,
     connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
   });
-  const proxyAddress = await listen(proxyServer, config.listen, 'listen');
-  events.log.info({ listener: 'proxy', address: proxyAddress.address, port: proxyAddress.port, policy: formatPolicy(policy) }, 'listening');
-
   let dns: DnsServer | undefined;
-  if (config.dnsListen) {
-    const upstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
-    try {
-      dns = await startDnsServer({ listen: config.dnsListen, upstreams, policy: currentPolicy, events, addressBook });
-      events.log.info({ listener: 'dns', address: dns.udpAddress.address, port: dns.udpAddress.port, upstreams }, 'listening');
-    } catch (err) {
-      // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
-      if (policy.mode === 'block') {
-        proxyServer.close();
-        throw err;
-      }
-      events.log.error({ err: (err as Error).message }, 'DNS listener not started (audit mode goes on without it)');
-    }
-  }
-
   let transparent: TransparentListeners | undefined;
-  if (config.transparentListen.length > 0) {
-    try {
+  let admin: AdminServer | undefined;
+  let closing: Promise<void> | undefined;
+  let proxyAddress: AddressInfo;
+
+  try {
+    proxyAddress = await listen(proxyServer, config.listen, 'listen');
+    events.log.info({ listener: 'proxy', address: proxyAddress.address, port: proxyAddress.port, policy: formatPolicy(policy) }, 'listening');
+
+    if (config.dnsListen) {
+      const upstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
+      try {
+        dns = await startDnsServer({ listen: config.dnsListen, upstreams, policy: currentPolicy, events, addressBook });
+        events.log.info({ listener: 'dns', address: dns.udpAddress.address, port: dns.udpAddress.port, upstreams }, 'listening');
+      } catch (err) {
+        // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
+        if (policy.mode === 'block') throw err;
+        events.log.error({ err: (err as Error).message }, 'DNS listener not started (audit mode goes on without it)');
+      }
+    }
+
+    if (config.transparentListen.length > 0) {
       transparent = await startTransparentListeners({
         listen: config.transparentListen, policy: currentPolicy, resolver, events, addressBook, counters, tunnel: spliceTunnel,
         connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
       });
-    } catch (err) {
-      proxyServer.close();
-      await dns?.close();
-      throw err;
+      for (const a of transparent.addresses) events.log.info({ listener: 'transparent', address: a.address, port: a.port }, 'listening');
     }
-    for (const a of transparent.addresses) events.log.info({ listener: 'transparent', address: a.address, port: a.port }, 'listening');
+
+    if (config.adminListen) {
+      const metrics = new MetricsRegistry();
+      registerSidecarMetrics(metrics, { events, counters, dns: () => dns });
+      if (stream) registerEventStreamMetrics(metrics, stream.stats);
+      admin = await startAdminServer({ listen: config.adminListen, metrics, health: () => closing === undefined });
+      events.log.info({ listener: 'admin', address: config.adminListen.host, port: admin.port }, 'listening');
+    }
+  } catch (err) {
+    proxyServer.close();
+    await Promise.all([dns?.close(), transparent?.close(), admin?.close(), stream?.stop()]);
+    throw err;
   }
 
-  let closing: Promise<void> | undefined;
   return {
     events,
     proxyAddress,
@@ -113,6 +128,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         await closed;
         await transparentClosed;
         await dns?.close();
+        await admin?.close();
+        await stream?.stop();
+        // Pending asynchronous log writes keep the event loop alive: the process exits after they land.
         events.log.info('stopped');
       })();
       return closing;
