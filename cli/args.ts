@@ -1,39 +1,59 @@
-export interface ParsedArgs {
-  positionals: string[];
-  /** Options by name (without --), every occurrence kept in order. */
-  options: Map<string, string[]>;
-}
-
 export class UsageError extends Error {}
 
-/** Parse `--name value`, `--name=value` and positionals; names in `booleans` take no value. */
-export function parseArgs(argv: readonly string[], booleans: readonly string[] = ['help']): ParsedArgs {
+export interface ParsedArgs {
+  flags: Map<string, string[]>;
+  positionals: string[];
+}
+
+/**
+ * Split `--key value`, `--key=value` and positionals. Flags named in `booleans` take no value; `--`
+ * ends flags. Unknown flags are kept: the caller decides what it accepts.
+ */
+export function parseArgs(argv: readonly string[], booleans: readonly string[] = []): ParsedArgs {
+  const flags = new Map<string, string[]>();
   const positionals: string[] = [];
-  const options = new Map<string, string[]>();
-  const add = (name: string, value: string) => options.set(name, [...(options.get(name) ?? []), value]);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') {
       positionals.push(...argv.slice(i + 1));
       break;
     }
-    if (!arg.startsWith('--')) {
+    if (!arg.startsWith('--') || arg === '-') {
       positionals.push(arg);
       continue;
     }
     const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq === -1 ? undefined : eq);
-    if (eq !== -1) add(name, arg.slice(eq + 1));
-    else if (booleans.includes(name)) add(name, 'true');
-    else if (i + 1 < argv.length) add(name, argv[++i]!);
-    else throw new UsageError(`--${name} needs a value`);
+    const key = arg.slice(2, eq === -1 ? undefined : eq);
+    let value: string;
+    if (eq !== -1) value = arg.slice(eq + 1);
+    else if (booleans.includes(key)) value = 'true';
+    else {
+      if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
+      value = argv[++i]!;
+    }
+    flags.set(key, [...(flags.get(key) ?? []), value]);
   }
-  return { positionals, options };
+  return { flags, positionals };
 }
 
-/** Take the options a command handles itself out of the map, leaving the settings. */
-export function takeOption(args: ParsedArgs, name: string): string | undefined {
-  const values = args.options.get(name);
-  args.options.delete(name);
-  return values?.at(-1);
+export function single(args: ParsedArgs, key: string): string | undefined {
+  return args.flags.get(key)?.at(-1);
+}
+
+export function rejectUnknown(args: ParsedArgs, known: readonly string[]): void {
+  for (const key of args.flags.keys()) if (!known.includes(key)) throw new UsageError(`unknown option --${key}`);
+}
+
+/** Where commands write: the CLI passes the process's streams and environment; tests pass their own. */
+export interface CommandIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+}
+
+/** Take an option a command handles itself out of the map, leaving the settings for loadConfig. */
+export function takeOption(args: ParsedArgs, key: string): string | undefined {
+  const value = single(args, key);
+  args.flags.delete(key);
+  return value;
 }

@@ -1,9 +1,9 @@
 import { ConfigError, loadConfig } from '../config/load-config.js';
 import { decide, PolicyError } from '../policy/index.js';
 import { parseAuthority } from '../proxy/authority.js';
-import { parseArgs, takeOption } from './args.js';
+import { parseArgs, takeOption, type CommandIo } from './args.js';
 import { configSources } from './config-sources.js';
-import type { CommandIo } from './io.js';
+
 
 /**
  * `egress-guard decide [--policy FILE] [--address IP]... HOST[:PORT]`: print the decision as one JSON line;
@@ -11,8 +11,8 @@ import type { CommandIo } from './io.js';
  */
 export async function decideCommand(argv: readonly string[], io: CommandIo): Promise<number> {
   const args = parseArgs(argv);
-  const addresses = args.options.get('address');
-  args.options.delete('address');
+  const addresses = args.flags.get('address');
+  args.flags.delete('address');
   const format = takeOption(args, 'format');
   if (args.positionals.length !== 1) {
     io.stderr.write('usage: egress-guard decide [--policy FILE] [--address IP]... HOST[:PORT]\n');
@@ -25,7 +25,7 @@ export async function decideCommand(argv: readonly string[], io: CommandIo): Pro
   }
   let config;
   try {
-    config = loadConfig(configSources(args.options, io.env));
+    config = loadConfig(configSources(args.flags, io.env));
   } catch (err) {
     if (err instanceof PolicyError || err instanceof ConfigError) {
       io.stdout.write(`${JSON.stringify({ error: 'bad-policy', message: err.message, ...(err instanceof PolicyError && { file: err.file, line: err.line, entry: err.entry }) })}\n`);

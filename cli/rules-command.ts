@@ -1,8 +1,8 @@
 import { applyCommands, formatCommands, removalCommands, type Family, type RuleOptions, type RulesMode } from '../rules/iptables-rules.js';
 import { applyRules, removeRules, RulesError } from '../rules/run-rules.js';
 import { uidOfUser } from '../rules/user-id.js';
-import { parseArgs, takeOption, UsageError } from './args.js';
-import type { CommandIo } from './io.js';
+import { parseArgs, takeOption, UsageError, type CommandIo } from './args.js';
+
 
 const USAGE = 'usage: egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both]\n';
 
@@ -59,7 +59,7 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
       return 0;
     }
     const options = ruleOptions(args, io.env);
-    if (args.options.size > 0) throw new UsageError(`unknown option --${[...args.options.keys()][0]}`);
+    if (args.flags.size > 0) throw new UsageError(`unknown option --${[...args.flags.keys()][0]}`);
     if (action === 'print') {
       io.stdout.write(`# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}`);
       return 0;

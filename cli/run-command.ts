@@ -1,14 +1,14 @@
 import { ConfigError, loadConfig } from '../config/load-config.js';
 import { PolicyError } from '../policy/index.js';
 import { startSidecar } from '../proxy/sidecar.js';
-import { parseArgs } from './args.js';
+import { parseArgs, type CommandIo } from './args.js';
 import { configSources } from './config-sources.js';
-import type { CommandIo } from './io.js';
+
 
 /** `egress-guard run`: start the sidecar; SIGHUP reloads the policy, SIGTERM/SIGINT drain and stop. */
 export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
   const args = parseArgs(argv);
-  const load = () => loadConfig(configSources(args.options, io.env));
+  const load = () => loadConfig(configSources(args.flags, io.env));
   let sidecar;
   try {
     sidecar = await startSidecar({ loadConfig: load, env: io.env });

@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import pino from 'pino';
 import { ConfigError, loadConfig, parseListen } from '../config/load-config.js';
 import { PolicyError } from '../policy/index.js';
-import { parseArgs, rejectUnknown, single, UsageError, type CommandIo } from './cli-args.js';
+import { parseArgs, rejectUnknown, single, UsageError, type CommandIo } from '../cli/args.js';
 import { EventValidationError } from './event-validate.js';
 import { loadEvents } from './load-events.js';
 import { proxyEnvironment, renderGithubEnv, renderShellExports } from './proxy-env.js';

@@ -2,7 +2,7 @@ import type { EgressEvent } from '../events/schema.js';
 import { validateEvent } from './event-validate.js';
 import { readEventsFile } from './events-file.js';
 import { eventsOfJob } from './summary.js';
-import { UsageError } from './cli-args.js';
+import { UsageError } from '../cli/args.js';
 
 export interface LoadedEvents {
   events: EgressEvent[];

@@ -16,10 +16,10 @@ export interface CiContext {
   job_id?: string;
 }
 
-/** Emitted once per decision, before any byte is forwarded. */
-export interface DecisionEvent {
+/** Fields every event carries. */
+interface EventBase {
   schema: typeof EVENT_SCHEMA_VERSION;
-  event: 'decision';
+  /** Identifies the decision; its close event carries the same id. */
   id: string;
   time: string;
   kind: RequestKind;
@@ -27,9 +27,14 @@ export interface DecisionEvent {
   client: string;
   host: string;
   port: number;
-  sni?: string;
   /** The address connected to (or that a raw-IP request named). */
   ip?: string;
+}
+
+/** Emitted once per decision, before any byte is forwarded. */
+export interface DecisionEvent extends EventBase {
+  event: 'decision';
+  sni?: string;
   /** DNS only: query type (A, AAAA, TXT, ...). */
   qtype?: string;
   /** HTTP only: method and path when they were seen (plain HTTP, or inspected TLS). */
@@ -44,16 +49,8 @@ export interface DecisionEvent {
 }
 
 /** Emitted when a forwarded request or tunnel ends; `id` is that of its decision event. */
-export interface CloseEvent {
-  schema: typeof EVENT_SCHEMA_VERSION;
+export interface CloseEvent extends EventBase {
   event: 'close';
-  id: string;
-  time: string;
-  kind: RequestKind;
-  client: string;
-  host: string;
-  port: number;
-  ip?: string;
   /** Bytes from upstream to the client, and from the client to upstream. */
   bytes_in: number;
   bytes_out: number;

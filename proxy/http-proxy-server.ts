@@ -8,7 +8,7 @@ import { connectUpstream, UpstreamConnectError } from './connect-upstream.js';
 import { stripHopByHop } from './hop-by-hop.js';
 import { sendProxyError, writeRawError } from './http-response.js';
 import type { TunnelHandler } from './tunnel.js';
-import type { TrafficCounters } from './traffic-counters.js';
+import { trackConnection, type TrafficCounters } from './traffic-counters.js';
 
 export interface HttpProxyServerOptions extends AuthorizeContext {
   events: EventLog;
@@ -148,12 +148,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       writeRawError(socket, 503, `egress-guard is at its limit of ${options.maxTunnels} open tunnels`);
       return;
     }
-    counters.open++;
-    counters.tunnels.add(socket);
-    socket.once('close', () => {
-      counters.open--;
-      counters.tunnels.delete(socket);
-    });
+    trackConnection(counters, socket);
     const started = Date.now();
     void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port })
       .then(async (auth) => {

@@ -130,7 +130,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         await dns?.close();
         await admin?.close();
         await stream?.stop();
-        // Pending asynchronous log writes keep the event loop alive: the process exits after they land.
+        // Pending asynchronous stdout writes keep the event loop alive: the process exits after they land.
         events.log.info('stopped');
       })();
       return closing;

@@ -9,3 +9,13 @@ export interface TrafficCounters {
 export function createTrafficCounters(): TrafficCounters {
   return { open: 0, tunnels: new Set() };
 }
+
+/** Count a client connection as open until it closes, and keep it for the drain at shutdown. */
+export function trackConnection(counters: TrafficCounters, socket: Socket): void {
+  counters.open++;
+  counters.tunnels.add(socket);
+  socket.once('close', () => {
+    counters.open--;
+    counters.tunnels.delete(socket);
+  });
+}

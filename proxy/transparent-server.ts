@@ -9,7 +9,7 @@ import { writeRawError } from './http-response.js';
 import { listen } from './listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
 import type { Resolver } from './resolver.js';
-import type { TrafficCounters } from './traffic-counters.js';
+import { trackConnection, type TrafficCounters } from './traffic-counters.js';
 import { authorizeTransparent } from './transparent-authorize.js';
 import type { TunnelHandler } from './tunnel.js';
 
@@ -74,12 +74,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
       events.log.warn({ client, open: counters.open }, `transparent: at the limit of ${options.maxTunnels} open connections; refusing`);
       return refuse(socket);
     }
-    counters.open++;
-    counters.tunnels.add(socket);
-    socket.once('close', () => {
-      counters.open--;
-      counters.tunnels.delete(socket);
-    });
+    trackConnection(counters, socket);
     const started = Date.now();
     const peek = await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 });
     const auth = await authorizeTransparent(options, { client, destination, peek });

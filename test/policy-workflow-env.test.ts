@@ -5,22 +5,15 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { envCommand } from '../collector/commands.js';
+import { runCaptured, type CommandResult } from './helpers/capture-io.js';
 
 const COMMANDS = fileURLToPath(new URL('../collector/commands.js', import.meta.url));
 
-async function env(argv: string[], environment: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  stdout.on('data', (c: Buffer) => out.push(c));
-  stderr.on('data', (c: Buffer) => err.push(c));
-  const code = await envCommand(argv, { stdout, stderr, env: environment });
-  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+function env(argv: string[], environment: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
+  return runCaptured(envCommand, argv, environment);
 }
 
 function sh(script: string, environment: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {

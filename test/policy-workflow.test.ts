@@ -2,30 +2,21 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../config/load-config.js';
 import { EventLog } from '../events/event-log.js';
 import { decide, decideName, type Policy } from '../policy/index.js';
-import type { CommandIo } from '../collector/cli-args.js';
 import { policyCommand } from '../collector/commands.js';
 import { policyFromFile } from '../collector/replay.js';
+import { runCaptured, type CommandResult } from './helpers/capture-io.js';
 
 const FIXTURE = fileURLToPath(new URL('../../test/fixtures/audit-run.ndjson', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'egress-workflow-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  stdout.on('data', (c: Buffer) => out.push(c));
-  stderr.on('data', (c: Buffer) => err.push(c));
-  const io: CommandIo = { stdout, stderr, env: {} };
-  const code = await policyCommand(argv, io);
-  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+function run(argv: string[]): Promise<CommandResult> {
+  return runCaptured(policyCommand, argv);
 }
 
 function write(name: string, text: string): string {
@@ -144,7 +135,6 @@ describe('policy workflow on a run recorded through decide() and a real EventLog
     }
     const q = decideName(audit, 'only-resolved.example.org');
     log.decision({ kind: 'dns', client: '127.0.0.1:53000', host: q.host, port: 53, qtype: 'A', decision: q.outcome, reason: q.reason, rule: q.rule, message: q.message, mode: 'audit' });
-    log.log.flush?.();
     assert.match(readFileSync(eventsFile, 'utf8'), /proxy listening/);
 
     const suggested = await run(['suggest', eventsFile]);

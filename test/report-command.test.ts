@@ -2,27 +2,18 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { CommandIo } from '../collector/cli-args.js';
 import { reportCommand } from '../collector/commands.js';
 import { startCollector, type Collector } from '../collector/server.js';
+import { runCaptured, type CommandResult } from './helpers/capture-io.js';
 
 const FIXTURE = fileURLToPath(new URL('../../test/fixtures/audit-run.ndjson', import.meta.url));
 const STEPS = fileURLToPath(new URL('../../test/fixtures/audit-run-job.json', import.meta.url));
 const JOB = 'octo-org/webapp/9001/build';
 
-async function report(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  stdout.on('data', (c: Buffer) => out.push(c));
-  stderr.on('data', (c: Buffer) => err.push(c));
-  const io: CommandIo = { stdout, stderr, env: {} };
-  const code = await reportCommand(argv, io);
-  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+function report(argv: string[]): Promise<CommandResult> {
+  return runCaptured(reportCommand, argv);
 }
 
 describe('egress-guard report', () => {

