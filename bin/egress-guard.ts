@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-import { UsageError } from '../cli/args.js';
+import { UsageError, type CommandIo } from '../cli/args.js';
 import { decideCommand } from '../cli/decide-command.js';
-import type { CommandIo } from '../cli/io.js';
+
 import { rulesCommand } from '../cli/rules-command.js';
 import { runCommand } from '../cli/run-command.js';
 import { collectorCommand, envCommand, policyCommand, reportCommand } from '../collector/commands.js';
