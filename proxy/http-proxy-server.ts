@@ -30,14 +30,13 @@ class CheckedAddressAgent extends http.Agent {
     super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
   }
 
-  override createConnection(options: net.NetConnectOpts, callback?: (err: Error | null, socket: net.Socket) => void): net.Socket {
+  override createConnection(options: net.NetConnectOpts): net.Socket {
     const socket = net.createConnection({ ...options, noDelay: true } as net.NetConnectOpts);
     const timer = setTimeout(() => {
       socket.destroy(Object.assign(new Error(`connect timed out after ${this.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
     }, this.connectTimeoutMs);
     socket.once('connect', () => clearTimeout(timer));
     socket.once('close', () => clearTimeout(timer));
-    void callback;
     return socket;
   }
 }
