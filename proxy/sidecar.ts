@@ -72,7 +72,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         events.log.info({ listener: 'dns', address: dns.udpAddress.address, port: dns.udpAddress.port, upstreams }, 'listening');
       } catch (err) {
         // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
-        if (policy.mode === 'block') throw err;
+        if (policy.mode === 'block') {
+          throw new Error(`dns-listen: cannot serve DNS on ${config.dnsListen.host}:${config.dnsListen.port}: ${(err as Error).message}; block mode does not start without its resolver (set dns-listen to a free address, or off)`);
+        }
         events.log.error({ err: (err as Error).message }, 'DNS listener not started (audit mode goes on without it)');
       }
     }
