@@ -1,28 +1,15 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { EventLog } from '../events/event-log.js';
-import type { Policy } from '../policy/index.js';
-import type { AddressBook } from './address-book.js';
-import type { AnswerCacheOptions } from './dns-cache.js';
-import { DnsResponder, clientText, type DnsClient } from './dns-responder.js';
+import { DnsResponder, clientText, type DnsClient, type DnsResponderOptions } from './dns-responder.js';
 import { parseUpstream, type Upstream } from './dns-upstream.js';
 
 export { parseResolvConf, readResolvConfUpstreams } from './dns-resolv-conf.js';
 
-export interface DnsServerOptions {
+/** The responder's options (policy, events, address book, cache, upstream timing), with upstreams as text. */
+export interface DnsServerOptions extends Omit<DnsResponderOptions, 'upstreams'> {
   listen: { host: string; port: number };
   /** `ip`, `ip:port`, `[v6]`, `[v6]:port`; see readResolvConfUpstreams for the default. */
   upstreams: string[];
-  /** Read on every query, so a reloaded policy applies at once. */
-  policy: () => Policy;
-  events: EventLog;
-  addressBook: AddressBook;
-  /** Names answered locally (the job's services): name -> addresses. */
-  localNames?: Map<string, string[]>;
-  /** Per attempt and upstream (default 2000 ms), and rounds over the upstream list (default 2). */
-  upstreamTimeoutMs?: number;
-  upstreamRounds?: number;
-  cache?: AnswerCacheOptions;
   /** Largest query accepted over TCP (default 4096 bytes; a query is one question and an OPT). */
   maxTcpQueryBytes?: number;
   maxTcpConnections?: number;
@@ -78,10 +65,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   if (upstreams.length < configured.length) log.warn({ listen: options.listen }, 'dns upstream equal to the DNS listen address ignored (it would loop)');
   if (upstreams.length === 0) log.warn('no DNS upstream resolvers: allowed names will get SERVFAIL');
 
-  const responder = new DnsResponder({
-    upstreams, policy: options.policy, events: options.events, addressBook: options.addressBook, localNames: options.localNames,
-    upstreamTimeoutMs: options.upstreamTimeoutMs, upstreamRounds: options.upstreamRounds, cache: options.cache,
-  });
+  const responder = new DnsResponder({ ...options, upstreams });
   const maxTcpQuery = options.maxTcpQueryBytes ?? 4096;
   const maxConnections = options.maxTcpConnections ?? 256;
   const idleMs = options.tcpIdleTimeoutMs ?? 10_000;
