@@ -32,6 +32,7 @@ export interface Config {
   collectorToken?: string;
   spoolDir?: string;
   resolve: Map<string, string[]>;
+  localNames: Map<string, string[]>;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   maxTunnels: number;
@@ -123,12 +124,13 @@ function integer(settings: Map<string, ResolvedSetting>, key: string): number {
   return Number(value);
 }
 
-function parseResolve(entries: string[]): Map<string, string[]> {
+/** `name=address` pairs (repeatable names) into name -> addresses. */
+function parseNameAddresses(entries: string[], setting: string): Map<string, string[]> {
   const map = new Map<string, string[]>();
   for (const entry of entries) {
     const [name, address] = entry.split('=');
     const host = address?.replace(/^\[|\]$/g, '');
-    if (!name || !host || !isIP(host)) throw new ConfigError(`resolve: "${entry}" is not name=address`);
+    if (!name || !host || !isIP(host)) throw new ConfigError(`${setting}: "${entry}" is not name=address`);
     const key = name.toLowerCase().replace(/\.$/, '');
     map.set(key, [...(map.get(key) ?? []), host]);
   }
@@ -157,7 +159,8 @@ export function loadConfig(sources: ConfigSources): Config {
     collectorUrl: text(settings, 'collector-url'),
     collectorToken: text(settings, 'collector-token'),
     spoolDir: text(settings, 'spool-dir'),
-    resolve: parseResolve(list(settings, 'resolve')),
+    resolve: parseNameAddresses(list(settings, 'resolve'), 'resolve'),
+    localNames: parseNameAddresses(list(settings, 'local-names'), 'local-names'),
     connectTimeoutMs: integer(settings, 'connect-timeout'),
     idleTimeoutMs: integer(settings, 'idle-timeout'),
     maxTunnels: integer(settings, 'max-tunnels'),

@@ -28,6 +28,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'collector-url', env: 'EGRESS_COLLECTOR_URL', help: 'stream events to this collector' },
   { key: 'collector-token', env: 'EGRESS_COLLECTOR_TOKEN', secret: true, help: 'bearer token for the collector' },
   { key: 'spool-dir', env: 'EGRESS_SPOOL_DIR', help: 'on-disk spool for undelivered events' },
+  { key: 'local-names', env: 'EGRESS_LOCAL_NAMES', list: true, help: 'name=address pairs the DNS server answers itself (the job\'s own services)' },
   { key: 'resolve', env: 'EGRESS_RESOLVE', list: true, help: 'name=address overrides for the proxy resolver (tests, split horizon)' },
   { key: 'connect-timeout', env: 'EGRESS_CONNECT_TIMEOUT', default: '10000', help: 'upstream connect timeout, ms' },
   { key: 'idle-timeout', env: 'EGRESS_IDLE_TIMEOUT', default: '300000', help: 'close tunnels idle this long, ms' },

@@ -68,7 +68,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     if (config.dnsListen) {
       const upstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
       try {
-        dns = await startDnsServer({ listen: config.dnsListen, upstreams, policy: currentPolicy, events, addressBook });
+        dns = await startDnsServer({ listen: config.dnsListen, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames });
         events.log.info({ listener: 'dns', address: dns.udpAddress.address, port: dns.udpAddress.port, upstreams }, 'listening');
       } catch (err) {
         // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
