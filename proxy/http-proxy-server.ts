@@ -99,7 +99,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
           events.close({ id: auth.event.id, kind: 'http', client, host: auth.decision.host, port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, status: auth.status, error: auth.error });
           return;
         }
-        forward(req, res, auth, started, client);
+        forward(req, res, auth, target.host, started, client);
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'request handling failed');
@@ -107,7 +107,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       });
   });
 
-  function forward(req: http.IncomingMessage, res: http.ServerResponse, auth: Extract<Authorization, { action: 'forward' }>, started: number, client: string) {
+  function forward(req: http.IncomingMessage, res: http.ServerResponse, auth: Extract<Authorization, { action: 'forward' }>, authority: string, started: number, client: string) {
     let bytesOut = 0;
     let bytesIn = 0;
     let status: number | undefined;
@@ -126,7 +126,9 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
         bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Date.now() - started, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }),
       });
     });
-    forwarder.web(req, res, { target: `http://${formatHostPort(auth.address, auth.port)}`, headers: { host: req.headers.host ?? formatHostPort(auth.decision.host, auth.port) } }, (err: NodeJS.ErrnoException) => {
+    // The Host sent upstream is the authority that was decided on (RFC 9112 3.2.2), never the client's own
+    // Host header: `GET http://allowed.test/` with `Host: attacker.test` must not reach a virtual host it names.
+    forwarder.web(req, res, { target: `http://${formatHostPort(auth.address, auth.port)}`, headers: { host: authority } }, (err: NodeJS.ErrnoException) => {
       const timeout = err.code === 'ETIMEDOUT' || timedOut.has(req);
       error = timeout ? 'upstream-timeout' : err.code === 'ECONNREFUSED' ? 'upstream-refused' : `upstream-${(err.code ?? 'error').toLowerCase()}`;
       status = timeout ? 504 : 502;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from './helpers/egress-guard-process.js';
-import { httpsGetThroughProxy } from './helpers/raw-client.js';
+import { httpsGetThroughProxy, rawExchange } from './helpers/raw-client.js';
 import { leafFor, startHttpServer, startHttpsServer, testCa, type TestServer } from './helpers/servers.js';
 
 const BIG = 32 * 1024 * 1024;
@@ -87,6 +87,13 @@ describe('explicit proxy forwards allowed traffic intact', () => {
     const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
     assert.equal(close.status, 200);
     assert.ok((close.bytes_in as number) > 0);
+  });
+
+  test('the Host header upstream is the decided authority, not the one the client sent (no fronting by Host)', async () => {
+    const answer = await rawExchange(guard.port, `GET http://allowed.test:${http1.port}/fronting HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n`);
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    assert.match(answer, new RegExp(`hello allowed.test:${http1.port} /fronting`));
+    assert.equal(http1.requests.find((q) => q.url === '/fronting')?.host, `allowed.test:${http1.port}`);
   });
 
   test('curl: HTTPS through a CONNECT tunnel', async () => {
