@@ -21,6 +21,8 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     return 1;
   }
   const running = sidecar;
+  // A promise rejection nobody handled is a bug on one connection's path: log it, keep serving the others.
+  process.on('unhandledRejection', (reason) => running.events.log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'unhandled rejection'));
   process.on('SIGHUP', () => running.reload());
   return new Promise((resolve) => {
     const stop = () => void running.close().then(() => resolve(0));

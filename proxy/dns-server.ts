@@ -103,12 +103,17 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   const udpSocket = udp;
 
   udpSocket.on('message', (packet, rinfo) => {
-    if (inFlight >= maxInFlight) return;
+    // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
+    if (inFlight >= maxInFlight || rinfo.port === 0) return;
     void answer(packet, rinfo, 'udp').then((response) => {
       if (!response || closed) return;
-      udpSocket.send(response, rinfo.port, rinfo.address, (err) => {
-        if (err) log.debug({ err, client: clientText(rinfo) }, 'dns udp send failed');
-      });
+      try {
+        udpSocket.send(response, rinfo.port, rinfo.address, (err) => {
+          if (err) log.debug({ err, client: clientText(rinfo) }, 'dns udp send failed');
+        });
+      } catch (err) {
+        log.warn({ err: (err as Error).message, client: clientText(rinfo) }, 'dns udp reply not sent');
+      }
     });
   });
   udpSocket.on('error', (err) => log.error({ err }, 'dns udp socket error'));

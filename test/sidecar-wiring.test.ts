@@ -41,6 +41,23 @@ describe('sidecar wiring: DNS listener, local names, admin endpoints', () => {
     assert.equal(blocked.kind, 'dns');
   });
 
+  test('a query forged from UDP source port 0 (raw socket) is dropped; the process keeps serving', async () => {
+    const script = [
+      'import socket, struct, sys',
+      'port = int(sys.argv[1])',
+      "q = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0) + b'\\x07allowed\\x04test\\x00' + struct.pack('>HH', 1, 1)",
+      "udp = struct.pack('>HHHH', 0, port, 8 + len(q), 0) + q",
+      "ip = struct.pack('>BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton('127.0.0.1'), socket.inet_aton('127.0.0.1'))",
+      's = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)',
+      "s.sendto(ip + udp, ('127.0.0.1', 0))",
+    ].join('\n');
+    const sent = await runProcess('python3', ['-c', script, String(dnsPort)]);
+    assert.equal(sent.code, 0, sent.stderr);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(guard.child.exitCode, null, 'still running');
+    assert.equal((await dig('allowed.test')).stdout.trim(), '203.0.113.7');
+  });
+
   test('/healthz answers 200 and /metrics counts the decisions and DNS cache use', async () => {
     assert.equal((await dig('allowed.test')).stdout.trim(), '203.0.113.7', 'a second query: served from the cache');
     const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`);
