@@ -32,9 +32,18 @@ export function binaryOf(family: Family): RuleCommand['binary'] {
   return family === 4 ? 'iptables' : 'ip6tables';
 }
 
+/**
+ * Connections egress-guard itself opens (upstream DNS, upstream TCP) carry this conntrack mark. nat OUTPUT sees
+ * only a connection's first packet, so only connections egress-guard originates are marked. A job process
+ * that sends on such a connection's tuple (e.g. binds the source port of an upstream DNS exchange it read from
+ * /proc/net/udp) would otherwise pass as ESTABLISHED; the filter chain refuses it.
+ */
+export const OWN_CONNECTION_MARK = '0x4547/0xffff';
+
 function natRules(family: Family, o: RuleOptions): string[][] {
   const loopback = family === 4 ? '127.0.0.0/8' : '::1/128';
   return [
+    ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'CONNMARK', '--set-xmark', OWN_CONNECTION_MARK],
     ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'],
     ['-d', loopback, '-j', 'RETURN'],
     // Addresses of this machine (or namespace) are not egress.
@@ -46,8 +55,12 @@ function natRules(family: Family, o: RuleOptions): string[][] {
 }
 
 function filterRules(family: Family, o: RuleOptions): string[][] {
+  const ownConnectionHijacked: string[][] = o.mode === 'block'
+    ? [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-j', 'REJECT']]
+    : [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-m', 'limit', '--limit', '20/second', '-j', 'LOG', '--log-prefix', LOG_PREFIX, '--log-uid']];
   const rules: string[][] = [
     ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'],
+    ...ownConnectionHijacked,
     ['-o', 'lo', '-j', 'RETURN'],
     // Redirected connections: filter OUTPUT sees them with the loopback destination nat OUTPUT gave them
     // (the output interface is still the one routed to before the rewrite).

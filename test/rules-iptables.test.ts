@@ -17,7 +17,12 @@ describe('rule generation (pure)', () => {
       assert.equal(own.at(-2), `${binary} -w 5 -t nat -A OUTPUT -j ${NAT_CHAIN}`);
       assert.equal(own.at(-1), `${binary} -w 5 -t filter -A OUTPUT -j ${FILTER_CHAIN}`);
       const nat = own.filter((c) => c.includes(`-A ${NAT_CHAIN} `));
-      assert.match(nat[0]!, /-m owner --uid-owner 995 -j RETURN$/);
+      assert.match(nat[0]!, /-m owner --uid-owner 995 -j CONNMARK --set-xmark 0x4547\/0xffff$/);
+      assert.match(nat[1]!, /-m owner --uid-owner 995 -j RETURN$/);
+      // Packets of the job on a connection egress-guard opened are refused before ESTABLISHED traffic returns.
+      const filter = own.filter((c) => c.includes(`-A ${FILTER_CHAIN} `));
+      assert.match(filter[1]!, /-m connmark --mark 0x4547\/0xffff -j REJECT$/);
+      assert.ok(filter.findIndex((c) => c.includes('ESTABLISHED')) > 1);
       assert.match(nat.at(-1)!, /-p tcp -j REDIRECT --to-ports 3129$/);
       assert.ok(nat.some((c) => /-p udp --dport 53 -j REDIRECT --to-ports 53$/.test(c)));
       assert.ok(nat.some((c) => /-p tcp --dport 53 -j REDIRECT --to-ports 53$/.test(c)));
