@@ -66,8 +66,8 @@ function mismatch(ctx: TransparentAuthorizeContext, request: TransparentRequest,
 }
 
 /**
- * Decide a redirected connection. The name is the SNI, else the HTTP Host, else a name the DNS server
- * resolved to the destination, else the raw address. A claimed name (SNI/Host) must agree with the
+ * Decide a redirected connection. The name is the SNI, else the HTTP Host, else (not TLS) a name the DNS
+ * server resolved to the destination, else the raw address. A claimed name (SNI/Host) must agree with the
  * destination, or the connection is a `sni-mismatch` (domain fronting, forged SNI). The decision is made
  * on the original destination itself: authorize() is given it as the only address, so no lookup happens
  * and the connection goes to exactly that address.
@@ -99,6 +99,12 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     return authorize(ctx, { ...base, host: claimed });
   }
 
+  if (peek.protocol === 'tls') {
+    // TLS without a readable SNI (none sent, split across records, unparseable): there is no name to check
+    // against the destination, and falling back to "some allowed name resolved here" would admit any site on
+    // a shared (CDN) address. Decided as a connection to a raw address: allowed-ips, or nothing.
+    return authorize(ctx, { ...base, host: ip });
+  }
   const names = namesOf(ctx.addressBook, ip);
   if (names.length > 0) {
     const policy = ctx.policy();

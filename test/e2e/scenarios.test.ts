@@ -185,6 +185,18 @@ for (const mode of ['block', 'audit'] as const) {
       }
     });
 
+    test('6b: TLS without SNI to an allowed name\'s address is decided as a raw IP, not by DNS attribution', async () => {
+      const resolved = await world.job('dig', ['+short', 'allowed.test']);
+      assert.match(resolved.stdout, new RegExp(NET.allowed.replace(/\./g, '\\.')));
+      const script = `const tls=require('tls');const s=tls.connect({host:'${NET.allowed}',port:443,servername:'',rejectUnauthorized:false},()=>{s.end('GET /no-sni-${mode} HTTP/1.1\\r\\nHost: allowed.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
+      const result = await world.job('node', ['-e', script]);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.allowed && e.host === NET.allowed && e.sni === undefined);
+      assert.ok(event, 'a decision on the raw address');
+      assert.equal(event.reason, 'raw-ip');
+      assert.equal(event.decision, outcomeFor(mode));
+      assert.equal(result.code, mode === 'block' ? 3 : 0, result.stderr);
+    });
+
     test('6: a TLS client sending SNI allowed.test to the attacker IP is blocked as sni-mismatch', async () => {
       const marker = `sni-${mode}-${randomLabel(10)}`;
       const script = `const tls=require('tls');const fs=require('fs');const s=tls.connect({host:'${NET.attacker}',port:443,servername:'allowed.test',ca:fs.readFileSync('${world.caFile}')},()=>{s.end('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
