@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from './helpers/egress-guard-process.js';
 import { openTunnel } from './helpers/raw-client.js';
 import { startHttpServer, type TestServer } from './helpers/servers.js';
-import { startTinyDns, type TinyDns } from './helpers/tiny-dns.js';
+import dgram from 'node:dgram';
+import { startZoneServer, type ZoneServer } from './dns-zone-server.js';
 
 async function closedPort(): Promise<number> {
   const server = net.createServer();
@@ -15,27 +16,29 @@ async function closedPort(): Promise<number> {
 }
 
 describe('upstream failures are reported as 502/504 with an event', () => {
-  let dns: TinyDns;
-  let silentDns: TinyDns;
+  let dns: ZoneServer;
+  let silentDns: dgram.Socket;
   let slow: TestServer;
   let guard: EgressGuardProcess;
   let silentGuard: EgressGuardProcess;
 
   before(async () => {
-    dns = await startTinyDns({ 'resolvable.test': '127.0.0.1' });
-    silentDns = await startTinyDns({}, { silent: true });
+    dns = await startZoneServer({ 'resolvable.test': [{ type: 'A', value: '127.0.0.1' }] });
+    // Receives queries and never answers: upstream DNS must time out.
+    silentDns = dgram.createSocket('udp4');
+    await new Promise<void>((r) => silentDns.bind(0, '127.0.0.1', () => r()));
     // Answers nothing: the proxy's idle timeout must end the request with 504.
     slow = await startHttpServer(() => undefined);
     const env = { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'nowhere.test:* slow-dns.test:* resolvable.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8', EGRESS_IDLE_TIMEOUT: '700', EGRESS_CONNECT_TIMEOUT: '800' };
-    guard = await startEgressGuard([], { ...env, EGRESS_DNS_UPSTREAM: dns.server });
-    silentGuard = await startEgressGuard([], { ...env, EGRESS_DNS_UPSTREAM: silentDns.server });
+    guard = await startEgressGuard([], { ...env, EGRESS_DNS_UPSTREAM: dns.address });
+    silentGuard = await startEgressGuard([], { ...env, EGRESS_DNS_UPSTREAM: `127.0.0.1:${silentDns.address().port}` });
   });
 
   after(async () => {
     await guard?.stop();
     await silentGuard?.stop();
     await dns?.close();
-    await silentDns?.close();
+    await new Promise<void>((r) => (silentDns ? silentDns.close(() => r()) : r()));
     await slow?.close();
   });
 
@@ -46,7 +49,7 @@ describe('upstream failures are reported as 502/504 with an event', () => {
     const tunnel = await openTunnel(guard.port, 'nowhere.test:443');
     tunnel.socket.destroy();
     assert.equal(tunnel.status, 502);
-    assert.ok(dns.questions.includes('nowhere.test'), 'the configured upstream was asked');
+    assert.ok(dns.askedNames().includes('nowhere.test'), 'the configured upstream was asked');
     const close = await guard.waitFor((l) => l.event === 'close' && l.host === 'nowhere.test');
     assert.equal(close.error, 'upstream-dns');
     assert.equal(close.status, 502);

@@ -1,20 +1,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from './helpers/egress-guard-process.js';
-import { startTinyDns, type TinyDns } from './helpers/tiny-dns.js';
+import { startZoneServer, type ZoneServer } from './dns-zone-server.js';
 
 /** `egress-guard run` with every listener on: DNS (local names, policy), admin (/healthz, /metrics). */
 describe('sidecar wiring: DNS listener, local names, admin endpoints', () => {
-  let upstream: TinyDns;
+  let upstream: ZoneServer;
   let guard: EgressGuardProcess;
   let dnsPort: number;
   let adminPort: number;
 
   before(async () => {
-    upstream = await startTinyDns({ 'allowed.test': '203.0.113.7' });
+    upstream = await startZoneServer({ 'allowed.test': [{ type: 'A', value: '203.0.113.7' }] });
     guard = await startEgressGuard(
       ['--dns-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--local-names', 'build-cache.job=127.0.0.9'],
-      { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test', EGRESS_DNS_UPSTREAM: upstream.server },
+      { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test', EGRESS_DNS_UPSTREAM: upstream.address },
     );
     dnsPort = (await guard.waitFor((l) => l.msg === 'listening' && l.listener === 'dns')).port as number;
     adminPort = (await guard.waitFor((l) => l.msg === 'listening' && l.listener === 'admin')).port as number;
@@ -32,8 +32,8 @@ describe('sidecar wiring: DNS listener, local names, admin endpoints', () => {
     assert.equal((await dig('allowed.test')).stdout.trim(), '203.0.113.7');
     assert.equal((await dig('build-cache.job')).stdout.trim(), '127.0.0.9');
     assert.equal(await digStatus('exfil-1234.attacker.test'), 'NXDOMAIN');
-    assert.ok(upstream.questions.includes('allowed.test'));
-    assert.ok(!upstream.questions.some((q) => q.includes('attacker') || q.includes('build-cache')), JSON.stringify(upstream.questions));
+    assert.ok(upstream.askedNames().includes('allowed.test'));
+    assert.ok(!upstream.askedNames().some((q) => q.includes('attacker') || q.includes('build-cache')), JSON.stringify(upstream.askedNames()));
     const local = await guard.waitFor((l) => l.event === 'decision' && l.host === 'build-cache.job');
     assert.equal(local.reason, 'local-name');
     const blocked = await guard.waitFor((l) => l.event === 'decision' && l.host === 'exfil-1234.attacker.test');
