@@ -1,5 +1,10 @@
 import { LRUCache } from 'lru-cache';
 
+/** The key a host name is stored under: lowercase, no trailing dot. */
+export function nameKey(name: string): string {
+  return name.toLowerCase().replace(/\.$/, '');
+}
+
 /**
  * What egress-guard has learnt about names and addresses: name -> addresses (so the proxy reuses
  * answers the DNS server resolved) and address -> names (so a redirected connection with no SNI or Host
@@ -18,7 +23,7 @@ export class AddressBook {
 
   /** Record that `name` resolved to `addresses` for ttlMs (through egress-guard's own resolver). */
   record(name: string, addresses: readonly string[], ttlMs: number): void {
-    const key = name.toLowerCase().replace(/\.$/, '');
+    const key = nameKey(name);
     if (addresses.length === 0) return;
     this.byName.set(key, [...addresses], { ttl: Math.max(1, ttlMs) });
     for (const address of addresses) {
@@ -30,7 +35,7 @@ export class AddressBook {
   }
 
   addressesOf(name: string): string[] | undefined {
-    return this.byName.get(name.toLowerCase().replace(/\.$/, ''));
+    return this.byName.get(nameKey(name));
   }
 
   namesOf(address: string): string[] {
@@ -39,6 +44,6 @@ export class AddressBook {
 
   /** True when `name` resolved to `address` through egress-guard (the SNI/destination agreement check). */
   resolvedTo(name: string, address: string): boolean {
-    return this.byAddress.get(address)?.has(name.toLowerCase().replace(/\.$/, '')) ?? false;
+    return this.byAddress.get(address)?.has(nameKey(name)) ?? false;
   }
 }

@@ -30,6 +30,25 @@ export type Authorization =
   | { action: 'reject'; decision: Decision; event: DecisionEvent }
   | { action: 'fail'; decision: Decision; event: DecisionEvent; status: 502 | 504; error: string; message: string };
 
+/** Emit the one decision event of a request (what was asked, what was decided, why, by whom). */
+export function emitDecision(events: EventLog, policy: Policy, request: AuthorizeRequest, decision: Decision): DecisionEvent {
+  return events.decision({
+    kind: request.kind,
+    client: request.client,
+    host: decision.host,
+    port: request.port,
+    ...(request.sni !== undefined && { sni: request.sni }),
+    ...(decision.ip !== undefined && { ip: decision.ip }),
+    ...(request.method !== undefined && { method: request.method }),
+    ...(request.path !== undefined && { path: request.path }),
+    decision: decision.outcome,
+    reason: decision.reason,
+    rule: decision.rule,
+    message: decision.message,
+    mode: policy.mode,
+  });
+}
+
 /**
  * The data path every listener shares: decide on the name (before any lookup, so a blocked name is never
  * resolved in block mode), resolve, decide on the addresses, emit the one decision event, and say which
@@ -38,22 +57,7 @@ export type Authorization =
 export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
   const policy = ctx.policy();
   const nameDecision = decide(policy, { host: request.host, port: request.port });
-  const emit = (decision: Decision) =>
-    ctx.events.decision({
-      kind: request.kind,
-      client: request.client,
-      host: decision.host,
-      port: request.port,
-      ...(request.sni !== undefined && { sni: request.sni }),
-      ...(decision.ip !== undefined && { ip: decision.ip }),
-      ...(request.method !== undefined && { method: request.method }),
-      ...(request.path !== undefined && { path: request.path }),
-      decision: decision.outcome,
-      reason: decision.reason,
-      rule: decision.rule,
-      message: decision.message,
-      mode: policy.mode,
-    });
+  const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
 
   if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
     // A redirected connection already has its destination: name it in the event, though nothing connects.

@@ -2,7 +2,7 @@ import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { EventLog } from '../events/event-log.js';
 import { decideName, type Decision, type Policy } from '../policy/index.js';
-import type { AddressBook } from './address-book.js';
+import { nameKey, type AddressBook } from './address-book.js';
 import { AnswerCache, cacheKey, cacheLimits, renderAnswer, toCachedAnswer, type AnswerCacheOptions, type CachedAnswer } from './dns-cache.js';
 import { UpstreamClient, UpstreamError, type Upstream } from './dns-upstream.js';
 import {
@@ -59,7 +59,7 @@ export class DnsResponder {
   constructor(private readonly options: DnsResponderOptions) {
     this.upstream = new UpstreamClient(options.upstreams, { timeoutMs: options.upstreamTimeoutMs, rounds: options.upstreamRounds });
     this.cache = new AnswerCache(cacheLimits(options.cache));
-    this.localNames = new Map([...(options.localNames ?? new Map<string, string[]>())].map(([name, addrs]) => [name.toLowerCase().replace(/\.$/, ''), addrs]));
+    this.localNames = new Map([...(options.localNames ?? new Map<string, string[]>())].map(([name, addrs]) => [nameKey(name), addrs]));
   }
 
   close(): void {

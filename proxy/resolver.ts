@@ -1,5 +1,5 @@
 import { promises as dns } from 'node:dns';
-import type { AddressBook } from './address-book.js';
+import { nameKey, type AddressBook } from './address-book.js';
 
 export class ResolveError extends Error {
   constructor(
@@ -44,7 +44,7 @@ export class Resolver {
   }
 
   async resolve(name: string): Promise<string[]> {
-    const key = name.toLowerCase().replace(/\.$/, '');
+    const key = nameKey(name);
     const override = this.options.overrides.get(key);
     if (override) {
       this.options.addressBook.record(key, override, this.options.ttlMs ?? 60_000);

@@ -1,6 +1,6 @@
 import { canonicalHost, decide, findEndpoint, type Decision } from '../policy/index.js';
 import type { AddressBook } from './address-book.js';
-import { authorize, type AuthorizeContext, type Authorization } from './authorize.js';
+import { authorize, emitDecision, type AuthorizeContext, type Authorization } from './authorize.js';
 import type { PeekResult } from './first-bytes.js';
 
 export interface TransparentAuthorizeContext extends AuthorizeContext {
@@ -44,15 +44,12 @@ type Extra = { sni?: string; method?: string; path?: string };
 
 /** Emit a transparent decision made here (a name/destination mismatch), naming the original destination. */
 function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, decision: Decision, extra: Extra): Authorization {
-  const policy = ctx.policy();
   const { port } = request.destination;
   const ip = decision.ip ?? addressText(request.destination.address);
-  const event = ctx.events.decision({
-    kind: 'transparent', client: request.client, host: decision.host, port, ...extra, ip,
-    decision: decision.outcome, reason: decision.reason, rule: decision.rule, message: decision.message, mode: policy.mode,
-  });
-  if (decision.outcome === 'blocked') return { action: 'reject', decision: { ...decision, ip }, event };
-  return { action: 'forward', decision: { ...decision, ip }, event, address: ip, port };
+  const withIp = { ...decision, ip };
+  const event = emitDecision(ctx.events, ctx.policy(), { kind: 'transparent', client: request.client, host: decision.host, port, ...extra }, withIp);
+  if (decision.outcome === 'blocked') return { action: 'reject', decision: withIp, event };
+  return { action: 'forward', decision: withIp, event, address: ip, port };
 }
 
 function mismatch(ctx: TransparentAuthorizeContext, request: TransparentRequest, name: string, claimedBy: 'sni' | 'host', extra: Extra): Authorization {
