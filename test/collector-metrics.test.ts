@@ -7,8 +7,8 @@ import { EventLog } from '../events/event-log.js';
 import { startEventStream } from '../collector/event-stream-client.js';
 import { MetricsRegistry, registerEventStreamMetrics, startAdminServer } from '../collector/metrics.js';
 import { startCollector } from '../collector/server.js';
-import { emitConnections } from '../collector/testing/emit-events.js';
-import { waitFor } from '../collector/testing/wait-for.js';
+import { emitConnections } from './helpers/emit-events.js';
+import { waitFor } from './helpers/wait-for.js';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 after(async () => {

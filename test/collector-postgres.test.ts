@@ -7,9 +7,9 @@ import { EventLog } from '../events/event-log.js';
 import type { EgressEvent } from '../events/schema.js';
 import { startEventStream } from '../collector/event-stream-client.js';
 import { startCollector, type Collector } from '../collector/server.js';
-import { emitConnections } from '../collector/testing/emit-events.js';
-import { startPostgresCluster, type PostgresCluster } from '../collector/testing/postgres-cluster.js';
-import { waitFor } from '../collector/testing/wait-for.js';
+import { emitConnections } from './helpers/emit-events.js';
+import { startPostgresCluster, type PostgresCluster } from './helpers/postgres-cluster.js';
+import { waitFor } from './helpers/wait-for.js';
 
 const TOKEN = 'pg-token';
 

@@ -9,8 +9,8 @@ import { gunzipSync } from 'node:zlib';
 import { EventLog } from '../events/event-log.js';
 import { startEventStream } from '../collector/event-stream-client.js';
 import { startCollector, type Collector } from '../collector/server.js';
-import { emitConnections } from '../collector/testing/emit-events.js';
-import { waitFor } from '../collector/testing/wait-for.js';
+import { emitConnections } from './helpers/emit-events.js';
+import { waitFor } from './helpers/wait-for.js';
 
 const TOKEN = 'stream-test-token';
 
