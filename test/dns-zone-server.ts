@@ -86,14 +86,30 @@ export async function startZoneServer(zone: Record<string, ZoneRecord[]>): Promi
     }
     send(response);
   };
-  const udp = dns2.createUDPServer(handle('udp') as any);
-  const tcp = dns2.createTCPServer(handle('tcp') as any);
-  await udp.listen(0, '127.0.0.1');
-  const port = (udp.address() as AddressInfo).port;
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(port, '127.0.0.1', () => resolve());
-  });
+  // UDP and TCP share one port; the kernel picks it for UDP, and a TCP socket may already hold it
+  // (an outgoing connection's local port): then both are closed and another port is tried.
+  let udp: ReturnType<typeof dns2.createUDPServer>;
+  let tcp: ReturnType<typeof dns2.createTCPServer>;
+  let port: number;
+  for (let attempt = 0; ; attempt++) {
+    udp = dns2.createUDPServer(handle('udp') as any);
+    tcp = dns2.createTCPServer(handle('tcp') as any);
+    await udp.listen(0, '127.0.0.1');
+    port = (udp.address() as AddressInfo).port;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(port, '127.0.0.1', () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+      break;
+    } catch (err) {
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      if (attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
   return {
     address: `127.0.0.1:${port}`,
     port,

@@ -1,0 +1,32 @@
+/**
+ * Run inside a network namespace whose ephemeral port range is two ports (PORT_A, PORT_A + 1) and
+ * where TCP PORT_A is taken: each server started with port 0 must end up on the pair's free port for
+ * UDP and TCP alike. Prints one JSON line: the ports each start got.
+ */
+import net from 'node:net';
+import { EventLog } from '../../events/event-log.js';
+import { buildPolicy } from '../../policy/index.js';
+import { AddressBook } from '../../proxy/address-book.js';
+import { startDnsServer } from '../../proxy/dns-server.js';
+import { startZoneServer } from '../dns-zone-server.js';
+
+const takenPort = Number(process.argv[2]);
+const blocker = net.createServer().listen(takenPort, '127.0.0.1');
+await new Promise((resolve) => blocker.once('listening', resolve));
+
+const origin = { file: 'probe', line: 1 };
+const policy = buildPolicy({ mode: { value: 'block', origin }, 'allowed-endpoints': { value: 'allowed.test', origin } });
+const events = new EventLog({ stdout: false });
+const result: { zone: number[]; dns: Array<[number, number]> } = { zone: [], dns: [] };
+for (let i = 0; i < 4; i++) {
+  const zone = await startZoneServer({});
+  result.zone.push(zone.port);
+  await zone.close();
+  const dns = await startDnsServer({
+    listen: { host: '127.0.0.1', port: 0 }, upstreams: ['127.0.0.1:9'], policy: () => policy, events, addressBook: new AddressBook(),
+  });
+  result.dns.push([dns.udpAddress.port, dns.tcpAddress.port]);
+  await dns.close();
+}
+blocker.close();
+console.log(JSON.stringify(result));
