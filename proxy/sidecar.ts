@@ -118,9 +118,10 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     },
     close() {
       closing ??= (async () => {
-        events.log.info({ open: counters.open }, 'shutting down: no new connections, draining');
         const closed = new Promise<void>((resolve) => proxyServer.close(() => resolve()));
         const transparentClosed = transparent?.close();
+        // Logged once the listeners are closed: whoever reads this line and connects is refused.
+        events.log.info({ open: counters.open }, 'shutting down: no new connections, draining');
         proxyServer.closeIdleConnections();
         const deadline = Date.now() + config.drainTimeoutMs;
         while (counters.open > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

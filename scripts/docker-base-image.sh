@@ -86,7 +86,10 @@ cmd_base() {
     rm -rf "$rootfs"
     mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     [ -n "$mirror" ] || mirror=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list)
+    # One retry: a mirror hiccup should not fail the run.
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
+      || { echo "debootstrap failed, retrying once" >&2; rm -rf "$rootfs"; sleep 10
+           debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1; } \
       || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
     chroot "$rootfs" apt-get clean
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs/etc/apt/sources.list" "$rootfs"/var/cache/apt/*.bin

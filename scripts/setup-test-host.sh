@@ -9,13 +9,23 @@ cd "$(dirname "$0")/.."
 PACKAGES=(curl dnsutils git iptables iproute2 procps util-linux passwd postgresql chromium docker.io docker-compose debootstrap bc dnsmasq-base)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# retry N CMD...: a registry that fails once (a mirror hiccup) should not fail the run.
+retry() {
+  local n=$1 i; shift
+  for ((i = 1; ; i++)); do
+    "$@" && return 0
+    [ "$i" -lt "$n" ] || return 1
+    echo "setup: '$*' failed (attempt $i of $n), retrying in $((i * 10)) s" >&2
+    sleep $((i * 10))
+  done
+}
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  retry 3 apt-get update -qq
+  retry 3 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian postgresql package may start a cluster on install; the tests start their own throwaway clusters.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  retry 2 npm ci --no-audit --no-fund
 fi
 echo "setup: done"

@@ -81,9 +81,14 @@ if [ -n "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f "$NODE_EXTRA_CA_CERTS" ] && [ ! -e 
   cp "$NODE_EXTRA_CA_CERTS" "$ROOT/docker/build-ca.pem"; CA_COPIED=1
 fi
 build() { # build TAG LOG ARGS...: the build stage reaches the npm/Debian registries over the host network
-  local tag=$1 log=$2; shift 2
-  $DOCKER build --network host --build-arg NODE_IMAGE="$NODE_IMAGE" --build-arg ALLOW_TYPE_ERRORS="${ALLOW_TYPE_ERRORS:-0}" \
-    -t "$tag" "$@" >"$WORK/$log" 2>&1 || { tail -40 "$WORK/$log" >&2; return 1; }
+  local tag=$1 log=$2 attempt; shift 2
+  for attempt in 1 2; do  # one retry: a registry hiccup should not fail the run
+    $DOCKER build --network host --build-arg NODE_IMAGE="$NODE_IMAGE" --build-arg ALLOW_TYPE_ERRORS="${ALLOW_TYPE_ERRORS:-0}" \
+      -t "$tag" "$@" >"$WORK/$log" 2>&1 && return 0
+    echo "docker build of $tag failed (attempt $attempt)" >&2
+  done
+  tail -40 "$WORK/$log" >&2
+  return 1
 }
 build "$EGRESS_IMAGE" build-runtime.log -f "$ROOT/docker/Dockerfile" "$ROOT" || fatal "docker build of the egress-guard image"
 timing "egress-guard image"
