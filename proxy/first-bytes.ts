@@ -59,6 +59,8 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
     socket.on('data', onData);
     socket.once('end', finish);
     socket.once('close', finish);
+    // A socket paused by an earlier peek does not flow again just because a 'data' listener was added.
+    socket.resume();
   });
 }
 

@@ -13,7 +13,17 @@ export interface SpliceResult {
  * Pipe client <-> upstream until either side ends, errs or is idle for idleTimeoutMs; destroy both and
  * report bytes once. `bytesIn`/`bytesOut` start at what was already relayed (e.g. a peeked ClientHello).
  */
-export function splice(client: Socket, upstream: Socket, options: { idleTimeoutMs: number; onClose: (result: SpliceResult) => void }): void {
+export interface SpliceOptions {
+  idleTimeoutMs: number;
+  onClose: (result: SpliceResult) => void;
+  /**
+   * Hold the client's bytes back (the server's still flow to the client) until this settles: true relays
+   * them, false resets the client, closes upstream and reports `error: refused-after-first-bytes`.
+   */
+  clientGate?: Promise<boolean>;
+}
+
+export function splice(client: Socket, upstream: Socket, options: SpliceOptions): void {
   const started = Date.now();
   const baseIn = upstream.bytesRead;
   const baseOut = upstream.bytesWritten;
@@ -38,6 +48,23 @@ export function splice(client: Socket, upstream: Socket, options: { idleTimeoutM
   upstream.on('error', (err: NodeJS.ErrnoException) => { error ??= `upstream-${err.code ?? 'error'}`; finish(); });
   client.on('close', finish);
   upstream.on('close', finish);
-  client.pipe(upstream);
   upstream.pipe(client);
+  if (!options.clientGate) {
+    client.pipe(upstream);
+    return;
+  }
+  options.clientGate.then(
+    (relay) => {
+      if (done) return;
+      if (relay) return void client.pipe(upstream);
+      error ??= 'refused-after-first-bytes';
+      // A reset, as for any refused connection: the client must not read a clean end as a reply.
+      client.resetAndDestroy();
+      finish();
+    },
+    () => {
+      error ??= 'gate-failed';
+      finish();
+    },
+  );
 }

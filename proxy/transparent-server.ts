@@ -56,6 +56,14 @@ export async function startTransparentListeners(options: TransparentListenerOpti
   const addresses: AddressInfo[] = [];
   const servers: net.Server[] = [];
 
+  const checkLateFirstBytes = async (socket: net.Socket, request: { client: string; destination: OriginalDestination }): Promise<boolean> => {
+    // Bounded by the idle timeout: a client silent that long has its tunnel closed by splice anyway.
+    const late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+    if (late.protocol === 'other') return true;
+    const again = await authorizeTransparent(options, { ...request, peek: late });
+    return again.action === 'forward';
+  };
+
   const handle = async (socket: net.Socket) => {
     const client = formatHostPort(unmapAddress(socket.remoteAddress ?? '?'), socket.remotePort ?? 0);
     socket.on('error', () => socket.destroy());
@@ -102,9 +110,13 @@ export async function startTransparentListeners(options: TransparentListenerOpti
       return;
     }
     const sni = peek.protocol === 'tls' ? peek.sni : undefined;
+    // A client silent through the peek was decided without its first bytes (by DNS attribution); if those
+    // turn out to be a ClientHello or an HTTP request, the name in them is decided before they are relayed.
+    const silent = peek.protocol === 'other' && peek.bytes === 0;
+    const clientGate = silent ? checkLateFirstBytes(socket, { client, destination }) : undefined;
     options.tunnel({
       client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started,
-      kind: 'transparent', clientAddress: client, ...(sni !== undefined && { sni }),
+      kind: 'transparent', clientAddress: client, ...(sni !== undefined && { sni }), ...(clientGate && { clientGate }),
     });
   };
 

@@ -14,6 +14,8 @@ export interface TunnelContext {
   kind: RequestKind;
   clientAddress: string;
   sni?: string;
+  /** See SpliceOptions.clientGate: a check of the client's first bytes that was still open at authorization. */
+  clientGate?: Promise<boolean>;
 }
 
 /**
@@ -25,6 +27,7 @@ export type TunnelHandler = (tunnel: TunnelContext) => void;
 export const spliceTunnel: TunnelHandler = (t) => {
   splice(t.client, t.upstream, {
     idleTimeoutMs: t.idleTimeoutMs,
+    ...(t.clientGate && { clientGate: t.clientGate }),
     onClose: (result) => {
       t.events.close({
         id: t.authorization.event.id, kind: t.kind, client: t.clientAddress, host: t.authorization.decision.host,
