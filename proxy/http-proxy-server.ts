@@ -4,6 +4,7 @@ import httpProxy from 'http-proxy';
 import type { EventLog } from '../events/event-log.js';
 import { authorize, type AuthorizeContext, type Authorization } from './authorize.js';
 import { formatHostPort, parseAuthority } from './authority.js';
+import { checkConnectSni } from './connect-sni-check.js';
 import { connectUpstream, UpstreamConnectError } from './connect-upstream.js';
 import { stripHopByHop } from './hop-by-hop.js';
 import { sendProxyError, writeRawError } from './http-response.js';
@@ -179,8 +180,10 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
           return;
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-        if (head.length > 0) upstream.write(head);
-        options.tunnel({ client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started, kind: 'connect', clientAddress: client });
+        // Bytes sent along with the CONNECT are the tunnel's first: checked with the rest, not relayed ahead.
+        if (head.length > 0) socket.unshift(head);
+        const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
+        options.tunnel({ client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started, kind: 'connect', clientAddress: client, clientGate });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');

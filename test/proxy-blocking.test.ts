@@ -56,6 +56,21 @@ describe('block mode: what is not allowed never reaches a server', () => {
     assert.equal(event.decision, 'blocked');
   });
 
+  test('a CONNECT to an allowed host whose ClientHello names a host not allowed (SNI) is reset before it is relayed', async () => {
+    // curl sends CONNECT allowed.test and, inside the tunnel, SNI blocked.test.
+    const r = await runProcess('curl', ['-sS', '--cacert', caFile, '-x', guard.proxyUrl, '--connect-to', `blocked.test:${secure.port}:allowed.test:${secure.port}`, `https://blocked.test:${secure.port}/fronted`]);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.ok(!secure.requests.some((q) => q.url.includes('fronted')), 'the server never saw the request');
+    const allowed = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.host === 'allowed.test' && l.port === secure.port);
+    assert.equal(allowed.decision, 'allowed', 'the CONNECT itself was allowed');
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch');
+    assert.equal(event.decision, 'blocked');
+    assert.equal(event.host, 'blocked.test');
+    assert.equal(event.sni, 'blocked.test');
+    assert.equal(event.ip, '127.0.0.1');
+    await guard.waitFor((l) => l.event === 'close' && l.id === allowed.id && l.error === 'refused-after-first-bytes');
+  });
+
   test('raw IP destinations are blocked in every spelling (absolute-URI and CONNECT, curl and raw clients)', async () => {
     for (const host of LOOPBACK_SPELLINGS) {
       const viaHttp = await rawExchange(guard.port, `GET http://${host}:${plain.port}/raw HTTP/1.1\r\nHost: ${host}:${plain.port}\r\nConnection: close\r\n\r\n`);
@@ -131,10 +146,15 @@ describe('block mode: what is not allowed never reaches a server', () => {
 
 describe('audit mode: everything passes, would-be blocks are logged', () => {
   let plain: TestServer;
+  let secure: TestServer;
   let guard: EgressGuardProcess;
+  let caFile: string;
 
   before(async () => {
     plain = await startHttpServer();
+    secure = await startHttpsServer(leafFor('allowed.test', 'other.test'));
+    caFile = join(mkdtempSync(join(tmpdir(), 'eg-audit-')), 'ca.pem');
+    writeFileSync(caFile, testCa().certPem);
     guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1', '--resolve', 'other.test=127.0.0.1'], {
       EGRESS_MODE: 'audit', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
     });
@@ -143,6 +163,7 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
   after(async () => {
     await guard?.stop();
     await plain?.close();
+    await secure?.close();
   });
 
   test('a host not allowed is forwarded and its decision is would-block', async () => {
@@ -168,5 +189,14 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
     assert.equal(deniedEvent.decision, 'would-block');
     assert.equal(deniedEvent.reason, 'denied-address');
     assert.equal(plain.requests.filter((q) => q.url.startsWith('/audit')).length, 3);
+  });
+
+  test('a CONNECT whose SNI names a host not allowed is relayed and logged would-block', async () => {
+    const r = await runProcess('curl', ['-sS', '--cacert', caFile, '-x', guard.proxyUrl, '--connect-to', `other.test:${secure.port}:allowed.test:${secure.port}`, `https://other.test:${secure.port}/fronted-audit`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(secure.requests.some((q) => q.url === '/fronted-audit'));
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch');
+    assert.equal(event.decision, 'would-block');
+    assert.equal(event.host, 'other.test');
   });
 });

@@ -1,0 +1,40 @@
+import type { Socket } from 'node:net';
+import { canonicalHost, decide } from '../policy/index.js';
+import { formatHostPort } from './authority.js';
+import { emitDecision, type AuthorizeContext } from './authorize.js';
+import { peekFirstBytes } from './first-bytes.js';
+
+export interface ConnectTunnel {
+  client: string;
+  /** The CONNECT authority as decided (canonical host) and the address the tunnel goes to. */
+  host: string;
+  port: number;
+  address: string;
+}
+
+/**
+ * The client's first bytes in an authorized CONNECT tunnel, held back until this settles. A ClientHello
+ * whose SNI names another host than the CONNECT authority must be allowed on its own (SNI-based fronting
+ * through an allowed CONNECT host, a forged SNI); if it is not, the decision is `sni-mismatch`: one event,
+ * and false in block mode. Anything else (no SNI, not TLS, silence until the idle timeout) is relayed: the
+ * tunnel goes to the checked address of the CONNECT host whatever the client says in it.
+ */
+export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<boolean> {
+  const peek = await peekFirstBytes(socket, { timeoutMs });
+  if (peek.protocol !== 'tls' || peek.sni === undefined) return true;
+  const canonical = canonicalHost(peek.sni);
+  const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;
+  if (name === tunnel.host) return true;
+  const policy = ctx.policy();
+  const byName = decide(policy, { host: peek.sni, port: tunnel.port });
+  if (byName.permitted) return true;
+  emitDecision(ctx.events, policy, { kind: 'connect', client: tunnel.client, host: name, port: tunnel.port, sni: peek.sni }, {
+    ...byName,
+    reason: 'sni-mismatch',
+    rule: null,
+    host: name,
+    ip: tunnel.address,
+    message: `TLS SNI ${formatHostPort(name, tunnel.port)} inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)} is not allowed (${byName.message})`,
+  });
+  return policy.mode !== 'block';
+}
