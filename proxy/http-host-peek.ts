@@ -20,30 +20,33 @@ export interface PeekedHttpRequest {
   host?: string;
 }
 
-/** Method, path and Host of a buffered HTTP/1 request head; null when it is not one. */
-export function parseHttpHead(head: Buffer): PeekedHttpRequest | null {
-  const text = head.toString('latin1');
-  const line = REQUEST_LINE.exec(text);
-  if (!line) return null;
-  const method = line[1]!;
-  let path = line[2]!;
+/**
+ * Method, path and host of one request: the host of an absolute-URI target, else of the Host header (without
+ * the port); the path without its query, bounded for logs.
+ */
+export function describeRequest(method: string, target: string, hostHeader: string | undefined): PeekedHttpRequest {
+  let path = target;
   let host: string | undefined;
-  if (/^https?:\/\//i.test(path)) {
+  if (/^https?:\/\//i.test(target)) {
     try {
-      const url = new URL(path);
+      const url = new URL(target);
       host = url.hostname.replace(/^\[|\]$/g, '');
       path = url.pathname;
     } catch {
       // keep the raw target
     }
   }
+  if (hostHeader !== undefined) host ??= parseAuthority(hostHeader.trim(), 80)?.host;
+  return { method, path: path.split('?')[0]!.slice(0, 512), ...(host && { host }) };
+}
+
+/** Method, path and Host of a buffered HTTP/1 request head; null when it is not one. */
+export function parseHttpHead(head: Buffer): PeekedHttpRequest | null {
+  const text = head.toString('latin1');
+  const line = REQUEST_LINE.exec(text);
+  if (!line) return null;
   const end = text.search(/\r?\n\r?\n/);
   const lines = text.slice(line[0].length, end === -1 ? undefined : end).split(/\r?\n/);
-  for (const header of lines) {
-    const m = /^host:[ \t]*(.*?)[ \t]*$/i.exec(header);
-    if (!m) continue;
-    host ??= parseAuthority(m[1]!, 80)?.host;
-    break;
-  }
-  return { method, path: path.split('?')[0]!.slice(0, 512), ...(host && { host }) };
+  const hostHeader = lines.map((header) => /^host:[ \t]*(.*?)[ \t]*$/i.exec(header)).find((m) => m !== null)?.[1];
+  return describeRequest(line[1]!, line[2]!, hostHeader);
 }

@@ -5,11 +5,11 @@ import type { AddressBook } from './address-book.js';
 import { formatHostPort } from './authority.js';
 import { connectUpstream, UpstreamConnectError } from './connect-upstream.js';
 import { peekFirstBytes } from './first-bytes.js';
-import { writeRawError } from './http-response.js';
 import { listen } from './listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
 import type { Resolver } from './resolver.js';
 import { trackConnection, type TrafficCounters } from './traffic-counters.js';
+import { createTransparentHttp } from './transparent-http.js';
 import { authorizeTransparent } from './transparent-authorize.js';
 import type { TunnelHandler } from './tunnel.js';
 
@@ -64,6 +64,8 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     return again.action === 'forward';
   };
 
+  const plainHttp = createTransparentHttp(options);
+
   const handle = async (socket: net.Socket) => {
     const client = formatHostPort(unmapAddress(socket.remoteAddress ?? '?'), socket.remotePort ?? 0);
     socket.on('error', () => socket.destroy());
@@ -85,12 +87,9 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     trackConnection(counters, socket);
     const started = Date.now();
     const peek = await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 });
+    if (peek.protocol === 'http') return plainHttp.adopt(socket, { client, destination });
     const auth = await authorizeTransparent(options, { client, destination, peek });
-    if (auth.action === 'reject') {
-      if (peek.protocol === 'http') writeRawError(socket, 403, auth.decision.message, auth.event.id);
-      else refuse(socket);
-      return;
-    }
+    if (auth.action === 'reject') return refuse(socket);
     if (auth.action === 'fail') {
       // Not expected: the destination is given, so nothing is looked up.
       events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: destination.port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: auth.error });
@@ -140,6 +139,10 @@ export async function startTransparentListeners(options: TransparentListenerOpti
 
   return {
     addresses,
-    close: () => Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
+    close: () => {
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      plainHttp.closeIdle();
+      return closed.then(() => undefined);
+    },
   };
 }

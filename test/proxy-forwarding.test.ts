@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -94,6 +95,21 @@ describe('explicit proxy forwards allowed traffic intact', () => {
     assert.match(answer, /^HTTP\/1\.1 200/);
     assert.match(answer, new RegExp(`hello allowed.test:${http1.port} /fronting`));
     assert.equal(http1.requests.find((q) => q.url === '/fronting')?.host, `allowed.test:${http1.port}`);
+  });
+
+  test("a client's Connection: close is honoured: the answer comes, then the proxy closes the connection", async () => {
+    const socket = net.connect(guard.port, '127.0.0.1');
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => { answer += chunk.toString('latin1'); });
+    socket.write(`GET http://allowed.test:${http1.port}/close-me HTTP/1.1\r\nHost: allowed.test:${http1.port}\r\nConnection: close\r\n\r\n`);
+    const ended = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000);
+      socket.once('end', () => { clearTimeout(timer); resolve(true); });
+    });
+    socket.destroy();
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    assert.match(answer, /\r\nconnection: close\r\n/i);
+    assert.ok(ended, 'the proxy closed the connection after the answer');
   });
 
   test('curl: HTTPS through a CONNECT tunnel', async () => {

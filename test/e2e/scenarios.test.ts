@@ -219,6 +219,27 @@ for (const mode of ['block', 'audit'] as const) {
       }
     });
 
+    test('6d: plain HTTP keep-alive: a second request on the same connection naming another Host is decided on its own', async () => {
+      const marker = `second-host-${mode}-${randomLabel(10)}`;
+      const script = `const net=require('net');const s=net.connect(80,'${NET.allowed}');let buf='';let step=0;s.on('connect',()=>s.write('GET /first HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n'));s.on('data',(d)=>{buf+=d;if(step===0&&buf.includes('hello from allowed.test')){step=1;buf='';s.write('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')}});s.on('end',()=>{console.log(step+' '+buf.split('\\r\\n')[0]);process.exit(0)});s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, result.stderr);
+      const first = await world.decision((e) => e.kind === 'transparent' && e.path === '/first' && e.ip === NET.allowed);
+      assert.equal(first?.decision, 'allowed');
+      const second = await world.decision((e) => e.kind === 'transparent' && e.path === `/${marker}`);
+      assert.ok(second, 'a decision on the second request');
+      assert.equal(second.host, 'attacker.test');
+      assert.equal(second.decision, outcomeFor(mode));
+      const arrived = arrivedAt((e) => e.type === 'http' && String(e.url).includes(marker));
+      if (mode === 'block') {
+        assert.match(result.stdout, /^1 HTTP\/1\.1 403 /);
+        assert.equal(arrived.length, 0);
+      } else {
+        assert.match(result.stdout, /^1 HTTP\/1\.1 200 /);
+        assert.equal(arrived.length, 1);
+      }
+    });
+
     test('6: a TLS client sending SNI allowed.test to the attacker IP is blocked as sni-mismatch', async () => {
       const marker = `sni-${mode}-${randomLabel(10)}`;
       const script = `const tls=require('tls');const fs=require('fs');const s=tls.connect({host:'${NET.attacker}',port:443,servername:'allowed.test',ca:fs.readFileSync('${world.caFile}')},()=>{s.end('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;

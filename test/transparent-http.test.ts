@@ -1,0 +1,153 @@
+/**
+ * Plain HTTP on a redirected connection: every request is decided on its own Host, not only the first.
+ * Real sockets on loopback; the listener is handed connections the way the transparent listener hands them
+ * over (first bytes unread, socket paused), with the original destination given (SO_ORIGINAL_DST itself is
+ * covered by the network-namespace suite).
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import type { DecisionEvent, EgressEvent } from '../events/schema.js';
+import { EventLog } from '../events/event-log.js';
+import { buildPolicy, type Policy } from '../policy/index.js';
+import { AddressBook } from '../proxy/address-book.js';
+import { Resolver } from '../proxy/resolver.js';
+import { createTransparentHttp } from '../proxy/transparent-http.js';
+
+interface Exchange {
+  text: string;
+  ended: boolean;
+}
+
+/** Write the requests (each after the previous answer when sequential), collect everything until the close. */
+function exchange(port: number, requests: string[], options: { pipelined?: boolean } = {}): Promise<Exchange> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    let next = 0;
+    const finish = (ended: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ text, ended });
+    };
+    const timer = setTimeout(() => finish(false), 5000);
+    socket.on('connect', () => {
+      if (options.pipelined) socket.write(requests.join(''));
+      else socket.write(requests[next++]!);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      const answers = text.split('HTTP/1.1 ').length - 1;
+      if (!options.pipelined && answers === next && next < requests.length && /\r\n\r\n[^]*\n$/.test(text)) socket.write(requests[next++]!);
+    });
+    socket.on('end', () => finish(true));
+    socket.on('error', () => finish(false));
+  });
+}
+
+describe('transparent plain HTTP: each request on a connection is decided', () => {
+  let upstream: http.Server;
+  let upstreamPort: number;
+  let front: net.Server;
+  let frontPort: number;
+  const seen: string[] = [];
+  const upgraded: net.Socket[] = [];
+  const decisions: DecisionEvent[] = [];
+  let policy: Policy;
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      seen.push(`${req.headers.host} ${req.url}`);
+      res.end(`hello from ${req.headers.host}\n`);
+    });
+    upstream.on('upgrade', (req, socket: net.Socket) => {
+      upgraded.push(socket);
+      seen.push(`upgrade ${req.headers.host} ${req.url}`);
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+      socket.on('data', (d: Buffer) => socket.write(d));
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    upstreamPort = (upstream.address() as net.AddressInfo).port;
+    const origin = { file: 'test', line: 1 };
+    policy = buildPolicy({
+      mode: { value: 'block', origin },
+      'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin },
+      'trusted-ranges': { value: '127.0.0.0/8', origin },
+    });
+    const events = new EventLog({ stdout: false });
+    events.subscribe((e: EgressEvent) => { if (e.event === 'decision') decisions.push(e); });
+    const addressBook = new AddressBook();
+    const resolver = new Resolver({ overrides: new Map([['allowed.test', ['127.0.0.1']]]), addressBook });
+    const plainHttp = createTransparentHttp({ policy: () => policy, events, addressBook, resolver, connectTimeoutMs: 2000, idleTimeoutMs: 10_000 });
+    front = net.createServer((socket) => {
+      socket.pause();
+      plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+    });
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    frontPort = (front.address() as net.AddressInfo).port;
+  });
+
+  after(() => {
+    front?.close();
+    for (const socket of upgraded) socket.destroy();
+    upstream?.close();
+    upstream?.closeAllConnections();
+  });
+
+  const get = (path: string, host: string, close = false) => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${close ? 'Connection: close\r\n' : ''}\r\n`;
+
+  test('keep-alive: an allowed request, then one for another Host on the same connection gets 403 and never reaches upstream', async () => {
+    const r = await exchange(frontPort, [get('/ka-1', `allowed.test:${upstreamPort}`), get('/ka-2', 'attacker.test', true)]);
+    assert.match(r.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test/);
+    assert.match(r.text, /HTTP\/1\.1 403 Forbidden[^]*x-egress-guard-reason: attacker\.test:\d+ is not in allowed-endpoints/i);
+    assert.ok(r.ended, 'the connection is closed after the refusal');
+    assert.ok(seen.includes(`allowed.test:${upstreamPort} /ka-1`));
+    assert.ok(!seen.some((s) => s.includes('/ka-2')));
+    const second = decisions.find((d) => d.path === '/ka-2');
+    assert.equal(second?.decision, 'blocked');
+    assert.equal(second?.host, 'attacker.test');
+    assert.equal(second?.kind, 'transparent');
+  });
+
+  test('pipelined in one write: the second request is decided on its own too', async () => {
+    const r = await exchange(frontPort, [get('/pipe-1', `allowed.test:${upstreamPort}`), get('/pipe-2', 'attacker.test', true)], { pipelined: true });
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.match(r.text, /HTTP\/1\.1 403 /);
+    assert.ok(!seen.some((s) => s.includes('/pipe-2')));
+  });
+
+  test('a Host that names an allowed name which did not resolve to the destination is sni-mismatch', async () => {
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `allowed.test:${upstreamPort} elsewhere.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const r = await exchange(frontPort, [get('/elsewhere', 'elsewhere.test', true)]);
+    assert.match(r.text, /^HTTP\/1\.1 403 /);
+    assert.equal(decisions.find((d) => d.path === '/elsewhere')?.reason, 'sni-mismatch');
+  });
+
+  test('an Upgrade is decided, then relayed as bytes both ways', async () => {
+    const socket = net.connect(frontPort, '127.0.0.1');
+    let text = '';
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      if (text.includes('\r\n\r\n') && !text.includes('ping')) socket.write('ping');
+    });
+    socket.write(`GET /ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`);
+    const deadline = Date.now() + 5000;
+    while (!text.endsWith('ping') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    assert.ok(text.endsWith('ping'), `echoed through the relay: ${JSON.stringify(text)}`);
+    assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /ws`));
+  });
+
+  test('a malformed request after a good one gets 400 and the connection is closed', async () => {
+    const r = await exchange(frontPort, [get('/good', `allowed.test:${upstreamPort}`), 'GET /bad HTTP/1.1\r\nHost allowed.test\r\n\r\n']);
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.match(r.text, /HTTP\/1\.1 400 /);
+    assert.ok(r.ended);
+  });
+});
