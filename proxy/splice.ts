@@ -9,10 +9,6 @@ export interface SpliceResult {
   error?: string;
 }
 
-/**
- * Pipe client <-> upstream until either side ends, errs or is idle for idleTimeoutMs; destroy both and
- * report bytes once. `bytesIn`/`bytesOut` start at what was already relayed (e.g. a peeked ClientHello).
- */
 export interface SpliceOptions {
   idleTimeoutMs: number;
   onClose: (result: SpliceResult) => void;
@@ -23,6 +19,10 @@ export interface SpliceOptions {
   clientGate?: Promise<boolean>;
 }
 
+/**
+ * Pipe client <-> upstream until either side ends, errs or is idle for idleTimeoutMs; destroy both and
+ * report bytes once. `bytesIn`/`bytesOut` start at what was already relayed (e.g. a peeked ClientHello).
+ */
 export function splice(client: Socket, upstream: Socket, options: SpliceOptions): void {
   const started = Date.now();
   const baseIn = upstream.bytesRead;
