@@ -125,14 +125,28 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     let buffered = Buffer.alloc(0);
     let pipeline = 0;
     let peerEnded = false;
+    // A client that does not read its answers is not read from either (no unbounded answer buffering).
+    let writeBlocked = false;
     socket.setTimeout(idleMs, () => socket.destroy());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => connections.delete(socket));
+    const frameWaiting = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
     const maybeEnd = () => {
-      if (peerEnded && pipeline === 0 && !socket.destroyed) socket.end();
+      if (peerEnded && pipeline === 0 && !writeBlocked && !frameWaiting() && !socket.destroyed) socket.end();
+    };
+    const send = (frame: Buffer) => {
+      if (socket.write(frame) || writeBlocked) return;
+      writeBlocked = true;
+      socket.pause();
+      socket.once('drain', () => {
+        writeBlocked = false;
+        if (pipeline < MAX_TCP_PIPELINE) socket.resume();
+        drain();
+        maybeEnd();
+      });
     };
     const drain = () => {
-      while (buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
+      while (!writeBlocked && buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
         const length = buffered.readUInt16BE(0);
         if (length > maxTcpQuery) {
           log.warn({ client: clientText(client), length, max: maxTcpQuery }, 'dns tcp frame too large; connection closed');
@@ -148,13 +162,13 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
           if (response && !socket.destroyed && socket.writable) {
             const frame = Buffer.alloc(2);
             frame.writeUInt16BE(response.length);
-            socket.write(Buffer.concat([frame, response]));
+            send(Buffer.concat([frame, response]));
           } else if (!response) {
             // A dropped packet means the stream can no longer be trusted to be in sync.
             socket.destroy();
             return;
           }
-          if (socket.isPaused()) socket.resume();
+          if (socket.isPaused() && !writeBlocked) socket.resume();
           drain();
           maybeEnd();
         });
