@@ -16,6 +16,17 @@ export function firstTlsRecordLength(head: Buffer): number | undefined {
 }
 
 /**
+ * True when the first record holds only part of the ClientHello (the handshake message is longer than the
+ * record): its SNI cannot be read from that record, whatever the next one says.
+ */
+export function clientHelloSplitAcrossRecords(head: Buffer): boolean {
+  if (head.length < TLS_RECORD_HEADER + 4) return false;
+  const recordPayload = head.readUInt16BE(3);
+  const handshakeLength = head.readUIntBE(TLS_RECORD_HEADER + 1, 3);
+  return recordPayload < 4 + handshakeLength;
+}
+
+/**
  * The SNI of a buffered ClientHello (the whole first record), parsed by read-tls-client-hello.
  * Resolves undefined when there is no server_name extension or the hello cannot be parsed.
  */

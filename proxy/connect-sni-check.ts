@@ -16,25 +16,34 @@ export interface ConnectTunnel {
  * The client's first bytes in an authorized CONNECT tunnel, held back until this settles. A ClientHello
  * whose SNI names another host than the CONNECT authority must be allowed on its own (SNI-based fronting
  * through an allowed CONNECT host, a forged SNI); if it is not, the decision is `sni-mismatch`: one event,
- * and false in block mode. Anything else (no SNI, not TLS, silence until the idle timeout) is relayed: the
- * tunnel goes to the checked address of the CONNECT host whatever the client says in it.
+ * and false in block mode; so is a ClientHello split across records (its SNI unreadable). Anything else (no
+ * SNI, not TLS, silence until the idle timeout) is relayed: the tunnel goes to the checked address of the
+ * CONNECT host whatever the client says in it.
  */
 export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<boolean> {
   const peek = await peekFirstBytes(socket, { timeoutMs });
+  if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
   if (peek.protocol !== 'tls' || peek.sni === undefined) return true;
   const canonical = canonicalHost(peek.sni);
   const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;
   if (name === tunnel.host) return true;
-  const policy = ctx.policy();
-  const byName = decide(policy, { host: peek.sni, port: tunnel.port });
+  const byName = decide(ctx.policy(), { host: peek.sni, port: tunnel.port });
   if (byName.permitted) return true;
-  emitDecision(ctx.events, policy, { kind: 'connect', client: tunnel.client, host: name, port: tunnel.port, sni: peek.sni }, {
-    ...byName,
+  return refuse(ctx, tunnel, { sni: peek.sni, name }, `TLS SNI ${formatHostPort(name, tunnel.port)} is not allowed (${byName.message})`);
+}
+
+/** One sni-mismatch event; false (reset the tunnel) in block mode. */
+function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): boolean {
+  const policy = ctx.policy();
+  const host = claimed?.name ?? tunnel.host;
+  emitDecision(ctx.events, policy, { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) }, {
+    outcome: policy.mode === 'block' ? 'blocked' : 'would-block',
+    permitted: false,
     reason: 'sni-mismatch',
     rule: null,
-    host: name,
+    host,
     ip: tunnel.address,
-    message: `TLS SNI ${formatHostPort(name, tunnel.port)} inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)} is not allowed (${byName.message})`,
+    message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
   });
   return policy.mode !== 'block';
 }

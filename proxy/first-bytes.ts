@@ -1,12 +1,16 @@
 import type { Socket } from 'node:net';
-import { firstTlsRecordLength, looksLikeTls, serverNameOf, TLS_MAX_RECORD } from './client-hello.js';
+import { clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, serverNameOf, TLS_MAX_RECORD } from './client-hello.js';
 import { headersComplete, looksLikeHttp, parseHttpHead, type PeekedHttpRequest } from './http-host-peek.js';
 
 export type PeekResult =
-  | { protocol: 'tls'; sni?: string; bytes: number }
+  /** `split`: the ClientHello does not fit in its first record, so no SNI could be read. */
+  | { protocol: 'tls'; sni?: string; bytes: number; split?: true }
   | { protocol: 'http'; request: PeekedHttpRequest; bytes: number }
-  /** Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...). */
-  | { protocol: 'other'; bytes: number };
+  /**
+   * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
+   * `incomplete`: the wait ended on the start of a TLS record or an HTTP request head.
+   */
+  | { protocol: 'other'; bytes: number; incomplete?: true };
 
 export interface PeekOptions {
   /** How long to wait for the client's first bytes. */
@@ -17,8 +21,17 @@ export interface PeekOptions {
 
 type Verdict = 'more' | 'done';
 
-function verdict(head: Buffer, maxBytes: number): Verdict {
-  if (head.length >= maxBytes) return 'done';
+/** Servers ignore empty lines before a request line (RFC 9112 2.2), so the peek does too. */
+function withoutLeadingNewlines(head: Buffer): Buffer {
+  let i = 0;
+  while (i < head.length && (head[i] === 0x0d || head[i] === 0x0a)) i++;
+  return i === 0 ? head : head.subarray(i);
+}
+
+function verdict(whole: Buffer, maxBytes: number): Verdict {
+  if (whole.length >= maxBytes) return 'done';
+  const head = withoutLeadingNewlines(whole);
+  if (head.length === 0) return 'more';
   if (looksLikeTls(head)) {
     const length = firstTlsRecordLength(head);
     return length !== undefined && head.length >= Math.min(length, TLS_MAX_RECORD) ? 'done' : 'more';
@@ -48,7 +61,7 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       socket.off('close', finish);
       const head = Buffer.concat(chunks, length);
       if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
-      void classify(head).then(resolve);
+      void classify(head, verdict(head, maxBytes) === 'more').then(resolve);
     };
     const onData = (chunk: Buffer) => {
       chunks.push(chunk);
@@ -64,14 +77,15 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
   });
 }
 
-async function classify(head: Buffer): Promise<PeekResult> {
-  if (looksLikeTls(head)) {
-    const length = firstTlsRecordLength(head);
-    const record = length !== undefined ? head.subarray(0, length) : head;
+async function classify(whole: Buffer, unfinished: boolean): Promise<PeekResult> {
+  if (looksLikeTls(whole) && !unfinished) {
+    const length = firstTlsRecordLength(whole);
+    const record = length !== undefined ? whole.subarray(0, length) : whole;
     const sni = await serverNameOf(record);
-    return { protocol: 'tls', bytes: head.length, ...(sni && { sni }) };
+    return { protocol: 'tls', bytes: whole.length, ...(sni && { sni }), ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }) };
   }
-  const request = looksLikeHttp(head) ? parseHttpHead(head) : null;
-  if (request) return { protocol: 'http', request, bytes: head.length };
-  return { protocol: 'other', bytes: head.length };
+  const head = withoutLeadingNewlines(whole);
+  const request = looksLikeHttp(head) && !unfinished ? parseHttpHead(head) : null;
+  if (request) return { protocol: 'http', request, bytes: whole.length };
+  return { protocol: 'other', bytes: whole.length, ...(unfinished && whole.length > 0 && { incomplete: true as const }) };
 }

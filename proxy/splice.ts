@@ -14,10 +14,13 @@ export interface SpliceOptions {
   onClose: (result: SpliceResult) => void;
   /**
    * Hold the client's bytes back (the server's still flow to the client) until this settles: true relays
-   * them, false resets the client, closes upstream and reports `error: refused-after-first-bytes`.
+   * them, false resets the client, closes upstream and reports `error: refused-after-first-bytes`, and a
+   * function gets the client socket, released from this splice (upstream closed, `error: handed-over`).
    */
-  clientGate?: Promise<boolean>;
+  clientGate?: Promise<ClientGateOutcome>;
 }
+
+export type ClientGateOutcome = boolean | ((client: Socket) => void);
 
 /**
  * Pipe client <-> upstream until either side ends, errs or is idle for idleTimeoutMs; destroy both and
@@ -42,12 +45,24 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     error ??= 'idle-timeout';
     finish();
   };
+  const onClientError = (err: NodeJS.ErrnoException) => { error ??= `client-${err.code ?? 'error'}`; finish(); };
   client.setTimeout(options.idleTimeoutMs, idle);
   upstream.setTimeout(options.idleTimeoutMs, idle);
-  client.on('error', (err: NodeJS.ErrnoException) => { error ??= `client-${err.code ?? 'error'}`; finish(); });
+  client.on('error', onClientError);
   upstream.on('error', (err: NodeJS.ErrnoException) => { error ??= `upstream-${err.code ?? 'error'}`; finish(); });
   client.on('close', finish);
   upstream.on('close', finish);
+  const release = (takeOver: (client: Socket) => void) => {
+    done = true;
+    upstream.unpipe(client);
+    client.off('error', onClientError);
+    client.off('close', finish);
+    client.off('timeout', idle);
+    client.setTimeout(0);
+    upstream.destroy();
+    options.onClose({ bytesIn: upstream.bytesRead - baseIn, bytesOut: upstream.bytesWritten - baseOut, durationMs: Date.now() - started, error: 'handed-over' });
+    takeOver(client);
+  };
   upstream.pipe(client);
   if (!options.clientGate) {
     client.pipe(upstream);
@@ -56,6 +71,7 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   options.clientGate.then(
     (relay) => {
       if (done) return;
+      if (typeof relay === 'function') return release(relay);
       if (relay) return void client.pipe(upstream);
       error ??= 'refused-after-first-bytes';
       // A reset, as for any refused connection: the client must not read a clean end as a reply.

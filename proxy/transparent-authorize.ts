@@ -96,10 +96,11 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     return authorize(ctx, { ...base, host: claimed });
   }
 
-  if (peek.protocol === 'tls') {
-    // TLS without a readable SNI (none sent, split across records, unparseable): there is no name to check
-    // against the destination, and falling back to "some allowed name resolved here" would admit any site on
-    // a shared (CDN) address. Decided as a connection to a raw address: allowed-ips, or nothing.
+  if (peek.protocol === 'tls' || (peek.protocol === 'other' && peek.incomplete)) {
+    // TLS without a readable SNI (none sent, split across records, unparseable), or a ClientHello / request
+    // head the client never finished: there is no name to check against the destination, and falling back to
+    // "some allowed name resolved here" would admit any site on a shared (CDN) address. Decided as a
+    // connection to a raw address: allowed-ips, or nothing.
     return authorize(ctx, { ...base, host: ip });
   }
   const names = namesOf(ctx.addressBook, ip);

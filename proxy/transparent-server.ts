@@ -11,7 +11,11 @@ import type { Resolver } from './resolver.js';
 import { trackConnection, type TrafficCounters } from './traffic-counters.js';
 import { createTransparentHttp } from './transparent-http.js';
 import { authorizeTransparent } from './transparent-authorize.js';
+import type { ClientGateOutcome } from './splice.js';
 import type { TunnelHandler } from './tunnel.js';
+
+/** How long a client that started a ClientHello or HTTP request head within the peek has to finish it. */
+const UNFINISHED_HEAD_TIMEOUT_MS = 10_000;
 
 export interface TransparentListenerOptions {
   listen: { host: string; port: number }[];
@@ -56,15 +60,22 @@ export async function startTransparentListeners(options: TransparentListenerOpti
   const addresses: AddressInfo[] = [];
   const servers: net.Server[] = [];
 
-  const checkLateFirstBytes = async (socket: net.Socket, request: { client: string; destination: OriginalDestination }): Promise<boolean> => {
+  const plainHttp = createTransparentHttp(options);
+
+  /**
+   * The first bytes of a client that was silent through the peek (decided by DNS attribution, its tunnel
+   * already open so that a server that speaks first is heard). A ClientHello is decided on its SNI; an HTTP
+   * request hands the connection to the per-request HTTP server; anything else is relayed.
+   */
+  const checkLateFirstBytes = async (socket: net.Socket, request: { client: string; destination: OriginalDestination }): Promise<ClientGateOutcome> => {
     // Bounded by the idle timeout: a client silent that long has its tunnel closed by splice anyway.
-    const late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
-    if (late.protocol === 'other') return true;
+    let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+    if (late.protocol === 'other' && late.incomplete) late = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS });
+    if (late.protocol === 'http') return (client) => plainHttp.adopt(client, request);
+    if (late.protocol === 'other' && !late.incomplete) return true;
     const again = await authorizeTransparent(options, { ...request, peek: late });
     return again.action === 'forward';
   };
-
-  const plainHttp = createTransparentHttp(options);
 
   const handle = async (socket: net.Socket) => {
     const client = formatHostPort(unmapAddress(socket.remoteAddress ?? '?'), socket.remotePort ?? 0);
@@ -86,7 +97,10 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     }
     trackConnection(counters, socket);
     const started = Date.now();
-    const peek = await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 });
+    let peek = await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 });
+    // A client that has started a ClientHello or a request head gets longer to finish it: deciding it by DNS
+    // attribution now would relay the SNI/Host it sends next unchecked. Still unfinished: a raw-address decision.
+    if (peek.protocol === 'other' && peek.incomplete) peek = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS });
     if (peek.protocol === 'http') return plainHttp.adopt(socket, { client, destination });
     const auth = await authorizeTransparent(options, { client, destination, peek });
     if (auth.action === 'reject') return refuse(socket);
@@ -110,7 +124,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     }
     const sni = peek.protocol === 'tls' ? peek.sni : undefined;
     // A client silent through the peek was decided without its first bytes (by DNS attribution); if those
-    // turn out to be a ClientHello or an HTTP request, the name in them is decided before they are relayed.
+    // turn out to be a ClientHello or an HTTP request, the names in them are decided before they are relayed.
     const silent = peek.protocol === 'other' && peek.bytes === 0;
     const clientGate = silent ? checkLateFirstBytes(socket, { client, destination }) : undefined;
     options.tunnel({

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { EventLog } from '../events/event-log.js';
 import type { RequestKind } from '../events/schema.js';
 import type { Authorization } from './authorize.js';
-import { splice } from './splice.js';
+import { splice, type ClientGateOutcome } from './splice.js';
 
 export interface TunnelContext {
   client: Socket;
@@ -15,7 +15,7 @@ export interface TunnelContext {
   clientAddress: string;
   sni?: string;
   /** See SpliceOptions.clientGate: a check of the client's first bytes that was still open at authorization. */
-  clientGate?: Promise<boolean>;
+  clientGate?: Promise<ClientGateOutcome>;
 }
 
 /**

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from './helpers/egress-guard-process.js';
 import { openTunnel, rawExchange } from './helpers/raw-client.js';
+import { clientHelloFor, splitClientHello } from './helpers/tls-client-hello.js';
 import { leafFor, startHttpServer, startHttpsServer, testCa, type TestServer } from './helpers/servers.js';
 
 /** Every spelling of 127.0.0.1 a client can produce: decimal, hex, octal, short forms, IPv4-mapped IPv6. */
@@ -69,6 +70,23 @@ describe('block mode: what is not allowed never reaches a server', () => {
     assert.equal(event.sni, 'blocked.test');
     assert.equal(event.ip, '127.0.0.1');
     await guard.waitFor((l) => l.event === 'close' && l.id === allowed.id && l.error === 'refused-after-first-bytes');
+  });
+
+  test('a CONNECT whose ClientHello is split across TLS records (SNI unreadable) is reset, not relayed', async () => {
+    const split = splitClientHello(await clientHelloFor('blocked.test'), 20);
+    const tunnel = await openTunnel(guard.port, `allowed.test:${secure.port}`);
+    assert.equal(tunnel.status, 200);
+    const outcome = await new Promise<string>((resolve) => {
+      tunnel.socket.on('data', () => resolve('answered'));
+      tunnel.socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+      tunnel.socket.on('close', () => resolve('closed'));
+      tunnel.socket.write(split);
+    });
+    tunnel.socket.destroy();
+    assert.equal(outcome, 'ECONNRESET');
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch' && String(l.message).includes('split'));
+    assert.equal(event.decision, 'blocked');
+    assert.equal(event.host, 'allowed.test');
   });
 
   test('raw IP destinations are blocked in every spelling (absolute-URI and CONNECT, curl and raw clients)', async () => {

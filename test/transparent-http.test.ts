@@ -55,6 +55,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
   const upgraded: net.Socket[] = [];
   const decisions: DecisionEvent[] = [];
   let policy: Policy;
+  let options: Parameters<typeof createTransparentHttp>[0];
 
   before(async () => {
     upstream = http.createServer((req, res) => {
@@ -64,7 +65,12 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     upstream.on('upgrade', (req, socket: net.Socket) => {
       upgraded.push(socket);
       seen.push(`upgrade ${req.headers.host} ${req.url}`);
-      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+      if (req.url === '/no-ws') {
+        socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here\n');
+        socket.on('data', (d: Buffer) => seen.push(`after refused upgrade: ${d.toString('latin1')}`));
+        return;
+      }
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
       socket.on('data', (d: Buffer) => socket.write(d));
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
@@ -79,7 +85,8 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     events.subscribe((e: EgressEvent) => { if (e.event === 'decision') decisions.push(e); });
     const addressBook = new AddressBook();
     const resolver = new Resolver({ overrides: new Map([['allowed.test', ['127.0.0.1']]]), addressBook });
-    const plainHttp = createTransparentHttp({ policy: () => policy, events, addressBook, resolver, connectTimeoutMs: 2000, idleTimeoutMs: 10_000 });
+    options = { policy: () => policy, events, addressBook, resolver, connectTimeoutMs: 2000, idleTimeoutMs: 10_000 };
+    const plainHttp = createTransparentHttp(options);
     front = net.createServer((socket) => {
       socket.pause();
       plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
@@ -128,20 +135,84 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.equal(decisions.find((d) => d.path === '/elsewhere')?.reason, 'sni-mismatch');
   });
 
-  test('an Upgrade is decided, then relayed as bytes both ways', async () => {
+  test('a WebSocket upgrade is decided, then relayed as bytes both ways once upstream answers 101', async () => {
     const socket = net.connect(frontPort, '127.0.0.1');
     let text = '';
     socket.on('data', (d: Buffer) => {
       text += d.toString('latin1');
       if (text.includes('\r\n\r\n') && !text.includes('ping')) socket.write('ping');
     });
-    socket.write(`GET /ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`);
+    socket.write(`GET /ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
     const deadline = Date.now() + 5000;
     while (!text.endsWith('ping') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     socket.destroy();
     assert.match(text, /^HTTP\/1\.1 101 /);
     assert.ok(text.endsWith('ping'), `echoed through the relay: ${JSON.stringify(text)}`);
     assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /ws`));
+  });
+
+  test('an upgrade upstream refuses is answered, and nothing the client sends after it is relayed', async () => {
+    const r = await exchange(frontPort, [`GET /no-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: attacker.test\r\n\r\n`]);
+    assert.match(r.text, /^HTTP\/1\.1 404 /);
+    assert.ok(!seen.some((s) => s.includes('smuggled')), `nothing relayed after the refused upgrade: ${JSON.stringify(seen)}`);
+  });
+
+  test('upgrades other than WebSocket (h2c) are refused with 400', async () => {
+    const r = await exchange(frontPort, [`GET /h2c HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`]);
+    assert.match(r.text, /^HTTP\/1\.1 400 [^]*only WebSocket/i);
+    assert.ok(!seen.some((s) => s.includes('/h2c')));
+  });
+
+  test('requests that could name two hosts are refused with 400 before any decision', async () => {
+    const cases = [
+      `GET http://allowed.test:${upstreamPort}/abs HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n`,
+      'GET /bad-port HTTP/1.1\r\nHost: attacker.test:99999\r\nConnection: close\r\n\r\n',
+      'GET /empty-port HTTP/1.1\r\nHost: attacker.test:\r\nConnection: close\r\n\r\n',
+      `GET /two-hosts HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nHost: attacker.test\r\nConnection: close\r\n\r\n`,
+    ];
+    for (const request of cases) {
+      const r = await exchange(frontPort, [request]);
+      assert.match(r.text, /^HTTP\/1\.1 400 /, request);
+    }
+    assert.ok(!seen.some((s) => /abs|bad-port|empty-port|two-hosts/.test(s)), JSON.stringify(seen));
+  });
+
+  test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
+    const r = await exchange(frontPort, [`GET http://allowed.test:${upstreamPort}/abs-ok HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: close\r\n\r\n`]);
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.ok(seen.includes(`allowed.test:${upstreamPort} /abs-ok`), JSON.stringify(seen));
+  });
+
+  test('a request head that never ends is closed after the idle timeout, and closeIdle() ends connections between requests', async () => {
+    const serve = async (idleTimeoutMs: number) => {
+      const plainHttp = createTransparentHttp({ ...options, idleTimeoutMs });
+      const server = net.createServer((socket) => {
+        socket.pause();
+        plainHttp.adopt(socket, { client: 'c', destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return { plainHttp, server, port: (server.address() as net.AddressInfo).port };
+    };
+    const closedWithin = (socket: net.Socket, ms: number) => new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      socket.once('close', () => { clearTimeout(timer); resolve(true); });
+    });
+
+    const quick = await serve(300);
+    const slow = net.connect(quick.port, '127.0.0.1', () => slow.write(`GET /slow HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\n`));
+    slow.on('error', () => undefined);
+    assert.ok(await closedWithin(slow, 3000), 'the unfinished head is not held open');
+    quick.server.close();
+
+    const patient = await serve(60_000);
+    const idle = net.connect(patient.port, '127.0.0.1', () => idle.write(`GET /idle HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\n\r\n`));
+    idle.on('error', () => undefined);
+    await new Promise<void>((resolve) => idle.once('data', () => resolve()));
+    assert.equal(await closedWithin(idle, 500), false, 'kept alive between requests');
+    const closing = closedWithin(idle, 3000);
+    patient.plainHttp.closeIdle();
+    assert.ok(await closing, 'an idle keep-alive connection is closed at shutdown');
+    patient.server.close();
   });
 
   test('a malformed request after a good one gets 400 and the connection is closed', async () => {

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority, issueLeafCertificate } from '../certs/certificates.js';
 import { peekFirstBytes, type PeekResult } from '../proxy/first-bytes.js';
 import { parseHttpHead } from '../proxy/http-host-peek.js';
+import { clientHelloFor, splitClientHello } from './helpers/tls-client-hello.js';
 
 /**
  * A relay on loopback that peeks like the transparent listener does, then pipes to a real server: the
@@ -118,5 +119,52 @@ describe('peeking the first bytes without losing them', () => {
     assert.deepEqual(parseHttpHead(Buffer.from('GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n')), { method: 'GET', path: '/', host: '2001:db8::1' });
     assert.equal(parseHttpHead(Buffer.from('SSH-2.0-OpenSSH_9.2\r\n')), null);
     assert.equal(parseHttpHead(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05])), null);
+  });
+});
+
+/** Peek what a client writes in `parts`, `gapMs` apart, on a loopback connection. */
+async function peekOf(parts: (string | Buffer)[], gapMs: number, timeoutMs: number): Promise<PeekResult> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+  const [socket] = await accepted;
+  const peeked = peekFirstBytes(socket, { timeoutMs });
+  for (const part of parts) {
+    client.write(part);
+    await new Promise((r) => setTimeout(r, gapMs));
+  }
+  const result = await peeked;
+  client.destroy();
+  socket.destroy();
+  server.close();
+  return result;
+}
+
+describe('peek edge cases', () => {
+  test('a request line after empty lines is still HTTP (servers skip them)', async () => {
+    const peek = await peekOf(['\r\n\r\nGET /x HTTP/1.1\r\nHost: crlf.test\r\n\r\n'], 0, 500);
+    assert.equal(peek.protocol, 'http');
+    assert.equal(peek.protocol === 'http' && peek.request.host, 'crlf.test');
+  });
+
+  test('a request head or ClientHello started but not finished within the wait is marked incomplete', async () => {
+    const http1 = await peekOf(['G'], 0, 300);
+    assert.deepEqual(http1, { protocol: 'other', bytes: 1, incomplete: true });
+    const tls = await peekOf([Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])], 0, 300);
+    assert.deepEqual(tls, { protocol: 'other', bytes: 6, incomplete: true });
+    const ssh = await peekOf(['SSH-2.0-client\r\n'], 0, 300);
+    assert.deepEqual(ssh, { protocol: 'other', bytes: 16 });
+  });
+
+  test('a ClientHello split across two TLS records is marked split, without an SNI', async () => {
+    const record = await clientHelloFor('split.test');
+    const whole = await peekOf([record], 0, 500);
+    assert.equal(whole.protocol === 'tls' && whole.sni, 'split.test');
+    const peek = await peekOf([splitClientHello(record, 20)], 0, 500);
+    assert.equal(peek.protocol, 'tls');
+    assert.equal(peek.protocol === 'tls' && peek.split, true);
+    assert.equal(peek.protocol === 'tls' && peek.sni, undefined);
   });
 });

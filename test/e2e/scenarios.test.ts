@@ -219,24 +219,51 @@ for (const mode of ['block', 'audit'] as const) {
       }
     });
 
-    test('6d: plain HTTP keep-alive: a second request on the same connection naming another Host is decided on its own', async () => {
-      const marker = `second-host-${mode}-${randomLabel(10)}`;
-      const script = `const net=require('net');const s=net.connect(80,'${NET.allowed}');let buf='';let step=0;s.on('connect',()=>s.write('GET /first HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n'));s.on('data',(d)=>{buf+=d;if(step===0&&buf.includes('hello from allowed.test')){step=1;buf='';s.write('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')}});s.on('end',()=>{console.log(step+' '+buf.split('\\r\\n')[0]);process.exit(0)});s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
+    for (const silentMs of [0, 1500]) {
+      test(`6d: plain HTTP keep-alive: a second request on the same connection naming another Host is decided on its own${silentMs ? ` (client silent ${silentMs} ms first)` : ''}`, async () => {
+        const marker = `second-host-${mode}-${silentMs}-${randomLabel(10)}`;
+        const script = `const net=require('net');const s=net.connect(80,'${NET.allowed}');let buf='';let step=0;s.on('connect',()=>setTimeout(()=>s.write('GET /first-${marker} HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n'),${silentMs}));s.on('data',(d)=>{buf+=d;if(step===0&&buf.includes('hello from allowed.test')){step=1;buf='';s.write('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')}});s.on('end',()=>{console.log(step+' '+buf.split('\\r\\n')[0]);process.exit(0)});s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
+        const result = await world.job('node', ['-e', script]);
+        assert.equal(result.code, 0, result.stderr);
+        const first = await world.decision((e) => e.kind === 'transparent' && e.path === `/first-${marker}` && e.ip === NET.allowed);
+        assert.equal(first?.decision, 'allowed');
+        const second = await world.decision((e) => e.kind === 'transparent' && e.path === `/${marker}`);
+        assert.ok(second, 'a decision on the second request');
+        assert.equal(second.host, 'attacker.test');
+        assert.equal(second.decision, outcomeFor(mode));
+        const arrived = arrivedAt((e) => e.type === 'http' && String(e.url).startsWith(`/${marker}`));
+        if (mode === 'block') {
+          assert.match(result.stdout, /^1 HTTP\/1\.1 403 /);
+          assert.equal(arrived.length, 0);
+        } else {
+          assert.match(result.stdout, /^1 HTTP\/1\.1 200 /);
+          assert.equal(arrived.length, 1);
+        }
+      });
+    }
+
+    test('6e: plain HTTP that starts with an empty line, or pauses inside its first request line, is still decided per request', async () => {
+      const marker = `odd-start-${mode}-${randomLabel(10)}`;
+      const pipelined = `\\r\\nGET /crlf-first HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\nGET /${marker}-a HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n`;
+      const paused = `ET /${marker}-b HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n`;
+      const script = `const net=require('net');const run=(parts)=>new Promise((res)=>{const s=net.connect(80,'${NET.allowed}');let out='';s.on('data',(d)=>out+=d);s.on('close',()=>res(out));s.on('error',()=>{});s.on('connect',async()=>{for(const p of parts){s.write(p);await new Promise((r)=>setTimeout(r,1300))}})});(async()=>{const a=await run(['${pipelined}']);const b=await run(['G','${paused}']);console.log(JSON.stringify([a.match(/HTTP\\/1\\.1 \\d+/g),b.match(/HTTP\\/1\\.1 \\d+/g)]))})()`;
       const result = await world.job('node', ['-e', script]);
       assert.equal(result.code, 0, result.stderr);
-      const first = await world.decision((e) => e.kind === 'transparent' && e.path === '/first' && e.ip === NET.allowed);
-      assert.equal(first?.decision, 'allowed');
-      const second = await world.decision((e) => e.kind === 'transparent' && e.path === `/${marker}`);
-      assert.ok(second, 'a decision on the second request');
-      assert.equal(second.host, 'attacker.test');
-      assert.equal(second.decision, outcomeFor(mode));
+      const [a, b] = JSON.parse(result.stdout) as [string[] | null, string[] | null];
       const arrived = arrivedAt((e) => e.type === 'http' && String(e.url).includes(marker));
+      const decisions = [await world.decision((e) => e.path === `/${marker}-a`), await world.decision((e) => e.path === `/${marker}-b`)];
+      for (const decision of decisions) {
+        assert.equal(decision?.host, 'attacker.test');
+        assert.equal(decision?.decision, outcomeFor(mode));
+      }
       if (mode === 'block') {
-        assert.match(result.stdout, /^1 HTTP\/1\.1 403 /);
+        assert.deepEqual(a, ['HTTP/1.1 200', 'HTTP/1.1 403']);
+        assert.deepEqual(b, ['HTTP/1.1 403']);
         assert.equal(arrived.length, 0);
       } else {
-        assert.match(result.stdout, /^1 HTTP\/1\.1 200 /);
-        assert.equal(arrived.length, 1);
+        assert.deepEqual(a, ['HTTP/1.1 200', 'HTTP/1.1 200']);
+        assert.deepEqual(b, ['HTTP/1.1 200']);
+        assert.equal(arrived.length, 2);
       }
     });
 
