@@ -5,8 +5,9 @@ import { getExtensionData, readTlsClientHello } from 'read-tls-client-hello';
 export const TLS_RECORD_HEADER = 5;
 export const TLS_MAX_RECORD = 16_384 + 2048;
 
+/** A TLS handshake record (content type 22), whatever version it claims: some servers accept any. */
 export function looksLikeTls(head: Buffer): boolean {
-  return head.length > 0 && head[0] === 0x16 && (head.length < 2 || head[1] === 0x03);
+  return head.length > 0 && head[0] === 0x16;
 }
 
 /** Bytes of the first TLS record, once its header is in; undefined until then. */
@@ -20,8 +21,10 @@ export function firstTlsRecordLength(head: Buffer): number | undefined {
  * record): its SNI cannot be read from that record, whatever the next one says.
  */
 export function clientHelloSplitAcrossRecords(head: Buffer): boolean {
-  if (head.length < TLS_RECORD_HEADER + 4) return false;
+  if (head.length < TLS_RECORD_HEADER) return false;
   const recordPayload = head.readUInt16BE(3);
+  // A record too short for a handshake header (even empty) is a split too: servers reassemble what follows.
+  if (recordPayload < 4 || head.length < TLS_RECORD_HEADER + 4) return true;
   const handshakeLength = head.readUIntBE(TLS_RECORD_HEADER + 1, 3);
   return recordPayload < 4 + handshakeLength;
 }

@@ -21,7 +21,7 @@ export interface ConnectTunnel {
  * CONNECT host whatever the client says in it.
  */
 export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<boolean> {
-  const peek = await peekFirstBytes(socket, { timeoutMs });
+  const peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
   if (peek.protocol !== 'tls' || peek.sni === undefined) return true;
   const canonical = canonicalHost(peek.sni);

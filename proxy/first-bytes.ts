@@ -1,11 +1,12 @@
 import type { Socket } from 'node:net';
 import { clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, serverNameOf, TLS_MAX_RECORD } from './client-hello.js';
-import { headersComplete, looksLikeHttp, parseHttpHead, type PeekedHttpRequest } from './http-host-peek.js';
+import { headersComplete, httpRequestStart, parseHttpHead, type PeekedHttpRequest } from './http-host-peek.js';
 
 export type PeekResult =
   /** `split`: the ClientHello does not fit in its first record, so no SNI could be read. */
   | { protocol: 'tls'; sni?: string; bytes: number; split?: true }
-  | { protocol: 'http'; request: PeekedHttpRequest; bytes: number }
+  /** `request`: method, path and Host when the head was complete and well-formed. */
+  | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number }
   /**
    * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
    * `incomplete`: the wait ended on the start of a TLS record or an HTTP request head.
@@ -17,6 +18,8 @@ export interface PeekOptions {
   timeoutMs: number;
   /** Stop buffering past this many bytes. */
   maxBytes?: number;
+  /** 'tls': only a ClientHello is waited for; anything else is classified at once (CONNECT tunnels). */
+  look?: 'tls' | 'tls-or-http';
 }
 
 type Verdict = 'more' | 'done';
@@ -28,16 +31,18 @@ function withoutLeadingNewlines(head: Buffer): Buffer {
   return i === 0 ? head : head.subarray(i);
 }
 
-function verdict(whole: Buffer, maxBytes: number): Verdict {
+function verdict(whole: Buffer, maxBytes: number, tlsOnly: boolean): Verdict {
   if (whole.length >= maxBytes) return 'done';
+  if (looksLikeTls(whole)) {
+    const length = firstTlsRecordLength(whole);
+    return length !== undefined && whole.length >= Math.min(length, TLS_MAX_RECORD) ? 'done' : 'more';
+  }
+  if (tlsOnly) return whole.length > 0 ? 'done' : 'more';
   const head = withoutLeadingNewlines(whole);
   if (head.length === 0) return 'more';
-  if (looksLikeTls(head)) {
-    const length = firstTlsRecordLength(head);
-    return length !== undefined && head.length >= Math.min(length, TLS_MAX_RECORD) ? 'done' : 'more';
-  }
-  if (looksLikeHttp(head)) return headersComplete(head) ? 'done' : 'more';
-  return 'done';
+  const start = httpRequestStart(head);
+  if (start === 'yes') return headersComplete(head) ? 'done' : 'more';
+  return start === 'no' ? 'done' : 'more';
 }
 
 /**
@@ -47,6 +52,7 @@ function verdict(whole: Buffer, maxBytes: number): Verdict {
  */
 export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<PeekResult> {
   const maxBytes = options.maxBytes ?? TLS_MAX_RECORD;
+  const tlsOnly = options.look === 'tls';
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;
@@ -61,12 +67,13 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       socket.off('close', finish);
       const head = Buffer.concat(chunks, length);
       if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
-      void classify(head, verdict(head, maxBytes) === 'more').then(resolve);
+      const capped = head.length >= maxBytes;
+      void classify(head, !capped && verdict(head, maxBytes, tlsOnly) === 'more', capped).then(resolve);
     };
     const onData = (chunk: Buffer) => {
       chunks.push(chunk);
       length += chunk.length;
-      if (verdict(Buffer.concat(chunks, length), maxBytes) === 'done') finish();
+      if (verdict(Buffer.concat(chunks, length), maxBytes, tlsOnly) === 'done') finish();
     };
     const timer = setTimeout(finish, options.timeoutMs);
     socket.on('data', onData);
@@ -77,15 +84,25 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
   });
 }
 
-async function classify(whole: Buffer, unfinished: boolean): Promise<PeekResult> {
-  if (looksLikeTls(whole) && !unfinished) {
+/** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it. */
+async function classify(whole: Buffer, unfinished: boolean, capped: boolean): Promise<PeekResult> {
+  const bytes = whole.length;
+  if (looksLikeTls(whole)) {
+    if (unfinished) return { protocol: 'other', bytes, incomplete: true };
     const length = firstTlsRecordLength(whole);
     const record = length !== undefined ? whole.subarray(0, length) : whole;
     const sni = await serverNameOf(record);
-    return { protocol: 'tls', bytes: whole.length, ...(sni && { sni }), ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }) };
+    return { protocol: 'tls', bytes, ...(sni && { sni }), ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }) };
   }
   const head = withoutLeadingNewlines(whole);
-  const request = looksLikeHttp(head) && !unfinished ? parseHttpHead(head) : null;
-  if (request) return { protocol: 'http', request, bytes: whole.length };
-  return { protocol: 'other', bytes: whole.length, ...(unfinished && whole.length > 0 && { incomplete: true as const }) };
+  // Empty lines only (however many): the request, if one comes, has not started.
+  if (bytes > 0 && head.length === 0) return { protocol: 'other', bytes, incomplete: true };
+  const start = httpRequestStart(head);
+  // A request line still going when the wait or the byte cap ended is handed to the HTTP parser too.
+  if (start === 'yes' || (start === 'line' && (unfinished || capped))) {
+    const request = parseHttpHead(head);
+    return { protocol: 'http', bytes, ...(request && { request }) };
+  }
+  if (start === 'maybe' && unfinished) return { protocol: 'other', bytes, incomplete: true };
+  return { protocol: 'other', bytes };
 }

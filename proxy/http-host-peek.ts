@@ -1,12 +1,20 @@
 import { parseAuthority } from './authority.js';
 
-const METHOD = /^[A-Z]{3,10} /;
 const REQUEST_LINE = /^([A-Z]{3,10}) (\S+) HTTP\/1\.[01]\r?\n/;
 
-/** Enough of an HTTP/1 request line to know this is HTTP (or could become it). */
-export function looksLikeHttp(head: Buffer): boolean {
-  const text = head.subarray(0, 12).toString('latin1');
-  return METHOD.test(text) || /^[A-Z]{1,10}$/.test(text);
+/**
+ * Whether the first bytes are an HTTP request: 'yes' for a method-like token, a blank and a first line that
+ * names an `HTTP/` version; 'line' while such a line has not ended; 'maybe' while only letters have come;
+ * 'no' otherwise. Deliberately loose (any case, `-`, tabs, odd versions, the HTTP/2 preface): whatever is an
+ * HTTP request goes to an HTTP parser that answers 400 to what it cannot read, never relayed unread.
+ * A first line without `HTTP/` is another protocol's command (SMTP's `EHLO x`, memcached's `get k`).
+ */
+export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'maybe' | 'no' {
+  const text = head.subarray(0, 18).toString('latin1');
+  if (!/^[A-Za-z][A-Za-z-]{2,15}[ \t]/.test(text)) return /^[A-Za-z][A-Za-z-]{0,16}$/.test(text) ? 'maybe' : 'no';
+  const lineEnd = head.indexOf(0x0a);
+  if (lineEnd === -1) return 'line';
+  return /HTTP\//i.test(head.subarray(0, lineEnd).toString('latin1')) ? 'yes' : 'no';
 }
 
 export function headersComplete(head: Buffer): boolean {

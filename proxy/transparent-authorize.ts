@@ -75,10 +75,10 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
   const ip = addressText(request.destination.address);
   const extra = {
     ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
-    ...(peek.protocol === 'http' && { method: peek.request.method, path: peek.request.path }),
+    ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
   };
   const base = { kind: 'transparent' as const, client, port, addresses: [ip], ...extra };
-  const claimed = peek.protocol === 'tls' ? peek.sni : peek.protocol === 'http' ? peek.request.host : undefined;
+  const claimed = peek.protocol === 'tls' ? peek.sni : peek.protocol === 'http' ? peek.request?.host : undefined;
 
   if (claimed !== undefined) {
     const claimedBy = peek.protocol === 'tls' ? 'sni' : 'host';

@@ -36,7 +36,8 @@ type Forward = Extract<Authorization, { action: 'forward' }>;
 /** The largest upstream response head read before a WebSocket upgrade is relayed. */
 const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
-type Target = { ok: true; request: PeekedHttpRequest; authority?: string } | { ok: false; message: string };
+/** `path`: the origin-form target (an absolute-form one reduced to its path). */
+type Target = { ok: true; request: PeekedHttpRequest; path: string; authority?: string } | { ok: false; message: string };
 
 function sameHost(a: string, b: string): boolean {
   const x = canonicalHost(a);
@@ -59,7 +60,8 @@ function targetOf(req: http.IncomingMessage): Target {
   if (fromHeader === null) return { ok: false, message: `the Host header "${hostHeader}" is not host[:port]` };
   const url = req.url ?? '/';
   let authority = hostHeader;
-  if (/^https?:\/\//i.test(url)) {
+  let path = url;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
     let absolute: URL;
     try {
       absolute = new URL(url);
@@ -69,8 +71,9 @@ function targetOf(req: http.IncomingMessage): Target {
     const host = absolute.hostname.replace(/^\[|\]$/g, '');
     if (fromHeader && !sameHost(host, fromHeader.host)) return { ok: false, message: `the request target names ${host} and the Host header ${fromHeader.host}` };
     authority = absolute.host;
+    path = `${absolute.pathname}${absolute.search}`;
   }
-  return { ok: true, request: describeRequest(req.method ?? 'GET', url, hostHeader), ...(authority !== undefined && { authority }) };
+  return { ok: true, request: describeRequest(req.method ?? 'GET', url, hostHeader), path, ...(authority !== undefined && { authority }) };
 }
 
 /** An HTTP server that is never bound: the transparent listener hands it the connections that speak HTTP. */
@@ -126,7 +129,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     decideRequest(target.request, connection)
       .then(async (auth) => {
         if (auth.action !== 'forward') return writeRawError(socket, auth.action === 'fail' ? auth.status : 403, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
-        await relayWebSocket(req, socket, head, auth, target.authority, connection, started);
+        await relayWebSocket(req, socket, head, auth, target, connection, started);
       })
       .catch((err: Error) => {
         events.log.warn({ err: err.message, client: connection.client }, 'transparent WebSocket upgrade failed');
@@ -134,7 +137,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       });
   });
 
-  const relayWebSocket = async (req: http.IncomingMessage, socket: net.Socket, head: Buffer, auth: Forward, authority: string | undefined, connection: RedirectedConnection, started: number) => {
+  const relayWebSocket = async (req: http.IncomingMessage, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>, connection: RedirectedConnection, started: number) => {
+    const { authority } = target;
     const close = (bytesIn: number, bytesOut: number, error?: string, status?: number) => events.close({
       id: auth.event.id, kind: 'transparent', client: connection.client, host: auth.decision.host, port: auth.port, ip: auth.address,
       bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Date.now() - started, ...(status !== undefined && { status }), ...(error && { error }),
@@ -146,7 +150,13 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       close(0, 0, 'upstream-connect-failed', 502);
       throw err;
     }
-    const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+    // Until splice takes over: an upstream reset must end this connection, not the process.
+    const onUpstreamError = () => {
+      upstream.destroy();
+      socket.destroy();
+    };
+    upstream.on('error', onUpstreamError);
+    const lines = [`${req.method} ${target.path} HTTP/${req.httpVersion}`];
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i]!;
       lines.push(`${name}: ${name.toLowerCase() === 'host' && authority !== undefined ? authority : req.rawHeaders[i + 1]}`);
@@ -171,6 +181,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       });
       return;
     }
+    upstream.off('error', onUpstreamError);
     socket.write(response.head);
     if (head.length > 0) upstream.write(head);
     splice(socket, upstream, {

@@ -68,8 +68,12 @@ export async function startTransparentListeners(options: TransparentListenerOpti
    * request hands the connection to the per-request HTTP server; anything else is relayed.
    */
   const checkLateFirstBytes = async (socket: net.Socket, request: { client: string; destination: OriginalDestination }): Promise<ClientGateOutcome> => {
-    // Bounded by the idle timeout: a client silent that long has its tunnel closed by splice anyway.
+    // The gate opens only on bytes seen: a client kept from idling by a chatty server may stay silent for
+    // longer than one wait, and still be checked when it speaks (or it ends or is closed, with nothing to relay).
     let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+    while (late.protocol === 'other' && late.bytes === 0 && !socket.destroyed && !socket.readableEnded) {
+      late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+    }
     if (late.protocol === 'other' && late.incomplete) late = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS });
     if (late.protocol === 'http') return (client) => plainHttp.adopt(client, request);
     if (late.protocol === 'other' && !late.incomplete) return true;

@@ -65,6 +65,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     upstream.on('upgrade', (req, socket: net.Socket) => {
       upgraded.push(socket);
       seen.push(`upgrade ${req.headers.host} ${req.url}`);
+      if (req.url === '/reset') return void socket.resetAndDestroy();
       if (req.url === '/no-ws') {
         socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here\n');
         socket.on('data', (d: Buffer) => seen.push(`after refused upgrade: ${d.toString('latin1')}`));
@@ -157,6 +158,22 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(!seen.some((s) => s.includes('smuggled')), `nothing relayed after the refused upgrade: ${JSON.stringify(seen)}`);
   });
 
+  test('an upstream that resets during the upgrade ends that connection, not the process; ws:// targets are checked and sent in origin-form', async () => {
+    const reset = await exchange(frontPort, [`GET /reset HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`]);
+    assert.ok(reset.ended || reset.text === '', 'the client connection is closed');
+    const other = await exchange(frontPort, [`GET ws://attacker.test/x HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`]);
+    assert.match(other.text, /^HTTP\/1\.1 400 /);
+    const socket = net.connect(frontPort, '127.0.0.1');
+    let text = '';
+    socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+    socket.write(`GET ws://allowed.test:${upstreamPort}/abs-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    const deadline = Date.now() + 3000;
+    while (!text.includes('101') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /abs-ws`), JSON.stringify(seen));
+  });
+
   test('upgrades other than WebSocket (h2c) are refused with 400', async () => {
     const r = await exchange(frontPort, [`GET /h2c HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`]);
     assert.match(r.text, /^HTTP\/1\.1 400 [^]*only WebSocket/i);
@@ -174,7 +191,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       const r = await exchange(frontPort, [request]);
       assert.match(r.text, /^HTTP\/1\.1 400 /, request);
     }
-    assert.ok(!seen.some((s) => /abs|bad-port|empty-port|two-hosts/.test(s)), JSON.stringify(seen));
+    assert.ok(!seen.some((s) => /\/(abs|bad-port|empty-port|two-hosts)$/.test(s)), JSON.stringify(seen));
   });
 
   test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {

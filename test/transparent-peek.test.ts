@@ -146,7 +146,7 @@ describe('peek edge cases', () => {
   test('a request line after empty lines is still HTTP (servers skip them)', async () => {
     const peek = await peekOf(['\r\n\r\nGET /x HTTP/1.1\r\nHost: crlf.test\r\n\r\n'], 0, 500);
     assert.equal(peek.protocol, 'http');
-    assert.equal(peek.protocol === 'http' && peek.request.host, 'crlf.test');
+    assert.equal(peek.protocol === 'http' && peek.request?.host, 'crlf.test');
   });
 
   test('a request head or ClientHello started but not finished within the wait is marked incomplete', async () => {
@@ -156,6 +156,38 @@ describe('peek edge cases', () => {
     assert.deepEqual(tls, { protocol: 'other', bytes: 6, incomplete: true });
     const ssh = await peekOf(['SSH-2.0-client\r\n'], 0, 300);
     assert.deepEqual(ssh, { protocol: 'other', bytes: 16 });
+  });
+
+  test('odd request lines are HTTP (for the parser to refuse), other protocols\' commands are not', async () => {
+    for (const line of ['GET / HTTP/1.2', 'GET  / HTTP/1.1', 'get / HTTP/1.1', 'M-SEARCH * HTTP/1.1', 'GET\t/ HTTP/1.1', 'PRI * HTTP/2.0']) {
+      const peek = await peekOf([`${line}\r\nHost: odd.test\r\n\r\n`], 0, 300);
+      assert.equal(peek.protocol, 'http', line);
+    }
+    for (const line of ['EHLO runner.test', 'get some-key', 'SSH-2.0-OpenSSH_9.2', '0032git-upload-pack /repo.git']) {
+      const peek = await peekOf([`${line}\r\n`], 0, 300);
+      assert.equal(peek.protocol, 'other', line);
+      assert.equal(peek.protocol === 'other' && peek.incomplete, undefined, line);
+    }
+  });
+
+  test('past the byte cap: a request line still going is HTTP, empty lines only are incomplete', async () => {
+    const long = await peekOf([`GET /${'a'.repeat(19_000)}`], 0, 500);
+    assert.equal(long.protocol, 'http');
+    const blank = await peekOf(['\r\n'.repeat(10_000)], 0, 500);
+    assert.equal(blank.protocol === 'other' && blank.incomplete, true);
+  });
+
+  test('a first TLS record too short for a handshake header, or with an odd version, is still TLS and split', async () => {
+    const record = await clientHelloFor('tiny.test');
+    const message = record.subarray(5);
+    const tiny = Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, 0x01]), message.subarray(0, 1)]);
+    const peek = await peekOf([tiny, Buffer.concat([Buffer.from([0x16, 0x03, 0x01, (message.length - 1) >> 8, (message.length - 1) & 0xff]), message.subarray(1)])], 50, 500);
+    assert.equal(peek.protocol === 'tls' && peek.split, true);
+    const odd = Buffer.from(record);
+    odd[1] = 0x00;
+    odd[2] = 0x01;
+    const oddPeek = await peekOf([odd], 0, 500);
+    assert.equal(oddPeek.protocol, 'tls');
   });
 
   test('a ClientHello split across two TLS records is marked split, without an SNI', async () => {
