@@ -23,6 +23,7 @@ export interface ConnectTunnel {
 export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<boolean> {
   const peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
+  if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
   if (peek.protocol !== 'tls' || peek.sni === undefined) return true;
   const canonical = canonicalHost(peek.sni);
   const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;

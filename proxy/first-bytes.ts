@@ -9,9 +9,9 @@ export type PeekResult =
   | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number }
   /**
    * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
-   * `incomplete`: the wait ended on the start of a TLS record or an HTTP request head.
+   * `incomplete`: the wait ended inside a TLS record, or on empty lines only.
    */
-  | { protocol: 'other'; bytes: number; incomplete?: true };
+  | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text' };
 
 export interface PeekOptions {
   /** How long to wait for the client's first bytes. */
@@ -42,7 +42,7 @@ function verdict(whole: Buffer, maxBytes: number, tlsOnly: boolean): Verdict {
   if (head.length === 0) return 'more';
   const start = httpRequestStart(head);
   if (start === 'yes') return headersComplete(head) ? 'done' : 'more';
-  return start === 'no' ? 'done' : 'more';
+  return start === 'line' ? 'more' : 'done';
 }
 
 /**
@@ -87,8 +87,9 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
 /** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it. */
 async function classify(whole: Buffer, unfinished: boolean, capped: boolean): Promise<PeekResult> {
   const bytes = whole.length;
+  if (bytes === 0) return { protocol: 'other', bytes };
   if (looksLikeTls(whole)) {
-    if (unfinished) return { protocol: 'other', bytes, incomplete: true };
+    if (unfinished) return { protocol: 'other', bytes, incomplete: 'tls' };
     const length = firstTlsRecordLength(whole);
     const record = length !== undefined ? whole.subarray(0, length) : whole;
     const sni = await serverNameOf(record);
@@ -96,13 +97,12 @@ async function classify(whole: Buffer, unfinished: boolean, capped: boolean): Pr
   }
   const head = withoutLeadingNewlines(whole);
   // Empty lines only (however many): the request, if one comes, has not started.
-  if (bytes > 0 && head.length === 0) return { protocol: 'other', bytes, incomplete: true };
+  if (bytes > 0 && head.length === 0) return { protocol: 'other', bytes, incomplete: 'text' };
   const start = httpRequestStart(head);
   // A request line still going when the wait or the byte cap ended is handed to the HTTP parser too.
   if (start === 'yes' || (start === 'line' && (unfinished || capped))) {
     const request = parseHttpHead(head);
     return { protocol: 'http', bytes, ...(request && { request }) };
   }
-  if (start === 'maybe' && unfinished) return { protocol: 'other', bytes, incomplete: true };
   return { protocol: 'other', bytes };
 }

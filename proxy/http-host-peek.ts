@@ -3,18 +3,18 @@ import { parseAuthority } from './authority.js';
 const REQUEST_LINE = /^([A-Z]{3,10}) (\S+) HTTP\/1\.[01]\r?\n/;
 
 /**
- * Whether the first bytes are an HTTP request: 'yes' for a method-like token, a blank and a first line that
- * names an `HTTP/` version; 'line' while such a line has not ended; 'maybe' while only letters have come;
- * 'no' otherwise. Deliberately loose (any case, `-`, tabs, odd versions, the HTTP/2 preface): whatever is an
- * HTTP request goes to an HTTP parser that answers 400 to what it cannot read, never relayed unread.
- * A first line without `HTTP/` is another protocol's command (SMTP's `EHLO x`, memcached's `get k`).
+ * Whether the first bytes are an HTTP request: 'yes' when the first line names an `HTTP/` version, whatever
+ * its method looks like (odd methods, odd versions and the HTTP/2 preface included: an HTTP parser answers
+ * 400 to what it cannot read, nothing is relayed unread); 'line' while a first line of printable text has not
+ * ended; 'no' otherwise. A first line without `HTTP/` is another protocol's command (SMTP's `EHLO x`,
+ * memcached's `get k`), and binary first bytes (ssh key exchange, git's pkt-lines with NULs) are not text.
  */
-export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'maybe' | 'no' {
-  const text = head.subarray(0, 18).toString('latin1');
-  if (!/^[A-Za-z][A-Za-z-]{2,15}[ \t]/.test(text)) return /^[A-Za-z][A-Za-z-]{0,16}$/.test(text) ? 'maybe' : 'no';
+export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
   const lineEnd = head.indexOf(0x0a);
-  if (lineEnd === -1) return 'line';
-  return /HTTP\//i.test(head.subarray(0, lineEnd).toString('latin1')) ? 'yes' : 'no';
+  const line = head.subarray(0, lineEnd === -1 ? head.length : lineEnd);
+  if (lineEnd !== -1) return /HTTP\//i.test(line.toString('latin1')) ? 'yes' : 'no';
+  for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return 'no';
+  return 'line';
 }
 
 export function headersComplete(head: Buffer): boolean {

@@ -122,7 +122,17 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     const target = targetOf(req);
     if (!target.ok) return writeRawError(socket, 400, target.message);
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
-      return writeRawError(socket, 400, `egress-guard relays only WebSocket upgrades on redirected connections, not "${req.headers.upgrade}"; send the request without Upgrade`);
+      // h2c and the like: served as the plain HTTP/1.1 request it also is (a server that does not upgrade
+      // answers it so), parsed again without the upgrade headers.
+      const dropped = new Set(['upgrade', 'connection', 'http2-settings']);
+      const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+      for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+        if (!dropped.has(req.rawHeaders[i]!.toLowerCase())) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      }
+      socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
+      server.emit('connection', socket);
+      socket.resume();
+      return;
     }
     connection.busy++; // for good: an upgraded connection is never idle between requests
     const started = Date.now();

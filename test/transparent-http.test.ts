@@ -5,6 +5,7 @@
  * covered by the network-namespace suite).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -14,6 +15,12 @@ import { buildPolicy, type Policy } from '../policy/index.js';
 import { AddressBook } from '../proxy/address-book.js';
 import { Resolver } from '../proxy/resolver.js';
 import { createTransparentHttp } from '../proxy/transparent-http.js';
+
+function runCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['--max-time', '10', ...args], (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
 
 interface Exchange {
   text: string;
@@ -174,10 +181,14 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /abs-ws`), JSON.stringify(seen));
   });
 
-  test('upgrades other than WebSocket (h2c) are refused with 400', async () => {
-    const r = await exchange(frontPort, [`GET /h2c HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`]);
-    assert.match(r.text, /^HTTP\/1\.1 400 [^]*only WebSocket/i);
-    assert.ok(!seen.some((s) => s.includes('/h2c')));
+  test('upgrades other than WebSocket (curl --http2 on http://) are served as plain HTTP/1.1, each request decided', async () => {
+    const r = await runCurl(['--http2', '-sS', '--connect-to', `allowed.test:${upstreamPort}:127.0.0.1:${frontPort}`, `http://allowed.test:${upstreamPort}/h2c`, '-d', 'body=1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /hello from allowed\.test/);
+    assert.ok(seen.includes(`allowed.test:${upstreamPort} /h2c`), JSON.stringify(seen));
+    const blocked = await exchange(frontPort, [`GET /h2c-evil HTTP/1.1\r\nHost: attacker.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`]);
+    assert.match(blocked.text, /^HTTP\/1\.1 403 /);
+    assert.ok(!seen.some((s) => s.includes('/h2c-evil')));
   });
 
   test('requests that could name two hosts are refused with 400 before any decision', async () => {

@@ -149,17 +149,17 @@ describe('peek edge cases', () => {
     assert.equal(peek.protocol === 'http' && peek.request?.host, 'crlf.test');
   });
 
-  test('a request head or ClientHello started but not finished within the wait is marked incomplete', async () => {
+  test('a ClientHello not finished within the wait is incomplete; unfinished text goes to the HTTP parser', async () => {
     const http1 = await peekOf(['G'], 0, 300);
-    assert.deepEqual(http1, { protocol: 'other', bytes: 1, incomplete: true });
+    assert.deepEqual(http1, { protocol: 'http', bytes: 1 });
     const tls = await peekOf([Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])], 0, 300);
-    assert.deepEqual(tls, { protocol: 'other', bytes: 6, incomplete: true });
+    assert.deepEqual(tls, { protocol: 'other', bytes: 6, incomplete: 'tls' });
     const ssh = await peekOf(['SSH-2.0-client\r\n'], 0, 300);
     assert.deepEqual(ssh, { protocol: 'other', bytes: 16 });
   });
 
   test('odd request lines are HTTP (for the parser to refuse), other protocols\' commands are not', async () => {
-    for (const line of ['GET / HTTP/1.2', 'GET  / HTTP/1.1', 'get / HTTP/1.1', 'M-SEARCH * HTTP/1.1', 'GET\t/ HTTP/1.1', 'PRI * HTTP/2.0']) {
+    for (const line of ['GET / HTTP/1.2', 'GET  / HTTP/1.1', 'get / HTTP/1.1', 'M-SEARCH * HTTP/1.1', 'GET\t/ HTTP/1.1', 'PRI * HTTP/2.0', 'G3T / HTTP/1.1', 'GET_X / HTTP/1.1', 'VERYLONGMETHODNAMEXYZ / HTTP/1.1', 'GET/ HTTP/1.1']) {
       const peek = await peekOf([`${line}\r\nHost: odd.test\r\n\r\n`], 0, 300);
       assert.equal(peek.protocol, 'http', line);
     }
@@ -174,7 +174,7 @@ describe('peek edge cases', () => {
     const long = await peekOf([`GET /${'a'.repeat(19_000)}`], 0, 500);
     assert.equal(long.protocol, 'http');
     const blank = await peekOf(['\r\n'.repeat(10_000)], 0, 500);
-    assert.equal(blank.protocol === 'other' && blank.incomplete, true);
+    assert.equal(blank.protocol === 'other' && blank.incomplete, 'text');
   });
 
   test('a first TLS record too short for a handshake header, or with an odd version, is still TLS and split', async () => {
