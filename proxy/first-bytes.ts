@@ -97,7 +97,7 @@ async function classify(whole: Buffer, unfinished: boolean, capped: boolean): Pr
   }
   const head = withoutLeadingNewlines(whole);
   // Empty lines only (however many): the request, if one comes, has not started.
-  if (bytes > 0 && head.length === 0) return { protocol: 'other', bytes, incomplete: 'text' };
+  if (head.length === 0) return { protocol: 'other', bytes, incomplete: 'text' };
   const start = httpRequestStart(head);
   // A request line still going when the wait or the byte cap ended is handed to the HTTP parser too.
   if (start === 'yes' || (start === 'line' && (unfinished || capped))) {

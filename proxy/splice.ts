@@ -32,14 +32,15 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   const baseOut = upstream.bytesWritten;
   let error: string | undefined;
   let done = false;
+  const result = (): SpliceResult => ({
+    bytesIn: upstream.bytesRead - baseIn, bytesOut: upstream.bytesWritten - baseOut, durationMs: Date.now() - started, ...(error && { error }),
+  });
   const finish = () => {
     if (done) return;
     done = true;
     client.destroy();
     upstream.destroy();
-    const result: SpliceResult = { bytesIn: upstream.bytesRead - baseIn, bytesOut: upstream.bytesWritten - baseOut, durationMs: Date.now() - started };
-    if (error) result.error = error;
-    options.onClose(result);
+    options.onClose(result());
   };
   const idle = () => {
     error ??= 'idle-timeout';
@@ -60,7 +61,8 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     client.off('timeout', idle);
     client.setTimeout(0);
     upstream.destroy();
-    options.onClose({ bytesIn: upstream.bytesRead - baseIn, bytesOut: upstream.bytesWritten - baseOut, durationMs: Date.now() - started, error: 'handed-over' });
+    error = 'handed-over';
+    options.onClose(result());
     takeOver(client);
   };
   upstream.pipe(client);

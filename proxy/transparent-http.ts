@@ -125,11 +125,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       // h2c and the like: served as the plain HTTP/1.1 request it also is (a server that does not upgrade
       // answers it so), parsed again without the upgrade headers.
       const dropped = new Set(['upgrade', 'connection', 'http2-settings']);
-      const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
-      for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-        if (!dropped.has(req.rawHeaders[i]!.toLowerCase())) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-      }
-      socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
+      const rebuilt = requestHead(req, req.url ?? '/', (name, value) => (dropped.has(name.toLowerCase()) ? undefined : value));
+      socket.unshift(Buffer.concat([Buffer.from(rebuilt, 'latin1'), head]));
       server.emit('connection', socket);
       socket.resume();
       return;
@@ -166,12 +163,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       socket.destroy();
     };
     upstream.on('error', onUpstreamError);
-    const lines = [`${req.method} ${target.path} HTTP/${req.httpVersion}`];
-    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i]!;
-      lines.push(`${name}: ${name.toLowerCase() === 'host' && authority !== undefined ? authority : req.rawHeaders[i + 1]}`);
-    }
-    upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+    upstream.write(requestHead(req, target.path, (name, value) => (name.toLowerCase() === 'host' && authority !== undefined ? authority : value)));
     const response = await readResponseHead(upstream, options.idleTimeoutMs);
     if (!response) {
       upstream.destroy();
@@ -218,6 +210,19 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       for (const [socket, connection] of connections) if (connection.busy === 0) socket.destroy();
     },
   };
+}
+
+/**
+ * A request head written again from what the parser read: the request line with `path`, then each header as
+ * received, its value passed through `header` (undefined drops it).
+ */
+function requestHead(req: http.IncomingMessage, path: string, header: (name: string, value: string) => string | undefined): string {
+  const lines = [`${req.method} ${path} HTTP/${req.httpVersion}`];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const value = header(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
+    if (value !== undefined) lines.push(`${req.rawHeaders[i]}: ${value}`);
+  }
+  return `${lines.join('\r\n')}\r\n\r\n`;
 }
 
 /** The response head (status line and headers, up to the blank line, with any bytes after it), or null. */

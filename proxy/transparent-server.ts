@@ -4,7 +4,7 @@ import type { Policy } from '../policy/index.js';
 import type { AddressBook } from './address-book.js';
 import { formatHostPort } from './authority.js';
 import { connectUpstream, UpstreamConnectError } from './connect-upstream.js';
-import { peekFirstBytes } from './first-bytes.js';
+import { peekFirstBytes, type PeekResult } from './first-bytes.js';
 import { listen } from './listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
 import type { Resolver } from './resolver.js';
@@ -14,7 +14,7 @@ import { authorizeTransparent } from './transparent-authorize.js';
 import type { ClientGateOutcome } from './splice.js';
 import type { TunnelHandler } from './tunnel.js';
 
-/** How long a client that started a ClientHello or HTTP request head within the peek has to finish it. */
+/** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
 const UNFINISHED_HEAD_TIMEOUT_MS = 10_000;
 
 export interface TransparentListenerOptions {
@@ -63,6 +63,13 @@ export async function startTransparentListeners(options: TransparentListenerOpti
   const plainHttp = createTransparentHttp(options);
 
   /**
+   * A client that has started a ClientHello, or sent empty lines only, gets longer to finish: deciding it by
+   * DNS attribution now would relay the SNI/Host it sends next unchecked. Still unfinished: a raw-address decision.
+   */
+  const finishUnfinished = (socket: net.Socket, peek: PeekResult): Promise<PeekResult> | PeekResult =>
+    peek.protocol === 'other' && peek.incomplete ? peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS }) : peek;
+
+  /**
    * The first bytes of a client that was silent through the peek (decided by DNS attribution, its tunnel
    * already open so that a server that speaks first is heard). A ClientHello is decided on its SNI; an HTTP
    * request hands the connection to the per-request HTTP server; anything else is relayed.
@@ -74,7 +81,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     while (late.protocol === 'other' && late.bytes === 0 && !socket.destroyed && !socket.readableEnded) {
       late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
     }
-    if (late.protocol === 'other' && late.incomplete) late = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS });
+    late = await finishUnfinished(socket, late);
     if (late.protocol === 'http') return (client) => plainHttp.adopt(client, request);
     if (late.protocol === 'other' && !late.incomplete) return true;
     const again = await authorizeTransparent(options, { ...request, peek: late });
@@ -101,10 +108,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     }
     trackConnection(counters, socket);
     const started = Date.now();
-    let peek = await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 });
-    // A client that has started a ClientHello or a request head gets longer to finish it: deciding it by DNS
-    // attribution now would relay the SNI/Host it sends next unchecked. Still unfinished: a raw-address decision.
-    if (peek.protocol === 'other' && peek.incomplete) peek = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS });
+    const peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 }));
     if (peek.protocol === 'http') return plainHttp.adopt(socket, { client, destination });
     const auth = await authorizeTransparent(options, { client, destination, peek });
     if (auth.action === 'reject') return refuse(socket);
