@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { EventLog } from '../events/event-log.js';
-import { AddressBook } from '../proxy/address-book.js';
-import { startDnsServer } from '../proxy/dns-server.js';
-import { makePolicy } from '../test/dns-fixture.js';
+import { AddressBook } from '../decision/address-book.js';
+import { startDnsServer } from '../dns/server.js';
+import { makePolicy } from '../test/helpers/dns-fixture.js';
 
 export interface DnsBenchOptions {
   /** Queries per scenario (uncached: a third of it, the authoritative test server is the bottleneck). */

@@ -1,6 +1,6 @@
 import dgram from 'node:dgram';
 import { parentPort, workerData } from 'node:worker_threads';
-import { queryBytes } from '../test/dns-fixture.js';
+import { queryBytes } from '../test/helpers/dns-fixture.js';
 import type { ScenarioResult } from './dns-bench.js';
 
 const round = (n: number, digits = 3) => Number(n.toFixed(digits));

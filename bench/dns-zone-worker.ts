@@ -1,6 +1,6 @@
 import { parentPort } from 'node:worker_threads';
-import { TEST_ZONE } from '../test/dns-fixture.js';
-import { startZoneServer } from '../test/dns-zone-server.js';
+import { TEST_ZONE } from '../test/helpers/dns-fixture.js';
+import { startZoneServer } from '../test/helpers/dns-zone-server.js';
 
 // The benchmark's authoritative server in its own thread: it serves egress-guard and dnsmasq alike
 // without sharing egress-guard's event loop. Posts its port; closes on any message.

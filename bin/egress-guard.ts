@@ -4,7 +4,7 @@ import { decideCommand } from '../cli/decide-command.js';
 
 import { rulesCommand } from '../cli/rules-command.js';
 import { runCommand } from '../cli/run-command.js';
-import { collectorCommand, envCommand, policyCommand, reportCommand } from '../collector/commands.js';
+import { collectorCommand, envCommand, policyCommand, reportCommand } from '../cli/report-commands.js';
 import { SETTINGS } from '../config/settings.js';
 
 type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;

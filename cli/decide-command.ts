@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig } from '../config/load-config.js';
 import { decide, PolicyError } from '../policy/index.js';
-import { parseAuthority } from '../proxy/authority.js';
+import { parseAuthority } from '../policy/host-port.js';
 import { parseArgs, takeOption, type CommandIo } from './args.js';
 import { configSources } from './config-sources.js';
 

@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig } from '../config/load-config.js';
 import { PolicyError } from '../policy/index.js';
-import { startSidecar } from '../proxy/sidecar.js';
+import { startSidecar } from '../sidecar/sidecar.js';
 import { parseArgs, type CommandIo } from './args.js';
 import { configSources } from './config-sources.js';
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { gunzip } from 'node:zlib';
 import type { EgressEvent } from '../events/schema.js';
-import { EventValidationError, validateEvent } from './event-validate.js';
+import { EventValidationError, validateEvent } from '../events/validate.js';
 
 export class IngestError extends Error {
   constructor(

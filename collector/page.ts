@@ -1,5 +1,5 @@
-import type { JobInfo } from './event-store.js';
-import { destinationKey, type Connection, type Destination, type Summary } from './summary.js';
+import type { JobInfo } from './stores/event-store.js';
+import { destinationKey, type Connection, type Destination, type Summary } from '../report/summary.js';
 
 /** Escape text for HTML element content and quoted attribute values. */
 export function esc(value: unknown): string {

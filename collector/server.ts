@@ -2,12 +2,12 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import { openStore, type EventStore } from './event-store.js';
+import { openStore, type EventStore } from './stores/event-store.js';
 import { IngestError, readBatch, type IngestLimits } from './ingest.js';
-import { INGEST_PATH } from './ingest-url.js';
+import { INGEST_PATH } from '../events/delivery/ingest-url.js';
 import { contentSecurityPolicy, renderJobPage, renderJobsPage, renderNotFoundPage } from './page.js';
-import { renderPolicyYaml, suggestPolicy } from './suggest-policy.js';
-import { summarize } from './summary.js';
+import { renderPolicyYaml, suggestPolicy } from '../report/suggest.js';
+import { summarize } from '../report/summary.js';
 
 export interface CollectorOptions {
   listen: { host: string; port: number };

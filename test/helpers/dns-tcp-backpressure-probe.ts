@@ -8,9 +8,9 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { EventLog } from '../../events/event-log.js';
 import { buildPolicy } from '../../policy/index.js';
-import { AddressBook } from '../../proxy/address-book.js';
-import { startDnsServer } from '../../proxy/dns-server.js';
-import { queryBytes } from '../dns-fixture.js';
+import { AddressBook } from '../../decision/address-book.js';
+import { startDnsServer } from '../../dns/server.js';
+import { queryBytes } from './dns-fixture.js';
 
 const QUERIES = Number(process.argv[2] ?? 20000);
 

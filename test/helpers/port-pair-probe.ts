@@ -6,9 +6,9 @@
 import net from 'node:net';
 import { EventLog } from '../../events/event-log.js';
 import { buildPolicy } from '../../policy/index.js';
-import { AddressBook } from '../../proxy/address-book.js';
-import { startDnsServer } from '../../proxy/dns-server.js';
-import { startZoneServer } from '../dns-zone-server.js';
+import { AddressBook } from '../../decision/address-book.js';
+import { startDnsServer } from '../../dns/server.js';
+import { startZoneServer } from './dns-zone-server.js';
 
 const takenPort = Number(process.argv[2]);
 const blocker = net.createServer().listen(takenPort, '127.0.0.1');

@@ -1,0 +1,67 @@
+import type { EgressEvent } from '../../events/schema.js';
+import { jobKey } from '../../events/job-key.js';
+
+export interface JobInfo {
+  job: string;
+  first: string;
+  last: string;
+  decisions: number;
+  allowed: number;
+  blocked: number;
+  wouldBlock: number;
+}
+
+export interface InsertResult {
+  stored: number;
+  duplicates: number;
+}
+
+/**
+ * Where the collector keeps events. Each event is stored once per (id, event): a decision by its id, a
+ * close by its id and "close". A batch is stored in one transaction: all of it or nothing.
+ */
+export interface EventStore {
+  insert(events: readonly EgressEvent[]): Promise<InsertResult>;
+  /** Jobs with decision counts, most recently active first. */
+  jobs(): Promise<JobInfo[]>;
+  /** A job's decision events and the close events of those decisions, in time order. */
+  jobEvents(job: string, limit: number): Promise<EgressEvent[]>;
+  /** Stored events (decision and close) in total. */
+  count(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** A row as both stores write it. Close events carry no CI context: their job is that of their decision. */
+export interface EventRow {
+  id: string;
+  event: string;
+  job: string | null;
+  time: string;
+  decision: string | null;
+  body: string;
+}
+
+export function toRow(event: EgressEvent): EventRow {
+  return {
+    id: event.id,
+    event: event.event,
+    job: event.event === 'decision' ? jobKey(event) : null,
+    time: new Date(event.time).toISOString(),
+    decision: event.event === 'decision' ? event.decision : null,
+    body: JSON.stringify(event),
+  };
+}
+
+export function isPostgresUrl(db: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(db);
+}
+
+/** Open the store a `--db` value names: a postgres:// URL, else a SQLite file path. */
+export async function openStore(db: string): Promise<EventStore> {
+  if (isPostgresUrl(db)) {
+    const { PostgresStore } = await import('./postgres-store.js');
+    return PostgresStore.open(db);
+  }
+  const { SqliteStore } = await import('./sqlite-store.js');
+  return new SqliteStore(db);
+}

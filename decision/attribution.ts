@@ -1,0 +1,113 @@
+import { canonicalHost, decide, findEndpoint, type Decision } from '../policy/index.js';
+import type { AddressBook } from './address-book.js';
+import { authorize, emitDecision, type AuthorizeContext, type Authorization } from './authorize.js';
+import type { PeekResult } from '../net/sniffing/first-bytes.js';
+
+export interface TransparentAuthorizeContext extends AuthorizeContext {
+  addressBook: AddressBook;
+}
+
+export interface TransparentRequest {
+  client: string;
+  /** The original destination (SO_ORIGINAL_DST). */
+  destination: { address: string; port: number };
+  peek: PeekResult;
+}
+
+function addressText(address: string): string {
+  const canonical = canonicalHost(address);
+  return canonical.type === 'ip' ? canonical.text : address;
+}
+
+function sameAddress(a: string, b: string): boolean {
+  return addressText(a) === addressText(b);
+}
+
+/** Names the DNS server (or the proxy's resolver) resolved to this address, in whatever spelling it was stored. */
+function namesOf(book: AddressBook, address: string): string[] {
+  return [...new Set([...book.namesOf(address), ...book.namesOf(addressText(address))])];
+}
+
+/**
+ * True when `address` is one `name` resolved to through egress-guard: the address book (DNS server answers,
+ * proxy lookups, --resolve overrides), else the proxy's own resolver now. Only called for names the policy
+ * allows, so a blocked name is never looked up.
+ */
+async function nameAgreesWithDestination(ctx: TransparentAuthorizeContext, name: string, address: string): Promise<boolean> {
+  if (ctx.addressBook.resolvedTo(name, address) || ctx.addressBook.resolvedTo(name, addressText(address))) return true;
+  if ((ctx.addressBook.addressesOf(name) ?? []).some((a) => sameAddress(a, address))) return true;
+  const resolved = await ctx.resolver.resolve(name).catch(() => [] as string[]);
+  return resolved.some((a) => sameAddress(a, address));
+}
+
+type Extra = { sni?: string; method?: string; path?: string };
+
+/** Emit a transparent decision made here (a name/destination mismatch), naming the original destination. */
+function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, decision: Decision, extra: Extra): Authorization {
+  const { port } = request.destination;
+  const ip = decision.ip ?? addressText(request.destination.address);
+  const withIp = { ...decision, ip };
+  const event = emitDecision(ctx.events, ctx.policy(), { kind: 'transparent', client: request.client, host: decision.host, port, ...extra }, withIp);
+  if (decision.outcome === 'blocked') return { action: 'reject', decision: withIp, event };
+  return { action: 'forward', decision: withIp, event, address: ip, port };
+}
+
+function mismatch(ctx: TransparentAuthorizeContext, request: TransparentRequest, name: string, claimedBy: 'sni' | 'host', extra: Extra): Authorization {
+  const policy = ctx.policy();
+  const { port } = request.destination;
+  const ip = addressText(request.destination.address);
+  return decided(ctx, request, {
+    outcome: policy.mode === 'block' ? 'blocked' : 'would-block', permitted: false, reason: 'sni-mismatch', rule: null, host: name, ip,
+    message: `${claimedBy === 'sni' ? 'TLS SNI' : 'HTTP Host'} ${name} does not match the destination ${ip}:${port}: ${name} did not resolve to ${ip} through egress-guard`,
+  }, extra);
+}
+
+/**
+ * Decide a redirected connection. The name is the SNI, else the HTTP Host, else (not TLS) a name the DNS
+ * server resolved to the destination, else the raw address. A claimed name (SNI/Host) must agree with the
+ * destination, or the connection is a `sni-mismatch` (domain fronting, forged SNI). The decision is made
+ * on the original destination itself: authorize() is given it as the only address, so no lookup happens
+ * and the connection goes to exactly that address.
+ */
+export async function authorizeTransparent(ctx: TransparentAuthorizeContext, request: TransparentRequest): Promise<Authorization> {
+  const { peek, client } = request;
+  const { port } = request.destination;
+  const ip = addressText(request.destination.address);
+  const extra = {
+    ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
+    ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
+  };
+  const base = { kind: 'transparent' as const, client, port, addresses: [ip], ...extra };
+  const claimed = peek.protocol === 'tls' ? peek.sni : peek.protocol === 'http' ? peek.request?.host : undefined;
+
+  if (claimed !== undefined) {
+    const claimedBy = peek.protocol === 'tls' ? 'sni' : 'host';
+    const canonical = canonicalHost(claimed);
+    if (canonical.type === 'ip') {
+      if (!sameAddress(canonical.text, ip)) return mismatch(ctx, request, canonical.text, claimedBy, extra);
+      return authorize(ctx, { ...base, host: ip });
+    }
+    if (canonical.type === 'name') {
+      const permitted = decide(ctx.policy(), { host: canonical.name, port }).permitted;
+      // A name the policy refuses is reported as such; agreement matters only for names it would let through.
+      if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return mismatch(ctx, request, canonical.name, claimedBy, extra);
+      return authorize(ctx, { ...base, host: canonical.name });
+    }
+    return authorize(ctx, { ...base, host: claimed });
+  }
+
+  if (peek.protocol === 'tls' || (peek.protocol === 'other' && peek.incomplete)) {
+    // TLS without a readable SNI (none sent, split across records, unparseable), or a ClientHello / request
+    // head the client never finished: there is no name to check against the destination, and falling back to
+    // "some allowed name resolved here" would admit any site on a shared (CDN) address. Decided as a
+    // connection to a raw address: allowed-ips, or nothing.
+    return authorize(ctx, { ...base, host: ip });
+  }
+  const names = namesOf(ctx.addressBook, ip);
+  if (names.length > 0) {
+    const policy = ctx.policy();
+    const name = names.find((n) => findEndpoint(policy, n, port) !== undefined) ?? names[0]!;
+    return authorize(ctx, { ...base, host: name });
+  }
+  return authorize(ctx, { ...base, host: ip });
+}

@@ -1,0 +1,209 @@
+import net from 'node:net';
+import ipaddr from 'ipaddr.js';
+import type { EventLog } from '../events/event-log.js';
+import { decideName, type Decision, type Policy } from '../policy/index.js';
+import { nameKey, type AddressBook } from '../decision/address-book.js';
+import { AnswerCache, cacheKey, cacheLimits, renderAnswer, toCachedAnswer, type AnswerCacheOptions, type CachedAnswer } from './cache.js';
+import { UpstreamClient, UpstreamError, type Upstream } from './upstream.js';
+import {
+  addressRecord, buildHeaderOnlyError, buildResponse, CLASS_IN, isPlainName, RCODE, readQuery, truncatedResponse, TYPE, typeName, udpLimit,
+  type DnsQuery, type WireQuestion,
+} from './wire.js';
+
+export interface DnsClient {
+  address: string;
+  port: number;
+}
+
+export interface DnsResponderOptions {
+  upstreams: readonly Upstream[];
+  policy: () => Policy;
+  events: EventLog;
+  addressBook: AddressBook;
+  /** Job service names answered locally: name -> addresses (IPv4 and/or IPv6). */
+  localNames?: Map<string, string[]>;
+  upstreamTimeoutMs?: number;
+  upstreamRounds?: number;
+  cache?: AnswerCacheOptions;
+  /** Malformed-packet events per minute before they are only counted (default 100). */
+  malformedEventsPerMinute?: number;
+}
+
+const LOCAL_TTL_SECONDS = 60;
+const LOCALHOST = new Map<number, string[]>([[TYPE.A, ['127.0.0.1']], [TYPE.AAAA, ['::1']]]);
+/** Reported DNS port in events, whatever port the server listens on (it is "the DNS of the job"). */
+const DNS_PORT = 53;
+
+export function clientText(client: DnsClient): string {
+  return net.isIPv6(client.address) ? `[${client.address}]:${client.port}` : `${client.address}:${client.port}`;
+}
+
+function addressBytes(address: string): Buffer | null {
+  return ipaddr.isValid(address) ? Buffer.from(ipaddr.parse(address).toByteArray()) : null;
+}
+
+/**
+ * Answers one DNS query (bytes in, bytes out): reads it strictly, decides the name against the
+ * policy, answers localhost/local names itself, refuses blocked names without sending anything
+ * upstream, serves allowed ones from the cache or the upstreams, and emits one decision event.
+ */
+export class DnsResponder {
+  private readonly upstream: UpstreamClient;
+  private readonly cache: AnswerCache;
+  private readonly pending = new Map<string, Promise<CachedAnswer>>();
+  private readonly localNames: Map<string, string[]>;
+  private malformedWindow = { start: 0, reported: 0, suppressed: 0 };
+  /** Answers served from the cache, and those that needed an upstream exchange (for /metrics). */
+  readonly cacheStats = { hits: 0, misses: 0 };
+
+  constructor(private readonly options: DnsResponderOptions) {
+    this.upstream = new UpstreamClient(options.upstreams, { timeoutMs: options.upstreamTimeoutMs, rounds: options.upstreamRounds });
+    this.cache = new AnswerCache(cacheLimits(options.cache));
+    this.localNames = new Map([...(options.localNames ?? new Map<string, string[]>())].map(([name, addrs]) => [nameKey(name), addrs]));
+  }
+
+  close(): void {
+    this.upstream.close();
+  }
+
+  get cacheSize(): number {
+    return this.cache.size;
+  }
+
+  /** The response to send, or null to drop the packet. Never throws for any input bytes. */
+  async answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Promise<Buffer | null> {
+    const reading = readQuery(packet);
+    if (!reading.ok) {
+      this.reportMalformed(client, transport, reading.reason, reading.id !== undefined);
+      return reading.id === undefined ? null : buildHeaderOnlyError(reading.id, reading.opcode ?? 0, reading.rcode ?? RCODE.FORMERR);
+    }
+    const query = reading.query;
+    const response = await this.respond(query, client);
+    if (transport === 'udp' && response.length > udpLimit(query)) return truncatedResponse(response, query);
+    return response;
+  }
+
+  private async respond(query: DnsQuery, client: DnsClient): Promise<Buffer> {
+    const question = query.question;
+    if (question.klass !== CLASS_IN || question.type === TYPE.AXFR || question.type === TYPE.IXFR) {
+      this.options.events.log.info({ client: clientText(client), name: question.name, qtype: typeName(question.type), qclass: question.klass }, 'dns query refused: only class IN, no zone transfers');
+      return buildResponse(query, question.klass !== CLASS_IN ? RCODE.REFUSED : RCODE.NOTIMP);
+    }
+    const policy = this.options.policy();
+    const local = this.localAnswer(query);
+    if (local) {
+      this.emit(policy, client, question, {
+        outcome: 'allowed', permitted: true, reason: 'local-name', rule: local.rule, host: question.name,
+        message: `${question.name} is answered locally (${local.rule})`,
+      });
+      return local.response;
+    }
+    const decision = this.decideQuestion(policy, question);
+    this.emit(policy, client, question, decision);
+    if (!decision.permitted && policy.mode === 'block') return buildResponse(query, RCODE.NXDOMAIN);
+    return this.resolve(query, client);
+  }
+
+  private decideQuestion(policy: Policy, question: WireQuestion): Decision {
+    if (isPlainName(question.labels)) return decideName(policy, question.name);
+    // Label bytes outside letters/digits/-/_ (dots inside a label, binary): no text form the policy
+    // could match safely, so never allowed.
+    return {
+      outcome: policy.mode === 'block' ? 'blocked' : 'would-block', permitted: false, reason: 'invalid-host', rule: null, host: question.name,
+      message: `${question.name} is not a host name (labels may hold only letters, digits, '-' and '_')`,
+    };
+  }
+
+  private localAnswer(query: DnsQuery): { response: Buffer; rule: string } | null {
+    const name = query.question.name;
+    let addresses: string[] | undefined;
+    let rule: string;
+    if (name === 'localhost' || name.endsWith('.localhost')) {
+      addresses = [...LOCALHOST.values()].flat();
+      rule = 'localhost';
+    } else {
+      addresses = this.localNames.get(name);
+      rule = 'local-names';
+    }
+    if (!addresses) return null;
+    const type = query.question.type;
+    const records = addresses
+      .filter((a) => (type === TYPE.A && net.isIPv4(a)) || (type === TYPE.AAAA && net.isIPv6(a)))
+      .flatMap((a) => {
+        const bytes = addressBytes(a);
+        return bytes ? [addressRecord(type, bytes, LOCAL_TTL_SECONDS)] : [];
+      });
+    // Other types, or no address of the asked family: NOERROR with no answer (NODATA).
+    return { response: buildResponse(query, RCODE.NOERROR, records), rule };
+  }
+
+  private async resolve(query: DnsQuery, client: DnsClient): Promise<Buffer> {
+    const question = query.question;
+    const key = cacheKey(question);
+    let entry = this.cache.get(key);
+    if (entry) this.cacheStats.hits++;
+    else {
+      this.cacheStats.misses++;
+      let pending = this.pending.get(key);
+      if (!pending) {
+        // Concurrent identical questions share one upstream exchange.
+        pending = this.fetch(question, query.cd, key).finally(() => this.pending.delete(key));
+        this.pending.set(key, pending);
+      }
+      try {
+        entry = await pending;
+      } catch (err) {
+        const failures = err instanceof UpstreamError ? err.failures : [(err as Error).message];
+        this.options.events.log.warn({ client: clientText(client), name: question.name, qtype: typeName(question.type), failures }, 'dns upstreams failed; answered SERVFAIL');
+        return buildResponse(query, RCODE.SERVFAIL);
+      }
+    }
+    const now = Date.now();
+    this.recordAddresses(question.name, entry, now);
+    return renderAnswer(entry, query, now);
+  }
+
+  private async fetch(question: WireQuestion, cd: number, key: string): Promise<CachedAnswer> {
+    const answer = await this.upstream.query(question, cd);
+    const entry = toCachedAnswer(answer.response, answer.message, question, this.cache.limits, Date.now());
+    if (entry.rcode === RCODE.NOERROR || entry.rcode === RCODE.NXDOMAIN) this.cache.set(key, entry);
+    return entry;
+  }
+
+  /** Share what was resolved with the proxy; an A answer keeps the name's IPv6 addresses and vice versa. */
+  private recordAddresses(name: string, entry: CachedAnswer, now: number): void {
+    if (entry.addresses.length === 0) return;
+    const family = net.isIPv4(entry.addresses[0]!) ? 4 : 6;
+    const otherFamily = (this.options.addressBook.addressesOf(name) ?? []).filter((a) => net.isIP(a) !== family);
+    const remainingMs = Math.max(1000, entry.ttlSeconds * 1000 - (now - entry.storedAt));
+    this.options.addressBook.record(name, [...entry.addresses, ...otherFamily], remainingMs);
+  }
+
+  private emit(policy: Policy, client: DnsClient, question: WireQuestion, decision: Decision): void {
+    this.options.events.decision({
+      kind: 'dns', client: clientText(client), host: decision.host, port: DNS_PORT, qtype: typeName(question.type),
+      decision: decision.outcome, reason: decision.reason, rule: decision.rule, message: decision.message, mode: policy.mode,
+    });
+  }
+
+  /** One event per malformed packet, up to a rate; past it they are counted and summarised. */
+  private reportMalformed(client: DnsClient, transport: string, reason: string, answered: boolean): void {
+    const now = Date.now();
+    const window = this.malformedWindow;
+    const limit = this.options.malformedEventsPerMinute ?? 100;
+    if (now - window.start > 60_000) {
+      if (window.suppressed > 0) this.options.events.log.warn({ suppressed: window.suppressed }, 'malformed DNS packets not reported individually in the last minute');
+      this.malformedWindow = { start: now, reported: 0, suppressed: 0 };
+    }
+    if (this.malformedWindow.reported >= limit) {
+      this.malformedWindow.suppressed++;
+      return;
+    }
+    this.malformedWindow.reported++;
+    const policy = this.options.policy();
+    this.options.events.decision({
+      kind: 'dns', client: clientText(client), host: '', port: DNS_PORT, decision: 'blocked', reason: 'malformed-request', rule: null,
+      message: `malformed DNS packet over ${transport} (${reason}); ${answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`, mode: policy.mode,
+    });
+  }
+}

@@ -1,0 +1,212 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { DnsResponder, clientText, type DnsClient, type DnsResponderOptions } from './responder.js';
+import { parseUpstream, type Upstream } from './upstream.js';
+
+export { parseResolvConf, readResolvConfUpstreams } from './resolv-conf.js';
+
+/** The responder's options (policy, events, address book, cache, upstream timing), with upstreams as text. */
+export interface DnsServerOptions extends Omit<DnsResponderOptions, 'upstreams'> {
+  listen: { host: string; port: number };
+  /** `ip`, `ip:port`, `[v6]`, `[v6]:port`; see readResolvConfUpstreams for the default. */
+  upstreams: string[];
+  /** Largest query accepted over TCP (default 4096 bytes; a query is one question and an OPT). */
+  maxTcpQueryBytes?: number;
+  maxTcpConnections?: number;
+  tcpIdleTimeoutMs?: number;
+  /** Queries being answered at once, UDP and TCP together; past it UDP queries are dropped (default 2048). */
+  maxInFlight?: number;
+}
+
+export interface DnsServer {
+  udpAddress: { address: string; port: number };
+  tcpAddress: { address: string; port: number };
+  stats(): { cacheHits: number; cacheMisses: number; cacheEntries: number };
+  close(): Promise<void>;
+}
+
+const MAX_TCP_PIPELINE = 16;
+
+function sameEndpoint(upstream: Upstream, listen: { host: string; port: number }): boolean {
+  if (upstream.port !== listen.port) return false;
+  const wildcard = listen.host === '0.0.0.0' || listen.host === '::';
+  return wildcard || upstream.host === listen.host;
+}
+
+function bindUdp(host: string, port: number): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    socket.once('error', reject);
+    socket.bind(port, host, () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+  });
+}
+
+function listenTcp(server: net.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Start the policy-enforcing DNS server on UDP and TCP (same port; with port 0 a free one is picked
+ * for both). Bad configuration (an upstream that is not an address) throws here, at start.
+ */
+export async function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
+  const log = options.events.log;
+  const configured = options.upstreams.map(parseUpstream);
+  const upstreams = configured.filter((u) => !sameEndpoint(u, options.listen));
+  if (upstreams.length < configured.length) log.warn({ listen: options.listen }, 'dns upstream equal to the DNS listen address ignored (it would loop)');
+  if (upstreams.length === 0) log.warn('no DNS upstream resolvers: allowed names will get SERVFAIL');
+
+  const responder = new DnsResponder({ ...options, upstreams });
+  const maxTcpQuery = options.maxTcpQueryBytes ?? 4096;
+  const maxConnections = options.maxTcpConnections ?? 256;
+  const idleMs = options.tcpIdleTimeoutMs ?? 10_000;
+  const maxInFlight = options.maxInFlight ?? 2048;
+  let inFlight = 0;
+  let closed = false;
+
+  const answer = async (packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Promise<Buffer | null> => {
+    inFlight++;
+    try {
+      return await responder.answer(packet, client, transport);
+    } catch (err) {
+      // The responder does not throw on any input; this is a bug, not a bad packet.
+      log.error({ err, client: clientText(client) }, 'dns query handling failed');
+      return null;
+    } finally {
+      inFlight--;
+    }
+  };
+
+  let udp: dgram.Socket | undefined;
+  const tcp = net.createServer({ allowHalfOpen: true });
+  tcp.maxConnections = maxConnections;
+  // With port 0, the TCP port must be the one the kernel gave UDP; retry if something holds it.
+  for (let attempt = 0; ; attempt++) {
+    udp = await bindUdp(options.listen.host, options.listen.port);
+    try {
+      await listenTcp(tcp, options.listen.host, udp.address().port);
+      break;
+    } catch (err) {
+      udp.close();
+      if (options.listen.port !== 0 || attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+  const udpSocket = udp;
+
+  udpSocket.on('message', (packet, rinfo) => {
+    // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
+    if (inFlight >= maxInFlight || rinfo.port === 0) return;
+    void answer(packet, rinfo, 'udp').then((response) => {
+      if (!response || closed) return;
+      try {
+        udpSocket.send(response, rinfo.port, rinfo.address, (err) => {
+          if (err) log.debug({ err, client: clientText(rinfo) }, 'dns udp send failed');
+        });
+      } catch (err) {
+        log.warn({ err: (err as Error).message, client: clientText(rinfo) }, 'dns udp reply not sent');
+      }
+    });
+  });
+  udpSocket.on('error', (err) => log.error({ err }, 'dns udp socket error'));
+
+  const connections = new Set<net.Socket>();
+  tcp.on('connection', (socket) => {
+    connections.add(socket);
+    const client = { address: socket.remoteAddress ?? '?', port: socket.remotePort ?? 0 };
+    let buffered = Buffer.alloc(0);
+    let pipeline = 0;
+    let peerEnded = false;
+    // A client that does not read its answers is not read from either (no unbounded answer buffering).
+    let writeBlocked = false;
+    socket.setTimeout(idleMs, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => connections.delete(socket));
+    const frameWaiting = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
+    const maybeEnd = () => {
+      if (peerEnded && pipeline === 0 && !writeBlocked && !frameWaiting() && !socket.destroyed) socket.end();
+    };
+    const send = (frame: Buffer) => {
+      if (socket.write(frame) || writeBlocked) return;
+      writeBlocked = true;
+      socket.pause();
+      socket.once('drain', () => {
+        writeBlocked = false;
+        if (pipeline < MAX_TCP_PIPELINE) socket.resume();
+        drain();
+        maybeEnd();
+      });
+    };
+    const drain = () => {
+      while (!writeBlocked && buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
+        const length = buffered.readUInt16BE(0);
+        if (length > maxTcpQuery) {
+          log.warn({ client: clientText(client), length, max: maxTcpQuery }, 'dns tcp frame too large; connection closed');
+          socket.destroy();
+          return;
+        }
+        if (buffered.length < 2 + length) break;
+        const packet = Buffer.from(buffered.subarray(2, 2 + length));
+        buffered = buffered.subarray(2 + length);
+        pipeline++;
+        void answer(packet, client, 'tcp').then((response) => {
+          pipeline--;
+          if (response && !socket.destroyed && socket.writable) {
+            const frame = Buffer.alloc(2);
+            frame.writeUInt16BE(response.length);
+            send(Buffer.concat([frame, response]));
+          } else if (!response) {
+            // A dropped packet means the stream can no longer be trusted to be in sync.
+            socket.destroy();
+            return;
+          }
+          if (socket.isPaused() && !writeBlocked) socket.resume();
+          drain();
+          maybeEnd();
+        });
+      }
+      if (pipeline >= MAX_TCP_PIPELINE) socket.pause();
+    };
+    socket.on('data', (chunk) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      if (buffered.length > 2 * (maxTcpQuery + 2) * MAX_TCP_PIPELINE) {
+        socket.destroy();
+        return;
+      }
+      drain();
+    });
+    socket.on('end', () => {
+      peerEnded = true;
+      if (buffered.length > 0) log.warn({ client: clientText(client), bytes: buffered.length }, 'dns tcp connection ended mid-message');
+      maybeEnd();
+    });
+  });
+  tcp.on('error', (err) => log.error({ err }, 'dns tcp server error'));
+
+  const udpAddress = udpSocket.address();
+  const tcpAddress = tcp.address() as net.AddressInfo;
+  log.info({ udp: `${udpAddress.address}:${udpAddress.port}`, tcp: `${tcpAddress.address}:${tcpAddress.port}`, upstreams: upstreams.map((u) => u.text) }, 'dns server listening');
+  return {
+    udpAddress: { address: udpAddress.address, port: udpAddress.port },
+    tcpAddress: { address: tcpAddress.address, port: tcpAddress.port },
+    stats: () => ({ cacheHits: responder.cacheStats.hits, cacheMisses: responder.cacheStats.misses, cacheEntries: responder.cacheSize }),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      responder.close();
+      for (const socket of connections) socket.destroy();
+      await Promise.all([
+        new Promise<void>((resolve) => udpSocket.close(() => resolve())),
+        new Promise<void>((resolve) => tcp.close(() => resolve())),
+      ]);
+    },
+  };
+}

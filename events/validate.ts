@@ -1,0 +1,79 @@
+import { EVENT_SCHEMA_VERSION, type CloseEvent, type DecisionEvent, type EgressEvent } from './schema.js';
+
+const KINDS = new Set(['http', 'connect', 'transparent', 'dns']);
+const OUTCOMES = new Set(['allowed', 'blocked', 'would-block']);
+const MODES = new Set(['audit', 'block']);
+const MAX_TEXT = 4096;
+
+export class EventValidationError extends Error {}
+
+type Json = Record<string, unknown>;
+
+function fail(reason: string): never {
+  throw new EventValidationError(reason);
+}
+
+function str(o: Json, key: string, optional = false): void {
+  const v = o[key];
+  if (v === undefined && optional) return;
+  if (typeof v !== 'string') fail(`"${key}" must be a string`);
+  if (v.length > MAX_TEXT) fail(`"${key}" is longer than ${MAX_TEXT} characters`);
+}
+
+function int(o: Json, key: string, min: number, max: number, optional = false): void {
+  const v = o[key];
+  if (v === undefined && optional) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) fail(`"${key}" must be an integer from ${min} to ${max}`);
+}
+
+/**
+ * Check that a parsed JSON value is a decision or close event of schema version 1; throws
+ * EventValidationError with the first problem. Unknown extra fields are kept (adding optional fields
+ * does not bump the schema version).
+ */
+export function validateEvent(value: unknown): EgressEvent {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('an event is a JSON object');
+  const o = value as Json;
+  if (o.schema !== EVENT_SCHEMA_VERSION) fail(`"schema" must be ${EVENT_SCHEMA_VERSION}`);
+  if (o.event !== 'decision' && o.event !== 'close') fail('"event" must be "decision" or "close"');
+  str(o, 'id');
+  if ((o.id as string).length === 0 || (o.id as string).length > 200) fail('"id" must be 1 to 200 characters');
+  str(o, 'time');
+  if (Number.isNaN(Date.parse(o.time as string))) fail('"time" is not a date');
+  if (!KINDS.has(o.kind as string)) fail('"kind" must be http, connect, transparent or dns');
+  str(o, 'client');
+  str(o, 'host');
+  if ((o.host as string).length === 0) fail('"host" is empty');
+  int(o, 'port', 0, 65535);
+  str(o, 'ip', true);
+  if (o.event === 'decision') {
+    if (!OUTCOMES.has(o.decision as string)) fail('"decision" must be allowed, blocked or would-block');
+    str(o, 'reason');
+    if (o.rule !== null) str(o, 'rule');
+    str(o, 'message');
+    if (!MODES.has(o.mode as string)) fail('"mode" must be audit or block');
+    for (const key of ['sni', 'qtype', 'method', 'path']) str(o, key, true);
+    if (o.ci !== undefined) {
+      if (typeof o.ci !== 'object' || o.ci === null || Array.isArray(o.ci)) fail('"ci" must be an object');
+      for (const key of ['repository', 'run_id', 'job', 'job_id']) str(o.ci as Json, key, true);
+    }
+    return o as unknown as DecisionEvent;
+  }
+  int(o, 'bytes_in', 0, Number.MAX_SAFE_INTEGER);
+  int(o, 'bytes_out', 0, Number.MAX_SAFE_INTEGER);
+  if (typeof o.duration_ms !== 'number' || !(o.duration_ms >= 0)) fail('"duration_ms" must be a number >= 0');
+  int(o, 'status', 100, 999, true);
+  str(o, 'error', true);
+  return o as unknown as CloseEvent;
+}
+
+/** An NDJSON line that is a decision or close event, else null (pino operational lines, blanks, junk). */
+export function eventFromLine(line: string): EgressEvent | null {
+  const text = line.trim();
+  if (!text.startsWith('{')) return null;
+  try {
+    return validateEvent(JSON.parse(text));
+  } catch {
+    return null;
+  }
+}

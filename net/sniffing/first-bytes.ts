@@ -1,0 +1,108 @@
+import type { Socket } from 'node:net';
+import { clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, serverNameOf, TLS_MAX_RECORD } from './client-hello.js';
+import { headersComplete, httpRequestStart, parseHttpHead, type PeekedHttpRequest } from './http-head.js';
+
+export type PeekResult =
+  /** `split`: the ClientHello does not fit in its first record, so no SNI could be read. */
+  | { protocol: 'tls'; sni?: string; bytes: number; split?: true }
+  /** `request`: method, path and Host when the head was complete and well-formed. */
+  | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number }
+  /**
+   * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
+   * `incomplete`: the wait ended inside a TLS record, or on empty lines only.
+   */
+  | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text' };
+
+export interface PeekOptions {
+  /** How long to wait for the client's first bytes. */
+  timeoutMs: number;
+  /** Stop buffering past this many bytes. */
+  maxBytes?: number;
+  /** 'tls': only a ClientHello is waited for; anything else is classified at once (CONNECT tunnels). */
+  look?: 'tls' | 'tls-or-http';
+}
+
+type Verdict = 'more' | 'done';
+
+/** Servers ignore empty lines before a request line (RFC 9112 2.2), so the peek does too. */
+function withoutLeadingNewlines(head: Buffer): Buffer {
+  let i = 0;
+  while (i < head.length && (head[i] === 0x0d || head[i] === 0x0a)) i++;
+  return i === 0 ? head : head.subarray(i);
+}
+
+function verdict(whole: Buffer, maxBytes: number, tlsOnly: boolean): Verdict {
+  if (whole.length >= maxBytes) return 'done';
+  if (looksLikeTls(whole)) {
+    const length = firstTlsRecordLength(whole);
+    return length !== undefined && whole.length >= Math.min(length, TLS_MAX_RECORD) ? 'done' : 'more';
+  }
+  if (tlsOnly) return whole.length > 0 ? 'done' : 'more';
+  const head = withoutLeadingNewlines(whole);
+  if (head.length === 0) return 'more';
+  const start = httpRequestStart(head);
+  if (start === 'yes') return headersComplete(head) ? 'done' : 'more';
+  return start === 'line' ? 'more' : 'done';
+}
+
+/**
+ * Read the client's first bytes (a TLS ClientHello record or an HTTP request head) with a bounded wait,
+ * then put every byte back on the socket (unshift), paused, so that whoever pipes it next relays them
+ * to the server unchanged.
+ */
+export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<PeekResult> {
+  const maxBytes = options.maxBytes ?? TLS_MAX_RECORD;
+  const tlsOnly = options.look === 'tls';
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    let settled = false;
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.pause();
+      socket.off('data', onData);
+      socket.off('end', finish);
+      socket.off('close', finish);
+      const head = Buffer.concat(chunks, length);
+      if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
+      const capped = head.length >= maxBytes;
+      void classify(head, !capped && verdict(head, maxBytes, tlsOnly) === 'more', capped).then(resolve);
+    };
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (verdict(Buffer.concat(chunks, length), maxBytes, tlsOnly) === 'done') finish();
+    };
+    const timer = setTimeout(finish, options.timeoutMs);
+    socket.on('data', onData);
+    socket.once('end', finish);
+    socket.once('close', finish);
+    // A socket paused by an earlier peek does not flow again just because a 'data' listener was added.
+    socket.resume();
+  });
+}
+
+/** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it. */
+async function classify(whole: Buffer, unfinished: boolean, capped: boolean): Promise<PeekResult> {
+  const bytes = whole.length;
+  if (bytes === 0) return { protocol: 'other', bytes };
+  if (looksLikeTls(whole)) {
+    if (unfinished) return { protocol: 'other', bytes, incomplete: 'tls' };
+    const length = firstTlsRecordLength(whole);
+    const record = length !== undefined ? whole.subarray(0, length) : whole;
+    const sni = await serverNameOf(record);
+    return { protocol: 'tls', bytes, ...(sni && { sni }), ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }) };
+  }
+  const head = withoutLeadingNewlines(whole);
+  // Empty lines only (however many): the request, if one comes, has not started.
+  if (head.length === 0) return { protocol: 'other', bytes, incomplete: 'text' };
+  const start = httpRequestStart(head);
+  // A request line still going when the wait or the byte cap ended is handed to the HTTP parser too.
+  if (start === 'yes' || (start === 'line' && (unfinished || capped))) {
+    const request = parseHttpHead(head);
+    return { protocol: 'http', bytes, ...(request && { request }) };
+  }
+  return { protocol: 'other', bytes };
+}

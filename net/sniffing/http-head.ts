@@ -1,0 +1,60 @@
+import { parseAuthority } from '../../policy/host-port.js';
+
+const REQUEST_LINE = /^([A-Z]{3,10}) (\S+) HTTP\/1\.[01]\r?\n/;
+
+/**
+ * Whether the first bytes are an HTTP request: 'yes' when the first line names an `HTTP/` version, whatever
+ * its method looks like (odd methods, odd versions and the HTTP/2 preface included: an HTTP parser answers
+ * 400 to what it cannot read, nothing is relayed unread); 'line' while a first line of printable text has not
+ * ended; 'no' otherwise. A first line without `HTTP/` is another protocol's command (SMTP's `EHLO x`,
+ * memcached's `get k`), and binary first bytes (ssh key exchange, git's pkt-lines with NULs) are not text.
+ */
+export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
+  const lineEnd = head.indexOf(0x0a);
+  const line = head.subarray(0, lineEnd === -1 ? head.length : lineEnd);
+  if (lineEnd !== -1) return /HTTP\//i.test(line.toString('latin1')) ? 'yes' : 'no';
+  for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return 'no';
+  return 'line';
+}
+
+export function headersComplete(head: Buffer): boolean {
+  return head.includes('\r\n\r\n') || head.includes('\n\n');
+}
+
+export interface PeekedHttpRequest {
+  method: string;
+  path: string;
+  /** Host header (or absolute-URI host) without the port; undefined when there is none. */
+  host?: string;
+}
+
+/**
+ * Method, path and host of one request: the host of an absolute-URI target, else of the Host header (without
+ * the port); the path without its query, bounded for logs.
+ */
+export function describeRequest(method: string, target: string, hostHeader: string | undefined): PeekedHttpRequest {
+  let path = target;
+  let host: string | undefined;
+  if (/^https?:\/\//i.test(target)) {
+    try {
+      const url = new URL(target);
+      host = url.hostname.replace(/^\[|\]$/g, '');
+      path = url.pathname;
+    } catch {
+      // keep the raw target
+    }
+  }
+  if (hostHeader !== undefined) host ??= parseAuthority(hostHeader.trim(), 80)?.host;
+  return { method, path: path.split('?')[0]!.slice(0, 512), ...(host && { host }) };
+}
+
+/** Method, path and Host of a buffered HTTP/1 request head; null when it is not one. */
+export function parseHttpHead(head: Buffer): PeekedHttpRequest | null {
+  const text = head.toString('latin1');
+  const line = REQUEST_LINE.exec(text);
+  if (!line) return null;
+  const end = text.search(/\r?\n\r?\n/);
+  const lines = text.slice(line[0].length, end === -1 ? undefined : end).split(/\r?\n/);
+  const hostHeader = lines.map((header) => /^host:[ \t]*(.*?)[ \t]*$/i.exec(header)).find((m) => m !== null)?.[1];
+  return describeRequest(line[1]!, line[2]!, hostHeader);
+}

@@ -1,0 +1,50 @@
+import type { Socket } from 'node:net';
+import { canonicalHost, decide } from '../../policy/index.js';
+import { formatHostPort } from '../../policy/host-port.js';
+import { emitDecision, type AuthorizeContext } from '../../decision/authorize.js';
+import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
+
+export interface ConnectTunnel {
+  client: string;
+  /** The CONNECT authority as decided (canonical host) and the address the tunnel goes to. */
+  host: string;
+  port: number;
+  address: string;
+}
+
+/**
+ * The client's first bytes in an authorized CONNECT tunnel, held back until this settles. A ClientHello
+ * whose SNI names another host than the CONNECT authority must be allowed on its own (SNI-based fronting
+ * through an allowed CONNECT host, a forged SNI); if it is not, the decision is `sni-mismatch`: one event,
+ * and false in block mode; so is a ClientHello split across records (its SNI unreadable). Anything else (no
+ * SNI, not TLS, silence until the idle timeout) is relayed: the tunnel goes to the checked address of the
+ * CONNECT host whatever the client says in it.
+ */
+export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<boolean> {
+  const peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
+  if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
+  if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
+  if (peek.protocol !== 'tls' || peek.sni === undefined) return true;
+  const canonical = canonicalHost(peek.sni);
+  const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;
+  if (name === tunnel.host) return true;
+  const byName = decide(ctx.policy(), { host: peek.sni, port: tunnel.port });
+  if (byName.permitted) return true;
+  return refuse(ctx, tunnel, { sni: peek.sni, name }, `TLS SNI ${formatHostPort(name, tunnel.port)} is not allowed (${byName.message})`);
+}
+
+/** One sni-mismatch event; false (reset the tunnel) in block mode. */
+function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): boolean {
+  const policy = ctx.policy();
+  const host = claimed?.name ?? tunnel.host;
+  emitDecision(ctx.events, policy, { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) }, {
+    outcome: policy.mode === 'block' ? 'blocked' : 'would-block',
+    permitted: false,
+    reason: 'sni-mismatch',
+    rule: null,
+    host,
+    ip: tunnel.address,
+    message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
+  });
+  return policy.mode !== 'block';
+}

@@ -1,0 +1,148 @@
+import http from 'node:http';
+import net from 'node:net';
+import type { EventLog } from '../../events/event-log.js';
+import { authorize, type AuthorizeContext, type Authorization } from '../../decision/authorize.js';
+import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
+import { checkConnectSni } from './connect-sni-check.js';
+import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
+import { createHttpForwarder, unforwardableBody } from '../relay/http-forwarder.js';
+import { sendProxyError, writeRawError } from '../relay/error-response.js';
+import type { TunnelHandler } from '../relay/tunnel.js';
+import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
+
+export interface HttpProxyServerOptions extends AuthorizeContext {
+  events: EventLog;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxTunnels: number;
+  /** What to do with an authorized CONNECT tunnel: splice (default) or terminate and inspect. */
+  tunnel: TunnelHandler;
+  counters: TrafficCounters;
+}
+
+function clientOf(socket: net.Socket): string {
+  return formatHostPort(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
+}
+
+/**
+ * The explicit proxy listener: absolute-URI HTTP requests (forwarded with http-proxy) and CONNECT tunnels.
+ * Every request goes through authorize(); every decision emits one event, every forward one close event.
+ */
+export function createHttpProxyServer(options: HttpProxyServerOptions): http.Server {
+  const { events, counters } = options;
+  const forwarder = createHttpForwarder(options);
+
+  const server = http.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 });
+  server.keepAliveTimeout = 30_000;
+
+  const atCapacity = () => counters.open >= options.maxTunnels;
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const client = clientOf(req.socket);
+    let target: URL;
+    try {
+      target = new URL(req.url ?? '');
+    } catch {
+      sendProxyError(res, 400, `egress-guard is a forward proxy: "${req.url}" is not an absolute URI (set HTTP_PROXY, or use CONNECT)`);
+      events.log.warn({ client, url: req.url?.slice(0, 200) }, 'request without an absolute URI');
+      return;
+    }
+    if (target.protocol !== 'http:') {
+      sendProxyError(res, 400, `egress-guard forwards http:// URIs; use CONNECT for ${target.protocol}`);
+      return;
+    }
+    if (atCapacity()) {
+      sendProxyError(res, 503, `egress-guard is at its limit of ${options.maxTunnels} open connections`);
+      return;
+    }
+    const refusal = unforwardableBody(req);
+    if (refusal) {
+      sendProxyError(res, 400, refusal);
+      return;
+    }
+    const port = target.port ? Number(target.port) : 80;
+    const host = target.hostname;
+    counters.open++;
+    const started = Date.now();
+    let released = false;
+    const release = () => {
+      if (!released) {
+        released = true;
+        counters.open--;
+      }
+    };
+    res.once('close', release);
+    void authorize(options, { kind: 'http', client, host, port, method: req.method ?? 'GET', path: target.pathname })
+      .then((auth: Authorization) => {
+        if (auth.action === 'reject') return sendProxyError(res, 403, auth.decision.message, auth.event.id);
+        if (auth.action === 'fail') {
+          sendProxyError(res, auth.status, auth.message, auth.event.id);
+          events.close({ id: auth.event.id, kind: 'http', client, host: auth.decision.host, port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, status: auth.status, error: auth.error });
+          return;
+        }
+        // The Host sent upstream is the authority that was decided on (RFC 9112 3.2.2), never the client's own
+        // Host header: `GET http://allowed.test/` with `Host: attacker.test` must not reach a virtual host it names.
+        forwarder.forward({ req, res, auth, authority: target.host, started, client, kind: 'http' });
+      })
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client }, 'request handling failed');
+        sendProxyError(res, 502, 'egress-guard could not handle this request');
+      });
+  });
+
+  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const client = clientOf(socket);
+    socket.on('error', () => socket.destroy());
+    const authority = parseAuthority(req.url ?? '');
+    if (!authority) {
+      writeRawError(socket, 400, `CONNECT needs host:port, got "${req.url}"`);
+      events.log.warn({ client, url: req.url?.slice(0, 200) }, 'malformed CONNECT');
+      return;
+    }
+    if (atCapacity()) {
+      writeRawError(socket, 503, `egress-guard is at its limit of ${options.maxTunnels} open tunnels`);
+      return;
+    }
+    trackConnection(counters, socket);
+    const started = Date.now();
+    void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port })
+      .then(async (auth) => {
+        if (auth.action === 'reject') return writeRawError(socket, 403, auth.decision.message, auth.event.id);
+        if (auth.action === 'fail') {
+          writeRawError(socket, auth.status, auth.message, auth.event.id);
+          events.close({ id: auth.event.id, kind: 'connect', client, host: auth.decision.host, port: authority.port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, status: auth.status, error: auth.error });
+          return;
+        }
+        let upstream: net.Socket;
+        try {
+          upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+        } catch (err) {
+          const failure = err instanceof UpstreamConnectError ? err : new UpstreamConnectError(String(err), 502, 'upstream-error');
+          writeRawError(socket, failure.status, failure.message, auth.event.id);
+          events.close({ id: auth.event.id, kind: 'connect', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, status: failure.status, error: failure.code });
+          return;
+        }
+        if (socket.destroyed) {
+          upstream.destroy();
+          return;
+        }
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        // Bytes sent along with the CONNECT are the tunnel's first: checked with the rest, not relayed ahead.
+        if (head.length > 0) socket.unshift(head);
+        const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
+        options.tunnel({ client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started, kind: 'connect', clientAddress: client, clientGate });
+      })
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client }, 'CONNECT handling failed');
+        writeRawError(socket, 502, 'egress-guard could not handle this tunnel');
+      });
+  });
+
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    events.log.warn({ client: clientOf(socket), err: err.code ?? err.message }, 'malformed HTTP request');
+    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
+  });
+
+  return server;
+}

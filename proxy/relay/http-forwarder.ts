@@ -1,0 +1,101 @@
+import http from 'node:http';
+import net from 'node:net';
+import httpProxy from 'http-proxy';
+import type { EventLog } from '../../events/event-log.js';
+import type { RequestKind } from '../../events/schema.js';
+import type { Authorization } from '../../decision/authorize.js';
+import { formatHostPort } from '../../policy/host-port.js';
+import { stripHopByHop } from './hop-by-hop.js';
+import { sendProxyError } from './error-response.js';
+
+/** An agent that connects to exactly the address it is given, with a connect timeout. */
+class CheckedAddressAgent extends http.Agent {
+  constructor(private readonly connectTimeoutMs: number, idleTimeoutMs: number) {
+    super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
+  }
+
+  override createConnection(options: net.NetConnectOpts): net.Socket {
+    const socket = net.createConnection({ ...options, noDelay: true } as net.NetConnectOpts);
+    const timer = setTimeout(() => {
+      socket.destroy(Object.assign(new Error(`connect timed out after ${this.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
+    }, this.connectTimeoutMs);
+    socket.once('connect', () => clearTimeout(timer));
+    socket.once('close', () => clearTimeout(timer));
+    return socket;
+  }
+}
+
+export interface ForwardRequest {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  auth: Extract<Authorization, { action: 'forward' }>;
+  /** The Host header to send upstream; absent: the client's own (already decided on) is kept. */
+  authority?: string;
+  started: number;
+  client: string;
+  kind: RequestKind;
+}
+
+export interface HttpForwarder {
+  /** Relay one authorized request to the checked address; one close event when the response ends. */
+  forward(request: ForwardRequest): void;
+}
+
+/**
+ * Why a request cannot be forwarded as it is, or undefined. http-proxy sends DELETE/OPTIONS without
+ * Content-Length as `content-length: 0` and drops Transfer-Encoding, yet still streams the body:
+ * upstream would read it as a second request.
+ */
+export function unforwardableBody(req: http.IncomingMessage): string | undefined {
+  if ((req.method === 'DELETE' || req.method === 'OPTIONS') && req.headers['transfer-encoding'] !== undefined) {
+    return `egress-guard does not forward a chunked ${req.method} body; send it with Content-Length`;
+  }
+  return undefined;
+}
+
+/** Plain-HTTP forwarding (http-proxy over a keep-alive agent), shared by the explicit and transparent listeners. */
+export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number }): HttpForwarder {
+  const { events } = options;
+  const agent = new CheckedAddressAgent(options.connectTimeoutMs, options.idleTimeoutMs);
+  const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false, proxyTimeout: options.idleTimeoutMs });
+  // Errors are handled per request through the callback of web(); this keeps a stray one from crashing us.
+  proxy.on('error', (err) => events.log.debug({ err: err.message }, 'forwarder error'));
+  const onResponse = new WeakMap<http.IncomingMessage, (proxyRes: http.IncomingMessage) => void>();
+  proxy.on('proxyRes', (proxyRes, req) => onResponse.get(req)?.(proxyRes));
+  const timedOut = new WeakSet<http.IncomingMessage>();
+  proxy.on('proxyReq', (proxyReq, req) => proxyReq.once('timeout', () => timedOut.add(req)));
+
+  return {
+    forward({ req, res, auth, authority, started, client, kind }) {
+      let bytesOut = 0;
+      let bytesIn = 0;
+      let status: number | undefined;
+      let error: string | undefined;
+      req.on('data', (chunk: Buffer) => { bytesOut += chunk.length; });
+      stripHopByHop(req.headers);
+      onResponse.set(req, (proxyRes) => {
+        status = proxyRes.statusCode;
+        stripHopByHop(proxyRes.headers);
+        // Our connection with the client, as the client asked for it. Left empty, http-proxy fills in
+        // `keep-alive` (the client's own Connection header is gone by now), and node then keeps a connection
+        // open that the client asked to close.
+        proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+        proxyRes.on('data', (chunk: Buffer) => { bytesIn += chunk.length; });
+      });
+      res.once('close', () => {
+        if (!res.writableFinished) error ??= 'client-aborted';
+        events.close({
+          id: auth.event.id, kind, client, host: auth.decision.host, port: auth.port, ip: auth.address,
+          bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Date.now() - started, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }),
+        });
+      });
+      const target = `http://${formatHostPort(auth.address, auth.port)}`;
+      proxy.web(req, res, { target, ...(authority !== undefined && { headers: { host: authority } }) }, (err: NodeJS.ErrnoException) => {
+        const timeout = err.code === 'ETIMEDOUT' || timedOut.has(req);
+        error = timeout ? 'upstream-timeout' : err.code === 'ECONNREFUSED' ? 'upstream-refused' : `upstream-${(err.code ?? 'error').toLowerCase()}`;
+        status = timeout ? 504 : 502;
+        sendProxyError(res, status, `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`, auth.event.id);
+      });
+    },
+  };
+}

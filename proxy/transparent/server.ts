@@ -1,0 +1,170 @@
+import net, { type AddressInfo } from 'node:net';
+import type { EventLog } from '../../events/event-log.js';
+import type { Policy } from '../../policy/index.js';
+import type { AddressBook } from '../../decision/address-book.js';
+import { formatHostPort } from '../../policy/host-port.js';
+import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
+import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
+import { listen } from '../../net/listen.js';
+import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
+import type { Resolver } from '../../decision/resolver.js';
+import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
+import { createTransparentHttp } from './http.js';
+import { authorizeTransparent } from '../../decision/attribution.js';
+import type { ClientGateOutcome } from '../../net/splice.js';
+import type { TunnelHandler } from '../relay/tunnel.js';
+
+/** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
+const UNFINISHED_HEAD_TIMEOUT_MS = 10_000;
+
+export interface TransparentListenerOptions {
+  listen: { host: string; port: number }[];
+  policy: () => Policy;
+  resolver: Resolver;
+  events: EventLog;
+  addressBook: AddressBook;
+  counters: TrafficCounters;
+  tunnel: TunnelHandler;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxTunnels: number;
+  /** How long to wait for a ClientHello or HTTP request head before deciding without it (default 1000 ms). */
+  peekTimeoutMs?: number;
+}
+
+export interface TransparentListeners {
+  addresses: AddressInfo[];
+  /** Stop accepting; resolves once every transparent connection has ended (destroy counters.tunnels to hurry). */
+  close(): Promise<void>;
+}
+
+/** Hard close (RST) so a refused client fails at once instead of waiting for a timeout. */
+function refuse(socket: net.Socket): void {
+  if (!socket.destroyed) socket.resetAndDestroy();
+}
+
+function isOwnListener(destination: OriginalDestination, socket: net.Socket, listeners: AddressInfo[]): boolean {
+  const local = { address: unmapAddress(socket.localAddress ?? ''), port: socket.localPort };
+  if (destination.address === local.address && destination.port === local.port) return true;
+  return listeners.some((l) => l.port === destination.port && unmapAddress(l.address) === destination.address);
+}
+
+/**
+ * Listeners for connections that iptables REDIRECTed here (egress-guard rules apply). Each connection is
+ * decided on its original destination and the name its first bytes claim (see transparent-authorize.ts),
+ * then spliced to exactly that destination. Same events, policy and audit/block semantics as the explicit proxy.
+ */
+export async function startTransparentListeners(options: TransparentListenerOptions): Promise<TransparentListeners> {
+  assertOriginalDestinationAvailable();
+  const { events, counters } = options;
+  const addresses: AddressInfo[] = [];
+  const servers: net.Server[] = [];
+
+  const plainHttp = createTransparentHttp(options);
+
+  /**
+   * A client that has started a ClientHello, or sent empty lines only, gets longer to finish: deciding it by
+   * DNS attribution now would relay the SNI/Host it sends next unchecked. Still unfinished: a raw-address decision.
+   */
+  const finishUnfinished = (socket: net.Socket, peek: PeekResult): Promise<PeekResult> | PeekResult =>
+    peek.protocol === 'other' && peek.incomplete ? peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS }) : peek;
+
+  /**
+   * The first bytes of a client that was silent through the peek (decided by DNS attribution, its tunnel
+   * already open so that a server that speaks first is heard). A ClientHello is decided on its SNI; an HTTP
+   * request hands the connection to the per-request HTTP server; anything else is relayed.
+   */
+  const checkLateFirstBytes = async (socket: net.Socket, request: { client: string; destination: OriginalDestination }): Promise<ClientGateOutcome> => {
+    // The gate opens only on bytes seen: a client kept from idling by a chatty server may stay silent for
+    // longer than one wait, and still be checked when it speaks (or it ends or is closed, with nothing to relay).
+    let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+    while (late.protocol === 'other' && late.bytes === 0 && !socket.destroyed && !socket.readableEnded) {
+      late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+    }
+    late = await finishUnfinished(socket, late);
+    if (late.protocol === 'http') return (client) => plainHttp.adopt(client, request);
+    if (late.protocol === 'other' && !late.incomplete) return true;
+    const again = await authorizeTransparent(options, { ...request, peek: late });
+    return again.action === 'forward';
+  };
+
+  const handle = async (socket: net.Socket) => {
+    const client = formatHostPort(unmapAddress(socket.remoteAddress ?? '?'), socket.remotePort ?? 0);
+    socket.on('error', () => socket.destroy());
+    let destination: OriginalDestination;
+    try {
+      destination = originalDestination(socket);
+    } catch (err) {
+      events.log.warn({ client, err: (err as Error).message }, 'transparent: no original destination (connection not redirected); refusing');
+      return refuse(socket);
+    }
+    if (isOwnListener(destination, socket, addresses)) {
+      events.log.warn({ client, destination: formatHostPort(destination.address, destination.port) }, 'transparent: connection addressed to the listener itself; refusing');
+      return refuse(socket);
+    }
+    if (counters.open >= options.maxTunnels) {
+      events.log.warn({ client, open: counters.open }, `transparent: at the limit of ${options.maxTunnels} open connections; refusing`);
+      return refuse(socket);
+    }
+    trackConnection(counters, socket);
+    const started = Date.now();
+    const peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 }));
+    if (peek.protocol === 'http') return plainHttp.adopt(socket, { client, destination });
+    const auth = await authorizeTransparent(options, { client, destination, peek });
+    if (auth.action === 'reject') return refuse(socket);
+    if (auth.action === 'fail') {
+      // Not expected: the destination is given, so nothing is looked up.
+      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: destination.port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: auth.error });
+      return refuse(socket);
+    }
+    let upstream: net.Socket;
+    try {
+      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+    } catch (err) {
+      const failure = err instanceof UpstreamConnectError ? err : new UpstreamConnectError(String(err), 502, 'upstream-error');
+      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: failure.code });
+      return refuse(socket);
+    }
+    if (socket.destroyed) {
+      upstream.destroy();
+      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: 'client-aborted' });
+      return;
+    }
+    const sni = peek.protocol === 'tls' ? peek.sni : undefined;
+    // A client silent through the peek was decided without its first bytes (by DNS attribution); if those
+    // turn out to be a ClientHello or an HTTP request, the names in them are decided before they are relayed.
+    const silent = peek.protocol === 'other' && peek.bytes === 0;
+    const clientGate = silent ? checkLateFirstBytes(socket, { client, destination }) : undefined;
+    options.tunnel({
+      client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started,
+      kind: 'transparent', clientAddress: client, ...(sni !== undefined && { sni }), ...(clientGate && { clientGate }),
+    });
+  };
+
+  try {
+    for (const address of options.listen) {
+      const server = net.createServer({ noDelay: true });
+      server.on('connection', (socket) => {
+        handle(socket).catch((err: Error) => {
+          events.log.error({ err: err.message }, 'transparent connection handling failed');
+          refuse(socket);
+        });
+      });
+      servers.push(server);
+      const bound = await listen(server, address, 'transparent-listen');
+      addresses.push(bound);
+    }
+  } catch (err) {
+    for (const server of servers) server.close();
+    throw err;
+  }
+
+  return {
+    addresses,
+    close: () => {
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      plainHttp.closeIdle();
+      return closed.then(() => undefined);
+    },
+  };
+}

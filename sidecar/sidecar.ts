@@ -1,0 +1,142 @@
+import type { AddressInfo } from 'node:net';
+import { startEventStream, type EventStream } from '../events/delivery/stream-client.js';
+import { MetricsRegistry, registerEventStreamMetrics, startAdminServer, type AdminServer } from './metrics-registry.js';
+import { describeConfig, type Config } from '../config/load-config.js';
+import { EventLog } from '../events/event-log.js';
+import { ciContextFrom } from '../events/schema.js';
+import type { Policy } from '../policy/index.js';
+import { AddressBook } from '../decision/address-book.js';
+import { readResolvConfUpstreams, startDnsServer, type DnsServer } from '../dns/server.js';
+import { createHttpProxyServer } from '../proxy/explicit/server.js';
+import { listen } from '../net/listen.js';
+import { registerSidecarMetrics } from './metrics.js';
+import { Resolver } from '../decision/resolver.js';
+import { createTrafficCounters } from '../proxy/relay/traffic-counters.js';
+import { startTransparentListeners, type TransparentListeners } from '../proxy/transparent/server.js';
+import { spliceTunnel } from '../proxy/relay/tunnel.js';
+
+export interface Sidecar {
+  events: EventLog;
+  proxyAddress: AddressInfo;
+  policy: () => Policy;
+  /** Re-read the configuration and swap the policy; open tunnels are kept. */
+  reload(): boolean;
+  /** Stop accepting, let tunnels drain up to drain-timeout, then close everything. */
+  close(): Promise<void>;
+}
+
+export interface SidecarOptions {
+  loadConfig: () => Config;
+  env: NodeJS.ProcessEnv;
+  events?: EventLog;
+}
+
+function formatPolicy(policy: Policy) {
+  return { mode: policy.mode, dns: policy.dns, endpoints: policy.endpoints.length, allowed_ips: policy.allowedIps.length, trusted_ranges: policy.trustedRanges.length };
+}
+
+/** Start every listener of `egress-guard run` on one policy. */
+export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
+  const config = options.loadConfig();
+  const events = options.events ?? new EventLog({ eventsFile: config.eventsFile, level: config.logLevel, ci: ciContextFrom(options.env) });
+  let policy = config.policy;
+  const currentPolicy = () => policy;
+  for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
+  events.log.info({ config: describeConfig(config) }, 'effective configuration');
+
+  // Started first, so the stream sees every decision, including those of the first connections.
+  const stream: EventStream | undefined = config.collectorUrl
+    ? startEventStream({ url: config.collectorUrl, token: config.collectorToken, spoolDir: config.spoolDir, events })
+    : undefined;
+  const addressBook = new AddressBook();
+  const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs, servers: config.dnsUpstream });
+  const counters = createTrafficCounters();
+  const proxyServer = createHttpProxyServer({
+    policy: currentPolicy, resolver, events, counters, tunnel: spliceTunnel,
+    connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
+  });
+  let dns: DnsServer | undefined;
+  let transparent: TransparentListeners | undefined;
+  let admin: AdminServer | undefined;
+  let closing: Promise<void> | undefined;
+  let proxyAddress: AddressInfo;
+
+  try {
+    proxyAddress = await listen(proxyServer, config.listen, 'listen');
+    events.log.info({ listener: 'proxy', address: proxyAddress.address, port: proxyAddress.port, policy: formatPolicy(policy) }, 'listening');
+
+    if (config.dnsListen) {
+      const upstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
+      try {
+        dns = await startDnsServer({ listen: config.dnsListen, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames });
+        events.log.info({ listener: 'dns', address: dns.udpAddress.address, port: dns.udpAddress.port, upstreams }, 'listening');
+      } catch (err) {
+        // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
+        if (policy.mode === 'block') {
+          throw new Error(`dns-listen: cannot serve DNS on ${config.dnsListen.host}:${config.dnsListen.port}: ${(err as Error).message}; block mode does not start without its resolver (set dns-listen to a free address, or off)`);
+        }
+        events.log.error({ err: (err as Error).message }, 'DNS listener not started (audit mode goes on without it)');
+      }
+    }
+
+    if (config.transparentListen.length > 0) {
+      transparent = await startTransparentListeners({
+        listen: config.transparentListen, policy: currentPolicy, resolver, events, addressBook, counters, tunnel: spliceTunnel,
+        connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
+      });
+      for (const a of transparent.addresses) events.log.info({ listener: 'transparent', address: a.address, port: a.port }, 'listening');
+    }
+
+    if (config.adminListen) {
+      const metrics = new MetricsRegistry();
+      registerSidecarMetrics(metrics, { events, counters, dns: () => dns });
+      if (stream) registerEventStreamMetrics(metrics, stream.stats);
+      admin = await startAdminServer({ listen: config.adminListen, metrics, health: () => closing === undefined });
+      events.log.info({ listener: 'admin', address: config.adminListen.host, port: admin.port }, 'listening');
+    }
+  } catch (err) {
+    proxyServer.close();
+    await Promise.all([dns?.close(), transparent?.close(), admin?.close(), stream?.stop()]);
+    throw err;
+  }
+
+  return {
+    events,
+    proxyAddress,
+    policy: currentPolicy,
+    reload() {
+      try {
+        const next = options.loadConfig();
+        policy = next.policy;
+        for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
+        events.log.info({ policy: formatPolicy(policy) }, 'policy reloaded');
+        return true;
+      } catch (err) {
+        events.log.error({ err: (err as Error).message }, 'policy reload failed; keeping the previous policy');
+        return false;
+      }
+    },
+    close() {
+      closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => proxyServer.close(() => resolve()));
+        const transparentClosed = transparent?.close();
+        // Logged once the listeners are closed: whoever reads this line and connects is refused.
+        events.log.info({ open: counters.open }, 'shutting down: no new connections, draining');
+        proxyServer.closeIdleConnections();
+        const deadline = Date.now() + config.drainTimeoutMs;
+        while (counters.open > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        if (counters.open > 0) events.log.warn({ open: counters.open }, 'drain timeout: closing open connections');
+        for (const socket of counters.tunnels) socket.destroy();
+        proxyServer.closeAllConnections();
+        await closed;
+        await transparentClosed;
+        await dns?.close();
+        await admin?.close();
+        await stream?.stop();
+        // Pending asynchronous stdout writes keep the event loop alive: the process exits after they land.
+        events.log.info('stopped');
+      })();
+      return closing;
+    },
+  };
+}

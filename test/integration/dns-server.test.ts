@@ -1,0 +1,341 @@
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { Resolver } from 'node:dns/promises';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parseResolvConf, readResolvConfUpstreams } from '../../dns/server.js';
+import { parseUpstream } from '../../dns/upstream.js';
+import { parseMessage, readName, readQuery, WireError } from '../../dns/wire.js';
+import { dig, makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
+
+function resolverFor(port: number): Resolver {
+  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  resolver.setServers([`127.0.0.1:${port}`]);
+  return resolver;
+}
+
+const lastDecision = (fx: DnsFixture) => fx.decisions[fx.decisions.length - 1]!;
+
+describe('block mode', () => {
+  let fx: DnsFixture;
+  before(async () => {
+    fx = await startDnsFixture({ mode: 'block', localNames: new Map([['db', ['198.51.100.5', '2001:db8::5']]]) });
+  });
+  after(async () => fx?.close());
+
+  test('allowed names resolve over UDP and TCP with dig, and the answer is recorded for the proxy', async () => {
+    const udp = await dig(fx.port, 'allowed.test', 'A', '+notcp');
+    assert.equal(udp.status, 'NOERROR');
+    assert.deepEqual(udp.answers.map((a) => a[3]), ['198.51.100.10']);
+    const tcp = await dig(fx.port, 'allowed.test', 'AAAA', '+tcp');
+    assert.equal(tcp.status, 'NOERROR');
+    assert.deepEqual(tcp.answers.map((a) => a[3]), ['2001:db8::10']);
+    assert.deepEqual(fx.book.addressesOf('allowed.test')?.sort(), ['198.51.100.10', '2001:db8::10']);
+    assert.deepEqual(fx.book.namesOf('198.51.100.10'), ['allowed.test']);
+    const event = lastDecision(fx);
+    assert.equal(event.kind, 'dns');
+    assert.equal(event.host, 'allowed.test');
+    assert.equal(event.port, 53);
+    assert.equal(event.qtype, 'AAAA');
+    assert.equal(event.decision, 'allowed');
+    assert.equal(event.rule, 'allowed.test');
+    assert.match(event.client, /^127\.0\.0\.1:\d+$/);
+  });
+
+  test("node's resolver gets A, TXT and MX for allowed names", async () => {
+    const resolver = resolverFor(fx.port);
+    assert.deepEqual(await resolver.resolve4('allowed.test'), ['198.51.100.10']);
+    assert.deepEqual(await resolver.resolveTxt('allowed.test'), [['hello', 'world']]);
+    assert.deepEqual(await resolver.resolveMx('allowed.test'), [{ exchange: 'mail.allowed.test', priority: 10 }]);
+  });
+
+  test('a blocked name gets NXDOMAIN and never reaches the authoritative server, for any type', async () => {
+    const before = fx.decisions.length;
+    for (const type of ['A', 'AAAA', 'TXT', 'MX', 'HTTPS', 'SRV']) {
+      const r = await dig(fx.port, 'secret.attacker.test', type, '+notcp');
+      assert.equal(r.status, 'NXDOMAIN', type);
+      assert.equal(r.answers.length, 0);
+    }
+    const tcp = await dig(fx.port, 'c2VjcmV0.attacker.test', 'TXT', '+tcp');
+    assert.equal(tcp.status, 'NXDOMAIN');
+    await assert.rejects(resolverFor(fx.port).resolve4('more.attacker.test'), { code: 'ENOTFOUND' });
+    assert.ok(!fx.zone.askedNames().some((n) => n.endsWith('attacker.test')), `the zone saw ${fx.zone.askedNames().join(', ')}`);
+    const events = fx.decisions.slice(before);
+    assert.equal(events.length, 8);
+    assert.ok(events.every((e) => e.kind === 'dns' && e.decision === 'blocked' && e.reason === 'not-allowed-endpoint' && e.rule === null && e.port === 53));
+    assert.deepEqual(events.slice(0, 6).map((e) => e.qtype), ['A', 'AAAA', 'TXT', 'MX', 'HTTPS', 'SRV']);
+    assert.equal(events[0]!.message, 'secret.attacker.test is not in allowed-endpoints');
+  });
+
+  test('a CNAME target of an allowed name is resolved, but does not widen the allowlist', async () => {
+    const r = await dig(fx.port, 'cname.allowed.test', 'A', '+notcp');
+    assert.equal(r.status, 'NOERROR');
+    assert.deepEqual(r.answers.map((a) => [a[2], a[3]]), [['CNAME', 'target.other.test.'], ['A', '198.51.100.30']]);
+    assert.deepEqual(fx.book.addressesOf('cname.allowed.test'), ['198.51.100.30']);
+    assert.deepEqual(fx.book.namesOf('198.51.100.30'), ['cname.allowed.test']);
+    const direct = await dig(fx.port, 'target.other.test', 'A', '+notcp');
+    assert.equal(direct.status, 'NXDOMAIN');
+    assert.equal(lastDecision(fx).decision, 'blocked');
+    assert.ok(!fx.zone.askedNames().includes('target.other.test'));
+  });
+
+  test('localhost and configured local names are answered without asking upstream', async () => {
+    const asked = fx.zone.questions.length;
+    assert.deepEqual((await dig(fx.port, 'localhost', 'A')).answers.map((a) => a[3]), ['127.0.0.1']);
+    assert.deepEqual((await dig(fx.port, 'localhost', 'AAAA')).answers.map((a) => a[3]), ['::1']);
+    assert.deepEqual((await dig(fx.port, 'DB', 'A', '+tcp')).answers.map((a) => a[3]), ['198.51.100.5']);
+    assert.deepEqual((await dig(fx.port, 'db', 'AAAA')).answers.map((a) => a[3]), ['2001:db8::5']);
+    const nodata = await dig(fx.port, 'db', 'TXT');
+    assert.equal(nodata.status, 'NOERROR');
+    assert.equal(nodata.answers.length, 0);
+    assert.equal(fx.zone.questions.length, asked);
+    assert.equal(lastDecision(fx).rule, 'local-names');
+  });
+
+  test('names under a private-looking suffix follow the policy like any other', async () => {
+    const r = await dig(fx.port, 'metadata.internal', 'A');
+    assert.equal(r.status, 'NXDOMAIN');
+    assert.ok(!fx.zone.askedNames().includes('metadata.internal'));
+  });
+
+  test('an answer too big for UDP comes back truncated and dig retries over TCP', async () => {
+    const r = await dig(fx.port, 'big.allowed.test', 'TXT', '+notcp', '+noedns');
+    assert.match(r.stdout, /Truncated, retrying in TCP mode/);
+    assert.equal(r.status, 'NOERROR');
+    assert.equal(r.answers.length, 12);
+    const txt = await resolverFor(fx.port).resolveTxt('big.allowed.test');
+    assert.equal(txt.length, 12);
+  });
+
+  test('a reloaded policy applies to the next query', async () => {
+    assert.equal((await dig(fx.port, 'later.attacker.test', 'A')).status, 'NXDOMAIN');
+    fx.setPolicy(makePolicy({ mode: 'block', endpoints: 'allowed.test *.attacker.test' }));
+    try {
+      const r = await dig(fx.port, 'later.attacker.test', 'A');
+      assert.equal(r.status, 'NOERROR');
+      assert.deepEqual(r.answers.map((a) => a[3]), ['203.0.113.67']);
+    } finally {
+      fx.setPolicy(makePolicy({ mode: 'block' }));
+    }
+  });
+});
+
+describe('audit mode and dns: any', () => {
+  test('audit mode forwards a not-allowed name and reports would-block', async (t) => {
+    const fx = await startDnsFixture({ mode: 'audit' });
+    t.after(() => fx.close());
+    const r = await dig(fx.port, 'secret.attacker.test', 'TXT', '+notcp');
+    assert.equal(r.status, 'NOERROR');
+    assert.deepEqual(r.answers.map((a) => a[3]), ['"exfil-ack"']);
+    assert.ok(fx.zone.askedNames().includes('secret.attacker.test'));
+    const event = lastDecision(fx);
+    assert.equal(event.decision, 'would-block');
+    assert.equal(event.mode, 'audit');
+    assert.equal(event.qtype, 'TXT');
+  });
+
+  test('dns: any resolves every name, in block mode too', async (t) => {
+    const fx = await startDnsFixture({ mode: 'block', dns: 'any' });
+    t.after(() => fx.close());
+    assert.deepEqual(await resolverFor(fx.port).resolve4('secret.attacker.test'), ['203.0.113.66']);
+    assert.equal(lastDecision(fx).reason, 'dns-any');
+    assert.equal(lastDecision(fx).decision, 'allowed');
+  });
+});
+
+describe('cache', () => {
+  test('a cached answer does not reach upstream again, counts its TTL down, and expires with it', async (t) => {
+    const fx = await startDnsFixture({ cache: { minTtlSeconds: 1 } });
+    t.after(() => fx.close());
+    const count = (name: string) => fx.zone.askedNames().filter((n) => n === name).length;
+    const first = await dig(fx.port, 'allowed.test', 'A');
+    await new Promise((r) => setTimeout(r, 1100));
+    const second = await dig(fx.port, 'ALLOWED.test', 'A', '+tcp');
+    assert.equal(count('allowed.test'), 1);
+    assert.equal(first.answers[0]![1], 60);
+    assert.ok(second.answers[0]![1] <= 59, `TTL ${second.answers[0]![1]} was not counted down`);
+    assert.equal(second.answers[0]![0], 'ALLOWED.test.');
+    // Every query still gets its decision event, cached or not.
+    assert.equal(fx.decisions.filter((e) => e.host === 'allowed.test').length, 2);
+
+    await dig(fx.port, 'short.allowed.test', 'A');
+    await dig(fx.port, 'short.allowed.test', 'A');
+    assert.equal(count('short.allowed.test'), 1);
+    await new Promise((r) => setTimeout(r, 2300));
+    const again = await dig(fx.port, 'short.allowed.test', 'A');
+    assert.equal(again.status, 'NOERROR');
+    assert.equal(count('short.allowed.test'), 2, 'a TTL-2 answer was served after it expired');
+  });
+
+  test('NXDOMAIN is cached for the SOA negative TTL; concurrent identical misses share one upstream query', async (t) => {
+    const fx = await startDnsFixture();
+    t.after(() => fx.close());
+    const resolver = resolverFor(fx.port);
+    await assert.rejects(resolver.resolve4('missing.allowed.test'), { code: 'ENOTFOUND' });
+    await assert.rejects(resolver.resolve4('missing.allowed.test'), { code: 'ENOTFOUND' });
+    assert.equal(fx.zone.askedNames().filter((n) => n === 'missing.allowed.test').length, 1);
+    await Promise.all(Array.from({ length: 10 }, () => resolverFor(fx.port).resolve4('burst.wild.test')));
+    assert.equal(fx.zone.askedNames().filter((n) => n === 'burst.wild.test').length, 1);
+  });
+});
+
+describe('upstream failures', () => {
+  async function deadUdpPort(): Promise<number> {
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    const port = socket.address().port;
+    await new Promise<void>((r) => socket.close(() => r()));
+    return port;
+  }
+
+  test('SERVFAIL with a log line when every upstream is dead or silent', async (t) => {
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+    t.after(() => silent.close());
+    const dir = mkdtempSync(join(tmpdir(), 'eg-dns-'));
+    const eventsFile = join(dir, 'events.ndjson');
+    const fx = await startDnsFixture({ upstreams: [`127.0.0.1:${await deadUdpPort()}`, `127.0.0.1:${silent.address().port}`], upstreamTimeoutMs: 200, eventsFile });
+    t.after(() => fx.close());
+    const started = Date.now();
+    const r = await dig(fx.port, 'allowed.test', 'A');
+    assert.equal(r.status, 'SERVFAIL');
+    assert.ok(Date.now() - started < 2500);
+    const lines = readFileSync(eventsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const failure = lines.find((l) => l.msg === 'dns upstreams failed; answered SERVFAIL');
+    assert.ok(failure, 'no log line for the failure');
+    assert.equal(failure.name, 'allowed.test');
+    assert.equal(failure.failures.length, 4);
+    // The next upstream is tried when the first is dead.
+    const fx2 = await startDnsFixture({ upstreams: [`127.0.0.1:${await deadUdpPort()}`] });
+    t.after(() => fx2.close());
+    const fx3 = await startDnsFixture({ upstreams: [`127.0.0.1:${await deadUdpPort()}`, fx2.zone.address] });
+    t.after(() => fx3.close());
+    assert.deepEqual((await dig(fx3.port, 'allowed.test', 'A')).answers.map((a) => a[3]), ['198.51.100.10']);
+  });
+});
+
+describe('malformed input', () => {
+  let fx: DnsFixture;
+  before(async () => {
+    fx = await startDnsFixture({ mode: 'block' });
+  });
+  after(async () => fx?.close());
+
+  const header = (id: number, flags: number, qd: number, an = 0, ns = 0, ar = 0) => {
+    const h = Buffer.alloc(12);
+    [id, flags, qd, an, ns, ar].forEach((v, i) => h.writeUInt16BE(v, 2 * i));
+    return h;
+  };
+  const good = async () => {
+    const reply = await udpExchange(fx.port, queryBytes(4242, 'allowed.test'));
+    assert.ok(reply, 'a good query went unanswered');
+    assert.equal(reply.readUInt16BE(0), 4242);
+    assert.equal(rcodeOf(reply), 0);
+  };
+
+  const formerrCases: [string, Buffer][] = [
+    ['header only, 5 bytes', Buffer.from([0x12, 0x34, 1, 0, 0])],
+    ['truncated question', queryBytes(0x1234, 'allowed.test').subarray(0, 20)],
+    ['zero questions', header(0x1234, 0x0100, 0)],
+    ['two questions', Buffer.concat([header(0x1234, 0x0100, 2), queryBytes(1, 'a.test').subarray(12), queryBytes(1, 'b.test').subarray(12)])],
+    ['huge counts on a 12-byte packet', header(0x1234, 0x0100, 0xffff, 0xffff, 0xffff, 0xffff)],
+    ['compression loop', Buffer.concat([header(0x1234, 0x0100, 1), Buffer.from([0xc0, 12, 0, 1, 0, 1])])],
+    ['pointer to itself later in the name', Buffer.concat([header(0x1234, 0x0100, 1), Buffer.from([1, 0x61, 0xc0, 12, 0, 1, 0, 1])])],
+    ['300 one-byte labels', Buffer.concat([header(0x1234, 0x0100, 1), Buffer.from(Array.from({ length: 300 }, () => [1, 0x61]).flat()), Buffer.from([0, 0, 1, 0, 1])])],
+    ['label longer than 63 (reserved bits)', Buffer.concat([header(0x1234, 0x0100, 1), Buffer.from([0x50, 0x61, 0, 0, 1, 0, 1])])],
+    ['trailing garbage', Buffer.concat([queryBytes(0x1234, 'allowed.test'), Buffer.from('junk')])],
+    ['answer records in a query', header(0x1234, 0x0100, 1, 1)],
+  ];
+
+  for (const [name, bytes] of formerrCases) {
+    test(`${name}: FORMERR, and the server keeps answering`, async () => {
+      const started = Date.now();
+      const reply = await udpExchange(fx.port, bytes);
+      assert.ok(reply, 'no reply');
+      assert.equal(reply.readUInt16BE(0), 0x1234);
+      assert.equal(reply[2]! & 0x80, 0x80, 'QR not set');
+      assert.equal(rcodeOf(reply), 1);
+      assert.ok(Date.now() - started < 500);
+      await good();
+    });
+  }
+
+  test('other opcodes get NOTIMP; responses and 1-byte packets are dropped', async () => {
+    const notify = await udpExchange(fx.port, header(0x1234, 4 << 11, 0));
+    assert.equal(notify && rcodeOf(notify), 4);
+    assert.equal(await udpExchange(fx.port, header(0x1234, 0x8180, 1), 300), null);
+    assert.equal(await udpExchange(fx.port, Buffer.from([7]), 300), null);
+    await good();
+    const malformed = fx.decisions.filter((e) => e.reason === 'malformed-request');
+    assert.ok(malformed.length >= formerrCases.length + 3);
+    assert.ok(malformed.every((e) => e.kind === 'dns' && e.decision === 'blocked'));
+  });
+
+  test('a label with a dot or binary inside is never treated as an allowed name', async () => {
+    // One label "x.allowed" then "test": as text it would read x.allowed.test.
+    const bytes = Buffer.concat([header(0x99, 0x0100, 1), Buffer.from([9]), Buffer.from('x.allowed'), Buffer.from([4]), Buffer.from('test'), Buffer.from([0, 0, 1, 0, 1])]);
+    const reply = await udpExchange(fx.port, bytes);
+    assert.equal(reply && rcodeOf(reply), 3);
+    const event = lastDecision(fx);
+    assert.equal(event.reason, 'invalid-host');
+    assert.equal(event.host, 'x\\046allowed.test');
+    assert.ok(!fx.zone.askedNames().some((n) => n.includes('x.allowed')));
+  });
+
+  test('over TCP: an oversized frame closes the connection, a truncated one too, and new connections are served', async () => {
+    const closedAfter = (payload: Buffer) => new Promise<Buffer>((resolve, reject) => {
+      const socket = net.connect(fx.port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      socket.on('data', (c) => chunks.push(c));
+      socket.on('close', () => resolve(Buffer.concat(chunks)));
+      socket.on('error', reject);
+      socket.setTimeout(3000, () => socket.destroy(new Error('server did not close')));
+      socket.end(payload);
+    });
+    assert.equal((await closedAfter(Buffer.concat([Buffer.from([0xff, 0xff]), Buffer.alloc(5000)]))).length, 0);
+    assert.equal((await closedAfter(Buffer.from([0x00, 0x40, 0x12, 0x34]))).length, 0);
+    const q = queryBytes(77, 'allowed.test');
+    const frame = Buffer.concat([Buffer.from([0, q.length]), q]);
+    // Two pipelined queries on one connection, then half-close: both answered.
+    const replies = await closedAfter(Buffer.concat([frame, frame]));
+    assert.equal(replies.readUInt16BE(0) + 2 < replies.length, true);
+    const first = replies.subarray(2, 2 + replies.readUInt16BE(0));
+    assert.equal(first.readUInt16BE(0), 77);
+    assert.equal(parseMessage(first).answers.length, 1);
+    await good();
+  });
+});
+
+describe('wire reading and configuration parsing', () => {
+  test('compression pointers must point backwards', () => {
+    const msg = Buffer.concat([Buffer.alloc(12), Buffer.from([1, 0x61, 0]), Buffer.from([0xc0, 12]), Buffer.from([0xc0, 17])]);
+    assert.deepEqual(readName(msg, 15).labels.map(String), ['a']);
+    assert.throws(() => readName(msg, 17), WireError);
+  });
+
+  test('readQuery reports the id and EDNS size', () => {
+    const reading = readQuery(queryBytes(9, 'Allowed.Test', 16, true));
+    assert.ok(reading.ok);
+    assert.equal(reading.query.id, 9);
+    assert.equal(reading.query.question.name, 'allowed.test');
+    assert.equal(reading.query.edns?.udpSize, 1232);
+  });
+
+  test('upstreams: ip, ip:port, [v6]:port; names are refused', () => {
+    assert.deepEqual(parseUpstream('10.0.0.2'), { host: '10.0.0.2', port: 53, text: '10.0.0.2' });
+    assert.deepEqual(parseUpstream('127.0.0.1:5353'), { host: '127.0.0.1', port: 5353, text: '127.0.0.1:5353' });
+    assert.deepEqual(parseUpstream('[::1]:5353'), { host: '::1', port: 5353, text: '[::1]:5353' });
+    assert.deepEqual(parseUpstream('2001:db8::53'), { host: '2001:db8::53', port: 53, text: '2001:db8::53' });
+    assert.throws(() => parseUpstream('dns.example.test'), /not an IP address/);
+    assert.throws(() => parseUpstream('127.0.0.1:0'), /invalid port/);
+  });
+
+  test('resolv.conf nameservers, in order, IPv6 bracketed, junk skipped', async () => {
+    const text = '# generated\nsearch corp.test\nnameserver 10.1.2.3\nnameserver  fe80::1%eth0 ; comment\noptions ndots:5\nnameserver not-an-ip\nnameserver 2001:db8::53\n';
+    assert.deepEqual(parseResolvConf(text), ['10.1.2.3', '[fe80::1%eth0]', '[2001:db8::53]']);
+    assert.deepEqual(await readResolvConfUpstreams('/nonexistent/resolv.conf'), []);
+  });
+});

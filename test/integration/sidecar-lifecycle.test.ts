@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { runCli, startEgressGuard } from '../helpers/egress-guard-process.js';
+import { openTunnel } from '../helpers/raw-client.js';
+
+function echoServer(): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => s.destroy());
+    s.pipe(s);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+  })));
+}
+
+function echo(socket: net.Socket, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const onData = (c: Buffer) => {
+      got += c.toString();
+      if (got.length >= text.length) {
+        socket.off('data', onData);
+        resolve(got);
+      }
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+    socket.write(text);
+  });
+}
+
+describe('lifecycle: reload, drain, limits', () => {
+  let echoSrv: Awaited<ReturnType<typeof echoServer>>;
+  let dir: string;
+
+  before(async () => {
+    echoSrv = await echoServer();
+    dir = mkdtempSync(join(tmpdir(), 'eg-life-'));
+  });
+  after(() => echoSrv?.close());
+
+  test('SIGHUP reloads the policy file without dropping open tunnels; a bad reload keeps the old policy', async () => {
+    const policy = join(dir, 'reload.yaml');
+    writeFileSync(policy, `mode: block\ntrusted-ranges: [127.0.0.0/8]\nallowed-endpoints:\n  - one.test:*\n  - two.test:*\n`);
+    const guard = await startEgressGuard(['--policy', policy, '--resolve', 'one.test=127.0.0.1', '--resolve', 'two.test=127.0.0.1']);
+    try {
+      const open = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
+      assert.equal(open.status, 200);
+      assert.equal(await echo(open.socket, 'before'), 'before');
+      writeFileSync(policy, `mode: block\ntrusted-ranges: [127.0.0.0/8]\nallowed-endpoints:\n  - two.test:*\n`);
+      guard.child.kill('SIGHUP');
+      await guard.waitFor((l) => l.msg === 'policy reloaded');
+      assert.equal(await echo(open.socket, 'after-reload'), 'after-reload', 'the open tunnel survived the reload');
+      const denied = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
+      denied.socket.destroy();
+      assert.equal(denied.status, 403, 'the new policy applies to new connections');
+      writeFileSync(policy, `mode: block\nallowed-endpoints:\n  - "*.com"\n`);
+      guard.child.kill('SIGHUP');
+      const failed = await guard.waitFor((l) => l.msg === 'policy reload failed; keeping the previous policy');
+      assert.match(String(failed.err), /reload\.yaml:3/);
+      const still = await openTunnel(guard.port, `two.test:${echoSrv.port}`);
+      assert.equal(still.status, 200);
+      still.socket.destroy();
+      open.socket.destroy();
+    } finally {
+      await guard.stop();
+    }
+  });
+
+  test('SIGTERM stops accepting, lets open tunnels drain, then exits 0', async () => {
+    const guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], { EGRESS_ALLOWED_ENDPOINTS: 'one.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8', EGRESS_MODE: 'block', EGRESS_DRAIN_TIMEOUT: '5000' });
+    const open = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
+    assert.equal(open.status, 200);
+    const exited = guard.stop('SIGTERM');
+    await guard.waitFor((l) => l.msg === 'shutting down: no new connections, draining');
+    await assert.rejects(openTunnel(guard.port, `one.test:${echoSrv.port}`), /ECONNREFUSED/);
+    assert.equal(await echo(open.socket, 'draining'), 'draining', 'open tunnel still works while draining');
+    open.socket.destroy();
+    assert.equal(await exited, 0);
+  });
+
+  test('a tunnel past max-tunnels gets 503 and the drain timeout bounds shutdown', async () => {
+    const guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], { EGRESS_ALLOWED_ENDPOINTS: 'one.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8', EGRESS_MAX_TUNNELS: '2', EGRESS_DRAIN_TIMEOUT: '300' });
+    const a = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
+    const b = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
+    const c = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
+    assert.deepEqual([a.status, b.status, c.status], [200, 200, 503]);
+    c.socket.destroy();
+    const exited = guard.stop('SIGTERM');
+    assert.equal(await exited, 0, 'exits after the drain timeout although tunnels were still open');
+    await guard.waitFor((l) => l.msg === 'drain timeout: closing open connections');
+    a.socket.destroy();
+    b.socket.destroy();
+  });
+
+  test('a bad policy file stops start-up with exit 2 and names file, line and entry', async () => {
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'mode: block\nallowed-endpoints:\n  - github.com\n  - "*.co.uk"\n');
+    await assert.rejects(startEgressGuard(['--policy', bad]), (err: Error) => /exited with 2/.test(err.message) && err.message.includes(`${bad}:4`) && err.message.includes('*.co.uk'));
+    const decided = await runCli(['decide', '--policy', bad, 'github.com']);
+    assert.equal(decided.code, 2);
+    assert.equal(JSON.parse(decided.stdout).line, 4);
+    const missing = await runCli(['decide', '--policy', join(dir, 'missing.yaml'), 'github.com']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /cannot read policy file/);
+  });
+
+  test('decide: exit 0 allowed, 1 blocked, JSON on stdout; env settings apply; --address checks the address stage', async () => {
+    const policy = join(dir, 'decide.yaml');
+    writeFileSync(policy, 'mode: block\nallowed-endpoints: >\n  github.com\n  *.githubusercontent.com:443\n');
+    const ok = await runCli(['decide', '--policy', policy, 'objects.githubusercontent.com']);
+    assert.equal(ok.code, 0);
+    assert.deepEqual(JSON.parse(ok.stdout), { decision: 'allowed', reason: 'allowed-endpoint', rule: '*.githubusercontent.com:443', message: 'objects.githubusercontent.com:443 is allowed by "*.githubusercontent.com:443"', host: 'objects.githubusercontent.com', port: 443, mode: 'block' });
+    const blocked = await runCli(['decide', '--policy', policy, 'github.com:22']);
+    assert.equal(blocked.code, 1);
+    assert.equal(JSON.parse(blocked.stdout).reason, 'not-allowed-endpoint');
+    const viaEnv = await runCli(['decide', 'github.com:22'], { EGRESS_ALLOWED_ENDPOINTS: 'github.com:22' });
+    assert.equal(viaEnv.code, 0);
+    const metadata = await runCli(['decide', '--policy', policy, '--address', '169.254.169.254', 'github.com']);
+    assert.equal(metadata.code, 1);
+    assert.equal(JSON.parse(metadata.stdout).reason, 'denied-address');
+  });
+});

@@ -1,0 +1,252 @@
+/**
+ * Plain HTTP on a redirected connection: every request is decided on its own Host, not only the first.
+ * Real sockets on loopback; the listener is handed connections the way the transparent listener hands them
+ * over (first bytes unread, socket paused), with the original destination given (SO_ORIGINAL_DST itself is
+ * covered by the network-namespace suite).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
+import { EventLog } from '../../events/event-log.js';
+import { buildPolicy, type Policy } from '../../policy/index.js';
+import { AddressBook } from '../../decision/address-book.js';
+import { Resolver } from '../../decision/resolver.js';
+import { createTransparentHttp } from '../../proxy/transparent/http.js';
+
+function runCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['--max-time', '10', ...args], (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+interface Exchange {
+  text: string;
+  ended: boolean;
+}
+
+/** Write the requests (each after the previous answer when sequential), collect everything until the close. */
+function exchange(port: number, requests: string[], options: { pipelined?: boolean } = {}): Promise<Exchange> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    let next = 0;
+    const finish = (ended: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ text, ended });
+    };
+    const timer = setTimeout(() => finish(false), 5000);
+    socket.on('connect', () => {
+      if (options.pipelined) socket.write(requests.join(''));
+      else socket.write(requests[next++]!);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      const answers = text.split('HTTP/1.1 ').length - 1;
+      if (!options.pipelined && answers === next && next < requests.length && /\r\n\r\n[^]*\n$/.test(text)) socket.write(requests[next++]!);
+    });
+    socket.on('end', () => finish(true));
+    socket.on('error', () => finish(false));
+  });
+}
+
+describe('transparent plain HTTP: each request on a connection is decided', () => {
+  let upstream: http.Server;
+  let upstreamPort: number;
+  let front: net.Server;
+  let frontPort: number;
+  const seen: string[] = [];
+  const upgraded: net.Socket[] = [];
+  const decisions: DecisionEvent[] = [];
+  let policy: Policy;
+  let options: Parameters<typeof createTransparentHttp>[0];
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      seen.push(`${req.headers.host} ${req.url}`);
+      res.end(`hello from ${req.headers.host}\n`);
+    });
+    upstream.on('upgrade', (req, socket: net.Socket) => {
+      upgraded.push(socket);
+      seen.push(`upgrade ${req.headers.host} ${req.url}`);
+      if (req.url === '/reset') return void socket.resetAndDestroy();
+      if (req.url === '/no-ws') {
+        socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here\n');
+        socket.on('data', (d: Buffer) => seen.push(`after refused upgrade: ${d.toString('latin1')}`));
+        return;
+      }
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      socket.on('data', (d: Buffer) => socket.write(d));
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    upstreamPort = (upstream.address() as net.AddressInfo).port;
+    const origin = { file: 'test', line: 1 };
+    policy = buildPolicy({
+      mode: { value: 'block', origin },
+      'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin },
+      'trusted-ranges': { value: '127.0.0.0/8', origin },
+    });
+    const events = new EventLog({ stdout: false });
+    events.subscribe((e: EgressEvent) => { if (e.event === 'decision') decisions.push(e); });
+    const addressBook = new AddressBook();
+    const resolver = new Resolver({ overrides: new Map([['allowed.test', ['127.0.0.1']]]), addressBook });
+    options = { policy: () => policy, events, addressBook, resolver, connectTimeoutMs: 2000, idleTimeoutMs: 10_000 };
+    const plainHttp = createTransparentHttp(options);
+    front = net.createServer((socket) => {
+      socket.pause();
+      plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+    });
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    frontPort = (front.address() as net.AddressInfo).port;
+  });
+
+  after(() => {
+    front?.close();
+    for (const socket of upgraded) socket.destroy();
+    upstream?.close();
+    upstream?.closeAllConnections();
+  });
+
+  const get = (path: string, host: string, close = false) => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${close ? 'Connection: close\r\n' : ''}\r\n`;
+
+  test('keep-alive: an allowed request, then one for another Host on the same connection gets 403 and never reaches upstream', async () => {
+    const r = await exchange(frontPort, [get('/ka-1', `allowed.test:${upstreamPort}`), get('/ka-2', 'attacker.test', true)]);
+    assert.match(r.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test/);
+    assert.match(r.text, /HTTP\/1\.1 403 Forbidden[^]*x-egress-guard-reason: attacker\.test:\d+ is not in allowed-endpoints/i);
+    assert.ok(r.ended, 'the connection is closed after the refusal');
+    assert.ok(seen.includes(`allowed.test:${upstreamPort} /ka-1`));
+    assert.ok(!seen.some((s) => s.includes('/ka-2')));
+    const second = decisions.find((d) => d.path === '/ka-2');
+    assert.equal(second?.decision, 'blocked');
+    assert.equal(second?.host, 'attacker.test');
+    assert.equal(second?.kind, 'transparent');
+  });
+
+  test('pipelined in one write: the second request is decided on its own too', async () => {
+    const r = await exchange(frontPort, [get('/pipe-1', `allowed.test:${upstreamPort}`), get('/pipe-2', 'attacker.test', true)], { pipelined: true });
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.match(r.text, /HTTP\/1\.1 403 /);
+    assert.ok(!seen.some((s) => s.includes('/pipe-2')));
+  });
+
+  test('a Host that names an allowed name which did not resolve to the destination is sni-mismatch', async () => {
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `allowed.test:${upstreamPort} elsewhere.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const r = await exchange(frontPort, [get('/elsewhere', 'elsewhere.test', true)]);
+    assert.match(r.text, /^HTTP\/1\.1 403 /);
+    assert.equal(decisions.find((d) => d.path === '/elsewhere')?.reason, 'sni-mismatch');
+  });
+
+  test('a WebSocket upgrade is decided, then relayed as bytes both ways once upstream answers 101', async () => {
+    const socket = net.connect(frontPort, '127.0.0.1');
+    let text = '';
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      if (text.includes('\r\n\r\n') && !text.includes('ping')) socket.write('ping');
+    });
+    socket.write(`GET /ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    const deadline = Date.now() + 5000;
+    while (!text.endsWith('ping') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    assert.ok(text.endsWith('ping'), `echoed through the relay: ${JSON.stringify(text)}`);
+    assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /ws`));
+  });
+
+  test('an upgrade upstream refuses is answered, and nothing the client sends after it is relayed', async () => {
+    const r = await exchange(frontPort, [`GET /no-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: attacker.test\r\n\r\n`]);
+    assert.match(r.text, /^HTTP\/1\.1 404 /);
+    assert.ok(!seen.some((s) => s.includes('smuggled')), `nothing relayed after the refused upgrade: ${JSON.stringify(seen)}`);
+  });
+
+  test('an upstream that resets during the upgrade ends that connection, not the process; ws:// targets are checked and sent in origin-form', async () => {
+    const reset = await exchange(frontPort, [`GET /reset HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`]);
+    assert.ok(reset.ended || reset.text === '', 'the client connection is closed');
+    const other = await exchange(frontPort, [`GET ws://attacker.test/x HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`]);
+    assert.match(other.text, /^HTTP\/1\.1 400 /);
+    const socket = net.connect(frontPort, '127.0.0.1');
+    let text = '';
+    socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+    socket.write(`GET ws://allowed.test:${upstreamPort}/abs-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    const deadline = Date.now() + 3000;
+    while (!text.includes('101') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /abs-ws`), JSON.stringify(seen));
+  });
+
+  test('upgrades other than WebSocket (curl --http2 on http://) are served as plain HTTP/1.1, each request decided', async () => {
+    const r = await runCurl(['--http2', '-sS', '--connect-to', `allowed.test:${upstreamPort}:127.0.0.1:${frontPort}`, `http://allowed.test:${upstreamPort}/h2c`, '-d', 'body=1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /hello from allowed\.test/);
+    assert.ok(seen.includes(`allowed.test:${upstreamPort} /h2c`), JSON.stringify(seen));
+    const blocked = await exchange(frontPort, [`GET /h2c-evil HTTP/1.1\r\nHost: attacker.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`]);
+    assert.match(blocked.text, /^HTTP\/1\.1 403 /);
+    assert.ok(!seen.some((s) => s.includes('/h2c-evil')));
+  });
+
+  test('requests that could name two hosts are refused with 400 before any decision', async () => {
+    const cases = [
+      `GET http://allowed.test:${upstreamPort}/abs HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n`,
+      'GET /bad-port HTTP/1.1\r\nHost: attacker.test:99999\r\nConnection: close\r\n\r\n',
+      'GET /empty-port HTTP/1.1\r\nHost: attacker.test:\r\nConnection: close\r\n\r\n',
+      `GET /two-hosts HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nHost: attacker.test\r\nConnection: close\r\n\r\n`,
+    ];
+    for (const request of cases) {
+      const r = await exchange(frontPort, [request]);
+      assert.match(r.text, /^HTTP\/1\.1 400 /, request);
+    }
+    assert.ok(!seen.some((s) => /\/(abs|bad-port|empty-port|two-hosts)$/.test(s)), JSON.stringify(seen));
+  });
+
+  test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
+    const r = await exchange(frontPort, [`GET http://allowed.test:${upstreamPort}/abs-ok HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: close\r\n\r\n`]);
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.ok(seen.includes(`allowed.test:${upstreamPort} /abs-ok`), JSON.stringify(seen));
+  });
+
+  test('a request head that never ends is closed after the idle timeout, and closeIdle() ends connections between requests', async () => {
+    const serve = async (idleTimeoutMs: number) => {
+      const plainHttp = createTransparentHttp({ ...options, idleTimeoutMs });
+      const server = net.createServer((socket) => {
+        socket.pause();
+        plainHttp.adopt(socket, { client: 'c', destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return { plainHttp, server, port: (server.address() as net.AddressInfo).port };
+    };
+    const closedWithin = (socket: net.Socket, ms: number) => new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      socket.once('close', () => { clearTimeout(timer); resolve(true); });
+    });
+
+    const quick = await serve(300);
+    const slow = net.connect(quick.port, '127.0.0.1', () => slow.write(`GET /slow HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\n`));
+    slow.on('error', () => undefined);
+    assert.ok(await closedWithin(slow, 3000), 'the unfinished head is not held open');
+    quick.server.close();
+
+    const patient = await serve(60_000);
+    const idle = net.connect(patient.port, '127.0.0.1', () => idle.write(`GET /idle HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\n\r\n`));
+    idle.on('error', () => undefined);
+    await new Promise<void>((resolve) => idle.once('data', () => resolve()));
+    assert.equal(await closedWithin(idle, 500), false, 'kept alive between requests');
+    const closing = closedWithin(idle, 3000);
+    patient.plainHttp.closeIdle();
+    assert.ok(await closing, 'an idle keep-alive connection is closed at shutdown');
+    patient.server.close();
+  });
+
+  test('a malformed request after a good one gets 400 and the connection is closed', async () => {
+    const r = await exchange(frontPort, [get('/good', `allowed.test:${upstreamPort}`), 'GET /bad HTTP/1.1\r\nHost allowed.test\r\n\r\n']);
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.match(r.text, /HTTP\/1\.1 400 /);
+    assert.ok(r.ended);
+  });
+});

@@ -1,0 +1,202 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import https from 'node:https';
+import net, { type AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
+import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
+import { parseHttpHead } from '../../net/sniffing/http-head.js';
+import { clientHelloFor, splitClientHello } from '../helpers/tls-client-hello.js';
+
+/**
+ * A relay on loopback that peeks like the transparent listener does, then pipes to a real server: the
+ * client's request must arrive intact (the peeked bytes are replayed), and the peek must name the host.
+ */
+async function startPeekingRelay(target: AddressInfo, timeoutMs = 500) {
+  const peeks: PeekResult[] = [];
+  const relay = net.createServer(async (socket) => {
+    const peek = await peekFirstBytes(socket, { timeoutMs });
+    peeks.push(peek);
+    const upstream = net.connect(target.port, '127.0.0.1');
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+  });
+  relay.listen(0, '127.0.0.1');
+  await once(relay, 'listening');
+  return { relay, peeks, port: (relay.address() as AddressInfo).port };
+}
+
+describe('peeking the first bytes without losing them', () => {
+  const ca = createCertificateAuthority('peek test CA');
+  const leaf = issueLeafCertificate(ca, ['peek.test']);
+  let tlsServer: https.Server;
+  let plainServer: http.Server;
+  let bannerServer: net.Server;
+  const bodies: string[] = [];
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      bodies.push(body);
+      res.end(`host=${req.headers.host} len=${body.length}`);
+    });
+  };
+  before(async () => {
+    tlsServer = https.createServer({ key: leaf.keyPem, cert: leaf.certPem }, handler).listen(0, '127.0.0.1');
+    plainServer = http.createServer(handler).listen(0, '127.0.0.1');
+    bannerServer = net.createServer((s) => s.end('SSH-2.0-banner\r\n')).listen(0, '127.0.0.1');
+    await Promise.all([once(tlsServer, 'listening'), once(plainServer, 'listening'), once(bannerServer, 'listening')]);
+  });
+  after(() => {
+    tlsServer.close();
+    plainServer.close();
+    bannerServer.close();
+  });
+
+  test('TLS: SNI read from the ClientHello, handshake and a 1 MiB body go through intact', async () => {
+    const { relay, peeks, port } = await startPeekingRelay(tlsServer.address() as AddressInfo);
+    try {
+      const body = 'x'.repeat(1024 * 1024);
+      const text = await new Promise<string>((resolve, reject) => {
+        const req = https.request({ host: '127.0.0.1', port, servername: 'peek.test', ca: ca.certPem, method: 'POST', path: '/', headers: { host: 'peek.test' } }, (res) => {
+          let data = '';
+          res.on('data', (c: Buffer) => (data += c.toString()));
+          res.on('end', () => resolve(data));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+      assert.equal(text, `host=peek.test len=${body.length}`);
+      assert.equal(peeks[0]?.protocol, 'tls');
+      assert.equal(peeks[0]?.protocol === 'tls' && peeks[0].sni, 'peek.test');
+    } finally {
+      relay.close();
+    }
+  });
+
+  test('HTTP: Host, method and path read from the request head; the request arrives unchanged', async () => {
+    const { relay, peeks, port } = await startPeekingRelay(plainServer.address() as AddressInfo);
+    try {
+      const text = await new Promise<string>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, method: 'PUT', path: '/upload?x=1', headers: { host: 'Plain.Test:8080' } }, (res) => {
+          let data = '';
+          res.on('data', (c: Buffer) => (data += c.toString()));
+          res.on('end', () => resolve(data));
+        });
+        req.on('error', reject);
+        req.end('payload');
+      });
+      assert.equal(text, 'host=Plain.Test:8080 len=7');
+      const peek = peeks[0];
+      assert.equal(peek?.protocol, 'http');
+      if (peek?.protocol === 'http') assert.deepEqual(peek.request, { method: 'PUT', path: '/upload', host: 'Plain.Test' });
+    } finally {
+      relay.close();
+    }
+  });
+
+  test('a server-speaks-first protocol: the peek gives up after its bounded wait and the banner still arrives', async () => {
+    const { relay, peeks, port } = await startPeekingRelay(bannerServer.address() as AddressInfo, 200);
+    try {
+      const started = Date.now();
+      const socket = net.connect(port, '127.0.0.1');
+      let data = '';
+      socket.on('data', (c: Buffer) => (data += c.toString()));
+      await once(socket, 'close');
+      assert.equal(data, 'SSH-2.0-banner\r\n');
+      assert.deepEqual(peeks[0], { protocol: 'other', bytes: 0 });
+      assert.ok(Date.now() - started >= 150, 'waited for the client first');
+    } finally {
+      relay.close();
+    }
+  });
+
+  test('parseHttpHead: absolute-URI targets, IPv6 Host, and non-HTTP bytes', () => {
+    assert.deepEqual(parseHttpHead(Buffer.from('GET http://a.test:81/p HTTP/1.1\r\nHost: b.test\r\n\r\n')), { method: 'GET', path: '/p', host: 'a.test' });
+    assert.deepEqual(parseHttpHead(Buffer.from('GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n')), { method: 'GET', path: '/', host: '2001:db8::1' });
+    assert.equal(parseHttpHead(Buffer.from('SSH-2.0-OpenSSH_9.2\r\n')), null);
+    assert.equal(parseHttpHead(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05])), null);
+  });
+});
+
+/** Peek what a client writes in `parts`, `gapMs` apart, on a loopback connection. */
+async function peekOf(parts: (string | Buffer)[], gapMs: number, timeoutMs: number): Promise<PeekResult> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+  const [socket] = await accepted;
+  const peeked = peekFirstBytes(socket, { timeoutMs });
+  for (const part of parts) {
+    client.write(part);
+    await new Promise((r) => setTimeout(r, gapMs));
+  }
+  const result = await peeked;
+  client.destroy();
+  socket.destroy();
+  server.close();
+  return result;
+}
+
+describe('peek edge cases', () => {
+  test('a request line after empty lines is still HTTP (servers skip them)', async () => {
+    const peek = await peekOf(['\r\n\r\nGET /x HTTP/1.1\r\nHost: crlf.test\r\n\r\n'], 0, 500);
+    assert.equal(peek.protocol, 'http');
+    assert.equal(peek.protocol === 'http' && peek.request?.host, 'crlf.test');
+  });
+
+  test('a ClientHello not finished within the wait is incomplete; unfinished text goes to the HTTP parser', async () => {
+    const http1 = await peekOf(['G'], 0, 300);
+    assert.deepEqual(http1, { protocol: 'http', bytes: 1 });
+    const tls = await peekOf([Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])], 0, 300);
+    assert.deepEqual(tls, { protocol: 'other', bytes: 6, incomplete: 'tls' });
+    const ssh = await peekOf(['SSH-2.0-client\r\n'], 0, 300);
+    assert.deepEqual(ssh, { protocol: 'other', bytes: 16 });
+  });
+
+  test('odd request lines are HTTP (for the parser to refuse), other protocols\' commands are not', async () => {
+    for (const line of ['GET / HTTP/1.2', 'GET  / HTTP/1.1', 'get / HTTP/1.1', 'M-SEARCH * HTTP/1.1', 'GET\t/ HTTP/1.1', 'PRI * HTTP/2.0', 'G3T / HTTP/1.1', 'GET_X / HTTP/1.1', 'VERYLONGMETHODNAMEXYZ / HTTP/1.1', 'GET/ HTTP/1.1']) {
+      const peek = await peekOf([`${line}\r\nHost: odd.test\r\n\r\n`], 0, 300);
+      assert.equal(peek.protocol, 'http', line);
+    }
+    for (const line of ['EHLO runner.test', 'get some-key', 'SSH-2.0-OpenSSH_9.2', '0032git-upload-pack /repo.git']) {
+      const peek = await peekOf([`${line}\r\n`], 0, 300);
+      assert.equal(peek.protocol, 'other', line);
+      assert.equal(peek.protocol === 'other' && peek.incomplete, undefined, line);
+    }
+  });
+
+  test('past the byte cap: a request line still going is HTTP, empty lines only are incomplete', async () => {
+    const long = await peekOf([`GET /${'a'.repeat(19_000)}`], 0, 500);
+    assert.equal(long.protocol, 'http');
+    const blank = await peekOf(['\r\n'.repeat(10_000)], 0, 500);
+    assert.equal(blank.protocol === 'other' && blank.incomplete, 'text');
+  });
+
+  test('a first TLS record too short for a handshake header, or with an odd version, is still TLS and split', async () => {
+    const record = await clientHelloFor('tiny.test');
+    const message = record.subarray(5);
+    const tiny = Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, 0x01]), message.subarray(0, 1)]);
+    const peek = await peekOf([tiny, Buffer.concat([Buffer.from([0x16, 0x03, 0x01, (message.length - 1) >> 8, (message.length - 1) & 0xff]), message.subarray(1)])], 50, 500);
+    assert.equal(peek.protocol === 'tls' && peek.split, true);
+    const odd = Buffer.from(record);
+    odd[1] = 0x00;
+    odd[2] = 0x01;
+    const oddPeek = await peekOf([odd], 0, 500);
+    assert.equal(oddPeek.protocol, 'tls');
+  });
+
+  test('a ClientHello split across two TLS records is marked split, without an SNI', async () => {
+    const record = await clientHelloFor('split.test');
+    const whole = await peekOf([record], 0, 500);
+    assert.equal(whole.protocol === 'tls' && whole.sni, 'split.test');
+    const peek = await peekOf([splitClientHello(record, 20)], 0, 500);
+    assert.equal(peek.protocol, 'tls');
+    assert.equal(peek.protocol === 'tls' && peek.split, true);
+    assert.equal(peek.protocol === 'tls' && peek.sni, undefined);
+  });
+});
