@@ -1,22 +1,24 @@
 #!/usr/bin/env node
-import { UsageError, type CommandIo } from '../cli/args.js';
+import { processIo } from '../cli/args.js';
+import { COLLECTOR_USAGE, collectorCommand } from '../cli/collector-command.js';
 import { decideCommand } from '../cli/decide-command.js';
-
+import { ENV_USAGE, envCommand } from '../cli/env-command.js';
+import { POLICY_USAGE, policyCommand } from '../cli/policy-command.js';
+import { REPORT_USAGE, reportCommand } from '../cli/report-command.js';
 import { rulesCommand } from '../cli/rules-command.js';
 import { runCommand } from '../cli/run-command.js';
-import { collectorCommand, envCommand, policyCommand, reportCommand } from '../cli/report-commands.js';
 import { SETTINGS } from '../config/settings.js';
+import { exitCodeFor, invoke, type Command } from './exit-code.js';
 
-type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
-
-const COMMANDS: Record<string, { run: Command; help: string }> = {
+/** `usage`: printed after a usage error of that command. */
+const COMMANDS: Record<string, { run: Command; help: string; usage?: string }> = {
   run: { run: runCommand, help: 'start the sidecar (proxy; DNS and transparent listeners when configured)' },
   decide: { run: decideCommand, help: 'decide HOST[:PORT] against a policy: prints JSON, exit 0 allowed, 1 blocked, 2 bad policy' },
   rules: { run: rulesCommand, help: 'apply|remove|print the iptables/ip6tables redirect rules (transparent mode)' },
-  collector: { run: (argv, io) => collectorCommand([...argv], io), help: 'run the self-hosted collector (API, web page; SQLite or PostgreSQL)' },
-  report: { run: (argv, io) => reportCommand([...argv], io), help: 'what a job connected to, from an events file or a collector (table, markdown, json)' },
-  policy: { run: (argv, io) => policyCommand([...argv], io), help: 'suggest EVENTS: the smallest allowlist for an audit run; replay --policy FILE EVENTS: what it would block' },
-  env: { run: (argv, io) => envCommand([...argv], io), help: 'print shell exports that make common tools use the proxy' },
+  collector: { run: collectorCommand, usage: COLLECTOR_USAGE, help: 'run the self-hosted collector (API, web page; SQLite or PostgreSQL)' },
+  report: { run: reportCommand, usage: REPORT_USAGE, help: 'what a job connected to, from an events file or a collector (table, markdown, json)' },
+  policy: { run: policyCommand, usage: POLICY_USAGE, help: 'suggest EVENTS: the smallest allowlist for an audit run; replay --policy FILE EVENTS: what it would block' },
+  env: { run: envCommand, usage: ENV_USAGE, help: 'print shell exports that make common tools use the proxy' },
 };
 
 function usage(): string {
@@ -27,7 +29,6 @@ function usage(): string {
 
 async function main(): Promise<number> {
   const [name, ...argv] = process.argv.slice(2);
-  const io: CommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
   if (!name || name === '--help' || name === 'help') {
     process.stdout.write(usage());
     return name ? 0 : 2;
@@ -41,23 +42,14 @@ async function main(): Promise<number> {
     process.stdout.write(usage());
     return 0;
   }
-  try {
-    return await command.run(argv, io);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`egress-guard: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  return invoke(command.run, argv, processIo(), command.usage);
 }
 
 main().then(
   (code) => {
     process.exitCode = code;
   },
-  (err: Error) => {
-    process.stderr.write(`egress-guard: ${err.stack ?? err.message}\n`);
-    process.exitCode = 1;
+  (err: unknown) => {
+    process.exitCode = exitCodeFor(err, process.stderr);
   },
 );

@@ -1,4 +1,21 @@
-export class UsageError extends Error {}
+import { readFileSync } from 'node:fs';
+import { parseArgs as parseTokens, type ParseArgsConfig } from 'node:util';
+
+/**
+ * A bad command line: bin's exit-code map prints `egress-guard: <message>` and exits 2. `usage`, when
+ * given, is printed after it (alone when the message is empty: decide and rules answer a missing or
+ * wrong positional with their usage line only).
+ */
+export class UsageError extends Error {
+  readonly usage: string | undefined;
+  constructor(message: string, usage?: string) {
+    super(message);
+    this.usage = usage;
+  }
+}
+
+/** The options a command accepts, as node:util parseArgs takes them. */
+export type OptionSpecs = NonNullable<ParseArgsConfig['options']>;
 
 export interface ParsedArgs {
   flags: Map<string, string[]>;
@@ -6,32 +23,24 @@ export interface ParsedArgs {
 }
 
 /**
- * Split `--key value`, `--key=value` and positionals. Flags named in `booleans` take no value; `--`
- * ends flags. Unknown flags are kept: the caller decides what it accepts.
+ * Parse with node:util parseArgs against the options a command declares: `--key value`, `--key=value`,
+ * repeated flags, `--` ends flags. An option not declared is refused before the command does anything.
+ * parseArgs runs non-strict and its tokens are checked here, for this CLI's messages and so that a value
+ * may start with a dash (`--policy -x`), as the hand-written parser allowed.
  */
-export function parseArgs(argv: readonly string[], booleans: readonly string[] = []): ParsedArgs {
+export function parseArgs(argv: readonly string[], options: OptionSpecs): ParsedArgs {
+  const { values, positionals, tokens } = parseTokens({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    const spec = Object.hasOwn(options, token.name) ? options[token.name] : undefined;
+    // Short options are none of ours (`-x`, `-abc`): name the argument as given.
+    if (!spec || !token.rawName.startsWith('--')) throw new UsageError(`unknown option ${token.rawName.startsWith('--') ? token.rawName : argv[token.index]}`);
+    if (spec.type === 'string' && token.value === undefined) throw new UsageError(`${token.rawName} needs a value`);
+    if (spec.type === 'boolean' && token.value !== undefined) throw new UsageError(`${token.rawName} takes no value`);
+  }
   const flags = new Map<string, string[]>();
-  const positionals: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      positionals.push(...argv.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith('--') || arg === '-') {
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const key = arg.slice(2, eq === -1 ? undefined : eq);
-    let value: string;
-    if (eq !== -1) value = arg.slice(eq + 1);
-    else if (booleans.includes(key)) value = 'true';
-    else {
-      if (i + 1 >= argv.length) throw new UsageError(`--${key} needs a value`);
-      value = argv[++i]!;
-    }
-    flags.set(key, [...(flags.get(key) ?? []), value]);
+  for (const [key, value] of Object.entries(values)) {
+    if (value !== undefined) flags.set(key, (Array.isArray(value) ? value : [value]).map(String));
   }
   return { flags, positionals };
 }
@@ -40,8 +49,19 @@ export function single(args: ParsedArgs, key: string): string | undefined {
   return args.flags.get(key)?.at(-1);
 }
 
-export function rejectUnknown(args: ParsedArgs, known: readonly string[]): void {
-  for (const key of args.flags.keys()) if (!known.includes(key)) throw new UsageError(`unknown option --${key}`);
+/** The one events source (file, `-` or collector URL) report and policy take. */
+export function oneSource(positionals: string[]): string {
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'name an events file (or - or a collector URL)' : `unexpected argument "${positionals[1]}"`);
+  return positionals[0]!;
+}
+
+/** A file named on the command line; one that cannot be read is a usage error. */
+export function readText(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${what} ${path}: ${(err as Error).message}`);
+  }
 }
 
 /** Where commands write: the CLI passes the process's streams and environment; tests pass their own. */
@@ -50,6 +70,8 @@ export interface CommandIo {
   stderr: NodeJS.WritableStream;
   env: NodeJS.ProcessEnv;
 }
+
+export const processIo = (): CommandIo => ({ stdout: process.stdout, stderr: process.stderr, env: process.env });
 
 /** Take an option a command handles itself out of the map, leaving the settings for loadConfig. */
 export function takeOption(args: ParsedArgs, key: string): string | undefined {

@@ -1,11 +1,12 @@
 import type { ListenAddress } from '../config/load-config.js';
+import { formatHostPort } from '../policy/index.js';
 
 /** The proxy URL clients use for a listen address (wildcard addresses become loopback). */
 export function proxyUrl(listen: ListenAddress): string {
   let host = listen.host;
   if (host === '0.0.0.0' || host === '') host = '127.0.0.1';
   if (host === '::' || host === '[::]') host = '::1';
-  return `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
+  return `http://${formatHostPort(host, listen.port)}`;
 }
 
 const LOOPBACK = ['localhost', '127.0.0.1', '::1'];

@@ -1,10 +1,11 @@
 import { applyCommands, formatCommands, removalCommands, type Family, type RuleOptions, type RulesMode } from '../rules/iptables-rules.js';
 import { applyRules, removeRules, RulesError } from '../rules/run-rules.js';
 import { uidOfUser } from '../rules/user-id.js';
-import { parseArgs, takeOption, UsageError, type CommandIo } from './args.js';
+import { parseArgs, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
 
-const USAGE = 'usage: egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both]\n';
+const USAGE = 'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both]';
+const OPTIONS: OptionSpecs = Object.fromEntries(['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family'].map((key) => [key, { type: 'string' }]));
 
 function port(value: string | undefined, fallback: number, flag: string): number {
   if (value === undefined) return fallback;
@@ -44,12 +45,9 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
  * redirect the job's TCP and DNS to egress-guard in the current network namespace.
  */
 export async function rulesCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const args = parseArgs(argv);
+  const args = parseArgs(argv, OPTIONS);
   const action = args.positionals[0];
-  if (args.positionals.length !== 1 || !['apply', 'remove', 'print'].includes(action!)) {
-    io.stderr.write(USAGE);
-    return 2;
-  }
+  if (args.positionals.length !== 1 || !['apply', 'remove', 'print'].includes(action!)) throw new UsageError('', USAGE);
   try {
     if (action === 'remove') {
       const family = takeOption(args, 'family') ?? 'both';
@@ -59,7 +57,6 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
       return 0;
     }
     const options = ruleOptions(args, io.env);
-    if (args.flags.size > 0) throw new UsageError(`unknown option --${[...args.flags.keys()][0]}`);
     if (action === 'print') {
       io.stdout.write(`# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}`);
       return 0;
@@ -68,7 +65,7 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
     io.stdout.write(`egress-guard rules applied (${options.mode} mode, uid ${options.uid} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort})\n`);
     return 0;
   } catch (err) {
-    if (err instanceof UsageError) throw err;
+    // iptables refusing is this command's own result (exit 1); usage errors go to bin's exit-code map.
     if (err instanceof RulesError) {
       io.stderr.write(`egress-guard: ${err.message}\n`);
       return 1;

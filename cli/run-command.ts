@@ -2,21 +2,20 @@ import { ConfigError, loadConfig } from '../config/load-config.js';
 import { PolicyError } from '../policy/index.js';
 import { startSidecar } from '../sidecar/sidecar.js';
 import { parseArgs, type CommandIo } from './args.js';
-import { configSources } from './config-sources.js';
+import { configSources, SETTING_OPTIONS } from './config-sources.js';
 
 
 /** `egress-guard run`: start the sidecar; SIGHUP reloads the policy, SIGTERM/SIGINT drain and stop. */
 export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const args = parseArgs(argv);
+  const args = parseArgs(argv, SETTING_OPTIONS);
   const load = () => loadConfig(configSources(args.flags, io.env));
   let sidecar;
   try {
     sidecar = await startSidecar({ loadConfig: load, env: io.env });
   } catch (err) {
-    if (err instanceof PolicyError || err instanceof ConfigError) {
-      io.stderr.write(`egress-guard: ${err.message}\n`);
-      return 2;
-    }
+    // A bad policy or setting goes to bin's exit-code map (exit 2); any other start failure (a port it
+    // cannot bind) is this command's own result: say why, exit 1.
+    if (err instanceof PolicyError || err instanceof ConfigError) throw err;
     io.stderr.write(`egress-guard: ${(err as Error).message}\n`);
     return 1;
   }

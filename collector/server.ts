@@ -1,8 +1,9 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import { openStore, type EventStore } from './stores/event-store.js';
+import { listen } from '../net/listen.js';
+import type { EventStore } from './stores/event-store.js';
+import { openStore } from './stores/open-store.js';
 import { IngestError, readBatch, type IngestLimits } from './ingest.js';
 import { INGEST_PATH } from '../events/delivery/ingest-url.js';
 import { contentSecurityPolicy, renderJobPage, renderJobsPage, renderNotFoundPage } from './page.js';
@@ -159,19 +160,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   server.requestTimeout = 60_000;
   server.headersTimeout = 20_000;
 
+  let port: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.listen.port, options.listen.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    ({ port } = await listen(server, options.listen, 'listen'));
   } catch (err) {
     await store.close();
     throw err;
   }
-  const port = (server.address() as AddressInfo).port;
   log.info({ listen: `${options.listen.host}:${port}`, db: options.db.replace(/\/\/[^@/]*@/, '//<credentials>@') }, 'collector: listening');
 
   let closing: Promise<void> | undefined;

@@ -1,6 +1,6 @@
-import { canonicalHost, decide, findEndpoint, type Decision } from '../policy/index.js';
+import { canonicalHost, decide, findEndpoint, formatHostPort, refusal, type Decision } from '../policy/index.js';
 import type { AddressBook } from './address-book.js';
-import { authorize, emitDecision, type AuthorizeContext, type Authorization } from './authorize.js';
+import { authorize, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest, type Authorization } from './authorize.js';
 import type { PeekResult } from '../net/sniffing/first-bytes.js';
 
 export interface TransparentAuthorizeContext extends AuthorizeContext {
@@ -12,6 +12,8 @@ export interface TransparentRequest {
   /** The original destination (SO_ORIGINAL_DST). */
   destination: { address: string; port: number };
   peek: PeekResult;
+  /** When the connection arrived (before the peek): its close event counts from there. */
+  started?: number;
 }
 
 function addressText(address: string): string {
@@ -47,19 +49,19 @@ function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, 
   const { port } = request.destination;
   const ip = decision.ip ?? addressText(request.destination.address);
   const withIp = { ...decision, ip };
-  const event = emitDecision(ctx.events, ctx.policy(), { kind: 'transparent', client: request.client, host: decision.host, port, ...extra }, withIp);
+  const asked: AuthorizeRequest = { kind: 'transparent', client: request.client, host: decision.host, port, ...extra, ...(request.started !== undefined && { started: request.started }) };
+  const event = emitDecision(ctx.events, ctx.policy(), asked, withIp);
   if (decision.outcome === 'blocked') return { action: 'reject', decision: withIp, event };
-  return { action: 'forward', decision: withIp, event, address: ip, port };
+  return forwardTo(ctx.events, asked, withIp, event, ip, port);
 }
 
 function mismatch(ctx: TransparentAuthorizeContext, request: TransparentRequest, name: string, claimedBy: 'sni' | 'host', extra: Extra): Authorization {
-  const policy = ctx.policy();
   const { port } = request.destination;
   const ip = addressText(request.destination.address);
-  return decided(ctx, request, {
-    outcome: policy.mode === 'block' ? 'blocked' : 'would-block', permitted: false, reason: 'sni-mismatch', rule: null, host: name, ip,
-    message: `${claimedBy === 'sni' ? 'TLS SNI' : 'HTTP Host'} ${name} does not match the destination ${ip}:${port}: ${name} did not resolve to ${ip} through egress-guard`,
-  }, extra);
+  return decided(ctx, request, refusal(ctx.policy(), {
+    reason: 'sni-mismatch', host: name, ip,
+    message: `${claimedBy === 'sni' ? 'TLS SNI' : 'HTTP Host'} ${name} does not match the destination ${formatHostPort(ip, port)}: ${name} did not resolve to ${ip} through egress-guard`,
+  }), extra);
 }
 
 /**
@@ -77,7 +79,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
     ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
   };
-  const base = { kind: 'transparent' as const, client, port, addresses: [ip], ...extra };
+  const base = { kind: 'transparent' as const, client, port, addresses: [ip], ...extra, ...(request.started !== undefined && { started: request.started }) };
   const claimed = peek.protocol === 'tls' ? peek.sni : peek.protocol === 'http' ? peek.request?.host : undefined;
 
   if (claimed !== undefined) {

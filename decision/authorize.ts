@@ -1,6 +1,7 @@
 import { decide, literalAddress, type Decision, type Policy } from '../policy/index.js';
+import { Connection } from '../events/connection.js';
 import type { EventLog } from '../events/event-log.js';
-import type { DecisionEvent, RequestKind } from '../events/schema.js';
+import type { CloseError, DecisionEvent, RequestKind } from '../events/schema.js';
 import { ResolveError, type Resolver } from './resolver.js';
 
 export interface AuthorizeContext {
@@ -23,12 +24,20 @@ export interface AuthorizeRequest {
    * decision must agree with it (see proxy/transparent).
    */
   addresses?: string[];
+  /** When the request arrived, if before this call (a redirected connection's peek): its close event counts from there. */
+  started?: number;
 }
 
+/**
+ * What to do with a request. `forward` and `fail` carry the request's connection record: the path that ends
+ * the request closes it, and that writes the one close event. A rejected request has no close event.
+ */
 export type Authorization =
-  | { action: 'forward'; decision: Decision; event: DecisionEvent; address: string; port: number }
+  | { action: 'forward'; decision: Decision; event: DecisionEvent; address: string; port: number; connection: Connection }
   | { action: 'reject'; decision: Decision; event: DecisionEvent }
-  | { action: 'fail'; decision: Decision; event: DecisionEvent; status: 502 | 504; error: string; message: string };
+  | { action: 'fail'; decision: Decision; event: DecisionEvent; status: 502 | 504; error: CloseError; message: string; connection: Connection };
+
+export type Forward = Extract<Authorization, { action: 'forward' }>;
 
 /** Emit the one decision event of a request (what was asked, what was decided, why, by whom). */
 export function emitDecision(events: EventLog, policy: Policy, request: AuthorizeRequest, decision: Decision): DecisionEvent {
@@ -49,12 +58,25 @@ export function emitDecision(events: EventLog, policy: Policy, request: Authoriz
   });
 }
 
+/** A request decided to go to `address`: its decision event, and its connection record opened. */
+export function forwardTo(events: EventLog, request: AuthorizeRequest, decision: Decision, event: DecisionEvent, address: string, port: number): Forward {
+  const connection = new Connection(events, { id: event.id, kind: request.kind, client: request.client, host: decision.host, port, ip: address }, request.started);
+  return { action: 'forward', decision, event, address, port, connection };
+}
+
+/** A request that was decided but cannot be forwarded (its name did not resolve): 502/504 and a close event. */
+function failure(events: EventLog, request: AuthorizeRequest, decision: Decision, event: DecisionEvent, status: 502 | 504, error: CloseError, message: string): Authorization {
+  const connection = new Connection(events, { id: event.id, kind: request.kind, client: request.client, host: decision.host, port: request.port }, request.started);
+  return { action: 'fail', decision, event, status, error, message, connection };
+}
+
 /**
  * The data path every listener shares: decide on the name (before any lookup, so a blocked name is never
  * resolved in block mode), resolve, decide on the addresses, emit the one decision event, and say which
  * address to connect to (the one that was checked: no second lookup, no DNS-rebinding window).
  */
-export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
+export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest): Promise<Authorization> {
+  const request: AuthorizeRequest = input.started === undefined ? { ...input, started: Date.now() } : input;
   const policy = ctx.policy();
   const nameDecision = decide(policy, { host: request.host, port: request.port });
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
@@ -66,28 +88,24 @@ export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest
     return { action: 'reject', decision: rejected, event: emit(rejected) };
   }
   if (nameDecision.ip !== undefined) {
-    return { action: 'forward', decision: nameDecision, event: emit(nameDecision), address: nameDecision.ip, port: request.port };
+    return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port);
   }
 
   let addresses: string[];
   try {
     addresses = request.addresses ?? (await ctx.resolver.resolve(nameDecision.host));
   } catch (err) {
-    const failure = err instanceof ResolveError ? err : new ResolveError(String(err), 'failed');
-    const event = emit(nameDecision);
-    return {
-      action: 'fail', decision: nameDecision, event, status: failure.kind === 'timeout' ? 504 : 502,
-      error: failure.kind === 'timeout' ? 'upstream-dns-timeout' : 'upstream-dns', message: failure.message,
-    };
+    const resolveError = err instanceof ResolveError ? err : new ResolveError(String(err), 'failed');
+    const timeout = resolveError.kind === 'timeout';
+    return failure(ctx.events, request, nameDecision, emit(nameDecision), timeout ? 504 : 502, timeout ? 'upstream-dns-timeout' : 'upstream-dns', resolveError.message);
   }
   const decision = decide(policy, { host: request.host, port: request.port, addresses });
   if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
   // Audit mode forwards would-block requests to the address the name resolved to.
   const address = decision.ip ?? addresses[0];
   if (address === undefined) {
-    const event = emit(decision);
-    return { action: 'fail', decision, event, status: 502, error: 'upstream-dns', message: `${decision.host} has no address` };
+    return failure(ctx.events, request, decision, emit(decision), 502, 'upstream-dns', `${decision.host} has no address`);
   }
   const withIp = decision.ip === undefined ? { ...decision, ip: address } : decision;
-  return { action: 'forward', decision: withIp, event: emit(withIp), address, port: request.port };
+  return forwardTo(ctx.events, request, withIp, emit(withIp), address, request.port);
 }

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { EventLog } from '../events/event-log.js';
-import { decideName, type Decision, type Policy } from '../policy/index.js';
+import { decideName, formatHostPort, refusal, type Decision, type Policy } from '../policy/index.js';
 import { nameKey, type AddressBook } from '../decision/address-book.js';
 import { AnswerCache, cacheKey, cacheLimits, renderAnswer, toCachedAnswer, type AnswerCacheOptions, type CachedAnswer } from './cache.js';
 import { UpstreamClient, UpstreamError, type Upstream } from './upstream.js';
@@ -35,7 +35,7 @@ const LOCALHOST = new Map<number, string[]>([[TYPE.A, ['127.0.0.1']], [TYPE.AAAA
 const DNS_PORT = 53;
 
 export function clientText(client: DnsClient): string {
-  return net.isIPv6(client.address) ? `[${client.address}]:${client.port}` : `${client.address}:${client.port}`;
+  return formatHostPort(client.address, client.port);
 }
 
 function addressBytes(address: string): Buffer | null {
@@ -108,10 +108,10 @@ export class DnsResponder {
     if (isPlainName(question.labels)) return decideName(policy, question.name);
     // Label bytes outside letters/digits/-/_ (dots inside a label, binary): no text form the policy
     // could match safely, so never allowed.
-    return {
-      outcome: policy.mode === 'block' ? 'blocked' : 'would-block', permitted: false, reason: 'invalid-host', rule: null, host: question.name,
+    return refusal(policy, {
+      reason: 'invalid-host', host: question.name,
       message: `${question.name} is not a host name (labels may hold only letters, digits, '-' and '_')`,
-    };
+    });
   }
 
   private localAnswer(query: DnsQuery): { response: Buffer; rule: string } | null {

@@ -57,9 +57,35 @@ export interface CloseEvent extends EventBase {
   duration_ms: number;
   /** HTTP status returned to the client, when there is one. */
   status?: number;
-  /** Why the connection failed, when it did (upstream-timeout, upstream-dns, upstream-refused, client-aborted...). */
-  error?: string;
+  /** Why the connection failed or ended early, when it did: one of CLOSE_ERRORS, or a socket error family. */
+  error?: CloseError;
 }
+
+/**
+ * Every close-event `error` value, with its meaning (docs/events.md lists the same; a unit test keeps the two
+ * in step). Besides these, socket errors are reported in two families: `upstream-<errno>` in lower case when
+ * connecting or forwarding a request fails (`upstream-ehostunreach`, `upstream-econnreset`, ...; see
+ * net/connect.ts upstreamFailure) and `client-<ERRNO>` / `upstream-<ERRNO>` in upper case when a relayed
+ * connection fails mid-way (`client-ECONNRESET`, `upstream-EPIPE`; see net/splice.ts relayError).
+ */
+export const CLOSE_ERRORS = {
+  'upstream-dns': 'the name did not resolve, or resolved to no address (502)',
+  'upstream-dns-timeout': 'resolving the name timed out (504)',
+  'upstream-refused': 'upstream refused the connection (502)',
+  'upstream-timeout': 'connecting to upstream, or waiting for its response, timed out (504)',
+  'upstream-error': 'connecting to upstream failed with an error that has no code (502)',
+  'upstream-connect-failed': 'a WebSocket upgrade could not connect to upstream (502)',
+  'upstream-no-answer': 'upstream sent no response head to a WebSocket upgrade in time (502)',
+  'not-upgraded': 'upstream answered a WebSocket upgrade without 101: its answer was relayed, then the connection closed',
+  'idle-timeout': 'neither side sent a byte for idle-timeout',
+  'client-aborted': 'the client went away before the response was complete (or before the tunnel was opened)',
+  'handed-over': 'a redirected connection first decided by DNS attribution turned out to speak HTTP: it was handed to the per-request HTTP server, whose requests have their own events',
+  'refused-after-first-bytes': 'the late first bytes of a tunnel (a ClientHello or request after a silent start) were refused: the client was reset',
+  'gate-failed': 'checking the late first bytes of a tunnel failed unexpectedly: both sides were closed',
+} as const;
+
+export type CloseErrorName = keyof typeof CLOSE_ERRORS;
+export type CloseError = CloseErrorName | `upstream-${string}` | `client-${string}`;
 
 export type EgressEvent = DecisionEvent | CloseEvent;
 

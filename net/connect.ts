@@ -1,12 +1,35 @@
 import net from 'node:net';
+import type { CloseError } from '../events/schema.js';
+import { formatHostPort } from '../policy/index.js';
 
-export class UpstreamConnectError extends Error {
+/** Why upstream could not be reached or answer: the status for the client and the close event's error. */
+export interface UpstreamFailure {
+  status: 502 | 504;
+  error: CloseError;
+}
+
+/**
+ * The one mapping of an upstream socket error to a status and a close error: one of our timeouts is 504
+ * `upstream-timeout`, a refusal 502 `upstream-refused`, anything else 502 `upstream-<errno>`.
+ */
+export function upstreamFailure(err: NodeJS.ErrnoException, timedOut: boolean): UpstreamFailure {
+  if (timedOut) return { status: 504, error: 'upstream-timeout' };
+  if (err.code === 'ECONNREFUSED') return { status: 502, error: 'upstream-refused' };
+  return { status: 502, error: `upstream-${(err.code ?? 'error').toLowerCase()}` };
+}
+
+export class UpstreamConnectError extends Error implements UpstreamFailure {
   constructor(
     message: string,
     readonly status: 502 | 504,
-    readonly code: string,
+    readonly error: CloseError,
   ) {
     super(message);
+  }
+
+  /** Whatever connectUpstream() rejected with, as an UpstreamConnectError. */
+  static from(err: unknown): UpstreamConnectError {
+    return err instanceof UpstreamConnectError ? err : new UpstreamConnectError(String(err), 502, 'upstream-error');
   }
 }
 
@@ -16,7 +39,7 @@ export function connectUpstream(address: string, port: number, timeoutMs: number
     const socket = net.connect({ host: address, port, noDelay: true });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new UpstreamConnectError(`connecting to ${net.isIPv6(address) ? `[${address}]` : address}:${port} timed out after ${timeoutMs} ms`, 504, 'upstream-timeout'));
+      reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`, 504, 'upstream-timeout'));
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);
@@ -25,8 +48,9 @@ export function connectUpstream(address: string, port: number, timeoutMs: number
     });
     socket.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const code = err.code === 'ECONNREFUSED' ? 'upstream-refused' : `upstream-${(err.code ?? 'error').toLowerCase()}`;
-      reject(new UpstreamConnectError(`connecting to ${address}:${port} failed: ${err.code ?? err.message}`, 502, code));
+      // Our timeout is the timer above; an ETIMEDOUT from the kernel is reported as the socket error it is.
+      const failure = upstreamFailure(err, false);
+      reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} failed: ${err.code ?? err.message}`, failure.status, failure.error));
     });
   });
 }

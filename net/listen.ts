@@ -1,7 +1,15 @@
 import type { AddressInfo, Server } from 'node:net';
-import type { ListenAddress } from '../config/load-config.js';
 
-/** Listen and resolve with the bound address; rejects with a message naming the setting on failure. */
+/** Where a listener binds: an address (IPv6 without brackets) and a port (0: any free one). */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * The one way a listener starts: listen, and resolve with the bound address; rejects with a message
+ * naming the setting (`listen`, `admin-listen`, ...) so the user knows which one to change.
+ */
 export function listen(server: Server, address: ListenAddress, setting: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => reject(new Error(`${setting}: cannot listen on ${address.host}:${address.port}: ${err.code ?? err.message}`));

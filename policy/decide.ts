@@ -2,6 +2,7 @@ import { classifyAddress } from './address-safety.js';
 import { findCidr } from './cidr.js';
 import { canonicalHost, parseAddress, type Address } from './host.js';
 import { matchHost } from './host-pattern.js';
+import { formatHostPort } from './host-port.js';
 import type { Policy } from './policy.js';
 
 export type Outcome = 'allowed' | 'blocked' | 'would-block';
@@ -44,11 +45,6 @@ export interface Decision {
   host: string;
   /** The address checked and to connect to (for raw-IP requests: the canonical address). */
   ip?: string;
-}
-
-/** host:port as people write it, IPv6 addresses bracketed. */
-export function hostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function outcomeOf(policy: Policy, permitted: boolean): Outcome {
@@ -96,7 +92,7 @@ function decideAddresses(policy: Policy, host: string, port: number, rule: strin
 function decideRawIp(policy: Policy, ip: Address, text: string, port: number): Decision {
   const allowed = findCidr(policy.allowedIps, ip);
   if (allowed) return decision(policy, true, { reason: 'allowed-ip', rule: allowed.source, host: text, ip: text, message: `${text} is in allowed-ips ${allowed.source}` });
-  return decision(policy, false, { reason: 'raw-ip', rule: null, host: text, ip: text, message: `${hostPort(text, port)} is a raw IP address and not in allowed-ips` });
+  return decision(policy, false, { reason: 'raw-ip', rule: null, host: text, ip: text, message: `${formatHostPort(text, port)} is a raw IP address and not in allowed-ips` });
 }
 
 /** The one decision function every listener calls (HTTP, CONNECT, transparent). Pure. */

@@ -1,3 +1,8 @@
+/**
+ * The one host:port parser and formatter. Every listener, event and message spells a destination through
+ * these two, so an IPv6 address is bracketed the same way everywhere.
+ */
+
 /** Split a CONNECT authority or Host header into host and port; null when it is not host:port. */
 export function parseAuthority(authority: string, defaultPort?: number): { host: string; port: number } | null {
   const m = /^\[([^\]]*)\](?::(\d{1,5}))?$/.exec(authority) ?? /^([^:\[\]]*)(?::(\d{1,5}))?$/.exec(authority);
@@ -7,7 +12,12 @@ export function parseAuthority(authority: string, defaultPort?: number): { host:
   return { host: m[1], port };
 }
 
-/** host:port with IPv6 addresses bracketed. */
+/** host:port as people write it, IPv6 addresses bracketed. */
 export function formatHostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  return `${bracketed(host)}:${port}`;
+}
+
+/** A host as it stands in a URL or an authority: IPv6 addresses bracketed. */
+export function bracketed(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
 }

@@ -8,3 +8,5 @@ export { classifyAddress, embeddedIPv4 } from './address-safety.js';
 export { compileHostPattern, matchHost, type HostPattern } from './host-pattern.js';
 export { parseEndpoint } from './endpoint.js';
 export { findCidr, parseCidr } from './cidr.js';
+export { bracketed, formatHostPort, parseAuthority } from './host-port.js';
+export { refusal } from './refusal.js';

@@ -2,7 +2,9 @@ import type { EgressEvent } from '../events/schema.js';
 import { validateEvent } from '../events/validate.js';
 import { readEventsFile } from './events-file.js';
 import { eventsOfJob } from './summary.js';
-import { UsageError } from '../cli/args.js';
+
+/** The events source cannot be read (a file, or a collector that is unreachable or answers an error). */
+export class EventSourceError extends Error {}
 
 export interface LoadedEvents {
   events: EgressEvent[];
@@ -20,7 +22,7 @@ async function getJson(url: URL): Promise<unknown> {
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(30_000) });
   } catch (err) {
-    throw new UsageError(`cannot reach the collector at ${url.origin}: ${(err as Error).message}`);
+    throw new EventSourceError(`cannot reach the collector at ${url.origin}: ${(err as Error).message}`);
   }
   const body = await res.text();
   if (!res.ok) {
@@ -30,12 +32,12 @@ async function getJson(url: URL): Promise<unknown> {
     } catch {
       // not JSON: keep the text
     }
-    throw new UsageError(`collector answered ${res.status} for ${url.pathname}: ${message}`);
+    throw new EventSourceError(`collector answered ${res.status} for ${url.pathname}: ${message}`);
   }
   try {
     return JSON.parse(body);
   } catch {
-    throw new UsageError(`collector answer for ${url.pathname} is not JSON`);
+    throw new EventSourceError(`collector answer for ${url.pathname} is not JSON`);
   }
 }
 
@@ -47,7 +49,7 @@ function apiUrl(base: string, path: string): URL {
 
 /**
  * Events from a file of NDJSON events (`-` for standard input), or from a collector (its base URL) for
- * one job. With a file, `job` keeps only that job's events. Throws UsageError with a readable message.
+ * one job. With a file, `job` keeps only that job's events. Throws EventSourceError with a readable message.
  */
 export async function loadEvents(source: string, job: string | undefined): Promise<LoadedEvents> {
   if (isUrl(source)) {
@@ -55,7 +57,7 @@ export async function loadEvents(source: string, job: string | undefined): Promi
     if (!chosen) {
       const { jobs } = (await getJson(apiUrl(source, '/api/v1/jobs'))) as { jobs: Array<{ job: string }> };
       if (jobs.length !== 1) {
-        throw new UsageError(`--job is needed: the collector has ${jobs.length} jobs${jobs.length ? ` (${jobs.slice(0, 10).map((j) => j.job).join(', ')})` : ''}`);
+        throw new EventSourceError(`--job is needed: the collector has ${jobs.length} jobs${jobs.length ? ` (${jobs.slice(0, 10).map((j) => j.job).join(', ')})` : ''}`);
       }
       chosen = jobs[0]!.job;
     }
@@ -66,7 +68,7 @@ export async function loadEvents(source: string, job: string | undefined): Promi
   try {
     loaded = await readEventsFile(source);
   } catch (err) {
-    throw new UsageError(`cannot read ${source}: ${(err as Error).message}`);
+    throw new EventSourceError(`cannot read ${source}: ${(err as Error).message}`);
   }
   return { events: job ? eventsOfJob(loaded.events, job) : loaded.events, source: job ? `${source} job ${job}` : source, skipped: loaded.skipped };
 }

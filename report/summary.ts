@@ -1,4 +1,4 @@
-import type { Outcome } from '../policy/index.js';
+import { formatHostPort, type Outcome } from '../policy/index.js';
 import type { CloseEvent, DecisionEvent, EgressEvent, RequestKind } from '../events/schema.js';
 import { jobKey } from '../events/job-key.js';
 
@@ -58,9 +58,8 @@ export function eventsOfJob(events: readonly EgressEvent[], job: string): Egress
   return events.filter((e) => ids.has(e.id) && (isDecision(e) ? jobKey(e) === job : true));
 }
 
-export function destinationKey(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
+/** A destination's row key in reports: its host:port (policy/host-port.ts). */
+export const destinationKey = formatHostPort;
 
 function byTime(a: { time: string }, b: { time: string }): number {
   return Date.parse(a.time) - Date.parse(b.time);

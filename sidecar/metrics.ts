@@ -1,17 +1,40 @@
-import type { MetricsRegistry } from './metrics-registry.js';
+import { Counter, Gauge, collectDefaultMetrics, type Registry } from 'prom-client';
 import type { EventLog } from '../events/event-log.js';
 import type { DnsServer } from '../dns/server.js';
 import type { TrafficCounters } from '../proxy/relay/traffic-counters.js';
 
+// Each sidecar gets a Registry of its own (never prom-client's global one): tests start several in one process.
+
+/** A counter kept elsewhere (DNS cache, event stream), read at scrape time. */
+function collectedCounter(registry: Registry, name: string, help: string, read: () => number): void {
+  new Counter({
+    name, help, registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+/** A gauge read at scrape time. */
+function collectedGauge(registry: Registry, name: string, help: string, read: () => number): void {
+  new Gauge({
+    name, help, registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
 /** Register the sidecar's Prometheus metrics: decisions and bytes from the event log, live gauges at scrape time. */
-export function registerSidecarMetrics(registry: MetricsRegistry, sources: { events: EventLog; counters: TrafficCounters; dns: () => DnsServer | undefined }): () => void {
-  const decisions = registry.counter('egress_decisions_total', 'Decisions by request kind and result.', ['kind', 'decision']);
-  const bytes = registry.counter('egress_bytes_total', 'Bytes relayed, by direction (in: upstream to client).', ['direction']);
-  const failures = registry.counter('egress_upstream_failures_total', 'Forwarded requests and tunnels that ended with an error.', ['error']);
-  registry.collected('egress_connections_open', 'Open proxied requests and tunnels (explicit and transparent).', 'gauge', () => [{ value: sources.counters.open }]);
-  registry.collected('egress_dns_cache_hits_total', 'DNS answers served from the cache.', 'counter', () => [{ value: sources.dns()?.stats().cacheHits ?? 0 }]);
-  registry.collected('egress_dns_cache_misses_total', 'DNS questions that needed an upstream exchange.', 'counter', () => [{ value: sources.dns()?.stats().cacheMisses ?? 0 }]);
-  registry.collected('egress_dns_cache_entries', 'Answers in the DNS cache.', 'gauge', () => [{ value: sources.dns()?.stats().cacheEntries ?? 0 }]);
+export function registerSidecarMetrics(registry: Registry, sources: { events: EventLog; counters: TrafficCounters; dns: () => DnsServer | undefined }): () => void {
+  const decisions = new Counter({ name: 'egress_decisions_total', help: 'Decisions by request kind and result.', labelNames: ['kind', 'decision'] as const, registers: [registry] });
+  const bytes = new Counter({ name: 'egress_bytes_total', help: 'Bytes relayed, by direction (in: upstream to client).', labelNames: ['direction'] as const, registers: [registry] });
+  const failures = new Counter({ name: 'egress_upstream_failures_total', help: 'Forwarded requests and tunnels that ended with an error.', labelNames: ['error'] as const, registers: [registry] });
+  collectedGauge(registry, 'egress_connections_open', 'Open proxied requests and tunnels (explicit and transparent).', () => sources.counters.open);
+  collectedCounter(registry, 'egress_dns_cache_hits_total', 'DNS answers served from the cache.', () => sources.dns()?.stats().cacheHits ?? 0);
+  collectedCounter(registry, 'egress_dns_cache_misses_total', 'DNS questions that needed an upstream exchange.', () => sources.dns()?.stats().cacheMisses ?? 0);
+  collectedGauge(registry, 'egress_dns_cache_entries', 'Answers in the DNS cache.', () => sources.dns()?.stats().cacheEntries ?? 0);
   return sources.events.subscribe((event) => {
     if (event.event === 'decision') {
       decisions.inc({ kind: event.kind, decision: event.decision });
@@ -21,4 +44,21 @@ export function registerSidecarMetrics(registry: MetricsRegistry, sources: { eve
     bytes.inc({ direction: 'out' }, event.bytes_out);
     if (event.error) failures.inc({ error: event.error });
   });
+}
+
+/** Expose an event stream's counters (see events/delivery/stream-client.ts) on a registry. */
+export function registerEventStreamMetrics(registry: Registry, stats: () => { queued: number; sent: number; dropped: number; spooled: number; failures: number }): void {
+  collectedGauge(registry, 'egress_events_queued', 'Events waiting for delivery to the collector (memory queue or spool).', () => stats().queued);
+  collectedCounter(registry, 'egress_events_sent_total', 'Events the collector acknowledged.', () => stats().sent);
+  collectedCounter(registry, 'egress_events_dropped_total', 'Events lost: queue or spool full, rejected as invalid, or unsent at stop without a spool.', () => stats().dropped);
+  collectedCounter(registry, 'egress_events_spooled_total', 'Events written to the on-disk spool.', () => stats().spooled);
+  collectedCounter(registry, 'egress_event_delivery_failures_total', 'Failed deliveries to the collector (retried).', () => stats().failures);
+}
+
+/**
+ * prom-client's process metrics (process_resident_memory_bytes, process_cpu_seconds_total, nodejs_eventloop_lag_*,
+ * nodejs_gc_duration_seconds, ...), unprefixed so stock Node.js dashboards and alerts apply as they are.
+ */
+export function registerProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
 }

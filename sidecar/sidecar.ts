@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { startEventStream, type EventStream } from '../events/delivery/stream-client.js';
-import { MetricsRegistry, registerEventStreamMetrics, startAdminServer, type AdminServer } from './metrics-registry.js';
+import { Registry } from 'prom-client';
+import { startAdminServer, type AdminServer } from './admin-server.js';
 import { describeConfig, type Config } from '../config/load-config.js';
 import { EventLog } from '../events/event-log.js';
 import { ciContextFrom } from '../events/schema.js';
@@ -9,7 +10,7 @@ import { AddressBook } from '../decision/address-book.js';
 import { readResolvConfUpstreams, startDnsServer, type DnsServer } from '../dns/server.js';
 import { createHttpProxyServer } from '../proxy/explicit/server.js';
 import { listen } from '../net/listen.js';
-import { registerSidecarMetrics } from './metrics.js';
+import { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } from './metrics.js';
 import { Resolver } from '../decision/resolver.js';
 import { createTrafficCounters } from '../proxy/relay/traffic-counters.js';
 import { startTransparentListeners, type TransparentListeners } from '../proxy/transparent/server.js';
@@ -88,9 +89,10 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     }
 
     if (config.adminListen) {
-      const metrics = new MetricsRegistry();
+      const metrics = new Registry();
       registerSidecarMetrics(metrics, { events, counters, dns: () => dns });
       if (stream) registerEventStreamMetrics(metrics, stream.stats);
+      registerProcessMetrics(metrics);
       admin = await startAdminServer({ listen: config.adminListen, metrics, health: () => closing === undefined });
       events.log.info({ listener: 'admin', address: config.adminListen.host, port: admin.port }, 'listening');
     }

@@ -55,13 +55,3 @@ export function toRow(event: EgressEvent): EventRow {
 export function isPostgresUrl(db: string): boolean {
   return /^postgres(ql)?:\/\//i.test(db);
 }
-
-/** Open the store a `--db` value names: a postgres:// URL, else a SQLite file path. */
-export async function openStore(db: string): Promise<EventStore> {
-  if (isPostgresUrl(db)) {
-    const { PostgresStore } = await import('./postgres-store.js');
-    return PostgresStore.open(db);
-  }
-  const { SqliteStore } = await import('./sqlite-store.js');
-  return new SqliteStore(db);
-}

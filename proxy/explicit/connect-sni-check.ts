@@ -1,8 +1,8 @@
 import type { Socket } from 'node:net';
-import { canonicalHost, decide } from '../../policy/index.js';
-import { formatHostPort } from '../../policy/host-port.js';
+import { canonicalHost, decide, formatHostPort, refusal } from '../../policy/index.js';
 import { emitDecision, type AuthorizeContext } from '../../decision/authorize.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
+import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 
 export interface ConnectTunnel {
   client: string;
@@ -16,35 +16,32 @@ export interface ConnectTunnel {
  * The client's first bytes in an authorized CONNECT tunnel, held back until this settles. A ClientHello
  * whose SNI names another host than the CONNECT authority must be allowed on its own (SNI-based fronting
  * through an allowed CONNECT host, a forged SNI); if it is not, the decision is `sni-mismatch`: one event,
- * and false in block mode; so is a ClientHello split across records (its SNI unreadable). Anything else (no
+ * refused (reset) in block mode; so is a ClientHello split across records (its SNI unreadable). Anything else (no
  * SNI, not TLS, silence until the idle timeout) is relayed: the tunnel goes to the checked address of the
  * CONNECT host whatever the client says in it.
  */
-export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<boolean> {
+export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<ClientGateOutcome> {
   const peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
   if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
-  if (peek.protocol !== 'tls' || peek.sni === undefined) return true;
+  if (peek.protocol !== 'tls' || peek.sni === undefined) return RELAY;
   const canonical = canonicalHost(peek.sni);
   const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;
-  if (name === tunnel.host) return true;
+  if (name === tunnel.host) return RELAY;
   const byName = decide(ctx.policy(), { host: peek.sni, port: tunnel.port });
-  if (byName.permitted) return true;
+  if (byName.permitted) return RELAY;
   return refuse(ctx, tunnel, { sni: peek.sni, name }, `TLS SNI ${formatHostPort(name, tunnel.port)} is not allowed (${byName.message})`);
 }
 
-/** One sni-mismatch event; false (reset the tunnel) in block mode. */
-function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): boolean {
+/** One sni-mismatch event; the tunnel is reset in block mode. */
+function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): ClientGateOutcome {
   const policy = ctx.policy();
   const host = claimed?.name ?? tunnel.host;
-  emitDecision(ctx.events, policy, { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) }, {
-    outcome: policy.mode === 'block' ? 'blocked' : 'would-block',
-    permitted: false,
+  emitDecision(ctx.events, policy, { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) }, refusal(policy, {
     reason: 'sni-mismatch',
-    rule: null,
     host,
     ip: tunnel.address,
     message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
-  });
-  return policy.mode !== 'block';
+  }));
+  return policy.mode === 'block' ? REFUSE : RELAY;
 }

@@ -63,7 +63,6 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
     const port = target.port ? Number(target.port) : 80;
     const host = target.hostname;
     counters.open++;
-    const started = Date.now();
     let released = false;
     const release = () => {
       if (!released) {
@@ -77,12 +76,12 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
         if (auth.action === 'reject') return sendProxyError(res, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {
           sendProxyError(res, auth.status, auth.message, auth.event.id);
-          events.close({ id: auth.event.id, kind: 'http', client, host: auth.decision.host, port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, status: auth.status, error: auth.error });
+          auth.connection.close({ status: auth.status, error: auth.error });
           return;
         }
         // The Host sent upstream is the authority that was decided on (RFC 9112 3.2.2), never the client's own
         // Host header: `GET http://allowed.test/` with `Host: attacker.test` must not reach a virtual host it names.
-        forwarder.forward({ req, res, auth, authority: target.host, started, client, kind: 'http' });
+        forwarder.forward({ req, res, auth, authority: target.host });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'request handling failed');
@@ -104,33 +103,33 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       return;
     }
     trackConnection(counters, socket);
-    const started = Date.now();
     void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port })
       .then(async (auth) => {
         if (auth.action === 'reject') return writeRawError(socket, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {
           writeRawError(socket, auth.status, auth.message, auth.event.id);
-          events.close({ id: auth.event.id, kind: 'connect', client, host: auth.decision.host, port: authority.port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, status: auth.status, error: auth.error });
+          auth.connection.close({ status: auth.status, error: auth.error });
           return;
         }
         let upstream: net.Socket;
         try {
           upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
         } catch (err) {
-          const failure = err instanceof UpstreamConnectError ? err : new UpstreamConnectError(String(err), 502, 'upstream-error');
+          const failure = UpstreamConnectError.from(err);
           writeRawError(socket, failure.status, failure.message, auth.event.id);
-          events.close({ id: auth.event.id, kind: 'connect', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, status: failure.status, error: failure.code });
+          auth.connection.close({ status: failure.status, error: failure.error });
           return;
         }
         if (socket.destroyed) {
           upstream.destroy();
+          auth.connection.close({ error: 'client-aborted' });
           return;
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         // Bytes sent along with the CONNECT are the tunnel's first: checked with the rest, not relayed ahead.
         if (head.length > 0) socket.unshift(head);
         const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
-        options.tunnel({ client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started, kind: 'connect', clientAddress: client, clientGate });
+        options.tunnel({ client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, clientGate });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');

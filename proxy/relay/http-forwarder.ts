@@ -1,10 +1,11 @@
 import http from 'node:http';
 import net from 'node:net';
 import httpProxy from 'http-proxy';
+import type { Forward } from '../../decision/authorize.js';
 import type { EventLog } from '../../events/event-log.js';
-import type { RequestKind } from '../../events/schema.js';
-import type { Authorization } from '../../decision/authorize.js';
-import { formatHostPort } from '../../policy/host-port.js';
+import type { CloseError } from '../../events/schema.js';
+import { upstreamFailure } from '../../net/connect.js';
+import { formatHostPort } from '../../policy/index.js';
 import { stripHopByHop } from './hop-by-hop.js';
 import { sendProxyError } from './error-response.js';
 
@@ -28,12 +29,9 @@ class CheckedAddressAgent extends http.Agent {
 export interface ForwardRequest {
   req: http.IncomingMessage;
   res: http.ServerResponse;
-  auth: Extract<Authorization, { action: 'forward' }>;
+  auth: Forward;
   /** The Host header to send upstream; absent: the client's own (already decided on) is kept. */
   authority?: string;
-  started: number;
-  client: string;
-  kind: RequestKind;
 }
 
 export interface HttpForwarder {
@@ -66,11 +64,11 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
   proxy.on('proxyReq', (proxyReq, req) => proxyReq.once('timeout', () => timedOut.add(req)));
 
   return {
-    forward({ req, res, auth, authority, started, client, kind }) {
+    forward({ req, res, auth, authority }) {
       let bytesOut = 0;
       let bytesIn = 0;
       let status: number | undefined;
-      let error: string | undefined;
+      let error: CloseError | undefined;
       req.on('data', (chunk: Buffer) => { bytesOut += chunk.length; });
       stripHopByHop(req.headers);
       onResponse.set(req, (proxyRes) => {
@@ -84,16 +82,13 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       });
       res.once('close', () => {
         if (!res.writableFinished) error ??= 'client-aborted';
-        events.close({
-          id: auth.event.id, kind, client, host: auth.decision.host, port: auth.port, ip: auth.address,
-          bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Date.now() - started, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }),
-        });
+        auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }) });
       });
       const target = `http://${formatHostPort(auth.address, auth.port)}`;
       proxy.web(req, res, { target, ...(authority !== undefined && { headers: { host: authority } }) }, (err: NodeJS.ErrnoException) => {
+        // ETIMEDOUT here is the agent's own connect timeout (CheckedAddressAgent).
         const timeout = err.code === 'ETIMEDOUT' || timedOut.has(req);
-        error = timeout ? 'upstream-timeout' : err.code === 'ECONNREFUSED' ? 'upstream-refused' : `upstream-${(err.code ?? 'error').toLowerCase()}`;
-        status = timeout ? 504 : 502;
+        ({ status, error } = upstreamFailure(err, timeout));
         sendProxyError(res, status, `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`, auth.event.id);
       });
     },

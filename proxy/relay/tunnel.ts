@@ -1,18 +1,14 @@
 import type { Socket } from 'node:net';
-import type { EventLog } from '../../events/event-log.js';
-import type { RequestKind } from '../../events/schema.js';
-import type { Authorization } from '../../decision/authorize.js';
+import type { Forward } from '../../decision/authorize.js';
 import { splice, type ClientGateOutcome } from '../../net/splice.js';
 
 export interface TunnelContext {
   client: Socket;
   upstream: Socket;
-  authorization: Extract<Authorization, { action: 'forward' }>;
+  /** The decision, and the connection record whose close event the tunnel's end writes. */
+  authorization: Forward;
   idleTimeoutMs: number;
-  events: EventLog;
-  started: number;
-  kind: RequestKind;
-  clientAddress: string;
+  /** The SNI the decision was made on, when there was one (an inspecting handler needs it). */
   sni?: string;
   /** See SpliceOptions.clientGate: a check of the client's first bytes that was still open at authorization. */
   clientGate?: Promise<ClientGateOutcome>;
@@ -28,12 +24,6 @@ export const spliceTunnel: TunnelHandler = (t) => {
   splice(t.client, t.upstream, {
     idleTimeoutMs: t.idleTimeoutMs,
     ...(t.clientGate && { clientGate: t.clientGate }),
-    onClose: (result) => {
-      t.events.close({
-        id: t.authorization.event.id, kind: t.kind, client: t.clientAddress, host: t.authorization.decision.host,
-        port: t.authorization.port, ip: t.authorization.address, bytes_in: result.bytesIn, bytes_out: result.bytesOut,
-        duration_ms: Date.now() - t.started, ...(result.error && { error: result.error }),
-      });
-    },
+    onClose: (result) => t.authorization.connection.close(result),
   });
 };

@@ -1,8 +1,9 @@
 import http from 'node:http';
 import type net from 'node:net';
+import type { CloseError } from '../../events/schema.js';
 import { canonicalHost } from '../../policy/index.js';
 import { parseAuthority } from '../../policy/host-port.js';
-import type { Authorization } from '../../decision/authorize.js';
+import type { Authorization, Forward } from '../../decision/authorize.js';
 import { connectUpstream } from '../../net/connect.js';
 import { createHttpForwarder, unforwardableBody } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
@@ -30,8 +31,6 @@ export interface TransparentHttp {
   /** Close the adopted connections that are between requests (shutdown). */
   closeIdle(): void;
 }
-
-type Forward = Extract<Authorization, { action: 'forward' }>;
 
 /** The largest upstream response head read before a WebSocket upgrade is relayed. */
 const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
@@ -99,7 +98,6 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     if (refusal) return sendProxyError(res, 400, refusal);
     connection.busy++;
     res.once('close', () => { connection.busy--; });
-    const started = Date.now();
     decideRequest(target.request, connection)
       .then((auth) => {
         if (auth.action === 'reject') {
@@ -107,7 +105,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
           return sendProxyError(res, 403, auth.decision.message, auth.event.id);
         }
         if (auth.action === 'fail') return sendProxyError(res, auth.status, auth.message, auth.event.id);
-        forwarder.forward({ req, res, auth, ...(target.authority !== undefined && { authority: target.authority }), started, client: connection.client, kind: 'transparent' });
+        forwarder.forward({ req, res, auth, ...(target.authority !== undefined && { authority: target.authority }) });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'transparent HTTP request handling failed');
@@ -132,11 +130,10 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       return;
     }
     connection.busy++; // for good: an upgraded connection is never idle between requests
-    const started = Date.now();
     decideRequest(target.request, connection)
       .then(async (auth) => {
         if (auth.action !== 'forward') return writeRawError(socket, auth.action === 'fail' ? auth.status : 403, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
-        await relayWebSocket(req, socket, head, auth, target, connection, started);
+        await relayWebSocket(req, socket, head, auth, target);
       })
       .catch((err: Error) => {
         events.log.warn({ err: err.message, client: connection.client }, 'transparent WebSocket upgrade failed');
@@ -144,12 +141,10 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       });
   });
 
-  const relayWebSocket = async (req: http.IncomingMessage, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>, connection: RedirectedConnection, started: number) => {
+  const relayWebSocket = async (req: http.IncomingMessage, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>) => {
     const { authority } = target;
-    const close = (bytesIn: number, bytesOut: number, error?: string, status?: number) => events.close({
-      id: auth.event.id, kind: 'transparent', client: connection.client, host: auth.decision.host, port: auth.port, ip: auth.address,
-      bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Date.now() - started, ...(status !== undefined && { status }), ...(error && { error }),
-    });
+    const close = (bytesIn: number, bytesOut: number, error?: CloseError, status?: number) =>
+      auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status }), ...(error && { error }) });
     let upstream: net.Socket;
     try {
       upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);

@@ -20,8 +20,8 @@ let addon: OriginalDstAddon | undefined;
 function loadAddon(): OriginalDstAddon {
   if (addon) return addon;
   const require = createRequire(import.meta.url);
-  // Compiled to dist/proxy/; the addon is built into native/build/ at the package root.
-  const candidates = ['../../native/build/Release/original_dst.node', '../native/build/Release/original_dst.node'];
+  // Compiled to dist/proxy/transparent/; the addon is built into native/build/ at the package root.
+  const candidates = ['../../../native/build/Release/original_dst.node'];
   const errors: string[] = [];
   for (const candidate of candidates) {
     try {

@@ -2,16 +2,17 @@ import net, { type AddressInfo } from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
 import type { Policy } from '../../policy/index.js';
 import type { AddressBook } from '../../decision/address-book.js';
-import { formatHostPort } from '../../policy/host-port.js';
+import { formatHostPort } from '../../policy/index.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { listen } from '../../net/listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
 import type { Resolver } from '../../decision/resolver.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
-import { createTransparentHttp } from './http.js';
+import { classify, type Traffic } from './classify.js';
+import { createTransparentHttp, type RedirectedConnection } from './http.js';
 import { authorizeTransparent } from '../../decision/attribution.js';
-import type { ClientGateOutcome } from '../../net/splice.js';
+import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 import type { TunnelHandler } from '../relay/tunnel.js';
 
 /** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
@@ -51,7 +52,7 @@ function isOwnListener(destination: OriginalDestination, socket: net.Socket, lis
 
 /**
  * Listeners for connections that iptables REDIRECTed here (egress-guard rules apply). Each connection is
- * decided on its original destination and the name its first bytes claim (see transparent-authorize.ts),
+ * decided on its original destination and the name its first bytes claim (see decision/attribution.ts),
  * then spliced to exactly that destination. Same events, policy and audit/block semantics as the explicit proxy.
  */
 export async function startTransparentListeners(options: TransparentListenerOptions): Promise<TransparentListeners> {
@@ -74,18 +75,59 @@ export async function startTransparentListeners(options: TransparentListenerOpti
    * already open so that a server that speaks first is heard). A ClientHello is decided on its SNI; an HTTP
    * request hands the connection to the per-request HTTP server; anything else is relayed.
    */
-  const checkLateFirstBytes = async (socket: net.Socket, request: { client: string; destination: OriginalDestination }): Promise<ClientGateOutcome> => {
+  const checkLateFirstBytes = async (socket: net.Socket, connection: RedirectedConnection): Promise<ClientGateOutcome> => {
     // The gate opens only on bytes seen: a client kept from idling by a chatty server may stay silent for
     // longer than one wait, and still be checked when it speaks (or it ends or is closed, with nothing to relay).
     let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
-    while (late.protocol === 'other' && late.bytes === 0 && !socket.destroyed && !socket.readableEnded) {
+    while (classify(late) === 'silent' && !socket.destroyed && !socket.readableEnded) {
       late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
     }
     late = await finishUnfinished(socket, late);
-    if (late.protocol === 'http') return (client) => plainHttp.adopt(client, request);
-    if (late.protocol === 'other' && !late.incomplete) return true;
-    const again = await authorizeTransparent(options, { ...request, peek: late });
-    return again.action === 'forward';
+    const traffic = classify(late);
+    if (traffic === 'http') return { action: 'hand-over', to: (client) => plainHttp.adopt(client, connection) };
+    if ((traffic === 'opaque' || traffic === 'silent') && !(late.protocol === 'other' && late.incomplete)) return RELAY;
+    const again = await authorizeTransparent(options, { ...connection, peek: late });
+    return again.action === 'forward' ? RELAY : REFUSE;
+  };
+
+  /** Decide a connection that is relayed as bytes (tls, opaque, silent), connect to its destination, and splice. */
+  const tunnel = async (socket: net.Socket, connection: RedirectedConnection, peek: PeekResult, started: number, late?: 'check-late-first-bytes') => {
+    const { client, destination } = connection;
+    const auth = await authorizeTransparent(options, { client, destination, peek, started });
+    if (auth.action === 'reject') return refuse(socket);
+    if (auth.action === 'fail') {
+      // Not expected: the destination is given, so nothing is looked up.
+      auth.connection.close({ error: auth.error });
+      return refuse(socket);
+    }
+    let upstream: net.Socket;
+    try {
+      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+    } catch (err) {
+      auth.connection.close({ error: UpstreamConnectError.from(err).error });
+      return refuse(socket);
+    }
+    if (socket.destroyed) {
+      upstream.destroy();
+      auth.connection.close({ error: 'client-aborted' });
+      return;
+    }
+    const sni = peek.protocol === 'tls' ? peek.sni : undefined;
+    const clientGate = late ? checkLateFirstBytes(socket, connection) : undefined;
+    options.tunnel({
+      client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs,
+      ...(sni !== undefined && { sni }), ...(clientGate && { clientGate }),
+    });
+  };
+
+  /** One handler per kind of traffic (see classify.ts). */
+  const handlers: Record<Traffic, (socket: net.Socket, connection: RedirectedConnection, peek: PeekResult, started: number) => Promise<void> | void> = {
+    http: (socket, connection) => plainHttp.adopt(socket, connection),
+    tls: tunnel,
+    opaque: tunnel,
+    // Decided without its first bytes (by DNS attribution); if those turn out to be a ClientHello or an HTTP
+    // request, the names in them are decided before they are relayed.
+    silent: (socket, connection, peek, started) => tunnel(socket, connection, peek, started, 'check-late-first-bytes'),
   };
 
   const handle = async (socket: net.Socket) => {
@@ -109,36 +151,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     trackConnection(counters, socket);
     const started = Date.now();
     const peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 }));
-    if (peek.protocol === 'http') return plainHttp.adopt(socket, { client, destination });
-    const auth = await authorizeTransparent(options, { client, destination, peek });
-    if (auth.action === 'reject') return refuse(socket);
-    if (auth.action === 'fail') {
-      // Not expected: the destination is given, so nothing is looked up.
-      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: destination.port, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: auth.error });
-      return refuse(socket);
-    }
-    let upstream: net.Socket;
-    try {
-      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
-    } catch (err) {
-      const failure = err instanceof UpstreamConnectError ? err : new UpstreamConnectError(String(err), 502, 'upstream-error');
-      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: failure.code });
-      return refuse(socket);
-    }
-    if (socket.destroyed) {
-      upstream.destroy();
-      events.close({ id: auth.event.id, kind: 'transparent', client, host: auth.decision.host, port: auth.port, ip: auth.address, bytes_in: 0, bytes_out: 0, duration_ms: Date.now() - started, error: 'client-aborted' });
-      return;
-    }
-    const sni = peek.protocol === 'tls' ? peek.sni : undefined;
-    // A client silent through the peek was decided without its first bytes (by DNS attribution); if those
-    // turn out to be a ClientHello or an HTTP request, the names in them are decided before they are relayed.
-    const silent = peek.protocol === 'other' && peek.bytes === 0;
-    const clientGate = silent ? checkLateFirstBytes(socket, { client, destination }) : undefined;
-    options.tunnel({
-      client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, events, started,
-      kind: 'transparent', clientAddress: client, ...(sni !== undefined && { sni }), ...(clientGate && { clientGate }),
-    });
+    return handlers[classify(peek)](socket, { client, destination }, peek, started);
   };
 
   try {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-const COMMANDS = fileURLToPath(new URL('../../cli/report-commands.js', import.meta.url));
+const COMMANDS = fileURLToPath(new URL('../../cli/collector-command.js', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('../../../test/fixtures/audit-run.ndjson', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'egress-cmd-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

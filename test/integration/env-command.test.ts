@@ -7,13 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { envCommand } from '../../cli/report-commands.js';
+import { ENV_USAGE, envCommand } from '../../cli/env-command.js';
 import { runCaptured, type CommandResult } from '../helpers/capture-io.js';
 
-const COMMANDS = fileURLToPath(new URL('../../cli/report-commands.js', import.meta.url));
+const COMMANDS = fileURLToPath(new URL('../../cli/env-command.js', import.meta.url));
 
 function env(argv: string[], environment: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
-  return runCaptured(envCommand, argv, environment);
+  return runCaptured(envCommand, argv, environment, ENV_USAGE);
 }
 
 function sh(script: string, environment: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { reportCommand } from '../../cli/report-commands.js';
+import { REPORT_USAGE, reportCommand } from '../../cli/report-command.js';
 import { startCollector, type Collector } from '../../collector/server.js';
 import { runCaptured, type CommandResult } from '../helpers/capture-io.js';
 
@@ -13,7 +13,7 @@ const STEPS = fileURLToPath(new URL('../../../test/fixtures/audit-run-job.json',
 const JOB = 'octo-org/webapp/9001/build';
 
 function report(argv: string[]): Promise<CommandResult> {
-  return runCaptured(reportCommand, argv);
+  return runCaptured(reportCommand, argv, {}, REPORT_USAGE);
 }
 
 describe('egress-guard report', () => {
@@ -100,7 +100,13 @@ describe('egress-guard report', () => {
   });
 
   it('refuses bad options and bad step files with exit 2', async () => {
-    assert.equal((await report(['--format', 'html', FIXTURE])).code, 2);
+    const format = await report(['--format', 'html', FIXTURE]);
+    assert.equal(format.code, 2);
+    assert.equal(format.stderr, `egress-guard: --format must be one of table, markdown, json\nusage: ${REPORT_USAGE}\n`);
+    const unknown = await report(['--bogus', FIXTURE]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /^egress-guard: unknown option --bogus\n/);
+    assert.match((await report(['--format'])).stderr, /^egress-guard: --format needs a value\n/);
     assert.equal((await report([])).code, 2);
     const notJob = join(dir, 'not-job.json');
     writeFileSync(notJob, '{"jobs": []}');

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../config/load-config.js';
 import { EventLog } from '../../events/event-log.js';
 import { decide, decideName, type Policy } from '../../policy/index.js';
-import { policyCommand } from '../../cli/report-commands.js';
+import { POLICY_USAGE, policyCommand } from '../../cli/policy-command.js';
 import { policyFromFile } from '../../report/replay.js';
 import { runCaptured, type CommandResult } from '../helpers/capture-io.js';
 
@@ -16,7 +16,7 @@ const dir = mkdtempSync(join(tmpdir(), 'egress-workflow-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function run(argv: string[]): Promise<CommandResult> {
-  return runCaptured(policyCommand, argv);
+  return runCaptured(policyCommand, argv, {}, POLICY_USAGE);
 }
 
 function write(name: string, text: string): string {

@@ -1,0 +1,32 @@
+import { loadEvents } from '../report/load-events.js';
+import { buildReport, renderReport, REPORT_FORMATS, type ReportFormat } from '../report/format.js';
+import { parseJobSteps } from '../report/steps.js';
+import { oneSource, parseArgs, processIo, readText, single, UsageError, type CommandIo, type OptionSpecs } from './args.js';
+
+export const REPORT_USAGE = 'egress-guard report [--format table|markdown|json] [--steps JOB.json] [--job JOB] EVENTS|-|COLLECTOR_URL';
+const OPTIONS: OptionSpecs = { format: { type: 'string' }, steps: { type: 'string' }, job: { type: 'string' }, collector: { type: 'string' } };
+
+/** `egress-guard report`: what a job connected to, as a table, markdown (for $GITHUB_STEP_SUMMARY) or JSON. */
+export async function reportCommand(argv: readonly string[], io: CommandIo = processIo()): Promise<number> {
+  const args = parseArgs(argv, OPTIONS);
+  const format = (single(args, 'format') ?? 'table') as ReportFormat;
+  if (!REPORT_FORMATS.includes(format)) throw new UsageError(`--format must be one of ${REPORT_FORMATS.join(', ')}`);
+  const collector = single(args, 'collector');
+  const source = collector && args.positionals.length === 0 ? collector : oneSource(args.positionals);
+  const stepsFile = single(args, 'steps');
+  let steps;
+  if (stepsFile) {
+    let json: unknown;
+    try {
+      json = JSON.parse(readText(stepsFile, 'steps file'));
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      throw new UsageError(`${stepsFile} is not JSON: ${(err as Error).message}`);
+    }
+    steps = parseJobSteps(json);
+  }
+  const loaded = await loadEvents(source, single(args, 'job'));
+  if (loaded.events.length === 0) io.stderr.write(`egress-guard: no decision events in ${loaded.source}\n`);
+  io.stdout.write(renderReport(buildReport(loaded.events, loaded.source, steps), format));
+  return 0;
+}

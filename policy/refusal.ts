@@ -1,0 +1,18 @@
+import type { Decision, Reason } from './decide.js';
+import type { Policy } from './policy.js';
+
+/**
+ * A decision that refuses, made outside decide() (an SNI that disagrees with its destination, a DNS name
+ * that is no host name): `blocked` in block mode, `would-block` in audit mode, where it is only reported.
+ */
+export function refusal(policy: Pick<Policy, 'mode'>, fields: { reason: Reason; host: string; ip?: string; message: string }): Decision {
+  return {
+    outcome: policy.mode === 'block' ? 'blocked' : 'would-block',
+    permitted: false,
+    reason: fields.reason,
+    rule: null,
+    host: fields.host,
+    ...(fields.ip !== undefined && { ip: fields.ip }),
+    message: fields.message,
+  };
+}
