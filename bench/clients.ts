@@ -64,13 +64,16 @@ export interface TlsGetResult {
  */
 export async function tlsGet(route: Route, servers: BenchServers, path: string, options: { hash?: boolean; timeoutMs?: number } = {}): Promise<TlsGetResult> {
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
-  const socket = route === 'direct'
-    ? await connectDirect(servers.httpsPort, timeoutMs)
-    : await openTunnel(route, `${route.targetHost}:${servers.httpsPort}`, timeoutMs);
+  const socket = route === 'direct' ? await connectDirect(servers.httpsPort, timeoutMs) : await openTunnel(route, `${route.targetHost}:${servers.httpsPort}`, timeoutMs);
   return new Promise((resolve, reject) => {
     const req = https.request({
       // No agent: with createConnection and no agent, node neither pools nor resolves the host name.
-      host: servers.serverName, servername: servers.serverName, port: servers.httpsPort, path, method: 'GET', ca: servers.caPem,
+      host: servers.serverName,
+      servername: servers.serverName,
+      port: servers.httpsPort,
+      path,
+      method: 'GET',
+      ca: servers.caPem,
       headers: { connection: 'close' },
       createConnection: () => tls.connect({ socket, servername: servers.serverName, ca: servers.caPem }),
     });
@@ -100,7 +103,11 @@ export async function tlsGet(route: Route, servers: BenchServers, path: string, 
 export class KeepAliveClient {
   readonly agent: http.Agent;
 
-  constructor(private readonly route: Route, private readonly servers: BenchServers, maxSockets: number) {
+  constructor(
+    private readonly route: Route,
+    private readonly servers: BenchServers,
+    maxSockets: number,
+  ) {
     this.agent = new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
   }
 
@@ -122,16 +129,16 @@ export class KeepAliveClient {
   private getOnce(path: string, timeoutMs: number): Promise<{ status: number; bytes: number }> {
     const route = this.route;
     const authority = route === 'direct' ? `127.0.0.1:${this.servers.httpPort}` : `${route.targetHost}:${this.servers.httpPort}`;
-    const target = route === 'direct'
-      ? { host: '127.0.0.1', port: this.servers.httpPort, path }
-      : { host: route.host, port: route.port, path: `http://${authority}${path}` };
+    const target = route === 'direct' ? { host: '127.0.0.1', port: this.servers.httpPort, path } : { host: route.host, port: route.port, path: `http://${authority}${path}` };
     return new Promise((resolve, reject) => {
       const req = http.request({ ...target, method: 'GET', agent: this.agent, headers: { host: authority } });
       req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${path} timed out`)));
       req.once('error', (err) => reject(Object.assign(err, { reusedSocket: req.reusedSocket })));
       req.once('response', (res) => {
         let bytes = 0;
-        res.on('data', (chunk: Buffer) => { bytes += chunk.length; });
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+        });
         res.once('error', reject);
         res.once('end', () => resolve({ status: res.statusCode ?? 0, bytes }));
       });

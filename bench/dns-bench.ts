@@ -41,7 +41,9 @@ function load(port: number, names: NameSpec, count: number, concurrency: number,
     const worker = new Worker(new URL('./dns-load-worker.js', import.meta.url), { workerData: { port, names, count, concurrency, timeCapMs } });
     worker.once('message', resolve);
     worker.once('error', reject);
-    worker.once('exit', (code) => { if (code !== 0) reject(new Error(`load worker exited with ${code}`)); });
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`load worker exited with ${code}`));
+    });
   });
 }
 
@@ -60,12 +62,27 @@ function findDnsmasq(): string | null {
 /** dnsmasq as a caching forwarder in front of the test zone; names under attacker.test answered NXDOMAIN locally. */
 async function startDnsmasq(binary: string, upstreamPort: number): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(binary, [
-    '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--server=127.0.0.1#${upstreamPort}`, `--port=${port}`,
-    '--listen-address=127.0.0.1', '--bind-interfaces', '--no-daemon', '--cache-size=10000', '--address=/attacker.test/', '--pid-file=',
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    binary,
+    [
+      '--conf-file=/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      `--server=127.0.0.1#${upstreamPort}`,
+      `--port=${port}`,
+      '--listen-address=127.0.0.1',
+      '--bind-interfaces',
+      '--no-daemon',
+      '--cache-size=10000',
+      '--address=/attacker.test/',
+      '--pid-file=',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
-  child.stderr?.on('data', (c) => { stderr += c; });
+  child.stderr?.on('data', (c) => {
+    stderr += c;
+  });
   for (let i = 0; i < 50; i++) {
     if (child.exitCode !== null) throw new Error(`dnsmasq exited: ${stderr.trim()}`);
     const probe = await load(port, { fixed: 'allowed.test' }, 1, 1, 200);
@@ -102,7 +119,11 @@ export async function runDnsBench(input: DnsBenchOptions = {}): Promise<Record<s
   const result: Record<string, unknown> = { load: options };
   let dnsmasq: ChildProcess | undefined;
   const server = await startDnsServer({
-    listen: { host: '127.0.0.1', port: 0 }, upstreams: [`127.0.0.1:${zonePort}`], policy: () => policy, events, addressBook: new AddressBook(),
+    listen: { host: '127.0.0.1', port: 0 },
+    upstreams: [`127.0.0.1:${zonePort}`],
+    policy: () => policy,
+    events,
+    addressBook: new AddressBook(),
   });
   try {
     const guard = await scenarios(server.udpAddress.port, 'eg', options);
@@ -143,7 +164,9 @@ function table(result: Record<string, unknown>): string {
     const rows = result[target];
     if (!rows || typeof rows !== 'object') continue;
     for (const [name, r] of Object.entries(rows as Record<string, ScenarioResult>)) {
-      lines.push(`${name.padEnd(18)}${target.padEnd(14)}${String(r.queries).padStart(7)}${String(r.errors).padStart(8)}${String(r.qps).padStart(9)}${String(r.p50_ms).padStart(9)}${String(r.p99_ms).padStart(9)}`);
+      lines.push(
+        `${name.padEnd(18)}${target.padEnd(14)}${String(r.queries).padStart(7)}${String(r.errors).padStart(8)}${String(r.qps).padStart(9)}${String(r.p50_ms).padStart(9)}${String(r.p99_ms).padStart(9)}`,
+      );
     }
   }
   const ratios = result.ratio_egress_guard_over_dnsmasq as Record<string, { qps: number; p50: number; p99: number }> | undefined;

@@ -24,20 +24,21 @@ async function load(port: number, nameAt: (i: number) => string, count: number, 
   let nextId = 1;
   const started = performance.now();
   const deadline = started + timeCapMs;
-  const one = (i: number) => new Promise<void>((resolve) => {
-    const id = nextId++ & 0xffff;
-    const sent = performance.now();
-    const timer = setTimeout(() => finish(false), 2000);
-    function finish(ok: boolean) {
-      clearTimeout(timer);
-      waiting.delete(id);
-      if (ok) latencies.push(performance.now() - sent);
-      else errors++;
-      resolve();
-    }
-    waiting.set(id, finish);
-    socket.send(queryBytes(id, nameAt(i)), port, '127.0.0.1');
-  });
+  const one = (i: number) =>
+    new Promise<void>((resolve) => {
+      const id = nextId++ & 0xffff;
+      const sent = performance.now();
+      const timer = setTimeout(() => finish(false), 2000);
+      function finish(ok: boolean) {
+        clearTimeout(timer);
+        waiting.delete(id);
+        if (ok) latencies.push(performance.now() - sent);
+        else errors++;
+        resolve();
+      }
+      waiting.set(id, finish);
+      socket.send(queryBytes(id, nameAt(i)), port, '127.0.0.1');
+    });
   const worker = async () => {
     while (next < count && performance.now() < deadline) await one(next++);
   };
@@ -46,8 +47,12 @@ async function load(port: number, nameAt: (i: number) => string, count: number, 
   socket.close();
   latencies.sort((a, b) => a - b);
   return {
-    queries: latencies.length, errors, qps: round(latencies.length / (duration / 1000), 1),
-    p50_ms: round(percentile(latencies, 50)), p99_ms: round(percentile(latencies, 99)), duration_ms: round(duration, 1),
+    queries: latencies.length,
+    errors,
+    qps: round(latencies.length / (duration / 1000), 1),
+    p50_ms: round(percentile(latencies, 50)),
+    p99_ms: round(percentile(latencies, 99)),
+    duration_ms: round(duration, 1),
   };
 }
 

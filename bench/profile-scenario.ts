@@ -17,7 +17,11 @@ const outDir = process.argv[3] ?? mkdtempSync(join(tmpdir(), 'egress-guard-prof-
 mkdirSync(outDir, { recursive: true });
 const work = mkdtempSync(join(tmpdir(), 'egress-guard-prof-events-'));
 const servers = await startBenchServers();
-const proxy = await startEgressGuard({ eventsFile: join(work, 'events.ndjson'), nodeFlags: ['--cpu-prof', '--cpu-prof-dir', outDir], ...(process.env.BENCH_EGRESS_GUARD_CLI && { cli: process.env.BENCH_EGRESS_GUARD_CLI }) });
+const proxy = await startEgressGuard({
+  eventsFile: join(work, 'events.ndjson'),
+  nodeFlags: ['--cpu-prof', '--cpu-prof-dir', outDir],
+  ...(process.env.BENCH_EGRESS_GUARD_CLI && { cli: process.env.BENCH_EGRESS_GUARD_CLI }),
+});
 try {
   const cpuBefore = proxy.cpuMs();
   let summary: unknown;
@@ -31,7 +35,9 @@ try {
   await servers.close();
   rmSync(work, { recursive: true, force: true });
 }
-const profiles = readdirSync(outDir).filter((f) => f.endsWith('.cpuprofile')).sort();
+const profiles = readdirSync(outDir)
+  .filter((f) => f.endsWith('.cpuprofile'))
+  .sort();
 const latest = profiles.at(-1);
 if (!latest) process.stdout.write(`no profile written in ${outDir} (egress-guard did not exit cleanly?)\n`);
 else process.stdout.write(`\n${join(outDir, latest)}\n${summarise(JSON.parse(readFileSync(join(outDir, latest), 'utf8')), 30)}`);

@@ -39,8 +39,12 @@ export function summarise(profile: CpuProfile, top = 25): string {
     byFunction.set(fn, (byFunction.get(fn) ?? 0) + us);
     byPlace.set(place(frame.url), (byPlace.get(place(frame.url)) ?? 0) + us);
   }
-  const rows = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, top)
-    .map(([k, us]) => `${((us / total) * 100).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(7)} ms  ${k}`).join('\n');
+  const rows = (m: Map<string, number>) =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k, us]) => `${((us / total) * 100).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(7)} ms  ${k}`)
+      .join('\n');
   // Native frames (syscalls, serialisation) say little alone: charge them to the nearest JS caller chain.
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);

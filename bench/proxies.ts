@@ -104,9 +104,14 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
     EGRESS_EVENTS_FILE: options.eventsFile,
   });
-  const child = spawn(process.execPath, [...(options.nodeFlags ?? []), options.cli ?? EGRESS_GUARD_CLI, 'run', '--listen', `127.0.0.1:${port}`, '--resolve', `${BENCH_HOST}=127.0.0.1`], {
-    env, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...(options.nodeFlags ?? []), options.cli ?? EGRESS_GUARD_CLI, 'run', '--listen', `127.0.0.1:${port}`, '--resolve', `${BENCH_HOST}=127.0.0.1`],
+    {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   let listening = false;
   const ready = new Promise<void>((resolve, reject) => {
@@ -136,7 +141,11 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
   }
   const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
   return {
-    name: 'egress-guard', host: '127.0.0.1', port, targetHost: BENCH_HOST, pid: child.pid!,
+    name: 'egress-guard',
+    host: '127.0.0.1',
+    port,
+    targetHost: BENCH_HOST,
+    pid: child.pid!,
     version: `${version} (node ${process.version})`,
     logging: 'decision + close event per request, JSON to stdout (pipe) and events file (sync writes)',
     cpuMs: () => processCpuMs(child.pid!),
@@ -152,7 +161,12 @@ function which(binary: string): string | undefined {
 
 function versionOf(binary: string, args: string[]): string {
   const out = spawnSync(binary, args, { encoding: 'utf8' });
-  return `${out.stdout}${out.stderr}`.split('\n').find((l) => l.trim())?.trim() ?? 'unknown';
+  return (
+    `${out.stdout}${out.stderr}`
+      .split('\n')
+      .find((l) => l.trim())
+      ?.trim() ?? 'unknown'
+  );
 }
 
 export class ProxyUnavailable extends Error {}
@@ -162,7 +176,7 @@ export class ProxyUnavailable extends Error {}
  * TLS port, one log line per connection (LogLevel Info) to a file. Origins are named by IP (no DNS).
  */
 export async function startTinyproxy(connectPorts: number[]): Promise<RunningProxy> {
-  const binary = which('tinyproxy') ?? (['/usr/bin/tinyproxy', '/usr/sbin/tinyproxy'].find((p) => spawnSync(p, ['-v']).status === 0));
+  const binary = which('tinyproxy') ?? ['/usr/bin/tinyproxy', '/usr/sbin/tinyproxy'].find((p) => spawnSync(p, ['-v']).status === 0);
   if (!binary) throw new ProxyUnavailable('tinyproxy is not installed (apt-get install tinyproxy)');
   const dir = mkdtempSync(join(tmpdir(), 'bench-tinyproxy-'));
   chmodSync(dir, 0o777);
@@ -182,8 +196,12 @@ export async function startTinyproxy(connectPorts: number[]): Promise<RunningPro
   writeFileSync(join(dir, 'tinyproxy.conf'), config);
   const child = spawn(binary, ['-d', '-c', join(dir, 'tinyproxy.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
-  child.stderr!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
+  child.stdout!.on('data', (c: Buffer) => {
+    output = tail(output + c.toString());
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    output = tail(output + c.toString());
+  });
   const stop = async () => {
     await stopChild(child);
     rmSync(dir, { recursive: true, force: true });
@@ -195,9 +213,15 @@ export async function startTinyproxy(connectPorts: number[]): Promise<RunningPro
     throw err;
   }
   return {
-    name: 'tinyproxy', host: '127.0.0.1', port, targetHost: '127.0.0.1', pid: child.pid!, version: versionOf(binary, ['-v']),
+    name: 'tinyproxy',
+    host: '127.0.0.1',
+    port,
+    targetHost: '127.0.0.1',
+    pid: child.pid!,
+    version: versionOf(binary, ['-v']),
     logging: 'one line per connection (LogLevel Info) to a file',
-    cpuMs: () => processCpuMs(child.pid!), stop,
+    cpuMs: () => processCpuMs(child.pid!),
+    stop,
   };
 }
 
@@ -206,7 +230,7 @@ export async function startTinyproxy(connectPorts: number[]): Promise<RunningPro
  * only, access_log to a file. Origins are named by IP (no DNS).
  */
 export async function startSquid(): Promise<RunningProxy> {
-  const binary = which('squid') ?? (['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0));
+  const binary = which('squid') ?? ['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0);
   if (!binary) throw new ProxyUnavailable('squid is not installed (apt-get install squid)');
   const dir = mkdtempSync(join(tmpdir(), 'bench-squid-'));
   chmodSync(dir, 0o777);
@@ -231,8 +255,12 @@ export async function startSquid(): Promise<RunningProxy> {
   writeFileSync(join(dir, 'squid.conf'), config);
   const child = spawn(binary, ['-N', '-f', join(dir, 'squid.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
-  child.stderr!.on('data', (c: Buffer) => { output = tail(output + c.toString()); });
+  child.stdout!.on('data', (c: Buffer) => {
+    output = tail(output + c.toString());
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    output = tail(output + c.toString());
+  });
   const describe = () => {
     let log = '';
     try {
@@ -253,8 +281,14 @@ export async function startSquid(): Promise<RunningProxy> {
     throw err;
   }
   return {
-    name: 'squid', host: '127.0.0.1', port, targetHost: '127.0.0.1', pid: child.pid!, version: versionOf(binary, ['-v']),
+    name: 'squid',
+    host: '127.0.0.1',
+    port,
+    targetHost: '127.0.0.1',
+    pid: child.pid!,
+    version: versionOf(binary, ['-v']),
     logging: 'access_log line per request to a file; no cache',
-    cpuMs: () => processCpuMs(child.pid!), stop,
+    cpuMs: () => processCpuMs(child.pid!),
+    stop,
   };
 }

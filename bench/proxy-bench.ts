@@ -59,7 +59,10 @@ class RateAccumulator {
   private cpuMs = 0;
   retried = 0;
 
-  constructor(private readonly route: Route, private readonly concurrency: number) {}
+  constructor(
+    private readonly route: Route,
+    private readonly concurrency: number,
+  ) {}
 
   add(load: LoadResult, cpuMs: number): void {
     this.loads.push(load);
@@ -74,10 +77,18 @@ class RateAccumulator {
     const errors: Record<string, number> = {};
     for (const l of this.loads) for (const [k, v] of Object.entries(l.errors)) errors[k] = (errors[k] ?? 0) + v;
     const result: RateResult = {
-      route: routeName(this.route), concurrency: this.concurrency, rounds: this.loads.length, started: sum((l) => l.started), completed,
-      failed: sum((l) => l.failed), elapsed_ms: round(elapsedMs, 1), req_per_s: round((completed * 1000) / elapsedMs, 1),
+      route: routeName(this.route),
+      concurrency: this.concurrency,
+      rounds: this.loads.length,
+      started: sum((l) => l.started),
+      completed,
+      failed: sum((l) => l.failed),
+      elapsed_ms: round(elapsedMs, 1),
+      req_per_s: round((completed * 1000) / elapsedMs, 1),
       round_req_per_s: this.loads.map((l) => round((l.completed * 1000) / l.elapsedMs, 1)),
-      p50_ms: round(percentile(latencies, 50)), p99_ms: round(percentile(latencies, 99)), errors,
+      p50_ms: round(percentile(latencies, 50)),
+      p99_ms: round(percentile(latencies, 99)),
+      errors,
     };
     if (Number.isFinite(this.cpuMs) && completed > 0) result.proxy_cpu_ms_per_1000 = round((this.cpuMs * 1000) / completed, 1);
     return result;
@@ -138,7 +149,11 @@ export async function keepAliveRate(route: Route, servers: BenchServers, setting
 }
 
 /** One download of `bytes` through the route, checked (byte count; sha256 when expectDigest is given). */
-export async function downloadOnce(route: Route, servers: BenchServers, options: { bytes: number; timeoutMs: number; expectDigest?: string }): Promise<ThroughputResult['runs'][number]> {
+export async function downloadOnce(
+  route: Route,
+  servers: BenchServers,
+  options: { bytes: number; timeoutMs: number; expectDigest?: string },
+): Promise<ThroughputResult['runs'][number]> {
   const t0 = performance.now();
   try {
     const res = await tlsGet(route, servers, `/bytes/${options.bytes}`, { hash: options.expectDigest !== undefined, timeoutMs: options.timeoutMs });
@@ -162,7 +177,11 @@ function throughputFrom(route: Route, bytes: number, runs: ThroughputResult['run
 }
 
 /** (b) alone, for one route: `repeats` downloads, median MB/s. */
-export async function bulkDownload(route: Route, servers: BenchServers, options: { bytes: number; repeats: number; timeoutMs: number; expectDigest?: string }): Promise<ThroughputResult> {
+export async function bulkDownload(
+  route: Route,
+  servers: BenchServers,
+  options: { bytes: number; repeats: number; timeoutMs: number; expectDigest?: string },
+): Promise<ThroughputResult> {
   const cpu = cpuOf(route);
   const cpuBefore = cpu();
   const runs: ThroughputResult['runs'] = [];

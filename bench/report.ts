@@ -53,16 +53,47 @@ function table(header: string[], rows: string[][]): string {
 export function formatResults(routes: RouteResults[], ratios: Ratios): string {
   const failures = (r: RouteResults) => r.tunnel_tls.failed + r.keep_alive.failed + r.bulk.runs.filter((x) => !x.ok).length;
   const main = table(
-    ['route', '(a) tunnel+TLS req/s', 'p50 ms', 'p99 ms', '(b) 64MiB MB/s', '(c) keep-alive req/s', 'p50 ms', 'p99 ms', 'failed', 'retried (c)', 'proxy CPU ms/1k (a)', 'ms/GB (b)', 'ms/1k (c)'],
+    [
+      'route',
+      '(a) tunnel+TLS req/s',
+      'p50 ms',
+      'p99 ms',
+      '(b) 64MiB MB/s',
+      '(c) keep-alive req/s',
+      'p50 ms',
+      'p99 ms',
+      'failed',
+      'retried (c)',
+      'proxy CPU ms/1k (a)',
+      'ms/GB (b)',
+      'ms/1k (c)',
+    ],
     routes.map((r) => [
-      r.route, fmt(r.tunnel_tls.req_per_s), fmt(r.tunnel_tls.p50_ms), fmt(r.tunnel_tls.p99_ms), fmt(r.bulk.mb_per_s),
-      fmt(r.keep_alive.req_per_s), fmt(r.keep_alive.p50_ms), fmt(r.keep_alive.p99_ms), String(failures(r)), String(r.keep_alive.retried ?? 0),
-      fmt(r.tunnel_tls.proxy_cpu_ms_per_1000, 0), fmt(r.bulk.proxy_cpu_ms_per_gb, 0), fmt(r.keep_alive.proxy_cpu_ms_per_1000, 0),
+      r.route,
+      fmt(r.tunnel_tls.req_per_s),
+      fmt(r.tunnel_tls.p50_ms),
+      fmt(r.tunnel_tls.p99_ms),
+      fmt(r.bulk.mb_per_s),
+      fmt(r.keep_alive.req_per_s),
+      fmt(r.keep_alive.p50_ms),
+      fmt(r.keep_alive.p99_ms),
+      String(failures(r)),
+      String(r.keep_alive.retried ?? 0),
+      fmt(r.tunnel_tls.proxy_cpu_ms_per_1000, 0),
+      fmt(r.bulk.proxy_cpu_ms_per_gb, 0),
+      fmt(r.keep_alive.proxy_cpu_ms_per_1000, 0),
     ]),
   );
-  const ratioRows = (label: string, set: Record<string, ScenarioRatios>) => Object.entries(set).map(([name, x]) => [
-    `${label.replace('%', name)}`, fmt(x.tunnel_req_per_s, 2), fmt(x.tunnel_p50, 2), fmt(x.tunnel_p99, 2), fmt(x.bulk_mb_per_s, 2), fmt(x.keep_alive_req_per_s, 2), fmt(x.keep_alive_p99, 2),
-  ]);
+  const ratioRows = (label: string, set: Record<string, ScenarioRatios>) =>
+    Object.entries(set).map(([name, x]) => [
+      `${label.replace('%', name)}`,
+      fmt(x.tunnel_req_per_s, 2),
+      fmt(x.tunnel_p50, 2),
+      fmt(x.tunnel_p99, 2),
+      fmt(x.bulk_mb_per_s, 2),
+      fmt(x.keep_alive_req_per_s, 2),
+      fmt(x.keep_alive_p99, 2),
+    ]);
   const ratioTable = table(
     ['ratio', '(a) req/s', 'p50', 'p99', '(b) MB/s', '(c) req/s', 'p99'],
     [...ratioRows('%/direct', ratios.vs_direct), ...ratioRows('egress-guard/%', ratios.egress_guard_vs)],
@@ -82,7 +113,11 @@ export function verdicts(ratios: Ratios): Verdict[] {
   const bulk = ratios.vs_direct['egress-guard']?.bulk_mb_per_s ?? null;
   out.push({ target: 'bulk throughput >= 0.9 x direct', met: bulk === null ? null : bulk >= 0.9, detail: `egress-guard/direct = ${fmt(bulk, 2)}` });
   for (const [name, r] of Object.entries(ratios.egress_guard_vs)) {
-    out.push({ target: `tunnel req/s >= ${name}`, met: r.tunnel_req_per_s === null ? null : r.tunnel_req_per_s >= 1, detail: `egress-guard/${name} = ${fmt(r.tunnel_req_per_s, 2)}` });
+    out.push({
+      target: `tunnel req/s >= ${name}`,
+      met: r.tunnel_req_per_s === null ? null : r.tunnel_req_per_s >= 1,
+      detail: `egress-guard/${name} = ${fmt(r.tunnel_req_per_s, 2)}`,
+    });
     out.push({ target: `tunnel p99 <= ${name}`, met: r.tunnel_p99 === null ? null : r.tunnel_p99 <= 1, detail: `egress-guard/${name} = ${fmt(r.tunnel_p99, 2)}` });
   }
   return out;

@@ -50,7 +50,10 @@ async function runDns(): Promise<Record<string, unknown>> {
 
 async function main(): Promise<number> {
   const began = Date.now();
-  const wanted = (process.env.BENCH_PROXIES ?? 'egress-guard,tinyproxy,squid').split(',').map((s) => s.trim()).filter(Boolean);
+  const wanted = (process.env.BENCH_PROXIES ?? 'egress-guard,tinyproxy,squid')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const settings = DEFAULT_SETTINGS;
   mkdirSync(ARTIFACTS, { recursive: true });
   const workDir = join(tmpdir(), `egress-guard-bench-${process.pid}`);
@@ -95,7 +98,9 @@ async function main(): Promise<number> {
   log('');
   const targets = verdicts(ratios);
   for (const v of targets) log(`target ${v.met === null ? 'n/a ' : v.met ? 'MET ' : 'MISS'}  ${v.target.padEnd(36)} ${v.detail}`);
-  log(`load average before/after: ${loadBefore.map((x) => x.toFixed(1)).join(' ')} / ${loadAfter.map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs${loadAfter[0]! > cpus().length ? ' (other work was running: numbers are noisy; ratios within the interleaved run are what to compare)' : ''}`);
+  log(
+    `load average before/after: ${loadBefore.map((x) => x.toFixed(1)).join(' ')} / ${loadAfter.map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs${loadAfter[0]! > cpus().length ? ' (other work was running: numbers are noisy; ratios within the interleaved run are what to compare)' : ''}`,
+  );
   log('note: egress-guard runs with events on (JSON to a stdout pipe and to an events file); C proxies log one line per request/connection to a file.');
 
   let dns: Record<string, unknown> = { skipped: 'BENCH_SKIP_DNS=1' };
@@ -121,7 +126,9 @@ async function main(): Promise<number> {
 }
 
 main().then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    process.exitCode = code;
+  },
   (err: Error) => {
     process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
     process.exitCode = 1;

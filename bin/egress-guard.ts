@@ -22,7 +22,9 @@ const COMMANDS: Record<string, { run: Command; help: string; usage?: string }> =
 };
 
 function usage(): string {
-  const commands = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.help}`).join('\n');
+  const commands = Object.entries(COMMANDS)
+    .map(([name, c]) => `  ${name.padEnd(10)} ${c.help}`)
+    .join('\n');
   const settings = SETTINGS.map((s) => `  --${s.key.padEnd(20)} ${s.env.padEnd(26)} ${s.help}${s.default !== undefined ? ` (default ${s.default})` : ''}`).join('\n');
   return `usage: egress-guard <command> [options]\n\ncommands:\n${commands}\n\nsettings (flag, environment variable; also keys of the policy file):\n${settings}\n`;
 }

@@ -9,7 +9,11 @@ export interface KeyAndCert {
 
 function newKeyPair(): { privateKey: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey; pem: string } {
   // node:crypto generates RSA keys natively (fast); node-forge builds and signs the certificates.
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+  const { privateKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  });
   const key = forge.pki.privateKeyFromPem(privateKey) as forge.pki.rsa.PrivateKey;
   return { privateKey: key, publicKey: forge.pki.setRsaPublicKey(key.n, key.e), pem: privateKey };
 }
@@ -32,7 +36,10 @@ export function createCertificateAuthority(commonName = 'egress-guard CA', days 
   cert.publicKey = keys.publicKey;
   cert.serialNumber = serial();
   validity(cert, days);
-  const subject = [{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'egress-guard' }];
+  const subject = [
+    { name: 'commonName', value: commonName },
+    { name: 'organizationName', value: 'egress-guard' },
+  ];
   cert.setSubject(subject);
   cert.setIssuer(subject);
   cert.setExtensions([

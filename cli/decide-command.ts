@@ -25,12 +25,23 @@ export async function decideCommand(argv: readonly string[], io: CommandIo): Pro
   } catch (err) {
     // decide's own answer to a policy that does not load, for scripts; bin's exit-code map adds the message and exit 2.
     if (err instanceof PolicyError || err instanceof ConfigError) {
-      io.stdout.write(`${JSON.stringify({ error: 'bad-policy', message: err.message, ...(err instanceof PolicyError && { file: err.file, line: err.line, entry: err.entry }) })}\n`);
+      io.stdout.write(
+        `${JSON.stringify({ error: 'bad-policy', message: err.message, ...(err instanceof PolicyError && { file: err.file, line: err.line, entry: err.entry }) })}\n`,
+      );
     }
     throw err;
   }
   const d = decide(config.policy, { host: target.host, port: target.port, ...(addresses && { addresses }) });
-  const result = { decision: d.permitted ? 'allowed' : 'blocked', reason: d.reason, rule: d.rule, message: d.message, host: d.host, port: target.port, mode: config.policy.mode, ...(d.ip !== undefined && { ip: d.ip }) };
+  const result = {
+    decision: d.permitted ? 'allowed' : 'blocked',
+    reason: d.reason,
+    rule: d.rule,
+    message: d.message,
+    host: d.host,
+    port: target.port,
+    mode: config.policy.mode,
+    ...(d.ip !== undefined && { ip: d.ip }),
+  };
   io.stdout.write(format === 'text' ? `${result.decision}: ${d.message}\n` : `${JSON.stringify(result)}\n`);
   return d.permitted ? 0 : 1;
 }

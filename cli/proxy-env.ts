@@ -22,7 +22,10 @@ export function proxyEnvironment(listen: ListenAddress, env: NodeJS.ProcessEnv):
   const url = proxyUrl(listen);
   const { hostname, port } = new URL(url);
   const bareHost = hostname.replace(/^\[|\]$/g, '');
-  const existingNoProxy = (env.NO_PROXY ?? env.no_proxy ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const existingNoProxy = (env.NO_PROXY ?? env.no_proxy ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const noProxy = [...new Set([...LOOPBACK, ...existingNoProxy])].join(',');
 
   const gitCount = Number.parseInt(env.GIT_CONFIG_COUNT ?? '0', 10) || 0;

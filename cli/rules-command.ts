@@ -3,7 +3,6 @@ import { applyRules, removeRules, RulesError } from '../rules/run-rules.js';
 import { uidOfUser } from '../rules/user-id.js';
 import { parseArgs, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
-
 const USAGE = 'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both]';
 const OPTIONS: OptionSpecs = Object.fromEntries(['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family'].map((key) => [key, { type: 'string' }]));
 
@@ -24,7 +23,10 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
   } else {
     const name = user ?? 'egress-guard';
     const found = uidOfUser(name);
-    if (found === undefined) throw new UsageError(`user "${name}" does not exist: egress-guard must run as its own user, whose traffic the rules exempt (create it with \`useradd --system ${name}\`, or give --uid)`);
+    if (found === undefined)
+      throw new UsageError(
+        `user "${name}" does not exist: egress-guard must run as its own user, whose traffic the rules exempt (create it with \`useradd --system ${name}\`, or give --uid)`,
+      );
     uid = found;
   }
   if (uid === 0) throw new UsageError('refusing to exempt uid 0: every root process (the job too) would bypass the rules; run egress-guard as its own user');
@@ -34,7 +36,9 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
   const families: Family[] = family === '4' ? [4] : family === '6' ? [6] : family === 'both' ? [4, 6] : [];
   if (families.length === 0) throw new UsageError(`--family: "${family}" is not 4, 6 or both`);
   return {
-    uid, mode: mode as RulesMode, families,
+    uid,
+    mode: mode as RulesMode,
+    families,
     transparentPort: port(takeOption(args, 'transparent-port'), 3129, 'transparent-port'),
     dnsPort: port(takeOption(args, 'dns-port'), 53, 'dns-port'),
   };

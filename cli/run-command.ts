@@ -4,7 +4,6 @@ import { startSidecar } from '../sidecar/sidecar.js';
 import { parseArgs, type CommandIo } from './args.js';
 import { configSources, SETTING_OPTIONS } from './config-sources.js';
 
-
 /** `egress-guard run`: start the sidecar; SIGHUP reloads the policy, SIGTERM/SIGINT drain and stop. */
 export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
   const args = parseArgs(argv, SETTING_OPTIONS);

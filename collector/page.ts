@@ -59,12 +59,15 @@ function badge(decision: string): string {
 export function renderJobsPage(jobs: readonly JobInfo[], nonce: string): string {
   const rows = jobs.map((j) => {
     const cls = j.blocked > 0 ? 'blocked' : j.wouldBlock > 0 ? 'would-block' : '';
-    return `<tr class="${cls}"><td><a href="${esc(jobPath(j.job))}">${esc(j.job)}</a></td><td>${esc(j.first)}</td><td>${esc(j.last)}</td>`
-      + `<td class="num">${j.decisions}</td><td class="num">${j.allowed}</td><td class="num">${j.wouldBlock}</td><td class="num">${j.blocked}</td></tr>`;
+    return (
+      `<tr class="${cls}"><td><a href="${esc(jobPath(j.job))}">${esc(j.job)}</a></td><td>${esc(j.first)}</td><td>${esc(j.last)}</td>` +
+      `<td class="num">${j.decisions}</td><td class="num">${j.allowed}</td><td class="num">${j.wouldBlock}</td><td class="num">${j.blocked}</td></tr>`
+    );
   });
-  const body = jobs.length === 0
-    ? '<h1>Jobs</h1><p class="muted">No events received yet. Point a proxy at this collector with EGRESS_COLLECTOR_URL.</p>'
-    : `<h1>Jobs</h1><table id="jobs"><thead><tr><th>Job</th><th>First seen</th><th>Last seen</th><th>Decisions</th><th>Allowed</th><th>Would-block</th><th>Blocked</th></tr></thead>
+  const body =
+    jobs.length === 0
+      ? '<h1>Jobs</h1><p class="muted">No events received yet. Point a proxy at this collector with EGRESS_COLLECTOR_URL.</p>'
+      : `<h1>Jobs</h1><table id="jobs"><thead><tr><th>Job</th><th>First seen</th><th>Last seen</th><th>Decisions</th><th>Allowed</th><th>Would-block</th><th>Blocked</th></tr></thead>
 <tbody>${rows.join('\n')}</tbody></table>`;
   return layout('egress-guard: jobs', body, nonce);
 }
@@ -76,9 +79,14 @@ function timeCell(time: string): string {
 }
 
 function destinationRows(destinations: readonly Destination[]): string {
-  return destinations.map((d) => `<tr class="${esc(d.decision)}"><td>${badge(d.decision)}</td><td><code>${esc(destinationKey(d.host, d.port))}</code></td>`
-    + `<td>${esc(d.kinds.join(', '))}</td><td class="num">${d.count}</td>${timeCell(d.first)}${timeCell(d.last)}`
-    + `<td>${esc(d.reasons.join(', '))}</td><td>${esc(d.ips.join(', '))}</td><td class="num">${d.bytesIn}</td><td class="num">${d.bytesOut}</td></tr>`).join('\n');
+  return destinations
+    .map(
+      (d) =>
+        `<tr class="${esc(d.decision)}"><td>${badge(d.decision)}</td><td><code>${esc(destinationKey(d.host, d.port))}</code></td>` +
+        `<td>${esc(d.kinds.join(', '))}</td><td class="num">${d.count}</td>${timeCell(d.first)}${timeCell(d.last)}` +
+        `<td>${esc(d.reasons.join(', '))}</td><td>${esc(d.ips.join(', '))}</td><td class="num">${d.bytesIn}</td><td class="num">${d.bytesOut}</td></tr>`,
+    )
+    .join('\n');
 }
 
 const COLORS: Record<string, string> = { blocked: '#cf222e', 'would-block': '#bf8700', allowed: '#1a7f37' };
@@ -102,12 +110,15 @@ function timeline(summary: Summary): string {
     const x = label + ((Date.parse(c.time) - start) / span) * plot;
     const w = Math.max(3, ((c.durationMs ?? 0) / span) * plot);
     const tip = `${c.decision} ${destinationKey(c.host, c.port)} (${c.kind}) at ${c.time}${c.durationMs !== undefined ? `, ${c.durationMs} ms, ${c.bytesIn ?? 0} B in / ${c.bytesOut ?? 0} B out` : ''}`;
-    return [`<rect x="${x.toFixed(1)}" y="${row * rowHeight + 4}" width="${w.toFixed(1)}" height="${rowHeight - 8}" fill="${COLORS[c.decision] ?? '#57606a'}"><title>${esc(tip)}</title></rect>`];
+    return [
+      `<rect x="${x.toFixed(1)}" y="${row * rowHeight + 4}" width="${w.toFixed(1)}" height="${rowHeight - 8}" fill="${COLORS[c.decision] ?? '#57606a'}"><title>${esc(tip)}</title></rect>`,
+    ];
   });
   const labels = rows.map((d, i) => `<text x="4" y="${i * rowHeight + 13}" font-size="12">${esc(destinationKey(d.host, d.port).slice(0, 40))}</text>`);
-  const axis = `<line x1="${label}" y1="${rows.length * rowHeight + 2}" x2="${label + plot}" y2="${rows.length * rowHeight + 2}" stroke="#8c959f"/>`
-    + `<text x="${label}" y="${height - 6}" font-size="11">${esc(summary.first)}</text>`
-    + `<text x="${label + plot}" y="${height - 6}" font-size="11" text-anchor="end">+${(span / 1000).toFixed(1)} s</text>`;
+  const axis =
+    `<line x1="${label}" y1="${rows.length * rowHeight + 2}" x2="${label + plot}" y2="${rows.length * rowHeight + 2}" stroke="#8c959f"/>` +
+    `<text x="${label}" y="${height - 6}" font-size="11">${esc(summary.first)}</text>` +
+    `<text x="${label + plot}" y="${height - 6}" font-size="11" text-anchor="end">+${(span / 1000).toFixed(1)} s</text>`;
   const more = summary.destinations.length > TIMELINE_ROWS ? `<p class="muted">${summary.destinations.length - TIMELINE_ROWS} more destinations not drawn.</p>` : '';
   return `<svg id="timeline" role="img" aria-label="Connections over time" width="${label + plot + 10}" height="${height}" xmlns="http://www.w3.org/2000/svg">${labels.join('')}${marks.join('')}${axis}</svg>${more}`;
 }

@@ -1,7 +1,5 @@
 import { isIP } from 'node:net';
-import {
-  buildPolicy, parsePolicyFile, PolicyError, splitListString, type FileSetting, type Policy, type PolicySettings, type SourcedEntry,
-} from '../policy/index.js';
+import { buildPolicy, parsePolicyFile, PolicyError, splitListString, type FileSetting, type Policy, type PolicySettings, type SourcedEntry } from '../policy/index.js';
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from './default-policy.js';
 import { SETTINGS, settingSpec } from './settings.js';
 
@@ -59,8 +57,7 @@ function flagOrigin(key: string) {
 
 function layer(sources: ConfigSources): Map<string, ResolvedSetting> {
   const resolved = new Map<string, ResolvedSetting>();
-  const put = (key: string, value: FileSetting['value'], source: ResolvedSetting['source'], origin: ResolvedSetting['origin']) =>
-    resolved.set(key, { value, source, origin });
+  const put = (key: string, value: FileSetting['value'], source: ResolvedSetting['source'], origin: ResolvedSetting['origin']) => resolved.set(key, { value, source, origin });
 
   for (const [key, setting] of parsePolicyFile(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME)) put(key, setting.value, 'default', setting.origin);
   for (const spec of SETTINGS) if (spec.default !== undefined) put(spec.key, spec.default, 'default', { file: '<default>', line: 0 });

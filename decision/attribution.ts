@@ -49,7 +49,14 @@ function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, 
   const { port } = request.destination;
   const ip = decision.ip ?? addressText(request.destination.address);
   const withIp = { ...decision, ip };
-  const asked: AuthorizeRequest = { kind: 'transparent', client: request.client, host: decision.host, port, ...extra, ...(request.started !== undefined && { started: request.started }) };
+  const asked: AuthorizeRequest = {
+    kind: 'transparent',
+    client: request.client,
+    host: decision.host,
+    port,
+    ...extra,
+    ...(request.started !== undefined && { started: request.started }),
+  };
   const event = emitDecision(ctx.events, ctx.policy(), asked, withIp);
   if (decision.outcome === 'blocked') return { action: 'reject', decision: withIp, event };
   return forwardTo(ctx.events, asked, withIp, event, ip, port);
@@ -58,10 +65,17 @@ function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, 
 function mismatch(ctx: TransparentAuthorizeContext, request: TransparentRequest, name: string, claimedBy: 'sni' | 'host', extra: Extra): Authorization {
   const { port } = request.destination;
   const ip = addressText(request.destination.address);
-  return decided(ctx, request, refusal(ctx.policy(), {
-    reason: 'sni-mismatch', host: name, ip,
-    message: `${claimedBy === 'sni' ? 'TLS SNI' : 'HTTP Host'} ${name} does not match the destination ${formatHostPort(ip, port)}: ${name} did not resolve to ${ip} through egress-guard`,
-  }), extra);
+  return decided(
+    ctx,
+    request,
+    refusal(ctx.policy(), {
+      reason: 'sni-mismatch',
+      host: name,
+      ip,
+      message: `${claimedBy === 'sni' ? 'TLS SNI' : 'HTTP Host'} ${name} does not match the destination ${formatHostPort(ip, port)}: ${name} did not resolve to ${ip} through egress-guard`,
+    }),
+    extra,
+  );
 }
 
 /**

@@ -58,9 +58,7 @@ export class Resolver {
       timer = setTimeout(() => reject(new ResolveError(`resolving ${key} timed out after ${timeoutMs} ms`, 'timeout')), timeoutMs);
     });
     try {
-      const lookup = this.dnsResolver
-        ? lookupWith(this.dnsResolver, key)
-        : dns.lookup(key, { all: true, verbatim: true }).then((answers) => answers.map((a) => a.address));
+      const lookup = this.dnsResolver ? lookupWith(this.dnsResolver, key) : dns.lookup(key, { all: true, verbatim: true }).then((answers) => answers.map((a) => a.address));
       const addresses = await Promise.race([lookup, timeout]);
       this.options.addressBook.record(key, addresses, this.options.ttlMs ?? 60_000);
       return addresses;

@@ -1,7 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import {
-  cnameTarget, flagsOf, optRecord, RCODE, recordAddress, responseFlags, TYPE, type DnsQuery, type WireMessage, type WireQuestion, type WireRecord,
-} from './wire.js';
+import { cnameTarget, flagsOf, optRecord, RCODE, recordAddress, responseFlags, TYPE, type DnsQuery, type WireMessage, type WireQuestion, type WireRecord } from './wire.js';
 
 export interface AnswerCacheOptions {
   /** Entries at most (default 20,000). */
@@ -77,7 +75,11 @@ export function toCachedAnswer(response: Buffer, message: WireMessage, question:
   const ceiling = positive ? limits.maxTtlSeconds : limits.maxNegativeTtlSeconds;
   const ttlSeconds = Math.min(Math.max(ttl, limits.minTtlSeconds), ceiling);
   return {
-    bytes, rcode, ttlOffsets: records.map((r) => r.ttlOffset), ttls: records.map((r) => r.ttl), ttlSeconds,
+    bytes,
+    rcode,
+    ttlOffsets: records.map((r) => r.ttlOffset),
+    ttls: records.map((r) => r.ttl),
+    ttlSeconds,
     addresses: question.type === TYPE.A || question.type === TYPE.AAAA ? chainAddresses(response, message.answers, question.name) : [],
     storedAt: now,
   };

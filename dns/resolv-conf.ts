@@ -8,7 +8,10 @@ import net from 'node:net';
 export function parseResolvConf(text: string): string[] {
   const servers: string[] = [];
   for (const line of text.split(/\r?\n/)) {
-    const fields = line.replace(/[#;].*$/, '').trim().split(/\s+/);
+    const fields = line
+      .replace(/[#;].*$/, '')
+      .trim()
+      .split(/\s+/);
     if (fields[0] !== 'nameserver' || !fields[1]) continue;
     const address = fields[1];
     const family = net.isIP(address.split('%')[0] ?? '');

@@ -6,8 +6,19 @@ import { nameKey, type AddressBook } from '../decision/address-book.js';
 import { AnswerCache, cacheKey, cacheLimits, renderAnswer, toCachedAnswer, type AnswerCacheOptions, type CachedAnswer } from './cache.js';
 import { UpstreamClient, UpstreamError, type Upstream } from './upstream.js';
 import {
-  addressRecord, buildHeaderOnlyError, buildResponse, CLASS_IN, isPlainName, RCODE, readQuery, truncatedResponse, TYPE, typeName, udpLimit,
-  type DnsQuery, type WireQuestion,
+  addressRecord,
+  buildHeaderOnlyError,
+  buildResponse,
+  CLASS_IN,
+  isPlainName,
+  RCODE,
+  readQuery,
+  truncatedResponse,
+  TYPE,
+  typeName,
+  udpLimit,
+  type DnsQuery,
+  type WireQuestion,
 } from './wire.js';
 
 export interface DnsClient {
@@ -30,7 +41,10 @@ export interface DnsResponderOptions {
 }
 
 const LOCAL_TTL_SECONDS = 60;
-const LOCALHOST = new Map<number, string[]>([[TYPE.A, ['127.0.0.1']], [TYPE.AAAA, ['::1']]]);
+const LOCALHOST = new Map<number, string[]>([
+  [TYPE.A, ['127.0.0.1']],
+  [TYPE.AAAA, ['::1']],
+]);
 /** Reported DNS port in events, whatever port the server listens on (it is "the DNS of the job"). */
 const DNS_PORT = 53;
 
@@ -86,14 +100,21 @@ export class DnsResponder {
   private async respond(query: DnsQuery, client: DnsClient): Promise<Buffer> {
     const question = query.question;
     if (question.klass !== CLASS_IN || question.type === TYPE.AXFR || question.type === TYPE.IXFR) {
-      this.options.events.log.info({ client: clientText(client), name: question.name, qtype: typeName(question.type), qclass: question.klass }, 'dns query refused: only class IN, no zone transfers');
+      this.options.events.log.info(
+        { client: clientText(client), name: question.name, qtype: typeName(question.type), qclass: question.klass },
+        'dns query refused: only class IN, no zone transfers',
+      );
       return buildResponse(query, question.klass !== CLASS_IN ? RCODE.REFUSED : RCODE.NOTIMP);
     }
     const policy = this.options.policy();
     const local = this.localAnswer(query);
     if (local) {
       this.emit(policy, client, question, {
-        outcome: 'allowed', permitted: true, reason: 'local-name', rule: local.rule, host: question.name,
+        outcome: 'allowed',
+        permitted: true,
+        reason: 'local-name',
+        rule: local.rule,
+        host: question.name,
         message: `${question.name} is answered locally (${local.rule})`,
       });
       return local.response;
@@ -109,7 +130,8 @@ export class DnsResponder {
     // Label bytes outside letters/digits/-/_ (dots inside a label, binary): no text form the policy
     // could match safely, so never allowed.
     return refusal(policy, {
-      reason: 'invalid-host', host: question.name,
+      reason: 'invalid-host',
+      host: question.name,
       message: `${question.name} is not a host name (labels may hold only letters, digits, '-' and '_')`,
     });
   }
@@ -181,8 +203,16 @@ export class DnsResponder {
 
   private emit(policy: Policy, client: DnsClient, question: WireQuestion, decision: Decision): void {
     this.options.events.decision({
-      kind: 'dns', client: clientText(client), host: decision.host, port: DNS_PORT, qtype: typeName(question.type),
-      decision: decision.outcome, reason: decision.reason, rule: decision.rule, message: decision.message, mode: policy.mode,
+      kind: 'dns',
+      client: clientText(client),
+      host: decision.host,
+      port: DNS_PORT,
+      qtype: typeName(question.type),
+      decision: decision.outcome,
+      reason: decision.reason,
+      rule: decision.rule,
+      message: decision.message,
+      mode: policy.mode,
     });
   }
 
@@ -202,8 +232,15 @@ export class DnsResponder {
     this.malformedWindow.reported++;
     const policy = this.options.policy();
     this.options.events.decision({
-      kind: 'dns', client: clientText(client), host: '', port: DNS_PORT, decision: 'blocked', reason: 'malformed-request', rule: null,
-      message: `malformed DNS packet over ${transport} (${reason}); ${answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`, mode: policy.mode,
+      kind: 'dns',
+      client: clientText(client),
+      host: '',
+      port: DNS_PORT,
+      decision: 'blocked',
+      reason: 'malformed-request',
+      rule: null,
+      message: `malformed DNS packet over ${transport} (${reason}); ${answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`,
+      mode: policy.mode,
     });
   }
 }

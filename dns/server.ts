@@ -203,10 +203,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       closed = true;
       responder.close();
       for (const socket of connections) socket.destroy();
-      await Promise.all([
-        new Promise<void>((resolve) => udpSocket.close(() => resolve())),
-        new Promise<void>((resolve) => tcp.close(() => resolve())),
-      ]);
+      await Promise.all([new Promise<void>((resolve) => udpSocket.close(() => resolve())), new Promise<void>((resolve) => tcp.close(() => resolve()))]);
     },
   };
 }

@@ -63,7 +63,10 @@ export class UpstreamClient {
   private readonly inFlight = new Set<(reason: Error) => void>();
   private closed = false;
 
-  constructor(readonly upstreams: readonly Upstream[], options: UpstreamOptions = {}) {
+  constructor(
+    readonly upstreams: readonly Upstream[],
+    options: UpstreamOptions = {},
+  ) {
     this.timeoutMs = options.timeoutMs ?? 2000;
     this.rounds = Math.max(1, options.rounds ?? 2);
   }

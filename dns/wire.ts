@@ -18,9 +18,30 @@ export const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, A
 export const CLASS_IN = 1;
 
 const TYPE_NAMES: Record<number, string> = {
-  1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 13: 'HINFO', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 35: 'NAPTR',
-  41: 'OPT', 43: 'DS', 46: 'RRSIG', 47: 'NSEC', 48: 'DNSKEY', 52: 'TLSA', 64: 'SVCB', 65: 'HTTPS', 99: 'SPF', 251: 'IXFR',
-  252: 'AXFR', 255: 'ANY', 257: 'CAA',
+  1: 'A',
+  2: 'NS',
+  5: 'CNAME',
+  6: 'SOA',
+  12: 'PTR',
+  13: 'HINFO',
+  15: 'MX',
+  16: 'TXT',
+  28: 'AAAA',
+  33: 'SRV',
+  35: 'NAPTR',
+  41: 'OPT',
+  43: 'DS',
+  46: 'RRSIG',
+  47: 'NSEC',
+  48: 'DNSKEY',
+  52: 'TLSA',
+  64: 'SVCB',
+  65: 'HTTPS',
+  99: 'SPF',
+  251: 'IXFR',
+  252: 'AXFR',
+  255: 'ANY',
+  257: 'CAA',
 };
 
 export function typeName(type: number): string {
@@ -143,8 +164,13 @@ function readRecords(buf: Buffer, pos: number, count: number, into: WireRecord[]
     const rdlength = buf.readUInt16BE(pos + 8);
     if (pos + 10 + rdlength > buf.length) throw new WireError('record data runs past the end of the message');
     into.push({
-      name: nameText(name.labels), type: buf.readUInt16BE(pos), klass: buf.readUInt16BE(pos + 2),
-      ttl: buf.readUInt32BE(pos + 4), ttlOffset: pos + 4, rdataOffset: pos + 10, rdlength,
+      name: nameText(name.labels),
+      type: buf.readUInt16BE(pos),
+      klass: buf.readUInt16BE(pos + 2),
+      ttl: buf.readUInt32BE(pos + 4),
+      ttlOffset: pos + 4,
+      rdataOffset: pos + 10,
+      rdlength,
     });
     pos += 10 + rdlength;
   }
@@ -164,7 +190,10 @@ export function parseMessage(buf: Buffer): WireMessage {
     const name = readName(buf, pos);
     if (name.end + 4 > buf.length) throw new WireError('question runs past the end of the message');
     questions.push({
-      labels: name.labels, name: nameText(name.labels), type: buf.readUInt16BE(name.end), klass: buf.readUInt16BE(name.end + 2),
+      labels: name.labels,
+      name: nameText(name.labels),
+      type: buf.readUInt16BE(name.end),
+      klass: buf.readUInt16BE(name.end + 2),
       raw: buf.subarray(pos, name.end + 4),
     });
     pos = name.end + 4;
@@ -316,11 +345,17 @@ export function recordAddress(buf: Buffer, record: WireRecord): string | null {
 function compressIpv6(groups: string[]): string {
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < groups.length; ) {
-    if (groups[i] !== '0') { i++; continue; }
+  for (let i = 0; i < groups.length;) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < groups.length && groups[j] === '0') j++;
-    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   if (bestLen < 2) return groups.join(':');

@@ -23,10 +23,17 @@ const override = process.env.EGRESS_HEALTHCHECK;
 const admin = process.env.EGRESS_ADMIN_LISTEN;
 const target = override || (admin && admin !== 'off' ? `http://${admin.replace(/^0\.0\.0\.0/, '127.0.0.1')}/healthz` : process.env.EGRESS_LISTEN || '127.0.0.1:3128');
 if (/^https?:\/\//.test(target)) {
-  http.get(target, (res) => { res.resume(); done(res.statusCode >= 200 && res.statusCode < 300, `HTTP ${res.statusCode}`); })
+  http
+    .get(target, (res) => {
+      res.resume();
+      done(res.statusCode >= 200 && res.statusCode < 300, `HTTP ${res.statusCode}`);
+    })
     .on('error', (err) => done(false, err.message));
 } else {
   const { host, port } = hostPort(target, 3128);
-  const socket = net.connect({ host, port }, () => { socket.destroy(); done(true); });
+  const socket = net.connect({ host, port }, () => {
+    socket.destroy();
+    done(true);
+  });
   socket.on('error', (err) => done(false, err.message));
 }

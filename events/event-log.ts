@@ -1,8 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
-import {
-  EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent,
-} from './schema.js';
+import { EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent } from './schema.js';
 
 export type EventListener = (event: EgressEvent) => void;
 

@@ -79,7 +79,8 @@ export const CLOSE_ERRORS = {
   'not-upgraded': 'upstream answered a WebSocket upgrade without 101: its answer was relayed, then the connection closed',
   'idle-timeout': 'neither side sent a byte for idle-timeout',
   'client-aborted': 'the client went away before the response was complete (or before the tunnel was opened)',
-  'handed-over': 'a redirected connection first decided by DNS attribution turned out to speak HTTP: it was handed to the per-request HTTP server, whose requests have their own events',
+  'handed-over':
+    'a redirected connection first decided by DNS attribution turned out to speak HTTP: it was handed to the per-request HTTP server, whose requests have their own events',
   'refused-after-first-bytes': 'the late first bytes of a tunnel (a ClientHello or request after a silent start) were refused: the client was reset',
   'gate-failed': 'checking the late first bytes of a tunnel failed unexpectedly: both sides were closed',
 } as const;

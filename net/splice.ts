@@ -42,7 +42,10 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   let error: CloseError | undefined;
   let done = false;
   const result = (): SpliceResult => ({
-    bytesIn: upstream.bytesRead - baseIn, bytesOut: upstream.bytesWritten - baseOut, durationMs: Date.now() - started, ...(error && { error }),
+    bytesIn: upstream.bytesRead - baseIn,
+    bytesOut: upstream.bytesWritten - baseOut,
+    durationMs: Date.now() - started,
+    ...(error && { error }),
   });
   const finish = () => {
     if (done) return;
@@ -55,11 +58,17 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     error ??= 'idle-timeout';
     finish();
   };
-  const onClientError = (err: NodeJS.ErrnoException) => { error ??= relayError('client', err); finish(); };
+  const onClientError = (err: NodeJS.ErrnoException) => {
+    error ??= relayError('client', err);
+    finish();
+  };
   client.setTimeout(options.idleTimeoutMs, idle);
   upstream.setTimeout(options.idleTimeoutMs, idle);
   client.on('error', onClientError);
-  upstream.on('error', (err: NodeJS.ErrnoException) => { error ??= relayError('upstream', err); finish(); });
+  upstream.on('error', (err: NodeJS.ErrnoException) => {
+    error ??= relayError('upstream', err);
+    finish();
+  });
   client.on('close', finish);
   upstream.on('close', finish);
   const release = (takeOver: (client: Socket) => void) => {

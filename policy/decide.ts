@@ -58,9 +58,7 @@ function decision(policy: Policy, permitted: boolean, fields: Omit<Decision, 'ou
 
 /** The first endpoint rule allowing name:port, or, with port undefined, allowing the name on any port. */
 export function findEndpoint(policy: Policy, name: string, port?: number) {
-  return policy.endpoints.find(
-    (rule) => (port === undefined || rule.port === '*' || rule.port === port) && matchHost(rule.host, name),
-  );
+  return policy.endpoints.find((rule) => (port === undefined || rule.port === '*' || rule.port === port) && matchHost(rule.host, name));
 }
 
 /** Check resolved addresses against address safety; returns the address to connect to, if any. */
@@ -74,7 +72,10 @@ function decideAddresses(policy: Policy, host: string, port: number, rule: strin
     const trusted = findCidr(policy.trustedRanges, ip) ?? (cls.embedded ? findCidr(policy.trustedRanges, cls.embedded) : undefined);
     if (trusted) {
       return decision(policy, true, {
-        reason: 'trusted-range', rule: `${rule} + trusted-ranges ${trusted.source}`, host, ip: ip.toString(),
+        reason: 'trusted-range',
+        rule: `${rule} + trusted-ranges ${trusted.source}`,
+        host,
+        ip: ip.toString(),
         message: `${host}:${port} is allowed by "${rule}" and resolves into trusted range ${trusted.source}`,
       });
     }
@@ -84,7 +85,10 @@ function decideAddresses(policy: Policy, host: string, port: number, rule: strin
     return decision(policy, false, { reason: 'upstream-unresolvable', rule: null, host, message: `${host} did not resolve to a usable address` });
   }
   return decision(policy, false, {
-    reason: 'denied-address', rule: null, host, ip: firstDenied.text,
+    reason: 'denied-address',
+    rule: null,
+    host,
+    ip: firstDenied.text,
     message: `${host} resolves to ${firstDenied.text} (${firstDenied.range}), which is not in trusted-ranges`,
   });
 }

@@ -3,10 +3,7 @@ import ipaddr from 'ipaddr.js';
 export type Address = ipaddr.IPv4 | ipaddr.IPv6;
 
 /** A destination host as a client wrote it, canonicalised the way WHATWG URL and inet_aton read it. */
-export type CanonicalHost =
-  | { type: 'name'; name: string }
-  | { type: 'ip'; ip: Address; text: string }
-  | { type: 'invalid'; why: string };
+export type CanonicalHost = { type: 'name'; name: string } | { type: 'ip'; ip: Address; text: string } | { type: 'invalid'; why: string };
 
 const NAME_LABEL = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/;
 

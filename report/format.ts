@@ -66,7 +66,12 @@ function headline(report: Report): string {
 function table(rows: string[][], rightAligned: Set<number>): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows
-    .map((r) => r.map((cell, i) => (rightAligned.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd())
+    .map((r) =>
+      r
+        .map((cell, i) => (rightAligned.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n');
 }
 
@@ -108,12 +113,11 @@ function code(text: string): string {
 
 function destinationMarkdown(destinations: readonly Destination[]): string {
   if (destinations.length === 0) return '_No connections._';
-  const rows = [
-    '| Decision | Destination | Kinds | Count | First seen | Last seen | Reason |',
-    '| --- | --- | --- | ---: | --- | --- | --- |',
-  ];
+  const rows = ['| Decision | Destination | Kinds | Count | First seen | Last seen | Reason |', '| --- | --- | --- | ---: | --- | --- | --- |'];
   for (const d of destinations) {
-    rows.push(`| ${BADGE[d.decision]} | ${code(destinationKey(d.host, d.port))} | ${cell(d.kinds.join(', '))} | ${d.count} | ${cell(clock(d.first))} | ${cell(clock(d.last))} | ${cell(d.reasons.join(', '))} |`);
+    rows.push(
+      `| ${BADGE[d.decision]} | ${code(destinationKey(d.host, d.port))} | ${cell(d.kinds.join(', '))} | ${d.count} | ${cell(clock(d.first))} | ${cell(clock(d.last))} | ${cell(d.reasons.join(', '))} |`,
+    );
   }
   return rows.join('\n');
 }

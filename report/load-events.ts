@@ -57,7 +57,16 @@ export async function loadEvents(source: string, job: string | undefined): Promi
     if (!chosen) {
       const { jobs } = (await getJson(apiUrl(source, '/api/v1/jobs'))) as { jobs: Array<{ job: string }> };
       if (jobs.length !== 1) {
-        throw new EventSourceError(`--job is needed: the collector has ${jobs.length} jobs${jobs.length ? ` (${jobs.slice(0, 10).map((j) => j.job).join(', ')})` : ''}`);
+        throw new EventSourceError(
+          `--job is needed: the collector has ${jobs.length} jobs${
+            jobs.length
+              ? ` (${jobs
+                  .slice(0, 10)
+                  .map((j) => j.job)
+                  .join(', ')})`
+              : ''
+          }`,
+        );
       }
       chosen = jobs[0]!.job;
     }

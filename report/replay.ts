@@ -46,9 +46,8 @@ export function replay(policy: Policy, events: readonly EgressEvent[]): ReplayRe
       ignored++;
       continue;
     }
-    const decision = event.kind === 'dns'
-      ? decideName(strict, event.host)
-      : decide(strict, { host: event.host, port: event.port, ...(event.ip !== undefined && { addresses: [event.ip] }) });
+    const decision =
+      event.kind === 'dns' ? decideName(strict, event.host) : decide(strict, { host: event.host, port: event.port, ...(event.ip !== undefined && { addresses: [event.ip] }) });
     if (decision.permitted) continue;
     if (decision.reason === 'invalid-host') {
       ignored++;
@@ -61,7 +60,13 @@ export function replay(policy: Policy, events: readonly EgressEvent[]): ReplayRe
       if (!entry.kinds.includes(event.kind)) entry.kinds.push(event.kind);
     } else {
       blocked.set(key, {
-        host: decision.host, port: event.port, kinds: [event.kind], count: 1, reason: decision.reason, message: decision.message, first: event.time,
+        host: decision.host,
+        port: event.port,
+        kinds: [event.kind],
+        count: 1,
+        reason: decision.reason,
+        message: decision.message,
+        first: event.time,
       });
     }
   }

@@ -133,12 +133,20 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
 
   return {
     endpoints: entries,
-    allowedIps: [...ips].sort(([a], [b]) => a.localeCompare(b)).map(([ip, t]) => ({
-      value: ip, count: t.count, comment: `seen ${times(t.count)} (${list(t.kinds)}), port ${list(t.ports ?? [])}`,
-    })),
-    trustedRanges: [...trusted].sort(([a], [b]) => a.localeCompare(b)).map(([ip, t]) => ({
-      value: ip, count: t.count, comment: `${list(t.names ?? [])} resolved here, ${times(t.count)}`,
-    })),
+    allowedIps: [...ips]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([ip, t]) => ({
+        value: ip,
+        count: t.count,
+        comment: `seen ${times(t.count)} (${list(t.kinds)}), port ${list(t.ports ?? [])}`,
+      })),
+    trustedRanges: [...trusted]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([ip, t]) => ({
+        value: ip,
+        count: t.count,
+        comment: `${list(t.names ?? [])} resolved here, ${times(t.count)}`,
+      })),
     ignored,
     decisions: seen.size,
     ...(first && { first }),
@@ -148,7 +156,9 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
 
 function collapseEndpoints(endpoints: Array<Tally & { host: string; port: number }>, collapse: number | undefined): PolicyEntry[] {
   const exact = (t: Tally & { host: string; port: number }): PolicyEntry => ({
-    value: destinationKey(t.host, t.port), count: t.count, comment: `seen ${times(t.count)} (${list(t.kinds)})`,
+    value: destinationKey(t.host, t.port),
+    count: t.count,
+    comment: `seen ${times(t.count)} (${list(t.kinds)})`,
   });
   if (!collapse || collapse < 2) return endpoints.map(exact);
   const groups = new Map<string, Array<Tally & { host: string; port: number }>>();

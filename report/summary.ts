@@ -85,8 +85,18 @@ export function summarize(events: readonly EgressEvent[]): Summary {
     let dest = destinations.get(key);
     if (!dest) {
       dest = {
-        host: d.host, port: d.port, kinds: [], count: 0, first: d.time, last: d.time, decision: d.decision,
-        outcomes: { allowed: 0, blocked: 0, 'would-block': 0 }, reasons: [], ips: [], bytesIn: 0, bytesOut: 0,
+        host: d.host,
+        port: d.port,
+        kinds: [],
+        count: 0,
+        first: d.time,
+        last: d.time,
+        decision: d.decision,
+        outcomes: { allowed: 0, blocked: 0, 'would-block': 0 },
+        reasons: [],
+        ips: [],
+        bytesIn: 0,
+        bytesOut: 0,
       };
       destinations.set(key, dest);
     }
@@ -102,16 +112,20 @@ export function summarize(events: readonly EgressEvent[]): Summary {
       dest.bytesOut += close.bytes_out;
     }
     connections.push({
-      id: d.id, time: d.time, kind: d.kind, host: d.host, port: d.port, decision: d.decision, reason: d.reason,
+      id: d.id,
+      time: d.time,
+      kind: d.kind,
+      host: d.host,
+      port: d.port,
+      decision: d.decision,
+      reason: d.reason,
       ...(d.ip !== undefined && { ip: d.ip }),
       ...(close && { durationMs: close.duration_ms, bytesIn: close.bytes_in, bytesOut: close.bytes_out }),
       ...(close?.status !== undefined && { status: close.status }),
       ...(close?.error !== undefined && { error: close.error }),
     });
   }
-  const sorted = [...destinations.values()].sort(
-    (a, b) => SEVERITY[b.decision] - SEVERITY[a.decision] || b.count - a.count || a.host.localeCompare(b.host) || a.port - b.port,
-  );
+  const sorted = [...destinations.values()].sort((a, b) => SEVERITY[b.decision] - SEVERITY[a.decision] || b.count - a.count || a.host.localeCompare(b.host) || a.port - b.port);
   return {
     jobs: [...jobs].sort(),
     decisions: connections.length,

@@ -55,9 +55,10 @@ function natRules(family: Family, o: RuleOptions): string[][] {
 }
 
 function filterRules(family: Family, o: RuleOptions): string[][] {
-  const ownConnectionHijacked: string[][] = o.mode === 'block'
-    ? [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-j', 'REJECT']]
-    : [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-m', 'limit', '--limit', '20/second', '-j', 'LOG', '--log-prefix', LOG_PREFIX, '--log-uid']];
+  const ownConnectionHijacked: string[][] =
+    o.mode === 'block'
+      ? [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-j', 'REJECT']]
+      : [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-m', 'limit', '--limit', '20/second', '-j', 'LOG', '--log-prefix', LOG_PREFIX, '--log-uid']];
   const rules: string[][] = [
     ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'],
     ...ownConnectionHijacked,

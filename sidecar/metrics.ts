@@ -8,7 +8,9 @@ import type { TrafficCounters } from '../proxy/relay/traffic-counters.js';
 /** A counter kept elsewhere (DNS cache, event stream), read at scrape time. */
 function collectedCounter(registry: Registry, name: string, help: string, read: () => number): void {
   new Counter({
-    name, help, registers: [registry],
+    name,
+    help,
+    registers: [registry],
     collect() {
       this.reset();
       this.inc(read());
@@ -19,7 +21,9 @@ function collectedCounter(registry: Registry, name: string, help: string, read: 
 /** A gauge read at scrape time. */
 function collectedGauge(registry: Registry, name: string, help: string, read: () => number): void {
   new Gauge({
-    name, help, registers: [registry],
+    name,
+    help,
+    registers: [registry],
     collect() {
       this.set(read());
     },
@@ -28,9 +32,24 @@ function collectedGauge(registry: Registry, name: string, help: string, read: ()
 
 /** Register the sidecar's Prometheus metrics: decisions and bytes from the event log, live gauges at scrape time. */
 export function registerSidecarMetrics(registry: Registry, sources: { events: EventLog; counters: TrafficCounters; dns: () => DnsServer | undefined }): () => void {
-  const decisions = new Counter({ name: 'egress_decisions_total', help: 'Decisions by request kind and result.', labelNames: ['kind', 'decision'] as const, registers: [registry] });
-  const bytes = new Counter({ name: 'egress_bytes_total', help: 'Bytes relayed, by direction (in: upstream to client).', labelNames: ['direction'] as const, registers: [registry] });
-  const failures = new Counter({ name: 'egress_upstream_failures_total', help: 'Forwarded requests and tunnels that ended with an error.', labelNames: ['error'] as const, registers: [registry] });
+  const decisions = new Counter({
+    name: 'egress_decisions_total',
+    help: 'Decisions by request kind and result.',
+    labelNames: ['kind', 'decision'] as const,
+    registers: [registry],
+  });
+  const bytes = new Counter({
+    name: 'egress_bytes_total',
+    help: 'Bytes relayed, by direction (in: upstream to client).',
+    labelNames: ['direction'] as const,
+    registers: [registry],
+  });
+  const failures = new Counter({
+    name: 'egress_upstream_failures_total',
+    help: 'Forwarded requests and tunnels that ended with an error.',
+    labelNames: ['error'] as const,
+    registers: [registry],
+  });
   collectedGauge(registry, 'egress_connections_open', 'Open proxied requests and tunnels (explicit and transparent).', () => sources.counters.open);
   collectedCounter(registry, 'egress_dns_cache_hits_total', 'DNS answers served from the cache.', () => sources.dns()?.stats().cacheHits ?? 0);
   collectedCounter(registry, 'egress_dns_cache_misses_total', 'DNS questions that needed an upstream exchange.', () => sources.dns()?.stats().cacheMisses ?? 0);

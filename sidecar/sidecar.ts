@@ -53,8 +53,14 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs, servers: config.dnsUpstream });
   const counters = createTrafficCounters();
   const proxyServer = createHttpProxyServer({
-    policy: currentPolicy, resolver, events, counters, tunnel: spliceTunnel,
-    connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
+    policy: currentPolicy,
+    resolver,
+    events,
+    counters,
+    tunnel: spliceTunnel,
+    connectTimeoutMs: config.connectTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxTunnels: config.maxTunnels,
   });
   let dns: DnsServer | undefined;
   let transparent: TransparentListeners | undefined;
@@ -74,7 +80,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       } catch (err) {
         // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
         if (policy.mode === 'block') {
-          throw new Error(`dns-listen: cannot serve DNS on ${config.dnsListen.host}:${config.dnsListen.port}: ${(err as Error).message}; block mode does not start without its resolver (set dns-listen to a free address, or off)`);
+          throw new Error(
+            `dns-listen: cannot serve DNS on ${config.dnsListen.host}:${config.dnsListen.port}: ${(err as Error).message}; block mode does not start without its resolver (set dns-listen to a free address, or off)`,
+          );
         }
         events.log.error({ err: (err as Error).message }, 'DNS listener not started (audit mode goes on without it)');
       }
@@ -82,8 +90,16 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
     if (config.transparentListen.length > 0) {
       transparent = await startTransparentListeners({
-        listen: config.transparentListen, policy: currentPolicy, resolver, events, addressBook, counters, tunnel: spliceTunnel,
-        connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, maxTunnels: config.maxTunnels,
+        listen: config.transparentListen,
+        policy: currentPolicy,
+        resolver,
+        events,
+        addressBook,
+        counters,
+        tunnel: spliceTunnel,
+        connectTimeoutMs: config.connectTimeoutMs,
+        idleTimeoutMs: config.idleTimeoutMs,
+        maxTunnels: config.maxTunnels,
       });
       for (const a of transparent.addresses) events.log.info({ listener: 'transparent', address: a.address, port: a.port }, 'listening');
     }

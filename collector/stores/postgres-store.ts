@@ -89,8 +89,13 @@ export class PostgresStore implements EventStore {
        FROM egress_events WHERE event = 'decision' GROUP BY job ORDER BY last DESC, job`,
     );
     return res.rows.map((r) => ({
-      job: r.job, first: r.first, last: r.last, decisions: Number(r.decisions),
-      allowed: Number(r.allowed), blocked: Number(r.blocked), wouldBlock: Number(r.would_block),
+      job: r.job,
+      first: r.first,
+      last: r.last,
+      decisions: Number(r.decisions),
+      allowed: Number(r.allowed),
+      blocked: Number(r.blocked),
+      wouldBlock: Number(r.would_block),
     }));
   }
 

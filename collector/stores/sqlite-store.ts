@@ -48,22 +48,26 @@ export class SqliteStore implements EventStore {
   }
 
   async jobs(): Promise<JobInfo[]> {
-    const rows = this.db.prepare(
-      `SELECT job, MIN(time) AS first, MAX(time) AS last, COUNT(*) AS decisions,
+    const rows = this.db
+      .prepare(
+        `SELECT job, MIN(time) AS first, MAX(time) AS last, COUNT(*) AS decisions,
          SUM(decision = 'allowed') AS allowed, SUM(decision = 'blocked') AS blocked, SUM(decision = 'would-block') AS wouldBlock
        FROM egress_events WHERE event = 'decision' GROUP BY job ORDER BY last DESC, job`,
-    ).all() as JobInfo[];
+      )
+      .all() as JobInfo[];
     return rows.map((r) => ({ ...r }));
   }
 
   async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
-    const rows = this.db.prepare(
-      `SELECT body, time, seq FROM egress_events WHERE event = 'decision' AND job = @job
+    const rows = this.db
+      .prepare(
+        `SELECT body, time, seq FROM egress_events WHERE event = 'decision' AND job = @job
        UNION ALL
        SELECT c.body, c.time, c.seq FROM egress_events c JOIN egress_events d ON d.id = c.id AND d.event = 'decision'
        WHERE c.event = 'close' AND d.job = @job
        ORDER BY time, seq LIMIT @limit`,
-    ).all({ job, limit }) as Array<{ body: string }>;
+      )
+      .all({ job, limit }) as Array<{ body: string }>;
     return rows.map((r) => JSON.parse(r.body) as EgressEvent);
   }
 

@@ -1,6 +1,4 @@
-import {
-  closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync,
-} from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EventBuffer, PendingBatch } from './event-buffer.js';
 
@@ -44,10 +42,12 @@ export class SpoolBuffer implements EventBuffer {
   ) {
     mkdirSync(dir, { recursive: true });
     const names = readdirSync(dir);
-    const seqs = names.flatMap((n) => {
-      const m = SEGMENT.exec(n);
-      return m ? [Number(m[1])] : [];
-    }).sort((a, b) => a - b);
+    const seqs = names
+      .flatMap((n) => {
+        const m = SEGMENT.exec(n);
+        return m ? [Number(m[1])] : [];
+      })
+      .sort((a, b) => a - b);
     for (const seq of seqs) {
       const segment = this.segment(seq);
       segment.size = statSync(segment.path).size;

@@ -142,10 +142,12 @@ export function startEventStream(options: EventStreamOptions): EventStream {
         const delay = Math.round(backoffMs * (0.5 + Math.random() * 0.5));
         log.warn({ error: outcome.why, retry_ms: delay, queued: buffer.pending }, 'event stream: delivery failed, will retry');
         backoffMs = Math.min(backoffMaxMs, backoffMs * 2);
-        retryTimer = unref(setTimeout(() => {
-          retryTimer = undefined;
-          kick();
-        }, delay));
+        retryTimer = unref(
+          setTimeout(() => {
+            retryTimer = undefined;
+            kick();
+          }, delay),
+        );
         return;
       }
     }

@@ -37,11 +37,16 @@ export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tun
 function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): ClientGateOutcome {
   const policy = ctx.policy();
   const host = claimed?.name ?? tunnel.host;
-  emitDecision(ctx.events, policy, { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) }, refusal(policy, {
-    reason: 'sni-mismatch',
-    host,
-    ip: tunnel.address,
-    message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
-  }));
+  emitDecision(
+    ctx.events,
+    policy,
+    { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) },
+    refusal(policy, {
+      reason: 'sni-mismatch',
+      host,
+      ip: tunnel.address,
+      message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
+    }),
+  );
   return policy.mode === 'block' ? REFUSE : RELAY;
 }

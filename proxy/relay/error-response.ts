@@ -2,7 +2,12 @@ import type { Socket } from 'node:net';
 import type { ServerResponse } from 'node:http';
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 403: 'Forbidden', 405: 'Method Not Allowed', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+  400: 'Bad Request',
+  403: 'Forbidden',
+  405: 'Method Not Allowed',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
 };
 
 /** Header values must be one line of visible ASCII: whatever a client sent us is made safe first. */

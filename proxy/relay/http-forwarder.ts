@@ -11,7 +11,10 @@ import { sendProxyError } from './error-response.js';
 
 /** An agent that connects to exactly the address it is given, with a connect timeout. */
 class CheckedAddressAgent extends http.Agent {
-  constructor(private readonly connectTimeoutMs: number, idleTimeoutMs: number) {
+  constructor(
+    private readonly connectTimeoutMs: number,
+    idleTimeoutMs: number,
+  ) {
     super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
   }
 
@@ -69,7 +72,9 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       let bytesIn = 0;
       let status: number | undefined;
       let error: CloseError | undefined;
-      req.on('data', (chunk: Buffer) => { bytesOut += chunk.length; });
+      req.on('data', (chunk: Buffer) => {
+        bytesOut += chunk.length;
+      });
       stripHopByHop(req.headers);
       onResponse.set(req, (proxyRes) => {
         status = proxyRes.statusCode;
@@ -78,7 +83,9 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
         // `keep-alive` (the client's own Connection header is gone by now), and node then keeps a connection
         // open that the client asked to close.
         proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
-        proxyRes.on('data', (chunk: Buffer) => { bytesIn += chunk.length; });
+        proxyRes.on('data', (chunk: Buffer) => {
+          bytesIn += chunk.length;
+        });
       });
       res.once('close', () => {
         if (!res.writableFinished) error ??= 'client-aborted';
@@ -89,7 +96,12 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
         // ETIMEDOUT here is the agent's own connect timeout (CheckedAddressAgent).
         const timeout = err.code === 'ETIMEDOUT' || timedOut.has(req);
         ({ status, error } = upstreamFailure(err, timeout));
-        sendProxyError(res, status, `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`, auth.event.id);
+        sendProxyError(
+          res,
+          status,
+          `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`,
+          auth.event.id,
+        );
       });
     },
   };

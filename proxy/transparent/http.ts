@@ -97,7 +97,9 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     const refusal = unforwardableBody(req);
     if (refusal) return sendProxyError(res, 400, refusal);
     connection.busy++;
-    res.once('close', () => { connection.busy--; });
+    res.once('close', () => {
+      connection.busy--;
+    });
     decideRequest(target.request, connection)
       .then((auth) => {
         if (auth.action === 'reject') {
@@ -132,7 +134,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     connection.busy++; // for good: an upgraded connection is never idle between requests
     decideRequest(target.request, connection)
       .then(async (auth) => {
-        if (auth.action !== 'forward') return writeRawError(socket, auth.action === 'fail' ? auth.status : 403, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
+        if (auth.action !== 'forward')
+          return writeRawError(socket, auth.action === 'fail' ? auth.status : 403, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
         await relayWebSocket(req, socket, head, auth, target);
       })
       .catch((err: Error) => {

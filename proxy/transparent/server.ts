@@ -115,8 +115,12 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     const sni = peek.protocol === 'tls' ? peek.sni : undefined;
     const clientGate = late ? checkLateFirstBytes(socket, connection) : undefined;
     options.tunnel({
-      client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs,
-      ...(sni !== undefined && { sni }), ...(clientGate && { clientGate }),
+      client: socket,
+      upstream,
+      authorization: auth,
+      idleTimeoutMs: options.idleTimeoutMs,
+      ...(sni !== undefined && { sni }),
+      ...(clientGate && { clientGate }),
     });
   };
 

@@ -27,5 +27,8 @@ test('with port 0 and the picked number taken over TCP, UDP and TCP move togethe
   assert.equal(probe.code, 0, probe.stderr);
   const result = JSON.parse(probe.stdout.trim().split('\n').pop()!) as { zone: number[]; dns: Array<[number, number]> };
   assert.deepEqual(result.zone, [TAKEN + 1, TAKEN + 1, TAKEN + 1, TAKEN + 1]);
-  assert.deepEqual(result.dns, Array.from({ length: 4 }, () => [TAKEN + 1, TAKEN + 1]));
+  assert.deepEqual(
+    result.dns,
+    Array.from({ length: 4 }, () => [TAKEN + 1, TAKEN + 1]),
+  );
 });

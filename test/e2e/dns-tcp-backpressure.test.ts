@@ -22,7 +22,14 @@ after(() => destroyNamespaceSync(ns));
 test('a TCP client that does not read its answers is not read from either; once it reads (also after a half-close), every answer arrives', async () => {
   const probe = await run('ip', ['netns', 'exec', ns, process.execPath, path.join(here, '../helpers/dns-tcp-backpressure-probe.js'), '20000'], { timeoutMs: 60_000 });
   assert.equal(probe.code, 0, probe.stderr);
-  const result = JSON.parse(probe.stdout.trim().split('\n').pop()!) as { queries: number; payloadBytes: number; unsentWhileNotReading: number; udpAnswered: boolean; answers: number; halfClosedAnswers: number };
+  const result = JSON.parse(probe.stdout.trim().split('\n').pop()!) as {
+    queries: number;
+    payloadBytes: number;
+    unsentWhileNotReading: number;
+    udpAnswered: boolean;
+    answers: number;
+    halfClosedAnswers: number;
+  };
   assert.ok(result.unsentWhileNotReading > result.payloadBytes / 2, `most queries stay with the client while it does not read: ${JSON.stringify(result)}`);
   assert.ok(result.udpAnswered, 'other clients are served meanwhile');
   assert.equal(result.answers, result.queries);

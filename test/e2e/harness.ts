@@ -16,10 +16,21 @@ export const EGRESS_BIN = process.env.EGRESS_E2E_BIN ?? path.join(distRoot, 'bin
 
 /** Documentation ranges only (RFC 5737, RFC 3849). */
 export const NET = {
-  runnerV4: '198.51.100.2', internetV4: '198.51.100.1', runnerV6: '2001:db8:1::2', internetV6: '2001:db8:1::1',
-  allowed: '203.0.113.10', registry: '203.0.113.20', attacker: '203.0.113.66', rawOnly: '203.0.113.77',
-  dns: '203.0.113.53', otherResolver: '203.0.113.99',
-  allowed6: '2001:db8:2::10', registry6: '2001:db8:2::20', attacker6: '2001:db8:2::66', rawOnly6: '2001:db8:2::77', dns6: '2001:db8:2::53',
+  runnerV4: '198.51.100.2',
+  internetV4: '198.51.100.1',
+  runnerV6: '2001:db8:1::2',
+  internetV6: '2001:db8:1::1',
+  allowed: '203.0.113.10',
+  registry: '203.0.113.20',
+  attacker: '203.0.113.66',
+  rawOnly: '203.0.113.77',
+  dns: '203.0.113.53',
+  otherResolver: '203.0.113.99',
+  allowed6: '2001:db8:2::10',
+  registry6: '2001:db8:2::20',
+  attacker6: '2001:db8:2::66',
+  rawOnly6: '2001:db8:2::77',
+  dns6: '2001:db8:2::53',
 } as const;
 
 export const PACKAGE = { name: 'left-pad-lite', version: '1.0.0' };
@@ -99,7 +110,10 @@ export class World {
     writeFileSync(`/etc/netns/${this.runnerNs}/hosts`, '127.0.0.1 localhost\n::1 localhost\n');
     // The pair is created inside the runner namespace and its peer moved straight into the internet namespace.
     await this.inRunner(['ip', 'link', 'add', 'egr0', 'type', 'veth', 'peer', 'name', 'egi0', 'netns', this.internetNs]);
-    for (const [ns, dev, v4, v6] of [[this.runnerNs, 'egr0', NET.runnerV4, NET.runnerV6], [this.internetNs, 'egi0', NET.internetV4, NET.internetV6]] as const) {
+    for (const [ns, dev, v4, v6] of [
+      [this.runnerNs, 'egr0', NET.runnerV4, NET.runnerV6],
+      [this.internetNs, 'egi0', NET.internetV4, NET.internetV6],
+    ] as const) {
       const exec = (args: string[]) => must('ip', ['netns', 'exec', ns, ...args]);
       await exec(['ip', 'link', 'set', 'lo', 'up']);
       await exec(['ip', 'addr', 'add', `${v4}/24`, 'dev', dev]);
@@ -129,18 +143,28 @@ export class World {
     const pkgDir = path.join(this.dir, 'pkg', 'package');
     mkdirSync(pkgDir, { recursive: true });
     writeFileSync(path.join(pkgDir, 'package.json'), JSON.stringify({ name: PACKAGE.name, version: PACKAGE.version, main: 'index.js' }));
-    writeFileSync(path.join(pkgDir, 'index.js'), "module.exports = (s, n) => String(s).padStart(n);\n");
+    writeFileSync(path.join(pkgDir, 'index.js'), 'module.exports = (s, n) => String(s).padStart(n);\n');
     const tarball = path.join(this.dir, 'pkg.tgz');
     await must('tar', ['czf', tarball, '-C', path.join(this.dir, 'pkg'), 'package']);
     // A git repository for git:// (a client-speaks-first, non-TLS, non-HTTP protocol).
     const gitRoot = path.join(this.dir, 'git');
-    const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'e2e', GIT_AUTHOR_EMAIL: 'e2e@allowed.test', GIT_COMMITTER_NAME: 'e2e', GIT_COMMITTER_EMAIL: 'e2e@allowed.test', GIT_CONFIG_NOSYSTEM: '1', HOME: this.dir };
+    const gitEnv = {
+      ...process.env,
+      GIT_AUTHOR_NAME: 'e2e',
+      GIT_AUTHOR_EMAIL: 'e2e@allowed.test',
+      GIT_COMMITTER_NAME: 'e2e',
+      GIT_COMMITTER_EMAIL: 'e2e@allowed.test',
+      GIT_CONFIG_NOSYSTEM: '1',
+      HOME: this.dir,
+    };
     await must('git', ['init', '-q', '-b', 'main', path.join(gitRoot, 'src')], { env: gitEnv });
     await must('git', ['-C', path.join(gitRoot, 'src'), 'commit', '-q', '--allow-empty', '-m', 'init'], { env: gitEnv });
     await must('git', ['clone', '-q', '--bare', path.join(gitRoot, 'src'), path.join(gitRoot, 'repo.git')], { env: gitEnv });
 
     const config: InternetConfig = {
-      logFile: this.internetLogFile, keyPem: leaf.keyPem, certPem: leaf.certPem,
+      logFile: this.internetLogFile,
+      keyPem: leaf.keyPem,
+      certPem: leaf.certPem,
       zone: {
         'allowed.test': { a: [NET.allowed], aaaa: [NET.allowed6] },
         'registry.test': { a: [NET.registry], aaaa: [NET.registry6] },
@@ -157,7 +181,11 @@ export class World {
     writeFileSync(this.internetLogFile, '');
     const fixture = this.spawnIn(this.internetNs, [process.execPath, path.join(here, 'internet-fixture.js'), configFile]);
     await waitForOutput(fixture.output, (text) => text.includes('ready'), 15_000, 'internet fixture', fixture.child);
-    const daemon = this.spawnIn(this.internetNs, ['git', 'daemon', '--reuseaddr', '--export-all', `--base-path=${gitRoot}`, `--listen=${NET.allowed}`, `--listen=${NET.allowed6}`, '--port=9418', gitRoot], gitEnv);
+    const daemon = this.spawnIn(
+      this.internetNs,
+      ['git', 'daemon', '--reuseaddr', '--export-all', `--base-path=${gitRoot}`, `--listen=${NET.allowed}`, `--listen=${NET.allowed6}`, '--port=9418', gitRoot],
+      gitEnv,
+    );
     await waitFor(async () => (await run('ip', ['netns', 'exec', this.internetNs, 'ss', '-Hltn', 'sport = :9418'])).stdout.includes('9418'), 10_000, 'git daemon', daemon.child);
   }
 
@@ -182,17 +210,38 @@ export class World {
   async startEgressGuard(mode: 'block' | 'audit'): Promise<void> {
     if (this.sidecar) throw new Error('egress-guard is already running');
     const user = this.sidecarUser!;
-    const rules = await run('ip', ['netns', 'exec', this.runnerNs, process.execPath, EGRESS_BIN, 'rules', 'apply', '--user', SIDECAR_USER, '--mode', mode, '--transparent-port', String(TRANSPARENT_PORT), '--dns-port', String(DNS_PORT)]);
+    const rules = await run('ip', [
+      'netns',
+      'exec',
+      this.runnerNs,
+      process.execPath,
+      EGRESS_BIN,
+      'rules',
+      'apply',
+      '--user',
+      SIDECAR_USER,
+      '--mode',
+      mode,
+      '--transparent-port',
+      String(TRANSPARENT_PORT),
+      '--dns-port',
+      String(DNS_PORT),
+    ]);
     if (rules.code !== 0) throw new Error(`egress-guard rules apply failed (exit ${rules.code}): ${rules.stderr}${rules.stdout}`);
     const eventsFile = path.join(this.dir, `events-${mode}-${Date.now()}.ndjson`);
     writeFileSync(eventsFile, '');
     chownSync(eventsFile, user.uid, user.gid);
     const env: NodeJS.ProcessEnv = {
-      PATH: process.env.PATH, EGRESS_MODE: mode, EGRESS_ALLOWED_ENDPOINTS: ALLOWED_ENDPOINTS,
+      PATH: process.env.PATH,
+      EGRESS_MODE: mode,
+      EGRESS_ALLOWED_ENDPOINTS: ALLOWED_ENDPOINTS,
       // The documentation ranges are not public unicast: trust them, as a user trusts a private registry.
       EGRESS_TRUSTED_RANGES: '203.0.113.0/24 2001:db8::/32',
-      EGRESS_LISTEN: '127.0.0.1:3128', EGRESS_DNS_LISTEN: `127.0.0.1:${DNS_PORT}`, EGRESS_DNS_UPSTREAM: NET.dns,
-      EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${TRANSPARENT_PORT} [::1]:${TRANSPARENT_PORT}`, EGRESS_EVENTS_FILE: eventsFile,
+      EGRESS_LISTEN: '127.0.0.1:3128',
+      EGRESS_DNS_LISTEN: `127.0.0.1:${DNS_PORT}`,
+      EGRESS_DNS_UPSTREAM: NET.dns,
+      EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${TRANSPARENT_PORT} [::1]:${TRANSPARENT_PORT}`,
+      EGRESS_EVENTS_FILE: eventsFile,
       EGRESS_CONNECT_TIMEOUT: '3000',
     };
     const { child, output } = this.spawnIn(this.runnerNs, ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, EGRESS_BIN, 'run'], env);

@@ -80,7 +80,11 @@ function webHandler(scheme: 'https' | 'http') {
     const { registry } = config;
     if (host === 'registry.test' && req.url === `/${registry.name}`) {
       const tarballUrl = `https://registry.test/${registry.name}/-/${registry.name}-${registry.version}.tgz`;
-      const packument = { name: registry.name, 'dist-tags': { latest: registry.version }, versions: { [registry.version]: { name: registry.name, version: registry.version, dist: { tarball: tarballUrl } } } };
+      const packument = {
+        name: registry.name,
+        'dist-tags': { latest: registry.version },
+        versions: { [registry.version]: { name: registry.name, version: registry.version, dist: { tarball: tarballUrl } } },
+      };
       res.writeHead(200, { 'content-type': 'application/json' });
       return res.end(JSON.stringify(packument));
     }

@@ -10,11 +10,16 @@ export interface CommandResult {
 /** Run a command without a shell; never throws (exit code 124 on timeout, 127 when it cannot start). */
 export function run(command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<CommandResult> {
   return new Promise((resolve) => {
-    const child = execFile(command, [...args], { env: options.env ?? process.env, cwd: options.cwd, timeout: options.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: number | string; killed?: boolean }) | null;
-      const code = !e ? 0 : e.killed ? 124 : typeof e.code === 'number' ? e.code : 127;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (e && typeof e.code !== 'number' ? e.message : '') });
-    });
+    const child = execFile(
+      command,
+      [...args],
+      { env: options.env ?? process.env, cwd: options.cwd, timeout: options.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        const e = err as (NodeJS.ErrnoException & { code?: number | string; killed?: boolean }) | null;
+        const code = !e ? 0 : e.killed ? 124 : typeof e.code === 'number' ? e.code : 127;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) || (e && typeof e.code !== 'number' ? e.message : '') });
+      },
+    );
     if (options.input !== undefined) child.stdin?.end(options.input);
     else child.stdin?.end();
   });
@@ -41,7 +46,9 @@ function alive(pid: number): boolean {
 /** Kill the processes left in a namespace (by PID) and delete it, with its /etc/netns directory. Synchronous for signal handlers. */
 export function destroyNamespaceSync(name: string): void {
   try {
-    const pids = execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(/\s+/).filter(Boolean);
+    const pids = execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split(/\s+/)
+      .filter(Boolean);
     for (const pid of pids) {
       try {
         process.kill(Number(pid), 'SIGKILL');

@@ -32,17 +32,23 @@ describe('rule generation (pure)', () => {
   });
 
   test('block mode rejects other UDP and ICMP (fail fast); audit mode only logs', () => {
-    const block = applyCommands(options).map(line).filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
+    const block = applyCommands(options)
+      .map(line)
+      .filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
     assert.ok(block.some((c) => c.startsWith('iptables') && /-p udp -j REJECT --reject-with icmp-port-unreachable$/.test(c)));
     assert.ok(block.some((c) => c.startsWith('ip6tables') && /-j REJECT --reject-with icmp6-adm-prohibited$/.test(c)));
     assert.ok(!block.some((c) => c.includes(' LOG ')));
-    const audit = applyCommands({ ...options, mode: 'audit' }).map(line).filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
+    const audit = applyCommands({ ...options, mode: 'audit' })
+      .map(line)
+      .filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
     assert.ok(!audit.some((c) => c.includes('REJECT') || c.includes('DROP')));
     assert.ok(audit.some((c) => c.includes('-j LOG')));
   });
 
   test('IPv6 keeps neighbour discovery; print output is valid shell words', () => {
-    const v6 = applyCommands(options).map(line).filter((c) => c.startsWith('ip6tables'));
+    const v6 = applyCommands(options)
+      .map(line)
+      .filter((c) => c.startsWith('ip6tables'));
     for (const type of ['133', '135', '136']) assert.ok(v6.some((c) => c.includes(`--icmpv6-type ${type} -j RETURN`)));
     assert.match(formatCommands(applyCommands({ ...options, mode: 'audit' })), /--log-prefix 'egress-guard would-block: '/);
   });
@@ -57,7 +63,11 @@ describe('apply and remove in a fresh network namespace', () => {
   const ns = `eg-rules-test-${process.pid}`;
   const cli = new URL('../helpers/rules-cli-fixture.js', import.meta.url).pathname;
   const inNs = (cmd: string, args: string[]) => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8' });
-  const snapshot = () => (inNs('iptables-save', []) + inNs('ip6tables-save', [])).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+  const snapshot = () =>
+    (inNs('iptables-save', []) + inNs('ip6tables-save', []))
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .join('\n');
 
   before(() => {
     execFileSync('ip', ['netns', 'add', ns]);

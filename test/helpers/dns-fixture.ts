@@ -14,13 +14,18 @@ const run = promisify(execFile);
 /** The `.test` zone the DNS tests and the benchmark resolve against. */
 export const TEST_ZONE: Record<string, ZoneRecord[]> = {
   'allowed.test': [
-    { type: 'A', value: '198.51.100.10' }, { type: 'AAAA', value: '2001:db8::10' },
-    { type: 'TXT', value: ['hello', 'world'] }, { type: 'MX', value: 'mail.allowed.test' },
+    { type: 'A', value: '198.51.100.10' },
+    { type: 'AAAA', value: '2001:db8::10' },
+    { type: 'TXT', value: ['hello', 'world'] },
+    { type: 'MX', value: 'mail.allowed.test' },
   ],
   'short.allowed.test': [{ type: 'A', value: '198.51.100.11', ttl: 2 }],
   'cname.allowed.test': [{ type: 'CNAME', value: 'target.other.test' }],
   'target.other.test': [{ type: 'A', value: '198.51.100.30' }],
-  'secret.attacker.test': [{ type: 'A', value: '203.0.113.66' }, { type: 'TXT', value: 'exfil-ack' }],
+  'secret.attacker.test': [
+    { type: 'A', value: '203.0.113.66' },
+    { type: 'TXT', value: 'exfil-ack' },
+  ],
   '*.attacker.test': [{ type: 'A', value: '203.0.113.67' }],
   '*.wild.test': [{ type: 'A', value: '198.51.100.20' }],
   'big.allowed.test': Array.from({ length: 12 }, (_, i): ZoneRecord => ({ type: 'TXT', value: [`${'x'.repeat(200)}${i}`] })),
@@ -52,13 +57,15 @@ export interface DnsFixture {
   close(): Promise<void>;
 }
 
-export async function startDnsFixture(options: PolicyInput & {
-  upstreams?: string[];
-  cache?: AnswerCacheOptions;
-  localNames?: Map<string, string[]>;
-  upstreamTimeoutMs?: number;
-  eventsFile?: string;
-} = {}): Promise<DnsFixture> {
+export async function startDnsFixture(
+  options: PolicyInput & {
+    upstreams?: string[];
+    cache?: AnswerCacheOptions;
+    localNames?: Map<string, string[]>;
+    upstreamTimeoutMs?: number;
+    eventsFile?: string;
+  } = {},
+): Promise<DnsFixture> {
   const zone = await startZoneServer(TEST_ZONE);
   let policy = makePolicy(options);
   const events = new EventLog({ stdout: false, eventsFile: options.eventsFile });
@@ -70,16 +77,29 @@ export async function startDnsFixture(options: PolicyInput & {
   let server: DnsServer;
   try {
     server = await startDnsServer({
-      listen: { host: '127.0.0.1', port: 0 }, upstreams: options.upstreams ?? [zone.address], policy: () => policy, events,
-      addressBook: book, localNames: options.localNames, cache: options.cache, upstreamTimeoutMs: options.upstreamTimeoutMs ?? 500,
+      listen: { host: '127.0.0.1', port: 0 },
+      upstreams: options.upstreams ?? [zone.address],
+      policy: () => policy,
+      events,
+      addressBook: book,
+      localNames: options.localNames,
+      cache: options.cache,
+      upstreamTimeoutMs: options.upstreamTimeoutMs ?? 500,
     });
   } catch (err) {
     await zone.close();
     throw err;
   }
   return {
-    zone, server, port: server.udpAddress.port, book, events, decisions,
-    setPolicy: (next) => { policy = next; },
+    zone,
+    server,
+    port: server.udpAddress.port,
+    book,
+    events,
+    decisions,
+    setPolicy: (next) => {
+      policy = next;
+    },
     close: async () => {
       await server.close();
       await zone.close();
@@ -109,7 +129,10 @@ export async function dig(port: number, name: string, type: string, ...flags: st
 
 /** A query as a client writes it (id, RD, one question, optional OPT). */
 export function queryBytes(id: number, name: string, type = 1, edns = false): Buffer {
-  const labels = name.split('.').filter(Boolean).map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'latin1')]));
+  const labels = name
+    .split('.')
+    .filter(Boolean)
+    .map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'latin1')]));
   const header = Buffer.alloc(12);
   header.writeUInt16BE(id, 0);
   header.writeUInt16BE(0x0100, 2);

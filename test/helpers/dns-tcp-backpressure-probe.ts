@@ -30,7 +30,11 @@ function countFrames(socket: net.Socket): { count: number } {
 const origin = { file: 'probe', line: 1 };
 const policy = buildPolicy({ mode: { value: 'block', origin }, 'allowed-endpoints': { value: 'allowed.test', origin } });
 const server = await startDnsServer({
-  listen: { host: '127.0.0.1', port: 0 }, upstreams: ['127.0.0.1:9'], policy: () => policy, events: new EventLog({ stdout: false }), addressBook: new AddressBook(),
+  listen: { host: '127.0.0.1', port: 0 },
+  upstreams: ['127.0.0.1:9'],
+  policy: () => policy,
+  events: new EventLog({ stdout: false }),
+  addressBook: new AddressBook(),
 });
 const port = server.tcpAddress.port;
 
@@ -53,7 +57,10 @@ const unsentWhileNotReading = client.writableLength;
 const udp = dgram.createSocket('udp4');
 const udpAnswered = await new Promise<boolean>((resolve) => {
   const timer = setTimeout(() => resolve(false), 2000);
-  udp.once('message', () => { clearTimeout(timer); resolve(true); });
+  udp.once('message', () => {
+    clearTimeout(timer);
+    resolve(true);
+  });
   udp.send(queryBytes(7, 'localhost', 1), server.udpAddress.port, '127.0.0.1');
 });
 udp.close();
@@ -76,4 +83,6 @@ halfClosed.resume();
 await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 20_000))]);
 halfClosed.destroy();
 await server.close();
-console.log(JSON.stringify({ queries: QUERIES, payloadBytes: payload.length, unsentWhileNotReading, udpAnswered, answers: answered.count, halfClosedAnswers: halfClosedAnswered.count }));
+console.log(
+  JSON.stringify({ queries: QUERIES, payloadBytes: payload.length, unsentWhileNotReading, udpAnswered, answers: answered.count, halfClosedAnswers: halfClosedAnswered.count }),
+);

@@ -49,11 +49,16 @@ export async function startZoneServer(zone: Record<string, ZoneRecord[]>): Promi
   const toResource = (name: string, record: ZoneRecord): any => {
     const base = { name, class: Packet.CLASS.IN, ttl: record.ttl ?? 60 };
     switch (record.type) {
-      case 'A': return { ...base, type: Packet.TYPE.A, address: record.value };
-      case 'AAAA': return { ...base, type: Packet.TYPE.AAAA, address: record.value };
-      case 'CNAME': return { ...base, type: Packet.TYPE.CNAME, domain: record.value };
-      case 'TXT': return { ...base, type: Packet.TYPE.TXT, data: record.value };
-      case 'MX': return { ...base, type: Packet.TYPE.MX, exchange: record.value, priority: 10 };
+      case 'A':
+        return { ...base, type: Packet.TYPE.A, address: record.value };
+      case 'AAAA':
+        return { ...base, type: Packet.TYPE.AAAA, address: record.value };
+      case 'CNAME':
+        return { ...base, type: Packet.TYPE.CNAME, domain: record.value };
+      case 'TXT':
+        return { ...base, type: Packet.TYPE.TXT, data: record.value };
+      case 'MX':
+        return { ...base, type: Packet.TYPE.MX, exchange: record.value, priority: 10 };
     }
   };
   const handle = (transport: 'udp' | 'tcp') => (request: any, send: (response: any) => void) => {
@@ -80,8 +85,17 @@ export async function startZoneServer(zone: Record<string, ZoneRecord[]>): Promi
     }
     if (response.answers.length === 0) {
       response.authorities.push(<any>{
-        name: 'test', type: Packet.TYPE.SOA, class: Packet.CLASS.IN, ttl: 5,
-        primary: 'ns.test', admin: 'hostmaster.test', serial: 1, refresh: 60, retry: 60, expiration: 600, minimum: 5,
+        name: 'test',
+        type: Packet.TYPE.SOA,
+        class: Packet.CLASS.IN,
+        ttl: 5,
+        primary: 'ns.test',
+        admin: 'hostmaster.test',
+        serial: 1,
+        refresh: 60,
+        retry: 60,
+        expiration: 600,
+        minimum: 5,
       });
     }
     send(response);
@@ -116,10 +130,7 @@ export async function startZoneServer(zone: Record<string, ZoneRecord[]>): Promi
     questions,
     askedNames: () => questions.map((q) => q.name),
     close: async () => {
-      await Promise.all([
-        new Promise<void>((resolve) => udp.close(() => resolve())),
-        new Promise<void>((resolve) => tcp.close(() => resolve())),
-      ]);
+      await Promise.all([new Promise<void>((resolve) => udp.close(() => resolve())), new Promise<void>((resolve) => tcp.close(() => resolve()))]);
     },
   };
 }

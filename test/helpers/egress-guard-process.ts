@@ -28,11 +28,16 @@ export interface EgressGuardProcess {
  */
 export async function startEgressGuard(args: string[] = [], env: Record<string, string> = {}): Promise<EgressGuardProcess> {
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EGRESS_') && !k.startsWith('GITHUB_')));
-  const child = spawn(process.execPath, [CLI, 'run', '--listen', '127.0.0.1:0', ...args], { env: { EGRESS_DNS_LISTEN: 'off', ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'run', '--listen', '127.0.0.1:0', ...args], {
+    env: { EGRESS_DNS_LISTEN: 'off', ...baseEnv, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: LogLine[] = [];
   const waiters = new Set<{ predicate: (line: LogLine) => boolean; resolve: (line: LogLine) => void }>();
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
   createInterface({ input: child.stdout! }).on('line', (text) => {
     let line: LogLine;
     try {
@@ -53,7 +58,13 @@ export async function startEgressGuard(args: string[] = [], env: Record<string, 
     const seen = lines.find(predicate);
     if (seen) return Promise.resolve(seen);
     return new Promise<LogLine>((resolve, reject) => {
-      const waiter = { predicate, resolve: (line: LogLine) => { clearTimeout(timer); resolve(line); } };
+      const waiter = {
+        predicate,
+        resolve: (line: LogLine) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
       const timer = setTimeout(() => {
         waiters.delete(waiter);
         reject(new Error(`timed out waiting for a log line; stderr: ${stderr}; last lines: ${JSON.stringify(lines.slice(-5))}`));
@@ -63,11 +74,17 @@ export async function startEgressGuard(args: string[] = [], env: Record<string, 
   };
   const listening = await Promise.race([
     waitFor((l) => l.msg === 'listening' && l.listener === 'proxy', 10_000),
-    exited.then((code) => { throw new Error(`egress-guard exited with ${code}: ${stderr}`); }),
+    exited.then((code) => {
+      throw new Error(`egress-guard exited with ${code}: ${stderr}`);
+    }),
   ]);
   const port = listening.port as number;
   return {
-    child, port, proxyUrl: `http://127.0.0.1:${port}`, lines, waitFor,
+    child,
+    port,
+    proxyUrl: `http://127.0.0.1:${port}`,
+    lines,
+    waitFor,
     stderr: () => stderr,
     events: () => lines.filter((l) => l.event === 'decision' || l.event === 'close'),
     stop: async (signal = 'SIGTERM') => {
@@ -88,8 +105,12 @@ export function runProcess(command: string, args: string[], env?: NodeJS.Process
     const child = spawn(command, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString('latin1'); });
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString('latin1');
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.once('error', reject);
     child.once('close', (code) => {

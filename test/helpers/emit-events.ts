@@ -6,8 +6,16 @@ export function emitConnections(log: EventLog, count: number, host = (i: number)
   const out: DecisionEvent[] = [];
   for (let i = 0; i < count; i++) {
     const d = log.decision({
-      kind: 'connect', client: `127.0.0.1:${40000 + (i % 20000)}`, host: host(i), port: 443, ip: '198.51.100.10',
-      decision: 'allowed', reason: 'allowed-endpoint', rule: '*.example.test', message: 'allowed by "*.example.test"', mode: 'audit',
+      kind: 'connect',
+      client: `127.0.0.1:${40000 + (i % 20000)}`,
+      host: host(i),
+      port: 443,
+      ip: '198.51.100.10',
+      decision: 'allowed',
+      reason: 'allowed-endpoint',
+      rule: '*.example.test',
+      message: 'allowed by "*.example.test"',
+      mode: 'audit',
     });
     log.close({ id: d.id, kind: 'connect', client: d.client, host: d.host, port: 443, ip: d.ip, bytes_in: 1000 + i, bytes_out: 200, duration_ms: 5 });
     out.push(d);

@@ -23,7 +23,11 @@ for (let i = 0; i < 4; i++) {
   result.zone.push(zone.port);
   await zone.close();
   const dns = await startDnsServer({
-    listen: { host: '127.0.0.1', port: 0 }, upstreams: ['127.0.0.1:9'], policy: () => policy, events, addressBook: new AddressBook(),
+    listen: { host: '127.0.0.1', port: 0 },
+    upstreams: ['127.0.0.1:9'],
+    policy: () => policy,
+    events,
+    addressBook: new AddressBook(),
   });
   result.dns.push([dns.udpAddress.port, dns.tcpAddress.port]);
   await dns.close();

@@ -60,7 +60,9 @@ export async function httpsGetThroughProxy(proxyPort: number, host: string, port
       secure.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nConnection: close\r\n\r\n`);
     });
     let text = '';
-    secure.on('data', (c: Buffer) => { text += c.toString(); });
+    secure.on('data', (c: Buffer) => {
+      text += c.toString();
+    });
     secure.on('end', () => {
       const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
       resolve({ status, body: text.slice(text.indexOf('\r\n\r\n') + 4) });

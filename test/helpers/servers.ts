@@ -33,7 +33,11 @@ function serve(server: http.Server, host: string, handler: Handler): Promise<Tes
       resolve({
         port: (server.address() as AddressInfo).port,
         requests,
-        close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+        close: () =>
+          new Promise((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
       });
     });
   });

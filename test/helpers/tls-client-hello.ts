@@ -7,7 +7,14 @@ export async function clientHelloFor(servername: string): Promise<Buffer> {
   const sink = net.createServer();
   sink.listen(0, '127.0.0.1');
   await once(sink, 'listening');
-  const first = new Promise<Buffer>((resolve) => sink.once('connection', (s) => s.once('data', (d: Buffer) => { resolve(d); s.destroy(); })));
+  const first = new Promise<Buffer>((resolve) =>
+    sink.once('connection', (s) =>
+      s.once('data', (d: Buffer) => {
+        resolve(d);
+        s.destroy();
+      }),
+    ),
+  );
   const tls = connect({ port: (sink.address() as AddressInfo).port, host: '127.0.0.1', servername, rejectUnauthorized: false });
   tls.on('error', () => undefined);
   const hello = await first;

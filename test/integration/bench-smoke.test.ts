@@ -32,7 +32,10 @@ after(async () => {
 });
 
 function decisions(kind: string): Array<Record<string, unknown>> {
-  return readFileSync(join(dir, 'events.ndjson'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+  return readFileSync(join(dir, 'events.ndjson'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((e) => e.event === 'decision' && e.kind === kind);
 }
 

@@ -14,7 +14,10 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 it('egress-guard collector runs as a process: token from the environment, stops cleanly on SIGTERM', async () => {
   const db = join(dir, 'cmd.db');
   const script = `const m = await import(${JSON.stringify(COMMANDS)}); process.exitCode = await m.collectorCommand(['--listen', '127.0.0.1:0', '--db', ${JSON.stringify(db)}]);`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { PATH: process.env.PATH, EGRESS_COLLECTOR_TOKEN: 'cmd-token' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    env: { PATH: process.env.PATH, EGRESS_COLLECTOR_TOKEN: 'cmd-token' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let killed = false;
   after(() => {
     if (!killed) child.kill('SIGKILL');
@@ -36,7 +39,10 @@ it('egress-guard collector runs as a process: token from the environment, stops 
   const denied = await fetch(`http://127.0.0.1:${port}/api/v1/events`, { method: 'POST', body });
   assert.equal(denied.status, 401);
   // The fixture holds pino operational lines too: the API takes events only, so send those lines.
-  const events = body.split('\n').filter((l) => l.includes('"schema":1')).join('\n');
+  const events = body
+    .split('\n')
+    .filter((l) => l.includes('"schema":1'))
+    .join('\n');
   const res = await fetch(`http://127.0.0.1:${port}/api/v1/events`, { method: 'POST', body: events, headers: { authorization: 'Bearer cmd-token' } });
   assert.equal(res.status, 200);
   assert.equal((await res.json()).stored, 61); // 33 decisions and 28 close events

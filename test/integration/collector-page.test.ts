@@ -20,12 +20,27 @@ describe('collector web page in headless Chromium', () => {
     dir = mkdtempSync(join(tmpdir(), 'egress-page-'));
     collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'p.db') });
     base = `http://127.0.0.1:${collector.port}`;
-    const body = readFileSync(FIXTURE, 'utf8').split('\n').filter((l) => l.includes('"schema":1')).join('\n');
+    const body = readFileSync(FIXTURE, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"schema":1'))
+      .join('\n');
     assert.equal((await fetch(`${base}/api/v1/events`, { method: 'POST', body })).status, 200);
     // A second job whose names try to inject markup.
     const hostile = {
-      schema: 1, event: 'decision', id: 'hostile-1', time: '2025-03-14T11:00:00.000Z', kind: 'http', client: '127.0.0.1:1', host: '<img src=x onerror="window.pwned=1">', port: 80,
-      decision: 'blocked', reason: 'invalid-host', rule: null, message: '<b>bold</b>', mode: 'block', ci: { job_id: '<script>window.pwned=2</script>' },
+      schema: 1,
+      event: 'decision',
+      id: 'hostile-1',
+      time: '2025-03-14T11:00:00.000Z',
+      kind: 'http',
+      client: '127.0.0.1:1',
+      host: '<img src=x onerror="window.pwned=1">',
+      port: 80,
+      decision: 'blocked',
+      reason: 'invalid-host',
+      rule: null,
+      message: '<b>bold</b>',
+      mode: 'block',
+      ci: { job_id: '<script>window.pwned=2</script>' },
     };
     assert.equal((await fetch(`${base}/api/v1/events`, { method: 'POST', body: JSON.stringify(hostile) })).status, 200);
     browser = await chromium.launch({
@@ -50,10 +65,13 @@ describe('collector web page in headless Chromium', () => {
 
     await page.goto(`${base}/`);
     const jobs = await page.$$eval('#jobs tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
-    assert.deepEqual(jobs.map((r) => [r[0], r[3], r[4], r[5], r[6]]), [
-      ['<script>window.pwned=2</script>', '1', '0', '0', '1'],
-      [JOB, '33', '18', '15', '0'],
-    ]);
+    assert.deepEqual(
+      jobs.map((r) => [r[0], r[3], r[4], r[5], r[6]]),
+      [
+        ['<script>window.pwned=2</script>', '1', '0', '0', '1'],
+        [JOB, '33', '18', '15', '0'],
+      ],
+    );
 
     await page.click(`a:text("${JOB}")`);
     await page.waitForSelector('#destinations');

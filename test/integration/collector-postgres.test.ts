@@ -15,7 +15,9 @@ const TOKEN = 'pg-token';
 
 async function postBatch(port: number, events: EgressEvent[]): Promise<any> {
   const res = await fetch(`http://127.0.0.1:${port}/api/v1/events`, {
-    method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/x-ndjson' }, body: events.map((e) => JSON.stringify(e)).join('\n'),
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/x-ndjson' },
+    body: events.map((e) => JSON.stringify(e)).join('\n'),
   });
   assert.equal(res.status, 200);
   return res.json();
@@ -39,7 +41,10 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
   it('lets several collectors write to one database: each event stored once', async () => {
     // Started together: schema creation must not race.
     const [a, b] = await Promise.all([0, 1].map(() => startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: cluster!.url, token: TOKEN })));
-    cleanups.push(() => a!.close(), () => b!.close());
+    cleanups.push(
+      () => a!.close(),
+      () => b!.close(),
+    );
 
     const log = new EventLog({ stdout: false, ci: { job_id: 'fleet-job' } });
     const events: EgressEvent[] = [];
@@ -58,20 +63,47 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
     assert.equal(duplicates, 600 + 575);
     assert.equal(await a!.store.count(), 600);
     const fromB = await (await fetch(`http://127.0.0.1:${b!.port}/api/v1/jobs`)).json();
-    assert.deepEqual(fromB.jobs.map((j: any) => [j.job, j.decisions, j.allowed]), [['fleet-job', 300, 300]]);
+    assert.deepEqual(
+      fromB.jobs.map((j: any) => [j.job, j.decisions, j.allowed]),
+      [['fleet-job', 300, 300]],
+    );
   });
 
   it('streams from two proxies through two collectors, a collector restarting mid-stream, with nothing lost or duplicated', async () => {
     let a: Collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: cluster!.url, token: TOKEN });
     const b: Collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: cluster!.url, token: TOKEN });
     const portA = a.port;
-    cleanups.push(() => a.close(), () => b.close());
+    cleanups.push(
+      () => a.close(),
+      () => b.close(),
+    );
     const logs = [new EventLog({ stdout: false, ci: { job_id: 'proxy-1' } }), new EventLog({ stdout: false, ci: { job_id: 'proxy-2' } })];
     const streams = [
-      startEventStream({ url: `http://127.0.0.1:${portA}`, token: TOKEN, spoolDir: join(dir, 's1'), events: logs[0]!, flushIntervalMs: 10, batchMaxEvents: 20, backoffInitialMs: 20, backoffMaxMs: 100 }),
-      startEventStream({ url: `http://127.0.0.1:${b.port}`, token: TOKEN, spoolDir: join(dir, 's2'), events: logs[1]!, flushIntervalMs: 10, batchMaxEvents: 20, backoffInitialMs: 20, backoffMaxMs: 100 }),
+      startEventStream({
+        url: `http://127.0.0.1:${portA}`,
+        token: TOKEN,
+        spoolDir: join(dir, 's1'),
+        events: logs[0]!,
+        flushIntervalMs: 10,
+        batchMaxEvents: 20,
+        backoffInitialMs: 20,
+        backoffMaxMs: 100,
+      }),
+      startEventStream({
+        url: `http://127.0.0.1:${b.port}`,
+        token: TOKEN,
+        spoolDir: join(dir, 's2'),
+        events: logs[1]!,
+        flushIntervalMs: 10,
+        batchMaxEvents: 20,
+        backoffInitialMs: 20,
+        backoffMaxMs: 100,
+      }),
     ];
-    cleanups.push(() => streams[0]!.stop(), () => streams[1]!.stop());
+    cleanups.push(
+      () => streams[0]!.stop(),
+      () => streams[1]!.stop(),
+    );
     const before = await a.store.count();
     for (let round = 0; round < 20; round++) {
       emitConnections(logs[0]!, 5);

@@ -29,10 +29,16 @@ describe('block mode', () => {
   test('allowed names resolve over UDP and TCP with dig, and the answer is recorded for the proxy', async () => {
     const udp = await dig(fx.port, 'allowed.test', 'A', '+notcp');
     assert.equal(udp.status, 'NOERROR');
-    assert.deepEqual(udp.answers.map((a) => a[3]), ['198.51.100.10']);
+    assert.deepEqual(
+      udp.answers.map((a) => a[3]),
+      ['198.51.100.10'],
+    );
     const tcp = await dig(fx.port, 'allowed.test', 'AAAA', '+tcp');
     assert.equal(tcp.status, 'NOERROR');
-    assert.deepEqual(tcp.answers.map((a) => a[3]), ['2001:db8::10']);
+    assert.deepEqual(
+      tcp.answers.map((a) => a[3]),
+      ['2001:db8::10'],
+    );
     assert.deepEqual(fx.book.addressesOf('allowed.test')?.sort(), ['198.51.100.10', '2001:db8::10']);
     assert.deepEqual(fx.book.namesOf('198.51.100.10'), ['allowed.test']);
     const event = lastDecision(fx);
@@ -66,14 +72,23 @@ describe('block mode', () => {
     const events = fx.decisions.slice(before);
     assert.equal(events.length, 8);
     assert.ok(events.every((e) => e.kind === 'dns' && e.decision === 'blocked' && e.reason === 'not-allowed-endpoint' && e.rule === null && e.port === 53));
-    assert.deepEqual(events.slice(0, 6).map((e) => e.qtype), ['A', 'AAAA', 'TXT', 'MX', 'HTTPS', 'SRV']);
+    assert.deepEqual(
+      events.slice(0, 6).map((e) => e.qtype),
+      ['A', 'AAAA', 'TXT', 'MX', 'HTTPS', 'SRV'],
+    );
     assert.equal(events[0]!.message, 'secret.attacker.test is not in allowed-endpoints');
   });
 
   test('a CNAME target of an allowed name is resolved, but does not widen the allowlist', async () => {
     const r = await dig(fx.port, 'cname.allowed.test', 'A', '+notcp');
     assert.equal(r.status, 'NOERROR');
-    assert.deepEqual(r.answers.map((a) => [a[2], a[3]]), [['CNAME', 'target.other.test.'], ['A', '198.51.100.30']]);
+    assert.deepEqual(
+      r.answers.map((a) => [a[2], a[3]]),
+      [
+        ['CNAME', 'target.other.test.'],
+        ['A', '198.51.100.30'],
+      ],
+    );
     assert.deepEqual(fx.book.addressesOf('cname.allowed.test'), ['198.51.100.30']);
     assert.deepEqual(fx.book.namesOf('198.51.100.30'), ['cname.allowed.test']);
     const direct = await dig(fx.port, 'target.other.test', 'A', '+notcp');
@@ -84,10 +99,22 @@ describe('block mode', () => {
 
   test('localhost and configured local names are answered without asking upstream', async () => {
     const asked = fx.zone.questions.length;
-    assert.deepEqual((await dig(fx.port, 'localhost', 'A')).answers.map((a) => a[3]), ['127.0.0.1']);
-    assert.deepEqual((await dig(fx.port, 'localhost', 'AAAA')).answers.map((a) => a[3]), ['::1']);
-    assert.deepEqual((await dig(fx.port, 'DB', 'A', '+tcp')).answers.map((a) => a[3]), ['198.51.100.5']);
-    assert.deepEqual((await dig(fx.port, 'db', 'AAAA')).answers.map((a) => a[3]), ['2001:db8::5']);
+    assert.deepEqual(
+      (await dig(fx.port, 'localhost', 'A')).answers.map((a) => a[3]),
+      ['127.0.0.1'],
+    );
+    assert.deepEqual(
+      (await dig(fx.port, 'localhost', 'AAAA')).answers.map((a) => a[3]),
+      ['::1'],
+    );
+    assert.deepEqual(
+      (await dig(fx.port, 'DB', 'A', '+tcp')).answers.map((a) => a[3]),
+      ['198.51.100.5'],
+    );
+    assert.deepEqual(
+      (await dig(fx.port, 'db', 'AAAA')).answers.map((a) => a[3]),
+      ['2001:db8::5'],
+    );
     const nodata = await dig(fx.port, 'db', 'TXT');
     assert.equal(nodata.status, 'NOERROR');
     assert.equal(nodata.answers.length, 0);
@@ -116,7 +143,10 @@ describe('block mode', () => {
     try {
       const r = await dig(fx.port, 'later.attacker.test', 'A');
       assert.equal(r.status, 'NOERROR');
-      assert.deepEqual(r.answers.map((a) => a[3]), ['203.0.113.67']);
+      assert.deepEqual(
+        r.answers.map((a) => a[3]),
+        ['203.0.113.67'],
+      );
     } finally {
       fx.setPolicy(makePolicy({ mode: 'block' }));
     }
@@ -129,7 +159,10 @@ describe('audit mode and dns: any', () => {
     t.after(() => fx.close());
     const r = await dig(fx.port, 'secret.attacker.test', 'TXT', '+notcp');
     assert.equal(r.status, 'NOERROR');
-    assert.deepEqual(r.answers.map((a) => a[3]), ['"exfil-ack"']);
+    assert.deepEqual(
+      r.answers.map((a) => a[3]),
+      ['"exfil-ack"'],
+    );
     assert.ok(fx.zone.askedNames().includes('secret.attacker.test'));
     const event = lastDecision(fx);
     assert.equal(event.decision, 'would-block');
@@ -203,7 +236,10 @@ describe('upstream failures', () => {
     const r = await dig(fx.port, 'allowed.test', 'A');
     assert.equal(r.status, 'SERVFAIL');
     assert.ok(Date.now() - started < 2500);
-    const lines = readFileSync(eventsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(eventsFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const failure = lines.find((l) => l.msg === 'dns upstreams failed; answered SERVFAIL');
     assert.ok(failure, 'no log line for the failure');
     assert.equal(failure.name, 'allowed.test');
@@ -213,7 +249,10 @@ describe('upstream failures', () => {
     t.after(() => fx2.close());
     const fx3 = await startDnsFixture({ upstreams: [`127.0.0.1:${await deadUdpPort()}`, fx2.zone.address] });
     t.after(() => fx3.close());
-    assert.deepEqual((await dig(fx3.port, 'allowed.test', 'A')).answers.map((a) => a[3]), ['198.51.100.10']);
+    assert.deepEqual(
+      (await dig(fx3.port, 'allowed.test', 'A')).answers.map((a) => a[3]),
+      ['198.51.100.10'],
+    );
   });
 });
 
@@ -286,15 +325,16 @@ describe('malformed input', () => {
   });
 
   test('over TCP: an oversized frame closes the connection, a truncated one too, and new connections are served', async () => {
-    const closedAfter = (payload: Buffer) => new Promise<Buffer>((resolve, reject) => {
-      const socket = net.connect(fx.port, '127.0.0.1');
-      const chunks: Buffer[] = [];
-      socket.on('data', (c) => chunks.push(c));
-      socket.on('close', () => resolve(Buffer.concat(chunks)));
-      socket.on('error', reject);
-      socket.setTimeout(3000, () => socket.destroy(new Error('server did not close')));
-      socket.end(payload);
-    });
+    const closedAfter = (payload: Buffer) =>
+      new Promise<Buffer>((resolve, reject) => {
+        const socket = net.connect(fx.port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        socket.on('data', (c) => chunks.push(c));
+        socket.on('close', () => resolve(Buffer.concat(chunks)));
+        socket.on('error', reject);
+        socket.setTimeout(3000, () => socket.destroy(new Error('server did not close')));
+        socket.end(payload);
+      });
     assert.equal((await closedAfter(Buffer.concat([Buffer.from([0xff, 0xff]), Buffer.alloc(5000)]))).length, 0);
     assert.equal((await closedAfter(Buffer.from([0x00, 0x40, 0x12, 0x34]))).length, 0);
     const q = queryBytes(77, 'allowed.test');

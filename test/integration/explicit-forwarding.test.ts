@@ -60,7 +60,9 @@ describe('explicit proxy forwards allowed traffic intact', () => {
       EGRESS_MODE: 'block',
       EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:* big.test:*',
       EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
-      GITHUB_REPOSITORY: 'octo/repo', GITHUB_RUN_ID: '42', GITHUB_JOB: 'build',
+      GITHUB_REPOSITORY: 'octo/repo',
+      GITHUB_RUN_ID: '42',
+      GITHUB_JOB: 'build',
     });
   });
 
@@ -100,11 +102,16 @@ describe('explicit proxy forwards allowed traffic intact', () => {
   test("a client's Connection: close is honoured: the answer comes, then the proxy closes the connection", async () => {
     const socket = net.connect(guard.port, '127.0.0.1');
     let answer = '';
-    socket.on('data', (chunk: Buffer) => { answer += chunk.toString('latin1'); });
+    socket.on('data', (chunk: Buffer) => {
+      answer += chunk.toString('latin1');
+    });
     socket.write(`GET http://allowed.test:${http1.port}/close-me HTTP/1.1\r\nHost: allowed.test:${http1.port}\r\nConnection: close\r\n\r\n`);
     const ended = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), 5000);
-      socket.once('end', () => { clearTimeout(timer); resolve(true); });
+      socket.once('end', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
     });
     socket.destroy();
     assert.match(answer, /^HTTP\/1\.1 200/);
@@ -151,11 +158,16 @@ describe('explicit proxy forwards allowed traffic intact', () => {
 
   test('node: http client with an absolute URI, and a TLS client over CONNECT', async () => {
     const body = await new Promise<string>((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: guard.port, method: 'GET', path: `http://allowed.test:${http1.port}/node`, headers: { host: `allowed.test:${http1.port}` } }, (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => { text += c.toString(); });
-        res.on('end', () => resolve(`${res.statusCode} ${text}`));
-      });
+      const req = http.request(
+        { host: '127.0.0.1', port: guard.port, method: 'GET', path: `http://allowed.test:${http1.port}/node`, headers: { host: `allowed.test:${http1.port}` } },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => {
+            text += c.toString();
+          });
+          res.on('end', () => resolve(`${res.statusCode} ${text}`));
+        },
+      );
       req.on('error', reject);
       req.end();
     });

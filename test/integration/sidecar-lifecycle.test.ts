@@ -15,10 +15,18 @@ function echoServer(): Promise<{ port: number; close: () => Promise<void> }> {
     s.on('error', () => s.destroy());
     s.pipe(s);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
-    port: (server.address() as AddressInfo).port,
-    close: () => new Promise((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
-  })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (server.address() as AddressInfo).port,
+        close: () =>
+          new Promise((r) => {
+            for (const s of sockets) s.destroy();
+            server.close(() => r());
+          }),
+      }),
+    ),
+  );
 }
 
 function echo(socket: net.Socket, text: string): Promise<string> {
@@ -76,7 +84,12 @@ describe('lifecycle: reload, drain, limits', () => {
   });
 
   test('SIGTERM stops accepting, lets open tunnels drain, then exits 0', async () => {
-    const guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], { EGRESS_ALLOWED_ENDPOINTS: 'one.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8', EGRESS_MODE: 'block', EGRESS_DRAIN_TIMEOUT: '5000' });
+    const guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], {
+      EGRESS_ALLOWED_ENDPOINTS: 'one.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+      EGRESS_MODE: 'block',
+      EGRESS_DRAIN_TIMEOUT: '5000',
+    });
     const open = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
     assert.equal(open.status, 200);
     const exited = guard.stop('SIGTERM');
@@ -88,7 +101,12 @@ describe('lifecycle: reload, drain, limits', () => {
   });
 
   test('a tunnel past max-tunnels gets 503 and the drain timeout bounds shutdown', async () => {
-    const guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], { EGRESS_ALLOWED_ENDPOINTS: 'one.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8', EGRESS_MAX_TUNNELS: '2', EGRESS_DRAIN_TIMEOUT: '300' });
+    const guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], {
+      EGRESS_ALLOWED_ENDPOINTS: 'one.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+      EGRESS_MAX_TUNNELS: '2',
+      EGRESS_DRAIN_TIMEOUT: '300',
+    });
     const a = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
     const b = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
     const c = await openTunnel(guard.port, `one.test:${echoSrv.port}`);
@@ -104,7 +122,10 @@ describe('lifecycle: reload, drain, limits', () => {
   test('a bad policy file stops start-up with exit 2 and names file, line and entry', async () => {
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'mode: block\nallowed-endpoints:\n  - github.com\n  - "*.co.uk"\n');
-    await assert.rejects(startEgressGuard(['--policy', bad]), (err: Error) => /exited with 2/.test(err.message) && err.message.includes(`${bad}:4`) && err.message.includes('*.co.uk'));
+    await assert.rejects(
+      startEgressGuard(['--policy', bad]),
+      (err: Error) => /exited with 2/.test(err.message) && err.message.includes(`${bad}:4`) && err.message.includes('*.co.uk'),
+    );
     const decided = await runCli(['decide', '--policy', bad, 'github.com']);
     assert.equal(decided.code, 2);
     assert.equal(JSON.parse(decided.stdout).line, 4);
@@ -118,7 +139,15 @@ describe('lifecycle: reload, drain, limits', () => {
     writeFileSync(policy, 'mode: block\nallowed-endpoints: >\n  github.com\n  *.githubusercontent.com:443\n');
     const ok = await runCli(['decide', '--policy', policy, 'objects.githubusercontent.com']);
     assert.equal(ok.code, 0);
-    assert.deepEqual(JSON.parse(ok.stdout), { decision: 'allowed', reason: 'allowed-endpoint', rule: '*.githubusercontent.com:443', message: 'objects.githubusercontent.com:443 is allowed by "*.githubusercontent.com:443"', host: 'objects.githubusercontent.com', port: 443, mode: 'block' });
+    assert.deepEqual(JSON.parse(ok.stdout), {
+      decision: 'allowed',
+      reason: 'allowed-endpoint',
+      rule: '*.githubusercontent.com:443',
+      message: 'objects.githubusercontent.com:443 is allowed by "*.githubusercontent.com:443"',
+      host: 'objects.githubusercontent.com',
+      port: 443,
+      mode: 'block',
+    });
     const blocked = await runCli(['decide', '--policy', policy, 'github.com:22']);
     assert.equal(blocked.code, 1);
     assert.equal(JSON.parse(blocked.stdout).reason, 'not-allowed-endpoint');

@@ -12,10 +12,11 @@ describe('sidecar wiring: DNS listener, local names, admin endpoints', () => {
 
   before(async () => {
     upstream = await startZoneServer({ 'allowed.test': [{ type: 'A', value: '203.0.113.7' }] });
-    guard = await startEgressGuard(
-      ['--dns-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--local-names', 'build-cache.job=127.0.0.9'],
-      { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test', EGRESS_DNS_UPSTREAM: upstream.address },
-    );
+    guard = await startEgressGuard(['--dns-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--local-names', 'build-cache.job=127.0.0.9'], {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test',
+      EGRESS_DNS_UPSTREAM: upstream.address,
+    });
     dnsPort = (await guard.waitFor((l) => l.msg === 'listening' && l.listener === 'dns')).port as number;
     adminPort = (await guard.waitFor((l) => l.msg === 'listening' && l.listener === 'admin')).port as number;
   });

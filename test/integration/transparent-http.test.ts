@@ -90,7 +90,9 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       'trusted-ranges': { value: '127.0.0.0/8', origin },
     });
     const events = new EventLog({ stdout: false });
-    events.subscribe((e: EgressEvent) => { if (e.event === 'decision') decisions.push(e); });
+    events.subscribe((e: EgressEvent) => {
+      if (e.event === 'decision') decisions.push(e);
+    });
     const addressBook = new AddressBook();
     const resolver = new Resolver({ overrides: new Map([['allowed.test', ['127.0.0.1']]]), addressBook });
     options = { policy: () => policy, events, addressBook, resolver, connectTimeoutMs: 2000, idleTimeoutMs: 10_000 };
@@ -160,7 +162,9 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
   });
 
   test('an upgrade upstream refuses is answered, and nothing the client sends after it is relayed', async () => {
-    const r = await exchange(frontPort, [`GET /no-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: attacker.test\r\n\r\n`]);
+    const r = await exchange(frontPort, [
+      `GET /no-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: attacker.test\r\n\r\n`,
+    ]);
     assert.match(r.text, /^HTTP\/1\.1 404 /);
     assert.ok(!seen.some((s) => s.includes('smuggled')), `nothing relayed after the refused upgrade: ${JSON.stringify(seen)}`);
   });
@@ -172,7 +176,9 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.match(other.text, /^HTTP\/1\.1 400 /);
     const socket = net.connect(frontPort, '127.0.0.1');
     let text = '';
-    socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+    });
     socket.write(`GET ws://allowed.test:${upstreamPort}/abs-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
     const deadline = Date.now() + 3000;
     while (!text.includes('101') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -186,7 +192,9 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /hello from allowed\.test/);
     assert.ok(seen.includes(`allowed.test:${upstreamPort} /h2c`), JSON.stringify(seen));
-    const blocked = await exchange(frontPort, [`GET /h2c-evil HTTP/1.1\r\nHost: attacker.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`]);
+    const blocked = await exchange(frontPort, [
+      `GET /h2c-evil HTTP/1.1\r\nHost: attacker.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`,
+    ]);
     assert.match(blocked.text, /^HTTP\/1\.1 403 /);
     assert.ok(!seen.some((s) => s.includes('/h2c-evil')));
   });
@@ -221,10 +229,14 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       return { plainHttp, server, port: (server.address() as net.AddressInfo).port };
     };
-    const closedWithin = (socket: net.Socket, ms: number) => new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
-      socket.once('close', () => { clearTimeout(timer); resolve(true); });
-    });
+    const closedWithin = (socket: net.Socket, ms: number) =>
+      new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), ms);
+        socket.once('close', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
 
     const quick = await serve(300);
     const slow = net.connect(quick.port, '127.0.0.1', () => slow.write(`GET /slow HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\n`));

@@ -41,10 +41,40 @@ function recordRun(): EgressEvent[] {
   const out: EgressEvent[] = [];
   log.subscribe((e) => out.push(e));
   const base = { client: '127.0.0.1:5000', mode: 'audit' as const };
-  const npm = log.decision({ ...base, kind: 'connect', host: 'registry.npmjs.org', port: 443, ip: '104.16.1.34', decision: 'allowed', reason: 'allowed-endpoint', rule: 'registry.npmjs.org:443', message: 'ok' });
+  const npm = log.decision({
+    ...base,
+    kind: 'connect',
+    host: 'registry.npmjs.org',
+    port: 443,
+    ip: '104.16.1.34',
+    decision: 'allowed',
+    reason: 'allowed-endpoint',
+    rule: 'registry.npmjs.org:443',
+    message: 'ok',
+  });
   log.close({ id: npm.id, kind: 'connect', client: base.client, host: npm.host, port: 443, bytes_in: 5000, bytes_out: 700, duration_ms: 120 });
-  log.decision({ ...base, kind: 'connect', host: 'telemetry.example.com', port: 443, ip: '93.184.216.34', decision: 'would-block', reason: 'not-allowed-endpoint', rule: null, message: 'telemetry.example.com:443 is not in allowed-endpoints' });
-  log.decision({ ...base, kind: 'http', host: 'cache.internal.test', port: 8080, ip: '198.51.100.20', decision: 'would-block', reason: 'not-allowed-endpoint', rule: null, message: 'no' });
+  log.decision({
+    ...base,
+    kind: 'connect',
+    host: 'telemetry.example.com',
+    port: 443,
+    ip: '93.184.216.34',
+    decision: 'would-block',
+    reason: 'not-allowed-endpoint',
+    rule: null,
+    message: 'telemetry.example.com:443 is not in allowed-endpoints',
+  });
+  log.decision({
+    ...base,
+    kind: 'http',
+    host: 'cache.internal.test',
+    port: 8080,
+    ip: '198.51.100.20',
+    decision: 'would-block',
+    reason: 'not-allowed-endpoint',
+    rule: null,
+    message: 'no',
+  });
   log.decision({ ...base, kind: 'connect', host: '203.0.113.9', port: 22, ip: '203.0.113.9', decision: 'would-block', reason: 'raw-ip', rule: null, message: 'raw ip' });
   return out;
 }
@@ -55,7 +85,12 @@ describe('collector HTTP API (SQLite)', () => {
   let run: EgressEvent[];
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'egress-api-'));
-    collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'c.db'), token: TOKEN, limits: { maxBodyBytes: 64 * 1024, maxDecodedBytes: 256 * 1024, maxEvents: 100 } });
+    collector = await startCollector({
+      listen: { host: '127.0.0.1', port: 0 },
+      db: join(dir, 'c.db'),
+      token: TOKEN,
+      limits: { maxBodyBytes: 64 * 1024, maxDecodedBytes: 256 * 1024, maxEvents: 100 },
+    });
     run = recordRun();
   });
   after(async () => {
@@ -99,7 +134,10 @@ describe('collector HTTP API (SQLite)', () => {
 
   it('rejects oversized batches (body, decompressed size, event count) with 413, storing nothing', async () => {
     const line = JSON.stringify(run[0]);
-    const big = await post(collector.port, Array.from({ length: 200 }, () => line));
+    const big = await post(
+      collector.port,
+      Array.from({ length: 200 }, () => line),
+    );
     assert.equal(big.status, 413);
     // A gzip bomb: small on the wire, far over the decompressed limit.
     const bomb = gzipSync(Buffer.alloc(10 * 1024 * 1024, 0x20));
@@ -129,7 +167,10 @@ describe('collector HTTP API (SQLite)', () => {
 
   it('serves jobs, events, the summary and a suggested policy that replays clean', async () => {
     const jobs = JSON.parse((await send(collector.port, 'GET', '/api/v1/jobs')).body).jobs;
-    assert.deepEqual(jobs.map((j: any) => [j.job, j.decisions, j.allowed, j.wouldBlock, j.blocked]), [['api-job', 4, 1, 3, 0]]);
+    assert.deepEqual(
+      jobs.map((j: any) => [j.job, j.decisions, j.allowed, j.wouldBlock, j.blocked]),
+      [['api-job', 4, 1, 3, 0]],
+    );
     const events = JSON.parse((await send(collector.port, 'GET', '/api/v1/jobs/api-job/events')).body).events;
     assert.deepEqual(events.map((e: any) => e.id).sort(), run.map((e) => e.id).sort());
     const ndjson = await send(collector.port, 'GET', '/api/v1/jobs/api-job/events?format=ndjson');

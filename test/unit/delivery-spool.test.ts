@@ -38,10 +38,17 @@ describe('on-disk spool', () => {
     const second = new SpoolBuffer(dir, { maxBytes: 1 << 20 });
     assert.equal(second.pending, 6);
     second.append('{"n":10}');
-    assert.deepEqual(drain(second), [4, 5, 6, 7, 8, 9, 10].map((n) => `{"n":${n}}`));
+    assert.deepEqual(
+      drain(second),
+      [4, 5, 6, 7, 8, 9, 10].map((n) => `{"n":${n}}`),
+    );
     assert.equal(second.pending, 0);
     assert.equal(second.diskBytes, 0);
-    assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.ack')), [], 'no acknowledgement left once all is delivered');
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.endsWith('.ack')),
+      [],
+      'no acknowledgement left once all is delivered',
+    );
     second.close();
   });
 

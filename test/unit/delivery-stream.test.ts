@@ -21,7 +21,9 @@ async function getJson(port: number, path: string): Promise<any> {
 }
 
 function spoolBytes(dir: string): number {
-  return readdirSync(dir).filter((f) => f.endsWith('.ndjson')).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.ndjson'))
+    .reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
 
 describe('event stream client -> collector (SQLite)', () => {
@@ -97,7 +99,10 @@ describe('event stream client -> collector (SQLite)', () => {
     await waitFor('all events stored', async () => (await collector.store.count()) === total && stream.stats().queued === 0, 15_000);
     assert.equal(await collector.store.count(), total, 'no event duplicated');
     const { jobs } = await getJson(port, '/api/v1/jobs');
-    assert.deepEqual(jobs.map((j: any) => [j.job, j.decisions]), [['octo/repo/77/build', 160]]);
+    assert.deepEqual(
+      jobs.map((j: any) => [j.job, j.decisions]),
+      [['octo/repo/77/build', 160]],
+    );
     const { events: stored } = await getJson(port, `/api/v1/jobs/${encodeURIComponent('octo/repo/77/build')}/events`);
     assert.equal(new Set(stored.map((e: any) => `${e.id}/${e.event}`)).size, total);
     assert.equal(spoolBytes(spoolDir), 0);
@@ -129,8 +134,14 @@ describe('event stream client -> collector (SQLite)', () => {
         let body = Buffer.concat(chunks);
         if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
         requests.push({
-          encoding: req.headers['content-encoding'], auth: req.headers.authorization, type: req.headers['content-type'],
-          lines: body.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l)).length,
+          encoding: req.headers['content-encoding'],
+          auth: req.headers.authorization,
+          type: req.headers['content-type'],
+          lines: body
+            .toString()
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l)).length,
         });
         res.end('{}');
       });
@@ -138,15 +149,35 @@ describe('event stream client -> collector (SQLite)', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise((r) => server.close(r)));
     const events = new EventLog({ stdout: false });
-    const stream = startEventStream({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, token: 's3cret', events, flushIntervalMs: 10, batchMaxEvents: 100, gzipMinBytes: 4096 });
+    const stream = startEventStream({
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      token: 's3cret',
+      events,
+      flushIntervalMs: 10,
+      batchMaxEvents: 100,
+      gzipMinBytes: 4096,
+    });
     cleanups.push(() => stream.stop());
-    events.decision({ kind: 'http', client: '127.0.0.1:1', host: 'one.example.test', port: 80, decision: 'allowed', reason: 'allowed-endpoint', rule: 'x', message: 'm', mode: 'audit' });
+    events.decision({
+      kind: 'http',
+      client: '127.0.0.1:1',
+      host: 'one.example.test',
+      port: 80,
+      decision: 'allowed',
+      reason: 'allowed-endpoint',
+      rule: 'x',
+      message: 'm',
+      mode: 'audit',
+    });
     await waitFor('small batch', () => requests.length === 1);
     emitConnections(events, 50);
     await waitFor('large batch', () => stream.stats().sent === 101);
     assert.deepEqual(requests[0], { encoding: undefined, auth: 'Bearer s3cret', type: 'application/x-ndjson', lines: 1 });
     assert.equal(requests[1]!.encoding, 'gzip');
-    assert.equal(requests.reduce((n, r) => n + r.lines, 0), 101);
+    assert.equal(
+      requests.reduce((n, r) => n + r.lines, 0),
+      101,
+    );
   });
 
   it('keeps retrying with backoff while the token is refused, and delivers once it is accepted', async () => {

@@ -11,8 +11,11 @@ import { EventLog } from '../../events/event-log.js';
 import { makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
 
 const SEEDS = [
-  queryBytes(1, 'allowed.test'), queryBytes(2, 'a.wild.test', 28, true), queryBytes(3, 'secret.attacker.test', 16),
-  queryBytes(4, 'cname.allowed.test', 1, true), queryBytes(5, 'localhost', 1),
+  queryBytes(1, 'allowed.test'),
+  queryBytes(2, 'a.wild.test', 28, true),
+  queryBytes(3, 'secret.attacker.test', 16),
+  queryBytes(4, 'cname.allowed.test', 1, true),
+  queryBytes(5, 'localhost', 1),
 ];
 
 /** A valid query with bytes overwritten, inserted, cut or its counts changed. */
@@ -52,8 +55,12 @@ describe('fuzz: the responder (in process)', () => {
     fx = await startDnsFixture({ mode: 'block' });
     const events = new EventLog({ stdout: false });
     responder = new DnsResponder({
-      upstreams: [parseUpstream(fx.zone.address)], policy: () => makePolicy({ mode: 'block' }), events, addressBook: new AddressBook(),
-      upstreamTimeoutMs: 300, upstreamRounds: 1,
+      upstreams: [parseUpstream(fx.zone.address)],
+      policy: () => makePolicy({ mode: 'block' }),
+      events,
+      addressBook: new AddressBook(),
+      upstreamTimeoutMs: 300,
+      upstreamRounds: 1,
     });
   });
   after(async () => {
@@ -112,17 +119,26 @@ describe('fuzz: the running server (UDP and TCP)', () => {
 
   test('TCP: random byte streams never stop the server', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.oneof(randomBytes, mutatedQuery.map((q) => Buffer.concat([Buffer.from([q.length >> 8, q.length & 0xff]), q]))), { maxLength: 4 }), async (chunks) => {
-        await new Promise<void>((resolve) => {
-          const socket = net.connect(fx.port, '127.0.0.1');
-          socket.on('error', () => resolve());
-          socket.on('close', () => resolve());
-          socket.on('data', () => {});
-          socket.setTimeout(1500, () => socket.destroy());
-          socket.end(Buffer.concat(chunks));
-        });
-        await stillAnswers(7);
-      }),
+      fc.asyncProperty(
+        fc.array(
+          fc.oneof(
+            randomBytes,
+            mutatedQuery.map((q) => Buffer.concat([Buffer.from([q.length >> 8, q.length & 0xff]), q])),
+          ),
+          { maxLength: 4 },
+        ),
+        async (chunks) => {
+          await new Promise<void>((resolve) => {
+            const socket = net.connect(fx.port, '127.0.0.1');
+            socket.on('error', () => resolve());
+            socket.on('close', () => resolve());
+            socket.on('data', () => {});
+            socket.setTimeout(1500, () => socket.destroy());
+            socket.end(Buffer.concat(chunks));
+          });
+          await stillAnswers(7);
+        },
+      ),
       { numRuns: 150 },
     );
   });

@@ -31,7 +31,17 @@ describe('connection record', () => {
     assert.equal(close.event, 'close');
     if (close.event !== 'close') return;
     assert.deepEqual(
-      { id: close.id, kind: close.kind, client: close.client, host: close.host, port: close.port, ip: close.ip, bytes_in: close.bytes_in, bytes_out: close.bytes_out, error: close.error },
+      {
+        id: close.id,
+        kind: close.kind,
+        client: close.client,
+        host: close.host,
+        port: close.port,
+        ip: close.ip,
+        bytes_in: close.bytes_in,
+        bytes_out: close.bytes_out,
+        error: close.error,
+      },
       { id: 'd-1', kind: 'connect', client: '127.0.0.1:5000', host: 'example.test', port: 443, ip: '203.0.113.7', bytes_in: 10, bytes_out: 3, error: 'idle-timeout' },
     );
     assert.ok(close.duration_ms >= 25, `duration counts from the start given (${close.duration_ms})`);

@@ -77,12 +77,22 @@ describe('decide: raw IP destinations', () => {
 
   for (const [spelling, canonical] of LOOPBACK_SPELLINGS) {
     test(`${spelling} is denied without allowed-ips, allowed by 127.0.0.0/8`, () => {
-      assert.deepEqual(pick(decide(noIps, { host: spelling, port: 443 }), { outcome: 'blocked', permitted: false, reason: 'raw-ip', rule: null, host: canonical, ip: canonical }),
-        { outcome: 'blocked', permitted: false, reason: 'raw-ip', rule: null, host: canonical, ip: canonical });
+      assert.deepEqual(pick(decide(noIps, { host: spelling, port: 443 }), { outcome: 'blocked', permitted: false, reason: 'raw-ip', rule: null, host: canonical, ip: canonical }), {
+        outcome: 'blocked',
+        permitted: false,
+        reason: 'raw-ip',
+        rule: null,
+        host: canonical,
+        ip: canonical,
+      });
       assert.deepEqual(pick(decide(otherAllowed, { host: spelling, port: 443 }), { outcome: 'blocked', reason: 'raw-ip' }), { outcome: 'blocked', reason: 'raw-ip' });
       const allowed = decide(loopbackAllowed, { host: spelling, port: 443 });
-      assert.deepEqual(pick(allowed, { outcome: 'allowed', reason: 'allowed-ip', rule: '127.0.0.0/8', ip: canonical }),
-        { outcome: 'allowed', reason: 'allowed-ip', rule: '127.0.0.0/8', ip: canonical });
+      assert.deepEqual(pick(allowed, { outcome: 'allowed', reason: 'allowed-ip', rule: '127.0.0.0/8', ip: canonical }), {
+        outcome: 'allowed',
+        reason: 'allowed-ip',
+        rule: '127.0.0.0/8',
+        ip: canonical,
+      });
     });
   }
 
@@ -186,7 +196,12 @@ describe('decide: address safety for allowed names', () => {
     test(`svc.example.com resolving to ${address} is blocked (${range})`, () => {
       const d = decide(strict, { host: 'svc.example.com', port: 443, addresses: [address] });
       const expected: Expected = {
-        outcome: 'blocked', permitted: false, reason: 'denied-address', rule: null, host: 'svc.example.com', ip: canonical,
+        outcome: 'blocked',
+        permitted: false,
+        reason: 'denied-address',
+        rule: null,
+        host: 'svc.example.com',
+        ip: canonical,
         message: `svc.example.com resolves to ${canonical} (${range}), which is not in trusted-ranges`,
       };
       assert.deepEqual(pick(d, expected), expected);
@@ -195,8 +210,12 @@ describe('decide: address safety for allowed names', () => {
   for (const [address, canonical] of PUBLIC_ADDRESSES) {
     test(`svc.example.com resolving to ${address} is allowed`, () => {
       const d = decide(strict, { host: 'svc.example.com', port: 443, addresses: [address] });
-      assert.deepEqual(pick(d, { outcome: 'allowed', reason: 'allowed-endpoint', rule: 'svc.example.com', ip: canonical }),
-        { outcome: 'allowed', reason: 'allowed-endpoint', rule: 'svc.example.com', ip: canonical });
+      assert.deepEqual(pick(d, { outcome: 'allowed', reason: 'allowed-endpoint', rule: 'svc.example.com', ip: canonical }), {
+        outcome: 'allowed',
+        reason: 'allowed-endpoint',
+        rule: 'svc.example.com',
+        ip: canonical,
+      });
     });
   }
 
@@ -357,8 +376,11 @@ describe('decideName (DNS query names)', () => {
 
   test('dns: any resolves every valid name, still refuses invalid ones', () => {
     const any = policy({ dns: 'any', endpoints: 'example.com' });
-    assert.deepEqual(pick(decideName(any, 'evil.example.net'), { outcome: 'allowed', reason: 'dns-any', rule: 'dns: any' }),
-      { outcome: 'allowed', reason: 'dns-any', rule: 'dns: any' });
+    assert.deepEqual(pick(decideName(any, 'evil.example.net'), { outcome: 'allowed', reason: 'dns-any', rule: 'dns: any' }), {
+      outcome: 'allowed',
+      reason: 'dns-any',
+      rule: 'dns: any',
+    });
     assert.equal(decideName(any, 'a..b').reason, 'invalid-host');
     // dns: any opens resolution only; connections are still decided by allowed-endpoints
     assert.equal(decide(any, { host: 'evil.example.net', port: 443 }).outcome, 'blocked');

@@ -50,14 +50,26 @@ describe('policy files that load', () => {
       { source: 'deb.debian.org:80', port: 80, line: 8 },
     ]);
     assert.ok(policy.endpoints.every((rule) => rule.origin.file === file));
-    assert.deepEqual(policy.allowedIps.map((r) => [r.source, r.origin.line]), [['198.51.100.0/24', 10], ['2001:db8::/32', 11]]);
-    assert.deepEqual(policy.trustedRanges.map((r) => [r.source, r.origin.line]), [['10.0.0.0/8', 13]]);
+    assert.deepEqual(
+      policy.allowedIps.map((r) => [r.source, r.origin.line]),
+      [
+        ['198.51.100.0/24', 10],
+        ['2001:db8::/32', 11],
+      ],
+    );
+    assert.deepEqual(
+      policy.trustedRanges.map((r) => [r.source, r.origin.line]),
+      [['10.0.0.0/8', 13]],
+    );
     assert.deepEqual(policy.warnings, []);
   });
 
   test('endpoints_as_harden_runner_block.yaml: a pasted `>` block is a list of entries', () => {
     const policy = loadPolicy('endpoints_as_harden_runner_block.yaml');
-    assert.deepEqual(policy.endpoints.map((r) => r.source), ['api.github.com:443', 'github.com:443', 'objects.githubusercontent.com:443', 'registry.npmjs.org:443']);
+    assert.deepEqual(
+      policy.endpoints.map((r) => r.source),
+      ['api.github.com:443', 'github.com:443', 'objects.githubusercontent.com:443', 'registry.npmjs.org:443'],
+    );
     assert.equal(decide(policy, { host: 'github.com', port: 443 }).outcome, 'allowed');
     assert.equal(decide(policy, { host: 'gist.github.com', port: 443 }).outcome, 'blocked');
   });
@@ -134,8 +146,10 @@ describe('policy file bugs', () => {
 
   // Folding puts a comment and the lines after it on one line; `#.*$` then drops them silently.
   test('harden_runner_block_with_comment.yaml: a comment in a `>` block drops no entries', () => {
-    assert.deepEqual(loadPolicy('harden_runner_block_with_comment.yaml').endpoints.map((r) => r.source),
-      ['api.github.com:443', 'github.com:443', 'registry.npmjs.org:443']);
+    assert.deepEqual(
+      loadPolicy('harden_runner_block_with_comment.yaml').endpoints.map((r) => r.source),
+      ['api.github.com:443', 'github.com:443', 'registry.npmjs.org:443'],
+    );
   });
 
   // domainToASCII('github.com/my-org') stops at '/': the entry silently becomes github.com (all of it).
@@ -189,7 +203,10 @@ describe('loadConfig: unknown keys and precedence flag > env > file > default', 
     assert.equal(config.settings.get('mode')?.source, 'file');
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 4000 });
     // a list from the file replaces the default list, it is not merged with it
-    assert.deepEqual(config.policy.endpoints.map((r) => r.source), ['file.example.com']);
+    assert.deepEqual(
+      config.policy.endpoints.map((r) => r.source),
+      ['file.example.com'],
+    );
   });
 
   test('env overrides file, empty env values are ignored', () => {
@@ -201,7 +218,10 @@ describe('loadConfig: unknown keys and precedence flag > env > file > default', 
     assert.equal(config.policy.mode, 'audit');
     assert.equal(config.settings.get('mode')?.source, 'env');
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 4000 });
-    assert.deepEqual(config.policy.endpoints.map((r) => r.source), ['env.example.com', 'other.example.com:80']);
+    assert.deepEqual(
+      config.policy.endpoints.map((r) => r.source),
+      ['env.example.com', 'other.example.com:80'],
+    );
   });
 
   test('flag overrides env and file', () => {
@@ -213,7 +233,10 @@ describe('loadConfig: unknown keys and precedence flag > env > file > default', 
     assert.equal(config.policy.mode, 'block');
     assert.equal(config.settings.get('mode')?.source, 'flag');
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 5000 });
-    assert.deepEqual(config.policy.endpoints.map((r) => r.source), ['flag.example.com', 'two.example.com', 'three.example.com']);
+    assert.deepEqual(
+      config.policy.endpoints.map((r) => r.source),
+      ['flag.example.com', 'two.example.com', 'three.example.com'],
+    );
   });
 
   test('a bad entry in an environment variable names the variable and the line', () => {

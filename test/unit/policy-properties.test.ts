@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import {
-  buildPolicy, canonicalHost, compileHostPattern, decide, decideName, matchHost, parsePolicyFile, PolicyError, type Policy, type PolicySettings,
+  buildPolicy,
+  canonicalHost,
+  compileHostPattern,
+  decide,
+  decideName,
+  matchHost,
+  parsePolicyFile,
+  PolicyError,
+  type Policy,
+  type PolicySettings,
 } from '../../policy/index.js';
 
 const RUNS = 400;
@@ -19,10 +28,14 @@ type Radix = 'dec' | 'hex' | 'HEX' | 'oct';
 
 function spell(value: number, radix: Radix): string {
   switch (radix) {
-    case 'dec': return String(value);
-    case 'hex': return `0x${value.toString(16)}`;
-    case 'HEX': return `0X${value.toString(16).toUpperCase()}`;
-    case 'oct': return `0${value.toString(8)}`;
+    case 'dec':
+      return String(value);
+    case 'hex':
+      return `0x${value.toString(16)}`;
+    case 'HEX':
+      return `0X${value.toString(16).toUpperCase()}`;
+    case 'oct':
+      return `0${value.toString(8)}`;
   }
 }
 
@@ -46,7 +59,10 @@ const ipv4Spelling = fc
   .map(({ n, count, radixes, trailingDot }) => ({
     dotted: [n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff].join('.'),
     n,
-    spelling: parts(n, count).map((p, i) => spell(p, radixes[i]!)).join('.') + (trailingDot ? '.' : ''),
+    spelling:
+      parts(n, count)
+        .map((p, i) => spell(p, radixes[i]!))
+        .join('.') + (trailingDot ? '.' : ''),
   }));
 
 test('property: every spelling of an IPv4 address canonicalises to that address', () => {
@@ -63,10 +79,7 @@ test('property: every spelling of an IPv4 address canonicalises to that address'
 test('property: every spelling, IPv4-mapped IPv6 included, is decided by allowed-ips alone', () => {
   fc.assert(
     fc.property(ipv4Spelling, fc.constantFrom('plain', 'mapped-dotted', 'mapped-hex'), ({ dotted, n, spelling }, form) => {
-      const host =
-        form === 'plain' ? spelling
-        : form === 'mapped-dotted' ? `[::ffff:${dotted}]`
-        : `[::ffff:${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}]`;
+      const host = form === 'plain' ? spelling : form === 'mapped-dotted' ? `[::ffff:${dotted}]` : `[::ffff:${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}]`;
       const denied = decide(policy('example.com'), { host, port: 443 });
       assert.equal(denied.reason, 'raw-ip', host);
       assert.equal(denied.outcome, 'blocked');
@@ -134,9 +147,51 @@ test('property: a label glob matches within one label and never across a dot', (
 
 /** Pieces that make host parsers disagree: brackets, zones, userinfo, IDNA edge cases, odd unicode. */
 const HOST_PIECES = [
-  '[', ']', ':', '::', '.', '..', '%', '%25', '@', '#', '/', '\\', '?', '0x', '0', '7f', '127', '255', '4294967296', 'ffff',
-  'xn--', 'xn--bcher-kva', 'example', 'com', '*', '-', '_', ' ', '\t', '\n', '\u0000', '\u00ad', '\u200b', 'ß', 'ü', '。',
-  '．', 'Ⅸ', '\ud800', '😀', 'a'.repeat(64), '64:ff9b::', '2002:', 'fe80::1%eth0', '1.2.3.4',
+  '[',
+  ']',
+  ':',
+  '::',
+  '.',
+  '..',
+  '%',
+  '%25',
+  '@',
+  '#',
+  '/',
+  '\\',
+  '?',
+  '0x',
+  '0',
+  '7f',
+  '127',
+  '255',
+  '4294967296',
+  'ffff',
+  'xn--',
+  'xn--bcher-kva',
+  'example',
+  'com',
+  '*',
+  '-',
+  '_',
+  ' ',
+  '\t',
+  '\n',
+  '\u0000',
+  '\u00ad',
+  '\u200b',
+  'ß',
+  'ü',
+  '。',
+  '．',
+  'Ⅸ',
+  '\ud800',
+  '😀',
+  'a'.repeat(64),
+  '64:ff9b::',
+  '2002:',
+  'fe80::1%eth0',
+  '1.2.3.4',
 ];
 const hostSoup = fc.array(fc.constantFrom(...HOST_PIECES), { maxLength: 12 }).map((p) => p.join(''));
 const anyHost = fc.oneof(fc.string({ unit: 'binary', maxLength: 300 }), fc.string({ unit: 'grapheme', maxLength: 100 }), hostSoup);
@@ -172,10 +227,59 @@ test('property: decide never throws on huge hosts and address lists', () => {
 });
 
 const YAML_PIECES = [
-  'mode', 'dns', 'allowed-endpoints', 'allowed-ips', 'trusted-ranges', 'listen', ':', ': ', '\n', '  ', '- ', '>', '|', '|-', '>+', '#',
-  '*', '&a ', '*a', '!!binary ', '!!set ', '!!map ', '!!seq ', '!!int ', '!foo ', '{', '}', '[', ']', ',', '"', "'", '? ', '---', '...',
-  '%YAML 1.2\n', 'block', 'audit', 'any', 'github.com', '*.com', 'x.example.com:*', '10.0.0.0/8', '<<: ', '\t', '\r\n', '\ufeff', '~',
-  'null', '0x1f', '1e400', '__proto__', 'constructor',
+  'mode',
+  'dns',
+  'allowed-endpoints',
+  'allowed-ips',
+  'trusted-ranges',
+  'listen',
+  ':',
+  ': ',
+  '\n',
+  '  ',
+  '- ',
+  '>',
+  '|',
+  '|-',
+  '>+',
+  '#',
+  '*',
+  '&a ',
+  '*a',
+  '!!binary ',
+  '!!set ',
+  '!!map ',
+  '!!seq ',
+  '!!int ',
+  '!foo ',
+  '{',
+  '}',
+  '[',
+  ']',
+  ',',
+  '"',
+  "'",
+  '? ',
+  '---',
+  '...',
+  '%YAML 1.2\n',
+  'block',
+  'audit',
+  'any',
+  'github.com',
+  '*.com',
+  'x.example.com:*',
+  '10.0.0.0/8',
+  '<<: ',
+  '\t',
+  '\r\n',
+  '\ufeff',
+  '~',
+  'null',
+  '0x1f',
+  '1e400',
+  '__proto__',
+  'constructor',
 ];
 const yamlSoup = fc.array(fc.constantFrom(...YAML_PIECES), { maxLength: 40 }).map((p) => p.join(''));
 

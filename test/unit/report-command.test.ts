@@ -35,7 +35,10 @@ describe('egress-guard report', () => {
     assert.match(lines[0]!, new RegExp(`job ${JOB}: 16 destinations, 33 decisions`));
     assert.equal(lines[1], 'allowed 18, would-block 15, blocked 0');
     assert.match(lines[3]!, /^DECISION\s+DESTINATION\s+KINDS\s+COUNT\s+FIRST\s+LAST\s+REASON$/);
-    const rows = lines.slice(4).filter(Boolean).map((l) => l.split(/\s+/));
+    const rows = lines
+      .slice(4)
+      .filter(Boolean)
+      .map((l) => l.split(/\s+/));
     assert.equal(rows.length, 16);
     assert.deepEqual(rows[0]!.slice(0, 4), ['would-block', 'cdn1.assets.example.com:443', 'connect', '2']);
     const npm = rows.find((r) => r[1] === 'registry.npmjs.org:443')!;
@@ -59,7 +62,11 @@ describe('egress-guard report', () => {
     assert.equal(code, 0);
     const headings = stdout.split('\n').filter((l) => l.startsWith('#### '));
     assert.deepEqual(headings, [
-      '#### Step 2: Run actions/checkout@v4', '#### Step 3: Run actions/setup-node@v4', '#### Step 4: Run npm ci', '#### Step 5: Run npm test', '#### (outside any step)',
+      '#### Step 2: Run actions/checkout@v4',
+      '#### Step 3: Run actions/setup-node@v4',
+      '#### Step 4: Run npm ci',
+      '#### Step 5: Run npm test',
+      '#### (outside any step)',
     ]);
     const section = (title: string) => stdout.split(`#### ${title}`)[1]!.split('####')[0]!;
     assert.match(section('Step 4: Run npm ci'), /\| ⚠️ would-block \| `registry\.internal\.test:8443` \| connect \| 2 \|/);
@@ -70,9 +77,16 @@ describe('egress-guard report', () => {
     assert.match(stdout, /\*\*18\*\* allowed · \*\*15\*\* would-block · \*\*0\*\* blocked/);
 
     const json = JSON.parse((await report(['--format', 'json', '--steps', STEPS, FIXTURE])).stdout);
-    assert.deepEqual(json.steps.map((s: any) => [s.step, s.summary.decisions]), [
-      ['Run actions/checkout@v4', 3], ['Run actions/setup-node@v4', 5], ['Run npm ci', 17], ['Run npm test', 7], ['(outside any step)', 1],
-    ]);
+    assert.deepEqual(
+      json.steps.map((s: any) => [s.step, s.summary.decisions]),
+      [
+        ['Run actions/checkout@v4', 3],
+        ['Run actions/setup-node@v4', 5],
+        ['Run npm ci', 17],
+        ['Run npm test', 7],
+        ['(outside any step)', 1],
+      ],
+    );
   });
 
   it('escapes markdown in step names and keeps table cells intact', async () => {
@@ -85,7 +99,10 @@ describe('egress-guard report', () => {
   });
 
   it('reads a job from a collector by URL', async () => {
-    const body = readFileSync(FIXTURE, 'utf8').split('\n').filter((l) => l.includes('"schema":1')).join('\n');
+    const body = readFileSync(FIXTURE, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"schema":1'))
+      .join('\n');
     const res = await fetch(`http://127.0.0.1:${collector.port}/api/v1/events`, { method: 'POST', body });
     assert.equal(res.status, 200);
     const fromFile = JSON.parse((await report(['--format', 'json', FIXTURE])).stdout);

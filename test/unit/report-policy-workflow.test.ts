@@ -42,16 +42,32 @@ describe('policy suggest -> replay on the recorded audit run (fixture)', () => {
     const { code, stdout } = await run(['suggest', FIXTURE]);
     assert.equal(code, 0);
     assert.deepEqual(endpoints(stdout), [
-      'a.github.io:443', 'b.github.io:443', 'c.github.io:443', 'cdn1.assets.example.com:443', 'cdn2.assets.example.com:443', 'cdn3.assets.example.com:443',
-      'codeload.github.com:443', 'github.com:443', 'metrics.example.net:443', 'o450000.ingest.sentry.io:443', 'objects.githubusercontent.com:443',
-      'registry.internal.test:8443', 'registry.npmjs.org:443',
+      'a.github.io:443',
+      'b.github.io:443',
+      'c.github.io:443',
+      'cdn1.assets.example.com:443',
+      'cdn2.assets.example.com:443',
+      'cdn3.assets.example.com:443',
+      'codeload.github.com:443',
+      'github.com:443',
+      'metrics.example.net:443',
+      'o450000.ingest.sentry.io:443',
+      'objects.githubusercontent.com:443',
+      'registry.internal.test:8443',
+      'registry.npmjs.org:443',
     ]);
     assert.match(stdout, /"registry\.npmjs\.org:443"\s+# seen 12 times \(connect\)/);
     assert.match(stdout, /"metrics\.example\.net:443"\s+# DNS queries only \(A, AAAA\), 2 times/);
     const policy = policyFromFile(stdout, 'suggested.yml');
     assert.equal(policy.mode, 'block');
-    assert.deepEqual(policy.allowedIps.map((r) => r.source), ['203.0.113.50']);
-    assert.deepEqual(policy.trustedRanges.map((r) => r.source), ['198.51.100.7']);
+    assert.deepEqual(
+      policy.allowedIps.map((r) => r.source),
+      ['203.0.113.50'],
+    );
+    assert.deepEqual(
+      policy.trustedRanges.map((r) => r.source),
+      ['198.51.100.7'],
+    );
     assert.match(stdout, /Left out: 1 decision on malformed requests/);
   });
 
@@ -91,7 +107,10 @@ describe('policy suggest -> replay on the recorded audit run (fixture)', () => {
     assert.ok(list.includes('*.assets.example.com:443'));
     assert.ok(!list.some((e) => e.startsWith('cdn')));
     assert.ok(!list.some((e) => e.includes('*.github.io')), 'github.io is a public suffix: anyone can register below it');
-    assert.deepEqual(list.filter((e) => e.endsWith('github.io:443')), ['a.github.io:443', 'b.github.io:443', 'c.github.io:443']);
+    assert.deepEqual(
+      list.filter((e) => e.endsWith('github.io:443')),
+      ['a.github.io:443', 'b.github.io:443', 'c.github.io:443'],
+    );
     assert.match(three.stdout, /"\*\.assets\.example\.com:443"\s+# 3 subdomains seen 4 times \(connect\): cdn1, cdn2, cdn3/);
     assert.equal((await replayed(write('collapsed.yml', three.stdout), FIXTURE)).code, 0);
     const four = endpoints((await run(['suggest', '--collapse', '4', FIXTURE])).stdout);
@@ -114,8 +133,16 @@ describe('policy workflow on a run recorded through decide() and a real EventLog
   function connect(log: EventLog, policy: Policy, host: string, port: number, address: string): void {
     const d = decide(policy, { host, port, addresses: [address] });
     log.decision({
-      kind: 'connect', client: '127.0.0.1:50000', host: d.host, port, ip: d.ip ?? address,
-      decision: d.outcome, reason: d.reason, rule: d.rule, message: d.message, mode: policy.mode,
+      kind: 'connect',
+      client: '127.0.0.1:50000',
+      host: d.host,
+      port,
+      ip: d.ip ?? address,
+      decision: d.outcome,
+      reason: d.reason,
+      rule: d.rule,
+      message: d.message,
+      mode: policy.mode,
     });
   }
 
@@ -126,29 +153,62 @@ describe('policy workflow on a run recorded through decide() and a real EventLog
     const log = new EventLog({ stdout: false, eventsFile, ci: { job_id: 'recorded' } });
     log.log.info({ listen: '127.0.0.1:3128' }, 'proxy listening'); // an operational line the tools must skip
     const destinations: Array<[string, number, string]> = [
-      ['registry.npmjs.org', 443, '104.16.3.35'], ['api.github.com', 443, '140.82.113.6'], ['Downloads.Example.Org.', 443, '93.184.215.20'],
-      ['mirror.example.org', 80, '93.184.215.21'], ['db.corp.test', 5432, '203.0.113.40'], ['2001:db8::5', 8443, '2001:db8::5'], ['198.51.100.99', 9000, '198.51.100.99'],
+      ['registry.npmjs.org', 443, '104.16.3.35'],
+      ['api.github.com', 443, '140.82.113.6'],
+      ['Downloads.Example.Org.', 443, '93.184.215.20'],
+      ['mirror.example.org', 80, '93.184.215.21'],
+      ['db.corp.test', 5432, '203.0.113.40'],
+      ['2001:db8::5', 8443, '2001:db8::5'],
+      ['198.51.100.99', 9000, '198.51.100.99'],
     ];
     for (const [host, port, address] of destinations) {
       connect(log, audit, host, port, address);
       connect(log, audit, host, port, address);
     }
     const q = decideName(audit, 'only-resolved.example.org');
-    log.decision({ kind: 'dns', client: '127.0.0.1:53000', host: q.host, port: 53, qtype: 'A', decision: q.outcome, reason: q.reason, rule: q.rule, message: q.message, mode: 'audit' });
+    log.decision({
+      kind: 'dns',
+      client: '127.0.0.1:53000',
+      host: q.host,
+      port: 53,
+      qtype: 'A',
+      decision: q.outcome,
+      reason: q.reason,
+      rule: q.rule,
+      message: q.message,
+      mode: 'audit',
+    });
     assert.match(readFileSync(eventsFile, 'utf8'), /proxy listening/);
 
     const suggested = await run(['suggest', eventsFile]);
     assert.equal(suggested.code, 0, suggested.stderr);
     assert.deepEqual(endpoints(suggested.stdout), [
-      'api.github.com:443', 'db.corp.test:5432', 'downloads.example.org:443', 'mirror.example.org:80', 'only-resolved.example.org:443', 'registry.npmjs.org:443',
+      'api.github.com:443',
+      'db.corp.test:5432',
+      'downloads.example.org:443',
+      'mirror.example.org:80',
+      'only-resolved.example.org:443',
+      'registry.npmjs.org:443',
     ]);
     const policy = policyFromFile(suggested.stdout, 's');
-    assert.deepEqual(policy.allowedIps.map((r) => r.source), ['198.51.100.99', '2001:db8::5']);
-    assert.deepEqual(policy.trustedRanges.map((r) => r.source), ['203.0.113.40']);
+    assert.deepEqual(
+      policy.allowedIps.map((r) => r.source),
+      ['198.51.100.99', '2001:db8::5'],
+    );
+    assert.deepEqual(
+      policy.trustedRanges.map((r) => r.source),
+      ['203.0.113.40'],
+    );
     const full = write('recorded-policy.yml', suggested.stdout);
     assert.equal((await replayed(full, eventsFile)).code, 0);
 
-    const narrower = write('recorded-narrow.yml', suggested.stdout.split('\n').filter((l) => !/"(mirror\.example\.org:80|2001:db8::5|only-resolved\.example\.org:443)"/.test(l)).join('\n'));
+    const narrower = write(
+      'recorded-narrow.yml',
+      suggested.stdout
+        .split('\n')
+        .filter((l) => !/"(mirror\.example\.org:80|2001:db8::5|only-resolved\.example\.org:443)"/.test(l))
+        .join('\n'),
+    );
     const result = await replayed(narrower, eventsFile);
     assert.equal(result.code, 1);
     assert.deepEqual(result.blocked, ['2001:db8::5:8443', 'dns only-resolved.example.org:53', 'mirror.example.org:80']);

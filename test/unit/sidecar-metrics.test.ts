@@ -28,7 +28,17 @@ describe('sidecar metrics and admin server', () => {
     const registry = new Registry();
     const unsubscribe = registerSidecarMetrics(registry, { events, counters, dns: () => dns });
     const decide = (kind: 'connect' | 'dns', decision: 'allowed' | 'blocked', host: string) =>
-      events.decision({ kind, client: '127.0.0.1:40000', host, port: 443, decision, reason: decision === 'allowed' ? 'allowed-endpoint' : 'not-allowed-endpoint', rule: null, message: '', mode: 'block' });
+      events.decision({
+        kind,
+        client: '127.0.0.1:40000',
+        host,
+        port: 443,
+        decision,
+        reason: decision === 'allowed' ? 'allowed-endpoint' : 'not-allowed-endpoint',
+        rule: null,
+        message: '',
+        mode: 'block',
+      });
     const a = decide('connect', 'allowed', 'a.example.test');
     const b = decide('connect', 'allowed', 'b.example.test');
     decide('dns', 'blocked', 'exfil.attacker.test');
@@ -36,38 +46,41 @@ describe('sidecar metrics and admin server', () => {
     events.close({ id: b.id, kind: 'connect', client: b.client, host: b.host, port: 443, bytes_in: 500, bytes_out: 0, duration_ms: 5, error: 'upstream-odd"\\\nerror' });
     counters.open = 3;
 
-    assert.equal(await registry.metrics(), [
-      '# HELP egress_decisions_total Decisions by request kind and result.',
-      '# TYPE egress_decisions_total counter',
-      'egress_decisions_total{kind="connect",decision="allowed"} 2',
-      'egress_decisions_total{kind="dns",decision="blocked"} 1',
-      '',
-      '# HELP egress_bytes_total Bytes relayed, by direction (in: upstream to client).',
-      '# TYPE egress_bytes_total counter',
-      'egress_bytes_total{direction="in"} 1500',
-      'egress_bytes_total{direction="out"} 20',
-      '',
-      '# HELP egress_upstream_failures_total Forwarded requests and tunnels that ended with an error.',
-      '# TYPE egress_upstream_failures_total counter',
-      'egress_upstream_failures_total{error="upstream-odd\\"\\\\\\nerror"} 1',
-      '',
-      '# HELP egress_connections_open Open proxied requests and tunnels (explicit and transparent).',
-      '# TYPE egress_connections_open gauge',
-      'egress_connections_open 3',
-      '',
-      '# HELP egress_dns_cache_hits_total DNS answers served from the cache.',
-      '# TYPE egress_dns_cache_hits_total counter',
-      'egress_dns_cache_hits_total 0',
-      '',
-      '# HELP egress_dns_cache_misses_total DNS questions that needed an upstream exchange.',
-      '# TYPE egress_dns_cache_misses_total counter',
-      'egress_dns_cache_misses_total 0',
-      '',
-      '# HELP egress_dns_cache_entries Answers in the DNS cache.',
-      '# TYPE egress_dns_cache_entries gauge',
-      'egress_dns_cache_entries 0',
-      '',
-    ].join('\n'));
+    assert.equal(
+      await registry.metrics(),
+      [
+        '# HELP egress_decisions_total Decisions by request kind and result.',
+        '# TYPE egress_decisions_total counter',
+        'egress_decisions_total{kind="connect",decision="allowed"} 2',
+        'egress_decisions_total{kind="dns",decision="blocked"} 1',
+        '',
+        '# HELP egress_bytes_total Bytes relayed, by direction (in: upstream to client).',
+        '# TYPE egress_bytes_total counter',
+        'egress_bytes_total{direction="in"} 1500',
+        'egress_bytes_total{direction="out"} 20',
+        '',
+        '# HELP egress_upstream_failures_total Forwarded requests and tunnels that ended with an error.',
+        '# TYPE egress_upstream_failures_total counter',
+        'egress_upstream_failures_total{error="upstream-odd\\"\\\\\\nerror"} 1',
+        '',
+        '# HELP egress_connections_open Open proxied requests and tunnels (explicit and transparent).',
+        '# TYPE egress_connections_open gauge',
+        'egress_connections_open 3',
+        '',
+        '# HELP egress_dns_cache_hits_total DNS answers served from the cache.',
+        '# TYPE egress_dns_cache_hits_total counter',
+        'egress_dns_cache_hits_total 0',
+        '',
+        '# HELP egress_dns_cache_misses_total DNS questions that needed an upstream exchange.',
+        '# TYPE egress_dns_cache_misses_total counter',
+        'egress_dns_cache_misses_total 0',
+        '',
+        '# HELP egress_dns_cache_entries Answers in the DNS cache.',
+        '# TYPE egress_dns_cache_entries gauge',
+        'egress_dns_cache_entries 0',
+        '',
+      ].join('\n'),
+    );
 
     // Values kept elsewhere are read at each scrape: they replace the previous reading, they do not add to it.
     dns = { stats: () => dnsStats } as unknown as DnsServer;
@@ -135,6 +148,9 @@ describe('sidecar metrics and admin server', () => {
     assert.equal(post.status, 405);
     assert.equal(post.headers.get('allow'), 'GET, HEAD');
 
-    await assert.rejects(startAdminServer({ listen: { host: '127.0.0.1', port: admin.port }, metrics: registry, health: () => true }), /^Error: admin-listen: cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE$/);
+    await assert.rejects(
+      startAdminServer({ listen: { host: '127.0.0.1', port: admin.port }, metrics: registry, health: () => true }),
+      /^Error: admin-listen: cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE$/,
+    );
   });
 });

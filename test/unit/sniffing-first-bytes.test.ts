@@ -158,8 +158,19 @@ describe('peek edge cases', () => {
     assert.deepEqual(ssh, { protocol: 'other', bytes: 16 });
   });
 
-  test('odd request lines are HTTP (for the parser to refuse), other protocols\' commands are not', async () => {
-    for (const line of ['GET / HTTP/1.2', 'GET  / HTTP/1.1', 'get / HTTP/1.1', 'M-SEARCH * HTTP/1.1', 'GET\t/ HTTP/1.1', 'PRI * HTTP/2.0', 'G3T / HTTP/1.1', 'GET_X / HTTP/1.1', 'VERYLONGMETHODNAMEXYZ / HTTP/1.1', 'GET/ HTTP/1.1']) {
+  test("odd request lines are HTTP (for the parser to refuse), other protocols' commands are not", async () => {
+    for (const line of [
+      'GET / HTTP/1.2',
+      'GET  / HTTP/1.1',
+      'get / HTTP/1.1',
+      'M-SEARCH * HTTP/1.1',
+      'GET\t/ HTTP/1.1',
+      'PRI * HTTP/2.0',
+      'G3T / HTTP/1.1',
+      'GET_X / HTTP/1.1',
+      'VERYLONGMETHODNAMEXYZ / HTTP/1.1',
+      'GET/ HTTP/1.1',
+    ]) {
       const peek = await peekOf([`${line}\r\nHost: odd.test\r\n\r\n`], 0, 300);
       assert.equal(peek.protocol, 'http', line);
     }
