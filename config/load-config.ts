@@ -33,6 +33,7 @@ export interface Config {
   localNames: Map<string, string[]>;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
+  halfCloseTimeoutMs: number;
   maxTunnels: number;
   drainTimeoutMs: number;
   logLevel: string;
@@ -160,6 +161,7 @@ export function loadConfig(sources: ConfigSources): Config {
     localNames: parseNameAddresses(list(settings, 'local-names'), 'local-names'),
     connectTimeoutMs: integer(settings, 'connect-timeout'),
     idleTimeoutMs: integer(settings, 'idle-timeout'),
+    halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
     maxTunnels: integer(settings, 'max-tunnels'),
     drainTimeoutMs: integer(settings, 'drain-timeout'),
     logLevel: text(settings, 'log-level') ?? 'info',

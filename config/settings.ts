@@ -43,6 +43,12 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'resolve', env: 'EGRESS_RESOLVE', list: true, help: 'name=address overrides for the proxy resolver (tests, split horizon)' },
   { key: 'connect-timeout', env: 'EGRESS_CONNECT_TIMEOUT', default: '10000', help: 'upstream connect timeout, ms' },
   { key: 'idle-timeout', env: 'EGRESS_IDLE_TIMEOUT', default: '300000', help: 'close tunnels idle this long, ms' },
+  {
+    key: 'half-close-timeout',
+    env: 'EGRESS_HALF_CLOSE_TIMEOUT',
+    default: '60000',
+    help: 'once one side of a tunnel has half-closed (FIN), close it when nothing moves this long, ms',
+  },
   { key: 'max-tunnels', env: 'EGRESS_MAX_TUNNELS', default: '2048', help: 'concurrent tunnels and requests beyond which clients get 503' },
   { key: 'drain-timeout', env: 'EGRESS_DRAIN_TIMEOUT', default: '10000', help: 'on SIGTERM, wait this long for open tunnels, ms' },
   { key: 'log-level', env: 'EGRESS_LOG_LEVEL', default: 'info', help: 'pino log level' },

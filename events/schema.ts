@@ -78,6 +78,7 @@ export const CLOSE_ERRORS = {
   'upstream-no-answer': 'upstream sent no response head to a WebSocket upgrade in time (502)',
   'not-upgraded': 'upstream answered a WebSocket upgrade without 101: its answer was relayed, then the connection closed',
   'idle-timeout': 'neither side sent a byte for idle-timeout',
+  'half-close-timeout': 'one side had half-closed (FIN) and nothing moved for half-close-timeout',
   'client-aborted': 'the client went away before the response was complete (or before the tunnel was opened)',
   'handed-over':
     'a redirected connection first decided by DNS attribution turned out to speak HTTP: it was handed to the per-request HTTP server, whose requests have their own events',

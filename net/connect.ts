@@ -36,7 +36,8 @@ export class UpstreamConnectError extends Error implements UpstreamFailure {
 /** Open a TCP connection to an exact, already-checked address, failing after timeoutMs with 504. */
 export function connectUpstream(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: address, port, noDelay: true });
+    // allowHalfOpen: a server's FIN ends only its direction; the client may still send (see splice.ts).
+    const socket = net.connect({ host: address, port, noDelay: true, allowHalfOpen: true });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`, 504, 'upstream-timeout'));

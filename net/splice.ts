@@ -17,6 +17,11 @@ export function relayError(side: 'client' | 'upstream', err: NodeJS.ErrnoExcepti
 
 export interface SpliceOptions {
   idleTimeoutMs: number;
+  /**
+   * Once one side has half-closed (sent its FIN, relayed as a FIN to the other), the connection is closed
+   * when nothing moves for this long (error `half-close-timeout`). Default: idleTimeoutMs.
+   */
+  halfCloseTimeoutMs?: number;
   onClose: (result: SpliceResult) => void;
   /**
    * Hold the client's bytes back (the server's still flow to the client) until this settles: `relay` relays
@@ -32,13 +37,19 @@ export const RELAY: ClientGateOutcome = { action: 'relay' };
 export const REFUSE: ClientGateOutcome = { action: 'refuse' };
 
 /**
- * Pipe client <-> upstream until either side ends, errs or is idle for idleTimeoutMs; destroy both and
- * report bytes once. `bytesIn`/`bytesOut` start at what was already relayed (e.g. a peeked ClientHello).
+ * Relay client <-> upstream, half-close included: a FIN from either side is passed on as a FIN (the other
+ * direction goes on: a client may send its request, shut down its sending side and read the reply). The
+ * relay ends when both sockets have closed, when either fails, or after idleTimeoutMs without a byte
+ * (halfCloseTimeoutMs once a side has half-closed); then both are destroyed and bytes reported once.
+ * `bytesIn`/`bytesOut` start at what was already relayed (e.g. a peeked ClientHello).
  */
 export function splice(client: Socket, upstream: Socket, options: SpliceOptions): void {
   const started = Date.now();
   const baseIn = upstream.bytesRead;
   const baseOut = upstream.bytesWritten;
+  // A FIN ends only the direction it came in; node reads allowHalfOpen when the socket's 'end' comes.
+  client.allowHalfOpen = true;
+  upstream.allowHalfOpen = true;
   let error: CloseError | undefined;
   let done = false;
   const result = (): SpliceResult => ({
@@ -54,29 +65,47 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     upstream.destroy();
     options.onClose(result());
   };
-  const idle = () => {
-    error ??= 'idle-timeout';
+  const timedOut = () => {
+    error ??= halfClosed ? 'half-close-timeout' : 'idle-timeout';
     finish();
+  };
+  let halfClosed = false;
+  const onHalfClose = () => {
+    if (halfClosed) return;
+    halfClosed = true;
+    const bound = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
+    if (!client.destroyed) client.setTimeout(bound);
+    if (!upstream.destroyed) upstream.setTimeout(bound);
   };
   const onClientError = (err: NodeJS.ErrnoException) => {
     error ??= relayError('client', err);
     finish();
   };
-  client.setTimeout(options.idleTimeoutMs, idle);
-  upstream.setTimeout(options.idleTimeoutMs, idle);
+  // Done when both sockets have closed. A socket that closes without having had its FIN (destroyed: a reset,
+  // the drain at shutdown) takes the relay down with it; one that closed cleanly waits for the other.
+  const onCloseOf = (socket: Socket, other: Socket) => () => {
+    if (other.closed || !socket.readableEnded) finish();
+  };
+  const onClientClose = onCloseOf(client, upstream);
+  const onUpstreamClose = onCloseOf(upstream, client);
+  client.setTimeout(options.idleTimeoutMs, timedOut);
+  upstream.setTimeout(options.idleTimeoutMs, timedOut);
   client.on('error', onClientError);
   upstream.on('error', (err: NodeJS.ErrnoException) => {
     error ??= relayError('upstream', err);
     finish();
   });
-  client.on('close', finish);
-  upstream.on('close', finish);
+  client.once('end', onHalfClose);
+  upstream.once('end', onHalfClose);
+  client.once('close', onClientClose);
+  upstream.once('close', onUpstreamClose);
   const release = (takeOver: (client: Socket) => void) => {
     done = true;
     upstream.unpipe(client);
     client.off('error', onClientError);
-    client.off('close', finish);
-    client.off('timeout', idle);
+    client.off('close', onClientClose);
+    client.off('end', onHalfClose);
+    client.off('timeout', timedOut);
     client.setTimeout(0);
     upstream.destroy();
     error = 'handed-over';

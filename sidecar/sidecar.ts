@@ -60,6 +60,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     tunnel: spliceTunnel,
     connectTimeoutMs: config.connectTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
+    halfCloseTimeoutMs: config.halfCloseTimeoutMs,
     maxTunnels: config.maxTunnels,
   });
   let dns: DnsServer | undefined;
@@ -99,6 +100,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         tunnel: spliceTunnel,
         connectTimeoutMs: config.connectTimeoutMs,
         idleTimeoutMs: config.idleTimeoutMs,
+        halfCloseTimeoutMs: config.halfCloseTimeoutMs,
         maxTunnels: config.maxTunnels,
       });
       for (const a of transparent.addresses) events.log.info({ listener: 'transparent', address: a.address, port: a.port }, 'listening');

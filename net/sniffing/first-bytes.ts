@@ -2,7 +2,10 @@ import type { Socket } from 'node:net';
 import { clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, serverNameOf, TLS_MAX_RECORD } from './client-hello.js';
 import { headersComplete, httpRequestStart, parseHttpHead, type PeekedHttpRequest } from './http-head.js';
 
-export type PeekResult =
+/** `eof`: the client half-closed (FIN) within the peek; its bytes are put back all the same. */
+export type PeekResult = PeekedProtocol & { eof?: true };
+
+type PeekedProtocol =
   /** `split`: the ClientHello does not fit in its first record, so no SNI could be read. */
   | { protocol: 'tls'; sni?: string; bytes: number; split?: true }
   /** `request`: method, path and Host when the head was complete and well-formed. */
@@ -45,10 +48,19 @@ function verdict(whole: Buffer, maxBytes: number, tlsOnly: boolean): Verdict {
   return start === 'line' ? 'more' : 'done';
 }
 
+/** True once the client's FIN has arrived, though 'end' may not have been emitted (data still buffered). */
+function finReceived(socket: Socket): boolean {
+  // Node has no public flag for "EOF received, not yet consumed" ('end' and readableEnded come only after
+  // the last byte is read); ReadableState.ended is it, unchanged from Node 10 to 24.
+  return (socket as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
+}
+
 /**
  * Read the client's first bytes (a TLS ClientHello record or an HTTP request head) with a bounded wait,
- * then put every byte back on the socket (unshift), paused, so that whoever pipes it next relays them
- * to the server unchanged.
+ * then put every byte back on the socket (unshift), paused, so that whoever reads it next (a pipe to the
+ * server, the HTTP parser) gets them unchanged. Reads in paused mode and never past the buffered bytes, so
+ * a client that sends its request and its FIN together still has 'end' ahead of it: the bytes can be put
+ * back, and the FIN follows them to whoever reads next (half-close is relayed, not lost).
  */
 export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<PeekResult> {
   const maxBytes = options.maxBytes ?? TLS_MAX_RECORD;
@@ -61,26 +73,31 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.pause();
-      socket.off('data', onData);
-      socket.off('end', finish);
+      socket.off('readable', onReadable);
       socket.off('close', finish);
       const head = Buffer.concat(chunks, length);
+      const eof = finReceived(socket);
       if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
       const capped = head.length >= maxBytes;
-      void classify(head, !capped && verdict(head, maxBytes, tlsOnly) === 'more', capped).then(resolve);
+      // After the client's FIN nothing more will come: what is there is judged as it is, not as unfinished.
+      void classify(head, !capped && !eof && verdict(head, maxBytes, tlsOnly) === 'more', capped).then((result) => resolve(eof ? { ...result, eof: true } : result));
     };
-    const onData = (chunk: Buffer) => {
-      chunks.push(chunk);
-      length += chunk.length;
-      if (verdict(Buffer.concat(chunks, length), maxBytes, tlsOnly) === 'done') finish();
+    const onReadable = () => {
+      // read(n) with n = what is buffered: a read() without a size at the FIN would schedule 'end'.
+      while (!settled && socket.readableLength > 0) {
+        const chunk = socket.read(socket.readableLength) as Buffer | null;
+        if (chunk === null) break;
+        chunks.push(chunk);
+        length += chunk.length;
+        if (verdict(Buffer.concat(chunks, length), maxBytes, tlsOnly) === 'done') return finish();
+      }
+      if (finReceived(socket)) finish();
     };
     const timer = setTimeout(finish, options.timeoutMs);
-    socket.on('data', onData);
-    socket.once('end', finish);
+    socket.on('readable', onReadable);
     socket.once('close', finish);
-    // A socket paused by an earlier peek does not flow again just because a 'data' listener was added.
-    socket.resume();
+    // Bytes put back by an earlier peek are buffered already: no 'readable' may come for them.
+    onReadable();
   });
 }
 

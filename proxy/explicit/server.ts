@@ -7,13 +7,16 @@ import { checkConnectSni } from './connect-sni-check.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, unforwardableBody } from '../relay/http-forwarder.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
-import type { TunnelHandler } from '../relay/tunnel.js';
+import { answerHalfClosedClients } from '../relay/half-close.js';
+import { relayTimeouts, type TunnelHandler } from '../relay/tunnel.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 
 export interface HttpProxyServerOptions extends AuthorizeContext {
   events: EventLog;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
+  /** See SpliceOptions.halfCloseTimeoutMs. */
+  halfCloseTimeoutMs?: number;
   maxTunnels: number;
   /** What to do with an authorized CONNECT tunnel: splice (default) or terminate and inspect. */
   tunnel: TunnelHandler;
@@ -34,6 +37,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
 
   const server = http.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 });
   server.keepAliveTimeout = 30_000;
+  answerHalfClosedClients(server);
 
   const atCapacity = () => counters.open >= options.maxTunnels;
 
@@ -129,7 +133,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
         // Bytes sent along with the CONNECT are the tunnel's first: checked with the rest, not relayed ahead.
         if (head.length > 0) socket.unshift(head);
         const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
-        options.tunnel({ client: socket, upstream, authorization: auth, idleTimeoutMs: options.idleTimeoutMs, clientGate });
+        options.tunnel({ client: socket, upstream, authorization: auth, ...relayTimeouts(options), clientGate });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');

@@ -68,6 +68,11 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
 
   return {
     forward({ req, res, auth, authority }) {
+      // The client left while the request was being decided: its 'close' has been and gone.
+      if (res.destroyed) {
+        auth.connection.close({ error: 'client-aborted' });
+        return;
+      }
       let bytesOut = 0;
       let bytesIn = 0;
       let status: number | undefined;

@@ -10,11 +10,14 @@ import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
 import { splice } from '../../net/splice.js';
+import { answerHalfClosedClients } from '../relay/half-close.js';
+import { relayTimeouts } from '../relay/tunnel.js';
 import { authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
 
 export interface TransparentHttpOptions extends TransparentAuthorizeContext {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
+  halfCloseTimeoutMs?: number;
 }
 
 export interface RedirectedConnection {
@@ -82,6 +85,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   const connections = new Map<net.Socket, RedirectedConnection & { busy: number }>();
   const server = http.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 });
   server.keepAliveTimeout = 30_000;
+  answerHalfClosedClients(server);
   // Node enforces headersTimeout only on servers that listen; this bounds a request head that never ends,
   // and any silence, the way tunnels are bounded.
   server.timeout = options.idleTimeoutMs;
@@ -185,7 +189,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     socket.write(response.head);
     if (head.length > 0) upstream.write(head);
     splice(socket, upstream, {
-      idleTimeoutMs: options.idleTimeoutMs,
+      ...relayTimeouts(options),
       onClose: (result) => close(result.bytesIn, result.bytesOut, result.error, 101),
     });
   };

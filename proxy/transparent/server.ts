@@ -13,7 +13,7 @@ import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
 import { authorizeTransparent } from '../../decision/attribution.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
-import type { TunnelHandler } from '../relay/tunnel.js';
+import { relayTimeouts, type TunnelHandler } from '../relay/tunnel.js';
 
 /** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
 const UNFINISHED_HEAD_TIMEOUT_MS = 10_000;
@@ -28,6 +28,8 @@ export interface TransparentListenerOptions {
   tunnel: TunnelHandler;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
+  /** See SpliceOptions.halfCloseTimeoutMs. */
+  halfCloseTimeoutMs?: number;
   maxTunnels: number;
   /** How long to wait for a ClientHello or HTTP request head before deciding without it (default 1000 ms). */
   peekTimeoutMs?: number;
@@ -68,7 +70,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
    * DNS attribution now would relay the SNI/Host it sends next unchecked. Still unfinished: a raw-address decision.
    */
   const finishUnfinished = (socket: net.Socket, peek: PeekResult): Promise<PeekResult> | PeekResult =>
-    peek.protocol === 'other' && peek.incomplete ? peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS }) : peek;
+    peek.protocol === 'other' && peek.incomplete && !peek.eof ? peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS }) : peek;
 
   /**
    * The first bytes of a client that was silent through the peek (decided by DNS attribution, its tunnel
@@ -79,7 +81,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     // The gate opens only on bytes seen: a client kept from idling by a chatty server may stay silent for
     // longer than one wait, and still be checked when it speaks (or it ends or is closed, with nothing to relay).
     let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
-    while (classify(late) === 'silent' && !socket.destroyed && !socket.readableEnded) {
+    while (classify(late) === 'silent' && !late.eof && !socket.destroyed && !socket.readableEnded) {
       late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
     }
     late = await finishUnfinished(socket, late);
@@ -118,7 +120,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
       client: socket,
       upstream,
       authorization: auth,
-      idleTimeoutMs: options.idleTimeoutMs,
+      ...relayTimeouts(options),
       ...(sni !== undefined && { sni }),
       ...(clientGate && { clientGate }),
     });
@@ -160,7 +162,8 @@ export async function startTransparentListeners(options: TransparentListenerOpti
 
   try {
     for (const address of options.listen) {
-      const server = net.createServer({ noDelay: true });
+      // allowHalfOpen: a client's FIN ends only its direction; the reply still reaches it (see net/splice.ts).
+      const server = net.createServer({ noDelay: true, allowHalfOpen: true });
       server.on('connection', (socket) => {
         handle(socket).catch((err: Error) => {
           events.log.error({ err: err.message }, 'transparent connection handling failed');

@@ -34,14 +34,16 @@ export const NET = {
 } as const;
 
 export const PACKAGE = { name: 'left-pad-lite', version: '1.0.0' };
-export const ALLOWED_ENDPOINTS = 'allowed.test:443 allowed.test:80 allowed.test:9418 registry.test:443';
+export const ALLOWED_ENDPOINTS = 'allowed.test:443 allowed.test:80 allowed.test:9418 allowed.test:9420 allowed.test:9421 registry.test:443';
+/** The internet's reply-after-FIN services (see internet-fixture.ts halfClosePorts). */
+export const HALF_CLOSE_PORTS = { plain: 9420, tls: 9421 } as const;
 export const SIDECAR_USER = 'egress-guard';
 const TRANSPARENT_PORT = 3129;
 const DNS_PORT = 53;
 
 export interface InternetLogEntry {
   time: number;
-  type: 'dns' | 'http' | 'tcp-connect' | 'tcp-data' | 'udp';
+  type: 'dns' | 'http' | 'tcp-connect' | 'tcp-data' | 'udp' | 'half-close';
   [key: string]: unknown;
 }
 
@@ -174,6 +176,7 @@ export class World {
       dnsAddresses: [NET.dns, NET.dns6, NET.otherResolver],
       tcpRecorderPorts: [9419],
       udpRecorderPorts: [443, 9999],
+      halfClosePorts: HALF_CLOSE_PORTS,
       registry: { ...PACKAGE, tarball },
     };
     const configFile = path.join(this.dir, 'internet.json');

@@ -10,6 +10,7 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
 import dns2 from 'dns2';
 
 export interface InternetConfig {
@@ -24,6 +25,11 @@ export interface InternetConfig {
   tcpRecorderPorts: number[];
   /** UDP ports that record datagrams (QUIC 443, an arbitrary port). */
   udpRecorderPorts: number[];
+  /**
+   * Services that read until the client's FIN, then answer `received N bytes` and close: a reply proves the
+   * FIN was relayed and the reply direction kept open (half-close). `plain` is TCP, `tls` the same inside TLS.
+   */
+  halfClosePorts?: { plain: number; tls: number };
   /** registry.test: the one package it serves. */
   registry: { name: string; version: string; tarball: string };
 }
@@ -108,6 +114,8 @@ function listenTcp(server: net.Server, port: number, host: string): Promise<void
 async function main() {
   const httpsServer = https.createServer({ key: config.keyPem, cert: config.certPem }, webHandler('https'));
   const httpServer = http.createServer(webHandler('http'));
+  // A client that half-closes after its request is answered (node would abort its request on the FIN).
+  for (const server of [httpsServer, httpServer]) (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   await listenTcp(httpsServer, 443, '::');
   await listenTcp(httpServer, 80, '::');
   for (const port of config.tcpRecorderPorts) {
@@ -118,6 +126,21 @@ async function main() {
       socket.write('SSH-2.0-recorder\r\n');
     });
     await listenTcp(server, port, '::');
+  }
+  const replyAfterFin = (port: number) => (socket: net.Socket) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', () => socket.destroy());
+    socket.on('end', () => {
+      const data = Buffer.concat(chunks).toString('latin1');
+      record({ type: 'half-close', port, data: data.slice(0, 200), bytes: data.length });
+      socket.end(`received ${data.length} bytes\n`);
+    });
+  };
+  if (config.halfClosePorts) {
+    const { plain, tls: tlsPort } = config.halfClosePorts;
+    await listenTcp(net.createServer({ allowHalfOpen: true }, replyAfterFin(plain)), plain, '::');
+    await listenTcp(tls.createServer({ key: config.keyPem, cert: config.certPem, allowHalfOpen: true }, replyAfterFin(tlsPort)), tlsPort, '::');
   }
   for (const port of config.udpRecorderPorts) {
     const socket = dgram.createSocket({ type: 'udp6' });

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, describe, it } from 'node:test';
+import { connectUpstream } from '../../net/connect.js';
+import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
+import { splice, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
+
+const servers: net.Server[] = [];
+after(() => {
+  for (const s of servers) s.close();
+});
+
+function listen(server: net.Server): Promise<number> {
+  servers.push(server);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
+}
+
+/** A server that reads until the client's FIN, then answers how much it got and closes: only a relayed FIN gets a reply. */
+async function replyAfterFinServer(): Promise<{ port: number; received: string[] }> {
+  const received: string[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('end', () => {
+      const text = Buffer.concat(chunks).toString();
+      received.push(text);
+      socket.end(`received ${text.length} bytes\n`);
+    });
+  });
+  return { port: await listen(server), received };
+}
+
+/** A relay on loopback: each accepted client goes through `prepare`, then is spliced to 127.0.0.1:upstreamPort. */
+async function relay(upstreamPort: number, options: Partial<SpliceOptions> = {}, prepare?: (client: net.Socket) => Promise<unknown>) {
+  const results: SpliceResult[] = [];
+  let notify: (r: SpliceResult) => void = () => undefined;
+  const server = net.createServer({ allowHalfOpen: true }, async (client) => {
+    if (prepare) await prepare(client);
+    const upstream = await connectUpstream('127.0.0.1', upstreamPort, 2000);
+    splice(client, upstream, {
+      idleTimeoutMs: 10_000,
+      ...options,
+      onClose: (result) => {
+        results.push(result);
+        notify(result);
+      },
+    });
+  });
+  const port = await listen(server);
+  const closed = new Promise<SpliceResult>((resolve) => (notify = resolve));
+  return { port, results, closed };
+}
+
+/** A client that sends `data`, half-closes, and reads until the relay's FIN. */
+function halfClosingClient(port: number, data: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.end(data));
+    let reply = '';
+    socket.on('data', (c: Buffer) => (reply += c));
+    socket.on('end', () => resolve(reply));
+    socket.on('error', reject);
+    socket.setTimeout(5000, () => reject(new Error(`no FIN from the relay; got "${reply}"`)));
+  });
+}
+
+describe('splice relays half-close', () => {
+  it('a client that sends, half-closes and reads gets the reply; the server saw the FIN; one close with byte counts', async () => {
+    const upstream = await replyAfterFinServer();
+    const r = await relay(upstream.port);
+    assert.equal(await halfClosingClient(r.port, 'hello'), 'received 5 bytes\n');
+    const result = await r.closed;
+    assert.deepEqual(upstream.received, ['hello']);
+    assert.equal(result.bytesOut, 5);
+    assert.equal(result.bytesIn, 'received 5 bytes\n'.length);
+    assert.equal(result.error, undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(r.results.length, 1);
+  });
+
+  it('a server that half-closes first (banner, FIN) still gets what the client sends after it', async () => {
+    const received: string[] = [];
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.end('banner\n');
+      const chunks: Buffer[] = [];
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('end', () => received.push(Buffer.concat(chunks).toString()));
+    });
+    const r = await relay(await listen(server));
+    const banner = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c));
+      socket.on('end', () => {
+        socket.end('after the banner');
+        resolve(text);
+      });
+      socket.on('error', reject);
+    });
+    assert.equal(banner, 'banner\n');
+    const result = await r.closed;
+    // The server's own 'end' may come a moment after the relay's close.
+    for (let i = 0; i < 50 && received.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(received, ['after the banner']);
+    assert.equal(result.error, undefined);
+  });
+
+  it('a half-closed connection where nothing moves is closed after halfCloseTimeoutMs, not idleTimeoutMs', async () => {
+    // Never answers and never closes.
+    const server = net.createServer({ allowHalfOpen: true }, () => undefined);
+    const r = await relay(await listen(server), { idleTimeoutMs: 60_000, halfCloseTimeoutMs: 300 });
+    const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.end('x'));
+    socket.on('error', () => undefined);
+    const clientClosed = new Promise((resolve) => socket.once('close', resolve));
+    const result = await Promise.race([r.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('not closed within 5 s')), 5000))]);
+    assert.equal(result.error, 'half-close-timeout');
+    assert.equal(result.bytesOut, 1);
+    await clientClosed;
+  });
+
+  it('a request and its FIN arriving together are peeked, put back and relayed, FIN included', async () => {
+    const upstream = await replyAfterFinServer();
+    let peeked: Awaited<ReturnType<typeof peekFirstBytes>> | undefined;
+    const r = await relay(upstream.port, {}, async (client) => {
+      // Let the request and the FIN both arrive before the peek reads.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      peeked = await peekFirstBytes(client, { timeoutMs: 1000 });
+    });
+    const request = 'GET / HTTP/1.1\r\nHost: example.test\r\n\r\n';
+    assert.equal(await halfClosingClient(r.port, request), `received ${request.length} bytes\n`);
+    assert.deepEqual(upstream.received, [request]);
+    assert.equal(peeked?.protocol, 'http');
+    assert.equal(peeked?.eof, true);
+    assert.equal((await r.closed).bytesOut, request.length);
+  });
+
+  it('a client that half-closes without a byte is relayed as a FIN (the server answers it)', async () => {
+    const upstream = await replyAfterFinServer();
+    const r = await relay(upstream.port, {}, async (client) => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const peek = await peekFirstBytes(client, { timeoutMs: 1000 });
+      assert.equal(peek.bytes, 0);
+      assert.equal(peek.eof, true);
+    });
+    assert.equal(await halfClosingClient(r.port, ''), 'received 0 bytes\n');
+  });
+});
