@@ -1,10 +1,52 @@
-import { applyCommands, formatCommands, removalCommands, type Family, type RuleOptions, type RulesMode } from '../rules/iptables-rules.js';
-import { applyRules, removeRules, RulesError } from '../rules/run-rules.js';
+import { isIP } from 'node:net';
+import {
+  applyCommands,
+  formatCommands,
+  onLinkPrefixes,
+  parseInboundPort,
+  removalCommands,
+  type Family,
+  type InboundPort,
+  type RuleOptions,
+  type RulesMode,
+} from '../rules/iptables-rules.js';
+import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
 import { uidOfUser } from '../rules/user-id.js';
 import { parseArgs, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
-const USAGE = 'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both]';
-const OPTIONS: OptionSpecs = Object.fromEntries(['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family'].map((key) => [key, { type: 'string' }]));
+const USAGE =
+  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]...';
+const OPTIONS: OptionSpecs = {
+  ...Object.fromEntries(['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family'].map((key) => [key, { type: 'string' }])),
+  'inbound-ports': { type: 'string', multiple: true },
+  'dhcp-server': { type: 'string', multiple: true },
+};
+
+/** Words of repeated flags, or of the environment variable when no flag is given (space or comma separated). */
+function listOption(args: ReturnType<typeof parseArgs>, key: string, env: string | undefined): string[] {
+  const values = args.flags.get(key) ?? (env ? [env] : []);
+  args.flags.delete(key);
+  return values.flatMap((v) => v.split(/[\s,]+/)).filter(Boolean);
+}
+
+function inboundPorts(words: string[]): InboundPort[] {
+  return words.map((word) => {
+    const inbound = parseInboundPort(word);
+    if (!inbound) throw new UsageError(`--inbound-ports: "${word}" is not PORT, PORT/tcp or PORT/udp`);
+    return inbound;
+  });
+}
+
+function dhcpServers(words: string[]): string[] {
+  for (const word of words) if (isIP(word) === 0) throw new UsageError(`--dhcp-server: "${word}" is not an address`);
+  return words;
+}
+
+/** The IPv6 prefixes on this namespace's links (neighbour discovery may reach them). */
+async function onLinkV6(): Promise<string[]> {
+  const routes = await execRunner('ip', ['-o', '-6', 'route', 'show']);
+  return routes.code === 0 ? onLinkPrefixes(routes.stdout) : [];
+}
 
 function port(value: string | undefined, fallback: number, flag: string): number {
   if (value === undefined) return fallback;
@@ -39,6 +81,8 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
     uid,
     mode: mode as RulesMode,
     families,
+    inboundPorts: inboundPorts(listOption(args, 'inbound-ports', env.EGRESS_INBOUND_PORTS)),
+    dhcpServers: dhcpServers(listOption(args, 'dhcp-server', env.EGRESS_DHCP_SERVERS)),
     transparentPort: port(takeOption(args, 'transparent-port'), 3129, 'transparent-port'),
     dnsPort: port(takeOption(args, 'dns-port'), 53, 'dns-port'),
   };
@@ -60,13 +104,14 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
       io.stdout.write(removed.length > 0 ? `removed: ${removed.join(', ')}\n` : 'no egress-guard rules to remove\n');
       return 0;
     }
-    const options = ruleOptions(args, io.env);
+    const options: RuleOptions = { ...ruleOptions(args, io.env), onLink: { 6: await onLinkV6() } };
     if (action === 'print') {
       io.stdout.write(`# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}`);
       return 0;
     }
     await applyRules(options);
-    io.stdout.write(`egress-guard rules applied (${options.mode} mode, uid ${options.uid} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort})\n`);
+    const inbound = options.inboundPorts?.length ? `, inbound ${options.inboundPorts.map((p) => `${p.port}/${p.protocol}`).join(' ')}` : '';
+    io.stdout.write(`egress-guard rules applied (${options.mode} mode, uid ${options.uid} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort}${inbound})\n`);
     return 0;
   } catch (err) {
     // iptables refusing is this command's own result (exit 1); usage errors go to bin's exit-code map.

@@ -21,6 +21,23 @@ export interface RuleOptions {
   dnsPort: number;
   /** Address families to cover (default both). */
   families?: readonly Family[];
+  /**
+   * Services of the job that hosts outside may connect to (an sshd on a self-hosted runner): their replies
+   * are let out. Any other packet on a connection the outside opened is refused (block) or logged (audit).
+   */
+  inboundPorts?: readonly InboundPort[];
+  /**
+   * Prefixes on the runner's own links, per family (routes without a gateway): neighbour discovery may reach
+   * them. `rules apply` reads them from the routing table; nothing sent there leaves the link.
+   */
+  onLink?: Partial<Record<Family, readonly string[]>>;
+  /** DHCP servers a renewal may be sent to by unicast (e.g. a cloud's off-link one); broadcast always works. */
+  dhcpServers?: readonly string[];
+}
+
+export interface InboundPort {
+  protocol: 'tcp' | 'udp';
+  port: number;
 }
 
 export interface RuleCommand {
@@ -54,28 +71,57 @@ function natRules(family: Family, o: RuleOptions): string[][] {
   ];
 }
 
+/** Neighbour discovery: router solicitation, neighbour solicitation and advertisement, MLDv2 reports. */
+const NEIGHBOUR_DISCOVERY_TYPES = ['133', '135', '136', '143'];
+
+/**
+ * What returns from the filter chain besides egress-guard's own traffic, each with what it exists for. None
+ * can carry a job's data off the runner's link: see docs/transparent.md, "What the rules let through".
+ */
+function exemptions(family: Family, o: RuleOptions): string[][] {
+  const v4 = family === 4;
+  const rules: string[][] = [
+    // Loopback and the machine's own addresses (they go out through lo): not egress. Local forwarders are
+    // not exempt themselves, so what they relay goes through these rules too.
+    ['-o', 'lo', '-j', 'RETURN'],
+    // Redirected connections: filter OUTPUT sees them with the loopback destination nat OUTPUT gave them
+    // (the output interface is still the one routed to before the rewrite).
+    ['-d', v4 ? '127.0.0.0/8' : '::1/128', '-j', 'RETURN'],
+    ['-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'RETURN'],
+    // Later packets of connections the job's side opened and the rules let through (DHCP, neighbour
+    // discovery). Not --ctdir REPLY: that is the job answering a connection an outside host opened.
+    ['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '--ctdir', 'ORIGINAL', '-j', 'RETURN'],
+  ];
+  for (const inbound of o.inboundPorts ?? []) {
+    rules.push(['-p', inbound.protocol, '--sport', String(inbound.port), '-m', 'conntrack', '--ctstate', 'ESTABLISHED', '--ctdir', 'REPLY', '-j', 'RETURN']);
+  }
+  if (v4) {
+    // DHCP: broadcast (discover, request, rebinding) stays on the link; unicast only to named servers.
+    rules.push(['-p', 'udp', '--sport', '68', '--dport', '67', '-d', '255.255.255.255', '-j', 'RETURN']);
+  } else {
+    // Without neighbour discovery IPv6 stops working altogether: allowed to link-scope destinations only.
+    const linkScope = ['fe80::/10', 'ff02::/16', ...(o.onLink?.[6] ?? [])];
+    for (const type of NEIGHBOUR_DISCOVERY_TYPES) {
+      for (const destination of linkScope) rules.push(['-p', 'ipv6-icmp', '--icmpv6-type', type, '-d', destination, '-j', 'RETURN']);
+    }
+    // DHCPv6 from a link-local address to All_DHCP_Relay_Agents_and_Servers.
+    rules.push(['-p', 'udp', '--sport', '546', '--dport', '547', '-s', 'fe80::/10', '-d', 'ff02::1:2', '-j', 'RETURN']);
+  }
+  for (const server of o.dhcpServers ?? []) {
+    if (server.includes(':') !== !v4) continue;
+    rules.push(
+      v4 ? ['-p', 'udp', '--sport', '68', '--dport', '67', '-d', server, '-j', 'RETURN'] : ['-p', 'udp', '--sport', '546', '--dport', '547', '-d', server, '-j', 'RETURN'],
+    );
+  }
+  return rules;
+}
+
 function filterRules(family: Family, o: RuleOptions): string[][] {
   const ownConnectionHijacked: string[][] =
     o.mode === 'block'
       ? [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-j', 'REJECT']]
       : [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-m', 'limit', '--limit', '20/second', '-j', 'LOG', '--log-prefix', LOG_PREFIX, '--log-uid']];
-  const rules: string[][] = [
-    ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'],
-    ...ownConnectionHijacked,
-    ['-o', 'lo', '-j', 'RETURN'],
-    // Redirected connections: filter OUTPUT sees them with the loopback destination nat OUTPUT gave them
-    // (the output interface is still the one routed to before the rewrite).
-    ['-d', family === 4 ? '127.0.0.0/8' : '::1/128', '-j', 'RETURN'],
-    ['-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'RETURN'],
-    ['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'RETURN'],
-  ];
-  if (family === 4) {
-    rules.push(['-p', 'udp', '--sport', '68', '--dport', '67', '-j', 'RETURN']);
-  } else {
-    // Without neighbour discovery IPv6 stops working altogether; DHCPv6 keeps the lease.
-    for (const type of ['133', '135', '136', '143']) rules.push(['-p', 'ipv6-icmp', '--icmpv6-type', type, '-j', 'RETURN']);
-    rules.push(['-p', 'udp', '--sport', '546', '--dport', '547', '-j', 'RETURN']);
-  }
+  const rules: string[][] = [['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'], ...ownConnectionHijacked, ...exemptions(family, o)];
   if (o.mode === 'block') {
     const unreachable = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
     const prohibited = family === 4 ? 'icmp-admin-prohibited' : 'icmp6-adm-prohibited';
@@ -86,6 +132,29 @@ function filterRules(family: Family, o: RuleOptions): string[][] {
     rules.push(['-m', 'limit', '--limit', '20/second', '--limit-burst', '100', '-j', 'LOG', '--log-prefix', LOG_PREFIX, '--log-uid']);
   }
   return rules;
+}
+
+/** `22`, `8080/tcp`, `5353/udp` -> an inbound port; undefined when it is not one. */
+export function parseInboundPort(text: string): InboundPort | undefined {
+  const m = /^(\d{1,5})(?:\/(tcp|udp))?$/.exec(text.trim());
+  if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) return undefined;
+  return { protocol: (m[2] ?? 'tcp') as InboundPort['protocol'], port: Number(m[1]) };
+}
+
+/**
+ * Prefixes on the runner's links from `ip -o [-6] route show` output: routes without a gateway, but not
+ * the default route, link-local or multicast (covered on their own), nor local/broadcast entries.
+ */
+export function onLinkPrefixes(routeOutput: string): string[] {
+  const prefixes: string[] = [];
+  for (const line of routeOutput.split('\n')) {
+    const words = line.trim().split(/\s+/);
+    const prefix = words[0];
+    if (!prefix || words.includes('via') || ['default', 'local', 'broadcast', 'multicast', 'unreachable', 'blackhole', 'prohibit'].includes(prefix)) continue;
+    if (/^(fe80|ff[0-9a-f]{2}):/i.test(prefix)) continue;
+    prefixes.push(prefix);
+  }
+  return prefixes;
 }
 
 const WAIT = ['-w', '5'];

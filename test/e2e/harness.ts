@@ -175,7 +175,8 @@ export class World {
       },
       dnsAddresses: [NET.dns, NET.dns6, NET.otherResolver],
       tcpRecorderPorts: [9419],
-      udpRecorderPorts: [443, 9999],
+      // 67 and 547: DHCP server ports, where only broadcast (and named servers) may go.
+      udpRecorderPorts: [443, 9999, 67, 547],
       halfClosePorts: HALF_CLOSE_PORTS,
       registry: { ...PACKAGE, tarball },
     };
@@ -209,8 +210,20 @@ export class World {
     return run('ip', ['netns', 'exec', this.runnerNs, command, ...args], { env, input: options.input, timeoutMs: options.timeoutMs ?? 30_000, cwd: options.cwd });
   }
 
-  /** Apply the rules and start `egress-guard run` as the sidecar user with DNS and transparent listeners. */
-  async startEgressGuard(mode: 'block' | 'audit'): Promise<void> {
+  /** A command on a host of the internet (an attacker reaching into the runner): in the internet namespace. */
+  fromInternet(command: string, args: readonly string[], options: JobOptions = {}): Promise<CommandResult> {
+    return run('ip', ['netns', 'exec', this.internetNs, command, ...args], {
+      env: { PATH: process.env.PATH, LANG: 'C', ...options.env },
+      input: options.input,
+      timeoutMs: options.timeoutMs ?? 30_000,
+    });
+  }
+
+  /**
+   * Apply the rules (with `rulesArgs` added to `rules apply`) and start `egress-guard run` as the sidecar user
+   * with DNS and transparent listeners.
+   */
+  async startEgressGuard(mode: 'block' | 'audit', rulesArgs: readonly string[] = []): Promise<void> {
     if (this.sidecar) throw new Error('egress-guard is already running');
     const user = this.sidecarUser!;
     const rules = await run('ip', [
@@ -229,6 +242,7 @@ export class World {
       String(TRANSPARENT_PORT),
       '--dns-port',
       String(DNS_PORT),
+      ...rulesArgs,
     ]);
     if (rules.code !== 0) throw new Error(`egress-guard rules apply failed (exit ${rules.code}): ${rules.stderr}${rules.stdout}`);
     const eventsFile = path.join(this.dir, `events-${mode}-${Date.now()}.ndjson`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { applyCommands, FILTER_CHAIN, formatCommands, NAT_CHAIN, type RuleCommand } from '../../rules/iptables-rules.js';
+import { applyCommands, FILTER_CHAIN, formatCommands, NAT_CHAIN, onLinkPrefixes, parseInboundPort, type RuleCommand } from '../../rules/iptables-rules.js';
 import { uidOfUser } from '../../rules/user-id.js';
 
 const options = { uid: 995, mode: 'block' as const, transparentPort: 3129, dnsPort: 53 };
@@ -49,8 +49,42 @@ describe('rule generation (pure)', () => {
     const v6 = applyCommands(options)
       .map(line)
       .filter((c) => c.startsWith('ip6tables'));
-    for (const type of ['133', '135', '136']) assert.ok(v6.some((c) => c.includes(`--icmpv6-type ${type} -j RETURN`)));
+    for (const type of ['133', '135', '136']) assert.ok(v6.some((c) => c.includes(`--icmpv6-type ${type} -d ff02::/16 -j RETURN`)));
     assert.match(formatCommands(applyCommands({ ...options, mode: 'audit' })), /--log-prefix 'egress-guard would-block: '/);
+  });
+
+  test('every exemption is scoped: DHCP to broadcast, neighbour discovery to the link, ESTABLISHED to what the job opened', () => {
+    const filter = applyCommands({ ...options, inboundPorts: [{ protocol: 'tcp', port: 22 }], onLink: { 6: ['2001:db8:1::/64'] }, dhcpServers: ['168.63.129.16'] })
+      .map(line)
+      .filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
+    const returns = filter.filter((c) => c.endsWith('-j RETURN'));
+    // Nothing returns on a DHCP port without a destination, and no ICMPv6 without one.
+    for (const r of returns.filter((c) => /--sport (68|546)/.test(c))) assert.match(r, / -d \S+ /, r);
+    assert.ok(returns.some((c) => c.startsWith('iptables') && c.includes('--sport 68 --dport 67 -d 255.255.255.255')));
+    assert.ok(returns.some((c) => c.startsWith('iptables') && c.includes('--sport 68 --dport 67 -d 168.63.129.16')));
+    assert.ok(!returns.some((c) => c.startsWith('ip6tables') && c.includes('168.63.129.16')));
+    for (const r of returns.filter((c) => c.includes('ipv6-icmp'))) assert.match(r, / -d (fe80::\/10|ff02::\/16|2001:db8:1::\/64) /, r);
+    const established = returns.filter((c) => c.includes('ESTABLISHED'));
+    assert.ok(established.length > 0);
+    for (const r of established) {
+      if (r.includes('--ctdir REPLY')) assert.match(r, /-p tcp --sport 22 -m conntrack --ctstate ESTABLISHED --ctdir REPLY -j RETURN$/);
+      else assert.match(r, /--ctdir ORIGINAL -j RETURN$/);
+    }
+    assert.equal(established.filter((c) => c.includes('--ctdir REPLY')).length, 2, 'one inbound rule per family');
+  });
+
+  test('inbound ports and on-link prefixes are parsed', () => {
+    assert.deepEqual(parseInboundPort('22'), { protocol: 'tcp', port: 22 });
+    assert.deepEqual(parseInboundPort('5353/udp'), { protocol: 'udp', port: 5353 });
+    for (const bad of ['0', '70000', 'ssh', '22/sctp', '']) assert.equal(parseInboundPort(bad), undefined, bad);
+    const routes = [
+      '2001:db8:1::/64 dev egr0 proto kernel metric 256 pref medium',
+      'fe80::/64 dev egr0 proto kernel metric 256 pref medium',
+      'default via 2001:db8:1::1 dev egr0 metric 1024 pref medium',
+      '2001:db8:9::/48 via 2001:db8:1::1 dev egr0 metric 1024 pref medium',
+      'multicast ff00::/8 dev egr0 table local proto kernel metric 256 pref medium',
+    ].join('\n');
+    assert.deepEqual(onLinkPrefixes(routes), ['2001:db8:1::/64']);
   });
 
   test('uidOfUser reads passwd lines', () => {

@@ -1,0 +1,155 @@
+/**
+ * The ways out of block mode that the rules' own exemptions used to open (docs/transparent.md, "What the
+ * rules let through"): UDP from the DHCP client ports to any host, and packets the job sends on connections
+ * an outside host opened. The internet side's log is the judge: in block mode nothing arrives; in audit
+ * mode it arrives (audit passes what it logs). Controls: DHCP broadcast still leaves, and a port named in
+ * --inbound-ports still answers. Needs root (namespaces, iptables).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { NET, World } from './harness.js';
+
+let world: World;
+
+before(async () => {
+  world = await World.create();
+});
+
+after(async () => {
+  await world?.close();
+});
+
+/** python3 in the runner: bind the DHCP client port of the family, send one datagram, exit 0 (or 3 if refused). */
+function sendFromPort(bindHost: string, sourcePort: number, host: string, port: number, payload: string) {
+  const script = `
+import socket, sys
+family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+try:
+    s.sendto(sys.argv[5].encode(), (sys.argv[3], int(sys.argv[4])))
+except OSError as e:
+    sys.stderr.write('send refused: %s\\n' % e)
+    sys.exit(3)
+`;
+  return world.job('python3', ['-c', script, bindHost, String(sourcePort), host, String(port), payload]);
+}
+
+/** A job service: python3 listening on `port` that sends `secret` to whoever connects (TCP) or writes (UDP). */
+function serveSecret(protocol: 'tcp' | 'udp', host: string, port: number, secret: string) {
+  const script = `
+import socket, sys
+proto, host, port, secret = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+family = socket.AF_INET6 if ':' in host else socket.AF_INET
+s = socket.socket(family, socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
+s.settimeout(15)
+if proto == 'tcp':
+    s.listen(1)
+    print('listening', flush=True)
+    try:
+        c, _ = s.accept()
+        c.sendall(secret)
+        c.close()
+    except OSError:
+        pass
+else:
+    print('listening', flush=True)
+    try:
+        data, peer = s.recvfrom(2048)
+        s.sendto(secret, peer)
+    except OSError:
+        pass
+`;
+  return world.job('python3', ['-c', script, protocol, host, String(port), secret], { timeoutMs: 25_000 });
+}
+
+/** From the internet: connect to (or write to) the runner's service and print what comes back within 3 s. */
+function reachIn(protocol: 'tcp' | 'udp', host: string, port: number) {
+  const script = `
+const net = require('node:net'), dgram = require('node:dgram');
+const [protocol, host, port] = process.argv.slice(1);
+let got = '';
+const done = () => { process.stdout.write(got); process.exit(0); };
+setTimeout(done, 3000);
+if (protocol === 'tcp') {
+  const s = net.connect(Number(port), host);
+  s.on('data', (c) => (got += c));
+  s.on('error', () => done());
+  s.on('close', () => done());
+} else {
+  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  s.on('message', (m) => { got += m; done(); });
+  s.send('hello?', Number(port), host);
+}
+`;
+  return world.fromInternet(process.execPath, ['-e', script, protocol, host, String(port)]);
+}
+
+/** Start a job service, wait for it to listen, reach it from the internet; what came back. */
+async function secretReachedFromOutside(protocol: 'tcp' | 'udp', host: string, port: number, secret: string): Promise<string> {
+  const service = serveSecret(protocol, host.includes(':') ? '::' : '0.0.0.0', port, secret);
+  // Give python a moment to bind (its 'listening' line is only seen when the job ends).
+  await new Promise((r) => setTimeout(r, 700));
+  const reached = await reachIn(protocol, host, port);
+  await service;
+  return reached.stdout;
+}
+
+function arrivedUdp(port: number, secret: string) {
+  return world.internetLog().filter((e) => e.type === 'udp' && e.port === port && String(e.data).includes(secret));
+}
+
+for (const mode of ['block', 'audit'] as const) {
+  describe(`${mode} mode`, () => {
+    before(async () => {
+      await world.startEgressGuard(mode, ['--inbound-ports', '8022']);
+    });
+    after(async () => {
+      await world.stopEgressGuard();
+    });
+
+    test('UDP from the DHCP client port to an outside host on the DHCP server port', async () => {
+      const secret = `dhcp4-${mode}`;
+      await sendFromPort('0.0.0.0', 68, NET.attacker, 67, secret);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(67, secret).length, mode === 'block' ? 0 : 1);
+    });
+
+    test('UDP from the DHCPv6 client port to an outside host on the DHCPv6 server port', async () => {
+      const secret = `dhcp6-${mode}`;
+      await sendFromPort('::', 546, NET.attacker6, 547, secret);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(547, secret).length, mode === 'block' ? 0 : 1);
+    });
+
+    test('control: a DHCP broadcast still leaves (leases keep working)', async () => {
+      const secret = `dhcp-broadcast-${mode}`;
+      const sent = await sendFromPort('0.0.0.0', 68, '255.255.255.255', 67, secret);
+      assert.equal(sent.code, 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(67, secret).length, 1);
+    });
+
+    test('TCP: an outside host connects to a job port and reads what the job sends', async () => {
+      const secret = `inbound-tcp-${mode}`;
+      const got = await secretReachedFromOutside('tcp', NET.runnerV4, 8023, secret);
+      if (mode === 'block') assert.equal(got, '', 'nothing leaves on a connection the outside opened');
+      else assert.equal(got, secret);
+    });
+
+    test('UDP over IPv6: an outside host writes to a job port and gets a "reply"', async () => {
+      const secret = `inbound-udp6-${mode}`;
+      const got = await secretReachedFromOutside('udp', NET.runnerV6, 5353, secret);
+      if (mode === 'block') assert.equal(got, '');
+      else assert.equal(got, secret);
+    });
+
+    test('control: a port named in --inbound-ports answers outside hosts', async () => {
+      const secret = `inbound-allowed-${mode}`;
+      assert.equal(await secretReachedFromOutside('tcp', NET.runnerV4, 8022, secret), secret);
+    });
+  });
+}
