@@ -103,6 +103,9 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*`,
     EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
     EGRESS_EVENTS_FILE: options.eventsFile,
+    // The proxy scenarios need no DNS server (the DNS bench starts its own); the default would take port 53
+    // and, in block mode, refuse to start while anything else holds it.
+    EGRESS_DNS_LISTEN: 'off',
   });
   const child = spawn(
     process.execPath,

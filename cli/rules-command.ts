@@ -42,6 +42,12 @@ function dhcpServers(words: string[]): string[] {
   return words;
 }
 
+function familiesOf(family = 'both'): Family[] {
+  const families: Family[] = family === '4' ? [4] : family === '6' ? [6] : family === 'both' ? [4, 6] : [];
+  if (families.length === 0) throw new UsageError(`--family: "${family}" is not 4, 6 or both`);
+  return families;
+}
+
 /** The IPv6 prefixes on this namespace's links (neighbour discovery may reach them). */
 async function onLinkV6(): Promise<string[]> {
   const routes = await execRunner('ip', ['-o', '-6', 'route', 'show']);
@@ -74,9 +80,7 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
   if (uid === 0) throw new UsageError('refusing to exempt uid 0: every root process (the job too) would bypass the rules; run egress-guard as its own user');
   const mode = takeOption(args, 'mode') ?? env.EGRESS_MODE ?? 'audit';
   if (mode !== 'block' && mode !== 'audit') throw new UsageError(`--mode: "${mode}" is not block or audit`);
-  const family = takeOption(args, 'family') ?? 'both';
-  const families: Family[] = family === '4' ? [4] : family === '6' ? [6] : family === 'both' ? [4, 6] : [];
-  if (families.length === 0) throw new UsageError(`--family: "${family}" is not 4, 6 or both`);
+  const families = familiesOf(takeOption(args, 'family'));
   return {
     uid,
     mode: mode as RulesMode,
@@ -98,8 +102,8 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
   if (args.positionals.length !== 1 || !['apply', 'remove', 'print'].includes(action!)) throw new UsageError('', USAGE);
   try {
     if (action === 'remove') {
-      const family = takeOption(args, 'family') ?? 'both';
-      const families: Family[] = family === '4' ? [4] : family === '6' ? [6] : [4, 6];
+      // Checked before anything is removed: a typo must not remove both families.
+      const families = familiesOf(takeOption(args, 'family'));
       const removed = await removeRules(undefined, families);
       io.stdout.write(removed.length > 0 ? `removed: ${removed.join(', ')}\n` : 'no egress-guard rules to remove\n');
       return 0;

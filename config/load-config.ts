@@ -22,7 +22,8 @@ export interface Config {
   policyFile?: string;
   listen: ListenAddress;
   eventsFile?: string;
-  dnsListen?: ListenAddress;
+  /** Empty: no DNS server. */
+  dnsListen: ListenAddress[];
   dnsUpstream: string[];
   transparentListen: ListenAddress[];
   adminListen?: ListenAddress;
@@ -150,7 +151,9 @@ export function loadConfig(sources: ConfigSources): Config {
     policyFile: text(settings, 'policy'),
     listen: parseListen(text(settings, 'listen')!, 'listen'),
     eventsFile: text(settings, 'events-file'),
-    dnsListen: optionalListen(settings, 'dns-listen'),
+    dnsListen: list(settings, 'dns-listen')
+      .filter((v) => v !== 'off')
+      .map((v) => parseListen(v, 'dns-listen')),
     dnsUpstream: list(settings, 'dns-upstream'),
     transparentListen: transparent.map((v) => parseListen(v, 'transparent-listen')),
     adminListen: optionalListen(settings, 'admin-listen'),

@@ -24,8 +24,9 @@ export const SETTINGS: readonly SettingSpec[] = [
   {
     key: 'dns-listen',
     env: 'EGRESS_DNS_LISTEN',
-    default: '127.0.0.1:53',
-    help: 'DNS server address (UDP and TCP); off to disable. If it cannot bind, block mode stops, audit mode goes on',
+    default: '127.0.0.1:53 [::1]:53',
+    list: true,
+    help: 'DNS server address(es) (UDP and TCP; the rules redirect IPv6 DNS to [::1]); off to disable. If one cannot bind, block mode stops, audit mode goes on (an IPv6 one where IPv6 is off is skipped)',
   },
   { key: 'dns-upstream', env: 'EGRESS_DNS_UPSTREAM', list: true, help: 'upstream resolvers (default: nameservers of /etc/resolv.conf at start)' },
   {

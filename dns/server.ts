@@ -18,10 +18,16 @@ export interface DnsServerOptions extends Omit<DnsResponderOptions, 'upstreams'>
   maxInFlight?: number;
 }
 
+export interface DnsStats {
+  cacheHits: number;
+  cacheMisses: number;
+  cacheEntries: number;
+}
+
 export interface DnsServer {
   udpAddress: { address: string; port: number };
   tcpAddress: { address: string; port: number };
-  stats(): { cacheHits: number; cacheMisses: number; cacheEntries: number };
+  stats(): DnsStats;
   close(): Promise<void>;
 }
 

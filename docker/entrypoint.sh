@@ -50,7 +50,7 @@ apply_rules() {
     return 0
   fi
   local args=(rules apply --uid "$EGRESS_UID" --mode "$MODE" --transparent-port "$(port_of "$transparent")")
-  local dns=${EGRESS_DNS_LISTEN:-127.0.0.1:53}
+  local dns=${EGRESS_DNS_LISTEN:-127.0.0.1:53 [::1]:53}
   [ "$dns" = off ] || args+=(--dns-port "$(port_of "$dns")")
   if [ "$dns" != off ] && [ -z "${EGRESS_DNS_UPSTREAM:-}" ] && grep -q '^nameserver 127\.0\.0\.11' /etc/resolv.conf 2>/dev/null; then
     # Docker's embedded DNS forwards as root; the rules would send those queries back to egress-guard (a loop).

@@ -74,7 +74,6 @@ export const CLOSE_ERRORS = {
   'upstream-refused': 'upstream refused the connection (502)',
   'upstream-timeout': 'connecting to upstream, or waiting for its response, timed out (504)',
   'upstream-error': 'connecting to upstream failed with an error that has no code (502)',
-  'upstream-connect-failed': 'a WebSocket upgrade could not connect to upstream (502)',
   'upstream-no-answer': 'upstream sent no response head to a WebSocket upgrade in time (502)',
   'not-upgraded': 'upstream answered a WebSocket upgrade without 101: its answer was relayed, then the connection closed',
   'idle-timeout': 'neither side sent a byte for idle-timeout',

@@ -104,7 +104,8 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
   const canonical = canonicalHost(request.host);
   const port = request.port;
   if (canonical.type === 'invalid') {
-    return decision(policy, false, { reason: 'invalid-host', rule: null, host: request.host, message: canonical.why });
+    // Blocked in audit mode too: a request to no valid host cannot be forwarded, so audit has nothing to let through.
+    return { outcome: 'blocked', permitted: false, reason: 'invalid-host', rule: null, host: request.host, message: canonical.why };
   }
   if (canonical.type === 'ip') return decideRawIp(policy, canonical.ip, canonical.text, port);
   const name = canonical.name;

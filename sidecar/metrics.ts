@@ -1,6 +1,6 @@
 import { Counter, Gauge, collectDefaultMetrics, type Registry } from 'prom-client';
 import type { EventLog } from '../events/event-log.js';
-import type { DnsServer } from '../dns/server.js';
+import type { DnsStats } from '../dns/server.js';
 import type { TrafficCounters } from '../proxy/relay/traffic-counters.js';
 
 // Each sidecar gets a Registry of its own (never prom-client's global one): tests start several in one process.
@@ -31,7 +31,7 @@ function collectedGauge(registry: Registry, name: string, help: string, read: ()
 }
 
 /** Register the sidecar's Prometheus metrics: decisions and bytes from the event log, live gauges at scrape time. */
-export function registerSidecarMetrics(registry: Registry, sources: { events: EventLog; counters: TrafficCounters; dns: () => DnsServer | undefined }): () => void {
+export function registerSidecarMetrics(registry: Registry, sources: { events: EventLog; counters: TrafficCounters; dnsStats: () => DnsStats | undefined }): () => void {
   const decisions = new Counter({
     name: 'egress_decisions_total',
     help: 'Decisions by request kind and result.',
@@ -51,9 +51,9 @@ export function registerSidecarMetrics(registry: Registry, sources: { events: Ev
     registers: [registry],
   });
   collectedGauge(registry, 'egress_connections_open', 'Open proxied requests and tunnels (explicit and transparent).', () => sources.counters.open);
-  collectedCounter(registry, 'egress_dns_cache_hits_total', 'DNS answers served from the cache.', () => sources.dns()?.stats().cacheHits ?? 0);
-  collectedCounter(registry, 'egress_dns_cache_misses_total', 'DNS questions that needed an upstream exchange.', () => sources.dns()?.stats().cacheMisses ?? 0);
-  collectedGauge(registry, 'egress_dns_cache_entries', 'Answers in the DNS cache.', () => sources.dns()?.stats().cacheEntries ?? 0);
+  collectedCounter(registry, 'egress_dns_cache_hits_total', 'DNS answers served from the cache.', () => sources.dnsStats()?.cacheHits ?? 0);
+  collectedCounter(registry, 'egress_dns_cache_misses_total', 'DNS questions that needed an upstream exchange.', () => sources.dnsStats()?.cacheMisses ?? 0);
+  collectedGauge(registry, 'egress_dns_cache_entries', 'Answers in the DNS cache.', () => sources.dnsStats()?.cacheEntries ?? 0);
   return sources.events.subscribe((event) => {
     if (event.event === 'decision') {
       decisions.inc({ kind: event.kind, decision: event.decision });
@@ -61,7 +61,8 @@ export function registerSidecarMetrics(registry: Registry, sources: { events: Ev
     }
     bytes.inc({ direction: 'in' }, event.bytes_in);
     bytes.inc({ direction: 'out' }, event.bytes_out);
-    if (event.error) failures.inc({ error: event.error });
+    // handed-over is no failure: the connection went on in the per-request HTTP server.
+    if (event.error && event.error !== 'handed-over') failures.inc({ error: event.error });
   });
 }
 

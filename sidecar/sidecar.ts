@@ -5,9 +5,9 @@ import { startAdminServer, type AdminServer } from './admin-server.js';
 import { describeConfig, type Config } from '../config/load-config.js';
 import { EventLog } from '../events/event-log.js';
 import { ciContextFrom } from '../events/schema.js';
-import type { Policy } from '../policy/index.js';
+import { formatHostPort, type Policy } from '../policy/index.js';
 import { AddressBook } from '../decision/address-book.js';
-import { readResolvConfUpstreams, startDnsServer, type DnsServer } from '../dns/server.js';
+import { readResolvConfUpstreams, startDnsServer, type DnsServer, type DnsStats } from '../dns/server.js';
 import { createHttpProxyServer } from '../proxy/explicit/server.js';
 import { listen } from '../net/listen.js';
 import { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } from './metrics.js';
@@ -20,7 +20,10 @@ export interface Sidecar {
   events: EventLog;
   proxyAddress: AddressInfo;
   policy: () => Policy;
-  /** Re-read the configuration and swap the policy; open tunnels are kept. */
+  /**
+   * Re-read the configuration and swap the policy; open tunnels are kept. With transparent listeners (redirect
+   * rules), a policy that changes the mode is refused whole: the rules keep the mode they were applied in.
+   */
   reload(): boolean;
   /** Stop accepting, let tunnels drain up to drain-timeout, then close everything. */
   close(): Promise<void>;
@@ -30,6 +33,19 @@ export interface SidecarOptions {
   loadConfig: () => Config;
   env: NodeJS.ProcessEnv;
   events?: EventLog;
+}
+
+/** The DNS servers' cache counters, added up (one server per dns-listen address). */
+function dnsStats(servers: readonly DnsServer[]): DnsStats | undefined {
+  if (servers.length === 0) return undefined;
+  const sum = { cacheHits: 0, cacheMisses: 0, cacheEntries: 0 };
+  for (const server of servers) {
+    const s = server.stats();
+    sum.cacheHits += s.cacheHits;
+    sum.cacheMisses += s.cacheMisses;
+    sum.cacheEntries += s.cacheEntries;
+  }
+  return sum;
 }
 
 function formatPolicy(policy: Policy) {
@@ -63,7 +79,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     halfCloseTimeoutMs: config.halfCloseTimeoutMs,
     maxTunnels: config.maxTunnels,
   });
-  let dns: DnsServer | undefined;
+  const dnsServers: DnsServer[] = [];
   let transparent: TransparentListeners | undefined;
   let admin: AdminServer | undefined;
   let closing: Promise<void> | undefined;
@@ -73,19 +89,28 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     proxyAddress = await listen(proxyServer, config.listen, 'listen');
     events.log.info({ listener: 'proxy', address: proxyAddress.address, port: proxyAddress.port, policy: formatPolicy(policy) }, 'listening');
 
-    if (config.dnsListen) {
+    if (config.dnsListen.length > 0) {
       const upstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
-      try {
-        dns = await startDnsServer({ listen: config.dnsListen, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames });
-        events.log.info({ listener: 'dns', address: dns.udpAddress.address, port: dns.udpAddress.port, upstreams }, 'listening');
-      } catch (err) {
-        // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
-        if (policy.mode === 'block') {
-          throw new Error(
-            `dns-listen: cannot serve DNS on ${config.dnsListen.host}:${config.dnsListen.port}: ${(err as Error).message}; block mode does not start without its resolver (set dns-listen to a free address, or off)`,
-          );
+      for (const address of config.dnsListen) {
+        try {
+          const server = await startDnsServer({ listen: address, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames });
+          dnsServers.push(server);
+          events.log.info({ listener: 'dns', address: server.udpAddress.address, port: server.udpAddress.port, upstreams }, 'listening');
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (address.host.includes(':') && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) {
+            // IPv6 is off in this namespace (Docker's default): no IPv6 DNS can be sent, so none needs answering.
+            events.log.warn({ address: formatHostPort(address.host, address.port), err: code }, 'IPv6 is not available here: no DNS listener on it');
+            continue;
+          }
+          // Block mode fails closed: without its resolver the job must not run unfiltered. Audit never breaks a job.
+          if (policy.mode === 'block') {
+            throw new Error(
+              `dns-listen: cannot serve DNS on ${formatHostPort(address.host, address.port)}: ${(err as Error).message}; block mode does not start without its resolver (set dns-listen to a free address, or off)`,
+            );
+          }
+          events.log.error({ err: (err as Error).message, address: formatHostPort(address.host, address.port) }, 'DNS listener not started (audit mode goes on without it)');
         }
-        events.log.error({ err: (err as Error).message }, 'DNS listener not started (audit mode goes on without it)');
       }
     }
 
@@ -108,7 +133,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
     if (config.adminListen) {
       const metrics = new Registry();
-      registerSidecarMetrics(metrics, { events, counters, dns: () => dns });
+      registerSidecarMetrics(metrics, { events, counters, dnsStats: () => dnsStats(dnsServers) });
       if (stream) registerEventStreamMetrics(metrics, stream.stats);
       registerProcessMetrics(metrics);
       admin = await startAdminServer({ listen: config.adminListen, metrics, health: () => closing === undefined });
@@ -116,7 +141,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     }
   } catch (err) {
     proxyServer.close();
-    await Promise.all([dns?.close(), transparent?.close(), admin?.close(), stream?.stop()]);
+    await Promise.all([...dnsServers.map((d) => d.close()), transparent?.close(), admin?.close(), stream?.stop()]);
     throw err;
   }
 
@@ -127,6 +152,15 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     reload() {
       try {
         const next = options.loadConfig();
+        if (transparent && next.policy.mode !== policy.mode) {
+          // The redirect rules were applied in the mode egress-guard started in (REJECT or LOG for UDP and ICMP,
+          // by a root process); egress-guard cannot change them, and two modes at once would be a lie in one place.
+          events.log.error(
+            { mode: policy.mode, requested: next.policy.mode },
+            `policy reload refused: it changes mode ${policy.mode} -> ${next.policy.mode}, and the redirect rules stay in ${policy.mode} mode until egress-guard restarts (rules apply --mode ${next.policy.mode}); keeping the previous policy`,
+          );
+          return false;
+        }
         policy = next.policy;
         for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
         events.log.info({ policy: formatPolicy(policy) }, 'policy reloaded');
@@ -150,7 +184,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         proxyServer.closeAllConnections();
         await closed;
         await transparentClosed;
-        await dns?.close();
+        await Promise.all(dnsServers.map((d) => d.close()));
         await admin?.close();
         await stream?.stop();
         // Pending asynchronous stdout writes keep the event loop alive: the process exits after they land.

@@ -4,7 +4,7 @@ import type { CloseError } from '../../events/schema.js';
 import { canonicalHost } from '../../policy/index.js';
 import { parseAuthority } from '../../policy/host-port.js';
 import type { Authorization, Forward } from '../../decision/authorize.js';
-import { connectUpstream } from '../../net/connect.js';
+import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, unforwardableBody } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
@@ -156,7 +156,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     try {
       upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
     } catch (err) {
-      close(0, 0, 'upstream-connect-failed', 502);
+      const failure = UpstreamConnectError.from(err);
+      close(0, 0, failure.error, failure.status);
       throw err;
     }
     // Until splice takes over: an upstream reset must end this connection, not the process.

@@ -255,7 +255,7 @@ export class World {
       // The documentation ranges are not public unicast: trust them, as a user trusts a private registry.
       EGRESS_TRUSTED_RANGES: '203.0.113.0/24 2001:db8::/32',
       EGRESS_LISTEN: '127.0.0.1:3128',
-      EGRESS_DNS_LISTEN: `127.0.0.1:${DNS_PORT}`,
+      EGRESS_DNS_LISTEN: `127.0.0.1:${DNS_PORT} [::1]:${DNS_PORT}`,
       EGRESS_DNS_UPSTREAM: NET.dns,
       EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${TRANSPARENT_PORT} [::1]:${TRANSPARENT_PORT}`,
       EGRESS_EVENTS_FILE: eventsFile,

@@ -133,6 +133,21 @@ describe('apply and remove in a fresh network namespace', () => {
     assert.equal(snapshot(), before);
   });
 
+  test('remove with a bad --family or an unknown flag exits 2 and removes nothing', () => {
+    inNs(process.execPath, [cli, 'apply', '--uid', '995', '--mode', 'block']);
+    const applied = snapshot();
+    for (const bad of [['--family', '7'], ['--bogus']]) {
+      assert.throws(
+        () => inNs(process.execPath, [cli, 'remove', ...bad]),
+        (err: { status?: number }) => err.status === 2,
+        bad.join(' '),
+      );
+      assert.equal(snapshot(), applied, `rules still there after remove ${bad.join(' ')}`);
+    }
+    inNs(process.execPath, [cli, 'remove']);
+    assert.ok(!snapshot().includes(NAT_CHAIN));
+  });
+
   test('apply refuses uid 0 (it would exempt the job)', () => {
     assert.throws(() => inNs(process.execPath, [cli, 'apply', '--uid', '0']), /Command failed/);
     assert.ok(!snapshot().includes(NAT_CHAIN));

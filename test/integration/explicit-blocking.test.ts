@@ -214,6 +214,15 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
     await guard.waitFor((l) => l.event === 'close' && l.id === event.id && l.status === 200);
   });
 
+  test('an invalid host cannot be forwarded: refused with 403 and its event says blocked, in audit mode too', async () => {
+    const tunnel = await openTunnel(guard.port, 'bad..name.test:443');
+    tunnel.socket.destroy();
+    assert.equal(tunnel.status, 403);
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.reason === 'invalid-host');
+    assert.equal(event.decision, 'blocked');
+    assert.equal(event.mode, 'audit');
+  });
+
   test('raw IPs and names resolving to loopback pass, marked would-block', async () => {
     const raw = await runProcess('curl', ['-sS', '-x', guard.proxyUrl, `http://0x7f000001:${plain.port}/audit-raw`]);
     assert.equal(raw.code, 0, raw.stderr);

@@ -83,6 +83,27 @@ describe('lifecycle: reload, drain, limits', () => {
     }
   });
 
+  test('with transparent listeners (redirect rules), a reload that changes the mode is refused and the old policy kept', async () => {
+    const policy = join(dir, 'mode.yaml');
+    writeFileSync(policy, `mode: audit\ntrusted-ranges: [127.0.0.0/8]\nallowed-endpoints:\n  - one.test:*\n`);
+    const guard = await startEgressGuard(['--policy', policy, '--transparent-listen', '127.0.0.1:0', '--resolve', 'two.test=127.0.0.1']);
+    try {
+      writeFileSync(policy, `mode: block\ntrusted-ranges: [127.0.0.0/8]\nallowed-endpoints:\n  - one.test:*\n`);
+      guard.child.kill('SIGHUP');
+      const refused = await guard.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('policy reload refused'));
+      assert.equal(refused.mode, 'audit');
+      assert.equal(refused.requested, 'block');
+      // Still audit: a host the policy does not allow is relayed, as would-block.
+      const tunnel = await openTunnel(guard.port, `two.test:${echoSrv.port}`);
+      assert.equal(tunnel.status, 200);
+      tunnel.socket.destroy();
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.host === 'two.test');
+      assert.equal(event.decision, 'would-block');
+    } finally {
+      await guard.stop();
+    }
+  });
+
   test('SIGTERM stops accepting, lets open tunnels drain, then exits 0', async () => {
     const guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], {
       EGRESS_ALLOWED_ENDPOINTS: 'one.test:*',

@@ -303,7 +303,6 @@ describe('decide: audit vs block', () => {
     ['not allowed name', 'evil.example.net', undefined, false],
     ['allowed name, denied address', 'example.com', ['169.254.169.254'], false],
     ['raw IP', '127.0.0.1', undefined, false],
-    ['invalid host', 'a..b', undefined, false],
   ];
   for (const mode of ['audit', 'block'] as const) {
     const p = policy({ mode, endpoints: 'example.com' });
@@ -316,6 +315,15 @@ describe('decide: audit vs block', () => {
       });
     }
   }
+  test('an invalid host is blocked in audit mode too: there is nothing to forward it to', () => {
+    for (const mode of ['audit', 'block'] as const) {
+      const d = decide(policy({ mode, endpoints: 'example.com' }), { host: 'a..b', port: 443 });
+      assert.deepEqual([d.permitted, d.outcome, d.reason], [false, 'blocked', 'invalid-host']);
+    }
+    // DNS forwards such a query in audit mode (an upstream may answer it), so its decision is would-block there.
+    assert.equal(decideName(policy({ mode: 'audit', endpoints: 'example.com' }), 'a..b').outcome, 'would-block');
+  });
+
   test('a policy without mode is audit', () => {
     const p = buildPolicy({ 'allowed-endpoints': { value: 'example.com', origin: { file: 't', line: 1 } } });
     assert.equal(p.mode, 'audit');

@@ -8,7 +8,7 @@ import { EventLog } from '../../events/event-log.js';
 import { startEventStream } from '../../events/delivery/stream-client.js';
 import { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } from '../../sidecar/metrics.js';
 import { startAdminServer } from '../../sidecar/admin-server.js';
-import type { DnsServer } from '../../dns/server.js';
+import type { DnsStats } from '../../dns/server.js';
 import { createTrafficCounters } from '../../proxy/relay/traffic-counters.js';
 import { startCollector } from '../../collector/server.js';
 import { emitConnections } from '../helpers/emit-events.js';
@@ -24,9 +24,9 @@ describe('sidecar metrics and admin server', () => {
     const events = new EventLog({ stdout: false });
     const counters = createTrafficCounters();
     const dnsStats = { cacheHits: 2, cacheMisses: 1, cacheEntries: 1 };
-    let dns: DnsServer | undefined;
+    let dns: DnsStats | undefined;
     const registry = new Registry();
-    const unsubscribe = registerSidecarMetrics(registry, { events, counters, dns: () => dns });
+    const unsubscribe = registerSidecarMetrics(registry, { events, counters, dnsStats: () => dns });
     const decide = (kind: 'connect' | 'dns', decision: 'allowed' | 'blocked', host: string) =>
       events.decision({
         kind,
@@ -44,6 +44,8 @@ describe('sidecar metrics and admin server', () => {
     decide('dns', 'blocked', 'exfil.attacker.test');
     events.close({ id: a.id, kind: 'connect', client: a.client, host: a.host, port: 443, bytes_in: 1000, bytes_out: 20, duration_ms: 5 });
     events.close({ id: b.id, kind: 'connect', client: b.client, host: b.host, port: 443, bytes_in: 500, bytes_out: 0, duration_ms: 5, error: 'upstream-odd"\\\nerror' });
+    // Handed over to the per-request HTTP server: bytes count, but it is no upstream failure.
+    events.close({ id: b.id, kind: 'connect', client: b.client, host: b.host, port: 443, bytes_in: 0, bytes_out: 0, duration_ms: 5, error: 'handed-over' });
     counters.open = 3;
 
     assert.equal(
@@ -83,7 +85,7 @@ describe('sidecar metrics and admin server', () => {
     );
 
     // Values kept elsewhere are read at each scrape: they replace the previous reading, they do not add to it.
-    dns = { stats: () => dnsStats } as unknown as DnsServer;
+    dns = dnsStats;
     counters.open = 0;
     assert.match(await registry.metrics(), /^egress_dns_cache_hits_total 2$/m);
     dnsStats.cacheHits = 5;
@@ -97,7 +99,7 @@ describe('sidecar metrics and admin server', () => {
     decide('dns', 'blocked', 'exfil.attacker.test');
     assert.match(await registry.metrics(), /^egress_decisions_total\{kind="dns",decision="blocked"\} 1$/m);
     // One registry per sidecar: registering the same names again on it is refused.
-    assert.throws(() => registerSidecarMetrics(registry, { events, counters, dns: () => dns }), /already been registered/);
+    assert.throws(() => registerSidecarMetrics(registry, { events, counters, dnsStats: () => dns }), /already been registered/);
   });
 
   it('adds the process metrics (RSS, CPU, event loop lag) to the registry', async () => {
