@@ -7,6 +7,8 @@ export class IngestError extends Error {
   constructor(
     readonly status: 400 | 413 | 415,
     message: string,
+    /** Lines refused one by one, when that is why the batch was refused. */
+    readonly rejected: RejectedLine[] = [],
   ) {
     super(message);
   }
@@ -64,32 +66,51 @@ function decode(body: Buffer, encoding: string | undefined, limits: IngestLimits
   });
 }
 
-/** Parse and validate an NDJSON batch; any bad line rejects the whole batch, naming the line. */
-export function parseBatch(text: string, maxEvents: number): EgressEvent[] {
+/** A line of a batch the collector did not store, and why (1-based line numbers). */
+export interface RejectedLine {
+  line: number;
+  error: string;
+}
+
+export interface ParsedBatch {
+  events: EgressEvent[];
+  rejected: RejectedLine[];
+}
+
+/**
+ * Parse and validate an NDJSON batch line by line: valid events are kept, invalid lines are reported by line
+ * number (one junk event must not cost the events around it). A batch with no valid event at all is a 400.
+ */
+export function parseBatch(text: string, maxEvents: number): ParsedBatch {
   const events: EgressEvent[] = [];
+  const rejected: RejectedLine[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.trim();
     if (line === '') continue;
-    if (events.length >= maxEvents) throw new IngestError(413, `batch has more than ${maxEvents} events`);
+    if (events.length + rejected.length >= maxEvents) throw new IngestError(413, `batch has more than ${maxEvents} events`);
     let value: unknown;
     try {
       value = JSON.parse(line);
     } catch (err) {
-      throw new IngestError(400, `line ${i + 1}: not JSON (${(err as Error).message})`);
+      rejected.push({ line: i + 1, error: `not JSON (${(err as Error).message})` });
+      continue;
     }
     try {
       events.push(validateEvent(value));
     } catch (err) {
-      if (err instanceof EventValidationError) throw new IngestError(400, `line ${i + 1}: ${err.message}`);
-      throw err;
+      if (!(err instanceof EventValidationError)) throw err;
+      rejected.push({ line: i + 1, error: err.message });
     }
   }
-  if (events.length === 0) throw new IngestError(400, 'the batch holds no events');
-  return events;
+  if (events.length === 0) {
+    const first = rejected[0];
+    throw new IngestError(400, first ? `no valid event in the batch (line ${first.line}: ${first.error})` : 'the batch holds no events', rejected);
+  }
+  return { events, rejected };
 }
 
-export async function readBatch(req: IncomingMessage, limits: IngestLimits): Promise<EgressEvent[]> {
+export async function readBatch(req: IncomingMessage, limits: IngestLimits): Promise<ParsedBatch> {
   const body = await readBody(req, limits.maxBodyBytes);
   const decoded = await decode(body, req.headers['content-encoding'], limits);
   if (decoded.length > limits.maxDecodedBytes) throw new IngestError(413, `batch is over the limit of ${limits.maxDecodedBytes} bytes`);

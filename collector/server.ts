@@ -85,19 +85,21 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       sendJson(res, 401, { error: 'missing or wrong bearer token' }, { 'www-authenticate': 'Bearer realm="egress-guard"' });
       return;
     }
-    let events;
+    let batch;
     try {
-      events = await readBatch(req, limits);
+      batch = await readBatch(req, limits);
     } catch (err) {
       if (!(err instanceof IngestError)) throw err;
       log.warn({ status: err.status, error: err.message, client: req.socket.remoteAddress }, 'collector: batch rejected');
       // After refusing an oversized body unread, close the connection rather than read the rest.
-      sendJson(res, err.status, { error: err.message }, err.status === 413 ? { connection: 'close' } : {});
+      sendJson(res, err.status, { error: err.message, ...(err.rejected.length > 0 && { rejected: err.rejected }) }, err.status === 413 ? { connection: 'close' } : {});
       return;
     }
+    const { events, rejected } = batch;
     const result = await store.insert(events);
+    if (rejected.length > 0) log.warn({ rejected: rejected.length, first: rejected[0], client: req.socket.remoteAddress }, 'collector: invalid lines in a batch not stored');
     log.info({ events: events.length, ...result }, 'collector: batch stored');
-    sendJson(res, 200, { accepted: events.length, ...result });
+    sendJson(res, 200, { accepted: events.length, ...result, rejected });
   }
 
   async function jobEvents(job: string) {

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { EventLog } from '../events/event-log.js';
+import { NO_HOST } from '../events/validate.js';
 import { decideName, formatHostPort, refusal, type Decision, type Policy } from '../policy/index.js';
 import { nameKey, type AddressBook } from '../decision/address-book.js';
 import { AnswerCache, cacheKey, cacheLimits, renderAnswer, toCachedAnswer, type AnswerCacheOptions, type CachedAnswer } from './cache.js';
@@ -234,7 +235,8 @@ export class DnsResponder {
     this.options.events.decision({
       kind: 'dns',
       client: clientText(client),
-      host: '',
+      // No readable question, so no name: the placeholder every event without a host carries.
+      host: NO_HOST,
       port: DNS_PORT,
       decision: 'blocked',
       reason: 'malformed-request',

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent } from './schema.js';
+import { conformEvent } from './validate.js';
 
 export type EventListener = (event: EgressEvent) => void;
 
@@ -43,13 +44,13 @@ export class EventLog {
   decision(fields: DecisionFields): DecisionEvent {
     const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomUUID(), time: new Date().toISOString(), ...fields };
     if (this.ci) event.ci = this.ci;
-    this.write(event, fields.decision === 'allowed' ? 'info' : 'warn');
+    this.write(conformEvent(event), fields.decision === 'allowed' ? 'info' : 'warn');
     return event;
   }
 
   close(fields: CloseFields): CloseEvent {
     const event: CloseEvent = { schema: EVENT_SCHEMA_VERSION, event: 'close', time: new Date().toISOString(), ...fields };
-    this.write(event, 'info');
+    this.write(conformEvent(event), 'info');
     return event;
   }
 

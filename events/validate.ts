@@ -67,6 +67,34 @@ export function validateEvent(value: unknown): EgressEvent {
   return o as unknown as CloseEvent;
 }
 
+/** The text fields of an event, each bounded by MAX_TEXT. */
+const TEXT_FIELDS = ['client', 'host', 'ip', 'sni', 'qtype', 'method', 'path', 'reason', 'rule', 'message', 'error'] as const;
+
+/** Placeholder host of an event about a request that named none (a malformed DNS packet, an empty Host). */
+export const NO_HOST = '(none)';
+
+/**
+ * Make an event the sidecar is about to emit one that validateEvent accepts, so that the collector never
+ * refuses what the sidecar wrote: text over MAX_TEXT is cut, an empty host becomes NO_HOST, a port, status
+ * or duration out of range is corrected. Whatever a client sent, the event keeps what fits.
+ */
+export function conformEvent<T extends EgressEvent>(event: T): T {
+  const o = event as unknown as Record<string, unknown>;
+  for (const key of TEXT_FIELDS) {
+    const v = o[key];
+    if (typeof v === 'string' && v.length > MAX_TEXT) o[key] = v.slice(0, MAX_TEXT);
+  }
+  if (o.host === '') o.host = NO_HOST;
+  if (typeof o.ci === 'object' && o.ci !== null) {
+    const ci = o.ci as Record<string, unknown>;
+    for (const [key, v] of Object.entries(ci)) if (typeof v === 'string' && v.length > MAX_TEXT) ci[key] = v.slice(0, MAX_TEXT);
+  }
+  if (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 0 || o.port > 65535) o.port = 0;
+  if (o.status !== undefined && (typeof o.status !== 'number' || !Number.isInteger(o.status) || o.status < 100 || o.status > 999)) delete o.status;
+  if (typeof o.duration_ms === 'number' && !(o.duration_ms >= 0)) o.duration_ms = 0;
+  return event;
+}
+
 /** An NDJSON line that is a decision or close event, else null (pino operational lines, blanks, junk). */
 export function eventFromLine(line: string): EgressEvent | null {
   const text = line.trim();

@@ -67,10 +67,14 @@ export function registerSidecarMetrics(registry: Registry, sources: { events: Ev
 }
 
 /** Expose an event stream's counters (see events/delivery/stream-client.ts) on a registry. */
-export function registerEventStreamMetrics(registry: Registry, stats: () => { queued: number; sent: number; dropped: number; spooled: number; failures: number }): void {
+export function registerEventStreamMetrics(
+  registry: Registry,
+  stats: () => { queued: number; sent: number; dropped: number; rejected: number; spooled: number; failures: number },
+): void {
   collectedGauge(registry, 'egress_events_queued', 'Events waiting for delivery to the collector (memory queue or spool).', () => stats().queued);
   collectedCounter(registry, 'egress_events_sent_total', 'Events the collector acknowledged.', () => stats().sent);
-  collectedCounter(registry, 'egress_events_dropped_total', 'Events lost: queue or spool full, rejected as invalid, or unsent at stop without a spool.', () => stats().dropped);
+  collectedCounter(registry, 'egress_events_dropped_total', 'Events lost: queue or spool full, a batch refused whole, or unsent at stop without a spool.', () => stats().dropped);
+  collectedCounter(registry, 'egress_events_rejected_total', 'Events the collector refused one by one as invalid (the rest of their batch was stored).', () => stats().rejected);
   collectedCounter(registry, 'egress_events_spooled_total', 'Events written to the on-disk spool.', () => stats().spooled);
   collectedCounter(registry, 'egress_event_delivery_failures_total', 'Failed deliveries to the collector (retried).', () => stats().failures);
 }

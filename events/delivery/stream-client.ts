@@ -37,8 +37,10 @@ export interface EventStreamStats {
   queued: number;
   /** Events the collector acknowledged. */
   sent: number;
-  /** Events lost: queue or spool full, rejected by the collector as invalid, or unsent at stop without a spool. */
+  /** Events lost: queue or spool full, a batch the collector refused whole, or unsent at stop without a spool. */
   dropped: number;
+  /** Events the collector refused one by one as invalid (the rest of their batch was stored). */
+  rejected: number;
   /** Events written to the on-disk spool. */
   spooled: number;
   /** Delivery attempts that failed and will be retried. */
@@ -53,7 +55,22 @@ export interface EventStream {
   stats(): EventStreamStats;
 }
 
-type Outcome = { kind: 'delivered' } | { kind: 'rejected'; why: string } | { kind: 'too-large' } | { kind: 'retry'; why: string };
+type Outcome = { kind: 'delivered'; rejected: RejectedLine[] } | { kind: 'rejected'; why: string } | { kind: 'too-large' } | { kind: 'retry'; why: string };
+
+interface RejectedLine {
+  line: number;
+  error: string;
+}
+
+/** The lines a collector's 2xx answer says it refused (`{"rejected":[{"line":L,"error":"..."}]}`); none if it does not say. */
+function rejectedLines(body: string): RejectedLine[] {
+  try {
+    const rejected = (JSON.parse(body) as { rejected?: unknown }).rejected;
+    return Array.isArray(rejected) ? rejected.filter((r): r is RejectedLine => typeof r?.line === 'number' && typeof r?.error === 'string') : [];
+  } catch {
+    return [];
+  }
+}
 
 /**
  * Streams every event of an EventLog to a collector as NDJSON POST batches: bearer token, gzip for
@@ -74,7 +91,7 @@ export function startEventStream(options: EventStreamOptions): EventStream {
 
   const spool = options.spoolDir ? new SpoolBuffer(options.spoolDir, { maxBytes: options.maxSpoolBytes ?? 256 * 1024 * 1024 }) : undefined;
   const buffer: EventBuffer = spool ?? new MemoryBuffer(options.maxQueue ?? 10_000);
-  const counters = { sent: 0, dropped: 0, spooled: 0, failures: 0 };
+  const counters = { sent: 0, dropped: 0, rejected: 0, spooled: 0, failures: 0 };
   let lastError: string | undefined;
   let currentMaxEvents = batchMaxEvents;
   let backoffMs = backoffInitialMs;
@@ -123,7 +140,13 @@ export function startEventStream(options: EventStreamOptions): EventStream {
       if (closed) return;
       if (outcome.kind === 'delivered') {
         batch.commit();
-        counters.sent += batch.lines.length;
+        counters.sent += batch.lines.length - outcome.rejected.length;
+        if (outcome.rejected.length > 0) {
+          // The valid events of the batch were stored; these lines cannot be, however often they are sent.
+          counters.rejected += outcome.rejected.length;
+          lastError = `collector rejected line ${outcome.rejected[0]!.line} of a batch: ${outcome.rejected[0]!.error}`;
+          log.error({ rejected: outcome.rejected.length, first: outcome.rejected[0], events: batch.lines.length }, 'event stream: collector refused invalid events of a batch');
+        }
         backoffMs = backoffInitialMs;
         currentMaxEvents = Math.min(batchMaxEvents, currentMaxEvents * 2);
         droppedWarned = false;
@@ -163,7 +186,7 @@ export function startEventStream(options: EventStreamOptions): EventStream {
     if (options.token) headers.authorization = `Bearer ${options.token}`;
     try {
       const res = await post(url, body, headers, { timeoutMs: requestTimeoutMs, agent });
-      if (res.status >= 200 && res.status < 300) return { kind: 'delivered' };
+      if (res.status >= 200 && res.status < 300) return { kind: 'delivered', rejected: rejectedLines(res.body) };
       if (res.status === 413) return { kind: 'too-large' };
       const why = `collector answered ${res.status}: ${res.body.slice(0, 300)}`;
       // 400/415/422: the batch itself is wrong. Auth, rate limits and server errors may clear up.
@@ -179,6 +202,7 @@ export function startEventStream(options: EventStreamOptions): EventStream {
       queued: buffer.pending,
       sent: counters.sent,
       dropped: counters.dropped + (spool?.discarded ?? 0),
+      rejected: counters.rejected,
       spooled: counters.spooled,
       failures: counters.failures,
       spoolBytes: spool?.diskBytes ?? 0,

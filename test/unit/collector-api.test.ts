@@ -109,14 +109,10 @@ describe('collector HTTP API (SQLite)', () => {
     assert.equal(await collector.store.count(), 0);
   });
 
-  it('rejects a batch with one bad line as a whole, naming the line', async () => {
-    const good = run.map((e) => JSON.stringify(e));
+  it('refuses a batch with no valid event (400, naming the lines), and bad encodings, storing nothing', async () => {
+    const before = await collector.store.count();
     const cases: Array<[string[], RegExp]> = [
-      [[good[0]!, '{not json'], /line 2: not JSON/],
-      [[good[0]!, JSON.stringify({ ...run[1], port: 70000 })], /line 2: "port" must be an integer/],
-      [[JSON.stringify({ ...run[0], schema: 2 }), good[1]!], /line 1: "schema" must be 1/],
-      [[good[0]!, JSON.stringify({ ...run[2], decision: 'maybe' })], /line 2: "decision"/],
-      [[good[0]!, '[1,2]'], /line 2: an event is a JSON object/],
+      [['{not json', '[1,2]'], /line 1: not JSON/],
       [['', '  '], /no events/],
     ];
     for (const [lines, message] of cases) {
@@ -124,12 +120,16 @@ describe('collector HTTP API (SQLite)', () => {
       assert.equal(reply.status, 400, reply.body);
       assert.match(JSON.parse(reply.body).error, message);
     }
+    assert.deepEqual(
+      JSON.parse((await post(collector.port, ['{not json', '[1,2]'])).body).rejected.map((r: { line: number }) => r.line),
+      [1, 2],
+    );
     const notGzip = await post(collector.port, Buffer.from('plain text'), { authorization: `Bearer ${TOKEN}`, 'content-encoding': 'gzip' });
     assert.equal(notGzip.status, 400);
     assert.match(JSON.parse(notGzip.body).error, /not valid gzip/);
     const brotli = await post(collector.port, Buffer.from('x'), { authorization: `Bearer ${TOKEN}`, 'content-encoding': 'br' });
     assert.equal(brotli.status, 415);
-    assert.equal(await collector.store.count(), 0, 'nothing half-stored');
+    assert.equal(await collector.store.count(), before, 'nothing half-stored');
   });
 
   it('rejects oversized batches (body, decompressed size, event count) with 413, storing nothing', async () => {
@@ -156,12 +156,12 @@ describe('collector HTTP API (SQLite)', () => {
     const body = run.map((e) => JSON.stringify(e));
     const first = await post(collector.port, body);
     assert.equal(first.status, 200, first.body);
-    assert.deepEqual(JSON.parse(first.body), { accepted: 5, stored: 5, duplicates: 0 });
+    assert.deepEqual(JSON.parse(first.body), { accepted: 5, stored: 5, duplicates: 0, rejected: [] });
     const again = await post(collector.port, gzipSync(Buffer.from(body.join('\n'))), { authorization: `Bearer ${TOKEN}`, 'content-encoding': 'gzip' });
-    assert.deepEqual(JSON.parse(again.body), { accepted: 5, stored: 0, duplicates: 5 });
+    assert.deepEqual(JSON.parse(again.body), { accepted: 5, stored: 0, duplicates: 5, rejected: [] });
     // A decision and a close share an id yet are two events.
     const closeOnly = await post(collector.port, [JSON.stringify(run[1])]);
-    assert.deepEqual(JSON.parse(closeOnly.body), { accepted: 1, stored: 0, duplicates: 1 });
+    assert.deepEqual(JSON.parse(closeOnly.body), { accepted: 1, stored: 0, duplicates: 1, rejected: [] });
     assert.equal(await collector.store.count(), 5);
   });
 
@@ -202,5 +202,31 @@ describe('collector HTTP API (SQLite)', () => {
     assert.equal((await send(collector.port, 'GET', '/api/v1/events')).status, 405);
     assert.equal((await send(collector.port, 'DELETE', '/api/v1/jobs')).status, 405);
     assert.equal((await send(collector.port, 'GET', '/healthz')).body, 'ok\n');
+  });
+
+  it('stores the valid lines of a batch and reports the invalid ones by line number', async () => {
+    // Fresh ids: stored here, after the tests that count the store.
+    const fresh = run.map((e, n) => ({ ...e, id: `partial-${n}-${e.id}` }));
+    const good = fresh.map((e) => JSON.stringify(e));
+    const cases: Array<[string[], number, RegExp]> = [
+      [[good[0]!, '{not json'], 2, /not JSON/],
+      [[good[0]!, JSON.stringify({ ...fresh[1], port: 70000 })], 2, /"port" must be an integer/],
+      [[JSON.stringify({ ...fresh[0], schema: 2 }), good[1]!], 1, /"schema" must be 1/],
+      [[good[0]!, JSON.stringify({ ...fresh[2], decision: 'maybe' })], 2, /"decision"/],
+      [[good[0]!, '[1,2]'], 2, /an event is a JSON object/],
+      [[good[0]!, JSON.stringify({ ...fresh[1], host: '' })], 2, /"host" is empty/],
+    ];
+    for (const [lines, badLine, message] of cases) {
+      const before = await collector.store.count();
+      const reply = await post(collector.port, lines);
+      assert.equal(reply.status, 200, reply.body);
+      const answer = JSON.parse(reply.body) as { accepted: number; stored: number; duplicates: number; rejected: Array<{ line: number; error: string }> };
+      assert.equal(answer.accepted, 1);
+      assert.equal(answer.stored + answer.duplicates, 1);
+      assert.equal(answer.rejected.length, 1);
+      assert.equal(answer.rejected[0]!.line, badLine);
+      assert.match(answer.rejected[0]!.error, message);
+      assert.equal(await collector.store.count(), before + answer.stored, 'the valid line is stored');
+    }
   });
 });

@@ -8,6 +8,8 @@ import { parseUpstream } from '../../dns/upstream.js';
 import { parseMessage } from '../../dns/wire.js';
 import { AddressBook } from '../../decision/address-book.js';
 import { EventLog } from '../../events/event-log.js';
+import type { EgressEvent } from '../../events/schema.js';
+import { validateEvent } from '../../events/validate.js';
 import { makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
 
 const SEEDS = [
@@ -51,9 +53,11 @@ function checkReply(packet: Buffer, reply: Buffer | null): void {
 describe('fuzz: the responder (in process)', () => {
   let fx: DnsFixture;
   let responder: DnsResponder;
+  const emitted: EgressEvent[] = [];
   before(async () => {
     fx = await startDnsFixture({ mode: 'block' });
     const events = new EventLog({ stdout: false });
+    events.subscribe((e) => emitted.push(e));
     responder = new DnsResponder({
       upstreams: [parseUpstream(fx.zone.address)],
       policy: () => makePolicy({ mode: 'block' }),
@@ -68,7 +72,7 @@ describe('fuzz: the responder (in process)', () => {
     await fx?.close();
   });
 
-  test('random bytes and mutated queries never throw and get a well-formed reply or none', async () => {
+  test('random bytes and mutated queries never throw and get a well-formed reply or none; every event they cause is one the collector accepts', async () => {
     for (const arbitrary of [randomBytes, mutatedQuery]) {
       await fc.assert(
         fc.asyncProperty(arbitrary, fc.constantFrom<'udp' | 'tcp'>('udp', 'tcp'), async (packet, transport) => {
@@ -76,6 +80,8 @@ describe('fuzz: the responder (in process)', () => {
           const reply = await responder.answer(packet, { address: '127.0.0.1', port: 1 }, transport);
           checkReply(packet, reply);
           assert.ok(Date.now() - started < 1000, 'a packet took a second');
+          // The collector validates with the same module: an event it refuses would be lost there.
+          for (const event of emitted.splice(0)) validateEvent(JSON.parse(JSON.stringify(event)));
         }),
         { numRuns: 3000 },
       );
