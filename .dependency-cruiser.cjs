@@ -17,7 +17,10 @@ const LAYERS = [
     { name: 'proxy/transparent', path: '^proxy/transparent/' },
   ],
   [{ name: 'proxy/relay', path: '^proxy/relay/' }],
-  [{ name: 'dns', path: '^dns/' }],
+  [
+    { name: 'dns', path: '^dns/' },
+    { name: 'netlog', path: '^netlog/' },
+  ],
   [{ name: 'decision', path: '^decision/' }],
   [{ name: 'net', path: '^net/' }],
   [{ name: 'events/delivery', path: '^events/delivery/' }],
@@ -31,8 +34,8 @@ const LEAVES = ['rules', 'certs', 'native'];
 const LEAF_IMPORTERS = ['cli', 'sidecar', 'test', 'bench'];
 
 // Every folder of project code (a file elsewhere is reported by `not-in-a-layer`, so no module escapes the rules).
-const PROJECT = '^(bin|cli|sidecar|collector|report|proxy/(explicit|transparent|relay)|dns|decision|net|events|config|policy|rules|certs|native|test|bench)/';
-const ANY_PROJECT_FOLDER = '^(bin|cli|sidecar|collector|report|proxy|dns|decision|net|events|config|policy|rules|certs|native|test|bench)/';
+const PROJECT = '^(bin|cli|sidecar|collector|report|proxy/(explicit|transparent|relay)|dns|netlog|decision|net|events|config|policy|rules|certs|native|test|bench)/';
+const ANY_PROJECT_FOLDER = '^(bin|cli|sidecar|collector|report|proxy|dns|netlog|decision|net|events|config|policy|rules|certs|native|test|bench)/';
 
 const layerRules = LAYERS.flatMap((rank, index) =>
   rank.flatMap((lower) =>

@@ -10,14 +10,18 @@ import {
   type RuleOptions,
   type RulesMode,
 } from '../rules/iptables-rules.js';
+import { existsSync } from 'node:fs';
 import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
+import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
 import { uidOfUser } from '../rules/user-id.js';
 import { parseArgs, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
 const USAGE =
-  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]...';
+  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]... [--nflog-group N] | rules log-config --json-file FILE [--log-file FILE] [--nflog-group N] [--plugin-dir DIR]';
 const OPTIONS: OptionSpecs = {
-  ...Object.fromEntries(['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family'].map((key) => [key, { type: 'string' }])),
+  ...Object.fromEntries(
+    ['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family', 'nflog-group', 'json-file', 'log-file', 'plugin-dir'].map((key) => [key, { type: 'string' }]),
+  ),
   'inbound-ports': { type: 'string', multiple: true },
   'dhcp-server': { type: 'string', multiple: true },
 };
@@ -46,6 +50,22 @@ function familiesOf(family = 'both'): Family[] {
   const families: Family[] = family === '4' ? [4] : family === '6' ? [6] : family === 'both' ? [4, 6] : [];
   if (families.length === 0) throw new UsageError(`--family: "${family}" is not 4, 6 or both`);
   return families;
+}
+
+function nflogGroup(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) throw new UsageError(`--nflog-group: "${value}" is not 0-65535`);
+  return Number(value);
+}
+
+/** `rules log-config`: the ulogd configuration that turns the rules' NFLOG reports into JSON lines. */
+function logConfig(args: ReturnType<typeof parseArgs>): string {
+  const jsonFile = takeOption(args, 'json-file');
+  if (!jsonFile) throw new UsageError('log-config needs --json-file FILE (where ulogd writes, and egress-guard reads: netfilter-log)');
+  const pluginDir = takeOption(args, 'plugin-dir') ?? ULOGD_PLUGIN_DIRS.find((dir) => existsSync(`${dir}/${NFLOG_PLUGIN}`));
+  if (!pluginDir) throw new UsageError(`ulogd's plugins are not installed (apt-get install ulogd2 ulogd2-json), or give --plugin-dir; looked in ${ULOGD_PLUGIN_DIRS.join(', ')}`);
+  const group = nflogGroup(takeOption(args, 'nflog-group'));
+  return ulogdConfig({ jsonFile, logFile: takeOption(args, 'log-file') ?? `${jsonFile}.ulogd.log`, pluginDir, ...(group !== undefined && { group }) });
 }
 
 /** The IPv6 prefixes on this namespace's links (neighbour discovery may reach them). */
@@ -87,6 +107,7 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
     families,
     inboundPorts: inboundPorts(listOption(args, 'inbound-ports', env.EGRESS_INBOUND_PORTS)),
     dhcpServers: dhcpServers(listOption(args, 'dhcp-server', env.EGRESS_DHCP_SERVERS)),
+    nflogGroup: nflogGroup(takeOption(args, 'nflog-group')),
     transparentPort: port(takeOption(args, 'transparent-port'), 3129, 'transparent-port'),
     dnsPort: port(takeOption(args, 'dns-port'), 53, 'dns-port'),
   };
@@ -99,7 +120,11 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
 export async function rulesCommand(argv: readonly string[], io: CommandIo): Promise<number> {
   const args = parseArgs(argv, OPTIONS);
   const action = args.positionals[0];
-  if (args.positionals.length !== 1 || !['apply', 'remove', 'print'].includes(action!)) throw new UsageError('', USAGE);
+  if (args.positionals.length !== 1 || !['apply', 'remove', 'print', 'log-config'].includes(action!)) throw new UsageError('', USAGE);
+  if (action === 'log-config') {
+    io.stdout.write(logConfig(args));
+    return 0;
+  }
   try {
     if (action === 'remove') {
       // Checked before anything is removed: a typo must not remove both families.

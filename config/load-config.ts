@@ -35,6 +35,8 @@ export interface Config {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   halfCloseTimeoutMs: number;
+  /** ulogd's JSON file of the rules' NFLOG reports (netlog/). */
+  netfilterLog?: string;
   maxTunnels: number;
   drainTimeoutMs: number;
   logLevel: string;
@@ -165,6 +167,7 @@ export function loadConfig(sources: ConfigSources): Config {
     connectTimeoutMs: integer(settings, 'connect-timeout'),
     idleTimeoutMs: integer(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
+    netfilterLog: text(settings, 'netfilter-log'),
     maxTunnels: integer(settings, 'max-tunnels'),
     drainTimeoutMs: integer(settings, 'drain-timeout'),
     logLevel: text(settings, 'log-level') ?? 'info',

@@ -36,6 +36,11 @@ export const SETTINGS: readonly SettingSpec[] = [
     list: true,
     help: 'listener(s) for redirected connections, e.g. 127.0.0.1:3129 [::1]:3129; off to disable',
   },
+  {
+    key: 'netfilter-log',
+    env: 'EGRESS_NETFILTER_LOG',
+    help: "ulogd's JSON file of what the redirect rules reported (rules log-config): UDP, ICMP and answers to outside hosts become events",
+  },
   { key: 'admin-listen', env: 'EGRESS_ADMIN_LISTEN', default: 'off', help: 'health and Prometheus /metrics address; off to disable' },
   { key: 'collector-url', env: 'EGRESS_COLLECTOR_URL', help: 'stream events to this collector' },
   { key: 'collector-token', env: 'EGRESS_COLLECTOR_TOKEN', secret: true, help: 'bearer token for the collector' },

@@ -73,10 +73,29 @@ if [ "$(id -u)" != 0 ]; then
   exec "${EG[@]}" "$@"
 fi
 
+# What the rules refuse (block) or only report (audit) goes to an NFLOG group; ulogd, started here as root (it
+# holds the netlink socket), writes it as JSON lines that egress-guard, unprivileged, turns into events.
+start_netfilter_log() {
+  [ "$RULES_APPLIED" = 1 ] && [ -z "${EGRESS_NETFILTER_LOG:-}" ] || return 0
+  if ! command -v ulogd >/dev/null; then
+    say warn "ulogd is not installed: UDP, ICMP and answers to outside hosts that the rules refuse are not events"
+    return 0
+  fi
+  local dir=/var/lib/egress-guard/netlog
+  mkdir -p "$dir"
+  "${EG[@]}" rules log-config --json-file "$dir/nflog.json" --log-file "$dir/ulogd.log" >"$dir/ulogd.conf"
+  if ulogd -d -c "$dir/ulogd.conf"; then
+    export EGRESS_NETFILTER_LOG="$dir/nflog.json"
+  else
+    say warn "ulogd did not start: UDP, ICMP and answers to outside hosts that the rules refuse are not events"
+  fi
+}
+
 RULES_APPLIED=0
 if [ "$1" = run ]; then
   MODE=$(effective_mode "${@:2}")
   apply_rules
+  start_netfilter_log
 fi
 # Writable state (spool, SQLite) belongs to the egress-guard user.
 for dir in ${EGRESS_SPOOL_DIR:-} /var/lib/egress-guard; do

@@ -6,8 +6,15 @@ import type { Mode, Outcome, Reason } from '../policy/index.js';
  */
 export const EVENT_SCHEMA_VERSION = 1;
 
-/** What the client asked for: an absolute-URI HTTP request, a CONNECT tunnel, a redirected connection, a DNS query. */
-export type RequestKind = 'http' | 'connect' | 'transparent' | 'dns';
+/**
+ * What the client asked for: an absolute-URI HTTP request, a CONNECT tunnel, a redirected connection, a DNS
+ * query; or traffic the redirect rules reported because it goes around egress-guard (netlog/): a UDP datagram
+ * (QUIC, DNS to another port...), ICMP, TCP that is not redirected (the job answering an outside host), any
+ * other IP protocol.
+ */
+export type RequestKind = 'http' | 'connect' | 'transparent' | 'dns' | 'udp' | 'icmp' | 'tcp' | 'ip';
+
+export const REQUEST_KINDS: readonly RequestKind[] = ['http', 'connect', 'transparent', 'dns', 'udp', 'icmp', 'tcp', 'ip'];
 
 export interface CiContext {
   repository?: string;

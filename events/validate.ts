@@ -1,6 +1,6 @@
-import { EVENT_SCHEMA_VERSION, type CloseEvent, type DecisionEvent, type EgressEvent } from './schema.js';
+import { EVENT_SCHEMA_VERSION, REQUEST_KINDS, type CloseEvent, type DecisionEvent, type EgressEvent } from './schema.js';
 
-const KINDS = new Set(['http', 'connect', 'transparent', 'dns']);
+const KINDS = new Set<string>(REQUEST_KINDS);
 const OUTCOMES = new Set(['allowed', 'blocked', 'would-block']);
 const MODES = new Set(['audit', 'block']);
 const MAX_TEXT = 4096;
@@ -40,7 +40,7 @@ export function validateEvent(value: unknown): EgressEvent {
   if ((o.id as string).length === 0 || (o.id as string).length > 200) fail('"id" must be 1 to 200 characters');
   str(o, 'time');
   if (Number.isNaN(Date.parse(o.time as string))) fail('"time" is not a date');
-  if (!KINDS.has(o.kind as string)) fail('"kind" must be http, connect, transparent or dns');
+  if (!KINDS.has(o.kind as string)) fail(`"kind" must be one of ${REQUEST_KINDS.join(', ')}`);
   str(o, 'client');
   str(o, 'host');
   if ((o.host as string).length === 0) fail('"host" is empty');

@@ -19,7 +19,11 @@ export type Reason =
   | 'invalid-host'
   | 'sni-mismatch'
   | 'malformed-request'
-  | 'upstream-unresolvable';
+  | 'upstream-unresolvable'
+  // Reported by the redirect rules (netlog/), not decided by the policy: no policy entry allows them.
+  | 'not-proxied'
+  | 'inbound-reply'
+  | 'own-connection';
 
 export interface DecisionRequest {
   /** The host as the client wrote it (name or address in any spelling). */

@@ -1,6 +1,6 @@
 import { buildPolicy, decide, decideName, parsePolicyFile, POLICY_KEYS, type Policy, type PolicySettings } from '../policy/index.js';
 import type { EgressEvent, RequestKind } from '../events/schema.js';
-import { NOT_POLICY_REASONS } from './suggest.js';
+import { NOT_POLICY_REASONS, RULES_ONLY_REASONS } from './suggest.js';
 import { destinationKey, isDecision } from './summary.js';
 
 export interface WouldBlock {
@@ -46,14 +46,19 @@ export function replay(policy: Policy, events: readonly EgressEvent[]): ReplayRe
       ignored++;
       continue;
     }
-    const decision =
-      event.kind === 'dns' ? decideName(strict, event.host) : decide(strict, { host: event.host, port: event.port, ...(event.ip !== undefined && { addresses: [event.ip] }) });
+    // What the redirect rules refuse whatever the policy says (UDP but DNS, ICMP, answers to outside hosts).
+    const decision = RULES_ONLY_REASONS.has(event.reason)
+      ? { permitted: false, reason: event.reason, host: event.host, message: `${event.kind}: the redirect rules refuse it in block mode whatever the policy says` }
+      : event.kind === 'dns'
+        ? decideName(strict, event.host)
+        : decide(strict, { host: event.host, port: event.port, ...(event.ip !== undefined && { addresses: [event.ip] }) });
     if (decision.permitted) continue;
     if (decision.reason === 'invalid-host') {
       ignored++;
       continue;
     }
-    const key = `${event.kind === 'dns' ? 'dns ' : ''}${destinationKey(decision.host, event.port)}`;
+    const prefix = event.kind === 'dns' || RULES_ONLY_REASONS.has(event.reason) ? `${event.kind} ` : '';
+    const key = `${prefix}${destinationKey(decision.host, event.port)}`;
     const entry = blocked.get(key);
     if (entry) {
       entry.count++;

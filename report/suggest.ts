@@ -5,6 +5,8 @@ import { destinationKey, isDecision } from './summary.js';
 
 /** Decisions no allowlist changes: the request itself was unusable. */
 export const NOT_POLICY_REASONS = new Set(['invalid-host', 'malformed-request', 'sni-mismatch']);
+/** Traffic the redirect rules refuse whatever the policy says (netlog/): UDP but DNS, ICMP, answers to outside hosts. */
+export const RULES_ONLY_REASONS = new Set(['not-proxied', 'inbound-reply', 'own-connection']);
 
 export interface PolicyEntry {
   value: string;
@@ -18,6 +20,11 @@ export interface SuggestedPolicy {
   trustedRanges: PolicyEntry[];
   /** Decisions left out because no policy entry would change them. */
   ignored: number;
+  /**
+   * Traffic the redirect rules refuse in block mode whatever the policy says (UDP but DNS, ICMP, answers to
+   * outside hosts): no entry can allow it, so it is listed for the reader, not suggested.
+   */
+  aroundProxy: PolicyEntry[];
   decisions: number;
   first?: string;
   last?: string;
@@ -70,6 +77,7 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
   const ips = new Map<string, Tally>();
   const trusted = new Map<string, Tally>();
   const dnsNames = new Map<string, Tally>();
+  const aroundProxy = new Map<string, Tally>();
   const seen = new Set<string>();
   let ignored = 0;
   let first: string | undefined;
@@ -82,6 +90,14 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
     if (!last || event.time > last) last = event.time;
     if (NOT_POLICY_REASONS.has(event.reason)) {
       ignored++;
+      continue;
+    }
+    if (RULES_ONLY_REASONS.has(event.reason)) {
+      const label =
+        event.reason === 'inbound-reply' ? `${event.kind} answers to ${event.host}` : `${event.kind} ${event.port ? destinationKey(event.host, event.port) : event.host}`;
+      const t = tally(aroundProxy, label);
+      t.count++;
+      t.kinds.add(event.reason);
       continue;
     }
     const host = canonicalHost(event.host);
@@ -148,6 +164,7 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
         comment: `${list(t.names ?? [])} resolved here, ${times(t.count)}`,
       })),
     ignored,
+    aroundProxy: [...aroundProxy].sort(([a], [b]) => a.localeCompare(b)).map(([value, t]) => ({ value, count: t.count, comment: `${times(t.count)} (${list(t.kinds)})` })),
     decisions: seen.size,
     ...(first && { first }),
     ...(last && { last }),
@@ -207,6 +224,15 @@ export function renderPolicyYaml(suggestion: SuggestedPolicy, source: string): s
     `# egress-guard policy suggested from ${oneLine(source)}: ${plural(suggestion.decisions, 'decision')}${span}.`,
     '# Every entry was used by the recorded run; review it before switching to block mode.',
     ...(suggestion.ignored > 0 ? [`# Left out: ${plural(suggestion.ignored, 'decision')} on malformed requests, which no policy entry allows.`] : []),
+    ...(suggestion.aroundProxy.length > 0
+      ? [
+          '# Not allowed by any entry: traffic that goes around the proxy (UDP but DNS, such as QUIC; ICMP; the job',
+          '# answering hosts outside). The redirect rules refuse it in block mode whatever this file says; a job that',
+          '# needs it must do without it (curl and browsers fall back from QUIC to TCP), or name its port with',
+          '# `rules apply --inbound-ports` when it is a service reached from outside:',
+          ...suggestion.aroundProxy.map((e) => `#   ${oneLine(e.value)}  ${e.comment ?? ''}`.trimEnd()),
+        ]
+      : []),
     'mode: block',
     'dns: policy',
     yamlList('allowed-endpoints', suggestion.endpoints).trimEnd(),

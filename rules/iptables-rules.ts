@@ -6,7 +6,22 @@
 
 export const NAT_CHAIN = 'EGRESS_GUARD_NAT';
 export const FILTER_CHAIN = 'EGRESS_GUARD_FILTER';
-export const LOG_PREFIX = 'egress-guard would-block: ';
+/**
+ * What the rules refuse (block) or let pass while reporting it (audit) is sent to this NFLOG group, one
+ * prefix per reason; a reader (ulogd, `rules log-config`) writes it as JSON lines that egress-guard turns
+ * into decision events (netlog/).
+ */
+export const NFLOG_GROUP = 4547;
+export const NFLOG_PREFIX = {
+  /** Leaves the rules' end: UDP but DNS (QUIC...), ICMP, other protocols. */
+  out: 'eg:out',
+  /** The job answering a connection an outside host opened (not in --inbound-ports). */
+  reply: 'eg:reply',
+  /** A job packet on a connection egress-guard opened (its tuple reused). */
+  own: 'eg:own',
+} as const;
+/** Kernel-side bound on reports, per rule; the reader reports each flow once a minute on top of this. */
+const NFLOG_LIMIT = ['-m', 'limit', '--limit', '100/second', '--limit-burst', '200'];
 
 export type RulesMode = 'block' | 'audit';
 export type Family = 4 | 6;
@@ -33,6 +48,8 @@ export interface RuleOptions {
   onLink?: Partial<Record<Family, readonly string[]>>;
   /** DHCP servers a renewal may be sent to by unicast (e.g. a cloud's off-link one); broadcast always works. */
   dhcpServers?: readonly string[];
+  /** NFLOG group for reports (default NFLOG_GROUP). */
+  nflogGroup?: number;
 }
 
 export interface InboundPort {
@@ -116,22 +133,37 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
   return rules;
 }
 
+function nflog(o: RuleOptions, prefix: string): string[] {
+  return [...NFLOG_LIMIT, '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
+}
+
+/**
+ * The filter chain: egress-guard's uid, then what is reported before anything returns (a job packet on one of
+ * egress-guard's connections), the exemptions, then what is reported and, in block mode, refused: the job
+ * answering connections from outside, and everything else that is not redirected. Every report goes to NFLOG.
+ */
 function filterRules(family: Family, o: RuleOptions): string[][] {
-  const ownConnectionHijacked: string[][] =
-    o.mode === 'block'
-      ? [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-j', 'REJECT']]
-      : [['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-m', 'limit', '--limit', '20/second', '-j', 'LOG', '--log-prefix', LOG_PREFIX, '--log-uid']];
-  const rules: string[][] = [['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'], ...ownConnectionHijacked, ...exemptions(family, o)];
-  if (o.mode === 'block') {
-    const unreachable = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
-    const prohibited = family === 4 ? 'icmp-admin-prohibited' : 'icmp6-adm-prohibited';
-    rules.push(['-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
-    rules.push(['-p', 'udp', '-j', 'REJECT', '--reject-with', unreachable]);
-    rules.push(['-j', 'REJECT', '--reject-with', prohibited]);
-  } else {
-    rules.push(['-m', 'limit', '--limit', '20/second', '--limit-burst', '100', '-j', 'LOG', '--log-prefix', LOG_PREFIX, '--log-uid']);
-  }
-  return rules;
+  const block = o.mode === 'block';
+  const own = ['-m', 'connmark', '--mark', OWN_CONNECTION_MARK];
+  const reply = ['-m', 'conntrack', '--ctdir', 'REPLY'];
+  const unreachable = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
+  const prohibited = family === 4 ? 'icmp-admin-prohibited' : 'icmp6-adm-prohibited';
+  return [
+    ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'],
+    [...own, ...nflog(o, NFLOG_PREFIX.own)],
+    ...(block ? [[...own, '-j', 'REJECT']] : []),
+    ...exemptions(family, o),
+    [...reply, ...nflog(o, NFLOG_PREFIX.reply)],
+    block ? [...reply, '-j', 'REJECT', '--reject-with', prohibited] : [...reply, '-j', 'RETURN'],
+    nflog(o, NFLOG_PREFIX.out),
+    ...(block
+      ? [
+          ['-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset'],
+          ['-p', 'udp', '-j', 'REJECT', '--reject-with', unreachable],
+          ['-j', 'REJECT', '--reject-with', prohibited],
+        ]
+      : []),
+  ];
 }
 
 /** `22`, `8080/tcp`, `5353/udp` -> an inbound port; undefined when it is not one. */

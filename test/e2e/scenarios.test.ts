@@ -362,6 +362,42 @@ for (const mode of ['block', 'audit'] as const) {
       } else {
         assert.equal(new Set(arrived.map((e) => e.port)).size, 2, 'audit mode passes UDP to both ports');
       }
+      // The rules' reports (NFLOG, through ulogd) are events: one per flow and minute, in both modes.
+      for (const port of [443, 9999]) {
+        const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker && e.port === port);
+        assert.ok(event, `a udp event for ${NET.attacker}:${port}`);
+        assert.equal(event.decision, outcomeFor(mode));
+        assert.equal(event.reason, 'not-proxied');
+      }
+      const quic = world.events().filter((e) => e.event === 'decision' && e.kind === 'udp' && e.host === NET.attacker && e.port === 443);
+      assert.equal(quic.length, 1, 'two datagrams of one flow are one event');
+    });
+
+    test('8b: ICMP and DNS to a resolver on another port go around the proxy: refused in block mode, events in both', async () => {
+      const marker = `icmp-dns-${mode}-${randomLabel(6)}`;
+      const script = `
+import socket, struct, sys
+marker = sys.argv[2].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+try:
+    s.sendto(struct.pack('!BBHHH', 8, 0, 0, 7, 1) + marker, (sys.argv[1], 0))
+except OSError as e:
+    print('icmp refused', e)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.sendto(struct.pack('!HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0) + bytes([len(marker)]) + marker + struct.pack('!BHH', 0, 1, 1), (sys.argv[1], 5353))
+except OSError as e:
+    print('udp refused', e)
+`;
+      const result = await world.job('python3', ['-c', script, NET.attacker, marker]);
+      assert.equal(result.code, 0, result.stderr);
+      const icmp = await world.decision((e) => e.kind === 'icmp' && e.host === NET.attacker);
+      assert.ok(icmp, 'an icmp event');
+      assert.equal(icmp.decision, outcomeFor(mode));
+      const dns = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker && e.port === 5353);
+      assert.ok(dns, 'a udp event for the resolver on 5353');
+      assert.equal(dns.decision, outcomeFor(mode));
+      assert.match(dns.message, /DNS/);
     });
 
     test('9: IPv6: raw-IP, forged SNI and by-name calls over IPv6 are decided the same way', async () => {
@@ -384,6 +420,8 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(udp.code, 0);
       await new Promise((r) => setTimeout(r, 300));
       const arrived = arrivedAt((e) => (e.type === 'http' && (String(e.local).includes(NET.rawOnly6) || e.url === '/v6-forged')) || (e.type === 'udp' && e.data === `v6-${mode}`));
+      const udp6Event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker6 && e.port === 9999);
+      assert.equal(udp6Event?.decision, outcomeFor(mode), 'UDP over IPv6 is an event too');
       if (mode === 'block') {
         assert.notEqual(raw.code, 0);
         assert.notEqual(forged.code, 0);

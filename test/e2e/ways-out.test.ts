@@ -116,6 +116,8 @@ for (const mode of ['block', 'audit'] as const) {
       await sendFromPort('0.0.0.0', 68, NET.attacker, 67, secret);
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(arrivedUdp(67, secret).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker && e.port === 67);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
     });
 
     test('UDP from the DHCPv6 client port to an outside host on the DHCPv6 server port', async () => {
@@ -123,6 +125,8 @@ for (const mode of ['block', 'audit'] as const) {
       await sendFromPort('::', 546, NET.attacker6, 547, secret);
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(arrivedUdp(547, secret).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker6 && e.port === 547);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
     });
 
     test('control: a DHCP broadcast still leaves (leases keep working)', async () => {
@@ -138,6 +142,8 @@ for (const mode of ['block', 'audit'] as const) {
       const got = await secretReachedFromOutside('tcp', NET.runnerV4, 8023, secret);
       if (mode === 'block') assert.equal(got, '', 'nothing leaves on a connection the outside opened');
       else assert.equal(got, secret);
+      const event = await world.decision((e) => e.reason === 'inbound-reply' && e.kind === 'tcp' && e.host === NET.internetV4 && e.client.endsWith(':8023'));
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
     });
 
     test('UDP over IPv6: an outside host writes to a job port and gets a "reply"', async () => {
@@ -145,6 +151,8 @@ for (const mode of ['block', 'audit'] as const) {
       const got = await secretReachedFromOutside('udp', NET.runnerV6, 5353, secret);
       if (mode === 'block') assert.equal(got, '');
       else assert.equal(got, secret);
+      const event = await world.decision((e) => e.reason === 'inbound-reply' && e.kind === 'udp' && e.host === NET.internetV6);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
     });
 
     test('control: a port named in --inbound-ports answers outside hosts', async () => {

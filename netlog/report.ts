@@ -1,0 +1,111 @@
+import type { DecisionFields, RequestKind } from '../events/schema.js';
+import { formatHostPort, type Mode, type Reason } from '../policy/index.js';
+
+/**
+ * One packet the redirect rules reported (an NFLOG message as ulogd's JSON plugin writes it: BASE and IP2STR
+ * fields). Only what egress-guard reads; ulogd writes more.
+ */
+export interface NflogRecord {
+  'oob.prefix'?: string;
+  'oob.family'?: number;
+  'oob.uid'?: number;
+  'ip.protocol'?: number;
+  'ip6.nexthdr'?: number;
+  src_ip?: string;
+  dest_ip?: string;
+  src_port?: number;
+  dest_port?: number;
+  'icmp.type'?: number;
+  'icmpv6.type'?: number;
+}
+
+const PREFIX_REASON: Record<string, Reason> = { 'eg:out': 'not-proxied', 'eg:reply': 'inbound-reply', 'eg:own': 'own-connection' };
+
+const PROTOCOL: Record<number, { kind: RequestKind; name: string }> = {
+  1: { kind: 'icmp', name: 'ICMP' },
+  6: { kind: 'tcp', name: 'TCP' },
+  17: { kind: 'udp', name: 'UDP' },
+  58: { kind: 'icmp', name: 'ICMPv6' },
+  136: { kind: 'udp', name: 'UDP-Lite' },
+};
+
+/** A reported packet's flow: what one event stands for (at most one per flow and minute). */
+export interface ReportedFlow {
+  key: string;
+  fields: DecisionFields;
+}
+
+/** What a port number hints at, for the message a person reads. */
+function hint(kind: RequestKind, port: number): string {
+  if (kind !== 'udp') return '';
+  if (port === 443) return ' (QUIC / HTTP/3?)';
+  if (port === 53 || port === 5353 || port === 853) return ' (DNS to a resolver egress-guard does not see?)';
+  return '';
+}
+
+/**
+ * The decision event of a packet the rules reported, or undefined for a record that is not one of ours or
+ * lacks addresses. `mode` is the rules' (the policy's: a reload cannot change it, see sidecar.ts).
+ */
+export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | undefined {
+  const reason = PREFIX_REASON[record['oob.prefix'] ?? ''];
+  const protocolNumber = record['ip.protocol'] ?? record['ip6.nexthdr'];
+  if (!reason || !record.src_ip || !record.dest_ip || protocolNumber === undefined) return undefined;
+  const protocol = PROTOCOL[protocolNumber] ?? { kind: 'ip' as const, name: `IP protocol ${protocolNumber}` };
+  const hasPorts = protocol.kind === 'udp' || protocol.kind === 'tcp';
+  const port = hasPorts ? (record.dest_port ?? 0) : 0;
+  const source = hasPorts ? formatHostPort(record.src_ip, record.src_port ?? 0) : record.src_ip;
+  const destination = hasPorts ? formatHostPort(record.dest_ip, port) : record.dest_ip;
+  const icmpType = record['icmp.type'] ?? record['icmpv6.type'];
+  const what = `${protocol.name}${icmpType !== undefined ? ` type ${icmpType}` : ''} from ${source} to ${destination}`;
+  const outcome = mode === 'block' ? 'refused by the redirect rules' : 'block mode refuses it';
+  const message =
+    reason === 'inbound-reply'
+      ? `${what}: the job answering a connection ${record.dest_ip} opened (its port is not in --inbound-ports); ${outcome}`
+      : reason === 'own-connection'
+        ? `${what}: a job packet on a connection egress-guard opened; ${outcome}`
+        : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
+  return {
+    key: `${record['oob.prefix']}|${protocolNumber}|${source}|${destination}`,
+    fields: {
+      kind: protocol.kind,
+      client: source,
+      host: record.dest_ip,
+      port,
+      ip: record.dest_ip,
+      decision: mode === 'block' ? 'blocked' : 'would-block',
+      reason,
+      rule: null,
+      message,
+      mode,
+    },
+  };
+}
+
+/**
+ * At most one event per flow (5-tuple and reason) per window: a datagram flood is one event a minute, not
+ * thousands. What it holds back is counted, so the limit itself can be reported.
+ */
+export class FlowLimiter {
+  private readonly lastReported = new Map<string, number>();
+  suppressed = 0;
+
+  constructor(
+    private readonly windowMs = 60_000,
+    /** Flows remembered at most; past it the oldest are forgotten (reported again sooner, never lost). */
+    private readonly maxFlows = 10_000,
+  ) {}
+
+  /** True when this flow is to be reported now. */
+  admit(key: string, now = Date.now()): boolean {
+    const last = this.lastReported.get(key);
+    if (last !== undefined && now - last < this.windowMs) {
+      this.suppressed++;
+      return false;
+    }
+    this.lastReported.delete(key);
+    this.lastReported.set(key, now);
+    if (this.lastReported.size > this.maxFlows) this.lastReported.delete(this.lastReported.keys().next().value!);
+    return true;
+  }
+}

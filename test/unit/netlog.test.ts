@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { EventLog } from '../../events/event-log.js';
+import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
+import { validateEvent } from '../../events/validate.js';
+import { startNetfilterLog } from '../../netlog/reader.js';
+import { FlowLimiter, reportedFlow, type NflogRecord } from '../../netlog/report.js';
+import { replay } from '../../report/replay.js';
+import { renderPolicyYaml, suggestPolicy } from '../../report/suggest.js';
+import { buildPolicy } from '../../policy/index.js';
+
+// Lines as ulogd 2.0.8's JSON plugin wrote them in a test namespace (BASE + IP2STR fields; some left out).
+const UDP4: NflogRecord = {
+  'oob.prefix': 'eg:out',
+  'oob.family': 2,
+  'oob.uid': 0,
+  'ip.protocol': 17,
+  src_port: 46555,
+  dest_port: 443,
+  src_ip: '198.51.100.2',
+  dest_ip: '203.0.113.66',
+};
+const ICMP6: NflogRecord = {
+  'oob.prefix': 'eg:out',
+  'oob.family': 10,
+  'ip.protocol': 58,
+  'ip6.nexthdr': 58,
+  'icmpv6.type': 128,
+  src_ip: '2001:db8:1::2',
+  dest_ip: '2001:db8:2::66',
+};
+const REPLY: NflogRecord = { 'oob.prefix': 'eg:reply', 'oob.family': 2, 'ip.protocol': 6, src_port: 8023, dest_port: 51000, src_ip: '198.51.100.2', dest_ip: '198.51.100.1' };
+
+const dir = mkdtempSync(join(tmpdir(), 'eg-netlog-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('netlog: a reported packet becomes a decision event', () => {
+  test('UDP (QUIC port): kind udp, the destination, blocked in block mode, a message that says what it is', () => {
+    const flow = reportedFlow(UDP4, 'block')!;
+    assert.deepEqual(
+      {
+        kind: flow.fields.kind,
+        host: flow.fields.host,
+        port: flow.fields.port,
+        ip: flow.fields.ip,
+        client: flow.fields.client,
+        decision: flow.fields.decision,
+        reason: flow.fields.reason,
+      },
+      { kind: 'udp', host: '203.0.113.66', port: 443, ip: '203.0.113.66', client: '198.51.100.2:46555', decision: 'blocked', reason: 'not-proxied' },
+    );
+    assert.match(flow.fields.message, /UDP from 198\.51\.100\.2:46555 to 203\.0\.113\.66:443 \(QUIC/);
+    assert.equal(reportedFlow(UDP4, 'audit')!.fields.decision, 'would-block');
+  });
+
+  test('ICMPv6 has no port; an answer to an outside host is inbound-reply; what is not ours is nothing', () => {
+    const icmp = reportedFlow(ICMP6, 'audit')!;
+    assert.deepEqual([icmp.fields.kind, icmp.fields.port, icmp.fields.host, icmp.fields.client], ['icmp', 0, '2001:db8:2::66', '2001:db8:1::2']);
+    assert.match(icmp.fields.message, /ICMPv6 type 128/);
+    const reply = reportedFlow(REPLY, 'block')!;
+    assert.deepEqual([reply.fields.kind, reply.fields.reason, reply.fields.host, reply.fields.client], ['tcp', 'inbound-reply', '198.51.100.1', '198.51.100.2:8023']);
+    assert.equal(reportedFlow({ ...UDP4, 'oob.prefix': 'someone-else' }, 'block'), undefined);
+    assert.equal(reportedFlow({ ...UDP4, dest_ip: undefined }, 'block'), undefined);
+    assert.equal(reportedFlow({ ...UDP4, 'ip.protocol': 132 }, 'block')!.fields.kind, 'ip');
+  });
+
+  test('one event per flow and window; what is held back is counted', () => {
+    const limiter = new FlowLimiter(60_000);
+    assert.equal(limiter.admit('a', 0), true);
+    assert.equal(limiter.admit('a', 59_999), false);
+    assert.equal(limiter.admit('b', 1), true);
+    assert.equal(limiter.admit('a', 60_000), true);
+    assert.equal(limiter.suppressed, 1);
+    const small = new FlowLimiter(60_000, 2);
+    small.admit('x', 0);
+    small.admit('y', 0);
+    small.admit('z', 0);
+    assert.equal(small.admit('x', 1), true, 'the oldest flow was forgotten, so it is reported again, not lost');
+  });
+});
+
+describe("netlog: following ulogd's file", () => {
+  test('lines appended later become events, a flood of one flow is one event, junk and half lines are handled', async () => {
+    const file = join(dir, 'nflog.json');
+    writeFileSync(file, `${JSON.stringify(UDP4)}\n`);
+    const events = new EventLog({ stdout: false });
+    const seen: EgressEvent[] = [];
+    events.subscribe((e) => seen.push(e));
+    const log = startNetfilterLog({ file, events, mode: () => 'block' });
+    const until = async (n: number) => {
+      for (let i = 0; i < 100 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
+    };
+    await until(1);
+    appendFileSync(file, `${JSON.stringify(UDP4)}\n${JSON.stringify(UDP4)}\nnot json\n${JSON.stringify(REPLY).slice(0, 20)}`);
+    await new Promise((r) => setTimeout(r, 150));
+    appendFileSync(file, `${JSON.stringify(REPLY).slice(20)}\n${JSON.stringify(ICMP6)}\n`);
+    await until(3);
+    await log.stop();
+    const decisions = seen as DecisionEvent[];
+    assert.deepEqual(
+      decisions.map((e) => [e.kind, e.host, e.reason]),
+      [
+        ['udp', '203.0.113.66', 'not-proxied'],
+        ['tcp', '198.51.100.1', 'inbound-reply'],
+        ['icmp', '2001:db8:2::66', 'not-proxied'],
+      ],
+    );
+    for (const e of decisions) validateEvent(JSON.parse(JSON.stringify(e)));
+    assert.deepEqual(log.stats(), { reported: 3, suppressed: 2, unreadable: 1 });
+  });
+
+  test('a file that does not exist yet is followed once ulogd creates it', async () => {
+    const file = join(dir, 'later.json');
+    const events = new EventLog({ stdout: false });
+    const seen: EgressEvent[] = [];
+    events.subscribe((e) => seen.push(e));
+    const log = startNetfilterLog({ file, events, mode: () => 'audit' });
+    await new Promise((r) => setTimeout(r, 100));
+    writeFileSync(file, `${JSON.stringify(UDP4)}\n`);
+    for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await log.stop();
+    assert.equal((seen[0] as DecisionEvent | undefined)?.decision, 'would-block');
+  });
+});
+
+describe('report: traffic around the proxy', () => {
+  const events = new EventLog({ stdout: false });
+  const seen: EgressEvent[] = [];
+  events.subscribe((e) => seen.push(e));
+  events.decision(reportedFlow(UDP4, 'audit')!.fields);
+  events.decision({
+    kind: 'connect',
+    client: '127.0.0.1:1',
+    host: 'allowed.test',
+    port: 443,
+    decision: 'allowed',
+    reason: 'allowed-endpoint',
+    rule: 'allowed.test',
+    message: '',
+    mode: 'audit',
+    ip: '203.0.113.10',
+  });
+
+  test('suggest lists it for the reader and never turns its address into allowed-ips', () => {
+    const suggestion = suggestPolicy(seen);
+    assert.deepEqual(suggestion.allowedIps, []);
+    assert.deepEqual(
+      suggestion.aroundProxy.map((e) => e.value),
+      ['udp 203.0.113.66:443'],
+    );
+    const yaml = renderPolicyYaml(suggestion, 'test');
+    assert.match(yaml, /# Not allowed by any entry: traffic that goes around the proxy/);
+    assert.match(yaml, /#   udp 203\.0\.113\.66:443/);
+    assert.doesNotMatch(yaml, /^ *- 203\.0\.113\.66/m);
+  });
+
+  test('replay counts it as blocked whatever the policy allows', () => {
+    const policy = buildPolicy({
+      'allowed-endpoints': { value: 'allowed.test', origin: { file: 't', line: 1 } },
+      'allowed-ips': { value: '203.0.113.0/24', origin: { file: 't', line: 2 } },
+      'trusted-ranges': { value: '203.0.113.0/24', origin: { file: 't', line: 3 } },
+    });
+    const result = replay(policy, seen);
+    assert.deepEqual(
+      result.blocked.map((b) => [b.host, b.port, b.reason]),
+      [['203.0.113.66', 443, 'not-proxied']],
+    );
+  });
+});
