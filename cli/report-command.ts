@@ -27,6 +27,8 @@ export async function reportCommand(argv: readonly string[], io: CommandIo = pro
   }
   const loaded = await loadEvents(source, single(args, 'job'));
   if (loaded.events.length === 0) io.stderr.write(`egress-guard: no decision events in ${loaded.source}\n`);
-  io.stdout.write(renderReport(buildReport(loaded.events, loaded.source, steps), format));
+  // Colour for a person at a terminal; never in a pipe, a file or a CI log, nor with NO_COLOR set.
+  const color = (io.stdout as { isTTY?: boolean }).isTTY === true && !io.env.NO_COLOR;
+  io.stdout.write(renderReport(buildReport(loaded.events, loaded.source, steps), format, { color }));
   return 0;
 }

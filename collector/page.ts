@@ -1,5 +1,6 @@
 import type { JobInfo } from './stores/event-store.js';
-import { destinationKey, type Connection, type Destination, type Summary } from '../report/summary.js';
+import { formatBytes, review, type ReviewRow } from '../report/review.js';
+import { destinationKey, type Connection, type Summary } from '../report/summary.js';
 
 /** Escape text for HTML element content and quoted attribute values. */
 export function esc(value: unknown): string {
@@ -18,7 +19,7 @@ h1{font-size:20px;margin:8px 0}h2{font-size:16px;margin:24px 0 8px}
 table{border-collapse:collapse;background:#fff;width:100%}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eaeef2}td.num{text-align:right}td.time,td code{white-space:nowrap}
-tr.blocked td{background:#ffebe9}tr.would-block td{background:#fff8c5}
+tr.blocked td{background:#ffebe9}tr.would-block td{background:#fff8c5}tr.flagged td:first-child{box-shadow:inset 4px 0 #cf222e}.flag{display:inline-block;padding:0 6px;border-radius:8px;background:#cf222e;color:#fff;font-size:12px;margin:1px}ul.findings{border-left:4px solid #cf222e;padding:6px 6px 6px 28px;background:#ffebe9}
 .badge{display:inline-block;white-space:nowrap;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff}
 .badge.blocked{background:#cf222e}.badge.would-block{background:#9a6700}.badge.allowed{background:#1a7f37}
 .totals span{margin-right:16px}
@@ -78,15 +79,25 @@ function timeCell(time: string): string {
   return `<td class="time" title="${esc(time)}">${esc(short)}</td>`;
 }
 
-function destinationRows(destinations: readonly Destination[]): string {
-  return destinations
+function destinationRows(rows: readonly ReviewRow[]): string {
+  return rows
     .map(
-      (d) =>
-        `<tr class="${esc(d.decision)}"><td>${badge(d.decision)}</td><td><code>${esc(destinationKey(d.host, d.port))}</code></td>` +
-        `<td>${esc(d.kinds.join(', '))}</td><td class="num">${d.count}</td>${timeCell(d.first)}${timeCell(d.last)}` +
-        `<td>${esc(d.reasons.join(', '))}</td><td>${esc(d.ips.join(', '))}</td><td class="num">${d.bytesIn}</td><td class="num">${d.bytesOut}</td></tr>`,
+      (r) =>
+        `<tr class="${esc(r.decision)}${r.flags.length > 0 ? ' flagged' : ''}"><td>${badge(r.decision)}</td><td><code>${esc(r.label)}</code></td>` +
+        `<td>${esc(r.kinds.join(', '))}</td><td class="num">${r.count}</td>${timeCell(r.first)}${timeCell(r.last)}` +
+        `<td>${esc(r.reasons.join(', '))}</td><td>${esc(r.ips.join(', '))}</td><td class="num" title="${r.bytesIn} bytes">${esc(formatBytes(r.bytesIn))}</td>` +
+        `<td class="num" title="${r.bytesOut} bytes">${esc(formatBytes(r.bytesOut))}</td>` +
+        `<td class="flags">${r.flags.map((f) => `<span class="flag" title="${esc(f.text)}">${esc(f.id)}</span>`).join(' ')}</td></tr>`,
     )
     .join('\n');
+}
+
+/** The rows that look like an attack, first and in words. */
+function findings(rows: readonly ReviewRow[]): string {
+  const flagged = rows.filter((r) => r.flags.length > 0);
+  if (flagged.length === 0) return '';
+  const items = flagged.flatMap((r) => r.flags.map((f) => `<li><code>${esc(r.label)}</code> (${esc(r.decision)}): ${esc(f.text)}</li>`));
+  return `<h2 id="findings">Looks like an attack, not a missing allowlist entry</h2><ul class="findings">${items.join('')}</ul>`;
 }
 
 const COLORS: Record<string, string> = { blocked: '#cf222e', 'would-block': '#bf8700', allowed: '#1a7f37' };
@@ -109,7 +120,7 @@ function timeline(summary: Summary): string {
     if (row === undefined) return [];
     const x = label + ((Date.parse(c.time) - start) / span) * plot;
     const w = Math.max(3, ((c.durationMs ?? 0) / span) * plot);
-    const tip = `${c.decision} ${destinationKey(c.host, c.port)} (${c.kind}) at ${c.time}${c.durationMs !== undefined ? `, ${c.durationMs} ms, ${c.bytesIn ?? 0} B in / ${c.bytesOut ?? 0} B out` : ''}`;
+    const tip = `${c.decision} ${destinationKey(c.host, c.port)} (${c.kind}) at ${c.time}${c.durationMs !== undefined ? `, ${c.durationMs} ms, ${formatBytes(c.bytesIn ?? 0)} in / ${formatBytes(c.bytesOut ?? 0)} out` : ''}`;
     return [
       `<rect x="${x.toFixed(1)}" y="${row * rowHeight + 4}" width="${w.toFixed(1)}" height="${rowHeight - 8}" fill="${COLORS[c.decision] ?? '#57606a'}"><title>${esc(tip)}</title></rect>`,
     ];
@@ -125,13 +136,15 @@ function timeline(summary: Summary): string {
 
 export function renderJobPage(job: string, summary: Summary, policyYaml: string, nonce: string): string {
   const t = summary.totals;
+  const rows = review(summary);
   const body = `<h1>Job <code>${esc(job)}</code></h1>
 <p class="totals"><span>${summary.decisions} decisions</span><span>${summary.destinations.length} destinations</span>
 <span>${badge('allowed')} ${t.allowed}</span><span>${badge('would-block')} ${t['would-block']}</span><span>${badge('blocked')} ${t.blocked}</span></p>
 <p class="muted">${esc(summary.first ?? '')} to ${esc(summary.last ?? '')}</p>
+${findings(rows)}
 <h2>Destinations</h2>
-<table id="destinations"><thead><tr><th>Decision</th><th>Destination</th><th>Kinds</th><th>Count</th><th>First seen</th><th>Last seen</th><th>Reason</th><th>Addresses</th><th>Bytes in</th><th>Bytes out</th></tr></thead>
-<tbody>${destinationRows(summary.destinations)}</tbody></table>
+<table id="destinations"><thead><tr><th>Decision</th><th>Destination</th><th>Kinds</th><th>Count</th><th>First seen</th><th>Last seen</th><th>Reason</th><th>Addresses</th><th>In</th><th>Out</th><th>Looks like</th></tr></thead>
+<tbody>${destinationRows(rows)}</tbody></table>
 <h2>Timeline</h2>
 ${timeline(summary)}
 <h2>Suggested policy</h2>

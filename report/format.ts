@@ -1,6 +1,7 @@
 import type { EgressEvent } from '../events/schema.js';
 import { stepAt, type JobStep } from './steps.js';
-import { destinationKey, isDecision, summarize, type Destination, type Summary } from './summary.js';
+import { formatBytes, review, type ReviewRow } from './review.js';
+import { isDecision, summarize, type Summary } from './summary.js';
 
 export type ReportFormat = 'table' | 'markdown' | 'json';
 export const REPORT_FORMATS: readonly ReportFormat[] = ['table', 'markdown', 'json'];
@@ -9,11 +10,14 @@ export interface StepSection {
   step: string;
   number?: number;
   summary: Summary;
+  review?: ReviewRow[];
 }
 
 export interface Report {
   source: string;
   summary: Summary;
+  /** The rows a reviewer reads: grouped by registrable domain, attack-looking ones flagged and first. */
+  review: ReviewRow[];
   /** Present when step timings were given: the events grouped by the step that was running. */
   steps?: StepSection[];
 }
@@ -21,7 +25,8 @@ export interface Report {
 export const OUTSIDE_STEPS = '(outside any step)';
 
 export function buildReport(events: readonly EgressEvent[], source: string, steps?: readonly JobStep[]): Report {
-  const report: Report = { source, summary: summarize(events) };
+  const summary = summarize(events);
+  const report: Report = { source, summary, review: review(summary) };
   if (!steps) return report;
   const groups = new Map<JobStep | undefined, Set<string>>();
   for (const e of events) {
@@ -37,12 +42,20 @@ export function buildReport(events: readonly EgressEvent[], source: string, step
     ...(step?.number !== undefined && { number: step.number }),
     summary: summarize(events.filter((e) => groups.get(step)!.has(e.id))),
   }));
+  for (const section of report.steps) section.review = review(section.summary);
   return report;
 }
 
-export function renderReport(report: Report, format: ReportFormat): string {
+/** `color`: ANSI colours for a terminal (the CLI asks for them on a TTY without NO_COLOR). */
+export function renderReport(report: Report, format: ReportFormat, options: { color?: boolean } = {}): string {
   if (format === 'json') return `${JSON.stringify(report, null, 2)}\n`;
-  return format === 'markdown' ? renderMarkdown(report) : renderTable(report);
+  return format === 'markdown' ? renderMarkdown(report) : renderTable(report, options.color === true);
+}
+
+/** The flagged rows of a report, every section's when steps were given. */
+function flagged(report: Report): ReviewRow[] {
+  const rows = report.steps ? report.steps.flatMap((s) => s.review ?? []) : report.review;
+  return rows.filter((r) => r.flags.length > 0);
 }
 
 function totalsLine(s: Summary): string {
@@ -75,32 +88,65 @@ function table(rows: string[][], rightAligned: Set<number>): string {
     .join('\n');
 }
 
-function destinationTable(destinations: readonly Destination[]): string {
-  if (destinations.length === 0) return '(no connections)';
-  const rows = [['DECISION', 'DESTINATION', 'KINDS', 'COUNT', 'FIRST', 'LAST', 'REASON']];
-  for (const d of destinations) {
-    rows.push([d.decision, destinationKey(d.host, d.port), d.kinds.join(','), String(d.count), clock(d.first), clock(d.last), d.reasons.join(',')]);
+const ANSI = { red: '\x1b[31m', yellow: '\x1b[33m', green: '\x1b[32m', bold: '\x1b[1m', reset: '\x1b[0m' };
+const DECISION_COLOR: Record<ReviewRow['decision'], string> = { blocked: ANSI.red, 'would-block': ANSI.yellow, allowed: ANSI.green };
+
+function destinationTable(rows: readonly ReviewRow[], color: boolean): string {
+  if (rows.length === 0) return '(no connections)';
+  const cells = [['DECISION', 'DESTINATION', 'KINDS', 'COUNT', 'OUT', 'IN', 'FIRST', 'LAST', 'REASON', 'LOOKS LIKE']];
+  for (const r of rows) {
+    cells.push([
+      r.decision,
+      r.label,
+      r.kinds.join(','),
+      String(r.count),
+      formatBytes(r.bytesOut),
+      formatBytes(r.bytesIn),
+      clock(r.first),
+      clock(r.last),
+      r.reasons.join(','),
+      r.flags.map((f) => f.id).join(','),
+    ]);
   }
-  return table(rows, new Set([3]));
+  const text = table(cells, new Set([3, 4, 5]));
+  if (!color) return text;
+  // Colour after padding, so the columns stay aligned.
+  const lines = text.split('\n');
+  return lines
+    .map((line, i) => {
+      if (i === 0) return `${ANSI.bold}${line}${ANSI.reset}`;
+      const row = rows[i - 1]!;
+      const decision = row.decision;
+      const coloured = `${DECISION_COLOR[decision]}${decision}${ANSI.reset}${line.slice(decision.length)}`;
+      return row.flags.length > 0 ? `${ANSI.bold}${coloured}${ANSI.reset}` : coloured;
+    })
+    .join('\n');
 }
 
-function renderTable(report: Report): string {
+function findingsText(report: Report, color: boolean): string[] {
+  const rows = flagged(report);
+  if (rows.length === 0) return [];
+  const mark = color ? `${ANSI.red}${ANSI.bold}!${ANSI.reset}` : '!';
+  return ['Looks like an attack, not a missing allowlist entry:', ...rows.flatMap((r) => r.flags.map((f) => `  ${mark} ${r.label} (${r.decision}): ${f.text}`)), ''];
+}
+
+function renderTable(report: Report, color: boolean): string {
   const s = report.summary;
-  const out = [`egress-guard report (${report.source}): ${headline(report)}`, totalsLine(s), ''];
+  const out = [`egress-guard report (${report.source}): ${headline(report)}`, totalsLine(s), '', ...findingsText(report, color)];
   if (report.steps) {
     for (const section of report.steps) {
       out.push(`== ${section.number !== undefined ? `Step ${section.number}: ` : ''}${section.step} (${section.summary.decisions} decisions; ${totalsLine(section.summary)})`);
-      out.push(destinationTable(section.summary.destinations), '');
+      out.push(destinationTable(section.review ?? review(section.summary), color), '');
     }
   } else {
-    out.push(destinationTable(s.destinations), '');
+    out.push(destinationTable(report.review, color), '');
   }
   return `${out.join('\n').trimEnd()}\n`;
 }
 
 // ---- markdown ----
 
-const BADGE: Record<Destination['decision'], string> = { blocked: '⛔ blocked', 'would-block': '⚠️ would-block', allowed: '✅ allowed' };
+const BADGE: Record<ReviewRow['decision'], string> = { blocked: '⛔ blocked', 'would-block': '⚠️ would-block', allowed: '✅ allowed' };
 
 /** Make text safe inside a GitHub-flavoured markdown table cell (no HTML, no cell breaks). */
 function cell(text: string): string {
@@ -111,15 +157,27 @@ function code(text: string): string {
   return `\`${text.replace(/[`\r\n|]/g, '')}\``;
 }
 
-function destinationMarkdown(destinations: readonly Destination[]): string {
-  if (destinations.length === 0) return '_No connections._';
-  const rows = ['| Decision | Destination | Kinds | Count | First seen | Last seen | Reason |', '| --- | --- | --- | ---: | --- | --- | --- |'];
-  for (const d of destinations) {
-    rows.push(
-      `| ${BADGE[d.decision]} | ${code(destinationKey(d.host, d.port))} | ${cell(d.kinds.join(', '))} | ${d.count} | ${cell(clock(d.first))} | ${cell(clock(d.last))} | ${cell(d.reasons.join(', '))} |`,
+const FLAG_BADGE = '🚩';
+
+function destinationMarkdown(rows: readonly ReviewRow[]): string {
+  if (rows.length === 0) return '_No connections._';
+  const lines = [
+    '| Decision | Destination | Kinds | Count | Out | In | First seen | Last seen | Reason | Looks like |',
+    '| --- | --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |',
+  ];
+  for (const r of rows) {
+    const flags = r.flags.length > 0 ? `${FLAG_BADGE} ${cell(r.flags.map((f) => f.id).join(', '))}` : '';
+    lines.push(
+      `| ${BADGE[r.decision]} | ${code(r.label)} | ${cell(r.kinds.join(', '))} | ${r.count} | ${formatBytes(r.bytesOut)} | ${formatBytes(r.bytesIn)} | ${cell(clock(r.first))} | ${cell(clock(r.last))} | ${cell(r.reasons.join(', '))} | ${flags} |`,
     );
   }
-  return rows.join('\n');
+  return lines.join('\n');
+}
+
+function findingsMarkdown(report: Report): string[] {
+  const rows = flagged(report);
+  if (rows.length === 0) return [];
+  return ['#### 🚩 Looks like an attack, not a missing allowlist entry', '', ...rows.flatMap((r) => r.flags.map((f) => `- ${code(r.label)} (${r.decision}): ${cell(f.text)}`)), ''];
 }
 
 function renderMarkdown(report: Report): string {
@@ -129,14 +187,15 @@ function renderMarkdown(report: Report): string {
     '',
     `**${s.totals.allowed}** allowed · **${s.totals['would-block']}** would-block · **${s.totals.blocked}** blocked`,
     '',
+    ...findingsMarkdown(report),
   ];
   if (report.steps) {
     for (const section of report.steps) {
       out.push(`#### ${section.number !== undefined ? `Step ${section.number}: ` : ''}${cell(section.step)}`, '');
-      out.push(destinationMarkdown(section.summary.destinations), '');
+      out.push(destinationMarkdown(section.review ?? review(section.summary)), '');
     }
   } else {
-    out.push(destinationMarkdown(s.destinations), '');
+    out.push(destinationMarkdown(report.review), '');
   }
   return `${out.join('\n').trimEnd()}\n`;
 }

@@ -28,21 +28,27 @@ describe('egress-guard report', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('prints a terminal table: blocked and would-block first, counts, first/last seen; skips operational lines', async () => {
+  it('prints a terminal table: what looks like an attack first, then blocked and would-block, sizes people read; skips operational lines', async () => {
     const { code, stdout } = await report([FIXTURE]);
     assert.equal(code, 0);
+    assert.ok(!stdout.includes('\x1b['), 'no colour when stdout is not a terminal');
     const lines = stdout.split('\n');
     assert.match(lines[0]!, new RegExp(`job ${JOB}: 16 destinations, 33 decisions`));
     assert.equal(lines[1], 'allowed 18, would-block 15, blocked 0');
-    assert.match(lines[3]!, /^DECISION\s+DESTINATION\s+KINDS\s+COUNT\s+FIRST\s+LAST\s+REASON$/);
+    assert.equal(lines[3], 'Looks like an attack, not a missing allowlist entry:');
+    assert.equal(lines[4], '  ! 203.0.113.50:8080 (would-block): a connection to a raw IP address, with no name looked up');
+    const header = lines.findIndex((l) => l.startsWith('DECISION'));
+    assert.match(lines[header]!, /^DECISION\s+DESTINATION\s+KINDS\s+COUNT\s+OUT\s+IN\s+FIRST\s+LAST\s+REASON\s+LOOKS LIKE$/);
     const rows = lines
-      .slice(4)
+      .slice(header + 1)
       .filter(Boolean)
-      .map((l) => l.split(/\s+/));
+      .map((l) => l.split(/\s{2,}/));
     assert.equal(rows.length, 16);
-    assert.deepEqual(rows[0]!.slice(0, 4), ['would-block', 'cdn1.assets.example.com:443', 'connect', '2']);
+    assert.deepEqual(rows[0]!.slice(0, 4), ['would-block', '203.0.113.50:8080', 'http', '1']);
+    assert.equal(rows[0]!.at(-1), 'raw-ip', 'the flagged row is first');
+    assert.deepEqual(rows[1]!.slice(0, 4), ['would-block', 'cdn1.assets.example.com:443', 'connect', '2']);
     const npm = rows.find((r) => r[1] === 'registry.npmjs.org:443')!;
-    assert.deepEqual(npm, ['allowed', 'registry.npmjs.org:443', 'connect', '12', '10:00:11', '10:00:22', 'allowed-endpoint']);
+    assert.deepEqual(npm, ['allowed', 'registry.npmjs.org:443', 'connect', '12', '18 KiB', '650 KiB', '10:00:11', '10:00:22', 'allowed-endpoint']);
     assert.ok(rows.findIndex((r) => r[0] === 'allowed') > rows.map((r) => r[0]).lastIndexOf('would-block'));
     assert.ok(!stdout.includes('egress-guard started'));
   });
@@ -62,6 +68,7 @@ describe('egress-guard report', () => {
     assert.equal(code, 0);
     const headings = stdout.split('\n').filter((l) => l.startsWith('#### '));
     assert.deepEqual(headings, [
+      '#### 🚩 Looks like an attack, not a missing allowlist entry',
       '#### Step 2: Run actions/checkout@v4',
       '#### Step 3: Run actions/setup-node@v4',
       '#### Step 4: Run npm ci',
