@@ -7,6 +7,7 @@ import {
   removalCommands,
   type Family,
   type InboundPort,
+  type OnLinkPrefix,
   type RuleOptions,
   type RulesMode,
 } from '../rules/iptables-rules.js';
@@ -69,7 +70,7 @@ function logConfig(args: ReturnType<typeof parseArgs>): string {
 }
 
 /** The IPv6 prefixes on this namespace's links (neighbour discovery may reach them). */
-async function onLinkV6(): Promise<string[]> {
+async function onLinkV6(): Promise<OnLinkPrefix[]> {
   const routes = await execRunner('ip', ['-o', '-6', 'route', 'show']);
   return routes.code === 0 ? onLinkPrefixes(routes.stdout) : [];
 }

@@ -19,7 +19,7 @@ h1{font-size:20px;margin:8px 0}h2{font-size:16px;margin:24px 0 8px}
 table{border-collapse:collapse;background:#fff;width:100%}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eaeef2}td.num{text-align:right}td.time,td code{white-space:nowrap}
-tr.blocked td{background:#ffebe9}tr.would-block td{background:#fff8c5}tr.flagged td:first-child{box-shadow:inset 4px 0 #cf222e}.flag{display:inline-block;padding:0 6px;border-radius:8px;background:#cf222e;color:#fff;font-size:12px;margin:1px}ul.findings{border-left:4px solid #cf222e;padding:6px 6px 6px 28px;background:#ffebe9}
+tr.blocked td{background:#ffebe9}tr.would-block td{background:#fff8c5}tr.flagged td:first-child{box-shadow:inset 4px 0 #cf222e}.flag{display:inline-block;padding:0 6px;border-radius:8px;background:#cf222e;color:#fff;font-size:12px;margin:1px}td.num{white-space:nowrap}ul.findings{border-left:4px solid #cf222e;padding:6px 6px 6px 28px;background:#ffebe9}
 .badge{display:inline-block;white-space:nowrap;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff}
 .badge.blocked{background:#cf222e}.badge.would-block{background:#9a6700}.badge.allowed{background:#1a7f37}
 .totals span{margin-right:16px}

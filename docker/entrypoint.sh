@@ -83,6 +83,8 @@ start_netfilter_log() {
   fi
   local dir=/var/lib/egress-guard/netlog
   mkdir -p "$dir"
+  # A fresh file: ulogd appends, and a restarted container must not report the last run's packets again.
+  : >"$dir/nflog.json"
   "${EG[@]}" rules log-config --json-file "$dir/nflog.json" --log-file "$dir/ulogd.log" >"$dir/ulogd.conf"
   if ulogd -d -c "$dir/ulogd.conf"; then
     export EGRESS_NETFILTER_LOG="$dir/nflog.json"

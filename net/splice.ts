@@ -84,7 +84,8 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   // Done when both sockets have closed. A socket that closes without having had its FIN (destroyed: a reset,
   // the drain at shutdown) takes the relay down with it; one that closed cleanly waits for the other.
   const onCloseOf = (socket: Socket, other: Socket) => () => {
-    if (other.closed || !socket.readableEnded) finish();
+    // Closed cleanly means both directions done: its FIN came (readableEnded) and ours went (writableFinished).
+    if (other.closed || !socket.readableEnded || !socket.writableFinished) finish();
   };
   const onClientClose = onCloseOf(client, upstream);
   const onUpstreamClose = onCloseOf(upstream, client);

@@ -1,9 +1,9 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { EventLog } from '../events/event-log.js';
 import type { Mode } from '../policy/index.js';
-import { FlowLimiter, reportedFlow, type NflogRecord } from './report.js';
+import { FlowLimiter, reportedFlow, sentByJob, type NflogRecord } from './report.js';
 
 export interface NetfilterLogStats {
   /** Events written for reported packets. */
@@ -12,6 +12,10 @@ export interface NetfilterLogStats {
   suppressed: number;
   /** Lines that were not a report of ours. */
   unreadable: number;
+  /** Packets the kernel sent on its own (no job process behind them: resets, ICMP errors, late ACKs). */
+  kernel: number;
+  /** Reports from before this sidecar started (a file ulogd appended to across restarts). */
+  stale: number;
 }
 
 export interface NetfilterLog {
@@ -40,7 +44,10 @@ const MAX_LINE = 16 * 1024;
 export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   const { events } = options;
   const limiter = new FlowLimiter(options.windowMs);
-  const stats = { reported: 0, unreadable: 0 };
+  const stats = { reported: 0, unreadable: 0, kernel: 0, stale: 0 };
+  const startedSec = Math.floor(Date.now() / 1000) - 1;
+  let discarding = false;
+  let inode: number | undefined;
   let handle: FileHandle | undefined;
   let watcher: FSWatcher | undefined;
   let offset = 0;
@@ -50,18 +57,19 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   let stopped = false;
   let reportedSuppressed = 0;
 
-  const onLine = (line: string) => {
-    if (line.trim() === '') return;
-    let record: NflogRecord;
-    try {
-      record = JSON.parse(line) as NflogRecord;
-    } catch {
+  const onRecord = (record: NflogRecord) => {
+    const time = record['oob.time.sec'];
+    if (Number.isInteger(time) && time! < startedSec) {
+      stats.stale++;
+      return;
+    }
+    const flow = reportedFlow(record, options.mode());
+    if (!flow) {
       stats.unreadable++;
       return;
     }
-    const flow = typeof record === 'object' && record !== null ? reportedFlow(record, options.mode()) : undefined;
-    if (!flow) {
-      stats.unreadable++;
+    if (!sentByJob(record)) {
+      stats.kernel++;
       return;
     }
     if (!limiter.admit(flow.key)) return;
@@ -69,24 +77,80 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     events.decision(flow.fields);
   };
 
+  const onLine = (line: string) => {
+    if (line.trim() === '') return;
+    let record: unknown;
+    try {
+      record = JSON.parse(line);
+    } catch {
+      stats.unreadable++;
+      return;
+    }
+    if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+      stats.unreadable++;
+      return;
+    }
+    // A line is data from a file: whatever is in it, the lines after it are still read.
+    try {
+      onRecord(record as NflogRecord);
+    } catch (err) {
+      stats.unreadable++;
+      events.log.debug({ err: (err as Error).message }, 'netfilter log: line not understood');
+    }
+  };
+
+  /** A new file at the path (rotated by rename, or made anew): follow it from its start. */
+  const reopenIfReplaced = async () => {
+    let current: number;
+    try {
+      current = (await stat(options.file)).ino;
+    } catch {
+      return; // renamed away and not yet made anew: keep reading the old one
+    }
+    if (inode === undefined || current === inode) return;
+    await handle?.close();
+    handle = await open(options.file, 'r');
+    inode = current;
+    offset = 0;
+    partial = '';
+    discarding = false;
+    watcher?.close();
+    watcher = watch(options.file, () => kick());
+  };
+
   const readMore = async () => {
+    await reopenIfReplaced();
     if (!handle) return;
     const buffer = Buffer.alloc(READ_CHUNK);
     for (;;) {
       const { size } = await handle.stat();
-      // ulogd started a new file (log rotation, a restart that truncated it): read it from its start.
-      if (size < offset) offset = 0;
+      // Truncated in place (copytruncate, a restart): read it from its start, and forget a half-read line.
+      if (size < offset) {
+        offset = 0;
+        partial = '';
+        discarding = false;
+      }
       const { bytesRead } = await handle.read(buffer, 0, READ_CHUNK, offset);
       if (bytesRead === 0) return;
       offset += bytesRead;
-      const text = partial + buffer.toString('utf8', 0, bytesRead);
-      const lines = text.split('\n');
+      const lines = (partial + buffer.toString('utf8', 0, bytesRead)).split('\n');
       partial = lines.pop() ?? '';
-      if (partial.length > MAX_LINE) {
-        stats.unreadable++;
-        partial = '';
+      if (discarding) {
+        // Inside a line too long to be a report (already counted): skip to its end.
+        if (lines.length === 0) {
+          partial = '';
+          continue;
+        }
+        lines.shift();
+        discarding = false;
       }
       for (const line of lines) onLine(line);
+      if (partial.length > MAX_LINE) {
+        // No report is this long: drop it, and the rest of it up to its newline, counted once.
+        stats.unreadable++;
+        partial = '';
+        discarding = true;
+      }
     }
   };
 
@@ -124,6 +188,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       return;
     }
     if (stopped) return void handle.close();
+    inode = (await handle.stat()).ino;
     watcher = watch(options.file, () => kick());
     events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
     kick();

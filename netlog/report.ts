@@ -1,4 +1,5 @@
 import type { DecisionFields, RequestKind } from '../events/schema.js';
+import { isIP } from 'node:net';
 import { formatHostPort, type Mode, type Reason } from '../policy/index.js';
 
 /**
@@ -17,6 +18,8 @@ export interface NflogRecord {
   dest_port?: number;
   'icmp.type'?: number;
   'icmpv6.type'?: number;
+  'tcp.syn'?: number | boolean;
+  'oob.time.sec'?: number;
 }
 
 const PREFIX_REASON: Record<string, Reason> = { 'eg:out': 'not-proxied', 'eg:reply': 'inbound-reply', 'eg:own': 'own-connection' };
@@ -43,20 +46,36 @@ function hint(kind: RequestKind, port: number): string {
   return '';
 }
 
+const isPort = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535;
+
 /**
- * The decision event of a packet the rules reported, or undefined for a record that is not one of ours or
- * lacks addresses. `mode` is the rules' (the policy's: a reload cannot change it, see sidecar.ts).
+ * Whether a job process sent the packet. Packets the kernel sends on its own (a reset or an ICMP error in
+ * answer to an outside host's probe, the last ACKs of a connection egress-guard has closed) carry no socket
+ * owner: the rules refuse them all the same, but they are no attempt of the job's. A TCP SYN-ACK is the one
+ * job packet without an owner (the listener's half-open socket): a job service answering an outside host.
+ */
+export function sentByJob(record: NflogRecord): boolean {
+  if (Number.isInteger(record['oob.uid'])) return true;
+  return record['oob.prefix'] === 'eg:reply' && (record['ip.protocol'] ?? record['ip6.nexthdr']) === 6 && (record['tcp.syn'] === 1 || record['tcp.syn'] === true);
+}
+
+/**
+ * The decision event of a packet the rules reported, or undefined for a record that is not one of ours (or is
+ * malformed: a line is data from a file, every field is checked). `mode` is the rules' (the policy's: a reload
+ * cannot change it, see sidecar.ts).
  */
 export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | undefined {
-  const reason = PREFIX_REASON[record['oob.prefix'] ?? ''];
+  const prefix = record['oob.prefix'];
+  const reason = typeof prefix === 'string' && Object.hasOwn(PREFIX_REASON, prefix) ? PREFIX_REASON[prefix] : undefined;
   const protocolNumber = record['ip.protocol'] ?? record['ip6.nexthdr'];
-  if (!reason || !record.src_ip || !record.dest_ip || protocolNumber === undefined) return undefined;
-  const protocol = PROTOCOL[protocolNumber] ?? { kind: 'ip' as const, name: `IP protocol ${protocolNumber}` };
+  if (!reason || typeof record.src_ip !== 'string' || typeof record.dest_ip !== 'string' || !isIP(record.src_ip) || !isIP(record.dest_ip)) return undefined;
+  if (!Number.isInteger(protocolNumber) || protocolNumber! < 0 || protocolNumber! > 255) return undefined;
+  const protocol = (Object.hasOwn(PROTOCOL, protocolNumber!) ? PROTOCOL[protocolNumber!] : undefined) ?? { kind: 'ip' as const, name: `IP protocol ${protocolNumber}` };
   const hasPorts = protocol.kind === 'udp' || protocol.kind === 'tcp';
-  const port = hasPorts ? (record.dest_port ?? 0) : 0;
-  const source = hasPorts ? formatHostPort(record.src_ip, record.src_port ?? 0) : record.src_ip;
+  const port = hasPorts && isPort(record.dest_port) ? record.dest_port : 0;
+  const source = hasPorts ? formatHostPort(record.src_ip, isPort(record.src_port) ? record.src_port : 0) : record.src_ip;
   const destination = hasPorts ? formatHostPort(record.dest_ip, port) : record.dest_ip;
-  const icmpType = record['icmp.type'] ?? record['icmpv6.type'];
+  const icmpType = [record['icmp.type'], record['icmpv6.type']].find((t) => Number.isInteger(t));
   const what = `${protocol.name}${icmpType !== undefined ? ` type ${icmpType}` : ''} from ${source} to ${destination}`;
   const outcome = mode === 'block' ? 'refused by the redirect rules' : 'block mode refuses it';
   const message =

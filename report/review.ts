@@ -29,7 +29,7 @@ const HEX_LIKE = /^(?=(?:[^0-9]*[0-9]){3})[0-9a-z]+$/;
 const HEX_LIKE_ENTROPY = 3.0;
 /** DNS tunnelling: this many encoded names under one domain. */
 const TUNNEL_NAMES = 3;
-/** An upload this much larger than the download, and at least this large. */
+/** An upload this much larger than the download, and at least this large, to a destination not allowed. */
 const UPLOAD_RATIO = 10;
 const UPLOAD_MIN_BYTES = 64 * 1024;
 
@@ -110,7 +110,8 @@ function flagsOf(row: ReviewRow): Flag[] {
   if (encoded.length >= TUNNEL_NAMES) flags.push({ id: 'dns-tunnelling', text: `${encoded.length} names with long random labels under one domain: data encoded in DNS queries` });
   if (row.reasons.includes('raw-ip')) flags.push({ id: 'raw-ip', text: 'a connection to a raw IP address, with no name looked up' });
   if (row.reasons.includes('sni-mismatch')) flags.push({ id: 'fronting', text: 'the name claimed (SNI or Host) is not where the connection went: fronting or a forged SNI' });
-  if (row.bytesOut >= UPLOAD_MIN_BYTES && row.bytesOut >= UPLOAD_RATIO * row.bytesIn) {
+  // Only where the policy would not allow it: an allowed cache or artifact upload is the job's own business.
+  if (row.decision !== 'allowed' && row.bytesOut >= UPLOAD_MIN_BYTES && row.bytesOut >= UPLOAD_RATIO * row.bytesIn) {
     flags.push({ id: 'upload', text: `uploaded ${formatBytes(row.bytesOut)} and downloaded ${formatBytes(row.bytesIn)}` });
   }
   if (row.reasons.some((r) => r === 'not-proxied' || r === 'inbound-reply' || r === 'own-connection')) {

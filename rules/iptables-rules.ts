@@ -45,11 +45,17 @@ export interface RuleOptions {
    * Prefixes on the runner's own links, per family (routes without a gateway): neighbour discovery may reach
    * them. `rules apply` reads them from the routing table; nothing sent there leaves the link.
    */
-  onLink?: Partial<Record<Family, readonly string[]>>;
+  onLink?: Partial<Record<Family, readonly OnLinkPrefix[]>>;
   /** DHCP servers a renewal may be sent to by unicast (e.g. a cloud's off-link one); broadcast always works. */
   dhcpServers?: readonly string[];
   /** NFLOG group for reports (default NFLOG_GROUP). */
   nflogGroup?: number;
+}
+
+/** A prefix on one of the runner's links, and that link (a packet to it leaves through nothing else). */
+export interface OnLinkPrefix {
+  prefix: string;
+  dev: string;
 }
 
 export interface InboundPort {
@@ -88,8 +94,10 @@ function natRules(family: Family, o: RuleOptions): string[][] {
   ];
 }
 
-/** Neighbour discovery: router solicitation, neighbour solicitation and advertisement, MLDv2 reports. */
-const NEIGHBOUR_DISCOVERY_TYPES = ['133', '135', '136', '143'];
+/** Neighbour discovery: router solicitation and MLDv2 reports go to link-scope multicast only ... */
+const MULTICAST_ND_TYPES = ['133', '143'];
+/** ... neighbour solicitation and advertisement also to a neighbour's own address (address resolution, NUD). */
+const NEIGHBOUR_TYPES = ['135', '136'];
 
 /**
  * What returns from the filter chain besides egress-guard's own traffic, each with what it exists for. None
@@ -104,7 +112,9 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
     // Redirected connections: filter OUTPUT sees them with the loopback destination nat OUTPUT gave them
     // (the output interface is still the one routed to before the rewrite).
     ['-d', v4 ? '127.0.0.0/8' : '::1/128', '-j', 'RETURN'],
-    ['-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'RETURN'],
+    // Only the job's own connections: an outside host's connection that a PREROUTING rule redirected inbound is
+    // DNAT too, and what the job sends back on it is REPLY.
+    ['-m', 'conntrack', '--ctstate', 'DNAT', '--ctdir', 'ORIGINAL', '-j', 'RETURN'],
     // Later packets of connections the job's side opened and the rules let through (DHCP, neighbour
     // discovery). Not --ctdir REPLY: that is the job answering a connection an outside host opened.
     ['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '--ctdir', 'ORIGINAL', '-j', 'RETURN'],
@@ -116,10 +126,13 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
     // DHCP: broadcast (discover, request, rebinding) stays on the link; unicast only to named servers.
     rules.push(['-p', 'udp', '--sport', '68', '--dport', '67', '-d', '255.255.255.255', '-j', 'RETURN']);
   } else {
-    // Without neighbour discovery IPv6 stops working altogether: allowed to link-scope destinations only.
-    const linkScope = ['fe80::/10', 'ff02::/16', ...(o.onLink?.[6] ?? [])];
-    for (const type of NEIGHBOUR_DISCOVERY_TYPES) {
-      for (const destination of linkScope) rules.push(['-p', 'ipv6-icmp', '--icmpv6-type', type, '-d', destination, '-j', 'RETURN']);
+    // Without neighbour discovery IPv6 stops working altogether: allowed to link-scope destinations only, and
+    // to a neighbour on one of the runner's own links only out through that link (-o).
+    for (const type of [...MULTICAST_ND_TYPES, ...NEIGHBOUR_TYPES]) {
+      for (const destination of ['fe80::/10', 'ff02::/16']) rules.push(['-p', 'ipv6-icmp', '--icmpv6-type', type, '-d', destination, '-j', 'RETURN']);
+    }
+    for (const type of NEIGHBOUR_TYPES) {
+      for (const link of o.onLink?.[6] ?? []) rules.push(['-o', link.dev, '-p', 'ipv6-icmp', '--icmpv6-type', type, '-d', link.prefix, '-j', 'RETURN']);
     }
     // DHCPv6 from a link-local address to All_DHCP_Relay_Agents_and_Servers.
     rules.push(['-p', 'udp', '--sport', '546', '--dport', '547', '-s', 'fe80::/10', '-d', 'ff02::1:2', '-j', 'RETURN']);
@@ -173,20 +186,26 @@ export function parseInboundPort(text: string): InboundPort | undefined {
   return { protocol: (m[2] ?? 'tcp') as InboundPort['protocol'], port: Number(m[1]) };
 }
 
+/** The shortest prefix taken as one link: a shorter one is a routing decision (a VPN's 2000::/3), not a link. */
+const MIN_ON_LINK_PREFIX = 64;
+
 /**
- * Prefixes on the runner's links from `ip -o [-6] route show` output: routes without a gateway, but not
- * the default route, link-local or multicast (covered on their own), nor local/broadcast entries.
+ * Prefixes on the runner's links from `ip -o -6 route show` output: the routes the kernel made for an address
+ * configured on an interface (`proto kernel`, no gateway, /64 or longer), with their device. Routes a VPN or a
+ * user added (`::/1 dev tun0`) are not links: neighbour discovery there would leave through the tunnel.
  */
-export function onLinkPrefixes(routeOutput: string): string[] {
-  const prefixes: string[] = [];
+export function onLinkPrefixes(routeOutput: string): OnLinkPrefix[] {
+  const links: OnLinkPrefix[] = [];
   for (const line of routeOutput.split('\n')) {
     const words = line.trim().split(/\s+/);
-    const prefix = words[0];
-    if (!prefix || words.includes('via') || ['default', 'local', 'broadcast', 'multicast', 'unreachable', 'blackhole', 'prohibit'].includes(prefix)) continue;
-    if (/^(fe80|ff[0-9a-f]{2}):/i.test(prefix)) continue;
-    prefixes.push(prefix);
+    const m = /^([0-9a-f:]+)\/(\d{1,3})$/i.exec(words[0] ?? '');
+    const dev = words[words.indexOf('dev') + 1];
+    if (!m || !dev || words.indexOf('dev') === -1 || words.includes('via')) continue;
+    if (words[words.indexOf('proto') + 1] !== 'kernel' || Number(m[2]) < MIN_ON_LINK_PREFIX) continue;
+    if (/^(fe80|ff[0-9a-f]{2}):/i.test(m[1]!)) continue;
+    links.push({ prefix: words[0]!, dev });
   }
-  return prefixes;
+  return links;
 }
 
 const WAIT = ['-w', '5'];

@@ -96,6 +96,9 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
   server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     const client = clientOf(socket);
     socket.on('error', () => socket.destroy());
+    // Bytes sent along with the CONNECT are the tunnel's first: put back at once, before a FIN that came with
+    // them ends the socket's reading (then they could not be put back); checked with the rest, not relayed ahead.
+    if (head.length > 0) socket.unshift(head);
     const authority = parseAuthority(req.url ?? '');
     if (!authority) {
       writeRawError(socket, 400, `CONNECT needs host:port, got "${req.url}"`);
@@ -130,8 +133,6 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
           return;
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-        // Bytes sent along with the CONNECT are the tunnel's first: checked with the rest, not relayed ahead.
-        if (head.length > 0) socket.unshift(head);
         const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
         options.tunnel({ client: socket, upstream, authorization: auth, ...relayTimeouts(options), clientGate });
       })

@@ -58,7 +58,12 @@ describe('rule generation (pure)', () => {
   });
 
   test('every exemption is scoped: DHCP to broadcast, neighbour discovery to the link, ESTABLISHED to what the job opened', () => {
-    const filter = applyCommands({ ...options, inboundPorts: [{ protocol: 'tcp', port: 22 }], onLink: { 6: ['2001:db8:1::/64'] }, dhcpServers: ['168.63.129.16'] })
+    const filter = applyCommands({
+      ...options,
+      inboundPorts: [{ protocol: 'tcp', port: 22 }],
+      onLink: { 6: [{ prefix: '2001:db8:1::/64', dev: 'egr0' }] },
+      dhcpServers: ['168.63.129.16'],
+    })
       .map(line)
       .filter((c) => c.includes(`-A ${FILTER_CHAIN}`));
     const returns = filter.filter((c) => c.endsWith('-j RETURN'));
@@ -68,6 +73,13 @@ describe('rule generation (pure)', () => {
     assert.ok(returns.some((c) => c.startsWith('iptables') && c.includes('--sport 68 --dport 67 -d 168.63.129.16')));
     assert.ok(!returns.some((c) => c.startsWith('ip6tables') && c.includes('168.63.129.16')));
     for (const r of returns.filter((c) => c.includes('ipv6-icmp'))) assert.match(r, / -d (fe80::\/10|ff02::\/16|2001:db8:1::\/64) /, r);
+    // To an on-link prefix only neighbour solicitations/advertisements, and only out through that link.
+    const onLink = returns.filter((c) => c.includes('2001:db8:1::/64'));
+    assert.deepEqual(
+      onLink.map((c) => /--icmpv6-type (\d+)/.exec(c)?.[1]),
+      ['135', '136'],
+    );
+    for (const r of onLink) assert.match(r, /-o egr0 /);
     const established = returns.filter((c) => c.includes('ESTABLISHED'));
     assert.ok(established.length > 0);
     for (const r of established) {
@@ -87,8 +99,13 @@ describe('rule generation (pure)', () => {
       'default via 2001:db8:1::1 dev egr0 metric 1024 pref medium',
       '2001:db8:9::/48 via 2001:db8:1::1 dev egr0 metric 1024 pref medium',
       'multicast ff00::/8 dev egr0 table local proto kernel metric 256 pref medium',
+      // A VPN's routes: no gateway, but not links (a tunnel would carry neighbour discovery anywhere).
+      '::/1 dev tun0 metric 1024 pref medium',
+      '2000::/3 dev wg0 proto static metric 1024 pref medium',
+      '2001:db8:77::/48 dev tun0 proto kernel metric 256 pref medium',
+      'throw 2001:db8:66::/64 proto static metric 1024 pref medium',
     ].join('\n');
-    assert.deepEqual(onLinkPrefixes(routes), ['2001:db8:1::/64']);
+    assert.deepEqual(onLinkPrefixes(routes), [{ prefix: '2001:db8:1::/64', dev: 'egr0' }]);
   });
 
   test('uidOfUser reads passwd lines', () => {

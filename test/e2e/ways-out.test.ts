@@ -88,12 +88,21 @@ if (protocol === 'tcp') {
   return world.fromInternet(process.execPath, ['-e', script, protocol, host, String(port)]);
 }
 
-/** Start a job service, wait for it to listen, reach it from the internet; what came back. */
-async function secretReachedFromOutside(protocol: 'tcp' | 'udp', host: string, port: number, secret: string): Promise<string> {
+/** Until the job's service listens (bounded): a probe sent before would be answered by the kernel, not the job. */
+async function listening(protocol: 'tcp' | 'udp', port: number): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const sockets = await world.job('ss', [protocol === 'tcp' ? '-Hltn' : '-Hlun', `sport = :${port}`]);
+    if (sockets.stdout.includes(`:${port}`)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the job's ${protocol} service on port ${port} did not start`);
+}
+
+/** Start a job service on `port`, wait for it to listen, reach it from the internet on `reachPort`; what came back. */
+async function secretReachedFromOutside(protocol: 'tcp' | 'udp', host: string, port: number, secret: string, reachPort = port): Promise<string> {
   const service = serveSecret(protocol, host.includes(':') ? '::' : '0.0.0.0', port, secret);
-  // Give python a moment to bind (its 'listening' line is only seen when the job ends).
-  await new Promise((r) => setTimeout(r, 700));
-  const reached = await reachIn(protocol, host, port);
+  await listening(protocol, port);
+  const reached = await reachIn(protocol, host, reachPort);
   await service;
   return reached.stdout;
 }
@@ -144,6 +153,20 @@ for (const mode of ['block', 'audit'] as const) {
       else assert.equal(got, secret);
       const event = await world.decision((e) => e.reason === 'inbound-reply' && e.kind === 'tcp' && e.host === NET.internetV4 && e.client.endsWith(':8023'));
       assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+    });
+
+    test('TCP through an inbound port redirect (PREROUTING REDIRECT, so DNAT): the job answers nothing', async () => {
+      const secret = `inbound-dnat-${mode}`;
+      const rule = ['-t', 'nat', 'PREROUTING', '-p', 'tcp', '--dport', '2222', '-j', 'REDIRECT', '--to-ports', '8024'];
+      const added = await world.job('iptables', ['-w', '5', ...rule.slice(0, 2), '-A', ...rule.slice(2)]);
+      assert.equal(added.code, 0, added.stderr);
+      try {
+        const got = await secretReachedFromOutside('tcp', NET.runnerV4, 8024, secret, 2222);
+        if (mode === 'block') assert.equal(got, '', 'nothing leaves on a redirected connection the outside opened');
+        else assert.equal(got, secret);
+      } finally {
+        await world.job('iptables', ['-w', '5', ...rule.slice(0, 2), '-D', ...rule.slice(2)]);
+      }
     });
 
     test('UDP over IPv6: an outside host writes to a job port and gets a "reply"', async () => {

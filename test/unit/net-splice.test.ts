@@ -117,6 +117,24 @@ describe('splice relays half-close', () => {
     await clientClosed;
   });
 
+  it('a half-closed relay whose client socket is destroyed here (the drain at shutdown) ends at once, not after the half-close bound', async () => {
+    const server = net.createServer({ allowHalfOpen: true }, () => undefined);
+    let accepted: net.Socket | undefined;
+    const r = await relay(await listen(server), { idleTimeoutMs: 60_000, halfCloseTimeoutMs: 60_000 }, async (client) => {
+      accepted = client;
+    });
+    const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.end('x'));
+    socket.on('error', () => undefined);
+    for (let i = 0; i < 100 && !accepted?.readableEnded; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.ok(accepted?.readableEnded, 'the relay has the FIN');
+    const destroyedAt = Date.now();
+    accepted!.destroy();
+    const result = await Promise.race([r.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the relay outlived its socket')), 3000))]);
+    assert.ok(Date.now() - destroyedAt < 3000);
+    assert.notEqual(result.error, 'half-close-timeout');
+    socket.destroy();
+  });
+
   it('a request and its FIN arriving together are peeked, put back and relayed, FIN included', async () => {
     const upstream = await replyAfterFinServer();
     let peeked: Awaited<ReturnType<typeof peekFirstBytes>> | undefined;

@@ -26,13 +26,24 @@ const UDP4: NflogRecord = {
 const ICMP6: NflogRecord = {
   'oob.prefix': 'eg:out',
   'oob.family': 10,
+  'oob.uid': 0,
   'ip.protocol': 58,
   'ip6.nexthdr': 58,
   'icmpv6.type': 128,
   src_ip: '2001:db8:1::2',
   dest_ip: '2001:db8:2::66',
 };
-const REPLY: NflogRecord = { 'oob.prefix': 'eg:reply', 'oob.family': 2, 'ip.protocol': 6, src_port: 8023, dest_port: 51000, src_ip: '198.51.100.2', dest_ip: '198.51.100.1' };
+// A job service's SYN-ACK to an outside host: sent from the listener's half-open socket, so no owner.
+const REPLY: NflogRecord = {
+  'oob.prefix': 'eg:reply',
+  'oob.family': 2,
+  'ip.protocol': 6,
+  'tcp.syn': 1,
+  src_port: 8023,
+  dest_port: 51000,
+  src_ip: '198.51.100.2',
+  dest_ip: '198.51.100.1',
+};
 
 const dir = mkdtempSync(join(tmpdir(), 'eg-netlog-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -109,7 +120,7 @@ describe("netlog: following ulogd's file", () => {
       ],
     );
     for (const e of decisions) validateEvent(JSON.parse(JSON.stringify(e)));
-    assert.deepEqual(log.stats(), { reported: 3, suppressed: 2, unreadable: 1 });
+    assert.deepEqual(log.stats(), { reported: 3, suppressed: 2, unreadable: 1, kernel: 0, stale: 0 });
   });
 
   test('a file that does not exist yet is followed once ulogd creates it', async () => {
@@ -123,6 +134,47 @@ describe("netlog: following ulogd's file", () => {
     for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
     await log.stop();
     assert.equal((seen[0] as DecisionEvent | undefined)?.decision, 'would-block');
+  });
+});
+
+describe("netlog: what is not the job's, and lines that are data", () => {
+  test('packets the kernel sent on its own are counted, not reported; so are reports from before the start', async () => {
+    const file = join(dir, 'kernel.json');
+    const rst = { ...REPLY, 'tcp.syn': 0 };
+    const lateAck = { ...UDP4, 'oob.prefix': 'eg:own', 'ip.protocol': 6, 'oob.uid': undefined };
+    const old = { ...UDP4, dest_port: 9, 'oob.time.sec': Math.floor(Date.now() / 1000) - 3600 };
+    writeFileSync(file, [rst, lateAck, old, UDP4].map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const events = new EventLog({ stdout: false });
+    const seen: EgressEvent[] = [];
+    events.subscribe((e) => seen.push(e));
+    const log = startNetfilterLog({ file, events, mode: () => 'block' });
+    for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await log.stop();
+    assert.equal(seen.length, 1);
+    assert.deepEqual(log.stats(), { reported: 1, suppressed: 0, unreadable: 0, kernel: 2, stale: 1 });
+  });
+
+  test('odd types, prototype keys, a line too long and a truncated file cost nothing but themselves', async () => {
+    const file = join(dir, 'odd.json');
+    const odd = [{ ...UDP4, src_ip: 42 }, { ...UDP4, 'oob.prefix': '__proto__' }, { ...UDP4, 'ip.protocol': 'constructor' }, { ...UDP4, dest_ip: 'not-an-address' }, [1, 2]];
+    writeFileSync(file, [...odd.map((r) => JSON.stringify(r)), `{"x":"${'y'.repeat(40_000)}"}`, JSON.stringify({ ...UDP4, dest_port: 1 })].join('\n') + '\n');
+    const events = new EventLog({ stdout: false });
+    const seen: DecisionEvent[] = [];
+    events.subscribe((e) => seen.push(e as DecisionEvent));
+    const log = startNetfilterLog({ file, events, mode: () => 'audit' });
+    for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    // Truncated with a line half-written, then a new line: the half line is forgotten, the new one read.
+    writeFileSync(file, JSON.stringify(UDP4).slice(0, 30));
+    await new Promise((r) => setTimeout(r, 150));
+    writeFileSync(file, `${JSON.stringify({ ...UDP4, dest_port: 2 })}\n`);
+    for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    await log.stop();
+    assert.deepEqual(
+      seen.map((e) => e.port),
+      [1, 2],
+    );
+    assert.equal(log.stats().unreadable, odd.length + 1, 'each bad line counted once, the long one too');
+    for (const e of seen) validateEvent(JSON.parse(JSON.stringify(e)));
   });
 });
 

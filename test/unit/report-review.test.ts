@@ -48,6 +48,24 @@ describe('report review: what a reviewer reads first', () => {
     assert.deepEqual(flagsOf('cdn.attacker.test:443'), ['fronting']);
     assert.deepEqual(flagsOf('paste.example.com:443'), ['upload']);
     assert.deepEqual(flagsOf('github.com:443'), []);
+    const cache = {
+      host: 'productionresultssa0.blob.core.windows.net',
+      port: 443,
+      kinds: ['connect' as const],
+      count: 1,
+      first: 't',
+      last: 't',
+      reasons: ['allowed-endpoint'],
+      ips: [],
+      bytesIn: 1000,
+      bytesOut: 300 * 1024 * 1024,
+      outcomes: { allowed: 1, blocked: 0, 'would-block': 0 },
+    };
+    assert.deepEqual(review({ destinations: [{ ...cache, decision: 'allowed' }] })[0]!.flags, [], 'an allowed cache upload is no attack');
+    assert.deepEqual(
+      review({ destinations: [{ ...cache, decision: 'would-block' }] })[0]!.flags.map((f) => f.id),
+      ['upload'],
+    );
     const firstUnflagged = rows.findIndex((r) => r.flags.length === 0);
     assert.ok(rows.slice(firstUnflagged).every((r) => r.flags.length === 0));
     assert.equal(firstUnflagged, 4);

@@ -1,0 +1,60 @@
+/**
+ * CONNECT whose first tunnel bytes and FIN arrive in the same segment as the CONNECT itself: the bytes must be
+ * put back before the FIN ends the socket's reading, checked, relayed, and the FIN passed on (audit and block).
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
+
+const CLIENT = `
+import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
+s.sendall(('CONNECT one.test:%s HTTP/1.1\\r\\nHost: one.test\\r\\n\\r\\nhello' % sys.argv[2]).encode())
+s.shutdown(socket.SHUT_WR)
+data = b''
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write(data.decode('latin1'))
+`;
+
+for (const mode of ['audit', 'block'] as const) {
+  describe(`${mode} mode: CONNECT, first bytes and FIN in one segment`, () => {
+    let server: net.Server;
+    let port: number;
+    let guard: EgressGuardProcess;
+    const received: string[] = [];
+
+    before(async () => {
+      server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        let data = '';
+        socket.on('data', (c: Buffer) => (data += c));
+        socket.on('end', () => {
+          received.push(data);
+          socket.end(`received ${data.length} bytes\n`);
+        });
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      port = (server.address() as net.AddressInfo).port;
+      guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], { EGRESS_MODE: mode, EGRESS_ALLOWED_ENDPOINTS: 'one.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8' });
+    });
+    after(async () => {
+      await guard?.stop();
+      server?.close();
+    });
+
+    test('the bytes reach the server, the FIN follows them, the reply comes back; one close event, no error', async () => {
+      const result = await runProcess('python3', ['-c', CLIENT, String(guard.port), String(port)]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, 'HTTP/1.1 200 Connection Established\r\n\r\nreceived 5 bytes\n');
+      assert.deepEqual(received, ['hello']);
+      const decision = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect');
+      const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+      assert.equal(close.error, undefined);
+      assert.equal(close.bytes_out, 5);
+    });
+  });
+}
