@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { EventLog } from '../../events/event-log.js';
+import type { EgressEvent } from '../../events/schema.js';
 import { startEventStream } from '../../events/delivery/stream-client.js';
 import { startCollector, type Collector } from '../../collector/server.js';
 import { emitConnections } from '../helpers/emit-events.js';
@@ -197,5 +198,27 @@ describe('event stream client -> collector (SQLite)', () => {
     await waitFor('delivered', () => stream.stats().sent === 6);
     assert.equal(await collector.store.count(), 6);
     assert.equal(existsSync(db), true);
+  });
+
+  it('a line the collector refuses is counted as rejected; the valid events of its batch are stored, none dropped', async () => {
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'rejected.db'), token: TOKEN });
+    cleanups.push(() => collector.close());
+    // A producer the sidecar is not (the event log conforms what it writes): its listener is fed by hand.
+    const log = new EventLog({ stdout: false });
+    let listener: ((event: EgressEvent) => void) | undefined;
+    const producer = { log: log.log, subscribe: (l: (event: EgressEvent) => void) => ((listener = l), () => undefined) } as unknown as EventLog;
+    const stream = startEventStream({ url: `http://127.0.0.1:${collector.port}`, token: TOKEN, events: producer, flushIntervalMs: 20, batchMaxEvents: 50 });
+    cleanups.push(() => stream.stop());
+    const seen: EgressEvent[] = [];
+    log.subscribe((e) => seen.push(e));
+    emitConnections(log, 5);
+    const invalid = { ...seen[0]!, id: 'invalid-1', host: '' } as EgressEvent;
+    for (const event of [...seen.slice(0, 5), invalid, ...seen.slice(5)]) listener!(event);
+    await waitFor('10 sent', () => stream.stats().sent === 10);
+    const stats = stream.stats();
+    assert.equal(stats.rejected, 1);
+    assert.equal(stats.dropped, 0);
+    assert.match(stats.lastError ?? '', /line 6 .*"host" is empty/);
+    assert.equal(await collector.store.count(), 10);
   });
 });
