@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { gunzip } from 'node:zlib';
 import type { EgressEvent } from '../events/schema.js';
+import type { RejectedLine } from '../events/delivery/ingest-url.js';
 import { EventValidationError, validateEvent } from '../events/validate.js';
 
 export class IngestError extends Error {
@@ -64,12 +65,6 @@ function decode(body: Buffer, encoding: string | undefined, limits: IngestLimits
       } else reject(new IngestError(400, `body is not valid gzip: ${err.message}`));
     });
   });
-}
-
-/** A line of a batch the collector did not store, and why (1-based line numbers). */
-export interface RejectedLine {
-  line: number;
-  error: string;
 }
 
 export interface ParsedBatch {

@@ -1,6 +1,5 @@
 import { getDomain } from 'tldts';
-import type { Outcome } from '../policy/index.js';
-import { destinationKey, type Destination, type Summary } from './summary.js';
+import { destinationKey, SEVERITY, type Destination, type Summary } from './summary.js';
 
 /** Why a row looks like an attack rather than an entry missing from the allowlist. */
 export type FlagId = 'dns-tunnelling' | 'raw-ip' | 'fronting' | 'upload' | 'around-proxy';
@@ -32,8 +31,6 @@ const TUNNEL_NAMES = 3;
 /** An upload this much larger than the download, and at least this large, to a destination not allowed. */
 const UPLOAD_RATIO = 10;
 const UPLOAD_MIN_BYTES = 64 * 1024;
-
-const SEVERITY: Record<Outcome, number> = { blocked: 2, 'would-block': 1, allowed: 0 };
 
 /** Shannon entropy of a string, in bits per character. */
 export function entropy(text: string): number {

@@ -46,7 +46,8 @@ export interface Summary {
   connections: Connection[];
 }
 
-const SEVERITY: Record<Outcome, number> = { blocked: 2, 'would-block': 1, allowed: 0 };
+/** How strict an outcome is: a row takes the strictest of its decisions, and stricter rows come first. */
+export const SEVERITY: Record<Outcome, number> = { blocked: 2, 'would-block': 1, allowed: 0 };
 
 export function isDecision(event: EgressEvent): event is DecisionEvent {
   return event.event === 'decision';

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { EventLog } from '../event-log.js';
 import { MemoryBuffer, type EventBuffer, type PendingBatch } from './event-buffer.js';
 import { post } from './http-post.js';
-import { ingestUrl } from './ingest-url.js';
+import { ingestUrl, type RejectedLine } from './ingest-url.js';
 import { SpoolBuffer } from './spool.js';
 
 export interface EventStreamOptions {
@@ -56,11 +56,6 @@ export interface EventStream {
 }
 
 type Outcome = { kind: 'delivered'; rejected: RejectedLine[] } | { kind: 'rejected'; why: string } | { kind: 'too-large' } | { kind: 'retry'; why: string };
-
-interface RejectedLine {
-  line: number;
-  error: string;
-}
 
 /** The lines a collector's 2xx answer says it refused (`{"rejected":[{"line":L,"error":"..."}]}`); none if it does not say. */
 function rejectedLines(body: string): RejectedLine[] {

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { CloseEvent } from '../../events/schema.js';
+import { halfClosingClientArgs } from '../helpers/half-closing-client.js';
 import { HALF_CLOSE_PORTS, World } from './harness.js';
 
 let world: World;
@@ -19,41 +20,8 @@ after(async () => {
   await world?.close();
 });
 
-/**
- * python3: connect (optionally through CONNECT), send the payload, shut down the sending side, print
- * everything received until the other side's FIN. Exit 3 on a connection error.
- */
-const HALF_CLOSING_CLIENT = `
-import socket, sys
-host, port, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode('latin1').decode('unicode_escape').encode('latin1')
-connect_to = sys.argv[4] if len(sys.argv) > 4 else None
-try:
-    s = socket.create_connection((host, port), timeout=10)
-    if connect_to:
-        s.sendall(('CONNECT %s HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n' % (connect_to, connect_to)).encode())
-        head = b''
-        while b'\\r\\n\\r\\n' not in head:
-            chunk = s.recv(1)
-            if not chunk:
-                break
-            head += chunk
-        sys.stdout.write(head.split(b'\\r\\n')[0].decode() + '\\n')
-    s.sendall(payload)
-    s.shutdown(socket.SHUT_WR)
-    data = b''
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sys.stdout.write(data.decode('latin1'))
-except OSError as e:
-    sys.stderr.write('connection error: %s\\n' % e)
-    sys.exit(3)
-`;
-
 function halfClosingClient(host: string, port: number, payload: string, connectTo?: string) {
-  return world.job('python3', ['-c', HALF_CLOSING_CLIENT, host, String(port), payload, ...(connectTo ? [connectTo] : [])], { timeoutMs: 20_000 });
+  return world.job('python3', halfClosingClientArgs(host, port, payload, connectTo), { timeoutMs: 20_000 });
 }
 
 /** node: TLS to allowed.test with the test CA, send, end (close_notify + FIN), print the reply. */

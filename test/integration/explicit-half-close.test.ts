@@ -6,20 +6,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
-
-const CLIENT = `
-import socket, sys
-s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
-s.sendall(('CONNECT one.test:%s HTTP/1.1\\r\\nHost: one.test\\r\\n\\r\\nhello' % sys.argv[2]).encode())
-s.shutdown(socket.SHUT_WR)
-data = b''
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-sys.stdout.write(data.decode('latin1'))
-`;
+import { halfClosingClientArgs } from '../helpers/half-closing-client.js';
 
 for (const mode of ['audit', 'block'] as const) {
   describe(`${mode} mode: CONNECT, first bytes and FIN in one segment`, () => {
@@ -47,7 +34,7 @@ for (const mode of ['audit', 'block'] as const) {
     });
 
     test('the bytes reach the server, the FIN follows them, the reply comes back; one close event, no error', async () => {
-      const result = await runProcess('python3', ['-c', CLIENT, String(guard.port), String(port)]);
+      const result = await runProcess('python3', halfClosingClientArgs('127.0.0.1', guard.port, `CONNECT one.test:${port} HTTP/1.1\\r\\nHost: one.test\\r\\n\\r\\nhello`));
       assert.equal(result.code, 0, result.stderr);
       assert.equal(result.stdout, 'HTTP/1.1 200 Connection Established\r\n\r\nreceived 5 bytes\n');
       assert.deepEqual(received, ['hello']);
