@@ -12,16 +12,17 @@ import {
   type RulesMode,
 } from '../rules/iptables-rules.js';
 import { existsSync } from 'node:fs';
+import { socketMark } from '../config/load-config.js';
 import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
 import { uidOfUser } from '../rules/user-id.js';
 import { parseArgs, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
 const USAGE =
-  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]... [--nflog-group N] | rules log-config --json-file FILE [--log-file FILE] [--nflog-group N] [--plugin-dir DIR]';
+  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]... [--nflog-group N] [--socket-mark N] | rules log-config --json-file FILE [--log-file FILE] [--nflog-group N] [--plugin-dir DIR]';
 const OPTIONS: OptionSpecs = {
   ...Object.fromEntries(
-    ['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family', 'nflog-group', 'json-file', 'log-file', 'plugin-dir'].map((key) => [key, { type: 'string' }]),
+    ['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family', 'nflog-group', 'socket-mark', 'json-file', 'log-file', 'plugin-dir'].map((key) => [key, { type: 'string' }]),
   ),
   'inbound-ports': { type: 'string', multiple: true },
   'dhcp-server': { type: 'string', multiple: true },
@@ -75,6 +76,14 @@ async function onLinkV6(): Promise<OnLinkPrefix[]> {
   return routes.code === 0 ? onLinkPrefixes(routes.stdout) : [];
 }
 
+function markOption(value: string | undefined): number | undefined {
+  try {
+    return socketMark(value);
+  } catch (err) {
+    throw new UsageError(`--${(err as Error).message}`);
+  }
+}
+
 function port(value: string | undefined, fallback: number, flag: string): number {
   if (value === undefined) return fallback;
   if (!/^\d{1,5}$/.test(value) || Number(value) < 1 || Number(value) > 65535) throw new UsageError(`--${flag}: "${value}" is not a port`);
@@ -109,6 +118,7 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
     inboundPorts: inboundPorts(listOption(args, 'inbound-ports', env.EGRESS_INBOUND_PORTS)),
     dhcpServers: dhcpServers(listOption(args, 'dhcp-server', env.EGRESS_DHCP_SERVERS)),
     nflogGroup: nflogGroup(takeOption(args, 'nflog-group')),
+    socketMark: markOption(takeOption(args, 'socket-mark') ?? env.EGRESS_SOCKET_MARK),
     transparentPort: port(takeOption(args, 'transparent-port'), 3129, 'transparent-port'),
     dnsPort: port(takeOption(args, 'dns-port'), 53, 'dns-port'),
   };
@@ -141,7 +151,9 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
     }
     await applyRules(options);
     const inbound = options.inboundPorts?.length ? `, inbound ${options.inboundPorts.map((p) => `${p.port}/${p.protocol}`).join(' ')}` : '';
-    io.stdout.write(`egress-guard rules applied (${options.mode} mode, uid ${options.uid} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort}${inbound})\n`);
+    io.stdout.write(
+      `egress-guard rules applied (${options.mode} mode, uid ${options.uid}${options.socketMark === undefined ? '' : ' with its socket mark'} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort}${inbound})\n`,
+    );
     return 0;
   } catch (err) {
     // iptables refusing is this command's own result (exit 1); usage errors go to bin's exit-code map.

@@ -9,6 +9,11 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const args = parseArgs(argv, SETTING_OPTIONS);
   const load = () => loadConfig(configSources(args.flags, io.env));
   let sidecar;
+  // From the first moment: a SIGHUP during start (a config watcher, a pod's reload hook) would otherwise end the
+  // process (the default action). One that arrives before the listeners are up reloads once they are.
+  let reloadRequested = false;
+  let reload = () => void (reloadRequested = true);
+  process.on('SIGHUP', () => reload());
   try {
     sidecar = await startSidecar({ loadConfig: load, env: io.env });
   } catch (err) {
@@ -21,7 +26,8 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const running = sidecar;
   // A promise rejection nobody handled is a bug on one connection's path: log it, keep serving the others.
   process.on('unhandledRejection', (reason) => running.events.log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'unhandled rejection'));
-  process.on('SIGHUP', () => running.reload());
+  reload = () => void running.reload();
+  if (reloadRequested) reload();
   return new Promise((resolve) => {
     const stop = () => void running.close().then(() => resolve(0));
     process.once('SIGTERM', stop);

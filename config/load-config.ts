@@ -37,6 +37,8 @@ export interface Config {
   halfCloseTimeoutMs: number;
   /** ulogd's JSON file of the rules' NFLOG reports (netlog/). */
   netfilterLog?: string;
+  /** SO_MARK of egress-guard's own outbound sockets (net/socket-mark.ts). */
+  socketMark?: number;
   maxTunnels: number;
   drainTimeoutMs: number;
   logLevel: string;
@@ -125,6 +127,14 @@ function integer(settings: Map<string, ResolvedSetting>, key: string): number {
   return Number(value);
 }
 
+/** A socket mark: decimal or 0x hex, 1 to 0xffffffff; off (or nothing) for none. */
+export function socketMark(value: string | undefined): number | undefined {
+  if (value === undefined || value.trim() === 'off') return undefined;
+  const mark = /^(0x[0-9a-f]{1,8}|\d{1,10})$/i.test(value.trim()) ? Number(value.trim()) : NaN;
+  if (!(mark >= 1 && mark <= 0xffffffff)) throw new ConfigError(`socket-mark: "${value}" is not off or a number from 1 to 0xffffffff (decimal or 0x hex)`);
+  return mark;
+}
+
 /** `name=address` pairs (repeatable names) into name -> addresses. */
 function parseNameAddresses(entries: string[], setting: string): Map<string, string[]> {
   const map = new Map<string, string[]>();
@@ -168,6 +178,7 @@ export function loadConfig(sources: ConfigSources): Config {
     idleTimeoutMs: integer(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
     netfilterLog: text(settings, 'netfilter-log'),
+    socketMark: socketMark(text(settings, 'socket-mark')),
     maxTunnels: integer(settings, 'max-tunnels'),
     drainTimeoutMs: integer(settings, 'drain-timeout'),
     logLevel: text(settings, 'log-level') ?? 'info',

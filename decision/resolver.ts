@@ -20,6 +20,11 @@ export interface ResolverOptions {
   ttlMs?: number;
   /** Ask these DNS servers ("ip" or "ip:port") instead of the system resolver (dns-upstream). */
   servers?: string[];
+  /**
+   * Resolve with this instead of node's resolvers (whose sockets cannot carry a socket mark); errors with node's
+   * codes (ENOTFOUND, ENODATA). The sidecar gives dns/'s own client when a socket mark is in use.
+   */
+  lookup?: (name: string) => Promise<string[]>;
 }
 
 async function lookupWith(resolver: dns.Resolver, name: string): Promise<string[]> {
@@ -37,7 +42,7 @@ export class Resolver {
   private readonly dnsResolver?: dns.Resolver;
 
   constructor(private readonly options: ResolverOptions) {
-    if (options.servers && options.servers.length > 0) {
+    if (!options.lookup && options.servers && options.servers.length > 0) {
       this.dnsResolver = new dns.Resolver({ timeout: options.timeoutMs ?? 10_000, tries: 2 });
       this.dnsResolver.setServers(options.servers);
     }
@@ -58,7 +63,11 @@ export class Resolver {
       timer = setTimeout(() => reject(new ResolveError(`resolving ${key} timed out after ${timeoutMs} ms`, 'timeout')), timeoutMs);
     });
     try {
-      const lookup = this.dnsResolver ? lookupWith(this.dnsResolver, key) : dns.lookup(key, { all: true, verbatim: true }).then((answers) => answers.map((a) => a.address));
+      const lookup = this.options.lookup
+        ? this.options.lookup(key)
+        : this.dnsResolver
+          ? lookupWith(this.dnsResolver, key)
+          : dns.lookup(key, { all: true, verbatim: true }).then((answers) => answers.map((a) => a.address));
       const addresses = await Promise.race([lookup, timeout]);
       this.options.addressBook.record(key, addresses, this.options.ttlMs ?? 60_000);
       return addresses;

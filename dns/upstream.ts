@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { connectTcp, markDatagramSocket } from '../net/socket-mark.js';
 import { buildUpstreamQuery, flagsOf, parseMessage, RCODE, WireError, type WireMessage, type WireQuestion } from './wire.js';
 
 /** An upstream resolver address. */
@@ -146,9 +147,23 @@ export class UpstreamClient {
           }
         });
         // A connected socket only receives from the upstream and reports ICMP unreachable at once.
-        socket.connect(upstream.port, upstream.host, () => socket.send(packet));
+        socket.connect(upstream.port, upstream.host, () => {
+          try {
+            markDatagramSocket(socket);
+          } catch (err) {
+            finish(err as Error);
+            return;
+          }
+          socket.send(packet);
+        });
       } else {
-        const socket = net.connect({ host: upstream.host, port: upstream.port });
+        let socket: net.Socket;
+        try {
+          socket = connectTcp({ host: upstream.host, port: upstream.port });
+        } catch (err) {
+          finish(err as Error);
+          return;
+        }
         cleanup = () => socket.destroy();
         let buffered = Buffer.alloc(0);
         socket.on('error', (err) => finish(err));

@@ -99,6 +99,20 @@ export function isPlainName(labels: readonly Buffer[]): boolean {
   return labels.every((label) => PLAIN_LABEL_BYTE.test(label.toString('latin1')));
 }
 
+/** A question for `name` (plain labels, as the policy writes names) of `type`, class IN; throws WireError when it cannot be one. */
+export function questionFor(name: string, type: number): WireQuestion {
+  const labels = name
+    .replace(/\.$/, '')
+    .split('.')
+    .map((label) => Buffer.from(label, 'latin1'));
+  if (labels.some((label) => label.length === 0 || label.length > 63) || !isPlainName(labels)) throw new WireError(`"${name}" is not a plain DNS name`);
+  const raw = Buffer.concat([...labels.flatMap((label) => [Buffer.of(label.length), label]), Buffer.of(0), Buffer.alloc(4)]);
+  if (raw.length - 4 > MAX_NAME_OCTETS) throw new WireError('name longer than 255 octets');
+  raw.writeUInt16BE(type, raw.length - 4);
+  raw.writeUInt16BE(CLASS_IN, raw.length - 2);
+  return { labels, name: nameText(labels), type, klass: CLASS_IN, raw };
+}
+
 /** Presentation form, lowercase, other bytes escaped as \DDD (RFC 1035 §5.1); root is ".". */
 export function nameText(labels: readonly Buffer[]): string {
   if (labels.length === 0) return '.';

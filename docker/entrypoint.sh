@@ -17,17 +17,55 @@ EG=(node /opt/egress-guard/dist/bin/egress-guard.js)
 
 say() { printf '{"level":"%s","component":"entrypoint","msg":"%s"}\n' "$1" "$2" >&2; }
 
-has_net_admin() { # CAP_NET_ADMIN is bit 12 of the effective capability set
+has_cap() { # has_cap BIT: the capability is in the effective set (NET_ADMIN 12, NET_RAW 13)
   local eff
   eff=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
-  (( (16#$eff >> 12) & 1 ))
+  (( (16#$eff >> $1) & 1 ))
+}
+has_net_admin() { has_cap 12; }
+
+# The capability egress-guard keeps to mark its sockets: CAP_NET_RAW is enough since Linux 5.17, else CAP_NET_ADMIN.
+mark_capability() {
+  local release major minor
+  release=$(uname -r)
+  major=${release%%.*}
+  minor=${release#*.}
+  minor=${minor%%[!0-9]*}
+  if (( major > 5 || (major == 5 && minor >= 17) )) && has_cap 13; then echo net_raw
+  elif has_cap 12; then echo net_admin
+  fi
+}
+
+# EGRESS_SOCKET_MARK (auto by default): the rules exempt egress-guard's uid only on sockets that carry this mark,
+# random per start, so a root job in the runner's container that takes uid $EGRESS_UID (CAP_SETUID) is not
+# exempt. off: uid alone (as a Kubernetes sidecar without capabilities must run; its runner must not be root).
+choose_socket_mark() {
+  local requested=${EGRESS_SOCKET_MARK:-auto}
+  MARK_CAP=""
+  if [ "$requested" = off ]; then
+    unset EGRESS_SOCKET_MARK
+    say warn "EGRESS_SOCKET_MARK=off: uid $EGRESS_UID alone is exempt; a root job that can change its uid can pass the rules"
+    return 0
+  fi
+  MARK_CAP=$(mark_capability)
+  if [ -z "$MARK_CAP" ]; then
+    [ "$requested" = auto ] || { say error "EGRESS_SOCKET_MARK is set but the container has neither NET_RAW (Linux 5.17+) nor NET_ADMIN to mark sockets"; exit 1; }
+    unset EGRESS_SOCKET_MARK
+    say warn "no capability to mark sockets: uid $EGRESS_UID alone is exempt; a root job that can change its uid can pass the rules"
+    return 0
+  fi
+  if [ "$requested" = auto ]; then
+    local mark=0
+    while [ "$mark" = 0 ]; do mark=$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); done
+    export EGRESS_SOCKET_MARK=$mark
+  fi
 }
 
 # The mode egress-guard will run in, from flags, environment and policy file alike (decide prints it);
 # "block" when it cannot tell (a bad policy), so nothing here ever fails open.
 effective_mode() {
   local mode
-  mode=$("${EG[@]}" decide "$@" localhost 2>/dev/null | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p')
+  mode=$(env -u EGRESS_SOCKET_MARK "${EG[@]}" decide "$@" localhost 2>/dev/null | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p')
   [ "$mode" = audit ] && echo audit || echo block
 }
 
@@ -57,9 +95,10 @@ apply_rules() {
     say error "set EGRESS_DNS_UPSTREAM to a real resolver: with redirect rules, Docker's 127.0.0.11 cannot be egress-guard's upstream"
     exit 1
   fi
+  choose_socket_mark
   if "${EG[@]}" "${args[@]}"; then
     RULES_APPLIED=1
-    say info "redirect rules applied (traffic of uid $EGRESS_UID exempt)"
+    say info "redirect rules applied (traffic of uid $EGRESS_UID${EGRESS_SOCKET_MARK:+ with its socket mark} exempt)"
   elif [ "$EGRESS_RULES" = required ] || [ "$MODE" = block ]; then
     say error "redirect rules could not be applied; refusing to run unenforced in block mode"
     exit 1
@@ -94,6 +133,7 @@ start_netfilter_log() {
 }
 
 RULES_APPLIED=0
+MARK_CAP=""
 if [ "$1" = run ]; then
   MODE=$(effective_mode "${@:2}")
   apply_rules
@@ -103,7 +143,11 @@ fi
 for dir in ${EGRESS_SPOOL_DIR:-} /var/lib/egress-guard; do
   [ -z "$dir" ] || { mkdir -p "$dir" && chown "$EGRESS_UID:$EGRESS_UID" "$dir"; } || true
 done
-DROP=(setpriv --reuid="$EGRESS_UID" --regid="$EGRESS_UID" --clear-groups --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service --no-new-privs -- "${EG[@]}" "$@")
+# Without rules there is nothing to be exempt from: no mark (and "auto" is not a number egress-guard reads).
+[ "$RULES_APPLIED" = 1 ] || { unset EGRESS_SOCKET_MARK; MARK_CAP=""; }
+# NET_BIND_SERVICE for port 53, and the capability to mark sockets when the rules expect a mark.
+CAPS=-all,+net_bind_service${MARK_CAP:+,+$MARK_CAP}
+DROP=(setpriv --reuid="$EGRESS_UID" --regid="$EGRESS_UID" --clear-groups --inh-caps="$CAPS" --ambient-caps="$CAPS" --no-new-privs -- "${EG[@]}" "$@")
 if [ "$RULES_APPLIED" = 1 ] && [ "$MODE" = audit ]; then
   # Audit mode never breaks a job: when egress-guard stops, however it stops (even SIGKILL), this root shell
   # takes the redirect rules away again. Block mode execs instead, so the rules outlive it: fail closed.

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import type { CloseError } from '../events/schema.js';
 import { formatHostPort } from '../policy/index.js';
+import { connectTcp } from './socket-mark.js';
 
 /** Why upstream could not be reached or answer: the status for the client and the close event's error. */
 export interface UpstreamFailure {
@@ -37,7 +38,7 @@ export class UpstreamConnectError extends Error implements UpstreamFailure {
 export function connectUpstream(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     // allowHalfOpen: a server's FIN ends only its direction; the client may still send (see splice.ts).
-    const socket = net.connect({ host: address, port, noDelay: true, allowHalfOpen: true });
+    const socket = connectTcp({ host: address, port, noDelay: true, allowHalfOpen: true });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`, 504, 'upstream-timeout'));

@@ -29,6 +29,12 @@ export type Family = 4 | 6;
 export interface RuleOptions {
   /** egress-guard's own uid: its traffic (upstream connections, upstream DNS) is exempt. */
   uid: number;
+  /**
+   * With a mark, only packets of egress-guard's uid that carry it are exempt (setting socket-mark): a root job
+   * in another container can take the uid, not the mark (setting one needs CAP_NET_ADMIN or CAP_NET_RAW, and
+   * it is random per start). Without, the uid alone (a single-host install, where root is root anyway).
+   */
+  socketMark?: number;
   mode: RulesMode;
   /** Port of the transparent listener on 127.0.0.1 and [::1]. */
   transparentPort: number;
@@ -80,11 +86,17 @@ export function binaryOf(family: Family): RuleCommand['binary'] {
  */
 export const OWN_CONNECTION_MARK = '0x4547/0xffff';
 
+/** What identifies egress-guard's own packets: its uid, and its socket mark when one is set. */
+function ownPackets(o: RuleOptions): string[] {
+  const mark = o.socketMark === undefined ? [] : ['-m', 'mark', '--mark', `0x${o.socketMark.toString(16)}`];
+  return ['-m', 'owner', '--uid-owner', String(o.uid), ...mark];
+}
+
 function natRules(family: Family, o: RuleOptions): string[][] {
   const loopback = family === 4 ? '127.0.0.0/8' : '::1/128';
   return [
-    ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'CONNMARK', '--set-xmark', OWN_CONNECTION_MARK],
-    ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'],
+    [...ownPackets(o), '-j', 'CONNMARK', '--set-xmark', OWN_CONNECTION_MARK],
+    [...ownPackets(o), '-j', 'RETURN'],
     ['-d', loopback, '-j', 'RETURN'],
     // Addresses of this machine (or namespace) are not egress.
     ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN'],
@@ -162,7 +174,7 @@ function filterRules(family: Family, o: RuleOptions): string[][] {
   const unreachable = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
   const prohibited = family === 4 ? 'icmp-admin-prohibited' : 'icmp6-adm-prohibited';
   return [
-    ['-m', 'owner', '--uid-owner', String(o.uid), '-j', 'RETURN'],
+    [...ownPackets(o), '-j', 'RETURN'],
     [...own, ...nflog(o, NFLOG_PREFIX.own)],
     ...(block ? [[...own, '-j', 'REJECT']] : []),
     ...exemptions(family, o),

@@ -8,6 +8,9 @@ import { ciContextFrom } from '../events/schema.js';
 import { formatHostPort, type Policy } from '../policy/index.js';
 import { AddressBook } from '../decision/address-book.js';
 import { readResolvConfUpstreams, startDnsServer, type DnsServer, type DnsStats } from '../dns/server.js';
+import { lookupAddresses } from '../dns/address-lookup.js';
+import { parseUpstream, UpstreamClient } from '../dns/upstream.js';
+import { markedAgent, useSocketMark } from '../net/socket-mark.js';
 import { createHttpProxyServer } from '../proxy/explicit/server.js';
 import { listen } from '../net/listen.js';
 import { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } from './metrics.js';
@@ -62,12 +65,24 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
   events.log.info({ config: describeConfig(config) }, 'effective configuration');
 
+  // Before any socket is opened; throws (egress-guard does not start) when the process may not set marks.
+  useSocketMark(config.socketMark);
+  const marked = config.socketMark !== undefined;
+  const dnsUpstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
   // Started first, so the stream sees every decision, including those of the first connections.
   const stream: EventStream | undefined = config.collectorUrl
-    ? startEventStream({ url: config.collectorUrl, token: config.collectorToken, spoolDir: config.spoolDir, events })
+    ? startEventStream({ url: config.collectorUrl, token: config.collectorToken, spoolDir: config.spoolDir, events, ...(marked && { createAgent: markedAgent }) })
     : undefined;
   const addressBook = new AddressBook();
-  const resolver = new Resolver({ overrides: config.resolve, addressBook, timeoutMs: config.connectTimeoutMs, servers: config.dnsUpstream });
+  // With a socket mark, the proxy's own lookups go through dns/'s client too: node's resolvers cannot mark.
+  const markedLookup = marked ? new UpstreamClient(dnsUpstreams.map(parseUpstream), { timeoutMs: 2000 }) : undefined;
+  const resolver = new Resolver({
+    overrides: config.resolve,
+    addressBook,
+    timeoutMs: config.connectTimeoutMs,
+    servers: config.dnsUpstream,
+    ...(markedLookup && { lookup: (name: string) => lookupAddresses(markedLookup, name) }),
+  });
   const counters = createTrafficCounters();
   // What the explicit and the transparent listeners share: one policy, resolver, event log, counters, limits.
   const listenerOptions = {
@@ -95,7 +110,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     events.log.info({ listener: 'proxy', address: proxyAddress.address, port: proxyAddress.port, policy: formatPolicy(policy) }, 'listening');
 
     if (config.dnsListen.length > 0) {
-      const upstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
+      const upstreams = dnsUpstreams;
       for (const address of config.dnsListen) {
         try {
           const server = await startDnsServer({ listen: address, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames });
@@ -134,6 +149,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     }
   } catch (err) {
     proxyServer.close();
+    markedLookup?.close();
     await Promise.all([...dnsServers.map((d) => d.close()), transparent?.close(), admin?.close(), netfilterLog?.stop(), stream?.stop()]);
     throw err;
   }
@@ -178,6 +194,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         await closed;
         await transparentClosed;
         await Promise.all(dnsServers.map((d) => d.close()));
+        markedLookup?.close();
         await admin?.close();
         // Before the stream stops: what ulogd wrote last still reaches the collector.
         await netfilterLog?.stop();

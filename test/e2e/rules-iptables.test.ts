@@ -32,6 +32,13 @@ describe('rule generation (pure)', () => {
     }
   });
 
+  test('with a socket mark, the uid is exempt only together with the mark, in nat and filter alike', () => {
+    const commands = applyCommands({ ...options, socketMark: 0x5eed1e55 }).map(line);
+    const exempting = commands.filter((c) => c.includes('--uid-owner'));
+    assert.equal(exempting.length, 6, 'CONNMARK and RETURN in nat, RETURN in filter, per family');
+    for (const c of exempting) assert.match(c, /-m owner --uid-owner 995 -m mark --mark 0x5eed1e55 -j /);
+  });
+
   test('block mode rejects other UDP and ICMP (fail fast); audit mode only logs', () => {
     const block = applyCommands(options)
       .map(line)

@@ -111,10 +111,19 @@ function arrivedUdp(port: number, secret: string) {
   return world.internetLog().filter((e) => e.type === 'udp' && e.port === port && String(e.data).includes(secret));
 }
 
+const SOCKET_MARK = 0x5eed1e55;
+
+/** The job, root as in a container, runs `args` as egress-guard's uid and gid (CAP_SETUID lets it). */
+function asSidecarUid(args: string[]) {
+  const { uid, gid } = world.sidecarIds;
+  return world.job('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', ...args]);
+}
+
 for (const mode of ['block', 'audit'] as const) {
   describe(`${mode} mode`, () => {
     before(async () => {
-      await world.startEgressGuard(mode, ['--inbound-ports', '8022']);
+      // With a socket mark, as the container runs: the rules exempt egress-guard's uid only with it (way out 4).
+      await world.startEgressGuard(mode, ['--inbound-ports', '8022'], { socketMark: SOCKET_MARK });
     });
     after(async () => {
       await world.stopEgressGuard();
@@ -176,6 +185,51 @@ for (const mode of ['block', 'audit'] as const) {
       else assert.equal(got, secret);
       const event = await world.decision((e) => e.reason === 'inbound-reply' && e.kind === 'udp' && e.host === NET.internetV6);
       assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+    });
+
+    test("TCP: a root job that takes egress-guard's uid is not exempt (no socket mark)", async () => {
+      const secret = `uid-switch-tcp-${mode}`;
+      // node, not python3: the job's python3 may live under /root (pyenv), out of that uid's reach.
+      const send = `const [host, secret] = process.argv.slice(1); require('node:net').connect(9419, host).on('error', () => {}).end(secret);`;
+      await asSidecarUid([process.execPath, '-e', send, NET.attacker, secret]);
+      await new Promise((r) => setTimeout(r, 500));
+      const arrived = world.internetLog().filter((e) => e.type === 'tcp-data' && e.port === 9419 && String(e.data).includes(secret));
+      assert.equal(arrived.length, mode === 'block' ? 0 : 1);
+      // Not exempt, so redirected like any job connection: egress-guard decides on it (a raw-IP connect).
+      const event = await world.decision((e) => e.kind === 'transparent' && e.host === NET.attacker && e.port === 9419);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+    });
+
+    test("UDP: a root job that takes egress-guard's uid is not exempt (no socket mark)", async () => {
+      const secret = `uid-switch-udp-${mode}`;
+      const send = `const [host, secret] = process.argv.slice(1); const s = require('node:dgram').createSocket('udp4'); s.on('error', () => s.close()); s.send(secret, 9999, host, () => s.close());`;
+      await asSidecarUid([process.execPath, '-e', send, NET.attacker, secret]);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(9999, secret).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker && e.port === 9999);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+    });
+
+    test("control: egress-guard's own marked traffic passes (upstream DNS, upstream TCP, its own name lookups)", async () => {
+      // Transparent: the job's DNS query goes upstream over UDP, the connection upstream over TCP, both marked.
+      const transparent = await world.job('curl', ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', 'http://allowed.test/']);
+      assert.equal(transparent.code, 0, transparent.stderr);
+      // Explicit proxy to a name no DNS answer has taught it: egress-guard resolves it itself (dns/address-lookup).
+      const explicit = await world.job('curl', [
+        '-sS',
+        '--max-time',
+        '10',
+        '--cacert',
+        world.caFile,
+        '-x',
+        'http://127.0.0.1:3128',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        'https://registry.test/',
+      ]);
+      assert.equal(explicit.code, 0, explicit.stderr);
     });
 
     test('control: a port named in --inbound-ports answers outside hosts', async () => {
