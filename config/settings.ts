@@ -15,7 +15,22 @@ export interface SettingSpec {
 export const SETTINGS: readonly SettingSpec[] = [
   { key: 'mode', env: 'EGRESS_MODE', policy: true, help: 'audit (log what would be blocked) or block' },
   { key: 'dns', env: 'EGRESS_DNS', policy: true, help: 'policy (resolve allowed names only) or any' },
-  { key: 'allowed-endpoints', env: 'EGRESS_ALLOWED_ENDPOINTS', policy: true, list: true, help: 'host[:port] globs; no port means 443, :* any port' },
+  {
+    key: 'allowed-endpoints',
+    env: 'EGRESS_ALLOWED_ENDPOINTS',
+    policy: true,
+    list: true,
+    help: '[METHODS ]host[:port][/path] globs; no port means 443, :* any port; a method list (GET,HEAD) or a path (/my-org/**) makes the host inspected',
+  },
+  {
+    key: 'denied-endpoints',
+    env: 'EGRESS_DENIED_ENDPOINTS',
+    policy: true,
+    list: true,
+    help: 'same syntax as allowed-endpoints; a match here wins over any allow (e.g. POST api.github.com/user/repos, * gist.github.com)',
+  },
+  { key: 'enforce-denied-in-audit', env: 'EGRESS_ENFORCE_DENIED_IN_AUDIT', policy: true, help: 'true: denied-endpoints are refused in audit mode too (default false)' },
+  { key: 'log-query', env: 'EGRESS_LOG_QUERY', policy: true, help: 'true: events keep the query string of inspected requests (default false: path only)' },
   { key: 'allowed-ips', env: 'EGRESS_ALLOWED_IPS', policy: true, list: true, help: 'CIDRs allowed as raw-IP destinations' },
   { key: 'trusted-ranges', env: 'EGRESS_TRUSTED_RANGES', policy: true, list: true, help: 'CIDRs allowed names may resolve into (private, loopback, ...)' },
   { key: 'policy', env: 'EGRESS_POLICY_FILE', help: 'policy/config file (YAML)' },

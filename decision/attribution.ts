@@ -104,7 +104,11 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
       return authorize(ctx, { ...base, host: ip });
     }
     if (canonical.type === 'name') {
-      const permitted = decide(ctx.policy(), { host: canonical.name, port }).permitted;
+      const permitted = decide(ctx.policy(), {
+        host: canonical.name,
+        port,
+        ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
+      }).permitted;
       // A name the policy refuses is reported as such; agreement matters only for names it would let through.
       if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return mismatch(ctx, request, canonical.name, claimedBy, extra);
       return authorize(ctx, { ...base, host: canonical.name });

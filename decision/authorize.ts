@@ -49,7 +49,8 @@ export function emitDecision(events: EventLog, policy: Policy, request: Authoriz
     ...(request.sni !== undefined && { sni: request.sni }),
     ...(decision.ip !== undefined && { ip: decision.ip }),
     ...(request.method !== undefined && { method: request.method }),
-    ...(request.path !== undefined && { path: request.path }),
+    // The query string may carry a token: logged only when the policy says so (log-query).
+    ...(request.path !== undefined && { path: policy.logQuery ? request.path : request.path.split('?')[0]! }),
     decision: decision.outcome,
     reason: decision.reason,
     rule: decision.rule,
@@ -78,7 +79,13 @@ function failure(events: EventLog, request: AuthorizeRequest, decision: Decision
 export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest): Promise<Authorization> {
   const request: AuthorizeRequest = input.started === undefined ? { ...input, started: Date.now() } : input;
   const policy = ctx.policy();
-  const nameDecision = decide(policy, { host: request.host, port: request.port });
+  const asked = {
+    host: request.host,
+    port: request.port,
+    ...(request.method !== undefined && { method: request.method }),
+    ...(request.path !== undefined && { path: request.path }),
+  };
+  const nameDecision = decide(policy, asked);
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
 
   if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
@@ -99,7 +106,7 @@ export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest):
     const timeout = resolveError.kind === 'timeout';
     return failure(ctx.events, request, nameDecision, emit(nameDecision), timeout ? 504 : 502, timeout ? 'upstream-dns-timeout' : 'upstream-dns', resolveError.message);
   }
-  const decision = decide(policy, { host: request.host, port: request.port, addresses });
+  const decision = decide(policy, { ...asked, addresses });
   if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
   // Audit mode forwards would-block requests to the address the name resolved to.
   const address = decision.ip ?? addresses[0];

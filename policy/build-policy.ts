@@ -12,11 +12,14 @@ export interface PolicySettings {
   mode?: PolicySetting;
   dns?: PolicySetting;
   'allowed-endpoints'?: PolicySetting;
+  'denied-endpoints'?: PolicySetting;
+  'enforce-denied-in-audit'?: PolicySetting;
+  'log-query'?: PolicySetting;
   'allowed-ips'?: PolicySetting;
   'trusted-ranges'?: PolicySetting;
 }
 
-export const POLICY_KEYS = ['mode', 'dns', 'allowed-endpoints', 'allowed-ips', 'trusted-ranges'] as const;
+export const POLICY_KEYS = ['mode', 'dns', 'allowed-endpoints', 'denied-endpoints', 'enforce-denied-in-audit', 'log-query', 'allowed-ips', 'trusted-ranges'] as const;
 
 function entries(setting: PolicySetting | undefined): SourcedEntry[] {
   if (!setting) return [];
@@ -35,12 +38,16 @@ function oneOf<T extends string>(setting: PolicySetting | undefined, key: string
 /** Build a validated policy; throws PolicyError naming the file (or variable), line and entry. */
 export function buildPolicy(settings: PolicySettings): Policy {
   const endpoints = parseEndpoints(entries(settings['allowed-endpoints']));
+  const deniedEndpoints = parseEndpoints(entries(settings['denied-endpoints']));
   return {
     mode: oneOf<Mode>(settings.mode, 'mode', MODES, 'audit'),
     dns: oneOf<DnsMode>(settings.dns, 'dns', DNS_MODES, 'policy'),
     endpoints,
+    deniedEndpoints,
+    enforceDeniedInAudit: oneOf(settings['enforce-denied-in-audit'], 'enforce-denied-in-audit', ['true', 'false'], 'false') === 'true',
+    logQuery: oneOf(settings['log-query'], 'log-query', ['true', 'false'], 'false') === 'true',
     allowedIps: parseCidrs(entries(settings['allowed-ips']), 'allowed-ips'),
     trustedRanges: parseCidrs(entries(settings['trusted-ranges']), 'trusted-ranges'),
-    warnings: endpoints.flatMap((rule) => (rule.warning ? [`${rule.origin.file}:${rule.origin.line}: ${rule.warning}`] : [])),
+    warnings: [...endpoints, ...deniedEndpoints].flatMap((rule) => (rule.warning ? [`${rule.origin.file}:${rule.origin.line}: ${rule.warning}`] : [])),
   };
 }

@@ -1,64 +1,12 @@
+export type { Decision, DecisionRequest, Outcome, Reason } from './decision.js';
 import { classifyAddress } from './address-safety.js';
 import { findCidr } from './cidr.js';
 import { canonicalHost, parseAddress, type Address } from './host.js';
 import { matchHost } from './host-pattern.js';
 import { formatHostPort } from './host-port.js';
 import type { Policy } from './policy.js';
-
-export type Outcome = 'allowed' | 'blocked' | 'would-block';
-
-export type Reason =
-  | 'allowed-endpoint'
-  | 'allowed-ip'
-  | 'trusted-range'
-  | 'dns-any'
-  | 'local-name'
-  | 'not-allowed-endpoint'
-  | 'raw-ip'
-  | 'denied-address'
-  | 'invalid-host'
-  | 'sni-mismatch'
-  | 'malformed-request'
-  | 'upstream-unresolvable'
-  // Reported by the redirect rules (netlog/), not decided by the policy: no policy entry allows them.
-  | 'not-proxied'
-  | 'inbound-reply'
-  | 'own-connection';
-
-export interface DecisionRequest {
-  /** The host as the client wrote it (name or address in any spelling). */
-  host: string;
-  port: number;
-  /**
-   * Addresses the name resolved to. Absent: decide on the name alone (before any lookup, so a blocked
-   * name is never resolved). Present: also check them and pick the one to connect to.
-   */
-  addresses?: readonly string[];
-}
-
-export interface Decision {
-  outcome: Outcome;
-  /** What the policy says, whatever the mode: audit forwards a `false` here and reports would-block. */
-  permitted: boolean;
-  reason: Reason;
-  /** The policy entry that decided, as written; null when no rule matched. */
-  rule: string | null;
-  /** A sentence a person understands, sent to blocked clients in X-Egress-Guard-Reason. */
-  message: string;
-  /** Canonical host (lowercase punycode name, or address text). */
-  host: string;
-  /** The address checked and to connect to (for raw-IP requests: the canonical address). */
-  ip?: string;
-}
-
-function outcomeOf(policy: Policy, permitted: boolean): Outcome {
-  if (permitted) return 'allowed';
-  return policy.mode === 'block' ? 'blocked' : 'would-block';
-}
-
-function decision(policy: Policy, permitted: boolean, fields: Omit<Decision, 'outcome' | 'permitted'>): Decision {
-  return { outcome: outcomeOf(policy, permitted), permitted, ...fields };
-}
+import { decision, type Decision, type DecisionRequest } from './decision.js';
+import { decideConnection, decideRequest, deniedHost } from './request-rules.js';
 
 /** The first endpoint rule allowing name:port, or, with port undefined, allowing the name on any port. */
 export function findEndpoint(policy: Policy, name: string, port?: number) {
@@ -113,14 +61,17 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
   }
   if (canonical.type === 'ip') return decideRawIp(policy, canonical.ip, canonical.text, port);
   const name = canonical.name;
-  const rule = findEndpoint(policy, name, port);
-  if (!rule) {
-    return decision(policy, false, { reason: 'not-allowed-endpoint', rule: null, host: name, message: `${name}:${port} is not in allowed-endpoints` });
-  }
-  if (request.addresses === undefined) {
-    return decision(policy, true, { reason: 'allowed-endpoint', rule: rule.source, host: name, message: `${name}:${port} is allowed by "${rule.source}"` });
-  }
-  return decideAddresses(policy, name, port, rule.source, request.addresses);
+  const judged =
+    request.method !== undefined || request.path !== undefined
+      ? decideRequest(policy, name, port, request.method ?? 'GET', request.path ?? '/')
+      : decideConnection(policy, name, port, request.inspectable === true);
+  if ('outcome' in judged) return judged;
+  const { rule, inspect } = judged;
+  const decided =
+    request.addresses === undefined
+      ? decision(policy, true, { reason: 'allowed-endpoint', rule: rule.source, host: name, message: `${name}:${port} is allowed by "${rule.source}"` })
+      : decideAddresses(policy, name, port, rule.source, request.addresses);
+  return inspect ? { ...decided, inspect } : decided;
 }
 
 /** Decide a DNS query name: allowed if any endpoint's host pattern matches it, whatever the port. */
@@ -130,6 +81,9 @@ export function decideName(policy: Policy, queryName: string): Decision {
     return decision(policy, false, { reason: 'invalid-host', rule: null, host: queryName, message: canonical.why });
   }
   const name = canonical.type === 'ip' ? canonical.text : canonical.name;
+  // A host denied whole is not resolved either (dns: any included): its name is the first step of the way out.
+  const denied = canonical.type === 'name' ? deniedHost(policy, name) : undefined;
+  if (denied) return denied;
   if (policy.dns === 'any') return decision(policy, true, { reason: 'dns-any', rule: 'dns: any', host: name, message: 'dns: any resolves every name' });
   const rule = canonical.type === 'name' ? findEndpoint(policy, name) : undefined;
   if (!rule) return decision(policy, false, { reason: 'not-allowed-endpoint', rule: null, host: name, message: `${name} is not in allowed-endpoints` });

@@ -3,6 +3,7 @@ import { getDomain } from 'tldts';
 import { canonicalHost, NOT_IN_A_HOST } from './host.js';
 import { compileHostPattern, type HostPattern } from './host-pattern.js';
 import type { Origin } from './cidr.js';
+import { compilePathPattern, PathPatternError, type PathPattern } from './request-path.js';
 
 export const DEFAULT_PORT = 443;
 
@@ -14,7 +15,19 @@ export interface EndpointRule {
   origin: Origin;
   /** Set when the wildcard sits directly over a private-section public suffix (github.io, ...). */
   warning?: string;
+  /** Request rules only: the methods (upper case) the entry names; absent, any method. */
+  methods?: readonly string[];
+  /** Request rules only: the paths the entry covers; absent, any path. */
+  path?: PathPattern;
 }
+
+/** An entry that names methods or a path judges requests, so its host must be inspected (TLS) to enforce it. */
+export function isRequestRule(rule: EndpointRule): boolean {
+  return rule.methods !== undefined || rule.path !== undefined;
+}
+
+/** `GET`, `GET,HEAD`, `*` (any): the method list that may precede an entry. */
+export const METHOD_LIST = /^(\*|[A-Z][A-Z-]*(,[A-Z][A-Z-]*)*)$/;
 
 export class EntryError extends Error {}
 
@@ -85,16 +98,35 @@ export function canonicalPattern(rawHost: string, entry: string): { pattern: str
   return { pattern: host };
 }
 
-/** Parse one allowed-endpoints entry: `host[:port]`, no port means 443, `:*` any port. */
-export function parseEndpoint(entry: string, origin: Origin): EndpointRule {
-  const text = entry.trim();
+/**
+ * Parse one allowed-endpoints (or denied-endpoints) entry: `host[:port][/path]`, no port means 443, `:*` any
+ * port; `methods` (`GET,HEAD`, `*`) when a method list preceded it.
+ */
+export function parseEndpoint(entry: string, origin: Origin, methods?: string): EndpointRule {
+  const written = entry.trim();
+  const slash = written.indexOf('/');
+  const text = slash === -1 ? written : written.slice(0, slash);
+  const pathText = slash === -1 ? undefined : written.slice(slash);
+  const source = methods === undefined ? written : `${methods} ${written}`;
   if (NOT_IN_A_HOST.test(text)) {
-    throw new EntryError(`"${text}" is not host[:port]: write the host alone, without scheme, path, user or spaces`);
+    throw new EntryError(`"${written}" is not [METHODS ]host[:port][/path]: write no scheme, user or spaces`);
   }
   const [rawHost, rawPort] = splitHostPort(text);
-  const port = rawPort === undefined ? DEFAULT_PORT : parsePort(rawPort, text);
-  const { pattern, warning } = canonicalPattern(rawHost, text);
-  const rule: EndpointRule = { source: text, host: compileHostPattern(pattern), port, origin };
+  const port = rawPort === undefined ? DEFAULT_PORT : parsePort(rawPort, written);
+  const { pattern, warning } = canonicalPattern(rawHost, written);
+  const rule: EndpointRule = { source, host: compileHostPattern(pattern), port, origin };
   if (warning) rule.warning = warning;
+  if (methods !== undefined && methods !== '*') {
+    if (!METHOD_LIST.test(methods)) throw new EntryError(`"${source}": "${methods}" is not a method list (GET,HEAD or *)`);
+    rule.methods = methods.split(',');
+  }
+  if (pathText !== undefined) {
+    try {
+      rule.path = compilePathPattern(pathText);
+    } catch (err) {
+      if (err instanceof PathPatternError) throw new EntryError(`"${source}": ${err.message}`);
+      throw err;
+    }
+  }
   return rule;
 }

@@ -10,3 +10,5 @@ export { parseEndpoint } from './endpoint.js';
 export { findCidr, parseCidr } from './cidr.js';
 export { bracketed, formatHostPort, parseAuthority } from './host-port.js';
 export { refusal } from './refusal.js';
+export { normalisePath, compilePathPattern, matchPath, type NormalisedPath, type PathPattern } from './request-path.js';
+export { isRequestRule, type EndpointRule } from './endpoint.js';

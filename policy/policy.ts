@@ -12,6 +12,11 @@ export interface Policy {
   mode: Mode;
   dns: DnsMode;
   endpoints: EndpointRule[];
+  /** Refused whatever the allow entries say (denied-endpoint); in audit mode too with enforceDeniedInAudit. */
+  deniedEndpoints: EndpointRule[];
+  enforceDeniedInAudit: boolean;
+  /** Events keep query strings of inspected requests (else the path alone). */
+  logQuery: boolean;
   allowedIps: CidrRule[];
   trustedRanges: CidrRule[];
   /** Warnings found at load (e.g. wildcard over github.io), logged by the caller. */

@@ -75,7 +75,9 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       }
     };
     res.once('close', release);
-    void authorize(options, { kind: 'http', client, host, port, method: req.method ?? 'GET', path: target.pathname })
+    // Decided on the target as written, which is what goes upstream (method and path rules judge it).
+    const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url ?? '')?.[1] || '/';
+    void authorize(options, { kind: 'http', client, host, port, method: req.method ?? 'GET', path })
       .then((auth: Authorization) => {
         if (auth.action === 'reject') return sendProxyError(res, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {

@@ -261,4 +261,22 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.match(r.text, /HTTP\/1\.1 400 /);
     assert.ok(r.ended);
   });
+
+  test('path rules: each request on the connection is decided on its path, pipelined ones too (issue 13)', async () => {
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `allowed.test:${upstreamPort}/my-org/**`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const host = `allowed.test:${upstreamPort}`;
+    const sequential = await exchange(frontPort, [get('/my-org/app', host), get('/attacker/loot', host, true)]);
+    assert.match(sequential.text, /^HTTP\/1\.1 200 /);
+    assert.match(sequential.text, /HTTP\/1\.1 403 Forbidden[^]*x-egress-guard-reason: GET allowed\.test\/attacker\/loot: the path is not allowed/i);
+    const pipelined = await exchange(frontPort, [get('/my-org/one', host), get('/my-org/%2e%2e/attacker/two', host, true)], { pipelined: true });
+    assert.match(pipelined.text, /^HTTP\/1\.1 200 /);
+    assert.match(pipelined.text, /HTTP\/1\.1 403 /);
+    assert.ok(seen.includes(`${host} /my-org/app`) && seen.includes(`${host} /my-org/one`));
+    assert.ok(!seen.some((s) => s.includes('attacker')), 'no refused request reached upstream');
+    assert.equal(decisions.find((d) => d.path === '/attacker/loot')?.reason, 'path-not-allowed');
+  });
 });

@@ -152,10 +152,14 @@ describe('policy file bugs', () => {
     );
   });
 
-  // domainToASCII('github.com/my-org') stops at '/': the entry silently becomes github.com (all of it).
-  test('path_in_endpoint.yaml: a URL path is rejected, not truncated to the host', () => {
-    const err = policyError(() => loadPolicy('path_in_endpoint.yaml'));
-    assert.deepEqual({ line: err.line, entry: err.entry }, { line: 2, entry: 'github.com/my-org' });
+  // domainToASCII('github.com/my-org') stops at '/': the entry once silently became github.com (all of it). Since
+  // method and path rules, it is a path rule: exactly /my-org, never the whole host.
+  test('path_in_endpoint.yaml: a path is a path rule, not truncated to the host', () => {
+    const policy = loadPolicy('path_in_endpoint.yaml');
+    assert.equal(policy.endpoints[0]!.path?.source, '/my-org');
+    assert.equal(decide(policy, { host: 'github.com', port: 443, method: 'GET', path: '/my-org' }).permitted, true);
+    assert.equal(decide(policy, { host: 'github.com', port: 443, method: 'GET', path: '/other-org' }).permitted, false);
+    assert.equal(decide(policy, { host: 'github.com', port: 443 }).reason, 'inspection-required');
   });
 
   // The address check in canonicalPattern() knows only 127.1-style and 0x7f000001-style spellings;

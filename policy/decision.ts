@@ -1,0 +1,74 @@
+/** What a decision says: the outcome, why, by which entry. Shared by decide.ts and request-rules.ts. */
+import type { Policy } from './policy.js';
+
+export type Outcome = 'allowed' | 'blocked' | 'would-block';
+
+export type Reason =
+  | 'allowed-endpoint'
+  | 'allowed-ip'
+  | 'trusted-range'
+  | 'dns-any'
+  | 'local-name'
+  | 'not-allowed-endpoint'
+  | 'raw-ip'
+  | 'denied-address'
+  | 'invalid-host'
+  | 'sni-mismatch'
+  | 'malformed-request'
+  | 'upstream-unresolvable'
+  // Method and path rules (request-rules.ts).
+  | 'denied-endpoint'
+  | 'path-not-allowed'
+  | 'method-not-allowed'
+  | 'invalid-path'
+  | 'inspection-required'
+  // Reported by the redirect rules (netlog/), not decided by the policy: no policy entry allows them.
+  | 'not-proxied'
+  | 'inbound-reply'
+  | 'own-connection';
+
+export interface DecisionRequest {
+  /** The host as the client wrote it (name or address in any spelling). */
+  host: string;
+  port: number;
+  /**
+   * Addresses the name resolved to. Absent: decide on the name alone (before any lookup, so a blocked
+   * name is never resolved). Present: also check them and pick the one to connect to.
+   */
+  addresses?: readonly string[];
+  /** One HTTP request (plain, or inside inspected TLS): decided on its method and request target too. */
+  method?: string;
+  /** The request target as sent (`/a/b?q`), normalised here (request-path.ts). */
+  path?: string;
+  /**
+   * A connection (no method/path) whose requests the caller can inspect one by one: a host whose entries name
+   * paths or methods is then allowed with `inspect` set; without, such a host cannot be enforced and is refused.
+   */
+  inspectable?: boolean;
+}
+
+export interface Decision {
+  outcome: Outcome;
+  /** What the policy says, whatever the mode: audit forwards a `false` here and reports would-block. */
+  permitted: boolean;
+  reason: Reason;
+  /** The policy entry that decided, as written; null when no rule matched. */
+  rule: string | null;
+  /** A sentence a person understands, sent to blocked clients in X-Egress-Guard-Reason. */
+  message: string;
+  /** Canonical host (lowercase punycode name, or address text). */
+  host: string;
+  /** The address checked and to connect to (for raw-IP requests: the canonical address). */
+  ip?: string;
+  /** The connection's requests must be decided one by one (its host has method or path entries). */
+  inspect?: boolean;
+}
+
+function outcomeOf(policy: Policy, permitted: boolean): Outcome {
+  if (permitted) return 'allowed';
+  return policy.mode === 'block' ? 'blocked' : 'would-block';
+}
+
+export function decision(policy: Policy, permitted: boolean, fields: Omit<Decision, 'outcome' | 'permitted'>): Decision {
+  return { outcome: outcomeOf(policy, permitted), permitted, ...fields };
+}

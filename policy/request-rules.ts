@@ -1,0 +1,79 @@
+import { decision, type Decision } from './decision.js';
+import { isRequestRule, type EndpointRule } from './endpoint.js';
+import { matchHost } from './host-pattern.js';
+import type { Policy } from './policy.js';
+import { matchPath, normalisePath } from './request-path.js';
+
+/**
+ * Method and path rules. A host whose entries (allowed or denied) name methods or paths has its requests decided
+ * one by one; a host with host-level entries only is decided once per connection, as before. Denied entries win.
+ */
+
+/** The entries of `rules` for name:port. */
+function entriesFor(rules: readonly EndpointRule[], name: string, port: number): EndpointRule[] {
+  return rules.filter((rule) => (rule.port === '*' || rule.port === port) && matchHost(rule.host, name));
+}
+
+function methodMatches(rule: EndpointRule, method: string): boolean {
+  return rule.methods === undefined || rule.methods.includes(method.toUpperCase());
+}
+
+/** Refused whatever the mode says when enforce-denied-in-audit is set. */
+function denial(policy: Policy, name: string, rule: EndpointRule, what: string): Decision {
+  const refused = decision(policy, false, { reason: 'denied-endpoint', rule: rule.source, host: name, message: `${what} is denied by "${rule.source}" (denied-endpoints)` });
+  return policy.enforceDeniedInAudit ? { ...refused, outcome: 'blocked' } : refused;
+}
+
+/** A host denied whole (a denied entry without methods or path) for a DNS name, on any port. */
+export function deniedHost(policy: Policy, name: string, port?: number): Decision | undefined {
+  const rule = policy.deniedEndpoints.find((r) => !isRequestRule(r) && (port === undefined || r.port === '*' || r.port === port) && matchHost(r.host, name));
+  return rule ? denial(policy, name, rule, port === undefined ? name : `${name}:${port}`) : undefined;
+}
+
+/** The entry that allows a connection, whether its requests must be inspected; or the refusal. */
+export type Judgement = { rule: EndpointRule; inspect: boolean } | Decision;
+
+/**
+ * A connection whose requests the caller may not see (CONNECT, redirected TLS): allowed by a host-level entry
+ * unless request rules also apply to the host; then only when the caller can inspect (`inspectable`).
+ */
+export function decideConnection(policy: Policy, name: string, port: number, inspectable: boolean): Judgement {
+  const denied = deniedHost(policy, name, port);
+  if (denied) return denied;
+  const allowing = entriesFor(policy.endpoints, name, port);
+  if (allowing.length === 0) return decision(policy, false, { reason: 'not-allowed-endpoint', rule: null, host: name, message: `${name}:${port} is not in allowed-endpoints` });
+  const hostLevel = allowing.find((rule) => !isRequestRule(rule));
+  const requestRules = [...allowing, ...entriesFor(policy.deniedEndpoints, name, port)].filter(isRequestRule);
+  if (requestRules.length === 0 && hostLevel) return { rule: hostLevel, inspect: false };
+  if (inspectable) return { rule: hostLevel ?? allowing[0]!, inspect: true };
+  return decision(policy, false, {
+    reason: 'inspection-required',
+    rule: null,
+    host: name,
+    message: `${name}:${port} has method or path rules ("${requestRules[0]!.source}"), which egress-guard can only enforce on requests it can read; this connection's are not`,
+  });
+}
+
+/** One HTTP request: denied entries, then the allowing entries' methods and paths. */
+export function decideRequest(policy: Policy, name: string, port: number, method: string, target: string): Judgement {
+  const denied = deniedHost(policy, name, port);
+  if (denied) return denied;
+  const allowing = entriesFor(policy.endpoints, name, port);
+  const denying = entriesFor(policy.deniedEndpoints, name, port);
+  // A host without method or path entries is judged as before, whatever its paths look like.
+  if (![...allowing, ...denying].some(isRequestRule)) return decideConnection(policy, name, port, false);
+  const request = `${method.toUpperCase()} ${name}${target.split('?')[0]}`;
+  const normalised = normalisePath(target);
+  if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request}: ${normalised.why}` });
+  const path = normalised.path;
+  const deniedRequest = denying.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path, true)));
+  if (deniedRequest) return denial(policy, name, deniedRequest, request);
+  if (allowing.length === 0) return decision(policy, false, { reason: 'not-allowed-endpoint', rule: null, host: name, message: `${name}:${port} is not in allowed-endpoints` });
+  const rule = allowing.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path)));
+  if (rule) return { rule, inspect: allowing.some(isRequestRule) };
+  const listed = allowing.map((r) => `"${r.source}"`).join(', ');
+  if (allowing.some((r) => r.path === undefined || matchPath(r.path, path))) {
+    return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message: `${request}: the method is not allowed (${listed})` });
+  }
+  return decision(policy, false, { reason: 'path-not-allowed', rule: null, host: name, message: `${request}: the path is not allowed (${listed})` });
+}

@@ -1,0 +1,143 @@
+/**
+ * Method and path rules on plain HTTP through the explicit proxy (issue 13), with curl against a real server on
+ * loopback: each request on a keep-alive connection is decided on its own method and path, a refused one gets a
+ * readable 403 and never reaches the server, and its event names method, path (no query) and reason.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
+
+const ALLOWED = 'one.test:*/my-org/** GET,HEAD npm.test:*';
+const DENIED = 'POST one.test:*/my-org/secret';
+
+for (const mode of ['block', 'audit'] as const) {
+  describe(`${mode} mode: method and path rules on plain HTTP`, () => {
+    let server: http.Server;
+    let port: number;
+    let guard: EgressGuardProcess;
+    const seen: string[] = [];
+
+    before(async () => {
+      server = http.createServer((req, res) => {
+        seen.push(`${req.method} ${req.url}`);
+        req.resume();
+        req.on('end', () => res.end(`ok ${req.method} ${req.url}\n`));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      port = (server.address() as AddressInfo).port;
+      guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1', '--resolve', 'npm.test=127.0.0.1'], {
+        EGRESS_MODE: mode,
+        EGRESS_ALLOWED_ENDPOINTS: ALLOWED,
+        EGRESS_DENIED_ENDPOINTS: DENIED,
+        EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+      });
+    });
+    after(async () => {
+      await guard?.stop();
+      server?.close();
+    });
+
+    const curl = (args: string[]) => runProcess('curl', ['-sS', '--max-time', '10', '-x', guard.proxyUrl, '-o', '/dev/null', '-w', '%{http_code} %{header_json}\\n', ...args]);
+    const status = (stdout: string) => Number(stdout.split(' ')[0]);
+    const reasonHeader = (stdout: string) => (JSON.parse(stdout.slice(stdout.indexOf(' ') + 1)) as Record<string, string[]>)['x-egress-guard-reason']?.[0];
+
+    test('a path under the allowed prefix passes, with its query; the event keeps the path only', async () => {
+      const result = await curl([`http://one.test:${port}/my-org/app/info/refs?service=git-upload-pack&token=s3cret`]);
+      assert.equal(status(result.stdout), 200, result.stderr);
+      assert.ok(seen.includes('GET /my-org/app/info/refs?service=git-upload-pack&token=s3cret'));
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.path === '/my-org/app/info/refs');
+      assert.equal(event.method, 'GET');
+      assert.equal(event.decision, 'allowed');
+      assert.ok(!JSON.stringify(guard.lines).includes('s3cret'), 'the query string is not logged');
+    });
+
+    test('a path outside the prefix: 403 with the reason in block mode, relayed as would-block in audit mode', async () => {
+      const result = await curl(['-X', 'POST', '-d', 'stolen=1', `http://one.test:${port}/attacker/loot`]);
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.path === '/attacker/loot');
+      assert.equal(event.reason, 'path-not-allowed');
+      assert.equal(event.method, 'POST');
+      if (mode === 'block') {
+        assert.equal(status(result.stdout), 403);
+        assert.match(reasonHeader(result.stdout) ?? '', /the path is not allowed/);
+        assert.ok(!seen.some((s) => s.includes('/attacker/')), 'nothing reached the server');
+        assert.equal(event.decision, 'blocked');
+      } else {
+        assert.equal(status(result.stdout), 200);
+        assert.equal(event.decision, 'would-block');
+      }
+    });
+
+    test('dot-segments and encodings do not get past the prefix', async () => {
+      const result = await curl(['--path-as-is', `http://one.test:${port}/my-org/%2e%2e/attacker/dotdot`]);
+      const event = await guard.waitFor((l) => l.event === 'decision' && typeof l.path === 'string' && l.path.includes('dotdot'));
+      assert.equal(event.reason, 'path-not-allowed');
+      if (mode === 'block') {
+        assert.equal(status(result.stdout), 403);
+        assert.ok(!seen.some((s) => s.includes('dotdot')));
+      }
+    });
+
+    test('methods: GET passes, PUT (a publish) does not', async () => {
+      assert.equal(status((await curl([`http://npm.test:${port}/left-pad`])).stdout), 200);
+      const put = await curl(['-X', 'PUT', '-d', '{}', `http://npm.test:${port}/left-pad-evil`]);
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.path === '/left-pad-evil');
+      assert.equal(event.reason, 'method-not-allowed');
+      if (mode === 'block') {
+        assert.equal(status(put.stdout), 403);
+        assert.ok(!seen.some((s) => s.includes('left-pad-evil')));
+      }
+    });
+
+    test('keep-alive: the second request on one connection is decided on its own', async () => {
+      const result = await runProcess('curl', [
+        '-sS',
+        '--max-time',
+        '10',
+        '-x',
+        guard.proxyUrl,
+        '-o',
+        '/dev/null',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code} %{num_connects}\\n',
+        `http://one.test:${port}/my-org/first`,
+        `http://one.test:${port}/other-org/second`,
+      ]);
+      const [first, second] = result.stdout.trim().split('\n');
+      assert.equal(first, '200 1');
+      assert.equal(second, mode === 'block' ? '403 0' : '200 0', 'the same connection, decided again');
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.path === '/other-org/second');
+      assert.equal(event.reason, 'path-not-allowed');
+    });
+
+    test('a denied entry wins over the allowing prefix', async () => {
+      const result = await curl(['-X', 'POST', '-d', 'x', `http://one.test:${port}/my-org/secret`]);
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.path === '/my-org/secret');
+      assert.equal(event.reason, 'denied-endpoint');
+      if (mode === 'block') assert.equal(status(result.stdout), 403);
+    });
+
+    test('CONNECT to a host with path rules: refused (block) until its requests can be read', async () => {
+      const result = await runProcess('curl', [
+        '-sS',
+        '--max-time',
+        '10',
+        '-p',
+        '-x',
+        guard.proxyUrl,
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        `http://one.test:${port}/my-org/tunnelled`,
+      ]);
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect');
+      assert.equal(event.reason, 'inspection-required');
+      assert.equal(event.decision, mode === 'block' ? 'blocked' : 'would-block');
+      if (mode === 'block') assert.notEqual(result.code, 0);
+    });
+  });
+}
