@@ -26,6 +26,8 @@ export interface AuthorizeRequest {
   addresses?: string[];
   /** When the request arrived, if before this call (a redirected connection's peek): its close event counts from there. */
   started?: number;
+  /** The caller can inspect this connection's requests (TLS inspection): see DecisionRequest.inspectable. */
+  inspectable?: boolean;
 }
 
 /**
@@ -84,6 +86,7 @@ export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest):
     port: request.port,
     ...(request.method !== undefined && { method: request.method }),
     ...(request.path !== undefined && { path: request.path }),
+    ...(request.inspectable && { inspectable: true }),
   };
   const nameDecision = decide(policy, asked);
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);

@@ -16,7 +16,14 @@ export interface UpstreamFailure {
 export function upstreamFailure(err: NodeJS.ErrnoException, timedOut: boolean): UpstreamFailure {
   if (timedOut) return { status: 504, error: 'upstream-timeout' };
   if (err.code === 'ECONNREFUSED') return { status: 502, error: 'upstream-refused' };
+  if (isTlsVerificationError(err)) return { status: 502, error: 'upstream-tls' };
   return { status: 502, error: `upstream-${(err.code ?? 'error').toLowerCase()}` };
+}
+
+/** An upstream TLS failure: its certificate does not verify for the name, or the handshake failed. */
+function isTlsVerificationError(err: NodeJS.ErrnoException): boolean {
+  const code = err.code ?? '';
+  return code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_') || /CERT|SIGNATURE|ISSUER/.test(code);
 }
 
 export class UpstreamConnectError extends Error implements UpstreamFailure {

@@ -5,7 +5,8 @@ import { authorize, type AuthorizeContext, type Authorization } from '../../deci
 import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
 import { checkConnectSni } from './connect-sni-check.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
-import { createHttpForwarder, unforwardableBody } from '../relay/http-forwarder.js';
+import { createHttpForwarder, unforwardableBody, type HttpForwarder } from '../relay/http-forwarder.js';
+import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import { answerHalfClosedClients } from '../relay/half-close.js';
 import { relayTimeouts, type TunnelHandler } from '../relay/tunnel.js';
@@ -21,6 +22,10 @@ export interface HttpProxyServerOptions extends AuthorizeContext {
   /** What to do with an authorized CONNECT tunnel: splice (default) or terminate and inspect. */
   tunnel: TunnelHandler;
   counters: TrafficCounters;
+  /** TLS inspection for hosts with method or path rules; without, CONNECTs to them are refused (inspection-required). */
+  inspector?: Inspector;
+  /** Shared with the inspector (one upstream pool); made here when not given. */
+  forwarder?: HttpForwarder;
 }
 
 function clientOf(socket: net.Socket): string {
@@ -33,7 +38,7 @@ function clientOf(socket: net.Socket): string {
  */
 export function createHttpProxyServer(options: HttpProxyServerOptions): http.Server {
   const { events, counters } = options;
-  const forwarder = createHttpForwarder(options);
+  const forwarder = options.forwarder ?? createHttpForwarder(options);
 
   const server = http.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 });
   server.keepAliveTimeout = 30_000;
@@ -112,12 +117,18 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       return;
     }
     trackConnection(counters, socket);
-    void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port })
+    void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port, ...(options.inspector && { inspectable: true }) })
       .then(async (auth) => {
         if (auth.action === 'reject') return writeRawError(socket, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {
           writeRawError(socket, auth.status, auth.message, auth.event.id);
           auth.connection.close({ status: auth.status, error: auth.error });
+          return;
+        }
+        if (auth.decision.inspect && options.inspector) {
+          // Each request inside is decided and connected on its own; nothing connects upstream for the tunnel.
+          socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+          options.inspector.adopt(socket, { kind: 'connect', client, host: auth.decision.host, port: auth.port, address: auth.address, outer: auth });
           return;
         }
         let upstream: net.Socket;

@@ -1,5 +1,8 @@
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import httpProxy from 'http-proxy';
 import type { Forward } from '../../decision/authorize.js';
 import type { EventLog } from '../../events/event-log.js';
@@ -31,12 +34,45 @@ class CheckedAddressAgent extends http.Agent {
   }
 }
 
+/**
+ * The TLS twin for inspected requests: connects to the checked address and verifies the server for the name
+ * that was decided (the Host sent upstream is that name, from which node takes the servername), never less.
+ */
+class CheckedAddressTlsAgent extends https.Agent {
+  constructor(
+    private readonly connectTimeoutMs: number,
+    idleTimeoutMs: number,
+    private readonly ca: readonly string[] | undefined,
+  ) {
+    super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
+  }
+
+  override createConnection(options: http.ClientRequestArgs & { servername?: string }): Duplex {
+    const { host, port } = options as net.TcpNetConnectOpts;
+    const servername = options.servername;
+    const tcp = connectTcp({ host: host ?? 'localhost', port, noDelay: true });
+    if (!servername) {
+      tcp.destroy(Object.assign(new Error('no server name to verify the upstream certificate for'), { code: 'ERR_TLS_NO_SERVERNAME' }));
+      return tcp;
+    }
+    const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.ca && { ca: [...this.ca] }) });
+    const timer = setTimeout(() => {
+      socket.destroy(Object.assign(new Error(`connect timed out after ${this.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
+    }, this.connectTimeoutMs);
+    socket.once('secureConnect', () => clearTimeout(timer));
+    socket.once('close', () => clearTimeout(timer));
+    return socket;
+  }
+}
+
 export interface ForwardRequest {
   req: http.IncomingMessage;
   res: http.ServerResponse;
   auth: Forward;
   /** The Host header to send upstream; absent: the client's own (already decided on) is kept. */
   authority?: string;
+  /** An inspected request: upstream is TLS, verified for the name in `authority`. */
+  tls?: boolean;
 }
 
 export interface HttpForwarder {
@@ -57,9 +93,10 @@ export function unforwardableBody(req: http.IncomingMessage): string | undefined
 }
 
 /** Plain-HTTP forwarding (http-proxy over a keep-alive agent), shared by the explicit and transparent listeners. */
-export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number }): HttpForwarder {
+export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number; upstreamCa?: readonly string[] }): HttpForwarder {
   const { events } = options;
   const agent = new CheckedAddressAgent(options.connectTimeoutMs, options.idleTimeoutMs);
+  const tlsAgent = new CheckedAddressTlsAgent(options.connectTimeoutMs, options.idleTimeoutMs, options.upstreamCa);
   const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false, proxyTimeout: options.idleTimeoutMs });
   // Errors are handled per request through the callback of web(); this keeps a stray one from crashing us.
   proxy.on('error', (err) => events.log.debug({ err: err.message }, 'forwarder error'));
@@ -69,7 +106,7 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
   proxy.on('proxyReq', (proxyReq, req) => proxyReq.once('timeout', () => timedOut.add(req)));
 
   return {
-    forward({ req, res, auth, authority }) {
+    forward({ req, res, auth, authority, tls: inspected }) {
       // The client left while the request was being decided: its 'close' has been and gone.
       if (res.destroyed) {
         auth.connection.close({ error: 'client-aborted' });
@@ -98,8 +135,9 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
         if (!res.writableFinished) error ??= 'client-aborted';
         auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }) });
       });
-      const target = `http://${formatHostPort(auth.address, auth.port)}`;
-      proxy.web(req, res, { target, ...(authority !== undefined && { headers: { host: authority } }) }, (err: NodeJS.ErrnoException) => {
+      const target = `${inspected ? 'https' : 'http'}://${formatHostPort(auth.address, auth.port)}`;
+      const via = inspected ? { agent: tlsAgent, secure: true } : {};
+      proxy.web(req, res, { target, ...via, ...(authority !== undefined && { headers: { host: authority } }) }, (err: NodeJS.ErrnoException) => {
         // ETIMEDOUT here is the agent's own connect timeout (CheckedAddressAgent).
         const timeout = err.code === 'ETIMEDOUT' || timedOut.has(req);
         ({ status, error } = upstreamFailure(err, timeout));

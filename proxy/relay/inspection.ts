@@ -1,0 +1,148 @@
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import { authorize, emitDecision, type AuthorizeContext, type Forward } from '../../decision/authorize.js';
+import type { CloseError, RequestKind } from '../../events/schema.js';
+import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
+import { sendProxyError } from './error-response.js';
+import type { HttpForwarder } from './http-forwarder.js';
+
+/**
+ * TLS inspection of hosts with method or path rules (issue 13). A connection already decided (CONNECT, or a
+ * redirected TLS connection) whose decision says `inspect` is terminated here with a leaf certificate for its
+ * host; every HTTP request inside is decided on its own method and path (its own decision event and close
+ * event) and forwarded over a fresh TLS connection verified for that host. The outer connection keeps its
+ * decision and gets one close event when the client goes.
+ */
+
+/** Where leaf certificates come from (certs/, wired by the sidecar). */
+export interface LeafSource {
+  secureContextFor(host: string): Promise<tls.SecureContext>;
+}
+
+export interface InspectorOptions extends AuthorizeContext {
+  leaves: LeafSource;
+  forwarder: HttpForwarder;
+  idleTimeoutMs: number;
+}
+
+/** A connection handed over for inspection. */
+export interface InspectedConnection {
+  kind: RequestKind;
+  client: string;
+  /** The decided host and port, and the checked address every request goes to. */
+  host: string;
+  port: number;
+  address: string;
+  /** The outer connection's authorization: its record is closed when the client goes. */
+  outer: Forward;
+}
+
+export interface Inspector {
+  adopt(socket: Socket, connection: InspectedConnection): void;
+  /** Close idle keep-alive connections (shutdown). */
+  closeIdle(): void;
+}
+
+/** OpenSSL alerts a client sends when it does not accept our certificate. */
+const CERTIFICATE_ALERT = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|DECRYPT_ERROR|ACCESS_DENIED)/;
+
+export function createInspector(options: InspectorOptions): Inspector {
+  const { events } = options;
+  const connections = new WeakMap<Socket, InspectedConnection>();
+  const server = http.createServer({ keepAliveTimeout: options.idleTimeoutMs, requestTimeout: 0 });
+  server.setTimeout(options.idleTimeoutMs, (socket: Socket) => socket.destroy());
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const connection = connections.get(req.socket);
+    if (!connection) return void res.destroy();
+    const policy = options.policy();
+    const method = req.method ?? 'GET';
+    const path = req.url ?? '/';
+    // The Host inside the TLS is what the upstream routes on: it must be the host decided (and certified) for
+    // this connection, or a request for another site would ride on this one's decision (domain fronting).
+    const named = parseAuthority(req.headers.host ?? '', connection.port);
+    const namedHost = named ? canonicalHost(named.host) : undefined;
+    const sameHost = namedHost?.type === 'name' && namedHost.name === connection.host && named!.port === connection.port;
+    if (!sameHost) {
+      const decision = refusal(
+        { mode: 'block' },
+        {
+          reason: 'sni-mismatch',
+          host: connection.host,
+          ip: connection.address,
+          message: `the request names Host "${req.headers.host ?? ''}" inside a connection to ${connection.host}`,
+        },
+      );
+      const event = emitDecision(events, policy, { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path }, decision);
+      res.shouldKeepAlive = false;
+      return sendProxyError(res, 421, decision.message, event.id);
+    }
+    void authorize(options, { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path, addresses: [connection.address] })
+      .then((auth) => {
+        if (auth.action === 'reject') {
+          // The connection ends with the refusal: a request pipelined behind it is not read.
+          res.shouldKeepAlive = false;
+          return sendProxyError(res, 403, auth.decision.message, auth.event.id);
+        }
+        if (auth.action === 'fail') {
+          sendProxyError(res, auth.status, auth.message, auth.event.id);
+          auth.connection.close({ status: auth.status, error: auth.error });
+          return;
+        }
+        options.forwarder.forward({ req, res, auth, authority: connection.port === 443 ? connection.host : formatHostPort(connection.host, connection.port), tls: true });
+      })
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client: connection.client }, 'inspected request handling failed');
+        sendProxyError(res, 502, 'egress-guard could not handle this request');
+      });
+  });
+
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
+    const connection = connections.get(socket);
+    if (err.rawPacket?.subarray(0, 14).toString('latin1') === 'PRI * HTTP/2.0') {
+      events.log.warn({ client: connection?.client, host: connection?.host }, 'an HTTP/2-only client on an inspected connection');
+      connection?.outer.connection.close({ error: 'client-http2-only' });
+      return void socket.destroy();
+    }
+    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
+
+  return {
+    adopt(socket, connection) {
+      // The outer connection's bytes are the client socket's, encrypted; each request counts its own.
+      const close = (error?: CloseError) => connection.outer.connection.close({ bytesIn: socket.bytesWritten, bytesOut: socket.bytesRead, ...(error && { error }) });
+      socket.on('error', () => socket.destroy());
+      options.leaves.secureContextFor(connection.host).then(
+        (secureContext) => {
+          if (socket.destroyed) return void close('client-aborted');
+          const secure = new tls.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
+          let handshaken = false;
+          secure.once('secure', () => {
+            handshaken = true;
+            connections.set(secure, connection);
+            server.emit('connection', secure);
+          });
+          secure.on('error', (err: NodeJS.ErrnoException) => {
+            if (!handshaken) {
+              const rejected = CERTIFICATE_ALERT.test(err.code ?? '') || CERTIFICATE_ALERT.test(err.message);
+              if (rejected) events.log.warn({ client: connection.client, host: connection.host }, 'the client does not trust the inspection CA');
+              close(rejected ? 'client-rejected-certificate' : `client-tls-${(err.code ?? 'error').toLowerCase()}`);
+            }
+            secure.destroy();
+          });
+          secure.once('close', () => close());
+        },
+        (err: Error) => {
+          events.log.error({ err: err.message, host: connection.host }, 'no certificate for an inspected connection');
+          socket.destroy();
+          close('inspection-failed');
+        },
+      );
+    },
+    closeIdle() {
+      server.closeIdleConnections();
+    },
+  };
+}
