@@ -14,6 +14,8 @@ export interface TransparentRequest {
   peek: PeekResult;
   /** When the connection arrived (before the peek): its close event counts from there. */
   started?: number;
+  /** The listener can inspect TLS connections (hosts with method or path rules are then allowed, to be inspected). */
+  inspectable?: boolean;
 }
 
 function addressText(address: string): string {
@@ -93,7 +95,16 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
     ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
   };
-  const base = { kind: 'transparent' as const, client, port, addresses: [ip], ...extra, ...(request.started !== undefined && { started: request.started }) };
+  const inspectable = request.inspectable === true && peek.protocol === 'tls';
+  const base = {
+    kind: 'transparent' as const,
+    client,
+    port,
+    addresses: [ip],
+    ...extra,
+    ...(request.started !== undefined && { started: request.started }),
+    ...(inspectable && { inspectable }),
+  };
   const claimed = peek.protocol === 'tls' ? peek.sni : peek.protocol === 'http' ? peek.request?.host : undefined;
 
   if (claimed !== undefined) {
@@ -107,6 +118,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
       const permitted = decide(ctx.policy(), {
         host: canonical.name,
         port,
+        inspectable,
         ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
       }).permitted;
       // A name the policy refuses is reported as such; agreement matters only for names it would let through.

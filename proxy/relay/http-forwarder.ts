@@ -13,6 +13,14 @@ import { formatHostPort } from '../../policy/index.js';
 import { stripHopByHop } from './hop-by-hop.js';
 import { sendProxyError } from './error-response.js';
 
+/** Destroy `socket` with ETIMEDOUT unless `connected` comes within `ms` (the agents' own connect timeout). */
+function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect' | 'secureConnect', ms: number): T {
+  const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`connect timed out after ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
+  socket.once(connected, () => clearTimeout(timer));
+  socket.once('close', () => clearTimeout(timer));
+  return socket;
+}
+
 /** An agent that connects to exactly the address it is given, with a connect timeout. */
 class CheckedAddressAgent extends http.Agent {
   constructor(
@@ -24,13 +32,7 @@ class CheckedAddressAgent extends http.Agent {
 
   override createConnection(options: net.NetConnectOpts): net.Socket {
     const { host, port } = options as net.TcpNetConnectOpts;
-    const socket = connectTcp({ host: host ?? 'localhost', port, noDelay: true });
-    const timer = setTimeout(() => {
-      socket.destroy(Object.assign(new Error(`connect timed out after ${this.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
-    }, this.connectTimeoutMs);
-    socket.once('connect', () => clearTimeout(timer));
-    socket.once('close', () => clearTimeout(timer));
-    return socket;
+    return withConnectTimeout(connectTcp({ host: host ?? 'localhost', port, noDelay: true }), 'connect', this.connectTimeoutMs);
   }
 }
 
@@ -56,12 +58,7 @@ class CheckedAddressTlsAgent extends https.Agent {
       return tcp;
     }
     const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.ca && { ca: [...this.ca] }) });
-    const timer = setTimeout(() => {
-      socket.destroy(Object.assign(new Error(`connect timed out after ${this.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
-    }, this.connectTimeoutMs);
-    socket.once('secureConnect', () => clearTimeout(timer));
-    socket.once('close', () => clearTimeout(timer));
-    return socket;
+    return withConnectTimeout(socket, 'secureConnect', this.connectTimeoutMs);
   }
 }
 

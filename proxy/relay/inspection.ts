@@ -49,6 +49,20 @@ const CERTIFICATE_ALERT = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN
 
 export function createInspector(options: InspectorOptions): Inspector {
   const { events } = options;
+  /** Why the client's handshake failed, as a close error, logged where the user has something to do. */
+  const handshakeFailure = (err: NodeJS.ErrnoException, connection: InspectedConnection): CloseError => {
+    const where = { client: connection.client, host: connection.host };
+    if (CERTIFICATE_ALERT.test(err.code ?? '') || CERTIFICATE_ALERT.test(err.message)) {
+      events.log.warn(where, 'the client does not trust the inspection CA (docs/inspection.md)');
+      return 'client-rejected-certificate';
+    }
+    // ALPN offered without http/1.1 (an HTTP/2-only client): node answers no_application_protocol.
+    if (err.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL') {
+      events.log.warn(where, 'an HTTP/2-only client on an inspected connection: inspected hosts speak HTTP/1.1');
+      return 'client-http2-only';
+    }
+    return `client-tls-${(err.code ?? 'error').toLowerCase()}`;
+  };
   const connections = new WeakMap<Socket, InspectedConnection>();
   const server = http.createServer({ keepAliveTimeout: options.idleTimeoutMs, requestTimeout: 0 });
   server.setTimeout(options.idleTimeoutMs, (socket: Socket) => socket.destroy());
@@ -125,11 +139,7 @@ export function createInspector(options: InspectorOptions): Inspector {
             server.emit('connection', secure);
           });
           secure.on('error', (err: NodeJS.ErrnoException) => {
-            if (!handshaken) {
-              const rejected = CERTIFICATE_ALERT.test(err.code ?? '') || CERTIFICATE_ALERT.test(err.message);
-              if (rejected) events.log.warn({ client: connection.client, host: connection.host }, 'the client does not trust the inspection CA');
-              close(rejected ? 'client-rejected-certificate' : `client-tls-${(err.code ?? 'error').toLowerCase()}`);
-            }
+            if (!handshaken) close(handshakeFailure(err, connection));
             secure.destroy();
           });
           secure.once('close', () => close());

@@ -13,6 +13,7 @@ import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
 import { authorizeTransparent } from '../../decision/attribution.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
+import type { Inspector } from '../relay/inspection.js';
 import { relayTimeouts, type TunnelHandler } from '../relay/tunnel.js';
 
 /** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
@@ -33,6 +34,8 @@ export interface TransparentListenerOptions {
   maxTunnels: number;
   /** How long to wait for a ClientHello or HTTP request head before deciding without it (default 1000 ms). */
   peekTimeoutMs?: number;
+  /** TLS inspection for hosts with method or path rules; without, TLS to them is refused (inspection-required). */
+  inspector?: Inspector;
 }
 
 export interface TransparentListeners {

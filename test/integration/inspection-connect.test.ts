@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -185,6 +185,21 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(result.stdout, '421');
       assert.ok(!upstream.requests.some((r) => r.url.includes('fronted')));
       assert.equal(decisions().find((d) => d.path === '/my-org/fronted')?.reason, 'sni-mismatch');
+    });
+
+    test('an HTTP/2-only client is refused, and the close event says why', async () => {
+      const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+      socket.write(`CONNECT github.test:${upstream.port} HTTP/1.1\r\nHost: github.test:${upstream.port}\r\n\r\n`);
+      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      const failed = await new Promise<string>((resolve) => {
+        const client = tls.connect({ socket, servername: 'github.test', ca: inspectionCa.certPem, ALPNProtocols: ['h2'] });
+        client.once('secureConnect', () => resolve('connected'));
+        client.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+      });
+      assert.equal(failed, 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(closes().some((c) => c.error === 'client-http2-only'));
+      socket.destroy();
     });
 
     test('a denied entry wins inside an allowed prefix', async () => {
