@@ -67,7 +67,7 @@ for (const mode of ['block', 'audit'] as const) {
         addressBook,
       });
       const context = { policy: () => policy, resolver, events: log };
-      const forwarder = createHttpForwarder({ events: log, connectTimeoutMs: 3000, idleTimeoutMs: 10_000, upstreamCa: [testCa().certPem] });
+      const forwarder = createHttpForwarder({ events: log, connectTimeoutMs: 3000, idleTimeoutMs: 10_000, upstreamTrust: tls.createSecureContext({ ca: testCa().certPem }) });
       const leaves = {
         secureContextFor: async (host: string) => {
           const leaf = issueLeafCertificate(inspectionCa, [host]);
