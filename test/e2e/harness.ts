@@ -162,6 +162,12 @@ export class World {
     await must('git', ['init', '-q', '-b', 'main', path.join(gitRoot, 'src')], { env: gitEnv });
     await must('git', ['-C', path.join(gitRoot, 'src'), 'commit', '-q', '--allow-empty', '-m', 'init'], { env: gitEnv });
     await must('git', ['clone', '-q', '--bare', path.join(gitRoot, 'src'), path.join(gitRoot, 'repo.git')], { env: gitEnv });
+    // Two repositories over smart HTTP (git http-backend) that accept pushes: the job's own, and an attacker's.
+    const gitHttpRoot = path.join(this.dir, 'git-http');
+    for (const repo of ['my-org/app.git', 'attacker/loot.git']) {
+      await must('git', ['clone', '-q', '--bare', path.join(gitRoot, 'src'), path.join(gitHttpRoot, repo)], { env: gitEnv });
+      await must('git', ['-C', path.join(gitHttpRoot, repo), 'config', 'http.receivepack', 'true'], { env: gitEnv });
+    }
 
     const config: InternetConfig = {
       logFile: this.internetLogFile,
@@ -179,6 +185,7 @@ export class World {
       udpRecorderPorts: [443, 9999, 67, 547],
       halfClosePorts: HALF_CLOSE_PORTS,
       registry: { ...PACKAGE, tarball },
+      gitHttpRoot,
     };
     const configFile = path.join(this.dir, 'internet.json');
     writeFileSync(configFile, JSON.stringify(config));
@@ -223,7 +230,7 @@ export class World {
    * Apply the rules (with `rulesArgs` added to `rules apply`) and start `egress-guard run` as the sidecar user
    * with DNS and transparent listeners.
    */
-  async startEgressGuard(mode: 'block' | 'audit', rulesArgs: readonly string[] = [], options: { socketMark?: number } = {}): Promise<void> {
+  async startEgressGuard(mode: 'block' | 'audit', rulesArgs: readonly string[] = [], options: { socketMark?: number; env?: NodeJS.ProcessEnv } = {}): Promise<void> {
     if (this.sidecar) throw new Error('egress-guard is already running');
     const user = this.sidecarUser!;
     const rules = await run('ip', [
@@ -270,6 +277,7 @@ export class World {
       EGRESS_CONNECT_TIMEOUT: '3000',
       EGRESS_NETFILTER_LOG: nflogFile,
       ...(options.socketMark !== undefined && { EGRESS_SOCKET_MARK: String(options.socketMark) }),
+      ...options.env,
     };
     // With a socket mark, egress-guard keeps CAP_NET_RAW (enough to set SO_MARK since Linux 5.17), as the container does.
     const caps = options.socketMark === undefined ? [] : ['--inh-caps=-all,+net_raw', '--ambient-caps=-all,+net_raw'];

@@ -5,6 +5,7 @@
  * server for `.test`. Every request, body, datagram and DNS question is appended to the log file (NDJSON)
  * that the tests read. Prints "ready" when every socket is bound.
  */
+import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import http from 'node:http';
@@ -32,6 +33,8 @@ export interface InternetConfig {
   halfClosePorts?: { plain: number; tls: number };
   /** registry.test: the one package it serves. */
   registry: { name: string; version: string; tarball: string };
+  /** Bare repositories served by `git http-backend` under https://allowed.test/git/ (clone and push). */
+  gitHttpRoot?: string;
 }
 
 const config = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as InternetConfig;
@@ -77,8 +80,49 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
+/** Smart HTTP for git: `git http-backend` as a CGI, the request streamed to it, its answer back. */
+function gitHttpBackend(root: string, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const url = new URL(req.url ?? '/', 'https://allowed.test');
+  record({ type: 'http', scheme: 'https', host: 'allowed.test', method: req.method, url: req.url, git: true });
+  const cgi = spawn('git', ['http-backend'], {
+    env: {
+      PATH: process.env.PATH,
+      GIT_PROJECT_ROOT: root,
+      GIT_HTTP_EXPORT_ALL: '1',
+      REMOTE_USER: 'test',
+      REQUEST_METHOD: req.method ?? 'GET',
+      PATH_INFO: url.pathname.replace(/^\/git/, ''),
+      QUERY_STRING: url.search.slice(1),
+      CONTENT_TYPE: req.headers['content-type'] ?? '',
+      ...(req.headers['content-encoding'] && { HTTP_CONTENT_ENCODING: String(req.headers['content-encoding']) }),
+    },
+  });
+  req.pipe(cgi.stdin);
+  let head = Buffer.alloc(0);
+  let started = false;
+  cgi.stdout.on('data', (chunk: Buffer) => {
+    if (started) return void res.write(chunk);
+    head = Buffer.concat([head, chunk]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end === -1) return;
+    started = true;
+    let status = 200;
+    for (const line of head.subarray(0, end).toString('latin1').split('\r\n')) {
+      const [name, ...rest] = line.split(':');
+      const value = rest.join(':').trim();
+      if (name!.toLowerCase() === 'status') status = Number(value.split(' ')[0]);
+      else res.setHeader(name!, value);
+    }
+    res.writeHead(status);
+    res.write(head.subarray(end + 4));
+  });
+  cgi.on('close', () => res.end());
+  cgi.on('error', () => res.destroy());
+}
+
 function webHandler(scheme: 'https' | 'http') {
   return async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (config.gitHttpRoot && scheme === 'https' && req.url?.startsWith('/git/')) return gitHttpBackend(config.gitHttpRoot, req, res);
     const body = await readBody(req);
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
     const sni = scheme === 'https' ? ((req.socket as unknown as { servername?: string }).servername ?? null) : null;
