@@ -52,6 +52,7 @@ async function main(): Promise<void> {
     const shared = new LeafIssuer(ca);
     const perHost = new LeafIssuer(ca, { leafKeys: 'per-host' });
     const lines = [`${count} cold leaves, one after another (ms)`, 'issuer                 p50 lat  p99 lat  loop p99 delay  loop max'];
+    lines.push(await measure('baseline (no leaf)', count, async () => undefined)); // the machine's own noise
     lines.push(await measure('shared key', count, (h) => shared.leafFor(h)));
     lines.push(await measure('per-host keys', Math.min(count, 50), (h) => perHost.leafFor(h)));
     lines.push(await measure('forge signs (not used)', Math.min(count, 50), forgeSigned(ca)));
