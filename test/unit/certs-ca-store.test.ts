@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import { caCertificate, CaError, loadCertificateAuthority, stateCaPaths } from '../../certs/ca-store.js';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
+import { ConfigError, describeConfig, loadConfig } from '../../config/load-config.js';
 import { defaultStateDir, SYSTEM_STATE_DIR } from '../../config/state-dir.js';
 
 const CA_STORE = new URL('../../certs/ca-store.js', import.meta.url).href;
@@ -142,5 +143,32 @@ describe('default state directory', () => {
     assert.equal(defaultStateDir({ XDG_STATE_HOME: '/x/state' }, host(1000, false)), '/x/state/egress-guard');
     assert.equal(defaultStateDir({ XDG_STATE_HOME: 'relative' }, host(1000, false)), '/home/u/.local/state/egress-guard');
     assert.equal(defaultStateDir({}, host(1000, false)), '/home/u/.local/state/egress-guard');
+  });
+});
+
+describe('CA settings', () => {
+  const readFile = (path: string) => {
+    assert.equal(path, '/policy.yaml');
+    return 'state-dir: /from/file\nca-cert: /file/ca.crt\nca-key: /file/ca.key\nupstream-ca: /file/upstream.pem\n';
+  };
+  it('come from the policy file, the environment and flags, in that order of precedence; ca-key is redacted', () => {
+    const fromFile = loadConfig({ flags: new Map([['policy', ['/policy.yaml']]]), env: {}, readFile });
+    assert.deepEqual([fromFile.stateDir, fromFile.caCert, fromFile.caKey, fromFile.upstreamCa], ['/from/file', '/file/ca.crt', '/file/ca.key', '/file/upstream.pem']);
+    assert.equal(describeConfig(fromFile)['ca-key']!.value, '<redacted>');
+    const env = { EGRESS_STATE_DIR: '/from/env', EGRESS_CA_CERT: '/env/ca.crt', EGRESS_CA_KEY: '/env/ca.key', EGRESS_UPSTREAM_CA: '/env/up.pem' };
+    const fromEnv = loadConfig({ flags: new Map([['policy', ['/policy.yaml']]]), env, readFile });
+    assert.deepEqual([fromEnv.stateDir, fromEnv.caCert, fromEnv.caKey, fromEnv.upstreamCa], ['/from/env', '/env/ca.crt', '/env/ca.key', '/env/up.pem']);
+    const fromFlag = loadConfig({ flags: new Map([['state-dir', ['/from/flag']]]), env, readFile });
+    assert.equal(fromFlag.stateDir, '/from/flag');
+  });
+  it('default the state directory and refuse a lone ca-cert or ca-key with ConfigError', () => {
+    const config = loadConfig({ flags: new Map(), env: { XDG_STATE_HOME: '/xdg' }, readFile });
+    assert.equal(config.stateDir, defaultStateDir({ XDG_STATE_HOME: '/xdg' }));
+    assert.equal(config.caCert, undefined);
+    assert.throws(
+      () => loadConfig({ flags: new Map([['ca-cert', ['/a.crt']]]), env: {}, readFile }),
+      (e: Error) => e instanceof ConfigError && e.message === 'ca-cert needs ca-key (the CA private key file)',
+    );
+    assert.throws(() => loadConfig({ flags: new Map(), env: { EGRESS_CA_KEY: '/a.key' }, readFile }), /ca-key needs ca-cert/);
   });
 });
