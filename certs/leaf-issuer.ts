@@ -116,6 +116,11 @@ export class LeafIssuer {
     return issuing;
   }
 
+  /** The TLS context of leafFor(host): what a TLS server socket or an SNICallback takes. */
+  secureContextFor(host: string): Promise<SecureContext> {
+    return this.leafFor(host).then((leaf) => leaf.secureContext);
+  }
+
   private async issue(host: string): Promise<Leaf> {
     const keys = await this.leafKey();
     const now = this.now();

@@ -17,8 +17,8 @@ async function serve(issuer: LeafIssuer, fixedHost?: string): Promise<{ port: nu
   const server = tls.createServer({
     ...(fixed ? { cert: fixed.cert, key: fixed.key } : {}),
     SNICallback: (name, done) =>
-      issuer.leafFor(name).then(
-        (leaf) => done(null, leaf.secureContext),
+      issuer.secureContextFor(name).then(
+        (context) => done(null, context),
         (err: Error) => done(err),
       ),
   });
