@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { CaError } from './ca-store.js';
 
 /** Debian/Ubuntu's bundle of the system trust store (also Alpine's, Arch's). */
@@ -15,8 +15,8 @@ export interface UpstreamTrustOptions {
 /**
  * The `ca` option for tls.connect to an inspected upstream: node's bundled roots, the system bundle when there
  * is one, and the `upstream-ca` file. Giving `ca` replaces node's default roots, hence node's roots are in the
- * list. Parsing some 150 roots costs milliseconds: build one tls.createSecureContext({ ca }) from it and pass
- * that `secureContext` to every tls.connect. An unreadable upstream-ca file throws CaError.
+ * list. An unreadable upstream-ca file throws CaError. Do not pass this list to every tls.connect: node then
+ * parses all of it for each connection (about 100 ms of blocked event loop); use upstreamSecureContext.
  */
 export function upstreamCaCertificates(options: UpstreamTrustOptions = {}): string[] {
   const roots = [...rootCertificates];
@@ -36,4 +36,12 @@ export function upstreamCaCertificates(options: UpstreamTrustOptions = {}): stri
     roots.push(extra);
   }
   return roots;
+}
+
+/**
+ * One TLS context trusting upstreamCaCertificates(options), built once (at start or on reload): pass it as
+ * `secureContext` to tls.connect, with `servername` (and checkServerIdentity's default) verifying the name.
+ */
+export function upstreamSecureContext(options: UpstreamTrustOptions = {}): SecureContext {
+  return createSecureContext({ ca: upstreamCaCertificates(options) });
 }

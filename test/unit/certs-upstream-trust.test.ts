@@ -7,12 +7,12 @@ import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
 import { CaError } from '../../certs/ca-store.js';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
-import { upstreamCaCertificates } from '../../certs/upstream-trust.js';
+import { upstreamCaCertificates, upstreamSecureContext } from '../../certs/upstream-trust.js';
 
-/** Whether a client with this `ca` option accepts the server's certificate for `upstream.test`. */
-function verifies(port: number, ca: string[]): Promise<boolean> {
+/** Whether a client with this trust (a `ca` option or a `secureContext`) accepts the server's certificate for `servername`. */
+function verifies(port: number, trust: string[] | tls.SecureContext, servername = 'upstream.test'): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'upstream.test', ca }, () => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername, ...(Array.isArray(trust) ? { ca: trust } : { secureContext: trust }) }, () => {
       socket.end();
       resolve(true);
     });
@@ -50,6 +50,13 @@ describe('upstream trust', () => {
     const ca = upstreamCaCertificates({ upstreamCa: join(dir, 'upstream-ca.pem') });
     assert.equal(ca.length, tls.rootCertificates.length + 2);
     assert.equal(await verifies(port, ca), true);
+  });
+
+  it('as one secure context: verifies the upstream for its name only', async () => {
+    const context = upstreamSecureContext({ upstreamCa: join(dir, 'upstream-ca.pem') });
+    assert.equal(await verifies(port, context), true);
+    assert.equal(await verifies(port, context, 'other.test'), false);
+    assert.equal(await verifies(port, upstreamSecureContext()), false);
   });
 
   it('works without a system bundle, and refuses an unreadable or non-PEM upstream-ca with CaError', () => {
