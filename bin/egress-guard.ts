@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { processIo } from '../cli/args.js';
+import { CA_USAGE, caCommand } from '../cli/ca-command.js';
 import { COLLECTOR_USAGE, collectorCommand } from '../cli/collector-command.js';
 import { decideCommand } from '../cli/decide-command.js';
 import { ENV_USAGE, envCommand } from '../cli/env-command.js';
@@ -18,7 +19,8 @@ const COMMANDS: Record<string, { run: Command; help: string; usage?: string }> =
   collector: { run: collectorCommand, usage: COLLECTOR_USAGE, help: 'run the self-hosted collector (API, web page; SQLite or PostgreSQL)' },
   report: { run: reportCommand, usage: REPORT_USAGE, help: 'what a job connected to, from an events file or a collector (table, markdown, json)' },
   policy: { run: policyCommand, usage: POLICY_USAGE, help: 'suggest EVENTS: the smallest allowlist for an audit run; replay --policy FILE EVENTS: what it would block' },
-  env: { run: envCommand, usage: ENV_USAGE, help: 'print shell exports that make common tools use the proxy' },
+  env: { run: envCommand, usage: ENV_USAGE, help: 'print shell exports that make common tools use the proxy (--trust-ca: and trust the inspection CA)' },
+  ca: { run: caCommand, usage: CA_USAGE, help: 'print|install|uninstall the TLS inspection CA (install: the system trust store, Debian/Ubuntu)' },
 };
 
 function usage(): string {

@@ -1,3 +1,4 @@
+import { CaError } from '../certs/ca-store.js';
 import { UsageError, type CommandIo } from '../cli/args.js';
 import { ConfigError } from '../config/load-config.js';
 import { EventValidationError } from '../events/validate.js';
@@ -8,8 +9,8 @@ import { StepsError } from '../report/steps.js';
 /** A command returns its own result (0, or 1: blocked, would block, could not start) and throws the rest. */
 export type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
 
-/** Bad input: the command line, a policy or setting, a steps file, an events source or its events. */
-const INPUT_ERRORS = [UsageError, EventSourceError, PolicyError, ConfigError, StepsError, EventValidationError];
+/** Bad input: the command line, a policy or setting, a steps file, an events source or its events, a CA or trust store. */
+const INPUT_ERRORS = [UsageError, EventSourceError, PolicyError, ConfigError, StepsError, EventValidationError, CaError];
 
 /**
  * The one map from an error a command throws to what the CLI prints and its exit code: bad input is one

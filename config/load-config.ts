@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { buildPolicy, parsePolicyFile, PolicyError, splitListString, type FileSetting, type Policy, type PolicySettings, type SourcedEntry } from '../policy/index.js';
 import { DEFAULT_POLICY_NAME, DEFAULT_POLICY_YAML } from './default-policy.js';
 import { SETTINGS, settingSpec } from './settings.js';
+import { defaultStateDir } from './state-dir.js';
 
 export type Flags = Map<string, string[]>;
 
@@ -42,6 +43,13 @@ export interface Config {
   maxTunnels: number;
   drainTimeoutMs: number;
   logLevel: string;
+  /** Generated CA and CA bundle (config/state-dir.ts has the default). */
+  stateDir: string;
+  /** A supplied CA for TLS inspection: both files or neither. */
+  caCert?: string;
+  caKey?: string;
+  /** Extra CAs for verifying inspected upstream servers. */
+  upstreamCa?: string;
   settings: Map<string, ResolvedSetting>;
 }
 
@@ -148,6 +156,13 @@ function parseNameAddresses(entries: string[], setting: string): Map<string, str
   return map;
 }
 
+function suppliedCa(settings: Map<string, ResolvedSetting>): { caCert?: string; caKey?: string } {
+  const caCert = text(settings, 'ca-cert') || undefined;
+  const caKey = text(settings, 'ca-key') || undefined;
+  if (!caCert !== !caKey) throw new ConfigError(caCert ? 'ca-cert needs ca-key (the CA private key file)' : 'ca-key needs ca-cert (the CA certificate file)');
+  return { caCert, caKey };
+}
+
 /** Merge flag > env > file > default and validate; throws PolicyError or ConfigError. */
 export function loadConfig(sources: ConfigSources): Config {
   const settings = layer(sources);
@@ -182,6 +197,9 @@ export function loadConfig(sources: ConfigSources): Config {
     maxTunnels: integer(settings, 'max-tunnels'),
     drainTimeoutMs: integer(settings, 'drain-timeout'),
     logLevel: text(settings, 'log-level') ?? 'info',
+    stateDir: text(settings, 'state-dir') || defaultStateDir(sources.env),
+    ...suppliedCa(settings),
+    upstreamCa: text(settings, 'upstream-ca') || undefined,
     settings,
   };
 }

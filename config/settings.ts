@@ -78,6 +78,14 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
   { key: 'max-tunnels', env: 'EGRESS_MAX_TUNNELS', default: '2048', help: 'concurrent tunnels and requests beyond which clients get 503' },
   { key: 'drain-timeout', env: 'EGRESS_DRAIN_TIMEOUT', default: '10000', help: 'on SIGTERM, wait this long for open tunnels, ms' },
+  {
+    key: 'state-dir',
+    env: 'EGRESS_STATE_DIR',
+    help: 'where egress-guard keeps its generated CA and CA bundle (default: /var/lib/egress-guard as root or when it exists, else $XDG_STATE_HOME/egress-guard or ~/.local/state/egress-guard)',
+  },
+  { key: 'ca-cert', env: 'EGRESS_CA_CERT', help: 'PEM file of the CA certificate TLS inspection signs with (with ca-key; default: one generated in state-dir)' },
+  { key: 'ca-key', env: 'EGRESS_CA_KEY', secret: true, help: "PEM file of that CA's private key (RSA, unencrypted)" },
+  { key: 'upstream-ca', env: 'EGRESS_UPSTREAM_CA', help: "PEM file of CAs trusted for inspected upstream servers in addition to node's and the system's roots (tests)" },
   { key: 'log-level', env: 'EGRESS_LOG_LEVEL', default: 'info', help: 'pino log level' },
 ];
 
