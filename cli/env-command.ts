@@ -1,4 +1,5 @@
 import { loadConfig } from '../config/load-config.js';
+import { policyInspects } from '../sidecar/inspection.js';
 import { caTrustEnvironment } from './ca-trust-env.js';
 import { parseArgs, processIo, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 import { configSources, SETTING_OPTIONS } from './config-sources.js';
@@ -10,7 +11,8 @@ const OPTIONS: OptionSpecs = { ...SETTING_OPTIONS, format: { type: 'string' }, '
 /**
  * `egress-guard env`: the environment that makes tools use the proxy at the configured listen address
  * (flags, EGRESS_LISTEN or the policy file), as `export` lines or lines for $GITHUB_ENV. With --trust-ca, also
- * the variables that make them trust the TLS inspection CA (cli/ca-trust-env.ts).
+ * the variables that make them trust the TLS inspection CA (cli/ca-trust-env.ts); they come anyway when the
+ * policy inspects some host (method or path entries).
  */
 export async function envCommand(argv: readonly string[], io: CommandIo = processIo()): Promise<number> {
   const args = parseArgs(argv, OPTIONS);
@@ -19,7 +21,8 @@ export async function envCommand(argv: readonly string[], io: CommandIo = proces
   if (format !== 'shell' && format !== 'github') throw new UsageError('--format must be shell or github');
   if (args.positionals.length > 0) throw new UsageError(`unexpected argument "${args.positionals[0]}"`);
   const config = loadConfig(configSources(args.flags, io.env));
-  const vars = [...proxyEnvironment(config.listen, io.env), ...(trustCa ? caTrustEnvironment(config) : [])];
+  // A policy that inspects some host needs its clients to trust the CA: the variables come without asking.
+  const vars = [...proxyEnvironment(config.listen, io.env), ...(trustCa || policyInspects(config.policy) ? caTrustEnvironment(config) : [])];
   io.stdout.write(format === 'github' ? renderGithubEnv(vars) : renderShellExports(vars));
   return 0;
 }

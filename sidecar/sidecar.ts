@@ -12,6 +12,9 @@ import { lookupAddresses } from '../dns/address-lookup.js';
 import { parseUpstream, UpstreamClient } from '../dns/upstream.js';
 import { markedAgent, useSocketMark } from '../net/socket-mark.js';
 import { createHttpProxyServer } from '../proxy/explicit/server.js';
+import { createHttpForwarder } from '../proxy/relay/http-forwarder.js';
+import { createInspector } from '../proxy/relay/inspection.js';
+import { inspectionTrust, policyInspects } from './inspection.js';
 import { listen } from '../net/listen.js';
 import { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } from './metrics.js';
 import { Resolver } from '../decision/resolver.js';
@@ -84,6 +87,12 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     ...(markedLookup && { lookup: (name: string) => lookupAddresses(markedLookup, name) }),
   });
   const counters = createTrafficCounters();
+  // TLS inspection for hosts with method or path entries: the CA is loaded now if the policy needs it (a CA that
+  // cannot be used stops the start), else on first use after a reload that adds such entries.
+  const trust = inspectionTrust(config, events);
+  if (policyInspects(policy)) trust.prepare();
+  const forwarder = createHttpForwarder({ events, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, upstreamTrust: trust.upstreamTrust });
+  const inspector = createInspector({ policy: currentPolicy, resolver, events, leaves: trust.leaves, forwarder, idleTimeoutMs: config.idleTimeoutMs });
   // What the explicit and the transparent listeners share: one policy, resolver, event log, counters, limits.
   const listenerOptions = {
     policy: currentPolicy,
@@ -95,6 +104,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     idleTimeoutMs: config.idleTimeoutMs,
     halfCloseTimeoutMs: config.halfCloseTimeoutMs,
     maxTunnels: config.maxTunnels,
+    inspector,
+    forwarder,
   };
   const proxyServer = createHttpProxyServer(listenerOptions);
   const dnsServers: DnsServer[] = [];
@@ -170,6 +181,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
           );
           return false;
         }
+        // A policy that starts inspecting needs the CA: one that cannot be used keeps the previous policy.
+        if (policyInspects(next.policy)) trust.prepare();
         policy = next.policy;
         for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
         events.log.info({ policy: formatPolicy(policy) }, 'policy reloaded');
@@ -186,6 +199,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         // Logged once the listeners are closed: whoever reads this line and connects is refused.
         events.log.info({ open: counters.open }, 'shutting down: no new connections, draining');
         proxyServer.closeIdleConnections();
+        inspector.closeIdle();
         const deadline = Date.now() + config.drainTimeoutMs;
         while (counters.open > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         if (counters.open > 0) events.log.warn({ open: counters.open }, 'drain timeout: closing open connections');

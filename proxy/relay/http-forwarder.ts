@@ -45,7 +45,7 @@ class CheckedAddressTlsAgent extends https.Agent {
     private readonly connectTimeoutMs: number,
     idleTimeoutMs: number,
     /** Roots to verify upstream servers with, parsed once (a `ca` list per connect costs ~100 ms of blocked loop). */
-    private readonly trust: tls.SecureContext | undefined,
+    private readonly trust: (() => tls.SecureContext) | undefined,
   ) {
     super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
   }
@@ -58,7 +58,7 @@ class CheckedAddressTlsAgent extends https.Agent {
       tcp.destroy(Object.assign(new Error('no server name to verify the upstream certificate for'), { code: 'ERR_TLS_NO_SERVERNAME' }));
       return tcp;
     }
-    const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.trust && { secureContext: this.trust }) });
+    const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.trust && { secureContext: this.trust() }) });
     return withConnectTimeout(socket, 'secureConnect', this.connectTimeoutMs);
   }
 }
@@ -91,7 +91,7 @@ export function unforwardableBody(req: http.IncomingMessage): string | undefined
 }
 
 /** Plain-HTTP forwarding (http-proxy over a keep-alive agent), shared by the explicit and transparent listeners. */
-export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number; upstreamTrust?: tls.SecureContext }): HttpForwarder {
+export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number; upstreamTrust?: () => tls.SecureContext }): HttpForwarder {
   const { events } = options;
   const agent = new CheckedAddressAgent(options.connectTimeoutMs, options.idleTimeoutMs);
   const tlsAgent = new CheckedAddressTlsAgent(options.connectTimeoutMs, options.idleTimeoutMs, options.upstreamTrust);

@@ -98,12 +98,17 @@ export async function startTransparentListeners(options: TransparentListenerOpti
   /** Decide a connection that is relayed as bytes (tls, opaque, silent), connect to its destination, and splice. */
   const tunnel = async (socket: net.Socket, connection: RedirectedConnection, peek: PeekResult, started: number, late?: 'check-late-first-bytes') => {
     const { client, destination } = connection;
-    const auth = await authorizeTransparent(options, { client, destination, peek, started });
+    const auth = await authorizeTransparent(options, { client, destination, peek, started, ...(options.inspector && { inspectable: true }) });
     if (auth.action === 'reject') return refuse(socket);
     if (auth.action === 'fail') {
       // Not expected: the destination is given, so nothing is looked up.
       auth.connection.close({ error: auth.error });
       return refuse(socket);
+    }
+    if (auth.decision.inspect && options.inspector) {
+      // The ClientHello the peek read is still buffered on the socket: the TLS server reads it first.
+      options.inspector.adopt(socket, { kind: 'transparent', client, host: auth.decision.host, port: auth.port, address: auth.address, outer: auth });
+      return;
     }
     let upstream: net.Socket;
     try {

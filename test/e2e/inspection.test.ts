@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { stateCaPaths } from '../../certs/ca-store.js';
 import { World } from './harness.js';
 
 let world: World;
@@ -44,7 +45,7 @@ for (const mode of ['block', 'audit'] as const) {
       });
       // What a job is given: egress-guard's CA (generated at start, the policy has path rules) beside the others.
       bundle = path.join(world.dir, `bundle-${mode}.pem`);
-      writeFileSync(bundle, readFileSync(path.join(stateDir, 'ca', 'ca.pem'), 'utf8') + readFileSync(world.caFile, 'utf8'));
+      writeFileSync(bundle, readFileSync(stateCaPaths(stateDir).cert, 'utf8') + readFileSync(world.caFile, 'utf8'));
     });
     after(async () => {
       await world.stopEgressGuard();

@@ -67,7 +67,8 @@ for (const mode of ['block', 'audit'] as const) {
         addressBook,
       });
       const context = { policy: () => policy, resolver, events: log };
-      const forwarder = createHttpForwarder({ events: log, connectTimeoutMs: 3000, idleTimeoutMs: 10_000, upstreamTrust: tls.createSecureContext({ ca: testCa().certPem }) });
+      const upstreamTrust = tls.createSecureContext({ ca: testCa().certPem });
+      const forwarder = createHttpForwarder({ events: log, connectTimeoutMs: 3000, idleTimeoutMs: 10_000, upstreamTrust: () => upstreamTrust });
       const leaves = {
         secureContextFor: async (host: string) => {
           const leaf = issueLeafCertificate(inspectionCa, [host]);

@@ -1,0 +1,51 @@
+import type { SecureContext } from 'node:tls';
+import { CaError, loadCertificateAuthority } from '../certs/ca-store.js';
+import { LeafIssuer } from '../certs/leaf-issuer.js';
+import { ensureTrustBundle } from '../certs/trust-bundle.js';
+import { upstreamSecureContext } from '../certs/upstream-trust.js';
+import type { Config } from '../config/load-config.js';
+import type { EventLog } from '../events/event-log.js';
+import { isRequestRule, type Policy } from '../policy/index.js';
+import type { LeafSource } from '../proxy/relay/inspection.js';
+
+/** A policy with method or path entries needs TLS inspection for those hosts. */
+export function policyInspects(policy: Policy): boolean {
+  return [...policy.endpoints, ...policy.deniedEndpoints].some(isRequestRule);
+}
+
+export interface InspectionTrust {
+  /** Leaf certificates of egress-guard's CA, the CA loaded (or generated) on first use. */
+  leaves: LeafSource;
+  /** Roots for verifying upstream servers, parsed on first use (it costs ~100 ms). */
+  upstreamTrust: () => SecureContext;
+  /** Load the CA now (start, reload): a CA that cannot be used stops a policy that needs it, not a connection. */
+  prepare(): void;
+}
+
+/**
+ * The CA side of TLS inspection, loaded only when a policy inspects: a sidecar whose policy has host-level
+ * entries only never reads or generates a CA. prepare() also writes the trust bundle (system roots + CA) into
+ * the state directory, for `egress-guard env --trust-ca` run by a user who cannot write there.
+ */
+export function inspectionTrust(config: Pick<Config, 'stateDir' | 'caCert' | 'caKey' | 'upstreamCa'>, events: EventLog): InspectionTrust {
+  let issuer: LeafIssuer | undefined;
+  let trust: SecureContext | undefined;
+  const prepare = (): LeafIssuer => {
+    if (issuer) return issuer;
+    const ca = loadCertificateAuthority(config);
+    issuer = new LeafIssuer(ca);
+    events.log.info({ ca: ca.certPath, origin: ca.origin }, 'TLS inspection: CA ready');
+    try {
+      ensureTrustBundle(config.stateDir, ca.certPem);
+    } catch (err) {
+      if (!(err instanceof CaError)) throw err;
+      events.log.warn({ err: err.message }, 'TLS inspection: no trust bundle written');
+    }
+    return issuer;
+  };
+  return {
+    leaves: { secureContextFor: (host) => prepare().secureContextFor(host) },
+    upstreamTrust: () => (trust ??= upstreamSecureContext({ upstreamCa: config.upstreamCa })),
+    prepare: () => void prepare(),
+  };
+}
