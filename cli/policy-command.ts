@@ -5,8 +5,9 @@ import { plural, renderPolicyYaml, suggestPolicy } from '../report/suggest.js';
 import { destinationKey } from '../report/summary.js';
 import { oneSource, parseArgs, processIo, readText, single, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
-export const POLICY_USAGE = 'egress-guard policy suggest [--collapse N] [--job JOB] [--output FILE] EVENTS | policy replay --policy FILE [--format table|json] [--job JOB] EVENTS';
-const SUGGEST_OPTIONS: OptionSpecs = { collapse: { type: 'string' }, job: { type: 'string' }, output: { type: 'string' } };
+export const POLICY_USAGE =
+  'egress-guard policy suggest [--collapse N] [--paths] [--job JOB] [--output FILE] EVENTS | policy replay --policy FILE [--format table|json] [--job JOB] EVENTS';
+const SUGGEST_OPTIONS: OptionSpecs = { collapse: { type: 'string' }, job: { type: 'string' }, output: { type: 'string' }, paths: { type: 'boolean' } };
 const REPLAY_OPTIONS: OptionSpecs = { policy: { type: 'string' }, job: { type: 'string' }, format: { type: 'string' } };
 
 function renderReplay(result: ReplayResult, policyFile: string, source: string): string {
@@ -31,7 +32,9 @@ async function suggest(argv: readonly string[], io: CommandIo): Promise<number> 
   const collapse = collapseText === undefined ? undefined : Number(collapseText);
   if (collapse !== undefined && collapse < 2) throw new UsageError('--collapse must be 2 or more');
   const loaded = await loadEvents(oneSource(args.positionals), single(args, 'job'));
-  const suggestion = suggestPolicy(loaded.events, { ...(collapse !== undefined && { collapse }) });
+  const paths = args.flags.has('paths');
+  args.flags.delete('paths');
+  const suggestion = suggestPolicy(loaded.events, { ...(collapse !== undefined && { collapse }), ...(paths && { paths }) });
   const yaml = renderPolicyYaml(suggestion, loaded.source);
   const output = single(args, 'output');
   if (output) writeFileSync(output, yaml);

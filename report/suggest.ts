@@ -1,5 +1,5 @@
 import { getDomain } from 'tldts';
-import { canonicalHost, classifyAddress, compileHostPattern, matchHost, parseAddress, parseEndpoint } from '../policy/index.js';
+import { canonicalHost, classifyAddress, compileHostPattern, matchHost, normalisePath, parseAddress, parseEndpoint } from '../policy/index.js';
 import type { EgressEvent } from '../events/schema.js';
 import { destinationKey, isDecision } from './summary.js';
 
@@ -33,6 +33,8 @@ export interface SuggestedPolicy {
 export interface SuggestOptions {
   /** Replace N or more exact subdomains of one parent (same port) by `*.parent:port`. */
   collapse?: number;
+  /** Where requests' paths were seen (plain HTTP, inspected TLS), suggest path entries instead of the host. */
+  paths?: boolean;
 }
 
 interface Tally {
@@ -40,6 +42,24 @@ interface Tally {
   kinds: Set<string>;
   names?: Set<string>;
   ports?: Set<number>;
+  /** Requests seen with a path: path prefix -> count and methods. */
+  paths?: Map<string, { count: number; methods: Set<string> }>;
+}
+
+/**
+ * How many leading segments name an owner, never to be widened over: `/my-org/**` on github.com, not `/**`;
+ * `/repos/my-org/**` on api.github.com. Elsewhere one segment.
+ */
+function ownerDepth(host: string, segments: readonly string[]): number {
+  if (host === 'api.github.com' && ['repos', 'orgs', 'users'].includes(segments[0] ?? '')) return 2;
+  return 1;
+}
+
+/** The shortest prefix entry that covers a path without widening past its owner: `/a/**`, or the path itself. */
+function pathGroup(host: string, path: string): string {
+  const segments = path.slice(1).split('/');
+  const depth = ownerDepth(host, segments);
+  return segments.length > depth ? `/${segments.slice(0, depth).join('/')}/**` : path;
 }
 
 function tally(map: Map<string, Tally>, key: string): Tally {
@@ -127,6 +147,14 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
     if (!t) endpoints.set(key, (t = { count: 0, kinds: new Set(), host: host.name, port: event.port }));
     t.count++;
     t.kinds.add(event.kind);
+    const normalised = options.paths && event.path !== undefined ? normalisePath(event.path) : undefined;
+    if (normalised?.ok) {
+      const group = pathGroup(host.name, normalised.path);
+      const p = (t.paths ??= new Map()).get(group) ?? { count: 0, methods: new Set<string>() };
+      p.count++;
+      if (event.method) p.methods.add(event.method);
+      t.paths.set(group, p);
+    }
     const address = event.ip ? parseAddress(event.ip) : null;
     if (address && !classifyAddress(address).publicUnicast) {
       const r = tally(trusted, address.toString());
@@ -135,7 +163,14 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
     }
   }
 
-  const entries = collapseEndpoints([...endpoints.values()], options.collapse);
+  const withPaths = [...endpoints.values()].filter((t) => t.paths && t.paths.size > 0);
+  const entries = [
+    ...collapseEndpoints(
+      [...endpoints.values()].filter((t) => !withPaths.includes(t)),
+      options.collapse,
+    ),
+    ...withPaths.flatMap(pathEntries),
+  ];
   const patterns = entries.map((e) => compileHostPattern(e.value.slice(0, e.value.lastIndexOf(':'))));
   for (const [name, t] of dnsNames) {
     if (patterns.some((p) => matchHost(p, name))) continue;
@@ -169,6 +204,16 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
     ...(first && { first }),
     ...(last && { last }),
   };
+}
+
+/** Path entries for a host whose requests were seen: one per group, a `/x` dropped where `/x/**` covers it. */
+function pathEntries(t: Tally & { host: string; port: number }): PolicyEntry[] {
+  const groups = [...t.paths!];
+  const covered = (path: string) => groups.some(([group]) => group === `${path}/**`);
+  return groups
+    .filter(([path]) => !covered(path))
+    .map(([path, p]) => ({ value: `${destinationKey(t.host, t.port)}${path}`, count: p.count, comment: `${times(p.count)} (${list(p.methods)})` }))
+    .filter((entry) => validEndpoint(entry.value));
 }
 
 function collapseEndpoints(endpoints: Array<Tally & { host: string; port: number }>, collapse: number | undefined): PolicyEntry[] {
