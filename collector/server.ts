@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { listen } from '../net/listen.js';
+import { hostQuery, SearchError, sightingsByJob } from './host-search.js';
 import type { EventStore } from './stores/event-store.js';
 import { openStore } from './stores/open-store.js';
 import { IngestError, readBatch, type IngestLimits } from './ingest.js';
@@ -102,6 +103,40 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     sendJson(res, 200, { accepted: events.length, ...result, rejected });
   }
 
+  /** GET /api/v1/search?host=PATTERN&since=ISO&until=ISO&decision=...&limit=N&offset=N (collector/host-search.ts). */
+  async function search(params: URLSearchParams) {
+    let query;
+    try {
+      query = hostQuery(params.get('host') ?? '');
+    } catch (err) {
+      if (err instanceof SearchError) throw new HttpError(400, err.message);
+      throw err;
+    }
+    const time = (name: string) => {
+      const text = params.get(name);
+      if (text === null || text === '') return undefined;
+      const date = new Date(text);
+      if (Number.isNaN(date.getTime())) throw new HttpError(400, `${name}: "${text}" is not an ISO 8601 time`);
+      return date.toISOString();
+    };
+    const decision = params.get('decision') || undefined;
+    if (decision !== undefined && !['allowed', 'blocked', 'would-block'].includes(decision))
+      throw new HttpError(400, `decision: "${decision}" is not allowed, blocked or would-block`);
+    const count = (name: string, fallback: number, max: number) => {
+      const text = params.get(name);
+      if (text === null || text === '') return fallback;
+      if (!/^\d+$/.test(text)) throw new HttpError(400, `${name}: "${text}" is not a whole number`);
+      return Math.min(Number(text), max);
+    };
+    const page = { limit: count('limit', 50, 500), offset: count('offset', 0, Number.MAX_SAFE_INTEGER) };
+    const since = time('since');
+    const until = time('until');
+    const rows = await store.sightings({ likes: query.likes, ...(since && { since }), ...(until && { until }), ...(decision && { decision }) });
+    const { jobs, total } = sightingsByJob(rows, query, page);
+    const next = page.offset + jobs.length < total ? page.offset + jobs.length : null;
+    return { host: query.pattern, ...(since && { since }), ...(until && { until }), ...(decision && { decision }), total, offset: page.offset, next, jobs };
+  }
+
   async function jobEvents(job: string) {
     return store.jobEvents(job, maxJobEvents);
   }
@@ -117,6 +152,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `${method} is not supported here`);
     if (path === '/healthz') return sendText(res, 200, 'text/plain', 'ok\n');
     if (path === '/api/v1/jobs') return sendJson(res, 200, { jobs: await store.jobs() });
+    if (path === '/api/v1/search') return sendJson(res, 200, await search(url.searchParams));
     const api = /^\/api\/v1\/jobs\/([^/]+)\/(events|summary|policy)$/.exec(path);
     if (api) {
       const job = decodeSegment(api[1]!);

@@ -17,7 +17,7 @@ function isUrl(source: string): boolean {
   return /^https?:\/\//i.test(source);
 }
 
-async function getJson(url: URL): Promise<unknown> {
+export async function getJson(url: URL): Promise<unknown> {
   let res: Response;
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(30_000) });
@@ -41,7 +41,7 @@ async function getJson(url: URL): Promise<unknown> {
   }
 }
 
-function apiUrl(base: string, path: string): URL {
+export function apiUrl(base: string, path: string): URL {
   const url = new URL(base);
   url.pathname = `${url.pathname.replace(/\/+$/, '')}${path}`;
   return url;

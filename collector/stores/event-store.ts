@@ -1,14 +1,25 @@
+import type { DecisionCounts } from '../../report/host-sightings.js';
 import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
 
-export interface JobInfo {
+export interface JobInfo extends DecisionCounts {
   job: string;
-  first: string;
-  last: string;
-  decisions: number;
-  allowed: number;
-  blocked: number;
-  wouldBlock: number;
+}
+
+/** One job's decisions for one host, as the host search reads them (collector/host-search.ts). */
+export interface HostSighting extends DecisionCounts {
+  job: string;
+  host: string;
+  /** Bytes the job sent there (close events of those decisions). */
+  bytesOut: number;
+}
+
+export interface SightingFilter {
+  /** SQL LIKE patterns (escape `\`), any of which the host matches. */
+  likes: readonly string[];
+  since?: string;
+  until?: string;
+  decision?: string;
 }
 
 export interface InsertResult {
@@ -26,6 +37,8 @@ export interface EventStore {
   jobs(): Promise<JobInfo[]>;
   /** A job's decision events and the close events of those decisions, in time order. */
   jobEvents(job: string, limit: number): Promise<EgressEvent[]>;
+  /** Per (job, host): decisions whose host matches one of the LIKE patterns, in the time window. */
+  sightings(filter: SightingFilter): Promise<HostSighting[]>;
   /** Stored events (decision and close) in total. */
   count(): Promise<number>;
   close(): Promise<void>;
@@ -36,6 +49,8 @@ export interface EventRow {
   id: string;
   event: string;
   job: string | null;
+  /** The decision's host (close events: null), for the host search. */
+  host: string | null;
   time: string;
   decision: string | null;
   body: string;
@@ -46,6 +61,7 @@ export function toRow(event: EgressEvent): EventRow {
     id: event.id,
     event: event.event,
     job: event.event === 'decision' ? jobKey(event) : null,
+    host: event.event === 'decision' ? event.host : null,
     time: new Date(event.time).toISOString(),
     decision: event.event === 'decision' ? event.decision : null,
     body: JSON.stringify(event),

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { EgressEvent } from '../../events/schema.js';
-import { toRow, type EventStore, type InsertResult, type JobInfo } from './event-store.js';
+import type { DecisionCounts } from '../../report/host-sightings.js';
+import { toRow, type EventStore, type HostSighting, type InsertResult, type JobInfo, type SightingFilter } from './event-store.js';
 
 const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT EXISTS across collectors
 
@@ -17,7 +18,19 @@ CREATE TABLE IF NOT EXISTS egress_events (
   UNIQUE (id, event)
 );
 CREATE INDEX IF NOT EXISTS egress_events_job ON egress_events (job, time);
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'egress_events' AND column_name = 'host') THEN
+    ALTER TABLE egress_events ADD COLUMN host TEXT;
+    UPDATE egress_events SET host = body::json->>'host' WHERE event = 'decision';
+  END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS egress_events_host ON egress_events (host, time);
 `;
+
+/** PostgreSQL answers counts as text (bigint): the numbers of a grouped row. */
+function countsOf(r: { first: string; last: string; decisions: string; allowed: string; blocked: string; would_block: string }): DecisionCounts {
+  return { first: r.first, last: r.last, decisions: Number(r.decisions), allowed: Number(r.allowed), blocked: Number(r.blocked), wouldBlock: Number(r.would_block) };
+}
 
 /** PostgreSQL store for fleets: several collectors may write to one database at once. */
 export class PostgresStore implements EventStore {
@@ -63,9 +76,9 @@ export class PostgresStore implements EventStore {
       try {
         const stored = await this.transaction(async (client) => {
           const res = await client.query(
-            `INSERT INTO egress_events (id, event, job, time, decision, body)
-             SELECT id, event, job, time, decision, body
-             FROM jsonb_to_recordset($1::jsonb) AS x(id text, event text, job text, time text, decision text, body text)
+            `INSERT INTO egress_events (id, event, job, host, time, decision, body)
+             SELECT id, event, job, host, time, decision, body
+             FROM jsonb_to_recordset($1::jsonb) AS x(id text, event text, job text, host text, time text, decision text, body text)
              ORDER BY id, event
              ON CONFLICT (id, event) DO NOTHING`,
             [JSON.stringify(rows)],
@@ -88,15 +101,7 @@ export class PostgresStore implements EventStore {
          COUNT(*) FILTER (WHERE decision = 'would-block') AS would_block
        FROM egress_events WHERE event = 'decision' GROUP BY job ORDER BY last DESC, job`,
     );
-    return res.rows.map((r) => ({
-      job: r.job,
-      first: r.first,
-      last: r.last,
-      decisions: Number(r.decisions),
-      allowed: Number(r.allowed),
-      blocked: Number(r.blocked),
-      wouldBlock: Number(r.would_block),
-    }));
+    return res.rows.map((r) => ({ job: r.job, ...countsOf(r) }));
   }
 
   async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
@@ -109,6 +114,31 @@ export class PostgresStore implements EventStore {
       [job, limit],
     );
     return res.rows.map((r) => JSON.parse(r.body) as EgressEvent);
+  }
+
+  async sightings(filter: SightingFilter): Promise<HostSighting[]> {
+    if (filter.likes.length === 0) return [];
+    const params: string[] = [...filter.likes];
+    const where = [`d.event = 'decision'`, `(${filter.likes.map((_, i) => `d.host LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')})`];
+    for (const [column, op, value] of [
+      ['time', '>=', filter.since],
+      ['time', '<=', filter.until],
+      ['decision', '=', filter.decision],
+    ] as const) {
+      if (value === undefined) continue;
+      params.push(value);
+      where.push(`d.${column} ${op} $${params.length}`);
+    }
+    const res = await this.pool.query(
+      `SELECT d.job, d.host, MIN(d.time) AS first, MAX(d.time) AS last, COUNT(*) AS decisions,
+         COUNT(*) FILTER (WHERE d.decision = 'allowed') AS allowed, COUNT(*) FILTER (WHERE d.decision = 'blocked') AS blocked,
+         COUNT(*) FILTER (WHERE d.decision = 'would-block') AS would_block,
+         COALESCE(SUM((c.body::json->>'bytes_out')::bigint), 0) AS bytes_out
+       FROM egress_events d LEFT JOIN egress_events c ON c.id = d.id AND c.event = 'close'
+       WHERE ${where.join(' AND ')} GROUP BY d.job, d.host`,
+      params,
+    );
+    return res.rows.map((r) => ({ job: r.job, host: r.host, ...countsOf(r), bytesOut: Number(r.bytes_out) }));
   }
 
   async count(): Promise<number> {

@@ -10,6 +10,7 @@ import { startCollector, type Collector } from '../../collector/server.js';
 import { emitConnections } from '../helpers/emit-events.js';
 import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { checkHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
 
 const TOKEN = 'pg-token';
 
@@ -36,6 +37,13 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
     cluster?.stop();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers which jobs talked to a host, and when (GET /api/v1/search)', async () => {
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: `${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`, token: TOKEN });
+    cleanups.push(() => collector.close());
+    await postBatch(collector.port, hostSearchEvents());
+    await checkHostSearch(collector.port);
   });
 
   it('lets several collectors write to one database: each event stored once', async () => {

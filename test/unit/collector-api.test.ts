@@ -9,6 +9,10 @@ import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
 import { startCollector, type Collector } from '../../collector/server.js';
 import { policyFromFile, replay } from '../../report/replay.js';
+import Database from 'better-sqlite3';
+import { checkHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
+import { runCaptured } from '../helpers/capture-io.js';
+import { reportCommand } from '../../cli/report-command.js';
 
 const TOKEN = 'api-test-token';
 
@@ -227,6 +231,60 @@ describe('collector HTTP API (SQLite)', () => {
       assert.equal(answer.rejected[0]!.line, badLine);
       assert.match(answer.rejected[0]!.error, message);
       assert.equal(await collector.store.count(), before + answer.stored, 'the valid line is stored');
+    }
+  });
+});
+
+describe('host search (SQLite)', () => {
+  let dir: string;
+  let collector: Collector;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'egress-search-'));
+    collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'c.db'), token: TOKEN });
+    const reply = await post(
+      collector.port,
+      hostSearchEvents().map((e) => JSON.stringify(e)),
+    );
+    assert.equal(reply.status, 200, reply.body);
+  });
+  after(async () => {
+    await collector?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers which jobs talked to a host, and when (GET /api/v1/search)', async () => {
+    await checkHostSearch(collector.port);
+  });
+
+  it('report --collector --host prints the same for a terminal or a ticket', async () => {
+    const url = `http://127.0.0.1:${collector.port}`;
+    const table = await runCaptured(reportCommand, ['--collector', url, '--host', 'codecov.io']);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^Jobs that talked to codecov\.io: 2\n/);
+    assert.ok(table.stdout.indexOf('job-new') < table.stdout.indexOf('job-old'), 'newest first');
+    const markdown = await runCaptured(reportCommand, ['--collector', url, '--host', 'codecov.io', '--since', '2026-11-01T00:00:00Z', '--format', 'markdown']);
+    assert.match(markdown.stdout, /^### Jobs that talked to codecov\.io \(since 2026-11-01T00:00:00\.000Z\): 1/);
+    assert.match(markdown.stdout, /\| job-new \| 2026-11-20T10:00:00\.000Z \| .* \| 4\.9 KiB \| uploader\.codecov\.io \|/);
+    const recent = await runCaptured(reportCommand, ['--collector', url, '--host', 'codecov.io', '--since', '1d']);
+    assert.match(recent.stdout, /: 0\n/, 'relative times count back from now');
+    assert.equal((await runCaptured(reportCommand, ['--host', 'codecov.io', 'events.ndjson'])).code, 2, 'a host search needs a collector');
+  });
+
+  it('a database from before the host column gets it, filled from the stored events', async () => {
+    const old = join(dir, 'old.db');
+    const db = new Database(old);
+    db.exec(`CREATE TABLE egress_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, event TEXT NOT NULL, job TEXT, time TEXT NOT NULL,
+      decision TEXT, body TEXT NOT NULL, received_at TEXT NOT NULL, UNIQUE (id, event))`);
+    const insert = db.prepare('INSERT INTO egress_events (id, event, job, time, decision, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    for (const e of hostSearchEvents()) {
+      insert.run(e.id, e.event, e.event === 'decision' ? (e.ci?.job_id ?? null) : null, e.time, e.event === 'decision' ? e.decision : null, JSON.stringify(e), e.time);
+    }
+    db.close();
+    const reopened = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: old, token: TOKEN });
+    try {
+      await checkHostSearch(reopened.port);
+    } finally {
+      await reopened.close();
     }
   });
 });

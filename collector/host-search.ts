@@ -1,0 +1,69 @@
+import { canonicalHost, compileHostPattern, matchHost } from '../policy/index.js';
+import type { JobSighting } from '../report/host-sightings.js';
+import type { HostSighting } from './stores/event-store.js';
+
+/**
+ * "Which of our jobs talked to this host, and when?" A pattern in the policy's syntax (`codecov.io`,
+ * `*.codecov.io`, `uploader*.codecov.io`) or an address. A name without a wildcard also finds its subdomains
+ * (registrable-domain match: `codecov.io` finds `uploader.codecov.io`). The stores filter with SQL LIKE
+ * patterns that every match satisfies; `matches` is the exact test on what they return.
+ */
+export interface HostQuery {
+  pattern: string;
+  likes: string[];
+  matches: (host: string) => boolean;
+}
+
+export class SearchError extends Error {}
+
+function like(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`).replace(/\*/g, '%');
+}
+
+export function hostQuery(text: string): HostQuery {
+  const pattern = text.trim().toLowerCase().replace(/\.$/, '');
+  const literal = canonicalHost(pattern.replace(/^\[|\]$/g, ''));
+  if (literal.type === 'ip') return { pattern: literal.text, likes: [like(literal.text)], matches: (host) => host === literal.text };
+  if (!/^[a-z0-9*_-]+(\.[a-z0-9*_-]+)*$/.test(pattern) || /^[*.]+$/.test(pattern)) {
+    throw new SearchError(`host: "${text}" is not a host pattern (name, *.name, or address)`);
+  }
+  if (!pattern.includes('*')) {
+    return { pattern, likes: [like(pattern), `%.${like(pattern)}`], matches: (host) => host === pattern || host.endsWith(`.${pattern}`) };
+  }
+  const compiled = compileHostPattern(pattern);
+  return { pattern, likes: [like(pattern)], matches: (host) => matchHost(compiled, host) };
+}
+
+/** Per (job, host) rows from a store -> per job, newest first, one page of them. */
+export function sightingsByJob(rows: readonly HostSighting[], query: HostQuery, page: { limit: number; offset: number }): { jobs: JobSighting[]; total: number } {
+  const jobs = new Map<string, JobSighting>();
+  for (const row of rows) {
+    if (!query.matches(row.host)) continue;
+    const job = jobs.get(row.job);
+    if (!job) {
+      jobs.set(row.job, {
+        job: row.job,
+        first: row.first,
+        last: row.last,
+        decisions: row.decisions,
+        allowed: row.allowed,
+        blocked: row.blocked,
+        wouldBlock: row.wouldBlock,
+        bytesOut: row.bytesOut,
+        hosts: [row.host],
+      });
+      continue;
+    }
+    if (row.first < job.first) job.first = row.first;
+    if (row.last > job.last) job.last = row.last;
+    job.decisions += row.decisions;
+    job.allowed += row.allowed;
+    job.blocked += row.blocked;
+    job.wouldBlock += row.wouldBlock;
+    job.bytesOut += row.bytesOut;
+    job.hosts.push(row.host);
+  }
+  const all = [...jobs.values()].sort((a, b) => (a.last === b.last ? a.job.localeCompare(b.job) : a.last < b.last ? 1 : -1));
+  for (const job of all) job.hosts.sort();
+  return { jobs: all.slice(page.offset, page.offset + page.limit), total: all.length };
+}

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { EventLog } from '../../events/event-log.js';
+import type { EgressEvent } from '../../events/schema.js';
+
+/**
+ * Three jobs, one of which talked to a compromised uploader's host (and its subdomain), one that was blocked
+ * reaching it, and one that never did: what GET /api/v1/search must tell apart, on either store.
+ */
+export function hostSearchEvents(): EgressEvent[] {
+  const out: EgressEvent[] = [];
+  const run = (job: string, visits: Array<{ host: string; decision: 'allowed' | 'blocked'; bytesOut: number; time: string }>) => {
+    const log = new EventLog({ stdout: false, ci: { job_id: job } });
+    log.subscribe((e) => void out.push({ ...e, time: e.event === 'decision' ? visits.find((v) => v.host === e.host)!.time : e.time }));
+    for (const visit of visits) {
+      const d = log.decision({
+        client: '127.0.0.1:1',
+        mode: 'block',
+        kind: 'connect',
+        host: visit.host,
+        port: 443,
+        decision: visit.decision,
+        reason: visit.decision === 'allowed' ? 'allowed-endpoint' : 'not-allowed-endpoint',
+        rule: null,
+        message: 'x',
+      });
+      if (visit.decision === 'allowed')
+        log.close({ id: d.id, kind: 'connect', client: '127.0.0.1:1', host: visit.host, port: 443, bytes_in: 10, bytes_out: visit.bytesOut, duration_ms: 5 });
+    }
+  };
+  run('job-old', [{ host: 'codecov.io', decision: 'allowed', bytesOut: 100, time: '2026-10-01T10:00:00.000Z' }]);
+  run('job-new', [
+    { host: 'uploader.codecov.io', decision: 'allowed', bytesOut: 5000, time: '2026-11-20T10:00:00.000Z' },
+    { host: 'github.com', decision: 'allowed', bytesOut: 1, time: '2026-11-20T10:01:00.000Z' },
+  ]);
+  run('job-blocked', [{ host: 'evil-codecov.io', decision: 'blocked', bytesOut: 0, time: '2026-11-10T10:00:00.000Z' }]);
+  run('job-clean', [{ host: 'registry.npmjs.org', decision: 'allowed', bytesOut: 7, time: '2026-11-21T10:00:00.000Z' }]);
+  return out;
+}
+
+/** The answers a collector holding hostSearchEvents() must give. */
+export async function checkHostSearch(port: number): Promise<void> {
+  const get = async (query: string) => {
+    const res = await fetch(`http://127.0.0.1:${port}/api/v1/search?${query}`);
+    return {
+      status: res.status,
+      body: (await res.json()) as {
+        total: number;
+        next: number | null;
+        jobs: Array<{ job: string; hosts: string[]; bytesOut: number; first: string; last: string; blocked: number }>;
+      },
+    };
+  };
+  const all = await get('host=codecov.io');
+  assert.equal(all.status, 200);
+  assert.deepEqual(
+    all.body.jobs.map((j) => j.job),
+    ['job-new', 'job-old'],
+    'registrable-domain match, newest first; evil-codecov.io is another domain',
+  );
+  assert.deepEqual(all.body.jobs[0]!.hosts, ['uploader.codecov.io']);
+  assert.equal(all.body.jobs[0]!.bytesOut, 5000);
+  assert.equal((await get('host=*.codecov.io')).body.jobs.map((j) => j.job).join(), 'job-new');
+  assert.deepEqual(
+    (await get('host=*codecov.io')).body.jobs.map((j) => j.job),
+    ['job-blocked', 'job-old'],
+    'a glob stays within its label: codecov.io and evil-codecov.io, not uploader.codecov.io',
+  );
+  assert.equal((await get('host=evil-*.io')).body.jobs[0]!.blocked, 1);
+  assert.deepEqual(
+    (await get('host=codecov.io&since=2026-11-01T00:00:00Z')).body.jobs.map((j) => j.job),
+    ['job-new'],
+  );
+  assert.deepEqual(
+    (await get('host=codecov.io&until=2026-11-01T00:00:00Z')).body.jobs.map((j) => j.job),
+    ['job-old'],
+  );
+  assert.equal((await get('host=codecov.io&decision=blocked')).body.total, 0);
+  const first = await get('host=codecov.io&limit=1');
+  assert.deepEqual([first.body.jobs.length, first.body.total, first.body.next], [1, 2, 1]);
+  assert.equal((await get('host=codecov.io&limit=1&offset=1')).body.jobs[0]!.job, 'job-old');
+  assert.equal((await get('host=%25_%25')).status, 400, 'LIKE wildcards are not a pattern');
+  assert.equal((await get('host=codecov.io&since=yesterday')).status, 400);
+}
