@@ -38,6 +38,8 @@ export interface Config {
   halfCloseTimeoutMs: number;
   /** ulogd's JSON file of the rules' NFLOG reports (netlog/). */
   netfilterLog?: string;
+  /** Reload when the policy file changes (sidecar/policy-watch.ts). */
+  watchPolicy: boolean;
   /** SO_MARK of egress-guard's own outbound sockets (net/socket-mark.ts). */
   socketMark?: number;
   maxTunnels: number;
@@ -135,6 +137,12 @@ function integer(settings: Map<string, ResolvedSetting>, key: string): number {
   return Number(value);
 }
 
+function boolean(settings: Map<string, ResolvedSetting>, key: string): boolean {
+  const value = (text(settings, key) ?? 'false').trim();
+  if (value !== 'true' && value !== 'false') throw new ConfigError(`${key}: "${value}" is not true or false`);
+  return value === 'true';
+}
+
 /** A socket mark: decimal or 0x hex, 1 to 0xffffffff; off (or nothing) for none. */
 export function socketMark(value: string | undefined): number | undefined {
   if (value === undefined || value.trim() === 'off') return undefined;
@@ -194,6 +202,7 @@ export function loadConfig(sources: ConfigSources): Config {
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
     netfilterLog: text(settings, 'netfilter-log'),
     socketMark: socketMark(text(settings, 'socket-mark')),
+    watchPolicy: boolean(settings, 'watch-policy'),
     maxTunnels: integer(settings, 'max-tunnels'),
     drainTimeoutMs: integer(settings, 'drain-timeout'),
     logLevel: text(settings, 'log-level') ?? 'info',

@@ -62,6 +62,12 @@ export const SETTINGS: readonly SettingSpec[] = [
     secret: true,
     help: "mark (SO_MARK) every outbound socket of egress-guard's own with this number, 1 to 0xffffffff, or off; the rules then exempt its uid only with the mark (rules apply --socket-mark). Needs CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+",
   },
+  {
+    key: 'watch-policy',
+    env: 'EGRESS_WATCH_POLICY',
+    default: 'false',
+    help: 'true: reload when the policy file changes (a mounted ConfigMap), with the same rules as SIGHUP',
+  },
   { key: 'admin-listen', env: 'EGRESS_ADMIN_LISTEN', default: 'off', help: 'health and Prometheus /metrics address; off to disable' },
   { key: 'collector-url', env: 'EGRESS_COLLECTOR_URL', help: 'stream events to this collector' },
   { key: 'collector-token', env: 'EGRESS_COLLECTOR_TOKEN', secret: true, help: 'bearer token for the collector' },

@@ -85,6 +85,7 @@ export const CLOSE_ERRORS = {
   'client-rejected-certificate': "the client refused egress-guard's certificate on an inspected connection: it does not trust the CA (see docs/inspection.md)",
   'client-http2-only': 'the client of an inspected connection speaks HTTP/2 only; inspected hosts are served HTTP/1.1',
   'inspection-failed': 'no certificate could be made for an inspected connection: it was closed',
+  'client-not-http': 'a connection to an inspected host spoke neither TLS nor HTTP: its requests cannot be decided, it was closed',
   'upstream-no-answer': 'upstream sent no response head to a WebSocket upgrade in time (502)',
   'not-upgraded': 'upstream answered a WebSocket upgrade without 101: its answer was relayed, then the connection closed',
   'idle-timeout': 'neither side sent a byte for idle-timeout',

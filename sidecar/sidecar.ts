@@ -15,6 +15,7 @@ import { createHttpProxyServer } from '../proxy/explicit/server.js';
 import { createHttpForwarder } from '../proxy/relay/http-forwarder.js';
 import { createInspector } from '../proxy/relay/inspection.js';
 import { inspectionTrust, policyInspects } from './inspection.js';
+import { watchPolicyFile } from './policy-watch.js';
 import { listen } from '../net/listen.js';
 import { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } from './metrics.js';
 import { Resolver } from '../decision/resolver.js';
@@ -165,7 +166,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     throw err;
   }
 
-  return {
+  const sidecar: Sidecar = {
     events,
     proxyAddress,
     policy: currentPolicy,
@@ -219,4 +220,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       return closing;
     },
   };
+  // A mounted ConfigMap (or any edit) reaches egress-guard without a restart or a signal.
+  const policyWatch = config.watchPolicy && config.policyFile ? watchPolicyFile(config.policyFile, () => sidecar.reload(), events.log) : undefined;
+  return policyWatch ? { ...sidecar, close: () => (policyWatch.stop(), sidecar.close()) } : sidecar;
 }

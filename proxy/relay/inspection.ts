@@ -4,6 +4,7 @@ import tls from 'node:tls';
 import { authorize, emitDecision, type AuthorizeContext, type Forward } from '../../decision/authorize.js';
 import type { CloseError, RequestKind } from '../../events/schema.js';
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
+import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { sendProxyError } from './error-response.js';
 import type { HttpForwarder } from './http-forwarder.js';
 
@@ -36,6 +37,8 @@ export interface InspectedConnection {
   address: string;
   /** The outer connection's authorization: its record is closed when the client goes. */
   outer: Forward;
+  /** Plain HTTP inside the tunnel (a CONNECT to port 80): decided alike, forwarded without TLS. */
+  plain?: boolean;
 }
 
 export interface Inspector {
@@ -104,7 +107,13 @@ export function createInspector(options: InspectorOptions): Inspector {
           auth.connection.close({ status: auth.status, error: auth.error });
           return;
         }
-        options.forwarder.forward({ req, res, auth, authority: connection.port === 443 ? connection.host : formatHostPort(connection.host, connection.port), tls: true });
+        options.forwarder.forward({
+          req,
+          res,
+          auth,
+          authority: connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port),
+          tls: !connection.plain,
+        });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'inspected request handling failed');
@@ -128,8 +137,26 @@ export function createInspector(options: InspectorOptions): Inspector {
       // The outer connection's bytes are the client socket's, encrypted; each request counts its own.
       const close = (error?: CloseError) => connection.outer.connection.close({ bytesIn: socket.bytesWritten, bytesOut: socket.bytesRead, ...(error && { error }) });
       socket.on('error', () => socket.destroy());
-      options.leaves.secureContextFor(connection.host).then(
+      // What the client speaks decides the layer: TLS is terminated, plain HTTP read as it is, anything else
+      // cannot be decided per request and is closed.
+      const sniffed = peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs }).then((peek) => {
+        if (peek.protocol === 'tls') return true;
+        if (peek.protocol === 'http') {
+          const plain = { ...connection, plain: true };
+          connections.set(socket, plain);
+          socket.once('close', () => close());
+          server.emit('connection', socket);
+        } else {
+          events.log.warn({ client: connection.client, host: connection.host }, 'neither TLS nor HTTP to an inspected host: closed');
+          socket.destroy();
+          close('client-not-http');
+        }
+        return false;
+      });
+      const context = sniffed.then((tls) => (tls ? options.leaves.secureContextFor(connection.host) : undefined));
+      context.then(
         (secureContext) => {
+          if (!secureContext) return;
           if (socket.destroyed) return void close('client-aborted');
           const secure = new tls.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
           let handshaken = false;

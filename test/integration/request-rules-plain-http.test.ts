@@ -120,24 +120,17 @@ for (const mode of ['block', 'audit'] as const) {
       if (mode === 'block') assert.equal(status(result.stdout), 403);
     });
 
-    test('CONNECT to a host with path rules: refused (block) until its requests can be read', async () => {
-      const result = await runProcess('curl', [
-        '-sS',
-        '--max-time',
-        '10',
-        '-p',
-        '-x',
-        guard.proxyUrl,
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        `http://one.test:${port}/my-org/tunnelled`,
-      ]);
-      const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect');
-      assert.equal(event.reason, 'inspection-required');
-      assert.equal(event.decision, mode === 'block' ? 'blocked' : 'would-block');
-      if (mode === 'block') assert.notEqual(result.code, 0);
+    test('plain HTTP inside a CONNECT tunnel to a host with path rules is decided per request too', async () => {
+      const tunnelled = (path: string) =>
+        runProcess('curl', ['-sS', '--max-time', '10', '-p', '-x', guard.proxyUrl, '-o', '/dev/null', '-w', '%{http_code}', `http://one.test:${port}${path}`]);
+      assert.equal((await tunnelled('/my-org/tunnelled')).stdout, '200');
+      assert.ok(seen.includes('GET /my-org/tunnelled'));
+      const refused = await tunnelled('/attacker/tunnelled');
+      const event = await guard.waitFor((l) => l.event === 'decision' && l.path === '/attacker/tunnelled');
+      assert.equal(event.kind, 'connect');
+      assert.equal(event.reason, 'path-not-allowed');
+      assert.equal(refused.stdout, mode === 'block' ? '403' : '200');
+      if (mode === 'block') assert.ok(!seen.some((s) => s.includes('/attacker/tunnelled')));
     });
   });
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,6 +99,36 @@ describe('lifecycle: reload, drain, limits', () => {
       tunnel.socket.destroy();
       const event = await guard.waitFor((l) => l.event === 'decision' && l.host === 'two.test');
       assert.equal(event.decision, 'would-block');
+    } finally {
+      await guard.stop();
+    }
+  });
+
+  test('watch-policy: a ConfigMap-style update (a ..data symlink swapped) reloads without a signal', async () => {
+    // What the kubelet does: policy.yaml -> ..data/policy.yaml, ..data -> ..v1; an update writes ..v2 and swaps ..data.
+    const mount = join(dir, 'configmap');
+    const version = (name: string, endpoints: string) => {
+      mkdirSync(join(mount, name), { recursive: true });
+      writeFileSync(join(mount, name, 'policy.yaml'), `mode: block\ntrusted-ranges: [127.0.0.0/8]\nallowed-endpoints:\n  - ${endpoints}\n`);
+    };
+    version('..v1', 'one.test:*');
+    symlinkSync('..v1', join(mount, '..data'));
+    symlinkSync('..data/policy.yaml', join(mount, 'policy.yaml'));
+    const guard = await startEgressGuard(['--policy', join(mount, 'policy.yaml'), '--resolve', 'one.test=127.0.0.1', '--resolve', 'two.test=127.0.0.1'], {
+      EGRESS_WATCH_POLICY: 'true',
+    });
+    try {
+      const before = await openTunnel(guard.port, `two.test:${echoSrv.port}`);
+      before.socket.destroy();
+      assert.equal(before.status, 403);
+      version('..v2', 'two.test:*');
+      symlinkSync('..v2', join(mount, '..data_tmp'));
+      renameSync(join(mount, '..data_tmp'), join(mount, '..data'));
+      await guard.waitFor((l) => l.msg === 'policy reloaded', 10_000);
+      const after = await openTunnel(guard.port, `two.test:${echoSrv.port}`);
+      after.socket.destroy();
+      assert.equal(after.status, 200, 'the new policy applies without a restart or SIGHUP');
+      assert.equal(guard.lines.filter((l) => l.msg === 'policy reloaded').length, 1, 'one change, one reload');
     } finally {
       await guard.stop();
     }
