@@ -169,7 +169,9 @@ function nflog(o: RuleOptions, prefix: string): string[] {
  */
 function filterRules(family: Family, o: RuleOptions): string[][] {
   const block = o.mode === 'block';
-  const own = ['-m', 'connmark', '--mark', OWN_CONNECTION_MARK];
+  // ORIGINAL only: packets that travel as egress-guard's own did. What answers on such a connection (a collector on
+  // this machine's loopback replying to egress-guard) is REPLY and no way out.
+  const own = ['-m', 'connmark', '--mark', OWN_CONNECTION_MARK, '-m', 'conntrack', '--ctdir', 'ORIGINAL'];
   const reply = ['-m', 'conntrack', '--ctdir', 'REPLY'];
   const unreachable = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
   const prohibited = family === 4 ? 'icmp-admin-prohibited' : 'icmp6-adm-prohibited';

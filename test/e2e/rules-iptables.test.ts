@@ -21,8 +21,8 @@ describe('rule generation (pure)', () => {
       assert.match(nat[1]!, /-m owner --uid-owner 995 -j RETURN$/);
       // Packets of the job on a connection egress-guard opened are refused before ESTABLISHED traffic returns.
       const filter = own.filter((c) => c.includes(`-A ${FILTER_CHAIN} `));
-      assert.match(filter[1]!, /-m connmark --mark 0x4547\/0xffff .*-j NFLOG --nflog-group 4547 --nflog-prefix eg:own --nflog-threshold 1$/);
-      assert.match(filter[2]!, /-m connmark --mark 0x4547\/0xffff -j REJECT$/);
+      assert.match(filter[1]!, /-m connmark --mark 0x4547\/0xffff -m conntrack --ctdir ORIGINAL .*-j NFLOG --nflog-group 4547 --nflog-prefix eg:own --nflog-threshold 1$/);
+      assert.match(filter[2]!, /-m connmark --mark 0x4547\/0xffff -m conntrack --ctdir ORIGINAL -j REJECT$/);
       assert.ok(filter.findIndex((c) => c.includes('ESTABLISHED')) > 1);
       assert.match(nat.at(-1)!, /-p tcp -j REDIRECT --to-ports 3129$/);
       assert.ok(nat.some((c) => /-p udp --dport 53 -j REDIRECT --to-ports 53$/.test(c)));
