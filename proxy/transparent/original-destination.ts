@@ -1,5 +1,5 @@
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
+import { loadNativeAddon } from '../../net/native-addon.js';
 
 export interface OriginalDestination {
   address: string;
@@ -14,24 +14,13 @@ interface OriginalDstAddon {
 let addon: OriginalDstAddon | undefined;
 
 /**
- * The native addon (native/original_dst.c, built by node-gyp at `npm ci`): Node has no getsockopt, and no
- * well-kept package exposes SO_ORIGINAL_DST. Loaded lazily so that the explicit proxy runs without it.
+ * The native addon (native/original_dst.c, built by node-gyp at `npm ci`, or prebuilt in the action's bundle):
+ * Node has no getsockopt, and no well-kept package exposes SO_ORIGINAL_DST. Loaded lazily so that the explicit
+ * proxy runs without it.
  */
 function loadAddon(): OriginalDstAddon {
-  if (addon) return addon;
-  const require = createRequire(import.meta.url);
-  // Compiled to dist/proxy/transparent/; the addon is built into native/build/ at the package root.
-  const candidates = ['../../../native/build/Release/original_dst.node'];
-  const errors: string[] = [];
-  for (const candidate of candidates) {
-    try {
-      addon = require(candidate) as OriginalDstAddon;
-      return addon;
-    } catch (err) {
-      errors.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
-    }
-  }
-  throw new Error(`the original-destination addon is not built (run \`npm ci\` or \`npm run install\`): ${errors.join('; ')}`);
+  addon ??= loadNativeAddon<OriginalDstAddon>('original_dst', import.meta.url);
+  return addon;
 }
 
 /** Fails at start rather than on the first connection when the addon is missing. */
