@@ -1,0 +1,39 @@
+import type { ActionInputs } from './inputs.js';
+import { PORTS, type ActionLayout } from './layout.js';
+
+export interface SidecarFacts {
+  /** Upstream resolvers egress-guard forwards allowed names to (never itself). */
+  dnsUpstream: string[];
+  /** ulogd's JSON file, when ulogd runs. */
+  netfilterLog?: string;
+  /** Where the policy file was copied for the egress-guard user (when policy-file is set). */
+  policyFile?: string;
+}
+
+/**
+ * egress-guard's settings as its environment variables (docs: README "Settings"): the inputs, over the policy
+ * file when there is one (environment beats file), and the listeners the redirect rules point at.
+ */
+export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, facts: SidecarFacts): Record<string, string> {
+  const env: Record<string, string> = {
+    EGRESS_LISTEN: `127.0.0.1:${PORTS.proxy}`,
+    EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${PORTS.transparent} [::1]:${PORTS.transparent}`,
+    EGRESS_DNS_LISTEN: `127.0.0.1:${PORTS.dns} [::1]:${PORTS.dns}`,
+    EGRESS_ADMIN_LISTEN: `127.0.0.1:${PORTS.admin}`,
+    EGRESS_EVENTS_FILE: layout.eventsFile,
+    EGRESS_DNS_UPSTREAM: facts.dnsUpstream.join(' '),
+  };
+  if (facts.policyFile) env.EGRESS_POLICY_FILE = facts.policyFile;
+  if (facts.netfilterLog) env.EGRESS_NETFILTER_LOG = facts.netfilterLog;
+  if (inputs.mode) env.EGRESS_MODE = inputs.mode;
+  if (inputs.dnsPolicy) env.EGRESS_DNS = inputs.dnsPolicy;
+  if (inputs.allowedEndpoints.length > 0) env.EGRESS_ALLOWED_ENDPOINTS = inputs.allowedEndpoints.join(' ');
+  if (inputs.allowedIps.length > 0) env.EGRESS_ALLOWED_IPS = inputs.allowedIps.join(' ');
+  if (inputs.trustedRanges.length > 0) env.EGRESS_TRUSTED_RANGES = inputs.trustedRanges.join(' ');
+  if (inputs.collectorUrl) {
+    env.EGRESS_COLLECTOR_URL = inputs.collectorUrl;
+    env.EGRESS_SPOOL_DIR = layout.spoolDir;
+  }
+  if (inputs.collectorToken) env.EGRESS_COLLECTOR_TOKEN = inputs.collectorToken;
+  return env;
+}
