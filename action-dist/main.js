@@ -28153,7 +28153,7 @@ var require_dist = __commonJS({
 });
 
 // action/main.ts
-import { readFileSync as readFileSync6 } from "node:fs";
+import { mkdirSync, readFileSync as readFileSync6 } from "node:fs";
 import { userInfo } from "node:os";
 import path5 from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32007,8 +32007,13 @@ async function startNetfilterLog(root, layout, user) {
 }
 
 // action/sidecar-settings.ts
+var CI_VARIABLES = ["GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_JOB"];
+function ciVariables(env) {
+  return Object.fromEntries(CI_VARIABLES.filter((name) => env[name]).map((name) => [name, env[name]]));
+}
 function sidecarEnvironment(inputs, layout, facts) {
   const env = {
+    ...facts.ci,
     EGRESS_LISTEN: `127.0.0.1:${PORTS.proxy}`,
     EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${PORTS.transparent} [::1]:${PORTS.transparent}`,
     EGRESS_DNS_LISTEN: `127.0.0.1:${PORTS.dns} [::1]:${PORTS.dns}`,
@@ -32033,9 +32038,8 @@ function sidecarEnvironment(inputs, layout, facts) {
 
 // action/sidecar-process.ts
 import { spawn } from "node:child_process";
-import { mkdirSync, openSync, readFileSync as readFileSync3 } from "node:fs";
+import { openSync, readFileSync as readFileSync3 } from "node:fs";
 function spawnSidecar(root, layout, user, env) {
-  mkdirSync(layout.workDir, { recursive: true });
   const output = openSync(layout.logFile, "a");
   const setpriv = [
     `--reuid=${user.uid}`,
@@ -32119,6 +32123,7 @@ function encodeState(state) {
 async function main() {
   const inputs = parseActionInputs((name) => getInput(name));
   const layout = actionLayout(process.env);
+  mkdirSync(layout.workDir, { recursive: true });
   const root = privileged();
   const workspace = process.env.GITHUB_WORKSPACE ?? process.cwd();
   const dnsUpstream = upstreamResolvers();
@@ -32139,7 +32144,12 @@ async function main() {
     state.netfilterLog = netfilterLog;
     save();
   } else info("egress-guard: ulogd is not installed: UDP, ICMP and answers to outside hosts that the rules refuse are not events");
-  const env = sidecarEnvironment(inputs, layout, { dnsUpstream, ...policyFile && { policyFile }, ...netfilterLog && { netfilterLog: netfilterLog.jsonFile } });
+  const env = sidecarEnvironment(inputs, layout, {
+    dnsUpstream,
+    ci: ciVariables(process.env),
+    ...policyFile && { policyFile },
+    ...netfilterLog && { netfilterLog: netfilterLog.jsonFile }
+  });
   const sidecar = spawnSidecar(root, layout, user, env);
   if (sidecar.pid === void 0) throw new Error("egress-guard could not be started");
   state.sidecarPid = sidecar.pid;

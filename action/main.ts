@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +11,7 @@ import { JOB_RESOLV_CONF, pointResolvConf, saveResolvConf, upstreamResolvers } f
 import { actionLayout, PORTS, SIDECAR_USER } from './layout.js';
 import { startNetfilterLog } from './netfilter-log.js';
 import { privileged } from './privileged.js';
-import { sidecarEnvironment } from './sidecar-settings.js';
+import { ciVariables, sidecarEnvironment } from './sidecar-settings.js';
 import { spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
 import { ensureSidecarUser } from './sidecar-user.js';
 import { encodeState, STATE_KEY, type ActionState } from './state.js';
@@ -20,6 +20,7 @@ import { encodeState, STATE_KEY, type ActionState } from './state.js';
 async function main(): Promise<void> {
   const inputs = parseActionInputs((name) => core.getInput(name));
   const layout = actionLayout(process.env);
+  mkdirSync(layout.workDir, { recursive: true });
   const root = privileged();
   const workspace = process.env.GITHUB_WORKSPACE ?? process.cwd();
   const dnsUpstream = upstreamResolvers();
@@ -44,7 +45,12 @@ async function main(): Promise<void> {
     save();
   } else core.info('egress-guard: ulogd is not installed: UDP, ICMP and answers to outside hosts that the rules refuse are not events');
 
-  const env = sidecarEnvironment(inputs, layout, { dnsUpstream, ...(policyFile && { policyFile }), ...(netfilterLog && { netfilterLog: netfilterLog.jsonFile }) });
+  const env = sidecarEnvironment(inputs, layout, {
+    dnsUpstream,
+    ci: ciVariables(process.env),
+    ...(policyFile && { policyFile }),
+    ...(netfilterLog && { netfilterLog: netfilterLog.jsonFile }),
+  });
   const sidecar = spawnSidecar(root, layout, user, env);
   if (sidecar.pid === undefined) throw new Error('egress-guard could not be started');
   state.sidecarPid = sidecar.pid;

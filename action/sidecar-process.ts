@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
 import type { SidecarUser } from './sidecar-user.js';
 
 /** `egress-guard run` as its own user, left running when this step ends; returns the PID (sudo's, or setpriv's as root). */
 export function spawnSidecar(root: Privileged, layout: ActionLayout, user: SidecarUser, env: Record<string, string>): ChildProcess {
-  mkdirSync(layout.workDir, { recursive: true });
   const output = openSync(layout.logFile, 'a');
   // As the container's entrypoint does: no groups, and only the capability to bind port 53.
   const setpriv = [

@@ -8,6 +8,14 @@ export interface SidecarFacts {
   netfilterLog?: string;
   /** Where the policy file was copied for the egress-guard user (when policy-file is set). */
   policyFile?: string;
+  /** The job's GITHUB_REPOSITORY, GITHUB_RUN_ID, GITHUB_JOB: every event names its job (sudo would drop them). */
+  ci?: Record<string, string>;
+}
+
+const CI_VARIABLES = ['GITHUB_REPOSITORY', 'GITHUB_RUN_ID', 'GITHUB_JOB'];
+
+export function ciVariables(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(CI_VARIABLES.filter((name) => env[name]).map((name) => [name, env[name]!]));
 }
 
 /**
@@ -16,6 +24,7 @@ export interface SidecarFacts {
  */
 export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, facts: SidecarFacts): Record<string, string> {
   const env: Record<string, string> = {
+    ...facts.ci,
     EGRESS_LISTEN: `127.0.0.1:${PORTS.proxy}`,
     EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${PORTS.transparent} [::1]:${PORTS.transparent}`,
     EGRESS_DNS_LISTEN: `127.0.0.1:${PORTS.dns} [::1]:${PORTS.dns}`,

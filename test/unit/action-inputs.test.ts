@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InputError, inputWords, parseActionInputs } from '../../action/inputs.js';
 import { actionLayout } from '../../action/layout.js';
-import { sidecarEnvironment } from '../../action/sidecar-settings.js';
+import { ciVariables, sidecarEnvironment } from '../../action/sidecar-settings.js';
 import { loadConfig } from '../../config/load-config.js';
 
 /** Inputs as GitHub hands them over: the workflow's values, '' for the rest (action.yml defaults are '' too). */
@@ -95,6 +95,12 @@ describe('action inputs -> egress-guard settings', () => {
     );
     assert.equal(config.netfilterLog, '/var/lib/egress-guard/netlog/nflog.json');
     assert.deepEqual(config.dnsUpstream, ['168.63.129.16']);
+  });
+
+  it('names the job in every event: the CI variables that sudo would drop are passed on', () => {
+    const ci = ciVariables({ GITHUB_REPOSITORY: 'octo-org/webapp', GITHUB_RUN_ID: '9001', GITHUB_JOB: 'build', GITHUB_TOKEN: 'not this', HOME: '/home/runner' });
+    assert.deepEqual(ci, { GITHUB_REPOSITORY: 'octo-org/webapp', GITHUB_RUN_ID: '9001', GITHUB_JOB: 'build' });
+    assert.equal(sidecarEnvironment(parseActionInputs(reader({})), LAYOUT, { ...facts, ci }).GITHUB_JOB, 'build');
   });
 
   it('egress-policy beats the file; the collector gets a spool directory and its token', () => {
