@@ -32006,6 +32006,12 @@ async function startNetfilterLog(root, layout, user) {
   return { jsonFile, pidFile };
 }
 
+// action/runner-endpoints.ts
+var RUNNER_ENDPOINTS = ["*.actions.githubusercontent.com:443", "productionresultssa*.blob.core.windows.net:443"];
+function withRunnerEndpoints(endpoints) {
+  return [...endpoints, ...RUNNER_ENDPOINTS.filter((entry) => !endpoints.includes(entry))];
+}
+
 // action/sidecar-settings.ts
 var CI_VARIABLES = ["GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_JOB"];
 function ciVariables(env) {
@@ -32025,7 +32031,8 @@ function sidecarEnvironment(inputs, layout, facts) {
   if (facts.netfilterLog) env.EGRESS_NETFILTER_LOG = facts.netfilterLog;
   if (inputs.mode) env.EGRESS_MODE = inputs.mode;
   if (inputs.dnsPolicy) env.EGRESS_DNS = inputs.dnsPolicy;
-  if (inputs.allowedEndpoints.length > 0) env.EGRESS_ALLOWED_ENDPOINTS = inputs.allowedEndpoints.join(" ");
+  const allowedEndpoints = facts.allowedEndpoints ?? inputs.allowedEndpoints;
+  if (allowedEndpoints.length > 0) env.EGRESS_ALLOWED_ENDPOINTS = allowedEndpoints.join(" ");
   if (inputs.allowedIps.length > 0) env.EGRESS_ALLOWED_IPS = inputs.allowedIps.join(" ");
   if (inputs.trustedRanges.length > 0) env.EGRESS_TRUSTED_RANGES = inputs.trustedRanges.join(" ");
   if (inputs.collectorUrl) {
@@ -32129,8 +32136,10 @@ async function main() {
   const dnsUpstream = upstreamResolvers();
   const repositoryPolicy = inputs.policyFile ? path5.resolve(workspace, inputs.policyFile) : void 0;
   const checkEnv = sidecarEnvironment(inputs, layout, { dnsUpstream, ...repositoryPolicy && { policyFile: repositoryPolicy } });
-  const mode = loadConfig({ flags: /* @__PURE__ */ new Map(), env: checkEnv, readFile: (file) => readFileSync6(file, "utf8") }).policy.mode;
-  info(`egress-guard: ${mode} mode, upstream DNS ${dnsUpstream.join(" ")}`);
+  const policy = loadConfig({ flags: /* @__PURE__ */ new Map(), env: checkEnv, readFile: (file) => readFileSync6(file, "utf8") }).policy;
+  const mode = policy.mode;
+  const allowedEndpoints = withRunnerEndpoints(policy.endpoints.map((rule) => rule.source));
+  info(`egress-guard: ${mode} mode, upstream DNS ${dnsUpstream.join(" ")}, the runner's own ${RUNNER_ENDPOINTS.join(" ")} allowed`);
   const state = { mode, rulesApplied: false, sudoDisabled: false };
   const save = () => saveState(STATE_KEY, encodeState(state));
   save();

@@ -11,6 +11,7 @@ import { JOB_RESOLV_CONF, pointResolvConf, saveResolvConf, upstreamResolvers } f
 import { actionLayout, PORTS, SIDECAR_USER } from './layout.js';
 import { startNetfilterLog } from './netfilter-log.js';
 import { privileged } from './privileged.js';
+import { RUNNER_ENDPOINTS, withRunnerEndpoints } from './runner-endpoints.js';
 import { ciVariables, sidecarEnvironment } from './sidecar-settings.js';
 import { spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
 import { ensureSidecarUser } from './sidecar-user.js';
@@ -27,8 +28,11 @@ async function main(): Promise<void> {
   // The policy as egress-guard will read it, checked before anything on the runner changes (errors name file:line).
   const repositoryPolicy = inputs.policyFile ? path.resolve(workspace, inputs.policyFile) : undefined;
   const checkEnv = sidecarEnvironment(inputs, layout, { dnsUpstream, ...(repositoryPolicy && { policyFile: repositoryPolicy }) });
-  const mode = loadConfig({ flags: new Map(), env: checkEnv, readFile: (file) => readFileSync(file, 'utf8') }).policy.mode;
-  core.info(`egress-guard: ${mode} mode, upstream DNS ${dnsUpstream.join(' ')}`);
+  const policy = loadConfig({ flags: new Map(), env: checkEnv, readFile: (file) => readFileSync(file, 'utf8') }).policy;
+  const mode = policy.mode;
+  // Environment beats the policy file: the file's list (or the input's, or the default's) goes in again, with the runner's.
+  const allowedEndpoints = withRunnerEndpoints(policy.endpoints.map((rule) => rule.source));
+  core.info(`egress-guard: ${mode} mode, upstream DNS ${dnsUpstream.join(' ')}, the runner's own ${RUNNER_ENDPOINTS.join(' ')} allowed`);
 
   const state: ActionState = { mode, rulesApplied: false, sudoDisabled: false };
   const save = () => core.saveState(STATE_KEY, encodeState(state));

