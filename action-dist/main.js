@@ -31917,10 +31917,11 @@ function upstreamResolvers(read = readIfPresent) {
   throw new Error(`no upstream DNS server: ${RESOLVED_UPSTREAMS} and ${RESOLV_CONF} name none that is not loopback`);
 }
 var JOB_RESOLV_CONF = "# egress-guard action: every lookup of the job goes through egress-guard\nnameserver 127.0.0.1\nnameserver ::1\noptions timeout:2 attempts:2\n";
-function saveResolvConf() {
+async function saveResolvConf(root, saved) {
   const stat2 = lstatSync(RESOLV_CONF, { throwIfNoEntry: false });
-  if (stat2?.isSymbolicLink()) return { kind: "symlink", target: readlinkSync(RESOLV_CONF) };
-  return { kind: "file", content: readIfPresent(RESOLV_CONF) ?? "" };
+  const was = stat2?.isSymbolicLink() ? { kind: "symlink", target: readlinkSync(RESOLV_CONF) } : { kind: "file", content: readIfPresent(RESOLV_CONF) ?? "" };
+  await root.must("cp", ["-a", "--remove-destination", RESOLV_CONF, saved]);
+  return was;
 }
 async function pointResolvConf(root, content) {
   await root.must("rm", ["-f", RESOLV_CONF]);
@@ -31943,6 +31944,7 @@ function actionLayout(env) {
     entry: path3.join(appDir, "egress-guard.js"),
     eventsFile: path3.join(stateDir, "events.ndjson"),
     policyFile: path3.join(stateDir, "policy.yaml"),
+    savedResolvConf: path3.join(stateDir, "resolv.conf.saved"),
     spoolDir: path3.join(stateDir, "spool"),
     netlogDir: path3.join(stateDir, "netlog"),
     workDir,
@@ -32046,9 +32048,21 @@ function sidecarEnvironment(inputs, layout, facts) {
 // action/sidecar-process.ts
 import { spawn } from "node:child_process";
 import { openSync, readFileSync as readFileSync3 } from "node:fs";
-function spawnSidecar(root, layout, user, env) {
+var AUDIT_SUPERVISOR = `"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+status=0
+wait "$child" || status=$?
+while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done
+"$EGRESS_ACTION_NODE" "$EGRESS_ACTION_ENTRY" rules remove >&2 || true
+if [ -e "$EGRESS_ACTION_SAVED_RESOLV_CONF" ] || [ -L "$EGRESS_ACTION_SAVED_RESOLV_CONF" ]; then
+  cp -a --remove-destination "$EGRESS_ACTION_SAVED_RESOLV_CONF" /etc/resolv.conf
+fi
+exit "$status"`;
+function spawnSidecar(root, layout, user, env, mode) {
   const output = openSync(layout.logFile, "a");
   const setpriv = [
+    "setpriv",
     `--reuid=${user.uid}`,
     `--regid=${user.gid}`,
     "--clear-groups",
@@ -32060,8 +32074,13 @@ function spawnSidecar(root, layout, user, env) {
     layout.entry,
     "run"
   ];
-  const [command, ...args] = root.argv("setpriv", setpriv, env);
-  const child = spawn(command, args, { detached: true, stdio: ["ignore", output, output], env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...env } });
+  const supervisorEnv = { EGRESS_ACTION_NODE: layout.node, EGRESS_ACTION_ENTRY: layout.entry, EGRESS_ACTION_SAVED_RESOLV_CONF: layout.savedResolvConf };
+  const [command, ...args] = mode === "audit" ? root.argv("sh", ["-c", AUDIT_SUPERVISOR, "egress-guard-supervisor", ...setpriv], { ...env, ...supervisorEnv }) : root.argv(setpriv[0], setpriv.slice(1), env);
+  const child = spawn(command, args, {
+    detached: true,
+    stdio: ["ignore", output, output],
+    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...env, ...supervisorEnv }
+  });
   child.unref();
   return child;
 }
@@ -32159,7 +32178,7 @@ async function main() {
     ...policyFile && { policyFile },
     ...netfilterLog && { netfilterLog: netfilterLog.jsonFile }
   });
-  const sidecar = spawnSidecar(root, layout, user, env);
+  const sidecar = spawnSidecar(root, layout, user, env, mode);
   if (sidecar.pid === void 0) throw new Error("egress-guard could not be started");
   state.sidecarPid = sidecar.pid;
   save();
@@ -32187,7 +32206,7 @@ async function main() {
     save();
     info(rules.stdout.trim());
   }
-  state.resolvConf = saveResolvConf();
+  state.resolvConf = await saveResolvConf(root, layout.savedResolvConf);
   save();
   await pointResolvConf(root, JOB_RESOLV_CONF);
   const was = state.resolvConf.kind === "symlink" ? `a symlink to ${state.resolvConf.target}` : "a file";

@@ -32199,14 +32199,8 @@ function parseActionInputs(read) {
 
 // action/job-dns.ts
 var RESOLV_CONF = "/etc/resolv.conf";
-async function pointResolvConf(root, content) {
-  await root.must("rm", ["-f", RESOLV_CONF]);
-  await root.must("tee", [RESOLV_CONF], { input: content });
-  await root.must("chmod", ["0644", RESOLV_CONF]);
-}
 async function restoreResolvConf(root, saved) {
-  if (saved.kind === "symlink") await root.must("ln", ["-sfn", saved.target, RESOLV_CONF]);
-  else await pointResolvConf(root, saved.content);
+  await root.must("cp", ["-a", "--remove-destination", saved, RESOLV_CONF]);
 }
 
 // action/layout.ts
@@ -32222,6 +32216,7 @@ function actionLayout(env) {
     entry: path2.join(appDir, "egress-guard.js"),
     eventsFile: path2.join(stateDir, "events.ndjson"),
     policyFile: path2.join(stateDir, "policy.yaml"),
+    savedResolvConf: path2.join(stateDir, "resolv.conf.saved"),
     spoolDir: path2.join(stateDir, "spool"),
     netlogDir: path2.join(stateDir, "netlog"),
     workDir,
@@ -32323,21 +32318,21 @@ function decodeState(text) {
 }
 
 // action/post.ts
-async function teardown(root, state, entry) {
+async function teardown(root, state, layout) {
   if (state.sidecarPid !== void 0) info(`egress-guard: ${await stopSidecar(root, state.sidecarPid)}`);
   if (state.rulesApplied) {
-    const removed = await root.run(entry.node, [entry.script, "rules", "remove"]);
+    const removed = await root.run(layout.node, [layout.entry, "rules", "remove"]);
     if (removed.code !== 0) warning(`egress-guard rules remove failed: ${removed.stderr.trim()}`);
   }
   if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);
-  if (state.resolvConf) await restoreResolvConf(root, state.resolvConf);
+  if (state.resolvConf) await restoreResolvConf(root, layout.savedResolvConf);
 }
 async function post() {
   const inputs = parseActionInputs((name) => getInput(name));
   const layout = actionLayout(process.env);
   const state = decodeState(getState(STATE_KEY));
   if (state?.sudoDisabled) info("egress-guard: sudo is disabled for this job, so egress-guard and its rules stay until the runner is gone");
-  else if (state) await teardown(privileged(), state, { node: layout.node, script: layout.entry });
+  else if (state) await teardown(privileged(), state, layout);
   if (!existsSync3(layout.eventsFile)) {
     warning(`egress-guard: no events file (${layout.eventsFile}): main did not start egress-guard`);
     return;

@@ -43,10 +43,12 @@ export function upstreamResolvers(read: (file: string) => string | undefined = r
 
 export const JOB_RESOLV_CONF = '# egress-guard action: every lookup of the job goes through egress-guard\nnameserver 127.0.0.1\nnameserver ::1\noptions timeout:2 attempts:2\n';
 
-export function saveResolvConf(): SavedResolvConf {
+/** Copy /etc/resolv.conf aside (`cp -a`: a symlink is copied as the symlink) and say what it was. */
+export async function saveResolvConf(root: Privileged, saved: string): Promise<SavedResolvConf> {
   const stat = lstatSync(RESOLV_CONF, { throwIfNoEntry: false });
-  if (stat?.isSymbolicLink()) return { kind: 'symlink', target: readlinkSync(RESOLV_CONF) };
-  return { kind: 'file', content: readIfPresent(RESOLV_CONF) ?? '' };
+  const was: SavedResolvConf = stat?.isSymbolicLink() ? { kind: 'symlink', target: readlinkSync(RESOLV_CONF) } : { kind: 'file', content: readIfPresent(RESOLV_CONF) ?? '' };
+  await root.must('cp', ['-a', '--remove-destination', RESOLV_CONF, saved]);
+  return was;
 }
 
 /** Replace /etc/resolv.conf (on ubuntu a symlink to resolved's stub) by a file naming egress-guard's DNS listeners. */
@@ -56,7 +58,7 @@ export async function pointResolvConf(root: Privileged, content: string): Promis
   await root.must('chmod', ['0644', RESOLV_CONF]);
 }
 
-export async function restoreResolvConf(root: Privileged, saved: SavedResolvConf): Promise<void> {
-  if (saved.kind === 'symlink') await root.must('ln', ['-sfn', saved.target, RESOLV_CONF]);
-  else await pointResolvConf(root, saved.content);
+/** Put the saved copy back (the audit supervisor does the same in shell when egress-guard dies). */
+export async function restoreResolvConf(root: Privileged, saved: string): Promise<void> {
+  await root.must('cp', ['-a', '--remove-destination', saved, RESOLV_CONF]);
 }

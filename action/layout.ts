@@ -10,6 +10,8 @@ export interface ActionLayout {
   entry: string;
   eventsFile: string;
   policyFile: string;
+  /** /etc/resolv.conf as it was (a symlink stays a symlink), put back by post or by the audit supervisor. */
+  savedResolvConf: string;
   spoolDir: string;
   netlogDir: string;
   /** The runner's own scratch space: egress-guard's output, ulogd's configuration. */
@@ -31,6 +33,7 @@ export function actionLayout(env: NodeJS.ProcessEnv): ActionLayout {
     entry: path.join(appDir, 'egress-guard.js'),
     eventsFile: path.join(stateDir, 'events.ndjson'),
     policyFile: path.join(stateDir, 'policy.yaml'),
+    savedResolvConf: path.join(stateDir, 'resolv.conf.saved'),
     spoolDir: path.join(stateDir, 'spool'),
     netlogDir: path.join(stateDir, 'netlog'),
     workDir,

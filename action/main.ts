@@ -55,7 +55,7 @@ async function main(): Promise<void> {
     ...(policyFile && { policyFile }),
     ...(netfilterLog && { netfilterLog: netfilterLog.jsonFile }),
   });
-  const sidecar = spawnSidecar(root, layout, user, env);
+  const sidecar = spawnSidecar(root, layout, user, env, mode);
   if (sidecar.pid === undefined) throw new Error('egress-guard could not be started');
   state.sidecarPid = sidecar.pid;
   save();
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     core.info(rules.stdout.trim());
   }
 
-  state.resolvConf = saveResolvConf();
+  state.resolvConf = await saveResolvConf(root, layout.savedResolvConf);
   save();
   await pointResolvConf(root, JOB_RESOLV_CONF);
   const was = state.resolvConf.kind === 'symlink' ? `a symlink to ${state.resolvConf.target}` : 'a file';

@@ -6,7 +6,7 @@ import { renderPolicyYaml, suggestPolicy } from '../report/suggest.js';
 import { annotationsOf, blockedCount } from './findings.js';
 import { parseActionInputs } from './inputs.js';
 import { restoreResolvConf } from './job-dns.js';
-import { actionLayout } from './layout.js';
+import { actionLayout, type ActionLayout } from './layout.js';
 import { stopNetfilterLog } from './netfilter-log.js';
 import { privileged, type Privileged } from './privileged.js';
 import { jobSummaryMarkdown } from './job-summary.js';
@@ -14,14 +14,14 @@ import { stopSidecar } from './sidecar-process.js';
 import { decodeState, STATE_KEY, type ActionState } from './state.js';
 
 /** Undo what main did, in reverse: egress-guard first, then its rules (no window where the job bypasses it). */
-async function teardown(root: Privileged, state: ActionState, entry: { node: string; script: string }): Promise<void> {
+async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<void> {
   if (state.sidecarPid !== undefined) core.info(`egress-guard: ${await stopSidecar(root, state.sidecarPid)}`);
   if (state.rulesApplied) {
-    const removed = await root.run(entry.node, [entry.script, 'rules', 'remove']);
+    const removed = await root.run(layout.node, [layout.entry, 'rules', 'remove']);
     if (removed.code !== 0) core.warning(`egress-guard rules remove failed: ${removed.stderr.trim()}`);
   }
   if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);
-  if (state.resolvConf) await restoreResolvConf(root, state.resolvConf);
+  if (state.resolvConf) await restoreResolvConf(root, layout.savedResolvConf);
 }
 
 async function post(): Promise<void> {
@@ -29,7 +29,7 @@ async function post(): Promise<void> {
   const layout = actionLayout(process.env);
   const state = decodeState(core.getState(STATE_KEY));
   if (state?.sudoDisabled) core.info('egress-guard: sudo is disabled for this job, so egress-guard and its rules stay until the runner is gone');
-  else if (state) await teardown(privileged(), state, { node: layout.node, script: layout.entry });
+  else if (state) await teardown(privileged(), state, layout);
   if (!existsSync(layout.eventsFile)) {
     core.warning(`egress-guard: no events file (${layout.eventsFile}): main did not start egress-guard`);
     return;

@@ -4,11 +4,32 @@ import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
 import type { SidecarUser } from './sidecar-user.js';
 
-/** `egress-guard run` as its own user, left running when this step ends; returns the PID (sudo's, or setpriv's as root). */
-export function spawnSidecar(root: Privileged, layout: ActionLayout, user: SidecarUser, env: Record<string, string>): ChildProcess {
+/**
+ * Audit mode never breaks a job: a root shell waits for egress-guard and, when it exits however it exits (even
+ * SIGKILL), removes the redirect rules, as the container's entrypoint does, and puts /etc/resolv.conf back (the
+ * job's lookups would otherwise go to a dead listener). SIGTERM (post) is passed on to egress-guard.
+ */
+const AUDIT_SUPERVISOR = `"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+status=0
+wait "$child" || status=$?
+while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done
+"$EGRESS_ACTION_NODE" "$EGRESS_ACTION_ENTRY" rules remove >&2 || true
+if [ -e "$EGRESS_ACTION_SAVED_RESOLV_CONF" ] || [ -L "$EGRESS_ACTION_SAVED_RESOLV_CONF" ]; then
+  cp -a --remove-destination "$EGRESS_ACTION_SAVED_RESOLV_CONF" /etc/resolv.conf
+fi
+exit "$status"`;
+
+/**
+ * `egress-guard run` as its own user, left running when this step ends. Block mode: nothing between sudo and
+ * egress-guard, so the rules outlive it (fail closed). Audit mode: under AUDIT_SUPERVISOR.
+ */
+export function spawnSidecar(root: Privileged, layout: ActionLayout, user: SidecarUser, env: Record<string, string>, mode: 'audit' | 'block'): ChildProcess {
   const output = openSync(layout.logFile, 'a');
   // As the container's entrypoint does: no groups, and only the capability to bind port 53.
   const setpriv = [
+    'setpriv',
     `--reuid=${user.uid}`,
     `--regid=${user.gid}`,
     '--clear-groups',
@@ -20,8 +41,16 @@ export function spawnSidecar(root: Privileged, layout: ActionLayout, user: Sidec
     layout.entry,
     'run',
   ];
-  const [command, ...args] = root.argv('setpriv', setpriv, env);
-  const child = spawn(command!, args, { detached: true, stdio: ['ignore', output, output], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
+  const supervisorEnv = { EGRESS_ACTION_NODE: layout.node, EGRESS_ACTION_ENTRY: layout.entry, EGRESS_ACTION_SAVED_RESOLV_CONF: layout.savedResolvConf };
+  const [command, ...args] =
+    mode === 'audit'
+      ? root.argv('sh', ['-c', AUDIT_SUPERVISOR, 'egress-guard-supervisor', ...setpriv], { ...env, ...supervisorEnv })
+      : root.argv(setpriv[0]!, setpriv.slice(1), env);
+  const child = spawn(command!, args, {
+    detached: true,
+    stdio: ['ignore', output, output],
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env, ...supervisorEnv },
+  });
   child.unref();
   return child;
 }

@@ -4,7 +4,7 @@
  * then action-dist/post.js. The internet's own log is the judge of what got out.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { NET, World, type InternetLogEntry } from './harness.js';
 import { DOCKER_SOCKET, parseCommandFile, SimulatedRunner, type Job } from './github-runner.js';
@@ -127,7 +127,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
     }
   });
 
-  it('audit mode: every step works, each attack is a would-block warning and a summary row, post passes', async () => {
+  it('audit mode: every step works, each attack is a would-block warning and a summary row; egress-guard dying breaks nothing; post passes', async () => {
     const runner = await SimulatedRunner.start(world, 'audit');
     try {
       const job = runner.newJob('audit', { 'egress-policy': 'audit', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED });
@@ -138,6 +138,21 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       for (const [name, result] of Object.entries(steps)) assert.equal(result.code, 0, `${name} broke in audit mode: ${result.stdout}${result.stderr}`);
       assert.match(steps.attackerName.stdout, /hello from attacker\.test/);
       assert.match(steps.dnsViaResolver.stdout, /status: NOERROR/);
+
+      // egress-guard dies (SIGKILL): audit mode must not break the rest of the job.
+      const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
+      const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
+      assert.ok(pid > 0, `no transparent listener: ${listener.stdout}`);
+      process.kill(pid, 'SIGKILL');
+      // The supervisor (main's detached process) removes the rules, puts resolv.conf back and exits.
+      const supervisor = (JSON.parse(parseCommandFile(readFileSync(job.files.state, 'utf8')).get('egress-guard')!) as { sidecarPid: number }).sidecarPid;
+      const deadline = Date.now() + 10_000;
+      while (existsSync(`/proc/${supervisor}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!existsSync(`/proc/${supervisor}`), 'the audit supervisor did not finish after egress-guard died');
+      assert.doesNotMatch((await runner.asRoot('iptables', ['-t', 'nat', '-S'])).stdout, /EGRESS_GUARD/, 'the rules outlived egress-guard in audit mode');
+      const afterCrash = await runner.step('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, 'https://allowed.test/'], { env: job.env });
+      assert.equal(afterCrash.code, 0, `the job broke when egress-guard died in audit mode: ${afterCrash.stderr}`);
+
       const post = await runner.runAction(job, 'post');
       assert.equal(post.code, 0, `post failed in audit mode:\n${post.stdout}`);
       assert.ok(

@@ -28,7 +28,7 @@ mount -t tmpfs egact-home /home
 mount -t tmpfs egact-varlib /var/lib
 mount -t tmpfs egact-run /run
 # As on a fresh GitHub image: no egress-guard user (main creates it), the host name in /etc/hosts.
-! getent passwd egress-guard >/dev/null || userdel egress-guard
+! getent passwd egress-guard >/dev/null || userdel --force egress-guard
 printf '127.0.1.1 %s\n' "$(hostname)" >>/etc/hosts
 getent group docker >/dev/null || groupadd --system docker
 useradd --create-home --shell /bin/bash --groups docker runner
