@@ -4,7 +4,8 @@
  * then action-dist/post.js. The internet's own log is the judge of what got out.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NET, World, type InternetLogEntry } from './harness.js';
 import { DOCKER_SOCKET, parseCommandFile, SimulatedRunner, type Job } from './github-runner.js';
@@ -179,11 +180,17 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
     }
   });
 
-  it('disable-sudo: afterwards sudo iptables -F fails and the Docker socket refuses the job; post still reports', async () => {
+  it('disable-sudo (policy from policy-file): afterwards sudo iptables -F fails and the Docker socket refuses the job; post still reports', async () => {
     const runner = await SimulatedRunner.start(world, 'nosudo');
     try {
       await runner.startFakeDockerd();
-      const job = runner.newJob('nosudo', { 'egress-policy': 'block', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED, 'disable-sudo': 'true' });
+      // The policy from a file in the repository, readable by the runner user only: main copies it for egress-guard.
+      const job = runner.newJob('nosudo', { 'policy-file': '.github/egress-policy.yaml', 'disable-sudo': 'true' });
+      const policyFile = path.join(job.env.GITHUB_WORKSPACE!, '.github/egress-policy.yaml');
+      mkdirSync(path.dirname(policyFile), { recursive: true });
+      const trusted = TRUSTED.split(' ').map((range) => `  - ${range}\n`);
+      writeFileSync(policyFile, `mode: block\nallowed-endpoints: >\n  ${ALLOWED.replace('\n', '\n  ')}\ntrusted-ranges:\n${trusted.join('')}`, { mode: 0o600 });
+      chownSync(policyFile, runner.user.uid, runner.user.gid);
       const docker = () => runner.step('curl', ['-sS', '--max-time', '5', '--unix-socket', DOCKER_SOCKET, 'http://docker/_ping'], { env: job.env });
       const sudoBefore = await runner.step('sudo', ['-n', 'true'], { env: job.env });
       assert.equal(sudoBefore.code, 0, `runner has no sudo to begin with: ${sudoBefore.stderr}`);
@@ -191,6 +198,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
 
       const main = await runner.runAction(job, 'main');
       assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
+      assert.match(main.stdout, /egress-guard: block mode/);
       assert.match(main.stdout, /disable-sudo: sudo denied to runner/);
       const flush = await runner.step('sudo', ['-n', 'iptables', '-F'], { env: job.env });
       assert.notEqual(flush.code, 0, 'sudo iptables -F still works');
