@@ -4,10 +4,11 @@
  * then action-dist/post.js. The internet's own log is the judge of what got out.
  */
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { NET, World, type InternetLogEntry } from './harness.js';
+import { EGRESS_BIN, NET, World, type InternetLogEntry } from './harness.js';
 import { DOCKER_SOCKET, parseCommandFile, SimulatedRunner, type Job } from './github-runner.js';
 
 const ALLOWED = 'allowed.test:443\nregistry.test:443';
@@ -64,6 +65,40 @@ function annotation(level: 'error' | 'warning', outcome: 'blocked' | 'would-bloc
   return new RegExp(`^::${level} title=egress-guard ${outcome}%3A ${destination.replace(/:/g, '%3A')}::`, 'm');
 }
 
+const COLLECTOR_TOKEN = 'e2e-collector-token';
+
+/** A self-hosted collector on a host of the internet (egress-guard's own traffic is exempt from the rules). */
+async function startCollector(world: World): Promise<{ url: string; child: ChildProcess }> {
+  const url = `http://${NET.allowed}:9440`;
+  const child = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      world.internetNs,
+      process.execPath,
+      EGRESS_BIN,
+      'collector',
+      '--listen',
+      `${NET.allowed}:9440`,
+      '--db',
+      path.join(world.dir, 'collector.db'),
+      '--token',
+      COLLECTOR_TOKEN,
+    ],
+    { stdio: 'ignore' },
+  );
+  const deadline = Date.now() + 15_000;
+  while ((await world.fromInternet('curl', ['-sf', '--max-time', '2', `${url}/healthz`])).code !== 0) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error('the collector did not start');
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { url, child };
+}
+
 function outputs(job: Job): Map<string, string> {
   return parseCommandFile(readFileSync(job.files.output, 'utf8'));
 }
@@ -79,8 +114,16 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
 
   it('block mode: nothing of the attack reaches the internet, the allowed host works, post fails the step (fail-on-block) and reports', async () => {
     const runner = await SimulatedRunner.start(world, 'block');
+    const collector = await startCollector(world);
     try {
-      const job = runner.newJob('block', { 'egress-policy': 'block', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED, 'fail-on-block': 'true' });
+      const job = runner.newJob('block', {
+        'egress-policy': 'block',
+        'allowed-endpoints': ALLOWED,
+        'trusted-ranges': TRUSTED,
+        'fail-on-block': 'true',
+        'collector-url': collector.url,
+        'collector-token': COLLECTOR_TOKEN,
+      });
       const main = await runner.runAction(job, 'main');
       assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
       assert.doesNotMatch(main.stdout, /^::error/m);
@@ -123,7 +166,15 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       const resolv = await runner.asRoot('cat', ['/etc/resolv.conf']);
       assert.match(resolv.stdout, new RegExp(`nameserver ${NET.dns.replace(/\./g, '\\.')}`));
       assert.doesNotMatch((await runner.asRoot('ss', ['-Hltn', 'sport = :3129'])).stdout, /3129/);
+      // Streamed to the collector, under the job GitHub's variables name.
+      const stored = await world.fromInternet('curl', ['-sS', '--max-time', '5', `${collector.url}/api/v1/jobs/${encodeURIComponent('octo-org/webapp/4242/block')}/events`]);
+      const events = (JSON.parse(stored.stdout) as { events?: Array<{ event: string; host: string; decision?: string }> }).events ?? [];
+      assert.ok(
+        events.some((e) => e.event === 'decision' && e.host === 'attacker.test' && e.decision === 'blocked'),
+        `the collector has no blocked attacker.test: ${stored.stdout.slice(0, 500)}`,
+      );
     } finally {
+      collector.child.kill('SIGTERM');
       await runner.stop();
     }
   });
