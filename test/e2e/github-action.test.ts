@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { EGRESS_BIN, NET, World, type InternetLogEntry } from './harness.js';
+import { renderSummaryInChromium } from './summary-in-chromium.js';
 import { DOCKER_SOCKET, parseCommandFile, SimulatedRunner, type Job } from './github-runner.js';
 
 const ALLOWED = 'allowed.test:443\nregistry.test:443';
@@ -66,6 +68,8 @@ function annotation(level: 'error' | 'warning', outcome: 'blocked' | 'would-bloc
 }
 
 const COLLECTOR_TOKEN = 'e2e-collector-token';
+/** Where the screenshot of the rendered summary goes (test-artifacts/ at the checkout, as the collector page's). */
+const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts', import.meta.url));
 
 /** A self-hosted collector on a host of the internet (egress-guard's own traffic is exempt from the rules). */
 async function startCollector(world: World): Promise<{ url: string; child: ChildProcess }> {
@@ -160,6 +164,13 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       const summary = readFileSync(job.files.summary, 'utf8');
       assert.match(summary, /\| ⛔ blocked \| `attacker\.test:53` \|/);
       assert.match(summary, /<details><summary>Suggested policy/);
+      const rendered = await renderSummaryInChromium(summary, path.join(ARTIFACTS, 'action-summary-block.png'));
+      assert.ok(rendered.decisions.length >= 5, `table rows: ${rendered.decisions.join(' / ')}`);
+      const firstAllowed = rendered.decisions.findIndex((d) => d.includes('allowed'));
+      assert.ok(rendered.decisions.slice(0, Math.max(firstAllowed, 0)).every((d) => d.includes('blocked')) && firstAllowed >= 3, rendered.decisions.join(' / '));
+      assert.ok(rendered.policyHiddenAtFirst && rendered.policyShownAfterClick, 'the suggested policy is not a collapsed block');
+      assert.match(rendered.policyText, /mode: block/);
+      assert.ok(rendered.screenshotBytes > 10_000, 'the screenshot is (nearly) empty');
       // post undid main: no rules, egress-guard stopped, resolv.conf back.
       const nat = await runner.asRoot('iptables', ['-t', 'nat', '-S']);
       assert.doesNotMatch(nat.stdout, /EGRESS_GUARD/);
