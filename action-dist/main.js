@@ -31786,6 +31786,7 @@ function loadConfig(sources) {
 import { existsSync as existsSync2 } from "node:fs";
 var DENY_FILE = "/etc/sudoers.d/zzzz-egress-guard-disable-sudo";
 var DOCKER_SOCKETS = ["/var/run/docker.sock", "/run/docker.sock"];
+var VISUDO = ["/usr/sbin/visudo", "/usr/bin/visudo", "/sbin/visudo"];
 function denyRule(user) {
   return `# egress-guard action (disable-sudo: true): ${user} may no longer run anything as another user
 ${user} ALL=(ALL:ALL) !ALL
@@ -31807,10 +31808,11 @@ async function disableSudo(root, user) {
   const candidate = `${DENY_FILE}.new`;
   await root.must("tee", [candidate], { input: denyRule(user) });
   await root.must("chmod", ["0440", candidate]);
-  const visudo = await root.run("visudo", ["-cf", candidate]);
-  if (visudo.code !== 0 && visudo.code !== 127) {
+  const visudo = VISUDO.find((file) => existsSync2(file));
+  const check = visudo ? await root.run(visudo, ["-cf", candidate]) : void 0;
+  if (check && check.code !== 0) {
     await root.run("rm", ["-f", candidate]);
-    throw new Error(`visudo rejected the deny rule: ${visudo.stderr.trim()}`);
+    throw new Error(`visudo rejected the deny rule: ${check.stderr.trim()}`);
   }
   await root.must("mv", [candidate, DENY_FILE]);
   done.push(`sudo denied to ${user} (${DENY_FILE})`);
@@ -31975,8 +31977,8 @@ function privileged(isRoot = process.getuid?.() === 0) {
     return ["sudo", "-n", ...names.length > 0 ? [`--preserve-env=${names.join(",")}`] : [], command, ...args];
   };
   const run = (command, args, options = {}) => {
-    const [binary, ...rest] = argv(command, args, options.preserveEnv);
-    return execCommand(binary, rest, { input: options.input, env: { ...process.env, ...options.preserveEnv } });
+    const [binary, ...rest] = argv(command, args);
+    return execCommand(binary, rest, { input: options.input });
   };
   return {
     argv,

@@ -32246,8 +32246,8 @@ function privileged(isRoot = process.getuid?.() === 0) {
     return ["sudo", "-n", ...names.length > 0 ? [`--preserve-env=${names.join(",")}`] : [], command, ...args];
   };
   const run = (command, args, options = {}) => {
-    const [binary, ...rest] = argv(command, args, options.preserveEnv);
-    return execCommand(binary, rest, { input: options.input, env: { ...process.env, ...options.preserveEnv } });
+    const [binary, ...rest] = argv(command, args);
+    return execCommand(binary, rest, { input: options.input });
   };
   return {
     argv,

@@ -4,6 +4,7 @@ import type { Privileged } from './privileged.js';
 /** Read after every other sudoers file (sudo uses the last rule that matches). No dot in the name: sudo would skip it. */
 export const DENY_FILE = '/etc/sudoers.d/zzzz-egress-guard-disable-sudo';
 export const DOCKER_SOCKETS = ['/var/run/docker.sock', '/run/docker.sock'];
+const VISUDO = ['/usr/sbin/visudo', '/usr/bin/visudo', '/sbin/visudo'];
 
 export function denyRule(user: string): string {
   return `# egress-guard action (disable-sudo: true): ${user} may no longer run anything as another user\n${user} ALL=(ALL:ALL) !ALL\n`;
@@ -32,10 +33,11 @@ export async function disableSudo(root: Privileged, user: string): Promise<strin
   await root.must('tee', [candidate], { input: denyRule(user) });
   await root.must('chmod', ['0440', candidate]);
   // A broken sudoers file would break sudo for root's own use too: check before it takes effect.
-  const visudo = await root.run('visudo', ['-cf', candidate]);
-  if (visudo.code !== 0 && visudo.code !== 127) {
+  const visudo = VISUDO.find((file) => existsSync(file));
+  const check = visudo ? await root.run(visudo, ['-cf', candidate]) : undefined;
+  if (check && check.code !== 0) {
     await root.run('rm', ['-f', candidate]);
-    throw new Error(`visudo rejected the deny rule: ${visudo.stderr.trim()}`);
+    throw new Error(`visudo rejected the deny rule: ${check.stderr.trim()}`);
   }
   // The last command run through sudo: after the rename, sudo refuses this user.
   await root.must('mv', [candidate, DENY_FILE]);

@@ -8,9 +8,9 @@ export interface CommandResult {
 
 /** Runs a command as root: directly when the action already runs as root (self-hosted), else through `sudo -n`. */
 export interface Privileged {
-  run(command: string, args: readonly string[], options?: { input?: string; preserveEnv?: Record<string, string> }): Promise<CommandResult>;
+  run(command: string, args: readonly string[], options?: { input?: string }): Promise<CommandResult>;
   /** The same, throwing with the command's stderr when it fails. */
-  must(command: string, args: readonly string[], options?: { input?: string; preserveEnv?: Record<string, string> }): Promise<string>;
+  must(command: string, args: readonly string[], options?: { input?: string }): Promise<string>;
   /** argv that runs `command args` as root, with `env` passed through sudo (for a detached spawn). */
   argv(command: string, args: readonly string[], env?: Record<string, string>): string[];
 }
@@ -34,8 +34,8 @@ export function privileged(isRoot = process.getuid?.() === 0): Privileged {
     return ['sudo', '-n', ...(names.length > 0 ? [`--preserve-env=${names.join(',')}`] : []), command, ...args];
   };
   const run: Privileged['run'] = (command, args, options = {}) => {
-    const [binary, ...rest] = argv(command, args, options.preserveEnv);
-    return execCommand(binary!, rest, { input: options.input, env: { ...process.env, ...options.preserveEnv } });
+    const [binary, ...rest] = argv(command, args);
+    return execCommand(binary!, rest, { input: options.input });
   };
   return {
     argv,
