@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { EGRESS_BIN, NET, World, type InternetLogEntry } from './harness.js';
 import { renderSummaryInChromium } from './summary-in-chromium.js';
-import { DOCKER_SOCKET, parseCommandFile, SimulatedRunner, type Job } from './github-runner.js';
+import { DOCKER_SOCKET, parseCommandFile, RESOLVED_STUB, SimulatedRunner, type Job } from './github-runner.js';
 
 const ALLOWED = 'allowed.test:443\nregistry.test:443';
 /** The documentation ranges are not public unicast: trusted, as a user trusts a private registry. */
@@ -116,8 +116,8 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
     await world?.close();
   });
 
-  it('block mode: nothing of the attack reaches the internet, the allowed host works, post fails the step (fail-on-block) and reports', async () => {
-    const runner = await SimulatedRunner.start(world, 'block');
+  it('block mode (ubuntu-like systemd-resolved stub): nothing of the attack reaches the internet, the allowed host works, post fails the step (fail-on-block) and reports', async () => {
+    const runner = await SimulatedRunner.start(world, 'block', 'systemd-resolved');
     const collector = await startCollector(world);
     try {
       const job = runner.newJob('block', {
@@ -132,7 +132,9 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
       assert.doesNotMatch(main.stdout, /^::error/m);
       assert.match(main.stdout, /created system user egress-guard/);
-      assert.match(main.stdout, /resolv\.conf \(was a file\) now names egress-guard/);
+      // Upstream from resolved's list (its stub 127.0.0.53 is loopback), and the symlink replaced by a file.
+      assert.match(main.stdout, new RegExp(`upstream DNS ${escapeRegExp(NET.dns)},`));
+      assert.match(main.stdout, new RegExp(`resolv\\.conf \\(was a symlink to ${escapeRegExp(RESOLVED_STUB)}\\) now names egress-guard`));
       assert.equal(outputs(job).get('events-file'), '/var/lib/egress-guard/events.ndjson');
       const since = Date.now();
       const steps = await jobSteps(runner, world, job);
@@ -174,8 +176,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       // post undid main: no rules, egress-guard stopped, resolv.conf back.
       const nat = await runner.asRoot('iptables', ['-t', 'nat', '-S']);
       assert.doesNotMatch(nat.stdout, /EGRESS_GUARD/);
-      const resolv = await runner.asRoot('cat', ['/etc/resolv.conf']);
-      assert.match(resolv.stdout, new RegExp(`nameserver ${NET.dns.replace(/\./g, '\\.')}`));
+      assert.equal((await runner.asRoot('readlink', ['/etc/resolv.conf'])).stdout.trim(), RESOLVED_STUB);
       assert.doesNotMatch((await runner.asRoot('ss', ['-Hltn', 'sport = :3129'])).stdout, /3129/);
       // Streamed to the collector, under the job GitHub's variables name.
       const stored = await world.fromInternet('curl', ['-sS', '--max-time', '5', `${collector.url}/api/v1/jobs/${encodeURIComponent('octo-org/webapp/4242/block')}/events`]);

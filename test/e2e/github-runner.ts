@@ -34,9 +34,19 @@ getent group docker >/dev/null || groupadd --system docker
 useradd --create-home --shell /bin/bash --groups docker runner
 printf 'runner ALL=(ALL) NOPASSWD:ALL\\n' >/etc/sudoers.d/runner
 chmod 0440 /etc/sudoers.d/runner
+if [ "$2" = systemd-resolved ]; then
+  # As on ubuntu runners: /etc/resolv.conf is a symlink to resolved's stub, the real upstreams are in /run (no
+  # resolved daemon runs here: nothing may look a name up through the stub before the action's main).
+  mkdir -p /run/systemd/resolve
+  printf 'nameserver 127.0.0.53\noptions edns0 trust-ad\n' >/run/systemd/resolve/stub-resolv.conf
+  grep '^nameserver' /etc/resolv.conf >/run/systemd/resolve/resolv.conf
+  ln -sfn ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+fi
 echo ready
 exec sleep 900
 `;
+
+export const RESOLVED_STUB = '../run/systemd/resolve/stub-resolv.conf';
 
 const FAKE_DOCKERD = `const net = require('node:net');
 const server = net.createServer((s) => { s.on('error', () => {}); s.end('HTTP/1.0 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nOK'); });
@@ -70,10 +80,11 @@ export class SimulatedRunner {
     readonly user: { uid: number; gid: number; groups: number[] },
   ) {}
 
-  static async start(world: World, name: string): Promise<SimulatedRunner> {
+  /** `dns`: plain (resolv.conf names the upstream) or systemd-resolved (its stub, as on ubuntu runners). */
+  static async start(world: World, name: string, dns: 'plain' | 'systemd-resolved' = 'plain'): Promise<SimulatedRunner> {
     const dir = path.join(world.dir, `runner-${name}`);
     mkdirSync(path.join(dir, 'etc'), { recursive: true });
-    const holder = spawn('ip', ['netns', 'exec', world.runnerNs, 'unshare', '--mount', '--propagation', 'private', 'bash', '-c', SETUP, 'setup', path.join(dir, 'etc')], {
+    const holder = spawn('ip', ['netns', 'exec', world.runnerNs, 'unshare', '--mount', '--propagation', 'private', 'bash', '-c', SETUP, 'setup', path.join(dir, 'etc'), dns], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const output: string[] = [];
