@@ -32197,12 +32197,6 @@ function parseActionInputs(read) {
   return inputs;
 }
 
-// action/job-dns.ts
-var RESOLV_CONF = "/etc/resolv.conf";
-async function restoreResolvConf(root, saved) {
-  await root.must("cp", ["-a", "--remove-destination", saved, RESOLV_CONF]);
-}
-
 // action/layout.ts
 import path2 from "node:path";
 function actionLayout(env) {
@@ -32214,6 +32208,7 @@ function actionLayout(env) {
     appDir,
     node: path2.join(appDir, "node"),
     entry: path2.join(appDir, "egress-guard.js"),
+    teardown: path2.join(appDir, "teardown.js"),
     eventsFile: path2.join(stateDir, "events.ndjson"),
     policyFile: path2.join(stateDir, "policy.yaml"),
     savedResolvConf: path2.join(stateDir, "resolv.conf.saved"),
@@ -32320,12 +32315,10 @@ function decodeState(text) {
 // action/post.ts
 async function teardown(root, state, layout) {
   if (state.sidecarPid !== void 0) info(`egress-guard: ${await stopSidecar(root, state.sidecarPid)}`);
-  if (state.rulesApplied) {
-    const removed = await root.run(layout.node, [layout.entry, "rules", "remove"]);
-    if (removed.code !== 0) warning(`egress-guard rules remove failed: ${removed.stderr.trim()}`);
-  }
   if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);
-  if (state.resolvConf) await restoreResolvConf(root, layout.savedResolvConf);
+  const restored = await root.run(layout.node, [layout.teardown]);
+  if (restored.code !== 0) warning(`egress-guard: the network could not be restored: ${restored.stderr.trim()}`);
+  else info(restored.stdout.trim());
 }
 async function post() {
   const inputs = parseActionInputs((name) => getInput(name));

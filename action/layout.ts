@@ -8,6 +8,8 @@ export interface ActionLayout {
   appDir: string;
   node: string;
   entry: string;
+  /** Run as root: removes the rules, restores resolv.conf (teardown.ts). */
+  teardown: string;
   eventsFile: string;
   policyFile: string;
   /** /etc/resolv.conf as it was (a symlink stays a symlink), put back by post or by the audit supervisor. */
@@ -19,7 +21,8 @@ export interface ActionLayout {
   logFile: string;
 }
 
-export const PORTS = { proxy: 3128, transparent: 3129, admin: 3130, dns: 53 } as const;
+/** The container listeners are on 0.0.0.0 (a redirect from a bridge lands on the bridge's address): ports of their own. */
+export const PORTS = { proxy: 3128, transparent: 3129, admin: 3130, dns: 53, containerTransparent: 3132, containerDns: 3153 } as const;
 export const SIDECAR_USER = 'egress-guard';
 
 export function actionLayout(env: NodeJS.ProcessEnv): ActionLayout {
@@ -31,6 +34,7 @@ export function actionLayout(env: NodeJS.ProcessEnv): ActionLayout {
     appDir,
     node: path.join(appDir, 'node'),
     entry: path.join(appDir, 'egress-guard.js'),
+    teardown: path.join(appDir, 'teardown.js'),
     eventsFile: path.join(stateDir, 'events.ndjson'),
     policyFile: path.join(stateDir, 'policy.yaml'),
     savedResolvConf: path.join(stateDir, 'resolv.conf.saved'),

@@ -4,6 +4,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as core from '@actions/core';
 import { loadConfig } from '../config/load-config.js';
+import { DOCKER_BRIDGES } from '../rules/container-rules.js';
+import { applyContainerRules, forwardHook } from '../rules/run-container-rules.js';
+import type { CommandRunner } from '../rules/run-rules.js';
 import { disableSudo } from './disable-sudo.js';
 import { parseActionInputs } from './inputs.js';
 import { installApp, installPolicyFile } from './install-app.js';
@@ -34,7 +37,7 @@ async function main(): Promise<void> {
   const allowedEndpoints = withRunnerEndpoints(policy.endpoints.map((rule) => rule.source));
   core.info(`egress-guard: ${mode} mode, upstream DNS ${dnsUpstream.join(' ')}, the runner's own ${RUNNER_ENDPOINTS.join(' ')} allowed`);
 
-  const state: ActionState = { mode, rulesApplied: false, sudoDisabled: false };
+  const state: ActionState = { mode, sudoDisabled: false };
   const save = () => core.saveState(STATE_KEY, encodeState(state));
   save();
   const user = await ensureSidecarUser(root, SIDECAR_USER);
@@ -81,9 +84,18 @@ async function main(): Promise<void> {
     if (mode === 'block') throw new Error(why);
     core.warning(`${why}; audit mode goes on, filtering only clients that use the proxy variables`);
   } else {
-    state.rulesApplied = true;
-    save();
     core.info(rules.stdout.trim());
+    // Containers the job starts on Docker bridges (docker0, br-*; later ones too): IPv4 only.
+    const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
+    const containerRules = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHook(asRoot) };
+    try {
+      await applyContainerRules(containerRules, asRoot);
+      core.info(`egress-guard: containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4; forwarded traffic filtered in ${containerRules.forwardHook})`);
+    } catch (err) {
+      const why = `egress-guard: the rules for containers could not be applied: ${(err as Error).message}`;
+      if (mode === 'block') throw new Error(why);
+      core.warning(`${why}; audit mode goes on without them`);
+    }
   }
 
   state.resolvConf = await saveResolvConf(root, layout.savedResolvConf);

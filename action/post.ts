@@ -5,7 +5,6 @@ import { readEventsFile } from '../report/events-file.js';
 import { renderPolicyYaml, suggestPolicy } from '../report/suggest.js';
 import { annotationsOf, blockedCount } from './findings.js';
 import { parseActionInputs } from './inputs.js';
-import { restoreResolvConf } from './job-dns.js';
 import { actionLayout, type ActionLayout } from './layout.js';
 import { stopNetfilterLog } from './netfilter-log.js';
 import { privileged, type Privileged } from './privileged.js';
@@ -16,12 +15,10 @@ import { decodeState, STATE_KEY, type ActionState } from './state.js';
 /** Undo what main did, in reverse: egress-guard first, then its rules (no window where the job bypasses it). */
 async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<void> {
   if (state.sidecarPid !== undefined) core.info(`egress-guard: ${await stopSidecar(root, state.sidecarPid)}`);
-  if (state.rulesApplied) {
-    const removed = await root.run(layout.node, [layout.entry, 'rules', 'remove']);
-    if (removed.code !== 0) core.warning(`egress-guard rules remove failed: ${removed.stderr.trim()}`);
-  }
   if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);
-  if (state.resolvConf) await restoreResolvConf(root, layout.savedResolvConf);
+  const restored = await root.run(layout.node, [layout.teardown]);
+  if (restored.code !== 0) core.warning(`egress-guard: the network could not be restored: ${restored.stderr.trim()}`);
+  else core.info(restored.stdout.trim());
 }
 
 async function post(): Promise<void> {

@@ -6,8 +6,8 @@ import type { SidecarUser } from './sidecar-user.js';
 
 /**
  * Audit mode never breaks a job: a root shell waits for egress-guard and, when it exits however it exits (even
- * SIGKILL), removes the redirect rules, as the container's entrypoint does, and puts /etc/resolv.conf back (the
- * job's lookups would otherwise go to a dead listener). SIGTERM (post) is passed on to egress-guard.
+ * SIGKILL), runs teardown.js: the redirect rules go, as the container's entrypoint does, and /etc/resolv.conf comes
+ * back (the job's lookups would otherwise go to a dead listener). SIGTERM (post) is passed on to egress-guard.
  */
 const AUDIT_SUPERVISOR = `"$@" &
 child=$!
@@ -15,10 +15,7 @@ trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 status=0
 wait "$child" || status=$?
 while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done
-"$EGRESS_ACTION_NODE" "$EGRESS_ACTION_ENTRY" rules remove >&2 || true
-if [ -e "$EGRESS_ACTION_SAVED_RESOLV_CONF" ] || [ -L "$EGRESS_ACTION_SAVED_RESOLV_CONF" ]; then
-  cp -a --remove-destination "$EGRESS_ACTION_SAVED_RESOLV_CONF" /etc/resolv.conf
-fi
+"$EGRESS_ACTION_NODE" "$EGRESS_ACTION_TEARDOWN" >&2 || true
 exit "$status"`;
 
 /**
@@ -41,7 +38,7 @@ export function spawnSidecar(root: Privileged, layout: ActionLayout, user: Sidec
     layout.entry,
     'run',
   ];
-  const supervisorEnv = { EGRESS_ACTION_NODE: layout.node, EGRESS_ACTION_ENTRY: layout.entry, EGRESS_ACTION_SAVED_RESOLV_CONF: layout.savedResolvConf };
+  const supervisorEnv = { EGRESS_ACTION_NODE: layout.node, EGRESS_ACTION_TEARDOWN: layout.teardown };
   const [command, ...args] =
     mode === 'audit'
       ? root.argv('sh', ['-c', AUDIT_SUPERVISOR, 'egress-guard-supervisor', ...setpriv], { ...env, ...supervisorEnv })

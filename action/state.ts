@@ -5,7 +5,6 @@ import type { NetfilterLog } from './netfilter-log.js';
 export interface ActionState {
   mode: 'audit' | 'block';
   sidecarPid?: number;
-  rulesApplied: boolean;
   resolvConf?: SavedResolvConf;
   netfilterLog?: NetfilterLog;
   sudoDisabled: boolean;

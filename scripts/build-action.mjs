@@ -1,4 +1,4 @@
-// Bundles the GitHub Action (action.yml runs action-dist/main.js and post.js) and the egress-guard CLI it starts
+// Bundles the GitHub Action (action.yml runs action-dist/main.js and post.js; teardown.js runs as root) and the egress-guard CLI it starts
 // (action-dist/egress-guard.js) into single files with every package inlined: a runner has no `npm install` at
 // job start. `node scripts/build-action.mjs OUTDIR`; `npm run build:action` writes action-dist/, which is committed
 // and compared with a fresh build by scripts/check-action-bundle.mjs. The native addons are prebuilt separately
@@ -12,7 +12,7 @@ const outdir = path.resolve(process.argv[2] ?? path.join(root, 'action-dist'));
 
 await build({
   absWorkingDir: root,
-  entryPoints: { main: 'action/main.ts', post: 'action/post.ts', 'egress-guard': 'bin/egress-guard.ts' },
+  entryPoints: { main: 'action/main.ts', post: 'action/post.ts', teardown: 'action/teardown.ts', 'egress-guard': 'bin/egress-guard.ts' },
   outdir,
   bundle: true,
   platform: 'node',
@@ -25,4 +25,4 @@ await build({
   legalComments: 'eof',
   logLevel: 'warning',
 });
-console.log(`build-action: wrote ${path.relative(root, outdir) || '.'}/{main,post,egress-guard}.js`);
+console.log(`build-action: wrote ${path.relative(root, outdir) || '.'}/{main,post,teardown,egress-guard}.js`);

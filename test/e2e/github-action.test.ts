@@ -174,8 +174,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(rendered.policyText, /mode: block/);
       assert.ok(rendered.screenshotBytes > 10_000, 'the screenshot is (nearly) empty');
       // post undid main: no rules, egress-guard stopped, resolv.conf back.
-      const nat = await runner.asRoot('iptables', ['-t', 'nat', '-S']);
-      assert.doesNotMatch(nat.stdout, /EGRESS_GUARD/);
+      for (const table of ['nat', 'filter']) assert.doesNotMatch((await runner.asRoot('iptables', ['-t', table, '-S'])).stdout, /EGRESS_GUARD/, `rules left in ${table}`);
       assert.equal((await runner.asRoot('readlink', ['/etc/resolv.conf'])).stdout.trim(), RESOLVED_STUB);
       assert.doesNotMatch((await runner.asRoot('ss', ['-Hltn', 'sport = :3129'])).stdout, /3129/);
       // Streamed to the collector, under the job GitHub's variables name.
