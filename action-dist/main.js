@@ -31782,149 +31782,6 @@ function loadConfig(sources) {
   };
 }
 
-// rules/iptables-rules.ts
-var NFLOG_GROUP = 4547;
-var NFLOG_PREFIX = {
-  /** Leaves the rules' end: UDP but DNS (QUIC...), ICMP, other protocols. */
-  out: "eg:out",
-  /** The job answering a connection an outside host opened (not in --inbound-ports). */
-  reply: "eg:reply",
-  /** A job packet on a connection egress-guard opened (its tuple reused). */
-  own: "eg:own"
-};
-
-// rules/container-rules.ts
-var CONTAINER_NAT_CHAIN = "EGRESS_GUARD_CTR_NAT";
-var CONTAINER_FORWARD_CHAIN = "EGRESS_GUARD_CTR_FWD";
-var CONTAINER_INPUT_CHAIN = "EGRESS_GUARD_CTR_IN";
-var DOCKER_BRIDGES = ["docker0", "br-+"];
-var PRIVATE_V4 = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10";
-var WAIT = ["-w", "5"];
-function natRules(o) {
-  return [
-    ["-d", PRIVATE_V4, "-j", "RETURN"],
-    // The host itself (its services, published ports) is not egress.
-    ["-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"],
-    ["-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", String(o.dnsPort)],
-    ["-p", "tcp", "--dport", "53", "-j", "REDIRECT", "--to-ports", String(o.dnsPort)],
-    ["-p", "tcp", "-j", "REDIRECT", "--to-ports", String(o.transparentPort)]
-  ];
-}
-function forwardRules(o, bridges) {
-  const nflog = [
-    "-m",
-    "limit",
-    "--limit",
-    "100/second",
-    "--limit-burst",
-    "200",
-    "-j",
-    "NFLOG",
-    "--nflog-group",
-    String(o.nflogGroup ?? NFLOG_GROUP),
-    "--nflog-prefix",
-    NFLOG_PREFIX.out
-  ];
-  const rules = [];
-  for (const from of bridges) for (const to of bridges) rules.push(["-i", from, "-o", to, "-j", "RETURN"]);
-  rules.push(["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]);
-  for (const bridge of bridges) {
-    rules.push(["-i", bridge, ...nflog]);
-    if (o.mode === "block") {
-      rules.push(["-i", bridge, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]);
-      rules.push(["-i", bridge, "-p", "udp", "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]);
-      rules.push(["-i", bridge, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"]);
-    }
-  }
-  return rules;
-}
-function inputRules(o) {
-  const notRedirected = ["-m", "conntrack", "!", "--ctstate", "DNAT", "-j", "DROP"];
-  return [
-    ["-p", "tcp", "--dport", String(o.transparentPort), ...notRedirected],
-    ["-p", "tcp", "--dport", String(o.dnsPort), ...notRedirected],
-    ["-p", "udp", "--dport", String(o.dnsPort), ...notRedirected]
-  ];
-}
-function containerApplyCommands(o) {
-  const binary = "iptables";
-  const bridges = o.bridges ?? DOCKER_BRIDGES;
-  const commands = [];
-  const add = (table, chain, rules) => {
-    commands.push({ binary, args: [...WAIT, "-t", table, "-N", chain] });
-    for (const rule of rules) commands.push({ binary, args: [...WAIT, "-t", table, "-A", chain, ...rule] });
-  };
-  add("nat", CONTAINER_NAT_CHAIN, natRules(o));
-  add("filter", CONTAINER_FORWARD_CHAIN, forwardRules(o, bridges));
-  add("filter", CONTAINER_INPUT_CHAIN, inputRules(o));
-  commands.push({ binary, args: [...WAIT, "-t", "filter", "-I", "INPUT", "1", "-j", CONTAINER_INPUT_CHAIN] });
-  commands.push({ binary, args: [...WAIT, "-t", "filter", "-I", o.forwardHook, "1", "-j", CONTAINER_FORWARD_CHAIN] });
-  for (const bridge of bridges) commands.push({ binary, args: [...WAIT, "-t", "nat", "-I", "PREROUTING", "1", "-i", bridge, "-j", CONTAINER_NAT_CHAIN] });
-  return commands;
-}
-function containerHooks(o) {
-  return [
-    { table: "filter", chain: "INPUT", rule: ["-j", CONTAINER_INPUT_CHAIN] },
-    { table: "filter", chain: o.forwardHook, rule: ["-j", CONTAINER_FORWARD_CHAIN] },
-    ...(o.bridges ?? DOCKER_BRIDGES).map((bridge) => ({ table: "nat", chain: "PREROUTING", rule: ["-i", bridge, "-j", CONTAINER_NAT_CHAIN] }))
-  ];
-}
-var CONTAINER_CHAINS = [
-  { table: "nat", chain: CONTAINER_NAT_CHAIN },
-  { table: "filter", chain: CONTAINER_FORWARD_CHAIN },
-  { table: "filter", chain: CONTAINER_INPUT_CHAIN }
-];
-function containerHookArgs(op, hook) {
-  return [...WAIT, "-t", hook.table, op, hook.chain, ...hook.rule];
-}
-
-// rules/run-rules.ts
-import { execFile } from "node:child_process";
-var execRunner = (binary, args) => new Promise((resolve) => {
-  execFile(binary, [...args], { timeout: 3e4 }, (err, stdout, stderr) => {
-    const code = err ? typeof err.code === "number" ? err.code : 127 : 0;
-    resolve({ code, stdout: String(stdout), stderr: err && !stderr ? err.message : String(stderr) });
-  });
-});
-var RulesError = class extends Error {
-};
-
-// rules/run-container-rules.ts
-var WAIT2 = ["-w", "5"];
-async function iptables(run, args) {
-  const result = await run("iptables", args);
-  if (result.code !== 0) throw new RulesError(`iptables ${args.join(" ")} failed (exit ${result.code}): ${result.stderr.trim()}`);
-}
-async function forwardHook(run = execRunner) {
-  return (await run("iptables", [...WAIT2, "-t", "filter", "-S", "DOCKER-USER"])).code === 0 ? "DOCKER-USER" : "FORWARD";
-}
-async function removeContainerRules(run = execRunner, bridges) {
-  const removed = [];
-  const dockerUser = { table: "filter", chain: "DOCKER-USER", rule: ["-j", CONTAINER_FORWARD_CHAIN] };
-  for (const hook of [...containerHooks({ forwardHook: "FORWARD", bridges }), dockerUser]) {
-    for (let i = 0; i < 16 && (await run("iptables", containerHookArgs("-C", hook))).code === 0; i++) {
-      await iptables(run, containerHookArgs("-D", hook));
-      removed.push(`iptables ${hook.table} ${hook.chain} ${hook.rule.join(" ")}`);
-    }
-  }
-  for (const own of CONTAINER_CHAINS) {
-    if ((await run("iptables", [...WAIT2, "-t", own.table, "-S", own.chain])).code !== 0) continue;
-    await iptables(run, [...WAIT2, "-t", own.table, "-F", own.chain]);
-    await iptables(run, [...WAIT2, "-t", own.table, "-X", own.chain]);
-    removed.push(`iptables ${own.table} ${own.chain}`);
-  }
-  return removed;
-}
-async function applyContainerRules(options, run = execRunner) {
-  await removeContainerRules(run, options.bridges);
-  try {
-    for (const command of containerApplyCommands(options)) await iptables(run, command.args);
-  } catch (err) {
-    await removeContainerRules(run, options.bridges).catch(() => void 0);
-    throw err;
-  }
-}
-
 // action/disable-sudo.ts
 import { existsSync as existsSync2 } from "node:fs";
 var DENY_FILE = "/etc/sudoers.d/zzzz-egress-guard-disable-sudo";
@@ -32103,14 +31960,15 @@ import { existsSync as existsSync3, readFileSync as readFileSync2, writeFileSync
 import path4 from "node:path";
 
 // action/privileged.ts
-import { execFile as execFile2 } from "node:child_process";
+import { execFile } from "node:child_process";
 function execCommand(command, args, options = {}) {
   return new Promise((resolve) => {
-    const child = execFile2(command, [...args], { env: options.env ?? process.env, timeout: 6e4, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    const child = execFile(command, [...args], { env: options.env ?? process.env, timeout: 6e4, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       const e = err;
       const code = !e ? 0 : typeof e.code === "number" ? e.code : 127;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) || (e && typeof e.code !== "number" ? e.message : "") });
     });
+    child.stdin?.on("error", () => void 0);
     child.stdin?.end(options.input ?? "");
   });
 }
@@ -32152,6 +32010,185 @@ async function startNetfilterLog(root, layout, user) {
   await root.must("install", ["-m", "0644", "/dev/null", jsonFile]);
   await root.must(ulogd, ["-d", "-c", configFile, "-p", pidFile]);
   return { jsonFile, pidFile };
+}
+
+// rules/iptables-rules.ts
+var NFLOG_GROUP = 4547;
+var NFLOG_PREFIX = {
+  /** Leaves the rules' end: UDP but DNS (QUIC...), ICMP, other protocols. */
+  out: "eg:out",
+  /** The job answering a connection an outside host opened (not in --inbound-ports). */
+  reply: "eg:reply",
+  /** A job packet on a connection egress-guard opened (its tuple reused). */
+  own: "eg:own"
+};
+
+// rules/container-rules.ts
+var CONTAINER_NAT_CHAIN = "EGRESS_GUARD_CTR_NAT";
+var CONTAINER_FORWARD_CHAIN = "EGRESS_GUARD_CTR_FWD";
+var CONTAINER_INPUT_CHAIN = "EGRESS_GUARD_CTR_IN";
+var DOCKER_BRIDGES = ["docker0", "br-+"];
+var PRIVATE_V4 = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10";
+var WAIT = ["-w", "5"];
+function natRules(o) {
+  return [
+    ["-d", PRIVATE_V4, "-j", "RETURN"],
+    // The host itself (its services, published ports) is not egress.
+    ["-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"],
+    ["-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", String(o.dnsPort)],
+    ["-p", "tcp", "--dport", "53", "-j", "REDIRECT", "--to-ports", String(o.dnsPort)],
+    ["-p", "tcp", "-j", "REDIRECT", "--to-ports", String(o.transparentPort)]
+  ];
+}
+function forwardRules(o, bridges) {
+  const nflog = [
+    "-m",
+    "limit",
+    "--limit",
+    "100/second",
+    "--limit-burst",
+    "200",
+    "-j",
+    "NFLOG",
+    "--nflog-group",
+    String(o.nflogGroup ?? NFLOG_GROUP),
+    "--nflog-prefix",
+    NFLOG_PREFIX.out
+  ];
+  const rules = [];
+  for (const from of bridges) for (const to of bridges) rules.push(["-i", from, "-o", to, "-j", "RETURN"]);
+  rules.push(["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]);
+  for (const bridge of bridges) {
+    rules.push(["-i", bridge, ...nflog]);
+    if (o.mode === "block") {
+      rules.push(["-i", bridge, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]);
+      rules.push(["-i", bridge, "-p", "udp", "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]);
+      rules.push(["-i", bridge, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"]);
+    }
+  }
+  return rules;
+}
+function inputRules(o) {
+  const notRedirected = ["-m", "conntrack", "!", "--ctstate", "DNAT", "-j", "DROP"];
+  return [
+    ["-p", "tcp", "--dport", String(o.transparentPort), ...notRedirected],
+    ["-p", "tcp", "--dport", String(o.dnsPort), ...notRedirected],
+    ["-p", "udp", "--dport", String(o.dnsPort), ...notRedirected]
+  ];
+}
+function containerApplyCommands(o) {
+  const binary = "iptables";
+  const bridges = o.bridges ?? DOCKER_BRIDGES;
+  const commands = [];
+  const add = (table, chain, rules) => {
+    commands.push({ binary, args: [...WAIT, "-t", table, "-N", chain] });
+    for (const rule of rules) commands.push({ binary, args: [...WAIT, "-t", table, "-A", chain, ...rule] });
+  };
+  add("nat", CONTAINER_NAT_CHAIN, natRules(o));
+  add("filter", CONTAINER_FORWARD_CHAIN, forwardRules(o, bridges));
+  add("filter", CONTAINER_INPUT_CHAIN, inputRules(o));
+  commands.push({ binary, args: [...WAIT, "-t", "filter", "-I", "INPUT", "1", "-j", CONTAINER_INPUT_CHAIN] });
+  commands.push({ binary, args: [...WAIT, "-t", "filter", "-I", o.forwardHook, "1", "-j", CONTAINER_FORWARD_CHAIN] });
+  for (const bridge of bridges) commands.push({ binary, args: [...WAIT, "-t", "nat", "-I", "PREROUTING", "1", "-i", bridge, "-j", CONTAINER_NAT_CHAIN] });
+  return commands;
+}
+function containerHooks(o) {
+  return [
+    { table: "filter", chain: "INPUT", rule: ["-j", CONTAINER_INPUT_CHAIN] },
+    { table: "filter", chain: o.forwardHook, rule: ["-j", CONTAINER_FORWARD_CHAIN] },
+    ...(o.bridges ?? DOCKER_BRIDGES).map((bridge) => ({ table: "nat", chain: "PREROUTING", rule: ["-i", bridge, "-j", CONTAINER_NAT_CHAIN] }))
+  ];
+}
+var CONTAINER_CHAINS = [
+  { table: "nat", chain: CONTAINER_NAT_CHAIN },
+  { table: "filter", chain: CONTAINER_FORWARD_CHAIN },
+  { table: "filter", chain: CONTAINER_INPUT_CHAIN }
+];
+function containerHookArgs(op, hook) {
+  return [...WAIT, "-t", hook.table, op, hook.chain, ...hook.rule];
+}
+
+// rules/run-rules.ts
+import { execFile as execFile2 } from "node:child_process";
+var execRunner = (binary, args) => new Promise((resolve) => {
+  execFile2(binary, [...args], { timeout: 3e4 }, (err, stdout, stderr) => {
+    const code = err ? typeof err.code === "number" ? err.code : 127 : 0;
+    resolve({ code, stdout: String(stdout), stderr: err && !stderr ? err.message : String(stderr) });
+  });
+});
+var RulesError = class extends Error {
+};
+
+// rules/run-container-rules.ts
+var WAIT2 = ["-w", "5"];
+async function iptables(run, args) {
+  const result = await run("iptables", args);
+  if (result.code !== 0) throw new RulesError(`iptables ${args.join(" ")} failed (exit ${result.code}): ${result.stderr.trim()}`);
+}
+async function forwardHook(run = execRunner) {
+  return (await run("iptables", [...WAIT2, "-t", "filter", "-S", "DOCKER-USER"])).code === 0 ? "DOCKER-USER" : "FORWARD";
+}
+async function removeContainerRules(run = execRunner, bridges) {
+  const removed = [];
+  const dockerUser = { table: "filter", chain: "DOCKER-USER", rule: ["-j", CONTAINER_FORWARD_CHAIN] };
+  for (const hook of [...containerHooks({ forwardHook: "FORWARD", bridges }), dockerUser]) {
+    for (let i = 0; i < 16 && (await run("iptables", containerHookArgs("-C", hook))).code === 0; i++) {
+      await iptables(run, containerHookArgs("-D", hook));
+      removed.push(`iptables ${hook.table} ${hook.chain} ${hook.rule.join(" ")}`);
+    }
+  }
+  for (const own of CONTAINER_CHAINS) {
+    if ((await run("iptables", [...WAIT2, "-t", own.table, "-S", own.chain])).code !== 0) continue;
+    await iptables(run, [...WAIT2, "-t", own.table, "-F", own.chain]);
+    await iptables(run, [...WAIT2, "-t", own.table, "-X", own.chain]);
+    removed.push(`iptables ${own.table} ${own.chain}`);
+  }
+  return removed;
+}
+async function applyContainerRules(options, run = execRunner) {
+  await removeContainerRules(run, options.bridges);
+  try {
+    for (const command of containerApplyCommands(options)) await iptables(run, command.args);
+  } catch (err) {
+    await removeContainerRules(run, options.bridges).catch(() => void 0);
+    throw err;
+  }
+}
+
+// action/redirect-rules.ts
+async function applyRedirectRules(root, layout, user, mode) {
+  const outcome = { applied: [], warnings: [] };
+  const refuse = (why) => {
+    if (mode === "block") throw new Error(why);
+    outcome.warnings.push(why);
+  };
+  const host = await root.run(layout.node, [
+    layout.entry,
+    "rules",
+    "apply",
+    "--uid",
+    String(user.uid),
+    "--mode",
+    mode,
+    "--transparent-port",
+    String(PORTS.transparent),
+    "--dns-port",
+    String(PORTS.dns)
+  ]);
+  if (host.code !== 0) {
+    refuse(`the redirect rules could not be applied: ${host.stderr.trim() || host.stdout.trim()}; only clients that use the proxy variables are filtered`);
+    return outcome;
+  }
+  outcome.applied.push(host.stdout.trim());
+  const asRoot = (binary, args) => root.run(binary, args);
+  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHook(asRoot) };
+  try {
+    await applyContainerRules(options, asRoot);
+    outcome.applied.push(`containers on ${DOCKER_BRIDGES.join(", ")} redirected too (IPv4; forwarded traffic filtered in ${options.forwardHook})`);
+  } catch (err) {
+    refuse(`the rules for containers could not be applied: ${err.message}`);
+  }
+  return outcome;
 }
 
 // action/runner-endpoints.ts
@@ -32327,36 +32364,9 @@ async function main() {
   save();
   await waitUntilHealthy(sidecar, layout);
   info(`egress-guard: running as ${user.name} (pid ${sidecar.pid}), output in ${layout.logFile}`);
-  const rules = await root.run(layout.node, [
-    layout.entry,
-    "rules",
-    "apply",
-    "--uid",
-    String(user.uid),
-    "--mode",
-    mode,
-    "--transparent-port",
-    String(PORTS.transparent),
-    "--dns-port",
-    String(PORTS.dns)
-  ]);
-  if (rules.code !== 0) {
-    const why = `egress-guard: the redirect rules could not be applied: ${rules.stderr.trim() || rules.stdout.trim()}`;
-    if (mode === "block") throw new Error(why);
-    warning(`${why}; audit mode goes on, filtering only clients that use the proxy variables`);
-  } else {
-    info(rules.stdout.trim());
-    const asRoot = (binary, args) => root.run(binary, args);
-    const containerRules = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHook(asRoot) };
-    try {
-      await applyContainerRules(containerRules, asRoot);
-      info(`egress-guard: containers on ${DOCKER_BRIDGES.join(", ")} redirected too (IPv4; forwarded traffic filtered in ${containerRules.forwardHook})`);
-    } catch (err) {
-      const why = `egress-guard: the rules for containers could not be applied: ${err.message}`;
-      if (mode === "block") throw new Error(why);
-      warning(`${why}; audit mode goes on without them`);
-    }
-  }
+  const rules = await applyRedirectRules(root, layout, user, mode);
+  for (const line of rules.applied) info(`egress-guard: ${line}`);
+  for (const why of rules.warnings) warning(`egress-guard: ${why}; audit mode goes on`);
   state.resolvConf = await saveResolvConf(root, layout.savedResolvConf);
   save();
   await pointResolvConf(root, JOB_RESOLV_CONF);

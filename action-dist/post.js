@@ -32231,6 +32231,7 @@ function execCommand(command, args, options = {}) {
       const code2 = !e ? 0 : typeof e.code === "number" ? e.code : 127;
       resolve({ code: code2, stdout: String(stdout), stderr: String(stderr) || (e && typeof e.code !== "number" ? e.message : "") });
     });
+    child.stdin?.on("error", () => void 0);
     child.stdin?.end(options.input ?? "");
   });
 }

@@ -152,6 +152,7 @@ function execCommand(command, args, options = {}) {
       const code = !e ? 0 : typeof e.code === "number" ? e.code : 127;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) || (e && typeof e.code !== "number" ? e.message : "") });
     });
+    child.stdin?.on("error", () => void 0);
     child.stdin?.end(options.input ?? "");
   });
 }

@@ -4,16 +4,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as core from '@actions/core';
 import { loadConfig } from '../config/load-config.js';
-import { DOCKER_BRIDGES } from '../rules/container-rules.js';
-import { applyContainerRules, forwardHook } from '../rules/run-container-rules.js';
-import type { CommandRunner } from '../rules/run-rules.js';
 import { disableSudo } from './disable-sudo.js';
 import { parseActionInputs } from './inputs.js';
 import { installApp, installPolicyFile } from './install-app.js';
 import { JOB_RESOLV_CONF, pointResolvConf, saveResolvConf, upstreamResolvers } from './job-dns.js';
-import { actionLayout, PORTS, SIDECAR_USER } from './layout.js';
+import { actionLayout, SIDECAR_USER } from './layout.js';
 import { startNetfilterLog } from './netfilter-log.js';
 import { privileged } from './privileged.js';
+import { applyRedirectRules } from './redirect-rules.js';
 import { RUNNER_ENDPOINTS, withRunnerEndpoints } from './runner-endpoints.js';
 import { ciVariables, sidecarEnvironment } from './sidecar-settings.js';
 import { spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
@@ -65,38 +63,9 @@ async function main(): Promise<void> {
   await waitUntilHealthy(sidecar, layout);
   core.info(`egress-guard: running as ${user.name} (pid ${sidecar.pid}), output in ${layout.logFile}`);
 
-  const rules = await root.run(layout.node, [
-    layout.entry,
-    'rules',
-    'apply',
-    '--uid',
-    String(user.uid),
-    '--mode',
-    mode,
-    '--transparent-port',
-    String(PORTS.transparent),
-    '--dns-port',
-    String(PORTS.dns),
-  ]);
-  if (rules.code !== 0) {
-    const why = `egress-guard: the redirect rules could not be applied: ${rules.stderr.trim() || rules.stdout.trim()}`;
-    // Block mode never runs unenforced; audit mode goes on with the explicit proxy only.
-    if (mode === 'block') throw new Error(why);
-    core.warning(`${why}; audit mode goes on, filtering only clients that use the proxy variables`);
-  } else {
-    core.info(rules.stdout.trim());
-    // Containers the job starts on Docker bridges (docker0, br-*; later ones too): IPv4 only.
-    const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
-    const containerRules = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHook(asRoot) };
-    try {
-      await applyContainerRules(containerRules, asRoot);
-      core.info(`egress-guard: containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4; forwarded traffic filtered in ${containerRules.forwardHook})`);
-    } catch (err) {
-      const why = `egress-guard: the rules for containers could not be applied: ${(err as Error).message}`;
-      if (mode === 'block') throw new Error(why);
-      core.warning(`${why}; audit mode goes on without them`);
-    }
-  }
+  const rules = await applyRedirectRules(root, layout, user, mode);
+  for (const line of rules.applied) core.info(`egress-guard: ${line}`);
+  for (const why of rules.warnings) core.warning(`egress-guard: ${why}; audit mode goes on`);
 
   state.resolvConf = await saveResolvConf(root, layout.savedResolvConf);
   save();

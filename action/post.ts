@@ -12,7 +12,7 @@ import { jobSummaryMarkdown } from './job-summary.js';
 import { stopSidecar } from './sidecar-process.js';
 import { decodeState, STATE_KEY, type ActionState } from './state.js';
 
-/** Undo what main did, in reverse: egress-guard first, then its rules (no window where the job bypasses it). */
+/** Undo what main did: egress-guard first, then its rules and resolv.conf (no window where the job bypasses it). */
 async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<void> {
   if (state.sidecarPid !== undefined) core.info(`egress-guard: ${await stopSidecar(root, state.sidecarPid)}`);
   if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);

@@ -22,6 +22,8 @@ export function execCommand(command: string, args: readonly string[], options: {
       const code = !e ? 0 : typeof e.code === 'number' ? e.code : 127;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) || (e && typeof e.code !== 'number' ? e.message : '') });
     });
+    // A command that exits without reading its input (most do) closes the pipe: EPIPE is no error of ours.
+    child.stdin?.on('error', () => undefined);
     child.stdin?.end(options.input ?? '');
   });
 }
