@@ -32227,6 +32227,17 @@ function sidecarEnvironment(inputs, layout, facts) {
   if (inputs.collectorToken) env.EGRESS_COLLECTOR_TOKEN = inputs.collectorToken;
   return env;
 }
+var INPUT_OF_VARIABLE = {
+  EGRESS_MODE: "egress-policy",
+  EGRESS_DNS: "dns-policy",
+  EGRESS_ALLOWED_ENDPOINTS: "allowed-endpoints",
+  EGRESS_ALLOWED_IPS: "allowed-ips",
+  EGRESS_TRUSTED_RANGES: "trusted-ranges",
+  EGRESS_COLLECTOR_URL: "collector-url"
+};
+function inInputTerms(message) {
+  return message.replace(/environment (EGRESS_[A-Z_]+):\d+/g, (whole, variable) => INPUT_OF_VARIABLE[variable] ? `input ${INPUT_OF_VARIABLE[variable]}` : whole);
+}
 
 // action/sidecar-process.ts
 import { spawn } from "node:child_process";
@@ -32335,7 +32346,12 @@ async function main() {
   const dnsUpstream = upstreamResolvers();
   const repositoryPolicy = inputs.policyFile ? path5.resolve(workspace, inputs.policyFile) : void 0;
   const checkEnv = sidecarEnvironment(inputs, layout, { dnsUpstream, ...repositoryPolicy && { policyFile: repositoryPolicy } });
-  const policy = loadConfig({ flags: /* @__PURE__ */ new Map(), env: checkEnv, readFile: (file) => readFileSync6(file, "utf8") }).policy;
+  let policy;
+  try {
+    policy = loadConfig({ flags: /* @__PURE__ */ new Map(), env: checkEnv, readFile: (file) => readFileSync6(file, "utf8") }).policy;
+  } catch (err) {
+    throw new Error(`egress-guard: ${inInputTerms(err.message)}`);
+  }
   const mode = policy.mode;
   const allowedEndpoints = withRunnerEndpoints(policy.endpoints.map((rule) => rule.source));
   info(`egress-guard: ${mode} mode, upstream DNS ${dnsUpstream.join(" ")}, the runner's own ${RUNNER_ENDPOINTS.join(" ")} allowed`);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as core from '@actions/core';
 import { loadConfig } from '../config/load-config.js';
+import type { Policy } from '../policy/index.js';
 import { disableSudo } from './disable-sudo.js';
 import { parseActionInputs } from './inputs.js';
 import { installApp, installPolicyFile } from './install-app.js';
@@ -13,7 +14,7 @@ import { startNetfilterLog } from './netfilter-log.js';
 import { privileged } from './privileged.js';
 import { applyRedirectRules } from './redirect-rules.js';
 import { RUNNER_ENDPOINTS, withRunnerEndpoints } from './runner-endpoints.js';
-import { ciVariables, sidecarEnvironment } from './sidecar-settings.js';
+import { ciVariables, inInputTerms, sidecarEnvironment } from './sidecar-settings.js';
 import { spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
 import { ensureSidecarUser } from './sidecar-user.js';
 import { encodeState, STATE_KEY, type ActionState } from './state.js';
@@ -29,7 +30,12 @@ async function main(): Promise<void> {
   // The policy as egress-guard will read it, checked before anything on the runner changes (errors name file:line).
   const repositoryPolicy = inputs.policyFile ? path.resolve(workspace, inputs.policyFile) : undefined;
   const checkEnv = sidecarEnvironment(inputs, layout, { dnsUpstream, ...(repositoryPolicy && { policyFile: repositoryPolicy }) });
-  const policy = loadConfig({ flags: new Map(), env: checkEnv, readFile: (file) => readFileSync(file, 'utf8') }).policy;
+  let policy: Policy;
+  try {
+    policy = loadConfig({ flags: new Map(), env: checkEnv, readFile: (file) => readFileSync(file, 'utf8') }).policy;
+  } catch (err) {
+    throw new Error(`egress-guard: ${inInputTerms((err as Error).message)}`);
+  }
   const mode = policy.mode;
   // Environment beats the policy file: the file's list (or the input's, or the default's) goes in again, with the runner's.
   const allowedEndpoints = withRunnerEndpoints(policy.endpoints.map((rule) => rule.source));

@@ -49,3 +49,18 @@ export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, f
   if (inputs.collectorToken) env.EGRESS_COLLECTOR_TOKEN = inputs.collectorToken;
   return env;
 }
+
+/** The input each environment variable above comes from, to name it in errors as the workflow names it. */
+const INPUT_OF_VARIABLE: Record<string, string> = {
+  EGRESS_MODE: 'egress-policy',
+  EGRESS_DNS: 'dns-policy',
+  EGRESS_ALLOWED_ENDPOINTS: 'allowed-endpoints',
+  EGRESS_ALLOWED_IPS: 'allowed-ips',
+  EGRESS_TRUSTED_RANGES: 'trusted-ranges',
+  EGRESS_COLLECTOR_URL: 'collector-url',
+};
+
+/** egress-guard's `environment EGRESS_ALLOWED_ENDPOINTS:1: ...` as `input allowed-endpoints: ...` (the :1 is a line of the joined value). */
+export function inInputTerms(message: string): string {
+  return message.replace(/environment (EGRESS_[A-Z_]+):\d+/g, (whole, variable: string) => (INPUT_OF_VARIABLE[variable] ? `input ${INPUT_OF_VARIABLE[variable]}` : whole));
+}

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { InputError, inputWords, parseActionInputs } from '../../action/inputs.js';
 import { actionLayout } from '../../action/layout.js';
 import { withRunnerEndpoints } from '../../action/runner-endpoints.js';
-import { ciVariables, sidecarEnvironment } from '../../action/sidecar-settings.js';
+import { ciVariables, inInputTerms, sidecarEnvironment } from '../../action/sidecar-settings.js';
 import { loadConfig } from '../../config/load-config.js';
 
 /** Inputs as GitHub hands them over: the workflow's values, '' for the rest (action.yml defaults are '' too). */
@@ -134,7 +134,11 @@ describe('action inputs -> egress-guard settings', () => {
   });
 
   it('a bad entry fails with the input it came from, before anything on the runner changes', () => {
-    const env = sidecarEnvironment(parseActionInputs(reader({ 'allowed-endpoints': '*.com:443' })), LAYOUT, facts);
-    assert.throws(() => loadConfig({ flags: new Map(), env, readFile: () => '' }), /\*\.com/);
+    const env = sidecarEnvironment(parseActionInputs(reader({ 'allowed-endpoints': 'github.com:443\n*.com:443' })), LAYOUT, facts);
+    assert.throws(
+      () => loadConfig({ flags: new Map(), env, readFile: () => '' }),
+      (err: Error) => inInputTerms(err.message).startsWith('input allowed-endpoints: "*.com:443" has a wildcard directly over the public suffix "com"'),
+    );
+    assert.equal(inInputTerms('environment EGRESS_LISTEN:1: bad'), 'environment EGRESS_LISTEN:1: bad', 'a variable no input sets is left as it is');
   });
 });
