@@ -262,6 +262,24 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
     }
   });
 
+  it('audit mode with fail-on-block: the job runs through, post fails the step naming what would have been blocked', async () => {
+    const runner = await SimulatedRunner.start(world, 'auditfail');
+    try {
+      const job = runner.newJob('auditfail', { 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED, 'fail-on-block': 'true' });
+      const main = await runner.runAction(job, 'main');
+      assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
+      assert.match(main.stdout, /egress-guard: audit mode/, 'no egress-policy input and no policy file: audit');
+      const attack = await runner.step('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, 'https://attacker.test/'], { env: job.env });
+      assert.equal(attack.code, 0, `audit mode broke the step: ${attack.stderr}`);
+      const post = await runner.runAction(job, 'post');
+      assert.notEqual(post.code, 0, `post passed despite fail-on-block:\n${post.stdout}`);
+      assert.match(post.stdout, /^::error::egress-guard: \d+ destination\(s\) would be blocked in block mode \(audit mode\), and fail-on-block is set: .*attacker\.test:443/m);
+      assert.match(post.stdout, annotation('warning', 'would-block', 'attacker\\.test:443'));
+    } finally {
+      await runner.stop();
+    }
+  });
+
   it('disable-sudo (policy from policy-file): afterwards sudo iptables -F fails and the Docker socket refuses the job; post still reports', async () => {
     const runner = await SimulatedRunner.start(world, 'nosudo');
     try {
