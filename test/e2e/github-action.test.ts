@@ -121,6 +121,9 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
   let world: World;
   before(async () => {
     world = await World.create({ prefix: 'egact', sidecarUser: false, resolvConf: `nameserver ${NET.dns}\noptions attempts:1 timeout:2\n` });
+    // As on a GitHub runner (the World lowers it for its own sidecar): binding port 53 takes CAP_NET_BIND_SERVICE.
+    const sysctl = await world.job('sysctl', ['-q', '-w', 'net.ipv4.ip_unprivileged_port_start=1024']);
+    assert.equal(sysctl.code, 0, sysctl.stderr);
   });
   after(async () => {
     await world?.close();
