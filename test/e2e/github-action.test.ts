@@ -137,6 +137,22 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       // Running before main, as Docker runs when a GitHub job starts.
       await runner.startDockerd(NET.dns);
       await runner.importToolsImage();
+      // A service container: started before the action's main, as GitHub starts them before the first step.
+      const service = await runner.asRoot('docker', [
+        '-H',
+        `unix://${DOCKER_SOCKET}`,
+        'run',
+        '-d',
+        '--name',
+        'egact-service',
+        '-v',
+        `${world.caFile}:${world.caFile}:ro`,
+        TOOLS_IMAGE,
+        process.execPath,
+        '-e',
+        'setInterval(() => {}, 1000)',
+      ]);
+      assert.equal(service.code, 0, service.stderr);
       const job = runner.newJob('block', {
         'egress-policy': 'block',
         'allowed-endpoints': ALLOWED,
@@ -176,6 +192,8 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
             ...args,
           ]);
       assertAttacksRefused(await jobSteps(inContainer('bridge'), world), 'docker run');
+      const inService: Executor = (command, args, env = {}) => docker(['exec', ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]), 'egact-service', command, ...args]);
+      assertAttacksRefused(await jobSteps(inService, world), 'service container started before main');
       const network = await docker(['network', 'create', '--subnet', LATER_NETWORK, 'egact-later']);
       assert.equal(network.code, 0, network.stderr);
       assertAttacksRefused(await jobSteps(inContainer('egact-later'), world), 'docker run on a network created after main');
