@@ -48,6 +48,20 @@ function asJobStep(runner: SimulatedRunner, job: Job): Executor {
   return (command, args, env = {}) => runner.step(command, args, { env: { ...job.env, ...env } });
 }
 
+/** The job's `docker` CLI (as `runner`, through the docker group), on the runner's engine, legacy builder. */
+function dockerCli(runner: SimulatedRunner, job: Job): (args: readonly string[]) => Promise<CommandResult> {
+  return (args) => runner.step('docker', args, { env: { ...job.env, DOCKER_HOST: `unix://${DOCKER_SOCKET}`, DOCKER_BUILDKIT: '0' }, timeoutMs: 60_000 });
+}
+
+function envFlags(env: NodeJS.ProcessEnv): string[] {
+  return Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]);
+}
+
+/** A step in a fresh container (`docker run --rm`) on `network`, with the test CA mounted where the steps expect it. */
+function containerExecutor(docker: ReturnType<typeof dockerCli>, world: World, network: string): Executor {
+  return (command, args, env = {}) => docker(['run', '--rm', '--network', network, '-v', `${world.caFile}:${world.caFile}:ro`, ...envFlags(env), TOOLS_IMAGE, command, ...args]);
+}
+
 /** Block mode: the allowed download works, every attack fails. */
 function assertAttacksRefused(steps: StepResults, where: string): void {
   assert.equal(steps.allowed.code, 0, `${where}: ${steps.allowed.stderr}`);
@@ -174,25 +188,10 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assertAttacksRefused(await jobSteps(asJobStep(runner, job), world), 'job step');
       // The same from containers the job starts: `docker run` on the default bridge, on a network made now (a new
       // br-* bridge), and a `docker build` step. Redirected from PREROUTING, the rest refused in DOCKER-USER.
-      const docker = (args: readonly string[]) =>
-        runner.step('docker', args, { env: { ...job.env, DOCKER_HOST: `unix://${DOCKER_SOCKET}`, DOCKER_BUILDKIT: '0' }, timeoutMs: 60_000 });
-      const inContainer =
-        (network: string): Executor =>
-        (command, args, env = {}) =>
-          docker([
-            'run',
-            '--rm',
-            '--network',
-            network,
-            '-v',
-            `${world.caFile}:${world.caFile}:ro`,
-            ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
-            TOOLS_IMAGE,
-            command,
-            ...args,
-          ]);
+      const docker = dockerCli(runner, job);
+      const inContainer = (network: string) => containerExecutor(docker, world, network);
       assertAttacksRefused(await jobSteps(inContainer('bridge'), world), 'docker run');
-      const inService: Executor = (command, args, env = {}) => docker(['exec', ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]), 'egact-service', command, ...args]);
+      const inService: Executor = (command, args, env = {}) => docker(['exec', ...envFlags(env), 'egact-service', command, ...args]);
       assertAttacksRefused(await jobSteps(inService, world), 'service container started before main');
       const network = await docker(['network', 'create', '--subnet', LATER_NETWORK, 'egact-later']);
       assert.equal(network.code, 0, network.stderr);
@@ -263,14 +262,28 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
   it('audit mode: every step works, each attack is a would-block warning and a summary row; egress-guard dying breaks nothing; post passes', async () => {
     const runner = await SimulatedRunner.start(world, 'audit', NET.dns);
     try {
+      await runner.startDockerd(NET.dns);
+      await runner.importToolsImage();
       const job = runner.newJob('audit', { 'egress-policy': 'audit', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED });
       const main = await runner.runAction(job, 'main');
       assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
       const since = Date.now();
-      const steps = await jobSteps(asJobStep(runner, job), world);
-      for (const [name, result] of Object.entries(steps)) assert.equal(result.code, 0, `${name} broke in audit mode: ${result.stdout}${result.stderr}`);
-      assert.match(steps.attackerName.stdout, /hello from attacker\.test/);
-      assert.match(steps.dnsViaResolver.stdout, /status: NOERROR/);
+      for (const [where, exec] of [
+        ['job step', asJobStep(runner, job)],
+        ['docker run', containerExecutor(dockerCli(runner, job), world, 'bridge')],
+      ] as const) {
+        const steps = await jobSteps(exec, world);
+        for (const [name, result] of Object.entries(steps)) assert.equal(result.code, 0, `${where}: ${name} broke in audit mode: ${result.stdout}${result.stderr}`);
+        assert.match(steps.attackerName.stdout, /hello from attacker\.test/);
+        assert.match(steps.dnsViaResolver.stdout, /status: NOERROR/);
+      }
+      const containerPrefix = escapeRegExp(DOCKER_BRIDGE_ADDRESS.slice(0, DOCKER_BRIDGE_ADDRESS.lastIndexOf('.') + 1));
+      const eventLines = (await runner.asRoot('cat', ['/var/lib/egress-guard/events.ndjson'])).stdout;
+      assert.match(
+        eventLines,
+        new RegExp(`"client":"${containerPrefix}\\d+:\\d+","host":"attacker\\.test"[^\\n]*"decision":"would-block"`),
+        'no would-block event from the container',
+      );
 
       // egress-guard dies (SIGKILL): audit mode must not break the rest of the job.
       const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
