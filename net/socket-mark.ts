@@ -6,7 +6,7 @@ import https from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { loadAddon } from '../native/addon.js';
+import { loadNativeAddon } from './native-addon.js';
 
 /**
  * The socket mark of egress-guard's own outbound traffic (setting `socket-mark`). Where the sidecar runs in its
@@ -33,7 +33,7 @@ export function useSocketMark(mark: number | undefined): void {
     return;
   }
   if (!Number.isInteger(mark) || mark < 1 || mark > 0xffffffff) throw new Error(`socket-mark must be an integer from 1 to 0xffffffff, not ${mark}`);
-  addon ??= loadAddon<SocketMarkAddon>('socket_mark');
+  addon ??= loadNativeAddon<SocketMarkAddon>('socket_mark', import.meta.url);
   let probe: number;
   try {
     probe = addon.tcpSocket(4, mark);

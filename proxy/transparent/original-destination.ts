@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { loadAddon } from '../../native/addon.js';
+import { loadNativeAddon } from '../../net/native-addon.js';
 
 export interface OriginalDestination {
   address: string;
@@ -13,15 +13,19 @@ interface OriginalDstAddon {
 
 let addon: OriginalDstAddon | undefined;
 
-/** Loaded lazily so that the explicit proxy runs without the addon. */
-function loadOriginalDst(): OriginalDstAddon {
-  addon ??= loadAddon<OriginalDstAddon>('original_dst');
+/**
+ * The native addon (native/original_dst.c, built by node-gyp at `npm ci`, or prebuilt in the action's bundle):
+ * Node has no getsockopt, and no well-kept package exposes SO_ORIGINAL_DST. Loaded lazily so that the explicit
+ * proxy runs without it.
+ */
+function loadAddon(): OriginalDstAddon {
+  addon ??= loadNativeAddon<OriginalDstAddon>('original_dst', import.meta.url);
   return addon;
 }
 
 /** Fails at start rather than on the first connection when the addon is missing. */
 export function assertOriginalDestinationAvailable(): void {
-  loadOriginalDst();
+  loadAddon();
 }
 
 /** Strip the IPv4-mapped prefix (::ffff:a.b.c.d) that dual-stack sockets report. */
@@ -37,6 +41,6 @@ export function unmapAddress(address: string): string {
 export function originalDestination(socket: Socket): OriginalDestination {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) throw Object.assign(new Error('the socket has no file descriptor'), { code: 'EBADF' });
-  const dst = loadOriginalDst().originalDestination(fd);
+  const dst = loadAddon().originalDestination(fd);
   return { address: unmapAddress(dst.address), port: dst.port, family: dst.family };
 }

@@ -66,9 +66,18 @@ async function ensureSidecarUser(): Promise<{ uid: number; gid: number }> {
  * commands as root) linked by one veth pair to an `internet` namespace (web servers, registry, attacker,
  * authoritative DNS). Nothing is connected to the machine's own network.
  */
+export interface WorldOptions {
+  /** Namespace names are PREFIX-runner-PID and PREFIX-internet-PID (default eg). */
+  prefix?: string;
+  /** The runner namespace's /etc/resolv.conf (default: egress-guard on 127.0.0.1). */
+  resolvConf?: string;
+  /** Create the egress-guard user on this machine for startEgressGuard (default true). */
+  sidecarUser?: boolean;
+}
+
 export class World {
-  readonly runnerNs = `eg-runner-${process.pid}`;
-  readonly internetNs = `eg-internet-${process.pid}`;
+  readonly runnerNs: string;
+  readonly internetNs: string;
   readonly dir = mkdtempSync(path.join(tmpdir(), 'eg-e2e-'));
   readonly caFile = path.join(this.dir, 'ca.pem');
   readonly internetLogFile = path.join(this.dir, 'internet.ndjson');
@@ -80,9 +89,14 @@ export class World {
     process.kill(process.pid, signal);
   };
 
-  static async create(): Promise<World> {
+  private constructor(private readonly options: WorldOptions) {
+    this.runnerNs = `${options.prefix ?? 'eg'}-runner-${process.pid}`;
+    this.internetNs = `${options.prefix ?? 'eg'}-internet-${process.pid}`;
+  }
+
+  static async create(options: WorldOptions = {}): Promise<World> {
     removeLeftoverNamespaces();
-    const world = new World();
+    const world = new World(options);
     process.once('SIGINT', world.onSignal);
     process.once('SIGTERM', world.onSignal);
     try {
@@ -108,7 +122,7 @@ export class World {
     await must('ip', ['netns', 'add', this.runnerNs]);
     await must('ip', ['netns', 'add', this.internetNs]);
     mkdirSync(`/etc/netns/${this.runnerNs}`, { recursive: true });
-    writeFileSync(`/etc/netns/${this.runnerNs}/resolv.conf`, 'nameserver 127.0.0.1\noptions attempts:1 timeout:2\n');
+    writeFileSync(`/etc/netns/${this.runnerNs}/resolv.conf`, this.options.resolvConf ?? 'nameserver 127.0.0.1\noptions attempts:1 timeout:2\n');
     writeFileSync(`/etc/netns/${this.runnerNs}/hosts`, '127.0.0.1 localhost\n::1 localhost\n');
     // The pair is created inside the runner namespace and its peer moved straight into the internet namespace.
     await this.inRunner(['ip', 'link', 'add', 'egr0', 'type', 'veth', 'peer', 'name', 'egi0', 'netns', this.internetNs]);
@@ -133,7 +147,7 @@ export class World {
     await this.inInternet(['ip', '-6', 'route', 'add', '2001:db8:1::/64', 'dev', 'egi0']).catch(() => undefined);
     // egress-guard binds port 53 as an unprivileged user: allowed in this namespace only.
     await this.inRunner(['sysctl', '-q', '-w', 'net.ipv4.ip_unprivileged_port_start=0']);
-    this.sidecarUser = await ensureSidecarUser();
+    if (this.options.sidecarUser !== false) this.sidecarUser = await ensureSidecarUser();
     await this.startInternet();
   }
 

@@ -32,7 +32,8 @@ export async function must(command: string, args: readonly string[], options: Pa
   return result.stdout;
 }
 
-export const NAMESPACE_PATTERN = /^eg-(runner|internet)-(\d+)$/;
+/** `eg-` is the harness's World, `egact-` the GitHub Action suite's. */
+export const NAMESPACE_PATTERN = /^(eg|egact)-(runner|internet)-(\d+)$/;
 
 function alive(pid: number): boolean {
   try {
@@ -79,7 +80,7 @@ export function removeLeftoverNamespaces(): string[] {
   for (const line of list.split('\n')) {
     const name = line.split(' ')[0] ?? '';
     const m = NAMESPACE_PATTERN.exec(name);
-    if (!m || Number(m[2]) === process.pid || alive(Number(m[2]))) continue;
+    if (!m || Number(m[3]) === process.pid || alive(Number(m[3]))) continue;
     destroyNamespaceSync(name);
     removed.push(name);
   }

@@ -1,0 +1,27 @@
+import path from 'node:path';
+import type { ActionLayout } from './layout.js';
+import type { Privileged } from './privileged.js';
+import type { SidecarUser } from './sidecar-user.js';
+
+/**
+ * Copy the bundle (action-dist/: egress-guard.js and its prebuilt addons) and the node binary running this
+ * action into the state directory. The runner's checkout and node live under its home, which another user
+ * may not be allowed to enter; the copies are root-owned and readable by everyone.
+ */
+export async function installApp(root: Privileged, layout: ActionLayout, bundleDir: string, user: SidecarUser): Promise<void> {
+  await root.must('install', ['-d', '-m', '0755', '-o', String(user.uid), '-g', String(user.gid), layout.stateDir]);
+  await root.must('rm', ['-rf', layout.appDir]);
+  await root.must('cp', ['-R', bundleDir, layout.appDir]);
+  await root.must('chmod', ['-R', 'a+rX,go-w', layout.appDir]);
+  await root.must('install', ['-m', '0755', process.execPath, layout.node]);
+  // Present from the start, owned by egress-guard, readable by the runner user (post reads it, maybe without sudo).
+  await root.must('install', ['-m', '0644', '-o', String(user.uid), '-g', String(user.gid), '/dev/null', layout.eventsFile]);
+  await root.must('install', ['-d', '-m', '0700', '-o', String(user.uid), '-g', String(user.gid), layout.spoolDir]);
+}
+
+/** The policy file of the repository, copied where the egress-guard user can read it (the workspace is the runner's). */
+export async function installPolicyFile(root: Privileged, layout: ActionLayout, workspace: string, file: string, user: SidecarUser): Promise<string> {
+  const source = path.resolve(workspace, file);
+  await root.must('install', ['-m', '0600', '-o', String(user.uid), '-g', String(user.gid), source, layout.policyFile]);
+  return layout.policyFile;
+}

@@ -1,0 +1,52 @@
+import { DOCKER_BRIDGES } from '../rules/container-rules.js';
+import { applyContainerRules, forwardHook } from '../rules/run-container-rules.js';
+import type { CommandRunner } from '../rules/run-rules.js';
+import { PORTS, type ActionLayout } from './layout.js';
+import type { Privileged } from './privileged.js';
+import type { SidecarUser } from './sidecar-user.js';
+
+export interface RedirectOutcome {
+  /** What was applied, for the log. */
+  applied: string[];
+  /** What could not be applied (audit mode goes on without it; block mode throws instead). */
+  warnings: string[];
+}
+
+/**
+ * The job's traffic to egress-guard: `egress-guard rules apply` (every user but egress-guard's, IPv4 and IPv6),
+ * then the rules for containers on Docker bridges (IPv4). Block mode never runs unenforced: a failure throws.
+ */
+export async function applyRedirectRules(root: Privileged, layout: ActionLayout, user: SidecarUser, mode: 'audit' | 'block'): Promise<RedirectOutcome> {
+  const outcome: RedirectOutcome = { applied: [], warnings: [] };
+  const refuse = (why: string) => {
+    if (mode === 'block') throw new Error(why);
+    outcome.warnings.push(why);
+  };
+  const host = await root.run(layout.node, [
+    layout.entry,
+    'rules',
+    'apply',
+    '--uid',
+    String(user.uid),
+    '--mode',
+    mode,
+    '--transparent-port',
+    String(PORTS.transparent),
+    '--dns-port',
+    String(PORTS.dns),
+  ]);
+  if (host.code !== 0) {
+    refuse(`the redirect rules could not be applied: ${host.stderr.trim() || host.stdout.trim()}; only clients that use the proxy variables are filtered`);
+    return outcome;
+  }
+  outcome.applied.push(host.stdout.trim());
+  const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
+  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHook(asRoot) };
+  try {
+    await applyContainerRules(options, asRoot);
+    outcome.applied.push(`containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4; forwarded traffic filtered in ${options.forwardHook})`);
+  } catch (err) {
+    refuse(`the rules for containers could not be applied: ${(err as Error).message}`);
+  }
+  return outcome;
+}

@@ -1,0 +1,99 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, readFileSync } from 'node:fs';
+import { PORTS, type ActionLayout } from './layout.js';
+import type { Privileged } from './privileged.js';
+import type { SidecarUser } from './sidecar-user.js';
+
+/**
+ * Audit mode never breaks a job: a root shell waits for egress-guard and, when it exits however it exits (even
+ * SIGKILL), runs teardown.js: the redirect rules go, as the container's entrypoint does, and /etc/resolv.conf comes
+ * back (the job's lookups would otherwise go to a dead listener). SIGTERM (post) is passed on to egress-guard.
+ */
+const AUDIT_SUPERVISOR = `"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+status=0
+wait "$child" || status=$?
+while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done
+"$EGRESS_ACTION_NODE" "$EGRESS_ACTION_TEARDOWN" >&2 || true
+exit "$status"`;
+
+/**
+ * `egress-guard run` as its own user, left running when this step ends. Block mode: nothing between sudo and
+ * egress-guard, so the rules outlive it (fail closed). Audit mode: under AUDIT_SUPERVISOR.
+ */
+export function spawnSidecar(root: Privileged, layout: ActionLayout, user: SidecarUser, env: Record<string, string>, mode: 'audit' | 'block'): ChildProcess {
+  const output = openSync(layout.logFile, 'a');
+  // As the container's entrypoint does: no groups, and only the capability to bind port 53.
+  const setpriv = [
+    'setpriv',
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    '--clear-groups',
+    '--inh-caps=-all,+net_bind_service',
+    '--ambient-caps=-all,+net_bind_service',
+    '--no-new-privs',
+    '--',
+    layout.node,
+    layout.entry,
+    'run',
+  ];
+  const supervisorEnv = { EGRESS_ACTION_NODE: layout.node, EGRESS_ACTION_TEARDOWN: layout.teardown };
+  const [command, ...args] =
+    mode === 'audit'
+      ? root.argv('sh', ['-c', AUDIT_SUPERVISOR, 'egress-guard-supervisor', ...setpriv], { ...env, ...supervisorEnv })
+      : root.argv(setpriv[0]!, setpriv.slice(1), env);
+  const child = spawn(command!, args, {
+    detached: true,
+    stdio: ['ignore', output, output],
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env, ...supervisorEnv },
+  });
+  child.unref();
+  return child;
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function logTail(layout: ActionLayout): string {
+  try {
+    return readFileSync(layout.logFile, 'utf8').slice(-3000);
+  } catch {
+    return '(no output)';
+  }
+}
+
+/** Until /healthz answers 200 (the admin listener starts after every other listener); throws with egress-guard's output. */
+export async function waitUntilHealthy(child: ChildProcess, layout: ActionLayout, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`egress-guard exited (${child.exitCode ?? child.signalCode}) at start:\n${logTail(layout)}`);
+    try {
+      const response = await fetch(`http://127.0.0.1:${PORTS.admin}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (response.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`egress-guard did not answer on 127.0.0.1:${PORTS.admin}/healthz within ${timeoutMs} ms:\n${logTail(layout)}`);
+}
+
+/** SIGTERM (egress-guard drains its tunnels, drain-timeout 10 s), then SIGKILL if it is still there. */
+export async function stopSidecar(root: Privileged, pid: number, timeoutMs = 15_000): Promise<'stopped' | 'killed' | 'gone'> {
+  if (!processAlive(pid)) return 'gone';
+  await root.run('kill', ['-TERM', String(pid)]);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!processAlive(pid)) return 'stopped';
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  await root.run('kill', ['-KILL', String(pid)]);
+  return 'killed';
+}

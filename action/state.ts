@@ -1,0 +1,24 @@
+import type { SavedResolvConf } from './job-dns.js';
+import type { NetfilterLog } from './netfilter-log.js';
+
+/** What `main` leaves for `post` (the toolkit's saveState/getState: strings, here one JSON document). */
+export interface ActionState {
+  mode: 'audit' | 'block';
+  sidecarPid?: number;
+  resolvConf?: SavedResolvConf;
+  netfilterLog?: NetfilterLog;
+  sudoDisabled: boolean;
+}
+
+export const STATE_KEY = 'egress-guard';
+
+export function encodeState(state: ActionState): string {
+  return JSON.stringify(state);
+}
+
+export function decodeState(text: string): ActionState | undefined {
+  if (text.trim() === '') return undefined;
+  const value = JSON.parse(text) as ActionState;
+  if (value.mode !== 'audit' && value.mode !== 'block') throw new Error(`state ${STATE_KEY}: no mode in ${text}`);
+  return value;
+}

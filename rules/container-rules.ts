@@ -1,0 +1,134 @@
+/**
+ * Rules for the containers a job starts on Docker bridges (IPv4), as pure data. Their traffic reaches the host
+ * on a bridge and takes the FORWARD path, which the OUTPUT rules (iptables-rules.ts) never see. Here:
+ *
+ * - nat PREROUTING, from each bridge: TCP to egress-guard's container transparent listener, DNS (53, any server,
+ *   Docker's embedded resolver's upstream queries included) to its container DNS listener. REDIRECT from
+ *   PREROUTING lands on the bridge's own address, so those listeners are on 0.0.0.0 at their own ports; the INPUT
+ *   chain lets only redirected connections reach them.
+ * - Destinations in the private ranges are not redirected: with br_netfilter, container-to-container frames on one
+ *   bridge pass PREROUTING too, and nothing there tells them from routed ones. The FORWARD chain (DOCKER-USER when
+ *   Docker has made it) lets a bridge talk to a bridge and refuses (block) or reports (audit) every other new
+ *   flow from a bridge: UDP other than DNS, ICMP, and TCP to private addresses off the bridges.
+ * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
+ */
+import type { RuleCommand, RulesMode } from './iptables-rules.js';
+import { NFLOG_GROUP, NFLOG_PREFIX } from './iptables-rules.js';
+
+export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
+export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
+export const CONTAINER_INPUT_CHAIN = 'EGRESS_GUARD_CTR_IN';
+/** Docker's bridges: the default one and every user-defined network's. */
+export const DOCKER_BRIDGES: readonly string[] = ['docker0', 'br-+'];
+/** Not redirected from a bridge (see above); refused or reported in FORWARD unless they stay on the bridges. */
+export const PRIVATE_V4 = '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10';
+
+export interface ContainerRuleOptions {
+  mode: RulesMode;
+  /** egress-guard's transparent listener for containers, on 0.0.0.0. */
+  transparentPort: number;
+  /** egress-guard's DNS listener for containers, on 0.0.0.0. */
+  dnsPort: number;
+  /** Bridge interface names or iptables patterns (default DOCKER_BRIDGES). */
+  bridges?: readonly string[];
+  /** The chain of the filter table that forwarded traffic passes first: DOCKER-USER where Docker made it, else FORWARD. */
+  forwardHook: 'DOCKER-USER' | 'FORWARD';
+  nflogGroup?: number;
+}
+
+const WAIT = ['-w', '5'];
+
+function natRules(o: ContainerRuleOptions): string[][] {
+  return [
+    ['-d', PRIVATE_V4, '-j', 'RETURN'],
+    // The host itself (its services, published ports) is not egress.
+    ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN'],
+    ['-p', 'udp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(o.dnsPort)],
+    ['-p', 'tcp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(o.dnsPort)],
+    ['-p', 'tcp', '-j', 'REDIRECT', '--to-ports', String(o.transparentPort)],
+  ];
+}
+
+function forwardRules(o: ContainerRuleOptions, bridges: readonly string[]): string[][] {
+  const nflog = [
+    '-m',
+    'limit',
+    '--limit',
+    '100/second',
+    '--limit-burst',
+    '200',
+    '-j',
+    'NFLOG',
+    '--nflog-group',
+    String(o.nflogGroup ?? NFLOG_GROUP),
+    '--nflog-prefix',
+    NFLOG_PREFIX.out,
+  ];
+  const rules: string[][] = [];
+  for (const from of bridges) for (const to of bridges) rules.push(['-i', from, '-o', to, '-j', 'RETURN']);
+  rules.push(['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'RETURN']);
+  for (const bridge of bridges) {
+    rules.push(['-i', bridge, ...nflog]);
+    if (o.mode === 'block') {
+      rules.push(['-i', bridge, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
+      rules.push(['-i', bridge, '-p', 'udp', '-j', 'REJECT', '--reject-with', 'icmp-port-unreachable']);
+      rules.push(['-i', bridge, '-j', 'REJECT', '--reject-with', 'icmp-admin-prohibited']);
+    }
+  }
+  return rules;
+}
+
+/** Only connections the nat rules redirected reach the 0.0.0.0 listeners; nobody outside the host does. */
+function inputRules(o: ContainerRuleOptions): string[][] {
+  const notRedirected = ['-m', 'conntrack', '!', '--ctstate', 'DNAT', '-j', 'DROP'];
+  return [
+    ['-p', 'tcp', '--dport', String(o.transparentPort), ...notRedirected],
+    ['-p', 'tcp', '--dport', String(o.dnsPort), ...notRedirected],
+    ['-p', 'udp', '--dport', String(o.dnsPort), ...notRedirected],
+  ];
+}
+
+/** Create and fill the three chains, then hook them in (inserted first, before Docker's own rules). */
+export function containerApplyCommands(o: ContainerRuleOptions): RuleCommand[] {
+  const binary = 'iptables';
+  const bridges = o.bridges ?? DOCKER_BRIDGES;
+  const commands: RuleCommand[] = [];
+  const add = (table: string, chain: string, rules: string[][]) => {
+    commands.push({ binary, args: [...WAIT, '-t', table, '-N', chain] });
+    for (const rule of rules) commands.push({ binary, args: [...WAIT, '-t', table, '-A', chain, ...rule] });
+  };
+  add('nat', CONTAINER_NAT_CHAIN, natRules(o));
+  add('filter', CONTAINER_FORWARD_CHAIN, forwardRules(o, bridges));
+  add('filter', CONTAINER_INPUT_CHAIN, inputRules(o));
+  commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', 'INPUT', '1', '-j', CONTAINER_INPUT_CHAIN] });
+  commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', o.forwardHook, '1', '-j', CONTAINER_FORWARD_CHAIN] });
+  for (const bridge of bridges) commands.push({ binary, args: [...WAIT, '-t', 'nat', '-I', 'PREROUTING', '1', '-i', bridge, '-j', CONTAINER_NAT_CHAIN] });
+  return commands;
+}
+
+export interface ContainerHook {
+  table: 'nat' | 'filter';
+  chain: string;
+  /** The jump's match and target, as `-D` takes them. */
+  rule: string[];
+}
+
+/** The jumps containerApplyCommands inserts, for removal (`-D`, each until it is gone). */
+export function containerHooks(o: Pick<ContainerRuleOptions, 'bridges' | 'forwardHook'>): ContainerHook[] {
+  return [
+    { table: 'filter', chain: 'INPUT', rule: ['-j', CONTAINER_INPUT_CHAIN] },
+    { table: 'filter', chain: o.forwardHook, rule: ['-j', CONTAINER_FORWARD_CHAIN] },
+    ...(o.bridges ?? DOCKER_BRIDGES).map((bridge): ContainerHook => ({ table: 'nat', chain: 'PREROUTING', rule: ['-i', bridge, '-j', CONTAINER_NAT_CHAIN] })),
+  ];
+}
+
+export const CONTAINER_CHAINS: ReadonlyArray<{ table: 'nat' | 'filter'; chain: string }> = [
+  { table: 'nat', chain: CONTAINER_NAT_CHAIN },
+  { table: 'filter', chain: CONTAINER_FORWARD_CHAIN },
+  { table: 'filter', chain: CONTAINER_INPUT_CHAIN },
+];
+
+/** `-C`/`-D` arguments of one hook. */
+export function containerHookArgs(op: '-C' | '-D', hook: ContainerHook): string[] {
+  return [...WAIT, '-t', hook.table, op, hook.chain, ...hook.rule];
+}

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4 } from '../../rules/container-rules.js';
+import type { CommandResult } from '../../rules/run-rules.js';
+import { applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
+
+const OPTIONS = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153, forwardHook: 'DOCKER-USER' as const };
+
+/** The rules of one chain, as `iptables -S` would list them (without the -w). */
+function chain(commands: ReturnType<typeof containerApplyCommands>, table: string, name: string): string[] {
+  return commands
+    .filter((c) => c.args.includes(table) && c.args[c.args.indexOf('-A') + 1] === name && c.args.includes('-A'))
+    .map((c) => c.args.slice(c.args.indexOf('-A') + 2).join(' '));
+}
+
+describe('container rules (Docker bridges, IPv4)', () => {
+  it('nat: from a bridge, DNS to any server and every TCP connection go to the container listeners; private and local destinations do not', () => {
+    const nat = chain(containerApplyCommands(OPTIONS), 'nat', CONTAINER_NAT_CHAIN);
+    assert.deepEqual(nat, [
+      `-d ${PRIVATE_V4} -j RETURN`,
+      '-m addrtype --dst-type LOCAL -j RETURN',
+      '-p udp --dport 53 -j REDIRECT --to-ports 3153',
+      '-p tcp --dport 53 -j REDIRECT --to-ports 3153',
+      '-p tcp -j REDIRECT --to-ports 3132',
+    ]);
+  });
+
+  it('forward, block mode: bridge to bridge and established flows pass; anything else new from a bridge is reported then refused', () => {
+    const forward = chain(containerApplyCommands({ ...OPTIONS, bridges: ['docker0', 'br-+'] }), 'filter', CONTAINER_FORWARD_CHAIN);
+    assert.deepEqual(forward.slice(0, 5), [
+      '-i docker0 -o docker0 -j RETURN',
+      '-i docker0 -o br-+ -j RETURN',
+      '-i br-+ -o docker0 -j RETURN',
+      '-i br-+ -o br-+ -j RETURN',
+      '-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN',
+    ]);
+    for (const bridge of ['docker0', 'br-+']) {
+      const own = forward.filter((r) => r.startsWith(`-i ${bridge} `) && !r.includes('-o '));
+      assert.match(own[0]!, /-j NFLOG --nflog-group 4547 --nflog-prefix eg:out$/);
+      assert.deepEqual(own.slice(1), [
+        `-i ${bridge} -p tcp -j REJECT --reject-with tcp-reset`,
+        `-i ${bridge} -p udp -j REJECT --reject-with icmp-port-unreachable`,
+        `-i ${bridge} -j REJECT --reject-with icmp-admin-prohibited`,
+      ]);
+    }
+  });
+
+  it('forward, audit mode: reported, never refused', () => {
+    const forward = chain(containerApplyCommands({ ...OPTIONS, mode: 'audit' }), 'filter', CONTAINER_FORWARD_CHAIN);
+    assert.ok(forward.some((r) => r.includes('NFLOG')));
+    assert.ok(!forward.some((r) => r.includes('REJECT')));
+  });
+
+  it('input: only redirected connections reach the 0.0.0.0 listeners', () => {
+    assert.deepEqual(chain(containerApplyCommands(OPTIONS), 'filter', CONTAINER_INPUT_CHAIN), [
+      '-p tcp --dport 3132 -m conntrack ! --ctstate DNAT -j DROP',
+      '-p tcp --dport 3153 -m conntrack ! --ctstate DNAT -j DROP',
+      '-p udp --dport 3153 -m conntrack ! --ctstate DNAT -j DROP',
+    ]);
+  });
+
+  it('hooks come last, inserted first in their chains, one per bridge pattern (later bridges match the pattern)', () => {
+    const commands = containerApplyCommands(OPTIONS).map((c) => c.args.join(' '));
+    const firstHook = commands.findIndex((c) => c.includes(' -I '));
+    assert.ok(commands.slice(0, firstHook).every((c) => !c.includes(' -I ')));
+    assert.deepEqual(commands.slice(firstHook), [
+      `-w 5 -t filter -I INPUT 1 -j ${CONTAINER_INPUT_CHAIN}`,
+      `-w 5 -t filter -I DOCKER-USER 1 -j ${CONTAINER_FORWARD_CHAIN}`,
+      `-w 5 -t nat -I PREROUTING 1 -i docker0 -j ${CONTAINER_NAT_CHAIN}`,
+      `-w 5 -t nat -I PREROUTING 1 -i br-+ -j ${CONTAINER_NAT_CHAIN}`,
+    ]);
+  });
+
+  it('apply replaces an earlier copy; remove deletes hooks then chains and is idempotent', async () => {
+    // A fake iptables holding which hooks and chains exist.
+    const hooks = new Set<string>();
+    const chains = new Set<string>();
+    const calls: string[] = [];
+    const run = async (_binary: string, args: readonly string[]): Promise<CommandResult> => {
+      const a = args.slice(2);
+      calls.push(a.join(' '));
+      const [, table, op, name, ...rest] = a;
+      const key = `${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
+      if (op === '-N') chains.add(`${table} ${name}`);
+      else if (op === '-X') chains.delete(`${table} ${name}`);
+      else if (op === '-S' || op === '-F') return { code: chains.has(`${table} ${name}`) ? 0 : 1, stdout: '', stderr: '' };
+      else if (op === '-I') hooks.add(key);
+      else if (op === '-C') return { code: hooks.has(key) ? 0 : 1, stdout: '', stderr: '' };
+      else if (op === '-D') hooks.delete(key);
+      return { code: 0, stdout: '', stderr: '' };
+    };
+    await applyContainerRules(OPTIONS, run);
+    assert.equal(chains.size, 3);
+    assert.equal(hooks.size, 4);
+    await applyContainerRules(OPTIONS, run);
+    assert.equal(hooks.size, 4, 'a second apply doubled the hooks');
+    const removed = await removeContainerRules(run);
+    assert.equal(removed.length, 7);
+    assert.equal(chains.size + hooks.size, 0);
+    assert.deepEqual(await removeContainerRules(run), []);
+  });
+});
