@@ -38,6 +38,7 @@ cleanup() {
     dc logs --no-color --tail 40 egress-guard 2>/dev/null
   fi
   dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1
+  if declare -F pod_cleanup >/dev/null; then pod_cleanup; fi
   $DOCKER rmi -f "$EGRESS_IMAGE" "$TESTBED_IMAGE" "$BUILD_IMAGE" >/dev/null 2>&1
   # Intermediate layers of the builds above (untagged, from this daemon only).
   $DOCKER image prune -f >/dev/null 2>&1
@@ -227,6 +228,10 @@ s_audit_crash() {
 check "audit mode: egress-guard killed, the entrypoint removes the rules, the job keeps its egress" s_audit_crash
 
 timing "scenarios"
+
+# The Kubernetes runner pod (deploy/kubernetes/), run with podman kube play: test/container/pod.sh.
+# shellcheck source=test/container/pod.sh
+source "$ROOT/test/container/pod.sh"
 printf '[timing] %-30s %6.1f s\n' "container stage total" "$(echo "$(date +%s.%N) - $START" | bc)"
 [ ${#FAILURES[@]} -eq 0 ] || printf 'failed: %s\n' "${FAILURES[@]}"
 echo "container: $PASSED passed, $FAILED failed"

