@@ -6,7 +6,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
 
-PACKAGES=(curl dnsutils git iptables iproute2 procps util-linux passwd sudo postgresql chromium docker.io docker-compose debootstrap bc dnsmasq-base ulogd2 ulogd2-json podman gettext-base)
+PACKAGES=(curl dnsutils git iptables iproute2 procps util-linux passwd sudo postgresql chromium docker.io docker-compose debootstrap bc dnsmasq-base ulogd2 ulogd2-json podman catatonit gettext-base)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # retry N CMD...: a registry that fails once (a mirror hiccup) should not fail the run.

@@ -7,18 +7,32 @@ POD_NET="egpod$$"
 POD_DIR="$WORK/pod"
 PODMAN=${PODMAN:-podman}
 POD_IMAGES=("localhost/$EGRESS_IMAGE" "localhost/$TESTBED_IMAGE")
+# What `kube play` makes for itself on first use (a default network, the pause image): removed again if it did.
+POD_OWN_NET=0
+POD_OWN_PAUSE=0
+$PODMAN network exists podman-default-kube-network 2>/dev/null || POD_OWN_NET=1
+[ -n "$($PODMAN images -q --filter reference=localhost/podman-pause 2>/dev/null)" ] || POD_OWN_PAUSE=1
 
 pod_cleanup() {
   $PODMAN kube down "$POD_DIR/pod.yaml" >/dev/null 2>&1
   $PODMAN rm -f -t 1 "egpod-internet-$TAG" "egpod-attacker-$TAG" >/dev/null 2>&1
   $PODMAN network rm -f "$POD_NET" >/dev/null 2>&1
   $PODMAN rmi -f "${POD_IMAGES[@]}" >/dev/null 2>&1
+  [ "$POD_OWN_NET" = 0 ] || $PODMAN network rm -f podman-default-kube-network >/dev/null 2>&1
+  if [ "$POD_OWN_PAUSE" = 1 ]; then
+    local pause
+    for pause in $($PODMAN images -q --filter reference=localhost/podman-pause 2>/dev/null); do $PODMAN rmi -f "$pause" >/dev/null 2>&1; done
+  fi
 }
 
 pod_stage() {
   if ! command -v "$PODMAN" >/dev/null; then
     fatal "podman is not installed (scripts/setup-test-host.sh installs it)"
   fi
+  # podman raises a root container's open-files and process limits to its own defaults (1048576, 4194304); a
+  # sandbox whose hard limits are lower refuses that. The pod gets this machine's own open-files limit instead.
+  printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=4096:4096"]\n' "$(ulimit -Hn)" "$(ulimit -Hn)" >"$WORK/containers.conf"
+  export CONTAINERS_CONF="$WORK/containers.conf"
   # The compose network used the same range: it must be gone before podman's bridge takes it.
   dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1
   mkdir -p "$POD_DIR"
@@ -34,12 +48,22 @@ pod_stage() {
   # The pod and its ConfigMap exactly as deploy/kubernetes/ has them, images and mode filled in.
   EGRESS_IMAGE="localhost/$EGRESS_IMAGE" RUNNER_IMAGE="localhost/$TESTBED_IMAGE" EGRESS_MODE=block EGRESS_DNS_UPSTREAM=203.0.113.10 \
     envsubst '$EGRESS_IMAGE $RUNNER_IMAGE $EGRESS_MODE $EGRESS_DNS_UPSTREAM' <"$ROOT/deploy/kubernetes/runner-pod.yaml" >"$POD_DIR/pod.yaml"
+  # The test's names for the real ones, and its documentation range trusted (as a user trusts a private registry).
   sed -e 's/^      github.com$/      allowed.test/' -e 's/^      registry.npmjs.org$/      registry.test/' \
-    "$ROOT/deploy/kubernetes/policy-configmap.yaml" >"$POD_DIR/configmap.yaml"
-  if ! $PODMAN kube play --network "$POD_NET" --configmap "$POD_DIR/configmap.yaml" "$POD_DIR/pod.yaml" >"$POD_DIR/play.log" 2>&1; then
-    cat "$POD_DIR/play.log" >&2
-    fatal "podman kube play"
-  fi
+    -e '$a\    trusted-ranges: [203.0.113.0/24]' "$ROOT/deploy/kubernetes/policy-configmap.yaml" >"$POD_DIR/configmap.yaml"
+  # podman 4.3 may try to remove a finished init container while it is still exiting, and fail the play: once more.
+  local attempt
+  for attempt in 1 2; do
+    $PODMAN kube play --network "$POD_NET" --configmap "$POD_DIR/configmap.yaml" "$POD_DIR/pod.yaml" >"$POD_DIR/play.log" 2>&1 && break
+    [ "$attempt" = 2 ] && { cat "$POD_DIR/play.log" >&2; fatal "podman kube play"; }
+    $PODMAN kube down "$POD_DIR/pod.yaml" >/dev/null 2>&1
+  done
+  # A pod on a cluster has a default route; this internal network gives none, and without a route the kernel
+  # refuses a packet (ENETUNREACH) before the nat rules could redirect it (DNS to the pod's resolver). An on-link
+  # default route, added from the host in the pod's namespace, leads nowhere but the internal bridge.
+  local infra pid
+  infra=$($PODMAN pod inspect egress-runner --format '{{.InfraContainerID}}') && pid=$($PODMAN inspect "$infra" --format '{{.State.Pid}}') \
+    && nsenter -t "$pid" -n ip route replace default dev eth0 || fatal "default route in the pod"
   local i
   for i in $(seq 1 60); do
     pod_guard node -e "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))" 2>/dev/null && break
@@ -83,5 +107,15 @@ check "pod: DNS exfiltration via the pod's resolver and straight to the DNS serv
 check "pod: UDP to 203.0.113.66:4444 dropped" p_udp
 check "pod: npm preinstall https.get never reaches attacker.test" p_npm
 check "pod: blocked decisions are events in egress-guard's log" p_events
+if [ "$FAILED" -gt 0 ]; then
+  # What a failed pod stage needs to be understood: the init container's and egress-guard's output, and the rules
+  # in the pod's namespace (entered from the host through the infra container's process).
+  echo "---- pod: egress-rules (init) ----"; $PODMAN logs egress-runner-egress-rules 2>&1 | tail -20
+  echo "---- pod: egress-guard ----"; $PODMAN logs egress-runner-egress-guard 2>&1 | tail -20
+  infra=$($PODMAN pod inspect egress-runner --format '{{.InfraContainerID}}' 2>/dev/null)
+  pid=$($PODMAN inspect "$infra" --format '{{.State.Pid}}' 2>/dev/null)
+  echo "---- pod: iptables (nat, filter) ----"; [ -n "$pid" ] && nsenter -t "$pid" -n iptables-save 2>&1 | grep -E 'EGRESS|^\*' | head -40
+  echo "---- pod: runner resolv.conf ----"; pod_runner 'cat /etc/resolv.conf' 2>&1 | head -5
+fi
 pod_cleanup
 timing "podman pod scenarios"
