@@ -49298,11 +49298,14 @@ function deniedHost(policy, name, port2) {
   const rule = policy.deniedEndpoints.find((r) => !isRequestRule(r) && (port2 === void 0 || r.port === "*" || r.port === port2) && matchHost(r.host, name));
   return rule ? denial(policy, name, rule, port2 === void 0 ? name : `${name}:${port2}`) : void 0;
 }
+function notAllowed(policy, name, port2) {
+  return decision(policy, false, { reason: "not-allowed-endpoint", rule: null, host: name, message: `${name}:${port2} is not in allowed-endpoints` });
+}
 function decideConnection(policy, name, port2, inspectable) {
   const denied = deniedHost(policy, name, port2);
   if (denied) return denied;
   const allowing = entriesFor(policy.endpoints, name, port2);
-  if (allowing.length === 0) return decision(policy, false, { reason: "not-allowed-endpoint", rule: null, host: name, message: `${name}:${port2} is not in allowed-endpoints` });
+  if (allowing.length === 0) return notAllowed(policy, name, port2);
   const hostLevel = allowing.find((rule) => !isRequestRule(rule));
   const requestRules = [...allowing, ...entriesFor(policy.deniedEndpoints, name, port2)].filter(isRequestRule);
   if (requestRules.length === 0 && hostLevel) return { rule: hostLevel, inspect: false };
@@ -49319,14 +49322,14 @@ function decideRequest(policy, name, port2, method, target) {
   if (denied) return denied;
   const allowing = entriesFor(policy.endpoints, name, port2);
   const denying = entriesFor(policy.deniedEndpoints, name, port2);
-  if (![...allowing, ...denying].some(isRequestRule)) return decideConnection(policy, name, port2, false);
+  if (![...allowing, ...denying].some(isRequestRule)) return allowing.length === 0 ? notAllowed(policy, name, port2) : { rule: allowing[0], inspect: false };
   const request = `${method.toUpperCase()} ${name}${target.split("?")[0]}`;
   const normalised = normalisePath(target);
   if (!normalised.ok) return decision(policy, false, { reason: "invalid-path", rule: null, host: name, message: `${request}: ${normalised.why}` });
   const path3 = normalised.path;
   const deniedRequest = denying.find((r) => methodMatches(r, method) && (r.path === void 0 || matchPath(r.path, path3, true)));
   if (deniedRequest) return denial(policy, name, deniedRequest, request);
-  if (allowing.length === 0) return decision(policy, false, { reason: "not-allowed-endpoint", rule: null, host: name, message: `${name}:${port2} is not in allowed-endpoints` });
+  if (allowing.length === 0) return notAllowed(policy, name, port2);
   const rule = allowing.find((r) => methodMatches(r, method) && (r.path === void 0 || matchPath(r.path, path3)));
   if (rule) return { rule, inspect: allowing.some(isRequestRule) };
   const listed = allowing.map((r) => `"${r.source}"`).join(", ");
@@ -55895,7 +55898,7 @@ async function startSidecar(options) {
   events.log.info({ config: describeConfig(config) }, "effective configuration");
   useSocketMark(config.socketMark);
   const marked = config.socketMark !== void 0;
-  const dnsUpstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
+  const dnsUpstreams = config.dnsUpstream.length > 0 || config.dnsListen.length === 0 && !marked ? config.dnsUpstream : await readResolvConfUpstreams();
   const stream = config.collectorUrl ? startEventStream({ url: config.collectorUrl, token: config.collectorToken, spoolDir: config.spoolDir, events, ...marked && { createAgent: markedAgent } }) : void 0;
   const addressBook = new AddressBook();
   const markedLookup = marked ? new UpstreamClient(dnsUpstreams.map(parseUpstream), { timeoutMs: 2e3 }) : void 0;

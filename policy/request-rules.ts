@@ -30,6 +30,10 @@ export function deniedHost(policy: Policy, name: string, port?: number): Decisio
   return rule ? denial(policy, name, rule, port === undefined ? name : `${name}:${port}`) : undefined;
 }
 
+function notAllowed(policy: Policy, name: string, port: number): Decision {
+  return decision(policy, false, { reason: 'not-allowed-endpoint', rule: null, host: name, message: `${name}:${port} is not in allowed-endpoints` });
+}
+
 /** The entry that allows a connection, whether its requests must be inspected; or the refusal. */
 export type Judgement = { rule: EndpointRule; inspect: boolean } | Decision;
 
@@ -41,7 +45,7 @@ export function decideConnection(policy: Policy, name: string, port: number, ins
   const denied = deniedHost(policy, name, port);
   if (denied) return denied;
   const allowing = entriesFor(policy.endpoints, name, port);
-  if (allowing.length === 0) return decision(policy, false, { reason: 'not-allowed-endpoint', rule: null, host: name, message: `${name}:${port} is not in allowed-endpoints` });
+  if (allowing.length === 0) return notAllowed(policy, name, port);
   const hostLevel = allowing.find((rule) => !isRequestRule(rule));
   const requestRules = [...allowing, ...entriesFor(policy.deniedEndpoints, name, port)].filter(isRequestRule);
   if (requestRules.length === 0 && hostLevel) return { rule: hostLevel, inspect: false };
@@ -61,14 +65,14 @@ export function decideRequest(policy: Policy, name: string, port: number, method
   const allowing = entriesFor(policy.endpoints, name, port);
   const denying = entriesFor(policy.deniedEndpoints, name, port);
   // A host without method or path entries is judged as before, whatever its paths look like.
-  if (![...allowing, ...denying].some(isRequestRule)) return decideConnection(policy, name, port, false);
+  if (![...allowing, ...denying].some(isRequestRule)) return allowing.length === 0 ? notAllowed(policy, name, port) : { rule: allowing[0]!, inspect: false };
   const request = `${method.toUpperCase()} ${name}${target.split('?')[0]}`;
   const normalised = normalisePath(target);
   if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request}: ${normalised.why}` });
   const path = normalised.path;
   const deniedRequest = denying.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path, true)));
   if (deniedRequest) return denial(policy, name, deniedRequest, request);
-  if (allowing.length === 0) return decision(policy, false, { reason: 'not-allowed-endpoint', rule: null, host: name, message: `${name}:${port} is not in allowed-endpoints` });
+  if (allowing.length === 0) return notAllowed(policy, name, port);
   const rule = allowing.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path)));
   if (rule) return { rule, inspect: allowing.some(isRequestRule) };
   const listed = allowing.map((r) => `"${r.source}"`).join(', ');

@@ -72,7 +72,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   // Before any socket is opened; throws (egress-guard does not start) when the process may not set marks.
   useSocketMark(config.socketMark);
   const marked = config.socketMark !== undefined;
-  const dnsUpstreams = config.dnsUpstream.length > 0 ? config.dnsUpstream : await readResolvConfUpstreams();
+  // resolv.conf is read only by who needs it: the DNS server, and the proxy's own lookups when marked.
+  const dnsUpstreams = config.dnsUpstream.length > 0 || (config.dnsListen.length === 0 && !marked) ? config.dnsUpstream : await readResolvConfUpstreams();
   // Started first, so the stream sees every decision, including those of the first connections.
   const stream: EventStream | undefined = config.collectorUrl
     ? startEventStream({ url: config.collectorUrl, token: config.collectorToken, spoolDir: config.spoolDir, events, ...(marked && { createAgent: markedAgent }) })

@@ -84,42 +84,12 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     test('npm-style: GET passes, a PUT (publish) is refused and never arrives; curl through HTTPS_PROXY too', async () => {
-      const get = await world.job('curl', ['-sS', '--max-time', '10', '--cacert', bundle, '-o', '/dev/null', '-w', '%{http_code}', 'https://registry.test/left-pad-lite']);
+      // curl trusting egress-guard's CA; the status it got.
+      const status = (args: string[]) => world.job('curl', ['-sS', '--max-time', '10', '--cacert', bundle, '-o', '/dev/null', '-w', '%{http_code}', ...args]);
+      const get = await status(['https://registry.test/left-pad-lite']);
       assert.equal(get.stdout, '200', get.stderr);
-      const put = await world.job('curl', [
-        '-sS',
-        '--max-time',
-        '10',
-        '--cacert',
-        bundle,
-        '-X',
-        'PUT',
-        '-d',
-        '{}',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        'https://registry.test/evil-pkg',
-      ]);
-      const viaProxy = await world.job('curl', [
-        '-sS',
-        '--max-time',
-        '10',
-        '--cacert',
-        bundle,
-        '-x',
-        'http://127.0.0.1:3128',
-        '-X',
-        'PUT',
-        '-d',
-        '{}',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        'https://registry.test/evil-proxied',
-      ]);
+      const put = await status(['-X', 'PUT', '-d', '{}', 'https://registry.test/evil-pkg']);
+      const viaProxy = await status(['-x', 'http://127.0.0.1:3128', '-X', 'PUT', '-d', '{}', 'https://registry.test/evil-proxied']);
       assert.equal((await world.decision((e) => e.path === '/evil-pkg'))?.reason, 'method-not-allowed');
       assert.equal((await world.decision((e) => e.kind === 'connect' && e.path === '/evil-proxied'))?.reason, 'method-not-allowed');
       if (mode === 'block') {
