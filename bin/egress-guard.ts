@@ -1,26 +1,75 @@
 #!/usr/bin/env node
 import { processIo } from '../cli/args.js';
-import { CA_USAGE, caCommand } from '../cli/ca-command.js';
-import { COLLECTOR_USAGE, collectorCommand } from '../cli/collector-command.js';
-import { decideCommand } from '../cli/decide-command.js';
-import { ENV_USAGE, envCommand } from '../cli/env-command.js';
-import { POLICY_USAGE, policyCommand } from '../cli/policy-command.js';
-import { REPORT_USAGE, reportCommand } from '../cli/report-command.js';
-import { rulesCommand } from '../cli/rules-command.js';
-import { runCommand } from '../cli/run-command.js';
 import { SETTINGS } from '../config/settings.js';
 import { exitCodeFor, invoke, type Command } from './exit-code.js';
 
-/** `usage`: printed after a usage error of that command. */
-const COMMANDS: Record<string, { run: Command; help: string; usage?: string }> = {
-  run: { run: runCommand, help: 'start the sidecar (proxy; DNS and transparent listeners when configured)' },
-  decide: { run: decideCommand, help: 'decide HOST[:PORT] against a policy: prints JSON, exit 0 allowed, 1 blocked, 2 bad policy' },
-  rules: { run: rulesCommand, help: 'apply|remove|print the iptables/ip6tables redirect rules (transparent mode)' },
-  collector: { run: collectorCommand, usage: COLLECTOR_USAGE, help: 'run the self-hosted collector (API, web page; SQLite or PostgreSQL)' },
-  report: { run: reportCommand, usage: REPORT_USAGE, help: 'what a job connected to, from an events file or a collector (table, markdown, json)' },
-  policy: { run: policyCommand, usage: POLICY_USAGE, help: 'suggest EVENTS: the smallest allowlist for an audit run; replay --policy FILE EVENTS: what it would block' },
-  env: { run: envCommand, usage: ENV_USAGE, help: 'print shell exports that make common tools use the proxy (--trust-ca: and trust the inspection CA)' },
-  ca: { run: caCommand, usage: CA_USAGE, help: 'print|install|uninstall the TLS inspection CA (install: the system trust store, Debian/Ubuntu)' },
+/**
+ * Each command's module is loaded when it runs: `run` never loads the collector's database drivers or the
+ * report code (idle memory and start time of the sidecar, docs/benchmark.md). `usage`: printed after a usage
+ * error of that command.
+ */
+type Loaded = { run: Command; usage?: string };
+const lazy =
+  <M>(load: () => Promise<M>, pick: (m: M) => Loaded) =>
+  async (): Promise<Loaded> =>
+    pick(await load());
+const COMMANDS: Record<string, { load: () => Promise<Loaded>; help: string }> = {
+  run: {
+    load: lazy(
+      () => import('../cli/run-command.js'),
+      (m) => ({ run: m.runCommand }),
+    ),
+    help: 'start the sidecar (proxy; DNS and transparent listeners when configured)',
+  },
+  decide: {
+    load: lazy(
+      () => import('../cli/decide-command.js'),
+      (m) => ({ run: m.decideCommand }),
+    ),
+    help: 'decide HOST[:PORT] against a policy: prints JSON, exit 0 allowed, 1 blocked, 2 bad policy',
+  },
+  rules: {
+    load: lazy(
+      () => import('../cli/rules-command.js'),
+      (m) => ({ run: m.rulesCommand }),
+    ),
+    help: 'apply|remove|print the iptables/ip6tables redirect rules (transparent mode)',
+  },
+  collector: {
+    load: lazy(
+      () => import('../cli/collector-command.js'),
+      (m) => ({ run: m.collectorCommand, usage: m.COLLECTOR_USAGE }),
+    ),
+    help: 'run the self-hosted collector (API, web page; SQLite or PostgreSQL)',
+  },
+  report: {
+    load: lazy(
+      () => import('../cli/report-command.js'),
+      (m) => ({ run: m.reportCommand, usage: m.REPORT_USAGE }),
+    ),
+    help: 'what a job connected to, from an events file or a collector (table, markdown, json)',
+  },
+  policy: {
+    load: lazy(
+      () => import('../cli/policy-command.js'),
+      (m) => ({ run: m.policyCommand, usage: m.POLICY_USAGE }),
+    ),
+    help: 'suggest EVENTS: the smallest allowlist for an audit run; replay --policy FILE EVENTS: what it would block',
+  },
+  env: {
+    load: lazy(
+      () => import('../cli/env-command.js'),
+      (m) => ({ run: m.envCommand, usage: m.ENV_USAGE }),
+    ),
+    help: 'print shell exports that make common tools use the proxy (--trust-ca: and trust the inspection CA)',
+  },
+  ca: {
+    load: lazy(
+      () => import('../cli/ca-command.js'),
+      (m) => ({ run: m.caCommand, usage: m.CA_USAGE }),
+    ),
+    help: 'print|install|uninstall the TLS inspection CA (install: the system trust store, Debian/Ubuntu)',
+  },
 };
 
 function usage(): string {
@@ -46,7 +95,8 @@ async function main(): Promise<number> {
     process.stdout.write(usage());
     return 0;
   }
-  return invoke(command.run, argv, processIo(), command.usage);
+  const { run, usage: commandUsage } = await command.load();
+  return invoke(run, argv, processIo(), commandUsage);
 }
 
 main().then(

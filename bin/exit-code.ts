@@ -1,4 +1,4 @@
-import { CaError } from '../certs/ca-store.js';
+import { CaError } from '../certs/ca-error.js';
 import { UsageError, type CommandIo } from '../cli/args.js';
 import { ConfigError } from '../config/load-config.js';
 import { EventValidationError } from '../events/validate.js';

@@ -2,10 +2,8 @@ import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import forge from 'node-forge';
+import { CaError } from './ca-error.js';
 import { createCertificateAuthority } from './certificates.js';
-
-/** A CA that cannot be used: unreadable, not a CA, a key that is not its key, a state directory that cannot be written. bin maps it to exit 2. */
-export class CaError extends Error {}
 
 /** Where the CA comes from: the supplied files (both or neither), else `<stateDir>/ca/`, generated on first use. */
 export interface CaSource {

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CaError } from './ca-store.js';
+import { CaError } from './ca-error.js';
 
 /** Debian/Ubuntu's local CA directory: update-ca-certificates adds every *.crt in it to the system trust store. */
 export const LOCAL_CA_DIR = '/usr/local/share/ca-certificates';

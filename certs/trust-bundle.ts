@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CaError } from './ca-store.js';
+import { CaError } from './ca-error.js';
 import { SYSTEM_CA_BUNDLE } from './upstream-trust.js';
 
 function readOptional(path: string): string | undefined {

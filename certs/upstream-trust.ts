@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
-import { CaError } from './ca-store.js';
+import { CaError } from './ca-error.js';
 
 /** Debian/Ubuntu's bundle of the system trust store (also Alpine's, Arch's). */
 export const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';

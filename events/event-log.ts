@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent } from './schema.js';
+import { EventsFile } from './events-file.js';
 import { conformEvent } from './validate.js';
 
 export type EventListener = (event: EgressEvent) => void;
@@ -16,10 +17,12 @@ export class EventLog {
   constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean }) {
     const streams: pino.StreamEntry[] = [];
     // stdout is written asynchronously, off the request path (measured with bench/profile-scenario.js);
-    // minLength 0 so a line leaves at once. The events file is the durable record: written synchronously,
-    // so a line is on disk when the decision is acted on, even if the process is killed right after.
-    if (options.stdout !== false) streams.push({ level: 'trace', stream: pino.destination({ dest: 1, sync: false, minLength: 0 }) });
-    if (options.eventsFile) streams.push({ level: 'trace', stream: pino.destination({ dest: options.eventsFile, sync: true, mkdir: true }) });
+    // minLength 0 so a line leaves at once. The events file is the durable record: see EventsFile.
+    if (options.stdout !== false) streams.push({ level: 'trace', stream: pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 25 }) });
+    if (options.eventsFile) {
+      this.file = new EventsFile(options.eventsFile);
+      streams.push({ level: 'trace', stream: this.file });
+    }
     this.log = pino(
       {
         level: options.level ?? 'info',
@@ -35,6 +38,12 @@ export class EventLog {
   }
 
   private readonly ci: CiContext | undefined;
+  private readonly file: EventsFile | undefined;
+
+  /** Write the events file's queued lines now (it is otherwise written at the end of each event-loop turn). */
+  flush(): void {
+    this.file?.flushSync();
+  }
 
   subscribe(listener: EventListener): () => void {
     this.listeners.add(listener);

@@ -1,6 +1,6 @@
 import type { SecureContext } from 'node:tls';
-import { CaError, loadCertificateAuthority } from '../certs/ca-store.js';
-import { LeafIssuer } from '../certs/leaf-issuer.js';
+import { CaError } from '../certs/ca-error.js';
+import type { LeafIssuer } from '../certs/leaf-issuer.js';
 import { ensureTrustBundle } from '../certs/trust-bundle.js';
 import { upstreamSecureContext } from '../certs/upstream-trust.js';
 import type { Config } from '../config/load-config.js';
@@ -19,7 +19,7 @@ export interface InspectionTrust {
   /** Roots for verifying upstream servers, parsed on first use (it costs ~100 ms). */
   upstreamTrust: () => SecureContext;
   /** Load the CA now (start, reload): a CA that cannot be used stops a policy that needs it, not a connection. */
-  prepare(): void;
+  prepare(): Promise<void>;
 }
 
 /**
@@ -30,8 +30,11 @@ export interface InspectionTrust {
 export function inspectionTrust(config: Pick<Config, 'stateDir' | 'caCert' | 'caKey' | 'upstreamCa'>, events: EventLog): InspectionTrust {
   let issuer: LeafIssuer | undefined;
   let trust: SecureContext | undefined;
-  const prepare = (): LeafIssuer => {
-    if (issuer) return issuer;
+  // The CA code (node-forge, 11 MiB) is loaded by the first prepare(), never by a sidecar that does not inspect.
+  const prepare = async (): Promise<void> => {
+    if (issuer) return;
+    const [{ loadCertificateAuthority }, { LeafIssuer }] = await Promise.all([import('../certs/ca-store.js'), import('../certs/leaf-issuer.js')]);
+    if (issuer) return;
     const ca = loadCertificateAuthority(config);
     issuer = new LeafIssuer(ca);
     events.log.info({ ca: ca.certPath, origin: ca.origin }, 'TLS inspection: CA ready');
@@ -41,11 +44,16 @@ export function inspectionTrust(config: Pick<Config, 'stateDir' | 'caCert' | 'ca
       if (!(err instanceof CaError)) throw err;
       events.log.warn({ err: err.message }, 'TLS inspection: no trust bundle written');
     }
-    return issuer;
   };
   return {
-    leaves: { secureContextFor: (host) => prepare().secureContextFor(host) },
+    leaves: {
+      secureContextFor: (host) => {
+        // prepare() runs before a policy that inspects takes effect (start, reload), so this is a bug, not a state.
+        if (!issuer) return Promise.reject(new Error('TLS inspection: the CA was not loaded before a policy that inspects took effect'));
+        return issuer.secureContextFor(host);
+      },
+    },
     upstreamTrust: () => (trust ??= upstreamSecureContext({ upstreamCa: config.upstreamCa })),
-    prepare: () => void prepare(),
+    prepare,
   };
 }

@@ -1,6 +1,5 @@
 import type { AddressInfo } from 'node:net';
 import { startEventStream, type EventStream } from '../events/delivery/stream-client.js';
-import { Registry } from 'prom-client';
 import { startAdminServer, type AdminServer } from './admin-server.js';
 import { describeConfig, type Config } from '../config/load-config.js';
 import { EventLog } from '../events/event-log.js';
@@ -17,7 +16,6 @@ import { createInspector } from '../proxy/relay/inspection.js';
 import { inspectionTrust, policyInspects } from './inspection.js';
 import { watchPolicyFile } from './policy-watch.js';
 import { listen } from '../net/listen.js';
-import { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } from './metrics.js';
 import { Resolver } from '../decision/resolver.js';
 import { createTrafficCounters } from '../proxy/relay/traffic-counters.js';
 import { startTransparentListeners, type TransparentListeners } from '../proxy/transparent/server.js';
@@ -32,7 +30,7 @@ export interface Sidecar {
    * Re-read the configuration and swap the policy; open tunnels are kept. With transparent listeners (redirect
    * rules), a policy that changes the mode is refused whole: the rules keep the mode they were applied in.
    */
-  reload(): boolean;
+  reload(): Promise<boolean>;
   /** Stop accepting, let tunnels drain up to drain-timeout, then close everything. */
   close(): Promise<void>;
 }
@@ -90,9 +88,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   });
   const counters = createTrafficCounters();
   // TLS inspection for hosts with method or path entries: the CA is loaded now if the policy needs it (a CA that
-  // cannot be used stops the start), else on first use after a reload that adds such entries.
+  // cannot be used stops the start), else by the reload that adds such entries, before they take effect.
   const trust = inspectionTrust(config, events);
-  if (policyInspects(policy)) trust.prepare();
+  if (policyInspects(policy)) await trust.prepare();
   const forwarder = createHttpForwarder({ events, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, upstreamTrust: trust.upstreamTrust });
   const inspector = createInspector({ policy: currentPolicy, resolver, events, leaves: trust.leaves, forwarder, idleTimeoutMs: config.idleTimeoutMs });
   // What the explicit and the transparent listeners share: one policy, resolver, event log, counters, limits.
@@ -153,6 +151,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     }
 
     if (config.adminListen) {
+      // prom-client (12 MiB) is loaded only where metrics are served.
+      const [{ Registry }, { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics }] = await Promise.all([import('prom-client'), import('./metrics.js')]);
       const metrics = new Registry();
       registerSidecarMetrics(metrics, { events, counters, dnsStats: () => dnsStats(dnsServers), netfilterStats: () => netfilterLog?.stats() });
       if (stream) registerEventStreamMetrics(metrics, stream.stats);
@@ -167,32 +167,39 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     throw err;
   }
 
+  const reloadNow = async (): Promise<boolean> => {
+    try {
+      const next = options.loadConfig();
+      if (transparent && next.policy.mode !== policy.mode) {
+        // The redirect rules were applied in the mode egress-guard started in (REJECT or LOG for UDP and ICMP,
+        // by a root process); egress-guard cannot change them, and two modes at once would be a lie in one place.
+        events.log.error(
+          { mode: policy.mode, requested: next.policy.mode },
+          `policy reload refused: it changes mode ${policy.mode} -> ${next.policy.mode}, and the redirect rules stay in ${policy.mode} mode until egress-guard restarts (rules apply --mode ${next.policy.mode}); keeping the previous policy`,
+        );
+        return false;
+      }
+      // A policy that starts inspecting needs the CA: one that cannot be used keeps the previous policy.
+      if (policyInspects(next.policy)) await trust.prepare();
+      policy = next.policy;
+      for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
+      events.log.info({ policy: formatPolicy(policy) }, 'policy reloaded');
+      return true;
+    } catch (err) {
+      events.log.error({ err: (err as Error).message }, 'policy reload failed; keeping the previous policy');
+      return false;
+    }
+  };
+  // One reload at a time, in the order asked: a slow one (loading the CA) is not overtaken by a later one.
+  let reloading: Promise<boolean> = Promise.resolve(true);
+
   const sidecar: Sidecar = {
     events,
     proxyAddress,
     policy: currentPolicy,
     reload() {
-      try {
-        const next = options.loadConfig();
-        if (transparent && next.policy.mode !== policy.mode) {
-          // The redirect rules were applied in the mode egress-guard started in (REJECT or LOG for UDP and ICMP,
-          // by a root process); egress-guard cannot change them, and two modes at once would be a lie in one place.
-          events.log.error(
-            { mode: policy.mode, requested: next.policy.mode },
-            `policy reload refused: it changes mode ${policy.mode} -> ${next.policy.mode}, and the redirect rules stay in ${policy.mode} mode until egress-guard restarts (rules apply --mode ${next.policy.mode}); keeping the previous policy`,
-          );
-          return false;
-        }
-        // A policy that starts inspecting needs the CA: one that cannot be used keeps the previous policy.
-        if (policyInspects(next.policy)) trust.prepare();
-        policy = next.policy;
-        for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');
-        events.log.info({ policy: formatPolicy(policy) }, 'policy reloaded');
-        return true;
-      } catch (err) {
-        events.log.error({ err: (err as Error).message }, 'policy reload failed; keeping the previous policy');
-        return false;
-      }
+      reloading = reloading.then(reloadNow);
+      return reloading;
     },
     close() {
       closing ??= (async () => {

@@ -80,7 +80,8 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
       const capped = head.length >= maxBytes;
       // After the client's FIN nothing more will come: what is there is judged as it is, not as unfinished.
-      void classify(head, !capped && !eof && verdict(head, maxBytes, tlsOnly) === 'more', capped).then((result) => resolve(eof ? { ...result, eof: true } : result));
+      const result = classify(head, !capped && !eof && verdict(head, maxBytes, tlsOnly) === 'more', capped);
+      resolve(eof ? { ...result, eof: true } : result);
     };
     const onReadable = () => {
       // read(n) with n = what is buffered: a read() without a size at the FIN would schedule 'end'.
@@ -102,14 +103,14 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
 }
 
 /** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it. */
-async function classify(whole: Buffer, unfinished: boolean, capped: boolean): Promise<PeekResult> {
+function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResult {
   const bytes = whole.length;
   if (bytes === 0) return { protocol: 'other', bytes };
   if (looksLikeTls(whole)) {
     if (unfinished) return { protocol: 'other', bytes, incomplete: 'tls' };
     const length = firstTlsRecordLength(whole);
     const record = length !== undefined ? whole.subarray(0, length) : whole;
-    const sni = await serverNameOf(record);
+    const sni = serverNameOf(record);
     return { protocol: 'tls', bytes, ...(sni && { sni }), ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }) };
   }
   const head = withoutLeadingNewlines(whole);

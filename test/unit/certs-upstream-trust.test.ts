@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
-import { CaError } from '../../certs/ca-store.js';
+import { CaError } from '../../certs/ca-error.js';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
 import { upstreamCaCertificates, upstreamSecureContext } from '../../certs/upstream-trust.js';
 

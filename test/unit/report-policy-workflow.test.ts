@@ -178,6 +178,7 @@ describe('policy workflow on a run recorded through decide() and a real EventLog
       message: q.message,
       mode: 'audit',
     });
+    log.flush();
     assert.match(readFileSync(eventsFile, 'utf8'), /proxy listening/);
 
     const suggested = await run(['suggest', eventsFile]);
