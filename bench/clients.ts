@@ -51,32 +51,47 @@ function connectDirect(port: number, timeoutMs: number): Promise<net.Socket> {
   });
 }
 
-export interface TlsGetResult {
+export interface GetResult {
   status: number;
   bytes: number;
   /** sha256 hex of the body, when asked for. */
   digest?: string;
 }
 
+export interface FreshGetOptions {
+  /** false: plain HTTP inside the tunnel (or straight to the plain server); default true: TLS. */
+  tls?: boolean;
+  hash?: boolean;
+  timeoutMs?: number;
+}
+
 /**
- * One HTTPS GET on a fresh TCP connection (or a fresh CONNECT tunnel) with a full TLS handshake (no
- * session reuse), `Connection: close`. The body is counted (and hashed if asked) and discarded.
+ * One GET on a fresh TCP connection (or a fresh CONNECT tunnel), `Connection: close`: HTTPS with a full TLS
+ * handshake (no session reuse) to the TLS server, or, with tls: false, plain HTTP to the plain server (through a
+ * proxy: a raw CONNECT, then the GET inside the tunnel). The body is counted (and hashed if asked) and discarded.
  */
-export async function tlsGet(route: Route, servers: BenchServers, path: string, options: { hash?: boolean; timeoutMs?: number } = {}): Promise<TlsGetResult> {
+export async function freshGet(route: Route, servers: BenchServers, path: string, options: FreshGetOptions = {}): Promise<GetResult> {
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
-  const socket = route === 'direct' ? await connectDirect(servers.httpsPort, timeoutMs) : await openTunnel(route, `${route.targetHost}:${servers.httpsPort}`, timeoutMs);
+  const useTls = options.tls ?? true;
+  const port = useTls ? servers.httpsPort : servers.httpPort;
+  const socket = route === 'direct' ? await connectDirect(port, timeoutMs) : await openTunnel(route, `${route.targetHost}:${port}`, timeoutMs);
   return new Promise((resolve, reject) => {
-    const req = https.request({
+    const request = {
       // No agent: with createConnection and no agent, node neither pools nor resolves the host name.
       host: servers.serverName,
-      servername: servers.serverName,
-      port: servers.httpsPort,
+      port,
       path,
       method: 'GET',
-      ca: servers.caPem,
       headers: { connection: 'close' },
-      createConnection: () => tls.connect({ socket, servername: servers.serverName, ca: servers.caPem }),
-    });
+    };
+    const req = useTls
+      ? https.request({
+          ...request,
+          servername: servers.serverName,
+          ca: servers.caPem,
+          createConnection: () => tls.connect({ socket, servername: servers.serverName, ca: servers.caPem }),
+        })
+      : http.request({ ...request, createConnection: () => socket });
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${path} timed out`)));
     req.once('error', (err) => {
       socket.destroy();

@@ -1,53 +1,74 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { EventLog } from '../events/event-log.js';
-import { AddressBook } from '../decision/address-book.js';
-import { startDnsServer } from '../dns/server.js';
-import { makePolicy } from '../test/helpers/dns-fixture.js';
-
-export interface DnsBenchOptions {
-  /** Queries per scenario (uncached: a third of it, the authoritative test server is the bottleneck). */
-  count?: number;
-  concurrency?: number;
-  /** Each scenario stops at this time even if `count` is not reached. */
-  timeCapMs?: number;
-}
-
-export interface ScenarioResult {
-  queries: number;
-  errors: number;
-  qps: number;
-  p50_ms: number;
-  p99_ms: number;
-  duration_ms: number;
-}
-
-const round = (n: number, digits = 3) => Number(n.toFixed(digits));
-
-/** Which names a load sends: always the same one, or `${prefix}${i}${suffix}` (all different). */
-type NameSpec = { fixed: string } | { prefix: string; suffix: string };
+import { queryBytes, udpExchange } from '../test/helpers/dns-fixture.js';
+import { RssSampler, rssMiB } from './procfs.js';
+import { processCpuMs, startEgressGuard, stopChild } from './proxies.js';
+import { percentile, ratio, round } from './stats.js';
+import { fmt, table } from './table.js';
 
 /**
- * Run one load in a worker thread, so the client never shares an event loop with the server under
- * test (dnsmasq is a separate process; egress-guard's server runs in this thread).
+ * DNS under dnsperf: egress-guard's DNS server (`egress-guard run` as its own process, EGRESS_DNS_LISTEN on
+ * loopback, upstream the bench's zone server) beside dnsmasq as a filtering forwarder with its cache on. Each
+ * measures cached allowed names and denied names at 100 queries outstanding, then the latency at a fixed 2000 q/s.
  */
-function load(port: number, names: NameSpec, count: number, concurrency: number, timeCapMs: number): Promise<ScenarioResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./dns-load-worker.js', import.meta.url), { workerData: { port, names, count, concurrency, timeCapMs } });
-    worker.once('message', resolve);
-    worker.once('error', reject);
-    worker.once('exit', (code) => {
-      if (code !== 0) reject(new Error(`load worker exited with ${code}`));
-    });
-  });
+export interface DnsBenchSettings {
+  /** Seconds per dnsperf run (dnsperf -l); each run is also bounded by -n. */
+  seconds: number;
+  /** Queries outstanding (dnsperf -q). */
+  outstanding: number;
+  /** The fixed rate of the latency run (dnsperf -Q). */
+  fixedQps: number;
 }
 
-async function freePort(): Promise<number> {
+export const DEFAULT_DNS_SETTINGS: DnsBenchSettings = { seconds: 4, outstanding: 100, fixedQps: 2000 };
+
+export interface DnsperfResult {
+  sent: number;
+  completed: number;
+  lost: number;
+  qps: number;
+  avg_ms: number;
+  /** Only for the fixed-rate run (per-query latencies from dnsperf -v). */
+  p99_ms?: number;
+  rcodes: Record<string, number>;
+  /** CPU the server process used per 1000 completed queries, ms. */
+  cpu_ms_per_1000: number;
+  /** Largest RSS of the server process sampled during the run, MiB. */
+  rss_mib_max: number;
+}
+
+export interface DnsServerResult {
+  server: string;
+  version: string;
+  rss_mib_idle: number;
+  cached_allowed: DnsperfResult;
+  denied: DnsperfResult;
+  fixed_rate: DnsperfResult;
+}
+
+export interface DnsBenchResult {
+  settings: DnsBenchSettings;
+  egress_guard?: DnsServerResult;
+  dnsmasq?: DnsServerResult;
+  /** Why a server was not measured. */
+  skipped: Record<string, string>;
+  ratios?: { cached_allowed_qps: number | null; denied_qps: number | null; p99_delta_ms: number | null };
+}
+
+const DENIED_NAMES = 1000;
+
+interface QueryFiles {
+  allowed: QueryFile;
+  denied: QueryFile;
+}
+const ALLOWED_NAME = 'allowed.test';
+
+async function freeUdpPort(): Promise<number> {
   const socket = dgram.createSocket('udp4');
   await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
   const port = socket.address().port;
@@ -55,130 +76,211 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function findDnsmasq(): string | null {
-  return ['/usr/sbin/dnsmasq', '/usr/bin/dnsmasq'].find((p) => existsSync(p)) ?? null;
-}
-
-/** dnsmasq as a caching forwarder in front of the test zone; names under attacker.test answered NXDOMAIN locally. */
-async function startDnsmasq(binary: string, upstreamPort: number): Promise<{ port: number; child: ChildProcess }> {
-  const port = await freePort();
-  const child = spawn(
-    binary,
-    [
-      '--conf-file=/dev/null',
-      '--no-resolv',
-      '--no-hosts',
-      `--server=127.0.0.1#${upstreamPort}`,
-      `--port=${port}`,
-      '--listen-address=127.0.0.1',
-      '--bind-interfaces',
-      '--no-daemon',
-      '--cache-size=10000',
-      '--address=/attacker.test/',
-      '--pid-file=',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr?.on('data', (c) => {
-    stderr += c;
-  });
-  for (let i = 0; i < 50; i++) {
-    if (child.exitCode !== null) throw new Error(`dnsmasq exited: ${stderr.trim()}`);
-    const probe = await load(port, { fixed: 'allowed.test' }, 1, 1, 200);
-    if (probe.queries === 1) return { port, child };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error(`dnsmasq did not answer: ${stderr.trim()}`);
-}
-
-async function scenarios(port: number, tag: string, options: Required<DnsBenchOptions>): Promise<Record<string, ScenarioResult>> {
-  const { count, concurrency, timeCapMs } = options;
-  await load(port, { fixed: 'allowed.test' }, 1, 1, 1000);
-  const stamp = Date.now().toString(36);
+/** Parses dnsperf's summary (and, from -v, one "> RCODE name type seconds" line per query). */
+export function parseDnsperf(output: string): Omit<DnsperfResult, 'cpu_ms_per_1000' | 'rss_mib_max'> {
+  const num = (re: RegExp) => Number(re.exec(output)?.[1] ?? NaN);
+  const rcodes: Record<string, number> = {};
+  const codes = /Response codes:\s+(.*)$/m.exec(output)?.[1] ?? '';
+  for (const m of codes.matchAll(/([A-Z]+) (\d+)/g)) rcodes[m[1]!] = Number(m[2]);
+  const latencies = [...output.matchAll(/^> \S+ \S+ \S+ ([\d.]+)$/gm)].map((m) => Number(m[1]) * 1000);
   return {
-    cached_allowed: await load(port, { fixed: 'allowed.test' }, count, concurrency, timeCapMs),
-    uncached_allowed: await load(port, { prefix: 'u', suffix: `-${tag}-${stamp}.wild.test` }, Math.ceil(count / 3), concurrency, timeCapMs),
-    blocked: await load(port, { prefix: 'b', suffix: `-${tag}-${stamp}.attacker.test` }, count, concurrency, timeCapMs),
+    sent: num(/Queries sent:\s+(\d+)/),
+    completed: num(/Queries completed:\s+(\d+)/),
+    lost: num(/Queries lost:\s+(\d+)/),
+    qps: round(num(/Queries per second:\s+([\d.]+)/), 0),
+    avg_ms: round(num(/Average Latency \(s\):\s+([\d.]+)/) * 1000, 3),
+    ...(latencies.length > 0 && { p99_ms: round(percentile(latencies, 99), 3) }),
+    rcodes,
   };
 }
 
-/** Queries/s and p50/p99 latency for cached allowed, uncached allowed and blocked names, egress-guard beside dnsmasq. */
-export async function runDnsBench(input: DnsBenchOptions = {}): Promise<Record<string, unknown>> {
-  const options = { count: input.count ?? 5000, concurrency: input.concurrency ?? 4, timeCapMs: input.timeCapMs ?? 10_000 };
-  const zoneWorker = new Worker(new URL('./dns-zone-worker.js', import.meta.url));
-  const zonePort = await new Promise<number>((resolve, reject) => {
-    zoneWorker.once('message', resolve);
-    zoneWorker.once('error', reject);
-  });
-  const dir = mkdtempSync(join(tmpdir(), 'eg-dns-bench-'));
-  // Events are written to a file, as in a real run, so their cost is part of the numbers.
-  const events = new EventLog({ stdout: false, eventsFile: join(dir, 'events.ndjson') });
-  const policy = makePolicy({ mode: 'block' });
-  const result: Record<string, unknown> = { load: options };
-  let dnsmasq: ChildProcess | undefined;
-  const server = await startDnsServer({
-    listen: { host: '127.0.0.1', port: 0 },
-    upstreams: [`127.0.0.1:${zonePort}`],
-    policy: () => policy,
-    events,
-    addressBook: new AddressBook(),
+/** A query file and its line count (dnsperf -n counts passes through the file). */
+interface QueryFile {
+  path: string;
+  lines: number;
+}
+
+/** An upper bound on any server's rate here, for dnsperf -n: the time limit (-l) is what normally ends a run. */
+const MAX_QPS = 250_000;
+
+/** One dnsperf run against 127.0.0.1:port, bounded by -l and -n, and killed by PID if it overstays. */
+async function dnsperf(pid: number, port: number, file: QueryFile, settings: DnsBenchSettings, fixedQps?: number): Promise<DnsperfResult> {
+  const passes = Math.max(1, Math.ceil((MAX_QPS * settings.seconds) / file.lines));
+  const args = ['-s', '127.0.0.1', '-p', String(port), '-d', file.path, '-q', String(settings.outstanding), '-l', String(settings.seconds), '-n', String(passes), '-t', '2'];
+  if (fixedQps !== undefined) args.push('-Q', String(fixedQps), '-v');
+  const sampler = new RssSampler(pid);
+  const cpuBefore = processCpuMs(pid);
+  const child = spawn('dnsperf', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), (settings.seconds + 10) * 1000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearTimeout(killer);
+  const cpuMs = processCpuMs(pid) - cpuBefore;
+  const rss = sampler.stop();
+  if (code !== 0) throw new Error(`dnsperf exited ${code}: ${output.slice(-500)}`);
+  const parsed = parseDnsperf(output);
+  return { ...parsed, cpu_ms_per_1000: round((cpuMs * 1000) / parsed.completed, 1), rss_mib_max: rss };
+}
+
+/** Waits until the server at `port` (process `pid`) answers a query (bounded: 100 tries of 100 ms). */
+async function waitForDns(port: number, pid: number, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (!Number.isFinite(processCpuMs(pid))) throw new Error(`${what} exited before answering`);
+    if (await udpExchange(port, queryBytes(1, ALLOWED_NAME), 100)) return;
+  }
+  throw new Error(`${what} did not answer on ${port}`);
+}
+
+async function measure(server: string, version: string, pid: number, port: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
+  await udpExchange(port, queryBytes(2, ALLOWED_NAME), 1000); // in the cache from now on
+  const rssIdle = rssMiB(pid);
+  return {
+    server,
+    version,
+    rss_mib_idle: rssIdle,
+    cached_allowed: await dnsperf(pid, port, files.allowed, settings),
+    denied: await dnsperf(pid, port, files.denied, settings),
+    fixed_rate: await dnsperf(pid, port, files.allowed, settings, settings.fixedQps),
+  };
+}
+
+function findDnsmasq(): string | undefined {
+  return ['/usr/sbin/dnsmasq', '/usr/bin/dnsmasq'].find((p) => existsSync(p));
+}
+
+function hasDnsperf(): boolean {
+  return spawnSync('dnsperf', ['-h']).error === undefined;
+}
+
+/** dnsmasq as a caching forwarder in front of the test zone; names under attacker.test answered NXDOMAIN locally. */
+async function measureDnsmasq(binary: string, zonePort: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
+  const port = await freeUdpPort();
+  const args = [
+    '--conf-file=/dev/null',
+    '--no-resolv',
+    '--no-hosts',
+    `--server=127.0.0.1#${zonePort}`,
+    `--port=${port}`,
+    '--listen-address=127.0.0.1',
+    '--bind-interfaces',
+    '--no-daemon',
+    '--cache-size=10000',
+    '--address=/attacker.test/',
+    '--pid-file=',
+  ];
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr = `${stderr}${c.toString()}`.slice(-2000)));
+  try {
+    await waitForDns(port, child.pid!, 'dnsmasq').catch((err: Error) => {
+      throw new Error(`${err.message}: ${stderr.trim()}`);
+    });
+    const version = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? 'dnsmasq';
+    return await measure('dnsmasq', version, child.pid!, port, files, settings);
+  } finally {
+    await stopChild(child);
+  }
+}
+
+/** `egress-guard run` with its DNS server on a loopback port, block mode, names resolved by policy. */
+async function measureEgressGuard(dir: string, zonePort: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
+  const port = await freeUdpPort();
+  const guard = await startEgressGuard({
+    eventsFile: join(dir, 'events.ndjson'),
+    env: {
+      EGRESS_DNS_LISTEN: `127.0.0.1:${port}`,
+      EGRESS_DNS_UPSTREAM: `127.0.0.1:${zonePort}`,
+      EGRESS_DNS: 'policy',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test *.allowed.test *.wild.test',
+    },
   });
   try {
-    const guard = await scenarios(server.udpAddress.port, 'eg', options);
-    result.egress_guard = guard;
+    await waitForDns(port, guard.pid, 'egress-guard');
+    return await measure('egress-guard', guard.version, guard.pid, port, files, settings);
+  } finally {
+    await guard.stop();
+  }
+}
+
+/** Starts the zone server (a worker thread), measures both servers, stops everything it started. */
+export async function runDnsBench(settings: DnsBenchSettings = DEFAULT_DNS_SETTINGS, progress: (line: string) => void = () => undefined): Promise<DnsBenchResult> {
+  const result: DnsBenchResult = { settings, skipped: {} };
+  if (!hasDnsperf()) {
+    result.skipped = { 'egress-guard': 'dnsperf is not installed (apt-get install dnsperf)', dnsmasq: 'dnsperf is not installed' };
+    return result;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'eg-dns-bench-'));
+  const zoneWorker = new Worker(new URL('./dns-zone-worker.js', import.meta.url));
+  try {
+    const zonePort = await new Promise<number>((resolve, reject) => {
+      zoneWorker.once('message', resolve);
+      zoneWorker.once('error', reject);
+    });
+    const files: QueryFiles = { allowed: { path: join(dir, 'allowed.txt'), lines: 1 }, denied: { path: join(dir, 'denied.txt'), lines: DENIED_NAMES } };
+    writeFileSync(files.allowed.path, `${ALLOWED_NAME} A\n`);
+    writeFileSync(files.denied.path, Array.from({ length: DENIED_NAMES }, (_, i) => `d${i}.attacker.test A\n`).join(''));
+    const run = async (name: string, task: () => Promise<DnsServerResult>) => {
+      progress(`[dns] dnsperf against ${name}: cached allowed, denied (${settings.outstanding} outstanding), then ${settings.fixedQps} q/s, ${settings.seconds} s each`);
+      try {
+        return await task();
+      } catch (err) {
+        result.skipped[name] = `failed: ${(err as Error).message}`;
+        return undefined;
+      }
+    };
+    const guard = await run('egress-guard', () => measureEgressGuard(dir, zonePort, files, settings));
+    if (guard) result.egress_guard = guard;
     const binary = findDnsmasq();
-    if (!binary) {
-      result.dnsmasq = 'not installed (apt-get install -y dnsmasq-base)';
-      return result;
+    const dnsmasq = binary ? await run('dnsmasq', () => measureDnsmasq(binary, zonePort, files, settings)) : undefined;
+    if (!binary) result.skipped.dnsmasq = 'dnsmasq is not installed (apt-get install dnsmasq-base)';
+    if (dnsmasq) result.dnsmasq = dnsmasq;
+    if (guard && dnsmasq) {
+      const p99 = (r: DnsServerResult) => r.fixed_rate.p99_ms ?? NaN;
+      const delta = p99(guard) - p99(dnsmasq);
+      result.ratios = {
+        cached_allowed_qps: ratio(guard.cached_allowed.qps, dnsmasq.cached_allowed.qps),
+        denied_qps: ratio(guard.denied.qps, dnsmasq.denied.qps),
+        p99_delta_ms: Number.isFinite(delta) ? round(delta, 3) : null,
+      };
     }
-    const started = await startDnsmasq(binary, zonePort);
-    dnsmasq = started.child;
-    const reference = await scenarios(started.port, 'dm', options);
-    result.dnsmasq = reference;
-    const ratios: Record<string, unknown> = {};
-    for (const name of Object.keys(guard)) {
-      const g = guard[name]!;
-      const d = reference[name]!;
-      ratios[name] = { qps: round(g.qps / d.qps, 2), p50: round(g.p50_ms / d.p50_ms, 2), p99: round(g.p99_ms / d.p99_ms, 2) };
-    }
-    result.ratio_egress_guard_over_dnsmasq = ratios;
     return result;
   } finally {
-    if (dnsmasq && dnsmasq.exitCode === null) {
-      const exited = new Promise((r) => dnsmasq!.once('exit', r));
-      process.kill(dnsmasq.pid!, 'SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-    }
-    await server.close();
     zoneWorker.postMessage('close');
     await new Promise((r) => zoneWorker.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function table(result: Record<string, unknown>): string {
-  const lines = ['scenario          target        queries  errors      q/s   p50 ms   p99 ms'];
-  for (const target of ['egress_guard', 'dnsmasq']) {
-    const rows = result[target];
-    if (!rows || typeof rows !== 'object') continue;
-    for (const [name, r] of Object.entries(rows as Record<string, ScenarioResult>)) {
-      lines.push(
-        `${name.padEnd(18)}${target.padEnd(14)}${String(r.queries).padStart(7)}${String(r.errors).padStart(8)}${String(r.qps).padStart(9)}${String(r.p50_ms).padStart(9)}${String(r.p99_ms).padStart(9)}`,
-      );
-    }
-  }
-  const ratios = result.ratio_egress_guard_over_dnsmasq as Record<string, { qps: number; p50: number; p99: number }> | undefined;
-  if (ratios) {
-    lines.push('', 'egress-guard / dnsmasq   q/s     p50     p99');
-    for (const [name, r] of Object.entries(ratios)) lines.push(`${name.padEnd(22)}${String(r.qps).padStart(6)}${String(r.p50).padStart(8)}${String(r.p99).padStart(8)}`);
-  }
+export function formatDns(dns: DnsBenchResult): string {
+  const servers = [dns.egress_guard, dns.dnsmasq].filter((s): s is DnsServerResult => s !== undefined);
+  const lines = [
+    table(
+      ['DNS (dnsperf)', 'cached allowed q/s', 'lost', 'denied q/s', 'lost', `p99 ms @${dns.settings.fixedQps} q/s`, 'CPU ms/1k (cached)', '(denied)', 'RSS MiB idle', 'max'],
+      servers.map((s) => [
+        s.server,
+        fmt(s.cached_allowed.qps, 0),
+        String(s.cached_allowed.lost),
+        fmt(s.denied.qps, 0),
+        String(s.denied.lost),
+        fmt(s.fixed_rate.p99_ms, 3),
+        fmt(s.cached_allowed.cpu_ms_per_1000),
+        fmt(s.denied.cpu_ms_per_1000),
+        fmt(s.rss_mib_idle),
+        fmt(Math.max(s.cached_allowed.rss_mib_max, s.denied.rss_mib_max, s.fixed_rate.rss_mib_max)),
+      ]),
+    ),
+  ];
+  if (dns.ratios)
+    lines.push(
+      `egress-guard/dnsmasq: cached q/s ${fmt(dns.ratios.cached_allowed_qps, 2)}, denied q/s ${fmt(dns.ratios.denied_qps, 2)}, p99 delta ${fmt(dns.ratios.p99_delta_ms, 3)} ms`,
+    );
+  for (const [name, reason] of Object.entries(dns.skipped)) lines.push(`NOTE: DNS ${name} not measured: ${reason}`);
   return lines.join('\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const result = await runDnsBench();
-  console.log(JSON.stringify(result, null, 2));
-  console.log(table(result));
+  const result = await runDnsBench(DEFAULT_DNS_SETTINGS, (line) => console.log(line));
+  console.log(formatDns(result));
 }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BENCH_HOST } from './servers.js';
 import type { ProxyEndpoint } from './clients.js';
+import { withNofile } from './procfs.js';
 
 /** A proxy process started by the bench, stopped by its PID. */
 export interface RunningProxy extends ProxyEndpoint {
@@ -46,7 +47,7 @@ export function processCpuMs(pid: number): number {
   }
 }
 
-function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+export function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve();
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
@@ -88,6 +89,13 @@ export interface EgressGuardOptions {
   nodeFlags?: string[];
   /** Another build's bin/egress-guard.js, to compare a change (default: this checkout's dist). */
   cli?: string;
+  /** Settings on top of the bench's (EGRESS_DNS_LISTEN, EGRESS_MAX_TUNNELS, ...). */
+  env?: Record<string, string>;
+}
+
+/** RunningProxy of egress-guard, with the time it was spawned (performance.now()). */
+export interface RunningEgressGuard extends RunningProxy {
+  spawnedAt: number;
 }
 
 /**
@@ -95,7 +103,7 @@ export interface EgressGuardOptions {
  * 127.0.0.1, a trusted range). Events stay on: every decision and close goes to stdout (a pipe the bench
  * drains and discards, as a CI log collector would) and to the events file.
  */
-export async function startEgressGuard(options: EgressGuardOptions): Promise<RunningProxy> {
+export async function startEgressGuard(options: EgressGuardOptions): Promise<RunningEgressGuard> {
   const port = await freePort();
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EGRESS_') && !k.startsWith('GITHUB_')));
   Object.assign(env, {
@@ -106,15 +114,19 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     // The proxy scenarios need no DNS server (the DNS bench starts its own); the default would take port 53
     // and, in block mode, refuse to start while anything else holds it.
     EGRESS_DNS_LISTEN: 'off',
+    ...options.env,
   });
-  const child = spawn(
-    process.execPath,
-    [...(options.nodeFlags ?? []), options.cli ?? EGRESS_GUARD_CLI, 'run', '--listen', `127.0.0.1:${port}`, '--resolve', `${BENCH_HOST}=127.0.0.1`],
-    {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+  const [command, args] = withNofile(process.execPath, [
+    ...(options.nodeFlags ?? []),
+    options.cli ?? EGRESS_GUARD_CLI,
+    'run',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--resolve',
+    `${BENCH_HOST}=127.0.0.1`,
+  ]);
+  const spawnedAt = performance.now();
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   let listening = false;
   const ready = new Promise<void>((resolve, reject) => {
@@ -153,6 +165,7 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     logging: 'decision + close event per request, JSON to stdout (pipe) and events file (sync writes)',
     cpuMs: () => processCpuMs(child.pid!),
     stop: () => stopChild(child, 12_000),
+    spawnedAt,
   };
 }
 
@@ -232,7 +245,7 @@ export async function startTinyproxy(connectPorts: number[]): Promise<RunningPro
  * squid in the foreground (-N) with a generated config: no disk cache, no memory cache, loopback clients
  * only, access_log to a file. Origins are named by IP (no DNS).
  */
-export async function startSquid(): Promise<RunningProxy> {
+export async function startSquid(options: { maxFileDescriptors?: number } = {}): Promise<RunningProxy> {
   const binary = which('squid') ?? ['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0);
   if (!binary) throw new ProxyUnavailable('squid is not installed (apt-get install squid)');
   const dir = mkdtempSync(join(tmpdir(), 'bench-squid-'));
@@ -252,11 +265,12 @@ export async function startSquid(): Promise<RunningProxy> {
     'netdb_filename none',
     'logfile_rotate 0',
     'shutdown_lifetime 1 seconds',
-    'max_filedescriptors 4096',
+    `max_filedescriptors ${options.maxFileDescriptors ?? 4096}`,
     '',
   ].join('\n');
   writeFileSync(join(dir, 'squid.conf'), config);
-  const child = spawn(binary, ['-N', '-f', join(dir, 'squid.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, args] = withNofile(binary, ['-N', '-f', join(dir, 'squid.conf')], options.maxFileDescriptors);
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (c: Buffer) => {
     output = tail(output + c.toString());

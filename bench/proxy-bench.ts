@@ -1,8 +1,9 @@
-import { KeepAliveClient, tlsGet, type Route } from './clients.js';
+import { freshGet, KeepAliveClient, type Route } from './clients.js';
 import { SMALL_BODY } from './body.js';
 import { runLoad, type LoadResult } from './load.js';
 import type { RunningProxy } from './proxies.js';
 import type { BenchServers } from './servers.js';
+import { rssMiB, withRssMax } from './procfs.js';
 import { median, percentile, round } from './stats.js';
 
 export interface RateResult {
@@ -110,7 +111,7 @@ async function measureRound(route: Route, settings: LoadSettings, task: () => Pr
  */
 export function tunnelTlsTask(route: Route, servers: BenchServers): () => Promise<void> {
   return async () => {
-    const res = await tlsGet(route, servers, '/1k');
+    const res = await freshGet(route, servers, '/1k');
     if (res.status !== 200 || res.bytes !== SMALL_BODY.length) throw new Error(`bad response: status ${res.status}, ${res.bytes} bytes`);
   };
 }
@@ -148,15 +149,19 @@ export async function keepAliveRate(route: Route, servers: BenchServers, setting
   }
 }
 
+export interface DownloadOptions {
+  bytes: number;
+  timeoutMs: number;
+  expectDigest?: string;
+  /** false: plain HTTP inside the CONNECT tunnel (b'); default true: TLS (b). */
+  tls?: boolean;
+}
+
 /** One download of `bytes` through the route, checked (byte count; sha256 when expectDigest is given). */
-export async function downloadOnce(
-  route: Route,
-  servers: BenchServers,
-  options: { bytes: number; timeoutMs: number; expectDigest?: string },
-): Promise<ThroughputResult['runs'][number]> {
+export async function downloadOnce(route: Route, servers: BenchServers, options: DownloadOptions): Promise<ThroughputResult['runs'][number]> {
   const t0 = performance.now();
   try {
-    const res = await tlsGet(route, servers, `/bytes/${options.bytes}`, { hash: options.expectDigest !== undefined, timeoutMs: options.timeoutMs });
+    const res = await freshGet(route, servers, `/bytes/${options.bytes}`, { tls: options.tls ?? true, hash: options.expectDigest !== undefined, timeoutMs: options.timeoutMs });
     const ms = performance.now() - t0;
     let error: string | undefined;
     if (res.status !== 200) error = `status ${res.status}`;
@@ -176,12 +181,8 @@ function throughputFrom(route: Route, bytes: number, runs: ThroughputResult['run
   return result;
 }
 
-/** (b) alone, for one route: `repeats` downloads, median MB/s. */
-export async function bulkDownload(
-  route: Route,
-  servers: BenchServers,
-  options: { bytes: number; repeats: number; timeoutMs: number; expectDigest?: string },
-): Promise<ThroughputResult> {
+/** (b) or (b') alone, for one route: `repeats` downloads, median MB/s. */
+export async function bulkDownload(route: Route, servers: BenchServers, options: DownloadOptions & { repeats: number }): Promise<ThroughputResult> {
   const cpu = cpuOf(route);
   const cpuBefore = cpu();
   const runs: ThroughputResult['runs'] = [];
@@ -190,65 +191,149 @@ export async function bulkDownload(
 }
 
 export interface ProxyBenchSettings {
-  /** Rounds of (a) and (c); each round visits every route in turn, so load from elsewhere hits all alike. */
+  /** Rounds of (a), (a') and (c); each round visits every route in turn, so load from elsewhere hits all alike. */
   rounds: number;
   tunnel: LoadSettings;
+  /** (a'): the tunnel scenario one request at a time, for its latency. */
+  tunnelSerial: LoadSettings;
   keepAlive: LoadSettings;
-  /** (b): `repeats` downloads per route, interleaved across routes. */
+  /** (b) TLS and (b') plain: `repeats` downloads per route, interleaved across routes. */
   bulk: { bytes: number; repeats: number; timeoutMs: number };
 }
 
 export const DEFAULT_SETTINGS: ProxyBenchSettings = {
   rounds: 3,
   tunnel: { count: 800, timeCapMs: 3_000, concurrency: 50, warmup: 100 },
+  tunnelSerial: { count: 300, timeCapMs: 1_500, concurrency: 1, warmup: 20 },
   keepAlive: { count: 5_000, timeCapMs: 2_000, concurrency: 50, warmup: 300 },
   bulk: { bytes: 64 * 1024 * 1024, repeats: 5, timeoutMs: 30_000 },
 };
+
+/** The scenarios, by the key their results and RSS maxima are stored under. */
+export const SCENARIOS = {
+  tunnel_tls: '(a) new tunnel + TLS + 1 KiB GET',
+  tunnel_tls_c1: "(a') new tunnel + TLS + 1 KiB GET, one at a time",
+  bulk: '(b) 64 MiB TLS through a tunnel',
+  bulk_plain: "(b') 64 MiB plain through a tunnel",
+  keep_alive: '(c) keep-alive plain HTTP',
+} as const;
+export type ScenarioKey = keyof typeof SCENARIOS;
 
 export interface RouteResults {
   route: string;
   version?: string;
   logging?: string;
   tunnel_tls: RateResult;
+  tunnel_tls_c1: RateResult;
   bulk: ThroughputResult;
+  bulk_plain: ThroughputResult;
   keep_alive: RateResult;
+  /** Proxies only: RSS (MiB) idle after start, and the largest sample (every 100 ms) during each scenario. */
+  rss_mib?: { idle: number } & Partial<Record<ScenarioKey, number>>;
+}
+
+function pidOf(route: Route): number | undefined {
+  return route === 'direct' ? undefined : (route as Route & Partial<RunningProxy>).pid;
 }
 
 /**
- * All three scenarios for every route. Scenario-major and interleaved: each round of a scenario visits
- * every route in turn, so that a burst of load from elsewhere on the machine does not land on one route only.
+ * Visits every route `rounds` times (scenario-major, interleaved), sampling the proxy's RSS during each visit;
+ * answers the largest RSS per route.
  */
-export async function benchRoutes(routes: Route[], servers: BenchServers, settings: ProxyBenchSettings, progress: (line: string) => void): Promise<RouteResults[]> {
-  const tunnel = routes.map((r) => new RateAccumulator(r, settings.tunnel.concurrency));
-  for (let round = 0; round < settings.rounds; round++) {
+async function interleaved(
+  routes: Route[],
+  rounds: number,
+  label: (route: Route, round: number) => string,
+  progress: (line: string) => void,
+  visit: (route: Route, i: number, round: number) => Promise<void>,
+): Promise<number[]> {
+  const rss = routes.map(() => NaN);
+  for (let round = 0; round < rounds; round++) {
     for (const [i, route] of routes.entries()) {
-      progress(`(a) new tunnel + TLS + 1 KiB GET, c=${settings.tunnel.concurrency}, round ${round + 1}/${settings.rounds}: ${routeName(route)}`);
-      await measureRound(route, settings.tunnel, tunnelTlsTask(route, servers), tunnel[i]!, round === 0);
+      progress(label(route, round));
+      const { rssMaxMiB } = await withRssMax(pidOf(route), () => visit(route, i, round));
+      if (!(rssMaxMiB <= rss[i]!)) rss[i] = rssMaxMiB;
     }
   }
+  return rss;
+}
 
-  const bulkRuns = routes.map(() => [] as ThroughputResult['runs']);
-  const bulkCpu = routes.map(() => 0);
-  for (let repeat = 0; repeat < settings.bulk.repeats; repeat++) {
-    for (const [i, route] of routes.entries()) {
-      progress(`(b) ${settings.bulk.bytes / 1024 / 1024} MiB download ${repeat + 1}/${settings.bulk.repeats}: ${routeName(route)}`);
+/** A rate scenario ((a), (a')) on every route, interleaved. */
+async function rateScenario(
+  routes: Route[],
+  rounds: number,
+  name: string,
+  settings: LoadSettings,
+  progress: (line: string) => void,
+  task: (route: Route, i: number) => () => Promise<void>,
+  afterRound: (i: number, round: number) => void = () => undefined,
+): Promise<{ results: RateAccumulator[]; rss: number[] }> {
+  const results = routes.map((r) => new RateAccumulator(r, settings.concurrency));
+  const rss = await interleaved(
+    routes,
+    rounds,
+    (route, round) => `${name}, c=${settings.concurrency}, round ${round + 1}/${rounds}: ${routeName(route)}`,
+    progress,
+    async (route, i, round) => {
+      await measureRound(route, settings, task(route, i), results[i]!, round === 0);
+      afterRound(i, round);
+    },
+  );
+  return { results, rss };
+}
+
+/** A bulk scenario ((b), (b')) on every route, interleaved. */
+async function bulkScenario(
+  routes: Route[],
+  servers: BenchServers,
+  settings: ProxyBenchSettings['bulk'],
+  tls: boolean,
+  progress: (line: string) => void,
+): Promise<{ results: ThroughputResult[]; rss: number[] }> {
+  const runs = routes.map(() => [] as ThroughputResult['runs']);
+  const cpuMs = routes.map(() => 0);
+  const rss = await interleaved(
+    routes,
+    settings.repeats,
+    (route, repeat) => `(b${tls ? '' : "'"}) ${settings.bytes / 1024 / 1024} MiB ${tls ? 'TLS' : 'plain'} download ${repeat + 1}/${settings.repeats}: ${routeName(route)}`,
+    progress,
+    async (route, i) => {
       const cpu = cpuOf(route);
       const before = cpu();
-      bulkRuns[i]!.push(await downloadOnce(route, servers, settings.bulk));
-      bulkCpu[i]! += cpu() - before;
-    }
-  }
+      runs[i]!.push(await downloadOnce(route, servers, { ...settings, tls }));
+      cpuMs[i]! += cpu() - before;
+    },
+  );
+  return { results: routes.map((route, i) => throughputFrom(route, settings.bytes, runs[i]!, cpuMs[i]!)), rss };
+}
 
+/**
+ * All scenarios for every route. Scenario-major and interleaved: each round of a scenario visits every route in
+ * turn, so that a burst of load from elsewhere on the machine does not land on one route only.
+ */
+export async function benchRoutes(routes: Route[], servers: BenchServers, settings: ProxyBenchSettings, progress: (line: string) => void): Promise<RouteResults[]> {
+  const idleRss = routes.map((route) => {
+    const pid = pidOf(route);
+    return pid === undefined ? NaN : rssMiB(pid);
+  });
+  const tunnel = await rateScenario(routes, settings.rounds, SCENARIOS.tunnel_tls, settings.tunnel, progress, (route) => tunnelTlsTask(route, servers));
+  const serial = await rateScenario(routes, settings.rounds, SCENARIOS.tunnel_tls_c1, settings.tunnelSerial, progress, (route) => tunnelTlsTask(route, servers));
+  const bulk = await bulkScenario(routes, servers, settings.bulk, true, progress);
+  const bulkPlain = await bulkScenario(routes, servers, settings.bulk, false, progress);
   const clients = routes.map((r) => new KeepAliveClient(r, servers, settings.keepAlive.concurrency));
-  const keepAlive = routes.map((r) => new RateAccumulator(r, settings.keepAlive.concurrency));
+  let keepAlive: Awaited<ReturnType<typeof rateScenario>>;
   try {
-    for (let round = 0; round < settings.rounds; round++) {
-      for (const [i, route] of routes.entries()) {
-        progress(`(c) keep-alive plain HTTP, c=${settings.keepAlive.concurrency}, round ${round + 1}/${settings.rounds}: ${routeName(route)}`);
-        await measureRound(route, settings.keepAlive, keepAliveTask(clients[i]!), keepAlive[i]!, round === 0);
-        if (round === 0) clients[i]!.retries = 0;
-      }
-    }
+    keepAlive = await rateScenario(
+      routes,
+      settings.rounds,
+      SCENARIOS.keep_alive,
+      settings.keepAlive,
+      progress,
+      (_route, i) => keepAliveTask(clients[i]!),
+      (i, round) => {
+        if (round === 0) clients[i]!.retries = 0; // retries of the warm-up do not count
+      },
+    );
   } finally {
     for (const c of clients) c.close();
   }
@@ -259,9 +344,21 @@ export async function benchRoutes(routes: Route[], servers: BenchServers, settin
       route: routeName(route),
       ...(proxy?.version && { version: proxy.version }),
       ...(proxy?.logging && { logging: proxy.logging }),
-      tunnel_tls: tunnel[i]!.result(),
-      bulk: throughputFrom(route, settings.bulk.bytes, bulkRuns[i]!, bulkCpu[i]!),
-      keep_alive: { ...keepAlive[i]!.result(), retried: clients[i]!.retries },
+      tunnel_tls: tunnel.results[i]!.result(),
+      tunnel_tls_c1: serial.results[i]!.result(),
+      bulk: bulk.results[i]!,
+      bulk_plain: bulkPlain.results[i]!,
+      keep_alive: { ...keepAlive.results[i]!.result(), retried: clients[i]!.retries },
+      ...(proxy && {
+        rss_mib: {
+          idle: idleRss[i]!,
+          tunnel_tls: tunnel.rss[i]!,
+          tunnel_tls_c1: serial.rss[i]!,
+          bulk: bulk.rss[i]!,
+          bulk_plain: bulkPlain.rss[i]!,
+          keep_alive: keepAlive.rss[i]!,
+        },
+      }),
     };
   });
 }

@@ -1,0 +1,80 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { round } from './stats.js';
+
+/** Resident set size of a process (VmRSS in /proc/<pid>/status), MiB; NaN if it is gone. */
+export function rssMiB(pid: number): number {
+  try {
+    const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? round(Number(match[1]) / 1024, 1) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+export const RSS_SAMPLE_MS = 100;
+
+/** Samples a process's RSS every RSS_SAMPLE_MS until stopped; stop() answers the largest sample (MiB). */
+export class RssSampler {
+  private maxMiB = NaN;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly pid: number) {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), RSS_SAMPLE_MS);
+  }
+
+  private sample(): void {
+    const now = rssMiB(this.pid);
+    if (Number.isFinite(now) && !(now <= this.maxMiB)) this.maxMiB = now;
+  }
+
+  stop(): number {
+    clearInterval(this.timer);
+    this.sample();
+    return this.maxMiB;
+  }
+}
+
+/** Runs `task` while sampling the RSS of `pid` (no sampling when pid is undefined: the direct route). */
+export async function withRssMax<T>(pid: number | undefined, task: () => Promise<T>): Promise<{ value: T; rssMaxMiB: number }> {
+  const sampler = pid === undefined ? undefined : new RssSampler(pid);
+  try {
+    const value = await task();
+    return { value, rssMaxMiB: sampler?.stop() ?? NaN };
+  } finally {
+    sampler?.stop();
+  }
+}
+
+/** The RLIMIT_NOFILE of this process: soft and hard (Infinity for unlimited). */
+export function nofileLimit(): { soft: number; hard: number } {
+  const line = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  const parse = (s: string | undefined) => (s === undefined || s === 'unlimited' ? Infinity : Number(s));
+  return { soft: parse(line?.[1]), hard: parse(line?.[2]) };
+}
+
+let prlimitFound: boolean | undefined;
+function hasPrlimit(): boolean {
+  prlimitFound ??= spawnSync('prlimit', ['--version']).status === 0;
+  return prlimitFound;
+}
+
+/**
+ * Command and arguments that run `command` with RLIMIT_NOFILE raised to the hard limit (at most `wanted`), via
+ * `prlimit`: node cannot setrlimit itself. Unchanged when the soft limit is already high enough or prlimit is missing.
+ */
+export function withNofile(command: string, args: string[], wanted = 65_536): [string, string[]] {
+  const { soft, hard } = nofileLimit();
+  const target = Math.min(wanted, hard);
+  if (soft >= target || !hasPrlimit()) return [command, args];
+  return ['prlimit', [`--nofile=${target}:${target}`, '--', command, ...args]];
+}
+
+/** Raises this process's soft RLIMIT_NOFILE to its hard limit (at most `wanted`) with `prlimit --pid`; answers the soft limit now. */
+export function raiseOwnNofile(wanted = 65_536): number {
+  const { soft, hard } = nofileLimit();
+  const target = Math.min(wanted, hard);
+  if (soft < target && hasPrlimit()) spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${target}`]);
+  return nofileLimit().soft;
+}
