@@ -187,8 +187,10 @@ async function measureDnsmasq(binary: string, zonePort: number, files: QueryFile
 /** `egress-guard run` with its DNS server on a loopback port, block mode, names resolved by policy. */
 async function measureEgressGuard(dir: string, zonePort: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
   const port = await freeUdpPort();
+  const cpuProfDir = process.env.BENCH_CPU_PROF;
   const guard = await startEgressGuard({
     eventsFile: join(dir, 'events.ndjson'),
+    ...(cpuProfDir && { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] }),
     env: {
       EGRESS_DNS_LISTEN: `127.0.0.1:${port}`,
       EGRESS_DNS_UPSTREAM: `127.0.0.1:${zonePort}`,
