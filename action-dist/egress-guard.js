@@ -13479,37 +13479,37 @@ var require_tls = __commonJS({
       b.putInt(v.length(), lenBytes << 3);
       b.putBuffer(v);
     };
-    var tls4 = {};
-    tls4.Versions = {
+    var tls5 = {};
+    tls5.Versions = {
       TLS_1_0: { major: 3, minor: 1 },
       TLS_1_1: { major: 3, minor: 2 },
       TLS_1_2: { major: 3, minor: 3 }
     };
-    tls4.SupportedVersions = [
-      tls4.Versions.TLS_1_1,
-      tls4.Versions.TLS_1_0
+    tls5.SupportedVersions = [
+      tls5.Versions.TLS_1_1,
+      tls5.Versions.TLS_1_0
     ];
-    tls4.Version = tls4.SupportedVersions[0];
-    tls4.MaxFragment = 16384 - 1024;
-    tls4.ConnectionEnd = {
+    tls5.Version = tls5.SupportedVersions[0];
+    tls5.MaxFragment = 16384 - 1024;
+    tls5.ConnectionEnd = {
       server: 0,
       client: 1
     };
-    tls4.PRFAlgorithm = {
+    tls5.PRFAlgorithm = {
       tls_prf_sha256: 0
     };
-    tls4.BulkCipherAlgorithm = {
+    tls5.BulkCipherAlgorithm = {
       none: null,
       rc4: 0,
       des3: 1,
       aes: 2
     };
-    tls4.CipherType = {
+    tls5.CipherType = {
       stream: 0,
       block: 1,
       aead: 2
     };
-    tls4.MACAlgorithm = {
+    tls5.MACAlgorithm = {
       none: null,
       hmac_md5: 0,
       hmac_sha1: 1,
@@ -13517,18 +13517,18 @@ var require_tls = __commonJS({
       hmac_sha384: 3,
       hmac_sha512: 4
     };
-    tls4.CompressionMethod = {
+    tls5.CompressionMethod = {
       none: 0,
       deflate: 1
     };
-    tls4.ContentType = {
+    tls5.ContentType = {
       change_cipher_spec: 20,
       alert: 21,
       handshake: 22,
       application_data: 23,
       heartbeat: 24
     };
-    tls4.HandshakeType = {
+    tls5.HandshakeType = {
       hello_request: 0,
       client_hello: 1,
       server_hello: 2,
@@ -13540,12 +13540,12 @@ var require_tls = __commonJS({
       client_key_exchange: 16,
       finished: 20
     };
-    tls4.Alert = {};
-    tls4.Alert.Level = {
+    tls5.Alert = {};
+    tls5.Alert.Level = {
       warning: 1,
       fatal: 2
     };
-    tls4.Alert.Description = {
+    tls5.Alert.Description = {
       close_notify: 0,
       unexpected_message: 10,
       bad_record_mac: 20,
@@ -13570,15 +13570,15 @@ var require_tls = __commonJS({
       user_canceled: 90,
       no_renegotiation: 100
     };
-    tls4.HeartbeatMessageType = {
+    tls5.HeartbeatMessageType = {
       heartbeat_request: 1,
       heartbeat_response: 2
     };
-    tls4.CipherSuites = {};
-    tls4.getCipherSuite = function(twoBytes) {
+    tls5.CipherSuites = {};
+    tls5.getCipherSuite = function(twoBytes) {
       var rval = null;
-      for (var key2 in tls4.CipherSuites) {
-        var cs = tls4.CipherSuites[key2];
+      for (var key2 in tls5.CipherSuites) {
+        var cs = tls5.CipherSuites[key2];
         if (cs.id[0] === twoBytes.charCodeAt(0) && cs.id[1] === twoBytes.charCodeAt(1)) {
           rval = cs;
           break;
@@ -13586,39 +13586,39 @@ var require_tls = __commonJS({
       }
       return rval;
     };
-    tls4.handleUnexpected = function(c, record) {
-      var ignore = !c.open && c.entity === tls4.ConnectionEnd.client;
+    tls5.handleUnexpected = function(c, record) {
+      var ignore = !c.open && c.entity === tls5.ConnectionEnd.client;
       if (!ignore) {
         c.error(c, {
           message: "Unexpected message. Received TLS record out of order.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.unexpected_message
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.unexpected_message
           }
         });
       }
     };
-    tls4.handleHelloRequest = function(c, record, length) {
+    tls5.handleHelloRequest = function(c, record, length) {
       if (!c.handshaking && c.handshakes > 0) {
-        tls4.queue(c, tls4.createAlert(c, {
-          level: tls4.Alert.Level.warning,
-          description: tls4.Alert.Description.no_renegotiation
+        tls5.queue(c, tls5.createAlert(c, {
+          level: tls5.Alert.Level.warning,
+          description: tls5.Alert.Description.no_renegotiation
         }));
-        tls4.flush(c);
+        tls5.flush(c);
       }
       c.process();
     };
-    tls4.parseHelloMessage = function(c, record, length) {
+    tls5.parseHelloMessage = function(c, record, length) {
       var msg = null;
-      var client = c.entity === tls4.ConnectionEnd.client;
+      var client = c.entity === tls5.ConnectionEnd.client;
       if (length < 38) {
         c.error(c, {
           message: client ? "Invalid ServerHello message. Message too short." : "Invalid ClientHello message. Message too short.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.illegal_parameter
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.illegal_parameter
           }
         });
       } else {
@@ -13673,18 +13673,18 @@ var require_tls = __commonJS({
               message: "TLS version change is disallowed during renegotiation.",
               send: true,
               alert: {
-                level: tls4.Alert.Level.fatal,
-                description: tls4.Alert.Description.protocol_version
+                level: tls5.Alert.Level.fatal,
+                description: tls5.Alert.Description.protocol_version
               }
             });
           }
         }
         if (client) {
-          c.session.cipherSuite = tls4.getCipherSuite(msg.cipher_suite);
+          c.session.cipherSuite = tls5.getCipherSuite(msg.cipher_suite);
         } else {
           var tmp = forge3.util.createBuffer(msg.cipher_suites.bytes());
           while (tmp.length() > 0) {
-            c.session.cipherSuite = tls4.getCipherSuite(tmp.getBytes(2));
+            c.session.cipherSuite = tls5.getCipherSuite(tmp.getBytes(2));
             if (c.session.cipherSuite !== null) {
               break;
             }
@@ -13695,38 +13695,38 @@ var require_tls = __commonJS({
             message: "No cipher suites in common.",
             send: true,
             alert: {
-              level: tls4.Alert.Level.fatal,
-              description: tls4.Alert.Description.handshake_failure
+              level: tls5.Alert.Level.fatal,
+              description: tls5.Alert.Description.handshake_failure
             },
             cipherSuite: forge3.util.bytesToHex(msg.cipher_suite)
           });
         }
         if (client) {
-          if (msg.compression_method !== tls4.CompressionMethod.none) {
+          if (msg.compression_method !== tls5.CompressionMethod.none) {
             return c.error(c, {
               message: "Unsupported compression method.",
               send: true,
               alert: {
-                level: tls4.Alert.Level.fatal,
-                description: tls4.Alert.Description.illegal_parameter
+                level: tls5.Alert.Level.fatal,
+                description: tls5.Alert.Description.illegal_parameter
               }
             });
           }
           c.session.compressionMethod = msg.compression_method;
         } else {
-          c.session.compressionMethod = tls4.CompressionMethod.none;
+          c.session.compressionMethod = tls5.CompressionMethod.none;
         }
       }
       return msg;
     };
-    tls4.createSecurityParameters = function(c, msg) {
-      var client = c.entity === tls4.ConnectionEnd.client;
+    tls5.createSecurityParameters = function(c, msg) {
+      var client = c.entity === tls5.ConnectionEnd.client;
       var msgRandom = msg.random.bytes();
       var cRandom = client ? c.session.sp.client_random : msgRandom;
-      var sRandom = client ? msgRandom : tls4.createRandom().getBytes();
+      var sRandom = client ? msgRandom : tls5.createRandom().getBytes();
       c.session.sp = {
         entity: c.entity,
-        prf_algorithm: tls4.PRFAlgorithm.tls_prf_sha256,
+        prf_algorithm: tls5.PRFAlgorithm.tls_prf_sha256,
         bulk_cipher_algorithm: null,
         cipher_type: null,
         enc_key_length: null,
@@ -13743,8 +13743,8 @@ var require_tls = __commonJS({
         server_random: sRandom
       };
     };
-    tls4.handleServerHello = function(c, record, length) {
-      var msg = tls4.parseHelloMessage(c, record, length);
+    tls5.handleServerHello = function(c, record, length) {
+      var msg = tls5.parseHelloMessage(c, record, length);
       if (c.fail) {
         return;
       }
@@ -13755,8 +13755,8 @@ var require_tls = __commonJS({
           message: "Incompatible TLS version.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.protocol_version
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.protocol_version
           }
         });
       }
@@ -13769,13 +13769,13 @@ var require_tls = __commonJS({
       } else {
         c.expect = SCE;
         c.session.resuming = false;
-        tls4.createSecurityParameters(c, msg);
+        tls5.createSecurityParameters(c, msg);
       }
       c.session.id = sessionId;
       c.process();
     };
-    tls4.handleClientHello = function(c, record, length) {
-      var msg = tls4.parseHelloMessage(c, record, length);
+    tls5.handleClientHello = function(c, record, length) {
+      var msg = tls5.parseHelloMessage(c, record, length);
       if (c.fail) {
         return;
       }
@@ -13801,8 +13801,8 @@ var require_tls = __commonJS({
         c.session.sp = session.sp;
       } else {
         var version;
-        for (var i = 1; i < tls4.SupportedVersions.length; ++i) {
-          version = tls4.SupportedVersions[i];
+        for (var i = 1; i < tls5.SupportedVersions.length; ++i) {
+          version = tls5.SupportedVersions[i];
           if (version.minor <= msg.version.minor) {
             break;
           }
@@ -13817,57 +13817,57 @@ var require_tls = __commonJS({
       } else {
         c.expect = c.verifyClient !== false ? CCE : CKE;
         c.session.resuming = false;
-        tls4.createSecurityParameters(c, msg);
+        tls5.createSecurityParameters(c, msg);
       }
       c.open = true;
-      tls4.queue(c, tls4.createRecord(c, {
-        type: tls4.ContentType.handshake,
-        data: tls4.createServerHello(c)
+      tls5.queue(c, tls5.createRecord(c, {
+        type: tls5.ContentType.handshake,
+        data: tls5.createServerHello(c)
       }));
       if (c.session.resuming) {
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.change_cipher_spec,
-          data: tls4.createChangeCipherSpec()
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.change_cipher_spec,
+          data: tls5.createChangeCipherSpec()
         }));
-        c.state.pending = tls4.createConnectionState(c);
+        c.state.pending = tls5.createConnectionState(c);
         c.state.current.write = c.state.pending.write;
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.handshake,
-          data: tls4.createFinished(c)
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.handshake,
+          data: tls5.createFinished(c)
         }));
       } else {
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.handshake,
-          data: tls4.createCertificate(c)
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.handshake,
+          data: tls5.createCertificate(c)
         }));
         if (!c.fail) {
-          tls4.queue(c, tls4.createRecord(c, {
-            type: tls4.ContentType.handshake,
-            data: tls4.createServerKeyExchange(c)
+          tls5.queue(c, tls5.createRecord(c, {
+            type: tls5.ContentType.handshake,
+            data: tls5.createServerKeyExchange(c)
           }));
           if (c.verifyClient !== false) {
-            tls4.queue(c, tls4.createRecord(c, {
-              type: tls4.ContentType.handshake,
-              data: tls4.createCertificateRequest(c)
+            tls5.queue(c, tls5.createRecord(c, {
+              type: tls5.ContentType.handshake,
+              data: tls5.createCertificateRequest(c)
             }));
           }
-          tls4.queue(c, tls4.createRecord(c, {
-            type: tls4.ContentType.handshake,
-            data: tls4.createServerHelloDone(c)
+          tls5.queue(c, tls5.createRecord(c, {
+            type: tls5.ContentType.handshake,
+            data: tls5.createServerHelloDone(c)
           }));
         }
       }
-      tls4.flush(c);
+      tls5.flush(c);
       c.process();
     };
-    tls4.handleCertificate = function(c, record, length) {
+    tls5.handleCertificate = function(c, record, length) {
       if (length < 3) {
         return c.error(c, {
           message: "Invalid Certificate message. Message too short.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.illegal_parameter
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.illegal_parameter
           }
         });
       }
@@ -13890,19 +13890,19 @@ var require_tls = __commonJS({
           cause: ex,
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.bad_certificate
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.bad_certificate
           }
         });
       }
-      var client = c.entity === tls4.ConnectionEnd.client;
+      var client = c.entity === tls5.ConnectionEnd.client;
       if ((client || c.verifyClient === true) && certs.length === 0) {
         c.error(c, {
           message: client ? "No server certificate provided." : "No client certificate provided.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.illegal_parameter
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.illegal_parameter
           }
         });
       } else if (certs.length === 0) {
@@ -13913,34 +13913,34 @@ var require_tls = __commonJS({
         } else {
           c.session.clientCertificate = certs[0];
         }
-        if (tls4.verifyCertificateChain(c, certs)) {
+        if (tls5.verifyCertificateChain(c, certs)) {
           c.expect = client ? SKE : CKE;
         }
       }
       c.process();
     };
-    tls4.handleServerKeyExchange = function(c, record, length) {
+    tls5.handleServerKeyExchange = function(c, record, length) {
       if (length > 0) {
         return c.error(c, {
           message: "Invalid key parameters. Only RSA is supported.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.unsupported_certificate
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.unsupported_certificate
           }
         });
       }
       c.expect = SCR;
       c.process();
     };
-    tls4.handleClientKeyExchange = function(c, record, length) {
+    tls5.handleClientKeyExchange = function(c, record, length) {
       if (length < 48) {
         return c.error(c, {
           message: "Invalid key parameters. Only RSA is supported.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.unsupported_certificate
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.unsupported_certificate
           }
         });
       }
@@ -13959,8 +13959,8 @@ var require_tls = __commonJS({
             cause: ex,
             send: true,
             alert: {
-              level: tls4.Alert.Level.fatal,
-              description: tls4.Alert.Description.internal_error
+              level: tls5.Alert.Level.fatal,
+              description: tls5.Alert.Description.internal_error
             }
           });
         }
@@ -13970,8 +13970,8 @@ var require_tls = __commonJS({
           message: "No private key set.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.internal_error
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.internal_error
           }
         });
       }
@@ -13991,14 +13991,14 @@ var require_tls = __commonJS({
       }
       c.process();
     };
-    tls4.handleCertificateRequest = function(c, record, length) {
+    tls5.handleCertificateRequest = function(c, record, length) {
       if (length < 3) {
         return c.error(c, {
           message: "Invalid CertificateRequest. Message too short.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.illegal_parameter
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.illegal_parameter
           }
         });
       }
@@ -14011,14 +14011,14 @@ var require_tls = __commonJS({
       c.expect = SHD;
       c.process();
     };
-    tls4.handleCertificateVerify = function(c, record, length) {
+    tls5.handleCertificateVerify = function(c, record, length) {
       if (length < 2) {
         return c.error(c, {
           message: "Invalid CertificateVerify. Message too short.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.illegal_parameter
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.illegal_parameter
           }
         });
       }
@@ -14045,22 +14045,22 @@ var require_tls = __commonJS({
           message: "Bad signature in CertificateVerify.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.handshake_failure
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.handshake_failure
           }
         });
       }
       c.expect = CCC;
       c.process();
     };
-    tls4.handleServerHelloDone = function(c, record, length) {
+    tls5.handleServerHelloDone = function(c, record, length) {
       if (length > 0) {
         return c.error(c, {
           message: "Invalid ServerHelloDone message. Invalid length.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.record_overflow
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.record_overflow
           }
         });
       }
@@ -14069,8 +14069,8 @@ var require_tls = __commonJS({
           message: "No server certificate provided. Not enough security.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.insufficient_security
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.insufficient_security
           }
         };
         var depth = 0;
@@ -14092,58 +14092,58 @@ var require_tls = __commonJS({
         return c.error(c, error);
       }
       if (c.session.certificateRequest !== null) {
-        record = tls4.createRecord(c, {
-          type: tls4.ContentType.handshake,
-          data: tls4.createCertificate(c)
+        record = tls5.createRecord(c, {
+          type: tls5.ContentType.handshake,
+          data: tls5.createCertificate(c)
         });
-        tls4.queue(c, record);
+        tls5.queue(c, record);
       }
-      record = tls4.createRecord(c, {
-        type: tls4.ContentType.handshake,
-        data: tls4.createClientKeyExchange(c)
+      record = tls5.createRecord(c, {
+        type: tls5.ContentType.handshake,
+        data: tls5.createClientKeyExchange(c)
       });
-      tls4.queue(c, record);
+      tls5.queue(c, record);
       c.expect = SER;
       var callback = function(c2, signature) {
         if (c2.session.certificateRequest !== null && c2.session.clientCertificate !== null) {
-          tls4.queue(c2, tls4.createRecord(c2, {
-            type: tls4.ContentType.handshake,
-            data: tls4.createCertificateVerify(c2, signature)
+          tls5.queue(c2, tls5.createRecord(c2, {
+            type: tls5.ContentType.handshake,
+            data: tls5.createCertificateVerify(c2, signature)
           }));
         }
-        tls4.queue(c2, tls4.createRecord(c2, {
-          type: tls4.ContentType.change_cipher_spec,
-          data: tls4.createChangeCipherSpec()
+        tls5.queue(c2, tls5.createRecord(c2, {
+          type: tls5.ContentType.change_cipher_spec,
+          data: tls5.createChangeCipherSpec()
         }));
-        c2.state.pending = tls4.createConnectionState(c2);
+        c2.state.pending = tls5.createConnectionState(c2);
         c2.state.current.write = c2.state.pending.write;
-        tls4.queue(c2, tls4.createRecord(c2, {
-          type: tls4.ContentType.handshake,
-          data: tls4.createFinished(c2)
+        tls5.queue(c2, tls5.createRecord(c2, {
+          type: tls5.ContentType.handshake,
+          data: tls5.createFinished(c2)
         }));
         c2.expect = SCC;
-        tls4.flush(c2);
+        tls5.flush(c2);
         c2.process();
       };
       if (c.session.certificateRequest === null || c.session.clientCertificate === null) {
         return callback(c, null);
       }
-      tls4.getClientSignature(c, callback);
+      tls5.getClientSignature(c, callback);
     };
-    tls4.handleChangeCipherSpec = function(c, record) {
+    tls5.handleChangeCipherSpec = function(c, record) {
       if (record.fragment.getByte() !== 1) {
         return c.error(c, {
           message: "Invalid ChangeCipherSpec message received.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.illegal_parameter
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.illegal_parameter
           }
         });
       }
-      var client = c.entity === tls4.ConnectionEnd.client;
+      var client = c.entity === tls5.ConnectionEnd.client;
       if (c.session.resuming && client || !c.session.resuming && !client) {
-        c.state.pending = tls4.createConnectionState(c);
+        c.state.pending = tls5.createConnectionState(c);
       }
       c.state.current.read = c.state.pending.read;
       if (!c.session.resuming && client || c.session.resuming && !client) {
@@ -14152,7 +14152,7 @@ var require_tls = __commonJS({
       c.expect = client ? SFI : CFI;
       c.process();
     };
-    tls4.handleFinished = function(c, record, length) {
+    tls5.handleFinished = function(c, record, length) {
       var b = record.fragment;
       b.read -= 4;
       var msgBytes = b.bytes();
@@ -14161,7 +14161,7 @@ var require_tls = __commonJS({
       b = forge3.util.createBuffer();
       b.putBuffer(c.session.md5.digest());
       b.putBuffer(c.session.sha1.digest());
-      var client = c.entity === tls4.ConnectionEnd.client;
+      var client = c.entity === tls5.ConnectionEnd.client;
       var label = client ? "server finished" : "client finished";
       var sp = c.session.sp;
       var vdl = 12;
@@ -14172,35 +14172,35 @@ var require_tls = __commonJS({
           message: "Invalid verify_data in Finished message.",
           send: true,
           alert: {
-            level: tls4.Alert.Level.fatal,
-            description: tls4.Alert.Description.decrypt_error
+            level: tls5.Alert.Level.fatal,
+            description: tls5.Alert.Description.decrypt_error
           }
         });
       }
       c.session.md5.update(msgBytes);
       c.session.sha1.update(msgBytes);
       if (c.session.resuming && client || !c.session.resuming && !client) {
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.change_cipher_spec,
-          data: tls4.createChangeCipherSpec()
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.change_cipher_spec,
+          data: tls5.createChangeCipherSpec()
         }));
         c.state.current.write = c.state.pending.write;
         c.state.pending = null;
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.handshake,
-          data: tls4.createFinished(c)
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.handshake,
+          data: tls5.createFinished(c)
         }));
       }
       c.expect = client ? SAD : CAD;
       c.handshaking = false;
       ++c.handshakes;
       c.peerCertificate = client ? c.session.serverCertificate : c.session.clientCertificate;
-      tls4.flush(c);
+      tls5.flush(c);
       c.isConnected = true;
       c.connected(c);
       c.process();
     };
-    tls4.handleAlert = function(c, record) {
+    tls5.handleAlert = function(c, record) {
       var b = record.fragment;
       var alert = {
         level: b.getByte(),
@@ -14208,92 +14208,92 @@ var require_tls = __commonJS({
       };
       var msg;
       switch (alert.description) {
-        case tls4.Alert.Description.close_notify:
+        case tls5.Alert.Description.close_notify:
           msg = "Connection closed.";
           break;
-        case tls4.Alert.Description.unexpected_message:
+        case tls5.Alert.Description.unexpected_message:
           msg = "Unexpected message.";
           break;
-        case tls4.Alert.Description.bad_record_mac:
+        case tls5.Alert.Description.bad_record_mac:
           msg = "Bad record MAC.";
           break;
-        case tls4.Alert.Description.decryption_failed:
+        case tls5.Alert.Description.decryption_failed:
           msg = "Decryption failed.";
           break;
-        case tls4.Alert.Description.record_overflow:
+        case tls5.Alert.Description.record_overflow:
           msg = "Record overflow.";
           break;
-        case tls4.Alert.Description.decompression_failure:
+        case tls5.Alert.Description.decompression_failure:
           msg = "Decompression failed.";
           break;
-        case tls4.Alert.Description.handshake_failure:
+        case tls5.Alert.Description.handshake_failure:
           msg = "Handshake failure.";
           break;
-        case tls4.Alert.Description.bad_certificate:
+        case tls5.Alert.Description.bad_certificate:
           msg = "Bad certificate.";
           break;
-        case tls4.Alert.Description.unsupported_certificate:
+        case tls5.Alert.Description.unsupported_certificate:
           msg = "Unsupported certificate.";
           break;
-        case tls4.Alert.Description.certificate_revoked:
+        case tls5.Alert.Description.certificate_revoked:
           msg = "Certificate revoked.";
           break;
-        case tls4.Alert.Description.certificate_expired:
+        case tls5.Alert.Description.certificate_expired:
           msg = "Certificate expired.";
           break;
-        case tls4.Alert.Description.certificate_unknown:
+        case tls5.Alert.Description.certificate_unknown:
           msg = "Certificate unknown.";
           break;
-        case tls4.Alert.Description.illegal_parameter:
+        case tls5.Alert.Description.illegal_parameter:
           msg = "Illegal parameter.";
           break;
-        case tls4.Alert.Description.unknown_ca:
+        case tls5.Alert.Description.unknown_ca:
           msg = "Unknown certificate authority.";
           break;
-        case tls4.Alert.Description.access_denied:
+        case tls5.Alert.Description.access_denied:
           msg = "Access denied.";
           break;
-        case tls4.Alert.Description.decode_error:
+        case tls5.Alert.Description.decode_error:
           msg = "Decode error.";
           break;
-        case tls4.Alert.Description.decrypt_error:
+        case tls5.Alert.Description.decrypt_error:
           msg = "Decrypt error.";
           break;
-        case tls4.Alert.Description.export_restriction:
+        case tls5.Alert.Description.export_restriction:
           msg = "Export restriction.";
           break;
-        case tls4.Alert.Description.protocol_version:
+        case tls5.Alert.Description.protocol_version:
           msg = "Unsupported protocol version.";
           break;
-        case tls4.Alert.Description.insufficient_security:
+        case tls5.Alert.Description.insufficient_security:
           msg = "Insufficient security.";
           break;
-        case tls4.Alert.Description.internal_error:
+        case tls5.Alert.Description.internal_error:
           msg = "Internal error.";
           break;
-        case tls4.Alert.Description.user_canceled:
+        case tls5.Alert.Description.user_canceled:
           msg = "User canceled.";
           break;
-        case tls4.Alert.Description.no_renegotiation:
+        case tls5.Alert.Description.no_renegotiation:
           msg = "Renegotiation not supported.";
           break;
         default:
           msg = "Unknown error.";
           break;
       }
-      if (alert.description === tls4.Alert.Description.close_notify) {
+      if (alert.description === tls5.Alert.Description.close_notify) {
         return c.close();
       }
       c.error(c, {
         message: msg,
         send: false,
         // origin is the opposite end
-        origin: c.entity === tls4.ConnectionEnd.client ? "server" : "client",
+        origin: c.entity === tls5.ConnectionEnd.client ? "server" : "client",
         alert
       });
       c.process();
     };
-    tls4.handleHandshake = function(c, record) {
+    tls5.handleHandshake = function(c, record) {
       var b = record.fragment;
       var type = b.getByte();
       var length = b.getInt24();
@@ -14307,8 +14307,8 @@ var require_tls = __commonJS({
       b.read -= 4;
       var bytes2 = b.bytes(length + 4);
       b.read += 4;
-      if (type in hsTable[c.entity][c.expect] && (c.session || c.entity === tls4.ConnectionEnd.server)) {
-        if (c.entity === tls4.ConnectionEnd.server && !c.open && !c.fail) {
+      if (type in hsTable[c.entity][c.expect] && (c.session || c.entity === tls5.ConnectionEnd.server)) {
+        if (c.entity === tls5.ConnectionEnd.server && !c.open && !c.fail) {
           c.handshaking = true;
           c.session = {
             version: null,
@@ -14325,38 +14325,38 @@ var require_tls = __commonJS({
             sha1: forge3.md.sha1.create()
           };
         }
-        if (type !== tls4.HandshakeType.hello_request && type !== tls4.HandshakeType.certificate_verify && type !== tls4.HandshakeType.finished) {
+        if (type !== tls5.HandshakeType.hello_request && type !== tls5.HandshakeType.certificate_verify && type !== tls5.HandshakeType.finished) {
           c.session.md5.update(bytes2);
           c.session.sha1.update(bytes2);
         }
         hsTable[c.entity][c.expect][type](c, record, length);
       } else {
-        tls4.handleUnexpected(c, record);
+        tls5.handleUnexpected(c, record);
       }
     };
-    tls4.handleApplicationData = function(c, record) {
+    tls5.handleApplicationData = function(c, record) {
       c.data.putBuffer(record.fragment);
       c.dataReady(c);
       c.process();
     };
-    tls4.handleHeartbeat = function(c, record) {
+    tls5.handleHeartbeat = function(c, record) {
       var b = record.fragment;
       var type = b.getByte();
       var length = b.getInt16();
       var payload = b.getBytes(length);
-      if (type === tls4.HeartbeatMessageType.heartbeat_request) {
+      if (type === tls5.HeartbeatMessageType.heartbeat_request) {
         if (c.handshakes === 0 || c.handshaking || length > payload.length) {
           return c.process();
         }
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.heartbeat,
-          data: tls4.createHeartbeat(
-            tls4.HeartbeatMessageType.heartbeat_response,
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.heartbeat,
+          data: tls5.createHeartbeat(
+            tls5.HeartbeatMessageType.heartbeat_response,
             payload
           )
         }));
-        tls4.flush(c);
-      } else if (type === tls4.HeartbeatMessageType.heartbeat_response) {
+        tls5.flush(c);
+      } else if (type === tls5.HeartbeatMessageType.heartbeat_response) {
         if (payload !== c.expectedHeartbeatPayload) {
           return c.process();
         }
@@ -14382,14 +14382,14 @@ var require_tls = __commonJS({
     var CCC = 4;
     var CFI = 5;
     var CAD = 6;
-    var __ = tls4.handleUnexpected;
-    var R0 = tls4.handleChangeCipherSpec;
-    var R1 = tls4.handleAlert;
-    var R2 = tls4.handleHandshake;
-    var R3 = tls4.handleApplicationData;
-    var R4 = tls4.handleHeartbeat;
+    var __ = tls5.handleUnexpected;
+    var R0 = tls5.handleChangeCipherSpec;
+    var R1 = tls5.handleAlert;
+    var R2 = tls5.handleHandshake;
+    var R3 = tls5.handleApplicationData;
+    var R4 = tls5.handleHeartbeat;
     var ctTable = [];
-    ctTable[tls4.ConnectionEnd.client] = [
+    ctTable[tls5.ConnectionEnd.client] = [
       //      CC,AL,HS,AD,HB
       /*SHE*/
       [__, R1, R2, __, R4],
@@ -14410,7 +14410,7 @@ var require_tls = __commonJS({
       /*SER*/
       [__, R1, R2, __, R4]
     ];
-    ctTable[tls4.ConnectionEnd.server] = [
+    ctTable[tls5.ConnectionEnd.server] = [
       //      CC,AL,HS,AD
       /*CHE*/
       [__, R1, R2, __, R4],
@@ -14429,15 +14429,15 @@ var require_tls = __commonJS({
       /*CER*/
       [__, R1, R2, __, R4]
     ];
-    var H0 = tls4.handleHelloRequest;
-    var H1 = tls4.handleServerHello;
-    var H2 = tls4.handleCertificate;
-    var H3 = tls4.handleServerKeyExchange;
-    var H4 = tls4.handleCertificateRequest;
-    var H5 = tls4.handleServerHelloDone;
-    var H6 = tls4.handleFinished;
+    var H0 = tls5.handleHelloRequest;
+    var H1 = tls5.handleServerHello;
+    var H2 = tls5.handleCertificate;
+    var H3 = tls5.handleServerKeyExchange;
+    var H4 = tls5.handleCertificateRequest;
+    var H5 = tls5.handleServerHelloDone;
+    var H6 = tls5.handleFinished;
     var hsTable = [];
-    hsTable[tls4.ConnectionEnd.client] = [
+    hsTable[tls5.ConnectionEnd.client] = [
       //      HR,01,SH,03,04,05,06,07,08,09,10,SC,SK,CR,HD,15,CK,17,18,19,FI
       /*SHE*/
       [__, __, H1, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __],
@@ -14458,10 +14458,10 @@ var require_tls = __commonJS({
       /*SER*/
       [H0, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __]
     ];
-    var H7 = tls4.handleClientHello;
-    var H8 = tls4.handleClientKeyExchange;
-    var H9 = tls4.handleCertificateVerify;
-    hsTable[tls4.ConnectionEnd.server] = [
+    var H7 = tls5.handleClientHello;
+    var H8 = tls5.handleClientKeyExchange;
+    var H9 = tls5.handleCertificateVerify;
+    hsTable[tls5.ConnectionEnd.server] = [
       //      01,CH,02,03,04,05,06,07,08,09,10,CC,12,13,14,CV,CK,17,18,19,FI
       /*CHE*/
       [__, H7, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __],
@@ -14480,7 +14480,7 @@ var require_tls = __commonJS({
       /*CER*/
       [__, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __, __]
     ];
-    tls4.generateKeys = function(c, sp) {
+    tls5.generateKeys = function(c, sp) {
       var prf = prf_TLS1;
       var random = sp.client_random + sp.server_random;
       if (!c.session.resuming) {
@@ -14494,7 +14494,7 @@ var require_tls = __commonJS({
       }
       random = sp.server_random + sp.client_random;
       var length = 2 * sp.mac_key_length + 2 * sp.enc_key_length;
-      var tls10 = c.version.major === tls4.Versions.TLS_1_0.major && c.version.minor === tls4.Versions.TLS_1_0.minor;
+      var tls10 = c.version.major === tls5.Versions.TLS_1_0.major && c.version.minor === tls5.Versions.TLS_1_0.minor;
       if (tls10) {
         length += 2 * sp.fixed_iv_length;
       }
@@ -14511,8 +14511,8 @@ var require_tls = __commonJS({
       }
       return rval;
     };
-    tls4.createConnectionState = function(c) {
-      var client = c.entity === tls4.ConnectionEnd.client;
+    tls5.createConnectionState = function(c) {
+      var client = c.entity === tls5.ConnectionEnd.client;
       var createMode = function() {
         var mode = {
           // two 32-bit numbers, first is most significant
@@ -14549,11 +14549,11 @@ var require_tls = __commonJS({
             message: "Could not decrypt record or bad MAC.",
             send: true,
             alert: {
-              level: tls4.Alert.Level.fatal,
+              level: tls5.Alert.Level.fatal,
               // doesn't matter if decryption failed or MAC was
               // invalid, return the same error so as not to reveal
               // which one occurred
-              description: tls4.Alert.Description.bad_record_mac
+              description: tls5.Alert.Description.bad_record_mac
             }
           });
         } else if (!state.read.compressFunction(c2, record, state.read)) {
@@ -14561,8 +14561,8 @@ var require_tls = __commonJS({
             message: "Could not decompress record.",
             send: true,
             alert: {
-              level: tls4.Alert.Level.fatal,
-              description: tls4.Alert.Description.decompression_failure
+              level: tls5.Alert.Level.fatal,
+              description: tls5.Alert.Description.decompression_failure
             }
           });
         }
@@ -14574,8 +14574,8 @@ var require_tls = __commonJS({
             message: "Could not compress record.",
             send: false,
             alert: {
-              level: tls4.Alert.Level.fatal,
-              description: tls4.Alert.Description.internal_error
+              level: tls5.Alert.Level.fatal,
+              description: tls5.Alert.Description.internal_error
             }
           });
         } else if (!state.write.cipherFunction(record, state.write)) {
@@ -14583,8 +14583,8 @@ var require_tls = __commonJS({
             message: "Could not encrypt record.",
             send: false,
             alert: {
-              level: tls4.Alert.Level.fatal,
-              description: tls4.Alert.Description.internal_error
+              level: tls5.Alert.Level.fatal,
+              description: tls5.Alert.Description.internal_error
             }
           });
         }
@@ -14593,14 +14593,14 @@ var require_tls = __commonJS({
       if (c.session) {
         var sp = c.session.sp;
         c.session.cipherSuite.initSecurityParameters(sp);
-        sp.keys = tls4.generateKeys(c, sp);
+        sp.keys = tls5.generateKeys(c, sp);
         state.read.macKey = client ? sp.keys.server_write_MAC_key : sp.keys.client_write_MAC_key;
         state.write.macKey = client ? sp.keys.client_write_MAC_key : sp.keys.server_write_MAC_key;
         c.session.cipherSuite.initConnectionState(state, c, sp);
         switch (sp.compression_algorithm) {
-          case tls4.CompressionMethod.none:
+          case tls5.CompressionMethod.none:
             break;
-          case tls4.CompressionMethod.deflate:
+          case tls5.CompressionMethod.deflate:
             state.read.compressFunction = inflate;
             state.write.compressFunction = deflate;
             break;
@@ -14610,7 +14610,7 @@ var require_tls = __commonJS({
       }
       return state;
     };
-    tls4.createRandom = function() {
+    tls5.createRandom = function() {
       var d3 = /* @__PURE__ */ new Date();
       var utc = +d3 + d3.getTimezoneOffset() * 6e4;
       var rval = forge3.util.createBuffer();
@@ -14618,7 +14618,7 @@ var require_tls = __commonJS({
       rval.putBytes(forge3.random.getBytes(28));
       return rval;
     };
-    tls4.createRecord = function(c, options) {
+    tls5.createRecord = function(c, options) {
       if (!options.data) {
         return null;
       }
@@ -14633,16 +14633,16 @@ var require_tls = __commonJS({
       };
       return record;
     };
-    tls4.createAlert = function(c, alert) {
+    tls5.createAlert = function(c, alert) {
       var b = forge3.util.createBuffer();
       b.putByte(alert.level);
       b.putByte(alert.description);
-      return tls4.createRecord(c, {
-        type: tls4.ContentType.alert,
+      return tls5.createRecord(c, {
+        type: tls5.ContentType.alert,
         data: b
       });
     };
-    tls4.createClientHello = function(c) {
+    tls5.createClientHello = function(c) {
       c.session.clientHelloVersion = {
         major: c.version.major,
         minor: c.version.minor
@@ -14655,7 +14655,7 @@ var require_tls = __commonJS({
       }
       var cSuites = cipherSuites.length();
       var compressionMethods = forge3.util.createBuffer();
-      compressionMethods.putByte(tls4.CompressionMethod.none);
+      compressionMethods.putByte(tls5.CompressionMethod.none);
       var cMethods = compressionMethods.length();
       var extensions = forge3.util.createBuffer();
       if (c.virtualHost) {
@@ -14682,7 +14682,7 @@ var require_tls = __commonJS({
       1 + cMethods + // compression methods vector
       extLength;
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.client_hello);
+      rval.putByte(tls5.HandshakeType.client_hello);
       rval.putInt24(length);
       rval.putByte(c.version.major);
       rval.putByte(c.version.minor);
@@ -14695,7 +14695,7 @@ var require_tls = __commonJS({
       }
       return rval;
     };
-    tls4.createServerHello = function(c) {
+    tls5.createServerHello = function(c) {
       var sessionId = c.session.id;
       var length = sessionId.length + 1 + // session ID vector
       2 + // version (major + minor)
@@ -14703,7 +14703,7 @@ var require_tls = __commonJS({
       2 + // chosen cipher suite
       1;
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.server_hello);
+      rval.putByte(tls5.HandshakeType.server_hello);
       rval.putInt24(length);
       rval.putByte(c.version.major);
       rval.putByte(c.version.minor);
@@ -14714,8 +14714,8 @@ var require_tls = __commonJS({
       rval.putByte(c.session.compressionMethod);
       return rval;
     };
-    tls4.createCertificate = function(c) {
-      var client = c.entity === tls4.ConnectionEnd.client;
+    tls5.createCertificate = function(c) {
+      var client = c.entity === tls5.ConnectionEnd.client;
       var cert = null;
       if (c.getCertificate) {
         var hint2;
@@ -14763,20 +14763,20 @@ var require_tls = __commonJS({
             cause: ex,
             send: true,
             alert: {
-              level: tls4.Alert.Level.fatal,
-              description: tls4.Alert.Description.bad_certificate
+              level: tls5.Alert.Level.fatal,
+              description: tls5.Alert.Description.bad_certificate
             }
           });
         }
       }
       var length = 3 + certList.length();
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.certificate);
+      rval.putByte(tls5.HandshakeType.certificate);
       rval.putInt24(length);
       writeVector(rval, 3, certList);
       return rval;
     };
-    tls4.createClientKeyExchange = function(c) {
+    tls5.createClientKeyExchange = function(c) {
       var b = forge3.util.createBuffer();
       b.putByte(c.session.clientHelloVersion.major);
       b.putByte(c.session.clientHelloVersion.minor);
@@ -14787,22 +14787,22 @@ var require_tls = __commonJS({
       b = key2.encrypt(sp.pre_master_secret);
       var length = b.length + 2;
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.client_key_exchange);
+      rval.putByte(tls5.HandshakeType.client_key_exchange);
       rval.putInt24(length);
       rval.putInt16(b.length);
       rval.putBytes(b);
       return rval;
     };
-    tls4.createServerKeyExchange = function(c) {
+    tls5.createServerKeyExchange = function(c) {
       var length = 0;
       var rval = forge3.util.createBuffer();
       if (length > 0) {
-        rval.putByte(tls4.HandshakeType.server_key_exchange);
+        rval.putByte(tls5.HandshakeType.server_key_exchange);
         rval.putInt24(length);
       }
       return rval;
     };
-    tls4.getClientSignature = function(c, callback) {
+    tls5.getClientSignature = function(c, callback) {
       var b = forge3.util.createBuffer();
       b.putBuffer(c.session.md5.digest());
       b.putBuffer(c.session.sha1.digest());
@@ -14819,8 +14819,8 @@ var require_tls = __commonJS({
               cause: ex,
               send: true,
               alert: {
-                level: tls4.Alert.Level.fatal,
-                description: tls4.Alert.Description.internal_error
+                level: tls5.Alert.Level.fatal,
+                description: tls5.Alert.Description.internal_error
               }
             });
           }
@@ -14830,8 +14830,8 @@ var require_tls = __commonJS({
             message: "No private key set.",
             send: true,
             alert: {
-              level: tls4.Alert.Level.fatal,
-              description: tls4.Alert.Description.internal_error
+              level: tls5.Alert.Level.fatal,
+              description: tls5.Alert.Description.internal_error
             }
           });
         } else {
@@ -14841,16 +14841,16 @@ var require_tls = __commonJS({
       };
       c.getSignature(c, b, callback);
     };
-    tls4.createCertificateVerify = function(c, signature) {
+    tls5.createCertificateVerify = function(c, signature) {
       var length = signature.length + 2;
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.certificate_verify);
+      rval.putByte(tls5.HandshakeType.certificate_verify);
       rval.putInt24(length);
       rval.putInt16(signature.length);
       rval.putBytes(signature);
       return rval;
     };
-    tls4.createCertificateRequest = function(c) {
+    tls5.createCertificateRequest = function(c) {
       var certTypes = forge3.util.createBuffer();
       certTypes.putByte(1);
       var cAs = forge3.util.createBuffer();
@@ -14863,40 +14863,40 @@ var require_tls = __commonJS({
       }
       var length = 1 + certTypes.length() + 2 + cAs.length();
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.certificate_request);
+      rval.putByte(tls5.HandshakeType.certificate_request);
       rval.putInt24(length);
       writeVector(rval, 1, certTypes);
       writeVector(rval, 2, cAs);
       return rval;
     };
-    tls4.createServerHelloDone = function(c) {
+    tls5.createServerHelloDone = function(c) {
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.server_hello_done);
+      rval.putByte(tls5.HandshakeType.server_hello_done);
       rval.putInt24(0);
       return rval;
     };
-    tls4.createChangeCipherSpec = function() {
+    tls5.createChangeCipherSpec = function() {
       var rval = forge3.util.createBuffer();
       rval.putByte(1);
       return rval;
     };
-    tls4.createFinished = function(c) {
+    tls5.createFinished = function(c) {
       var b = forge3.util.createBuffer();
       b.putBuffer(c.session.md5.digest());
       b.putBuffer(c.session.sha1.digest());
-      var client = c.entity === tls4.ConnectionEnd.client;
+      var client = c.entity === tls5.ConnectionEnd.client;
       var sp = c.session.sp;
       var vdl = 12;
       var prf = prf_TLS1;
       var label = client ? "client finished" : "server finished";
       b = prf(sp.master_secret, label, b.getBytes(), vdl);
       var rval = forge3.util.createBuffer();
-      rval.putByte(tls4.HandshakeType.finished);
+      rval.putByte(tls5.HandshakeType.finished);
       rval.putInt24(b.length());
       rval.putBuffer(b);
       return rval;
     };
-    tls4.createHeartbeat = function(type, payload, payloadLength) {
+    tls5.createHeartbeat = function(type, payload, payloadLength) {
       if (typeof payloadLength === "undefined") {
         payloadLength = payload.length;
       }
@@ -14909,36 +14909,36 @@ var require_tls = __commonJS({
       rval.putBytes(forge3.random.getBytes(paddingLength));
       return rval;
     };
-    tls4.queue = function(c, record) {
+    tls5.queue = function(c, record) {
       if (!record) {
         return;
       }
       if (record.fragment.length() === 0) {
-        if (record.type === tls4.ContentType.handshake || record.type === tls4.ContentType.alert || record.type === tls4.ContentType.change_cipher_spec) {
+        if (record.type === tls5.ContentType.handshake || record.type === tls5.ContentType.alert || record.type === tls5.ContentType.change_cipher_spec) {
           return;
         }
       }
-      if (record.type === tls4.ContentType.handshake) {
+      if (record.type === tls5.ContentType.handshake) {
         var bytes2 = record.fragment.bytes();
         c.session.md5.update(bytes2);
         c.session.sha1.update(bytes2);
         bytes2 = null;
       }
       var records;
-      if (record.fragment.length() <= tls4.MaxFragment) {
+      if (record.fragment.length() <= tls5.MaxFragment) {
         records = [record];
       } else {
         records = [];
         var data = record.fragment.bytes();
-        while (data.length > tls4.MaxFragment) {
-          records.push(tls4.createRecord(c, {
+        while (data.length > tls5.MaxFragment) {
+          records.push(tls5.createRecord(c, {
             type: record.type,
-            data: forge3.util.createBuffer(data.slice(0, tls4.MaxFragment))
+            data: forge3.util.createBuffer(data.slice(0, tls5.MaxFragment))
           }));
-          data = data.slice(tls4.MaxFragment);
+          data = data.slice(tls5.MaxFragment);
         }
         if (data.length > 0) {
-          records.push(tls4.createRecord(c, {
+          records.push(tls5.createRecord(c, {
             type: record.type,
             data: forge3.util.createBuffer(data)
           }));
@@ -14952,7 +14952,7 @@ var require_tls = __commonJS({
         }
       }
     };
-    tls4.flush = function(c) {
+    tls5.flush = function(c) {
       for (var i = 0; i < c.records.length; ++i) {
         var record = c.records[i];
         c.tlsData.putByte(record.type);
@@ -14969,42 +14969,42 @@ var require_tls = __commonJS({
         case true:
           return true;
         case forge3.pki.certificateError.bad_certificate:
-          return tls4.Alert.Description.bad_certificate;
+          return tls5.Alert.Description.bad_certificate;
         case forge3.pki.certificateError.unsupported_certificate:
-          return tls4.Alert.Description.unsupported_certificate;
+          return tls5.Alert.Description.unsupported_certificate;
         case forge3.pki.certificateError.certificate_revoked:
-          return tls4.Alert.Description.certificate_revoked;
+          return tls5.Alert.Description.certificate_revoked;
         case forge3.pki.certificateError.certificate_expired:
-          return tls4.Alert.Description.certificate_expired;
+          return tls5.Alert.Description.certificate_expired;
         case forge3.pki.certificateError.certificate_unknown:
-          return tls4.Alert.Description.certificate_unknown;
+          return tls5.Alert.Description.certificate_unknown;
         case forge3.pki.certificateError.unknown_ca:
-          return tls4.Alert.Description.unknown_ca;
+          return tls5.Alert.Description.unknown_ca;
         default:
-          return tls4.Alert.Description.bad_certificate;
+          return tls5.Alert.Description.bad_certificate;
       }
     };
     var _alertDescToCertError = function(desc) {
       switch (desc) {
         case true:
           return true;
-        case tls4.Alert.Description.bad_certificate:
+        case tls5.Alert.Description.bad_certificate:
           return forge3.pki.certificateError.bad_certificate;
-        case tls4.Alert.Description.unsupported_certificate:
+        case tls5.Alert.Description.unsupported_certificate:
           return forge3.pki.certificateError.unsupported_certificate;
-        case tls4.Alert.Description.certificate_revoked:
+        case tls5.Alert.Description.certificate_revoked:
           return forge3.pki.certificateError.certificate_revoked;
-        case tls4.Alert.Description.certificate_expired:
+        case tls5.Alert.Description.certificate_expired:
           return forge3.pki.certificateError.certificate_expired;
-        case tls4.Alert.Description.certificate_unknown:
+        case tls5.Alert.Description.certificate_unknown:
           return forge3.pki.certificateError.certificate_unknown;
-        case tls4.Alert.Description.unknown_ca:
+        case tls5.Alert.Description.unknown_ca:
           return forge3.pki.certificateError.unknown_ca;
         default:
           return forge3.pki.certificateError.bad_certificate;
       }
     };
-    tls4.verifyCertificateChain = function(c, chain) {
+    tls5.verifyCertificateChain = function(c, chain) {
       try {
         var options = {};
         for (var key2 in c.verifyOptions) {
@@ -15018,8 +15018,8 @@ var require_tls = __commonJS({
               var error = new Error("The application rejected the certificate.");
               error.send = true;
               error.alert = {
-                level: tls4.Alert.Level.fatal,
-                description: tls4.Alert.Description.bad_certificate
+                level: tls5.Alert.Level.fatal,
+                description: tls5.Alert.Description.bad_certificate
               };
               if (ret2.message) {
                 error.message = ret2.message;
@@ -15042,7 +15042,7 @@ var require_tls = __commonJS({
           err = {
             send: true,
             alert: {
-              level: tls4.Alert.Level.fatal,
+              level: tls5.Alert.Level.fatal,
               description: _certErrorToAlertDesc(ex)
             }
           };
@@ -15052,7 +15052,7 @@ var require_tls = __commonJS({
         }
         if (!("alert" in err)) {
           err.alert = {
-            level: tls4.Alert.Level.fatal,
+            level: tls5.Alert.Level.fatal,
             description: _certErrorToAlertDesc(err.error)
           };
         }
@@ -15060,7 +15060,7 @@ var require_tls = __commonJS({
       }
       return !c.fail;
     };
-    tls4.createSessionCache = function(cache2, capacity) {
+    tls5.createSessionCache = function(cache2, capacity) {
       var rval = null;
       if (cache2 && cache2.getSession && cache2.setSession && cache2.order) {
         rval = cache2;
@@ -15108,7 +15108,7 @@ var require_tls = __commonJS({
       }
       return rval;
     };
-    tls4.createConnection = function(options) {
+    tls5.createConnection = function(options) {
       var caStore = null;
       if (options.caStore) {
         if (forge3.util.isArray(options.caStore)) {
@@ -15122,14 +15122,14 @@ var require_tls = __commonJS({
       var cipherSuites = options.cipherSuites || null;
       if (cipherSuites === null) {
         cipherSuites = [];
-        for (var key2 in tls4.CipherSuites) {
-          cipherSuites.push(tls4.CipherSuites[key2]);
+        for (var key2 in tls5.CipherSuites) {
+          cipherSuites.push(tls5.CipherSuites[key2]);
         }
       }
-      var entity = options.server || false ? tls4.ConnectionEnd.server : tls4.ConnectionEnd.client;
-      var sessionCache = options.sessionCache ? tls4.createSessionCache(options.sessionCache) : null;
+      var entity = options.server || false ? tls5.ConnectionEnd.server : tls5.ConnectionEnd.client;
+      var sessionCache = options.sessionCache ? tls5.createSessionCache(options.sessionCache) : null;
       var c = {
-        version: { major: tls4.Version.major, minor: tls4.Version.minor },
+        version: { major: tls5.Version.major, minor: tls5.Version.minor },
         entity,
         sessionId: options.sessionId,
         caStore,
@@ -15153,10 +15153,10 @@ var require_tls = __commonJS({
         heartbeatReceived: options.heartbeatReceived,
         closed: options.closed,
         error: function(c2, ex) {
-          ex.origin = ex.origin || (c2.entity === tls4.ConnectionEnd.client ? "client" : "server");
+          ex.origin = ex.origin || (c2.entity === tls5.ConnectionEnd.client ? "client" : "server");
           if (ex.send) {
-            tls4.queue(c2, tls4.createAlert(c2, ex.alert));
-            tls4.flush(c2);
+            tls5.queue(c2, tls5.createAlert(c2, ex.alert));
+            tls5.flush(c2);
           }
           var fatal = ex.fatal !== false;
           if (fatal) {
@@ -15171,7 +15171,7 @@ var require_tls = __commonJS({
         inflate: options.inflate || null
       };
       c.reset = function(clearFail) {
-        c.version = { major: tls4.Version.major, minor: tls4.Version.minor };
+        c.version = { major: tls5.Version.major, minor: tls5.Version.minor };
         c.record = null;
         c.session = null;
         c.peerCertificate = null;
@@ -15179,7 +15179,7 @@ var require_tls = __commonJS({
           pending: null,
           current: null
         };
-        c.expect = c.entity === tls4.ConnectionEnd.client ? SHE : CHE;
+        c.expect = c.entity === tls5.ConnectionEnd.client ? SHE : CHE;
         c.fragmented = null;
         c.records = [];
         c.open = false;
@@ -15190,16 +15190,16 @@ var require_tls = __commonJS({
         c.input.clear();
         c.tlsData.clear();
         c.data.clear();
-        c.state.current = tls4.createConnectionState(c);
+        c.state.current = tls5.createConnectionState(c);
       };
       c.reset();
       var _update = function(c2, record) {
-        var aligned = record.type - tls4.ContentType.change_cipher_spec;
+        var aligned = record.type - tls5.ContentType.change_cipher_spec;
         var handlers = ctTable[c2.entity][c2.expect];
         if (aligned in handlers) {
           handlers[aligned](c2, record);
         } else {
-          tls4.handleUnexpected(c2, record);
+          tls5.handleUnexpected(c2, record);
         }
       };
       var _readRecordHeader = function(c2) {
@@ -15228,8 +15228,8 @@ var require_tls = __commonJS({
               message: "Incompatible TLS version.",
               send: true,
               alert: {
-                level: tls4.Alert.Level.fatal,
-                description: tls4.Alert.Description.protocol_version
+                level: tls5.Alert.Level.fatal,
+                description: tls5.Alert.Description.protocol_version
               }
             });
           }
@@ -15256,8 +15256,8 @@ var require_tls = __commonJS({
                   message: "Invalid fragmented record.",
                   send: true,
                   alert: {
-                    level: tls4.Alert.Level.fatal,
-                    description: tls4.Alert.Description.unexpected_message
+                    level: tls5.Alert.Level.fatal,
+                    description: tls5.Alert.Description.unexpected_message
                   }
                 });
                 return rval;
@@ -15269,7 +15269,7 @@ var require_tls = __commonJS({
         return rval;
       };
       c.handshake = function(sessionId) {
-        if (c.entity !== tls4.ConnectionEnd.client) {
+        if (c.entity !== tls5.ConnectionEnd.client) {
           c.error(c, {
             message: "Cannot initiate handshake as a server.",
             fatal: false
@@ -15316,13 +15316,13 @@ var require_tls = __commonJS({
             c.version = session.version;
             c.session.sp = session.sp;
           }
-          c.session.sp.client_random = tls4.createRandom().getBytes();
+          c.session.sp.client_random = tls5.createRandom().getBytes();
           c.open = true;
-          tls4.queue(c, tls4.createRecord(c, {
-            type: tls4.ContentType.handshake,
-            data: tls4.createClientHello(c)
+          tls5.queue(c, tls5.createRecord(c, {
+            type: tls5.ContentType.handshake,
+            data: tls5.createClientHello(c)
           }));
-          tls4.flush(c);
+          tls5.flush(c);
         }
       };
       var _processing = false;
@@ -15371,11 +15371,11 @@ var require_tls = __commonJS({
         return rval;
       };
       c.prepare = function(data) {
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.application_data,
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.application_data,
           data: forge3.util.createBuffer(data)
         }));
-        return tls4.flush(c);
+        return tls5.flush(c);
       };
       c.prepareHeartbeatRequest = function(payload, payloadLength) {
         if (payload instanceof forge3.util.ByteBuffer) {
@@ -15385,15 +15385,15 @@ var require_tls = __commonJS({
           payloadLength = payload.length;
         }
         c.expectedHeartbeatPayload = payload;
-        tls4.queue(c, tls4.createRecord(c, {
-          type: tls4.ContentType.heartbeat,
-          data: tls4.createHeartbeat(
-            tls4.HeartbeatMessageType.heartbeat_request,
+        tls5.queue(c, tls5.createRecord(c, {
+          type: tls5.ContentType.heartbeat,
+          data: tls5.createHeartbeat(
+            tls5.HeartbeatMessageType.heartbeat_request,
             payload,
             payloadLength
           )
         }));
-        return tls4.flush(c);
+        return tls5.flush(c);
       };
       c.close = function(clearFail) {
         if (!c.fail && c.sessionCache && c.session) {
@@ -15410,11 +15410,11 @@ var require_tls = __commonJS({
           c.input.clear();
           if (c.isConnected || c.handshaking) {
             c.isConnected = c.handshaking = false;
-            tls4.queue(c, tls4.createAlert(c, {
-              level: tls4.Alert.Level.warning,
-              description: tls4.Alert.Description.close_notify
+            tls5.queue(c, tls5.createAlert(c, {
+              level: tls5.Alert.Level.warning,
+              description: tls5.Alert.Description.close_notify
             }));
-            tls4.flush(c);
+            tls5.flush(c);
           }
           c.closed(c);
         }
@@ -15423,16 +15423,16 @@ var require_tls = __commonJS({
       return c;
     };
     module.exports = forge3.tls = forge3.tls || {};
-    for (key in tls4) {
-      if (typeof tls4[key] !== "function") {
-        forge3.tls[key] = tls4[key];
+    for (key in tls5) {
+      if (typeof tls5[key] !== "function") {
+        forge3.tls[key] = tls5[key];
       }
     }
     var key;
     forge3.tls.prf_tls1 = prf_TLS1;
     forge3.tls.hmac_sha1 = hmac_sha1;
-    forge3.tls.createSessionCache = tls4.createSessionCache;
-    forge3.tls.createConnection = tls4.createConnection;
+    forge3.tls.createSessionCache = tls5.createSessionCache;
+    forge3.tls.createConnection = tls5.createConnection;
   }
 });
 
@@ -15442,34 +15442,34 @@ var require_aesCipherSuites = __commonJS({
     var forge3 = require_forge();
     require_aes();
     require_tls();
-    var tls4 = module.exports = forge3.tls;
-    tls4.CipherSuites["TLS_RSA_WITH_AES_128_CBC_SHA"] = {
+    var tls5 = module.exports = forge3.tls;
+    tls5.CipherSuites["TLS_RSA_WITH_AES_128_CBC_SHA"] = {
       id: [0, 47],
       name: "TLS_RSA_WITH_AES_128_CBC_SHA",
       initSecurityParameters: function(sp) {
-        sp.bulk_cipher_algorithm = tls4.BulkCipherAlgorithm.aes;
-        sp.cipher_type = tls4.CipherType.block;
+        sp.bulk_cipher_algorithm = tls5.BulkCipherAlgorithm.aes;
+        sp.cipher_type = tls5.CipherType.block;
         sp.enc_key_length = 16;
         sp.block_length = 16;
         sp.fixed_iv_length = 16;
         sp.record_iv_length = 16;
-        sp.mac_algorithm = tls4.MACAlgorithm.hmac_sha1;
+        sp.mac_algorithm = tls5.MACAlgorithm.hmac_sha1;
         sp.mac_length = 20;
         sp.mac_key_length = 20;
       },
       initConnectionState
     };
-    tls4.CipherSuites["TLS_RSA_WITH_AES_256_CBC_SHA"] = {
+    tls5.CipherSuites["TLS_RSA_WITH_AES_256_CBC_SHA"] = {
       id: [0, 53],
       name: "TLS_RSA_WITH_AES_256_CBC_SHA",
       initSecurityParameters: function(sp) {
-        sp.bulk_cipher_algorithm = tls4.BulkCipherAlgorithm.aes;
-        sp.cipher_type = tls4.CipherType.block;
+        sp.bulk_cipher_algorithm = tls5.BulkCipherAlgorithm.aes;
+        sp.cipher_type = tls5.CipherType.block;
         sp.enc_key_length = 32;
         sp.block_length = 16;
         sp.fixed_iv_length = 16;
         sp.record_iv_length = 16;
-        sp.mac_algorithm = tls4.MACAlgorithm.hmac_sha1;
+        sp.mac_algorithm = tls5.MACAlgorithm.hmac_sha1;
         sp.mac_length = 20;
         sp.mac_key_length = 20;
       },
@@ -15490,7 +15490,7 @@ var require_aesCipherSuites = __commonJS({
       state.read.cipherFunction = decrypt_aes_cbc_sha1;
       state.write.cipherFunction = encrypt_aes_cbc_sha1;
       state.read.macLength = state.write.macLength = sp.mac_length;
-      state.read.macFunction = state.write.macFunction = tls4.hmac_sha1;
+      state.read.macFunction = state.write.macFunction = tls5.hmac_sha1;
     }
     function encrypt_aes_cbc_sha1(record, s) {
       var rval = false;
@@ -15498,7 +15498,7 @@ var require_aesCipherSuites = __commonJS({
       record.fragment.putBytes(mac);
       s.updateSequenceNumber();
       var iv;
-      if (record.version.minor === tls4.Versions.TLS_1_0.minor) {
+      if (record.version.minor === tls5.Versions.TLS_1_0.minor) {
         iv = s.cipherState.init ? null : s.cipherState.iv;
       } else {
         iv = forge3.random.getBytesSync(16);
@@ -15506,7 +15506,7 @@ var require_aesCipherSuites = __commonJS({
       s.cipherState.init = true;
       var cipher = s.cipherState.cipher;
       cipher.start({ iv });
-      if (record.version.minor >= tls4.Versions.TLS_1_1.minor) {
+      if (record.version.minor >= tls5.Versions.TLS_1_1.minor) {
         cipher.output.putBytes(iv);
       }
       cipher.update(record.fragment);
@@ -15541,7 +15541,7 @@ var require_aesCipherSuites = __commonJS({
     function decrypt_aes_cbc_sha1(record, s) {
       var rval = false;
       var iv;
-      if (record.version.minor === tls4.Versions.TLS_1_0.minor) {
+      if (record.version.minor === tls5.Versions.TLS_1_0.minor) {
         iv = s.cipherState.init ? null : s.cipherState.iv;
       } else {
         iv = record.fragment.getBytes(16);
@@ -35334,8 +35334,8 @@ var require_stream = __commonJS({
         return new net7.Socket();
       }
       function getSecureStream2(options) {
-        const tls4 = __require("tls");
-        return tls4.connect(options);
+        const tls5 = __require("tls");
+        return tls5.connect(options);
       }
       return {
         getStream: getStream2,
@@ -40550,7 +40550,7 @@ var require_pushgateway = __commonJS({
   "node_modules/prom-client/lib/pushgateway.js"(exports, module) {
     "use strict";
     var url = __require("url");
-    var http10 = __require("http");
+    var http11 = __require("http");
     var https5 = __require("https");
     var { gzipSync: gzipSync2 } = __require("zlib");
     var { globalRegistry } = require_registry();
@@ -40594,7 +40594,7 @@ var require_pushgateway = __commonJS({
       const path3 = `${gatewayUrlPath}/metrics${jobPath2}`;
       const target = url.resolve(this.gatewayUrl, path3);
       const requestParams = url.parse(target);
-      const httpModule = isHttps(requestParams.href) ? https5 : http10;
+      const httpModule = isHttps(requestParams.href) ? https5 : http11;
       const options = Object.assign(requestParams, this.requestOptions, {
         method
       });
@@ -45149,7 +45149,7 @@ var require_follow_redirects = __commonJS({
   "node_modules/follow-redirects/index.js"(exports, module) {
     var url = __require("url");
     var URL2 = url.URL;
-    var http10 = __require("http");
+    var http11 = __require("http");
     var https5 = __require("https");
     var Writable = __require("stream").Writable;
     var assert = __require("assert");
@@ -45653,7 +45653,7 @@ var require_follow_redirects = __commonJS({
     function escapeRegex(regex) {
       return regex.replace(/[\^$\\.*+?()[\]{}|]/g, "\\$&");
     }
-    module.exports = wrap({ http: http10, https: https5 });
+    module.exports = wrap({ http: http11, https: https5 });
     module.exports.wrap = wrap;
   }
 });
@@ -45736,10 +45736,10 @@ var require_web_incoming = __commonJS({
       stream: function stream(req, res, options, _, server, clb) {
         server.emit("start", req, res, options.target || options.forward);
         var agents = options.followRedirects ? followRedirects : nativeAgents;
-        var http10 = agents.http;
+        var http11 = agents.http;
         var https5 = agents.https;
         if (options.forward) {
-          var forwardReq = (options.forward.protocol === "https:" ? https5 : http10).request(
+          var forwardReq = (options.forward.protocol === "https:" ? https5 : http11).request(
             common.setupOutgoing(options.ssl || {}, options, req, "forward")
           );
           var forwardError = createErrorHandler(forwardReq, options.forward);
@@ -45750,7 +45750,7 @@ var require_web_incoming = __commonJS({
             return res.end();
           }
         }
-        var proxyReq = (options.target.protocol === "https:" ? https5 : http10).request(
+        var proxyReq = (options.target.protocol === "https:" ? https5 : http11).request(
           common.setupOutgoing(options.ssl || {}, options, req)
         );
         proxyReq.on("socket", function(socket) {
@@ -45811,7 +45811,7 @@ var require_web_incoming = __commonJS({
 // node_modules/http-proxy/lib/http-proxy/passes/ws-incoming.js
 var require_ws_incoming = __commonJS({
   "node_modules/http-proxy/lib/http-proxy/passes/ws-incoming.js"(exports, module) {
-    var http10 = __require("http");
+    var http11 = __require("http");
     var https5 = __require("https");
     var common = require_common();
     module.exports = {
@@ -45880,7 +45880,7 @@ var require_ws_incoming = __commonJS({
         };
         common.setupSocket(socket);
         if (head && head.length) socket.unshift(head);
-        var proxyReq = (common.isSSL.test(options.target.protocol) ? https5 : http10).request(
+        var proxyReq = (common.isSSL.test(options.target.protocol) ? https5 : http11).request(
           common.setupOutgoing(options.ssl || {}, options, req)
         );
         if (server) {
@@ -45929,7 +45929,7 @@ var require_http_proxy = __commonJS({
     var extend = __require("util")._extend;
     var parse_url = __require("url").parse;
     var EE3 = require_eventemitter3();
-    var http10 = __require("http");
+    var http11 = __require("http");
     var https5 = __require("https");
     var web = require_web_incoming();
     var ws = require_ws_incoming();
@@ -45992,7 +45992,7 @@ var require_http_proxy = __commonJS({
       var self2 = this, closure = function(req, res) {
         self2.web(req, res);
       };
-      this._server = this.options.ssl ? https5.createServer(this.options.ssl, closure) : http10.createServer(closure);
+      this._server = this.options.ssl ? https5.createServer(this.options.ssl, closure) : http11.createServer(closure);
       if (this.options.ws) {
         this._server.on("upgrade", function(req, socket, head) {
           self2.ws(req, socket, head);
@@ -51730,7 +51730,8 @@ function caTrustEnvironment(source, systemBundle) {
     ["REQUESTS_CA_BUNDLE", bundle],
     ["SSL_CERT_FILE", bundle],
     ["GIT_SSL_CAINFO", bundle],
-    ["CURL_CA_BUNDLE", bundle]
+    ["CURL_CA_BUNDLE", bundle],
+    ["npm_config_cafile", bundle]
   ];
 }
 
@@ -54664,6 +54665,7 @@ var STATUS_TEXT = {
   400: "Bad Request",
   403: "Forbidden",
   405: "Method Not Allowed",
+  421: "Misdirected Request",
   502: "Bad Gateway",
   503: "Service Unavailable",
   504: "Gateway Timeout"
@@ -54676,14 +54678,18 @@ function body(status, message) {
 ${message}
 `;
 }
-function sendProxyError(res, status, message, eventId) {
+function errorFormatFor(headers) {
+  return /json/i.test(`${headers["content-type"] ?? ""} ${headers.accept ?? ""}`) ? "json" : "text";
+}
+function sendProxyError(res, status, message, eventId, format = "text") {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const text2 = body(status, message);
+  const text2 = format === "json" ? `${JSON.stringify({ error: `egress-guard: ${message}`, status, ...eventId && { event: eventId } })}
+` : body(status, message);
   res.writeHead(status, {
-    "content-type": "text/plain; charset=utf-8",
+    "content-type": `${format === "json" ? "application/json" : "text/plain"}; charset=utf-8`,
     "content-length": Buffer.byteLength(text2),
     "x-egress-guard-reason": headerSafe(message),
     ...eventId && { "x-egress-guard-event": eventId },
@@ -54951,8 +54957,85 @@ function createHttpProxyServer(options) {
 }
 
 // proxy/relay/inspection.ts
+import http9 from "node:http";
+import tls4 from "node:tls";
+
+// proxy/relay/inspected-upgrade.ts
 import http8 from "node:http";
 import tls3 from "node:tls";
+var CLIENT_HOP = /* @__PURE__ */ new Set(["host", "proxy-connection", "proxy-authorization", "keep-alive", "te", "trailer", "transfer-encoding"]);
+var UPSTREAM_HOP = /* @__PURE__ */ new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
+function responseHead(res, keep, extra = []) {
+  const lines = [`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ""}`];
+  for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) if (keep(res.rawHeaders[i].toLowerCase())) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
+  return `${[...lines, ...extra].join("\r\n")}\r
+\r
+`;
+}
+function connectChecked(options, address, port2, host, secure) {
+  const tcp = connectTcp({ host: address, port: port2, noDelay: true, allowHalfOpen: true });
+  const socket = secure ? tls3.connect({ socket: tcp, servername: host, ALPNProtocols: ["http/1.1"], ...options.upstreamTrust && { secureContext: options.upstreamTrust() } }) : tcp;
+  const timer = setTimeout(() => socket.destroy(Object.assign(new Error("connect timed out"), { code: "ETIMEDOUT" })), options.connectTimeoutMs);
+  socket.once(secure ? "secureConnect" : "connect", () => clearTimeout(timer));
+  socket.once("close", () => clearTimeout(timer));
+  return socket;
+}
+function relayUpgrade(options, { req, client, head, auth, host, tls: secure }) {
+  let done = false;
+  const close = (result) => {
+    if (done) return;
+    done = true;
+    auth.connection.close({
+      bytesIn: result.bytesIn,
+      bytesOut: result.bytesOut,
+      ...result.status !== void 0 && { status: result.status },
+      ...result.error && { error: result.error }
+    });
+  };
+  const headers = { host: auth.port === (secure ? 443 : 80) ? host : formatHostPort(host, auth.port) };
+  for (const [name, value] of Object.entries(req.headers)) if (!CLIENT_HOP.has(name) && value !== void 0) headers[name] = value;
+  const upstream = http8.request({ method: req.method, path: req.url, headers, createConnection: () => connectChecked(options, auth.address, auth.port, host, secure) });
+  upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy(Object.assign(new Error("no answer to the upgrade"), { code: "NO_ANSWER" })));
+  const onClientGone = () => {
+    upstream.destroy();
+    close({ bytesIn: 0, bytesOut: 0, error: "client-aborted" });
+  };
+  client.once("close", onClientGone);
+  upstream.on("error", (err) => {
+    if (done) return;
+    const failure2 = err.code === "NO_ANSWER" ? { status: 502, error: "upstream-no-answer" } : upstreamFailure(err, err.code === "ETIMEDOUT");
+    writeRawError(client, failure2.status, `${formatHostPort(host, auth.port)}: upstream failed (${err.code ?? err.message})`, auth.event.id);
+    close({ bytesIn: 0, bytesOut: 0, ...failure2 });
+  });
+  upstream.on("response", (res) => {
+    let bytesIn = 0;
+    client.write(responseHead(res, (name) => !UPSTREAM_HOP.has(name), ["Connection: close"]));
+    res.on("data", (chunk) => {
+      bytesIn += chunk.length;
+      client.write(chunk);
+    });
+    res.once("close", () => {
+      client.off("close", onClientGone);
+      client.end();
+      close({ bytesIn, bytesOut: 0, status: res.statusCode, error: "not-upgraded" });
+    });
+  });
+  upstream.on("upgrade", (res, socket, upstreamHead) => {
+    client.off("close", onClientGone);
+    upstream.removeAllListeners("timeout");
+    client.write(responseHead(res, () => true));
+    if (upstreamHead.length > 0) client.write(upstreamHead);
+    splice(client, socket, {
+      idleTimeoutMs: options.idleTimeoutMs,
+      ...options.halfCloseTimeoutMs !== void 0 && { halfCloseTimeoutMs: options.halfCloseTimeoutMs },
+      onClose: (result) => close({ ...result, bytesIn: result.bytesIn + upstreamHead.length, status: res.statusCode })
+    });
+    if (head.length > 0) socket.write(head);
+  });
+  upstream.end();
+}
+
+// proxy/relay/inspection.ts
 var CERTIFICATE_ALERT = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|DECRYPT_ERROR|ACCESS_DENIED)/;
 function createInspector(options) {
   const { events } = options;
@@ -54969,51 +55052,66 @@ function createInspector(options) {
     return `client-tls-${(err.code ?? "error").toLowerCase()}`;
   };
   const connections = /* @__PURE__ */ new WeakMap();
-  const server = http8.createServer({ keepAliveTimeout: options.idleTimeoutMs, requestTimeout: 0 });
+  const upgradeOptions = {
+    connectTimeoutMs: options.connectTimeoutMs ?? 1e4,
+    idleTimeoutMs: options.idleTimeoutMs,
+    ...options.halfCloseTimeoutMs !== void 0 && { halfCloseTimeoutMs: options.halfCloseTimeoutMs },
+    ...options.upstreamTrust && { upstreamTrust: options.upstreamTrust }
+  };
+  const server = http9.createServer({ keepAliveTimeout: options.idleTimeoutMs, requestTimeout: 0 });
   server.setTimeout(options.idleTimeoutMs, (socket) => socket.destroy());
-  server.on("request", (req, res) => {
-    const connection = connections.get(req.socket);
-    if (!connection) return void res.destroy();
+  const decideRequest2 = async (req, connection) => {
     const policy = options.policy();
     const method = req.method ?? "GET";
     const path3 = req.url ?? "/";
     const named = parseAuthority(req.headers.host ?? "", connection.port);
     const namedHost = named ? canonicalHost(named.host) : void 0;
     const sameHost2 = namedHost?.type === "name" && namedHost.name === connection.host && named.port === connection.port;
-    if (!sameHost2) {
-      const decision2 = refusal(
-        { mode: "block" },
-        {
-          reason: "sni-mismatch",
-          host: connection.host,
-          ip: connection.address,
-          message: `the request names Host "${req.headers.host ?? ""}" inside a connection to ${connection.host}`
-        }
-      );
-      const event = emitDecision(events, policy, { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path: path3 }, decision2);
-      res.shouldKeepAlive = false;
-      return sendProxyError(res, 421, decision2.message, event.id);
-    }
-    void authorize(options, { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path: path3, addresses: [connection.address] }).then((auth) => {
-      if (auth.action === "reject") {
+    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path: path3 };
+    if (sameHost2) return authorize(options, { ...request, addresses: [connection.address] });
+    const decision2 = refusal(
+      { mode: "block" },
+      {
+        reason: "sni-mismatch",
+        host: connection.host,
+        ip: connection.address,
+        message: `the request names Host "${req.headers.host ?? ""}" inside a connection to ${connection.host}`
+      }
+    );
+    return { action: "misdirected", message: decision2.message, event: emitDecision(events, policy, request, decision2) };
+  };
+  const authorityOf = (connection) => connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port);
+  server.on("request", (req, res) => {
+    const connection = connections.get(req.socket);
+    if (!connection) return void res.destroy();
+    void decideRequest2(req, connection).then((auth) => {
+      if (auth.action === "misdirected" || auth.action === "reject") {
         res.shouldKeepAlive = false;
-        return sendProxyError(res, 403, auth.decision.message, auth.event.id);
+        const [status, message] = auth.action === "reject" ? [403, auth.decision.message] : [421, auth.message];
+        return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
       }
       if (auth.action === "fail") {
         sendProxyError(res, auth.status, auth.message, auth.event.id);
         auth.connection.close({ status: auth.status, error: auth.error });
         return;
       }
-      options.forwarder.forward({
-        req,
-        res,
-        auth,
-        authority: connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port),
-        tls: !connection.plain
-      });
+      options.forwarder.forward({ req, res, auth, authority: authorityOf(connection), tls: !connection.plain });
     }).catch((err) => {
       events.log.error({ err: err.message, client: connection.client }, "inspected request handling failed");
       sendProxyError(res, 502, "egress-guard could not handle this request");
+    });
+  });
+  server.on("upgrade", (req, socket, head) => {
+    const connection = connections.get(socket);
+    if (!connection) return void socket.destroy();
+    void decideRequest2(req, connection).then((auth) => {
+      if (auth.action === "forward") return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, tls: !connection.plain });
+      if (auth.action === "fail") auth.connection.close({ status: auth.status, error: auth.error });
+      const [status, message] = auth.action === "reject" ? [403, auth.decision.message] : auth.action === "fail" ? [auth.status, auth.message] : [421, auth.message];
+      writeRawError(socket, status, message, auth.event.id);
+    }).catch((err) => {
+      events.log.error({ err: err.message, client: connection.client }, "inspected upgrade handling failed");
+      writeRawError(socket, 502, "egress-guard could not handle this upgrade");
     });
   });
   server.on("clientError", (err, socket) => {
@@ -55044,12 +55142,12 @@ function createInspector(options) {
         }
         return false;
       });
-      const context = sniffed.then((tls4) => tls4 ? options.leaves.secureContextFor(connection.host) : void 0);
+      const context = sniffed.then((tls5) => tls5 ? options.leaves.secureContextFor(connection.host) : void 0);
       context.then(
         (secureContext) => {
           if (!secureContext) return;
           if (socket.destroyed) return void close("client-aborted");
-          const secure = new tls3.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ["http/1.1"] });
+          const secure = new tls4.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ["http/1.1"] });
           let handshaken = false;
           secure.once("secure", () => {
             handshaken = true;
@@ -55227,7 +55325,7 @@ function classify2(peek) {
 }
 
 // proxy/transparent/http.ts
-import http9 from "node:http";
+import http10 from "node:http";
 
 // decision/attribution.ts
 function addressText(address) {
@@ -55363,7 +55461,7 @@ function createTransparentHttp(options) {
   const { events } = options;
   const forwarder = createHttpForwarder(options);
   const connections = /* @__PURE__ */ new Map();
-  const server = http9.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 3e4 });
+  const server = http10.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 3e4 });
   server.keepAliveTimeout = 3e4;
   answerHalfClosedClients(server);
   server.timeout = options.idleTimeoutMs;
@@ -55913,7 +56011,17 @@ async function startSidecar(options) {
   const trust = inspectionTrust(config, events);
   if (policyInspects(policy)) trust.prepare();
   const forwarder = createHttpForwarder({ events, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, upstreamTrust: trust.upstreamTrust });
-  const inspector = createInspector({ policy: currentPolicy, resolver, events, leaves: trust.leaves, forwarder, idleTimeoutMs: config.idleTimeoutMs });
+  const inspector = createInspector({
+    policy: currentPolicy,
+    resolver,
+    events,
+    leaves: trust.leaves,
+    forwarder,
+    idleTimeoutMs: config.idleTimeoutMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    halfCloseTimeoutMs: config.halfCloseTimeoutMs,
+    upstreamTrust: trust.upstreamTrust
+  });
   const listenerOptions = {
     policy: currentPolicy,
     resolver,

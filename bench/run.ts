@@ -2,6 +2,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inspectionBenchSection } from './inspection-bench.js';
 import { benchRoutes, DEFAULT_SETTINGS, type RouteResults } from './proxy-bench.js';
 import type { Route } from './clients.js';
 import { ProxyUnavailable, startEgressGuard, startSquid, startTinyproxy, type RunningProxy } from './proxies.js';
@@ -12,7 +13,7 @@ import { startBenchServers } from './servers.js';
  * `npm run bench`: the proxy scenarios direct, through egress-guard and through tinyproxy/squid on the
  * same run, then the DNS bench; prints tables and writes test-artifacts/bench.json.
  *
- * Environment: BENCH_PROXIES (comma list, default "egress-guard,tinyproxy,squid"), BENCH_SKIP_DNS=1,
+ * Environment: BENCH_PROXIES (comma list, default "egress-guard,tinyproxy,squid"), BENCH_SKIP_DNS=1, BENCH_SKIP_INSPECTION=1,
  * BENCH_CPU_PROF=<dir> (run egress-guard under `node --cpu-prof`, profiles written to <dir> on exit).
  */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
@@ -103,6 +104,9 @@ async function main(): Promise<number> {
   );
   log('note: egress-guard runs with events on (JSON to a stdout pipe and to an events file); C proxies log one line per request/connection to a file.');
 
+  // TLS inspection against Squid ssl-bump (bench/inspection-bench.ts).
+  const inspection = process.env.BENCH_SKIP_INSPECTION === '1' ? { skipped: 'BENCH_SKIP_INSPECTION=1' } : await inspectionBenchSection(log);
+
   let dns: Record<string, unknown> = { skipped: 'BENCH_SKIP_DNS=1' };
   if (process.env.BENCH_SKIP_DNS !== '1') {
     log('\n[dns] running bench/dns-bench');
@@ -116,6 +120,7 @@ async function main(): Promise<number> {
     machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model, node: process.version, platform: process.platform, loadavg_before: loadBefore, loadavg_after: loadAfter },
     settings,
     proxy: { routes, ratios, targets, skipped },
+    inspection,
     dns,
     duration_s: Math.round((Date.now() - began) / 1000),
   };
