@@ -54963,6 +54963,14 @@ import tls4 from "node:tls";
 // proxy/relay/inspected-upgrade.ts
 import http8 from "node:http";
 import tls3 from "node:tls";
+function withoutUpgrade(req, head) {
+  const dropped = /* @__PURE__ */ new Set(["upgrade", "connection", "http2-settings"]);
+  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) if (!dropped.has(req.rawHeaders[i].toLowerCase())) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+  return Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r
+\r
+`, "latin1"), head]);
+}
 var CLIENT_HOP = /* @__PURE__ */ new Set(["host", "proxy-connection", "proxy-authorization", "keep-alive", "te", "trailer", "transfer-encoding"]);
 var UPSTREAM_HOP = /* @__PURE__ */ new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
 function responseHead(res, keep, extra = []) {
@@ -55104,6 +55112,11 @@ function createInspector(options) {
   server.on("upgrade", (req, socket, head) => {
     const connection = connections.get(socket);
     if (!connection) return void socket.destroy();
+    if (req.headers.upgrade?.trim().toLowerCase() !== "websocket") {
+      socket.unshift(withoutUpgrade(req, head));
+      server.emit("connection", socket);
+      return void socket.resume();
+    }
     void decideRequest2(req, connection).then((auth) => {
       if (auth.action === "forward") return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, tls: !connection.plain });
       if (auth.action === "fail") auth.connection.close({ status: auth.status, error: auth.error });
@@ -55156,6 +55169,15 @@ function createInspector(options) {
           });
           secure.on("error", (err) => {
             if (!handshaken) close(handshakeFailure(err, connection));
+            secure.destroy();
+          });
+          secure.once("end", () => {
+            if (handshaken) return;
+            events.log.warn(
+              { client: connection.client, host: connection.host },
+              "the client closed in the TLS handshake: it does not trust the inspection CA (docs/inspection.md)"
+            );
+            close("client-rejected-certificate");
             secure.destroy();
           });
           secure.once("close", () => close());

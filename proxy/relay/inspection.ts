@@ -6,7 +6,7 @@ import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
-import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
+import { relayUpgrade, withoutUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import type { HttpForwarder } from './http-forwarder.js';
 
 /**
@@ -136,11 +136,17 @@ export function createInspector(options: InspectorOptions): Inspector {
       });
   });
 
-  // An upgrade (WebSocket) is decided on its method and path like any request; allowed, it becomes a relay once
+  // A WebSocket upgrade is decided on its method and path like any request; allowed, it becomes a relay once
   // upstream answers 101 (inspected-upgrade.ts); refused, it gets the 403 and the connection ends.
   server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
     const connection = connections.get(socket);
     if (!connection) return void socket.destroy();
+    if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
+      // h2c and the like: served as the plain request it also is, parsed again without the upgrade headers.
+      socket.unshift(withoutUpgrade(req, head));
+      server.emit('connection', socket);
+      return void socket.resume();
+    }
     void decideRequest(req, connection)
       .then((auth) => {
         if (auth.action === 'forward') return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, tls: !connection.plain });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { stateCaPaths } from '../../certs/ca-store.js';
 import type { CloseEvent } from '../../events/schema.js';
@@ -237,6 +238,43 @@ for (const mode of ['block', 'audit'] as const) {
       while (rejected() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       assert.equal(rejected(), before + 1, 'one close event says client-rejected-certificate');
       assert.equal(arrived('py-untrusted').length, 0, 'nothing reached the registry');
+    });
+
+    test('a WebSocket to an inspected host, redirected transparently: decided on its path, relayed after 101 when allowed', async () => {
+      const helper = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), '../helpers/websocket.js')).href;
+      const script = `import tls from 'node:tls'; import { webSocketExchange } from '${helper}';
+        for (const path of ['/git/my-org/ws-${mode}', '/git/attacker/ws-${mode}']) {
+          const socket = tls.connect({ host: 'allowed.test', port: 443, servername: 'allowed.test', ALPNProtocols: ['http/1.1'] });
+          await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+          const r = await webSocketExchange(socket, { host: 'allowed.test', path, message: 'hi' });
+          console.log(JSON.stringify({ path, status: r.status, echoed: r.echoed ?? null }));
+        }`;
+      const result = await world.job(process.execPath, ['--input-type=module', '-e', script], { env: { NODE_EXTRA_CA_CERTS: bundle } });
+      const [own, attacker] = result.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { status: number; echoed: string | null });
+      assert.deepEqual(own, { path: `/git/my-org/ws-${mode}`, status: 101, echoed: 'echo: hi' }, result.stderr);
+      const allowed = await world.decision((e) => e.kind === 'transparent' && e.path === `/git/my-org/ws-${mode}`);
+      assert.equal(allowed?.decision, 'allowed');
+      const refused = await world.decision((e) => e.kind === 'transparent' && e.path === `/git/attacker/ws-${mode}`);
+      assert.equal(refused?.reason, 'path-not-allowed');
+      const upgraded = world.internetLog().filter((e) => e.type === 'websocket' && String(e.url).includes(`ws-${mode}`));
+      if (mode === 'block') {
+        assert.equal(attacker?.status, 403);
+        assert.deepEqual(
+          upgraded.map((e) => e.url),
+          [`/git/my-org/ws-${mode}`],
+          'only the allowed upgrade reached the server',
+        );
+      } else {
+        assert.equal(attacker?.status, 101);
+        assert.equal(upgraded.length, 2);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const closed = world.events().find((e): e is CloseEvent => e.event === 'close' && e.id === allowed?.id);
+      assert.equal(closed?.status, 101);
+      assert.ok(closed!.bytes_in > 0 && closed!.bytes_out > 0, JSON.stringify(closed));
     });
 
     test('a client that does not trust the CA fails closed, and the event says so', async () => {

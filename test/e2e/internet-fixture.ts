@@ -13,6 +13,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import dns2 from 'dns2';
+import { serveWebSocketEcho } from '../helpers/websocket.js';
 
 export interface InternetConfig {
   logFile: string;
@@ -164,6 +165,8 @@ function listenTcp(server: net.Server, port: number, host: string): Promise<void
 async function main() {
   const httpsServer = https.createServer({ key: config.keyPem, cert: config.certPem }, webHandler('https'));
   const httpServer = http.createServer(webHandler('http'));
+  // WebSocket echo on every HTTPS host (upgrades never reach webHandler); each upgrade that arrives is logged.
+  serveWebSocketEcho(httpsServer, (url) => record({ type: 'websocket', url }));
   // A client that half-closes after its request is answered (node would abort its request on the FIN).
   for (const server of [httpsServer, httpServer]) (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   await listenTcp(httpsServer, 443, '::');

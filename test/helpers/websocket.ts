@@ -57,11 +57,11 @@ function readFrames(stream: Duplex, onFrame: (opcode: number, payload: Buffer) =
 
 /**
  * Answer upgrades on `server`: paths starting with `/no-upgrade` get a plain 404; the rest are accepted, every
- * text frame is answered with `echo: TEXT`, a close frame with a close frame. `seen` collects the paths asked for.
+ * text frame is answered with `echo: TEXT`, a close frame with a close frame. `onUpgrade` hears of every path asked for.
  */
-export function serveWebSocketEcho(server: http.Server, seen: string[]): void {
+export function serveWebSocketEcho(server: http.Server, onUpgrade: (path: string) => void): void {
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    seen.push(req.url ?? '');
+    onUpgrade(req.url ?? '');
     socket.on('error', () => socket.destroy());
     if (req.url?.includes('/no-upgrade') || req.headers.upgrade?.toLowerCase() !== 'websocket') {
       return void socket.end('HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nno socket\n');

@@ -56,7 +56,7 @@ for (const mode of ['block', 'audit'] as const) {
       wrongName = await startHttpsServer(leafFor('someone-else.test'));
       const wsLeaf = leafFor('github.test');
       webSockets = https.createServer({ key: wsLeaf.keyPem, cert: wsLeaf.certPem });
-      serveWebSocketEcho(webSockets, upgradesSeen);
+      serveWebSocketEcho(webSockets, (path) => upgradesSeen.push(path));
       await new Promise<void>((resolve) => webSockets.listen(0, '127.0.0.1', resolve));
       const origin = { file: 'test', line: 1 };
       const policy: Policy = buildPolicy({
@@ -287,6 +287,24 @@ for (const mode of ['block', 'audit'] as const) {
       const ws = await webSocketExchange(await inspectedSocket('github.test', port), { host: `github.test:${port}`, path: '/my-org/no-upgrade', message: 'x' });
       assert.equal(ws.status, 404, ws.head);
       assert.equal((await closeOf('/my-org/no-upgrade'))?.error, 'not-upgraded');
+    });
+
+    test('an h2c upgrade is served as the plain request it also is (decided, no 101, no relay)', async () => {
+      const secure = await inspectedSocket('github.test', upstream.port);
+      let answer = '';
+      secure.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      secure.write(
+        `GET /my-org/h2c HTTP/1.1\r\nHost: github.test:${upstream.port}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`,
+      );
+      for (let i = 0; i < 50 && !answer.includes('hello from'); i++) await new Promise((r) => setTimeout(r, 100));
+      secure.destroy();
+      assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.equal(decisions().find((d) => d.path === '/my-org/h2c')?.decision, 'allowed');
+      assert.ok(upstream.requests.some((r) => r.url === '/my-org/h2c'));
+      // Forwarded as a request (its close event is the forwarder's), not attempted as an upgrade (`not-upgraded`).
+      const close = await closeOf('/my-org/h2c');
+      assert.equal(close?.status, 200);
+      assert.equal(close?.error, undefined);
     });
 
     test('a denied entry wins inside an allowed prefix', async () => {
