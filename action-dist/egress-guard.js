@@ -55000,6 +55000,7 @@ function relayUpgrade(options, { req, client, head, auth, host, tls: secure }) {
       ...result.error && { error: result.error }
     });
   };
+  if (client.destroyed) return close({ bytesIn: 0, bytesOut: 0, error: "client-aborted" });
   const headers = { host: auth.port === (secure ? 443 : 80) ? host : formatHostPort(host, auth.port) };
   for (const [name, value] of Object.entries(req.headers)) if (!CLIENT_HOP.has(name) && value !== void 0) headers[name] = value;
   const upstream = http8.request({ method: req.method, path: req.url, headers, createConnection: () => connectChecked(options, auth.address, auth.port, host, secure) });
@@ -55022,6 +55023,7 @@ function relayUpgrade(options, { req, client, head, auth, host, tls: secure }) {
       bytesIn += chunk.length;
       client.write(chunk);
     });
+    res.once("error", () => client.destroy());
     res.once("close", () => {
       client.off("close", onClientGone);
       client.end();

@@ -83,6 +83,8 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
       ...(result.error && { error: result.error }),
     });
   };
+  // The client left while the upgrade was being decided: its 'close' has been and gone.
+  if (client.destroyed) return close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
   const headers: http.OutgoingHttpHeaders = { host: auth.port === (secure ? 443 : 80) ? host : formatHostPort(host, auth.port) };
   for (const [name, value] of Object.entries(req.headers)) if (!CLIENT_HOP.has(name) && value !== undefined) headers[name] = value;
   const upstream = http.request({ method: req.method, path: req.url, headers, createConnection: () => connectChecked(options, auth.address, auth.port, host, secure) });
@@ -109,6 +111,8 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
       bytesIn += chunk.length;
       client.write(chunk);
     });
+    // Upstream gone mid-answer: the client's connection goes too (an unheard 'error' would end the process).
+    res.once('error', () => client.destroy());
     res.once('close', () => {
       client.off('close', onClientGone);
       client.end();
