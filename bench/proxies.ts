@@ -309,3 +309,99 @@ export async function startSquid(options: { maxFileDescriptors?: number } = {}):
     stop,
   };
 }
+
+export interface SquidSslBumpOptions {
+  /** The CA squid signs its generated leaves with (PEM), and the roots it verifies origins with. */
+  caCertPem: string;
+  caKeyPem: string;
+  upstreamCaPem: string;
+  /** Names squid resolves from its own hosts file (e.g. bench.test -> 127.0.0.1), so CONNECT names the host. */
+  hosts: Record<string, string>;
+}
+
+/**
+ * squid (squid-openssl) with `ssl_bump bump all`: every CONNECT is terminated with a leaf squid generates for
+ * the CONNECT name (security_file_certgen, its database initialised in a temp dir), and each request inside
+ * goes to the origin over TLS verified with `upstreamCaPem`. No cache, access_log to a file, as startSquid.
+ */
+export async function startSquidSslBump(options: SquidSslBumpOptions): Promise<RunningProxy> {
+  const binary = which('squid') ?? ['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0);
+  const certgen = '/usr/lib/squid/security_file_certgen';
+  if (!binary || !spawnSync(binary, ['-v'], { encoding: 'utf8' }).stdout.includes('--with-openssl')) {
+    throw new ProxyUnavailable('squid with OpenSSL is not installed (apt-get install squid-openssl)');
+  }
+  if (spawnSync(certgen, ['-h']).error) throw new ProxyUnavailable(`${certgen} is missing (squid-openssl)`);
+  const dir = mkdtempSync(join(tmpdir(), 'bench-squid-bump-'));
+  chmodSync(dir, 0o755);
+  const file = (name: string, content: string) => {
+    writeFileSync(join(dir, name), content, { mode: 0o644 });
+    return join(dir, name);
+  };
+  const db = join(dir, 'ssl_db');
+  const init = spawnSync(certgen, ['-c', '-s', db, '-M', '16MB'], { encoding: 'utf8' });
+  if (init.status !== 0) throw new Error(`security_file_certgen -c failed: ${init.stderr}`);
+  // Started as root, squid and its helpers run as cache_effective_user (proxy): they must own what they write.
+  const proxyUser = spawnSync('id', ['-u', 'proxy'], { encoding: 'utf8' });
+  if (process.getuid?.() === 0 && proxyUser.status === 0) spawnSync('chown', ['-R', 'proxy:proxy', dir]);
+  const port = await freePort();
+  const config = [
+    `http_port 127.0.0.1:${port} ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=16MB tls-cert=${file('ca.crt', options.caCertPem)} tls-key=${file('ca.key', options.caKeyPem)}`,
+    `sslcrtd_program ${certgen} -s ${db} -M 16MB`,
+    'sslcrtd_children 8 startup=2 idle=1',
+    'ssl_bump bump all',
+    `tls_outgoing_options cafile=${file('upstream-ca.pem', options.upstreamCaPem)}`,
+    `hosts_file ${file(
+      'hosts',
+      Object.entries(options.hosts)
+        .map(([name, ip]) => `${ip} ${name}\n`)
+        .join(''),
+    )}`,
+    'acl bench_clients src 127.0.0.0/8',
+    'http_access allow bench_clients',
+    'http_access deny all',
+    'cache deny all',
+    'cache_mem 0 MB',
+    `access_log stdio:${join(dir, 'access.log')}`,
+    `cache_log ${join(dir, 'cache.log')}`,
+    `pid_filename ${join(dir, 'squid.pid')}`,
+    `coredump_dir ${dir}`,
+    'netdb_filename none',
+    'logfile_rotate 0',
+    'shutdown_lifetime 1 seconds',
+    'max_filedescriptors 4096',
+    '',
+  ].join('\n');
+  if (process.getuid?.() === 0 && proxyUser.status === 0) spawnSync('chown', ['-R', 'proxy:proxy', dir]);
+  const child = spawn(binary, ['-N', '-f', file('squid.conf', config)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (c: Buffer) => (output = tail(output + c.toString())));
+  const stop = async () => {
+    await stopChild(child, 8000);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForPort(port, child, () => tail(`${output}\n${readOptional(join(dir, 'cache.log'))}`));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    name: 'squid ssl-bump',
+    host: '127.0.0.1',
+    port,
+    targetHost: Object.keys(options.hosts)[0] ?? '127.0.0.1',
+    pid: child.pid!,
+    version: versionOf(binary, ['-v']),
+    logging: 'access_log line per request to a file; no cache; leaves from security_file_certgen',
+    cpuMs: () => processCpuMs(child.pid!),
+    stop,
+  };
+}
+
+function readOptional(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}

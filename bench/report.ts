@@ -1,3 +1,4 @@
+import type { InspectionReport } from './inspection-bench.js';
 import type { DnsBenchResult } from './dns-bench.js';
 import { IDLE_TUNNELS_GOAL, type IdleTunnelsResult } from './idle-tunnels.js';
 import { SCENARIOS, type RouteResults, type ScenarioKey } from './proxy-bench.js';
@@ -172,6 +173,8 @@ export interface BenchResults {
   idleTunnels?: IdleTunnelsResult[];
   startup?: StartupResult;
   dns?: DnsBenchResult;
+  /** Issue 13's bench: inspected requests against Squid ssl-bump. */
+  inspection?: InspectionReport | { failed: string };
 }
 
 const IDLE_CPU_MS_MAX = 20;
@@ -286,6 +289,16 @@ export function verdicts(results: BenchResults): Verdict[] {
     `median ${f(startup?.median_ms, 0)} ms of ${startup?.starts_ms.length ?? 0} starts (${startup?.listeners.join(' + ')})`,
     startup ? undefined : `not measured${results.skipped.startup ? `: ${results.skipped.startup}` : ''}`,
   );
+
+  const inspection = results.inspection && 'verdict' in results.inspection ? results.inspection : undefined;
+  const vsBump = inspection?.vs_squid;
+  out.push({
+    goal: 'inspected requests: no worse than squid ssl-bump',
+    met: inspection && inspection.verdict !== 'n/a' ? inspection.verdict === 'MET' : null,
+    detail: vsBump
+      ? `req/s ratio keep-alive ${f(vsBump.keep_alive_req_per_s, 2)}, new connection ${f(vsBump.new_connection_req_per_s, 2)}; CPU ratio ${f(vsBump.keep_alive_cpu, 2)} / ${f(vsBump.new_connection_cpu, 2)}`
+      : `not measured${results.skipped.inspection ? `: ${results.skipped.inspection.split('\n')[0]}` : ''}`,
+  });
   return out;
 }
 

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_DNS_SETTINGS, formatDns, runDnsBench } from './dns-bench.js';
 import { DEFAULT_IDLE_SETTINGS, idleTunnels, startHoldServer, tunnelCapacity, type IdleTunnelsResult } from './idle-tunnels.js';
 import { raiseOwnNofile } from './procfs.js';
+import { inspectionBenchSection } from './inspection-bench.js';
 import { benchRoutes, DEFAULT_SETTINGS, type RouteResults } from './proxy-bench.js';
 import { ProxyUnavailable, startEgressGuard, startSquid, startTinyproxy, type RunningProxy } from './proxies.js';
 import { computeRatios, formatIdleTunnels, formatResults, formatVerdicts, verdicts, type BenchResults } from './report.js';
@@ -18,7 +19,7 @@ import { startBenchServers } from './servers.js';
  * beside dnsmasq. Prints tables and one MET/MISS/n/a line per goal, writes test-artifacts/bench.json.
  *
  * Environment (docs/benchmark.md): BENCH_PROXIES (comma list, default "egress-guard,tinyproxy,squid"),
- * BENCH_SKIP_STARTUP=1, BENCH_SKIP_PROXY=1, BENCH_SKIP_IDLE=1, BENCH_SKIP_DNS=1, BENCH_IDLE_TUNNELS=<count>,
+ * BENCH_SKIP_STARTUP=1, BENCH_SKIP_PROXY=1, BENCH_SKIP_IDLE=1, BENCH_SKIP_DNS=1, BENCH_SKIP_INSPECTION=1, BENCH_IDLE_TUNNELS=<count>,
  * BENCH_DNS_SECONDS=<s>, BENCH_CPU_PROF=<dir> (run egress-guard under `node --cpu-prof`, profiles written on exit).
  */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
@@ -135,7 +136,17 @@ async function main(): Promise<number> {
     const idle = await part('idle-tunnels', 'IDLE', skipped, () => idleTunnelRuns(wanted, workDir, skipped));
     const dnsSettings = { ...DEFAULT_DNS_SETTINGS, seconds: Number(process.env.BENCH_DNS_SECONDS ?? DEFAULT_DNS_SETTINGS.seconds) };
     const dns = await part('dns', 'DNS', skipped, () => runDnsBench(dnsSettings, log));
-    results = { routes, ratios: computeRatios(routes), skipped, ...(idle && { idleTunnels: idle }), ...(startup && { startup }), ...(dns && { dns }) };
+    // TLS inspection against Squid ssl-bump (bench/inspection-bench.ts): its own table and goal line.
+    const inspection = await part('inspection', 'INSPECTION', skipped, () => inspectionBenchSection(log));
+    results = {
+      routes,
+      ratios: computeRatios(routes),
+      skipped,
+      ...(idle && { idleTunnels: idle }),
+      ...(startup && { startup }),
+      ...(dns && { dns }),
+      ...(inspection && { inspection }),
+    };
   } finally {
     rmSync(workDir, { recursive: true, force: true });
   }
@@ -163,6 +174,7 @@ async function main(): Promise<number> {
     idle_tunnels: results.idleTunnels,
     startup: results.startup,
     dns: results.dns,
+    inspection: results.inspection,
     goals,
     skipped,
     duration_s: Math.round((Date.now() - began) / 1000),

@@ -92,7 +92,17 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const trust = inspectionTrust(config, events);
   if (policyInspects(policy)) await trust.prepare();
   const forwarder = createHttpForwarder({ events, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, upstreamTrust: trust.upstreamTrust });
-  const inspector = createInspector({ policy: currentPolicy, resolver, events, leaves: trust.leaves, forwarder, idleTimeoutMs: config.idleTimeoutMs });
+  const inspector = createInspector({
+    policy: currentPolicy,
+    resolver,
+    events,
+    leaves: trust.leaves,
+    forwarder,
+    idleTimeoutMs: config.idleTimeoutMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    halfCloseTimeoutMs: config.halfCloseTimeoutMs,
+    upstreamTrust: trust.upstreamTrust,
+  });
   // What the explicit and the transparent listeners share: one policy, resolver, event log, counters, limits.
   const listenerOptions = {
     policy: currentPolicy,

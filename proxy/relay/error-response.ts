@@ -1,10 +1,11 @@
 import type { Socket } from 'node:net';
-import type { ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   403: 'Forbidden',
   405: 'Method Not Allowed',
+  421: 'Misdirected Request',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
@@ -19,15 +20,23 @@ function body(status: number, message: string): string {
   return `egress-guard: ${status} ${STATUS_TEXT[status] ?? ''}\n${message}\n`;
 }
 
+/**
+ * How a refusal reads best to the client that sent `headers`: JSON (`{"error": ...}`) for a client that sends
+ * or asks for JSON, since npm prints a JSON error body's `error` beside the status; text for the rest.
+ */
+export function errorFormatFor(headers: IncomingHttpHeaders): 'json' | 'text' {
+  return /json/i.test(`${headers['content-type'] ?? ''} ${headers.accept ?? ''}`) ? 'json' : 'text';
+}
+
 /** Answer a request the proxy will not (or cannot) forward, on an HTTP response. */
-export function sendProxyError(res: ServerResponse, status: number, message: string, eventId?: string): void {
+export function sendProxyError(res: ServerResponse, status: number, message: string, eventId?: string, format: 'json' | 'text' = 'text'): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const text = body(status, message);
+  const text = format === 'json' ? `${JSON.stringify({ error: `egress-guard: ${message}`, status, ...(eventId && { event: eventId }) })}\n` : body(status, message);
   res.writeHead(status, {
-    'content-type': 'text/plain; charset=utf-8',
+    'content-type': `${format === 'json' ? 'application/json' : 'text/plain'}; charset=utf-8`,
     'content-length': Buffer.byteLength(text),
     'x-egress-guard-reason': headerSafe(message),
     ...(eventId && { 'x-egress-guard-event': eventId }),

@@ -1,18 +1,20 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { authorize, emitDecision, type AuthorizeContext, type Forward } from '../../decision/authorize.js';
-import type { CloseError, RequestKind } from '../../events/schema.js';
+import { authorize, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
+import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
-import { sendProxyError } from './error-response.js';
+import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
+import { relayUpgrade, withoutUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import type { HttpForwarder } from './http-forwarder.js';
 
 /**
  * TLS inspection of hosts with method or path rules (issue 13). A connection already decided (CONNECT, or a
  * redirected TLS connection) whose decision says `inspect` is terminated here with a leaf certificate for its
  * host; every HTTP request inside is decided on its own method and path (its own decision event and close
- * event) and forwarded over a fresh TLS connection verified for that host. The outer connection keeps its
+ * event) and forwarded over a fresh TLS connection verified for that host; an upgrade (WebSocket) is decided
+ * alike and, allowed, relayed after the upstream's 101. The outer connection keeps its
  * decision and gets one close event when the client goes.
  */
 
@@ -25,6 +27,10 @@ export interface InspectorOptions extends AuthorizeContext {
   leaves: LeafSource;
   forwarder: HttpForwarder;
   idleTimeoutMs: number;
+  /** For upgrades (WebSocket), which have their own upstream connection: connect timeout (default 10 s) and roots. */
+  connectTimeoutMs?: number;
+  halfCloseTimeoutMs?: number;
+  upstreamTrust?: () => tls.SecureContext;
 }
 
 /** A connection handed over for inspection. */
@@ -67,57 +73,90 @@ export function createInspector(options: InspectorOptions): Inspector {
     return `client-tls-${(err.code ?? 'error').toLowerCase()}`;
   };
   const connections = new WeakMap<Socket, InspectedConnection>();
+  const upgradeOptions: UpgradeRelayOptions = {
+    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+    idleTimeoutMs: options.idleTimeoutMs,
+    ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
+    ...(options.upstreamTrust && { upstreamTrust: options.upstreamTrust }),
+  };
   const server = http.createServer({ keepAliveTimeout: options.idleTimeoutMs, requestTimeout: 0 });
   server.setTimeout(options.idleTimeoutMs, (socket: Socket) => socket.destroy());
+
+  /**
+   * Decide one request of an inspected connection on its own method and path. The Host inside the TLS is what
+   * the upstream routes on: it must be the host decided (and certified) for this connection, or a request for
+   * another site would ride on this one's decision (domain fronting): 421 then.
+   */
+  const decideRequest = async (
+    req: http.IncomingMessage,
+    connection: InspectedConnection,
+  ): Promise<Authorization | { action: 'misdirected'; message: string; event: DecisionEvent }> => {
+    const policy = options.policy();
+    const method = req.method ?? 'GET';
+    const path = req.url ?? '/';
+    const named = parseAuthority(req.headers.host ?? '', connection.port);
+    const namedHost = named ? canonicalHost(named.host) : undefined;
+    const sameHost = namedHost?.type === 'name' && namedHost.name === connection.host && named!.port === connection.port;
+    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path };
+    if (sameHost) return authorize(options, { ...request, addresses: [connection.address] });
+    const decision = refusal(
+      { mode: 'block' },
+      {
+        reason: 'sni-mismatch',
+        host: connection.host,
+        ip: connection.address,
+        message: `the request names Host "${req.headers.host ?? ''}" inside a connection to ${connection.host}`,
+      },
+    );
+    return { action: 'misdirected', message: decision.message, event: emitDecision(events, policy, request, decision) };
+  };
+  const authorityOf = (connection: InspectedConnection) => (connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port));
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const connection = connections.get(req.socket);
     if (!connection) return void res.destroy();
-    const policy = options.policy();
-    const method = req.method ?? 'GET';
-    const path = req.url ?? '/';
-    // The Host inside the TLS is what the upstream routes on: it must be the host decided (and certified) for
-    // this connection, or a request for another site would ride on this one's decision (domain fronting).
-    const named = parseAuthority(req.headers.host ?? '', connection.port);
-    const namedHost = named ? canonicalHost(named.host) : undefined;
-    const sameHost = namedHost?.type === 'name' && namedHost.name === connection.host && named!.port === connection.port;
-    if (!sameHost) {
-      const decision = refusal(
-        { mode: 'block' },
-        {
-          reason: 'sni-mismatch',
-          host: connection.host,
-          ip: connection.address,
-          message: `the request names Host "${req.headers.host ?? ''}" inside a connection to ${connection.host}`,
-        },
-      );
-      const event = emitDecision(events, policy, { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path }, decision);
-      res.shouldKeepAlive = false;
-      return sendProxyError(res, 421, decision.message, event.id);
-    }
-    void authorize(options, { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path, addresses: [connection.address] })
+    void decideRequest(req, connection)
       .then((auth) => {
-        if (auth.action === 'reject') {
+        if (auth.action === 'misdirected' || auth.action === 'reject') {
           // The connection ends with the refusal: a request pipelined behind it is not read.
           res.shouldKeepAlive = false;
-          return sendProxyError(res, 403, auth.decision.message, auth.event.id);
+          const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
+          return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
         }
         if (auth.action === 'fail') {
           sendProxyError(res, auth.status, auth.message, auth.event.id);
           auth.connection.close({ status: auth.status, error: auth.error });
           return;
         }
-        options.forwarder.forward({
-          req,
-          res,
-          auth,
-          authority: connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port),
-          tls: !connection.plain,
-        });
+        options.forwarder.forward({ req, res, auth, authority: authorityOf(connection), tls: !connection.plain });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'inspected request handling failed');
         sendProxyError(res, 502, 'egress-guard could not handle this request');
+      });
+  });
+
+  // A WebSocket upgrade is decided on its method and path like any request; allowed, it becomes a relay once
+  // upstream answers 101 (inspected-upgrade.ts); refused, it gets the 403 and the connection ends.
+  server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    const connection = connections.get(socket);
+    if (!connection) return void socket.destroy();
+    if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
+      // h2c and the like: served as the plain request it also is, parsed again without the upgrade headers.
+      socket.unshift(withoutUpgrade(req, head));
+      server.emit('connection', socket);
+      return void socket.resume();
+    }
+    void decideRequest(req, connection)
+      .then((auth) => {
+        if (auth.action === 'forward') return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, tls: !connection.plain });
+        if (auth.action === 'fail') auth.connection.close({ status: auth.status, error: auth.error });
+        const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : auth.action === 'fail' ? [auth.status, auth.message] : [421, auth.message];
+        writeRawError(socket, status, message, auth.event.id);
+      })
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client: connection.client }, 'inspected upgrade handling failed');
+        writeRawError(socket, 502, 'egress-guard could not handle this upgrade');
       });
   });
 
@@ -167,6 +206,18 @@ export function createInspector(options: InspectorOptions): Inspector {
           });
           secure.on('error', (err: NodeJS.ErrnoException) => {
             if (!handshaken) close(handshakeFailure(err, connection));
+            secure.destroy();
+          });
+          // A client that closes in the handshake, after our certificate and without an alert: node (npm, yarn...)
+          // verifies the certificate after the handshake and rejects one it does not trust by closing, no alert.
+          // Left alone, the socket would wait half-open, with no close event, until the idle timeout.
+          secure.once('end', () => {
+            if (handshaken) return;
+            events.log.warn(
+              { client: connection.client, host: connection.host },
+              'the client closed in the TLS handshake: it does not trust the inspection CA (docs/inspection.md)',
+            );
+            close('client-rejected-certificate');
             secure.destroy();
           });
           secure.once('close', () => close());

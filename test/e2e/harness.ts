@@ -43,7 +43,7 @@ const DNS_PORT = 53;
 
 export interface InternetLogEntry {
   time: number;
-  type: 'dns' | 'http' | 'tcp-connect' | 'tcp-data' | 'udp' | 'half-close';
+  type: 'dns' | 'http' | 'tcp-connect' | 'tcp-data' | 'udp' | 'half-close' | 'websocket';
   [key: string]: unknown;
 }
 

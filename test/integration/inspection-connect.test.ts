@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +25,7 @@ import { createInspector } from '../../proxy/relay/inspection.js';
 import { createTrafficCounters } from '../../proxy/relay/traffic-counters.js';
 import { spliceTunnel } from '../../proxy/relay/tunnel.js';
 import { startHttpsServer, testCa, leafFor, type TestServer } from '../helpers/servers.js';
+import { serveWebSocketEcho, webSocketExchange } from '../helpers/websocket.js';
 
 function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -36,6 +38,9 @@ for (const mode of ['block', 'audit'] as const) {
     const inspectionCa = createCertificateAuthority('egress-guard inspection test CA');
     let upstream: TestServer;
     let wrongName: TestServer;
+    /** A WebSocket echo server for github.test, and the upgrade paths that reached it. */
+    let webSockets: https.Server;
+    const upgradesSeen: string[] = [];
     let proxy: http.Server;
     let proxyUrl: string;
     let caFile: string;
@@ -49,6 +54,10 @@ for (const mode of ['block', 'audit'] as const) {
       writeFileSync(caFile, inspectionCa.certPem);
       upstream = await startHttpsServer(leafFor('github.test'));
       wrongName = await startHttpsServer(leafFor('someone-else.test'));
+      const wsLeaf = leafFor('github.test');
+      webSockets = https.createServer({ key: wsLeaf.keyPem, cert: wsLeaf.certPem });
+      serveWebSocketEcho(webSockets, (path) => upgradesSeen.push(path));
+      await new Promise<void>((resolve) => webSockets.listen(0, '127.0.0.1', resolve));
       const origin = { file: 'test', line: 1 };
       const policy: Policy = buildPolicy({
         mode: { value: mode, origin },
@@ -75,7 +84,7 @@ for (const mode of ['block', 'audit'] as const) {
           return tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem });
         },
       };
-      const inspector = createInspector({ ...context, leaves, forwarder, idleTimeoutMs: 10_000 });
+      const inspector = createInspector({ ...context, leaves, forwarder, idleTimeoutMs: 10_000, connectTimeoutMs: 3000, upstreamTrust: () => upstreamTrust });
       proxy = createHttpProxyServer({
         ...context,
         counters: createTrafficCounters(),
@@ -95,7 +104,29 @@ for (const mode of ['block', 'audit'] as const) {
       proxy?.close();
       await upstream?.close();
       await wrongName?.close();
+      webSockets?.closeAllConnections();
+      webSockets?.close();
     });
+
+    /** A TLS connection to `host:port` through the proxy's CONNECT, trusting the inspection CA. */
+    const inspectedSocket = async (host: string, port: number) => {
+      const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+      socket.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`);
+      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      const secure = tls.connect({ socket, servername: host, ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
+      await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+      return secure;
+    };
+    /** The close event of the decision on `path`, once it has come (bounded). */
+    const closeOf = async (path: string) => {
+      for (let i = 0; i < 30; i++) {
+        const decision = decisions().find((d) => d.path === path);
+        const close = closes().find((c) => c.id === decision?.id);
+        if (close) return close;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return undefined;
+    };
 
     const through = (url: string, extra: string[] = []) => curl(['--cacert', caFile, '-x', proxyUrl, '-o', '/dev/null', '-w', '%{http_code}', ...extra, url]);
 
@@ -172,6 +203,21 @@ for (const mode of ['block', 'audit'] as const) {
       assert.ok(!upstream.requests.some((r) => r.url.includes('untrusting')));
     });
 
+    test('a node client that does not trust the CA (it closes, no alert): client-rejected-certificate, no half-open socket', async () => {
+      const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+      socket.write(`CONNECT github.test:${upstream.port} HTTP/1.1\r\nHost: github.test:${upstream.port}\r\n\r\n`);
+      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      const decision = decisions().at(-1);
+      const failed = await new Promise<string>((resolve) => {
+        const client = tls.connect({ socket, servername: 'github.test', ca: testCa().certPem });
+        client.once('secureConnect', () => resolve('connected'));
+        client.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+      });
+      assert.equal(failed, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE');
+      for (let i = 0; i < 30 && !closes().some((c) => c.id === decision?.id); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(closes().find((c) => c.id === decision?.id)?.error, 'client-rejected-certificate');
+    });
+
     test('an upstream whose certificate names another host: 502 upstream-tls, nothing sent', async () => {
       const result = await through(`https://wrong.test:${wrongName.port}/x`);
       assert.equal(result.stdout, '502');
@@ -201,6 +247,64 @@ for (const mode of ['block', 'audit'] as const) {
       await new Promise((r) => setTimeout(r, 200));
       assert.ok(closes().some((c) => c.error === 'client-http2-only'));
       socket.destroy();
+    });
+
+    test('a WebSocket upgrade on an allowed path: decided, 101 from upstream, relayed both ways, one close event', async () => {
+      const port = (webSockets.address() as AddressInfo).port;
+      const ws = await webSocketExchange(await inspectedSocket('github.test', port), { host: `github.test:${port}`, path: '/my-org/live?token=s3cret', message: 'hello' });
+      assert.equal(ws.status, 101, ws.head);
+      assert.ok(ws.accepted, 'Sec-WebSocket-Accept of the upstream, for our key');
+      assert.equal(ws.echoed, 'echo: hello');
+      assert.ok(ws.closed, 'the close frame came back');
+      const decision = decisions().find((d) => d.path === '/my-org/live');
+      assert.equal(decision?.decision, 'allowed');
+      assert.equal(decision?.method, 'GET');
+      const close = await closeOf('/my-org/live');
+      assert.equal(close?.status, 101);
+      assert.equal(close?.error, undefined);
+      // Both ways counted: our frames (masked text + close) out, the echo and close frame in.
+      assert.ok(close!.bytes_out >= 'hello'.length + 6 + 8 && close!.bytes_in >= 'echo: hello'.length + 2 + 4, JSON.stringify(close));
+    });
+
+    test('a WebSocket upgrade on a refused path: 403 with the reason (block), nothing reaches upstream', async () => {
+      const port = (webSockets.address() as AddressInfo).port;
+      const ws = await webSocketExchange(await inspectedSocket('github.test', port), { host: `github.test:${port}`, path: '/attacker/live', message: 'loot' });
+      const decision = decisions().find((d) => d.path === '/attacker/live');
+      assert.equal(decision?.reason, 'path-not-allowed');
+      if (mode === 'block') {
+        assert.equal(ws.status, 403, ws.head);
+        assert.match(ws.head, /x-egress-guard-reason: GET github\.test\/attacker\/live: the path is not allowed/i);
+        assert.ok(!upgradesSeen.includes('/attacker/live'), 'the upgrade never reached upstream');
+      } else {
+        assert.equal(ws.status, 101, ws.head);
+        assert.equal(ws.echoed, 'echo: loot');
+        assert.equal(decision?.decision, 'would-block');
+      }
+    });
+
+    test('an upgrade upstream does not accept: its answer is relayed, the close event says not-upgraded', async () => {
+      const port = (webSockets.address() as AddressInfo).port;
+      const ws = await webSocketExchange(await inspectedSocket('github.test', port), { host: `github.test:${port}`, path: '/my-org/no-upgrade', message: 'x' });
+      assert.equal(ws.status, 404, ws.head);
+      assert.equal((await closeOf('/my-org/no-upgrade'))?.error, 'not-upgraded');
+    });
+
+    test('an h2c upgrade is served as the plain request it also is (decided, no 101, no relay)', async () => {
+      const secure = await inspectedSocket('github.test', upstream.port);
+      let answer = '';
+      secure.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      secure.write(
+        `GET /my-org/h2c HTTP/1.1\r\nHost: github.test:${upstream.port}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`,
+      );
+      for (let i = 0; i < 50 && !answer.includes('hello from'); i++) await new Promise((r) => setTimeout(r, 100));
+      secure.destroy();
+      assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.equal(decisions().find((d) => d.path === '/my-org/h2c')?.decision, 'allowed');
+      assert.ok(upstream.requests.some((r) => r.url === '/my-org/h2c'));
+      // Forwarded as a request (its close event is the forwarder's), not attempted as an upgrade (`not-upgraded`).
+      const close = await closeOf('/my-org/h2c');
+      assert.equal(close?.status, 200);
+      assert.equal(close?.error, undefined);
     });
 
     test('a denied entry wins inside an allowed prefix', async () => {

@@ -12,7 +12,7 @@ import { ENV_USAGE, envCommand } from '../../cli/env-command.js';
 import { runCaptured } from '../helpers/capture-io.js';
 
 const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
-const BUNDLE_VARIABLES = ['REQUESTS_CA_BUNDLE', 'SSL_CERT_FILE', 'GIT_SSL_CAINFO', 'CURL_CA_BUNDLE'];
+const BUNDLE_VARIABLES = ['REQUESTS_CA_BUNDLE', 'SSL_CERT_FILE', 'GIT_SSL_CAINFO', 'CURL_CA_BUNDLE', 'npm_config_cafile'];
 
 /** `export NAME='value'` lines back into values, undoing the shell quoting. */
 function parseExports(stdout: string): Record<string, string> {
