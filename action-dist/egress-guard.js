@@ -18393,6 +18393,7 @@ var init_event_log = __esm({
         const event = { schema: EVENT_SCHEMA_VERSION, event: "decision", id: randomUUID(), time: (/* @__PURE__ */ new Date()).toISOString(), ...fields };
         if (this.ci) event.ci = this.ci;
         this.write(conformEvent(event), fields.decision === "allowed" ? "info" : "warn");
+        if (fields.decision !== "blocked") this.file?.flushSync();
         return event;
       }
       close(fields) {
@@ -20282,1150 +20283,6 @@ var init_authorize = __esm({
   }
 });
 
-// node_modules/read-tls-client-hello/dist/extension-parsers.js
-var require_extension_parsers = __commonJS({
-  "node_modules/read-tls-client-hello/dist/extension-parsers.js"(exports) {
-    "use strict";
-    Object.defineProperty(exports, "__esModule", { value: true });
-    exports.extensionParsers = void 0;
-    exports.parseSniExtension = parseSniExtension;
-    exports.parseSupportedGroupsExtension = parseSupportedGroupsExtension;
-    exports.parseEcPointFormatsExtension = parseEcPointFormatsExtension;
-    exports.parseSignatureAlgorithmsExtension = parseSignatureAlgorithmsExtension;
-    exports.parseAlpnExtension = parseAlpnExtension;
-    exports.parseMaxFragmentLengthExtension = parseMaxFragmentLengthExtension;
-    exports.parseStatusRequestExtension = parseStatusRequestExtension;
-    exports.parseStatusRequestV2Extension = parseStatusRequestV2Extension;
-    exports.parsePaddingExtension = parsePaddingExtension;
-    exports.parseCompressCertificateExtension = parseCompressCertificateExtension;
-    exports.parseRecordSizeLimitExtension = parseRecordSizeLimitExtension;
-    exports.parseSessionTicketExtension = parseSessionTicketExtension;
-    exports.parsePreSharedKeyExtension = parsePreSharedKeyExtension;
-    exports.parseSupportedVersionsExtension = parseSupportedVersionsExtension;
-    exports.parseCookieExtension = parseCookieExtension;
-    exports.parsePskKeyExchangeModesExtension = parsePskKeyExchangeModesExtension;
-    exports.parseSignatureAlgorithmsCertExtension = parseSignatureAlgorithmsCertExtension;
-    exports.parseKeyShareExtension = parseKeyShareExtension;
-    exports.parseRenegotiationInfoExtension = parseRenegotiationInfoExtension;
-    exports.parseHeartbeatExtension = parseHeartbeatExtension;
-    exports.parseEncryptedClientHelloExtension = parseEncryptedClientHelloExtension;
-    exports.parseApplicationSettingsExtension = parseApplicationSettingsExtension;
-    function parseSniExtension(data) {
-      let offset = 0;
-      while (offset < data.byteLength) {
-        const entryLength = data.readUInt16BE(offset);
-        offset += 2;
-        const entryType = data[offset];
-        offset += 1;
-        const nameLength = data.readUInt16BE(offset);
-        offset += 2;
-        if (nameLength !== entryLength - 3) {
-          return null;
-        }
-        const name = data.slice(offset, offset + nameLength).toString("ascii");
-        offset += nameLength;
-        if (entryType === 0)
-          return { serverName: name };
-      }
-      return { serverName: void 0 };
-    }
-    function parseSupportedGroupsExtension(data) {
-      const listLength = data.readUInt16BE(0);
-      const groups = [];
-      for (let i = 2; i < listLength + 2; i += 2) {
-        groups.push(data.readUInt16BE(i));
-      }
-      return { groups };
-    }
-    function parseEcPointFormatsExtension(data) {
-      const length = data[0];
-      const formats = [];
-      for (let i = 1; i <= length; i++) {
-        formats.push(data[i]);
-      }
-      return { formats };
-    }
-    function parseSignatureAlgorithmsExtension(data) {
-      const listLength = data.readUInt16BE(0);
-      const algorithms = [];
-      for (let i = 2; i < listLength + 2; i += 2) {
-        algorithms.push(data.readUInt16BE(i));
-      }
-      return { algorithms };
-    }
-    function parseAlpnExtension(data) {
-      const protocols = [];
-      const listLength = data.readUInt16BE(0);
-      if (listLength !== data.byteLength - 2)
-        return { protocols };
-      let offset = 2;
-      while (offset < data.byteLength) {
-        const nameLength = data[offset];
-        offset += 1;
-        const name = data.slice(offset, offset + nameLength).toString("ascii");
-        offset += nameLength;
-        protocols.push(name);
-      }
-      return { protocols };
-    }
-    function parseMaxFragmentLengthExtension(data) {
-      return { maxFragmentLength: data[0] };
-    }
-    function parseStatusRequestExtension(data) {
-      return { statusType: data[0] };
-    }
-    function parseStatusRequestV2Extension(data) {
-      const statusTypes = [];
-      const totalLength = data.readUInt16BE(0);
-      let offset = 2;
-      const end = 2 + totalLength;
-      while (offset < end) {
-        const type = data[offset];
-        offset += 1;
-        const itemLength = data.readUInt16BE(offset);
-        offset += 2;
-        offset += itemLength;
-        statusTypes.push(type);
-      }
-      return { statusTypes };
-    }
-    function parsePaddingExtension(data) {
-      return { paddingLength: data.byteLength };
-    }
-    function parseCompressCertificateExtension(data) {
-      const length = data[0];
-      const algorithms = [];
-      for (let i = 1; i < 1 + length; i += 2) {
-        algorithms.push(data.readUInt16BE(i));
-      }
-      return { algorithms };
-    }
-    function parseRecordSizeLimitExtension(data) {
-      return { recordSizeLimit: data.readUInt16BE(0) };
-    }
-    function parseSessionTicketExtension(data) {
-      return { ticketLength: data.byteLength };
-    }
-    function parsePreSharedKeyExtension(data) {
-      const identities = [];
-      const identitiesLength = data.readUInt16BE(0);
-      let offset = 2;
-      const identitiesEnd = 2 + identitiesLength;
-      while (offset < identitiesEnd) {
-        const identityLength = data.readUInt16BE(offset);
-        offset += 2;
-        offset += identityLength;
-        const obfuscatedTicketAge = data.readUInt32BE(offset);
-        offset += 4;
-        identities.push({ identityLength, obfuscatedTicketAge });
-      }
-      return { identities };
-    }
-    function parseSupportedVersionsExtension(data) {
-      const length = data[0];
-      const versions = [];
-      for (let i = 1; i < 1 + length; i += 2) {
-        versions.push(data.readUInt16BE(i));
-      }
-      return { versions };
-    }
-    function parseCookieExtension(data) {
-      const cookieLength = data.readUInt16BE(0);
-      return { cookieLength };
-    }
-    function parsePskKeyExchangeModesExtension(data) {
-      const length = data[0];
-      const modes = [];
-      for (let i = 1; i <= length; i++) {
-        modes.push(data[i]);
-      }
-      return { modes };
-    }
-    function parseSignatureAlgorithmsCertExtension(data) {
-      return parseSignatureAlgorithmsExtension(data);
-    }
-    function parseKeyShareExtension(data) {
-      const entries2 = [];
-      const totalLength = data.readUInt16BE(0);
-      let offset = 2;
-      const end = 2 + totalLength;
-      while (offset < end) {
-        const group = data.readUInt16BE(offset);
-        offset += 2;
-        const keyExchangeLength = data.readUInt16BE(offset);
-        offset += 2;
-        offset += keyExchangeLength;
-        entries2.push({ group, keyExchangeLength });
-      }
-      return { entries: entries2 };
-    }
-    function parseRenegotiationInfoExtension(data) {
-      const renegotiatedConnectionLength = data[0];
-      return { renegotiatedConnectionLength };
-    }
-    function parseHeartbeatExtension(data) {
-      return { mode: data[0] };
-    }
-    function parseEncryptedClientHelloExtension(data) {
-      const type = data[0];
-      if (type === 1) {
-        return { type };
-      }
-      let offset = 1;
-      const kdfId = data.readUInt16BE(offset);
-      offset += 2;
-      const aeadId = data.readUInt16BE(offset);
-      offset += 2;
-      const configId = data[offset];
-      offset += 1;
-      const encLength = data.readUInt16BE(offset);
-      offset += 2;
-      offset += encLength;
-      const payloadLength = data.readUInt16BE(offset);
-      return { type, kdfId, aeadId, configId, encLength, payloadLength };
-    }
-    function parseApplicationSettingsExtension(data) {
-      return parseAlpnExtension(data);
-    }
-    function flagExtension() {
-      return {};
-    }
-    exports.extensionParsers = {
-      0: parseSniExtension,
-      1: parseMaxFragmentLengthExtension,
-      5: parseStatusRequestExtension,
-      10: parseSupportedGroupsExtension,
-      11: parseEcPointFormatsExtension,
-      13: parseSignatureAlgorithmsExtension,
-      15: parseHeartbeatExtension,
-      16: parseAlpnExtension,
-      17: parseStatusRequestV2Extension,
-      18: flagExtension,
-      // signed_certificate_timestamp
-      21: parsePaddingExtension,
-      22: flagExtension,
-      // encrypt_then_mac
-      23: flagExtension,
-      // extended_master_secret
-      27: parseCompressCertificateExtension,
-      28: parseRecordSizeLimitExtension,
-      35: parseSessionTicketExtension,
-      41: parsePreSharedKeyExtension,
-      42: flagExtension,
-      // early_data
-      43: parseSupportedVersionsExtension,
-      44: parseCookieExtension,
-      45: parsePskKeyExchangeModesExtension,
-      49: flagExtension,
-      // post_handshake_auth
-      50: parseSignatureAlgorithmsCertExtension,
-      51: parseKeyShareExtension,
-      17513: parseApplicationSettingsExtension,
-      // ALPS
-      65037: parseEncryptedClientHelloExtension,
-      // ECH
-      65281: parseRenegotiationInfoExtension
-    };
-  }
-});
-
-// node_modules/read-tls-client-hello/dist/lookup-tables.js
-var require_lookup_tables = __commonJS({
-  "node_modules/read-tls-client-hello/dist/lookup-tables.js"(exports) {
-    "use strict";
-    Object.defineProperty(exports, "__esModule", { value: true });
-    exports.CERTIFICATE_STATUS_TYPES = exports.CERTIFICATE_COMPRESSION_ALGORITHMS = exports.PSK_KEY_EXCHANGE_MODES = exports.COMPRESSION_METHODS = exports.EC_POINT_FORMATS = exports.SIGNATURE_ALGORITHMS = exports.SUPPORTED_GROUPS = exports.EXTENSION_IDS = exports.EXTENSIONS = exports.CIPHER_SUITES = exports.TLS_VERSIONS = void 0;
-    function lookupTable(table2) {
-      return table2;
-    }
-    exports.TLS_VERSIONS = lookupTable({
-      768: "SSL 3.0",
-      769: "TLS 1.0",
-      770: "TLS 1.1",
-      771: "TLS 1.2",
-      772: "TLS 1.3"
-    });
-    exports.CIPHER_SUITES = lookupTable({
-      0: "TLS_NULL_WITH_NULL_NULL",
-      1: "TLS_RSA_WITH_NULL_MD5",
-      2: "TLS_RSA_WITH_NULL_SHA",
-      3: "TLS_RSA_EXPORT_WITH_RC4_40_MD5",
-      4: "TLS_RSA_WITH_RC4_128_MD5",
-      5: "TLS_RSA_WITH_RC4_128_SHA",
-      6: "TLS_RSA_EXPORT_WITH_RC2_CBC_40_MD5",
-      7: "TLS_RSA_WITH_IDEA_CBC_SHA",
-      8: "TLS_RSA_EXPORT_WITH_DES40_CBC_SHA",
-      9: "TLS_RSA_WITH_DES_CBC_SHA",
-      10: "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
-      11: "TLS_DH_DSS_EXPORT_WITH_DES40_CBC_SHA",
-      12: "TLS_DH_DSS_WITH_DES_CBC_SHA",
-      13: "TLS_DH_DSS_WITH_3DES_EDE_CBC_SHA",
-      14: "TLS_DH_RSA_EXPORT_WITH_DES40_CBC_SHA",
-      15: "TLS_DH_RSA_WITH_DES_CBC_SHA",
-      16: "TLS_DH_RSA_WITH_3DES_EDE_CBC_SHA",
-      17: "TLS_DHE_DSS_EXPORT_WITH_DES40_CBC_SHA",
-      18: "TLS_DHE_DSS_WITH_DES_CBC_SHA",
-      19: "TLS_DHE_DSS_WITH_3DES_EDE_CBC_SHA",
-      20: "TLS_DHE_RSA_EXPORT_WITH_DES40_CBC_SHA",
-      21: "TLS_DHE_RSA_WITH_DES_CBC_SHA",
-      22: "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",
-      23: "TLS_DH_anon_EXPORT_WITH_RC4_40_MD5",
-      24: "TLS_DH_anon_WITH_RC4_128_MD5",
-      25: "TLS_DH_anon_EXPORT_WITH_DES40_CBC_SHA",
-      26: "TLS_DH_anon_WITH_DES_CBC_SHA",
-      27: "TLS_DH_anon_WITH_3DES_EDE_CBC_SHA",
-      30: "TLS_KRB5_WITH_DES_CBC_SHA",
-      31: "TLS_KRB5_WITH_3DES_EDE_CBC_SHA",
-      32: "TLS_KRB5_WITH_RC4_128_SHA",
-      33: "TLS_KRB5_WITH_IDEA_CBC_SHA",
-      34: "TLS_KRB5_WITH_DES_CBC_MD5",
-      35: "TLS_KRB5_WITH_3DES_EDE_CBC_MD5",
-      36: "TLS_KRB5_WITH_RC4_128_MD5",
-      37: "TLS_KRB5_WITH_IDEA_CBC_MD5",
-      38: "TLS_KRB5_EXPORT_WITH_DES_CBC_40_SHA",
-      39: "TLS_KRB5_EXPORT_WITH_RC2_CBC_40_SHA",
-      40: "TLS_KRB5_EXPORT_WITH_RC4_40_SHA",
-      41: "TLS_KRB5_EXPORT_WITH_DES_CBC_40_MD5",
-      42: "TLS_KRB5_EXPORT_WITH_RC2_CBC_40_MD5",
-      43: "TLS_KRB5_EXPORT_WITH_RC4_40_MD5",
-      44: "TLS_PSK_WITH_NULL_SHA",
-      45: "TLS_DHE_PSK_WITH_NULL_SHA",
-      46: "TLS_RSA_PSK_WITH_NULL_SHA",
-      47: "TLS_RSA_WITH_AES_128_CBC_SHA",
-      48: "TLS_DH_DSS_WITH_AES_128_CBC_SHA",
-      49: "TLS_DH_RSA_WITH_AES_128_CBC_SHA",
-      50: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
-      51: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
-      52: "TLS_DH_anon_WITH_AES_128_CBC_SHA",
-      53: "TLS_RSA_WITH_AES_256_CBC_SHA",
-      54: "TLS_DH_DSS_WITH_AES_256_CBC_SHA",
-      55: "TLS_DH_RSA_WITH_AES_256_CBC_SHA",
-      56: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA",
-      57: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
-      58: "TLS_DH_anon_WITH_AES_256_CBC_SHA",
-      59: "TLS_RSA_WITH_NULL_SHA256",
-      60: "TLS_RSA_WITH_AES_128_CBC_SHA256",
-      61: "TLS_RSA_WITH_AES_256_CBC_SHA256",
-      62: "TLS_DH_DSS_WITH_AES_128_CBC_SHA256",
-      63: "TLS_DH_RSA_WITH_AES_128_CBC_SHA256",
-      64: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256",
-      65: "TLS_RSA_WITH_CAMELLIA_128_CBC_SHA",
-      66: "TLS_DH_DSS_WITH_CAMELLIA_128_CBC_SHA",
-      67: "TLS_DH_RSA_WITH_CAMELLIA_128_CBC_SHA",
-      68: "TLS_DHE_DSS_WITH_CAMELLIA_128_CBC_SHA",
-      69: "TLS_DHE_RSA_WITH_CAMELLIA_128_CBC_SHA",
-      70: "TLS_DH_anon_WITH_CAMELLIA_128_CBC_SHA",
-      103: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
-      104: "TLS_DH_DSS_WITH_AES_256_CBC_SHA256",
-      105: "TLS_DH_RSA_WITH_AES_256_CBC_SHA256",
-      106: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256",
-      107: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
-      108: "TLS_DH_anon_WITH_AES_128_CBC_SHA256",
-      109: "TLS_DH_anon_WITH_AES_256_CBC_SHA256",
-      110: "TLS_ASCONAEAD128_ASCONHASH256",
-      111: "TLS_ASCONAEAD128_SHA256",
-      112: "TLS_AES_128_GCM_ASCONHASH256",
-      113: "TLS_AES_128_CCM_ASCONHASH256",
-      132: "TLS_RSA_WITH_CAMELLIA_256_CBC_SHA",
-      133: "TLS_DH_DSS_WITH_CAMELLIA_256_CBC_SHA",
-      134: "TLS_DH_RSA_WITH_CAMELLIA_256_CBC_SHA",
-      135: "TLS_DHE_DSS_WITH_CAMELLIA_256_CBC_SHA",
-      136: "TLS_DHE_RSA_WITH_CAMELLIA_256_CBC_SHA",
-      137: "TLS_DH_anon_WITH_CAMELLIA_256_CBC_SHA",
-      138: "TLS_PSK_WITH_RC4_128_SHA",
-      139: "TLS_PSK_WITH_3DES_EDE_CBC_SHA",
-      140: "TLS_PSK_WITH_AES_128_CBC_SHA",
-      141: "TLS_PSK_WITH_AES_256_CBC_SHA",
-      142: "TLS_DHE_PSK_WITH_RC4_128_SHA",
-      143: "TLS_DHE_PSK_WITH_3DES_EDE_CBC_SHA",
-      144: "TLS_DHE_PSK_WITH_AES_128_CBC_SHA",
-      145: "TLS_DHE_PSK_WITH_AES_256_CBC_SHA",
-      146: "TLS_RSA_PSK_WITH_RC4_128_SHA",
-      147: "TLS_RSA_PSK_WITH_3DES_EDE_CBC_SHA",
-      148: "TLS_RSA_PSK_WITH_AES_128_CBC_SHA",
-      149: "TLS_RSA_PSK_WITH_AES_256_CBC_SHA",
-      150: "TLS_RSA_WITH_SEED_CBC_SHA",
-      151: "TLS_DH_DSS_WITH_SEED_CBC_SHA",
-      152: "TLS_DH_RSA_WITH_SEED_CBC_SHA",
-      153: "TLS_DHE_DSS_WITH_SEED_CBC_SHA",
-      154: "TLS_DHE_RSA_WITH_SEED_CBC_SHA",
-      155: "TLS_DH_anon_WITH_SEED_CBC_SHA",
-      156: "TLS_RSA_WITH_AES_128_GCM_SHA256",
-      157: "TLS_RSA_WITH_AES_256_GCM_SHA384",
-      158: "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
-      159: "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
-      160: "TLS_DH_RSA_WITH_AES_128_GCM_SHA256",
-      161: "TLS_DH_RSA_WITH_AES_256_GCM_SHA384",
-      162: "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256",
-      163: "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384",
-      164: "TLS_DH_DSS_WITH_AES_128_GCM_SHA256",
-      165: "TLS_DH_DSS_WITH_AES_256_GCM_SHA384",
-      166: "TLS_DH_anon_WITH_AES_128_GCM_SHA256",
-      167: "TLS_DH_anon_WITH_AES_256_GCM_SHA384",
-      168: "TLS_PSK_WITH_AES_128_GCM_SHA256",
-      169: "TLS_PSK_WITH_AES_256_GCM_SHA384",
-      170: "TLS_DHE_PSK_WITH_AES_128_GCM_SHA256",
-      171: "TLS_DHE_PSK_WITH_AES_256_GCM_SHA384",
-      172: "TLS_RSA_PSK_WITH_AES_128_GCM_SHA256",
-      173: "TLS_RSA_PSK_WITH_AES_256_GCM_SHA384",
-      174: "TLS_PSK_WITH_AES_128_CBC_SHA256",
-      175: "TLS_PSK_WITH_AES_256_CBC_SHA384",
-      176: "TLS_PSK_WITH_NULL_SHA256",
-      177: "TLS_PSK_WITH_NULL_SHA384",
-      178: "TLS_DHE_PSK_WITH_AES_128_CBC_SHA256",
-      179: "TLS_DHE_PSK_WITH_AES_256_CBC_SHA384",
-      180: "TLS_DHE_PSK_WITH_NULL_SHA256",
-      181: "TLS_DHE_PSK_WITH_NULL_SHA384",
-      182: "TLS_RSA_PSK_WITH_AES_128_CBC_SHA256",
-      183: "TLS_RSA_PSK_WITH_AES_256_CBC_SHA384",
-      184: "TLS_RSA_PSK_WITH_NULL_SHA256",
-      185: "TLS_RSA_PSK_WITH_NULL_SHA384",
-      186: "TLS_RSA_WITH_CAMELLIA_128_CBC_SHA256",
-      187: "TLS_DH_DSS_WITH_CAMELLIA_128_CBC_SHA256",
-      188: "TLS_DH_RSA_WITH_CAMELLIA_128_CBC_SHA256",
-      189: "TLS_DHE_DSS_WITH_CAMELLIA_128_CBC_SHA256",
-      190: "TLS_DHE_RSA_WITH_CAMELLIA_128_CBC_SHA256",
-      191: "TLS_DH_anon_WITH_CAMELLIA_128_CBC_SHA256",
-      192: "TLS_RSA_WITH_CAMELLIA_256_CBC_SHA256",
-      193: "TLS_DH_DSS_WITH_CAMELLIA_256_CBC_SHA256",
-      194: "TLS_DH_RSA_WITH_CAMELLIA_256_CBC_SHA256",
-      195: "TLS_DHE_DSS_WITH_CAMELLIA_256_CBC_SHA256",
-      196: "TLS_DHE_RSA_WITH_CAMELLIA_256_CBC_SHA256",
-      197: "TLS_DH_anon_WITH_CAMELLIA_256_CBC_SHA256",
-      198: "TLS_SM4_GCM_SM3",
-      199: "TLS_SM4_CCM_SM3",
-      255: "TLS_EMPTY_RENEGOTIATION_INFO_SCSV",
-      // TLS 1.3 cipher suites
-      4865: "TLS_AES_128_GCM_SHA256",
-      4866: "TLS_AES_256_GCM_SHA384",
-      4867: "TLS_CHACHA20_POLY1305_SHA256",
-      4868: "TLS_AES_128_CCM_SHA256",
-      4869: "TLS_AES_128_CCM_8_SHA256",
-      4870: "TLS_AEGIS_256_SHA512",
-      4871: "TLS_AEGIS_128L_SHA256",
-      // Signaling cipher suite value
-      22016: "TLS_FALLBACK_SCSV",
-      // ECDH/ECDHE cipher suites
-      49153: "TLS_ECDH_ECDSA_WITH_NULL_SHA",
-      49154: "TLS_ECDH_ECDSA_WITH_RC4_128_SHA",
-      49155: "TLS_ECDH_ECDSA_WITH_3DES_EDE_CBC_SHA",
-      49156: "TLS_ECDH_ECDSA_WITH_AES_128_CBC_SHA",
-      49157: "TLS_ECDH_ECDSA_WITH_AES_256_CBC_SHA",
-      49158: "TLS_ECDHE_ECDSA_WITH_NULL_SHA",
-      49159: "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
-      49160: "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA",
-      49161: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-      49162: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-      49163: "TLS_ECDH_RSA_WITH_NULL_SHA",
-      49164: "TLS_ECDH_RSA_WITH_RC4_128_SHA",
-      49165: "TLS_ECDH_RSA_WITH_3DES_EDE_CBC_SHA",
-      49166: "TLS_ECDH_RSA_WITH_AES_128_CBC_SHA",
-      49167: "TLS_ECDH_RSA_WITH_AES_256_CBC_SHA",
-      49168: "TLS_ECDHE_RSA_WITH_NULL_SHA",
-      49169: "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
-      49170: "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
-      49171: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-      49172: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-      49173: "TLS_ECDH_anon_WITH_NULL_SHA",
-      49174: "TLS_ECDH_anon_WITH_RC4_128_SHA",
-      49175: "TLS_ECDH_anon_WITH_3DES_EDE_CBC_SHA",
-      49176: "TLS_ECDH_anon_WITH_AES_128_CBC_SHA",
-      49177: "TLS_ECDH_anon_WITH_AES_256_CBC_SHA",
-      49178: "TLS_SRP_SHA_WITH_3DES_EDE_CBC_SHA",
-      49179: "TLS_SRP_SHA_RSA_WITH_3DES_EDE_CBC_SHA",
-      49180: "TLS_SRP_SHA_DSS_WITH_3DES_EDE_CBC_SHA",
-      49181: "TLS_SRP_SHA_WITH_AES_128_CBC_SHA",
-      49182: "TLS_SRP_SHA_RSA_WITH_AES_128_CBC_SHA",
-      49183: "TLS_SRP_SHA_DSS_WITH_AES_128_CBC_SHA",
-      49184: "TLS_SRP_SHA_WITH_AES_256_CBC_SHA",
-      49185: "TLS_SRP_SHA_RSA_WITH_AES_256_CBC_SHA",
-      49186: "TLS_SRP_SHA_DSS_WITH_AES_256_CBC_SHA",
-      49187: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-      49188: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
-      49189: "TLS_ECDH_ECDSA_WITH_AES_128_CBC_SHA256",
-      49190: "TLS_ECDH_ECDSA_WITH_AES_256_CBC_SHA384",
-      49191: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
-      49192: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
-      49193: "TLS_ECDH_RSA_WITH_AES_128_CBC_SHA256",
-      49194: "TLS_ECDH_RSA_WITH_AES_256_CBC_SHA384",
-      49195: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-      49196: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-      49197: "TLS_ECDH_ECDSA_WITH_AES_128_GCM_SHA256",
-      49198: "TLS_ECDH_ECDSA_WITH_AES_256_GCM_SHA384",
-      49199: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-      49200: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-      49201: "TLS_ECDH_RSA_WITH_AES_128_GCM_SHA256",
-      49202: "TLS_ECDH_RSA_WITH_AES_256_GCM_SHA384",
-      49203: "TLS_ECDHE_PSK_WITH_RC4_128_SHA",
-      49204: "TLS_ECDHE_PSK_WITH_3DES_EDE_CBC_SHA",
-      49205: "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA",
-      49206: "TLS_ECDHE_PSK_WITH_AES_256_CBC_SHA",
-      49207: "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256",
-      49208: "TLS_ECDHE_PSK_WITH_AES_256_CBC_SHA384",
-      49209: "TLS_ECDHE_PSK_WITH_NULL_SHA",
-      49210: "TLS_ECDHE_PSK_WITH_NULL_SHA256",
-      49211: "TLS_ECDHE_PSK_WITH_NULL_SHA384",
-      49212: "TLS_RSA_WITH_ARIA_128_CBC_SHA256",
-      49213: "TLS_RSA_WITH_ARIA_256_CBC_SHA384",
-      49214: "TLS_DH_DSS_WITH_ARIA_128_CBC_SHA256",
-      49215: "TLS_DH_DSS_WITH_ARIA_256_CBC_SHA384",
-      49216: "TLS_DH_RSA_WITH_ARIA_128_CBC_SHA256",
-      49217: "TLS_DH_RSA_WITH_ARIA_256_CBC_SHA384",
-      49218: "TLS_DHE_DSS_WITH_ARIA_128_CBC_SHA256",
-      49219: "TLS_DHE_DSS_WITH_ARIA_256_CBC_SHA384",
-      49220: "TLS_DHE_RSA_WITH_ARIA_128_CBC_SHA256",
-      49221: "TLS_DHE_RSA_WITH_ARIA_256_CBC_SHA384",
-      49222: "TLS_DH_anon_WITH_ARIA_128_CBC_SHA256",
-      49223: "TLS_DH_anon_WITH_ARIA_256_CBC_SHA384",
-      49224: "TLS_ECDHE_ECDSA_WITH_ARIA_128_CBC_SHA256",
-      49225: "TLS_ECDHE_ECDSA_WITH_ARIA_256_CBC_SHA384",
-      49226: "TLS_ECDH_ECDSA_WITH_ARIA_128_CBC_SHA256",
-      49227: "TLS_ECDH_ECDSA_WITH_ARIA_256_CBC_SHA384",
-      49228: "TLS_ECDHE_RSA_WITH_ARIA_128_CBC_SHA256",
-      49229: "TLS_ECDHE_RSA_WITH_ARIA_256_CBC_SHA384",
-      49230: "TLS_ECDH_RSA_WITH_ARIA_128_CBC_SHA256",
-      49231: "TLS_ECDH_RSA_WITH_ARIA_256_CBC_SHA384",
-      49232: "TLS_RSA_WITH_ARIA_128_GCM_SHA256",
-      49233: "TLS_RSA_WITH_ARIA_256_GCM_SHA384",
-      49234: "TLS_DHE_RSA_WITH_ARIA_128_GCM_SHA256",
-      49235: "TLS_DHE_RSA_WITH_ARIA_256_GCM_SHA384",
-      49236: "TLS_DH_RSA_WITH_ARIA_128_GCM_SHA256",
-      49237: "TLS_DH_RSA_WITH_ARIA_256_GCM_SHA384",
-      49238: "TLS_DHE_DSS_WITH_ARIA_128_GCM_SHA256",
-      49239: "TLS_DHE_DSS_WITH_ARIA_256_GCM_SHA384",
-      49240: "TLS_DH_DSS_WITH_ARIA_128_GCM_SHA256",
-      49241: "TLS_DH_DSS_WITH_ARIA_256_GCM_SHA384",
-      49242: "TLS_DH_anon_WITH_ARIA_128_GCM_SHA256",
-      49243: "TLS_DH_anon_WITH_ARIA_256_GCM_SHA384",
-      49244: "TLS_ECDHE_ECDSA_WITH_ARIA_128_GCM_SHA256",
-      49245: "TLS_ECDHE_ECDSA_WITH_ARIA_256_GCM_SHA384",
-      49246: "TLS_ECDH_ECDSA_WITH_ARIA_128_GCM_SHA256",
-      49247: "TLS_ECDH_ECDSA_WITH_ARIA_256_GCM_SHA384",
-      49248: "TLS_ECDHE_RSA_WITH_ARIA_128_GCM_SHA256",
-      49249: "TLS_ECDHE_RSA_WITH_ARIA_256_GCM_SHA384",
-      49250: "TLS_ECDH_RSA_WITH_ARIA_128_GCM_SHA256",
-      49251: "TLS_ECDH_RSA_WITH_ARIA_256_GCM_SHA384",
-      49252: "TLS_PSK_WITH_ARIA_128_CBC_SHA256",
-      49253: "TLS_PSK_WITH_ARIA_256_CBC_SHA384",
-      49254: "TLS_DHE_PSK_WITH_ARIA_128_CBC_SHA256",
-      49255: "TLS_DHE_PSK_WITH_ARIA_256_CBC_SHA384",
-      49256: "TLS_RSA_PSK_WITH_ARIA_128_CBC_SHA256",
-      49257: "TLS_RSA_PSK_WITH_ARIA_256_CBC_SHA384",
-      49258: "TLS_PSK_WITH_ARIA_128_GCM_SHA256",
-      49259: "TLS_PSK_WITH_ARIA_256_GCM_SHA384",
-      49260: "TLS_DHE_PSK_WITH_ARIA_128_GCM_SHA256",
-      49261: "TLS_DHE_PSK_WITH_ARIA_256_GCM_SHA384",
-      49262: "TLS_RSA_PSK_WITH_ARIA_128_GCM_SHA256",
-      49263: "TLS_RSA_PSK_WITH_ARIA_256_GCM_SHA384",
-      49264: "TLS_ECDHE_PSK_WITH_ARIA_128_CBC_SHA256",
-      49265: "TLS_ECDHE_PSK_WITH_ARIA_256_CBC_SHA384",
-      49266: "TLS_ECDHE_ECDSA_WITH_CAMELLIA_128_CBC_SHA256",
-      49267: "TLS_ECDHE_ECDSA_WITH_CAMELLIA_256_CBC_SHA384",
-      49268: "TLS_ECDH_ECDSA_WITH_CAMELLIA_128_CBC_SHA256",
-      49269: "TLS_ECDH_ECDSA_WITH_CAMELLIA_256_CBC_SHA384",
-      49270: "TLS_ECDHE_RSA_WITH_CAMELLIA_128_CBC_SHA256",
-      49271: "TLS_ECDHE_RSA_WITH_CAMELLIA_256_CBC_SHA384",
-      49272: "TLS_ECDH_RSA_WITH_CAMELLIA_128_CBC_SHA256",
-      49273: "TLS_ECDH_RSA_WITH_CAMELLIA_256_CBC_SHA384",
-      49274: "TLS_RSA_WITH_CAMELLIA_128_GCM_SHA256",
-      49275: "TLS_RSA_WITH_CAMELLIA_256_GCM_SHA384",
-      49276: "TLS_DHE_RSA_WITH_CAMELLIA_128_GCM_SHA256",
-      49277: "TLS_DHE_RSA_WITH_CAMELLIA_256_GCM_SHA384",
-      49278: "TLS_DH_RSA_WITH_CAMELLIA_128_GCM_SHA256",
-      49279: "TLS_DH_RSA_WITH_CAMELLIA_256_GCM_SHA384",
-      49280: "TLS_DHE_DSS_WITH_CAMELLIA_128_GCM_SHA256",
-      49281: "TLS_DHE_DSS_WITH_CAMELLIA_256_GCM_SHA384",
-      49282: "TLS_DH_DSS_WITH_CAMELLIA_128_GCM_SHA256",
-      49283: "TLS_DH_DSS_WITH_CAMELLIA_256_GCM_SHA384",
-      49284: "TLS_DH_anon_WITH_CAMELLIA_128_GCM_SHA256",
-      49285: "TLS_DH_anon_WITH_CAMELLIA_256_GCM_SHA384",
-      49286: "TLS_ECDHE_ECDSA_WITH_CAMELLIA_128_GCM_SHA256",
-      49287: "TLS_ECDHE_ECDSA_WITH_CAMELLIA_256_GCM_SHA384",
-      49288: "TLS_ECDH_ECDSA_WITH_CAMELLIA_128_GCM_SHA256",
-      49289: "TLS_ECDH_ECDSA_WITH_CAMELLIA_256_GCM_SHA384",
-      49290: "TLS_ECDHE_RSA_WITH_CAMELLIA_128_GCM_SHA256",
-      49291: "TLS_ECDHE_RSA_WITH_CAMELLIA_256_GCM_SHA384",
-      49292: "TLS_ECDH_RSA_WITH_CAMELLIA_128_GCM_SHA256",
-      49293: "TLS_ECDH_RSA_WITH_CAMELLIA_256_GCM_SHA384",
-      49294: "TLS_PSK_WITH_CAMELLIA_128_GCM_SHA256",
-      49295: "TLS_PSK_WITH_CAMELLIA_256_GCM_SHA384",
-      49296: "TLS_DHE_PSK_WITH_CAMELLIA_128_GCM_SHA256",
-      49297: "TLS_DHE_PSK_WITH_CAMELLIA_256_GCM_SHA384",
-      49298: "TLS_RSA_PSK_WITH_CAMELLIA_128_GCM_SHA256",
-      49299: "TLS_RSA_PSK_WITH_CAMELLIA_256_GCM_SHA384",
-      49300: "TLS_PSK_WITH_CAMELLIA_128_CBC_SHA256",
-      49301: "TLS_PSK_WITH_CAMELLIA_256_CBC_SHA384",
-      49302: "TLS_DHE_PSK_WITH_CAMELLIA_128_CBC_SHA256",
-      49303: "TLS_DHE_PSK_WITH_CAMELLIA_256_CBC_SHA384",
-      49304: "TLS_RSA_PSK_WITH_CAMELLIA_128_CBC_SHA256",
-      49305: "TLS_RSA_PSK_WITH_CAMELLIA_256_CBC_SHA384",
-      49306: "TLS_ECDHE_PSK_WITH_CAMELLIA_128_CBC_SHA256",
-      49307: "TLS_ECDHE_PSK_WITH_CAMELLIA_256_CBC_SHA384",
-      49308: "TLS_RSA_WITH_AES_128_CCM",
-      49309: "TLS_RSA_WITH_AES_256_CCM",
-      49310: "TLS_DHE_RSA_WITH_AES_128_CCM",
-      49311: "TLS_DHE_RSA_WITH_AES_256_CCM",
-      49312: "TLS_RSA_WITH_AES_128_CCM_8",
-      49313: "TLS_RSA_WITH_AES_256_CCM_8",
-      49314: "TLS_DHE_RSA_WITH_AES_128_CCM_8",
-      49315: "TLS_DHE_RSA_WITH_AES_256_CCM_8",
-      49316: "TLS_PSK_WITH_AES_128_CCM",
-      49317: "TLS_PSK_WITH_AES_256_CCM",
-      49318: "TLS_DHE_PSK_WITH_AES_128_CCM",
-      49319: "TLS_DHE_PSK_WITH_AES_256_CCM",
-      49320: "TLS_PSK_WITH_AES_128_CCM_8",
-      49321: "TLS_PSK_WITH_AES_256_CCM_8",
-      49322: "TLS_PSK_DHE_WITH_AES_128_CCM_8",
-      49323: "TLS_PSK_DHE_WITH_AES_256_CCM_8",
-      49324: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM",
-      49325: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM",
-      49326: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
-      49327: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM_8",
-      49328: "TLS_ECCPWD_WITH_AES_128_GCM_SHA256",
-      49329: "TLS_ECCPWD_WITH_AES_256_GCM_SHA384",
-      49330: "TLS_ECCPWD_WITH_AES_128_CCM_SHA256",
-      49331: "TLS_ECCPWD_WITH_AES_256_CCM_SHA384",
-      49332: "TLS_SHA256_SHA256",
-      49333: "TLS_SHA384_SHA384",
-      49408: "TLS_GOSTR341112_256_WITH_KUZNYECHIK_CTR_OMAC",
-      49409: "TLS_GOSTR341112_256_WITH_MAGMA_CTR_OMAC",
-      49410: "TLS_GOSTR341112_256_WITH_28147_CNT_IMIT",
-      49411: "TLS_GOSTR341112_256_WITH_KUZNYECHIK_MGM_L",
-      49412: "TLS_GOSTR341112_256_WITH_MAGMA_MGM_L",
-      49413: "TLS_GOSTR341112_256_WITH_KUZNYECHIK_MGM_S",
-      49414: "TLS_GOSTR341112_256_WITH_MAGMA_MGM_S",
-      // ChaCha20-Poly1305 suites
-      52392: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-      52393: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-      52394: "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-      52395: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256",
-      52396: "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-      52397: "TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-      52398: "TLS_RSA_PSK_WITH_CHACHA20_POLY1305_SHA256",
-      // ECDHE-PSK with AES GCM
-      53249: "TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256",
-      53250: "TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384",
-      53251: "TLS_ECDHE_PSK_WITH_AES_128_CCM_8_SHA256",
-      53253: "TLS_ECDHE_PSK_WITH_AES_128_CCM_SHA256"
-    });
-    var _extensions = {
-      0: "server_name",
-      1: "max_fragment_length",
-      2: "client_certificate_url",
-      3: "trusted_ca_keys",
-      4: "truncated_hmac",
-      5: "status_request",
-      6: "user_mapping",
-      7: "client_authz",
-      8: "server_authz",
-      9: "cert_type",
-      10: "supported_groups",
-      11: "ec_point_formats",
-      12: "srp",
-      13: "signature_algorithms",
-      14: "use_srtp",
-      15: "heartbeat",
-      16: "application_layer_protocol_negotiation",
-      17: "status_request_v2",
-      18: "signed_certificate_timestamp",
-      19: "client_certificate_type",
-      20: "server_certificate_type",
-      21: "padding",
-      22: "encrypt_then_mac",
-      23: "extended_master_secret",
-      24: "token_binding",
-      25: "cached_info",
-      26: "tls_lts",
-      27: "compress_certificate",
-      28: "record_size_limit",
-      29: "pwd_protect",
-      30: "pwd_clear",
-      31: "password_salt",
-      32: "ticket_pinning",
-      33: "tls_cert_with_extern_psk",
-      34: "delegated_credential",
-      35: "session_ticket",
-      36: "TLMSP",
-      37: "TLMSP_proxying",
-      38: "TLMSP_delegate",
-      39: "supported_ekt_ciphers",
-      41: "pre_shared_key",
-      42: "early_data",
-      43: "supported_versions",
-      44: "cookie",
-      45: "psk_key_exchange_modes",
-      47: "certificate_authorities",
-      48: "oid_filters",
-      49: "post_handshake_auth",
-      50: "signature_algorithms_cert",
-      51: "key_share",
-      52: "transparency_info",
-      53: "connection_id_deprecated",
-      54: "connection_id",
-      55: "external_id_hash",
-      56: "external_session_id",
-      57: "quic_transport_parameters",
-      58: "ticket_request",
-      59: "dnssec_chain",
-      60: "sequence_number_encryption_algorithms",
-      61: "rrc",
-      62: "tls_flags",
-      64768: "ech_outer_extensions",
-      65037: "encrypted_client_hello",
-      65281: "renegotiation_info",
-      // Non-IANA but widely deployed
-      17513: "application_settings"
-    };
-    exports.EXTENSIONS = _extensions;
-    var _extensionAliases = {
-      sni: 0,
-      alpn: 16,
-      alps: 17513,
-      ech: 65037
-    };
-    exports.EXTENSION_IDS = Object.assign(Object.fromEntries(Object.entries(_extensions).map(([id, name]) => [name, Number(id)])), _extensionAliases);
-    exports.SUPPORTED_GROUPS = lookupTable({
-      1: "sect163k1",
-      2: "sect163r1",
-      3: "sect163r2",
-      4: "sect193r1",
-      5: "sect193r2",
-      6: "sect233k1",
-      7: "sect233r1",
-      8: "sect239k1",
-      9: "sect283k1",
-      10: "sect283r1",
-      11: "sect409k1",
-      12: "sect409r1",
-      13: "sect571k1",
-      14: "sect571r1",
-      15: "secp160k1",
-      16: "secp160r1",
-      17: "secp160r2",
-      18: "secp192k1",
-      19: "secp192r1",
-      20: "secp224k1",
-      21: "secp224r1",
-      22: "secp256k1",
-      23: "secp256r1",
-      24: "secp384r1",
-      25: "secp521r1",
-      26: "brainpoolP256r1",
-      27: "brainpoolP384r1",
-      28: "brainpoolP512r1",
-      29: "x25519",
-      30: "x448",
-      31: "brainpoolP256r1tls13",
-      32: "brainpoolP384r1tls13",
-      33: "brainpoolP512r1tls13",
-      34: "GC256A",
-      35: "GC256B",
-      36: "GC256C",
-      37: "GC256D",
-      38: "GC512A",
-      39: "GC512B",
-      40: "GC512C",
-      41: "curveSM2",
-      256: "ffdhe2048",
-      257: "ffdhe3072",
-      258: "ffdhe4096",
-      259: "ffdhe6144",
-      260: "ffdhe8192",
-      // Post-quantum / hybrid key exchange
-      512: "MLKEM512",
-      513: "MLKEM768",
-      514: "MLKEM1024",
-      4587: "SecP256r1MLKEM768",
-      4588: "X25519MLKEM768",
-      4589: "SecP384r1MLKEM1024",
-      4590: "curveSM2MLKEM768",
-      // Obsolete pre-standard Kyber
-      25497: "X25519Kyber768Draft00",
-      25498: "SecP256r1Kyber768Draft00",
-      // Legacy explicit curves
-      65281: "arbitrary_explicit_prime_curves",
-      65282: "arbitrary_explicit_char2_curves"
-    });
-    exports.SIGNATURE_ALGORITHMS = lookupTable({
-      // Legacy TLS 1.2 byte-pair schemes (hash << 8 | sig): hash 2=SHA-1, 3=SHA-224, 4=SHA-256,
-      // 5=SHA-384, 6=SHA-512; sig 1=RSA, 2=DSA, 3=ECDSA
-      513: "rsa_pkcs1_sha1",
-      514: "dsa_sha1",
-      515: "ecdsa_sha1",
-      769: "rsa_pkcs1_sha224",
-      770: "dsa_sha224",
-      771: "ecdsa_sha224",
-      // TLS 1.3 named signature schemes
-      1025: "rsa_pkcs1_sha256",
-      1026: "dsa_sha256",
-      1027: "ecdsa_secp256r1_sha256",
-      1056: "rsa_pkcs1_sha256_legacy",
-      1281: "rsa_pkcs1_sha384",
-      1282: "dsa_sha384",
-      1283: "ecdsa_secp384r1_sha384",
-      1312: "rsa_pkcs1_sha384_legacy",
-      1537: "rsa_pkcs1_sha512",
-      1538: "dsa_sha512",
-      1539: "ecdsa_secp521r1_sha512",
-      1568: "rsa_pkcs1_sha512_legacy",
-      1796: "eccsi_sha256",
-      1797: "iso_ibs1",
-      1798: "iso_ibs2",
-      1799: "iso_chinese_ibs",
-      1800: "sm2sig_sm3",
-      1801: "gostr34102012_256a",
-      1802: "gostr34102012_256b",
-      1803: "gostr34102012_256c",
-      1804: "gostr34102012_256d",
-      1805: "gostr34102012_512a",
-      1806: "gostr34102012_512b",
-      1807: "gostr34102012_512c",
-      2052: "rsa_pss_rsae_sha256",
-      2053: "rsa_pss_rsae_sha384",
-      2054: "rsa_pss_rsae_sha512",
-      2055: "ed25519",
-      2056: "ed448",
-      2057: "rsa_pss_pss_sha256",
-      2058: "rsa_pss_pss_sha384",
-      2059: "rsa_pss_pss_sha512",
-      2074: "ecdsa_brainpoolP256r1tls13_sha256",
-      2075: "ecdsa_brainpoolP384r1tls13_sha384",
-      2076: "ecdsa_brainpoolP512r1tls13_sha512",
-      // Post-quantum signatures
-      2308: "mldsa44",
-      2309: "mldsa65",
-      2310: "mldsa87",
-      2321: "slhdsa_sha2_128s",
-      2322: "slhdsa_sha2_128f",
-      2323: "slhdsa_sha2_192s",
-      2324: "slhdsa_sha2_192f",
-      2325: "slhdsa_sha2_256s",
-      2326: "slhdsa_sha2_256f",
-      2327: "slhdsa_shake_128s",
-      2328: "slhdsa_shake_128f",
-      2329: "slhdsa_shake_192s",
-      2330: "slhdsa_shake_192f",
-      2331: "slhdsa_shake_256s",
-      2332: "slhdsa_shake_256f"
-    });
-    exports.EC_POINT_FORMATS = lookupTable({
-      0: "uncompressed",
-      1: "ansiX962_compressed_prime",
-      2: "ansiX962_compressed_char2"
-    });
-    exports.COMPRESSION_METHODS = lookupTable({
-      0: "null",
-      1: "DEFLATE"
-    });
-    exports.PSK_KEY_EXCHANGE_MODES = lookupTable({
-      0: "psk_ke",
-      1: "psk_dhe_ke"
-    });
-    exports.CERTIFICATE_COMPRESSION_ALGORITHMS = lookupTable({
-      1: "zlib",
-      2: "brotli",
-      3: "zstd"
-    });
-    exports.CERTIFICATE_STATUS_TYPES = lookupTable({
-      1: "ocsp",
-      2: "ocsp_multi"
-    });
-  }
-});
-
-// node_modules/read-tls-client-hello/dist/index.js
-var require_dist2 = __commonJS({
-  "node_modules/read-tls-client-hello/dist/index.js"(exports) {
-    "use strict";
-    var __createBinding = exports && exports.__createBinding || (Object.create ? (function(o, m, k2, k22) {
-      if (k22 === void 0) k22 = k2;
-      var desc = Object.getOwnPropertyDescriptor(m, k2);
-      if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
-        desc = { enumerable: true, get: function() {
-          return m[k2];
-        } };
-      }
-      Object.defineProperty(o, k22, desc);
-    }) : (function(o, m, k2, k22) {
-      if (k22 === void 0) k22 = k2;
-      o[k22] = m[k2];
-    }));
-    var __exportStar = exports && exports.__exportStar || function(m, exports2) {
-      for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports2, p)) __createBinding(exports2, m, p);
-    };
-    var __awaiter = exports && exports.__awaiter || function(thisArg, _arguments, P2, generator) {
-      function adopt(value) {
-        return value instanceof P2 ? value : new P2(function(resolve) {
-          resolve(value);
-        });
-      }
-      return new (P2 || (P2 = Promise))(function(resolve, reject) {
-        function fulfilled(value) {
-          try {
-            step(generator.next(value));
-          } catch (e) {
-            reject(e);
-          }
-        }
-        function rejected(value) {
-          try {
-            step(generator["throw"](value));
-          } catch (e) {
-            reject(e);
-          }
-        }
-        function step(result) {
-          result.done ? resolve(result.value) : adopt(result.value).then(fulfilled, rejected);
-        }
-        step((generator = generator.apply(thisArg, _arguments || [])).next());
-      });
-    };
-    Object.defineProperty(exports, "__esModule", { value: true });
-    exports.NonTlsError = exports.isGREASE = exports.extensionParsers = void 0;
-    exports.getExtensionData = getExtensionData;
-    exports.readTlsClientHello = readTlsClientHello;
-    exports.calculateJa3 = calculateJa3;
-    exports.getTlsFingerprintAsJa3 = getTlsFingerprintAsJa3;
-    exports.calculateJa4 = calculateJa4;
-    exports.getTlsFingerprintAsJa4 = getTlsFingerprintAsJa4;
-    exports.trackClientHellos = trackClientHellos;
-    var stream = __require("stream");
-    var crypto = __require("crypto");
-    var extension_parsers_1 = require_extension_parsers();
-    var lookup_tables_1 = require_lookup_tables();
-    var extension_parsers_2 = require_extension_parsers();
-    Object.defineProperty(exports, "extensionParsers", { enumerable: true, get: function() {
-      return extension_parsers_2.extensionParsers;
-    } });
-    __exportStar(require_lookup_tables(), exports);
-    var collectBytes = (stream2, byteLength) => {
-      if (byteLength === 0)
-        return Buffer.from([]);
-      return new Promise((resolve, reject) => __awaiter(void 0, void 0, void 0, function* () {
-        var _a;
-        const closeReject = () => reject(new Error("Stream closed before expected data could be read"));
-        const data = [];
-        try {
-          stream2.on("error", reject);
-          stream2.on("close", closeReject);
-          let dataLength = 0;
-          let readNull = false;
-          do {
-            if (!stream2.readable || readNull)
-              yield new Promise((resolve2) => stream2.once("readable", resolve2));
-            const nextData = (_a = stream2.read(byteLength - dataLength)) !== null && _a !== void 0 ? _a : stream2.read();
-            if (nextData === null) {
-              readNull = true;
-              continue;
-            }
-            data.push(nextData);
-            dataLength += nextData.byteLength;
-          } while (dataLength < byteLength);
-          return resolve(Buffer.concat(data, byteLength));
-        } catch (e) {
-          Object.assign(e, { consumedData: data });
-          reject(e);
-        } finally {
-          stream2.removeListener("error", reject);
-          stream2.removeListener("close", closeReject);
-        }
-      }));
-    };
-    var isGREASE = (value) => (value & 3855) == 2570;
-    exports.isGREASE = isGREASE;
-    function getExtensionData(clientHello, id) {
-      var _a;
-      const numId = typeof id === "string" ? lookup_tables_1.EXTENSION_IDS[id] : id;
-      return (_a = clientHello.extensions.find((e) => e.id === numId)) === null || _a === void 0 ? void 0 : _a.data;
-    }
-    var NonTlsError = class extends Error {
-      constructor(message) {
-        super(message);
-        const actualProto = new.target.prototype;
-        Object.setPrototypeOf(this, actualProto);
-      }
-    };
-    exports.NonTlsError = NonTlsError;
-    function extractTlsHello(inputStream) {
-      return __awaiter(this, void 0, void 0, function* () {
-        const consumedData = [];
-        try {
-          consumedData.push(yield collectBytes(inputStream, 1));
-          const [recordType] = consumedData[0];
-          if (recordType !== 22)
-            throw new Error("Can't calculate TLS fingerprint - not a TLS stream");
-          consumedData.push(yield collectBytes(inputStream, 2));
-          const recordLengthBytes = yield collectBytes(inputStream, 2);
-          consumedData.push(recordLengthBytes);
-          const recordLength = recordLengthBytes.readUInt16BE(0);
-          consumedData.push(yield collectBytes(inputStream, recordLength));
-          return Buffer.concat(consumedData);
-        } catch (error) {
-          if (error.consumedData) {
-            error.consumedData.consumedData = Buffer.concat([
-              ...consumedData,
-              error.consumedData
-            ]);
-          } else {
-            Object.assign(error, { consumedData: Buffer.concat(consumedData) });
-          }
-          throw error;
-        }
-      });
-    }
-    function readTlsClientHello(inputStream) {
-      return __awaiter(this, void 0, void 0, function* () {
-        const wasFlowing = inputStream.readableFlowing;
-        if (wasFlowing)
-          inputStream.pause();
-        let clientHelloRecordData;
-        try {
-          clientHelloRecordData = yield extractTlsHello(inputStream);
-        } catch (error) {
-          if ("consumedData" in error) {
-            inputStream.unshift(error.consumedData);
-          }
-          if (wasFlowing)
-            inputStream.resume();
-          throw new NonTlsError(error.message);
-        }
-        inputStream.unshift(clientHelloRecordData);
-        if (wasFlowing)
-          inputStream.resume();
-        const clientHello = clientHelloRecordData.slice(5);
-        const helloDataStream = stream.Readable.from(clientHello, { objectMode: false });
-        const [helloType] = yield collectBytes(helloDataStream, 1);
-        if (helloType !== 1)
-          throw new Error("Can't calculate TLS fingerprint - not a TLS client hello");
-        const helloLength = (yield collectBytes(helloDataStream, 3)).readIntBE(0, 3);
-        if (helloLength !== clientHello.byteLength - 4)
-          throw new Error(`Unexpected client hello length: ${helloLength} (of ${clientHello.byteLength})`);
-        const clientTlsVersion = yield collectBytes(helloDataStream, 2);
-        const clientRandom = yield collectBytes(helloDataStream, 32);
-        const [sessionIdLength] = yield collectBytes(helloDataStream, 1);
-        const sessionId = yield collectBytes(helloDataStream, sessionIdLength);
-        const cipherSuitesLength = (yield collectBytes(helloDataStream, 2)).readUInt16BE(0);
-        const cipherSuites = yield collectBytes(helloDataStream, cipherSuitesLength);
-        const [compressionMethodsLength] = yield collectBytes(helloDataStream, 1);
-        const compressionMethods = yield collectBytes(helloDataStream, compressionMethodsLength);
-        const allCipherSuiteIds = [];
-        for (let i = 0; i < cipherSuites.length; i += 2) {
-          allCipherSuiteIds.push(cipherSuites.readUInt16BE(i));
-        }
-        const allCompressionMethods = Array.from(compressionMethods);
-        const extensionsLength = (yield collectBytes(helloDataStream, 2)).readUInt16BE(0);
-        let readExtensionsDataLength = 0;
-        const parsedExtensions = [];
-        while (readExtensionsDataLength < extensionsLength) {
-          const extensionId = (yield collectBytes(helloDataStream, 2)).readUInt16BE(0);
-          const extensionLength = (yield collectBytes(helloDataStream, 2)).readUInt16BE(0);
-          const extensionData = yield collectBytes(helloDataStream, extensionLength);
-          let parsedData = null;
-          const parser = extension_parsers_1.extensionParsers[extensionId];
-          if (parser && !(0, exports.isGREASE)(extensionId)) {
-            try {
-              parsedData = parser(extensionData);
-            } catch (_a) {
-              parsedData = null;
-            }
-          }
-          parsedExtensions.push({ id: extensionId, data: parsedData });
-          readExtensionsDataLength += 4 + extensionLength;
-        }
-        return {
-          version: clientTlsVersion.readUInt16BE(0),
-          random: clientRandom,
-          sessionId,
-          cipherSuites: allCipherSuiteIds,
-          compressionMethods: allCompressionMethods,
-          extensions: parsedExtensions
-        };
-      });
-    }
-    function calculateJa3(clientHello) {
-      var _a, _b, _c, _d;
-      const ciphers = clientHello.cipherSuites.filter((id) => !(0, exports.isGREASE)(id));
-      const extensionIds = clientHello.extensions.map((e) => e.id).filter((id) => !(0, exports.isGREASE)(id));
-      const groups = (_b = (_a = getExtensionData(clientHello, 10)) === null || _a === void 0 ? void 0 : _a.groups.filter((id) => !(0, exports.isGREASE)(id))) !== null && _b !== void 0 ? _b : [];
-      const curveFormats = (_d = (_c = getExtensionData(clientHello, 11)) === null || _c === void 0 ? void 0 : _c.formats) !== null && _d !== void 0 ? _d : [];
-      const fingerprintString = [
-        clientHello.version,
-        ciphers.join("-"),
-        extensionIds.join("-"),
-        groups.join("-"),
-        curveFormats.join("-")
-      ].join(",");
-      return crypto.createHash("md5").update(fingerprintString).digest("hex");
-    }
-    function getTlsFingerprintAsJa3(rawStream) {
-      return __awaiter(this, void 0, void 0, function* () {
-        return calculateJa3(yield readTlsClientHello(rawStream));
-      });
-    }
-    function calculateJa4(clientHello) {
-      var _a, _b, _c, _d, _e;
-      const ciphers = clientHello.cipherSuites.filter((id) => !(0, exports.isGREASE)(id));
-      const extensionIds = clientHello.extensions.map((e) => e.id).filter((id) => !(0, exports.isGREASE)(id));
-      const serverName = (_a = getExtensionData(clientHello, 0)) === null || _a === void 0 ? void 0 : _a.serverName;
-      const alpnProtocols = (_b = getExtensionData(clientHello, 16)) === null || _b === void 0 ? void 0 : _b.protocols;
-      const sigAlgorithms = (_d = (_c = getExtensionData(clientHello, 13)) === null || _c === void 0 ? void 0 : _c.algorithms) !== null && _d !== void 0 ? _d : [];
-      const protocol = "t";
-      const version = extensionIds.includes(43) ? "13" : (_e = {
-        771: "12",
-        770: "11",
-        769: "10"
-      }[clientHello.version]) !== null && _e !== void 0 ? _e : "00";
-      const sni = !serverName ? "i" : "d";
-      let alpn = "00";
-      const firstProtocol = alpnProtocols === null || alpnProtocols === void 0 ? void 0 : alpnProtocols[0];
-      if (firstProtocol && firstProtocol.length >= 1) {
-        alpn = firstProtocol.length >= 2 ? `${firstProtocol[0]}${firstProtocol[firstProtocol.length - 1]}` : `${firstProtocol[0]}${firstProtocol[0]}`;
-      }
-      const cipherCount = ciphers.length.toString().padStart(2, "0");
-      const extensionCount = extensionIds.length.toString().padStart(2, "0");
-      const ja4_a = `${protocol}${version}${sni}${cipherCount}${extensionCount}${alpn}`;
-      const cipherHexValues = ciphers.map((c) => c.toString(16).padStart(4, "0"));
-      const sortedCiphers = [...cipherHexValues].sort().join(",");
-      const cipherHash = ciphers.length ? crypto.createHash("sha256").update(sortedCiphers).digest("hex").slice(0, 12) : "000000000000";
-      const extensionsStr = extensionIds.filter((e) => e !== 0 && e !== 16).sort((a, b) => a - b).map((e) => e.toString(16).padStart(4, "0")).join(",");
-      const signatureAlgorithmsStr = sigAlgorithms.filter((s) => !(0, exports.isGREASE)(s)).map((s) => s.toString(16).padStart(4, "0")).join(",");
-      const separator = signatureAlgorithmsStr ? "_" : "";
-      const ja4_c_raw = `${extensionsStr}${separator}${signatureAlgorithmsStr}`;
-      const extensionHash = crypto.createHash("sha256").update(ja4_c_raw).digest("hex").slice(0, 12);
-      return `${ja4_a}_${cipherHash}_${extensionHash}`;
-    }
-    function getTlsFingerprintAsJa4(rawStream) {
-      return __awaiter(this, void 0, void 0, function* () {
-        return calculateJa4(yield readTlsClientHello(rawStream));
-      });
-    }
-    function trackClientHellos(tlsServer) {
-      const tlsConnectionListener = tlsServer.listeners("connection")[0];
-      if (!tlsConnectionListener)
-        throw new Error("TLS server is not listening for connection events");
-      tlsServer.removeListener("connection", tlsConnectionListener);
-      tlsServer.on("connection", (socket) => __awaiter(this, void 0, void 0, function* () {
-        var _a, _b;
-        try {
-          const clientHello = yield readTlsClientHello(socket);
-          socket.tlsClientHello = Object.assign(Object.assign({}, clientHello), { ja3: calculateJa3(clientHello), ja4: calculateJa4(clientHello) });
-        } catch (e) {
-          if (!(e instanceof NonTlsError)) {
-            console.warn(`TLS client hello data not available for TLS connection from ${(_a = socket.remoteAddress) !== null && _a !== void 0 ? _a : "unknown address"}: ${(_b = e.message) !== null && _b !== void 0 ? _b : e}`);
-          }
-        }
-        tlsConnectionListener.call(tlsServer, socket);
-      }));
-      tlsServer.prependListener("secureConnection", (tlsSocket) => {
-        var _a;
-        const fingerprint = (_a = tlsSocket._parent) === null || _a === void 0 ? void 0 : _a.tlsClientHello;
-        tlsSocket.tlsClientHello = fingerprint;
-      });
-      return tlsServer;
-    }
-  }
-});
-
 // net/sniffing/client-hello.ts
 function looksLikeTls(head) {
   return head.length > 0 && head[0] === 22;
@@ -21442,21 +20299,34 @@ function clientHelloSplitAcrossRecords(head) {
   return recordPayload < 4 + handshakeLength;
 }
 function serverNameOf(record) {
-  try {
-    const extension = serverNameExtension(record);
-    if (!extension) return void 0;
-    const name = import_read_tls_client_hello.extensionParsers[SERVER_NAME](extension)?.serverName;
-    return typeof name === "string" && name.length > 0 ? name : void 0;
-  } catch {
-    return void 0;
+  const extensions = extensionsOf(record);
+  if (typeof extensions === "string") return { unreadable: extensions };
+  let found;
+  for (const [type, data] of extensions) {
+    if (type !== SERVER_NAME) continue;
+    if (found) return { unreadable: "two server_name extensions" };
+    found = data;
   }
+  return found ? hostNameIn(found) : { absent: true };
 }
-function serverNameExtension(record) {
-  if (record.length < TLS_RECORD_HEADER + 4 || !looksLikeTls(record)) return void 0;
+function hostNameIn(data) {
+  if (data.length < 2 || data.readUInt16BE(0) !== data.length - 2) return { unreadable: "a server_name list whose length is not its size" };
+  if (data.length < 5 || data[2] !== HOST_NAME) return { unreadable: "a server_name list whose first entry is not a host name" };
+  const length = data.readUInt16BE(3);
+  if (5 + length !== data.length) return { unreadable: "a server_name list of more than one entry, or a name whose length is not its size" };
+  if (length === 0 || length > 255) return { unreadable: `a host name of ${length} bytes` };
+  for (let i = 5; i < data.length; i++) {
+    const byte = data[i];
+    if (byte < 33 || byte > 126) return { unreadable: `a host name with byte 0x${byte.toString(16).padStart(2, "0")}` };
+  }
+  return { name: data.toString("latin1", 5) };
+}
+function extensionsOf(record) {
+  if (record.length < TLS_RECORD_HEADER + 4 || !looksLikeTls(record)) return "not a TLS handshake record";
   const end = TLS_RECORD_HEADER + record.readUInt16BE(3);
-  if (record.length < end) return void 0;
+  if (record.length < end) return "a record shorter than its length";
   let at = TLS_RECORD_HEADER;
-  if (record[at] !== CLIENT_HELLO) return void 0;
+  if (record[at] !== CLIENT_HELLO) return "a handshake that is not a ClientHello";
   at += 4;
   at += 2 + 32;
   const skip = (lengthBytes) => {
@@ -21464,29 +20334,33 @@ function serverNameExtension(record) {
     at += lengthBytes + record.readUIntBE(at, lengthBytes);
     return at <= end;
   };
-  if (!skip(1) || !skip(2) || !skip(1)) return void 0;
-  if (at + 2 > end) return void 0;
-  const extensionsEnd = Math.min(end, at + 2 + record.readUInt16BE(at));
+  if (!skip(1) || !skip(2) || !skip(1)) return "a ClientHello cut short before its extensions";
+  if (at === end) return [];
+  if (at + 2 > end) return "a ClientHello cut short before its extensions";
+  const extensionsEnd = at + 2 + record.readUInt16BE(at);
+  if (extensionsEnd > end) return "extensions longer than the record";
   at += 2;
-  while (at + 4 <= extensionsEnd) {
+  const extensions = [];
+  while (at < extensionsEnd) {
+    if (at + 4 > extensionsEnd) return "an extension cut short";
     const type = record.readUInt16BE(at);
     const length = record.readUInt16BE(at + 2);
     at += 4;
-    if (at + length > extensionsEnd) return void 0;
-    if (type === SERVER_NAME) return record.subarray(at, at + length);
+    if (at + length > extensionsEnd) return "an extension longer than the extensions";
+    extensions.push([type, record.subarray(at, at + length)]);
     at += length;
   }
-  return void 0;
+  return extensions;
 }
-var import_read_tls_client_hello, TLS_RECORD_HEADER, TLS_MAX_RECORD, CLIENT_HELLO, SERVER_NAME;
+var TLS_RECORD_HEADER, TLS_MAX_RECORD, CLIENT_HELLO, SERVER_NAME, HOST_NAME;
 var init_client_hello = __esm({
   "net/sniffing/client-hello.ts"() {
     "use strict";
-    import_read_tls_client_hello = __toESM(require_dist2(), 1);
     TLS_RECORD_HEADER = 5;
     TLS_MAX_RECORD = 16384 + 2048;
     CLIENT_HELLO = 1;
     SERVER_NAME = 0;
+    HOST_NAME = 0;
   }
 });
 
@@ -21598,8 +20472,14 @@ function classify(whole, unfinished, capped) {
     if (unfinished) return { protocol: "other", bytes: bytes2, incomplete: "tls" };
     const length = firstTlsRecordLength(whole);
     const record = length !== void 0 ? whole.subarray(0, length) : whole;
-    const sni = serverNameOf(record);
-    return { protocol: "tls", bytes: bytes2, ...sni && { sni }, ...clientHelloSplitAcrossRecords(whole) && { split: true } };
+    const name = serverNameOf(record);
+    return {
+      protocol: "tls",
+      bytes: bytes2,
+      ..."name" in name && { sni: name.name },
+      ..."unreadable" in name && { unreadableSni: name.unreadable },
+      ...clientHelloSplitAcrossRecords(whole) && { split: true }
+    };
   }
   const head = withoutLeadingNewlines(whole);
   if (head.length === 0) return { protocol: "other", bytes: bytes2, incomplete: "text" };
@@ -21722,6 +20602,7 @@ async function checkConnectSni(ctx, socket, tunnel, timeoutMs) {
   const peek = await peekFirstBytes(socket, { timeoutMs, look: "tls" });
   if (peek.protocol === "tls" && peek.split) return refuse(ctx, tunnel, void 0, "a ClientHello split across TLS records (its SNI cannot be read)");
   if (peek.protocol === "other" && peek.incomplete === "tls") return refuse(ctx, tunnel, void 0, "a ClientHello not finished within the idle timeout (its SNI cannot be read)");
+  if (peek.protocol === "tls" && peek.unreadableSni) return refuse(ctx, tunnel, void 0, `a ClientHello whose server name cannot be read (${peek.unreadableSni})`);
   if (peek.protocol !== "tls" || peek.sni === void 0) return RELAY;
   const canonical = canonicalHost(peek.sni);
   const name = canonical.type === "name" ? canonical.name : canonical.type === "ip" ? canonical.text : peek.sni;
@@ -23288,10 +22169,14 @@ function createHttpForwarder(options) {
           bytesIn += chunk.length;
         });
       });
-      res.once("close", () => {
+      const socket = req.socket;
+      const finish = () => {
+        socket.off("close", finish);
         if (!res.writableFinished) error ??= "client-aborted";
         auth.connection.close({ bytesIn, bytesOut, ...status !== void 0 && { status: res.statusCode }, ...error && { error } });
-      });
+      };
+      res.once("close", finish);
+      socket.once("close", finish);
       const target = `${inspected ? "https" : "http"}://${formatHostPort(auth.address, auth.port)}`;
       const via = inspected ? { agent: tlsAgent, secure: true } : {};
       proxy.web(req, res, { target, ...via, ...authority !== void 0 && { headers: { host: authority } } }, (err) => {
@@ -47331,7 +46216,7 @@ var require_trace_api = __commonJS({
 });
 
 // node_modules/@opentelemetry/api/dist/index.cjs
-var require_dist3 = __commonJS({
+var require_dist2 = __commonJS({
   "node_modules/@opentelemetry/api/dist/index.cjs"(exports) {
     Object.defineProperties(exports, {
       __esModule: { value: true },
@@ -47407,7 +46292,7 @@ var require_dist3 = __commonJS({
 var require_processCpuTotal = __commonJS({
   "node_modules/prom-client/lib/metrics/processCpuTotal.js"(exports, module) {
     "use strict";
-    var OtelApi = require_dist3();
+    var OtelApi = require_dist2();
     var Counter2 = require_counter();
     var PROCESS_CPU_USER_SECONDS = "process_cpu_user_seconds_total";
     var PROCESS_CPU_SYSTEM_SECONDS = "process_cpu_system_seconds_total";
@@ -48842,7 +47727,14 @@ async function runCommand(argv, io) {
   reload = () => void running.reload();
   if (reloadRequested) reload();
   return new Promise((resolve) => {
-    const stop = () => void running.close().then(() => resolve(0));
+    const stop = () => {
+      for (const [signal, code2] of [
+        ["SIGTERM", 143],
+        ["SIGINT", 130]
+      ])
+        process.once(signal, () => process.exit(code2));
+      void running.close().then(() => resolve(0));
+    };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
   });
@@ -52465,7 +51357,7 @@ var require_parser2 = __commonJS({
 });
 
 // node_modules/pg-protocol/dist/index.js
-var require_dist4 = __commonJS({
+var require_dist3 = __commonJS({
   "node_modules/pg-protocol/dist/index.js"(exports) {
     "use strict";
     Object.defineProperty(exports, "__esModule", { value: true });
@@ -52568,7 +51460,7 @@ var require_connection = __commonJS({
   "node_modules/pg/lib/connection.js"(exports, module) {
     "use strict";
     var EventEmitter = __require("events").EventEmitter;
-    var { parse, serialize } = require_dist4();
+    var { parse, serialize } = require_dist3();
     var stream = require_stream();
     var { getStream } = stream;
     var flushBuffer = serialize.flush();
@@ -54681,7 +53573,7 @@ var require_lib3 = __commonJS({
     var utils = require_utils3();
     var Pool2 = require_pg_pool();
     var TypeOverrides2 = require_type_overrides();
-    var { DatabaseError: DatabaseError2 } = require_dist4();
+    var { DatabaseError: DatabaseError2 } = require_dist3();
     var { escapeIdentifier: escapeIdentifier2, escapeLiteral: escapeLiteral2 } = require_utils3();
     var poolFactory = (Client3) => {
       return class BoundPool extends Pool2 {

@@ -91,6 +91,10 @@ export interface EgressGuardOptions {
   cli?: string;
   /** Settings on top of the bench's (EGRESS_DNS_LISTEN, EGRESS_MAX_TUNNELS, ...). */
   env?: Record<string, string>;
+  /** A command that runs node, e.g. ['valgrind', '--tool=callgrind'] (bench/instruction-count.ts). */
+  wrapper?: string[];
+  /** How long to wait for "listening" (default 15 s; a node under valgrind needs far more). */
+  startupTimeoutMs?: number;
 }
 
 /** RunningProxy of egress-guard, with the time it was spawned (performance.now()). */
@@ -116,7 +120,9 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     EGRESS_DNS_LISTEN: 'off',
     ...options.env,
   });
-  const [command, args] = withNofile(process.execPath, [
+  const wrapper = options.wrapper ?? [];
+  const [command, args] = withNofile(wrapper[0] ?? process.execPath, [
+    ...(wrapper.length > 0 ? [...wrapper.slice(1), process.execPath] : []),
     ...(options.nodeFlags ?? []),
     options.cli ?? EGRESS_GUARD_CLI,
     'run',
@@ -129,8 +135,9 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
   const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   let listening = false;
+  const startupTimeoutMs = options.startupTimeoutMs ?? STARTUP_TIMEOUT_MS;
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`egress-guard did not log "listening" within ${STARTUP_TIMEOUT_MS} ms: ${tail(output)}`)), STARTUP_TIMEOUT_MS);
+    const timer = setTimeout(() => reject(new Error(`egress-guard did not log "listening" within ${startupTimeoutMs} ms: ${tail(output)}`)), startupTimeoutMs);
     const onData = (chunk: Buffer) => {
       if (listening) return; // after start-up the output is drained and discarded
       output += chunk.toString();
@@ -162,7 +169,7 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     targetHost: BENCH_HOST,
     pid: child.pid!,
     version: `${version} (node ${process.version})`,
-    logging: 'decision + close event per request, JSON to stdout (pipe) and events file (sync writes)',
+    logging: 'decision + close event per request, JSON to stdout (pipe) and the events file (one write per event-loop turn; allowed decisions at once)',
     cpuMs: () => processCpuMs(child.pid!),
     stop: () => stopChild(child, 12_000),
     spawnedAt,

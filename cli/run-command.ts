@@ -29,7 +29,16 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   reload = () => void running.reload();
   if (reloadRequested) reload();
   return new Promise((resolve) => {
-    const stop = () => void running.close().then(() => resolve(0));
+    const stop = () => {
+      // A second signal stops at once (a drain that hangs), as without a handler, but through process.exit so
+      // the exit hook still writes the events file's queued lines.
+      for (const [signal, code] of [
+        ['SIGTERM', 143],
+        ['SIGINT', 130],
+      ] as const)
+        process.once(signal, () => process.exit(code));
+      void running.close().then(() => resolve(0));
+    };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });

@@ -2,15 +2,15 @@ import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
- * The events file, the durable record of every decision: a pino destination that writes the lines of one
- * event-loop turn with one write(2), at the end of that turn (setImmediate), instead of one synchronous
- * write per line. A decision is made and its line queued in one turn; the bytes of its connection move in
- * later ones (an upstream connect, a socket read), so the line is in the file before anything it allowed
- * is relayed, as with one write per line. Under load one write carries dozens of lines: the per-line
- * write was the largest single cost of a tunnel (docs/benchmark.md).
+ * The events file, the durable record of every decision: a pino destination that queues lines and writes
+ * them with one write(2) at the end of the event-loop turn (setImmediate), or at once when flushSync() is
+ * called. EventLog calls it for every decision that lets traffic through, so that line is in the file before
+ * any byte it allows moves; refusals and close events, which allow nothing, ride the end-of-turn write with
+ * whatever else the turn queued. Before, every line was its own synchronous write: the largest single cost
+ * of a tunnel (docs/benchmark.md).
  *
- * A failed write (a full disk) keeps its lines and tries again on the next turn that writes; they are not
- * dropped. Whatever is queued is written synchronously when the process exits.
+ * A failed write (a full disk) keeps its lines and tries again on the next write; they are not dropped.
+ * Whatever is queued is written synchronously when the process exits.
  */
 export class EventsFile {
   private fd: number | undefined;

@@ -1,5 +1,3 @@
-import { extensionParsers } from 'read-tls-client-hello';
-
 /** TLS handshake record: content type 22, then a 2-byte version and a 2-byte length. */
 export const TLS_RECORD_HEADER = 5;
 export const TLS_MAX_RECORD = 16_384 + 2048;
@@ -30,36 +28,60 @@ export function clientHelloSplitAcrossRecords(head: Buffer): boolean {
 
 /** The handshake type of a ClientHello (RFC 8446 4). */
 const CLIENT_HELLO = 1;
-/** The server_name extension (RFC 6066 3). */
+/** The server_name extension and its only name type, host_name (RFC 6066 3). */
 const SERVER_NAME = 0x0000;
+const HOST_NAME = 0;
 
 /**
- * The SNI of a buffered ClientHello (the whole first record); undefined when there is no server_name
- * extension or the hello is malformed. Synchronous and copy-free: the walk to the extensions follows the
- * fixed layout of RFC 8446 4.1.2 with a bounds check at every step, and the extension itself is parsed by
- * read-tls-client-hello's own SNI parser. The library's stream reader (a promise per field) cost 14% of a
- * tunnel's CPU (docs/benchmark.md), more than the policy decision.
+ * What a ClientHello says its server is: a name, no server_name extension at all, or a server_name that
+ * cannot be read as exactly one host name. A server_name that is there but unreadable is not "no SNI": TLS
+ * stacks differ on such hellos (one takes a later entry of a list, another decodes bytes past ASCII), so a
+ * check that let it through as nameless would let a client name one host to egress-guard and another to
+ * the server.
  */
-export function serverNameOf(record: Buffer): string | undefined {
-  try {
-    const extension = serverNameExtension(record);
-    if (!extension) return undefined;
-    const name = (extensionParsers[SERVER_NAME](extension) as { serverName?: string } | null)?.serverName;
-    return typeof name === 'string' && name.length > 0 ? name : undefined;
-  } catch {
-    // The extension's parser reads past a lying length with a RangeError: no readable name.
-    return undefined;
+export type ServerName = { name: string } | { absent: true } | { unreadable: string };
+
+/**
+ * The server name of a buffered ClientHello (the whole first record). Synchronous and copy-free: the walk
+ * to the extensions follows the layout of RFC 8446 4.1.2 with a bounds check at every step. The stream
+ * reader of read-tls-client-hello (a promise per field) cost 14% of a tunnel's CPU, more than the policy
+ * decision, and its SNI parser takes the first entry of a list and decodes bytes as 7-bit ASCII: both are
+ * refused here (docs/benchmark.md, README "Dependencies").
+ */
+export function serverNameOf(record: Buffer): ServerName {
+  const extensions = extensionsOf(record);
+  if (typeof extensions === 'string') return { unreadable: extensions };
+  let found: Buffer | undefined;
+  for (const [type, data] of extensions) {
+    if (type !== SERVER_NAME) continue;
+    if (found) return { unreadable: 'two server_name extensions' };
+    found = data;
   }
+  return found ? hostNameIn(found) : { absent: true };
 }
 
-/** The data of the server_name extension, or undefined (no such extension, or a malformed hello). */
-function serverNameExtension(record: Buffer): Buffer | undefined {
-  if (record.length < TLS_RECORD_HEADER + 4 || !looksLikeTls(record)) return undefined;
+/** The one host_name of a server_name extension (RFC 6066 3: a list of one name, printable ASCII). */
+function hostNameIn(data: Buffer): ServerName {
+  if (data.length < 2 || data.readUInt16BE(0) !== data.length - 2) return { unreadable: 'a server_name list whose length is not its size' };
+  if (data.length < 5 || data[2] !== HOST_NAME) return { unreadable: 'a server_name list whose first entry is not a host name' };
+  const length = data.readUInt16BE(3);
+  if (5 + length !== data.length) return { unreadable: 'a server_name list of more than one entry, or a name whose length is not its size' };
+  if (length === 0 || length > 255) return { unreadable: `a host name of ${length} bytes` };
+  for (let i = 5; i < data.length; i++) {
+    const byte = data[i]!;
+    if (byte < 0x21 || byte > 0x7e) return { unreadable: `a host name with byte 0x${byte.toString(16).padStart(2, '0')}` };
+  }
+  return { name: data.toString('latin1', 5) };
+}
+
+/** The (type, data) pairs of a ClientHello's extensions, or why the hello cannot be read. */
+function extensionsOf(record: Buffer): Array<[number, Buffer]> | string {
+  if (record.length < TLS_RECORD_HEADER + 4 || !looksLikeTls(record)) return 'not a TLS handshake record';
   // The whole record, as it says it is, must have been read.
   const end = TLS_RECORD_HEADER + record.readUInt16BE(3);
-  if (record.length < end) return undefined;
+  if (record.length < end) return 'a record shorter than its length';
   let at = TLS_RECORD_HEADER;
-  if (record[at] !== CLIENT_HELLO) return undefined;
+  if (record[at] !== CLIENT_HELLO) return 'a handshake that is not a ClientHello';
   at += 4; // type, 3-byte length
   at += 2 + 32; // legacy_version, random
   const skip = (lengthBytes: 1 | 2): boolean => {
@@ -68,17 +90,22 @@ function serverNameExtension(record: Buffer): Buffer | undefined {
     return at <= end;
   };
   // legacy_session_id, cipher_suites, legacy_compression_methods
-  if (!skip(1) || !skip(2) || !skip(1)) return undefined;
-  if (at + 2 > end) return undefined;
-  const extensionsEnd = Math.min(end, at + 2 + record.readUInt16BE(at));
+  if (!skip(1) || !skip(2) || !skip(1)) return 'a ClientHello cut short before its extensions';
+  // No extensions at all (an old client): a hello without a server name.
+  if (at === end) return [];
+  if (at + 2 > end) return 'a ClientHello cut short before its extensions';
+  const extensionsEnd = at + 2 + record.readUInt16BE(at);
+  if (extensionsEnd > end) return 'extensions longer than the record';
   at += 2;
-  while (at + 4 <= extensionsEnd) {
+  const extensions: Array<[number, Buffer]> = [];
+  while (at < extensionsEnd) {
+    if (at + 4 > extensionsEnd) return 'an extension cut short';
     const type = record.readUInt16BE(at);
     const length = record.readUInt16BE(at + 2);
     at += 4;
-    if (at + length > extensionsEnd) return undefined;
-    if (type === SERVER_NAME) return record.subarray(at, at + length);
+    if (at + length > extensionsEnd) return 'an extension longer than the extensions';
+    extensions.push([type, record.subarray(at, at + length)]);
     at += length;
   }
-  return undefined;
+  return extensions;
 }

@@ -6,8 +6,11 @@ import { headersComplete, httpRequestStart, parseHttpHead, type PeekedHttpReques
 export type PeekResult = PeekedProtocol & { eof?: true };
 
 type PeekedProtocol =
-  /** `split`: the ClientHello does not fit in its first record, so no SNI could be read. */
-  | { protocol: 'tls'; sni?: string; bytes: number; split?: true }
+  /**
+   * `split`: the ClientHello does not fit in its first record, so no SNI could be read; `unreadableSni`: it has
+   * a server_name that is not exactly one host name (why), which a check must not take for "no SNI".
+   */
+  | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string }
   /** `request`: method, path and Host when the head was complete and well-formed. */
   | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number }
   /**
@@ -110,8 +113,14 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
     if (unfinished) return { protocol: 'other', bytes, incomplete: 'tls' };
     const length = firstTlsRecordLength(whole);
     const record = length !== undefined ? whole.subarray(0, length) : whole;
-    const sni = serverNameOf(record);
-    return { protocol: 'tls', bytes, ...(sni && { sni }), ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }) };
+    const name = serverNameOf(record);
+    return {
+      protocol: 'tls',
+      bytes,
+      ...('name' in name && { sni: name.name }),
+      ...('unreadable' in name && { unreadableSni: name.unreadable }),
+      ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }),
+    };
   }
   const head = withoutLeadingNewlines(whole);
   // Empty lines only (however many): the request, if one comes, has not started.

@@ -16,14 +16,15 @@ export interface ConnectTunnel {
  * The client's first bytes in an authorized CONNECT tunnel, held back until this settles. A ClientHello
  * whose SNI names another host than the CONNECT authority must be allowed on its own (SNI-based fronting
  * through an allowed CONNECT host, a forged SNI); if it is not, the decision is `sni-mismatch`: one event,
- * refused (reset) in block mode; so is a ClientHello split across records (its SNI unreadable). Anything else (no
- * SNI, not TLS, silence until the idle timeout) is relayed: the tunnel goes to the checked address of the
- * CONNECT host whatever the client says in it.
+ * refused (reset) in block mode; so is a ClientHello split across records, or one whose server_name is not
+ * exactly one readable host name (its SNI unreadable). Anything else (no SNI, not TLS, silence until the idle
+ * timeout) is relayed: the tunnel goes to the checked address of the CONNECT host whatever the client says in it.
  */
 export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<ClientGateOutcome> {
   const peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
   if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
+  if (peek.protocol === 'tls' && peek.unreadableSni) return refuse(ctx, tunnel, undefined, `a ClientHello whose server name cannot be read (${peek.unreadableSni})`);
   if (peek.protocol !== 'tls' || peek.sni === undefined) return RELAY;
   const canonical = canonicalHost(peek.sni);
   const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;

@@ -129,10 +129,16 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
           bytesIn += chunk.length;
         });
       });
-      res.once('close', () => {
+      // A request pipelined behind a response that closes the connection was forwarded, but node never emits
+      // 'close' on its response: the connection's end closes its record instead (once: a record closes once).
+      const socket = req.socket;
+      const finish = () => {
+        socket.off('close', finish);
         if (!res.writableFinished) error ??= 'client-aborted';
         auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }) });
-      });
+      };
+      res.once('close', finish);
+      socket.once('close', finish);
       const target = `${inspected ? 'https' : 'http'}://${formatHostPort(auth.address, auth.port)}`;
       const via = inspected ? { agent: tlsAgent, secure: true } : {};
       proxy.web(req, res, { target, ...via, ...(authority !== undefined && { headers: { host: authority } }) }, (err: NodeJS.ErrnoException) => {

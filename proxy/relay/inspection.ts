@@ -118,7 +118,8 @@ export function createInspector(options: InspectorOptions): Inspector {
     void decideRequest(req, connection)
       .then((auth) => {
         if (auth.action === 'misdirected' || auth.action === 'reject') {
-          // The connection ends with the refusal: a request pipelined behind it is not read.
+          // The connection ends after the refusal (no keep-alive); a request already pipelined behind it is still
+          // decided on its own.
           res.shouldKeepAlive = false;
           const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
           return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));

@@ -29,3 +29,43 @@ export function splitClientHello(record: Buffer, cut: number): Buffer {
   const frame = (part: Buffer) => Buffer.concat([Buffer.from([0x16, record[1]!, record[2]!, part.length >> 8, part.length & 0xff]), part]);
   return Buffer.concat([frame(message.subarray(0, cut)), frame(message.subarray(cut))]);
 }
+
+/** Offset and length of the server_name extension's data in a real ClientHello record. */
+function sniExtension(record: Buffer): { at: number; length: number } {
+  let at = 5 + 4 + 2 + 32;
+  at += 1 + record[at]!;
+  at += 2 + record.readUInt16BE(at);
+  at += 1 + record[at]!;
+  const end = at + 2 + record.readUInt16BE(at);
+  at += 2;
+  while (at < end) {
+    const type = record.readUInt16BE(at);
+    const length = record.readUInt16BE(at + 2);
+    if (type === 0) return { at: at + 4, length };
+    at += 4 + length;
+  }
+  throw new Error('no server_name extension');
+}
+
+/** The record with its server_name extension's data replaced (every enclosing length fixed up), plus `extra` extensions after it. */
+export function withServerName(record: Buffer, data: Buffer, extra: Buffer = Buffer.alloc(0)): Buffer {
+  const { at, length } = sniExtension(record);
+  const out = Buffer.concat([record.subarray(0, at), data, extra, record.subarray(at + length)]);
+  const grow = data.length + extra.length - length;
+  out.writeUInt16BE(data.length, at - 2);
+  out.writeUInt16BE(out.readUInt16BE(3) + grow, 3); // record
+  out.writeUIntBE(out.readUIntBE(6, 3) + grow, 6, 3); // handshake
+  // The extensions block length sits right after the compression methods.
+  let p = 5 + 4 + 2 + 32;
+  p += 1 + out[p]!;
+  p += 2 + out.readUInt16BE(p);
+  p += 1 + out[p]!;
+  out.writeUInt16BE(out.readUInt16BE(p) + grow, p);
+  return out;
+}
+
+/** A server_name list: entries of [type, name bytes]. */
+export function nameList(...entries: Array<[number, Buffer]>): Buffer {
+  const body = Buffer.concat(entries.map(([type, name]) => Buffer.concat([Buffer.from([type, name.length >> 8, name.length & 0xff]), name])));
+  return Buffer.concat([Buffer.from([body.length >> 8, body.length & 0xff]), body]);
+}

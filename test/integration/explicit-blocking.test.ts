@@ -2,14 +2,25 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { openTunnel, rawExchange } from '../helpers/raw-client.js';
-import { clientHelloFor, splitClientHello } from '../helpers/tls-client-hello.js';
+import { clientHelloFor, nameList, splitClientHello, withServerName } from '../helpers/tls-client-hello.js';
 import { leafFor, startHttpServer, startHttpsServer, testCa, type TestServer } from '../helpers/servers.js';
 
 /** Every spelling of 127.0.0.1 a client can produce: decimal, hex, octal, short forms, IPv4-mapped IPv6. */
 const LOOPBACK_SPELLINGS = ['127.0.0.1', '2130706433', '0x7f000001', '127.1', '0177.0.0.1', '0x7f.1', '127.0.1', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '[::1]'];
+
+/** What a tunnel does with the client's first bytes: answers, closes, or resets (ECONNRESET). */
+function firstBytesOutcome(socket: Socket, bytes: Buffer): Promise<string> {
+  return new Promise<string>((resolve) => {
+    socket.on('data', () => resolve('answered'));
+    socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    socket.on('close', () => resolve('closed'));
+    socket.write(bytes);
+  }).finally(() => socket.destroy());
+}
 
 describe('block mode: what is not allowed never reaches a server', () => {
   let plain: TestServer;
@@ -85,17 +96,24 @@ describe('block mode: what is not allowed never reaches a server', () => {
     const split = splitClientHello(await clientHelloFor('blocked.test'), 20);
     const tunnel = await openTunnel(guard.port, `allowed.test:${secure.port}`);
     assert.equal(tunnel.status, 200);
-    const outcome = await new Promise<string>((resolve) => {
-      tunnel.socket.on('data', () => resolve('answered'));
-      tunnel.socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
-      tunnel.socket.on('close', () => resolve('closed'));
-      tunnel.socket.write(split);
-    });
-    tunnel.socket.destroy();
+    const outcome = await firstBytesOutcome(tunnel.socket, split);
     assert.equal(outcome, 'ECONNRESET');
     const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch' && String(l.message).includes('split'));
     assert.equal(event.decision, 'blocked');
     assert.equal(event.host, 'allowed.test');
+  });
+
+  test('a CONNECT whose ClientHello names a refused host behind an entry of another name type is reset, not relayed as nameless', async () => {
+    // Some TLS stacks skip a name type they do not know and take the host_name after it: blocked.test here.
+    const hello = withServerName(await clientHelloFor('allowed.test'), nameList([1, Buffer.from('x')], [0, Buffer.from('blocked.test')]));
+    const tunnel = await openTunnel(guard.port, `allowed.test:${secure.port}`);
+    assert.equal(tunnel.status, 200);
+    const outcome = await firstBytesOutcome(tunnel.socket, hello);
+    assert.equal(outcome, 'ECONNRESET');
+    const event = await guard.waitFor(
+      (l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch' && String(l.message).includes('server name cannot be read'),
+    );
+    assert.equal(event.decision, 'blocked');
   });
 
   test('raw IP destinations are blocked in every spelling (absolute-URI and CONNECT, curl and raw clients)', async () => {

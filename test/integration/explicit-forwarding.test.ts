@@ -46,6 +46,12 @@ describe('explicit proxy forwards allowed traffic intact', () => {
         };
         return pump();
       }
+      if (req.url === '/stream') {
+        // No Content-Length: to an HTTP/1.0 client the proxy can only end such a response by closing.
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('streamed ');
+        return res.end('answer');
+      }
       if (req.method === 'POST') {
         const digest = createHash('sha256').update(body).digest('hex');
         res.writeHead(200, { 'content-type': 'text/plain' });
@@ -117,6 +123,22 @@ describe('explicit proxy forwards allowed traffic intact', () => {
     assert.match(answer, /^HTTP\/1\.1 200/);
     assert.match(answer, /\r\nconnection: close\r\n/i);
     assert.ok(ended, 'the proxy closed the connection after the answer');
+  });
+
+  test('a request pipelined behind a response that closes the connection: every decision that forwards gets its close event', async () => {
+    const socket = net.connect(guard.port, '127.0.0.1');
+    socket.on('data', () => undefined);
+    const authority = `allowed.test:${http1.port}`;
+    socket.write(
+      `GET http://${authority}/stream HTTP/1.0\r\nHost: ${authority}\r\nConnection: keep-alive\r\n\r\n` +
+        `POST http://${authority}/pipelined-behind HTTP/1.0\r\nHost: ${authority}\r\nContent-Length: 6\r\n\r\nSTOLEN`,
+    );
+    await new Promise((resolve) => socket.once('close', resolve));
+    const decisions = [
+      await guard.waitFor((l) => l.event === 'decision' && l.path === '/stream'),
+      await guard.waitFor((l) => l.event === 'decision' && l.path === '/pipelined-behind'),
+    ];
+    for (const decision of decisions) await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
   });
 
   test('curl: HTTPS through a CONNECT tunnel', async () => {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { EventLog } from '../../events/event-log.js';
 import { EventsFile } from '../../events/events-file.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'eg-events-file-'));
@@ -57,5 +58,31 @@ describe('EventsFile', () => {
     assert.equal(stderr.length, 1, 'one message per kind of failure, not one per turn');
     assert.match(stderr[0]!, /cannot write the events file \/dev\/full \(ENOSPC\)/);
     file.close();
+  });
+
+  it('EventLog: a decision that lets traffic through is in the file at once; a refusal and a close ride the end of the turn', async () => {
+    const path = join(dir, 'decisions.ndjson');
+    const log = new EventLog({ stdout: false, eventsFile: path });
+    const lines = () =>
+      readFileSync(path, 'utf8')
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event: string; decision?: string });
+    const fields = { kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, reason: 'allowed-endpoint', rule: 'a.test', message: 'm', mode: 'block' } as const;
+    log.decision({ ...fields, decision: 'blocked', reason: 'not-allowed-endpoint' });
+    assert.deepEqual(lines(), [], 'a refusal waits for the end of the turn');
+    log.decision({ ...fields, decision: 'allowed' });
+    assert.deepEqual(
+      lines().map((l) => l.decision),
+      ['blocked', 'allowed'],
+      'an allowed decision is written before the call returns, with what was queued before it',
+    );
+    log.decision({ ...fields, decision: 'would-block', reason: 'not-allowed-endpoint', mode: 'audit' });
+    assert.equal(lines().length, 3, 'so is a would-block decision (audit mode lets it through)');
+    log.close({ id: 'x', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 0, bytes_out: 0, duration_ms: 1 });
+    assert.equal(lines().length, 3);
+    await nextTurn();
+    assert.equal(lines().at(-1)?.event, 'close');
   });
 });
