@@ -18361,7 +18361,7 @@ var init_event_log = __esm({
       listeners = /* @__PURE__ */ new Set();
       constructor(options) {
         const streams = [];
-        if (options.stdout !== false) streams.push({ level: "trace", stream: import_pino.default.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 25 }) });
+        if (options.stdout !== false) streams.push({ level: "trace", stream: import_pino.default.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 25 }) });
         if (options.eventsFile) {
           this.file = new EventsFile(options.eventsFile);
           streams.push({ level: "trace", stream: this.file });

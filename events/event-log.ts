@@ -16,10 +16,10 @@ export class EventLog {
 
   constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean }) {
     const streams: pino.StreamEntry[] = [];
-    // stdout is written asynchronously, off the request path, in writes of 4 KiB or every 25 ms, whichever comes
+    // stdout is written asynchronously, off the request path, in writes of 12 KiB or every 25 ms, whichever comes
     // first (one write per line was a fifth of a tunnel's CPU; pino flushes it at exit). It is the log a human
     // reads; the durable record is the events file: see EventsFile.
-    if (options.stdout !== false) streams.push({ level: 'trace', stream: pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 25 }) });
+    if (options.stdout !== false) streams.push({ level: 'trace', stream: pino.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 25 }) });
     if (options.eventsFile) {
       this.file = new EventsFile(options.eventsFile);
       streams.push({ level: 'trace', stream: this.file });
