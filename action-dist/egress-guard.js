@@ -18361,7 +18361,10 @@ var init_event_log = __esm({
       listeners = /* @__PURE__ */ new Set();
       constructor(options) {
         const streams = [];
-        if (options.stdout !== false) streams.push({ level: "trace", stream: import_pino.default.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 25 }) });
+        if (options.stdout !== false) {
+          this.stdout = import_pino.default.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 100 });
+          streams.push({ level: "trace", stream: this.stdout });
+        }
         if (options.eventsFile) {
           this.file = new EventsFile(options.eventsFile);
           streams.push({ level: "trace", stream: this.file });
@@ -18381,9 +18384,17 @@ var init_event_log = __esm({
       }
       ci;
       file;
-      /** Write the events file's queued lines now (it is otherwise written at the end of each event-loop turn). */
+      stdout;
+      /**
+       * Write the events file's queued lines now (it is otherwise written at the end of each event-loop turn), and
+       * start writing what stdout holds (the sidecar calls this once it listens: that line should not wait for the timer).
+       */
       flush() {
         this.file?.flushSync();
+        try {
+          this.stdout?.flush();
+        } catch {
+        }
       }
       subscribe(listener) {
         this.listeners.add(listener);
@@ -47598,6 +47609,7 @@ async function startSidecar(options) {
       admin = await startAdminServer({ listen: config.adminListen, metrics, health: () => closing === void 0 });
       events.log.info({ listener: "admin", address: config.adminListen.host, port: admin.port }, "listening");
     }
+    events.flush();
   } catch (err) {
     proxyServer.close();
     markedLookup?.close();

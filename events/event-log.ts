@@ -16,10 +16,13 @@ export class EventLog {
 
   constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean }) {
     const streams: pino.StreamEntry[] = [];
-    // stdout is written asynchronously, off the request path, in writes of 12 KiB or every 25 ms, whichever comes
+    // stdout is written asynchronously, off the request path, in writes of 12 KiB or every 100 ms, whichever comes
     // first (one write per line was a fifth of a tunnel's CPU; pino flushes it at exit). It is the log a human
     // reads; the durable record is the events file: see EventsFile.
-    if (options.stdout !== false) streams.push({ level: 'trace', stream: pino.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 25 }) });
+    if (options.stdout !== false) {
+      this.stdout = pino.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 100 });
+      streams.push({ level: 'trace', stream: this.stdout });
+    }
     if (options.eventsFile) {
       this.file = new EventsFile(options.eventsFile);
       streams.push({ level: 'trace', stream: this.file });
@@ -40,10 +43,19 @@ export class EventLog {
 
   private readonly ci: CiContext | undefined;
   private readonly file: EventsFile | undefined;
+  private readonly stdout: ReturnType<typeof pino.destination> | undefined;
 
-  /** Write the events file's queued lines now (it is otherwise written at the end of each event-loop turn). */
+  /**
+   * Write the events file's queued lines now (it is otherwise written at the end of each event-loop turn), and
+   * start writing what stdout holds (the sidecar calls this once it listens: that line should not wait for the timer).
+   */
   flush(): void {
     this.file?.flushSync();
+    try {
+      this.stdout?.flush();
+    } catch {
+      // stdout already closed (EPIPE): nothing to flush it to.
+    }
   }
 
   subscribe(listener: EventListener): () => void {

@@ -170,6 +170,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       admin = await startAdminServer({ listen: config.adminListen, metrics, health: () => closing === undefined });
       events.log.info({ listener: 'admin', address: config.adminListen.host, port: admin.port }, 'listening');
     }
+    // Every listener is up: whoever waits for the "listening" lines reads them now, not at the next periodic write.
+    events.flush();
   } catch (err) {
     proxyServer.close();
     markedLookup?.close();
