@@ -209,9 +209,10 @@ export class PostgresStore implements EventStore {
       links.push(...(await this.linkCloses(client, new Map(newDecisions.map((r) => [r.key.toString('hex'), { ...decisionOf(r), key: r.key, time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close stored by concurrent transactions
-      // see neither the other; whichever re-checks after both committed links them.
-      const unlinked = rows.filter((r) => inserted.has(r.ref) && (r.event === DECISION || r.jobId === null));
-      return { inserted: inserted.size, unlinked };
+      // see neither the other; whichever re-checks after both committed links them. Repeats are re-checked too: a
+      // collector that died between commit and re-check did not answer, so the batch comes again (and a repeated close
+      // stored unlinked then is linked by it, whatever this batch's lookup found).
+      return { inserted: inserted.size, unlinked: rows };
     });
     if (unlinked.length > 0) await this.relink(unlinked);
     return { stored: inserted, duplicates: events.length - inserted };
