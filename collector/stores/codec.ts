@@ -13,8 +13,14 @@ export const OUTCOME_NAMES = ['allowed', 'blocked', 'would-block'] as const;
 export const DECISION = 0;
 export const CLOSE = 1;
 
-/** Version byte in front of every body: a later dictionary gets a new version, old rows keep theirs. */
+/**
+ * Version byte in front of every body: 1 as the event was, 2 with the host in `rule` and `message` replaced by
+ * HOST_MARK (a decision's message names its host: stored once, in the dictionary). A later dictionary or scheme gets
+ * a new version; old rows keep theirs.
+ */
 const BODY_V1 = 1;
+const BODY_V2 = 2;
+const HOST_MARK = '\u0001';
 
 /** Typical event text: deflate refers back into it, so field names and common values cost a few bits each. */
 const DICTIONARY_V1 = Buffer.from(
@@ -46,22 +52,41 @@ export function decodeId(key: Buffer): string {
 }
 
 /**
- * The event without what the row's columns hold (id, host; time when it is in canonical ISO form), deflated. Those
- * fields stay in the body as 0, so the rebuilt event has its fields in the original order: JSON.stringify of the
- * rebuilt event is the text the collector parsed, re-serialised.
+ * The event without what the row's columns and the dictionary hold (id, host, a close's bytes, a decision's job id;
+ * time when it is in canonical ISO form), deflated. Those fields stay in the body as 0, so the rebuilt event has its fields in the
+ * original order: JSON.stringify of the rebuilt event is the text the collector parsed, re-serialised.
  */
 export function packBody(event: EgressEvent, timeMs: number): Buffer {
   const canonicalTime = new Date(timeMs).toISOString() === event.time;
-  const body = { ...event, id: 0, host: 0, ...(canonicalTime && { time: 0 }) };
-  return Buffer.concat([Buffer.of(BODY_V1), deflateRawSync(JSON.stringify(body), { dictionary: DICTIONARY_V1 })]);
+  const body: Record<string, unknown> = { ...event, id: 0, host: 0, ...(canonicalTime && { time: 0 }) };
+  let version = BODY_V1;
+  if (event.event === 'close') Object.assign(body, { bytes_in: 0, bytes_out: 0 }); // the row's bytes_in, bytes_out columns
+  if (event.event === 'decision') {
+    if (event.ci?.job_id) body.ci = { ...event.ci, job_id: 0 }; // the job key (events/job-key.ts): in the dictionary
+    const texts = [event.rule ?? '', event.message];
+    if (event.host.length >= 4 && texts.some((t) => t.includes(event.host)) && !texts.some((t) => t.includes(HOST_MARK))) {
+      version = BODY_V2;
+      if (event.rule !== null) body.rule = event.rule.split(event.host).join(HOST_MARK);
+      body.message = event.message.split(event.host).join(HOST_MARK);
+    }
+  }
+  return Buffer.concat([Buffer.of(version), deflateRawSync(JSON.stringify(body), { dictionary: DICTIONARY_V1 })]);
 }
 
-/** Rebuild an event from its row: the stored body plus the id, host and time columns. */
-export function unpackEvent(body: Buffer, id: string, host: string, timeMs: number): EgressEvent {
-  if (body[0] !== BODY_V1) throw new Error(`stored event ${id} has an unknown body version ${body[0]}`);
+/** Rebuild an event from its row: the stored body plus the id, host, time and byte columns, and its job (decisions). */
+export function unpackEvent(body: Buffer, id: string, host: string, timeMs: number, job: string | null, bytes: { in: number; out: number } | null): EgressEvent {
+  const version = body[0];
+  if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`stored event ${id} has an unknown body version ${version}`);
   const event = JSON.parse(inflateRawSync(body.subarray(1), { dictionary: DICTIONARY_V1 }).toString('utf8')) as Record<string, unknown>;
   event.id = id;
   event.host = host;
   if (event.time === 0) event.time = new Date(timeMs).toISOString();
+  if (event.event === 'close' && bytes) Object.assign(event, { bytes_in: bytes.in, bytes_out: bytes.out });
+  const ci = event.ci as Record<string, unknown> | undefined;
+  if (ci?.job_id === 0) ci.job_id = job;
+  if (version === BODY_V2) {
+    if (typeof event.rule === 'string') event.rule = event.rule.split(HOST_MARK).join(host);
+    event.message = (event.message as string).split(HOST_MARK).join(host);
+  }
   return event as unknown as EgressEvent;
 }

@@ -32,13 +32,18 @@ export const LINK_WINDOW_MS = 2 * DAY;
 
 const RETRYABLE = new Set(['40P01', '40001', '23514']); // deadlock, serialization, no partition (dropped meanwhile)
 
+/** `eg_events_pYYYYMMDD`; a day outside years 1000-9999 (a producer's broken clock) by its day number instead. */
 function partitionName(day: number): string {
-  return `eg_events_p${new Date(day).toISOString().slice(0, 10).replace(/-/g, '')}`;
+  const date = new Date(day).toISOString();
+  if (/^\d{4}-/.test(date) && !date.startsWith('0')) return `eg_events_p${date.slice(0, 10).replace(/-/g, '')}`;
+  return `eg_events_d${day / DAY + 1_000_000_000}`;
 }
 
 function dayOfPartition(name: string): number | undefined {
   const m = /^eg_events_p(\d{4})(\d{2})(\d{2})$/.exec(name);
-  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : undefined;
+  if (m) return Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  const d = /^eg_events_d(\d+)$/.exec(name);
+  return d ? (Number(d[1]) - 1_000_000_000) * DAY : undefined;
 }
 
 /** Parameter arrays of rows' keys with the time window each is looked up in. */
@@ -259,11 +264,13 @@ export class PostgresStore implements EventStore {
     if (jobId === undefined) return [];
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
     const res = await this.pool.query(
-      `SELECT e.key, e.time, e.body, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
+      `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
        WHERE e.job_id = $1 ORDER BY e.time, e.event, e.key LIMIT $2`,
       [jobId, limit],
     );
-    return res.rows.map((r) => unpackEvent(r.body, decodeId(r.key), r.host, Number(r.time)));
+    return res.rows.map((r) =>
+      unpackEvent(r.body, decodeId(r.key), r.host, Number(r.time), job, r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) }),
+    );
   }
 
   async sightings(filter: SightingFilter): Promise<HostSighting[]> {
@@ -315,42 +322,48 @@ export class PostgresStore implements EventStore {
 
   async retain(cutoff: Date): Promise<RetentionResult> {
     const client = await this.pool.connect();
+    let broken = false;
     try {
       const lock = await client.query('SELECT pg_try_advisory_lock($1) AS ok', [RETENTION_LOCK]);
       if (!lock.rows[0].ok) return { deleted: 0, jobs: 0 }; // another collector is at it
       try {
-        // Attached day partitions that end at or before the cutoff, and tables a crash left detached.
-        const res = await client.query(
-          `SELECT c.relname AS name, i.inhparent IS NOT NULL AS attached FROM pg_class c
-           LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
-           WHERE c.relkind = 'r' AND c.relname LIKE 'eg\\_events\\_p%' AND c.relnamespace = 'public'::regnamespace`,
-        );
-        let deleted = 0;
-        for (const { name, attached } of res.rows as Array<{ name: string; attached: boolean }>) {
-          const day = dayOfPartition(name);
-          if (day === undefined || day + DAY > cutoff.getTime()) continue;
-          // Detached without blocking ingest or reads (PostgreSQL 14+), then its jobs marked and the table dropped.
-          if (attached) await client.query(`ALTER TABLE eg_events DETACH PARTITION ${name} CONCURRENTLY`);
-          this.partitions.delete(day);
-          await client.query('BEGIN');
-          const n = await client.query(`SELECT COUNT(*) AS n FROM ${name}`);
-          await client.query(`INSERT INTO eg_retention_pending SELECT DISTINCT job_id FROM ${name} WHERE job_id IS NOT NULL ON CONFLICT DO NOTHING`);
-          await client.query(`DROP TABLE ${name}`);
-          await client.query('COMMIT');
-          deleted += Number(n.rows[0].n);
-        }
-        const jobs = await this.recomputePending();
-        await this.ensurePartitions([Date.now(), Date.now() + DAY]);
-        return { deleted, jobs };
+        return await this.dropPartitions(client, cutoff);
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
       } finally {
-        await client.query('SELECT pg_advisory_unlock($1)', [RETENTION_LOCK]);
+        // A connection that cannot unlock is closed (which unlocks), not returned to the pool holding the lock.
+        await client.query('SELECT pg_advisory_unlock($1)', [RETENTION_LOCK]).catch(() => (broken = true));
       }
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
     } finally {
-      client.release();
+      client.release(broken);
     }
+  }
+
+  private async dropPartitions(client: pg.PoolClient, cutoff: Date): Promise<RetentionResult> {
+    // Attached day partitions that end at or before the cutoff, and tables a crash left detached.
+    const res = await client.query(
+      `SELECT c.relname AS name, i.inhparent IS NOT NULL AS attached FROM pg_class c
+       LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+       WHERE c.relkind = 'r' AND c.relname ~ '^eg_events_[pd][0-9]+$' AND c.relnamespace = 'public'::regnamespace`,
+    );
+    let deleted = 0;
+    for (const { name, attached } of res.rows as Array<{ name: string; attached: boolean }>) {
+      const day = dayOfPartition(name);
+      if (day === undefined || day + DAY > cutoff.getTime()) continue;
+      // Detached without blocking ingest or reads (PostgreSQL 14+), then its jobs marked and the table dropped.
+      if (attached) await client.query(`ALTER TABLE eg_events DETACH PARTITION ${name} CONCURRENTLY`);
+      this.partitions.delete(day);
+      await client.query('BEGIN');
+      const n = await client.query(`SELECT COUNT(*) AS n FROM ${name}`);
+      await client.query(`INSERT INTO eg_retention_pending SELECT DISTINCT job_id FROM ${name} WHERE job_id IS NOT NULL ON CONFLICT DO NOTHING`);
+      await client.query(`DROP TABLE ${name}`);
+      await client.query('COMMIT');
+      deleted += Number(n.rows[0].n);
+    }
+    const jobs = await this.recomputePending();
+    await this.ensurePartitions([Date.now(), Date.now() + DAY]);
+    return { deleted, jobs };
   }
 
   /** A database from before the compact layout: its events go through insert (so into the aggregates), then its table goes. */

@@ -35,7 +35,6 @@ CREATE TABLE IF NOT EXISTS eg_events (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event);
 CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
-CREATE INDEX IF NOT EXISTS eg_events_time ON eg_events (time);
 ${AGGREGATE_TABLES('INTEGER')} WITHOUT ROWID;
 ${JOB_TABLE('INTEGER')}`,
   // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). A unique index of a

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
+import Database from 'better-sqlite3';
 import type { EventStore, JobInfo } from '../../collector/stores/event-store.js';
 
 /**
@@ -20,6 +21,72 @@ const OUTCOMES = ['allowed', 'blocked', 'would-block'] as const;
 
 export type Step = { batch: EgressEvent[] } | { retainAt: number };
 
+/** A decision of a test job (connect to `host`:443 unless `fields` say otherwise). */
+export function testDecision(id: string, time: number, host: string, job: { job_id: string; repository: string }, fields: Partial<DecisionEvent> = {}): DecisionEvent {
+  return {
+    schema: 1,
+    event: 'decision',
+    id,
+    time: new Date(time).toISOString(),
+    kind: 'connect',
+    client: '127.0.0.1:4000',
+    host,
+    port: 443,
+    decision: 'allowed',
+    reason: 'allowed-endpoint',
+    rule: null,
+    message: 'm',
+    mode: 'audit',
+    ci: job,
+    ...fields,
+  };
+}
+
+/** The close of a decision, `after` ms later. */
+export function testClose(d: DecisionEvent, after: number, bytesIn: number, bytesOut: number): CloseEvent {
+  return {
+    schema: 1,
+    event: 'close',
+    id: d.id,
+    time: new Date(Date.parse(d.time) + after).toISOString(),
+    kind: d.kind,
+    client: d.client,
+    host: d.host,
+    port: d.port,
+    bytes_in: bytesIn,
+    bytes_out: bytesOut,
+    duration_ms: after,
+  };
+}
+
+/** Run the steps on a store and its model: each batch stores exactly what the model says is new. */
+export async function runSteps(store: EventStore, model: StoreModel, steps: readonly Step[], checkEach: boolean): Promise<void> {
+  for (const step of steps) {
+    if ('batch' in step) {
+      const expected = model.insert(step.batch);
+      assert.equal((await store.insert(step.batch)).stored, expected, 'each event stored once');
+    } else {
+      model.retain(step.retainAt);
+      await store.retain(new Date(step.retainAt));
+    }
+    if (checkEach) await checkAgainstModel(store, model, POOL_WINDOW);
+  }
+  await checkAgainstModel(store, model, POOL_WINDOW);
+  assert.equal(await store.count(), model.held.size);
+}
+
+/** A SQLite file in the collector's first layout (one JSON row per event), holding these events. */
+export function writeFirstLayoutDb(path: string, events: readonly EgressEvent[]): void {
+  const db = new Database(path);
+  db.exec(`CREATE TABLE egress_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, event TEXT NOT NULL, job TEXT, time TEXT NOT NULL,
+    decision TEXT, body TEXT NOT NULL, received_at TEXT NOT NULL, UNIQUE (id, event))`);
+  const insert = db.prepare('INSERT INTO egress_events (id, event, job, time, decision, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  for (const e of events) {
+    insert.run(e.id, e.event, e.event === 'decision' ? (e.ci?.job_id ?? null) : null, e.time, e.event === 'decision' ? e.decision : null, JSON.stringify(e), e.time);
+  }
+  db.close();
+}
+
 /** A pool of decisions (with closes, some crossing midnight) over five days, then steps drawing from it. */
 export function scenario(): fc.Arbitrary<{ pool: EgressEvent[]; steps: Step[] }> {
   const decision = fc.record({
@@ -36,36 +103,9 @@ export function scenario(): fc.Arbitrary<{ pool: EgressEvent[]; steps: Step[] }>
     const pool: EgressEvent[] = specs.flatMap((s, i) => {
       const id = s.uuid ? s.id : `evt-${i}-${s.id.slice(0, 8)}`;
       const time = BASE + s.at;
-      const d: DecisionEvent = {
-        schema: 1,
-        event: 'decision',
-        id,
-        time: new Date(time).toISOString(),
-        kind: 'connect',
-        client: '127.0.0.1:4000',
-        host: HOSTS[s.host]!,
-        port: s.port,
-        decision: OUTCOMES[s.outcome]!,
-        reason: 'allowed-endpoint',
-        rule: null,
-        message: 'm',
-        mode: 'audit',
-        ci: JOBS[s.job]!,
-      };
+      const d = testDecision(id, time, HOSTS[s.host]!, JOBS[s.job]!, { port: s.port, decision: OUTCOMES[s.outcome]! });
       if (!s.close) return [d];
-      const c: CloseEvent = {
-        schema: 1,
-        event: 'close',
-        id,
-        time: new Date(time + s.close.after).toISOString(),
-        kind: 'connect',
-        client: '127.0.0.1:4000',
-        host: d.host,
-        port: d.port,
-        bytes_in: s.close.bytesIn,
-        bytes_out: s.close.bytesOut,
-        duration_ms: s.close.after,
-      };
+      const c = testClose(d, s.close.after, s.close.bytesIn, s.close.bytesOut);
       return [d, c];
     });
     const step: fc.Arbitrary<Step> = fc.oneof(

@@ -5,8 +5,8 @@ import fc from 'fast-check';
 import pg from 'pg';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import { startCollector } from '../../collector/server.js';
-import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
-import { checkAgainstModel, DAY, POOL_WINDOW, scenario, StoreModel } from '../helpers/aggregate-model.js';
+import type { EgressEvent } from '../../events/schema.js';
+import { DAY, runSteps, scenario, StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
 import { postEvents, startCollectorProcess, type CollectorProcess } from '../helpers/collector-process.js';
 import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
 
@@ -20,39 +20,19 @@ function fleetEvents(jobs: number, perJob: number, start: number, tag: string): 
       const id = `${tag}-${j}-${i}`;
       const time = start + j * 60_000 + i * 100;
       const allowed = i % 4 !== 0;
-      const d: DecisionEvent = {
-        schema: 1,
-        event: 'decision',
+      const d = testDecision(
         id,
-        time: new Date(time).toISOString(),
-        kind: 'connect',
-        client: '127.0.0.1:1',
-        host: `h${i % 9}.fleet.test`,
-        port: 443,
-        decision: allowed ? 'allowed' : 'blocked',
-        reason: allowed ? 'allowed-endpoint' : 'not-allowed-endpoint',
-        rule: null,
-        message: 'm',
-        mode: 'block',
-        ci: { job_id: `${tag}-job-${j}`, repository: `org/repo-${j % 3}` },
-      };
+        time,
+        `h${i % 9}.fleet.test`,
+        { job_id: `${tag}-job-${j}`, repository: `org/repo-${j % 3}` },
+        {
+          decision: allowed ? 'allowed' : 'blocked',
+          reason: allowed ? 'allowed-endpoint' : 'not-allowed-endpoint',
+          mode: 'block',
+        },
+      );
       out.push(d);
-      if (allowed) {
-        const c: CloseEvent = {
-          schema: 1,
-          event: 'close',
-          id,
-          time: new Date(time + 50).toISOString(),
-          kind: 'connect',
-          client: '127.0.0.1:1',
-          host: d.host,
-          port: 443,
-          bytes_in: i,
-          bytes_out: 1,
-          duration_ms: 50,
-        };
-        out.push(c);
-      }
+      if (allowed) out.push(testClose(d, 50, i, 1));
     }
   }
   return out;
@@ -114,17 +94,7 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
         // Retention drops the day partitions that end at or before the cutoff.
         const model = new StoreModel((time, cutoff) => Math.floor(time / DAY) * DAY + DAY <= cutoff);
         try {
-          for (const step of steps) {
-            if ('batch' in step) {
-              const expected = model.insert(step.batch);
-              assert.equal((await store.insert(step.batch)).stored, expected, 'each event stored once');
-            } else {
-              model.retain(step.retainAt);
-              await store.retain(new Date(step.retainAt));
-            }
-          }
-          await checkAgainstModel(store, model, POOL_WINDOW);
-          assert.equal(await store.count(), model.held.size);
+          await runSteps(store, model, steps, false);
         } finally {
           await store.close();
           await admin.query(`DROP DATABASE ${db.name}`);
@@ -166,6 +136,26 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
       assert.equal(spanJob.bytesOut, 6, 'the bytes of the closes that remain');
     } finally {
       await collector.close();
+    }
+  });
+
+  it('events from a broken clock (year 1, year 50000) are stored in partitions of their own and retention drops the old one', { timeout: 60_000 }, async () => {
+    const db = await database();
+    const store = await PostgresStore.open(db.url);
+    try {
+      const job = { job_id: 'clock-job', repository: 'org/clock' };
+      const ancient = testDecision('clock-1', Date.parse('0001-01-01T10:00:00Z'), 'a.clock.test', job);
+      const future = testDecision('clock-2', Date.parse('+050000-01-01T10:00:00Z'), 'b.clock.test', job);
+      assert.equal((await store.insert([ancient, future, testClose(future, 10, 1, 2)])).stored, 3);
+      assert.deepEqual(
+        (await store.jobEvents('clock-job', 10)).map((e) => e.time),
+        [ancient.time, future.time, new Date(Date.parse(future.time) + 10).toISOString()],
+      );
+      assert.deepEqual(await store.retain(new Date()), { deleted: 1, jobs: 1 });
+      const [info] = (await store.jobs()).jobs;
+      assert.deepEqual([info!.job, info!.decisions, info!.bytesOut, info!.first], ['clock-job', 1, 2, future.time]);
+    } finally {
+      await store.close();
     }
   });
 

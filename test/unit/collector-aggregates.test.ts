@@ -4,30 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import Database from 'better-sqlite3';
 import { SqliteStore } from '../../collector/stores/sqlite-store.js';
 import { startCollector } from '../../collector/server.js';
+import { collectorCommand } from '../../cli/collector-command.js';
+import { runCaptured } from '../helpers/capture-io.js';
 import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
-import { checkAgainstModel, POOL_WINDOW, scenario, StoreModel } from '../helpers/aggregate-model.js';
+import { runSteps, scenario, StoreModel, testDecision, writeFirstLayoutDb } from '../helpers/aggregate-model.js';
 
 function decision(i: number, job: string, time: string, extra: Partial<DecisionEvent> = {}): DecisionEvent {
-  return {
-    schema: 1,
-    event: 'decision',
-    id: `d-${job}-${i}`,
-    time,
-    kind: 'connect',
-    client: '127.0.0.1:1',
-    host: `h${i % 3}.example.com`,
-    port: 443,
-    decision: 'allowed',
-    reason: 'allowed-endpoint',
-    rule: null,
-    message: 'ok',
-    mode: 'audit',
-    ci: { job_id: job, repository: job.startsWith('x') ? 'org/x' : 'org/y' },
-    ...extra,
-  };
+  return testDecision(`d-${job}-${i}`, Date.parse(time), `h${i % 3}.example.com`, { job_id: job, repository: job.startsWith('x') ? 'org/x' : 'org/y' }, extra);
 }
 
 describe('collector aggregates, paging and retention (SQLite)', () => {
@@ -43,17 +28,7 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
         const store = new SqliteStore(':memory:');
         const model = new StoreModel((time, cutoff) => time < cutoff);
         try {
-          for (const step of steps) {
-            if ('batch' in step) {
-              const expected = model.insert(step.batch);
-              assert.equal((await store.insert(step.batch)).stored, expected, 'each event stored once');
-            } else {
-              model.retain(step.retainAt);
-              await store.retain(new Date(step.retainAt));
-            }
-            await checkAgainstModel(store, model, POOL_WINDOW);
-          }
-          assert.equal(await store.count(), model.held.size);
+          await runSteps(store, model, steps, true);
         } finally {
           await store.close();
         }
@@ -143,13 +118,8 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
 
   it('a database of the first layout is migrated: its events into the compact tables and aggregates, then vacuumed', async () => {
     const path = join(dir, 'v1.db');
-    const db = new Database(path);
-    db.exec(`CREATE TABLE egress_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, event TEXT NOT NULL, job TEXT, time TEXT NOT NULL,
-      decision TEXT, body TEXT NOT NULL, received_at TEXT NOT NULL, UNIQUE (id, event))`);
-    const insert = db.prepare('INSERT INTO egress_events (id, event, job, time, decision, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     const events = Array.from({ length: 30 }, (_, i) => decision(i, 'old-layout', new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString()));
-    for (const e of events) insert.run(e.id, e.event, 'old-layout', e.time, e.decision, JSON.stringify(e), e.time);
-    db.close();
+    writeFirstLayoutDb(path, events);
     const store = new SqliteStore(path);
     try {
       assert.ok(store.incrementalVacuum(), 'the migration turned auto_vacuum on');
@@ -160,6 +130,18 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
       assert.equal((await store.jobs()).jobs[0]!.decisions, 30);
     } finally {
       await store.close();
+    }
+  });
+
+  it('--retention-days and EGRESS_COLLECTOR_RETENTION_DAYS take a whole number of days', async () => {
+    for (const [argv, env] of [
+      [['--retention-days', '0'], {}],
+      [['--retention-days', '1.5'], {}],
+      [[], { EGRESS_COLLECTOR_RETENTION_DAYS: 'month' }],
+    ] as Array<[string[], NodeJS.ProcessEnv]>) {
+      const result = await runCaptured(collectorCommand, ['--db', join(dir, 'cli.db'), ...argv], env);
+      assert.equal(result.code, 2, `${argv.join(' ')} ${JSON.stringify(env)}: a usage error`);
+      assert.match(result.stderr, /retention-days: ".*" is not a whole number of days/);
     }
   });
 });
