@@ -1,20 +1,7 @@
 import pg from 'pg';
 import type { EgressEvent } from '../../events/schema.js';
-import {
-  aggregateDeltas,
-  batchStrings,
-  decisionOf,
-  insertLinks,
-  linkStoredDecisions,
-  mergeSightings,
-  searchWindow,
-  toRows,
-  windowedRows,
-  type DestinationRow,
-  type EventRowV2,
-  type Link,
-  type StoredDecision,
-} from './aggregate.js';
+import * as aggregate from './aggregate.js';
+import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { decodeCursor, type EventStore, type HostSighting, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
@@ -154,7 +141,7 @@ export class PostgresStore implements EventStore {
   }
 
   private async applyDeltas(client: pg.PoolClient, newDecisions: readonly EventRowV2[], links: readonly Link[]): Promise<void> {
-    const deltas = aggregateDeltas(newDecisions, links);
+    const deltas = aggregate.aggregateDeltas(newDecisions, links);
     // Jobs first, then destinations, each in key order: the order retention's recompute locks them in too.
     if (deltas.jobs.length > 0) await client.query(jobRowSql('postgres'), [JSON.stringify(deltas.jobs)]);
     if (deltas.destinations.length > 0) await client.query(destinationRowSql('postgres'), [JSON.stringify(deltas.destinations)]);
@@ -174,7 +161,7 @@ export class PostgresStore implements EventStore {
   }
 
   async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
-    const rows = toRows(events, await this.ids(batchStrings(events)));
+    const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)));
     await this.ensurePartitions(rows.map((r) => r.time));
     const { inserted, unlinked } = await this.retried(async (client) => {
       // Closes whose decision is stored already: linked at insert.
@@ -188,7 +175,7 @@ export class PostgresStore implements EventStore {
         );
         for (const r of res.rows) stored.set((r.key as Buffer).toString('hex'), r);
       }
-      linkStoredDecisions(rows, stored);
+      aggregate.linkStoredDecisions(rows, stored);
       const cols = (f: (r: EventRowV2) => unknown) => rows.map(f);
       const res = await client.query(
         `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
@@ -210,8 +197,8 @@ export class PostgresStore implements EventStore {
       );
       const inserted = new Set(res.rows.map((r) => `${r.event}${(r.key as Buffer).toString('hex')}`));
       const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
-      const links = insertLinks(rows, inserted, stored);
-      links.push(...(await this.linkCloses(client, new Map(newDecisions.map((r) => [r.key.toString('hex'), { ...decisionOf(r), key: r.key, time: r.time }])))));
+      const links = aggregate.insertLinks(rows, inserted, stored);
+      links.push(...(await this.linkCloses(client, new Map(newDecisions.map((r) => [r.key.toString('hex'), { ...aggregate.decisionOf(r), key: r.key, time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close stored by concurrent transactions
       // see neither the other; whichever re-checks after both committed links them. Repeats are re-checked too: a
@@ -278,7 +265,7 @@ export class PostgresStore implements EventStore {
     const hostRes = await this.pool.query(`SELECT id FROM eg_strings WHERE ${filter.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')}`, [...filter.likes]);
     const hosts = hostRes.rows.map((r) => r.id as number);
     if (hosts.length === 0) return [];
-    const window = searchWindow(filter);
+    const window = aggregate.searchWindow(filter);
     const params: unknown[] = [hosts];
     const where = ['host_id = ANY($1::int[])'];
     if (filter.decision) (params.push(OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES]), where.push(`decision = $${params.length}`));
@@ -298,12 +285,12 @@ export class PostgresStore implements EventStore {
       first: Number(r.first),
       last: Number(r.last),
     });
-    const counted = await windowedRows(res.rows.map(numeric), window, async (row) => {
+    const counted = await aggregate.windowedRows(res.rows.map(numeric), window, async (row) => {
       const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, finite(window.since), finite(window.until)]);
       return numeric({ ...row, ...r.rows[0] });
     });
     const text = await this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
-    return mergeSightings(counted, (id) => text(id) ?? `#${id}`);
+    return aggregate.mergeSightings(counted, (id) => text(id) ?? `#${id}`);
   }
 
   /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */

@@ -2,21 +2,8 @@ import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EgressEvent } from '../../events/schema.js';
-import {
-  aggregateDeltas,
-  batchStrings,
-  decisionOf,
-  insertLinks,
-  linkStoredDecisions,
-  mergeSightings,
-  searchWindow,
-  toRows,
-  windowedRows,
-  type DestinationRow,
-  type EventRowV2,
-  type Link,
-  type StoredDecision,
-} from './aggregate.js';
+import * as aggregate from './aggregate.js';
+import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { decodeCursor, type EventStore, type HostSighting, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
@@ -63,16 +50,16 @@ export class SqliteStore implements EventStore {
         const d = storedDecision.get(r.key) as StoredDecision | undefined;
         if (d) stored.set(r.key.toString('hex'), d);
       }
-      linkStoredDecisions(rows, stored);
+      aggregate.linkStoredDecisions(rows, stored);
       const inserted = new Set<string>();
       for (const r of rows) if (insert.run(r).changes > 0) inserted.add(r.ref);
       const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
-      const links: Link[] = insertLinks(rows, inserted, stored);
+      const links: Link[] = aggregate.insertLinks(rows, inserted, stored);
       for (const r of newDecisions) {
         const close = linkClose.get(r.jobId, r.key) as { bytesIn: number; bytesOut: number } | undefined;
-        if (close) links.push({ decision: decisionOf(r), ...close });
+        if (close) links.push({ decision: aggregate.decisionOf(r), ...close });
       }
-      const deltas = aggregateDeltas(newDecisions, links);
+      const deltas = aggregate.aggregateDeltas(newDecisions, links);
       for (const j of deltas.jobs) upsertJob.run(j);
       for (const d of deltas.destinations) upsertDestination.run(d);
       return inserted.size;
@@ -101,7 +88,7 @@ export class SqliteStore implements EventStore {
   }
 
   private insertSync(events: readonly EgressEvent[]): number {
-    const texts = batchStrings(events);
+    const texts = aggregate.batchStrings(events);
     const unknown = this.strings.unknownTexts(texts);
     if (unknown.length > 0) {
       const insert = this.db.prepare('INSERT INTO eg_strings (text) VALUES (?) ON CONFLICT (text) DO NOTHING');
@@ -113,7 +100,7 @@ export class SqliteStore implements EventStore {
         }
       })();
     }
-    return this.writeBatch(toRows(events, this.strings.idMap(texts)));
+    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts)));
   }
 
   /** A string's id, without adding it (undefined: no event ever named it). */
@@ -183,7 +170,7 @@ export class SqliteStore implements EventStore {
       .all(...filter.likes)
       .map((r) => (r as { id: number }).id);
     if (hosts.length === 0) return [];
-    const window = searchWindow(filter);
+    const window = aggregate.searchWindow(filter);
     const params: Record<string, string | number> = { hosts: JSON.stringify(hosts) };
     const where = ['host_id IN (SELECT value FROM json_each(@hosts))'];
     if (filter.decision) (where.push('decision = @decision'), (params.decision = OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES]));
@@ -193,12 +180,12 @@ export class SqliteStore implements EventStore {
       .prepare(`SELECT job_id AS jobId, host_id AS hostId, port, decision, count, bytes_out AS bytesOut, first, last FROM eg_job_destinations WHERE ${where.join(' AND ')}`)
       .all(params) as DestinationRow[];
     const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-    const counted = await windowedRows(rows, window, async (row) => {
+    const counted = await aggregate.windowedRows(rows, window, async (row) => {
       const r = recount.get({ ...row, since: finite(window.since), until: finite(window.until) }) as { count: number; bytesOut: number; first: number; last: number };
       return { ...row, ...r };
     });
     const text = this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
-    return mergeSightings(counted, (id) => text(id) ?? `#${id}`);
+    return aggregate.mergeSightings(counted, (id) => text(id) ?? `#${id}`);
   }
 
   /**
