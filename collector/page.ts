@@ -1,4 +1,4 @@
-import type { JobInfo } from './stores/event-store.js';
+import type { JobPage, JobQuery } from './stores/event-store.js';
 import { formatBytes, review, type ReviewRow } from '../report/review.js';
 import { destinationKey, type Connection, type Summary } from '../report/summary.js';
 
@@ -45,31 +45,104 @@ document.querySelectorAll('button[data-copy]').forEach(function (button) {
     area.select(); document.execCommand('copy'); document.body.removeChild(area); done();
   });
 });
+${SEARCH_SCRIPT}
 </script></body></html>
 `;
 }
 
 export function contentSecurityPolicy(nonce: string): string {
-  return `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+  return `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`;
 }
 
 function badge(decision: string): string {
   return `<span class="badge ${esc(decision)}">${esc(decision)}</span>`;
 }
 
-export function renderJobsPage(jobs: readonly JobInfo[], nonce: string): string {
-  const rows = jobs.map((j) => {
+/** The host search box: asks GET /api/v1/search and draws the answer with text nodes only (no HTML from data). */
+const SEARCH_SCRIPT = `
+(function () {
+  var form = document.getElementById('search');
+  if (!form) return;
+  var out = document.getElementById('search-results');
+  var offset = 0;
+  function cell(row, text, cls) { var td = document.createElement('td'); td.textContent = String(text); if (cls) td.className = cls; row.appendChild(td); return td; }
+  function show(answer, append) {
+    if (!append) out.textContent = '';
+    var table = out.querySelector('table');
+    if (!table) {
+      var p = document.createElement('p'); p.id = 'search-total'; out.appendChild(p);
+      table = document.createElement('table'); table.id = 'search-table';
+      var head = table.createTHead().insertRow();
+      ['Job', 'Hosts', 'First seen', 'Last seen', 'Decisions', 'Blocked', 'Bytes out'].forEach(function (h) { var th = document.createElement('th'); th.textContent = h; head.appendChild(th); });
+      table.createTBody(); out.appendChild(table);
+    }
+    out.querySelector('#search-total').textContent = answer.total + ' job(s) talked to ' + answer.host;
+    answer.jobs.forEach(function (j) {
+      var row = table.tBodies[0].insertRow();
+      if (j.blocked > 0) row.className = 'blocked';
+      var a = document.createElement('a'); a.href = '/jobs/' + encodeURIComponent(j.job); a.textContent = j.job;
+      cell(row, '').appendChild(a);
+      cell(row, j.hosts.join(', ')); cell(row, j.first); cell(row, j.last); cell(row, j.decisions, 'num'); cell(row, j.blocked, 'num'); cell(row, j.bytesOut, 'num');
+    });
+    var more = document.getElementById('search-more');
+    if (more) more.remove();
+    if (answer.next !== null) {
+      more = document.createElement('button'); more.id = 'search-more'; more.type = 'button'; more.textContent = 'More';
+      more.addEventListener('click', function () { offset = answer.next; run(true); });
+      out.appendChild(more);
+    }
+  }
+  function run(append) {
+    var params = new URLSearchParams(new FormData(form));
+    params.set('offset', String(offset));
+    fetch('/api/v1/search?' + params.toString()).then(function (res) {
+      return res.json().then(function (body) {
+        if (!res.ok) { out.textContent = body.error || ('search failed: ' + res.status); return; }
+        show(body, append);
+      });
+    }, function (err) { out.textContent = 'search failed: ' + err; });
+  }
+  form.addEventListener('submit', function (e) { e.preventDefault(); offset = 0; run(false); });
+})();`;
+
+/** The job list with the same filter and page size (`limit` kept when it is not the page's own). */
+function jobsLink(query: JobQuery, cursor?: string, pageSize = 100): string {
+  const params = new URLSearchParams();
+  if (query.repository) params.set('repository', query.repository);
+  if (query.limit !== undefined && query.limit !== pageSize) params.set('limit', String(query.limit));
+  if (cursor) params.set('cursor', cursor);
+  const text = params.toString();
+  return text ? `/?${text}` : '/';
+}
+
+export function renderJobsPage(page: JobPage, query: JobQuery, nonce: string): string {
+  const rows = page.jobs.map((j) => {
     const cls = j.blocked > 0 ? 'blocked' : j.wouldBlock > 0 ? 'would-block' : '';
     return (
       `<tr class="${cls}"><td><a href="${esc(jobPath(j.job))}">${esc(j.job)}</a></td><td>${esc(j.first)}</td><td>${esc(j.last)}</td>` +
-      `<td class="num">${j.decisions}</td><td class="num">${j.allowed}</td><td class="num">${j.wouldBlock}</td><td class="num">${j.blocked}</td></tr>`
+      `<td class="num">${j.decisions}</td><td class="num">${j.allowed}</td><td class="num">${j.wouldBlock}</td><td class="num">${j.blocked}</td><td>${esc(j.repository ?? '')}</td></tr>`
     );
   });
-  const body =
-    jobs.length === 0
-      ? '<h1>Jobs</h1><p class="muted">No events received yet. Point a proxy at this collector with EGRESS_COLLECTOR_URL.</p>'
-      : `<h1>Jobs</h1><table id="jobs"><thead><tr><th>Job</th><th>First seen</th><th>Last seen</th><th>Decisions</th><th>Allowed</th><th>Would-block</th><th>Blocked</th></tr></thead>
+  const search = `<h2>Which jobs talked to a host?</h2>
+<form id="search" role="search"><input name="host" required placeholder="codecov.io, *.codecov.io, 203.0.113.7" size="32" aria-label="host pattern">
+<input name="since" placeholder="since (ISO time)" size="22" aria-label="since"><button type="submit">Search</button></form>
+<div id="search-results"></div>`;
+  const filter = `<form id="repository-filter" method="get" action="/"><input name="repository" value="${esc(query.repository ?? '')}" placeholder="owner/repository" aria-label="repository">
+<button type="submit">Filter</button>${query.repository ? ` <a href="/">all repositories</a>` : ''}</form>`;
+  const nav = [
+    query.cursor ? `<a id="first-page" href="${esc(jobsLink(query))}">first page</a>` : '',
+    page.next ? `<a id="next-page" href="${esc(jobsLink(query, page.next))}">next page</a>` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+  const list =
+    page.jobs.length === 0
+      ? query.repository || query.cursor
+        ? '<p class="muted">No jobs here.</p>'
+        : '<p class="muted">No events received yet. Point a proxy at this collector with EGRESS_COLLECTOR_URL.</p>'
+      : `<table id="jobs"><thead><tr><th>Job</th><th>First seen</th><th>Last seen</th><th>Decisions</th><th>Allowed</th><th>Would-block</th><th>Blocked</th><th>Repository</th></tr></thead>
 <tbody>${rows.join('\n')}</tbody></table>`;
+  const body = `<h1>Jobs</h1>${filter}${list}<p class="pages">${nav}</p>${search}`;
   return layout('egress-guard: jobs', body, nonce);
 }
 

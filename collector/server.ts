@@ -3,7 +3,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { listen } from '../net/listen.js';
 import { hostQuery, SearchError, sightingsByJob } from './host-search.js';
-import type { EventStore } from './stores/event-store.js';
+import { decodeCursor, type EventStore, type JobQuery, type RetentionResult } from './stores/event-store.js';
 import { openStore } from './stores/open-store.js';
 import { IngestError, readBatch, type IngestLimits } from './ingest.js';
 import { INGEST_PATH } from '../events/delivery/ingest-url.js';
@@ -21,13 +21,21 @@ export interface CollectorOptions {
   limits?: Partial<IngestLimits>;
   /** Most events a job's API answers and pages hold. */
   maxJobEvents?: number;
+  /** Delete events older than this many days (at start, then every `retentionIntervalMs`); unset: keep everything. */
+  retentionDays?: number;
+  retentionIntervalMs?: number;
 }
 
 export interface Collector {
   port: number;
   store: EventStore;
+  /** Run retention now (after the run under way, if any); undefined without retentionDays. */
+  retention(): Promise<RetentionResult | undefined>;
   close(): Promise<void>;
 }
+
+/** Jobs per page of the web page's job list. */
+export const PAGE_JOBS = 100;
 
 const DEFAULT_LIMITS: IngestLimits = { maxBodyBytes: 8 * 1024 * 1024, maxDecodedBytes: 32 * 1024 * 1024, maxEvents: 10_000 };
 
@@ -53,6 +61,30 @@ function sendJson(res: ServerResponse, status: number, value: unknown, headers: 
 function sendText(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': `${type}; charset=utf-8`, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...headers });
   res.end(body);
+}
+
+/** A whole-number query parameter, at most `max`. */
+function count(params: URLSearchParams, name: string, fallback: number, max: number): number {
+  const text = params.get(name);
+  if (text === null || text === '') return fallback;
+  if (!/^\d+$/.test(text)) throw new HttpError(400, `${name}: "${text}" is not a whole number`);
+  return Math.min(Number(text), max);
+}
+
+/** GET /api/v1/jobs?limit=N&cursor=C|offset=N&repository=R: without limit, every job (the first API's answer). */
+function jobQuery(params: URLSearchParams, defaultLimit?: number): JobQuery {
+  const query: JobQuery = {};
+  const limit = params.get('limit');
+  if (limit !== null && limit !== '') query.limit = Math.max(1, count(params, 'limit', 0, 1000));
+  else if (defaultLimit !== undefined) query.limit = defaultLimit;
+  const cursor = params.get('cursor');
+  if (cursor) {
+    if (!decodeCursor(cursor)) throw new HttpError(400, `cursor: "${cursor}" is not a cursor this collector gave`);
+    query.cursor = cursor;
+  } else if (params.get('offset')) query.offset = count(params, 'offset', 0, Number.MAX_SAFE_INTEGER);
+  const repository = params.get('repository');
+  if (repository) query.repository = repository;
+  return query;
 }
 
 function decodeSegment(segment: string): string {
@@ -122,13 +154,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const decision = params.get('decision') || undefined;
     if (decision !== undefined && !['allowed', 'blocked', 'would-block'].includes(decision))
       throw new HttpError(400, `decision: "${decision}" is not allowed, blocked or would-block`);
-    const count = (name: string, fallback: number, max: number) => {
-      const text = params.get(name);
-      if (text === null || text === '') return fallback;
-      if (!/^\d+$/.test(text)) throw new HttpError(400, `${name}: "${text}" is not a whole number`);
-      return Math.min(Number(text), max);
-    };
-    const page = { limit: count('limit', 50, 500), offset: count('offset', 0, Number.MAX_SAFE_INTEGER) };
+    const page = { limit: count(params, 'limit', 50, 500), offset: count(params, 'offset', 0, Number.MAX_SAFE_INTEGER) };
     const since = time('since');
     const until = time('until');
     const rows = await store.sightings({ likes: query.likes, ...(since && { since }), ...(until && { until }), ...(decision && { decision }) });
@@ -151,7 +177,11 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `${method} is not supported here`);
     if (path === '/healthz') return sendText(res, 200, 'text/plain', 'ok\n');
-    if (path === '/api/v1/jobs') return sendJson(res, 200, { jobs: await store.jobs() });
+    if (path === '/api/v1/jobs') {
+      const query = jobQuery(url.searchParams);
+      const page = await store.jobs(query);
+      return sendJson(res, 200, query.limit === undefined ? { jobs: page.jobs } : page);
+    }
     if (path === '/api/v1/search') return sendJson(res, 200, await search(url.searchParams));
     const api = /^\/api\/v1\/jobs\/([^/]+)\/(events|summary|policy)$/.exec(path);
     if (api) {
@@ -172,7 +202,10 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     const nonce = randomBytes(16).toString('base64');
     const pageHeaders = { 'content-security-policy': contentSecurityPolicy(nonce), 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' };
-    if (path === '/') return sendText(res, 200, 'text/html', renderJobsPage(await store.jobs(), nonce), pageHeaders);
+    if (path === '/') {
+      const query = jobQuery(url.searchParams, PAGE_JOBS);
+      return sendText(res, 200, 'text/html', renderJobsPage(await store.jobs(query), query, nonce), pageHeaders);
+    }
     const page = /^\/jobs\/([^/]+)$/.exec(path);
     if (page) {
       const job = decodeSegment(page[1]!);
@@ -207,12 +240,37 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   }
   log.info({ listen: `${options.listen.host}:${port}`, db: options.db.replace(/\/\/[^@/]*@/, '//<credentials>@') }, 'collector: listening');
 
+  // Retention: one run at a time, at start and then periodically; ingest and reads go on meanwhile (stores/*.ts).
+  let retaining: Promise<RetentionResult | undefined> = Promise.resolve(undefined);
+  const retentionDays = options.retentionDays;
+  const retention = () => {
+    if (retentionDays === undefined) return Promise.resolve(undefined);
+    retaining = retaining.then(async () => {
+      const cutoff = new Date(Date.now() - retentionDays * 86_400_000);
+      try {
+        const result = await store.retain(cutoff);
+        log.info({ cutoff: cutoff.toISOString(), ...result }, 'collector: retention');
+        return result;
+      } catch (err) {
+        log.error({ err }, 'collector: retention failed; retried at the next run');
+        return undefined;
+      }
+    });
+    return retaining;
+  };
+  void retention();
+  const timer = retentionDays === undefined ? undefined : setInterval(() => void retention(), options.retentionIntervalMs ?? 3_600_000);
+  timer?.unref();
+
   let closing: Promise<void> | undefined;
   return {
     port,
     store,
+    retention,
     close() {
       closing ??= (async () => {
+        if (timer) clearInterval(timer);
+        await retaining;
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();

@@ -1,9 +1,35 @@
 import type { DecisionCounts } from '../../report/host-sightings.js';
 import type { EgressEvent } from '../../events/schema.js';
-import { jobKey } from '../../events/job-key.js';
 
 export interface JobInfo extends DecisionCounts {
   job: string;
+  /** ci.repository of the job's decisions, when they carry one. */
+  repository?: string;
+  /** Bytes the job received and sent (close events of its decisions). */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** One page of the job list: `limit` jobs after `cursor` (or `offset`), most recently active first. */
+export interface JobQuery {
+  limit?: number;
+  /** The `next` of the previous page. */
+  cursor?: string;
+  offset?: number;
+  repository?: string;
+}
+
+export interface JobPage {
+  jobs: JobInfo[];
+  /** The cursor of the next page; null on the last one. */
+  next: string | null;
+}
+
+export interface RetentionResult {
+  /** Events deleted (PostgreSQL: in the day partitions dropped). */
+  deleted: number;
+  /** Jobs whose aggregates were recomputed from what remains. */
+  jobs: number;
 }
 
 /** One job's decisions for one host, as the host search reads them (collector/host-search.ts). */
@@ -29,45 +55,43 @@ export interface InsertResult {
 
 /**
  * Where the collector keeps events. Each event is stored once per (id, event): a decision by its id, a
- * close by its id and "close". A batch is stored in one transaction: all of it or nothing.
+ * close by its id and "close". A batch is stored in one transaction with its aggregates: all of it or nothing.
  */
 export interface EventStore {
   insert(events: readonly EgressEvent[]): Promise<InsertResult>;
-  /** Jobs with decision counts, most recently active first. */
-  jobs(): Promise<JobInfo[]>;
+  /** Jobs with decision counts, most recently active first (from the per-job aggregates). */
+  jobs(query?: JobQuery): Promise<JobPage>;
   /** A job's decision events and the close events of those decisions, in time order. */
   jobEvents(job: string, limit: number): Promise<EgressEvent[]>;
   /** Per (job, host): decisions whose host matches one of the LIKE patterns, in the time window. */
   sightings(filter: SightingFilter): Promise<HostSighting[]>;
+  /**
+   * Delete the events older than `cutoff` and recompute the aggregates of the jobs they belonged to. SQLite: every
+   * event with time < cutoff, in small transactions; PostgreSQL: the day partitions that end at or before cutoff.
+   */
+  retain(cutoff: Date): Promise<RetentionResult>;
   /** Stored events (decision and close) in total. */
   count(): Promise<number>;
+  /** Bytes the store takes on disk (tables and indexes). */
+  storageBytes(): Promise<number>;
   close(): Promise<void>;
 }
 
-/** A row as both stores write it. Close events carry no CI context: their job is that of their decision. */
-export interface EventRow {
-  id: string;
-  event: string;
-  job: string | null;
-  /** The decision's host (close events: null), for the host search. */
-  host: string | null;
-  time: string;
-  decision: string | null;
-  body: string;
+/** The job-list cursor: the last row's (last seen, job id), opaque to clients. */
+export function encodeCursor(last: number, jobId: number): string {
+  return Buffer.from(`${last}.${jobId}`).toString('base64url');
 }
 
-export function toRow(event: EgressEvent): EventRow {
-  return {
-    id: event.id,
-    event: event.event,
-    job: event.event === 'decision' ? jobKey(event) : null,
-    host: event.event === 'decision' ? event.host : null,
-    time: new Date(event.time).toISOString(),
-    decision: event.event === 'decision' ? event.decision : null,
-    body: JSON.stringify(event),
-  };
+export function decodeCursor(cursor: string): { last: number; jobId: number } | undefined {
+  const m = /^(-?\d+)\.(\d+)$/.exec(Buffer.from(cursor, 'base64url').toString());
+  return m ? { last: Number(m[1]), jobId: Number(m[2]) } : undefined;
 }
 
 export function isPostgresUrl(db: string): boolean {
   return /^postgres(ql)?:\/\//i.test(db);
+}
+
+/** Milliseconds as the ISO time the API answers. */
+export function iso(ms: number | string): string {
+  return new Date(Number(ms)).toISOString();
 }

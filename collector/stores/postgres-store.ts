@@ -1,39 +1,52 @@
 import pg from 'pg';
 import type { EgressEvent } from '../../events/schema.js';
-import type { DecisionCounts } from '../../report/host-sightings.js';
-import { toRow, type EventStore, type HostSighting, type InsertResult, type JobInfo, type SightingFilter } from './event-store.js';
+import * as aggregate from './aggregate.js';
+import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
+import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
+import { Dictionary } from './dictionary.js';
+import { decodeCursor, type EventStore, type HostSighting, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
+import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, type JobRow } from './queries.js';
 
 const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT EXISTS across collectors
+const PARTITION_LOCK = 0x6567_7265;
+const RETENTION_LOCK = 0x6567_7266;
+const DAY = 86_400_000;
+/**
+ * How far apart in time a decision and its close may be and still be joined (both are looked up by id within this
+ * window, so that only a few day partitions are searched). Proxies close connections long before.
+ */
+export const LINK_WINDOW_MS = 2 * DAY;
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS egress_events (
-  seq BIGSERIAL PRIMARY KEY,
-  id TEXT NOT NULL,
-  event TEXT NOT NULL,
-  job TEXT,
-  time TEXT NOT NULL,
-  decision TEXT,
-  body TEXT NOT NULL,
-  received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-  UNIQUE (id, event)
-);
-CREATE INDEX IF NOT EXISTS egress_events_job ON egress_events (job, time);
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'egress_events' AND column_name = 'host') THEN
-    ALTER TABLE egress_events ADD COLUMN host TEXT;
-    UPDATE egress_events SET host = body::json->>'host' WHERE event = 'decision';
-  END IF;
-END $$;
-CREATE INDEX IF NOT EXISTS egress_events_host ON egress_events (host, time);
-`;
+const RETRYABLE = new Set(['40P01', '40001', '23514']); // deadlock, serialization, no partition (dropped meanwhile)
 
-/** PostgreSQL answers counts as text (bigint): the numbers of a grouped row. */
-function countsOf(r: { first: string; last: string; decisions: string; allowed: string; blocked: string; would_block: string }): DecisionCounts {
-  return { first: r.first, last: r.last, decisions: Number(r.decisions), allowed: Number(r.allowed), blocked: Number(r.blocked), wouldBlock: Number(r.would_block) };
+/** `eg_events_pYYYYMMDD`; a day outside years 1000-9999 (a producer's broken clock) by its day number instead. */
+function partitionName(day: number): string {
+  const date = new Date(day).toISOString();
+  if (/^\d{4}-/.test(date) && !date.startsWith('0')) return `eg_events_p${date.slice(0, 10).replace(/-/g, '')}`;
+  return `eg_events_d${day / DAY + 1_000_000_000}`;
 }
 
-/** PostgreSQL store for fleets: several collectors may write to one database at once. */
+function dayOfPartition(name: string): number | undefined {
+  const m = /^eg_events_p(\d{4})(\d{2})(\d{2})$/.exec(name);
+  if (m) return Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  const d = /^eg_events_d(\d+)$/.exec(name);
+  return d ? (Number(d[1]) - 1_000_000_000) * DAY : undefined;
+}
+
+/** Parameter arrays of rows' keys with the time window each is looked up in. */
+function keyWindows(rows: readonly EventRowV2[]) {
+  return [rows.map((r) => r.key), rows.map((r) => r.time - LINK_WINDOW_MS), rows.map((r) => r.time + LINK_WINDOW_MS)];
+}
+
+/**
+ * PostgreSQL store for fleets: several collectors may write to one database at once. Events live in per-day
+ * partitions of eg_events (made as events arrive, dropped whole by retention); aggregates in eg_jobs and
+ * eg_job_destinations, updated in the transaction that stores the events.
+ */
 export class PostgresStore implements EventStore {
+  private readonly strings = new Dictionary();
+  private readonly partitions = new Set<number>();
+
   private constructor(private readonly pool: pg.Pool) {}
 
   static async open(url: string): Promise<PostgresStore> {
@@ -45,8 +58,11 @@ export class PostgresStore implements EventStore {
     try {
       await store.transaction(async (client) => {
         await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
-        await client.query(SCHEMA);
+        await client.query(SCHEMA_TABLES.postgres);
       });
+      await store.ensurePartitions([Date.now(), Date.now() + DAY]);
+      await store.migrateOldTable();
+      await store.recomputePending();
     } catch (err) {
       await pool.end();
       throw err;
@@ -69,80 +85,307 @@ export class PostgresStore implements EventStore {
     }
   }
 
-  async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
-    // One statement per batch; rows in key order so concurrent batches lock keys in the same order.
-    const rows = events.map(toRow);
+  /** A transaction retried on deadlock, serialization failure, or a partition dropped under it. */
+  private async retried<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const stored = await this.transaction(async (client) => {
-          const res = await client.query(
-            `INSERT INTO egress_events (id, event, job, host, time, decision, body)
-             SELECT id, event, job, host, time, decision, body
-             FROM jsonb_to_recordset($1::jsonb) AS x(id text, event text, job text, host text, time text, decision text, body text)
-             ORDER BY id, event
-             ON CONFLICT (id, event) DO NOTHING`,
-            [JSON.stringify(rows)],
-          );
-          return res.rowCount ?? 0;
-        });
-        return { stored, duplicates: events.length - stored };
+        return await this.transaction(work);
       } catch (err) {
         const code = (err as { code?: string }).code;
-        if (attempt < 3 && (code === '40P01' || code === '40001')) continue; // deadlock / serialization: retry
-        throw err;
+        if (attempt >= 5 || !code || !RETRYABLE.has(code)) throw err;
+        if (code === '23514') this.partitions.clear();
+        await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
       }
     }
   }
 
-  async jobs(): Promise<JobInfo[]> {
-    const res = await this.pool.query(
-      `SELECT job, MIN(time) AS first, MAX(time) AS last, COUNT(*) AS decisions,
-         COUNT(*) FILTER (WHERE decision = 'allowed') AS allowed, COUNT(*) FILTER (WHERE decision = 'blocked') AS blocked,
-         COUNT(*) FILTER (WHERE decision = 'would-block') AS would_block
-       FROM egress_events WHERE event = 'decision' GROUP BY job ORDER BY last DESC, job`,
+  /** The day partitions for these times exist (made under a lock: CREATE ... IF NOT EXISTS races across sessions). */
+  private async ensurePartitions(times: readonly number[]): Promise<void> {
+    const days = [...new Set(times.map((t) => Math.floor(t / DAY) * DAY))].filter((d) => !this.partitions.has(d));
+    if (days.length === 0) return;
+    await this.transaction(async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock($1)', [PARTITION_LOCK]);
+      for (const day of days.sort((a, b) => a - b)) {
+        await client.query(`CREATE TABLE IF NOT EXISTS ${partitionName(day)} PARTITION OF eg_events FOR VALUES FROM (${day}) TO (${day + DAY})`);
+      }
+    });
+    for (const day of days) this.partitions.add(day);
+  }
+
+  private async ids(texts: readonly string[]): Promise<Map<string, number>> {
+    const unknown = this.strings.unknownTexts(texts);
+    if (unknown.length > 0) {
+      await this.pool.query('INSERT INTO eg_strings (text) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT (text) DO NOTHING', [unknown]);
+      const res = await this.pool.query('SELECT id, text FROM eg_strings WHERE text = ANY($1::text[])', [unknown]);
+      for (const r of res.rows) this.strings.remember(r.id, r.text);
+    }
+    return this.strings.idMap(texts);
+  }
+
+  private async find(text: string): Promise<number | undefined> {
+    const known = this.strings.id(text);
+    if (known !== undefined) return known;
+    const res = await this.pool.query('SELECT id FROM eg_strings WHERE text = $1', [text]);
+    if (res.rows[0]) this.strings.remember(res.rows[0].id, text);
+    return res.rows[0]?.id;
+  }
+
+  private async texts(ids: readonly number[]): Promise<(id: number) => string | undefined> {
+    const unknown = this.strings.unknownIds(ids);
+    if (unknown.length > 0) {
+      const res = await this.pool.query('SELECT id, text FROM eg_strings WHERE id = ANY($1::int[])', [unknown]);
+      for (const r of res.rows) this.strings.remember(r.id, r.text);
+    }
+    const map = this.strings.textMap(ids);
+    return (id) => map.get(id);
+  }
+
+  private async applyDeltas(client: pg.PoolClient, newDecisions: readonly EventRowV2[], links: readonly Link[]): Promise<void> {
+    const deltas = aggregate.aggregateDeltas(newDecisions, links);
+    // Jobs first, then destinations, each in key order: the order retention's recompute locks them in too.
+    if (deltas.jobs.length > 0) await client.query(jobRowSql('postgres'), [JSON.stringify(deltas.jobs)]);
+    if (deltas.destinations.length > 0) await client.query(destinationRowSql('postgres'), [JSON.stringify(deltas.destinations)]);
+  }
+
+  /** Link stored closes (job_id still null) of these decisions: exactly one transaction gets each (WHERE job_id IS NULL). */
+  private async linkCloses(client: pg.PoolClient, decisions: ReadonlyMap<string, StoredDecision & { key: Buffer; time: number }>): Promise<Link[]> {
+    if (decisions.size === 0) return [];
+    const list = [...decisions.values()];
+    const res = await client.query(
+      `UPDATE eg_events c SET job_id = x.job FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
+       WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
+       RETURNING c.key, c.bytes_in, c.bytes_out`,
+      [list.map((d) => d.key), list.map((d) => d.jobId), list.map((d) => d.time - LINK_WINDOW_MS), list.map((d) => d.time + LINK_WINDOW_MS)],
     );
-    return res.rows.map((r) => ({ job: r.job, ...countsOf(r) }));
+    return res.rows.map((r) => ({ decision: decisions.get((r.key as Buffer).toString('hex'))!, bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
+  }
+
+  async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
+    const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)));
+    await this.ensurePartitions(rows.map((r) => r.time));
+    const { inserted, unlinked } = await this.retried(async (client) => {
+      // Closes whose decision is stored already: linked at insert.
+      const orphans = rows.filter((r) => r.event === CLOSE && r.jobId === null);
+      const stored = new Map<string, StoredDecision>();
+      if (orphans.length > 0) {
+        const res = await client.query(
+          `SELECT e.key, e.job_id AS "jobId", e.host_id AS "hostId", e.port, e.decision FROM eg_events e
+           JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON e.key = x.key AND e.event = ${DECISION} AND e.time >= x.lo AND e.time <= x.hi`,
+          keyWindows(orphans),
+        );
+        for (const r of res.rows) stored.set((r.key as Buffer).toString('hex'), r);
+      }
+      aggregate.linkStoredDecisions(rows, stored);
+      const cols = (f: (r: EventRowV2) => unknown) => rows.map(f);
+      const res = await client.query(
+        `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
+         SELECT * FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[])
+         ORDER BY 1, 2
+         ON CONFLICT DO NOTHING RETURNING key, event`,
+        [
+          cols((r) => r.key),
+          cols((r) => r.event),
+          cols((r) => r.time),
+          cols((r) => r.jobId),
+          cols((r) => r.hostId),
+          cols((r) => r.port),
+          cols((r) => r.decision),
+          cols((r) => r.bytesIn),
+          cols((r) => r.bytesOut),
+          cols((r) => r.body),
+        ],
+      );
+      const inserted = new Set(res.rows.map((r) => `${r.event}${(r.key as Buffer).toString('hex')}`));
+      const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
+      const links = aggregate.insertLinks(rows, inserted, stored);
+      links.push(...(await this.linkCloses(client, new Map(newDecisions.map((r) => [r.key.toString('hex'), { ...aggregate.decisionOf(r), key: r.key, time: r.time }])))));
+      await this.applyDeltas(client, newDecisions, links);
+      // What may still need linking once this commits: a decision and its close stored by concurrent transactions
+      // see neither the other; whichever re-checks after both committed links them. Repeats are re-checked too: a
+      // collector that died between commit and re-check did not answer, so the batch comes again (and a repeated close
+      // stored unlinked then is linked by it, whatever this batch's lookup found).
+      return { inserted: inserted.size, unlinked: rows };
+    });
+    if (unlinked.length > 0) await this.relink(unlinked);
+    return { stored: inserted, duplicates: events.length - inserted };
+  }
+
+  /** After commit: closes of these rows (or these closes) still without a job whose decision is now stored get linked. */
+  private async relink(rows: readonly EventRowV2[]): Promise<void> {
+    const res = await this.pool.query(
+      `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time FROM eg_events c
+       JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
+       JOIN eg_events d ON d.key = c.key AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`,
+      keyWindows(rows),
+    );
+    if (res.rows.length === 0) return;
+    const decisions = new Map(res.rows.map((r) => [(r.key as Buffer).toString('hex'), { ...(r as StoredDecision), key: r.key as Buffer, time: Number(r.time) }]));
+    await this.retried(async (client) => this.applyDeltas(client, [], await this.linkCloses(client, decisions)));
+  }
+
+  async jobs(query: JobQuery = {}): Promise<JobPage> {
+    const params: unknown[] = [];
+    const where: string[] = [];
+    if (query.repository !== undefined) {
+      const repo = await this.find(query.repository);
+      if (repo === undefined) return { jobs: [], next: null };
+      params.push(repo);
+      where.push(`repo_id = $${params.length}`);
+    }
+    const after = query.cursor ? decodeCursor(query.cursor) : undefined;
+    if (after) {
+      params.push(after.last, after.jobId);
+      where.push(`(last, job_id) < ($${params.length - 1}, $${params.length})`);
+    }
+    params.push(rowsToRead(query), after ? 0 : (query.offset ?? 0));
+    const res = await this.pool.query(
+      `${JOB_SELECT} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY last DESC, job_id DESC LIMIT $${params.length - 1} OFFSET $${params.length}`,
+      params,
+    );
+    const rows = res.rows as JobRow[];
+    return jobPage(rows, query, await this.texts(rows.flatMap((r) => (r.repoId === null ? [r.jobId] : [r.jobId, r.repoId]))));
   }
 
   async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
+    const jobId = await this.find(job);
+    if (jobId === undefined) return [];
+    // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
     const res = await this.pool.query(
-      `SELECT body, time, seq FROM egress_events WHERE event = 'decision' AND job = $1
-       UNION ALL
-       SELECT c.body, c.time, c.seq FROM egress_events c JOIN egress_events d ON d.id = c.id AND d.event = 'decision'
-       WHERE c.event = 'close' AND d.job = $1
-       ORDER BY time, seq LIMIT $2`,
-      [job, limit],
+      `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
+       WHERE e.job_id = $1 ORDER BY e.time, e.event, e.key LIMIT $2`,
+      [jobId, limit],
     );
-    return res.rows.map((r) => JSON.parse(r.body) as EgressEvent);
+    return res.rows.map((r) =>
+      unpackEvent(r.body, decodeId(r.key), r.host, Number(r.time), job, r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) }),
+    );
   }
 
   async sightings(filter: SightingFilter): Promise<HostSighting[]> {
     if (filter.likes.length === 0) return [];
-    const params: string[] = [...filter.likes];
-    const where = [`d.event = 'decision'`, `(${filter.likes.map((_, i) => `d.host LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')})`];
-    for (const [column, op, value] of [
-      ['time', '>=', filter.since],
-      ['time', '<=', filter.until],
-      ['decision', '=', filter.decision],
-    ] as const) {
-      if (value === undefined) continue;
-      params.push(value);
-      where.push(`d.${column} ${op} $${params.length}`);
-    }
+    const hostRes = await this.pool.query(`SELECT id FROM eg_strings WHERE ${filter.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')}`, [...filter.likes]);
+    const hosts = hostRes.rows.map((r) => r.id as number);
+    if (hosts.length === 0) return [];
+    const window = aggregate.searchWindow(filter);
+    const params: unknown[] = [hosts];
+    const where = ['host_id = ANY($1::int[])'];
+    if (filter.decision) (params.push(OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES]), where.push(`decision = $${params.length}`));
+    if (filter.since) (params.push(window.since), where.push(`last >= $${params.length}`));
+    if (filter.until) (params.push(window.until), where.push(`first <= $${params.length}`));
     const res = await this.pool.query(
-      `SELECT d.job, d.host, MIN(d.time) AS first, MAX(d.time) AS last, COUNT(*) AS decisions,
-         COUNT(*) FILTER (WHERE d.decision = 'allowed') AS allowed, COUNT(*) FILTER (WHERE d.decision = 'blocked') AS blocked,
-         COUNT(*) FILTER (WHERE d.decision = 'would-block') AS would_block,
-         COALESCE(SUM((c.body::json->>'bytes_out')::bigint), 0) AS bytes_out
-       FROM egress_events d LEFT JOIN egress_events c ON c.id = d.id AND c.event = 'close'
-       WHERE ${where.join(' AND ')} GROUP BY d.job, d.host`,
+      `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${where.join(' AND ')}`,
       params,
     );
-    return res.rows.map((r) => ({ job: r.job, host: r.host, ...countsOf(r), bytesOut: Number(r.bytes_out) }));
+    const numeric = (r: Record<string, unknown>): DestinationRow => ({
+      jobId: Number(r.jobId),
+      hostId: Number(r.hostId),
+      port: Number(r.port),
+      decision: Number(r.decision),
+      count: Number(r.count),
+      bytesOut: Number(r.bytesOut),
+      first: Number(r.first),
+      last: Number(r.last),
+    });
+    const counted = await aggregate.windowedRows(res.rows.map(numeric), window, async (row) => {
+      const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, finite(window.since), finite(window.until)]);
+      return numeric({ ...row, ...r.rows[0] });
+    });
+    const text = await this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
+    return aggregate.mergeSightings(counted, (id) => text(id) ?? `#${id}`);
+  }
+
+  /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */
+  private async recomputePending(): Promise<number> {
+    const pending = await this.pool.query('SELECT job_id FROM eg_retention_pending ORDER BY job_id');
+    for (const { job_id: job } of pending.rows) {
+      await this.retried(async (client) => {
+        // The job's row first, as ingest locks it first: ingest of this job waits, then adds to the recount.
+        await client.query('SELECT 1 FROM eg_jobs WHERE job_id = $1 FOR UPDATE', [job]);
+        for (const sql of RECOMPUTE_SQL.postgres.job) await client.query(sql, [job]);
+        await client.query('DELETE FROM eg_retention_pending WHERE job_id = $1', [job]);
+      });
+    }
+    return pending.rows.length;
+  }
+
+  async retain(cutoff: Date): Promise<RetentionResult> {
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      const lock = await client.query('SELECT pg_try_advisory_lock($1) AS ok', [RETENTION_LOCK]);
+      if (!lock.rows[0].ok) return { deleted: 0, jobs: 0 }; // another collector is at it
+      try {
+        return await this.dropPartitions(client, cutoff);
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        // A connection that cannot unlock is closed (which unlocks), not returned to the pool holding the lock.
+        await client.query('SELECT pg_advisory_unlock($1)', [RETENTION_LOCK]).catch(() => (broken = true));
+      }
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  private async dropPartitions(client: pg.PoolClient, cutoff: Date): Promise<RetentionResult> {
+    // Attached day partitions that end at or before the cutoff, and tables a crash left detached.
+    const res = await client.query(
+      `SELECT c.relname AS name, i.inhparent IS NOT NULL AS attached FROM pg_class c
+       LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+       WHERE c.relkind = 'r' AND c.relname ~ '^eg_events_[pd][0-9]+$' AND c.relnamespace = 'public'::regnamespace`,
+    );
+    let deleted = 0;
+    for (const { name, attached } of res.rows as Array<{ name: string; attached: boolean }>) {
+      const day = dayOfPartition(name);
+      if (day === undefined || day + DAY > cutoff.getTime()) continue;
+      // Detached without blocking ingest or reads (PostgreSQL 14+), then its jobs marked and the table dropped.
+      if (attached) await client.query(`ALTER TABLE eg_events DETACH PARTITION ${name} CONCURRENTLY`);
+      this.partitions.delete(day);
+      await client.query('BEGIN');
+      const n = await client.query(`SELECT COUNT(*) AS n FROM ${name}`);
+      await client.query(`INSERT INTO eg_retention_pending SELECT DISTINCT job_id FROM ${name} WHERE job_id IS NOT NULL ON CONFLICT DO NOTHING`);
+      await client.query(`DROP TABLE ${name}`);
+      await client.query('COMMIT');
+      deleted += Number(n.rows[0].n);
+    }
+    const jobs = await this.recomputePending();
+    await this.ensurePartitions([Date.now(), Date.now() + DAY]);
+    return { deleted, jobs };
+  }
+
+  /** A database from before the compact layout: its events go through insert (so into the aggregates), then its table goes. */
+  private async migrateOldTable(): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock($1)', [SCHEMA_LOCK]);
+      try {
+        const exists = await client.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [OLD_TABLE]);
+        if (!exists.rows[0].ok) return;
+        for (let after = 0; ;) {
+          const res = await client.query(`SELECT seq, body FROM ${OLD_TABLE} WHERE seq > $1 ORDER BY seq LIMIT 5000`, [after]);
+          if (res.rows.length === 0) break;
+          await this.insert(res.rows.map((r) => JSON.parse(r.body) as EgressEvent));
+          after = Number(res.rows.at(-1).seq);
+        }
+        await client.query(`DROP TABLE ${OLD_TABLE}`);
+      } finally {
+        await client.query('SELECT pg_advisory_unlock($1)', [SCHEMA_LOCK]);
+      }
+    } finally {
+      client.release();
+    }
   }
 
   async count(): Promise<number> {
-    const res = await this.pool.query('SELECT COUNT(*) AS n FROM egress_events');
+    const res = await this.pool.query('SELECT COUNT(*) AS n FROM eg_events');
+    return Number(res.rows[0].n);
+  }
+
+  async storageBytes(): Promise<number> {
+    const res = await this.pool.query(
+      `SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS n FROM pg_class c
+       WHERE c.relkind = 'r' AND c.relname LIKE 'eg\\_%' AND c.relnamespace = 'public'::regnamespace`,
+    );
     return Number(res.rows[0].n);
   }
 

@@ -1,108 +1,238 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EgressEvent } from '../../events/schema.js';
-import { toRow, type EventRow, type EventStore, type HostSighting, type InsertResult, type JobInfo, type SightingFilter } from './event-store.js';
+import * as aggregate from './aggregate.js';
+import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
+import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
+import { Dictionary } from './dictionary.js';
+import { decodeCursor, type EventStore, type HostSighting, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
+import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, type JobRow } from './queries.js';
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS egress_events (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL,
-  event TEXT NOT NULL,
-  job TEXT,
-  time TEXT NOT NULL,
-  decision TEXT,
-  body TEXT NOT NULL,
-  received_at TEXT NOT NULL,
-  host TEXT,
-  UNIQUE (id, event)
-);
-CREATE INDEX IF NOT EXISTS egress_events_job ON egress_events (job, time);
-`;
-/** After the host column exists (a database from before it gets it, filled from the stored bodies). */
-const HOST_INDEX = `CREATE INDEX IF NOT EXISTS egress_events_host ON egress_events (host, time);`;
+/** Set before the first table is made; a database made without it keeps auto_vacuum off (docs/collector.md). */
+// 64 MiB of page cache: the unique index on random event ids is written all over; the default 2 MiB thrashes.
+const PRAGMAS = ['journal_mode = WAL', 'busy_timeout = 5000', 'cache_size = -65536'];
 
-/** Embedded store: one SQLite file (WAL, so readers do not wait for the writer). */
+/** Events deleted per retention transaction: ingest waits at most one such transaction. */
+export const RETENTION_BATCH = 2000;
+
+/** Embedded store: one SQLite file (WAL, so readers do not wait for the writer). Layout: docs/collector.md. */
 export class SqliteStore implements EventStore {
   private readonly db: Database.Database;
-  private readonly insertMany: (rows: EventRow[]) => number;
+  private readonly strings: Dictionary;
+  private readonly writeBatch: (rows: EventRowV2[]) => number;
+  private readonly recomputeJobs: (jobIds: readonly number[]) => void;
+  private readonly path: string;
 
   constructor(path: string) {
+    this.path = path;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-    const columns = this.db.prepare('PRAGMA table_info(egress_events)').all() as Array<{ name: string }>;
-    if (!columns.some((c) => c.name === 'host')) {
-      this.db.exec(`ALTER TABLE egress_events ADD COLUMN host TEXT; UPDATE egress_events SET host = json_extract(body, '$.host') WHERE event = 'decision';`);
-    }
-    this.db.exec(HOST_INDEX);
-    const insert = this.db.prepare(
-      `INSERT INTO egress_events (id, event, job, host, time, decision, body, received_at)
-       VALUES (@id, @event, @job, @host, @time, @decision, @body, @received_at) ON CONFLICT (id, event) DO NOTHING`,
+    const fresh = (this.db.prepare(`SELECT COUNT(*) AS n FROM sqlite_master`).get() as { n: number }).n === 0;
+    if (fresh) this.db.pragma('auto_vacuum = INCREMENTAL');
+    for (const p of PRAGMAS) this.db.pragma(p);
+    this.db.exec(SCHEMA_TABLES.sqlite);
+    const db = this.db;
+    this.strings = new Dictionary();
+
+    const insert = db.prepare(
+      `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
+       VALUES (@key, @event, @time, @jobId, @hostId, @port, @decision, @bytesIn, @bytesOut, @body) ON CONFLICT (key, event) DO NOTHING`,
     );
-    this.insertMany = this.db.transaction((rows: EventRow[]) => {
-      const receivedAt = new Date().toISOString();
-      let stored = 0;
-      for (const row of rows) stored += insert.run({ ...row, received_at: receivedAt }).changes;
-      return stored;
+    const storedDecision = db.prepare(`SELECT job_id AS jobId, host_id AS hostId, port, decision FROM eg_events WHERE key = ? AND event = ${DECISION}`);
+    const linkClose = db.prepare(`UPDATE eg_events SET job_id = ? WHERE key = ? AND event = ${CLOSE} AND job_id IS NULL RETURNING bytes_in AS bytesIn, bytes_out AS bytesOut`);
+    const upsertJob = db.prepare(jobRowSql('sqlite'));
+    const upsertDestination = db.prepare(destinationRowSql('sqlite'));
+    this.writeBatch = db.transaction((rows: EventRowV2[]) => {
+      const stored = new Map<string, StoredDecision>();
+      for (const r of rows) {
+        if (r.event !== CLOSE || r.jobId !== null) continue;
+        const d = storedDecision.get(r.key) as StoredDecision | undefined;
+        if (d) stored.set(r.key.toString('hex'), d);
+      }
+      aggregate.linkStoredDecisions(rows, stored);
+      const inserted = new Set<string>();
+      for (const r of rows) if (insert.run(r).changes > 0) inserted.add(r.ref);
+      const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
+      const links: Link[] = aggregate.insertLinks(rows, inserted, stored);
+      for (const r of newDecisions) {
+        const close = linkClose.get(r.jobId, r.key) as { bytesIn: number; bytesOut: number } | undefined;
+        if (close) links.push({ decision: aggregate.decisionOf(r), ...close });
+      }
+      const deltas = aggregate.aggregateDeltas(newDecisions, links);
+      for (const j of deltas.jobs) upsertJob.run(j);
+      for (const d of deltas.destinations) upsertDestination.run(d);
+      return inserted.size;
     });
+
+    const recompute = RECOMPUTE_SQL.sqlite.job.map((sql) => db.prepare(sql));
+    this.recomputeJobs = (jobIds) => {
+      for (const jobId of jobIds) for (const statement of recompute) statement.run({ job: jobId });
+    };
+    this.migrateOldTable();
+  }
+
+  /** A database from before the compact layout: its events go through insert (so into the aggregates), then its table goes. */
+  private migrateOldTable(): void {
+    if (!this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(OLD_TABLE)) return;
+    const read = this.db.prepare(`SELECT seq, body FROM ${OLD_TABLE} WHERE seq > ? ORDER BY seq LIMIT 5000`);
+    for (let after = 0; ;) {
+      const rows = read.all(after) as Array<{ seq: number; body: string }>;
+      if (rows.length === 0) break;
+      this.insertSync(rows.map((r) => JSON.parse(r.body) as EgressEvent));
+      after = rows.at(-1)!.seq;
+    }
+    this.db.exec(`DROP TABLE ${OLD_TABLE}`);
+    // The one moment a full VACUUM is affordable: the old layout took far more room, and it turns auto_vacuum on.
+    if (this.path !== ':memory:') this.db.exec('PRAGMA auto_vacuum = INCREMENTAL; VACUUM');
+  }
+
+  private insertSync(events: readonly EgressEvent[]): number {
+    const texts = aggregate.batchStrings(events);
+    const unknown = this.strings.unknownTexts(texts);
+    if (unknown.length > 0) {
+      const insert = this.db.prepare('INSERT INTO eg_strings (text) VALUES (?) ON CONFLICT (text) DO NOTHING');
+      const select = this.db.prepare('SELECT id FROM eg_strings WHERE text = ?');
+      this.db.transaction(() => {
+        for (const t of unknown) {
+          insert.run(t);
+          this.strings.remember((select.get(t) as { id: number }).id, t);
+        }
+      })();
+    }
+    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts)));
+  }
+
+  /** A string's id, without adding it (undefined: no event ever named it). */
+  private find(text: string): number | undefined {
+    const known = this.strings.id(text);
+    if (known !== undefined) return known;
+    const row = this.db.prepare('SELECT id FROM eg_strings WHERE text = ?').get(text) as { id: number } | undefined;
+    if (row) this.strings.remember(row.id, text);
+    return row?.id;
+  }
+
+  private texts(ids: readonly number[]): (id: number) => string | undefined {
+    const unknown = this.strings.unknownIds(ids);
+    if (unknown.length > 0) {
+      const rows = this.db.prepare('SELECT id, text FROM eg_strings WHERE id IN (SELECT value FROM json_each(?))').all(JSON.stringify(unknown)) as Array<{
+        id: number;
+        text: string;
+      }>;
+      for (const r of rows) this.strings.remember(r.id, r.text);
+    }
+    const map = this.strings.textMap(ids);
+    return (id) => map.get(id);
   }
 
   async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
-    const stored = this.insertMany(events.map(toRow));
+    const stored = this.insertSync(events);
     return { stored, duplicates: events.length - stored };
   }
 
-  async jobs(): Promise<JobInfo[]> {
+  async jobs(query: JobQuery = {}): Promise<JobPage> {
+    const where: string[] = [];
+    const params: Record<string, number> = {};
+    if (query.repository !== undefined) {
+      const repo = this.find(query.repository);
+      if (repo === undefined) return { jobs: [], next: null };
+      where.push('repo_id = @repo');
+      params.repo = repo;
+    }
+    const after = query.cursor ? decodeCursor(query.cursor) : undefined;
+    if (after) {
+      where.push('(last, job_id) < (@last, @job)');
+      Object.assign(params, { last: after.last, job: after.jobId });
+    }
     const rows = this.db
-      .prepare(
-        `SELECT job, MIN(time) AS first, MAX(time) AS last, COUNT(*) AS decisions,
-         SUM(decision = 'allowed') AS allowed, SUM(decision = 'blocked') AS blocked, SUM(decision = 'would-block') AS wouldBlock
-       FROM egress_events WHERE event = 'decision' GROUP BY job ORDER BY last DESC, job`,
-      )
-      .all() as JobInfo[];
-    return rows.map((r) => ({ ...r }));
+      .prepare(`${JOB_SELECT} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY last DESC, job_id DESC LIMIT @limit OFFSET @offset`)
+      .all({ ...params, limit: rowsToRead(query) ?? -1, offset: after ? 0 : (query.offset ?? 0) }) as JobRow[];
+    return jobPage(rows, query, this.texts(rows.flatMap((r) => (r.repoId === null ? [r.jobId] : [r.jobId, r.repoId]))));
   }
 
   async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
+    const jobId = this.find(job);
+    if (jobId === undefined) return [];
+    // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
     const rows = this.db
       .prepare(
-        `SELECT body, time, seq FROM egress_events WHERE event = 'decision' AND job = @job
-       UNION ALL
-       SELECT c.body, c.time, c.seq FROM egress_events c JOIN egress_events d ON d.id = c.id AND d.event = 'decision'
-       WHERE c.event = 'close' AND d.job = @job
-       ORDER BY time, seq LIMIT @limit`,
+        `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
+         WHERE e.job_id = ? ORDER BY e.time, e.seq LIMIT ?`,
       )
-      .all({ job, limit }) as Array<{ body: string }>;
-    return rows.map((r) => JSON.parse(r.body) as EgressEvent);
+      .all(jobId, limit) as Array<{ key: Buffer; time: number; body: Buffer; host: string; bytes_in: number | null; bytes_out: number | null }>;
+    return rows.map((r) => unpackEvent(r.body, decodeId(r.key), r.host, r.time, job, r.bytes_in === null ? null : { in: r.bytes_in, out: r.bytes_out ?? 0 }));
   }
 
   async sightings(filter: SightingFilter): Promise<HostSighting[]> {
-    const params: Record<string, string> = {};
-    const likes = filter.likes.map((pattern, i) => {
-      params[`like${i}`] = pattern;
-      return `d.host LIKE @like${i} ESCAPE '\\'`;
+    if (filter.likes.length === 0) return [];
+    const hosts = this.db
+      .prepare(`SELECT id FROM eg_strings WHERE ${filter.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(' OR ')}`)
+      .all(...filter.likes)
+      .map((r) => (r as { id: number }).id);
+    if (hosts.length === 0) return [];
+    const window = aggregate.searchWindow(filter);
+    const params: Record<string, string | number> = { hosts: JSON.stringify(hosts) };
+    const where = ['host_id IN (SELECT value FROM json_each(@hosts))'];
+    if (filter.decision) (where.push('decision = @decision'), (params.decision = OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES]));
+    if (filter.since) (where.push('last >= @since'), (params.since = window.since));
+    if (filter.until) (where.push('first <= @until'), (params.until = window.until));
+    const rows = this.db
+      .prepare(`SELECT job_id AS jobId, host_id AS hostId, port, decision, count, bytes_out AS bytesOut, first, last FROM eg_job_destinations WHERE ${where.join(' AND ')}`)
+      .all(params) as DestinationRow[];
+    const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
+    const counted = await aggregate.windowedRows(rows, window, async (row) => {
+      const r = recount.get({ ...row, since: finite(window.since), until: finite(window.until) }) as { count: number; bytesOut: number; first: number; last: number };
+      return { ...row, ...r };
     });
-    if (likes.length === 0) return [];
-    const where = [`d.event = 'decision'`, `(${likes.join(' OR ')})`];
-    if (filter.since) (where.push('d.time >= @since'), (params.since = filter.since));
-    if (filter.until) (where.push('d.time <= @until'), (params.until = filter.until));
-    if (filter.decision) (where.push('d.decision = @decision'), (params.decision = filter.decision));
-    return this.db
-      .prepare(
-        `SELECT d.job AS job, d.host AS host, MIN(d.time) AS first, MAX(d.time) AS last, COUNT(*) AS decisions,
-           SUM(d.decision = 'allowed') AS allowed, SUM(d.decision = 'blocked') AS blocked, SUM(d.decision = 'would-block') AS wouldBlock,
-           COALESCE(SUM(json_extract(c.body, '$.bytes_out')), 0) AS bytesOut
-         FROM egress_events d LEFT JOIN egress_events c ON c.id = d.id AND c.event = 'close'
-         WHERE ${where.join(' AND ')} GROUP BY d.job, d.host`,
-      )
-      .all(params) as HostSighting[];
+    const text = this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
+    return aggregate.mergeSightings(counted, (id) => text(id) ?? `#${id}`);
+  }
+
+  /**
+   * Deletes through the (job_id, time) index, job by job (the jobs whose first decision is older than the cutoff, then
+   * the closes that never met their decision: job_id null), so no index on time alone is kept (~17 bytes/event). A
+   * close linked to a job is deleted with that job's old events: one timestamped before every decision of its job
+   * (no proxy makes those) is kept until its job goes.
+   */
+  async retain(cutoff: Date): Promise<RetentionResult> {
+    const before = cutoff.getTime();
+    const jobs = (this.db.prepare('SELECT job_id AS jobId FROM eg_jobs WHERE first < ? ORDER BY job_id').all(before) as Array<{ jobId: number }>).map((r) => r.jobId);
+    const ofJob = this.db.prepare(`SELECT seq FROM eg_events WHERE job_id = ? AND time < ? LIMIT ${RETENTION_BATCH}`);
+    const unlinked = this.db.prepare(`SELECT seq FROM eg_events WHERE job_id IS NULL AND time < ? LIMIT ${RETENTION_BATCH}`);
+    const remove = this.db.prepare(`DELETE FROM eg_events WHERE seq IN (SELECT value FROM json_each(?))`);
+    const step = this.db.transaction((job: number | null) => {
+      const rows = (job === null ? unlinked.all(before) : ofJob.all(job, before)) as Array<{ seq: number }>;
+      remove.run(JSON.stringify(rows.map((r) => r.seq)));
+      if (job !== null) this.recomputeJobs([job]);
+      return rows.length;
+    });
+    let deleted = 0;
+    for (const job of [null, ...jobs]) {
+      for (;;) {
+        const n = step(job);
+        deleted += n;
+        // Give the pages back to the file a little at a time, and let requests in between.
+        this.db.pragma('incremental_vacuum(2000)');
+        await new Promise((resolve) => setImmediate(resolve));
+        if (n < RETENTION_BATCH) break;
+      }
+    }
+    return { deleted, jobs: jobs.length };
   }
 
   async count(): Promise<number> {
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM egress_events').get() as { n: number }).n;
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM eg_events').get() as { n: number }).n;
+  }
+
+  async storageBytes(): Promise<number> {
+    if (this.path === ':memory:') return (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    return statSync(this.path).size;
+  }
+
+  /** Whether the file gives freed pages back (auto_vacuum = INCREMENTAL). */
+  incrementalVacuum(): boolean {
+    return this.db.pragma('auto_vacuum', { simple: true }) === 2;
   }
 
   async close(): Promise<void> {

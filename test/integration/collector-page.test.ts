@@ -111,6 +111,39 @@ describe('collector web page in headless Chromium', () => {
     await context.close();
   });
 
+  it('searches a host from the search box, filters jobs by repository and pages the job list', async () => {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    await page.goto(`${base}/`);
+    await page.fill('#search input[name="host"]', 'npmjs.org');
+    await page.click('#search button[type="submit"]');
+    await page.waitForSelector('#search-table tbody tr');
+    const found = await page.$$eval('#search-table tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
+    assert.deepEqual(
+      found.map((r) => [r[0], r[1]]),
+      [[JOB, 'registry.npmjs.org']],
+    );
+    assert.match((await page.textContent('#search-total')) ?? '', /^1 job\(s\) talked to npmjs\.org$/);
+    await page.fill('#search input[name="host"]', '%');
+    await page.click('#search button[type="submit"]');
+    await page.waitForFunction(() => /not a host pattern/.test(document.getElementById('search-results')!.textContent ?? ''));
+
+    await page.fill('#repository-filter input[name="repository"]', 'octo-org/webapp');
+    await page.click('#repository-filter button[type="submit"]');
+    await page.waitForURL(/repository=octo-org%2Fwebapp/);
+    assert.deepEqual(await page.$$eval('#jobs tbody tr td:first-child', (tds) => tds.map((td) => td.textContent)), [JOB]);
+
+    await page.goto(`${base}/?limit=1`);
+    assert.deepEqual(await page.$$eval('#jobs tbody tr td:first-child', (tds) => tds.map((td) => td.textContent)), ['<script>window.pwned=2</script>']);
+    await page.click('#next-page');
+    await page.waitForSelector('#first-page');
+    assert.deepEqual(await page.$$eval('#jobs tbody tr td:first-child', (tds) => tds.map((td) => td.textContent)), [JOB]);
+    assert.equal(await page.locator('#next-page').count(), 0, 'the last page');
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
   it('escapes hostile job ids, hosts and messages', async () => {
     const page = await browser.newPage();
     await page.goto(`${base}/jobs/${encodeURIComponent('<script>window.pwned=2</script>')}`);

@@ -9,7 +9,7 @@ import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
 import { startCollector, type Collector } from '../../collector/server.js';
 import { policyFromFile, replay } from '../../report/replay.js';
-import Database from 'better-sqlite3';
+import { writeFirstLayoutDb } from '../helpers/aggregate-model.js';
 import { checkHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
 import { runCaptured } from '../helpers/capture-io.js';
 import { reportCommand } from '../../cli/report-command.js';
@@ -272,14 +272,7 @@ describe('host search (SQLite)', () => {
 
   it('a database from before the host column gets it, filled from the stored events', async () => {
     const old = join(dir, 'old.db');
-    const db = new Database(old);
-    db.exec(`CREATE TABLE egress_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, event TEXT NOT NULL, job TEXT, time TEXT NOT NULL,
-      decision TEXT, body TEXT NOT NULL, received_at TEXT NOT NULL, UNIQUE (id, event))`);
-    const insert = db.prepare('INSERT INTO egress_events (id, event, job, time, decision, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    for (const e of hostSearchEvents()) {
-      insert.run(e.id, e.event, e.event === 'decision' ? (e.ci?.job_id ?? null) : null, e.time, e.event === 'decision' ? e.decision : null, JSON.stringify(e), e.time);
-    }
-    db.close();
+    writeFirstLayoutDb(old, hostSearchEvents());
     const reopened = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: old, token: TOKEN });
     try {
       await checkHostSearch(reopened.port);

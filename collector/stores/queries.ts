@@ -1,0 +1,175 @@
+import { encodeCursor, iso, type JobInfo, type JobPage, type JobQuery } from './event-store.js';
+
+/**
+ * The SQL of both stores' compact layout (docs/collector.md, "Storage layout"), side by side. SQLite takes
+ * `@name` parameters, PostgreSQL `$n`. Times are milliseconds since the epoch; outcomes and event types integers
+ * (codec.ts); strings ids into eg_strings.
+ */
+
+/** The table of the first layout (one row of JSON text per event): migrated into this one on start. */
+export const OLD_TABLE = 'egress_events';
+
+const AGGREGATE_TABLES = (big: string) => `
+CREATE TABLE IF NOT EXISTS eg_job_destinations (
+  job_id INTEGER NOT NULL, host_id INTEGER NOT NULL, port INTEGER NOT NULL, decision SMALLINT NOT NULL,
+  count ${big} NOT NULL, bytes_in ${big} NOT NULL, bytes_out ${big} NOT NULL, first ${big}, last ${big},
+  PRIMARY KEY (job_id, host_id, port, decision)
+)`;
+
+const JOB_TABLE = (big: string) => `
+CREATE TABLE IF NOT EXISTS eg_jobs (
+  job_id INTEGER PRIMARY KEY, repo_id INTEGER, first ${big}, last ${big}, decisions ${big} NOT NULL, allowed ${big} NOT NULL,
+  blocked ${big} NOT NULL, would_block ${big} NOT NULL, bytes_in ${big} NOT NULL, bytes_out ${big} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eg_jobs_last ON eg_jobs (last, job_id);
+CREATE INDEX IF NOT EXISTS eg_jobs_repo ON eg_jobs (repo_id, last, job_id);
+CREATE INDEX IF NOT EXISTS eg_job_destinations_host ON eg_job_destinations (host_id, last);
+`;
+
+export const SCHEMA_TABLES = {
+  sqlite: `
+CREATE TABLE IF NOT EXISTS eg_strings (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS eg_events (
+  seq INTEGER PRIMARY KEY, key BLOB NOT NULL, event INTEGER NOT NULL, time INTEGER NOT NULL, job_id INTEGER, host_id INTEGER NOT NULL,
+  port INTEGER NOT NULL, decision INTEGER, bytes_in INTEGER, bytes_out INTEGER, body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event);
+CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
+${AGGREGATE_TABLES('INTEGER')} WITHOUT ROWID;
+${JOB_TABLE('INTEGER')}`,
+  // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). A unique index of a
+  // partitioned table must hold the partition key: (key, event, time) is unique per (key, event) because a repeat of
+  // an event carries the same time (a foreign producer re-sending an id with another time gets a second row).
+  postgres: `
+CREATE TABLE IF NOT EXISTS eg_strings (id SERIAL PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS eg_events (
+  time BIGINT NOT NULL, bytes_in BIGINT, bytes_out BIGINT, job_id INTEGER, host_id INTEGER NOT NULL, port INTEGER NOT NULL,
+  event SMALLINT NOT NULL, decision SMALLINT, key BYTEA NOT NULL, body BYTEA NOT NULL
+) PARTITION BY RANGE (time);
+CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event, time);
+CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
+${AGGREGATE_TABLES('BIGINT')};
+${JOB_TABLE('BIGINT')}
+CREATE TABLE IF NOT EXISTS eg_retention_pending (job_id INTEGER PRIMARY KEY);
+`,
+};
+
+const JOB_COLUMNS = 'job_id, repo_id, first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out';
+const SUMS = ['decisions', 'allowed', 'blocked', 'would_block', 'bytes_in', 'bytes_out'];
+const DEST_COLUMNS = 'job_id, host_id, port, decision, count, bytes_in, bytes_out, first, last';
+
+/** first/last: a null delta (bytes only) keeps the row's own; SQLite's min() of a null is null, PostgreSQL's LEAST skips it. */
+function upsert(dialect: 'sqlite' | 'postgres', table: string, sums: string[]): string {
+  const [min, max] = dialect === 'sqlite' ? ['min', 'max'] : ['LEAST', 'GREATEST'];
+  const t = table;
+  return [
+    `first = COALESCE(${min}(${t}.first, excluded.first), ${t}.first, excluded.first)`,
+    `last = COALESCE(${max}(${t}.last, excluded.last), ${t}.last, excluded.last)`,
+    ...sums.map((c) => `${c} = ${t}.${c} + excluded.${c}`),
+  ].join(', ');
+}
+
+export function jobRowSql(dialect: 'sqlite' | 'postgres'): string {
+  const values =
+    dialect === 'sqlite'
+      ? 'VALUES (@jobId, @repoId, @first, @last, @decisions, @allowed, @blocked, @wouldBlock, @bytesIn, @bytesOut)'
+      : `SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("jobId" int, "repoId" int, first bigint, last bigint, decisions bigint, allowed bigint,
+           blocked bigint, "wouldBlock" bigint, "bytesIn" bigint, "bytesOut" bigint) ORDER BY 1`;
+  return `INSERT INTO eg_jobs (${JOB_COLUMNS}) ${values}
+    ON CONFLICT (job_id) DO UPDATE SET repo_id = COALESCE(eg_jobs.repo_id, excluded.repo_id), ${upsert(dialect, 'eg_jobs', SUMS)}`;
+}
+
+export function destinationRowSql(dialect: 'sqlite' | 'postgres'): string {
+  const values =
+    dialect === 'sqlite'
+      ? 'VALUES (@jobId, @hostId, @port, @decision, @count, @bytesIn, @bytesOut, @first, @last)'
+      : `SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("jobId" int, "hostId" int, port int, decision smallint, count bigint, "bytesIn" bigint,
+           "bytesOut" bigint, first bigint, last bigint) ORDER BY 1, 2, 3, 4`;
+  return `INSERT INTO eg_job_destinations (${DEST_COLUMNS}) ${values}
+    ON CONFLICT (job_id, host_id, port, decision) DO UPDATE SET ${upsert(dialect, 'eg_job_destinations', ['count', 'bytes_in', 'bytes_out'])}`;
+}
+
+/** A job's aggregates recomputed from its remaining raw events (after retention). `J` is the job parameter. */
+function recompute(J: string): string[] {
+  const outcome = (code: number) => `SUM(CASE WHEN decision = ${code} THEN count ELSE 0 END)`;
+  return [
+    // Closes whose decision is gone no longer count: unlink them (a close has a job iff its bytes are counted).
+    `UPDATE eg_events SET job_id = NULL WHERE job_id = ${J} AND event = 1 AND NOT EXISTS (SELECT 1 FROM eg_events d WHERE d.key = eg_events.key AND d.event = 0)`,
+    `DELETE FROM eg_job_destinations WHERE job_id = ${J}`,
+    `INSERT INTO eg_job_destinations (${DEST_COLUMNS})
+     SELECT d.job_id, d.host_id, d.port, d.decision, COUNT(*), COALESCE(SUM(c.bytes_in), 0), COALESCE(SUM(c.bytes_out), 0), MIN(d.time), MAX(d.time)
+     FROM eg_events d LEFT JOIN eg_events c ON c.key = d.key AND c.event = 1 AND c.job_id = d.job_id
+     WHERE d.job_id = ${J} AND d.event = 0 GROUP BY d.job_id, d.host_id, d.port, d.decision`,
+    `DELETE FROM eg_jobs WHERE job_id = ${J} AND NOT EXISTS (SELECT 1 FROM eg_job_destinations WHERE job_id = ${J})`,
+    `UPDATE eg_jobs SET (first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out) =
+     (SELECT MIN(first), MAX(last), SUM(count), ${outcome(0)}, ${outcome(1)}, ${outcome(2)}, SUM(bytes_in), SUM(bytes_out)
+      FROM eg_job_destinations WHERE job_id = ${J}) WHERE job_id = ${J}`,
+  ];
+}
+
+/** Decisions of one aggregate row inside a search window, recounted from the raw events. */
+function windowCount(p: { job: string; host: string; port: string; decision: string; since: string; until: string }): string {
+  return `SELECT COUNT(*) AS count, COALESCE(SUM(c.bytes_out), 0) AS "bytesOut", MIN(d.time) AS first, MAX(d.time) AS last
+    FROM eg_events d LEFT JOIN eg_events c ON c.key = d.key AND c.event = 1 AND c.job_id = d.job_id
+    WHERE d.job_id = ${p.job} AND d.event = 0 AND d.host_id = ${p.host} AND d.port = ${p.port} AND d.decision = ${p.decision}
+      AND d.time >= ${p.since} AND d.time <= ${p.until}`;
+}
+
+export const RECOMPUTE_SQL = {
+  sqlite: {
+    job: recompute('@job'),
+    windowCount: windowCount({ job: '@jobId', host: '@hostId', port: '@port', decision: '@decision', since: '@since', until: '@until' }),
+  },
+  postgres: {
+    job: recompute('$1'),
+    windowCount: windowCount({ job: '$1', host: '$2', port: '$3', decision: '$4', since: '$5', until: '$6' }),
+  },
+};
+
+export interface JobRow {
+  jobId: number;
+  repoId: number | null;
+  first: number | string;
+  last: number | string;
+  decisions: number | string;
+  allowed: number | string;
+  blocked: number | string;
+  wouldBlock: number | string;
+  bytesIn: number | string;
+  bytesOut: number | string;
+}
+
+export const JOB_SELECT = `SELECT job_id AS "jobId", repo_id AS "repoId", first, last, decisions, allowed, blocked, would_block AS "wouldBlock",
+  bytes_in AS "bytesIn", bytes_out AS "bytesOut" FROM eg_jobs`;
+
+/** Rows to ask for: one more than the page, to know whether another page follows. */
+export function rowsToRead(query: JobQuery): number | null {
+  return query.limit === undefined ? null : query.limit + 1;
+}
+
+/** Rows of eg_jobs (PostgreSQL answers bigint as text; `rowsToRead` of them) as the API answers them. */
+export function jobPage(read: readonly JobRow[], query: JobQuery, text: (id: number) => string | undefined): JobPage {
+  const rows = query.limit === undefined ? read : read.slice(0, query.limit);
+  const jobs: JobInfo[] = rows.map((r) => {
+    const repository = r.repoId === null ? undefined : text(r.repoId);
+    return {
+      job: text(r.jobId) ?? `#${r.jobId}`,
+      ...(repository !== undefined && { repository }),
+      first: iso(r.first),
+      last: iso(r.last),
+      decisions: Number(r.decisions),
+      allowed: Number(r.allowed),
+      blocked: Number(r.blocked),
+      wouldBlock: Number(r.wouldBlock),
+      bytesIn: Number(r.bytesIn),
+      bytesOut: Number(r.bytesOut),
+    };
+  });
+  const lastRow = rows.at(-1);
+  return { jobs, next: read.length > rows.length && lastRow ? encodeCursor(Number(lastRow.last), lastRow.jobId) : null };
+}
+
+/** A search window end as a number both engines take (open ends: the extremes). */
+export function finite(n: number): number {
+  return Number.isFinite(n) ? n : n > 0 ? Number.MAX_SAFE_INTEGER : Number.MIN_SAFE_INTEGER;
+}

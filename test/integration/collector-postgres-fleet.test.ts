@@ -1,0 +1,214 @@
+import assert from 'node:assert/strict';
+import { Agent } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import pg from 'pg';
+import { PostgresStore } from '../../collector/stores/postgres-store.js';
+import { startCollector } from '../../collector/server.js';
+import type { EgressEvent } from '../../events/schema.js';
+import { DAY, runSteps, scenario, StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
+import { postEvents, startCollectorProcess, type CollectorProcess } from '../helpers/collector-process.js';
+import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
+
+const TOKEN = 'fleet-token';
+
+/** `jobs` jobs of `perJob` connections each (a decision and, for allowed ones, a close), times from `start`. */
+function fleetEvents(jobs: number, perJob: number, start: number, tag: string): EgressEvent[] {
+  const out: EgressEvent[] = [];
+  for (let j = 0; j < jobs; j++) {
+    for (let i = 0; i < perJob; i++) {
+      const id = `${tag}-${j}-${i}`;
+      const time = start + j * 60_000 + i * 100;
+      const allowed = i % 4 !== 0;
+      const d = testDecision(
+        id,
+        time,
+        `h${i % 9}.fleet.test`,
+        { job_id: `${tag}-job-${j}`, repository: `org/repo-${j % 3}` },
+        {
+          decision: allowed ? 'allowed' : 'blocked',
+          reason: allowed ? 'allowed-endpoint' : 'not-allowed-endpoint',
+          mode: 'block',
+        },
+      );
+      out.push(d);
+      if (allowed) out.push(testClose(d, 50, i, 1));
+    }
+  }
+  return out;
+}
+
+function batches<T>(list: readonly T[], size: number): T[][] {
+  return Array.from({ length: Math.ceil(list.length / size) }, (_, i) => list.slice(i * size, i * size + size));
+}
+
+/** Post every batch, retrying each until the collector (any of `ports()`) answers 200, like the proxy's delivery. */
+async function deliver(ports: () => number[], list: readonly EgressEvent[][], connections: number): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+  let next = 0;
+  const worker = async (w: number) => {
+    for (let i = next++; i < list.length; i = next++) {
+      for (let attempt = 0; ; attempt++) {
+        const candidates = ports();
+        const port = candidates[(w + attempt) % candidates.length]!;
+        const answer = await postEvents(port, list[i]!, TOKEN, agent).catch(() => undefined);
+        if (answer?.status === 200) break;
+        if (attempt > 400) throw new Error(`batch ${i} not delivered`);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: connections }, (_, w) => worker(w)));
+  } finally {
+    agent.destroy();
+  }
+}
+
+describe('collector at fleet scale on PostgreSQL (a real server started for the test)', () => {
+  let cluster: PostgresCluster | undefined;
+  let admin: pg.Client;
+  const processes: CollectorProcess[] = [];
+  let databases = 0;
+  const database = async () => {
+    const name = `fleet_${++databases}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    return { name, url: cluster!.url.replace(/\/[^/]*$/, `/${name}`) };
+  };
+  before(async () => {
+    cluster = await startPostgresCluster();
+    admin = new pg.Client({ connectionString: cluster.url });
+    await admin.connect();
+  });
+  after(async () => {
+    for (const p of processes) await p.stop('SIGKILL');
+    await admin?.end().catch(() => undefined);
+    cluster?.stop();
+  });
+
+  it('aggregates equal a recount of the raw events after random batches, repeats and partition drops', { timeout: 240_000 }, async () => {
+    await fc.assert(
+      fc.asyncProperty(scenario(), async ({ steps }) => {
+        const db = await database();
+        const store = await PostgresStore.open(db.url);
+        // Retention drops the day partitions that end at or before the cutoff.
+        const model = new StoreModel((time, cutoff) => Math.floor(time / DAY) * DAY + DAY <= cutoff);
+        try {
+          await runSteps(store, model, steps, false);
+        } finally {
+          await store.close();
+          await admin.query(`DROP DATABASE ${db.name}`);
+        }
+      }),
+      { numRuns: 12 },
+    );
+  });
+
+  it('retention drops whole day partitions and recomputes the jobs that had events in them; search and job list agree', { timeout: 60_000 }, async () => {
+    const db = await database();
+    const now = Date.now();
+    const old = fleetEvents(3, 20, now - 45 * DAY, 'old');
+    const fresh = fleetEvents(2, 20, now - 2 * 3_600_000, 'new');
+    // A job with events on both sides of the horizon.
+    const span = [...fleetEvents(1, 8, now - 40 * DAY, 'span'), ...fleetEvents(1, 8, now - DAY, 'span').map((e) => ({ ...e, id: `${e.id}-late` }))];
+    const seed = await PostgresStore.open(db.url);
+    await seed.insert([...old, ...fresh, ...span]);
+    await seed.close();
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: db.url, retentionDays: 30 });
+    try {
+      await collector.retention();
+      const jobs = (await collector.store.jobs()).jobs.map((j) => `${j.job}:${j.decisions}`);
+      assert.deepEqual(jobs.sort(), ['new-job-0:20', 'new-job-1:20', 'span-job-0:8']);
+      assert.equal(await collector.store.count(), fresh.length + span.length / 2);
+      const client = new pg.Client({ connectionString: db.url });
+      await client.connect();
+      const partitions = await client.query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'eg_events'::regclass`);
+      await client.end();
+      const horizon = new Date(now - 30 * DAY).toISOString().slice(0, 10).replace(/-/g, '');
+      assert.deepEqual(
+        partitions.rows.map((r) => r.relname as string).filter((name) => name.slice(-8) < horizon),
+        [],
+        'no partition older than the horizon',
+      );
+      const search = await (await fetch(`http://127.0.0.1:${collector.port}/api/v1/search?host=fleet.test`)).json();
+      assert.deepEqual(search.jobs.map((j: { job: string }) => j.job).sort(), ['new-job-0', 'new-job-1', 'span-job-0']);
+      const spanJob = search.jobs.find((j: { job: string }) => j.job === 'span-job-0');
+      assert.equal(spanJob.bytesOut, 6, 'the bytes of the closes that remain');
+    } finally {
+      await collector.close();
+    }
+  });
+
+  it('events from a broken clock (year 1, year 50000) are stored in partitions of their own and retention drops the old one', { timeout: 60_000 }, async () => {
+    const db = await database();
+    const store = await PostgresStore.open(db.url);
+    try {
+      const job = { job_id: 'clock-job', repository: 'org/clock' };
+      const ancient = testDecision('clock-1', Date.parse('0001-01-01T10:00:00Z'), 'a.clock.test', job);
+      const future = testDecision('clock-2', Date.parse('+050000-01-01T10:00:00Z'), 'b.clock.test', job);
+      assert.equal((await store.insert([ancient, future, testClose(future, 10, 1, 2)])).stored, 3);
+      assert.deepEqual(
+        (await store.jobEvents('clock-job', 10)).map((e) => e.time),
+        [ancient.time, future.time, new Date(Date.parse(future.time) + 10).toISOString()],
+      );
+      assert.deepEqual(await store.retain(new Date()), { deleted: 1, jobs: 1 });
+      const [info] = (await store.jobs()).jobs;
+      assert.deepEqual([info!.job, info!.decisions, info!.bytesOut, info!.first], ['clock-job', 1, 2, future.time]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('four collector processes on one database: every event stored once, aggregates exact', { timeout: 120_000 }, async () => {
+    const db = await database();
+    const started = await Promise.all([0, 1, 2, 3].map(() => startCollectorProcess(db.url, { token: TOKEN })));
+    processes.push(...started);
+    const events = fleetEvents(40, 50, Date.now() - 3_600_000, 'four');
+    // Every event twice, through different collectors, in batches cut differently and in different orders.
+    const list = [...batches(events, 500), ...batches([...events].reverse(), 300)];
+    await deliver(() => started.map((p) => p.port), list, 8);
+    const store = await PostgresStore.open(db.url);
+    try {
+      const model = new StoreModel(() => false);
+      model.insert(events);
+      assert.equal(await store.count(), events.length);
+      assert.deepEqual(
+        (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job)),
+        model.jobs().map((j) => ({ ...j, repository: `org/repo-${Number(j.job.split('-').at(-1)) % 3}` })),
+      );
+    } finally {
+      await store.close();
+      for (const p of started) assert.equal(await p.stop(), 0, p.output());
+    }
+  });
+
+  it('a collector killed mid-ingest and started again: nothing lost, nothing doubled', { timeout: 120_000 }, async () => {
+    const db = await database();
+    let current = await startCollectorProcess(db.url, { token: TOKEN });
+    processes.push(current);
+    const events = fleetEvents(30, 60, Date.now() - 3_600_000, 'crash');
+    const delivery = deliver(() => [current.port], batches(events, 200), 4);
+    // Kill it (no clean shutdown) once some batches are in, start another on the same database.
+    const probe = await PostgresStore.open(db.url);
+    try {
+      for (let i = 0; i < 400 && (await probe.count()) < events.length / 4; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+      await current.stop('SIGKILL');
+      const killedAt = await probe.count();
+      assert.ok(killedAt < events.length, 'killed while events were still coming');
+      current = await startCollectorProcess(db.url, { token: TOKEN });
+      processes.push(current);
+      await delivery;
+      assert.equal(await probe.count(), events.length);
+      const model = new StoreModel(() => false);
+      model.insert(events);
+      const jobs = (await probe.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job));
+      assert.deepEqual(
+        jobs.map(({ repository: _r, ...j }) => j),
+        model.jobs().map(({ repository: _r, ...j }) => j),
+      );
+    } finally {
+      await probe.close();
+      assert.equal(await current.stop(), 0, current.output());
+    }
+  });
+});

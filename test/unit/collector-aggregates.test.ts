@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { SqliteStore } from '../../collector/stores/sqlite-store.js';
+import { startCollector } from '../../collector/server.js';
+import { collectorCommand } from '../../cli/collector-command.js';
+import { runCaptured } from '../helpers/capture-io.js';
+import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
+import { runSteps, scenario, StoreModel, testDecision, writeFirstLayoutDb } from '../helpers/aggregate-model.js';
+
+function decision(i: number, job: string, time: string, extra: Partial<DecisionEvent> = {}): DecisionEvent {
+  return testDecision(`d-${job}-${i}`, Date.parse(time), `h${i % 3}.example.com`, { job_id: job, repository: job.startsWith('x') ? 'org/x' : 'org/y' }, extra);
+}
+
+describe('collector aggregates, paging and retention (SQLite)', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'egress-agg-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('aggregates equal a recount of the raw events after random batches, repeats and retention runs', async () => {
+    await fc.assert(
+      fc.asyncProperty(scenario(), async ({ steps }) => {
+        const store = new SqliteStore(':memory:');
+        const model = new StoreModel((time, cutoff) => time < cutoff);
+        try {
+          await runSteps(store, model, steps, true);
+        } finally {
+          await store.close();
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('pages the job list by cursor or offset, filters by repository, and keeps the unpaged answer', async () => {
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'paging.db') });
+    try {
+      const base = `http://127.0.0.1:${collector.port}`;
+      const events = Array.from({ length: 25 }, (_, i) =>
+        decision(i, `${i % 2 ? 'x' : 'y'}-job-${String(i).padStart(2, '0')}`, new Date(Date.UTC(2026, 10, 1, 0, i)).toISOString()),
+      );
+      assert.equal((await fetch(`${base}/api/v1/events`, { method: 'POST', body: events.map((e) => JSON.stringify(e)).join('\n') })).status, 200);
+      const get = async (query: string) =>
+        (await (await fetch(`${base}/api/v1/jobs${query}`)).json()) as { jobs: Array<{ job: string; repository: string }>; next?: string | null };
+      const all = await get('');
+      assert.equal(all.jobs.length, 25);
+      assert.equal('next' in all, false, 'the unpaged answer is the first API one: {jobs}');
+      assert.equal(all.jobs[0]!.job, 'y-job-24', 'most recent first');
+      const seen: string[] = [];
+      let page = await get('?limit=10');
+      for (;;) {
+        seen.push(...page.jobs.map((j) => j.job));
+        if (!page.next) break;
+        page = await get(`?limit=10&cursor=${page.next}`);
+      }
+      assert.deepEqual(
+        seen,
+        all.jobs.map((j) => j.job),
+        'cursor pages cover every job once, in order',
+      );
+      assert.deepEqual(
+        (await get('?limit=5&offset=20')).jobs.map((j) => j.job),
+        all.jobs.slice(20).map((j) => j.job),
+      );
+      const x = await get('?repository=org%2Fx&limit=100');
+      assert.equal(x.jobs.length, 12);
+      assert.ok(x.jobs.every((j) => j.repository === 'org/x'));
+      assert.equal(x.next, null);
+      assert.deepEqual((await get('?repository=org%2Fnone')).jobs, []);
+      assert.equal((await fetch(`${base}/api/v1/jobs?cursor=nonsense`)).status, 400);
+      assert.equal((await fetch(`${base}/api/v1/jobs?limit=ten`)).status, 400);
+    } finally {
+      await collector.close();
+    }
+  });
+
+  it('retention deletes old events in batches, recomputes the jobs they touched, and gives pages back to the file', async () => {
+    const path = join(dir, 'retention.db');
+    const now = Date.now();
+    const old = (i: number) => new Date(now - (40 + (i % 5)) * 86_400_000).toISOString();
+    // job "span": decisions on both sides of the horizon; job "gone": all old; job "fresh": all new.
+    const events: EgressEvent[] = [
+      ...Array.from({ length: 5000 }, (_, i) => decision(i, 'gone', old(i))),
+      ...Array.from({ length: 3 }, (_, i) => decision(i, 'span', old(i))),
+      ...Array.from({ length: 4 }, (_, i) => decision(100 + i, 'span', new Date(now - 3_600_000).toISOString(), { decision: 'blocked' })),
+      decision(0, 'fresh', new Date(now).toISOString()),
+    ];
+    const store = new SqliteStore(path);
+    assert.ok(store.incrementalVacuum(), 'a new database is made with auto_vacuum = INCREMENTAL');
+    await store.insert(events);
+    const before = await store.storageBytes();
+    await store.close();
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: path, retentionDays: 30, retentionIntervalMs: 60_000 });
+    try {
+      const result = await collector.retention(); // after the run made at start
+      assert.ok(result);
+      const jobs = (await collector.store.jobs()).jobs;
+      assert.deepEqual(
+        jobs.map((j) => [j.job, j.decisions, j.allowed, j.blocked]),
+        [
+          ['fresh', 1, 1, 0],
+          ['span', 4, 0, 4],
+        ],
+      );
+      assert.equal(await collector.store.count(), 5);
+      assert.ok((await collector.store.storageBytes()) < before, 'incremental vacuum shrank the file');
+      const span = await (await fetch(`http://127.0.0.1:${collector.port}/api/v1/jobs/span/summary`)).json();
+      assert.equal(span.decisions, 4);
+    } finally {
+      await collector.close();
+    }
+  });
+
+  it('a database of the first layout is migrated: its events into the compact tables and aggregates, then vacuumed', async () => {
+    const path = join(dir, 'v1.db');
+    const events = Array.from({ length: 30 }, (_, i) => decision(i, 'old-layout', new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString()));
+    writeFirstLayoutDb(path, events);
+    const store = new SqliteStore(path);
+    try {
+      assert.ok(store.incrementalVacuum(), 'the migration turned auto_vacuum on');
+      assert.deepEqual(
+        (await store.jobEvents('old-layout', 100)).map((e) => JSON.stringify(e)),
+        events.map((e) => JSON.stringify(e)),
+      );
+      assert.equal((await store.jobs()).jobs[0]!.decisions, 30);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('--retention-days and EGRESS_COLLECTOR_RETENTION_DAYS take a whole number of days', async () => {
+    for (const [argv, env] of [
+      [['--retention-days', '0'], {}],
+      [['--retention-days', '1.5'], {}],
+      [[], { EGRESS_COLLECTOR_RETENTION_DAYS: 'month' }],
+    ] as Array<[string[], NodeJS.ProcessEnv]>) {
+      const result = await runCaptured(collectorCommand, ['--db', join(dir, 'cli.db'), ...argv], env);
+      assert.equal(result.code, 2, `${argv.join(' ')} ${JSON.stringify(env)}: a usage error`);
+      assert.match(result.stderr, /retention-days: ".*" is not a whole number of days/);
+    }
+  });
+});

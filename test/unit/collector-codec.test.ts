@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import fc from 'fast-check';
+import { decodeId, encodeId, packBody, unpackEvent } from '../../collector/stores/codec.js';
+import { jobKey } from '../../events/job-key.js';
+import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
+
+const text = fc.string({ unit: 'binary', maxLength: 40 });
+
+const decision: fc.Arbitrary<DecisionEvent> = fc
+  .record({
+    id: fc.oneof(
+      fc.uuid(),
+      text.filter((s) => s.length > 0),
+    ),
+    time: fc.oneof(
+      fc.integer({ min: 0, max: 4e12 }).map((t) => new Date(t).toISOString()),
+      fc.constantFrom('2026-11-20T10:00:00Z', '2026-11-20T11:00:00+01:00'),
+    ),
+    host: fc.oneof(
+      fc.constantFrom('registry.npmjs.org', 'a.b', '10.0.0.1'),
+      text.filter((s) => s.length > 0),
+    ),
+    rule: fc.option(text),
+    message: text,
+    hostInText: fc.boolean(),
+    ci: fc.option(fc.record({ repository: text, run_id: text, job: text, job_id: text }, { requiredKeys: [] })),
+    extra: fc.option(fc.dictionary(fc.constantFrom('sni', 'qtype', 'method', 'path'), text)),
+  })
+  .map((r) => {
+    const withHost = (t: string) => (r.hostInText ? `${t} ${r.host}:443 ${r.host}` : t);
+    return {
+      schema: 1,
+      event: 'decision',
+      id: r.id,
+      time: r.time,
+      kind: 'connect',
+      client: '127.0.0.1:40000',
+      host: r.host,
+      port: 443,
+      ...(r.extra ?? {}),
+      decision: 'allowed',
+      reason: 'allowed-endpoint',
+      rule: r.rule === null ? null : withHost(r.rule),
+      message: withHost(r.message),
+      mode: 'audit',
+      ...(r.ci && { ci: r.ci }),
+    } as DecisionEvent;
+  });
+
+const close: fc.Arbitrary<CloseEvent> = fc
+  .record({ id: fc.uuid(), time: fc.integer({ min: 0, max: 4e12 }), bytesIn: fc.nat(), bytesOut: fc.nat(), error: fc.option(text) })
+  .map((r) => ({
+    schema: 1,
+    event: 'close',
+    id: r.id,
+    time: new Date(r.time).toISOString(),
+    kind: 'connect',
+    client: '127.0.0.1:1',
+    host: 'h.example',
+    port: 443,
+    bytes_in: r.bytesIn,
+    bytes_out: r.bytesOut,
+    duration_ms: 5,
+    ...(r.error !== null && { error: r.error as CloseEvent['error'] }),
+  }));
+
+it('an event is rebuilt from its row exactly: same JSON text (ids, hosts in messages, job ids, odd times)', () => {
+  fc.assert(
+    fc.property(fc.oneof(decision, close), (event: EgressEvent) => {
+      const time = Date.parse(event.time);
+      const body = packBody(event, time);
+      const job = event.event === 'decision' ? jobKey(event) : null;
+      const bytes = event.event === 'close' ? { in: event.bytes_in, out: event.bytes_out } : null;
+      const rebuilt = unpackEvent(body, decodeId(encodeId(event.id)), event.host, time, job, bytes);
+      assert.equal(JSON.stringify(rebuilt), JSON.stringify(event));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+it('ids are keyed one to one: a UUID as 16 bytes, any other text as itself', () => {
+  fc.assert(
+    fc.property(fc.oneof(fc.uuid(), text), fc.oneof(fc.uuid(), text), (a, b) => {
+      assert.equal(decodeId(encodeId(a)), a);
+      assert.equal(encodeId(a).equals(encodeId(b)), a === b);
+    }),
+  );
+  assert.equal(encodeId('0b0e8f1c-6a57-4c9e-9d1e-2f4a1b3c5d7e').length, 17);
+});
