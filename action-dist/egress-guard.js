@@ -5780,8 +5780,8 @@ var require_Node = __commonJS({
         };
         const res = toJS.toJS(this, "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count);
+          for (const { count: count2, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count2);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
     };
@@ -5889,13 +5889,13 @@ var require_Alias = __commonJS({
         const anchor = anchors2 && source && anchors2.get(source);
         return anchor ? anchor.count * anchor.aliasCount : 0;
       } else if (identity.isCollection(node)) {
-        let count = 0;
+        let count2 = 0;
         for (const item of node.items) {
           const c = getAliasCount(doc, item, anchors2);
-          if (c > count)
-            count = c;
+          if (c > count2)
+            count2 = c;
         }
-        return count;
+        return count2;
       } else if (identity.isPair(node)) {
         const kc = getAliasCount(doc, node.key, anchors2);
         const vc = getAliasCount(doc, node.value, anchors2);
@@ -8848,8 +8848,8 @@ var require_Document = __commonJS({
         };
         const res = toJS.toJS(this.contents, jsonArg ?? "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count);
+          for (const { count: count2, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count2);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
       /**
@@ -8926,12 +8926,12 @@ var require_errors = __commonJS({
         lineStr = prev + lineStr;
       }
       if (/[^ ]/.test(lineStr)) {
-        let count = 1;
+        let count2 = 1;
         const end = error.linePos[1];
         if (end?.line === line && end.col > col) {
-          count = Math.max(1, Math.min(end.col - col, 80 - ci));
+          count2 = Math.max(1, Math.min(end.col - col, 80 - ci));
         }
-        const pointer = " ".repeat(ci) + "^".repeat(count);
+        const pointer = " ".repeat(ci) + "^".repeat(count2);
         error.message += `:
 
 ${lineStr}
@@ -19118,8 +19118,8 @@ function nameText(labels) {
     return text2;
   }).join(".");
 }
-function readRecords(buf, pos, count, into) {
-  for (let i = 0; i < count; i++) {
+function readRecords(buf, pos, count2, into) {
+  for (let i = 0; i < count2; i++) {
     const name = readName(buf, pos);
     pos = name.end;
     if (pos + 10 > buf.length) throw new WireError("record header runs past the end of the message");
@@ -19205,7 +19205,7 @@ function header(id, flags, counts) {
   const h = Buffer.alloc(HEADER_LENGTH);
   h.writeUInt16BE(id, 0);
   h.writeUInt16BE(flags, 2);
-  counts.forEach((count, i) => h.writeUInt16BE(count, 4 + 2 * i));
+  counts.forEach((count2, i) => h.writeUInt16BE(count2, 4 + 2 * i));
   return h;
 }
 function responseFlags(query, rcode, tc = 0) {
@@ -23144,13 +23144,13 @@ var require_util = __commonJS({
       }
       return x2;
     };
-    util.ByteStringBuffer.prototype.getBytes = function(count) {
+    util.ByteStringBuffer.prototype.getBytes = function(count2) {
       var rval;
-      if (count) {
-        count = Math.min(this.length(), count);
-        rval = this.data.slice(this.read, this.read + count);
-        this.read += count;
-      } else if (count === 0) {
+      if (count2) {
+        count2 = Math.min(this.length(), count2);
+        rval = this.data.slice(this.read, this.read + count2);
+        this.read += count2;
+      } else if (count2 === 0) {
         rval = "";
       } else {
         rval = this.read === 0 ? this.data : this.data.slice(this.read);
@@ -23158,8 +23158,8 @@ var require_util = __commonJS({
       }
       return rval;
     };
-    util.ByteStringBuffer.prototype.bytes = function(count) {
-      return typeof count === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count);
+    util.ByteStringBuffer.prototype.bytes = function(count2) {
+      return typeof count2 === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count2);
     };
     util.ByteStringBuffer.prototype.at = function(i) {
       return this.data.charCodeAt(this.read + i);
@@ -23188,8 +23188,8 @@ var require_util = __commonJS({
       this.read = 0;
       return this;
     };
-    util.ByteStringBuffer.prototype.truncate = function(count) {
-      var len = Math.max(0, this.length() - count);
+    util.ByteStringBuffer.prototype.truncate = function(count2) {
+      var len = Math.max(0, this.length() - count2);
       this.data = this.data.substr(this.read, len);
       this.read = 0;
       return this;
@@ -23444,13 +23444,13 @@ var require_util = __commonJS({
       }
       return x2;
     };
-    util.DataBuffer.prototype.getBytes = function(count) {
+    util.DataBuffer.prototype.getBytes = function(count2) {
       var rval;
-      if (count) {
-        count = Math.min(this.length(), count);
-        rval = this.data.slice(this.read, this.read + count);
-        this.read += count;
-      } else if (count === 0) {
+      if (count2) {
+        count2 = Math.min(this.length(), count2);
+        rval = this.data.slice(this.read, this.read + count2);
+        this.read += count2;
+      } else if (count2 === 0) {
         rval = "";
       } else {
         rval = this.read === 0 ? this.data : this.data.slice(this.read);
@@ -23458,8 +23458,8 @@ var require_util = __commonJS({
       }
       return rval;
     };
-    util.DataBuffer.prototype.bytes = function(count) {
-      return typeof count === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count);
+    util.DataBuffer.prototype.bytes = function(count2) {
+      return typeof count2 === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count2);
     };
     util.DataBuffer.prototype.at = function(i) {
       return this.data.getUint8(this.read + i);
@@ -23490,8 +23490,8 @@ var require_util = __commonJS({
       this.read = this.write = 0;
       return this;
     };
-    util.DataBuffer.prototype.truncate = function(count) {
-      this.write = Math.max(0, this.length() - count);
+    util.DataBuffer.prototype.truncate = function(count2) {
+      this.write = Math.max(0, this.length() - count2);
       this.read = Math.min(this.read, this.write);
       return this;
     };
@@ -24434,16 +24434,16 @@ var require_cipherModes = __commonJS({
       if (len === 0) {
         return true;
       }
-      var count = output.at(len - 1);
-      if (count === 0 || count > this.blockSize || count > len) {
+      var count2 = output.at(len - 1);
+      if (count2 === 0 || count2 > this.blockSize || count2 > len) {
         return false;
       }
-      for (var i = 2; i <= count; ++i) {
-        if (output.at(len - i) !== count) {
+      for (var i = 2; i <= count2; ++i) {
+        if (output.at(len - i) !== count2) {
           return false;
         }
       }
-      output.truncate(count);
+      output.truncate(count2);
       return true;
     };
     modes.cbc = function(options) {
@@ -24507,16 +24507,16 @@ var require_cipherModes = __commonJS({
       if (len === 0) {
         return true;
       }
-      var count = output.at(len - 1);
-      if (count === 0 || count > this.blockSize || count > len) {
+      var count2 = output.at(len - 1);
+      if (count2 === 0 || count2 > this.blockSize || count2 > len) {
         return false;
       }
-      for (var i = 2; i <= count; ++i) {
-        if (output.at(len - i) !== count) {
+      for (var i = 2; i <= count2; ++i) {
+        if (output.at(len - i) !== count2) {
           return false;
         }
       }
-      output.truncate(count);
+      output.truncate(count2);
       return true;
     };
     modes.cfb = function(options) {
@@ -27585,9 +27585,9 @@ var require_prng = __commonJS({
       }
       ctx.pools = pools;
       ctx.pool = 0;
-      ctx.generate = function(count, callback) {
+      ctx.generate = function(count2, callback) {
         if (!callback) {
-          return ctx.generateSync(count);
+          return ctx.generateSync(count2);
         }
         var cipher = ctx.plugin.cipher;
         var increment = ctx.plugin.increment;
@@ -27600,8 +27600,8 @@ var require_prng = __commonJS({
           if (err) {
             return callback(err);
           }
-          if (b.length() >= count) {
-            return callback(null, b.getBytes(count));
+          if (b.length() >= count2) {
+            return callback(null, b.getBytes(count2));
           }
           if (ctx.generated > 1048575) {
             ctx.key = null;
@@ -27619,14 +27619,14 @@ var require_prng = __commonJS({
           forge3.util.setImmediate(generate);
         }
       };
-      ctx.generateSync = function(count) {
+      ctx.generateSync = function(count2) {
         var cipher = ctx.plugin.cipher;
         var increment = ctx.plugin.increment;
         var formatKey = ctx.plugin.formatKey;
         var formatSeed = ctx.plugin.formatSeed;
         ctx.key = null;
         var b = forge3.util.createBuffer();
-        while (b.length() < count) {
+        while (b.length() < count2) {
           if (ctx.generated > 1048575) {
             ctx.key = null;
           }
@@ -27639,7 +27639,7 @@ var require_prng = __commonJS({
           ctx.key = formatKey(cipher(ctx.key, increment(ctx.seed)));
           ctx.seed = formatSeed(cipher(ctx.key, ctx.seed));
         }
-        return b.getBytes(count);
+        return b.getBytes(count2);
       };
       function _reseed(callback) {
         if (ctx.pools[0].messageLength >= 32) {
@@ -27696,8 +27696,8 @@ var require_prng = __commonJS({
         var b = forge3.util.createBuffer();
         if (getRandomValues) {
           while (b.length() < needed) {
-            var count = Math.max(1, Math.min(needed - b.length(), 65536) / 4);
-            var entropy2 = new Uint32Array(Math.floor(count));
+            var count2 = Math.max(1, Math.min(needed - b.length(), 65536) / 4);
+            var entropy2 = new Uint32Array(Math.floor(count2));
             try {
               getRandomValues(entropy2);
               for (var i2 = 0; i2 < entropy2.length; ++i2) {
@@ -27752,8 +27752,8 @@ var require_prng = __commonJS({
         ctx.seedFileSync = defaultSeedFile;
       }
       ctx.collect = function(bytes2) {
-        var count = bytes2.length;
-        for (var i2 = 0; i2 < count; ++i2) {
+        var count2 = bytes2.length;
+        for (var i2 = 0; i2 < count2; ++i2) {
           ctx.pools[ctx.pool].update(bytes2.substr(i2, 1));
           ctx.pool = ctx.pool === 31 ? 0 : ctx.pool + 1;
         }
@@ -27845,11 +27845,11 @@ var require_random = __commonJS({
         prng_aes.md = forge3.md.sha256;
         function spawnPrng() {
           var ctx = forge3.prng.create(prng_aes);
-          ctx.getBytes = function(count, callback) {
-            return ctx.generate(count, callback);
+          ctx.getBytes = function(count2, callback) {
+            return ctx.generate(count2, callback);
           };
-          ctx.getBytesSync = function(count) {
-            return ctx.generate(count);
+          ctx.getBytesSync = function(count2) {
+            return ctx.generate(count2);
           };
           return ctx;
         }
@@ -28331,11 +28331,11 @@ var require_rc2 = __commonJS({
                 rval = pad(8, _output, !encrypt);
               } else {
                 var len = _output.length();
-                var count = _output.at(len - 1);
-                if (count > len) {
+                var count2 = _output.at(len - 1);
+                if (count2 > len) {
                   rval = false;
                 } else {
-                  _output.truncate(count);
+                  _output.truncate(count2);
                 }
               }
             }
@@ -29883,8 +29883,8 @@ var require_pkcs1 = __commonJS({
         hash = forge3.md.sha1.create();
       }
       var t = "";
-      var count = Math.ceil(maskLength / hash.digestLength);
-      for (var i = 0; i < count; ++i) {
+      var count2 = Math.ceil(maskLength / hash.digestLength);
+      for (var i = 0; i < count2; ++i) {
         var c = String.fromCharCode(
           i >> 24 & 255,
           i >> 16 & 255,
@@ -31462,8 +31462,8 @@ var require_pbe = __commonJS({
       options.algorithm = options.algorithm || "aes128";
       options.prfAlgorithm = options.prfAlgorithm || "sha1";
       var salt = forge3.random.getBytesSync(options.saltSize);
-      var count = options.count;
-      var countBytes = asn1.integerToDer(count);
+      var count2 = options.count;
+      var countBytes = asn1.integerToDer(count2);
       var dkLen;
       var encryptionAlgorithm;
       var encryptedData;
@@ -31501,7 +31501,7 @@ var require_pbe = __commonJS({
         }
         var prfAlgorithm = "hmacWith" + options.prfAlgorithm.toUpperCase();
         var md = prfAlgorithmToMessageDigest(prfAlgorithm);
-        var dk = forge3.pkcs5.pbkdf2(password, salt, count, dkLen, md);
+        var dk = forge3.pkcs5.pbkdf2(password, salt, count2, dkLen, md);
         var iv = forge3.random.getBytesSync(ivLen);
         var cipher = cipherFn(dk);
         cipher.start(iv);
@@ -31554,8 +31554,8 @@ var require_pbe = __commonJS({
       } else if (options.algorithm === "3des") {
         dkLen = 24;
         var saltBytes = new forge3.util.ByteBuffer(salt);
-        var dk = pki.pbe.generatePkcs12Key(password, saltBytes, 1, count, dkLen);
-        var iv = pki.pbe.generatePkcs12Key(password, saltBytes, 2, count, dkLen);
+        var dk = pki.pbe.generatePkcs12Key(password, saltBytes, 1, count2, dkLen);
+        var iv = pki.pbe.generatePkcs12Key(password, saltBytes, 2, count2, dkLen);
         var cipher = forge3.des.createEncryptionCipher(dk);
         cipher.start(iv);
         cipher.update(asn1.toDer(obj));
@@ -31901,8 +31901,8 @@ var require_pbe = __commonJS({
         throw error;
       }
       var salt = capture.kdfSalt;
-      var count = forge3.util.createBuffer(capture.kdfIterationCount);
-      count = count.getInt(count.length() << 3);
+      var count2 = forge3.util.createBuffer(capture.kdfIterationCount);
+      count2 = count2.getInt(count2.length() << 3);
       var dkLen;
       var cipherFn;
       switch (pki.oids[oid]) {
@@ -31928,7 +31928,7 @@ var require_pbe = __commonJS({
           break;
       }
       var md = prfOidToMessageDigest(capture.prfOid);
-      var dk = forge3.pkcs5.pbkdf2(password, salt, count, dkLen, md);
+      var dk = forge3.pkcs5.pbkdf2(password, salt, count2, dkLen, md);
       var iv = capture.encIv;
       var cipher = cipherFn(dk);
       cipher.start(iv);
@@ -31943,8 +31943,8 @@ var require_pbe = __commonJS({
         throw error;
       }
       var salt = forge3.util.createBuffer(capture.salt);
-      var count = forge3.util.createBuffer(capture.iterations);
-      count = count.getInt(count.length() << 3);
+      var count2 = forge3.util.createBuffer(capture.iterations);
+      count2 = count2.getInt(count2.length() << 3);
       var dkLen, dIvLen, cipherFn;
       switch (oid) {
         case pki.oids["pbeWithSHAAnd3-KeyTripleDES-CBC"]:
@@ -31967,9 +31967,9 @@ var require_pbe = __commonJS({
           throw error;
       }
       var md = prfOidToMessageDigest(capture.prfOid);
-      var key = pki.pbe.generatePkcs12Key(password, salt, 1, count, dkLen, md);
+      var key = pki.pbe.generatePkcs12Key(password, salt, 1, count2, dkLen, md);
       md.start();
-      var iv = pki.pbe.generatePkcs12Key(password, salt, 2, count, dIvLen, md);
+      var iv = pki.pbe.generatePkcs12Key(password, salt, 2, count2, dIvLen, md);
       return cipherFn(key, iv);
     };
     pki.pbe.opensslDeriveBytes = function(password, salt, dkLen, md) {
@@ -34888,8 +34888,8 @@ var require_x509 = __commonJS({
       }
       return name.value;
     }
-    function _checkNameConstraints(cert, constraints, count, leaf, work) {
-      if (count === 0) {
+    function _checkNameConstraints(cert, constraints, count2, leaf, work) {
+      if (count2 === 0) {
         return null;
       }
       var subject = _getConstrainedNames(cert, leaf);
@@ -34900,7 +34900,7 @@ var require_x509 = __commonJS({
       var nc;
       var subtree;
       var typeName2;
-      for (i = 0; i < count && work.checks <= _maxNameConstraintChecks; ++i) {
+      for (i = 0; i < count2 && work.checks <= _maxNameConstraintChecks; ++i) {
         nc = constraints[i];
         work.checks += (names.length + 1) * (nc.invalid ? 1 : nc.permitted.length + nc.excluded.length + 1);
       }
@@ -34910,7 +34910,7 @@ var require_x509 = __commonJS({
           error: pki.certificateError.unsupported_certificate
         };
       }
-      for (i = 0; i < count; ++i) {
+      for (i = 0; i < count2; ++i) {
         nc = constraints[i];
         if (nc.invalid) {
           return {
@@ -34933,7 +34933,7 @@ var require_x509 = __commonJS({
       }
       for (k2 = 0; k2 < names.length; ++k2) {
         var name = names[k2];
-        for (i = 0; i < count; ++i) {
+        for (i = 0; i < count2; ++i) {
           nc = constraints[i];
           var found = false;
           var matched = false;
@@ -35941,8 +35941,8 @@ var require_pkcs12 = __commonJS({
         var macSalt = new forge3.util.ByteBuffer(
           forge3.random.getBytes(options.saltSize)
         );
-        var count = options.count;
-        var key = p12.generateKey(password, macSalt, 3, count, 20);
+        var count2 = options.count;
+        var key = p12.generateKey(password, macSalt, 3, count2, 20);
         var mac = forge3.hmac.create();
         mac.start(sha1, key);
         mac.update(asn1.toDer(safe).getBytes());
@@ -35982,7 +35982,7 @@ var require_pkcs12 = __commonJS({
             asn1.Class.UNIVERSAL,
             asn1.Type.INTEGER,
             false,
-            asn1.integerToDer(count).getBytes()
+            asn1.integerToDer(count2).getBytes()
           )
         ]);
       }
@@ -44507,28 +44507,28 @@ var require_pushgateway = __commonJS({
 var require_bucketGenerators = __commonJS({
   "node_modules/prom-client/lib/bucketGenerators.js"(exports) {
     "use strict";
-    exports.linearBuckets = (start, width, count) => {
-      if (count < 1) {
+    exports.linearBuckets = (start, width, count2) => {
+      if (count2 < 1) {
         throw new Error("Linear buckets needs a positive count");
       }
-      const buckets = new Array(count);
-      for (let i = 0; i < count; i++) {
+      const buckets = new Array(count2);
+      for (let i = 0; i < count2; i++) {
         buckets[i] = start + i * width;
       }
       return buckets;
     };
-    exports.exponentialBuckets = (start, factor, count) => {
+    exports.exponentialBuckets = (start, factor, count2) => {
       if (start <= 0) {
         throw new Error("Exponential buckets needs a positive start");
       }
-      if (count < 1) {
+      if (count2 < 1) {
         throw new Error("Exponential buckets needs a positive count");
       }
       if (factor <= 1) {
         throw new Error("Exponential buckets needs a factor greater than 1");
       }
-      const buckets = new Array(count);
-      for (let i = 0; i < count; i++) {
+      const buckets = new Array(count2);
+      for (let i = 0; i < count2; i++) {
         buckets[i] = start;
         start *= factor;
       }
@@ -48308,24 +48308,22 @@ var init_host_search = __esm({
 });
 
 // collector/stores/event-store.ts
-function toRow(event) {
-  return {
-    id: event.id,
-    event: event.event,
-    job: event.event === "decision" ? jobKey(event) : null,
-    host: event.event === "decision" ? event.host : null,
-    time: new Date(event.time).toISOString(),
-    decision: event.event === "decision" ? event.decision : null,
-    body: JSON.stringify(event)
-  };
+function encodeCursor(last, jobId) {
+  return Buffer.from(`${last}.${jobId}`).toString("base64url");
+}
+function decodeCursor(cursor) {
+  const m = /^(-?\d+)\.(\d+)$/.exec(Buffer.from(cursor, "base64url").toString());
+  return m ? { last: Number(m[1]), jobId: Number(m[2]) } : void 0;
 }
 function isPostgresUrl(db) {
   return /^postgres(ql)?:\/\//i.test(db);
 }
+function iso(ms) {
+  return new Date(Number(ms)).toISOString();
+}
 var init_event_store = __esm({
   "collector/stores/event-store.ts"() {
     "use strict";
-    init_job_key();
   }
 });
 
@@ -48597,9 +48595,9 @@ var require_postgres_interval = __commonJS({
     var NUMBER = "([+-]?\\d+)";
     var YEAR = NUMBER + "\\s+years?";
     var MONTH = NUMBER + "\\s+mons?";
-    var DAY = NUMBER + "\\s+days?";
+    var DAY2 = NUMBER + "\\s+days?";
     var TIME = "([+-])?([\\d]*):(\\d\\d):(\\d\\d)\\.?(\\d{1,6})?";
-    var INTERVAL = new RegExp([YEAR, MONTH, DAY, TIME].map(function(regexString) {
+    var INTERVAL = new RegExp([YEAR, MONTH, DAY2, TIME].map(function(regexString) {
       return "(" + regexString + ")?";
     }).join("\\s*"));
     var positions = {
@@ -49107,11 +49105,11 @@ var require_binaryParsers = __commonJS({
         var array = [];
         var i2;
         if (dimension.length > 1) {
-          var count = dimension.shift();
-          for (i2 = 0; i2 < count; i2++) {
+          var count2 = dimension.shift();
+          for (i2 = 0; i2 < count2; i2++) {
             array[i2] = parse(dimension, elementType2);
           }
-          dimension.unshift(count);
+          dimension.unshift(count2);
         } else {
           for (i2 = 0; i2 < dimension[0]; i2++) {
             array[i2] = parseElement(elementType2);
@@ -53660,47 +53658,444 @@ var init_esm5 = __esm({
   }
 });
 
+// collector/stores/codec.ts
+import { deflateRawSync, inflateRawSync } from "node:zlib";
+function encodeId(id) {
+  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) return Buffer.concat([Buffer.of(0), Buffer.from(id.replace(/-/g, ""), "hex")]);
+  return Buffer.concat([Buffer.of(1), Buffer.from(id, "utf8")]);
+}
+function decodeId(key) {
+  if (key[0] === 1) return key.subarray(1).toString("utf8");
+  const h = key.subarray(1).toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+function packBody(event, timeMs) {
+  const canonicalTime = new Date(timeMs).toISOString() === event.time;
+  const body2 = { ...event, id: 0, host: 0, ...canonicalTime && { time: 0 } };
+  let version = BODY_V1;
+  if (event.event === "close") Object.assign(body2, { bytes_in: 0, bytes_out: 0 });
+  if (event.event === "decision") {
+    if (event.ci?.job_id) body2.ci = { ...event.ci, job_id: 0 };
+    const texts = [event.rule ?? "", event.message];
+    if (event.host.length >= 4 && texts.some((t) => t.includes(event.host)) && !texts.some((t) => t.includes(HOST_MARK))) {
+      version = BODY_V2;
+      if (event.rule !== null) body2.rule = event.rule.split(event.host).join(HOST_MARK);
+      body2.message = event.message.split(event.host).join(HOST_MARK);
+    }
+  }
+  return Buffer.concat([Buffer.of(version), deflateRawSync(JSON.stringify(body2), { dictionary: DICTIONARY_V1 })]);
+}
+function unpackEvent(body2, id, host, timeMs, job, bytes2) {
+  const version = body2[0];
+  if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`stored event ${id} has an unknown body version ${version}`);
+  const event = JSON.parse(inflateRawSync(body2.subarray(1), { dictionary: DICTIONARY_V1 }).toString("utf8"));
+  event.id = id;
+  event.host = host;
+  if (event.time === 0) event.time = new Date(timeMs).toISOString();
+  if (event.event === "close" && bytes2) Object.assign(event, { bytes_in: bytes2.in, bytes_out: bytes2.out });
+  const ci = event.ci;
+  if (ci?.job_id === 0) ci.job_id = job;
+  if (version === BODY_V2) {
+    if (typeof event.rule === "string") event.rule = event.rule.split(HOST_MARK).join(host);
+    event.message = event.message.split(HOST_MARK).join(host);
+  }
+  return event;
+}
+var OUTCOME_CODES, DECISION, CLOSE, BODY_V1, BODY_V2, HOST_MARK, DICTIONARY_V1;
+var init_codec = __esm({
+  "collector/stores/codec.ts"() {
+    "use strict";
+    OUTCOME_CODES = { allowed: 0, blocked: 1, "would-block": 2 };
+    DECISION = 0;
+    CLOSE = 1;
+    BODY_V1 = 1;
+    BODY_V2 = 2;
+    HOST_MARK = "";
+    DICTIONARY_V1 = Buffer.from(
+      [
+        '{"schema":1,"event":"close","kind":"connect","client":"127.0.0.1:5","port":443,"ip":"10.0.0.1","bytes_in":1,"bytes_out":1,"duration_ms":1,"status":200}',
+        '{"schema":1,"event":"close","kind":"http","client":"127.0.0.1:4","port":80,"ip":"172.17.0.1","bytes_in":0,"bytes_out":0,"duration_ms":0,"error":"upstream-"}',
+        '{"schema":1,"event":"decision","kind":"dns","client":"127.0.0.1:3","port":53,"qtype":"AAAA","decision":"blocked","reason":"not-allowed-endpoint","rule":null,',
+        '"message":"not in the allowlist","mode":"block","ci":{"repository":"","run_id":"","job":"build","job_id":""}}',
+        '{"schema":1,"event":"decision","kind":"transparent","client":"127.0.0.1:6","port":443,"ip":"104.16.0.1","sni":"","method":"GET","path":"/",',
+        '"decision":"would-block","reason":"not-allowed-endpoint","rule":null,"message":"would block: not in the allowlist","mode":"audit","ci":{"repository":"',
+        '{"schema":1,"event":"decision","kind":"connect","client":"127.0.0.1:5","port":443,"ip":"140.82.112.3","decision":"allowed","reason":"allowed-endpoint",',
+        '"rule":"github.com:443","message":"allowed by endpoint github.com:443","mode":"block","ci":{"repository":"org/repo","run_id":"1","job":"test"}}'
+      ].join("")
+    );
+  }
+});
+
+// collector/stores/aggregate.ts
+function batchStrings(events) {
+  const out = /* @__PURE__ */ new Set();
+  for (const e of events) {
+    out.add(e.host);
+    if (e.event === "decision") {
+      out.add(jobKey(e));
+      if (e.ci?.repository) out.add(e.ci.repository);
+    }
+  }
+  return [...out];
+}
+function toRows(events, ids) {
+  const rows = /* @__PURE__ */ new Map();
+  const id = (text2) => {
+    const n = ids.get(text2);
+    if (n === void 0) throw new Error(`no dictionary id for "${text2}"`);
+    return n;
+  };
+  for (const e of events) {
+    const key = encodeId(e.id);
+    const event = e.event === "decision" ? DECISION : CLOSE;
+    const ref = `${event}${key.toString("hex")}`;
+    if (rows.has(ref)) continue;
+    const time = Date.parse(e.time);
+    rows.set(ref, {
+      key,
+      ref,
+      event,
+      time,
+      jobId: e.event === "decision" ? id(jobKey(e)) : null,
+      repoId: e.event === "decision" && e.ci?.repository ? id(e.ci.repository) : null,
+      hostId: id(e.host),
+      port: e.port,
+      decision: e.event === "decision" ? OUTCOME_CODES[e.decision] : null,
+      bytesIn: e.event === "close" ? e.bytes_in : null,
+      bytesOut: e.event === "close" ? e.bytes_out : null,
+      body: packBody(e, time)
+    });
+  }
+  const all = [...rows.values()];
+  const decisions = new Map(all.filter((r) => r.event === DECISION).map((r) => [r.key.toString("hex"), r]));
+  for (const r of all) if (r.event === CLOSE) r.jobId = decisions.get(r.key.toString("hex"))?.jobId ?? null;
+  return all;
+}
+function linkStoredDecisions(rows, stored) {
+  for (const r of rows) if (r.event === CLOSE && r.jobId === null) r.jobId = stored.get(r.key.toString("hex"))?.jobId ?? null;
+}
+function decisionOf(row) {
+  return { jobId: row.jobId, hostId: row.hostId, port: row.port, decision: row.decision };
+}
+function insertLinks(rows, inserted, stored) {
+  const batchDecisions = new Map(rows.filter((r) => r.event === DECISION).map((r) => [r.key.toString("hex"), r]));
+  const links = [];
+  for (const r of rows) {
+    if (r.event !== CLOSE || r.jobId === null || !inserted.has(r.ref)) continue;
+    const hex = r.key.toString("hex");
+    const batch = batchDecisions.get(hex);
+    const decision2 = batch ? decisionOf(batch) : stored.get(hex);
+    if (decision2) links.push({ decision: decision2, bytesIn: r.bytesIn ?? 0, bytesOut: r.bytesOut ?? 0 });
+  }
+  return links;
+}
+function aggregateDeltas(newDecisions, links) {
+  const jobs = /* @__PURE__ */ new Map();
+  const destinations = /* @__PURE__ */ new Map();
+  const add = (d3, time, bytesIn, bytesOut) => {
+    let job = jobs.get(d3.jobId);
+    if (!job) {
+      job = { jobId: d3.jobId, repoId: null, first: Infinity, last: -Infinity, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesIn: 0, bytesOut: 0 };
+      jobs.set(d3.jobId, job);
+    }
+    const destKey = `${d3.jobId}:${d3.hostId}:${d3.port}:${d3.decision}`;
+    let dest = destinations.get(destKey);
+    if (!dest) {
+      dest = { jobId: d3.jobId, hostId: d3.hostId, port: d3.port, decision: d3.decision, count: 0, bytesIn: 0, bytesOut: 0, first: Infinity, last: -Infinity };
+      destinations.set(destKey, dest);
+    }
+    job.bytesIn += bytesIn;
+    job.bytesOut += bytesOut;
+    dest.bytesIn += bytesIn;
+    dest.bytesOut += bytesOut;
+    if (time === null) return;
+    job.decisions++;
+    if (d3.decision === OUTCOME_CODES.allowed) job.allowed++;
+    else if (d3.decision === OUTCOME_CODES.blocked) job.blocked++;
+    else job.wouldBlock++;
+    dest.count++;
+    for (const t of [job, dest]) {
+      t.first = Math.min(t.first, time);
+      t.last = Math.max(t.last, time);
+    }
+  };
+  for (const r of newDecisions) {
+    add(decisionOf(r), r.time, 0, 0);
+    if (r.repoId !== null) jobs.get(r.jobId).repoId ??= r.repoId;
+  }
+  for (const link of links) add(link.decision, null, link.bytesIn, link.bytesOut);
+  const byKey = (a, b) => a.jobId - b.jobId || a.hostId - b.hostId || a.port - b.port || a.decision - b.decision;
+  const times2 = (t) => t.first === Infinity ? { ...t, first: null, last: null } : t;
+  return {
+    jobs: [...jobs.values()].sort((a, b) => a.jobId - b.jobId).map(times2),
+    destinations: [...destinations.values()].sort(byKey).map(times2)
+  };
+}
+function searchWindow(filter2) {
+  return { since: filter2.since ? Date.parse(filter2.since) : -Infinity, until: filter2.until ? Date.parse(filter2.until) : Infinity };
+}
+async function windowedRows(rows, window2, recount) {
+  const out = [];
+  for (const row of rows) {
+    if (row.last < window2.since || row.first > window2.until) continue;
+    if (row.first >= window2.since && row.last <= window2.until) out.push(row);
+    else {
+      const counted = await recount(row);
+      if (counted && counted.count > 0) out.push(counted);
+    }
+  }
+  return out;
+}
+function mergeSightings(rows, text2) {
+  const merged = /* @__PURE__ */ new Map();
+  for (const r of rows) {
+    const key = `${r.jobId}:${r.hostId}`;
+    let s = merged.get(key);
+    if (!s) {
+      s = { job: text2(r.jobId), host: text2(r.hostId), first: iso(r.first), last: iso(r.last), decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0 };
+      merged.set(key, s);
+    }
+    if (iso(r.first) < s.first) s.first = iso(r.first);
+    if (iso(r.last) > s.last) s.last = iso(r.last);
+    s.decisions += r.count;
+    s.bytesOut += r.bytesOut;
+    if (r.decision === OUTCOME_CODES.allowed) s.allowed += r.count;
+    else if (r.decision === OUTCOME_CODES.blocked) s.blocked += r.count;
+    else s.wouldBlock += r.count;
+  }
+  return [...merged.values()];
+}
+var init_aggregate = __esm({
+  "collector/stores/aggregate.ts"() {
+    "use strict";
+    init_job_key();
+    init_codec();
+    init_event_store();
+  }
+});
+
+// collector/stores/dictionary.ts
+var Dictionary;
+var init_dictionary = __esm({
+  "collector/stores/dictionary.ts"() {
+    "use strict";
+    Dictionary = class {
+      constructor(max = 5e5) {
+        this.max = max;
+      }
+      max;
+      byText = /* @__PURE__ */ new Map();
+      byId = /* @__PURE__ */ new Map();
+      remember(id, text2) {
+        if (this.byText.size >= this.max) {
+          this.byText.clear();
+          this.byId.clear();
+        }
+        this.byText.set(text2, id);
+        this.byId.set(id, text2);
+      }
+      id(text2) {
+        return this.byText.get(text2);
+      }
+      text(id) {
+        return this.byId.get(id);
+      }
+      unknownTexts(texts) {
+        return [...new Set(texts)].filter((t) => !this.byText.has(t)).sort();
+      }
+      unknownIds(ids) {
+        return [...new Set(ids)].filter((id) => !this.byId.has(id));
+      }
+      /** Ids of texts that are all known (after the store has added the unknown ones). */
+      idMap(texts) {
+        return new Map(texts.map((t) => [t, this.byText.get(t)]));
+      }
+      textMap(ids) {
+        return new Map(ids.flatMap((id) => this.byId.has(id) ? [[id, this.byId.get(id)]] : []));
+      }
+    };
+  }
+});
+
+// collector/stores/queries.ts
+function upsert(dialect, table2, sums) {
+  const [min, max] = dialect === "sqlite" ? ["min", "max"] : ["LEAST", "GREATEST"];
+  const t = table2;
+  return [
+    `first = COALESCE(${min}(${t}.first, excluded.first), ${t}.first, excluded.first)`,
+    `last = COALESCE(${max}(${t}.last, excluded.last), ${t}.last, excluded.last)`,
+    ...sums.map((c) => `${c} = ${t}.${c} + excluded.${c}`)
+  ].join(", ");
+}
+function jobRowSql(dialect) {
+  const values = dialect === "sqlite" ? "VALUES (@jobId, @repoId, @first, @last, @decisions, @allowed, @blocked, @wouldBlock, @bytesIn, @bytesOut)" : `SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("jobId" int, "repoId" int, first bigint, last bigint, decisions bigint, allowed bigint,
+           blocked bigint, "wouldBlock" bigint, "bytesIn" bigint, "bytesOut" bigint) ORDER BY 1`;
+  return `INSERT INTO eg_jobs (${JOB_COLUMNS}) ${values}
+    ON CONFLICT (job_id) DO UPDATE SET repo_id = COALESCE(eg_jobs.repo_id, excluded.repo_id), ${upsert(dialect, "eg_jobs", SUMS)}`;
+}
+function destinationRowSql(dialect) {
+  const values = dialect === "sqlite" ? "VALUES (@jobId, @hostId, @port, @decision, @count, @bytesIn, @bytesOut, @first, @last)" : `SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("jobId" int, "hostId" int, port int, decision smallint, count bigint, "bytesIn" bigint,
+           "bytesOut" bigint, first bigint, last bigint) ORDER BY 1, 2, 3, 4`;
+  return `INSERT INTO eg_job_destinations (${DEST_COLUMNS}) ${values}
+    ON CONFLICT (job_id, host_id, port, decision) DO UPDATE SET ${upsert(dialect, "eg_job_destinations", ["count", "bytes_in", "bytes_out"])}`;
+}
+function recompute(J) {
+  const outcome = (code2) => `SUM(CASE WHEN decision = ${code2} THEN count ELSE 0 END)`;
+  return [
+    // Closes whose decision is gone no longer count: unlink them (a close has a job iff its bytes are counted).
+    `UPDATE eg_events SET job_id = NULL WHERE job_id = ${J} AND event = 1 AND NOT EXISTS (SELECT 1 FROM eg_events d WHERE d.key = eg_events.key AND d.event = 0)`,
+    `DELETE FROM eg_job_destinations WHERE job_id = ${J}`,
+    `INSERT INTO eg_job_destinations (${DEST_COLUMNS})
+     SELECT d.job_id, d.host_id, d.port, d.decision, COUNT(*), COALESCE(SUM(c.bytes_in), 0), COALESCE(SUM(c.bytes_out), 0), MIN(d.time), MAX(d.time)
+     FROM eg_events d LEFT JOIN eg_events c ON c.key = d.key AND c.event = 1 AND c.job_id = d.job_id
+     WHERE d.job_id = ${J} AND d.event = 0 GROUP BY d.job_id, d.host_id, d.port, d.decision`,
+    `DELETE FROM eg_jobs WHERE job_id = ${J} AND NOT EXISTS (SELECT 1 FROM eg_job_destinations WHERE job_id = ${J})`,
+    `UPDATE eg_jobs SET (first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out) =
+     (SELECT MIN(first), MAX(last), SUM(count), ${outcome(0)}, ${outcome(1)}, ${outcome(2)}, SUM(bytes_in), SUM(bytes_out)
+      FROM eg_job_destinations WHERE job_id = ${J}) WHERE job_id = ${J}`
+  ];
+}
+function windowCount(p) {
+  return `SELECT COUNT(*) AS count, COALESCE(SUM(c.bytes_out), 0) AS "bytesOut", MIN(d.time) AS first, MAX(d.time) AS last
+    FROM eg_events d LEFT JOIN eg_events c ON c.key = d.key AND c.event = 1 AND c.job_id = d.job_id
+    WHERE d.job_id = ${p.job} AND d.event = 0 AND d.host_id = ${p.host} AND d.port = ${p.port} AND d.decision = ${p.decision}
+      AND d.time >= ${p.since} AND d.time <= ${p.until}`;
+}
+function rowsToRead(query) {
+  return query.limit === void 0 ? null : query.limit + 1;
+}
+function jobPage(read, query, text2) {
+  const rows = query.limit === void 0 ? read : read.slice(0, query.limit);
+  const jobs = rows.map((r) => {
+    const repository = r.repoId === null ? void 0 : text2(r.repoId);
+    return {
+      job: text2(r.jobId) ?? `#${r.jobId}`,
+      ...repository !== void 0 && { repository },
+      first: iso(r.first),
+      last: iso(r.last),
+      decisions: Number(r.decisions),
+      allowed: Number(r.allowed),
+      blocked: Number(r.blocked),
+      wouldBlock: Number(r.wouldBlock),
+      bytesIn: Number(r.bytesIn),
+      bytesOut: Number(r.bytesOut)
+    };
+  });
+  const lastRow = rows.at(-1);
+  return { jobs, next: read.length > rows.length && lastRow ? encodeCursor(Number(lastRow.last), lastRow.jobId) : null };
+}
+function finite(n) {
+  return Number.isFinite(n) ? n : n > 0 ? Number.MAX_SAFE_INTEGER : Number.MIN_SAFE_INTEGER;
+}
+var OLD_TABLE, AGGREGATE_TABLES, JOB_TABLE, SCHEMA_TABLES, JOB_COLUMNS, SUMS, DEST_COLUMNS, RECOMPUTE_SQL, JOB_SELECT;
+var init_queries = __esm({
+  "collector/stores/queries.ts"() {
+    "use strict";
+    init_event_store();
+    OLD_TABLE = "egress_events";
+    AGGREGATE_TABLES = (big) => `
+CREATE TABLE IF NOT EXISTS eg_job_destinations (
+  job_id INTEGER NOT NULL, host_id INTEGER NOT NULL, port INTEGER NOT NULL, decision SMALLINT NOT NULL,
+  count ${big} NOT NULL, bytes_in ${big} NOT NULL, bytes_out ${big} NOT NULL, first ${big}, last ${big},
+  PRIMARY KEY (job_id, host_id, port, decision)
+)`;
+    JOB_TABLE = (big) => `
+CREATE TABLE IF NOT EXISTS eg_jobs (
+  job_id INTEGER PRIMARY KEY, repo_id INTEGER, first ${big}, last ${big}, decisions ${big} NOT NULL, allowed ${big} NOT NULL,
+  blocked ${big} NOT NULL, would_block ${big} NOT NULL, bytes_in ${big} NOT NULL, bytes_out ${big} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eg_jobs_last ON eg_jobs (last, job_id);
+CREATE INDEX IF NOT EXISTS eg_jobs_repo ON eg_jobs (repo_id, last, job_id);
+CREATE INDEX IF NOT EXISTS eg_job_destinations_host ON eg_job_destinations (host_id, last);
+`;
+    SCHEMA_TABLES = {
+      sqlite: `
+CREATE TABLE IF NOT EXISTS eg_strings (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS eg_events (
+  seq INTEGER PRIMARY KEY, key BLOB NOT NULL, event INTEGER NOT NULL, time INTEGER NOT NULL, job_id INTEGER, host_id INTEGER NOT NULL,
+  port INTEGER NOT NULL, decision INTEGER, bytes_in INTEGER, bytes_out INTEGER, body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event);
+CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
+${AGGREGATE_TABLES("INTEGER")} WITHOUT ROWID;
+${JOB_TABLE("INTEGER")}`,
+      // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). A unique index of a
+      // partitioned table must hold the partition key: (key, event, time) is unique per (key, event) because a repeat of
+      // an event carries the same time (a foreign producer re-sending an id with another time gets a second row).
+      postgres: `
+CREATE TABLE IF NOT EXISTS eg_strings (id SERIAL PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS eg_events (
+  time BIGINT NOT NULL, bytes_in BIGINT, bytes_out BIGINT, job_id INTEGER, host_id INTEGER NOT NULL, port INTEGER NOT NULL,
+  event SMALLINT NOT NULL, decision SMALLINT, key BYTEA NOT NULL, body BYTEA NOT NULL
+) PARTITION BY RANGE (time);
+CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event, time);
+CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
+${AGGREGATE_TABLES("BIGINT")};
+${JOB_TABLE("BIGINT")}
+CREATE TABLE IF NOT EXISTS eg_retention_pending (job_id INTEGER PRIMARY KEY);
+`
+    };
+    JOB_COLUMNS = "job_id, repo_id, first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out";
+    SUMS = ["decisions", "allowed", "blocked", "would_block", "bytes_in", "bytes_out"];
+    DEST_COLUMNS = "job_id, host_id, port, decision, count, bytes_in, bytes_out, first, last";
+    RECOMPUTE_SQL = {
+      sqlite: {
+        job: recompute("@job"),
+        windowCount: windowCount({ job: "@jobId", host: "@hostId", port: "@port", decision: "@decision", since: "@since", until: "@until" })
+      },
+      postgres: {
+        job: recompute("$1"),
+        windowCount: windowCount({ job: "$1", host: "$2", port: "$3", decision: "$4", since: "$5", until: "$6" })
+      }
+    };
+    JOB_SELECT = `SELECT job_id AS "jobId", repo_id AS "repoId", first, last, decisions, allowed, blocked, would_block AS "wouldBlock",
+  bytes_in AS "bytesIn", bytes_out AS "bytesOut" FROM eg_jobs`;
+  }
+});
+
 // collector/stores/postgres-store.ts
 var postgres_store_exports = {};
 __export(postgres_store_exports, {
+  LINK_WINDOW_MS: () => LINK_WINDOW_MS,
   PostgresStore: () => PostgresStore
 });
-function countsOf(r) {
-  return { first: r.first, last: r.last, decisions: Number(r.decisions), allowed: Number(r.allowed), blocked: Number(r.blocked), wouldBlock: Number(r.would_block) };
+function partitionName(day) {
+  const date = new Date(day).toISOString();
+  if (/^\d{4}-/.test(date) && !date.startsWith("0")) return `eg_events_p${date.slice(0, 10).replace(/-/g, "")}`;
+  return `eg_events_d${day / DAY + 1e9}`;
 }
-var SCHEMA_LOCK, SCHEMA, PostgresStore;
+function dayOfPartition(name) {
+  const m = /^eg_events_p(\d{4})(\d{2})(\d{2})$/.exec(name);
+  if (m) return Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  const d3 = /^eg_events_d(\d+)$/.exec(name);
+  return d3 ? (Number(d3[1]) - 1e9) * DAY : void 0;
+}
+function keyWindows(rows) {
+  return [rows.map((r) => r.key), rows.map((r) => r.time - LINK_WINDOW_MS), rows.map((r) => r.time + LINK_WINDOW_MS)];
+}
+var SCHEMA_LOCK, PARTITION_LOCK, RETENTION_LOCK, DAY, LINK_WINDOW_MS, RETRYABLE, PostgresStore;
 var init_postgres_store = __esm({
   "collector/stores/postgres-store.ts"() {
     "use strict";
     init_esm5();
+    init_aggregate();
+    init_codec();
+    init_dictionary();
     init_event_store();
+    init_queries();
     SCHEMA_LOCK = 1701278308;
-    SCHEMA = `
-CREATE TABLE IF NOT EXISTS egress_events (
-  seq BIGSERIAL PRIMARY KEY,
-  id TEXT NOT NULL,
-  event TEXT NOT NULL,
-  job TEXT,
-  time TEXT NOT NULL,
-  decision TEXT,
-  body TEXT NOT NULL,
-  received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-  UNIQUE (id, event)
-);
-CREATE INDEX IF NOT EXISTS egress_events_job ON egress_events (job, time);
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'egress_events' AND column_name = 'host') THEN
-    ALTER TABLE egress_events ADD COLUMN host TEXT;
-    UPDATE egress_events SET host = body::json->>'host' WHERE event = 'decision';
-  END IF;
-END $$;
-CREATE INDEX IF NOT EXISTS egress_events_host ON egress_events (host, time);
-`;
+    PARTITION_LOCK = 1701278309;
+    RETENTION_LOCK = 1701278310;
+    DAY = 864e5;
+    LINK_WINDOW_MS = 2 * DAY;
+    RETRYABLE = /* @__PURE__ */ new Set(["40P01", "40001", "23514"]);
     PostgresStore = class _PostgresStore {
       constructor(pool) {
         this.pool = pool;
       }
       pool;
+      strings = new Dictionary();
+      partitions = /* @__PURE__ */ new Set();
       static async open(url) {
         const pool = new esm_default.Pool({ connectionString: url, max: 8 });
         pool.on("error", () => {
@@ -53709,8 +54104,11 @@ CREATE INDEX IF NOT EXISTS egress_events_host ON egress_events (host, time);
         try {
           await store.transaction(async (client) => {
             await client.query("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK]);
-            await client.query(SCHEMA);
+            await client.query(SCHEMA_TABLES.postgres);
           });
+          await store.ensurePartitions([Date.now(), Date.now() + DAY]);
+          await store.migrateOldTable();
+          await store.recomputePending();
         } catch (err) {
           await pool.end();
           throw err;
@@ -53731,75 +54129,279 @@ CREATE INDEX IF NOT EXISTS egress_events_host ON egress_events (host, time);
           client.release();
         }
       }
-      async insert(events) {
-        const rows = events.map(toRow);
+      /** A transaction retried on deadlock, serialization failure, or a partition dropped under it. */
+      async retried(work) {
         for (let attempt = 1; ; attempt++) {
           try {
-            const stored = await this.transaction(async (client) => {
-              const res = await client.query(
-                `INSERT INTO egress_events (id, event, job, host, time, decision, body)
-             SELECT id, event, job, host, time, decision, body
-             FROM jsonb_to_recordset($1::jsonb) AS x(id text, event text, job text, host text, time text, decision text, body text)
-             ORDER BY id, event
-             ON CONFLICT (id, event) DO NOTHING`,
-                [JSON.stringify(rows)]
-              );
-              return res.rowCount ?? 0;
-            });
-            return { stored, duplicates: events.length - stored };
+            return await this.transaction(work);
           } catch (err) {
             const code2 = err.code;
-            if (attempt < 3 && (code2 === "40P01" || code2 === "40001")) continue;
-            throw err;
+            if (attempt >= 5 || !code2 || !RETRYABLE.has(code2)) throw err;
+            if (code2 === "23514") this.partitions.clear();
+            await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
           }
         }
       }
-      async jobs() {
-        const res = await this.pool.query(
-          `SELECT job, MIN(time) AS first, MAX(time) AS last, COUNT(*) AS decisions,
-         COUNT(*) FILTER (WHERE decision = 'allowed') AS allowed, COUNT(*) FILTER (WHERE decision = 'blocked') AS blocked,
-         COUNT(*) FILTER (WHERE decision = 'would-block') AS would_block
-       FROM egress_events WHERE event = 'decision' GROUP BY job ORDER BY last DESC, job`
+      /** The day partitions for these times exist (made under a lock: CREATE ... IF NOT EXISTS races across sessions). */
+      async ensurePartitions(times2) {
+        const days = [...new Set(times2.map((t) => Math.floor(t / DAY) * DAY))].filter((d3) => !this.partitions.has(d3));
+        if (days.length === 0) return;
+        await this.transaction(async (client) => {
+          await client.query("SELECT pg_advisory_xact_lock($1)", [PARTITION_LOCK]);
+          for (const day of days.sort((a, b) => a - b)) {
+            await client.query(`CREATE TABLE IF NOT EXISTS ${partitionName(day)} PARTITION OF eg_events FOR VALUES FROM (${day}) TO (${day + DAY})`);
+          }
+        });
+        for (const day of days) this.partitions.add(day);
+      }
+      async ids(texts) {
+        const unknown = this.strings.unknownTexts(texts);
+        if (unknown.length > 0) {
+          await this.pool.query("INSERT INTO eg_strings (text) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT (text) DO NOTHING", [unknown]);
+          const res = await this.pool.query("SELECT id, text FROM eg_strings WHERE text = ANY($1::text[])", [unknown]);
+          for (const r of res.rows) this.strings.remember(r.id, r.text);
+        }
+        return this.strings.idMap(texts);
+      }
+      async find(text2) {
+        const known = this.strings.id(text2);
+        if (known !== void 0) return known;
+        const res = await this.pool.query("SELECT id FROM eg_strings WHERE text = $1", [text2]);
+        if (res.rows[0]) this.strings.remember(res.rows[0].id, text2);
+        return res.rows[0]?.id;
+      }
+      async texts(ids) {
+        const unknown = this.strings.unknownIds(ids);
+        if (unknown.length > 0) {
+          const res = await this.pool.query("SELECT id, text FROM eg_strings WHERE id = ANY($1::int[])", [unknown]);
+          for (const r of res.rows) this.strings.remember(r.id, r.text);
+        }
+        const map = this.strings.textMap(ids);
+        return (id) => map.get(id);
+      }
+      async applyDeltas(client, newDecisions, links) {
+        const deltas = aggregateDeltas(newDecisions, links);
+        if (deltas.jobs.length > 0) await client.query(jobRowSql("postgres"), [JSON.stringify(deltas.jobs)]);
+        if (deltas.destinations.length > 0) await client.query(destinationRowSql("postgres"), [JSON.stringify(deltas.destinations)]);
+      }
+      /** Link stored closes (job_id still null) of these decisions: exactly one transaction gets each (WHERE job_id IS NULL). */
+      async linkCloses(client, decisions) {
+        if (decisions.size === 0) return [];
+        const list3 = [...decisions.values()];
+        const res = await client.query(
+          `UPDATE eg_events c SET job_id = x.job FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
+       WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
+       RETURNING c.key, c.bytes_in, c.bytes_out`,
+          [list3.map((d3) => d3.key), list3.map((d3) => d3.jobId), list3.map((d3) => d3.time - LINK_WINDOW_MS), list3.map((d3) => d3.time + LINK_WINDOW_MS)]
         );
-        return res.rows.map((r) => ({ job: r.job, ...countsOf(r) }));
+        return res.rows.map((r) => ({ decision: decisions.get(r.key.toString("hex")), bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
+      }
+      async insert(events) {
+        const rows = toRows(events, await this.ids(batchStrings(events)));
+        await this.ensurePartitions(rows.map((r) => r.time));
+        const { inserted, unlinked } = await this.retried(async (client) => {
+          const orphans = rows.filter((r) => r.event === CLOSE && r.jobId === null);
+          const stored = /* @__PURE__ */ new Map();
+          if (orphans.length > 0) {
+            const res2 = await client.query(
+              `SELECT e.key, e.job_id AS "jobId", e.host_id AS "hostId", e.port, e.decision FROM eg_events e
+           JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON e.key = x.key AND e.event = ${DECISION} AND e.time >= x.lo AND e.time <= x.hi`,
+              keyWindows(orphans)
+            );
+            for (const r of res2.rows) stored.set(r.key.toString("hex"), r);
+          }
+          linkStoredDecisions(rows, stored);
+          const cols = (f) => rows.map(f);
+          const res = await client.query(
+            `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
+         SELECT * FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[])
+         ORDER BY 1, 2
+         ON CONFLICT DO NOTHING RETURNING key, event`,
+            [
+              cols((r) => r.key),
+              cols((r) => r.event),
+              cols((r) => r.time),
+              cols((r) => r.jobId),
+              cols((r) => r.hostId),
+              cols((r) => r.port),
+              cols((r) => r.decision),
+              cols((r) => r.bytesIn),
+              cols((r) => r.bytesOut),
+              cols((r) => r.body)
+            ]
+          );
+          const inserted2 = new Set(res.rows.map((r) => `${r.event}${r.key.toString("hex")}`));
+          const newDecisions = rows.filter((r) => r.event === DECISION && inserted2.has(r.ref));
+          const links = insertLinks(rows, inserted2, stored);
+          links.push(...await this.linkCloses(client, new Map(newDecisions.map((r) => [r.key.toString("hex"), { ...decisionOf(r), key: r.key, time: r.time }]))));
+          await this.applyDeltas(client, newDecisions, links);
+          return { inserted: inserted2.size, unlinked: rows };
+        });
+        if (unlinked.length > 0) await this.relink(unlinked);
+        return { stored: inserted, duplicates: events.length - inserted };
+      }
+      /** After commit: closes of these rows (or these closes) still without a job whose decision is now stored get linked. */
+      async relink(rows) {
+        const res = await this.pool.query(
+          `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time FROM eg_events c
+       JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
+       JOIN eg_events d ON d.key = c.key AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`,
+          keyWindows(rows)
+        );
+        if (res.rows.length === 0) return;
+        const decisions = new Map(res.rows.map((r) => [r.key.toString("hex"), { ...r, key: r.key, time: Number(r.time) }]));
+        await this.retried(async (client) => this.applyDeltas(client, [], await this.linkCloses(client, decisions)));
+      }
+      async jobs(query = {}) {
+        const params = [];
+        const where = [];
+        if (query.repository !== void 0) {
+          const repo = await this.find(query.repository);
+          if (repo === void 0) return { jobs: [], next: null };
+          params.push(repo);
+          where.push(`repo_id = $${params.length}`);
+        }
+        const after = query.cursor ? decodeCursor(query.cursor) : void 0;
+        if (after) {
+          params.push(after.last, after.jobId);
+          where.push(`(last, job_id) < ($${params.length - 1}, $${params.length})`);
+        }
+        params.push(rowsToRead(query), after ? 0 : query.offset ?? 0);
+        const res = await this.pool.query(
+          `${JOB_SELECT} ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY last DESC, job_id DESC LIMIT $${params.length - 1} OFFSET $${params.length}`,
+          params
+        );
+        const rows = res.rows;
+        return jobPage(rows, query, await this.texts(rows.flatMap((r) => r.repoId === null ? [r.jobId] : [r.jobId, r.repoId])));
       }
       async jobEvents(job, limit) {
+        const jobId = await this.find(job);
+        if (jobId === void 0) return [];
         const res = await this.pool.query(
-          `SELECT body, time, seq FROM egress_events WHERE event = 'decision' AND job = $1
-       UNION ALL
-       SELECT c.body, c.time, c.seq FROM egress_events c JOIN egress_events d ON d.id = c.id AND d.event = 'decision'
-       WHERE c.event = 'close' AND d.job = $1
-       ORDER BY time, seq LIMIT $2`,
-          [job, limit]
+          `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
+       WHERE e.job_id = $1 ORDER BY e.time, e.event, e.key LIMIT $2`,
+          [jobId, limit]
         );
-        return res.rows.map((r) => JSON.parse(r.body));
+        return res.rows.map(
+          (r) => unpackEvent(r.body, decodeId(r.key), r.host, Number(r.time), job, r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) })
+        );
       }
       async sightings(filter2) {
         if (filter2.likes.length === 0) return [];
-        const params = [...filter2.likes];
-        const where = [`d.event = 'decision'`, `(${filter2.likes.map((_, i) => `d.host LIKE $${i + 1} ESCAPE '\\'`).join(" OR ")})`];
-        for (const [column, op, value] of [
-          ["time", ">=", filter2.since],
-          ["time", "<=", filter2.until],
-          ["decision", "=", filter2.decision]
-        ]) {
-          if (value === void 0) continue;
-          params.push(value);
-          where.push(`d.${column} ${op} $${params.length}`);
-        }
+        const hostRes = await this.pool.query(`SELECT id FROM eg_strings WHERE ${filter2.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(" OR ")}`, [...filter2.likes]);
+        const hosts = hostRes.rows.map((r) => r.id);
+        if (hosts.length === 0) return [];
+        const window2 = searchWindow(filter2);
+        const params = [hosts];
+        const where = ["host_id = ANY($1::int[])"];
+        if (filter2.decision) params.push(OUTCOME_CODES[filter2.decision]), where.push(`decision = $${params.length}`);
+        if (filter2.since) params.push(window2.since), where.push(`last >= $${params.length}`);
+        if (filter2.until) params.push(window2.until), where.push(`first <= $${params.length}`);
         const res = await this.pool.query(
-          `SELECT d.job, d.host, MIN(d.time) AS first, MAX(d.time) AS last, COUNT(*) AS decisions,
-         COUNT(*) FILTER (WHERE d.decision = 'allowed') AS allowed, COUNT(*) FILTER (WHERE d.decision = 'blocked') AS blocked,
-         COUNT(*) FILTER (WHERE d.decision = 'would-block') AS would_block,
-         COALESCE(SUM((c.body::json->>'bytes_out')::bigint), 0) AS bytes_out
-       FROM egress_events d LEFT JOIN egress_events c ON c.id = d.id AND c.event = 'close'
-       WHERE ${where.join(" AND ")} GROUP BY d.job, d.host`,
+          `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${where.join(" AND ")}`,
           params
         );
-        return res.rows.map((r) => ({ job: r.job, host: r.host, ...countsOf(r), bytesOut: Number(r.bytes_out) }));
+        const numeric2 = (r) => ({
+          jobId: Number(r.jobId),
+          hostId: Number(r.hostId),
+          port: Number(r.port),
+          decision: Number(r.decision),
+          count: Number(r.count),
+          bytesOut: Number(r.bytesOut),
+          first: Number(r.first),
+          last: Number(r.last)
+        });
+        const counted = await windowedRows(res.rows.map(numeric2), window2, async (row) => {
+          const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, finite(window2.since), finite(window2.until)]);
+          return numeric2({ ...row, ...r.rows[0] });
+        });
+        const text2 = await this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
+        return mergeSightings(counted, (id) => text2(id) ?? `#${id}`);
+      }
+      /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */
+      async recomputePending() {
+        const pending = await this.pool.query("SELECT job_id FROM eg_retention_pending ORDER BY job_id");
+        for (const { job_id: job } of pending.rows) {
+          await this.retried(async (client) => {
+            await client.query("SELECT 1 FROM eg_jobs WHERE job_id = $1 FOR UPDATE", [job]);
+            for (const sql of RECOMPUTE_SQL.postgres.job) await client.query(sql, [job]);
+            await client.query("DELETE FROM eg_retention_pending WHERE job_id = $1", [job]);
+          });
+        }
+        return pending.rows.length;
+      }
+      async retain(cutoff) {
+        const client = await this.pool.connect();
+        let broken = false;
+        try {
+          const lock = await client.query("SELECT pg_try_advisory_lock($1) AS ok", [RETENTION_LOCK]);
+          if (!lock.rows[0].ok) return { deleted: 0, jobs: 0 };
+          try {
+            return await this.dropPartitions(client, cutoff);
+          } catch (err) {
+            await client.query("ROLLBACK").catch(() => void 0);
+            throw err;
+          } finally {
+            await client.query("SELECT pg_advisory_unlock($1)", [RETENTION_LOCK]).catch(() => broken = true);
+          }
+        } finally {
+          client.release(broken);
+        }
+      }
+      async dropPartitions(client, cutoff) {
+        const res = await client.query(
+          `SELECT c.relname AS name, i.inhparent IS NOT NULL AS attached FROM pg_class c
+       LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+       WHERE c.relkind = 'r' AND c.relname ~ '^eg_events_[pd][0-9]+$' AND c.relnamespace = 'public'::regnamespace`
+        );
+        let deleted = 0;
+        for (const { name, attached } of res.rows) {
+          const day = dayOfPartition(name);
+          if (day === void 0 || day + DAY > cutoff.getTime()) continue;
+          if (attached) await client.query(`ALTER TABLE eg_events DETACH PARTITION ${name} CONCURRENTLY`);
+          this.partitions.delete(day);
+          await client.query("BEGIN");
+          const n = await client.query(`SELECT COUNT(*) AS n FROM ${name}`);
+          await client.query(`INSERT INTO eg_retention_pending SELECT DISTINCT job_id FROM ${name} WHERE job_id IS NOT NULL ON CONFLICT DO NOTHING`);
+          await client.query(`DROP TABLE ${name}`);
+          await client.query("COMMIT");
+          deleted += Number(n.rows[0].n);
+        }
+        const jobs = await this.recomputePending();
+        await this.ensurePartitions([Date.now(), Date.now() + DAY]);
+        return { deleted, jobs };
+      }
+      /** A database from before the compact layout: its events go through insert (so into the aggregates), then its table goes. */
+      async migrateOldTable() {
+        const client = await this.pool.connect();
+        try {
+          await client.query("SELECT pg_advisory_lock($1)", [SCHEMA_LOCK]);
+          try {
+            const exists = await client.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [OLD_TABLE]);
+            if (!exists.rows[0].ok) return;
+            for (let after = 0; ; ) {
+              const res = await client.query(`SELECT seq, body FROM ${OLD_TABLE} WHERE seq > $1 ORDER BY seq LIMIT 5000`, [after]);
+              if (res.rows.length === 0) break;
+              await this.insert(res.rows.map((r) => JSON.parse(r.body)));
+              after = Number(res.rows.at(-1).seq);
+            }
+            await client.query(`DROP TABLE ${OLD_TABLE}`);
+          } finally {
+            await client.query("SELECT pg_advisory_unlock($1)", [SCHEMA_LOCK]);
+          }
+        } finally {
+          client.release();
+        }
       }
       async count() {
-        const res = await this.pool.query("SELECT COUNT(*) AS n FROM egress_events");
+        const res = await this.pool.query("SELECT COUNT(*) AS n FROM eg_events");
+        return Number(res.rows[0].n);
+      }
+      async storageBytes() {
+        const res = await this.pool.query(
+          `SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS n FROM pg_class c
+       WHERE c.relkind = 'r' AND c.relname LIKE 'eg\\_%' AND c.relnamespace = 'public'::regnamespace`
+        );
         return Number(res.rows[0].n);
       }
       async close() {
@@ -54452,16 +55054,16 @@ var require_table = __commonJS({
       }
     }
     function extractRowObject(row, output, columnMap, moduleName) {
-      let count = 0;
+      let count2 = 0;
       for (const key of Object.keys(row)) {
         const index = columnMap.get(key);
         if (index === void 0) {
           throw new TypeError(`Virtual table module "${moduleName}" yielded a row with an undeclared column "${key}"`);
         }
         output[index] = row[key];
-        count += 1;
+        count2 += 1;
       }
-      if (count !== columnMap.size) {
+      if (count2 !== columnMap.size) {
         throw new TypeError(`Virtual table module "${moduleName}" yielded a row with missing columns`);
       }
     }
@@ -54584,100 +55186,209 @@ var require_lib4 = __commonJS({
 // collector/stores/sqlite-store.ts
 var sqlite_store_exports = {};
 __export(sqlite_store_exports, {
+  RETENTION_BATCH: () => RETENTION_BATCH,
   SqliteStore: () => SqliteStore
 });
-import { mkdirSync as mkdirSync5 } from "node:fs";
+import { mkdirSync as mkdirSync5, statSync as statSync3 } from "node:fs";
 import { dirname as dirname4 } from "node:path";
-var import_better_sqlite3, SCHEMA2, HOST_INDEX, SqliteStore;
+var import_better_sqlite3, PRAGMAS, RETENTION_BATCH, SqliteStore;
 var init_sqlite_store = __esm({
   "collector/stores/sqlite-store.ts"() {
     "use strict";
     import_better_sqlite3 = __toESM(require_lib4(), 1);
+    init_aggregate();
+    init_codec();
+    init_dictionary();
     init_event_store();
-    SCHEMA2 = `
-CREATE TABLE IF NOT EXISTS egress_events (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL,
-  event TEXT NOT NULL,
-  job TEXT,
-  time TEXT NOT NULL,
-  decision TEXT,
-  body TEXT NOT NULL,
-  received_at TEXT NOT NULL,
-  host TEXT,
-  UNIQUE (id, event)
-);
-CREATE INDEX IF NOT EXISTS egress_events_job ON egress_events (job, time);
-`;
-    HOST_INDEX = `CREATE INDEX IF NOT EXISTS egress_events_host ON egress_events (host, time);`;
+    init_queries();
+    PRAGMAS = ["journal_mode = WAL", "busy_timeout = 5000", "cache_size = -65536"];
+    RETENTION_BATCH = 2e3;
     SqliteStore = class {
       db;
-      insertMany;
+      strings;
+      writeBatch;
+      recomputeJobs;
+      path;
       constructor(path3) {
+        this.path = path3;
         if (path3 !== ":memory:") mkdirSync5(dirname4(path3), { recursive: true });
         this.db = new import_better_sqlite3.default(path3);
-        this.db.pragma("journal_mode = WAL");
-        this.db.pragma("busy_timeout = 5000");
-        this.db.exec(SCHEMA2);
-        const columns = this.db.prepare("PRAGMA table_info(egress_events)").all();
-        if (!columns.some((c) => c.name === "host")) {
-          this.db.exec(`ALTER TABLE egress_events ADD COLUMN host TEXT; UPDATE egress_events SET host = json_extract(body, '$.host') WHERE event = 'decision';`);
-        }
-        this.db.exec(HOST_INDEX);
-        const insert = this.db.prepare(
-          `INSERT INTO egress_events (id, event, job, host, time, decision, body, received_at)
-       VALUES (@id, @event, @job, @host, @time, @decision, @body, @received_at) ON CONFLICT (id, event) DO NOTHING`
+        const fresh = this.db.prepare(`SELECT COUNT(*) AS n FROM sqlite_master`).get().n === 0;
+        if (fresh) this.db.pragma("auto_vacuum = INCREMENTAL");
+        for (const p of PRAGMAS) this.db.pragma(p);
+        this.db.exec(SCHEMA_TABLES.sqlite);
+        const db = this.db;
+        this.strings = new Dictionary();
+        const insert = db.prepare(
+          `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
+       VALUES (@key, @event, @time, @jobId, @hostId, @port, @decision, @bytesIn, @bytesOut, @body) ON CONFLICT (key, event) DO NOTHING`
         );
-        this.insertMany = this.db.transaction((rows) => {
-          const receivedAt = (/* @__PURE__ */ new Date()).toISOString();
-          let stored = 0;
-          for (const row of rows) stored += insert.run({ ...row, received_at: receivedAt }).changes;
-          return stored;
+        const storedDecision = db.prepare(`SELECT job_id AS jobId, host_id AS hostId, port, decision FROM eg_events WHERE key = ? AND event = ${DECISION}`);
+        const linkClose = db.prepare(`UPDATE eg_events SET job_id = ? WHERE key = ? AND event = ${CLOSE} AND job_id IS NULL RETURNING bytes_in AS bytesIn, bytes_out AS bytesOut`);
+        const upsertJob = db.prepare(jobRowSql("sqlite"));
+        const upsertDestination = db.prepare(destinationRowSql("sqlite"));
+        this.writeBatch = db.transaction((rows) => {
+          const stored = /* @__PURE__ */ new Map();
+          for (const r of rows) {
+            if (r.event !== CLOSE || r.jobId !== null) continue;
+            const d3 = storedDecision.get(r.key);
+            if (d3) stored.set(r.key.toString("hex"), d3);
+          }
+          linkStoredDecisions(rows, stored);
+          const inserted = /* @__PURE__ */ new Set();
+          for (const r of rows) if (insert.run(r).changes > 0) inserted.add(r.ref);
+          const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
+          const links = insertLinks(rows, inserted, stored);
+          for (const r of newDecisions) {
+            const close = linkClose.get(r.jobId, r.key);
+            if (close) links.push({ decision: decisionOf(r), ...close });
+          }
+          const deltas = aggregateDeltas(newDecisions, links);
+          for (const j2 of deltas.jobs) upsertJob.run(j2);
+          for (const d3 of deltas.destinations) upsertDestination.run(d3);
+          return inserted.size;
         });
+        const recompute2 = RECOMPUTE_SQL.sqlite.job.map((sql) => db.prepare(sql));
+        this.recomputeJobs = (jobIds) => {
+          for (const jobId of jobIds) for (const statement of recompute2) statement.run({ job: jobId });
+        };
+        this.migrateOldTable();
+      }
+      /** A database from before the compact layout: its events go through insert (so into the aggregates), then its table goes. */
+      migrateOldTable() {
+        if (!this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(OLD_TABLE)) return;
+        const read = this.db.prepare(`SELECT seq, body FROM ${OLD_TABLE} WHERE seq > ? ORDER BY seq LIMIT 5000`);
+        for (let after = 0; ; ) {
+          const rows = read.all(after);
+          if (rows.length === 0) break;
+          this.insertSync(rows.map((r) => JSON.parse(r.body)));
+          after = rows.at(-1).seq;
+        }
+        this.db.exec(`DROP TABLE ${OLD_TABLE}`);
+        if (this.path !== ":memory:") this.db.exec("PRAGMA auto_vacuum = INCREMENTAL; VACUUM");
+      }
+      insertSync(events) {
+        const texts = batchStrings(events);
+        const unknown = this.strings.unknownTexts(texts);
+        if (unknown.length > 0) {
+          const insert = this.db.prepare("INSERT INTO eg_strings (text) VALUES (?) ON CONFLICT (text) DO NOTHING");
+          const select = this.db.prepare("SELECT id FROM eg_strings WHERE text = ?");
+          this.db.transaction(() => {
+            for (const t of unknown) {
+              insert.run(t);
+              this.strings.remember(select.get(t).id, t);
+            }
+          })();
+        }
+        return this.writeBatch(toRows(events, this.strings.idMap(texts)));
+      }
+      /** A string's id, without adding it (undefined: no event ever named it). */
+      find(text2) {
+        const known = this.strings.id(text2);
+        if (known !== void 0) return known;
+        const row = this.db.prepare("SELECT id FROM eg_strings WHERE text = ?").get(text2);
+        if (row) this.strings.remember(row.id, text2);
+        return row?.id;
+      }
+      texts(ids) {
+        const unknown = this.strings.unknownIds(ids);
+        if (unknown.length > 0) {
+          const rows = this.db.prepare("SELECT id, text FROM eg_strings WHERE id IN (SELECT value FROM json_each(?))").all(JSON.stringify(unknown));
+          for (const r of rows) this.strings.remember(r.id, r.text);
+        }
+        const map = this.strings.textMap(ids);
+        return (id) => map.get(id);
       }
       async insert(events) {
-        const stored = this.insertMany(events.map(toRow));
+        const stored = this.insertSync(events);
         return { stored, duplicates: events.length - stored };
       }
-      async jobs() {
-        const rows = this.db.prepare(
-          `SELECT job, MIN(time) AS first, MAX(time) AS last, COUNT(*) AS decisions,
-         SUM(decision = 'allowed') AS allowed, SUM(decision = 'blocked') AS blocked, SUM(decision = 'would-block') AS wouldBlock
-       FROM egress_events WHERE event = 'decision' GROUP BY job ORDER BY last DESC, job`
-        ).all();
-        return rows.map((r) => ({ ...r }));
+      async jobs(query = {}) {
+        const where = [];
+        const params = {};
+        if (query.repository !== void 0) {
+          const repo = this.find(query.repository);
+          if (repo === void 0) return { jobs: [], next: null };
+          where.push("repo_id = @repo");
+          params.repo = repo;
+        }
+        const after = query.cursor ? decodeCursor(query.cursor) : void 0;
+        if (after) {
+          where.push("(last, job_id) < (@last, @job)");
+          Object.assign(params, { last: after.last, job: after.jobId });
+        }
+        const rows = this.db.prepare(`${JOB_SELECT} ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY last DESC, job_id DESC LIMIT @limit OFFSET @offset`).all({ ...params, limit: rowsToRead(query) ?? -1, offset: after ? 0 : query.offset ?? 0 });
+        return jobPage(rows, query, this.texts(rows.flatMap((r) => r.repoId === null ? [r.jobId] : [r.jobId, r.repoId])));
       }
       async jobEvents(job, limit) {
+        const jobId = this.find(job);
+        if (jobId === void 0) return [];
         const rows = this.db.prepare(
-          `SELECT body, time, seq FROM egress_events WHERE event = 'decision' AND job = @job
-       UNION ALL
-       SELECT c.body, c.time, c.seq FROM egress_events c JOIN egress_events d ON d.id = c.id AND d.event = 'decision'
-       WHERE c.event = 'close' AND d.job = @job
-       ORDER BY time, seq LIMIT @limit`
-        ).all({ job, limit });
-        return rows.map((r) => JSON.parse(r.body));
+          `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
+         WHERE e.job_id = ? ORDER BY e.time, e.seq LIMIT ?`
+        ).all(jobId, limit);
+        return rows.map((r) => unpackEvent(r.body, decodeId(r.key), r.host, r.time, job, r.bytes_in === null ? null : { in: r.bytes_in, out: r.bytes_out ?? 0 }));
       }
       async sightings(filter2) {
-        const params = {};
-        const likes = filter2.likes.map((pattern, i) => {
-          params[`like${i}`] = pattern;
-          return `d.host LIKE @like${i} ESCAPE '\\'`;
+        if (filter2.likes.length === 0) return [];
+        const hosts = this.db.prepare(`SELECT id FROM eg_strings WHERE ${filter2.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(" OR ")}`).all(...filter2.likes).map((r) => r.id);
+        if (hosts.length === 0) return [];
+        const window2 = searchWindow(filter2);
+        const params = { hosts: JSON.stringify(hosts) };
+        const where = ["host_id IN (SELECT value FROM json_each(@hosts))"];
+        if (filter2.decision) where.push("decision = @decision"), params.decision = OUTCOME_CODES[filter2.decision];
+        if (filter2.since) where.push("last >= @since"), params.since = window2.since;
+        if (filter2.until) where.push("first <= @until"), params.until = window2.until;
+        const rows = this.db.prepare(`SELECT job_id AS jobId, host_id AS hostId, port, decision, count, bytes_out AS bytesOut, first, last FROM eg_job_destinations WHERE ${where.join(" AND ")}`).all(params);
+        const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
+        const counted = await windowedRows(rows, window2, async (row) => {
+          const r = recount.get({ ...row, since: finite(window2.since), until: finite(window2.until) });
+          return { ...row, ...r };
         });
-        if (likes.length === 0) return [];
-        const where = [`d.event = 'decision'`, `(${likes.join(" OR ")})`];
-        if (filter2.since) where.push("d.time >= @since"), params.since = filter2.since;
-        if (filter2.until) where.push("d.time <= @until"), params.until = filter2.until;
-        if (filter2.decision) where.push("d.decision = @decision"), params.decision = filter2.decision;
-        return this.db.prepare(
-          `SELECT d.job AS job, d.host AS host, MIN(d.time) AS first, MAX(d.time) AS last, COUNT(*) AS decisions,
-           SUM(d.decision = 'allowed') AS allowed, SUM(d.decision = 'blocked') AS blocked, SUM(d.decision = 'would-block') AS wouldBlock,
-           COALESCE(SUM(json_extract(c.body, '$.bytes_out')), 0) AS bytesOut
-         FROM egress_events d LEFT JOIN egress_events c ON c.id = d.id AND c.event = 'close'
-         WHERE ${where.join(" AND ")} GROUP BY d.job, d.host`
-        ).all(params);
+        const text2 = this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
+        return mergeSightings(counted, (id) => text2(id) ?? `#${id}`);
+      }
+      /**
+       * Deletes through the (job_id, time) index, job by job (the jobs whose first decision is older than the cutoff, then
+       * the closes that never met their decision: job_id null), so no index on time alone is kept (~17 bytes/event). A
+       * close linked to a job is deleted with that job's old events: one timestamped before every decision of its job
+       * (no proxy makes those) is kept until its job goes.
+       */
+      async retain(cutoff) {
+        const before = cutoff.getTime();
+        const jobs = this.db.prepare("SELECT job_id AS jobId FROM eg_jobs WHERE first < ? ORDER BY job_id").all(before).map((r) => r.jobId);
+        const ofJob = this.db.prepare(`SELECT seq FROM eg_events WHERE job_id = ? AND time < ? LIMIT ${RETENTION_BATCH}`);
+        const unlinked = this.db.prepare(`SELECT seq FROM eg_events WHERE job_id IS NULL AND time < ? LIMIT ${RETENTION_BATCH}`);
+        const remove = this.db.prepare(`DELETE FROM eg_events WHERE seq IN (SELECT value FROM json_each(?))`);
+        const step = this.db.transaction((job) => {
+          const rows = job === null ? unlinked.all(before) : ofJob.all(job, before);
+          remove.run(JSON.stringify(rows.map((r) => r.seq)));
+          if (job !== null) this.recomputeJobs([job]);
+          return rows.length;
+        });
+        let deleted = 0;
+        for (const job of [null, ...jobs]) {
+          for (; ; ) {
+            const n = step(job);
+            deleted += n;
+            this.db.pragma("incremental_vacuum(2000)");
+            await new Promise((resolve) => setImmediate(resolve));
+            if (n < RETENTION_BATCH) break;
+          }
+        }
+        return { deleted, jobs: jobs.length };
       }
       async count() {
-        return this.db.prepare("SELECT COUNT(*) AS n FROM egress_events").get().n;
+        return this.db.prepare("SELECT COUNT(*) AS n FROM eg_events").get().n;
+      }
+      async storageBytes() {
+        if (this.path === ":memory:") return this.db.pragma("page_count", { simple: true }) * this.db.pragma("page_size", { simple: true });
+        this.db.pragma("wal_checkpoint(TRUNCATE)");
+        return statSync3(this.path).size;
+      }
+      /** Whether the file gives freed pages back (auto_vacuum = INCREMENTAL). */
+      incrementalVacuum() {
+        return this.db.pragma("auto_vacuum", { simple: true }) === 2;
       }
       async close() {
         this.db.close();
@@ -54947,22 +55658,42 @@ document.querySelectorAll('button[data-copy]').forEach(function (button) {
     area.select(); document.execCommand('copy'); document.body.removeChild(area); done();
   });
 });
+${SEARCH_SCRIPT}
 </script></body></html>
 `;
 }
 function contentSecurityPolicy(nonce) {
-  return `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+  return `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`;
 }
 function badge(decision2) {
   return `<span class="badge ${esc(decision2)}">${esc(decision2)}</span>`;
 }
-function renderJobsPage(jobs, nonce) {
-  const rows = jobs.map((j2) => {
+function jobsLink(query, cursor, pageSize = 100) {
+  const params = new URLSearchParams();
+  if (query.repository) params.set("repository", query.repository);
+  if (query.limit !== void 0 && query.limit !== pageSize) params.set("limit", String(query.limit));
+  if (cursor) params.set("cursor", cursor);
+  const text2 = params.toString();
+  return text2 ? `/?${text2}` : "/";
+}
+function renderJobsPage(page, query, nonce) {
+  const rows = page.jobs.map((j2) => {
     const cls = j2.blocked > 0 ? "blocked" : j2.wouldBlock > 0 ? "would-block" : "";
-    return `<tr class="${cls}"><td><a href="${esc(jobPath(j2.job))}">${esc(j2.job)}</a></td><td>${esc(j2.first)}</td><td>${esc(j2.last)}</td><td class="num">${j2.decisions}</td><td class="num">${j2.allowed}</td><td class="num">${j2.wouldBlock}</td><td class="num">${j2.blocked}</td></tr>`;
+    return `<tr class="${cls}"><td><a href="${esc(jobPath(j2.job))}">${esc(j2.job)}</a></td><td>${esc(j2.first)}</td><td>${esc(j2.last)}</td><td class="num">${j2.decisions}</td><td class="num">${j2.allowed}</td><td class="num">${j2.wouldBlock}</td><td class="num">${j2.blocked}</td><td>${esc(j2.repository ?? "")}</td></tr>`;
   });
-  const body2 = jobs.length === 0 ? '<h1>Jobs</h1><p class="muted">No events received yet. Point a proxy at this collector with EGRESS_COLLECTOR_URL.</p>' : `<h1>Jobs</h1><table id="jobs"><thead><tr><th>Job</th><th>First seen</th><th>Last seen</th><th>Decisions</th><th>Allowed</th><th>Would-block</th><th>Blocked</th></tr></thead>
+  const search = `<h2>Which jobs talked to a host?</h2>
+<form id="search" role="search"><input name="host" required placeholder="codecov.io, *.codecov.io, 203.0.113.7" size="32" aria-label="host pattern">
+<input name="since" placeholder="since (ISO time)" size="22" aria-label="since"><button type="submit">Search</button></form>
+<div id="search-results"></div>`;
+  const filter2 = `<form id="repository-filter" method="get" action="/"><input name="repository" value="${esc(query.repository ?? "")}" placeholder="owner/repository" aria-label="repository">
+<button type="submit">Filter</button>${query.repository ? ` <a href="/">all repositories</a>` : ""}</form>`;
+  const nav = [
+    query.cursor ? `<a id="first-page" href="${esc(jobsLink(query))}">first page</a>` : "",
+    page.next ? `<a id="next-page" href="${esc(jobsLink(query, page.next))}">next page</a>` : ""
+  ].filter(Boolean).join(" ");
+  const list3 = page.jobs.length === 0 ? query.repository || query.cursor ? '<p class="muted">No jobs here.</p>' : '<p class="muted">No events received yet. Point a proxy at this collector with EGRESS_COLLECTOR_URL.</p>' : `<table id="jobs"><thead><tr><th>Job</th><th>First seen</th><th>Last seen</th><th>Decisions</th><th>Allowed</th><th>Would-block</th><th>Blocked</th><th>Repository</th></tr></thead>
 <tbody>${rows.join("\n")}</tbody></table>`;
+  const body2 = `<h1>Jobs</h1>${filter2}${list3}<p class="pages">${nav}</p>${search}`;
   return layout("egress-guard: jobs", body2, nonce);
 }
 function timeCell(time) {
@@ -55028,7 +55759,7 @@ ${timeline(summary)}
 function renderNotFoundPage(what, nonce) {
   return layout("egress-guard: not found", `<h1>Not found</h1><p>${esc(what)}</p>`, nonce);
 }
-var STYLE, COLORS, TIMELINE_ROWS;
+var STYLE, SEARCH_SCRIPT, COLORS, TIMELINE_ROWS;
 var init_page = __esm({
   "collector/page.ts"() {
     "use strict";
@@ -55050,6 +55781,51 @@ pre{background:#fff;border:1px solid #d0d7de;padding:12px;overflow:auto}
 button{font:inherit;padding:4px 12px;cursor:pointer}
 .muted{color:#57606a}svg{background:#fff;border:1px solid #d0d7de}
 `;
+    SEARCH_SCRIPT = `
+(function () {
+  var form = document.getElementById('search');
+  if (!form) return;
+  var out = document.getElementById('search-results');
+  var offset = 0;
+  function cell(row, text, cls) { var td = document.createElement('td'); td.textContent = String(text); if (cls) td.className = cls; row.appendChild(td); return td; }
+  function show(answer, append) {
+    if (!append) out.textContent = '';
+    var table = out.querySelector('table');
+    if (!table) {
+      var p = document.createElement('p'); p.id = 'search-total'; out.appendChild(p);
+      table = document.createElement('table'); table.id = 'search-table';
+      var head = table.createTHead().insertRow();
+      ['Job', 'Hosts', 'First seen', 'Last seen', 'Decisions', 'Blocked', 'Bytes out'].forEach(function (h) { var th = document.createElement('th'); th.textContent = h; head.appendChild(th); });
+      table.createTBody(); out.appendChild(table);
+    }
+    out.querySelector('#search-total').textContent = answer.total + ' job(s) talked to ' + answer.host;
+    answer.jobs.forEach(function (j) {
+      var row = table.tBodies[0].insertRow();
+      if (j.blocked > 0) row.className = 'blocked';
+      var a = document.createElement('a'); a.href = '/jobs/' + encodeURIComponent(j.job); a.textContent = j.job;
+      cell(row, '').appendChild(a);
+      cell(row, j.hosts.join(', ')); cell(row, j.first); cell(row, j.last); cell(row, j.decisions, 'num'); cell(row, j.blocked, 'num'); cell(row, j.bytesOut, 'num');
+    });
+    var more = document.getElementById('search-more');
+    if (more) more.remove();
+    if (answer.next !== null) {
+      more = document.createElement('button'); more.id = 'search-more'; more.type = 'button'; more.textContent = 'More';
+      more.addEventListener('click', function () { offset = answer.next; run(true); });
+      out.appendChild(more);
+    }
+  }
+  function run(append) {
+    var params = new URLSearchParams(new FormData(form));
+    params.set('offset', String(offset));
+    fetch('/api/v1/search?' + params.toString()).then(function (res) {
+      return res.json().then(function (body) {
+        if (!res.ok) { out.textContent = body.error || ('search failed: ' + res.status); return; }
+        show(body, append);
+      });
+    }, function (err) { out.textContent = 'search failed: ' + err; });
+  }
+  form.addEventListener('submit', function (e) { e.preventDefault(); offset = 0; run(false); });
+})();`;
     COLORS = { blocked: "#cf222e", "would-block": "#bf8700", allowed: "#1a7f37" };
     TIMELINE_ROWS = 60;
   }
@@ -55213,9 +55989,9 @@ function collapseEndpoints(endpoints, collapse) {
     if (members.length < collapse) continue;
     const value = `*.${key}`;
     if (!validEndpoint(value)) continue;
-    const count = members.reduce((n, m) => n + m.count, 0);
+    const count2 = members.reduce((n, m) => n + m.count, 0);
     const kinds = new Set(members.flatMap((m) => [...m.kinds]));
-    out.push({ value, count, comment: `${members.length} subdomains seen ${times(count)} (${list2(kinds)}): ${list2(members.map((m) => m.host.split(".")[0]))}` });
+    out.push({ value, count: count2, comment: `${members.length} subdomains seen ${times(count2)} (${list2(kinds)}): ${list2(members.map((m) => m.host.split(".")[0]))}` });
     for (const m of members) collapsed.add(m);
   }
   return [...out, ...endpoints.filter((t) => !collapsed.has(t)).map(exact)];
@@ -55286,6 +56062,26 @@ function sendText(res, status, type, body2, headers = {}) {
   res.writeHead(status, { "content-type": `${type}; charset=utf-8`, "cache-control": "no-store", "x-content-type-options": "nosniff", ...headers });
   res.end(body2);
 }
+function count(params, name, fallback, max) {
+  const text2 = params.get(name);
+  if (text2 === null || text2 === "") return fallback;
+  if (!/^\d+$/.test(text2)) throw new HttpError(400, `${name}: "${text2}" is not a whole number`);
+  return Math.min(Number(text2), max);
+}
+function jobQuery(params, defaultLimit) {
+  const query = {};
+  const limit = params.get("limit");
+  if (limit !== null && limit !== "") query.limit = Math.max(1, count(params, "limit", 0, 1e3));
+  else if (defaultLimit !== void 0) query.limit = defaultLimit;
+  const cursor = params.get("cursor");
+  if (cursor) {
+    if (!decodeCursor(cursor)) throw new HttpError(400, `cursor: "${cursor}" is not a cursor this collector gave`);
+    query.cursor = cursor;
+  } else if (params.get("offset")) query.offset = count(params, "offset", 0, Number.MAX_SAFE_INTEGER);
+  const repository = params.get("repository");
+  if (repository) query.repository = repository;
+  return query;
+}
 function decodeSegment(segment) {
   try {
     return decodeURIComponent(segment);
@@ -55343,13 +56139,7 @@ async function startCollector(options) {
     const decision2 = params.get("decision") || void 0;
     if (decision2 !== void 0 && !["allowed", "blocked", "would-block"].includes(decision2))
       throw new HttpError(400, `decision: "${decision2}" is not allowed, blocked or would-block`);
-    const count = (name, fallback, max) => {
-      const text2 = params.get(name);
-      if (text2 === null || text2 === "") return fallback;
-      if (!/^\d+$/.test(text2)) throw new HttpError(400, `${name}: "${text2}" is not a whole number`);
-      return Math.min(Number(text2), max);
-    };
-    const page = { limit: count("limit", 50, 500), offset: count("offset", 0, Number.MAX_SAFE_INTEGER) };
+    const page = { limit: count(params, "limit", 50, 500), offset: count(params, "offset", 0, Number.MAX_SAFE_INTEGER) };
     const since = time("since");
     const until = time("until");
     const rows = await store.sightings({ likes: query.likes, ...since && { since }, ...until && { until }, ...decision2 && { decision: decision2 } });
@@ -55370,7 +56160,11 @@ async function startCollector(options) {
     }
     if (method !== "GET" && method !== "HEAD") throw new HttpError(405, `${method} is not supported here`);
     if (path3 === "/healthz") return sendText(res, 200, "text/plain", "ok\n");
-    if (path3 === "/api/v1/jobs") return sendJson(res, 200, { jobs: await store.jobs() });
+    if (path3 === "/api/v1/jobs") {
+      const query = jobQuery(url.searchParams);
+      const page2 = await store.jobs(query);
+      return sendJson(res, 200, query.limit === void 0 ? { jobs: page2.jobs } : page2);
+    }
     if (path3 === "/api/v1/search") return sendJson(res, 200, await search(url.searchParams));
     const api = /^\/api\/v1\/jobs\/([^/]+)\/(events|summary|policy)$/.exec(path3);
     if (api) {
@@ -55392,7 +56186,10 @@ async function startCollector(options) {
     }
     const nonce = randomBytes2(16).toString("base64");
     const pageHeaders = { "content-security-policy": contentSecurityPolicy(nonce), "x-frame-options": "DENY", "referrer-policy": "no-referrer" };
-    if (path3 === "/") return sendText(res, 200, "text/html", renderJobsPage(await store.jobs(), nonce), pageHeaders);
+    if (path3 === "/") {
+      const query = jobQuery(url.searchParams, PAGE_JOBS);
+      return sendText(res, 200, "text/html", renderJobsPage(await store.jobs(query), query, nonce), pageHeaders);
+    }
     const page = /^\/jobs\/([^/]+)$/.exec(path3);
     if (page) {
       const job = decodeSegment(page[1]);
@@ -55424,12 +56221,35 @@ async function startCollector(options) {
     throw err;
   }
   log.info({ listen: `${options.listen.host}:${port2}`, db: options.db.replace(/\/\/[^@/]*@/, "//<credentials>@") }, "collector: listening");
+  let retaining = Promise.resolve(void 0);
+  const retentionDays = options.retentionDays;
+  const retention = () => {
+    if (retentionDays === void 0) return Promise.resolve(void 0);
+    retaining = retaining.then(async () => {
+      const cutoff = new Date(Date.now() - retentionDays * 864e5);
+      try {
+        const result = await store.retain(cutoff);
+        log.info({ cutoff: cutoff.toISOString(), ...result }, "collector: retention");
+        return result;
+      } catch (err) {
+        log.error({ err }, "collector: retention failed; retried at the next run");
+        return void 0;
+      }
+    });
+    return retaining;
+  };
+  void retention();
+  const timer = retentionDays === void 0 ? void 0 : setInterval(() => void retention(), options.retentionIntervalMs ?? 36e5);
+  timer?.unref();
   let closing;
   return {
     port: port2,
     store,
+    retention,
     close() {
       closing ??= (async () => {
+        if (timer) clearInterval(timer);
+        await retaining;
         await new Promise((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
@@ -55440,19 +56260,21 @@ async function startCollector(options) {
     }
   };
 }
-var import_pino2, DEFAULT_LIMITS, HttpError;
+var import_pino2, PAGE_JOBS, DEFAULT_LIMITS, HttpError;
 var init_server4 = __esm({
   "collector/server.ts"() {
     "use strict";
     import_pino2 = __toESM(require_pino(), 1);
     init_listen();
     init_host_search();
+    init_event_store();
     init_open_store();
     init_ingest();
     init_ingest_url();
     init_page();
     init_suggest();
     init_summary();
+    PAGE_JOBS = 100;
     DEFAULT_LIMITS = { maxBodyBytes: 8 * 1024 * 1024, maxDecodedBytes: 32 * 1024 * 1024, maxEvents: 1e4 };
     HttpError = class extends Error {
       constructor(status, message) {
@@ -55476,11 +56298,16 @@ async function collectorCommand(argv, io = processIo()) {
   const listen2 = parseListen(single(args, "listen") ?? io.env.EGRESS_COLLECTOR_LISTEN ?? "127.0.0.1:8080", "listen");
   const db = single(args, "db") ?? io.env.EGRESS_COLLECTOR_DB ?? "egress-guard-collector.db";
   const token = single(args, "token") ?? (io.env.EGRESS_COLLECTOR_TOKEN || void 0);
+  const retentionText = single(args, "retention-days") ?? (io.env.EGRESS_COLLECTOR_RETENTION_DAYS || void 0);
+  const retentionDays = retentionText === void 0 ? void 0 : Number(retentionText);
+  if (retentionDays !== void 0 && !(Number.isInteger(retentionDays) && retentionDays >= 1)) {
+    throw new UsageError(`retention-days: "${retentionText}" is not a whole number of days (1 or more)`);
+  }
   const log = (0, import_pino3.default)({ level: single(args, "log-level") ?? "info", base: void 0, timestamp: import_pino3.default.stdTimeFunctions.isoTime }, io.stdout);
   if (!token) log.warn("collector: no --token: anyone who can reach the listen address can add events");
   let collector;
   try {
-    collector = await startCollector({ listen: listen2, db, ...token && { token }, log });
+    collector = await startCollector({ listen: listen2, db, ...token && { token }, ...retentionDays !== void 0 && { retentionDays }, log });
   } catch (err) {
     io.stderr.write(`egress-guard collector: cannot start: ${err.message}
 `);
@@ -55507,8 +56334,14 @@ var init_collector_command = __esm({
     init_server4();
     init_load_config();
     init_args();
-    COLLECTOR_USAGE = "egress-guard collector [--listen HOST:PORT] [--db FILE|postgres://...] [--token TOKEN] [--log-level LEVEL]";
-    OPTIONS3 = { listen: { type: "string" }, db: { type: "string" }, token: { type: "string" }, "log-level": { type: "string" } };
+    COLLECTOR_USAGE = "egress-guard collector [--listen HOST:PORT] [--db FILE|postgres://...] [--token TOKEN] [--retention-days DAYS] [--log-level LEVEL]";
+    OPTIONS3 = {
+      listen: { type: "string" },
+      db: { type: "string" },
+      token: { type: "string" },
+      "retention-days": { type: "string" },
+      "log-level": { type: "string" }
+    };
   }
 });
 
@@ -55762,9 +56595,9 @@ async function hostReport(collector, host, args, format, io) {
   const time = (name) => {
     const text2 = single(args, name);
     if (text2 === void 0) return void 0;
-    const iso = timeArgument(text2);
-    if (!iso) throw new UsageError(`--${name}: "${text2}" is not 30d, 12h, 90m or an ISO time`);
-    return iso;
+    const iso2 = timeArgument(text2);
+    if (!iso2) throw new UsageError(`--${name}: "${text2}" is not 30d, 12h, 90m or an ISO time`);
+    return iso2;
   };
   const since = time("since");
   const until = time("until");
@@ -55863,9 +56696,9 @@ function renderReplay(result, policyFile, source) {
   const ignored = result.ignored > 0 ? ` (${plural(result.ignored, "malformed request")} left out)` : "";
   if (result.blocked.length === 0) return `${policyFile}: a block run would have allowed all ${plural(checked, "decision")} of ${source}${ignored}.
 `;
-  const count = result.blocked.reduce((n, b) => n + b.count, 0);
+  const count2 = result.blocked.reduce((n, b) => n + b.count, 0);
   const lines = [
-    `${policyFile}: a block run would have blocked ${count} of ${plural(checked, "decision")} (${plural(result.blocked.length, "destination")}) of ${source}${ignored}:`
+    `${policyFile}: a block run would have blocked ${count2} of ${plural(checked, "decision")} (${plural(result.blocked.length, "destination")}) of ${source}${ignored}:`
   ];
   const width = Math.max(...result.blocked.map((b) => destinationKey(b.host, b.port).length));
   for (const b of result.blocked) {
