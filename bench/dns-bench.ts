@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,12 +69,25 @@ interface QueryFiles {
 }
 const ALLOWED_NAME = 'allowed.test';
 
+/**
+ * A loopback port free for both UDP and TCP: a DNS server (egress-guard's, dnsmasq) binds both, and a port the
+ * kernel picks for UDP can be taken on TCP (a run failed so: dnsmasq "Address already in use").
+ */
 async function freeUdpPort(): Promise<number> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
-  const port = socket.address().port;
-  await new Promise<void>((r) => socket.close(() => r()));
-  return port;
+  for (let attempt = 0; ; attempt++) {
+    const udp = dgram.createSocket('udp4');
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+    const port = udp.address().port;
+    const tcp = net.createServer();
+    const tcpFree = await new Promise<boolean>((resolve) => {
+      tcp.once('error', () => resolve(false));
+      tcp.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((r) => (tcpFree ? tcp.close(() => r()) : r()));
+    await new Promise<void>((r) => udp.close(() => r()));
+    if (tcpFree) return port;
+    if (attempt >= 20) throw new Error('no loopback port free for both UDP and TCP after 20 tries');
+  }
 }
 
 /** Parses dnsperf's summary (and, from -v, one "> RCODE name type seconds" line per query). */
