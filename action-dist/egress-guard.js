@@ -18404,7 +18404,7 @@ var init_event_log = __esm({
         const event = { schema: EVENT_SCHEMA_VERSION, event: "decision", id: randomUUID(), time: (/* @__PURE__ */ new Date()).toISOString(), ...fields };
         if (this.ci) event.ci = this.ci;
         this.write(conformEvent(event), fields.decision === "allowed" ? "info" : "warn");
-        if (fields.decision !== "blocked") this.file?.flushSync();
+        this.file?.flushSync();
         return event;
       }
       close(fields) {

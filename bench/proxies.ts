@@ -169,7 +169,7 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     targetHost: BENCH_HOST,
     pid: child.pid!,
     version: `${version} (node ${process.version})`,
-    logging: 'decision + close event per request, JSON to stdout (pipe) and the events file (one write per event-loop turn; allowed decisions at once)',
+    logging: 'decision + close event per request, JSON to stdout (pipe) and the events file (decisions written at once, close events once per event-loop turn)',
     cpuMs: () => processCpuMs(child.pid!),
     stop: () => stopChild(child, 12_000),
     spawnedAt,

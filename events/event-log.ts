@@ -67,9 +67,11 @@ export class EventLog {
     const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomUUID(), time: new Date().toISOString(), ...fields };
     if (this.ci) event.ci = this.ci;
     this.write(conformEvent(event), fields.decision === 'allowed' ? 'info' : 'warn');
-    // A decision that lets traffic through is in the file before the caller can move a byte of it (a reused
-    // keep-alive upstream socket writes the request head on the next tick, before the end-of-turn write).
-    if (fields.decision !== 'blocked') this.file?.flushSync();
+    // A decision is in the file before the caller acts on it: before a byte of what it allows moves (a reused
+    // keep-alive upstream socket writes the request head on the next tick, before the end-of-turn write), and
+    // before a refused client reads its 403 (and a job's next step reads the file). Close events, which decide
+    // nothing, ride the end-of-turn write.
+    this.file?.flushSync();
     return event;
   }
 

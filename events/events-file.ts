@@ -4,10 +4,10 @@ import { dirname } from 'node:path';
 /**
  * The events file, the durable record of every decision: a pino destination that queues lines and writes
  * them with one write(2) at the end of the event-loop turn (setImmediate), or at once when flushSync() is
- * called. EventLog calls it for every decision that lets traffic through, so that line is in the file before
- * any byte it allows moves; refusals and close events, which allow nothing, ride the end-of-turn write with
- * whatever else the turn queued. Before, every line was its own synchronous write: the largest single cost
- * of a tunnel (docs/benchmark.md).
+ * called. EventLog calls it for every decision, so a decision's line is in the file before anything acts on
+ * it; close events, which decide nothing, ride the end-of-turn write. Before, every line was its own
+ * synchronous write: one write per connection is now saved, and the close of one connection and the decision
+ * of the next share a write (docs/benchmark.md).
  *
  * A failed write (a full disk) keeps its lines and tries again on the next write; they are not dropped.
  * Whatever is queued is written synchronously when the process exits.

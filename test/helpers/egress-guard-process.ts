@@ -19,6 +19,8 @@ export interface EgressGuardProcess {
   /** Decision and close events seen so far. */
   events: () => LogLine[];
   waitFor: (predicate: (line: LogLine) => boolean, timeoutMs?: number) => Promise<LogLine>;
+  /** The lines matching `predicate` once there are at least `count` of them (stdout is written in batches). */
+  waitForCount: (predicate: (line: LogLine) => boolean, count: number, timeoutMs?: number) => Promise<LogLine[]>;
   stop: (signal?: NodeJS.Signals) => Promise<number | null>;
 }
 
@@ -72,6 +74,15 @@ export async function startEgressGuard(args: string[] = [], env: Record<string, 
       waiters.add(waiter);
     });
   };
+  const waitForCount = async (predicate: (line: LogLine) => boolean, count: number, timeoutMs = 5000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = lines.filter(predicate);
+      if (found.length >= count) return found;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${count} log lines, saw ${found.length}; last lines: ${JSON.stringify(lines.slice(-5))}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
   const listening = await Promise.race([
     waitFor((l) => l.msg === 'listening' && l.listener === 'proxy', 10_000),
     exited.then((code) => {
@@ -85,6 +96,7 @@ export async function startEgressGuard(args: string[] = [], env: Record<string, 
     proxyUrl: `http://127.0.0.1:${port}`,
     lines,
     waitFor,
+    waitForCount,
     stderr: () => stderr,
     events: () => lines.filter((l) => l.event === 'decision' || l.event === 'close'),
     stop: async (signal = 'SIGTERM') => {

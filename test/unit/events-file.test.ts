@@ -60,7 +60,7 @@ describe('EventsFile', () => {
     file.close();
   });
 
-  it('EventLog: a decision that lets traffic through is in the file at once; a refusal and a close ride the end of the turn', async () => {
+  it('EventLog: every decision is in the file when decision() returns; close events ride the end of the turn', async () => {
     const path = join(dir, 'decisions.ndjson');
     const log = new EventLog({ stdout: false, eventsFile: path });
     const lines = () =>
@@ -70,18 +70,22 @@ describe('EventsFile', () => {
         .filter(Boolean)
         .map((l) => JSON.parse(l) as { event: string; decision?: string });
     const fields = { kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, reason: 'allowed-endpoint', rule: 'a.test', message: 'm', mode: 'block' } as const;
-    log.decision({ ...fields, decision: 'blocked', reason: 'not-allowed-endpoint' });
-    assert.deepEqual(lines(), [], 'a refusal waits for the end of the turn');
+    log.close({ id: 'x', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 0, bytes_out: 0, duration_ms: 1 });
+    assert.deepEqual(lines(), [], 'a close event waits for the end of the turn');
     log.decision({ ...fields, decision: 'allowed' });
     assert.deepEqual(
-      lines().map((l) => l.decision),
-      ['blocked', 'allowed'],
-      'an allowed decision is written before the call returns, with what was queued before it',
+      lines().map((l) => l.event),
+      ['close', 'decision'],
+      'a decision is written before the call returns, with what was queued before it',
     );
+    log.decision({ ...fields, decision: 'blocked', reason: 'not-allowed-endpoint' });
     log.decision({ ...fields, decision: 'would-block', reason: 'not-allowed-endpoint', mode: 'audit' });
-    assert.equal(lines().length, 3, 'so is a would-block decision (audit mode lets it through)');
-    log.close({ id: 'x', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 0, bytes_out: 0, duration_ms: 1 });
-    assert.equal(lines().length, 3);
+    assert.deepEqual(
+      lines().map((l) => l.decision),
+      [undefined, 'allowed', 'blocked', 'would-block'],
+    );
+    log.close({ id: 'y', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 0, bytes_out: 0, duration_ms: 1 });
+    assert.equal(lines().length, 4);
     await nextTurn();
     assert.equal(lines().at(-1)?.event, 'close');
   });
