@@ -17,7 +17,7 @@ export class EventLog {
   constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean }) {
     const streams: pino.StreamEntry[] = [];
     // stdout is written asynchronously, off the request path, in writes of 12 KiB or every 100 ms, whichever comes
-    // first (one write per line was a fifth of a tunnel's CPU; pino flushes it at exit). It is the log a human
+    // first (one write per line was 15% of a tunnel's busy CPU; pino flushes it at exit). It is the log a human
     // reads; the durable record is the events file: see EventsFile.
     if (options.stdout !== false) {
       this.stdout = pino.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 100 });
