@@ -73,7 +73,7 @@ const ALLOWED_NAME = 'allowed.test';
  * A loopback port free for both UDP and TCP: a DNS server (egress-guard's, dnsmasq) binds both, and a port the
  * kernel picks for UDP can be taken on TCP (a run failed so: dnsmasq "Address already in use").
  */
-async function freeUdpPort(): Promise<number> {
+async function freeDnsPort(): Promise<number> {
   for (let attempt = 0; ; attempt++) {
     const udp = dgram.createSocket('udp4');
     await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
@@ -170,7 +170,7 @@ function hasDnsperf(): boolean {
 
 /** dnsmasq as a caching forwarder in front of the test zone; names under attacker.test answered NXDOMAIN locally. */
 async function measureDnsmasq(binary: string, zonePort: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
-  const port = await freeUdpPort();
+  const port = await freeDnsPort();
   const args = [
     '--conf-file=/dev/null',
     '--no-resolv',
@@ -200,7 +200,7 @@ async function measureDnsmasq(binary: string, zonePort: number, files: QueryFile
 
 /** `egress-guard run` with its DNS server on a loopback port, block mode, names resolved by policy. */
 async function measureEgressGuard(dir: string, zonePort: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
-  const port = await freeUdpPort();
+  const port = await freeDnsPort();
   const cpuProfDir = process.env.BENCH_CPU_PROF;
   const guard = await startEgressGuard({
     eventsFile: join(dir, 'events.ndjson'),

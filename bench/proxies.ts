@@ -253,13 +253,35 @@ export async function startTinyproxy(connectPorts: number[]): Promise<RunningPro
  * only, access_log to a file. Origins are named by IP (no DNS).
  */
 export async function startSquid(options: { maxFileDescriptors?: number } = {}): Promise<RunningProxy> {
-  const binary = which('squid') ?? ['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0);
+  const binary = findSquid();
   if (!binary) throw new ProxyUnavailable('squid is not installed (apt-get install squid)');
   const dir = mkdtempSync(join(tmpdir(), 'bench-squid-'));
   chmodSync(dir, 0o777);
   const port = await freePort();
-  const config = [
-    `http_port 127.0.0.1:${port}`,
+  const config = [`http_port 127.0.0.1:${port}`, ...squidCommonConfig(dir, options.maxFileDescriptors ?? 4096)].join('\n');
+  writeFileSync(join(dir, 'squid.conf'), config);
+  const [command, args] = withNofile(binary, ['-N', '-f', join(dir, 'squid.conf')], options.maxFileDescriptors);
+  const { pid, stop } = await runSquid(command, args, dir, port);
+  return {
+    name: 'squid',
+    host: '127.0.0.1',
+    port,
+    targetHost: '127.0.0.1',
+    pid,
+    version: versionOf(binary, ['-v']),
+    logging: 'access_log line per request to a file; no cache',
+    cpuMs: () => processCpuMs(pid),
+    stop,
+  };
+}
+
+function findSquid(): string | undefined {
+  return which('squid') ?? ['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0);
+}
+
+/** What every bench squid shares: loopback clients only, no cache, logs and pid file in `dir`, a quick shutdown. */
+function squidCommonConfig(dir: string, maxFileDescriptors: number): string[] {
+  return [
     'acl bench_clients src 127.0.0.0/8',
     'http_access allow bench_clients',
     'http_access deny all',
@@ -272,49 +294,27 @@ export async function startSquid(options: { maxFileDescriptors?: number } = {}):
     'netdb_filename none',
     'logfile_rotate 0',
     'shutdown_lifetime 1 seconds',
-    `max_filedescriptors ${options.maxFileDescriptors ?? 4096}`,
+    `max_filedescriptors ${maxFileDescriptors}`,
     '',
-  ].join('\n');
-  writeFileSync(join(dir, 'squid.conf'), config);
-  const [command, args] = withNofile(binary, ['-N', '-f', join(dir, 'squid.conf')], options.maxFileDescriptors);
+  ];
+}
+
+/** Spawns squid and waits for its port; `stop` ends it by PID and removes `dir`. A squid that never listens is stopped, and its output and cache.log thrown with the error. */
+async function runSquid(command: string, args: string[], dir: string, port: number): Promise<{ pid: number; stop: () => Promise<void> }> {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => {
-    output = tail(output + c.toString());
-  });
-  child.stderr!.on('data', (c: Buffer) => {
-    output = tail(output + c.toString());
-  });
-  const describe = () => {
-    let log = '';
-    try {
-      log = readFileSync(join(dir, 'cache.log'), 'utf8');
-    } catch {
-      // no log yet
-    }
-    return tail(`${output}\n${log}`);
-  };
+  for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (c: Buffer) => (output = tail(output + c.toString())));
   const stop = async () => {
     await stopChild(child, 8000);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitForPort(port, child, describe);
+    await waitForPort(port, child, () => tail(`${output}\n${readOptional(join(dir, 'cache.log'))}`));
   } catch (err) {
     await stop();
     throw err;
   }
-  return {
-    name: 'squid',
-    host: '127.0.0.1',
-    port,
-    targetHost: '127.0.0.1',
-    pid: child.pid!,
-    version: versionOf(binary, ['-v']),
-    logging: 'access_log line per request to a file; no cache',
-    cpuMs: () => processCpuMs(child.pid!),
-    stop,
-  };
+  return { pid: child.pid!, stop };
 }
 
 export interface SquidSslBumpOptions {
@@ -332,7 +332,7 @@ export interface SquidSslBumpOptions {
  * goes to the origin over TLS verified with `upstreamCaPem`. No cache, access_log to a file, as startSquid.
  */
 export async function startSquidSslBump(options: SquidSslBumpOptions): Promise<RunningProxy> {
-  const binary = which('squid') ?? ['/usr/sbin/squid'].find((p) => spawnSync(p, ['-v']).status === 0);
+  const binary = findSquid();
   const certgen = '/usr/lib/squid/security_file_certgen';
   if (!binary || !spawnSync(binary, ['-v'], { encoding: 'utf8' }).stdout.includes('--with-openssl')) {
     throw new ProxyUnavailable('squid with OpenSSL is not installed (apt-get install squid-openssl)');
@@ -363,44 +363,19 @@ export async function startSquidSslBump(options: SquidSslBumpOptions): Promise<R
         .map(([name, ip]) => `${ip} ${name}\n`)
         .join(''),
     )}`,
-    'acl bench_clients src 127.0.0.0/8',
-    'http_access allow bench_clients',
-    'http_access deny all',
-    'cache deny all',
-    'cache_mem 0 MB',
-    `access_log stdio:${join(dir, 'access.log')}`,
-    `cache_log ${join(dir, 'cache.log')}`,
-    `pid_filename ${join(dir, 'squid.pid')}`,
-    `coredump_dir ${dir}`,
-    'netdb_filename none',
-    'logfile_rotate 0',
-    'shutdown_lifetime 1 seconds',
-    'max_filedescriptors 4096',
-    '',
+    ...squidCommonConfig(dir, 4096),
   ].join('\n');
   if (process.getuid?.() === 0 && proxyUser.status === 0) spawnSync('chown', ['-R', 'proxy:proxy', dir]);
-  const child = spawn(binary, ['-N', '-f', file('squid.conf', config)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (c: Buffer) => (output = tail(output + c.toString())));
-  const stop = async () => {
-    await stopChild(child, 8000);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitForPort(port, child, () => tail(`${output}\n${readOptional(join(dir, 'cache.log'))}`));
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+  const { pid, stop } = await runSquid(binary, ['-N', '-f', file('squid.conf', config)], dir, port);
   return {
     name: 'squid ssl-bump',
     host: '127.0.0.1',
     port,
     targetHost: Object.keys(options.hosts)[0] ?? '127.0.0.1',
-    pid: child.pid!,
+    pid,
     version: versionOf(binary, ['-v']),
     logging: 'access_log line per request to a file; no cache; leaves from security_file_certgen',
-    cpuMs: () => processCpuMs(child.pid!),
+    cpuMs: () => processCpuMs(pid),
     stop,
   };
 }
