@@ -26,6 +26,7 @@ import { createTrafficCounters } from '../../proxy/relay/traffic-counters.js';
 import { spliceTunnel } from '../../proxy/relay/tunnel.js';
 import { startHttpsServer, testCa, leafFor, type TestServer } from '../helpers/servers.js';
 import { serveWebSocketEcho, webSocketExchange } from '../helpers/websocket.js';
+import { curlTwoOnOneConnection } from '../helpers/curl-keep-alive.js';
 
 function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -172,21 +173,11 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     test('keep-alive: the second request on one inspected connection is decided on its own', async () => {
-      const result = await curl([
-        '--cacert',
-        caFile,
-        '-x',
-        proxyUrl,
-        '-o',
-        '/dev/null',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code} %{num_connects}\\n',
+      const [first, second] = await curlTwoOnOneConnection(
+        ['--cacert', caFile, '-x', proxyUrl],
         `https://github.test:${upstream.port}/my-org/one`,
         `https://github.test:${upstream.port}/other/two`,
-      ]);
-      const [first, second] = result.stdout.trim().split('\n');
+      );
       assert.equal(first, '200 1');
       assert.equal(second, mode === 'block' ? '403 0' : '200 0');
       assert.equal(decisions().find((d) => d.path === '/other/two')?.reason, 'path-not-allowed');

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { curlTwoOnOneConnection } from '../helpers/curl-keep-alive.js';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 
 const ALLOWED = 'one.test:*/my-org/** GET,HEAD npm.test:*';
@@ -91,22 +92,7 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     test('keep-alive: the second request on one connection is decided on its own', async () => {
-      const result = await runProcess('curl', [
-        '-sS',
-        '--max-time',
-        '10',
-        '-x',
-        guard.proxyUrl,
-        '-o',
-        '/dev/null',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code} %{num_connects}\\n',
-        `http://one.test:${port}/my-org/first`,
-        `http://one.test:${port}/other-org/second`,
-      ]);
-      const [first, second] = result.stdout.trim().split('\n');
+      const [first, second] = await curlTwoOnOneConnection(['-x', guard.proxyUrl], `http://one.test:${port}/my-org/first`, `http://one.test:${port}/other-org/second`);
       assert.equal(first, '200 1');
       assert.equal(second, mode === 'block' ? '403 0' : '200 0', 'the same connection, decided again');
       const event = await guard.waitFor((l) => l.event === 'decision' && l.path === '/other-org/second');
