@@ -19,7 +19,8 @@ export interface RunningProxy extends ProxyEndpoint {
   stop(): Promise<void>;
 }
 
-export const EGRESS_GUARD_CLI = fileURLToPath(new URL('../bin/egress-guard.js', import.meta.url));
+/** The egress-guard CLI every part of the bench starts: this build's, or another one named by BENCH_EGRESS_GUARD_CLI (an A/B). */
+export const EGRESS_GUARD_CLI = process.env.BENCH_EGRESS_GUARD_CLI || fileURLToPath(new URL('../egress-guard.js', import.meta.url));
 const STARTUP_TIMEOUT_MS = 15_000;
 
 export function freePort(): Promise<number> {
@@ -124,6 +125,8 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
   const [command, args] = withNofile(wrapper[0] ?? process.execPath, [
     ...(wrapper.length > 0 ? [...wrapper.slice(1), process.execPath] : []),
     ...(options.nodeFlags ?? []),
+    // Node/V8 flags to try on egress-guard (an A/B of e.g. --max-semi-space-size), space-separated.
+    ...(process.env.BENCH_EGRESS_GUARD_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
     options.cli ?? EGRESS_GUARD_CLI,
     'run',
     '--listen',

@@ -286,7 +286,7 @@ export function verdicts(results: BenchResults): Verdict[] {
     startup?.median_ms,
     '<=',
     300,
-    `median ${f(startup?.median_ms, 0)} ms of ${startup?.starts_ms.length ?? 0} starts (${startup?.listeners.join(' + ')})`,
+    `median ${f(startup?.median_ms, 0)} ms of ${startup?.starts_ms.length ?? 0} starts (${startup?.listeners.join(' + ')}); CPU to ready ${f(startup?.median_cpu_ms, 0)} ms`,
     startup ? undefined : `not measured${results.skipped.startup ? `: ${results.skipped.startup}` : ''}`,
   );
 

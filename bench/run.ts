@@ -156,7 +156,10 @@ async function main(): Promise<number> {
   if (results.routes.length) log(formatResults(results.routes, results.ratios));
   if (results.idleTunnels?.length) log(`\n${formatIdleTunnels(results.idleTunnels)}`);
   if (results.dns) log(`\n${formatDns(results.dns)}`);
-  if (results.startup) log(`\nstart to ready (${results.startup.listeners.join(' + ')}): ${results.startup.starts_ms.join(', ')} ms; median ${results.startup.median_ms} ms`);
+  if (results.startup)
+    log(
+      `\nstart to ready (${results.startup.listeners.join(' + ')}): ${results.startup.starts_ms.join(', ')} ms; median ${results.startup.median_ms} ms (CPU to ready: median ${results.startup.median_cpu_ms} ms)`,
+    );
   for (const [name, reason] of Object.entries(skipped)) log(`NOTE: ${name} not measured: ${reason.split('\n')[0]}`);
   log(
     `load average before/after: ${loadBefore.map((x) => x.toFixed(1)).join(' ')} / ${loadAfter.map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs${loadAfter[0]! > cpus().length ? ' (other work was running: numbers are noisy; ratios within the interleaved run are what to compare)' : ''}`,

@@ -23,6 +23,12 @@ export interface StartupResult {
   /** ms from spawn to all listeners accepting, per start. */
   starts_ms: number[];
   median_ms: number;
+  /**
+   * egress-guard's CPU time (user + system, ms) when it was ready, per start: what starting cost, which, unlike the
+   * wall time, a busy machine does not stretch (it waits for a core, it does not spend more).
+   */
+  cpu_ms: number[];
+  median_cpu_ms: number;
   errors: string[];
 }
 
@@ -71,7 +77,7 @@ async function freeDnsPort(): Promise<number> {
   throw new Error('no free port for DNS');
 }
 
-async function oneStart(dir: string, index: number, settings: StartupSettings): Promise<number> {
+async function oneStart(dir: string, index: number, settings: StartupSettings): Promise<{ wallMs: number; cpuMs: number }> {
   const dnsPort = await freeDnsPort();
   const transparentPort = await freePort();
   const guard = await startEgressGuard({
@@ -92,7 +98,7 @@ async function oneStart(dir: string, index: number, settings: StartupSettings): 
       if (pending.transparent) pending.transparent = !(await tcpAccepts(transparentPort));
       if (!dns.answered()) dns.send();
       await sleep(POLL_MS);
-      if (!pending.proxy && !pending.transparent && dns.answered()) return performance.now() - guard.spawnedAt;
+      if (!pending.proxy && !pending.transparent && dns.answered()) return { wallMs: performance.now() - guard.spawnedAt, cpuMs: guard.cpuMs() };
     }
     throw new Error(
       `not ready within ${settings.timeoutMs} ms (waiting for ${[
@@ -111,14 +117,26 @@ async function oneStart(dir: string, index: number, settings: StartupSettings): 
 /** `settings.starts` starts one after another; the median of those that became ready. */
 export async function measureStartToReady(dir: string, settings: StartupSettings, progress: (line: string) => void): Promise<StartupResult> {
   const starts: number[] = [];
+  const cpu: number[] = [];
   const errors: string[] = [];
   for (let i = 0; i < settings.starts; i++) {
     try {
-      starts.push(round(await oneStart(dir, i, settings), 1));
+      const start = await oneStart(dir, i, settings);
+      starts.push(round(start.wallMs, 1));
+      cpu.push(start.cpuMs);
     } catch (err) {
       errors.push((err as Error).message);
     }
   }
-  progress(`start to ready (proxy, DNS, transparent listeners): ${starts.join(', ')} ms${errors.length ? `; ${errors.length} failed: ${errors[0]}` : ''}`);
-  return { listeners: ['proxy', 'dns', 'transparent'], starts_ms: starts, median_ms: starts.length ? median(starts) : NaN, errors };
+  progress(
+    `start to ready (proxy, DNS, transparent listeners): ${starts.join(', ')} ms (CPU ${cpu.join(', ')} ms)${errors.length ? `; ${errors.length} failed: ${errors[0]}` : ''}`,
+  );
+  return {
+    listeners: ['proxy', 'dns', 'transparent'],
+    starts_ms: starts,
+    median_ms: starts.length ? median(starts) : NaN,
+    cpu_ms: cpu,
+    median_cpu_ms: cpu.length ? median(cpu) : NaN,
+    errors,
+  };
 }

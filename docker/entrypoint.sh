@@ -12,7 +12,7 @@ set -euo pipefail
 
 EGRESS_UID=${EGRESS_UID:-10101}
 EGRESS_RULES=${EGRESS_RULES:-auto}
-EG=(node /opt/egress-guard/dist/bin/egress-guard.js)
+EG=(node /opt/egress-guard/dist/egress-guard.js)
 [ $# -gt 0 ] || set -- run
 
 say() { printf '{"level":"%s","component":"entrypoint","msg":"%s"}\n' "$1" "$2" >&2; }

@@ -4,6 +4,7 @@
 // and compared with a fresh build by scripts/check-action-bundle.mjs. The native addons are prebuilt separately
 // (scripts/build-prebuilds.sh) into action-dist/prebuilds/.
 import { build } from 'esbuild';
+import { NODE_BUNDLE_OPTIONS } from './esbuild-node.mjs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,15 +15,8 @@ await build({
   absWorkingDir: root,
   entryPoints: { main: 'action/main.ts', post: 'action/post.ts', teardown: 'action/teardown.ts', 'egress-guard': 'bin/egress-guard.ts' },
   outdir,
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'esm',
+  ...NODE_BUNDLE_OPTIONS,
   // pg's optional native binding is never installed; pg falls back to its JavaScript client.
   external: ['pg-native'],
-  // CommonJS packages inside an ES module bundle still call require().
-  banner: { js: "import { createRequire as __bundleCreateRequire } from 'node:module';\nconst require = __bundleCreateRequire(import.meta.url);" },
-  legalComments: 'eof',
-  logLevel: 'warning',
 });
 console.log(`build-action: wrote ${path.relative(root, outdir) || '.'}/{main,post,teardown,egress-guard}.js`);

@@ -13,8 +13,9 @@ const scratch = mkdtempSync(path.join(tmpdir(), 'egress-guard-action-build-'));
 let ok = true;
 try {
   execFileSync(process.execPath, [path.join(root, 'scripts/build-action.mjs'), scratch], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const built = readdirSync(scratch).filter((f) => f.endsWith('.js'));
-  const present = existsSync(committed) ? readdirSync(committed).filter((f) => f.endsWith('.js')) : [];
+  const bundled = (f) => f.endsWith('.js') || f.endsWith('.LEGAL.txt');
+  const built = readdirSync(scratch).filter(bundled);
+  const present = existsSync(committed) ? readdirSync(committed).filter(bundled) : [];
   for (const file of new Set([...built, ...present])) {
     const want = path.join(scratch, file);
     const have = path.join(committed, file);
@@ -28,7 +29,7 @@ try {
   rmSync(scratch, { recursive: true, force: true });
 }
 if (!ok) console.error('check-action-bundle: run `npm run build:action` and commit action-dist/');
-else console.log('check-action-bundle: action-dist/*.js is what the sources build');
+else console.log('check-action-bundle: action-dist/ (bundles and their licence files) is what the sources build');
 try {
   execFileSync(process.execPath, [path.join(root, 'scripts/prebuild-manifest.mjs'), 'check'], { stdio: 'inherit' });
 } catch {

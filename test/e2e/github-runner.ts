@@ -254,7 +254,7 @@ tar -C "$rootfs" -c . | docker -H unix://${DOCKER_SOCKET} import - ${TOOLS_IMAGE
       '-c',
       'pid=$(cat /run/docker.pid 2>/dev/null) || exit 0; kill -TERM "$pid"; for i in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.2; done',
     ]);
-    await this.asRoot(process.execPath, [path.join(repository, 'dist/bin/egress-guard.js'), 'rules', 'remove']);
+    await this.asRoot(process.execPath, [path.join(repository, 'dist/egress-guard.js'), 'rules', 'remove']);
     for (const pid of this.processes()) {
       try {
         process.kill(pid, 'SIGKILL');

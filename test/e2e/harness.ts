@@ -12,7 +12,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/ of this checkout (the harness runs compiled, from dist/test/e2e). */
 const distRoot = path.resolve(here, '../..');
 /** The egress-guard CLI under test; EGRESS_E2E_BIN points the suite at another build. */
-export const EGRESS_BIN = process.env.EGRESS_E2E_BIN ?? path.join(distRoot, 'bin/egress-guard.js');
+export const EGRESS_BIN = process.env.EGRESS_E2E_BIN ?? path.join(distRoot, 'egress-guard.js');
 
 /** Documentation ranges only (RFC 5737, RFC 3849). */
 export const NET = {

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
-export const CLI = fileURLToPath(new URL('../../bin/egress-guard.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../egress-guard.js', import.meta.url));
 
 export interface LogLine {
   [key: string]: unknown;

@@ -180,6 +180,9 @@ test('start to ready: egress-guard with proxy, DNS and transparent listeners bec
   assert.deepEqual(result.errors, []);
   assert.equal(result.starts_ms.length, 2);
   assert.ok(result.median_ms > 0);
+  // Starting a node process costs CPU: 0 would mean /proc was not read.
+  assert.equal(result.cpu_ms.length, 2);
+  assert.ok(result.median_cpu_ms > 0);
 });
 
 test('dnsperf output is parsed: rates, losses, response codes, per-query latencies', () => {

@@ -10,7 +10,7 @@ import { stateCaPaths } from '../../certs/ca-store.js';
 import { CA_USAGE, caCommand } from '../../cli/ca-command.js';
 import { runCaptured } from '../helpers/capture-io.js';
 
-const BIN = fileURLToPath(new URL('../../bin/egress-guard.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../egress-guard.js', import.meta.url));
 const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 const LOCAL_CA = '/usr/local/share/ca-certificates/egress-guard.crt';
 
