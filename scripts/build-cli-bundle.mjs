@@ -1,7 +1,7 @@
 // Bundles the CLI (bin/egress-guard.ts) into dist/egress-guard.js, the file `egress-guard` runs (package.json "bin",
 // the container image, the Kubernetes manifests). Why a bundle: node's ES module loader spends most of a start
 // resolving, linking and (for CommonJS packages) lexing some hundreds of files; from one file `egress-guard run`
-// is ready in about half the CPU time, and its idle RSS is ~7 MiB lower (docs/benchmark.md, "Start to ready").
+// is ready in about half the CPU time (docs/benchmark.md, issue 14: "What changed").
 // `tsc` still compiles every module to dist/ (the tests import them); this runs after it in `npm run build`.
 import { build } from 'esbuild';
 import { chmodSync } from 'node:fs';
