@@ -179,6 +179,12 @@ var init_settings = __esm({
         default: "60000",
         help: "once one side of a tunnel has half-closed (FIN), close it when nothing moves this long, ms"
       },
+      {
+        key: "relay",
+        env: "EGRESS_RELAY",
+        default: "kernel",
+        help: "how decided tunnels move their bytes: kernel (splice(2) on a native thread, Linux; falls back to js where the addon is missing) or js (node streams)"
+      },
       { key: "max-tunnels", env: "EGRESS_MAX_TUNNELS", default: "2048", help: "concurrent tunnels and requests beyond which clients get 503" },
       { key: "drain-timeout", env: "EGRESS_DRAIN_TIMEOUT", default: "10000", help: "on SIGTERM, wait this long for open tunnels, ms" },
       {
@@ -6179,7 +6185,7 @@ var require_foldFlowLines = __commonJS({
     var FOLD_FLOW = "flow";
     var FOLD_BLOCK = "block";
     var FOLD_QUOTED = "quoted";
-    function foldFlowLines(text2, indent, mode = "flow", { indentAtStart, lineWidth = 80, minContentWidth = 20, onFold, onOverflow } = {}) {
+    function foldFlowLines(text2, indent, mode2 = "flow", { indentAtStart, lineWidth = 80, minContentWidth = 20, onFold, onOverflow } = {}) {
       if (!lineWidth || lineWidth < 0)
         return text2;
       if (lineWidth < minContentWidth)
@@ -6202,13 +6208,13 @@ var require_foldFlowLines = __commonJS({
       let i = -1;
       let escStart = -1;
       let escEnd = -1;
-      if (mode === FOLD_BLOCK) {
+      if (mode2 === FOLD_BLOCK) {
         i = consumeMoreIndentedLines(text2, i, indent.length);
         if (i !== -1)
           end = i + endStep;
       }
       for (let ch; ch = text2[i += 1]; ) {
-        if (mode === FOLD_QUOTED && ch === "\\") {
+        if (mode2 === FOLD_QUOTED && ch === "\\") {
           escStart = i;
           switch (text2[i + 1]) {
             case "x":
@@ -6226,7 +6232,7 @@ var require_foldFlowLines = __commonJS({
           escEnd = i;
         }
         if (ch === "\n") {
-          if (mode === FOLD_BLOCK)
+          if (mode2 === FOLD_BLOCK)
             i = consumeMoreIndentedLines(text2, i, indent.length);
           end = i + indent.length + endStep;
           split = void 0;
@@ -6241,7 +6247,7 @@ var require_foldFlowLines = __commonJS({
               folds.push(split);
               end = split + endStep;
               split = void 0;
-            } else if (mode === FOLD_QUOTED) {
+            } else if (mode2 === FOLD_QUOTED) {
               while (prev === " " || prev === "	") {
                 prev = ch;
                 ch = text2[i += 1];
@@ -6275,7 +6281,7 @@ var require_foldFlowLines = __commonJS({
           res = `
 ${indent}${text2.slice(0, end2)}`;
         else {
-          if (mode === FOLD_QUOTED && escapedFolds[fold])
+          if (mode2 === FOLD_QUOTED && escapedFolds[fold])
             res += `${text2[fold]}\\`;
           res += `
 ${indent}${text2.slice(fold + 1, end2)}`;
@@ -9732,7 +9738,7 @@ var require_resolve_block_scalar = __commonJS({
         return null;
       }
       const { source } = props[0];
-      const mode = source[0];
+      const mode2 = source[0];
       let indent = 0;
       let chomp = "";
       let error = -1;
@@ -9784,7 +9790,7 @@ var require_resolve_block_scalar = __commonJS({
           }
         }
       }
-      return { mode, indent, chomp, comment, length };
+      return { mode: mode2, indent, chomp, comment, length };
     }
     function splitLines(source) {
       const split = source.split(/\n( *)/);
@@ -12775,6 +12781,11 @@ function integer(settings, key) {
   if (!/^\d+$/.test(value)) throw new ConfigError(`${key}: "${value}" is not a whole number`);
   return Number(value);
 }
+function relayMode(settings) {
+  const value = (text(settings, "relay") ?? "kernel").trim();
+  if (value !== "kernel" && value !== "js") throw new ConfigError(`relay: "${value}" is not kernel or js`);
+  return value;
+}
 function boolean(settings, key) {
   const value = (text(settings, key) ?? "false").trim();
   if (value !== "true" && value !== "false") throw new ConfigError(`${key}: "${value}" is not true or false`);
@@ -12829,6 +12840,7 @@ function loadConfig(sources) {
     connectTimeoutMs: integer(settings, "connect-timeout"),
     idleTimeoutMs: integer(settings, "idle-timeout"),
     halfCloseTimeoutMs: integer(settings, "half-close-timeout"),
+    relay: relayMode(settings),
     netfilterLog: text(settings, "netfilter-log"),
     socketMark: socketMark(text(settings, "socket-mark")),
     watchPolicy: boolean(settings, "watch-policy"),
@@ -13145,13 +13157,13 @@ async function loadEvents(source, job) {
     const { events } = await getJson(apiUrl(source, `/api/v1/jobs/${encodeURIComponent(chosen)}/events`));
     return { events: events.map((e) => validateEvent(e)), source: `${source} job ${chosen}`, skipped: 0 };
   }
-  let loaded;
+  let loaded2;
   try {
-    loaded = await readEventsFile(source);
+    loaded2 = await readEventsFile(source);
   } catch (err) {
     throw new EventSourceError(`cannot read ${source}: ${err.message}`);
   }
-  return { events: job ? eventsOfJob(loaded.events, job) : loaded.events, source: job ? `${source} job ${job}` : source, skipped: loaded.skipped };
+  return { events: job ? eventsOfJob(loaded2.events, job) : loaded2.events, source: job ? `${source} job ${job}` : source, skipped: loaded2.skipped };
 }
 var EventSourceError;
 var init_load_events = __esm({
@@ -13496,7 +13508,7 @@ function startEventStream(options) {
   let backoffMs = backoffInitialMs;
   let flushTimer;
   let retryTimer;
-  let running;
+  let running2;
   let stopped = false;
   let closed = false;
   let droppedWarned = false;
@@ -13520,9 +13532,9 @@ function startEventStream(options) {
   function kick() {
     clearTimeout(flushTimer);
     flushTimer = void 0;
-    if (running || retryTimer || stopped) return;
-    running = deliver().finally(() => {
-      running = void 0;
+    if (running2 || retryTimer || stopped) return;
+    running2 = deliver().finally(() => {
+      running2 = void 0;
     });
   }
   async function deliver() {
@@ -13603,7 +13615,7 @@ function startEventStream(options) {
       clearTimeout(flushTimer);
       clearTimeout(retryTimer);
       flushTimer = retryTimer = void 0;
-      await running;
+      await running2;
       if (buffer.pending > 0) {
         stopped = true;
         const deadline = new Promise((resolve) => unref(setTimeout(resolve, options.stopTimeoutMs ?? 5e3)));
@@ -14929,11 +14941,11 @@ var require_sonic_boom = __commonJS({
         }
       }
       const flags = sonic.append ? "a" : "w";
-      const mode = sonic.mode;
+      const mode2 = sonic.mode;
       if (sonic.sync) {
         try {
           if (sonic.mkdir) fs.mkdirSync(path3.dirname(file), { recursive: true });
-          const fd = fs.openSync(file, flags, mode);
+          const fd = fs.openSync(file, flags, mode2);
           fileOpened(null, fd);
         } catch (err) {
           fileOpened(err);
@@ -14942,17 +14954,17 @@ var require_sonic_boom = __commonJS({
       } else if (sonic.mkdir) {
         fs.mkdir(path3.dirname(file), { recursive: true }, (err) => {
           if (err) return fileOpened(err);
-          fs.open(file, flags, mode, fileOpened);
+          fs.open(file, flags, mode2, fileOpened);
         });
       } else {
-        fs.open(file, flags, mode, fileOpened);
+        fs.open(file, flags, mode2, fileOpened);
       }
     }
     function SonicBoom(opts) {
       if (!(this instanceof SonicBoom)) {
         return new SonicBoom(opts);
       }
-      let { fd, dest, minLength, maxLength, maxWrite, periodicFlush, sync, append = true, mkdir, retryEAGAIN, fsync, contentMode, mode } = opts || {};
+      let { fd, dest, minLength, maxLength, maxWrite, periodicFlush, sync, append = true, mkdir, retryEAGAIN, fsync, contentMode, mode: mode2 } = opts || {};
       fd = fd || dest;
       this._len = 0;
       this.fd = -1;
@@ -14975,7 +14987,7 @@ var require_sonic_boom = __commonJS({
       this.writable = true;
       this._fsync = fsync || false;
       this.append = append || false;
-      this.mode = mode;
+      this.mode = mode2;
       this.retryEAGAIN = retryEAGAIN || (() => true);
       this.mkdir = mkdir || false;
       let fsWriteSync;
@@ -20125,6 +20137,127 @@ var init_address_lookup = __esm({
   }
 });
 
+// net/kernel-relay.ts
+import { getSystemErrorName } from "node:util";
+function useRelay(next, handOverAfterBytes = 0) {
+  mode = next;
+  afterBytes = handOverAfterBytes;
+}
+function kernelRelayAfterBytes() {
+  return afterBytes;
+}
+function loaded() {
+  if (addon2 !== void 0) return addon2;
+  if (process.platform !== "linux") {
+    unavailable = `splice(2) is Linux only (this is ${process.platform})`;
+    return addon2 = null;
+  }
+  try {
+    const native = loadNativeAddon("kernel_relay", import.meta.url);
+    native.init(onDone);
+    addon2 = native;
+  } catch (err) {
+    unavailable = err.message;
+    addon2 = null;
+  }
+  return addon2;
+}
+function kernelRelayUnavailable() {
+  return mode === "kernel" && !loaded() ? unavailable : void 0;
+}
+function errnoName(errno) {
+  try {
+    return getSystemErrorName(-errno);
+  } catch {
+    return "error";
+  }
+}
+function ending(bytesIn, bytesOut, reason, errno) {
+  const error = REASONS[reason]?.(errno);
+  return { bytesIn, bytesOut, ...error && { error } };
+}
+function onDone(id, bytesIn, bytesOut, reason, errno) {
+  const handler = running.get(id);
+  running.delete(id);
+  handler?.(ending(bytesIn, bytesOut, reason, errno));
+}
+function handleOf(socket) {
+  return socket._handle ?? void 0;
+}
+function fdOf(socket) {
+  const fd = handleOf(socket)?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : void 0;
+}
+function kernelRelayUsable(client, upstream) {
+  if (mode !== "kernel" || !loaded()) return false;
+  return [client, upstream].every(
+    (s) => !("encrypted" in s) && !s.destroyed && !s.connecting && !s.writableEnded && fdOf(s) !== void 0 && handleOf(s)?.constructor?.name === "TCP"
+  );
+}
+function stopReading(socket) {
+  socket.pause();
+  socket._read = () => void 0;
+  const handle = handleOf(socket);
+  if (handle?.reading) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
+  if (socket.readableLength === 0) return void 0;
+  return socket.read() ?? void 0;
+}
+function resumeReading(socket) {
+  delete socket._read;
+}
+function writesFlushed(socket) {
+  return socket.writableLength === 0 && (handleOf(socket)?.writeQueueSize ?? 0) === 0;
+}
+function startKernelRelay(client, upstream, timeouts, onEnd) {
+  const native = loaded();
+  let id;
+  try {
+    id = native.start(fdOf(client), fdOf(upstream), Math.max(1, Math.round(timeouts.idleTimeoutMs)), Math.max(1, Math.round(timeouts.halfCloseTimeoutMs)));
+  } catch {
+    return false;
+  }
+  let ended = false;
+  const end = (result, byDestroy) => {
+    if (ended) return;
+    ended = true;
+    running.delete(id);
+    onEnd(result, byDestroy);
+  };
+  running.set(id, (result) => end(result, false));
+  for (const socket of [client, upstream]) {
+    const own = socket;
+    const destroy = own._destroy;
+    own._destroy = function(err, callback) {
+      if (!ended) {
+        const cancelled = native.cancel(id);
+        end(cancelled ? ending(...cancelled) : { bytesIn: 0, bytesOut: 0 }, true);
+      }
+      destroy.call(this, err, callback);
+    };
+  }
+  return true;
+}
+var mode, addon2, unavailable, running, afterBytes, REASONS;
+var init_kernel_relay = __esm({
+  "net/kernel-relay.ts"() {
+    "use strict";
+    init_native_addon();
+    mode = "kernel";
+    running = /* @__PURE__ */ new Map();
+    afterBytes = 0;
+    REASONS = {
+      0: () => void 0,
+      1: (errno) => `client-${errnoName(errno)}`,
+      2: (errno) => `upstream-${errnoName(errno)}`,
+      3: () => "idle-timeout",
+      4: () => "half-close-timeout"
+    };
+  }
+});
+
 // events/connection.ts
 var Connection;
 var init_connection = __esm({
@@ -20521,9 +20654,10 @@ function splice(client, upstream, options) {
   upstream.allowHalfOpen = true;
   let error;
   let done = false;
+  let kernel;
   const result = () => ({
-    bytesIn: upstream.bytesRead - baseIn,
-    bytesOut: upstream.bytesWritten - baseOut,
+    bytesIn: upstream.bytesRead - baseIn + (kernel?.bytesIn ?? 0),
+    bytesOut: upstream.bytesWritten - baseOut + (kernel?.bytesOut ?? 0),
     durationMs: Date.now() - started,
     ...error && { error }
   });
@@ -20539,12 +20673,12 @@ function splice(client, upstream, options) {
     finish();
   };
   let halfClosed = false;
+  const halfCloseTimeoutMs = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
   const onHalfClose = () => {
     if (halfClosed) return;
     halfClosed = true;
-    const bound2 = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
-    if (!client.destroyed) client.setTimeout(bound2);
-    if (!upstream.destroyed) upstream.setTimeout(bound2);
+    if (!client.destroyed) client.setTimeout(halfCloseTimeoutMs);
+    if (!upstream.destroyed) upstream.setTimeout(halfCloseTimeoutMs);
   };
   const onClientError = (err) => {
     error ??= relayError("client", err);
@@ -20579,16 +20713,62 @@ function splice(client, upstream, options) {
     options.onClose(result());
     takeOver(client);
   };
-  upstream.pipe(client);
-  if (!options.clientGate) {
+  const handOver = () => {
+    upstream.unpipe(client);
+    client.unpipe(upstream);
+    const fromClient = stopReading(client);
+    const fromUpstream = stopReading(upstream);
+    if (fromClient) upstream.write(fromClient);
+    if (fromUpstream) client.write(fromUpstream);
+    const start = () => {
+      if (done) return;
+      if (!writesFlushed(client) || !writesFlushed(upstream)) return void setTimeout(start, 1);
+      const started2 = !halfClosed && kernelRelayUsable(client, upstream) && startKernelRelay(client, upstream, { idleTimeoutMs: options.idleTimeoutMs, halfCloseTimeoutMs }, (end, byDestroy) => {
+        kernel = end;
+        error ??= end.error;
+        if (!byDestroy) finish();
+      });
+      if (!started2) {
+        resumeReading(client);
+        resumeReading(upstream);
+        upstream.pipe(client);
+        client.pipe(upstream);
+        return;
+      }
+      for (const socket of [client, upstream]) {
+        socket.setTimeout(0);
+        socket.off("timeout", timedOut);
+        socket.off("end", onHalfClose);
+      }
+    };
+    start();
+  };
+  const relayDecided = () => {
+    const afterBytes2 = kernelRelayAfterBytes();
+    if (afterBytes2 === 0 && kernelRelayUsable(client, upstream)) return handOver();
     client.pipe(upstream);
-    return;
+    if (afterBytes2 === 0 || !kernelRelayUsable(client, upstream)) return;
+    const base = client.bytesRead + upstream.bytesRead;
+    const onData = () => {
+      if (client.bytesRead + upstream.bytesRead - base < afterBytes2) return;
+      client.off("data", onData);
+      upstream.off("data", onData);
+      if (!done && !halfClosed && kernelRelayUsable(client, upstream)) handOver();
+    };
+    client.on("data", onData);
+    upstream.on("data", onData);
+  };
+  if (!options.clientGate) {
+    if (kernelRelayAfterBytes() === 0 && kernelRelayUsable(client, upstream)) return handOver();
+    upstream.pipe(client);
+    return relayDecided();
   }
+  upstream.pipe(client);
   options.clientGate.then(
     (outcome) => {
       if (done) return;
       if (outcome.action === "hand-over") return release(outcome.to);
-      if (outcome.action === "relay") return void client.pipe(upstream);
+      if (outcome.action === "relay") return relayDecided();
       error ??= "refused-after-first-bytes";
       client.resetAndDestroy();
       finish();
@@ -20603,6 +20783,7 @@ var RELAY, REFUSE;
 var init_splice = __esm({
   "net/splice.ts"() {
     "use strict";
+    init_kernel_relay();
     RELAY = { action: "relay" };
     REFUSE = { action: "refuse" };
   }
@@ -25056,49 +25237,49 @@ var require_aes = __commonJS({
     require_cipherModes();
     require_util();
     module.exports = forge3.aes = forge3.aes || {};
-    forge3.aes.startEncrypting = function(key, iv, output, mode) {
+    forge3.aes.startEncrypting = function(key, iv, output, mode2) {
       var cipher = _createCipher({
         key,
         output,
         decrypt: false,
-        mode
+        mode: mode2
       });
       cipher.start(iv);
       return cipher;
     };
-    forge3.aes.createEncryptionCipher = function(key, mode) {
+    forge3.aes.createEncryptionCipher = function(key, mode2) {
       return _createCipher({
         key,
         output: null,
         decrypt: false,
-        mode
+        mode: mode2
       });
     };
-    forge3.aes.startDecrypting = function(key, iv, output, mode) {
+    forge3.aes.startDecrypting = function(key, iv, output, mode2) {
       var cipher = _createCipher({
         key,
         output,
         decrypt: true,
-        mode
+        mode: mode2
       });
       cipher.start(iv);
       return cipher;
     };
-    forge3.aes.createDecryptionCipher = function(key, mode) {
+    forge3.aes.createDecryptionCipher = function(key, mode2) {
       return _createCipher({
         key,
         output: null,
         decrypt: true,
-        mode
+        mode: mode2
       });
     };
-    forge3.aes.Algorithm = function(name, mode) {
+    forge3.aes.Algorithm = function(name, mode2) {
       if (!init) {
         initialize();
       }
       var self2 = this;
       self2.name = name;
-      self2.mode = new mode({
+      self2.mode = new mode2({
         blockSize: 16,
         cipher: {
           encrypt: function(inBlock, outBlock) {
@@ -25140,8 +25321,8 @@ var require_aes = __commonJS({
       if (!forge3.util.isArray(key) || !(key.length === 4 || key.length === 6 || key.length === 8)) {
         throw new Error("Invalid key parameter.");
       }
-      var mode = this.mode.name;
-      var encryptOp = ["CFB", "OFB", "CTR", "GCM"].indexOf(mode) !== -1;
+      var mode2 = this.mode.name;
+      var encryptOp = ["CFB", "OFB", "CTR", "GCM"].indexOf(mode2) !== -1;
       this._w = _expandKey(key, options.decrypt && !encryptOp);
       this._init = true;
     };
@@ -25158,9 +25339,9 @@ var require_aes = __commonJS({
     registerAlgorithm("AES-OFB", forge3.cipher.modes.ofb);
     registerAlgorithm("AES-CTR", forge3.cipher.modes.ctr);
     registerAlgorithm("AES-GCM", forge3.cipher.modes.gcm);
-    function registerAlgorithm(name, mode) {
+    function registerAlgorithm(name, mode2) {
       var factory = function() {
-        return new forge3.aes.Algorithm(name, mode);
+        return new forge3.aes.Algorithm(name, mode2);
       };
       forge3.cipher.registerAlgorithm(name, factory);
     }
@@ -25298,8 +25479,8 @@ var require_aes = __commonJS({
     }
     function _createCipher(options) {
       options = options || {};
-      var mode = (options.mode || "CBC").toUpperCase();
-      var algorithm = "AES-" + mode;
+      var mode2 = (options.mode || "CBC").toUpperCase();
+      var algorithm = "AES-" + mode2;
       var cipher;
       if (options.decrypt) {
         cipher = forge3.cipher.createDecipher(algorithm, options.key);
@@ -26977,46 +27158,46 @@ var require_des = __commonJS({
     require_cipherModes();
     require_util();
     module.exports = forge3.des = forge3.des || {};
-    forge3.des.startEncrypting = function(key, iv, output, mode) {
+    forge3.des.startEncrypting = function(key, iv, output, mode2) {
       var cipher = _createCipher({
         key,
         output,
         decrypt: false,
-        mode: mode || (iv === null ? "ECB" : "CBC")
+        mode: mode2 || (iv === null ? "ECB" : "CBC")
       });
       cipher.start(iv);
       return cipher;
     };
-    forge3.des.createEncryptionCipher = function(key, mode) {
+    forge3.des.createEncryptionCipher = function(key, mode2) {
       return _createCipher({
         key,
         output: null,
         decrypt: false,
-        mode
+        mode: mode2
       });
     };
-    forge3.des.startDecrypting = function(key, iv, output, mode) {
+    forge3.des.startDecrypting = function(key, iv, output, mode2) {
       var cipher = _createCipher({
         key,
         output,
         decrypt: true,
-        mode: mode || (iv === null ? "ECB" : "CBC")
+        mode: mode2 || (iv === null ? "ECB" : "CBC")
       });
       cipher.start(iv);
       return cipher;
     };
-    forge3.des.createDecryptionCipher = function(key, mode) {
+    forge3.des.createDecryptionCipher = function(key, mode2) {
       return _createCipher({
         key,
         output: null,
         decrypt: true,
-        mode
+        mode: mode2
       });
     };
-    forge3.des.Algorithm = function(name, mode) {
+    forge3.des.Algorithm = function(name, mode2) {
       var self2 = this;
       self2.name = name;
-      self2.mode = new mode({
+      self2.mode = new mode2({
         blockSize: 8,
         cipher: {
           encrypt: function(inBlock, outBlock) {
@@ -27052,9 +27233,9 @@ var require_des = __commonJS({
     registerAlgorithm("3DES-CFB", forge3.cipher.modes.cfb);
     registerAlgorithm("3DES-OFB", forge3.cipher.modes.ofb);
     registerAlgorithm("3DES-CTR", forge3.cipher.modes.ctr);
-    function registerAlgorithm(name, mode) {
+    function registerAlgorithm(name, mode2) {
       var factory = function() {
-        return new forge3.des.Algorithm(name, mode);
+        return new forge3.des.Algorithm(name, mode2);
       };
       forge3.cipher.registerAlgorithm(name, factory);
     }
@@ -27182,8 +27363,8 @@ var require_des = __commonJS({
     }
     function _createCipher(options) {
       options = options || {};
-      var mode = (options.mode || "CBC").toUpperCase();
-      var algorithm = "DES-" + mode;
+      var mode2 = (options.mode || "CBC").toUpperCase();
+      var algorithm = "DES-" + mode2;
       var cipher;
       if (options.decrypt) {
         cipher = forge3.cipher.createDecipher(algorithm, options.key);
@@ -30005,7 +30186,7 @@ var require_prime = __commonJS({
           for (var i = 0; i < numWorkers; ++i) {
             workers[i] = new Worker(workerScript);
           }
-          var running = numWorkers;
+          var running2 = numWorkers;
           for (var i = 0; i < numWorkers; ++i) {
             workers[i].addEventListener("message", workerMessage);
           }
@@ -30014,7 +30195,7 @@ var require_prime = __commonJS({
             if (found) {
               return;
             }
-            --running;
+            --running2;
             var data = e.data;
             if (data.found) {
               for (var i2 = 0; i2 < workers.length; ++i2) {
@@ -37220,7 +37401,7 @@ var require_tls = __commonJS({
     tls5.createConnectionState = function(c) {
       var client = c.entity === tls5.ConnectionEnd.client;
       var createMode = function() {
-        var mode = {
+        var mode2 = {
           // two 32-bit numbers, first is most significant
           sequenceNumber: [0, 0],
           macKey: null,
@@ -37235,15 +37416,15 @@ var require_tls = __commonJS({
             return true;
           },
           updateSequenceNumber: function() {
-            if (mode.sequenceNumber[1] === 4294967295) {
-              mode.sequenceNumber[1] = 0;
-              ++mode.sequenceNumber[0];
+            if (mode2.sequenceNumber[1] === 4294967295) {
+              mode2.sequenceNumber[1] = 0;
+              ++mode2.sequenceNumber[0];
             } else {
-              ++mode.sequenceNumber[1];
+              ++mode2.sequenceNumber[1];
             }
           }
         };
-        return mode;
+        return mode2;
       };
       var state = {
         read: createMode(),
@@ -41458,8 +41639,8 @@ function certificateAuthority(certPem, certPath, keyPem, keyPath, origin) {
   }
   return { certPem: x509.toString(), certPath, origin, key, certificate, notBefore: new Date(x509.validFrom), notAfter: new Date(x509.validTo) };
 }
-function writeSynced(path3, text2, mode) {
-  const fd = openSync3(path3, "wx", mode);
+function writeSynced(path3, text2, mode2) {
+  const fd = openSync3(path3, "wx", mode2);
   try {
     writeSync3(fd, text2);
     fsyncSync(fd);
@@ -41710,8 +41891,8 @@ var init_policy_watch = __esm({
 
 // proxy/transparent/original-destination.ts
 function loadAddon() {
-  addon2 ??= loadNativeAddon("original_dst", import.meta.url);
-  return addon2;
+  addon3 ??= loadNativeAddon("original_dst", import.meta.url);
+  return addon3;
 }
 function assertOriginalDestinationAvailable() {
   loadAddon();
@@ -41726,7 +41907,7 @@ function originalDestination(socket) {
   const dst = loadAddon().originalDestination(fd);
   return { address: unmapAddress(dst.address), port: dst.port, family: dst.family };
 }
-var addon2;
+var addon3;
 var init_original_destination = __esm({
   "proxy/transparent/original-destination.ts"() {
     "use strict";
@@ -42204,7 +42385,7 @@ function sentByJob(record) {
   if (Number.isInteger(record["oob.uid"])) return true;
   return record["oob.prefix"] === "eg:reply" && (record["ip.protocol"] ?? record["ip6.nexthdr"]) === 6 && (record["tcp.syn"] === 1 || record["tcp.syn"] === true);
 }
-function reportedFlow(record, mode) {
+function reportedFlow(record, mode2) {
   const prefix2 = record["oob.prefix"];
   const reason = typeof prefix2 === "string" && Object.hasOwn(PREFIX_REASON, prefix2) ? PREFIX_REASON[prefix2] : void 0;
   const protocolNumber = record["ip.protocol"] ?? record["ip6.nexthdr"];
@@ -42217,7 +42398,7 @@ function reportedFlow(record, mode) {
   const destination = hasPorts ? formatHostPort(record.dest_ip, port2) : record.dest_ip;
   const icmpType = [record["icmp.type"], record["icmpv6.type"]].find((t) => Number.isInteger(t));
   const what = `${protocol.name}${icmpType !== void 0 ? ` type ${icmpType}` : ""} from ${source} to ${destination}`;
-  const outcome = mode === "block" ? "refused by the redirect rules" : "block mode refuses it";
+  const outcome = mode2 === "block" ? "refused by the redirect rules" : "block mode refuses it";
   const message = reason === "inbound-reply" ? `${what}: the job answering a connection ${record.dest_ip} opened (its port is not in --inbound-ports); ${outcome}` : reason === "own-connection" ? `${what}: a job packet on a connection egress-guard opened; ${outcome}` : `${what}${hint(protocol.kind, port2)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
   return {
     key: `${record["oob.prefix"]}|${protocolNumber}|${source}|${destination}`,
@@ -42227,11 +42408,11 @@ function reportedFlow(record, mode) {
       host: record.dest_ip,
       port: port2,
       ip: record.dest_ip,
-      decision: mode === "block" ? "blocked" : "would-block",
+      decision: mode2 === "block" ? "blocked" : "would-block",
       reason,
       rule: null,
       message,
-      mode
+      mode: mode2
     }
   };
 }
@@ -47524,6 +47705,9 @@ async function startSidecar(options) {
   for (const warning of policy.warnings) events.log.warn({ warning }, "policy warning");
   events.log.info({ config: describeConfig(config) }, "effective configuration");
   useSocketMark(config.socketMark);
+  useRelay(config.relay);
+  const noKernelRelay = kernelRelayUnavailable();
+  if (noKernelRelay) events.log.warn({ reason: noKernelRelay }, "relay kernel: the native relay is unavailable; tunnels are relayed in JavaScript");
   const marked = config.socketMark !== void 0;
   const dnsUpstreams = config.dnsUpstream.length > 0 || config.dnsListen.length === 0 && !marked ? config.dnsUpstream : await readResolvConfUpstreams();
   const stream = config.collectorUrl ? startEventStream({ url: config.collectorUrl, token: config.collectorToken, spoolDir: config.spoolDir, events, ...marked && { createAgent: markedAgent } }) : void 0;
@@ -47685,6 +47869,7 @@ var init_sidecar = __esm({
     init_server();
     init_address_lookup();
     init_upstream();
+    init_kernel_relay();
     init_socket_mark();
     init_server2();
     init_http_forwarder();
@@ -47734,9 +47919,9 @@ async function runCommand(argv, io) {
 `);
     return 1;
   }
-  const running = sidecar;
-  process.on("unhandledRejection", (reason) => running.events.log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, "unhandled rejection"));
-  reload = () => void running.reload();
+  const running2 = sidecar;
+  process.on("unhandledRejection", (reason) => running2.events.log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, "unhandled rejection"));
+  reload = () => void running2.reload();
   if (reloadRequested) reload();
   return new Promise((resolve) => {
     const stop = () => {
@@ -47745,7 +47930,7 @@ async function runCommand(argv, io) {
         ["SIGINT", 130]
       ])
         process.once(signal, () => process.exit(code2));
-      void running.close().then(() => resolve(0));
+      void running2.close().then(() => resolve(0));
     };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
@@ -48173,12 +48358,12 @@ function ruleOptions(args, env) {
     uid = found;
   }
   if (uid === 0) throw new UsageError("refusing to exempt uid 0: every root process (the job too) would bypass the rules; run egress-guard as its own user");
-  const mode = takeOption(args, "mode") ?? env.EGRESS_MODE ?? "audit";
-  if (mode !== "block" && mode !== "audit") throw new UsageError(`--mode: "${mode}" is not block or audit`);
+  const mode2 = takeOption(args, "mode") ?? env.EGRESS_MODE ?? "audit";
+  if (mode2 !== "block" && mode2 !== "audit") throw new UsageError(`--mode: "${mode2}" is not block or audit`);
   const families = familiesOf(takeOption(args, "family"));
   return {
     uid,
-    mode,
+    mode: mode2,
     families,
     inboundPorts: inboundPorts(listOption(args, "inbound-ports", env.EGRESS_INBOUND_PORTS)),
     dhcpServers: dhcpServers(listOption(args, "dhcp-server", env.EGRESS_DHCP_SERVERS)),
@@ -51259,8 +51444,8 @@ var require_parser2 = __commonJS({
       const dataTypeID = reader.uint32();
       const dataTypeSize = reader.int16();
       const dataTypeModifier = reader.int32();
-      const mode = reader.int16() === 0 ? "text" : "binary";
-      return new messages_1.Field(name, tableID, columnID, dataTypeID, dataTypeSize, dataTypeModifier, mode);
+      const mode2 = reader.int16() === 0 ? "text" : "binary";
+      return new messages_1.Field(name, tableID, columnID, dataTypeID, dataTypeSize, dataTypeModifier, mode2);
     };
     var parseParameterDescriptionMessage = (reader) => {
       const parameterCount = reader.int16();
@@ -51783,8 +51968,8 @@ var require_helper = __commonJS({
     var S_IRWXO = 7;
     var S_IFMT = 61440;
     var S_IFREG = 32768;
-    function isRegFile(mode) {
-      return (mode & S_IFMT) == S_IFREG;
+    function isRegFile(mode2) {
+      return (mode2 & S_IFMT) == S_IFREG;
     }
     var fieldNames = ["host", "port", "database", "user", "password"];
     var nrOfFields = fieldNames.length;
@@ -55134,24 +55319,24 @@ var require_database = __commonJS({
       if (timeout > 2147483647) throw new RangeError('Option "timeout" cannot be greater than 2147483647');
       if (verbose != null && typeof verbose !== "function") throw new TypeError('Expected the "verbose" option to be a function');
       if (nativeBinding != null && typeof nativeBinding !== "string" && typeof nativeBinding !== "object") throw new TypeError('Expected the "nativeBinding" option to be a string or addon object');
-      let addon3;
+      let addon4;
       if (nativeBinding == null) {
-        addon3 = DEFAULT_ADDON || (DEFAULT_ADDON = require_bindings()("better_sqlite3.node"));
+        addon4 = DEFAULT_ADDON || (DEFAULT_ADDON = require_bindings()("better_sqlite3.node"));
       } else if (typeof nativeBinding === "string") {
         const requireFunc = typeof __non_webpack_require__ === "function" ? __non_webpack_require__ : __require;
-        addon3 = requireFunc(path3.resolve(nativeBinding).replace(/(\.node)?$/, ".node"));
+        addon4 = requireFunc(path3.resolve(nativeBinding).replace(/(\.node)?$/, ".node"));
       } else {
-        addon3 = nativeBinding;
+        addon4 = nativeBinding;
       }
-      if (!addon3.isInitialized) {
-        addon3.setErrorConstructor(SqliteError);
-        addon3.isInitialized = true;
+      if (!addon4.isInitialized) {
+        addon4.setErrorConstructor(SqliteError);
+        addon4.isInitialized = true;
       }
       if (!anonymous && !filename.startsWith("file:") && !fs.existsSync(path3.dirname(filename))) {
         throw new TypeError("Cannot open database because the directory does not exist");
       }
       Object.defineProperties(this, {
-        [util.cppdb]: { value: new addon3.Database(filename, filenameGiven, anonymous, readonly, fileMustExist, timeout, verbose || null, buffer || null) },
+        [util.cppdb]: { value: new addon4.Database(filename, filenameGiven, anonymous, readonly, fileMustExist, timeout, verbose || null, buffer || null) },
         ...wrappers.getters
       });
     }
@@ -56583,11 +56768,11 @@ async function reportCommand(argv, io = processIo()) {
     }
     steps = parseJobSteps(json);
   }
-  const loaded = await loadEvents(source, single(args, "job"));
-  if (loaded.events.length === 0) io.stderr.write(`egress-guard: no decision events in ${loaded.source}
+  const loaded2 = await loadEvents(source, single(args, "job"));
+  if (loaded2.events.length === 0) io.stderr.write(`egress-guard: no decision events in ${loaded2.source}
 `);
   const color = io.stdout.isTTY === true && !io.env.NO_COLOR;
-  io.stdout.write(renderReport(buildReport(loaded.events, loaded.source, steps), format, { color }));
+  io.stdout.write(renderReport(buildReport(loaded2.events, loaded2.source, steps), format, { color }));
   return 0;
 }
 async function hostReport(collector, host, args, format, io) {
@@ -56713,15 +56898,15 @@ async function suggest(argv, io) {
   if (collapseText !== void 0 && !/^\d+$/.test(collapseText)) throw new UsageError("--collapse takes a whole number (subdomains of one parent)");
   const collapse = collapseText === void 0 ? void 0 : Number(collapseText);
   if (collapse !== void 0 && collapse < 2) throw new UsageError("--collapse must be 2 or more");
-  const loaded = await loadEvents(oneSource(args.positionals), single(args, "job"));
+  const loaded2 = await loadEvents(oneSource(args.positionals), single(args, "job"));
   const paths = args.flags.has("paths");
   args.flags.delete("paths");
-  const suggestion = suggestPolicy(loaded.events, { ...collapse !== void 0 && { collapse }, ...paths && { paths } });
-  const yaml = renderPolicyYaml(suggestion, loaded.source);
+  const suggestion = suggestPolicy(loaded2.events, { ...collapse !== void 0 && { collapse }, ...paths && { paths } });
+  const yaml = renderPolicyYaml(suggestion, loaded2.source);
   const output = single(args, "output");
   if (output) writeFileSync3(output, yaml);
   else io.stdout.write(yaml);
-  if (suggestion.decisions === 0) io.stderr.write(`egress-guard: no decision events in ${loaded.source}; the policy allows nothing
+  if (suggestion.decisions === 0) io.stderr.write(`egress-guard: no decision events in ${loaded2.source}; the policy allows nothing
 `);
   return 0;
 }
@@ -56732,10 +56917,10 @@ async function replayCommand(argv, io) {
   const format = single(args, "format") ?? "table";
   if (format !== "table" && format !== "json") throw new UsageError("--format must be table or json");
   const policy = policyFromFile(readText(policyFile, "policy file"), policyFile);
-  const loaded = await loadEvents(oneSource(args.positionals), single(args, "job"));
-  const result = replay(policy, loaded.events);
+  const loaded2 = await loadEvents(oneSource(args.positionals), single(args, "job"));
+  const result = replay(policy, loaded2.events);
   io.stdout.write(format === "json" ? `${JSON.stringify(result, null, 2)}
-` : renderReplay(result, policyFile, loaded.source));
+` : renderReplay(result, policyFile, loaded2.source));
   return result.blocked.length > 0 ? 1 : 0;
 }
 async function policyCommand(argv, io = processIo()) {

@@ -31802,6 +31802,12 @@ var SETTINGS = [
     default: "60000",
     help: "once one side of a tunnel has half-closed (FIN), close it when nothing moves this long, ms"
   },
+  {
+    key: "relay",
+    env: "EGRESS_RELAY",
+    default: "kernel",
+    help: "how decided tunnels move their bytes: kernel (splice(2) on a native thread, Linux; falls back to js where the addon is missing) or js (node streams)"
+  },
   { key: "max-tunnels", env: "EGRESS_MAX_TUNNELS", default: "2048", help: "concurrent tunnels and requests beyond which clients get 503" },
   { key: "drain-timeout", env: "EGRESS_DRAIN_TIMEOUT", default: "10000", help: "on SIGTERM, wait this long for open tunnels, ms" },
   {
@@ -31904,6 +31910,11 @@ function integer(settings, key) {
   if (!/^\d+$/.test(value)) throw new ConfigError(`${key}: "${value}" is not a whole number`);
   return Number(value);
 }
+function relayMode(settings) {
+  const value = (text(settings, "relay") ?? "kernel").trim();
+  if (value !== "kernel" && value !== "js") throw new ConfigError(`relay: "${value}" is not kernel or js`);
+  return value;
+}
 function boolean(settings, key) {
   const value = (text(settings, key) ?? "false").trim();
   if (value !== "true" && value !== "false") throw new ConfigError(`${key}: "${value}" is not true or false`);
@@ -31958,6 +31969,7 @@ function loadConfig(sources) {
     connectTimeoutMs: integer(settings, "connect-timeout"),
     idleTimeoutMs: integer(settings, "idle-timeout"),
     halfCloseTimeoutMs: integer(settings, "half-close-timeout"),
+    relay: relayMode(settings),
     netfilterLog: text(settings, "netfilter-log"),
     socketMark: socketMark(text(settings, "socket-mark")),
     watchPolicy: boolean(settings, "watch-policy"),

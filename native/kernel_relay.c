@@ -47,6 +47,8 @@ enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_ENDED };
 #define ROUNDS 16
 #define SPARE_PIPES 16
 #define WAKE_SLOT UINT64_MAX
+/* In an epoll key: the event is the upstream socket's (slot numbers stay below 2^22). */
+#define UPSTREAM_BIT ((uint64_t)1 << 31)
 
 typedef struct {
   int r, w;
@@ -292,10 +294,19 @@ static void *thread_main(void *unused) {
         (void)ignored;
         continue;
       }
-      uint32_t slot = (uint32_t)key, gen = (uint32_t)(key >> 32);
+      uint32_t slot = (uint32_t)(key & ~UPSTREAM_BIT), gen = (uint32_t)(key >> 32);
       /* Stale: cancelled (and maybe reused) since epoll_wait fetched it. */
       if (slot >= slot_count || slots[slot].gen != gen || slots[slot].state != SLOT_ACTIVE) continue;
       work_on(slot, now);
+      /*
+       * A socket error is found by the next read or write of it; this one may get neither (its direction is
+       * half-closed and the other is quiet), so ask once what could be relayed has been.
+       */
+      if ((events[i].events & EPOLLERR) && slots[slot].state == SLOT_ACTIVE) {
+        int upstream = (key & UPSTREAM_BIT) != 0, err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
+      }
     }
     if (again_pending) {
       again_pending = 0;
@@ -447,7 +458,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = slot | ((uint64_t)gen << 32)};
   int err = 0;
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, client, &ev) != 0) err = errno;
-  else if (epoll_ctl(epfd, EPOLL_CTL_ADD, upstream, &ev) != 0) {
+  else if ((ev.data.u64 |= UPSTREAM_BIT, epoll_ctl(epfd, EPOLL_CTL_ADD, upstream, &ev) != 0)) {
     err = errno;
     epoll_ctl(epfd, EPOLL_CTL_DEL, client, NULL);
   }
