@@ -38,6 +38,8 @@ export interface Config {
   halfCloseTimeoutMs: number;
   /** How decided tunnels are relayed (net/kernel-relay.ts). */
   relay: 'kernel' | 'js';
+  /** Bytes a decided tunnel moves in JavaScript before the kernel relay takes it. */
+  relayHandOverAfter: number;
   /** ulogd's JSON file of the rules' NFLOG reports (netlog/). */
   netfilterLog?: string;
   /** Reload when the policy file changes (sidecar/policy-watch.ts). */
@@ -209,6 +211,7 @@ export function loadConfig(sources: ConfigSources): Config {
     idleTimeoutMs: integer(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
     relay: relayMode(settings),
+    relayHandOverAfter: integer(settings, 'relay-hand-over-after'),
     netfilterLog: text(settings, 'netfilter-log'),
     socketMark: socketMark(text(settings, 'socket-mark')),
     watchPolicy: boolean(settings, 'watch-policy'),

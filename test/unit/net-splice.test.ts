@@ -64,11 +64,12 @@ function halfClosingClient(port: number, data: string): Promise<string> {
   });
 }
 
-// Both relays of a decided tunnel: node's streams, and the kernel relay (splice(2), net/kernel-relay.ts).
-for (const mode of RELAY_MODES)
-  describe(`splice relays half-close (${mode} relay)`, () => {
+// Both relays of a decided tunnel: node's streams, and the kernel relay (splice(2), net/kernel-relay.ts), taking
+// the tunnel at once or mid-stream, after its first bytes moved in JavaScript.
+for (const [mode, afterBytes] of [...RELAY_MODES.map((m) => [m, 0] as const), ['kernel', 1] as const])
+  describe(`splice relays half-close (${mode} relay${afterBytes ? `, handed over after ${afterBytes} byte` : ''})`, () => {
     before(() => {
-      useRelay(mode);
+      useRelay(mode, afterBytes);
       if (mode === 'kernel') assert.equal(kernelRelayUnavailable(), undefined, 'the kernel_relay addon is built (npm run install)');
     });
     after(() => useRelay('kernel'));
