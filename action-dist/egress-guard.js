@@ -185,6 +185,12 @@ var init_settings = __esm({
         default: "kernel",
         help: "how decided tunnels move their bytes: kernel (splice(2) on a native thread, Linux; falls back to js where the addon is missing) or js (node streams)"
       },
+      {
+        key: "relay-hand-over-after",
+        env: "EGRESS_RELAY_HAND_OVER_AFTER",
+        default: "0",
+        help: "with relay kernel: bytes (both ways together) a decided tunnel relays in JavaScript before the kernel relay takes it; 0: at once"
+      },
       { key: "max-tunnels", env: "EGRESS_MAX_TUNNELS", default: "2048", help: "concurrent tunnels and requests beyond which clients get 503" },
       { key: "drain-timeout", env: "EGRESS_DRAIN_TIMEOUT", default: "10000", help: "on SIGTERM, wait this long for open tunnels, ms" },
       {
@@ -12841,6 +12847,7 @@ function loadConfig(sources) {
     idleTimeoutMs: integer(settings, "idle-timeout"),
     halfCloseTimeoutMs: integer(settings, "half-close-timeout"),
     relay: relayMode(settings),
+    relayHandOverAfter: integer(settings, "relay-hand-over-after"),
     netfilterLog: text(settings, "netfilter-log"),
     socketMark: socketMark(text(settings, "socket-mark")),
     watchPolicy: boolean(settings, "watch-policy"),
@@ -47705,7 +47712,7 @@ async function startSidecar(options) {
   for (const warning of policy.warnings) events.log.warn({ warning }, "policy warning");
   events.log.info({ config: describeConfig(config) }, "effective configuration");
   useSocketMark(config.socketMark);
-  useRelay(config.relay);
+  useRelay(config.relay, config.relayHandOverAfter);
   const noKernelRelay = kernelRelayUnavailable();
   if (noKernelRelay) events.log.warn({ reason: noKernelRelay }, "relay kernel: the native relay is unavailable; tunnels are relayed in JavaScript");
   const marked = config.socketMark !== void 0;

@@ -31808,6 +31808,12 @@ var SETTINGS = [
     default: "kernel",
     help: "how decided tunnels move their bytes: kernel (splice(2) on a native thread, Linux; falls back to js where the addon is missing) or js (node streams)"
   },
+  {
+    key: "relay-hand-over-after",
+    env: "EGRESS_RELAY_HAND_OVER_AFTER",
+    default: "0",
+    help: "with relay kernel: bytes (both ways together) a decided tunnel relays in JavaScript before the kernel relay takes it; 0: at once"
+  },
   { key: "max-tunnels", env: "EGRESS_MAX_TUNNELS", default: "2048", help: "concurrent tunnels and requests beyond which clients get 503" },
   { key: "drain-timeout", env: "EGRESS_DRAIN_TIMEOUT", default: "10000", help: "on SIGTERM, wait this long for open tunnels, ms" },
   {
@@ -31970,6 +31976,7 @@ function loadConfig(sources) {
     idleTimeoutMs: integer(settings, "idle-timeout"),
     halfCloseTimeoutMs: integer(settings, "half-close-timeout"),
     relay: relayMode(settings),
+    relayHandOverAfter: integer(settings, "relay-hand-over-after"),
     netfilterLog: text(settings, "netfilter-log"),
     socketMark: socketMark(text(settings, "socket-mark")),
     watchPolicy: boolean(settings, "watch-policy"),
