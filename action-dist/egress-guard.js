@@ -20727,9 +20727,14 @@ function splice(client, upstream, options) {
     const fromUpstream = stopReading(upstream);
     if (fromClient) upstream.write(fromClient);
     if (fromUpstream) client.write(fromUpstream);
+    let pollMs = 1;
     const start = () => {
       if (done) return;
-      if (!writesFlushed(client) || !writesFlushed(upstream)) return void setTimeout(start, 1);
+      if (!writesFlushed(client) || !writesFlushed(upstream)) {
+        setTimeout(start, pollMs);
+        pollMs = Math.min(pollMs * 2, 100);
+        return;
+      }
       const started2 = !halfClosed && kernelRelayUsable(client, upstream) && startKernelRelay(client, upstream, { idleTimeoutMs: options.idleTimeoutMs, halfCloseTimeoutMs }, (end, byDestroy) => {
         kernel = end;
         error ??= end.error;
@@ -20752,9 +20757,10 @@ function splice(client, upstream, options) {
   };
   const relayDecided = () => {
     const afterBytes2 = kernelRelayAfterBytes();
-    if (afterBytes2 === 0 && kernelRelayUsable(client, upstream)) return handOver();
+    const usable = !halfClosed && kernelRelayUsable(client, upstream);
+    if (afterBytes2 === 0 && usable) return handOver();
     client.pipe(upstream);
-    if (afterBytes2 === 0 || !kernelRelayUsable(client, upstream)) return;
+    if (afterBytes2 === 0 || !usable) return;
     const base = client.bytesRead + upstream.bytesRead;
     const onData = () => {
       if (client.bytesRead + upstream.bytesRead - base < afterBytes2) return;

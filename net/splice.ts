@@ -133,9 +133,15 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     const fromUpstream = stopReading(upstream);
     if (fromClient) upstream.write(fromClient);
     if (fromUpstream) client.write(fromUpstream);
+    // Polled, backing off to 100 ms: a peer that does not read keeps node's writes queued for as long as it likes.
+    let pollMs = 1;
     const start = () => {
       if (done) return;
-      if (!writesFlushed(client) || !writesFlushed(upstream)) return void setTimeout(start, 1);
+      if (!writesFlushed(client) || !writesFlushed(upstream)) {
+        setTimeout(start, pollMs);
+        pollMs = Math.min(pollMs * 2, 100);
+        return;
+      }
       const started =
         !halfClosed &&
         kernelRelayUsable(client, upstream) &&
@@ -163,9 +169,11 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   // Decided: relayed here, and by the kernel relay at once or once kernelRelayAfterBytes() have moved here.
   const relayDecided = () => {
     const afterBytes = kernelRelayAfterBytes();
-    if (afterBytes === 0 && kernelRelayUsable(client, upstream)) return handOver();
+    // A tunnel half-closed already (the server's FIN came while the gate was open) stays here.
+    const usable = !halfClosed && kernelRelayUsable(client, upstream);
+    if (afterBytes === 0 && usable) return handOver();
     client.pipe(upstream);
-    if (afterBytes === 0 || !kernelRelayUsable(client, upstream)) return;
+    if (afterBytes === 0 || !usable) return;
     const base = client.bytesRead + upstream.bytesRead;
     const onData = () => {
       if (client.bytesRead + upstream.bytesRead - base < afterBytes) return;
