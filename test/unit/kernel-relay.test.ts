@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../../config/load-config.js';
 import { connectUpstream } from '../../net/connect.js';
 import { kernelRelayStats, kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
 import { splice, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
@@ -279,5 +280,15 @@ describe('kernel relay', () => {
     for (const c of clients) c.destroy();
     await r.bounded(allClosed, 20_000);
     await waitFor('every relay to end', () => r.results.length === count && kernelRelayStats().relays === 0, 20_000);
+  });
+});
+
+describe('relay settings', () => {
+  const load = (env: Record<string, string>) => loadConfig({ flags: new Map(), env, readFile: () => '' });
+  it('relay defaults to kernel, handed over at once; EGRESS_RELAY=js and a byte count are taken; anything else is refused', () => {
+    assert.deepEqual([load({}).relay, load({}).relayHandOverAfter], ['kernel', 0]);
+    assert.deepEqual([load({ EGRESS_RELAY: 'js' }).relay, load({ EGRESS_RELAY_HAND_OVER_AFTER: '65536' }).relayHandOverAfter], ['js', 65536]);
+    assert.throws(() => load({ EGRESS_RELAY: 'splice' }), ConfigError);
+    assert.throws(() => load({ EGRESS_RELAY_HAND_OVER_AFTER: '-1' }), ConfigError);
   });
 });
