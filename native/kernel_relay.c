@@ -174,6 +174,10 @@ static void end_relay(uint32_t slot, int reason, int err) {
     return; /* Not reported; cancel() still finds it (the JS side's destroy reports it). */
   }
   *m = (done_message){slot, r->gen, r->dir[0].bytes, r->dir[1].bytes, reason, err};
+  /*
+   * Posted under `lock`, so that forget_env (which takes it) cannot slip in between the check above and the call.
+   * No lock-order problem: node calls call_js without holding the threadsafe function's own mutex.
+   */
   if (napi_call_threadsafe_function(on_done, m, napi_tsfn_nonblocking) != napi_ok) free(m);
 }
 
