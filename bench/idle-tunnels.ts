@@ -22,6 +22,12 @@ export interface IdleTunnelSettings {
   concurrency: number;
   /** How long the tunnels are held idle while the proxy's CPU is measured. */
   holdMs: number;
+  /**
+   * Send a few bytes (not TLS) through each tunnel once it is open, so that egress-guard's check of the first
+   * bytes settles and the tunnel is decided (and, with relay=kernel, handed to the kernel relay) before it idles.
+   * Without them the tunnels idle in that check. BENCH_IDLE_DECIDED=1.
+   */
+  decided?: boolean;
 }
 
 export const DEFAULT_IDLE_SETTINGS: IdleTunnelSettings = { count: IDLE_TUNNELS_GOAL, openCapMs: 30_000, concurrency: 100, holdMs: 5_000 };
@@ -101,6 +107,7 @@ export async function idleTunnels(proxy: RunningProxy, holdPort: number, setting
       task: async () => {
         const socket = await openTunnel(proxy, `${proxy.targetHost}:${holdPort}`);
         socket.on('error', () => undefined);
+        if (settings.decided) socket.write('idle\n');
         sockets.push(socket);
       },
     });

@@ -119,6 +119,9 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     // The proxy scenarios need no DNS server (the DNS bench starts its own); the default would take port 53
     // and, in block mode, refuse to start while anything else holds it.
     EGRESS_DNS_LISTEN: 'off',
+    // A/B of the tunnel relay (docs/benchmark.md, "Kernel relay"): BENCH_RELAY=kernel|js, BENCH_RELAY_HAND_OVER_AFTER=<bytes>.
+    ...(process.env.BENCH_RELAY && { EGRESS_RELAY: process.env.BENCH_RELAY }),
+    ...(process.env.BENCH_RELAY_HAND_OVER_AFTER && { EGRESS_RELAY_HAND_OVER_AFTER: process.env.BENCH_RELAY_HAND_OVER_AFTER }),
     ...options.env,
   });
   const wrapper = options.wrapper ?? [];

@@ -36,6 +36,10 @@ export interface Config {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   halfCloseTimeoutMs: number;
+  /** How decided tunnels are relayed (net/kernel-relay.ts). */
+  relay: 'kernel' | 'js';
+  /** Bytes a decided tunnel moves in JavaScript before the kernel relay takes it. */
+  relayHandOverAfter: number;
   /** ulogd's JSON file of the rules' NFLOG reports (netlog/). */
   netfilterLog?: string;
   /** Reload when the policy file changes (sidecar/policy-watch.ts). */
@@ -137,6 +141,12 @@ function integer(settings: Map<string, ResolvedSetting>, key: string): number {
   return Number(value);
 }
 
+function relayMode(settings: Map<string, ResolvedSetting>): 'kernel' | 'js' {
+  const value = (text(settings, 'relay') ?? 'kernel').trim();
+  if (value !== 'kernel' && value !== 'js') throw new ConfigError(`relay: "${value}" is not kernel or js`);
+  return value;
+}
+
 function boolean(settings: Map<string, ResolvedSetting>, key: string): boolean {
   const value = (text(settings, key) ?? 'false').trim();
   if (value !== 'true' && value !== 'false') throw new ConfigError(`${key}: "${value}" is not true or false`);
@@ -200,6 +210,8 @@ export function loadConfig(sources: ConfigSources): Config {
     connectTimeoutMs: integer(settings, 'connect-timeout'),
     idleTimeoutMs: integer(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
+    relay: relayMode(settings),
+    relayHandOverAfter: integer(settings, 'relay-hand-over-after'),
     netfilterLog: text(settings, 'netfilter-log'),
     socketMark: socketMark(text(settings, 'socket-mark')),
     watchPolicy: boolean(settings, 'watch-policy'),

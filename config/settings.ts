@@ -82,6 +82,18 @@ export const SETTINGS: readonly SettingSpec[] = [
     default: '60000',
     help: 'once one side of a tunnel has half-closed (FIN), close it when nothing moves this long, ms',
   },
+  {
+    key: 'relay',
+    env: 'EGRESS_RELAY',
+    default: 'kernel',
+    help: 'how decided tunnels move their bytes: kernel (splice(2) on a native thread, Linux; falls back to js where the addon is missing) or js (node streams)',
+  },
+  {
+    key: 'relay-hand-over-after',
+    env: 'EGRESS_RELAY_HAND_OVER_AFTER',
+    default: '0',
+    help: 'with relay kernel: bytes (both ways together) a decided tunnel relays in JavaScript before the kernel relay takes it; 0: at once',
+  },
   { key: 'max-tunnels', env: 'EGRESS_MAX_TUNNELS', default: '2048', help: 'concurrent tunnels and requests beyond which clients get 503' },
   { key: 'drain-timeout', env: 'EGRESS_DRAIN_TIMEOUT', default: '10000', help: 'on SIGTERM, wait this long for open tunnels, ms' },
   {

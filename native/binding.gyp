@@ -7,6 +7,10 @@
     {
       "target_name": "socket_mark",
       "sources": ["socket_mark.c"]
+    },
+    {
+      "target_name": "kernel_relay",
+      "sources": ["kernel_relay.c"]
     }
   ]
 }

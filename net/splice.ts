@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { CloseError } from '../events/schema.js';
+import { kernelRelayAfterBytes, kernelRelayUsable, resumeReading, startKernelRelay, stopReading, writesFlushed, type KernelRelayEnd } from './kernel-relay.js';
 
 export interface SpliceResult {
   /** Bytes from upstream to the client. */
@@ -42,6 +43,10 @@ export const REFUSE: ClientGateOutcome = { action: 'refuse' };
  * relay ends when both sockets have closed, when either fails, or after idleTimeoutMs without a byte
  * (halfCloseTimeoutMs once a side has half-closed); then both are destroyed and bytes reported once.
  * `bytesIn`/`bytesOut` start at what was already relayed (e.g. a peeked ClientHello).
+ *
+ * A decided tunnel (no clientGate, or once it has settled on `relay`) of two plain TCP sockets goes to the kernel
+ * relay (net/kernel-relay.ts) where the setting `relay` is `kernel` and the addon is there: same semantics, bytes
+ * moved by splice(2) off the JS thread.
  */
 export function splice(client: Socket, upstream: Socket, options: SpliceOptions): void {
   const started = Date.now();
@@ -52,9 +57,11 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   upstream.allowHalfOpen = true;
   let error: CloseError | undefined;
   let done = false;
+  // What the kernel relay moved, once it has ended; node's counters stop at the hand-over.
+  let kernel: KernelRelayEnd | undefined;
   const result = (): SpliceResult => ({
-    bytesIn: upstream.bytesRead - baseIn,
-    bytesOut: upstream.bytesWritten - baseOut,
+    bytesIn: upstream.bytesRead - baseIn + (kernel?.bytesIn ?? 0),
+    bytesOut: upstream.bytesWritten - baseOut + (kernel?.bytesOut ?? 0),
     durationMs: Date.now() - started,
     ...(error && { error }),
   });
@@ -70,12 +77,12 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     finish();
   };
   let halfClosed = false;
+  const halfCloseTimeoutMs = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
   const onHalfClose = () => {
     if (halfClosed) return;
     halfClosed = true;
-    const bound = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
-    if (!client.destroyed) client.setTimeout(bound);
-    if (!upstream.destroyed) upstream.setTimeout(bound);
+    if (!client.destroyed) client.setTimeout(halfCloseTimeoutMs);
+    if (!upstream.destroyed) upstream.setTimeout(halfCloseTimeoutMs);
   };
   const onClientError = (err: NodeJS.ErrnoException) => {
     error ??= relayError('client', err);
@@ -113,16 +120,82 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     options.onClose(result());
     takeOver(client);
   };
-  upstream.pipe(client);
-  if (!options.clientGate) {
+  /*
+   * The kernel hand-over: node stops reading both sockets, what it had read already is written on by node, and
+   * once node has nothing left to write the fds go to the native relay, which from then on owns the timeouts and
+   * half-closes. A half-closed tunnel (a FIN seen by node) stays here. Errors and closes while waiting for node's
+   * writes are this splice's as before.
+   */
+  const handOver = () => {
+    upstream.unpipe(client);
+    client.unpipe(upstream);
+    const fromClient = stopReading(client);
+    const fromUpstream = stopReading(upstream);
+    if (fromClient) upstream.write(fromClient);
+    if (fromUpstream) client.write(fromUpstream);
+    // Polled, backing off to 100 ms: a peer that does not read keeps node's writes queued for as long as it likes.
+    let pollMs = 1;
+    const start = () => {
+      if (done) return;
+      if (!writesFlushed(client) || !writesFlushed(upstream)) {
+        setTimeout(start, pollMs);
+        pollMs = Math.min(pollMs * 2, 100);
+        return;
+      }
+      const started =
+        !halfClosed &&
+        kernelRelayUsable(client, upstream) &&
+        startKernelRelay(client, upstream, { idleTimeoutMs: options.idleTimeoutMs, halfCloseTimeoutMs }, (end, byDestroy) => {
+          kernel = end;
+          error ??= end.error;
+          // A destroy (the drain, an error) goes on through the socket's 'close' listener.
+          if (!byDestroy) finish();
+        });
+      if (!started) {
+        resumeReading(client);
+        resumeReading(upstream);
+        upstream.pipe(client);
+        client.pipe(upstream);
+        return;
+      }
+      for (const socket of [client, upstream]) {
+        socket.setTimeout(0);
+        socket.off('timeout', timedOut);
+        socket.off('end', onHalfClose);
+      }
+    };
+    start();
+  };
+  // Decided: relayed here, and by the kernel relay at once or once kernelRelayAfterBytes() have moved here.
+  const relayDecided = () => {
+    const afterBytes = kernelRelayAfterBytes();
+    // A tunnel half-closed already (the server's FIN came while the gate was open) stays here.
+    const usable = !halfClosed && kernelRelayUsable(client, upstream);
+    if (afterBytes === 0 && usable) return handOver();
     client.pipe(upstream);
-    return;
+    if (afterBytes === 0 || !usable) return;
+    const base = client.bytesRead + upstream.bytesRead;
+    const onData = () => {
+      if (client.bytesRead + upstream.bytesRead - base < afterBytes) return;
+      client.off('data', onData);
+      upstream.off('data', onData);
+      if (!done && !halfClosed && kernelRelayUsable(client, upstream)) handOver();
+    };
+    client.on('data', onData);
+    upstream.on('data', onData);
+  };
+  if (!options.clientGate) {
+    if (kernelRelayAfterBytes() === 0 && kernelRelayUsable(client, upstream)) return handOver();
+    upstream.pipe(client);
+    return relayDecided();
   }
+  upstream.pipe(client);
   options.clientGate.then(
     (outcome) => {
       if (done) return;
       if (outcome.action === 'hand-over') return release(outcome.to);
-      if (outcome.action === 'relay') return void client.pipe(upstream);
+      // Decided: the kernel relay takes over from here (the peeked bytes node holds are sent on first).
+      if (outcome.action === 'relay') return relayDecided();
       error ??= 'refused-after-first-bytes';
       // A reset, as for any refused connection: the client must not read a clean end as a reply.
       client.resetAndDestroy();

@@ -9,6 +9,7 @@ import { AddressBook } from '../decision/address-book.js';
 import { readResolvConfUpstreams, startDnsServer, type DnsServer, type DnsStats } from '../dns/server.js';
 import { lookupAddresses } from '../dns/address-lookup.js';
 import { parseUpstream, UpstreamClient } from '../dns/upstream.js';
+import { kernelRelayUnavailable, useRelay } from '../net/kernel-relay.js';
 import { markedAgent, useSocketMark } from '../net/socket-mark.js';
 import { createHttpProxyServer } from '../proxy/explicit/server.js';
 import { createHttpForwarder } from '../proxy/relay/http-forwarder.js';
@@ -69,6 +70,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
   // Before any socket is opened; throws (egress-guard does not start) when the process may not set marks.
   useSocketMark(config.socketMark);
+  useRelay(config.relay, config.relayHandOverAfter);
+  const noKernelRelay = kernelRelayUnavailable();
+  if (noKernelRelay) events.log.warn({ reason: noKernelRelay }, 'relay kernel: the native relay is unavailable; tunnels are relayed in JavaScript');
   const marked = config.socketMark !== undefined;
   // resolv.conf is read only by who needs it: the DNS server, and the proxy's own lookups when marked.
   const dnsUpstreams = config.dnsUpstream.length > 0 || (config.dnsListen.length === 0 && !marked) ? config.dnsUpstream : await readResolvConfUpstreams();

@@ -8,8 +8,13 @@ import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { halfClosingClientArgs } from '../helpers/half-closing-client.js';
 
-for (const mode of ['audit', 'block'] as const) {
-  describe(`${mode} mode: CONNECT, first bytes and FIN in one segment`, () => {
+// Both relays of a decided tunnel (setting `relay`): the kernel relay takes the tunnel once the SNI check has settled.
+for (const [mode, relay] of [
+  ['audit', 'kernel'],
+  ['block', 'kernel'],
+  ['block', 'js'],
+] as const) {
+  describe(`${mode} mode, ${relay} relay: CONNECT, first bytes and FIN in one segment`, () => {
     let server: net.Server;
     let port: number;
     let guard: EgressGuardProcess;
@@ -26,7 +31,12 @@ for (const mode of ['audit', 'block'] as const) {
       });
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       port = (server.address() as net.AddressInfo).port;
-      guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], { EGRESS_MODE: mode, EGRESS_ALLOWED_ENDPOINTS: 'one.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8' });
+      guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], {
+        EGRESS_MODE: mode,
+        EGRESS_ALLOWED_ENDPOINTS: 'one.test:*',
+        EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+        EGRESS_RELAY: relay,
+      });
     });
     after(async () => {
       await guard?.stop();

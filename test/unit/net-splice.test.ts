@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { connectUpstream } from '../../net/connect.js';
+import { RELAY_MODES, kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { splice, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
 
@@ -63,102 +64,115 @@ function halfClosingClient(port: number, data: string): Promise<string> {
   });
 }
 
-describe('splice relays half-close', () => {
-  it('a client that sends, half-closes and reads gets the reply; the server saw the FIN; one close with byte counts', async () => {
-    const upstream = await replyAfterFinServer();
-    const r = await relay(upstream.port);
-    assert.equal(await halfClosingClient(r.port, 'hello'), 'received 5 bytes\n');
-    const result = await r.closed;
-    assert.deepEqual(upstream.received, ['hello']);
-    assert.equal(result.bytesOut, 5);
-    assert.equal(result.bytesIn, 'received 5 bytes\n'.length);
-    assert.equal(result.error, undefined);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(r.results.length, 1);
-  });
-
-  it('a server that half-closes first (banner, FIN) still gets what the client sends after it', async () => {
-    const received: string[] = [];
-    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-      socket.end('banner\n');
-      const chunks: Buffer[] = [];
-      socket.on('data', (c: Buffer) => chunks.push(c));
-      socket.on('end', () => received.push(Buffer.concat(chunks).toString()));
+// Both relays of a decided tunnel: node's streams, and the kernel relay (splice(2), net/kernel-relay.ts), taking
+// the tunnel at once or mid-stream, after its first bytes moved in JavaScript.
+for (const [mode, afterBytes] of [...RELAY_MODES.map((m) => [m, 0] as const), ['kernel', 1] as const])
+  describe(`splice relays half-close (${mode} relay${afterBytes ? `, handed over after ${afterBytes} byte` : ''})`, () => {
+    before(() => {
+      useRelay(mode, afterBytes);
+      if (mode === 'kernel') assert.equal(kernelRelayUnavailable(), undefined, 'the kernel_relay addon is built (npm run install)');
     });
-    const r = await relay(await listen(server));
-    const banner = await new Promise<string>((resolve, reject) => {
-      const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
-      let text = '';
-      socket.on('data', (c: Buffer) => (text += c));
-      socket.on('end', () => {
-        socket.end('after the banner');
-        resolve(text);
+    after(() => useRelay('kernel'));
+    it('a client that sends, half-closes and reads gets the reply; the server saw the FIN; one close with byte counts', async () => {
+      const upstream = await replyAfterFinServer();
+      const r = await relay(upstream.port);
+      assert.equal(await halfClosingClient(r.port, 'hello'), 'received 5 bytes\n');
+      const result = await r.closed;
+      assert.deepEqual(upstream.received, ['hello']);
+      assert.equal(result.bytesOut, 5);
+      assert.equal(result.bytesIn, 'received 5 bytes\n'.length);
+      assert.equal(result.error, undefined);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(r.results.length, 1);
+    });
+
+    it('a server that half-closes first (banner, FIN) still gets what the client sends after it', async () => {
+      const received: string[] = [];
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        socket.end('banner\n');
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('end', () => received.push(Buffer.concat(chunks).toString()));
       });
-      socket.on('error', reject);
+      const r = await relay(await listen(server));
+      const banner = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+        let text = '';
+        socket.on('data', (c: Buffer) => (text += c));
+        socket.on('end', () => {
+          socket.end('after the banner');
+          resolve(text);
+        });
+        socket.on('error', reject);
+      });
+      assert.equal(banner, 'banner\n');
+      const result = await r.closed;
+      // The server's own 'end' may come a moment after the relay's close.
+      for (let i = 0; i < 50 && received.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(received, ['after the banner']);
+      assert.equal(result.error, undefined);
     });
-    assert.equal(banner, 'banner\n');
-    const result = await r.closed;
-    // The server's own 'end' may come a moment after the relay's close.
-    for (let i = 0; i < 50 && received.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.deepEqual(received, ['after the banner']);
-    assert.equal(result.error, undefined);
-  });
 
-  it('a half-closed connection where nothing moves is closed after halfCloseTimeoutMs, not idleTimeoutMs', async () => {
-    // Never answers and never closes.
-    const server = net.createServer({ allowHalfOpen: true }, () => undefined);
-    const r = await relay(await listen(server), { idleTimeoutMs: 60_000, halfCloseTimeoutMs: 300 });
-    const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.end('x'));
-    socket.on('error', () => undefined);
-    const clientClosed = new Promise((resolve) => socket.once('close', resolve));
-    const result = await Promise.race([r.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('not closed within 5 s')), 5000))]);
-    assert.equal(result.error, 'half-close-timeout');
-    assert.equal(result.bytesOut, 1);
-    await clientClosed;
-  });
-
-  it('a half-closed relay whose client socket is destroyed here (the drain at shutdown) ends at once, not after the half-close bound', async () => {
-    const server = net.createServer({ allowHalfOpen: true }, () => undefined);
-    let accepted: net.Socket | undefined;
-    const r = await relay(await listen(server), { idleTimeoutMs: 60_000, halfCloseTimeoutMs: 60_000 }, async (client) => {
-      accepted = client;
+    it('a half-closed connection where nothing moves is closed after halfCloseTimeoutMs, not idleTimeoutMs', async () => {
+      // Never answers and never closes.
+      const server = net.createServer({ allowHalfOpen: true }, () => undefined);
+      const r = await relay(await listen(server), { idleTimeoutMs: 60_000, halfCloseTimeoutMs: 300 });
+      const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.end('x'));
+      socket.on('error', () => undefined);
+      const clientClosed = new Promise((resolve) => socket.once('close', resolve));
+      const result = await Promise.race([r.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('not closed within 5 s')), 5000))]);
+      assert.equal(result.error, 'half-close-timeout');
+      assert.equal(result.bytesOut, 1);
+      await clientClosed;
     });
-    const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.end('x'));
-    socket.on('error', () => undefined);
-    for (let i = 0; i < 100 && !accepted?.readableEnded; i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.ok(accepted?.readableEnded, 'the relay has the FIN');
-    const destroyedAt = Date.now();
-    accepted!.destroy();
-    const result = await Promise.race([r.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the relay outlived its socket')), 3000))]);
-    assert.ok(Date.now() - destroyedAt < 3000);
-    assert.notEqual(result.error, 'half-close-timeout');
-    socket.destroy();
-  });
 
-  it('a request and its FIN arriving together are peeked, put back and relayed, FIN included', async () => {
-    const upstream = await replyAfterFinServer();
-    let peeked: Awaited<ReturnType<typeof peekFirstBytes>> | undefined;
-    const r = await relay(upstream.port, {}, async (client) => {
-      // Let the request and the FIN both arrive before the peek reads.
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      peeked = await peekFirstBytes(client, { timeoutMs: 1000 });
+    it('a half-closed relay whose client socket is destroyed here (the drain at shutdown) ends at once, not after the half-close bound', async () => {
+      // The server sees the FIN once the relay has passed it on (whichever relay has it).
+      let finPassedOn = false;
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        socket.resume();
+        socket.on('end', () => (finPassedOn = true));
+      });
+      let accepted: net.Socket | undefined;
+      const r = await relay(await listen(server), { idleTimeoutMs: 60_000, halfCloseTimeoutMs: 60_000 }, async (client) => {
+        accepted = client;
+      });
+      const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.end('x'));
+      socket.on('error', () => undefined);
+      for (let i = 0; i < 100 && !finPassedOn; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.ok(finPassedOn, 'the relay has the FIN');
+      const destroyedAt = Date.now();
+      accepted!.destroy();
+      const result = await Promise.race([r.closed, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the relay outlived its socket')), 3000))]);
+      assert.ok(Date.now() - destroyedAt < 3000);
+      assert.notEqual(result.error, 'half-close-timeout');
+      socket.destroy();
     });
-    const request = 'GET / HTTP/1.1\r\nHost: example.test\r\n\r\n';
-    assert.equal(await halfClosingClient(r.port, request), `received ${request.length} bytes\n`);
-    assert.deepEqual(upstream.received, [request]);
-    assert.equal(peeked?.protocol, 'http');
-    assert.equal(peeked?.eof, true);
-    assert.equal((await r.closed).bytesOut, request.length);
-  });
 
-  it('a client that half-closes without a byte is relayed as a FIN (the server answers it)', async () => {
-    const upstream = await replyAfterFinServer();
-    const r = await relay(upstream.port, {}, async (client) => {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      const peek = await peekFirstBytes(client, { timeoutMs: 1000 });
-      assert.equal(peek.bytes, 0);
-      assert.equal(peek.eof, true);
+    it('a request and its FIN arriving together are peeked, put back and relayed, FIN included', async () => {
+      const upstream = await replyAfterFinServer();
+      let peeked: Awaited<ReturnType<typeof peekFirstBytes>> | undefined;
+      const r = await relay(upstream.port, {}, async (client) => {
+        // Let the request and the FIN both arrive before the peek reads.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        peeked = await peekFirstBytes(client, { timeoutMs: 1000 });
+      });
+      const request = 'GET / HTTP/1.1\r\nHost: example.test\r\n\r\n';
+      assert.equal(await halfClosingClient(r.port, request), `received ${request.length} bytes\n`);
+      assert.deepEqual(upstream.received, [request]);
+      assert.equal(peeked?.protocol, 'http');
+      assert.equal(peeked?.eof, true);
+      assert.equal((await r.closed).bytesOut, request.length);
     });
-    assert.equal(await halfClosingClient(r.port, ''), 'received 0 bytes\n');
+
+    it('a client that half-closes without a byte is relayed as a FIN (the server answers it)', async () => {
+      const upstream = await replyAfterFinServer();
+      const r = await relay(upstream.port, {}, async (client) => {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const peek = await peekFirstBytes(client, { timeoutMs: 1000 });
+        assert.equal(peek.bytes, 0);
+        assert.equal(peek.eof, true);
+      });
+      assert.equal(await halfClosingClient(r.port, ''), 'received 0 bytes\n');
+    });
   });
-});

@@ -1,0 +1,537 @@
+/*
+ * The kernel data plane of a decided tunnel (net/kernel-relay.ts): one background thread with its own epoll set
+ * moves bytes between two TCP sockets with splice(2) through pipes, so bulk bytes never enter JavaScript.
+ *
+ *   init(onDone)                         once: starts the thread; onDone(id, bytesIn, bytesOut, reason, errno) is
+ *                                        called on the JS thread once per relay that ends by itself
+ *   start(clientFd, upstreamFd, idleMs, halfCloseMs) -> id
+ *   cancel(id) -> [bytesIn, bytesOut, reason, errno] | undefined
+ *                                        takes the relay out of the thread synchronously (waits while the thread is
+ *                                        working on it); afterwards the thread never touches its fds again, so the
+ *                                        caller may close them. undefined: unknown id (already reported or cancelled)
+ *   stats() -> { relays, started, pipes, sparePipes }   open relays, relays ever started, pipes open, of them spare
+ * Reasons: 0 both directions ended (FIN each way), 1 client error, 2 upstream error (errno set), 3 idle timeout,
+ * 4 half-close timeout. bytesIn: upstream -> client; bytesOut: client -> upstream.
+ *
+ * fd safety: the relay owns no fd. Node may close the sockets at any moment (socket.destroy() closes the fd at
+ * once, and the next accept may get the same number), so JS cancels a relay before it lets node close either fd,
+ * and the thread works on relays only while holding `lock`; cancel takes the same lock. A relay's epoll events
+ * carry its slot and generation: an event already fetched for a relay that was cancelled (or whose slot was
+ * reused) meanwhile is recognised as stale and dropped.
+ *
+ * fd budget: an idle relay holds no pipe. A direction takes a pipe from a small pool when it reads bytes and
+ * gives it back once they are all written; one that cannot write everything (EAGAIN) keeps it until drained.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { REASON_DONE = 0, REASON_CLIENT = 1, REASON_UPSTREAM = 2, REASON_IDLE = 3, REASON_HALF_CLOSE = 4 };
+enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_ENDED };
+
+/* At most this many bytes per pipe fill; the pipe's own capacity (64 KiB by default) bounds it further. */
+#define PIPE_BYTES (1 << 20)
+/* Fills per direction per wake-up, so one bulk relay does not starve the others; it goes on after the next poll. */
+#define ROUNDS 16
+#define SPARE_PIPES 16
+#define WAKE_SLOT UINT64_MAX
+/* In an epoll key: the event is the upstream socket's (slot numbers stay below 2^22). */
+#define UPSTREAM_BIT ((uint64_t)1 << 31)
+
+typedef struct {
+  int r, w;
+} pipe_pair;
+
+typedef struct {
+  int src, dst;
+  pipe_pair pipe; /* r == -1: none held */
+  size_t in_pipe; /* bytes read into the pipe and not yet written */
+  uint64_t bytes;
+  int eof;  /* src sent its FIN */
+  int shut; /* and it was passed on: shutdown(dst, SHUT_WR) */
+} direction;
+
+typedef struct {
+  int state;
+  uint32_t gen;
+  int fds[2];       /* client, upstream */
+  direction dir[2]; /* [0] upstream -> client (bytesIn), [1] client -> upstream (bytesOut) */
+  int64_t idle_ms, half_close_ms, last_activity;
+  int half_closed;
+  int again;      /* stopped after ROUNDS with data left: go on without waiting for an edge */
+  int reason, err;
+} relay;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static relay *slots;
+static uint32_t slot_count, active_count;
+static double started_total;
+static uint32_t *free_slots;
+static uint32_t free_count;
+static pipe_pair spare[SPARE_PIPES];
+static int spare_count, pipes_open;
+static int epfd = -1, wakefd = -1;
+static int64_t next_scan = INT64_MAX;
+static int again_pending;
+static napi_threadsafe_function on_done;
+/* Set when node tears the environment down (process exit): the threadsafe function is about to be freed. */
+static int env_gone;
+
+typedef struct {
+  uint32_t slot, gen;
+  uint64_t bytes_in, bytes_out;
+  int reason, err;
+} done_message;
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double relay_id(uint32_t slot, uint32_t gen) { return (double)gen * 4194304.0 + slot; }
+
+static int64_t deadline(const relay *r) { return r->last_activity + (r->half_closed ? r->half_close_ms : r->idle_ms); }
+
+static void wake_thread(void) {
+  uint64_t one = 1;
+  ssize_t ignored = write(wakefd, &one, sizeof one);
+  (void)ignored;
+}
+
+/* A deadline earlier than the thread's next scan: move the scan forward (and wake the thread when it sleeps). */
+static void scan_by(int64_t when, int from_thread) {
+  if (when >= next_scan) return;
+  next_scan = when;
+  if (!from_thread) wake_thread();
+}
+
+static int take_pipe(pipe_pair *p) {
+  if (spare_count > 0) {
+    *p = spare[--spare_count];
+    return 0;
+  }
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
+  pipes_open++;
+  p->r = fds[0];
+  p->w = fds[1];
+  return 0;
+}
+
+/* An empty pipe goes back to the pool; one with bytes left in it (a relay ended mid-transfer) is closed. */
+static void give_back(direction *d) {
+  if (d->pipe.r < 0) return;
+  if (d->in_pipe == 0 && spare_count < SPARE_PIPES) {
+    spare[spare_count++] = d->pipe;
+  } else {
+    close(d->pipe.r);
+    close(d->pipe.w);
+    pipes_open--;
+  }
+  d->pipe.r = d->pipe.w = -1;
+  d->in_pipe = 0;
+}
+
+/* Out of the epoll set, pipes returned: from here on nothing touches the relay's fds. */
+static void detach(relay *r) {
+  epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[0], NULL);
+  epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[1], NULL);
+  give_back(&r->dir[0]);
+  give_back(&r->dir[1]);
+  r->again = 0;
+  active_count--;
+}
+
+static void free_slot(uint32_t slot) {
+  slots[slot].state = SLOT_FREE;
+  slots[slot].gen = (slots[slot].gen + 1) & 0x3fffffff;
+  free_slots[free_count++] = slot;
+}
+
+/* The thread ends a relay by itself: detach it and tell JS; the slot is freed when the message is delivered. */
+static void end_relay(uint32_t slot, int reason, int err) {
+  relay *r = &slots[slot];
+  detach(r);
+  r->state = SLOT_ENDED;
+  r->reason = reason;
+  r->err = err;
+  done_message *m = malloc(sizeof *m);
+  if (!m || env_gone) {
+    free(m);
+    return; /* Not reported; cancel() still finds it (the JS side's destroy reports it). */
+  }
+  *m = (done_message){slot, r->gen, r->dir[0].bytes, r->dir[1].bytes, reason, err};
+  /*
+   * Posted under `lock`, so that forget_env (which takes it) cannot slip in between the check above and the call.
+   * No lock-order problem: node calls call_js without holding the threadsafe function's own mutex.
+   */
+  if (napi_call_threadsafe_function(on_done, m, napi_tsfn_nonblocking) != napi_ok) free(m);
+}
+
+/* Which socket an error belongs to: reading from src, or writing to dst. */
+static int side_of(const relay *r, int fd) { return fd == r->fds[0] ? REASON_CLIENT : REASON_UPSTREAM; }
+
+/*
+ * Move what can be moved in one direction: write what the pipe holds, refill it, until the source has nothing
+ * (EAGAIN), the destination takes nothing more (EAGAIN: its EPOLLOUT edge comes when it drains), or ROUNDS.
+ * Returns 0, or -1 when the relay failed (reason and errno stored in *reason, *err).
+ */
+static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
+  for (int round = 0; round < ROUNDS * 2; round++) {
+    if (d->in_pipe > 0) {
+      ssize_t n = splice(d->pipe.r, NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) return 0;
+        *reason = side_of(r, d->dst);
+        *err = errno;
+        return -1;
+      }
+      d->in_pipe -= (size_t)n;
+      d->bytes += (uint64_t)n;
+      r->last_activity = now;
+      continue;
+    }
+    if (d->eof) {
+      give_back(d);
+      if (!d->shut) {
+        d->shut = 1;
+        /* ENOTCONN: the destination is gone already; its own error or EOF ends the relay. */
+        if (shutdown(d->dst, SHUT_WR) != 0 && errno != ENOTCONN) {
+          *reason = side_of(r, d->dst);
+          *err = errno;
+          return -1;
+        }
+      }
+      return 0;
+    }
+    if (d->pipe.r < 0) {
+      int e = take_pipe(&d->pipe);
+      if (e) {
+        *reason = side_of(r, d->src);
+        *err = e;
+        return -1;
+      }
+    }
+    ssize_t n = splice(d->src, NULL, d->pipe.w, NULL, PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) {
+        give_back(d);
+        return 0;
+      }
+      *reason = side_of(r, d->src);
+      *err = errno;
+      return -1;
+    }
+    r->last_activity = now;
+    if (n == 0) {
+      d->eof = 1;
+      if (!r->half_closed) {
+        r->half_closed = 1;
+        scan_by(deadline(r), 1);
+      }
+    }
+    d->in_pipe = (size_t)n;
+  }
+  r->again = 1;
+  return 0;
+}
+
+static void work_on(uint32_t slot, int64_t now) {
+  relay *r = &slots[slot];
+  r->again = 0;
+  int reason = 0, err = 0;
+  for (int i = 0; i < 2; i++) {
+    if (pump(r, &r->dir[i], now, &reason, &err) != 0) {
+      end_relay(slot, reason, err);
+      return;
+    }
+  }
+  if (r->dir[0].shut && r->dir[1].shut) end_relay(slot, REASON_DONE, 0);
+  else if (r->again) again_pending = 1;
+}
+
+static void scan_timeouts(int64_t now) {
+  int64_t next = INT64_MAX;
+  for (uint32_t s = 0; s < slot_count; s++) {
+    relay *r = &slots[s];
+    if (r->state != SLOT_ACTIVE) continue;
+    int64_t due = deadline(r);
+    if (due <= now) end_relay(s, r->half_closed ? REASON_HALF_CLOSE : REASON_IDLE, 0);
+    else if (due < next) next = due;
+  }
+  next_scan = next;
+}
+
+static void *thread_main(void *unused) {
+  (void)unused;
+  /* Signals are for node's threads (SIGPIPE from a write to a reset socket is ignored by node anyway). */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  struct epoll_event events[256];
+  for (;;) {
+    pthread_mutex_lock(&lock);
+    int64_t now = now_ms();
+    int timeout = again_pending ? 0 : next_scan == INT64_MAX ? -1 : next_scan <= now ? 0 : (int)(next_scan - now > 60000 ? 60000 : next_scan - now);
+    pthread_mutex_unlock(&lock);
+    int n = epoll_wait(epfd, events, 256, timeout);
+    pthread_mutex_lock(&lock);
+    now = now_ms();
+    for (int i = 0; i < n; i++) {
+      uint64_t key = events[i].data.u64;
+      if (key == WAKE_SLOT) {
+        uint64_t count;
+        ssize_t ignored = read(wakefd, &count, sizeof count);
+        (void)ignored;
+        continue;
+      }
+      uint32_t slot = (uint32_t)(key & ~UPSTREAM_BIT), gen = (uint32_t)(key >> 32);
+      /* Stale: cancelled (and maybe reused) since epoll_wait fetched it. */
+      if (slot >= slot_count || slots[slot].gen != gen || slots[slot].state != SLOT_ACTIVE) continue;
+      work_on(slot, now);
+      /*
+       * A socket error is found by the next read or write of it; this one may get neither (its direction is
+       * half-closed and the other is quiet), so ask once what could be relayed has been.
+       */
+      if ((events[i].events & EPOLLERR) && slots[slot].state == SLOT_ACTIVE) {
+        int upstream = (key & UPSTREAM_BIT) != 0, err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
+      }
+    }
+    if (again_pending) {
+      again_pending = 0;
+      for (uint32_t s = 0; s < slot_count; s++)
+        if (slots[s].state == SLOT_ACTIVE && slots[s].again) work_on(s, now);
+    }
+    if (now >= next_scan) scan_timeouts(now);
+    pthread_mutex_unlock(&lock);
+  }
+  return NULL;
+}
+
+static const char *errno_code(int err) {
+  switch (err) {
+  case EBADF: return "EBADF";
+  case ENOTSOCK: return "ENOTSOCK";
+  case EMFILE: return "EMFILE";
+  case ENFILE: return "ENFILE";
+  case ENOMEM: return "ENOMEM";
+  case EEXIST: return "EEXIST";
+  case EINVAL: return "EINVAL";
+  default: return "EIO";
+  }
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *what) {
+  char message[160];
+  snprintf(message, sizeof message, "%s: %s", what, strerror(err));
+  napi_throw_error(env, errno_code(err), message);
+  return NULL;
+}
+
+static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  done_message *m = data;
+  int current = 0;
+  pthread_mutex_lock(&lock);
+  if (m->slot < slot_count && slots[m->slot].gen == m->gen && slots[m->slot].state == SLOT_ENDED) {
+    current = 1;
+    free_slot(m->slot);
+  }
+  pthread_mutex_unlock(&lock);
+  if (current && env) {
+    napi_value argv[5], undefined;
+    napi_create_double(env, relay_id(m->slot, m->gen), &argv[0]);
+    napi_create_double(env, (double)m->bytes_in, &argv[1]);
+    napi_create_double(env, (double)m->bytes_out, &argv[2]);
+    napi_create_int32(env, m->reason, &argv[3]);
+    napi_create_int32(env, m->err, &argv[4]);
+    napi_get_undefined(env, &undefined);
+    napi_call_function(env, undefined, callback, 5, argv, NULL);
+  }
+  free(m);
+}
+
+static void forget_env(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&lock);
+  env_gone = 1;
+  pthread_mutex_unlock(&lock);
+}
+
+static napi_value init(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], name;
+  napi_valuetype type;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", "init(onDone): onDone a function");
+    return NULL;
+  }
+  if (epfd >= 0) {
+    napi_throw_error(env, "EEXIST", "init: the kernel relay is initialised already");
+    return NULL;
+  }
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return throw_errno(env, errno, "epoll_create1");
+  int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake < 0) {
+    int err = errno;
+    close(ep);
+    return throw_errno(env, err, "eventfd");
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_SLOT};
+  epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+  napi_create_string_utf8(env, "kernel-relay", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &on_done) != napi_ok) {
+    close(ep);
+    close(wake);
+    napi_throw_error(env, "EIO", "init: napi_create_threadsafe_function failed");
+    return NULL;
+  }
+  /* The thread does not keep the process alive; open tunnels do (their sockets are node's). */
+  napi_unref_threadsafe_function(env, on_done);
+  /* Registered after the threadsafe function, so it runs before node frees it (cleanup hooks run in reverse). */
+  napi_add_env_cleanup_hook(env, forget_env, NULL);
+  epfd = ep;
+  wakefd = wake;
+  pthread_t thread;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int err = pthread_create(&thread, &attr, thread_main, NULL);
+  pthread_attr_destroy(&attr);
+  if (err) return throw_errno(env, err, "pthread_create");
+  return NULL;
+}
+
+static int read_int64(napi_env env, napi_value v, int64_t *out) { return napi_get_value_int64(env, v, out) == napi_ok; }
+
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  int32_t client, upstream;
+  int64_t idle_ms, half_close_ms;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_get_value_int32(env, argv[0], &client) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &upstream) != napi_ok || !read_int64(env, argv[2], &idle_ms) || !read_int64(env, argv[3], &half_close_ms) || client < 0 ||
+      upstream < 0 || client == upstream || idle_ms <= 0 || half_close_ms <= 0) {
+    napi_throw_type_error(env, "EINVAL", "start(clientFd, upstreamFd, idleMs, halfCloseMs): two distinct fds, positive timeouts");
+    return NULL;
+  }
+  if (epfd < 0) {
+    napi_throw_error(env, "EINVAL", "start: init() first");
+    return NULL;
+  }
+  pthread_mutex_lock(&lock);
+  if (free_count == 0) {
+    uint32_t grown = slot_count ? slot_count * 2 : 256;
+    relay *more = realloc(slots, grown * sizeof *slots);
+    uint32_t *more_free = more ? realloc(free_slots, grown * sizeof *free_slots) : NULL;
+    if (more) slots = more;
+    if (!more || !more_free) {
+      pthread_mutex_unlock(&lock);
+      return throw_errno(env, ENOMEM, "start");
+    }
+    free_slots = more_free;
+    for (uint32_t s = grown; s-- > slot_count;) {
+      memset(&slots[s], 0, sizeof slots[s]);
+      free_slots[free_count++] = s;
+    }
+    slot_count = grown;
+  }
+  uint32_t slot = free_slots[--free_count];
+  relay *r = &slots[slot];
+  uint32_t gen = r->gen;
+  *r = (relay){.state = SLOT_ACTIVE, .gen = gen, .fds = {client, upstream}, .idle_ms = idle_ms, .half_close_ms = half_close_ms, .last_activity = now_ms()};
+  r->dir[0] = (direction){.src = upstream, .dst = client, .pipe = {-1, -1}};
+  r->dir[1] = (direction){.src = client, .dst = upstream, .pipe = {-1, -1}};
+  /* Edge-triggered: an idle relay costs no wake-ups, and adding a socket that has bytes waiting reports them. */
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = slot | ((uint64_t)gen << 32)};
+  int err = 0;
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, client, &ev) != 0) err = errno;
+  else if ((ev.data.u64 |= UPSTREAM_BIT, epoll_ctl(epfd, EPOLL_CTL_ADD, upstream, &ev) != 0)) {
+    err = errno;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, client, NULL);
+  }
+  if (err) {
+    free_slot(slot);
+    pthread_mutex_unlock(&lock);
+    return throw_errno(env, err, "epoll_ctl");
+  }
+  active_count++;
+  started_total++;
+  scan_by(deadline(r), 0);
+  pthread_mutex_unlock(&lock);
+  napi_value id;
+  napi_create_double(env, relay_id(slot, gen), &id);
+  return id;
+}
+
+static napi_value cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double id;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_double(env, argv[0], &id) != napi_ok || id < 0) {
+    napi_throw_type_error(env, "EINVAL", "cancel(id): id from start()");
+    return NULL;
+  }
+  uint32_t slot = (uint32_t)((uint64_t)id % 4194304), gen = (uint32_t)((uint64_t)id / 4194304);
+  pthread_mutex_lock(&lock);
+  if (slot >= slot_count || slots[slot].gen != gen || slots[slot].state == SLOT_FREE) {
+    pthread_mutex_unlock(&lock);
+    return NULL;
+  }
+  relay *r = &slots[slot];
+  if (r->state == SLOT_ACTIVE) detach(r);
+  double values[4] = {(double)r->dir[0].bytes, (double)r->dir[1].bytes, r->state == SLOT_ENDED ? r->reason : REASON_DONE, r->state == SLOT_ENDED ? r->err : 0};
+  free_slot(slot);
+  pthread_mutex_unlock(&lock);
+  napi_value result, v;
+  napi_create_array_with_length(env, 4, &result);
+  for (uint32_t i = 0; i < 4; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_element(env, result, i, v);
+  }
+  return result;
+}
+
+static napi_value stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&lock);
+  double values[4] = {active_count, started_total, pipes_open, spare_count};
+  pthread_mutex_unlock(&lock);
+  const char *names[4] = {"relays", "started", "pipes", "sparePipes"};
+  napi_value result, v;
+  napi_create_object(env, &result);
+  for (int i = 0; i < 4; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_named_property(env, result, names[i], v);
+  }
+  return result;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "init", NAPI_AUTO_LENGTH, init, NULL, &fn);
+  napi_set_named_property(env, exports, "init", fn);
+  napi_create_function(env, "start", NAPI_AUTO_LENGTH, start, NULL, &fn);
+  napi_set_named_property(env, exports, "start", fn);
+  napi_create_function(env, "cancel", NAPI_AUTO_LENGTH, cancel, NULL, &fn);
+  napi_set_named_property(env, exports, "cancel", fn);
+  napi_create_function(env, "stats", NAPI_AUTO_LENGTH, stats, NULL, &fn);
+  napi_set_named_property(env, exports, "stats", fn);
+  return exports;
+}

@@ -1,0 +1,211 @@
+import type { Socket } from 'node:net';
+import { getSystemErrorName } from 'node:util';
+import type { CloseError } from '../events/schema.js';
+import { loadNativeAddon } from './native-addon.js';
+
+/**
+ * The kernel data plane of a decided tunnel (setting `relay`, issue 14): the native kernel_relay addon
+ * (native/kernel_relay.c) moves the bytes of both sockets with splice(2) on a thread of its own, so bulk bytes
+ * never enter JavaScript. net/splice.ts hands a tunnel over here; this module holds the parts that reach into
+ * node's sockets.
+ */
+interface KernelRelayAddon {
+  init(onDone: (id: number, bytesIn: number, bytesOut: number, reason: number, errno: number) => void): void;
+  start(clientFd: number, upstreamFd: number, idleMs: number, halfCloseMs: number): number;
+  cancel(id: number): [bytesIn: number, bytesOut: number, reason: number, errno: number] | undefined;
+  stats(): RelayStats;
+}
+
+export interface RelayStats {
+  /** Open native relays, relays ever started, pipes open (spare ones in the pool included). */
+  relays: number;
+  started: number;
+  pipes: number;
+  sparePipes: number;
+}
+
+export type RelayMode = 'kernel' | 'js';
+export const RELAY_MODES: readonly RelayMode[] = ['kernel', 'js'];
+
+export interface KernelRelayEnd {
+  bytesIn: number;
+  bytesOut: number;
+  error?: CloseError;
+}
+
+let mode: RelayMode = 'kernel';
+let addon: KernelRelayAddon | null | undefined;
+let unavailable: string | undefined;
+const running = new Map<number, (end: KernelRelayEnd) => void>();
+
+let afterBytes = 0;
+
+/**
+ * Which relay splice() uses for decided tunnels from now on; `kernel` falls back to `js` where the addon is missing.
+ * `handOverAfterBytes`: relay this many bytes (both ways together) in JavaScript first, and hand over mid-stream.
+ */
+export function useRelay(next: RelayMode, handOverAfterBytes = 0): void {
+  mode = next;
+  afterBytes = handOverAfterBytes;
+}
+
+export function kernelRelayAfterBytes(): number {
+  return afterBytes;
+}
+
+/** The addon, loaded at the first use; null (with the reason in kernelRelayUnavailable()) where it cannot be. */
+function loaded(): KernelRelayAddon | null {
+  if (addon !== undefined) return addon;
+  if (process.platform !== 'linux') {
+    unavailable = `splice(2) is Linux only (this is ${process.platform})`;
+    return (addon = null);
+  }
+  try {
+    const native = loadNativeAddon<KernelRelayAddon>('kernel_relay', import.meta.url);
+    native.init(onDone);
+    addon = native;
+  } catch (err) {
+    unavailable = (err as Error).message;
+    addon = null;
+  }
+  return addon;
+}
+
+/** Why decided tunnels are relayed in JavaScript although `kernel` was asked for; undefined when they are not. */
+export function kernelRelayUnavailable(): string | undefined {
+  return mode === 'kernel' && !loaded() ? unavailable : undefined;
+}
+
+/** Open native relays and the pipes they hold (tests: an idle relay holds none). */
+export function kernelRelayStats(): RelayStats {
+  return loaded()?.stats() ?? { relays: 0, started: 0, pipes: 0, sparePipes: 0 };
+}
+
+const REASONS: Record<number, (errno: number) => CloseError | undefined> = {
+  0: () => undefined,
+  1: (errno) => `client-${errnoName(errno)}`,
+  2: (errno) => `upstream-${errnoName(errno)}`,
+  3: () => 'idle-timeout',
+  4: () => 'half-close-timeout',
+};
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-errno);
+  } catch {
+    return 'error';
+  }
+}
+
+function ending(bytesIn: number, bytesOut: number, reason: number, errno: number): KernelRelayEnd {
+  const error = REASONS[reason]?.(errno);
+  return { bytesIn, bytesOut, ...(error && { error }) };
+}
+
+function onDone(id: number, bytesIn: number, bytesOut: number, reason: number, errno: number): void {
+  const handler = running.get(id);
+  running.delete(id);
+  handler?.(ending(bytesIn, bytesOut, reason, errno));
+}
+
+/** node's libuv handle of a TCP socket, with the members used here. */
+interface TcpHandle {
+  fd?: number;
+  reading?: boolean;
+  writeQueueSize?: number;
+  readStop?: () => number;
+}
+
+/**
+ * The one place that relies on node internals for the fd: on Linux a TCP socket's `_handle` (a TCPWrap) has the
+ * descriptor as `fd`. A socket without one (TLS, not connected yet, another platform) is not handed over.
+ */
+function handleOf(socket: Socket): TcpHandle | undefined {
+  return (socket as unknown as { _handle?: TcpHandle | null })._handle ?? undefined;
+}
+
+function fdOf(socket: Socket): number | undefined {
+  const fd = handleOf(socket)?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/** Whether splice() may hand this pair over: the kernel relay is on and available, both are plain connected TCP sockets, neither has ended its writing. */
+export function kernelRelayUsable(client: Socket, upstream: Socket): boolean {
+  if (mode !== 'kernel' || !loaded()) return false;
+  return [client, upstream].every(
+    (s) => !('encrypted' in s) && !s.destroyed && !s.connecting && !s.writableEnded && fdOf(s) !== undefined && handleOf(s)?.constructor?.name === 'TCP',
+  );
+}
+
+/**
+ * Stop node reading the socket: pause it, stop its handle's reads, and make its `_read` a no-op so that nothing
+ * (a `read(0)` node schedules after a push) starts them again while the fd belongs to the native relay.
+ * Returns what node had read already and not yet delivered (to be sent on first).
+ */
+export function stopReading(socket: Socket): Buffer | undefined {
+  socket.pause();
+  (socket as unknown as { _read: () => void })._read = () => undefined;
+  const handle = handleOf(socket);
+  if (handle?.reading) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
+  if (socket.readableLength === 0) return undefined;
+  return (socket.read() as Buffer | null) ?? undefined;
+}
+
+/** Undo stopReading (the hand-over did not happen); the caller pipes the socket again. */
+export function resumeReading(socket: Socket): void {
+  delete (socket as unknown as { _read?: unknown })._read;
+}
+
+/** Nothing of node's left to write: the native relay may write to the fd. */
+export function writesFlushed(socket: Socket): boolean {
+  return socket.writableLength === 0 && (handleOf(socket)?.writeQueueSize ?? 0) === 0;
+}
+
+/**
+ * Give both sockets' fds to the native relay (after stopReading and writesFlushed). Until the relay ends, every
+ * destroy of either socket first cancels it: node closes the fd inside destroy(), and the native thread must not
+ * touch an fd after that (its number may be reused by the next accept at once). Cancelling is synchronous and
+ * waits if the thread is mid-operation on the relay.
+ *
+ * `onEnd` is called once: `byDestroy` false when the relay ended by itself (both FINs passed on, an error, a
+ * timeout; the caller then destroys both sockets), true when a destroy of either socket ended it (the socket's
+ * own 'close' follows). Returns false, and changes nothing, when the addon refuses the relay.
+ */
+export function startKernelRelay(
+  client: Socket,
+  upstream: Socket,
+  timeouts: { idleTimeoutMs: number; halfCloseTimeoutMs: number },
+  onEnd: (end: KernelRelayEnd, byDestroy: boolean) => void,
+): boolean {
+  const native = loaded()!;
+  let id: number;
+  try {
+    id = native.start(fdOf(client)!, fdOf(upstream)!, Math.max(1, Math.round(timeouts.idleTimeoutMs)), Math.max(1, Math.round(timeouts.halfCloseTimeoutMs)));
+  } catch {
+    return false;
+  }
+  let ended = false;
+  const end = (result: KernelRelayEnd, byDestroy: boolean) => {
+    if (ended) return;
+    ended = true;
+    running.delete(id);
+    onEnd(result, byDestroy);
+  };
+  running.set(id, (result) => end(result, false));
+  for (const socket of [client, upstream]) {
+    type Destroy = (err: Error | null, callback: (err: Error | null) => void) => void;
+    const own = socket as unknown as { _destroy: Destroy };
+    const destroy = own._destroy;
+    own._destroy = function (this: Socket, err, callback) {
+      if (!ended) {
+        const cancelled = native.cancel(id);
+        end(cancelled ? ending(...cancelled) : { bytesIn: 0, bytesOut: 0 }, true);
+      }
+      destroy.call(this, err, callback);
+    };
+  }
+  return true;
+}
