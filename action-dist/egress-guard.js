@@ -13016,13 +13016,13 @@ function eventsOfJob(events, job) {
   const ids = new Set(events.filter((e) => isDecision(e) && jobKey(e) === job).map((e) => e.id));
   return events.filter((e) => ids.has(e.id) && (isDecision(e) ? jobKey(e) === job : true));
 }
-function byTime(a, b) {
-  return Date.parse(a.time) - Date.parse(b.time);
+function sortedByTime(items) {
+  return items.map((item) => ({ item, t: Date.parse(item.time) })).sort((a, b) => a.t - b.t).map((x2) => x2.item);
 }
 function summarize(events) {
   const closes = /* @__PURE__ */ new Map();
   for (const e of events) if (e.event === "close") closes.set(e.id, e);
-  const decisions = events.filter(isDecision).sort(byTime);
+  const decisions = sortedByTime(events.filter(isDecision));
   const seenIds = /* @__PURE__ */ new Set();
   const destinations = /* @__PURE__ */ new Map();
   const connections = [];
@@ -48265,36 +48265,8 @@ function hostQuery(text2) {
   const compiled = compileHostPattern(pattern);
   return { pattern, likes: [like(pattern)], matches: (host) => matchHost(compiled, host) };
 }
-function sightingsByJob(rows, query, page) {
-  const jobs = /* @__PURE__ */ new Map();
-  for (const row of rows) {
-    if (!query.matches(row.host)) continue;
-    const job = jobs.get(row.job);
-    if (!job) {
-      jobs.set(row.job, {
-        job: row.job,
-        first: row.first,
-        last: row.last,
-        decisions: row.decisions,
-        allowed: row.allowed,
-        blocked: row.blocked,
-        wouldBlock: row.wouldBlock,
-        bytesOut: row.bytesOut,
-        hosts: [row.host]
-      });
-      continue;
-    }
-    if (row.first < job.first) job.first = row.first;
-    if (row.last > job.last) job.last = row.last;
-    job.decisions += row.decisions;
-    job.allowed += row.allowed;
-    job.blocked += row.blocked;
-    job.wouldBlock += row.wouldBlock;
-    job.bytesOut += row.bytesOut;
-    job.hosts.push(row.host);
-  }
-  const all = [...jobs.values()].sort((a, b) => a.last === b.last ? a.job.localeCompare(b.job) : a.last < b.last ? 1 : -1);
-  for (const job of all) job.hosts.sort();
+function pageOfSightings(jobs, page) {
+  const all = [...jobs].sort((a, b) => a.last === b.last ? a.job.localeCompare(b.job) : a.last < b.last ? 1 : -1);
   return { jobs: all.slice(page.offset, page.offset + page.limit), total: all.length };
 }
 var SearchError;
@@ -53658,8 +53630,79 @@ var init_esm5 = __esm({
   }
 });
 
+// collector/stores/raw-deflate.ts
+import { constants, createDeflateRaw, createInflateRaw, deflateRawSync, inflateRawSync } from "node:zlib";
+function rawCodec(dictionary) {
+  return {
+    deflate: new RawCodec(
+      () => createDeflateRaw({ dictionary }),
+      (input) => deflateRawSync(input, { dictionary })
+    ),
+    inflate: new RawCodec(
+      () => createInflateRaw({ dictionary }),
+      (input) => inflateRawSync(input, { dictionary })
+    )
+  };
+}
+var OUT_BYTES, RawCodec;
+var init_raw_deflate = __esm({
+  "collector/stores/raw-deflate.ts"() {
+    "use strict";
+    OUT_BYTES = 256 * 1024;
+    RawCodec = class {
+      constructor(make, fallback) {
+        this.make = make;
+        this.fallback = fallback;
+      }
+      make;
+      fallback;
+      /** Kept referenced: the handle belongs to it. */
+      stream;
+      handle;
+      state;
+      failed = false;
+      out = Buffer.allocUnsafe(OUT_BYTES);
+      open() {
+        if (this.handle) return true;
+        if (this.failed) return false;
+        const stream = this.make();
+        const handle = stream._handle;
+        if (!handle || typeof handle.writeSync !== "function" || typeof handle.reset !== "function" || !(stream._writeState instanceof Uint32Array)) {
+          this.failed = true;
+          return false;
+        }
+        this.stream = stream;
+        this.handle = handle;
+        this.state = stream._writeState;
+        return true;
+      }
+      run(input) {
+        if (!this.open()) return this.fallback(input);
+        const handle = this.handle;
+        let error;
+        handle.onerror = (message) => {
+          error = message;
+        };
+        try {
+          handle.writeSync(constants.Z_FINISH, input, 0, input.length, this.out, 0, OUT_BYTES);
+        } catch {
+          error ??= "zlib write failed";
+        }
+        const [availOut, availIn] = this.state;
+        if (error !== void 0) {
+          this.handle = void 0;
+          this.stream = void 0;
+          return this.fallback(input);
+        }
+        handle.reset();
+        if (availIn !== 0 || availOut === 0) return this.fallback(input);
+        return Buffer.from(this.out.subarray(0, OUT_BYTES - availOut));
+      }
+    };
+  }
+});
+
 // collector/stores/codec.ts
-import { deflateRawSync, inflateRawSync } from "node:zlib";
 function encodeId(id) {
   if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) return Buffer.concat([Buffer.of(0), Buffer.from(id.replace(/-/g, ""), "hex")]);
   return Buffer.concat([Buffer.of(1), Buffer.from(id, "utf8")]);
@@ -53683,12 +53726,12 @@ function packBody(event, timeMs) {
       body2.message = event.message.split(event.host).join(HOST_MARK);
     }
   }
-  return Buffer.concat([Buffer.of(version), deflateRawSync(JSON.stringify(body2), { dictionary: DICTIONARY_V1 })]);
+  return Buffer.concat([Buffer.of(version), V1.deflate.run(Buffer.from(JSON.stringify(body2)))]);
 }
 function unpackEvent(body2, id, host, timeMs, job, bytes2) {
   const version = body2[0];
   if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`stored event ${id} has an unknown body version ${version}`);
-  const event = JSON.parse(inflateRawSync(body2.subarray(1), { dictionary: DICTIONARY_V1 }).toString("utf8"));
+  const event = JSON.parse(V1.inflate.run(body2.subarray(1)).toString("utf8"));
   event.id = id;
   event.host = host;
   if (event.time === 0) event.time = new Date(timeMs).toISOString();
@@ -53701,10 +53744,11 @@ function unpackEvent(body2, id, host, timeMs, job, bytes2) {
   }
   return event;
 }
-var OUTCOME_CODES, DECISION, CLOSE, BODY_V1, BODY_V2, HOST_MARK, DICTIONARY_V1;
+var OUTCOME_CODES, DECISION, CLOSE, BODY_V1, BODY_V2, HOST_MARK, DICTIONARY_V1, V1;
 var init_codec = __esm({
   "collector/stores/codec.ts"() {
     "use strict";
+    init_raw_deflate();
     OUTCOME_CODES = { allowed: 0, blocked: 1, "would-block": 2 };
     DECISION = 0;
     CLOSE = 1;
@@ -53723,6 +53767,7 @@ var init_codec = __esm({
         '"rule":"github.com:443","message":"allowed by endpoint github.com:443","mode":"block","ci":{"repository":"org/repo","run_id":"1","job":"test"}}'
       ].join("")
     );
+    V1 = rawCodec(DICTIONARY_V1);
   }
 });
 
@@ -53846,24 +53891,48 @@ async function windowedRows(rows, window2, recount) {
   }
   return out;
 }
-function mergeSightings(rows, text2) {
-  const merged = /* @__PURE__ */ new Map();
-  for (const r of rows) {
-    const key = `${r.jobId}:${r.hostId}`;
-    let s = merged.get(key);
-    if (!s) {
-      s = { job: text2(r.jobId), host: text2(r.hostId), first: iso(r.first), last: iso(r.last), decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0 };
-      merged.set(key, s);
+function jobGroupRow(r) {
+  const n = (k2) => Number(r[k2]);
+  return {
+    jobId: n("jobId"),
+    first: n("first"),
+    last: n("last"),
+    decisions: n("decisions"),
+    allowed: n("allowed"),
+    blocked: n("blocked"),
+    wouldBlock: n("wouldBlock"),
+    bytesOut: n("bytesOut"),
+    hosts: String(r.hosts).split(",").map(Number)
+  };
+}
+function jobSightings(groups, edges, text2) {
+  const jobs = new Map(groups.map((g) => [g.jobId, { ...g, hosts: [...g.hosts] }]));
+  for (const r of edges) {
+    let g = jobs.get(r.jobId);
+    if (!g) {
+      g = { jobId: r.jobId, first: r.first, last: r.last, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0, hosts: [] };
+      jobs.set(r.jobId, g);
     }
-    if (iso(r.first) < s.first) s.first = iso(r.first);
-    if (iso(r.last) > s.last) s.last = iso(r.last);
-    s.decisions += r.count;
-    s.bytesOut += r.bytesOut;
-    if (r.decision === OUTCOME_CODES.allowed) s.allowed += r.count;
-    else if (r.decision === OUTCOME_CODES.blocked) s.blocked += r.count;
-    else s.wouldBlock += r.count;
+    g.first = Math.min(g.first, r.first);
+    g.last = Math.max(g.last, r.last);
+    g.decisions += r.count;
+    g.bytesOut += r.bytesOut;
+    if (r.decision === OUTCOME_CODES.allowed) g.allowed += r.count;
+    else if (r.decision === OUTCOME_CODES.blocked) g.blocked += r.count;
+    else g.wouldBlock += r.count;
+    if (!g.hosts.includes(r.hostId)) g.hosts.push(r.hostId);
   }
-  return [...merged.values()];
+  return [...jobs.values()].map((g) => ({
+    job: text2(g.jobId),
+    first: iso(g.first),
+    last: iso(g.last),
+    decisions: g.decisions,
+    allowed: g.allowed,
+    blocked: g.blocked,
+    wouldBlock: g.wouldBlock,
+    bytesOut: g.bytesOut,
+    hosts: [...new Set(g.hosts)].map(text2).sort()
+  }));
 }
 var init_aggregate = __esm({
   "collector/stores/aggregate.ts"() {
@@ -53960,6 +54029,18 @@ function windowCount(p) {
     FROM eg_events d LEFT JOIN eg_events c ON c.key = d.key AND c.event = 1 AND c.job_id = d.job_id
     WHERE d.job_id = ${p.job} AND d.event = 0 AND d.host_id = ${p.host} AND d.port = ${p.port} AND d.decision = ${p.decision}
       AND d.time >= ${p.since} AND d.time <= ${p.until}`;
+}
+function searchSql(dialect, p) {
+  const base = [p.hosts, ...p.decision ? [`decision = ${p.decision}`] : []];
+  const inside = [...base, `last >= ${p.since}`, `last <= ${p.until}`, `first >= ${p.since}`].join(" AND ");
+  const edges = [...base, `last >= ${p.since}`, `first <= ${p.until}`, `(first < ${p.since} OR last > ${p.until})`].join(" AND ");
+  const hosts = dialect === "sqlite" ? "group_concat(DISTINCT host_id)" : "string_agg(DISTINCT host_id::text, ',')";
+  const outcome = (code2) => `SUM(CASE WHEN decision = ${code2} THEN count ELSE 0 END)`;
+  return {
+    groups: `SELECT job_id AS "jobId", MIN(first) AS first, MAX(last) AS last, SUM(count) AS decisions, ${outcome(0)} AS allowed, ${outcome(1)} AS blocked,
+      ${outcome(2)} AS "wouldBlock", SUM(bytes_out) AS "bytesOut", ${hosts} AS hosts FROM eg_job_destinations WHERE ${inside} GROUP BY job_id`,
+    edges: `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${edges}`
+  };
 }
 function rowsToRead(query) {
   return query.limit === void 0 ? null : query.limit + 1;
@@ -54286,21 +54367,17 @@ var init_postgres_store = __esm({
           (r) => unpackEvent(r.body, decodeId(r.key), r.host, Number(r.time), job, r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) })
         );
       }
-      async sightings(filter2) {
+      async jobSightings(filter2) {
         if (filter2.likes.length === 0) return [];
-        const hostRes = await this.pool.query(`SELECT id FROM eg_strings WHERE ${filter2.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(" OR ")}`, [...filter2.likes]);
-        const hosts = hostRes.rows.map((r) => r.id);
+        const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${filter2.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(" OR ")}`, [...filter2.likes]);
+        const hosts = hostRes.rows.filter((h) => filter2.matches(h.text));
         if (hosts.length === 0) return [];
         const window2 = searchWindow(filter2);
-        const params = [hosts];
-        const where = ["host_id = ANY($1::int[])"];
-        if (filter2.decision) params.push(OUTCOME_CODES[filter2.decision]), where.push(`decision = $${params.length}`);
-        if (filter2.since) params.push(window2.since), where.push(`last >= $${params.length}`);
-        if (filter2.until) params.push(window2.until), where.push(`first <= $${params.length}`);
-        const res = await this.pool.query(
-          `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${where.join(" AND ")}`,
-          params
-        );
+        const params = [hosts.map((h) => h.id), finite(window2.since), finite(window2.until)];
+        const decision2 = filter2.decision ? OUTCOME_CODES[filter2.decision] : void 0;
+        const sql = searchSql("postgres", { hosts: "host_id = ANY($1::int[])", since: "$2", until: "$3", ...decision2 !== void 0 && { decision: String(decision2) } });
+        const [grouped, edgeRows] = await Promise.all([this.pool.query(sql.groups, params), this.pool.query(sql.edges, params)]);
+        const groups = grouped.rows.map(jobGroupRow);
         const numeric2 = (r) => ({
           jobId: Number(r.jobId),
           hostId: Number(r.hostId),
@@ -54311,12 +54388,13 @@ var init_postgres_store = __esm({
           first: Number(r.first),
           last: Number(r.last)
         });
-        const counted = await windowedRows(res.rows.map(numeric2), window2, async (row) => {
-          const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, finite(window2.since), finite(window2.until)]);
+        const edges = await windowedRows(edgeRows.rows.map(numeric2), window2, async (row) => {
+          const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
           return numeric2({ ...row, ...r.rows[0] });
         });
-        const text2 = await this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
-        return mergeSightings(counted, (id) => text2(id) ?? `#${id}`);
+        const hostText = new Map(hosts.map((h) => [h.id, h.text]));
+        const jobText = await this.texts([...groups, ...edges].map((r) => r.jobId));
+        return jobSightings(groups, edges, (id) => hostText.get(id) ?? jobText(id) ?? `#${id}`);
       }
       /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */
       async recomputePending() {
@@ -55323,30 +55401,32 @@ var init_sqlite_store = __esm({
       async jobEvents(job, limit) {
         const jobId = this.find(job);
         if (jobId === void 0) return [];
-        const rows = this.db.prepare(
-          `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
-         WHERE e.job_id = ? ORDER BY e.time, e.seq LIMIT ?`
-        ).all(jobId, limit);
-        return rows.map((r) => unpackEvent(r.body, decodeId(r.key), r.host, r.time, job, r.bytes_in === null ? null : { in: r.bytes_in, out: r.bytes_out ?? 0 }));
+        const rows = this.db.prepare(`SELECT key, time, body, bytes_in, bytes_out, host_id FROM eg_events WHERE job_id = ? ORDER BY time, seq LIMIT ?`).all(jobId, limit);
+        const host = this.texts([...new Set(rows.map((r) => r.host_id))]);
+        return rows.map((r) => unpackEvent(r.body, decodeId(r.key), host(r.host_id), r.time, job, r.bytes_in === null ? null : { in: r.bytes_in, out: r.bytes_out ?? 0 }));
       }
-      async sightings(filter2) {
+      async jobSightings(filter2) {
         if (filter2.likes.length === 0) return [];
-        const hosts = this.db.prepare(`SELECT id FROM eg_strings WHERE ${filter2.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(" OR ")}`).all(...filter2.likes).map((r) => r.id);
+        const hosts = this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${filter2.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(" OR ")}`).all(...filter2.likes).filter((h) => filter2.matches(h.text));
         if (hosts.length === 0) return [];
         const window2 = searchWindow(filter2);
-        const params = { hosts: JSON.stringify(hosts) };
-        const where = ["host_id IN (SELECT value FROM json_each(@hosts))"];
-        if (filter2.decision) where.push("decision = @decision"), params.decision = OUTCOME_CODES[filter2.decision];
-        if (filter2.since) where.push("last >= @since"), params.since = window2.since;
-        if (filter2.until) where.push("first <= @until"), params.until = window2.until;
-        const rows = this.db.prepare(`SELECT job_id AS jobId, host_id AS hostId, port, decision, count, bytes_out AS bytesOut, first, last FROM eg_job_destinations WHERE ${where.join(" AND ")}`).all(params);
+        const params = { hosts: JSON.stringify(hosts.map((h) => h.id)), since: finite(window2.since), until: finite(window2.until) };
+        const decision2 = filter2.decision ? OUTCOME_CODES[filter2.decision] : void 0;
+        const sql = searchSql("sqlite", {
+          hosts: "host_id IN (SELECT value FROM json_each(@hosts))",
+          since: "@since",
+          until: "@until",
+          ...decision2 !== void 0 && { decision: String(decision2) }
+        });
+        const groups = this.db.prepare(sql.groups).all(params).map(jobGroupRow);
         const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-        const counted = await windowedRows(rows, window2, async (row) => {
-          const r = recount.get({ ...row, since: finite(window2.since), until: finite(window2.until) });
+        const edges = await windowedRows(this.db.prepare(sql.edges).all(params), window2, async (row) => {
+          const r = recount.get({ ...row, since: params.since, until: params.until });
           return { ...row, ...r };
         });
-        const text2 = this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
-        return mergeSightings(counted, (id) => text2(id) ?? `#${id}`);
+        const hostText = new Map(hosts.map((h) => [h.id, h.text]));
+        const jobText = this.texts([...groups, ...edges].map((r) => r.jobId));
+        return jobSightings(groups, edges, (id) => hostText.get(id) ?? jobText(id) ?? `#${id}`);
       }
       /**
        * Deletes through the (job_id, time) index, job by job (the jobs whose first decision is older than the cutoff, then
@@ -55841,6 +55921,15 @@ function pathGroup(host, path3) {
   const depth = ownerDepth(host, segments);
   return segments.length > depth ? `/${segments.slice(0, depth).join("/")}/**` : path3;
 }
+function memo(f) {
+  const answers = /* @__PURE__ */ new Map();
+  return (a) => {
+    if (answers.has(a)) return answers.get(a);
+    const r = f(a);
+    answers.set(a, r);
+    return r;
+  };
+}
 function tally(map, key) {
   let t = map.get(key);
   if (!t) map.set(key, t = { count: 0, kinds: /* @__PURE__ */ new Set() });
@@ -55869,6 +55958,12 @@ function suggestPolicy(events, options = {}) {
   let ignored = 0;
   let first;
   let last;
+  const hostOf = memo(canonicalHost);
+  const isValidEndpoint = memo(validEndpoint);
+  const trustedAddress = memo((ip) => {
+    const address = parseAddress(ip);
+    return address && !classifyAddress(address).publicUnicast ? address.toString() : null;
+  });
   for (const event of events) {
     if (!isDecision(event) || seen.has(event.id)) continue;
     seen.add(event.id);
@@ -55885,7 +55980,7 @@ function suggestPolicy(events, options = {}) {
       t2.kinds.add(event.reason);
       continue;
     }
-    const host = canonicalHost(event.host);
+    const host = hostOf(event.host);
     if (host.type === "invalid") {
       ignored++;
       continue;
@@ -55903,11 +55998,11 @@ function suggestPolicy(events, options = {}) {
       t2.kinds.add(event.qtype ?? "dns");
       continue;
     }
-    if (!validEndpoint(destinationKey(host.name, event.port))) {
+    const key = destinationKey(host.name, event.port);
+    if (!isValidEndpoint(key)) {
       ignored++;
       continue;
     }
-    const key = destinationKey(host.name, event.port);
     let t = endpoints.get(key);
     if (!t) endpoints.set(key, t = { count: 0, kinds: /* @__PURE__ */ new Set(), host: host.name, port: event.port });
     t.count++;
@@ -55920,9 +56015,9 @@ function suggestPolicy(events, options = {}) {
       if (event.method) p.methods.add(event.method);
       t.paths.set(group, p);
     }
-    const address = event.ip ? parseAddress(event.ip) : null;
-    if (address && !classifyAddress(address).publicUnicast) {
-      const r = tally(trusted, address.toString());
+    const address = event.ip ? trustedAddress(event.ip) : null;
+    if (address !== null) {
+      const r = tally(trusted, address);
       r.count++;
       (r.names ??= /* @__PURE__ */ new Set()).add(host.name);
     }
@@ -56142,8 +56237,8 @@ async function startCollector(options) {
     const page = { limit: count(params, "limit", 50, 500), offset: count(params, "offset", 0, Number.MAX_SAFE_INTEGER) };
     const since = time("since");
     const until = time("until");
-    const rows = await store.sightings({ likes: query.likes, ...since && { since }, ...until && { until }, ...decision2 && { decision: decision2 } });
-    const { jobs, total } = sightingsByJob(rows, query, page);
+    const sightings = await store.jobSightings({ likes: query.likes, matches: query.matches, ...since && { since }, ...until && { until }, ...decision2 && { decision: decision2 } });
+    const { jobs, total } = pageOfSightings(sightings, page);
     const next = page.offset + jobs.length < total ? page.offset + jobs.length : null;
     return { host: query.pattern, ...since && { since }, ...until && { until }, ...decision2 && { decision: decision2 }, total, offset: page.offset, next, jobs };
   }

@@ -31607,13 +31607,13 @@ function isDecision(event) {
   return event.event === "decision";
 }
 var destinationKey = formatHostPort;
-function byTime(a, b) {
-  return Date.parse(a.time) - Date.parse(b.time);
+function sortedByTime(items) {
+  return items.map((item) => ({ item, t: Date.parse(item.time) })).sort((a, b) => a.t - b.t).map((x) => x.item);
 }
 function summarize(events) {
   const closes = /* @__PURE__ */ new Map();
   for (const e of events) if (e.event === "close") closes.set(e.id, e);
-  const decisions = events.filter(isDecision).sort(byTime);
+  const decisions = sortedByTime(events.filter(isDecision));
   const seenIds = /* @__PURE__ */ new Set();
   const destinations = /* @__PURE__ */ new Map();
   const connections = [];
@@ -32043,6 +32043,15 @@ function pathGroup(host, path3) {
   const depth = ownerDepth(host, segments);
   return segments.length > depth ? `/${segments.slice(0, depth).join("/")}/**` : path3;
 }
+function memo(f) {
+  const answers = /* @__PURE__ */ new Map();
+  return (a) => {
+    if (answers.has(a)) return answers.get(a);
+    const r = f(a);
+    answers.set(a, r);
+    return r;
+  };
+}
 function tally(map, key) {
   let t = map.get(key);
   if (!t) map.set(key, t = { count: 0, kinds: /* @__PURE__ */ new Set() });
@@ -32071,6 +32080,12 @@ function suggestPolicy(events, options = {}) {
   let ignored = 0;
   let first;
   let last;
+  const hostOf = memo(canonicalHost);
+  const isValidEndpoint = memo(validEndpoint);
+  const trustedAddress = memo((ip) => {
+    const address = parseAddress(ip);
+    return address && !classifyAddress(address).publicUnicast ? address.toString() : null;
+  });
   for (const event of events) {
     if (!isDecision(event) || seen.has(event.id)) continue;
     seen.add(event.id);
@@ -32087,7 +32102,7 @@ function suggestPolicy(events, options = {}) {
       t2.kinds.add(event.reason);
       continue;
     }
-    const host = canonicalHost(event.host);
+    const host = hostOf(event.host);
     if (host.type === "invalid") {
       ignored++;
       continue;
@@ -32105,11 +32120,11 @@ function suggestPolicy(events, options = {}) {
       t2.kinds.add(event.qtype ?? "dns");
       continue;
     }
-    if (!validEndpoint(destinationKey(host.name, event.port))) {
+    const key = destinationKey(host.name, event.port);
+    if (!isValidEndpoint(key)) {
       ignored++;
       continue;
     }
-    const key = destinationKey(host.name, event.port);
     let t = endpoints.get(key);
     if (!t) endpoints.set(key, t = { count: 0, kinds: /* @__PURE__ */ new Set(), host: host.name, port: event.port });
     t.count++;
@@ -32122,9 +32137,9 @@ function suggestPolicy(events, options = {}) {
       if (event.method) p.methods.add(event.method);
       t.paths.set(group, p);
     }
-    const address = event.ip ? parseAddress(event.ip) : null;
-    if (address && !classifyAddress(address).publicUnicast) {
-      const r = tally(trusted, address.toString());
+    const address = event.ip ? trustedAddress(event.ip) : null;
+    if (address !== null) {
+      const r = tally(trusted, address);
       r.count++;
       (r.names ??= /* @__PURE__ */ new Set()).add(host.name);
     }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,10 @@ import { percentile, round } from './stats.js';
  *    was stored once.
  * Environment: BENCH_COLLECTOR_EVENTS (default 1,000,000), BENCH_COLLECTOR_PG_EVENTS (default the same),
  * BENCH_COLLECTOR_JOBS (2,000), BENCH_COLLECTOR_HOSTS (300), BENCH_COLLECTOR_INGEST (200,000), BENCH_COLLECTOR_SAMPLES
- * (60), BENCH_COLLECTOR_ENGINES ("sqlite,postgres"), BENCH_COLLECTOR_PROCESSES ("1,2,4"). Results: stdout and
+ * (60), BENCH_COLLECTOR_ENGINES ("sqlite,postgres"), BENCH_COLLECTOR_PROCESSES ("1,2,4"; BENCH_COLLECTOR_INGEST=0: no ingest
+ * run), BENCH_COLLECTOR_SQLITE_FILE (keep the SQLite history in this file; when it exists it is reused, not rebuilt: a
+ * 10-million-event history takes ~16 minutes to build; reuse it with BENCH_COLLECTOR_INGEST=0 so that it stays the
+ * same). Results: stdout and
  * test-artifacts/collector-bench.json. The PostgreSQL server is a throwaway cluster (test/helpers/postgres-cluster.ts,
  * fsync off) on the same machine as the collectors and the load generator.
  */
@@ -40,6 +43,8 @@ const SETTINGS = {
   samples: num('BENCH_COLLECTOR_SAMPLES', 60),
   engines: (process.env.BENCH_COLLECTOR_ENGINES ?? 'sqlite,postgres').split(',').map((s) => s.trim()),
   processes: (process.env.BENCH_COLLECTOR_PROCESSES ?? '1,2,4').split(',').map(Number),
+  /** Keep the SQLite history in this file: built once, reused (only measured) when it exists. */
+  sqliteFile: process.env.BENCH_COLLECTOR_SQLITE_FILE,
 };
 const TOKEN = 'bench-token';
 const DAY = 86_400_000;
@@ -202,9 +207,21 @@ async function ingest(ports: readonly number[], count: number, tag: string): Pro
   return { eventsPerSecond: Math.round(count / seconds), stored, duplicates };
 }
 
+/** A history built by an earlier run (BENCH_COLLECTOR_SQLITE_FILE): its jobs read back from the store. */
+async function reuseHistory(db: string): Promise<Built> {
+  const store = await openStore(db);
+  try {
+    const jobs = (await store.jobs()).jobs.map((j) => j.job).filter((j) => j.startsWith('bench-'));
+    return { events: await store.count(), jobs: jobs.sort(), seconds: NaN, bytes: await store.storageBytes() };
+  } finally {
+    await store.close();
+  }
+}
+
 async function benchEngine(engine: string, db: string, total: number) {
-  log(`\n[${engine}] building ${total.toLocaleString('en')} events through the store`);
-  const built = await buildHistory(db, total);
+  const reuse = engine === 'sqlite' && SETTINGS.sqliteFile !== undefined && existsSync(db);
+  log(`\n[${engine}] ${reuse ? `reusing the history in ${db}` : `building ${total.toLocaleString('en')} events through the store`}`);
+  const built = reuse ? await reuseHistory(db) : await buildHistory(db, total);
   const bytesPerEvent = round(built.bytes / built.events, 1);
   log(`  ${built.events.toLocaleString('en')} events in ${round(built.seconds, 1)} s (${Math.round(built.events / built.seconds)}/s); ${bytesPerEvent} bytes/event`);
   const processes: CollectorProcess[] = [];
@@ -212,7 +229,7 @@ async function benchEngine(engine: string, db: string, total: number) {
     processes.push(await startCollectorProcess(db, { token: TOKEN }));
     const queries = await latencies(processes[0]!.port, built.jobs);
     const ingestRuns: Record<string, { eventsPerSecond: number; stored: number; duplicates: number }> = {};
-    const counts = engine === 'postgres' ? SETTINGS.processes : [1];
+    const counts = SETTINGS.ingest === 0 ? [] : engine === 'postgres' ? SETTINGS.processes : [1];
     for (const n of counts) {
       while (processes.length < n) processes.push(await startCollectorProcess(db, { token: TOKEN }));
       const result = await ingest(
@@ -236,7 +253,7 @@ async function main(): Promise<void> {
   let cluster: PostgresCluster | undefined;
   const results: Record<string, unknown> = { settings: SETTINGS, cpus: cpus().length };
   try {
-    if (SETTINGS.engines.includes('sqlite')) results.sqlite = await benchEngine('sqlite', join(dir, 'bench.db'), SETTINGS.events);
+    if (SETTINGS.engines.includes('sqlite')) results.sqlite = await benchEngine('sqlite', SETTINGS.sqliteFile ?? join(dir, 'bench.db'), SETTINGS.events);
     if (SETTINGS.engines.includes('postgres')) {
       cluster = await startPostgresCluster();
       results.postgres = await benchEngine('postgres', cluster.url, SETTINGS.pgEvents);

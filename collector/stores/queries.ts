@@ -126,6 +126,26 @@ export const RECOMPUTE_SQL = {
   },
 };
 
+/**
+ * The host search's two queries, given the SQL of its parameters (a host-id list condition, the window ends, the
+ * outcome). `groups`: the per (job, host, port, outcome) rows wholly inside the window, summed per job in the database
+ * (aggregate.JobGroupRow; hosts as "id,id,..."). `edges`: the rows that straddle an end of the window, one by one
+ * (recounted from the raw events). In `groups`, `last >= since` is implied by `first >= since`, but lets the
+ * (host_id, last) index narrow the scan.
+ */
+export function searchSql(dialect: 'sqlite' | 'postgres', p: { hosts: string; since: string; until: string; decision?: string }): { groups: string; edges: string } {
+  const base = [p.hosts, ...(p.decision ? [`decision = ${p.decision}`] : [])];
+  const inside = [...base, `last >= ${p.since}`, `last <= ${p.until}`, `first >= ${p.since}`].join(' AND ');
+  const edges = [...base, `last >= ${p.since}`, `first <= ${p.until}`, `(first < ${p.since} OR last > ${p.until})`].join(' AND ');
+  const hosts = dialect === 'sqlite' ? 'group_concat(DISTINCT host_id)' : "string_agg(DISTINCT host_id::text, ',')";
+  const outcome = (code: number) => `SUM(CASE WHEN decision = ${code} THEN count ELSE 0 END)`;
+  return {
+    groups: `SELECT job_id AS "jobId", MIN(first) AS first, MAX(last) AS last, SUM(count) AS decisions, ${outcome(0)} AS allowed, ${outcome(1)} AS blocked,
+      ${outcome(2)} AS "wouldBlock", SUM(bytes_out) AS "bytesOut", ${hosts} AS hosts FROM eg_job_destinations WHERE ${inside} GROUP BY job_id`,
+    edges: `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${edges}`,
+  };
+}
+
 export interface JobRow {
   jobId: number;
   repoId: number | null;
