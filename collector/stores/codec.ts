@@ -49,8 +49,13 @@ export function encodeId(id: string): Buffer {
 }
 
 export function decodeId(key: Buffer): string {
-  if (key[0] === 1) return key.subarray(1).toString('utf8');
-  const h = key.subarray(1).toString('hex');
+  return decodeIdHex(key.toString('hex'));
+}
+
+/** decodeId of a key as lower-case hex (SQLite's `lower(hex(key))`: no Buffer per row). */
+export function decodeIdHex(hex: string): string {
+  if (hex.startsWith('01')) return Buffer.from(hex.slice(2), 'hex').toString('utf8');
+  const h = hex.slice(2);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
