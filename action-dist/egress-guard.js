@@ -53708,8 +53708,11 @@ function encodeId(id) {
   return Buffer.concat([Buffer.of(1), Buffer.from(id, "utf8")]);
 }
 function decodeId(key) {
-  if (key[0] === 1) return key.subarray(1).toString("utf8");
-  const h = key.subarray(1).toString("hex");
+  return decodeIdHex(key.toString("hex"));
+}
+function decodeIdHex(hex) {
+  if (hex.startsWith("01")) return Buffer.from(hex.slice(2), "hex").toString("utf8");
+  const h = hex.slice(2);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 function packBody(event, timeMs) {
@@ -54068,7 +54071,7 @@ function jobPage(read, query, text2) {
 function finite(n) {
   return Number.isFinite(n) ? n : n > 0 ? Number.MAX_SAFE_INTEGER : Number.MIN_SAFE_INTEGER;
 }
-var OLD_TABLE, AGGREGATE_TABLES, JOB_TABLE, SCHEMA_TABLES, JOB_COLUMNS, SUMS, DEST_COLUMNS, RECOMPUTE_SQL, JOB_SELECT;
+var OLD_TABLE, AGGREGATE_TABLES, JOB_TABLE, SEARCH_INDEX, SCHEMA_TABLES, JOB_COLUMNS, SUMS, DEST_COLUMNS, RECOMPUTE_SQL, JOB_SELECT;
 var init_queries = __esm({
   "collector/stores/queries.ts"() {
     "use strict";
@@ -54087,8 +54090,13 @@ CREATE TABLE IF NOT EXISTS eg_jobs (
 );
 CREATE INDEX IF NOT EXISTS eg_jobs_last ON eg_jobs (last, job_id);
 CREATE INDEX IF NOT EXISTS eg_jobs_repo ON eg_jobs (repo_id, last, job_id);
-CREATE INDEX IF NOT EXISTS eg_job_destinations_host ON eg_job_destinations (host_id, last);
 `;
+    SEARCH_INDEX = {
+      sqlite: `CREATE INDEX IF NOT EXISTS eg_job_destinations_search ON eg_job_destinations (host_id, last, first, count, bytes_out);
+DROP INDEX IF EXISTS eg_job_destinations_host;`,
+      postgres: `CREATE INDEX IF NOT EXISTS eg_job_destinations_search ON eg_job_destinations (host_id, last) INCLUDE (first, count, bytes_out, job_id, decision);
+DROP INDEX IF EXISTS eg_job_destinations_host;`
+    };
     SCHEMA_TABLES = {
       sqlite: `
 CREATE TABLE IF NOT EXISTS eg_strings (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
@@ -54099,7 +54107,8 @@ CREATE TABLE IF NOT EXISTS eg_events (
 CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event);
 CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
 ${AGGREGATE_TABLES("INTEGER")} WITHOUT ROWID;
-${JOB_TABLE("INTEGER")}`,
+${JOB_TABLE("INTEGER")}
+${SEARCH_INDEX.sqlite}`,
       // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). A unique index of a
       // partitioned table must hold the partition key: (key, event, time) is unique per (key, event) because a repeat of
       // an event carries the same time (a foreign producer re-sending an id with another time gets a second row).
@@ -54113,6 +54122,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event, time);
 CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
 ${AGGREGATE_TABLES("BIGINT")};
 ${JOB_TABLE("BIGINT")}
+${SEARCH_INDEX.postgres}
 CREATE TABLE IF NOT EXISTS eg_retention_pending (job_id INTEGER PRIMARY KEY);
 `
     };
@@ -55401,9 +55411,11 @@ var init_sqlite_store = __esm({
       async jobEvents(job, limit) {
         const jobId = this.find(job);
         if (jobId === void 0) return [];
-        const rows = this.db.prepare(`SELECT key, time, body, bytes_in, bytes_out, host_id FROM eg_events WHERE job_id = ? ORDER BY time, seq LIMIT ?`).all(jobId, limit);
-        const host = this.texts([...new Set(rows.map((r) => r.host_id))]);
-        return rows.map((r) => unpackEvent(r.body, decodeId(r.key), host(r.host_id), r.time, job, r.bytes_in === null ? null : { in: r.bytes_in, out: r.bytes_out ?? 0 }));
+        const rows = this.db.prepare(`SELECT lower(hex(key)), time, body, bytes_in, bytes_out, host_id FROM eg_events WHERE job_id = ? ORDER BY time, seq LIMIT ?`).raw().all(jobId, limit);
+        const host = this.texts([...new Set(rows.map((r) => r[5]))]);
+        return rows.map(
+          ([key, time, body2, bytesIn, bytesOut, hostId]) => unpackEvent(body2, decodeIdHex(key), host(hostId), time, job, bytesIn === null ? null : { in: bytesIn, out: bytesOut ?? 0 })
+        );
       }
       async jobSightings(filter2) {
         if (filter2.likes.length === 0) return [];
