@@ -251,7 +251,7 @@ export interface JobGroupRow {
   hosts: number[];
 }
 
-/** A `groups` row of searchSql as a driver answers it (PostgreSQL: sums as text; hosts as "id,id,..."). */
+/** A `groups` row of searchSql as a driver answers it (PostgreSQL: sums as text; hosts as "id,id,...", with repeats). */
 export function jobGroupRow(r: Record<string, unknown>): JobGroupRow {
   const n = (k: string) => Number(r[k]);
   return {
@@ -263,7 +263,7 @@ export function jobGroupRow(r: Record<string, unknown>): JobGroupRow {
     blocked: n('blocked'),
     wouldBlock: n('wouldBlock'),
     bytesOut: n('bytesOut'),
-    hosts: String(r.hosts).split(',').map(Number),
+    hosts: [...new Set(String(r.hosts).split(',').map(Number))],
   };
 }
 

@@ -142,7 +142,7 @@ export const RECOMPUTE_SQL = {
 /**
  * The host search's two queries, given the SQL of its parameters (a host-id list condition, the window ends, the
  * outcome). `groups`: the per (job, host, port, outcome) rows wholly inside the window, summed per job in the database
- * (aggregate.JobGroupRow; hosts as "id,id,..."). `edges`: the rows that straddle an end of the window, one by one
+ * (aggregate.JobGroupRow; hosts as "id,id,...", with repeats). `edges`: the rows that straddle an end of the window, one by one
  * (recounted from the raw events). In `groups`, `last >= since` is implied by `first >= since`, but lets the
  * search index (host_id, last, ...) narrow the scan.
  */
@@ -150,7 +150,9 @@ export function searchSql(dialect: 'sqlite' | 'postgres', p: { hosts: string; si
   const base = [p.hosts, ...(p.decision ? [`decision = ${p.decision}`] : [])];
   const inside = [...base, `last >= ${p.since}`, `last <= ${p.until}`, `first >= ${p.since}`].join(' AND ');
   const edges = [...base, `last >= ${p.since}`, `first <= ${p.until}`, `(first < ${p.since} OR last > ${p.until})`].join(' AND ');
-  const hosts = dialect === 'sqlite' ? 'group_concat(DISTINCT host_id)' : "string_agg(DISTINCT host_id::text, ',')";
+  // Not DISTINCT (a job's rows repeat a host per port and outcome; aggregate.jobGroupRow drops the repeats): an
+  // aggregate with DISTINCT makes PostgreSQL sort all the rows instead of hashing them per job.
+  const hosts = dialect === 'sqlite' ? 'group_concat(host_id)' : "string_agg(host_id::text, ',')";
   const outcome = (code: number) => `SUM(CASE WHEN decision = ${code} THEN count ELSE 0 END)`;
   return {
     groups: `SELECT job_id AS "jobId", MIN(first) AS first, MAX(last) AS last, SUM(count) AS decisions, ${outcome(0)} AS allowed, ${outcome(1)} AS blocked,
