@@ -53905,7 +53905,7 @@ function jobGroupRow(r) {
     blocked: n("blocked"),
     wouldBlock: n("wouldBlock"),
     bytesOut: n("bytesOut"),
-    hosts: String(r.hosts).split(",").map(Number)
+    hosts: [...new Set(String(r.hosts).split(",").map(Number))]
   };
 }
 function jobSightings(groups, edges, text2) {
@@ -54037,7 +54037,7 @@ function searchSql(dialect, p) {
   const base = [p.hosts, ...p.decision ? [`decision = ${p.decision}`] : []];
   const inside = [...base, `last >= ${p.since}`, `last <= ${p.until}`, `first >= ${p.since}`].join(" AND ");
   const edges = [...base, `last >= ${p.since}`, `first <= ${p.until}`, `(first < ${p.since} OR last > ${p.until})`].join(" AND ");
-  const hosts = dialect === "sqlite" ? "group_concat(DISTINCT host_id)" : "string_agg(DISTINCT host_id::text, ',')";
+  const hosts = dialect === "sqlite" ? "group_concat(host_id)" : "string_agg(host_id::text, ',')";
   const outcome = (code2) => `SUM(CASE WHEN decision = ${code2} THEN count ELSE 0 END)`;
   return {
     groups: `SELECT job_id AS "jobId", MIN(first) AS first, MAX(last) AS last, SUM(count) AS decisions, ${outcome(0)} AS allowed, ${outcome(1)} AS blocked,
