@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { openStore } from '../collector/stores/open-store.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../events/schema.js';
 import { postEvents, startCollectorProcess, type CollectorProcess } from '../test/helpers/collector-process.js';
@@ -22,7 +23,10 @@ import { percentile, round } from './stats.js';
  *    was stored once.
  * Environment: BENCH_COLLECTOR_EVENTS (default 1,000,000), BENCH_COLLECTOR_PG_EVENTS (default the same),
  * BENCH_COLLECTOR_JOBS (2,000), BENCH_COLLECTOR_HOSTS (300), BENCH_COLLECTOR_INGEST (200,000), BENCH_COLLECTOR_SAMPLES
- * (60), BENCH_COLLECTOR_ENGINES ("sqlite,postgres"), BENCH_COLLECTOR_PROCESSES ("1,2,4"). Results: stdout and
+ * (60), BENCH_COLLECTOR_ENGINES ("sqlite,postgres"), BENCH_COLLECTOR_PROCESSES ("1,2,4"; BENCH_COLLECTOR_INGEST=0: no ingest
+ * run), BENCH_COLLECTOR_SQLITE_FILE (keep the SQLite history in this file; when it exists it is reused, not rebuilt: a
+ * 10-million-event history takes ~16 minutes to build; reuse it with BENCH_COLLECTOR_INGEST=0 so that it stays the
+ * same). Results: stdout and
  * test-artifacts/collector-bench.json. The PostgreSQL server is a throwaway cluster (test/helpers/postgres-cluster.ts,
  * fsync off) on the same machine as the collectors and the load generator.
  */
@@ -40,6 +44,10 @@ const SETTINGS = {
   samples: num('BENCH_COLLECTOR_SAMPLES', 60),
   engines: (process.env.BENCH_COLLECTOR_ENGINES ?? 'sqlite,postgres').split(',').map((s) => s.trim()),
   processes: (process.env.BENCH_COLLECTOR_PROCESSES ?? '1,2,4').split(',').map(Number),
+  /** PostgreSQL: the built history copied this many times in all, inside the database (replicateHistory). */
+  pgCopies: num('BENCH_COLLECTOR_PG_COPIES', 1),
+  /** Keep the SQLite history in this file: built once, reused (only measured) when it exists. */
+  sqliteFile: process.env.BENCH_COLLECTOR_SQLITE_FILE,
 };
 const TOKEN = 'bench-token';
 const DAY = 86_400_000;
@@ -140,6 +148,60 @@ async function buildHistory(db: string, total: number): Promise<Built> {
   }
 }
 
+/**
+ * A larger PostgreSQL history without going through the store: the built history copied `copies - 1` more times by
+ * INSERT ... SELECT inside the database, each copy as other jobs (`<job>~c<N>`, other event keys) N minutes later, with
+ * its aggregates copied the same way (they are the copied events' aggregates: same rows, other job and times). A
+ * bigger fleet over the same 20 days, not a longer history.
+ */
+async function replicateHistory(url: string, built: Built, copies: number): Promise<Built> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const started = Date.now();
+  try {
+    await client.query(`CREATE TEMP TABLE base_jobs AS SELECT job_id FROM eg_jobs`);
+    const jobs = [...built.jobs];
+    for (let c = 1; c < copies; c++) {
+      const shift = c * 60_000;
+      await client.query('BEGIN');
+      await client.query(`INSERT INTO eg_strings (text) SELECT s.text || '~c' || $1 FROM base_jobs b JOIN eg_strings s ON s.id = b.job_id ON CONFLICT DO NOTHING`, [c]);
+      await client.query(
+        `CREATE TEMP TABLE job_map ON COMMIT DROP AS SELECT b.job_id AS old, n.id AS new FROM base_jobs b JOIN eg_strings s ON s.id = b.job_id JOIN eg_strings n ON n.text = s.text || '~c' || $1`,
+        [c],
+      );
+      await client.query(
+        `INSERT INTO eg_events (time, bytes_in, bytes_out, job_id, host_id, port, event, decision, key, body)
+         SELECT e.time + $1, e.bytes_in, e.bytes_out, m.new, e.host_id, e.port, e.event, e.decision, overlay(e.key PLACING int4send($2) FROM 2 FOR 4), e.body
+         FROM eg_events e JOIN job_map m ON m.old = e.job_id`,
+        [shift, c],
+      );
+      await client.query(
+        `INSERT INTO eg_job_destinations (job_id, host_id, port, decision, count, bytes_in, bytes_out, first, last)
+         SELECT m.new, d.host_id, d.port, d.decision, d.count, d.bytes_in, d.bytes_out, d.first + $1, d.last + $1 FROM eg_job_destinations d JOIN job_map m ON m.old = d.job_id`,
+        [shift],
+      );
+      await client.query(
+        `INSERT INTO eg_jobs (job_id, repo_id, first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out)
+         SELECT m.new, j.repo_id, j.first + $1, j.last + $1, j.decisions, j.allowed, j.blocked, j.would_block, j.bytes_in, j.bytes_out FROM eg_jobs j JOIN job_map m ON m.old = j.job_id`,
+        [shift],
+      );
+      await client.query('COMMIT');
+      jobs.push(...built.jobs.map((j) => `${j}~c${c}`));
+      log(`  copy ${c + 1} of ${copies}: ${Math.round((Date.now() - started) / 1000)} s`);
+    }
+    await client.query('ANALYZE');
+    const seconds = (Date.now() - started) / 1000;
+    const store = await openStore(url);
+    try {
+      return { events: await store.count(), jobs, seconds, bytes: await store.storageBytes() };
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await client.end();
+  }
+}
+
 async function timed(port: number, path: string): Promise<number> {
   const t = performance.now();
   const res = await fetch(`http://127.0.0.1:${port}${path}`);
@@ -202,9 +264,29 @@ async function ingest(ports: readonly number[], count: number, tag: string): Pro
   return { eventsPerSecond: Math.round(count / seconds), stored, duplicates };
 }
 
+/** A history built by an earlier run (BENCH_COLLECTOR_SQLITE_FILE): its jobs read back from the store. */
+async function reuseHistory(db: string): Promise<Built> {
+  const store = await openStore(db);
+  try {
+    const jobs = (await store.jobs()).jobs.map((j) => j.job).filter((j) => j.startsWith('bench-'));
+    return { events: await store.count(), jobs: jobs.sort(), seconds: NaN, bytes: await store.storageBytes() };
+  } finally {
+    await store.close();
+  }
+}
+
 async function benchEngine(engine: string, db: string, total: number) {
-  log(`\n[${engine}] building ${total.toLocaleString('en')} events through the store`);
-  const built = await buildHistory(db, total);
+  const reuse = engine === 'sqlite' && SETTINGS.sqliteFile !== undefined && existsSync(db);
+  log(`\n[${engine}] ${reuse ? `reusing the history in ${db}` : `building ${total.toLocaleString('en')} events through the store`}`);
+  let built = reuse ? await reuseHistory(db) : await buildHistory(db, total);
+  let replicated: { events: number; seconds: number } | undefined;
+  if (engine === 'postgres' && SETTINGS.pgCopies > 1) {
+    log(`  ${built.events.toLocaleString('en')} events built in ${round(built.seconds, 1)} s; copying them ${SETTINGS.pgCopies - 1} times inside the database`);
+    const copied = await replicateHistory(db, built, SETTINGS.pgCopies);
+    replicated = { events: copied.events, seconds: round(copied.seconds, 1) };
+    log(`  ${copied.events.toLocaleString('en')} events after ${round(copied.seconds, 1)} s of copying`);
+    built = { ...copied, seconds: built.seconds + copied.seconds };
+  }
   const bytesPerEvent = round(built.bytes / built.events, 1);
   log(`  ${built.events.toLocaleString('en')} events in ${round(built.seconds, 1)} s (${Math.round(built.events / built.seconds)}/s); ${bytesPerEvent} bytes/event`);
   const processes: CollectorProcess[] = [];
@@ -212,7 +294,7 @@ async function benchEngine(engine: string, db: string, total: number) {
     processes.push(await startCollectorProcess(db, { token: TOKEN }));
     const queries = await latencies(processes[0]!.port, built.jobs);
     const ingestRuns: Record<string, { eventsPerSecond: number; stored: number; duplicates: number }> = {};
-    const counts = engine === 'postgres' ? SETTINGS.processes : [1];
+    const counts = SETTINGS.ingest === 0 ? [] : engine === 'postgres' ? SETTINGS.processes : [1];
     for (const n of counts) {
       while (processes.length < n) processes.push(await startCollectorProcess(db, { token: TOKEN }));
       const result = await ingest(
@@ -224,7 +306,7 @@ async function benchEngine(engine: string, db: string, total: number) {
       ingestRuns[`${n} process${n > 1 ? 'es' : ''}`] = result;
       log(`  ingest, ${n} collector process(es): ${result.eventsPerSecond.toLocaleString('en')} events/s (${result.stored.toLocaleString('en')} stored once each)`);
     }
-    return { events: built.events, jobs: built.jobs.length, buildSeconds: round(built.seconds, 1), bytesPerEvent, queries, ingest: ingestRuns };
+    return { events: built.events, jobs: built.jobs.length, buildSeconds: round(built.seconds, 1), replicated, bytesPerEvent, queries, ingest: ingestRuns };
   } finally {
     for (const p of processes) await p.stop();
   }
@@ -236,7 +318,7 @@ async function main(): Promise<void> {
   let cluster: PostgresCluster | undefined;
   const results: Record<string, unknown> = { settings: SETTINGS, cpus: cpus().length };
   try {
-    if (SETTINGS.engines.includes('sqlite')) results.sqlite = await benchEngine('sqlite', join(dir, 'bench.db'), SETTINGS.events);
+    if (SETTINGS.engines.includes('sqlite')) results.sqlite = await benchEngine('sqlite', SETTINGS.sqliteFile ?? join(dir, 'bench.db'), SETTINGS.events);
     if (SETTINGS.engines.includes('postgres')) {
       cluster = await startPostgresCluster();
       results.postgres = await benchEngine('postgres', cluster.url, SETTINGS.pgEvents);

@@ -1,12 +1,11 @@
 import { canonicalHost, compileHostPattern, matchHost } from '../policy/index.js';
 import type { JobSighting } from '../report/host-sightings.js';
-import type { HostSighting } from './stores/event-store.js';
 
 /**
  * "Which of our jobs talked to this host, and when?" A pattern in the policy's syntax (`codecov.io`,
  * `*.codecov.io`, `uploader*.codecov.io`) or an address. A name without a wildcard also finds its subdomains
  * (registrable-domain match: `codecov.io` finds `uploader.codecov.io`). The stores filter with SQL LIKE
- * patterns that every match satisfies; `matches` is the exact test on what they return.
+ * patterns that every match satisfies; `matches` is the exact test of the hosts they find.
  */
 export interface HostQuery {
   pattern: string;
@@ -34,36 +33,8 @@ export function hostQuery(text: string): HostQuery {
   return { pattern, likes: [like(pattern)], matches: (host) => matchHost(compiled, host) };
 }
 
-/** Per (job, host) rows from a store -> per job, newest first, one page of them. */
-export function sightingsByJob(rows: readonly HostSighting[], query: HostQuery, page: { limit: number; offset: number }): { jobs: JobSighting[]; total: number } {
-  const jobs = new Map<string, JobSighting>();
-  for (const row of rows) {
-    if (!query.matches(row.host)) continue;
-    const job = jobs.get(row.job);
-    if (!job) {
-      jobs.set(row.job, {
-        job: row.job,
-        first: row.first,
-        last: row.last,
-        decisions: row.decisions,
-        allowed: row.allowed,
-        blocked: row.blocked,
-        wouldBlock: row.wouldBlock,
-        bytesOut: row.bytesOut,
-        hosts: [row.host],
-      });
-      continue;
-    }
-    if (row.first < job.first) job.first = row.first;
-    if (row.last > job.last) job.last = row.last;
-    job.decisions += row.decisions;
-    job.allowed += row.allowed;
-    job.blocked += row.blocked;
-    job.wouldBlock += row.wouldBlock;
-    job.bytesOut += row.bytesOut;
-    job.hosts.push(row.host);
-  }
-  const all = [...jobs.values()].sort((a, b) => (a.last === b.last ? a.job.localeCompare(b.job) : a.last < b.last ? 1 : -1));
-  for (const job of all) job.hosts.sort();
+/** Per job sightings from a store -> newest first (by last sighting, then job), one page of them. */
+export function pageOfSightings(jobs: readonly JobSighting[], page: { limit: number; offset: number }): { jobs: JobSighting[]; total: number } {
+  const all = [...jobs].sort((a, b) => (a.last === b.last ? a.job.localeCompare(b.job) : a.last < b.last ? 1 : -1));
   return { jobs: all.slice(page.offset, page.offset + page.limit), total: all.length };
 }

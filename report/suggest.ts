@@ -62,6 +62,17 @@ function pathGroup(host: string, path: string): string {
   return segments.length > depth ? `/${segments.slice(0, depth).join('/')}/**` : path;
 }
 
+/** `f` with its answers kept per argument (for one call of suggestPolicy). */
+function memo<A, R>(f: (a: A) => R): (a: A) => R {
+  const answers = new Map<A, R>();
+  return (a) => {
+    if (answers.has(a)) return answers.get(a)!;
+    const r = f(a);
+    answers.set(a, r);
+    return r;
+  };
+}
+
 function tally(map: Map<string, Tally>, key: string): Tally {
   let t = map.get(key);
   if (!t) map.set(key, (t = { count: 0, kinds: new Set() }));
@@ -102,6 +113,13 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
   let ignored = 0;
   let first: string | undefined;
   let last: string | undefined;
+  // A job repeats a few destinations thousands of times: each host, endpoint and address is looked at once.
+  const hostOf = memo(canonicalHost);
+  const isValidEndpoint = memo(validEndpoint);
+  const trustedAddress = memo((ip: string) => {
+    const address = parseAddress(ip);
+    return address && !classifyAddress(address).publicUnicast ? address.toString() : null;
+  });
 
   for (const event of events) {
     if (!isDecision(event) || seen.has(event.id)) continue;
@@ -120,7 +138,7 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
       t.kinds.add(event.reason);
       continue;
     }
-    const host = canonicalHost(event.host);
+    const host = hostOf(event.host);
     if (host.type === 'invalid') {
       ignored++;
       continue;
@@ -138,11 +156,11 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
       t.kinds.add(event.qtype ?? 'dns');
       continue;
     }
-    if (!validEndpoint(destinationKey(host.name, event.port))) {
+    const key = destinationKey(host.name, event.port);
+    if (!isValidEndpoint(key)) {
       ignored++;
       continue;
     }
-    const key = destinationKey(host.name, event.port);
     let t = endpoints.get(key);
     if (!t) endpoints.set(key, (t = { count: 0, kinds: new Set(), host: host.name, port: event.port }));
     t.count++;
@@ -155,9 +173,9 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
       if (event.method) p.methods.add(event.method);
       t.paths.set(group, p);
     }
-    const address = event.ip ? parseAddress(event.ip) : null;
-    if (address && !classifyAddress(address).publicUnicast) {
-      const r = tally(trusted, address.toString());
+    const address = event.ip ? trustedAddress(event.ip) : null;
+    if (address !== null) {
+      const r = tally(trusted, address);
       r.count++;
       (r.names ??= new Set()).add(host.name);
     }

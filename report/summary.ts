@@ -62,14 +62,18 @@ export function eventsOfJob(events: readonly EgressEvent[], job: string): Egress
 /** A destination's row key in reports: its host:port (policy/host-port.ts). */
 export const destinationKey = formatHostPort;
 
-function byTime(a: { time: string }, b: { time: string }): number {
-  return Date.parse(a.time) - Date.parse(b.time);
+/** In time order (a stable sort: equal times keep their order); each time parsed once. */
+function sortedByTime<T extends { time: string }>(items: readonly T[]): T[] {
+  return items
+    .map((item) => ({ item, t: Date.parse(item.time) }))
+    .sort((a, b) => a.t - b.t)
+    .map((x) => x.item);
 }
 
 export function summarize(events: readonly EgressEvent[]): Summary {
   const closes = new Map<string, CloseEvent>();
   for (const e of events) if (e.event === 'close') closes.set(e.id, e);
-  const decisions = events.filter(isDecision).sort(byTime);
+  const decisions = sortedByTime(events.filter(isDecision));
   const seenIds = new Set<string>();
   const destinations = new Map<string, Destination>();
   const connections: Connection[] = [];

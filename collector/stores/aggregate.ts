@@ -1,7 +1,8 @@
 import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
 import { CLOSE, DECISION, encodeId, OUTCOME_CODES, packBody } from './codec.js';
-import { iso, type HostSighting } from './event-store.js';
+import type { JobSighting } from '../../report/host-sightings.js';
+import { iso } from './event-store.js';
 
 /**
  * What both stores do with a batch, apart from SQL: the rows to insert and the aggregate deltas of what was stored.
@@ -236,23 +237,66 @@ export async function windowedRows(
   return out;
 }
 
-/** Per (job, host) sightings from per (job, host, port, outcome) rows. */
-export function mergeSightings(rows: readonly DestinationRow[], text: (id: number) => string): HostSighting[] {
-  const merged = new Map<string, HostSighting>();
-  for (const r of rows) {
-    const key = `${r.jobId}:${r.hostId}`;
-    let s = merged.get(key);
-    if (!s) {
-      s = { job: text(r.jobId), host: text(r.hostId), first: iso(r.first), last: iso(r.last), decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0 };
-      merged.set(key, s);
+/** The aggregate rows of one job wholly inside a search window, summed by the database (queries.ts searchSql). */
+export interface JobGroupRow {
+  jobId: number;
+  first: number;
+  last: number;
+  decisions: number;
+  allowed: number;
+  blocked: number;
+  wouldBlock: number;
+  bytesOut: number;
+  /** The matching hosts' ids. */
+  hosts: number[];
+}
+
+/** A `groups` row of searchSql as a driver answers it (PostgreSQL: sums as text; hosts as "id,id,...", with repeats). */
+export function jobGroupRow(r: Record<string, unknown>): JobGroupRow {
+  const n = (k: string) => Number(r[k]);
+  return {
+    jobId: n('jobId'),
+    first: n('first'),
+    last: n('last'),
+    decisions: n('decisions'),
+    allowed: n('allowed'),
+    blocked: n('blocked'),
+    wouldBlock: n('wouldBlock'),
+    bytesOut: n('bytesOut'),
+    hosts: [...new Set(String(r.hosts).split(',').map(Number))],
+  };
+}
+
+/**
+ * Per job sightings: the per-job sums of the rows inside the window plus the recounted rows that straddle an end of
+ * it (`edges`, per (job, host, port, outcome), count > 0).
+ */
+export function jobSightings(groups: readonly JobGroupRow[], edges: readonly DestinationRow[], text: (id: number) => string): JobSighting[] {
+  const jobs = new Map<number, JobGroupRow>(groups.map((g) => [g.jobId, { ...g, hosts: [...g.hosts] }]));
+  for (const r of edges) {
+    let g = jobs.get(r.jobId);
+    if (!g) {
+      g = { jobId: r.jobId, first: r.first, last: r.last, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0, hosts: [] };
+      jobs.set(r.jobId, g);
     }
-    if (iso(r.first) < s.first) s.first = iso(r.first);
-    if (iso(r.last) > s.last) s.last = iso(r.last);
-    s.decisions += r.count;
-    s.bytesOut += r.bytesOut;
-    if (r.decision === OUTCOME_CODES.allowed) s.allowed += r.count;
-    else if (r.decision === OUTCOME_CODES.blocked) s.blocked += r.count;
-    else s.wouldBlock += r.count;
+    g.first = Math.min(g.first, r.first);
+    g.last = Math.max(g.last, r.last);
+    g.decisions += r.count;
+    g.bytesOut += r.bytesOut;
+    if (r.decision === OUTCOME_CODES.allowed) g.allowed += r.count;
+    else if (r.decision === OUTCOME_CODES.blocked) g.blocked += r.count;
+    else g.wouldBlock += r.count;
+    if (!g.hosts.includes(r.hostId)) g.hosts.push(r.hostId);
   }
-  return [...merged.values()];
+  return [...jobs.values()].map((g) => ({
+    job: text(g.jobId),
+    first: iso(g.first),
+    last: iso(g.last),
+    decisions: g.decisions,
+    allowed: g.allowed,
+    blocked: g.blocked,
+    wouldBlock: g.wouldBlock,
+    bytesOut: g.bytesOut,
+    hosts: [...new Set(g.hosts)].map(text).sort(),
+  }));
 }

@@ -1,4 +1,4 @@
-import type { DecisionCounts } from '../../report/host-sightings.js';
+import type { DecisionCounts, JobSighting } from '../../report/host-sightings.js';
 import type { EgressEvent } from '../../events/schema.js';
 
 export interface JobInfo extends DecisionCounts {
@@ -32,17 +32,11 @@ export interface RetentionResult {
   jobs: number;
 }
 
-/** One job's decisions for one host, as the host search reads them (collector/host-search.ts). */
-export interface HostSighting extends DecisionCounts {
-  job: string;
-  host: string;
-  /** Bytes the job sent there (close events of those decisions). */
-  bytesOut: number;
-}
-
 export interface SightingFilter {
-  /** SQL LIKE patterns (escape `\`), any of which the host matches. */
+  /** SQL LIKE patterns (escape `\`), any of which the host matches: they find a superset of the hosts... */
   likes: readonly string[];
+  /** ...of which this keeps the ones the search means (collector/host-search.ts). */
+  matches: (host: string) => boolean;
   since?: string;
   until?: string;
   decision?: string;
@@ -63,8 +57,12 @@ export interface EventStore {
   jobs(query?: JobQuery): Promise<JobPage>;
   /** A job's decision events and the close events of those decisions, in time order. */
   jobEvents(job: string, limit: number): Promise<EgressEvent[]>;
-  /** Per (job, host): decisions whose host matches one of the LIKE patterns, in the time window. */
-  sightings(filter: SightingFilter): Promise<HostSighting[]>;
+  /**
+   * Per job: its decisions whose host matches, in the time window, in no particular order. Summed per job in the
+   * database from the per (job, host, port, outcome) aggregates; the few rows that straddle an end of the window
+   * are recounted from their raw events, so the answer is exact.
+   */
+  jobSightings(filter: SightingFilter): Promise<JobSighting[]>;
   /**
    * Delete the events older than `cutoff` and recompute the aggregates of the jobs they belonged to. SQLite: every
    * event with time < cutoff, in small transactions; PostgreSQL: the day partitions that end at or before cutoff.

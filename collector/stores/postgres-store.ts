@@ -4,8 +4,9 @@ import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
-import { decodeCursor, type EventStore, type HostSighting, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
-import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, type JobRow } from './queries.js';
+import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
+import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, searchSql, type JobRow } from './queries.js';
+import type { JobSighting } from '../../report/host-sightings.js';
 
 const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT EXISTS across collectors
 const PARTITION_LOCK = 0x6567_7265;
@@ -260,21 +261,17 @@ export class PostgresStore implements EventStore {
     );
   }
 
-  async sightings(filter: SightingFilter): Promise<HostSighting[]> {
+  async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
     if (filter.likes.length === 0) return [];
-    const hostRes = await this.pool.query(`SELECT id FROM eg_strings WHERE ${filter.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')}`, [...filter.likes]);
-    const hosts = hostRes.rows.map((r) => r.id as number);
+    const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${filter.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')}`, [...filter.likes]);
+    const hosts = (hostRes.rows as Array<{ id: number; text: string }>).filter((h) => filter.matches(h.text));
     if (hosts.length === 0) return [];
     const window = aggregate.searchWindow(filter);
-    const params: unknown[] = [hosts];
-    const where = ['host_id = ANY($1::int[])'];
-    if (filter.decision) (params.push(OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES]), where.push(`decision = $${params.length}`));
-    if (filter.since) (params.push(window.since), where.push(`last >= $${params.length}`));
-    if (filter.until) (params.push(window.until), where.push(`first <= $${params.length}`));
-    const res = await this.pool.query(
-      `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${where.join(' AND ')}`,
-      params,
-    );
+    const params = [hosts.map((h) => h.id), finite(window.since), finite(window.until)];
+    const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
+    const sql = searchSql('postgres', { hosts: 'host_id = ANY($1::int[])', since: '$2', until: '$3', ...(decision !== undefined && { decision: String(decision) }) });
+    const [grouped, edgeRows] = await Promise.all([this.pool.query(sql.groups, params), this.pool.query(sql.edges, params)]);
+    const groups = (grouped.rows as Array<Record<string, unknown>>).map(aggregate.jobGroupRow);
     const numeric = (r: Record<string, unknown>): DestinationRow => ({
       jobId: Number(r.jobId),
       hostId: Number(r.hostId),
@@ -285,12 +282,13 @@ export class PostgresStore implements EventStore {
       first: Number(r.first),
       last: Number(r.last),
     });
-    const counted = await aggregate.windowedRows(res.rows.map(numeric), window, async (row) => {
-      const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, finite(window.since), finite(window.until)]);
+    const edges = await aggregate.windowedRows(edgeRows.rows.map(numeric), window, async (row) => {
+      const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
       return numeric({ ...row, ...r.rows[0] });
     });
-    const text = await this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
-    return aggregate.mergeSightings(counted, (id) => text(id) ?? `#${id}`);
+    const hostText = new Map(hosts.map((h) => [h.id, h.text]));
+    const jobText = await this.texts([...groups, ...edges].map((r) => r.jobId));
+    return aggregate.jobSightings(groups, edges, (id) => hostText.get(id) ?? jobText(id) ?? `#${id}`);
   }
 
   /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */

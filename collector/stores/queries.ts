@@ -23,8 +23,19 @@ CREATE TABLE IF NOT EXISTS eg_jobs (
 );
 CREATE INDEX IF NOT EXISTS eg_jobs_last ON eg_jobs (last, job_id);
 CREATE INDEX IF NOT EXISTS eg_jobs_repo ON eg_jobs (repo_id, last, job_id);
-CREATE INDEX IF NOT EXISTS eg_job_destinations_host ON eg_job_destinations (host_id, last);
 `;
+
+/**
+ * The host search's index on eg_job_destinations: by (host, last seen), holding what the search sums, so that it
+ * reads the index alone (SQLite appends the primary key, job_id and decision among it, to every index entry).
+ * It replaced a plain (host_id, last) index: a database made before gets the new one, and loses the old one, on start.
+ */
+const SEARCH_INDEX = {
+  sqlite: `CREATE INDEX IF NOT EXISTS eg_job_destinations_search ON eg_job_destinations (host_id, last, first, count, bytes_out);
+DROP INDEX IF EXISTS eg_job_destinations_host;`,
+  postgres: `CREATE INDEX IF NOT EXISTS eg_job_destinations_search ON eg_job_destinations (host_id, last) INCLUDE (first, count, bytes_out, job_id, decision);
+DROP INDEX IF EXISTS eg_job_destinations_host;`,
+};
 
 export const SCHEMA_TABLES = {
   sqlite: `
@@ -36,7 +47,8 @@ CREATE TABLE IF NOT EXISTS eg_events (
 CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event);
 CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
 ${AGGREGATE_TABLES('INTEGER')} WITHOUT ROWID;
-${JOB_TABLE('INTEGER')}`,
+${JOB_TABLE('INTEGER')}
+${SEARCH_INDEX.sqlite}`,
   // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). A unique index of a
   // partitioned table must hold the partition key: (key, event, time) is unique per (key, event) because a repeat of
   // an event carries the same time (a foreign producer re-sending an id with another time gets a second row).
@@ -50,6 +62,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event, time);
 CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
 ${AGGREGATE_TABLES('BIGINT')};
 ${JOB_TABLE('BIGINT')}
+${SEARCH_INDEX.postgres}
 CREATE TABLE IF NOT EXISTS eg_retention_pending (job_id INTEGER PRIMARY KEY);
 `,
 };
@@ -125,6 +138,28 @@ export const RECOMPUTE_SQL = {
     windowCount: windowCount({ job: '$1', host: '$2', port: '$3', decision: '$4', since: '$5', until: '$6' }),
   },
 };
+
+/**
+ * The host search's two queries, given the SQL of its parameters (a host-id list condition, the window ends, the
+ * outcome). `groups`: the per (job, host, port, outcome) rows wholly inside the window, summed per job in the database
+ * (aggregate.JobGroupRow; hosts as "id,id,...", with repeats). `edges`: the rows that straddle an end of the window, one by one
+ * (recounted from the raw events). In `groups`, `last >= since` is implied by `first >= since`, but lets the
+ * search index (host_id, last, ...) narrow the scan.
+ */
+export function searchSql(dialect: 'sqlite' | 'postgres', p: { hosts: string; since: string; until: string; decision?: string }): { groups: string; edges: string } {
+  const base = [p.hosts, ...(p.decision ? [`decision = ${p.decision}`] : [])];
+  const inside = [...base, `last >= ${p.since}`, `last <= ${p.until}`, `first >= ${p.since}`].join(' AND ');
+  const edges = [...base, `last >= ${p.since}`, `first <= ${p.until}`, `(first < ${p.since} OR last > ${p.until})`].join(' AND ');
+  // Not DISTINCT (a job's rows repeat a host per port and outcome; aggregate.jobGroupRow drops the repeats): an
+  // aggregate with DISTINCT makes PostgreSQL sort all the rows instead of hashing them per job.
+  const hosts = dialect === 'sqlite' ? 'group_concat(host_id)' : "string_agg(host_id::text, ',')";
+  const outcome = (code: number) => `SUM(CASE WHEN decision = ${code} THEN count ELSE 0 END)`;
+  return {
+    groups: `SELECT job_id AS "jobId", MIN(first) AS first, MAX(last) AS last, SUM(count) AS decisions, ${outcome(0)} AS allowed, ${outcome(1)} AS blocked,
+      ${outcome(2)} AS "wouldBlock", SUM(bytes_out) AS "bytesOut", ${hosts} AS hosts FROM eg_job_destinations WHERE ${inside} GROUP BY job_id`,
+    edges: `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${edges}`,
+  };
+}
 
 export interface JobRow {
   jobId: number;

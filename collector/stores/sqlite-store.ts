@@ -4,10 +4,11 @@ import Database from 'better-sqlite3';
 import type { EgressEvent } from '../../events/schema.js';
 import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
-import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
+import { CLOSE, DECISION, decodeIdHex, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
-import { decodeCursor, type EventStore, type HostSighting, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
-import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, type JobRow } from './queries.js';
+import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
+import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, searchSql, type JobRow } from './queries.js';
+import type { JobSighting } from '../../report/host-sightings.js';
 
 /** Set before the first table is made; a database made without it keeps auto_vacuum off (docs/collector.md). */
 // 64 MiB of page cache: the unique index on random event ids is written all over; the default 2 MiB thrashes.
@@ -154,38 +155,45 @@ export class SqliteStore implements EventStore {
     const jobId = this.find(job);
     if (jobId === undefined) return [];
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
+    // Hosts by id from the dictionary (a job names a few hundred at most), not joined per row; rows as arrays, the key
+    // as hex text: the fewest objects per row (this read is most of a job page's time).
     const rows = this.db
-      .prepare(
-        `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
-         WHERE e.job_id = ? ORDER BY e.time, e.seq LIMIT ?`,
-      )
-      .all(jobId, limit) as Array<{ key: Buffer; time: number; body: Buffer; host: string; bytes_in: number | null; bytes_out: number | null }>;
-    return rows.map((r) => unpackEvent(r.body, decodeId(r.key), r.host, r.time, job, r.bytes_in === null ? null : { in: r.bytes_in, out: r.bytes_out ?? 0 }));
+      .prepare(`SELECT lower(hex(key)), time, body, bytes_in, bytes_out, host_id FROM eg_events WHERE job_id = ? ORDER BY time, seq LIMIT ?`)
+      .raw()
+      .all(jobId, limit) as Array<[key: string, time: number, body: Buffer, bytesIn: number | null, bytesOut: number | null, hostId: number]>;
+    const host = this.texts([...new Set(rows.map((r) => r[5]))]);
+    return rows.map(([key, time, body, bytesIn, bytesOut, hostId]) =>
+      unpackEvent(body, decodeIdHex(key), host(hostId)!, time, job, bytesIn === null ? null : { in: bytesIn, out: bytesOut ?? 0 }),
+    );
   }
 
-  async sightings(filter: SightingFilter): Promise<HostSighting[]> {
+  async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
     if (filter.likes.length === 0) return [];
-    const hosts = this.db
-      .prepare(`SELECT id FROM eg_strings WHERE ${filter.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(' OR ')}`)
-      .all(...filter.likes)
-      .map((r) => (r as { id: number }).id);
+    const hosts = (
+      this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${filter.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(' OR ')}`).all(...filter.likes) as Array<{
+        id: number;
+        text: string;
+      }>
+    ).filter((h) => filter.matches(h.text));
     if (hosts.length === 0) return [];
     const window = aggregate.searchWindow(filter);
-    const params: Record<string, string | number> = { hosts: JSON.stringify(hosts) };
-    const where = ['host_id IN (SELECT value FROM json_each(@hosts))'];
-    if (filter.decision) (where.push('decision = @decision'), (params.decision = OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES]));
-    if (filter.since) (where.push('last >= @since'), (params.since = window.since));
-    if (filter.until) (where.push('first <= @until'), (params.until = window.until));
-    const rows = this.db
-      .prepare(`SELECT job_id AS jobId, host_id AS hostId, port, decision, count, bytes_out AS bytesOut, first, last FROM eg_job_destinations WHERE ${where.join(' AND ')}`)
-      .all(params) as DestinationRow[];
+    const params = { hosts: JSON.stringify(hosts.map((h) => h.id)), since: finite(window.since), until: finite(window.until) };
+    const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
+    const sql = searchSql('sqlite', {
+      hosts: 'host_id IN (SELECT value FROM json_each(@hosts))',
+      since: '@since',
+      until: '@until',
+      ...(decision !== undefined && { decision: String(decision) }),
+    });
+    const groups = (this.db.prepare(sql.groups).all(params) as Array<Record<string, unknown>>).map(aggregate.jobGroupRow);
     const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-    const counted = await aggregate.windowedRows(rows, window, async (row) => {
-      const r = recount.get({ ...row, since: finite(window.since), until: finite(window.until) }) as { count: number; bytesOut: number; first: number; last: number };
+    const edges = await aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
+      const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
       return { ...row, ...r };
     });
-    const text = this.texts(counted.flatMap((r) => [r.jobId, r.hostId]));
-    return aggregate.mergeSightings(counted, (id) => text(id) ?? `#${id}`);
+    const hostText = new Map(hosts.map((h) => [h.id, h.text]));
+    const jobText = this.texts([...groups, ...edges].map((r) => r.jobId));
+    return aggregate.jobSightings(groups, edges, (id) => hostText.get(id) ?? jobText(id) ?? `#${id}`);
   }
 
   /**

@@ -3,6 +3,8 @@ import fc from 'fast-check';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import Database from 'better-sqlite3';
 import type { EventStore, JobInfo } from '../../collector/stores/event-store.js';
+import { hostQuery } from '../../collector/host-search.js';
+import type { JobSighting } from '../../report/host-sightings.js';
 
 /**
  * The oracle of the aggregate property tests (SQLite and PostgreSQL): a model of which events a store holds after
@@ -166,21 +168,25 @@ export class StoreModel {
     return [...jobs.values()].sort((a, b) => a.job.localeCompare(b.job));
   }
 
-  /** Per (job, host) sightings of `host` in [since, until]. */
-  sightings(host: string, since: number, until: number): Array<{ job: string; host: string; decisions: number; blocked: number; bytesOut: number; first: string; last: string }> {
-    const out = new Map<string, { job: string; host: string; decisions: number; blocked: number; bytesOut: number; first: string; last: string }>();
+  /** Per job sightings of the hosts `matches` accepts in [since, until] (of one outcome, when given). */
+  sightings(matches: (host: string) => boolean, since: number, until: number, outcome?: string): JobSighting[] {
+    const out = new Map<string, JobSighting>();
     for (const { d, close } of this.decisions()) {
       const t = Date.parse(d.time);
-      if (d.host !== host || t < since || t > until) continue;
+      if (!matches(d.host) || t < since || t > until || (outcome !== undefined && d.decision !== outcome)) continue;
       const key = d.ci!.job_id!;
-      const s = out.get(key) ?? { job: key, host, decisions: 0, blocked: 0, bytesOut: 0, first: d.time, last: d.time };
+      const s = out.get(key) ?? { job: key, first: d.time, last: d.time, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0, hosts: [] };
       out.set(key, s);
       s.decisions++;
-      if (d.decision === 'blocked') s.blocked++;
+      if (d.decision === 'allowed') s.allowed++;
+      else if (d.decision === 'blocked') s.blocked++;
+      else s.wouldBlock++;
       s.bytesOut += close?.bytes_out ?? 0;
       if (d.time < s.first) s.first = d.time;
       if (d.time > s.last) s.last = d.time;
+      if (!s.hosts.includes(d.host)) s.hosts.push(d.host);
     }
+    for (const s of out.values()) s.hosts.sort();
     return [...out.values()].sort((a, b) => a.job.localeCompare(b.job));
   }
 }
@@ -189,14 +195,25 @@ export class StoreModel {
 export async function checkAgainstModel(store: EventStore, model: StoreModel, window: { since: number; until: number }): Promise<void> {
   const jobs = (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job));
   assert.deepEqual(jobs, model.jobs(), 'job aggregates equal a recount of the raw events');
-  for (const host of HOSTS) {
-    const like = host.replace(/[\\%_]/g, (c) => `\\${c}`);
-    const rows = await store.sightings({ likes: [like], since: new Date(window.since).toISOString(), until: new Date(window.until).toISOString() });
-    const got = rows.map((r) => ({ job: r.job, host: r.host, decisions: r.decisions, blocked: r.blocked, bytesOut: r.bytesOut, first: r.first, last: r.last }));
+  // Each host alone, and a pattern that matches two of them (summed per job in the database), of every outcome or one.
+  const searches: Array<{ pattern: string; decision?: string }> = [
+    ...HOSTS.map((host) => ({ pattern: host })),
+    { pattern: 'example.com' },
+    { pattern: 'example.com', decision: 'blocked' },
+  ];
+  for (const { pattern, decision } of searches) {
+    const query = hostQuery(pattern);
+    const rows = await store.jobSightings({
+      likes: query.likes,
+      matches: query.matches,
+      since: new Date(window.since).toISOString(),
+      until: new Date(window.until).toISOString(),
+      ...(decision && { decision }),
+    });
     assert.deepEqual(
-      got.sort((a, b) => a.job.localeCompare(b.job)),
-      model.sightings(host, window.since, window.until),
-      `sightings of ${host} in the window`,
+      rows.sort((a, b) => a.job.localeCompare(b.job)),
+      model.sightings(query.matches, window.since, window.until, decision),
+      `sightings of ${pattern} (${decision ?? 'any outcome'}) in the window`,
     );
   }
   for (const job of model.jobs()) {

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
+import Database from 'better-sqlite3';
 import { SqliteStore } from '../../collector/stores/sqlite-store.js';
+import { hostQuery } from '../../collector/host-search.js';
 import { startCollector } from '../../collector/server.js';
 import { collectorCommand } from '../../cli/collector-command.js';
 import { runCaptured } from '../helpers/capture-io.js';
@@ -128,6 +130,40 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
         events.map((e) => JSON.stringify(e)),
       );
       assert.equal((await store.jobs()).jobs[0]!.decisions, 30);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a database with the earlier search index (host_id, last) gets the covering one on start, and the same answers', async () => {
+    const path = join(dir, 'search-index.db');
+    const events = Array.from({ length: 30 }, (_, i) =>
+      decision(i, i % 2 ? 'x-index' : 'y-index', new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString(), { decision: i % 3 ? 'allowed' : 'blocked' }),
+    );
+    const search = (store: SqliteStore) => {
+      const query = hostQuery('example.com');
+      return store.jobSightings({ likes: query.likes, matches: query.matches, since: '2026-01-01T00:10:00Z' });
+    };
+    const indexes = (db: Database.Database) =>
+      (
+        db.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'eg_job_destinations' AND sql IS NOT NULL ORDER BY name`).all() as Array<{ name: string }>
+      ).map((r) => r.name);
+    let store = new SqliteStore(path);
+    await store.insert(events);
+    const expected = await search(store);
+    await store.close();
+    // The layout as the earlier version made it.
+    const db = new Database(path);
+    db.exec('DROP INDEX eg_job_destinations_search; CREATE INDEX eg_job_destinations_host ON eg_job_destinations (host_id, last)');
+    assert.deepEqual(indexes(db), ['eg_job_destinations_host']);
+    db.close();
+    store = new SqliteStore(path);
+    try {
+      const after = new Database(path, { readonly: true });
+      assert.deepEqual(indexes(after), ['eg_job_destinations_search']);
+      after.close();
+      assert.equal(expected.length, 2);
+      assert.deepEqual(await search(store), expected);
     } finally {
       await store.close();
     }

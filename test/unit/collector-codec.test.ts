@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
-import { it } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { deflateRawSync, type DeflateRaw } from 'node:zlib';
 import fc from 'fast-check';
 import { decodeId, encodeId, packBody, unpackEvent } from '../../collector/stores/codec.js';
+import { RawCodec, rawCodec } from '../../collector/stores/raw-deflate.js';
 import { jobKey } from '../../events/job-key.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 
@@ -87,4 +90,47 @@ it('ids are keyed one to one: a UUID as 16 bytes, any other text as itself', () 
     }),
   );
   assert.equal(encodeId('0b0e8f1c-6a57-4c9e-9d1e-2f4a1b3c5d7e').length, 17);
+});
+
+describe('RawCodec: one reused zlib stream per direction', () => {
+  const dictionary = Buffer.from('{"schema":1,"event":"decision","host":"registry.npmjs.org","port":443}');
+  const bytes = fc.oneof(
+    fc.uint8Array({ maxLength: 600 }),
+    fc.string({ maxLength: 400 }).map((s) => new TextEncoder().encode(s)),
+  );
+
+  it('deflates to the same bytes as deflateRawSync and inflates them back, call after call', () => {
+    const codec = rawCodec(dictionary);
+    fc.assert(
+      fc.property(bytes, (input) => {
+        const buffer = Buffer.from(input);
+        const packed = codec.deflate.run(buffer);
+        assert.deepEqual(packed, deflateRawSync(buffer, { dictionary }));
+        assert.deepEqual(codec.inflate.run(packed), buffer);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('a corrupt or truncated input throws as inflateRawSync does, and the next call is right again', () => {
+    const codec = rawCodec(dictionary);
+    const good = codec.deflate.run(Buffer.from('{"host":"registry.npmjs.org"}'));
+    assert.throws(() => codec.inflate.run(Buffer.from([0xff, 0xff, 0xff, 0xff])), /invalid|unexpected/);
+    assert.throws(() => codec.inflate.run(good.subarray(0, good.length - 2)), /unexpected end|invalid/);
+    assert.equal(codec.inflate.run(good).toString(), '{"host":"registry.npmjs.org"}');
+  });
+
+  it('an output larger than its buffer, or a stream without the expected handle, goes to the *Sync function', () => {
+    const codec = rawCodec(dictionary);
+    const big = Buffer.alloc(2 * 1024 * 1024, 'a');
+    const packed = codec.deflate.run(big);
+    assert.deepEqual(codec.inflate.run(packed), big, 'inflates to more than the 256 KiB buffer');
+    const random = randomBytes(300 * 1024);
+    assert.deepEqual(codec.inflate.run(codec.deflate.run(random)), random, 'deflates to more than the buffer');
+    const bare = new RawCodec(
+      () => ({}) as DeflateRaw,
+      (input) => deflateRawSync(input, { dictionary }),
+    );
+    assert.deepEqual(bare.run(Buffer.from('x')), deflateRawSync(Buffer.from('x'), { dictionary }));
+  });
 });
