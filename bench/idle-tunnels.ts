@@ -25,7 +25,8 @@ export interface IdleTunnelSettings {
   /**
    * Send a few bytes (not TLS) through each tunnel once it is open, so that egress-guard's check of the first
    * bytes settles and the tunnel is decided (and, with relay=kernel, handed to the kernel relay) before it idles.
-   * Without them the tunnels idle in that check. BENCH_IDLE_DECIDED=1.
+   * Without them the tunnels idle in that check. `npm run bench` sends them (idle keep-alive tunnels of a real job
+   * are decided connections); BENCH_IDLE_DECIDED=0 leaves the tunnels in the check.
    */
   decided?: boolean;
 }

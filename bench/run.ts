@@ -19,7 +19,7 @@ import { startBenchServers } from './servers.js';
  * beside dnsmasq. Prints tables and one MET/MISS/n/a line per goal, writes test-artifacts/bench.json.
  *
  * Environment (docs/benchmark.md): BENCH_PROXIES (comma list, default "egress-guard,tinyproxy,squid"),
- * BENCH_SKIP_STARTUP=1, BENCH_SKIP_PROXY=1, BENCH_SKIP_IDLE=1, BENCH_SKIP_DNS=1, BENCH_SKIP_INSPECTION=1, BENCH_IDLE_TUNNELS=<count>, BENCH_IDLE_DECIDED=1,
+ * BENCH_SKIP_STARTUP=1, BENCH_SKIP_PROXY=1, BENCH_SKIP_IDLE=1, BENCH_SKIP_DNS=1, BENCH_SKIP_INSPECTION=1, BENCH_IDLE_TUNNELS=<count>, BENCH_IDLE_DECIDED=0 (idle tunnels left undecided),
  * BENCH_DNS_SECONDS=<s>, BENCH_RELAY=kernel|js and BENCH_RELAY_HAND_OVER_AFTER=<bytes> (egress-guard's relay settings), BENCH_CPU_PROF=<dir> (run egress-guard under `node --cpu-prof`, profiles written on exit).
  */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
@@ -92,7 +92,7 @@ const IDLE_SETTLE_MS = 1000;
 
 /** Idle tunnels through a fresh egress-guard (and a fresh squid, for reference), one after the other. */
 async function idleTunnelRuns(wanted: string[], workDir: string, skipped: Record<string, string>): Promise<IdleTunnelsResult[]> {
-  const settings = { ...DEFAULT_IDLE_SETTINGS, count: Number(process.env.BENCH_IDLE_TUNNELS ?? DEFAULT_IDLE_SETTINGS.count), decided: process.env.BENCH_IDLE_DECIDED === '1' };
+  const settings = { ...DEFAULT_IDLE_SETTINGS, count: Number(process.env.BENCH_IDLE_TUNNELS ?? DEFAULT_IDLE_SETTINGS.count), decided: process.env.BENCH_IDLE_DECIDED !== '0' };
   const { target } = tunnelCapacity(settings.count);
   const hold = await startHoldServer();
   const results: IdleTunnelsResult[] = [];
