@@ -154,9 +154,15 @@ export function stopReading(socket: Socket): Buffer | undefined {
   return (socket.read() as Buffer | null) ?? undefined;
 }
 
-/** Undo stopReading (the hand-over did not happen); the caller pipes the socket again. */
+/**
+ * Undo stopReading (the hand-over did not happen); the caller pipes the socket again. A read that node started
+ * before stopReading (or the no-op `_read` since) left the stream's `reading` flag set: node would take it for a
+ * read in progress and never call `_read` (so never restart the handle's reads) again. Cleared here.
+ */
 export function resumeReading(socket: Socket): void {
   delete (socket as unknown as { _read?: unknown })._read;
+  const state = (socket as unknown as { _readableState?: { reading: boolean } })._readableState;
+  if (state && !handleOf(socket)?.reading) state.reading = false;
 }
 
 /** Nothing of node's left to write: the native relay may write to the fd. */

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, describe, it } from 'node:test';
+import { kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
+import { splice, type SpliceResult } from '../../net/splice.js';
+
+const servers: net.Server[] = [];
+const sockets: net.Socket[] = [];
+after(() => {
+  for (const s of sockets) s.destroy();
+  for (const s of servers) s.close();
+  useRelay('kernel');
+});
+
+function listen(server: net.Server): Promise<number> {
+  servers.push(server);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([promise, sleep(ms).then(() => Promise.reject(new Error(`timed out: ${what}`)))]);
+}
+
+for (const mode of ['kernel', 'js'] as const)
+  describe(`relay ${mode}: hand-over edge cases`, { skip: mode === 'kernel' && kernelRelayUnavailable() }, () => {
+    it('a hand-over that falls back to the JS relay (the server half-closed while node still had bytes to write) still relays the client bytes', async () => {
+      useRelay(mode);
+      // The server sends a banner and its FIN at once, then waits for the client's bytes.
+      let gotHello!: () => void;
+      const hello = new Promise<void>((resolve) => (gotHello = resolve));
+      const upstreamPort = await listen(
+        net.createServer({ allowHalfOpen: true }, (socket) => {
+          sockets.push(socket);
+          socket.end('banner');
+          let text = '';
+          socket.on('data', (c: Buffer) => {
+            text += c;
+            if (text.includes('hello')) gotHello();
+          });
+        }),
+      );
+      let closed!: (r: SpliceResult) => void;
+      const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
+      const proxyPort = await listen(
+        net.createServer({ allowHalfOpen: true }, (client) => {
+          sockets.push(client);
+          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
+          sockets.push(upstream);
+          upstream.on('connect', async () => {
+            // node reads the banner and the FIN (not yet delivered), and has bytes queued for a client that does not read yet.
+            client.write(Buffer.alloc(8 << 20, 1));
+            await sleep(100);
+            splice(client, upstream, { idleTimeoutMs: 10_000, onClose: closed });
+          });
+        }),
+      );
+      const peer = net.connect({ port: proxyPort, host: '127.0.0.1', allowHalfOpen: true });
+      sockets.push(peer);
+      peer.pause();
+      await new Promise((resolve) => peer.once('connect', resolve));
+      await sleep(300);
+      let received = 0;
+      peer.on('data', (c: Buffer) => (received += c.length));
+      peer.resume();
+      while (received < (8 << 20) + 6) await within(new Promise((r) => peer.once('data', r)), 3000, 'the queued bytes');
+      peer.write('hello');
+      await within(hello, 3000, "the client's bytes at the server");
+      peer.end();
+      const r = await within(result, 5000, 'the close');
+      assert.equal(r.bytesOut, 5);
+    });
+  });
