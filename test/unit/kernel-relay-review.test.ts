@@ -71,4 +71,46 @@ for (const mode of ['kernel', 'js'] as const)
       const r = await within(result, 5000, 'the close');
       assert.equal(r.bytesOut, 5);
     });
+    it('bytes the caller writes right after splice() (relayUpgrade: the head behind the request) reach upstream before the client bytes relayed after them', async () => {
+      useRelay(mode);
+      const head = 4 << 20;
+      let upPeer!: net.Socket;
+      const upstreamPort = await listen(
+        net.createServer((socket) => {
+          sockets.push(socket);
+          socket.pause();
+          upPeer = socket;
+        }),
+      );
+      const proxyPort = await listen(
+        net.createServer({ allowHalfOpen: true }, (client) => {
+          sockets.push(client);
+          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
+          sockets.push(upstream);
+          upstream.on('connect', async () => {
+            await sleep(200); // the client's bytes wait in the kernel
+            splice(client, upstream, { idleTimeoutMs: 10_000, onClose: () => undefined });
+            upstream.write(Buffer.alloc(head, 0x78));
+          });
+        }),
+      );
+      const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });
+      sockets.push(peer);
+      await new Promise((resolve) => peer.once('connect', resolve));
+      peer.write(Buffer.alloc(100_000, 0x42));
+      await sleep(600);
+      let seen = 0;
+      let firstClientByte = -1;
+      const all = new Promise<void>((resolve) =>
+        upPeer.on('data', (d: Buffer) => {
+          const at = d.indexOf(0x42);
+          if (at >= 0 && firstClientByte < 0) firstClientByte = seen + at;
+          seen += d.length;
+          if (seen >= head + 100_000) resolve();
+        }),
+      );
+      upPeer.resume();
+      await within(all, 5000, 'every byte at upstream');
+      assert.equal(firstClientByte, head);
+    });
   });
