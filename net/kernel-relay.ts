@@ -180,6 +180,11 @@ export function writesFlushed(socket: Socket): boolean {
  * timeout; the caller then destroys both sockets), true when a destroy of either socket ended it (the socket's
  * own 'close' follows). Returns false, and changes nothing, when the addon refuses the relay.
  */
+/** A timeout for the addon (positive ms): 0 is none, as for node's socket.setTimeout(0) in the JS relay. */
+function nativeTimeout(ms: number): number {
+  return ms > 0 ? Math.max(1, Math.round(ms)) : Number.MAX_SAFE_INTEGER;
+}
+
 export function startKernelRelay(
   client: Socket,
   upstream: Socket,
@@ -189,7 +194,7 @@ export function startKernelRelay(
   const native = loaded()!;
   let id: number;
   try {
-    id = native.start(fdOf(client)!, fdOf(upstream)!, Math.max(1, Math.round(timeouts.idleTimeoutMs)), Math.max(1, Math.round(timeouts.halfCloseTimeoutMs)));
+    id = native.start(fdOf(client)!, fdOf(upstream)!, nativeTimeout(timeouts.idleTimeoutMs), nativeTimeout(timeouts.halfCloseTimeoutMs));
   } catch {
     return false;
   }

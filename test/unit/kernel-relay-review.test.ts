@@ -113,4 +113,31 @@ for (const mode of ['kernel', 'js'] as const)
       await within(all, 5000, 'every byte at upstream');
       assert.equal(firstClientByte, head);
     });
+
+    it("idle and half-close timeouts of 0 mean none (as node's setTimeout(0)), not 1 ms: a tunnel quiet for 300 ms still relays", async () => {
+      useRelay(mode);
+      const upstreamPort = await listen(
+        net.createServer((socket) => {
+          sockets.push(socket);
+          socket.on('data', (c: Buffer) => socket.write(c));
+        }),
+      );
+      let closed: SpliceResult | undefined;
+      const proxyPort = await listen(
+        net.createServer({ allowHalfOpen: true }, (client) => {
+          sockets.push(client);
+          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
+          sockets.push(upstream);
+          upstream.on('connect', () => splice(client, upstream, { idleTimeoutMs: 0, halfCloseTimeoutMs: 0, onClose: (r) => (closed = r) }));
+        }),
+      );
+      const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });
+      sockets.push(peer);
+      await new Promise((resolve) => peer.once('connect', resolve));
+      await sleep(300);
+      peer.write('ping');
+      const echo = await within(new Promise<Buffer>((resolve) => peer.once('data', resolve)), 3000, 'the echo');
+      assert.equal(echo.toString(), 'ping');
+      assert.equal(closed, undefined);
+    });
   });
