@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, describe, it } from 'node:test';
-import { kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
+import { kernelRelayStats, kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
 import { splice, type SpliceResult } from '../../net/splice.js';
 
 const servers: net.Server[] = [];
@@ -139,5 +139,46 @@ for (const mode of ['kernel', 'js'] as const)
       const echo = await within(new Promise<Buffer>((resolve) => peer.once('data', resolve)), 3000, 'the echo');
       assert.equal(echo.toString(), 'ping');
       assert.equal(closed, undefined);
+    });
+
+    it("a destroy racing the relay's own idle-timeout end: exactly one close per tunnel, no relay left open", async () => {
+      useRelay(mode);
+      const upstreamPort = await listen(
+        net.createServer((socket) => {
+          sockets.push(socket);
+          socket.resume();
+        }),
+      );
+      const closes = new Map<number, number>();
+      let accepted = 0;
+      const proxyPort = await listen(
+        net.createServer({ allowHalfOpen: true }, (client) => {
+          sockets.push(client);
+          const n = accepted++;
+          closes.set(n, 0);
+          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
+          sockets.push(upstream);
+          upstream.on('connect', () => {
+            splice(client, upstream, { idleTimeoutMs: 60, onClose: () => closes.set(n, closes.get(n)! + 1) });
+            setTimeout(() => (n % 2 ? client : upstream).destroy(), 55 + (n % 11));
+          });
+        }),
+      );
+      const peers = await Promise.all(
+        Array.from({ length: 60 }, () => {
+          const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });
+          peer.on('error', () => undefined);
+          sockets.push(peer);
+          return new Promise((resolve) => peer.once('connect', resolve));
+        }),
+      );
+      assert.equal(peers.length, 60);
+      await sleep(1500);
+      assert.equal(closes.size, 60);
+      assert.deepEqual(
+        [...closes.values()].filter((c) => c !== 1),
+        [],
+      );
+      if (mode === 'kernel') assert.equal(kernelRelayStats().relays, 0);
     });
   });
