@@ -181,4 +181,45 @@ for (const mode of ['kernel', 'js'] as const)
       );
       if (mode === 'kernel') assert.equal(kernelRelayStats().relays, 0);
     });
+
+    it('a client that never reads: the relay ends at the idle timeout, once, and holds no pipe afterwards', async () => {
+      useRelay(mode);
+      const upstreamPort = await listen(
+        net.createServer((socket) => {
+          sockets.push(socket);
+          socket.on('error', () => undefined);
+          socket.write(Buffer.alloc(32 << 20, 7));
+        }),
+      );
+      let closes = 0;
+      let result: SpliceResult | undefined;
+      const proxyPort = await listen(
+        net.createServer({ allowHalfOpen: true }, (client) => {
+          sockets.push(client);
+          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
+          sockets.push(upstream);
+          upstream.on('connect', () =>
+            splice(client, upstream, {
+              idleTimeoutMs: 300,
+              onClose: (r) => {
+                closes++;
+                result = r;
+              },
+            }),
+          );
+        }),
+      );
+      const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });
+      peer.on('error', () => undefined);
+      sockets.push(peer);
+      peer.pause();
+      await sleep(2000);
+      assert.equal(closes, 1);
+      assert.equal(result?.error, 'idle-timeout');
+      if (mode === 'kernel') {
+        const stats = kernelRelayStats();
+        assert.equal(stats.relays, 0);
+        assert.equal(stats.pipes, stats.sparePipes);
+      }
+    });
   });
