@@ -154,9 +154,15 @@ export function stopReading(socket: Socket): Buffer | undefined {
   return (socket.read() as Buffer | null) ?? undefined;
 }
 
-/** Undo stopReading (the hand-over did not happen); the caller pipes the socket again. */
+/**
+ * Undo stopReading (the hand-over did not happen); the caller pipes the socket again. A read that node started
+ * before stopReading (or the no-op `_read` since) left the stream's `reading` flag set: node would take it for a
+ * read in progress and never call `_read` (so never restart the handle's reads) again. Cleared here.
+ */
 export function resumeReading(socket: Socket): void {
   delete (socket as unknown as { _read?: unknown })._read;
+  const state = (socket as unknown as { _readableState?: { reading: boolean } })._readableState;
+  if (state && !handleOf(socket)?.reading) state.reading = false;
 }
 
 /** Nothing of node's left to write: the native relay may write to the fd. */
@@ -174,6 +180,11 @@ export function writesFlushed(socket: Socket): boolean {
  * timeout; the caller then destroys both sockets), true when a destroy of either socket ended it (the socket's
  * own 'close' follows). Returns false, and changes nothing, when the addon refuses the relay.
  */
+/** A timeout for the addon (positive ms): 0 is none, as for node's socket.setTimeout(0) in the JS relay. */
+function nativeTimeout(ms: number): number {
+  return ms > 0 ? Math.max(1, Math.round(ms)) : Number.MAX_SAFE_INTEGER;
+}
+
 export function startKernelRelay(
   client: Socket,
   upstream: Socket,
@@ -183,7 +194,7 @@ export function startKernelRelay(
   const native = loaded()!;
   let id: number;
   try {
-    id = native.start(fdOf(client)!, fdOf(upstream)!, Math.max(1, Math.round(timeouts.idleTimeoutMs)), Math.max(1, Math.round(timeouts.halfCloseTimeoutMs)));
+    id = native.start(fdOf(client)!, fdOf(upstream)!, nativeTimeout(timeouts.idleTimeoutMs), nativeTimeout(timeouts.halfCloseTimeoutMs));
   } catch {
     return false;
   }

@@ -127,6 +127,7 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
    * writes are this splice's as before.
    */
   const handOver = () => {
+    if (done) return;
     upstream.unpipe(client);
     client.unpipe(upstream);
     const fromClient = stopReading(client);
@@ -185,7 +186,9 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     upstream.on('data', onData);
   };
   if (!options.clientGate) {
-    if (kernelRelayAfterBytes() === 0 && kernelRelayUsable(client, upstream)) return handOver();
+    // One turn later: what the caller writes right after splice() (relayUpgrade's head) is node's, queued ahead of
+    // the hand-over and flushed before the native relay writes a byte; handed over at once, it would race the relay.
+    if (kernelRelayAfterBytes() === 0 && kernelRelayUsable(client, upstream)) return void setImmediate(handOver);
     upstream.pipe(client);
     return relayDecided();
   }
