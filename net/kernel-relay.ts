@@ -64,6 +64,11 @@ function loaded(): KernelRelayAddon | null {
     const native = loadNativeAddon<KernelRelayAddon>('kernel_relay', import.meta.url);
     native.init(onDone);
     addon = native;
+    // At exit node closes every socket's fd without calling its _destroy; the relays still running are taken
+    // from the thread first, so that it never touches an fd number node has let go of.
+    process.once('exit', () => {
+      for (const id of [...running.keys()]) native.cancel(id);
+    });
   } catch (err) {
     unavailable = (err as Error).message;
     addon = null;
