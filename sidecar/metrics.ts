@@ -1,10 +1,15 @@
-import { Counter, Gauge, collectDefaultMetrics, type Registry } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EventLog } from '../events/event-log.js';
 import type { DnsStats } from '../dns/server.js';
 import type { NetfilterLogStats } from '../netlog/reader.js';
 import type { TrafficCounters } from '../proxy/relay/traffic-counters.js';
 
 // Each sidecar gets a Registry of its own (never prom-client's global one): tests start several in one process.
+
+/** A sidecar's own registry. Made here, where prom-client is imported statically (the sidecar imports this module only when metrics are served). */
+export function newMetricsRegistry(): Registry {
+  return new Registry();
+}
 
 /** A counter kept elsewhere (DNS cache, event stream), read at scrape time. */
 function collectedCounter(registry: Registry, name: string, help: string, read: () => number): void {

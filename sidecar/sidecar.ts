@@ -166,8 +166,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
     if (config.adminListen) {
       // prom-client (12 MiB) is loaded only where metrics are served.
-      const [{ Registry }, { registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics }] = await Promise.all([import('prom-client'), import('./metrics.js')]);
-      const metrics = new Registry();
+      const { newMetricsRegistry, registerEventStreamMetrics, registerProcessMetrics, registerSidecarMetrics } = await import('./metrics.js');
+      const metrics = newMetricsRegistry();
       registerSidecarMetrics(metrics, { events, counters, dnsStats: () => dnsStats(dnsServers), netfilterStats: () => netfilterLog?.stats() });
       if (stream) registerEventStreamMetrics(metrics, stream.stats);
       registerProcessMetrics(metrics);
