@@ -19,6 +19,18 @@ function listen(server: net.Server): Promise<number> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A proxy on loopback: each client it accepts gets its own connection to 127.0.0.1:upstreamPort, and `connected(client, upstream)` once that is up. */
+function proxyTo(upstreamPort: number, connected: (client: net.Socket, upstream: net.Socket) => unknown): Promise<number> {
+  return listen(
+    net.createServer({ allowHalfOpen: true }, (client) => {
+      sockets.push(client);
+      const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
+      sockets.push(upstream);
+      upstream.on('connect', () => void connected(client, upstream));
+    }),
+  );
+}
+
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, sleep(ms).then(() => Promise.reject(new Error(`timed out: ${what}`)))]);
 }
@@ -43,19 +55,12 @@ for (const mode of ['kernel', 'js'] as const)
       );
       let closed!: (r: SpliceResult) => void;
       const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
-      const proxyPort = await listen(
-        net.createServer({ allowHalfOpen: true }, (client) => {
-          sockets.push(client);
-          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
-          sockets.push(upstream);
-          upstream.on('connect', async () => {
-            // node reads the banner and the FIN (not yet delivered), and has bytes queued for a client that does not read yet.
-            client.write(Buffer.alloc(8 << 20, 1));
-            await sleep(100);
-            splice(client, upstream, { idleTimeoutMs: 10_000, onClose: closed });
-          });
-        }),
-      );
+      const proxyPort = await proxyTo(upstreamPort, async (client, upstream) => {
+        // node reads the banner and the FIN (not yet delivered), and has bytes queued for a client that does not read yet.
+        client.write(Buffer.alloc(8 << 20, 1));
+        await sleep(100);
+        splice(client, upstream, { idleTimeoutMs: 10_000, onClose: closed });
+      });
       const peer = net.connect({ port: proxyPort, host: '127.0.0.1', allowHalfOpen: true });
       sockets.push(peer);
       peer.pause();
@@ -82,18 +87,11 @@ for (const mode of ['kernel', 'js'] as const)
           upPeer = socket;
         }),
       );
-      const proxyPort = await listen(
-        net.createServer({ allowHalfOpen: true }, (client) => {
-          sockets.push(client);
-          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
-          sockets.push(upstream);
-          upstream.on('connect', async () => {
-            await sleep(200); // the client's bytes wait in the kernel
-            splice(client, upstream, { idleTimeoutMs: 10_000, onClose: () => undefined });
-            upstream.write(Buffer.alloc(head, 0x78));
-          });
-        }),
-      );
+      const proxyPort = await proxyTo(upstreamPort, async (client, upstream) => {
+        await sleep(200); // the client's bytes wait in the kernel
+        splice(client, upstream, { idleTimeoutMs: 10_000, onClose: () => undefined });
+        upstream.write(Buffer.alloc(head, 0x78));
+      });
       const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });
       sockets.push(peer);
       await new Promise((resolve) => peer.once('connect', resolve));
@@ -123,14 +121,7 @@ for (const mode of ['kernel', 'js'] as const)
         }),
       );
       let closed: SpliceResult | undefined;
-      const proxyPort = await listen(
-        net.createServer({ allowHalfOpen: true }, (client) => {
-          sockets.push(client);
-          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
-          sockets.push(upstream);
-          upstream.on('connect', () => splice(client, upstream, { idleTimeoutMs: 0, halfCloseTimeoutMs: 0, onClose: (r) => (closed = r) }));
-        }),
-      );
+      const proxyPort = await proxyTo(upstreamPort, (client, upstream) => splice(client, upstream, { idleTimeoutMs: 0, halfCloseTimeoutMs: 0, onClose: (r) => (closed = r) }));
       const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });
       sockets.push(peer);
       await new Promise((resolve) => peer.once('connect', resolve));
@@ -152,19 +143,12 @@ for (const mode of ['kernel', 'js'] as const)
       );
       const closes = new Map<number, number>();
       let accepted = 0;
-      const proxyPort = await listen(
-        net.createServer({ allowHalfOpen: true }, (client) => {
-          sockets.push(client);
-          const n = accepted++;
-          closes.set(n, 0);
-          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
-          sockets.push(upstream);
-          upstream.on('connect', () => {
-            splice(client, upstream, { idleTimeoutMs: 60, onClose: () => closes.set(n, closes.get(n)! + 1) });
-            setTimeout(() => (n % 2 ? client : upstream).destroy(), 55 + (n % 11));
-          });
-        }),
-      );
+      const proxyPort = await proxyTo(upstreamPort, (client, upstream) => {
+        const n = accepted++;
+        closes.set(n, 0);
+        splice(client, upstream, { idleTimeoutMs: 60, onClose: () => closes.set(n, closes.get(n)! + 1) });
+        setTimeout(() => (n % 2 ? client : upstream).destroy(), 55 + (n % 11));
+      });
       const peers = await Promise.all(
         Array.from({ length: 60 }, () => {
           const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });
@@ -195,20 +179,13 @@ for (const mode of ['kernel', 'js'] as const)
       );
       let closes = 0;
       let result: SpliceResult | undefined;
-      const proxyPort = await listen(
-        net.createServer({ allowHalfOpen: true }, (client) => {
-          sockets.push(client);
-          const upstream = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true });
-          sockets.push(upstream);
-          upstream.on('connect', () =>
-            splice(client, upstream, {
-              idleTimeoutMs: 300,
-              onClose: (r) => {
-                closes++;
-                result = r;
-              },
-            }),
-          );
+      const proxyPort = await proxyTo(upstreamPort, (client, upstream) =>
+        splice(client, upstream, {
+          idleTimeoutMs: 300,
+          onClose: (r) => {
+            closes++;
+            result = r;
+          },
         }),
       );
       const peer = net.connect({ port: proxyPort, host: '127.0.0.1' });

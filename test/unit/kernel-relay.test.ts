@@ -75,6 +75,31 @@ function readAll(socket: net.Socket): Promise<Buffer> {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+/** `size` random bytes each way through one relayed tunnel (the client and the server each send theirs and a FIN): both arrive intact, and the close counts exactly that, with no error. */
+async function bothWaysIntact(size: number): Promise<void> {
+  const down = randomBytes(size);
+  const up = randomBytes(size);
+  let upReceived: Promise<Buffer> | undefined;
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    upReceived = readAll(socket);
+    socket.end(down);
+  });
+  const r = await relay(await listen(server));
+  const closed = r.next();
+  const client = await connect(r.port);
+  const downReceived = readAll(client);
+  client.end(up);
+  const got = await r.bounded(downReceived, 60_000);
+  await waitFor('the server to get everything', () => upReceived !== undefined, 5000);
+  const gotUp = await r.bounded(upReceived!, 60_000);
+  assert.equal(got.length, size);
+  assert.equal(sha(got), sha(down));
+  assert.equal(gotUp.length, size);
+  assert.equal(sha(gotUp), sha(up));
+  const result = await r.bounded(closed, 60_000);
+  assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [size, size, undefined]);
+}
+
 describe('kernel relay', () => {
   before(() => {
     useRelay('kernel');
@@ -106,28 +131,7 @@ describe('kernel relay', () => {
   });
 
   it('64 MiB each way arrive intact, the counts are exact', async () => {
-    const size = 64 * 1024 * 1024;
-    const down = randomBytes(size);
-    const up = randomBytes(size);
-    let upReceived: Promise<Buffer> | undefined;
-    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-      upReceived = readAll(socket);
-      socket.end(down);
-    });
-    const r = await relay(await listen(server));
-    const closed = r.next();
-    const client = await connect(r.port);
-    const downReceived = readAll(client);
-    client.end(up);
-    const got = await r.bounded(downReceived, 60_000);
-    await waitFor('the server to get everything', () => upReceived !== undefined, 5000);
-    const gotUp = await r.bounded(upReceived!, 60_000);
-    assert.equal(got.length, size);
-    assert.equal(sha(got), sha(down));
-    assert.equal(gotUp.length, size);
-    assert.equal(sha(gotUp), sha(up));
-    const result = await r.bounded(closed, 60_000);
-    assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [size, size, undefined]);
+    await bothWaysIntact(64 * 1024 * 1024);
   });
 
   it('bytes node had read before the hand-over are sent first, and counted', async () => {
@@ -158,27 +162,8 @@ describe('kernel relay', () => {
   it('handed over mid-stream (after 256 KiB relayed in JavaScript): 16 MiB each way intact, counts exact', async () => {
     useRelay('kernel', 256 * 1024);
     try {
-      const size = 16 * 1024 * 1024;
-      const down = randomBytes(size);
-      const up = randomBytes(size);
-      let upReceived: Promise<Buffer> | undefined;
-      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-        upReceived = readAll(socket);
-        socket.end(down);
-      });
-      const r = await relay(await listen(server));
-      const closed = r.next();
       const started = kernelRelayStats().started;
-      const client = await connect(r.port);
-      const downReceived = readAll(client);
-      client.end(up);
-      const got = await r.bounded(downReceived, 60_000);
-      await waitFor('the server to get everything', () => upReceived !== undefined, 5000);
-      const gotUp = await r.bounded(upReceived!, 60_000);
-      assert.equal(sha(got), sha(down));
-      assert.equal(sha(gotUp), sha(up));
-      const result = await r.bounded(closed, 60_000);
-      assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [size, size, undefined]);
+      await bothWaysIntact(16 * 1024 * 1024);
       assert.equal(kernelRelayStats().started, started + 1, 'handed over');
     } finally {
       useRelay('kernel');
