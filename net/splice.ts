@@ -167,12 +167,12 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     };
     start();
   };
-  // Decided: relayed here, and by the kernel relay at once or once kernelRelayAfterBytes() have moved here.
-  const relayDecided = () => {
+  // Decided: relayed here, and by the kernel relay at once (through `handOverNow`) or once kernelRelayAfterBytes() have moved here.
+  const relayDecided = (handOverNow: () => void = handOver) => {
     const afterBytes = kernelRelayAfterBytes();
     // A tunnel half-closed already (the server's FIN came while the gate was open) stays here.
     const usable = !halfClosed && kernelRelayUsable(client, upstream);
-    if (afterBytes === 0 && usable) return handOver();
+    if (afterBytes === 0 && usable) return handOverNow();
     client.pipe(upstream);
     if (afterBytes === 0 || !usable) return;
     const base = client.bytesRead + upstream.bytesRead;
@@ -185,14 +185,11 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     client.on('data', onData);
     upstream.on('data', onData);
   };
-  if (!options.clientGate) {
-    // One turn later: what the caller writes right after splice() (relayUpgrade's head) is node's, queued ahead of
-    // the hand-over and flushed before the native relay writes a byte; handed over at once, it would race the relay.
-    if (kernelRelayAfterBytes() === 0 && kernelRelayUsable(client, upstream)) return void setImmediate(handOver);
-    upstream.pipe(client);
-    return relayDecided();
-  }
   upstream.pipe(client);
+  // Without a gate the hand-over comes one turn later: what the caller writes right after splice() (relayUpgrade's
+  // head) is node's, queued ahead of it and flushed before the native relay writes a byte; handed over at once, it
+  // would race the relay.
+  if (!options.clientGate) return relayDecided(() => void setImmediate(handOver));
   options.clientGate.then(
     (outcome) => {
       if (done) return;
