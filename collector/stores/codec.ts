@@ -9,7 +9,6 @@ import { rawCodec } from './raw-deflate.js';
 
 /** Outcomes and event types as small integers in the rows. */
 export const OUTCOME_CODES = { allowed: 0, blocked: 1, 'would-block': 2 } as const;
-export const OUTCOME_NAMES = ['allowed', 'blocked', 'would-block'] as const;
 export const DECISION = 0;
 export const CLOSE = 1;
 
