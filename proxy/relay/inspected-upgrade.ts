@@ -37,17 +37,6 @@ export interface UpgradeRequest {
   tls: boolean;
 }
 
-/**
- * An upgrade that is not a WebSocket (h2c...) as the plain HTTP/1.1 request it also is: its head without the
- * upgrade headers, and what followed it. Relayed after a 101 it would carry requests nobody decides.
- */
-export function withoutUpgrade(req: http.IncomingMessage, head: Buffer): Buffer {
-  const dropped = new Set(['upgrade', 'connection', 'http2-settings']);
-  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
-  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) if (!dropped.has(req.rawHeaders[i]!.toLowerCase())) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-  return Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]);
-}
-
 /** Request headers of our hop with the client, not the upstream's (Connection and Upgrade are the upgrade's own). */
 const CLIENT_HOP = new Set(['host', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'trailer', 'transfer-encoding']);
 /** Response headers of the upstream's hop, on an answer that is not an upgrade (relayed close-delimited). */

@@ -6,7 +6,8 @@ import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
-import { relayUpgrade, withoutUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
+import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
+import { serveWithoutUpgrade } from './request-head.js';
 import type { HttpForwarder } from './http-forwarder.js';
 
 /**
@@ -144,9 +145,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     if (!connection) return void socket.destroy();
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
       // h2c and the like: served as the plain request it also is, parsed again without the upgrade headers.
-      socket.unshift(withoutUpgrade(req, head));
-      server.emit('connection', socket);
-      return void socket.resume();
+      return serveWithoutUpgrade(server, req, socket, head);
     }
     void decideRequest(req, connection)
       .then((auth) => {

@@ -12,6 +12,7 @@ import type { OriginalDestination } from './original-destination.js';
 import { splice } from '../../net/splice.js';
 import { answerHalfClosedClients } from '../relay/half-close.js';
 import { relayTimeouts } from '../relay/tunnel.js';
+import { requestHead, serveWithoutUpgrade } from '../relay/request-head.js';
 import { authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
 
 export interface TransparentHttpOptions extends TransparentAuthorizeContext {
@@ -126,14 +127,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     const target = targetOf(req);
     if (!target.ok) return writeRawError(socket, 400, target.message);
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
-      // h2c and the like: served as the plain HTTP/1.1 request it also is (a server that does not upgrade
-      // answers it so), parsed again without the upgrade headers.
-      const dropped = new Set(['upgrade', 'connection', 'http2-settings']);
-      const rebuilt = requestHead(req, req.url ?? '/', (name, value) => (dropped.has(name.toLowerCase()) ? undefined : value));
-      socket.unshift(Buffer.concat([Buffer.from(rebuilt, 'latin1'), head]));
-      server.emit('connection', socket);
-      socket.resume();
-      return;
+      // h2c and the like: served as the plain HTTP/1.1 request it also is, parsed again without the upgrade headers.
+      return serveWithoutUpgrade(server, req, socket, head);
     }
     connection.busy++; // for good: an upgraded connection is never idle between requests
     decideRequest(target.request, connection)
@@ -219,15 +214,6 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
  * A request head written again from what the parser read: the request line with `path`, then each header as
  * received, its value passed through `header` (undefined drops it).
  */
-function requestHead(req: http.IncomingMessage, path: string, header: (name: string, value: string) => string | undefined): string {
-  const lines = [`${req.method} ${path} HTTP/${req.httpVersion}`];
-  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-    const value = header(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
-    if (value !== undefined) lines.push(`${req.rawHeaders[i]}: ${value}`);
-  }
-  return `${lines.join('\r\n')}\r\n\r\n`;
-}
-
 /** The response head (status line and headers, up to the blank line, with any bytes after it), or null. */
 function readResponseHead(upstream: net.Socket, timeoutMs: number): Promise<{ head: Buffer } | null> {
   return new Promise((resolve) => {
