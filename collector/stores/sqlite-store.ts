@@ -91,17 +91,19 @@ export class SqliteStore implements EventStore {
   private insertSync(events: readonly EgressEvent[]): number {
     const texts = aggregate.batchStrings(events);
     const unknown = this.strings.unknownTexts(texts);
+    const fresh = new Map<string, number>();
     if (unknown.length > 0) {
       const insert = this.db.prepare('INSERT INTO eg_strings (text) VALUES (?) ON CONFLICT (text) DO NOTHING');
       const select = this.db.prepare('SELECT id FROM eg_strings WHERE text = ?');
       this.db.transaction(() => {
         for (const t of unknown) {
           insert.run(t);
-          this.strings.remember((select.get(t) as { id: number }).id, t);
+          fresh.set(t, (select.get(t) as { id: number }).id);
+          this.strings.remember(fresh.get(t)!, t);
         }
       })();
     }
-    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts)));
+    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts, fresh)));
   }
 
   /** A string's id, without adding it (undefined: no event ever named it). */
@@ -115,14 +117,18 @@ export class SqliteStore implements EventStore {
 
   private texts(ids: readonly number[]): (id: number) => string | undefined {
     const unknown = this.strings.unknownIds(ids);
+    const fresh = new Map<number, string>();
     if (unknown.length > 0) {
       const rows = this.db.prepare('SELECT id, text FROM eg_strings WHERE id IN (SELECT value FROM json_each(?))').all(JSON.stringify(unknown)) as Array<{
         id: number;
         text: string;
       }>;
-      for (const r of rows) this.strings.remember(r.id, r.text);
+      for (const r of rows) {
+        fresh.set(r.id, r.text);
+        this.strings.remember(r.id, r.text);
+      }
     }
-    const map = this.strings.textMap(ids);
+    const map = this.strings.textMap(ids, fresh);
     return (id) => map.get(id);
   }
 
