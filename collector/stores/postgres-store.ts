@@ -5,7 +5,20 @@ import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggrega
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
-import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, searchSql, type JobRow } from './queries.js';
+import {
+  destinationRowSql,
+  finite,
+  JOB_SELECT,
+  jobPage,
+  jobRowSql,
+  rowsToRead,
+  OLD_TABLE,
+  RECOMPUTE_SQL,
+  SCHEMA_TABLES,
+  searchSql,
+  stringLookupSql,
+  type JobRow,
+} from './queries.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 
 const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT EXISTS across collectors
@@ -303,7 +316,8 @@ export class PostgresStore implements EventStore {
 
   async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
     if (filter.likes.length === 0) return [];
-    const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${filter.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')}`, [...filter.likes]);
+    const lookup = stringLookupSql('postgres', filter.likes, (i) => `$${i}`);
+    const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`, lookup.params);
     const hosts = (hostRes.rows as Array<{ id: number; text: string }>).filter((h) => filter.matches(h.text));
     if (hosts.length === 0) return [];
     const window = aggregate.searchWindow(filter);

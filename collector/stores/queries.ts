@@ -63,6 +63,7 @@ ${SEARCH_INDEX.sqlite}`,
   // an event carries the same time (a foreign producer re-sending an id with another time gets a second row).
   postgres: `
 CREATE TABLE IF NOT EXISTS eg_strings (id SERIAL PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS eg_strings_reversed ON eg_strings (reverse(text) text_pattern_ops);
 CREATE TABLE IF NOT EXISTS eg_events (
   time BIGINT NOT NULL, bytes_in BIGINT, bytes_out BIGINT, job_id INTEGER, host_id INTEGER NOT NULL, port INTEGER NOT NULL,
   event SMALLINT NOT NULL, decision SMALLINT, key BYTEA NOT NULL, body BYTEA NOT NULL
@@ -216,4 +217,48 @@ export function jobPage(read: readonly JobRow[], query: JobQuery, text: (id: num
 /** A search window end as a number both engines take (open ends: the extremes). */
 export function finite(n: number): number {
   return Number.isFinite(n) ? n : n > 0 ? Number.MAX_SAFE_INTEGER : Number.MIN_SAFE_INTEGER;
+}
+
+/** A LIKE pattern of the host search (escape `\\`): one literal text, a literal after a leading `%`, or anything else. */
+export type LikeShape = { kind: 'exact' | 'suffix'; text: string } | { kind: 'other' };
+
+export function likeShape(pattern: string): LikeShape {
+  let text = '';
+  let suffix = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '\\') {
+      if (i + 1 === pattern.length) return { kind: 'other' };
+      text += pattern[++i];
+    } else if (c === '%' && i === 0) suffix = true;
+    else if (c === '%' || c === '_') return { kind: 'other' };
+    else text += c;
+  }
+  return { kind: suffix ? 'suffix' : 'exact', text };
+}
+
+const escapeLike = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/**
+ * The dictionary strings any of the search's LIKE patterns matches, by index where the pattern allows: a literal by
+ * the unique index on text; on PostgreSQL a `%` then a literal (`%.codecov.io`: the subdomains) as a prefix of the
+ * reversed text (index eg_strings_reversed); anything else (a `*` inside a label) by a scan of the dictionary.
+ * `param(i)` is the SQL of the i-th parameter.
+ */
+export function stringLookupSql(dialect: 'sqlite' | 'postgres', likes: readonly string[], param: (i: number) => string): { where: string; params: string[] } {
+  const params: string[] = [];
+  const terms = likes.map((pattern) => {
+    const shape = likeShape(pattern);
+    if (shape.kind === 'exact') {
+      params.push(shape.text);
+      return `text = ${param(params.length)}`;
+    }
+    if (shape.kind === 'suffix' && dialect === 'postgres') {
+      params.push(`${escapeLike([...shape.text].reverse().join(''))}%`);
+      return `reverse(text) LIKE ${param(params.length)} ESCAPE '\\'`;
+    }
+    params.push(pattern);
+    return `text LIKE ${param(params.length)} ESCAPE '\\'`;
+  });
+  return { where: terms.join(' OR '), params };
 }

@@ -7,7 +7,20 @@ import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggrega
 import { CLOSE, DECISION, decodeIdHex, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
-import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, searchSql, type JobRow } from './queries.js';
+import {
+  destinationRowSql,
+  finite,
+  JOB_SELECT,
+  jobPage,
+  jobRowSql,
+  rowsToRead,
+  OLD_TABLE,
+  RECOMPUTE_SQL,
+  SCHEMA_TABLES,
+  searchSql,
+  stringLookupSql,
+  type JobRow,
+} from './queries.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 
 /** Set before the first table is made; a database made without it keeps auto_vacuum off (docs/collector.md). */
@@ -175,8 +188,9 @@ export class SqliteStore implements EventStore {
 
   async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
     if (filter.likes.length === 0) return [];
+    const lookup = stringLookupSql('sqlite', filter.likes, () => '?');
     const hosts = (
-      this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${filter.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(' OR ')}`).all(...filter.likes) as Array<{
+      this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`).all(...lookup.params) as Array<{
         id: number;
         text: string;
       }>
