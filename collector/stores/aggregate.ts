@@ -146,6 +146,15 @@ export function insertLinks(rows: readonly EventRowV2[], inserted: ReadonlySet<s
   return links;
 }
 
+/**
+ * Whether `inserted` (refs of the rows one transaction stored) holds both this row's decision and its close: such a
+ * pair was linked at insert and counted by that transaction, so nothing about it is left to re-check after commit.
+ */
+export function pairStored(row: EventRowV2, inserted: ReadonlySet<string>): boolean {
+  const hex = row.key.toString('hex');
+  return inserted.has(`${DECISION}${hex}`) && inserted.has(`${CLOSE}${hex}`);
+}
+
 /** Aggregate changes: newly stored decisions count, links add bytes. */
 export function aggregateDeltas(newDecisions: readonly EventRowV2[], links: readonly Link[]): Deltas {
   const jobs = new Map<number, JobDelta>();

@@ -5,7 +5,20 @@ import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggrega
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
-import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, searchSql, type JobRow } from './queries.js';
+import {
+  destinationRowSql,
+  finite,
+  JOB_SELECT,
+  jobPage,
+  jobRowSql,
+  rowsToRead,
+  OLD_TABLE,
+  RECOMPUTE_SQL,
+  SCHEMA_TABLES,
+  searchSql,
+  stringLookupSql,
+  type JobRow,
+} from './queries.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 
 const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT EXISTS across collectors
@@ -33,6 +46,34 @@ function dayOfPartition(name: string): number | undefined {
   const d = /^eg_events_d(\d+)$/.exec(name);
   return d ? (Number(d[1]) - 1_000_000_000) * DAY : undefined;
 }
+
+/** Dictionary strings added, and the ids of the added ones and of those committed before this statement began. */
+const ADD_STRINGS_SQL = `WITH input AS (SELECT DISTINCT unnest($1::text[]) AS text),
+  added AS (INSERT INTO eg_strings (text) SELECT text FROM input ORDER BY 1 ON CONFLICT (text) DO NOTHING RETURNING id, text)
+  SELECT id, text FROM added UNION ALL SELECT s.id, s.text FROM eg_strings s JOIN input i ON i.text = s.text`;
+
+const STORED_DECISIONS_SQL = `SELECT e.key, e.job_id AS "jobId", e.host_id AS "hostId", e.port, e.decision FROM eg_events e
+  JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON e.key = x.key AND e.event = ${DECISION} AND e.time >= x.lo AND e.time <= x.hi`;
+
+const INSERT_EVENTS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
+  SELECT * FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[])
+  ORDER BY 1, 2
+  ON CONFLICT DO NOTHING RETURNING key, event`;
+
+const LINK_CLOSES_SQL = `UPDATE eg_events c SET job_id = x.job FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
+  WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
+  RETURNING c.key, c.bytes_in, c.bytes_out`;
+
+const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time FROM eg_events c
+  JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
+  JOIN eg_events d ON d.key = c.key AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`;
+
+/**
+ * A batch's aggregate deltas ($1 per job, $2 per destination, JSON) in one statement. PostgreSQL runs a data-modifying
+ * WITH part the main statement does not read after the main one: destinations, then jobs, the order in which
+ * retention's recompute (queries.ts) locks them too.
+ */
+const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', '$1')} RETURNING 1) ${destinationRowSql('postgres', '$2')}`;
 
 /** Parameter arrays of rows' keys with the time window each is looked up in. */
 function keyWindows(rows: readonly EventRowV2[]) {
@@ -113,14 +154,25 @@ export class PostgresStore implements EventStore {
     for (const day of days) this.partitions.add(day);
   }
 
+  /**
+   * Dictionary ids of a batch's strings: the unknown ones added and read back in one statement (a string another
+   * collector committed while this one waited on it is not in that statement's snapshot: read in a second one).
+   */
   private async ids(texts: readonly string[]): Promise<Map<string, number>> {
     const unknown = this.strings.unknownTexts(texts);
+    const fresh = new Map<string, number>();
+    const remember = (rows: Array<{ id: number; text: string }>) => {
+      for (const r of rows) {
+        fresh.set(r.text, r.id);
+        this.strings.remember(r.id, r.text);
+      }
+    };
     if (unknown.length > 0) {
-      await this.pool.query('INSERT INTO eg_strings (text) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT (text) DO NOTHING', [unknown]);
-      const res = await this.pool.query('SELECT id, text FROM eg_strings WHERE text = ANY($1::text[])', [unknown]);
-      for (const r of res.rows) this.strings.remember(r.id, r.text);
+      remember((await this.pool.query({ name: 'eg-strings-add', text: ADD_STRINGS_SQL, values: [unknown] })).rows);
+      const missed = unknown.filter((t) => !fresh.has(t));
+      if (missed.length > 0) remember((await this.pool.query('SELECT id, text FROM eg_strings WHERE text = ANY($1::text[])', [missed])).rows);
     }
-    return this.strings.idMap(texts);
+    return this.strings.idMap(texts, fresh);
   }
 
   private async find(text: string): Promise<number | undefined> {
@@ -133,57 +185,59 @@ export class PostgresStore implements EventStore {
 
   private async texts(ids: readonly number[]): Promise<(id: number) => string | undefined> {
     const unknown = this.strings.unknownIds(ids);
+    const fresh = new Map<number, string>();
     if (unknown.length > 0) {
       const res = await this.pool.query('SELECT id, text FROM eg_strings WHERE id = ANY($1::int[])', [unknown]);
-      for (const r of res.rows) this.strings.remember(r.id, r.text);
+      for (const r of res.rows) {
+        fresh.set(r.id, r.text);
+        this.strings.remember(r.id, r.text);
+      }
     }
-    const map = this.strings.textMap(ids);
+    const map = this.strings.textMap(ids, fresh);
     return (id) => map.get(id);
   }
 
+  /** The batch's aggregate changes in one statement (no round trip when there are none). */
   private async applyDeltas(client: pg.PoolClient, newDecisions: readonly EventRowV2[], links: readonly Link[]): Promise<void> {
     const deltas = aggregate.aggregateDeltas(newDecisions, links);
-    // Jobs first, then destinations, each in key order: the order retention's recompute locks them in too.
-    if (deltas.jobs.length > 0) await client.query(jobRowSql('postgres'), [JSON.stringify(deltas.jobs)]);
-    if (deltas.destinations.length > 0) await client.query(destinationRowSql('postgres'), [JSON.stringify(deltas.destinations)]);
+    if (deltas.jobs.length === 0 && deltas.destinations.length === 0) return;
+    await client.query({ name: 'eg-aggregates', text: AGGREGATES_SQL, values: [JSON.stringify(deltas.jobs), JSON.stringify(deltas.destinations)] });
   }
 
   /** Link stored closes (job_id still null) of these decisions: exactly one transaction gets each (WHERE job_id IS NULL). */
   private async linkCloses(client: pg.PoolClient, decisions: ReadonlyMap<string, StoredDecision & { key: Buffer; time: number }>): Promise<Link[]> {
     if (decisions.size === 0) return [];
     const list = [...decisions.values()];
-    const res = await client.query(
-      `UPDATE eg_events c SET job_id = x.job FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
-       WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
-       RETURNING c.key, c.bytes_in, c.bytes_out`,
-      [list.map((d) => d.key), list.map((d) => d.jobId), list.map((d) => d.time - LINK_WINDOW_MS), list.map((d) => d.time + LINK_WINDOW_MS)],
-    );
+    const res = await client.query({
+      name: 'eg-link-closes',
+      text: LINK_CLOSES_SQL,
+      values: [list.map((d) => d.key), list.map((d) => d.jobId), list.map((d) => d.time - LINK_WINDOW_MS), list.map((d) => d.time + LINK_WINDOW_MS)],
+    });
     return res.rows.map((r) => ({ decision: decisions.get((r.key as Buffer).toString('hex'))!, bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
   }
 
+  /**
+   * One batch, in one transaction of at most five statements (BEGIN, the lookup of stored decisions when the batch
+   * has closes without theirs, the insert, the linking of stored closes when a new decision's close is not in the
+   * batch, the aggregates, COMMIT), then the re-check after commit when some row may still need it.
+   */
   async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
     const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)));
     await this.ensurePartitions(rows.map((r) => r.time));
-    const { inserted, unlinked } = await this.retried(async (client) => {
+    const { inserted, recheck } = await this.retried(async (client) => {
       // Closes whose decision is stored already: linked at insert.
       const orphans = rows.filter((r) => r.event === CLOSE && r.jobId === null);
       const stored = new Map<string, StoredDecision>();
       if (orphans.length > 0) {
-        const res = await client.query(
-          `SELECT e.key, e.job_id AS "jobId", e.host_id AS "hostId", e.port, e.decision FROM eg_events e
-           JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON e.key = x.key AND e.event = ${DECISION} AND e.time >= x.lo AND e.time <= x.hi`,
-          keyWindows(orphans),
-        );
+        const res = await client.query({ name: 'eg-stored-decisions', text: STORED_DECISIONS_SQL, values: keyWindows(orphans) });
         for (const r of res.rows) stored.set((r.key as Buffer).toString('hex'), r);
       }
       aggregate.linkStoredDecisions(rows, stored);
       const cols = (f: (r: EventRowV2) => unknown) => rows.map(f);
-      const res = await client.query(
-        `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
-         SELECT * FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[])
-         ORDER BY 1, 2
-         ON CONFLICT DO NOTHING RETURNING key, event`,
-        [
+      const res = await client.query({
+        name: 'eg-insert-events',
+        text: INSERT_EVENTS_SQL,
+        values: [
           cols((r) => r.key),
           cols((r) => r.event),
           cols((r) => r.time),
@@ -195,30 +249,29 @@ export class PostgresStore implements EventStore {
           cols((r) => r.bytesOut),
           cols((r) => r.body),
         ],
-      );
+      });
       const inserted = new Set(res.rows.map((r) => `${r.event}${(r.key as Buffer).toString('hex')}`));
       const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
       const links = aggregate.insertLinks(rows, inserted, stored);
-      links.push(...(await this.linkCloses(client, new Map(newDecisions.map((r) => [r.key.toString('hex'), { ...aggregate.decisionOf(r), key: r.key, time: r.time }])))));
+      // A new decision whose close this batch inserted has it linked already; the others may have one stored
+      // (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
+      const closeless = newDecisions.filter((r) => !inserted.has(`${CLOSE}${r.key.toString('hex')}`));
+      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [r.key.toString('hex'), { ...aggregate.decisionOf(r), key: r.key, time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close stored by concurrent transactions
       // see neither the other; whichever re-checks after both committed links them. Repeats are re-checked too: a
       // collector that died between commit and re-check did not answer, so the batch comes again (and a repeated close
-      // stored unlinked then is linked by it, whatever this batch's lookup found).
-      return { inserted: inserted.size, unlinked: rows };
+      // stored unlinked then is linked by it, whatever this batch's lookup found). Only a pair that this transaction
+      // stored both halves of, linked, is settled.
+      return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
     });
-    if (unlinked.length > 0) await this.relink(unlinked);
+    if (recheck.length > 0) await this.relink(recheck);
     return { stored: inserted, duplicates: events.length - inserted };
   }
 
   /** After commit: closes of these rows (or these closes) still without a job whose decision is now stored get linked. */
   private async relink(rows: readonly EventRowV2[]): Promise<void> {
-    const res = await this.pool.query(
-      `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time FROM eg_events c
-       JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
-       JOIN eg_events d ON d.key = c.key AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`,
-      keyWindows(rows),
-    );
+    const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values: keyWindows(rows) });
     if (res.rows.length === 0) return;
     const decisions = new Map(res.rows.map((r) => [(r.key as Buffer).toString('hex'), { ...(r as StoredDecision), key: r.key as Buffer, time: Number(r.time) }]));
     await this.retried(async (client) => this.applyDeltas(client, [], await this.linkCloses(client, decisions)));
@@ -263,7 +316,8 @@ export class PostgresStore implements EventStore {
 
   async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
     if (filter.likes.length === 0) return [];
-    const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${filter.likes.map((_, i) => `text LIKE $${i + 1} ESCAPE '\\'`).join(' OR ')}`, [...filter.likes]);
+    const lookup = stringLookupSql('postgres', filter.likes, (i) => `$${i}`);
+    const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`, lookup.params);
     const hosts = (hostRes.rows as Array<{ id: number; text: string }>).filter((h) => filter.matches(h.text));
     if (hosts.length === 0) return [];
     const window = aggregate.searchWindow(filter);

@@ -37,6 +37,15 @@ DROP INDEX IF EXISTS eg_job_destinations_host;`,
 DROP INDEX IF EXISTS eg_job_destinations_host;`,
 };
 
+/**
+ * PostgreSQL's index of a job's events: on job_id alone, so that B-tree deduplication keeps each job's entries of a day
+ * partition as one key with a list of row pointers (~7 bytes per event; (job_id, time), unique per event, took ~47).
+ * A job's events are sorted after the read (they were read whole before too). It replaced (job_id, time): a database
+ * made before gets the new one, and loses the old one, on start (built under the schema lock: ingest waits meanwhile).
+ */
+const JOB_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_job_id ON eg_events (job_id);
+DROP INDEX IF EXISTS eg_events_job;`;
+
 export const SCHEMA_TABLES = {
   sqlite: `
 CREATE TABLE IF NOT EXISTS eg_strings (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
@@ -54,12 +63,13 @@ ${SEARCH_INDEX.sqlite}`,
   // an event carries the same time (a foreign producer re-sending an id with another time gets a second row).
   postgres: `
 CREATE TABLE IF NOT EXISTS eg_strings (id SERIAL PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS eg_strings_reversed ON eg_strings (reverse(text) text_pattern_ops);
 CREATE TABLE IF NOT EXISTS eg_events (
   time BIGINT NOT NULL, bytes_in BIGINT, bytes_out BIGINT, job_id INTEGER, host_id INTEGER NOT NULL, port INTEGER NOT NULL,
   event SMALLINT NOT NULL, decision SMALLINT, key BYTEA NOT NULL, body BYTEA NOT NULL
 ) PARTITION BY RANGE (time);
 CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event, time);
-CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
+${JOB_INDEX_POSTGRES}
 ${AGGREGATE_TABLES('BIGINT')};
 ${JOB_TABLE('BIGINT')}
 ${SEARCH_INDEX.postgres}
@@ -82,21 +92,21 @@ function upsert(dialect: 'sqlite' | 'postgres', table: string, sums: string[]): 
   ].join(', ');
 }
 
-export function jobRowSql(dialect: 'sqlite' | 'postgres'): string {
+export function jobRowSql(dialect: 'sqlite' | 'postgres', param = '$1'): string {
   const values =
     dialect === 'sqlite'
       ? 'VALUES (@jobId, @repoId, @first, @last, @decisions, @allowed, @blocked, @wouldBlock, @bytesIn, @bytesOut)'
-      : `SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("jobId" int, "repoId" int, first bigint, last bigint, decisions bigint, allowed bigint,
+      : `SELECT * FROM jsonb_to_recordset(${param}::jsonb) AS x("jobId" int, "repoId" int, first bigint, last bigint, decisions bigint, allowed bigint,
            blocked bigint, "wouldBlock" bigint, "bytesIn" bigint, "bytesOut" bigint) ORDER BY 1`;
   return `INSERT INTO eg_jobs (${JOB_COLUMNS}) ${values}
     ON CONFLICT (job_id) DO UPDATE SET repo_id = COALESCE(eg_jobs.repo_id, excluded.repo_id), ${upsert(dialect, 'eg_jobs', SUMS)}`;
 }
 
-export function destinationRowSql(dialect: 'sqlite' | 'postgres'): string {
+export function destinationRowSql(dialect: 'sqlite' | 'postgres', param = '$1'): string {
   const values =
     dialect === 'sqlite'
       ? 'VALUES (@jobId, @hostId, @port, @decision, @count, @bytesIn, @bytesOut, @first, @last)'
-      : `SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("jobId" int, "hostId" int, port int, decision smallint, count bigint, "bytesIn" bigint,
+      : `SELECT * FROM jsonb_to_recordset(${param}::jsonb) AS x("jobId" int, "hostId" int, port int, decision smallint, count bigint, "bytesIn" bigint,
            "bytesOut" bigint, first bigint, last bigint) ORDER BY 1, 2, 3, 4`;
   return `INSERT INTO eg_job_destinations (${DEST_COLUMNS}) ${values}
     ON CONFLICT (job_id, host_id, port, decision) DO UPDATE SET ${upsert(dialect, 'eg_job_destinations', ['count', 'bytes_in', 'bytes_out'])}`;
@@ -207,4 +217,48 @@ export function jobPage(read: readonly JobRow[], query: JobQuery, text: (id: num
 /** A search window end as a number both engines take (open ends: the extremes). */
 export function finite(n: number): number {
   return Number.isFinite(n) ? n : n > 0 ? Number.MAX_SAFE_INTEGER : Number.MIN_SAFE_INTEGER;
+}
+
+/** A LIKE pattern of the host search (escape `\\`): one literal text, a literal after a leading `%`, or anything else. */
+export type LikeShape = { kind: 'exact' | 'suffix'; text: string } | { kind: 'other' };
+
+export function likeShape(pattern: string): LikeShape {
+  let text = '';
+  let suffix = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '\\') {
+      if (i + 1 === pattern.length) return { kind: 'other' };
+      text += pattern[++i];
+    } else if (c === '%' && i === 0) suffix = true;
+    else if (c === '%' || c === '_') return { kind: 'other' };
+    else text += c;
+  }
+  return { kind: suffix ? 'suffix' : 'exact', text };
+}
+
+const escapeLike = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/**
+ * The dictionary strings any of the search's LIKE patterns matches, by index where the pattern allows: a literal by
+ * the unique index on text; on PostgreSQL a `%` then a literal (`%.codecov.io`: the subdomains) as a prefix of the
+ * reversed text (index eg_strings_reversed); anything else (a `*` inside a label) by a scan of the dictionary.
+ * `param(i)` is the SQL of the i-th parameter.
+ */
+export function stringLookupSql(dialect: 'sqlite' | 'postgres', likes: readonly string[], param: (i: number) => string): { where: string; params: string[] } {
+  const params: string[] = [];
+  const terms = likes.map((pattern) => {
+    const shape = likeShape(pattern);
+    if (shape.kind === 'exact') {
+      params.push(shape.text);
+      return `text = ${param(params.length)}`;
+    }
+    if (shape.kind === 'suffix' && dialect === 'postgres') {
+      params.push(`${escapeLike([...shape.text].reverse().join(''))}%`);
+      return `reverse(text) LIKE ${param(params.length)} ESCAPE '\\'`;
+    }
+    params.push(pattern);
+    return `text LIKE ${param(params.length)} ESCAPE '\\'`;
+  });
+  return { where: terms.join(' OR '), params };
 }

@@ -7,7 +7,20 @@ import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggrega
 import { CLOSE, DECISION, decodeIdHex, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
-import { destinationRowSql, finite, JOB_SELECT, jobPage, jobRowSql, rowsToRead, OLD_TABLE, RECOMPUTE_SQL, SCHEMA_TABLES, searchSql, type JobRow } from './queries.js';
+import {
+  destinationRowSql,
+  finite,
+  JOB_SELECT,
+  jobPage,
+  jobRowSql,
+  rowsToRead,
+  OLD_TABLE,
+  RECOMPUTE_SQL,
+  SCHEMA_TABLES,
+  searchSql,
+  stringLookupSql,
+  type JobRow,
+} from './queries.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 
 /** Set before the first table is made; a database made without it keeps auto_vacuum off (docs/collector.md). */
@@ -91,17 +104,19 @@ export class SqliteStore implements EventStore {
   private insertSync(events: readonly EgressEvent[]): number {
     const texts = aggregate.batchStrings(events);
     const unknown = this.strings.unknownTexts(texts);
+    const fresh = new Map<string, number>();
     if (unknown.length > 0) {
       const insert = this.db.prepare('INSERT INTO eg_strings (text) VALUES (?) ON CONFLICT (text) DO NOTHING');
       const select = this.db.prepare('SELECT id FROM eg_strings WHERE text = ?');
       this.db.transaction(() => {
         for (const t of unknown) {
           insert.run(t);
-          this.strings.remember((select.get(t) as { id: number }).id, t);
+          fresh.set(t, (select.get(t) as { id: number }).id);
+          this.strings.remember(fresh.get(t)!, t);
         }
       })();
     }
-    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts)));
+    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts, fresh)));
   }
 
   /** A string's id, without adding it (undefined: no event ever named it). */
@@ -115,14 +130,18 @@ export class SqliteStore implements EventStore {
 
   private texts(ids: readonly number[]): (id: number) => string | undefined {
     const unknown = this.strings.unknownIds(ids);
+    const fresh = new Map<number, string>();
     if (unknown.length > 0) {
       const rows = this.db.prepare('SELECT id, text FROM eg_strings WHERE id IN (SELECT value FROM json_each(?))').all(JSON.stringify(unknown)) as Array<{
         id: number;
         text: string;
       }>;
-      for (const r of rows) this.strings.remember(r.id, r.text);
+      for (const r of rows) {
+        fresh.set(r.id, r.text);
+        this.strings.remember(r.id, r.text);
+      }
     }
-    const map = this.strings.textMap(ids);
+    const map = this.strings.textMap(ids, fresh);
     return (id) => map.get(id);
   }
 
@@ -169,8 +188,9 @@ export class SqliteStore implements EventStore {
 
   async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
     if (filter.likes.length === 0) return [];
+    const lookup = stringLookupSql('sqlite', filter.likes, () => '?');
     const hosts = (
-      this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${filter.likes.map(() => `text LIKE ? ESCAPE '\\'`).join(' OR ')}`).all(...filter.likes) as Array<{
+      this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`).all(...lookup.params) as Array<{
         id: number;
         text: string;
       }>

@@ -159,6 +159,36 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
     }
   });
 
+  it("a database with the earlier job index (job_id, time) gets the one on job_id on start, and a job's events the same", { timeout: 60_000 }, async () => {
+    const db = await database();
+    const events = fleetEvents(2, 30, Date.now() - 3_600_000, 'jobindex');
+    let store = await PostgresStore.open(db.url);
+    await store.insert(events);
+    const expected = await store.jobEvents('jobindex-job-1', 1000);
+    await store.close();
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    const indexes = async () =>
+      (await client.query(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'eg_events' AND indexname LIKE 'eg_events_job%' ORDER BY 1`)).rows.map(
+        (r) => `${r.indexname}: ${/\((.*)\)/.exec(r.indexdef)![1]}`,
+      );
+    try {
+      // The layout as the earlier version made it.
+      await client.query('DROP INDEX eg_events_job_id; CREATE INDEX eg_events_job ON eg_events (job_id, time)');
+      assert.deepEqual(await indexes(), ['eg_events_job: job_id, "time"']);
+      store = await PostgresStore.open(db.url);
+      try {
+        assert.deepEqual(await indexes(), ['eg_events_job_id: job_id']);
+        assert.equal(expected.length, 52);
+        assert.deepEqual(await store.jobEvents('jobindex-job-1', 1000), expected);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await client.end();
+    }
+  });
+
   it('four collector processes on one database: every event stored once, aggregates exact', { timeout: 120_000 }, async () => {
     const db = await database();
     const started = await Promise.all([0, 1, 2, 3].map(() => startCollectorProcess(db.url, { token: TOKEN })));
