@@ -77,6 +77,7 @@ async function count(cli: string, origin: BenchServers, keyType: LeafKeyType): P
       ...(scenario === 'inspected' && { leaf_key_type: keyType }),
       operations: measured.completed,
       failed,
+      ...(failed > 0 && { errors: { warm_up: warm.errors, measured: measured.errors } }),
       instructions,
       per_operation: Math.round(instructions / measured.completed),
     };
