@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { stateCaPaths } from '../certs/ca-store.js';
-import { createCertificateAuthority } from '../certs/certificates.js';
+import { createCertificateAuthority, LEAF_KEY_TYPES, type LeafKeyType } from '../certs/certificates.js';
 import { SMALL_BODY } from './body.js';
 import { openTunnel, REQUEST_TIMEOUT_MS, type Route } from './clients.js';
 import { runLoad, type LoadResult } from './load.js';
@@ -22,6 +22,8 @@ import { percentile, ratio, round } from './stats.js';
  * each request decided and forwarded over TLS verified with the bench CA) and squid with `ssl_bump bump all`,
  * same run, interleaved rounds. Scenarios: keep-alive HTTPS GET 1 KiB (c=50) and a new connection per request
  * (CONNECT + TLS + GET 1 KiB); proxy CPU per request from /proc; cold-leaf latency from bench/cold-leaf.
+ * BENCH_INSPECTION_LEAF_KEYS=ecdsa,rsa runs one egress-guard per leaf key type in the same interleaved rounds (an
+ * A/B of leaf-key-type); the first is the one compared with squid.
  */
 
 export interface InspectionSettings {
@@ -30,6 +32,15 @@ export interface InspectionSettings {
   newConnection: LoadSettings;
   /** Leaves issued by bench/cold-leaf for the cold-leaf p99 (0: not measured). */
   coldLeaves: number;
+  /** One inspecting egress-guard per leaf key type (setting leaf-key-type); default the setting's default, ecdsa. */
+  leafKeyTypes?: readonly LeafKeyType[];
+}
+
+function leafKeyTypesFromEnv(): LeafKeyType[] {
+  const listed = (process.env.BENCH_INSPECTION_LEAF_KEYS ?? 'ecdsa').split(',').map((k) => k.trim());
+  const unknown = listed.filter((k) => !LEAF_KEY_TYPES.includes(k as LeafKeyType));
+  if (unknown.length > 0 || listed.length === 0) throw new Error(`BENCH_INSPECTION_LEAF_KEYS: ${unknown.join(',')} is not ${LEAF_KEY_TYPES.join(' or ')}`);
+  return listed as LeafKeyType[];
 }
 
 export const INSPECTION_SETTINGS: InspectionSettings = {
@@ -37,6 +48,7 @@ export const INSPECTION_SETTINGS: InspectionSettings = {
   keepAlive: { count: 5_000, timeCapMs: 2_000, concurrency: 50, warmup: 300 },
   newConnection: { count: 600, timeCapMs: 3_000, concurrency: 50, warmup: 50 },
   coldLeaves: 100,
+  leafKeyTypes: leafKeyTypesFromEnv(),
 };
 
 export interface InspectionRate {
@@ -57,7 +69,10 @@ export interface InspectionReport {
   routes: Array<{ route: string; version?: string; keep_alive: InspectionRate; new_connection: InspectionRate }>;
   /** egress-guard / squid ssl-bump: above 1 is better for req/s, below 1 better for CPU. */
   vs_squid: { keep_alive_req_per_s: number | null; new_connection_req_per_s: number | null; keep_alive_cpu: number | null; new_connection_cpu: number | null } | null;
-  cold_leaf?: { count: number; p50_ms: number; p99_ms: number; loop_p99_ms: number } | { failed: string };
+  /** Each egress-guard route's leaf key type, by route name. */
+  leaf_key_types: Record<string, LeafKeyType>;
+  /** Of the first leaf key type. */
+  cold_leaf?: { key_type: LeafKeyType; count: number; p50_ms: number; p99_ms: number; loop_p99_ms: number } | { failed: string };
   verdict: 'MET' | 'MISS' | 'n/a';
   skipped: Record<string, string>;
 }
@@ -69,6 +84,8 @@ interface InspectedRoute {
 }
 
 const EGRESS_INSPECTING = 'egress-guard inspecting';
+/** The route of egress-guard with that leaf key type: the default's keeps the plain name. */
+const inspectingRouteName = (keyType: LeafKeyType) => (keyType === 'ecdsa' ? EGRESS_INSPECTING : `${EGRESS_INSPECTING}, ${keyType} leaves`);
 
 /** Keep-alive HTTPS through a CONNECT tunnel per pooled connection (or straight to the server): node's agent. */
 function keepAliveAgent({ route, servers }: InspectedRoute, maxSockets: number): https.Agent {
@@ -142,27 +159,27 @@ class Rounds {
   }
 }
 
-/** bench/cold-leaf's "shared key" line (what the sidecar's LeafIssuer does for a host seen the first time). */
-function coldLeaf(count: number): InspectionReport['cold_leaf'] {
+/** bench/cold-leaf's "shared <key type>" line (what the sidecar's LeafIssuer does for a host seen the first time). */
+function coldLeaf(count: number, keyType: LeafKeyType): InspectionReport['cold_leaf'] {
   const script = fileURLToPath(new URL('./cold-leaf.js', import.meta.url));
   const run = spawnSync(process.execPath, [script, String(count)], { encoding: 'utf8', timeout: 300_000 });
-  const line = run.stdout.split('\n').find((l) => l.startsWith('shared key'));
+  const line = run.stdout.split('\n').find((l) => l.startsWith(`shared ${keyType} `));
   const [p50, p99, loopP99] = (line ?? '').trim().split(/\s+/).slice(2).map(Number);
   if (run.status !== 0 || p99 === undefined || !Number.isFinite(p99)) return { failed: `bench/cold-leaf: ${run.error?.message ?? run.stderr.slice(-500)}` };
-  return { count, p50_ms: p50!, p99_ms: p99, loop_p99_ms: loopP99! };
+  return { key_type: keyType, count, p50_ms: p50!, p99_ms: p99, loop_p99_ms: loopP99! };
 }
 
-/** egress-guard in block mode with a path rule for bench.test (inspected), its CA in `stateDir`. */
-async function startInspectingEgressGuard(dir: string, servers: BenchServers): Promise<InspectedRoute & { proxy: RunningProxy }> {
-  const stateDir = join(dir, 'state');
+/** egress-guard in block mode with a path rule for bench.test (inspected), leaves of `keyType`, its CA in a state directory of its own. */
+async function startInspectingEgressGuard(dir: string, servers: BenchServers, keyType: LeafKeyType): Promise<InspectedRoute & { proxy: RunningProxy }> {
+  const stateDir = join(dir, `state-${keyType}`);
   const upstreamCa = join(dir, 'bench-ca.pem');
   writeFileSync(upstreamCa, servers.caPem);
   // startEgressGuard sets the bench's host-level policy; these settings go in through a preload module (the
   // process's environment before the CLI reads it), so the shared starter stays as it is.
-  const settings = { EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*/**`, EGRESS_STATE_DIR: stateDir, EGRESS_UPSTREAM_CA: upstreamCa };
+  const settings = { EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*/**`, EGRESS_STATE_DIR: stateDir, EGRESS_UPSTREAM_CA: upstreamCa, EGRESS_LEAF_KEY_TYPE: keyType };
   const preload = `data:text/javascript,Object.assign(process.env, ${encodeURIComponent(JSON.stringify(settings))});`;
-  const proxy = await startEgressGuard({ eventsFile: join(dir, 'events.ndjson'), nodeFlags: ['--import', preload] });
-  const named = { ...proxy, name: EGRESS_INSPECTING, cpuMs: proxy.cpuMs, stop: proxy.stop };
+  const proxy = await startEgressGuard({ eventsFile: join(dir, `events-${keyType}.ndjson`), nodeFlags: ['--import', preload] });
+  const named = { ...proxy, name: inspectingRouteName(keyType), cpuMs: proxy.cpuMs, stop: proxy.stop };
   return { proxy: named, route: named, servers: { ...servers, caPem: readFileSync(stateCaPaths(stateDir).cert, 'utf8') } };
 }
 
@@ -179,11 +196,13 @@ export async function runInspectionBench(settings: InspectionSettings, log: (lin
   const started: RunningProxy[] = [];
   const skipped: Record<string, string> = {};
   const routes: InspectedRoute[] = [{ route: 'direct', servers }];
+  const keyTypes = settings.leafKeyTypes ?? ['ecdsa'];
   try {
-    for (const [name, start] of [
-      [EGRESS_INSPECTING, () => startInspectingEgressGuard(dir, servers)],
+    const starters: Array<readonly [string, () => Promise<InspectedRoute & { proxy: RunningProxy }>]> = [
+      ...keyTypes.map((keyType) => [inspectingRouteName(keyType), () => startInspectingEgressGuard(dir, servers, keyType)] as const),
       ['squid ssl-bump', () => startBumpingSquid(servers)],
-    ] as const) {
+    ];
+    for (const [name, start] of starters) {
       try {
         const { proxy, ...route } = await start();
         started.push(proxy);
@@ -217,8 +236,8 @@ export async function runInspectionBench(settings: InspectionSettings, log: (lin
       new_connection: fresh[j]!.result(),
     }));
     log(`[inspection] cold leaves (bench/cold-leaf ${settings.coldLeaves})`);
-    const cold = settings.coldLeaves > 0 ? coldLeaf(settings.coldLeaves) : undefined;
-    return summarise(results, cold, skipped);
+    const cold = settings.coldLeaves > 0 ? coldLeaf(settings.coldLeaves, keyTypes[0]!) : undefined;
+    return summarise(results, Object.fromEntries(keyTypes.map((k) => [inspectingRouteName(k), k])), cold, skipped);
   } finally {
     for (const proxy of started) await proxy.stop();
     await servers.close();
@@ -226,8 +245,13 @@ export async function runInspectionBench(settings: InspectionSettings, log: (lin
   }
 }
 
-function summarise(routes: InspectionReport['routes'], cold: InspectionReport['cold_leaf'], skipped: Record<string, string>): InspectionReport {
-  const eg = routes.find((r) => r.route === EGRESS_INSPECTING);
+function summarise(
+  routes: InspectionReport['routes'],
+  leafKeyTypes: Record<string, LeafKeyType>,
+  cold: InspectionReport['cold_leaf'],
+  skipped: Record<string, string>,
+): InspectionReport {
+  const eg = routes.find((r) => r.route in leafKeyTypes); // the first leaf key type's
   const squid = routes.find((r) => r.route === 'squid ssl-bump');
   const vs =
     eg && squid
@@ -246,7 +270,7 @@ function summarise(routes: InspectionReport['routes'], cold: InspectionReport['c
       : !failed && vs.keep_alive_req_per_s >= 1 && vs.new_connection_req_per_s >= 1
         ? 'MET'
         : 'MISS';
-  return { routes, vs_squid: vs, ...(cold && { cold_leaf: cold }), verdict, skipped };
+  return { routes, vs_squid: vs, leaf_key_types: leafKeyTypes, ...(cold && { cold_leaf: cold }), verdict, skipped };
 }
 
 const fmt = (value: number | null | undefined, digits = 1) => (value === null || value === undefined || !Number.isFinite(value) ? 'n/a' : value.toFixed(digits));
@@ -274,12 +298,20 @@ export function formatInspection(report: InspectionReport): string {
       `egress-guard / squid ssl-bump: keep-alive req/s ${fmt(vs.keep_alive_req_per_s, 2)}, new-conn req/s ${fmt(vs.new_connection_req_per_s, 2)}, CPU per request keep-alive ${fmt(vs.keep_alive_cpu, 2)}, new-conn ${fmt(vs.new_connection_cpu, 2)} (CPU: below 1 is better)`,
     );
   }
+  // The A/B of leaf-key-type: each other key type's egress-guard against the first's, same rounds.
+  const [first, ...others] = report.routes.filter((r) => r.route in report.leaf_key_types);
+  for (const other of first ? others : []) {
+    const [a, b] = [report.leaf_key_types[other.route], report.leaf_key_types[first!.route]];
+    out.push(
+      `egress-guard ${a} / ${b} leaves: new-conn CPU per request ${fmt(ratio(other.new_connection.proxy_cpu_ms_per_1000, first!.new_connection.proxy_cpu_ms_per_1000), 2)}, new-conn req/s ${fmt(ratio(other.new_connection.req_per_s, first!.new_connection.req_per_s), 2)}, keep-alive CPU per request ${fmt(ratio(other.keep_alive.proxy_cpu_ms_per_1000, first!.keep_alive.proxy_cpu_ms_per_1000), 2)}`,
+    );
+  }
   const cold = report.cold_leaf;
   if (cold)
     out.push(
       'failed' in cold
         ? `cold leaf: ${cold.failed}`
-        : `cold leaf (${cold.count} new hosts): p50 ${cold.p50_ms} ms, p99 ${cold.p99_ms} ms, event-loop delay p99 ${cold.loop_p99_ms} ms`,
+        : `cold leaf (${cold.count} new hosts, ${cold.key_type}): p50 ${cold.p50_ms} ms, p99 ${cold.p99_ms} ms, event-loop delay p99 ${cold.loop_p99_ms} ms`,
     );
   for (const [name, reason] of Object.entries(report.skipped)) out.push(`NOTE: ${name} not measured: ${reason}`);
   out.push(`inspected req/s vs squid ssl-bump: ${report.verdict}`);

@@ -1,10 +1,12 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stateCaPaths } from '../certs/ca-store.js';
+import { LEAF_KEY_TYPES, type LeafKeyType } from '../certs/certificates.js';
 import { EGRESS_GUARD_CLI, startEgressGuard } from './proxies.js';
 import { keepAliveRate, tunnelTlsRate, type LoadSettings } from './proxy-bench.js';
-import { startBenchServers, type BenchServers } from './servers.js';
+import { BENCH_HOST, startBenchServers, type BenchServers } from './servers.js';
 
 /**
  * Instructions egress-guard executes per operation, counted by valgrind's callgrind: a figure that does not
@@ -12,32 +14,48 @@ import { startBenchServers, type BenchServers } from './servers.js';
  * can be compared on a busy machine. User space only: system calls count as the instructions that make them,
  * not the kernel's work (CPU time in `npm run bench` has both).
  *
- *   node dist/bench/instruction-count.js tunnel|keepalive [operations] [path/to/dist/bin/egress-guard.js ...]
+ *   node dist/bench/instruction-count.js tunnel|keepalive|inspected [operations] [path/to/dist/bin/egress-guard.js ...]
+ *
+ * `inspected`: new connections (CONNECT + TLS + GET 1 KiB) to bench.test with a path rule, so egress-guard
+ * terminates each with its leaf (one host: one cold leaf, in the warm-up); BENCH_LEAF_KEY_TYPES=ecdsa,rsa counts
+ * each build once per leaf key type (setting leaf-key-type), alternating.
  *
  * For each build: egress-guard under callgrind, a warm-up of half the operations (JIT), counters zeroed
  * (callgrind_control -z), the operations at concurrency 10, counters dumped; instructions / operations.
  */
 const [scenario = 'tunnel', countArg = '400', ...clis] = process.argv.slice(2);
 const operations = Number(countArg);
-if (scenario !== 'tunnel' && scenario !== 'keepalive') throw new Error(`scenario is tunnel or keepalive, not ${scenario}`);
+if (scenario !== 'tunnel' && scenario !== 'keepalive' && scenario !== 'inspected') throw new Error(`scenario is tunnel, keepalive or inspected, not ${scenario}`);
+const keyTypes = (process.env.BENCH_LEAF_KEY_TYPES ?? 'ecdsa').split(',') as LeafKeyType[];
+if (!keyTypes.every((k) => LEAF_KEY_TYPES.includes(k))) throw new Error(`BENCH_LEAF_KEY_TYPES: ${keyTypes.join(',')} is not a list of ${LEAF_KEY_TYPES.join(', ')}`);
 if (!Number.isInteger(operations) || operations < 10) throw new Error(`operations must be an integer >= 10, not ${countArg}`);
 if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed (apt-get install -y valgrind)');
 
 const run = (route: Parameters<typeof tunnelTlsRate>[0], servers: BenchServers, count: number) => {
   const settings: LoadSettings = { count, timeCapMs: 20 * 60_000, concurrency: 10, warmup: 0 };
-  return scenario === 'tunnel' ? tunnelTlsRate(route, servers, settings) : keepAliveRate(route, servers, settings);
+  return scenario === 'keepalive' ? keepAliveRate(route, servers, settings) : tunnelTlsRate(route, servers, settings);
 };
 
-async function count(cli: string, servers: BenchServers): Promise<Record<string, unknown>> {
+/** The settings that make bench.test inspected, its CA generated in `dir`; the client then trusts that CA. */
+function inspecting(dir: string, servers: BenchServers, keyType: LeafKeyType): Record<string, string> {
+  const upstreamCa = join(dir, 'bench-ca.pem');
+  writeFileSync(upstreamCa, servers.caPem);
+  return { EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*/**`, EGRESS_STATE_DIR: join(dir, 'state'), EGRESS_UPSTREAM_CA: upstreamCa, EGRESS_LEAF_KEY_TYPE: keyType };
+}
+
+async function count(cli: string, origin: BenchServers, keyType: LeafKeyType): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'egress-guard-icount-'));
+  const env = scenario === 'inspected' ? inspecting(dir, origin, keyType) : {};
   const proxy = await startEgressGuard({
     eventsFile: join(dir, 'events.ndjson'),
     cli,
+    env,
     // V8 writes and patches its own code: valgrind must look for that everywhere but in files.
     wrapper: ['valgrind', '--tool=callgrind', '--smc-check=all-non-file', `--callgrind-out-file=${join(dir, 'callgrind.%p')}`],
     startupTimeoutMs: 300_000,
   });
   try {
+    const servers = env.EGRESS_STATE_DIR ? { ...origin, caPem: readFileSync(stateCaPaths(env.EGRESS_STATE_DIR).cert, 'utf8') } : origin;
     const warm = await run(proxy, servers, Math.max(50, Math.round(operations / 2)));
     execFileSync('callgrind_control', ['-z', String(proxy.pid)], { stdio: 'ignore' });
     const measured = await run(proxy, servers, operations);
@@ -53,7 +71,16 @@ async function count(cli: string, servers: BenchServers): Promise<Record<string,
     }
     if (instructions === 0) throw new Error('callgrind wrote no counts');
     const failed = warm.failed + measured.failed;
-    return { cli, scenario, operations: measured.completed, failed, instructions, per_operation: Math.round(instructions / measured.completed) };
+    return {
+      cli,
+      scenario,
+      ...(scenario === 'inspected' && { leaf_key_type: keyType }),
+      operations: measured.completed,
+      failed,
+      ...(failed > 0 && { errors: { warm_up: warm.errors, measured: measured.errors } }),
+      instructions,
+      per_operation: Math.round(instructions / measured.completed),
+    };
   } finally {
     await proxy.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -62,7 +89,8 @@ async function count(cli: string, servers: BenchServers): Promise<Record<string,
 
 const servers = await startBenchServers();
 try {
-  for (const cli of clis.length > 0 ? clis : [EGRESS_GUARD_CLI]) process.stdout.write(`${JSON.stringify(await count(cli, servers))}\n`);
+  for (const cli of clis.length > 0 ? clis : [EGRESS_GUARD_CLI])
+    for (const keyType of scenario === 'inspected' ? keyTypes : ['ecdsa' as const]) process.stdout.write(`${JSON.stringify(await count(cli, servers, keyType))}\n`);
 } finally {
   await servers.close();
 }

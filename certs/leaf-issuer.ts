@@ -4,7 +4,7 @@ import { createSecureContext, type SecureContext } from 'node:tls';
 import { promisify } from 'node:util';
 import { LRUCache } from 'lru-cache';
 import type { CertificateAuthority } from './ca-store.js';
-import { signedCertificatePem, toBeSigned, unsignedLeafCertificate } from './certificates.js';
+import { keyPairArguments, signedCertificatePem, toBeSigned, unsignedLeafCertificate, type KeyPair, type LeafKeyType } from './certificates.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 const signAsync = promisify(sign);
@@ -32,27 +32,27 @@ export interface LeafIssuerOptions {
   /** A cached leaf this close to its expiry is issued again; default 1 day. */
   renewBeforeMs?: number;
   /**
-   * `shared` (default): one RSA key, generated once, for every leaf, as mitmproxy does; it never leaves the
+   * `shared` (default): one key, generated once, for every leaf, as mitmproxy does; it never leaves the
    * process, and a cold host then costs a signature only. `per-host`: a new key for each leaf.
    */
   leafKeys?: 'shared' | 'per-host';
+  /**
+   * The leaves' key: `ecdsa` (default), P-256, whose signature in each TLS handshake costs the proxy tens of µs of
+   * CPU, or `rsa`, 2048 bits, about 1 ms per handshake (docs/benchmark.md, "ECDSA leaves"). The CA signs either.
+   */
+  keyType?: LeafKeyType;
   now?: () => number;
 }
 
 export interface LeafIssuerStats {
   /** Leaves signed. */
   issued: number;
-  /** RSA keys generated for leaves. */
+  /** Keys generated for leaves. */
   keysGenerated: number;
   /** leafFor answered from the cache. */
   cacheHits: number;
   /** leafFor joined a generation already under way for that host. */
   joined: number;
-}
-
-interface KeyPairPem {
-  privateKey: string;
-  publicKey: string;
 }
 
 const DNS_NAME = /^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
@@ -67,19 +67,20 @@ export function leafHostName(host: string): string {
 }
 
 /**
- * Issues the leaf certificates TLS inspection presents, one per host, signed by the CA. Keys come from
- * node:crypto's asynchronous generateKeyPair and signatures from its asynchronous sign (both on the thread
- * pool), node-forge builds the certificate, so a cold host does not hold up other connections. Leaves are
+ * Issues the leaf certificates TLS inspection presents, one per host, signed by the CA. Keys (ECDSA P-256 or
+ * RSA 2048) come from node:crypto's asynchronous generateKeyPair and signatures from its asynchronous sign (both
+ * on the thread pool), node-forge's ASN.1 builds the certificate, so a cold host does not hold up other connections. Leaves are
  * cached (LRU), renewed before they expire, and concurrent requests for one host share one issuance.
  */
 export class LeafIssuer {
   readonly stats: LeafIssuerStats = { issued: 0, keysGenerated: 0, cacheHits: 0, joined: 0 };
   private readonly cache: LRUCache<string, Leaf>;
   private readonly inFlight = new Map<string, Promise<Leaf>>();
-  private sharedKey: Promise<KeyPairPem> | undefined;
+  private sharedKey: Promise<KeyPair> | undefined;
   private readonly validityMs: number;
   private readonly renewBeforeMs: number;
   private readonly leafKeys: 'shared' | 'per-host';
+  readonly keyType: LeafKeyType;
   private readonly now: () => number;
 
   constructor(
@@ -90,6 +91,7 @@ export class LeafIssuer {
     this.validityMs = options.validityMs ?? 7 * DAY_MS;
     this.renewBeforeMs = options.renewBeforeMs ?? DAY_MS;
     this.leafKeys = options.leafKeys ?? 'shared';
+    this.keyType = options.keyType ?? 'ecdsa';
     this.now = options.now ?? Date.now;
   }
 
@@ -126,15 +128,16 @@ export class LeafIssuer {
     const now = this.now();
     const notBefore = new Date(Math.max(now - DAY_MS, this.ca.notBefore.getTime())); // clients whose clock runs behind
     const notAfter = new Date(Math.min(now + this.validityMs, this.ca.notAfter.getTime()));
-    const cert = unsignedLeafCertificate(this.ca.certificate, keys.publicKey, [host], notBefore, notAfter);
-    const certPem = signedCertificatePem(cert, await signAsync('sha256', toBeSigned(cert), this.ca.key));
-    const leaf: Leaf = { host, cert: certPem, key: keys.privateKey, secureContext: createSecureContext({ cert: certPem, key: keys.privateKey }), notBefore, notAfter };
+    const tbs = toBeSigned(unsignedLeafCertificate(this.ca.certificate, keys.publicKeyDer, [host], notBefore, notAfter), this.ca.key);
+    const certPem = signedCertificatePem(tbs, await signAsync('sha256', tbs.der, this.ca.key));
+    const key = keys.privateKeyPem;
+    const leaf: Leaf = { host, cert: certPem, key, secureContext: createSecureContext({ cert: certPem, key }), notBefore, notAfter };
     this.stats.issued++;
     this.cache.set(host, leaf);
     return leaf;
   }
 
-  private leafKey(): Promise<KeyPairPem> {
+  private leafKey(): Promise<KeyPair> {
     if (this.leafKeys === 'per-host') return this.newKey();
     this.sharedKey ??= this.newKey().catch((err: unknown) => {
       this.sharedKey = undefined; // the next leaf tries again
@@ -143,12 +146,10 @@ export class LeafIssuer {
     return this.sharedKey;
   }
 
-  private newKey(): Promise<KeyPairPem> {
+  private async newKey(): Promise<KeyPair> {
     this.stats.keysGenerated++;
-    return generateKeyPairAsync('rsa', {
-      modulusLength: 2048,
-      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-      publicKeyEncoding: { type: 'spki', format: 'pem' },
-    });
+    const [kind, options] = keyPairArguments(this.keyType);
+    const pair = kind === 'ec' ? await generateKeyPairAsync(kind, options) : await generateKeyPairAsync(kind, options);
+    return { privateKeyPem: pair.privateKey, publicKeyDer: pair.publicKey };
   }
 }

@@ -54,6 +54,8 @@ export interface Config {
   /** A supplied CA for TLS inspection: both files or neither. */
   caCert?: string;
   caKey?: string;
+  /** The key type of inspection's leaf certificates (certs/leaf-issuer.ts). */
+  leafKeyType: 'ecdsa' | 'rsa';
   /** Extra CAs for verifying inspected upstream servers. */
   upstreamCa?: string;
   settings: Map<string, ResolvedSetting>;
@@ -141,10 +143,11 @@ function integer(settings: Map<string, ResolvedSetting>, key: string): number {
   return Number(value);
 }
 
-function relayMode(settings: Map<string, ResolvedSetting>): 'kernel' | 'js' {
-  const value = (text(settings, 'relay') ?? 'kernel').trim();
-  if (value !== 'kernel' && value !== 'js') throw new ConfigError(`relay: "${value}" is not kernel or js`);
-  return value;
+/** A setting that takes one of a few words; its default (SETTINGS) is the first of them. */
+function oneOf<T extends string>(settings: Map<string, ResolvedSetting>, key: string, words: readonly T[]): T {
+  const value = (text(settings, key) ?? words[0]!).trim();
+  if (!words.includes(value as T)) throw new ConfigError(`${key}: "${value}" is not ${words.join(' or ')}`);
+  return value as T;
 }
 
 function boolean(settings: Map<string, ResolvedSetting>, key: string): boolean {
@@ -210,7 +213,7 @@ export function loadConfig(sources: ConfigSources): Config {
     connectTimeoutMs: integer(settings, 'connect-timeout'),
     idleTimeoutMs: integer(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
-    relay: relayMode(settings),
+    relay: oneOf(settings, 'relay', ['kernel', 'js'] as const),
     relayHandOverAfter: integer(settings, 'relay-hand-over-after'),
     netfilterLog: text(settings, 'netfilter-log'),
     socketMark: socketMark(text(settings, 'socket-mark')),
@@ -220,6 +223,7 @@ export function loadConfig(sources: ConfigSources): Config {
     logLevel: text(settings, 'log-level') ?? 'info',
     stateDir: text(settings, 'state-dir') || defaultStateDir(sources.env),
     ...suppliedCa(settings),
+    leafKeyType: oneOf(settings, 'leaf-key-type', ['ecdsa', 'rsa'] as const),
     upstreamCa: text(settings, 'upstream-ca') || undefined,
     settings,
   };

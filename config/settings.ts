@@ -103,6 +103,12 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
   { key: 'ca-cert', env: 'EGRESS_CA_CERT', help: 'PEM file of the CA certificate TLS inspection signs with (with ca-key; default: one generated in state-dir)' },
   { key: 'ca-key', env: 'EGRESS_CA_KEY', secret: true, help: "PEM file of that CA's private key (RSA, unencrypted)" },
+  {
+    key: 'leaf-key-type',
+    env: 'EGRESS_LEAF_KEY_TYPE',
+    default: 'ecdsa',
+    help: 'key type of the leaf certificates TLS inspection presents: ecdsa (P-256, cheap handshakes) or rsa (2048; for clients that cannot verify ECDSA); the CA stays RSA either way',
+  },
   { key: 'upstream-ca', env: 'EGRESS_UPSTREAM_CA', help: "PEM file of CAs trusted for inspected upstream servers in addition to node's and the system's roots (tests)" },
   { key: 'log-level', env: 'EGRESS_LOG_LEVEL', default: 'info', help: 'pino log level' },
 ];

@@ -27,7 +27,7 @@ export interface InspectionTrust {
  * entries only never reads or generates a CA. prepare() also writes the trust bundle (system roots + CA) into
  * the state directory, for `egress-guard env --trust-ca` run by a user who cannot write there.
  */
-export function inspectionTrust(config: Pick<Config, 'stateDir' | 'caCert' | 'caKey' | 'upstreamCa'>, events: EventLog): InspectionTrust {
+export function inspectionTrust(config: Pick<Config, 'stateDir' | 'caCert' | 'caKey' | 'leafKeyType' | 'upstreamCa'>, events: EventLog): InspectionTrust {
   let issuer: LeafIssuer | undefined;
   let trust: SecureContext | undefined;
   // The CA code (node-forge, 11 MiB) is loaded by the first prepare(), never by a sidecar that does not inspect.
@@ -36,8 +36,8 @@ export function inspectionTrust(config: Pick<Config, 'stateDir' | 'caCert' | 'ca
     const [{ loadCertificateAuthority }, { LeafIssuer }] = await Promise.all([import('../certs/ca-store.js'), import('../certs/leaf-issuer.js')]);
     if (issuer) return;
     const ca = loadCertificateAuthority(config);
-    issuer = new LeafIssuer(ca);
-    events.log.info({ ca: ca.certPath, origin: ca.origin }, 'TLS inspection: CA ready');
+    issuer = new LeafIssuer(ca, { keyType: config.leafKeyType });
+    events.log.info({ ca: ca.certPath, origin: ca.origin, leafKeyType: config.leafKeyType }, 'TLS inspection: CA ready');
     try {
       ensureTrustBundle(config.stateDir, ca.certPem);
     } catch (err) {

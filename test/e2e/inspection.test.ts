@@ -52,8 +52,13 @@ after(async () => {
 const ALLOWED = 'allowed.test/git/my-org/** GET,HEAD registry.test allowed.test:80';
 const DENIED = 'POST allowed.test/git/my-org/app.git/forbidden';
 
-for (const mode of ['block', 'audit'] as const) {
-  describe(`${mode} mode`, () => {
+// Each mode with one leaf key type: the default (ECDSA P-256) and leaf-key-type rsa (test/integration/inspection-connect
+// runs every key type in both modes).
+for (const [mode, keyType] of [
+  ['block', 'ecdsa'],
+  ['audit', 'rsa'],
+] as const) {
+  describe(`${mode} mode, ${keyType} leaves`, () => {
     let bundle: string;
     let stateDir: string;
     /** What `egress-guard env --trust-ca` gives a job: the proxy variables and the CA trust variables. */
@@ -72,7 +77,13 @@ for (const mode of ['block', 'audit'] as const) {
       mkdirSync(stateDir, { recursive: true });
       chownSync(stateDir, world.sidecarIds.uid, world.sidecarIds.gid);
       await world.startEgressGuard(mode, [], {
-        env: { EGRESS_ALLOWED_ENDPOINTS: ALLOWED, EGRESS_DENIED_ENDPOINTS: DENIED, EGRESS_STATE_DIR: stateDir, EGRESS_UPSTREAM_CA: world.caFile },
+        env: {
+          EGRESS_ALLOWED_ENDPOINTS: ALLOWED,
+          EGRESS_DENIED_ENDPOINTS: DENIED,
+          EGRESS_STATE_DIR: stateDir,
+          EGRESS_UPSTREAM_CA: world.caFile,
+          ...(keyType === 'rsa' && { EGRESS_LEAF_KEY_TYPE: 'rsa' }),
+        },
       });
       // What a job is given: egress-guard's CA (generated at start, the policy has path rules) beside the others.
       bundle = path.join(world.dir, `bundle-${mode}.pem`);
@@ -246,15 +257,16 @@ for (const mode of ['block', 'audit'] as const) {
         for (const path of ['/git/my-org/ws-${mode}', '/git/attacker/ws-${mode}']) {
           const socket = tls.connect({ host: 'allowed.test', port: 443, servername: 'allowed.test', ALPNProtocols: ['http/1.1'] });
           await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+          const leafKey = socket.getPeerX509Certificate().publicKey.asymmetricKeyType;
           const r = await webSocketExchange(socket, { host: 'allowed.test', path, message: 'hi' });
-          console.log(JSON.stringify({ path, status: r.status, echoed: r.echoed ?? null }));
+          console.log(JSON.stringify({ path, status: r.status, echoed: r.echoed ?? null, leafKey }));
         }`;
       const result = await world.job(process.execPath, ['--input-type=module', '-e', script], { env: { NODE_EXTRA_CA_CERTS: bundle } });
       const [own, attacker] = result.stdout
         .trim()
         .split('\n')
-        .map((line) => JSON.parse(line) as { status: number; echoed: string | null });
-      assert.deepEqual(own, { path: `/git/my-org/ws-${mode}`, status: 101, echoed: 'echo: hi' }, result.stderr);
+        .map((line) => JSON.parse(line) as { status: number; echoed: string | null; leafKey: string });
+      assert.deepEqual(own, { path: `/git/my-org/ws-${mode}`, status: 101, echoed: 'echo: hi', leafKey: keyType === 'ecdsa' ? 'ec' : 'rsa' }, result.stderr);
       const allowed = await world.decision((e) => e.kind === 'transparent' && e.path === `/git/my-org/ws-${mode}`);
       assert.equal(allowed?.decision, 'allowed');
       const refused = await world.decision((e) => e.kind === 'transparent' && e.path === `/git/attacker/ws-${mode}`);

@@ -13,14 +13,15 @@ const TINY: InspectionSettings = {
   keepAlive: { count: 40, timeCapMs: 30_000, concurrency: 5, warmup: 0 },
   newConnection: { count: 10, timeCapMs: 30_000, concurrency: 5, warmup: 0 },
   coldLeaves: 5,
+  leafKeyTypes: ['ecdsa', 'rsa'],
 };
 const squidBumps = spawnSync('/usr/sbin/squid', ['-v'], { encoding: 'utf8' }).stdout?.includes('--with-openssl') ?? false;
 
-test('inspection bench: egress-guard inspecting and squid ssl-bump answer every request, verdict and cold leaf reported', { timeout: 180_000 }, async () => {
+test('inspection bench: egress-guard inspecting (ECDSA and RSA leaves) and squid ssl-bump answer every request, verdict and cold leaf reported', { timeout: 180_000 }, async () => {
   const lines: string[] = [];
   const report = await runInspectionBench(TINY, (line) => lines.push(line));
   const routes = Object.fromEntries(report.routes.map((r) => [r.route, r]));
-  const expected = ['direct', 'egress-guard inspecting', ...(squidBumps ? ['squid ssl-bump'] : [])];
+  const expected = ['direct', 'egress-guard inspecting', 'egress-guard inspecting, rsa leaves', ...(squidBumps ? ['squid ssl-bump'] : [])];
   assert.deepEqual(Object.keys(routes), expected, JSON.stringify(report.skipped));
   for (const name of expected) {
     const route = routes[name]!;
@@ -33,5 +34,7 @@ test('inspection bench: egress-guard inspecting and squid ssl-bump answer every 
     assert.match(report.verdict, /^(MET|MISS)$/);
   } else assert.match(report.skipped['squid ssl-bump'] ?? '', /squid/);
   assert.ok(report.cold_leaf && 'p99_ms' in report.cold_leaf && report.cold_leaf.p99_ms > 0, JSON.stringify(report.cold_leaf));
+  assert.deepEqual(report.leaf_key_types, { 'egress-guard inspecting': 'ecdsa', 'egress-guard inspecting, rsa leaves': 'rsa' });
   assert.match(formatInspection(report), /inspected req\/s vs squid ssl-bump: (MET|MISS|n\/a)/);
+  assert.match(formatInspection(report), /egress-guard rsa \/ ecdsa leaves: new-conn CPU per request \d/);
 });

@@ -1,10 +1,12 @@
 /**
  * TLS inspection on the explicit proxy's CONNECT path (issue 13): a host with path rules is terminated with a
  * leaf of egress-guard's CA; each request inside is decided on its own and forwarded over TLS verified for the
- * decided name. Real curl against a real HTTPS server on loopback; the proxy runs in this process.
+ * decided name. Real curl against a real HTTPS server on loopback; the proxy runs in this process. Every test runs
+ * with both leaf key types (ECDSA P-256, the default, and RSA 2048), leaves from the sidecar's LeafIssuer.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -13,7 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
-import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
+import { loadCertificateAuthority } from '../../certs/ca-store.js';
+import { createCertificateAuthority, LEAF_KEY_TYPES } from '../../certs/certificates.js';
+import { LeafIssuer } from '../../certs/leaf-issuer.js';
 import { AddressBook } from '../../decision/address-book.js';
 import { Resolver } from '../../decision/resolver.js';
 import { EventLog } from '../../events/event-log.js';
@@ -34,8 +38,8 @@ function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: s
   });
 }
 
-for (const mode of ['block', 'audit'] as const) {
-  describe(`${mode} mode: inspected CONNECT`, () => {
+for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_KEY_TYPES.map((k) => [m, k] as const))) {
+  describe(`${mode} mode, ${keyType} leaves: inspected CONNECT`, () => {
     const inspectionCa = createCertificateAuthority('egress-guard inspection test CA');
     let upstream: TestServer;
     let wrongName: TestServer;
@@ -53,6 +57,9 @@ for (const mode of ['block', 'audit'] as const) {
       const dir = mkdtempSync(join(tmpdir(), 'eg-inspect-'));
       caFile = join(dir, 'inspection-ca.pem');
       writeFileSync(caFile, inspectionCa.certPem);
+      const caKeyFile = join(dir, 'inspection-ca.key');
+      writeFileSync(caKeyFile, inspectionCa.keyPem, { mode: 0o600 });
+      const leaves = new LeafIssuer(loadCertificateAuthority({ stateDir: dir, caCert: caFile, caKey: caKeyFile }), { keyType });
       upstream = await startHttpsServer(leafFor('github.test'));
       wrongName = await startHttpsServer(leafFor('someone-else.test'));
       const wsLeaf = leafFor('github.test');
@@ -79,12 +86,6 @@ for (const mode of ['block', 'audit'] as const) {
       const context = { policy: () => policy, resolver, events: log };
       const upstreamTrust = tls.createSecureContext({ ca: testCa().certPem });
       const forwarder = createHttpForwarder({ events: log, connectTimeoutMs: 3000, idleTimeoutMs: 10_000, upstreamTrust: () => upstreamTrust });
-      const leaves = {
-        secureContextFor: async (host: string) => {
-          const leaf = issueLeafCertificate(inspectionCa, [host]);
-          return tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem });
-        },
-      };
       const inspector = createInspector({ ...context, leaves, forwarder, idleTimeoutMs: 10_000, connectTimeoutMs: 3000, upstreamTrust: () => upstreamTrust });
       proxy = createHttpProxyServer({
         ...context,
@@ -141,6 +142,15 @@ for (const mode of ['block', 'audit'] as const) {
       assert.ok(!JSON.stringify(events).includes('s3cret'), 'no query string in events');
       const outer = decisions().find((d) => d.kind === 'connect' && d.method === undefined);
       assert.equal(outer?.decision, 'allowed', 'the CONNECT itself is allowed for inspection');
+    });
+
+    test(`the client is served a ${keyType} leaf for the host it asked for, signed by the CA`, async () => {
+      const secure = await inspectedSocket('github.test', upstream.port);
+      const leaf = secure.getPeerX509Certificate()!;
+      secure.destroy();
+      assert.equal(leaf.publicKey.asymmetricKeyType, keyType === 'ecdsa' ? 'ec' : 'rsa');
+      assert.equal(leaf.subjectAltName, 'DNS:github.test');
+      assert.ok(leaf.verify(new X509Certificate(inspectionCa.certPem).publicKey));
     });
 
     test('a path outside the prefix: 403 inside TLS with the reason (block), relayed (audit)', async () => {

@@ -150,7 +150,7 @@ describe('default state directory', () => {
 describe('CA settings', () => {
   const readFile = (path: string) => {
     assert.equal(path, '/policy.yaml');
-    return 'state-dir: /from/file\nca-cert: /file/ca.crt\nca-key: /file/ca.key\nupstream-ca: /file/upstream.pem\n';
+    return 'state-dir: /from/file\nca-cert: /file/ca.crt\nca-key: /file/ca.key\nupstream-ca: /file/upstream.pem\nleaf-key-type: rsa\n';
   };
   it('come from the policy file, the environment and flags, in that order of precedence; ca-key is redacted', () => {
     const fromFile = loadConfig({ flags: new Map([['policy', ['/policy.yaml']]]), env: {}, readFile });
@@ -161,6 +161,16 @@ describe('CA settings', () => {
     assert.deepEqual([fromEnv.stateDir, fromEnv.caCert, fromEnv.caKey, fromEnv.upstreamCa], ['/from/env', '/env/ca.crt', '/env/ca.key', '/env/up.pem']);
     const fromFlag = loadConfig({ flags: new Map([['state-dir', ['/from/flag']]]), env, readFile });
     assert.equal(fromFlag.stateDir, '/from/flag');
+  });
+  it('leaf-key-type: ecdsa by default, rsa from the file, the environment or a flag; anything else is a ConfigError', () => {
+    assert.equal(loadConfig({ flags: new Map(), env: {}, readFile }).leafKeyType, 'ecdsa');
+    assert.equal(loadConfig({ flags: new Map([['policy', ['/policy.yaml']]]), env: {}, readFile }).leafKeyType, 'rsa');
+    assert.equal(loadConfig({ flags: new Map([['policy', ['/policy.yaml']]]), env: { EGRESS_LEAF_KEY_TYPE: 'ecdsa' }, readFile }).leafKeyType, 'ecdsa');
+    assert.equal(loadConfig({ flags: new Map([['leaf-key-type', ['rsa']]]), env: { EGRESS_LEAF_KEY_TYPE: 'ecdsa' }, readFile }).leafKeyType, 'rsa');
+    assert.throws(
+      () => loadConfig({ flags: new Map(), env: { EGRESS_LEAF_KEY_TYPE: 'ed25519' }, readFile }),
+      (e: Error) => e instanceof ConfigError && e.message === 'leaf-key-type: "ed25519" is not ecdsa or rsa',
+    );
   });
   it('default the state directory and refuse a lone ca-cert or ca-key with ConfigError', () => {
     const config = loadConfig({ flags: new Map(), env: { XDG_STATE_HOME: '/xdg' }, readFile });

@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
+import forge from 'node-forge';
 import { loadCertificateAuthority, type CertificateAuthority } from '../../certs/ca-store.js';
+import { LEAF_KEY_TYPES } from '../../certs/certificates.js';
 import { leafHostName, LeafIssuer } from '../../certs/leaf-issuer.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -39,6 +41,17 @@ function fetchGreeting(port: number, caPem: string, host: string, servername?: s
   });
 }
 
+/** The keyUsage bits a certificate asserts, read from its DER (node's X509Certificate does not show them). */
+function keyUsage(pem: string): string[] {
+  const { asn1 } = forge;
+  const tbs = asn1.fromDer(forge.pem.decode(pem)[0]!.body).value[0] as forge.asn1.Asn1;
+  const extensions = (tbs.value as forge.asn1.Asn1[]).find((e) => e.tagClass === asn1.Class.CONTEXT_SPECIFIC && e.type === 3)!;
+  const ext = ((extensions.value[0] as forge.asn1.Asn1).value as forge.asn1.Asn1[]).find((e) => asn1.derToOid((e.value[0] as forge.asn1.Asn1).value as string) === '2.5.29.15')!;
+  const bits = asn1.fromDer((ext.value.at(-1) as forge.asn1.Asn1).value as string).value as string; // BIT STRING: unused-bit count, then the bits
+  const names = ['digitalSignature', 'nonRepudiation', 'keyEncipherment', 'dataEncipherment', 'keyAgreement', 'keyCertSign', 'cRLSign'];
+  return names.filter((_, i) => (bits.charCodeAt(1) ?? 0) & (0x80 >> i));
+}
+
 describe('leaf certificates', () => {
   let dir: string;
   let ca: CertificateAuthority;
@@ -48,47 +61,53 @@ describe('leaf certificates', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('serves a leaf that a client trusting the CA accepts for its name, and refuses for another name', async () => {
-    const issuer = new LeafIssuer(ca);
-    const server = await serve(issuer);
-    try {
-      assert.equal(await fetchGreeting(server.port, ca.certPem, 'registry.example.test', 'registry.example.test'), 'hello');
-      // The client asked for one name; the server's certificate names another (issued for the SNI sent).
-      await assert.rejects(fetchGreeting(server.port, ca.certPem, 'github.test', 'registry.example.test'), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
-      // A client that does not trust the CA refuses the leaf.
-      await assert.rejects(fetchGreeting(server.port, tls.rootCertificates.join('\n'), 'registry.example.test', 'registry.example.test'), {
-        code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-      });
-    } finally {
-      await server.close();
-    }
-  });
+  for (const keyType of LEAF_KEY_TYPES) {
+    it(`${keyType}: serves a leaf that a client trusting the CA accepts for its name, and refuses for another name`, async () => {
+      const issuer = new LeafIssuer(ca, { keyType });
+      const server = await serve(issuer);
+      try {
+        assert.equal(await fetchGreeting(server.port, ca.certPem, 'registry.example.test', 'registry.example.test'), 'hello');
+        // The client asked for one name; the server's certificate names another (issued for the SNI sent).
+        await assert.rejects(fetchGreeting(server.port, ca.certPem, 'github.test', 'registry.example.test'), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+        // A client that does not trust the CA refuses the leaf.
+        await assert.rejects(fetchGreeting(server.port, tls.rootCertificates.join('\n'), 'registry.example.test', 'registry.example.test'), {
+          code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+        });
+      } finally {
+        await server.close();
+      }
+    });
 
-  it('issues leaves for IP addresses (SAN iPAddress)', async () => {
-    const issuer = new LeafIssuer(ca);
-    const server = await serve(issuer, '127.0.0.1');
-    try {
-      assert.equal(await fetchGreeting(server.port, ca.certPem, '127.0.0.1'), 'hello');
-      await assert.rejects(fetchGreeting(server.port, ca.certPem, '127.0.0.2'), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
-    } finally {
-      await server.close();
-    }
-    const v6 = new X509Certificate((await issuer.leafFor('[::1]')).cert);
-    assert.equal(v6.subjectAltName, 'IP Address:0:0:0:0:0:0:0:1');
-  });
+    it(`${keyType}: issues leaves for IP addresses (SAN iPAddress)`, async () => {
+      const issuer = new LeafIssuer(ca, { keyType });
+      const server = await serve(issuer, '127.0.0.1');
+      try {
+        assert.equal(await fetchGreeting(server.port, ca.certPem, '127.0.0.1'), 'hello');
+        await assert.rejects(fetchGreeting(server.port, ca.certPem, '127.0.0.2'), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+      } finally {
+        await server.close();
+      }
+      const v6 = new X509Certificate((await issuer.leafFor('[::1]')).cert);
+      assert.equal(v6.subjectAltName, 'IP Address:0:0:0:0:0:0:0:1');
+    });
 
-  it('gives a valid leaf: starts in the past, lasts 7 days, signed by the CA, server auth, no CA', async () => {
-    const leaf = await new LeafIssuer(ca).leafFor('Example.TEST.');
-    const x509 = new X509Certificate(leaf.cert);
-    assert.equal(leaf.host, 'example.test');
-    assert.equal(x509.subjectAltName, 'DNS:example.test');
-    assert.ok(x509.verify(new X509Certificate(ca.certPem).publicKey));
-    assert.ok(x509.checkIssued(new X509Certificate(ca.certPem)));
-    assert.equal(x509.ca, false);
-    assert.deepEqual(x509.keyUsage, ['1.3.6.1.5.5.7.3.1']);
-    assert.ok(Date.parse(x509.validFrom) < Date.now() - 50 * 60 * 1000);
-    assert.ok(Math.abs(Date.parse(x509.validTo) - (Date.now() + 7 * DAY_MS)) < 60_000);
-  });
+    it(`${keyType}: gives a valid leaf: starts in the past, lasts 7 days, signed by the CA, server auth, no CA`, async () => {
+      const leaf = await new LeafIssuer(ca, { keyType }).leafFor('Example.TEST.');
+      const x509 = new X509Certificate(leaf.cert);
+      assert.equal(leaf.host, 'example.test');
+      assert.equal(x509.subjectAltName, 'DNS:example.test');
+      assert.ok(x509.verify(new X509Certificate(ca.certPem).publicKey));
+      assert.ok(x509.checkIssued(new X509Certificate(ca.certPem)));
+      assert.equal(x509.ca, false);
+      assert.equal(x509.publicKey.asymmetricKeyType, keyType === 'ecdsa' ? 'ec' : 'rsa');
+      assert.deepEqual(x509.publicKey.asymmetricKeyDetails, keyType === 'ecdsa' ? { namedCurve: 'prime256v1' } : { modulusLength: 2048, publicExponent: 65537n });
+      // An EC key only signs (RFC 5480 3); an RSA key may also encipher the key exchange (TLS 1.2 RSA kx).
+      assert.deepEqual(keyUsage(leaf.cert), keyType === 'ecdsa' ? ['digitalSignature'] : ['digitalSignature', 'keyEncipherment']);
+      assert.deepEqual(x509.keyUsage, ['1.3.6.1.5.5.7.3.1']);
+      assert.ok(Date.parse(x509.validFrom) < Date.now() - 50 * 60 * 1000);
+      assert.ok(Math.abs(Date.parse(x509.validTo) - (Date.now() + 7 * DAY_MS)) < 60_000);
+    });
+  }
 
   it('answers a second request from the cache, and a request after the renewal point with a new leaf', async () => {
     let now = Date.now();
@@ -121,8 +140,9 @@ describe('leaf certificates', () => {
     assert.notEqual((await issuer.leafFor('other.test')).key, leaves[0]!.key);
   });
 
-  it('shares one key across hosts by default, generated once even when the first hosts come together', async () => {
+  it('shares one ECDSA P-256 key across hosts by default, generated once even when the first hosts come together', async () => {
     const issuer = new LeafIssuer(ca);
+    assert.equal(issuer.keyType, 'ecdsa');
     const [a, b] = await Promise.all([issuer.leafFor('one.test'), issuer.leafFor('two.test')]);
     assert.equal(issuer.stats.keysGenerated, 1);
     assert.equal(issuer.stats.issued, 2);
