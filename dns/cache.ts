@@ -26,6 +26,8 @@ export interface CachedAnswer {
   /** A/AAAA addresses the question name resolves to, CNAME chain followed. */
   addresses: string[];
   storedAt: number;
+  /** When the responder last shared these addresses with the address book (it does so at most once a second). */
+  sharedAt?: number;
 }
 
 export function cacheKey(question: WireQuestion): string {

@@ -218,6 +218,12 @@ export class DnsResponder {
   /** Share what was resolved with the proxy; an A answer keeps the name's IPv6 addresses and vice versa. */
   private recordAddresses(name: string, entry: CachedAnswer, now: number): void {
     if (entry.addresses.length === 0) return;
+    // Once a second per cache entry, not per answer: recording stores the same addresses with the same expiry (the
+    // entry's), and its map updates were a few µs of every cached answer. Once a second still keeps a name that is
+    // asked all the time recent in the book's LRU order, and gives a name recorded since (by the proxy, by the other
+    // family's answer) the entry's addresses back within a second.
+    if (entry.sharedAt !== undefined && now - entry.sharedAt < 1000) return;
+    entry.sharedAt = now;
     const family = net.isIPv4(entry.addresses[0]!) ? 4 : 6;
     const otherFamily = (this.options.addressBook.addressesOf(name) ?? []).filter((a) => net.isIP(a) !== family);
     const remainingMs = Math.max(1000, entry.ttlSeconds * 1000 - (now - entry.storedAt));

@@ -216,6 +216,19 @@ describe('cache', () => {
     await Promise.all(Array.from({ length: 10 }, () => resolverFor(fx.port).resolve4('burst.wild.test')));
     assert.equal(fx.zone.askedNames().filter((n) => n === 'burst.wild.test').length, 1);
   });
+
+  test('a cached answer shares its addresses with the address book again once a second has passed since it last did', async (t) => {
+    const fx = await startDnsFixture();
+    t.after(() => fx.close());
+    assert.ok(await udpExchange(fx.port, queryBytes(1, 'allowed.test')), 'no answer');
+    assert.deepEqual(fx.book.addressesOf('allowed.test'), ['198.51.100.10']);
+    // Something else records the name since (the proxy's own resolution, say).
+    fx.book.record('allowed.test', ['203.0.113.99'], 60_000);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.ok(await udpExchange(fx.port, queryBytes(2, 'allowed.test')), 'no answer');
+    assert.equal(fx.zone.askedNames().filter((n) => n === 'allowed.test').length, 1, 'answered from the cache');
+    assert.deepEqual(fx.book.addressesOf('allowed.test'), ['198.51.100.10'], 'the answer the client got is what the book holds');
+  });
 });
 
 describe('decision events in the events file', () => {
