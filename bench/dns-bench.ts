@@ -73,7 +73,7 @@ const ALLOWED_NAME = 'allowed.test';
  * A loopback port free for both UDP and TCP: a DNS server (egress-guard's, dnsmasq) binds both, and a port the
  * kernel picks for UDP can be taken on TCP (a run failed so: dnsmasq "Address already in use").
  */
-async function freeDnsPort(): Promise<number> {
+export async function freeDnsPort(): Promise<number> {
   for (let attempt = 0; ; attempt++) {
     const udp = dgram.createSocket('udp4');
     await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
@@ -139,7 +139,7 @@ async function dnsperf(pid: number, port: number, file: QueryFile, settings: Dns
 }
 
 /** Waits until the server at `port` (process `pid`) answers a query (bounded: 100 tries of 100 ms). */
-async function waitForDns(port: number, pid: number, what: string): Promise<void> {
+export async function waitForDns(port: number, pid: number, what: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
     if (!Number.isFinite(processCpuMs(pid))) throw new Error(`${what} exited before answering`);
     if (await udpExchange(port, queryBytes(1, ALLOWED_NAME), 100)) return;
@@ -198,6 +198,16 @@ async function measureDnsmasq(binary: string, zonePort: number, files: QueryFile
   }
 }
 
+/** The environment of `egress-guard run` as the DNS bench runs it: DNS on `port`, upstream the zone, names by policy. */
+export function dnsBenchEnv(port: number, zonePort: number): Record<string, string> {
+  return {
+    EGRESS_DNS_LISTEN: `127.0.0.1:${port}`,
+    EGRESS_DNS_UPSTREAM: `127.0.0.1:${zonePort}`,
+    EGRESS_DNS: 'policy',
+    EGRESS_ALLOWED_ENDPOINTS: 'allowed.test *.allowed.test *.wild.test',
+  };
+}
+
 /** `egress-guard run` with its DNS server on a loopback port, block mode, names resolved by policy. */
 async function measureEgressGuard(dir: string, zonePort: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
   const port = await freeDnsPort();
@@ -205,12 +215,7 @@ async function measureEgressGuard(dir: string, zonePort: number, files: QueryFil
   const guard = await startEgressGuard({
     eventsFile: join(dir, 'events.ndjson'),
     ...(cpuProfDir && { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] }),
-    env: {
-      EGRESS_DNS_LISTEN: `127.0.0.1:${port}`,
-      EGRESS_DNS_UPSTREAM: `127.0.0.1:${zonePort}`,
-      EGRESS_DNS: 'policy',
-      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test *.allowed.test *.wild.test',
-    },
+    env: dnsBenchEnv(port, zonePort),
   });
   try {
     await waitForDns(port, guard.pid, 'egress-guard');

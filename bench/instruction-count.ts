@@ -1,9 +1,11 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { stateCaPaths } from '../certs/ca-store.js';
 import { LEAF_KEY_TYPES, type LeafKeyType } from '../certs/certificates.js';
+import { dnsBenchEnv, freeDnsPort, waitForDns } from './dns-bench.js';
 import { EGRESS_GUARD_CLI, startEgressGuard } from './proxies.js';
 import { keepAliveRate, tunnelTlsRate, type LoadSettings } from './proxy-bench.js';
 import { BENCH_HOST, startBenchServers, type BenchServers } from './servers.js';
@@ -14,18 +16,22 @@ import { BENCH_HOST, startBenchServers, type BenchServers } from './servers.js';
  * can be compared on a busy machine. User space only: system calls count as the instructions that make them,
  * not the kernel's work (CPU time in `npm run bench` has both).
  *
- *   node dist/bench/instruction-count.js tunnel|keepalive|inspected [operations] [path/to/dist/bin/egress-guard.js ...]
+ *   node dist/bench/instruction-count.js tunnel|keepalive|inspected|dns-cached|dns-denied [operations] [path/to/dist/bin/egress-guard.js ...]
  *
  * `inspected`: new connections (CONNECT + TLS + GET 1 KiB) to bench.test with a path rule, so egress-guard
  * terminates each with its leaf (one host: one cold leaf, in the warm-up); BENCH_LEAF_KEY_TYPES=ecdsa,rsa counts
  * each build once per leaf key type (setting leaf-key-type), alternating.
  *
  * For each build: egress-guard under callgrind, a warm-up of half the operations (JIT), counters zeroed
- * (callgrind_control -z), the operations at concurrency 10, counters dumped; instructions / operations.
+ * (callgrind_control -z), the operations at concurrency 10, counters dumped; instructions / operations. The DNS
+ * scenarios are the DNS bench's (dns-bench.ts: its zone as upstream, dnsperf with 10 queries outstanding): one
+ * cached allowed name, or 1000 denied names; an operation is a query.
  */
 const [scenario = 'tunnel', countArg = '400', ...clis] = process.argv.slice(2);
 const operations = Number(countArg);
-if (scenario !== 'tunnel' && scenario !== 'keepalive' && scenario !== 'inspected') throw new Error(`scenario is tunnel, keepalive or inspected, not ${scenario}`);
+const SCENARIOS = ['tunnel', 'keepalive', 'inspected', 'dns-cached', 'dns-denied'];
+if (!SCENARIOS.includes(scenario)) throw new Error(`scenario is one of ${SCENARIOS.join(', ')}, not ${scenario}`);
+const dns = scenario.startsWith('dns-');
 const keyTypes = (process.env.BENCH_LEAF_KEY_TYPES ?? 'ecdsa').split(',') as LeafKeyType[];
 if (!keyTypes.every((k) => LEAF_KEY_TYPES.includes(k))) throw new Error(`BENCH_LEAF_KEY_TYPES: ${keyTypes.join(',')} is not a list of ${LEAF_KEY_TYPES.join(', ')}`);
 if (!Number.isInteger(operations) || operations < 10) throw new Error(`operations must be an integer >= 10, not ${countArg}`);
@@ -43,9 +49,42 @@ function inspecting(dir: string, servers: BenchServers, keyType: LeafKeyType): R
   return { EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*/**`, EGRESS_STATE_DIR: join(dir, 'state'), EGRESS_UPSTREAM_CA: upstreamCa, EGRESS_LEAF_KEY_TYPE: keyType };
 }
 
-async function count(cli: string, origin: BenchServers, keyType: LeafKeyType): Promise<Record<string, unknown>> {
+/** `count` queries from `file` (one pass is its line count) through dnsperf, 10 outstanding; bounded by -l and a kill. */
+async function dnsQueries(port: number, file: { path: string; lines: number }, count: number): Promise<{ completed: number; failed: number }> {
+  const args = ['-s', '127.0.0.1', '-p', String(port), '-d', file.path, '-q', '10', '-n', String(Math.ceil(count / file.lines)), '-l', '600', '-t', '5'];
+  const child = spawn('dnsperf', args, { stdio: ['ignore', 'pipe', 'ignore'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 660_000);
+  await new Promise((resolve) => child.once('exit', resolve));
+  clearTimeout(killer);
+  const completed = Number(/Queries completed:\s+(\d+)/.exec(output)?.[1] ?? 0);
+  const sent = Number(/Queries sent:\s+(\d+)/.exec(output)?.[1] ?? 0);
+  return { completed, failed: sent - completed };
+}
+
+/** What the DNS scenarios need: the zone (a worker thread), a query file, the port egress-guard's DNS listens on. */
+async function dnsSetup(dir: string): Promise<{ zonePort: number; file: { path: string; lines: number }; close: () => Promise<void> }> {
+  const zone = new Worker(new URL('./dns-zone-worker.js', import.meta.url));
+  const zonePort = await new Promise<number>((resolve, reject) => {
+    zone.once('message', resolve);
+    zone.once('error', reject);
+  });
+  const lines = scenario === 'dns-cached' ? ['allowed.test A'] : Array.from({ length: 1000 }, (_, i) => `d${i}.attacker.test A`);
+  const path = join(dir, 'queries.txt');
+  writeFileSync(path, `${lines.join('\n')}\n`);
+  const close = async () => {
+    zone.postMessage('close');
+    await new Promise((r) => zone.once('exit', r));
+  };
+  return { zonePort, file: { path, lines: lines.length }, close };
+}
+
+async function count(cli: string, origin: BenchServers | undefined, keyType: LeafKeyType): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'egress-guard-icount-'));
-  const env = scenario === 'inspected' ? inspecting(dir, origin, keyType) : {};
+  const zone = dns ? await dnsSetup(dir) : undefined;
+  const dnsPort = zone ? await freeDnsPort() : 0;
+  const env = zone ? dnsBenchEnv(dnsPort, zone.zonePort) : scenario === 'inspected' ? inspecting(dir, origin!, keyType) : {};
   const proxy = await startEgressGuard({
     eventsFile: join(dir, 'events.ndjson'),
     cli,
@@ -55,10 +94,12 @@ async function count(cli: string, origin: BenchServers, keyType: LeafKeyType): P
     startupTimeoutMs: 300_000,
   });
   try {
-    const servers = env.EGRESS_STATE_DIR ? { ...origin, caPem: readFileSync(stateCaPaths(env.EGRESS_STATE_DIR).cert, 'utf8') } : origin;
-    const warm = await run(proxy, servers, Math.max(50, Math.round(operations / 2)));
+    const servers = origin && env.EGRESS_STATE_DIR ? { ...origin, caPem: readFileSync(stateCaPaths(env.EGRESS_STATE_DIR).cert, 'utf8') } : origin;
+    const load = (n: number): Promise<{ completed: number; failed: number; errors?: unknown }> => (zone ? dnsQueries(dnsPort, zone.file, n) : run(proxy, servers!, n));
+    if (zone) await waitForDns(dnsPort, proxy.pid, 'egress-guard');
+    const warm = await load(Math.max(50, Math.round(operations / 2)));
     execFileSync('callgrind_control', ['-z', String(proxy.pid)], { stdio: 'ignore' });
-    const measured = await run(proxy, servers, operations);
+    const measured = await load(operations);
     execFileSync('callgrind_control', ['-d', String(proxy.pid)], { stdio: 'ignore' });
     // The dump is written by the process itself, at its next scheduling point.
     let instructions = 0;
@@ -77,20 +118,21 @@ async function count(cli: string, origin: BenchServers, keyType: LeafKeyType): P
       ...(scenario === 'inspected' && { leaf_key_type: keyType }),
       operations: measured.completed,
       failed,
-      ...(failed > 0 && { errors: { warm_up: warm.errors, measured: measured.errors } }),
+      ...(failed > 0 && !zone && { errors: { warm_up: warm.errors, measured: measured.errors } }),
       instructions,
       per_operation: Math.round(instructions / measured.completed),
     };
   } finally {
     await proxy.stop();
+    await zone?.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-const servers = await startBenchServers();
+const servers = dns ? undefined : await startBenchServers();
 try {
   for (const cli of clis.length > 0 ? clis : [EGRESS_GUARD_CLI])
     for (const keyType of scenario === 'inspected' ? keyTypes : ['ecdsa' as const]) process.stdout.write(`${JSON.stringify(await count(cli, servers, keyType))}\n`);
 } finally {
-  await servers.close();
+  await servers?.close();
 }

@@ -26,6 +26,8 @@ export interface CachedAnswer {
   /** A/AAAA addresses the question name resolves to, CNAME chain followed. */
   addresses: string[];
   storedAt: number;
+  /** When the responder last shared these addresses with the address book (it does so at most once a second). */
+  sharedAt?: number;
 }
 
 export function cacheKey(question: WireQuestion): string {
@@ -85,21 +87,25 @@ export function toCachedAnswer(response: Buffer, message: WireMessage, question:
   };
 }
 
-/** The cached answer as a response to `query`: its id, flags, question spelling; TTLs counted down. */
+/** Our OPT record, appended to a cached answer when the client sent one. */
+const OPT_RECORD = optRecord();
+
+/** The cached answer as a response to `query`: its id, flags, question spelling; TTLs counted down. One buffer, no concat. */
 export function renderAnswer(entry: CachedAnswer, query: DnsQuery, now: number): Buffer {
   const age = Math.floor((now - entry.storedAt) / 1000);
-  const parts: Buffer[] = [Buffer.from(entry.bytes)];
-  const out = parts[0]!;
+  const opt = query.edns ? OPT_RECORD : undefined;
+  const out = Buffer.allocUnsafe(entry.bytes.length + (opt?.length ?? 0));
+  entry.bytes.copy(out, 0);
   out.writeUInt16BE(query.id, 0);
   out.writeUInt16BE(responseFlags(query, entry.rcode), 2);
   // Same name up to case (it is the cache key), so the same length: keep the client's 0x20 spelling.
   query.question.raw.copy(out, 12);
-  entry.ttlOffsets.forEach((offset, i) => out.writeUInt32BE(Math.max(0, entry.ttls[i]! - age), offset));
-  if (query.edns) {
+  for (let i = 0; i < entry.ttlOffsets.length; i++) out.writeUInt32BE(Math.max(0, entry.ttls[i]! - age), entry.ttlOffsets[i]!);
+  if (opt) {
     out.writeUInt16BE(1, 10);
-    parts.push(optRecord());
+    opt.copy(out, entry.bytes.length);
   }
-  return parts.length === 1 ? out : Buffer.concat(parts);
+  return out;
 }
 
 export function cacheLimits(options: AnswerCacheOptions = {}): Required<AnswerCacheOptions> {

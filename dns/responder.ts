@@ -5,6 +5,7 @@ import { NO_HOST } from '../events/validate.js';
 import { decideName, formatHostPort, refusal, type Decision, type Policy } from '../policy/index.js';
 import { nameKey, type AddressBook } from '../decision/address-book.js';
 import { AnswerCache, cacheKey, cacheLimits, renderAnswer, toCachedAnswer, type AnswerCacheOptions, type CachedAnswer } from './cache.js';
+import { NameDecisions } from './name-decisions.js';
 import { UpstreamClient, UpstreamError, type Upstream } from './upstream.js';
 import {
   addressRecord,
@@ -67,6 +68,7 @@ export class DnsResponder {
   private readonly cache: AnswerCache;
   private readonly pending = new Map<string, Promise<CachedAnswer>>();
   private readonly localNames: Map<string, string[]>;
+  private readonly decisions = new NameDecisions(DnsResponder.decideQuestion);
   private malformedWindow = { start: 0, reported: 0, suppressed: 0 };
   /** Answers served from the cache, and those that needed an upstream exchange (for /metrics). */
   readonly cacheStats = { hits: 0, misses: 0 };
@@ -85,20 +87,30 @@ export class DnsResponder {
     return this.cache.size;
   }
 
-  /** The response to send, or null to drop the packet. Never throws for any input bytes. */
-  async answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Promise<Buffer | null> {
+  /**
+   * The response to send, or null to drop the packet. Never throws (nor rejects) for any input bytes. A query
+   * answered without an upstream exchange (a cache hit, a refusal, a local name, a malformed packet) is answered
+   * synchronously, with no promise: that is most queries, and a promise and its microtask per query were a
+   * measurable share of the CPU per answer (docs/benchmark.md, "DNS per query, third round").
+   */
+  answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Buffer | null | Promise<Buffer | null> {
     const reading = readQuery(packet);
     if (!reading.ok) {
       this.reportMalformed(client, transport, reading.reason, reading.id !== undefined);
       return reading.id === undefined ? null : buildHeaderOnlyError(reading.id, reading.opcode ?? 0, reading.rcode ?? RCODE.FORMERR);
     }
     const query = reading.query;
-    const response = await this.respond(query, client);
+    const response = this.respond(query, client);
+    if (response instanceof Promise) return response.then((bytes) => this.fitTransport(bytes, query, transport));
+    return this.fitTransport(response, query, transport);
+  }
+
+  private fitTransport(response: Buffer, query: DnsQuery, transport: 'udp' | 'tcp'): Buffer {
     if (transport === 'udp' && response.length > udpLimit(query)) return truncatedResponse(response, query);
     return response;
   }
 
-  private async respond(query: DnsQuery, client: DnsClient): Promise<Buffer> {
+  private respond(query: DnsQuery, client: DnsClient): Buffer | Promise<Buffer> {
     const question = query.question;
     if (question.klass !== CLASS_IN || question.type === TYPE.AXFR || question.type === TYPE.IXFR) {
       this.options.events.log.info(
@@ -120,13 +132,13 @@ export class DnsResponder {
       });
       return local.response;
     }
-    const decision = this.decideQuestion(policy, question);
+    const decision = this.decisions.get(policy, question);
     this.emit(policy, client, question, decision);
     if (!decision.permitted && policy.mode === 'block') return buildResponse(query, RCODE.NXDOMAIN);
     return this.resolve(query, client);
   }
 
-  private decideQuestion(policy: Policy, question: WireQuestion): Decision {
+  private static decideQuestion(policy: Policy, question: WireQuestion): Decision {
     if (isPlainName(question.labels)) return decideName(policy, question.name);
     // Label bytes outside letters/digits/-/_ (dots inside a label, binary): no text form the policy
     // could match safely, so never allowed.
@@ -160,33 +172,43 @@ export class DnsResponder {
     return { response: buildResponse(query, RCODE.NOERROR, records), rule };
   }
 
-  private async resolve(query: DnsQuery, client: DnsClient): Promise<Buffer> {
+  private resolve(query: DnsQuery, client: DnsClient): Buffer | Promise<Buffer> {
     const question = query.question;
     const key = cacheKey(question);
-    let entry = this.cache.get(key);
-    if (entry) this.cacheStats.hits++;
-    else {
-      this.cacheStats.misses++;
-      let pending = this.pending.get(key);
-      if (!pending) {
-        // Concurrent identical questions share one upstream exchange.
-        pending = this.fetch(question, query.cd, key).finally(() => this.pending.delete(key));
-        this.pending.set(key, pending);
-      }
-      try {
-        entry = await pending;
-      } catch (err) {
+    const entry = this.cache.get(key);
+    if (entry) {
+      this.cacheStats.hits++;
+      return this.render(entry, query);
+    }
+    this.cacheStats.misses++;
+    let pending = this.pending.get(key);
+    if (!pending) {
+      // Concurrent identical questions share one upstream exchange.
+      pending = this.fetch(question, query.cd, key).finally(() => this.pending.delete(key));
+      this.pending.set(key, pending);
+    }
+    return pending.then(
+      (fetched) => this.render(fetched, query),
+      (err: unknown) => {
         const failures = err instanceof UpstreamError ? err.failures : [(err as Error).message];
         this.options.events.log.warn({ client: clientText(client), name: question.name, qtype: typeName(question.type), failures }, 'dns upstreams failed; answered SERVFAIL');
         return buildResponse(query, RCODE.SERVFAIL);
-      }
-    }
+      },
+    );
+  }
+
+  private render(entry: CachedAnswer, query: DnsQuery): Buffer {
     const now = Date.now();
-    this.recordAddresses(question.name, entry, now);
+    this.recordAddresses(query.question.name, entry, now);
     return renderAnswer(entry, query, now);
   }
 
   private async fetch(question: WireQuestion, cd: number, key: string): Promise<CachedAnswer> {
+    // The question is about to leave the machine: the query name is bytes the client chose (a name can carry data
+    // out, the way DNS tunnels do), so the decision that let it go is written to the events file first, as for
+    // every decision that moves a client's bytes. An answer from the cache, the refusal of a blocked name, a local
+    // name move nothing past egress-guard: their decisions ride the end-of-turn write (see emit).
+    this.options.events.flushDecisions();
     const answer = await this.upstream.query(question, cd);
     const entry = toCachedAnswer(answer.response, answer.message, question, this.cache.limits, Date.now());
     if (entry.rcode === RCODE.NOERROR || entry.rcode === RCODE.NXDOMAIN) this.cache.set(key, entry);
@@ -196,25 +218,41 @@ export class DnsResponder {
   /** Share what was resolved with the proxy; an A answer keeps the name's IPv6 addresses and vice versa. */
   private recordAddresses(name: string, entry: CachedAnswer, now: number): void {
     if (entry.addresses.length === 0) return;
+    // Once a second per cache entry, not per answer: recording stores the same addresses with the same expiry (the
+    // entry's), and its map updates were a few µs of every cached answer. Once a second still keeps a name that is
+    // asked all the time recent in the book's LRU order, and gives a name recorded since (by the proxy, by the other
+    // family's answer) the entry's addresses back within a second.
+    if (entry.sharedAt !== undefined && now - entry.sharedAt < 1000) return;
+    entry.sharedAt = now;
     const family = net.isIPv4(entry.addresses[0]!) ? 4 : 6;
     const otherFamily = (this.options.addressBook.addressesOf(name) ?? []).filter((a) => net.isIP(a) !== family);
     const remainingMs = Math.max(1000, entry.ttlSeconds * 1000 - (now - entry.storedAt));
     this.options.addressBook.record(name, [...entry.addresses, ...otherFamily], remainingMs);
   }
 
+  /**
+   * The query's one decision event, written to the events file at the end of this event-loop turn rather than
+   * synchronously (a write(2) per query was a quarter of the CPU per answer). Safe because a DNS answer moves no
+   * payload: the connection a client makes next is decided, and its decision written synchronously, by the proxy,
+   * which writes the queued DNS lines with it, in order; a query forwarded upstream is written before it is sent
+   * (fetch); the file is also written at the end of every turn and at process exit (EventsFile).
+   */
   private emit(policy: Policy, client: DnsClient, question: WireQuestion, decision: Decision): void {
-    this.options.events.decision({
-      kind: 'dns',
-      client: clientText(client),
-      host: decision.host,
-      port: DNS_PORT,
-      qtype: typeName(question.type),
-      decision: decision.outcome,
-      reason: decision.reason,
-      rule: decision.rule,
-      message: decision.message,
-      mode: policy.mode,
-    });
+    this.options.events.decision(
+      {
+        kind: 'dns',
+        client: clientText(client),
+        host: decision.host,
+        port: DNS_PORT,
+        qtype: typeName(question.type),
+        decision: decision.outcome,
+        reason: decision.reason,
+        rule: decision.rule,
+        message: decision.message,
+        mode: policy.mode,
+      },
+      'end-of-turn',
+    );
   }
 
   /** One event per malformed packet, up to a rate; past it they are counted and summarised. */
@@ -232,17 +270,20 @@ export class DnsResponder {
     }
     this.malformedWindow.reported++;
     const policy = this.options.policy();
-    this.options.events.decision({
-      kind: 'dns',
-      client: clientText(client),
-      // No readable question, so no name: the placeholder every event without a host carries.
-      host: NO_HOST,
-      port: DNS_PORT,
-      decision: 'blocked',
-      reason: 'malformed-request',
-      rule: null,
-      message: `malformed DNS packet over ${transport} (${reason}); ${answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`,
-      mode: policy.mode,
-    });
+    this.options.events.decision(
+      {
+        kind: 'dns',
+        client: clientText(client),
+        // No readable question, so no name: the placeholder every event without a host carries.
+        host: NO_HOST,
+        port: DNS_PORT,
+        decision: 'blocked',
+        reason: 'malformed-request',
+        rule: null,
+        message: `malformed DNS packet over ${transport} (${reason}); ${answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`,
+        mode: policy.mode,
+      },
+      'end-of-turn',
+    );
   }
 }

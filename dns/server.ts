@@ -1,4 +1,5 @@
 import dgram from 'node:dgram';
+import dns from 'node:dns';
 import net from 'node:net';
 import { DnsResponder, clientText, type DnsClient, type DnsResponderOptions } from './responder.js';
 import { parseUpstream, type Upstream } from './upstream.js';
@@ -39,9 +40,20 @@ function sameEndpoint(upstream: Upstream, listen: { host: string; port: number }
   return wildcard || upstream.host === listen.host;
 }
 
+/**
+ * dgram passes the address of every send through its `lookup` (dns.lookup by default, which answers an IP literal
+ * on the next tick: a tick and a closure per answer). An answer goes back to the address its query came from, an
+ * IP literal, so that is handed back at once; anything else (a host name to bind to) still goes to dns.lookup.
+ */
+function literalLookup(address: string, family: unknown, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const literal = net.isIP(address);
+  if (literal !== 0) callback(null, address, literal);
+  else dns.lookup(address, family as number, callback);
+}
+
 function bindUdp(host: string, port: number): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', lookup: literalLookup as dgram.SocketOptions['lookup'] });
     socket.once('error', reject);
     socket.bind(port, host, () => {
       socket.off('error', reject);
@@ -79,17 +91,31 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   let inFlight = 0;
   let closed = false;
 
-  const answer = async (packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Promise<Buffer | null> => {
-    inFlight++;
+  const failed = (err: unknown, client: DnsClient): null => {
+    // The responder does not throw on any input; this is a bug, not a bad packet.
+    log.error({ err, client: clientText(client) }, 'dns query handling failed');
+    return null;
+  };
+  /** The responder's answer, now or (a query that goes upstream) later; null drops the packet. Never throws nor rejects. */
+  const answer = (packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Buffer | null | Promise<Buffer | null> => {
+    let result: Buffer | null | Promise<Buffer | null>;
     try {
-      return await responder.answer(packet, client, transport);
+      result = responder.answer(packet, client, transport);
     } catch (err) {
-      // The responder does not throw on any input; this is a bug, not a bad packet.
-      log.error({ err, client: clientText(client) }, 'dns query handling failed');
-      return null;
-    } finally {
-      inFlight--;
+      return failed(err, client);
     }
+    if (!(result instanceof Promise)) return result;
+    inFlight++;
+    return result.then(
+      (response) => {
+        inFlight--;
+        return response;
+      },
+      (err: unknown) => {
+        inFlight--;
+        return failed(err, client);
+      },
+    );
   };
 
   let udp: dgram.Socket | undefined;
@@ -108,19 +134,22 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   }
   const udpSocket = udp;
 
+  const sendUdp = (response: Buffer | null, rinfo: dgram.RemoteInfo): void => {
+    if (!response || closed) return;
+    try {
+      // No completion callback: it costs a tick per answer, and a failed send of a datagram (the client's port gone)
+      // was only ever logged at debug level; the client retries, as for any lost datagram.
+      udpSocket.send(response, rinfo.port, rinfo.address);
+    } catch (err) {
+      log.warn({ err: (err as Error).message, client: clientText(rinfo) }, 'dns udp reply not sent');
+    }
+  };
   udpSocket.on('message', (packet, rinfo) => {
     // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
     if (inFlight >= maxInFlight || rinfo.port === 0) return;
-    void answer(packet, rinfo, 'udp').then((response) => {
-      if (!response || closed) return;
-      try {
-        udpSocket.send(response, rinfo.port, rinfo.address, (err) => {
-          if (err) log.debug({ err, client: clientText(rinfo) }, 'dns udp send failed');
-        });
-      } catch (err) {
-        log.warn({ err: (err as Error).message, client: clientText(rinfo) }, 'dns udp reply not sent');
-      }
-    });
+    const response = answer(packet, rinfo, 'udp');
+    if (response instanceof Promise) void response.then((bytes) => sendUdp(bytes, rinfo));
+    else sendUdp(response, rinfo);
   });
   udpSocket.on('error', (err) => log.error({ err }, 'dns udp socket error'));
 
@@ -163,7 +192,8 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
         const packet = Buffer.from(buffered.subarray(2, 2 + length));
         buffered = buffered.subarray(2 + length);
         pipeline++;
-        void answer(packet, client, 'tcp').then((response) => {
+        // Always answered on a later microtask, even from the cache: answering inside this loop would re-enter drain().
+        void Promise.resolve(answer(packet, client, 'tcp')).then((response) => {
           pipeline--;
           if (response && !socket.destroyed && socket.writable) {
             const frame = Buffer.alloc(2);

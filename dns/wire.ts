@@ -92,11 +92,21 @@ export function readName(buf: Buffer, offset: number): WireName {
   }
 }
 
-const PLAIN_LABEL_BYTE = /^[A-Za-z0-9_-]+$/;
+/** A letter, digit, '-' or '_': the bytes of a label the policy can judge as text. */
+function isPlainByte(byte: number): boolean {
+  return (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x30 && byte <= 0x39) || byte === 0x2d || byte === 0x5f;
+}
+
+/** A non-empty label of plain bytes only (a byte loop: a regex over the label's text cost a string per label per query). */
+function isPlainLabel(label: Buffer): boolean {
+  if (label.length === 0) return false;
+  for (let i = 0; i < label.length; i++) if (!isPlainByte(label[i]!)) return false;
+  return true;
+}
 
 /** True when every label is letters, digits, '-' or '_' (a name the policy can judge as text). */
 export function isPlainName(labels: readonly Buffer[]): boolean {
-  return labels.every((label) => PLAIN_LABEL_BYTE.test(label.toString('latin1')));
+  return labels.every(isPlainLabel);
 }
 
 /** A question for `name` (plain labels, as the policy writes names) of `type`, class IN; throws WireError when it cannot be one. */
@@ -116,16 +126,14 @@ export function questionFor(name: string, type: number): WireQuestion {
 /** Presentation form, lowercase, other bytes escaped as \DDD (RFC 1035 §5.1); root is ".". */
 export function nameText(labels: readonly Buffer[]): string {
   if (labels.length === 0) return '.';
-  return labels
-    .map((label) => {
-      let text = '';
-      for (const byte of label) {
-        const c = String.fromCharCode(byte);
-        text += /[A-Za-z0-9_-]/.test(c) ? c.toLowerCase() : `\\${byte.toString().padStart(3, '0')}`;
-      }
-      return text;
-    })
-    .join('.');
+  return labels.map(labelText).join('.');
+}
+
+function labelText(label: Buffer): string {
+  if (isPlainLabel(label)) return label.toString('latin1').toLowerCase();
+  let text = '';
+  for (const byte of label) text += isPlainByte(byte) ? String.fromCharCode(byte).toLowerCase() : `\\${byte.toString().padStart(3, '0')}`;
+  return text;
 }
 
 export interface WireRecord {

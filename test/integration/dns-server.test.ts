@@ -4,11 +4,14 @@ import { Resolver } from 'node:dns/promises';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { DnsResponder } from '../../dns/responder.js';
 import { parseResolvConf, readResolvConfUpstreams } from '../../dns/server.js';
 import { parseUpstream } from '../../dns/upstream.js';
 import { parseMessage, readName, readQuery, WireError } from '../../dns/wire.js';
+import { AddressBook } from '../../decision/address-book.js';
+import { EventLog } from '../../events/event-log.js';
 import { dig, makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
 
 function resolverFor(port: number): Resolver {
@@ -212,6 +215,83 @@ describe('cache', () => {
     assert.equal(fx.zone.askedNames().filter((n) => n === 'missing.allowed.test').length, 1);
     await Promise.all(Array.from({ length: 10 }, () => resolverFor(fx.port).resolve4('burst.wild.test')));
     assert.equal(fx.zone.askedNames().filter((n) => n === 'burst.wild.test').length, 1);
+  });
+
+  test('a cached answer shares its addresses with the address book again once a second has passed since it last did', async (t) => {
+    const fx = await startDnsFixture();
+    t.after(() => fx.close());
+    assert.ok(await udpExchange(fx.port, queryBytes(1, 'allowed.test')), 'no answer');
+    assert.deepEqual(fx.book.addressesOf('allowed.test'), ['198.51.100.10']);
+    // Something else records the name since (the proxy's own resolution, say).
+    fx.book.record('allowed.test', ['203.0.113.99'], 60_000);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.ok(await udpExchange(fx.port, queryBytes(2, 'allowed.test')), 'no answer');
+    assert.equal(fx.zone.askedNames().filter((n) => n === 'allowed.test').length, 1, 'answered from the cache');
+    assert.deepEqual(fx.book.addressesOf('allowed.test'), ['198.51.100.10'], 'the answer the client got is what the book holds');
+  });
+});
+
+describe('decision events in the events file', () => {
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+  const fileDecisions = (path: string) =>
+    readFileSync(path, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { event?: string; host?: string; decision?: string; reason?: string })
+      .filter((l) => l.event === 'decision');
+
+  test('the decision of an answered query is in the file once the next event-loop turn has run: cached, blocked, local, malformed', async (t) => {
+    const eventsFile = join(mkdtempSync(join(tmpdir(), 'eg-dns-')), 'events.ndjson');
+    const fx = await startDnsFixture({ mode: 'block', eventsFile, localNames: new Map([['db', ['198.51.100.5']]]) });
+    t.after(() => fx.close());
+    assert.ok(await udpExchange(fx.port, queryBytes(1, 'allowed.test')), 'no answer');
+    const queries = [queryBytes(2, 'allowed.test'), queryBytes(3, 'secret.attacker.test'), queryBytes(4, 'db'), Buffer.from([0, 5, 1])];
+    const expected = [
+      ['allowed.test', 'allowed'],
+      ['secret.attacker.test', 'blocked'],
+      ['db', 'allowed'],
+      ['(none)', 'blocked'],
+    ];
+    for (const [i, query] of queries.entries()) {
+      const before = fileDecisions(eventsFile).length;
+      assert.ok(await udpExchange(fx.port, query), `no answer to query ${i}`);
+      await nextTurn();
+      const written = fileDecisions(eventsFile).slice(before);
+      assert.deepEqual(
+        written.map((e) => [e.host, e.decision]),
+        [expected[i]],
+        `query ${i}`,
+      );
+    }
+  });
+
+  test('the decision of a query forwarded upstream is in the file before the upstream exchange starts', async (t) => {
+    const eventsFile = join(mkdtempSync(join(tmpdir(), 'eg-dns-')), 'events.ndjson');
+    const fx = await startDnsFixture({ mode: 'block' });
+    t.after(() => fx.close());
+    for (const mode of ['block', 'audit'] as const) {
+      const events = new EventLog({ stdout: false, eventsFile: join(dirname(eventsFile), `${mode}.ndjson`) });
+      const responder = new DnsResponder({
+        upstreams: [parseUpstream(fx.zone.address)],
+        policy: () => makePolicy({ mode }),
+        events,
+        addressBook: new AddressBook(),
+        upstreamTimeoutMs: 1000,
+      });
+      t.after(() => responder.close());
+      const name = mode === 'block' ? 'allowed.test' : 'secret.attacker.test';
+      const asked = fx.zone.askedNames().filter((n) => n === name).length;
+      const pending = responder.answer(queryBytes(7, name), { address: '127.0.0.1', port: 1 }, 'udp');
+      assert.ok(pending instanceof Promise, 'a cache miss is answered later');
+      // Nothing has left yet (the exchange's socket sends on a later tick), and the decision is already written.
+      assert.deepEqual(
+        fileDecisions(join(dirname(eventsFile), `${mode}.ndjson`)).map((e) => [e.host, e.decision]),
+        [[name, mode === 'block' ? 'allowed' : 'would-block']],
+      );
+      const reply = await pending;
+      assert.ok(reply && rcodeOf(reply) === 0, 'the forwarded query is answered');
+      assert.equal(fx.zone.askedNames().filter((n) => n === name).length, asked + 1, 'and it did go upstream');
+    }
   });
 });
 

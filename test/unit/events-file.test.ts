@@ -7,6 +7,7 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { EventLog } from '../../events/event-log.js';
 import { EventsFile } from '../../events/events-file.js';
+import pino from 'pino';
 
 const dir = mkdtempSync(join(tmpdir(), 'eg-events-file-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -88,5 +89,84 @@ describe('EventsFile', () => {
     assert.equal(lines().length, 4);
     await nextTurn();
     assert.equal(lines().at(-1)?.event, 'close');
+  });
+
+  it("EventLog: a decision emitted 'end-of-turn' rides the end-of-turn write, and flushDecisions() writes it at once", async () => {
+    const path = join(dir, 'end-of-turn.ndjson');
+    const log = new EventLog({ stdout: false, eventsFile: path });
+    const count = () => readFileSync(path, 'utf8').split('\n').filter(Boolean).length;
+    const fields = { kind: 'dns', client: '127.0.0.1:1', host: 'a.test', port: 53, qtype: 'A', reason: 'allowed-endpoint', rule: 'a.test', message: 'm', mode: 'block' } as const;
+    log.decision({ ...fields, decision: 'allowed' }, 'end-of-turn');
+    assert.equal(count(), 0, 'not written synchronously');
+    await nextTurn();
+    assert.equal(count(), 1, 'written once the turn has ended');
+    log.decision({ ...fields, decision: 'allowed' }, 'end-of-turn');
+    log.flushDecisions();
+    assert.equal(count(), 2, 'flushDecisions writes what is queued');
+    log.decision({ ...fields, decision: 'allowed' }, 'end-of-turn');
+    log.decision({ ...fields, host: 'b.test', decision: 'blocked', reason: 'not-allowed-endpoint' });
+    assert.equal(count(), 4, "a decision written 'now' takes the queued ones with it, in order");
+    assert.deepEqual(
+      readFileSync(path, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { host: string }).host),
+      ['a.test', 'a.test', 'a.test', 'b.test'],
+    );
+  });
+
+  it("EventLog: an 'end-of-turn' decision is in the file when the process exits right after it", () => {
+    const path = join(dir, 'end-of-turn-exit.ndjson');
+    const module = fileURLToPath(new URL('../../events/event-log.js', import.meta.url));
+    const fields = { kind: 'dns', client: '127.0.0.1:1', host: 'last.test', port: 53, decision: 'allowed', reason: 'r', rule: null, message: 'm', mode: 'block' };
+    const script = `import { EventLog } from ${JSON.stringify(module)}; const log = new EventLog({ stdout: false, eventsFile: ${JSON.stringify(path)} }); log.decision(${JSON.stringify(fields)}, 'end-of-turn'); process.exit(0);`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 10_000 });
+    assert.equal(run.status, 0, String(run.stderr));
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    assert.equal(lines.length, 1);
+    assert.equal((JSON.parse(lines[0]!) as { host: string }).host, 'last.test');
+  });
+
+  it('EventLog: an event line is byte for byte the line pino writes for it (level first; awkward strings; ci)', () => {
+    const path = join(dir, 'same-as-pino.ndjson');
+    const ci = { repository: 'o/r', run_id: '7', job: 'build' };
+    const log = new EventLog({ stdout: false, eventsFile: path, ci });
+    const host = 'q"u\\o\u2028te\u00e9\ud83d\ude00.test';
+    const events = [
+      log.decision({
+        kind: 'dns',
+        client: '[::1]:5',
+        host,
+        port: 53,
+        qtype: 'TYPE65534',
+        decision: 'allowed',
+        reason: 'allowed-endpoint',
+        rule: null,
+        message: 'tab\tnl\n',
+        mode: 'block',
+      }),
+      log.decision({
+        kind: 'connect',
+        client: '127.0.0.1:1',
+        host: 'a.test',
+        port: 443,
+        decision: 'blocked',
+        reason: 'not-allowed-endpoint',
+        rule: 'x',
+        message: 'm',
+        mode: 'audit',
+      }),
+      log.close({ id: 'c', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 1, bytes_out: 2, duration_ms: 1.5, error: 'upstream-reset' }),
+    ];
+    log.flushDecisions();
+    const expected: string[] = [];
+    const reference = pino(
+      { level: 'info', base: undefined, timestamp: false, formatters: { level: (label) => ({ level: label }) } },
+      { write: (line: string) => expected.push(line) },
+    );
+    reference.info(events[0]);
+    reference.warn(events[1]);
+    reference.info(events[2]);
+    assert.equal(readFileSync(path, 'utf8'), expected.join(''));
   });
 });
