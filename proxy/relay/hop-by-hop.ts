@@ -6,15 +6,11 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'pro
  */
 const NEVER_STRIPPED = new Set(['content-length', 'transfer-encoding', 'host']);
 
-/** The headers a message's Connection headers name, lower-cased (never one of NEVER_STRIPPED), or undefined. */
-function namedByConnection(raw: readonly string[]): Set<string> | undefined {
-  let named: Set<string> | undefined;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]!.length !== 10 || raw[i]!.toLowerCase() !== 'connection') continue;
-    for (const token of raw[i + 1]!.split(',')) {
-      const name = token.trim().toLowerCase();
-      if (name && !NEVER_STRIPPED.has(name)) (named ??= new Set()).add(name);
-    }
+/** The headers a Connection header's value names, lower-cased, beyond the hop-by-hop ones (never one of NEVER_STRIPPED). */
+function addNamed(value: string, named: Set<string> | undefined): Set<string> | undefined {
+  for (const token of value.split(',')) {
+    const name = token.trim().toLowerCase();
+    if (name && !HOP_BY_HOP.has(name) && !NEVER_STRIPPED.has(name)) (named ??= new Set()).add(name);
   }
   return named;
 }
@@ -34,19 +30,26 @@ export interface EndToEndOptions {
  * are: hop-by-hop headers (RFC 9110 7.6.1) and any the Connection header names are left out.
  */
 export function endToEndHeaders(raw: readonly string[], options: EndToEndOptions = {}): string[] {
-  const named = namedByConnection(raw);
-  const out: string[] = [];
+  let named: Set<string> | undefined;
+  let out: string[] = [];
   let hostWritten = options.host === undefined;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named?.has(lower) || lower === options.drop) continue;
+    if (lower === 'connection') named = addNamed(raw[i + 1]!, named);
+    if (HOP_BY_HOP.has(lower) || lower === options.drop) continue;
     if (lower === 'host' && options.host !== undefined) {
       if (!hostWritten) out.push(name, options.host);
       hostWritten = true;
       continue;
     }
     out.push(name, raw[i + 1]!);
+  }
+  // Only when Connection names more than hop-by-hop headers (`close` counts: a header of that name goes too).
+  if (named) {
+    const kept: string[] = [];
+    for (let i = 0; i + 1 < out.length; i += 2) if (!named.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+    out = kept;
   }
   if (!hostWritten) out.unshift('Host', options.host!);
   if (options.add) out.push(...options.add);
