@@ -229,9 +229,11 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
             res.once('drain', () => answer.resume());
           }
         });
-        // 'close' comes after 'end', or after the upstream broke off mid-body: then the client's answer is cut too.
+        // Ended at 'end', in the turn the last bytes came (node writes them together: one write, not two).
+        answer.once('end', () => res.end());
+        // 'close' without the whole message: the upstream broke off mid-body, and the client's answer is cut too.
         answer.once('close', () => {
-          if (answer.complete) return void res.end();
+          if (answer.complete) return;
           error ??= upstreamFailure({ name: 'Error', message: 'aborted', code: 'ECONNRESET' }, timedOut).error;
           res.destroy();
         });
