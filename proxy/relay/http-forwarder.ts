@@ -171,6 +171,8 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       res.once('close', finish);
       untilClientCloses(socket, finish);
       const fail = (err: NodeJS.ErrnoException) => {
+        // The client went first (finish destroyed the upstream request): nobody to answer, the record is closed.
+        if (res.destroyed) return;
         // ETIMEDOUT here is the agent's own connect timeout (CheckedAddressAgent).
         const timeout = err.code === 'ETIMEDOUT' || timedOut;
         ({ status, error } = upstreamFailure(err, timeout));
@@ -219,6 +221,8 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
           // An HTTP/1.0 client cannot read chunked: the body is sent as it comes and the connection closed after it.
           res.writeHead(status, answer.statusMessage || undefined, endToEndHeaders(answer.rawHeaders, req.httpVersion === '1.0' ? { drop: 'transfer-encoding' } : {}));
         } catch (err) {
+          // writeHead keeps the status text it refused: ours must not inherit it.
+          res.statusMessage = '';
           request.destroy();
           return fail(err as NodeJS.ErrnoException);
         }
