@@ -33,7 +33,7 @@ function clientOf(socket: net.Socket): string {
 }
 
 /**
- * The explicit proxy listener: absolute-URI HTTP requests (forwarded with http-proxy) and CONNECT tunnels.
+ * The explicit proxy listener: absolute-URI HTTP requests (forwarded by relay/http-forwarder.ts) and CONNECT tunnels.
  * Every request goes through authorize(); every decision emits one event, every forward one close event.
  */
 export function createHttpProxyServer(options: HttpProxyServerOptions): http.Server {

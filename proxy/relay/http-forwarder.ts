@@ -3,14 +3,13 @@ import https from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import httpProxy from 'http-proxy';
 import type { Forward } from '../../decision/authorize.js';
 import type { EventLog } from '../../events/event-log.js';
 import type { CloseError } from '../../events/schema.js';
 import { upstreamFailure } from '../../net/connect.js';
 import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
-import { stripHopByHop } from './hop-by-hop.js';
+import { endToEndHeaders } from './hop-by-hop.js';
 import { sendProxyError } from './error-response.js';
 
 /** Destroy `socket` with ETIMEDOUT unless `connected` comes within `ms` (the agents' own connect timeout). */
@@ -25,14 +24,16 @@ function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect
 class CheckedAddressAgent extends http.Agent {
   constructor(
     private readonly connectTimeoutMs: number,
-    idleTimeoutMs: number,
+    private readonly idleTimeoutMs: number,
   ) {
     super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
   }
 
   override createConnection(options: net.NetConnectOpts): net.Socket {
     const { host, port } = options as net.TcpNetConnectOpts;
-    return withConnectTimeout(connectTcp({ host: host ?? 'localhost', port, noDelay: true }), 'connect', this.connectTimeoutMs);
+    // The agent's `timeout` is set by net.connect, which this replaces: a request on a new socket is bounded too.
+    const socket = connectTcp({ host: host ?? 'localhost', port, noDelay: true }).setTimeout(this.idleTimeoutMs);
+    return withConnectTimeout(socket, 'connect', this.connectTimeoutMs);
   }
 }
 
@@ -43,7 +44,7 @@ class CheckedAddressAgent extends http.Agent {
 class CheckedAddressTlsAgent extends https.Agent {
   constructor(
     private readonly connectTimeoutMs: number,
-    idleTimeoutMs: number,
+    private readonly idleTimeoutMs: number,
     /** Roots to verify upstream servers with, parsed once (a `ca` list per connect costs ~100 ms of blocked loop). */
     private readonly trust: (() => tls.SecureContext) | undefined,
   ) {
@@ -59,7 +60,7 @@ class CheckedAddressTlsAgent extends https.Agent {
       return tcp;
     }
     const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.trust && { secureContext: this.trust() }) });
-    return withConnectTimeout(socket, 'secureConnect', this.connectTimeoutMs);
+    return withConnectTimeout(socket.setTimeout(this.idleTimeoutMs), 'secureConnect', this.connectTimeoutMs);
   }
 }
 
@@ -79,9 +80,9 @@ export interface HttpForwarder {
 }
 
 /**
- * Why a request cannot be forwarded as it is, or undefined. http-proxy sends DELETE/OPTIONS without
- * Content-Length as `content-length: 0` and drops Transfer-Encoding, yet still streams the body:
- * upstream would read it as a second request.
+ * Why a request cannot be forwarded as it is, or undefined. A chunked DELETE/OPTIONS body was sent by
+ * http-proxy (the forwarder before this one) as `content-length: 0` with the body streamed after it, which
+ * upstream would read as a second request; it is still refused, as a request few clients send.
  */
 export function unforwardableBody(req: http.IncomingMessage): string | undefined {
   if ((req.method === 'DELETE' || req.method === 'OPTIONS') && req.headers['transfer-encoding'] !== undefined) {
@@ -90,18 +91,59 @@ export function unforwardableBody(req: http.IncomingMessage): string | undefined
   return undefined;
 }
 
-/** Plain-HTTP forwarding (http-proxy over a keep-alive agent), shared by the explicit and transparent listeners. */
+/** Methods node's client would send chunked when no length is given: a request of theirs without a body gets `Content-Length: 0`. */
+const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'TRACE']);
+
+/** Whether a request carries a body (its framing headers say so; the parser has refused conflicting ones). */
+function hasBody(req: http.IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/**
+ * The request target to send upstream: the client's own, as it was decided, in origin form (an absolute-form
+ * target loses its scheme and authority, which the Host header carries), without a fragment.
+ */
+export function originForm(target: string): string {
+  let path = target;
+  if (path.charCodeAt(0) !== 0x2f /* / */) {
+    const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(path);
+    if (!absolute) return path; // `*` (OPTIONS *), or what node's client will refuse
+    path = path.slice(absolute[0].length);
+    if (path.charCodeAt(0) !== 0x2f) path = `/${path}`;
+  }
+  const hash = path.indexOf('#');
+  return hash === -1 ? path : path.slice(0, hash);
+}
+
+/**
+ * Client connections with requests in flight. A request pipelined behind a response that closes the connection
+ * was forwarded, but node never emits 'close' on its response: the connection's 'close' ends its record instead.
+ * One listener per connection, not one per request.
+ */
+const inFlight = Symbol('egress-guard requests in flight');
+type ClientSocket = net.Socket & { [inFlight]?: Set<() => void> };
+
+function untilClientCloses(socket: ClientSocket, finish: () => void): void {
+  let pending = socket[inFlight];
+  if (!pending) {
+    const requests = (pending = socket[inFlight] = new Set());
+    socket.once('close', () => {
+      for (const end of requests) end();
+    });
+  }
+  pending.add(finish);
+}
+
+/**
+ * Plain-HTTP forwarding over node's own client and a keep-alive agent (one upstream pool per checked address),
+ * shared by the explicit, transparent and inspecting listeners. Headers go through as the raw lists node
+ * parsed (no per-header copies), hop-by-hop ones left out; no Via or X-Forwarded-* is added. An upstream that
+ * fails before answering gets the client a 502 (504 for a timeout) naming the failure.
+ */
 export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number; upstreamTrust?: () => tls.SecureContext }): HttpForwarder {
-  const { events } = options;
   const agent = new CheckedAddressAgent(options.connectTimeoutMs, options.idleTimeoutMs);
   const tlsAgent = new CheckedAddressTlsAgent(options.connectTimeoutMs, options.idleTimeoutMs, options.upstreamTrust);
-  const proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false, proxyTimeout: options.idleTimeoutMs });
-  // Errors are handled per request through the callback of web(); this keeps a stray one from crashing us.
-  proxy.on('error', (err) => events.log.debug({ err: err.message }, 'forwarder error'));
-  const onResponse = new WeakMap<http.IncomingMessage, (proxyRes: http.IncomingMessage) => void>();
-  proxy.on('proxyRes', (proxyRes, req) => onResponse.get(req)?.(proxyRes));
-  const timedOut = new WeakSet<http.IncomingMessage>();
-  proxy.on('proxyReq', (proxyReq, req) => proxyReq.once('timeout', () => timedOut.add(req)));
 
   return {
     forward({ req, res, auth, authority, tls: inspected }) {
@@ -114,36 +156,25 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       let bytesIn = 0;
       let status: number | undefined;
       let error: CloseError | undefined;
-      req.on('data', (chunk: Buffer) => {
-        bytesOut += chunk.length;
-      });
-      stripHopByHop(req.headers);
-      onResponse.set(req, (proxyRes) => {
-        status = proxyRes.statusCode;
-        stripHopByHop(proxyRes.headers);
-        // Our connection with the client, as the client asked for it. Left empty, http-proxy fills in
-        // `keep-alive` (the client's own Connection header is gone by now), and node then keeps a connection
-        // open that the client asked to close.
-        proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
-        proxyRes.on('data', (chunk: Buffer) => {
-          bytesIn += chunk.length;
-        });
-      });
-      // A request pipelined behind a response that closes the connection was forwarded, but node never emits
-      // 'close' on its response: the connection's end closes its record instead (once: a record closes once).
-      const socket = req.socket;
+      let timedOut = false;
+      let upstream: http.ClientRequest | undefined;
+      const socket = req.socket as ClientSocket;
       const finish = () => {
-        socket.off('close', finish);
-        if (!res.writableFinished) error ??= 'client-aborted';
+        if (auth.connection.closed) return;
+        socket[inFlight]?.delete(finish);
+        if (!res.writableFinished) {
+          error ??= 'client-aborted';
+          upstream?.destroy();
+        }
         auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }) });
       };
       res.once('close', finish);
-      socket.once('close', finish);
-      const target = `${inspected ? 'https' : 'http'}://${formatHostPort(auth.address, auth.port)}`;
-      const via = inspected ? { agent: tlsAgent, secure: true } : {};
-      proxy.web(req, res, { target, ...via, ...(authority !== undefined && { headers: { host: authority } }) }, (err: NodeJS.ErrnoException) => {
+      untilClientCloses(socket, finish);
+      const fail = (err: NodeJS.ErrnoException) => {
+        // The client went first (finish destroyed the upstream request): nobody to answer, the record is closed.
+        if (res.destroyed) return;
         // ETIMEDOUT here is the agent's own connect timeout (CheckedAddressAgent).
-        const timeout = err.code === 'ETIMEDOUT' || timedOut.has(req);
+        const timeout = err.code === 'ETIMEDOUT' || timedOut;
         ({ status, error } = upstreamFailure(err, timeout));
         sendProxyError(
           res,
@@ -151,7 +182,74 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
           `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`,
           auth.event.id,
         );
+      };
+
+      const body = hasBody(req);
+      // No Host decided and none from the client (HTTP/1.0): the address connected to, as node's client would write.
+      const host = authority ?? (req.headers.host === undefined ? formatHostPort(auth.address, auth.port) : undefined);
+      const headers = endToEndHeaders(req.rawHeaders, {
+        ...(host !== undefined && { host }),
+        ...(!body && !BODYLESS_BY_DEFAULT.has(req.method ?? 'GET') && req.headers['content-length'] === undefined && { add: ['Content-Length', '0'] }),
       });
+      try {
+        upstream = (inspected ? https : http).request({
+          agent: inspected ? tlsAgent : agent,
+          host: auth.address,
+          port: auth.port,
+          method: req.method,
+          path: originForm(req.url ?? '/'),
+          headers,
+          ...(inspected && { servername: net.isIP(auth.decision.host) ? '' : auth.decision.host }),
+        });
+      } catch (err) {
+        // A target or header node's client will not write (control characters...): refused, never altered.
+        status = 400;
+        error = 'client-bad-request';
+        sendProxyError(res, 400, `egress-guard cannot forward this request (${(err as NodeJS.ErrnoException).code ?? 'invalid'})`, auth.event.id);
+        return;
+      }
+      const request = upstream;
+      request.on('error', fail);
+      // The agent's idle timeout on the upstream socket, while a request is on it.
+      request.on('timeout', () => {
+        timedOut = true;
+        request.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
+      });
+      request.on('response', (answer: http.IncomingMessage) => {
+        status = answer.statusCode ?? 502;
+        try {
+          // An HTTP/1.0 client cannot read chunked: the body is sent as it comes and the connection closed after it.
+          res.writeHead(status, answer.statusMessage || undefined, endToEndHeaders(answer.rawHeaders, req.httpVersion === '1.0' ? { drop: 'transfer-encoding' } : {}));
+        } catch (err) {
+          // writeHead keeps the status text it refused: ours must not inherit it.
+          res.statusMessage = '';
+          request.destroy();
+          return fail(err as NodeJS.ErrnoException);
+        }
+        answer.on('data', (chunk: Buffer) => {
+          bytesIn += chunk.length;
+          if (!res.write(chunk)) {
+            answer.pause();
+            res.once('drain', () => answer.resume());
+          }
+        });
+        // Ended at 'end', in the turn the last bytes came (node writes them together: one write, not two).
+        answer.once('end', () => res.end());
+        // 'close' without the whole message: the upstream broke off mid-body, and the client's answer is cut too.
+        answer.once('close', () => {
+          if (answer.complete) return;
+          error ??= upstreamFailure({ name: 'Error', message: 'aborted', code: 'ECONNRESET' }, timedOut).error;
+          res.destroy();
+        });
+      });
+      if (body) {
+        req.on('data', (chunk: Buffer) => {
+          bytesOut += chunk.length;
+        });
+        req.pipe(request);
+      } else {
+        request.end();
+      }
     },
   };
 }
