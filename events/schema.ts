@@ -91,6 +91,7 @@ export const CLOSE_ERRORS = {
   'idle-timeout': 'neither side sent a byte for idle-timeout',
   'half-close-timeout': 'one side had half-closed (FIN) and nothing moved for half-close-timeout',
   'client-aborted': 'the client went away before the response was complete (or before the tunnel was opened)',
+  'client-bad-request': "an allowed request node's HTTP client will not write as it came (a control character in its target or a header): refused with 400, never altered",
   'handed-over':
     'a redirected connection first decided by DNS attribution turned out to speak HTTP: it was handed to the per-request HTTP server, whose requests have their own events',
   'refused-after-first-bytes': 'the late first bytes of a tunnel (a ClientHello or request after a silent start) were refused: the client was reset',
