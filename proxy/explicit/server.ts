@@ -5,7 +5,7 @@ import { authorize, type AuthorizeContext, type Authorization } from '../../deci
 import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
 import { checkConnectSni } from './connect-sni-check.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
-import { createHttpForwarder, unforwardableBody, type HttpForwarder } from '../relay/http-forwarder.js';
+import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import { answerHalfClosedClients } from '../relay/half-close.js';
@@ -62,11 +62,6 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
     }
     if (atCapacity()) {
       sendProxyError(res, 503, `egress-guard is at its limit of ${options.maxTunnels} open connections`);
-      return;
-    }
-    const refusal = unforwardableBody(req);
-    if (refusal) {
-      sendProxyError(res, 400, refusal);
       return;
     }
     const port = target.port ? Number(target.port) : 80;

@@ -79,18 +79,6 @@ export interface HttpForwarder {
   forward(request: ForwardRequest): void;
 }
 
-/**
- * Why a request cannot be forwarded as it is, or undefined. A chunked DELETE/OPTIONS body was sent by
- * http-proxy (the forwarder before this one) as `content-length: 0` with the body streamed after it, which
- * upstream would read as a second request; it is still refused, as a request few clients send.
- */
-export function unforwardableBody(req: http.IncomingMessage): string | undefined {
-  if ((req.method === 'DELETE' || req.method === 'OPTIONS') && req.headers['transfer-encoding'] !== undefined) {
-    return `egress-guard does not forward a chunked ${req.method} body; send it with Content-Length`;
-  }
-  return undefined;
-}
-
 /** Methods node's client would send chunked when no length is given: a request of theirs without a body gets `Content-Length: 0`. */
 const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'TRACE']);
 

@@ -5,7 +5,7 @@ import { canonicalHost } from '../../policy/index.js';
 import { parseAuthority } from '../../policy/host-port.js';
 import type { Authorization, Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
-import { createHttpForwarder, unforwardableBody } from '../relay/http-forwarder.js';
+import { createHttpForwarder } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
@@ -99,8 +99,6 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     if (!connection) return void res.destroy();
     const target = targetOf(req);
     if (!target.ok) return sendProxyError(res, 400, target.message);
-    const refusal = unforwardableBody(req);
-    if (refusal) return sendProxyError(res, 400, refusal);
     connection.busy++;
     res.once('close', () => {
       connection.busy--;
