@@ -216,6 +216,12 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
         timedOut = true;
         request.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
       });
+      // A 101 to a request that asked for no upgrade (Upgrade is hop-by-hop, never sent): with no listener here, node
+      // destroys the socket without an event of the request's, and the client would wait for an answer that never comes.
+      request.on('upgrade', (_answer: http.IncomingMessage, upgraded: Duplex) => {
+        upgraded.destroy();
+        fail(Object.assign(new Error('upstream switched protocols unasked'), { code: 'EPROTO' }));
+      });
       request.on('response', (answer: http.IncomingMessage) => {
         status = answer.statusCode ?? 502;
         // A Transfer-Encoding that does not end in chunked: the body ends where upstream closes (RFC 9112 6.3), and

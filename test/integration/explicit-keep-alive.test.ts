@@ -247,6 +247,8 @@ describe('explicit proxy: an upstream answer framed by the connection end is pas
         if (!head.includes('\r\n\r\n')) return;
         // RFC 9112 6.3: a Transfer-Encoding whose last coding is not chunked: the body is what comes until the close.
         if (head.startsWith('GET /te-gzip ')) return void socket.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc');
+        // Switching protocols for a request that asked for none (the proxy never forwards Upgrade).
+        if (head.startsWith('GET /switch ')) return void socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: upgrade\r\n\r\n');
         socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
       });
     });
@@ -281,5 +283,22 @@ describe('explicit proxy: an upstream answer framed by the connection end is pas
     const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
     assert.equal(close.status, 200);
     assert.equal(close.bytes_in, 3);
+  });
+
+  test('a 101 for a request that asked for no upgrade: the client gets a 502, and the request pipelined behind it its answer', async () => {
+    const socket = await connect(guard.port);
+    try {
+      socket.write(`GET http://${authority}/switch HTTP/1.1\r\nHost: ${authority}\r\n\r\nGET http://${authority}/after-switch HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { text } = await readUntil(socket, (t) => t.endsWith('\r\n\r\nok'));
+      assert.match(text, /^HTTP\/1\.1 502 /, `an answer, not a wait: ${JSON.stringify(text)}`);
+      assert.match(text, /upstream failed \(EPROTO\)/);
+      assert.ok(text.endsWith('\r\n\r\nok'), 'the pipelined request is answered after it');
+    } finally {
+      socket.destroy();
+    }
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === '/switch');
+    const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+    assert.equal(close.status, 502);
+    assert.equal(close.error, 'upstream-eproto');
   });
 });
