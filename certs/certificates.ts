@@ -156,6 +156,12 @@ export function createCertificateAuthority(commonName = 'egress-guard CA', days 
 /** The longest commonName X.509 allows (ub-common-name); longer names live in the subjectAltName only. */
 const MAX_COMMON_NAME = 64;
 
+/** The issuer's own subjectKeyIdentifier, or (a supplied CA without one) the SHA-1 of its public key, as RFC 5280 4.2.1.2 suggests. */
+function authorityKeyId(issuer: forge.pki.Certificate): string {
+  const ski = issuer.getExtension('subjectKeyIdentifier') as { subjectKeyIdentifier?: string } | null;
+  return ski?.subjectKeyIdentifier ? forge.util.hexToBytes(ski.subjectKeyIdentifier) : issuer.generateSubjectKeyIdentifier().getBytes();
+}
+
 /**
  * An unsigned leaf for server authentication: names (wildcards allowed) become dNSName and addresses iPAddress
  * subjectAltNames, issued by `issuer`, for the public key `publicKeyDer` (SubjectPublicKeyInfo DER, RSA or EC).
@@ -173,6 +179,9 @@ export function unsignedLeafCertificate(issuer: forge.pki.Certificate, publicKey
     { name: 'basicConstraints', cA: false },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: encipherment, critical: true },
     { name: 'extKeyUsage', serverAuth: true },
+    // RFC 5280 4.2.1.1: required in every certificate but a self-signed one; OpenSSL's strict verification (the
+    // default of Python 3.13's ssl.create_default_context) refuses a leaf without it.
+    { name: 'authorityKeyIdentifier', keyIdentifier: authorityKeyId(issuer) },
     // An empty subject makes the subjectAltName critical (RFC 5280 4.2.1.6).
     { name: 'subjectAltName', critical: commonName.length === 0, altNames: hosts.map((h) => (isIP(h) ? { type: 7, ip: h } : { type: 2, value: h })) },
   ]);

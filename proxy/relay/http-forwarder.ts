@@ -82,6 +82,19 @@ export interface HttpForwarder {
 /** Methods node's client would send chunked when no length is given: a request of theirs without a body gets `Content-Length: 0`. */
 const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'TRACE']);
 
+/** A Transfer-Encoding value whose last coding is chunked (the message is framed by its chunks). */
+const CHUNKED_LAST = /(?:^|,)[ \t]*chunked[ \t]*$/i;
+
+/**
+ * Whether a message's body ends where its connection does: its (last) Transfer-Encoding does not end in chunked.
+ * Read from the raw headers: `IncomingMessage.headers` is built on first use, a copy per response we need not make.
+ */
+function framedByClose(raw: readonly string[]): boolean {
+  let last: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.length === 17 && raw[i]!.toLowerCase() === 'transfer-encoding') last = raw[i + 1]!;
+  return last !== undefined && !CHUNKED_LAST.test(last);
+}
+
 /** Whether a request carries a body (its framing headers say so; the parser has refused conflicting ones). */
 function hasBody(req: http.IncomingMessage): boolean {
   const length = req.headers['content-length'];
@@ -203,8 +216,17 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
         timedOut = true;
         request.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
       });
+      // A 101 to a request that asked for no upgrade (Upgrade is hop-by-hop, never sent): with no listener here, node
+      // destroys the socket without an event of the request's, and the client would wait for an answer that never comes.
+      request.on('upgrade', (_answer: http.IncomingMessage, upgraded: Duplex) => {
+        upgraded.destroy();
+        fail(Object.assign(new Error('upstream switched protocols unasked'), { code: 'EPROTO' }));
+      });
       request.on('response', (answer: http.IncomingMessage) => {
         status = answer.statusCode ?? 502;
+        // A Transfer-Encoding that does not end in chunked: the body ends where upstream closes (RFC 9112 6.3), and
+        // the client, which is sent that header, reads ours the same way: it must end with the connection, not be kept.
+        if (framedByClose(answer.rawHeaders)) res.shouldKeepAlive = false;
         try {
           // An HTTP/1.0 client cannot read chunked: the body is sent as it comes and the connection closed after it.
           res.writeHead(status, answer.statusMessage || undefined, endToEndHeaders(answer.rawHeaders, req.httpVersion === '1.0' ? { drop: 'transfer-encoding' } : {}));

@@ -231,3 +231,74 @@ describe('explicit proxy: requests on kept-alive connections, each decided and f
     assert.equal(close.bytes_in, 3);
   });
 });
+
+describe('explicit proxy: an upstream answer framed by the connection end is passed on framed the same way', () => {
+  let upstream: net.Server;
+  let guard: EgressGuardProcess;
+  let authority: string;
+
+  before(async () => {
+    // Raw, since node's server does not close after a body it is told is `Transfer-Encoding: gzip`.
+    upstream = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      let head = '';
+      socket.on('data', (chunk: Buffer) => {
+        head += chunk.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        // RFC 9112 6.3: a Transfer-Encoding whose last coding is not chunked: the body is what comes until the close.
+        if (head.startsWith('GET /te-gzip ')) return void socket.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc');
+        // Switching protocols for a request that asked for none (the proxy never forwards Upgrade).
+        if (head.startsWith('GET /switch ')) return void socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: upgrade\r\n\r\n');
+        socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    authority = `allowed.test:${(upstream.address() as net.AddressInfo).port}`;
+    guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1'], {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    });
+  });
+
+  after(async () => {
+    await guard?.stop();
+    await new Promise((resolve) => upstream?.close(resolve));
+  });
+
+  test('Transfer-Encoding not ending in chunked: the client connection ends after the body, no answer follows it', async () => {
+    const socket = await connect(guard.port);
+    try {
+      // A pipelined second request: kept alive, its answer would be read by the client as more of the first body.
+      socket.write(`GET http://${authority}/te-gzip HTTP/1.1\r\nHost: ${authority}\r\n\r\nGET http://${authority}/second HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { text, closed } = await readUntil(socket, () => false);
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      assert.match(text, /\r\ntransfer-encoding: gzip\r\n/i);
+      assert.ok(text.endsWith('\r\n\r\nabc'), `the body ends the connection's bytes: ${JSON.stringify(text)}`);
+      assert.ok(closed, 'the proxy closed the connection that ends the body');
+    } finally {
+      socket.destroy();
+    }
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === '/te-gzip');
+    const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+    assert.equal(close.status, 200);
+    assert.equal(close.bytes_in, 3);
+  });
+
+  test('a 101 for a request that asked for no upgrade: the client gets a 502, and the request pipelined behind it its answer', async () => {
+    const socket = await connect(guard.port);
+    try {
+      socket.write(`GET http://${authority}/switch HTTP/1.1\r\nHost: ${authority}\r\n\r\nGET http://${authority}/after-switch HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { text } = await readUntil(socket, (t) => t.endsWith('\r\n\r\nok'));
+      assert.match(text, /^HTTP\/1\.1 502 /, `an answer, not a wait: ${JSON.stringify(text)}`);
+      assert.match(text, /upstream failed \(EPROTO\)/);
+      assert.ok(text.endsWith('\r\n\r\nok'), 'the pipelined request is answered after it');
+    } finally {
+      socket.destroy();
+    }
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === '/switch');
+    const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+    assert.equal(close.status, 502);
+    assert.equal(close.error, 'upstream-eproto');
+  });
+});

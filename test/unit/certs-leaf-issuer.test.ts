@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -6,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
+import { promisify } from 'node:util';
 import forge from 'node-forge';
 import { loadCertificateAuthority, type CertificateAuthority } from '../../certs/ca-store.js';
 import { LEAF_KEY_TYPES } from '../../certs/certificates.js';
@@ -41,6 +43,25 @@ function fetchGreeting(port: number, caPem: string, host: string, servername?: s
   });
 }
 
+/**
+ * Connect with Python's ssl verifying strictly (OpenSSL's X509_STRICT, on by default in Python 3.13's
+ * create_default_context); resolves with what the server sent, or the verification error.
+ */
+async function strictPythonGreeting(port: number, caPath: string, host: string): Promise<string> {
+  const script = `
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+try:
+    with ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10), server_hostname=sys.argv[3]) as s:
+        print(s.recv(100).decode())
+except ssl.SSLError as e:
+    print(e.reason or e)
+`;
+  const { stdout } = await promisify(execFile)('python3', ['-c', script, caPath, String(port), host], { timeout: 20_000 });
+  return stdout.trim();
+}
+
 /** The keyUsage bits a certificate asserts, read from its DER (node's X509Certificate does not show them). */
 function keyUsage(pem: string): string[] {
   const { asn1 } = forge;
@@ -73,6 +94,16 @@ describe('leaf certificates', () => {
         await assert.rejects(fetchGreeting(server.port, tls.rootCertificates.join('\n'), 'registry.example.test', 'registry.example.test'), {
           code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
         });
+      } finally {
+        await server.close();
+      }
+    });
+
+    it(`${keyType}: a client verifying strictly (Python 3.13's default) accepts the leaf: it names its issuer's key`, async () => {
+      const issuer = new LeafIssuer(ca, { keyType });
+      const server = await serve(issuer);
+      try {
+        assert.equal(await strictPythonGreeting(server.port, ca.certPath, 'registry.example.test'), 'hello');
       } finally {
         await server.close();
       }
