@@ -332,9 +332,9 @@ static void *thread_main(void *unused) {
         continue;
       }
       /*
-       * The lock is taken per event, not per batch: start() and cancel() run on node's main thread, and a batch
-       * of a few hundred events held it for milliseconds (a tunnel's start waited ~0.2 ms on average at c=50).
-       * Each event's work is bounded (ROUNDS), so that is the longest either of them waits now.
+       * The lock is taken per event, not per batch: start() and cancel() run on node's main thread, and held for
+       * a whole batch (up to 256 events) it made them wait for all of the batch's splices. Each event's work is
+       * bounded (ROUNDS), so that is the longest either of them waits now.
        */
       pthread_mutex_lock(&lock);
       uint32_t slot = (uint32_t)(key & ~UPSTREAM_BIT), gen = (uint32_t)(key >> 32);
