@@ -40,6 +40,8 @@ export interface Config {
   relay: 'kernel' | 'js';
   /** Bytes a decided tunnel moves in JavaScript before the kernel relay takes it. */
   relayHandOverAfter: number;
+  /** Whether V8's young generation may grow (sidecar/young-generation.ts). */
+  youngGeneration: 'fixed' | 'grow';
   /** ulogd's JSON file of the rules' NFLOG reports (netlog/). */
   netfilterLog?: string;
   /** Reload when the policy file changes (sidecar/policy-watch.ts). */
@@ -215,6 +217,7 @@ export function loadConfig(sources: ConfigSources): Config {
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
     relay: oneOf(settings, 'relay', ['kernel', 'js'] as const),
     relayHandOverAfter: integer(settings, 'relay-hand-over-after'),
+    youngGeneration: oneOf(settings, 'young-generation', ['fixed', 'grow'] as const),
     netfilterLog: text(settings, 'netfilter-log'),
     socketMark: socketMark(text(settings, 'socket-mark')),
     watchPolicy: boolean(settings, 'watch-policy'),

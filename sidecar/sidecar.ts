@@ -16,6 +16,7 @@ import { createHttpForwarder } from '../proxy/relay/http-forwarder.js';
 import { createInspector } from '../proxy/relay/inspection.js';
 import { inspectionTrust, policyInspects } from './inspection.js';
 import { watchPolicyFile } from './policy-watch.js';
+import { useYoungGeneration } from './young-generation.js';
 import { listen } from '../net/listen.js';
 import { Resolver } from '../decision/resolver.js';
 import { createTrafficCounters } from '../proxy/relay/traffic-counters.js';
@@ -71,6 +72,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   // Before any socket is opened; throws (egress-guard does not start) when the process may not set marks.
   useSocketMark(config.socketMark);
   useRelay(config.relay, config.relayHandOverAfter);
+  useYoungGeneration(config.youngGeneration);
   const noKernelRelay = kernelRelayUnavailable();
   if (noKernelRelay) events.log.warn({ reason: noKernelRelay }, 'relay kernel: the native relay is unavailable; tunnels are relayed in JavaScript');
   const marked = config.socketMark !== undefined;
