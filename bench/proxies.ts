@@ -122,6 +122,8 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     // A/B of the tunnel relay (docs/benchmark.md, "Kernel relay"): BENCH_RELAY=kernel|js, BENCH_RELAY_HAND_OVER_AFTER=<bytes>.
     ...(process.env.BENCH_RELAY && { EGRESS_RELAY: process.env.BENCH_RELAY }),
     ...(process.env.BENCH_RELAY_HAND_OVER_AFTER && { EGRESS_RELAY_HAND_OVER_AFTER: process.env.BENCH_RELAY_HAND_OVER_AFTER }),
+    // A/B of the DNS server's UDP path (docs/benchmark.md, "DNS with batched UDP system calls"): BENCH_DNS_UDP=batch|dgram.
+    ...(process.env.BENCH_DNS_UDP && { EGRESS_DNS_UDP: process.env.BENCH_DNS_UDP }),
     ...options.env,
   });
   const wrapper = options.wrapper ?? [];
