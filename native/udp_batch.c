@@ -230,11 +230,15 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   udp_batch *u = handle->data;
   if (u->closed || u->in_batch) return;
   if (status < 0) {
-    /* An error on the fd (EBADF cannot happen while open): read once to clear a queued socket error. */
+    /*
+     * libuv stops a poll handle whose fd reports POLLERR (a queued socket error) and says UV_EBADF. A DNS server
+     * that stopped reading would leave every client to time out: clear the error (SO_ERROR reads and resets it),
+     * watch again, and read what is queued.
+     */
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    return;
+    if (uv_poll_start(&u->poll, UV_READABLE, on_readable) != 0) return;
   }
   for (int round = 0; round < MAX_ROUNDS && !u->closed; round++) {
     if (read_batch(u) < u->slots) break;

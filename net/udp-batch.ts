@@ -105,7 +105,9 @@ export class BatchUdpSocket {
         let answer: unknown;
         if (length >= 0) {
           const offset = i * SLOT_BYTES;
-          const bytes = Buffer.allocUnsafe(length);
+          // A copy of its own, as dgram gives: the responder may keep slices of a query (its question) past the
+          // batch, and a slice of the shared pool would keep a whole 8 KiB pool chunk alive.
+          const bytes = Buffer.allocUnsafeSlow(length);
           data!.copy(bytes, 0, offset, offset + length);
           try {
             answer = onDatagram({ bytes, address: addresses![i], port: sourcePort, family: meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4' });
