@@ -19,6 +19,8 @@
  * Errors of open are thrown with `code` set to the errno name.
  */
 #define _GNU_SOURCE
+/* napi_add_async_cleanup_hook */
+#define NAPI_VERSION 8
 #include <node_api.h>
 #include <uv.h>
 #include <arpa/inet.h>
@@ -58,6 +60,12 @@ typedef struct {
   struct sockaddr_storage last_peer;
   socklen_t last_peer_len;
   napi_ref last_text;
+  /*
+   * Registered while the poll handle is open: when the environment goes away (a worker terminated) with the socket
+   * still open, node waits for this hook to finish before it unloads the addon, so the close callback (code of this
+   * addon) still exists when libuv calls it.
+   */
+  napi_async_cleanup_hook_handle cleanup_hook;
   double batches, datagrams, sent, send_errors, truncated;
 } udp_batch;
 
@@ -74,19 +82,31 @@ static void free_if_done(udp_batch *u) {
 static void on_poll_closed(uv_handle_t *handle) {
   udp_batch *u = handle->data;
   u->poll_closed = 1;
+  if (u->cleanup_hook) napi_remove_async_cleanup_hook(u->cleanup_hook);
+  u->cleanup_hook = NULL;
   free_if_done(u);
+}
+
+/* Stops watching, closes the fd, and starts closing the poll handle (on_poll_closed finishes); idempotent. */
+static void stop_socket(udp_batch *u) {
+  if (u->closed) return;
+  u->closed = 1;
+  uv_poll_stop(&u->poll);
+  close(u->fd);
+  uv_close((uv_handle_t *)&u->poll, on_poll_closed);
+}
+
+/* The environment is going away with the socket open: close it; on_poll_closed tells node the hook is done. */
+static void on_env_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
+  (void)hook;
+  stop_socket(arg);
 }
 
 static void finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   udp_batch *u = data;
   /* Only reachable once close() released the strong reference (or at environment teardown). */
-  if (!u->closed) {
-    u->closed = 1;
-    uv_poll_stop(&u->poll);
-    close(u->fd);
-    uv_close((uv_handle_t *)&u->poll, on_poll_closed);
-  }
+  stop_socket(u);
   if (u->async) napi_async_destroy(env, u->async);
   u->async = NULL;
   u->finalized = 1;
@@ -95,10 +115,7 @@ static void finalize(napi_env env, void *data, void *hint) {
 
 static void do_close(napi_env env, udp_batch *u) {
   if (u->closed) return;
-  u->closed = 1;
-  uv_poll_stop(&u->poll);
-  close(u->fd);
-  uv_close((uv_handle_t *)&u->poll, on_poll_closed);
+  stop_socket(u);
   napi_delete_reference(env, u->on_batch);
   napi_delete_reference(env, u->data_ref);
   napi_delete_reference(env, u->meta_ref);
@@ -345,6 +362,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_async_init(env, handle, name, &u->async);
   uv_poll_init_socket(loop, &u->poll, fd);
   u->poll.data = u;
+  napi_add_async_cleanup_hook(env, on_env_teardown, u, &u->cleanup_hook);
   int err = uv_poll_start(&u->poll, UV_READABLE, on_readable);
   if (err != 0) {
     do_close(env, u);

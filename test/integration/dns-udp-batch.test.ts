@@ -257,6 +257,39 @@ describe('BatchUdpSocket', { skip }, () => {
     assert.equal(out, 'batch 7');
   });
 
+  test('a worker terminated with its socket open: the socket is closed, and the process neither crashes nor hangs', async () => {
+    // The close callback is the addon's code: node must not unload the addon before libuv has called it.
+    const batchModule = fileURLToPath(new URL('../../net/udp-batch.js', import.meta.url));
+    const script = `
+      const { Worker } = await import('node:worker_threads');
+      const code = "Promise.all([import(" + ${JSON.stringify(JSON.stringify(batchModule))} + "), import('node:worker_threads')]).then(([{ BatchUdpSocket }, { parentPort }]) => {" +
+        "const s = BatchUdpSocket.bind('127.0.0.1', 0, () => null); parentPort.postMessage(s.port); });";
+      const worker = new Worker(code, { eval: true });
+      const port = await new Promise((resolve) => worker.once('message', resolve));
+      await worker.terminate();
+      const { BatchUdpSocket } = await import(${JSON.stringify(batchModule)});
+      const again = BatchUdpSocket.bind('127.0.0.1', port, () => null);
+      again.close();
+      process.stdout.write('rebound ' + port);`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const exited = await new Promise<number | string | null>((resolve) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve('hung');
+      }, 10_000);
+      child.on('exit', (code, signal) => {
+        clearTimeout(timer);
+        resolve(signal ?? code);
+      });
+    });
+    assert.equal(exited, 0, `child exit (stderr: ${err})`);
+    assert.match(out, /^rebound \d+$/);
+  });
+
   test('the dgram setting uses node dgram', async () => {
     const server = await startDnsServer({
       listen: { host: '127.0.0.1', port: 0 },
