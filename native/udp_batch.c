@@ -6,7 +6,8 @@
  *
  *   open(family, address, port, slots, onBatch) -> handle
  *       binds a non-blocking UDP socket (family 4 or 6, address an IP literal; a v6 socket is dual-stack like dgram's)
- *       and starts watching it. On readable: recvmmsg, then onBatch(count) once. Datagram i of the batch is at byte
+ *       and starts watching it. On readable: recvmmsg, then onBatch(count) once per recvmmsg (up to MAX_ROUNDS of them
+ *       while they come back full). Datagram i of the batch is at byte
  *       i * SLOT_BYTES of data(handle); meta(handle) holds per slot [length, port, family]: length -1 is a
  *       datagram that did not fit a slot (dropped). addresses(handle)[i] is the source address as text.
  *       onBatch returns an array whose element i is the answer to datagram i (a Buffer; anything else: none);
