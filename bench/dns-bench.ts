@@ -63,7 +63,7 @@ export interface DnsBenchResult {
 
 const DENIED_NAMES = 1000;
 
-interface QueryFiles {
+export interface QueryFiles {
   allowed: QueryFile;
   denied: QueryFile;
 }
@@ -118,7 +118,7 @@ interface QueryFile {
 const MAX_QPS = 250_000;
 
 /** One dnsperf run against 127.0.0.1:port, bounded by -l and -n, and killed by PID if it overstays. */
-async function dnsperf(pid: number, port: number, file: QueryFile, settings: DnsBenchSettings, fixedQps?: number): Promise<DnsperfResult> {
+export async function dnsperf(pid: number, port: number, file: QueryFile, settings: DnsBenchSettings, fixedQps?: number): Promise<DnsperfResult> {
   const passes = Math.max(1, Math.ceil((MAX_QPS * settings.seconds) / file.lines));
   const args = ['-s', '127.0.0.1', '-p', String(port), '-d', file.path, '-q', String(settings.outstanding), '-l', String(settings.seconds), '-n', String(passes), '-t', '2'];
   if (fixedQps !== undefined) args.push('-Q', String(fixedQps), '-v');
@@ -160,7 +160,7 @@ async function measure(server: string, version: string, pid: number, port: numbe
   };
 }
 
-function findDnsmasq(): string | undefined {
+export function findDnsmasq(): string | undefined {
   return ['/usr/sbin/dnsmasq', '/usr/bin/dnsmasq'].find((p) => existsSync(p));
 }
 
@@ -170,6 +170,17 @@ function hasDnsperf(): boolean {
 
 /** dnsmasq as a caching forwarder in front of the test zone; names under attacker.test answered NXDOMAIN locally. */
 async function measureDnsmasq(binary: string, zonePort: number, files: QueryFiles, settings: DnsBenchSettings): Promise<DnsServerResult> {
+  const dnsmasq = await startDnsmasq(binary, zonePort);
+  try {
+    const version = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? 'dnsmasq';
+    return await measure('dnsmasq', version, dnsmasq.pid, dnsmasq.port, files, settings);
+  } finally {
+    await dnsmasq.stop();
+  }
+}
+
+/** dnsmasq started and answering (see measureDnsmasq), for the bench and for dns-udp-ab.ts. */
+export async function startDnsmasq(binary: string, zonePort: number): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
   const port = await freeDnsPort();
   const args = [
     '--conf-file=/dev/null',
@@ -191,11 +202,11 @@ async function measureDnsmasq(binary: string, zonePort: number, files: QueryFile
     await waitForDns(port, child.pid!, 'dnsmasq').catch((err: Error) => {
       throw new Error(`${err.message}: ${stderr.trim()}`);
     });
-    const version = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? 'dnsmasq';
-    return await measure('dnsmasq', version, child.pid!, port, files, settings);
-  } finally {
+  } catch (err) {
     await stopChild(child);
+    throw err;
   }
+  return { port, pid: child.pid!, stop: () => stopChild(child) };
 }
 
 /** The environment of `egress-guard run` as the DNS bench runs it: DNS on `port`, upstream the zone, names by policy. */
@@ -225,6 +236,14 @@ async function measureEgressGuard(dir: string, zonePort: number, files: QueryFil
   }
 }
 
+/** The bench's query files in `dir`: one cached allowed name, and DENIED_NAMES denied ones. */
+export function writeQueryFiles(dir: string): QueryFiles {
+  const files: QueryFiles = { allowed: { path: join(dir, 'allowed.txt'), lines: 1 }, denied: { path: join(dir, 'denied.txt'), lines: DENIED_NAMES } };
+  writeFileSync(files.allowed.path, `${ALLOWED_NAME} A\n`);
+  writeFileSync(files.denied.path, Array.from({ length: DENIED_NAMES }, (_, i) => `d${i}.attacker.test A\n`).join(''));
+  return files;
+}
+
 /** Starts the zone server (a worker thread), measures both servers, stops everything it started. */
 export async function runDnsBench(settings: DnsBenchSettings = DEFAULT_DNS_SETTINGS, progress: (line: string) => void = () => undefined): Promise<DnsBenchResult> {
   const result: DnsBenchResult = { settings, skipped: {} };
@@ -239,9 +258,7 @@ export async function runDnsBench(settings: DnsBenchSettings = DEFAULT_DNS_SETTI
       zoneWorker.once('message', resolve);
       zoneWorker.once('error', reject);
     });
-    const files: QueryFiles = { allowed: { path: join(dir, 'allowed.txt'), lines: 1 }, denied: { path: join(dir, 'denied.txt'), lines: DENIED_NAMES } };
-    writeFileSync(files.allowed.path, `${ALLOWED_NAME} A\n`);
-    writeFileSync(files.denied.path, Array.from({ length: DENIED_NAMES }, (_, i) => `d${i}.attacker.test A\n`).join(''));
+    const files = writeQueryFiles(dir);
     const run = async (name: string, task: () => Promise<DnsServerResult>) => {
       progress(`[dns] dnsperf against ${name}: cached allowed, denied (${settings.outstanding} outstanding), then ${settings.fixedQps} q/s, ${settings.seconds} s each`);
       try {

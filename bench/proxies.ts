@@ -124,6 +124,8 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     ...(process.env.BENCH_RELAY_HAND_OVER_AFTER && { EGRESS_RELAY_HAND_OVER_AFTER: process.env.BENCH_RELAY_HAND_OVER_AFTER }),
     // A/B of the young generation's size (docs/benchmark.md, "Young generation fixed"): BENCH_YOUNG_GENERATION=fixed|grow.
     ...(process.env.BENCH_YOUNG_GENERATION && { EGRESS_YOUNG_GENERATION: process.env.BENCH_YOUNG_GENERATION }),
+    // A/B of the DNS server's UDP path (docs/benchmark.md, "DNS with batched UDP system calls"): BENCH_DNS_UDP=batch|dgram.
+    ...(process.env.BENCH_DNS_UDP && { EGRESS_DNS_UDP: process.env.BENCH_DNS_UDP }),
     ...options.env,
   });
   const wrapper = options.wrapper ?? [];

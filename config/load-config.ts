@@ -36,6 +36,8 @@ export interface Config {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   halfCloseTimeoutMs: number;
+  /** How the DNS server reads and answers UDP (net/udp-batch.ts or node's dgram). */
+  dnsUdp: 'batch' | 'dgram';
   /** How decided tunnels are relayed (net/kernel-relay.ts). */
   relay: 'kernel' | 'js';
   /** Bytes a decided tunnel moves in JavaScript before the kernel relay takes it. */
@@ -215,6 +217,7 @@ export function loadConfig(sources: ConfigSources): Config {
     connectTimeoutMs: integer(settings, 'connect-timeout'),
     idleTimeoutMs: integer(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
+    dnsUdp: oneOf(settings, 'dns-udp', ['batch', 'dgram'] as const),
     relay: oneOf(settings, 'relay', ['kernel', 'js'] as const),
     relayHandOverAfter: integer(settings, 'relay-hand-over-after'),
     youngGeneration: oneOf(settings, 'young-generation', ['fixed', 'grow'] as const),

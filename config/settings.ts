@@ -45,6 +45,12 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
   { key: 'dns-upstream', env: 'EGRESS_DNS_UPSTREAM', list: true, help: 'upstream resolvers (default: nameservers of /etc/resolv.conf at start)' },
   {
+    key: 'dns-udp',
+    env: 'EGRESS_DNS_UDP',
+    default: 'batch',
+    help: "how the DNS server reads and answers UDP: batch (many datagrams per recvmmsg/sendmmsg, a native addon, Linux; falls back to dgram where it is missing) or dgram (node's dgram, one system call per datagram)",
+  },
+  {
     key: 'transparent-listen',
     env: 'EGRESS_TRANSPARENT_LISTEN',
     default: 'off',

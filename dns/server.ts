@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import dns from 'node:dns';
 import net from 'node:net';
+import { BatchUdpSocket, batchUdpUnavailable, type Datagram } from '../net/udp-batch.js';
 import { DnsResponder, clientText, type DnsClient, type DnsResponderOptions } from './responder.js';
 import { parseUpstream, type Upstream } from './upstream.js';
 
@@ -17,7 +18,15 @@ export interface DnsServerOptions extends Omit<DnsResponderOptions, 'upstreams'>
   tcpIdleTimeoutMs?: number;
   /** Queries being answered at once, UDP and TCP together; past it UDP queries are dropped (default 2048). */
   maxInFlight?: number;
+  /**
+   * How UDP queries are read and answered (setting dns-udp): `batch` (default) through net/udp-batch.ts, many
+   * datagrams per system call (Linux, the udp_batch addon; dgram where it is missing or the host is not an IP
+   * literal), or `dgram`, node's dgram module, one datagram per callback and per send.
+   */
+  udp?: DnsUdpMode;
 }
+
+export type DnsUdpMode = 'batch' | 'dgram';
 
 export interface DnsStats {
   cacheHits: number;
@@ -27,6 +36,8 @@ export interface DnsStats {
 
 export interface DnsServer {
   udpAddress: { address: string; port: number };
+  /** The UDP path in use (`batch` may have fallen back to `dgram`). */
+  udp: DnsUdpMode;
   tcpAddress: { address: string; port: number };
   stats(): DnsStats;
   close(): Promise<void>;
@@ -51,7 +62,18 @@ function literalLookup(address: string, family: unknown, callback: (err: NodeJS.
   else dns.lookup(address, family as number, callback);
 }
 
-function bindUdp(host: string, port: number): Promise<dgram.Socket> {
+/** A bound UDP socket of either path, answering through the handler it was bound with. */
+interface UdpEndpoint {
+  mode: DnsUdpMode;
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** What the server does with one UDP query: the answer now, a promise of it (upstream), or null (drop). */
+type UdpQueryHandler = (packet: Buffer, client: DnsClient) => Buffer | null | Promise<Buffer | null>;
+
+function bindDgram(host: string, port: number): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
     const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', lookup: literalLookup as dgram.SocketOptions['lookup'] });
     socket.once('error', reject);
@@ -60,6 +82,71 @@ function bindUdp(host: string, port: number): Promise<dgram.Socket> {
       resolve(socket);
     });
   });
+}
+
+async function bindDgramEndpoint(host: string, port: number, handle: UdpQueryHandler, log: DnsServerOptions['events']['log']): Promise<UdpEndpoint> {
+  const socket = await bindDgram(host, port);
+  let closed = false;
+  const send = (response: Buffer | null, rinfo: dgram.RemoteInfo): void => {
+    if (!response || closed) return;
+    try {
+      // No completion callback: it costs a tick per answer, and a failed send of a datagram (the client's port gone)
+      // was only ever logged at debug level; the client retries, as for any lost datagram.
+      socket.send(response, rinfo.port, rinfo.address);
+    } catch (err) {
+      log.warn({ err: (err as Error).message, client: clientText(rinfo) }, 'dns udp reply not sent');
+    }
+  };
+  socket.on('message', (packet, rinfo) => {
+    const response = handle(packet, rinfo);
+    if (response instanceof Promise) void response.then((bytes) => send(bytes, rinfo));
+    else send(response, rinfo);
+  });
+  socket.on('error', (err) => log.error({ err }, 'dns udp socket error'));
+  const bound = socket.address();
+  return {
+    mode: 'dgram',
+    address: bound.address,
+    port: bound.port,
+    close: () => {
+      closed = true;
+      return new Promise<void>((resolve) => socket.close(() => resolve()));
+    },
+  };
+}
+
+/** The batched path: a batch's immediate answers go out together with one sendmmsg; later ones one by one. */
+function bindBatchEndpoint(host: string, port: number, handle: UdpQueryHandler): UdpEndpoint {
+  let socket: BatchUdpSocket | undefined = undefined;
+  const onDatagram = (datagram: Datagram): Buffer | null => {
+    const response = handle(datagram.bytes, datagram);
+    if (!(response instanceof Promise)) return response;
+    void response.then((bytes) => {
+      if (bytes) socket?.sendTo(bytes, datagram.address, datagram.port);
+    });
+    return null;
+  };
+  socket = BatchUdpSocket.bind(host, port, onDatagram);
+  const bound = socket;
+  return {
+    mode: 'batch',
+    address: bound.address,
+    port: bound.port,
+    close: () => {
+      bound.close();
+      return Promise.resolve();
+    },
+  };
+}
+
+/** The batched path where it can be used (else dgram, with the reason logged once per server). */
+function bindUdp(mode: DnsUdpMode, host: string, port: number, handle: UdpQueryHandler, log: DnsServerOptions['events']['log']): Promise<UdpEndpoint> {
+  if (mode === 'batch') {
+    const why = net.isIP(host) === 0 ? `the listen host ${host} is not an IP literal` : batchUdpUnavailable();
+    if (why === undefined) return Promise.resolve(bindBatchEndpoint(host, port, handle));
+    log.warn({ reason: why }, 'dns udp: batched path unavailable, using dgram');
+  }
+  return bindDgramEndpoint(host, port, handle, log);
 }
 
 function listenTcp(server: net.Server, host: string, port: number): Promise<void> {
@@ -118,40 +205,27 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     );
   };
 
-  let udp: dgram.Socket | undefined;
+  const answerUdp: UdpQueryHandler = (packet, client) => {
+    // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
+    if (closed || inFlight >= maxInFlight || client.port === 0) return null;
+    return answer(packet, client, 'udp');
+  };
+
+  let udp: UdpEndpoint | undefined;
   const tcp = net.createServer({ allowHalfOpen: true });
   tcp.maxConnections = maxConnections;
   // With port 0, the TCP port must be the one the kernel gave UDP; retry if something holds it.
   for (let attempt = 0; ; attempt++) {
-    udp = await bindUdp(options.listen.host, options.listen.port);
+    udp = await bindUdp(options.udp ?? 'batch', options.listen.host, options.listen.port, answerUdp, log);
     try {
-      await listenTcp(tcp, options.listen.host, udp.address().port);
+      await listenTcp(tcp, options.listen.host, udp.port);
       break;
     } catch (err) {
-      udp.close();
+      await udp.close();
       if (options.listen.port !== 0 || attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
     }
   }
-  const udpSocket = udp;
-
-  const sendUdp = (response: Buffer | null, rinfo: dgram.RemoteInfo): void => {
-    if (!response || closed) return;
-    try {
-      // No completion callback: it costs a tick per answer, and a failed send of a datagram (the client's port gone)
-      // was only ever logged at debug level; the client retries, as for any lost datagram.
-      udpSocket.send(response, rinfo.port, rinfo.address);
-    } catch (err) {
-      log.warn({ err: (err as Error).message, client: clientText(rinfo) }, 'dns udp reply not sent');
-    }
-  };
-  udpSocket.on('message', (packet, rinfo) => {
-    // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
-    if (inFlight >= maxInFlight || rinfo.port === 0) return;
-    const response = answer(packet, rinfo, 'udp');
-    if (response instanceof Promise) void response.then((bytes) => sendUdp(bytes, rinfo));
-    else sendUdp(response, rinfo);
-  });
-  udpSocket.on('error', (err) => log.error({ err }, 'dns udp socket error'));
+  const udpEndpoint = udp;
 
   const connections = new Set<net.Socket>();
   tcp.on('connection', (socket) => {
@@ -227,11 +301,15 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   });
   tcp.on('error', (err) => log.error({ err }, 'dns tcp server error'));
 
-  const udpAddress = udpSocket.address();
+  const udpAddress = { address: udpEndpoint.address, port: udpEndpoint.port };
   const tcpAddress = tcp.address() as net.AddressInfo;
-  log.info({ udp: `${udpAddress.address}:${udpAddress.port}`, tcp: `${tcpAddress.address}:${tcpAddress.port}`, upstreams: upstreams.map((u) => u.text) }, 'dns server listening');
+  log.info(
+    { udp: `${udpAddress.address}:${udpAddress.port}`, udpPath: udpEndpoint.mode, tcp: `${tcpAddress.address}:${tcpAddress.port}`, upstreams: upstreams.map((u) => u.text) },
+    'dns server listening',
+  );
   return {
-    udpAddress: { address: udpAddress.address, port: udpAddress.port },
+    udpAddress,
+    udp: udpEndpoint.mode,
     tcpAddress: { address: tcpAddress.address, port: tcpAddress.port },
     stats: () => ({ cacheHits: responder.cacheStats.hits, cacheMisses: responder.cacheStats.misses, cacheEntries: responder.cacheSize }),
     close: async () => {
@@ -239,7 +317,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       closed = true;
       responder.close();
       for (const socket of connections) socket.destroy();
-      await Promise.all([new Promise<void>((resolve) => udpSocket.close(() => resolve())), new Promise<void>((resolve) => tcp.close(() => resolve()))]);
+      await Promise.all([udpEndpoint.close(), new Promise<void>((resolve) => tcp.close(() => resolve()))]);
     },
   };
 }

@@ -11,6 +11,10 @@
     {
       "target_name": "kernel_relay",
       "sources": ["kernel_relay.c"]
+    },
+    {
+      "target_name": "udp_batch",
+      "sources": ["udp_batch.c"]
     }
   ]
 }

@@ -37,6 +37,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "napi_errno.h"
 
 enum { REASON_DONE = 0, REASON_CLIENT = 1, REASON_UPSTREAM = 2, REASON_IDLE = 3, REASON_HALF_CLOSE = 4 };
 enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_ENDED };
@@ -364,26 +365,6 @@ static void *thread_main(void *unused) {
     if (now >= next_scan) scan_timeouts(now);
     pthread_mutex_unlock(&lock);
   }
-  return NULL;
-}
-
-static const char *errno_code(int err) {
-  switch (err) {
-  case EBADF: return "EBADF";
-  case ENOTSOCK: return "ENOTSOCK";
-  case EMFILE: return "EMFILE";
-  case ENFILE: return "ENFILE";
-  case ENOMEM: return "ENOMEM";
-  case EEXIST: return "EEXIST";
-  case EINVAL: return "EINVAL";
-  default: return "EIO";
-  }
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *what) {
-  char message[160];
-  snprintf(message, sizeof message, "%s: %s", what, strerror(err));
-  napi_throw_error(env, errno_code(err), message);
   return NULL;
 }
 

@@ -140,9 +140,9 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       const upstreams = dnsUpstreams;
       for (const address of config.dnsListen) {
         try {
-          const server = await startDnsServer({ listen: address, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames });
+          const server = await startDnsServer({ listen: address, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames, udp: config.dnsUdp });
           dnsServers.push(server);
-          events.log.info({ listener: 'dns', address: server.udpAddress.address, port: server.udpAddress.port, upstreams }, 'listening');
+          events.log.info({ listener: 'dns', address: server.udpAddress.address, port: server.udpAddress.port, udp: server.udp, upstreams }, 'listening');
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
           if (address.host.includes(':') && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) {

@@ -6,7 +6,7 @@ import { EventLog } from '../../events/event-log.js';
 import { buildPolicy, type Policy } from '../../policy/index.js';
 import { AddressBook } from '../../decision/address-book.js';
 import type { AnswerCacheOptions } from '../../dns/cache.js';
-import { startDnsServer, type DnsServer } from '../../dns/server.js';
+import { startDnsServer, type DnsServer, type DnsUdpMode } from '../../dns/server.js';
 import { startZoneServer, type ZoneRecord, type ZoneServer } from './dns-zone-server.js';
 
 const run = promisify(execFile);
@@ -64,6 +64,9 @@ export async function startDnsFixture(
     localNames?: Map<string, string[]>;
     upstreamTimeoutMs?: number;
     eventsFile?: string;
+    udp?: DnsUdpMode;
+    /** The server's listen address (default 127.0.0.1). */
+    listenHost?: string;
   } = {},
 ): Promise<DnsFixture> {
   const zone = await startZoneServer(TEST_ZONE);
@@ -77,7 +80,7 @@ export async function startDnsFixture(
   let server: DnsServer;
   try {
     server = await startDnsServer({
-      listen: { host: '127.0.0.1', port: 0 },
+      listen: { host: options.listenHost ?? '127.0.0.1', port: 0 },
       upstreams: options.upstreams ?? [zone.address],
       policy: () => policy,
       events,
@@ -85,6 +88,8 @@ export async function startDnsFixture(
       localNames: options.localNames,
       cache: options.cache,
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? 500,
+      // The DNS tests run on the batched UDP path; EGRESS_DNS_UDP=dgram runs them on node's dgram (both must pass).
+      udp: options.udp ?? (process.env.EGRESS_DNS_UDP === 'dgram' ? 'dgram' : 'batch'),
     });
   } catch (err) {
     await zone.close();

@@ -1,0 +1,150 @@
+import net from 'node:net';
+import { loadNativeAddon } from './native-addon.js';
+
+/**
+ * A UDP socket that reads and answers datagrams in batches (setting `dns-udp`, issue 14): the native udp_batch
+ * addon (native/udp_batch.c) watches its fd in node's own event loop, reads up to `slots` datagrams with one
+ * recvmmsg(2), hands them to JavaScript in one call, and sends that call's answers with one sendmmsg(2). node's
+ * dgram costs a read callback, a Buffer, an rinfo object, an event and a sendmsg per datagram, which was the floor
+ * of the DNS server's rate (docs/benchmark.md, "Issue 14, third round: DNS per query"). Linux only; where the addon
+ * cannot be loaded, batchUdpUnavailable() says why and the caller uses dgram.
+ */
+interface UdpBatchAddon {
+  open(family: 4 | 6, address: string, port: number, slots: number, onBatch: (count: number) => unknown[]): object;
+  data(handle: object): Buffer;
+  meta(handle: object): Int32Array;
+  addresses(handle: object): string[];
+  port(handle: object): number;
+  sendTo(handle: object, bytes: Buffer, address: string, port: number): boolean;
+  close(handle: object): void;
+  stats(handle: object): BatchUdpStats;
+}
+
+export interface BatchUdpStats {
+  /** recvmmsg calls that returned datagrams, datagrams read, answers sent, answers the kernel refused, datagrams too large for a slot. */
+  batches: number;
+  datagrams: number;
+  sent: number;
+  sendErrors: number;
+  truncated: number;
+}
+
+export interface Datagram {
+  /** The datagram's bytes, a copy the receiver may keep. */
+  bytes: Buffer;
+  address: string;
+  port: number;
+  family: 'IPv4' | 'IPv6';
+}
+
+/**
+ * Called once per datagram of a batch, in order; its return value (a Buffer) is the answer, sent with the rest of
+ * the batch's answers when the batch is done. Anything else: no answer now (sendTo() may answer later).
+ */
+export type DatagramHandler = (datagram: Datagram) => Buffer | null | undefined | unknown;
+
+const SLOT_BYTES = 4096;
+const META_INTS = 3;
+
+let addon: UdpBatchAddon | null | undefined;
+let unavailable: string | undefined;
+
+function loaded(): UdpBatchAddon | null {
+  if (addon !== undefined) return addon;
+  if (process.platform !== 'linux') {
+    unavailable = `recvmmsg(2) is Linux only (this is ${process.platform})`;
+    return (addon = null);
+  }
+  try {
+    addon = loadNativeAddon<UdpBatchAddon>('udp_batch', import.meta.url);
+  } catch (err) {
+    unavailable = (err as Error).message;
+    addon = null;
+  }
+  return addon;
+}
+
+/** Why batched UDP cannot be used here (the caller falls back to dgram); undefined when it can. */
+export function batchUdpUnavailable(): string | undefined {
+  loaded();
+  return unavailable;
+}
+
+export class BatchUdpSocket {
+  private closed = false;
+  private readonly answers: unknown[];
+
+  private constructor(
+    private readonly native: UdpBatchAddon,
+    private readonly handle: object,
+    answers: unknown[],
+    readonly address: string,
+    readonly port: number,
+  ) {
+    this.answers = answers;
+  }
+
+  /**
+   * Binds `host` (an IP literal) and `port` (0: any free one) and starts reading. Throws when the addon is
+   * unavailable (check batchUdpUnavailable() first) or the bind fails (err.code EADDRINUSE, ...).
+   */
+  static bind(host: string, port: number, onDatagram: DatagramHandler, slots = 64): BatchUdpSocket {
+    const native = loaded();
+    if (!native) throw new Error(`batched UDP is unavailable: ${unavailable}`);
+    const family = net.isIPv6(host) ? 6 : net.isIPv4(host) ? 4 : 0;
+    if (family === 0) throw Object.assign(new Error(`batched UDP binds IP literals only, not ${host}`), { code: 'EINVAL' });
+    const answers: unknown[] = new Array(slots).fill(undefined);
+    let data: Buffer | undefined;
+    let meta: Int32Array | undefined;
+    let addresses: string[] | undefined;
+    let previousCount = 0;
+    const onBatch = (count: number): unknown[] => {
+      for (let i = 0; i < count; i++) {
+        const length = meta![i * META_INTS];
+        const sourcePort = meta![i * META_INTS + 1];
+        let answer: unknown;
+        if (length >= 0) {
+          const offset = i * SLOT_BYTES;
+          // A copy of its own, as dgram gives: the responder may keep slices of a query (its question) past the
+          // batch, and a slice of the shared pool would keep a whole 8 KiB pool chunk alive.
+          const bytes = Buffer.allocUnsafeSlow(length);
+          data!.copy(bytes, 0, offset, offset + length);
+          try {
+            answer = onDatagram({ bytes, address: addresses![i], port: sourcePort, family: meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4' });
+          } catch {
+            // The handler is not meant to throw; one datagram's failure must not lose the batch's other answers.
+            answer = undefined;
+          }
+        }
+        answers[i] = answer;
+      }
+      // Slots past count are never read by the addon; clear them so old answers are not kept alive.
+      for (let i = count; i < previousCount; i++) answers[i] = undefined;
+      previousCount = count;
+      return answers;
+    };
+    const handle = native.open(family, host, port, slots, onBatch);
+    data = native.data(handle);
+    meta = native.meta(handle);
+    addresses = native.addresses(handle);
+    return new BatchUdpSocket(native, handle, answers, host, native.port(handle));
+  }
+
+  /** One answer outside a batch (one that came later); false when it was not sent (closed, or the kernel refused it). */
+  sendTo(bytes: Buffer, address: string, port: number): boolean {
+    if (this.closed) return false;
+    return this.native.sendTo(this.handle, bytes, address, port);
+  }
+
+  stats(): BatchUdpStats {
+    return this.native.stats(this.handle);
+  }
+
+  /** Stops reading and closes the fd at once; idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.native.close(this.handle);
+    this.answers.fill(undefined);
+  }
+}
