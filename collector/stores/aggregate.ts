@@ -88,8 +88,11 @@ export function batchStrings(events: readonly EgressEvent[]): string[] {
   return [...out];
 }
 
-/** The rows of a batch (one per (id, event): a repeat within the batch is dropped here), closes linked to batch decisions. */
-export function toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>): EventRowV2[] {
+/**
+ * The rows of a batch (one per (id, event): a repeat within the batch is dropped here), closes linked to batch decisions.
+ * `keepsId(key)`: whether an event with this key keeps its id in its body (PostgreSQL's hashed keys: pg-key.ts).
+ */
+export function toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>, keepsId: (key: Buffer) => boolean = () => false): EventRowV2[] {
   const rows = new Map<string, EventRowV2>();
   const id = (text: string) => {
     const n = ids.get(text);
@@ -114,7 +117,7 @@ export function toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, 
       decision: e.event === 'decision' ? OUTCOME_CODES[e.decision] : null,
       bytesIn: e.event === 'close' ? e.bytes_in : null,
       bytesOut: e.event === 'close' ? e.bytes_out : null,
-      body: packBody(e, time),
+      body: packBody(e, time, keepsId(key)),
     });
   }
   const all = [...rows.values()];

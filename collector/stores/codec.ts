@@ -61,11 +61,12 @@ export function decodeIdHex(hex: string): string {
 /**
  * The event without what the row's columns and the dictionary hold (id, host, a close's bytes, a decision's job id;
  * time when it is in canonical ISO form), deflated. Those fields stay in the body as 0, so the rebuilt event has its fields in the
- * original order: JSON.stringify of the rebuilt event is the text the collector parsed, re-serialised.
+ * original order: JSON.stringify of the rebuilt event is the text the collector parsed, re-serialised. `keepId`: the id
+ * stays in the body (PostgreSQL, for an id its key cannot give back: pg-key.ts).
  */
-export function packBody(event: EgressEvent, timeMs: number): Buffer {
+export function packBody(event: EgressEvent, timeMs: number, keepId = false): Buffer {
   const canonicalTime = new Date(timeMs).toISOString() === event.time;
-  const body: Record<string, unknown> = { ...event, id: 0, host: 0, ...(canonicalTime && { time: 0 }) };
+  const body: Record<string, unknown> = { ...event, id: keepId ? event.id : 0, host: 0, ...(canonicalTime && { time: 0 }) };
   let version = BODY_V1;
   if (event.event === 'close') Object.assign(body, { bytes_in: 0, bytes_out: 0 }); // the row's bytes_in, bytes_out columns
   if (event.event === 'decision') {
@@ -80,12 +81,15 @@ export function packBody(event: EgressEvent, timeMs: number): Buffer {
   return Buffer.concat([Buffer.of(version), V1.deflate.run(Buffer.from(JSON.stringify(body)))]);
 }
 
-/** Rebuild an event from its row: the stored body plus the id, host, time and byte columns, and its job (decisions). */
+/**
+ * Rebuild an event from its row: the stored body plus the id, host, time and byte columns, and its job (decisions).
+ * `id` is the one the key gives; a body that kept its id (packBody's `keepId`) answers its own.
+ */
 export function unpackEvent(body: Buffer, id: string, host: string, timeMs: number, job: string | null, bytes: { in: number; out: number } | null): EgressEvent {
   const version = body[0];
   if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`stored event ${id} has an unknown body version ${version}`);
   const event = JSON.parse(V1.inflate.run(body.subarray(1)).toString('utf8')) as Record<string, unknown>;
-  event.id = id;
+  if (typeof event.id !== 'string') event.id = id;
   event.host = host;
   if (event.time === 0) event.time = new Date(timeMs).toISOString();
   if (event.event === 'close' && bytes) Object.assign(event, { bytes_in: bytes.in, bytes_out: bytes.out });
@@ -96,4 +100,13 @@ export function unpackEvent(body: Buffer, id: string, host: string, timeMs: numb
     event.message = (event.message as string).split(HOST_MARK).join(host);
   }
   return event as unknown as EgressEvent;
+}
+
+/** A stored body with its id set to `id` (0: left out again), the rest the same bytes of JSON: for a migration of the key. */
+export function withBodyId(body: Buffer, id: string | 0): Buffer {
+  const version = body[0];
+  if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`stored event body has an unknown version ${version}`);
+  const event = JSON.parse(V1.inflate.run(body.subarray(1)).toString('utf8')) as Record<string, unknown>;
+  event.id = id;
+  return Buffer.concat([Buffer.of(version), V1.deflate.run(Buffer.from(JSON.stringify(event)))]);
 }

@@ -2,11 +2,13 @@ import pg from 'pg';
 import type { EgressEvent } from '../../events/schema.js';
 import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
-import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
+import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
+import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdInBody, PG_KEY_OF_BYTEA_SQL, pgKey } from './pg-key.js';
 import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
 import {
   destinationRowSql,
+  EVENT_KEY_INDEX_POSTGRES,
   finite,
   JOB_SELECT,
   jobPage,
@@ -53,20 +55,20 @@ const ADD_STRINGS_SQL = `WITH input AS (SELECT DISTINCT unnest($1::text[]) AS te
   SELECT id, text FROM added UNION ALL SELECT s.id, s.text FROM eg_strings s JOIN input i ON i.text = s.text`;
 
 const STORED_DECISIONS_SQL = `SELECT e.key, e.job_id AS "jobId", e.host_id AS "hostId", e.port, e.decision FROM eg_events e
-  JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON e.key = x.key AND e.event = ${DECISION} AND e.time >= x.lo AND e.time <= x.hi`;
+  JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON e.key = x.key AND e.event = ${DECISION} AND e.time >= x.lo AND e.time <= x.hi`;
 
 const INSERT_EVENTS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
-  SELECT * FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[])
+  SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[])
   ORDER BY 1, 2
-  ON CONFLICT DO NOTHING RETURNING key, event`;
+  ON CONFLICT DO NOTHING RETURNING key`;
 
-const LINK_CLOSES_SQL = `UPDATE eg_events c SET job_id = x.job FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
+const LINK_CLOSES_SQL = `UPDATE eg_events c SET job_id = x.job FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
   WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
   RETURNING c.key, c.bytes_in, c.bytes_out`;
 
 const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time FROM eg_events c
-  JOIN unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
-  JOIN eg_events d ON d.key = c.key AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`;
+  JOIN unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[]) AS x(ckey, dkey, lo, hi) ON c.key = x.ckey AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
+  JOIN eg_events d ON d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`;
 
 /**
  * A batch's aggregate deltas ($1 per job, $2 per destination, JSON) in one statement. PostgreSQL runs a data-modifying
@@ -75,9 +77,18 @@ const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.
  */
 const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', '$1')} RETURNING 1) ${destinationRowSql('postgres', '$2')}`;
 
-/** Parameter arrays of rows' keys with the time window each is looked up in. */
-function keyWindows(rows: readonly EventRowV2[]) {
-  return [rows.map((r) => r.key), rows.map((r) => r.time - LINK_WINDOW_MS), rows.map((r) => r.time + LINK_WINDOW_MS)];
+/** Parameter arrays of stored keys with the time window each is looked up in. */
+function keyWindows(rows: readonly EventRowV2[], ...keys: Array<(r: EventRowV2) => string>) {
+  return [...keys.map((key) => rows.map(key)), rows.map((r) => r.time - LINK_WINDOW_MS), rows.map((r) => r.time + LINK_WINDOW_MS)];
+}
+
+/** A decision as stored, with its stored key and time: what linking its close needs. */
+type KeyedDecision = StoredDecision & { time: number };
+
+/** The earlier layout's key column (bytea, `encodeId`'s key, one per id) is migrated to pg-key.ts's on start. */
+async function keyColumnType(client: pg.PoolClient): Promise<string | undefined> {
+  const res = await client.query(`SELECT format_type(atttypid, NULL) AS t FROM pg_attribute WHERE attrelid = 'eg_events'::regclass AND attname = 'key'`);
+  return res.rows[0]?.t;
 }
 
 /**
@@ -101,6 +112,8 @@ export class PostgresStore implements EventStore {
       await store.transaction(async (client) => {
         await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
         await client.query(SCHEMA_TABLES.postgres);
+        await migrateKeys(client);
+        await client.query(EVENT_KEY_INDEX_POSTGRES);
       });
       await store.ensurePartitions([Date.now(), Date.now() + DAY]);
       await store.migrateOldTable();
@@ -204,16 +217,20 @@ export class PostgresStore implements EventStore {
     await client.query({ name: 'eg-aggregates', text: AGGREGATES_SQL, values: [JSON.stringify(deltas.jobs), JSON.stringify(deltas.destinations)] });
   }
 
-  /** Link stored closes (job_id still null) of these decisions: exactly one transaction gets each (WHERE job_id IS NULL). */
-  private async linkCloses(client: pg.PoolClient, decisions: ReadonlyMap<string, StoredDecision & { key: Buffer; time: number }>): Promise<Link[]> {
+  /**
+   * Link stored closes (job_id still null) of these decisions (by stored key): exactly one transaction gets each (WHERE
+   * job_id IS NULL).
+   */
+  private async linkCloses(client: pg.PoolClient, decisions: ReadonlyMap<string, KeyedDecision>): Promise<Link[]> {
     if (decisions.size === 0) return [];
+    const keys = [...decisions.keys()];
     const list = [...decisions.values()];
     const res = await client.query({
       name: 'eg-link-closes',
       text: LINK_CLOSES_SQL,
-      values: [list.map((d) => d.key), list.map((d) => d.jobId), list.map((d) => d.time - LINK_WINDOW_MS), list.map((d) => d.time + LINK_WINDOW_MS)],
+      values: [keys.map(closeKeyOf), list.map((d) => d.jobId), list.map((d) => d.time - LINK_WINDOW_MS), list.map((d) => d.time + LINK_WINDOW_MS)],
     });
-    return res.rows.map((r) => ({ decision: decisions.get((r.key as Buffer).toString('hex'))!, bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
+    return res.rows.map((r) => ({ decision: decisions.get(decisionKeyOf(r.key))!, bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
   }
 
   /**
@@ -222,23 +239,27 @@ export class PostgresStore implements EventStore {
    * batch, the aggregates, COMMIT), then the re-check after commit when some row may still need it.
    */
   async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
-    const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)));
+    const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody);
+    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event)]));
+    const key = (r: EventRowV2) => stored.get(r)!;
+    const refs = new Map(rows.map((r) => [key(r), r.ref]));
     await this.ensurePartitions(rows.map((r) => r.time));
     const { inserted, recheck } = await this.retried(async (client) => {
       // Closes whose decision is stored already: linked at insert.
       const orphans = rows.filter((r) => r.event === CLOSE && r.jobId === null);
-      const stored = new Map<string, StoredDecision>();
+      const found = new Map<string, StoredDecision>(); // by id key (hex), as aggregate.ts joins a batch's rows
       if (orphans.length > 0) {
-        const res = await client.query({ name: 'eg-stored-decisions', text: STORED_DECISIONS_SQL, values: keyWindows(orphans) });
-        for (const r of res.rows) stored.set((r.key as Buffer).toString('hex'), r);
+        const idOf = new Map(orphans.map((r) => [decisionKeyOf(key(r)), r.key.toString('hex')]));
+        const res = await client.query({ name: 'eg-stored-decisions', text: STORED_DECISIONS_SQL, values: keyWindows(orphans, (r) => decisionKeyOf(key(r))) });
+        for (const r of res.rows) found.set(idOf.get(r.key)!, r);
       }
-      aggregate.linkStoredDecisions(rows, stored);
+      aggregate.linkStoredDecisions(rows, found);
       const cols = (f: (r: EventRowV2) => unknown) => rows.map(f);
       const res = await client.query({
         name: 'eg-insert-events',
         text: INSERT_EVENTS_SQL,
         values: [
-          cols((r) => r.key),
+          cols(key),
           cols((r) => r.event),
           cols((r) => r.time),
           cols((r) => r.jobId),
@@ -250,13 +271,13 @@ export class PostgresStore implements EventStore {
           cols((r) => r.body),
         ],
       });
-      const inserted = new Set(res.rows.map((r) => `${r.event}${(r.key as Buffer).toString('hex')}`));
+      const inserted = new Set(res.rows.map((r) => refs.get(r.key)!));
       const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
-      const links = aggregate.insertLinks(rows, inserted, stored);
+      const links = aggregate.insertLinks(rows, inserted, found);
       // A new decision whose close this batch inserted has it linked already; the others may have one stored
       // (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
       const closeless = newDecisions.filter((r) => !inserted.has(`${CLOSE}${r.key.toString('hex')}`));
-      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [r.key.toString('hex'), { ...aggregate.decisionOf(r), key: r.key, time: r.time }])))));
+      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [key(r), { ...aggregate.decisionOf(r), time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close stored by concurrent transactions
       // see neither the other; whichever re-checks after both committed links them. Repeats are re-checked too: a
@@ -265,15 +286,20 @@ export class PostgresStore implements EventStore {
       // stored both halves of, linked, is settled.
       return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
     });
-    if (recheck.length > 0) await this.relink(recheck);
+    if (recheck.length > 0) await this.relink(recheck, key);
     return { stored: inserted, duplicates: events.length - inserted };
   }
 
   /** After commit: closes of these rows (or these closes) still without a job whose decision is now stored get linked. */
-  private async relink(rows: readonly EventRowV2[]): Promise<void> {
-    const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values: keyWindows(rows) });
+  private async relink(rows: readonly EventRowV2[], key: (r: EventRowV2) => string): Promise<void> {
+    const values = keyWindows(
+      rows,
+      (r) => closeKeyOf(key(r)),
+      (r) => decisionKeyOf(key(r)),
+    );
+    const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values });
     if (res.rows.length === 0) return;
-    const decisions = new Map(res.rows.map((r) => [(r.key as Buffer).toString('hex'), { ...(r as StoredDecision), key: r.key as Buffer, time: Number(r.time) }]));
+    const decisions = new Map(res.rows.map((r) => [r.key as string, { ...(r as StoredDecision), time: Number(r.time) }]));
     await this.retried(async (client) => this.applyDeltas(client, [], await this.linkCloses(client, decisions)));
   }
 
@@ -310,7 +336,7 @@ export class PostgresStore implements EventStore {
       [jobId, limit],
     );
     return res.rows.map((r) =>
-      unpackEvent(r.body, decodeId(r.key), r.host, Number(r.time), job, r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) }),
+      unpackEvent(r.body, decisionKeyOf(r.key), r.host, Number(r.time), job, r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) }),
     );
   }
 
@@ -444,4 +470,31 @@ export class PostgresStore implements EventStore {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+/**
+ * A database of the earlier layout (`key` bytea, one per id; unique index (key, event, time)) gets pg-key.ts's keys,
+ * in the schema transaction (ingest waits; the table is rewritten: a while for a large one). First the events whose
+ * id the new key does not give back get it into their body (in pages of 5,000; done again harmlessly after a crash,
+ * as the whole transaction is undone), then the column is converted and the old index dropped (the new one is made after).
+ */
+async function migrateKeys(client: pg.PoolClient): Promise<void> {
+  if ((await keyColumnType(client)) !== 'bytea') return;
+  for (let after: unknown[] | undefined; ;) {
+    const res = await client.query(
+      `SELECT key, event, time, body FROM eg_events WHERE ${KEEPS_ID_BYTEA_SQL} ${after ? 'AND (key, event, time) > ($1, $2, $3)' : ''} ORDER BY key, event, time LIMIT 5000`,
+      after ?? [],
+    );
+    if (res.rows.length === 0) break;
+    const rows = res.rows as Array<{ key: Buffer; event: number; time: string; body: Buffer }>;
+    await client.query(
+      `UPDATE eg_events e SET body = x.body FROM unnest($1::bytea[], $2::smallint[], $3::bigint[], $4::bytea[]) AS x(key, event, time, body)
+       WHERE e.key = x.key AND e.event = x.event AND e.time = x.time`,
+      [rows.map((r) => r.key), rows.map((r) => r.event), rows.map((r) => r.time), rows.map((r) => withBodyId(r.body, decodeId(r.key)))],
+    );
+    const last = rows.at(-1)!;
+    after = [last.key, last.event, last.time];
+  }
+  await client.query('DROP INDEX IF EXISTS eg_events_key');
+  await client.query(`ALTER TABLE eg_events ALTER COLUMN key TYPE uuid USING ${PG_KEY_OF_BYTEA_SQL}`);
 }

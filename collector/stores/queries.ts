@@ -1,4 +1,5 @@
 import { encodeCursor, iso, type JobInfo, type JobPage, type JobQuery } from './event-store.js';
+import { KEY_FUNCTIONS_SQL } from './pg-key.js';
 
 /**
  * The SQL of both stores' compact layout (docs/collector.md, "Storage layout"), side by side. SQLite takes
@@ -58,17 +59,16 @@ CREATE INDEX IF NOT EXISTS eg_events_job ON eg_events (job_id, time);
 ${AGGREGATE_TABLES('INTEGER')} WITHOUT ROWID;
 ${JOB_TABLE('INTEGER')}
 ${SEARCH_INDEX.sqlite}`,
-  // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). A unique index of a
-  // partitioned table must hold the partition key: (key, event, time) is unique per (key, event) because a repeat of
-  // an event carries the same time (a foreign producer re-sending an id with another time gets a second row).
+  // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). `key` is one per (id,
+  // event) (pg-key.ts); its unique index, EVENT_KEY_INDEX_POSTGRES, is made after the key migration.
   postgres: `
 CREATE TABLE IF NOT EXISTS eg_strings (id SERIAL PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS eg_strings_reversed ON eg_strings (reverse(text) text_pattern_ops);
 CREATE TABLE IF NOT EXISTS eg_events (
   time BIGINT NOT NULL, bytes_in BIGINT, bytes_out BIGINT, job_id INTEGER, host_id INTEGER NOT NULL, port INTEGER NOT NULL,
-  event SMALLINT NOT NULL, decision SMALLINT, key BYTEA NOT NULL, body BYTEA NOT NULL
+  event SMALLINT NOT NULL, decision SMALLINT, key UUID NOT NULL, body BYTEA NOT NULL
 ) PARTITION BY RANGE (time);
-CREATE UNIQUE INDEX IF NOT EXISTS eg_events_key ON eg_events (key, event, time);
+${KEY_FUNCTIONS_SQL}
 ${JOB_INDEX_POSTGRES}
 ${AGGREGATE_TABLES('BIGINT')};
 ${JOB_TABLE('BIGINT')}
@@ -76,6 +76,14 @@ ${SEARCH_INDEX.postgres}
 CREATE TABLE IF NOT EXISTS eg_retention_pending (job_id INTEGER PRIMARY KEY);
 `,
 };
+
+/**
+ * PostgreSQL's unique index of events. A unique index of a partitioned table must hold the partition key: (key, time)
+ * is unique per (id, event) because the key is one per (id, event) and a repeat of an event carries the same time (a
+ * foreign producer re-sending an id with another time gets a second row). It replaced (key bytea, event, time): a
+ * database made before is migrated on start (postgres-store.ts), then this is made.
+ */
+export const EVENT_KEY_INDEX_POSTGRES = `CREATE UNIQUE INDEX IF NOT EXISTS eg_events_id ON eg_events (key, time)`;
 
 const JOB_COLUMNS = 'job_id, repo_id, first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out';
 const SUMS = ['decisions', 'allowed', 'blocked', 'would_block', 'bytes_in', 'bytes_out'];
@@ -112,16 +120,26 @@ export function destinationRowSql(dialect: 'sqlite' | 'postgres', param = '$1'):
     ON CONFLICT (job_id, host_id, port, decision) DO UPDATE SET ${upsert(dialect, 'eg_job_destinations', ['count', 'bytes_in', 'bytes_out'])}`;
 }
 
+/**
+ * How a decision row `d` and a close row `c` of one id are joined: SQLite keys both by the id; PostgreSQL keys each
+ * event apart (pg-key.ts), the close's key computed from the decision's.
+ */
+const PAIRS = {
+  sqlite: { closeOf: (d: string) => `${d}.key`, decisionOf: (c: string) => `${c}.key` },
+  postgres: { closeOf: (d: string) => `eg_close_key(${d}.key)`, decisionOf: (c: string) => `eg_decision_key(${c}.key)` },
+};
+type Pairs = (typeof PAIRS)['sqlite'];
+
 /** A job's aggregates recomputed from its remaining raw events (after retention). `J` is the job parameter. */
-function recompute(J: string): string[] {
+function recompute(J: string, pairs: Pairs): string[] {
   const outcome = (code: number) => `SUM(CASE WHEN decision = ${code} THEN count ELSE 0 END)`;
   return [
     // Closes whose decision is gone no longer count: unlink them (a close has a job iff its bytes are counted).
-    `UPDATE eg_events SET job_id = NULL WHERE job_id = ${J} AND event = 1 AND NOT EXISTS (SELECT 1 FROM eg_events d WHERE d.key = eg_events.key AND d.event = 0)`,
+    `UPDATE eg_events SET job_id = NULL WHERE job_id = ${J} AND event = 1 AND NOT EXISTS (SELECT 1 FROM eg_events d WHERE d.key = ${pairs.decisionOf('eg_events')} AND d.event = 0)`,
     `DELETE FROM eg_job_destinations WHERE job_id = ${J}`,
     `INSERT INTO eg_job_destinations (${DEST_COLUMNS})
      SELECT d.job_id, d.host_id, d.port, d.decision, COUNT(*), COALESCE(SUM(c.bytes_in), 0), COALESCE(SUM(c.bytes_out), 0), MIN(d.time), MAX(d.time)
-     FROM eg_events d LEFT JOIN eg_events c ON c.key = d.key AND c.event = 1 AND c.job_id = d.job_id
+     FROM eg_events d LEFT JOIN eg_events c ON c.key = ${pairs.closeOf('d')} AND c.event = 1 AND c.job_id = d.job_id
      WHERE d.job_id = ${J} AND d.event = 0 GROUP BY d.job_id, d.host_id, d.port, d.decision`,
     `DELETE FROM eg_jobs WHERE job_id = ${J} AND NOT EXISTS (SELECT 1 FROM eg_job_destinations WHERE job_id = ${J})`,
     `UPDATE eg_jobs SET (first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out) =
@@ -131,21 +149,21 @@ function recompute(J: string): string[] {
 }
 
 /** Decisions of one aggregate row inside a search window, recounted from the raw events. */
-function windowCount(p: { job: string; host: string; port: string; decision: string; since: string; until: string }): string {
+function windowCount(p: { job: string; host: string; port: string; decision: string; since: string; until: string }, pairs: Pairs): string {
   return `SELECT COUNT(*) AS count, COALESCE(SUM(c.bytes_out), 0) AS "bytesOut", MIN(d.time) AS first, MAX(d.time) AS last
-    FROM eg_events d LEFT JOIN eg_events c ON c.key = d.key AND c.event = 1 AND c.job_id = d.job_id
+    FROM eg_events d LEFT JOIN eg_events c ON c.key = ${pairs.closeOf('d')} AND c.event = 1 AND c.job_id = d.job_id
     WHERE d.job_id = ${p.job} AND d.event = 0 AND d.host_id = ${p.host} AND d.port = ${p.port} AND d.decision = ${p.decision}
       AND d.time >= ${p.since} AND d.time <= ${p.until}`;
 }
 
 export const RECOMPUTE_SQL = {
   sqlite: {
-    job: recompute('@job'),
-    windowCount: windowCount({ job: '@jobId', host: '@hostId', port: '@port', decision: '@decision', since: '@since', until: '@until' }),
+    job: recompute('@job', PAIRS.sqlite),
+    windowCount: windowCount({ job: '@jobId', host: '@hostId', port: '@port', decision: '@decision', since: '@since', until: '@until' }, PAIRS.sqlite),
   },
   postgres: {
-    job: recompute('$1'),
-    windowCount: windowCount({ job: '$1', host: '$2', port: '$3', decision: '$4', since: '$5', until: '$6' }),
+    job: recompute('$1', PAIRS.postgres),
+    windowCount: windowCount({ job: '$1', host: '$2', port: '$3', decision: '$4', since: '$5', until: '$6' }, PAIRS.postgres),
   },
 };
 

@@ -3,6 +3,9 @@ import { Agent } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import pg from 'pg';
+import { randomUUID } from 'node:crypto';
+import { encodeId, unpackEvent, withBodyId } from '../../collector/stores/codec.js';
+import { decisionKeyOf } from '../../collector/stores/pg-key.js';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import { startCollector } from '../../collector/server.js';
 import type { EgressEvent } from '../../events/schema.js';
@@ -188,6 +191,75 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
       await client.end();
     }
   });
+
+  it(
+    'a database with the earlier key (bytea, one per id) is migrated on start: the same events and aggregates, repeats still dropped, closes still linked',
+    { timeout: 60_000 },
+    async () => {
+      const start = Date.now() - 3_600_000;
+      const uuids = new Map<string, string>();
+      const events = [
+        ...fleetEvents(2, 30, start, 'keys'), // text ids: hashed keys, the id kept in the body
+        ...fleetEvents(1, 30, start, 'uuidkeys').map((e) => ({ ...e, id: uuids.get(e.id) ?? uuids.set(e.id, randomUUID()).get(e.id)! })),
+      ];
+      // Closes that arrive after the migration, for decisions stored before it.
+      const late = events.filter((e, i) => e.event === 'close' && i % 3 === 0);
+      const early = events.filter((e) => !late.includes(e));
+      const jobs = ['keys-job-0', 'keys-job-1', 'uuidkeys-job-0'];
+      const reference = await PostgresStore.open((await database()).url);
+      await reference.insert(events);
+      const expected = { jobs: await reference.jobs(), events: await Promise.all(jobs.map((j) => reference.jobEvents(j, 1000))) };
+      await reference.close();
+
+      const db = await database();
+      let store = await PostgresStore.open(db.url);
+      await store.insert(early);
+      await store.close();
+      const client = new pg.Client({ connectionString: db.url });
+      await client.connect();
+      const layout = async () => ({
+        key: (await client.query(`SELECT format_type(atttypid, NULL) AS t FROM pg_attribute WHERE attrelid = 'eg_events'::regclass AND attname = 'key'`)).rows[0].t,
+        indexes: (await client.query(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'eg_events' AND indexdef LIKE '%UNIQUE%' ORDER BY 1`)).rows.map(
+          (r) => `${r.indexname}: ${/\((.*)\)/.exec(r.indexdef)![1]}`,
+        ),
+      });
+      try {
+        // The layout as the earlier version made it: key = encodeId(id) for both events of an id, no id in the body.
+        const rows = (await client.query('SELECT key, event, time, body FROM eg_events')).rows as Array<{ key: string; event: number; time: string; body: Buffer }>;
+        const old = rows.map((r) => {
+          const id = unpackEvent(r.body, decisionKeyOf(r.key), 'h', Number(r.time), null, null).id;
+          return { key: r.key, oldKey: encodeId(id), body: withBodyId(r.body, 0) };
+        });
+        assert.ok(old.some((r) => r.oldKey[0] === 1) && old.some((r) => r.oldKey[0] === 0), 'both kinds of id');
+        await client.query('DROP INDEX eg_events_id; ALTER TABLE eg_events ALTER COLUMN key TYPE bytea USING uuid_send(key)');
+        await client.query(
+          `UPDATE eg_events e SET key = x.old, body = x.body FROM unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS x(key, old, body) WHERE e.key = uuid_send(x.key)`,
+          [old.map((r) => r.key), old.map((r) => r.oldKey), old.map((r) => r.body)],
+        );
+        await client.query('CREATE UNIQUE INDEX eg_events_key ON eg_events (key, event, time)');
+        assert.deepEqual(await layout(), { key: 'bytea', indexes: ['eg_events_key: key, event, "time"'] });
+        store = await PostgresStore.open(db.url);
+        try {
+          assert.deepEqual(await layout(), { key: 'uuid', indexes: ['eg_events_id: key, "time"'] });
+          assert.deepEqual(await store.insert(late), { stored: late.length, duplicates: 0 });
+          assert.deepEqual(await store.insert(events), { stored: 0, duplicates: events.length });
+          assert.equal(await store.count(), events.length);
+          assert.deepEqual(await store.jobs(), expected.jobs);
+          const migrated = await Promise.all(jobs.map((j) => store.jobEvents(j, 1000)));
+          assert.equal(JSON.stringify(migrated), JSON.stringify(expected.events));
+          assert.equal(
+            JSON.stringify(migrated.flat().sort((a, b) => (a.id + a.event < b.id + b.event ? -1 : 1))),
+            JSON.stringify([...events].sort((a, b) => (a.id + a.event < b.id + b.event ? -1 : 1))),
+            'every event rebuilt exactly',
+          );
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await client.end();
+      }
+    },
+  );
 
   it('four collector processes on one database: every event stored once, aggregates exact', { timeout: 120_000 }, async () => {
     const db = await database();

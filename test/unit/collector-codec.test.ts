@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { deflateRawSync, type DeflateRaw } from 'node:zlib';
 import fc from 'fast-check';
-import { decodeId, encodeId, packBody, unpackEvent } from '../../collector/stores/codec.js';
+import { decodeId, encodeId, packBody, unpackEvent, withBodyId } from '../../collector/stores/codec.js';
 import { RawCodec, rawCodec } from '../../collector/stores/raw-deflate.js';
 import { jobKey } from '../../events/job-key.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
@@ -77,6 +77,11 @@ it('an event is rebuilt from its row exactly: same JSON text (ids, hosts in mess
       const bytes = event.event === 'close' ? { in: event.bytes_in, out: event.bytes_out } : null;
       const rebuilt = unpackEvent(body, decodeId(encodeId(event.id)), event.host, time, job, bytes);
       assert.equal(JSON.stringify(rebuilt), JSON.stringify(event));
+      // A body that keeps its id (PostgreSQL's hashed keys) answers it whatever id the key gives; so does one given its id later.
+      const kept = packBody(event, time, true);
+      assert.equal(JSON.stringify(unpackEvent(kept, 'from-the-key', event.host, time, job, bytes)), JSON.stringify(event));
+      assert.equal(JSON.stringify(unpackEvent(withBodyId(body, event.id), 'from-the-key', event.host, time, job, bytes)), JSON.stringify(event));
+      assert.equal(JSON.stringify(unpackEvent(withBodyId(kept, 0), decodeId(encodeId(event.id)), event.host, time, job, bytes)), JSON.stringify(event));
     }),
     { numRuns: 2000 },
   );
