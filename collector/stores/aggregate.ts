@@ -280,21 +280,24 @@ export function destinationRow(r: Record<string, unknown>): DestinationRow {
 
 /**
  * One page of a host search, done where the rows are: the database orders the matching jobs by last sighting and
- * cuts the page (counting them all as it goes), and only the page's jobs are summed and named. `edges`: the rows that
- * straddle an end of the window, already recounted (windowedRows; a few jobs running at `since` or `until`). Their
+ * cuts the page (counting them all as it goes), and only the page's jobs are summed and named. `readEdges`: the rows
+ * that straddle an end of the window, recounted (windowedRows; a few jobs running at `since` or `until`). Their
  * jobs may move up the order, so with edges the database is asked for the first `offset + limit` jobs and the edge
  * jobs are merged in before the page is cut: a job not among those and without edges is behind all of them.
  */
 export async function searchPage(
   reads: SearchReads,
-  edges: readonly DestinationRow[],
+  readEdges: () => Promise<DestinationRow[]>,
   page: { limit: number; offset: number },
   hostText: (id: number) => string,
 ): Promise<SearchPage> {
+  // The page as if no row straddled, asked beside the straddling rows (PostgreSQL: on two connections at once); it is
+  // the right one when none does, or when the page is the first.
+  const [edges, guess] = await Promise.all([readEdges(), reads.page(page.limit, page.offset)]);
   const edgeLast = new Map<number, number>();
   for (const r of edges) edgeLast.set(r.jobId, Math.max(edgeLast.get(r.jobId) ?? -Infinity, r.last));
   const direct = edgeLast.size === 0;
-  const head = await reads.page(direct ? page.limit : page.offset + page.limit, direct ? page.offset : 0);
+  const head = direct || page.offset === 0 ? guess : await reads.page(page.offset + page.limit, 0);
   let total = head.length > 0 ? Number(head[0]!.total) : page.offset > 0 && direct ? await reads.count() : 0;
   const lasts = new Map(head.map((r) => [Number(r.jobId), Number(r.last)]));
   if (!direct) {

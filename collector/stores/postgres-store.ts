@@ -331,11 +331,11 @@ export class PostgresStore implements EventStore {
       limit: '$4',
       offset: '$5',
     });
-    const edgeRows = await this.pool.query(sql.edges, params);
-    const edges = await aggregate.windowedRows(edgeRows.rows.map(aggregate.destinationRow), window, async (row) => {
-      const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
-      return aggregate.destinationRow({ ...row, ...r.rows[0] });
-    });
+    const readEdges = async () =>
+      aggregate.windowedRows((await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow), window, async (row) => {
+        const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
+        return aggregate.destinationRow({ ...row, ...r.rows[0] });
+      });
     const reads: aggregate.SearchReads = {
       page: async (limit, offset) => (await this.pool.query(sql.page, [...params, limit, offset])).rows,
       count: async () => Number((await this.pool.query(sql.count, params)).rows[0].total),
@@ -344,7 +344,7 @@ export class PostgresStore implements EventStore {
       jobText: async (jobIds) => this.texts(jobIds),
     };
     const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    return aggregate.searchPage(reads, edges, page, (id) => hostText.get(id) ?? `#${id}`);
+    return aggregate.searchPage(reads, readEdges, page, (id) => hostText.get(id) ?? `#${id}`);
   }
 
   /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */

@@ -227,10 +227,11 @@ export class SqliteStore implements EventStore {
       offset: '@offset',
     });
     const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-    const edges = await aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
-      const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
-      return { ...row, ...r };
-    });
+    const readEdges = () =>
+      aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
+        const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
+        return { ...row, ...r };
+      });
     const ofJobs = (jobIds: readonly number[]) => ({ ...params, jobs: JSON.stringify(jobIds) });
     const reads: aggregate.SearchReads = {
       page: async (limit, offset) => this.db.prepare(sql.page).all({ ...params, limit, offset }) as Array<{ jobId: number; last: number; total: number }>,
@@ -240,7 +241,7 @@ export class SqliteStore implements EventStore {
       jobText: async (jobIds) => this.texts(jobIds),
     };
     const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    return aggregate.searchPage(reads, edges, page, (id) => hostText.get(id) ?? `#${id}`);
+    return aggregate.searchPage(reads, readEdges, page, (id) => hostText.get(id) ?? `#${id}`);
   }
 
   /**
