@@ -225,6 +225,11 @@ export function searchWindow(filter: { since?: string; until?: string }): Window
   return { since: filter.since ? Date.parse(filter.since) : -Infinity, until: filter.until ? Date.parse(filter.until) : Infinity };
 }
 
+/** Whether a window has an end a row can straddle (an open window has none: the straddling rows need no scan). */
+export function hasEnds(window: Window): boolean {
+  return window.since > -Infinity || window.until < Infinity;
+}
+
 /**
  * Search rows from the aggregates: a row inside the window counts whole; a row that straddles an end of it (the
  * few jobs running at `since` or `until`) is recounted from its raw events (`recount`), so the answer is exact.

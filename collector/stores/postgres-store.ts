@@ -332,10 +332,12 @@ export class PostgresStore implements EventStore {
       offset: '$5',
     });
     const readEdges = async () =>
-      aggregate.windowedRows((await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow), window, async (row) => {
-        const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
-        return aggregate.destinationRow({ ...row, ...r.rows[0] });
-      });
+      !aggregate.hasEnds(window)
+        ? []
+        : aggregate.windowedRows((await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow), window, async (row) => {
+            const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
+            return aggregate.destinationRow({ ...row, ...r.rows[0] });
+          });
     const reads: aggregate.SearchReads = {
       page: async (limit, offset) => (await this.pool.query(sql.page, [...params, limit, offset])).rows,
       count: async () => Number((await this.pool.query(sql.count, params)).rows[0].total),

@@ -227,11 +227,13 @@ export class SqliteStore implements EventStore {
       offset: '@offset',
     });
     const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-    const readEdges = () =>
-      aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
-        const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
-        return { ...row, ...r };
-      });
+    const readEdges = async () =>
+      !aggregate.hasEnds(window)
+        ? []
+        : aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
+            const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
+            return { ...row, ...r };
+          });
     const ofJobs = (jobIds: readonly number[]) => ({ ...params, jobs: JSON.stringify(jobIds) });
     const reads: aggregate.SearchReads = {
       page: async (limit, offset) => this.db.prepare(sql.page).all({ ...params, limit, offset }) as Array<{ jobId: number; last: number; total: number }>,
