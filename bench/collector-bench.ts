@@ -26,7 +26,9 @@ import { percentile, round } from './stats.js';
  * (60), BENCH_COLLECTOR_ENGINES ("sqlite,postgres"), BENCH_COLLECTOR_PROCESSES ("1,2,4"; BENCH_COLLECTOR_INGEST=0: no ingest
  * run), BENCH_COLLECTOR_SQLITE_FILE (keep the SQLite history in this file; when it exists it is reused, not rebuilt: a
  * 10-million-event history takes ~16 minutes to build; reuse it with BENCH_COLLECTOR_INGEST=0 so that it stays the
- * same). Results: stdout and
+ * same), BENCH_COLLECTOR_PG_URL (a PostgreSQL database to use instead of a throwaway cluster: built when empty, else
+ * reused, and kept), BENCH_COLLECTOR_CLI (the egress-guard.js to measure: another build on the same history),
+ * BENCH_COLLECTOR_QUERIES (only the queries whose name holds this text). Results: stdout and
  * test-artifacts/collector-bench.json. The PostgreSQL server is a throwaway cluster (test/helpers/postgres-cluster.ts,
  * fsync off) on the same machine as the collectors and the load generator.
  */
@@ -48,6 +50,12 @@ const SETTINGS = {
   pgCopies: num('BENCH_COLLECTOR_PG_COPIES', 1),
   /** Keep the SQLite history in this file: built once, reused (only measured) when it exists. */
   sqliteFile: process.env.BENCH_COLLECTOR_SQLITE_FILE,
+  /** PostgreSQL: this database instead of a throwaway cluster; its history is reused (only measured) when it has one. */
+  pgUrl: process.env.BENCH_COLLECTOR_PG_URL,
+  /** The egress-guard.js to start as the collector (default: this build's): old and new builds on one history. */
+  cli: process.env.BENCH_COLLECTOR_CLI,
+  /** Only the queries whose name contains this text (e.g. "search"). */
+  queries: process.env.BENCH_COLLECTOR_QUERIES ?? '',
 };
 const TOKEN = 'bench-token';
 const DAY = 86_400_000;
@@ -163,6 +171,7 @@ async function latencies(port: number, jobs: readonly string[]): Promise<Record<
   };
   const out: Record<string, { p50: number; p95: number }> = {};
   for (const [name, path] of Object.entries(queries)) {
+    if (!name.includes(SETTINGS.queries)) continue;
     await timed(port, path()); // warm
     const samples: number[] = [];
     for (let i = 0; i < SETTINGS.samples; i++) samples.push(await timed(port, path()));
@@ -204,10 +213,11 @@ async function ingest(ports: readonly number[], count: number, tag: string): Pro
   return { eventsPerSecond: Math.round(count / seconds), stored, duplicates };
 }
 
-/** A history built by an earlier run (BENCH_COLLECTOR_SQLITE_FILE): its jobs read back from the store. */
+/** A history built by an earlier run (BENCH_COLLECTOR_SQLITE_FILE, BENCH_COLLECTOR_PG_URL): its jobs read back from the store. */
 async function reuseHistory(db: string): Promise<Built> {
   const store = await openStore(db);
   try {
+    if ((await store.count()) === 0) return { events: 0, jobs: [], seconds: NaN, bytes: 0 };
     const jobs = (await store.jobs()).jobs.map((j) => j.job).filter((j) => j.startsWith('bench-'));
     return { events: await store.count(), jobs: jobs.sort(), seconds: NaN, bytes: await store.storageBytes() };
   } finally {
@@ -216,11 +226,13 @@ async function reuseHistory(db: string): Promise<Built> {
 }
 
 async function benchEngine(engine: string, db: string, total: number) {
-  const reuse = engine === 'sqlite' && SETTINGS.sqliteFile !== undefined && existsSync(db);
+  const kept = engine === 'sqlite' ? SETTINGS.sqliteFile !== undefined && existsSync(db) : SETTINGS.pgUrl !== undefined;
+  const earlier = kept ? await reuseHistory(db) : undefined;
+  const reuse = earlier !== undefined && earlier.events > 0;
   log(`\n[${engine}] ${reuse ? `reusing the history in ${db}` : `building ${total.toLocaleString('en')} events through the store`}`);
-  let built = reuse ? await reuseHistory(db) : await buildHistory(db, total);
+  let built = reuse ? earlier : await buildHistory(db, total);
   let replicated: { events: number; seconds: number } | undefined;
-  if (engine === 'postgres' && SETTINGS.pgCopies > 1) {
+  if (engine === 'postgres' && SETTINGS.pgCopies > 1 && !reuse) {
     log(`  ${built.events.toLocaleString('en')} events built in ${round(built.seconds, 1)} s; copying them ${SETTINGS.pgCopies - 1} times inside the database`);
     const copied = await replicateHistory(db, built, SETTINGS.pgCopies);
     replicated = { events: copied.events, seconds: round(copied.seconds, 1) };
@@ -231,7 +243,7 @@ async function benchEngine(engine: string, db: string, total: number) {
   log(`  ${built.events.toLocaleString('en')} events in ${round(built.seconds, 1)} s (${Math.round(built.events / built.seconds)}/s); ${bytesPerEvent} bytes/event`);
   const processes: CollectorProcess[] = [];
   try {
-    processes.push(await startCollectorProcess(db, { token: TOKEN }));
+    processes.push(await startCollectorProcess(db, { token: TOKEN, ...(SETTINGS.cli && { cli: SETTINGS.cli }) }));
     const queries = await latencies(processes[0]!.port, built.jobs);
     const ingestRuns: Record<string, { eventsPerSecond: number; stored: number; duplicates: number }> = {};
     const counts = SETTINGS.ingest === 0 ? [] : engine === 'postgres' ? SETTINGS.processes : [1];
@@ -260,8 +272,8 @@ async function main(): Promise<void> {
   try {
     if (SETTINGS.engines.includes('sqlite')) results.sqlite = await benchEngine('sqlite', SETTINGS.sqliteFile ?? join(dir, 'bench.db'), SETTINGS.events);
     if (SETTINGS.engines.includes('postgres')) {
-      cluster = await startPostgresCluster();
-      results.postgres = await benchEngine('postgres', cluster.url, SETTINGS.pgEvents);
+      if (SETTINGS.pgUrl === undefined) cluster = await startPostgresCluster();
+      results.postgres = await benchEngine('postgres', SETTINGS.pgUrl ?? cluster!.url, SETTINGS.pgEvents);
     }
   } finally {
     cluster?.stop();

@@ -1,5 +1,4 @@
 import { canonicalHost, compileHostPattern, matchHost } from '../policy/index.js';
-import type { JobSighting } from '../report/host-sightings.js';
 
 /**
  * "Which of our jobs talked to this host, and when?" A pattern in the policy's syntax (`codecov.io`,
@@ -31,10 +30,4 @@ export function hostQuery(text: string): HostQuery {
   }
   const compiled = compileHostPattern(pattern);
   return { pattern, likes: [like(pattern)], matches: (host) => matchHost(compiled, host) };
-}
-
-/** Per job sightings from a store -> newest first (by last sighting, then job), one page of them. */
-export function pageOfSightings(jobs: readonly JobSighting[], page: { limit: number; offset: number }): { jobs: JobSighting[]; total: number } {
-  const all = [...jobs].sort((a, b) => (a.last === b.last ? a.job.localeCompare(b.job) : a.last < b.last ? 1 : -1));
-  return { jobs: all.slice(page.offset, page.offset + page.limit), total: all.length };
 }

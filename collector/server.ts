@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { listen } from '../net/listen.js';
-import { hostQuery, pageOfSightings, SearchError } from './host-search.js';
+import { hostQuery, SearchError } from './host-search.js';
 import { decodeCursor, type EventStore, type JobQuery, type RetentionResult } from './stores/event-store.js';
 import { openStore } from './stores/open-store.js';
 import { IngestError, readBatch, type IngestLimits } from './ingest.js';
@@ -157,8 +157,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const page = { limit: count(params, 'limit', 50, 500), offset: count(params, 'offset', 0, Number.MAX_SAFE_INTEGER) };
     const since = time('since');
     const until = time('until');
-    const sightings = await store.jobSightings({ likes: query.likes, matches: query.matches, ...(since && { since }), ...(until && { until }), ...(decision && { decision }) });
-    const { jobs, total } = pageOfSightings(sightings, page);
+    const filter = { likes: query.likes, matches: query.matches, ...(since && { since }), ...(until && { until }), ...(decision && { decision }) };
+    const { jobs, total } = await store.searchJobs(filter, page);
     const next = page.offset + jobs.length < total ? page.offset + jobs.length : null;
     return { host: query.pattern, ...(since && { since }), ...(until && { until }), ...(decision && { decision }), total, offset: page.offset, next, jobs };
   }

@@ -2,7 +2,7 @@ import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
 import { CLOSE, DECISION, encodeId, OUTCOME_CODES, packBody } from './codec.js';
 import type { JobSighting } from '../../report/host-sightings.js';
-import { iso } from './event-store.js';
+import { iso, type SearchPage } from './event-store.js';
 
 /**
  * What both stores do with a batch, apart from SQL: the rows to insert and the aggregate deltas of what was stored.
@@ -228,6 +228,11 @@ export function searchWindow(filter: { since?: string; until?: string }): Window
   return { since: filter.since ? Date.parse(filter.since) : -Infinity, until: filter.until ? Date.parse(filter.until) : Infinity };
 }
 
+/** Whether a window has an end a row can straddle (an open window has none: the straddling rows need no scan). */
+export function hasEnds(window: Window): boolean {
+  return window.since > -Infinity || window.until < Infinity;
+}
+
 /**
  * Search rows from the aggregates: a row inside the window counts whole; a row that straddles an end of it (the
  * few jobs running at `since` or `until`) is recounted from its raw events (`recount`), so the answer is exact.
@@ -249,66 +254,98 @@ export async function windowedRows(
   return out;
 }
 
-/** The aggregate rows of one job wholly inside a search window, summed by the database (queries.ts searchSql). */
-export interface JobGroupRow {
-  jobId: number;
-  first: number;
-  last: number;
-  decisions: number;
-  allowed: number;
-  blocked: number;
-  wouldBlock: number;
-  bytesOut: number;
-  /** The matching hosts' ids. */
-  hosts: number[];
+/** What a store reads for one page of a host search (queries.ts searchSql: the rows wholly inside the window). */
+export interface SearchReads {
+  /**
+   * Jobs with rows inside the window by their last sighting there, newest first (ties: job id descending), `limit`
+   * of them after `offset`, each with the number of all such jobs (`total`; drivers may answer numbers as text).
+   */
+  page(limit: number, offset: number): Promise<Array<{ jobId: unknown; last: unknown; total: unknown }>>;
+  /** The number of jobs with rows inside the window (asked only when a page past the end is empty). */
+  count(): Promise<number>;
+  /** The last sighting inside the window of each of these jobs that has one. */
+  lasts(jobIds: readonly number[]): Promise<Array<{ jobId: unknown; last: unknown }>>;
+  /** The rows inside the window of these jobs. */
+  rows(jobIds: readonly number[]): Promise<DestinationRow[]>;
+  /** The text of these jobs' ids. */
+  jobText(jobIds: readonly number[]): Promise<(id: number) => string | undefined>;
 }
 
-/** A `groups` row of searchSql as a driver answers it (PostgreSQL: sums as text; hosts as "id,id,...", with repeats). */
-export function jobGroupRow(r: Record<string, unknown>): JobGroupRow {
+/** A row as a driver answers it (PostgreSQL: bigint as text) as numbers. */
+export function destinationRow(r: Record<string, unknown>): DestinationRow {
   const n = (k: string) => Number(r[k]);
   return {
     jobId: n('jobId'),
+    hostId: n('hostId'),
+    port: n('port'),
+    decision: n('decision'),
+    count: n('count'),
+    bytesOut: n('bytesOut'),
     first: n('first'),
     last: n('last'),
-    decisions: n('decisions'),
-    allowed: n('allowed'),
-    blocked: n('blocked'),
-    wouldBlock: n('wouldBlock'),
-    bytesOut: n('bytesOut'),
-    hosts: [...new Set(String(r.hosts).split(',').map(Number))],
   };
 }
 
 /**
- * Per job sightings: the per-job sums of the rows inside the window plus the recounted rows that straddle an end of
- * it (`edges`, per (job, host, port, outcome), count > 0).
+ * One page of a host search, done where the rows are: the database orders the matching jobs by last sighting and
+ * cuts the page (counting them all as it goes), and only the page's jobs are summed and named. `readEdges`: the rows
+ * that straddle an end of the window, recounted (windowedRows; a few jobs running at `since` or `until`). Their
+ * jobs may move up the order, so with edges the database is asked for the first `offset + limit` jobs and the edge
+ * jobs are merged in before the page is cut: a job not among those and without edges is behind all of them.
  */
-export function jobSightings(groups: readonly JobGroupRow[], edges: readonly DestinationRow[], text: (id: number) => string): JobSighting[] {
-  const jobs = new Map<number, JobGroupRow>(groups.map((g) => [g.jobId, { ...g, hosts: [...g.hosts] }]));
-  for (const r of edges) {
-    let g = jobs.get(r.jobId);
-    if (!g) {
-      g = { jobId: r.jobId, first: r.first, last: r.last, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0, hosts: [] };
-      jobs.set(r.jobId, g);
+export async function searchPage(
+  reads: SearchReads,
+  readEdges: () => Promise<DestinationRow[]>,
+  page: { limit: number; offset: number },
+  hostText: (id: number) => string,
+): Promise<SearchPage> {
+  // The page as if no row straddled, asked beside the straddling rows (PostgreSQL: on two connections at once); it is
+  // the right one when none does, or when the page is the first.
+  const [edges, guess] = await Promise.all([readEdges(), reads.page(page.limit, page.offset)]);
+  const edgeLast = new Map<number, number>();
+  for (const r of edges) edgeLast.set(r.jobId, Math.max(edgeLast.get(r.jobId) ?? -Infinity, r.last));
+  const direct = edgeLast.size === 0;
+  const head = direct || page.offset === 0 ? guess : await reads.page(page.offset + page.limit, 0);
+  let total = head.length > 0 ? Number(head[0]!.total) : page.offset > 0 && direct ? await reads.count() : 0;
+  const lasts = new Map(head.map((r) => [Number(r.jobId), Number(r.last)]));
+  if (!direct) {
+    const inside = new Map((await reads.lasts([...edgeLast.keys()])).map((r) => [Number(r.jobId), Number(r.last)]));
+    for (const [job, last] of edgeLast) {
+      if (!inside.has(job)) total++;
+      lasts.set(job, Math.max(last, inside.get(job) ?? -Infinity));
     }
-    g.first = Math.min(g.first, r.first);
-    g.last = Math.max(g.last, r.last);
-    g.decisions += r.count;
-    g.bytesOut += r.bytesOut;
-    if (r.decision === OUTCOME_CODES.allowed) g.allowed += r.count;
-    else if (r.decision === OUTCOME_CODES.blocked) g.blocked += r.count;
-    else g.wouldBlock += r.count;
-    if (!g.hosts.includes(r.hostId)) g.hosts.push(r.hostId);
   }
-  return [...jobs.values()].map((g) => ({
-    job: text(g.jobId),
-    first: iso(g.first),
-    last: iso(g.last),
-    decisions: g.decisions,
-    allowed: g.allowed,
-    blocked: g.blocked,
-    wouldBlock: g.wouldBlock,
-    bytesOut: g.bytesOut,
-    hosts: [...new Set(g.hosts)].map(text).sort(),
-  }));
+  const order = [...lasts].sort(([jobA, lastA], [jobB, lastB]) => lastB - lastA || jobB - jobA).map(([job]) => job);
+  const ids = direct ? order : order.slice(page.offset, page.offset + page.limit);
+  if (ids.length === 0) return { jobs: [], total };
+  const byJob = new Map<number, DestinationRow[]>(ids.map((id) => [id, []]));
+  for (const r of [...(await reads.rows(ids)), ...edges]) byJob.get(r.jobId)?.push(r);
+  const jobText = await reads.jobText(ids);
+  return { jobs: ids.map((id) => sightingOf(byJob.get(id)!, jobText(id) ?? `#${id}`, hostText)), total };
+}
+
+/** One job's sighting: the sums of its rows (inside the window, or recounted within it). */
+function sightingOf(rows: readonly DestinationRow[], job: string, hostText: (id: number) => string): JobSighting {
+  const s = { first: Infinity, last: -Infinity, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesOut: 0, hosts: new Set<number>() };
+  for (const r of rows) {
+    s.first = Math.min(s.first, r.first);
+    s.last = Math.max(s.last, r.last);
+    s.decisions += r.count;
+    s.bytesOut += r.bytesOut;
+    if (r.decision === OUTCOME_CODES.allowed) s.allowed += r.count;
+    else if (r.decision === OUTCOME_CODES.blocked) s.blocked += r.count;
+    else s.wouldBlock += r.count;
+    s.hosts.add(r.hostId);
+  }
+  return {
+    job,
+    first: iso(s.first),
+    last: iso(s.last),
+    decisions: s.decisions,
+    allowed: s.allowed,
+    blocked: s.blocked,
+    wouldBlock: s.wouldBlock,
+    bytesOut: s.bytesOut,
+    hosts: [...s.hosts].map(hostText).sort(),
+  };
 }

@@ -42,6 +42,14 @@ export interface SightingFilter {
   decision?: string;
 }
 
+/** One page of a host search. */
+export interface SearchPage {
+  /** Newest first by last sighting in the window; ties: the job added last first. */
+  jobs: JobSighting[];
+  /** Jobs that match in all. */
+  total: number;
+}
+
 export interface InsertResult {
   stored: number;
   duplicates: number;
@@ -58,11 +66,12 @@ export interface EventStore {
   /** A job's decision events and the close events of those decisions, in time order. */
   jobEvents(job: string, limit: number): Promise<EgressEvent[]>;
   /**
-   * Per job: its decisions whose host matches, in the time window, in no particular order. Summed per job in the
-   * database from the per (job, host, port, outcome) aggregates; the few rows that straddle an end of the window
-   * are recounted from their raw events, so the answer is exact.
+   * One page of the jobs with decisions whose host matches, in the time window: per job, those decisions summed,
+   * newest first by last sighting (ties: the job added last first), `limit` after `offset`, and how many jobs match
+   * in all. From the per (job, host, port, outcome) aggregates, ordered and cut in the database; the few rows that
+   * straddle an end of the window are recounted from their raw events, so the answer is exact.
    */
-  jobSightings(filter: SightingFilter): Promise<JobSighting[]>;
+  searchJobs(filter: SightingFilter, page: { limit: number; offset: number }): Promise<SearchPage>;
   /**
    * Delete the events older than `cutoff` and recompute the aggregates of the jobs they belonged to. SQLite: every
    * event with time < cutoff, in small transactions; PostgreSQL: the day partitions that end at or before cutoff.

@@ -5,7 +5,7 @@ import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggrega
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdInBody, PG_KEY_OF_BYTEA_SQL, pgKey } from './pg-key.js';
-import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
+import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SearchPage, type SightingFilter } from './event-store.js';
 import {
   destinationRowSql,
   EVENT_KEY_INDEX_POSTGRES,
@@ -21,7 +21,6 @@ import {
   stringLookupSql,
   type JobRow,
 } from './queries.js';
-import type { JobSighting } from '../../report/host-sightings.js';
 
 const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT EXISTS across collectors
 const PARTITION_LOCK = 0x6567_7265;
@@ -340,35 +339,40 @@ export class PostgresStore implements EventStore {
     );
   }
 
-  async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
-    if (filter.likes.length === 0) return [];
+  async searchJobs(filter: SightingFilter, page: { limit: number; offset: number }): Promise<SearchPage> {
+    if (filter.likes.length === 0) return { jobs: [], total: 0 };
     const lookup = stringLookupSql('postgres', filter.likes, (i) => `$${i}`);
     const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`, lookup.params);
     const hosts = (hostRes.rows as Array<{ id: number; text: string }>).filter((h) => filter.matches(h.text));
-    if (hosts.length === 0) return [];
+    if (hosts.length === 0) return { jobs: [], total: 0 };
     const window = aggregate.searchWindow(filter);
     const params = [hosts.map((h) => h.id), finite(window.since), finite(window.until)];
     const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
-    const sql = searchSql('postgres', { hosts: 'host_id = ANY($1::int[])', since: '$2', until: '$3', ...(decision !== undefined && { decision: String(decision) }) });
-    const [grouped, edgeRows] = await Promise.all([this.pool.query(sql.groups, params), this.pool.query(sql.edges, params)]);
-    const groups = (grouped.rows as Array<Record<string, unknown>>).map(aggregate.jobGroupRow);
-    const numeric = (r: Record<string, unknown>): DestinationRow => ({
-      jobId: Number(r.jobId),
-      hostId: Number(r.hostId),
-      port: Number(r.port),
-      decision: Number(r.decision),
-      count: Number(r.count),
-      bytesOut: Number(r.bytesOut),
-      first: Number(r.first),
-      last: Number(r.last),
+    const sql = searchSql({
+      hosts: 'host_id = ANY($1::int[])',
+      since: '$2',
+      until: '$3',
+      ...(decision !== undefined && { decision: String(decision) }),
+      jobs: 'job_id = ANY($4::int[])',
+      limit: '$4',
+      offset: '$5',
     });
-    const edges = await aggregate.windowedRows(edgeRows.rows.map(numeric), window, async (row) => {
-      const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
-      return numeric({ ...row, ...r.rows[0] });
-    });
+    const readEdges = async () =>
+      !aggregate.hasEnds(window)
+        ? []
+        : aggregate.windowedRows((await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow), window, async (row) => {
+            const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
+            return aggregate.destinationRow({ ...row, ...r.rows[0] });
+          });
+    const reads: aggregate.SearchReads = {
+      page: async (limit, offset) => (await this.pool.query(sql.page, [...params, limit, offset])).rows,
+      count: async () => Number((await this.pool.query(sql.count, params)).rows[0].total),
+      lasts: async (jobIds) => (await this.pool.query(sql.lasts, [...params, jobIds])).rows,
+      rows: async (jobIds) => (await this.pool.query(sql.rows, [...params, jobIds])).rows.map(aggregate.destinationRow),
+      jobText: async (jobIds) => this.texts(jobIds),
+    };
     const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    const jobText = await this.texts([...groups, ...edges].map((r) => r.jobId));
-    return aggregate.jobSightings(groups, edges, (id) => hostText.get(id) ?? jobText(id) ?? `#${id}`);
+    return aggregate.searchPage(reads, readEdges, page, (id) => hostText.get(id) ?? `#${id}`);
   }
 
   /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */

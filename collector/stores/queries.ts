@@ -47,9 +47,20 @@ DROP INDEX IF EXISTS eg_job_destinations_host;`,
 const JOB_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_job_id ON eg_events (job_id);
 DROP INDEX IF EXISTS eg_events_job;`;
 
+/**
+ * SQLite has no reverse() to index, so each dictionary string is also kept reversed, by the store (sqlite-store.ts),
+ * for the host search's subdomain lookup (`%.codecov.io`: a prefix of the reversed text, a range of this index). A
+ * database made before has the table filled on start from the strings it lacks (ids above its highest).
+ */
+const REVERSED_STRINGS_SQLITE = `CREATE TABLE IF NOT EXISTS eg_strings_reversed (id INTEGER PRIMARY KEY, reversed TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS eg_strings_reversed_text ON eg_strings_reversed (reversed);`;
+
+export const reversed = (text: string) => [...text].reverse().join('');
+
 export const SCHEMA_TABLES = {
   sqlite: `
 CREATE TABLE IF NOT EXISTS eg_strings (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+${REVERSED_STRINGS_SQLITE}
 CREATE TABLE IF NOT EXISTS eg_events (
   seq INTEGER PRIMARY KEY, key BLOB NOT NULL, event INTEGER NOT NULL, time INTEGER NOT NULL, job_id INTEGER, host_id INTEGER NOT NULL,
   port INTEGER NOT NULL, decision INTEGER, bytes_in INTEGER, bytes_out INTEGER, body BLOB NOT NULL
@@ -168,24 +179,32 @@ export const RECOMPUTE_SQL = {
 };
 
 /**
- * The host search's two queries, given the SQL of its parameters (a host-id list condition, the window ends, the
- * outcome). `groups`: the per (job, host, port, outcome) rows wholly inside the window, summed per job in the database
- * (aggregate.JobGroupRow; hosts as "id,id,...", with repeats). `edges`: the rows that straddle an end of the window, one by one
- * (recounted from the raw events). In `groups`, `last >= since` is implied by `first >= since`, but lets the
- * search index (host_id, last, ...) narrow the scan.
+ * The host search's queries (aggregate.SearchReads), given the SQL of their parameters: a host-id list condition, the
+ * window ends, the outcome, a job-id list condition, the page's limit and offset. `page`: the jobs with rows wholly
+ * inside the window, ordered and cut in the database by their last sighting (the covering search index feeds it; the
+ * count of all of them is a window function over the grouped rows, so no job but the page's leaves the database).
+ * `count`, `lasts`, `rows`: that count alone, the last sightings of some jobs, the rows of some jobs (by primary key).
+ * `edges`: the rows that straddle an end of the window, one by one (recounted from the raw events). Inside the window,
+ * `last >= since` is implied by `first >= since`, but lets the search index (host_id, last, ...) narrow the scan.
  */
-export function searchSql(dialect: 'sqlite' | 'postgres', p: { hosts: string; since: string; until: string; decision?: string }): { groups: string; edges: string } {
+export function searchSql(p: { hosts: string; since: string; until: string; decision?: string; jobs: string; limit: string; offset: string }): {
+  page: string;
+  count: string;
+  lasts: string;
+  rows: string;
+  edges: string;
+} {
   const base = [p.hosts, ...(p.decision ? [`decision = ${p.decision}`] : [])];
   const inside = [...base, `last >= ${p.since}`, `last <= ${p.until}`, `first >= ${p.since}`].join(' AND ');
   const edges = [...base, `last >= ${p.since}`, `first <= ${p.until}`, `(first < ${p.since} OR last > ${p.until})`].join(' AND ');
-  // Not DISTINCT (a job's rows repeat a host per port and outcome; aggregate.jobGroupRow drops the repeats): an
-  // aggregate with DISTINCT makes PostgreSQL sort all the rows instead of hashing them per job.
-  const hosts = dialect === 'sqlite' ? 'group_concat(host_id)' : "string_agg(host_id::text, ',')";
-  const outcome = (code: number) => `SUM(CASE WHEN decision = ${code} THEN count ELSE 0 END)`;
+  const rows = `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations`;
   return {
-    groups: `SELECT job_id AS "jobId", MIN(first) AS first, MAX(last) AS last, SUM(count) AS decisions, ${outcome(0)} AS allowed, ${outcome(1)} AS blocked,
-      ${outcome(2)} AS "wouldBlock", SUM(bytes_out) AS "bytesOut", ${hosts} AS hosts FROM eg_job_destinations WHERE ${inside} GROUP BY job_id`,
-    edges: `SELECT job_id AS "jobId", host_id AS "hostId", port, decision, count, bytes_out AS "bytesOut", first, last FROM eg_job_destinations WHERE ${edges}`,
+    page: `SELECT job_id AS "jobId", MAX(last) AS last, COUNT(*) OVER () AS total FROM eg_job_destinations WHERE ${inside}
+      GROUP BY job_id ORDER BY MAX(last) DESC, job_id DESC LIMIT ${p.limit} OFFSET ${p.offset}`,
+    count: `SELECT COUNT(*) AS total FROM (SELECT job_id FROM eg_job_destinations WHERE ${inside} GROUP BY job_id) AS matched`,
+    lasts: `SELECT job_id AS "jobId", MAX(last) AS last FROM eg_job_destinations WHERE ${inside} AND ${p.jobs} GROUP BY job_id`,
+    rows: `${rows} WHERE ${inside} AND ${p.jobs}`,
+    edges: `${rows} WHERE ${edges}`,
   };
 }
 
@@ -257,11 +276,17 @@ export function likeShape(pattern: string): LikeShape {
 
 const escapeLike = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
 
+/** The first text after every text that starts with `prefix` (BINARY order), or undefined when its last character has none. */
+function afterPrefix(prefix: string): string | undefined {
+  const last = prefix.charCodeAt(prefix.length - 1);
+  return prefix.length === 0 || last >= 0xd7ff ? undefined : `${prefix.slice(0, -1)}${String.fromCharCode(last + 1)}`;
+}
+
 /**
  * The dictionary strings any of the search's LIKE patterns matches, by index where the pattern allows: a literal by
- * the unique index on text; on PostgreSQL a `%` then a literal (`%.codecov.io`: the subdomains) as a prefix of the
- * reversed text (index eg_strings_reversed); anything else (a `*` inside a label) by a scan of the dictionary.
- * `param(i)` is the SQL of the i-th parameter.
+ * the unique index on text; a `%` then a literal (`%.codecov.io`: the subdomains) as a prefix of the reversed text
+ * (PostgreSQL: index eg_strings_reversed on reverse(text); SQLite: a range of the table eg_strings_reversed); anything
+ * else (a `*` inside a label) by a scan of the dictionary. `param(i)` is the SQL of the i-th parameter.
  */
 export function stringLookupSql(dialect: 'sqlite' | 'postgres', likes: readonly string[], param: (i: number) => string): { where: string; params: string[] } {
   const params: string[] = [];
@@ -272,8 +297,13 @@ export function stringLookupSql(dialect: 'sqlite' | 'postgres', likes: readonly 
       return `text = ${param(params.length)}`;
     }
     if (shape.kind === 'suffix' && dialect === 'postgres') {
-      params.push(`${escapeLike([...shape.text].reverse().join(''))}%`);
+      params.push(`${escapeLike(reversed(shape.text))}%`);
       return `reverse(text) LIKE ${param(params.length)} ESCAPE '\\'`;
+    }
+    const end = shape.kind === 'suffix' ? afterPrefix(reversed(shape.text)) : undefined;
+    if (shape.kind === 'suffix' && end !== undefined) {
+      params.push(reversed(shape.text), end);
+      return `id IN (SELECT id FROM eg_strings_reversed WHERE reversed >= ${param(params.length - 1)} AND reversed < ${param(params.length)})`;
     }
     params.push(pattern);
     return `text LIKE ${param(params.length)} ESCAPE '\\'`;

@@ -6,7 +6,7 @@ import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeIdHex, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
-import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SightingFilter } from './event-store.js';
+import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SearchPage, type SightingFilter } from './event-store.js';
 import {
   destinationRowSql,
   finite,
@@ -16,12 +16,12 @@ import {
   rowsToRead,
   OLD_TABLE,
   RECOMPUTE_SQL,
+  reversed,
   SCHEMA_TABLES,
   searchSql,
   stringLookupSql,
   type JobRow,
 } from './queries.js';
-import type { JobSighting } from '../../report/host-sightings.js';
 
 /** Set before the first table is made; a database made without it keeps auto_vacuum off (docs/collector.md). */
 // 64 MiB of page cache: the unique index on random event ids is written all over; the default 2 MiB thrashes.
@@ -84,6 +84,22 @@ export class SqliteStore implements EventStore {
       for (const jobId of jobIds) for (const statement of recompute) statement.run({ job: jobId });
     };
     this.migrateOldTable();
+    this.reverseNewStrings();
+  }
+
+  /** The dictionary strings not yet in eg_strings_reversed (a database made before it, or written by an older version). */
+  private reverseNewStrings(): void {
+    const read = this.db.prepare('SELECT id, text FROM eg_strings WHERE id > ? ORDER BY id LIMIT 5000');
+    const insert = this.db.prepare('INSERT INTO eg_strings_reversed (id, reversed) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
+    const highest = this.db.prepare('SELECT COALESCE(MAX(id), 0) AS id FROM eg_strings_reversed').get() as { id: number };
+    for (let after = highest.id; ;) {
+      const rows = read.all(after) as Array<{ id: number; text: string }>;
+      if (rows.length === 0) break;
+      this.db.transaction(() => {
+        for (const r of rows) insert.run(r.id, reversed(r.text));
+      })();
+      after = rows.at(-1)!.id;
+    }
   }
 
   /** A database from before the compact layout: its events go through insert (so into the aggregates), then its table goes. */
@@ -108,10 +124,12 @@ export class SqliteStore implements EventStore {
     if (unknown.length > 0) {
       const insert = this.db.prepare('INSERT INTO eg_strings (text) VALUES (?) ON CONFLICT (text) DO NOTHING');
       const select = this.db.prepare('SELECT id FROM eg_strings WHERE text = ?');
+      const insertReversed = this.db.prepare('INSERT INTO eg_strings_reversed (id, reversed) VALUES (?, ?) ON CONFLICT (id) DO NOTHING');
       this.db.transaction(() => {
         for (const t of unknown) {
           insert.run(t);
           fresh.set(t, (select.get(t) as { id: number }).id);
+          insertReversed.run(fresh.get(t)!, reversed(t));
           this.strings.remember(fresh.get(t)!, t);
         }
       })();
@@ -186,8 +204,8 @@ export class SqliteStore implements EventStore {
     );
   }
 
-  async jobSightings(filter: SightingFilter): Promise<JobSighting[]> {
-    if (filter.likes.length === 0) return [];
+  async searchJobs(filter: SightingFilter, page: { limit: number; offset: number }): Promise<SearchPage> {
+    if (filter.likes.length === 0) return { jobs: [], total: 0 };
     const lookup = stringLookupSql('sqlite', filter.likes, () => '?');
     const hosts = (
       this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`).all(...lookup.params) as Array<{
@@ -195,25 +213,37 @@ export class SqliteStore implements EventStore {
         text: string;
       }>
     ).filter((h) => filter.matches(h.text));
-    if (hosts.length === 0) return [];
+    if (hosts.length === 0) return { jobs: [], total: 0 };
     const window = aggregate.searchWindow(filter);
     const params = { hosts: JSON.stringify(hosts.map((h) => h.id)), since: finite(window.since), until: finite(window.until) };
     const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
-    const sql = searchSql('sqlite', {
+    const sql = searchSql({
       hosts: 'host_id IN (SELECT value FROM json_each(@hosts))',
       since: '@since',
       until: '@until',
       ...(decision !== undefined && { decision: String(decision) }),
+      jobs: 'job_id IN (SELECT value FROM json_each(@jobs))',
+      limit: '@limit',
+      offset: '@offset',
     });
-    const groups = (this.db.prepare(sql.groups).all(params) as Array<Record<string, unknown>>).map(aggregate.jobGroupRow);
     const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-    const edges = await aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
-      const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
-      return { ...row, ...r };
-    });
+    const readEdges = async () =>
+      !aggregate.hasEnds(window)
+        ? []
+        : aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
+            const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
+            return { ...row, ...r };
+          });
+    const ofJobs = (jobIds: readonly number[]) => ({ ...params, jobs: JSON.stringify(jobIds) });
+    const reads: aggregate.SearchReads = {
+      page: async (limit, offset) => this.db.prepare(sql.page).all({ ...params, limit, offset }) as Array<{ jobId: number; last: number; total: number }>,
+      count: async () => (this.db.prepare(sql.count).get(params) as { total: number }).total,
+      lasts: async (jobIds) => this.db.prepare(sql.lasts).all(ofJobs(jobIds)) as Array<{ jobId: number; last: number }>,
+      rows: async (jobIds) => this.db.prepare(sql.rows).all(ofJobs(jobIds)) as DestinationRow[],
+      jobText: async (jobIds) => this.texts(jobIds),
+    };
     const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    const jobText = this.texts([...groups, ...edges].map((r) => r.jobId));
-    return aggregate.jobSightings(groups, edges, (id) => hostText.get(id) ?? jobText(id) ?? `#${id}`);
+    return aggregate.searchPage(reads, readEdges, page, (id) => hostText.get(id) ?? `#${id}`);
   }
 
   /**

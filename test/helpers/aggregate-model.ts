@@ -203,18 +203,36 @@ export async function checkAgainstModel(store: EventStore, model: StoreModel, wi
   ];
   for (const { pattern, decision } of searches) {
     const query = hostQuery(pattern);
-    const rows = await store.jobSightings({
+    const filter = {
       likes: query.likes,
       matches: query.matches,
       since: new Date(window.since).toISOString(),
       until: new Date(window.until).toISOString(),
       ...(decision && { decision }),
-    });
+    };
+    const all = await store.searchJobs(filter, { limit: 1000, offset: 0 });
+    const expected = model.sightings(query.matches, window.since, window.until, decision);
+    const what = `sightings of ${pattern} (${decision ?? 'any outcome'}) in the window`;
     assert.deepEqual(
-      rows.sort((a, b) => a.job.localeCompare(b.job)),
-      model.sightings(query.matches, window.since, window.until, decision),
-      `sightings of ${pattern} (${decision ?? 'any outcome'}) in the window`,
+      [...all.jobs].sort((a, b) => a.job.localeCompare(b.job)),
+      expected,
+      what,
     );
+    assert.equal(all.total, expected.length, `${what}: total`);
+    assert.ok(
+      all.jobs.every((j, i) => i === 0 || j.last <= all.jobs[i - 1]!.last),
+      `${what}: newest first`,
+    );
+    // Pages of one and of two: together the whole answer in its order (no job twice, none missing), each with the total.
+    for (const limit of [1, 2]) {
+      const paged: JobSighting[] = [];
+      for (let offset = 0; offset <= all.total; offset += limit) {
+        const page = await store.searchJobs(filter, { limit, offset });
+        assert.equal(page.total, all.total, `${what}: total of the page at ${offset}`);
+        paged.push(...page.jobs);
+      }
+      assert.deepEqual(paged, all.jobs, `${what}: pages of ${limit}`);
+    }
   }
   for (const job of model.jobs()) {
     const stored = await store.jobEvents(job.job, 10_000);

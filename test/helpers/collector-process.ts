@@ -15,10 +15,10 @@ export interface CollectorProcess {
 
 export async function startCollectorProcess(
   db: string,
-  options: { token?: string; port?: number; env?: Record<string, string>; args?: string[]; timeoutMs?: number } = {},
+  options: { token?: string; port?: number; env?: Record<string, string>; args?: string[]; timeoutMs?: number; cli?: string } = {},
 ): Promise<CollectorProcess> {
   const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EGRESS_')));
-  const child = spawn(process.execPath, [CLI, 'collector', '--listen', `127.0.0.1:${options.port ?? 0}`, '--db', db, ...(options.args ?? [])], {
+  const child = spawn(process.execPath, [options.cli ?? CLI, 'collector', '--listen', `127.0.0.1:${options.port ?? 0}`, '--db', db, ...(options.args ?? [])], {
     env: { ...baseEnv, ...(options.token && { EGRESS_COLLECTOR_TOKEN: options.token }), ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

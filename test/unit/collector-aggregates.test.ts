@@ -135,6 +135,60 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
     }
   });
 
+  it('pages a host search in the database: ties in the last sighting, straddling jobs merged in, no job twice or missing', async () => {
+    const store = new SqliteStore(':memory:');
+    try {
+      // 40 jobs; 4 of them share each last sighting (ties), each job's last decision at its minute and an earlier one
+      // an hour before. Jobs 0-7 also ran before `since` (their rows straddle it and are recounted): with `since` at
+      // 00:30 their earlier decisions do not count.
+      const minute = (m: number) => new Date(Date.UTC(2026, 0, 2, 0, m)).toISOString();
+      const events: EgressEvent[] = [];
+      for (let j = 0; j < 40; j++) {
+        const job = `tie-${String(j).padStart(2, '0')}`;
+        const last = 60 + Math.floor(j / 4);
+        events.push(decision(j, job, minute(last)), decision(300 + j, job, minute(j < 8 ? 0 : last - 1)));
+      }
+      await store.insert(events);
+      const query = hostQuery('example.com');
+      const filter = { likes: query.likes, matches: query.matches, since: minute(30) };
+      const all = await store.searchJobs(filter, { limit: 500, offset: 0 });
+      assert.equal(all.total, 40);
+      // Newest first; among ties, the job added last first (job ids follow insertion order here).
+      const expectedOrder = Array.from({ length: 40 }, (_, i) => 39 - i).map((j) => `tie-${String(j).padStart(2, '0')}`);
+      assert.deepEqual(
+        all.jobs.map((j) => j.job),
+        expectedOrder,
+      );
+      for (const j of all.jobs) {
+        const n = Number(j.job.slice(4));
+        assert.equal(j.decisions, n < 8 ? 1 : 2, `${j.job}: decisions before since do not count`);
+        assert.equal(j.last, minute(60 + Math.floor(n / 4)));
+      }
+      // With `since` the straddling jobs are merged in by the collector; without it the database cuts the page itself.
+      const open = { likes: query.likes, matches: query.matches };
+      assert.deepEqual(
+        (await store.searchJobs(open, { limit: 500, offset: 0 })).jobs.map((j) => j.job),
+        expectedOrder,
+      );
+      for (const f of [filter, open]) {
+        const whole = await store.searchJobs(f, { limit: 500, offset: 0 });
+        for (const limit of [1, 3, 4, 7, 40]) {
+          const seen: string[] = [];
+          for (let offset = 0; offset < 45; offset += limit) {
+            const page = await store.searchJobs(f, { limit, offset });
+            assert.equal(page.total, 40, `total of the page at ${offset} (limit ${limit})`);
+            assert.deepEqual(page.jobs, whole.jobs.slice(offset, offset + limit), `page at ${offset} (limit ${limit})`);
+            seen.push(...page.jobs.map((j) => j.job));
+          }
+          assert.deepEqual(seen, expectedOrder, `pages of ${limit}: each job once, in order`);
+        }
+      }
+      assert.deepEqual(await store.searchJobs(open, { limit: 6, offset: 40 }), { jobs: [], total: 40 });
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a database with the earlier search index (host_id, last) gets the covering one on start, and the same answers', async () => {
     const path = join(dir, 'search-index.db');
     const events = Array.from({ length: 30 }, (_, i) =>
@@ -142,7 +196,7 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
     );
     const search = (store: SqliteStore) => {
       const query = hostQuery('example.com');
-      return store.jobSightings({ likes: query.likes, matches: query.matches, since: '2026-01-01T00:10:00Z' });
+      return store.searchJobs({ likes: query.likes, matches: query.matches, since: '2026-01-01T00:10:00Z' }, { limit: 50, offset: 0 });
     };
     const indexes = (db: Database.Database) =>
       (
@@ -162,7 +216,7 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
       const after = new Database(path, { readonly: true });
       assert.deepEqual(indexes(after), ['eg_job_destinations_search']);
       after.close();
-      assert.equal(expected.length, 2);
+      assert.equal(expected.jobs.length, 2);
       assert.deepEqual(await search(store), expected);
     } finally {
       await store.close();
