@@ -91,8 +91,8 @@ export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest):
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
   // Addresses known before the decision (a redirected connection's destination, an inspected request's checked
   // address): one decision on name and addresses together is what the two below come to whenever it does not
-  // refuse (decide() judges the name first and returns that judgement unless it lets the name through), and it is
-  // half the work on every request of an inspected keep-alive connection. A refusal takes the two-step path
+  // refuse (decide() judges the name first and returns that judgement unless it lets the name through): one call
+  // instead of two on every request of an inspected keep-alive connection. A refusal takes the two-step path
   // below, which words it as before.
   if (request.addresses !== undefined) {
     const decision = decide(policy, { ...asked, addresses: request.addresses });

@@ -101,7 +101,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     const policy = options.policy();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
-    const sameHost = req.headers.host !== undefined && req.headers.host === connection.sameHostHeader ? true : namesConnectionHost(req.headers.host, connection);
+    const sameHost = (req.headers.host !== undefined && req.headers.host === connection.sameHostHeader) || namesConnectionHost(req.headers.host, connection);
     const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path };
     if (sameHost) return authorize(options, { ...request, addresses: [connection.address] });
     const decision = refusal(
