@@ -33,7 +33,8 @@ export function openTunnel(proxy: ProxyEndpoint, authority: string, timeoutMs = 
       if (head.length > 0) socket.unshift(head);
       resolve(socket);
     });
-    req.once('error', reject);
+    // 'on', not 'once': a timed-out CONNECT can emit a second error (its socket's), which must not crash the bench.
+    req.on('error', reject);
     req.end();
   });
 }

@@ -113,7 +113,8 @@ function keepAliveHttpsTask(agent: https.Agent, servers: BenchServers): () => Pr
         headers: { host: `${BENCH_HOST}:${servers.httpsPort}` },
       });
       req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error('GET /1k timed out')));
-      req.once('error', reject);
+      // 'on': a request that timed out waiting for its tunnel gets the tunnel's error too, later (a second 'error').
+      req.on('error', reject);
       req.once('response', (res) => {
         let bytes = 0;
         res.on('data', (chunk: Buffer) => (bytes += chunk.length));
@@ -122,6 +123,20 @@ function keepAliveHttpsTask(agent: https.Agent, servers: BenchServers): () => Pr
       });
       req.end();
     });
+}
+
+/**
+ * Keep-alive HTTPS GET 1 KiB through `route` with `servers.caPem` trusted (the proxy's CA when it inspects), one
+ * pooled connection per concurrent request, kept across `run`s (a warm-up's connections serve the counted
+ * requests): the inspection bench's keep-alive scenario, for bench/instruction-count and bench/profile-scenario.
+ */
+export function inspectedKeepAlive(route: Route, servers: BenchServers, concurrency: number): { run: (settings: LoadSettings) => Promise<LoadResult>; close: () => void } {
+  const agent = keepAliveAgent({ route, servers }, concurrency);
+  const task = keepAliveHttpsTask(agent, servers);
+  return {
+    run: (settings) => runLoad({ count: settings.count, timeCapMs: settings.timeCapMs, concurrency: Math.min(concurrency, settings.concurrency), task }),
+    close: () => agent.destroy(),
+  };
 }
 
 /** The rounds of one scenario on one route, pooled: rates over the summed time, latencies merged, CPU summed. */

@@ -1,10 +1,11 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { stateCaPaths } from '../certs/ca-store.js';
-import { LEAF_KEY_TYPES, type LeafKeyType } from '../certs/certificates.js';
+import { createCertificateAuthority, LEAF_KEY_TYPES, type LeafKeyType } from '../certs/certificates.js';
+import { inspectedKeepAlive } from './inspection-bench.js';
 import { dnsBenchEnv, freeDnsPort, waitForDns } from './dns-bench.js';
 import { EGRESS_GUARD_CLI, startEgressGuard } from './proxies.js';
 import { keepAliveRate, tunnelTlsRate, type LoadSettings } from './proxy-bench.js';
@@ -16,7 +17,10 @@ import { BENCH_HOST, startBenchServers, type BenchServers } from './servers.js';
  * can be compared on a busy machine. User space only: system calls count as the instructions that make them,
  * not the kernel's work (CPU time in `npm run bench` has both).
  *
- *   node dist/bench/instruction-count.js tunnel|keepalive|inspected|dns-cached|dns-denied [operations] [path/to/dist/bin/egress-guard.js ...]
+ *   node dist/bench/instruction-count.js tunnel|keepalive|inspected|inspected-keepalive|dns-cached|dns-denied [operations] [path/to/dist/bin/egress-guard.js ...]
+ *
+ * `inspected-keepalive`: the same inspected host, keep-alive HTTPS GET 1 KiB over 10 pooled client connections
+ * (opened in the warm-up): the per-request cost of an inspected request.
  *
  * `inspected`: new connections (CONNECT + TLS + GET 1 KiB) to bench.test with a path rule, so egress-guard
  * terminates each with its leaf (one host: one cold leaf, in the warm-up); BENCH_LEAF_KEY_TYPES=ecdsa,rsa counts
@@ -29,7 +33,8 @@ import { BENCH_HOST, startBenchServers, type BenchServers } from './servers.js';
  */
 const [scenario = 'tunnel', countArg = '400', ...clis] = process.argv.slice(2);
 const operations = Number(countArg);
-const SCENARIOS = ['tunnel', 'keepalive', 'inspected', 'dns-cached', 'dns-denied'];
+const SCENARIOS = ['tunnel', 'keepalive', 'inspected', 'inspected-keepalive', 'dns-cached', 'dns-denied'];
+const inspects = scenario.startsWith('inspected');
 if (!SCENARIOS.includes(scenario)) throw new Error(`scenario is one of ${SCENARIOS.join(', ')}, not ${scenario}`);
 const dns = scenario.startsWith('dns-');
 const keyTypes = (process.env.BENCH_LEAF_KEY_TYPES ?? 'ecdsa').split(',') as LeafKeyType[];
@@ -37,8 +42,9 @@ if (!keyTypes.every((k) => LEAF_KEY_TYPES.includes(k))) throw new Error(`BENCH_L
 if (!Number.isInteger(operations) || operations < 10) throw new Error(`operations must be an integer >= 10, not ${countArg}`);
 if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed (apt-get install -y valgrind)');
 
+const CONCURRENCY = 10;
 const run = (route: Parameters<typeof tunnelTlsRate>[0], servers: BenchServers, count: number) => {
-  const settings: LoadSettings = { count, timeCapMs: 20 * 60_000, concurrency: 10, warmup: 0 };
+  const settings: LoadSettings = { count, timeCapMs: 20 * 60_000, concurrency: CONCURRENCY, warmup: 0 };
   return scenario === 'keepalive' ? keepAliveRate(route, servers, settings) : tunnelTlsRate(route, servers, settings);
 };
 
@@ -46,6 +52,12 @@ const run = (route: Parameters<typeof tunnelTlsRate>[0], servers: BenchServers, 
 function inspecting(dir: string, servers: BenchServers, keyType: LeafKeyType): Record<string, string> {
   const upstreamCa = join(dir, 'bench-ca.pem');
   writeFileSync(upstreamCa, servers.caPem);
+  // The CA made here, at native speed: an RSA 2048 key generated under valgrind took minutes on a busy machine.
+  const ca = createCertificateAuthority('egress-guard instruction-count CA');
+  const paths = stateCaPaths(join(dir, 'state'));
+  mkdirSync(dirname(paths.cert), { recursive: true, mode: 0o700 });
+  writeFileSync(paths.cert, ca.certPem);
+  writeFileSync(paths.key, ca.keyPem, { mode: 0o600 });
   return { EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*/**`, EGRESS_STATE_DIR: join(dir, 'state'), EGRESS_UPSTREAM_CA: upstreamCa, EGRESS_LEAF_KEY_TYPE: keyType };
 }
 
@@ -84,19 +96,27 @@ async function count(cli: string, origin: BenchServers | undefined, keyType: Lea
   const dir = mkdtempSync(join(tmpdir(), 'egress-guard-icount-'));
   const zone = dns ? await dnsSetup(dir) : undefined;
   const dnsPort = zone ? await freeDnsPort() : 0;
-  const env = zone ? dnsBenchEnv(dnsPort, zone.zonePort) : scenario === 'inspected' ? inspecting(dir, origin!, keyType) : {};
+  const env = zone ? dnsBenchEnv(dnsPort, zone.zonePort) : inspects ? inspecting(dir, origin!, keyType) : {};
   const proxy = await startEgressGuard({
     eventsFile: join(dir, 'events.ndjson'),
     cli,
     env,
     // V8 writes and patches its own code: valgrind must look for that everywhere but in files.
     wrapper: ['valgrind', '--tool=callgrind', '--smc-check=all-non-file', `--callgrind-out-file=${join(dir, 'callgrind.%p')}`],
-    startupTimeoutMs: 300_000,
+    startupTimeoutMs: 900_000,
   });
+  const cleanups: Array<() => void> = [];
   try {
     const servers = origin && env.EGRESS_STATE_DIR ? { ...origin, caPem: readFileSync(stateCaPaths(env.EGRESS_STATE_DIR).cert, 'utf8') } : origin;
-    const load = (n: number): Promise<{ completed: number; failed: number; errors?: unknown }> => (zone ? dnsQueries(dnsPort, zone.file, n) : run(proxy, servers!, n));
+    const pooled = scenario === 'inspected-keepalive' ? inspectedKeepAlive(proxy, servers!, CONCURRENCY) : undefined;
+    cleanups.push(() => pooled?.close());
+    const load = (n: number): Promise<{ completed: number; failed: number; errors?: unknown }> =>
+      zone ? dnsQueries(dnsPort, zone.file, n) : pooled ? pooled.run({ count: n, timeCapMs: 20 * 60_000, concurrency: CONCURRENCY, warmup: 0 }) : run(proxy, servers!, n);
     if (zone) await waitForDns(dnsPort, proxy.pid, 'egress-guard');
+    // Inspected keep-alive: the pooled connections opened one at a time (the first with the host's cold leaf), each
+    // handshake alone: ten at once under valgrind outlast the clients' 15 s timeouts, and the measured requests then
+    // pay for connections the warm-up abandoned.
+    for (let open = 1; pooled && open <= CONCURRENCY; open++) await pooled.run({ count: open, timeCapMs: 300_000, concurrency: open, warmup: 0 });
     const warm = await load(Math.max(50, Math.round(operations / 2)));
     execFileSync('callgrind_control', ['-z', String(proxy.pid)], { stdio: 'ignore' });
     const measured = await load(operations);
@@ -115,7 +135,7 @@ async function count(cli: string, origin: BenchServers | undefined, keyType: Lea
     return {
       cli,
       scenario,
-      ...(scenario === 'inspected' && { leaf_key_type: keyType }),
+      ...(inspects && { leaf_key_type: keyType }),
       operations: measured.completed,
       failed,
       ...(failed > 0 && !zone && { errors: { warm_up: warm.errors, measured: measured.errors } }),
@@ -123,6 +143,7 @@ async function count(cli: string, origin: BenchServers | undefined, keyType: Lea
       per_operation: Math.round(instructions / measured.completed),
     };
   } finally {
+    for (const cleanup of cleanups) cleanup();
     await proxy.stop();
     await zone?.close();
     rmSync(dir, { recursive: true, force: true });
@@ -132,7 +153,7 @@ async function count(cli: string, origin: BenchServers | undefined, keyType: Lea
 const servers = dns ? undefined : await startBenchServers();
 try {
   for (const cli of clis.length > 0 ? clis : [EGRESS_GUARD_CLI])
-    for (const keyType of scenario === 'inspected' ? keyTypes : ['ecdsa' as const]) process.stdout.write(`${JSON.stringify(await count(cli, servers, keyType))}\n`);
+    for (const keyType of inspects ? keyTypes : ['ecdsa' as const]) process.stdout.write(`${JSON.stringify(await count(cli, servers, keyType))}\n`);
 } finally {
   await servers?.close();
 }

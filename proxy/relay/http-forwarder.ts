@@ -51,6 +51,15 @@ class CheckedAddressTlsAgent extends https.Agent {
     super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
   }
 
+  /**
+   * The pool key: the address, port and server name. node's own key also strings together every TLS option a
+   * request may carry (ca, cert, ciphers, ...: about twenty, per request); this agent's requests carry none (the
+   * roots are the agent's), so the name to verify is the only TLS setting that tells two upstream connections apart.
+   */
+  override getName(options: http.ClientRequestArgs & { servername?: string }): string {
+    return `${options.host}:${options.port}:${options.servername ?? ''}`;
+  }
+
   override createConnection(options: http.ClientRequestArgs & { servername?: string }): Duplex {
     const { host, port } = options as net.TcpNetConnectOpts;
     const servername = options.servername;
@@ -145,6 +154,15 @@ function untilClientCloses(socket: ClientSocket, finish: () => void): void {
 export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number; upstreamTrust?: () => tls.SecureContext }): HttpForwarder {
   const agent = new CheckedAddressAgent(options.connectTimeoutMs, options.idleTimeoutMs);
   const tlsAgent = new CheckedAddressTlsAgent(options.connectTimeoutMs, options.idleTimeoutMs, options.upstreamTrust);
+  // The server name to verify an inspected request's upstream for: the decided host, none for an address (SNI
+  // carries names only). Remembered for the last host: an inspected connection's requests all have the same one,
+  // and net.isIP's IPv6 expression is not free on a name.
+  let lastHost: string | undefined;
+  let lastServername = '';
+  const servernameFor = (host: string): string => {
+    if (host !== lastHost) [lastHost, lastServername] = [host, net.isIP(host) ? '' : host];
+    return lastServername;
+  };
 
   return {
     forward({ req, res, auth, authority, tls: inspected }) {
@@ -200,7 +218,7 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
           method: req.method,
           path: originForm(req.url ?? '/'),
           headers,
-          ...(inspected && { servername: net.isIP(auth.decision.host) ? '' : auth.decision.host }),
+          ...(inspected && { servername: servernameFor(auth.decision.host) }),
         });
       } catch (err) {
         // A target or header node's client will not write (control characters...): refused, never altered.

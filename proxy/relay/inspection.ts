@@ -48,6 +48,12 @@ export interface InspectedConnection {
   plain?: boolean;
 }
 
+/**
+ * An inspected connection as the inspector keeps it: the Host header value last found to name the connection's
+ * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again.
+ */
+type ConnectionState = InspectedConnection & { sameHostHeader?: string };
+
 export interface Inspector {
   adopt(socket: Socket, connection: InspectedConnection): void;
   /** Close idle keep-alive connections (shutdown). */
@@ -73,7 +79,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     }
     return `client-tls-${(err.code ?? 'error').toLowerCase()}`;
   };
-  const connections = new WeakMap<Socket, InspectedConnection>();
+  const connections = new WeakMap<Socket, ConnectionState>();
   const upgradeOptions: UpgradeRelayOptions = {
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
     idleTimeoutMs: options.idleTimeoutMs,
@@ -90,14 +96,12 @@ export function createInspector(options: InspectorOptions): Inspector {
    */
   const decideRequest = async (
     req: http.IncomingMessage,
-    connection: InspectedConnection,
+    connection: ConnectionState,
   ): Promise<Authorization | { action: 'misdirected'; message: string; event: DecisionEvent }> => {
     const policy = options.policy();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
-    const named = parseAuthority(req.headers.host ?? '', connection.port);
-    const namedHost = named ? canonicalHost(named.host) : undefined;
-    const sameHost = namedHost?.type === 'name' && namedHost.name === connection.host && named!.port === connection.port;
+    const sameHost = (req.headers.host !== undefined && req.headers.host === connection.sameHostHeader) || namesConnectionHost(req.headers.host, connection);
     const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path };
     if (sameHost) return authorize(options, { ...request, addresses: [connection.address] });
     const decision = refusal(
@@ -110,6 +114,14 @@ export function createInspector(options: InspectorOptions): Inspector {
       },
     );
     return { action: 'misdirected', message: decision.message, event: emitDecision(events, policy, request, decision) };
+  };
+  /** Whether a Host header names the connection's own host and port (remembered, when it does, for the connection's next requests). */
+  const namesConnectionHost = (header: string | undefined, connection: ConnectionState): boolean => {
+    const named = parseAuthority(header ?? '', connection.port);
+    const namedHost = named ? canonicalHost(named.host) : undefined;
+    const same = namedHost?.type === 'name' && namedHost.name === connection.host && named!.port === connection.port;
+    if (same) connection.sameHostHeader = header;
+    return same;
   };
   const authorityOf = (connection: InspectedConnection) => (connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port));
 
@@ -201,7 +213,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           let handshaken = false;
           secure.once('secure', () => {
             handshaken = true;
-            connections.set(secure, connection);
+            connections.set(secure, { ...connection });
             server.emit('connection', secure);
           });
           secure.on('error', (err: NodeJS.ErrnoException) => {

@@ -228,11 +228,43 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
       assert.equal(wrongName.requests.length, 0);
     });
 
+    test('pooled upstream connections are per server name: another name at the same address and port is verified for itself', async () => {
+      // github.test's request leaves a pooled connection verified for github.test; wrong.test resolves to the same
+      // address, and this upstream's certificate does not name it: its request must not ride the pooled connection.
+      assert.equal((await through(`https://github.test:${upstream.port}/my-org/pooled`)).stdout, '200');
+      const result = await through(`https://wrong.test:${upstream.port}/same-address`);
+      assert.equal(result.stdout, '502');
+      await new Promise((r) => setTimeout(r, 200));
+      const decision = decisions().find((d) => d.host === 'wrong.test' && d.path === '/same-address');
+      assert.equal(closes().find((c) => c.id === decision?.id)?.error, 'upstream-tls');
+      assert.ok(!upstream.requests.some((r) => r.url.includes('same-address')));
+    });
+
     test('a request naming another Host inside the connection is refused (421)', async () => {
       const result = await through(`https://github.test:${upstream.port}/my-org/fronted`, ['-H', 'Host: attacker.test']);
       assert.equal(result.stdout, '421');
       assert.ok(!upstream.requests.some((r) => r.url.includes('fronted')));
       assert.equal(decisions().find((d) => d.path === '/my-org/fronted')?.reason, 'sni-mismatch');
+    });
+
+    test('keep-alive: a request naming another Host after one naming the right one is refused (421)', async () => {
+      // The inspector remembers a Host value that named the connection's host; any other value is checked again.
+      const secure = await inspectedSocket('github.test', upstream.port);
+      const host = `github.test:${upstream.port}`;
+      secure.write(
+        `GET /my-org/kept-1 HTTP/1.1\r\nHost: ${host}\r\n\r\nGET /my-org/kept-2 HTTP/1.1\r\nHost: ${host}\r\n\r\nGET /my-org/fronted-kept HTTP/1.1\r\nHost: attacker.test:${upstream.port}\r\n\r\n`,
+      );
+      let answer = '';
+      secure.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no end of the connection: ${answer}`)), 5000);
+        secure.once('close', () => resolve(clearTimeout(timer)));
+      });
+      const statuses = [...answer.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]);
+      assert.deepEqual(statuses, ['200', '200', '421'], answer);
+      assert.equal(decisions().find((d) => d.path === '/my-org/kept-2')?.decision, 'allowed');
+      assert.equal(decisions().find((d) => d.path === '/my-org/fronted-kept')?.reason, 'sni-mismatch');
+      assert.ok(!upstream.requests.some((r) => r.url.includes('fronted-kept')));
     });
 
     test('an HTTP/2-only client is refused, and the close event says why', async () => {
