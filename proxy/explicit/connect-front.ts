@@ -37,7 +37,7 @@ export interface ConnectFrontHandlers {
  * tunnel in a profile, docs/benchmark.md "Lean CONNECT reader"); any other connection is handed to the server unchanged (its bytes put back first), so
  * absolute-URI requests, keep-alive and later CONNECTs on such a connection are node's. Connections still
  * sending their head are closed by the server's closeIdleConnections (when nothing came yet) and
- * closeAllConnections, as node's own would be.
+ * closeAllConnections, as node's own would be; so are those whose head was refused and that the client keeps open.
  */
 export function frontConnects(server: http.Server, handlers: ConnectFrontHandlers): void {
   const [httpConnection, ...others] = server.listeners('connection') as ((socket: net.Socket) => void)[];
@@ -63,10 +63,16 @@ export function frontConnects(server: http.Server, handlers: ConnectFrontHandler
     socket.removeListener('end', head.end);
     socket.removeListener('error', head.error);
   };
+  /** Refused heads whose sockets are still open (a 400 ends only our side): closed by closeAllConnections. */
+  const refused = new Set<net.Socket>();
   /** Answered by the clientError handler, which may write a 400: an error while writing it only destroys the socket. */
   const fail = (socket: net.Socket, err: NodeJS.ErrnoException) => {
     release(socket);
     socket.on('error', destroyOnError);
+    if (!socket.destroyed) {
+      refused.add(socket);
+      socket.once('close', () => refused.delete(socket));
+    }
     handlers.clientError(err, socket);
   };
 
@@ -112,6 +118,7 @@ export function frontConnects(server: http.Server, handlers: ConnectFrontHandler
   const closeAll = server.closeAllConnections.bind(server);
   server.closeAllConnections = () => {
     for (const socket of [...pending.keys()]) destroyInHead(socket);
+    for (const socket of [...refused]) socket.destroy();
     closeAll();
   };
   server.on('close', () => clearInterval(sweep));

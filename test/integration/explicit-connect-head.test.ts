@@ -181,3 +181,33 @@ describe('explicit proxy: CONNECT heads read by the lean reader (connect-front.t
     assert.match(received, /^HTTP\/1\.1 200 OK\r\n[\s\S]*hello from allowed.test:\d+ \/first\n/);
   });
 });
+
+describe('explicit proxy: shutting down with connections still in (or refused at) their CONNECT head', () => {
+  test('a silent connection, half a head and a refused head kept open by the client do not hold up the exit', async () => {
+    const guard = await startEgressGuard([], { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*', EGRESS_DRAIN_TIMEOUT: '500' });
+    const sockets: net.Socket[] = [];
+    try {
+      const open = async (bytes: string, until?: string) => {
+        // Half-open: the client does not close its side when the proxy ends its own (after a 400).
+        const socket = net.connect({ port: guard.port, host: '127.0.0.1', allowHalfOpen: true });
+        sockets.push(socket);
+        socket.on('error', () => undefined);
+        let received = '';
+        socket.on('data', (c: Buffer) => (received += c.toString('latin1')));
+        await new Promise<void>((resolve) => socket.on('connect', () => resolve()));
+        if (bytes) socket.write(bytes);
+        // Bounded by the test's own timeout: the refused head's 400 comes at once.
+        while (until && !received.includes(until)) await new Promise((r) => setTimeout(r, 20));
+      };
+      await open('');
+      await open('CONNECT allowed.test:443 HTTP/1.1\r\nHo');
+      await open('CONNECT allowed.test:443 HTTP/1.1\r\nBad Header\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN');
+      await guard.waitFor((l) => l.msg === 'malformed HTTP request');
+      const exited = await Promise.race([guard.stop(), new Promise<string>((r) => setTimeout(() => r('still running after 20 s'), 20_000).unref())]);
+      assert.equal(exited, 0);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await guard.stop('SIGKILL');
+    }
+  });
+});
