@@ -4,6 +4,7 @@ import type { EventLog } from '../../events/event-log.js';
 import { authorize, type AuthorizeContext, type Authorization } from '../../decision/authorize.js';
 import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
 import { checkConnectSni } from './connect-sni-check.js';
+import { frontConnects } from './connect-front.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
@@ -95,16 +96,17 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       });
   });
 
-  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+  /** A CONNECT head read (by connect-front.ts, or by node's server on a connection that began otherwise). */
+  const onConnect = (socket: net.Socket, target: string, head: Buffer) => {
     const client = clientOf(socket);
     socket.on('error', () => socket.destroy());
     // Bytes sent along with the CONNECT are the tunnel's first: put back at once, before a FIN that came with
     // them ends the socket's reading (then they could not be put back); checked with the rest, not relayed ahead.
     if (head.length > 0) socket.unshift(head);
-    const authority = parseAuthority(req.url ?? '');
+    const authority = parseAuthority(target);
     if (!authority) {
-      writeRawError(socket, 400, `CONNECT needs host:port, got "${req.url}"`);
-      events.log.warn({ client, url: req.url?.slice(0, 200) }, 'malformed CONNECT');
+      writeRawError(socket, 400, `CONNECT needs host:port, got "${target}"`);
+      events.log.warn({ client, url: target.slice(0, 200) }, 'malformed CONNECT');
       return;
     }
     if (atCapacity()) {
@@ -148,13 +150,17 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');
         writeRawError(socket, 502, 'egress-guard could not handle this tunnel');
       });
-  });
+  };
 
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+  const onClientError = (err: NodeJS.ErrnoException, socket: net.Socket) => {
     events.log.warn({ client: clientOf(socket), err: err.code ?? err.message }, 'malformed HTTP request');
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
     writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
-  });
+  };
+
+  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => onConnect(socket, req.url ?? '', head));
+  server.on('clientError', onClientError);
+  frontConnects(server, { connect: onConnect, clientError: onClientError });
 
   return server;
 }
