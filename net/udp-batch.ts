@@ -27,6 +27,8 @@ export interface BatchUdpStats {
   sent: number;
   sendErrors: number;
   truncated: number;
+  /** Source-address strings made: one per change of source (a run of datagrams from one client shares one). */
+  addressTexts: number;
 }
 
 export interface Datagram {

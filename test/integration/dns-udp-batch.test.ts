@@ -222,6 +222,52 @@ describe('BatchUdpSocket', { skip }, () => {
     }
   });
 
+  test('sources from two clients: each datagram has its own address and is answered there; one address string per run of one source', async () => {
+    const seen: Array<{ address: string; sender: string }> = [];
+    const socket = BatchUdpSocket.bind('127.0.0.1', 0, (d) => {
+      seen.push({ address: d.address, sender: d.bytes.toString().split(' ')[0]! });
+      return Buffer.from(`echo ${d.bytes.toString()}`);
+    });
+    const a = await bindClient('udp4', '127.0.0.1');
+    const b = await bindClient('udp4', '127.0.0.2');
+    try {
+      const replies = (client: dgram.Socket, count: number) =>
+        new Promise<string[]>((resolve) => {
+          const got: string[] = [];
+          const timer = setTimeout(() => resolve(got), 3000);
+          client.on('message', (m) => {
+            got.push(m.toString());
+            if (got.length === count) {
+              clearTimeout(timer);
+              resolve(got);
+            }
+          });
+        });
+      const fromA = replies(a, 7);
+      const fromB = replies(b, 3);
+      const packets = (sender: string, n: number, from: number) => Array.from({ length: n }, (_, i) => Buffer.from(`${sender} ${from + i}`));
+      burst(a, '127.0.0.1', socket.port, packets('127.0.0.1', 4, 0));
+      burst(b, '127.0.0.1', socket.port, packets('127.0.0.2', 3, 0));
+      burst(a, '127.0.0.1', socket.port, packets('127.0.0.1', 3, 4));
+      assert.deepEqual(
+        (await fromA).sort(),
+        ['0', '1', '2', '3', '4', '5', '6'].map((i) => `echo 127.0.0.1 ${i}`),
+      );
+      assert.deepEqual(
+        (await fromB).sort(),
+        ['0', '1', '2'].map((i) => `echo 127.0.0.2 ${i}`),
+      );
+      assert.equal(seen.length, 10);
+      for (const s of seen) assert.equal(s.address, s.sender, 'each datagram carries its own source address');
+      const runs = seen.filter((s, i) => i === 0 || s.address !== seen[i - 1]!.address).length;
+      assert.equal(socket.stats().addressTexts, runs, 'one address string per run of datagrams from one source (not one per datagram)');
+    } finally {
+      a.close();
+      b.close();
+      socket.close();
+    }
+  });
+
   test('a process whose DNS server closed exits by itself (no handle left on the event loop)', async () => {
     const serverModule = fileURLToPath(new URL('../../dns/server.js', import.meta.url));
     const eventsModule = fileURLToPath(new URL('../../events/event-log.js', import.meta.url));
