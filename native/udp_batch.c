@@ -9,7 +9,8 @@
  *       and starts watching it. On readable: recvmmsg, then onBatch(count) once per recvmmsg (up to MAX_ROUNDS of them
  *       while they come back full). Datagram i of the batch is at byte
  *       i * SLOT_BYTES of data(handle); meta(handle) holds per slot [length, port, family]: length -1 is a
- *       datagram that did not fit a slot (dropped). addresses(handle)[i] is the source address as text.
+ *       datagram that did not fit a slot (its slot holds its first SLOT_BYTES bytes: JavaScript is told it was cut).
+ *       addresses(handle)[i] is the source address as text.
  *       onBatch returns an array whose element i is the answer to datagram i (a Buffer; anything else: none);
  *       the answers go back to each datagram's source with one sendmmsg.
  *   data(handle) -> Buffer, meta(handle) -> Int32Array, addresses(handle) -> string[]   (the same objects every batch)
@@ -34,7 +35,7 @@
 #include <unistd.h>
 #include "napi_errno.h"
 
-/* A slot holds one datagram; larger ones are dropped (a DNS query over UDP is far smaller; TCP takes 4096 too). */
+/* A slot holds one datagram; of a larger one only its first SLOT_BYTES (a DNS query over UDP is far smaller; TCP takes 4096 too). */
 #define SLOT_BYTES 4096
 #define MAX_SLOTS 256
 /* recvmmsg rounds per readable event while batches come back full, so one busy socket does not hold the loop. */

@@ -109,9 +109,9 @@ describe('batched UDP DNS path', { skip }, () => {
       const response = queryBytes(2003, 'allowed.test');
       response[2]! |= 0x80; // QR set: a response, dropped
       const garbage = Buffer.from([0x07, 0xd4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0x3f]); // id 2004, counts nonsense
-      const tooLarge = Buffer.concat([queryBytes(2005, 'allowed.test'), Buffer.alloc(5000)]); // larger than a slot: dropped
+      const tooLarge = Buffer.concat([queryBytes(2005, 'allowed.test'), Buffer.alloc(5000)]); // larger than a slot: cut, FORMERR
       const packets = [queryBytes(2000, 'allowed.test'), Buffer.from([0x07]), headerOnly, response, garbage, tooLarge, Buffer.alloc(0), queryBytes(2001, 'allowed.test', 28)];
-      const replies = collect(client, 4, 1500);
+      const replies = collect(client, 5, 1500);
       burst(client, '127.0.0.1', fx.port, packets);
       const got = await replies;
       assert.equal(rcodeOf(got.get(2000)!), 0);
@@ -120,10 +120,33 @@ describe('batched UDP DNS path', { skip }, () => {
       assert.equal(answerCount(got.get(2001)!), 1);
       assert.equal(rcodeOf(got.get(2002)!), 1, 'a header with no question gets FORMERR');
       assert.equal(got.has(2003), false, 'a response is not answered');
-      assert.equal(got.has(2005), false, 'a datagram larger than a slot is dropped');
+      assert.equal(rcodeOf(got.get(2005)!), 1, 'a datagram larger than a slot gets FORMERR, as on the dgram path');
       // The server goes on answering.
       const after = await dig(fx.port, 'allowed.test', 'A', '+notcp');
       assert.equal(after.status, 'NOERROR');
+    } finally {
+      client.close();
+    }
+  });
+
+  test('datagrams larger than a slot (4096 bytes, up to 65,000): each gets the FORMERR and the malformed-request event the dgram path gives it', async () => {
+    const client = await bindClient('udp4', '127.0.0.1');
+    try {
+      const eventsBefore = fx.decisions.length;
+      const packets = [
+        Buffer.concat([queryBytes(3000, 'allowed.test'), Buffer.alloc(5000)]),
+        queryBytes(3001, 'allowed.test'),
+        Buffer.concat([queryBytes(3002, 'x.denied.test'), Buffer.alloc(65_000 - 40)]),
+      ];
+      const replies = collect(client, 3);
+      burst(client, '127.0.0.1', fx.port, packets);
+      const got = await replies;
+      assert.equal(rcodeOf(got.get(3000)!), 1);
+      assert.equal(rcodeOf(got.get(3001)!), 0);
+      assert.equal(rcodeOf(got.get(3002)!), 1);
+      const events = fx.decisions.slice(eventsBefore);
+      assert.equal(events.length, 3, 'one decision event per datagram');
+      assert.equal(events.filter((e) => e.reason === 'malformed-request' && e.decision === 'blocked').length, 2);
     } finally {
       client.close();
     }
