@@ -119,6 +119,8 @@ async function bindDgramEndpoint(host: string, port: number, handle: UdpQueryHan
 function bindBatchEndpoint(host: string, port: number, handle: UdpQueryHandler): UdpEndpoint {
   let socket: BatchUdpSocket | undefined = undefined;
   const onDatagram = (datagram: Datagram): Buffer | null => {
+    // A datagram larger than a slot comes cut (datagram.truncated) and is handled all the same: the responder finds
+    // it malformed, reports it and answers FORMERR, as it does on the dgram path, so no query goes without its event.
     const response = handle(datagram.bytes, datagram);
     if (!(response instanceof Promise)) return response;
     void response.then((bytes) => {

@@ -9,14 +9,15 @@
  *       and starts watching it. On readable: recvmmsg, then onBatch(count) once per recvmmsg (up to MAX_ROUNDS of them
  *       while they come back full). Datagram i of the batch is at byte
  *       i * SLOT_BYTES of data(handle); meta(handle) holds per slot [length, port, family]: length -1 is a
- *       datagram that did not fit a slot (dropped). addresses(handle)[i] is the source address as text.
+ *       datagram that did not fit a slot (its slot holds its first SLOT_BYTES bytes: JavaScript is told it was cut).
+ *       addresses(handle)[i] is the source address as text.
  *       onBatch returns an array whose element i is the answer to datagram i (a Buffer; anything else: none);
  *       the answers go back to each datagram's source with one sendmmsg.
  *   data(handle) -> Buffer, meta(handle) -> Int32Array, addresses(handle) -> string[]   (the same objects every batch)
  *   port(handle) -> the bound port
  *   sendTo(handle, buffer, address, port)   one datagram (an answer that came later, from upstream); false: not sent
  *   close(handle)                           stops watching and closes the fd (at once; idempotent)
- *   stats(handle) -> { batches, datagrams, sent, sendErrors, truncated }
+ *   stats(handle) -> { batches, datagrams, sent, sendErrors, truncated, addressTexts (source-address strings made) }
  * Errors of open are thrown with `code` set to the errno name.
  */
 #define _GNU_SOURCE
@@ -34,7 +35,7 @@
 #include <unistd.h>
 #include "napi_errno.h"
 
-/* A slot holds one datagram; larger ones are dropped (a DNS query over UDP is far smaller; TCP takes 4096 too). */
+/* A slot holds one datagram; of a larger one only its first SLOT_BYTES (a DNS query over UDP is far smaller; TCP takes 4096 too). */
 #define SLOT_BYTES 4096
 #define MAX_SLOTS 256
 /* recvmmsg rounds per readable event while batches come back full, so one busy socket does not hold the loop. */
@@ -57,9 +58,14 @@ typedef struct {
   struct mmsghdr *recv_msgs, *send_msgs;
   struct iovec *recv_iov, *send_iov;
   struct sockaddr_storage *peers;
-  /* The text of the last source address seen, so that a run of queries from one client makes one string. */
+  /*
+   * The text of the last source address seen, so that a run of queries from one client makes one string. The string
+   * is element 0 of a one-element array (`last_text`): node's N-API before version 10 refuses a reference to a string
+   * (napi_create_reference returns napi_invalid_arg), not to an object.
+   */
   struct sockaddr_storage last_peer;
   socklen_t last_peer_len;
+  int has_last_text;
   napi_ref last_text;
   /*
    * Registered while the poll handle is open: when the environment goes away (a worker terminated) with the socket
@@ -67,7 +73,7 @@ typedef struct {
    * addon) still exists when libuv calls it.
    */
   napi_async_cleanup_hook_handle cleanup_hook;
-  double batches, datagrams, sent, send_errors, truncated;
+  double batches, datagrams, sent, send_errors, truncated, address_texts;
 } udp_batch;
 
 static void free_if_done(udp_batch *u) {
@@ -130,19 +136,20 @@ static void do_close(napi_env env, udp_batch *u) {
 /* The source address of slot i as a JS string (the previous one again when the address is the same). */
 static napi_value peer_text(napi_env env, udp_batch *u, int i, socklen_t len) {
   struct sockaddr_storage *peer = &u->peers[i];
-  napi_value text;
-  if (u->last_text && len == u->last_peer_len) {
+  napi_value text, holder;
+  int have_holder = napi_get_reference_value(env, u->last_text, &holder) == napi_ok && holder;
+  if (have_holder && u->has_last_text && len == u->last_peer_len && peer->ss_family == u->last_peer.ss_family) {
     int same = peer->ss_family == AF_INET
                    ? ((struct sockaddr_in *)peer)->sin_addr.s_addr == ((struct sockaddr_in *)&u->last_peer)->sin_addr.s_addr
                    : memcmp(&((struct sockaddr_in6 *)peer)->sin6_addr, &((struct sockaddr_in6 *)&u->last_peer)->sin6_addr, 16) == 0;
-    if (same && peer->ss_family == u->last_peer.ss_family && napi_get_reference_value(env, u->last_text, &text) == napi_ok && text) return text;
+    if (same && napi_get_element(env, holder, 0, &text) == napi_ok) return text;
   }
   char buf[INET6_ADDRSTRLEN] = "?";
   if (peer->ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)peer)->sin_addr, buf, sizeof buf);
   else if (peer->ss_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)peer)->sin6_addr, buf, sizeof buf);
   napi_create_string_latin1(env, buf, NAPI_AUTO_LENGTH, &text);
-  if (u->last_text) napi_delete_reference(env, u->last_text);
-  napi_create_reference(env, text, 1, &u->last_text);
+  u->address_texts++;
+  u->has_last_text = have_holder && napi_set_element(env, holder, 0, text) == napi_ok;
   memcpy(&u->last_peer, peer, sizeof *peer);
   u->last_peer_len = len;
   return text;
@@ -332,7 +339,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   u->recv_iov = calloc((size_t)slots, sizeof(struct iovec));
   u->send_iov = calloc((size_t)slots, sizeof(struct iovec));
   u->peers = calloc((size_t)slots, sizeof(struct sockaddr_storage));
-  napi_value data, meta_buffer, meta, addrs, handle, name;
+  napi_value data, meta_buffer, meta, addrs, last_text, handle, name;
   void *data_bytes = NULL, *meta_bytes = NULL;
   if (!u->recv_msgs || !u->send_msgs || !u->recv_iov || !u->send_iov || !u->peers ||
       napi_create_buffer(env, (size_t)slots * SLOT_BYTES, &data_bytes, &data) != napi_ok ||
@@ -346,6 +353,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   u->meta = meta_bytes;
   napi_create_typedarray(env, napi_int32_array, (size_t)slots * META_INTS, meta_buffer, 0, &meta);
   napi_create_array_with_length(env, (size_t)slots, &addrs);
+  napi_create_array_with_length(env, 1, &last_text);
   for (int i = 0; i < slots; i++) {
     u->recv_iov[i].iov_base = (unsigned char *)data_bytes + (size_t)i * SLOT_BYTES;
     u->recv_iov[i].iov_len = SLOT_BYTES;
@@ -356,6 +364,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_create_reference(env, data, 1, &u->data_ref);
   napi_create_reference(env, meta, 1, &u->meta_ref);
   napi_create_reference(env, addrs, 1, &u->addrs_ref);
+  napi_create_reference(env, last_text, 1, &u->last_text);
   napi_create_reference(env, argv[4], 1, &u->on_batch);
   napi_create_external(env, u, finalize, NULL, &handle);
   napi_create_reference(env, handle, 1, &u->self);
@@ -474,6 +483,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   set_number(env, result, "sent", u->sent);
   set_number(env, result, "sendErrors", u->send_errors);
   set_number(env, result, "truncated", u->truncated);
+  set_number(env, result, "addressTexts", u->address_texts);
   return result;
 }
 

@@ -27,6 +27,8 @@ export interface BatchUdpStats {
   sent: number;
   sendErrors: number;
   truncated: number;
+  /** Source-address strings made: one per change of source (a run of datagrams from one client shares one). */
+  addressTexts: number;
 }
 
 export interface Datagram {
@@ -35,6 +37,12 @@ export interface Datagram {
   address: string;
   port: number;
   family: 'IPv4' | 'IPv6';
+  /**
+   * The datagram was larger than a slot (SLOT_BYTES): `bytes` is only its first SLOT_BYTES bytes. It is still handed
+   * over, so that the receiver can report it and answer what it can (the DNS server: FORMERR and a malformed-request
+   * event, as with dgram), rather than it vanishing without a trace.
+   */
+  truncated: boolean;
 }
 
 /**
@@ -103,18 +111,19 @@ export class BatchUdpSocket {
         const length = meta![i * META_INTS];
         const sourcePort = meta![i * META_INTS + 1];
         let answer: unknown;
-        if (length >= 0) {
-          const offset = i * SLOT_BYTES;
-          // A copy of its own, as dgram gives: the responder may keep slices of a query (its question) past the
-          // batch, and a slice of the shared pool would keep a whole 8 KiB pool chunk alive.
-          const bytes = Buffer.allocUnsafeSlow(length);
-          data!.copy(bytes, 0, offset, offset + length);
-          try {
-            answer = onDatagram({ bytes, address: addresses![i], port: sourcePort, family: meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4' });
-          } catch {
-            // The handler is not meant to throw; one datagram's failure must not lose the batch's other answers.
-            answer = undefined;
-          }
+        // Length -1: larger than its slot, which holds its first SLOT_BYTES bytes (recvmmsg's MSG_TRUNC).
+        const truncated = length < 0;
+        const kept = truncated ? SLOT_BYTES : length;
+        const offset = i * SLOT_BYTES;
+        // A copy of its own, as dgram gives: the responder may keep slices of a query (its question) past the
+        // batch, and a slice of the shared pool would keep a whole 8 KiB pool chunk alive.
+        const bytes = Buffer.allocUnsafeSlow(kept);
+        data!.copy(bytes, 0, offset, offset + kept);
+        try {
+          answer = onDatagram({ bytes, address: addresses![i], port: sourcePort, family: meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4', truncated });
+        } catch {
+          // The handler is not meant to throw; one datagram's failure must not lose the batch's other answers.
+          answer = undefined;
         }
         answers[i] = answer;
       }

@@ -261,7 +261,7 @@ export interface SearchReads {
    * of them after `offset`, each with the number of all such jobs (`total`; drivers may answer numbers as text).
    */
   page(limit: number, offset: number): Promise<Array<{ jobId: unknown; last: unknown; total: unknown }>>;
-  /** The number of jobs with rows inside the window (asked only when a page past the end is empty). */
+  /** The number of jobs with rows inside the window (asked only when an empty page cannot tell: past the end, or `limit` 0). */
   count(): Promise<number>;
   /** The last sighting inside the window of each of these jobs that has one. */
   lasts(jobIds: readonly number[]): Promise<Array<{ jobId: unknown; last: unknown }>>;
@@ -305,8 +305,12 @@ export async function searchPage(
   const edgeLast = new Map<number, number>();
   for (const r of edges) edgeLast.set(r.jobId, Math.max(edgeLast.get(r.jobId) ?? -Infinity, r.last));
   const direct = edgeLast.size === 0;
-  const head = direct || page.offset === 0 ? guess : await reads.page(page.offset + page.limit, 0);
-  let total = head.length > 0 ? Number(head[0]!.total) : page.offset > 0 && direct ? await reads.count() : 0;
+  const headFromStart = !direct && page.offset > 0;
+  const head = headFromStart ? await reads.page(page.offset + page.limit, 0) : guess;
+  // An empty head says there is no job inside the window only when it was asked from the start for at least one;
+  // past the end, or with `limit` 0 (only the total asked), the count is asked for.
+  const headSaysNone = headFromStart || (page.offset === 0 && page.limit > 0);
+  let total = head.length > 0 ? Number(head[0]!.total) : headSaysNone ? 0 : await reads.count();
   const lasts = new Map(head.map((r) => [Number(r.jobId), Number(r.last)]));
   if (!direct) {
     const inside = new Map((await reads.lasts([...edgeLast.keys()])).map((r) => [Number(r.jobId), Number(r.last)]));

@@ -223,6 +223,11 @@ export async function checkAgainstModel(store: EventStore, model: StoreModel, wi
       all.jobs.every((j, i) => i === 0 || j.last <= all.jobs[i - 1]!.last),
       `${what}: newest first`,
     );
+    // A page of none (`limit=0`: only the total asked), at the start and further on.
+    for (const offset of [0, 1]) {
+      const none = await store.searchJobs(filter, { limit: 0, offset });
+      assert.deepEqual(none, { jobs: [], total: all.total }, `${what}: a page of none at ${offset} still has the total`);
+    }
     // Pages of one and of two: together the whole answer in its order (no job twice, none missing), each with the total.
     for (const limit of [1, 2]) {
       const paged: JobSighting[] = [];

@@ -109,9 +109,9 @@ describe('batched UDP DNS path', { skip }, () => {
       const response = queryBytes(2003, 'allowed.test');
       response[2]! |= 0x80; // QR set: a response, dropped
       const garbage = Buffer.from([0x07, 0xd4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0x3f]); // id 2004, counts nonsense
-      const tooLarge = Buffer.concat([queryBytes(2005, 'allowed.test'), Buffer.alloc(5000)]); // larger than a slot: dropped
+      const tooLarge = Buffer.concat([queryBytes(2005, 'allowed.test'), Buffer.alloc(5000)]); // larger than a slot: cut, FORMERR
       const packets = [queryBytes(2000, 'allowed.test'), Buffer.from([0x07]), headerOnly, response, garbage, tooLarge, Buffer.alloc(0), queryBytes(2001, 'allowed.test', 28)];
-      const replies = collect(client, 4, 1500);
+      const replies = collect(client, 5, 1500);
       burst(client, '127.0.0.1', fx.port, packets);
       const got = await replies;
       assert.equal(rcodeOf(got.get(2000)!), 0);
@@ -120,10 +120,33 @@ describe('batched UDP DNS path', { skip }, () => {
       assert.equal(answerCount(got.get(2001)!), 1);
       assert.equal(rcodeOf(got.get(2002)!), 1, 'a header with no question gets FORMERR');
       assert.equal(got.has(2003), false, 'a response is not answered');
-      assert.equal(got.has(2005), false, 'a datagram larger than a slot is dropped');
+      assert.equal(rcodeOf(got.get(2005)!), 1, 'a datagram larger than a slot gets FORMERR, as on the dgram path');
       // The server goes on answering.
       const after = await dig(fx.port, 'allowed.test', 'A', '+notcp');
       assert.equal(after.status, 'NOERROR');
+    } finally {
+      client.close();
+    }
+  });
+
+  test('datagrams larger than a slot (4096 bytes, up to 65,000): each gets the FORMERR and the malformed-request event the dgram path gives it', async () => {
+    const client = await bindClient('udp4', '127.0.0.1');
+    try {
+      const eventsBefore = fx.decisions.length;
+      const packets = [
+        Buffer.concat([queryBytes(3000, 'allowed.test'), Buffer.alloc(5000)]),
+        queryBytes(3001, 'allowed.test'),
+        Buffer.concat([queryBytes(3002, 'x.denied.test'), Buffer.alloc(65_000 - 40)]),
+      ];
+      const replies = collect(client, 3);
+      burst(client, '127.0.0.1', fx.port, packets);
+      const got = await replies;
+      assert.equal(rcodeOf(got.get(3000)!), 1);
+      assert.equal(rcodeOf(got.get(3001)!), 0);
+      assert.equal(rcodeOf(got.get(3002)!), 1);
+      const events = fx.decisions.slice(eventsBefore);
+      assert.equal(events.length, 3, 'one decision event per datagram');
+      assert.equal(events.filter((e) => e.reason === 'malformed-request' && e.decision === 'blocked').length, 2);
     } finally {
       client.close();
     }
@@ -219,6 +242,52 @@ describe('BatchUdpSocket', { skip }, () => {
       // The fd is closed at once: the port can be bound again.
       const again = BatchUdpSocket.bind('127.0.0.1', port, () => null);
       again.close();
+    }
+  });
+
+  test('sources from two clients: each datagram has its own address and is answered there; one address string per run of one source', async () => {
+    const seen: Array<{ address: string; sender: string }> = [];
+    const socket = BatchUdpSocket.bind('127.0.0.1', 0, (d) => {
+      seen.push({ address: d.address, sender: d.bytes.toString().split(' ')[0]! });
+      return Buffer.from(`echo ${d.bytes.toString()}`);
+    });
+    const a = await bindClient('udp4', '127.0.0.1');
+    const b = await bindClient('udp4', '127.0.0.2');
+    try {
+      const replies = (client: dgram.Socket, count: number) =>
+        new Promise<string[]>((resolve) => {
+          const got: string[] = [];
+          const timer = setTimeout(() => resolve(got), 3000);
+          client.on('message', (m) => {
+            got.push(m.toString());
+            if (got.length === count) {
+              clearTimeout(timer);
+              resolve(got);
+            }
+          });
+        });
+      const fromA = replies(a, 7);
+      const fromB = replies(b, 3);
+      const packets = (sender: string, n: number, from: number) => Array.from({ length: n }, (_, i) => Buffer.from(`${sender} ${from + i}`));
+      burst(a, '127.0.0.1', socket.port, packets('127.0.0.1', 4, 0));
+      burst(b, '127.0.0.1', socket.port, packets('127.0.0.2', 3, 0));
+      burst(a, '127.0.0.1', socket.port, packets('127.0.0.1', 3, 4));
+      assert.deepEqual(
+        (await fromA).sort(),
+        ['0', '1', '2', '3', '4', '5', '6'].map((i) => `echo 127.0.0.1 ${i}`),
+      );
+      assert.deepEqual(
+        (await fromB).sort(),
+        ['0', '1', '2'].map((i) => `echo 127.0.0.2 ${i}`),
+      );
+      assert.equal(seen.length, 10);
+      for (const s of seen) assert.equal(s.address, s.sender, 'each datagram carries its own source address');
+      const runs = seen.filter((s, i) => i === 0 || s.address !== seen[i - 1]!.address).length;
+      assert.equal(socket.stats().addressTexts, runs, 'one address string per run of datagrams from one source (not one per datagram)');
+    } finally {
+      a.close();
+      b.close();
+      socket.close();
     }
   });
 
