@@ -159,7 +159,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const until = time('until');
     const filter = { likes: query.likes, matches: query.matches, ...(since && { since }), ...(until && { until }), ...(decision && { decision }) };
     const { jobs, total } = await store.searchJobs(filter, page);
-    const next = page.offset + jobs.length < total ? page.offset + jobs.length : null;
+    // No next page after a page of none (limit 0): its offset would be this one, and a client following it would loop.
+    const next = jobs.length > 0 && page.offset + jobs.length < total ? page.offset + jobs.length : null;
     return { host: query.pattern, ...(since && { since }), ...(until && { until }), ...(decision && { decision }), total, offset: page.offset, next, jobs };
   }
 

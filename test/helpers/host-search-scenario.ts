@@ -78,6 +78,9 @@ export async function checkHostSearch(port: number): Promise<void> {
   const first = await get('host=codecov.io&limit=1');
   assert.deepEqual([first.body.jobs.length, first.body.total, first.body.next], [1, 2, 1]);
   assert.equal((await get('host=codecov.io&limit=1&offset=1')).body.jobs[0]!.job, 'job-old');
+  // A page of none (limit 0) counts the jobs but offers no next page: a client that follows `next` must not loop.
+  const none = await get('host=codecov.io&limit=0');
+  assert.deepEqual([none.body.jobs.length, none.body.total, none.body.next], [0, 2, null]);
   assert.equal((await get('host=%25_%25')).status, 400, 'LIKE wildcards are not a pattern');
   assert.equal((await get('host=codecov.io&since=yesterday')).status, 400);
 }
