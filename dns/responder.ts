@@ -91,10 +91,11 @@ export class DnsResponder {
    * The response to send, or null to drop the packet. Never throws (nor rejects) for any input bytes. A query
    * answered without an upstream exchange (a cache hit, a refusal, a local name, a malformed packet) is answered
    * synchronously, with no promise: that is most queries, and a promise and its microtask per query were a
-   * measurable share of the CPU per answer (docs/benchmark.md, "DNS per query, third round").
+   * measurable share of the CPU per answer (docs/benchmark.md, "DNS per query, third round"). `cut`: the packet is
+   * the start of a larger datagram (readQuery).
    */
-  answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Buffer | null | Promise<Buffer | null> {
-    const reading = readQuery(packet);
+  answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp', cut = false): Buffer | null | Promise<Buffer | null> {
+    const reading = readQuery(packet, cut);
     if (!reading.ok) {
       this.reportMalformed(client, transport, reading.reason, reading.id !== undefined);
       return reading.id === undefined ? null : buildHeaderOnlyError(reading.id, reading.opcode ?? 0, reading.rcode ?? RCODE.FORMERR);

@@ -71,7 +71,8 @@ interface UdpEndpoint {
 }
 
 /** What the server does with one UDP query: the answer now, a promise of it (upstream), or null (drop). */
-type UdpQueryHandler = (packet: Buffer, client: DnsClient) => Buffer | null | Promise<Buffer | null>;
+/** `cut`: the packet is the start of a datagram larger than the socket's read (readQuery refuses it). */
+type UdpQueryHandler = (packet: Buffer, client: DnsClient, cut: boolean) => Buffer | null | Promise<Buffer | null>;
 
 function bindDgram(host: string, port: number): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
@@ -98,7 +99,7 @@ async function bindDgramEndpoint(host: string, port: number, handle: UdpQueryHan
     }
   };
   socket.on('message', (packet, rinfo) => {
-    const response = handle(packet, rinfo);
+    const response = handle(packet, rinfo, false);
     if (response instanceof Promise) void response.then((bytes) => send(bytes, rinfo));
     else send(response, rinfo);
   });
@@ -119,9 +120,9 @@ async function bindDgramEndpoint(host: string, port: number, handle: UdpQueryHan
 function bindBatchEndpoint(host: string, port: number, handle: UdpQueryHandler): UdpEndpoint {
   let socket: BatchUdpSocket | undefined = undefined;
   const onDatagram = (datagram: Datagram): Buffer | null => {
-    // A datagram larger than a slot comes cut (datagram.truncated) and is handled all the same: the responder finds
-    // it malformed, reports it and answers FORMERR, as it does on the dgram path, so no query goes without its event.
-    const response = handle(datagram.bytes, datagram);
+    // A datagram larger than a slot comes cut (datagram.truncated): the responder refuses it as malformed, reports it
+    // and answers FORMERR, as the dgram path does for such a datagram read whole, so no query goes without its event.
+    const response = handle(datagram.bytes, datagram, datagram.truncated);
     if (!(response instanceof Promise)) return response;
     void response.then((bytes) => {
       if (bytes) socket?.sendTo(bytes, datagram.address, datagram.port);
@@ -186,10 +187,10 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     return null;
   };
   /** The responder's answer, now or (a query that goes upstream) later; null drops the packet. Never throws nor rejects. */
-  const answer = (packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp'): Buffer | null | Promise<Buffer | null> => {
+  const answer = (packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp', cut = false): Buffer | null | Promise<Buffer | null> => {
     let result: Buffer | null | Promise<Buffer | null>;
     try {
-      result = responder.answer(packet, client, transport);
+      result = responder.answer(packet, client, transport, cut);
     } catch (err) {
       return failed(err, client);
     }
@@ -207,10 +208,10 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     );
   };
 
-  const answerUdp: UdpQueryHandler = (packet, client) => {
+  const answerUdp: UdpQueryHandler = (packet, client, cut) => {
     // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
     if (closed || inFlight >= maxInFlight || client.port === 0) return null;
-    return answer(packet, client, 'udp');
+    return answer(packet, client, 'udp', cut);
   };
 
   let udp: UdpEndpoint | undefined;

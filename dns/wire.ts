@@ -245,8 +245,13 @@ export type QueryReading =
   /** `id` present: answer `rcode` (FORMERR/NOTIMP); absent: drop silently. */
   | { ok: false; reason: string; id?: number; opcode?: number; rcode?: number };
 
-/** Read a client's query; everything that is not exactly one well-formed question is refused. */
-export function readQuery(buf: Buffer): QueryReading {
+/**
+ * Read a client's query; everything that is not exactly one well-formed question is refused. `cut`: `buf` is the
+ * start of a datagram larger than the socket could read whole (the batched UDP path's slot), refused as a query
+ * (FORMERR) once its header says it is one: what the rest held is unknown, and a message is never answered as if
+ * whole when it was not read whole (the start alone could parse as a query with the trailing bytes left out).
+ */
+export function readQuery(buf: Buffer, cut = false): QueryReading {
   if (buf.length < 2) return { ok: false, reason: `${buf.length}-byte packet has no id` };
   const id = buf.readUInt16BE(0);
   if (buf.length < HEADER_LENGTH) return { ok: false, reason: `${buf.length}-byte packet is shorter than a DNS header`, id, rcode: RCODE.FORMERR };
@@ -255,6 +260,7 @@ export function readQuery(buf: Buffer): QueryReading {
   if (flags.qr) return { ok: false, reason: 'packet is a response, not a query' };
   if (flags.opcode !== 0) return { ok: false, reason: `opcode ${flags.opcode} is not QUERY`, id, opcode: flags.opcode, rcode: RCODE.NOTIMP };
   const formerr = (reason: string): QueryReading => ({ ok: false, reason, id, rcode: RCODE.FORMERR });
+  if (cut) return formerr(`datagram larger than the ${buf.length} bytes read of it`);
   const qdcount = buf.readUInt16BE(4);
   if (qdcount !== 1) return formerr(`query has ${qdcount} questions (exactly 1 supported)`);
   if (buf.readUInt16BE(6) !== 0 || buf.readUInt16BE(8) !== 0) return formerr('query carries answer or authority records');

@@ -26,6 +26,7 @@
 #include <node_api.h>
 #include <uv.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -41,6 +42,8 @@
 /* recvmmsg rounds per readable event while batches come back full, so one busy socket does not hold the loop. */
 #define MAX_ROUNDS 4
 #define META_INTS 3
+/* An address as text: the longest IPv6 literal, `%`, an interface name (a link-local address's zone). */
+#define ADDRESS_TEXT_BYTES (INET6_ADDRSTRLEN + IF_NAMESIZE + 1)
 
 typedef struct {
   napi_env env;
@@ -141,12 +144,26 @@ static napi_value peer_text(napi_env env, udp_batch *u, int i, socklen_t len) {
   if (have_holder && u->has_last_text && len == u->last_peer_len && peer->ss_family == u->last_peer.ss_family) {
     int same = peer->ss_family == AF_INET
                    ? ((struct sockaddr_in *)peer)->sin_addr.s_addr == ((struct sockaddr_in *)&u->last_peer)->sin_addr.s_addr
-                   : memcmp(&((struct sockaddr_in6 *)peer)->sin6_addr, &((struct sockaddr_in6 *)&u->last_peer)->sin6_addr, 16) == 0;
+                   : memcmp(&((struct sockaddr_in6 *)peer)->sin6_addr, &((struct sockaddr_in6 *)&u->last_peer)->sin6_addr, 16) == 0 &&
+                         ((struct sockaddr_in6 *)peer)->sin6_scope_id == ((struct sockaddr_in6 *)&u->last_peer)->sin6_scope_id;
     if (same && napi_get_element(env, holder, 0, &text) == napi_ok) return text;
   }
-  char buf[INET6_ADDRSTRLEN] = "?";
+  char buf[ADDRESS_TEXT_BYTES] = "?";
   if (peer->ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)peer)->sin_addr, buf, sizeof buf);
-  else if (peer->ss_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)peer)->sin6_addr, buf, sizeof buf);
+  else if (peer->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+    /*
+     * A link-local address means nothing without its interface: written `fe80::1%eth0`, as node's dgram writes it, so
+     * that an answer sent later (sendTo, from this text) goes out of the interface the query came in on.
+     */
+    if (IN6_IS_ADDR_LINKLOCAL(&in6->sin6_addr) && in6->sin6_scope_id != 0) {
+      size_t used = strlen(buf);
+      char name[IF_NAMESIZE];
+      if (if_indextoname(in6->sin6_scope_id, name)) snprintf(buf + used, sizeof buf - used, "%%%s", name);
+      else snprintf(buf + used, sizeof buf - used, "%%%u", (unsigned)in6->sin6_scope_id);
+    }
+  }
   napi_create_string_latin1(env, buf, NAPI_AUTO_LENGTH, &text);
   u->address_texts++;
   u->has_last_text = have_holder && napi_set_element(env, holder, 0, text) == napi_ok;
@@ -263,7 +280,12 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (uv_poll_start(&u->poll, UV_READABLE, on_readable) != 0) return;
+    int again = uv_poll_start(&u->poll, UV_READABLE, on_readable);
+    if (again != 0) {
+      /* libuv refuses only arguments it already took at open(): not expected, but never silent. */
+      fprintf(stderr, "egress-guard: udp_batch: cannot watch the DNS socket again (%s); it no longer reads\n", uv_strerror(again));
+      return;
+    }
   }
   for (int round = 0; round < MAX_ROUNDS && !u->closed; round++) {
     if (read_batch(u) < u->slots) break;
@@ -292,7 +314,19 @@ static int make_sockaddr(int family, const char *address, int port, struct socka
   in6->sin6_family = AF_INET6;
   in6->sin6_port = htons((uint16_t)port);
   *len = sizeof *in6;
-  return inet_pton(AF_INET6, address, &in6->sin6_addr) == 1;
+  /* `fe80::1%eth0` (or `%2`): the zone names the interface of a link-local address (peer_text writes it so). */
+  char literal[ADDRESS_TEXT_BYTES];
+  snprintf(literal, sizeof literal, "%s", address);
+  char *zone = strchr(literal, '%');
+  if (zone) {
+    *zone++ = '\0';
+    char *end = NULL;
+    unsigned long index = if_nametoindex(zone);
+    if (index == 0) index = strtoul(zone, &end, 10);
+    if (index == 0 || (end && *end != '\0')) return 0;
+    in6->sin6_scope_id = (uint32_t)index;
+  }
+  return inet_pton(AF_INET6, literal, &in6->sin6_addr) == 1;
 }
 
 static napi_value js_open(napi_env env, napi_callback_info info) {
@@ -424,7 +458,7 @@ static napi_value js_port(napi_env env, napi_callback_info info) {
 static napi_value js_send_to(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4], result;
-  char address[INET6_ADDRSTRLEN + 1];
+  char address[ADDRESS_TEXT_BYTES];
   size_t address_len;
   int32_t port;
   void *bytes;

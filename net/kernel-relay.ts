@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import type { CloseError } from '../events/schema.js';
-import { loadNativeAddon } from './native-addon.js';
+import { lazyLinuxAddon } from './native-addon.js';
 
 /**
  * The kernel data plane of a decided tunnel (setting `relay`, issue 14): the native kernel_relay addon
@@ -34,8 +34,6 @@ export interface KernelRelayEnd {
 }
 
 let mode: RelayMode = 'kernel';
-let addon: KernelRelayAddon | null | undefined;
-let unavailable: string | undefined;
 const running = new Map<number, (end: KernelRelayEnd) => void>();
 
 let afterBytes = 0;
@@ -54,31 +52,19 @@ export function kernelRelayAfterBytes(): number {
 }
 
 /** The addon, loaded at the first use; null (with the reason in kernelRelayUnavailable()) where it cannot be. */
-function loaded(): KernelRelayAddon | null {
-  if (addon !== undefined) return addon;
-  if (process.platform !== 'linux') {
-    unavailable = `splice(2) is Linux only (this is ${process.platform})`;
-    return (addon = null);
-  }
-  try {
-    const native = loadNativeAddon<KernelRelayAddon>('kernel_relay', import.meta.url);
-    native.init(onDone);
-    addon = native;
-    // At exit node closes every socket's fd without calling its _destroy; the relays still running are taken
-    // from the thread first, so that it never touches an fd number node has let go of.
-    process.once('exit', () => {
-      for (const id of [...running.keys()]) native.cancel(id);
-    });
-  } catch (err) {
-    unavailable = (err as Error).message;
-    addon = null;
-  }
-  return addon;
-}
+const addon = lazyLinuxAddon<KernelRelayAddon>('kernel_relay', import.meta.url, 'splice(2)', (native) => {
+  native.init(onDone);
+  // At exit node closes every socket's fd without calling its _destroy; the relays still running are taken
+  // from the thread first, so that it never touches an fd number node has let go of.
+  process.once('exit', () => {
+    for (const id of [...running.keys()]) native.cancel(id);
+  });
+});
+const loaded = addon.get;
 
 /** Why decided tunnels are relayed in JavaScript although `kernel` was asked for; undefined when they are not. */
 export function kernelRelayUnavailable(): string | undefined {
-  return mode === 'kernel' && !loaded() ? unavailable : undefined;
+  return mode === 'kernel' ? addon.unavailable() : undefined;
 }
 
 /** Open native relays and the pipes they hold (tests: an idle relay holds none). */

@@ -29,3 +29,40 @@ export function loadNativeAddon<T>(name: string, moduleUrl: string): T {
   if (!found) throw new Error(`the ${name} addon is neither built (run \`npm ci\` or \`npm run install\`) nor prebuilt for ${process.platform}-${process.arch}`);
   return require(found) as T;
 }
+
+/** A Linux-only addon loaded at its first use: the addon, or null with the reason why not. */
+export interface LazyAddon<T> {
+  get(): T | null;
+  /** Why get() is null (or will be); undefined once it has loaded. */
+  unavailable(): string | undefined;
+}
+
+/**
+ * Load `name` at the first get(), once: null where the platform is not Linux (`needs` names the Linux call it is
+ * built on, for the reason) or the addon is neither built nor prebuilt. `init` runs once on the loaded addon; if it
+ * throws, the addon counts as unavailable.
+ */
+export function lazyLinuxAddon<T>(name: string, moduleUrl: string, needs: string, init?: (addon: T) => void): LazyAddon<T> {
+  let addon: T | null | undefined;
+  let reason: string | undefined;
+  const get = (): T | null => {
+    if (addon !== undefined) return addon;
+    if (process.platform !== 'linux') {
+      reason = `${needs} is Linux only (this is ${process.platform})`;
+      return (addon = null);
+    }
+    try {
+      const native = loadNativeAddon<T>(name, moduleUrl);
+      init?.(native);
+      addon = native;
+    } catch (err) {
+      reason = (err as Error).message;
+      addon = null;
+    }
+    return addon;
+  };
+  return {
+    get,
+    unavailable: () => (get() ? undefined : reason),
+  };
+}

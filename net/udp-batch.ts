@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { loadNativeAddon } from './native-addon.js';
+import { lazyLinuxAddon } from './native-addon.js';
 
 /**
  * A UDP socket that reads and answers datagrams in batches (setting `dns-udp`, issue 14): the native udp_batch
@@ -54,28 +54,12 @@ export type DatagramHandler = (datagram: Datagram) => Buffer | null | undefined 
 const SLOT_BYTES = 4096;
 const META_INTS = 3;
 
-let addon: UdpBatchAddon | null | undefined;
-let unavailable: string | undefined;
-
-function loaded(): UdpBatchAddon | null {
-  if (addon !== undefined) return addon;
-  if (process.platform !== 'linux') {
-    unavailable = `recvmmsg(2) is Linux only (this is ${process.platform})`;
-    return (addon = null);
-  }
-  try {
-    addon = loadNativeAddon<UdpBatchAddon>('udp_batch', import.meta.url);
-  } catch (err) {
-    unavailable = (err as Error).message;
-    addon = null;
-  }
-  return addon;
-}
+const addon = lazyLinuxAddon<UdpBatchAddon>('udp_batch', import.meta.url, 'recvmmsg(2)');
+const loaded = addon.get;
 
 /** Why batched UDP cannot be used here (the caller falls back to dgram); undefined when it can. */
 export function batchUdpUnavailable(): string | undefined {
-  loaded();
-  return unavailable;
+  return addon.unavailable();
 }
 
 export class BatchUdpSocket {
@@ -98,7 +82,7 @@ export class BatchUdpSocket {
    */
   static bind(host: string, port: number, onDatagram: DatagramHandler, slots = 64): BatchUdpSocket {
     const native = loaded();
-    if (!native) throw new Error(`batched UDP is unavailable: ${unavailable}`);
+    if (!native) throw new Error(`batched UDP is unavailable: ${addon.unavailable()}`);
     const family = net.isIPv6(host) ? 6 : net.isIPv4(host) ? 4 : 0;
     if (family === 0) throw Object.assign(new Error(`batched UDP binds IP literals only, not ${host}`), { code: 'EINVAL' });
     const answers: unknown[] = new Array(slots).fill(undefined);

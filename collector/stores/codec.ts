@@ -81,14 +81,19 @@ export function packBody(event: EgressEvent, timeMs: number, keepId = false): Bu
   return Buffer.concat([Buffer.of(version), V1.deflate.run(Buffer.from(JSON.stringify(body)))]);
 }
 
+/** A stored body's version byte and its JSON object, inflated; `what` names it in the error for an unknown version. */
+function inflateBody(body: Buffer, what: string): { version: number; event: Record<string, unknown> } {
+  const version = body[0];
+  if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`${what} has an unknown body version ${version}`);
+  return { version, event: JSON.parse(V1.inflate.run(body.subarray(1)).toString('utf8')) as Record<string, unknown> };
+}
+
 /**
  * Rebuild an event from its row: the stored body plus the id, host, time and byte columns, and its job (decisions).
  * `id` is the one the key gives; a body that kept its id (packBody's `keepId`) answers its own.
  */
 export function unpackEvent(body: Buffer, id: string, host: string, timeMs: number, job: string | null, bytes: { in: number; out: number } | null): EgressEvent {
-  const version = body[0];
-  if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`stored event ${id} has an unknown body version ${version}`);
-  const event = JSON.parse(V1.inflate.run(body.subarray(1)).toString('utf8')) as Record<string, unknown>;
+  const { version, event } = inflateBody(body, `stored event ${id}`);
   if (typeof event.id !== 'string') event.id = id;
   event.host = host;
   if (event.time === 0) event.time = new Date(timeMs).toISOString();
@@ -104,9 +109,7 @@ export function unpackEvent(body: Buffer, id: string, host: string, timeMs: numb
 
 /** A stored body with its id set to `id` (0: left out again), the rest the same bytes of JSON: for a migration of the key. */
 export function withBodyId(body: Buffer, id: string | 0): Buffer {
-  const version = body[0];
-  if (version !== BODY_V1 && version !== BODY_V2) throw new Error(`stored event body has an unknown version ${version}`);
-  const event = JSON.parse(V1.inflate.run(body.subarray(1)).toString('utf8')) as Record<string, unknown>;
+  const { version, event } = inflateBody(body, 'stored event body');
   event.id = id;
   return Buffer.concat([Buffer.of(version), V1.deflate.run(Buffer.from(JSON.stringify(event)))]);
 }

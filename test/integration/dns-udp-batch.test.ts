@@ -7,6 +7,7 @@ import { startDnsServer } from '../../dns/server.js';
 import { EventLog } from '../../events/event-log.js';
 import { AddressBook } from '../../decision/address-book.js';
 import { BatchUdpSocket, batchUdpUnavailable } from '../../net/udp-batch.js';
+import { readQuery } from '../../dns/wire.js';
 import { dig, makePolicy, queryBytes, rcodeOf, startDnsFixture, type DnsFixture } from '../helpers/dns-fixture.js';
 
 /**
@@ -41,6 +42,16 @@ function burst(client: dgram.Socket, serverHost: string, serverPort: number, pac
     });
     setTimeout(() => process.exit(3), 5000).unref();`;
   execFileSync(process.execPath, ['-e', script], { timeout: 10_000, stdio: 'ignore' });
+}
+
+/** A query for `name` of exactly `length` bytes: its OPT record's data (zero bytes) fills it up. */
+function queryFilling(id: number, name: string, length: number): Buffer {
+  const query = queryBytes(id, name);
+  query.writeUInt16BE(1, 10); // ARCOUNT: the OPT record
+  const optHeader = Buffer.from([0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0]);
+  const data = length - query.length - optHeader.length;
+  optHeader.writeUInt16BE(data, 9);
+  return Buffer.concat([query, optHeader, Buffer.alloc(data)]);
 }
 
 /** Collects replies on `client` until `count` arrived or `waitMs` passed; keyed by DNS id. */
@@ -129,24 +140,30 @@ describe('batched UDP DNS path', { skip }, () => {
     }
   });
 
-  test('datagrams larger than a slot (4096 bytes, up to 65,000): each gets the FORMERR and the malformed-request event the dgram path gives it', async () => {
+  test('datagrams larger than a slot (4096 bytes, up to 65,000): each gets the FORMERR and the malformed-request event the dgram path gives it, even one whose first 4096 bytes are a valid query', async () => {
     const client = await bindClient('udp4', '127.0.0.1');
     try {
       const eventsBefore = fx.decisions.length;
+      // Its first 4096 bytes (one slot) are a whole, valid query: read cut, they alone would get a normal answer.
+      const wholeInOneSlot = queryFilling(3003, 'allowed.test', 4096);
+      assert.equal(readQuery(wholeInOneSlot).ok, true, 'the start of the datagram parses as a query by itself');
       const packets = [
         Buffer.concat([queryBytes(3000, 'allowed.test'), Buffer.alloc(5000)]),
         queryBytes(3001, 'allowed.test'),
         Buffer.concat([queryBytes(3002, 'x.denied.test'), Buffer.alloc(65_000 - 40)]),
+        Buffer.concat([wholeInOneSlot, Buffer.alloc(500)]),
       ];
-      const replies = collect(client, 3);
+      const replies = collect(client, 4);
       burst(client, '127.0.0.1', fx.port, packets);
       const got = await replies;
       assert.equal(rcodeOf(got.get(3000)!), 1);
       assert.equal(rcodeOf(got.get(3001)!), 0);
       assert.equal(rcodeOf(got.get(3002)!), 1);
+      assert.equal(rcodeOf(got.get(3003)!), 1, 'a datagram read cut is refused, never answered as if whole');
       const events = fx.decisions.slice(eventsBefore);
-      assert.equal(events.length, 3, 'one decision event per datagram');
-      assert.equal(events.filter((e) => e.reason === 'malformed-request' && e.decision === 'blocked').length, 2);
+      assert.equal(events.length, 4, 'one decision event per datagram');
+      assert.equal(events.filter((e) => e.reason === 'malformed-request' && e.decision === 'blocked').length, 3);
+      assert.match(String(events.find((e) => e.reason === 'malformed-request' && /larger than the 4096 bytes/.test(String(e.message)))?.message), /datagram larger/);
     } finally {
       client.close();
     }

@@ -1,0 +1,77 @@
+/**
+ * The batched UDP path (net/udp-batch.ts) answers a client that writes from an IPv6 link-local address: the answer
+ * that comes later (sendTo from the source address's text, as the DNS server's answers from upstream do) must go back
+ * out of the interface the query came in on, so the text carries the zone (`fe80::1%eth0`, as node's dgram writes it).
+ * Two network namespaces joined by a veth pair made inside the first, its peer moved straight into the second; the
+ * link-local addresses are the ones the kernel gives the interfaces (none is assigned here). Needs root and `ip`.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { batchUdpUnavailable } from '../../net/udp-batch.js';
+import { destroyNamespaceSync, must, run } from './netns.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const server = `eg-linklocal-s-${process.pid}`;
+const client = `eg-linklocal-c-${process.pid}`;
+const skip = batchUdpUnavailable() ?? (process.getuid?.() === 0 ? undefined : 'needs root for network namespaces');
+let echo: ChildProcess | undefined;
+
+/** The interface's link-local address, once the kernel has given it one (DAD is off in these namespaces). */
+async function linkLocal(ns: string, dev: string): Promise<string> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const out = await must('ip', ['-n', ns, '-6', '-o', 'addr', 'show', 'dev', dev, 'scope', 'link']);
+    const match = /inet6 (fe80:[0-9a-f:]+)\/64/.exec(out);
+    if (match && !/tentative/.test(out)) return match[1]!;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no link-local address on ${dev} in ${ns}`);
+}
+
+before(async () => {
+  if (skip) return;
+  for (const ns of [server, client]) {
+    await must('ip', ['netns', 'add', ns]);
+    await must('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
+    await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  }
+  await must('ip', ['-n', server, 'link', 'add', 'egll-s', 'type', 'veth', 'peer', 'name', 'egll-c', 'netns', client]);
+  await must('ip', ['-n', server, 'link', 'set', 'egll-s', 'up']);
+  await must('ip', ['-n', client, 'link', 'set', 'egll-c', 'up']);
+});
+
+after(() => {
+  if (echo?.pid && echo.exitCode === null) echo.kill('SIGKILL');
+  if (skip) return;
+  destroyNamespaceSync(server);
+  destroyNamespaceSync(client);
+});
+
+test('an answer sent later to a link-local client goes back out of its interface', { skip, timeout: 60_000 }, async () => {
+  const serverAddress = await linkLocal(server, 'egll-s');
+  const clientAddress = await linkLocal(client, 'egll-c');
+  echo = spawn('ip', ['netns', 'exec', server, process.execPath, path.join(here, '../helpers/udp-batch-late-echo.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the echo server did not start: ${output}`)), 10_000);
+    echo!.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const ready = /ready (\d+)/.exec(output);
+      if (ready) {
+        clearTimeout(timer);
+        resolve(Number(ready[1]));
+      }
+    });
+    echo!.once('exit', (code) => reject(new Error(`the echo server exited (${code}): ${output}`)));
+  });
+  const script = `
+    const s = require('node:dgram').createSocket('udp6');
+    const timer = setTimeout(() => { console.log('timeout'); process.exit(0); }, 3000);
+    s.on('message', (m) => { console.log(m.toString()); clearTimeout(timer); s.close(); });
+    s.send(Buffer.from('query'), ${port}, ${JSON.stringify(`${serverAddress}%egll-c`)});`;
+  const result = await run('ip', ['netns', 'exec', client, process.execPath, '-e', script], { timeoutMs: 15_000 });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stdout.trim(), `late ${clientAddress}%egll-s`, `the client's answer (server said: ${output.trim()})`);
+});
