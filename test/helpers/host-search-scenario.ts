@@ -44,8 +44,9 @@ export async function checkHostSearch(port: number): Promise<void> {
     return {
       status: res.status,
       body: (await res.json()) as {
-        total: number;
-        next: number | null;
+        total?: number;
+        more: boolean;
+        next: string | null;
         jobs: Array<{ job: string; hosts: string[]; bytesOut: number; first: string; last: string; blocked: number }>;
       },
     };
@@ -76,11 +77,14 @@ export async function checkHostSearch(port: number): Promise<void> {
   );
   assert.equal((await get('host=codecov.io&decision=blocked')).body.total, 0);
   const first = await get('host=codecov.io&limit=1');
-  assert.deepEqual([first.body.jobs.length, first.body.total, first.body.next], [1, 2, 1]);
+  assert.deepEqual([first.body.jobs.length, first.body.total, first.body.more, typeof first.body.next], [1, 2, true, 'string']);
+  const second = await get(`host=codecov.io&limit=1&cursor=${first.body.next}`);
+  assert.deepEqual([second.body.jobs.map((j) => j.job), second.body.more, second.body.next], [['job-old'], false, null]);
   assert.equal((await get('host=codecov.io&limit=1&offset=1')).body.jobs[0]!.job, 'job-old');
+  assert.equal((await get('host=codecov.io&cursor=bm90LWEtY3Vyc29y')).status, 400, 'a cursor this collector did not give');
   // A page of none (limit 0) counts the jobs but offers no next page: a client that follows `next` must not loop.
   const none = await get('host=codecov.io&limit=0');
-  assert.deepEqual([none.body.jobs.length, none.body.total, none.body.next], [0, 2, null]);
+  assert.deepEqual([none.body.jobs.length, none.body.total, none.body.more, none.body.next], [0, 2, true, null]);
   assert.equal((await get('host=%25_%25')).status, 400, 'LIKE wildcards are not a pattern');
   assert.equal((await get('host=codecov.io&since=yesterday')).status, 400);
 }
