@@ -75,7 +75,10 @@ function count(params: URLSearchParams, name: string, fallback: number, max: num
 function cursorParam(params: URLSearchParams): string | undefined {
   const cursor = params.get('cursor');
   if (!cursor) return undefined;
-  if (!decodeCursor(cursor)) throw new HttpError(400, `cursor: "${cursor}" is not a cursor this collector gave`);
+  const position = decodeCursor(cursor);
+  if (!position || !Number.isSafeInteger(position.last) || !Number.isSafeInteger(position.jobId)) {
+    throw new HttpError(400, `cursor: "${cursor}" is not a cursor this collector gave`);
+  }
   return cursor;
 }
 

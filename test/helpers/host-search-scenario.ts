@@ -82,6 +82,8 @@ export async function checkHostSearch(port: number): Promise<void> {
   assert.deepEqual([second.body.jobs.map((j) => j.job), second.body.more, second.body.next], [['job-old'], false, null]);
   assert.equal((await get('host=codecov.io&limit=1&offset=1')).body.jobs[0]!.job, 'job-old');
   assert.equal((await get('host=codecov.io&cursor=bm90LWEtY3Vyc29y')).status, 400, 'a cursor this collector did not give');
+  const huge = Buffer.from(`${'9'.repeat(400)}.1`).toString('base64url');
+  assert.equal((await get(`host=codecov.io&cursor=${huge}`)).status, 400, 'a cursor out of range');
   // A page of none (limit 0) counts the jobs but offers no next page: a client that follows `next` must not loop.
   const none = await get('host=codecov.io&limit=0');
   assert.deepEqual([none.body.jobs.length, none.body.total, none.body.more, none.body.next], [0, 2, true, null]);
