@@ -209,11 +209,14 @@ export function searchSql(p: { hosts: string; since: string; until: string; deci
   };
 }
 
-/** One host's seen rows before a (last, job id) position, newest first (the condition and order of both engines' scans). */
-const scanOf = (host: string, p: { since: string; until: string; at: string; job: string; rows: string }, decision?: number) =>
+/** One host's seen rows before a (last, job id) position (the condition of both engines' scans). */
+const seenBefore = (host: string, p: { since: string; until: string; at: string; job: string }, decision?: number) =>
   `SELECT last, job_id AS "jobId" FROM eg_job_destinations WHERE host_id = ${host} AND last >= ${p.since} AND last <= ${p.until}
-    AND last <= ${p.at} AND (last < ${p.at} OR job_id < ${p.job})${decision === undefined ? '' : ` AND decision = ${decision}`}
-    ORDER BY last DESC, job_id DESC LIMIT ${p.rows}`;
+    AND last <= ${p.at} AND (last < ${p.at} OR job_id < ${p.job})${decision === undefined ? '' : ` AND decision = ${decision}`}`;
+
+/** The same, newest first, `rows` of them. */
+const scanOf = (host: string, p: { since: string; until: string; at: string; job: string; rows: string }, decision?: number) =>
+  `${seenBefore(host, p, decision)} ORDER BY last DESC, job_id DESC LIMIT ${p.rows}`;
 
 /** Up to this many hosts the PostgreSQL scan is one UNION ALL branch per host (a Merge Append); beyond, a LATERAL join. */
 export const SCAN_UNION_HOSTS = 100;
@@ -235,9 +238,17 @@ export function searchScanSql(hostIds: readonly number[], decision?: number): { 
   return { text: `SELECT s.* FROM unnest($6::int[]) AS h(id) CROSS JOIN LATERAL (${scanOf('h.id', p, decision)}) AS s ${order}`, lateral: true };
 }
 
-/** SQLite: one host's seen rows before a position (the store merges the hosts' answers; in-process, one query each is cheap). */
-export function searchScanSqlite(decision?: number): string {
-  return scanOf('@host', { since: '@since', until: '@until', at: '@at', job: '@job', rows: '@rows' }, decision);
+/**
+ * SQLite: the same scan with named parameters (@since, @until, @at, @job, @rows). Up to SCAN_UNION_HOSTS hosts one
+ * compound statement (`perHost` false): SQLite merges the per-host index scans in order (MERGE (UNION ALL)) and stops
+ * at the limit. Beyond (a compound statement has at most 500 parts) one host's scan (`@host`), run per host and
+ * merged by the store.
+ */
+export function searchScanSqlite(hostIds: readonly number[], decision?: number): { text: string; perHost: boolean } {
+  const p = { since: '@since', until: '@until', at: '@at', job: '@job', rows: '@rows' };
+  if (hostIds.length > SCAN_UNION_HOSTS) return { text: scanOf('@host', p, decision), perHost: true };
+  const arms = hostIds.map((h) => seenBefore(String(Math.trunc(h)), p, decision));
+  return { text: `${arms.join('\nUNION ALL ')}\nORDER BY last DESC, "jobId" DESC LIMIT @rows`, perHost: false };
 }
 
 export interface JobRow {

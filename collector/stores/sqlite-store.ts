@@ -236,16 +236,24 @@ export class SqliteStore implements EventStore {
       ...(decision !== undefined && { decision: String(decision) }),
       jobs: 'job_id IN (SELECT value FROM json_each(@jobs))',
     });
-    const scanHost = this.db.prepare(searchScanSqlite(decision));
+    const scan = searchScanSqlite(
+      hosts.map((h) => h.id),
+      decision,
+    );
+    const scanStatement = this.db.prepare(scan.text);
     const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
     const ofJobs = (jobIds: readonly number[]) => ({ ...params, jobs: JSON.stringify(jobIds) });
+    type Seen = { jobId: number; last: number };
     const reads: aggregate.SearchReads = {
-      // Each host's rows in order, merged here (in-process: a query per host costs little).
-      scan: async (at, rows) =>
-        hosts
-          .flatMap((h) => scanHost.all({ host: h.id, since: params.since, until: params.until, at: at.last, job: at.jobId, rows }) as Array<{ jobId: number; last: number }>)
+      scan: async (at, rows) => {
+        const where = { since: params.since, until: params.until, at: at.last, job: at.jobId, rows };
+        if (!scan.perHost) return scanStatement.all(where) as Seen[];
+        // Many hosts: each host's rows in order, merged here (in-process: a query per host costs little).
+        return hosts
+          .flatMap((h) => scanStatement.all({ ...where, host: h.id }) as Seen[])
           .sort((a, b) => b.last - a.last || b.jobId - a.jobId)
-          .slice(0, rows),
+          .slice(0, rows);
+      },
       count: async () => (this.db.prepare(sql.count).get(params) as { total: number }).total,
       lasts: async (jobIds) => this.db.prepare(sql.lasts).all(ofJobs(jobIds)) as Array<{ jobId: number; last: number }>,
       rows: async (jobIds) => this.db.prepare(sql.rows).all(ofJobs(jobIds)) as DestinationRow[],

@@ -10,11 +10,9 @@ import { startCollector, type Collector } from '../../collector/server.js';
 import { emitConnections } from '../helpers/emit-events.js';
 import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { checkHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
-import { testDecision } from '../helpers/aggregate-model.js';
+import { checkHostSearch, checkManyHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import { SCAN_UNION_HOSTS, searchScanSql } from '../../collector/stores/queries.js';
-import { hostQuery } from '../../collector/host-search.js';
 
 const TOKEN = 'pg-token';
 
@@ -51,36 +49,11 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
   });
 
   it('pages a search whose pattern matches more hosts than one UNION ALL branch each (the LATERAL scan), by cursor and offset', async () => {
+    assert.equal(searchScanSql(Array.from({ length: SCAN_UNION_HOSTS + 1 }, (_, i) => i + 1)).lateral, true, 'this many hosts take the LATERAL form');
     // The search test's database (its hosts are others): the one below counts every event of its own.
     const store = await PostgresStore.open(`${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`);
     cleanups.push(() => store.close());
-    const hosts = SCAN_UNION_HOSTS + 10;
-    const base = Date.UTC(2026, 0, 5);
-    const events: EgressEvent[] = [];
-    // Job j talks to one host at minute j; every fifth job also to the next host half a minute before, blocked.
-    for (let j = 0; j < 130; j++) {
-      const ci = { job_id: `many-${j}`, repository: 'org/many' };
-      events.push(testDecision(`many-${j}`, base + j * 60_000, `h${j % hosts}.many.test`, ci));
-      if (j % 5 === 0) events.push(testDecision(`many-${j}-b`, base + j * 60_000 - 30_000, `h${(j + 1) % hosts}.many.test`, ci, { decision: 'blocked' }));
-    }
-    await store.insert(events);
-    assert.equal(searchScanSql(Array.from({ length: hosts }, (_, i) => i + 1)).lateral, true, 'this many hosts take the LATERAL form');
-    const q = hostQuery('many.test');
-    const filter = { likes: q.likes, matches: q.matches };
-    const expected = Array.from({ length: 130 }, (_, i) => 129 - i).map((j) => [`many-${j}`, j % 5 === 0 ? 2 : 1, new Date(base + j * 60_000).toISOString()]);
-    const row = (j: { job: string; decisions: number; last: string }) => [j.job, j.decisions, j.last];
-    const byCursor: unknown[] = [];
-    let cursor: string | undefined;
-    for (let n = 0; n < 30; n++) {
-      const page = await store.searchJobs(filter, { limit: 9, scanRows: 7, ...(cursor && { cursor }) });
-      byCursor.push(...page.jobs.map(row));
-      if (!page.next) break;
-      cursor = page.next;
-    }
-    assert.deepEqual(byCursor, expected, 'by cursor: each job once, newest first, its rows on two hosts summed');
-    const byOffset = await store.searchJobs(filter, { limit: 20, offset: 100 });
-    assert.deepEqual(byOffset.jobs.map(row), expected.slice(100, 120));
-    assert.deepEqual((await store.searchJobs(filter, { limit: 0 })).total, 130);
+    await checkManyHostSearch(store);
   });
 
   it('lets several collectors write to one database: each event stored once', async () => {

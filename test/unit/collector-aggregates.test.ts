@@ -12,6 +12,7 @@ import { collectorCommand } from '../../cli/collector-command.js';
 import { runCaptured } from '../helpers/capture-io.js';
 import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { runSteps, scenario, StoreModel, testDecision, writeFirstLayoutDb } from '../helpers/aggregate-model.js';
+import { checkManyHostSearch } from '../helpers/host-search-scenario.js';
 
 function decision(i: number, job: string, time: string, extra: Partial<DecisionEvent> = {}): DecisionEvent {
   return testDecision(`d-${job}-${i}`, Date.parse(time), `h${i % 3}.example.com`, { job_id: job, repository: job.startsWith('x') ? 'org/x' : 'org/y' }, extra);
@@ -269,6 +270,15 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
           `until 09:00, pages of ${limit}: late placed by its recounted sighting, long by its 01:00 rows`,
         );
       }
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('pages a search whose pattern matches more hosts than one compound statement takes (a scan per host, merged)', async () => {
+    const store = new SqliteStore(':memory:');
+    try {
+      await checkManyHostSearch(store);
     } finally {
       await store.close();
     }
