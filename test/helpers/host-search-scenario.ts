@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
 import type { EventStore } from '../../collector/stores/event-store.js';
-import { SCAN_UNION_HOSTS } from '../../collector/stores/queries.js';
 import { hostQuery } from '../../collector/host-search.js';
 import { testDecision } from './aggregate-model.js';
 
@@ -96,16 +95,16 @@ export async function checkHostSearch(port: number): Promise<void> {
 }
 
 /**
- * A pattern matching more hosts than SCAN_UNION_HOSTS (PostgreSQL: the LATERAL scan; SQLite: one scan per host merged
- * by the store): 130 jobs, job j on one host at minute j, every fifth also on the next host half a minute before
- * (blocked). Paged by cursor with scan chunks of 7 rows, and by offset; the count alone.
+ * A pattern matching `hosts` hosts (more than queries.ts SCAN_UNION_HOSTS: PostgreSQL's LATERAL scan, SQLite's scan per
+ * host merged by the store): `hosts + 20` jobs, job j on one host at minute j, every fifth also on the next host half
+ * a minute before (blocked). Paged by cursor with scan chunks of 7 rows, and by offset; the count alone.
  */
-export async function checkManyHostSearch(store: EventStore): Promise<void> {
-  const hosts = SCAN_UNION_HOSTS + 10;
+export async function checkManyHostSearch(store: EventStore, hosts: number): Promise<void> {
+  const jobs = hosts + 20;
   const base = Date.UTC(2026, 0, 5);
   const events: EgressEvent[] = [];
   // Job j talks to one host at minute j; every fifth job also to the next host half a minute before, blocked.
-  for (let j = 0; j < 130; j++) {
+  for (let j = 0; j < jobs; j++) {
     const ci = { job_id: `many-${j}`, repository: 'org/many' };
     events.push(testDecision(`many-${j}`, base + j * 60_000, `h${j % hosts}.many.test`, ci));
     if (j % 5 === 0) events.push(testDecision(`many-${j}-b`, base + j * 60_000 - 30_000, `h${(j + 1) % hosts}.many.test`, ci, { decision: 'blocked' }));
@@ -113,12 +112,12 @@ export async function checkManyHostSearch(store: EventStore): Promise<void> {
   await store.insert(events);
   const q = hostQuery('many.test');
   const filter = { likes: q.likes, matches: q.matches };
-  const expected = Array.from({ length: 130 }, (_, i) => 129 - i).map((j) => [`many-${j}`, j % 5 === 0 ? 2 : 1, new Date(base + j * 60_000).toISOString()]);
+  const expected = Array.from({ length: jobs }, (_, i) => jobs - 1 - i).map((j) => [`many-${j}`, j % 5 === 0 ? 2 : 1, new Date(base + j * 60_000).toISOString()]);
   const row = (j: { job: string; decisions: number; last: string }) => [j.job, j.decisions, j.last];
   const byCursor: unknown[] = [];
   let cursor: string | undefined;
-  for (let n = 0; n < 30; n++) {
-    const page = await store.searchJobs(filter, { limit: 9, scanRows: 7, ...(cursor && { cursor }) });
+  for (let n = 0; n < jobs; n++) {
+    const page = await store.searchJobs(filter, { limit: 97, scanRows: 7, ...(cursor && { cursor }) });
     byCursor.push(...page.jobs.map(row));
     if (!page.next) break;
     cursor = page.next;
@@ -126,5 +125,5 @@ export async function checkManyHostSearch(store: EventStore): Promise<void> {
   assert.deepEqual(byCursor, expected, 'by cursor: each job once, newest first, its rows on two hosts summed');
   const byOffset = await store.searchJobs(filter, { limit: 20, offset: 100 });
   assert.deepEqual(byOffset.jobs.map(row), expected.slice(100, 120));
-  assert.deepEqual((await store.searchJobs(filter, { limit: 0 })).total, 130);
+  assert.deepEqual((await store.searchJobs(filter, { limit: 0 })).total, jobs);
 }

@@ -13,6 +13,7 @@ import { runCaptured } from '../helpers/capture-io.js';
 import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { runSteps, scenario, StoreModel, testDecision, writeFirstLayoutDb } from '../helpers/aggregate-model.js';
 import { checkManyHostSearch } from '../helpers/host-search-scenario.js';
+import { SCAN_UNION_HOSTS } from '../../collector/stores/queries.js';
 
 function decision(i: number, job: string, time: string, extra: Partial<DecisionEvent> = {}): DecisionEvent {
   return testDecision(`d-${job}-${i}`, Date.parse(time), `h${i % 3}.example.com`, { job_id: job, repository: job.startsWith('x') ? 'org/x' : 'org/y' }, extra);
@@ -278,7 +279,7 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
   it('pages a search whose pattern matches more hosts than one compound statement takes (a scan per host, merged)', async () => {
     const store = new SqliteStore(':memory:');
     try {
-      await checkManyHostSearch(store);
+      await checkManyHostSearch(store, SCAN_UNION_HOSTS.sqlite + 10);
     } finally {
       await store.close();
     }
