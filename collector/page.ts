@@ -64,10 +64,12 @@ const SEARCH_SCRIPT = `
   var form = document.getElementById('search');
   if (!form) return;
   var out = document.getElementById('search-results');
-  var offset = 0;
+  var cursor = null;
+  var shown = 0;
   function cell(row, text, cls) { var td = document.createElement('td'); td.textContent = String(text); if (cls) td.className = cls; row.appendChild(td); return td; }
   function show(answer, append) {
-    if (!append) out.textContent = '';
+    if (!append) { out.textContent = ''; shown = 0; }
+    shown += answer.jobs.length;
     var table = out.querySelector('table');
     if (!table) {
       var p = document.createElement('p'); p.id = 'search-total'; out.appendChild(p);
@@ -76,7 +78,9 @@ const SEARCH_SCRIPT = `
       ['Job', 'Hosts', 'First seen', 'Last seen', 'Decisions', 'Blocked', 'Bytes out'].forEach(function (h) { var th = document.createElement('th'); th.textContent = h; head.appendChild(th); });
       table.createTBody(); out.appendChild(table);
     }
-    out.querySelector('#search-total').textContent = answer.total + ' job(s) talked to ' + answer.host;
+    // total: only when the collector knew it cheaply; otherwise the jobs shown so far, and a + when more follow.
+    var count = typeof answer.total === 'number' ? String(answer.total) : shown + (answer.more ? '+' : '');
+    out.querySelector('#search-total').textContent = count + ' job(s) talked to ' + answer.host;
     answer.jobs.forEach(function (j) {
       var row = table.tBodies[0].insertRow();
       if (j.blocked > 0) row.className = 'blocked';
@@ -88,13 +92,13 @@ const SEARCH_SCRIPT = `
     if (more) more.remove();
     if (answer.next !== null) {
       more = document.createElement('button'); more.id = 'search-more'; more.type = 'button'; more.textContent = 'More';
-      more.addEventListener('click', function () { offset = answer.next; run(true); });
+      more.addEventListener('click', function () { cursor = answer.next; run(true); });
       out.appendChild(more);
     }
   }
   function run(append) {
     var params = new URLSearchParams(new FormData(form));
-    params.set('offset', String(offset));
+    if (cursor) params.set('cursor', cursor);
     fetch('/api/v1/search?' + params.toString()).then(function (res) {
       return res.json().then(function (body) {
         if (!res.ok) { out.textContent = body.error || ('search failed: ' + res.status); return; }
@@ -102,7 +106,7 @@ const SEARCH_SCRIPT = `
       });
     }, function (err) { out.textContent = 'search failed: ' + err; });
   }
-  form.addEventListener('submit', function (e) { e.preventDefault(); offset = 0; run(false); });
+  form.addEventListener('submit', function (e) { e.preventDefault(); cursor = null; run(false); });
 })();`;
 
 /** The job list with the same filter and page size (`limit` kept when it is not the page's own). */

@@ -3,7 +3,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { listen } from '../net/listen.js';
 import { hostQuery, SearchError } from './host-search.js';
-import { decodeCursor, type EventStore, type JobQuery, type RetentionResult } from './stores/event-store.js';
+import { decodeCursor, type EventStore, type JobQuery, type RetentionResult, type SearchQuery } from './stores/event-store.js';
 import { openStore } from './stores/open-store.js';
 import { IngestError, readBatch, type IngestLimits } from './ingest.js';
 import { INGEST_PATH } from '../events/delivery/ingest-url.js';
@@ -71,17 +71,26 @@ function count(params: URLSearchParams, name: string, fallback: number, max: num
   return Math.min(Number(text), max);
 }
 
+/** The `cursor` parameter (the `next` of an earlier page), when given. */
+function cursorParam(params: URLSearchParams): string | undefined {
+  const cursor = params.get('cursor');
+  if (!cursor) return undefined;
+  const position = decodeCursor(cursor);
+  if (!position || !Number.isSafeInteger(position.last) || !Number.isSafeInteger(position.jobId)) {
+    throw new HttpError(400, `cursor: "${cursor}" is not a cursor this collector gave`);
+  }
+  return cursor;
+}
+
 /** GET /api/v1/jobs?limit=N&cursor=C|offset=N&repository=R: without limit, every job (the first API's answer). */
 function jobQuery(params: URLSearchParams, defaultLimit?: number): JobQuery {
   const query: JobQuery = {};
   const limit = params.get('limit');
   if (limit !== null && limit !== '') query.limit = Math.max(1, count(params, 'limit', 0, 1000));
   else if (defaultLimit !== undefined) query.limit = defaultLimit;
-  const cursor = params.get('cursor');
-  if (cursor) {
-    if (!decodeCursor(cursor)) throw new HttpError(400, `cursor: "${cursor}" is not a cursor this collector gave`);
-    query.cursor = cursor;
-  } else if (params.get('offset')) query.offset = count(params, 'offset', 0, Number.MAX_SAFE_INTEGER);
+  const cursor = cursorParam(params);
+  if (cursor) query.cursor = cursor;
+  else if (params.get('offset')) query.offset = count(params, 'offset', 0, Number.MAX_SAFE_INTEGER);
   const repository = params.get('repository');
   if (repository) query.repository = repository;
   return query;
@@ -135,7 +144,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     sendJson(res, 200, { accepted: events.length, ...result, rejected });
   }
 
-  /** GET /api/v1/search?host=PATTERN&since=ISO&until=ISO&decision=...&limit=N&offset=N (collector/host-search.ts). */
+  /** GET /api/v1/search?host=PATTERN&since=ISO&until=ISO&decision=...&limit=N&cursor=C|offset=N (collector/host-search.ts). */
   async function search(params: URLSearchParams) {
     let query;
     try {
@@ -154,14 +163,25 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const decision = params.get('decision') || undefined;
     if (decision !== undefined && !['allowed', 'blocked', 'would-block'].includes(decision))
       throw new HttpError(400, `decision: "${decision}" is not allowed, blocked or would-block`);
-    const page = { limit: count(params, 'limit', 50, 500), offset: count(params, 'offset', 0, Number.MAX_SAFE_INTEGER) };
+    const page: SearchQuery = { limit: count(params, 'limit', 50, 500) };
+    const cursor = cursorParam(params);
+    if (cursor) page.cursor = cursor;
+    else page.offset = count(params, 'offset', 0, Number.MAX_SAFE_INTEGER);
     const since = time('since');
     const until = time('until');
     const filter = { likes: query.likes, matches: query.matches, ...(since && { since }), ...(until && { until }), ...(decision && { decision }) };
-    const { jobs, total } = await store.searchJobs(filter, page);
-    // No next page after a page of none (limit 0): its offset would be this one, and a client following it would loop.
-    const next = jobs.length > 0 && page.offset + jobs.length < total ? page.offset + jobs.length : null;
-    return { host: query.pattern, ...(since && { since }), ...(until && { until }), ...(decision && { decision }), total, offset: page.offset, next, jobs };
+    const { jobs, total, more, next } = await store.searchJobs(filter, page);
+    return {
+      host: query.pattern,
+      ...(since && { since }),
+      ...(until && { until }),
+      ...(decision && { decision }),
+      ...(total !== undefined && { total }),
+      more,
+      ...(page.offset !== undefined && { offset: page.offset }),
+      next,
+      jobs,
+    };
   }
 
   async function jobEvents(job: string) {

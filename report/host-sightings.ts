@@ -38,23 +38,25 @@ export function timeArgument(text: string, now = Date.now()): string | undefined
 /** "Which of our jobs talked to this host, and when?", every page up to maxJobs, newest first. */
 export async function fetchHostSightings(collector: string, query: { host: string; since?: string; until?: string; decision?: string }, maxJobs = 5000): Promise<HostSightings> {
   const jobs: JobSighting[] = [];
-  let offset: number | null = 0;
-  let answer: { host: string; next: number | null; jobs: JobSighting[] } | undefined;
-  while (offset !== null && jobs.length < maxJobs) {
+  // `next`: a cursor; a collector before cursors answered the next page's offset (a number), asked as `offset`.
+  let next: string | number | null | undefined;
+  let answer: { host: string; next: string | number | null; jobs: JobSighting[] } | undefined;
+  do {
     const url = apiUrl(collector, '/api/v1/search');
-    for (const [key, value] of Object.entries({ ...query, limit: '500', offset: String(offset) })) if (value !== undefined) url.searchParams.set(key, value);
+    const page = next === undefined || next === null ? {} : typeof next === 'number' ? { offset: String(next) } : { cursor: next };
+    for (const [key, value] of Object.entries({ ...query, limit: '500', ...page })) if (value !== undefined) url.searchParams.set(key, value);
     answer = (await getJson(url)) as typeof answer;
     if (!answer || !Array.isArray(answer.jobs)) throw new EventSourceError(`collector answer for ${url.pathname} has no jobs`);
     jobs.push(...answer.jobs);
-    offset = answer.jobs.length === 0 ? null : answer.next;
-  }
+    next = answer.jobs.length === 0 ? null : answer.next;
+  } while (next !== null && next !== undefined && jobs.length < maxJobs);
   return {
     host: answer?.host ?? query.host,
     ...(query.since && { since: query.since }),
     ...(query.until && { until: query.until }),
     ...(query.decision && { decision: query.decision }),
     jobs: jobs.slice(0, maxJobs),
-    truncated: offset !== null,
+    truncated: jobs.length > maxJobs || (next !== null && next !== undefined),
   };
 }
 

@@ -2,7 +2,8 @@ import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
 import { CLOSE, DECISION, encodeId, OUTCOME_CODES, packBody } from './codec.js';
 import type { JobSighting } from '../../report/host-sightings.js';
-import { iso, type SearchPage } from './event-store.js';
+import { decodeCursor, encodeCursor, iso, type SearchPage, type SearchQuery } from './event-store.js';
+import { finite } from './queries.js';
 
 /**
  * What both stores do with a batch, apart from SQL: the rows to insert and the aggregate deltas of what was stored.
@@ -254,19 +255,34 @@ export async function windowedRows(
   return out;
 }
 
-/** What a store reads for one page of a host search (queries.ts searchSql: the rows wholly inside the window). */
+/** A job's place in the search order: its last sighting in the window, then its id (both descending). */
+export interface SearchKey {
+  last: number;
+  jobId: number;
+}
+
+/** Whether `a` comes after `b` in the search order (newest first; ties: the higher job id first). */
+function after(a: SearchKey, b: SearchKey): boolean {
+  return a.last < b.last || (a.last === b.last && a.jobId < b.jobId);
+}
+
+/** What a store reads for one page of a host search (queries.ts searchSql, searchScanSql, searchScanSqlite). */
 export interface SearchReads {
   /**
-   * Jobs with rows inside the window by their last sighting there, newest first (ties: job id descending), `limit`
-   * of them after `offset`, each with the number of all such jobs (`total`; drivers may answer numbers as text).
+   * The matching rows whose last sighting is in the window, in (last, job id) descending order, strictly after `at` in
+   * that order, `rows` of them at most (drivers may answer numbers as text).
    */
-  page(limit: number, offset: number): Promise<Array<{ jobId: unknown; last: unknown; total: unknown }>>;
-  /** The number of jobs with rows inside the window (asked only when an empty page cannot tell: past the end, or `limit` 0). */
+  scan(at: SearchKey, rows: number): Promise<Array<{ jobId: unknown; last: unknown }>>;
+  /** The number of jobs with such a row (asked only for a page of none). */
   count(): Promise<number>;
-  /** The last sighting inside the window of each of these jobs that has one. */
+  /** The last sighting among such rows of each of these jobs that has one. */
   lasts(jobIds: readonly number[]): Promise<Array<{ jobId: unknown; last: unknown }>>;
-  /** The rows inside the window of these jobs. */
+  /** The rows of these jobs that overlap the window. */
   rows(jobIds: readonly number[]): Promise<DestinationRow[]>;
+  /** The rows that straddle `until` (last after it, first at or before it); asked only when `until` is given. */
+  edges(): Promise<DestinationRow[]>;
+  /** A row's decisions inside the window, recounted from its raw events. */
+  recount(row: DestinationRow): Promise<DestinationRow | undefined>;
   /** The text of these jobs' ids. */
   jobText(jobIds: readonly number[]): Promise<(id: number) => string | undefined>;
 }
@@ -286,46 +302,84 @@ export function destinationRow(r: Record<string, unknown>): DestinationRow {
   };
 }
 
+/** Rows per read of the ordered scan: ~8 per job still wanted at first (a job has a row per host, port and outcome it met), doubled each read. */
+const scanRows = (wanted: number) => Math.min(4096, Math.max(64, wanted * 8));
+const MAX_SCAN_ROWS = 65_536;
+
 /**
- * One page of a host search, done where the rows are: the database orders the matching jobs by last sighting and
- * cuts the page (counting them all as it goes), and only the page's jobs are summed and named. `readEdges`: the rows
- * that straddle an end of the window, recounted (windowedRows; a few jobs running at `since` or `until`). Their
- * jobs may move up the order, so with edges the database is asked for the first `offset + limit` jobs and the edge
- * jobs are merged in before the page is cut: a job not among those and without edges is behind all of them.
+ * One page of a host search, read in the order of the answer. A job's last sighting in the window is the newest `last`
+ * of its rows seen there (queries.ts searchSql), except for the few jobs with a row that straddles `until`, recounted
+ * first (their order known before the scan, which skips them). The scan reads the seen rows newest first, by host
+ * index, a chunk at a time; the first row of a job gives its place, so it stops once `offset + limit + 1` jobs are
+ * placed at or above where it is (the +1 tells whether more follow), and only the page's jobs are then summed (their
+ * rows by primary key; the ones that straddle an end recounted). After a cursor the scan starts at its position, and a
+ * job met there is kept only if its newest seen row is past the cursor too (a job of an earlier page has older rows).
+ * `total` is known when the scan ran out on a page asked from the start; a page of none (`limit` 0) counts on purpose.
  */
-export async function searchPage(
-  reads: SearchReads,
-  readEdges: () => Promise<DestinationRow[]>,
-  page: { limit: number; offset: number },
-  hostText: (id: number) => string,
-): Promise<SearchPage> {
-  // The page as if no row straddled, asked beside the straddling rows (PostgreSQL: on two connections at once); it is
-  // the right one when none does, or when the page is the first.
-  const [edges, guess] = await Promise.all([readEdges(), reads.page(page.limit, page.offset)]);
-  const edgeLast = new Map<number, number>();
-  for (const r of edges) edgeLast.set(r.jobId, Math.max(edgeLast.get(r.jobId) ?? -Infinity, r.last));
-  const direct = edgeLast.size === 0;
-  const headFromStart = !direct && page.offset > 0;
-  const head = headFromStart ? await reads.page(page.offset + page.limit, 0) : guess;
-  // An empty head says there is no job inside the window only when it was asked from the start for at least one;
-  // past the end, or with `limit` 0 (only the total asked), the count is asked for.
-  const headSaysNone = headFromStart || (page.offset === 0 && page.limit > 0);
-  let total = head.length > 0 ? Number(head[0]!.total) : headSaysNone ? 0 : await reads.count();
-  const lasts = new Map(head.map((r) => [Number(r.jobId), Number(r.last)]));
-  if (!direct) {
-    const inside = new Map((await reads.lasts([...edgeLast.keys()])).map((r) => [Number(r.jobId), Number(r.last)]));
-    for (const [job, last] of edgeLast) {
-      if (!inside.has(job)) total++;
-      lasts.set(job, Math.max(last, inside.get(job) ?? -Infinity));
+export async function searchPage(reads: SearchReads, window: Window, page: SearchQuery, hostText: (id: number) => string): Promise<SearchPage> {
+  const cursor = page.cursor ? decodeCursor(page.cursor) : undefined;
+  const offset = cursor ? 0 : (page.offset ?? 0);
+  const keys = new Map<number, number>(); // job -> its last sighting in the window, for the jobs placed so far
+  const edgeJobs = new Set<number>();
+  const recounted = new Map<string, Promise<DestinationRow | undefined>>();
+  const recount = (row: DestinationRow) => {
+    const id = `${row.jobId}:${row.hostId}:${row.port}:${row.decision}`;
+    if (!recounted.has(id)) recounted.set(id, reads.recount(row));
+    return recounted.get(id)!;
+  };
+  if (window.until < Infinity) {
+    const edges = await windowedRows(await reads.edges(), window, recount);
+    for (const r of edges) edgeJobs.add(r.jobId);
+    const seen = new Map((await reads.lasts([...edgeJobs])).map((r) => [Number(r.jobId), Number(r.last)]));
+    for (const r of edges) {
+      const last = Math.max(r.last, keys.get(r.jobId) ?? -Infinity, seen.get(r.jobId) ?? -Infinity);
+      keys.set(r.jobId, last);
     }
+    if (page.limit === 0) {
+      const extra = [...edgeJobs].filter((job) => !seen.has(job)).length;
+      const total = (await reads.count()) + extra;
+      return { jobs: [], total, more: total > offset, next: null };
+    }
+    if (cursor) for (const [job, last] of keys) if (!after({ last, jobId: job }, cursor)) keys.delete(job);
+  } else if (page.limit === 0) {
+    const total = await reads.count();
+    return { jobs: [], total, more: total > offset, next: null };
   }
-  const order = [...lasts].sort(([jobA, lastA], [jobB, lastB]) => lastB - lastA || jobB - jobA).map(([job]) => job);
-  const ids = direct ? order : order.slice(page.offset, page.offset + page.limit);
-  if (ids.length === 0) return { jobs: [], total };
+
+  const wanted = offset + page.limit + 1;
+  let at: SearchKey = cursor ?? { last: finite(window.until), jobId: Number.MAX_SAFE_INTEGER };
+  let rows = page.scanRows ?? scanRows(wanted);
+  let exhausted = false;
+  const met = new Set<number>();
+  const placedFrom = (position: SearchKey) => [...keys].filter(([jobId, last]) => !after({ last, jobId }, position)).length;
+  for (;;) {
+    const chunk = (await reads.scan(at, rows)).map((r) => ({ jobId: Number(r.jobId), last: Number(r.last) }));
+    const fresh = chunk.filter((r) => !met.has(r.jobId) && !edgeJobs.has(r.jobId) && met.add(r.jobId));
+    if (cursor && fresh.length > 0) {
+      // A job whose newest seen row is not past the cursor was on an earlier page.
+      const newest = new Map((await reads.lasts(fresh.map((r) => r.jobId))).map((r) => [Number(r.jobId), Number(r.last)]));
+      for (const r of fresh) if (after({ last: newest.get(r.jobId) ?? r.last, jobId: r.jobId }, cursor)) keys.set(r.jobId, r.last);
+    } else for (const r of fresh) keys.set(r.jobId, r.last);
+    if (chunk.length < rows) {
+      exhausted = true;
+      break;
+    }
+    at = chunk.at(-1)!;
+    if (placedFrom(at) >= wanted) break;
+    if (page.scanRows === undefined) rows = Math.min(rows * 2, MAX_SCAN_ROWS);
+  }
+
+  const order = [...keys].map(([jobId, last]) => ({ jobId, last })).sort((a, b) => b.last - a.last || b.jobId - a.jobId);
+  const onPage = order.slice(offset, offset + page.limit);
+  const more = order.length > offset + page.limit;
+  const total = exhausted && !cursor ? order.length : undefined;
+  const next = more && onPage.length > 0 ? encodeCursor(onPage.at(-1)!.last, onPage.at(-1)!.jobId) : null;
+  if (onPage.length === 0) return { jobs: [], ...(total !== undefined && { total }), more, next };
+  const ids = onPage.map((k) => k.jobId);
   const byJob = new Map<number, DestinationRow[]>(ids.map((id) => [id, []]));
-  for (const r of [...(await reads.rows(ids)), ...edges]) byJob.get(r.jobId)?.push(r);
+  for (const r of await windowedRows(await reads.rows(ids), window, recount)) byJob.get(r.jobId)?.push(r);
   const jobText = await reads.jobText(ids);
-  return { jobs: ids.map((id) => sightingOf(byJob.get(id)!, jobText(id) ?? `#${id}`, hostText)), total };
+  return { jobs: ids.map((id) => sightingOf(byJob.get(id)!, jobText(id) ?? `#${id}`, hostText)), ...(total !== undefined && { total }), more, next };
 }
 
 /** One job's sighting: the sums of its rows (inside the window, or recounted within it). */

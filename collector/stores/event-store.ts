@@ -42,12 +42,31 @@ export interface SightingFilter {
   decision?: string;
 }
 
+/** Which page of a host search: `limit` jobs after `cursor` (the `next` of the page before) or after the first `offset`. */
+export interface SearchQuery {
+  limit: number;
+  offset?: number;
+  cursor?: string;
+  /**
+   * Rows per read of the ordered scan (aggregate.searchPage), fixed; by default it starts near eight per job wanted and
+   * doubles. Tests set it small to make pages that end mid-scan.
+   */
+  scanRows?: number;
+}
+
 /** One page of a host search. */
 export interface SearchPage {
   /** Newest first by last sighting in the window; ties: the job added last first. */
   jobs: JobSighting[];
-  /** Jobs that match in all. */
-  total: number;
+  /**
+   * Jobs that match in all, when known exactly without extra work: the scan reached the last matching row on a page
+   * asked without a cursor, or the page is of none (`limit` 0: then counted on purpose). Otherwise absent.
+   */
+  total?: number;
+  /** Whether jobs follow this page. */
+  more: boolean;
+  /** The cursor of the next page (the last job's (last sighting, id)); null when none follows or the page is of none. */
+  next: string | null;
 }
 
 export interface InsertResult {
@@ -67,11 +86,12 @@ export interface EventStore {
   jobEvents(job: string, limit: number): Promise<EgressEvent[]>;
   /**
    * One page of the jobs with decisions whose host matches, in the time window: per job, those decisions summed,
-   * newest first by last sighting (ties: the job added last first), `limit` after `offset`, and how many jobs match
-   * in all. From the per (job, host, port, outcome) aggregates, ordered and cut in the database; the few rows that
-   * straddle an end of the window are recounted from their raw events, so the answer is exact.
+   * newest first by last sighting (ties: the job added last first), `limit` after `cursor` or `offset`, with how many
+   * jobs match in all when that is cheap to know (SearchPage). From the per (job, host, port, outcome) aggregates read
+   * in last-seen order per host (aggregate.searchPage); the few rows that straddle an end of the window are recounted
+   * from their raw events, so the answer is exact.
    */
-  searchJobs(filter: SightingFilter, page: { limit: number; offset: number }): Promise<SearchPage>;
+  searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage>;
   /**
    * Delete the events older than `cutoff` and recompute the aggregates of the jobs they belonged to. SQLite: every
    * event with time < cutoff, in small transactions; PostgreSQL: the day partitions that end at or before cutoff.

@@ -5,7 +5,17 @@ import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggrega
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdInBody, PG_KEY_OF_BYTEA_SQL, pgKey } from './pg-key.js';
-import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SearchPage, type SightingFilter } from './event-store.js';
+import {
+  decodeCursor,
+  type EventStore,
+  type InsertResult,
+  type JobPage,
+  type JobQuery,
+  type RetentionResult,
+  type SearchPage,
+  type SearchQuery,
+  type SightingFilter,
+} from './event-store.js';
 import {
   destinationRowSql,
   EVENT_KEY_INDEX_POSTGRES,
@@ -17,6 +27,7 @@ import {
   OLD_TABLE,
   RECOMPUTE_SQL,
   SCHEMA_TABLES,
+  searchScanSql,
   searchSql,
   stringLookupSql,
   type JobRow,
@@ -339,14 +350,16 @@ export class PostgresStore implements EventStore {
     );
   }
 
-  async searchJobs(filter: SightingFilter, page: { limit: number; offset: number }): Promise<SearchPage> {
-    if (filter.likes.length === 0) return { jobs: [], total: 0 };
+  async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {
+    const none = { jobs: [], ...(!page.cursor && { total: 0 }), more: false, next: null };
+    if (filter.likes.length === 0) return none;
     const lookup = stringLookupSql('postgres', filter.likes, (i) => `$${i}`);
     const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`, lookup.params);
     const hosts = (hostRes.rows as Array<{ id: number; text: string }>).filter((h) => filter.matches(h.text));
-    if (hosts.length === 0) return { jobs: [], total: 0 };
+    if (hosts.length === 0) return none;
     const window = aggregate.searchWindow(filter);
-    const params = [hosts.map((h) => h.id), finite(window.since), finite(window.until)];
+    const hostIds = hosts.map((h) => h.id);
+    const params = [hostIds, finite(window.since), finite(window.until)];
     const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
     const sql = searchSql({
       hosts: 'host_id = ANY($1::int[])',
@@ -354,25 +367,22 @@ export class PostgresStore implements EventStore {
       until: '$3',
       ...(decision !== undefined && { decision: String(decision) }),
       jobs: 'job_id = ANY($4::int[])',
-      limit: '$4',
-      offset: '$5',
     });
-    const readEdges = async () =>
-      !aggregate.hasEnds(window)
-        ? []
-        : aggregate.windowedRows((await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow), window, async (row) => {
-            const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
-            return aggregate.destinationRow({ ...row, ...r.rows[0] });
-          });
+    const scan = searchScanSql(hostIds, decision);
     const reads: aggregate.SearchReads = {
-      page: async (limit, offset) => (await this.pool.query(sql.page, [...params, limit, offset])).rows,
+      scan: async (at, rows) => (await this.pool.query(scan.text, [params[1], params[2], at.last, at.jobId, rows, ...(scan.lateral ? [hostIds] : [])])).rows,
       count: async () => Number((await this.pool.query(sql.count, params)).rows[0].total),
       lasts: async (jobIds) => (await this.pool.query(sql.lasts, [...params, jobIds])).rows,
       rows: async (jobIds) => (await this.pool.query(sql.rows, [...params, jobIds])).rows.map(aggregate.destinationRow),
+      edges: async () => (await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow),
+      recount: async (row) => {
+        const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
+        return aggregate.destinationRow({ ...row, ...r.rows[0] });
+      },
       jobText: async (jobIds) => this.texts(jobIds),
     };
     const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    return aggregate.searchPage(reads, readEdges, page, (id) => hostText.get(id) ?? `#${id}`);
+    return aggregate.searchPage(reads, window, page, (id) => hostText.get(id) ?? `#${id}`);
   }
 
   /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */

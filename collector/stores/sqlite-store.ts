@@ -6,7 +6,17 @@ import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeIdHex, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
-import { decodeCursor, type EventStore, type InsertResult, type JobPage, type JobQuery, type RetentionResult, type SearchPage, type SightingFilter } from './event-store.js';
+import {
+  decodeCursor,
+  type EventStore,
+  type InsertResult,
+  type JobPage,
+  type JobQuery,
+  type RetentionResult,
+  type SearchPage,
+  type SearchQuery,
+  type SightingFilter,
+} from './event-store.js';
 import {
   destinationRowSql,
   finite,
@@ -18,6 +28,7 @@ import {
   RECOMPUTE_SQL,
   reversed,
   SCHEMA_TABLES,
+  searchScanSqlite,
   searchSql,
   stringLookupSql,
   type JobRow,
@@ -204,8 +215,9 @@ export class SqliteStore implements EventStore {
     );
   }
 
-  async searchJobs(filter: SightingFilter, page: { limit: number; offset: number }): Promise<SearchPage> {
-    if (filter.likes.length === 0) return { jobs: [], total: 0 };
+  async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {
+    const none = { jobs: [], ...(!page.cursor && { total: 0 }), more: false, next: null };
+    if (filter.likes.length === 0) return none;
     const lookup = stringLookupSql('sqlite', filter.likes, () => '?');
     const hosts = (
       this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`).all(...lookup.params) as Array<{
@@ -213,7 +225,7 @@ export class SqliteStore implements EventStore {
         text: string;
       }>
     ).filter((h) => filter.matches(h.text));
-    if (hosts.length === 0) return { jobs: [], total: 0 };
+    if (hosts.length === 0) return none;
     const window = aggregate.searchWindow(filter);
     const params = { hosts: JSON.stringify(hosts.map((h) => h.id)), since: finite(window.since), until: finite(window.until) };
     const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
@@ -223,27 +235,37 @@ export class SqliteStore implements EventStore {
       until: '@until',
       ...(decision !== undefined && { decision: String(decision) }),
       jobs: 'job_id IN (SELECT value FROM json_each(@jobs))',
-      limit: '@limit',
-      offset: '@offset',
     });
+    const scan = searchScanSqlite(
+      hosts.map((h) => h.id),
+      decision,
+    );
+    const scanStatement = this.db.prepare(scan.text);
     const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-    const readEdges = async () =>
-      !aggregate.hasEnds(window)
-        ? []
-        : aggregate.windowedRows(this.db.prepare(sql.edges).all(params) as DestinationRow[], window, async (row) => {
-            const r = recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number };
-            return { ...row, ...r };
-          });
     const ofJobs = (jobIds: readonly number[]) => ({ ...params, jobs: JSON.stringify(jobIds) });
+    type Seen = { jobId: number; last: number };
     const reads: aggregate.SearchReads = {
-      page: async (limit, offset) => this.db.prepare(sql.page).all({ ...params, limit, offset }) as Array<{ jobId: number; last: number; total: number }>,
+      scan: async (at, rows) => {
+        const where = { since: params.since, until: params.until, at: at.last, job: at.jobId, rows };
+        if (!scan.perHost) return scanStatement.all(where) as Seen[];
+        // Many hosts: each host's rows in order, merged here (in-process: a query per host costs little).
+        return hosts
+          .flatMap((h) => scanStatement.all({ ...where, host: h.id }) as Seen[])
+          .sort((a, b) => b.last - a.last || b.jobId - a.jobId)
+          .slice(0, rows);
+      },
       count: async () => (this.db.prepare(sql.count).get(params) as { total: number }).total,
       lasts: async (jobIds) => this.db.prepare(sql.lasts).all(ofJobs(jobIds)) as Array<{ jobId: number; last: number }>,
       rows: async (jobIds) => this.db.prepare(sql.rows).all(ofJobs(jobIds)) as DestinationRow[],
+      edges: async () => this.db.prepare(sql.edges).all(params) as DestinationRow[],
+      recount: async (row) => ({
+        ...row,
+        ...(recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number }),
+      }),
       jobText: async (jobIds) => this.texts(jobIds),
     };
     const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    return aggregate.searchPage(reads, readEdges, page, (id) => hostText.get(id) ?? `#${id}`);
+    return aggregate.searchPage(reads, window, page, (id) => hostText.get(id) ?? `#${id}`);
   }
 
   /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import Database from 'better-sqlite3';
-import type { EventStore, JobInfo } from '../../collector/stores/event-store.js';
+import type { EventStore, JobInfo, SearchPage } from '../../collector/stores/event-store.js';
 import { hostQuery } from '../../collector/host-search.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 
@@ -219,6 +219,7 @@ export async function checkAgainstModel(store: EventStore, model: StoreModel, wi
       what,
     );
     assert.equal(all.total, expected.length, `${what}: total`);
+    assert.deepEqual([all.more, all.next], [false, null], `${what}: one page holds them all`);
     assert.ok(
       all.jobs.every((j, i) => i === 0 || j.last <= all.jobs[i - 1]!.last),
       `${what}: newest first`,
@@ -226,17 +227,34 @@ export async function checkAgainstModel(store: EventStore, model: StoreModel, wi
     // A page of none (`limit=0`: only the total asked), at the start and further on.
     for (const offset of [0, 1]) {
       const none = await store.searchJobs(filter, { limit: 0, offset });
-      assert.deepEqual(none, { jobs: [], total: all.total }, `${what}: a page of none at ${offset} still has the total`);
+      assert.deepEqual(none, { jobs: [], total: all.total, more: all.total! > offset, next: null }, `${what}: a page of none at ${offset} still has the total`);
     }
-    // Pages of one and of two: together the whole answer in its order (no job twice, none missing), each with the total.
-    for (const limit of [1, 2]) {
-      const paged: JobSighting[] = [];
-      for (let offset = 0; offset <= all.total; offset += limit) {
-        const page = await store.searchJobs(filter, { limit, offset });
-        assert.equal(page.total, all.total, `${what}: total of the page at ${offset}`);
-        paged.push(...page.jobs);
+    // Pages by offset and by cursor, read in chunks of 1 and 2 rows (pages that end mid-scan) and the default: together
+    // the whole answer in its order (no job twice, none missing); `total` exact whenever it is given.
+    for (const [limit, scanRows] of [
+      [1, 1],
+      [2, undefined],
+      [3, 2],
+    ] as Array<[number, number | undefined]>) {
+      const chunks = scanRows === undefined ? {} : { scanRows };
+      const byOffset: JobSighting[] = [];
+      for (let offset = 0; offset <= all.total!; offset += limit) {
+        const page = await store.searchJobs(filter, { limit, offset, ...chunks });
+        if (page.total !== undefined) assert.equal(page.total, all.total, `${what}: total of the page at ${offset}`);
+        assert.equal(page.more, offset + limit < all.total!, `${what}: more after the page at ${offset}`);
+        byOffset.push(...page.jobs);
       }
-      assert.deepEqual(paged, all.jobs, `${what}: pages of ${limit}`);
+      assert.deepEqual(byOffset, all.jobs, `${what}: pages of ${limit} by offset (scan chunks ${scanRows ?? 'default'})`);
+      const byCursor: JobSighting[] = [];
+      let cursor: string | undefined;
+      for (let n = 0; n <= all.total! + 1; n++) {
+        const page: SearchPage = await store.searchJobs(filter, { limit, ...(cursor && { cursor }), ...chunks });
+        byCursor.push(...page.jobs);
+        assert.equal(page.next !== null, page.more, `${what}: a next cursor exactly when more follow`);
+        if (!page.next) break;
+        cursor = page.next;
+      }
+      assert.deepEqual(byCursor, all.jobs, `${what}: pages of ${limit} by cursor (scan chunks ${scanRows ?? 'default'})`);
     }
   }
   for (const job of model.jobs()) {

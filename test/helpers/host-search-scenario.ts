@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
+import type { EventStore } from '../../collector/stores/event-store.js';
+import { hostQuery } from '../../collector/host-search.js';
+import { testDecision } from './aggregate-model.js';
 
 /**
  * Three jobs, one of which talked to a compromised uploader's host (and its subdomain), one that was blocked
@@ -44,8 +47,9 @@ export async function checkHostSearch(port: number): Promise<void> {
     return {
       status: res.status,
       body: (await res.json()) as {
-        total: number;
-        next: number | null;
+        total?: number;
+        more: boolean;
+        next: string | null;
         jobs: Array<{ job: string; hosts: string[]; bytesOut: number; first: string; last: string; blocked: number }>;
       },
     };
@@ -76,11 +80,50 @@ export async function checkHostSearch(port: number): Promise<void> {
   );
   assert.equal((await get('host=codecov.io&decision=blocked')).body.total, 0);
   const first = await get('host=codecov.io&limit=1');
-  assert.deepEqual([first.body.jobs.length, first.body.total, first.body.next], [1, 2, 1]);
+  assert.deepEqual([first.body.jobs.length, first.body.total, first.body.more, typeof first.body.next], [1, 2, true, 'string']);
+  const second = await get(`host=codecov.io&limit=1&cursor=${first.body.next}`);
+  assert.deepEqual([second.body.jobs.map((j) => j.job), second.body.more, second.body.next], [['job-old'], false, null]);
   assert.equal((await get('host=codecov.io&limit=1&offset=1')).body.jobs[0]!.job, 'job-old');
+  assert.equal((await get('host=codecov.io&cursor=bm90LWEtY3Vyc29y')).status, 400, 'a cursor this collector did not give');
+  const huge = Buffer.from(`${'9'.repeat(400)}.1`).toString('base64url');
+  assert.equal((await get(`host=codecov.io&cursor=${huge}`)).status, 400, 'a cursor out of range');
   // A page of none (limit 0) counts the jobs but offers no next page: a client that follows `next` must not loop.
   const none = await get('host=codecov.io&limit=0');
-  assert.deepEqual([none.body.jobs.length, none.body.total, none.body.next], [0, 2, null]);
+  assert.deepEqual([none.body.jobs.length, none.body.total, none.body.more, none.body.next], [0, 2, true, null]);
   assert.equal((await get('host=%25_%25')).status, 400, 'LIKE wildcards are not a pattern');
   assert.equal((await get('host=codecov.io&since=yesterday')).status, 400);
+}
+
+/**
+ * A pattern matching `hosts` hosts (more than queries.ts SCAN_UNION_HOSTS: PostgreSQL's LATERAL scan, SQLite's scan per
+ * host merged by the store): `hosts + 20` jobs, job j on one host at minute j, every fifth also on the next host half
+ * a minute before (blocked). Paged by cursor with scan chunks of 7 rows, and by offset; the count alone.
+ */
+export async function checkManyHostSearch(store: EventStore, hosts: number): Promise<void> {
+  const jobs = hosts + 20;
+  const base = Date.UTC(2026, 0, 5);
+  const events: EgressEvent[] = [];
+  // Job j talks to one host at minute j; every fifth job also to the next host half a minute before, blocked.
+  for (let j = 0; j < jobs; j++) {
+    const ci = { job_id: `many-${j}`, repository: 'org/many' };
+    events.push(testDecision(`many-${j}`, base + j * 60_000, `h${j % hosts}.many.test`, ci));
+    if (j % 5 === 0) events.push(testDecision(`many-${j}-b`, base + j * 60_000 - 30_000, `h${(j + 1) % hosts}.many.test`, ci, { decision: 'blocked' }));
+  }
+  await store.insert(events);
+  const q = hostQuery('many.test');
+  const filter = { likes: q.likes, matches: q.matches };
+  const expected = Array.from({ length: jobs }, (_, i) => jobs - 1 - i).map((j) => [`many-${j}`, j % 5 === 0 ? 2 : 1, new Date(base + j * 60_000).toISOString()]);
+  const row = (j: { job: string; decisions: number; last: string }) => [j.job, j.decisions, j.last];
+  const byCursor: unknown[] = [];
+  let cursor: string | undefined;
+  for (let n = 0; n < jobs; n++) {
+    const page = await store.searchJobs(filter, { limit: 97, scanRows: 7, ...(cursor && { cursor }) });
+    byCursor.push(...page.jobs.map(row));
+    if (!page.next) break;
+    cursor = page.next;
+  }
+  assert.deepEqual(byCursor, expected, 'by cursor: each job once, newest first, its rows on two hosts summed');
+  const byOffset = await store.searchJobs(filter, { limit: 20, offset: 100 });
+  assert.deepEqual(byOffset.jobs.map(row), expected.slice(100, 120));
+  assert.deepEqual((await store.searchJobs(filter, { limit: 0 })).total, jobs);
 }

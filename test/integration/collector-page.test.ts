@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { startCollector, type Collector } from '../../collector/server.js';
+import { testDecision } from '../helpers/aggregate-model.js';
 
 const FIXTURE = fileURLToPath(new URL('../../../test/fixtures/audit-run.ndjson', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/', import.meta.url));
@@ -153,6 +154,33 @@ describe('collector web page in headless Chromium', () => {
     assert.equal(await page.locator('#destinations td code').first().textContent(), '<img src=x onerror="window.pwned=1">:80');
     const missing = await page.goto(`${base}/jobs/nope`);
     assert.equal(missing?.status(), 404);
+    await page.close();
+  });
+  it('pages the search results with the More button (the next page by cursor), each job once', async () => {
+    // Older than every other job, so the job list above is not disturbed (this test runs last).
+    const events = Array.from({ length: 55 }, (_, i) =>
+      testDecision(`more-${i}`, Date.UTC(2020, 0, 1, 0, i), 'cdn.more.example', { job_id: `more-job-${String(i).padStart(2, '0')}`, repository: 'org/more' }),
+    );
+    const body = events.map((e) => JSON.stringify(e)).join('\n');
+    assert.equal((await fetch(`${base}/api/v1/events`, { method: 'POST', body })).status, 200);
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    await page.goto(`${base}/`);
+    await page.fill('#search input[name="host"]', 'more.example');
+    await page.click('#search button[type="submit"]');
+    await page.waitForSelector('#search-more');
+    assert.equal(await page.locator('#search-table tbody tr').count(), 50);
+    assert.match((await page.textContent('#search-total')) ?? '', /^55 job\(s\) talked to more\.example$/);
+    await page.click('#search-more');
+    await page.waitForFunction(() => document.querySelectorAll('#search-table tbody tr').length === 55);
+    const jobs = await page.$$eval('#search-table tbody tr td:first-child', (tds) => tds.map((td) => td.textContent));
+    assert.deepEqual(
+      jobs,
+      Array.from({ length: 55 }, (_, i) => `more-job-${String(54 - i).padStart(2, '0')}`),
+    );
+    assert.equal(await page.locator('#search-more').count(), 0, 'no More after the last page');
+    assert.deepEqual(errors, []);
     await page.close();
   });
 });

@@ -10,7 +10,9 @@ import { startCollector, type Collector } from '../../collector/server.js';
 import { emitConnections } from '../helpers/emit-events.js';
 import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
 import { waitFor } from '../helpers/wait-for.js';
-import { checkHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
+import { checkHostSearch, checkManyHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
+import { PostgresStore } from '../../collector/stores/postgres-store.js';
+import { SCAN_UNION_HOSTS, searchScanSql } from '../../collector/stores/queries.js';
 
 const TOKEN = 'pg-token';
 
@@ -44,6 +46,15 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
     cleanups.push(() => collector.close());
     await postBatch(collector.port, hostSearchEvents());
     await checkHostSearch(collector.port);
+  });
+
+  it('pages a search whose pattern matches more hosts than one UNION ALL branch each (the LATERAL scan), by cursor and offset', async () => {
+    const hosts = SCAN_UNION_HOSTS.postgres + 10;
+    assert.equal(searchScanSql(Array.from({ length: hosts }, (_, i) => i + 1)).lateral, true, 'this many hosts take the LATERAL form');
+    // The search test's database (its hosts are others): the one below counts every event of its own.
+    const store = await PostgresStore.open(`${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`);
+    cleanups.push(() => store.close());
+    await checkManyHostSearch(store, hosts);
   });
 
   it('lets several collectors write to one database: each event stored once', async () => {

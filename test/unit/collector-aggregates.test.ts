@@ -12,6 +12,8 @@ import { collectorCommand } from '../../cli/collector-command.js';
 import { runCaptured } from '../helpers/capture-io.js';
 import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { runSteps, scenario, StoreModel, testDecision, writeFirstLayoutDb } from '../helpers/aggregate-model.js';
+import { checkManyHostSearch } from '../helpers/host-search-scenario.js';
+import { SCAN_UNION_HOSTS } from '../../collector/stores/queries.js';
 
 function decision(i: number, job: string, time: string, extra: Partial<DecisionEvent> = {}): DecisionEvent {
   return testDecision(`d-${job}-${i}`, Date.parse(time), `h${i % 3}.example.com`, { job_id: job, repository: job.startsWith('x') ? 'org/x' : 'org/y' }, extra);
@@ -173,17 +175,111 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
       for (const f of [filter, open]) {
         const whole = await store.searchJobs(f, { limit: 500, offset: 0 });
         for (const limit of [1, 3, 4, 7, 40]) {
-          const seen: string[] = [];
-          for (let offset = 0; offset < 45; offset += limit) {
-            const page = await store.searchJobs(f, { limit, offset });
-            assert.equal(page.total, 40, `total of the page at ${offset} (limit ${limit})`);
-            assert.deepEqual(page.jobs, whole.jobs.slice(offset, offset + limit), `page at ${offset} (limit ${limit})`);
-            seen.push(...page.jobs.map((j) => j.job));
+          for (const scanRows of [1, 5, undefined]) {
+            const chunks = scanRows === undefined ? {} : { scanRows };
+            const seen: string[] = [];
+            for (let offset = 0; offset < 45; offset += limit) {
+              const page = await store.searchJobs(f, { limit, offset, ...chunks });
+              if (page.total !== undefined) assert.equal(page.total, 40, `total of the page at ${offset} (limit ${limit})`);
+              assert.deepEqual(page.jobs, whole.jobs.slice(offset, offset + limit), `page at ${offset} (limit ${limit})`);
+              seen.push(...page.jobs.map((j) => j.job));
+            }
+            assert.deepEqual(seen, expectedOrder, `pages of ${limit}: each job once, in order`);
+            // The same by cursor: ties in the last sighting cut between pages resume at the right job.
+            const byCursor: string[] = [];
+            for (let page = await store.searchJobs(f, { limit, ...chunks }); ; page = await store.searchJobs(f, { limit, cursor: page.next!, ...chunks })) {
+              byCursor.push(...page.jobs.map((j) => j.job));
+              if (!page.next) break;
+              assert.ok(byCursor.length < 40, 'a next page only while jobs remain');
+            }
+            assert.deepEqual(byCursor, expectedOrder, `pages of ${limit} by cursor (scan chunks ${scanRows ?? 'default'})`);
           }
-          assert.deepEqual(seen, expectedOrder, `pages of ${limit}: each job once, in order`);
         }
       }
-      assert.deepEqual(await store.searchJobs(open, { limit: 6, offset: 40 }), { jobs: [], total: 40 });
+      assert.deepEqual(await store.searchJobs(open, { limit: 6, offset: 40 }), { jobs: [], total: 40, more: false, next: null });
+      // A page cut before the scan ran out does not know the total, and says that more follow.
+      const cut = await store.searchJobs(open, { limit: 4, offset: 0, scanRows: 2 });
+      assert.deepEqual([cut.jobs.length, cut.total, cut.more], [4, undefined, true]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a host search pages by cursor: jobs seen through several hosts once with their sums, older rows of an earlier page not again, until-straddlers in order', async () => {
+    const store = new SqliteStore(':memory:');
+    try {
+      const at = (h: number, m = 0) => new Date(Date.UTC(2026, 0, 3, h, m)).toISOString();
+      const events: EgressEvent[] = [];
+      const ev = (i: number, job: string, time: string, host: string, extra: Partial<DecisionEvent> = {}) =>
+        events.push(testDecision(`c-${job}-${i}`, Date.parse(time), host, { job_id: job, repository: 'org/c' }, extra));
+      // "long": talks to two hosts of the domain at 01:00 and again at 10:00 (newest of all), so it is first, once,
+      // with both hosts summed; its 01:00 rows come again in the scan after the first page and must not bring it back.
+      ev(1, 'long', at(1), 'a.pkg.test');
+      ev(2, 'long', at(1), 'b.pkg.test', { decision: 'blocked' });
+      ev(3, 'long', at(10), 'b.pkg.test');
+      for (let j = 0; j < 6; j++) ev(10 + j, `mid-${j}`, at(2 + j), j % 2 ? 'a.pkg.test' : 'b.pkg.test');
+      // "late": its row runs from 05:30 to 12:00; with until 09:00 its last sighting in the window is 05:30.
+      ev(20, 'late', at(5, 30), 'a.pkg.test');
+      ev(21, 'late', at(12), 'a.pkg.test');
+      ev(30, 'other', at(9), 'pkg.test.evil.example', { decision: 'blocked' });
+      await store.insert(events);
+      const q = hostQuery('pkg.test');
+      const jobsOf = async (filter: Parameters<SqliteStore['searchJobs']>[0], limit: number, scanRows?: number) => {
+        const out: Array<{ job: string; decisions: number; blocked: number; hosts: string[]; last: string }> = [];
+        let cursor: string | undefined;
+        for (let n = 0; n < 20; n++) {
+          const page = await store.searchJobs(filter, { limit, ...(cursor && { cursor }), ...(scanRows && { scanRows }) });
+          out.push(...page.jobs.map((j) => ({ job: j.job, decisions: j.decisions, blocked: j.blocked, hosts: j.hosts, last: j.last })));
+          if (!page.next) return out;
+          cursor = page.next;
+        }
+        throw new Error('more than 20 pages');
+      };
+      const open = { likes: q.likes, matches: q.matches };
+      for (const [limit, scanRows] of [
+        [1, 1],
+        [2, 1],
+        [3, 2],
+        [50, undefined],
+      ] as Array<[number, number | undefined]>) {
+        const all = await jobsOf(open, limit, scanRows);
+        assert.deepEqual(
+          all.map((j) => j.job),
+          ['late', 'long', 'mid-5', 'mid-4', 'mid-3', 'mid-2', 'mid-1', 'mid-0'],
+          `open window, pages of ${limit}`,
+        );
+        assert.deepEqual(all[1], { job: 'long', decisions: 3, blocked: 1, hosts: ['a.pkg.test', 'b.pkg.test'], last: at(10) });
+        const blocked = await jobsOf({ ...open, decision: 'blocked' }, limit, scanRows);
+        assert.deepEqual(
+          blocked.map((j) => [j.job, j.decisions, j.last]),
+          [['long', 1, at(1)]],
+          'decision filter: only the blocked row, its own last sighting',
+        );
+        const until = await jobsOf({ ...open, until: at(9) }, limit, scanRows);
+        assert.deepEqual(
+          until.map((j) => [j.job, j.decisions, j.last]),
+          [
+            ['mid-5', 1, at(7)],
+            ['mid-4', 1, at(6)],
+            ['late', 1, at(5, 30)],
+            ['mid-3', 1, at(5)],
+            ['mid-2', 1, at(4)],
+            ['mid-1', 1, at(3)],
+            ['mid-0', 1, at(2)],
+            ['long', 2, at(1)],
+          ],
+          `until 09:00, pages of ${limit}: late placed by its recounted sighting, long by its 01:00 rows`,
+        );
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('pages a search whose pattern matches more hosts than one compound statement takes (a scan per host, merged)', async () => {
+    const store = new SqliteStore(':memory:');
+    try {
+      await checkManyHostSearch(store, SCAN_UNION_HOSTS.sqlite + 10);
     } finally {
       await store.close();
     }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +14,7 @@ import { writeFirstLayoutDb } from '../helpers/aggregate-model.js';
 import { checkHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
 import { runCaptured } from '../helpers/capture-io.js';
 import { reportCommand } from '../../cli/report-command.js';
+import { fetchHostSightings } from '../../report/host-sightings.js';
 
 const TOKEN = 'api-test-token';
 
@@ -268,6 +270,46 @@ describe('host search (SQLite)', () => {
     const recent = await runCaptured(reportCommand, ['--collector', url, '--host', 'codecov.io', '--since', '1d']);
     assert.match(recent.stdout, /: 0\n/, 'relative times count back from now');
     assert.equal((await runCaptured(reportCommand, ['--host', 'codecov.io', 'events.ndjson'])).code, 2, 'a host search needs a collector');
+  });
+
+  it('report --host follows next pages: cursors, and the offsets an older collector answered', async () => {
+    // Five jobs served two a page, as this collector (`next` a cursor) and as one from before cursors (`next` an offset).
+    const jobs = Array.from({ length: 5 }, (_, i) => ({
+      job: `j${i}`,
+      first: 'x',
+      last: 'x',
+      decisions: 1,
+      allowed: 1,
+      blocked: 0,
+      wouldBlock: 0,
+      bytesOut: 0,
+      hosts: ['h.test'],
+    }));
+    const asked: string[] = [];
+    const server = createServer((req, res) => {
+      const params = new URL(req.url ?? '/', 'http://x').searchParams;
+      asked.push(`${params.get('cursor') ?? ''}|${params.get('offset') ?? ''}`);
+      const older = params.get('host') === 'old.test';
+      const from = older ? Number(params.get('offset') ?? 0) : Number(params.get('cursor') ?? 0);
+      const page = jobs.slice(from, from + 2);
+      const next = from + 2 < jobs.length ? (older ? from + 2 : String(from + 2)) : null;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ host: params.get('host'), next, jobs: page }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      for (const host of ['new.test', 'old.test']) {
+        asked.length = 0;
+        const all = await fetchHostSightings(url, { host });
+        assert.deepEqual([all.jobs.map((j) => j.job), all.truncated], [['j0', 'j1', 'j2', 'j3', 'j4'], false], host);
+        assert.deepEqual(asked, host === 'old.test' ? ['|', '|2', '|4'] : ['|', '2|', '4|'], `${host}: the pages asked`);
+        const cut = await fetchHostSightings(url, { host }, 3);
+        assert.deepEqual([cut.jobs.map((j) => j.job), cut.truncated], [['j0', 'j1', 'j2'], true], `${host}: cut at maxJobs`);
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('a database from before the host column gets it, filled from the stored events', async () => {
