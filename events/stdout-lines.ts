@@ -47,9 +47,10 @@ export class StdoutLines {
   }
 
   /** The first `length` bytes of `bytes`, copied (the caller may reuse them). */
-  writeBytes(bytes: Uint8Array, length: number): void {
+  writeBytes(bytes: Buffer, length: number): void {
     if (this.filled + length > this.staging.length) this.grow(this.filled + length);
-    this.staging.set(length === bytes.length ? bytes : bytes.subarray(0, length), this.filled);
+    // copy(), not set(subarray()): no view object per line.
+    bytes.copy(this.staging, this.filled, 0, length);
     this.filled += length;
     if (this.filled >= MIN_WRITE_BYTES) this.handOver();
     else this.timer ??= setTimeout(() => this.handOver(), FLUSH_EVERY_MS).unref();
