@@ -53,7 +53,9 @@ export class StdoutLines {
     bytes.copy(this.staging, this.filled, 0, length);
     this.filled += length;
     if (this.filled >= MIN_WRITE_BYTES) this.handOver();
-    else this.timer ??= setTimeout(() => this.handOver(), FLUSH_EVERY_MS).unref();
+    // Not unref'd: staged lines keep the process alive until they are handed over, as the destination's pending
+    // writes do (a sidecar that stops lets its loop run dry; its last lines must still be written).
+    else this.timer ??= setTimeout(() => this.handOver(), FLUSH_EVERY_MS);
   }
 
   /** Start writing what is staged now (it is otherwise written at 12 KiB or after 100 ms). */
