@@ -2,7 +2,11 @@ import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent } from './schema.js';
 import { EventsFile } from './events-file.js';
+import { StdoutLines } from './stdout-lines.js';
 import { conformEvent } from './validate.js';
+
+/** Room for an event's line: most are a few hundred bytes; a longer one gets a buffer of its own. */
+const SCRATCH_BYTES = 16 * 1024;
 
 export type EventListener = (event: EgressEvent) => void;
 
@@ -16,11 +20,10 @@ export class EventLog {
 
   constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean }) {
     const streams: pino.StreamEntry[] = [];
-    // stdout is written asynchronously, off the request path, in writes of 12 KiB or every 100 ms, whichever comes
-    // first (one write per line was 15% of a tunnel's busy CPU; pino flushes it at exit). It is the log a human
-    // reads; the durable record is the events file: see EventsFile.
+    // stdout is written asynchronously, off the request path, in writes of 12 KiB or every 100 ms (StdoutLines).
+    // It is the log a human reads; the durable record is the events file: see EventsFile.
     if (options.stdout !== false) {
-      this.stdout = pino.destination({ dest: 1, sync: false, minLength: 12288, periodicFlush: 100 });
+      this.stdout = new StdoutLines();
       streams.push({ level: 'trace', stream: this.stdout });
     }
     if (options.eventsFile) {
@@ -43,7 +46,9 @@ export class EventLog {
 
   private readonly ci: CiContext | undefined;
   private readonly file: EventsFile | undefined;
-  private readonly stdout: ReturnType<typeof pino.destination> | undefined;
+  private readonly stdout: StdoutLines | undefined;
+  /** Where an event's line is encoded, once, for stdout and the events file (which both copy it). */
+  private scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
   /** The `time` of the last event, and the millisecond it is for: events of the same millisecond share the string. */
   private lastIso = '';
   private lastMs = -1;
@@ -63,11 +68,7 @@ export class EventLog {
    */
   flush(): void {
     this.file?.flushSync();
-    try {
-      this.stdout?.flush();
-    } catch {
-      // stdout already closed (EPIPE): nothing to flush it to.
-    }
+    this.stdout?.flush();
   }
 
   subscribe(listener: EventListener): () => void {
@@ -105,7 +106,7 @@ export class EventLog {
   }
 
   private write(event: EgressEvent, level: 'info' | 'warn'): void {
-    if (this.log.isLevelEnabled(level)) {
+    if ((this.stdout || this.file) && this.log.isLevelEnabled(level)) {
       // The line pino would write for log[level](event) with this logger's options (level label first, the event's
       // own fields, no mixin, no msg), made with one JSON.stringify and handed to the same streams: pino's per-key
       // serialisation and the multistream fan-out were a tenth of the DNS server's CPU per query (docs/benchmark.md,
@@ -113,8 +114,14 @@ export class EventLog {
       // lone UTF-16 surrogate is escaped here, where pino wrote it raw (U+FFFD once encoded); text decoded from the
       // network holds none.
       const line = `{"level":"${level}",${JSON.stringify(event).slice(1)}\n`;
-      this.stdout?.write(line);
-      this.file?.write(line);
+      // Encoded once, into a buffer reused for every event: nothing of the line outlives this call (under a DNS
+      // load, lines kept until the end of the turn or the next stdout write were promoted by the scavenges of
+      // that turn and grew the heap: docs/benchmark.md, "DNS events without per-line garbage").
+      if (line.length * 3 > this.scratch.length) this.scratch = Buffer.allocUnsafeSlow(line.length * 3);
+      const length = this.scratch.write(line, 0, 'utf8');
+      this.stdout?.writeBytes(this.scratch, length);
+      this.file?.writeBytes(this.scratch, length);
+      if (this.scratch.length > SCRATCH_BYTES) this.scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
     }
     for (const listener of this.listeners) {
       try {

@@ -170,3 +170,70 @@ describe('EventsFile', () => {
     assert.equal(readFileSync(path, 'utf8'), expected.join(''));
   });
 });
+
+describe('EventsFile and stdout: one encoding, the same bytes', () => {
+  it('a write that fails half-way keeps the unwritten bytes and writes them, once, when it can again', () => {
+    // RLIMIT_FSIZE makes write(2) stop at 600 bytes (a short write, then EFBIG), like a disk that fills up; the
+    // child raises its own limit afterwards, like space freed. Every line must then be in the file exactly once.
+    const path = join(dir, 'fsize.ndjson');
+    const module = fileURLToPath(new URL('../../events/events-file.js', import.meta.url));
+    const script = [
+      `import { EventsFile } from ${JSON.stringify(module)};`,
+      `import { execFileSync } from 'node:child_process';`,
+      `process.on('SIGXFSZ', () => {});`,
+      `const f = new EventsFile(${JSON.stringify(path)});`,
+      `for (let i = 0; i < 40; i++) f.write(JSON.stringify({ n: i, pad: 'é'.repeat(20) }) + '\\n');`,
+      `f.flushSync();`,
+      `const stuck = f.pending;`,
+      `execFileSync('prlimit', ['--pid', String(process.pid), '--fsize=unlimited:unlimited']);`,
+      `f.write('{"n":40}\\n');`,
+      `f.flushSync();`,
+      `process.stdout.write(JSON.stringify({ stuck, after: f.pending }));`,
+    ].join('\n');
+    const run = spawnSync('prlimit', ['--fsize=600:unlimited', process.execPath, '--input-type=module', '-e', script], { timeout: 20_000, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const { stuck, after } = JSON.parse(run.stdout) as { stuck: number; after: number };
+    assert.equal(stuck, 40, 'the lines of the failed write are still pending');
+    assert.equal(after, 0);
+    assert.match(run.stderr, /cannot write the events file .* \(EFBIG\); keeping 40 line\(s\)/);
+    const lines = readFileSync(path, 'utf8').split('\n').filter(Boolean);
+    assert.deepEqual(
+      lines.map((l) => (JSON.parse(l) as { n: number }).n),
+      Array.from({ length: 41 }, (_, i) => i),
+    );
+    assert.ok(
+      lines.every((l) => l.includes('é'.repeat(20)) || l === '{"n":40}'),
+      'multi-byte text intact across the cut',
+    );
+  });
+
+  for (const ending of ['process.exit(0);', '// the event loop runs dry']) {
+    it(`EventLog writes byte-identical lines to stdout and to the events file, operational lines included, all of them at exit (${ending})`, () => {
+      const path = join(dir, `stdout-and-file-${ending.length}.ndjson`);
+      const module = fileURLToPath(new URL('../../events/event-log.js', import.meta.url));
+      const fields = { kind: 'dns', client: '127.0.0.1:1', port: 53, qtype: 'A', decision: 'allowed', reason: 'r', rule: null, mode: 'block' };
+      // 300 events (about 100 KB: several of stdout's 12 KiB writes), a long one (larger than the shared encoding
+      // buffer), operational lines between them, then exit at once: stdout's staged bytes are written at exit.
+      const script = [
+        `import { EventLog } from ${JSON.stringify(module)};`,
+        `const log = new EventLog({ eventsFile: ${JSON.stringify(path)} });`,
+        `const fields = ${JSON.stringify(fields)};`,
+        `for (let i = 0; i < 300; i++) {`,
+        `  log.decision({ ...fields, host: 'h' + i + '.\u00e9\u2028.test', message: 'm' + i }, i % 2 ? 'now' : 'end-of-turn');`,
+        `  if (i % 100 === 0) log.log.info({ i }, 'operational line');`,
+        `}`,
+        `log.decision({ ...fields, host: 'long.test', message: 'x'.repeat(4096) });`,
+        `log.close({ id: 'c', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 1, bytes_out: 2, duration_ms: 1 });`,
+        ending,
+      ].join('\n');
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000, maxBuffer: 16 * 1024 * 1024 });
+      assert.equal(run.status, 0, String(run.stderr));
+      const file = readFileSync(path);
+      assert.ok(run.stdout.equals(file), `stdout (${run.stdout.length} bytes) and the file (${file.length} bytes) differ`);
+      const lines = file.toString('utf8').split('\n').filter(Boolean);
+      assert.equal(lines.length, 300 + 3 + 2);
+      assert.equal(lines.filter((l) => l.includes('"msg":"operational line"')).length, 3);
+      assert.ok(lines.some((l) => l.includes('h299.\u00e9\u2028.test')));
+    });
+  }
+});
