@@ -14,6 +14,9 @@ import { median, round } from './stats.js';
  * each path's ratios to dnsmasq within a round (then their medians), so that load from elsewhere hits all three alike.
  *
  *   node dist/bench/dns-udp-ab.js [rounds=5] [seconds=3]
+ *
+ * With BENCH_DNS_AB_CLIS=a/dist/egress-guard.js,b/dist/egress-guard.js the two processes are those two builds (both on
+ * the default path) instead: an A/B of two builds in the same rounds.
  */
 const rounds = Number(process.argv[2] ?? 5);
 const seconds = Number(process.argv[3] ?? 3);
@@ -41,11 +44,20 @@ try {
     zoneWorker.once('error', reject);
   });
   const files = writeQueryFiles(dir);
-  for (const path of ['batch', 'dgram']) {
+  const clis = (process.env.BENCH_DNS_AB_CLIS ?? '').split(',').filter(Boolean);
+  const variants =
+    clis.length > 0
+      ? clis.map((cli, i) => ({ name: `${i} ${cli}`, cli, env: {} }))
+      : ['batch', 'dgram'].map((path) => ({ name: path, cli: undefined, env: { EGRESS_DNS_UDP: path } }));
+  for (const [i, variant] of variants.entries()) {
     const port = await freeDnsPort();
-    const guard = await startEgressGuard({ eventsFile: join(dir, `events-${path}.ndjson`), env: { ...dnsBenchEnv(port, zonePort), EGRESS_DNS_UDP: path } });
-    servers.push({ name: `egress-guard ${path}`, pid: guard.pid, port, stop: () => guard.stop() });
-    await waitForDns(port, guard.pid, path);
+    const guard = await startEgressGuard({
+      eventsFile: join(dir, `events-${i}.ndjson`),
+      env: { ...dnsBenchEnv(port, zonePort), ...variant.env },
+      ...(variant.cli && { cli: variant.cli }),
+    });
+    servers.push({ name: `egress-guard ${variant.name}`, pid: guard.pid, port, stop: () => guard.stop() });
+    await waitForDns(port, guard.pid, variant.name);
   }
   const binary = findDnsmasq();
   if (binary) {
