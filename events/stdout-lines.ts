@@ -30,11 +30,26 @@ export class StdoutLines {
   private filled = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly destination: Destination;
+  /**
+   * A chunk handed over and not yet written. Only one is handed over at a time (the next one when the destination
+   * drains): sonic-boom's flushSync (pino's exit hook calls it) retries any error but EAGAIN forever, so nothing may be
+   * queued in it at exit; what is staged here is written at exit by flushSync below, which gives up on an error.
+   */
+  private inFlight = false;
+  /** stdout failed (EPIPE, ENOSPC, EIO...): its lines are dropped from then on; the events file is the record. */
+  private failed = false;
 
   constructor(private readonly fd = 1) {
     this.destination = pino.destination({ dest: fd, sync: false, contentMode: 'buffer', maxWrite: MAX_WRITE_BYTES });
-    // pino's own exit hook writes what the destination holds; the lines staged here are handed over and written
-    // by this one (a weak reference: an EventLog dropped, in tests, is not kept alive by the hook).
+    this.destination.on('drain', () => {
+      this.inFlight = false;
+      // What waited for this write: 12 KiB or more, or lines whose timer went off meanwhile (it left no timer).
+      if (this.filled >= MIN_WRITE_BYTES || (this.filled > 0 && this.timer === undefined)) this.handOver();
+    });
+    // pino's own listener handles EPIPE only and re-emits anything else, which with no listener was an uncaught
+    // exception (a sidecar whose stdout is a file on a full disk crashed), and then a hang in its exit hook.
+    this.destination.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
+    // pino's own exit hook writes what the destination holds; the lines staged here are written by this one (a weak reference: an EventLog dropped, in tests, is not kept alive by the hook).
     if (openStdouts.size === 0) process.once('exit', flushAllOnExit);
     openStdouts.add(new WeakRef(this));
   }
@@ -48,11 +63,12 @@ export class StdoutLines {
 
   /** The first `length` bytes of `bytes`, copied (the caller may reuse them). */
   writeBytes(bytes: Buffer, length: number): void {
+    if (this.failed) return;
     if (this.filled + length > this.staging.length) this.grow(this.filled + length);
     // copy(), not set(subarray()): no view object per line.
     bytes.copy(this.staging, this.filled, 0, length);
     this.filled += length;
-    if (this.filled >= MIN_WRITE_BYTES) this.handOver();
+    if (this.filled >= MIN_WRITE_BYTES && !this.inFlight) this.handOver();
     // Not unref'd: staged lines keep the process alive until they are handed over, as the destination's pending
     // writes do (a sidecar that stops lets its loop run dry; its last lines must still be written).
     else this.timer ??= setTimeout(() => this.handOver(), FLUSH_EVERY_MS);
@@ -61,47 +77,68 @@ export class StdoutLines {
   /** Start writing what is staged now (it is otherwise written at 12 KiB or after 100 ms). */
   flush(): void {
     this.handOver();
-    try {
-      this.destination.flush();
-    } catch {
-      // stdout already closed (EPIPE): nothing to flush it to.
+  }
+
+  /**
+   * Write what is staged synchronously (at exit). The destination holds at most the chunk being written (its own
+   * exit hook has nothing to write but that); staged bytes are written here, given up on the first error but EAGAIN.
+   */
+  flushSync(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.filled > 0 && !this.failed) this.writeDirect();
+    this.filled = 0;
+  }
+
+  private writeDirect(): void {
+    let written = 0;
+    let waits = 0;
+    while (written < this.filled) {
+      try {
+        written += writeSync(this.fd, this.staging, written, this.filled - written);
+      } catch (err) {
+        // A non-blocking pipe that is full: wait for its reader a little (2 s at most), as sonic-boom does.
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++waits > 200) return;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      }
     }
   }
 
-  /** Write everything, staged and queued, synchronously (at exit). */
-  flushSync(): void {
-    if (this.filled > 0 && (this.destination as { destroyed?: boolean }).destroyed) {
-      // pino ended the destination already (its beforeExit hook, when the loop ran dry): it wrote what it held,
-      // and what is staged here follows it, written directly.
-      try {
-        for (let written = 0; written < this.filled;) written += writeSync(this.fd, this.staging, written, this.filled - written);
-      } catch {
-        // stdout closed or full at exit: nothing more can be done.
-      }
-      this.filled = 0;
-      return;
-    }
-    this.handOver();
-    try {
-      this.destination.flushSync();
-    } catch {
-      // Closed, or not open yet: nothing more can be done at exit.
-    }
+  /** stdout failed: stop writing to it (as pino does on EPIPE), and say so once unless the reader just went away. */
+  private fail(err: NodeJS.ErrnoException): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.filled = 0;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const noop = () => {};
+    Object.assign(this.destination, { write: noop, flushSync: noop, flush: noop, end: noop, destroy: noop });
+    if (err.code !== 'EPIPE')
+      process.stderr.write(`egress-guard: cannot write stdout (${err.code ?? err.message}); its lines are no longer written there (the events file keeps the record)\n`);
   }
 
   /** The staged bytes, as one Buffer of their own, to the destination (which writes it when the previous write is done). */
   private handOver(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.filled === 0) return;
+    // While a chunk is being written, the next waits for it (the 'drain' listener hands it over).
+    if (this.filled === 0 || this.failed || this.inFlight) return;
+    if ((this.destination as { destroyed?: boolean }).destroyed) {
+      // pino ended the destination (its beforeExit hook, when the loop ran dry) and the process went on: write directly.
+      this.writeDirect();
+      this.filled = 0;
+      return;
+    }
     const chunk = Buffer.allocUnsafeSlow(this.filled);
     this.staging.copy(chunk, 0, 0, this.filled);
     this.filled = 0;
     if (this.staging.length > STAGING_BYTES) this.staging = Buffer.allocUnsafeSlow(STAGING_BYTES);
     try {
       // `write` is looked up each time: on EPIPE pino replaces it with a no-op. In buffer mode it takes a Buffer.
+      this.inFlight = true;
       this.destination.write(chunk as unknown as string);
     } catch {
+      this.inFlight = false;
       // Destroyed (stdout closed): the log a human reads is gone; the events file is the record.
     }
   }

@@ -314,7 +314,8 @@ const MAX_SCAN_ROWS = 65_536;
  * placed at or above where it is (the +1 tells whether more follow), and only the page's jobs are then summed (their
  * rows by primary key; the ones that straddle an end recounted). After a cursor the scan starts at its position, and a
  * job met there is kept only if its newest seen row is past the cursor too (a job of an earlier page has older rows).
- * `total` is known when the scan ran out on a page asked from the start; a page of none (`limit` 0) counts on purpose.
+ * `total` is known when the scan ran out on a page asked from the start; a page of none (`limit` 0) counts on purpose
+ * (after a cursor it only scans for the job that follows, for `more`).
  */
 export async function searchPage(reads: SearchReads, window: Window, page: SearchQuery, hostText: (id: number) => string): Promise<SearchPage> {
   const cursor = page.cursor ? decodeCursor(page.cursor) : undefined;
@@ -335,13 +336,15 @@ export async function searchPage(reads: SearchReads, window: Window, page: Searc
       const last = Math.max(r.last, keys.get(r.jobId) ?? -Infinity, seen.get(r.jobId) ?? -Infinity);
       keys.set(r.jobId, last);
     }
-    if (page.limit === 0) {
+    if (page.limit === 0 && !cursor) {
       const extra = [...edgeJobs].filter((job) => !seen.has(job)).length;
       const total = (await reads.count()) + extra;
       return { jobs: [], total, more: total > offset, next: null };
     }
     if (cursor) for (const [job, last] of keys) if (!after({ last, jobId: job }, cursor)) keys.delete(job);
-  } else if (page.limit === 0) {
+  } else if (page.limit === 0 && !cursor) {
+    // A page of none counts all matching jobs; after a cursor it goes through the scan (below) to tell whether jobs
+    // follow that cursor (`more`), which the count of all jobs does not.
     const total = await reads.count();
     return { jobs: [], total, more: total > offset, next: null };
   }

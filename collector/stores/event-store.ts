@@ -60,7 +60,7 @@ export interface SearchPage {
   jobs: JobSighting[];
   /**
    * Jobs that match in all, when known exactly without extra work: the scan reached the last matching row on a page
-   * asked without a cursor, or the page is of none (`limit` 0: then counted on purpose). Otherwise absent.
+   * asked without a cursor, or the page is of none and asked without a cursor (`limit` 0: then counted on purpose). Otherwise absent.
    */
   total?: number;
   /** Whether jobs follow this page. */

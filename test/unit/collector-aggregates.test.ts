@@ -14,6 +14,7 @@ import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { runSteps, scenario, StoreModel, testDecision, writeFirstLayoutDb } from '../helpers/aggregate-model.js';
 import { checkManyHostSearch } from '../helpers/host-search-scenario.js';
 import { SCAN_UNION_HOSTS } from '../../collector/stores/queries.js';
+import { encodeCursor } from '../../collector/stores/event-store.js';
 
 function decision(i: number, job: string, time: string, extra: Partial<DecisionEvent> = {}): DecisionEvent {
   return testDecision(`d-${job}-${i}`, Date.parse(time), `h${i % 3}.example.com`, { job_id: job, repository: job.startsWith('x') ? 'org/x' : 'org/y' }, extra);
@@ -200,6 +201,13 @@ describe('collector aggregates, paging and retention (SQLite)', () => {
       // A page cut before the scan ran out does not know the total, and says that more follow.
       const cut = await store.searchJobs(open, { limit: 4, offset: 0, scanRows: 2 });
       assert.deepEqual([cut.jobs.length, cut.total, cut.more], [4, undefined, true]);
+      // A page of none after a cursor tells whether jobs follow that cursor (it answered the count of all jobs, and
+      // `more: true` after the last job).
+      for (const f of [filter, open]) {
+        const before = await store.searchJobs(f, { limit: 39 });
+        assert.deepEqual(await store.searchJobs(f, { limit: 0, cursor: before.next! }), { jobs: [], more: true, next: null });
+        assert.deepEqual(await store.searchJobs(f, { limit: 0, cursor: encodeCursor(0, 0) }), { jobs: [], more: false, next: null }, 'after the last job');
+      }
     } finally {
       await store.close();
     }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -207,17 +207,20 @@ describe('EventsFile and stdout: one encoding, the same bytes', () => {
     );
   });
 
+  /** The start of a child's script: an EventLog writing stdout and the events file at `path`, and DNS decision fields. */
+  const eventLogScript = (path: string) => [
+    `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+    `const log = new EventLog({ eventsFile: ${JSON.stringify(path)} });`,
+    `const fields = ${JSON.stringify({ kind: 'dns', client: '127.0.0.1:1', port: 53, qtype: 'A', decision: 'allowed', reason: 'r', rule: null, mode: 'block' })};`,
+  ];
+
   for (const ending of ['process.exit(0);', '// the event loop runs dry']) {
     it(`EventLog writes byte-identical lines to stdout and to the events file, operational lines included, all of them at exit (${ending})`, () => {
       const path = join(dir, `stdout-and-file-${ending.length}.ndjson`);
-      const module = fileURLToPath(new URL('../../events/event-log.js', import.meta.url));
-      const fields = { kind: 'dns', client: '127.0.0.1:1', port: 53, qtype: 'A', decision: 'allowed', reason: 'r', rule: null, mode: 'block' };
       // 300 events (about 100 KB: several of stdout's 12 KiB writes), a long one (larger than the shared encoding
       // buffer), operational lines between them, then exit at once: stdout's staged bytes are written at exit.
       const script = [
-        `import { EventLog } from ${JSON.stringify(module)};`,
-        `const log = new EventLog({ eventsFile: ${JSON.stringify(path)} });`,
-        `const fields = ${JSON.stringify(fields)};`,
+        ...eventLogScript(path),
         `for (let i = 0; i < 300; i++) {`,
         `  log.decision({ ...fields, host: 'h' + i + '.\u00e9\u2028.test', message: 'm' + i }, i % 2 ? 'now' : 'end-of-turn');`,
         `  if (i % 100 === 0) log.log.info({ i }, 'operational line');`,
@@ -234,6 +237,31 @@ describe('EventsFile and stdout: one encoding, the same bytes', () => {
       assert.equal(lines.length, 300 + 3 + 2);
       assert.equal(lines.filter((l) => l.includes('"msg":"operational line"')).length, 3);
       assert.ok(lines.some((l) => l.includes('h299.\u00e9\u2028.test')));
+    });
+  }
+
+  // stdout that fails with something other than EPIPE (a log redirected to a full disk: ENOSPC; /dev/full here): the
+  // sidecar went on neither crashing (sonic-boom's 'error' re-emitted with no listener) nor hanging at exit (its
+  // flushSync retries any error but EAGAIN forever); the events file, the record, keeps every line.
+  for (const ending of ['setTimeout(() => process.exit(0), 300);', '// the event loop runs dry', 'process.exit(0);']) {
+    it(`EventLog: stdout failing (ENOSPC) neither crashes the process nor keeps it from exiting; the events file has every line (${ending})`, () => {
+      const path = join(dir, `stdout-full-${ending.length}.ndjson`);
+      const script = [
+        ...eventLogScript(path),
+        `for (let i = 0; i < 200; i++) log.decision({ ...fields, host: 'h' + i + '.test', message: 'm' + i });`,
+        `setTimeout(() => { for (let i = 200; i < 400; i++) log.decision({ ...fields, host: 'h' + i + '.test', message: 'm' + i }); }, 150);`,
+        ending,
+      ].join('\n');
+      const full = openSync('/dev/full', 'w');
+      try {
+        const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 10_000, stdio: ['ignore', full, 'pipe'], encoding: 'utf8' });
+        assert.equal(run.signal, null, `the process did not exit by itself (killed by ${run.signal}): ${run.stderr}`);
+        assert.equal(run.status, 0, run.stderr);
+        const lines = readFileSync(path, 'utf8').split('\n').filter(Boolean);
+        assert.equal(lines.length, ending.startsWith('process.exit') ? 200 : 400);
+      } finally {
+        closeSync(full);
+      }
     });
   }
 });
