@@ -1,5 +1,6 @@
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { ByteQueue } from './byte-queue.js';
 
 /** The staging buffer's size at start, and the size it goes back to after a burst made it larger. */
 const STAGING_BYTES = 64 * 1024;
@@ -23,9 +24,8 @@ const STAGING_KEPT_BYTES = 1024 * 1024;
  */
 export class EventsFile {
   private fd: number | undefined;
-  private staging = Buffer.allocUnsafeSlow(STAGING_BYTES);
-  /** Bytes of `staging` queued: what a failed write left over, then the lines queued since. */
-  private filled = 0;
+  /** What a failed write left over, then the lines queued since. */
+  private readonly queue = new ByteQueue(STAGING_BYTES);
   /** Lines queued since the last write that wrote everything. */
   private lines = 0;
   private scheduled = false;
@@ -45,18 +45,14 @@ export class EventsFile {
 
   /** pino's destination interface: one serialised line, encoded straight into the queue. */
   write(line: string): boolean {
-    // At most 3 bytes per UTF-16 unit: room for that is made, then only the bytes written are counted.
-    this.reserve(line.length * 3);
-    this.filled += this.staging.write(line, this.filled, 'utf8');
+    this.queue.appendText(line);
     this.lineQueued();
     return true;
   }
 
   /** A line as the first `length` bytes of `bytes` (EventLog's encoding of it), copied: the caller may reuse them. */
   writeBytes(bytes: Buffer, length: number): void {
-    this.reserve(length);
-    bytes.copy(this.staging, this.filled, 0, length);
-    this.filled += length;
+    this.queue.appendBytes(bytes, length);
     this.lineQueued();
   }
 
@@ -73,19 +69,18 @@ export class EventsFile {
 
   /** Write everything queued now (pino calls this on a final flush; the exit hook too). */
   flushSync(): void {
-    if (this.fd === undefined || this.filled === 0) return;
+    const queue = this.queue;
+    if (this.fd === undefined || queue.length === 0) return;
     let written = 0;
     try {
-      while (written < this.filled) written += writeSync(this.fd, this.staging, written, this.filled - written);
-      this.filled = 0;
+      while (written < queue.length) written += writeSync(this.fd, queue.buffer, written, queue.length - written);
       this.lines = 0;
       this.lastError = undefined;
       // A burst (lines kept through a failed write) made the buffer large: give that memory back.
-      if (this.staging.length > STAGING_KEPT_BYTES) this.staging = Buffer.allocUnsafeSlow(STAGING_BYTES);
+      queue.clear(STAGING_KEPT_BYTES);
     } catch (err) {
       // What was written is not written twice: the unwritten tail is kept, moved to the front.
-      this.staging.copyWithin(0, written, this.filled);
-      this.filled -= written;
+      queue.consume(written);
       const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
       if (code !== this.lastError) process.stderr.write(`egress-guard: cannot write the events file ${this.path} (${code}); keeping ${this.lines} line(s) in memory to retry\n`);
       this.lastError = code;
@@ -98,17 +93,6 @@ export class EventsFile {
     if (openFiles.size === 0) process.off('exit', flushAllOnExit);
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
-  }
-
-  /** Room for `bytes` more after what is queued (the buffer doubles until it fits, keeping what it holds). */
-  private reserve(bytes: number): void {
-    const needed = this.filled + bytes;
-    if (needed <= this.staging.length) return;
-    let size = this.staging.length * 2;
-    while (size < needed) size *= 2;
-    const larger = Buffer.allocUnsafeSlow(size);
-    this.staging.copy(larger, 0, 0, this.filled);
-    this.staging = larger;
   }
 }
 

@@ -1,5 +1,6 @@
 import { writeSync } from 'node:fs';
 import pino from 'pino';
+import { ByteQueue } from './byte-queue.js';
 
 /** Bytes gathered before a write is started; and how long a line may wait for the others. */
 const MIN_WRITE_BYTES = 12 * 1024;
@@ -23,11 +24,10 @@ type Destination = ReturnType<typeof pino.destination>;
  * Why not the destination alone: in its text mode each line appended re-flattened the whole pending string to
  * measure it (Buffer.byteLength of a growing concatenation), about 8 KB of garbage per line under a DNS load, and
  * in its buffer mode it would keep a Buffer object per line until written. Here a line costs a copy into
- * `staging`, and a write one Buffer (docs/benchmark.md, "DNS events without per-line garbage").
+ * the staged bytes (a ByteQueue), and a write one Buffer (docs/benchmark.md, "DNS events without per-line garbage").
  */
 export class StdoutLines {
-  private staging = Buffer.allocUnsafeSlow(STAGING_BYTES);
-  private filled = 0;
+  private readonly staged = new ByteQueue(STAGING_BYTES);
   private timer: NodeJS.Timeout | undefined;
   private readonly destination: Destination;
   /**
@@ -44,7 +44,7 @@ export class StdoutLines {
     this.destination.on('drain', () => {
       this.inFlight = false;
       // What waited for this write: 12 KiB or more, or lines whose timer went off meanwhile (it left no timer).
-      if (this.filled >= MIN_WRITE_BYTES || (this.filled > 0 && this.timer === undefined)) this.handOver();
+      if (this.staged.length >= MIN_WRITE_BYTES || (this.staged.length > 0 && this.timer === undefined)) this.handOver();
     });
     // pino's own listener handles EPIPE only and re-emits anything else, which with no listener was an uncaught
     // exception (a sidecar whose stdout is a file on a full disk crashed), and then a hang in its exit hook.
@@ -56,19 +56,22 @@ export class StdoutLines {
 
   /** pino's stream interface (its operational lines come as text). */
   write(line: string): boolean {
-    const bytes = Buffer.from(line);
-    this.writeBytes(bytes, bytes.length);
+    if (this.failed) return true;
+    this.staged.appendText(line);
+    this.afterStaging();
     return true;
   }
 
   /** The first `length` bytes of `bytes`, copied (the caller may reuse them). */
   writeBytes(bytes: Buffer, length: number): void {
     if (this.failed) return;
-    if (this.filled + length > this.staging.length) this.grow(this.filled + length);
-    // copy(), not set(subarray()): no view object per line.
-    bytes.copy(this.staging, this.filled, 0, length);
-    this.filled += length;
-    if (this.filled >= MIN_WRITE_BYTES && !this.inFlight) this.handOver();
+    this.staged.appendBytes(bytes, length);
+    this.afterStaging();
+  }
+
+  /** Bytes were staged: hand them over at 12 KiB, or start the 100 ms timer. */
+  private afterStaging(): void {
+    if (this.staged.length >= MIN_WRITE_BYTES && !this.inFlight) this.handOver();
     // Not unref'd: staged lines keep the process alive until they are handed over, as the destination's pending
     // writes do (a sidecar that stops lets its loop run dry; its last lines must still be written).
     else this.timer ??= setTimeout(() => this.handOver(), FLUSH_EVERY_MS);
@@ -86,16 +89,17 @@ export class StdoutLines {
   flushSync(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.filled > 0 && !this.failed) this.writeDirect();
-    this.filled = 0;
+    if (this.staged.length > 0 && !this.failed) this.writeDirect();
+    this.staged.clear();
   }
 
   private writeDirect(): void {
     let written = 0;
     let waits = 0;
-    while (written < this.filled) {
+    const staged = this.staged;
+    while (written < staged.length) {
       try {
-        written += writeSync(this.fd, this.staging, written, this.filled - written);
+        written += writeSync(this.fd, staged.buffer, written, staged.length - written);
       } catch (err) {
         // A non-blocking pipe that is full: wait for its reader a little (2 s at most), as sonic-boom does.
         if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++waits > 200) return;
@@ -108,7 +112,7 @@ export class StdoutLines {
   private fail(err: NodeJS.ErrnoException): void {
     if (this.failed) return;
     this.failed = true;
-    this.filled = 0;
+    this.staged.clear();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const noop = () => {};
@@ -122,17 +126,16 @@ export class StdoutLines {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     // While a chunk is being written, the next waits for it (the 'drain' listener hands it over).
-    if (this.filled === 0 || this.failed || this.inFlight) return;
+    if (this.staged.length === 0 || this.failed || this.inFlight) return;
     if ((this.destination as { destroyed?: boolean }).destroyed) {
       // pino ended the destination (its beforeExit hook, when the loop ran dry) and the process went on: write directly.
       this.writeDirect();
-      this.filled = 0;
+      this.staged.clear();
       return;
     }
-    const chunk = Buffer.allocUnsafeSlow(this.filled);
-    this.staging.copy(chunk, 0, 0, this.filled);
-    this.filled = 0;
-    if (this.staging.length > STAGING_BYTES) this.staging = Buffer.allocUnsafeSlow(STAGING_BYTES);
+    const chunk = Buffer.allocUnsafeSlow(this.staged.length);
+    this.staged.buffer.copy(chunk, 0, 0, this.staged.length);
+    this.staged.clear();
     try {
       // `write` is looked up each time: on EPIPE pino replaces it with a no-op. In buffer mode it takes a Buffer.
       this.inFlight = true;
@@ -141,14 +144,6 @@ export class StdoutLines {
       this.inFlight = false;
       // Destroyed (stdout closed): the log a human reads is gone; the events file is the record.
     }
-  }
-
-  private grow(needed: number): void {
-    let size = this.staging.length * 2;
-    while (size < needed) size *= 2;
-    const larger = Buffer.allocUnsafeSlow(size);
-    this.staging.copy(larger, 0, 0, this.filled);
-    this.staging = larger;
   }
 }
 
