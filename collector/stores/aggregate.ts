@@ -2,7 +2,7 @@ import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
 import { CLOSE, DECISION, encodeId, OUTCOME_CODES, packBody } from './codec.js';
 import type { JobSighting } from '../../report/host-sightings.js';
-import { decodeCursor, encodeCursor, iso, type SearchPage, type SearchQuery } from './event-store.js';
+import { decodeCursor, encodeCursor, iso, type SearchPage, type SearchQuery, type SightingFilter } from './event-store.js';
 import { finite } from './queries.js';
 
 /**
@@ -253,6 +253,33 @@ export async function windowedRows(
     }
   }
   return out;
+}
+
+/** A dictionary string a host search's lookup found: a host, by its id. */
+export interface SearchHost {
+  id: number;
+  text: string;
+}
+
+/**
+ * A store's host search, the part both engines share: the hosts the store's dictionary `lookup` finds for the filter's
+ * LIKE patterns, narrowed to those the pattern matches, then one page (searchPage) through the store's `reads` over
+ * them (`decision`: the outcome's code, when filtered). No host: a page of none.
+ */
+export async function searchJobs(
+  filter: SightingFilter,
+  page: SearchQuery,
+  lookup: (likes: readonly string[]) => Promise<SearchHost[]>,
+  readsFor: (hosts: readonly SearchHost[], window: Window, decision: number | undefined) => SearchReads,
+): Promise<SearchPage> {
+  const none: SearchPage = { jobs: [], ...(!page.cursor && { total: 0 }), more: false, next: null };
+  if (filter.likes.length === 0) return none;
+  const hosts = (await lookup(filter.likes)).filter((h) => filter.matches(h.text));
+  if (hosts.length === 0) return none;
+  const window = searchWindow(filter);
+  const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
+  const hostText = new Map(hosts.map((h) => [h.id, h.text]));
+  return searchPage(readsFor(hosts, window, decision), window, page, (id) => hostText.get(id) ?? `#${id}`);
 }
 
 /** A job's place in the search order: its last sighting in the window, then its id (both descending). */

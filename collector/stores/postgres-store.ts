@@ -351,38 +351,34 @@ export class PostgresStore implements EventStore {
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {
-    const none = { jobs: [], ...(!page.cursor && { total: 0 }), more: false, next: null };
-    if (filter.likes.length === 0) return none;
-    const lookup = stringLookupSql('postgres', filter.likes, (i) => `$${i}`);
-    const hostRes = await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`, lookup.params);
-    const hosts = (hostRes.rows as Array<{ id: number; text: string }>).filter((h) => filter.matches(h.text));
-    if (hosts.length === 0) return none;
-    const window = aggregate.searchWindow(filter);
-    const hostIds = hosts.map((h) => h.id);
-    const params = [hostIds, finite(window.since), finite(window.until)];
-    const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
-    const sql = searchSql({
-      hosts: 'host_id = ANY($1::int[])',
-      since: '$2',
-      until: '$3',
-      ...(decision !== undefined && { decision: String(decision) }),
-      jobs: 'job_id = ANY($4::int[])',
-    });
-    const scan = searchScanSql(hostIds, decision);
-    const reads: aggregate.SearchReads = {
-      scan: async (at, rows) => (await this.pool.query(scan.text, [params[1], params[2], at.last, at.jobId, rows, ...(scan.lateral ? [hostIds] : [])])).rows,
-      count: async () => Number((await this.pool.query(sql.count, params)).rows[0].total),
-      lasts: async (jobIds) => (await this.pool.query(sql.lasts, [...params, jobIds])).rows,
-      rows: async (jobIds) => (await this.pool.query(sql.rows, [...params, jobIds])).rows.map(aggregate.destinationRow),
-      edges: async () => (await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow),
-      recount: async (row) => {
-        const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
-        return aggregate.destinationRow({ ...row, ...r.rows[0] });
-      },
-      jobText: async (jobIds) => this.texts(jobIds),
+    const lookup = async (likes: readonly string[]) => {
+      const sql = stringLookupSql('postgres', likes, (i) => `$${i}`);
+      return (await this.pool.query(`SELECT id, text FROM eg_strings WHERE ${sql.where}`, sql.params)).rows as aggregate.SearchHost[];
     };
-    const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    return aggregate.searchPage(reads, window, page, (id) => hostText.get(id) ?? `#${id}`);
+    return aggregate.searchJobs(filter, page, lookup, (hosts, window, decision) => {
+      const hostIds = hosts.map((h) => h.id);
+      const params = [hostIds, finite(window.since), finite(window.until)];
+      const sql = searchSql({
+        hosts: 'host_id = ANY($1::int[])',
+        since: '$2',
+        until: '$3',
+        ...(decision !== undefined && { decision: String(decision) }),
+        jobs: 'job_id = ANY($4::int[])',
+      });
+      const scan = searchScanSql(hostIds, decision);
+      return {
+        scan: async (at, rows) => (await this.pool.query(scan.text, [params[1], params[2], at.last, at.jobId, rows, ...(scan.lateral ? [hostIds] : [])])).rows,
+        count: async () => Number((await this.pool.query(sql.count, params)).rows[0].total),
+        lasts: async (jobIds) => (await this.pool.query(sql.lasts, [...params, jobIds])).rows,
+        rows: async (jobIds) => (await this.pool.query(sql.rows, [...params, jobIds])).rows.map(aggregate.destinationRow),
+        edges: async () => (await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow),
+        recount: async (row) => {
+          const r = await this.pool.query(RECOMPUTE_SQL.postgres.windowCount, [row.jobId, row.hostId, row.port, row.decision, params[1], params[2]]);
+          return aggregate.destinationRow({ ...row, ...r.rows[0] });
+        },
+        jobText: async (jobIds) => this.texts(jobIds),
+      };
+    });
   }
 
   /** Jobs whose partition was dropped: their aggregates recomputed from what remains, one transaction each. */

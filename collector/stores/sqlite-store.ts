@@ -216,56 +216,48 @@ export class SqliteStore implements EventStore {
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {
-    const none = { jobs: [], ...(!page.cursor && { total: 0 }), more: false, next: null };
-    if (filter.likes.length === 0) return none;
-    const lookup = stringLookupSql('sqlite', filter.likes, () => '?');
-    const hosts = (
-      this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${lookup.where}`).all(...lookup.params) as Array<{
-        id: number;
-        text: string;
-      }>
-    ).filter((h) => filter.matches(h.text));
-    if (hosts.length === 0) return none;
-    const window = aggregate.searchWindow(filter);
-    const params = { hosts: JSON.stringify(hosts.map((h) => h.id)), since: finite(window.since), until: finite(window.until) };
-    const decision = filter.decision ? OUTCOME_CODES[filter.decision as keyof typeof OUTCOME_CODES] : undefined;
-    const sql = searchSql({
-      hosts: 'host_id IN (SELECT value FROM json_each(@hosts))',
-      since: '@since',
-      until: '@until',
-      ...(decision !== undefined && { decision: String(decision) }),
-      jobs: 'job_id IN (SELECT value FROM json_each(@jobs))',
-    });
-    const scan = searchScanSqlite(
-      hosts.map((h) => h.id),
-      decision,
-    );
-    const scanStatement = this.db.prepare(scan.text);
-    const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
-    const ofJobs = (jobIds: readonly number[]) => ({ ...params, jobs: JSON.stringify(jobIds) });
-    type Seen = { jobId: number; last: number };
-    const reads: aggregate.SearchReads = {
-      scan: async (at, rows) => {
-        const where = { since: params.since, until: params.until, at: at.last, job: at.jobId, rows };
-        if (!scan.perHost) return scanStatement.all(where) as Seen[];
-        // Many hosts: each host's rows in order, merged here (in-process: a query per host costs little).
-        return hosts
-          .flatMap((h) => scanStatement.all({ ...where, host: h.id }) as Seen[])
-          .sort((a, b) => b.last - a.last || b.jobId - a.jobId)
-          .slice(0, rows);
-      },
-      count: async () => (this.db.prepare(sql.count).get(params) as { total: number }).total,
-      lasts: async (jobIds) => this.db.prepare(sql.lasts).all(ofJobs(jobIds)) as Array<{ jobId: number; last: number }>,
-      rows: async (jobIds) => this.db.prepare(sql.rows).all(ofJobs(jobIds)) as DestinationRow[],
-      edges: async () => this.db.prepare(sql.edges).all(params) as DestinationRow[],
-      recount: async (row) => ({
-        ...row,
-        ...(recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number }),
-      }),
-      jobText: async (jobIds) => this.texts(jobIds),
+    const lookup = async (likes: readonly string[]) => {
+      const sql = stringLookupSql('sqlite', likes, () => '?');
+      return this.db.prepare(`SELECT id, text FROM eg_strings WHERE ${sql.where}`).all(...sql.params) as aggregate.SearchHost[];
     };
-    const hostText = new Map(hosts.map((h) => [h.id, h.text]));
-    return aggregate.searchPage(reads, window, page, (id) => hostText.get(id) ?? `#${id}`);
+    return aggregate.searchJobs(filter, page, lookup, (hosts, window, decision) => {
+      const params = { hosts: JSON.stringify(hosts.map((h) => h.id)), since: finite(window.since), until: finite(window.until) };
+      const sql = searchSql({
+        hosts: 'host_id IN (SELECT value FROM json_each(@hosts))',
+        since: '@since',
+        until: '@until',
+        ...(decision !== undefined && { decision: String(decision) }),
+        jobs: 'job_id IN (SELECT value FROM json_each(@jobs))',
+      });
+      const scan = searchScanSqlite(
+        hosts.map((h) => h.id),
+        decision,
+      );
+      const scanStatement = this.db.prepare(scan.text);
+      const recount = this.db.prepare(RECOMPUTE_SQL.sqlite.windowCount);
+      const ofJobs = (jobIds: readonly number[]) => ({ ...params, jobs: JSON.stringify(jobIds) });
+      type Seen = { jobId: number; last: number };
+      return {
+        scan: async (at, rows) => {
+          const where = { since: params.since, until: params.until, at: at.last, job: at.jobId, rows };
+          if (!scan.perHost) return scanStatement.all(where) as Seen[];
+          // Many hosts: each host's rows in order, merged here (in-process: a query per host costs little).
+          return hosts
+            .flatMap((h) => scanStatement.all({ ...where, host: h.id }) as Seen[])
+            .sort((a, b) => b.last - a.last || b.jobId - a.jobId)
+            .slice(0, rows);
+        },
+        count: async () => (this.db.prepare(sql.count).get(params) as { total: number }).total,
+        lasts: async (jobIds) => this.db.prepare(sql.lasts).all(ofJobs(jobIds)) as Array<{ jobId: number; last: number }>,
+        rows: async (jobIds) => this.db.prepare(sql.rows).all(ofJobs(jobIds)) as DestinationRow[],
+        edges: async () => this.db.prepare(sql.edges).all(params) as DestinationRow[],
+        recount: async (row) => ({
+          ...row,
+          ...(recount.get({ ...row, since: params.since, until: params.until }) as { count: number; bytesOut: number; first: number; last: number }),
+        }),
+        jobText: async (jobIds) => this.texts(jobIds),
+      };
+    });
   }
 
   /**
