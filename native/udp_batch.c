@@ -29,6 +29,7 @@
 #include <net/if.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,10 +321,16 @@ static int make_sockaddr(int family, const char *address, int port, struct socka
   char *zone = strchr(literal, '%');
   if (zone) {
     *zone++ = '\0';
-    char *end = NULL;
     unsigned long index = if_nametoindex(zone);
-    if (index == 0) index = strtoul(zone, &end, 10);
-    if (index == 0 || (end && *end != '\0')) return 0;
+    if (index == 0) {
+      /* A numeric zone: digits only and within 32 bits (strtoul alone takes `-1`, ` 2` and wraps `4294967297` to 1). */
+      if (zone[0] < '0' || zone[0] > '9') return 0;
+      char *end = NULL;
+      errno = 0;
+      index = strtoul(zone, &end, 10);
+      if (errno != 0 || *end != '\0' || index > UINT32_MAX) return 0;
+    }
+    if (index == 0) return 0;
     in6->sin6_scope_id = (uint32_t)index;
   }
   return inet_pton(AF_INET6, literal, &in6->sin6_addr) == 1;

@@ -75,3 +75,30 @@ test('an answer sent later to a link-local client goes back out of its interface
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stdout.trim(), `late ${clientAddress}%egll-s`, `the client's answer (server said: ${output.trim()})`);
 });
+
+test('a numeric zone is the interface index itself: one outside 32 bits, signed or padded is refused, not wrapped to another interface', { skip, timeout: 60_000 }, async () => {
+  const clientAddress = await linkLocal(client, 'egll-c');
+  const index = Number(/^(\d+):/.exec(await must('ip', ['-n', server, '-o', 'link', 'show', 'dev', 'egll-s']))?.[1]);
+  assert.ok(index > 0, 'the interface index of egll-s');
+  const listener = `
+    const s = require('node:dgram').createSocket('udp6');
+    const got = [];
+    s.on('message', (m) => got.push(m.toString()));
+    s.bind(5353, '::', () => console.log('ready'));
+    setTimeout(() => { console.log(JSON.stringify(got)); s.close(); }, 2500);`;
+  const received = run('ip', ['netns', 'exec', client, process.execPath, '-e', listener], { timeoutMs: 15_000 });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const zones = [`${index}`, `${index + 2 ** 32}`, `-${index}`, ` ${index}`, `${index}x`, ''];
+  const sender = `
+    const { BatchUdpSocket } = await import(${JSON.stringify(path.join(here, '../../net/udp-batch.js'))});
+    const s = BatchUdpSocket.bind('::', 0, () => null);
+    const sent = ${JSON.stringify(zones)}.map((zone) => s.sendTo(Buffer.from('zone ' + zone), ${JSON.stringify(clientAddress)} + '%' + zone, 5353));
+    s.close();
+    console.log(JSON.stringify(sent));`;
+  const sent = await run('ip', ['netns', 'exec', server, process.execPath, '--input-type=module', '-e', sender], { timeoutMs: 15_000 });
+  assert.equal(sent.code, 0, sent.stderr);
+  assert.deepEqual(JSON.parse(sent.stdout.trim()), [true, false, false, false, false, false], `sendTo per zone ${JSON.stringify(zones)}`);
+  const result = await received;
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(JSON.parse(result.stdout.trim().split('\n').at(-1)!), [`zone ${index}`], 'only the datagram with the interface index itself arrived');
+});
