@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { connectUpstreamInKernel, UpstreamConnectError } from '../../net/connect.js';
-import { kernelRelayStats, kernelRelayUnavailable, kernelUpstreamUsable, useRelay } from '../../net/kernel-relay.js';
+import { cancelKernelUpstream, kernelRelayStats, kernelRelayUnavailable, kernelUpstreamUsable, useRelay } from '../../net/kernel-relay.js';
 import { REFUSE, RELAY, spliceKernelUpstream, type ClientGateOutcome, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -45,20 +45,30 @@ const bounded = <T>(p: Promise<T>, ms = 10_000) => Promise.race([p, new Promise<
 async function proxy(host: string, upstreamPort: number, options: Partial<SpliceOptions> = {}, gate?: (client: net.Socket) => Promise<ClientGateOutcome>) {
   const waiting: Array<(r: SpliceResult) => void> = [];
   const accepted: net.Socket[] = [];
+  let closes = 0;
+  const closed = (result: SpliceResult) => {
+    closes++;
+    waiting.shift()?.(result);
+  };
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
     accepted.push(client);
     assert.ok(kernelUpstreamUsable(client, host));
-    void connectUpstreamInKernel(host, upstreamPort, 2000).then((upstream) =>
+    void connectUpstreamInKernel(host, upstreamPort, 2000).then((upstream) => {
+      // As the explicit proxy: a client gone while its upstream connected has the upstream closed, one close.
+      if (client.destroyed) {
+        cancelKernelUpstream(upstream);
+        return closed({ bytesIn: 0, bytesOut: 0, durationMs: 0, error: 'client-aborted' });
+      }
       spliceKernelUpstream(client, upstream, {
         idleTimeoutMs: 10_000,
         ...options,
         ...(gate && { clientGate: gate(client) }),
-        onClose: (result) => waiting.shift()?.(result),
-      }),
-    );
+        onClose: closed,
+      });
+    });
   });
   const port = await listen(server, host);
-  return { port, accepted, next: () => bounded(new Promise<SpliceResult>((resolve) => waiting.push(resolve))) };
+  return { port, accepted, closes: () => closes, next: () => bounded(new Promise<SpliceResult>((resolve) => waiting.push(resolve))) };
 }
 
 function connect(port: number, host = '127.0.0.1'): Promise<net.Socket> {
@@ -277,5 +287,21 @@ describe('upstream opened by the kernel relay', () => {
     await hello.ended();
     assert.equal(kernelRelayStats().relays, before);
     assert.equal(closes, 1);
+  });
+
+  it('200 clients that reset at once or within a few ms (while connecting, before or after the relay started): one close each, no relay left', async () => {
+    const before = kernelRelayStats().relays;
+    const hello = await helloServer();
+    const p = await proxy('127.0.0.1', hello.port);
+    const count = 200;
+    const closes = Array.from({ length: count }, () => p.next());
+    for (let i = 0; i < count; i++) {
+      const client = track(net.connect({ port: p.port, host: '127.0.0.1' }));
+      setTimeout(() => client.resetAndDestroy(), i % 4);
+    }
+    const results = await bounded(Promise.all(closes), 30_000);
+    assert.equal(results.length, count);
+    await waitFor('no relay left open', () => kernelRelayStats().relays === before, 5000);
+    assert.equal(p.closes(), count, 'one close per tunnel, none twice');
   });
 });
