@@ -13,6 +13,19 @@
  * Reasons: 0 both directions ended (FIN each way), 1 client error, 2 upstream error (errno set), 3 idle timeout,
  * 4 half-close timeout. bytesIn: upstream -> client; bytesOut: client -> upstream.
  *
+ * The upstream side opened here (issue 14: no JavaScript socket for the upstream of a decided CONNECT tunnel):
+ *   connect(family, address, port, mark, timeoutMs) -> id
+ *                                        a non-blocking TCP socket (TCP_NODELAY, SO_MARK when mark > 0) connecting
+ *                                        to an IP address; onDone(id, 0, 0, 7, 0) once connected, or ends the slot
+ *                                        with 5 (connect failed, errno) or 6 (not connected within timeoutMs).
+ *                                        Immediate failures (socket(), a refused mark) throw. The slot owns this fd:
+ *                                        it is closed when the slot ends or is cancelled, never by JS.
+ *   attach(id, clientFd, idleMs, halfCloseMs) -> boolean
+ *                                        a connected slot becomes a relay with the client's fd, its client -> upstream
+ *                                        direction held: upstream -> client flows at once. false: not connected (or gone).
+ *   release(id, firstBytes?) -> boolean  client -> upstream flows, firstBytes (what node read of the client) first.
+ *                                        false: the relay has ended (its onDone comes) or was cancelled.
+ *
  * fd safety: the relay owns no fd. Node may close the sockets at any moment (socket.destroy() closes the fd at
  * once, and the next accept may get the same number), so JS cancels a relay before it lets node close either fd,
  * and the thread works on relays only while holding `lock`; cancel takes the same lock. A relay's epoll events
@@ -35,12 +48,16 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
 #include "napi_errno.h"
 
-enum { REASON_DONE = 0, REASON_CLIENT = 1, REASON_UPSTREAM = 2, REASON_IDLE = 3, REASON_HALF_CLOSE = 4 };
-enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_ENDED };
+enum { REASON_DONE = 0, REASON_CLIENT = 1, REASON_UPSTREAM = 2, REASON_IDLE = 3, REASON_HALF_CLOSE = 4, REASON_CONNECT_FAILED = 5, REASON_CONNECT_TIMEOUT = 6, REASON_CONNECTED = 7 };
+/* CONNECTING: only the upstream fd, connecting (in the epoll set for its writable edge); CONNECTED: waiting for attach(). */
+enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_ENDED, SLOT_CONNECTING, SLOT_CONNECTED };
 
 /* At most this many bytes per pipe fill, and the size each pipe is asked to have (take_pipe). */
 #define PIPE_BYTES (1 << 20)
@@ -71,7 +88,10 @@ typedef struct {
 typedef struct {
   int state;
   uint32_t gen;
-  int fds[2];       /* client, upstream */
+  int fds[2];       /* client, upstream; -1: none yet */
+  int owns_upstream; /* fds[1] was opened by connect(): closed here, when the relay is taken out of the thread */
+  int held;          /* client -> upstream waits for release() (the client's first bytes are still being checked) */
+  int keeps_alive;   /* connecting: counted in connects_pending until JS learns the outcome (or cancels) */
   direction dir[2]; /* [0] upstream -> client (bytesIn), [1] client -> upstream (bytesOut) */
   int64_t idle_ms, half_close_ms, last_activity;
   int half_closed;
@@ -92,6 +112,11 @@ static int epfd = -1, wakefd = -1;
 static int64_t next_scan = INT64_MAX;
 static int again_pending;
 static napi_threadsafe_function on_done;
+/*
+ * Connects whose outcome JS has not had yet (main thread only). While there are any, the threadsafe function keeps
+ * the event loop alive, as node's socket does for its own connect; relays do not (their client socket does).
+ */
+static uint32_t connects_pending;
 /* Set when node tears the environment down (process exit): the threadsafe function is about to be freed. */
 static int env_gone;
 
@@ -159,14 +184,35 @@ static void give_back(direction *d) {
   d->in_pipe = 0;
 }
 
-/* Out of the epoll set, pipes returned: from here on nothing touches the relay's fds. */
+/* Out of the epoll set, pipes returned, an upstream fd of our own closed: from here on nothing touches the relay's fds. */
 static void detach(relay *r) {
-  epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[0], NULL);
-  epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[1], NULL);
+  for (int i = 0; i < 2; i++)
+    if (r->fds[i] >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[i], NULL);
   give_back(&r->dir[0]);
   give_back(&r->dir[1]);
+  if (r->owns_upstream) {
+    close(r->fds[1]);
+    r->fds[1] = -1;
+    r->owns_upstream = 0;
+  }
   r->again = 0;
   active_count--;
+}
+
+/* A message for JS: the relay ended (the slot is freed when it is delivered), or a connect() succeeded. */
+static void post(uint32_t slot, int reason, int err) {
+  relay *r = &slots[slot];
+  done_message *m = malloc(sizeof *m);
+  if (!m || env_gone) {
+    free(m);
+    return; /* Not reported; cancel() still finds it (the JS side's destroy reports it). */
+  }
+  *m = (done_message){slot, r->gen, r->dir[0].bytes, r->dir[1].bytes, reason, err};
+  /*
+   * Posted under `lock`, so that forget_env (which takes it) cannot slip in between the check above and the call.
+   * No lock-order problem: node calls call_js without holding the threadsafe function's own mutex.
+   */
+  if (napi_call_threadsafe_function(on_done, m, napi_tsfn_nonblocking) != napi_ok) free(m);
 }
 
 static void free_slot(uint32_t slot) {
@@ -182,17 +228,26 @@ static void end_relay(uint32_t slot, int reason, int err) {
   r->state = SLOT_ENDED;
   r->reason = reason;
   r->err = err;
-  done_message *m = malloc(sizeof *m);
-  if (!m || env_gone) {
-    free(m);
-    return; /* Not reported; cancel() still finds it (the JS side's destroy reports it). */
+  post(slot, reason, err);
+}
+
+/*
+ * A connecting socket's writable edge (or error): connected, or failed. Once connected it leaves the epoll set
+ * until attach() adds it back with the client's (adding reports bytes that came meanwhile).
+ */
+static void connect_done(uint32_t slot, uint32_t events) {
+  relay *r = &slots[slot];
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(r->fds[1], SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (err) {
+    end_relay(slot, REASON_CONNECT_FAILED, err);
+    return;
   }
-  *m = (done_message){slot, r->gen, r->dir[0].bytes, r->dir[1].bytes, reason, err};
-  /*
-   * Posted under `lock`, so that forget_env (which takes it) cannot slip in between the check above and the call.
-   * No lock-order problem: node calls call_js without holding the threadsafe function's own mutex.
-   */
-  if (napi_call_threadsafe_function(on_done, m, napi_tsfn_nonblocking) != napi_ok) free(m);
+  if (!(events & EPOLLOUT)) return;
+  epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[1], NULL);
+  r->state = SLOT_CONNECTED;
+  post(slot, REASON_CONNECTED, 0);
 }
 
 /*
@@ -288,7 +343,7 @@ static void work_on(uint32_t slot, int64_t now) {
   relay *r = &slots[slot];
   r->again = 0;
   int reason = 0, err = 0;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < (r->held ? 1 : 2); i++) {
     if (pump(r, &r->dir[i], now, &reason, &err) != 0) {
       end_relay(slot, reason, err);
       return;
@@ -302,9 +357,9 @@ static void scan_timeouts(int64_t now) {
   int64_t next = INT64_MAX;
   for (uint32_t s = 0; s < slot_count; s++) {
     relay *r = &slots[s];
-    if (r->state != SLOT_ACTIVE) continue;
+    if (r->state != SLOT_ACTIVE && r->state != SLOT_CONNECTING) continue;
     int64_t due = deadline(r);
-    if (due <= now) end_relay(s, r->half_closed ? REASON_HALF_CLOSE : REASON_IDLE, 0);
+    if (due <= now) end_relay(s, r->state == SLOT_CONNECTING ? REASON_CONNECT_TIMEOUT : r->half_closed ? REASON_HALF_CLOSE : REASON_IDLE, 0);
     else if (due < next) next = due;
   }
   next_scan = next;
@@ -340,7 +395,12 @@ static void *thread_main(void *unused) {
       pthread_mutex_lock(&lock);
       uint32_t slot = (uint32_t)(key & ~UPSTREAM_BIT), gen = (uint32_t)(key >> 32);
       /* Stale: cancelled (and maybe reused) since epoll_wait fetched it. */
-      if (slot >= slot_count || slots[slot].gen != gen || slots[slot].state != SLOT_ACTIVE) {
+      if (slot >= slot_count || slots[slot].gen != gen || (slots[slot].state != SLOT_ACTIVE && slots[slot].state != SLOT_CONNECTING)) {
+        pthread_mutex_unlock(&lock);
+        continue;
+      }
+      if (slots[slot].state == SLOT_CONNECTING) {
+        connect_done(slot, events[i].events);
         pthread_mutex_unlock(&lock);
         continue;
       }
@@ -368,16 +428,28 @@ static void *thread_main(void *unused) {
   return NULL;
 }
 
+static void connect_settled(napi_env env) {
+  if (connects_pending > 0 && --connects_pending == 0) napi_unref_threadsafe_function(env, on_done);
+}
+
 static void call_js(napi_env env, napi_value callback, void *context, void *data) {
   (void)context;
   done_message *m = data;
   int current = 0;
   pthread_mutex_lock(&lock);
-  if (m->slot < slot_count && slots[m->slot].gen == m->gen && slots[m->slot].state == SLOT_ENDED) {
-    current = 1;
-    free_slot(m->slot);
+  int outcome_of_connect = 0;
+  if (m->slot < slot_count && slots[m->slot].gen == m->gen) {
+    outcome_of_connect = slots[m->slot].keeps_alive;
+    slots[m->slot].keeps_alive = 0;
+    /* A connect's success leaves the slot to attach(); an end frees it. */
+    if (m->reason == REASON_CONNECTED) current = slots[m->slot].state == SLOT_CONNECTED;
+    else if (slots[m->slot].state == SLOT_ENDED) {
+      current = 1;
+      free_slot(m->slot);
+    }
   }
   pthread_mutex_unlock(&lock);
+  if (outcome_of_connect && env) connect_settled(env);
   if (current && env) {
     napi_value argv[5], undefined;
     napi_create_double(env, relay_id(m->slot, m->gen), &argv[0]);
@@ -447,6 +519,58 @@ static napi_value init(napi_env env, napi_callback_info info) {
 
 static int read_int64(napi_env env, napi_value v, int64_t *out) { return napi_get_value_int64(env, v, out) == napi_ok; }
 
+/* A free slot (grown when none is left), under lock; its state is the caller's to set. */
+static int take_slot(uint32_t *slot) {
+  if (free_count == 0) {
+    uint32_t grown = slot_count ? slot_count * 2 : 256;
+    relay *more = realloc(slots, grown * sizeof *slots);
+    uint32_t *more_free = more ? realloc(free_slots, grown * sizeof *free_slots) : NULL;
+    if (more) slots = more;
+    if (!more || !more_free) return ENOMEM;
+    free_slots = more_free;
+    for (uint32_t s = grown; s-- > slot_count;) {
+      memset(&slots[s], 0, sizeof slots[s]);
+      free_slots[free_count++] = s;
+    }
+    slot_count = grown;
+  }
+  *slot = free_slots[--free_count];
+  return 0;
+}
+
+/*
+ * The slot (its upstream fd set) becomes an active relay with `client`, under lock. `held`: client -> upstream waits
+ * for release(), and the client's fd is watched for errors only (node reads it meanwhile). Returns 0 or an errno,
+ * with the slot unchanged.
+ */
+static int begin_relay(uint32_t slot, int client, int64_t idle_ms, int64_t half_close_ms, int held) {
+  relay *r = &slots[slot];
+  int upstream = r->fds[1];
+  /*
+   * Edge-triggered: an idle relay costs no wake-ups, and adding a socket that has bytes waiting reports them.
+   * EPOLLOUT only once a write would block (want_writable).
+   */
+  uint64_t key = slot | ((uint64_t)r->gen << 32);
+  struct epoll_event ev = {.events = held ? EPOLLET : EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = key};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, client, &ev) != 0) return errno;
+  ev = (struct epoll_event){.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = key | UPSTREAM_BIT};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, upstream, &ev) != 0) {
+    int err = errno;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, client, NULL);
+    return err;
+  }
+  r->state = SLOT_ACTIVE;
+  r->fds[0] = client;
+  r->held = held;
+  r->idle_ms = idle_ms;
+  r->half_close_ms = half_close_ms;
+  r->last_activity = now_ms();
+  r->dir[0] = (direction){.src = upstream, .dst = client, .pipe = {-1, -1}};
+  r->dir[1] = (direction){.src = client, .dst = upstream, .pipe = {-1, -1}};
+  scan_by(deadline(r), 0);
+  return 0;
+}
+
 static napi_value start(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -463,39 +587,16 @@ static napi_value start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   pthread_mutex_lock(&lock);
-  if (free_count == 0) {
-    uint32_t grown = slot_count ? slot_count * 2 : 256;
-    relay *more = realloc(slots, grown * sizeof *slots);
-    uint32_t *more_free = more ? realloc(free_slots, grown * sizeof *free_slots) : NULL;
-    if (more) slots = more;
-    if (!more || !more_free) {
-      pthread_mutex_unlock(&lock);
-      return throw_errno(env, ENOMEM, "start");
-    }
-    free_slots = more_free;
-    for (uint32_t s = grown; s-- > slot_count;) {
-      memset(&slots[s], 0, sizeof slots[s]);
-      free_slots[free_count++] = s;
-    }
-    slot_count = grown;
+  uint32_t slot;
+  int err = take_slot(&slot);
+  if (err) {
+    pthread_mutex_unlock(&lock);
+    return throw_errno(env, err, "start");
   }
-  uint32_t slot = free_slots[--free_count];
   relay *r = &slots[slot];
   uint32_t gen = r->gen;
-  *r = (relay){.state = SLOT_ACTIVE, .gen = gen, .fds = {client, upstream}, .idle_ms = idle_ms, .half_close_ms = half_close_ms, .last_activity = now_ms()};
-  r->dir[0] = (direction){.src = upstream, .dst = client, .pipe = {-1, -1}};
-  r->dir[1] = (direction){.src = client, .dst = upstream, .pipe = {-1, -1}};
-  /*
-   * Edge-triggered: an idle relay costs no wake-ups, and adding a socket that has bytes waiting reports them.
-   * EPOLLOUT only once a write would block (want_writable).
-   */
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = slot | ((uint64_t)gen << 32)};
-  int err = 0;
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, client, &ev) != 0) err = errno;
-  else if ((ev.data.u64 |= UPSTREAM_BIT, epoll_ctl(epfd, EPOLL_CTL_ADD, upstream, &ev) != 0)) {
-    err = errno;
-    epoll_ctl(epfd, EPOLL_CTL_DEL, client, NULL);
-  }
+  *r = (relay){.gen = gen, .fds = {-1, upstream}};
+  err = begin_relay(slot, client, idle_ms, half_close_ms, 0);
   if (err) {
     free_slot(slot);
     pthread_mutex_unlock(&lock);
@@ -503,11 +604,155 @@ static napi_value start(napi_env env, napi_callback_info info) {
   }
   active_count++;
   started_total++;
-  scan_by(deadline(r), 0);
   pthread_mutex_unlock(&lock);
   napi_value id;
   napi_create_double(env, relay_id(slot, gen), &id);
   return id;
+}
+
+/* The slot of an id from start() or connect() in `state` (under lock); -1 when it is not (gone, or in another state). */
+static int64_t slot_of(double id, int state) {
+  if (id < 0) return -1;
+  uint32_t slot = (uint32_t)((uint64_t)id % 4194304), gen = (uint32_t)((uint64_t)id / 4194304);
+  if (slot >= slot_count || slots[slot].gen != gen || slots[slot].state != state) return -1;
+  return slot;
+}
+
+static napi_value connect_upstream(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t family, port;
+  int64_t mark, timeout_ms;
+  char address[INET6_ADDRSTRLEN + 1];
+  size_t address_len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 || napi_get_value_int32(env, argv[0], &family) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], address, sizeof address, &address_len) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
+      !read_int64(env, argv[3], &mark) || !read_int64(env, argv[4], &timeout_ms) || (family != 4 && family != 6) || port < 1 || port > 65535 || mark < 0 ||
+      mark > 0xffffffffLL || timeout_ms <= 0) {
+    napi_throw_type_error(env, "EINVAL", "connect(family, address, port, mark, timeoutMs): family 4 or 6, an IP address, a port, a mark (0: none), a positive timeout");
+    return NULL;
+  }
+  if (epfd < 0) {
+    napi_throw_error(env, "EINVAL", "connect: init() first");
+    return NULL;
+  }
+  struct sockaddr_storage to;
+  socklen_t to_len;
+  memset(&to, 0, sizeof to);
+  if (family == 4) {
+    struct sockaddr_in *in = (struct sockaddr_in *)&to;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)port);
+    to_len = sizeof *in;
+    if (inet_pton(AF_INET, address, &in->sin_addr) != 1) return throw_errno(env, EINVAL, "connect: not an IPv4 address");
+  } else {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&to;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)port);
+    to_len = sizeof *in6;
+    if (inet_pton(AF_INET6, address, &in6->sin6_addr) != 1) return throw_errno(env, EINVAL, "connect: not an IPv6 address");
+  }
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  int one = 1;
+  /* As node's noDelay: a tunnel's small writes (a TLS handshake) go out at once. */
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  uint32_t mark32 = (uint32_t)mark;
+  if (mark > 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark32, sizeof mark32) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "setsockopt(SO_MARK)");
+  }
+  /* Started before the slot exists: an immediate failure (EADDRNOTAVAIL, ENETUNREACH) is reported like a later one. */
+  int connect_err = connect(fd, (struct sockaddr *)&to, to_len) == 0 || errno == EINPROGRESS ? 0 : errno;
+  pthread_mutex_lock(&lock);
+  uint32_t slot;
+  int err = take_slot(&slot);
+  if (err) {
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return throw_errno(env, err, "connect");
+  }
+  relay *r = &slots[slot];
+  uint32_t gen = r->gen;
+  *r = (relay){.state = SLOT_CONNECTING, .gen = gen, .fds = {-1, fd}, .owns_upstream = 1, .keeps_alive = 1, .idle_ms = timeout_ms, .half_close_ms = timeout_ms, .last_activity = now_ms()};
+  r->dir[0].pipe = r->dir[1].pipe = (pipe_pair){-1, -1};
+  active_count++;
+  /* The writable edge is the connect's end (an error, EPOLLERR, too); a socket connected at once reports it when added. */
+  struct epoll_event ev = {.events = EPOLLOUT | EPOLLET, .data.u64 = slot | ((uint64_t)gen << 32) | UPSTREAM_BIT};
+  if (!connect_err && epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) connect_err = errno;
+  if (connect_err) end_relay(slot, REASON_CONNECT_FAILED, connect_err);
+  else scan_by(deadline(r), 0);
+  pthread_mutex_unlock(&lock);
+  if (connects_pending++ == 0) napi_ref_threadsafe_function(env, on_done);
+  napi_value id;
+  napi_create_double(env, relay_id(slot, gen), &id);
+  return id;
+}
+
+static napi_value attach(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], result;
+  double id;
+  int32_t client;
+  int64_t idle_ms, half_close_ms;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_get_value_double(env, argv[0], &id) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &client) != napi_ok || !read_int64(env, argv[2], &idle_ms) || !read_int64(env, argv[3], &half_close_ms) || client < 0 ||
+      idle_ms <= 0 || half_close_ms <= 0) {
+    napi_throw_type_error(env, "EINVAL", "attach(id, clientFd, idleMs, halfCloseMs): an id from connect(), an fd, positive timeouts");
+    return NULL;
+  }
+  pthread_mutex_lock(&lock);
+  int64_t slot = slot_of(id, SLOT_CONNECTED);
+  int err = slot < 0 ? ENOENT : slots[slot].fds[1] == client ? EINVAL : begin_relay((uint32_t)slot, client, idle_ms, half_close_ms, 1);
+  if (!err) started_total++;
+  pthread_mutex_unlock(&lock);
+  if (err && err != ENOENT) return throw_errno(env, err, "attach");
+  napi_get_boolean(env, !err, &result);
+  return result;
+}
+
+static napi_value release(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  double id;
+  void *bytes = NULL;
+  size_t length = 0;
+  napi_valuetype type = napi_undefined;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_double(env, argv[0], &id) != napi_ok ||
+      (argc > 1 && napi_typeof(env, argv[1], &type) != napi_ok) || (type != napi_undefined && napi_get_buffer_info(env, argv[1], &bytes, &length) != napi_ok)) {
+    napi_throw_type_error(env, "EINVAL", "release(id, firstBytes?): an id from connect(), a Buffer or undefined");
+    return NULL;
+  }
+  pthread_mutex_lock(&lock);
+  int64_t slot = slot_of(id, SLOT_ACTIVE);
+  int err = slot < 0 || !slots[slot].held ? ENOENT : 0;
+  if (!err) {
+    relay *r = &slots[slot];
+    direction *d = &r->dir[1];
+    /* The first bytes go in the direction's pipe, as if just read from the client: the next pump writes them first. */
+    if (length > 0 && !(err = take_pipe(&d->pipe))) {
+      ssize_t n = write(d->pipe.w, bytes, length);
+      if (n >= 0) d->in_pipe = (size_t)n;
+      /* More than a pipe holds (a pipe the kernel kept at 64 KiB): not relayed partly, the caller ends the tunnel. */
+      if (n < 0 || (size_t)n < length) err = n < 0 ? errno : ENOBUFS;
+    }
+    /* The client's fd joined the epoll set for its errors only (node was reading it): its reads are the relay's now. */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (r->out_armed[0] ? EPOLLOUT : 0), .data.u64 = (uint64_t)slot | ((uint64_t)r->gen << 32)};
+    if (!err && epoll_ctl(epfd, EPOLL_CTL_MOD, r->fds[0], &ev) != 0) err = errno;
+    if (!err) {
+      r->held = 0;
+      r->last_activity = now_ms();
+      /* The client's bytes may have come while held (their edge is gone): pump once without waiting for another. */
+      r->again = 1;
+      again_pending = 1;
+      wake_thread();
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  if (err && err != ENOENT) return throw_errno(env, err, "release");
+  napi_get_boolean(env, !err, &result);
+  return result;
 }
 
 static napi_value cancel(napi_env env, napi_callback_info info) {
@@ -515,7 +760,7 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   double id;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_double(env, argv[0], &id) != napi_ok || id < 0) {
-    napi_throw_type_error(env, "EINVAL", "cancel(id): id from start()");
+    napi_throw_type_error(env, "EINVAL", "cancel(id): id from start() or connect()");
     return NULL;
   }
   uint32_t slot = (uint32_t)((uint64_t)id % 4194304), gen = (uint32_t)((uint64_t)id / 4194304);
@@ -525,10 +770,13 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
     return NULL;
   }
   relay *r = &slots[slot];
-  if (r->state == SLOT_ACTIVE) detach(r);
+  /* Connecting, connected or relaying: taken out of the thread (an upstream fd of the slot's own is closed). */
+  if (r->state != SLOT_ENDED) detach(r);
+  int outcome_of_connect = r->keeps_alive;
   double values[4] = {(double)r->dir[0].bytes, (double)r->dir[1].bytes, r->state == SLOT_ENDED ? r->reason : REASON_DONE, r->state == SLOT_ENDED ? r->err : 0};
   free_slot(slot);
   pthread_mutex_unlock(&lock);
+  if (outcome_of_connect) connect_settled(env);
   napi_value result, v;
   napi_create_array_with_length(env, 4, &result);
   for (uint32_t i = 0; i < 4; i++) {
@@ -561,6 +809,12 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "start", fn);
   napi_create_function(env, "cancel", NAPI_AUTO_LENGTH, cancel, NULL, &fn);
   napi_set_named_property(env, exports, "cancel", fn);
+  napi_create_function(env, "connect", NAPI_AUTO_LENGTH, connect_upstream, NULL, &fn);
+  napi_set_named_property(env, exports, "connect", fn);
+  napi_create_function(env, "attach", NAPI_AUTO_LENGTH, attach, NULL, &fn);
+  napi_set_named_property(env, exports, "attach", fn);
+  napi_create_function(env, "release", NAPI_AUTO_LENGTH, release, NULL, &fn);
+  napi_set_named_property(env, exports, "release", fn);
   napi_create_function(env, "stats", NAPI_AUTO_LENGTH, stats, NULL, &fn);
   napi_set_named_property(env, exports, "stats", fn);
   return exports;

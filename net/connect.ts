@@ -1,7 +1,8 @@
 import net from 'node:net';
 import type { CloseError } from '../events/schema.js';
 import { formatHostPort } from '../policy/index.js';
-import { connectTcp } from './socket-mark.js';
+import { kernelConnect } from './kernel-relay.js';
+import { connectTcp, socketMark } from './socket-mark.js';
 
 /** Why upstream could not be reached or answer: the status for the client and the close event's error. */
 export interface UpstreamFailure {
@@ -61,5 +62,29 @@ export function connectUpstream(address: string, port: number, timeoutMs: number
       const failure = upstreamFailure(err, false);
       reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} failed: ${err.code ?? err.message}`, failure.status, failure.error));
     });
+  });
+}
+
+/**
+ * connectUpstream for a tunnel whose upstream is opened by the kernel relay's addon (kernelUpstreamUsable): resolves
+ * with the upstream's id once connected, rejects with the same statuses, close errors and messages as connectUpstream.
+ */
+export function connectUpstreamInKernel(address: string, port: number, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const target = formatHostPort(address, port);
+    const fail = (code: string) => {
+      const failure = upstreamFailure(Object.assign(new Error(code), { code }), false);
+      reject(new UpstreamConnectError(`connecting to ${target} failed: ${code}`, failure.status, failure.error));
+    };
+    let id: number;
+    try {
+      id = kernelConnect(address, port, timeoutMs, socketMark(), (outcome) => {
+        if (outcome.connected) return resolve(id);
+        if (outcome.timedOut) return reject(new UpstreamConnectError(`connecting to ${target} timed out after ${timeoutMs} ms`, 504, 'upstream-timeout'));
+        fail(outcome.code);
+      });
+    } catch (err) {
+      fail((err as NodeJS.ErrnoException).code ?? 'error');
+    }
   });
 }

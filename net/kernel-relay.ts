@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import type { CloseError } from '../events/schema.js';
 import { lazyLinuxAddon } from './native-addon.js';
@@ -14,7 +14,17 @@ interface KernelRelayAddon {
   start(clientFd: number, upstreamFd: number, idleMs: number, halfCloseMs: number): number;
   cancel(id: number): [bytesIn: number, bytesOut: number, reason: number, errno: number] | undefined;
   stats(): RelayStats;
+  connect(family: 4 | 6, address: string, port: number, mark: number, timeoutMs: number): number;
+  attach(id: number, clientFd: number, idleMs: number, halfCloseMs: number): boolean;
+  release(id: number, firstBytes?: Buffer): boolean;
 }
+
+/** The addon's reasons that end a connect() (kernel_relay.c): failed (errno), timed out, connected. */
+const CONNECT_FAILED = 5;
+const CONNECT_TIMEOUT = 6;
+const CONNECTED = 7;
+
+type OnDone = (bytesIn: number, bytesOut: number, reason: number, errno: number) => void;
 
 export interface RelayStats {
   /** Open native relays, relays ever started, pipes open (spare ones in the pool included). */
@@ -34,7 +44,7 @@ export interface KernelRelayEnd {
 }
 
 let mode: RelayMode = 'kernel';
-const running = new Map<number, (end: KernelRelayEnd) => void>();
+const running = new Map<number, OnDone>();
 
 let afterBytes = 0;
 
@@ -96,7 +106,7 @@ function ending(bytesIn: number, bytesOut: number, reason: number, errno: number
 function onDone(id: number, bytesIn: number, bytesOut: number, reason: number, errno: number): void {
   const handler = running.get(id);
   running.delete(id);
-  handler?.(ending(bytesIn, bytesOut, reason, errno));
+  handler?.(bytesIn, bytesOut, reason, errno);
 }
 
 /** node's libuv handle of a TCP socket, with the members used here. */
@@ -189,6 +199,15 @@ export function startKernelRelay(
   } catch {
     return false;
   }
+  watchRelay(native, id, [client, upstream], onEnd);
+  return true;
+}
+
+/**
+ * A started relay's end, reported once through `onEnd`: by the thread (onDone), or by a destroy of one of `sockets`,
+ * which cancels the relay first (node closes the fd inside destroy()). Returns what cancels it without a destroy.
+ */
+function watchRelay(native: KernelRelayAddon, id: number, sockets: Socket[], onEnd: (end: KernelRelayEnd, byDestroy: boolean) => void): () => void {
   let ended = false;
   const end = (result: KernelRelayEnd, byDestroy: boolean) => {
     if (ended) return;
@@ -196,18 +215,102 @@ export function startKernelRelay(
     running.delete(id);
     onEnd(result, byDestroy);
   };
-  running.set(id, (result) => end(result, false));
-  for (const socket of [client, upstream]) {
-    type Destroy = (err: Error | null, callback: (err: Error | null) => void) => void;
-    const own = socket as unknown as { _destroy: Destroy };
-    const destroy = own._destroy;
-    own._destroy = function (this: Socket, err, callback) {
-      if (!ended) {
-        const cancelled = native.cancel(id);
-        end(cancelled ? ending(...cancelled) : { bytesIn: 0, bytesOut: 0 }, true);
-      }
-      destroy.call(this, err, callback);
-    };
-  }
-  return true;
+  running.set(id, (...result) => end(ending(...result), false));
+  const cancel = () => {
+    const cancelled = native.cancel(id);
+    end(cancelled ? ending(...cancelled) : { bytesIn: 0, bytesOut: 0 }, true);
+  };
+  for (const socket of sockets) cancelOnDestroy(socket, () => ended, cancel);
+  return cancel;
+}
+
+/** Before node closes the socket's fd (inside destroy()), `cancel` takes its relay out of the native thread, unless `ended`. */
+function cancelOnDestroy(socket: Socket, ended: () => boolean, cancel: () => void): void {
+  type Destroy = (err: Error | null, callback: (err: Error | null) => void) => void;
+  const own = socket as unknown as { _destroy: Destroy };
+  const destroy = own._destroy;
+  own._destroy = function (this: Socket, err, callback) {
+    if (!ended()) cancel();
+    destroy.call(this, err, callback);
+  };
+}
+
+/**
+ * The upstream of a decided tunnel opened by the addon (issue 14: no JavaScript socket, no libuv handle for it):
+ * a plain fd the native relay owns from its connect to its close. Used where the whole tunnel goes to the kernel
+ * relay anyway; see kernelUpstreamUsable.
+ */
+export type KernelConnectOutcome = { connected: true } | { connected: false; timedOut: true } | { connected: false; timedOut: false; code: string };
+
+/**
+ * Whether a tunnel from `client` to `address` may have its upstream opened by the addon: the kernel relay is on
+ * (no JavaScript relaying first: kernelRelayAfterBytes() 0), loaded, the client a plain connected TCP socket, the
+ * address a plain IP address (no zone: node's connect handles those).
+ */
+export function kernelUpstreamUsable(client: Socket, address: string): boolean {
+  if (mode !== 'kernel' || afterBytes !== 0 || !loaded()) return false;
+  return (
+    addressFamily(address) !== 0 &&
+    !('encrypted' in client) &&
+    !client.destroyed &&
+    !client.connecting &&
+    fdOf(client) !== undefined &&
+    handleOf(client)?.constructor?.name === 'TCP'
+  );
+}
+
+function bare(address: string): string {
+  return address.replace(/^\[(.*)\]$/, '$1');
+}
+
+function addressFamily(address: string): 0 | 4 | 6 {
+  return isIP(bare(address)) as 0 | 4 | 6;
+}
+
+/**
+ * Start connecting to an IP address (marked with `mark` when given); `done` is called once, on the JS thread, when
+ * it connected, failed or took longer than timeoutMs. Returns the upstream's id (for attachKernelRelay, or
+ * cancelKernelUpstream when it is not wanted after all). Throws (an errno `code`) when the socket cannot even be made.
+ */
+export function kernelConnect(address: string, port: number, timeoutMs: number, mark: number | undefined, done: (outcome: KernelConnectOutcome) => void): number {
+  const native = loaded()!;
+  const id = native.connect(addressFamily(address) as 4 | 6, bare(address), port, mark ?? 0, nativeTimeout(timeoutMs));
+  running.set(id, (_in, _out, reason, errno) => {
+    if (reason === CONNECTED) return done({ connected: true });
+    if (reason === CONNECT_TIMEOUT) return done({ connected: false, timedOut: true });
+    done({ connected: false, timedOut: false, code: reason === CONNECT_FAILED ? errnoName(errno) : 'error' });
+  });
+  return id;
+}
+
+/** Close a connected (or still connecting) upstream from kernelConnect that no relay will use. */
+export function cancelKernelUpstream(id: number): void {
+  running.delete(id);
+  loaded()?.cancel(id);
+}
+
+/**
+ * Make a connected upstream from kernelConnect the relay of `client` (its writes flushed, see writesFlushed): bytes
+ * from upstream flow to the client at once; the client's wait for releaseKernelRelay (node still reads them: the
+ * first bytes' check). Until the relay ends, a destroy of the client cancels it; the upstream fd is the relay's and
+ * closed with it. `onEnd` as for startKernelRelay. Returns what cancels the relay without a destroy (onEnd's
+ * byDestroy true), or undefined when the upstream is gone (cancelled).
+ */
+export function attachKernelRelay(
+  upstream: number,
+  client: Socket,
+  timeouts: { idleTimeoutMs: number; halfCloseTimeoutMs: number },
+  onEnd: (end: KernelRelayEnd, byDestroy: boolean) => void,
+): (() => void) | undefined {
+  const native = loaded()!;
+  if (!native.attach(upstream, fdOf(client)!, nativeTimeout(timeouts.idleTimeoutMs), nativeTimeout(timeouts.halfCloseTimeoutMs))) return undefined;
+  return watchRelay(native, upstream, [client], onEnd);
+}
+
+/**
+ * The client's bytes flow to upstream from now on, `firstBytes` (what node read of them, see stopReading) first.
+ * false: the relay has ended already (its onEnd comes). Throws when firstBytes do not fit the relay's pipe.
+ */
+export function releaseKernelRelay(upstream: number, firstBytes: Buffer | undefined): boolean {
+  return loaded()!.release(upstream, firstBytes);
 }

@@ -1,6 +1,17 @@
 import type { Socket } from 'node:net';
 import type { CloseError } from '../events/schema.js';
-import { kernelRelayAfterBytes, kernelRelayUsable, resumeReading, startKernelRelay, stopReading, writesFlushed, type KernelRelayEnd } from './kernel-relay.js';
+import {
+  attachKernelRelay,
+  cancelKernelUpstream,
+  kernelRelayAfterBytes,
+  kernelRelayUsable,
+  releaseKernelRelay,
+  resumeReading,
+  startKernelRelay,
+  stopReading,
+  writesFlushed,
+  type KernelRelayEnd,
+} from './kernel-relay.js';
 
 export interface SpliceResult {
   /** Bytes from upstream to the client. */
@@ -190,20 +201,125 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   // head) is node's, queued ahead of it and flushed before the native relay writes a byte; handed over at once, it
   // would race the relay.
   if (!options.clientGate) return relayDecided(() => void setImmediate(handOver));
-  options.clientGate.then(
+  // Decided: the kernel relay takes over from here (the peeked bytes node holds are sent on first).
+  awaitGate(options.clientGate, client, () => done, { relay: () => relayDecided(), handOver: release, error: (why) => (error ??= why), finish });
+}
+
+/**
+ * Act on a client gate's outcome (unless the splice is `done` by then): `relay`, `handOver`, or a refusal (the
+ * client reset: it must not read a clean end as a reply, as for any refused connection) or a failed gate, each
+ * setting its `error` and ending the splice (`finish`).
+ */
+function awaitGate(
+  gate: Promise<ClientGateOutcome>,
+  client: Socket,
+  done: () => boolean,
+  on: { relay: () => void; handOver: (to: (client: Socket) => void) => void; error: (error: CloseError) => void; finish: () => void },
+): void {
+  gate.then(
     (outcome) => {
-      if (done) return;
-      if (outcome.action === 'hand-over') return release(outcome.to);
-      // Decided: the kernel relay takes over from here (the peeked bytes node holds are sent on first).
-      if (outcome.action === 'relay') return relayDecided();
-      error ??= 'refused-after-first-bytes';
-      // A reset, as for any refused connection: the client must not read a clean end as a reply.
+      if (done()) return;
+      if (outcome.action === 'hand-over') return on.handOver(outcome.to);
+      if (outcome.action === 'relay') return on.relay();
+      on.error('refused-after-first-bytes');
       client.resetAndDestroy();
-      finish();
+      on.finish();
     },
     () => {
-      error ??= 'gate-failed';
-      finish();
+      on.error('gate-failed');
+      on.finish();
     },
   );
+}
+
+/**
+ * splice() for a tunnel whose upstream the kernel relay opened (connectUpstreamInKernel: `upstream` is its id, the fd
+ * the relay's own): the same relay, close result and gate outcomes, without a JavaScript socket for upstream. Once
+ * node has flushed what it wrote to the client (the 200), the relay starts: upstream's bytes flow to the client at
+ * once, the client's once the gate settles on `relay` (what node read of them meanwhile, the peeked ClientHello,
+ * sent first). Timeouts, half-closes and errors are the relay's from the start.
+ */
+export function spliceKernelUpstream(client: Socket, upstream: number, options: SpliceOptions): void {
+  const started = Date.now();
+  client.allowHalfOpen = true;
+  let error: CloseError | undefined;
+  let done = false;
+  let attached = false;
+  let cancelRelay: (() => void) | undefined;
+  let decided = false;
+  let kernel: KernelRelayEnd | undefined;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    // Not attached yet: the upstream is still only the addon's. Attached: the client's destroy cancels the relay.
+    if (!attached) cancelKernelUpstream(upstream);
+    client.destroy();
+    options.onClose({ bytesIn: kernel?.bytesIn ?? 0, bytesOut: kernel?.bytesOut ?? 0, durationMs: Date.now() - started, ...(error && { error }) });
+  };
+  const onClientError = (err: NodeJS.ErrnoException) => {
+    error ??= relayError('client', err);
+    finish();
+  };
+  client.on('error', onClientError);
+  client.once('close', finish);
+  const release = () => {
+    if (done || !attached || !decided) return;
+    // false (not released): the relay ended meanwhile, and its end comes through onEnd.
+    try {
+      releaseKernelRelay(upstream, stopReading(client));
+    } catch (err) {
+      error ??= relayError('upstream', err as NodeJS.ErrnoException);
+      finish();
+    }
+  };
+  const halfCloseTimeoutMs = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
+  // Polled, backing off to 100 ms, as splice()'s hand-over: a client that does not read keeps the 200 queued.
+  let pollMs = 1;
+  const attach = () => {
+    if (done) return;
+    if (!writesFlushed(client)) {
+      setTimeout(attach, pollMs);
+      pollMs = Math.min(pollMs * 2, 100);
+      return;
+    }
+    try {
+      cancelRelay = attachKernelRelay(upstream, client, { idleTimeoutMs: options.idleTimeoutMs, halfCloseTimeoutMs }, (end, byDestroy) => {
+        kernel = end;
+        error ??= end.error;
+        // A destroy (the drain, an error) goes on through the client's 'close' listener.
+        if (!byDestroy) finish();
+      });
+    } catch (err) {
+      error ??= relayError('client', err as NodeJS.ErrnoException);
+      return finish();
+    }
+    attached = cancelRelay !== undefined;
+    if (!attached) {
+      error ??= 'upstream-error';
+      return finish();
+    }
+    release();
+  };
+  attach();
+  const decide = () => {
+    decided = true;
+    release();
+  };
+  if (!options.clientGate) return decide();
+  awaitGate(options.clientGate, client, () => done, {
+    relay: decide,
+    handOver: (to) => {
+      done = true;
+      client.off('error', onClientError);
+      client.off('close', finish);
+      // The relay (or the connected upstream) is cancelled, its upstream fd closed; the client is left as it was.
+      if (cancelRelay) cancelRelay();
+      else cancelKernelUpstream(upstream);
+      error = 'handed-over';
+      options.onClose({ bytesIn: kernel?.bytesIn ?? 0, bytesOut: kernel?.bytesOut ?? 0, durationMs: Date.now() - started, error });
+      to(client);
+    },
+    error: (why) => (error ??= why),
+    finish,
+  });
 }

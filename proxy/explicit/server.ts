@@ -5,12 +5,12 @@ import { authorize, type AuthorizeContext, type Authorization } from '../../deci
 import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
 import { checkConnectSni } from './connect-sni-check.js';
 import { frontConnects } from './connect-front.js';
-import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
+import { UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import { answerHalfClosedClients } from '../relay/half-close.js';
-import { relayTimeouts, type TunnelHandler } from '../relay/tunnel.js';
+import { closeTunnelUpstream, connectTunnelUpstream, relayTimeouts, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 
 export interface HttpProxyServerOptions extends AuthorizeContext {
@@ -128,9 +128,9 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
           options.inspector.adopt(socket, { kind: 'connect', client, host: auth.decision.host, port: auth.port, address: auth.address, outer: auth });
           return;
         }
-        let upstream: net.Socket;
+        let upstream: TunnelUpstream;
         try {
-          upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+          upstream = await connectTunnelUpstream(options.tunnel, socket, auth.address, auth.port, options.connectTimeoutMs);
         } catch (err) {
           const failure = UpstreamConnectError.from(err);
           writeRawError(socket, failure.status, failure.message, auth.event.id);
@@ -138,13 +138,13 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
           return;
         }
         if (socket.destroyed) {
-          upstream.destroy();
+          closeTunnelUpstream(upstream);
           auth.connection.close({ error: 'client-aborted' });
           return;
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
-        options.tunnel({ client: socket, upstream, authorization: auth, ...relayTimeouts(options), clientGate });
+        runTunnel(options.tunnel, { client: socket, upstream, authorization: auth, ...relayTimeouts(options), clientGate });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');

@@ -11,6 +11,8 @@ import path from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { connectUpstreamInKernel } from '../../net/connect.js';
+import { cancelKernelUpstream, kernelRelayUnavailable } from '../../net/kernel-relay.js';
 import { connectTcp, markDatagramSocket, markedAgent, socketMark, useSocketMark } from '../../net/socket-mark.js';
 
 const run = promisify(execFile);
@@ -112,4 +114,23 @@ test('a process that may not set marks is told which capability it lacks', async
   );
   assert.equal(result.code, 3, result.stderr);
   assert.match(result.stderr, /CAP_NET_ADMIN, or CAP_NET_RAW/);
+});
+
+test('an upstream the kernel relay opens (connectUpstreamInKernel) carries the mark when one is in use, none without', async () => {
+  assert.equal(kernelRelayUnavailable(), undefined, 'the kernel_relay addon is built (npm run install)');
+  for (const mark of [MARK, undefined]) {
+    useSocketMark(mark);
+    for (const host of ['127.0.0.1', '::1']) {
+      const listener = net.createServer((s) => s.on('error', () => undefined));
+      await new Promise<void>((resolve) => listener.listen(0, host, resolve));
+      const listenerPort = (listener.address() as net.AddressInfo).port;
+      const upstream = await connectUpstreamInKernel(host, listenerPort, 2000);
+      // The outbound socket is the one whose destination is the listener (its local port is the addon's to know).
+      const { stdout } = await run('ss', ['-tnHe', 'state', 'all', `dport = :${listenerPort}`], { timeout: 5000 });
+      assert.ok(stdout.includes(`:${listenerPort}`), `ss lists the upstream socket: ${stdout}`);
+      assert.equal(/fwmark:(0x[0-9a-f]+)/.exec(stdout)?.[1], mark === undefined ? undefined : `0x${MARK.toString(16)}`, `${host}, mark ${mark}`);
+      cancelKernelUpstream(upstream);
+      listener.close();
+    }
+  }
 });

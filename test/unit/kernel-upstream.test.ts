@@ -1,0 +1,307 @@
+/**
+ * The upstream of a decided tunnel opened by the kernel relay (net/connect.ts connectUpstreamInKernel, net/splice.ts
+ * spliceKernelUpstream, native/kernel_relay.c connect/attach/release) on real loopback sockets: connect failures and
+ * timeouts mapped as connectUpstream's, IPv6, bytes and counts, half-close, the first-bytes gate (server bytes flow
+ * while it is open, the client's after it), idle timeout, a client gone before or during the relay.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { connectUpstreamInKernel, UpstreamConnectError } from '../../net/connect.js';
+import { cancelKernelUpstream, kernelRelayStats, kernelRelayUnavailable, kernelUpstreamUsable, useRelay } from '../../net/kernel-relay.js';
+import { REFUSE, RELAY, spliceKernelUpstream, type ClientGateOutcome, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const servers: net.Server[] = [];
+const sockets = new Set<net.Socket>();
+const children: ChildProcess[] = [];
+after(() => {
+  for (const s of sockets) s.destroy();
+  for (const s of servers) s.close();
+  for (const c of children) c.kill('SIGKILL');
+});
+
+function track(socket: net.Socket): net.Socket {
+  sockets.add(socket);
+  socket.on('error', () => undefined);
+  socket.once('close', () => sockets.delete(socket));
+  return socket;
+}
+
+function listen(server: net.Server, host = '127.0.0.1'): Promise<number> {
+  servers.push(server);
+  server.on('connection', (socket) => track(socket));
+  return new Promise((resolve) => server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port)));
+}
+
+const bounded = <T>(p: Promise<T>, ms = 10_000) => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms).unref())]);
+
+/**
+ * A proxy on loopback: each accepted client gets an upstream opened by the kernel relay to host:upstreamPort, then
+ * is spliced to it (`gate` makes the client gate of each tunnel).
+ */
+async function proxy(host: string, upstreamPort: number, options: Partial<SpliceOptions> = {}, gate?: (client: net.Socket) => Promise<ClientGateOutcome>) {
+  const waiting: Array<(r: SpliceResult) => void> = [];
+  const accepted: net.Socket[] = [];
+  let closes = 0;
+  const closed = (result: SpliceResult) => {
+    closes++;
+    waiting.shift()?.(result);
+  };
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
+    accepted.push(client);
+    assert.ok(kernelUpstreamUsable(client, host));
+    void connectUpstreamInKernel(host, upstreamPort, 2000).then((upstream) => {
+      // As the explicit proxy: a client gone while its upstream connected has the upstream closed, one close.
+      if (client.destroyed) {
+        cancelKernelUpstream(upstream);
+        return closed({ bytesIn: 0, bytesOut: 0, durationMs: 0, error: 'client-aborted' });
+      }
+      spliceKernelUpstream(client, upstream, {
+        idleTimeoutMs: 10_000,
+        ...options,
+        ...(gate && { clientGate: gate(client) }),
+        onClose: closed,
+      });
+    });
+  });
+  const port = await listen(server, host);
+  return { port, accepted, closes: () => closes, next: () => bounded(new Promise<SpliceResult>((resolve) => waiting.push(resolve))) };
+}
+
+function connect(port: number, host = '127.0.0.1'): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = track(net.connect({ port, host, allowHalfOpen: true }, () => resolve(socket)));
+    socket.once('error', reject);
+  });
+}
+
+function readAll(socket: net.Socket): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.once('end', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/**
+ * A port whose SYNs go unanswered: a listener (python3: node accepts at once) that never accepts, its queue filled.
+ * Linux drops a SYN to a listener with a full accept queue, so a connect to it stalls until its own timeout.
+ */
+async function stalledPort(): Promise<number> {
+  const child = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  const port = await bounded(new Promise<number>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))));
+  // Fill the accept queue (backlog 0 holds one): connect until one does not complete.
+  for (let i = 0; i < 8; i++) {
+    const connected = await new Promise<boolean>((resolve) => {
+      const s = track(net.connect({ port, host: '127.0.0.1' }, () => resolve(true)));
+      setTimeout(() => resolve(false), 300).unref();
+    });
+    if (!connected) return port;
+  }
+  throw new Error('the accept queue never filled');
+}
+
+/** A server that says `hello` on each connection; ended(): its (last) connection got the FIN. */
+async function helloServer(): Promise<{ port: number; ended: () => Promise<void> }> {
+  let ended: Promise<void> | undefined;
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    ended = new Promise((resolve) => socket.once('end', () => resolve()));
+    socket.resume();
+    socket.write('hello');
+  });
+  const port = await listen(server);
+  return {
+    port,
+    ended: async () => {
+      await waitFor('the server to get a connection', () => ended !== undefined, 5000);
+      await bounded(ended!);
+    },
+  };
+}
+
+describe('upstream opened by the kernel relay', () => {
+  before(() => {
+    useRelay('kernel');
+    assert.equal(kernelRelayUnavailable(), undefined, 'the kernel_relay addon is built (npm run install)');
+  });
+
+  const failures = [
+    { what: 'a refused connect', port: closedPort, status: 502, error: 'upstream-refused', message: 'failed: ECONNREFUSED' },
+    { what: 'a connect that stalls (its timeout 300 ms)', port: stalledPort, status: 504, error: 'upstream-timeout', message: 'timed out after 300 ms' },
+  ];
+  for (const f of failures) {
+    it(`${f.what} rejects as connectUpstream does: ${f.status} ${f.error}; nothing left open`, async () => {
+      const before = kernelRelayStats().relays;
+      const port = await f.port();
+      const err = await bounded(
+        connectUpstreamInKernel('127.0.0.1', port, 300).then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      );
+      assert.ok(err instanceof UpstreamConnectError);
+      assert.deepEqual([err.status, err.error], [f.status, f.error]);
+      assert.equal(err.message, `connecting to 127.0.0.1:${port} ${f.message}`);
+      assert.equal(kernelRelayStats().relays, before);
+    });
+  }
+
+  for (const host of ['127.0.0.1', '::1']) {
+    it(`${host}: 4 MiB each way intact, FINs passed on, one close with exact counts and no error`, async () => {
+      const size = 4 << 20;
+      const down = randomBytes(size);
+      const up = randomBytes(size);
+      let upReceived: Promise<Buffer> | undefined;
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        upReceived = readAll(socket);
+        socket.end(down);
+      });
+      const p = await proxy(host, await listen(server, host));
+      const closed = p.next();
+      const client = await connect(p.port, host);
+      const downReceived = readAll(client);
+      client.end(up);
+      const got = await bounded(downReceived, 60_000);
+      await waitFor('the server to get everything', () => upReceived !== undefined, 5000);
+      const gotUp = await bounded(upReceived!, 60_000);
+      assert.equal(sha(got), sha(down));
+      assert.equal(sha(gotUp), sha(up));
+      const result = await closed;
+      assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [size, size, undefined]);
+    });
+  }
+
+  it('half-close: the client sends its request and FIN, reads the reply after it', async () => {
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      void readAll(socket).then((request) => socket.end(Buffer.concat([Buffer.from('reply to '), request])));
+    });
+    const p = await proxy('127.0.0.1', await listen(server));
+    const closed = p.next();
+    const client = await connect(p.port);
+    const reply = readAll(client);
+    client.end('request');
+    assert.equal((await bounded(reply)).toString(), 'reply to request');
+    const result = await closed;
+    assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [16, 7, undefined]);
+  });
+
+  it('while the gate is open the server speaks first (its bytes reach the client); the client bytes node held go first once it settles', async () => {
+    let settle!: (outcome: ClientGateOutcome) => void;
+    let serverGot: Promise<Buffer> | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      serverGot = readAll(socket);
+      void serverGot.then(() => socket.end());
+      socket.write('banner\n');
+    });
+    const p = await proxy('127.0.0.1', await listen(server), {}, (client) => {
+      // Node reads the client's first bytes meanwhile (as the SNI check does): held, not relayed.
+      client.once('readable', () => undefined);
+      return new Promise((resolve) => (settle = resolve));
+    });
+    const closed = p.next();
+    const client = await connect(p.port);
+    const banner = await bounded(new Promise<string>((resolve) => client.once('data', (d: Buffer) => resolve(d.toString()))));
+    assert.equal(banner, 'banner\n');
+    client.write('first bytes ');
+    await waitFor('node to hold the first bytes', () => serverGot !== undefined, 5000);
+    settle(RELAY);
+    client.end('and the rest');
+    assert.equal((await bounded(serverGot!)).toString(), 'first bytes and the rest');
+    const result = await closed;
+    assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [7, 24, undefined]);
+  });
+
+  it('a gate that refuses resets the client and closes upstream: refused-after-first-bytes', async () => {
+    let upstreamClosed: Promise<void> | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      upstreamClosed = new Promise((resolve) => socket.once('end', () => resolve()));
+      socket.resume();
+    });
+    const p = await proxy('127.0.0.1', await listen(server), {}, async (client) => {
+      await new Promise((resolve) => client.once('readable', resolve));
+      return REFUSE;
+    });
+    const closed = p.next();
+    const client = await connect(p.port);
+    const reset = new Promise<string | undefined>((resolve) => client.once('error', (e: NodeJS.ErrnoException) => resolve(e.code)));
+    client.write('forged hello');
+    assert.equal(await bounded(reset), 'ECONNRESET');
+    assert.equal((await closed).error, 'refused-after-first-bytes');
+    await waitFor('the server to get its FIN', () => upstreamClosed !== undefined, 5000);
+    await bounded(upstreamClosed!);
+  });
+
+  it('an idle tunnel ends with idle-timeout; the client gets its FIN', async () => {
+    const server = net.createServer({ allowHalfOpen: true }, () => undefined);
+    const p = await proxy('127.0.0.1', await listen(server), { idleTimeoutMs: 300 });
+    const closed = p.next();
+    const client = await connect(p.port);
+    const ended = readAll(client);
+    assert.equal((await closed).error, 'idle-timeout');
+    await bounded(ended);
+  });
+
+  it('a client reset mid-tunnel ends it once with client-ECONNRESET; its upstream is closed, no relay left', async () => {
+    const before = kernelRelayStats().relays;
+    const hello = await helloServer();
+    const p = await proxy('127.0.0.1', hello.port);
+    const closed = p.next();
+    const client = await connect(p.port);
+    await bounded(new Promise((resolve) => client.once('data', resolve)));
+    client.resetAndDestroy();
+    assert.equal((await closed).error, 'client-ECONNRESET');
+    await hello.ended();
+    await waitFor('no relay left open', () => kernelRelayStats().relays === before, 5000);
+  });
+
+  it('destroying the client socket (the drain at shutdown) cancels the relay: one close with the counts so far, upstream closed, no relay left', async () => {
+    const before = kernelRelayStats().relays;
+    const hello = await helloServer();
+    const p = await proxy('127.0.0.1', hello.port);
+    let closes = 0;
+    const closed = p.next().then((r) => {
+      closes++;
+      return r;
+    });
+    const client = await connect(p.port);
+    await bounded(new Promise((resolve) => client.once('data', resolve)));
+    p.accepted[0]!.destroy();
+    const result = await closed;
+    assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [5, 0, undefined]);
+    await hello.ended();
+    assert.equal(kernelRelayStats().relays, before);
+    assert.equal(closes, 1);
+  });
+
+  it('200 clients that reset at once or within a few ms (while connecting, before or after the relay started): one close each, no relay left', async () => {
+    const before = kernelRelayStats().relays;
+    const hello = await helloServer();
+    const p = await proxy('127.0.0.1', hello.port);
+    const count = 200;
+    const closes = Array.from({ length: count }, () => p.next());
+    for (let i = 0; i < count; i++) {
+      const client = track(net.connect({ port: p.port, host: '127.0.0.1' }));
+      setTimeout(() => client.resetAndDestroy(), i % 4);
+    }
+    const results = await bounded(Promise.all(closes), 30_000);
+    assert.equal(results.length, count);
+    await waitFor('no relay left open', () => kernelRelayStats().relays === before, 5000);
+    assert.equal(p.closes(), count, 'one close per tunnel, none twice');
+  });
+});
