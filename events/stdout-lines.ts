@@ -23,7 +23,7 @@ type Destination = ReturnType<typeof pino.destination>;
  *
  * Why not the destination alone: in its text mode each line appended re-flattened the whole pending string to
  * measure it (Buffer.byteLength of a growing concatenation), about 8 KB of garbage per line under a DNS load, and
- * in its buffer mode it would keep a Buffer object per line until written. Here a line costs a copy into
+ * in its buffer mode it would keep a Buffer object per line until written. Here a line is encoded straight into
  * the staged bytes (a ByteQueue), and a write one Buffer (docs/benchmark.md, "DNS events without per-line garbage").
  */
 export class StdoutLines {
@@ -54,19 +54,12 @@ export class StdoutLines {
     openStdouts.add(new WeakRef(this));
   }
 
-  /** pino's stream interface (its operational lines come as text). */
+  /** pino's stream interface (its operational lines), and EventLog's (event lines): a line, encoded straight into the staged bytes. */
   write(line: string): boolean {
     if (this.failed) return true;
     this.staged.appendText(line);
     this.afterStaging();
     return true;
-  }
-
-  /** The first `length` bytes of `bytes`, copied (the caller may reuse them). */
-  writeBytes(bytes: Buffer, length: number): void {
-    if (this.failed) return;
-    this.staged.appendBytes(bytes, length);
-    this.afterStaging();
   }
 
   /** Bytes were staged: hand them over at 12 KiB, or start the 100 ms timer. */
