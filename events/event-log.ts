@@ -89,13 +89,14 @@ export class EventLog {
    * whose decision moves nothing by itself may pass 'end-of-turn': the line then rides the file's end-of-turn write
    * (setImmediate), like close events, and is written at once by the next flushSync (the next decision made with
    * 'now', flushDecisions(), process exit). The DNS server does so for its answers: see DnsResponder.emit.
+   * `fieldsJson`, when given, is JSON.stringify(fields), made by a caller that can make it for less (the DNS server).
    */
-  decision(fields: DecisionFields, durable: 'now' | 'end-of-turn' = 'now'): DecisionEvent {
+  decision(fields: DecisionFields, durable: 'now' | 'end-of-turn' = 'now', fieldsJson?: string): DecisionEvent {
     const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomUUID(), time: this.isoNow(), ...fields };
     if (this.ci) event.ci = this.ci;
     const level = fields.decision === 'allowed' ? 'info' : 'warn';
     if (this.writesLines(level)) {
-      const json = JSON.stringify(fields);
+      const json = fieldsJson ?? JSON.stringify(fields);
       // The line from the fields' JSON when the event needs no conforming (nearly always); else the event conformed
       // and its line made whole. Both give the same bytes for the same event (events-file.test.ts).
       if (decisionFieldsConform(fields, json)) this.writeLine(this.decisionLine(level, event, json));

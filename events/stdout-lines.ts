@@ -7,6 +7,11 @@ const MIN_WRITE_BYTES = 12 * 1024;
 const FLUSH_EVERY_MS = 100;
 const STAGING_BYTES = 64 * 1024;
 /**
+ * The size a grown staging buffer may keep after a hand-over. A batched DNS turn stages ~90 KB of lines while the
+ * previous chunk is being written; given back at 64 KiB, the buffer grew again (a new one and a copy) every turn.
+ */
+const STAGING_KEPT_BYTES = 1024 * 1024;
+/**
  * The most one write(2) may take. sonic-boom starts the next write when the previous one's callback runs, so at
  * most one write completes per event-loop turn; with its default (16 KiB) a turn that produces more (a DNS batch:
  * up to 256 events, ~90 KB of lines) left the rest queued, and the queue grew for as long as the load lasted: that,
@@ -128,7 +133,7 @@ export class StdoutLines {
     }
     const chunk = Buffer.allocUnsafeSlow(this.staged.length);
     this.staged.buffer.copy(chunk, 0, 0, this.staged.length);
-    this.staged.clear();
+    this.staged.clear(STAGING_KEPT_BYTES);
     try {
       // `write` is looked up each time: on EPIPE pino replaces it with a no-op. In buffer mode it takes a Buffer.
       this.inFlight = true;
