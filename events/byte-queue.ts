@@ -12,14 +12,6 @@ export class ByteQueue {
     this.buffer = Buffer.allocUnsafeSlow(initialBytes);
   }
 
-  /** The first `length` bytes of `bytes`, copied (the caller may reuse them). */
-  appendBytes(bytes: Buffer, length: number): void {
-    this.reserve(length);
-    // copy(), not set(subarray()): no view object per append.
-    bytes.copy(this.buffer, this.length, 0, length);
-    this.length += length;
-  }
-
   /** `text` as UTF-8, encoded straight into the queue. */
   appendText(text: string): void {
     // At most 3 bytes per UTF-16 unit: room for that is made, then only the bytes written are counted.

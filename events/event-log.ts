@@ -3,10 +3,16 @@ import pino, { type Logger } from 'pino';
 import { EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent } from './schema.js';
 import { EventsFile } from './events-file.js';
 import { StdoutLines } from './stdout-lines.js';
-import { conformEvent } from './validate.js';
+import { conformCiContext, conformEvent, decisionFieldsConform } from './validate.js';
 
-/** Room for an event's line: most are a few hundred bytes; a longer one gets a buffer of its own. */
-const SCRATCH_BYTES = 16 * 1024;
+/**
+ * How a decision event's line starts, up to its id, per level: the line is `{"level":…,` then the event's JSON, whose
+ * first four keys are always these (see EventLog.decisionLine).
+ */
+const DECISION_LINE_START = {
+  info: `{"level":"info","schema":${EVENT_SCHEMA_VERSION},"event":"decision","id":"`,
+  warn: `{"level":"warn","schema":${EVENT_SCHEMA_VERSION},"event":"decision","id":"`,
+} as const;
 
 export type EventListener = (event: EgressEvent) => void;
 
@@ -41,14 +47,16 @@ export class EventLog {
       },
       pino.multistream(streams),
     );
-    this.ci = options.ci;
+    // Conformed once (conformEvent would cut the same text in every event), and its JSON made once.
+    this.ci = options.ci && conformCiContext({ ...options.ci });
+    this.ciJson = this.ci ? `,"ci":${JSON.stringify(this.ci)}` : '';
   }
 
   private readonly ci: CiContext | undefined;
+  /** `,"ci":{…}`, how the context ends every decision event's line; empty without one. */
+  private readonly ciJson: string;
   private readonly file: EventsFile | undefined;
   private readonly stdout: StdoutLines | undefined;
-  /** Where an event's line is encoded, once, for stdout and the events file (which both copy it). */
-  private scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
   /** The `time` of the last event, and the millisecond it is for: events of the same millisecond share the string. */
   private lastIso = '';
   private lastMs = -1;
@@ -81,11 +89,20 @@ export class EventLog {
    * whose decision moves nothing by itself may pass 'end-of-turn': the line then rides the file's end-of-turn write
    * (setImmediate), like close events, and is written at once by the next flushSync (the next decision made with
    * 'now', flushDecisions(), process exit). The DNS server does so for its answers: see DnsResponder.emit.
+   * `fieldsJson`, when given, is JSON.stringify(fields), made by a caller that can make it for less (the DNS server).
    */
-  decision(fields: DecisionFields, durable: 'now' | 'end-of-turn' = 'now'): DecisionEvent {
+  decision(fields: DecisionFields, durable: 'now' | 'end-of-turn' = 'now', fieldsJson?: string): DecisionEvent {
     const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomUUID(), time: this.isoNow(), ...fields };
     if (this.ci) event.ci = this.ci;
-    this.write(conformEvent(event), fields.decision === 'allowed' ? 'info' : 'warn');
+    const level = fields.decision === 'allowed' ? 'info' : 'warn';
+    if (this.writesLines(level)) {
+      const json = fieldsJson ?? JSON.stringify(fields);
+      // The line from the fields' JSON when the event needs no conforming (nearly always); else the event conformed
+      // and its line made whole. Both give the same bytes for the same event (events-file.test.ts).
+      if (decisionFieldsConform(fields, json)) this.writeLine(this.decisionLine(level, event, json));
+      else this.writeLine(eventLine(level, conformEvent(event)));
+    } else conformEvent(event);
+    this.tell(event);
     // A decision is in the file before the caller acts on it: before a byte of what it allows moves (a reused
     // keep-alive upstream socket writes the request head on the next tick, before the end-of-turn write), and
     // before a refused client reads its 403 (and a job's next step reads the file). Close events, which decide
@@ -101,28 +118,40 @@ export class EventLog {
 
   close(fields: CloseFields): CloseEvent {
     const event: CloseEvent = { schema: EVENT_SCHEMA_VERSION, event: 'close', time: this.isoNow(), ...fields };
-    this.write(conformEvent(event), 'info');
+    conformEvent(event);
+    if (this.writesLines('info')) this.writeLine(eventLine('info', event));
+    this.tell(event);
     return event;
   }
 
-  private write(event: EgressEvent, level: 'info' | 'warn'): void {
-    if ((this.stdout || this.file) && this.log.isLevelEnabled(level)) {
-      // The line pino would write for log[level](event) with this logger's options (level label first, the event's
-      // own fields, no mixin, no msg), made with one JSON.stringify and handed to the same streams: pino's per-key
-      // serialisation and the multistream fan-out were a tenth of the DNS server's CPU per query (docs/benchmark.md,
-      // "DNS per query, third round"). events-file.test.ts checks the two stay byte-identical. One difference: a
-      // lone UTF-16 surrogate is escaped here, where pino wrote it raw (U+FFFD once encoded); text decoded from the
-      // network holds none.
-      const line = `{"level":"${level}",${JSON.stringify(event).slice(1)}\n`;
-      // Encoded once, into a buffer reused for every event: nothing of the line outlives this call (under a DNS
-      // load, lines kept until the end of the turn or the next stdout write were promoted by the scavenges of
-      // that turn and grew the heap: docs/benchmark.md, "DNS events without per-line garbage").
-      if (line.length * 3 > this.scratch.length) this.scratch = Buffer.allocUnsafeSlow(line.length * 3);
-      const length = this.scratch.write(line, 0, 'utf8');
-      this.stdout?.writeBytes(this.scratch, length);
-      this.file?.writeBytes(this.scratch, length);
-      if (this.scratch.length > SCRATCH_BYTES) this.scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
-    }
+  /**
+   * The line of a decision event built as decision() builds it (schema, event, id, time, then the fields, then the
+   * CI context) from the JSON of its fields: JSON.stringify(event) serialises every key of the event, and its cost is
+   * per key (about half of an event's CPU under the DNS load: docs/benchmark.md, "Issue 14, fifth round: the DNS
+   * decision event"). The four keys in front are constant text but for the id (a UUID) and the time (an ISO string),
+   * neither of which JSON escapes; the CI context's JSON is made once. Same bytes as eventLine(level, event).
+   */
+  private decisionLine(level: 'info' | 'warn', event: DecisionEvent, fieldsJson: string): string {
+    return `${DECISION_LINE_START[level]}${event.id}","time":"${event.time}",${fieldsJson.slice(1, -1)}${this.ciJson}}\n`;
+  }
+
+  /** Whether event lines of `level` are written anywhere. */
+  private writesLines(level: 'info' | 'warn'): boolean {
+    return (this.stdout !== undefined || this.file !== undefined) && this.log.isLevelEnabled(level);
+  }
+
+  /**
+   * An event's line to stdout and the events file, each encoding it straight into its queue of bytes: nothing of the
+   * line outlives this call (docs/benchmark.md, "DNS events without per-line garbage"). Encoding it twice costs less
+   * than encoding it once into a buffer and copying it into both queues (Buffer.copy makes a view per call), as this
+   * did before ("Issue 14, fifth round").
+   */
+  private writeLine(line: string): void {
+    this.stdout?.write(line);
+    this.file?.write(line);
+  }
+
+  private tell(event: EgressEvent): void {
     for (const listener of this.listeners) {
       try {
         listener(event);
@@ -131,4 +160,15 @@ export class EventLog {
       }
     }
   }
+}
+
+/**
+ * The line pino would write for log[level](event) with EventLog's options (level label first, the event's own fields,
+ * no mixin, no msg), made with one JSON.stringify: pino's per-key serialisation and the multistream fan-out were a
+ * tenth of the DNS server's CPU per query (docs/benchmark.md, "DNS per query, third round"). events-file.test.ts checks
+ * the two stay byte-identical. One difference: a lone UTF-16 surrogate is escaped here, where pino wrote it raw (U+FFFD
+ * once encoded); text decoded from the network holds none.
+ */
+function eventLine(level: 'info' | 'warn', event: EgressEvent): string {
+  return `{"level":"${level}",${JSON.stringify(event).slice(1)}\n`;
 }

@@ -14,8 +14,7 @@ const STAGING_KEPT_BYTES = 1024 * 1024;
  * synchronous write: one write per connection is now saved, and the close of one connection and the decision
  * of the next share a write (docs/benchmark.md).
  *
- * Queued lines are bytes in one reusable off-heap buffer (a line given as text is encoded straight into it; one
- * given as bytes, EventLog's, is copied), not strings kept until the end of the turn: under a DNS load a turn
+ * Queued lines are bytes in one reusable off-heap buffer (each line is encoded straight into it), not strings kept until the end of the turn: under a DNS load a turn
  * answers up to 256 queries, and their lines, kept alive across the scavenges of that turn, were promoted to the
  * old generation and grew the heap (docs/benchmark.md, "DNS events without per-line garbage").
  *
@@ -43,17 +42,11 @@ export class EventsFile {
     return this.lines;
   }
 
-  /** pino's destination interface: one serialised line, encoded straight into the queue. */
+  /** pino's destination interface, and EventLog's: one serialised line, encoded straight into the queue. */
   write(line: string): boolean {
     this.queue.appendText(line);
     this.lineQueued();
     return true;
-  }
-
-  /** A line as the first `length` bytes of `bytes` (EventLog's encoding of it), copied: the caller may reuse them. */
-  writeBytes(bytes: Buffer, length: number): void {
-    this.queue.appendBytes(bytes, length);
-    this.lineQueued();
   }
 
   private lineQueued(): void {

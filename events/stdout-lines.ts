@@ -7,6 +7,11 @@ const MIN_WRITE_BYTES = 12 * 1024;
 const FLUSH_EVERY_MS = 100;
 const STAGING_BYTES = 64 * 1024;
 /**
+ * The size a grown staging buffer may keep after a hand-over. A batched DNS turn stages ~90 KB of lines while the
+ * previous chunk is being written; given back at 64 KiB, the buffer grew again (a new one and a copy) every turn.
+ */
+const STAGING_KEPT_BYTES = 1024 * 1024;
+/**
  * The most one write(2) may take. sonic-boom starts the next write when the previous one's callback runs, so at
  * most one write completes per event-loop turn; with its default (16 KiB) a turn that produces more (a DNS batch:
  * up to 256 events, ~90 KB of lines) left the rest queued, and the queue grew for as long as the load lasted: that,
@@ -23,7 +28,7 @@ type Destination = ReturnType<typeof pino.destination>;
  *
  * Why not the destination alone: in its text mode each line appended re-flattened the whole pending string to
  * measure it (Buffer.byteLength of a growing concatenation), about 8 KB of garbage per line under a DNS load, and
- * in its buffer mode it would keep a Buffer object per line until written. Here a line costs a copy into
+ * in its buffer mode it would keep a Buffer object per line until written. Here a line is encoded straight into
  * the staged bytes (a ByteQueue), and a write one Buffer (docs/benchmark.md, "DNS events without per-line garbage").
  */
 export class StdoutLines {
@@ -54,19 +59,12 @@ export class StdoutLines {
     openStdouts.add(new WeakRef(this));
   }
 
-  /** pino's stream interface (its operational lines come as text). */
+  /** pino's stream interface (its operational lines), and EventLog's (event lines): a line, encoded straight into the staged bytes. */
   write(line: string): boolean {
     if (this.failed) return true;
     this.staged.appendText(line);
     this.afterStaging();
     return true;
-  }
-
-  /** The first `length` bytes of `bytes`, copied (the caller may reuse them). */
-  writeBytes(bytes: Buffer, length: number): void {
-    if (this.failed) return;
-    this.staged.appendBytes(bytes, length);
-    this.afterStaging();
   }
 
   /** Bytes were staged: hand them over at 12 KiB, or start the 100 ms timer. */
@@ -135,7 +133,7 @@ export class StdoutLines {
     }
     const chunk = Buffer.allocUnsafeSlow(this.staged.length);
     this.staged.buffer.copy(chunk, 0, 0, this.staged.length);
-    this.staged.clear();
+    this.staged.clear(STAGING_KEPT_BYTES);
     try {
       // `write` is looked up each time: on EPIPE pino replaces it with a no-op. In buffer mode it takes a Buffer.
       this.inFlight = true;

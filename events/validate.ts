@@ -85,14 +85,29 @@ export function conformEvent<T extends EgressEvent>(event: T): T {
     if (typeof v === 'string' && v.length > MAX_TEXT) o[key] = v.slice(0, MAX_TEXT);
   }
   if (o.host === '') o.host = NO_HOST;
-  if (typeof o.ci === 'object' && o.ci !== null) {
-    const ci = o.ci as Record<string, unknown>;
-    for (const [key, v] of Object.entries(ci)) if (typeof v === 'string' && v.length > MAX_TEXT) ci[key] = v.slice(0, MAX_TEXT);
-  }
+  if (typeof o.ci === 'object' && o.ci !== null) conformCiContext(o.ci as Record<string, unknown>);
   if (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 0 || o.port > 65535) o.port = 0;
   if (o.status !== undefined && (typeof o.status !== 'number' || !Number.isInteger(o.status) || o.status < 100 || o.status > 999)) delete o.status;
   if (typeof o.duration_ms === 'number' && !(o.duration_ms >= 0)) o.duration_ms = 0;
   return event;
+}
+
+/** The CI context's text cut to MAX_TEXT, as conformEvent does (EventLog conforms its one context once). */
+export function conformCiContext<T extends object>(context: T): T {
+  const ci = context as Record<string, unknown>;
+  for (const [key, v] of Object.entries(ci)) if (typeof v === 'string' && v.length > MAX_TEXT) ci[key] = v.slice(0, MAX_TEXT);
+  return context;
+}
+
+/**
+ * Whether conformEvent would leave a decision event made of these fields as it is, judged from the fields and their
+ * JSON (`JSON.stringify(fields)`): a host that is not empty, a port in range, and JSON no longer than MAX_TEXT (a
+ * string's JSON is never shorter than the string, so none of its text fields can be over MAX_TEXT). A `false` is not
+ * a verdict: the caller then conforms the whole event.
+ */
+export function decisionFieldsConform(fields: { host: unknown; port: unknown }, json: string): boolean {
+  const port = fields.port;
+  return json.length <= MAX_TEXT && fields.host !== '' && typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535;
 }
 
 /** An NDJSON line that is a decision or close event, else null (pino operational lines, blanks, junk). */

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { DnsResponder } from '../../dns/responder.js';
@@ -9,7 +12,7 @@ import { parseMessage } from '../../dns/wire.js';
 import { AddressBook } from '../../decision/address-book.js';
 import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
-import { validateEvent } from '../../events/validate.js';
+import { eventFromLine, validateEvent } from '../../events/validate.js';
 import { makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
 
 const SEEDS = [
@@ -53,11 +56,15 @@ function checkReply(packet: Buffer, reply: Buffer | null): void {
 describe('fuzz: the responder (in process)', () => {
   let fx: DnsFixture;
   let responder: DnsResponder;
+  let events: EventLog;
   const emitted: EgressEvent[] = [];
+  const everyEvent: EgressEvent[] = [];
+  const eventsPath = join(mkdtempSync(join(tmpdir(), 'eg-dns-fuzz-')), 'events.ndjson');
   before(async () => {
     fx = await startDnsFixture({ mode: 'block' });
-    const events = new EventLog({ stdout: false });
+    events = new EventLog({ stdout: false, eventsFile: eventsPath });
     events.subscribe((e) => emitted.push(e));
+    events.subscribe((e) => everyEvent.push(e));
     responder = new DnsResponder({
       upstreams: [parseUpstream(fx.zone.address)],
       policy: () => makePolicy({ mode: 'block' }),
@@ -70,6 +77,7 @@ describe('fuzz: the responder (in process)', () => {
   after(async () => {
     responder?.close();
     await fx?.close();
+    rmSync(dirname(eventsPath), { recursive: true, force: true });
   });
 
   test('random bytes and mutated queries never throw and get a well-formed reply or none; every event they cause is one the collector accepts', async () => {
@@ -86,6 +94,17 @@ describe('fuzz: the responder (in process)', () => {
         { numRuns: 3000 },
       );
     }
+    // Each line in the events file is the event's own JSON (the responder makes the JSON of its fields itself: emit).
+    events.flushDecisions();
+    // (Operational lines, such as a refused zone transfer's, are in the file too: only event lines are compared.)
+    const lines = readFileSync(eventsPath, 'utf8')
+      .split('\n')
+      .filter((line) => eventFromLine(line) !== null);
+    assert.ok(everyEvent.length > 100, `${everyEvent.length} events`);
+    assert.deepEqual(
+      lines,
+      everyEvent.map((e) => `{"level":"${e.event === 'decision' && e.decision === 'allowed' ? 'info' : 'warn'}",${JSON.stringify(e).slice(1)}`),
+    );
   });
 });
 

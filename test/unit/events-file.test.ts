@@ -7,6 +7,8 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { EventLog } from '../../events/event-log.js';
 import { EventsFile } from '../../events/events-file.js';
+import type { DecisionFields } from '../../events/schema.js';
+import { NO_HOST, validateEvent } from '../../events/validate.js';
 import pino from 'pino';
 
 const dir = mkdtempSync(join(tmpdir(), 'eg-events-file-'));
@@ -168,6 +170,48 @@ describe('EventsFile', () => {
     reference.warn(events[1]);
     reference.info(events[2]);
     assert.equal(readFileSync(path, 'utf8'), expected.join(''));
+  });
+
+  it('EventLog: a decision that needs conforming (empty host, port out of range, text and CI context over the limit, an undefined field) is written conformed, as pino writes it', () => {
+    const path = join(dir, 'conformed-as-pino.ndjson');
+    const ci = { repository: 'r'.repeat(5000), job: 'build' };
+    const log = new EventLog({ stdout: false, eventsFile: path, ci });
+    const base: DecisionFields = {
+      kind: 'dns',
+      client: '127.0.0.1:1',
+      host: 'a.test',
+      port: 53,
+      decision: 'blocked',
+      reason: 'not-allowed-endpoint',
+      rule: null,
+      message: 'm',
+      mode: 'block',
+    };
+    const events = [
+      log.decision({ ...base, host: '' }),
+      log.decision({ ...base, port: 70000 }),
+      log.decision({ ...base, port: 1.5 }),
+      log.decision({ ...base, message: 'é'.repeat(5000) }),
+      log.decision({ ...base, sni: undefined, qtype: 'A', decision: 'allowed', path: 'x'.repeat(4000) }),
+      log.decision({ ...base, decision: 'would-block', mode: 'audit' }),
+    ];
+    log.flushDecisions();
+    assert.equal(events[0]!.host, NO_HOST);
+    assert.deepEqual(
+      events.slice(1, 3).map((e) => e.port),
+      [0, 0],
+    );
+    assert.equal(events[3]!.message, 'é'.repeat(4096));
+    assert.equal(events[0]!.ci?.repository, 'r'.repeat(4096));
+    assert.equal(ci.repository.length, 5000, "the caller's context is not changed");
+    const expected: string[] = [];
+    const reference = pino(
+      { level: 'info', base: undefined, timestamp: false, formatters: { level: (label) => ({ level: label }) } },
+      { write: (line: string) => expected.push(line) },
+    );
+    for (const event of events) reference[event.decision === 'allowed' ? 'info' : 'warn'](event);
+    assert.equal(readFileSync(path, 'utf8'), expected.join(''));
+    for (const line of expected) assert.doesNotThrow(() => validateEvent(JSON.parse(line)));
   });
 });
 
