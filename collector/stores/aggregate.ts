@@ -16,7 +16,9 @@ import { finite } from './queries.js';
  */
 export interface EventRowV2 {
   key: Buffer;
-  /** key as hex: the map key of a batch. */
+  /** key as hex: what a decision and its close share (the batch's maps of decisions are by it). */
+  hex: string;
+  /** event and key as hex: a row's name in a batch. */
   ref: string;
   event: typeof DECISION | typeof CLOSE;
   time: number;
@@ -103,11 +105,13 @@ export function toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, 
   for (const e of events) {
     const key = encodeId(e.id);
     const event = e.event === 'decision' ? DECISION : CLOSE;
-    const ref = `${event}${key.toString('hex')}`;
+    const hex = key.toString('hex');
+    const ref = `${event}${hex}`;
     if (rows.has(ref)) continue;
     const time = Date.parse(e.time);
     rows.set(ref, {
       key,
+      hex,
       ref,
       event,
       time,
@@ -122,14 +126,14 @@ export function toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, 
     });
   }
   const all = [...rows.values()];
-  const decisions = new Map(all.filter((r) => r.event === DECISION).map((r) => [r.key.toString('hex'), r]));
-  for (const r of all) if (r.event === CLOSE) r.jobId = decisions.get(r.key.toString('hex'))?.jobId ?? null;
+  const decisions = new Map(all.filter((r) => r.event === DECISION).map((r) => [r.hex, r]));
+  for (const r of all) if (r.event === CLOSE) r.jobId = decisions.get(r.hex)?.jobId ?? null;
   return all;
 }
 
 /** Closes of the batch whose decision is stored already (`stored`: by key hex) get its job before they are inserted. */
 export function linkStoredDecisions(rows: readonly EventRowV2[], stored: ReadonlyMap<string, StoredDecision>): void {
-  for (const r of rows) if (r.event === CLOSE && r.jobId === null) r.jobId = stored.get(r.key.toString('hex'))?.jobId ?? null;
+  for (const r of rows) if (r.event === CLOSE && r.jobId === null) r.jobId = stored.get(r.hex)?.jobId ?? null;
 }
 
 export function decisionOf(row: EventRowV2): StoredDecision {
@@ -138,11 +142,11 @@ export function decisionOf(row: EventRowV2): StoredDecision {
 
 /** The links made by inserting `inserted` rows: closes inserted with a job (their decision in the batch or stored). */
 export function insertLinks(rows: readonly EventRowV2[], inserted: ReadonlySet<string>, stored: ReadonlyMap<string, StoredDecision>): Link[] {
-  const batchDecisions = new Map(rows.filter((r) => r.event === DECISION).map((r) => [r.key.toString('hex'), r]));
+  const batchDecisions = new Map(rows.filter((r) => r.event === DECISION).map((r) => [r.hex, r]));
   const links: Link[] = [];
   for (const r of rows) {
     if (r.event !== CLOSE || r.jobId === null || !inserted.has(r.ref)) continue;
-    const hex = r.key.toString('hex');
+    const hex = r.hex;
     const batch = batchDecisions.get(hex);
     const decision = batch ? decisionOf(batch) : stored.get(hex);
     if (decision) links.push({ decision, bytesIn: r.bytesIn ?? 0, bytesOut: r.bytesOut ?? 0 });
@@ -155,7 +159,7 @@ export function insertLinks(rows: readonly EventRowV2[], inserted: ReadonlySet<s
  * pair was linked at insert and counted by that transaction, so nothing about it is left to re-check after commit.
  */
 export function pairStored(row: EventRowV2, inserted: ReadonlySet<string>): boolean {
-  const hex = row.key.toString('hex');
+  const hex = row.hex;
   return inserted.has(`${DECISION}${hex}`) && inserted.has(`${CLOSE}${hex}`);
 }
 

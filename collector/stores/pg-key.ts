@@ -27,18 +27,21 @@ export function keepsIdInBody(idKey: Buffer): boolean {
   return !isRfcUuidKey(idKey);
 }
 
-function uuidText(bytes: Buffer): string {
-  const h = bytes.toString('hex');
+function uuidText(h: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 /** The stored key (uuid text) of an event, from its `encodeId` key and its event type. */
 export function pgKey(idKey: Buffer, event: number): string {
-  const rfc = isRfcUuidKey(idKey);
-  const bytes = rfc ? Buffer.from(idKey.subarray(1)) : createHash('sha256').update(idKey).digest().subarray(0, 16);
-  if (!rfc) bytes[VARIANT_BYTE] = bytes[VARIANT_BYTE]! & 0x3f;
+  if (isRfcUuidKey(idKey)) {
+    // Its own key, the close's with the bit set in the text (no Buffer copy per row).
+    const text = uuidText(idKey.toString('hex', 1));
+    return event === CLOSE ? withCloseBit(text, true) : text;
+  }
+  const bytes = createHash('sha256').update(idKey).digest().subarray(0, 16);
+  bytes[VARIANT_BYTE] = bytes[VARIANT_BYTE]! & 0x3f;
   if (event === CLOSE) bytes[VARIANT_BYTE] = bytes[VARIANT_BYTE]! | CLOSE_BIT;
-  return uuidText(bytes);
+  return uuidText(bytes.toString('hex'));
 }
 
 /** The key of the other event of a pair (a decision's close, a close's decision): bit 0x40 of byte 8 set or cleared. */

@@ -4,6 +4,7 @@ import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
+import { plainArrayLiteral } from './pg-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdInBody, PG_KEY_OF_BYTEA_SQL, pgKey } from './pg-key.js';
 import {
   decodeCursor,
@@ -259,12 +260,12 @@ export class PostgresStore implements EventStore {
       const orphans = rows.filter((r) => r.event === CLOSE && r.jobId === null);
       const found = new Map<string, StoredDecision>(); // by id key (hex), as aggregate.ts joins a batch's rows
       if (orphans.length > 0) {
-        const idOf = new Map(orphans.map((r) => [decisionKeyOf(key(r)), r.key.toString('hex')]));
+        const idOf = new Map(orphans.map((r) => [decisionKeyOf(key(r)), r.hex]));
         const res = await client.query({ name: 'eg-stored-decisions', text: STORED_DECISIONS_SQL, values: keyWindows(orphans, (r) => decisionKeyOf(key(r))) });
         for (const r of res.rows) found.set(idOf.get(r.key)!, r);
       }
       aggregate.linkStoredDecisions(rows, found);
-      const cols = (f: (r: EventRowV2) => unknown) => rows.map(f);
+      const cols = (f: (r: EventRowV2) => number | string | null) => plainArrayLiteral(rows.map(f));
       const res = await client.query({
         name: 'eg-insert-events',
         text: INSERT_EVENTS_SQL,
@@ -278,7 +279,7 @@ export class PostgresStore implements EventStore {
           cols((r) => r.decision),
           cols((r) => r.bytesIn),
           cols((r) => r.bytesOut),
-          cols((r) => r.body),
+          rows.map((r) => r.body),
         ],
       });
       const inserted = new Set(res.rows.map((r) => refs.get(r.key)!));
@@ -286,7 +287,7 @@ export class PostgresStore implements EventStore {
       const links = aggregate.insertLinks(rows, inserted, found);
       // A new decision whose close this batch inserted has it linked already; the others may have one stored
       // (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
-      const closeless = newDecisions.filter((r) => !inserted.has(`${CLOSE}${r.key.toString('hex')}`));
+      const closeless = newDecisions.filter((r) => !inserted.has(`${CLOSE}${r.hex}`));
       links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [key(r), { ...aggregate.decisionOf(r), time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close stored by concurrent transactions

@@ -21,6 +21,8 @@ type Stream = DeflateRaw | InflateRaw;
 
 /** The output buffer of one call: bodies are small; a larger one goes to the fallback. */
 const OUT_BYTES = 256 * 1024;
+/** The input buffer of `runText`: a text that may need more goes through `run`. */
+const IN_BYTES = 64 * 1024;
 
 export class RawCodec {
   /** Kept referenced: the handle belongs to it. */
@@ -29,6 +31,7 @@ export class RawCodec {
   private state: Uint32Array | undefined;
   private failed = false;
   private readonly out = Buffer.allocUnsafe(OUT_BYTES);
+  private readonly input = Buffer.allocUnsafe(IN_BYTES);
 
   constructor(
     private readonly make: () => Stream,
@@ -51,14 +54,33 @@ export class RawCodec {
   }
 
   run(input: Buffer): Buffer {
-    if (!this.open()) return this.fallback(input);
+    return this.runPrefixed(input, input.length, undefined);
+  }
+
+  /**
+   * `run` of a string's UTF-8 bytes with one `prefix` byte (a version byte) in front of the output: the text is encoded
+   * into a buffer kept for it and the answer is the only Buffer made (a body otherwise took three: the text's, the
+   * output's copy, and their concatenation).
+   */
+  runText(text: string, prefix: number): Buffer {
+    if (text.length * 3 > IN_BYTES) return Buffer.concat([Buffer.of(prefix), this.run(Buffer.from(text))]); // may not fit: encoded apart
+    return this.runPrefixed(this.input, this.input.write(text, 0, 'utf8'), prefix);
+  }
+
+  private runPrefixed(input: Buffer, length: number, prefix: number | undefined): Buffer {
+    const at = prefix === undefined ? 0 : 1;
+    const fallback = () => {
+      const out = this.fallback(length === input.length ? input : input.subarray(0, length));
+      return prefix === undefined ? out : Buffer.concat([Buffer.of(prefix), out]);
+    };
+    if (!this.open()) return fallback();
     const handle = this.handle!;
     let error: string | undefined;
     handle.onerror = (message) => {
       error = message;
     };
     try {
-      handle.writeSync(constants.Z_FINISH, input, 0, input.length, this.out, 0, OUT_BYTES);
+      handle.writeSync(constants.Z_FINISH, input, 0, length, this.out, at, OUT_BYTES - at);
     } catch {
       error ??= 'zlib write failed';
     }
@@ -67,10 +89,11 @@ export class RawCodec {
       // A stream that failed is not reused; the fallback raises the error zlib gives for this input.
       this.handle = undefined;
       this.stream = undefined;
-      return this.fallback(input);
+      return fallback();
     }
     handle.reset();
-    if (availIn !== 0 || availOut === 0) return this.fallback(input); // did not fit: rare, large bodies
+    if (availIn !== 0 || availOut === 0) return fallback(); // did not fit: rare, large bodies
+    if (prefix !== undefined) this.out[0] = prefix;
     return Buffer.from(this.out.subarray(0, OUT_BYTES - availOut!));
   }
 }

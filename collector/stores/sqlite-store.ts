@@ -73,7 +73,7 @@ export class SqliteStore implements EventStore {
       for (const r of rows) {
         if (r.event !== CLOSE || r.jobId !== null) continue;
         const d = storedDecision.get(r.key) as StoredDecision | undefined;
-        if (d) stored.set(r.key.toString('hex'), d);
+        if (d) stored.set(r.hex, d);
       }
       aggregate.linkStoredDecisions(rows, stored);
       const inserted = new Set<string>();

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { deflateRawSync, type DeflateRaw } from 'node:zlib';
 import fc from 'fast-check';
 import { decodeId, encodeId, packBody, unpackEvent, withBodyId } from '../../collector/stores/codec.js';
+import { plainArrayLiteral } from '../../collector/stores/pg-array.js';
 import { RawCodec, rawCodec } from '../../collector/stores/raw-deflate.js';
 import { jobKey } from '../../events/job-key.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
@@ -137,5 +138,34 @@ describe('RawCodec: one reused zlib stream per direction', () => {
       (input) => deflateRawSync(input, { dictionary }),
     );
     assert.deepEqual(bare.run(Buffer.from('x')), deflateRawSync(Buffer.from('x'), { dictionary }));
+  });
+
+  it('runText: a version byte, then the same bytes as deflateRawSync of the text as UTF-8 (short, lone surrogates, over its input buffer, no handle)', () => {
+    const codec = rawCodec(dictionary);
+    const expected = (t: string, prefix: number) => Buffer.concat([Buffer.of(prefix), deflateRawSync(Buffer.from(t), { dictionary })]);
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 400 }), fc.integer({ min: 0, max: 255 }), (t, prefix) => {
+        const packed = codec.deflate.runText(t, prefix);
+        assert.deepEqual(packed, expected(t, prefix));
+        assert.deepEqual(codec.inflate.run(packed.subarray(1)), Buffer.from(t));
+      }),
+      { numRuns: 1000 },
+    );
+    for (const t of ['', 'é\ud800x', 'x'.repeat(30_000), '\u20ac'.repeat(21_000), randomBytes(200_000).toString('latin1')]) {
+      assert.deepEqual(codec.deflate.runText(t, 2), expected(t, 2), `text of ${t.length} characters`);
+    }
+    const bare = new RawCodec(
+      () => ({}) as DeflateRaw,
+      (input) => deflateRawSync(input, { dictionary }),
+    );
+    assert.deepEqual(bare.runText('{"a":1}', 7), expected('{"a":1}', 7));
+  });
+});
+
+describe('plainArrayLiteral', () => {
+  it('writes integers, NULL and uuid text as a PostgreSQL array literal, unquoted', () => {
+    assert.equal(plainArrayLiteral([]), '{}');
+    assert.equal(plainArrayLiteral([1, null, -3, 1_700_000_000_123]), '{1,NULL,-3,1700000000123}');
+    assert.equal(plainArrayLiteral(['0b0e8f1c-6a57-4c9e-9d1e-2f4a1b3c5d7e', null]), '{0b0e8f1c-6a57-4c9e-9d1e-2f4a1b3c5d7e,NULL}');
   });
 });
