@@ -248,9 +248,24 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
   let cancelRelay: (() => void) | undefined;
   let decided = false;
   let kernel: KernelRelayEnd | undefined;
+  // Until the relay has the tunnel its idle timeout is node's, as in splice(): a client that does not read what node
+  // wrote to it (the 200) keeps the relay from starting, and its upstream open, for as long as it likes.
+  const timedOut = () => {
+    error ??= 'idle-timeout';
+    finish();
+  };
+  // Armed only while the relay waits for node's writes (nearly always it starts at once: no timer per tunnel then).
+  let timerArmed = false;
+  const stopTimer = () => {
+    if (!timerArmed) return;
+    timerArmed = false;
+    client.setTimeout(0);
+    client.off('timeout', timedOut);
+  };
   const finish = () => {
     if (done) return;
     done = true;
+    stopTimer();
     // Not attached yet: the upstream is still only the addon's. Attached: the client's destroy cancels the relay.
     if (!attached) cancelKernelUpstream(upstream);
     client.destroy();
@@ -278,6 +293,10 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
   const attach = () => {
     if (done) return;
     if (!writesFlushed(client)) {
+      if (!timerArmed) {
+        timerArmed = true;
+        client.setTimeout(options.idleTimeoutMs, timedOut);
+      }
       setTimeout(attach, pollMs);
       pollMs = Math.min(pollMs * 2, 100);
       return;
@@ -298,6 +317,8 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
       error ??= 'upstream-error';
       return finish();
     }
+    // From here on the relay's timeouts.
+    stopTimer();
     release();
   };
   attach();
@@ -310,6 +331,7 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
     relay: decide,
     handOver: (to) => {
       done = true;
+      stopTimer();
       client.off('error', onClientError);
       client.off('close', finish);
       // The relay (or the connected upstream) is cancelled, its upstream fd closed; the client is left as it was.

@@ -305,3 +305,40 @@ describe('upstream opened by the kernel relay', () => {
     assert.equal(p.closes(), count, 'one close per tunnel, none twice');
   });
 });
+
+describe('upstream opened by the kernel relay: before the relay has the tunnel', () => {
+  before(() => useRelay('kernel'));
+
+  it('a client that never reads what node wrote to it (the 200 stays queued) ends with idle-timeout, as splice() does; its upstream closed, no relay left', async () => {
+    const before = kernelRelayStats().relays;
+    let upstreamEnded: Promise<void> | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      upstreamEnded = new Promise((resolve) => socket.once('end', () => resolve()));
+      socket.resume();
+    });
+    const upstreamPort = await listen(server);
+    let closed!: Promise<SpliceResult>;
+    let spliced!: () => void;
+    const started = new Promise<void>((resolve) => (spliced = resolve));
+    const proxyServer = net.createServer({ allowHalfOpen: true }, (client) => {
+      closed = connectUpstreamInKernel('127.0.0.1', upstreamPort, 2000).then(
+        (upstream) =>
+          new Promise<SpliceResult>((resolve) => {
+            // More than the loopback socket buffers hold: node keeps the rest queued while the client does not read.
+            client.write(Buffer.alloc(64 << 20));
+            spliceKernelUpstream(client, upstream, { idleTimeoutMs: 300, onClose: resolve });
+            spliced();
+          }),
+      );
+    });
+    const port = await listen(proxyServer);
+    const client = await connect(port);
+    client.pause();
+    await bounded(started);
+    const result = await bounded(closed);
+    assert.equal(result.error, 'idle-timeout');
+    await waitFor('the server to get its FIN', () => upstreamEnded !== undefined, 5000);
+    await bounded(upstreamEnded!);
+    await waitFor('no relay left open', () => kernelRelayStats().relays === before, 5000);
+  });
+});
