@@ -3,7 +3,7 @@ import type { EventLog } from '../../events/event-log.js';
 import type { Policy } from '../../policy/index.js';
 import type { AddressBook } from '../../decision/address-book.js';
 import { formatHostPort } from '../../policy/index.js';
-import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
+import { UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { listen } from '../../net/listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
@@ -14,7 +14,7 @@ import { createTransparentHttp, type RedirectedConnection } from './http.js';
 import { authorizeTransparent } from '../../decision/attribution.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 import type { Inspector } from '../relay/inspection.js';
-import { relayTimeouts, type TunnelHandler } from '../relay/tunnel.js';
+import { closeTunnelUpstream, connectTunnelUpstream, relayTimeouts, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 
 /** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
 const UNFINISHED_HEAD_TIMEOUT_MS = 10_000;
@@ -110,21 +110,22 @@ export async function startTransparentListeners(options: TransparentListenerOpti
       options.inspector.adopt(socket, { kind: 'transparent', client, host: auth.decision.host, port: auth.port, address: auth.address, outer: auth });
       return;
     }
-    let upstream: net.Socket;
+    // A socket of node's, or (kernel relay, a plain splice) an upstream the relay's addon opened: tunnel.ts.
+    let upstream: TunnelUpstream;
     try {
-      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+      upstream = await connectTunnelUpstream(options.tunnel, socket, auth.address, auth.port, options.connectTimeoutMs);
     } catch (err) {
       auth.connection.close({ error: UpstreamConnectError.from(err).error });
       return refuse(socket);
     }
     if (socket.destroyed) {
-      upstream.destroy();
+      closeTunnelUpstream(upstream);
       auth.connection.close({ error: 'client-aborted' });
       return;
     }
     const sni = peek.protocol === 'tls' ? peek.sni : undefined;
     const clientGate = late ? checkLateFirstBytes(socket, connection) : undefined;
-    options.tunnel({
+    runTunnel(options.tunnel, {
       client: socket,
       upstream,
       authorization: auth,
