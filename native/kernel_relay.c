@@ -83,6 +83,9 @@ typedef struct {
   uint64_t bytes;
   int eof;  /* src sent its FIN */
   int shut; /* and it was passed on: shutdown(dst, SHUT_WR) */
+  /* Bytes that go to dst before anything from src (release()'s first bytes): a copy of ours, freed when written or by detach. */
+  uint8_t *head;
+  size_t head_len, head_off;
 } direction;
 
 typedef struct {
@@ -190,6 +193,10 @@ static void detach(relay *r) {
     if (r->fds[i] >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[i], NULL);
   give_back(&r->dir[0]);
   give_back(&r->dir[1]);
+  for (int i = 0; i < 2; i++) {
+    free(r->dir[i].head);
+    r->dir[i].head = NULL;
+  }
   if (r->owns_upstream) {
     close(r->fds[1]);
     r->fds[1] = -1;
@@ -274,8 +281,10 @@ static int side_of(const relay *r, int fd) { return fd == r->fds[0] ? REASON_CLI
  */
 static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
   for (int round = 0; round < ROUNDS * 2; round++) {
-    if (d->in_pipe > 0) {
-      ssize_t n = splice(d->pipe.r, NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (d->head || d->in_pipe > 0) {
+      /* To dst: the head (release()'s first bytes) before anything, then what the pipe holds. */
+      ssize_t n = d->head ? send(d->dst, d->head + d->head_off, d->head_len - d->head_off, MSG_DONTWAIT | MSG_NOSIGNAL)
+                          : splice(d->pipe.r, NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n < 0) {
         if (errno == EINTR) return 0;
         if (errno == EAGAIN) {
@@ -289,7 +298,11 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
         *err = errno;
         return -1;
       }
-      d->in_pipe -= (size_t)n;
+      if (!d->head) d->in_pipe -= (size_t)n;
+      else if ((d->head_off += (size_t)n) == d->head_len) {
+        free(d->head);
+        d->head = NULL;
+      }
       d->bytes += (uint64_t)n;
       r->last_activity = now;
       continue;
@@ -730,12 +743,19 @@ static napi_value release(napi_env env, napi_callback_info info) {
   if (!err) {
     relay *r = &slots[slot];
     direction *d = &r->dir[1];
-    /* The first bytes go in the direction's pipe, as if just read from the client: the next pump writes them first. */
-    if (length > 0 && !(err = take_pipe(&d->pipe))) {
-      ssize_t n = write(d->pipe.w, bytes, length);
-      if (n >= 0) d->in_pipe = (size_t)n;
-      /* More than a pipe holds (a pipe the kernel kept at 64 KiB): not relayed partly, the caller ends the tunnel. */
-      if (n < 0 || (size_t)n < length) err = n < 0 ? errno : ENOBUFS;
+    /*
+     * The first bytes are the direction's head: the next pump writes them before anything it reads from the client.
+     * A copy, not the pipe: a pipe can be as small as 8 KiB (an unprivileged user over its pipe quota), less than
+     * node may have read.
+     */
+    if (length > 0) {
+      d->head = malloc(length);
+      if (!d->head) err = ENOMEM;
+      else {
+        memcpy(d->head, bytes, length);
+        d->head_len = length;
+        d->head_off = 0;
+      }
     }
     /* The client's fd joined the epoll set for its errors only (node was reading it): its reads are the relay's now. */
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (r->out_armed[0] ? EPOLLOUT : 0), .data.u64 = (uint64_t)slot | ((uint64_t)r->gen << 32)};

@@ -309,7 +309,7 @@ export function attachKernelRelay(
 
 /**
  * The client's bytes flow to upstream from now on, `firstBytes` (what node read of them, see stopReading) first.
- * false: the relay has ended already (its onEnd comes). Throws when firstBytes do not fit the relay's pipe.
+ * false: the relay has ended already (its onEnd comes). The relay keeps a copy of firstBytes and writes it first.
  */
 export function releaseKernelRelay(upstream: number, firstBytes: Buffer | undefined): boolean {
   return loaded()!.release(upstream, firstBytes);

@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { connectUpstreamInKernel, UpstreamConnectError } from '../../net/connect.js';
 import { cancelKernelUpstream, kernelRelayStats, kernelRelayUnavailable, kernelUpstreamUsable, useRelay } from '../../net/kernel-relay.js';
 import { REFUSE, RELAY, spliceKernelUpstream, type ClientGateOutcome, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
@@ -340,5 +342,50 @@ describe('upstream opened by the kernel relay: before the relay has the tunnel',
     await waitFor('the server to get its FIN', () => upstreamEnded !== undefined, 5000);
     await bounded(upstreamEnded!);
     await waitFor('no relay left open', () => kernelRelayStats().relays === before, 5000);
+  });
+});
+
+describe("first bytes larger than the relay's pipes", () => {
+  // An unprivileged user (a uid of its own, no account) whose pipe quota another process of it has used up: the
+  // kernel gives that user's new pipes two pages (8 KiB) and refuses to grow them. Held for the test, then released.
+  const uid = 64_998;
+  const skip = process.getuid?.() !== 0 ? 'needs root to run as another user' : kernelRelayUnavailable();
+
+  it('what node held of the client (48 KiB, over an 8 KiB pipe) reaches upstream whole and first', { skip, timeout: 60_000 }, async () => {
+    const hog = spawn(
+      'python3',
+      [
+        '-c',
+        [
+          'import fcntl, os, sys',
+          'held = []',
+          'for _ in range(80):',
+          '    r, w = os.pipe()',
+          '    held.append((r, w))',
+          '    try: fcntl.fcntl(w, 1031, 1 << 20)',
+          '    except OSError: pass',
+          'r, w = os.pipe()',
+          'print(fcntl.fcntl(w, 1032), flush=True)',
+          'sys.stdin.read()',
+        ].join('\n'),
+      ],
+      { uid, gid: uid, stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    children.push(hog);
+    try {
+      const pipeBytes = await bounded(new Promise<number>((resolve) => hog.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))));
+      assert.ok(pipeBytes <= 16_384, `a new pipe of the user over its quota holds ${pipeBytes} bytes (fs.pipe-user-pages-soft must be set)`);
+      const here = path.dirname(fileURLToPath(import.meta.url));
+      const run = spawn(process.execPath, [path.join(here, '../helpers/kernel-upstream-first-bytes.js')], { uid, gid: uid, stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(run);
+      let output = '';
+      run.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+      const code = await bounded(new Promise<number | null>((resolve) => run.once('exit', resolve)), 20_000);
+      assert.equal(code, 0, output);
+      assert.deepEqual(JSON.parse(output), { length: 48 * 1024, same: true, bytesOut: 48 * 1024, error: null });
+    } finally {
+      hog.stdin!.end();
+      hog.kill('SIGKILL');
+    }
   });
 });
