@@ -5,12 +5,12 @@
  * while it is open, the client's after it), idle timeout, a client gone before or during the relay.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { connectUpstreamInKernel, UpstreamConnectError } from '../../net/connect.js';
 import { cancelKernelUpstream, kernelRelayStats, kernelRelayUnavailable, kernelUpstreamUsable, useRelay } from '../../net/kernel-relay.js';
 import { REFUSE, RELAY, spliceKernelUpstream, type ClientGateOutcome, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
@@ -351,7 +351,18 @@ describe("first bytes larger than the relay's pipes", () => {
   const uid = 64_998;
   const skip = process.getuid?.() !== 0 ? 'needs root to run as another user' : kernelRelayUnavailable();
 
-  it('what node held of the client (48 KiB, over an 8 KiB pipe) reaches upstream whole and first', { skip, timeout: 60_000 }, async () => {
+  it('what node held of the client (48 KiB, over an 8 KiB pipe) reaches upstream whole and first', { skip, timeout: 60_000 }, async (t) => {
+    const helper = path.join(path.dirname(fileURLToPath(import.meta.url)), '../helpers/kernel-upstream-first-bytes.js');
+    // The uid must be able to load the checkout (a clone under a directory only root may enter cannot be tested so).
+    const relayModule = pathToFileURL(path.join(path.dirname(helper), '../../net/kernel-relay.js')).href;
+    const probe = `fs.accessSync(${JSON.stringify(helper)}, fs.constants.R_OK); import(${JSON.stringify(relayModule)}).then((m) => process.exit(m.kernelRelayUnavailable() ? 8 : 0), () => process.exit(9));`;
+    const readable = spawnSync(process.execPath, ['-e', probe], {
+      uid,
+      gid: uid,
+      stdio: 'ignore',
+      timeout: 10_000,
+    });
+    if (readable.status !== 0) return t.skip(`the checkout (or its addon) is not readable by uid ${uid}`);
     const hog = spawn(
       'python3',
       [
@@ -375,8 +386,7 @@ describe("first bytes larger than the relay's pipes", () => {
     try {
       const pipeBytes = await bounded(new Promise<number>((resolve) => hog.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))));
       assert.ok(pipeBytes <= 16_384, `a new pipe of the user over its quota holds ${pipeBytes} bytes (fs.pipe-user-pages-soft must be set)`);
-      const here = path.dirname(fileURLToPath(import.meta.url));
-      const run = spawn(process.execPath, [path.join(here, '../helpers/kernel-upstream-first-bytes.js')], { uid, gid: uid, stdio: ['ignore', 'pipe', 'inherit'] });
+      const run = spawn(process.execPath, [helper], { uid, gid: uid, stdio: ['ignore', 'pipe', 'inherit'] });
       children.push(run);
       let output = '';
       run.stdout!.on('data', (d: Buffer) => (output += d.toString()));
