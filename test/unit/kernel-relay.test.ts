@@ -4,7 +4,7 @@
  * before the hand-over, and idle relays holding no pipes. Half-close is in net-splice.test.ts (both relays).
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -12,27 +12,12 @@ import { ConfigError, loadConfig } from '../../config/load-config.js';
 import { connectUpstream } from '../../net/connect.js';
 import { kernelRelayStats, kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
 import { splice, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
+import { bounded, loopbackSockets, readAll, sha256Hex as sha } from '../helpers/loopback-sockets.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-const servers: net.Server[] = [];
-const sockets = new Set<net.Socket>();
-after(() => {
-  for (const s of sockets) s.destroy();
-  for (const s of servers) s.close();
-});
-
-function listen(server: net.Server): Promise<number> {
-  servers.push(server);
-  server.on('connection', (socket) => track(socket));
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
-}
-
-function track(socket: net.Socket): net.Socket {
-  sockets.add(socket);
-  socket.on('error', () => undefined);
-  socket.once('close', () => sockets.delete(socket));
-  return socket;
-}
+const loopback = loopbackSockets();
+const { track, listen, connect } = loopback;
+after(() => loopback.closeAll());
 
 /** A relay on loopback: each accepted client goes through `prepare`, then is spliced to 127.0.0.1:upstreamPort. */
 async function relay(upstreamPort: number, options: Partial<SpliceOptions> = {}, prepare?: (client: net.Socket, upstream: net.Socket) => Promise<unknown>) {
@@ -54,26 +39,8 @@ async function relay(upstreamPort: number, options: Partial<SpliceOptions> = {},
   });
   const port = await listen(server);
   const next = () => new Promise<SpliceResult>((resolve) => waiting.push(resolve));
-  const bounded = <T>(p: Promise<T>, ms = 10_000) => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms).unref())]);
   return { port, results, accepted, next: () => bounded(next()), bounded };
 }
-
-function connect(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = track(net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => resolve(socket)));
-    socket.once('error', reject);
-  });
-}
-
-function readAll(socket: net.Socket): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.once('end', () => resolve(Buffer.concat(chunks)));
-  });
-}
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** `size` random bytes each way through one relayed tunnel (the client and the server each send theirs and a FIN): both arrive intact, and the close counts exactly that, with no error. */
 async function bothWaysIntact(size: number): Promise<void> {

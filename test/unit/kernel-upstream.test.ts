@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,31 +14,16 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { connectUpstreamInKernel, UpstreamConnectError } from '../../net/connect.js';
 import { cancelKernelUpstream, kernelRelayStats, kernelRelayUnavailable, kernelUpstreamUsable, useRelay } from '../../net/kernel-relay.js';
 import { REFUSE, RELAY, spliceKernelUpstream, type ClientGateOutcome, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
+import { bounded, loopbackSockets, readAll, sha256Hex as sha } from '../helpers/loopback-sockets.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-const servers: net.Server[] = [];
-const sockets = new Set<net.Socket>();
+const loopback = loopbackSockets();
+const { track, listen, connect } = loopback;
 const children: ChildProcess[] = [];
 after(() => {
-  for (const s of sockets) s.destroy();
-  for (const s of servers) s.close();
+  loopback.closeAll();
   for (const c of children) c.kill('SIGKILL');
 });
-
-function track(socket: net.Socket): net.Socket {
-  sockets.add(socket);
-  socket.on('error', () => undefined);
-  socket.once('close', () => sockets.delete(socket));
-  return socket;
-}
-
-function listen(server: net.Server, host = '127.0.0.1'): Promise<number> {
-  servers.push(server);
-  server.on('connection', (socket) => track(socket));
-  return new Promise((resolve) => server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port)));
-}
-
-const bounded = <T>(p: Promise<T>, ms = 10_000) => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms).unref())]);
 
 /**
  * A proxy on loopback: each accepted client gets an upstream opened by the kernel relay to host:upstreamPort, then
@@ -72,23 +57,6 @@ async function proxy(host: string, upstreamPort: number, options: Partial<Splice
   const port = await listen(server, host);
   return { port, accepted, closes: () => closes, next: () => bounded(new Promise<SpliceResult>((resolve) => waiting.push(resolve))) };
 }
-
-function connect(port: number, host = '127.0.0.1'): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = track(net.connect({ port, host, allowHalfOpen: true }, () => resolve(socket)));
-    socket.once('error', reject);
-  });
-}
-
-function readAll(socket: net.Socket): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.once('end', () => resolve(Buffer.concat(chunks)));
-  });
-}
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function closedPort(): Promise<number> {
   const server = net.createServer();
