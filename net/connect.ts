@@ -45,8 +45,19 @@ export class UpstreamConnectError extends Error implements UpstreamFailure {
 /** Open a TCP connection to an exact, already-checked address, failing after timeoutMs with 504. */
 export function connectUpstream(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    // allowHalfOpen: a server's FIN ends only its direction; the client may still send (see splice.ts).
-    const socket = connectTcp({ host: address, port, noDelay: true, allowHalfOpen: true });
+    const failed = (err: NodeJS.ErrnoException) => {
+      // Our timeout is the timer below; an ETIMEDOUT from the kernel is reported as the socket error it is.
+      const failure = upstreamFailure(err, false);
+      reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} failed: ${err.code ?? err.message}`, failure.status, failure.error));
+    };
+    let socket: net.Socket;
+    try {
+      // allowHalfOpen: a server's FIN ends only its direction; the client may still send (see splice.ts).
+      socket = connectTcp({ host: address, port, noDelay: true, allowHalfOpen: true });
+    } catch (err) {
+      // A marked socket the kernel would not make (EPERM): mapped as the native path maps it (upstream-eperm).
+      return failed(err as NodeJS.ErrnoException);
+    }
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} timed out after ${timeoutMs} ms`, 504, 'upstream-timeout'));
@@ -58,9 +69,7 @@ export function connectUpstream(address: string, port: number, timeoutMs: number
     });
     socket.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      // Our timeout is the timer above; an ETIMEDOUT from the kernel is reported as the socket error it is.
-      const failure = upstreamFailure(err, false);
-      reject(new UpstreamConnectError(`connecting to ${formatHostPort(address, port)} failed: ${err.code ?? err.message}`, failure.status, failure.error));
+      failed(err);
     });
   });
 }
