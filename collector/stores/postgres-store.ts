@@ -44,7 +44,11 @@ const DAY = 86_400_000;
  */
 export const LINK_WINDOW_MS = 2 * DAY;
 
-const RETRYABLE = new Set(['40P01', '40001', '23514']); // deadlock, serialization, no partition (dropped meanwhile)
+/**
+ * Deadlock, serialization, no partition (dropped meanwhile), out of shared memory (the lock table full: a batch holds
+ * one advisory lock per close until commit, so many large batches at once can fill it; docs/collector.md).
+ */
+const RETRYABLE = new Set(['40P01', '40001', '23514', '53200']);
 
 /** `eg_events_pYYYYMMDD`; a day outside years 1000-9999 (a producer's broken clock) by its day number instead. */
 function partitionName(day: number): string {
@@ -66,14 +70,15 @@ const ADD_STRINGS_SQL = `WITH input AS (SELECT DISTINCT unnest($1::text[]) AS te
   SELECT id, text FROM added UNION ALL SELECT s.id, s.text FROM eg_strings s JOIN input i ON i.text = s.text`;
 
 /**
- * What is stored of a batch's closes, each looked up by its decision's key and by its own, near its time: the decision
- * rows (with whether their close is in them already) and the close rows of their own. Read under the closes' locks.
+ * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch, by the decision's
+ * key near the close's time (with whether their close is in them already), and the close rows of their own, by their
+ * (key, time) (a repeat has the same time; one partition probed). Read under the closes' locks.
  */
 const CLOSE_LOOKUP_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time, d.close_body IS NOT NULL AS joined, false AS own
-    FROM eg_events d JOIN unnest($1::uuid[], $3::bigint[], $4::bigint[]) AS x(key, lo, hi) ON d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi
+    FROM eg_events d JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi
   UNION ALL
   SELECT eg_decision_key(c.key), NULL, NULL, NULL, NULL, c.time, false, true
-    FROM eg_events c JOIN unnest($2::uuid[], $3::bigint[], $4::bigint[]) AS x(key, lo, hi) ON c.key = x.key AND c.event = ${CLOSE} AND c.time >= x.lo AND c.time <= x.hi`;
+    FROM eg_events c JOIN unnest($4::uuid[], $5::bigint[]) AS x(key, time) ON c.key = x.key AND c.time = x.time`;
 
 /** Locks of a batch's ids that have a close, taken in the order given (sorted: two batches never wait on each other in a cycle). */
 const CLOSE_LOCKS_SQL = 'SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k';
@@ -299,10 +304,13 @@ export class PostgresStore implements EventStore {
     const place = { own: [] as EventRowV2[], joinStored: [] as Array<{ close: EventRowV2; decision: FoundDecision }>, withDecision: new Map<string, EventRowV2>() };
     if (closes.length === 0) return { place, found };
     const hexOf = new Map(closes.map((r) => [decisionKeyOf(key(r)), r.hex]));
+    // A close whose decision is in the batch needs no decision lookup: that decision's insert conflicts when it is
+    // stored already, and its close is placed again then (storePass).
+    const alone = closes.filter((r) => !batch.has(r.hex));
     const res = await client.query({
       name: 'eg-close-lookup',
       text: CLOSE_LOOKUP_SQL,
-      values: keyWindows(closes, (r) => decisionKeyOf(key(r)), key),
+      values: [...keyWindows(alone, (r) => decisionKeyOf(key(r))), closes.map(key), closes.map((r) => r.time)],
     });
     for (const r of res.rows) {
       const hex = hexOf.get(r.key)!;
