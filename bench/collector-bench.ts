@@ -123,8 +123,8 @@ async function replicateHistory(url: string, built: Built, copies: number): Prom
         [c],
       );
       await client.query(
-        `INSERT INTO eg_events (time, bytes_in, bytes_out, job_id, host_id, port, event, decision, key, body)
-         SELECT e.time + $1, e.bytes_in, e.bytes_out, m.new, e.host_id, e.port, e.event, e.decision, encode(overlay(uuid_send(e.key) PLACING int4send($2) FROM 1 FOR 4), 'hex')::uuid, e.body
+        `INSERT INTO eg_events (time, bytes_in, bytes_out, job_id, host_id, port, event, decision, key, body, close_body)
+         SELECT e.time + $1, e.bytes_in, e.bytes_out, m.new, e.host_id, e.port, e.event, e.decision, encode(overlay(uuid_send(e.key) PLACING int4send($2) FROM 1 FOR 4), 'hex')::uuid, e.body, e.close_body
          FROM base_events e JOIN job_map m ON m.old = e.job_id`,
         [shift, c],
       );

@@ -32,6 +32,10 @@ export interface EventRowV2 {
   bytesIn: number | null;
   bytesOut: number | null;
   body: Buffer;
+  /** The time `body`'s time is relative to (codec.ts packBody): the row's own, or its decision's for a close packed to go into its decision's row. */
+  base: number;
+  /** The event (to pack its body again relative to another time). */
+  source: EgressEvent;
 }
 
 export interface StoredDecision {
@@ -94,8 +98,15 @@ export function batchStrings(events: readonly EgressEvent[]): string[] {
 /**
  * The rows of a batch (one per (id, event): a repeat within the batch is dropped here), closes linked to batch decisions.
  * `keepsId(key)`: whether an event with this key keeps its id in its body (PostgreSQL's hashed keys: pg-key.ts).
+ * `joinsDecision(decision, close)`: whether a close goes into its decision's row (PostgreSQL: postgres-store.ts); such a
+ * close of a batch decision has its body's time relative to the decision's (`base`).
  */
-export function toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>, keepsId: (key: Buffer) => boolean = () => false): EventRowV2[] {
+export function toRows(
+  events: readonly EgressEvent[],
+  ids: ReadonlyMap<string, number>,
+  keepsId: (key: Buffer) => boolean = () => false,
+  joinsDecision?: (decision: EventRowV2, close: EventRowV2) => boolean,
+): EventRowV2[] {
   const rows = new Map<string, EventRowV2>();
   const id = (text: string) => {
     const n = ids.get(text);
@@ -122,14 +133,23 @@ export function toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, 
       decision: e.event === 'decision' ? OUTCOME_CODES[e.decision] : null,
       bytesIn: e.event === 'close' ? e.bytes_in : null,
       bytesOut: e.event === 'close' ? e.bytes_out : null,
-      body: packBody(e, time, keepsId(key)),
+      body: EMPTY,
+      base: time,
+      source: e,
     });
   }
   const all = [...rows.values()];
   const decisions = new Map(all.filter((r) => r.event === DECISION).map((r) => [r.hex, r]));
-  for (const r of all) if (r.event === CLOSE) r.jobId = decisions.get(r.hex)?.jobId ?? null;
+  for (const r of all) {
+    const decision = r.event === CLOSE ? decisions.get(r.hex) : undefined;
+    if (r.event === CLOSE) r.jobId = decision?.jobId ?? null;
+    if (decision && joinsDecision?.(decision, r)) r.base = decision.time;
+    r.body = packBody(r.source, r.time, keepsId(r.key), r.base);
+  }
   return all;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 /** Closes of the batch whose decision is stored already (`stored`: by key hex) get its job before they are inserted. */
 export function linkStoredDecisions(rows: readonly EventRowV2[], stored: ReadonlyMap<string, StoredDecision>): void {

@@ -74,11 +74,13 @@ export function decodeIdHex(hex: string): string {
  * The event without what the row's columns and the dictionary hold (id, host, a close's bytes, a decision's job id;
  * time when it is in canonical ISO form), deflated. Those fields stay in the body as 0, so the rebuilt event has its fields in the
  * original order: JSON.stringify of the rebuilt event is the text the collector parsed, re-serialised. `keepId`: the id
- * stays in the body (PostgreSQL, for an id its key cannot give back: pg-key.ts).
+ * stays in the body (PostgreSQL, for an id its key cannot give back: pg-key.ts). `timeBase`: the row time a canonical
+ * time is stored relative to (a number of ms; 0 for the row's own time): PostgreSQL keeps a close in its decision's
+ * row, its time relative to the decision's.
  */
-export function packBody(event: EgressEvent, timeMs: number, keepId = false): Buffer {
+export function packBody(event: EgressEvent, timeMs: number, keepId = false, timeBase = timeMs): Buffer {
   const canonicalTime = new Date(timeMs).toISOString() === event.time;
-  const body: Record<string, unknown> = { ...event, id: keepId ? event.id : 0, host: 0, ...(canonicalTime && { time: 0 }) };
+  const body: Record<string, unknown> = { ...event, id: keepId ? event.id : 0, host: 0, ...(canonicalTime && { time: timeMs - timeBase }) };
   let version = BODY_V1;
   if (event.event === 'close') Object.assign(body, { bytes_in: 0, bytes_out: 0 }); // the row's bytes_in, bytes_out columns
   if (event.event === 'decision') {
@@ -108,7 +110,7 @@ export function unpackEvent(body: Buffer, id: string, host: string, timeMs: numb
   const { version, event } = inflateBody(body, `stored event ${id}`);
   if (typeof event.id !== 'string') event.id = id;
   event.host = host;
-  if (event.time === 0) event.time = new Date(timeMs).toISOString();
+  if (typeof event.time === 'number') event.time = new Date(timeMs + event.time).toISOString(); // relative to the row's time (packBody)
   if (event.event === 'close' && bytes) Object.assign(event, { bytes_in: bytes.in, bytes_out: bytes.out });
   const ci = event.ci as Record<string, unknown> | undefined;
   if (ci?.job_id === 0) ci.job_id = job;

@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { EgressEvent } from '../../events/schema.js';
 import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
-import { CLOSE, DECISION, decodeId, OUTCOME_CODES, unpackEvent, withBodyId } from './codec.js';
+import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { plainArrayLiteral } from './pg-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdInBody, PG_KEY_OF_BYTEA_SQL, pgKey } from './pg-key.js';
@@ -44,7 +44,11 @@ const DAY = 86_400_000;
  */
 export const LINK_WINDOW_MS = 2 * DAY;
 
-const RETRYABLE = new Set(['40P01', '40001', '23514']); // deadlock, serialization, no partition (dropped meanwhile)
+/**
+ * Deadlock, serialization, no partition (dropped meanwhile), out of shared memory (the lock table full: a batch holds
+ * one advisory lock per close until commit, so many large batches at once can fill it; docs/collector.md).
+ */
+const RETRYABLE = new Set(['40P01', '40001', '23514', '53200']);
 
 /** `eg_events_pYYYYMMDD`; a day outside years 1000-9999 (a producer's broken clock) by its day number instead. */
 function partitionName(day: number): string {
@@ -65,13 +69,33 @@ const ADD_STRINGS_SQL = `WITH input AS (SELECT DISTINCT unnest($1::text[]) AS te
   added AS (INSERT INTO eg_strings (text) SELECT text FROM input ORDER BY 1 ON CONFLICT (text) DO NOTHING RETURNING id, text)
   SELECT id, text FROM added UNION ALL SELECT s.id, s.text FROM eg_strings s JOIN input i ON i.text = s.text`;
 
-const STORED_DECISIONS_SQL = `SELECT e.key, e.job_id AS "jobId", e.host_id AS "hostId", e.port, e.decision FROM eg_events e
-  JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) ON e.key = x.key AND e.event = ${DECISION} AND e.time >= x.lo AND e.time <= x.hi`;
+/**
+ * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch, by the decision's
+ * key near the close's time (with whether their close is in them already), and the close rows of their own, by their
+ * (key, time) (a repeat has the same time; one partition probed). Read under the closes' locks. Each an index probe
+ * per close (LATERAL ... LIMIT 1: a join of the whole array was planned as a hash join over a scan of the partitions,
+ * ~35 ms a batch at 100,000 events, growing with the table).
+ */
+const CLOSE_LOOKUP_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) CROSS JOIN LATERAL (
+    SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time, d.close_body IS NOT NULL AS joined, false AS own
+    FROM eg_events d WHERE d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi LIMIT 1) AS d
+  UNION ALL
+  SELECT c.* FROM unnest($4::uuid[], $5::bigint[]) AS x(key, time) CROSS JOIN LATERAL (
+    SELECT eg_decision_key(c.key) AS key, NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c WHERE c.key = x.key AND c.time = x.time LIMIT 1) AS c`;
 
-const INSERT_EVENTS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body)
-  SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[])
+/** Locks of a batch's ids that have a close, taken in the order given (sorted: two batches never wait on each other in a cycle). */
+const CLOSE_LOCKS_SQL = 'SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k';
+
+const INSERT_EVENTS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
+  SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[], $11::bytea[])
   ORDER BY 1, 2
   ON CONFLICT DO NOTHING RETURNING key`;
+
+/** Closes put into their stored decision's row (exactly one writer: the row lock, and the id's lock, which every close's writer takes). */
+const JOIN_CLOSES_SQL = `UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
+  FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[]) AS x(key, time, body, bytes_in, bytes_out)
+  WHERE d.key = x.key AND d.time = x.time AND d.event = ${DECISION} AND d.close_body IS NULL
+  RETURNING d.key`;
 
 const LINK_CLOSES_SQL = `UPDATE eg_events c SET job_id = x.job FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
   WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
@@ -95,6 +119,34 @@ function keyWindows(rows: readonly EventRowV2[], ...keys: Array<(r: EventRowV2) 
 
 /** A decision as stored, with its stored key and time: what linking its close needs. */
 type KeyedDecision = StoredDecision & { time: number };
+
+/** A stored decision a close looked up found, and whether its close is in its row already. */
+type FoundDecision = KeyedDecision & { joined: boolean };
+
+/**
+ * Whether a close goes into its decision's row (`close_body`; its bytes in the row's byte columns) instead of a row of
+ * its own: same host (the row has one), not before the decision, and on the same day (so that a job's rows read in
+ * time order give its events in time order, and retention drops the close with the day partition it belongs to).
+ */
+export function joinsDecision(decision: { hostId: number; time: number }, close: { hostId: number; time: number }): boolean {
+  return decision.hostId === close.hostId && close.time >= decision.time && Math.floor(close.time / DAY) === Math.floor(decision.time / DAY);
+}
+
+/** A close's body packed with its time relative to `base` (its decision's time in that row, its own in a row of its own). */
+function packedAt(close: EventRowV2, base: number): void {
+  if (close.base === base) return;
+  close.body = packBody(close.source, close.time, keepsIdInBody(close.key), base);
+  close.base = base;
+}
+
+/**
+ * The advisory lock keys of these close keys (the first 64 bits, which a close's key shares with its decision's),
+ * sorted, once each: every writer of a close takes them in this order.
+ */
+function closeLocks(keys: readonly string[]): string[] {
+  const ids = new Set(keys.map((k) => BigInt.asIntN(64, BigInt(`0x${k.slice(0, 8)}${k.slice(9, 13)}${k.slice(14, 18)}`))));
+  return [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
+}
 
 /** The earlier layout's key column (bytea, `encodeId`'s key, one per id) is migrated to pg-key.ts's on start. */
 async function keyColumnType(client: pg.PoolClient): Promise<string | undefined> {
@@ -245,56 +297,161 @@ export class PostgresStore implements EventStore {
   }
 
   /**
-   * One batch, in one transaction of at most five statements (BEGIN, the lookup of stored decisions when the batch
-   * has closes without theirs, the insert, the linking of stored closes when a new decision's close is not in the
-   * batch, the aggregates, COMMIT), then the re-check after commit when some row may still need it.
+   * Where each of these closes goes, read under their ids' locks: nowhere when it is stored already (a row of its own,
+   * or in its decision's row), into its stored decision's row, with its decision of the batch (`batch`: the decisions
+   * about to be inserted), else a row of its own (its job that of its decision when known).
    */
-  async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
-    const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody);
-    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event)]));
-    const key = (r: EventRowV2) => stored.get(r)!;
-    const refs = new Map(rows.map((r) => [key(r), r.ref]));
-    await this.ensurePartitions(rows.map((r) => r.time));
-    const { inserted, recheck } = await this.retried(async (client) => {
-      // Closes whose decision is stored already: linked at insert.
-      const orphans = rows.filter((r) => r.event === CLOSE && r.jobId === null);
-      const found = new Map<string, StoredDecision>(); // by id key (hex), as aggregate.ts joins a batch's rows
-      if (orphans.length > 0) {
-        const idOf = new Map(orphans.map((r) => [decisionKeyOf(key(r)), r.hex]));
-        const res = await client.query({ name: 'eg-stored-decisions', text: STORED_DECISIONS_SQL, values: keyWindows(orphans, (r) => decisionKeyOf(key(r))) });
-        for (const r of res.rows) found.set(idOf.get(r.key)!, r);
+  private async placeCloses(client: pg.PoolClient, closes: readonly EventRowV2[], batch: ReadonlyMap<string, EventRowV2>, key: (r: EventRowV2) => string) {
+    const found = new Map<string, FoundDecision>(); // by id key (hex), as aggregate.ts joins a batch's rows
+    const own = new Set<string>();
+    const place = { own: [] as EventRowV2[], joinStored: [] as Array<{ close: EventRowV2; decision: FoundDecision }>, withDecision: new Map<string, EventRowV2>() };
+    if (closes.length === 0) return { place, found };
+    const hexOf = new Map(closes.map((r) => [decisionKeyOf(key(r)), r.hex]));
+    // A close whose decision is in the batch needs no decision lookup: that decision's insert conflicts when it is
+    // stored already, and its close is placed again then (storePass).
+    const alone = closes.filter((r) => !batch.has(r.hex));
+    const res = await client.query({
+      name: 'eg-close-lookup',
+      text: CLOSE_LOOKUP_SQL,
+      values: [...keyWindows(alone, (r) => decisionKeyOf(key(r))), closes.map(key), closes.map((r) => r.time)],
+    });
+    for (const r of res.rows) {
+      const hex = hexOf.get(r.key)!;
+      if (r.own) own.add(hex);
+      else found.set(hex, { jobId: r.jobId, hostId: r.hostId, port: r.port, decision: r.decision, time: Number(r.time), joined: r.joined });
+    }
+    for (const c of closes) {
+      const stored = found.get(c.hex);
+      const inBatch = batch.get(c.hex);
+      if (own.has(c.hex) || stored?.joined) continue; // a repeat
+      if (stored && joinsDecision(stored, c)) place.joinStored.push({ close: c, decision: stored });
+      else if (!stored && inBatch && joinsDecision(inBatch, c)) place.withDecision.set(c.hex, c);
+      else {
+        c.jobId = stored?.jobId ?? inBatch?.jobId ?? null;
+        place.own.push(c);
       }
-      aggregate.linkStoredDecisions(rows, found);
-      const cols = (f: (r: EventRowV2) => number | string | null) => plainArrayLiteral(rows.map(f));
+    }
+    return { place, found };
+  }
+
+  /**
+   * Store `decisions` (new ones) and place `closes` (placeCloses), adding what is stored to `inserted` (refs) and the
+   * closes' bytes counted to `links`. Returns the closes meant for a batch decision whose insert lost to a concurrent
+   * one (that decision is committed then, so a second pass finds it).
+   */
+  private async storePass(
+    client: pg.PoolClient,
+    decisions: readonly EventRowV2[],
+    closes: readonly EventRowV2[],
+    key: (r: EventRowV2) => string,
+    inserted: Set<string>,
+    links: Link[],
+  ): Promise<EventRowV2[]> {
+    const batch = new Map(decisions.map((r) => [r.hex, r]));
+    const { place, found } = await this.placeCloses(client, closes, batch, key);
+    const bytes = (c: EventRowV2) => ({ bytesIn: c.bytesIn ?? 0, bytesOut: c.bytesOut ?? 0 });
+    if (place.joinStored.length > 0) {
+      const list = place.joinStored;
+      for (const j of list) packedAt(j.close, j.decision.time);
       const res = await client.query({
-        name: 'eg-insert-events',
-        text: INSERT_EVENTS_SQL,
+        name: 'eg-join-closes',
+        text: JOIN_CLOSES_SQL,
         values: [
-          cols(key),
-          cols((r) => r.event),
-          cols((r) => r.time),
-          cols((r) => r.jobId),
-          cols((r) => r.hostId),
-          cols((r) => r.port),
-          cols((r) => r.decision),
-          cols((r) => r.bytesIn),
-          cols((r) => r.bytesOut),
-          rows.map((r) => r.body),
+          list.map((j) => decisionKeyOf(key(j.close))),
+          list.map((j) => j.decision.time),
+          list.map((j) => j.close.body),
+          list.map((j) => j.close.bytesIn),
+          list.map((j) => j.close.bytesOut),
         ],
       });
-      const inserted = new Set(res.rows.map((r) => refs.get(r.key)!));
-      const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
-      const links = aggregate.insertLinks(rows, inserted, found);
-      // A new decision whose close this batch inserted has it linked already; the others may have one stored
-      // (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
+      const done = new Set(res.rows.map((r) => r.key as string));
+      for (const j of list) {
+        if (done.has(decisionKeyOf(key(j.close)))) {
+          inserted.add(j.close.ref);
+          links.push({ decision: j.decision, ...bytes(j.close) });
+        } else {
+          // Its decision's row went meanwhile (retention): a row of its own, unlinked.
+          j.close.jobId = null;
+          place.own.push(j.close);
+        }
+      }
+    }
+    for (const c of place.own) packedAt(c, c.time);
+    for (const c of place.withDecision.values()) packedAt(c, batch.get(c.hex)!.time);
+    const rows = [...decisions, ...place.own];
+    if (rows.length === 0) return [];
+    const withClose = (r: EventRowV2) => (r.event === DECISION ? place.withDecision.get(r.hex) : undefined);
+    const cols = (f: (r: EventRowV2) => number | string | null) => plainArrayLiteral(rows.map(f));
+    const res = await client.query({
+      name: 'eg-insert-events',
+      text: INSERT_EVENTS_SQL,
+      values: [
+        cols(key),
+        cols((r) => r.event),
+        cols((r) => r.time),
+        cols((r) => r.jobId),
+        cols((r) => r.hostId),
+        cols((r) => r.port),
+        cols((r) => r.decision),
+        cols((r) => (r.event === CLOSE ? r.bytesIn : (withClose(r)?.bytesIn ?? null))),
+        cols((r) => (r.event === CLOSE ? r.bytesOut : (withClose(r)?.bytesOut ?? null))),
+        rows.map((r) => r.body),
+        rows.map((r) => withClose(r)?.body ?? null),
+      ],
+    });
+    const stored = new Set(res.rows.map((r) => r.key as string));
+    const lost: EventRowV2[] = [];
+    for (const r of rows) {
+      const close = withClose(r);
+      if (!stored.has(key(r))) {
+        if (close) lost.push(close);
+        continue;
+      }
+      inserted.add(r.ref);
+      if (close) {
+        inserted.add(close.ref);
+        links.push({ decision: aggregate.decisionOf(r), ...bytes(close) });
+      } else if (r.event === CLOSE && r.jobId !== null) {
+        const decision = found.get(r.hex) ?? aggregate.decisionOf(batch.get(r.hex)!);
+        links.push({ decision, ...bytes(r) });
+      }
+    }
+    return lost;
+  }
+
+  /**
+   * One batch, in one transaction: BEGIN, the locks of the ids that have a close and the lookup of what is stored of
+   * them (when the batch has closes), closes into their stored decisions' rows (when some are), the insert (a decision
+   * with its close in one row when both are in the batch), the linking of stored closes when a new decision's close is
+   * not in the batch, the aggregates, COMMIT; then the re-check after commit when some row may still need it.
+   */
+  async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
+    const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody, joinsDecision);
+    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event)]));
+    const key = (r: EventRowV2) => stored.get(r)!;
+    await this.ensurePartitions(rows.map((r) => r.time));
+    const decisions = rows.filter((r) => r.event === DECISION);
+    const closes = rows.filter((r) => r.event === CLOSE);
+    const locks = closeLocks(closes.map(key));
+    const { inserted, recheck } = await this.retried(async (client) => {
+      const inserted = new Set<string>();
+      const links: Link[] = [];
+      // Every writer of a close holds its id's lock while it looks where the close is and puts it there, so a close
+      // is stored once, as a row of its own or in its decision's row, whatever other collectors do meanwhile.
+      if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [locks] });
+      const lost = await this.storePass(client, decisions, closes, key, inserted, links);
+      if (lost.length > 0) await this.storePass(client, [], lost, key, inserted, links);
+      const newDecisions = decisions.filter((r) => inserted.has(r.ref));
+      // A new decision whose close this batch stored has it counted already; the others may have one stored as a row
+      // of its own (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
       const closeless = newDecisions.filter((r) => !inserted.has(`${CLOSE}${r.hex}`));
       links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [key(r), { ...aggregate.decisionOf(r), time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
-      // What may still need linking once this commits: a decision and its close stored by concurrent transactions
-      // see neither the other; whichever re-checks after both committed links them. Repeats are re-checked too: a
-      // collector that died between commit and re-check did not answer, so the batch comes again (and a repeated close
-      // stored unlinked then is linked by it, whatever this batch's lookup found). Only a pair that this transaction
-      // stored both halves of, linked, is settled.
+      // What may still need linking once this commits: a decision and its close (a row of its own) stored by
+      // concurrent transactions see neither the other; whichever re-checks after both committed links them. Repeats
+      // are re-checked too: a collector that died between commit and re-check did not answer, so the batch comes
+      // again (and a repeated close stored unlinked then is linked by it, whatever this batch's lookup found). Only a
+      // pair that this transaction stored both halves of is settled.
       return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
     });
     if (recheck.length > 0) await this.relink(recheck, key);
@@ -340,15 +497,28 @@ export class PostgresStore implements EventStore {
   async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
     const jobId = await this.find(job);
     if (jobId === undefined) return [];
-    // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
+    // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their
+    // closes. A close in its decision's row is never before it (joinsDecision), so the first `limit` rows in (time,
+    // event, key) order hold the first `limit` events in that order: read, then the closes sorted in.
     const res = await this.pool.query(
-      `SELECT e.key, e.time, e.body, e.bytes_in, e.bytes_out, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
+      `SELECT e.key, e.event, e.time, e.body, e.bytes_in, e.bytes_out, e.close_body, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
        WHERE e.job_id = $1 ORDER BY e.time, e.event, e.key LIMIT $2`,
       [jobId, limit],
     );
-    return res.rows.map((r) =>
-      unpackEvent(r.body, decisionKeyOf(r.key), r.host, Number(r.time), job, r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) }),
-    );
+    const events: Array<{ time: number; event: number; key: string; e: EgressEvent }> = [];
+    let joined = false;
+    for (const r of res.rows) {
+      const id = decisionKeyOf(r.key);
+      const time = Number(r.time);
+      const bytes = r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) };
+      events.push({ time, event: r.event, key: r.key, e: unpackEvent(r.body, id, r.host, time, job, bytes) });
+      if (r.close_body === null) continue;
+      joined = true;
+      const close = unpackEvent(r.close_body, id, r.host, time, job, bytes);
+      events.push({ time: Date.parse(close.time), event: CLOSE, key: closeKeyOf(r.key), e: close });
+    }
+    if (joined) events.sort((a, b) => a.time - b.time || a.event - b.event || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return events.slice(0, limit).map((x) => x.e);
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {
@@ -431,7 +601,7 @@ export class PostgresStore implements EventStore {
       if (attached) await client.query(`ALTER TABLE eg_events DETACH PARTITION ${name} CONCURRENTLY`);
       this.partitions.delete(day);
       await client.query('BEGIN');
-      const n = await client.query(`SELECT COUNT(*) AS n FROM ${name}`);
+      const n = await client.query(`SELECT COUNT(*) + COUNT(close_body) AS n FROM ${name}`);
       await client.query(`INSERT INTO eg_retention_pending SELECT DISTINCT job_id FROM ${name} WHERE job_id IS NOT NULL ON CONFLICT DO NOTHING`);
       await client.query(`DROP TABLE ${name}`);
       await client.query('COMMIT');
@@ -466,7 +636,7 @@ export class PostgresStore implements EventStore {
   }
 
   async count(): Promise<number> {
-    const res = await this.pool.query('SELECT COUNT(*) AS n FROM eg_events');
+    const res = await this.pool.query('SELECT COUNT(*) + COUNT(close_body) AS n FROM eg_events'); // a decision's row may hold its close
     return Number(res.rows[0].n);
   }
 

@@ -71,14 +71,17 @@ ${AGGREGATE_TABLES('INTEGER')} WITHOUT ROWID;
 ${JOB_TABLE('INTEGER')}
 ${SEARCH_INDEX.sqlite}`,
   // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). `key` is one per (id,
-  // event) (pg-key.ts); its unique index, EVENT_KEY_INDEX_POSTGRES, is made after the key migration.
+  // event) (pg-key.ts); its unique index, EVENT_KEY_INDEX_POSTGRES, is made after the key migration. A decision row may
+  // hold its close (`close_body`, the close's bytes in bytes_in/bytes_out; postgres-store.ts): a database made before
+  // gets the column on start (nullable: no rewrite; its close rows stay as they are).
   postgres: `
 CREATE TABLE IF NOT EXISTS eg_strings (id SERIAL PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS eg_strings_reversed ON eg_strings (reverse(text) text_pattern_ops);
 CREATE TABLE IF NOT EXISTS eg_events (
   time BIGINT NOT NULL, bytes_in BIGINT, bytes_out BIGINT, job_id INTEGER, host_id INTEGER NOT NULL, port INTEGER NOT NULL,
-  event SMALLINT NOT NULL, decision SMALLINT, key UUID NOT NULL, body BYTEA NOT NULL
+  event SMALLINT NOT NULL, decision SMALLINT, key UUID NOT NULL, body BYTEA NOT NULL, close_body BYTEA
 ) PARTITION BY RANGE (time);
+ALTER TABLE eg_events ADD COLUMN IF NOT EXISTS close_body BYTEA;
 ${KEY_FUNCTIONS_SQL}
 ${JOB_INDEX_POSTGRES}
 ${AGGREGATE_TABLES('BIGINT')};
@@ -136,8 +139,14 @@ export function destinationRowSql(dialect: 'sqlite' | 'postgres', param = '$1'):
  * event apart (pg-key.ts), the close's key computed from the decision's.
  */
 const PAIRS = {
-  sqlite: { closeOf: (d: string) => `${d}.key`, decisionOf: (c: string) => `${c}.key` },
-  postgres: { closeOf: (d: string) => `eg_close_key(${d}.key)`, decisionOf: (c: string) => `eg_decision_key(${c}.key)` },
+  sqlite: { closeOf: (d: string) => `${d}.key`, decisionOf: (c: string) => `${c}.key`, bytes: (c: string, _d: string, column: string) => `${c}.${column}` },
+  // A close is either a row of its own or in its decision's row (never both): its bytes from whichever holds them (a
+  // decision row without its close has null bytes).
+  postgres: {
+    closeOf: (d: string) => `eg_close_key(${d}.key)`,
+    decisionOf: (c: string) => `eg_decision_key(${c}.key)`,
+    bytes: (c: string, d: string, column: string) => `COALESCE(${c}.${column}, ${d}.${column})`,
+  },
 };
 type Pairs = (typeof PAIRS)['sqlite'];
 
@@ -149,7 +158,7 @@ function recompute(J: string, pairs: Pairs): string[] {
     `UPDATE eg_events SET job_id = NULL WHERE job_id = ${J} AND event = 1 AND NOT EXISTS (SELECT 1 FROM eg_events d WHERE d.key = ${pairs.decisionOf('eg_events')} AND d.event = 0)`,
     `DELETE FROM eg_job_destinations WHERE job_id = ${J}`,
     `INSERT INTO eg_job_destinations (${DEST_COLUMNS})
-     SELECT d.job_id, d.host_id, d.port, d.decision, COUNT(*), COALESCE(SUM(c.bytes_in), 0), COALESCE(SUM(c.bytes_out), 0), MIN(d.time), MAX(d.time)
+     SELECT d.job_id, d.host_id, d.port, d.decision, COUNT(*), COALESCE(SUM(${pairs.bytes('c', 'd', 'bytes_in')}), 0), COALESCE(SUM(${pairs.bytes('c', 'd', 'bytes_out')}), 0), MIN(d.time), MAX(d.time)
      FROM eg_events d LEFT JOIN eg_events c ON c.key = ${pairs.closeOf('d')} AND c.event = 1 AND c.job_id = d.job_id
      WHERE d.job_id = ${J} AND d.event = 0 GROUP BY d.job_id, d.host_id, d.port, d.decision`,
     `DELETE FROM eg_jobs WHERE job_id = ${J} AND NOT EXISTS (SELECT 1 FROM eg_job_destinations WHERE job_id = ${J})`,
@@ -161,7 +170,7 @@ function recompute(J: string, pairs: Pairs): string[] {
 
 /** Decisions of one aggregate row inside a search window, recounted from the raw events. */
 function windowCount(p: { job: string; host: string; port: string; decision: string; since: string; until: string }, pairs: Pairs): string {
-  return `SELECT COUNT(*) AS count, COALESCE(SUM(c.bytes_out), 0) AS "bytesOut", MIN(d.time) AS first, MAX(d.time) AS last
+  return `SELECT COUNT(*) AS count, COALESCE(SUM(${pairs.bytes('c', 'd', 'bytes_out')}), 0) AS "bytesOut", MIN(d.time) AS first, MAX(d.time) AS last
     FROM eg_events d LEFT JOIN eg_events c ON c.key = ${pairs.closeOf('d')} AND c.event = 1 AND c.job_id = d.job_id
     WHERE d.job_id = ${p.job} AND d.event = 0 AND d.host_id = ${p.host} AND d.port = ${p.port} AND d.decision = ${p.decision}
       AND d.time >= ${p.since} AND d.time <= ${p.until}`;

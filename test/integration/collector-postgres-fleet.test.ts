@@ -266,8 +266,10 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
     const started = await Promise.all([0, 1, 2, 3].map(() => startCollectorProcess(db.url, { token: TOKEN })));
     processes.push(...started);
     const events = fleetEvents(40, 50, Date.now() - 3_600_000, 'four');
-    // Every event twice, through different collectors, in batches cut differently and in different orders.
-    const list = [...batches(events, 500), ...batches([...events].reverse(), 300)];
+    // Every event twice, through different collectors, in batches cut differently and in different orders, and the
+    // closes a third time alone: a close goes into its decision's row or a row of its own, whichever collector wins.
+    const cuts = [batches(events, 500), batches([...events].reverse(), 300), batches(events.filter((e) => e.event === 'close').reverse(), 250)];
+    const list = Array.from({ length: Math.max(...cuts.map((c) => c.length)) }, (_, i) => cuts.flatMap((c) => c.slice(i, i + 1))).flat();
     await deliver(() => started.map((p) => p.port), list, 8);
     const store = await PostgresStore.open(db.url);
     try {

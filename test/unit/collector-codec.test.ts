@@ -88,6 +88,20 @@ it('an event is rebuilt from its row exactly: same JSON text (ids, hosts in mess
   );
 });
 
+it("a close packed relative to another row's time (its decision's) is rebuilt from that time exactly", () => {
+  fc.assert(
+    fc.property(close, fc.integer({ min: -86_400_000, max: 86_400_000 }), (event, shift) => {
+      const time = Date.parse(event.time);
+      const base = time - shift;
+      const bytes = { in: event.bytes_in, out: event.bytes_out };
+      const body = packBody(event, time, false, base);
+      assert.equal(JSON.stringify(unpackEvent(body, event.id, event.host, base, null, bytes)), JSON.stringify(event));
+      if (shift !== 0) assert.notEqual(unpackEvent(body, event.id, event.host, time, null, bytes).time, event.time, 'read from the wrong time: wrong');
+    }),
+    { numRuns: 1000 },
+  );
+});
+
 it('ids are keyed one to one: a UUID as 16 bytes, any other text as itself', () => {
   fc.assert(
     fc.property(fc.oneof(fc.uuid(), text), fc.oneof(fc.uuid(), text), (a, b) => {
