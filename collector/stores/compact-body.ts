@@ -34,15 +34,18 @@ const DECISION_FIELDS = [
   'message',
   'mode',
   'ci',
+  'level',
 ];
-const CLOSE_FIELDS = ['schema', 'event', 'id', 'time', 'kind', 'client', 'host', 'port', 'ip', 'bytes_in', 'bytes_out', 'duration_ms', 'status', 'error'];
+const CLOSE_FIELDS = ['schema', 'event', 'id', 'time', 'kind', 'client', 'host', 'port', 'ip', 'bytes_in', 'bytes_out', 'duration_ms', 'status', 'error', 'level'];
 /** The fields an event may leave out, by bit of the order byte (those validate.ts requires are always there). */
-const DECISION_OPTIONAL = ['sni', 'qtype', 'ip', 'method', 'path', 'ci'];
-const CLOSE_OPTIONAL = ['ip', 'status', 'error'];
+const DECISION_OPTIONAL = ['sni', 'qtype', 'ip', 'method', 'path', 'ci', 'level'];
+const CLOSE_OPTIONAL = ['ip', 'status', 'error', 'level'];
 const CI_FIELDS = ['repository', 'run_id', 'job', 'job_id'];
 const KINDS = ['http', 'connect', 'transparent', 'dns', 'udp', 'icmp', 'tcp', 'ip'];
 const OUTCOMES = ['allowed', 'blocked', 'would-block'];
 const MODES = ['audit', 'block'];
+/** pino's level, in front of an event line of the events file (events/event-log.ts); the stream client sends none. */
+const LEVELS = ['info', 'warn'];
 const REASONS = [
   'allowed-endpoint',
   'allowed-ip',
@@ -92,16 +95,23 @@ const ERRORS = [
   'upstream-EPIPE',
 ];
 
-/** The sidecar's orders: decisions id then time (events/event-log.ts), closes time then id (their fields start with the id). */
+/**
+ * The sidecar's orders: decisions id then time (events/event-log.ts), closes time then id (their fields start with
+ * the id); an events file line has pino's `level` in front.
+ */
 const ORDERS = {
-  decision: [DECISION_FIELDS, swapIdTime(DECISION_FIELDS)],
-  close: [CLOSE_FIELDS, swapIdTime(CLOSE_FIELDS)],
+  decision: [levelFirst(DECISION_FIELDS), levelFirst(swapIdTime(DECISION_FIELDS))],
+  close: [levelFirst(CLOSE_FIELDS), levelFirst(swapIdTime(CLOSE_FIELDS))],
 };
 
 function swapIdTime(fields: readonly string[]): string[] {
   const out = [...fields];
   [out[2], out[3]] = [out[3]!, out[2]!];
   return out;
+}
+
+function levelFirst(fields: readonly string[]): string[] {
+  return ['level', ...fields.filter((f) => f !== 'level')];
 }
 
 // Flags, the body's second byte.
@@ -408,6 +418,10 @@ function write(event: EgressEvent, timeMs: number, keepId: boolean): Buffer {
         if (typeof v !== 'string') throw NOT_COMPACT;
         w.named(v, ERRORS);
         break;
+      case 'level':
+        if (typeof v !== 'string') throw NOT_COMPACT;
+        w.named(v, LEVELS);
+        break;
       // schema, event, kind, decision, mode: in the flags and enum bytes; id, time: above; host, bytes: the row's.
     }
   }
@@ -594,6 +608,9 @@ export function unpackCompact(body: Buffer, id: string, host: string, timeMs: nu
         break;
       case 'error':
         e.error = r.named(ERRORS);
+        break;
+      case 'level':
+        e.level = r.named(LEVELS);
         break;
       default:
         throw new Error('stored event body has an unknown field code');

@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { it } from 'node:test';
 import fc from 'fast-check';
 import { decodeId, encodeId, packBody, unpackEvent, withBodyId } from '../../collector/stores/codec.js';
 import { jobEvents } from '../../bench/collector-events.js';
+import { Connection } from '../../events/connection.js';
+import { EventLog } from '../../events/event-log.js';
 import { jobKey } from '../../events/job-key.js';
+import { eventFromLine } from '../../events/validate.js';
 import type { EgressEvent } from '../../events/schema.js';
 
 /** Body version 3 (compact-body.ts): the known fields as bytes; anything else still goes to the JSON versions. */
@@ -43,6 +49,7 @@ const decision = fc
     hostInText: fc.boolean(),
     phrase: fc.constantFrom('', ' is allowed by "', 'would block: ', ' is not in the allowlist', 'dns: any resolves every name'),
     ruleInMessage: fc.boolean(),
+    level: fc.option(fc.constantFrom('info', 'warn', 'error')),
     mode: fc.constantFrom('audit', 'block'),
     ci: fc.option(fc.record({ repository: text, run_id: text, job: text, job_id: fc.oneof(text, fc.constant('')) }, { requiredKeys: [] })),
   })
@@ -50,6 +57,7 @@ const decision = fc
     const withHost = (t: string) => (r.hostInText ? `${t} ${r.host}:443 ${r.host}` : t);
     const rule = r.rule === null ? null : withHost(r.rule);
     return {
+      ...(r.level !== null && { level: r.level }),
       schema: 1,
       event: 'decision',
       id: r.id,
@@ -83,6 +91,7 @@ const close = fc
     duration: fc.oneof(fc.nat(), fc.constant(Number.MAX_SAFE_INTEGER), fc.double({ min: 0, noNaN: true }), fc.constant(-0)),
     status: fc.option(fc.integer({ min: 100, max: 999 })),
     error: fc.option(someOf(['client-aborted', 'upstream-ECONNRESET', 'upstream-ehostunreach'])),
+    level: fc.option(fc.constantFrom('info', 'warn', 'error')),
   })
   .map((r) => {
     const rest = {
@@ -213,5 +222,69 @@ it('bodies written before version 3 (JSON, deflated: versions 1 and 2) still dec
     const now = packBody(event, timeMs);
     assert.equal(now[0], 3);
     assert.ok(now.length < hex.length / 2, `${now.length} < ${hex.length / 2}`);
+  }
+});
+
+it("the sidecar's own lines (the event log's decisions of each shape, a connection's close) are version 3 with the one-byte order", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eg-compact-'));
+  const file = join(dir, 'events.ndjson');
+  const log = new EventLog({ stdout: false, eventsFile: file, ci: { repository: 'org/repo', run_id: '7', job: 'build', job_id: 'job-7' } });
+  // What the stream client sends (events/delivery/stream-client.ts: JSON.stringify of each event, no level).
+  const streamed: EgressEvent[] = [];
+  log.subscribe((e) => streamed.push(JSON.parse(JSON.stringify(e)) as EgressEvent));
+  try {
+    const common = {
+      decision: 'allowed',
+      reason: 'allowed-endpoint',
+      rule: 'registry.npmjs.org:443',
+      message: 'registry.npmjs.org:443 is allowed by "registry.npmjs.org:443"',
+      mode: 'block',
+    } as const;
+    // decision/authorize.ts, dns/responder.ts and netlog/report.ts order their fields so.
+    const d = log.decision({
+      kind: 'http',
+      client: '127.0.0.1:40000',
+      host: 'registry.npmjs.org',
+      port: 443,
+      sni: 'registry.npmjs.org',
+      ip: '104.16.0.1',
+      method: 'GET',
+      path: '/x',
+      ...common,
+    });
+    log.decision({ kind: 'dns', client: '127.0.0.1:5353', host: 'registry.npmjs.org', port: 53, qtype: 'AAAA', ...common });
+    log.decision({
+      kind: 'udp',
+      client: '10.0.0.2:5000',
+      host: '8.8.8.8',
+      port: 443,
+      ip: '8.8.8.8',
+      ...common,
+      decision: 'would-block',
+      reason: 'not-proxied',
+      rule: null,
+      mode: 'audit',
+    });
+    new Connection(log, { id: d.id, kind: 'http', client: '127.0.0.1:40000', host: 'registry.npmjs.org', port: 443, ip: '104.16.0.1' }, Date.now()).close({
+      bytesIn: 10,
+      bytesOut: 2,
+      status: 200,
+      error: 'client-aborted',
+    });
+    log.flush();
+    const events = readFileSync(file, 'utf8')
+      .split('\n')
+      .map(eventFromLine)
+      .filter((e): e is EgressEvent => e !== null);
+    assert.equal(events.length, 4);
+    assert.equal(streamed.length, 4);
+    for (const e of [...events, ...streamed]) {
+      const body = packBody(e, Date.parse(e.time));
+      assert.equal(body[0], 3, JSON.stringify(e));
+      assert.equal(body[1]! & 2, 0, `field order not listed: ${JSON.stringify(e)}`);
+      assert.equal(roundTrip(e), 3);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
