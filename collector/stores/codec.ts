@@ -1,4 +1,5 @@
 import type { EgressEvent } from '../../events/schema.js';
+import { BODY_V3, packCompact, unpackCompact, withCompactId } from './compact-body.js';
 import { FixedDeflater } from './fixed-deflate.js';
 import { rawCodec } from './raw-deflate.js';
 
@@ -15,8 +16,9 @@ export const CLOSE = 1;
 
 /**
  * Version byte in front of every body: 1 as the event was, 2 with the host in `rule` and `message` replaced by
- * HOST_MARK (a decision's message names its host: stored once, in the dictionary). A later dictionary or scheme gets
- * a new version; old rows keep theirs.
+ * HOST_MARK (a decision's message names its host: stored once, in the dictionary), 3 the known fields as bytes, no
+ * JSON and no deflate (compact-body.ts: what packBody writes for every event it can; 1 and 2 for the rest). A later
+ * dictionary or scheme gets a new version; old rows keep theirs.
  */
 const BODY_V1 = 1;
 const BODY_V2 = 2;
@@ -79,6 +81,11 @@ export function decodeIdHex(hex: string): string {
  * row, its time relative to the decision's.
  */
 export function packBody(event: EgressEvent, timeMs: number, keepId = false, timeBase = timeMs): Buffer {
+  return packCompact(event, timeMs, keepId, timeBase) ?? packJsonBody(event, timeMs, keepId, timeBase);
+}
+
+/** packBody of an event version 3 (compact-body.ts) does not write: its JSON, deflated (version 1 or 2). */
+function packJsonBody(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: number): Buffer {
   const canonicalTime = new Date(timeMs).toISOString() === event.time;
   const body: Record<string, unknown> = { ...event, id: keepId ? event.id : 0, host: 0, ...(canonicalTime && { time: timeMs - timeBase }) };
   let version = BODY_V1;
@@ -107,6 +114,7 @@ function inflateBody(body: Buffer, what: string): { version: number; event: Reco
  * `id` is the one the key gives; a body that kept its id (packBody's `keepId`) answers its own.
  */
 export function unpackEvent(body: Buffer, id: string, host: string, timeMs: number, job: string | null, bytes: { in: number; out: number } | null): EgressEvent {
+  if (body[0] === BODY_V3) return unpackCompact(body, id, host, timeMs, job, bytes);
   const { version, event } = inflateBody(body, `stored event ${id}`);
   if (typeof event.id !== 'string') event.id = id;
   event.host = host;
@@ -123,6 +131,7 @@ export function unpackEvent(body: Buffer, id: string, host: string, timeMs: numb
 
 /** A stored body with its id set to `id` (0: left out again), the rest the same bytes of JSON: for a migration of the key. */
 export function withBodyId(body: Buffer, id: string | 0): Buffer {
+  if (body[0] === BODY_V3) return withCompactId(body, id);
   const { version, event } = inflateBody(body, 'stored event body');
   event.id = id;
   return deflateBody(JSON.stringify(event), version);

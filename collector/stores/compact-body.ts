@@ -1,0 +1,658 @@
+import type { EgressEvent } from '../../events/schema.js';
+
+/**
+ * Body version 3 (codec.ts): the known fields of a decision or close written as bytes, no JSON and no deflate. An
+ * event's fields are named by a one-byte order code (the order of a sidecar's events: one byte of optional fields
+ * present) or, in any other order, a list of field codes; enumerated values (kind, outcome, mode, reason, close error)
+ * are small integers; addresses as their 4 bytes; ports as 2; free text as UTF-8 after its length. What the row's
+ * columns hold is left out (host, a close's bytes, a decision's job id when it is the job key; the id unless kept;
+ * the time when canonical). An event with a field not listed here, a value of another type, or text that is not
+ * well-formed UTF-16 is not written this way (`packCompact` answers undefined: the caller writes JSON, version 1/2).
+ *
+ * `unpackCompact` rebuilds the event with the same keys in the same order and the same values: JSON.stringify of the
+ * rebuilt event is the text the collector parsed, re-serialised. The lists below are part of the format: append only.
+ */
+export const BODY_V3 = 3;
+
+const DECISION_FIELDS = [
+  'schema',
+  'event',
+  'id',
+  'time',
+  'kind',
+  'client',
+  'host',
+  'port',
+  'sni',
+  'qtype',
+  'ip',
+  'method',
+  'path',
+  'decision',
+  'reason',
+  'rule',
+  'message',
+  'mode',
+  'ci',
+  'level',
+];
+const CLOSE_FIELDS = ['schema', 'event', 'id', 'time', 'kind', 'client', 'host', 'port', 'ip', 'bytes_in', 'bytes_out', 'duration_ms', 'status', 'error', 'level'];
+/** The fields an event may leave out, by bit of the order byte (those validate.ts requires are always there). */
+const DECISION_OPTIONAL = ['sni', 'qtype', 'ip', 'method', 'path', 'ci', 'level'];
+const CLOSE_OPTIONAL = ['ip', 'status', 'error', 'level'];
+const CI_FIELDS = ['repository', 'run_id', 'job', 'job_id'];
+const KINDS = ['http', 'connect', 'transparent', 'dns', 'udp', 'icmp', 'tcp', 'ip'];
+const OUTCOMES = ['allowed', 'blocked', 'would-block'];
+const MODES = ['audit', 'block'];
+/** pino's level, in front of an event line of the events file (events/event-log.ts); the stream client sends none. */
+const LEVELS = ['info', 'warn'];
+const REASONS = [
+  'allowed-endpoint',
+  'allowed-ip',
+  'trusted-range',
+  'dns-any',
+  'local-name',
+  'not-allowed-endpoint',
+  'raw-ip',
+  'denied-address',
+  'invalid-host',
+  'sni-mismatch',
+  'malformed-request',
+  'upstream-unresolvable',
+  'denied-endpoint',
+  'path-not-allowed',
+  'method-not-allowed',
+  'invalid-path',
+  'inspection-required',
+  'not-proxied',
+  'inbound-reply',
+  'own-connection',
+];
+const ERRORS = [
+  'upstream-dns',
+  'upstream-dns-timeout',
+  'upstream-refused',
+  'upstream-timeout',
+  'upstream-error',
+  'upstream-tls',
+  'client-rejected-certificate',
+  'client-http2-only',
+  'inspection-failed',
+  'client-not-http',
+  'upstream-no-answer',
+  'not-upgraded',
+  'idle-timeout',
+  'half-close-timeout',
+  'client-aborted',
+  'client-bad-request',
+  'handed-over',
+  'refused-after-first-bytes',
+  'gate-failed',
+  'upstream-econnreset',
+  'client-ECONNRESET',
+  'upstream-ECONNRESET',
+  'client-EPIPE',
+  'upstream-EPIPE',
+];
+
+/**
+ * The sidecar's orders: decisions id then time (events/event-log.ts), closes time then id (their fields start with
+ * the id); an events file line has pino's `level` in front.
+ */
+const ORDERS = {
+  decision: [levelFirst(DECISION_FIELDS), levelFirst(swapIdTime(DECISION_FIELDS))],
+  close: [levelFirst(CLOSE_FIELDS), levelFirst(swapIdTime(CLOSE_FIELDS))],
+};
+
+function swapIdTime(fields: readonly string[]): string[] {
+  const out = [...fields];
+  [out[2], out[3]] = [out[3]!, out[2]!];
+  return out;
+}
+
+function levelFirst(fields: readonly string[]): string[] {
+  return ['level', ...fields.filter((f) => f !== 'level')];
+}
+
+// Flags, the body's second byte.
+const F_CLOSE = 1;
+const F_EXPLICIT = 2; // field codes listed (an order not in ORDERS)
+const F_TIME_FIRST = 4; // ORDERS[...][1]
+const F_ID = 8; // the id is in the body
+const F_TIME = 16; // the time is in the body (not canonical)
+const F_FLOAT = 32; // duration_ms as a float64
+const F_TIME_DELTA = 64; // a canonical time the row's time does not give: ms after it, a varint (PostgreSQL's close in its decision's row)
+
+// Tags of addresses, rule and message, and the CI context.
+const A_TEXT = 0;
+const A_IPV4 = 1;
+const A_IPV4_PORT = 2;
+const A_LOOPBACK_PORT = 3;
+const T_NULL = 0;
+const T_TEXT = 1;
+const T_MARKED = 2;
+const T_MARKED_RULE = 3;
+const CI_JOB_FROM_ROW = 16;
+
+/** The host in a decision's rule and message (they usually name it): stored once, in the row. */
+const HOST_MARK = '\u0001';
+/** The rule in a decision's message. */
+const RULE_MARK = '\u0002';
+/** The fixed text of the policy's messages (policy/decide.ts and the others), each written as one mark from \u0003 on. */
+const PHRASES = [
+  '" and resolves into trusted range ',
+  '), which is not in trusted-ranges',
+  ' is a raw IP address and not in allowed-ips',
+  ' did not resolve to a usable address',
+  ' is not in allowed-endpoints',
+  ' is allowed by "',
+  ' is denied by "',
+  '" (denied-endpoints)',
+  ' is in allowed-ips ',
+  ' resolves to ',
+  ': the path is not allowed (',
+  ': the method is not allowed (',
+  ' is answered locally (',
+  'malformed DNS packet over ',
+  'dns: any resolves every name',
+  'allowed by endpoint ',
+  ' is not in the allowlist',
+  'would block: ',
+];
+const PHRASE_MARKS = PHRASES.map((_, i) => String.fromCharCode(3 + i));
+/** Text holding any of the marks is stored as it is. */
+const MARKS = /[\u0001-\u001f]/;
+
+const SCRATCH_BYTES = 256 * 1024;
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+const IPV4_PORT = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/;
+const LOOPBACK_PORT = /^127\.0\.0\.1:(\d{1,5})$/;
+
+/** Thrown inside the writer when the event is not one this version writes; packCompact answers undefined. */
+class NotCompact extends Error {}
+const NOT_COMPACT = new NotCompact();
+
+class Writer {
+  readonly buf = Buffer.allocUnsafe(SCRATCH_BYTES);
+  pos = 0;
+
+  byte(b: number): void {
+    this.buf[this.pos++] = b;
+  }
+
+  u16(n: number): void {
+    this.buf[this.pos++] = n >>> 8;
+    this.buf[this.pos++] = n & 0xff;
+  }
+
+  varint(n: number): void {
+    while (n >= 128) {
+      this.buf[this.pos++] = (n % 128) | 128;
+      n = Math.floor(n / 128);
+    }
+    this.buf[this.pos++] = n;
+  }
+
+  text(s: unknown): void {
+    if (typeof s !== 'string' || !wellFormed(s) || this.pos + 5 + s.length * 3 > SCRATCH_BYTES) throw NOT_COMPACT;
+    if (s.length <= 42) {
+      // At most 126 bytes of UTF-8: a one-byte length, filled in after the write.
+      const at = this.pos++;
+      const n = this.buf.write(s, this.pos, 'utf8');
+      this.buf[at] = n;
+      this.pos += n;
+      return;
+    }
+    this.varint(Buffer.byteLength(s, 'utf8'));
+    this.pos += this.buf.write(s, this.pos, 'utf8');
+  }
+
+  /** An IPv4 address (`ip`) or address and port (`client`) in its canonical text as bytes, anything else as text. */
+  address(s: unknown): void {
+    if (typeof s !== 'string') throw NOT_COMPACT;
+    let m = LOOPBACK_PORT.exec(s);
+    if (m && canonicalPort(m[1]!)) {
+      this.byte(A_LOOPBACK_PORT);
+      this.u16(Number(m[1]));
+      return;
+    }
+    m = IPV4_PORT.exec(s) ?? IPV4.exec(s);
+    if (m && canonicalOctets(m) && (m[5] === undefined || canonicalPort(m[5]))) {
+      this.byte(m[5] === undefined ? A_IPV4 : A_IPV4_PORT);
+      for (let i = 1; i <= 4; i++) this.byte(Number(m[i]));
+      if (m[5] !== undefined) this.u16(Number(m[5]));
+      return;
+    }
+    this.byte(A_TEXT);
+    this.text(s);
+  }
+
+  /** A rule: null, or text with `host` written as HOST_MARK (when it holds the host and no mark of its own). */
+  rule(s: unknown, host: string): void {
+    if (s === null) return this.byte(T_NULL);
+    if (typeof s !== 'string') throw NOT_COMPACT;
+    if (s.includes(host) && !MARKS.test(s)) {
+      this.byte(T_MARKED);
+      this.text(s.split(host).join(HOST_MARK));
+    } else {
+      this.byte(T_TEXT);
+      this.text(s);
+    }
+  }
+
+  /**
+   * A message: with no mark of its own, its host as HOST_MARK, then its rule (as the rule's body has it) as RULE_MARK,
+   * then each of PHRASES as its mark: a decision's message is mostly its host, its rule and a fixed phrase.
+   */
+  message(s: unknown, host: string, rule: unknown): void {
+    if (typeof s !== 'string') throw NOT_COMPACT;
+    if (MARKS.test(s)) {
+      this.byte(T_TEXT);
+      return this.text(s);
+    }
+    let t = s.includes(host) ? s.split(host).join(HOST_MARK) : s;
+    let tag = T_MARKED;
+    if (typeof rule === 'string' && rule.length >= 3 && !MARKS.test(rule)) {
+      const marked = rule.includes(host) ? rule.split(host).join(HOST_MARK) : rule;
+      if (t.includes(marked)) {
+        t = t.split(marked).join(RULE_MARK);
+        tag = T_MARKED_RULE;
+      }
+    }
+    for (let i = 0; i < PHRASES.length; i++) if (t.includes(PHRASES[i]!)) t = t.split(PHRASES[i]!).join(PHRASE_MARKS[i]!);
+    this.byte(tag);
+    this.text(t);
+  }
+
+  /** One of `names` as its index + 1, anything else as 0 and its text. */
+  named(s: unknown, names: readonly string[]): void {
+    const i = names.indexOf(s as string);
+    this.byte(i + 1);
+    if (i < 0) this.text(s);
+  }
+}
+
+/** No lone surrogate (UTF-8 would replace it: the text would not come back). */
+function wellFormed(s: string): boolean {
+  return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
+function canonicalPort(text: string): boolean {
+  const n = Number(text);
+  return n <= 65535 && String(n) === text;
+}
+
+function canonicalOctets(m: RegExpExecArray): boolean {
+  for (let i = 1; i <= 4; i++) {
+    const t = m[i]!;
+    if (Number(t) > 255 || (t.length > 1 && t[0] === '0')) return false;
+  }
+  return true;
+}
+
+function isPort(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535;
+}
+
+const writer = new Writer();
+
+/**
+ * The order byte: bit i set when optional[i] is present, if `keys` are `order` without some optional fields; else -1.
+ */
+function orderMask(keys: readonly string[], order: readonly string[], optional: readonly string[]): number {
+  let mask = 0;
+  let j = 0;
+  for (const key of keys) {
+    while (j < order.length && order[j] !== key) {
+      if (!optional.includes(order[j]!)) return -1;
+      j++;
+    }
+    if (j === order.length) return -1;
+    const bit = optional.indexOf(key);
+    if (bit >= 0) mask |= 1 << bit;
+    j++;
+  }
+  for (; j < order.length; j++) if (!optional.includes(order[j]!)) return -1;
+  return mask;
+}
+
+/** The event as a version 3 body, or undefined when it has a field, a value or an order this version does not write. */
+export function packCompact(event: EgressEvent, timeMs: number, keepId: boolean, timeBase = timeMs): Buffer | undefined {
+  try {
+    return write(event, timeMs, keepId, timeBase);
+  } catch (err) {
+    if (err === NOT_COMPACT) return undefined;
+    throw err;
+  }
+}
+
+function write(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: number): Buffer {
+  const e = event as unknown as Record<string, unknown>;
+  const close = e.event === 'close';
+  if (e.schema !== 1 || (!close && e.event !== 'decision')) throw NOT_COMPACT;
+  const host = e.host;
+  if (typeof host !== 'string' || host.length === 0) throw NOT_COMPACT;
+  const keys = Object.keys(e);
+  const [order, timeFirst] = close ? ORDERS.close : ORDERS.decision;
+  const optional = close ? CLOSE_OPTIONAL : DECISION_OPTIONAL;
+  let mask = orderMask(keys, order!, optional);
+  let flags = close ? F_CLOSE : 0;
+  if (mask < 0) {
+    mask = orderMask(keys, timeFirst!, optional);
+    if (mask >= 0) flags |= F_TIME_FIRST;
+  }
+  const fields = close ? CLOSE_FIELDS : DECISION_FIELDS;
+  if (mask < 0) {
+    flags |= F_EXPLICIT;
+    for (const key of keys) if (!fields.includes(key)) throw NOT_COMPACT;
+  }
+  const kind = KINDS.indexOf(e.kind as string);
+  if (kind < 0 || !isPort(e.port) || typeof e.time !== 'string') throw NOT_COMPACT;
+  const canonicalTime = Number.isFinite(timeMs) && new Date(timeMs).toISOString() === e.time;
+  if (keepId) flags |= F_ID;
+  if (!canonicalTime) flags |= F_TIME;
+  const timeDelta = canonicalTime ? timeMs - timeBase : 0;
+  if (timeDelta !== 0) {
+    if (!Number.isSafeInteger(timeDelta) || timeDelta < 0) throw NOT_COMPACT;
+    flags |= F_TIME_DELTA;
+  }
+  let enums = kind;
+  if (!close) {
+    const outcome = OUTCOMES.indexOf(e.decision as string);
+    const mode = MODES.indexOf(e.mode as string);
+    if (outcome < 0 || mode < 0) throw NOT_COMPACT;
+    enums |= (outcome << 3) | (mode << 5);
+  } else {
+    const d = e.duration_ms;
+    if (typeof d !== 'number' || !(d >= 0)) throw NOT_COMPACT;
+    if (!Number.isSafeInteger(d)) flags |= F_FLOAT;
+    if (typeof e.bytes_in !== 'number' || typeof e.bytes_out !== 'number') throw NOT_COMPACT;
+  }
+
+  const w = writer;
+  w.pos = 0;
+  w.byte(BODY_V3);
+  w.byte(flags);
+  w.byte(enums);
+  if (flags & F_EXPLICIT) {
+    w.byte(keys.length);
+    for (const key of keys) w.byte(fields.indexOf(key));
+  } else w.byte(mask);
+  if (keepId) w.text(e.id);
+  else if (typeof e.id !== 'string') throw NOT_COMPACT;
+  if (!canonicalTime) w.text(e.time);
+  else if (timeDelta !== 0) w.varint(timeDelta);
+  for (const key of keys) {
+    const v = e[key];
+    switch (key) {
+      case 'client':
+      case 'ip':
+        w.address(v);
+        break;
+      case 'port':
+        w.u16(v as number);
+        break;
+      case 'sni':
+      case 'qtype':
+      case 'method':
+      case 'path':
+        w.text(v);
+        break;
+      case 'reason':
+        if (typeof v !== 'string') throw NOT_COMPACT;
+        w.named(v, REASONS);
+        break;
+      case 'rule':
+        w.rule(v, host);
+        break;
+      case 'message':
+        w.message(v, host, e.rule);
+        break;
+      case 'ci':
+        writeCi(w, v);
+        break;
+      case 'duration_ms':
+        if (flags & F_FLOAT) {
+          w.buf.writeDoubleBE(v as number, w.pos);
+          w.pos += 8;
+        } else w.varint(v as number);
+        break;
+      case 'status':
+        if (!isPort(v)) throw NOT_COMPACT;
+        w.u16(v);
+        break;
+      case 'error':
+        if (typeof v !== 'string') throw NOT_COMPACT;
+        w.named(v, ERRORS);
+        break;
+      case 'level':
+        if (typeof v !== 'string') throw NOT_COMPACT;
+        w.named(v, LEVELS);
+        break;
+      // schema, event, kind, decision, mode: in the flags and enum bytes; id, time: above; host, bytes: the row's.
+    }
+  }
+  return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
+/** The CI context: a byte of fields present (in CI_FIELDS order only) and their text; job_id left out when it is the job key. */
+function writeCi(w: Writer, v: unknown): void {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw NOT_COMPACT;
+  const ci = v as Record<string, unknown>;
+  const keys = Object.keys(ci);
+  const mask = orderMask(keys, CI_FIELDS, CI_FIELDS);
+  if (mask < 0) throw NOT_COMPACT;
+  // events/job-key.ts: a job_id that is not empty is the job key, which the row holds.
+  const jobFromRow = typeof ci.job_id === 'string' && ci.job_id !== '';
+  w.byte(mask | (jobFromRow ? CI_JOB_FROM_ROW : 0));
+  for (const key of keys) if (!(key === 'job_id' && jobFromRow)) w.text(ci[key]);
+}
+
+class Reader {
+  pos: number;
+  constructor(
+    readonly buf: Buffer,
+    at: number,
+  ) {
+    this.pos = at;
+  }
+
+  byte(): number {
+    if (this.pos >= this.buf.length) throw new Error('stored event body is truncated');
+    return this.buf[this.pos++]!;
+  }
+
+  u16(): number {
+    return (this.byte() << 8) | this.byte();
+  }
+
+  varint(): number {
+    let n = 0;
+    let scale = 1;
+    for (;;) {
+      const b = this.byte();
+      n += (b & 127) * scale;
+      if (b < 128) return n;
+      scale *= 128;
+    }
+  }
+
+  text(): string {
+    const n = this.varint();
+    if (this.pos + n > this.buf.length) throw new Error('stored event body is truncated');
+    const s = this.buf.toString('utf8', this.pos, this.pos + n);
+    this.pos += n;
+    return s;
+  }
+
+  address(): string {
+    const tag = this.byte();
+    if (tag === A_TEXT) return this.text();
+    if (tag === A_LOOPBACK_PORT) return `127.0.0.1:${this.u16()}`;
+    const ip = `${this.byte()}.${this.byte()}.${this.byte()}.${this.byte()}`;
+    return tag === A_IPV4_PORT ? `${ip}:${this.u16()}` : ip;
+  }
+
+  rule(host: string): string | null {
+    const tag = this.byte();
+    if (tag === T_NULL) return null;
+    const s = this.text();
+    return tag === T_MARKED ? s.split(HOST_MARK).join(host) : s;
+  }
+
+  /** A message; its rule's mark is put back by the caller (`withRule`), once the rule is read. */
+  message(host: string): { text: string; ruleMarked: boolean } {
+    const tag = this.byte();
+    let s = this.text();
+    if (tag === T_TEXT) return { text: s, ruleMarked: false };
+    for (let i = PHRASES.length - 1; i >= 0; i--) if (s.includes(PHRASE_MARKS[i]!)) s = s.split(PHRASE_MARKS[i]!).join(PHRASES[i]!);
+    if (tag === T_MARKED_RULE) return { text: s, ruleMarked: true };
+    return { text: s.includes(HOST_MARK) ? s.split(HOST_MARK).join(host) : s, ruleMarked: false };
+  }
+
+  named(names: readonly string[]): string {
+    const i = this.byte();
+    return i === 0 ? this.text() : names[i - 1]!;
+  }
+}
+
+/** The header of a version 3 body: its flags, enum byte, field names in order, and where the id (if kept) starts. */
+function readHeader(body: Buffer): { flags: number; enums: number; keys: readonly string[]; r: Reader } {
+  const r = new Reader(body, 1);
+  const flags = r.byte();
+  const enums = r.byte();
+  const close = (flags & F_CLOSE) !== 0;
+  const fields = close ? CLOSE_FIELDS : DECISION_FIELDS;
+  let keys: string[];
+  if (flags & F_EXPLICIT) {
+    const n = r.byte();
+    keys = [];
+    for (let i = 0; i < n; i++) keys.push(fields[r.byte()]!);
+  } else {
+    const mask = r.byte();
+    const optional = close ? CLOSE_OPTIONAL : DECISION_OPTIONAL;
+    const order = (close ? ORDERS.close : ORDERS.decision)[flags & F_TIME_FIRST ? 1 : 0]!;
+    keys = order.filter((k) => {
+      const bit = optional.indexOf(k);
+      return bit < 0 || (mask & (1 << bit)) !== 0;
+    });
+  }
+  return { flags, enums, keys, r };
+}
+
+/** The event of a version 3 body, with the row's id (unless the body kept one), host, time, job and a close's bytes. */
+export function unpackCompact(body: Buffer, id: string, host: string, timeMs: number, job: string | null, bytes: { in: number; out: number } | null): EgressEvent {
+  const { flags, enums, keys, r } = readHeader(body);
+  const eventId = flags & F_ID ? r.text() : id;
+  const time = flags & F_TIME ? r.text() : new Date(flags & F_TIME_DELTA ? timeMs + r.varint() : timeMs).toISOString();
+  const e: Record<string, unknown> = {};
+  let message: { text: string; ruleMarked: boolean } | undefined;
+  for (const key of keys) {
+    switch (key) {
+      case 'schema':
+        e.schema = 1;
+        break;
+      case 'event':
+        e.event = flags & F_CLOSE ? 'close' : 'decision';
+        break;
+      case 'id':
+        e.id = eventId;
+        break;
+      case 'time':
+        e.time = time;
+        break;
+      case 'kind':
+        e.kind = KINDS[enums & 7];
+        break;
+      case 'host':
+        e.host = host;
+        break;
+      case 'client':
+      case 'ip':
+        e[key] = r.address();
+        break;
+      case 'port':
+      case 'status':
+        e[key] = r.u16();
+        break;
+      case 'sni':
+      case 'qtype':
+      case 'method':
+      case 'path':
+        e[key] = r.text();
+        break;
+      case 'decision':
+        e.decision = OUTCOMES[(enums >> 3) & 3];
+        break;
+      case 'mode':
+        e.mode = MODES[(enums >> 5) & 1];
+        break;
+      case 'reason':
+        e.reason = r.named(REASONS);
+        break;
+      case 'rule':
+        e.rule = r.rule(host);
+        break;
+      case 'message':
+        message = r.message(host);
+        e.message = message.text;
+        break;
+      case 'ci':
+        e.ci = readCi(r, job);
+        break;
+      case 'bytes_in':
+        e.bytes_in = bytes?.in ?? 0;
+        break;
+      case 'bytes_out':
+        e.bytes_out = bytes?.out ?? 0;
+        break;
+      case 'duration_ms':
+        if (flags & F_FLOAT) {
+          if (r.pos + 8 > body.length) throw new Error('stored event body is truncated');
+          e.duration_ms = body.readDoubleBE(r.pos);
+          r.pos += 8;
+        } else e.duration_ms = r.varint();
+        break;
+      case 'error':
+        e.error = r.named(ERRORS);
+        break;
+      case 'level':
+        e.level = r.named(LEVELS);
+        break;
+      default:
+        throw new Error('stored event body has an unknown field code');
+    }
+  }
+  if (message?.ruleMarked) {
+    // The rule as its body had it (its host marked), into the message, then the host.
+    if (typeof e.rule !== 'string') throw new Error('stored event body refers to a rule it does not have');
+    const rule = e.rule.includes(host) ? e.rule.split(host).join(HOST_MARK) : e.rule;
+    e.message = message.text.split(RULE_MARK).join(rule).split(HOST_MARK).join(host);
+  }
+  return e as unknown as EgressEvent;
+}
+
+function readCi(r: Reader, job: string | null): Record<string, unknown> {
+  const mask = r.byte();
+  const ci: Record<string, unknown> = {};
+  for (const [bit, key] of CI_FIELDS.entries()) {
+    if ((mask & (1 << bit)) === 0) continue;
+    ci[key] = key === 'job_id' && mask & CI_JOB_FROM_ROW ? job : r.text();
+  }
+  return ci;
+}
+
+/** A version 3 body with its id set to `id` (0: left out, the key gives it), the rest the same bytes. */
+export function withCompactId(body: Buffer, id: string | 0): Buffer {
+  const { flags, r } = readHeader(body);
+  const headerEnd = r.pos;
+  if (flags & F_ID) r.text();
+  const rest = body.subarray(r.pos);
+  const head = Buffer.from(body.subarray(0, headerEnd));
+  head[1] = id === 0 ? flags & ~F_ID : flags | F_ID;
+  if (id === 0) return Buffer.concat([head, rest]);
+  if (!wellFormed(id)) throw new Error('an id kept in a stored event body must be well-formed text');
+  writer.pos = 0;
+  writer.text(id);
+  return Buffer.concat([head, writer.buf.subarray(0, writer.pos), rest]);
+}
