@@ -8,8 +8,25 @@ type PooledSocket = Duplex & {
   ref(): unknown;
   unref(): unknown;
   /** Node's client sets this to the request on the socket; cleared while idle (the old request is not kept alive). */
-  _httpMessage?: unknown;
+  _httpMessage?: { res?: { rawHeaders: readonly string[] } | null } | null;
+  /** The socket's idle timeout now (node's `Socket.timeout`). */
+  timeout?: number;
 };
+
+/**
+ * How long the server says it keeps an idle connection (`Keep-Alive: timeout=N`, in seconds), less a second, in ms,
+ * as node's agent reads it: reusing a connection the server is closing would fail a request (ECONNRESET, a 502).
+ * undefined: the response gave no such hint.
+ */
+export function serverIdleLimitMs(raw: readonly string[] | undefined): number | undefined {
+  if (!raw) return undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.length !== 10 || raw[i]!.toLowerCase() !== 'keep-alive') continue;
+    const seconds = /^\s*timeout=(\d+)/i.exec(raw[i + 1]!)?.[1];
+    if (seconds !== undefined) return Math.max(0, Number(seconds) * 1000 - 1000);
+  }
+  return undefined;
+}
 
 interface PoolEntry {
   readonly key: string;
@@ -103,13 +120,16 @@ export class UpstreamPool {
     if (entry.idle) return;
     let list = this.idle.get(entry.key);
     if (!list) this.idle.set(entry.key, (list = []));
-    if (socket.destroyed || !socket.writable || list.length >= this.options.maxIdlePerKey) {
+    const serverLimit = serverIdleLimitMs(socket._httpMessage?.res?.rawHeaders);
+    if (socket.destroyed || !socket.writable || list.length >= this.options.maxIdlePerKey || serverLimit === 0) {
       socket.destroy();
       return;
     }
     socket._httpMessage = null;
-    // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too.
-    socket.setTimeout(this.options.idleTimeoutMs);
+    // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too, and
+    // closed before the server's own limit.
+    const timeout = serverLimit !== undefined && serverLimit < this.options.idleTimeoutMs ? serverLimit : this.options.idleTimeoutMs;
+    if (socket.timeout !== timeout) socket.setTimeout(timeout);
     // An idle connection does not keep the process alive (as the agent's own pool).
     socket.unref();
     entry.idle = true;

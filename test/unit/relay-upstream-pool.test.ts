@@ -3,7 +3,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { once } from 'node:events';
-import { UpstreamPool, type ConnectOptions } from '../../proxy/relay/upstream-pool.js';
+import { serverIdleLimitMs, UpstreamPool, type ConnectOptions } from '../../proxy/relay/upstream-pool.js';
 
 /** An agent whose sockets come from an UpstreamPool, as the forwarder's agents do. */
 class PoolAgent extends http.Agent {
@@ -128,6 +128,30 @@ describe('UpstreamPool: keep-alive upstream connections for node client', () => 
     } finally {
       for (const s of agent.connections) s.destroy();
     }
+  });
+
+  test("the server's Keep-Alive timeout, less a second, bounds an idle connection; timeout=1 is not kept", async () => {
+    const agent = new PoolAgent(30_000, 4);
+    try {
+      server.keepAliveTimeout = 3000;
+      await get(agent, '/hint-3');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      assert.equal((agent.connections[0] as net.Socket & { timeout?: number }).timeout, 2000);
+      server.keepAliveTimeout = 1000;
+      await get(agent, '/hint-1');
+      await until(() => agent.connections[0]!.destroyed, 'the connection the server would close at once not kept');
+      assert.equal(agent.pool.idleCount(), 0);
+    } finally {
+      server.keepAliveTimeout = 5000;
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('serverIdleLimitMs reads Keep-Alive: timeout=N from the raw headers', () => {
+    assert.equal(serverIdleLimitMs(['Content-Length', '2', 'Keep-Alive', 'timeout=5']), 4000);
+    assert.equal(serverIdleLimitMs(['keep-alive', 'timeout=1, max=100']), 0);
+    assert.equal(serverIdleLimitMs(['Connection', 'keep-alive']), undefined);
+    assert.equal(serverIdleLimitMs(['Keep-Alive', 'max=5']), undefined);
   });
 
   test('an error on an idle connection closes it without an unhandled error', async () => {
