@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stateCaPaths } from '../certs/ca-store.js';
 import { inspectedKeepAlive } from './inspection-bench.js';
+import { plainKeepAlive } from './proxy-bench.js';
 import { startEgressGuard } from './proxies.js';
 import { BENCH_HOST, startBenchServers } from './servers.js';
 import { median, round } from './stats.js';
@@ -12,6 +13,8 @@ import { median, round } from './stats.js';
  * where a round of one build and the next round of the other see about the same load):
  *
  *   node dist/bench/inspected-ab.js <rounds> <requests per round> <path/to/egress-guard.js> <path/to/egress-guard.js> ...
+ *
+ * BENCH_AB_PLAIN=1: plain keep-alive HTTP instead (the bench's (c): absolute-URI GET 1 KiB at c=50, nothing inspected).
  *
  * Each build runs as its own egress-guard with bench.test inspected (a path rule, as in the bench's inspection
  * part); keep-alive HTTPS GET 1 KiB at c=50 over pooled client connections opened in a warm-up; proxy CPU
@@ -24,6 +27,7 @@ if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(count) || count
   throw new Error('usage: inspected-ab.js <rounds >= 1> <requests >= 100> <cli> [<cli> ...]');
 }
 const CONCURRENCY = 50;
+const plain = process.env.BENCH_AB_PLAIN === '1';
 const work = mkdtempSync(join(tmpdir(), 'egress-guard-inspected-ab-'));
 const servers = await startBenchServers();
 const upstreamCa = join(work, 'bench-ca.pem');
@@ -36,9 +40,11 @@ try {
     const proxy = await startEgressGuard({
       eventsFile: join(work, `events-${i}.ndjson`),
       cli,
-      env: { EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*/**`, EGRESS_STATE_DIR: stateDir, EGRESS_UPSTREAM_CA: upstreamCa },
+      ...(!plain && { env: { EGRESS_ALLOWED_ENDPOINTS: `${BENCH_HOST}:*/**`, EGRESS_STATE_DIR: stateDir, EGRESS_UPSTREAM_CA: upstreamCa } }),
     });
-    const run = inspectedKeepAlive(proxy, { ...servers, caPem: readFileSync(stateCaPaths(stateDir).cert, 'utf8') }, CONCURRENCY);
+    const run = plain
+      ? plainKeepAlive(proxy, servers, CONCURRENCY)
+      : inspectedKeepAlive(proxy, { ...servers, caPem: readFileSync(stateCaPaths(stateDir).cert, 'utf8') }, CONCURRENCY);
     builds.push({ cli, stop: proxy.stop, cpuMs: proxy.cpuMs, run, cpu: [], rate: [], failed: 0 });
     await run.run({ count: 1000, timeCapMs: 20_000, concurrency: CONCURRENCY, warmup: 0 }); // connections, JIT
   }

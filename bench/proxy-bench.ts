@@ -127,6 +127,16 @@ export function keepAliveTask(client: KeepAliveClient): () => Promise<void> {
   };
 }
 
+/** (c) as a load that keeps its client connections between runs (an A/B of two builds in interleaved rounds). */
+export function plainKeepAlive(route: Route, servers: BenchServers, concurrency: number): { run: (settings: LoadSettings) => Promise<LoadResult>; close: () => void } {
+  const client = new KeepAliveClient(route, servers, concurrency);
+  const task = keepAliveTask(client);
+  return {
+    run: (settings) => runLoad({ count: settings.count, timeCapMs: settings.timeCapMs, concurrency: Math.min(concurrency, settings.concurrency), task }),
+    close: () => client.close(),
+  };
+}
+
 /** (a) alone, for one route: `rounds` rounds of settings.count requests. */
 export async function tunnelTlsRate(route: Route, servers: BenchServers, settings: LoadSettings, rounds = 1): Promise<RateResult> {
   const acc = new RateAccumulator(route, settings.concurrency);

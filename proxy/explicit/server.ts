@@ -3,6 +3,7 @@ import net from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
 import { authorize, type AuthorizeContext, type Authorization } from '../../decision/authorize.js';
 import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
+import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
 import { frontConnects } from './connect-front.js';
 import { UpstreamConnectError } from '../../net/connect.js';
@@ -49,9 +50,9 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const client = clientOf(req.socket);
-    let target: URL;
+    let target: AbsoluteTarget;
     try {
-      target = new URL(req.url ?? '');
+      target = parseAbsoluteTarget(req.url ?? '');
     } catch {
       sendProxyError(res, 400, `egress-guard is a forward proxy: "${req.url}" is not an absolute URI (set HTTP_PROXY, or use CONNECT)`);
       events.log.warn({ client, url: req.url?.slice(0, 200) }, 'request without an absolute URI');

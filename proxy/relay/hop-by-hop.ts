@@ -8,6 +8,8 @@ const NEVER_STRIPPED = new Set(['content-length', 'transfer-encoding', 'host']);
 
 /** The headers a Connection header's value names, lower-cased, beyond the hop-by-hop ones (never one of NEVER_STRIPPED). */
 function addNamed(value: string, named: Set<string> | undefined): Set<string> | undefined {
+  // The usual value names only a hop-by-hop header: nothing to split.
+  if (value === 'keep-alive' || value === 'Keep-Alive') return named;
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
     if (name && !HOP_BY_HOP.has(name) && !NEVER_STRIPPED.has(name)) (named ??= new Set()).add(name);

@@ -11,6 +11,7 @@ import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
 import { endToEndHeaders } from './hop-by-hop.js';
 import { sendProxyError } from './error-response.js';
+import { UpstreamPool, type ConnectOptions } from './upstream-pool.js';
 
 /** Destroy `socket` with ETIMEDOUT unless `connected` comes within `ms` (the agents' own connect timeout). */
 function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect' | 'secureConnect', ms: number): T {
@@ -20,13 +21,25 @@ function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect
   return socket;
 }
 
+/** Idle upstream connections kept per checked address (and server name); as many as the agents' `maxFreeSockets` were. */
+const MAX_IDLE_PER_ADDRESS = 64;
+
 /** An agent that connects to exactly the address it is given, with a connect timeout. */
 class CheckedAddressAgent extends http.Agent {
+  private readonly pool: UpstreamPool;
+  private readonly connect = (options: ConnectOptions) => this.createConnection(options as net.NetConnectOpts);
+
   constructor(
     private readonly connectTimeoutMs: number,
     private readonly idleTimeoutMs: number,
   ) {
-    super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
+    super({ keepAlive: true, timeout: idleTimeoutMs });
+    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS });
+  }
+
+  /** Node's client asks for every request's socket here: one of the pool's (node's own pool is not used). */
+  addRequest(req: http.ClientRequest, options: ConnectOptions): void {
+    this.pool.assign(req, `${options.host}:${options.port}`, this.connect, options);
   }
 
   override createConnection(options: net.NetConnectOpts): net.Socket {
@@ -42,13 +55,22 @@ class CheckedAddressAgent extends http.Agent {
  * that was decided (the Host sent upstream is that name, from which node takes the servername), never less.
  */
 class CheckedAddressTlsAgent extends https.Agent {
+  private readonly pool: UpstreamPool;
+  private readonly connect = (options: ConnectOptions) => this.createConnection(options);
+
   constructor(
     private readonly connectTimeoutMs: number,
     private readonly idleTimeoutMs: number,
     /** Roots to verify upstream servers with, parsed once (a `ca` list per connect costs ~100 ms of blocked loop). */
     private readonly trust: (() => tls.SecureContext) | undefined,
   ) {
-    super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: idleTimeoutMs });
+    super({ keepAlive: true, timeout: idleTimeoutMs });
+    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS });
+  }
+
+  /** As CheckedAddressAgent's: the pool's key is getName's (address, port, server name). */
+  addRequest(req: http.ClientRequest, options: ConnectOptions): void {
+    this.pool.assign(req, this.getName(options), this.connect, options);
   }
 
   /**

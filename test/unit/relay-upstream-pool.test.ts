@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { once } from 'node:events';
+import { serverIdleLimitMs, UpstreamPool, type ConnectOptions } from '../../proxy/relay/upstream-pool.js';
+
+/** An agent whose sockets come from an UpstreamPool, as the forwarder's agents do. */
+class PoolAgent extends http.Agent {
+  readonly pool: UpstreamPool;
+  readonly connections: net.Socket[] = [];
+  constructor(idleTimeoutMs: number, maxIdlePerKey: number) {
+    super({ keepAlive: true, timeout: idleTimeoutMs });
+    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey });
+  }
+  addRequest(req: http.ClientRequest, options: ConnectOptions): void {
+    this.pool.assign(
+      req,
+      `${options.host}:${options.port}`,
+      (o) => {
+        const socket = net.connect({ host: o.host!, port: Number(o.port) }).setTimeout(30_000);
+        this.connections.push(socket);
+        return socket;
+      },
+      options,
+    );
+  }
+}
+
+describe('UpstreamPool: keep-alive upstream connections for node client', () => {
+  let server: http.Server;
+  let port: number;
+  /** Upstream connections the server has seen close. */
+  let closed = 0;
+  const slow = new Set<string>();
+
+  before(async () => {
+    server = http.createServer((req, res) => {
+      const answer = () => res.end(`${req.url} on ${req.socket.remotePort}`);
+      if (slow.has(req.url ?? '')) setTimeout(answer, 100);
+      else answer();
+    });
+    server.on('connection', (s: net.Socket) => s.once('close', () => closed++));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    port = (server.address() as net.AddressInfo).port;
+  });
+
+  after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+
+  function get(agent: http.Agent, path: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path, agent }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.once('end', () => resolve(body));
+      });
+      req.setTimeout(5000, () => req.destroy(new Error('timed out')));
+      req.once('error', reject);
+      req.end();
+    });
+  }
+
+  /** Resolves when `check()` holds; rejects after 5 s (a leak fails the test, never hangs it). */
+  async function until(check: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 5000;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`not within 5 s: ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  test('sequential requests go over one connection, which waits idle in the pool between them', async () => {
+    const agent = new PoolAgent(30_000, 4);
+    try {
+      const ports = new Set<string>();
+      for (let i = 0; i < 5; i++) {
+        const body = await get(agent, `/seq-${i}`);
+        assert.match(body, new RegExp(`^/seq-${i} on `));
+        ports.add(body.split(' on ')[1]!);
+        await until(() => agent.pool.idleCount() === 1, 'the connection back in the pool');
+      }
+      assert.equal(ports.size, 1);
+      assert.equal(agent.connections.length, 1);
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('a connection the server closes while idle leaves the pool; the next request opens a new one', async () => {
+    const agent = new PoolAgent(30_000, 4);
+    try {
+      await get(agent, '/before');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      const closedBefore = closed;
+      server.closeIdleConnections();
+      await until(() => closed > closedBefore && agent.pool.idleCount() === 0, 'the closed connection out of the pool');
+      assert.match(await get(agent, '/after'), /^\/after on /);
+      assert.equal(agent.connections.length, 2);
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('an idle connection is closed after the idle timeout (and one in use is not taken from its request)', async () => {
+    const agent = new PoolAgent(300, 4);
+    try {
+      await get(agent, '/idle');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      await until(() => agent.connections[0]!.destroyed && agent.pool.idleCount() === 0, 'the idle connection closed by its timeout');
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('no more idle connections per key than the limit; the rest are closed', async () => {
+    const agent = new PoolAgent(30_000, 2);
+    try {
+      for (const p of ['/c-1', '/c-2', '/c-3', '/c-4']) slow.add(p);
+      const bodies = await Promise.all(['/c-1', '/c-2', '/c-3', '/c-4'].map((p) => get(agent, p)));
+      assert.equal(new Set(bodies.map((b) => b.split(' on ')[1])).size, 4, 'four requests at once, four connections');
+      await until(() => agent.connections.filter((s) => s.destroyed).length === 2, 'two connections closed');
+      assert.equal(agent.pool.idleCount(), 2);
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test("the server's Keep-Alive timeout, less a second, bounds an idle connection; timeout=1 is not kept", async () => {
+    const agent = new PoolAgent(30_000, 4);
+    try {
+      server.keepAliveTimeout = 3000;
+      await get(agent, '/hint-3');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      assert.equal((agent.connections[0] as net.Socket & { timeout?: number }).timeout, 2000);
+      server.keepAliveTimeout = 1000;
+      await get(agent, '/hint-1');
+      await until(() => agent.connections[0]!.destroyed, 'the connection the server would close at once not kept');
+      assert.equal(agent.pool.idleCount(), 0);
+    } finally {
+      server.keepAliveTimeout = 5000;
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('serverIdleLimitMs reads Keep-Alive: timeout=N from the raw headers', () => {
+    assert.equal(serverIdleLimitMs(['Content-Length', '2', 'Keep-Alive', 'timeout=5']), 4000);
+    assert.equal(serverIdleLimitMs(['keep-alive', 'timeout=1, max=100']), 0);
+    assert.equal(serverIdleLimitMs(['Connection', 'keep-alive']), undefined);
+    assert.equal(serverIdleLimitMs(['Keep-Alive', 'max=5']), undefined);
+  });
+
+  test('an error on an idle connection closes it without an unhandled error', async () => {
+    const agent = new PoolAgent(30_000, 4);
+    try {
+      await get(agent, '/err');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      agent.connections[0]!.emit('error', new Error('ECONNRESET while idle'));
+      await until(() => agent.pool.idleCount() === 0 && agent.connections[0]!.destroyed, 'the failed connection gone');
+      assert.match(await get(agent, '/next'), /^\/next on /);
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+});
