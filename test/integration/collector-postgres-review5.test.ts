@@ -96,4 +96,61 @@ describe('PostgreSQL store: review findings (a real server started for the test)
       }
     },
   );
+  it(
+    'four collectors storing random cuts of pairs (repeats, closes alone, before, after, on the next day) at once: each event once, aggregates and job events equal the recount',
+    { timeout: 120_000 },
+    async () => {
+      const { url, store } = await open();
+      const stores = [store, ...(await Promise.all([1, 2, 3].map(() => PostgresStore.open(url))))];
+      try {
+        let seed = 12345;
+        const random = (n: number) => {
+          seed = (seed * 1103515245 + 12345) % 2 ** 31;
+          return seed % n;
+        };
+        const start = Date.UTC(2026, 10, 22, 23, 59, 59, 500); // a half second before midnight: some closes on the next day
+        const events: Array<DecisionEvent | CloseEvent> = [];
+        for (let i = 0; i < 400; i++) {
+          const d = testDecision(i % 3 ? randomUUID() : `stress-${i}`, start + random(400), `h${i % 4}.stress.test`, { job_id: `stress-job-${i % 5}`, repository: 'org/s' });
+          events.push(d);
+          if (i % 7 === 0) continue; // no close
+          events.push(testClose(d, [0, 1, 30, 800, -3][i % 5]!, i, 7 * i));
+        }
+        for (let round = 0; round < 6; round++) {
+          const batches = stores.map(() => {
+            const batch: Array<DecisionEvent | CloseEvent> = [];
+            for (let k = 0; k < 150; k++) batch.push(events[random(events.length)]!);
+            return batch;
+          });
+          await Promise.all(batches.map((b, i) => stores[i]!.insert(b)));
+        }
+        await Promise.all(stores.map((s, i) => s.insert(events.filter((_, k) => k % 4 === i))));
+        assert.equal(await store.count(), events.length);
+        assert.deepEqual(await store.insert(events), { stored: 0, duplicates: events.length });
+        const model = new StoreModel(() => false);
+        model.insert(events);
+        assert.deepEqual(
+          (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job)),
+          model.jobs(),
+        );
+        for (const job of model.jobs()) {
+          const all = await store.jobEvents(job.job, 10_000);
+          const mine = new Set(events.filter((e) => e.event === 'decision' && e.ci!.job_id === job.job).map((e) => e.id));
+          const expected = events
+            .filter((e) => mine.has(e.id))
+            .map((e) => ({ e, t: Date.parse(e.time), ev: e.event === 'decision' ? 0 : 1 }))
+            .sort((a, b) => a.t - b.t || a.ev - b.ev);
+          assert.equal(all.length, expected.length, job.job);
+          assert.deepEqual(
+            all.map((e) => `${e.time} ${e.event}`),
+            expected.map((x) => `${x.e.time} ${x.e.event}`),
+            job.job,
+          );
+          for (const limit of [1, 7, 40]) assert.deepEqual(await store.jobEvents(job.job, limit), all.slice(0, limit), `${job.job}, the first ${limit}`);
+        }
+      } finally {
+        await Promise.all(stores.map((s) => s.close()));
+      }
+    },
+  );
 });
