@@ -85,10 +85,11 @@ const CLOSE_LOOKUP_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::b
 
 /**
  * Every close writer first takes CLOSES_LOCK (two int keys: a space apart from the ids' bigint keys), shared when it
- * then takes its ids' locks, exclusive when its batch has more than MAX_CLOSE_LOCKS closes: one lock per close of a
- * batch of the collector's largest size (10,000 events) overflowed PostgreSQL's lock table on its own (6,400 entries
- * by default: "out of shared memory" on every retry, the batch never stored). Such a batch excludes every other close
- * writer instead, which a small batch's shared lock makes wait.
+ * then takes its ids' locks, exclusive when its batch has more than MAX_CLOSE_LOCKS closes: one lock per close of
+ * batches of the collector's largest size (10,000 events) overflowed PostgreSQL's lock table ("out of shared memory":
+ * on a default server, 100 connections, two transactions of 8,000 locks at once, or one of 14,000; with 50
+ * connections one of 10,000, on every retry: the batch never stored). Such a batch excludes every other close writer
+ * instead, which a small batch's shared lock makes wait.
  */
 const CLOSES_LOCK = [0x6567_7267, 1] as const;
 export const MAX_CLOSE_LOCKS = 1_000;
