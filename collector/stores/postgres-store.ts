@@ -219,16 +219,23 @@ export class PostgresStore implements EventStore {
     }
   }
 
-  /** A transaction retried on deadlock, serialization failure, or a partition dropped under it. */
-  private async retried<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * A transaction retried on deadlock, serialization failure, or a partition dropped under it (`times`: the rows'
+   * times, whose day partitions are made again before the retry: another collector's retention may have dropped one
+   * this one had made, and without it every retry failed the same way).
+   */
+  private async retried<T>(work: (client: pg.PoolClient) => Promise<T>, times: readonly number[] = []): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.transaction(work);
       } catch (err) {
         const code = (err as { code?: string }).code;
         if (attempt >= 5 || !code || !RETRYABLE.has(code)) throw err;
-        if (code === '23514') this.partitions.clear();
         await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
+        if (code === '23514') {
+          this.partitions.clear();
+          await this.ensurePartitions(times);
+        }
       }
     }
   }
@@ -445,7 +452,8 @@ export class PostgresStore implements EventStore {
     const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody, joinsDecision);
     const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event)]));
     const key = (r: EventRowV2) => stored.get(r)!;
-    await this.ensurePartitions(rows.map((r) => r.time));
+    const times = rows.map((r) => r.time);
+    await this.ensurePartitions(times);
     const decisions = rows.filter((r) => r.event === DECISION);
     const closes = rows.filter((r) => r.event === CLOSE);
     const locks = closeLocks(closes.map(key));
@@ -470,7 +478,7 @@ export class PostgresStore implements EventStore {
       // again (and a repeated close stored unlinked then is linked by it, whatever this batch's lookup found). Only a
       // pair that this transaction stored both halves of is settled.
       return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
-    });
+    }, times);
     if (recheck.length > 0) await this.relink(recheck, key);
     return { stored: inserted, duplicates: events.length - inserted };
   }

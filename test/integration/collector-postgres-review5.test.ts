@@ -153,4 +153,20 @@ describe('PostgreSQL store: review findings (a real server started for the test)
       }
     },
   );
+  it("an event of a day whose partition another collector's retention dropped after this one made it is stored (every retry failed before)", { timeout: 60_000 }, async () => {
+    const { url, store } = await open();
+    const other = await PostgresStore.open(url);
+    try {
+      const day = Date.UTC(2026, 10, 10);
+      const d = testDecision(randomUUID(), day + 3_600_000, 'late.test', { job_id: 'late-job', repository: 'org/late' });
+      assert.equal((await store.insert([d])).stored, 1); // this collector made the day's partition
+      await other.retain(new Date(day + 86_400_000)); // the other drops it
+      const late = testDecision(randomUUID(), day + 7_200_000, 'late.test', { job_id: 'late-job', repository: 'org/late' });
+      assert.deepEqual(await store.insert([late, testClose(late, 10, 1, 2)]), { stored: 2, duplicates: 0 });
+      assert.equal(await store.count(), 2);
+    } finally {
+      await store.close();
+      await other.close();
+    }
+  });
 });
