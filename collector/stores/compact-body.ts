@@ -487,6 +487,7 @@ class Reader {
 
   address(): string {
     const tag = this.byte();
+    if (tag > A_LOOPBACK_PORT) throw corrupt();
     if (tag === A_TEXT) return this.text();
     if (tag === A_LOOPBACK_PORT) return `127.0.0.1:${this.u16()}`;
     const ip = `${this.byte()}.${this.byte()}.${this.byte()}.${this.byte()}`;
@@ -495,6 +496,7 @@ class Reader {
 
   rule(host: string): string | null {
     const tag = this.byte();
+    if (tag > T_MARKED) throw corrupt();
     if (tag === T_NULL) return null;
     const s = this.text();
     return tag === T_MARKED ? s.split(HOST_MARK).join(host) : s;
@@ -503,6 +505,7 @@ class Reader {
   /** A message; its rule's mark is put back by the caller (`withRule`), once the rule is read. */
   message(host: string): { text: string; ruleMarked: boolean } {
     const tag = this.byte();
+    if (tag === T_NULL || tag > T_MARKED_RULE) throw corrupt();
     let s = this.text();
     if (tag === T_TEXT) return { text: s, ruleMarked: false };
     for (let i = PHRASES.length - 1; i >= 0; i--) if (s.includes(PHRASE_MARKS[i]!)) s = s.split(PHRASE_MARKS[i]!).join(PHRASES[i]!);
@@ -512,8 +515,14 @@ class Reader {
 
   named(names: readonly string[]): string {
     const i = this.byte();
+    if (i > names.length) throw corrupt();
     return i === 0 ? this.text() : names[i - 1]!;
   }
+}
+
+/** A body no writer makes (a damaged row): an error, never an event with a field missing or wrong. */
+function corrupt(): Error {
+  return new Error('stored event body is corrupt');
 }
 
 /** The header of a version 3 body: its flags, enum byte, field names in order, and where the id (if kept) starts. */
@@ -522,6 +531,8 @@ function readHeader(body: Buffer): { flags: number; enums: number; keys: readonl
   const flags = r.byte();
   const enums = r.byte();
   const close = (flags & F_CLOSE) !== 0;
+  // Flags no writer sets, both times, an outcome past the list, bits past the mode (a close: past the kind).
+  if (flags >= 128 || (flags & F_TIME && flags & F_TIME_DELTA) || (close ? enums > 7 : enums >= 64 || ((enums >> 3) & 3) === 3)) throw corrupt();
   const fields = close ? CLOSE_FIELDS : DECISION_FIELDS;
   let keys: string[];
   if (flags & F_EXPLICIT) {
@@ -531,6 +542,7 @@ function readHeader(body: Buffer): { flags: number; enums: number; keys: readonl
   } else {
     const mask = r.byte();
     const optional = close ? CLOSE_OPTIONAL : DECISION_OPTIONAL;
+    if (mask >= 1 << optional.length) throw corrupt();
     const order = (close ? ORDERS.close : ORDERS.decision)[flags & F_TIME_FIRST ? 1 : 0]!;
     keys = order.filter((k) => {
       const bit = optional.indexOf(k);
@@ -629,11 +641,13 @@ export function unpackCompact(body: Buffer, id: string, host: string, timeMs: nu
     const rule = e.rule.includes(host) ? e.rule.split(host).join(HOST_MARK) : e.rule;
     e.message = message.text.split(RULE_MARK).join(rule).split(HOST_MARK).join(host);
   }
+  if (r.pos !== body.length) throw corrupt(); // bytes no field read
   return e as unknown as EgressEvent;
 }
 
 function readCi(r: Reader, job: string | null): Record<string, unknown> {
   const mask = r.byte();
+  if (mask & ~(CI_JOB_FROM_ROW | 15)) throw corrupt();
   const ci: Record<string, unknown> = {};
   for (const [bit, key] of CI_FIELDS.entries()) {
     if ((mask & (1 << bit)) === 0) continue;

@@ -83,8 +83,24 @@ const CLOSE_LOOKUP_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::b
   SELECT c.* FROM unnest($4::uuid[], $5::bigint[]) AS x(key, time) CROSS JOIN LATERAL (
     SELECT eg_decision_key(c.key) AS key, NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c WHERE c.key = x.key AND c.time = x.time LIMIT 1) AS c`;
 
-/** Locks of a batch's ids that have a close, taken in the order given (sorted: two batches never wait on each other in a cycle). */
-const CLOSE_LOCKS_SQL = 'SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k';
+/**
+ * Every close writer first takes CLOSES_LOCK (two int keys: a space apart from the ids' bigint keys), shared when it
+ * then takes its ids' locks, exclusive when its batch has more than MAX_CLOSE_LOCKS closes: one lock per close of
+ * batches of the collector's largest size (10,000 events) overflowed PostgreSQL's lock table ("out of shared memory":
+ * on a default server, 100 connections, two transactions of 8,000 locks at once, or one of 14,000; with 50
+ * connections one of 10,000, on every retry: the batch never stored). Such a batch excludes every other close writer
+ * instead, which a small batch's shared lock makes wait.
+ */
+const CLOSES_LOCK = [0x6567_7267, 1] as const;
+export const MAX_CLOSE_LOCKS = 1_000;
+
+/**
+ * Locks of a batch's ids that have a close, taken in the order given after CLOSES_LOCK shared (the first element, a
+ * placeholder; sorted: two batches never wait on each other in a cycle).
+ */
+const CLOSE_LOCKS_SQL = `SELECT CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]}) ELSE pg_advisory_xact_lock(k) END
+  FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i)`;
+const ALL_CLOSES_LOCK_SQL = `SELECT pg_advisory_xact_lock(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]})`;
 
 const INSERT_EVENTS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
   SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[], $11::bytea[])
@@ -203,16 +219,23 @@ export class PostgresStore implements EventStore {
     }
   }
 
-  /** A transaction retried on deadlock, serialization failure, or a partition dropped under it. */
-  private async retried<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * A transaction retried on deadlock, serialization failure, or a partition dropped under it (`times`: the rows'
+   * times, whose day partitions are made again before the retry: another collector's retention may have dropped one
+   * this one had made, and without it every retry failed the same way).
+   */
+  private async retried<T>(work: (client: pg.PoolClient) => Promise<T>, times: readonly number[] = []): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.transaction(work);
       } catch (err) {
         const code = (err as { code?: string }).code;
         if (attempt >= 5 || !code || !RETRYABLE.has(code)) throw err;
-        if (code === '23514') this.partitions.clear();
         await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
+        if (code === '23514') {
+          this.partitions.clear();
+          await this.ensurePartitions(times);
+        }
       }
     }
   }
@@ -429,7 +452,8 @@ export class PostgresStore implements EventStore {
     const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody, joinsDecision);
     const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event)]));
     const key = (r: EventRowV2) => stored.get(r)!;
-    await this.ensurePartitions(rows.map((r) => r.time));
+    const times = rows.map((r) => r.time);
+    await this.ensurePartitions(times);
     const decisions = rows.filter((r) => r.event === DECISION);
     const closes = rows.filter((r) => r.event === CLOSE);
     const locks = closeLocks(closes.map(key));
@@ -438,7 +462,8 @@ export class PostgresStore implements EventStore {
       const links: Link[] = [];
       // Every writer of a close holds its id's lock while it looks where the close is and puts it there, so a close
       // is stored once, as a row of its own or in its decision's row, whatever other collectors do meanwhile.
-      if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [locks] });
+      if (locks.length > MAX_CLOSE_LOCKS) await client.query(ALL_CLOSES_LOCK_SQL);
+      else if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [['0', ...locks]] });
       const lost = await this.storePass(client, decisions, closes, key, inserted, links);
       if (lost.length > 0) await this.storePass(client, [], lost, key, inserted, links);
       const newDecisions = decisions.filter((r) => inserted.has(r.ref));
@@ -453,7 +478,7 @@ export class PostgresStore implements EventStore {
       // again (and a repeated close stored unlinked then is linked by it, whatever this batch's lookup found). Only a
       // pair that this transaction stored both halves of is settled.
       return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
-    });
+    }, times);
     if (recheck.length > 0) await this.relink(recheck, key);
     return { stored: inserted, duplicates: events.length - inserted };
   }

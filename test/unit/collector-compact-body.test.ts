@@ -308,3 +308,61 @@ it("the sidecar's own lines (the event log's decisions of each shape, a connecti
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it('a damaged version 3 body (a flag, an outcome, a tag or a list index no writer makes, or bytes after its last field) is an error, never a wrong event', () => {
+  const decision: EgressEvent = {
+    schema: 1,
+    event: 'decision',
+    id: '0b6f4f0e-1d2c-4b6a-8e7f-0a1b2c3d4e5f',
+    time: '2026-11-20T10:00:00.000Z',
+    kind: 'connect',
+    client: '127.0.0.1:40000',
+    host: 'registry.npmjs.org',
+    port: 443,
+    decision: 'allowed',
+    reason: 'allowed-endpoint',
+    rule: 'registry.npmjs.org:443',
+    message: 'allowed by endpoint registry.npmjs.org:443',
+    mode: 'block',
+    ci: { repository: 'org/repo', job_id: 'job-1' },
+  };
+  const close: EgressEvent = {
+    schema: 1,
+    event: 'close',
+    id: decision.id,
+    time: '2026-11-20T10:00:01.000Z',
+    kind: 'connect',
+    client: '127.0.0.1:40000',
+    host: 'registry.npmjs.org',
+    port: 443,
+    ip: '104.16.0.1',
+    bytes_in: 10,
+    bytes_out: 20,
+    duration_ms: 1000,
+    error: 'idle-timeout',
+  };
+  const unpack = (body: Buffer, e: EgressEvent) => unpackEvent(body, e.id, e.host, Date.parse(e.time), 'job-1', { in: 10, out: 20 });
+  const d = packBody(decision, Date.parse(decision.time));
+  const c = packBody(close, Date.parse(close.time));
+  assert.equal(d[0], 3);
+  assert.equal(c[0], 3);
+  assert.equal(JSON.stringify(unpack(d, decision)), JSON.stringify(decision));
+  assert.equal(JSON.stringify(unpack(c, close)), JSON.stringify(close));
+  const damaged = (body: Buffer, at: number, value: number) => {
+    const copy = Buffer.from(body);
+    copy[at] = value;
+    return copy;
+  };
+  const cases: Array<[string, Buffer, EgressEvent]> = [
+    ['an outcome past the list', damaged(d, 2, d[2]! | (3 << 3)), decision],
+    ['a bit past the mode', damaged(d, 2, d[2]! | 64), decision],
+    ['a close enum past the kind', damaged(c, 2, c[2]! | 8), close],
+    ['an unknown flag', damaged(d, 1, d[1]! | 128), decision],
+    ['both a time and a time delta', damaged(c, 1, c[1]! | 16 | 64), close],
+    ['an order mask past the optional fields', damaged(c, 3, c[3]! | 128), close],
+    ['an error past the list', damaged(c, c.length - 1, 200), close],
+    ['bytes after the last field', Buffer.concat([d, Buffer.of(0)]), decision],
+    ['a close with bytes after its last field', Buffer.concat([c, Buffer.of(7)]), close],
+  ];
+  for (const [what, body, e] of cases) assert.throws(() => unpack(body, e), /stored event body/, what);
+});
