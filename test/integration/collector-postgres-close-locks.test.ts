@@ -7,17 +7,17 @@ import type { CloseEvent, DecisionEvent } from '../../events/schema.js';
 import { StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
 import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
 
-/** Review findings on the PostgreSQL store's close in its decision's row (each test failed before its fix). */
+/** The PostgreSQL store's close in its decision's row under large batches, concurrent cuts and retention (each test failed before its fix). */
 
 /** The collector's largest batch (server.ts DEFAULT_LIMITS.maxEvents). */
 const MAX_EVENTS = 10_000;
 
-describe('PostgreSQL store: review findings (a real server started for the test)', () => {
+describe('PostgreSQL store: close locks under large and concurrent batches, partitions dropped meanwhile (a real server started for the test)', () => {
   let cluster: PostgresCluster | undefined;
   let admin: pg.Client;
   let databases = 0;
   const open = async () => {
-    const name = `review5_${++databases}`;
+    const name = `close_locks_${++databases}`;
     await admin.query(`CREATE DATABASE ${name}`);
     const url = cluster!.url.replace(/\/[^/]*$/, `/${name}`);
     return { url, store: await PostgresStore.open(url) };
