@@ -85,6 +85,9 @@ export class UpstreamPool {
       const entry = socket[entryOf]!;
       entry.idle = false;
       if (socket.destroyed || !socket.writable) continue;
+      // Idle, it may have waited under the server's shorter Keep-Alive hint: the request on it gets the whole idle
+      // timeout, as on a new connection (else a slow answer on a reused connection is a 504 after the hint).
+      if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);
       socket.ref();
       return socket;
     }

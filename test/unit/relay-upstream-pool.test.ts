@@ -33,11 +33,14 @@ describe('UpstreamPool: keep-alive upstream connections for node client', () => 
   /** Upstream connections the server has seen close. */
   let closed = 0;
   const slow = new Set<string>();
+  /** Paths answered only after 1.5 s. */
+  const slower = new Set<string>();
 
   before(async () => {
     server = http.createServer((req, res) => {
       const answer = () => res.end(`${req.url} on ${req.socket.remotePort}`);
-      if (slow.has(req.url ?? '')) setTimeout(answer, 100);
+      if (slower.has(req.url ?? '')) setTimeout(answer, 1500);
+      else if (slow.has(req.url ?? '')) setTimeout(answer, 100);
       else answer();
     });
     server.on('connection', (s: net.Socket) => s.once('close', () => closed++));
@@ -141,6 +144,36 @@ describe('UpstreamPool: keep-alive upstream connections for node client', () => 
       await get(agent, '/hint-1');
       await until(() => agent.connections[0]!.destroyed, 'the connection the server would close at once not kept');
       assert.equal(agent.pool.idleCount(), 0);
+    } finally {
+      server.keepAliveTimeout = 5000;
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test("a reused connection's request has the whole idle timeout, not the server's Keep-Alive hint the idle wait had", async () => {
+    const agent = new PoolAgent(30_000, 4);
+    try {
+      server.keepAliveTimeout = 2000;
+      await get(agent, '/hinted-fast');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      slower.add('/hinted-slow');
+      // As the forwarder: a request 'timeout' (the socket's, relayed by node's client) fails the request; and no
+      // request timeout of its own, which would set the socket's and hide the pool's.
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path: '/hinted-slow', agent }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.once('end', () => resolve(text));
+        });
+        req.on('timeout', () => req.destroy(new Error('upstream timed out')));
+        const bound = setTimeout(() => req.destroy(new Error('no answer within 5 s')), 5000);
+        req.once('close', () => clearTimeout(bound));
+        req.once('error', reject);
+        req.end();
+      });
+      assert.match(body, /^\/hinted-slow on /);
+      assert.equal(agent.connections.length, 1, 'the request went over the pooled connection');
     } finally {
       server.keepAliveTimeout = 5000;
       for (const s of agent.connections) s.destroy();
