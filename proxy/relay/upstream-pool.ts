@@ -31,6 +31,8 @@ export function serverIdleLimitMs(raw: readonly string[] | undefined): number | 
 interface PoolEntry {
   readonly key: string;
   idle: boolean;
+  /** When an idle connection is no longer reused (performance.now()): the server's Keep-Alive hint, less a second. */
+  staleAt?: number;
   /** Taken out of the pool dead (closed or closing while idle): neither idle nor busy. */
   gone?: boolean;
 }
@@ -135,15 +137,12 @@ export class UpstreamPool {
       const socket = list.pop()!;
       const entry = socket[entryOf]!;
       entry.idle = false;
-      if (socket.destroyed || !socket.writable) {
+      if (socket.destroyed || !socket.writable || (entry.staleAt !== undefined && performance.now() >= entry.staleAt)) {
         // Its 'close' may still be to come: it must not count as a busy connection closing.
         entry.gone = true;
         socket.destroy();
         continue;
       }
-      // Idle, it may have waited under the server's shorter Keep-Alive hint: the request on it gets the whole idle
-      // timeout, as on a new connection (else a slow answer on a reused connection is a 504 after the hint).
-      if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);
       socket.ref();
       this.busy.set(key, (this.busy.get(key) ?? 0) + 1);
       return socket;
@@ -206,10 +205,12 @@ export class UpstreamPool {
     const busy = (this.busy.get(entry.key) ?? 1) - 1;
     if (busy > 0) this.busy.set(entry.key, busy);
     else this.busy.delete(entry.key);
-    // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too, and
-    // closed before the server's own limit.
-    const timeout = serverLimit !== undefined && serverLimit < this.options.idleTimeoutMs ? serverLimit : this.options.idleTimeoutMs;
-    if (socket.timeout !== timeout) socket.setTimeout(timeout);
+    // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too. The
+    // server's shorter Keep-Alive hint is a time after which the connection is not reused (the server closes it
+    // then), not its timeout: that would stay on the socket for the next request (a slow answer on a reused
+    // connection was a 504 after the hint), and setting it back per request cost ~6% of a request's instructions.
+    if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);
+    entry.staleAt = serverLimit !== undefined && serverLimit < this.options.idleTimeoutMs ? performance.now() + serverLimit : undefined;
     // An idle connection does not keep the process alive (as the agent's own pool).
     socket.unref();
     entry.idle = true;
