@@ -23,6 +23,8 @@ function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect
 
 /** Idle upstream connections kept per checked address (and server name); as many as the agents' `maxFreeSockets` were. */
 const MAX_IDLE_PER_ADDRESS = 64;
+/** Upstream connections per checked address (and server name) with a request on them; more wait (the agents' `maxSockets` were 256). */
+const MAX_BUSY_PER_ADDRESS = 256;
 
 /** An agent that connects to exactly the address it is given, with a connect timeout. */
 class CheckedAddressAgent extends http.Agent {
@@ -34,7 +36,7 @@ class CheckedAddressAgent extends http.Agent {
     private readonly idleTimeoutMs: number,
   ) {
     super({ keepAlive: true, timeout: idleTimeoutMs });
-    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS });
+    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS, maxBusyPerKey: MAX_BUSY_PER_ADDRESS });
   }
 
   /** Node's client asks for every request's socket here: one of the pool's (node's own pool is not used). */
@@ -65,7 +67,7 @@ class CheckedAddressTlsAgent extends https.Agent {
     private readonly trust: (() => tls.SecureContext) | undefined,
   ) {
     super({ keepAlive: true, timeout: idleTimeoutMs });
-    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS });
+    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS, maxBusyPerKey: MAX_BUSY_PER_ADDRESS });
   }
 
   /** As CheckedAddressAgent's: the pool's key is getName's (address, port, server name). */

@@ -31,6 +31,10 @@ export function serverIdleLimitMs(raw: readonly string[] | undefined): number | 
 interface PoolEntry {
   readonly key: string;
   idle: boolean;
+  /** When an idle connection is no longer reused (performance.now()): the server's Keep-Alive hint, less a second. */
+  staleAt?: number;
+  /** Taken out of the pool dead (closed or closing while idle): neither idle nor busy. */
+  gone?: boolean;
 }
 
 const entryOf = Symbol('egress-guard upstream pool entry');
@@ -44,6 +48,18 @@ export interface UpstreamPoolOptions {
   idleTimeoutMs: number;
   /** Idle connections kept per key; one more is closed. */
   maxIdlePerKey: number;
+  /**
+   * Connections per key with a request on them (or connecting) at most; more requests wait for one, in order (as
+   * `http.Agent`'s maxSockets). Unbounded when absent.
+   */
+  maxBusyPerKey?: number;
+}
+
+/** A request waiting for a connection to its key (the key at its limit of busy connections). */
+interface Waiting {
+  readonly req: http.ClientRequest;
+  readonly connect: (options: ConnectOptions) => Duplex;
+  readonly options: ConnectOptions;
 }
 
 /**
@@ -58,6 +74,9 @@ export interface UpstreamPoolOptions {
  */
 export class UpstreamPool {
   private readonly idle = new Map<string, Tracked[]>();
+  /** Connections per key that are open and not idle. */
+  private readonly busy = new Map<string, number>();
+  private readonly waiting = new Map<string, Waiting[]>();
 
   constructor(private readonly options: UpstreamPoolOptions) {}
 
@@ -67,8 +86,42 @@ export class UpstreamPool {
    * 'timeout' to the request).
    */
   assign(req: http.ClientRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions): void {
-    const socket = this.take(key) ?? this.adopt(connect(options) as Tracked, key);
-    req.onSocket(socket as unknown as net.Socket);
+    const socket = this.take(key);
+    if (socket) return req.onSocket(socket as unknown as net.Socket);
+    // Without a bound, one client's pipelined requests would each open a connection at once (400 requests, 400).
+    if ((this.busy.get(key) ?? 0) >= (this.options.maxBusyPerKey ?? Infinity)) {
+      let queue = this.waiting.get(key);
+      if (!queue) this.waiting.set(key, (queue = []));
+      queue.push({ req, connect, options });
+      return;
+    }
+    this.open(req, key, connect, options);
+  }
+
+  /**
+   * A new connection for `req`. A connect that throws (a marked socket the kernel will not make: EPERM) fails the
+   * request with that error, as node's agent passes a failed connect: thrown here it would escape http.request (a
+   * 400 for the client) or, for a waiting request, a socket's 'close' listener (the process).
+   */
+  private open(req: http.ClientRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions): void {
+    let socket: Tracked;
+    try {
+      socket = connect(options) as Tracked;
+    } catch (err) {
+      return (req.onSocket as (socket: net.Socket | undefined, err: Error) => void)(undefined, err as Error);
+    }
+    req.onSocket(this.adopt(socket, key) as unknown as net.Socket);
+  }
+
+  /** The next waiting request for `key` still wanted (one its client gave up on is skipped). */
+  private nextWaiting(key: string): Waiting | undefined {
+    const queue = this.waiting.get(key);
+    while (queue && queue.length > 0) {
+      const next = queue.shift()!;
+      if (!next.req.destroyed) return next;
+    }
+    if (queue) this.waiting.delete(key);
+    return undefined;
   }
 
   /** Idle connections held now (for tests). */
@@ -84,8 +137,14 @@ export class UpstreamPool {
       const socket = list.pop()!;
       const entry = socket[entryOf]!;
       entry.idle = false;
-      if (socket.destroyed || !socket.writable) continue;
+      if (socket.destroyed || !socket.writable || (entry.staleAt !== undefined && performance.now() >= entry.staleAt)) {
+        // Its 'close' may still be to come: it must not count as a busy connection closing.
+        entry.gone = true;
+        socket.destroy();
+        continue;
+      }
       socket.ref();
+      this.busy.set(key, (this.busy.get(key) ?? 0) + 1);
       return socket;
     }
     return undefined;
@@ -95,6 +154,7 @@ export class UpstreamPool {
   private adopt(socket: Tracked, key: string): Tracked {
     const entry: PoolEntry = { key, idle: false };
     socket[entryOf] = entry;
+    this.busy.set(key, (this.busy.get(key) ?? 0) + 1);
     socket.on('free', () => this.release(socket));
     // With a request on it, node's client has its own listeners (the request's 'error' and 'timeout'); idle, an
     // error or the idle timeout closes it here, and 'close' takes it out of the pool.
@@ -105,13 +165,23 @@ export class UpstreamPool {
       if (entry.idle) socket.destroy();
     });
     socket.once('close', () => {
-      if (!entry.idle) return;
+      if (entry.gone) return;
+      if (!entry.idle) return this.closedBusy(key);
       entry.idle = false;
       const list = this.idle.get(key);
       const at = list?.indexOf(socket) ?? -1;
       if (at !== -1) list!.splice(at, 1);
     });
     return socket;
+  }
+
+  /** A busy connection closed: one fewer for its key, and room for a waiting request on a new connection. */
+  private closedBusy(key: string): void {
+    const count = (this.busy.get(key) ?? 1) - 1;
+    if (count > 0) this.busy.set(key, count);
+    else this.busy.delete(key);
+    const next = this.nextWaiting(key);
+    if (next) this.open(next.req, key, next.connect, next.options);
   }
 
   /** Back to the pool when its response ended with the connection kept open (node emits 'free' only then). */
@@ -126,10 +196,21 @@ export class UpstreamPool {
       return;
     }
     socket._httpMessage = null;
-    // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too, and
-    // closed before the server's own limit.
-    const timeout = serverLimit !== undefined && serverLimit < this.options.idleTimeoutMs ? serverLimit : this.options.idleTimeoutMs;
-    if (socket.timeout !== timeout) socket.setTimeout(timeout);
+    const next = this.nextWaiting(entry.key);
+    if (next) {
+      // Straight to a waiting request: it stays busy (and referenced), with the whole idle timeout.
+      if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);
+      return next.req.onSocket(socket as unknown as net.Socket);
+    }
+    const busy = (this.busy.get(entry.key) ?? 1) - 1;
+    if (busy > 0) this.busy.set(entry.key, busy);
+    else this.busy.delete(entry.key);
+    // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too. The
+    // server's shorter Keep-Alive hint is a time after which the connection is not reused (the server closes it
+    // then), not its timeout: that would stay on the socket for the next request (a slow answer on a reused
+    // connection was a 504 after the hint), and setting it back per request cost ~6% of a request's instructions.
+    if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);
+    entry.staleAt = serverLimit !== undefined && serverLimit < this.options.idleTimeoutMs ? performance.now() + serverLimit : undefined;
     // An idle connection does not keep the process alive (as the agent's own pool).
     socket.unref();
     entry.idle = true;

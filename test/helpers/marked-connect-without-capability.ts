@@ -1,10 +1,21 @@
 /**
  * A process that set a socket mark at start (as root) and then lost the capability to set marks (its effective
  * uid changed to 65534, which clears its effective capabilities): both ways of opening a tunnel's upstream
- * (node's socket, connectUpstream; the kernel relay's, connectUpstreamInKernel) must refuse the same way. Prints
- * one JSON line: each path's status and close error, or what it did instead. Run by test/unit/net-socket-mark.test.ts.
+ * (node's socket, connectUpstream; the kernel relay's, connectUpstreamInKernel) must refuse the same way, and so must
+ * a plain-HTTP request through the explicit proxy (the forwarder's agent, its upstream pool). Prints one JSON line:
+ * each path's status and close error, or what it did instead. Run by test/unit/net-socket-mark.test.ts.
  */
+import http from 'node:http';
 import net from 'node:net';
+import { AddressBook } from '../../decision/address-book.js';
+import { Resolver } from '../../decision/resolver.js';
+import { EventLog } from '../../events/event-log.js';
+import type { CloseEvent, EgressEvent } from '../../events/schema.js';
+import { buildPolicy } from '../../policy/index.js';
+import { createHttpProxyServer } from '../../proxy/explicit/server.js';
+import { createHttpForwarder } from '../../proxy/relay/http-forwarder.js';
+import { createTrafficCounters } from '../../proxy/relay/traffic-counters.js';
+import { spliceTunnel } from '../../proxy/relay/tunnel.js';
 import { connectUpstream, connectUpstreamInKernel, UpstreamConnectError } from '../../net/connect.js';
 import { cancelKernelUpstream } from '../../net/kernel-relay.js';
 import { useSocketMark } from '../../net/socket-mark.js';
@@ -25,7 +36,39 @@ async function outcome(connect: () => Promise<unknown>, close: (upstream: unknow
   }
 }
 
+/** An explicit proxy allowing `a.test` (at 127.0.0.1), listening; the close events it emits are kept in `closes`. */
+function explicitProxy(closes: CloseEvent[]): http.Server {
+  const origin = { file: 'test', line: 1 };
+  const policy = buildPolicy({
+    mode: { value: 'block', origin },
+    'allowed-endpoints': { value: 'a.test:*', origin },
+    'trusted-ranges': { value: '127.0.0.0/8', origin },
+  });
+  const events = new EventLog({ stdout: false });
+  events.subscribe((e: EgressEvent) => void (e.event === 'close' && closes.push(e)));
+  const resolver = new Resolver({ overrides: new Map([['a.test', ['127.0.0.1']]]), addressBook: new AddressBook() });
+  const forwarder = createHttpForwarder({ events, connectTimeoutMs: 2000, idleTimeoutMs: 5000 });
+  const context = { policy: () => policy, resolver, events };
+  return createHttpProxyServer({ ...context, counters: createTrafficCounters(), tunnel: spliceTunnel, connectTimeoutMs: 2000, idleTimeoutMs: 5000, maxTunnels: 10, forwarder });
+}
+
+/** A GET through the proxy: its status, and the error of the request's close event. */
+function forwarded(proxy: http.Server, closes: CloseEvent[], port: number): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const target = `a.test:${port}`;
+    const req = http.request({ host: '127.0.0.1', port: (proxy.address() as net.AddressInfo).port, path: `http://${target}/`, headers: { host: target } }, (res) => {
+      res.resume();
+      res.once('end', () => setImmediate(() => resolve({ status: res.statusCode ?? 0, error: closes[0]?.error ?? 'no close event' })));
+    });
+    req.once('error', (err) => resolve({ other: String(err) }));
+    req.end();
+  });
+}
+
 const server = net.createServer((socket) => socket.destroy());
+const closes: CloseEvent[] = [];
+const proxy = explicitProxy(closes);
+proxy.listen(0, '127.0.0.1');
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address() as net.AddressInfo;
   useSocketMark(0x5eed1e56);
@@ -39,8 +82,9 @@ server.listen(0, '127.0.0.1', () => {
       () => connectUpstreamInKernel('127.0.0.1', port, 2000),
       (id) => cancelKernelUpstream(id as number),
     ),
-  ]).then(([js, kernel]) => {
-    process.stdout.write(JSON.stringify({ js, kernel }) + '\n');
+    forwarded(proxy, closes, port),
+  ]).then(([js, kernel, forward]) => {
+    process.stdout.write(JSON.stringify({ js, kernel, forward }) + '\n');
     process.exit(0);
   });
 });

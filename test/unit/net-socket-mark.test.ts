@@ -135,12 +135,13 @@ test('an upstream the kernel relay opens (connectUpstreamInKernel) carries the m
   }
 });
 
-test('a mark that can no longer be set fails the upstream alike on both paths: 502 upstream-eperm, never an unmarked socket', async () => {
+test('a mark that can no longer be set fails the upstream alike on every path (tunnels and forwarded requests): 502 upstream-eperm, never an unmarked socket', async () => {
   assert.equal(kernelRelayUnavailable(), undefined, 'the kernel_relay addon is built (npm run install)');
   const helper = path.join(path.dirname(fileURLToPath(import.meta.url)), '../helpers/marked-connect-without-capability.js');
   const { stdout } = await run(process.execPath, [helper], { timeout: 15_000 });
   assert.deepEqual(JSON.parse(stdout), {
     js: { status: 502, error: 'upstream-eperm' },
     kernel: { status: 502, error: 'upstream-eperm' },
+    forward: { status: 502, error: 'upstream-eperm' },
   });
 });

@@ -9,9 +9,9 @@ import { serverIdleLimitMs, UpstreamPool, type ConnectOptions } from '../../prox
 class PoolAgent extends http.Agent {
   readonly pool: UpstreamPool;
   readonly connections: net.Socket[] = [];
-  constructor(idleTimeoutMs: number, maxIdlePerKey: number) {
+  constructor(idleTimeoutMs: number, maxIdlePerKey: number, maxBusyPerKey?: number) {
     super({ keepAlive: true, timeout: idleTimeoutMs });
-    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey });
+    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey, ...(maxBusyPerKey !== undefined && { maxBusyPerKey }) });
   }
   addRequest(req: http.ClientRequest, options: ConnectOptions): void {
     this.pool.assign(
@@ -33,11 +33,14 @@ describe('UpstreamPool: keep-alive upstream connections for node client', () => 
   /** Upstream connections the server has seen close. */
   let closed = 0;
   const slow = new Set<string>();
+  /** Paths answered only after 1.5 s. */
+  const slower = new Set<string>();
 
   before(async () => {
     server = http.createServer((req, res) => {
       const answer = () => res.end(`${req.url} on ${req.socket.remotePort}`);
-      if (slow.has(req.url ?? '')) setTimeout(answer, 100);
+      if (slower.has(req.url ?? '')) setTimeout(answer, 1500);
+      else if (slow.has(req.url ?? '')) setTimeout(answer, 100);
       else answer();
     });
     server.on('connection', (s: net.Socket) => s.once('close', () => closed++));
@@ -130,19 +133,166 @@ describe('UpstreamPool: keep-alive upstream connections for node client', () => 
     }
   });
 
-  test("the server's Keep-Alive timeout, less a second, bounds an idle connection; timeout=1 is not kept", async () => {
+  test("the server's Keep-Alive timeout, less a second, bounds an idle connection's reuse; timeout=1 is not kept", async () => {
+    // A server that says timeout=2 and never closes: a connection idle past the hint less a second is not reused.
+    const hinting = net.createServer((s) => {
+      s.on('data', () => s.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 2\r\n\r\nok'));
+      s.on('error', () => {});
+    });
+    hinting.listen(0, '127.0.0.1');
+    await once(hinting, 'listening');
+    const hintingPort = (hinting.address() as net.AddressInfo).port;
     const agent = new PoolAgent(30_000, 4);
+    const status = () =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port: hintingPort, agent }, (res) => {
+          res.resume();
+          res.once('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.setTimeout(5000, () => req.destroy(new Error('timed out')));
+        req.once('error', reject);
+        req.end();
+      });
     try {
-      server.keepAliveTimeout = 3000;
-      await get(agent, '/hint-3');
+      assert.equal(await status(), 200);
       await until(() => agent.pool.idleCount() === 1, 'idle');
-      assert.equal((agent.connections[0] as net.Socket & { timeout?: number }).timeout, 2000);
+      assert.equal(await status(), 200);
+      assert.equal(agent.connections.length, 1, 'reused within the hint');
+      await until(() => agent.pool.idleCount() === 1, 'idle again');
+      await new Promise((r) => setTimeout(r, 1100));
+      assert.equal(await status(), 200);
+      assert.equal(agent.connections.length, 2, 'a new connection after the hint less a second');
+      assert.ok(agent.connections[0]!.destroyed, 'the stale one closed');
       server.keepAliveTimeout = 1000;
       await get(agent, '/hint-1');
-      await until(() => agent.connections[0]!.destroyed, 'the connection the server would close at once not kept');
-      assert.equal(agent.pool.idleCount(), 0);
+      await until(() => agent.connections[2]!.destroyed, 'the connection the server would close at once not kept');
     } finally {
       server.keepAliveTimeout = 5000;
+      for (const s of agent.connections) s.destroy();
+      hinting.close();
+    }
+  });
+
+  test("a reused connection's request has the whole idle timeout, not the server's Keep-Alive hint the idle wait had", async () => {
+    const agent = new PoolAgent(30_000, 4);
+    try {
+      server.keepAliveTimeout = 2000;
+      await get(agent, '/hinted-fast');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      slower.add('/hinted-slow');
+      // As the forwarder: a request 'timeout' (the socket's, relayed by node's client) fails the request; and no
+      // request timeout of its own, which would set the socket's and hide the pool's.
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path: '/hinted-slow', agent }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.once('end', () => resolve(text));
+        });
+        req.on('timeout', () => req.destroy(new Error('upstream timed out')));
+        const bound = setTimeout(() => req.destroy(new Error('no answer within 5 s')), 5000);
+        req.once('close', () => clearTimeout(bound));
+        req.once('error', reject);
+        req.end();
+      });
+      assert.match(body, /^\/hinted-slow on /);
+      assert.equal(agent.connections.length, 1, 'the request went over the pooled connection');
+    } finally {
+      server.keepAliveTimeout = 5000;
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('no more busy connections per key than the limit: more requests wait for one, in order, and one given up on is skipped', async () => {
+    const agent = new PoolAgent(30_000, 4, 2);
+    try {
+      const paths = ['/w-1', '/w-2', '/w-3', '/w-4', '/w-5', '/w-6'];
+      for (const p of paths) slow.add(p);
+      const results = paths.map((p) => get(agent, p));
+      // The third request waits (two busy connections); its client gives up before it gets one.
+      const gaveUp = http.request({ host: '127.0.0.1', port, path: '/w-abandoned', agent });
+      gaveUp.once('error', () => {});
+      gaveUp.end();
+      gaveUp.destroy();
+      const bodies = await Promise.all(results);
+      bodies.forEach((body, i) => assert.match(body, new RegExp(`^${paths[i]} on `)));
+      assert.equal(agent.connections.length, 2, 'six requests over two connections');
+      assert.equal(new Set(bodies.map((b) => b.split(' on ')[1])).size, 2);
+      await until(() => agent.pool.idleCount() === 2, 'both connections idle at the end');
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('a busy connection that closes makes room: a waiting request gets a new connection', async () => {
+    const agent = new PoolAgent(30_000, 4, 1);
+    try {
+      slow.add('/cut-first');
+      const first = get(agent, '/cut-first').then(
+        () => 'answered',
+        () => 'failed',
+      );
+      const second = get(agent, '/after-cut');
+      await until(() => agent.connections.length === 1, 'the first connection');
+      agent.connections[0]!.destroy();
+      assert.equal(await first, 'failed');
+      assert.match(await second, /^\/after-cut on /);
+      assert.equal(agent.connections.length, 2);
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test('an idle connection destroyed but not yet closed, taken and skipped, does not count as a busy one closing', async () => {
+    const agent = new PoolAgent(30_000, 4, 1);
+    try {
+      await get(agent, '/before-dead');
+      await until(() => agent.pool.idleCount() === 1, 'idle');
+      agent.connections[0]!.destroy(); // its 'close' comes later, after the next two requests are placed
+      for (const p of ['/dead-a', '/dead-b']) slow.add(p);
+      const bodies = await Promise.all([get(agent, '/dead-a'), get(agent, '/dead-b')]);
+      assert.equal(new Set(bodies.map((b) => b.split(' on ')[1])).size, 1, "the second waited for the first one's connection");
+      assert.equal(agent.connections.length, 2);
+    } finally {
+      for (const s of agent.connections) s.destroy();
+    }
+  });
+
+  test("a connect that throws fails its request with that error (not http.request's caller), waiting or not", async () => {
+    const eperm = () => {
+      throw Object.assign(new Error('marked socket refused'), { code: 'EPERM' });
+    };
+    class ThrowingAgent extends PoolAgent {
+      refuse = false;
+      override addRequest(req: http.ClientRequest, options: ConnectOptions): void {
+        if (!this.refuse) return super.addRequest(req, options);
+        this.pool.assign(req, `${options.host}:${options.port}`, eperm, options);
+      }
+    }
+    const agent = new ThrowingAgent(30_000, 4, 1);
+    const code = (path: string) =>
+      new Promise<string>((resolve) => {
+        const req = http.request({ host: '127.0.0.1', port, path, agent }, (res) => {
+          res.resume();
+          res.once('end', () => resolve(`status ${res.statusCode}`));
+        });
+        req.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+        req.end();
+      });
+    try {
+      agent.refuse = true;
+      assert.equal(await code('/refused'), 'EPERM');
+      // One busy connection (the limit), a request waiting for it; the connection closes and the new one is refused.
+      agent.refuse = false;
+      slow.add('/busy-then-cut');
+      const busy = code('/busy-then-cut');
+      await until(() => agent.connections.length === 1, 'the busy connection');
+      agent.refuse = true;
+      const waiting = code('/waiting-refused');
+      agent.connections[0]!.destroy();
+      assert.notEqual(await busy, 'status 200');
+      assert.equal(await waiting, 'EPERM');
+    } finally {
       for (const s of agent.connections) s.destroy();
     }
   });
