@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
+import { describe, it } from 'node:test';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import type { CloseEvent, DecisionEvent } from '../../events/schema.js';
 import { StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
-import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
+import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
 
 /** The PostgreSQL store's close in its decision's row under large batches, concurrent cuts and retention (each test failed before its fix). */
 
@@ -13,25 +12,11 @@ import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-
 const MAX_EVENTS = 10_000;
 
 describe('PostgreSQL store: close locks under large and concurrent batches, partitions dropped meanwhile (a real server started for the test)', () => {
-  let cluster: PostgresCluster | undefined;
-  let admin: pg.Client;
-  let databases = 0;
+  const databases = scratchDatabases('close_locks');
   const open = async () => {
-    const name = `close_locks_${++databases}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    const url = cluster!.url.replace(/\/[^/]*$/, `/${name}`);
+    const { url } = await databases.create();
     return { url, store: await PostgresStore.open(url) };
   };
-
-  before(async () => {
-    cluster = await startPostgresCluster();
-    admin = new pg.Client({ connectionString: cluster.url });
-    await admin.connect();
-  });
-  after(async () => {
-    await admin?.end().catch(() => undefined);
-    cluster?.stop();
-  });
 
   it("a batch of the collector's largest size, all closes, is stored (one advisory lock per close overflowed the server's lock table)", { timeout: 120_000 }, async () => {
     const { store } = await open();

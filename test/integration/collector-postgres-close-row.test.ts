@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import pg from 'pg';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
-import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
+import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
 
 /**
  * PostgreSQL keeps a close in its decision's row (`close_body`) when both are on the same day, same host, the close
@@ -50,13 +50,9 @@ function connections(tag: string, perJob: number, start: number): { decisions: D
 }
 
 describe('PostgreSQL: a close in its decision row (a real server started for the test)', () => {
-  let cluster: PostgresCluster | undefined;
-  let admin: pg.Client;
-  let databases = 0;
+  const databases = scratchDatabases('closerow');
   const open = async () => {
-    const name = `closerow_${++databases}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    const url = cluster!.url.replace(/\/[^/]*$/, `/${name}`);
+    const { url } = await databases.create();
     return { url, store: await PostgresStore.open(url) };
   };
   /** Rows of eg_events: all, closes of their own, decision rows holding their close. */
@@ -82,16 +78,6 @@ describe('PostgreSQL: a close in its decision row (a real server started for the
     model.insert(events);
     return model.jobs();
   };
-
-  before(async () => {
-    cluster = await startPostgresCluster();
-    admin = new pg.Client({ connectionString: cluster.url });
-    await admin.connect();
-  });
-  after(async () => {
-    await admin?.end().catch(() => undefined);
-    cluster?.stop();
-  });
 
   it('a pair in one batch is one row; repeated alone, whole, or cut otherwise it is stored once; odd closes are rows of their own', { timeout: 60_000 }, async () => {
     const { url, store } = await open();

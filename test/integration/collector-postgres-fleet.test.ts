@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Agent } from 'node:http';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
@@ -11,7 +11,7 @@ import { startCollector } from '../../collector/server.js';
 import type { EgressEvent } from '../../events/schema.js';
 import { DAY, runSteps, scenario, StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
 import { postEvents, startCollectorProcess, type CollectorProcess } from '../helpers/collector-process.js';
-import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
+import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
 
 const TOKEN = 'fleet-token';
 
@@ -69,25 +69,13 @@ async function deliver(ports: () => number[], list: readonly EgressEvent[][], co
 }
 
 describe('collector at fleet scale on PostgreSQL (a real server started for the test)', () => {
-  let cluster: PostgresCluster | undefined;
-  let admin: pg.Client;
   const processes: CollectorProcess[] = [];
-  let databases = 0;
-  const database = async () => {
-    const name = `fleet_${++databases}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    return { name, url: cluster!.url.replace(/\/[^/]*$/, `/${name}`) };
-  };
-  before(async () => {
-    cluster = await startPostgresCluster();
-    admin = new pg.Client({ connectionString: cluster.url });
-    await admin.connect();
-  });
+  // Registered first, so the collectors stop before the cluster they use (after-hooks run in order).
   after(async () => {
     for (const p of processes) await p.stop('SIGKILL');
-    await admin?.end().catch(() => undefined);
-    cluster?.stop();
   });
+  const databases = scratchDatabases('fleet');
+  const database = () => databases.create();
 
   it('aggregates equal a recount of the raw events after random batches, repeats and partition drops', { timeout: 240_000 }, async () => {
     await fc.assert(
@@ -100,7 +88,7 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
           await runSteps(store, model, steps, false);
         } finally {
           await store.close();
-          await admin.query(`DROP DATABASE ${db.name}`);
+          await databases.drop(db);
         }
       }),
       { numRuns: 12 },
