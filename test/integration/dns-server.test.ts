@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DnsResponder } from '../../dns/responder.js';
@@ -13,6 +12,7 @@ import { parseMessage, readName, readQuery, WireError } from '../../dns/wire.js'
 import { AddressBook } from '../../decision/address-book.js';
 import { EventLog } from '../../events/event-log.js';
 import { dig, makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 function resolverFor(port: number): Resolver {
   const resolver = new Resolver({ timeout: 2000, tries: 1 });
@@ -241,7 +241,7 @@ describe('decision events in the events file', () => {
       .filter((l) => l.event === 'decision');
 
   test('the decision of an answered query is in the file once the next event-loop turn has run: cached, blocked, local, malformed', async (t) => {
-    const eventsFile = join(mkdtempSync(join(tmpdir(), 'eg-dns-')), 'events.ndjson');
+    const eventsFile = join(tempDir('eg-dns-'), 'events.ndjson');
     const fx = await startDnsFixture({ mode: 'block', eventsFile, localNames: new Map([['db', ['198.51.100.5']]]) });
     t.after(() => fx.close());
     assert.ok(await udpExchange(fx.port, queryBytes(1, 'allowed.test')), 'no answer');
@@ -266,7 +266,7 @@ describe('decision events in the events file', () => {
   });
 
   test('the decision of a query forwarded upstream is in the file before the upstream exchange starts', async (t) => {
-    const eventsFile = join(mkdtempSync(join(tmpdir(), 'eg-dns-')), 'events.ndjson');
+    const eventsFile = join(tempDir('eg-dns-'), 'events.ndjson');
     const fx = await startDnsFixture({ mode: 'block' });
     t.after(() => fx.close());
     for (const mode of ['block', 'audit'] as const) {
@@ -308,7 +308,7 @@ describe('upstream failures', () => {
     const silent = dgram.createSocket('udp4');
     await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
     t.after(() => silent.close());
-    const dir = mkdtempSync(join(tmpdir(), 'eg-dns-'));
+    const dir = tempDir('eg-dns-');
     const eventsFile = join(dir, 'events.ndjson');
     const fx = await startDnsFixture({ upstreams: [`127.0.0.1:${await deadUdpPort()}`, `127.0.0.1:${silent.address().port}`], upstreamTimeoutMs: 200, eventsFile });
     t.after(() => fx.close());

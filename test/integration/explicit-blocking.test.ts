@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -8,6 +7,7 @@ import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helper
 import { openTunnel, rawExchange } from '../helpers/raw-client.js';
 import { clientHelloFor, nameList, splitClientHello, withServerName } from '../helpers/tls-client-hello.js';
 import { leafFor, startHttpServer, startHttpsServer, testCa, type TestServer } from '../helpers/servers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 /** Every spelling of 127.0.0.1 a client can produce: decimal, hex, octal, short forms, IPv4-mapped IPv6. */
 const LOOPBACK_SPELLINGS = ['127.0.0.1', '2130706433', '0x7f000001', '127.1', '0177.0.0.1', '0x7f.1', '127.0.1', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '[::1]'];
@@ -29,7 +29,7 @@ describe('block mode: what is not allowed never reaches a server', () => {
   let caFile: string;
 
   before(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'eg-block-'));
+    const dir = tempDir('eg-block-');
     caFile = join(dir, 'ca.pem');
     writeFileSync(caFile, testCa().certPem);
     plain = await startHttpServer();
@@ -211,7 +211,7 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
   before(async () => {
     plain = await startHttpServer();
     secure = await startHttpsServer(leafFor('allowed.test', 'other.test'));
-    caFile = join(mkdtempSync(join(tmpdir(), 'eg-audit-')), 'ca.pem');
+    caFile = join(tempDir('eg-audit-'), 'ca.pem');
     writeFileSync(caFile, testCa().certPem);
     guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1', '--resolve', 'other.test=127.0.0.1'], {
       EGRESS_MODE: 'audit',

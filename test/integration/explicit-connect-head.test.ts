@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { rawExchange } from '../helpers/raw-client.js';
 import { leafFor, startHttpServer, startHttpsServer, testCa, type TestServer } from '../helpers/servers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 /** Write `parts` one by one (a pause between), then optionally half-close; collect the answer until the proxy closes. */
 function slowExchange(port: number, parts: string[], options: { endAfter?: boolean; gapMs?: number } = {}): Promise<string> {
@@ -39,7 +39,7 @@ describe('explicit proxy: CONNECT heads read by the lean reader (connect-front.t
   let caFile: string;
 
   before(async () => {
-    caFile = join(mkdtempSync(join(tmpdir(), 'eg-connect-head-')), 'ca.pem');
+    caFile = join(tempDir('eg-connect-head-'), 'ca.pem');
     writeFileSync(caFile, testCa().certPem);
     plain = await startHttpServer();
     secure = await startHttpsServer(leafFor('allowed.test'));

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { httpsGetThroughProxy, rawExchange } from '../helpers/raw-client.js';
 import { leafFor, startHttpServer, startHttpsServer, testCa, type TestServer } from '../helpers/servers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const BIG = 32 * 1024 * 1024;
 
@@ -31,7 +31,7 @@ describe('explicit proxy forwards allowed traffic intact', () => {
   let caFile: string;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'eg-fwd-'));
+    dir = tempDir('eg-fwd-');
     caFile = join(dir, 'ca.pem');
     writeFileSync(caFile, testCa().certPem);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => {

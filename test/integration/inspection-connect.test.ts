@@ -7,11 +7,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
@@ -31,6 +30,7 @@ import { spliceTunnel } from '../../proxy/relay/tunnel.js';
 import { startHttpsServer, testCa, leafFor, type TestServer } from '../helpers/servers.js';
 import { serveWebSocketEcho, webSocketExchange } from '../helpers/websocket.js';
 import { curlTwoOnOneConnection } from '../helpers/curl-keep-alive.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -54,7 +54,7 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
     const closes = () => events.filter((e): e is CloseEvent => e.event === 'close');
 
     before(async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'eg-inspect-'));
+      const dir = tempDir('eg-inspect-');
       caFile = join(dir, 'inspection-ca.pem');
       writeFileSync(caFile, inspectionCa.certPem);
       const caKeyFile = join(dir, 'inspection-ca.key');

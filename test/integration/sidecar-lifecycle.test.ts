@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli, startEgressGuard } from '../helpers/egress-guard-process.js';
 import { openTunnel } from '../helpers/raw-client.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 function echoServer(): Promise<{ port: number; close: () => Promise<void> }> {
   const sockets = new Set<net.Socket>();
@@ -51,7 +51,7 @@ describe('lifecycle: reload, drain, limits', () => {
 
   before(async () => {
     echoSrv = await echoServer();
-    dir = mkdtempSync(join(tmpdir(), 'eg-life-'));
+    dir = tempDir('eg-life-');
   });
   after(() => echoSrv?.close());
 
