@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freshGet, type Route } from './clients.js';
+import { runLoad } from './load.js';
 import { freePort, startEgressGuard, type RunningEgressGuard } from './proxies.js';
 import { startBenchServers, type BenchServers } from './servers.js';
 import { median, round } from './stats.js';
@@ -35,23 +36,26 @@ const ops = Number(args[1] ?? 300);
 const concurrency = Number(args[2] ?? 10);
 const cli = args[3];
 const WARM_UP = 200;
+/** No round of operations runs longer than this (a stalled route fails the run rather than hanging it). */
+const ROUND_CAP_MS = 120_000;
 
 function must(command: string, commandArgs: string[]): void {
   const result = spawnSync(command, commandArgs, { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`${command} ${commandArgs.join(' ')}: ${result.error?.message ?? result.stderr.trim()}`);
 }
 
-/** `count` operations, at most `concurrency` at a time; every one must answer 200. */
-async function run(route: Route, servers: BenchServers, count: number): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < count) {
-      next++;
-      const result = await freshGet(route, servers, '/1k');
-      if (result.status !== 200) throw new Error(`${route === 'direct' ? 'redirected' : 'explicit'}: status ${result.status}`);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+/** `count` operations, at most `concurrency` at a time and within ROUND_CAP_MS; every one must answer 200. */
+async function run(name: string, route: Route, servers: BenchServers, count: number): Promise<void> {
+  const result = await runLoad({
+    count,
+    timeCapMs: ROUND_CAP_MS,
+    concurrency,
+    task: async () => {
+      const { status } = await freshGet(route, servers, '/1k');
+      if (status !== 200) throw new Error(`status ${status}`);
+    },
+  });
+  if (result.completed !== count) throw new Error(`${name}: ${result.completed} of ${count} answered 200 within ${ROUND_CAP_MS} ms ${JSON.stringify(result.errors)}`);
 }
 
 must('ip', ['link', 'set', 'lo', 'up']);
@@ -91,18 +95,21 @@ try {
     ['explicit CONNECT', proxy],
     ['redirected', 'direct'],
   ];
-  for (const [, route] of routes) await run(route, servers, WARM_UP);
+  for (const [name, route] of routes) await run(name, route, servers, WARM_UP);
   const cpuUs: number[][] = routes.map(() => []);
   for (let r = 0; r < rounds; r++) {
     for (const [i, [name, route]] of routes.entries()) {
       const before = proxy.cpuMs();
-      await run(route, servers, ops);
+      await run(name, route, servers, ops);
       cpuUs[i]!.push(((proxy.cpuMs() - before) * 1000) / ops);
       console.log(`round ${r + 1}/${rounds} ${name}: CPU ${round(cpuUs[i]!.at(-1)!, 0)} us/tunnel`);
     }
   }
-  // Proof that the redirected connections were egress-guard's: one allowed decision per operation of each kind.
-  await proxy.stop();
+  // Proof that the redirected connections were egress-guard's: one allowed decision per operation of each kind
+  // (read once egress-guard has stopped and flushed its events file).
+  const stopping = proxy;
+  proxy = undefined;
+  await stopping.stop();
   const decided = { connect: 0, transparent: 0 };
   for (const line of readFileSync(join(dir, 'events.log'), 'utf8').split('\n')) {
     if (!line.includes('"event":"decision"')) continue;
