@@ -141,9 +141,11 @@ export function toRows(
   const all = [...rows.values()];
   const decisions = new Map(all.filter((r) => r.event === DECISION).map((r) => [r.hex, r]));
   for (const r of all) {
-    const decision = r.event === CLOSE ? decisions.get(r.hex) : undefined;
-    if (r.event === CLOSE) r.jobId = decision?.jobId ?? null;
-    if (decision && joinsDecision?.(decision, r)) r.base = decision.time;
+    if (r.event === CLOSE) {
+      const decision = decisions.get(r.hex);
+      r.jobId = decision?.jobId ?? null;
+      if (decision && joinsDecision?.(decision, r)) r.base = decision.time;
+    }
     r.body = packBody(r.source, r.time, keepsId(r.key), r.base);
   }
   return all;

@@ -264,9 +264,10 @@ class Writer {
     this.text(t);
   }
 
-  /** One of `names` as its index + 1, anything else as 0 and its text. */
+  /** One of `names` as its index + 1, any other text as 0 and the text; not text: not this version's. */
   named(s: unknown, names: readonly string[]): void {
-    const i = names.indexOf(s as string);
+    if (typeof s !== 'string') throw NOT_COMPACT;
+    const i = names.indexOf(s);
     this.byte(i + 1);
     if (i < 0) this.text(s);
   }
@@ -399,7 +400,6 @@ function write(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: nu
         w.text(v);
         break;
       case 'reason':
-        if (typeof v !== 'string') throw NOT_COMPACT;
         w.named(v, REASONS);
         break;
       case 'rule':
@@ -422,11 +422,9 @@ function write(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: nu
         w.u16(v);
         break;
       case 'error':
-        if (typeof v !== 'string') throw NOT_COMPACT;
         w.named(v, ERRORS);
         break;
       case 'level':
-        if (typeof v !== 'string') throw NOT_COMPACT;
         w.named(v, LEVELS);
         break;
       // schema, event, kind, decision, mode: in the flags and enum bytes; id, time: above; host, bytes: the row's.
