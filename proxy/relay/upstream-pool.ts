@@ -177,11 +177,16 @@ export class UpstreamPool {
 
   /** A busy connection closed: one fewer for its key, and room for a waiting request on a new connection. */
   private closedBusy(key: string): void {
+    this.unbusy(key);
+    const next = this.nextWaiting(key);
+    if (next) this.open(next.req, key, next.connect, next.options);
+  }
+
+  /** One busy connection fewer for `key` (it closed, or went idle). */
+  private unbusy(key: string): void {
     const count = (this.busy.get(key) ?? 1) - 1;
     if (count > 0) this.busy.set(key, count);
     else this.busy.delete(key);
-    const next = this.nextWaiting(key);
-    if (next) this.open(next.req, key, next.connect, next.options);
   }
 
   /** Back to the pool when its response ended with the connection kept open (node emits 'free' only then). */
@@ -202,9 +207,7 @@ export class UpstreamPool {
       if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);
       return next.req.onSocket(socket as unknown as net.Socket);
     }
-    const busy = (this.busy.get(entry.key) ?? 1) - 1;
-    if (busy > 0) this.busy.set(entry.key, busy);
-    else this.busy.delete(entry.key);
+    this.unbusy(entry.key);
     // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too. The
     // server's shorter Keep-Alive hint is a time after which the connection is not reused (the server closes it
     // then), not its timeout: that would stay on the socket for the next request (a slow answer on a reused
