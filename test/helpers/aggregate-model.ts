@@ -191,10 +191,21 @@ export class StoreModel {
   }
 }
 
+/** The store's job list, sorted by job as StoreModel.jobs() is. */
+export async function storedJobs(store: EventStore): Promise<Awaited<ReturnType<EventStore['jobs']>>['jobs']> {
+  return (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job));
+}
+
+/** The job list a recount of `events` gives (no retention). */
+export function recountJobs(events: readonly EgressEvent[]): ReturnType<StoreModel['jobs']> {
+  const model = new StoreModel(() => false);
+  model.insert(events);
+  return model.jobs();
+}
+
 /** The store's aggregates (job list, sightings in a window) and its raw events equal the model's recount. */
 export async function checkAgainstModel(store: EventStore, model: StoreModel, window: { since: number; until: number }): Promise<void> {
-  const jobs = (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job));
-  assert.deepEqual(jobs, model.jobs(), 'job aggregates equal a recount of the raw events');
+  assert.deepEqual(await storedJobs(store), model.jobs(), 'job aggregates equal a recount of the raw events');
   // Each host alone, and a pattern that matches two of them (summed per job in the database), of every outcome or one.
   const searches: Array<{ pattern: string; decision?: string }> = [
     ...HOSTS.map((host) => ({ pattern: host })),

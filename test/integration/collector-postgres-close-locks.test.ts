@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import type { CloseEvent, DecisionEvent } from '../../events/schema.js';
-import { StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
+import { recountJobs, storedJobs, testClose, testDecision } from '../helpers/aggregate-model.js';
 import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
 
 /** The PostgreSQL store's close in its decision's row under large batches, concurrent cuts and retention (each test failed before its fix). */
@@ -32,12 +32,7 @@ describe('PostgreSQL store: close locks under large and concurrent batches, part
       for (let i = 0; i < decisions.length; i += 2_500) assert.equal((await store.insert(decisions.slice(i, i + 2_500))).stored, 2_500);
       assert.deepEqual(await store.insert(closes), { stored: closes.length, duplicates: 0 });
       assert.equal(await store.count(), 2 * MAX_EVENTS);
-      const model = new StoreModel(() => false);
-      model.insert([...decisions, ...closes]);
-      assert.deepEqual(
-        (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job)),
-        model.jobs(),
-      );
+      assert.deepEqual(await storedJobs(store), recountJobs([...decisions, ...closes]));
     } finally {
       await store.close();
     }
@@ -70,12 +65,7 @@ describe('PostgreSQL store: close locks under large and concurrent batches, part
           3_000 + 1_500,
         );
         assert.equal(await store.count(), 6_000);
-        const model = new StoreModel(() => false);
-        model.insert([...decisions, ...closes]);
-        assert.deepEqual(
-          (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job)),
-          model.jobs(),
-        );
+        assert.deepEqual(await storedJobs(store), recountJobs([...decisions, ...closes]));
       } finally {
         await Promise.all([store, ...others].map((s) => s.close()));
       }
@@ -112,13 +102,9 @@ describe('PostgreSQL store: close locks under large and concurrent batches, part
         await Promise.all(stores.map((s, i) => s.insert(events.filter((_, k) => k % 4 === i))));
         assert.equal(await store.count(), events.length);
         assert.deepEqual(await store.insert(events), { stored: 0, duplicates: events.length });
-        const model = new StoreModel(() => false);
-        model.insert(events);
-        assert.deepEqual(
-          (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job)),
-          model.jobs(),
-        );
-        for (const job of model.jobs()) {
+        const jobs = recountJobs(events);
+        assert.deepEqual(await storedJobs(store), jobs);
+        for (const job of jobs) {
           const all = await store.jobEvents(job.job, 10_000);
           const mine = new Set(events.filter((e) => e.event === 'decision' && e.ci!.job_id === job.job).map((e) => e.id));
           const expected = events

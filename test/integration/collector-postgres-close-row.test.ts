@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
-import { StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
+import { recountJobs, storedJobs, testClose, testDecision } from '../helpers/aggregate-model.js';
 import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
 
 /**
@@ -72,12 +72,6 @@ describe('PostgreSQL: a close in its decision row (a real server started for the
     jobs: (await store.jobs()).jobs,
     events: JSON.stringify(await Promise.all(jobs.map((j) => store.jobEvents(j, 1000)))),
   });
-  const storeJobs = async (store: PostgresStore) => (await store.jobs()).jobs.sort((a, b) => a.job.localeCompare(b.job));
-  const modelJobs = (events: readonly EgressEvent[]) => {
-    const model = new StoreModel(() => false);
-    model.insert(events);
-    return model.jobs();
-  };
 
   it('a pair in one batch is one row; repeated alone, whole, or cut otherwise it is stored once; odd closes are rows of their own', { timeout: 60_000 }, async () => {
     const { url, store } = await open();
@@ -90,7 +84,7 @@ describe('PostgreSQL: a close in its decision row (a real server started for the
       assert.deepEqual(await store.insert([...closes, ...decisions]), { stored: 0, duplicates: events.length }, 'the whole batch again');
       for (let i = 0; i < events.length; i += 7) assert.equal((await store.insert(events.slice(i, i + 7))).stored, 0, 'cut otherwise');
       assert.equal(await store.count(), events.length);
-      assert.deepEqual(await storeJobs(store), modelJobs(events), 'aggregates: each close counted once');
+      assert.deepEqual(await storedJobs(store), recountJobs(events), 'aggregates: each close counted once');
       const stored = (await Promise.all(jobsOf(events).map((j) => store.jobEvents(j, 1000)))).flat();
       const text = (list: readonly EgressEvent[]) => list.map((e) => JSON.stringify(e)).sort();
       assert.deepEqual(text(stored), text(events), 'every event rebuilt exactly');
@@ -108,7 +102,7 @@ describe('PostgreSQL: a close in its decision row (a real server started for the
       assert.deepEqual(await layout(url), { rows: decisions.length + closes.length, closeRows: closes.length, joined: 0 });
       assert.deepEqual(await store.insert(closes), { stored: 0, duplicates: closes.length });
       assert.equal(await store.count(), decisions.length + closes.length);
-      assert.deepEqual(await storeJobs(store), modelJobs([...decisions, ...closes]));
+      assert.deepEqual(await storedJobs(store), recountJobs([...decisions, ...closes]));
     } finally {
       await store.close();
     }
@@ -123,7 +117,7 @@ describe('PostgreSQL: a close in its decision row (a real server started for the
       assert.deepEqual(await layout(url), { rows: decisions.length + 6, closeRows: 6, joined: closes.length - 6 });
       assert.deepEqual(await store.insert([...closes, ...decisions]), { stored: 0, duplicates: closes.length + decisions.length });
       assert.equal(await store.count(), decisions.length + closes.length);
-      assert.deepEqual(await storeJobs(store), modelJobs([...decisions, ...closes]));
+      assert.deepEqual(await storedJobs(store), recountJobs([...decisions, ...closes]));
     } finally {
       await store.close();
     }
@@ -178,7 +172,7 @@ describe('PostgreSQL: a close in its decision row (a real server started for the
       assert.equal((await reopened.insert(late.closes)).stored, late.closes.length);
       assert.deepEqual(await layout(url), { rows: decisions.length + closes.length + late.decisions.length + 6, closeRows: closes.length + 6, joined: late.closes.length - 6 });
       assert.equal(await reopened.count(), decisions.length + closes.length + late.decisions.length + late.closes.length);
-      assert.deepEqual(await storeJobs(reopened), modelJobs([...decisions, ...closes, ...late.decisions, ...late.closes]));
+      assert.deepEqual(await storedJobs(reopened), recountJobs([...decisions, ...closes, ...late.decisions, ...late.closes]));
     } finally {
       await reopened.close();
     }
