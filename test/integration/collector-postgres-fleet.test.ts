@@ -9,6 +9,8 @@ import { decisionKeyOf } from '../../collector/stores/pg-key.js';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import { startCollector } from '../../collector/server.js';
 import type { EgressEvent } from '../../events/schema.js';
+import { hostQuery } from '../../collector/host-search.js';
+import type { SearchQuery, SightingFilter } from '../../collector/stores/event-store.js';
 import { DAY, recountJobs, runSteps, scenario, storedJobs, StoreModel, testClose, testDecision } from '../helpers/aggregate-model.js';
 import { postEvents, startCollectorProcess, type CollectorProcess } from '../helpers/collector-process.js';
 import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
@@ -172,6 +174,55 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
         assert.deepEqual(await indexes(), ['eg_events_job_id: job_id']);
         assert.equal(expected.length, 52);
         assert.deepEqual(await store.jobEvents('jobindex-job-1', 1000), expected);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('a database with the earlier covering search index gets the narrower one on start, and the same search answers', { timeout: 60_000 }, async () => {
+    const db = await database();
+    const start = Date.now() - 3_600_000;
+    let store = await PostgresStore.open(db.url);
+    await store.insert(fleetEvents(6, 30, start, 'searchindex'));
+    const iso = (t: number) => new Date(t).toISOString();
+    const searches: Array<[string, Omit<SightingFilter, 'likes' | 'matches'>, SearchQuery]> = [
+      ['fleet.test', {}, { limit: 50, offset: 0 }],
+      ['h3.fleet.test', { since: iso(start + 90_000) }, { limit: 2, offset: 1 }],
+      // `until` inside job 3: its rows that straddle it are read (their `first`, not in the new index) and recounted.
+      ['*.fleet.test', { since: iso(start + 30_000), until: iso(start + 181_000) }, { limit: 3, offset: 0 }],
+      ['fleet.test', { until: iso(start + 150_000), decision: 'blocked' }, { limit: 50, offset: 0 }],
+      ['fleet.test', { since: iso(start + 100_000) }, { limit: 0, offset: 0 }],
+    ];
+    const answers = async (s: PostgresStore) => {
+      const out = [];
+      for (const [host, window, page] of searches) out.push(await s.searchJobs({ ...hostQuery(host), ...window }, page));
+      return out;
+    };
+    const expected = await answers(store);
+    await store.close();
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    const indexes = async () =>
+      (await client.query(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'eg_job_destinations' AND indexname LIKE 'eg_job_destinations_s%' ORDER BY 1`)).rows.map(
+        (r) => `${r.indexname}: ${/USING btree (.*)$/.exec(r.indexdef)![1]}`,
+      );
+    try {
+      // The layout as the earlier version made it.
+      await client.query(
+        'DROP INDEX eg_job_destinations_seen; CREATE INDEX eg_job_destinations_search ON eg_job_destinations (host_id, last) INCLUDE (first, count, bytes_out, job_id, decision)',
+      );
+      assert.deepEqual(await indexes(), ['eg_job_destinations_search: (host_id, last) INCLUDE (first, count, bytes_out, job_id, decision)']);
+      store = await PostgresStore.open(db.url);
+      try {
+        assert.deepEqual(await indexes(), ['eg_job_destinations_seen: (host_id, last) INCLUDE (job_id, decision)']);
+        assert.deepEqual(
+          expected.map((p) => p.jobs.length + (p.total ?? 0)),
+          [12, 6, 6, 6, 4], // jobs on the page + total: 6 jobs of 6; 2 of jobs 2-5; jobs 1-3 (3 straddles until); 0-2; 2-5
+        );
+        assert.deepEqual(await answers(store), expected);
       } finally {
         await store.close();
       }
