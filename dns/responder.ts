@@ -12,7 +12,6 @@ import {
   buildHeaderOnlyError,
   buildResponse,
   CLASS_IN,
-  isPlainName,
   RCODE,
   readQuery,
   truncatedResponse,
@@ -151,7 +150,7 @@ export class DnsResponder {
   }
 
   private static decideQuestion(policy: Policy, question: WireQuestion): Decision {
-    if (isPlainName(question.labels)) return decideName(policy, question.name);
+    if (question.plain) return decideName(policy, question.name);
     // Label bytes outside letters/digits/-/_ (dots inside a label, binary): no text form the policy
     // could match safely, so never allowed.
     return refusal(policy, {
