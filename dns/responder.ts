@@ -107,7 +107,8 @@ export class DnsResponder {
    * answered without an upstream exchange (a cache hit, a refusal, a local name, a malformed packet) is answered
    * synchronously, with no promise: that is most queries, and a promise and its microtask per query were a
    * measurable share of the CPU per answer (docs/benchmark.md, "DNS per query, third round"). `cut`: the packet is
-   * the start of a larger datagram (readQuery).
+   * the start of a larger datagram (readQuery). The packet need only be valid during the call: nothing of it is kept
+   * (a query that goes upstream keeps a copy of its question).
    */
   answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp', cut = false): Buffer | null | Promise<Buffer | null> {
     const reading = readQuery(packet, cut);
@@ -197,6 +198,9 @@ export class DnsResponder {
       return this.render(entry, query);
     }
     this.cacheStats.misses++;
+    // The query outlives this call (the upstream exchange, the answer rendered when it comes), and its packet may be
+    // lent (the batched UDP path's receive buffer, which the next batch overwrites): the question's bytes are copied.
+    question.raw = Buffer.from(question.raw);
     let pending = this.pending.get(key);
     if (!pending) {
       // Concurrent identical questions share one upstream exchange.
