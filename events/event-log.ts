@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent } from './schema.js';
+import { randomEventId } from './event-ids.js';
 import { EventsFile } from './events-file.js';
 import { StdoutLines } from './stdout-lines.js';
 import { conformCiContext, conformEvent, decisionFieldsConform } from './validate.js';
@@ -93,7 +93,7 @@ export class EventLog {
    * less (the DNS server).
    */
   decision(fields: DecisionFields, durable: 'now' | 'end-of-turn' = 'now', fieldsMembers?: string): DecisionEvent {
-    const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomUUID(), time: this.isoNow(), ...fields };
+    const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomEventId(), time: this.isoNow(), ...fields };
     if (this.ci) event.ci = this.ci;
     const level = fields.decision === 'allowed' ? 'info' : 'warn';
     if (this.writesLines(level)) {
@@ -124,7 +124,7 @@ export class EventLog {
       this.decision(fields, durable, fieldsMembers);
       return;
     }
-    this.writeLine(this.decisionLine(level, randomUUID(), this.isoNow(), fieldsMembers));
+    this.writeLine(this.decisionLine(level, randomEventId(), this.isoNow(), fieldsMembers));
     if (durable === 'now') this.file?.flushSync();
   }
 
