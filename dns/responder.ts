@@ -12,7 +12,6 @@ import {
   buildHeaderOnlyError,
   buildResponse,
   CLASS_IN,
-  isPlainName,
   RCODE,
   readQuery,
   truncatedResponse,
@@ -55,7 +54,7 @@ interface DecisionJson {
   mode: Policy['mode'];
   /** From the host to the opening quote of the type. */
   host: string;
-  /** From the closing quote of the type to the end. */
+  /** From the closing quote of the type to the end of the last member (the closing brace is the line's). */
   rest: string;
 }
 
@@ -81,6 +80,11 @@ export class DnsResponder {
   private malformedWindow = { start: 0, reported: 0, suppressed: 0 };
   /** The JSON of the decision's part of its events' fields, per decision (see emit). */
   private readonly decisionJson = new WeakMap<Decision, DecisionJson>();
+  /**
+   * The last client's text and its JSON (emit): made again only when the address or port changes. A client that asks
+   * from one socket (a resolver's, a forwarder's) gets them made once; others pay a comparison.
+   */
+  private readonly client = { address: '', port: -1, text: '', json: '' };
   /** Answers served from the cache, and those that needed an upstream exchange (for /metrics). */
   readonly cacheStats = { hits: 0, misses: 0 };
 
@@ -103,7 +107,8 @@ export class DnsResponder {
    * answered without an upstream exchange (a cache hit, a refusal, a local name, a malformed packet) is answered
    * synchronously, with no promise: that is most queries, and a promise and its microtask per query were a
    * measurable share of the CPU per answer (docs/benchmark.md, "DNS per query, third round"). `cut`: the packet is
-   * the start of a larger datagram (readQuery).
+   * the start of a larger datagram (readQuery). The packet need only be valid during the call: nothing of it is kept
+   * (a query that goes upstream keeps a copy of its question).
    */
   answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp', cut = false): Buffer | null | Promise<Buffer | null> {
     const reading = readQuery(packet, cut);
@@ -151,7 +156,7 @@ export class DnsResponder {
   }
 
   private static decideQuestion(policy: Policy, question: WireQuestion): Decision {
-    if (isPlainName(question.labels)) return decideName(policy, question.name);
+    if (question.plain) return decideName(policy, question.name);
     // Label bytes outside letters/digits/-/_ (dots inside a label, binary): no text form the policy
     // could match safely, so never allowed.
     return refusal(policy, {
@@ -193,6 +198,9 @@ export class DnsResponder {
       return this.render(entry, query);
     }
     this.cacheStats.misses++;
+    // The query outlives this call (the upstream exchange, the answer rendered when it comes), and its packet may be
+    // lent (the batched UDP path's receive buffer, which the next batch overwrites): the question's bytes are copied.
+    question.raw = Buffer.from(question.raw);
     let pending = this.pending.get(key);
     if (!pending) {
       // Concurrent identical questions share one upstream exchange.
@@ -250,9 +258,16 @@ export class DnsResponder {
    * (fetch); the file is also written at the end of every turn and at process exit (EventsFile).
    */
   private emit(policy: Policy, client: DnsClient, question: WireQuestion, decision: Decision): void {
+    const last = this.client;
+    if (client.address !== last.address || client.port !== last.port) {
+      last.address = client.address;
+      last.port = client.port;
+      last.text = clientText(client);
+      last.json = JSON.stringify(last.text);
+    }
     const fields = {
       kind: 'dns',
-      client: clientText(client),
+      client: last.text,
       host: decision.host,
       port: DNS_PORT,
       qtype: typeName(question.type),
@@ -262,7 +277,7 @@ export class DnsResponder {
       message: decision.message,
       mode: policy.mode,
     } as const;
-    // The fields' JSON, JSON.stringify(fields) made for less: JSON.stringify's cost is per key, and all but the client
+    // The fields' JSON without its braces, JSON.stringify(fields) made for less: JSON.stringify's cost is per key, and all but the client
     // and the type are the decision's (NameDecisions hands out the same one for a name asked again) and the mode, so
     // their JSON is made once per decision. The type's name is letters and digits (typeName): nothing to escape.
     let parts = this.decisionJson.get(decision);
@@ -270,11 +285,11 @@ export class DnsResponder {
       parts = {
         mode: policy.mode,
         host: `,"host":${JSON.stringify(fields.host)},"port":${DNS_PORT},"qtype":"`,
-        rest: `","decision":${JSON.stringify(fields.decision)},"reason":${JSON.stringify(fields.reason)},"rule":${JSON.stringify(fields.rule)},"message":${JSON.stringify(fields.message)},"mode":${JSON.stringify(fields.mode)}}`,
+        rest: `","decision":${JSON.stringify(fields.decision)},"reason":${JSON.stringify(fields.reason)},"rule":${JSON.stringify(fields.rule)},"message":${JSON.stringify(fields.message)},"mode":${JSON.stringify(fields.mode)}`,
       };
       this.decisionJson.set(decision, parts);
     }
-    this.options.events.decision(fields, 'end-of-turn', `{"kind":"dns","client":${JSON.stringify(fields.client)}${parts.host}${fields.qtype}${parts.rest}`);
+    this.options.events.emitDecision(fields, 'end-of-turn', `"kind":"dns","client":${this.client.json}${parts.host}${fields.qtype}${parts.rest}`);
   }
 
   /** One event per malformed packet, up to a rate; past it they are counted and summarised. */

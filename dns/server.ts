@@ -129,7 +129,8 @@ function bindBatchEndpoint(host: string, port: number, handle: UdpQueryHandler):
     });
     return null;
   };
-  socket = BatchUdpSocket.bind(host, port, onDatagram);
+  // The datagram's bytes are lent (a view of the receive buffer): the responder copies what it keeps past the call.
+  socket = BatchUdpSocket.bind(host, port, onDatagram, undefined, 'lent');
   const bound = socket;
   return {
     mode: 'batch',

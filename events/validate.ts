@@ -101,9 +101,9 @@ export function conformCiContext<T extends object>(context: T): T {
 
 /**
  * Whether conformEvent would leave a decision event made of these fields as it is, judged from the fields and their
- * JSON (`JSON.stringify(fields)`): a host that is not empty, a port in range, and JSON no longer than MAX_TEXT (a
- * string's JSON is never shorter than the string, so none of its text fields can be over MAX_TEXT). A `false` is not
- * a verdict: the caller then conforms the whole event.
+ * JSON (`JSON.stringify(fields)`, with or without its braces): a host that is not empty, a port in range, and JSON no
+ * longer than MAX_TEXT (a string's JSON is never shorter than the string, so none of its text fields can be over
+ * MAX_TEXT). A `false` is not a verdict: the caller then conforms the whole event.
  */
 export function decisionFieldsConform(fields: { host: unknown; port: unknown }, json: string): boolean {
   const port = fields.port;

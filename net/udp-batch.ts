@@ -32,7 +32,10 @@ export interface BatchUdpStats {
 }
 
 export interface Datagram {
-  /** The datagram's bytes, a copy the receiver may keep. */
+  /**
+   * The datagram's bytes: a copy the receiver may keep, or, for a socket bound with bytes 'lent', a view of the
+   * receive buffer that is valid only during the call (the next batch is read into the same memory).
+   */
   bytes: Buffer;
   address: string;
   port: number;
@@ -80,13 +83,20 @@ export class BatchUdpSocket {
    * Binds `host` (an IP literal) and `port` (0: any free one) and starts reading. Throws when the addon is
    * unavailable (check batchUdpUnavailable() first) or the bind fails (err.code EADDRINUSE, ...).
    */
-  static bind(host: string, port: number, onDatagram: DatagramHandler, slots = 64): BatchUdpSocket {
+  /**
+   * `bytes`: 'copy' (default) hands each datagram over in a Buffer of its own; 'lent' as a view of the receive buffer,
+   * for a receiver that copies what it keeps past the call (the DNS server): a Buffer of its own per datagram (its own
+   * ArrayBuffer and backing store, then a copy) was a few per cent of the DNS server's CPU per cached query
+   * (docs/benchmark.md, "Issue 14, seventh round: CPU per DNS query").
+   */
+  static bind(host: string, port: number, onDatagram: DatagramHandler, slots = 64, bytes: 'copy' | 'lent' = 'copy'): BatchUdpSocket {
     const native = loaded();
     if (!native) throw new Error(`batched UDP is unavailable: ${addon.unavailable()}`);
     // isIP tries the IPv4 pattern first: node's IPv6 pattern costs 5-15 ms to compile on its first use, at every start.
     const family = net.isIP(host) as 0 | 4 | 6;
     if (family === 0) throw Object.assign(new Error(`batched UDP binds IP literals only, not ${host}`), { code: 'EINVAL' });
     const answers: unknown[] = new Array(slots).fill(undefined);
+    const lent = bytes === 'lent';
     let data: Buffer | undefined;
     let meta: Int32Array | undefined;
     let addresses: string[] | undefined;
@@ -100,12 +110,16 @@ export class BatchUdpSocket {
         const truncated = length < 0;
         const kept = truncated ? SLOT_BYTES : length;
         const offset = i * SLOT_BYTES;
-        // A copy of its own, as dgram gives: the responder may keep slices of a query (its question) past the
-        // batch, and a slice of the shared pool would keep a whole 8 KiB pool chunk alive.
-        const bytes = Buffer.allocUnsafeSlow(kept);
-        data!.copy(bytes, 0, offset, offset + kept);
+        let datagramBytes: Buffer;
+        if (lent) datagramBytes = data!.subarray(offset, offset + kept);
+        else {
+          // A copy of its own, as dgram gives: a receiver may keep slices of it past the batch, and a slice of the
+          // shared pool would keep a whole 8 KiB pool chunk alive.
+          datagramBytes = Buffer.allocUnsafeSlow(kept);
+          data!.copy(datagramBytes, 0, offset, offset + kept);
+        }
         try {
-          answer = onDatagram({ bytes, address: addresses![i], port: sourcePort, family: meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4', truncated });
+          answer = onDatagram({ bytes: datagramBytes, address: addresses![i], port: sourcePort, family: meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4', truncated });
         } catch {
           // The handler is not meant to throw; one datagram's failure must not lose the batch's other answers.
           answer = undefined;

@@ -217,6 +217,34 @@ describe('cache', () => {
     assert.equal(fx.zone.askedNames().filter((n) => n === 'burst.wild.test').length, 1);
   });
 
+  test('a query that goes upstream keeps its question when its packet is overwritten after the call (the batched UDP path lends its receive buffer)', async (t) => {
+    const fx = await startDnsFixture();
+    const responder = new DnsResponder({
+      upstreams: [parseUpstream(fx.zone.address)],
+      policy: () => makePolicy({ mode: 'block' }),
+      events: new EventLog({ stdout: false }),
+      addressBook: new AddressBook(),
+      upstreamTimeoutMs: 1000,
+    });
+    t.after(async () => {
+      responder.close();
+      await fx.close();
+    });
+    const packet = queryBytes(7, 'allowed.test', 1, true);
+    const pending = responder.answer(packet, { address: '127.0.0.1', port: 9 }, 'udp');
+    assert.ok(pending instanceof Promise, 'a miss is answered later');
+    // The next batch read into the same memory: a query of the same length for another name.
+    queryBytes(8, 'blocked.test', 28, true).copy(packet);
+    const reply = await pending;
+    assert.ok(reply);
+    const message = parseMessage(reply);
+    assert.equal(message.id, 7);
+    assert.equal(message.questions[0]!.name, 'allowed.test');
+    assert.equal(message.questions[0]!.type, 1);
+    assert.equal(message.answers.length, 1);
+    assert.deepEqual(fx.zone.askedNames(), ['allowed.test']);
+  });
+
   test('a cached answer shares its addresses with the address book again once a second has passed since it last did', async (t) => {
     const fx = await startDnsFixture();
     t.after(() => fx.close());

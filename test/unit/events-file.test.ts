@@ -172,6 +172,59 @@ describe('EventsFile', () => {
     assert.equal(readFileSync(path, 'utf8'), expected.join(''));
   });
 
+  it('EventLog.emitDecision: the line decision() writes, made without an event object when nothing subscribes', () => {
+    const ci = { repository: 'o/r', run_id: '7', job: 'build' };
+    const fields: DecisionFields[] = [
+      {
+        kind: 'dns',
+        client: '[::1]:5',
+        host: 'q"u\\o\u2028te\u00e9.test',
+        port: 53,
+        qtype: 'A',
+        decision: 'allowed',
+        reason: 'allowed-endpoint',
+        rule: 'a',
+        message: 'm',
+        mode: 'block',
+      },
+      { kind: 'dns', client: '127.0.0.1:9', host: 'x.test', port: 53, qtype: 'TXT', decision: 'blocked', reason: 'not-allowed-endpoint', rule: null, message: 'n', mode: 'block' },
+      // Needs conforming: written as decision() writes it (the empty host replaced).
+      { kind: 'dns', client: '127.0.0.1:9', host: '', port: 53, qtype: 'A', decision: 'blocked', reason: 'malformed-request', rule: null, message: 'p', mode: 'audit' },
+    ];
+    const lines = (subscribed: boolean, emit: (log: EventLog, f: DecisionFields) => void): string[] => {
+      const path = join(dir, `emit-${String(subscribed)}-${emit.length}-${Math.random()}.ndjson`);
+      const log = new EventLog({ stdout: false, eventsFile: path, ci });
+      const told: string[] = [];
+      if (subscribed) log.subscribe((event) => told.push(event.id));
+      for (const f of fields) emit(log, f);
+      log.flushDecisions();
+      const written = readFileSync(path, 'utf8').trim().split('\n');
+      if (subscribed)
+        assert.deepEqual(
+          written.map((l) => (JSON.parse(l) as { id: string }).id),
+          told,
+          'subscribers get the events of the lines',
+        );
+      // The id and time differ from run to run: each must be what decision() makes, and is then set aside.
+      return written.map((line) => {
+        const event = validateEvent(JSON.parse(line));
+        assert.match(event.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+        assert.ok(Math.abs(Date.parse(event.time) - Date.now()) < 60_000);
+        return line.replace(event.id, 'ID').replace(event.time, 'TIME');
+      });
+    };
+    const byDecision = lines(false, (log, f) => log.decision(f, 'end-of-turn'));
+    assert.deepEqual(
+      lines(false, (log, f) => log.emitDecision(f, 'end-of-turn', JSON.stringify(f).slice(1, -1))),
+      byDecision,
+    );
+    assert.deepEqual(
+      lines(true, (log, f) => log.emitDecision(f, 'now', JSON.stringify(f).slice(1, -1))),
+      byDecision,
+    );
+    assert.match(byDecision[2]!, /"host":"\(none\)"/);
+  });
+
   it('EventLog: a decision that needs conforming (empty host, port out of range, text and CI context over the limit, an undefined field) is written conformed, as pino writes it', () => {
     const path = join(dir, 'conformed-as-pino.ndjson');
     const ci = { repository: 'r'.repeat(5000), job: 'build' };
