@@ -82,8 +82,6 @@ export class BatchUdpSocket {
   /**
    * Binds `host` (an IP literal) and `port` (0: any free one) and starts reading. Throws when the addon is
    * unavailable (check batchUdpUnavailable() first) or the bind fails (err.code EADDRINUSE, ...).
-   */
-  /**
    * `bytes`: 'copy' (default) hands each datagram over in a Buffer of its own; 'lent' as a view of the receive buffer,
    * for a receiver that copies what it keeps past the call (the DNS server): a Buffer of its own per datagram (its own
    * ArrayBuffer and backing store, then a copy) was a few per cent of the DNS server's CPU per cached query
