@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -13,7 +14,9 @@ import { round } from './stats.js';
  * validation), `rows` (the batch's dictionary strings, their ids from a warm dictionary, aggregate.toRows: keys and
  * deflated bodies, then pg-key.ts's stored key per row), `params` (the insert's eleven parameter arrays as the build
  * encodes them, then as the driver does on every execution). CPU from process.cpuUsage; BENCH_PROFILE_ROUNDS rounds per build (5).
- * collector-pg-profile.ts gives the database side; run this with --cpu-prof for the functions.
+ * collector-pg-profile.ts gives the database side; run this with --cpu-prof for the functions. Under valgrind --tool=callgrind
+ * with BENCH_PROFILE_CALLGRIND=1, the counters are zeroed after the warm-up and dumped after the rounds (the dump's
+ * `totals:` is the rounds' instructions, e.g. one build per run with BENCH_PROFILE_ROUNDS=1).
  */
 
 const EVENTS = Number(process.env.BENCH_PROFILE_EVENTS ?? 100_000);
@@ -25,7 +28,8 @@ interface Build {
   batchStrings(events: readonly EgressEvent[]): string[];
   toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>, keepsId: (key: Buffer) => boolean): Array<{ key: Buffer; event: number } & Record<string, unknown>>;
   keepsIdInBody(key: Buffer): boolean;
-  pgKey(key: Buffer, event: number): string;
+  /** `id` (the event's id) is ignored by builds before the sixth round. */
+  pgKey(key: Buffer, event: number, id: string): string;
   /** The insert's eleven parameters as the build hands them to the driver. */
   insertParams(rows: ReadonlyArray<Record<string, unknown>>, keys: readonly string[]): unknown[];
   Dictionary: new () => { remember(id: number, text: string): void; unknownTexts(t: readonly string[]): string[]; idMap(t: readonly string[]): Map<string, number> };
@@ -108,7 +112,7 @@ function runRound(build: Build, texts: readonly string[]): { parse: number; rows
     const strings = build.batchStrings(events);
     for (const s of dictionary.unknownTexts(strings)) dictionary.remember(next++, s); // the database's answer, outside the timing would be fairer; it is small
     const rows = build.toRows(events, dictionary.idMap(strings), build.keepsIdInBody);
-    const keys = rows.map((r) => build.pgKey(r.key, r.event));
+    const keys = rows.map((r) => build.pgKey(r.key, r.event, (r.source as EgressEvent).id));
     t.rows += cpuMicros(c);
     c = process.cpuUsage();
     for (const values of build.insertParams(rows, keys)) prepareValue(values);
@@ -124,6 +128,10 @@ async function main(): Promise<void> {
   const texts = batches();
   const events = texts.length * BATCH;
   for (const b of builds) runRound(b, texts.slice(0, 20)); // warm the JIT
+  // Under callgrind: counters zeroed here and dumped at the end, so the instruction count is of the measured rounds
+  // only (not the events' generation nor the warm-up): what differs between two builds counted one at a time.
+  const callgrind = process.env.BENCH_PROFILE_CALLGRIND === '1';
+  if (callgrind) execFileSync('callgrind_control', ['-z', String(process.pid)]);
   for (let r = 0; r < ROUNDS; r++) {
     for (const [i, b] of builds.entries()) {
       const t = runRound(b, texts);
@@ -136,3 +144,4 @@ async function main(): Promise<void> {
 }
 
 await main();
+if (process.env.BENCH_PROFILE_CALLGRIND === '1') execFileSync('callgrind_control', ['-d', String(process.pid)]);

@@ -458,7 +458,7 @@ export class PostgresStore implements EventStore {
    */
   async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
     const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody, joinsDecision);
-    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event)]));
+    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event, r.source.id)]));
     const key = (r: EventRowV2) => stored.get(r)!;
     const times = rows.map((r) => r.time);
     await this.ensurePartitions(times);
@@ -477,7 +477,7 @@ export class PostgresStore implements EventStore {
       const newDecisions = decisions.filter((r) => inserted.has(r.ref));
       // A new decision whose close this batch stored has it counted already; the others may have one stored as a row
       // of its own (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
-      const closeless = newDecisions.filter((r) => !inserted.has(`${CLOSE}${r.hex}`));
+      const closeless = newDecisions.filter((r) => !inserted.has(aggregate.pairRef(r)));
       links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [key(r), { ...aggregate.decisionOf(r), time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close (a row of its own) stored by
