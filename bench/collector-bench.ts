@@ -9,6 +9,7 @@ import type { EgressEvent } from '../events/schema.js';
 import { postEvents, startCollectorProcess, type CollectorProcess } from '../test/helpers/collector-process.js';
 import { startPostgresCluster, type PostgresCluster } from '../test/helpers/postgres-cluster.js';
 import { host, jobEvents } from './collector-events.js';
+import { clusterCpuMicros, parentPid, processCpuMicros } from './procfs.js';
 import { percentile, round } from './stats.js';
 
 /**
@@ -20,7 +21,7 @@ import { percentile, round } from './stats.js';
  *    its suggested policy and the host search (BENCH_COLLECTOR_SAMPLES requests each, one at a time);
  * 4. measures ingest over HTTP: NDJSON batches of 500 from 8 connections, with 1 collector process on SQLite and 1, 2
  *    and 4 processes on one PostgreSQL database (BENCH_COLLECTOR_INGEST events each run), checking that every event
- *    was stored once.
+ *    was stored once, and the CPU per event of the collector processes and (its own cluster) of PostgreSQL.
  * Environment: BENCH_COLLECTOR_EVENTS (default 1,000,000), BENCH_COLLECTOR_PG_EVENTS (default the same),
  * BENCH_COLLECTOR_JOBS (2,000), BENCH_COLLECTOR_HOSTS (300), BENCH_COLLECTOR_INGEST (200,000), BENCH_COLLECTOR_SAMPLES
  * (60), BENCH_COLLECTOR_ENGINES ("sqlite,postgres"), BENCH_COLLECTOR_PROCESSES ("1,2,4"; BENCH_COLLECTOR_INGEST=0: no ingest
@@ -230,6 +231,45 @@ async function reuseHistory(db: string): Promise<Built> {
   }
 }
 
+interface IngestRun {
+  eventsPerSecond: number;
+  stored: number;
+  duplicates: number;
+  /** CPU of the collector processes (all of them, user and system) per event ingested. */
+  collectorMicrosPerEvent: number;
+  /** CPU of the PostgreSQL server per event, when it is the bench's own cluster (its postmaster known). */
+  postgresMicrosPerEvent?: number;
+}
+
+/** The PostgreSQL server's postmaster, for its CPU time: the parent of a backend of this database. */
+async function postmasterOf(db: string): Promise<number> {
+  const client = new pg.Client({ connectionString: db });
+  await client.connect();
+  try {
+    return parentPid(Number((await client.query('SELECT pg_backend_pid() AS p')).rows[0].p));
+  } finally {
+    await client.end();
+  }
+}
+
+/** An ingest run (ingest) with the CPU the collector processes and, when given, the PostgreSQL server used for it. */
+async function measuredIngest(processes: readonly CollectorProcess[], tag: string, postmaster: number | undefined): Promise<IngestRun> {
+  const collectorsCpu = () => processes.reduce((sum, p) => sum + processCpuMicros(p.pid), 0);
+  const c0 = collectorsCpu();
+  const p0 = postmaster === undefined ? 0 : clusterCpuMicros(postmaster);
+  const result = await ingest(
+    processes.map((p) => p.port),
+    SETTINGS.ingest,
+    tag,
+  );
+  const perEvent = (micros: number) => round(micros / SETTINGS.ingest, 1);
+  return {
+    ...result,
+    collectorMicrosPerEvent: perEvent(collectorsCpu() - c0),
+    ...(postmaster !== undefined && { postgresMicrosPerEvent: perEvent(clusterCpuMicros(postmaster) - p0) }),
+  };
+}
+
 async function benchEngine(engine: string, db: string, total: number) {
   const kept = engine === 'sqlite' ? SETTINGS.sqliteFile !== undefined && existsSync(db) : SETTINGS.pgUrl !== undefined;
   const earlier = kept ? await reuseHistory(db) : undefined;
@@ -247,21 +287,21 @@ async function benchEngine(engine: string, db: string, total: number) {
   const bytesPerEvent = round(built.bytes / built.events, 1);
   log(`  ${built.events.toLocaleString('en')} events in ${round(built.seconds, 1)} s (${Math.round(built.events / built.seconds)}/s); ${bytesPerEvent} bytes/event`);
   const processes: CollectorProcess[] = [];
+  // Every collector process of the run is the build measured (BENCH_COLLECTOR_CLI), not only the first.
+  const start = () => startCollectorProcess(db, { token: TOKEN, ...(SETTINGS.cli && { cli: SETTINGS.cli }) });
   try {
-    processes.push(await startCollectorProcess(db, { token: TOKEN, ...(SETTINGS.cli && { cli: SETTINGS.cli }) }));
+    processes.push(await start());
     const queries = await latencies(processes[0]!.port, built.jobs);
-    const ingestRuns: Record<string, { eventsPerSecond: number; stored: number; duplicates: number }> = {};
+    const ingestRuns: Record<string, IngestRun> = {};
     const counts = SETTINGS.ingest === 0 ? [] : engine === 'postgres' ? SETTINGS.processes : [1];
+    const postmaster = engine === 'postgres' && SETTINGS.pgUrl === undefined && counts.length > 0 ? await postmasterOf(db) : undefined;
     for (const n of counts) {
-      while (processes.length < n) processes.push(await startCollectorProcess(db, { token: TOKEN }));
-      const result = await ingest(
-        processes.slice(0, n).map((p) => p.port),
-        SETTINGS.ingest,
-        `ingest-${n}`,
-      );
+      while (processes.length < n) processes.push(await start());
+      const result = await measuredIngest(processes.slice(0, n), `ingest-${n}`, postmaster);
       if (result.stored !== SETTINGS.ingest || result.duplicates !== 0) throw new Error(`ingest with ${n} process(es): ${result.stored} stored, ${result.duplicates} duplicates`);
       ingestRuns[`${n} process${n > 1 ? 'es' : ''}`] = result;
-      log(`  ingest, ${n} collector process(es): ${result.eventsPerSecond.toLocaleString('en')} events/s (${result.stored.toLocaleString('en')} stored once each)`);
+      const cpu = `collector CPU ${result.collectorMicrosPerEvent} µs/event${result.postgresMicrosPerEvent === undefined ? '' : `, PostgreSQL CPU ${result.postgresMicrosPerEvent} µs/event`}`;
+      log(`  ingest, ${n} collector process(es): ${result.eventsPerSecond.toLocaleString('en')} events/s (${result.stored.toLocaleString('en')} stored once each; ${cpu})`);
     }
     return { events: built.events, jobs: built.jobs.length, buildSeconds: round(built.seconds, 1), replicated, bytesPerEvent, queries, ingest: ingestRuns };
   } finally {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -11,9 +12,11 @@ import { round } from './stats.js';
  * builds are compared in one run, rounds alternating (A, B, A, B, ...). Per round, BENCH_PROFILE_EVENTS bench events
  * (default 100,000) as NDJSON batches of 500 go through: `parse` (collector/ingest.ts parseBatch: JSON.parse and
  * validation), `rows` (the batch's dictionary strings, their ids from a warm dictionary, aggregate.toRows: keys and
- * deflated bodies, then pg-key.ts's stored key per row), `params` (the insert's ten parameter arrays as the build
+ * deflated bodies, then pg-key.ts's stored key per row), `params` (the insert's eleven parameter arrays as the build
  * encodes them, then as the driver does on every execution). CPU from process.cpuUsage; BENCH_PROFILE_ROUNDS rounds per build (5).
- * collector-pg-profile.ts gives the database side; run this with --cpu-prof for the functions.
+ * collector-pg-profile.ts gives the database side; run this with --cpu-prof for the functions. Under valgrind --tool=callgrind
+ * with BENCH_PROFILE_CALLGRIND=1, the counters are zeroed after the warm-up and dumped after the rounds (the dump's
+ * `totals:` is the rounds' instructions, e.g. one build per run with BENCH_PROFILE_ROUNDS=1).
  */
 
 const EVENTS = Number(process.env.BENCH_PROFILE_EVENTS ?? 100_000);
@@ -25,8 +28,10 @@ interface Build {
   batchStrings(events: readonly EgressEvent[]): string[];
   toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>, keepsId: (key: Buffer) => boolean): Array<{ key: Buffer; event: number } & Record<string, unknown>>;
   keepsIdInBody(key: Buffer): boolean;
-  pgKey(key: Buffer, event: number): string;
-  encodeArray(values: unknown[]): unknown;
+  /** `id` (the event's id) is ignored by builds before the sixth round. */
+  pgKey(key: Buffer, event: number, id: string): string;
+  /** The insert's eleven parameters as the build hands them to the driver. */
+  insertParams(rows: ReadonlyArray<Record<string, unknown>>, keys: readonly string[]): unknown[];
   Dictionary: new () => { remember(id: number, text: string): void; unknownTexts(t: readonly string[]): string[]; idMap(t: readonly string[]): Map<string, number> };
 }
 
@@ -38,9 +43,40 @@ async function load(dist: string): Promise<Build> {
     at('collector/stores/pg-key.js'),
     at('collector/stores/dictionary.js'),
   ]);
-  // A build's own encoding of the insert's integer and key arrays, when it has one (pg-array.ts); else the driver's.
-  const array = (await at('collector/stores/pg-array.js').catch(() => ({}))) as { plainArrayLiteral?: (v: unknown[]) => string };
-  return { ...ingest, ...aggregate, ...key, ...dictionary, encodeArray: array.plainArrayLiteral ?? ((v: unknown[]) => v) } as Build;
+  return { ...ingest, ...aggregate, ...key, ...dictionary, insertParams: await insertParams(at) } as Build;
+}
+
+type Encode = (values: unknown[]) => unknown;
+
+/**
+ * The insert's parameters as a build encodes them: binary arrays (pg-binary-array.ts, since the sixth round), else the
+ * integer and key arrays as one text literal each (pg-array.ts, fourth and fifth rounds), else JavaScript arrays.
+ * A close's body and bytes in its decision's row are left out (the profile packs no such pair): NULL arrays.
+ */
+async function insertParams(at: (p: string) => Promise<Record<string, unknown>>): Promise<Build['insertParams']> {
+  const binary = (await at('collector/stores/pg-binary-array.js').catch(() => undefined)) as Record<string, Encode> | undefined;
+  const text = (await at('collector/stores/pg-array.js').catch(() => ({}))) as { plainArrayLiteral?: Encode };
+  const plain: Encode = text.plainArrayLiteral ?? ((v) => v);
+  const [uuid, i2, i4, i8, bytea]: Encode[] = binary
+    ? [binary.uuidArray!, binary.int2Array!, binary.int4Array!, binary.int8Array!, binary.byteaArray!]
+    : [plain, plain, plain, plain, (v) => v];
+  return (rows, keys) => {
+    const col = (f: string) => rows.map((r) => r[f] ?? null);
+    const nulls = rows.map(() => null);
+    return [
+      uuid(keys as unknown[]),
+      i2(col('event')),
+      i8(col('time')),
+      i4(col('jobId')),
+      i4(col('hostId')),
+      i4(col('port')),
+      i2(col('decision')),
+      i8(col('bytesIn')),
+      i8(col('bytesOut')),
+      bytea(col('body')),
+      bytea(nulls),
+    ];
+  };
 }
 
 const prepareValue = (createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(v: unknown): unknown }).prepareValue;
@@ -76,11 +112,10 @@ function runRound(build: Build, texts: readonly string[]): { parse: number; rows
     const strings = build.batchStrings(events);
     for (const s of dictionary.unknownTexts(strings)) dictionary.remember(next++, s); // the database's answer, outside the timing would be fairer; it is small
     const rows = build.toRows(events, dictionary.idMap(strings), build.keepsIdInBody);
-    const keys = rows.map((r) => build.pgKey(r.key, r.event));
+    const keys = rows.map((r) => build.pgKey(r.key, r.event, (r.source as EgressEvent).id));
     t.rows += cpuMicros(c);
     c = process.cpuUsage();
-    const cols = ['event', 'time', 'jobId', 'hostId', 'port', 'decision', 'bytesIn', 'bytesOut'].map((f) => build.encodeArray(rows.map((r) => r[f])));
-    for (const values of [build.encodeArray(keys), ...cols, rows.map((r) => r.body)]) prepareValue(values);
+    for (const values of build.insertParams(rows, keys)) prepareValue(values);
     t.params += cpuMicros(c);
   }
   return t;
@@ -93,6 +128,10 @@ async function main(): Promise<void> {
   const texts = batches();
   const events = texts.length * BATCH;
   for (const b of builds) runRound(b, texts.slice(0, 20)); // warm the JIT
+  // Under callgrind: counters zeroed here and dumped at the end, so the instruction count is of the measured rounds
+  // only (not the events' generation nor the warm-up): what differs between two builds counted one at a time.
+  const callgrind = process.env.BENCH_PROFILE_CALLGRIND === '1';
+  if (callgrind) execFileSync('callgrind_control', ['-z', String(process.pid)]);
   for (let r = 0; r < ROUNDS; r++) {
     for (const [i, b] of builds.entries()) {
       const t = runRound(b, texts);
@@ -105,3 +144,4 @@ async function main(): Promise<void> {
 }
 
 await main();
+if (process.env.BENCH_PROFILE_CALLGRIND === '1') execFileSync('callgrind_control', ['-d', String(process.pid)]);

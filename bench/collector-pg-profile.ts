@@ -1,5 +1,3 @@
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
@@ -7,6 +5,7 @@ import type { EgressEvent } from '../events/schema.js';
 import type { EventStore } from '../collector/stores/event-store.js';
 import { startPostgresCluster, type PostgresCluster } from '../test/helpers/postgres-cluster.js';
 import { jobEvents } from './collector-events.js';
+import { clusterCpuMicros, parentPid } from './procfs.js';
 import { round } from './stats.js';
 
 /**
@@ -23,29 +22,6 @@ import { round } from './stats.js';
 const EVENTS = Number(process.env.BENCH_PROFILE_EVENTS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_PROFILE_ROUNDS ?? 3);
 const BATCH = 500;
-const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
-/** CPU microseconds used so far by the cluster's postmaster and all its children. */
-function clusterCpuMicros(postmaster: number): number {
-  let ticks = 0;
-  for (const line of execFileSync('ps', ['-o', 'pid=', '--ppid', String(postmaster)])
-    .toString()
-    .split('\n')) {
-    const pid = Number(line.trim());
-    if (pid) ticks += statTicks(pid);
-  }
-  return (ticks + statTicks(postmaster)) * TICK_US;
-}
-
-function statTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]); // utime, stime
-  } catch {
-    return 0; // exited meanwhile
-  }
-}
 
 /** Statements sent through any pg client of this process. */
 let statements = 0;
@@ -83,6 +59,8 @@ async function relationSizes(admin: pg.Client): Promise<Record<string, number>> 
 interface RoundResult {
   module: string;
   collectorMicrosPerEvent: number;
+  /** Of which in the kernel (system time: mostly the socket writes to PostgreSQL on loopback). */
+  collectorSystemMicrosPerEvent: number;
   postgresMicrosPerEvent: number;
   walBytesPerEvent: number;
   statementsPerBatch: number;
@@ -126,6 +104,7 @@ async function runRound(cluster: PostgresCluster, modulePath: string, db: string
     return {
       module: modulePath,
       collectorMicrosPerEvent: round((cpu.user + cpu.system) / events, 1),
+      collectorSystemMicrosPerEvent: round(cpu.system / events, 1),
       postgresMicrosPerEvent: round(pgMicros / events, 1),
       walBytesPerEvent: round(wal / events, 0),
       statementsPerBatch: round(st / measured.length, 2),
@@ -147,7 +126,7 @@ async function main(): Promise<void> {
     const admin = new pg.Client({ connectionString: cluster.url });
     await admin.connect();
     const postmaster = Number((await admin.query(`SELECT pg_backend_pid() AS p`)).rows[0].p);
-    const parent = Number(readFileSync(`/proc/${postmaster}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+    const parent = parentPid(postmaster);
     await admin.end();
     const results: RoundResult[] = [];
     for (let r = 0; r < ROUNDS; r++) {

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { round } from './stats.js';
 
@@ -13,6 +13,47 @@ export function rssMiB(pid: number): number {
 }
 
 export const RSS_SAMPLE_MS = 100;
+
+let tickMicros: number | undefined;
+/** Microseconds per clock tick of /proc's CPU times (asked once, when first needed). */
+const tickUs = () => (tickMicros ??= 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()));
+
+/** Fields of /proc/<pid>/stat after the command (the command may hold spaces and parentheses); undefined if it is gone. */
+function statFields(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU microseconds (user and system) a process has used so far; 0 if it is gone. */
+export function processCpuMicros(pid: number): number {
+  const fields = statFields(pid);
+  return fields ? (Number(fields[11]) + Number(fields[12])) * tickUs() : 0; // utime, stime
+}
+
+/**
+ * CPU microseconds used so far by a process and all its children (a PostgreSQL postmaster and its backends): its own,
+ * its children's now running, and those of its children that have exited (cutime, cstime), so that a backend ending
+ * between two readings (a pool's idle connection closed) does not take its CPU out of the difference.
+ */
+export function clusterCpuMicros(postmaster: number): number {
+  const fields = statFields(postmaster);
+  let micros = processCpuMicros(postmaster) + (fields ? (Number(fields[13]) + Number(fields[14])) * tickUs() : 0);
+  for (const line of execFileSync('ps', ['-o', 'pid=', '--ppid', String(postmaster)])
+    .toString()
+    .split('\n')) {
+    const pid = Number(line.trim());
+    if (pid) micros += processCpuMicros(pid);
+  }
+  return micros;
+}
+
+export function parentPid(pid: number): number {
+  return Number(statFields(pid)?.[1]);
+}
 
 /** Samples a process's RSS every RSS_SAMPLE_MS until stopped; stop() answers the largest sample (MiB). */
 export class RssSampler {

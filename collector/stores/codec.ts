@@ -57,8 +57,13 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
  * UTF-8 text after a 1 byte. Two ids have the same key only when they are the same text.
  */
 export function encodeId(id: string): Buffer {
-  if (id.length === 36 && UUID.test(id)) return Buffer.from(`00${id.replace(/-/g, '')}`, 'hex');
-  return Buffer.concat([Buffer.of(1), Buffer.from(id, 'utf8')]);
+  return Buffer.from(idKeyHex(id), 'hex');
+}
+
+/** encodeId's key as lower-case hex, made from the id's text (a batch pairs a decision and its close by it; no Buffer read back). */
+export function idKeyHex(id: string): string {
+  if (id.length === 36 && UUID.test(id)) return `00${id.slice(0, 8)}${id.slice(9, 13)}${id.slice(14, 18)}${id.slice(19, 23)}${id.slice(24)}`;
+  return `01${Buffer.from(id, 'utf8').toString('hex')}`;
 }
 
 export function decodeId(key: Buffer): string {

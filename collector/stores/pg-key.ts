@@ -31,11 +31,15 @@ function uuidText(h: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** The stored key (uuid text) of an event, from its `encodeId` key and its event type. */
-export function pgKey(idKey: Buffer, event: number): string {
+/**
+ * The stored key (uuid text) of an event, from its `encodeId` key and its event type. `id`: the id that key was made
+ * from, when the caller has it: an RFC UUID key's text is then the id itself (encodeId keys only a lower-case
+ * canonical UUID so), not read back from the key's bytes.
+ */
+export function pgKey(idKey: Buffer, event: number, id?: string): string {
   if (isRfcUuidKey(idKey)) {
     // Its own key, the close's with the bit set in the text (no Buffer copy per row).
-    const text = uuidText(idKey.toString('hex', 1));
+    const text = id ?? uuidText(idKey.toString('hex', 1));
     return event === CLOSE ? withCloseBit(text, true) : text;
   }
   const bytes = createHash('sha256').update(idKey).digest().subarray(0, 16);
@@ -46,9 +50,11 @@ export function pgKey(idKey: Buffer, event: number): string {
 
 /** The key of the other event of a pair (a decision's close, a close's decision): bit 0x40 of byte 8 set or cleared. */
 function withCloseBit(key: string, set: boolean): string {
-  const nibble = parseInt(key[19]!, 16);
-  return `${key.slice(0, 19)}${(set ? nibble | 0x4 : nibble & ~0x4).toString(16)}${key.slice(20)}`;
+  const nibble = HEX_DIGITS.indexOf(key[19]!);
+  return `${key.slice(0, 19)}${HEX_DIGITS[set ? nibble | 0x4 : nibble & ~0x4]}${key.slice(20)}`;
 }
+
+const HEX_DIGITS = '0123456789abcdef';
 
 export const closeKeyOf = (key: string): string => withCloseBit(key.toLowerCase(), true);
 /** Also the id a stored key gives back (an RFC UUID's; a hashed key's id is in the body, which answers instead). */

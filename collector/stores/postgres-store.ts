@@ -4,7 +4,7 @@ import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
-import { plainArrayLiteral } from './pg-array.js';
+import { bigintArray, byteaArray, int2Array, int4Array, int8Array, uuidArray } from './pg-binary-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdInBody, PG_KEY_OF_BYTEA_SQL, pgKey } from './pg-key.js';
 import {
   decodeCursor,
@@ -128,9 +128,12 @@ const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.
  */
 const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', '$1')} RETURNING 1) ${destinationRowSql('postgres', '$2')}`;
 
-/** Parameter arrays of stored keys with the time window each is looked up in. */
+/**
+ * Parameter arrays of stored keys with the time window each is looked up in. Every array parameter of ingest's
+ * statements is sent binary (pg-binary-array.ts), not as the driver's text literal.
+ */
 function keyWindows(rows: readonly EventRowV2[], ...keys: Array<(r: EventRowV2) => string>) {
-  return [...keys.map((key) => rows.map(key)), rows.map((r) => r.time - LINK_WINDOW_MS), rows.map((r) => r.time + LINK_WINDOW_MS)];
+  return [...keys.map((key) => uuidArray(rows.map(key))), int8Array(rows.map((r) => r.time - LINK_WINDOW_MS)), int8Array(rows.map((r) => r.time + LINK_WINDOW_MS))];
 }
 
 /** A decision as stored, with its stored key and time: what linking its close needs. */
@@ -159,9 +162,9 @@ function packedAt(close: EventRowV2, base: number): void {
  * The advisory lock keys of these close keys (the first 64 bits, which a close's key shares with its decision's),
  * sorted, once each: every writer of a close takes them in this order.
  */
-function closeLocks(keys: readonly string[]): string[] {
+function closeLocks(keys: readonly string[]): bigint[] {
   const ids = new Set(keys.map((k) => BigInt.asIntN(64, BigInt(`0x${k.slice(0, 8)}${k.slice(9, 13)}${k.slice(14, 18)}`))));
-  return [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
+  return [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** The earlier layout's key column (bytea, `encodeId`'s key, one per id) is migrated to pg-key.ts's on start. */
@@ -314,7 +317,12 @@ export class PostgresStore implements EventStore {
     const res = await client.query({
       name: 'eg-link-closes',
       text: LINK_CLOSES_SQL,
-      values: [keys.map(closeKeyOf), list.map((d) => d.jobId), list.map((d) => d.time - LINK_WINDOW_MS), list.map((d) => d.time + LINK_WINDOW_MS)],
+      values: [
+        uuidArray(keys.map(closeKeyOf)),
+        int4Array(list.map((d) => d.jobId)),
+        int8Array(list.map((d) => d.time - LINK_WINDOW_MS)),
+        int8Array(list.map((d) => d.time + LINK_WINDOW_MS)),
+      ],
     });
     return res.rows.map((r) => ({ decision: decisions.get(decisionKeyOf(r.key))!, bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
   }
@@ -336,7 +344,7 @@ export class PostgresStore implements EventStore {
     const res = await client.query({
       name: 'eg-close-lookup',
       text: CLOSE_LOOKUP_SQL,
-      values: [...keyWindows(alone, (r) => decisionKeyOf(key(r))), closes.map(key), closes.map((r) => r.time)],
+      values: [...keyWindows(alone, (r) => decisionKeyOf(key(r))), uuidArray(closes.map(key)), int8Array(closes.map((r) => r.time))],
     });
     for (const r of res.rows) {
       const hex = hexOf.get(r.key)!;
@@ -380,11 +388,11 @@ export class PostgresStore implements EventStore {
         name: 'eg-join-closes',
         text: JOIN_CLOSES_SQL,
         values: [
-          list.map((j) => decisionKeyOf(key(j.close))),
-          list.map((j) => j.decision.time),
-          list.map((j) => j.close.body),
-          list.map((j) => j.close.bytesIn),
-          list.map((j) => j.close.bytesOut),
+          uuidArray(list.map((j) => decisionKeyOf(key(j.close)))),
+          int8Array(list.map((j) => j.decision.time)),
+          byteaArray(list.map((j) => j.close.body)),
+          int8Array(list.map((j) => j.close.bytesIn)),
+          int8Array(list.map((j) => j.close.bytesOut)),
         ],
       });
       const done = new Set(res.rows.map((r) => r.key as string));
@@ -404,22 +412,22 @@ export class PostgresStore implements EventStore {
     const rows = [...decisions, ...place.own];
     if (rows.length === 0) return [];
     const withClose = (r: EventRowV2) => (r.event === DECISION ? place.withDecision.get(r.hex) : undefined);
-    const cols = (f: (r: EventRowV2) => number | string | null) => plainArrayLiteral(rows.map(f));
+    const col = (f: (r: EventRowV2) => number | null) => rows.map(f);
     const res = await client.query({
       name: 'eg-insert-events',
       text: INSERT_EVENTS_SQL,
       values: [
-        cols(key),
-        cols((r) => r.event),
-        cols((r) => r.time),
-        cols((r) => r.jobId),
-        cols((r) => r.hostId),
-        cols((r) => r.port),
-        cols((r) => r.decision),
-        cols((r) => (r.event === CLOSE ? r.bytesIn : (withClose(r)?.bytesIn ?? null))),
-        cols((r) => (r.event === CLOSE ? r.bytesOut : (withClose(r)?.bytesOut ?? null))),
-        rows.map((r) => r.body),
-        rows.map((r) => withClose(r)?.body ?? null),
+        uuidArray(rows.map(key)),
+        int2Array(col((r) => r.event)),
+        int8Array(col((r) => r.time)),
+        int4Array(col((r) => r.jobId)),
+        int4Array(col((r) => r.hostId)),
+        int4Array(col((r) => r.port)),
+        int2Array(col((r) => r.decision)),
+        int8Array(col((r) => (r.event === CLOSE ? r.bytesIn : (withClose(r)?.bytesIn ?? null)))),
+        int8Array(col((r) => (r.event === CLOSE ? r.bytesOut : (withClose(r)?.bytesOut ?? null)))),
+        byteaArray(rows.map((r) => r.body)),
+        byteaArray(rows.map((r) => withClose(r)?.body ?? null)),
       ],
     });
     const stored = new Set(res.rows.map((r) => r.key as string));
@@ -450,7 +458,7 @@ export class PostgresStore implements EventStore {
    */
   async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
     const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody, joinsDecision);
-    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event)]));
+    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event, r.source.id)]));
     const key = (r: EventRowV2) => stored.get(r)!;
     const times = rows.map((r) => r.time);
     await this.ensurePartitions(times);
@@ -463,13 +471,13 @@ export class PostgresStore implements EventStore {
       // Every writer of a close holds its id's lock while it looks where the close is and puts it there, so a close
       // is stored once, as a row of its own or in its decision's row, whatever other collectors do meanwhile.
       if (locks.length > MAX_CLOSE_LOCKS) await client.query(ALL_CLOSES_LOCK_SQL);
-      else if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [['0', ...locks]] });
+      else if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [bigintArray([0n, ...locks])] });
       const lost = await this.storePass(client, decisions, closes, key, inserted, links);
       if (lost.length > 0) await this.storePass(client, [], lost, key, inserted, links);
       const newDecisions = decisions.filter((r) => inserted.has(r.ref));
       // A new decision whose close this batch stored has it counted already; the others may have one stored as a row
       // of its own (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
-      const closeless = newDecisions.filter((r) => !inserted.has(`${CLOSE}${r.hex}`));
+      const closeless = newDecisions.filter((r) => !inserted.has(aggregate.pairRef(r)));
       links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [key(r), { ...aggregate.decisionOf(r), time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close (a row of its own) stored by

@@ -4,7 +4,6 @@ import { describe, it } from 'node:test';
 import { deflateRawSync, type DeflateRaw } from 'node:zlib';
 import fc from 'fast-check';
 import { decodeId, encodeId, packBody, unpackEvent, withBodyId } from '../../collector/stores/codec.js';
-import { plainArrayLiteral } from '../../collector/stores/pg-array.js';
 import { RawCodec, rawCodec } from '../../collector/stores/raw-deflate.js';
 import { jobKey } from '../../events/job-key.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
@@ -173,13 +172,5 @@ describe('RawCodec: one reused zlib stream per direction', () => {
       (input) => deflateRawSync(input, { dictionary }),
     );
     assert.deepEqual(bare.runText('{"a":1}', 7), expected('{"a":1}', 7));
-  });
-});
-
-describe('plainArrayLiteral', () => {
-  it('writes integers, NULL and uuid text as a PostgreSQL array literal, unquoted', () => {
-    assert.equal(plainArrayLiteral([]), '{}');
-    assert.equal(plainArrayLiteral([1, null, -3, 1_700_000_000_123]), '{1,NULL,-3,1700000000123}');
-    assert.equal(plainArrayLiteral(['0b0e8f1c-6a57-4c9e-9d1e-2f4a1b3c5d7e', null]), '{0b0e8f1c-6a57-4c9e-9d1e-2f4a1b3c5d7e,NULL}');
   });
 });

@@ -18,6 +18,9 @@ it("PostgreSQL keys: one per (id, event), a decision's and its close's keys turn
     fc.property(ids, ids, (a, b) => {
       const [da, ca, db, cb] = [pgKey(encodeId(a), DECISION), pgKey(encodeId(a), CLOSE), pgKey(encodeId(b), DECISION), pgKey(encodeId(b), CLOSE)];
       for (const k of [da, ca, db, cb]) assert.match(k, UUID_TEXT);
+      // Given the id the key was made from (ingest's path), the same keys without reading the key's bytes.
+      assert.equal(pgKey(encodeId(a), DECISION, a), da);
+      assert.equal(pgKey(encodeId(a), CLOSE, a), ca);
       assert.notEqual(da, ca);
       assert.equal(closeKeyOf(da), ca);
       assert.equal(decisionKeyOf(ca), da);
