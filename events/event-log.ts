@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino';
 import { EVENT_SCHEMA_VERSION, type CiContext, type CloseEvent, type CloseFields, type DecisionEvent, type DecisionFields, type EgressEvent } from './schema.js';
-import { randomEventId } from './event-ids.js';
+import { randomEventId, randomLineEventId } from './event-ids.js';
 import { EventsFile } from './events-file.js';
 import { StdoutLines } from './stdout-lines.js';
 import { conformCiContext, conformEvent, decisionFieldsConform } from './validate.js';
@@ -124,7 +124,8 @@ export class EventLog {
       this.decision(fields, durable, fieldsMembers);
       return;
     }
-    this.writeLine(this.decisionLine(level, randomEventId(), this.isoNow(), fieldsMembers));
+    // No event is made, so the id goes only into the line: a slice of a shared text, kept by nothing (randomLineEventId).
+    this.writeLine(this.decisionLine(level, randomLineEventId(), this.isoNow(), fieldsMembers));
     if (durable === 'now') this.file?.flushSync();
   }
 
