@@ -348,6 +348,13 @@ export interface SearchReads {
   rows(jobIds: readonly number[]): Promise<DestinationRow[]>;
   /** The rows that straddle `until` (last after it, first at or before it); asked only when `until` is given. */
   edges(): Promise<DestinationRow[]>;
+  /**
+   * The jobs newest first by their own last sighting (any host; eg_jobs), strictly after `at` in (last, job id)
+   * descending order, last at or after the window's start, `jobs` of them at most, each with its last sighting among
+   * its seen rows of the matching hosts (`last`, null when it has none). Offered by a store for patterns of many hosts
+   * (searchPage's walk by jobs); `jobLast` is an upper bound of `last`.
+   */
+  walk?(at: SearchKey, jobs: number): Promise<Array<{ jobId: unknown; jobLast: unknown; last: unknown }>>;
   /** A row's decisions inside the window, recounted from its raw events. */
   recount(row: DestinationRow): Promise<DestinationRow | undefined>;
   /** The text of these jobs' ids. */
@@ -419,10 +426,13 @@ export async function searchPage(reads: SearchReads, window: Window, page: Searc
   const wanted = offset + page.limit + 1;
   let at: SearchKey = cursor ?? { last: finite(window.until), jobId: Number.MAX_SAFE_INTEGER };
   let rows = page.scanRows ?? scanRows(wanted);
-  let exhausted = false;
   const met = new Set<number>();
   const placedFrom = (position: SearchKey) => [...keys].filter(([jobId, last]) => !after({ last, jobId }, position)).length;
-  for (;;) {
+  // Without `until`, a store may offer the walk by jobs (a pattern of many hosts); if it gives up, the scan below finds
+  // the same keys again for the jobs it meets (a job's key is exact either way).
+  const walked = reads.walk && window.until === Infinity ? await walkJobs(reads.walk, keys, wanted, placedFrom, cursor) : 'gave-up';
+  let exhausted = walked === 'exhausted';
+  while (walked === 'gave-up') {
     const chunk = (await reads.scan(at, rows)).map((r) => ({ jobId: Number(r.jobId), last: Number(r.last) }));
     const fresh = chunk.filter((r) => !met.has(r.jobId) && !edgeJobs.has(r.jobId) && met.add(r.jobId));
     if (cursor && fresh.length > 0) {
@@ -450,6 +460,50 @@ export async function searchPage(reads: SearchReads, window: Window, page: Searc
   for (const r of await windowedRows(await reads.rows(ids), window, recount)) byJob.get(r.jobId)?.push(r);
   const jobText = await reads.jobText(ids);
   return { jobs: ids.map((id) => sightingOf(byJob.get(id)!, jobText(id) ?? `#${id}`, hostText)), ...(total !== undefined && { total }), more, next };
+}
+
+/** Jobs per read of the walk by jobs: two per job wanted at first, doubled each read. */
+const walkJobsPerRead = (wanted: number) => Math.max(32, wanted * 2);
+/** The walk gives up past this many jobs read without a seen row (a pattern few jobs match)... */
+const walkIdleJobs = (wanted: number) => Math.max(256, wanted * 4);
+/** ... or past this many jobs of earlier pages (a cursor deep in the answer: those are read again on every page). */
+const WALK_EARLIER_JOBS = 2048;
+
+/**
+ * The walk by jobs, for a pattern of many hosts (where the scan by host reads rows of many hosts per job and a
+ * statement of a branch per host is planned again per chunk): the jobs newest first by their own last sighting
+ * (`jobLast`, any host), each with its key (its last sighting among the matching hosts' seen rows). A job's key is at
+ * most its `jobLast`, so every job not yet read comes after the last one read in the search order: once `wanted` jobs
+ * are placed at or above that position, the page is known. After a cursor, a job whose key is not past it was on an
+ * earlier page: skipped, but read (the walk starts at the newest job whatever the cursor). The jobs read that place
+ * nothing are what it costs more than the scan: past walkIdleJobs or WALK_EARLIER_JOBS of them it gives up, and the
+ * scan takes over.
+ */
+async function walkJobs(
+  walk: NonNullable<SearchReads['walk']>,
+  keys: Map<number, number>,
+  wanted: number,
+  placedFrom: (position: SearchKey) => number,
+  cursor: SearchKey | undefined,
+): Promise<'placed' | 'exhausted' | 'gave-up'> {
+  let at: SearchKey = { last: Number.MAX_SAFE_INTEGER, jobId: Number.MAX_SAFE_INTEGER };
+  let jobs = walkJobsPerRead(wanted);
+  let idle = 0;
+  let earlier = 0;
+  for (;;) {
+    const batch = await walk(at, jobs);
+    for (const r of batch) {
+      const key = { last: Number(r.last), jobId: Number(r.jobId) };
+      if (r.last === null) idle++;
+      else if (cursor && !after(key, cursor)) earlier++;
+      else keys.set(key.jobId, key.last);
+    }
+    if (batch.length < jobs) return 'exhausted';
+    at = { last: Number(batch.at(-1)!.jobLast), jobId: Number(batch.at(-1)!.jobId) };
+    if (placedFrom(at) >= wanted) return 'placed';
+    if (idle >= walkIdleJobs(wanted) || earlier >= WALK_EARLIER_JOBS) return 'gave-up';
+    jobs = Math.min(jobs * 2, 2048);
+  }
 }
 
 /** One job's sighting: the sums of its rows (inside the window, or recounted within it). */

@@ -52,6 +52,12 @@ export interface SearchQuery {
    * doubles. Tests set it small to make pages that end mid-scan.
    */
   scanRows?: number;
+  /**
+   * Whether a first page may be read, and a count made, by jobs (aggregate.searchPage's walk; PostgreSQL): by default
+   * when the pattern matches many hosts (the count: when the search index holds many entries per job). Tests set it
+   * to compare both ways on one history.
+   */
+  byJobs?: boolean;
 }
 
 /** One page of a host search. */

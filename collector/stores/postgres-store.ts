@@ -30,6 +30,9 @@ import {
   SCHEMA_TABLES,
   searchScanSql,
   searchSql,
+  searchByJobsSql,
+  COUNT_BY_JOBS_ENTRIES,
+  WALK_HOSTS,
   stringLookupSql,
   type JobRow,
 } from './queries.js';
@@ -570,9 +573,22 @@ export class PostgresStore implements EventStore {
         jobs: 'job_id = ANY($4::int[])',
       });
       const scan = searchScanSql(hostIds, decision);
+      const byJobs = (page.byJobs ?? hostIds.length >= WALK_HOSTS) ? searchByJobsSql(decision) : undefined;
       return {
         scan: async (at, rows) => (await this.pool.query(scan.text, [params[1], params[2], at.last, at.jobId, rows, ...(scan.lateral ? [hostIds] : [])])).rows,
-        count: async () => Number((await this.pool.query(sql.count, params)).rows[0].total),
+        ...(byJobs && {
+          walk: async (at: aggregate.SearchKey, jobs: number) => (await this.pool.query(byJobs.walk, [params[1], params[2], at.last, at.jobId, jobs, hostIds])).rows,
+        }),
+        count: async () => {
+          // By jobs when the search index holds many entries per job for these hosts (the planner's estimates).
+          const estimate = async (text: string, values: unknown[]) => {
+            let node = (await this.pool.query(`EXPLAIN (FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan;
+            while (node['Relation Name'] === undefined && node.Plans?.length) node = node.Plans[0];
+            return Number(node['Plan Rows']);
+          };
+          const countByJobs = byJobs && (page.byJobs ?? (await estimate(sql.count, params)) > COUNT_BY_JOBS_ENTRIES * (await estimate(byJobs.windowJobs, [params[1]])));
+          return Number((await this.pool.query(countByJobs ? byJobs.count : sql.count, params)).rows[0].total);
+        },
         lasts: async (jobIds) => (await this.pool.query(sql.lasts, [...params, jobIds])).rows,
         rows: async (jobIds) => (await this.pool.query(sql.rows, [...params, jobIds])).rows.map(aggregate.destinationRow),
         edges: async () => (await this.pool.query(sql.edges, params)).rows.map(aggregate.destinationRow),

@@ -261,6 +261,45 @@ export function searchScanSql(hostIds: readonly number[], decision?: number): { 
 }
 
 /**
+ * From this many matching hosts a page without `until` is read by jobs (aggregate.searchPage's walk, PostgreSQL): the
+ * scan by host plans a branch per host each chunk (104-114 ms for 300 at 100 million events, docs/collector.md) and
+ * reads many rows per job placed when a job met many of the hosts.
+ */
+export const WALK_HOSTS = 64;
+
+/**
+ * Entries of the search index per job since the window's start above which the count goes by jobs (searchByJobsSql):
+ * ~0.25 µs per entry read against ~8 µs per job that matches (20 million events here).
+ */
+export const COUNT_BY_JOBS_ENTRIES = 32;
+
+/**
+ * PostgreSQL, for a pattern of WALK_HOSTS hosts or more: the search by jobs, through eg_jobs' (last, job_id) index (a
+ * job's `last` is the newest of its rows', so a job with a row seen since `$1` has its own `last` since then too), each
+ * job's rows of the hosts `$6` seen in the window ($1, $2) read by the primary key (job_id, ...). The host ids are a
+ * filter there, hashed (`host_id + 0`: not an index condition, which would descend the primary key once per host id).
+ * - `walk` (aggregate.SearchReads.walk): the jobs newest first strictly before ($3, $4), `$5` of them, each with the
+ *   newest `last` of those rows.
+ * - `count` (aggregate.SearchReads.count, parameters as searchSql's, `$1` the host ids): the jobs since `$2` with such
+ *   a row; it stops at a job's first. The count through the search index reads every matching entry instead: ~150 per
+ *   job for a pattern of all 300 hosts (2.1 million entries, ~0.5 s, for 7 days at 20 million events here), against
+ *   ~4 buffers per job since `$2` this way; but a job without such a row is read whole (~150 rows), so it is taken
+ *   only when the planner expects over COUNT_BY_JOBS_ENTRIES entries of the search index per job since `$2`
+ *   (`windowJobs`, `$1` the start: the jobs since then, for the estimate).
+ */
+export function searchByJobsSql(decision?: number): { walk: string; count: string; windowJobs: string } {
+  const outcome = decision === undefined ? '' : ` AND d.decision = ${Math.trunc(decision)}`;
+  const rows = (hosts: string, since: string, until: string) =>
+    `FROM eg_job_destinations d WHERE d.job_id = j.job_id AND d.host_id + 0 = ANY(${hosts}::int[]) AND d.last >= ${since}::bigint AND d.last <= ${until}::bigint${outcome}`;
+  return {
+    walk: `SELECT j.job_id AS "jobId", j.last AS "jobLast", (SELECT MAX(d.last) ${rows('$6', '$1', '$2')}) AS last
+    FROM eg_jobs j WHERE j.last >= $1::bigint AND (j.last, j.job_id) < ($3::bigint, $4::bigint) ORDER BY j.last DESC, j.job_id DESC LIMIT $5`,
+    count: `SELECT COUNT(*) AS total FROM eg_jobs j WHERE j.last >= $2::bigint AND EXISTS (SELECT 1 ${rows('$1', '$2', '$3')})`,
+    windowJobs: 'SELECT 1 FROM eg_jobs WHERE last >= $1::bigint',
+  };
+}
+
+/**
  * SQLite: the same scan with named parameters (@since, @until, @at, @job, @rows). Up to SCAN_UNION_HOSTS hosts one
  * compound statement (`perHost` false): SQLite merges the per-host index scans in order (MERGE (UNION ALL)) and stops
  * at the limit. Beyond (a compound statement has at most 500 parts) one host's scan (`@host`), run per host and

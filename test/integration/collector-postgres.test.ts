@@ -12,7 +12,10 @@ import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-
 import { waitFor } from '../helpers/wait-for.js';
 import { checkHostSearch, checkManyHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
-import { SCAN_UNION_HOSTS, searchScanSql } from '../../collector/stores/queries.js';
+import type { SearchPage } from '../../collector/stores/event-store.js';
+import { SCAN_UNION_HOSTS, searchScanSql, WALK_HOSTS } from '../../collector/stores/queries.js';
+import { hostQuery } from '../../collector/host-search.js';
+import { testDecision } from '../helpers/aggregate-model.js';
 
 const TOKEN = 'pg-token';
 
@@ -55,6 +58,93 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
     const store = await PostgresStore.open(`${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`);
     cleanups.push(() => store.close());
     await checkManyHostSearch(store, hosts);
+  });
+
+  it('reads a pattern of many hosts by jobs: the same pages and counts as by host, on both sides of WALK_HOSTS', async () => {
+    const store = await PostgresStore.open(`${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`);
+    cleanups.push(() => store.close());
+    const hosts = WALK_HOSTS + 6;
+    const base = Date.UTC(2026, 1, 1);
+    const minute = 60_000;
+    const events: EgressEvent[] = [];
+    // 260 jobs on the pattern's hosts (two or three rows each, ties in pairs); three in four of them long: seen there
+    // early (their key), then elsewhere 150 minutes later (their own last sighting), so that the walk reads jobs in
+    // another order than the answer's. Then 300 jobs on none of them, all within a minute among the others (the walk gives up on some pages).
+    const keys: Array<[string, number]> = [];
+    for (let j = 0; j < 260; j++) {
+      const ci = { job_id: `walk-${j}`, repository: 'org/walk' };
+      const t = base + (j % 10 === 9 ? j - 1 : j) * minute;
+      const key = j % 4 === 1 ? t - 20_000 : t - 150 * minute;
+      keys.push([`walk-${j}`, key]);
+      events.push(testDecision(`walk-${j}-a`, key, `w${j % hosts}.walk.test`, ci), testDecision(`walk-${j}-b`, key, `w${(j * 7 + 3) % hosts}.walk.test`, ci));
+      if (j % 4 === 0) events.push(testDecision(`walk-${j}-c`, key - 10_000, `w${(j + 1) % hosts}.walk.test`, ci, { decision: 'blocked' }));
+      if (j % 4 !== 1) events.push(testDecision(`walk-${j}-d`, t, 'other.nowalk.test', ci));
+    }
+    for (let k = 0; k < 300; k++)
+      events.push(testDecision(`nowalk-${k}`, base + 200 * minute + 30_000 + k * 100, 'x.nowalk.test', { job_id: `nowalk-${k}`, repository: 'org/walk' }));
+    await store.insert(events);
+
+    // Which statements run, to tell the walk from the scan by host.
+    const pool = (store as unknown as { pool: { query: (...args: any[]) => Promise<any> } }).pool;
+    const statements: string[] = [];
+    const query = pool.query.bind(pool);
+    pool.query = (...args: any[]) => (statements.push(typeof args[0] === 'string' ? args[0] : args[0].text), query(...args));
+    const walked = async (run: () => Promise<unknown>) => {
+      statements.length = 0;
+      await run();
+      return statements.some((s) => s.includes('FROM eg_jobs j'));
+    };
+
+    const iso = (minutes: number) => new Date(base + minutes * minute).toISOString();
+    const all = hostQuery('walk.test');
+    const few = hostQuery('w1*.walk.test'); // w1, w10-w19: fewer hosts than WALK_HOSTS
+    const filters = [{}, { since: iso(100) }, { decision: 'blocked' }, { since: iso(50), until: iso(200) }, { since: iso(299) }];
+    for (const [pattern, walks] of [
+      [all, true],
+      [few, false],
+    ] as const) {
+      for (const window of filters) {
+        const filter = { likes: pattern.likes, matches: pattern.matches, ...window };
+        const count = (await store.searchJobs(filter, { limit: 0, byJobs: false })).total;
+        for (const [limit, offset] of [
+          [1, 0],
+          [7, 0],
+          [7, 13],
+          [50, 0],
+          [500, 0],
+          [0, 0],
+        ] as const) {
+          const what = `${pattern === all ? 'walk.test' : 'w1*.walk.test'} ${JSON.stringify(window)} limit ${limit} offset ${offset}`;
+          const byHost = await store.searchJobs(filter, { limit, offset, byJobs: false });
+          const byJobs = await store.searchJobs(filter, { limit, offset, byJobs: true });
+          // `total` comes free only when the reads ran out, which the walk and the scan by host do on different pages;
+          // when both give it, it is the same, and it is the count.
+          const same = (a: SearchPage, b: SearchPage) => {
+            const { total: ta, ...restA } = a;
+            const { total: tb, ...restB } = b;
+            assert.deepEqual(restA, restB, what);
+            for (const total of [ta, tb]) if (total !== undefined) assert.equal(total, count, what);
+          };
+          same(byJobs, byHost);
+          let page = byHost;
+          const byDefault = await walked(async () => (page = await store.searchJobs(filter, { limit, offset })));
+          // (A count alone goes by jobs by the planner's estimates, not by the number of hosts.)
+          if (limit > 0) assert.equal(byDefault, walks && !('until' in window), `${what}: by jobs by default`);
+          same(page, byHost);
+          if (byHost.next)
+            assert.deepEqual(await store.searchJobs(filter, { limit, cursor: byJobs.next! }), await store.searchJobs(filter, { limit, cursor: byHost.next, byJobs: false }));
+        }
+      }
+    }
+    // Newest key first, ties by job (added later first), a later sighting elsewhere not counted.
+    const expected = keys.map(([job, key], j) => ({ job, key, j })).sort((a, b) => b.key - a.key || b.j - a.j);
+    const first = await store.searchJobs({ likes: all.likes, matches: all.matches }, { limit: 20 });
+    assert.deepEqual(
+      first.jobs.map((j) => [j.job, j.last]),
+      expected.slice(0, 20).map((e) => [e.job, new Date(e.key).toISOString()]),
+    );
+    assert.equal((await store.searchJobs({ likes: all.likes, matches: all.matches }, { limit: 0 })).total, 260);
+    pool.query = query;
   });
 
   it('lets several collectors write to one database: each event stored once', async () => {
