@@ -16,11 +16,13 @@ import { round } from './stats.js';
  * encodes them, then as the driver does on every execution). CPU from process.cpuUsage; BENCH_PROFILE_ROUNDS rounds per build (5).
  * collector-pg-profile.ts gives the database side; run this with --cpu-prof for the functions. Under valgrind --tool=callgrind
  * with BENCH_PROFILE_CALLGRIND=1, the counters are zeroed after the warm-up and dumped after the rounds (the dump's
- * `totals:` is the rounds' instructions, e.g. one build per run with BENCH_PROFILE_ROUNDS=1).
+ * `totals:` is the rounds' instructions, e.g. one build per run with BENCH_PROFILE_ROUNDS=1). BENCH_PROFILE_STAGES=parse
+ * runs the `parse` stage alone (its instructions without the other stages' garbage collection and random keys).
  */
 
 const EVENTS = Number(process.env.BENCH_PROFILE_EVENTS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_PROFILE_ROUNDS ?? 5);
+const PARSE_ONLY = process.env.BENCH_PROFILE_STAGES === 'parse';
 const BATCH = 500;
 
 interface Build {
@@ -108,6 +110,7 @@ function runRound(build: Build, texts: readonly string[]): { parse: number; rows
     let c = process.cpuUsage();
     const { events } = build.parseBatch(text, 10_000);
     t.parse += cpuMicros(c);
+    if (PARSE_ONLY) continue;
     c = process.cpuUsage();
     const strings = build.batchStrings(events);
     for (const s of dictionary.unknownTexts(strings)) dictionary.remember(next++, s); // the database's answer, outside the timing would be fairer; it is small
@@ -127,7 +130,8 @@ async function main(): Promise<void> {
   const builds = await Promise.all(dists.map(load));
   const texts = batches();
   const events = texts.length * BATCH;
-  for (const b of builds) runRound(b, texts.slice(0, 20)); // warm the JIT
+  // Warm the JIT; for the parse stage alone, on every batch three times, so that its count is not of compilation.
+  for (const b of builds) for (let w = 0; w < (PARSE_ONLY ? 3 : 1); w++) runRound(b, PARSE_ONLY ? texts : texts.slice(0, 20));
   // Under callgrind: counters zeroed here and dumped at the end, so the instruction count is of the measured rounds
   // only (not the events' generation nor the warm-up): what differs between two builds counted one at a time.
   const callgrind = process.env.BENCH_PROFILE_CALLGRIND === '1';
