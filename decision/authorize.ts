@@ -1,7 +1,7 @@
-import { decide, literalAddress, type Decision, type Policy } from '../policy/index.js';
+import { decide, decideOnAddresses, literalAddress, type Decision, type DecisionRequest, type Policy } from '../policy/index.js';
 import { Connection } from '../events/connection.js';
 import type { EventLog } from '../events/event-log.js';
-import type { CloseError, DecisionEvent, RequestKind } from '../events/schema.js';
+import type { CloseError, DecisionEvent, DecisionFields, RequestKind } from '../events/schema.js';
 import { ResolveError, type Resolver } from './resolver.js';
 
 export interface AuthorizeContext {
@@ -43,33 +43,47 @@ export type Forward = Extract<Authorization, { action: 'forward' }>;
 
 /** Emit the one decision event of a request (what was asked, what was decided, why, by whom). */
 export function emitDecision(events: EventLog, policy: Policy, request: AuthorizeRequest, decision: Decision): DecisionEvent {
-  return events.decision({
-    kind: request.kind,
-    client: request.client,
-    host: decision.host,
-    port: request.port,
-    ...(request.sni !== undefined && { sni: request.sni }),
-    ...(decision.ip !== undefined && { ip: decision.ip }),
-    ...(request.method !== undefined && { method: request.method }),
-    // The query string may carry a token: logged only when the policy says so (log-query).
-    ...(request.path !== undefined && { path: policy.logQuery ? request.path : request.path.split('?')[0]! }),
-    decision: decision.outcome,
-    reason: decision.reason,
-    rule: decision.rule,
-    message: decision.message,
-    mode: policy.mode,
-  });
+  // Built member by member in the order the event's JSON has them (no spread of a conditional object per field).
+  const fields: DecisionFields = { kind: request.kind, client: request.client, host: decision.host, port: request.port } as DecisionFields;
+  if (request.sni !== undefined) fields.sni = request.sni;
+  if (decision.ip !== undefined) fields.ip = decision.ip;
+  if (request.method !== undefined) fields.method = request.method;
+  // The query string may carry a token: logged only when the policy says so (log-query).
+  if (request.path !== undefined) fields.path = policy.logQuery ? request.path : request.path.split('?')[0]!;
+  fields.decision = decision.outcome;
+  fields.reason = decision.reason;
+  fields.rule = decision.rule;
+  fields.message = decision.message;
+  fields.mode = policy.mode;
+  return events.decision(fields);
 }
 
 /** A request decided to go to `address`: its decision event, and its connection record opened. */
-export function forwardTo(events: EventLog, request: AuthorizeRequest, decision: Decision, event: DecisionEvent, address: string, port: number): Forward {
-  const connection = new Connection(events, { id: event.id, kind: request.kind, client: request.client, host: decision.host, port, ip: address }, request.started);
+export function forwardTo(
+  events: EventLog,
+  request: AuthorizeRequest,
+  decision: Decision,
+  event: DecisionEvent,
+  address: string,
+  port: number,
+  started = request.started,
+): Forward {
+  const connection = new Connection(events, { id: event.id, kind: request.kind, client: request.client, host: decision.host, port, ip: address }, started);
   return { action: 'forward', decision, event, address, port, connection };
 }
 
 /** A request that was decided but cannot be forwarded (its name did not resolve): 502/504 and a close event. */
-function failure(events: EventLog, request: AuthorizeRequest, decision: Decision, event: DecisionEvent, status: 502 | 504, error: CloseError, message: string): Authorization {
-  const connection = new Connection(events, { id: event.id, kind: request.kind, client: request.client, host: decision.host, port: request.port }, request.started);
+function failure(
+  events: EventLog,
+  request: AuthorizeRequest,
+  started: number,
+  decision: Decision,
+  event: DecisionEvent,
+  status: 502 | 504,
+  error: CloseError,
+  message: string,
+): Authorization {
+  const connection = new Connection(events, { id: event.id, kind: request.kind, client: request.client, host: decision.host, port: request.port }, started);
   return { action: 'fail', decision, event, status, error, message, connection };
 }
 
@@ -78,16 +92,12 @@ function failure(events: EventLog, request: AuthorizeRequest, decision: Decision
  * resolved in block mode), resolve, decide on the addresses, emit the one decision event, and say which
  * address to connect to (the one that was checked: no second lookup, no DNS-rebinding window).
  */
-export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest): Promise<Authorization> {
-  const request: AuthorizeRequest = input.started === undefined ? { ...input, started: Date.now() } : input;
+export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
+  // When the request arrived, for its close event (the caller's object is not copied to carry it).
+  const started = request.started ?? Date.now();
   const policy = ctx.policy();
-  const asked = {
-    host: request.host,
-    port: request.port,
-    ...(request.method !== undefined && { method: request.method }),
-    ...(request.path !== undefined && { path: request.path }),
-    ...(request.inspectable && { inspectable: true }),
-  };
+  // decide() reads method, path and inspectable only when defined (and inspectable only when true).
+  const asked: DecisionRequest = { host: request.host, port: request.port, method: request.method, path: request.path, inspectable: request.inspectable };
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
   // Addresses known before the decision (a redirected connection's destination, an inspected request's checked
   // address): one decision on name and addresses together is what the two below come to whenever it does not
@@ -96,7 +106,7 @@ export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest):
   // below, which words it as before.
   if (request.addresses !== undefined) {
     const decision = decide(policy, { ...asked, addresses: request.addresses });
-    if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, decision, request.addresses, emit);
+    if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, started, decision, request.addresses, emit);
   }
   const nameDecision = decide(policy, asked);
 
@@ -107,29 +117,38 @@ export async function authorize(ctx: AuthorizeContext, input: AuthorizeRequest):
     return { action: 'reject', decision: rejected, event: emit(rejected) };
   }
   if (nameDecision.ip !== undefined) {
-    return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port);
+    return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port, started);
   }
 
-  let addresses: string[];
+  let addresses: readonly string[];
   try {
     addresses = request.addresses ?? (await ctx.resolver.resolve(nameDecision.host));
   } catch (err) {
     const resolveError = err instanceof ResolveError ? err : new ResolveError(String(err), 'failed');
     const timeout = resolveError.kind === 'timeout';
-    return failure(ctx.events, request, nameDecision, emit(nameDecision), timeout ? 504 : 502, timeout ? 'upstream-dns-timeout' : 'upstream-dns', resolveError.message);
+    return failure(ctx.events, request, started, nameDecision, emit(nameDecision), timeout ? 504 : 502, timeout ? 'upstream-dns-timeout' : 'upstream-dns', resolveError.message);
   }
-  const decision = decide(policy, { ...asked, addresses });
+  // The name's decision carried on to the addresses: what decide() on name and addresses together returns, without
+  // judging the name a second time (policy-decide.test.ts).
+  const decision = decideOnAddresses(policy, nameDecision, request.port, addresses);
   if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
-  return forwardDecided(ctx.events, request, decision, addresses, emit);
+  return forwardDecided(ctx.events, request, started, decision, addresses, emit);
 }
 
 /** A request decided on its addresses and not refused: forwarded to the address checked (audit mode: the first one). */
-function forwardDecided(events: EventLog, request: AuthorizeRequest, decision: Decision, addresses: readonly string[], emit: (d: Decision) => DecisionEvent): Authorization {
+function forwardDecided(
+  events: EventLog,
+  request: AuthorizeRequest,
+  started: number,
+  decision: Decision,
+  addresses: readonly string[],
+  emit: (d: Decision) => DecisionEvent,
+): Authorization {
   // Audit mode forwards would-block requests to the address the name resolved to.
   const address = decision.ip ?? addresses[0];
   if (address === undefined) {
-    return failure(events, request, decision, emit(decision), 502, 'upstream-dns', `${decision.host} has no address`);
+    return failure(events, request, started, decision, emit(decision), 502, 'upstream-dns', `${decision.host} has no address`);
   }
   const withIp = decision.ip === undefined ? { ...decision, ip: address } : decision;
-  return forwardTo(events, request, withIp, emit(withIp), address, request.port);
+  return forwardTo(events, request, withIp, emit(withIp), address, request.port, started);
 }

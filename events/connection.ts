@@ -1,5 +1,5 @@
 import type { EventLog } from './event-log.js';
-import type { CloseError, CloseEvent, RequestKind } from './schema.js';
+import type { CloseError, CloseEvent, CloseFields, RequestKind } from './schema.js';
 
 /** What the close event repeats of its decision. */
 export interface ConnectionFields {
@@ -44,14 +44,18 @@ export class Connection {
   }
 
   close(end: ConnectionEnd = {}): CloseEvent {
-    this.closeEvent ??= this.events.close({
-      ...this.fields,
-      bytes_in: end.bytesIn ?? 0,
-      bytes_out: end.bytesOut ?? 0,
-      duration_ms: Date.now() - this.started,
-      ...(end.status !== undefined && { status: end.status }),
-      ...(end.error && { error: end.error }),
-    });
+    if (this.closeEvent) return this.closeEvent;
+    // Member by member in the order of the event's JSON (the decision's fields, then the end): no spread of the
+    // fields and of a conditional object per optional member.
+    const f = this.fields;
+    const fields = { id: f.id, kind: f.kind, client: f.client, host: f.host, port: f.port } as CloseFields;
+    if (f.ip !== undefined) fields.ip = f.ip;
+    fields.bytes_in = end.bytesIn ?? 0;
+    fields.bytes_out = end.bytesOut ?? 0;
+    fields.duration_ms = Date.now() - this.started;
+    if (end.status !== undefined) fields.status = end.status;
+    if (end.error) fields.error = end.error;
+    this.closeEvent = this.events.close(fields);
     return this.closeEvent;
   }
 }

@@ -74,6 +74,18 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
   return inspect ? { ...decided, inspect } : decided;
 }
 
+/**
+ * What decide(policy, { ...request, addresses }) returns, from decide(policy, request)'s answer on the name alone:
+ * the addresses are checked only when the name was let through by an endpoint rule (`allowed-endpoint`, no address
+ * yet); every other answer (a refusal, a would-block, a raw IP) does not depend on them and is the same. Saves the
+ * second canonicalisation and rule search of a tunnel's two-step decision (policy-decide.test.ts compares the two).
+ */
+export function decideOnAddresses(policy: Policy, onName: Decision, port: number, addresses: readonly string[]): Decision {
+  if (!onName.permitted || onName.reason !== 'allowed-endpoint' || onName.ip !== undefined || onName.rule === null) return onName;
+  const decided = decideAddresses(policy, onName.host, port, onName.rule, addresses);
+  return onName.inspect ? { ...decided, inspect: true } : decided;
+}
+
 /** Decide a DNS query name: allowed if any endpoint's host pattern matches it, whatever the port. */
 export function decideName(policy: Policy, queryName: string): Decision {
   const canonical = canonicalHost(queryName);

@@ -11,7 +11,7 @@ import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import { answerHalfClosedClients } from '../relay/half-close.js';
-import { closeTunnelUpstream, connectTunnelUpstream, relayTimeouts, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
+import { closeTunnelUpstream, connectTunnelUpstream, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 
 export interface HttpProxyServerOptions extends AuthorizeContext {
@@ -115,7 +115,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
       return;
     }
     trackConnection(counters, socket);
-    void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port, ...(options.inspector && { inspectable: true }) })
+    void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port, inspectable: options.inspector !== undefined })
       .then(async (auth) => {
         if (auth.action === 'reject') return writeRawError(socket, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {
@@ -145,7 +145,14 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
-        runTunnel(options.tunnel, { client: socket, upstream, authorization: auth, ...relayTimeouts(options), clientGate });
+        runTunnel(options.tunnel, {
+          client: socket,
+          upstream,
+          authorization: auth,
+          idleTimeoutMs: options.idleTimeoutMs,
+          halfCloseTimeoutMs: options.halfCloseTimeoutMs,
+          clientGate,
+        });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');

@@ -61,9 +61,12 @@ export function closeTunnelUpstream(upstream: TunnelUpstream): void {
 export function runTunnel(handler: TunnelHandler, tunnel: Omit<TunnelContext, 'upstream'> & { upstream: TunnelUpstream }): void {
   const { upstream } = tunnel;
   if (typeof upstream !== 'number') return handler({ ...tunnel, upstream });
+  // Options read with `??` and truthiness (net/splice.ts): an absent timeout or gate may be passed as undefined.
+  const { connection } = tunnel.authorization;
   spliceKernelUpstream(tunnel.client, upstream, {
-    ...relayTimeouts(tunnel),
-    ...(tunnel.clientGate && { clientGate: tunnel.clientGate }),
-    onClose: (result) => tunnel.authorization.connection.close(result),
+    idleTimeoutMs: tunnel.idleTimeoutMs,
+    halfCloseTimeoutMs: tunnel.halfCloseTimeoutMs,
+    clientGate: tunnel.clientGate,
+    onClose: (result) => connection.close(result),
   });
 }

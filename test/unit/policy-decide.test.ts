@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { buildPolicy, decide, decideName, type Decision, type Mode, type Policy } from '../../policy/index.js';
+import { buildPolicy, decide, decideName, decideOnAddresses, type Decision, type Mode, type Policy } from '../../policy/index.js';
 
 interface PolicyOptions {
   mode?: Mode;
@@ -393,4 +393,48 @@ describe('decideName (DNS query names)', () => {
     // dns: any opens resolution only; connections are still decided by allowed-endpoints
     assert.equal(decide(any, { host: 'evil.example.net', port: 443 }).outcome, 'blocked');
   });
+});
+
+describe('decideOnAddresses: the name decision carried on to the addresses', () => {
+  // authorize() decides a tunnel's name, resolves it, then decides the addresses: decideOnAddresses on the name's
+  // decision must give what decide() on name and addresses together gives, for every request, in both modes.
+  const HOSTS = ['github.test', 'GitHub.Test.', 'other.test', 'registry.test', 'deny.test', 'sub.wild.test', 'attacker.test', '10.0.0.1', '10.0.0.2', '[::1]', 'bad host', ''];
+  const PORTS = [443, 80, 8443];
+  const ASKS: Array<{ method?: string; path?: string; inspectable?: boolean }> = [
+    {},
+    { inspectable: true },
+    { method: 'GET', path: '/my-org/app' },
+    { method: 'POST', path: '/my-org/secret' },
+    { method: 'PUT', path: '/elsewhere?token=1' },
+    { method: 'GET', path: '/../x' },
+  ];
+  const ADDRESSES = [['127.0.0.1'], ['10.1.2.3'], ['8.8.8.8'], ['10.1.2.3', '127.0.0.2'], ['::ffff:127.0.0.1'], ['not-an-address'], []];
+  for (const mode of ['block', 'audit'] as const) {
+    test(`equals decide() with the addresses (${mode} mode)`, () => {
+      const origin = { file: 'policy-decide.test', line: 1 };
+      const p = buildPolicy({
+        mode: { value: mode, origin },
+        'allowed-endpoints': { value: 'github.test:*/my-org/** other.test:* GET,HEAD registry.test:* deny.test *.wild.test:8443', origin },
+        'denied-endpoints': { value: 'POST github.test:*/my-org/secret deny.test:443', origin },
+        'allowed-ips': { value: '10.0.0.1/32', origin },
+        'trusted-ranges': { value: '127.0.0.0/8', origin },
+      });
+      let compared = 0;
+      let checked = 0;
+      for (const host of HOSTS)
+        for (const port of PORTS)
+          for (const ask of ASKS)
+            for (const addresses of ADDRESSES) {
+              const request = { host, port, ...ask };
+              const onName = decide(p, request);
+              const carried = decideOnAddresses(p, onName, port, addresses);
+              assert.deepEqual(carried, decide(p, { ...request, addresses }), JSON.stringify({ ...request, addresses }));
+              compared++;
+              if (carried !== onName) checked++;
+            }
+      assert.equal(compared, HOSTS.length * PORTS.length * ASKS.length * ADDRESSES.length);
+      // The grid reaches both branches: addresses checked, and name decisions passed through.
+      assert.ok(checked > 0 && checked < compared, `${checked} of ${compared} decided on their addresses`);
+    });
+  }
 });
