@@ -23,6 +23,8 @@ import { round } from './stats.js';
 const EVENTS = Number(process.env.BENCH_PROFILE_EVENTS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_PROFILE_ROUNDS ?? 5);
 const PARSE_ONLY = process.env.BENCH_PROFILE_STAGES === 'parse';
+/** Run under valgrind --tool=callgrind: the counters zeroed after the warm-up, dumped after the rounds. */
+const CALLGRIND = process.env.BENCH_PROFILE_CALLGRIND === '1';
 const BATCH = 500;
 
 interface Build {
@@ -134,8 +136,7 @@ async function main(): Promise<void> {
   for (const b of builds) for (let w = 0; w < (PARSE_ONLY ? 3 : 1); w++) runRound(b, PARSE_ONLY ? texts : texts.slice(0, 20));
   // Under callgrind: counters zeroed here and dumped at the end, so the instruction count is of the measured rounds
   // only (not the events' generation nor the warm-up): what differs between two builds counted one at a time.
-  const callgrind = process.env.BENCH_PROFILE_CALLGRIND === '1';
-  if (callgrind) execFileSync('callgrind_control', ['-z', String(process.pid)]);
+  if (CALLGRIND) execFileSync('callgrind_control', ['-z', String(process.pid)]);
   for (let r = 0; r < ROUNDS; r++) {
     for (const [i, b] of builds.entries()) {
       const t = runRound(b, texts);
@@ -148,4 +149,4 @@ async function main(): Promise<void> {
 }
 
 await main();
-if (process.env.BENCH_PROFILE_CALLGRIND === '1') execFileSync('callgrind_control', ['-d', String(process.pid)]);
+if (CALLGRIND) execFileSync('callgrind_control', ['-d', String(process.pid)]);

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { queryBytes, udpExchange } from '../test/helpers/dns-fixture.js';
-import { RssSampler, rssMiB } from './procfs.js';
-import { processCpuMs, startEgressGuard, stopChild } from './proxies.js';
+import { processCpuMs, RssSampler, rssMiB } from './procfs.js';
+import { startEgressGuard, stopChild } from './proxies.js';
 import { percentile, ratio, round } from './stats.js';
 import { fmt, table } from './table.js';
 

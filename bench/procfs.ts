@@ -28,10 +28,26 @@ function statFields(pid: number): string[] | undefined {
   }
 }
 
+/**
+ * CPU microseconds (utime + stime: user and system, all threads) a process has used so far, with `exitedChildren` its
+ * waited-for children's too (cutime + cstime); undefined if it is gone.
+ */
+function cpuMicros(pid: number, exitedChildren = false): number | undefined {
+  const fields = statFields(pid);
+  if (!fields) return undefined;
+  const ticks = Number(fields[11]) + Number(fields[12]) + (exitedChildren ? Number(fields[13]) + Number(fields[14]) : 0);
+  return ticks * tickUs();
+}
+
+/** CPU milliseconds (user and system, all threads) a process has used so far; NaN if it is gone. */
+export function processCpuMs(pid: number): number {
+  const micros = cpuMicros(pid);
+  return micros === undefined ? NaN : micros / 1000;
+}
+
 /** CPU microseconds (user and system) a process has used so far; 0 if it is gone. */
 export function processCpuMicros(pid: number): number {
-  const fields = statFields(pid);
-  return fields ? (Number(fields[11]) + Number(fields[12])) * tickUs() : 0; // utime, stime
+  return cpuMicros(pid) ?? 0;
 }
 
 /**
@@ -40,8 +56,7 @@ export function processCpuMicros(pid: number): number {
  * between two readings (a pool's idle connection closed) does not take its CPU out of the difference.
  */
 export function clusterCpuMicros(postmaster: number): number {
-  const fields = statFields(postmaster);
-  let micros = processCpuMicros(postmaster) + (fields ? (Number(fields[13]) + Number(fields[14])) * tickUs() : 0);
+  let micros = cpuMicros(postmaster, true) ?? 0;
   for (const line of execFileSync('ps', ['-o', 'pid=', '--ppid', String(postmaster)])
     .toString()
     .split('\n')) {

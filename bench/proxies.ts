@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BENCH_HOST } from './servers.js';
 import type { ProxyEndpoint } from './clients.js';
-import { withNofile } from './procfs.js';
+import { processCpuMs, withNofile } from './procfs.js';
 
 /** A proxy process started by the bench, stopped by its PID. */
 export interface RunningProxy extends ProxyEndpoint {
@@ -32,20 +32,6 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-const CLOCK_TICKS_PER_SECOND = 100; // Linux USER_HZ
-
-/** utime + stime of a process (all its threads), ms; NaN if it is gone. */
-export function processCpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
-  } catch {
-    return NaN;
-  }
 }
 
 export function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
