@@ -99,16 +99,32 @@ export const MAX_CLOSE_LOCKS = 1_000;
 
 /**
  * Locks of a batch's ids that have a close, taken in the order given after CLOSES_LOCK shared (the first element, a
- * placeholder; sorted: two batches never wait on each other in a cycle).
+ * placeholder; sorted: two batches never wait on each other in a cycle). Counted, so that one row comes back, not one
+ * per lock for the driver to read (an aggregate's argument is evaluated for every row, in the scan's order).
  */
-const CLOSE_LOCKS_SQL = `SELECT CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]}) ELSE pg_advisory_xact_lock(k) END
+const CLOSE_LOCKS_SQL = `SELECT count(CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]}) ELSE pg_advisory_xact_lock(k) END)
   FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i)`;
 const ALL_CLOSES_LOCK_SQL = `SELECT pg_advisory_xact_lock(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]})`;
 
-const INSERT_EVENTS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
+/**
+ * The insert answers one row: how many rows it stored (`n`), and only when that is fewer than the batch's $12 rows,
+ * their keys (`keys`, uuid[] as text). A row per stored row (`RETURNING key`) cost the driver a message, a row object
+ * and a string each, for what is nearly always "all of them" (docs/collector.md, "Seventh round").
+ */
+const INSERT_EVENTS_SQL = `WITH stored AS (INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
   SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[], $11::bytea[])
   ORDER BY 1, 2
-  ON CONFLICT DO NOTHING RETURNING key`;
+  ON CONFLICT DO NOTHING RETURNING key)
+  SELECT count(*)::int AS n, CASE WHEN count(*) < $12::int THEN array_agg(key)::text END AS keys FROM stored`;
+
+/**
+ * Which of a batch's keys the insert stored: `undefined` for all of them; else the set of its keys (`keys`: a uuid[]
+ * as PostgreSQL writes it, `{k1,k2}`, no element quoted; null when it stored none).
+ */
+function storedKeys(rowCount: number, answer: { n: number; keys: string | null }): ReadonlySet<string> | undefined {
+  if (answer.n === rowCount) return undefined;
+  return new Set(answer.keys === null || answer.keys === '{}' ? [] : answer.keys.slice(1, -1).split(','));
+}
 
 /** Closes put into their stored decision's row (exactly one writer: the row lock, and the id's lock, which every close's writer takes). */
 const JOIN_CLOSES_SQL = `UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
@@ -435,13 +451,14 @@ export class PostgresStore implements EventStore {
         int8Array(col((r) => (r.event === CLOSE ? r.bytesOut : (withClose(r)?.bytesOut ?? null)))),
         byteaArray(rows.map((r) => r.body)),
         byteaArray(rows.map((r) => withClose(r)?.body ?? null)),
+        rows.length,
       ],
     });
-    const stored = new Set(res.rows.map((r) => r.key as string));
+    const stored = storedKeys(rows.length, res.rows[0]);
     const lost: PgRow[] = [];
     for (const r of rows) {
       const close = withClose(r);
-      if (!stored.has(r.key)) {
+      if (stored && !stored.has(r.key)) {
         if (close) lost.push(close);
         continue;
       }
