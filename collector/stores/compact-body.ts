@@ -170,41 +170,9 @@ const SCRATCH_BYTES = 256 * 1024;
 class NotCompact extends Error {}
 const NOT_COMPACT = new NotCompact();
 
-/**
- * Bodies are written one after another into a slab of SLAB_BYTES and answered as views of it (one object a body, no
- * copy: a Buffer copied out of a scratch buffer per body was ~9% of the writer's samples; docs/collector.md, "Seventh
- * round"). A body may take up to SCRATCH_BYTES, so a new slab is started when less is left; a slab is freed once no body
- * of it is held (a store holds a batch's bodies until the batch is stored).
- */
-const SLAB_BYTES = 4 * SCRATCH_BYTES;
-
 class Writer {
-  buf: Buffer;
-  /** Where the body being written starts, and where it may go up to. */
-  start = 0;
-  end = SCRATCH_BYTES;
+  readonly buf = Buffer.allocUnsafe(SCRATCH_BYTES);
   pos = 0;
-
-  constructor(private readonly slabBytes: number) {
-    this.buf = Buffer.allocUnsafe(slabBytes);
-  }
-
-  /** A body starts at the end of the last one kept (finish), in a new slab when SCRATCH_BYTES no longer fit. */
-  begin(): void {
-    if (this.buf.length - this.start < SCRATCH_BYTES) {
-      this.buf = Buffer.allocUnsafe(this.slabBytes);
-      this.start = 0;
-    }
-    this.pos = this.start;
-    this.end = this.start + SCRATCH_BYTES;
-  }
-
-  /** The body written since begin, kept: the next one starts after it. */
-  finish(): Buffer {
-    const body = this.buf.subarray(this.start, this.pos);
-    this.start = this.pos;
-    return body;
-  }
 
   byte(b: number): void {
     this.buf[this.pos++] = b;
@@ -224,7 +192,7 @@ class Writer {
   }
 
   text(s: unknown): void {
-    if (typeof s !== 'string' || !wellFormed(s) || this.pos + 5 + s.length * 3 > this.end) throw NOT_COMPACT;
+    if (typeof s !== 'string' || !wellFormed(s) || this.pos + 5 + s.length * 3 > SCRATCH_BYTES) throw NOT_COMPACT;
     if (s.length <= 42) {
       // At most 126 bytes of UTF-8: a one-byte length, filled in after the write.
       const at = this.pos++;
@@ -349,9 +317,7 @@ function isPort(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535;
 }
 
-const writer = new Writer(SLAB_BYTES);
-/** withCompactId's scratch (its bytes are copied out at once). */
-const idWriter = new Writer(SCRATCH_BYTES);
+const writer = new Writer();
 
 /** An order of fields, looked up by name: each field's place and its bit of the order byte (-1: always there). */
 interface Order {
@@ -444,7 +410,7 @@ function write(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: nu
   }
 
   const w = writer;
-  w.begin();
+  w.pos = 0;
   w.byte(BODY_V3);
   w.byte(flags);
   w.byte(enums);
@@ -503,7 +469,7 @@ function write(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: nu
       // schema, event, kind, decision, mode: in the flags and enum bytes; id, time: above; host, bytes: the row's.
     }
   }
-  return w.finish();
+  return Buffer.from(w.buf.subarray(0, w.pos));
 }
 
 /** The CI context: a byte of fields present (in CI_FIELDS order only) and their text; job_id left out when it is the job key. */
@@ -737,7 +703,7 @@ export function withCompactId(body: Buffer, id: string | 0): Buffer {
   head[1] = id === 0 ? flags & ~F_ID : flags | F_ID;
   if (id === 0) return Buffer.concat([head, rest]);
   if (!wellFormed(id)) throw new Error('an id kept in a stored event body must be well-formed text');
-  idWriter.begin();
-  idWriter.text(id);
-  return Buffer.concat([head, idWriter.buf.subarray(0, idWriter.pos), rest]);
+  writer.pos = 0;
+  writer.text(id);
+  return Buffer.concat([head, writer.buf.subarray(0, writer.pos), rest]);
 }
