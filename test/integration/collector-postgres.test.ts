@@ -147,6 +147,31 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
     pool.query = query;
   });
 
+  it('refuses the lines whose text PostgreSQL cannot store (NUL, a lone surrogate) and stores the rest of their batch', async () => {
+    // Such a line made the whole batch fail on PostgreSQL (503, "retry later"): a stream client sent it again forever,
+    // and nothing queued behind it was stored.
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: `${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`, token: TOKEN });
+    cleanups.push(() => collector.close());
+    const t = Date.UTC(2026, 2, 1);
+    const ci = { job_id: 'text-job', repository: 'org/text' };
+    const answer = await postBatch(collector.port, [
+      testDecision('text-ok', t, 'ok.nultext.test', ci),
+      testDecision('text-nul-host', t, 'a\u0000.nultext.test', ci),
+      testDecision('text-surrogate-host', t, 'b\ud800.nultext.test', ci),
+      testDecision('text-nul-repository', t, 'ok.nultext.test', { job_id: 'text-job-2', repository: 'org/\u0000' }),
+      testDecision('text-surrogate-job', t, 'ok.nultext.test', { job_id: 'text-\udc00', repository: 'org/text' }),
+      // Two ids that differ in a lone surrogate have one UTF-8 form, so one key: the second was taken for a repeat.
+      testDecision('text-\ud800', t, 'ok.nultext.test', ci),
+      testDecision('text-\udbff', t, 'ok.nultext.test', ci),
+      testDecision('text-\ud83d\ude00', t, 'ok.nultext.test', ci),
+    ]);
+    assert.deepEqual(
+      answer.rejected.map((r: { line: number }) => r.line),
+      [2, 3, 4, 5, 6, 7],
+    );
+    assert.equal(answer.stored, 2);
+  });
+
   it('lets several collectors write to one database: each event stored once', async () => {
     // Started together: schema creation must not race.
     const [a, b] = await Promise.all([0, 1].map(() => startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: cluster!.url, token: TOKEN })));
