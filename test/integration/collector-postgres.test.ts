@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
 import { startEventStream } from '../../events/delivery/stream-client.js';
@@ -84,11 +85,13 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
       events.push(testDecision(`nowalk-${k}`, base + 200 * minute + 30_000 + k * 100, 'x.nowalk.test', { job_id: `nowalk-${k}`, repository: 'org/walk' }));
     await store.insert(events);
 
-    // Which statements run, to tell the walk from the scan by host.
-    const pool = (store as unknown as { pool: { query: (...args: any[]) => Promise<any> } }).pool;
+    // Which statements run, to tell the walk from the scan by host (the walk's run in a transaction of their own).
     const statements: string[] = [];
-    const query = pool.query.bind(pool);
-    pool.query = (...args: any[]) => (statements.push(typeof args[0] === 'string' ? args[0] : args[0].text), query(...args));
+    const query = pg.Client.prototype.query;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
+      statements.push(typeof args[0] === 'string' ? args[0] : args[0].text);
+      return (query as any).apply(this, args);
+    } as typeof query;
     const walked = async (run: () => Promise<unknown>) => {
       statements.length = 0;
       await run();
@@ -144,7 +147,55 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
       expected.slice(0, 20).map((e) => [e.job, new Date(e.key).toISOString()]),
     );
     assert.equal((await store.searchJobs({ likes: all.likes, matches: all.matches }, { limit: 0 })).total, 260);
-    pool.query = query;
+    pg.Client.prototype.query = query;
+  });
+
+  it('reads a page by jobs in one snapshot: a job active elsewhere meanwhile keeps its place', async () => {
+    // The walk reads jobs newest first by their own last sighting (any host), a read at a time: a job that a decision
+    // on another host moved above the walk between two reads was read by neither, and its matching sightings, which
+    // had not changed, were missing from the page, from the total and from every later page.
+    const admin = new pg.Client({ connectionString: cluster!.url });
+    await admin.connect();
+    await admin.query('CREATE DATABASE walk_snapshot');
+    await admin.end();
+    const store = await PostgresStore.open(cluster!.url.replace(/\/[^/]*$/, '/walk_snapshot'));
+    cleanups.push(() => store.close());
+    const base = Date.UTC(2026, 3, 1);
+    const minute = 60_000;
+    const hosts = Array.from({ length: WALK_HOSTS }, (_, i) => `s${i}.snap.test`);
+    const job = (name: string) => ({ job_id: name, repository: 'org/snap' });
+    // Two jobs on the pattern's hosts, under 40 newer jobs on none of them: more than the walk's first read.
+    const events: EgressEvent[] = [testDecision('snap-k', base, hosts[1]!, job('snap-k')), testDecision('snap-j', base + minute, hosts[2]!, job('snap-j'))];
+    for (let i = 0; i < 40; i++) events.push(testDecision(`snap-idle-${i}`, base + 10 * minute + i * 1000, 'x.nosnap.test', job(`snap-idle-${i}`)));
+    await store.insert(events);
+    const filter = { likes: hostQuery('snap.test').likes, matches: hostQuery('snap.test').matches };
+
+    // After the walk's first read, job snap-j talks to another host (a batch another collector stores meanwhile).
+    const clientQuery = pg.Client.prototype.query;
+    let walkReads = 0;
+    const moveJob = () => store.insert([testDecision('snap-j-later', base + 20 * minute, 'x.nosnap.test', job('snap-j'))]);
+    pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
+      const text: unknown = typeof args[0] === 'string' ? args[0] : args[0]?.text;
+      if (typeof text !== 'string' || !text.includes('FROM eg_jobs j') || text.startsWith('EXPLAIN') || ++walkReads !== 1) return (clientQuery as any).apply(this, args);
+      const callback = args.findIndex((a) => typeof a === 'function');
+      if (callback === -1) return (clientQuery as any).apply(this, args).then(async (res: unknown) => (await moveJob(), res));
+      const done = args[callback];
+      args[callback] = (err: unknown, res: unknown) => void moveJob().then(() => done(err, res), done);
+      return (clientQuery as any).apply(this, args);
+    } as typeof clientQuery;
+    let byJobs: SearchPage;
+    try {
+      byJobs = await store.searchJobs(filter, { limit: 1, byJobs: true });
+    } finally {
+      pg.Client.prototype.query = clientQuery;
+    }
+    assert.ok(walkReads >= 2, `the walk read ${walkReads} times`);
+    const byHost = await store.searchJobs(filter, { limit: 1, byJobs: false });
+    assert.deepEqual(
+      byHost.jobs.map((j) => j.job),
+      ['snap-j'],
+    );
+    assert.deepEqual(byJobs, byHost);
   });
 
   it('refuses the lines whose text PostgreSQL cannot store (NUL, a lone surrogate) and stores the rest of their batch', async () => {
