@@ -22,24 +22,6 @@ function str(o: Json, key: string, optional = false): void {
   if (v.length > MAX_TEXT) fail(`"${key}" is longer than ${MAX_TEXT} characters`);
 }
 
-/** String.prototype.isWellFormed (ES2024; node 20 has it, this TypeScript lib does not): no lone UTF-16 surrogate. */
-const isWellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();
-
-/**
- * A string the stores keep as text (the host and the CI context: dictionary strings; the id: its key is its UTF-8),
- * refused when a store cannot keep it as it is: a lone surrogate, which has no UTF-8 form (encoding writes U+FFFD, so
- * two such texts may become one), or (`nul`) NUL, which PostgreSQL's text type refuses. So its line is reported and the
- * rest of its batch stored: PostgreSQL failed the whole batch on such a string (503), which a stream client sent
- * again and again. Two native checks: fewer instructions than a regular expression or a loop (docs/collector.md, "Review of
- * the sixth round's ingest and search changes").
- */
-function storable(o: Json, key: string, nul: boolean): void {
-  const v = o[key];
-  if (typeof v !== 'string') return;
-  if (nul && v.includes('\0')) fail(`"${key}" holds a NUL character`);
-  if (!isWellFormed(v)) fail(`"${key}" holds a lone UTF-16 surrogate`);
-}
-
 /** Whether `c` (a char code) is an ASCII digit; its value is then `c - 48`. */
 function digit(c: number): boolean {
   return c >= 48 && c <= 57;
@@ -100,14 +82,12 @@ export function validateEvent(value: unknown): EgressEvent {
   if (o.event !== 'decision' && o.event !== 'close') fail('"event" must be "decision" or "close"');
   str(o, 'id');
   if ((o.id as string).length === 0 || (o.id as string).length > 200) fail('"id" must be 1 to 200 characters');
-  storable(o, 'id', false);
   str(o, 'time');
   if (!isDateText(o.time as string)) fail('"time" is not a date');
   if (!KINDS.has(o.kind as string)) fail(`"kind" must be one of ${REQUEST_KINDS.join(', ')}`);
   str(o, 'client');
   str(o, 'host');
   if ((o.host as string).length === 0) fail('"host" is empty');
-  storable(o, 'host', true);
   int(o, 'port', 0, 65535);
   str(o, 'ip', true);
   if (o.event === 'decision') {
@@ -119,10 +99,7 @@ export function validateEvent(value: unknown): EgressEvent {
     for (const key of DECISION_OPTIONAL_TEXT) str(o, key, true);
     if (o.ci !== undefined) {
       if (typeof o.ci !== 'object' || o.ci === null || Array.isArray(o.ci)) fail('"ci" must be an object');
-      for (const key of CI_TEXT) {
-        str(o.ci as Json, key, true);
-        storable(o.ci as Json, key, true);
-      }
+      for (const key of CI_TEXT) str(o.ci as Json, key, true);
     }
     return o as unknown as DecisionEvent;
   }

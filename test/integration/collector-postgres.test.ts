@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -198,7 +199,7 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
     assert.deepEqual(byJobs, byHost);
   });
 
-  it('refuses the lines whose text PostgreSQL cannot store (NUL, a lone surrogate) and stores the rest of their batch', async () => {
+  it('refuses the lines whose text PostgreSQL cannot store (NUL, a lone surrogate, over 2,048 bytes) and stores the rest of their batch', async () => {
     // Such a line made the whole batch fail on PostgreSQL (503, "retry later"): a stream client sent it again forever,
     // and nothing queued behind it was stored.
     const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: `${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`, token: TOKEN });
@@ -215,12 +216,18 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
       testDecision('text-\ud800', t, 'ok.nultext.test', ci),
       testDecision('text-\udbff', t, 'ok.nultext.test', ci),
       testDecision('text-\ud83d\ude00', t, 'ok.nultext.test', ci),
+      // Over what PostgreSQL's index on the dictionary takes (54000): a sidecar names such a host in the invalid-host
+      // decision of a CONNECT to a long junk target; text that does not compress.
+      testDecision('text-long-host', t, `${randomBytes(1536).toString('hex')}.nultext.test`, ci, { decision: 'blocked', reason: 'invalid-host' }),
+      testDecision('text-long-job', t, 'ok.nultext.test', { job_id: randomBytes(1536).toString('hex'), repository: 'org/text' }),
+      testDecision('text-long-cjk-host', t, `${'\u4e00'.repeat(700)}.nultext.test`, ci),
+      testDecision('text-host-2048-bytes', t, `${randomBytes(1016).toString('hex')}.nultext.test`, ci),
     ]);
     assert.deepEqual(
       answer.rejected.map((r: { line: number }) => r.line),
-      [2, 3, 4, 5, 6, 7],
+      [2, 3, 4, 5, 6, 7, 9, 10, 11],
     );
-    assert.equal(answer.stored, 2);
+    assert.equal(answer.stored, 3);
   });
 
   it('lets several collectors write to one database: each event stored once', async () => {
