@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +13,7 @@ import { startCollector, type Collector } from '../../collector/server.js';
 import { emitConnections } from '../helpers/emit-events.js';
 import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { startEgressGuard } from '../helpers/egress-guard-process.js';
 import { checkHostSearch, checkManyHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import type { SearchPage } from '../../collector/stores/event-store.js';
@@ -228,6 +230,42 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
       [2, 3, 4, 5, 6, 7, 9, 10, 11],
     );
     assert.equal(answer.stored, 3);
+  });
+
+  it("a job's CONNECT to a long junk target does not stop its sidecar's stream to the collector", async () => {
+    // Its invalid-host decision names the target as written (3,072 characters): stored, it failed its batch (503) and
+    // every batch after it waited behind it.
+    const admin = new pg.Client({ connectionString: cluster!.url });
+    await admin.connect();
+    await admin.query('CREATE DATABASE long_stream');
+    await admin.end();
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: cluster!.url.replace(/\/[^/]*$/, '/long_stream'), token: TOKEN });
+    cleanups.push(() => collector.close());
+    const guard = await startEgressGuard([], {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test',
+      EGRESS_COLLECTOR_URL: `http://127.0.0.1:${collector.port}`,
+      EGRESS_COLLECTOR_TOKEN: TOKEN,
+      EGRESS_JOB_ID: 'long-stream',
+    });
+    cleanups.push(() => guard.stop());
+    const connect = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(guard.port, '127.0.0.1', () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+        socket.setTimeout(10_000, () => socket.destroy(new Error(`no answer to CONNECT ${target.slice(0, 40)}`)));
+        socket.once('data', (data) => {
+          resolve(data.toString('latin1').split('\r\n')[0]!);
+          socket.destroy();
+        });
+        socket.once('error', reject);
+      });
+    assert.match(await connect(`${randomBytes(1536).toString('hex')}:443`), / 403 /);
+    const long = await guard.waitFor((l) => l.event === 'decision' && l.reason === 'invalid-host');
+    assert.equal(String(long.host).length, 3072);
+    // Later decisions of the job, in the same batch or after it.
+    assert.match(await connect('after.test:443'), / 403 /);
+    const later = await guard.waitFor((l) => l.event === 'decision' && l.host === 'after.test');
+    await waitFor('the later decision stored at the collector', async () => (await collector.store.jobEvents('long-stream', 100)).some((e) => e.id === later.id), 20_000);
   });
 
   it('lets several collectors write to one database: each event stored once', async () => {
