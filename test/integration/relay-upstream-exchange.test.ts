@@ -83,6 +83,10 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
           return void socket.write('HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!');
         }
         if (path === '/not-http') return void socket.write('HTTX/1.1 200 OK\r\n\r\n');
+        // The server keeps an idle connection for 1 s at most: too short to reuse (the pool keeps one second in hand).
+        if (path === '/hint-1') return void socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok');
+        // Answers keep-alive, then closes the connection while it waits in the pool.
+        if (path === '/then-fin') return void socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
         if (path === '/big') {
           socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`);
           const piece = Buffer.alloc(64 * 1024, 0x61);
@@ -157,6 +161,27 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
       assert.equal(accepted, acceptedBefore + 1, 'a new upstream connection, not the one with half a body on it');
     });
   });
+
+  const closedThenNew: Array<[string, string]> = [
+    ['/hint-1', "the server's Keep-Alive timeout=1: that connection is not pooled"],
+    ['/then-fin', 'a pooled connection the server closed leaves the pool'],
+  ];
+  for (const [path, what] of closedThenNew) {
+    test(`${what}; the next request goes over a new one and is answered`, async () => {
+      await withClient(guard.port, async (socket) => {
+        const closedBefore = closed;
+        socket.write(get(path));
+        assert.ok((await readUntil(socket, (t) => t.endsWith('\r\n\r\nok'))).startsWith('HTTP/1.1 200 '));
+        await waitFor('the upstream connection closed', () => closed > closedBefore);
+        const acceptedBefore = accepted;
+        socket.write(get(`/after${path}`));
+        const answer = await readUntil(socket, (t) => t.includes(' on '));
+        assert.match(answer, /^HTTP\/1\.1 200 /);
+        assert.ok(answer.includes(`GET /after${path} on `), answer);
+        assert.equal(accepted, acceptedBefore + 1);
+      });
+    });
+  }
 
   test('an answer that is not HTTP: 502 naming the parser error', async () => {
     await withClient(guard.port, async (socket) => {
