@@ -127,10 +127,19 @@ export function withNofile(command: string, args: string[], wanted = 65_536): [s
   return ['prlimit', [`--nofile=${target}:${target}`, '--', command, ...args]];
 }
 
-/** Raises this process's soft RLIMIT_NOFILE to its hard limit (at most `wanted`) with `prlimit --pid`; answers the soft limit now. */
+/**
+ * Raises this process's RLIMIT_NOFILE to `wanted` with `prlimit --pid` (children spawned later inherit it): soft and hard
+ * when the process may raise its hard limit (root, CAP_SYS_RESOURCE; a container's default hard limit of 20,000 or
+ * less would cap the idle-tunnel scenario below 10,000 tunnels), else the soft limit up to the hard one. Answers the
+ * soft limit now.
+ */
 export function raiseOwnNofile(wanted = 65_536): number {
   const { soft, hard } = nofileLimit();
-  const target = Math.min(wanted, hard);
-  if (soft < target && hasPrlimit()) spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${target}`]);
+  if (soft >= wanted || !hasPrlimit()) return soft;
+  const pid = String(process.pid);
+  if (hard < wanted) spawnSync('prlimit', ['--pid', pid, `--nofile=${wanted}:${wanted}`]); // refused (EPERM) without the capability
+  const now = nofileLimit();
+  const target = Math.min(wanted, now.hard);
+  if (now.soft < target) spawnSync('prlimit', ['--pid', pid, `--nofile=${target}:${target}`]);
   return nofileLimit().soft;
 }

@@ -356,17 +356,24 @@ export interface SearchReads {
   /** The rows that straddle `until` (last after it, first at or before it); asked only when `until` is given. */
   edges(): Promise<DestinationRow[]>;
   /**
-   * The jobs newest first by their own last sighting (any host; eg_jobs), strictly after `at` in (last, job id)
-   * descending order, last at or after the window's start, `jobs` of them at most, each with its last sighting among
-   * its seen rows of the matching hosts (`last`, null when it has none). Offered by a store for patterns of many hosts
-   * (searchPage's walk by jobs); `jobLast` is an upper bound of `last`.
+   * Runs `walk` with the reads of the walk by jobs (WalkRead), all from one snapshot of the store. Offered by a store
+   * for patterns of many hosts (searchPage's walk by jobs).
    */
-  walk?(at: SearchKey, jobs: number): Promise<Array<{ jobId: unknown; jobLast: unknown; last: unknown }>>;
+  walk?<T>(walk: (read: WalkRead) => Promise<T>): Promise<T>;
   /** A row's decisions inside the window, recounted from its raw events. */
   recount(row: DestinationRow): Promise<DestinationRow | undefined>;
   /** The text of these jobs' ids. */
   jobText(jobIds: readonly number[]): Promise<(id: number) => string | undefined>;
 }
+
+/**
+ * The jobs newest first by their own last sighting (any host; eg_jobs), strictly after `at` in (last, job id) descending
+ * order, last at or after the window's start, `jobs` of them at most, each with its last sighting among its seen rows
+ * of the matching hosts (`last`, null when it has none); `jobLast` is an upper bound of `last`. The reads of one walk
+ * see one snapshot: a job's own last sighting moves up when it is active on any host, and a job moved above where the
+ * walk had read to, between two reads, was read by neither (its place on the page lost, though its key had not moved).
+ */
+export type WalkRead = (at: SearchKey, jobs: number) => Promise<Array<{ jobId: unknown; jobLast: unknown; last: unknown }>>;
 
 /** A row as a driver answers it (PostgreSQL: bigint as text) as numbers. */
 export function destinationRow(r: Record<string, unknown>): DestinationRow {
@@ -437,7 +444,7 @@ export async function searchPage(reads: SearchReads, window: Window, page: Searc
   const placedFrom = (position: SearchKey) => [...keys].filter(([jobId, last]) => !after({ last, jobId }, position)).length;
   // Without `until`, a store may offer the walk by jobs (a pattern of many hosts); if it gives up, the scan below finds
   // the same keys again for the jobs it meets (a job's key is exact either way).
-  const walked = reads.walk && window.until === Infinity ? await walkJobs(reads.walk, keys, wanted, placedFrom, cursor) : 'gave-up';
+  const walked = reads.walk && window.until === Infinity ? await reads.walk((read) => walkJobs(read, keys, wanted, placedFrom, cursor)) : 'gave-up';
   let exhausted = walked === 'exhausted';
   while (walked === 'gave-up') {
     const chunk = (await reads.scan(at, rows)).map((r) => ({ jobId: Number(r.jobId), last: Number(r.last) }));
@@ -487,7 +494,7 @@ const WALK_EARLIER_JOBS = 2048;
  * scan takes over.
  */
 async function walkJobs(
-  walk: NonNullable<SearchReads['walk']>,
+  walk: WalkRead,
   keys: Map<number, number>,
   wanted: number,
   placedFrom: (position: SearchKey) => number,

@@ -236,10 +236,10 @@ export class PostgresStore implements EventStore {
     return store;
   }
 
-  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
     const client = await this.pool.connect();
     try {
-      await client.query('BEGIN');
+      await client.query(begin);
       const result = await work(client);
       await client.query('COMMIT');
       return result;
@@ -596,7 +596,12 @@ export class PostgresStore implements EventStore {
       return {
         scan: async (at, rows) => (await this.pool.query(scan.text, [params[1], params[2], at.last, at.jobId, rows, ...(scan.lateral ? [hostIds] : [])])).rows,
         ...(byJobs && {
-          walk: async (at: aggregate.SearchKey, jobs: number) => (await this.pool.query(byJobs.walk, [params[1], params[2], at.last, at.jobId, jobs, hostIds])).rows,
+          // Its reads in one read-only snapshot (aggregate.WalkRead).
+          walk: <T>(walk: (read: aggregate.WalkRead) => Promise<T>) =>
+            this.transaction(
+              (client) => walk(async (at, jobs) => (await client.query(byJobs.walk, [params[1], params[2], at.last, at.jobId, jobs, hostIds])).rows),
+              'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+            ),
         }),
         count: async () => {
           // By jobs when the search index holds many entries per job for these hosts (the planner's estimates).

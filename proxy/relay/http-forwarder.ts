@@ -1,7 +1,5 @@
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Forward } from '../../decision/authorize.js';
 import type { EventLog } from '../../events/event-log.js';
@@ -11,7 +9,8 @@ import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
 import { endToEndHeaders } from './hop-by-hop.js';
 import { sendProxyError } from './error-response.js';
-import { UpstreamPool, type ConnectOptions } from './upstream-pool.js';
+import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
+import { UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from './upstream-pool.js';
 
 /** Destroy `socket` with ETIMEDOUT unless `connected` comes within `ms` (the agents' own connect timeout). */
 function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect' | 'secureConnect', ms: number): T {
@@ -26,74 +25,47 @@ const MAX_IDLE_PER_ADDRESS = 64;
 /** Upstream connections per checked address (and server name) with a request on them; more wait (the agents' `maxSockets` were 256). */
 const MAX_BUSY_PER_ADDRESS = 256;
 
-/** An agent that connects to exactly the address it is given, with a connect timeout. */
-class CheckedAddressAgent extends http.Agent {
-  private readonly pool: UpstreamPool;
-  private readonly connect = (options: ConnectOptions) => this.createConnection(options as net.NetConnectOpts);
+/** Opens upstream connections to exactly the address it is given, with a connect timeout, pooled per address. */
+class PlainUpstreams {
+  readonly pool: UpstreamPool;
+  readonly connect = (options: ConnectOptions): PooledSocket => {
+    const socket = connectTcp({ host: options.host, port: options.port, noDelay: true }).setTimeout(this.idleTimeoutMs);
+    return UpstreamConnection.wire(withConnectTimeout(socket, 'connect', this.connectTimeoutMs), this.release);
+  };
+  protected readonly release = (socket: PooledSocket, responseHeaders: readonly string[] | undefined) => this.pool.release(socket, responseHeaders);
 
   constructor(
-    private readonly connectTimeoutMs: number,
-    private readonly idleTimeoutMs: number,
+    protected readonly connectTimeoutMs: number,
+    protected readonly idleTimeoutMs: number,
   ) {
-    super({ keepAlive: true, timeout: idleTimeoutMs });
     this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS, maxBusyPerKey: MAX_BUSY_PER_ADDRESS });
-  }
-
-  /** Node's client asks for every request's socket here: one of the pool's (node's own pool is not used). */
-  addRequest(req: http.ClientRequest, options: ConnectOptions): void {
-    this.pool.assign(req, `${options.host}:${options.port}`, this.connect, options);
-  }
-
-  override createConnection(options: net.NetConnectOpts): net.Socket {
-    const { host, port } = options as net.TcpNetConnectOpts;
-    // The agent's `timeout` is set by net.connect, which this replaces: a request on a new socket is bounded too.
-    const socket = connectTcp({ host: host ?? 'localhost', port, noDelay: true }).setTimeout(this.idleTimeoutMs);
-    return withConnectTimeout(socket, 'connect', this.connectTimeoutMs);
   }
 }
 
 /**
  * The TLS twin for inspected requests: connects to the checked address and verifies the server for the name
- * that was decided (the Host sent upstream is that name, from which node takes the servername), never less.
+ * that was decided, never less. The pool key is the address, port and server name (the name to verify is the
+ * only TLS setting that tells two upstream connections apart: the roots are the same for all).
  */
-class CheckedAddressTlsAgent extends https.Agent {
-  private readonly pool: UpstreamPool;
-  private readonly connect = (options: ConnectOptions) => this.createConnection(options);
+class TlsUpstreams extends PlainUpstreams {
+  override readonly connect = (options: ConnectOptions): PooledSocket => {
+    const tcp = connectTcp({ host: options.host, port: options.port, noDelay: true });
+    const servername = options.servername;
+    if (!servername) {
+      tcp.destroy(Object.assign(new Error('no server name to verify the upstream certificate for'), { code: 'ERR_TLS_NO_SERVERNAME' }));
+      return UpstreamConnection.wire(tcp, this.release);
+    }
+    const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.trust && { secureContext: this.trust() }) });
+    return UpstreamConnection.wire(withConnectTimeout(socket.setTimeout(this.idleTimeoutMs), 'secureConnect', this.connectTimeoutMs), this.release);
+  };
 
   constructor(
-    private readonly connectTimeoutMs: number,
-    private readonly idleTimeoutMs: number,
+    connectTimeoutMs: number,
+    idleTimeoutMs: number,
     /** Roots to verify upstream servers with, parsed once (a `ca` list per connect costs ~100 ms of blocked loop). */
     private readonly trust: (() => tls.SecureContext) | undefined,
   ) {
-    super({ keepAlive: true, timeout: idleTimeoutMs });
-    this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey: MAX_IDLE_PER_ADDRESS, maxBusyPerKey: MAX_BUSY_PER_ADDRESS });
-  }
-
-  /** As CheckedAddressAgent's: the pool's key is getName's (address, port, server name). */
-  addRequest(req: http.ClientRequest, options: ConnectOptions): void {
-    this.pool.assign(req, this.getName(options), this.connect, options);
-  }
-
-  /**
-   * The pool key: the address, port and server name. node's own key also strings together every TLS option a
-   * request may carry (ca, cert, ciphers, ...: about twenty, per request); this agent's requests carry none (the
-   * roots are the agent's), so the name to verify is the only TLS setting that tells two upstream connections apart.
-   */
-  override getName(options: http.ClientRequestArgs & { servername?: string }): string {
-    return `${options.host}:${options.port}:${options.servername ?? ''}`;
-  }
-
-  override createConnection(options: http.ClientRequestArgs & { servername?: string }): Duplex {
-    const { host, port } = options as net.TcpNetConnectOpts;
-    const servername = options.servername;
-    const tcp = connectTcp({ host: host ?? 'localhost', port, noDelay: true });
-    if (!servername) {
-      tcp.destroy(Object.assign(new Error('no server name to verify the upstream certificate for'), { code: 'ERR_TLS_NO_SERVERNAME' }));
-      return tcp;
-    }
-    const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.trust && { secureContext: this.trust() }) });
-    return withConnectTimeout(socket.setTimeout(this.idleTimeoutMs), 'secureConnect', this.connectTimeoutMs);
+    super(connectTimeoutMs, idleTimeoutMs);
   }
 }
 
@@ -169,15 +141,144 @@ function untilClientCloses(socket: ClientSocket, finish: () => void): void {
   pending.add(finish);
 }
 
+/** A request target node's client refused (ERR_UNESCAPED_CHARACTERS): refused here too, never altered. */
+const UNSENDABLE_TARGET = /[^\u0021-\u00ff]/;
+
 /**
- * Plain-HTTP forwarding over node's own client and a keep-alive agent (one upstream pool per checked address),
- * shared by the explicit, transparent and inspecting listeners. Headers go through as the raw lists node
- * parsed (no per-header copies), hop-by-hop ones left out; no Via or X-Forwarded-* is added. An upstream that
- * fails before answering gets the client a 502 (504 for a timeout) naming the failure.
+ * The request head node's client wrote for a header list (`http.request` with an array of headers and a
+ * keep-alive agent, byte for byte): the request line, each header as given, then `Connection: keep-alive`. Names
+ * and values come from node's server parser (llhttp, strict: token names, no CR, LF or NUL in values) or are the
+ * decided authority and `Content-Length: 0`: nothing to escape.
+ */
+export function requestHead(method: string, target: string, headers: readonly string[]): string {
+  let head = `${method} ${target} HTTP/1.1\r\n`;
+  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return `${head}Connection: keep-alive\r\n\r\n`;
+}
+
+/** One forwarded request: waits for a pooled connection, sends its request, relays the answer, closes its record. */
+class ForwardedRequest implements PoolRequest, UpstreamExchange {
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private status: number | undefined;
+  private error: CloseError | undefined;
+  private upstream: UpstreamConnection | undefined;
+
+  constructor(
+    private readonly req: http.IncomingMessage,
+    private readonly res: http.ServerResponse,
+    private readonly auth: Forward,
+    readonly method: string,
+    /** The request head to send, or undefined: refused before it was sent. */
+    private readonly head: string,
+    /** The request body: none, as its Content-Length says, or chunked (re-framed in chunks of what arrives). */
+    private readonly body: 'none' | 'length' | 'chunked',
+  ) {}
+
+  /** The record ends: the answer went out whole, or the client left (the upstream exchange is dropped then). */
+  readonly finish = (): void => {
+    const { auth, res } = this;
+    if (auth.connection.closed) return;
+    (this.req.socket as ClientSocket)[inFlight]?.delete(this.finish);
+    if (!res.writableFinished) {
+      this.error ??= 'client-aborted';
+      this.upstream?.abort(this);
+    }
+    auth.connection.close({
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      ...(this.status !== undefined && { status: res.statusCode }),
+      ...(this.error && { error: this.error }),
+    });
+  };
+
+  /** Refused before it was sent (a target node's client would not write): 400. */
+  refuse(code: string): void {
+    this.status = 400;
+    this.error = 'client-bad-request';
+    sendProxyError(this.res, 400, `egress-guard cannot forward this request (${code})`, this.auth.event.id);
+  }
+
+  get cancelled(): boolean {
+    return this.auth.connection.closed || this.res.destroyed;
+  }
+
+  give(socket: PooledSocket | undefined, err?: Error): void {
+    if (!socket) return this.failed(err as NodeJS.ErrnoException, false);
+    const upstream = (this.upstream = UpstreamConnection.of(socket));
+    upstream.start(this, this.head, this.body !== 'none');
+    if (this.body === 'none') return;
+    const chunked = this.body === 'chunked';
+    const req = this.req;
+    req.on('data', (chunk: Buffer) => {
+      this.bytesOut += chunk.length;
+      if (!upstream.write(this, chunk, chunked)) {
+        req.pause();
+        upstream.socket.once('drain', () => req.resume());
+      }
+    });
+    req.once('end', () => upstream.end(this, chunked));
+  }
+
+  responseHead(status: number, statusMessage: string, rawHeaders: string[]): boolean {
+    const { req, res } = this;
+    this.status = status;
+    // A Transfer-Encoding that does not end in chunked: the body ends where upstream closes (RFC 9112 6.3), and
+    // the client, which is sent that header, reads ours the same way: it must end with the connection, not be kept.
+    if (framedByClose(rawHeaders)) res.shouldKeepAlive = false;
+    try {
+      // An HTTP/1.0 client cannot read chunked: the body is sent as it comes and the connection closed after it.
+      res.writeHead(status, statusMessage || undefined, endToEndHeaders(rawHeaders, req.httpVersion === '1.0' ? { drop: 'transfer-encoding' } : {}));
+    } catch (err) {
+      // writeHead keeps the status text it refused: ours must not inherit it.
+      res.statusMessage = '';
+      this.failed(err as NodeJS.ErrnoException, false);
+      return false;
+    }
+    return true;
+  }
+
+  responseBody(chunk: Buffer): boolean {
+    this.bytesIn += chunk.length;
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', () => this.upstream?.resume(this));
+    return false;
+  }
+
+  /** Ended in the turn the last bytes came (node writes them together: one write, not two). */
+  responseEnd(): void {
+    this.res.end();
+  }
+
+  failed(err: NodeJS.ErrnoException, timedOut: boolean): void {
+    const { res, auth } = this;
+    // The client went first: nobody to answer, the record is closed.
+    if (res.destroyed) return;
+    // ETIMEDOUT here is the connect timeout (withConnectTimeout) or the connection's idle timeout.
+    const timeout = err.code === 'ETIMEDOUT' || timedOut;
+    const failure = upstreamFailure(err, timeout);
+    this.status = failure.status;
+    this.error = failure.error;
+    // After the head (the body broke off): the client's answer is cut (sendProxyError destroys it).
+    sendProxyError(
+      res,
+      failure.status,
+      `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`,
+      auth.event.id,
+    );
+  }
+}
+
+/**
+ * Plain-HTTP forwarding over egress-guard's own upstream connections (one keep-alive pool per checked address),
+ * shared by the explicit, transparent and inspecting listeners: the request head is written here, the response
+ * read by node's own parser (upstream-connection.ts), no `ClientRequest` or agent. Headers go through as the raw
+ * lists node parsed (no per-header copies), hop-by-hop ones left out; no Via or X-Forwarded-* is added. An
+ * upstream that fails before answering gets the client a 502 (504 for a timeout) naming the failure.
  */
 export function createHttpForwarder(options: { events: EventLog; connectTimeoutMs: number; idleTimeoutMs: number; upstreamTrust?: () => tls.SecureContext }): HttpForwarder {
-  const agent = new CheckedAddressAgent(options.connectTimeoutMs, options.idleTimeoutMs);
-  const tlsAgent = new CheckedAddressTlsAgent(options.connectTimeoutMs, options.idleTimeoutMs, options.upstreamTrust);
+  const plain = new PlainUpstreams(options.connectTimeoutMs, options.idleTimeoutMs);
+  const secure = new TlsUpstreams(options.connectTimeoutMs, options.idleTimeoutMs, options.upstreamTrust);
   // The server name to verify an inspected request's upstream for: the decided host, none for an address (SNI
   // carries names only). Remembered for the last host: an inspected connection's requests all have the same one,
   // and net.isIP's IPv6 expression is not free on a name.
@@ -195,112 +296,25 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
         auth.connection.close({ error: 'client-aborted' });
         return;
       }
-      let bytesOut = 0;
-      let bytesIn = 0;
-      let status: number | undefined;
-      let error: CloseError | undefined;
-      let timedOut = false;
-      let upstream: http.ClientRequest | undefined;
-      const socket = req.socket as ClientSocket;
-      const finish = () => {
-        if (auth.connection.closed) return;
-        socket[inFlight]?.delete(finish);
-        if (!res.writableFinished) {
-          error ??= 'client-aborted';
-          upstream?.destroy();
-        }
-        auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status: res.statusCode }), ...(error && { error }) });
-      };
-      res.once('close', finish);
-      untilClientCloses(socket, finish);
-      const fail = (err: NodeJS.ErrnoException) => {
-        // The client went first (finish destroyed the upstream request): nobody to answer, the record is closed.
-        if (res.destroyed) return;
-        // ETIMEDOUT here is the agent's own connect timeout (CheckedAddressAgent).
-        const timeout = err.code === 'ETIMEDOUT' || timedOut;
-        ({ status, error } = upstreamFailure(err, timeout));
-        sendProxyError(
-          res,
-          status,
-          `${formatHostPort(auth.decision.host, auth.port)}: ${timeout ? 'upstream timed out' : `upstream failed (${err.code ?? err.message})`}`,
-          auth.event.id,
-        );
-      };
-
+      const method = req.method ?? 'GET';
+      const chunked = req.headers['transfer-encoding'] !== undefined;
       const body = hasBody(req);
       // No Host decided and none from the client (HTTP/1.0): the address connected to, as node's client would write.
       const host = authority ?? (req.headers.host === undefined ? formatHostPort(auth.address, auth.port) : undefined);
       const headers = endToEndHeaders(req.rawHeaders, {
         ...(host !== undefined && { host }),
-        ...(!body && !BODYLESS_BY_DEFAULT.has(req.method ?? 'GET') && req.headers['content-length'] === undefined && { add: ['Content-Length', '0'] }),
+        ...(!body && !BODYLESS_BY_DEFAULT.has(method) && req.headers['content-length'] === undefined && { add: ['Content-Length', '0'] }),
       });
-      try {
-        upstream = (inspected ? https : http).request({
-          agent: inspected ? tlsAgent : agent,
-          host: auth.address,
-          port: auth.port,
-          method: req.method,
-          path: originForm(req.url ?? '/'),
-          headers,
-          ...(inspected && { servername: servernameFor(auth.decision.host) }),
-        });
-      } catch (err) {
-        // A target or header node's client will not write (control characters...): refused, never altered.
-        status = 400;
-        error = 'client-bad-request';
-        sendProxyError(res, 400, `egress-guard cannot forward this request (${(err as NodeJS.ErrnoException).code ?? 'invalid'})`, auth.event.id);
-        return;
-      }
-      const request = upstream;
-      request.on('error', fail);
-      // The agent's idle timeout on the upstream socket, while a request is on it.
-      request.on('timeout', () => {
-        timedOut = true;
-        request.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
-      });
-      // A 101 to a request that asked for no upgrade (Upgrade is hop-by-hop, never sent): with no listener here, node
-      // destroys the socket without an event of the request's, and the client would wait for an answer that never comes.
-      request.on('upgrade', (_answer: http.IncomingMessage, upgraded: Duplex) => {
-        upgraded.destroy();
-        fail(Object.assign(new Error('upstream switched protocols unasked'), { code: 'EPROTO' }));
-      });
-      request.on('response', (answer: http.IncomingMessage) => {
-        status = answer.statusCode ?? 502;
-        // A Transfer-Encoding that does not end in chunked: the body ends where upstream closes (RFC 9112 6.3), and
-        // the client, which is sent that header, reads ours the same way: it must end with the connection, not be kept.
-        if (framedByClose(answer.rawHeaders)) res.shouldKeepAlive = false;
-        try {
-          // An HTTP/1.0 client cannot read chunked: the body is sent as it comes and the connection closed after it.
-          res.writeHead(status, answer.statusMessage || undefined, endToEndHeaders(answer.rawHeaders, req.httpVersion === '1.0' ? { drop: 'transfer-encoding' } : {}));
-        } catch (err) {
-          // writeHead keeps the status text it refused: ours must not inherit it.
-          res.statusMessage = '';
-          request.destroy();
-          return fail(err as NodeJS.ErrnoException);
-        }
-        answer.on('data', (chunk: Buffer) => {
-          bytesIn += chunk.length;
-          if (!res.write(chunk)) {
-            answer.pause();
-            res.once('drain', () => answer.resume());
-          }
-        });
-        // Ended at 'end', in the turn the last bytes came (node writes them together: one write, not two).
-        answer.once('end', () => res.end());
-        // 'close' without the whole message: the upstream broke off mid-body, and the client's answer is cut too.
-        answer.once('close', () => {
-          if (answer.complete) return;
-          error ??= upstreamFailure({ name: 'Error', message: 'aborted', code: 'ECONNRESET' }, timedOut).error;
-          res.destroy();
-        });
-      });
-      if (body) {
-        req.on('data', (chunk: Buffer) => {
-          bytesOut += chunk.length;
-        });
-        req.pipe(request);
+      const target = originForm(req.url ?? '/');
+      const forwarded = new ForwardedRequest(req, res, auth, method, requestHead(method, target, headers), chunked ? 'chunked' : body ? 'length' : 'none');
+      res.once('close', forwarded.finish);
+      untilClientCloses(req.socket as ClientSocket, forwarded.finish);
+      if (UNSENDABLE_TARGET.test(target)) return forwarded.refuse('ERR_UNESCAPED_CHARACTERS');
+      if (inspected) {
+        const servername = servernameFor(auth.decision.host);
+        secure.pool.acquire(forwarded, `${auth.address}:${auth.port}:${servername}`, secure.connect, { host: auth.address, port: auth.port, servername });
       } else {
-        request.end();
+        plain.pool.acquire(forwarded, `${auth.address}:${auth.port}`, plain.connect, { host: auth.address, port: auth.port });
       }
     },
   };

@@ -1,14 +1,10 @@
-import type http from 'node:http';
-import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /** A pooled upstream connection: node's socket (net or TLS) and what the pool keeps on it. */
-type PooledSocket = Duplex & {
+export type PooledSocket = Duplex & {
   setTimeout(ms: number): unknown;
   ref(): unknown;
   unref(): unknown;
-  /** Node's client sets this to the request on the socket; cleared while idle (the old request is not kept alive). */
-  _httpMessage?: { res?: { rawHeaders: readonly string[] } | null } | null;
   /** The socket's idle timeout now (node's `Socket.timeout`). */
   timeout?: number;
 };
@@ -40,8 +36,20 @@ interface PoolEntry {
 const entryOf = Symbol('egress-guard upstream pool entry');
 type Tracked = PooledSocket & { [entryOf]?: PoolEntry };
 
-/** What node's client passes an agent's `addRequest`: host, port, server name, ... */
-export type ConnectOptions = http.ClientRequestArgs & { servername?: string };
+/** Where a new connection goes: the checked address, port and (TLS) the name to verify. */
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  servername?: string;
+}
+
+/** What waits for an upstream connection: a forwarded request (or, in tests, node's client through an agent). */
+export interface PoolRequest {
+  /** Its client gave up: a waiting request is skipped. */
+  readonly cancelled: boolean;
+  /** Its connection, or the error that opening one threw. */
+  give(socket: PooledSocket | undefined, err?: Error): void;
+}
 
 export interface UpstreamPoolOptions {
   /** The idle timeout of an upstream connection, waiting in the pool and with a request on it. */
@@ -57,20 +65,19 @@ export interface UpstreamPoolOptions {
 
 /** A request waiting for a connection to its key (the key at its limit of busy connections). */
 interface Waiting {
-  readonly req: http.ClientRequest;
+  readonly req: PoolRequest;
   readonly connect: (options: ConnectOptions) => Duplex;
   readonly options: ConnectOptions;
 }
 
 /**
- * Keep-alive upstream connections for node's client, in place of `http.Agent`'s own pool: an agent's
- * `addRequest` hands a request its socket (`takeOrCreate`), and the socket's 'free' (emitted by node's client
- * when a response ends on a connection that stays open) puts it back, most recently used first out.
+ * Keep-alive upstream connections per key (checked address, port, server name): `acquire` hands a request an
+ * idle connection or a new one, `release` (a response ended with the connection kept open) puts it back, most
+ * recently used first out.
  *
- * Why not the agent's pool: per request it builds its pool key three times, searches and splices the list of
+ * Why not `http.Agent`'s pool: per request it builds its pool key three times, searches and splices the list of
  * busy sockets, adds and removes an 'error' listener and emits on the agent; here a request costs a key, a pop
- * and a push, and the listeners are added once per connection. Upstream framing stays node's (its client and
- * parser read every response); only the choice of connection is ours.
+ * and a push, and the listeners are added once per connection.
  */
 export class UpstreamPool {
   private readonly idle = new Map<string, Tracked[]>();
@@ -80,14 +87,10 @@ export class UpstreamPool {
 
   constructor(private readonly options: UpstreamPoolOptions) {}
 
-  /**
-   * Give `req` an idle connection to `key`, or a new one from `connect`: an agent's `addRequest`, which node's
-   * client calls for every request (the agent's `timeout` option makes node's client relay the socket's
-   * 'timeout' to the request).
-   */
-  assign(req: http.ClientRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions): void {
+  /** Give `req` an idle connection to `key`, or a new one from `connect` (the request is waiting when `key` has its busy limit). */
+  acquire(req: PoolRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions): void {
     const socket = this.take(key);
-    if (socket) return req.onSocket(socket as unknown as net.Socket);
+    if (socket) return req.give(socket);
     // Without a bound, one client's pipelined requests would each open a connection at once (400 requests, 400).
     if ((this.busy.get(key) ?? 0) >= (this.options.maxBusyPerKey ?? Infinity)) {
       let queue = this.waiting.get(key);
@@ -100,17 +103,17 @@ export class UpstreamPool {
 
   /**
    * A new connection for `req`. A connect that throws (a marked socket the kernel will not make: EPERM) fails the
-   * request with that error, as node's agent passes a failed connect: thrown here it would escape http.request (a
-   * 400 for the client) or, for a waiting request, a socket's 'close' listener (the process).
+   * request with that error: thrown here it would escape the forwarder (a 400 for the client) or, for a waiting
+   * request, a socket's 'close' listener (the process).
    */
-  private open(req: http.ClientRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions): void {
+  private open(req: PoolRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions): void {
     let socket: Tracked;
     try {
       socket = connect(options) as Tracked;
     } catch (err) {
-      return (req.onSocket as (socket: net.Socket | undefined, err: Error) => void)(undefined, err as Error);
+      return req.give(undefined, err as Error);
     }
-    req.onSocket(this.adopt(socket, key) as unknown as net.Socket);
+    req.give(this.adopt(socket, key));
   }
 
   /** The next waiting request for `key` still wanted (one its client gave up on is skipped). */
@@ -118,7 +121,7 @@ export class UpstreamPool {
     const queue = this.waiting.get(key);
     while (queue && queue.length > 0) {
       const next = queue.shift()!;
-      if (!next.req.destroyed) return next;
+      if (!next.req.cancelled) return next;
     }
     if (queue) this.waiting.delete(key);
     return undefined;
@@ -155,8 +158,7 @@ export class UpstreamPool {
     const entry: PoolEntry = { key, idle: false };
     socket[entryOf] = entry;
     this.busy.set(key, (this.busy.get(key) ?? 0) + 1);
-    socket.on('free', () => this.release(socket));
-    // With a request on it, node's client has its own listeners (the request's 'error' and 'timeout'); idle, an
+    // With a request on it, its user has its own listeners (the request's 'error' and 'timeout'); idle, an
     // error or the idle timeout closes it here, and 'close' takes it out of the pool.
     socket.on('error', () => {
       if (entry.idle) socket.destroy();
@@ -189,27 +191,30 @@ export class UpstreamPool {
     else this.busy.delete(key);
   }
 
-  /** Back to the pool when its response ended with the connection kept open (node emits 'free' only then). */
-  private release(socket: Tracked): void {
+  /**
+   * Back to the pool: a response ended with the connection kept open (`responseHeaders`: its raw headers, for the
+   * server's Keep-Alive hint), and the request before it was written whole.
+   */
+  release(pooled: PooledSocket, responseHeaders: readonly string[] | undefined): void {
+    const socket = pooled as Tracked;
     const entry = socket[entryOf]!;
     if (entry.idle) return;
     let list = this.idle.get(entry.key);
     if (!list) this.idle.set(entry.key, (list = []));
-    const serverLimit = serverIdleLimitMs(socket._httpMessage?.res?.rawHeaders);
+    const serverLimit = serverIdleLimitMs(responseHeaders);
     if (socket.destroyed || !socket.writable || list.length >= this.options.maxIdlePerKey || serverLimit === 0) {
       socket.destroy();
       return;
     }
-    socket._httpMessage = null;
     const next = this.nextWaiting(entry.key);
     if (next) {
       // Straight to a waiting request: it stays busy (and referenced), with the whole idle timeout.
       if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);
-      return next.req.onSocket(socket as unknown as net.Socket);
+      return next.req.give(socket);
     }
     this.unbusy(entry.key);
-    // Node's client turned the socket's timeout off as the response ended: idle connections are bounded too. The
-    // server's shorter Keep-Alive hint is a time after which the connection is not reused (the server closes it
+    // Idle connections are bounded by the same timeout (node's client, when it carried requests, turned the
+    // socket's timeout off as a response ended; a user that leaves it on costs no call here). The server's shorter Keep-Alive hint is a time after which the connection is not reused (the server closes it
     // then), not its timeout: that would stay on the socket for the next request (a slow answer on a reused
     // connection was a 504 after the hint), and setting it back per request cost ~6% of a request's instructions.
     if (socket.timeout !== this.options.idleTimeoutMs) socket.setTimeout(this.options.idleTimeoutMs);

@@ -2,7 +2,7 @@
  * A process that set a socket mark at start (as root) and then lost the capability to set marks (its effective
  * uid changed to 65534, which clears its effective capabilities): both ways of opening a tunnel's upstream
  * (node's socket, connectUpstream; the kernel relay's, connectUpstreamInKernel) must refuse the same way, and so must
- * a plain-HTTP request through the explicit proxy (the forwarder's agent, its upstream pool). Prints one JSON line:
+ * a plain-HTTP request through the explicit proxy (the forwarder's upstream pool). Prints one JSON line:
  * each path's status and close error, or what it did instead. Run by test/unit/net-socket-mark.test.ts.
  */
 import http from 'node:http';

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
 import { startEventStream } from '../../events/delivery/stream-client.js';
@@ -10,6 +13,7 @@ import { startCollector, type Collector } from '../../collector/server.js';
 import { emitConnections } from '../helpers/emit-events.js';
 import { startPostgresCluster, type PostgresCluster } from '../helpers/postgres-cluster.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { startEgressGuard } from '../helpers/egress-guard-process.js';
 import { checkHostSearch, checkManyHostSearch, hostSearchEvents } from '../helpers/host-search-scenario.js';
 import { PostgresStore } from '../../collector/stores/postgres-store.js';
 import type { SearchPage } from '../../collector/stores/event-store.js';
@@ -84,11 +88,13 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
       events.push(testDecision(`nowalk-${k}`, base + 200 * minute + 30_000 + k * 100, 'x.nowalk.test', { job_id: `nowalk-${k}`, repository: 'org/walk' }));
     await store.insert(events);
 
-    // Which statements run, to tell the walk from the scan by host.
-    const pool = (store as unknown as { pool: { query: (...args: any[]) => Promise<any> } }).pool;
+    // Which statements run, to tell the walk from the scan by host (the walk's run in a transaction of their own).
     const statements: string[] = [];
-    const query = pool.query.bind(pool);
-    pool.query = (...args: any[]) => (statements.push(typeof args[0] === 'string' ? args[0] : args[0].text), query(...args));
+    const query = pg.Client.prototype.query;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
+      statements.push(typeof args[0] === 'string' ? args[0] : args[0].text);
+      return (query as any).apply(this, args);
+    } as typeof query;
     const walked = async (run: () => Promise<unknown>) => {
       statements.length = 0;
       await run();
@@ -144,7 +150,122 @@ describe('collector on PostgreSQL (a real server started for the test)', () => {
       expected.slice(0, 20).map((e) => [e.job, new Date(e.key).toISOString()]),
     );
     assert.equal((await store.searchJobs({ likes: all.likes, matches: all.matches }, { limit: 0 })).total, 260);
-    pool.query = query;
+    pg.Client.prototype.query = query;
+  });
+
+  it('reads a page by jobs in one snapshot: a job active elsewhere meanwhile keeps its place', async () => {
+    // The walk reads jobs newest first by their own last sighting (any host), a read at a time: a job that a decision
+    // on another host moved above the walk between two reads was read by neither, and its matching sightings, which
+    // had not changed, were missing from the page, from the total and from every later page.
+    const admin = new pg.Client({ connectionString: cluster!.url });
+    await admin.connect();
+    await admin.query('CREATE DATABASE walk_snapshot');
+    await admin.end();
+    const store = await PostgresStore.open(cluster!.url.replace(/\/[^/]*$/, '/walk_snapshot'));
+    cleanups.push(() => store.close());
+    const base = Date.UTC(2026, 3, 1);
+    const minute = 60_000;
+    const hosts = Array.from({ length: WALK_HOSTS }, (_, i) => `s${i}.snap.test`);
+    const job = (name: string) => ({ job_id: name, repository: 'org/snap' });
+    // Two jobs on the pattern's hosts, under 40 newer jobs on none of them: more than the walk's first read.
+    const events: EgressEvent[] = [testDecision('snap-k', base, hosts[1]!, job('snap-k')), testDecision('snap-j', base + minute, hosts[2]!, job('snap-j'))];
+    for (let i = 0; i < 40; i++) events.push(testDecision(`snap-idle-${i}`, base + 10 * minute + i * 1000, 'x.nosnap.test', job(`snap-idle-${i}`)));
+    await store.insert(events);
+    const filter = { likes: hostQuery('snap.test').likes, matches: hostQuery('snap.test').matches };
+
+    // After the walk's first read, job snap-j talks to another host (a batch another collector stores meanwhile).
+    const clientQuery = pg.Client.prototype.query;
+    let walkReads = 0;
+    const moveJob = () => store.insert([testDecision('snap-j-later', base + 20 * minute, 'x.nosnap.test', job('snap-j'))]);
+    pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
+      const text: unknown = typeof args[0] === 'string' ? args[0] : args[0]?.text;
+      if (typeof text !== 'string' || !text.includes('FROM eg_jobs j') || text.startsWith('EXPLAIN') || ++walkReads !== 1) return (clientQuery as any).apply(this, args);
+      const callback = args.findIndex((a) => typeof a === 'function');
+      if (callback === -1) return (clientQuery as any).apply(this, args).then(async (res: unknown) => (await moveJob(), res));
+      const done = args[callback];
+      args[callback] = (err: unknown, res: unknown) => void moveJob().then(() => done(err, res), done);
+      return (clientQuery as any).apply(this, args);
+    } as typeof clientQuery;
+    let byJobs: SearchPage;
+    try {
+      byJobs = await store.searchJobs(filter, { limit: 1, byJobs: true });
+    } finally {
+      pg.Client.prototype.query = clientQuery;
+    }
+    assert.ok(walkReads >= 2, `the walk read ${walkReads} times`);
+    const byHost = await store.searchJobs(filter, { limit: 1, byJobs: false });
+    assert.deepEqual(
+      byHost.jobs.map((j) => j.job),
+      ['snap-j'],
+    );
+    assert.deepEqual(byJobs, byHost);
+  });
+
+  it('refuses the lines whose text PostgreSQL cannot store (NUL, a lone surrogate, over 2,048 bytes) and stores the rest of their batch', async () => {
+    // Such a line made the whole batch fail on PostgreSQL (503, "retry later"): a stream client sent it again forever,
+    // and nothing queued behind it was stored.
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: `${cluster!.url.replace(/\/[^/]*$/, '')}/postgres`, token: TOKEN });
+    cleanups.push(() => collector.close());
+    const t = Date.UTC(2026, 2, 1);
+    const ci = { job_id: 'text-job', repository: 'org/text' };
+    const answer = await postBatch(collector.port, [
+      testDecision('text-ok', t, 'ok.nultext.test', ci),
+      testDecision('text-nul-host', t, 'a\u0000.nultext.test', ci),
+      testDecision('text-surrogate-host', t, 'b\ud800.nultext.test', ci),
+      testDecision('text-nul-repository', t, 'ok.nultext.test', { job_id: 'text-job-2', repository: 'org/\u0000' }),
+      testDecision('text-surrogate-job', t, 'ok.nultext.test', { job_id: 'text-\udc00', repository: 'org/text' }),
+      // Two ids that differ in a lone surrogate have one UTF-8 form, so one key: the second was taken for a repeat.
+      testDecision('text-\ud800', t, 'ok.nultext.test', ci),
+      testDecision('text-\udbff', t, 'ok.nultext.test', ci),
+      testDecision('text-\ud83d\ude00', t, 'ok.nultext.test', ci),
+      // Over what PostgreSQL's index on the dictionary takes (54000): a sidecar names such a host in the invalid-host
+      // decision of a CONNECT to a long junk target; text that does not compress.
+      testDecision('text-long-host', t, `${randomBytes(1536).toString('hex')}.nultext.test`, ci, { decision: 'blocked', reason: 'invalid-host' }),
+      testDecision('text-long-job', t, 'ok.nultext.test', { job_id: randomBytes(1536).toString('hex'), repository: 'org/text' }),
+      testDecision('text-long-cjk-host', t, `${'\u4e00'.repeat(700)}.nultext.test`, ci),
+      testDecision('text-host-2048-bytes', t, `${randomBytes(1016).toString('hex')}.nultext.test`, ci),
+    ]);
+    assert.deepEqual(
+      answer.rejected.map((r: { line: number }) => r.line),
+      [2, 3, 4, 5, 6, 7, 9, 10, 11],
+    );
+    assert.equal(answer.stored, 3);
+  });
+
+  it("a job's CONNECT to a long junk target does not stop its sidecar's stream to the collector", async () => {
+    // Its invalid-host decision names the target as written (3,072 characters): stored, it failed its batch (503) and
+    // every batch after it waited behind it.
+    const admin = new pg.Client({ connectionString: cluster!.url });
+    await admin.connect();
+    await admin.query('CREATE DATABASE long_stream');
+    await admin.end();
+    const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: cluster!.url.replace(/\/[^/]*$/, '/long_stream'), token: TOKEN });
+    cleanups.push(() => collector.close());
+    const guard = await startEgressGuard([], {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test',
+      EGRESS_COLLECTOR_URL: `http://127.0.0.1:${collector.port}`,
+      EGRESS_COLLECTOR_TOKEN: TOKEN,
+      EGRESS_JOB_ID: 'long-stream',
+    });
+    cleanups.push(() => guard.stop());
+    const connect = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(guard.port, '127.0.0.1', () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+        socket.setTimeout(10_000, () => socket.destroy(new Error(`no answer to CONNECT ${target.slice(0, 40)}`)));
+        socket.once('data', (data) => {
+          resolve(data.toString('latin1').split('\r\n')[0]!);
+          socket.destroy();
+        });
+        socket.once('error', reject);
+      });
+    assert.match(await connect(`${randomBytes(1536).toString('hex')}:443`), / 403 /);
+    const long = await guard.waitFor((l) => l.event === 'decision' && l.reason === 'invalid-host');
+    assert.equal(String(long.host).length, 3072);
+    // Later decisions of the job, in the same batch or after it.
+    assert.match(await connect('after.test:443'), / 403 /);
+    const later = await guard.waitFor((l) => l.event === 'decision' && l.host === 'after.test');
+    await waitFor('the later decision stored at the collector', async () => (await collector.store.jobEvents('long-stream', 100)).some((e) => e.id === later.id), 20_000);
   });
 
   it('lets several collectors write to one database: each event stored once', async () => {

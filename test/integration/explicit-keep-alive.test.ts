@@ -4,6 +4,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { rawExchange } from '../helpers/raw-client.js';
+import { guardInFrontOf } from '../helpers/raw-upstream.js';
 import { startHttpServer, type TestServer } from '../helpers/servers.js';
 
 /** Read from `socket` until `done(text)` says the answers are all there, or the socket closes, or 5 s pass. */
@@ -252,13 +253,7 @@ describe('explicit proxy: an upstream answer framed by the connection end is pas
         socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
       });
     });
-    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-    authority = `allowed.test:${(upstream.address() as net.AddressInfo).port}`;
-    guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1'], {
-      EGRESS_MODE: 'block',
-      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
-      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
-    });
+    ({ authority, guard } = await guardInFrontOf(upstream));
   });
 
   after(async () => {

@@ -3,9 +3,21 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { once } from 'node:events';
-import { serverIdleLimitMs, UpstreamPool, type ConnectOptions } from '../../proxy/relay/upstream-pool.js';
+import { serverIdleLimitMs, UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from '../../proxy/relay/upstream-pool.js';
 
-/** An agent whose sockets come from an UpstreamPool, as the forwarder's agents do. */
+type ClientSocket = net.Socket & { _httpMessage?: { res?: { rawHeaders: string[] } | null } | null };
+
+/** Node's client as a user of the pool: the request gets its socket (or the error a connect threw). */
+function poolRequest(req: http.ClientRequest): PoolRequest {
+  return {
+    get cancelled() {
+      return req.destroyed;
+    },
+    give: (socket: PooledSocket | undefined, err?: Error) => (req.onSocket as (s: net.Socket | undefined, e?: Error) => void)(socket as unknown as net.Socket, err),
+  };
+}
+
+/** An agent whose sockets come from an UpstreamPool; node's client's 'free' (a response ended on a kept connection) releases them. */
 class PoolAgent extends http.Agent {
   readonly pool: UpstreamPool;
   readonly connections: net.Socket[] = [];
@@ -13,16 +25,21 @@ class PoolAgent extends http.Agent {
     super({ keepAlive: true, timeout: idleTimeoutMs });
     this.pool = new UpstreamPool({ idleTimeoutMs, maxIdlePerKey, ...(maxBusyPerKey !== undefined && { maxBusyPerKey }) });
   }
-  addRequest(req: http.ClientRequest, options: ConnectOptions): void {
-    this.pool.assign(
-      req,
+  addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void {
+    this.pool.acquire(
+      poolRequest(req),
       `${options.host}:${options.port}`,
-      (o) => {
-        const socket = net.connect({ host: o.host!, port: Number(o.port) }).setTimeout(30_000);
+      (o: ConnectOptions) => {
+        const socket: ClientSocket = net.connect({ host: o.host, port: o.port }).setTimeout(30_000);
+        socket.on('free', () => {
+          const raw = socket._httpMessage?.res?.rawHeaders;
+          socket._httpMessage = null;
+          this.pool.release(socket, raw);
+        });
         this.connections.push(socket);
         return socket;
       },
-      options,
+      { host: options.host!, port: Number(options.port) },
     );
   }
 }
@@ -264,9 +281,9 @@ describe('UpstreamPool: keep-alive upstream connections for node client', () => 
     };
     class ThrowingAgent extends PoolAgent {
       refuse = false;
-      override addRequest(req: http.ClientRequest, options: ConnectOptions): void {
+      override addRequest(req: http.ClientRequest, options: http.ClientRequestArgs): void {
         if (!this.refuse) return super.addRequest(req, options);
-        this.pool.assign(req, `${options.host}:${options.port}`, eperm, options);
+        this.pool.acquire(poolRequest(req), `${options.host}:${options.port}`, eperm, { host: options.host!, port: Number(options.port) });
       }
     }
     const agent = new ThrowingAgent(30_000, 4, 1);

@@ -1,0 +1,277 @@
+import { createRequire } from 'node:module';
+import type { PooledSocket } from './upstream-pool.js';
+
+/**
+ * The response parser node's own HTTP client uses (llhttp, `_http_common`'s HTTPParser), driven here without
+ * `ClientRequest`: strict (no lenient flags), node's default header size limit, the same callbacks.
+ */
+interface HttpParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): Error | undefined;
+  close(): void;
+  [callback: number]: unknown;
+}
+interface HttpParserClass {
+  new (): HttpParser;
+  readonly RESPONSE: number;
+  readonly kOnHeaders: number;
+  readonly kOnHeadersComplete: number;
+  readonly kOnBody: number;
+  readonly kOnMessageComplete: number;
+  readonly kLenientNone: number;
+}
+const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: HttpParserClass };
+const PARSER_RESOURCE = {};
+
+/** llhttp's onHeadersComplete answers: parse the body, or skip it (HEAD, 1xx, 304), or stop (an upgrade). */
+const READ_BODY = 0;
+const SKIP_BODY = 1;
+const STOP = 2;
+
+/** One request's side of an upstream exchange: what the connection tells it. */
+export interface UpstreamExchange {
+  /** The request's method (a HEAD answer has no body, whatever its headers say). */
+  readonly method: string;
+  /**
+   * The final response's head (1xx are skipped). False: the exchange gave up on it (it has already told its client
+   * why): the connection is closed.
+   */
+  responseHead(status: number, statusMessage: string, rawHeaders: string[]): boolean;
+  /** A piece of the body; false: pause the connection until `UpstreamConnection.resume(this)`. */
+  responseBody(chunk: Buffer): boolean;
+  /** The response is complete. */
+  responseEnd(): void;
+  /**
+   * The connection failed: before the head (the client gets a 502/504) or in the body (the client's answer is cut).
+   * `timedOut`: the connection's idle timeout.
+   */
+  failed(err: NodeJS.ErrnoException, timedOut: boolean): void;
+}
+
+const connectionOf = Symbol('egress-guard upstream connection');
+type Wired = PooledSocket & { [connectionOf]?: UpstreamConnection };
+
+/**
+ * A keep-alive upstream connection that carries one request at a time without node's `ClientRequest`, agent or
+ * `IncomingMessage`: the forwarder writes the request head it built (the bytes node's client wrote for the same
+ * header list) and its body; the response is read by node's own llhttp parser, its head and body handed to the
+ * exchange. Listeners are added once per connection, not per request. When a response ends on a connection both
+ * sides keep open, and the request was written whole, `release` hands the socket back to the pool.
+ *
+ * What node's client did and this keeps: HEAD and 304 answers without body; 1xx skipped; an upgrade (101) refused
+ * (EPROTO: the proxy never asks for one); a second response to one request, or bytes while idle, close the
+ * connection; a close-delimited body ends at the server's FIN; a connection that ends or closes before the
+ * response is whole fails the exchange (ECONNRESET, 'socket hang up' or 'aborted'); a parse error fails it with
+ * llhttp's code (HPE_*). A new parser state per request (node took a fresh parser per request).
+ */
+export class UpstreamConnection {
+  private readonly parser = new HTTPParser();
+  private exchange: UpstreamExchange | undefined;
+  /** The exchange has the final response's head. */
+  private responded = false;
+  /** The response being read is a 1xx: its end is not the exchange's. */
+  private informational = false;
+  /** The request (head and body) has been handed to the socket whole. */
+  private requestWritten = false;
+  /** Both sides keep the connection open after this response. */
+  private keepAlive = false;
+  /** The final response is complete (set inside a parse: the exchange is ended once the parse returns). */
+  private completed = false;
+  private timedOut = false;
+  /** The final response's raw headers (the pool reads the server's Keep-Alive hint from them). */
+  private responseHeaders: string[] | undefined;
+  /** Header lines llhttp hands over in pieces (a head split across reads, or trailers). */
+  private pendingHeaders: string[] = [];
+
+  private constructor(
+    readonly socket: Wired,
+    private readonly release: (socket: PooledSocket, responseHeaders: readonly string[] | undefined) => void,
+  ) {
+    const parser = this.parser;
+    parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
+      for (const h of headers) this.pendingHeaders.push(h);
+    };
+    parser[HTTPParser.kOnHeadersComplete] = (
+      _major: number,
+      _minor: number,
+      headers: string[] | undefined,
+      _method: unknown,
+      _url: unknown,
+      status: number,
+      statusMessage: string,
+      upgrade: boolean,
+      keepAlive: boolean,
+    ) => this.onHeadersComplete(headers, status, statusMessage, upgrade, keepAlive);
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      const exchange = this.exchange;
+      if (exchange && this.responded && !exchange.responseBody(chunk)) socket.pause();
+    };
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      this.pendingHeaders = []; // trailers: not forwarded (node's client kept them apart too)
+      if (this.informational) this.informational = false;
+      else if (this.exchange && this.responded) this.completed = true;
+    };
+    socket.on('data', (data: Buffer) => this.onData(data));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
+    socket.on('timeout', () => {
+      if (!this.exchange) return; // idle: the pool closes it
+      this.timedOut = true;
+      socket.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
+    });
+    socket.once('close', () => {
+      this.fail(Object.assign(new Error(this.responded ? 'aborted' : 'socket hang up'), { code: 'ECONNRESET' }));
+      this.parser.close();
+    });
+  }
+
+  /** A new connection's socket, wired to a connection of its own (once: its listeners live as long as it). */
+  static wire(socket: PooledSocket, release: (socket: PooledSocket, responseHeaders: readonly string[] | undefined) => void): PooledSocket {
+    (socket as Wired)[connectionOf] = new UpstreamConnection(socket as Wired, release);
+    return socket;
+  }
+
+  /** The connection of a socket `wire` made. */
+  static of(socket: PooledSocket): UpstreamConnection {
+    return (socket as Wired)[connectionOf]!;
+  }
+
+  /** Start `exchange` on this connection: its request head goes out now (a body, if any, through `write`/`end`). */
+  start(exchange: UpstreamExchange, head: string, hasBody: boolean): void {
+    this.exchange = exchange;
+    this.responded = this.informational = this.completed = this.timedOut = false;
+    this.requestWritten = !hasBody;
+    this.responseHeaders = undefined;
+    this.pendingHeaders = [];
+    this.parser.initialize(HTTPParser.RESPONSE, PARSER_RESOURCE, 0, HTTPParser.kLenientNone);
+    this.socket.write(head, 'latin1');
+  }
+
+  /** Whether `exchange` is still the one on this connection. */
+  carries(exchange: UpstreamExchange): boolean {
+    return this.exchange === exchange;
+  }
+
+  /**
+   * A piece of the request body, `chunked`: framed as one chunk (as node's client framed each write; an empty
+   * piece is not sent, it would end the body); false: wait for the socket's 'drain'. Dropped once the exchange
+   * is over (its response came, or the connection failed).
+   */
+  write(exchange: UpstreamExchange, data: Buffer, chunked: boolean): boolean {
+    if (this.exchange !== exchange) return true;
+    if (!chunked) return this.socket.write(data);
+    if (data.length === 0) return true;
+    const socket = this.socket;
+    socket.cork();
+    socket.write(`${data.length.toString(16)}\r\n`, 'latin1');
+    socket.write(data);
+    const more = socket.write('\r\n', 'latin1');
+    socket.uncork();
+    return more;
+  }
+
+  /** The request body is whole (`chunked`: the last chunk goes out). */
+  end(exchange: UpstreamExchange, chunked: boolean): void {
+    if (this.exchange !== exchange) return;
+    if (chunked) this.socket.write('0\r\n\r\n', 'latin1');
+    this.requestWritten = true;
+  }
+
+  /** Go on reading for `exchange`, paused because its client could not take more. */
+  resume(exchange: UpstreamExchange): void {
+    if (this.exchange === exchange) this.socket.resume();
+  }
+
+  /** `exchange`'s client went away: the connection closes with it (its response may be half read). */
+  abort(exchange: UpstreamExchange): void {
+    if (this.exchange !== exchange) return;
+    this.exchange = undefined;
+    this.socket.destroy();
+  }
+
+  private onHeadersComplete(headers: string[] | undefined, status: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
+    const exchange = this.exchange;
+    const raw = headers ?? this.pendingHeaders;
+    this.pendingHeaders = [];
+    // A response nobody asked for (a second one to this request): the connection is not trusted further; the
+    // first one, complete, still ends its exchange (after this parse).
+    if (!exchange || this.responded) {
+      this.keepAlive = false;
+      this.socket.destroy();
+      return STOP;
+    }
+    if (upgrade || status === 101) {
+      this.fail(Object.assign(new Error('upstream switched protocols unasked'), { code: 'EPROTO' }));
+      this.socket.destroy();
+      return STOP;
+    }
+    if (status < 200) {
+      this.informational = true;
+      return SKIP_BODY;
+    }
+    this.responded = true;
+    this.keepAlive = keepAlive;
+    this.responseHeaders = raw;
+    if (!exchange.responseHead(status, statusMessage, raw)) {
+      this.exchange = undefined;
+      this.socket.destroy();
+      return STOP;
+    }
+    return exchange.method === 'HEAD' || status === 304 ? SKIP_BODY : READ_BODY;
+  }
+
+  private onData(data: Buffer): void {
+    if (!this.exchange) {
+      // Bytes while idle: a response to no request.
+      this.socket.destroy();
+      return;
+    }
+    const result = this.parser.execute(data);
+    if (result instanceof Error) {
+      this.fail(result as NodeJS.ErrnoException);
+      this.socket.destroy();
+      return;
+    }
+    // Ended here, after the parse, never inside it: the pool may hand the connection on, and a new exchange
+    // re-initialises the parser.
+    if (this.completed && this.exchange) this.finishExchange();
+  }
+
+  /**
+   * The server's FIN: a close-delimited body ends here. Anything else unfinished fails as the connection closes
+   * (ECONNRESET, as node's client said: not llhttp's HPE_INVALID_EOF_STATE).
+   */
+  private onEnd(): void {
+    if (this.exchange) {
+      this.parser.finish();
+      if (this.completed) this.finishExchange();
+    }
+    this.socket.destroy();
+  }
+
+  /**
+   * The response is whole: its exchange ends, and the connection goes back to the pool if both sides keep it and
+   * the request was written whole (a response that came before its request body was all sent: the connection
+   * closes, and the rest of that body is not sent; node's client waited for the body, then pooled the connection).
+   */
+  private finishExchange(): void {
+    const exchange = this.exchange!;
+    this.exchange = undefined;
+    exchange.responseEnd();
+    if (this.keepAlive && this.requestWritten && !this.socket.destroyed) {
+      // Paused by this exchange's client: the next one reads from the start.
+      if (this.socket.isPaused()) this.socket.resume();
+      this.release(this.socket, this.responseHeaders);
+    } else {
+      this.socket.destroy();
+    }
+  }
+
+  private fail(err: NodeJS.ErrnoException): void {
+    const exchange = this.exchange;
+    if (!exchange) return;
+    this.exchange = undefined;
+    exchange.failed(err, this.timedOut);
+  }
+}

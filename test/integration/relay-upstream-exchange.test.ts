@@ -1,0 +1,240 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import type { EgressGuardProcess } from '../helpers/egress-guard-process.js';
+import { guardInFrontOf } from '../helpers/raw-upstream.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/** Read from `socket` until `done(text)` holds, the socket closes, or 10 s pass. */
+function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const finish = () => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      resolve(text);
+    };
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (done(text)) finish();
+    };
+    const timer = setTimeout(finish, 10_000);
+    socket.on('data', onData);
+    socket.once('close', finish);
+  });
+}
+
+function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+/** Run `use` on a new connection to the proxy, closed after it. */
+async function withClient(port: number, use: (socket: net.Socket) => Promise<void>): Promise<void> {
+  const socket = await connect(port);
+  try {
+    await use(socket);
+  } finally {
+    socket.destroy();
+  }
+}
+
+const BIG = 64 * 1024 * 1024;
+
+/**
+ * The forwarder's upstream side (its own request writer and node's llhttp response parser on pooled connections),
+ * against a raw upstream that answers each path as the test needs.
+ */
+describe('forwarder: the upstream exchange on pooled connections', () => {
+  let upstream: net.Server;
+  let guard: EgressGuardProcess;
+  let authority: string;
+  /** Upstream connections accepted, and those closed (by either side). */
+  let accepted = 0;
+  let closed = 0;
+  /** The bytes the raw upstream handed to its socket for /big (its writes wait for 'drain'). */
+  let bigWritten = 0;
+
+  before(async () => {
+    upstream = net.createServer((socket) => {
+      accepted++;
+      socket.once('close', () => closed++);
+      socket.on('error', () => socket.destroy());
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        const end = text.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const head = text.slice(0, end);
+        text = text.slice(end + 4);
+        const path = head.split(' ')[1];
+        if (path === '/early-hints') {
+          return void socket.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        }
+        if (path === '/then-garbage') {
+          // An answer, then (once the proxy has it) bytes that answer nothing: the connection must not be reused.
+          socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst');
+          return void setTimeout(() => socket.writable && socket.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil'), 200);
+        }
+        if (path === '/early-answer') {
+          // Answers before the request body is all there (a refused upload), and keeps the connection open.
+          return void socket.write('HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!');
+        }
+        if (path === '/not-http') return void socket.write('HTTX/1.1 200 OK\r\n\r\n');
+        // The server keeps an idle connection for 1 s at most: too short to reuse (the pool keeps one second in hand).
+        if (path === '/hint-1') return void socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok');
+        // Answers keep-alive, then closes the connection while it waits in the pool.
+        if (path === '/then-fin') return void socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        if (path === '/big') {
+          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`);
+          const piece = Buffer.alloc(64 * 1024, 0x61);
+          const pump = () => {
+            while (bigWritten < BIG) {
+              bigWritten += piece.length;
+              if (!socket.write(piece)) return void socket.once('drain', pump);
+            }
+          };
+          return void pump();
+        }
+        const body = `${head.split(' ')[0]} ${path} on ${socket.remotePort}`;
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      });
+    });
+    ({ authority, guard } = await guardInFrontOf(upstream));
+  });
+
+  after(async () => {
+    await guard?.stop();
+    await new Promise((resolve) => upstream?.close(resolve));
+  });
+
+  const get = (path: string) => `GET http://${authority}${path} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`;
+  /** The close event of the request for `path`. */
+  const closeEventOf = async (path: string) => {
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === path);
+    return guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+  };
+
+  test('a 1xx answer is skipped: the client gets the final answer, and the connection serves the next request', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(get('/early-hints'));
+      const first = await readUntil(socket, (t) => t.endsWith('\r\n\r\nok'));
+      assert.match(first, /^HTTP\/1\.1 200 /, JSON.stringify(first));
+      assert.doesNotMatch(first, /103|Link/);
+      const before = accepted;
+      socket.write(get('/next'));
+      const second = await readUntil(socket, (t) => t.includes('GET /next on '));
+      assert.match(second, /^HTTP\/1\.1 200 /);
+      assert.equal(accepted, before, 'the upstream connection of the 1xx answer was reused');
+    });
+  });
+
+  test('bytes on an idle upstream connection close it; the next request goes over a new one', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(get('/then-garbage'));
+      assert.ok((await readUntil(socket, (t) => t.endsWith('first'))).endsWith('\r\n\r\nfirst'));
+      const acceptedBefore = accepted;
+      const closedBefore = closed;
+      await waitFor('the upstream connection that sent bytes while idle closed', () => closed > closedBefore);
+      socket.write(get('/after-garbage'));
+      const answer = await readUntil(socket, (t) => t.includes(' on '));
+      assert.match(answer, /GET \/after-garbage on /);
+      assert.doesNotMatch(answer, /evil/);
+      assert.equal(accepted, acceptedBefore + 1);
+    });
+  });
+
+  test('an answer before the request body is all sent reaches the client; that connection is not reused', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`POST http://${authority}/early-answer HTTP/1.1\r\nHost: ${authority}\r\nContent-Length: 10\r\n\r\n12345`);
+      const answer = await readUntil(socket, (t) => t.endsWith('big!'));
+      assert.match(answer, /^HTTP\/1\.1 413 /, JSON.stringify(answer));
+    });
+    const close = await closeEventOf('/early-answer');
+    assert.equal(close.status, 413);
+    await withClient(guard.port, async (other) => {
+      const acceptedBefore = accepted;
+      other.write(get('/after-early'));
+      assert.match(await readUntil(other, (t) => t.includes(' on ')), /GET \/after-early on /);
+      assert.equal(accepted, acceptedBefore + 1, 'a new upstream connection, not the one with half a body on it');
+    });
+  });
+
+  const closedThenNew: Array<[string, string]> = [
+    ['/hint-1', "the server's Keep-Alive timeout=1: that connection is not pooled"],
+    ['/then-fin', 'a pooled connection the server closed leaves the pool'],
+  ];
+  for (const [path, what] of closedThenNew) {
+    test(`${what}; the next request goes over a new one and is answered`, async () => {
+      await withClient(guard.port, async (socket) => {
+        const closedBefore = closed;
+        socket.write(get(path));
+        assert.ok((await readUntil(socket, (t) => t.endsWith('\r\n\r\nok'))).startsWith('HTTP/1.1 200 '));
+        await waitFor('the upstream connection closed', () => closed > closedBefore);
+        const acceptedBefore = accepted;
+        socket.write(get(`/after${path}`));
+        const answer = await readUntil(socket, (t) => t.includes(' on '));
+        assert.match(answer, /^HTTP\/1\.1 200 /);
+        assert.ok(answer.includes(`GET /after${path} on `), answer);
+        assert.equal(accepted, acceptedBefore + 1);
+      });
+    });
+  }
+
+  test('an answer that is not HTTP: 502 naming the parser error', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(get('/not-http'));
+      const answer = await readUntil(socket, (t) => t.includes('\r\n\r\n') && t.endsWith('\n'));
+      assert.match(answer, /^HTTP\/1\.1 502 /);
+      assert.match(answer, /HPE_INVALID_CONSTANT/);
+    });
+    const close = await closeEventOf('/not-http');
+    assert.equal(close.error, 'upstream-hpe_invalid_constant');
+  });
+
+  test('a client that stops reading stops the upstream (backpressure); the body then arrives whole and counted', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.pause();
+      socket.write(get('/big'));
+      // Until the upstream has stopped writing: with backpressure, well before the whole body.
+      let last = -1;
+      await waitFor(
+        'the upstream stalled or finished',
+        async () => {
+          const now = bigWritten;
+          const stalled = now > 0 && now === last;
+          last = now;
+          await new Promise((r) => setTimeout(r, 300));
+          return stalled;
+        },
+        30_000,
+      );
+      assert.ok(bigWritten < BIG, `the upstream wrote ${bigWritten} of ${BIG} bytes while the client read nothing`);
+      let received = 0;
+      let headEnd = -1;
+      let head = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`only ${received} body bytes after 60 s`)), 60_000);
+        socket.on('data', (chunk: Buffer) => {
+          if (headEnd === -1) {
+            head += chunk.toString('latin1');
+            headEnd = head.indexOf('\r\n\r\n');
+            if (headEnd === -1) return;
+            received += Buffer.byteLength(head, 'latin1') - headEnd - 4;
+          } else received += chunk.length;
+          if (received >= BIG) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        socket.resume();
+      });
+      assert.equal(received, BIG);
+      assert.match(head, /^HTTP\/1\.1 200 /);
+    });
+    const close = await closeEventOf('/big');
+    assert.equal(close.bytes_in, BIG);
+  });
+});
