@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,12 +18,17 @@ import { round } from './stats.js';
  * collector-pg-profile.ts gives the database side; run this with --cpu-prof for the functions. Under valgrind --tool=callgrind
  * with BENCH_PROFILE_CALLGRIND=1, the counters are zeroed after the warm-up and dumped after the rounds (the dump's
  * `totals:` is the rounds' instructions, e.g. one build per run with BENCH_PROFILE_ROUNDS=1). BENCH_PROFILE_STAGES=parse
- * runs the `parse` stage alone (its instructions without the other stages' garbage collection and random keys).
+ * runs the `parse` stage alone (its instructions without the other stages' garbage collection and random keys);
+ * BENCH_PROFILE_STAGES=rows runs `rows` and `params` alone (the batches parsed before the counters are zeroed), warmed
+ * on every batch three times. BENCH_PROFILE_INPUT=FILE: the batches are read from FILE when it exists, else generated
+ * and written to it, so that runs of two builds count the same events (random ids and hosts move a count by several %).
  */
 
 const EVENTS = Number(process.env.BENCH_PROFILE_EVENTS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_PROFILE_ROUNDS ?? 5);
 const PARSE_ONLY = process.env.BENCH_PROFILE_STAGES === 'parse';
+const ROWS_ONLY = process.env.BENCH_PROFILE_STAGES === 'rows';
+const INPUT = process.env.BENCH_PROFILE_INPUT;
 /** Run under valgrind --tool=callgrind: the counters zeroed after the warm-up, dumped after the rounds. */
 const CALLGRIND = process.env.BENCH_PROFILE_CALLGRIND === '1';
 const BATCH = 500;
@@ -30,24 +36,34 @@ const BATCH = 500;
 interface Build {
   parseBatch(text: string, max: number): { events: EgressEvent[] };
   batchStrings(events: readonly EgressEvent[]): string[];
-  toRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>, keepsId: (key: Buffer) => boolean): Array<{ key: Buffer; event: number } & Record<string, unknown>>;
+  toRows(
+    events: readonly EgressEvent[],
+    ids: ReadonlyMap<string, number>,
+    keepsId: (key: Buffer) => boolean,
+    joinsDecision?: (decision: unknown, close: unknown) => boolean,
+  ): Array<{ key: Buffer; event: number } & Record<string, unknown>>;
+  /** postgres-store.ts's: whether a close goes into its decision's row (its body's time relative to the decision's). */
+  joinsDecision?(decision: unknown, close: unknown): boolean;
   keepsIdInBody(key: Buffer): boolean;
   /** `id` (the event's id) is ignored by builds before the sixth round. */
   pgKey(key: Buffer, event: number, id: string): string;
   /** The insert's eleven parameters as the build hands them to the driver. */
   insertParams(rows: ReadonlyArray<Record<string, unknown>>, keys: readonly string[]): unknown[];
+  /** The rows and stored keys of a batch as postgres-store.ts's insert makes them (seventh round on); earlier builds: toRows (with joinsDecision, as their insert) and pgKey here. */
+  batchRows?(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>): Array<Record<string, unknown> & { key: string }>;
   Dictionary: new () => { remember(id: number, text: string): void; unknownTexts(t: readonly string[]): string[]; idMap(t: readonly string[]): Map<string, number> };
 }
 
 async function load(dist: string): Promise<Build> {
   const at = (p: string) => import(pathToFileURL(resolve(dist, p)).href);
-  const [ingest, aggregate, key, dictionary] = await Promise.all([
+  const [ingest, aggregate, key, dictionary, store] = await Promise.all([
     at('collector/ingest.js'),
     at('collector/stores/aggregate.js'),
     at('collector/stores/pg-key.js'),
     at('collector/stores/dictionary.js'),
+    at('collector/stores/postgres-store.js'),
   ]);
-  return { ...ingest, ...aggregate, ...key, ...dictionary, insertParams: await insertParams(at) } as Build;
+  return { ...ingest, ...aggregate, ...key, ...dictionary, batchRows: store.batchRows, joinsDecision: store.joinsDecision, insertParams: await insertParams(at) } as Build;
 }
 
 type Encode = (values: unknown[]) => unknown;
@@ -86,6 +102,7 @@ async function insertParams(at: (p: string) => Promise<Record<string, unknown>>)
 const prepareValue = (createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(v: unknown): unknown }).prepareValue;
 
 function batches(): string[] {
+  if (INPUT && existsSync(INPUT)) return JSON.parse(readFileSync(INPUT, 'utf8')) as string[];
   const events: EgressEvent[] = [];
   for (let j = 0; events.length < EVENTS; j++) events.push(...jobEvents(`profile-${j}`, Math.min(1000, EVENTS - events.length), Date.now() - 3_600_000, 300));
   const out: string[] = [];
@@ -96,6 +113,7 @@ function batches(): string[] {
         .map((e) => JSON.stringify(e))
         .join('\n')}\n`,
     );
+  if (INPUT) writeFileSync(INPUT, JSON.stringify(out));
   return out;
 }
 
@@ -104,20 +122,37 @@ function cpuMicros(from: NodeJS.CpuUsage): number {
   return d.user + d.system;
 }
 
-function runRound(build: Build, texts: readonly string[]): { parse: number; rows: number; params: number } {
-  const dictionary = new build.Dictionary();
+/** A batch's rows and stored keys: as the build's store makes them, or (earlier builds) as its insert did. */
+function rowsOf(build: Build, events: readonly EgressEvent[], ids: ReadonlyMap<string, number>): { rows: Array<Record<string, unknown>>; keys: string[] } {
+  if (build.batchRows) {
+    const rows = build.batchRows(events, ids);
+    return { rows, keys: rows.map((r) => r.key) };
+  }
+  const rows = build.toRows(events, ids, build.keepsIdInBody, build.joinsDecision);
+  return { rows, keys: rows.map((r) => build.pgKey(r.key, r.event, (r.source as EgressEvent).id)) };
+}
+
+/**
+ * `parsed`: the batches parsed already (BENCH_PROFILE_STAGES=rows), so that the parse stage is skipped. `dictionary`:
+ * an empty one, made before the round (its LRU caches take ~0.2 s to make: a store makes one when it opens).
+ */
+function runRound(
+  build: Build,
+  texts: readonly string[],
+  parsed: ReadonlyArray<EgressEvent[]> | undefined,
+  dictionary: InstanceType<Build['Dictionary']>,
+): { parse: number; rows: number; params: number } {
   let next = 1;
   const t = { parse: 0, rows: 0, params: 0 };
-  for (const text of texts) {
+  for (const [i, text] of texts.entries()) {
     let c = process.cpuUsage();
-    const { events } = build.parseBatch(text, 10_000);
+    const events = parsed?.[i] ?? build.parseBatch(text, 10_000).events;
     t.parse += cpuMicros(c);
     if (PARSE_ONLY) continue;
     c = process.cpuUsage();
     const strings = build.batchStrings(events);
     for (const s of dictionary.unknownTexts(strings)) dictionary.remember(next++, s); // the database's answer, outside the timing would be fairer; it is small
-    const rows = build.toRows(events, dictionary.idMap(strings), build.keepsIdInBody);
-    const keys = rows.map((r) => build.pgKey(r.key, r.event, (r.source as EgressEvent).id));
+    const { rows, keys } = rowsOf(build, events, dictionary.idMap(strings));
     t.rows += cpuMicros(c);
     c = process.cpuUsage();
     for (const values of build.insertParams(rows, keys)) prepareValue(values);
@@ -132,14 +167,17 @@ async function main(): Promise<void> {
   const builds = await Promise.all(dists.map(load));
   const texts = batches();
   const events = texts.length * BATCH;
-  // Warm the JIT; for the parse stage alone, on every batch three times, so that its count is not of compilation.
-  for (const b of builds) for (let w = 0; w < (PARSE_ONLY ? 3 : 1); w++) runRound(b, PARSE_ONLY ? texts : texts.slice(0, 20));
+  const parsed = ROWS_ONLY ? builds.map((b) => texts.map((t) => b.parseBatch(t, 10_000).events)) : [];
+  // Warm the JIT; for one stage alone, on every batch three times, so that its count is not of compilation.
+  const alone = PARSE_ONLY || ROWS_ONLY;
+  for (const [i, b] of builds.entries()) for (let w = 0; w < (alone ? 3 : 1); w++) runRound(b, alone ? texts : texts.slice(0, 20), parsed[i], new b.Dictionary());
+  const dictionaries = builds.map((b) => Array.from({ length: ROUNDS }, () => new b.Dictionary()));
   // Under callgrind: counters zeroed here and dumped at the end, so the instruction count is of the measured rounds
   // only (not the events' generation nor the warm-up): what differs between two builds counted one at a time.
   if (CALLGRIND) execFileSync('callgrind_control', ['-z', String(process.pid)]);
   for (let r = 0; r < ROUNDS; r++) {
     for (const [i, b] of builds.entries()) {
-      const t = runRound(b, texts);
+      const t = runRound(b, texts, parsed[i], dictionaries[i]![r]!);
       const per = (n: number) => round(n / events, 2);
       process.stdout.write(
         `${JSON.stringify({ build: dists[i], parseMicros: per(t.parse), rowsMicros: per(t.rows), paramsMicros: per(t.params), totalMicros: per(t.parse + t.rows + t.params) })}\n`,

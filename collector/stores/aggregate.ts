@@ -1,6 +1,6 @@
 import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
-import { CLOSE, DECISION, idKeyHex, OUTCOME_CODES, packBody } from './codec.js';
+import { CLOSE, DECISION, OUTCOME_CODES, packBody } from './codec.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 import { decodeCursor, encodeCursor, iso, type SearchPage, type SearchQuery, type SightingFilter } from './event-store.js';
 import { finite } from './queries.js';
@@ -14,14 +14,18 @@ import { finite } from './queries.js';
  *   insert when its decision is stored already (or in the same batch), else when the decision arrives (an UPDATE
  *   ... WHERE job_id IS NULL, so exactly one transaction links it). A close row has a job iff its bytes are counted.
  */
-export interface EventRowV2 {
-  key: Buffer;
-  /** key as hex: what a decision and its close share (the batch's maps of decisions are by it). */
-  hex: string;
-  /** event and key as hex: a row's name in a batch. */
-  ref: string;
-  /** The ref of the other event of its pair (pairRef: made once a row, the same string as that row's ref when both are in the batch). */
-  pair: string;
+export interface EventRowV2<K = unknown> {
+  /**
+   * The event's id as its key gives it back (lone surrogates as U+FFFD, as UTF-8 writes them): what a decision and its
+   * close share, so a batch pairs them and drops repeats by it.
+   */
+  id: string;
+  /** The key the store writes (SQLite: codec.ts encodeId; PostgreSQL: pg-key.ts's uuid text). */
+  key: K;
+  /** Whether the body keeps the id (its key does not give it back: PostgreSQL's hashed keys). */
+  keepsId: boolean;
+  /** The other event of its pair when it is in the batch (a decision's close, a close's decision), else null. */
+  pair: EventRowV2<K> | null;
   event: typeof DECISION | typeof CLOSE;
   time: number;
   /** Decisions: their job; closes: that of their decision when it is known (else null, set when it arrives). */
@@ -97,71 +101,86 @@ export function batchStrings(events: readonly EgressEvent[]): string[] {
   return [...out];
 }
 
+/** How a store keys its rows (toRows): the key it writes, from the event's id and type, and whether a body keeps the id. */
+export interface RowKeys<K> {
+  key(id: string, event: typeof DECISION | typeof CLOSE): K;
+  /** Whether an event with this id keeps it in its body (PostgreSQL's hashed keys: pg-key.ts); default none. */
+  keepsId?(id: string): boolean;
+  /**
+   * Whether a close goes into its decision's row (PostgreSQL: postgres-store.ts); such a close of a batch decision has
+   * its body's time relative to the decision's (`base`).
+   */
+  joinsDecision?(decision: EventRowV2<K>, close: EventRowV2<K>): boolean;
+}
+
 /**
- * The rows of a batch (one per (id, event): a repeat within the batch is dropped here), closes linked to batch decisions.
- * `keepsId(key)`: whether an event with this key keeps its id in its body (PostgreSQL's hashed keys: pg-key.ts).
- * `joinsDecision(decision, close)`: whether a close goes into its decision's row (PostgreSQL: postgres-store.ts); such a
- * close of a batch decision has its body's time relative to the decision's (`base`).
+ * The id a row is paired and deduplicated by: the id's text as its key gives it back. Both stores' keys are made from
+ * the id's UTF-8 (codec.ts encodeId), which writes a lone surrogate as U+FFFD: two ids that differ only there share a
+ * key, so they must share this too.
  */
-export function toRows(
-  events: readonly EgressEvent[],
-  ids: ReadonlyMap<string, number>,
-  keepsId: (key: Buffer) => boolean = () => false,
-  joinsDecision?: (decision: EventRowV2, close: EventRowV2) => boolean,
-): EventRowV2[] {
-  const rows = new Map<string, EventRowV2>();
+function pairId(id: string): string {
+  return (id as unknown as { isWellFormed(): boolean }).isWellFormed() ? id : (id as unknown as { toWellFormed(): string }).toWellFormed();
+}
+
+/**
+ * The rows of a batch (one per (id, event): a repeat within the batch is dropped here), in the order of their first
+ * event, each close paired with its decision when that is in the batch (and given its job). One object per row: its
+ * pair is the other row itself, repeats are found by the id (no key text, no hex, no name string per row).
+ */
+export function toRows<K>(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>, keys: RowKeys<K>): EventRowV2<K>[] {
+  const rows: EventRowV2<K>[] = [];
+  const decisions = new Map<string, EventRowV2<K>>();
+  const closes = new Map<string, EventRowV2<K>>();
   const id = (text: string) => {
     const n = ids.get(text);
     if (n === undefined) throw new Error(`no dictionary id for "${text}"`);
     return n;
   };
   for (const e of events) {
-    const hex = idKeyHex(e.id);
-    const event = e.event === 'decision' ? DECISION : CLOSE;
-    const ref = `${event}${hex}`;
-    if (rows.has(ref)) continue;
+    const rowId = pairId(e.id);
+    const isDecision = e.event === 'decision';
+    const own = isDecision ? decisions : closes;
+    if (own.has(rowId)) continue;
+    const event = isDecision ? DECISION : CLOSE;
     const time = Date.parse(e.time);
-    rows.set(ref, {
-      key: Buffer.from(hex, 'hex'),
-      hex,
-      ref,
-      pair: '',
+    const pair = (isDecision ? closes : decisions).get(rowId) ?? null;
+    const row: EventRowV2<K> = {
+      id: rowId,
+      key: keys.key(e.id, event),
+      keepsId: keys.keepsId?.(e.id) ?? false,
+      pair,
       event,
       time,
-      jobId: e.event === 'decision' ? id(jobKey(e)) : null,
-      repoId: e.event === 'decision' && e.ci?.repository ? id(e.ci.repository) : null,
+      jobId: isDecision ? id(jobKey(e)) : (pair?.jobId ?? null),
+      repoId: isDecision && e.ci?.repository ? id(e.ci.repository) : null,
       hostId: id(e.host),
       port: e.port,
-      decision: e.event === 'decision' ? OUTCOME_CODES[e.decision] : null,
-      bytesIn: e.event === 'close' ? e.bytes_in : null,
-      bytesOut: e.event === 'close' ? e.bytes_out : null,
+      decision: isDecision ? OUTCOME_CODES[e.decision] : null,
+      bytesIn: isDecision ? null : e.bytes_in,
+      bytesOut: isDecision ? null : e.bytes_out,
       body: EMPTY,
       base: time,
       source: e,
-    });
-  }
-  const all = [...rows.values()];
-  const decisions = new Map(all.filter((r) => r.event === DECISION).map((r) => [r.hex, r]));
-  for (const r of all) {
-    if (r.event === CLOSE) {
-      const decision = decisions.get(r.hex);
-      r.jobId = decision?.jobId ?? null;
-      if (decision) {
-        r.pair = decision.ref;
-        decision.pair = r.ref;
-      }
-      if (decision && joinsDecision?.(decision, r)) r.base = decision.time;
+    };
+    if (pair) {
+      pair.pair = row;
+      if (isDecision) pair.jobId = row.jobId; // a close that came before its decision gets its job
     }
-    r.body = packBody(r.source, r.time, keepsId(r.key), r.base);
+    own.set(rowId, row);
+    rows.push(row);
   }
-  return all;
+  for (const r of rows) {
+    if (r.event === CLOSE && r.pair && keys.joinsDecision?.(r.pair, r)) r.base = r.pair.time;
+    r.body = packBody(r.source, r.time, r.keepsId, r.base);
+  }
+  return rows;
 }
 
 const EMPTY = Buffer.alloc(0);
 
-/** Closes of the batch whose decision is stored already (`stored`: by key hex) get its job before they are inserted. */
+/** Closes of the batch whose decision is stored already (`stored`: by row id) get its job before they are inserted. */
 export function linkStoredDecisions(rows: readonly EventRowV2[], stored: ReadonlyMap<string, StoredDecision>): void {
-  for (const r of rows) if (r.event === CLOSE && r.jobId === null) r.jobId = stored.get(r.hex)?.jobId ?? null;
+  for (const r of rows) if (r.event === CLOSE && r.jobId === null) r.jobId = stored.get(r.id)?.jobId ?? null;
 }
 
 export function decisionOf(row: EventRowV2): StoredDecision {
@@ -169,34 +188,22 @@ export function decisionOf(row: EventRowV2): StoredDecision {
 }
 
 /** The links made by inserting `inserted` rows: closes inserted with a job (their decision in the batch or stored). */
-export function insertLinks(rows: readonly EventRowV2[], inserted: ReadonlySet<string>, stored: ReadonlyMap<string, StoredDecision>): Link[] {
-  const batchDecisions = new Map(rows.filter((r) => r.event === DECISION).map((r) => [r.hex, r]));
+export function insertLinks(rows: readonly EventRowV2[], inserted: ReadonlySet<EventRowV2>, stored: ReadonlyMap<string, StoredDecision>): Link[] {
   const links: Link[] = [];
   for (const r of rows) {
-    if (r.event !== CLOSE || r.jobId === null || !inserted.has(r.ref)) continue;
-    const hex = r.hex;
-    const batch = batchDecisions.get(hex);
-    const decision = batch ? decisionOf(batch) : stored.get(hex);
+    if (r.event !== CLOSE || r.jobId === null || !inserted.has(r)) continue;
+    const decision = r.pair ? decisionOf(r.pair) : stored.get(r.id);
     if (decision) links.push({ decision, bytesIn: r.bytesIn ?? 0, bytesOut: r.bytesOut ?? 0 });
   }
   return links;
 }
 
 /**
- * Whether `inserted` (refs of the rows one transaction stored) holds both this row's decision and its close: such a
- * pair was linked at insert and counted by that transaction, so nothing about it is left to re-check after commit.
+ * Whether `inserted` (the rows one transaction stored) holds both this row's decision and its close: such a pair was
+ * linked at insert and counted by that transaction, so nothing about it is left to re-check after commit.
  */
-export function pairStored(row: EventRowV2, inserted: ReadonlySet<string>): boolean {
-  return inserted.has(row.ref) && inserted.has(pairRef(row));
-}
-
-/**
- * The ref of the row's pair (a decision's close, a close's decision). Kept on the row: a ref made anew for each lookup
- * was hashed anew each time (~1 µs of collector CPU per event in pairStored; docs/collector.md, "Sixth round").
- */
-export function pairRef(row: EventRowV2): string {
-  if (row.pair === '') row.pair = `${row.event === DECISION ? CLOSE : DECISION}${row.hex}`;
-  return row.pair;
+export function pairStored(row: EventRowV2, inserted: ReadonlySet<EventRowV2>): boolean {
+  return row.pair !== null && inserted.has(row) && inserted.has(row.pair);
 }
 
 /** Aggregate changes: newly stored decisions count, links add bytes. */

@@ -1,4 +1,5 @@
 import type { EgressEvent } from '../../events/schema.js';
+import { isIsoTimeOf } from './iso-time.js';
 
 /**
  * Body version 3 (codec.ts): the known fields of a decision or close written as bytes, no JSON and no deflate. An
@@ -164,9 +165,6 @@ const PHRASE_MARKS = PHRASES.map((_, i) => String.fromCharCode(3 + i));
 const MARKS = /[\u0001-\u001f]/;
 
 const SCRATCH_BYTES = 256 * 1024;
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-const IPV4_PORT = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/;
-const LOOPBACK_PORT = /^127\.0\.0\.1:(\d{1,5})$/;
 
 /** Thrown inside the writer when the event is not one this version writes; packCompact answers undefined. */
 class NotCompact extends Error {}
@@ -210,21 +208,18 @@ class Writer {
   /** An IPv4 address (`ip`) or address and port (`client`) in its canonical text as bytes, anything else as text. */
   address(s: unknown): void {
     if (typeof s !== 'string') throw NOT_COMPACT;
-    let m = LOOPBACK_PORT.exec(s);
-    if (m && canonicalPort(m[1]!)) {
+    if (!canonicalIpv4(s)) {
+      this.byte(A_TEXT);
+      return this.text(s);
+    }
+    const port = IPV4_PARTS[4]!;
+    if (port >= 0 && IPV4_PARTS[0] === 127 && IPV4_PARTS[1] === 0 && IPV4_PARTS[2] === 0 && IPV4_PARTS[3] === 1) {
       this.byte(A_LOOPBACK_PORT);
-      this.u16(Number(m[1]));
-      return;
+      return this.u16(port);
     }
-    m = IPV4_PORT.exec(s) ?? IPV4.exec(s);
-    if (m && canonicalOctets(m) && (m[5] === undefined || canonicalPort(m[5]))) {
-      this.byte(m[5] === undefined ? A_IPV4 : A_IPV4_PORT);
-      for (let i = 1; i <= 4; i++) this.byte(Number(m[i]));
-      if (m[5] !== undefined) this.u16(Number(m[5]));
-      return;
-    }
-    this.byte(A_TEXT);
-    this.text(s);
+    this.byte(port < 0 ? A_IPV4 : A_IPV4_PORT);
+    for (let i = 0; i < 4; i++) this.byte(IPV4_PARTS[i]!);
+    if (port >= 0) this.u16(port);
   }
 
   /** A rule: null, or text with `host` written as HOST_MARK (when it holds the host and no mark of its own). */
@@ -233,7 +228,7 @@ class Writer {
     if (typeof s !== 'string') throw NOT_COMPACT;
     if (s.includes(host) && !MARKS.test(s)) {
       this.byte(T_MARKED);
-      this.text(s.split(host).join(HOST_MARK));
+      this.text(s.replaceAll(host, HOST_MARK));
     } else {
       this.byte(T_TEXT);
       this.text(s);
@@ -250,16 +245,17 @@ class Writer {
       this.byte(T_TEXT);
       return this.text(s);
     }
-    let t = s.includes(host) ? s.split(host).join(HOST_MARK) : s;
+    // replaceAll of text by text (none empty, no `$` in the marks): what split and join did, without the arrays.
+    let t = s.replaceAll(host, HOST_MARK);
     let tag = T_MARKED;
     if (typeof rule === 'string' && rule.length >= 3 && !MARKS.test(rule)) {
-      const marked = rule.includes(host) ? rule.split(host).join(HOST_MARK) : rule;
+      const marked = rule.replaceAll(host, HOST_MARK);
       if (t.includes(marked)) {
-        t = t.split(marked).join(RULE_MARK);
+        t = t.replaceAll(marked, RULE_MARK);
         tag = T_MARKED_RULE;
       }
     }
-    for (let i = 0; i < PHRASES.length; i++) if (t.includes(PHRASES[i]!)) t = t.split(PHRASES[i]!).join(PHRASE_MARKS[i]!);
+    for (let i = 0; i < PHRASES.length; i++) if (t.includes(PHRASES[i]!)) t = t.replaceAll(PHRASES[i]!, PHRASE_MARKS[i]!);
     this.byte(tag);
     this.text(t);
   }
@@ -278,17 +274,43 @@ function wellFormed(s: string): boolean {
   return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 }
 
-function canonicalPort(text: string): boolean {
-  const n = Number(text);
-  return n <= 65535 && String(n) === text;
-}
+/** canonicalIpv4's answer: the four octets, then the port (-1: none). */
+export const IPV4_PARTS = new Int32Array(5);
 
-function canonicalOctets(m: RegExpExecArray): boolean {
-  for (let i = 1; i <= 4; i++) {
-    const t = m[i]!;
-    if (Number(t) > 255 || (t.length > 1 && t[0] === '0')) return false;
+/**
+ * Whether `s` is an IPv4 address in canonical text (four octets of 1-3 ASCII digits, 0-255, no leading zero), with a
+ * port (1-5 digits, 0-65535, no leading zero) after a colon or not; its parts in IPV4_PARTS. One pass over the
+ * characters: what the regular expressions and Number/String round trips of the fifth round accepted, without them
+ * (the test compares both on every shape near these bounds).
+ */
+export function canonicalIpv4(s: string): boolean {
+  const n = s.length;
+  let i = 0;
+  for (let part = 0; part < 5; part++) {
+    if (part === 4) {
+      if (i === n) {
+        IPV4_PARTS[4] = -1;
+        return true;
+      }
+      if (s.charCodeAt(i) !== 58) return false; // ':'
+      i++;
+    } else if (part > 0) {
+      if (s.charCodeAt(i) !== 46) return false; // '.' (NaN past the end)
+      i++;
+    }
+    const digits = part === 4 ? 5 : 3;
+    const start = i;
+    let v = 0;
+    for (; i < n && i - start <= digits; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      v = v * 10 + (c - 48);
+    }
+    const length = i - start;
+    if (length === 0 || length > digits || (length > 1 && s.charCodeAt(start) === 48) || v > (part === 4 ? 65535 : 255)) return false;
+    IPV4_PARTS[part] = v;
   }
-  return true;
+  return i === n;
 }
 
 function isPort(v: unknown): v is number {
@@ -297,25 +319,43 @@ function isPort(v: unknown): v is number {
 
 const writer = new Writer();
 
-/**
- * The order byte: bit i set when optional[i] is present, if `keys` are `order` without some optional fields; else -1.
- */
-function orderMask(keys: readonly string[], order: readonly string[], optional: readonly string[]): number {
-  let mask = 0;
-  let j = 0;
-  for (const key of keys) {
-    while (j < order.length && order[j] !== key) {
-      if (!optional.includes(order[j]!)) return -1;
-      j++;
-    }
-    if (j === order.length) return -1;
-    const bit = optional.indexOf(key);
-    if (bit >= 0) mask |= 1 << bit;
-    j++;
-  }
-  for (; j < order.length; j++) if (!optional.includes(order[j]!)) return -1;
-  return mask;
+/** An order of fields, looked up by name: each field's place and its bit of the order byte (-1: always there). */
+interface Order {
+  place: ReadonlyMap<string, number>;
+  bit: readonly number[];
+  required: number;
 }
+
+function orderOf(order: readonly string[], optional: readonly string[]): Order {
+  const bit = order.map((f) => optional.indexOf(f));
+  return { place: new Map(order.map((f, i) => [f, i])), bit, required: bit.filter((b) => b < 0).length };
+}
+
+/**
+ * The order byte: bit i set when optional[i] is present, if `keys` are `order` without some optional fields (each key
+ * further along the order than the one before, every field that is not optional there); else -1.
+ */
+function orderMask(keys: readonly string[], order: Order): number {
+  let mask = 0;
+  let last = -1;
+  let required = 0;
+  for (const key of keys) {
+    const at = order.place.get(key);
+    if (at === undefined || at <= last) return -1;
+    last = at;
+    const bit = order.bit[at]!;
+    if (bit < 0) required++;
+    else mask |= 1 << bit;
+  }
+  return required === order.required ? mask : -1;
+}
+
+/** ORDERS looked up by name (orderMask), and the CI context's order (every field optional). */
+const ORDER_LOOKUP = {
+  decision: ORDERS.decision.map((o) => orderOf(o, DECISION_OPTIONAL)),
+  close: ORDERS.close.map((o) => orderOf(o, CLOSE_OPTIONAL)),
+};
+const CI_ORDER = orderOf(CI_FIELDS, CI_FIELDS);
 
 /** The event as a version 3 body, or undefined when it has a field, a value or an order this version does not write. */
 export function packCompact(event: EgressEvent, timeMs: number, keepId: boolean, timeBase = timeMs): Buffer | undefined {
@@ -334,12 +374,11 @@ function write(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: nu
   const host = e.host;
   if (typeof host !== 'string' || host.length === 0) throw NOT_COMPACT;
   const keys = Object.keys(e);
-  const [order, timeFirst] = close ? ORDERS.close : ORDERS.decision;
-  const optional = close ? CLOSE_OPTIONAL : DECISION_OPTIONAL;
-  let mask = orderMask(keys, order!, optional);
+  const [order, timeFirst] = close ? ORDER_LOOKUP.close : ORDER_LOOKUP.decision;
+  let mask = orderMask(keys, order!);
   let flags = close ? F_CLOSE : 0;
   if (mask < 0) {
-    mask = orderMask(keys, timeFirst!, optional);
+    mask = orderMask(keys, timeFirst!);
     if (mask >= 0) flags |= F_TIME_FIRST;
   }
   const fields = close ? CLOSE_FIELDS : DECISION_FIELDS;
@@ -349,7 +388,7 @@ function write(event: EgressEvent, timeMs: number, keepId: boolean, timeBase: nu
   }
   const kind = KINDS.indexOf(e.kind as string);
   if (kind < 0 || !isPort(e.port) || typeof e.time !== 'string') throw NOT_COMPACT;
-  const canonicalTime = Number.isFinite(timeMs) && new Date(timeMs).toISOString() === e.time;
+  const canonicalTime = isIsoTimeOf(timeMs, e.time);
   if (keepId) flags |= F_ID;
   if (!canonicalTime) flags |= F_TIME;
   const timeDelta = canonicalTime ? timeMs - timeBase : 0;
@@ -438,7 +477,7 @@ function writeCi(w: Writer, v: unknown): void {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw NOT_COMPACT;
   const ci = v as Record<string, unknown>;
   const keys = Object.keys(ci);
-  const mask = orderMask(keys, CI_FIELDS, CI_FIELDS);
+  const mask = orderMask(keys, CI_ORDER);
   if (mask < 0) throw NOT_COMPACT;
   // events/job-key.ts: a job_id that is not empty is the job key, which the row holds.
   const jobFromRow = typeof ci.job_id === 'string' && ci.job_id !== '';

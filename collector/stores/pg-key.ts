@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CLOSE } from './codec.js';
+import { CLOSE, encodeId } from './codec.js';
 
 /**
  * PostgreSQL's event key: a `uuid` column (16 bytes, no length header), one per (id, event), so that the unique index
@@ -25,6 +25,35 @@ export function isRfcUuidKey(idKey: Buffer): boolean {
 /** Whether the event's id must be kept in its body: its key does not give it back. */
 export function keepsIdInBody(idKey: Buffer): boolean {
   return !isRfcUuidKey(idKey);
+}
+
+/** Lower-case hex digits by character code: 1, anything else below 128: 0. */
+const LOWER_HEX = new Uint8Array(128);
+for (const c of '0123456789abcdef') LOWER_HEX[c.charCodeAt(0)] = 1;
+
+/**
+ * Whether an id's text is what isRfcUuidKey accepts once encodeId has keyed it: a lower-case canonical UUID (encodeId's
+ * 16 bytes) whose byte 8 (characters 19-20) has variant bits 10. From the text: no key made.
+ */
+export function isRfcUuidId(id: string): boolean {
+  if (id.length !== 36) return false;
+  for (let i = 0; i < 36; i++) {
+    const c = id.charCodeAt(i);
+    if (i === 8 || i === 13 || i === 18 || i === 23 ? c !== 45 : c >= 128 || LOWER_HEX[c] === 0) return false;
+  }
+  const variant = id.charCodeAt(19);
+  return variant === 56 || variant === 57 || variant === 97 || variant === 98; // 8, 9, a, b
+}
+
+/** keepsIdInBody of the id's key, from its text. */
+export function keepsIdOfId(id: string): boolean {
+  return !isRfcUuidId(id);
+}
+
+/** pgKey of the id's key, from its text: an RFC UUID's own text (the close's with the bit set), no key made for it. */
+export function pgKeyOfId(id: string, event: number): string {
+  if (isRfcUuidId(id)) return event === CLOSE ? withCloseBit(id, true) : id;
+  return pgKey(encodeId(id), event);
 }
 
 function uuidText(h: string): string {

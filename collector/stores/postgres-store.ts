@@ -5,7 +5,7 @@ import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggrega
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { bigintArray, byteaArray, int2Array, int4Array, int8Array, uuidArray } from './pg-binary-array.js';
-import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdInBody, PG_KEY_OF_BYTEA_SQL, pgKey } from './pg-key.js';
+import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdOfId, PG_KEY_OF_BYTEA_SQL, pgKeyOfId } from './pg-key.js';
 import {
   decodeCursor,
   type EventStore,
@@ -99,16 +99,32 @@ export const MAX_CLOSE_LOCKS = 1_000;
 
 /**
  * Locks of a batch's ids that have a close, taken in the order given after CLOSES_LOCK shared (the first element, a
- * placeholder; sorted: two batches never wait on each other in a cycle).
+ * placeholder; sorted: two batches never wait on each other in a cycle). Counted, so that one row comes back, not one
+ * per lock for the driver to read (an aggregate's argument is evaluated for every row, in the scan's order).
  */
-const CLOSE_LOCKS_SQL = `SELECT CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]}) ELSE pg_advisory_xact_lock(k) END
+const CLOSE_LOCKS_SQL = `SELECT count(CASE WHEN i = 1 THEN pg_advisory_xact_lock_shared(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]}) ELSE pg_advisory_xact_lock(k) END)
   FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i)`;
 const ALL_CLOSES_LOCK_SQL = `SELECT pg_advisory_xact_lock(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]})`;
 
-const INSERT_EVENTS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
+/**
+ * The insert answers one row: how many rows it stored (`n`), and only when that is fewer than the batch's $12 rows,
+ * their keys (`keys`, uuid[] as text). A row per stored row (`RETURNING key`) cost the driver a message, a row object
+ * and a string each, for what is nearly always "all of them" (docs/collector.md, "Seventh round").
+ */
+const INSERT_EVENTS_SQL = `WITH stored AS (INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
   SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[], $11::bytea[])
   ORDER BY 1, 2
-  ON CONFLICT DO NOTHING RETURNING key`;
+  ON CONFLICT DO NOTHING RETURNING key)
+  SELECT count(*)::int AS n, CASE WHEN count(*) < $12::int THEN array_agg(key)::text END AS keys FROM stored`;
+
+/**
+ * Which of a batch's keys the insert stored: `undefined` for all of them; else the set of its keys (`keys`: a uuid[]
+ * as PostgreSQL writes it, `{k1,k2}`, no element quoted; null when it stored none).
+ */
+function storedKeys(rowCount: number, answer: { n: number; keys: string | null }): ReadonlySet<string> | undefined {
+  if (answer.n === rowCount) return undefined;
+  return new Set(answer.keys === null || answer.keys === '{}' ? [] : answer.keys.slice(1, -1).split(','));
+}
 
 /** Closes put into their stored decision's row (exactly one writer: the row lock, and the id's lock, which every close's writer takes). */
 const JOIN_CLOSES_SQL = `UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
@@ -135,7 +151,7 @@ const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', '$1')} RETURNING 1
  * Parameter arrays of stored keys with the time window each is looked up in. Every array parameter of ingest's
  * statements is sent binary (pg-binary-array.ts), not as the driver's text literal.
  */
-function keyWindows(rows: readonly EventRowV2[], ...keys: Array<(r: EventRowV2) => string>) {
+function keyWindows(rows: readonly PgRow[], ...keys: Array<(r: PgRow) => string>) {
   return [...keys.map((key) => uuidArray(rows.map(key))), int8Array(rows.map((r) => r.time - LINK_WINDOW_MS)), int8Array(rows.map((r) => r.time + LINK_WINDOW_MS))];
 }
 
@@ -154,10 +170,20 @@ export function joinsDecision(decision: { hostId: number; time: number }, close:
   return decision.hostId === close.hostId && close.time >= decision.time && Math.floor(close.time / DAY) === Math.floor(decision.time / DAY);
 }
 
+/** A batch's row as this store writes it: keyed by pg-key.ts's uuid text. */
+type PgRow = EventRowV2<string>;
+
+const PG_ROW_KEYS: aggregate.RowKeys<string> = { key: pgKeyOfId, keepsId: keepsIdOfId, joinsDecision };
+
+/** The rows of a batch as insert makes them (also what bench/collector-ingest-profile.ts counts). */
+export function batchRows(events: readonly EgressEvent[], ids: ReadonlyMap<string, number>): PgRow[] {
+  return aggregate.toRows(events, ids, PG_ROW_KEYS);
+}
+
 /** A close's body packed with its time relative to `base` (its decision's time in that row, its own in a row of its own). */
-function packedAt(close: EventRowV2, base: number): void {
+function packedAt(close: PgRow, base: number): void {
   if (close.base === base) return;
-  close.body = packBody(close.source, close.time, keepsIdInBody(close.key), base);
+  close.body = packBody(close.source, close.time, close.keepsId, base);
   close.base = base;
 }
 
@@ -303,7 +329,7 @@ export class PostgresStore implements EventStore {
   }
 
   /** The batch's aggregate changes in one statement (no round trip when there are none). */
-  private async applyDeltas(client: pg.PoolClient, newDecisions: readonly EventRowV2[], links: readonly Link[]): Promise<void> {
+  private async applyDeltas(client: pg.PoolClient, newDecisions: readonly PgRow[], links: readonly Link[]): Promise<void> {
     const deltas = aggregate.aggregateDeltas(newDecisions, links);
     if (deltas.jobs.length === 0 && deltas.destinations.length === 0) return;
     await client.query({ name: 'eg-aggregates', text: AGGREGATES_SQL, values: [JSON.stringify(deltas.jobs), JSON.stringify(deltas.destinations)] });
@@ -335,33 +361,35 @@ export class PostgresStore implements EventStore {
    * or in its decision's row), into its stored decision's row, with its decision of the batch (`batch`: the decisions
    * about to be inserted), else a row of its own (its job that of its decision when known).
    */
-  private async placeCloses(client: pg.PoolClient, closes: readonly EventRowV2[], batch: ReadonlyMap<string, EventRowV2>, key: (r: EventRowV2) => string) {
-    const found = new Map<string, FoundDecision>(); // by id key (hex), as aggregate.ts joins a batch's rows
+  private async placeCloses(client: pg.PoolClient, closes: readonly PgRow[], withBatch: boolean) {
+    const found = new Map<string, FoundDecision>(); // by row id, as aggregate.ts pairs a batch's rows
     const own = new Set<string>();
-    const place = { own: [] as EventRowV2[], joinStored: [] as Array<{ close: EventRowV2; decision: FoundDecision }>, withDecision: new Map<string, EventRowV2>() };
+    const place = { own: [] as PgRow[], joinStored: [] as Array<{ close: PgRow; decision: FoundDecision }>, withDecision: new Map<PgRow, PgRow>() };
     if (closes.length === 0) return { place, found };
-    const hexOf = new Map(closes.map((r) => [decisionKeyOf(key(r)), r.hex]));
+    // A close's decision of the batch (toRows paired them), when this pass stores the batch's decisions.
+    const inBatch = (c: PgRow) => (withBatch ? c.pair : null);
+    const idOf = new Map(closes.map((r) => [decisionKeyOf(r.key), r.id]));
     // A close whose decision is in the batch needs no decision lookup: that decision's insert conflicts when it is
     // stored already, and its close is placed again then (storePass).
-    const alone = closes.filter((r) => !batch.has(r.hex));
+    const alone = closes.filter((r) => !inBatch(r));
     const res = await client.query({
       name: 'eg-close-lookup',
       text: CLOSE_LOOKUP_SQL,
-      values: [...keyWindows(alone, (r) => decisionKeyOf(key(r))), uuidArray(closes.map(key)), int8Array(closes.map((r) => r.time))],
+      values: [...keyWindows(alone, (r) => decisionKeyOf(r.key)), uuidArray(closes.map((r) => r.key)), int8Array(closes.map((r) => r.time))],
     });
     for (const r of res.rows) {
-      const hex = hexOf.get(r.key)!;
-      if (r.own) own.add(hex);
-      else found.set(hex, { jobId: r.jobId, hostId: r.hostId, port: r.port, decision: r.decision, time: Number(r.time), joined: r.joined });
+      const id = idOf.get(r.key)!;
+      if (r.own) own.add(id);
+      else found.set(id, { jobId: r.jobId, hostId: r.hostId, port: r.port, decision: r.decision, time: Number(r.time), joined: r.joined });
     }
     for (const c of closes) {
-      const stored = found.get(c.hex);
-      const inBatch = batch.get(c.hex);
-      if (own.has(c.hex) || stored?.joined) continue; // a repeat
+      const stored = found.get(c.id);
+      const decision = inBatch(c);
+      if (own.has(c.id) || stored?.joined) continue; // a repeat
       if (stored && joinsDecision(stored, c)) place.joinStored.push({ close: c, decision: stored });
-      else if (!stored && inBatch && joinsDecision(inBatch, c)) place.withDecision.set(c.hex, c);
+      else if (!stored && decision && joinsDecision(decision, c)) place.withDecision.set(decision, c);
       else {
-        c.jobId = stored?.jobId ?? inBatch?.jobId ?? null;
+        c.jobId = stored?.jobId ?? decision?.jobId ?? null;
         place.own.push(c);
       }
     }
@@ -373,17 +401,9 @@ export class PostgresStore implements EventStore {
    * closes' bytes counted to `links`. Returns the closes meant for a batch decision whose insert lost to a concurrent
    * one (that decision is committed then, so a second pass finds it).
    */
-  private async storePass(
-    client: pg.PoolClient,
-    decisions: readonly EventRowV2[],
-    closes: readonly EventRowV2[],
-    key: (r: EventRowV2) => string,
-    inserted: Set<string>,
-    links: Link[],
-  ): Promise<EventRowV2[]> {
-    const batch = new Map(decisions.map((r) => [r.hex, r]));
-    const { place, found } = await this.placeCloses(client, closes, batch, key);
-    const bytes = (c: EventRowV2) => ({ bytesIn: c.bytesIn ?? 0, bytesOut: c.bytesOut ?? 0 });
+  private async storePass(client: pg.PoolClient, decisions: readonly PgRow[], closes: readonly PgRow[], inserted: Set<PgRow>, links: Link[]): Promise<PgRow[]> {
+    const { place, found } = await this.placeCloses(client, closes, decisions.length > 0);
+    const bytes = (c: PgRow) => ({ bytesIn: c.bytesIn ?? 0, bytesOut: c.bytesOut ?? 0 });
     if (place.joinStored.length > 0) {
       const list = place.joinStored;
       for (const j of list) packedAt(j.close, j.decision.time);
@@ -391,7 +411,7 @@ export class PostgresStore implements EventStore {
         name: 'eg-join-closes',
         text: JOIN_CLOSES_SQL,
         values: [
-          uuidArray(list.map((j) => decisionKeyOf(key(j.close)))),
+          uuidArray(list.map((j) => decisionKeyOf(j.close.key))),
           int8Array(list.map((j) => j.decision.time)),
           byteaArray(list.map((j) => j.close.body)),
           int8Array(list.map((j) => j.close.bytesIn)),
@@ -400,8 +420,8 @@ export class PostgresStore implements EventStore {
       });
       const done = new Set(res.rows.map((r) => r.key as string));
       for (const j of list) {
-        if (done.has(decisionKeyOf(key(j.close)))) {
-          inserted.add(j.close.ref);
+        if (done.has(decisionKeyOf(j.close.key))) {
+          inserted.add(j.close);
           links.push({ decision: j.decision, ...bytes(j.close) });
         } else {
           // Its decision's row went meanwhile (retention): a row of its own, unlinked.
@@ -411,16 +431,16 @@ export class PostgresStore implements EventStore {
       }
     }
     for (const c of place.own) packedAt(c, c.time);
-    for (const c of place.withDecision.values()) packedAt(c, batch.get(c.hex)!.time);
+    for (const [decision, c] of place.withDecision) packedAt(c, decision.time);
     const rows = [...decisions, ...place.own];
     if (rows.length === 0) return [];
-    const withClose = (r: EventRowV2) => (r.event === DECISION ? place.withDecision.get(r.hex) : undefined);
-    const col = (f: (r: EventRowV2) => number | null) => rows.map(f);
+    const withClose = (r: PgRow) => (r.event === DECISION ? place.withDecision.get(r) : undefined);
+    const col = (f: (r: PgRow) => number | null) => rows.map(f);
     const res = await client.query({
       name: 'eg-insert-events',
       text: INSERT_EVENTS_SQL,
       values: [
-        uuidArray(rows.map(key)),
+        uuidArray(rows.map((r) => r.key)),
         int2Array(col((r) => r.event)),
         int8Array(col((r) => r.time)),
         int4Array(col((r) => r.jobId)),
@@ -431,22 +451,23 @@ export class PostgresStore implements EventStore {
         int8Array(col((r) => (r.event === CLOSE ? r.bytesOut : (withClose(r)?.bytesOut ?? null)))),
         byteaArray(rows.map((r) => r.body)),
         byteaArray(rows.map((r) => withClose(r)?.body ?? null)),
+        rows.length,
       ],
     });
-    const stored = new Set(res.rows.map((r) => r.key as string));
-    const lost: EventRowV2[] = [];
+    const stored = storedKeys(rows.length, res.rows[0]);
+    const lost: PgRow[] = [];
     for (const r of rows) {
       const close = withClose(r);
-      if (!stored.has(key(r))) {
+      if (stored && !stored.has(r.key)) {
         if (close) lost.push(close);
         continue;
       }
-      inserted.add(r.ref);
+      inserted.add(r);
       if (close) {
-        inserted.add(close.ref);
+        inserted.add(close);
         links.push({ decision: aggregate.decisionOf(r), ...bytes(close) });
       } else if (r.event === CLOSE && r.jobId !== null) {
-        const decision = found.get(r.hex) ?? aggregate.decisionOf(batch.get(r.hex)!);
+        const decision = found.get(r.id) ?? aggregate.decisionOf(r.pair!);
         links.push({ decision, ...bytes(r) });
       }
     }
@@ -460,28 +481,26 @@ export class PostgresStore implements EventStore {
    * not in the batch, the aggregates, COMMIT; then the re-check after commit when some row may still need it.
    */
   async insert(events: readonly EgressEvent[]): Promise<InsertResult> {
-    const rows = aggregate.toRows(events, await this.ids(aggregate.batchStrings(events)), keepsIdInBody, joinsDecision);
-    const stored = new Map(rows.map((r) => [r, pgKey(r.key, r.event, r.source.id)]));
-    const key = (r: EventRowV2) => stored.get(r)!;
+    const rows = batchRows(events, await this.ids(aggregate.batchStrings(events)));
     const times = rows.map((r) => r.time);
     await this.ensurePartitions(times);
     const decisions = rows.filter((r) => r.event === DECISION);
     const closes = rows.filter((r) => r.event === CLOSE);
-    const locks = closeLocks(closes.map(key));
+    const locks = closeLocks(closes.map((r) => r.key));
     const { inserted, recheck } = await this.retried(async (client) => {
-      const inserted = new Set<string>();
+      const inserted = new Set<PgRow>();
       const links: Link[] = [];
       // Every writer of a close holds its id's lock while it looks where the close is and puts it there, so a close
       // is stored once, as a row of its own or in its decision's row, whatever other collectors do meanwhile.
       if (locks.length > MAX_CLOSE_LOCKS) await client.query(ALL_CLOSES_LOCK_SQL);
       else if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [bigintArray([0n, ...locks])] });
-      const lost = await this.storePass(client, decisions, closes, key, inserted, links);
-      if (lost.length > 0) await this.storePass(client, [], lost, key, inserted, links);
-      const newDecisions = decisions.filter((r) => inserted.has(r.ref));
+      const lost = await this.storePass(client, decisions, closes, inserted, links);
+      if (lost.length > 0) await this.storePass(client, [], lost, inserted, links);
+      const newDecisions = decisions.filter((r) => inserted.has(r));
       // A new decision whose close this batch stored has it counted already; the others may have one stored as a row
       // of its own (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
-      const closeless = newDecisions.filter((r) => !inserted.has(aggregate.pairRef(r)));
-      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [key(r), { ...aggregate.decisionOf(r), time: r.time }])))));
+      const closeless = newDecisions.filter((r) => r.pair === null || !inserted.has(r.pair));
+      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [r.key, { ...aggregate.decisionOf(r), time: r.time }])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close (a row of its own) stored by
       // concurrent transactions see neither the other; whichever re-checks after both committed links them. Repeats
@@ -490,16 +509,16 @@ export class PostgresStore implements EventStore {
       // pair that this transaction stored both halves of is settled.
       return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
     }, times);
-    if (recheck.length > 0) await this.relink(recheck, key);
+    if (recheck.length > 0) await this.relink(recheck);
     return { stored: inserted, duplicates: events.length - inserted };
   }
 
   /** After commit: closes of these rows (or these closes) still without a job whose decision is now stored get linked. */
-  private async relink(rows: readonly EventRowV2[], key: (r: EventRowV2) => string): Promise<void> {
+  private async relink(rows: readonly PgRow[]): Promise<void> {
     const values = keyWindows(
       rows,
-      (r) => closeKeyOf(key(r)),
-      (r) => decisionKeyOf(key(r)),
+      (r) => closeKeyOf(r.key),
+      (r) => decisionKeyOf(r.key),
     );
     const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values });
     if (res.rows.length === 0) return;

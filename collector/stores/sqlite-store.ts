@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import type { EgressEvent } from '../../events/schema.js';
 import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
-import { CLOSE, DECISION, decodeIdHex, OUTCOME_CODES, unpackEvent } from './codec.js';
+import { CLOSE, DECISION, decodeIdHex, encodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import {
   decodeCursor,
@@ -38,6 +38,11 @@ import {
 // 64 MiB of page cache: the unique index on random event ids is written all over; the default 2 MiB thrashes.
 const PRAGMAS = ['journal_mode = WAL', 'busy_timeout = 5000', 'cache_size = -65536'];
 
+/** A batch's row as this store writes it: keyed by codec.ts's encodeId (the id's 16 UUID bytes or its text). */
+type SqliteRow = EventRowV2<Buffer>;
+
+const SQLITE_ROW_KEYS: aggregate.RowKeys<Buffer> = { key: encodeId };
+
 /** Events deleted per retention transaction: ingest waits at most one such transaction. */
 export const RETENTION_BATCH = 2000;
 
@@ -45,7 +50,7 @@ export const RETENTION_BATCH = 2000;
 export class SqliteStore implements EventStore {
   private readonly db: Database.Database;
   private readonly strings: Dictionary;
-  private readonly writeBatch: (rows: EventRowV2[]) => number;
+  private readonly writeBatch: (rows: SqliteRow[]) => number;
   private readonly recomputeJobs: (jobIds: readonly number[]) => void;
   private readonly path: string;
 
@@ -68,17 +73,17 @@ export class SqliteStore implements EventStore {
     const linkClose = db.prepare(`UPDATE eg_events SET job_id = ? WHERE key = ? AND event = ${CLOSE} AND job_id IS NULL RETURNING bytes_in AS bytesIn, bytes_out AS bytesOut`);
     const upsertJob = db.prepare(jobRowSql('sqlite'));
     const upsertDestination = db.prepare(destinationRowSql('sqlite'));
-    this.writeBatch = db.transaction((rows: EventRowV2[]) => {
+    this.writeBatch = db.transaction((rows: SqliteRow[]) => {
       const stored = new Map<string, StoredDecision>();
       for (const r of rows) {
         if (r.event !== CLOSE || r.jobId !== null) continue;
         const d = storedDecision.get(r.key) as StoredDecision | undefined;
-        if (d) stored.set(r.hex, d);
+        if (d) stored.set(r.id, d);
       }
       aggregate.linkStoredDecisions(rows, stored);
-      const inserted = new Set<string>();
-      for (const r of rows) if (insert.run(r).changes > 0) inserted.add(r.ref);
-      const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r.ref));
+      const inserted = new Set<SqliteRow>();
+      for (const r of rows) if (insert.run(r).changes > 0) inserted.add(r);
+      const newDecisions = rows.filter((r) => r.event === DECISION && inserted.has(r));
       const links: Link[] = aggregate.insertLinks(rows, inserted, stored);
       for (const r of newDecisions) {
         const close = linkClose.get(r.jobId, r.key) as { bytesIn: number; bytesOut: number } | undefined;
@@ -145,7 +150,7 @@ export class SqliteStore implements EventStore {
         }
       })();
     }
-    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts, fresh)));
+    return this.writeBatch(aggregate.toRows(events, this.strings.idMap(texts, fresh), SQLITE_ROW_KEYS));
   }
 
   /** A string's id, without adding it (undefined: no event ever named it). */
