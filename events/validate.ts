@@ -136,6 +136,29 @@ export function conformEvent<T extends EgressEvent>(event: T): T {
   return event;
 }
 
+/** A text member cut to MAX_TEXT, as conformEvent cuts it. */
+function cut<T extends string | undefined>(text: T): T {
+  return typeof text === 'string' && text.length > MAX_TEXT ? (text.slice(0, MAX_TEXT) as T) : text;
+}
+
+/**
+ * conformEvent for a close event that has a close event's members only (EventLog.close makes it so): the same
+ * corrections, reading only those members by name, where conformEvent's loop looks up every text field of either kind
+ * of event by key (most absent from a close event, each a lookup along the prototype chain).
+ */
+export function conformCloseEvent(event: CloseEvent): CloseEvent {
+  event.client = cut(event.client);
+  event.host = cut(event.host);
+  if (event.ip !== undefined) event.ip = cut(event.ip);
+  if (event.error !== undefined) event.error = cut(event.error);
+  if (event.host === '') event.host = NO_HOST;
+  const { port, status } = event;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) event.port = 0;
+  if (status !== undefined && (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 999)) delete event.status;
+  if (typeof event.duration_ms === 'number' && !(event.duration_ms >= 0)) event.duration_ms = 0;
+  return event;
+}
+
 /** The CI context's text cut to MAX_TEXT, as conformEvent does (EventLog conforms its one context once). */
 export function conformCiContext<T extends object>(context: T): T {
   const ci = context as Record<string, unknown>;

@@ -49,15 +49,9 @@ export type ServerName = { name: string } | { absent: true } | { unreadable: str
  * refused here (docs/benchmark.md, README "Dependencies").
  */
 export function serverNameOf(record: Buffer): ServerName {
-  const extensions = extensionsOf(record);
-  if (typeof extensions === 'string') return { unreadable: extensions };
-  let found: Buffer | undefined;
-  for (const [type, data] of extensions) {
-    if (type !== SERVER_NAME) continue;
-    if (found) return { unreadable: 'two server_name extensions' };
-    found = data;
-  }
-  return found ? hostNameIn(found) : { absent: true };
+  const at = serverNameAt(record);
+  if (typeof at === 'string') return { unreadable: at };
+  return at === -1 ? { absent: true } : hostNameIn(record.subarray(at, at + record.readUInt16BE(at - 2)));
 }
 
 /** The one host_name of a server_name extension (RFC 6066 3: a list of one name, printable ASCII). */
@@ -74,8 +68,13 @@ function hostNameIn(data: Buffer): ServerName {
   return { name: data.toString('latin1', 5) };
 }
 
-/** The (type, data) pairs of a ClientHello's extensions, or why the hello cannot be read. */
-function extensionsOf(record: Buffer): Array<[number, Buffer]> | string {
+/**
+ * Where the data of a ClientHello's server_name extension starts in the record (its length is the two bytes before),
+ * -1 when it has none, or why the hello cannot be read. Every extension's bounds are checked, those after a
+ * server_name too, before a second server_name is reported. No object per extension: a Buffer view and a pair for
+ * each (a dozen or more per hello) were most of the walk's instructions (docs/benchmark.md, "Issue 14, eighth round").
+ */
+function serverNameAt(record: Buffer): number | string {
   if (record.length < TLS_RECORD_HEADER + 4 || !looksLikeTls(record)) return 'not a TLS handshake record';
   // The whole record, as it says it is, must have been read.
   const end = TLS_RECORD_HEADER + record.readUInt16BE(3);
@@ -92,20 +91,21 @@ function extensionsOf(record: Buffer): Array<[number, Buffer]> | string {
   // legacy_session_id, cipher_suites, legacy_compression_methods
   if (!skip(1) || !skip(2) || !skip(1)) return 'a ClientHello cut short before its extensions';
   // No extensions at all (an old client): a hello without a server name.
-  if (at === end) return [];
+  if (at === end) return -1;
   if (at + 2 > end) return 'a ClientHello cut short before its extensions';
   const extensionsEnd = at + 2 + record.readUInt16BE(at);
   if (extensionsEnd > end) return 'extensions longer than the record';
   at += 2;
-  const extensions: Array<[number, Buffer]> = [];
+  let serverName = -1;
+  let serverNames = 0;
   while (at < extensionsEnd) {
     if (at + 4 > extensionsEnd) return 'an extension cut short';
     const type = record.readUInt16BE(at);
     const length = record.readUInt16BE(at + 2);
     at += 4;
     if (at + length > extensionsEnd) return 'an extension longer than the extensions';
-    extensions.push([type, record.subarray(at, at + length)]);
+    if (type === SERVER_NAME && serverNames++ === 0) serverName = at;
     at += length;
   }
-  return extensions;
+  return serverNames > 1 ? 'two server_name extensions' : serverName;
 }

@@ -78,7 +78,7 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       clearTimeout(timer);
       socket.off('readable', onReadable);
       socket.off('close', finish);
-      const head = Buffer.concat(chunks, length);
+      const head = joined(chunks, length);
       const eof = finReceived(socket);
       if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
       const capped = head.length >= maxBytes;
@@ -93,7 +93,7 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
         if (chunk === null) break;
         chunks.push(chunk);
         length += chunk.length;
-        if (verdict(Buffer.concat(chunks, length), maxBytes, tlsOnly) === 'done') return finish();
+        if (verdict(joined(chunks, length), maxBytes, tlsOnly) === 'done') return finish();
       }
       if (finReceived(socket)) finish();
     };
@@ -105,6 +105,14 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
   });
 }
 
+/**
+ * The chunks read so far as one buffer: the one chunk itself when there is one (nearly always: a ClientHello comes in
+ * one read), which Buffer.concat would copy, twice per peek.
+ */
+function joined(chunks: Buffer[], length: number): Buffer {
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
+}
+
 /** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it. */
 function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResult {
   const bytes = whole.length;
@@ -114,13 +122,12 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
     const length = firstTlsRecordLength(whole);
     const record = length !== undefined ? whole.subarray(0, length) : whole;
     const name = serverNameOf(record);
-    return {
-      protocol: 'tls',
-      bytes,
-      ...('name' in name && { sni: name.name }),
-      ...('unreadable' in name && { unreadableSni: name.unreadable }),
-      ...(clientHelloSplitAcrossRecords(whole) && { split: true as const }),
-    };
+    // Member by member, in this order, not through a conditional spread per member.
+    const tls: PeekedProtocol & { protocol: 'tls' } = { protocol: 'tls', bytes };
+    if ('name' in name) tls.sni = name.name;
+    if ('unreadable' in name) tls.unreadableSni = name.unreadable;
+    if (clientHelloSplitAcrossRecords(whole)) tls.split = true;
+    return tls;
   }
   const head = withoutLeadingNewlines(whole);
   // Empty lines only (however many): the request, if one comes, has not started.

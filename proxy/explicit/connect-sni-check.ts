@@ -26,6 +26,9 @@ export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tun
   if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
   if (peek.protocol === 'tls' && peek.unreadableSni) return refuse(ctx, tunnel, undefined, `a ClientHello whose server name cannot be read (${peek.unreadableSni})`);
   if (peek.protocol !== 'tls' || peek.sni === undefined) return RELAY;
+  // The SNI as the decision's host is written (nearly every tunnel): a canonical host is its own canonical form
+  // (policy-properties.test.ts), so canonicalising it again would only give the same name back.
+  if (peek.sni === tunnel.host) return RELAY;
   const canonical = canonicalHost(peek.sni);
   const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;
   if (name === tunnel.host) return RELAY;

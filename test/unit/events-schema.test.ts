@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { EventLog } from '../../events/event-log.js';
 import type { CloseFields, DecisionFields, EgressEvent } from '../../events/schema.js';
-import { NO_HOST, validateEvent } from '../../events/validate.js';
+import { conformEvent, NO_HOST, validateEvent } from '../../events/validate.js';
 
 /** Text as a client could make any field be: empty, odd characters, or longer than the schema allows. */
 const text = fc.oneof(fc.constant(''), fc.string({ maxLength: 40 }), fc.string({ minLength: 4090, maxLength: 5000 }), fc.string({ unit: 'grapheme', maxLength: 20 }));
@@ -70,6 +70,22 @@ describe('every event the sidecar emits passes the validator the collector uses'
         roundTrip(events.close(fields));
       }),
       { numRuns: 500 },
+    );
+  });
+
+  test('a close event is the one its fields spread into the event and conformed by conformEvent make, key by key', () => {
+    fc.assert(
+      fc.property(closeFields, (fields) => {
+        const before = JSON.stringify(fields);
+        const event = events.close(fields);
+        const spread = conformEvent({ schema: 1, event: 'close', time: event.time, ...fields } as EgressEvent);
+        assert.equal(JSON.stringify(event), JSON.stringify(spread));
+        assert.deepEqual(event, spread);
+        assert.equal(seen.at(-1), event);
+        // The caller's fields are not changed.
+        assert.equal(JSON.stringify(fields), before);
+      }),
+      { numRuns: 1000, seed: 14 },
     );
   });
 

@@ -91,6 +91,33 @@ test('property: every spelling, IPv4-mapped IPv6 included, is decided by allowed
   );
 });
 
+test('property: a canonical host is its own canonical form (the SNI check compares an SNI to it as it is)', () => {
+  const hostUnit = fc.constantFrom(...'aZ09-_.:[]%xX\u00e9\u00df\u0130\u212a\uff0e\u3002'.split(''));
+  const host = fc.oneof(
+    ipv4Spelling.map((v) => v.spelling),
+    fc.ipV6(),
+    fc.ipV6().map((v) => `[${v.toUpperCase()}]`),
+    fc.domain().map((d) => d.toUpperCase()),
+    fc.domain().map((d) => `${d}.`),
+    fc.string({ unit: hostUnit, minLength: 1, maxLength: 30 }),
+    fc.constantFrom('B\u00dcCHER.test', 'xn--bcher-kva.test', 'a.0x10', 'a.1', 'bench.test.', '\u0130stanbul.test', 'K\u212aLVIN.test', 'faß.de'),
+  );
+  let canonicalOnes = 0;
+  fc.assert(
+    fc.property(host, (input) => {
+      const first = canonicalHost(input);
+      if (first.type === 'invalid') return;
+      canonicalOnes++;
+      const text = first.type === 'name' ? first.name : first.text;
+      const again = canonicalHost(text);
+      assert.equal(again.type, first.type, `${input} -> ${text}`);
+      assert.equal(again.type === 'name' ? again.name : again.type === 'ip' ? again.text : '', text, input);
+    }),
+    { numRuns: RUNS * 10, seed: 14 },
+  );
+  assert.ok(canonicalOnes > RUNS, `only ${canonicalOnes} inputs were hosts`);
+});
+
 // --- host patterns --------------------------------------------------------------------------------
 
 const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?$/);

@@ -17,6 +17,62 @@ async function libraryServerName(record: Buffer): Promise<string | undefined> {
   }
 }
 
+/**
+ * serverNameOf as it was before it walked the extensions without a view per extension (docs/benchmark.md, "Issue 14,
+ * eighth round"): the extensions listed as (type, data) pairs, then the server_name looked for among them. The walk
+ * must give the same answer, the same reason included, on every input.
+ */
+function serverNameByList(record: Buffer): ServerName {
+  const end = record.length >= 9 && record[0] === 0x16 ? 5 + record.readUInt16BE(3) : -1;
+  if (end === -1) return { unreadable: 'not a TLS handshake record' };
+  if (record.length < end) return { unreadable: 'a record shorter than its length' };
+  if (record[5] !== 1) return { unreadable: 'a handshake that is not a ClientHello' };
+  let at = 5 + 4 + 2 + 32;
+  const skip = (lengthBytes: 1 | 2): boolean => {
+    if (at + lengthBytes > end) return false;
+    at += lengthBytes + record.readUIntBE(at, lengthBytes);
+    return at <= end;
+  };
+  if (!skip(1) || !skip(2) || !skip(1)) return { unreadable: 'a ClientHello cut short before its extensions' };
+  const extensions: Array<[number, Buffer]> = [];
+  if (at !== end) {
+    if (at + 2 > end) return { unreadable: 'a ClientHello cut short before its extensions' };
+    const extensionsEnd = at + 2 + record.readUInt16BE(at);
+    if (extensionsEnd > end) return { unreadable: 'extensions longer than the record' };
+    at += 2;
+    while (at < extensionsEnd) {
+      if (at + 4 > extensionsEnd) return { unreadable: 'an extension cut short' };
+      const type = record.readUInt16BE(at);
+      const length = record.readUInt16BE(at + 2);
+      at += 4;
+      if (at + length > extensionsEnd) return { unreadable: 'an extension longer than the extensions' };
+      extensions.push([type, record.subarray(at, at + length)]);
+      at += length;
+    }
+  }
+  const names = extensions.filter(([type]) => type === 0);
+  if (names.length > 1) return { unreadable: 'two server_name extensions' };
+  // The name inside is read by the same function either way: the one extension's data re-encoded alone.
+  return names.length === 0 ? { absent: true } : hostNameOfData(names[0]![1]);
+}
+
+/** A minimal ClientHello record whose extensions block is `extensions` as given. */
+function helloWithExtensions(extensions: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32), Buffer.from([0, 0, 2, 0x13, 0x01, 1, 0, extensions.length >> 8, extensions.length & 0xff]), extensions]);
+  const handshake = Buffer.concat([Buffer.from([1, body.length >> 16, (body.length >> 8) & 0xff, body.length & 0xff]), body]);
+  return Buffer.concat([Buffer.from([0x16, 3, 1, handshake.length >> 8, handshake.length & 0xff]), handshake]);
+}
+
+/** One extension: type, length, data. */
+function extension(type: number, data: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([type >> 8, type & 0xff, data.length >> 8, data.length & 0xff]), data]);
+}
+
+/** What serverNameOf says of a hello whose only extension is a server_name with `data`. */
+function hostNameOfData(data: Buffer): ServerName {
+  return serverNameOf(helloWithExtensions(extension(0, data)));
+}
+
 const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/);
 const hostname = fc.array(label, { minLength: 2, maxLength: 4 }).map((labels) => `${labels.join('.')}.test`);
 const nameOf = (s: ServerName) => ('name' in s ? s.name : undefined);
@@ -72,6 +128,47 @@ describe('serverNameOf (synchronous ClientHello walk)', () => {
       ),
       { numRuns: 400, seed: 14 },
     );
+  });
+
+  it('answers as the walk that listed every extension first did, reason for reason, on damaged and doubled hellos', async () => {
+    const base = await clientHelloFor('walk.example.test');
+    const ascii = (text: string) => Buffer.from(text, 'latin1');
+    const second = Buffer.concat([Buffer.from([0, 0, 0, 14]), nameList([0, ascii('evil.test')])]);
+    const shapes = [
+      base,
+      await clientHelloFor(''),
+      withServerName(base, nameList([0, ascii('walk.example.test')]), second),
+      // A second server_name, then an extension that runs past the end: the bounds are reported, not the second name.
+      withServerName(base, nameList([0, ascii('walk.example.test')]), Buffer.concat([second, Buffer.from([0, 5, 0, 200])])),
+      withServerName(base, Buffer.alloc(0)),
+      // Two stray bytes after the server_name: an extension cut short.
+      helloWithExtensions(Buffer.concat([extension(0, nameList([0, ascii('walk.example.test')])), extension(23, Buffer.alloc(0)), Buffer.from([0, 21])])),
+    ];
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...shapes),
+        fc.array(fc.tuple(fc.nat({ max: 600 }), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+        fc.nat({ max: 2000 }),
+        fc.boolean(),
+        (shape, edits, cut, fitted) => {
+          const record = Buffer.from(shape.subarray(0, Math.max(1, shape.length - (cut % (shape.length + 1)))));
+          // A cut record whose length says so: what is cut short is then the hello inside it.
+          if (fitted && record.length >= 5) record.writeUInt16BE(record.length - 5, 3);
+          for (const [at, byte] of edits) if (at < record.length) record[at] = byte;
+          const expected = serverNameByList(record);
+          seen.add(JSON.stringify(expected).slice(0, 40));
+          assert.deepEqual(serverNameOf(record), expected);
+        },
+      ),
+      { numRuns: 3000, seed: 14 },
+    );
+    // The inputs reached the answers that matter: a name, none, and the walk's own reasons.
+    for (const answer of ['{"name"', '{"absent"', 'two server_name', 'an extension longer', 'an extension cut short', 'ClientHello cut short'])
+      assert.ok(
+        [...seen].some((s) => s.includes(answer)),
+        `no input gave ${answer}: ${[...seen].join(' | ')}`,
+      );
   });
 
   it('never throws on arbitrary bytes', () => {
