@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { gunzip } from 'node:zlib';
 import type { EgressEvent } from '../events/schema.js';
 import type { RejectedLine } from '../events/delivery/ingest-url.js';
-import { EventValidationError, validateEvent } from '../events/validate.js';
+import { EventValidationError, storableEvent, validateEvent } from '../events/validate.js';
 
 export class IngestError extends Error {
   constructor(
@@ -65,52 +65,6 @@ function decode(body: Buffer, encoding: string | undefined, limits: IngestLimits
       } else reject(new IngestError(400, `body is not valid gzip: ${err.message}`));
     });
   });
-}
-
-/**
- * UTF-8 bytes of a dictionary string at most: PostgreSQL's unique index on eg_strings(text) refuses an entry over 2,704
- * bytes (fewer when it does not compress), which failed the whole batch. A sidecar writes such a host: a CONNECT to a
- * long junk target is an invalid-host decision naming it as written (cut at 4,096 characters).
- */
-export const MAX_DICTIONARY_TEXT_BYTES = 2048;
-
-/** String.prototype.isWellFormed (ES2024; node 20 has it, this TypeScript lib does not): no lone UTF-16 surrogate. */
-const isWellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();
-
-/**
- * A string the stores keep as text, refused when a store cannot keep it as it is: a lone surrogate, which has no UTF-8
- * form (encoding writes U+FFFD, so two ids may become one key); and, for a `dictionary` string (the host and the CI
- * context), NUL, which PostgreSQL's text type refuses, or more than MAX_DICTIONARY_TEXT_BYTES. So its line is reported
- * and the rest of its batch stored: PostgreSQL failed the whole batch on such a string (503), which a stream client
- * sent again and again, with everything queued behind it. Here, not in validateEvent: a report of an events file
- * shows such an event. Native checks: fewer instructions than a regular expression or a loop (docs/collector.md,
- * "Review of the sixth round's ingest and search changes").
- */
-function checkStorable(v: unknown, key: string, dictionary: boolean): void {
-  if (typeof v !== 'string') return;
-  if (dictionary) {
-    if (v.includes('\0')) throw new EventValidationError(`"${key}" holds a NUL character`);
-    // At most 3 bytes of UTF-8 per UTF-16 unit: only a longer string can be over.
-    if (v.length > MAX_DICTIONARY_TEXT_BYTES / 3 && Buffer.byteLength(v) > MAX_DICTIONARY_TEXT_BYTES) {
-      throw new EventValidationError(`"${key}" is longer than ${MAX_DICTIONARY_TEXT_BYTES} bytes of UTF-8`);
-    }
-  }
-  if (!isWellFormed(v)) throw new EventValidationError(`"${key}" holds a lone UTF-16 surrogate`);
-}
-
-/** A valid event whose text every store can keep (checkStorable); throws EventValidationError. */
-export function storableEvent(event: EgressEvent): EgressEvent {
-  checkStorable(event.id, 'id', false);
-  checkStorable(event.host, 'host', true);
-  const ci = event.event === 'decision' ? event.ci : undefined;
-  if (ci) {
-    // The CI context's text that becomes dictionary strings (its repository, and the job key: job_id or the other three).
-    checkStorable(ci.repository, 'ci.repository', true);
-    checkStorable(ci.run_id, 'ci.run_id', true);
-    checkStorable(ci.job, 'ci.job', true);
-    checkStorable(ci.job_id, 'ci.job_id', true);
-  }
-  return event;
 }
 
 export interface ParsedBatch {

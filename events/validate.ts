@@ -111,6 +111,75 @@ export function validateEvent(value: unknown): EgressEvent {
   return o as unknown as CloseEvent;
 }
 
+/**
+ * UTF-8 bytes at most of a host or a CI context value, the strings the collector's stores keep once each in a
+ * dictionary: PostgreSQL's unique index on eg_strings(text) refuses an entry over 2,704 bytes (fewer when it does not
+ * compress), which failed the whole batch. storableEvent refuses a longer one; conformEvent cuts it, so the sidecar
+ * never writes one (a CONNECT to a long junk target is an invalid-host decision naming it as written).
+ */
+export const MAX_KEY_TEXT_BYTES = 2048;
+
+/** At most 3 bytes of UTF-8 per UTF-16 unit: a string no longer than this cannot be over MAX_KEY_TEXT_BYTES. */
+const SURELY_SHORT_KEY = Math.floor(MAX_KEY_TEXT_BYTES / 3);
+
+/** String.prototype.isWellFormed and toWellFormed (ES2024; node 20 has them, this TypeScript lib does not). */
+type WellFormed = string & { isWellFormed(): boolean; toWellFormed(): string };
+const isWellFormed = (text: string): boolean => (text as WellFormed).isWellFormed();
+
+/**
+ * A string the stores keep as text, refused when a store cannot keep it as it is: a lone surrogate, which has no UTF-8
+ * form (encoding writes U+FFFD, so two ids may become one key); and, for a `key` string (the host and the CI context),
+ * NUL, which PostgreSQL's text type refuses, or more than MAX_KEY_TEXT_BYTES. Native checks: fewer instructions than a
+ * regular expression or a loop (docs/collector.md, "Review of the sixth round's ingest and search changes").
+ */
+function checkStorable(v: unknown, name: string, key: boolean): void {
+  if (typeof v !== 'string') return;
+  if (key) {
+    if (v.includes('\0')) fail(`"${name}" holds a NUL character`);
+    if (v.length > SURELY_SHORT_KEY && Buffer.byteLength(v) > MAX_KEY_TEXT_BYTES) fail(`"${name}" is longer than ${MAX_KEY_TEXT_BYTES} bytes of UTF-8`);
+  }
+  if (!isWellFormed(v)) fail(`"${name}" holds a lone UTF-16 surrogate`);
+}
+
+/**
+ * A valid event whose text every store can keep (checkStorable); throws EventValidationError. The collector checks
+ * each line with it, so such a line is reported and the rest of its batch stored; not part of validateEvent: a report
+ * of an events file shows such an event.
+ */
+export function storableEvent(event: EgressEvent): EgressEvent {
+  checkStorable(event.id, 'id', false);
+  checkStorable(event.host, 'host', true);
+  const ci = event.event === 'decision' ? event.ci : undefined;
+  if (ci) {
+    // The CI context's text that becomes dictionary strings (its repository, and the job key: job_id or the other three).
+    checkStorable(ci.repository, 'ci.repository', true);
+    checkStorable(ci.run_id, 'ci.run_id', true);
+    checkStorable(ci.job, 'ci.job', true);
+    checkStorable(ci.job_id, 'ci.job_id', true);
+  }
+  return event;
+}
+
+/**
+ * A host or CI context value as storableEvent accepts it: NUL and lone surrogates become U+FFFD, and text over
+ * MAX_KEY_TEXT_BYTES of UTF-8 is cut there (at a character's start, never inside one).
+ */
+function conformKeyText(text: string): string {
+  let out = text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text;
+  if (!isWellFormed(out)) out = (out as WellFormed).toWellFormed();
+  if (out.length <= SURELY_SHORT_KEY) return out;
+  const bytes = Buffer.from(out, 'utf8');
+  if (bytes.length <= MAX_KEY_TEXT_BYTES) return out;
+  let end = MAX_KEY_TEXT_BYTES;
+  while ((bytes[end]! & 0xc0) === 0x80) end--; // a continuation byte: the character started before
+  return bytes.toString('utf8', 0, end);
+}
+
+/** Whether conformKeyText leaves `text` as it is, answered without a copy for the usual short host. */
+function keyTextConforms(text: string): boolean {
+  return text.length <= SURELY_SHORT_KEY && !text.includes('\0') && isWellFormed(text);
+}
+
 /** The text fields of an event, each bounded by MAX_TEXT. */
 const TEXT_FIELDS = ['client', 'host', 'ip', 'sni', 'qtype', 'method', 'path', 'reason', 'rule', 'message', 'error'] as const;
 
@@ -118,9 +187,10 @@ const TEXT_FIELDS = ['client', 'host', 'ip', 'sni', 'qtype', 'method', 'path', '
 export const NO_HOST = '(none)';
 
 /**
- * Make an event the sidecar is about to emit one that validateEvent accepts, so that the collector never
- * refuses what the sidecar wrote: text over MAX_TEXT is cut, an empty host becomes NO_HOST, a port, status
- * or duration out of range is corrected. Whatever a client sent, the event keeps what fits.
+ * Make an event the sidecar is about to emit one that validateEvent and storableEvent accept, so that the collector
+ * never refuses what the sidecar wrote: text over MAX_TEXT is cut, the host and the CI context as conformKeyText
+ * makes them, an empty host becomes NO_HOST, a port, status or duration out of range is corrected. Whatever a client
+ * sent, the event keeps what fits.
  */
 export function conformEvent<T extends EgressEvent>(event: T): T {
   const o = event as unknown as Record<string, unknown>;
@@ -128,6 +198,7 @@ export function conformEvent<T extends EgressEvent>(event: T): T {
     const v = o[key];
     if (typeof v === 'string' && v.length > MAX_TEXT) o[key] = v.slice(0, MAX_TEXT);
   }
+  if (typeof o.host === 'string' && !keyTextConforms(o.host)) o.host = conformKeyText(o.host);
   if (o.host === '') o.host = NO_HOST;
   if (typeof o.ci === 'object' && o.ci !== null) conformCiContext(o.ci as Record<string, unknown>);
   if (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 0 || o.port > 65535) o.port = 0;
@@ -148,7 +219,7 @@ function cut<T extends string | undefined>(text: T): T {
  */
 export function conformCloseEvent(event: CloseEvent): CloseEvent {
   event.client = cut(event.client);
-  event.host = cut(event.host);
+  if (!keyTextConforms(event.host)) event.host = conformKeyText(cut(event.host));
   if (event.ip !== undefined) event.ip = cut(event.ip);
   if (event.error !== undefined) event.error = cut(event.error);
   if (event.host === '') event.host = NO_HOST;
@@ -159,22 +230,31 @@ export function conformCloseEvent(event: CloseEvent): CloseEvent {
   return event;
 }
 
-/** The CI context's text cut to MAX_TEXT, as conformEvent does (EventLog conforms its one context once). */
+/** The CI context's text cut to MAX_TEXT and made as conformKeyText makes it, as conformEvent does (EventLog conforms its one context once). */
 export function conformCiContext<T extends object>(context: T): T {
   const ci = context as Record<string, unknown>;
-  for (const [key, v] of Object.entries(ci)) if (typeof v === 'string' && v.length > MAX_TEXT) ci[key] = v.slice(0, MAX_TEXT);
+  for (const [key, v] of Object.entries(ci)) if (typeof v === 'string' && !keyTextConforms(v)) ci[key] = conformKeyText(v.length > MAX_TEXT ? v.slice(0, MAX_TEXT) : v);
   return context;
 }
 
 /**
  * Whether conformEvent would leave a decision event made of these fields as it is, judged from the fields and their
- * JSON (`JSON.stringify(fields)`, with or without its braces): a host that is not empty, a port in range, and JSON no
- * longer than MAX_TEXT (a string's JSON is never shorter than the string, so none of its text fields can be over
- * MAX_TEXT). A `false` is not a verdict: the caller then conforms the whole event.
+ * JSON (`JSON.stringify(fields)`, with or without its braces): a host that is not empty and that conformKeyText
+ * leaves as it is, a port in range, and JSON no longer than MAX_TEXT (a string's JSON is never shorter than the
+ * string, so none of its text fields can be over MAX_TEXT). A `false` is not a verdict: the caller then conforms the
+ * whole event.
  */
 export function decisionFieldsConform(fields: { host: unknown; port: unknown }, json: string): boolean {
-  const port = fields.port;
-  return json.length <= MAX_TEXT && fields.host !== '' && typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535;
+  const { host, port } = fields;
+  return (
+    json.length <= MAX_TEXT &&
+    host !== '' &&
+    (typeof host !== 'string' || keyTextConforms(host)) &&
+    typeof port === 'number' &&
+    Number.isInteger(port) &&
+    port >= 0 &&
+    port <= 65535
+  );
 }
 
 /** An NDJSON line that is a decision or close event, else null (pino operational lines, blanks, junk). */
