@@ -83,6 +83,11 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
           return void socket.write('HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!');
         }
         if (path === '/not-http') return void socket.write('HTTX/1.1 200 OK\r\n\r\n');
+        // Whole answers with bytes after them in the same write, that answer nothing: a body on a HEAD or 204
+        // answer, junk after a Content-Length body.
+        if (path === '/head-with-body') return void socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        if (path === '/no-content-with-body') return void socket.write('HTTP/1.1 204 No Content\r\n\r\nok');
+        if (path === '/junk-after-body') return void socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokjunk');
         // The server keeps an idle connection for 1 s at most: too short to reuse (the pool keeps one second in hand).
         if (path === '/hint-1') return void socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok');
         // Answers keep-alive, then closes the connection while it waits in the pool.
@@ -180,6 +185,29 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
         assert.ok(answer.includes(`GET /after${path} on `), answer);
         assert.equal(accepted, acceptedBefore + 1);
       });
+    });
+  }
+
+  const wholeThenJunk: Array<[string, string, string]> = [
+    ['HEAD', '/head-with-body', 'a HEAD answer with a body'],
+    ['GET', '/no-content-with-body', 'a 204 answer with a body'],
+    ['GET', '/junk-after-body', 'junk after a Content-Length body'],
+  ];
+  for (const [method, path, what] of wholeThenJunk) {
+    test(`${what}: the whole answer reaches the client; that connection is not reused`, async () => {
+      await withClient(guard.port, async (socket) => {
+        socket.write(`${method} http://${authority}${path} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+        const expected = path === '/junk-after-body' ? '\r\n\r\nok' : '\r\n\r\n';
+        const answer = await readUntil(socket, (t) => t.endsWith(expected));
+        assert.match(answer, path === '/no-content-with-body' ? /^HTTP\/1\.1 204 / : /^HTTP\/1\.1 200 /, JSON.stringify(answer));
+        assert.ok(answer.endsWith(expected), JSON.stringify(answer));
+        const acceptedBefore = accepted;
+        socket.write(get(`/after${path}`));
+        assert.match(await readUntil(socket, (t) => t.includes(' on ')), new RegExp(`GET /after${path} on `));
+        assert.equal(accepted, acceptedBefore + 1, 'a new upstream connection');
+      });
+      const close = await closeEventOf(path);
+      assert.equal(close.error, undefined, JSON.stringify(close));
     });
   }
 
