@@ -107,6 +107,19 @@ function hasBody(req: http.IncomingMessage): boolean {
 }
 
 /**
+ * Whether a request's Transfer-Encoding (its lines joined) is a list of codings, none empty, the last chunked: the
+ * framing the forwarder writes (the body re-framed in chunks). node's parser also takes an empty one
+ * (`Transfer-Encoding:`, read as no body) and empty list members: sent on, the empty header would let upstream read
+ * the last chunk (`0`) as a request of its own, answered on a pooled connection after the real answer; and an
+ * upstream that reads only one of two lines could take the chunks for requests.
+ */
+function chunkedAsSent(transferEncoding: string): boolean {
+  const codings = transferEncoding.split(',');
+  for (const coding of codings) if (coding.trim() === '') return false;
+  return codings[codings.length - 1]!.trim().toLowerCase() === 'chunked';
+}
+
+/**
  * The request target to send upstream: the client's own, as it was decided, in origin form (an absolute-form
  * target loses its scheme and authority, which the Host header carries), without a fragment.
  */
@@ -310,6 +323,7 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       res.once('close', forwarded.finish);
       untilClientCloses(req.socket as ClientSocket, forwarded.finish);
       if (UNSENDABLE_TARGET.test(target)) return forwarded.refuse('ERR_UNESCAPED_CHARACTERS');
+      if (chunked && !chunkedAsSent(req.headers['transfer-encoding']!)) return forwarded.refuse('INVALID_TRANSFER_ENCODING');
       if (inspected) {
         const servername = servernameFor(auth.decision.host);
         secure.pool.acquire(forwarded, `${auth.address}:${auth.port}:${servername}`, secure.connect, { host: auth.address, port: auth.port, servername });

@@ -211,6 +211,17 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     });
   }
 
+  test('a request whose Transfer-Encoding is empty is refused (its last chunk would reach upstream as a request)', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`POST http://${authority}/empty-te HTTP/1.1\r\nHost: ${authority}\r\nTransfer-Encoding:\r\n\r\n`);
+      const answer = await readUntil(socket, (t) => t.includes('\r\n\r\n') && t.endsWith('\n'));
+      assert.match(answer, /^HTTP\/1\.1 400 /, JSON.stringify(answer));
+      assert.match(answer, /INVALID_TRANSFER_ENCODING/);
+    });
+    const close = await closeEventOf('/empty-te');
+    assert.equal(close.error, 'client-bad-request');
+  });
+
   test('an answer that is not HTTP: 502 naming the parser error', async () => {
     await withClient(guard.port, async (socket) => {
       socket.write(get('/not-http'));
