@@ -176,6 +176,8 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
   private status: number | undefined;
   private error: CloseError | undefined;
   private upstream: UpstreamConnection | undefined;
+  /** The client's response is full: a 'drain' listener is waiting to resume the upstream connection. */
+  private awaitingDrain = false;
 
   constructor(
     private readonly req: http.IncomingMessage,
@@ -254,9 +256,19 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
   responseBody(chunk: Buffer): boolean {
     this.bytesIn += chunk.length;
     if (this.res.write(chunk)) return true;
-    this.res.once('drain', () => this.upstream?.resume(this));
+    // One 'drain' listener per wait: the connection pauses after this read, but llhttp hands over the rest of it
+    // first (a read of tiny chunks: thousands of pieces, each written while the client is full).
+    if (!this.awaitingDrain) {
+      this.awaitingDrain = true;
+      this.res.once('drain', this.onDrain);
+    }
     return false;
   }
+
+  private readonly onDrain = (): void => {
+    this.awaitingDrain = false;
+    this.upstream?.resume(this);
+  };
 
   /** Ended in the turn the last bytes came (node writes them together: one write, not two). */
   responseEnd(): void {

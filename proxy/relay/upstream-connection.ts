@@ -64,8 +64,8 @@ type Wired = PooledSocket & { [connectionOf]?: UpstreamConnection };
  * connection; a close-delimited body ends at the server's FIN; a connection that ends or closes before the
  * response is whole fails the exchange (ECONNRESET, 'socket hang up' or 'aborted'); a parse error fails it with
  * llhttp's code (HPE_*), unless the response was already whole (then the bytes after it only close the connection:
- * node's client failed the request there, and the client lost an answer it had whole). A new parser state per
- * request (node took a fresh parser per request).
+ * failing the exchange cut an answer the client had whole). A new parser state per request (node took a fresh
+ * parser per request).
  */
 export class UpstreamConnection {
   private readonly parser = new HTTPParser();

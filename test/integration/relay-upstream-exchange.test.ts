@@ -42,6 +42,8 @@ async function withClient(port: number, use: (socket: net.Socket) => Promise<voi
 }
 
 const BIG = 64 * 1024 * 1024;
+const TINY_LEAD = 8 * 1024 * 1024;
+const TINY_CHUNKS = 200_000;
 
 /**
  * The forwarder's upstream side (its own request writer and node's llhttp response parser on pooled connections),
@@ -56,6 +58,8 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
   let closed = 0;
   /** The bytes the raw upstream handed to its socket for /big (its writes wait for 'drain'). */
   let bigWritten = 0;
+  /** The upstream connection that answers /tiny-chunks. */
+  let tinySocket: net.Socket | undefined;
 
   before(async () => {
     upstream = net.createServer((socket) => {
@@ -92,6 +96,13 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
         if (path === '/hint-1') return void socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok');
         // Answers keep-alive, then closes the connection while it waits in the pool.
         if (path === '/then-fin') return void socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        if (path === '/tiny-chunks') {
+          // A body the client cannot take at once, then many one-byte chunks (thousands per read of the proxy's).
+          tinySocket = socket;
+          socket.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${TINY_LEAD.toString(16)}\r\n`);
+          socket.write(Buffer.alloc(TINY_LEAD, 0x61));
+          return void socket.write(`\r\n${'1\r\nb\r\n'.repeat(TINY_CHUNKS)}0\r\n\r\n`);
+        }
         if (path === '/big') {
           socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`);
           const piece = Buffer.alloc(64 * 1024, 0x61);
@@ -231,6 +242,42 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     });
     const close = await closeEventOf('/not-http');
     assert.equal(close.error, 'upstream-hpe_invalid_constant');
+  });
+
+  test('a slow client of a body in many tiny chunks: one drain listener per wait (no listener leak warning), the body whole', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.pause();
+      socket.write(get('/tiny-chunks'));
+      // Until the proxy has stopped reading from upstream (its client is full).
+      let last = -1;
+      await waitFor(
+        'the upstream stalled',
+        async () => {
+          const now = tinySocket?.writableLength ?? -1;
+          const stalled = now > 0 && now === last;
+          last = now;
+          await new Promise((r) => setTimeout(r, 300));
+          return stalled;
+        },
+        30_000,
+      );
+      const answer = await new Promise<string>((resolve) => {
+        let text = '';
+        const timer = setTimeout(() => resolve(text), 60_000);
+        socket.on('data', (chunk: Buffer) => {
+          text += chunk.toString('latin1');
+          if (text.endsWith('\r\n0\r\n\r\n')) {
+            clearTimeout(timer);
+            resolve(text);
+          }
+        });
+        socket.resume();
+      });
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+    });
+    const close = await closeEventOf('/tiny-chunks');
+    assert.equal(close.bytes_in, TINY_LEAD + TINY_CHUNKS);
+    assert.doesNotMatch(guard.stderr(), /MaxListenersExceededWarning/);
   });
 
   test('a client that stops reading stops the upstream (backpressure); the body then arrives whole and counted', async () => {
