@@ -24,6 +24,22 @@ function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise
   });
 }
 
+/** Until `count()` (of what the upstream wrote, or holds unsent) is above 0 and the same 300 ms later (30 s at most). */
+function untilStalled(what: string, count: () => number): Promise<void> {
+  let last = -1;
+  return waitFor(
+    what,
+    async () => {
+      const now = count();
+      const stalled = now > 0 && now === last;
+      last = now;
+      await new Promise((r) => setTimeout(r, 300));
+      return stalled;
+    },
+    30_000,
+  );
+}
+
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
@@ -249,18 +265,7 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
       socket.pause();
       socket.write(get('/tiny-chunks'));
       // Until the proxy has stopped reading from upstream (its client is full).
-      let last = -1;
-      await waitFor(
-        'the upstream stalled',
-        async () => {
-          const now = tinySocket?.writableLength ?? -1;
-          const stalled = now > 0 && now === last;
-          last = now;
-          await new Promise((r) => setTimeout(r, 300));
-          return stalled;
-        },
-        30_000,
-      );
+      await untilStalled('the upstream stalled', () => tinySocket?.writableLength ?? -1);
       const answer = await new Promise<string>((resolve) => {
         let text = '';
         const timer = setTimeout(() => resolve(text), 60_000);
@@ -285,18 +290,7 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
       socket.pause();
       socket.write(get('/big'));
       // Until the upstream has stopped writing: with backpressure, well before the whole body.
-      let last = -1;
-      await waitFor(
-        'the upstream stalled or finished',
-        async () => {
-          const now = bigWritten;
-          const stalled = now > 0 && now === last;
-          last = now;
-          await new Promise((r) => setTimeout(r, 300));
-          return stalled;
-        },
-        30_000,
-      );
+      await untilStalled('the upstream stalled or finished', () => bigWritten);
       assert.ok(bigWritten < BIG, `the upstream wrote ${bigWritten} of ${BIG} bytes while the client read nothing`);
       let received = 0;
       let headEnd = -1;
