@@ -273,6 +273,16 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
   /** Ended in the turn the last bytes came (node writes them together: one write, not two). */
   responseEnd(): void {
     this.res.end();
+    this.dropRestOfBody();
+  }
+
+  /**
+   * The exchange is over before the request body was all read (an early answer, a failure): the rest is read and
+   * dropped (the connection no longer takes it). Left paused, waiting for a 'drain' of an upstream connection that
+   * was closed, it would never be read: the client's next request on that connection never answered.
+   */
+  private dropRestOfBody(): void {
+    if (this.body !== 'none' && !this.req.complete) this.req.resume();
   }
 
   failed(err: NodeJS.ErrnoException, timedOut: boolean): void {
@@ -284,6 +294,7 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     const failure = upstreamFailure(err, timeout);
     this.status = failure.status;
     this.error = failure.error;
+    this.dropRestOfBody();
     // After the head (the body broke off): the client's answer is cut (sendProxyError destroys it).
     sendProxyError(
       res,

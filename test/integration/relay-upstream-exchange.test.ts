@@ -74,6 +74,8 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
   let closed = 0;
   /** The bytes the raw upstream handed to its socket for /big (its writes wait for 'drain'). */
   let bigWritten = 0;
+  /** Answers /answer-when-told. */
+  let answerNow: (() => void) | undefined;
   /** The upstream connection that answers /tiny-chunks. */
   let tinySocket: net.Socket | undefined;
 
@@ -112,6 +114,17 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
         if (path === '/hint-1') return void socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok');
         // Answers keep-alive, then closes the connection while it waits in the pool.
         if (path === '/then-fin') return void socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        if (path === '/answer-when-told') {
+          // Reads no more of this request's body; answers 413 when the test says (once the proxy's writes wait).
+          socket.pause();
+          answerNow = () => {
+            socket.write('HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!');
+            // What arrives afterwards is dropped (read, so that the proxy's close is seen).
+            socket.removeAllListeners('data');
+            socket.resume();
+          };
+          return;
+        }
         if (path === '/tiny-chunks') {
           // A body the client cannot take at once, then many one-byte chunks (thousands per read of the proxy's).
           tinySocket = socket;
@@ -191,6 +204,29 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
       other.write(get('/after-early'));
       assert.match(await readUntil(other, (t) => t.includes(' on ')), /GET \/after-early on /);
       assert.equal(accepted, acceptedBefore + 1, 'a new upstream connection, not the one with half a body on it');
+    });
+  });
+
+  test('an answer while the request body waits for upstream: the rest of the body is read and dropped, the next request answered', async () => {
+    await withClient(guard.port, async (socket) => {
+      const length = 64 * 1024 * 1024;
+      socket.write(`POST http://${authority}/answer-when-told HTTP/1.1\r\nHost: ${authority}\r\nContent-Length: ${length}\r\n\r\n`);
+      let sent = 0;
+      const piece = Buffer.alloc(1024 * 1024, 0x62);
+      const pump = () => {
+        while (sent < length) {
+          sent += piece.length;
+          if (!socket.write(piece)) return void socket.once('drain', pump);
+        }
+        socket.write(get('/after-answer-when-told'));
+      };
+      pump();
+      // The proxy writes no more upstream (the upstream reads nothing), then stops reading from this client.
+      await untilStalled('the client stalled', () => (sent < length ? sent : -1));
+      answerNow!();
+      const answer = await readUntil(socket, (t) => t.includes(' on '));
+      assert.match(answer, /^HTTP\/1\.1 413 /, JSON.stringify(answer.slice(0, 200)));
+      assert.match(answer, /GET \/after-answer-when-told on /, JSON.stringify(answer.slice(0, 400)));
     });
   });
 
