@@ -262,12 +262,16 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(r.ended);
   });
 
-  test('path rules: each request on the connection is decided on its path, pipelined ones too (issue 13)', async () => {
-    policy = buildPolicy({
+  /** A policy that allows allowed.test's paths under /my-org only. */
+  const myOrgOnly = () =>
+    buildPolicy({
       mode: { value: 'block', origin: { file: 'test', line: 1 } },
       'allowed-endpoints': { value: `allowed.test:${upstreamPort}/my-org/**`, origin: { file: 'test', line: 1 } },
       'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
     });
+
+  test('path rules: each request on the connection is decided on its path, pipelined ones too (issue 13)', async () => {
+    policy = myOrgOnly();
     const host = `allowed.test:${upstreamPort}`;
     const sequential = await exchange(frontPort, [get('/my-org/app', host), get('/attacker/loot', host, true)]);
     assert.match(sequential.text, /^HTTP\/1\.1 200 /);
@@ -281,11 +285,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
   });
 
   test('an absolute-form target is decided on the path as it is sent upstream, not on what URL makes of it (issue 13)', async () => {
-    policy = buildPolicy({
-      mode: { value: 'block', origin: { file: 'test', line: 1 } },
-      'allowed-endpoints': { value: `allowed.test:${upstreamPort}/my-org/**`, origin: { file: 'test', line: 1 } },
-      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
-    });
+    policy = myOrgOnly();
     const host = `allowed.test:${upstreamPort}`;
     // URL reads `\` as `/` and resolves the dot-segments: /my-org/x, allowed; the server is sent the target as written.
     const r = await exchange(frontPort, [`GET http://${host}/outside\\..\\my-org/x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`]);
