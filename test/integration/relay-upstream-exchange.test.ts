@@ -58,7 +58,8 @@ async function withClient(port: number, use: (socket: net.Socket) => Promise<voi
 }
 
 const BIG = 64 * 1024 * 1024;
-const TINY_LEAD = 8 * 1024 * 1024;
+/** More than loopback's socket buffers can hold: the proxy's client is full when the tiny chunks come. */
+const TINY_LEAD = 64 * 1024 * 1024;
 const TINY_CHUNKS = 200_000;
 
 /**
