@@ -226,6 +226,8 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     const chunked = this.body === 'chunked';
     const req = this.req;
     req.on('data', (chunk: Buffer) => {
+      // Dropped once the exchange is over (dropRestOfBody): not sent, not counted.
+      if (!upstream.carries(this)) return;
       this.bytesOut += chunk.length;
       if (!upstream.write(this, chunk, chunked)) {
         req.pause();
