@@ -107,6 +107,19 @@ function hasBody(req: http.IncomingMessage): boolean {
 }
 
 /**
+ * Whether a request's Transfer-Encoding (its lines joined) is a list of codings, none empty, the last chunked: the
+ * framing the forwarder writes (the body re-framed in chunks). node's parser also takes an empty one
+ * (`Transfer-Encoding:`, read as no body) and empty list members: sent on, the empty header would let upstream read
+ * the last chunk (`0`) as a request of its own, answered on a pooled connection after the real answer; and an
+ * upstream that reads only one of two lines could take the chunks for requests.
+ */
+function chunkedAsSent(transferEncoding: string): boolean {
+  const codings = transferEncoding.split(',');
+  for (const coding of codings) if (coding.trim() === '') return false;
+  return codings[codings.length - 1]!.trim().toLowerCase() === 'chunked';
+}
+
+/**
  * The request target to send upstream: the client's own, as it was decided, in origin form (an absolute-form
  * target loses its scheme and authority, which the Host header carries), without a fragment.
  */
@@ -163,6 +176,8 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
   private status: number | undefined;
   private error: CloseError | undefined;
   private upstream: UpstreamConnection | undefined;
+  /** The client's response is full: a 'drain' listener is waiting to resume the upstream connection. */
+  private awaitingDrain = false;
 
   constructor(
     private readonly req: http.IncomingMessage,
@@ -211,6 +226,8 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     const chunked = this.body === 'chunked';
     const req = this.req;
     req.on('data', (chunk: Buffer) => {
+      // Dropped once the exchange is over (dropRestOfBody): not sent, not counted.
+      if (!upstream.carries(this)) return;
       this.bytesOut += chunk.length;
       if (!upstream.write(this, chunk, chunked)) {
         req.pause();
@@ -241,13 +258,33 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
   responseBody(chunk: Buffer): boolean {
     this.bytesIn += chunk.length;
     if (this.res.write(chunk)) return true;
-    this.res.once('drain', () => this.upstream?.resume(this));
+    // One 'drain' listener per wait: the connection pauses after this read, but llhttp hands over the rest of it
+    // first (a read of tiny chunks: thousands of pieces, each written while the client is full).
+    if (!this.awaitingDrain) {
+      this.awaitingDrain = true;
+      this.res.once('drain', this.onDrain);
+    }
     return false;
   }
+
+  private readonly onDrain = (): void => {
+    this.awaitingDrain = false;
+    this.upstream?.resume(this);
+  };
 
   /** Ended in the turn the last bytes came (node writes them together: one write, not two). */
   responseEnd(): void {
     this.res.end();
+    this.dropRestOfBody();
+  }
+
+  /**
+   * The exchange is over before the request body was all read (an early answer, a failure): the rest is read and
+   * dropped (the connection no longer takes it). Left paused, waiting for a 'drain' of an upstream connection that
+   * was closed, it would never be read: the client's next request on that connection never answered.
+   */
+  private dropRestOfBody(): void {
+    if (this.body !== 'none' && !this.req.complete) this.req.resume();
   }
 
   failed(err: NodeJS.ErrnoException, timedOut: boolean): void {
@@ -259,6 +296,7 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     const failure = upstreamFailure(err, timeout);
     this.status = failure.status;
     this.error = failure.error;
+    this.dropRestOfBody();
     // After the head (the body broke off): the client's answer is cut (sendProxyError destroys it).
     sendProxyError(
       res,
@@ -310,6 +348,7 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       res.once('close', forwarded.finish);
       untilClientCloses(req.socket as ClientSocket, forwarded.finish);
       if (UNSENDABLE_TARGET.test(target)) return forwarded.refuse('ERR_UNESCAPED_CHARACTERS');
+      if (chunked && !chunkedAsSent(req.headers['transfer-encoding']!)) return forwarded.refuse('INVALID_TRANSFER_ENCODING');
       if (inspected) {
         const servername = servernameFor(auth.decision.host);
         secure.pool.acquire(forwarded, `${auth.address}:${auth.port}:${servername}`, secure.connect, { host: auth.address, port: auth.port, servername });

@@ -63,7 +63,9 @@ type Wired = PooledSocket & { [connectionOf]?: UpstreamConnection };
  * (EPROTO: the proxy never asks for one); a second response to one request, or bytes while idle, close the
  * connection; a close-delimited body ends at the server's FIN; a connection that ends or closes before the
  * response is whole fails the exchange (ECONNRESET, 'socket hang up' or 'aborted'); a parse error fails it with
- * llhttp's code (HPE_*). A new parser state per request (node took a fresh parser per request).
+ * llhttp's code (HPE_*), unless the response was already whole (then the bytes after it only close the connection:
+ * failing the exchange cut an answer the client had whole). A new parser state per request (node took a fresh
+ * parser per request).
  */
 export class UpstreamConnection {
   private readonly parser = new HTTPParser();
@@ -229,6 +231,12 @@ export class UpstreamConnection {
     }
     const result = this.parser.execute(data);
     if (result instanceof Error) {
+      // A whole response, then bytes that answer nothing (a HEAD, 204 or 304 answer with a body, junk after a
+      // Content-Length): that response still goes to its client, whole; the connection is not trusted further.
+      if (this.completed && this.exchange) {
+        this.keepAlive = false;
+        return this.finishExchange();
+      }
       this.fail(result as NodeJS.ErrnoException);
       this.socket.destroy();
       return;

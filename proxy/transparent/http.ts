@@ -5,7 +5,7 @@ import { canonicalHost } from '../../policy/index.js';
 import { parseAuthority } from '../../policy/host-port.js';
 import type { Authorization, Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
-import { createHttpForwarder } from '../relay/http-forwarder.js';
+import { createHttpForwarder, originForm } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
@@ -74,7 +74,11 @@ function targetOf(req: http.IncomingMessage): Target {
     const host = absolute.hostname.replace(/^\[|\]$/g, '');
     if (fromHeader && !sameHost(host, fromHeader.host)) return { ok: false, message: `the request target names ${host} and the Host header ${fromHeader.host}` };
     authority = absolute.host;
-    path = `${absolute.pathname}${absolute.search}`;
+    // The path as it is sent upstream (the forwarder's origin form of the target), not URL's reading of it: URL
+    // takes `\` for `/` and resolves dot-segments, so `/elsewhere\..\allowed` was decided as /allowed and sent as
+    // written; the policy's normaliser refuses what it cannot make canonical, as for an origin-form target.
+    path = originForm(url);
+    return { ok: true, request: describeRequest(req.method ?? 'GET', path, authority), path, authority };
   }
   return { ok: true, request: describeRequest(req.method ?? 'GET', url, hostHeader), path, ...(authority !== undefined && { authority }) };
 }

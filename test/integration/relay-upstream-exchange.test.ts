@@ -24,6 +24,22 @@ function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise
   });
 }
 
+/** Until `count()` (of what the upstream wrote, or holds unsent) is above 0 and the same 300 ms later (30 s at most). */
+function untilStalled(what: string, count: () => number): Promise<void> {
+  let last = -1;
+  return waitFor(
+    what,
+    async () => {
+      const now = count();
+      const stalled = now > 0 && now === last;
+      last = now;
+      await new Promise((r) => setTimeout(r, 300));
+      return stalled;
+    },
+    30_000,
+  );
+}
+
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
@@ -42,6 +58,9 @@ async function withClient(port: number, use: (socket: net.Socket) => Promise<voi
 }
 
 const BIG = 64 * 1024 * 1024;
+/** More than loopback's socket buffers can hold: the proxy's client is full when the tiny chunks come. */
+const TINY_LEAD = 64 * 1024 * 1024;
+const TINY_CHUNKS = 200_000;
 
 /**
  * The forwarder's upstream side (its own request writer and node's llhttp response parser on pooled connections),
@@ -56,6 +75,10 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
   let closed = 0;
   /** The bytes the raw upstream handed to its socket for /big (its writes wait for 'drain'). */
   let bigWritten = 0;
+  /** Answers /answer-when-told. */
+  let answerNow: (() => void) | undefined;
+  /** The upstream connection that answers /tiny-chunks. */
+  let tinySocket: net.Socket | undefined;
 
   before(async () => {
     upstream = net.createServer((socket) => {
@@ -83,10 +106,33 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
           return void socket.write('HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!');
         }
         if (path === '/not-http') return void socket.write('HTTX/1.1 200 OK\r\n\r\n');
+        // Whole answers with bytes after them in the same write, that answer nothing: a body on a HEAD or 204
+        // answer, junk after a Content-Length body.
+        if (path === '/head-with-body') return void socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        if (path === '/no-content-with-body') return void socket.write('HTTP/1.1 204 No Content\r\n\r\nok');
+        if (path === '/junk-after-body') return void socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokjunk');
         // The server keeps an idle connection for 1 s at most: too short to reuse (the pool keeps one second in hand).
         if (path === '/hint-1') return void socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok');
         // Answers keep-alive, then closes the connection while it waits in the pool.
         if (path === '/then-fin') return void socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        if (path === '/answer-when-told') {
+          // Reads no more of this request's body; answers 413 when the test says (once the proxy's writes wait).
+          socket.pause();
+          answerNow = () => {
+            socket.write('HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!');
+            // What arrives afterwards is dropped (read, so that the proxy's close is seen).
+            socket.removeAllListeners('data');
+            socket.resume();
+          };
+          return;
+        }
+        if (path === '/tiny-chunks') {
+          // A body the client cannot take at once, then many one-byte chunks (thousands per read of the proxy's).
+          tinySocket = socket;
+          socket.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${TINY_LEAD.toString(16)}\r\n`);
+          socket.write(Buffer.alloc(TINY_LEAD, 0x61));
+          return void socket.write(`\r\n${'1\r\nb\r\n'.repeat(TINY_CHUNKS)}0\r\n\r\n`);
+        }
         if (path === '/big') {
           socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`);
           const piece = Buffer.alloc(64 * 1024, 0x61);
@@ -162,6 +208,29 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     });
   });
 
+  test('an answer while the request body waits for upstream: the rest of the body is read and dropped, the next request answered', async () => {
+    await withClient(guard.port, async (socket) => {
+      const length = 64 * 1024 * 1024;
+      socket.write(`POST http://${authority}/answer-when-told HTTP/1.1\r\nHost: ${authority}\r\nContent-Length: ${length}\r\n\r\n`);
+      let sent = 0;
+      const piece = Buffer.alloc(1024 * 1024, 0x62);
+      const pump = () => {
+        while (sent < length) {
+          sent += piece.length;
+          if (!socket.write(piece)) return void socket.once('drain', pump);
+        }
+        socket.write(get('/after-answer-when-told'));
+      };
+      pump();
+      // The proxy writes no more upstream (the upstream reads nothing), then stops reading from this client.
+      await untilStalled('the client stalled', () => (sent < length ? sent : -1));
+      answerNow!();
+      const answer = await readUntil(socket, (t) => t.includes(' on '));
+      assert.match(answer, /^HTTP\/1\.1 413 /, JSON.stringify(answer.slice(0, 200)));
+      assert.match(answer, /GET \/after-answer-when-told on /, JSON.stringify(answer.slice(0, 400)));
+    });
+  });
+
   const closedThenNew: Array<[string, string]> = [
     ['/hint-1', "the server's Keep-Alive timeout=1: that connection is not pooled"],
     ['/then-fin', 'a pooled connection the server closed leaves the pool'],
@@ -183,6 +252,40 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     });
   }
 
+  const wholeThenJunk: Array<[string, string, string]> = [
+    ['HEAD', '/head-with-body', 'a HEAD answer with a body'],
+    ['GET', '/no-content-with-body', 'a 204 answer with a body'],
+    ['GET', '/junk-after-body', 'junk after a Content-Length body'],
+  ];
+  for (const [method, path, what] of wholeThenJunk) {
+    test(`${what}: the whole answer reaches the client; that connection is not reused`, async () => {
+      await withClient(guard.port, async (socket) => {
+        socket.write(`${method} http://${authority}${path} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+        const expected = path === '/junk-after-body' ? '\r\n\r\nok' : '\r\n\r\n';
+        const answer = await readUntil(socket, (t) => t.endsWith(expected));
+        assert.match(answer, path === '/no-content-with-body' ? /^HTTP\/1\.1 204 / : /^HTTP\/1\.1 200 /, JSON.stringify(answer));
+        assert.ok(answer.endsWith(expected), JSON.stringify(answer));
+        const acceptedBefore = accepted;
+        socket.write(get(`/after${path}`));
+        assert.match(await readUntil(socket, (t) => t.includes(' on ')), new RegExp(`GET /after${path} on `));
+        assert.equal(accepted, acceptedBefore + 1, 'a new upstream connection');
+      });
+      const close = await closeEventOf(path);
+      assert.equal(close.error, undefined, JSON.stringify(close));
+    });
+  }
+
+  test('a request whose Transfer-Encoding is empty is refused (its last chunk would reach upstream as a request)', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`POST http://${authority}/empty-te HTTP/1.1\r\nHost: ${authority}\r\nTransfer-Encoding:\r\n\r\n`);
+      const answer = await readUntil(socket, (t) => t.includes('\r\n\r\n') && t.endsWith('\n'));
+      assert.match(answer, /^HTTP\/1\.1 400 /, JSON.stringify(answer));
+      assert.match(answer, /INVALID_TRANSFER_ENCODING/);
+    });
+    const close = await closeEventOf('/empty-te');
+    assert.equal(close.error, 'client-bad-request');
+  });
+
   test('an answer that is not HTTP: 502 naming the parser error', async () => {
     await withClient(guard.port, async (socket) => {
       socket.write(get('/not-http'));
@@ -194,23 +297,37 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     assert.equal(close.error, 'upstream-hpe_invalid_constant');
   });
 
+  test('a slow client of a body in many tiny chunks: one drain listener per wait (no listener leak warning), the body whole', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.pause();
+      socket.write(get('/tiny-chunks'));
+      // Until the proxy has stopped reading from upstream (its client is full).
+      await untilStalled('the upstream stalled', () => tinySocket?.writableLength ?? -1);
+      const answer = await new Promise<string>((resolve) => {
+        let text = '';
+        const timer = setTimeout(() => resolve(text), 60_000);
+        socket.on('data', (chunk: Buffer) => {
+          text += chunk.toString('latin1');
+          if (text.endsWith('\r\n0\r\n\r\n')) {
+            clearTimeout(timer);
+            resolve(text);
+          }
+        });
+        socket.resume();
+      });
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+    });
+    const close = await closeEventOf('/tiny-chunks');
+    assert.equal(close.bytes_in, TINY_LEAD + TINY_CHUNKS);
+    assert.doesNotMatch(guard.stderr(), /MaxListenersExceededWarning/);
+  });
+
   test('a client that stops reading stops the upstream (backpressure); the body then arrives whole and counted', async () => {
     await withClient(guard.port, async (socket) => {
       socket.pause();
       socket.write(get('/big'));
       // Until the upstream has stopped writing: with backpressure, well before the whole body.
-      let last = -1;
-      await waitFor(
-        'the upstream stalled or finished',
-        async () => {
-          const now = bigWritten;
-          const stalled = now > 0 && now === last;
-          last = now;
-          await new Promise((r) => setTimeout(r, 300));
-          return stalled;
-        },
-        30_000,
-      );
+      await untilStalled('the upstream stalled or finished', () => bigWritten);
       assert.ok(bigWritten < BIG, `the upstream wrote ${bigWritten} of ${BIG} bytes while the client read nothing`);
       let received = 0;
       let headEnd = -1;

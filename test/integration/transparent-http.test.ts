@@ -262,12 +262,16 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(r.ended);
   });
 
-  test('path rules: each request on the connection is decided on its path, pipelined ones too (issue 13)', async () => {
-    policy = buildPolicy({
+  /** A policy that allows allowed.test's paths under /my-org only. */
+  const myOrgOnly = () =>
+    buildPolicy({
       mode: { value: 'block', origin: { file: 'test', line: 1 } },
       'allowed-endpoints': { value: `allowed.test:${upstreamPort}/my-org/**`, origin: { file: 'test', line: 1 } },
       'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
     });
+
+  test('path rules: each request on the connection is decided on its path, pipelined ones too (issue 13)', async () => {
+    policy = myOrgOnly();
     const host = `allowed.test:${upstreamPort}`;
     const sequential = await exchange(frontPort, [get('/my-org/app', host), get('/attacker/loot', host, true)]);
     assert.match(sequential.text, /^HTTP\/1\.1 200 /);
@@ -278,5 +282,15 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(seen.includes(`${host} /my-org/app`) && seen.includes(`${host} /my-org/one`));
     assert.ok(!seen.some((s) => s.includes('attacker')), 'no refused request reached upstream');
     assert.equal(decisions.find((d) => d.path === '/attacker/loot')?.reason, 'path-not-allowed');
+  });
+
+  test('an absolute-form target is decided on the path as it is sent upstream, not on what URL makes of it (issue 13)', async () => {
+    policy = myOrgOnly();
+    const host = `allowed.test:${upstreamPort}`;
+    // URL reads `\` as `/` and resolves the dot-segments: /my-org/x, allowed; the server is sent the target as written.
+    const r = await exchange(frontPort, [`GET http://${host}/outside\\..\\my-org/x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`]);
+    assert.match(r.text, /^HTTP\/1\.1 403 /, r.text);
+    assert.match(r.text, /the path has a backslash/);
+    assert.ok(!seen.some((s) => s.includes('outside')), JSON.stringify(seen));
   });
 });
