@@ -1,5 +1,5 @@
 import type { EgressEvent } from '../../events/schema.js';
-import { isIsoTimeOf } from './iso-time.js';
+import { isIsoTimeOf } from '../../events/iso-time.js';
 
 /**
  * Body version 3 (codec.ts): the known fields of a decision or close written as bytes, no JSON and no deflate. An

@@ -5,7 +5,7 @@ import { it } from 'node:test';
 import fc from 'fast-check';
 import { packBody } from '../../collector/stores/codec.js';
 import { canonicalIpv4, IPV4_PARTS } from '../../collector/stores/compact-body.js';
-import { isIsoTimeOf } from '../../collector/stores/iso-time.js';
+import { isIsoTimeOf } from '../../events/iso-time.js';
 import type { EgressEvent } from '../../events/schema.js';
 
 /**
