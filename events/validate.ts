@@ -1,3 +1,4 @@
+import { isWellFormed, wellFormedText } from './well-formed.js';
 import { EVENT_SCHEMA_VERSION, REQUEST_KINDS, type CloseEvent, type DecisionEvent, type EgressEvent } from './schema.js';
 
 const KINDS = new Set<string>(REQUEST_KINDS);
@@ -122,10 +123,6 @@ export const MAX_KEY_TEXT_BYTES = 2048;
 /** At most 3 bytes of UTF-8 per UTF-16 unit: a string no longer than this cannot be over MAX_KEY_TEXT_BYTES. */
 const SURELY_SHORT_KEY = Math.floor(MAX_KEY_TEXT_BYTES / 3);
 
-/** String.prototype.isWellFormed and toWellFormed (ES2024; node 20 has them, this TypeScript lib does not). */
-type WellFormed = string & { isWellFormed(): boolean; toWellFormed(): string };
-const isWellFormed = (text: string): boolean => (text as WellFormed).isWellFormed();
-
 /**
  * A string the stores keep as text, refused when a store cannot keep it as it is: a lone surrogate, which has no UTF-8
  * form (encoding writes U+FFFD, so two ids may become one key); and, for a `key` string (the host and the CI context),
@@ -165,8 +162,7 @@ export function storableEvent(event: EgressEvent): EgressEvent {
  * MAX_KEY_TEXT_BYTES of UTF-8 is cut there (at a character's start, never inside one).
  */
 function conformKeyText(text: string): string {
-  let out = text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text;
-  if (!isWellFormed(out)) out = (out as WellFormed).toWellFormed();
+  const out = wellFormedText(text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text);
   if (out.length <= SURELY_SHORT_KEY) return out;
   const bytes = Buffer.from(out, 'utf8');
   if (bytes.length <= MAX_KEY_TEXT_BYTES) return out;

@@ -1,5 +1,6 @@
 import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
+import { wellFormedText } from '../../events/well-formed.js';
 import { CLOSE, DECISION, OUTCOME_CODES, packBody } from './codec.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 import { decodeCursor, encodeCursor, iso, type SearchPage, type SearchQuery, type SightingFilter } from './event-store.js';
@@ -118,9 +119,7 @@ export interface RowKeys<K> {
  * the id's UTF-8 (codec.ts encodeId), which writes a lone surrogate as U+FFFD: two ids that differ only there share a
  * key, so they must share this too.
  */
-function pairId(id: string): string {
-  return (id as unknown as { isWellFormed(): boolean }).isWellFormed() ? id : (id as unknown as { toWellFormed(): string }).toWellFormed();
-}
+const pairId = wellFormedText;
 
 /**
  * The rows of a batch (one per (id, event): a repeat within the batch is dropped here), in the order of their first

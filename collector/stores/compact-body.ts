@@ -1,5 +1,6 @@
 import type { EgressEvent } from '../../events/schema.js';
 import { isIsoTimeOf } from '../../events/iso-time.js';
+import { isWellFormed } from '../../events/well-formed.js';
 
 /**
  * Body version 3 (codec.ts): the known fields of a decision or close written as bytes, no JSON and no deflate. An
@@ -192,7 +193,7 @@ class Writer {
   }
 
   text(s: unknown): void {
-    if (typeof s !== 'string' || !wellFormed(s) || this.pos + 5 + s.length * 3 > SCRATCH_BYTES) throw NOT_COMPACT;
+    if (typeof s !== 'string' || !isWellFormed(s) || this.pos + 5 + s.length * 3 > SCRATCH_BYTES) throw NOT_COMPACT;
     if (s.length <= 42) {
       // At most 126 bytes of UTF-8: a one-byte length, filled in after the write.
       const at = this.pos++;
@@ -267,11 +268,6 @@ class Writer {
     this.byte(i + 1);
     if (i < 0) this.text(s);
   }
-}
-
-/** No lone surrogate (UTF-8 would replace it: the text would not come back). */
-function wellFormed(s: string): boolean {
-  return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 }
 
 /** canonicalIpv4's answer: the four octets, then the port (-1: none). */
@@ -702,7 +698,7 @@ export function withCompactId(body: Buffer, id: string | 0): Buffer {
   const head = Buffer.from(body.subarray(0, headerEnd));
   head[1] = id === 0 ? flags & ~F_ID : flags | F_ID;
   if (id === 0) return Buffer.concat([head, rest]);
-  if (!wellFormed(id)) throw new Error('an id kept in a stored event body must be well-formed text');
+  if (!isWellFormed(id)) throw new Error('an id kept in a stored event body must be well-formed text');
   writer.pos = 0;
   writer.text(id);
   return Buffer.concat([head, writer.buf.subarray(0, writer.pos), rest]);
