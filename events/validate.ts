@@ -171,7 +171,7 @@ function conformKeyText(text: string): string {
   return bytes.toString('utf8', 0, end);
 }
 
-/** Whether conformKeyText leaves `text` as it is, answered without a copy for the usual short host. */
+/** Whether conformKeyText leaves `text` as it is (the DNS path's fast check, decisionFieldsConform). */
 function keyTextConforms(text: string): boolean {
   return text.length <= SURELY_SHORT_KEY && !text.includes('\0') && isWellFormed(text);
 }
@@ -194,13 +194,23 @@ export function conformEvent<T extends EgressEvent>(event: T): T {
     const v = o[key];
     if (typeof v === 'string' && v.length > MAX_TEXT) o[key] = v.slice(0, MAX_TEXT);
   }
-  if (typeof o.host === 'string' && !keyTextConforms(o.host)) o.host = conformKeyText(o.host);
-  if (o.host === '') o.host = NO_HOST;
+  if (typeof o.host === 'string') o.host = conformKeyText(o.host);
   if (typeof o.ci === 'object' && o.ci !== null) conformCiContext(o.ci as Record<string, unknown>);
-  if (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 0 || o.port > 65535) o.port = 0;
+  conformHostAndNumbers(o);
+  return event;
+}
+
+/** Whether `v` is a port number (an integer 0-65535). */
+export function isPort(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535;
+}
+
+/** What conformEvent and conformCloseEvent correct alike: an empty host, and a port, status or duration out of range. */
+function conformHostAndNumbers(o: Record<string, unknown>): void {
+  if (o.host === '') o.host = NO_HOST;
+  if (!isPort(o.port)) o.port = 0;
   if (o.status !== undefined && (typeof o.status !== 'number' || !Number.isInteger(o.status) || o.status < 100 || o.status > 999)) delete o.status;
   if (typeof o.duration_ms === 'number' && !(o.duration_ms >= 0)) o.duration_ms = 0;
-  return event;
 }
 
 /** A text member cut to MAX_TEXT, as conformEvent cuts it. */
@@ -215,21 +225,17 @@ function cut<T extends string | undefined>(text: T): T {
  */
 export function conformCloseEvent(event: CloseEvent): CloseEvent {
   event.client = cut(event.client);
-  if (!keyTextConforms(event.host)) event.host = conformKeyText(cut(event.host));
+  event.host = conformKeyText(cut(event.host));
   if (event.ip !== undefined) event.ip = cut(event.ip);
   if (event.error !== undefined) event.error = cut(event.error);
-  if (event.host === '') event.host = NO_HOST;
-  const { port, status } = event;
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) event.port = 0;
-  if (status !== undefined && (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 999)) delete event.status;
-  if (typeof event.duration_ms === 'number' && !(event.duration_ms >= 0)) event.duration_ms = 0;
+  conformHostAndNumbers(event as unknown as Record<string, unknown>);
   return event;
 }
 
 /** The CI context's text cut to MAX_TEXT and made as conformKeyText makes it, as conformEvent does (EventLog conforms its one context once). */
 export function conformCiContext<T extends object>(context: T): T {
   const ci = context as Record<string, unknown>;
-  for (const [key, v] of Object.entries(ci)) if (typeof v === 'string' && !keyTextConforms(v)) ci[key] = conformKeyText(v.length > MAX_TEXT ? v.slice(0, MAX_TEXT) : v);
+  for (const [key, v] of Object.entries(ci)) if (typeof v === 'string') ci[key] = conformKeyText(cut(v));
   return context;
 }
 
@@ -241,16 +247,8 @@ export function conformCiContext<T extends object>(context: T): T {
  * whole event.
  */
 export function decisionFieldsConform(fields: { host: unknown; port: unknown }, json: string): boolean {
-  const { host, port } = fields;
-  return (
-    json.length <= MAX_TEXT &&
-    host !== '' &&
-    (typeof host !== 'string' || keyTextConforms(host)) &&
-    typeof port === 'number' &&
-    Number.isInteger(port) &&
-    port >= 0 &&
-    port <= 65535
-  );
+  const { host } = fields;
+  return json.length <= MAX_TEXT && host !== '' && (typeof host !== 'string' || keyTextConforms(host)) && isPort(fields.port);
 }
 
 /** An NDJSON line that is a decision or close event, else null (pino operational lines, blanks, junk). */

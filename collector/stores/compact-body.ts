@@ -1,5 +1,6 @@
 import type { EgressEvent } from '../../events/schema.js';
 import { isIsoTimeOf } from '../../events/iso-time.js';
+import { isPort } from '../../events/validate.js';
 import { isWellFormed } from '../../events/well-formed.js';
 
 /**
@@ -307,10 +308,6 @@ export function canonicalIpv4(s: string): boolean {
     IPV4_PARTS[part] = v;
   }
   return i === n;
-}
-
-function isPort(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535;
 }
 
 const writer = new Writer();
