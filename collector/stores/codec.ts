@@ -60,8 +60,8 @@ export function encodeId(id: string): Buffer {
   return Buffer.from(idKeyHex(id), 'hex');
 }
 
-/** encodeId's key as lower-case hex, made from the id's text (a batch pairs a decision and its close by it; no Buffer read back). */
-export function idKeyHex(id: string): string {
+/** encodeId's key as lower-case hex, made from the id's text. */
+function idKeyHex(id: string): string {
   if (id.length === 36 && UUID.test(id)) return `00${id.slice(0, 8)}${id.slice(9, 13)}${id.slice(14, 18)}${id.slice(19, 23)}${id.slice(24)}`;
   return `01${Buffer.from(id, 'utf8').toString('hex')}`;
 }
