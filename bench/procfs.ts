@@ -45,6 +45,18 @@ export function processCpuMs(pid: number): number {
   return micros === undefined ? NaN : micros / 1000;
 }
 
+/**
+ * The write-type system calls (write, writev, pwrite...; not send/sendmsg) a process's threads have made so far
+ * (`syscw` in /proc/PID/io); NaN if it is gone or the file cannot be read.
+ */
+export function processWriteCalls(pid: number): number {
+  try {
+    return Number(/^syscw: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'latin1'))?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
+}
+
 /** CPU microseconds (user and system) a process has used so far; 0 if it is gone. */
 export function processCpuMicros(pid: number): number {
   return cpuMicros(pid) ?? 0;

@@ -1,6 +1,6 @@
 import { canonicalHost, decide, findEndpoint, formatHostPort, refusal, type Decision } from '../policy/index.js';
 import type { AddressBook } from './address-book.js';
-import { authorize, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest, type Authorization } from './authorize.js';
+import { authorize, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest, type Authorization } from './authorize.js';
 import type { PeekResult } from '../net/sniffing/first-bytes.js';
 
 export interface TransparentAuthorizeContext extends AuthorizeContext {
@@ -111,7 +111,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     const claimedBy = peek.protocol === 'tls' ? 'sni' : 'host';
     const canonical = canonicalHost(claimed);
     if (canonical.type === 'ip') {
-      if (!sameAddress(canonical.text, ip)) return mismatch(ctx, request, canonical.text, claimedBy, extra);
+      if (!sameAddress(canonical.text, ip)) return decisionWritten(ctx.events, mismatch(ctx, request, canonical.text, claimedBy, extra));
       return authorize(ctx, { ...base, host: ip });
     }
     if (canonical.type === 'name') {
@@ -122,7 +122,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
         ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
       }).permitted;
       // A name the policy refuses is reported as such; agreement matters only for names it would let through.
-      if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return mismatch(ctx, request, canonical.name, claimedBy, extra);
+      if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return decisionWritten(ctx.events, mismatch(ctx, request, canonical.name, claimedBy, extra));
       return authorize(ctx, { ...base, host: canonical.name });
     }
     return authorize(ctx, { ...base, host: claimed });

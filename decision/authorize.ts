@@ -41,7 +41,12 @@ export type Authorization =
 
 export type Forward = Extract<Authorization, { action: 'forward' }>;
 
-/** Emit the one decision event of a request (what was asked, what was decided, why, by whom). */
+/**
+ * Emit the one decision event of a request (what was asked, what was decided, why, by whom). Its line rides the
+ * events file's end-of-turn write, one write(2) for every decision of the turn: the caller must not act on it (move a
+ * byte it allows, answer or close a refused client) before `events.decisionsWritten()` settles, as authorize() and
+ * every other caller do (see decisionWritten).
+ */
 export function emitDecision(events: EventLog, policy: Policy, request: AuthorizeRequest, decision: Decision): DecisionEvent {
   // Built member by member in the order the event's JSON has them (no spread of a conditional object per field).
   const fields: DecisionFields = { kind: request.kind, client: request.client, host: decision.host, port: request.port } as DecisionFields;
@@ -55,7 +60,17 @@ export function emitDecision(events: EventLog, policy: Policy, request: Authoriz
   fields.rule = decision.rule;
   fields.message = decision.message;
   fields.mode = policy.mode;
-  return events.decision(fields);
+  return events.decision(fields, 'end-of-turn');
+}
+
+/**
+ * `outcome` once the decisions emitted so far are in the events file (the end-of-turn write): the proxy's decisions
+ * of one turn share one write, and each acts only after it, so a line is on disk before a byte it allows moves past
+ * egress-guard and before a refused client reads its refusal.
+ */
+export async function decisionWritten<T>(events: EventLog, outcome: T): Promise<T> {
+  await events.decisionsWritten();
+  return outcome;
 }
 
 /** A request decided to go to `address`: its decision event, and its connection record opened. */
@@ -93,6 +108,11 @@ function failure(
  * address to connect to (the one that was checked: no second lookup, no DNS-rebinding window).
  */
 export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
+  return decisionWritten(ctx.events, await authorizeNow(ctx, request));
+}
+
+/** authorize() up to its decision's event, emitted but not yet written. */
+async function authorizeNow(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
   // When the request arrived, for its close event (the caller's object is not copied to carry it).
   const started = request.started ?? Date.now();
   const policy = ctx.policy();

@@ -15,6 +15,8 @@ const DECISION_LINE_START = {
   warn: `{"level":"warn","schema":${EVENT_SCHEMA_VERSION},"event":"decision","id":"`,
 } as const;
 
+const NOTHING_TO_WRITE: Promise<void> = Promise.resolve();
+
 export type EventListener = (event: EgressEvent) => void;
 
 /**
@@ -89,7 +91,8 @@ export class EventLog {
    * Emit a decision event. By default (`durable: 'now'`) its line is in the events file when this returns. A caller
    * whose decision moves nothing by itself may pass 'end-of-turn': the line then rides the file's end-of-turn write
    * (setImmediate), like close events, and is written at once by the next flushSync (the next decision made with
-   * 'now', flushDecisions(), process exit). The DNS server does so for its answers: see DnsResponder.emit.
+   * 'now', flushDecisions(), process exit). The DNS server does so for its answers: see DnsResponder.emit. So does
+   * the proxy, whose actions wait for decisionsWritten() (decision/authorize.ts).
    * `fieldsMembers`, when given, is JSON.stringify(fields) without its braces, made by a caller that can make it for
    * less (the DNS server).
    */
@@ -133,6 +136,15 @@ export class EventLog {
   /** Write the decisions (and whatever else) queued for the events file now, not at the end of the turn. */
   flushDecisions(): void {
     this.file?.flushSync();
+  }
+
+  /**
+   * Settled once every decision emitted so far is in the events file: right after the end-of-turn write, which all
+   * the decisions of a turn share (EventsFile.written). A caller that emitted its decision with 'end-of-turn' acts on
+   * it only when this settles. Without an events file there is nothing to wait for.
+   */
+  decisionsWritten(): Promise<void> {
+    return this.file?.written() ?? NOTHING_TO_WRITE;
   }
 
   /**

@@ -9,10 +9,11 @@ const STAGING_KEPT_BYTES = 1024 * 1024;
 /**
  * The events file, the durable record of every decision: a pino destination that queues lines and writes
  * them with one write(2) at the end of the event-loop turn (setImmediate), or at once when flushSync() is
- * called. EventLog calls it for every decision, so a decision's line is in the file before anything acts on
- * it; close events, which decide nothing, ride the end-of-turn write. Before, every line was its own
- * synchronous write: one write per connection is now saved, and the close of one connection and the decision
- * of the next share a write (docs/benchmark.md).
+ * called. A decision's line is in the file before anything acts on it: the proxy's decisions ride the end-of-turn
+ * write and their actions wait for it (written(): one write for all the decisions of a turn, "group commit");
+ * a decision emitted with `durable: 'now'` is written at once (flushSync). Close events, which decide nothing,
+ * ride the end-of-turn write. Before, every line was its own synchronous write (docs/benchmark.md, "Issue 14,
+ * ninth round: decisions written once per turn").
  *
  * Queued lines are bytes in one reusable off-heap buffer (each line is encoded straight into it), not strings kept until the end of the turn: under a DNS load a turn
  * answers up to 256 queries, and their lines, kept alive across the scavenges of that turn, were promoted to the
@@ -29,6 +30,9 @@ export class EventsFile {
   private lines = 0;
   private scheduled = false;
   private lastError: string | undefined;
+  /** Settled right after the next end-of-turn write (see written()); made when first asked for in a turn. */
+  private turnWritten: Promise<void> | undefined;
+  private settleTurnWritten: (() => void) | undefined;
 
   constructor(private readonly path: string) {
     mkdirSync(dirname(path), { recursive: true });
@@ -49,15 +53,42 @@ export class EventsFile {
     return true;
   }
 
+  /**
+   * Settled right after the end-of-turn write that writes every line queued before this call (group commit): the
+   * decisions of one turn share one write(2), and each caller acts on its decision in the continuation, which runs
+   * in the same check phase right after that write (promise callbacks run between two setImmediate callbacks).
+   * A write that fails settles it too: the lines stay queued to retry, as flushSync does, and the caller goes on
+   * (see flushSync). Settled at once when the file is closed.
+   */
+  written(): Promise<void> {
+    if (this.fd === undefined) return SETTLED;
+    if (this.turnWritten === undefined) {
+      this.turnWritten = new Promise((settle) => (this.settleTurnWritten = settle));
+      this.scheduleWrite();
+    }
+    return this.turnWritten;
+  }
+
   private lineQueued(): void {
     this.lines++;
+    this.scheduleWrite();
+  }
+
+  private scheduleWrite(): void {
     if (!this.scheduled && this.fd !== undefined) {
       this.scheduled = true;
       setImmediate(() => {
         this.scheduled = false;
         this.flushSync();
+        this.settleTurn();
       });
     }
+  }
+
+  private settleTurn(): void {
+    const settle = this.settleTurnWritten;
+    this.turnWritten = this.settleTurnWritten = undefined;
+    settle?.();
   }
 
   /** Write everything queued now (pino calls this on a final flush; the exit hook too). */
@@ -82,12 +113,15 @@ export class EventsFile {
 
   close(): void {
     this.flushSync();
+    this.settleTurn();
     openFiles.delete(this);
     if (openFiles.size === 0) process.off('exit', flushAllOnExit);
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
 }
+
+const SETTLED: Promise<void> = Promise.resolve();
 
 /** One exit hook for all files (a process, a test above all, may open many). */
 const openFiles = new Set<EventsFile>();

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { canonicalHost, decide, formatHostPort, refusal } from '../../policy/index.js';
-import { emitDecision, type AuthorizeContext } from '../../decision/authorize.js';
+import { decisionWritten, emitDecision, type AuthorizeContext } from '../../decision/authorize.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 
@@ -37,8 +37,8 @@ export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tun
   return refuse(ctx, tunnel, { sni: peek.sni, name }, `TLS SNI ${formatHostPort(name, tunnel.port)} is not allowed (${byName.message})`);
 }
 
-/** One sni-mismatch event; the tunnel is reset in block mode. */
-function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): ClientGateOutcome {
+/** One sni-mismatch event; the tunnel is reset in block mode (relayed in audit mode) once its line is written. */
+function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): Promise<ClientGateOutcome> {
   const policy = ctx.policy();
   const host = claimed?.name ?? tunnel.host;
   emitDecision(
@@ -52,5 +52,5 @@ function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: st
       message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
     }),
   );
-  return policy.mode === 'block' ? REFUSE : RELAY;
+  return decisionWritten(ctx.events, policy.mode === 'block' ? REFUSE : RELAY);
 }

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { authorize, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
+import { authorize, decisionWritten, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
@@ -113,7 +113,7 @@ export function createInspector(options: InspectorOptions): Inspector {
         message: `the request names Host "${req.headers.host ?? ''}" inside a connection to ${connection.host}`,
       },
     );
-    return { action: 'misdirected', message: decision.message, event: emitDecision(events, policy, request, decision) };
+    return decisionWritten(events, { action: 'misdirected' as const, message: decision.message, event: emitDecision(events, policy, request, decision) });
   };
   /** Whether a Host header names the connection's own host and port (remembered, when it does, for the connection's next requests). */
   const namesConnectionHost = (header: string | undefined, connection: ConnectionState): boolean => {
