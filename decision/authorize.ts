@@ -93,36 +93,22 @@ function failure(
  * address to connect to (the one that was checked: no second lookup, no DNS-rebinding window).
  */
 export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
+  if (request.addresses !== undefined) return authorizeOnAddresses(ctx, request as AuthorizeRequest & { addresses: string[] });
   // When the request arrived, for its close event (the caller's object is not copied to carry it).
   const started = request.started ?? Date.now();
   const policy = ctx.policy();
   // decide() reads method, path and inspectable only when defined (and inspectable only when true).
   const asked: DecisionRequest = { host: request.host, port: request.port, method: request.method, path: request.path, inspectable: request.inspectable };
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
-  // Addresses known before the decision (a redirected connection's destination, an inspected request's checked
-  // address): one decision on name and addresses together is what the two below come to whenever it does not
-  // refuse (decide() judges the name first and returns that judgement unless it lets the name through): one call
-  // instead of two on every request of an inspected keep-alive connection. A refusal takes the two-step path
-  // below, which words it as before.
-  if (request.addresses !== undefined) {
-    const decision = decide(policy, { ...asked, addresses: request.addresses });
-    if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, started, decision, request.addresses, emit);
-  }
   const nameDecision = decide(policy, asked);
-
-  if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
-    // A redirected connection already has its destination: name it in the event, though nothing connects.
-    const destination = request.addresses?.[0];
-    const rejected = nameDecision.ip === undefined && destination !== undefined ? { ...nameDecision, ip: literalAddress(destination) ?? destination } : nameDecision;
-    return { action: 'reject', decision: rejected, event: emit(rejected) };
-  }
+  if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') return { action: 'reject', decision: nameDecision, event: emit(nameDecision) };
   if (nameDecision.ip !== undefined) {
     return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port, started);
   }
 
   let addresses: readonly string[];
   try {
-    addresses = request.addresses ?? (await ctx.resolver.resolve(nameDecision.host));
+    addresses = await ctx.resolver.resolve(nameDecision.host);
   } catch (err) {
     const resolveError = err instanceof ResolveError ? err : new ResolveError(String(err), 'failed');
     const timeout = resolveError.kind === 'timeout';
@@ -133,6 +119,38 @@ export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest
   const decision = decideOnAddresses(policy, nameDecision, request.port, addresses);
   if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
   return forwardDecided(ctx.events, request, started, decision, addresses, emit);
+}
+
+/**
+ * authorize() for a request whose addresses are known before the decision (a redirected connection's destination,
+ * an inspected request's checked address): nothing to wait for, so answered at once, without a promise (every
+ * request of an inspected keep-alive connection comes this way).
+ */
+export function authorizeOnAddresses(ctx: AuthorizeContext, request: AuthorizeRequest & { addresses: string[] }): Authorization {
+  const started = request.started ?? Date.now();
+  const policy = ctx.policy();
+  const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
+  // One decision on name and addresses together is what the two steps below come to whenever it does not refuse
+  // (decide() judges the name first and returns that judgement unless it lets the name through): one call instead
+  // of two. A refusal takes the two steps, which word it as before.
+  const asked: DecisionRequest = { host: request.host, port: request.port, method: request.method, path: request.path, inspectable: request.inspectable };
+  asked.addresses = request.addresses;
+  const decision = decide(policy, asked);
+  if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, started, decision, request.addresses, emit);
+  asked.addresses = undefined;
+  const nameDecision = decide(policy, asked);
+  if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
+    // A redirected connection already has its destination: name it in the event, though nothing connects.
+    const destination = request.addresses[0];
+    const rejected = nameDecision.ip === undefined && destination !== undefined ? { ...nameDecision, ip: literalAddress(destination) ?? destination } : nameDecision;
+    return { action: 'reject', decision: rejected, event: emit(rejected) };
+  }
+  if (nameDecision.ip !== undefined) {
+    return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port, started);
+  }
+  const onAddresses = decideOnAddresses(policy, nameDecision, request.port, request.addresses);
+  if (onAddresses.outcome === 'blocked') return { action: 'reject', decision: onAddresses, event: emit(onAddresses) };
+  return forwardDecided(ctx.events, request, started, onAddresses, request.addresses, emit);
 }
 
 /** A request decided on its addresses and not refused: forwarded to the address checked (audit mode: the first one). */

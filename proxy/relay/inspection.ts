@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { authorize, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
+import { authorizeOnAddresses, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
@@ -92,18 +92,16 @@ export function createInspector(options: InspectorOptions): Inspector {
   /**
    * Decide one request of an inspected connection on its own method and path. The Host inside the TLS is what
    * the upstream routes on: it must be the host decided (and certified) for this connection, or a request for
-   * another site would ride on this one's decision (domain fronting): 421 then.
+   * another site would ride on this one's decision (domain fronting): 421 then. Synchronous: the address is the
+   * connection's, checked already, so nothing is looked up.
    */
-  const decideRequest = async (
-    req: http.IncomingMessage,
-    connection: ConnectionState,
-  ): Promise<Authorization | { action: 'misdirected'; message: string; event: DecisionEvent }> => {
+  const decideRequest = (req: http.IncomingMessage, connection: ConnectionState): Authorization | { action: 'misdirected'; message: string; event: DecisionEvent } => {
     const policy = options.policy();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
     const sameHost = (req.headers.host !== undefined && req.headers.host === connection.sameHostHeader) || namesConnectionHost(req.headers.host, connection);
     const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path };
-    if (sameHost) return authorize(options, { ...request, addresses: [connection.address] });
+    if (sameHost) return authorizeOnAddresses(options, { ...request, addresses: [connection.address] });
     const decision = refusal(
       { mode: 'block' },
       {
@@ -128,26 +126,25 @@ export function createInspector(options: InspectorOptions): Inspector {
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const connection = connections.get(req.socket);
     if (!connection) return void res.destroy();
-    void decideRequest(req, connection)
-      .then((auth) => {
-        if (auth.action === 'misdirected' || auth.action === 'reject') {
-          // The connection ends after the refusal (no keep-alive); a request already pipelined behind it is still
-          // decided on its own.
-          res.shouldKeepAlive = false;
-          const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
-          return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
-        }
-        if (auth.action === 'fail') {
-          sendProxyError(res, auth.status, auth.message, auth.event.id);
-          auth.connection.close({ status: auth.status, error: auth.error });
-          return;
-        }
-        options.forwarder.forward({ req, res, auth, authority: authorityOf(connection), tls: !connection.plain });
-      })
-      .catch((err: Error) => {
-        events.log.error({ err: err.message, client: connection.client }, 'inspected request handling failed');
-        sendProxyError(res, 502, 'egress-guard could not handle this request');
-      });
+    try {
+      const auth = decideRequest(req, connection);
+      if (auth.action === 'misdirected' || auth.action === 'reject') {
+        // The connection ends after the refusal (no keep-alive); a request already pipelined behind it is still
+        // decided on its own.
+        res.shouldKeepAlive = false;
+        const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
+        return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
+      }
+      if (auth.action === 'fail') {
+        sendProxyError(res, auth.status, auth.message, auth.event.id);
+        auth.connection.close({ status: auth.status, error: auth.error });
+        return;
+      }
+      options.forwarder.forward({ req, res, auth, authority: authorityOf(connection), tls: !connection.plain });
+    } catch (err) {
+      events.log.error({ err: (err as Error).message, client: connection.client }, 'inspected request handling failed');
+      sendProxyError(res, 502, 'egress-guard could not handle this request');
+    }
   });
 
   // A WebSocket upgrade is decided on its method and path like any request; allowed, it becomes a relay once
@@ -159,8 +156,9 @@ export function createInspector(options: InspectorOptions): Inspector {
       // h2c and the like: served as the plain request it also is, parsed again without the upgrade headers.
       return serveWithoutUpgrade(server, req, socket, head);
     }
-    void decideRequest(req, connection)
-      .then((auth) => {
+    void Promise.resolve()
+      .then(() => {
+        const auth = decideRequest(req, connection);
         if (auth.action === 'forward') return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, tls: !connection.plain });
         if (auth.action === 'fail') auth.connection.close({ status: auth.status, error: auth.error });
         const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : auth.action === 'fail' ? [auth.status, auth.message] : [421, auth.message];
