@@ -41,6 +41,12 @@ export type Authorization =
 
 export type Forward = Extract<Authorization, { action: 'forward' }>;
 
+/** A request target without its query string (what `split('?')[0]` gave, without the array). */
+function withoutQuery(path: string): string {
+  const q = path.indexOf('?');
+  return q === -1 ? path : path.slice(0, q);
+}
+
 /** Emit the one decision event of a request (what was asked, what was decided, why, by whom). */
 export function emitDecision(events: EventLog, policy: Policy, request: AuthorizeRequest, decision: Decision): DecisionEvent {
   // Built member by member in the order the event's JSON has them (no spread of a conditional object per field).
@@ -49,7 +55,7 @@ export function emitDecision(events: EventLog, policy: Policy, request: Authoriz
   if (decision.ip !== undefined) fields.ip = decision.ip;
   if (request.method !== undefined) fields.method = request.method;
   // The query string may carry a token: logged only when the policy says so (log-query).
-  if (request.path !== undefined) fields.path = policy.logQuery ? request.path : request.path.split('?')[0]!;
+  if (request.path !== undefined) fields.path = policy.logQuery ? request.path : withoutQuery(request.path);
   fields.decision = decision.outcome;
   fields.reason = decision.reason;
   fields.rule = decision.rule;

@@ -52,7 +52,7 @@ export interface InspectedConnection {
  * An inspected connection as the inspector keeps it: the Host header value last found to name the connection's
  * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again.
  */
-type ConnectionState = InspectedConnection & { sameHostHeader?: string };
+type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[] };
 
 export interface Inspector {
   adopt(socket: Socket, connection: InspectedConnection): void;
@@ -100,8 +100,10 @@ export function createInspector(options: InspectorOptions): Inspector {
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
     const sameHost = (req.headers.host !== undefined && req.headers.host === connection.sameHostHeader) || namesConnectionHost(req.headers.host, connection);
-    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path };
-    if (sameHost) return authorizeOnAddresses(options, { ...request, addresses: [connection.address] });
+    // The checked address as the list authorize takes, made once per connection (nothing changes it).
+    const addresses = (connection.addresses ??= [connection.address]);
+    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path, addresses };
+    if (sameHost) return authorizeOnAddresses(options, request);
     const decision = refusal(
       { mode: 'block' },
       {
