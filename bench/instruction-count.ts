@@ -1,5 +1,5 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -25,6 +25,8 @@ import { BENCH_HOST, startBenchServers, type BenchServers } from './servers.js';
  * `inspected`: new connections (CONNECT + TLS + GET 1 KiB) to bench.test with a path rule, so egress-guard
  * terminates each with its leaf (one host: one cold leaf, in the warm-up); BENCH_LEAF_KEY_TYPES=ecdsa,rsa counts
  * each build once per leaf key type (setting leaf-key-type), alternating.
+ *
+ * BENCH_CALLGRIND_KEEP=DIR keeps the callgrind files in DIR.
  *
  * For each build: egress-guard under callgrind, a warm-up of half the operations (JIT), counters zeroed
  * (callgrind_control -z), the operations at concurrency 10, counters dumped; instructions / operations, all threads
@@ -161,6 +163,13 @@ async function count(cli: string, origin: BenchServers | undefined, keyType: Lea
     for (const cleanup of cleanups) cleanup();
     await proxy.stop();
     await zone?.close();
+    // BENCH_CALLGRIND_KEEP=DIR keeps the callgrind files (per-function profiles: callgrind_annotate; with node's
+    // --perf-basic-prof in BENCH_EGRESS_GUARD_NODE_FLAGS, /tmp/perf-PID.map names the JIT code's addresses).
+    const keep = process.env.BENCH_CALLGRIND_KEEP;
+    if (keep) {
+      mkdirSync(keep, { recursive: true });
+      for (const file of readdirSync(dir).filter((f) => f.startsWith('callgrind.'))) cpSync(join(dir, file), join(keep, file));
+    }
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -41,6 +41,12 @@ export type Authorization =
 
 export type Forward = Extract<Authorization, { action: 'forward' }>;
 
+/** A request target without its query string (what `split('?')[0]` gave, without the array). */
+function withoutQuery(path: string): string {
+  const q = path.indexOf('?');
+  return q === -1 ? path : path.slice(0, q);
+}
+
 /**
  * Emit the one decision event of a request (what was asked, what was decided, why, by whom). Its line rides the
  * events file's end-of-turn write, one write(2) for every decision of the turn: the caller must not act on it (move a
@@ -54,7 +60,7 @@ export function emitDecision(events: EventLog, policy: Policy, request: Authoriz
   if (decision.ip !== undefined) fields.ip = decision.ip;
   if (request.method !== undefined) fields.method = request.method;
   // The query string may carry a token: logged only when the policy says so (log-query).
-  if (request.path !== undefined) fields.path = policy.logQuery ? request.path : request.path.split('?')[0]!;
+  if (request.path !== undefined) fields.path = policy.logQuery ? request.path : withoutQuery(request.path);
   fields.decision = decision.outcome;
   fields.reason = decision.reason;
   fields.rule = decision.rule;
@@ -113,36 +119,22 @@ export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest
 
 /** authorize() up to its decision's event, emitted but not yet written. */
 async function authorizeNow(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
+  if (request.addresses !== undefined) return authorizeOnAddresses(ctx, request as AuthorizeRequest & { addresses: string[] });
   // When the request arrived, for its close event (the caller's object is not copied to carry it).
   const started = request.started ?? Date.now();
   const policy = ctx.policy();
   // decide() reads method, path and inspectable only when defined (and inspectable only when true).
   const asked: DecisionRequest = { host: request.host, port: request.port, method: request.method, path: request.path, inspectable: request.inspectable };
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
-  // Addresses known before the decision (a redirected connection's destination, an inspected request's checked
-  // address): one decision on name and addresses together is what the two below come to whenever it does not
-  // refuse (decide() judges the name first and returns that judgement unless it lets the name through): one call
-  // instead of two on every request of an inspected keep-alive connection. A refusal takes the two-step path
-  // below, which words it as before.
-  if (request.addresses !== undefined) {
-    const decision = decide(policy, { ...asked, addresses: request.addresses });
-    if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, started, decision, request.addresses, emit);
-  }
   const nameDecision = decide(policy, asked);
-
-  if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
-    // A redirected connection already has its destination: name it in the event, though nothing connects.
-    const destination = request.addresses?.[0];
-    const rejected = nameDecision.ip === undefined && destination !== undefined ? { ...nameDecision, ip: literalAddress(destination) ?? destination } : nameDecision;
-    return { action: 'reject', decision: rejected, event: emit(rejected) };
-  }
+  if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') return { action: 'reject', decision: nameDecision, event: emit(nameDecision) };
   if (nameDecision.ip !== undefined) {
     return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port, started);
   }
 
   let addresses: readonly string[];
   try {
-    addresses = request.addresses ?? (await ctx.resolver.resolve(nameDecision.host));
+    addresses = await ctx.resolver.resolve(nameDecision.host);
   } catch (err) {
     const resolveError = err instanceof ResolveError ? err : new ResolveError(String(err), 'failed');
     const timeout = resolveError.kind === 'timeout';
@@ -153,6 +145,39 @@ async function authorizeNow(ctx: AuthorizeContext, request: AuthorizeRequest): P
   const decision = decideOnAddresses(policy, nameDecision, request.port, addresses);
   if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
   return forwardDecided(ctx.events, request, started, decision, addresses, emit);
+}
+
+/**
+ * authorize() for a request whose addresses are known before the decision (a redirected connection's destination,
+ * an inspected request's checked address): nothing to look up, so decided at once, without a promise of its own
+ * (every request of an inspected keep-alive connection comes this way). Its event is emitted, not yet written: the
+ * caller acts on the answer only once `events.decisionsWritten()` settles, as authorize() does.
+ */
+export function authorizeOnAddresses(ctx: AuthorizeContext, request: AuthorizeRequest & { addresses: string[] }): Authorization {
+  const started = request.started ?? Date.now();
+  const policy = ctx.policy();
+  const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
+  // One decision on name and addresses together is what the two steps below come to whenever it does not refuse
+  // (decide() judges the name first and returns that judgement unless it lets the name through): one call instead
+  // of two. A refusal takes the two steps, which word it as before.
+  const asked: DecisionRequest = { host: request.host, port: request.port, method: request.method, path: request.path, inspectable: request.inspectable };
+  asked.addresses = request.addresses;
+  const decision = decide(policy, asked);
+  if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, started, decision, request.addresses, emit);
+  asked.addresses = undefined;
+  const nameDecision = decide(policy, asked);
+  if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') {
+    // A redirected connection already has its destination: name it in the event, though nothing connects.
+    const destination = request.addresses[0];
+    const rejected = nameDecision.ip === undefined && destination !== undefined ? { ...nameDecision, ip: literalAddress(destination) ?? destination } : nameDecision;
+    return { action: 'reject', decision: rejected, event: emit(rejected) };
+  }
+  if (nameDecision.ip !== undefined) {
+    return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port, started);
+  }
+  const onAddresses = decideOnAddresses(policy, nameDecision, request.port, request.addresses);
+  if (onAddresses.outcome === 'blocked') return { action: 'reject', decision: onAddresses, event: emit(onAddresses) };
+  return forwardDecided(ctx.events, request, started, onAddresses, request.addresses, emit);
 }
 
 /** A request decided on its addresses and not refused: forwarded to the address checked (audit mode: the first one). */

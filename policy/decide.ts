@@ -1,7 +1,7 @@
 export type { Decision, DecisionRequest, Outcome, Reason } from './decision.js';
 import { classifyAddress } from './address-safety.js';
 import { findCidr } from './cidr.js';
-import { canonicalHost, parseAddress, type Address } from './host.js';
+import { canonicalHost, parseAddress, type Address, type CanonicalHost } from './host.js';
 import { matchHost } from './host-pattern.js';
 import { formatHostPort } from './host-port.js';
 import type { Policy } from './policy.js';
@@ -11,6 +11,29 @@ import { decideConnection, decideRequest, deniedHost } from './request-rules.js'
 /** The first endpoint rule allowing name:port, or, with port undefined, allowing the name on any port. */
 export function findEndpoint(policy: Policy, name: string, port?: number) {
   return policy.endpoints.find((rule) => (port === undefined || rule.port === '*' || rule.port === port) && matchHost(rule.host, name));
+}
+
+/**
+ * Answers of decideAddresses for one address, per policy (pure: the addresses' parse and class, and the policy's
+ * trusted ranges): every request of an inspected keep-alive connection, and every redirected connection, is checked
+ * against one address the same way. Frozen: callers share them. Emptied when full.
+ */
+const addressAnswersByPolicy = new WeakMap<Policy, Map<string, Decision>>();
+const MAX_ADDRESS_ANSWERS = 4096;
+
+function decideAddressesOnce(policy: Policy, host: string, port: number, rule: string, addresses: readonly string[]): Decision {
+  if (addresses.length !== 1) return decideAddresses(policy, host, port, rule, addresses);
+  let answers = addressAnswersByPolicy.get(policy);
+  if (answers === undefined) addressAnswersByPolicy.set(policy, (answers = new Map()));
+  // The rule's length first: neither a canonical host nor a port has a space, so the key reads back one way only.
+  const key = `${rule.length}:${rule}${port} ${host} ${addresses[0]}`;
+  let answer = answers.get(key);
+  if (answer === undefined) {
+    answer = Object.freeze(decideAddresses(policy, host, port, rule, addresses));
+    if (answers.size >= MAX_ADDRESS_ANSWERS) answers.clear();
+    answers.set(key, answer);
+  }
+  return answer;
 }
 
 /** Check resolved addresses against address safety; returns the address to connect to, if any. */
@@ -51,9 +74,30 @@ function decideRawIp(policy: Policy, ip: Address, text: string, port: number): D
   return decision(policy, false, { reason: 'raw-ip', rule: null, host: text, ip: text, message: `${formatHostPort(text, port)} is a raw IP address and not in allowed-ips` });
 }
 
+/**
+ * canonicalHost's answers by the text asked (pure; frozen: callers share them), for decide(): the requests of a
+ * keep-alive connection and the connections of a job name the same few hosts again and again. Emptied when full.
+ */
+const canonicalHosts = new Map<string, CanonicalHost>();
+const MAX_CANONICAL_HOSTS = 4096;
+/** A name's longest text, with a trailing dot, or an IPv6 address's in brackets with a zone. */
+const MAX_NAME_LENGTH = 256;
+
+function canonicalHostOnce(host: string): CanonicalHost {
+  // A text longer than any host name is answered without being kept (the memo holds at most 4096 short texts).
+  if (host.length > MAX_NAME_LENGTH) return canonicalHost(host);
+  let canonical = canonicalHosts.get(host);
+  if (canonical === undefined) {
+    canonical = Object.freeze(canonicalHost(host));
+    if (canonicalHosts.size >= MAX_CANONICAL_HOSTS) canonicalHosts.clear();
+    canonicalHosts.set(host, canonical);
+  }
+  return canonical;
+}
+
 /** The one decision function every listener calls (HTTP, CONNECT, transparent). Pure. */
 export function decide(policy: Policy, request: DecisionRequest): Decision {
-  const canonical = canonicalHost(request.host);
+  const canonical = canonicalHostOnce(request.host);
   const port = request.port;
   if (canonical.type === 'invalid') {
     // Blocked in audit mode too: a request to no valid host cannot be forwarded, so audit has nothing to let through.
@@ -70,7 +114,7 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
   const decided =
     request.addresses === undefined
       ? decision(policy, true, { reason: 'allowed-endpoint', rule: rule.source, host: name, message: `${name}:${port} is allowed by "${rule.source}"` })
-      : decideAddresses(policy, name, port, rule.source, request.addresses);
+      : decideAddressesOnce(policy, name, port, rule.source, request.addresses);
   return inspect ? { ...decided, inspect } : decided;
 }
 
@@ -82,7 +126,7 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
  */
 export function decideOnAddresses(policy: Policy, onName: Decision, port: number, addresses: readonly string[]): Decision {
   if (!onName.permitted || onName.reason !== 'allowed-endpoint' || onName.ip !== undefined || onName.rule === null) return onName;
-  const decided = decideAddresses(policy, onName.host, port, onName.rule, addresses);
+  const decided = decideAddressesOnce(policy, onName.host, port, onName.rule, addresses);
   return onName.inspect ? { ...decided, inspect: true } : decided;
 }
 

@@ -14,6 +14,46 @@ function entriesFor(rules: readonly EndpointRule[], name: string, port: number):
   return rules.filter((rule) => (rule.port === '*' || rule.port === port) && matchHost(rule.host, name));
 }
 
+/** The first denied entry without methods or path (the host denied whole) for name, on `port` or (undefined) any port. */
+function deniedWhole(policy: Policy, name: string, port?: number): EndpointRule | undefined {
+  return policy.deniedEndpoints.find((r) => !isRequestRule(r) && (port === undefined || r.port === '*' || r.port === port) && matchHost(r.host, name));
+}
+
+/** What a policy's entries say about one host and port before any method or path: what a request's decision starts from. */
+interface HostEntries {
+  /** The host denied whole, on this port. */
+  denied: EndpointRule | undefined;
+  allowing: EndpointRule[];
+  denying: EndpointRule[];
+  /** Whether any of them (allowing or denying) names methods or paths. */
+  requestRules: boolean;
+}
+
+/**
+ * HostEntries per policy and host:port, found once and kept (the policy is not changed after it is built; a new
+ * policy has a new map): every request of an inspected keep-alive connection has the same host and port, and the
+ * search (each entry's port and host pattern) is then made once per policy and host, not per request. Emptied
+ * when full (a job talks to tens of hosts, not thousands).
+ */
+const hostEntriesByPolicy = new WeakMap<Policy, Map<string, HostEntries>>();
+const MAX_HOSTS_PER_POLICY = 4096;
+
+function hostEntries(policy: Policy, name: string, port: number): HostEntries {
+  let byHost = hostEntriesByPolicy.get(policy);
+  if (byHost === undefined) hostEntriesByPolicy.set(policy, (byHost = new Map()));
+  // A canonical name has no space: the key is unambiguous.
+  const key = `${port} ${name}`;
+  let entries = byHost.get(key);
+  if (entries === undefined) {
+    const allowing = entriesFor(policy.endpoints, name, port);
+    const denying = entriesFor(policy.deniedEndpoints, name, port);
+    entries = { denied: deniedWhole(policy, name, port), allowing, denying, requestRules: allowing.some(isRequestRule) || denying.some(isRequestRule) };
+    if (byHost.size >= MAX_HOSTS_PER_POLICY) byHost.clear();
+    byHost.set(key, entries);
+  }
+  return entries;
+}
+
 function methodMatches(rule: EndpointRule, method: string): boolean {
   return rule.methods === undefined || rule.methods.includes(method.toUpperCase());
 }
@@ -25,9 +65,9 @@ function denial(policy: Policy, name: string, rule: EndpointRule, what: string):
 }
 
 /** A host denied whole (a denied entry without methods or path) for a DNS name, on any port. */
-export function deniedHost(policy: Policy, name: string, port?: number): Decision | undefined {
-  const rule = policy.deniedEndpoints.find((r) => !isRequestRule(r) && (port === undefined || r.port === '*' || r.port === port) && matchHost(r.host, name));
-  return rule ? denial(policy, name, rule, port === undefined ? name : `${name}:${port}`) : undefined;
+export function deniedHost(policy: Policy, name: string): Decision | undefined {
+  const rule = deniedWhole(policy, name);
+  return rule ? denial(policy, name, rule, name) : undefined;
 }
 
 function notAllowed(policy: Policy, name: string, port: number): Decision {
@@ -42,12 +82,11 @@ export type Judgement = { rule: EndpointRule; inspect: boolean } | Decision;
  * unless request rules also apply to the host; then only when the caller can inspect (`inspectable`).
  */
 export function decideConnection(policy: Policy, name: string, port: number, inspectable: boolean): Judgement {
-  const denied = deniedHost(policy, name, port);
-  if (denied) return denied;
-  const allowing = entriesFor(policy.endpoints, name, port);
+  const { denied, allowing, denying } = hostEntries(policy, name, port);
+  if (denied) return denial(policy, name, denied, `${name}:${port}`);
   if (allowing.length === 0) return notAllowed(policy, name, port);
   const hostLevel = allowing.find((rule) => !isRequestRule(rule));
-  const requestRules = [...allowing, ...entriesFor(policy.deniedEndpoints, name, port)].filter(isRequestRule);
+  const requestRules = [...allowing, ...denying].filter(isRequestRule);
   if (requestRules.length === 0 && hostLevel) return { rule: hostLevel, inspect: false };
   if (inspectable) return { rule: hostLevel ?? allowing[0]!, inspect: true };
   return decision(policy, false, {
@@ -60,24 +99,23 @@ export function decideConnection(policy: Policy, name: string, port: number, ins
 
 /** One HTTP request: denied entries, then the allowing entries' methods and paths. */
 export function decideRequest(policy: Policy, name: string, port: number, method: string, target: string): Judgement {
-  const denied = deniedHost(policy, name, port);
-  if (denied) return denied;
-  const allowing = entriesFor(policy.endpoints, name, port);
-  const denying = entriesFor(policy.deniedEndpoints, name, port);
+  const { denied, allowing, denying, requestRules } = hostEntries(policy, name, port);
+  if (denied) return denial(policy, name, denied, `${name}:${port}`);
   // A host without method or path entries is judged as before, whatever its paths look like.
-  if (![...allowing, ...denying].some(isRequestRule)) return allowing.length === 0 ? notAllowed(policy, name, port) : { rule: allowing[0]!, inspect: false };
-  const request = `${method.toUpperCase()} ${name}${target.split('?')[0]}`;
+  if (!requestRules) return allowing.length === 0 ? notAllowed(policy, name, port) : { rule: allowing[0]!, inspect: false };
+  // What the request is called in a refusal's message.
+  const request = () => `${method.toUpperCase()} ${name}${target.split('?')[0]}`;
   const normalised = normalisePath(target);
-  if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request}: ${normalised.why}` });
+  if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request()}: ${normalised.why}` });
   const path = normalised.path;
   const deniedRequest = denying.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path, true)));
-  if (deniedRequest) return denial(policy, name, deniedRequest, request);
+  if (deniedRequest) return denial(policy, name, deniedRequest, request());
   if (allowing.length === 0) return notAllowed(policy, name, port);
   const rule = allowing.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path)));
   if (rule) return { rule, inspect: allowing.some(isRequestRule) };
   const listed = allowing.map((r) => `"${r.source}"`).join(', ');
   if (allowing.some((r) => r.path === undefined || matchPath(r.path, path))) {
-    return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message: `${request}: the method is not allowed (${listed})` });
+    return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message: `${request()}: the method is not allowed (${listed})` });
   }
-  return decision(policy, false, { reason: 'path-not-allowed', rule: null, host: name, message: `${request}: the path is not allowed (${listed})` });
+  return decision(policy, false, { reason: 'path-not-allowed', rule: null, host: name, message: `${request()}: the path is not allowed (${listed})` });
 }

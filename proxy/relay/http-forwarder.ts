@@ -7,7 +7,7 @@ import type { CloseError } from '../../events/schema.js';
 import { upstreamFailure } from '../../net/connect.js';
 import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
-import { endToEndHeaders } from './hop-by-hop.js';
+import { endToEndHeaders, type EndToEndOptions } from './hop-by-hop.js';
 import { sendProxyError } from './error-response.js';
 import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
 import { UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from './upstream-pool.js';
@@ -86,6 +86,9 @@ export interface HttpForwarder {
 
 /** Methods node's client would send chunked when no length is given: a request of theirs without a body gets `Content-Length: 0`. */
 const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'TRACE']);
+
+/** The header added to a request of theirs without a body. */
+const CONTENT_LENGTH_0: readonly string[] = ['Content-Length', '0'];
 
 /** A Transfer-Encoding value whose last coding is chunked (the message is framed by its chunks). */
 const CHUNKED_LAST = /(?:^|,)[ \t]*chunked[ \t]*$/i;
@@ -326,6 +329,15 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
     if (host !== lastHost) [lastHost, lastServername] = [host, net.isIP(host) ? '' : host];
     return lastServername;
   };
+  // The TLS pool key (address, port, server name) and connect options, remembered for the last of them: the requests
+  // of an inspected connection go to one address, port and name (a new key string per request was hashed anew in
+  // the pool's map).
+  let lastTls: { key: string; options: Required<ConnectOptions> } | undefined;
+  const tlsUpstreamFor = (host: string, port: number, servername: string) => {
+    const last = lastTls?.options;
+    if (last?.host !== host || last.port !== port || last.servername !== servername) lastTls = { key: `${host}:${port}:${servername}`, options: { host, port, servername } };
+    return lastTls!;
+  };
 
   return {
     forward({ req, res, auth, authority, tls: inspected }) {
@@ -339,10 +351,11 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       const body = hasBody(req);
       // No Host decided and none from the client (HTTP/1.0): the address connected to, as node's client would write.
       const host = authority ?? (req.headers.host === undefined ? formatHostPort(auth.address, auth.port) : undefined);
-      const headers = endToEndHeaders(req.rawHeaders, {
-        ...(host !== undefined && { host }),
-        ...(!body && !BODYLESS_BY_DEFAULT.has(method) && req.headers['content-length'] === undefined && { add: ['Content-Length', '0'] }),
-      });
+      // The options built member by member (no spread of a conditional object per request).
+      const edit: EndToEndOptions = {};
+      if (host !== undefined) edit.host = host;
+      if (!body && !BODYLESS_BY_DEFAULT.has(method) && req.headers['content-length'] === undefined) edit.add = CONTENT_LENGTH_0;
+      const headers = endToEndHeaders(req.rawHeaders, edit);
       const target = originForm(req.url ?? '/');
       const forwarded = new ForwardedRequest(req, res, auth, method, requestHead(method, target, headers), chunked ? 'chunked' : body ? 'length' : 'none');
       res.once('close', forwarded.finish);
@@ -351,7 +364,8 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       if (chunked && !chunkedAsSent(req.headers['transfer-encoding']!)) return forwarded.refuse('INVALID_TRANSFER_ENCODING');
       if (inspected) {
         const servername = servernameFor(auth.decision.host);
-        secure.pool.acquire(forwarded, `${auth.address}:${auth.port}:${servername}`, secure.connect, { host: auth.address, port: auth.port, servername });
+        const upstream = tlsUpstreamFor(auth.address, auth.port, servername);
+        secure.pool.acquire(forwarded, upstream.key, secure.connect, upstream.options);
       } else {
         plain.pool.acquire(forwarded, `${auth.address}:${auth.port}`, plain.connect, { host: auth.address, port: auth.port });
       }

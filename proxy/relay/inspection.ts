@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { authorize, decisionWritten, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
+import { authorizeOnAddresses, decisionWritten, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
@@ -52,7 +52,10 @@ export interface InspectedConnection {
  * An inspected connection as the inspector keeps it: the Host header value last found to name the connection's
  * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again.
  */
-type ConnectionState = InspectedConnection & { sameHostHeader?: string };
+type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[] };
+
+/** What one request of an inspected connection comes to: authorize()'s answer, or a 421 for a Host of another site. */
+type RequestAuthorization = Authorization | { action: 'misdirected'; message: string; event: DecisionEvent };
 
 export interface Inspector {
   adopt(socket: Socket, connection: InspectedConnection): void;
@@ -92,18 +95,19 @@ export function createInspector(options: InspectorOptions): Inspector {
   /**
    * Decide one request of an inspected connection on its own method and path. The Host inside the TLS is what
    * the upstream routes on: it must be the host decided (and certified) for this connection, or a request for
-   * another site would ride on this one's decision (domain fronting): 421 then.
+   * another site would ride on this one's decision (domain fronting): 421 then. Synchronous: the address is the
+   * connection's, checked already, so nothing is looked up. The decision's event is emitted, not yet written: the
+   * caller acts on it once `events.decisionsWritten()` settles (decision/authorize.ts emitDecision).
    */
-  const decideRequest = async (
-    req: http.IncomingMessage,
-    connection: ConnectionState,
-  ): Promise<Authorization | { action: 'misdirected'; message: string; event: DecisionEvent }> => {
+  const decideRequest = (req: http.IncomingMessage, connection: ConnectionState): RequestAuthorization => {
     const policy = options.policy();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
     const sameHost = (req.headers.host !== undefined && req.headers.host === connection.sameHostHeader) || namesConnectionHost(req.headers.host, connection);
-    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path };
-    if (sameHost) return authorize(options, { ...request, addresses: [connection.address] });
+    // The checked address as the list authorize takes, made once per connection (nothing changes it).
+    const addresses = (connection.addresses ??= [connection.address]);
+    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path, addresses };
+    if (sameHost) return authorizeOnAddresses(options, request);
     const decision = refusal(
       { mode: 'block' },
       {
@@ -113,7 +117,7 @@ export function createInspector(options: InspectorOptions): Inspector {
         message: `the request names Host "${req.headers.host ?? ''}" inside a connection to ${connection.host}`,
       },
     );
-    return decisionWritten(events, { action: 'misdirected' as const, message: decision.message, event: emitDecision(events, policy, request, decision) });
+    return { action: 'misdirected', message: decision.message, event: emitDecision(events, policy, request, decision) };
   };
   /** Whether a Host header names the connection's own host and port (remembered, when it does, for the connection's next requests). */
   const namesConnectionHost = (header: string | undefined, connection: ConnectionState): boolean => {
@@ -128,27 +132,39 @@ export function createInspector(options: InspectorOptions): Inspector {
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const connection = connections.get(req.socket);
     if (!connection) return void res.destroy();
-    void decideRequest(req, connection)
-      .then((auth) => {
-        if (auth.action === 'misdirected' || auth.action === 'reject') {
-          // The connection ends after the refusal (no keep-alive); a request already pipelined behind it is still
-          // decided on its own.
-          res.shouldKeepAlive = false;
-          const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
-          return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
-        }
-        if (auth.action === 'fail') {
-          sendProxyError(res, auth.status, auth.message, auth.event.id);
-          auth.connection.close({ status: auth.status, error: auth.error });
-          return;
-        }
-        options.forwarder.forward({ req, res, auth, authority: authorityOf(connection), tls: !connection.plain });
-      })
-      .catch((err: Error) => {
-        events.log.error({ err: err.message, client: connection.client }, 'inspected request handling failed');
-        sendProxyError(res, 502, 'egress-guard could not handle this request');
-      });
+    let auth: RequestAuthorization;
+    try {
+      auth = decideRequest(req, connection);
+    } catch (err) {
+      return requestFailed(err as Error, res, connection);
+    }
+    // One promise for every decision of this turn (the events file's end-of-turn write); the request moves after it.
+    void events.decisionsWritten().then(() => actOn(auth, req, res, connection));
   });
+  /** Answer or forward one decided request of an inspected connection. */
+  const actOn = (auth: RequestAuthorization, req: http.IncomingMessage, res: http.ServerResponse, connection: ConnectionState): void => {
+    try {
+      if (auth.action === 'misdirected' || auth.action === 'reject') {
+        // The connection ends after the refusal (no keep-alive); a request already pipelined behind it is still
+        // decided on its own.
+        res.shouldKeepAlive = false;
+        const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
+        return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
+      }
+      if (auth.action === 'fail') {
+        sendProxyError(res, auth.status, auth.message, auth.event.id);
+        auth.connection.close({ status: auth.status, error: auth.error });
+        return;
+      }
+      options.forwarder.forward({ req, res, auth, authority: authorityOf(connection), tls: !connection.plain });
+    } catch (err) {
+      requestFailed(err as Error, res, connection);
+    }
+  };
+  const requestFailed = (err: Error, res: http.ServerResponse, connection: ConnectionState): void => {
+    events.log.error({ err: err.message, client: connection.client }, 'inspected request handling failed');
+    sendProxyError(res, 502, 'egress-guard could not handle this request');
+  };
 
   // A WebSocket upgrade is decided on its method and path like any request; allowed, it becomes a relay once
   // upstream answers 101 (inspected-upgrade.ts); refused, it gets the 403 and the connection ends.
@@ -159,7 +175,8 @@ export function createInspector(options: InspectorOptions): Inspector {
       // h2c and the like: served as the plain request it also is, parsed again without the upgrade headers.
       return serveWithoutUpgrade(server, req, socket, head);
     }
-    void decideRequest(req, connection)
+    void Promise.resolve()
+      .then(() => decisionWritten(events, decideRequest(req, connection)))
       .then((auth) => {
         if (auth.action === 'forward') return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, tls: !connection.plain });
         if (auth.action === 'fail') auth.connection.close({ status: auth.status, error: auth.error });
