@@ -29,7 +29,8 @@ import { percentile, round } from './stats.js';
  * 10-million-event history takes ~16 minutes to build; reuse it with BENCH_COLLECTOR_INGEST=0 so that it stays the
  * same), BENCH_COLLECTOR_PG_URL (a PostgreSQL database to use instead of a throwaway cluster: built when empty, else
  * reused, and kept), BENCH_COLLECTOR_CLI (the egress-guard.js to measure: another build on the same history),
- * BENCH_COLLECTOR_QUERIES (only the queries whose name holds this text). Results: stdout and
+ * BENCH_COLLECTOR_QUERIES (only the queries whose name holds this text), BENCH_COLLECTOR_WARMUP (events per collector process
+ * ingested before each ingest run is measured, default 0: the CPU per event of a warm process). Results: stdout and
  * test-artifacts/collector-bench.json. The PostgreSQL server is a throwaway cluster (test/helpers/postgres-cluster.ts,
  * fsync off) on the same machine as the collectors and the load generator.
  */
@@ -44,6 +45,12 @@ const SETTINGS = {
   jobs: num('BENCH_COLLECTOR_JOBS', 2_000),
   hosts: num('BENCH_COLLECTOR_HOSTS', 300),
   ingest: num('BENCH_COLLECTOR_INGEST', 200_000),
+  /**
+   * Events each collector process ingests over HTTP before an ingest run is measured (checked stored once each, not
+   * counted): a fresh process spends a share of its first 100,000 events' CPU compiling its hot code (V8's optimising
+   * compiler, on helper threads), which a long-running collector does not (docs/collector.md, "Eighth round").
+   */
+  warmup: num('BENCH_COLLECTOR_WARMUP', 0),
   samples: num('BENCH_COLLECTOR_SAMPLES', 60),
   engines: (process.env.BENCH_COLLECTOR_ENGINES ?? 'sqlite,postgres').split(',').map((s) => s.trim()),
   processes: (process.env.BENCH_COLLECTOR_PROCESSES ?? '1,2,4').split(',').map(Number),
@@ -254,6 +261,14 @@ async function postmasterOf(db: string): Promise<number> {
 
 /** An ingest run (ingest) with the CPU the collector processes and, when given, the PostgreSQL server used for it. */
 async function measuredIngest(processes: readonly CollectorProcess[], tag: string, postmaster: number | undefined): Promise<IngestRun> {
+  if (SETTINGS.warmup > 0) {
+    const warm = await ingest(
+      processes.map((p) => p.port),
+      SETTINGS.warmup * processes.length,
+      `${tag}-warmup`,
+    );
+    if (warm.stored !== SETTINGS.warmup * processes.length || warm.duplicates !== 0) throw new Error(`warm-up of ${tag}: ${warm.stored} stored, ${warm.duplicates} duplicates`);
+  }
   const collectorsCpu = () => processes.reduce((sum, p) => sum + processCpuMicros(p.pid), 0);
   const c0 = collectorsCpu();
   const p0 = postmaster === undefined ? 0 : clusterCpuMicros(postmaster);

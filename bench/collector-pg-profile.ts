@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
@@ -17,11 +18,28 @@ import { round } from './stats.js';
  * (all the cluster's processes, from /proc), WAL bytes, statements sent per batch, and at the end the bytes on disk
  * per relation kind (tables, each index, TOAST; partitions summed). BENCH_PROFILE_ROUNDS rounds per module (3).
  * Run the collector with --cpu-prof for the JavaScript side; this gives the split between the two processes.
+ * BENCH_PROFILE_WARM: batches stored before a round is measured (default 4; a fresh process runs its first ~100,000
+ * events partly unoptimised). Under valgrind --tool=callgrind with BENCH_PROFILE_CALLGRIND=1 (one module, one round),
+ * the counters are zeroed before the measured batches and dumped after them, and Math.random is a seeded generator, so
+ * that two builds' runs store the same mix of events (their ids still differ, in shape alike).
  */
 
 const EVENTS = Number(process.env.BENCH_PROFILE_EVENTS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_PROFILE_ROUNDS ?? 3);
 const BATCH = 500;
+const WARM = Number(process.env.BENCH_PROFILE_WARM ?? 4);
+const CALLGRIND = process.env.BENCH_PROFILE_CALLGRIND === '1';
+
+if (CALLGRIND) {
+  // mulberry32: the bench events' hosts, kinds and bytes (bench/collector-events.ts) the same in every run.
+  let seed = 0x6567_7264;
+  Math.random = () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
 
 /** Statements sent through any pg client of this process. */
 let statements = 0;
@@ -31,9 +49,11 @@ pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
   return (query as (...a: unknown[]) => unknown).apply(this, args);
 } as typeof pg.Client.prototype.query;
 
-function makeEvents(tag: string): EgressEvent[][] {
+/** The warm-up's batches, then EVENTS events' (batches of BATCH). */
+function makeEvents(tag: string, warm: number): EgressEvent[][] {
   const events: EgressEvent[] = [];
-  for (let j = 0; events.length < EVENTS; j++) events.push(...jobEvents(`${tag}-${j}`, Math.min(1000, EVENTS - events.length), Date.now() - 3_600_000, 300));
+  for (let j = 0; events.length < EVENTS + warm * BATCH; j++)
+    events.push(...jobEvents(`${tag}-${j}`, Math.min(1000, EVENTS + warm * BATCH - events.length), Date.now() - 3_600_000, 300));
   const batches: EgressEvent[][] = [];
   for (let i = 0; i < events.length; i += BATCH) batches.push(events.slice(i, i + BATCH));
   return batches;
@@ -77,20 +97,22 @@ async function runRound(cluster: PostgresCluster, modulePath: string, db: string
   const url = cluster.url.replace(/\/egress$/, `/${db}`);
   const { PostgresStore } = (await import(pathToFileURL(modulePath).href)) as { PostgresStore: { open(url: string): Promise<EventStore> } };
   const store = await PostgresStore.open(url);
-  const batches = makeEvents(db);
+  const batches = makeEvents(db, WARM);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    // Warm: the first batches fill the dictionary cache and make the partitions.
-    for (const b of batches.slice(0, 4)) await store.insert(b);
-    const measured = batches.slice(4);
+    // Warm: the first batches fill the dictionary cache, make the partitions and let V8 optimise the hot code.
+    for (const b of batches.slice(0, WARM)) await store.insert(b);
+    const measured = batches.slice(WARM);
     const events = measured.reduce((n, b) => n + b.length, 0);
     const wal0 = (await client.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l as string;
     const pg0 = clusterCpuMicros(postmaster);
     const cpu0 = process.cpuUsage();
     const st0 = statements;
     const t0 = performance.now();
+    if (CALLGRIND) execFileSync('callgrind_control', ['-z', String(process.pid)]);
     for (const b of measured) await store.insert(b);
+    if (CALLGRIND) execFileSync('callgrind_control', ['-d', String(process.pid)]);
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const st = statements - st0;
@@ -100,7 +122,7 @@ async function runRound(cluster: PostgresCluster, modulePath: string, db: string
     const sizes = await relationSizes(client);
     const total = Object.values(sizes).reduce((a, b) => a + b, 0);
     const count = await store.count();
-    if (count !== EVENTS) throw new Error(`${modulePath}: ${count} events stored of ${EVENTS}`);
+    if (count !== EVENTS + WARM * BATCH) throw new Error(`${modulePath}: ${count} events stored of ${EVENTS + WARM * BATCH}`);
     return {
       module: modulePath,
       collectorMicrosPerEvent: round((cpu.user + cpu.system) / events, 1),

@@ -1,6 +1,7 @@
 import type { EgressEvent } from '../../events/schema.js';
 import { jobKey } from '../../events/job-key.js';
 import { wellFormedText } from '../../events/well-formed.js';
+import { dateTextMs } from '../../events/validate.js';
 import { CLOSE, DECISION, OUTCOME_CODES, packBody } from './codec.js';
 import type { JobSighting } from '../../report/host-sightings.js';
 import { decodeCursor, encodeCursor, iso, type SearchPage, type SearchQuery, type SightingFilter } from './event-store.js';
@@ -141,7 +142,7 @@ export function toRows<K>(events: readonly EgressEvent[], ids: ReadonlyMap<strin
     const own = isDecision ? decisions : closes;
     if (own.has(rowId)) continue;
     const event = isDecision ? DECISION : CLOSE;
-    const time = Date.parse(e.time);
+    const time = dateTextMs(e.time); // Date.parse's number, without its cost for a sidecar's time
     const pair = (isDecision ? closes : decisions).get(rowId) ?? null;
     const row: EventRowV2<K> = {
       id: rowId,
@@ -205,51 +206,78 @@ export function pairStored(row: EventRowV2, inserted: ReadonlySet<EventRowV2>): 
   return row.pair !== null && inserted.has(row) && inserted.has(row.pair);
 }
 
-/** Aggregate changes: newly stored decisions count, links add bytes. */
-export function aggregateDeltas(newDecisions: readonly EventRowV2[], links: readonly Link[]): Deltas {
-  const jobs = new Map<number, JobDelta>();
-  const destinations = new Map<string, DestinationDelta>();
+/** A job's delta with its destinations' deltas, by destKey. */
+interface JobDeltas {
+  job: JobDelta;
+  destinations: Map<number | string, DestinationDelta>;
+}
 
-  const add = (d: StoredDecision, time: number | null, bytesIn: number, bytesOut: number) => {
-    let job = jobs.get(d.jobId);
-    if (!job) {
-      job = { jobId: d.jobId, repoId: null, first: Infinity, last: -Infinity, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesIn: 0, bytesOut: 0 };
-      jobs.set(d.jobId, job);
+/**
+ * A destination's key within its job: one number for the (host, port, outcome) every stored row has (a dictionary id,
+ * a port 0-65535, an outcome code 0-2: 49 bits at most), so that the Map hashes no string per event; any other value
+ * (never stored by this collector, but read back from the database) as text.
+ */
+function destKey(hostId: number, port: number, decision: number): number | string {
+  // `x | 0` and `x & mask` give x back only for an integer in range (a fraction, NaN or a larger number comes back changed).
+  if (hostId >= 0 && (hostId | 0) === hostId && (port & 0xffff) === port && (decision & 3) === decision) return hostId * 0x4_0000 + port * 4 + decision;
+  return `${hostId}:${port}:${decision}`;
+}
+
+/**
+ * Aggregate changes: newly stored decisions count, links add bytes. One job entry per job, its destinations by a
+ * numeric key (destKey), each decision added from its row's fields (no key string, object or array per event).
+ */
+export function aggregateDeltas(newDecisions: readonly EventRowV2[], links: readonly Link[]): Deltas {
+  const jobs = new Map<number, JobDeltas>();
+
+  const add = (jobId: number, hostId: number, port: number, decision: number, time: number | null, bytesIn: number, bytesOut: number): JobDelta => {
+    let entry = jobs.get(jobId);
+    if (!entry) {
+      const job: JobDelta = { jobId, repoId: null, first: Infinity, last: -Infinity, decisions: 0, allowed: 0, blocked: 0, wouldBlock: 0, bytesIn: 0, bytesOut: 0 };
+      entry = { job, destinations: new Map() };
+      jobs.set(jobId, entry);
     }
-    const destKey = `${d.jobId}:${d.hostId}:${d.port}:${d.decision}`;
-    let dest = destinations.get(destKey);
+    const { job } = entry;
+    const key = destKey(hostId, port, decision);
+    let dest = entry.destinations.get(key);
     if (!dest) {
-      dest = { jobId: d.jobId, hostId: d.hostId, port: d.port, decision: d.decision, count: 0, bytesIn: 0, bytesOut: 0, first: Infinity, last: -Infinity };
-      destinations.set(destKey, dest);
+      dest = { jobId, hostId, port, decision, count: 0, bytesIn: 0, bytesOut: 0, first: Infinity, last: -Infinity };
+      entry.destinations.set(key, dest);
     }
     job.bytesIn += bytesIn;
     job.bytesOut += bytesOut;
     dest.bytesIn += bytesIn;
     dest.bytesOut += bytesOut;
-    if (time === null) return;
+    if (time === null) return job;
     job.decisions++;
-    if (d.decision === OUTCOME_CODES.allowed) job.allowed++;
-    else if (d.decision === OUTCOME_CODES.blocked) job.blocked++;
+    if (decision === OUTCOME_CODES.allowed) job.allowed++;
+    else if (decision === OUTCOME_CODES.blocked) job.blocked++;
     else job.wouldBlock++;
     dest.count++;
-    for (const t of [job, dest]) {
-      t.first = Math.min(t.first!, time);
-      t.last = Math.max(t.last!, time);
-    }
+    job.first = Math.min(job.first!, time);
+    job.last = Math.max(job.last!, time);
+    dest.first = Math.min(dest.first!, time);
+    dest.last = Math.max(dest.last!, time);
+    return job;
   };
 
   for (const r of newDecisions) {
-    add(decisionOf(r), r.time, 0, 0);
-    if (r.repoId !== null) jobs.get(r.jobId!)!.repoId ??= r.repoId;
+    const job = add(r.jobId!, r.hostId, r.port, r.decision!, r.time, 0, 0);
+    if (r.repoId !== null) job.repoId ??= r.repoId;
   }
-  for (const link of links) add(link.decision, null, link.bytesIn, link.bytesOut);
+  for (const { decision: d, bytesIn, bytesOut } of links) add(d.jobId, d.hostId, d.port, d.decision, null, bytesIn, bytesOut);
   const byKey = (a: DestinationDelta, b: DestinationDelta) => a.jobId - b.jobId || a.hostId - b.hostId || a.port - b.port || a.decision - b.decision;
   // Bytes-only deltas have no time: null first/last leave the row's own. Key order: concurrent batches lock the same
   // aggregate rows in the same order (no deadlock).
   const times = <T extends { first: number | null; last: number | null }>(t: T): T => (t.first === Infinity ? { ...t, first: null, last: null } : t);
+  const destinations: DestinationDelta[] = [];
+  for (const entry of jobs.values()) for (const d of entry.destinations.values()) destinations.push(d);
   return {
-    jobs: [...jobs.values()].sort((a, b) => a.jobId - b.jobId).map(times),
-    destinations: [...destinations.values()].sort(byKey).map(times),
+    jobs: [...jobs.values()]
+      .map((entry) => entry.job)
+      .sort((a, b) => a.jobId - b.jobId)
+      .map(times),
+    destinations: destinations.sort(byKey).map(times),
   };
 }
 

@@ -196,6 +196,84 @@ function closeLocks(keys: readonly string[]): bigint[] {
   return [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
+/** The insert's columns (INSERT_EVENTS_SQL's $1-$11) of `rows`, and each row's close that goes into it (a decision's, else undefined). */
+interface InsertColumns {
+  keys: string[];
+  events: number[];
+  times: number[];
+  jobIds: Array<number | null>;
+  hostIds: number[];
+  ports: number[];
+  decisions: Array<number | null>;
+  bytesIn: Array<number | null>;
+  bytesOut: Array<number | null>;
+  bodies: Buffer[];
+  closeBodies: Array<Buffer | null>;
+  closes: Array<PgRow | undefined>;
+}
+
+/**
+ * The insert's columns in one pass over the rows, each row's close in its decision's row looked up once (a close of a
+ * row of its own has its own bytes; a decision's row has its close's bytes and body, or nulls).
+ */
+function insertColumns(rows: readonly PgRow[], withDecision: ReadonlyMap<PgRow, PgRow>): InsertColumns {
+  const n = rows.length;
+  const c: InsertColumns = {
+    keys: new Array(n),
+    events: new Array(n),
+    times: new Array(n),
+    jobIds: new Array(n),
+    hostIds: new Array(n),
+    ports: new Array(n),
+    decisions: new Array(n),
+    bytesIn: new Array(n),
+    bytesOut: new Array(n),
+    bodies: new Array(n),
+    closeBodies: new Array(n),
+    closes: new Array(n),
+  };
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    const close = r.event === DECISION && withDecision.size > 0 ? withDecision.get(r) : undefined;
+    c.keys[i] = r.key;
+    c.events[i] = r.event;
+    c.times[i] = r.time;
+    c.jobIds[i] = r.jobId;
+    c.hostIds[i] = r.hostId;
+    c.ports[i] = r.port;
+    c.decisions[i] = r.decision;
+    c.bytesIn[i] = r.event === CLOSE ? r.bytesIn : (close?.bytesIn ?? null);
+    c.bytesOut[i] = r.event === CLOSE ? r.bytesOut : (close?.bytesOut ?? null);
+    c.bodies[i] = r.body;
+    c.closeBodies[i] = close?.body ?? null;
+    c.closes[i] = close;
+  }
+  return c;
+}
+
+/** INSERT_EVENTS_SQL's parameters, binary (pg-binary-array.ts). */
+function insertParams(c: InsertColumns): unknown[] {
+  return [
+    uuidArray(c.keys),
+    int2Array(c.events),
+    int8Array(c.times),
+    int4Array(c.jobIds),
+    int4Array(c.hostIds),
+    int4Array(c.ports),
+    int2Array(c.decisions),
+    int8Array(c.bytesIn),
+    int8Array(c.bytesOut),
+    byteaArray(c.bodies),
+    byteaArray(c.closeBodies),
+    c.keys.length,
+  ];
+}
+
+/** A stored decision row as linkCloses needs it (one object: no spread of decisionOf's). */
+function keyedDecision(r: PgRow): KeyedDecision {
+  return { jobId: r.jobId!, hostId: r.hostId, port: r.port, decision: r.decision!, time: r.time };
+}
+
 /** The earlier layout's key column (bytea, `encodeId`'s key, one per id) is migrated to pg-key.ts's on start. */
 async function keyColumnType(client: pg.PoolClient): Promise<string | undefined> {
   const res = await client.query(`SELECT format_type(atttypid, NULL) AS t FROM pg_attribute WHERE attrelid = 'eg_events'::regclass AND attname = 'key'`);
@@ -434,30 +512,13 @@ export class PostgresStore implements EventStore {
     for (const [decision, c] of place.withDecision) packedAt(c, decision.time);
     const rows = [...decisions, ...place.own];
     if (rows.length === 0) return [];
-    const withClose = (r: PgRow) => (r.event === DECISION ? place.withDecision.get(r) : undefined);
-    const col = (f: (r: PgRow) => number | null) => rows.map(f);
-    const res = await client.query({
-      name: 'eg-insert-events',
-      text: INSERT_EVENTS_SQL,
-      values: [
-        uuidArray(rows.map((r) => r.key)),
-        int2Array(col((r) => r.event)),
-        int8Array(col((r) => r.time)),
-        int4Array(col((r) => r.jobId)),
-        int4Array(col((r) => r.hostId)),
-        int4Array(col((r) => r.port)),
-        int2Array(col((r) => r.decision)),
-        int8Array(col((r) => (r.event === CLOSE ? r.bytesIn : (withClose(r)?.bytesIn ?? null)))),
-        int8Array(col((r) => (r.event === CLOSE ? r.bytesOut : (withClose(r)?.bytesOut ?? null)))),
-        byteaArray(rows.map((r) => r.body)),
-        byteaArray(rows.map((r) => withClose(r)?.body ?? null)),
-        rows.length,
-      ],
-    });
+    const params = insertColumns(rows, place.withDecision);
+    const res = await client.query({ name: 'eg-insert-events', text: INSERT_EVENTS_SQL, values: insertParams(params) });
     const stored = storedKeys(rows.length, res.rows[0]);
     const lost: PgRow[] = [];
-    for (const r of rows) {
-      const close = withClose(r);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      const close = params.closes[i];
       if (stored && !stored.has(r.key)) {
         if (close) lost.push(close);
         continue;
@@ -500,7 +561,7 @@ export class PostgresStore implements EventStore {
       // A new decision whose close this batch stored has it counted already; the others may have one stored as a row
       // of its own (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
       const closeless = newDecisions.filter((r) => r.pair === null || !inserted.has(r.pair));
-      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [r.key, { ...aggregate.decisionOf(r), time: r.time }])))));
+      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [r.key, keyedDecision(r)])))));
       await this.applyDeltas(client, newDecisions, links);
       // What may still need linking once this commits: a decision and its close (a row of its own) stored by
       // concurrent transactions see neither the other; whichever re-checks after both committed links them. Repeats
