@@ -348,6 +348,20 @@ describe('a decision is in the events file before its action moves (block mode)'
       paths.map(() => 1),
     );
   });
+
+  test("inspected: the CONNECT's 200 (nothing connects upstream for the tunnel) is read after its line", async () => {
+    const connectLines = () => decisionLines(file, '"kind":"connect"', '"host":"inspected.test"').length;
+    const before = connectLines();
+    let linesAt200 = -1;
+    const tunnel = await whileStalled(file, async () => {
+      const opened = await openTunnel(guard.port, `inspected.test:${secure.port}`);
+      linesAt200 = connectLines();
+      return opened;
+    }, [['"path":"/ok/pipe-3"']]);
+    tunnel.socket.destroy();
+    assert.equal(tunnel.status, 200);
+    assert.equal(linesAt200, before + 1);
+  });
 });
 
 describe('audit mode: a would-block decision is in the events file before its action moves', () => {
