@@ -253,9 +253,10 @@ export class DnsResponder {
   /**
    * The query's one decision event, written to the events file at the end of this event-loop turn rather than
    * synchronously (a write(2) per query was a quarter of the CPU per answer). Safe because a DNS answer moves no
-   * payload: the connection a client makes next is decided, and its decision written synchronously, by the proxy,
-   * which writes the queued DNS lines with it, in order; a query forwarded upstream is written before it is sent
-   * (fetch); the file is also written at the end of every turn and at process exit (EventsFile).
+   * payload: the connection a client makes next is decided by the proxy, which acts on its decision only after the
+   * write that carries it and, before it in order, the DNS lines queued so far (group commit); a query forwarded
+   * upstream is written before it is sent (fetch); the file is also written at the end of every turn and at process
+   * exit (EventsFile).
    */
   private emit(policy: Policy, client: DnsClient, question: WireQuestion, decision: Decision): void {
     const last = this.client;

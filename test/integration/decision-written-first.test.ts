@@ -98,6 +98,42 @@ function proxiedGet(proxyPort: number, url: string, agent: http.Agent | false, o
   });
 }
 
+/** A ClientHello naming `servername` sent into an open tunnel; settled when the tunnel closes (`onClose` called then). */
+function helloUntilClosed(socket: net.Socket, servername: string, onClose?: () => void): Promise<void> {
+  return new Promise((resolve) => {
+    const hello = tls.connect({ socket, servername, rejectUnauthorized: false });
+    hello.once('error', () => undefined);
+    socket.once('close', () => {
+      onClose?.();
+      resolve();
+    });
+  });
+}
+
+/** After a suite: the proxy stopped, then the servers closed, then the events file let go. */
+async function stopAll(file: StalledEventsFile, guard: EgressGuardProcess | undefined, servers: Array<TestServer | net.Server | undefined>): Promise<void> {
+  await guard?.stop();
+  for (const server of servers) {
+    if (server instanceof net.Server) server.close();
+    else await server?.close();
+  }
+  file.close();
+}
+
+/**
+ * Two GETs on one kept-alive client connection (so on one pooled upstream connection, where a request head goes out
+ * on the next tick), the second with the events file stalled once the first's close line is written.
+ */
+async function secondOnKeptAlive(file: StalledEventsFile, proxyPort: number, base: string, first: string, second: string): Promise<{ status: number; body: string }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    assert.equal((await proxiedGet(proxyPort, `${base}${first}`, agent)).status, 200);
+    return await whileStalled(file, () => proxiedGet(proxyPort, `${base}${second}`, agent), [[`"path":"${first}"`]]);
+  } finally {
+    agent.destroy();
+  }
+}
+
 describe('a decision is in the events file before its action moves (block mode)', () => {
   const file = new StalledEventsFile();
   let guard: EgressGuardProcess;
@@ -140,20 +176,10 @@ describe('a decision is in the events file before its action moves (block mode)'
       EGRESS_UPSTREAM_CA: upstreamCa,
     });
   });
-  after(async () => {
-    await guard?.stop();
-    await plain?.close();
-    await secure?.close();
-    tunnelTarget?.close();
-    file.close();
-  });
+  after(() => stopAll(file, guard, [plain, secure, tunnelTarget]));
 
   test('plain HTTP: a request on a reused keep-alive upstream connection reaches the server after its line', async () => {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    const base = `http://allowed.test:${plain.port}`;
-    assert.equal((await proxiedGet(guard.port, `${base}/keep-1`, agent)).status, 200);
-    const second = await whileStalled(file, () => proxiedGet(guard.port, `${base}/keep-2`, agent), [['"path":"/keep-1"']]);
-    agent.destroy();
+    const second = await secondOnKeptAlive(file, guard.port, `http://allowed.test:${plain.port}`, '/keep-1', '/keep-2');
     assert.equal(second.status, 200);
     assert.equal(upstreamSocket.get('/keep-2'), upstreamSocket.get('/keep-1'), 'the second request went over the pooled connection');
     assert.equal(linesAtArrival.get('/keep-2'), 1, 'the decision line was in the file when the request head arrived');
@@ -219,17 +245,8 @@ describe('a decision is in the events file before its action moves (block mode)'
     const tunnel = await openTunnel(guard.port, `tunnel.test:${port}`);
     assert.equal(tunnel.status, 200);
     let linesAtReset = -1;
-    await whileStalled(
-      file,
-      () =>
-        new Promise<void>((resolve) => {
-          const hello = tls.connect({ socket: tunnel.socket, servername: 'refused-sni.test', rejectUnauthorized: false });
-          hello.once('error', () => undefined);
-          tunnel.socket.once('close', () => {
-            linesAtReset = decisionLines(file, '"reason":"sni-mismatch"', '"host":"refused-sni.test"').length;
-            resolve();
-          });
-        }),
+    await whileStalled(file, () =>
+      helloUntilClosed(tunnel.socket, 'refused-sni.test', () => (linesAtReset = decisionLines(file, '"reason":"sni-mismatch"', '"host":"refused-sni.test"').length)),
     );
     assert.equal(linesAtReset, 1);
   });
@@ -269,6 +286,128 @@ describe('a decision is in the events file before its action moves (block mode)'
     client.destroy();
     assert.equal(answer.status, 421);
     assert.equal(linesAt421, 1);
+  });
+  test('inspected: a WebSocket upgrade reaches the server after its line; a refused one reads its 403 after its line', async () => {
+    const tunnel = await openTunnel(guard.port, `inspected.test:${secure.port}`);
+    assert.equal(tunnel.status, 200);
+    const client = tls.connect({ socket: tunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => client.once('secureConnect', resolve).once('error', reject));
+    const upgrade = (path: string) =>
+      `GET ${path} HTTP/1.1\r\nHost: inspected.test:${secure.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+    // A request first, whose close line is then waited for: the lines of the tests before are all written by then.
+    const warm = readAnswer(client);
+    client.write(`GET /ok/ws-warm HTTP/1.1\r\nHost: inspected.test:${secure.port}\r\n\r\n`);
+    assert.equal((await warm).status, 200);
+    // The test server has no upgrade listener: it answers the upgrade as a plain request (200), after recording it.
+    await whileStalled(file, () => {
+      const answer = readAnswer(client);
+      client.write(upgrade('/ok/ws'));
+      return answer;
+    }, [['"path":"/ok/ws-warm"']]);
+    client.destroy();
+    assert.equal(linesAtArrival.get('/ok/ws'), 1, 'the upgrade reached the server after its line');
+    const refusedTunnel = await openTunnel(guard.port, `inspected.test:${secure.port}`);
+    const refusedClient = tls.connect({ socket: refusedTunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => refusedClient.once('secureConnect', resolve).once('error', reject));
+    let linesAt403 = -1;
+    const refused = await whileStalled(file, () => {
+      const answer = readAnswer(refusedClient, () => (linesAt403 = decisionLines(file, '"path":"/no/ws"').length));
+      refusedClient.write(upgrade('/no/ws'));
+      return answer;
+    }, [['"path":"/ok/ws"']]);
+    refusedClient.destroy();
+    assert.equal(refused.status, 403);
+    assert.equal(linesAt403, 1, 'the refused upgrade read its 403 after its line');
+  });
+
+  test('inspected: pipelined requests (one write) each reach the server after their own line', async () => {
+    const tunnel = await openTunnel(guard.port, `inspected.test:${secure.port}`);
+    const client = tls.connect({ socket: tunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => client.once('secureConnect', resolve).once('error', reject));
+    const paths = ['/ok/pipe-1', '/ok/pipe-2', '/ok/pipe-3'];
+    const text = await whileStalled(file, () => {
+      const all = new Promise<string>((resolve) => {
+        let got = '';
+        const timer = setTimeout(() => resolve(got), 10_000);
+        client.on('data', (chunk: Buffer) => {
+          got += chunk.toString('latin1');
+          if (got.split('HTTP/1.1 ').length > paths.length) {
+            clearTimeout(timer);
+            resolve(got);
+          }
+        });
+      });
+      client.write(paths.map((path) => `GET ${path} HTTP/1.1\r\nHost: inspected.test:${secure.port}\r\n\r\n`).join(''));
+      return all;
+    });
+    client.destroy();
+    assert.equal(text.split('HTTP/1.1 200').length - 1, paths.length);
+    assert.deepEqual(
+      paths.map((path) => linesAtArrival.get(path)),
+      paths.map(() => 1),
+    );
+  });
+
+  test("inspected: the CONNECT's 200 (nothing connects upstream for the tunnel) is read after its line", async () => {
+    const connectLines = () => decisionLines(file, '"kind":"connect"', '"host":"inspected.test"').length;
+    const before = connectLines();
+    let linesAt200 = -1;
+    const tunnel = await whileStalled(file, async () => {
+      const opened = await openTunnel(guard.port, `inspected.test:${secure.port}`);
+      linesAt200 = connectLines();
+      return opened;
+    }, [['"path":"/ok/pipe-3"']]);
+    tunnel.socket.destroy();
+    assert.equal(tunnel.status, 200);
+    assert.equal(linesAt200, before + 1);
+  });
+});
+
+describe('audit mode: a would-block decision is in the events file before its action moves', () => {
+  const file = new StalledEventsFile();
+  let guard: EgressGuardProcess;
+  let plain: TestServer;
+  let tunnelTarget: net.Server;
+  const linesAtArrival = new Map<string, number>();
+  let mismatchLinesAtFirstByte = -1;
+
+  before(async () => {
+    plain = await startHttpServer((req, res) => {
+      linesAtArrival.set(req.url ?? '', decisionLines(file, `"path":"${req.url ?? ''}"`, '"decision":"would-block"').length);
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 });
+      res.end('ok');
+    });
+    tunnelTarget = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', () => {
+        mismatchLinesAtFirstByte = decisionLines(file, '"reason":"sni-mismatch"', '"host":"refused-sni.test"').length;
+        socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => tunnelTarget.listen(0, '127.0.0.1', resolve));
+    guard = await startEgressGuard(['--resolve', 'refused.test=127.0.0.1', '--resolve', 'tunnel.test=127.0.0.1'], {
+      EGRESS_MODE: 'audit',
+      EGRESS_ALLOWED_ENDPOINTS: 'tunnel.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+      EGRESS_EVENTS_FILE: file.path,
+      EGRESS_STATE_DIR: tempDir('eg-written-first-audit-'),
+    });
+  });
+  after(() => stopAll(file, guard, [plain, tunnelTarget]));
+
+  test('a would-block request on a reused keep-alive upstream connection is forwarded after its line', async () => {
+    const answer = await secondOnKeptAlive(file, guard.port, `http://refused.test:${plain.port}`, '/audit-0', '/audit-1');
+    assert.equal(answer.status, 200);
+    assert.equal(linesAtArrival.get('/audit-1'), 1, 'the would-block line was in the file when the request head arrived');
+  });
+
+  test("CONNECT: a ClientHello naming a refused host (sni-mismatch) is relayed after the mismatch's line", async () => {
+    const port = (tunnelTarget.address() as AddressInfo).port;
+    const tunnel = await openTunnel(guard.port, `tunnel.test:${port}`);
+    assert.equal(tunnel.status, 200);
+    await whileStalled(file, () => helloUntilClosed(tunnel.socket, 'refused-sni.test'), [['"path":"/audit-1"']]);
+    assert.equal(mismatchLinesAtFirstByte, 1);
   });
 });
 
