@@ -166,9 +166,34 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
     writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
   };
 
-  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => onConnect(socket, req.url ?? '', head));
+  // node's server hands a CONNECT over as soon as it is parsed, though responses to requests pipelined ahead of it
+  // may still be coming (it answers those in order, but not the CONNECT): its answer would be written in between,
+  // and the request ahead cut. So it waits for them; its own first bytes are put back at once (see onConnect).
+  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    if (!responseInFlight(socket)) return onConnect(socket, req.url ?? '', head);
+    // node took its own error listener off the socket with the hand-over: a reset while waiting must not throw.
+    socket.on('error', () => socket.destroy());
+    if (head.length > 0) socket.unshift(head);
+    afterResponses(socket, () => onConnect(socket, req.url ?? '', NO_BYTES));
+  });
   server.on('clientError', onClientError);
   frontConnects(server, { connect: onConnect, clientError: onClientError });
 
   return server;
+}
+
+const NO_BYTES = Buffer.alloc(0);
+
+/** The response node's server is writing on this connection, if any (the next pipelined one is assigned when it ends). */
+function responseInFlight(socket: net.Socket): http.ServerResponse | null | undefined {
+  return (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+}
+
+/** Call `then` once no response of node's server is in flight on the socket (none if the socket closes first). */
+function afterResponses(socket: net.Socket, then: () => void): void {
+  const current = responseInFlight(socket);
+  if (socket.destroyed) return;
+  if (!current) return then();
+  // 'close' comes a tick after the response ended (or when the connection went), once node has assigned the next one.
+  current.once('close', () => afterResponses(socket, then));
 }

@@ -65,6 +65,10 @@ describe('explicit proxy: requests on kept-alive connections, each decided and f
         ]);
         return void res.end('ok');
       }
+      if (req.url === '/slow') {
+        // Answered after the CONNECT pipelined behind it has been decided.
+        return void setTimeout(() => res.end('GET /slow'), 300);
+      }
       if (req.url === '/chunked') {
         res.writeHead(200, { 'content-type': 'text/plain' });
         res.write('part one, ');
@@ -122,6 +126,40 @@ describe('explicit proxy: requests on kept-alive connections, each decided and f
       assert.equal(close.status, 200);
     }
     assert.equal(guard.events().filter((l) => l.event === 'close' && l.id === decisions[1]!.id).length, 0, 'a refused request has no close event');
+  });
+
+  test('a CONNECT pipelined behind a request still being answered is answered after it, in order', async () => {
+    const socket = await connect(guard.port);
+    try {
+      socket.write(`GET http://${authority}/slow HTTP/1.1\r\nHost: ${authority}\r\n\r\nCONNECT denied.test:${upstream.port} HTTP/1.1\r\nHost: denied.test\r\n\r\n`);
+      const { text } = await readUntil(socket, (t) => t.includes('GET /slow') && / 403 /.test(t));
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+      assert.deepEqual(statuses, ['200', '403'], text);
+    } finally {
+      socket.destroy();
+    }
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === '/slow');
+    const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+    assert.equal(close.status, 200);
+    assert.equal(close.error, undefined);
+  });
+
+  test('a client that resets while its CONNECT waits behind a request: the proxy goes on serving', async () => {
+    const socket = await connect(guard.port);
+    socket.on('error', () => undefined);
+    socket.write(`GET http://${authority}/slow HTTP/1.1\r\nHost: ${authority}\r\n\r\nCONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    socket.resetAndDestroy();
+    // After /slow's answer met the reset connection.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const next = await connect(guard.port);
+    try {
+      next.write(`GET http://${authority}/after-reset HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { text } = await readUntil(next, (t) => t.includes('GET /after-reset'));
+      assert.match(text, /^HTTP\/1\.1 200 /);
+    } finally {
+      next.destroy();
+    }
   });
 
   test('upstream connections are reused across requests and across client connections', async () => {
