@@ -1,4 +1,4 @@
-import type { Decision, Policy } from '../policy/index.js';
+import { keepAnswer, type Decision, type Policy } from '../policy/index.js';
 import type { WireQuestion } from './wire.js';
 
 /**
@@ -21,12 +21,6 @@ export class NameDecisions {
       this.decided.clear();
       this.policy = policy;
     }
-    let decision = this.decided.get(question.name);
-    if (decision === undefined) {
-      if (this.decided.size >= this.maxNames) this.decided.clear();
-      decision = this.decide(policy, question);
-      this.decided.set(question.name, decision);
-    }
-    return decision;
+    return this.decided.get(question.name) ?? keepAnswer(this.decided, question.name, this.decide(policy, question), this.maxNames);
   }
 }

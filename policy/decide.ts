@@ -3,6 +3,7 @@ import { classifyAddress } from './address-safety.js';
 import { findCidr } from './cidr.js';
 import { canonicalHost, parseAddress, type Address, type CanonicalHost } from './host.js';
 import { matchHost } from './host-pattern.js';
+import { answersOf, keepAnswer } from './kept-answers.js';
 import { formatHostPort } from './host-port.js';
 import type { Policy } from './policy.js';
 import { decision, type Decision, type DecisionRequest } from './decision.js';
@@ -23,17 +24,10 @@ const MAX_ADDRESS_ANSWERS = 4096;
 
 function decideAddressesOnce(policy: Policy, host: string, port: number, rule: string, addresses: readonly string[]): Decision {
   if (addresses.length !== 1) return decideAddresses(policy, host, port, rule, addresses);
-  let answers = addressAnswersByPolicy.get(policy);
-  if (answers === undefined) addressAnswersByPolicy.set(policy, (answers = new Map()));
+  const answers = answersOf(addressAnswersByPolicy, policy);
   // The rule's length first: neither a canonical host nor a port has a space, so the key reads back one way only.
   const key = `${rule.length}:${rule}${port} ${host} ${addresses[0]}`;
-  let answer = answers.get(key);
-  if (answer === undefined) {
-    answer = Object.freeze(decideAddresses(policy, host, port, rule, addresses));
-    if (answers.size >= MAX_ADDRESS_ANSWERS) answers.clear();
-    answers.set(key, answer);
-  }
-  return answer;
+  return answers.get(key) ?? keepAnswer(answers, key, Object.freeze(decideAddresses(policy, host, port, rule, addresses)), MAX_ADDRESS_ANSWERS);
 }
 
 /** Check resolved addresses against address safety; returns the address to connect to, if any. */
@@ -86,13 +80,7 @@ const MAX_NAME_LENGTH = 256;
 function canonicalHostOnce(host: string): CanonicalHost {
   // A text longer than any host name is answered without being kept (the memo holds at most 4096 short texts).
   if (host.length > MAX_NAME_LENGTH) return canonicalHost(host);
-  let canonical = canonicalHosts.get(host);
-  if (canonical === undefined) {
-    canonical = Object.freeze(canonicalHost(host));
-    if (canonicalHosts.size >= MAX_CANONICAL_HOSTS) canonicalHosts.clear();
-    canonicalHosts.set(host, canonical);
-  }
-  return canonical;
+  return canonicalHosts.get(host) ?? keepAnswer(canonicalHosts, host, Object.freeze(canonicalHost(host)), MAX_CANONICAL_HOSTS);
 }
 
 /** The one decision function every listener calls (HTTP, CONNECT, transparent). Pure. */

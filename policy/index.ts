@@ -12,3 +12,4 @@ export { bracketed, formatHostPort, parseAuthority } from './host-port.js';
 export { refusal } from './refusal.js';
 export { normalisePath, compilePathPattern, matchPath, type NormalisedPath, type PathPattern } from './request-path.js';
 export { isRequestRule, type EndpointRule } from './endpoint.js';
+export { keepAnswer } from './kept-answers.js';

@@ -1,6 +1,7 @@
 import { decision, type Decision } from './decision.js';
 import { isRequestRule, type EndpointRule } from './endpoint.js';
 import { matchHost } from './host-pattern.js';
+import { answersOf, keepAnswer } from './kept-answers.js';
 import type { Policy } from './policy.js';
 import { matchPath, normalisePath } from './request-path.js';
 
@@ -39,19 +40,15 @@ const hostEntriesByPolicy = new WeakMap<Policy, Map<string, HostEntries>>();
 const MAX_HOSTS_PER_POLICY = 4096;
 
 function hostEntries(policy: Policy, name: string, port: number): HostEntries {
-  let byHost = hostEntriesByPolicy.get(policy);
-  if (byHost === undefined) hostEntriesByPolicy.set(policy, (byHost = new Map()));
+  const byHost = answersOf(hostEntriesByPolicy, policy);
   // A canonical name has no space: the key is unambiguous.
   const key = `${port} ${name}`;
-  let entries = byHost.get(key);
-  if (entries === undefined) {
-    const allowing = entriesFor(policy.endpoints, name, port);
-    const denying = entriesFor(policy.deniedEndpoints, name, port);
-    entries = { denied: deniedWhole(policy, name, port), allowing, denying, requestRules: allowing.some(isRequestRule) || denying.some(isRequestRule) };
-    if (byHost.size >= MAX_HOSTS_PER_POLICY) byHost.clear();
-    byHost.set(key, entries);
-  }
-  return entries;
+  const kept = byHost.get(key);
+  if (kept !== undefined) return kept;
+  const allowing = entriesFor(policy.endpoints, name, port);
+  const denying = entriesFor(policy.deniedEndpoints, name, port);
+  const entries = { denied: deniedWhole(policy, name, port), allowing, denying, requestRules: allowing.some(isRequestRule) || denying.some(isRequestRule) };
+  return keepAnswer(byHost, key, entries, MAX_HOSTS_PER_POLICY);
 }
 
 function methodMatches(rule: EndpointRule, method: string): boolean {
