@@ -140,11 +140,7 @@ async function authorizeNow(ctx: AuthorizeContext, request: AuthorizeRequest): P
     const timeout = resolveError.kind === 'timeout';
     return failure(ctx.events, request, started, nameDecision, emit(nameDecision), timeout ? 504 : 502, timeout ? 'upstream-dns-timeout' : 'upstream-dns', resolveError.message);
   }
-  // The name's decision carried on to the addresses: what decide() on name and addresses together returns, without
-  // judging the name a second time (policy-decide.test.ts).
-  const decision = decideOnAddresses(policy, nameDecision, request.port, addresses);
-  if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
-  return forwardDecided(ctx.events, request, started, decision, addresses, emit);
+  return forwardOnAddresses(ctx.events, policy, request, started, nameDecision, addresses, emit);
 }
 
 /**
@@ -175,9 +171,25 @@ export function authorizeOnAddresses(ctx: AuthorizeContext, request: AuthorizeRe
   if (nameDecision.ip !== undefined) {
     return forwardTo(ctx.events, request, nameDecision, emit(nameDecision), nameDecision.ip, request.port, started);
   }
-  const onAddresses = decideOnAddresses(policy, nameDecision, request.port, request.addresses);
-  if (onAddresses.outcome === 'blocked') return { action: 'reject', decision: onAddresses, event: emit(onAddresses) };
-  return forwardDecided(ctx.events, request, started, onAddresses, request.addresses, emit);
+  return forwardOnAddresses(ctx.events, policy, request, started, nameDecision, request.addresses, emit);
+}
+
+/**
+ * The name's decision carried on to the addresses: what decide() on name and addresses together returns, without
+ * judging the name a second time (policy-decide.test.ts); refused, or forwarded to the address checked.
+ */
+function forwardOnAddresses(
+  events: EventLog,
+  policy: Policy,
+  request: AuthorizeRequest,
+  started: number,
+  nameDecision: Decision,
+  addresses: readonly string[],
+  emit: (d: Decision) => DecisionEvent,
+): Authorization {
+  const decision = decideOnAddresses(policy, nameDecision, request.port, addresses);
+  if (decision.outcome === 'blocked') return { action: 'reject', decision, event: emit(decision) };
+  return forwardDecided(events, request, started, decision, addresses, emit);
 }
 
 /** A request decided on its addresses and not refused: forwarded to the address checked (audit mode: the first one). */
