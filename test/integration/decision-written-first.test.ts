@@ -24,6 +24,15 @@ import { tempDir } from '../helpers/temp-dir.js';
 /** How long a stalled events file stays stalled when nothing arrives (the build that waits sends nothing until then). */
 const RELEASE_AFTER_MS = 400;
 
+/** A TLS connection to inspected.test through a CONNECT tunnel (egress-guard's leaf, not verified here). */
+async function inspectedClient(proxyPort: number, port: number): Promise<tls.TLSSocket> {
+  const tunnel = await openTunnel(proxyPort, `inspected.test:${port}`);
+  assert.equal(tunnel.status, 200);
+  const client = tls.connect({ socket: tunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
+  await new Promise<void>((resolve, reject) => client.once('secureConnect', resolve).once('error', reject));
+  return client;
+}
+
 /**
  * Run `exchange` with the events file stalled, let go after RELEASE_AFTER_MS or when it settles. The close lines of
  * the decisions `before` names (each a list of parts of a decision line) are waited for first: one written after the
@@ -252,10 +261,7 @@ describe('a decision is in the events file before its action moves (block mode)'
   });
 
   test('inspected: a request on a kept-alive TLS connection reaches the server after its line; a refused one reads its 403 after its line', async () => {
-    const tunnel = await openTunnel(guard.port, `inspected.test:${secure.port}`);
-    assert.equal(tunnel.status, 200);
-    const client = tls.connect({ socket: tunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
-    await new Promise<void>((resolve, reject) => client.once('secureConnect', resolve).once('error', reject));
+    const client = await inspectedClient(guard.port, secure.port);
     const ask = (path: string, onHead?: () => void) => {
       const answer = readAnswer(client, onHead);
       client.write(`GET ${path} HTTP/1.1\r\nHost: inspected.test:${secure.port}\r\n\r\n`);
@@ -273,10 +279,7 @@ describe('a decision is in the events file before its action moves (block mode)'
   });
 
   test('inspected: a request naming another Host reads its 421 after its line', async () => {
-    const tunnel = await openTunnel(guard.port, `inspected.test:${secure.port}`);
-    assert.equal(tunnel.status, 200);
-    const client = tls.connect({ socket: tunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
-    await new Promise<void>((resolve, reject) => client.once('secureConnect', resolve).once('error', reject));
+    const client = await inspectedClient(guard.port, secure.port);
     let linesAt421 = -1;
     const answer = await whileStalled(file, () => {
       const read = readAnswer(client, () => (linesAt421 = decisionLines(file, '"path":"/ok/elsewhere"', '"reason":"sni-mismatch"').length));
@@ -288,10 +291,7 @@ describe('a decision is in the events file before its action moves (block mode)'
     assert.equal(linesAt421, 1);
   });
   test('inspected: a WebSocket upgrade reaches the server after its line; a refused one reads its 403 after its line', async () => {
-    const tunnel = await openTunnel(guard.port, `inspected.test:${secure.port}`);
-    assert.equal(tunnel.status, 200);
-    const client = tls.connect({ socket: tunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
-    await new Promise<void>((resolve, reject) => client.once('secureConnect', resolve).once('error', reject));
+    const client = await inspectedClient(guard.port, secure.port);
     const upgrade = (path: string) =>
       `GET ${path} HTTP/1.1\r\nHost: inspected.test:${secure.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
       'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
@@ -322,9 +322,7 @@ describe('a decision is in the events file before its action moves (block mode)'
   });
 
   test('inspected: pipelined requests (one write) each reach the server after their own line', async () => {
-    const tunnel = await openTunnel(guard.port, `inspected.test:${secure.port}`);
-    const client = tls.connect({ socket: tunnel.socket, servername: 'inspected.test', rejectUnauthorized: false });
-    await new Promise<void>((resolve, reject) => client.once('secureConnect', resolve).once('error', reject));
+    const client = await inspectedClient(guard.port, secure.port);
     const paths = ['/ok/pipe-1', '/ok/pipe-2', '/ok/pipe-3'];
     const text = await whileStalled(file, () => {
       const all = new Promise<string>((resolve) => {
