@@ -72,19 +72,43 @@ const ADD_STRINGS_SQL = `WITH input AS (SELECT DISTINCT unnest($1::text[]) AS te
   added AS (INSERT INTO eg_strings (text) SELECT text FROM input ORDER BY 1 ON CONFLICT (text) DO NOTHING RETURNING id, text)
   SELECT id, text FROM added UNION ALL SELECT s.id, s.text FROM eg_strings s JOIN input i ON i.text = s.text`;
 
-/**
- * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch, by the decision's
- * key near the close's time (with whether their close is in them already), and the close rows of their own, by their
- * (key, time) (a repeat has the same time; one partition probed). Read under the closes' locks. Each an index probe
- * per close (LATERAL ... LIMIT 1: a join of the whole array was planned as a hash join over a scan of the partitions,
- * ~35 ms a batch at 100,000 events, growing with the table).
- */
-const CLOSE_LOOKUP_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) CROSS JOIN LATERAL (
+/** A batch's closes' decisions not in the batch, by the decision's key near the close's time (with whether their close is in them already). */
+const STORED_DECISIONS_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) CROSS JOIN LATERAL (
     SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time, d.close_body IS NOT NULL AS joined, false AS own
-    FROM eg_events d WHERE d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi LIMIT 1) AS d
+    FROM eg_events d WHERE d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi LIMIT 1) AS d`;
+
+/**
+ * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch
+ * (STORED_DECISIONS_SQL), and the close rows of their own, by their (key, time) (a repeat has the same time). Read
+ * under the closes' locks. Each an index probe per close (a join of the whole array was planned as a hash join over
+ * a scan of the partitions, ~35 ms a batch at 100,000 events, growing with the table). The closes of one day: their
+ * own rows by one scan of the key index for all their keys (`key = ANY`, within the day's times: one partition; the
+ * caller keeps those of the closes' exact times), cheaper than the LATERAL probe per close (its rescan and partition
+ * pruning per row: ~25% of the statement, docs/collector.md, "Ninth round").
+ */
+const CLOSE_LOOKUP_ONE_DAY_SQL = `${STORED_DECISIONS_SQL}
+  UNION ALL
+  SELECT eg_decision_key(c.key) AS key, NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c
+    WHERE c.key = ANY($4::uuid[]) AND c.time >= $5::bigint AND c.time <= $6::bigint`;
+
+/** The same for closes of several days: a probe per close by (key, time), one partition each. */
+const CLOSE_LOOKUP_SQL = `${STORED_DECISIONS_SQL}
   UNION ALL
   SELECT c.* FROM unnest($4::uuid[], $5::bigint[]) AS x(key, time) CROSS JOIN LATERAL (
     SELECT eg_decision_key(c.key) AS key, NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c WHERE c.key = x.key AND c.time = x.time LIMIT 1) AS c`;
+
+/** CLOSE_LOOKUP_ONE_DAY_SQL when these closes' times fall in one day, else CLOSE_LOOKUP_SQL, with their parameters after the first three. */
+function closeLookup(closes: readonly PgRow[]): { name: string; text: string; values: unknown[] } {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const c of closes) {
+    lo = Math.min(lo, c.time);
+    hi = Math.max(hi, c.time);
+  }
+  const keys = uuidArray(closes.map((r) => r.key));
+  if (Math.floor(lo / DAY) === Math.floor(hi / DAY)) return { name: 'eg-close-lookup-day', text: CLOSE_LOOKUP_ONE_DAY_SQL, values: [keys, lo, hi] };
+  return { name: 'eg-close-lookup', text: CLOSE_LOOKUP_SQL, values: [keys, int8Array(closes.map((r) => r.time))] };
+}
 
 /**
  * Every close writer first takes CLOSES_LOCK (two int keys: a space apart from the ids' bigint keys), shared when it
@@ -121,6 +145,14 @@ const INSERT_EVENTS_SQL = `WITH stored AS (INSERT INTO eg_events (key, event, ti
  * Which of a batch's keys the insert stored: `undefined` for all of them; else the set of its keys (`keys`: a uuid[]
  * as PostgreSQL writes it, `{k1,k2}`, no element quoted; null when it stored none).
  */
+/**
+ * The insert without ON CONFLICT: tried first, since a batch nearly always holds only new events. Each row then skips
+ * the speculative insertion (a probe of the key index before the heap insert, and a confirmation record in the WAL
+ * after it); a key stored already fails the statement (unique violation, 23505) and the batch is done again with
+ * INSERT_EVENTS_SQL (insert()).
+ */
+const INSERT_NEW_EVENTS_SQL = INSERT_EVENTS_SQL.replace('ON CONFLICT DO NOTHING ', '');
+
 function storedKeys(rowCount: number, answer: { n: number; keys: string | null }): ReadonlySet<string> | undefined {
   if (answer.n === rowCount) return undefined;
   return new Set(answer.keys === null || answer.keys === '{}' ? [] : answer.keys.slice(1, -1).split(','));
@@ -141,11 +173,39 @@ const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.
   JOIN eg_events d ON d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`;
 
 /**
- * A batch's aggregate deltas ($1 per job, $2 per destination, JSON) in one statement. PostgreSQL runs a data-modifying
- * WITH part the main statement does not read after the main one: destinations, then jobs, the order in which
- * retention's recompute (queries.ts) locks them too.
+ * A batch's aggregate deltas in one statement: $1-$10 the jobs' columns, $11-$19 the destinations' (aggregateParams).
+ * PostgreSQL runs a data-modifying WITH part the main statement does not read after the main one: destinations, then
+ * jobs, the order in which retention's recompute (queries.ts) locks them too.
  */
-const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', '$1')} RETURNING 1) ${destinationRowSql('postgres', '$2')}`;
+const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', 1)} RETURNING 1) ${destinationRowSql('postgres', 11)}`;
+
+/**
+ * AGGREGATES_SQL's parameters, binary arrays in queries.ts's column order (they were two JSON texts, which PostgreSQL
+ * parsed into jsonb and then into rows: ~20% of the statement's time; docs/collector.md, "Ninth round").
+ */
+function aggregateParams({ jobs: j, destinations: d }: aggregate.Deltas): Buffer[] {
+  return [
+    int4Array(j.map((r) => r.jobId)),
+    int4Array(j.map((r) => r.repoId)),
+    int8Array(j.map((r) => r.first)),
+    int8Array(j.map((r) => r.last)),
+    int8Array(j.map((r) => r.decisions)),
+    int8Array(j.map((r) => r.allowed)),
+    int8Array(j.map((r) => r.blocked)),
+    int8Array(j.map((r) => r.wouldBlock)),
+    int8Array(j.map((r) => r.bytesIn)),
+    int8Array(j.map((r) => r.bytesOut)),
+    int4Array(d.map((r) => r.jobId)),
+    int4Array(d.map((r) => r.hostId)),
+    int4Array(d.map((r) => r.port)),
+    int2Array(d.map((r) => r.decision)),
+    int8Array(d.map((r) => r.count)),
+    int8Array(d.map((r) => r.bytesIn)),
+    int8Array(d.map((r) => r.bytesOut)),
+    int8Array(d.map((r) => r.first)),
+    int8Array(d.map((r) => r.last)),
+  ];
+}
 
 /**
  * Parameter arrays of stored keys with the time window each is looked up in. Every array parameter of ingest's
@@ -410,7 +470,7 @@ export class PostgresStore implements EventStore {
   private async applyDeltas(client: pg.PoolClient, newDecisions: readonly PgRow[], links: readonly Link[]): Promise<void> {
     const deltas = aggregate.aggregateDeltas(newDecisions, links);
     if (deltas.jobs.length === 0 && deltas.destinations.length === 0) return;
-    await client.query({ name: 'eg-aggregates', text: AGGREGATES_SQL, values: [JSON.stringify(deltas.jobs), JSON.stringify(deltas.destinations)] });
+    await client.query({ name: 'eg-aggregates', text: AGGREGATES_SQL, values: aggregateParams(deltas) });
   }
 
   /**
@@ -446,19 +506,16 @@ export class PostgresStore implements EventStore {
     if (closes.length === 0) return { place, found };
     // A close's decision of the batch (toRows paired them), when this pass stores the batch's decisions.
     const inBatch = (c: PgRow) => (withBatch ? c.pair : null);
-    const idOf = new Map(closes.map((r) => [decisionKeyOf(r.key), r.id]));
+    const byDecisionKey = new Map(closes.map((r) => [decisionKeyOf(r.key), r]));
     // A close whose decision is in the batch needs no decision lookup: that decision's insert conflicts when it is
     // stored already, and its close is placed again then (storePass).
     const alone = closes.filter((r) => !inBatch(r));
-    const res = await client.query({
-      name: 'eg-close-lookup',
-      text: CLOSE_LOOKUP_SQL,
-      values: [...keyWindows(alone, (r) => decisionKeyOf(r.key)), uuidArray(closes.map((r) => r.key)), int8Array(closes.map((r) => r.time))],
-    });
+    const lookup = closeLookup(closes);
+    const res = await client.query({ ...lookup, values: [...keyWindows(alone, (r) => decisionKeyOf(r.key)), ...lookup.values] });
     for (const r of res.rows) {
-      const id = idOf.get(r.key)!;
-      if (r.own) own.add(id);
-      else found.set(id, { jobId: r.jobId, hostId: r.hostId, port: r.port, decision: r.decision, time: Number(r.time), joined: r.joined });
+      const close = byDecisionKey.get(r.key)!;
+      if (!r.own) found.set(close.id, { jobId: r.jobId, hostId: r.hostId, port: r.port, decision: r.decision, time: Number(r.time), joined: r.joined });
+      else if (Number(r.time) === close.time) own.add(close.id);
     }
     for (const c of closes) {
       const stored = found.get(c.id);
@@ -479,7 +536,7 @@ export class PostgresStore implements EventStore {
    * closes' bytes counted to `links`. Returns the closes meant for a batch decision whose insert lost to a concurrent
    * one (that decision is committed then, so a second pass finds it).
    */
-  private async storePass(client: pg.PoolClient, decisions: readonly PgRow[], closes: readonly PgRow[], inserted: Set<PgRow>, links: Link[]): Promise<PgRow[]> {
+  private async storePass(client: pg.PoolClient, decisions: readonly PgRow[], closes: readonly PgRow[], inserted: Set<PgRow>, links: Link[], repeats: boolean): Promise<PgRow[]> {
     const { place, found } = await this.placeCloses(client, closes, decisions.length > 0);
     const bytes = (c: PgRow) => ({ bytesIn: c.bytesIn ?? 0, bytesOut: c.bytesOut ?? 0 });
     if (place.joinStored.length > 0) {
@@ -513,7 +570,8 @@ export class PostgresStore implements EventStore {
     const rows = [...decisions, ...place.own];
     if (rows.length === 0) return [];
     const params = insertColumns(rows, place.withDecision);
-    const res = await client.query({ name: 'eg-insert-events', text: INSERT_EVENTS_SQL, values: insertParams(params) });
+    const insert = repeats ? { name: 'eg-insert-events', text: INSERT_EVENTS_SQL } : { name: 'eg-insert-new-events', text: INSERT_NEW_EVENTS_SQL };
+    const res = await client.query({ ...insert, values: insertParams(params) });
     const stored = storedKeys(rows.length, res.rows[0]);
     const lost: PgRow[] = [];
     for (let i = 0; i < rows.length; i++) {
@@ -548,28 +606,35 @@ export class PostgresStore implements EventStore {
     const decisions = rows.filter((r) => r.event === DECISION);
     const closes = rows.filter((r) => r.event === CLOSE);
     const locks = closeLocks(closes.map((r) => r.key));
-    const { inserted, recheck } = await this.retried(async (client) => {
-      const inserted = new Set<PgRow>();
-      const links: Link[] = [];
-      // Every writer of a close holds its id's lock while it looks where the close is and puts it there, so a close
-      // is stored once, as a row of its own or in its decision's row, whatever other collectors do meanwhile.
-      if (locks.length > MAX_CLOSE_LOCKS) await client.query(ALL_CLOSES_LOCK_SQL);
-      else if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [bigintArray([0n, ...locks])] });
-      const lost = await this.storePass(client, decisions, closes, inserted, links);
-      if (lost.length > 0) await this.storePass(client, [], lost, inserted, links);
-      const newDecisions = decisions.filter((r) => inserted.has(r));
-      // A new decision whose close this batch stored has it counted already; the others may have one stored as a row
-      // of its own (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
-      const closeless = newDecisions.filter((r) => r.pair === null || !inserted.has(r.pair));
-      links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [r.key, keyedDecision(r)])))));
-      await this.applyDeltas(client, newDecisions, links);
-      // What may still need linking once this commits: a decision and its close (a row of its own) stored by
-      // concurrent transactions see neither the other; whichever re-checks after both committed links them. Repeats
-      // are re-checked too: a collector that died between commit and re-check did not answer, so the batch comes
-      // again (and a repeated close stored unlinked then is linked by it, whatever this batch's lookup found). Only a
-      // pair that this transaction stored both halves of is settled.
-      return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
-    }, times);
+    const store = (repeats: boolean) =>
+      this.retried(async (client) => {
+        const inserted = new Set<PgRow>();
+        const links: Link[] = [];
+        // Every writer of a close holds its id's lock while it looks where the close is and puts it there, so a close
+        // is stored once, as a row of its own or in its decision's row, whatever other collectors do meanwhile.
+        if (locks.length > MAX_CLOSE_LOCKS) await client.query(ALL_CLOSES_LOCK_SQL);
+        else if (locks.length > 0) await client.query({ name: 'eg-close-locks', text: CLOSE_LOCKS_SQL, values: [bigintArray([0n, ...locks])] });
+        const lost = await this.storePass(client, decisions, closes, inserted, links, repeats);
+        if (lost.length > 0) await this.storePass(client, [], lost, inserted, links, true);
+        const newDecisions = decisions.filter((r) => inserted.has(r));
+        // A new decision whose close this batch stored has it counted already; the others may have one stored as a row
+        // of its own (before, or by a concurrent batch whose insert this one's waited on, committed now, so visible to this statement).
+        const closeless = newDecisions.filter((r) => r.pair === null || !inserted.has(r.pair));
+        links.push(...(await this.linkCloses(client, new Map(closeless.map((r) => [r.key, keyedDecision(r)])))));
+        await this.applyDeltas(client, newDecisions, links);
+        // What may still need linking once this commits: a decision and its close (a row of its own) stored by
+        // concurrent transactions see neither the other; whichever re-checks after both committed links them. Repeats
+        // are re-checked too: a collector that died between commit and re-check did not answer, so the batch comes
+        // again (and a repeated close stored unlinked then is linked by it, whatever this batch's lookup found). Only a
+        // pair that this transaction stored both halves of is settled.
+        return { inserted: inserted.size, recheck: rows.filter((r) => !aggregate.pairStored(r, inserted)) };
+      }, times);
+    // New events only first; a key stored already (a batch sent again, or a concurrent collector's) fails that
+    // transaction, and the batch is stored again with the repeats dropped.
+    const { inserted, recheck } = await store(false).catch((err: unknown) => {
+      if ((err as { code?: string }).code !== '23505') throw err;
+      return store(true);
+    });
     if (recheck.length > 0) await this.relink(recheck);
     return { stored: inserted, duplicates: events.length - inserted };
   }
