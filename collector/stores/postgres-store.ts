@@ -130,29 +130,31 @@ const CLOSE_LOCKS_SQL = `SELECT count(CASE WHEN i = 1 THEN pg_advisory_xact_lock
   FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i)`;
 const ALL_CLOSES_LOCK_SQL = `SELECT pg_advisory_xact_lock(${CLOSES_LOCK[0]}, ${CLOSES_LOCK[1]})`;
 
+/** A batch's rows into eg_events, from the insert's eleven binary arrays (insertParams), in key order. */
+const INSERT_ROWS_SQL = `INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
+  SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[], $11::bytea[])
+  ORDER BY 1, 2`;
+
 /**
  * The insert answers one row: how many rows it stored (`n`), and only when that is fewer than the batch's $12 rows,
  * their keys (`keys`, uuid[] as text). A row per stored row (`RETURNING key`) cost the driver a message, a row object
  * and a string each, for what is nearly always "all of them" (docs/collector.md, "Seventh round").
  */
-const INSERT_EVENTS_SQL = `WITH stored AS (INSERT INTO eg_events (key, event, time, job_id, host_id, port, decision, bytes_in, bytes_out, body, close_body)
-  SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::smallint[], $8::bigint[], $9::bigint[], $10::bytea[], $11::bytea[])
-  ORDER BY 1, 2
-  ON CONFLICT DO NOTHING RETURNING key)
+const INSERT_EVENTS_SQL = `WITH stored AS (${INSERT_ROWS_SQL} ON CONFLICT DO NOTHING RETURNING key)
   SELECT count(*)::int AS n, CASE WHEN count(*) < $12::int THEN array_agg(key)::text END AS keys FROM stored`;
+
+/**
+ * The insert without ON CONFLICT, tried first, since a batch nearly always holds only new events: each row then skips
+ * the speculative insertion (a probe of the key index before the heap insert, and a confirmation record in the WAL
+ * after it), and nothing is returned (all rows are stored, else the statement fails). A key stored already fails it
+ * (unique violation, 23505) and the batch is done again with INSERT_EVENTS_SQL (insert()).
+ */
+const INSERT_NEW_EVENTS_SQL = INSERT_ROWS_SQL;
 
 /**
  * Which of a batch's keys the insert stored: `undefined` for all of them; else the set of its keys (`keys`: a uuid[]
  * as PostgreSQL writes it, `{k1,k2}`, no element quoted; null when it stored none).
  */
-/**
- * The insert without ON CONFLICT: tried first, since a batch nearly always holds only new events. Each row then skips
- * the speculative insertion (a probe of the key index before the heap insert, and a confirmation record in the WAL
- * after it); a key stored already fails the statement (unique violation, 23505) and the batch is done again with
- * INSERT_EVENTS_SQL (insert()).
- */
-const INSERT_NEW_EVENTS_SQL = INSERT_EVENTS_SQL.replace('ON CONFLICT DO NOTHING ', '');
-
 function storedKeys(rowCount: number, answer: { n: number; keys: string | null }): ReadonlySet<string> | undefined {
   if (answer.n === rowCount) return undefined;
   return new Set(answer.keys === null || answer.keys === '{}' ? [] : answer.keys.slice(1, -1).split(','));
@@ -570,9 +572,10 @@ export class PostgresStore implements EventStore {
     const rows = [...decisions, ...place.own];
     if (rows.length === 0) return [];
     const params = insertColumns(rows, place.withDecision);
-    const insert = repeats ? { name: 'eg-insert-events', text: INSERT_EVENTS_SQL } : { name: 'eg-insert-new-events', text: INSERT_NEW_EVENTS_SQL };
-    const res = await client.query({ ...insert, values: insertParams(params) });
-    const stored = storedKeys(rows.length, res.rows[0]);
+    const values = insertParams(params);
+    let stored: ReadonlySet<string> | undefined; // undefined: every row
+    if (repeats) stored = storedKeys(rows.length, (await client.query({ name: 'eg-insert-events', text: INSERT_EVENTS_SQL, values })).rows[0]);
+    else await client.query({ name: 'eg-insert-new-events', text: INSERT_NEW_EVENTS_SQL, values: values.slice(0, 11) }); // every row, or it fails
     const lost: PgRow[] = [];
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i]!;
