@@ -72,43 +72,19 @@ const ADD_STRINGS_SQL = `WITH input AS (SELECT DISTINCT unnest($1::text[]) AS te
   added AS (INSERT INTO eg_strings (text) SELECT text FROM input ORDER BY 1 ON CONFLICT (text) DO NOTHING RETURNING id, text)
   SELECT id, text FROM added UNION ALL SELECT s.id, s.text FROM eg_strings s JOIN input i ON i.text = s.text`;
 
-/** A batch's closes' decisions not in the batch, by the decision's key near the close's time (with whether their close is in them already). */
-const STORED_DECISIONS_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) CROSS JOIN LATERAL (
-    SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time, d.close_body IS NOT NULL AS joined, false AS own
-    FROM eg_events d WHERE d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi LIMIT 1) AS d`;
-
 /**
- * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch
- * (STORED_DECISIONS_SQL), and the close rows of their own, by their (key, time) (a repeat has the same time). Read
- * under the closes' locks. Each an index probe per close (a join of the whole array was planned as a hash join over
- * a scan of the partitions, ~35 ms a batch at 100,000 events, growing with the table). The closes of one day: their
- * own rows by one scan of the key index for all their keys (`key = ANY`, within the day's times: one partition; the
- * caller keeps those of the closes' exact times), cheaper than the LATERAL probe per close (its rescan and partition
- * pruning per row: ~25% of the statement, docs/collector.md, "Ninth round").
+ * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch, by the decision's
+ * key near the close's time (with whether their close is in them already), and the close rows of their own, by their
+ * (key, time) (a repeat has the same time; one partition probed). Read under the closes' locks. Each an index probe
+ * per close (LATERAL ... LIMIT 1: a join of the whole array was planned as a hash join over a scan of the partitions,
+ * ~35 ms a batch at 100,000 events, growing with the table).
  */
-const CLOSE_LOOKUP_ONE_DAY_SQL = `${STORED_DECISIONS_SQL}
-  UNION ALL
-  SELECT eg_decision_key(c.key) AS key, NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c
-    WHERE c.key = ANY($4::uuid[]) AND c.time >= $5::bigint AND c.time <= $6::bigint`;
-
-/** The same for closes of several days: a probe per close by (key, time), one partition each. */
-const CLOSE_LOOKUP_SQL = `${STORED_DECISIONS_SQL}
+const CLOSE_LOOKUP_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) CROSS JOIN LATERAL (
+    SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time, d.close_body IS NOT NULL AS joined, false AS own
+    FROM eg_events d WHERE d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi LIMIT 1) AS d
   UNION ALL
   SELECT c.* FROM unnest($4::uuid[], $5::bigint[]) AS x(key, time) CROSS JOIN LATERAL (
     SELECT eg_decision_key(c.key) AS key, NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c WHERE c.key = x.key AND c.time = x.time LIMIT 1) AS c`;
-
-/** CLOSE_LOOKUP_ONE_DAY_SQL when these closes' times fall in one day, else CLOSE_LOOKUP_SQL, with their parameters after the first three. */
-function closeLookup(closes: readonly PgRow[]): { name: string; text: string; values: unknown[] } {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const c of closes) {
-    lo = Math.min(lo, c.time);
-    hi = Math.max(hi, c.time);
-  }
-  const keys = uuidArray(closes.map((r) => r.key));
-  if (Math.floor(lo / DAY) === Math.floor(hi / DAY)) return { name: 'eg-close-lookup-day', text: CLOSE_LOOKUP_ONE_DAY_SQL, values: [keys, lo, hi] };
-  return { name: 'eg-close-lookup', text: CLOSE_LOOKUP_SQL, values: [keys, int8Array(closes.map((r) => r.time))] };
-}
 
 /**
  * Every close writer first takes CLOSES_LOCK (two int keys: a space apart from the ids' bigint keys), shared when it
@@ -508,16 +484,19 @@ export class PostgresStore implements EventStore {
     if (closes.length === 0) return { place, found };
     // A close's decision of the batch (toRows paired them), when this pass stores the batch's decisions.
     const inBatch = (c: PgRow) => (withBatch ? c.pair : null);
-    const byDecisionKey = new Map(closes.map((r) => [decisionKeyOf(r.key), r]));
+    const idOf = new Map(closes.map((r) => [decisionKeyOf(r.key), r.id]));
     // A close whose decision is in the batch needs no decision lookup: that decision's insert conflicts when it is
     // stored already, and its close is placed again then (storePass).
     const alone = closes.filter((r) => !inBatch(r));
-    const lookup = closeLookup(closes);
-    const res = await client.query({ ...lookup, values: [...keyWindows(alone, (r) => decisionKeyOf(r.key)), ...lookup.values] });
+    const res = await client.query({
+      name: 'eg-close-lookup',
+      text: CLOSE_LOOKUP_SQL,
+      values: [...keyWindows(alone, (r) => decisionKeyOf(r.key)), uuidArray(closes.map((r) => r.key)), int8Array(closes.map((r) => r.time))],
+    });
     for (const r of res.rows) {
-      const close = byDecisionKey.get(r.key)!;
-      if (!r.own) found.set(close.id, { jobId: r.jobId, hostId: r.hostId, port: r.port, decision: r.decision, time: Number(r.time), joined: r.joined });
-      else if (Number(r.time) === close.time) own.add(close.id);
+      const id = idOf.get(r.key)!;
+      if (r.own) own.add(id);
+      else found.set(id, { jobId: r.jobId, hostId: r.hostId, port: r.port, decision: r.decision, time: Number(r.time), joined: r.joined });
     }
     for (const c of closes) {
       const stored = found.get(c.id);
