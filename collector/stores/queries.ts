@@ -121,22 +121,56 @@ function upsert(dialect: 'sqlite' | 'postgres', table: string, sums: string[]): 
   ].join(', ');
 }
 
-export function jobRowSql(dialect: 'sqlite' | 'postgres', param = '$1'): string {
+/**
+ * PostgreSQL's rows of an aggregate upsert: one array parameter per column (sent binary, pg-binary-array.ts), from
+ * `$first` on, in `columns`' order; each column named and typed as `name type`.
+ */
+function unnestRows(first: number, columns: readonly string[]): string {
+  const params = columns.map((c, i) => `$${first + i}::${c.slice(c.lastIndexOf(' ') + 1)}[]`);
+  return `SELECT * FROM unnest(${params.join(', ')}) AS x(${columns.map((c) => c.slice(0, c.lastIndexOf(' '))).join(', ')})`;
+}
+
+/** eg_jobs' upsert: SQLite's one row by name; PostgreSQL's rows as arrays in these columns' order from `$first` on. */
+const JOB_DELTA_COLUMNS = [
+  '"jobId" int',
+  '"repoId" int',
+  'first bigint',
+  'last bigint',
+  'decisions bigint',
+  'allowed bigint',
+  'blocked bigint',
+  '"wouldBlock" bigint',
+  '"bytesIn" bigint',
+  '"bytesOut" bigint',
+];
+
+export function jobRowSql(dialect: 'sqlite' | 'postgres', first = 1): string {
   const values =
     dialect === 'sqlite'
       ? 'VALUES (@jobId, @repoId, @first, @last, @decisions, @allowed, @blocked, @wouldBlock, @bytesIn, @bytesOut)'
-      : `SELECT * FROM jsonb_to_recordset(${param}::jsonb) AS x("jobId" int, "repoId" int, first bigint, last bigint, decisions bigint, allowed bigint,
-           blocked bigint, "wouldBlock" bigint, "bytesIn" bigint, "bytesOut" bigint) ORDER BY 1`;
+      : `${unnestRows(first, JOB_DELTA_COLUMNS)} ORDER BY 1`;
   return `INSERT INTO eg_jobs (${JOB_COLUMNS}) ${values}
     ON CONFLICT (job_id) DO UPDATE SET repo_id = COALESCE(eg_jobs.repo_id, excluded.repo_id), ${upsert(dialect, 'eg_jobs', SUMS)}`;
 }
 
-export function destinationRowSql(dialect: 'sqlite' | 'postgres', param = '$1'): string {
+/** eg_job_destinations' upsert, as jobRowSql. */
+const DESTINATION_DELTA_COLUMNS = [
+  '"jobId" int',
+  '"hostId" int',
+  'port int',
+  'decision smallint',
+  'count bigint',
+  '"bytesIn" bigint',
+  '"bytesOut" bigint',
+  'first bigint',
+  'last bigint',
+];
+
+export function destinationRowSql(dialect: 'sqlite' | 'postgres', first = 1): string {
   const values =
     dialect === 'sqlite'
       ? 'VALUES (@jobId, @hostId, @port, @decision, @count, @bytesIn, @bytesOut, @first, @last)'
-      : `SELECT * FROM jsonb_to_recordset(${param}::jsonb) AS x("jobId" int, "hostId" int, port int, decision smallint, count bigint, "bytesIn" bigint,
-           "bytesOut" bigint, first bigint, last bigint) ORDER BY 1, 2, 3, 4`;
+      : `${unnestRows(first, DESTINATION_DELTA_COLUMNS)} ORDER BY 1, 2, 3, 4`;
   return `INSERT INTO eg_job_destinations (${DEST_COLUMNS}) ${values}
     ON CONFLICT (job_id, host_id, port, decision) DO UPDATE SET ${upsert(dialect, 'eg_job_destinations', ['count', 'bytes_in', 'bytes_out'])}`;
 }
