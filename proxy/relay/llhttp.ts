@@ -10,6 +10,11 @@ export interface HttpParser {
   execute(data: Buffer): number | Error;
   finish(): Error | undefined;
   close(): void;
+  /** Read a stream handle natively (node's server does for the sockets it reads first): `kOnExecute` gets each result. */
+  consume(handle: object): void;
+  unconsume(): void;
+  /** The bytes of the last native read (a parse error's `rawPacket`, an upgrade's bytes after the head). */
+  getCurrentBuffer(): Buffer;
   [callback: number]: unknown;
 }
 
@@ -22,6 +27,7 @@ interface HttpParserClass {
   readonly kOnHeadersComplete: number;
   readonly kOnBody: number;
   readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
   readonly kLenientNone: number;
 }
 

@@ -42,16 +42,13 @@ function httpError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
-/** What `_storeHeader` finds among the headers it writes. */
-interface HeadState {
-  connection: boolean;
-  contLen: boolean;
-  te: boolean;
-  date: boolean;
-  expect: boolean;
-  trailer: boolean;
-  header: string;
-}
+/** What `_storeHeader` finds among the headers it writes (node's `state` object), as bits. */
+const SEEN_CONNECTION = 1;
+const SEEN_CONTENT_LENGTH = 2;
+const SEEN_TRANSFER_ENCODING = 4;
+const SEEN_DATE = 8;
+const SEEN_EXPECT = 16;
+const SEEN_TRAILER = 32;
 
 /** How a string goes on the wire: node writes a head and its own framing as latin1, a string body as UTF-8. */
 type Encoding = 'latin1' | 'utf8';
@@ -143,22 +140,32 @@ export class RawResponse {
 
   /** node's `_storeHeader`, for headers given to writeHead only. */
   private storeHeader(firstLine: string, headers: OutgoingHttpHeaders | readonly string[] | undefined): void {
-    const state: HeadState = { connection: false, contLen: false, te: false, date: false, expect: false, trailer: false, header: firstLine };
+    let header = firstLine;
+    let seen = 0;
     if (Array.isArray(headers)) {
       if (headers.length % 2 !== 0) throw httpError('ERR_INVALID_ARG_VALUE', "The argument 'headers' is invalid");
-      for (let n = 0; n < headers.length; n += 2) this.processHeader(state, headers[n] as string, headers[n + 1] as string);
+      for (let n = 0; n < headers.length; n += 2) {
+        const key = headers[n] as string;
+        const value = headers[n + 1] as unknown;
+        // The forwarder's lists are strings (node's parser's); anything else goes node's longer way.
+        if (typeof value === 'string' && typeof key === 'string') {
+          header += this.headerLine(key, value);
+          seen |= this.seen;
+        } else {
+          [header, seen] = this.processHeader(header, seen, key, value);
+        }
+      }
     } else if (headers) {
-      for (const key in headers) if (Object.hasOwn(headers, key)) this.processHeader(state, key, (headers as OutgoingHttpHeaders)[key]);
+      for (const key in headers) if (Object.hasOwn(headers, key)) [header, seen] = this.processHeader(header, seen, key, (headers as OutgoingHttpHeaders)[key]);
     }
-    let header = state.header;
-    if (!state.date) header += `Date: ${utcDate()}\r\n`;
+    if (!(seen & SEEN_DATE)) header += `Date: ${utcDate()}\r\n`;
     // A 204 or 304 said to be chunked: no zero chunk, and the connection closes (node's rule).
     if (this.chunkedEncoding && (this.statusCode === 204 || this.statusCode === 304)) {
       this.chunkedEncoding = false;
       this.shouldKeepAlive = false;
     }
-    if (!state.connection) {
-      const sendKeepAlive = this.shouldKeepAlive && (state.contLen || this.useChunkedEncodingByDefault);
+    if (!(seen & SEEN_CONNECTION)) {
+      const sendKeepAlive = this.shouldKeepAlive && (seen & SEEN_CONTENT_LENGTH || this.useChunkedEncodingByDefault);
       if (sendKeepAlive) {
         header += 'Connection: keep-alive\r\n';
         if (this.keepAliveTimeoutMs && this.defaultKeepAlive) header += `Keep-Alive: timeout=${Math.floor(this.keepAliveTimeoutMs / 1000)}\r\n`;
@@ -167,68 +174,75 @@ export class RawResponse {
         header += 'Connection: close\r\n';
       }
     }
-    if (!state.contLen && !state.te) {
+    if (!(seen & (SEEN_CONTENT_LENGTH | SEEN_TRANSFER_ENCODING))) {
       if (!this.hasBody) {
         this.chunkedEncoding = false;
       } else if (!this.useChunkedEncodingByDefault) {
         this.last = true;
-      } else if (!state.trailer && this.contentLength !== undefined) {
+      } else if (!(seen & SEEN_TRAILER) && this.contentLength !== undefined) {
         header += `Content-Length: ${this.contentLength}\r\n`;
       } else {
         header += 'Transfer-Encoding: chunked\r\n';
         this.chunkedEncoding = true;
       }
     }
-    if (this.chunkedEncoding !== true && state.trailer) throw httpError('ERR_HTTP_TRAILER_INVALID', 'Trailers are invalid with this transfer encoding');
+    if (this.chunkedEncoding !== true && seen & SEEN_TRAILER) throw httpError('ERR_HTTP_TRAILER_INVALID', 'Trailers are invalid with this transfer encoding');
     this.header = `${header}\r\n`;
     this.headerSent = false;
-    if (state.expect) this.send('', 'latin1', undefined);
+    if (seen & SEEN_EXPECT) this.send('', 'latin1', undefined);
   }
 
-  private processHeader(state: HeadState, key: string, value: unknown): void {
-    if (typeof key !== 'string' || !key || !HTTP_TOKEN.test(key)) throw httpError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${String(key)}"]`);
+  /** A header given as anything but a string pair (an object's values, arrays, numbers): node's `processHeader`. */
+  private processHeader(header: string, seen: number, key: string, value: unknown): [string, number] {
+    if (typeof key !== 'string') throw httpError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${String(key)}"]`);
+    for (const item of Array.isArray(value) ? (value as unknown[]) : [value]) {
+      if (item === undefined) throw httpError('ERR_HTTP_INVALID_HEADER_VALUE', `Invalid value "undefined" for header "${key}"`);
+      header += this.headerLine(key, String(item));
+      seen |= this.seen;
+    }
+    return [header, seen];
+  }
+
+  /** What the last `headerLine` found (a SEEN_ flag, or 0). */
+  private seen = 0;
+
+  /** One header line, checked as node checks it, and what it says about framing and keep-alive (in `seen`). */
+  private headerLine(key: string, value: string): string {
+    if (!key || !HTTP_TOKEN.test(key)) throw httpError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${key}"]`);
     // node's RFC 6266 step: a Content-Disposition after a Content-Length goes through latin1 and back as UTF-8.
-    if (this.contentLength && key.length === 19 && key.toLowerCase() === 'content-disposition' && typeof value === 'string') value = Buffer.from(value, 'latin1').toString();
-    if (Array.isArray(value)) {
-      for (const item of value) this.storeHeaderLine(state, key, item);
-      return;
+    if (this.contentLength && key.length === 19 && key.toLowerCase() === 'content-disposition') value = Buffer.from(value, 'latin1').toString();
+    if (INVALID_HEADER_CHAR.test(value)) throw httpError('ERR_INVALID_CHAR', `Invalid character in header content ["${key}"]`);
+    this.seen = 0;
+    if (key.length >= 4 && key.length <= 17) {
+      switch (key.toLowerCase()) {
+        case 'connection':
+          this.seen = SEEN_CONNECTION;
+          if (CONNECTION_CLOSE.test(value)) this.last = true;
+          else this.shouldKeepAlive = true;
+          break;
+        case 'transfer-encoding':
+          this.seen = SEEN_TRANSFER_ENCODING;
+          if (CHUNKED.test(value)) this.chunkedEncoding = true;
+          break;
+        case 'content-length':
+          this.seen = SEEN_CONTENT_LENGTH;
+          this.contentLength = +value;
+          break;
+        case 'date':
+          this.seen = SEEN_DATE;
+          break;
+        case 'expect':
+          this.seen = SEEN_EXPECT;
+          break;
+        case 'trailer':
+          this.seen = SEEN_TRAILER;
+          break;
+        case 'keep-alive':
+          this.defaultKeepAlive = false;
+          break;
+      }
     }
-    this.storeHeaderLine(state, key, value);
-  }
-
-  private storeHeaderLine(state: HeadState, key: string, value: unknown): void {
-    if (value === undefined) throw httpError('ERR_HTTP_INVALID_HEADER_VALUE', `Invalid value "undefined" for header "${key}"`);
-    const text = String(value);
-    if (INVALID_HEADER_CHAR.test(text)) throw httpError('ERR_INVALID_CHAR', `Invalid character in header content ["${key}"]`);
-    state.header += `${key}: ${text}\r\n`;
-    if (key.length < 4 || key.length > 17) return;
-    switch (key.toLowerCase()) {
-      case 'connection':
-        state.connection = true;
-        if (CONNECTION_CLOSE.test(text)) this.last = true;
-        else this.shouldKeepAlive = true;
-        break;
-      case 'transfer-encoding':
-        state.te = true;
-        if (CHUNKED.test(text)) this.chunkedEncoding = true;
-        break;
-      case 'content-length':
-        state.contLen = true;
-        this.contentLength = +text;
-        break;
-      case 'date':
-        state.date = true;
-        break;
-      case 'expect':
-        state.expect = true;
-        break;
-      case 'trailer':
-        state.trailer = true;
-        break;
-      case 'keep-alive':
-        this.defaultKeepAlive = false;
-        break;
-    }
+    return `${key}: ${value}\r\n`;
   }
 
   write(chunk: Buffer): boolean {

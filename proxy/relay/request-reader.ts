@@ -1,6 +1,6 @@
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import { chunkExpression, continueExpression, HTTPParser, nodeParser, PARSER_RESOURCE } from './llhttp.js';
+import { chunkExpression, continueExpression, HTTPParser, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
 import { RawResponse, type ResponseOwner } from './raw-response.js';
 
 /**
@@ -162,6 +162,23 @@ export class InspectedRequest {
   }
 }
 
+function closeParser(parser: HttpParser): void {
+  parser.close();
+}
+
+function emitClose(res: RawResponse): void {
+  res.emitClose();
+}
+
+/** A socket's native stream handle, as node's server used it. */
+interface StreamHandle {
+  isStreamBase?: boolean;
+  _consumed?: boolean;
+  reading?: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
 /** A parse error as node's server handed it to 'clientError': llhttp's code and the bytes being parsed. */
 export type ClientError = NodeJS.ErrnoException & { rawPacket?: Buffer };
 
@@ -194,10 +211,19 @@ export class RequestReader implements ResponseOwner {
   /** Reading stopped for the queued answers (node's `socket._paused`) or for a full body buffer. */
   private pausedForOutput = false;
   private pausedForBody = false;
-  private keepAliveTimeoutSet = false;
+  /**
+   * Between requests, every answer written: the idle timeout is a second longer then (node's keep-alive buffer).
+   * Rather than set the socket's timeout twice per request as node's server did, the timeout stays `idleTimeoutMs`
+   * and, when it fires between requests, waits that second more once (`keepAliveGrace`); the same inactivity ends
+   * the connection.
+   */
+  private betweenRequests = false;
+  private keepAliveGrace = false;
   /** A message has begun and is not complete (the connection is not idle). */
   private midMessage = false;
   private failed = false;
+  /** The socket's handle, when the parser reads it natively. */
+  private consumed: StreamHandle | undefined;
   private pendingHeaders: string[] = [];
   private pendingUrl = '';
   private readonly onData = (data: Buffer) => this.read(data);
@@ -205,7 +231,14 @@ export class RequestReader implements ResponseOwner {
   private readonly onClose = () => this.closed();
   private readonly onDrain = () => this.drained();
   private readonly onError = (err: ClientError) => this.handlers.clientError(err, this.socket);
-  private readonly onTimeout = () => this.socket.destroy();
+  private readonly onTimeout = () => {
+    if (this.betweenRequests && !this.keepAliveGrace) {
+      this.keepAliveGrace = true;
+      this.socket.setTimeout(KEEP_ALIVE_TIMEOUT_BUFFER_MS);
+      return;
+    }
+    this.socket.destroy();
+  };
 
   constructor(
     readonly socket: Socket,
@@ -252,6 +285,7 @@ export class RequestReader implements ResponseOwner {
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
     socket.on('error', this.onError);
+    this.consume(socket);
   }
 
   /** Idle: between requests, every answer written (what `closeIdleConnections` closes). */
@@ -259,20 +293,71 @@ export class RequestReader implements ResponseOwner {
     return !this.midMessage && (this.current === undefined || this.current.finished);
   }
 
+  /** Bytes the socket emitted (the reads before the handle was consumed, or all of them when it is not). */
   private read(data: Buffer): void {
     if (this.failed) return;
-    const ret = this.parser.execute(data);
+    this.executed(this.parser.execute(data), data);
+  }
+
+  /** After a parse of `data` (undefined: a native read, the parser has its bytes). */
+  private executed(ret: number | Error, data: Buffer | undefined): void {
+    if (this.failed) return;
     if (ret instanceof Error) {
       this.failed = true;
       const err = ret as ClientError;
-      err.rawPacket = data;
+      err.rawPacket = data ?? this.parser.getCurrentBuffer();
       this.handlers.clientError(err, this.socket);
       return;
     }
     const req = this.incoming;
-    if (req?.upgrade) return this.handOver(req, data.subarray(ret));
+    if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
     if (req?.method === 'PRI') this.socket.destroy();
   }
+
+  /**
+   * Read the socket's handle natively, as node's server did with every socket it read first (a fresh TLS socket
+   * here; not a socket read before, whose JavaScript side may hold bytes): no 'data' event, stream buffer or
+   * Buffer per read; pause and resume stop and start the handle's reads.
+   */
+  private consume(socket: Socket): void {
+    const handle = (socket as Socket & { _handle?: StreamHandle | null })._handle;
+    if (!handle?.isStreamBase || handle._consumed) return;
+    handle._consumed = true;
+    this.consumed = handle;
+    this.parser.consume(handle);
+    this.parser[HTTPParser.kOnExecute] = (ret: number | Error) => {
+      // Native reads do not touch the socket's idle timer: a read is activity (node's onParserExecute).
+      (socket as Socket & { _unrefTimer(): void })._unrefTimer();
+      this.executed(ret, undefined);
+    };
+    socket.on('pause', this.onPause);
+    socket.on('resume', this.onResume);
+  }
+
+  private unconsume(): void {
+    if (!this.consumed) return;
+    this.consumed = undefined;
+    this.parser.unconsume();
+    this.socket.off('pause', this.onPause);
+    this.socket.off('resume', this.onResume);
+  }
+
+  /** node's `onSocketPause` and `onSocketResume` for a consumed handle (a resume while still held pauses again). */
+  private readonly onPause = (): void => {
+    const handle = this.consumed;
+    if (handle?.reading) {
+      handle.reading = false;
+      handle.readStop();
+    }
+  };
+  private readonly onResume = (): void => {
+    if (this.pausedForOutput || this.pausedForBody) return void this.socket.pause();
+    const handle = this.consumed;
+    if (handle && !handle.reading) {
+      handle.reading = true;
+      handle.readStart();
+    }
+  };
 
   private headersComplete(major: number, minor: number, headers: string[] | undefined, methodIndex: number, url: string | undefined, upgrade: boolean, keepAlive: boolean): number {
     const raw = headers ?? this.pendingHeaders;
@@ -280,9 +365,10 @@ export class RequestReader implements ResponseOwner {
     const target = url ?? this.pendingUrl;
     this.pendingUrl = '';
     const req = (this.incoming = new InspectedRequest(this.socket, this, METHODS[methodIndex] ?? 'GET', target, major, minor, raw));
-    if (this.keepAliveTimeoutSet) {
+    this.betweenRequests = false;
+    if (this.keepAliveGrace) {
+      this.keepAliveGrace = false;
       this.socket.setTimeout(this.options.idleTimeoutMs);
-      this.keepAliveTimeoutSet = false;
     }
     if (upgrade) {
       req.upgrade = true;
@@ -337,14 +423,11 @@ export class RequestReader implements ResponseOwner {
     req?.dumpUnread();
     if (this.current === res) this.current = undefined;
     res.detach();
-    process.nextTick(() => res.emitClose());
+    process.nextTick(emitClose, res);
     if (res.last) {
       this.socket.destroySoon();
     } else if (this.queued.length === 0) {
-      if (this.options.idleTimeoutMs) {
-        this.socket.setTimeout(this.options.idleTimeoutMs + KEEP_ALIVE_TIMEOUT_BUFFER_MS);
-        this.keepAliveTimeoutSet = true;
-      }
+      this.betweenRequests = true;
     } else {
       this.assign(this.queued.shift()!);
     }
@@ -384,19 +467,29 @@ export class RequestReader implements ResponseOwner {
   }
 
   private closed(): void {
-    this.parser.close();
+    this.unconsume();
+    this.closeParser();
     this.current?.emitClose();
   }
 
   /** An upgrade (or CONNECT, which has no handler here: the connection is closed, as node's server did). */
   private handOver(req: InspectedRequest, head: Buffer): void {
     this.detachSocket();
+    this.unconsume();
     // What follows the head waits in the socket for the handler (node: flowing reset, nothing read meanwhile).
     (this.socket as { readableFlowing: boolean | null }).readableFlowing = null;
     this.parser.finish();
-    this.parser.close();
+    this.closeParser();
     if (req.method === 'CONNECT') return void this.socket.destroy();
     this.handlers.upgrade(req, this.socket, head);
+  }
+
+  /**
+   * The parser's native side is freed in a later turn: this may run inside its own callback (an upgrade found by a
+   * native read), and freeing it there would pull the parser from under the read that called us.
+   */
+  private closeParser(): void {
+    setImmediate(closeParser, this.parser);
   }
 
   private detachSocket(): void {
