@@ -1,6 +1,6 @@
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import { chunkExpression, continueExpression, HTTPParser, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
+import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
 import { RawResponse, type ResponseOwner } from './raw-response.js';
 
 /**
@@ -150,8 +150,10 @@ export class InspectedRequest {
       this.dataListener?.(chunk);
     }
     if (!this.flowing) return;
+    // The buffer is empty: a socket paused for it is read again, also when the body has ended meanwhile (what
+    // follows it, the next request, comes in a later read).
+    this.reader.bodyRead();
     if (this.ended) this.emitEnd();
-    else this.reader.bodyRead();
   };
 
   private emitEnd(): void {
@@ -168,15 +170,6 @@ function closeParser(parser: HttpParser): void {
 
 function emitClose(res: RawResponse): void {
   res.emitClose();
-}
-
-/** A socket's native stream handle, as node's server used it. */
-interface StreamHandle {
-  isStreamBase?: boolean;
-  _consumed?: boolean;
-  reading?: boolean;
-  readStart(): number;
-  readStop(): number;
 }
 
 /** A parse error as node's server handed it to 'clientError': llhttp's code and the bytes being parsed. */
@@ -223,7 +216,7 @@ export class RequestReader implements ResponseOwner {
   private midMessage = false;
   private failed = false;
   /** The socket's handle, when the parser reads it natively. */
-  private consumed: StreamHandle | undefined;
+  private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
   private pendingUrl = '';
   private readonly onData = (data: Buffer) => this.read(data);
@@ -316,48 +309,21 @@ export class RequestReader implements ResponseOwner {
 
   /**
    * Read the socket's handle natively, as node's server did with every socket it read first (a fresh TLS socket
-   * here; not a socket read before, whose JavaScript side may hold bytes): no 'data' event, stream buffer or
-   * Buffer per read; pause and resume stop and start the handle's reads.
+   * here; not a socket read before, such as a plain connection peeked at or an h2c request read again).
    */
   private consume(socket: Socket): void {
-    const handle = (socket as Socket & { _handle?: StreamHandle | null })._handle;
-    if (!handle?.isStreamBase || handle._consumed) return;
-    handle._consumed = true;
-    this.consumed = handle;
-    this.parser.consume(handle);
-    this.parser[HTTPParser.kOnExecute] = (ret: number | Error) => {
-      // Native reads do not touch the socket's idle timer: a read is activity (node's onParserExecute).
-      (socket as Socket & { _unrefTimer(): void })._unrefTimer();
-      this.executed(ret, undefined);
-    };
-    socket.on('pause', this.onPause);
-    socket.on('resume', this.onResume);
+    this.nativeRead = NativeRead.start(
+      socket,
+      this.parser,
+      (ret) => this.executed(ret, undefined),
+      () => this.pausedForOutput || this.pausedForBody,
+    );
   }
 
   private unconsume(): void {
-    if (!this.consumed) return;
-    this.consumed = undefined;
-    this.parser.unconsume();
-    this.socket.off('pause', this.onPause);
-    this.socket.off('resume', this.onResume);
+    this.nativeRead?.stop();
+    this.nativeRead = undefined;
   }
-
-  /** node's `onSocketPause` and `onSocketResume` for a consumed handle (a resume while still held pauses again). */
-  private readonly onPause = (): void => {
-    const handle = this.consumed;
-    if (handle?.reading) {
-      handle.reading = false;
-      handle.readStop();
-    }
-  };
-  private readonly onResume = (): void => {
-    if (this.pausedForOutput || this.pausedForBody) return void this.socket.pause();
-    const handle = this.consumed;
-    if (handle && !handle.reading) {
-      handle.reading = true;
-      handle.readStart();
-    }
-  };
 
   private headersComplete(major: number, minor: number, headers: string[] | undefined, methodIndex: number, url: string | undefined, upgrade: boolean, keepAlive: boolean): number {
     const raw = headers ?? this.pendingHeaders;

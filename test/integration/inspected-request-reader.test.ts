@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import type http from 'node:http';
+import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -37,7 +37,7 @@ interface Seen {
 }
 
 /** Bytes from `socket` until `done(text)` says so or it closes (bounded: 5 s). */
-function readUntil(socket: tls.TLSSocket, done: (text: string) => boolean): Promise<{ text: string; closed: boolean }> {
+function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise<{ text: string; closed: boolean }> {
   return new Promise((resolve) => {
     let text = '';
     const finish = (closed: boolean) => {
@@ -54,6 +54,7 @@ function readUntil(socket: tls.TLSSocket, done: (text: string) => boolean): Prom
     const timer = setTimeout(() => finish(false), 5000);
     socket.on('data', onData);
     socket.once('close', onClose);
+    socket.resume();
   });
 }
 
@@ -64,6 +65,8 @@ describe('inspected requests read without node http.Server', () => {
   const inspectionCa = createCertificateAuthority('egress-guard reader test CA');
   let upstream: https.Server;
   let upstreamPort = 0;
+  let plainUpstream: http.Server;
+  let plainPort = 0;
   let proxy: http.Server;
   const seen: Seen[] = [];
   const events: EgressEvent[] = [];
@@ -80,7 +83,7 @@ describe('inspected requests read without node http.Server', () => {
     // /ok/slow answers after a while (so a pipelined answer behind it would overtake it if not kept in order);
     // /ok/chunked answers without a length; anything else echoes what it read. The upstream sees bodies as they come.
     const leaf = leafFor('reader.test');
-    upstream = https.createServer({ key: leaf.keyPem, cert: leaf.certPem }, (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const recordAndAnswer = (req: http.IncomingMessage, res: http.ServerResponse) => {
       const record: Seen = { method: req.method ?? '', path: req.url ?? '', body: '', aborted: false };
       seen.push(record);
       req.on('data', (chunk: Buffer) => (record.body += chunk.toString('latin1')));
@@ -99,9 +102,14 @@ describe('inspected requests read without node http.Server', () => {
         if (record.path === '/ok/slow') setTimeout(answer, 150);
         else answer();
       });
-    });
+    };
+    upstream = https.createServer({ key: leaf.keyPem, cert: leaf.certPem }, recordAndAnswer);
     await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
     upstreamPort = (upstream.address() as AddressInfo).port;
+    // The same for plain HTTP inside a CONNECT tunnel (a tunnel to an inspected host's HTTP port).
+    plainUpstream = http.createServer(recordAndAnswer);
+    await new Promise<void>((resolve) => plainUpstream.listen(0, '127.0.0.1', resolve));
+    plainPort = (plainUpstream.address() as AddressInfo).port;
     const origin = { file: 'test', line: 1 };
     const policy = buildPolicy({
       mode: { value: 'block', origin },
@@ -120,6 +128,8 @@ describe('inspected requests read without node http.Server', () => {
     proxy?.close();
     upstream?.closeAllConnections();
     upstream?.close();
+    plainUpstream?.closeAllConnections();
+    plainUpstream?.close();
   });
 
   /** A TLS connection to reader.test through the proxy's CONNECT, trusting the inspection CA. */
@@ -165,6 +175,23 @@ describe('inspected requests read without node http.Server', () => {
       pipelined.map((d) => d.reason === 'path-not-allowed'),
       [false, false, true, false],
     );
+  });
+
+  test('a body read whole while its request waits for its decision, then a request in a later read: both answered', async () => {
+    // Plain HTTP in a tunnel: the head and the whole body come in one read, so the body's buffer fills (the socket
+    // is paused for it) and the body ends before the request is decided; the next request needs the socket read again.
+    const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+    socket.write(`CONNECT reader.test:${plainPort} HTTP/1.1\r\nHost: reader.test:${plainPort}\r\n\r\n`);
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    socket.pause(); // what comes next waits for readUntil
+    const H = `Host: reader.test:${plainPort}\r\n`;
+    const size = 40_000;
+    socket.write(`POST /ok/buffered HTTP/1.1\r\n${H}Content-Length: ${size}\r\n\r\n${'p'.repeat(size)}`);
+    await waitFor('the whole body upstream', () => seen.find((s) => s.path === '/ok/buffered')?.body.length === size, 10_000);
+    socket.write(`GET /ok/after-buffered HTTP/1.1\r\n${H}\r\n`);
+    const { text, closed } = await readUntil(socket, (got) => got.endsWith('GET /ok/after-buffered '));
+    socket.destroy();
+    assert.deepEqual(statusLines(text), [201, 201], `${closed ? 'closed' : 'open'}: ${text.slice(0, 300)}`);
   });
 
   test('Expect: 100-continue gets 100 before the body is sent; another expectation gets 417 and is not decided', async () => {
