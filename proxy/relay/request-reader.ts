@@ -38,9 +38,16 @@ const METHODS: readonly string[] = (() => {
 /** node's `IncomingMessage.headers`, built by node's own `_addHeaderLine` (its joining and dropping of repeated headers). */
 const addHeaderLine = (IncomingMessage.prototype as unknown as { _addHeaderLine(field: string, value: string, dest: IncomingHttpHeaders): void })._addHeaderLine;
 const HEADER_JOINING = { joinDuplicateHeaders: undefined };
+/**
+ * node's `MAX_HEADER_PAIRS` (entries, not pairs): its parser stops collecting header lines that come in batches once
+ * it holds this many, and builds `headers` from this many only (a Host after the thousandth header is not seen).
+ */
+const MAX_HEADER_ENTRIES = 2000;
+
 function headersOf(raw: readonly string[]): IncomingHttpHeaders {
   const headers: IncomingHttpHeaders = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) addHeaderLine.call(HEADER_JOINING, raw[i]!, raw[i + 1]!, headers);
+  const n = Math.min(raw.length, MAX_HEADER_ENTRIES);
+  for (let i = 0; i + 1 < n; i += 2) addHeaderLine.call(HEADER_JOINING, raw[i]!, raw[i + 1]!, headers);
   return headers;
 }
 
@@ -244,7 +251,7 @@ export class RequestReader implements ResponseOwner {
       this.midMessage = true;
     };
     parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
-      for (const h of headers) this.pendingHeaders.push(h);
+      if (this.pendingHeaders.length < MAX_HEADER_ENTRIES) for (const h of headers) this.pendingHeaders.push(h);
       this.pendingUrl += url;
     };
     parser[HTTPParser.kOnHeadersComplete] = (

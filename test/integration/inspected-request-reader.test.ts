@@ -256,6 +256,20 @@ describe('inspected requests read without node http.Server', () => {
     assert.deepEqual(statusLines(served.text), [201]);
   });
 
+  test('node header count limit: a Host after the first thousand headers is not seen (400, not decided)', async () => {
+    const client = await inspectedSocket();
+    const many = Array.from({ length: 1100 }, (_, i) => `X-${i}: ${i}\r\n`).join('');
+    client.write(`GET /ok/many-headers HTTP/1.1\r\n${many}${host()}\r\n`);
+    const answer = await readUntil(client, () => false);
+    client.destroy();
+    assert.match(answer.text, /^HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n/);
+    assert.ok(answer.closed);
+    assert.equal(
+      decisions().find((d) => d.path === '/ok/many-headers'),
+      undefined,
+    );
+  });
+
   test('a client reset in the middle of a body: what came was streamed upstream, the request closes as client-aborted', async () => {
     const client = await inspectedSocket();
     client.write(`POST /ok/reset HTTP/1.1\r\n${host()}Content-Length: 100000\r\n\r\n${'x'.repeat(3000)}`);
