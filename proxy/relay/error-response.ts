@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -28,8 +28,16 @@ export function errorFormatFor(headers: IncomingHttpHeaders): 'json' | 'text' {
   return /json/i.test(`${headers['content-type'] ?? ''} ${headers.accept ?? ''}`) ? 'json' : 'text';
 }
 
+/** What a refusal is written on: node's `ServerResponse`, or an inspected connection's `RawResponse`. */
+export interface ErrorAnswer {
+  readonly headersSent: boolean;
+  writeHead(status: number, headers: OutgoingHttpHeaders): unknown;
+  end(text: string): unknown;
+  destroy(): unknown;
+}
+
 /** Answer a request the proxy will not (or cannot) forward, on an HTTP response. */
-export function sendProxyError(res: ServerResponse, status: number, message: string, eventId?: string, format: 'json' | 'text' = 'text'): void {
+export function sendProxyError(res: ErrorAnswer, status: number, message: string, eventId?: string, format: 'json' | 'text' = 'text'): void {
   if (res.headersSent) {
     res.destroy();
     return;

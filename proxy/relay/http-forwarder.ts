@@ -8,7 +8,7 @@ import { upstreamFailure } from '../../net/connect.js';
 import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
 import { endToEndHeaders, type EndToEndOptions } from './hop-by-hop.js';
-import { sendProxyError } from './error-response.js';
+import { sendProxyError, type ErrorAnswer } from './error-response.js';
 import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
 import { UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from './upstream-pool.js';
 
@@ -69,9 +69,43 @@ class TlsUpstreams extends PlainUpstreams {
   }
 }
 
+/**
+ * The client's side of a forwarded request, as the forwarder reads it: node's `IncomingMessage` (the explicit and
+ * transparent proxies' plain requests, on node's server) or an inspected connection's `InspectedRequest`
+ * (request-reader.ts), which has just these members.
+ */
+export interface ClientRequestSide {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly httpVersion: string;
+  readonly rawHeaders: string[];
+  readonly headers: http.IncomingHttpHeaders;
+  readonly complete: boolean;
+  readonly socket: net.Socket;
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  once(event: 'end', listener: () => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+}
+
+/** The answer to it: node's `ServerResponse` or the reader's `RawResponse` (raw-response.ts). */
+export interface ClientResponseSide extends ErrorAnswer {
+  readonly destroyed: boolean;
+  readonly writableFinished: boolean;
+  statusCode: number;
+  statusMessage: string;
+  shouldKeepAlive: boolean;
+  writeHead(status: number, message: string | undefined, headers: string[]): unknown;
+  writeHead(status: number, headers: http.OutgoingHttpHeaders): unknown;
+  write(chunk: Buffer): boolean;
+  end(): unknown;
+  end(text: string): unknown;
+  once(event: 'drain' | 'close', listener: () => void): unknown;
+}
+
 export interface ForwardRequest {
-  req: http.IncomingMessage;
-  res: http.ServerResponse;
+  req: ClientRequestSide;
+  res: ClientResponseSide;
   auth: Forward;
   /** The Host header to send upstream; absent: the client's own (already decided on) is kept. */
   authority?: string;
@@ -104,7 +138,7 @@ function framedByClose(raw: readonly string[]): boolean {
 }
 
 /** Whether a request carries a body (its framing headers say so; the parser has refused conflicting ones). */
-function hasBody(req: http.IncomingMessage): boolean {
+function hasBody(req: ClientRequestSide): boolean {
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
@@ -183,8 +217,8 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
   private awaitingDrain = false;
 
   constructor(
-    private readonly req: http.IncomingMessage,
-    private readonly res: http.ServerResponse,
+    private readonly req: ClientRequestSide,
+    private readonly res: ClientResponseSide,
     private readonly auth: Forward,
     readonly method: string,
     /** The request head to send, or undefined: refused before it was sent. */

@@ -27,7 +27,8 @@ export interface UpgradeRelayOptions {
 }
 
 export interface UpgradeRequest {
-  req: http.IncomingMessage;
+  /** The upgrade request's head (node's IncomingMessage, or request-reader.ts's InspectedRequest). */
+  req: { readonly method?: string | undefined; readonly url?: string | undefined; readonly headers: http.IncomingHttpHeaders };
   /** The client's socket (terminated TLS, or plain) and what it sent past the request head. */
   client: net.Socket;
   head: Buffer;

@@ -1,4 +1,3 @@
-import http from 'node:http';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { authorizeOnAddresses, decisionWritten, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
@@ -7,8 +6,10 @@ import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../po
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
-import { serveWithoutUpgrade } from './request-head.js';
+import { readAgainWithoutUpgrade } from './request-head.js';
 import type { HttpForwarder } from './http-forwarder.js';
+import type { RawResponse } from './raw-response.js';
+import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
 
 /**
  * TLS inspection of hosts with method or path rules (issue 13). A connection already decided (CONNECT, or a
@@ -16,7 +17,9 @@ import type { HttpForwarder } from './http-forwarder.js';
  * host; every HTTP request inside is decided on its own method and path (its own decision event and close
  * event) and forwarded over a fresh TLS connection verified for that host; an upgrade (WebSocket) is decided
  * alike and, allowed, relayed after the upstream's 101. The outer connection keeps its
- * decision and gets one close event when the client goes.
+ * decision and gets one close event when the client goes. The requests are read by request-reader.ts (node's
+ * llhttp parser, answers written as raw bytes), not by node's `http.Server`: no IncomingMessage or
+ * ServerResponse per request, with what node's server did per connection kept.
  */
 
 /** Where leaf certificates come from (certs/, wired by the sidecar). */
@@ -82,15 +85,14 @@ export function createInspector(options: InspectorOptions): Inspector {
     }
     return `client-tls-${(err.code ?? 'error').toLowerCase()}`;
   };
-  const connections = new WeakMap<Socket, ConnectionState>();
+  /** The reader of each inspected connection still read as HTTP (closeIdle). */
+  const readers = new Map<Socket, RequestReader>();
   const upgradeOptions: UpgradeRelayOptions = {
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
     idleTimeoutMs: options.idleTimeoutMs,
     ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
     ...(options.upstreamTrust && { upstreamTrust: options.upstreamTrust }),
   };
-  const server = http.createServer({ keepAliveTimeout: options.idleTimeoutMs, requestTimeout: 0 });
-  server.setTimeout(options.idleTimeoutMs, (socket: Socket) => socket.destroy());
 
   /**
    * Decide one request of an inspected connection on its own method and path. The Host inside the TLS is what
@@ -99,7 +101,7 @@ export function createInspector(options: InspectorOptions): Inspector {
    * connection's, checked already, so nothing is looked up. The decision's event is emitted, not yet written: the
    * caller acts on it once `events.decisionsWritten()` settles (decision/authorize.ts emitDecision).
    */
-  const decideRequest = (req: http.IncomingMessage, connection: ConnectionState): RequestAuthorization => {
+  const decideRequest = (req: InspectedRequest, connection: ConnectionState): RequestAuthorization => {
     const policy = options.policy();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
@@ -129,9 +131,18 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
   const authorityOf = (connection: InspectedConnection) => (connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port));
 
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const connection = connections.get(req.socket);
-    if (!connection) return void res.destroy();
+  /** Read `socket`'s requests (terminated TLS, or plain HTTP inside a tunnel) for `connection`. */
+  const serve = (socket: Socket, connection: ConnectionState): void => {
+    const handlers: RequestHandlers = {
+      request: (req, res) => onRequest(req, res, connection),
+      upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
+      clientError: (err, failed) => onClientError(err, failed, connection),
+    };
+    readers.set(socket, new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs }));
+    socket.once('close', () => readers.delete(socket));
+  };
+
+  const onRequest = (req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
     let auth: RequestAuthorization;
     try {
       auth = decideRequest(req, connection);
@@ -140,9 +151,9 @@ export function createInspector(options: InspectorOptions): Inspector {
     }
     // One promise for every decision of this turn (the events file's end-of-turn write); the request moves after it.
     void events.decisionsWritten().then(() => actOn(auth, req, res, connection));
-  });
+  };
   /** Answer or forward one decided request of an inspected connection. */
-  const actOn = (auth: RequestAuthorization, req: http.IncomingMessage, res: http.ServerResponse, connection: ConnectionState): void => {
+  const actOn = (auth: RequestAuthorization, req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
     try {
       if (auth.action === 'misdirected' || auth.action === 'reject') {
         // The connection ends after the refusal (no keep-alive); a request already pipelined behind it is still
@@ -161,19 +172,18 @@ export function createInspector(options: InspectorOptions): Inspector {
       requestFailed(err as Error, res, connection);
     }
   };
-  const requestFailed = (err: Error, res: http.ServerResponse, connection: ConnectionState): void => {
+  const requestFailed = (err: Error, res: RawResponse, connection: ConnectionState): void => {
     events.log.error({ err: err.message, client: connection.client }, 'inspected request handling failed');
     sendProxyError(res, 502, 'egress-guard could not handle this request');
   };
 
   // A WebSocket upgrade is decided on its method and path like any request; allowed, it becomes a relay once
   // upstream answers 101 (inspected-upgrade.ts); refused, it gets the 403 and the connection ends.
-  server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
-    const connection = connections.get(socket);
-    if (!connection) return void socket.destroy();
+  const onUpgrade = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
+    readers.delete(socket);
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
-      // h2c and the like: served as the plain request it also is, parsed again without the upgrade headers.
-      return serveWithoutUpgrade(server, req, socket, head);
+      // h2c and the like: served as the plain request it also is, read again without the upgrade headers.
+      return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
     }
     void Promise.resolve()
       .then(() => decisionWritten(events, decideRequest(req, connection)))
@@ -187,18 +197,17 @@ export function createInspector(options: InspectorOptions): Inspector {
         events.log.error({ err: err.message, client: connection.client }, 'inspected upgrade handling failed');
         writeRawError(socket, 502, 'egress-guard could not handle this upgrade');
       });
-  });
+  };
 
-  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
-    const connection = connections.get(socket);
+  const onClientError = (err: ClientError, socket: Socket, connection: ConnectionState): void => {
     if (err.rawPacket?.subarray(0, 14).toString('latin1') === 'PRI * HTTP/2.0') {
-      events.log.warn({ client: connection?.client, host: connection?.host }, 'an HTTP/2-only client on an inspected connection');
-      connection?.outer.connection.close({ error: 'client-http2-only' });
+      events.log.warn({ client: connection.client, host: connection.host }, 'an HTTP/2-only client on an inspected connection');
+      connection.outer.connection.close({ error: 'client-http2-only' });
       return void socket.destroy();
     }
     if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
     socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-  });
+  };
 
   return {
     adopt(socket, connection) {
@@ -210,10 +219,8 @@ export function createInspector(options: InspectorOptions): Inspector {
       const sniffed = peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs }).then((peek) => {
         if (peek.protocol === 'tls') return true;
         if (peek.protocol === 'http') {
-          const plain = { ...connection, plain: true };
-          connections.set(socket, plain);
           socket.once('close', () => close());
-          server.emit('connection', socket);
+          serve(socket, { ...connection, plain: true });
         } else {
           events.log.warn({ client: connection.client, host: connection.host }, 'neither TLS nor HTTP to an inspected host: closed');
           socket.destroy();
@@ -230,8 +237,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           let handshaken = false;
           secure.once('secure', () => {
             handshaken = true;
-            connections.set(secure, { ...connection });
-            server.emit('connection', secure);
+            serve(secure, { ...connection });
           });
           secure.on('error', (err: NodeJS.ErrnoException) => {
             if (!handshaken) close(handshakeFailure(err, connection));
@@ -259,7 +265,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       );
     },
     closeIdle() {
-      server.closeIdleConnections();
+      for (const [socket, reader] of readers) if (reader.idle) socket.destroy();
     },
   };
 }

@@ -1,8 +1,11 @@
 import type http from 'node:http';
 import type net from 'node:net';
 
+/** What a request head is made from: node's IncomingMessage, or request-reader.ts's InspectedRequest. */
+type RequestHeadSource = Pick<http.IncomingMessage, 'method' | 'url' | 'httpVersion' | 'rawHeaders'>;
+
 /** A request's head as text: its method, `path` and HTTP version, then each raw header `header` keeps (undefined drops it; a string replaces its value). */
-export function requestHead(req: http.IncomingMessage, path: string, header: (name: string, value: string) => string | undefined): string {
+export function requestHead(req: RequestHeadSource, path: string, header: (name: string, value: string) => string | undefined): string {
   const lines = [`${req.method} ${path} HTTP/${req.httpVersion}`];
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
     const value = header(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
@@ -19,8 +22,13 @@ const UPGRADE_HEADERS = new Set(['upgrade', 'connection', 'http2-settings']);
  * parsed and decided again. Relayed after a 101 it would carry requests nobody decides.
  */
 export function serveWithoutUpgrade(server: http.Server, req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+  readAgainWithoutUpgrade(req, socket, head, () => server.emit('connection', socket));
+}
+
+/** The same for any reader of the socket: `read` starts reading it again, the rebuilt head first. */
+export function readAgainWithoutUpgrade(req: RequestHeadSource, socket: net.Socket, head: Buffer, read: () => void): void {
   const rebuilt = requestHead(req, req.url ?? '/', (name, value) => (UPGRADE_HEADERS.has(name.toLowerCase()) ? undefined : value));
   socket.unshift(Buffer.concat([Buffer.from(rebuilt, 'latin1'), head]));
-  server.emit('connection', socket);
+  read();
   socket.resume();
 }

@@ -1,28 +1,5 @@
-import { createRequire } from 'node:module';
+import { HTTPParser, PARSER_RESOURCE } from './llhttp.js';
 import type { PooledSocket } from './upstream-pool.js';
-
-/**
- * The response parser node's own HTTP client uses (llhttp, `_http_common`'s HTTPParser), driven here without
- * `ClientRequest`: strict (no lenient flags), node's default header size limit, the same callbacks.
- */
-interface HttpParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): Error | undefined;
-  close(): void;
-  [callback: number]: unknown;
-}
-interface HttpParserClass {
-  new (): HttpParser;
-  readonly RESPONSE: number;
-  readonly kOnHeaders: number;
-  readonly kOnHeadersComplete: number;
-  readonly kOnBody: number;
-  readonly kOnMessageComplete: number;
-  readonly kLenientNone: number;
-}
-const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: HttpParserClass };
-const PARSER_RESOURCE = {};
 
 /** llhttp's onHeadersComplete answers: parse the body, or skip it (HEAD, 1xx, 304), or stop (an upgrade). */
 const READ_BODY = 0;

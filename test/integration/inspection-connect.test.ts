@@ -22,11 +22,7 @@ import { Resolver } from '../../decision/resolver.js';
 import { EventLog } from '../../events/event-log.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { buildPolicy, type Policy } from '../../policy/index.js';
-import { createHttpProxyServer } from '../../proxy/explicit/server.js';
-import { createHttpForwarder } from '../../proxy/relay/http-forwarder.js';
-import { createInspector } from '../../proxy/relay/inspection.js';
-import { createTrafficCounters } from '../../proxy/relay/traffic-counters.js';
-import { spliceTunnel } from '../../proxy/relay/tunnel.js';
+import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
 import { startHttpsServer, testCa, leafFor, type TestServer } from '../helpers/servers.js';
 import { serveWebSocketEcho, webSocketExchange } from '../helpers/websocket.js';
 import { curlTwoOnOneConnection } from '../helpers/curl-keep-alive.js';
@@ -84,20 +80,7 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
         addressBook,
       });
       const context = { policy: () => policy, resolver, events: log };
-      const upstreamTrust = tls.createSecureContext({ ca: testCa().certPem });
-      const forwarder = createHttpForwarder({ events: log, connectTimeoutMs: 3000, idleTimeoutMs: 10_000, upstreamTrust: () => upstreamTrust });
-      const inspector = createInspector({ ...context, leaves, forwarder, idleTimeoutMs: 10_000, connectTimeoutMs: 3000, upstreamTrust: () => upstreamTrust });
-      proxy = createHttpProxyServer({
-        ...context,
-        counters: createTrafficCounters(),
-        tunnel: spliceTunnel,
-        connectTimeoutMs: 3000,
-        idleTimeoutMs: 10_000,
-        maxTunnels: 100,
-        inspector,
-        forwarder,
-      });
-      await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+      proxy = await startInspectingProxy(context, leaves);
       proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
     });
 

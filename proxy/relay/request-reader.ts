@@ -1,0 +1,477 @@
+import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
+import { RawResponse, type ResponseOwner } from './raw-response.js';
+
+/**
+ * The requests of one client connection read without node's `http.Server`: node's own llhttp parser
+ * (`_http_common`'s HTTPParser, REQUEST mode, strict, node's header size limit), as upstream-connection.ts reads
+ * responses, and for each request an `InspectedRequest` (its head, its body as a small stream) and a
+ * `RawResponse` (raw-response.ts) instead of `IncomingMessage` and `ServerResponse`. What node's server did per
+ * connection is kept, in its order (node 20's `_http_server.js`): every request is handed over as soon as its head
+ * is read, pipelined ones too, and their answers go out in request order; an HTTP/1.1 request without Host gets
+ * 400; `Expect: 100-continue` is answered 100 at once, any other expectation 417; a request body the handler never
+ * reads is read and dropped once its answer is out; a connection ends after an answer that says `close`; reading
+ * stops while queued answers hold more than the socket's high-water mark; the socket's idle timeout is
+ * `idleTimeoutMs` while a request is under way and one second more between requests (node's keep-alive buffer),
+ * then it is destroyed; an upgrade (or CONNECT) hands the socket over; a parse error goes to `clientError` with
+ * node's `rawPacket`.
+ */
+
+/**
+ * llhttp hands the method over as its index in node's list of all methods (`allMethods`, not exported): read once
+ * from node's own head callback, fed each index until it names none.
+ */
+const METHODS: readonly string[] = (() => {
+  const nodeHeadersComplete = nodeParser()[HTTPParser.kOnHeadersComplete] as (...args: unknown[]) => number;
+  const names: string[] = [];
+  for (let index = 0; index < 256; index++) {
+    let method: string | undefined;
+    const probe = { socket: null, maxHeaderPairs: 0, _headers: [], _url: '', onIncoming: (incoming: IncomingMessage) => ((method = incoming.method), 0) };
+    nodeHeadersComplete.call(probe, 1, 1, [], index, '/', 0, '', false, true);
+    if (method === undefined) break;
+    names.push(method);
+  }
+  return names;
+})();
+
+/** node's `IncomingMessage.headers`, built by node's own `_addHeaderLine` (its joining and dropping of repeated headers). */
+const addHeaderLine = (IncomingMessage.prototype as unknown as { _addHeaderLine(field: string, value: string, dest: IncomingHttpHeaders): void })._addHeaderLine;
+const HEADER_JOINING = { joinDuplicateHeaders: undefined };
+/**
+ * node's `MAX_HEADER_PAIRS` (entries, not pairs): its parser stops collecting header lines that come in batches once
+ * it holds this many, and builds `headers` from this many only (a Host after the thousandth header is not seen).
+ */
+const MAX_HEADER_ENTRIES = 2000;
+
+function headersOf(raw: readonly string[]): IncomingHttpHeaders {
+  const headers: IncomingHttpHeaders = {};
+  const n = Math.min(raw.length, MAX_HEADER_ENTRIES);
+  for (let i = 0; i + 1 < n; i += 2) addHeaderLine.call(HEADER_JOINING, raw[i]!, raw[i + 1]!, headers);
+  return headers;
+}
+
+/** What a body's buffer may hold before the socket stops being read (node's readable high-water mark). */
+const BODY_HIGH_WATER_MARK = 16 * 1024;
+/** node's `HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER`: an idle keep-alive connection lasts this much past its advertised timeout. */
+const KEEP_ALIVE_TIMEOUT_BUFFER_MS = 1000;
+
+/** A request read by the reader: its head as node's IncomingMessage had it, its body as a minimal readable. */
+export class InspectedRequest {
+  readonly httpVersion: string;
+  readonly headers: IncomingHttpHeaders;
+  /** The whole message (head and body) has been read. */
+  complete = false;
+  /** An upgrade (or CONNECT): the socket is handed over after the head. */
+  upgrade = false;
+  private pending: Buffer[] = [];
+  private pendingSize = 0;
+  private dataListener: ((chunk: Buffer) => void) | undefined;
+  private endListener: (() => void) | undefined;
+  /** Read by someone (a 'data' listener or resume()): node's `_consuming`. */
+  private consuming = false;
+  private flowing = false;
+  private paused = false;
+  private ended = false;
+  private flowScheduled = false;
+  /** The body is dropped as it comes (node's `_dump`: its answer went out without reading it). */
+  private dumped = false;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly reader: RequestReader,
+    readonly method: string,
+    readonly url: string,
+    readonly httpVersionMajor: number,
+    readonly httpVersionMinor: number,
+    readonly rawHeaders: string[],
+  ) {
+    this.httpVersion = `${httpVersionMajor}.${httpVersionMinor}`;
+    this.headers = headersOf(rawHeaders);
+  }
+
+  on(event: 'data', listener: (chunk: Buffer) => void): this {
+    if (event !== 'data') return this;
+    this.dataListener = listener;
+    if (!this.paused) this.resume();
+    return this;
+  }
+
+  once(event: 'end', listener: () => void): this {
+    if (event === 'end') this.endListener = listener;
+    return this;
+  }
+
+  pause(): this {
+    this.paused = true;
+    this.flowing = false;
+    return this;
+  }
+
+  /** Flow again (what arrived meanwhile first, in a later turn, as node's streams do). */
+  resume(): this {
+    this.paused = false;
+    this.flowing = true;
+    this.consuming = true;
+    if (!this.flowScheduled) {
+      this.flowScheduled = true;
+      process.nextTick(this.flow);
+    }
+    return this;
+  }
+
+  /** A piece of the body from the parser; false: the buffer is full, the socket should stop being read. */
+  push(chunk: Buffer): boolean {
+    if (this.dumped) return true;
+    if (this.flowing && this.pendingSize === 0 && !this.flowScheduled) {
+      this.dataListener?.(chunk);
+      return true;
+    }
+    this.pending.push(chunk);
+    this.pendingSize += chunk.length;
+    return this.pendingSize < BODY_HIGH_WATER_MARK;
+  }
+
+  /** The body is whole. */
+  pushEnd(): void {
+    this.complete = true;
+    this.ended = true;
+    if (this.flowing && this.pendingSize === 0 && !this.flowScheduled) this.emitEnd();
+  }
+
+  /** Nobody read the body and its answer is out: what comes of it is dropped (node's `_dump`). */
+  dumpUnread(): void {
+    if (this.consuming || this.dumped) return;
+    this.dumped = true;
+    this.dataListener = undefined;
+    this.pending = [];
+    this.pendingSize = 0;
+    this.reader.bodyRead();
+  }
+
+  private readonly flow = (): void => {
+    this.flowScheduled = false;
+    while (this.flowing && this.pending.length > 0) {
+      const chunk = this.pending.shift()!;
+      this.pendingSize -= chunk.length;
+      this.dataListener?.(chunk);
+    }
+    if (!this.flowing) return;
+    // The buffer is empty: a socket paused for it is read again, also when the body has ended meanwhile (what
+    // follows it, the next request, comes in a later read).
+    this.reader.bodyRead();
+    if (this.ended) this.emitEnd();
+  };
+
+  private emitEnd(): void {
+    const listener = this.endListener;
+    this.endListener = undefined;
+    this.ended = false;
+    listener?.();
+  }
+}
+
+function closeParser(parser: HttpParser): void {
+  parser.close();
+}
+
+function emitClose(res: RawResponse): void {
+  res.emitClose();
+}
+
+/** A parse error as node's server handed it to 'clientError': llhttp's code and the bytes being parsed. */
+export type ClientError = NodeJS.ErrnoException & { rawPacket?: Buffer };
+
+export interface RequestHandlers {
+  /** A request to answer on `res` (answers go out in request order). */
+  request(req: InspectedRequest, res: RawResponse): void;
+  /** An upgrade: the socket is the handler's from now on, `head` what followed the request's head. */
+  upgrade(req: InspectedRequest, socket: Socket, head: Buffer): void;
+  /** A parse error or a socket error (node's 'clientError'). */
+  clientError(err: ClientError, socket: Socket): void;
+}
+
+export interface RequestReaderOptions {
+  /** node's server `timeout` and `keepAliveTimeout` (the Keep-Alive header's timeout). */
+  idleTimeoutMs: number;
+}
+
+/** One client connection's requests, read and answered in order. */
+export class RequestReader implements ResponseOwner {
+  private readonly parser = new HTTPParser();
+  /** The request whose body is being read (node's `parser.incoming`). */
+  private incoming: InspectedRequest | undefined;
+  /** Requests without a finished answer, oldest first, and the answers waiting for their turn. */
+  private readonly requests: InspectedRequest[] = [];
+  private readonly queued: RawResponse[] = [];
+  /** The answer being written (node's `socket._httpMessage`). */
+  private current: RawResponse | undefined;
+  /** Bytes kept for queued answers (node's `state.outgoingData`). */
+  private outgoingData = 0;
+  /** Reading stopped for the queued answers (node's `socket._paused`) or for a full body buffer. */
+  private pausedForOutput = false;
+  private pausedForBody = false;
+  /**
+   * Between requests, every answer written: the idle timeout is a second longer then (node's keep-alive buffer).
+   * Rather than set the socket's timeout twice per request as node's server did, the timeout stays `idleTimeoutMs`
+   * and, when it fires between requests, waits that second more once (`keepAliveGrace`); the same inactivity ends
+   * the connection.
+   */
+  private betweenRequests = false;
+  private keepAliveGrace = false;
+  /** A message has begun and is not complete (the connection is not idle). */
+  private midMessage = false;
+  private failed = false;
+  /** The socket's handle, when the parser reads it natively. */
+  private nativeRead: NativeRead | undefined;
+  private pendingHeaders: string[] = [];
+  private pendingUrl = '';
+  private readonly onData = (data: Buffer) => this.read(data);
+  private readonly onEnd = () => this.ended();
+  private readonly onClose = () => this.closed();
+  private readonly onDrain = () => this.drained();
+  private readonly onError = (err: ClientError) => this.handlers.clientError(err, this.socket);
+  private readonly onTimeout = () => {
+    if (this.betweenRequests && !this.keepAliveGrace) {
+      this.keepAliveGrace = true;
+      this.socket.setTimeout(KEEP_ALIVE_TIMEOUT_BUFFER_MS);
+      return;
+    }
+    this.socket.destroy();
+  };
+
+  constructor(
+    readonly socket: Socket,
+    private readonly handlers: RequestHandlers,
+    private readonly options: RequestReaderOptions,
+  ) {
+    const parser = this.parser;
+    parser.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, 0, HTTPParser.kLenientNone);
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      this.midMessage = true;
+    };
+    parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
+      if (this.pendingHeaders.length < MAX_HEADER_ENTRIES) for (const h of headers) this.pendingHeaders.push(h);
+      this.pendingUrl += url;
+    };
+    parser[HTTPParser.kOnHeadersComplete] = (
+      major: number,
+      minor: number,
+      headers: string[] | undefined,
+      method: number,
+      url: string | undefined,
+      _status: unknown,
+      _statusMessage: unknown,
+      upgrade: boolean,
+      keepAlive: boolean,
+    ) => this.headersComplete(major, minor, headers, method, url, upgrade, keepAlive);
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      const req = this.incoming;
+      if (req && !req.push(chunk) && !this.pausedForBody) {
+        this.pausedForBody = true;
+        this.socket.pause();
+      }
+    };
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      this.midMessage = false;
+      this.pendingHeaders = []; // trailers: node kept them apart, the forwarder never sent them
+      const req = this.incoming;
+      if (req) req.pushEnd();
+    };
+    if (options.idleTimeoutMs) socket.setTimeout(options.idleTimeoutMs);
+    socket.on('timeout', this.onTimeout);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onClose);
+    socket.on('drain', this.onDrain);
+    socket.on('error', this.onError);
+    this.consume(socket);
+  }
+
+  /** Idle: between requests, every answer written (what `closeIdleConnections` closes). */
+  get idle(): boolean {
+    return !this.midMessage && (this.current === undefined || this.current.finished);
+  }
+
+  /** Bytes the socket emitted (the reads before the handle was consumed, or all of them when it is not). */
+  private read(data: Buffer): void {
+    if (this.failed) return;
+    this.executed(this.parser.execute(data), data);
+  }
+
+  /** After a parse of `data` (undefined: a native read, the parser has its bytes). */
+  private executed(ret: number | Error, data: Buffer | undefined): void {
+    if (this.failed) return;
+    if (ret instanceof Error) {
+      this.failed = true;
+      const err = ret as ClientError;
+      err.rawPacket = data ?? this.parser.getCurrentBuffer();
+      this.handlers.clientError(err, this.socket);
+      return;
+    }
+    const req = this.incoming;
+    if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
+    if (req?.method === 'PRI') this.socket.destroy();
+  }
+
+  /**
+   * Read the socket's handle natively, as node's server did with every socket it read first (a fresh TLS socket
+   * here; not a socket read before, such as a plain connection peeked at or an h2c request read again).
+   */
+  private consume(socket: Socket): void {
+    this.nativeRead = NativeRead.start(
+      socket,
+      this.parser,
+      (ret) => this.executed(ret, undefined),
+      () => this.pausedForOutput || this.pausedForBody,
+    );
+  }
+
+  private unconsume(): void {
+    this.nativeRead?.stop();
+    this.nativeRead = undefined;
+  }
+
+  private headersComplete(major: number, minor: number, headers: string[] | undefined, methodIndex: number, url: string | undefined, upgrade: boolean, keepAlive: boolean): number {
+    const raw = headers ?? this.pendingHeaders;
+    this.pendingHeaders = [];
+    const target = url ?? this.pendingUrl;
+    this.pendingUrl = '';
+    const req = (this.incoming = new InspectedRequest(this.socket, this, METHODS[methodIndex] ?? 'GET', target, major, minor, raw));
+    this.betweenRequests = false;
+    if (this.keepAliveGrace) {
+      this.keepAliveGrace = false;
+      this.socket.setTimeout(this.options.idleTimeoutMs);
+    }
+    if (upgrade) {
+      req.upgrade = true;
+      return 2;
+    }
+    this.requests.push(req);
+    // Queued answers hold as much as the socket may: no more requests are read until they drain.
+    if (!this.pausedForOutput && (this.socket.writableNeedDrain || this.outgoingData >= this.socket.writableHighWaterMark)) {
+      this.pausedForOutput = true;
+      this.socket.pause();
+    }
+    const http10 = major < 1 || minor < 1;
+    const res = new RawResponse(this.socket, this, {
+      head: req.method === 'HEAD',
+      keepAlive,
+      http10,
+      teChunked: http10 && chunkExpression.test((req.headers.te as string | undefined) ?? ''),
+      keepAliveTimeoutMs: this.options.idleTimeoutMs,
+    });
+    if (this.current) this.queued.push(res);
+    else this.assign(res);
+    if (major === 1 && minor === 1) {
+      if (req.headers.host === undefined) {
+        res.writeHead(400, ['Connection', 'close']);
+        res.end();
+        return 0;
+      }
+      const expect = req.headers.expect;
+      if (expect !== undefined) {
+        if (continueExpression.test(expect)) {
+          res.expectContinue = true;
+          res.writeContinue();
+        } else {
+          res.writeHead(417);
+          res.end();
+          return 0;
+        }
+      }
+    }
+    this.handlers.request(req, res);
+    return 0;
+  }
+
+  private assign(res: RawResponse): void {
+    this.current = res;
+    res.assign();
+  }
+
+  /** A response's last bytes are out (node's `resOnFinish`): the next one's turn, or the connection ends or idles. */
+  finished(res: RawResponse): void {
+    const req = this.requests.shift();
+    req?.dumpUnread();
+    if (this.current === res) this.current = undefined;
+    res.detach();
+    process.nextTick(emitClose, res);
+    if (res.last) {
+      this.socket.destroySoon();
+    } else if (this.queued.length === 0) {
+      this.betweenRequests = true;
+    } else {
+      this.assign(this.queued.shift()!);
+    }
+  }
+
+  pendingData(delta: number): void {
+    this.outgoingData += delta;
+    this.drained();
+  }
+
+  /** A request's body was read from its buffer: read the socket again if it stopped for that body. */
+  bodyRead(): void {
+    if (!this.pausedForBody) return;
+    this.pausedForBody = false;
+    if (!this.pausedForOutput && this.socket.readable) this.socket.resume();
+  }
+
+  /** node's `socketOnDrain`: reading resumes once queued answers fit, and the current answer may write again. */
+  private drained(): void {
+    if (this.pausedForOutput && this.outgoingData <= this.socket.writableHighWaterMark) {
+      this.pausedForOutput = false;
+      if (!this.pausedForBody) this.socket.resume();
+    }
+    this.current?.socketDrained();
+  }
+
+  /** The client's FIN: what is unread is a parse error, else the connection ends (node: no half-open HTTP). */
+  private ended(): void {
+    if (this.failed) return;
+    const err = this.parser.finish();
+    if (err instanceof Error) {
+      this.failed = true;
+      this.handlers.clientError(err as ClientError, this.socket);
+      return;
+    }
+    if (this.socket.writable) this.socket.end();
+  }
+
+  private closed(): void {
+    this.unconsume();
+    this.closeParser();
+    this.current?.emitClose();
+  }
+
+  /** An upgrade (or CONNECT, which has no handler here: the connection is closed, as node's server did). */
+  private handOver(req: InspectedRequest, head: Buffer): void {
+    this.detachSocket();
+    this.unconsume();
+    // What follows the head waits in the socket for the handler (node: flowing reset, nothing read meanwhile).
+    (this.socket as { readableFlowing: boolean | null }).readableFlowing = null;
+    this.parser.finish();
+    this.closeParser();
+    if (req.method === 'CONNECT') return void this.socket.destroy();
+    this.handlers.upgrade(req, this.socket, head);
+  }
+
+  /**
+   * The parser's native side is freed in a later turn: this may run inside its own callback (an upgrade found by a
+   * native read), and freeing it there would pull the parser from under the read that called us.
+   */
+  private closeParser(): void {
+    setImmediate(closeParser, this.parser);
+  }
+
+  private detachSocket(): void {
+    const socket = this.socket;
+    socket.off('data', this.onData);
+    socket.off('end', this.onEnd);
+    socket.off('close', this.onClose);
+    socket.off('drain', this.onDrain);
+    socket.off('error', this.onError);
+    socket.off('timeout', this.onTimeout);
+  }
+}

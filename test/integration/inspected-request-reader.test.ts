@@ -1,0 +1,285 @@
+/**
+ * What the inspector's own request reader (proxy/relay/request-reader.ts, raw-response.ts) must do as node's
+ * http.Server did, on an inspected CONNECT connection: pipelined requests with bodies answered in order and each
+ * decided on its own, `Expect: 100-continue` (and any other expectation: 417), HTTP/1.0 answers (no chunked
+ * framing, the connection closed, or kept with a length), a head over node's size limit (400, nothing decided,
+ * the proxy keeps serving), and a client that resets in the middle of a body (the body streamed upstream as it
+ * came, the request's record closed as client-aborted). A raw TLS client writes exact bytes; the upstream is a real
+ * HTTPS server on loopback; the proxy runs in this process.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net, { type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { after, before, describe, test } from 'node:test';
+import { loadCertificateAuthority } from '../../certs/ca-store.js';
+import { createCertificateAuthority } from '../../certs/certificates.js';
+import { LeafIssuer } from '../../certs/leaf-issuer.js';
+import { AddressBook } from '../../decision/address-book.js';
+import { Resolver } from '../../decision/resolver.js';
+import { EventLog } from '../../events/event-log.js';
+import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
+import { buildPolicy } from '../../policy/index.js';
+import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
+import { leafFor } from '../helpers/servers.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/** What the upstream saw of each request: method, path and body, once the request was whole or broke off. */
+interface Seen {
+  method: string;
+  path: string;
+  body: string;
+  aborted: boolean;
+}
+
+/** Bytes from `socket` until `done(text)` says so or it closes (bounded: 5 s). */
+function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    let text = '';
+    const finish = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      resolve({ text, closed });
+    };
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (done(text)) finish(false);
+    };
+    const onClose = () => finish(true);
+    const timer = setTimeout(() => finish(false), 5000);
+    socket.on('data', onData);
+    socket.once('close', onClose);
+    socket.resume();
+  });
+}
+
+/** The status lines of the answers in `text`, in order. */
+const statusLines = (text: string) => [...text.matchAll(/HTTP\/1\.1 (\d{3})[^\r]*\r\n/g)].map((m) => Number(m[1]));
+
+describe('inspected requests read without node http.Server', () => {
+  const inspectionCa = createCertificateAuthority('egress-guard reader test CA');
+  let upstream: https.Server;
+  let upstreamPort = 0;
+  let plainUpstream: http.Server;
+  let plainPort = 0;
+  let proxy: http.Server;
+  const seen: Seen[] = [];
+  const events: EgressEvent[] = [];
+  const decisions = () => events.filter((e): e is DecisionEvent => e.event === 'decision');
+  const closes = () => events.filter((e): e is CloseEvent => e.event === 'close');
+
+  before(async () => {
+    const dir = tempDir('eg-reader-');
+    const caFile = join(dir, 'inspection-ca.pem');
+    const caKeyFile = join(dir, 'inspection-ca.key');
+    writeFileSync(caFile, inspectionCa.certPem);
+    writeFileSync(caKeyFile, inspectionCa.keyPem, { mode: 0o600 });
+    const leaves = new LeafIssuer(loadCertificateAuthority({ stateDir: dir, caCert: caFile, caKey: caKeyFile }));
+    // /ok/slow answers after a while (so a pipelined answer behind it would overtake it if not kept in order);
+    // /ok/chunked answers without a length; anything else echoes what it read. The upstream sees bodies as they come.
+    const leaf = leafFor('reader.test');
+    const recordAndAnswer = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const record: Seen = { method: req.method ?? '', path: req.url ?? '', body: '', aborted: false };
+      seen.push(record);
+      req.on('data', (chunk: Buffer) => (record.body += chunk.toString('latin1')));
+      req.once('aborted', () => (record.aborted = true));
+      req.once('end', () => {
+        const answer = () => {
+          if (record.path === '/ok/chunked') {
+            res.writeHead(200, { 'content-type': 'text/plain' });
+            res.write('chunk-one,');
+            return void res.end('chunk-two');
+          }
+          const text = `${record.method} ${record.path} ${record.body}`;
+          res.writeHead(201, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+          res.end(text);
+        };
+        if (record.path === '/ok/slow') setTimeout(answer, 150);
+        else answer();
+      });
+    };
+    upstream = https.createServer({ key: leaf.keyPem, cert: leaf.certPem }, recordAndAnswer);
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    upstreamPort = (upstream.address() as AddressInfo).port;
+    // The same for plain HTTP inside a CONNECT tunnel (a tunnel to an inspected host's HTTP port).
+    plainUpstream = http.createServer(recordAndAnswer);
+    await new Promise<void>((resolve) => plainUpstream.listen(0, '127.0.0.1', resolve));
+    plainPort = (plainUpstream.address() as AddressInfo).port;
+    const origin = { file: 'test', line: 1 };
+    const policy = buildPolicy({
+      mode: { value: 'block', origin },
+      'allowed-endpoints': { value: 'reader.test:*/ok/**', origin },
+      'trusted-ranges': { value: '127.0.0.0/8', origin },
+    });
+    const log = new EventLog({ stdout: false });
+    log.subscribe((e) => void events.push(e));
+    const resolver = new Resolver({ overrides: new Map([['reader.test', ['127.0.0.1']]]), addressBook: new AddressBook() });
+    const context = { policy: () => policy, resolver, events: log };
+    proxy = await startInspectingProxy(context, leaves);
+  });
+
+  after(async () => {
+    proxy?.closeAllConnections();
+    proxy?.close();
+    upstream?.closeAllConnections();
+    upstream?.close();
+    plainUpstream?.closeAllConnections();
+    plainUpstream?.close();
+  });
+
+  /** A TLS connection to reader.test through the proxy's CONNECT, trusting the inspection CA. */
+  const inspectedSocket = async () => {
+    const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+    socket.write(`CONNECT reader.test:${upstreamPort} HTTP/1.1\r\nHost: reader.test:${upstreamPort}\r\n\r\n`);
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    const secure = tls.connect({ socket, servername: 'reader.test', ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
+    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    return secure;
+  };
+  const host = () => `Host: reader.test:${upstreamPort}\r\n`;
+
+  test('pipelined requests with bodies: answered in order, each decided on its own; a refused one is not sent and ends the connection', async () => {
+    const client = await inspectedSocket();
+    const H = host();
+    client.write(
+      `POST /ok/slow HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nfirst` +
+        `POST /ok/pipe-2 HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n` +
+        `PUT /no/pipe-3 HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nthird` +
+        `GET /ok/pipe-4 HTTP/1.1\r\n${H}\r\n`,
+    );
+    const { text, closed } = await readUntil(client, () => false);
+    client.destroy();
+    assert.deepEqual(statusLines(text), [201, 201, 403], text);
+    assert.ok(closed, 'the connection ends after the refusal');
+    const bodies = text.split(/HTTP\/1\.1 /).slice(1);
+    assert.match(bodies[0]!, /\r\n\r\nPOST \/ok\/slow first$/);
+    assert.match(bodies[1]!, /\r\n\r\nPOST \/ok\/pipe-2 second$/);
+    assert.match(bodies[2]!, /X-Egress-Guard-Reason: /i);
+    assert.equal(
+      seen.find((s) => s.path === '/no/pipe-3'),
+      undefined,
+      'the refused request never reached upstream',
+    );
+    const pipelined = decisions().filter((d) => d.path?.includes('pipe') || d.path === '/ok/slow');
+    assert.deepEqual(
+      pipelined.map((d) => d.path),
+      ['/ok/slow', '/ok/pipe-2', '/no/pipe-3', '/ok/pipe-4'],
+      'every request decided, in order',
+    );
+    assert.deepEqual(
+      pipelined.map((d) => d.reason === 'path-not-allowed'),
+      [false, false, true, false],
+    );
+  });
+
+  test('a body read whole while its request waits for its decision, then a request in a later read: both answered', async () => {
+    // Plain HTTP in a tunnel: the head and the whole body come in one read, so the body's buffer fills (the socket
+    // is paused for it) and the body ends before the request is decided; the next request needs the socket read again.
+    const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+    socket.write(`CONNECT reader.test:${plainPort} HTTP/1.1\r\nHost: reader.test:${plainPort}\r\n\r\n`);
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    socket.pause(); // what comes next waits for readUntil
+    const H = `Host: reader.test:${plainPort}\r\n`;
+    const size = 40_000;
+    socket.write(`POST /ok/buffered HTTP/1.1\r\n${H}Content-Length: ${size}\r\n\r\n${'p'.repeat(size)}`);
+    await waitFor('the whole body upstream', () => seen.find((s) => s.path === '/ok/buffered')?.body.length === size, 10_000);
+    socket.write(`GET /ok/after-buffered HTTP/1.1\r\n${H}\r\n`);
+    const { text, closed } = await readUntil(socket, (got) => got.endsWith('GET /ok/after-buffered '));
+    socket.destroy();
+    assert.deepEqual(statusLines(text), [201, 201], `${closed ? 'closed' : 'open'}: ${text.slice(0, 300)}`);
+  });
+
+  test('Expect: 100-continue gets 100 before the body is sent; another expectation gets 417 and is not decided', async () => {
+    const client = await inspectedSocket();
+    const H = host();
+    client.write(`POST /ok/expect HTTP/1.1\r\n${H}Content-Length: 4\r\nExpect: 100-continue\r\n\r\n`);
+    const interim = await readUntil(client, (text) => text.includes('\r\n\r\n'));
+    assert.equal(interim.text, 'HTTP/1.1 100 Continue\r\n\r\n');
+    client.write('body');
+    const final = await readUntil(client, (text) => text.endsWith('POST /ok/expect body'));
+    assert.deepEqual(statusLines(final.text), [201]);
+    client.write(`POST /ok/expect-other HTTP/1.1\r\n${H}Content-Length: 4\r\nExpect: other\r\n\r\nbody`);
+    const refused = await readUntil(client, (text) => text.includes('\r\n\r\n'));
+    assert.deepEqual(statusLines(refused.text), [417]);
+    client.write(`GET /ok/after-417 HTTP/1.1\r\n${H}\r\n`);
+    const after417 = await readUntil(client, (text) => text.endsWith('GET /ok/after-417 '));
+    client.destroy();
+    assert.deepEqual(statusLines(after417.text), [201], 'the connection still serves requests after a 417');
+    assert.equal(
+      decisions().find((d) => d.path === '/ok/expect-other'),
+      undefined,
+    );
+  });
+
+  test('HTTP/1.0: a body without a length comes unframed and the connection closes; with keep-alive and a length, the connection stays', async () => {
+    const unframed = await inspectedSocket();
+    unframed.write(`GET /ok/chunked HTTP/1.0\r\n${host()}\r\n`);
+    const one = await readUntil(unframed, () => false);
+    unframed.destroy();
+    assert.ok(one.closed, 'the body ends with the connection');
+    assert.match(one.text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(one.text, /\r\nConnection: close\r\n/);
+    assert.doesNotMatch(one.text, /Transfer-Encoding/i);
+    assert.ok(one.text.endsWith('\r\n\r\nchunk-one,chunk-two'), one.text);
+
+    const kept = await inspectedSocket();
+    kept.write(`GET /ok/ten-a HTTP/1.0\r\n${host()}Connection: keep-alive\r\n\r\n`);
+    const first = await readUntil(kept, (text) => text.endsWith('GET /ok/ten-a '));
+    assert.match(first.text, /\r\nConnection: keep-alive\r\n/);
+    kept.write(`GET /ok/ten-b HTTP/1.0\r\n${host()}\r\n`);
+    const second = await readUntil(kept, () => false);
+    kept.destroy();
+    assert.ok(second.text.endsWith('GET /ok/ten-b '), second.text);
+    assert.ok(second.closed, 'a request without keep-alive ends the connection');
+  });
+
+  test('a head over node size limit gets 400 and is not decided; the proxy keeps serving', async () => {
+    const client = await inspectedSocket();
+    client.write(`GET /ok/too-big HTTP/1.1\r\n${host()}X-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`);
+    const answer = await readUntil(client, () => false);
+    client.destroy();
+    assert.equal(answer.text, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    assert.ok(answer.closed);
+    assert.equal(
+      decisions().find((d) => d.path === '/ok/too-big'),
+      undefined,
+    );
+    const next = await inspectedSocket();
+    next.write(`GET /ok/after-400 HTTP/1.1\r\n${host()}X-Fits: ${'a'.repeat(15 * 1024)}\r\n\r\n`);
+    const served = await readUntil(next, (text) => text.endsWith('GET /ok/after-400 '));
+    next.destroy();
+    assert.deepEqual(statusLines(served.text), [201]);
+  });
+
+  test('node header count limit: a Host after the first thousand headers is not seen (400, not decided)', async () => {
+    const client = await inspectedSocket();
+    const many = Array.from({ length: 1100 }, (_, i) => `X-${i}: ${i}\r\n`).join('');
+    client.write(`GET /ok/many-headers HTTP/1.1\r\n${many}${host()}\r\n`);
+    const answer = await readUntil(client, () => false);
+    client.destroy();
+    assert.match(answer.text, /^HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n/);
+    assert.ok(answer.closed);
+    assert.equal(
+      decisions().find((d) => d.path === '/ok/many-headers'),
+      undefined,
+    );
+  });
+
+  test('a client reset in the middle of a body: what came was streamed upstream, the request closes as client-aborted', async () => {
+    const client = await inspectedSocket();
+    client.write(`POST /ok/reset HTTP/1.1\r\n${host()}Content-Length: 100000\r\n\r\n${'x'.repeat(3000)}`);
+    await waitFor('the body so far upstream', () => (seen.find((s) => s.path === '/ok/reset')?.body.length ?? 0) === 3000, 5000);
+    (client as unknown as { _parent: net.Socket })._parent?.resetAndDestroy?.();
+    client.destroy();
+    const decision = decisions().find((d) => d.path === '/ok/reset');
+    await waitFor('the close event and the upstream abort', () => closes().some((c) => c.id === decision?.id) && seen.find((s) => s.path === '/ok/reset')!.aborted, 5000);
+    const close = closes().find((c) => c.id === decision?.id)!;
+    assert.equal(close.error, 'client-aborted');
+    assert.equal(close.bytes_out, 3000);
+  });
+});
