@@ -274,7 +274,11 @@ export class RequestReader implements ResponseOwner {
     };
     parser[HTTPParser.kOnMessageComplete] = () => {
       this.midMessage = false;
-      this.pendingHeaders = []; // trailers: node kept them apart, the forwarder never sent them
+      // Trailers: node kept them apart, the forwarder never sent them. Their flush also repeats this request's target
+      // (llhttp's url is not reset after a head); node's parserOnMessageComplete drops both, else the next request
+      // read in the same execute (its head flushed the slow way) would get this one's target as a prefix.
+      this.pendingHeaders = [];
+      this.pendingUrl = '';
       const req = this.incoming;
       if (req) req.pushEnd();
     };

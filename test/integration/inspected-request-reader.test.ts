@@ -177,6 +177,28 @@ describe('inspected requests read without node http.Server', () => {
     );
   });
 
+  test("a request pipelined behind a chunked body with trailers keeps its own target (not the first request's prefixed)", async () => {
+    // A trailer makes node's parser flush its head callback again with the first request's target; the next request
+    // in the same read then comes through that slow path, its target gathered from those callbacks.
+    const client = await inspectedSocket();
+    const H = host();
+    client.write(`POST /ok/trailer HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\nGET /no/after-trailer HTTP/1.1\r\n${H}\r\n`);
+    const { text } = await readUntil(client, () => false);
+    client.destroy();
+    assert.deepEqual(statusLines(text), [201, 403], text);
+    assert.deepEqual(
+      decisions()
+        .filter((d) => d.path?.includes('trailer'))
+        .map((d) => d.path),
+      ['/ok/trailer', '/no/after-trailer'],
+    );
+    assert.equal(
+      seen.find((s) => s.path.includes('after-trailer')),
+      undefined,
+      'the refused request never reached upstream',
+    );
+  });
+
   test('a body read whole while its request waits for its decision, then a request in a later read: both answered', async () => {
     // Plain HTTP in a tunnel: the head and the whole body come in one read, so the body's buffer fills (the socket
     // is paused for it) and the body ends before the request is decided; the next request needs the socket read again.
