@@ -214,8 +214,8 @@ export class RequestReader implements ResponseOwner {
   /**
    * Between requests, every answer written: the idle timeout is a second longer then (node's keep-alive buffer).
    * Rather than set the socket's timeout twice per request as node's server did, the timeout stays `idleTimeoutMs`
-   * and, when it fires between requests, waits that second more once (`keepAliveGrace`); the same inactivity ends
-   * the connection.
+   * and, when it fires between requests, waits that second more once (`keepAliveGrace`, ended by any read: then the
+   * idle timeout and its second again); the same inactivity ends the connection.
    */
   private betweenRequests = false;
   private keepAliveGrace = false;
@@ -306,6 +306,7 @@ export class RequestReader implements ResponseOwner {
   /** After a parse of `data` (undefined: a native read, the parser has its bytes). */
   private executed(ret: number | Error, data: Buffer | undefined): void {
     if (this.failed) return;
+    if (this.keepAliveGrace) this.endGrace();
     if (ret instanceof Error) {
       this.failed = true;
       const err = ret as ClientError;
@@ -316,6 +317,15 @@ export class RequestReader implements ResponseOwner {
     const req = this.incoming;
     if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
     if (req?.method === 'PRI') this.socket.destroy();
+  }
+
+  /**
+   * Bytes came in the grace second: inactivity is measured from the idle timeout again, its second to follow again
+   * (node's keep-alive timeout plus a second was restarted by every read until the next head was whole).
+   */
+  private endGrace(): void {
+    this.keepAliveGrace = false;
+    this.socket.setTimeout(this.options.idleTimeoutMs);
   }
 
   /**
@@ -343,10 +353,6 @@ export class RequestReader implements ResponseOwner {
     this.pendingUrl = '';
     const req = (this.incoming = new InspectedRequest(this.socket, this, METHODS[methodIndex] ?? 'GET', target, major, minor, raw));
     this.betweenRequests = false;
-    if (this.keepAliveGrace) {
-      this.keepAliveGrace = false;
-      this.socket.setTimeout(this.options.idleTimeoutMs);
-    }
     if (upgrade) {
       req.upgrade = true;
       return 2;

@@ -59,6 +59,9 @@ function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise
 }
 
 /** The status lines of the answers in `text`, in order. */
+/** The idle timeout of the keep-alive grace test's proxy. */
+const SHORT_IDLE_MS = 3000;
+
 const statusLines = (text: string) => [...text.matchAll(/HTTP\/1\.1 (\d{3})[^\r]*\r\n/g)].map((m) => Number(m[1]));
 
 describe('inspected requests read without node http.Server', () => {
@@ -68,6 +71,9 @@ describe('inspected requests read without node http.Server', () => {
   let plainUpstream: http.Server;
   let plainPort = 0;
   let proxy: http.Server;
+  /** The same proxy with a 3 s idle timeout (the keep-alive grace test), started by that test. */
+  let shortIdleProxy: http.Server | undefined;
+  let startShortIdleProxy: () => Promise<http.Server>;
   const seen: Seen[] = [];
   const events: EgressEvent[] = [];
   const decisions = () => events.filter((e): e is DecisionEvent => e.event === 'decision');
@@ -121,9 +127,12 @@ describe('inspected requests read without node http.Server', () => {
     const resolver = new Resolver({ overrides: new Map([['reader.test', ['127.0.0.1']]]), addressBook: new AddressBook() });
     const context = { policy: () => policy, resolver, events: log };
     proxy = await startInspectingProxy(context, leaves);
+    startShortIdleProxy = async () => (shortIdleProxy = await startInspectingProxy(context, leaves, SHORT_IDLE_MS));
   });
 
   after(async () => {
+    shortIdleProxy?.closeAllConnections();
+    shortIdleProxy?.close();
     proxy?.closeAllConnections();
     proxy?.close();
     upstream?.closeAllConnections();
@@ -133,8 +142,8 @@ describe('inspected requests read without node http.Server', () => {
   });
 
   /** A TLS connection to reader.test through the proxy's CONNECT, trusting the inspection CA. */
-  const inspectedSocket = async () => {
-    const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+  const inspectedSocket = async (through = proxy) => {
+    const socket = net.connect((through.address() as AddressInfo).port, '127.0.0.1');
     socket.write(`CONNECT reader.test:${upstreamPort} HTTP/1.1\r\nHost: reader.test:${upstreamPort}\r\n\r\n`);
     await new Promise<void>((resolve) => socket.once('data', () => resolve()));
     const secure = tls.connect({ socket, servername: 'reader.test', ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
@@ -197,6 +206,25 @@ describe('inspected requests read without node http.Server', () => {
       undefined,
       'the refused request never reached upstream',
     );
+  });
+
+  test('a request begun in the keep-alive grace second may pause mid-head as long as node allowed (idle timeout and the second)', async () => {
+    // node's server: after an answer the timeout is the idle timeout plus a second, restarted by every read until
+    // the next head is whole. The head below starts inside that extra second and pauses 2 s twice (each under 3 s + 1 s).
+    const client = await inspectedSocket(await startShortIdleProxy());
+    const H = host();
+    client.write(`GET /ok/grace-a HTTP/1.1\r\n${H}\r\n`);
+    await readUntil(client, (text) => text.endsWith('GET /ok/grace-a '));
+    client.pause();
+    await new Promise((resolve) => setTimeout(resolve, SHORT_IDLE_MS + 500));
+    client.write('GET /ok/grace-b HTTP/1.1\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    if (!client.destroyed) client.write('X-Paused: 1\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    if (!client.destroyed) client.write(`${H}\r\n`);
+    const { text, closed } = await readUntil(client, (got) => got.endsWith('GET /ok/grace-b '));
+    client.destroy();
+    assert.deepEqual(statusLines(text), [201], `${closed ? 'closed' : 'open'}: ${text}`);
   });
 
   test('a body read whole while its request waits for its decision, then a request in a later read: both answered', async () => {
