@@ -222,6 +222,8 @@ export class RequestReader implements ResponseOwner {
   /** A message has begun and is not complete (the connection is not idle). */
   private midMessage = false;
   private failed = false;
+  /** An upgrade came behind requests not yet answered: their answers go out, then the connection ends. */
+  private closeWhenAnswered = false;
   /** The socket's handle, when the parser reads it natively. */
   private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
@@ -407,7 +409,7 @@ export class RequestReader implements ResponseOwner {
     if (this.current === res) this.current = undefined;
     res.detach();
     process.nextTick(emitClose, res);
-    if (res.last) {
+    if (res.last || (this.closeWhenAnswered && this.requests.length === 0)) {
       this.socket.destroySoon();
     } else if (this.queued.length === 0) {
       this.betweenRequests = true;
@@ -457,6 +459,7 @@ export class RequestReader implements ResponseOwner {
 
   /** An upgrade (or CONNECT, which has no handler here: the connection is closed, as node's server did). */
   private handOver(req: InspectedRequest, head: Buffer): void {
+    if (this.requests.length > 0) return this.endAfterAnswers();
     this.detachSocket();
     this.unconsume();
     // What follows the head waits in the socket for the handler (node: flowing reset, nothing read meanwhile).
@@ -465,6 +468,18 @@ export class RequestReader implements ResponseOwner {
     this.closeParser();
     if (req.method === 'CONNECT') return void this.socket.destroy();
     this.handlers.upgrade(req, this.socket, head);
+  }
+
+  /**
+   * An upgrade pipelined behind requests not yet answered is not handed over: what it became (a 101, or an h2c
+   * request read again and answered at once) would be written before their answers, which the client would take for
+   * its own. Nothing more is read (the upgrade is neither decided nor sent); the connection ends after those answers.
+   */
+  private endAfterAnswers(): void {
+    this.failed = true;
+    this.closeWhenAnswered = true;
+    this.unconsume();
+    this.socket.pause();
   }
 
   /**

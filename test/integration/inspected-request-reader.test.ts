@@ -227,6 +227,26 @@ describe('inspected requests read without node http.Server', () => {
     assert.deepEqual(statusLines(text), [201], `${closed ? 'closed' : 'open'}: ${text}`);
   });
 
+  test('an upgrade pipelined behind a request not yet answered: that answer first, then the connection ends; the upgrade is not sent', async () => {
+    // Handed over then, what the upgrade becomes (h2c: its request read again, answered at once) would be written
+    // before the earlier answer, which the client would then take for the upgrade's.
+    const client = await inspectedSocket();
+    const H = host();
+    client.write(
+      `GET /ok/slow HTTP/1.1\r\n${H}X-Order: first\r\n\r\nGET /ok/h2c-behind HTTP/1.1\r\n${H}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n`,
+    );
+    const { text, closed } = await readUntil(client, () => false);
+    client.destroy();
+    assert.deepEqual(statusLines(text), [201], text);
+    assert.ok(text.endsWith('\r\n\r\nGET /ok/slow '), text);
+    assert.ok(closed, 'the connection ends after the earlier answer');
+    assert.equal(
+      seen.find((s) => s.path === '/ok/h2c-behind'),
+      undefined,
+      'the upgrade request was not sent',
+    );
+  });
+
   test('a body read whole while its request waits for its decision, then a request in a later read: both answered', async () => {
     // Plain HTTP in a tunnel: the head and the whole body come in one read, so the body's buffer fills (the socket
     // is paused for it) and the body ends before the request is decided; the next request needs the socket read again.
