@@ -214,14 +214,16 @@ export class RequestReader implements ResponseOwner {
   /**
    * Between requests, every answer written: the idle timeout is a second longer then (node's keep-alive buffer).
    * Rather than set the socket's timeout twice per request as node's server did, the timeout stays `idleTimeoutMs`
-   * and, when it fires between requests, waits that second more once (`keepAliveGrace`); the same inactivity ends
-   * the connection.
+   * and, when it fires between requests, waits that second more once (`keepAliveGrace`, ended by any read: then the
+   * idle timeout and its second again); the same inactivity ends the connection.
    */
   private betweenRequests = false;
   private keepAliveGrace = false;
   /** A message has begun and is not complete (the connection is not idle). */
   private midMessage = false;
   private failed = false;
+  /** An upgrade came behind requests not yet answered: their answers go out, then the connection ends. */
+  private closeWhenAnswered = false;
   /** The socket's handle, when the parser reads it natively. */
   private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
@@ -274,7 +276,11 @@ export class RequestReader implements ResponseOwner {
     };
     parser[HTTPParser.kOnMessageComplete] = () => {
       this.midMessage = false;
-      this.pendingHeaders = []; // trailers: node kept them apart, the forwarder never sent them
+      // Trailers: node kept them apart, the forwarder never sent them. Their flush also repeats this request's target
+      // (llhttp's url is not reset after a head); node's parserOnMessageComplete drops both, else the next request
+      // read in the same execute (its head flushed the slow way) would get this one's target as a prefix.
+      this.pendingHeaders = [];
+      this.pendingUrl = '';
       const req = this.incoming;
       if (req) req.pushEnd();
     };
@@ -302,6 +308,7 @@ export class RequestReader implements ResponseOwner {
   /** After a parse of `data` (undefined: a native read, the parser has its bytes). */
   private executed(ret: number | Error, data: Buffer | undefined): void {
     if (this.failed) return;
+    if (this.keepAliveGrace) this.endGrace();
     if (ret instanceof Error) {
       this.failed = true;
       const err = ret as ClientError;
@@ -312,6 +319,15 @@ export class RequestReader implements ResponseOwner {
     const req = this.incoming;
     if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
     if (req?.method === 'PRI') this.socket.destroy();
+  }
+
+  /**
+   * Bytes came in the grace second: inactivity is measured from the idle timeout again, its second to follow again
+   * (node's keep-alive timeout plus a second was restarted by every read until the next head was whole).
+   */
+  private endGrace(): void {
+    this.keepAliveGrace = false;
+    this.socket.setTimeout(this.options.idleTimeoutMs);
   }
 
   /**
@@ -339,10 +355,6 @@ export class RequestReader implements ResponseOwner {
     this.pendingUrl = '';
     const req = (this.incoming = new InspectedRequest(this.socket, this, METHODS[methodIndex] ?? 'GET', target, major, minor, raw));
     this.betweenRequests = false;
-    if (this.keepAliveGrace) {
-      this.keepAliveGrace = false;
-      this.socket.setTimeout(this.options.idleTimeoutMs);
-    }
     if (upgrade) {
       req.upgrade = true;
       return 2;
@@ -397,7 +409,7 @@ export class RequestReader implements ResponseOwner {
     if (this.current === res) this.current = undefined;
     res.detach();
     process.nextTick(emitClose, res);
-    if (res.last) {
+    if (res.last || (this.closeWhenAnswered && this.requests.length === 0)) {
       this.socket.destroySoon();
     } else if (this.queued.length === 0) {
       this.betweenRequests = true;
@@ -447,6 +459,7 @@ export class RequestReader implements ResponseOwner {
 
   /** An upgrade (or CONNECT, which has no handler here: the connection is closed, as node's server did). */
   private handOver(req: InspectedRequest, head: Buffer): void {
+    if (this.requests.length > 0) return this.endAfterAnswers();
     this.detachSocket();
     this.unconsume();
     // What follows the head waits in the socket for the handler (node: flowing reset, nothing read meanwhile).
@@ -455,6 +468,18 @@ export class RequestReader implements ResponseOwner {
     this.closeParser();
     if (req.method === 'CONNECT') return void this.socket.destroy();
     this.handlers.upgrade(req, this.socket, head);
+  }
+
+  /**
+   * An upgrade pipelined behind requests not yet answered is not handed over: what it became (a 101, or an h2c
+   * request read again and answered at once) would be written before their answers, which the client would take for
+   * its own. Nothing more is read (the upgrade is neither decided nor sent); the connection ends after those answers.
+   */
+  private endAfterAnswers(): void {
+    this.failed = true;
+    this.closeWhenAnswered = true;
+    this.unconsume();
+    this.socket.pause();
   }
 
   /**
