@@ -43,11 +43,18 @@ function checked(v: number, min: number, max: number): number {
   return v;
 }
 
-function intArray(oid: number, width: 2 | 4 | 8, values: ReadonlyArray<number | null>): Buffer {
+/**
+ * The whole of bigint's range as numbers: from -2^63 to the last double below 2^63. Past 2^53 a sum is the double
+ * nearest it, an integer still, written exactly (its JSON text, sent before, was the shortest digits naming that double).
+ */
+const INT8_RANGE: readonly [number, number] = [-(2 ** 63), 2 ** 63 - 1024];
+const SAFE_RANGE: readonly [number, number] = [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER];
+
+function intArray(oid: number, width: 2 | 4 | 8, values: ReadonlyArray<number | null>, int8Range = SAFE_RANGE): Buffer {
   let nulls = 0;
   for (const v of values) if (v === null) nulls++;
   const { buf, at } = start(oid, values.length, nulls > 0, values.length * 4 + (values.length - nulls) * width);
-  const [min, max] = width === 2 ? [-0x8000, 0x7fff] : width === 4 ? [-0x8000_0000, 0x7fff_ffff] : [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER];
+  const [min, max] = width === 2 ? [-0x8000, 0x7fff] : width === 4 ? [-0x8000_0000, 0x7fff_ffff] : int8Range;
   let o = at;
   for (const v of values) {
     if (v === null) {
@@ -61,7 +68,7 @@ function intArray(oid: number, width: 2 | 4 | 8, values: ReadonlyArray<number | 
       buf[o++] = n;
     } else if (width === 4) o = put32(buf, o, n);
     else {
-      // Safe integers only (what a JavaScript number holds exactly): the high word by floor division, so negatives too.
+      // The high word by floor division, so negatives too; the low word is exact (below 2^32, a difference of integers).
       const high = Math.floor(n / TWO_32);
       o = put32(buf, o, high);
       o = put32(buf, o, n - high * TWO_32);
@@ -72,7 +79,13 @@ function intArray(oid: number, width: 2 | 4 | 8, values: ReadonlyArray<number | 
 
 export const int2Array = (values: ReadonlyArray<number | null>): Buffer => intArray(OID.int2, 2, values);
 export const int4Array = (values: ReadonlyArray<number | null>): Buffer => intArray(OID.int4, 4, values);
+/** bigint[] of safe integers (an event's own numbers: validated, so anything else is a bug). */
 export const int8Array = (values: ReadonlyArray<number | null>): Buffer => intArray(OID.int8, 8, values);
+/**
+ * bigint[] of sums (a batch's aggregate deltas): events' bytes each within 2^53 add up past it, and PostgreSQL's
+ * bigint holds them, as it did their JSON text; refusing them failed the whole batch on every retry.
+ */
+export const int8SumArray = (values: ReadonlyArray<number | null>): Buffer => intArray(OID.int8, 8, values, INT8_RANGE);
 
 /** bigint[] of BigInt values (advisory lock keys), each within the signed 64-bit range. */
 export function bigintArray(values: readonly bigint[]): Buffer {

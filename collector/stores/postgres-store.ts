@@ -4,7 +4,7 @@ import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
-import { bigintArray, byteaArray, int2Array, int4Array, int8Array, uuidArray } from './pg-binary-array.js';
+import { bigintArray, byteaArray, int2Array, int4Array, int8Array, int8SumArray, uuidArray } from './pg-binary-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdOfId, PG_KEY_OF_BYTEA_SQL, pgKeyOfId } from './pg-key.js';
 import {
   decodeCursor,
@@ -166,23 +166,23 @@ function aggregateParams({ jobs: j, destinations: d }: aggregate.Deltas): Buffer
   return [
     int4Array(j.map((r) => r.jobId)),
     int4Array(j.map((r) => r.repoId)),
-    int8Array(j.map((r) => r.first)),
-    int8Array(j.map((r) => r.last)),
-    int8Array(j.map((r) => r.decisions)),
-    int8Array(j.map((r) => r.allowed)),
-    int8Array(j.map((r) => r.blocked)),
-    int8Array(j.map((r) => r.wouldBlock)),
-    int8Array(j.map((r) => r.bytesIn)),
-    int8Array(j.map((r) => r.bytesOut)),
+    int8SumArray(j.map((r) => r.first)),
+    int8SumArray(j.map((r) => r.last)),
+    int8SumArray(j.map((r) => r.decisions)),
+    int8SumArray(j.map((r) => r.allowed)),
+    int8SumArray(j.map((r) => r.blocked)),
+    int8SumArray(j.map((r) => r.wouldBlock)),
+    int8SumArray(j.map((r) => r.bytesIn)),
+    int8SumArray(j.map((r) => r.bytesOut)),
     int4Array(d.map((r) => r.jobId)),
     int4Array(d.map((r) => r.hostId)),
     int4Array(d.map((r) => r.port)),
     int2Array(d.map((r) => r.decision)),
-    int8Array(d.map((r) => r.count)),
-    int8Array(d.map((r) => r.bytesIn)),
-    int8Array(d.map((r) => r.bytesOut)),
-    int8Array(d.map((r) => r.first)),
-    int8Array(d.map((r) => r.last)),
+    int8SumArray(d.map((r) => r.count)),
+    int8SumArray(d.map((r) => r.bytesIn)),
+    int8SumArray(d.map((r) => r.bytesOut)),
+    int8SumArray(d.map((r) => r.first)),
+    int8SumArray(d.map((r) => r.last)),
   ];
 }
 

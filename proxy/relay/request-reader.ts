@@ -233,8 +233,8 @@ export class RequestReader implements ResponseOwner {
   /**
    * Between requests, every answer written: the idle timeout is a second longer then (node's keep-alive buffer).
    * Rather than set the socket's timeout twice per request as node's server did, the timeout stays `idleTimeoutMs`
-   * and, when it fires between requests, waits that second more once (`keepAliveGrace`); the same inactivity ends
-   * the connection.
+   * and, when it fires between requests, waits that second more once (`keepAliveGrace`, ended by any read: then the
+   * idle timeout and its second again); the same inactivity ends the connection.
    */
   private betweenRequests = false;
   private keepAliveGrace = false;
@@ -243,6 +243,8 @@ export class RequestReader implements ResponseOwner {
   /** When the head being read began (`Date.now()`), 0 when no head is being read (node's headersTimeout checks it). */
   headStartedAt = 0;
   private failed = false;
+  /** An upgrade came behind requests not yet answered: their answers go out, then the connection ends. */
+  private closeWhenAnswered = false;
   /** The socket's handle, when the parser reads it natively. */
   private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
@@ -298,7 +300,11 @@ export class RequestReader implements ResponseOwner {
     };
     parser[HTTPParser.kOnMessageComplete] = () => {
       this.midMessage = false;
-      this.pendingHeaders = []; // trailers: node kept them apart, the forwarder never sent them
+      // Trailers: node kept them apart, the forwarder never sent them. Their flush also repeats this request's target
+      // (llhttp's url is not reset after a head); node's parserOnMessageComplete drops both, else the next request
+      // read in the same execute (its head flushed the slow way) would get this one's target as a prefix.
+      this.pendingHeaders = [];
+      this.pendingUrl = '';
       const req = this.incoming;
       if (req) req.pushEnd();
     };
@@ -341,6 +347,7 @@ export class RequestReader implements ResponseOwner {
   /** After a parse of `data` (undefined: a native read, the parser has its bytes). */
   private executed(ret: number | Error, data: Buffer | undefined): void {
     if (this.failed) return;
+    if (this.keepAliveGrace) this.endGrace();
     if (ret instanceof Error) {
       this.failed = true;
       const err = ret as ClientError;
@@ -351,6 +358,15 @@ export class RequestReader implements ResponseOwner {
     const req = this.incoming;
     if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
     if (req?.method === 'PRI') this.socket.destroy();
+  }
+
+  /**
+   * Bytes came in the grace second: inactivity is measured from the idle timeout again, its second to follow again
+   * (node's keep-alive timeout plus a second was restarted by every read until the next head was whole).
+   */
+  private endGrace(): void {
+    this.keepAliveGrace = false;
+    this.socket.setTimeout(this.options.idleTimeoutMs);
   }
 
   /**
@@ -379,10 +395,6 @@ export class RequestReader implements ResponseOwner {
     this.pendingUrl = '';
     const req = (this.incoming = new InspectedRequest(this.socket, this, METHODS[methodIndex] ?? 'GET', target, major, minor, raw));
     this.betweenRequests = false;
-    if (this.keepAliveGrace) {
-      this.keepAliveGrace = false;
-      this.socket.setTimeout(this.options.idleTimeoutMs);
-    }
     // node's server: a CONNECT is always handed over (closed without a handler), other upgrades only to a handler.
     if (upgrade && (req.method === 'CONNECT' || this.handlers.upgrade)) {
       req.upgrade = true;
@@ -438,7 +450,7 @@ export class RequestReader implements ResponseOwner {
     if (this.current === res) this.current = undefined;
     res.detach();
     process.nextTick(emitClose, res);
-    if (res.last) {
+    if (res.last || (this.closeWhenAnswered && this.requests.length === 0)) {
       this.socket.destroySoon();
     } else if (this.queued.length === 0) {
       this.betweenRequests = true;
@@ -493,6 +505,8 @@ export class RequestReader implements ResponseOwner {
 
   /** An upgrade (or CONNECT, which has no handler here: the connection is closed, as node's server did). */
   private handOver(req: InspectedRequest, head: Buffer): void {
+    // A CONNECT with a handler (the explicit proxy) is handed over at once; the handler waits for the answers.
+    if (this.requests.length > 0 && !(req.method === 'CONNECT' && this.handlers.connect)) return this.endAfterAnswers();
     this.detachSocket();
     this.unconsume();
     // What follows the head waits in the socket for the handler (node: flowing reset, nothing read meanwhile).
@@ -502,6 +516,18 @@ export class RequestReader implements ResponseOwner {
     const handler = req.method === 'CONNECT' ? this.handlers.connect : this.handlers.upgrade;
     if (!handler) return void this.socket.destroy();
     handler(req, this.socket, head);
+  }
+
+  /**
+   * An upgrade pipelined behind requests not yet answered is not handed over: what it became (a 101, or an h2c
+   * request read again and answered at once) would be written before their answers, which the client would take for
+   * its own. Nothing more is read (the upgrade is neither decided nor sent); the connection ends after those answers.
+   */
+  private endAfterAnswers(): void {
+    this.failed = true;
+    this.closeWhenAnswered = true;
+    this.unconsume();
+    this.socket.pause();
   }
 
   /**

@@ -9,18 +9,18 @@ import { testCa } from './servers.js';
 
 /**
  * The explicit proxy with TLS inspection, in this process, listening on a free loopback port: its forwarder and
- * inspector trust the test CA's upstream servers; timeouts 3 s (connect) and 10 s (idle). Tests only.
+ * inspector trust the test CA's upstream servers; timeouts 3 s (connect) and `idleTimeoutMs` (10 s unless given). Tests only.
  */
-export async function startInspectingProxy(context: AuthorizeContext, leaves: LeafSource): Promise<HttpProxyServer> {
+export async function startInspectingProxy(context: AuthorizeContext, leaves: LeafSource, idleTimeoutMs = 10_000): Promise<HttpProxyServer> {
   const upstreamTrust = tls.createSecureContext({ ca: testCa().certPem });
-  const forwarder = createHttpForwarder({ events: context.events, connectTimeoutMs: 3000, idleTimeoutMs: 10_000, upstreamTrust: () => upstreamTrust });
-  const inspector = createInspector({ ...context, leaves, forwarder, idleTimeoutMs: 10_000, connectTimeoutMs: 3000, upstreamTrust: () => upstreamTrust });
+  const forwarder = createHttpForwarder({ events: context.events, connectTimeoutMs: 3000, idleTimeoutMs, upstreamTrust: () => upstreamTrust });
+  const inspector = createInspector({ ...context, leaves, forwarder, idleTimeoutMs, connectTimeoutMs: 3000, upstreamTrust: () => upstreamTrust });
   const proxy = createHttpProxyServer({
     ...context,
     counters: createTrafficCounters(),
     tunnel: spliceTunnel,
     connectTimeoutMs: 3000,
-    idleTimeoutMs: 10_000,
+    idleTimeoutMs,
     maxTunnels: 100,
     inspector,
     forwarder,

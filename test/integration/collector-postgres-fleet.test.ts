@@ -130,6 +130,24 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
     );
   });
 
+  it('a batch whose bytes add up past 2^53 (each close within the schema limit) is stored, aggregates equal a recount', { timeout: 60_000 }, async () => {
+    const db = await database();
+    const store = await PostgresStore.open(db.url);
+    try {
+      const time = Date.now();
+      const job = { job_id: 'big-bytes-job', repository: 'org/big' };
+      const events = [0, 1].flatMap((i) => {
+        const d = testDecision(`big-${i}`, time + i, 'big.fleet.test', job);
+        return [d, testClose(d, 10, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER - 1)];
+      });
+      assert.deepEqual(await store.insert(events), { stored: 4, duplicates: 0 });
+      await assertTablesEqualRecount(db.url);
+    } finally {
+      await store.close();
+      await databases.drop(db);
+    }
+  });
+
   it('retention drops whole day partitions and recomputes the jobs that had events in them; search and job list agree', { timeout: 60_000 }, async () => {
     const db = await database();
     const now = Date.now();

@@ -60,6 +60,9 @@ function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise
 }
 
 /** The status lines of the answers in `text`, in order. */
+/** The idle timeout of the keep-alive grace test's proxy. */
+const SHORT_IDLE_MS = 3000;
+
 const statusLines = (text: string) => [...text.matchAll(/HTTP\/1\.1 (\d{3})[^\r]*\r\n/g)].map((m) => Number(m[1]));
 
 describe('inspected requests read without node http.Server', () => {
@@ -69,6 +72,9 @@ describe('inspected requests read without node http.Server', () => {
   let plainUpstream: http.Server;
   let plainPort = 0;
   let proxy: HttpProxyServer;
+  /** The same proxy with a 3 s idle timeout (the keep-alive grace test), started by that test. */
+  let shortIdleProxy: HttpProxyServer | undefined;
+  let startShortIdleProxy: () => Promise<HttpProxyServer>;
   const seen: Seen[] = [];
   const events: EgressEvent[] = [];
   const decisions = () => events.filter((e): e is DecisionEvent => e.event === 'decision');
@@ -122,9 +128,12 @@ describe('inspected requests read without node http.Server', () => {
     const resolver = new Resolver({ overrides: new Map([['reader.test', ['127.0.0.1']]]), addressBook: new AddressBook() });
     const context = { policy: () => policy, resolver, events: log };
     proxy = await startInspectingProxy(context, leaves);
+    startShortIdleProxy = async () => (shortIdleProxy = await startInspectingProxy(context, leaves, SHORT_IDLE_MS));
   });
 
   after(async () => {
+    shortIdleProxy?.closeAllConnections();
+    shortIdleProxy?.close();
     proxy?.closeAllConnections();
     proxy?.close();
     upstream?.closeAllConnections();
@@ -134,8 +143,8 @@ describe('inspected requests read without node http.Server', () => {
   });
 
   /** A TLS connection to reader.test through the proxy's CONNECT, trusting the inspection CA. */
-  const inspectedSocket = async () => {
-    const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
+  const inspectedSocket = async (through = proxy) => {
+    const socket = net.connect((through.address() as AddressInfo).port, '127.0.0.1');
     socket.write(`CONNECT reader.test:${upstreamPort} HTTP/1.1\r\nHost: reader.test:${upstreamPort}\r\n\r\n`);
     await new Promise<void>((resolve) => socket.once('data', () => resolve()));
     const secure = tls.connect({ socket, servername: 'reader.test', ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
@@ -175,6 +184,67 @@ describe('inspected requests read without node http.Server', () => {
     assert.deepEqual(
       pipelined.map((d) => d.reason === 'path-not-allowed'),
       [false, false, true, false],
+    );
+  });
+
+  test("a request pipelined behind a chunked body with trailers keeps its own target (not the first request's prefixed)", async () => {
+    // A trailer makes node's parser flush its head callback again with the first request's target; the next request
+    // in the same read then comes through that slow path, its target gathered from those callbacks.
+    const client = await inspectedSocket();
+    const H = host();
+    client.write(`POST /ok/trailer HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\nGET /no/after-trailer HTTP/1.1\r\n${H}\r\n`);
+    const { text } = await readUntil(client, () => false);
+    client.destroy();
+    assert.deepEqual(statusLines(text), [201, 403], text);
+    assert.deepEqual(
+      decisions()
+        .filter((d) => d.path?.includes('trailer'))
+        .map((d) => d.path),
+      ['/ok/trailer', '/no/after-trailer'],
+    );
+    assert.equal(
+      seen.find((s) => s.path.includes('after-trailer')),
+      undefined,
+      'the refused request never reached upstream',
+    );
+  });
+
+  test('a request begun in the keep-alive grace second may pause mid-head as long as node allowed (idle timeout and the second)', async () => {
+    // node's server: after an answer the timeout is the idle timeout plus a second, restarted by every read until
+    // the next head is whole. The head below starts inside that extra second and pauses 2 s twice (each under 3 s + 1 s).
+    const client = await inspectedSocket(await startShortIdleProxy());
+    const H = host();
+    client.write(`GET /ok/grace-a HTTP/1.1\r\n${H}\r\n`);
+    await readUntil(client, (text) => text.endsWith('GET /ok/grace-a '));
+    client.pause();
+    await new Promise((resolve) => setTimeout(resolve, SHORT_IDLE_MS + 500));
+    client.write('GET /ok/grace-b HTTP/1.1\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    if (!client.destroyed) client.write('X-Paused: 1\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    if (!client.destroyed) client.write(`${H}\r\n`);
+    const { text, closed } = await readUntil(client, (got) => got.endsWith('GET /ok/grace-b '));
+    client.destroy();
+    assert.deepEqual(statusLines(text), [201], `${closed ? 'closed' : 'open'}: ${text}`);
+  });
+
+  test('an upgrade pipelined behind a request not yet answered: that answer first, then the connection ends; the upgrade is not sent', async () => {
+    // Handed over then, what the upgrade becomes (h2c: its request read again, answered at once) would be written
+    // before the earlier answer, which the client would then take for the upgrade's.
+    const client = await inspectedSocket();
+    const H = host();
+    client.write(
+      `GET /ok/slow HTTP/1.1\r\n${H}X-Order: first\r\n\r\nGET /ok/h2c-behind HTTP/1.1\r\n${H}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n`,
+    );
+    const { text, closed } = await readUntil(client, () => false);
+    client.destroy();
+    assert.deepEqual(statusLines(text), [201], text);
+    assert.ok(text.endsWith('\r\n\r\nGET /ok/slow '), text);
+    assert.ok(closed, 'the connection ends after the earlier answer');
+    assert.equal(
+      seen.find((s) => s.path === '/ok/h2c-behind'),
+      undefined,
+      'the upgrade request was not sent',
     );
   });
 
