@@ -1,8 +1,7 @@
-import type http from 'node:http';
 import type net from 'node:net';
 import { parseConnectHead } from './connect-head.js';
 
-/** node's default headersTimeout, the one the explicit proxy's HTTP server uses too: a head must be complete by then. */
+/** node's default headersTimeout, the one the explicit proxy's request reader uses too: a head must be complete by then. */
 const HEAD_TIMEOUT_MS = 30_000;
 /** How often connections still sending their head are checked against HEAD_TIMEOUT_MS (one timer for all). */
 const HEAD_SWEEP_MS = 1_000;
@@ -28,22 +27,27 @@ export interface ConnectFrontHandlers {
   connect(socket: net.Socket, target: string, rest: Buffer): void;
   /** The same errors node's HTTP server reports with 'clientError' (the caller answers them alike). */
   clientError(err: NodeJS.ErrnoException, socket: net.Socket): void;
+  /** Any other connection, its first bytes put back: read as HTTP by the caller. */
+  other(socket: net.Socket): void;
+}
+
+/** A listener whose connections can be closed when idle, or all at once (what node's HTTP server offered). */
+export interface ClosableServer extends net.Server {
+  closeIdleConnections(): void;
+  closeAllConnections(): void;
 }
 
 /**
- * Put a lean CONNECT reader in front of an HTTP server's connections: a new connection whose first bytes are
- * `CONNECT ` has its head read by connect-head.ts, not by node's HTTP server (its parser, IncomingMessage,
- * per-socket listeners and the hand-back of an upgraded socket: about 6% of the main thread's busy time per
- * tunnel in a profile, docs/benchmark.md "Lean CONNECT reader"); any other connection is handed to the server unchanged (its bytes put back first), so
- * absolute-URI requests, keep-alive and later CONNECTs on such a connection are node's. Connections still
- * sending their head are closed by the server's closeIdleConnections (when nothing came yet) and
- * closeAllConnections, as node's own would be; so are those whose head was refused and that the client keeps open.
+ * Put a lean CONNECT reader in front of a server's connections: a new connection whose first bytes are
+ * `CONNECT ` has its head read by connect-head.ts, not by an HTTP parser (node's server cost its parser,
+ * IncomingMessage, per-socket listeners and the hand-back of an upgraded socket: about 6% of the main thread's busy
+ * time per tunnel in a profile, docs/benchmark.md "Lean CONNECT reader"); any other connection goes to
+ * `handlers.other` unchanged (its bytes put back first), so absolute-URI requests, keep-alive and later CONNECTs on
+ * such a connection are the request reader's. Connections still sending their head are closed by the server's
+ * closeIdleConnections (when nothing came yet) and closeAllConnections (set them before calling this); so are those
+ * whose head was refused and that the client keeps open.
  */
-export function frontConnects(server: http.Server, handlers: ConnectFrontHandlers): void {
-  const [httpConnection, ...others] = server.listeners('connection') as ((socket: net.Socket) => void)[];
-  if (!httpConnection || others.length > 0) throw new Error("frontConnects: expected exactly the HTTP server's own connection listener");
-  server.removeListener('connection', httpConnection);
-
+export function frontConnects(server: ClosableServer, handlers: ConnectFrontHandlers): void {
   /** Connections still in their head: when each was accepted (ms) and the listeners to take off it. */
   const pending = new Map<net.Socket, InHead>();
   let sweep: NodeJS.Timeout | undefined;
@@ -88,7 +92,7 @@ export function frontConnects(server: http.Server, handlers: ConnectFrontHandler
       (socket as { readableFlowing: boolean | null }).readableFlowing = null;
       if (head.kind === 'other') {
         socket.unshift(received);
-        return httpConnection.call(server, socket);
+        return handlers.other(socket);
       }
       handlers.connect(socket, head.target, received.subarray(head.headBytes));
     };

@@ -1,16 +1,16 @@
-import http from 'node:http';
 import net from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
 import { authorize, type AuthorizeContext, type Authorization } from '../../decision/authorize.js';
 import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
 import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
-import { frontConnects } from './connect-front.js';
+import { frontConnects, type ClosableServer } from './connect-front.js';
 import { UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
-import { answerHalfClosedClients } from '../relay/half-close.js';
+import { RequestReader, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import type { RawResponse } from '../relay/raw-response.js';
 import { closeTunnelUpstream, connectTunnelUpstream, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 
@@ -34,28 +34,41 @@ function clientOf(socket: net.Socket): string {
   return formatHostPort(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
 }
 
+/** What node's HTTP server gave the sidecar: a listener whose connections can be closed when idle, or all at once. */
+export type HttpProxyServer = ClosableServer;
+
+/** node's server's keep-alive timeout (and the Keep-Alive header's), which the explicit listener kept at 30 s. */
+const KEEP_ALIVE_TIMEOUT_MS = 30_000;
+/** node's server's headersTimeout: a head must be complete this long after it began. */
+const HEADERS_TIMEOUT_MS = 30_000;
+/** How often unfinished heads are checked against HEADERS_TIMEOUT_MS (one timer for all connections). */
+const HEADERS_SWEEP_MS = 1_000;
+
 /**
  * The explicit proxy listener: absolute-URI HTTP requests (forwarded by relay/http-forwarder.ts) and CONNECT tunnels.
  * Every request goes through authorize(); every decision emits one event, every forward one close event.
+ * A new connection's CONNECT head is read by connect-front.ts; any other connection is read by request-reader.ts
+ * (node's llhttp, without node's HTTP server: no IncomingMessage or ServerResponse per request), with what node's
+ * server did here kept: keep-alive 30 s, headersTimeout 30 s, answers to half-closed clients, a CONNECT after
+ * requests handed over once their answers are out.
  */
-export function createHttpProxyServer(options: HttpProxyServerOptions): http.Server {
+export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProxyServer {
   const { events, counters } = options;
   const forwarder = options.forwarder ?? createHttpForwarder(options);
 
-  const server = http.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 });
-  server.keepAliveTimeout = 30_000;
-  answerHalfClosedClients(server);
+  // As node's http.Server made its net.Server: clients may half-close, no Nagle delay, TCP keep-alive.
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true, keepAlive: true }) as HttpProxyServer;
 
   const atCapacity = () => counters.open >= options.maxTunnels;
 
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+  const onRequest = (req: InspectedRequest, res: RawResponse) => {
     const client = clientOf(req.socket);
     let target: AbsoluteTarget;
     try {
-      target = parseAbsoluteTarget(req.url ?? '');
+      target = parseAbsoluteTarget(req.url);
     } catch {
       sendProxyError(res, 400, `egress-guard is a forward proxy: "${req.url}" is not an absolute URI (set HTTP_PROXY, or use CONNECT)`);
-      events.log.warn({ client, url: req.url?.slice(0, 200) }, 'request without an absolute URI');
+      events.log.warn({ client, url: req.url.slice(0, 200) }, 'request without an absolute URI');
       return;
     }
     if (target.protocol !== 'http:') {
@@ -78,8 +91,8 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
     };
     res.once('close', release);
     // Decided on the target as written, which is what goes upstream (method and path rules judge it).
-    const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url ?? '')?.[1] || '/';
-    void authorize(options, { kind: 'http', client, host, port, method: req.method ?? 'GET', path })
+    const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url)?.[1] || '/';
+    void authorize(options, { kind: 'http', client, host, port, method: req.method, path })
       .then((auth: Authorization) => {
         if (auth.action === 'reject') return sendProxyError(res, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {
@@ -95,9 +108,9 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
         events.log.error({ err: err.message, client }, 'request handling failed');
         sendProxyError(res, 502, 'egress-guard could not handle this request');
       });
-  });
+  };
 
-  /** A CONNECT head read (by connect-front.ts, or by node's server on a connection that began otherwise). */
+  /** A CONNECT head read (by connect-front.ts, or by the request reader on a connection that began otherwise). */
   const onConnect = (socket: net.Socket, target: string, head: Buffer) => {
     const client = clientOf(socket);
     socket.on('error', () => socket.destroy());
@@ -166,34 +179,63 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): http.Ser
     writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
   };
 
-  // node's server hands a CONNECT over as soon as it is parsed, though responses to requests pipelined ahead of it
-  // may still be coming (it answers those in order, but not the CONNECT): its answer would be written in between,
-  // and the request ahead cut. So it waits for them; its own first bytes are put back at once (see onConnect).
-  server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    if (!responseInFlight(socket)) return onConnect(socket, req.url ?? '', head);
-    // node took its own error listener off the socket with the hand-over: a reset while waiting must not throw.
-    socket.on('error', () => socket.destroy());
-    if (head.length > 0) socket.unshift(head);
-    afterResponses(socket, () => onConnect(socket, req.url ?? '', NO_BYTES));
-  });
-  server.on('clientError', onClientError);
-  frontConnects(server, { connect: onConnect, clientError: onClientError });
+  /** The reader of each connection read as HTTP (not those handed over to a CONNECT). */
+  const readers = new Map<net.Socket, RequestReader>();
+  let headSweep: NodeJS.Timeout | undefined;
+  const sweepHeads = () => {
+    const limit = Date.now() - HEADERS_TIMEOUT_MS;
+    for (const reader of readers.values()) if (reader.headStartedAt !== 0 && reader.headStartedAt <= limit) reader.headTimedOut();
+    if (readers.size === 0) {
+      clearInterval(headSweep);
+      headSweep = undefined;
+    }
+  };
+  const handlers: RequestHandlers = {
+    request: onRequest,
+    // node's server hands a CONNECT over as soon as it is parsed, though answers to requests pipelined ahead of it
+    // may still be coming (it answers those in order, but not the CONNECT): its answer would be written in between,
+    // and the request ahead cut. So it waits for them; its own first bytes are put back at once (see onConnect).
+    connect: (req, socket, head) => {
+      const reader = readers.get(socket);
+      readers.delete(socket);
+      if (!reader?.answerInFlight) return onConnect(socket, req.url, head);
+      socket.on('error', () => socket.destroy());
+      if (head.length > 0) socket.unshift(head);
+      afterAnswers(reader, socket, () => onConnect(socket, req.url, NO_BYTES));
+    },
+    clientError: onClientError,
+  };
+  const readRequests = (socket: net.Socket) => {
+    const reader = new RequestReader(socket, handlers, { idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS, idleOnlyBetweenRequests: true, answerHalfClosed: true });
+    readers.set(socket, reader);
+    socket.once('close', () => readers.delete(socket));
+    headSweep ??= setInterval(sweepHeads, HEADERS_SWEEP_MS).unref();
+  };
+  server.closeIdleConnections = () => {
+    for (const [socket, reader] of readers) if (reader.idle) socket.destroy();
+  };
+  server.closeAllConnections = () => {
+    for (const socket of readers.keys()) socket.destroy();
+  };
+  // node's http.Server.close() closed idle connections too (node 19 on).
+  const close = server.close.bind(server);
+  server.close = (callback?: (err?: Error) => void) => {
+    server.closeIdleConnections();
+    return close(callback);
+  };
+  frontConnects(server, { connect: onConnect, clientError: onClientError, other: readRequests });
+  server.on('close', () => clearInterval(headSweep));
 
   return server;
 }
 
 const NO_BYTES = Buffer.alloc(0);
 
-/** The response node's server is writing on this connection, if any (the next pipelined one is assigned when it ends). */
-function responseInFlight(socket: net.Socket): http.ServerResponse | null | undefined {
-  return (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-}
-
-/** Call `then` once no response of node's server is in flight on the socket (none if the socket closes first). */
-function afterResponses(socket: net.Socket, then: () => void): void {
-  const current = responseInFlight(socket);
+/** Call `then` once no answer of the reader is in flight on the socket (none if the socket closes first). */
+function afterAnswers(reader: RequestReader, socket: net.Socket, then: () => void): void {
+  const current = reader.answerInFlight;
   if (socket.destroyed) return;
   if (!current) return then();
-  // 'close' comes a tick after the response ended (or when the connection went), once node has assigned the next one.
-  current.once('close', () => afterResponses(socket, then));
+  // 'close' comes a tick after the answer finished (or when the connection went), once the next one is assigned.
+  current.once('close', () => afterAnswers(reader, socket, then));
 }

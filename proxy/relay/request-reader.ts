@@ -185,8 +185,17 @@ export type ClientError = NodeJS.ErrnoException & { rawPacket?: Buffer };
 export interface RequestHandlers {
   /** A request to answer on `res` (answers go out in request order). */
   request(req: InspectedRequest, res: RawResponse): void;
-  /** An upgrade: the socket is the handler's from now on, `head` what followed the request's head. */
-  upgrade(req: InspectedRequest, socket: Socket, head: Buffer): void;
+  /**
+   * An upgrade: the socket is the handler's from now on, `head` what followed the request's head. Without this
+   * handler an upgrade request is read and answered as any other (node's server without an 'upgrade' listener).
+   */
+  upgrade?(req: InspectedRequest, socket: Socket, head: Buffer): void;
+  /**
+   * A CONNECT: the socket is the handler's from now on, `head` what followed its head; answers to earlier requests
+   * may still be under way (`answerInFlight`). Without this handler the connection is closed (node's server without
+   * a 'connect' listener).
+   */
+  connect?(req: InspectedRequest, socket: Socket, head: Buffer): void;
   /** A parse error or a socket error (node's 'clientError'). */
   clientError(err: ClientError, socket: Socket): void;
 }
@@ -194,6 +203,16 @@ export interface RequestHandlers {
 export interface RequestReaderOptions {
   /** node's server `timeout` and `keepAliveTimeout` (the Keep-Alive header's timeout). */
   idleTimeoutMs: number;
+  /**
+   * node's server with `timeout` 0 and `keepAliveTimeout` `idleTimeoutMs`: the connection is closed for inactivity
+   * only between requests, never while a head, a body or an answer is under way (the explicit proxy).
+   */
+  idleOnlyBetweenRequests?: boolean;
+  /**
+   * node's `httpAllowHalfOpen`: a client's FIN ends the connection after the answers to what it sent (see
+   * half-close.ts); without, the connection's side is ended at once.
+   */
+  answerHalfClosed?: boolean;
 }
 
 /** One client connection's requests, read and answered in order. */
@@ -221,6 +240,8 @@ export class RequestReader implements ResponseOwner {
   private keepAliveGrace = false;
   /** A message has begun and is not complete (the connection is not idle). */
   private midMessage = false;
+  /** When the head being read began (`Date.now()`), 0 when no head is being read (node's headersTimeout checks it). */
+  headStartedAt = 0;
   private failed = false;
   /** An upgrade came behind requests not yet answered: their answers go out, then the connection ends. */
   private closeWhenAnswered = false;
@@ -234,6 +255,8 @@ export class RequestReader implements ResponseOwner {
   private readonly onDrain = () => this.drained();
   private readonly onError = (err: ClientError) => this.handlers.clientError(err, this.socket);
   private readonly onTimeout = () => {
+    // Not idle: the timer starts again with the next byte read or written (node's socket timer is refreshed then).
+    if (this.options.idleOnlyBetweenRequests && !this.betweenRequests) return;
     if (this.betweenRequests && !this.keepAliveGrace) {
       this.keepAliveGrace = true;
       this.socket.setTimeout(KEEP_ALIVE_TIMEOUT_BUFFER_MS);
@@ -251,6 +274,7 @@ export class RequestReader implements ResponseOwner {
     parser.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, 0, HTTPParser.kLenientNone);
     parser[HTTPParser.kOnMessageBegin] = () => {
       this.midMessage = true;
+      this.headStartedAt = Date.now();
     };
     parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
       if (this.pendingHeaders.length < MAX_HEADER_ENTRIES) for (const h of headers) this.pendingHeaders.push(h);
@@ -292,6 +316,21 @@ export class RequestReader implements ResponseOwner {
     socket.on('drain', this.onDrain);
     socket.on('error', this.onError);
     this.consume(socket);
+  }
+
+  /** The answer being written, if any (node's `socket._httpMessage`; the next one is assigned when it finishes). */
+  get answerInFlight(): RawResponse | undefined {
+    return this.current;
+  }
+
+  /**
+   * A head unfinished for too long (node's headersTimeout): answered as node's server did, with 'clientError'; as
+   * there, the parser stays (a FIN after the answer is reported again, as an unexpected end).
+   */
+  headTimedOut(): void {
+    if (this.failed) return;
+    this.headStartedAt = 0;
+    this.handlers.clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), this.socket);
   }
 
   /** Idle: between requests, every answer written (what `closeIdleConnections` closes). */
@@ -351,11 +390,13 @@ export class RequestReader implements ResponseOwner {
   private headersComplete(major: number, minor: number, headers: string[] | undefined, methodIndex: number, url: string | undefined, upgrade: boolean, keepAlive: boolean): number {
     const raw = headers ?? this.pendingHeaders;
     this.pendingHeaders = [];
+    this.headStartedAt = 0;
     const target = url ?? this.pendingUrl;
     this.pendingUrl = '';
     const req = (this.incoming = new InspectedRequest(this.socket, this, METHODS[methodIndex] ?? 'GET', target, major, minor, raw));
     this.betweenRequests = false;
-    if (upgrade) {
+    // node's server: a CONNECT is always handed over (closed without a handler), other upgrades only to a handler.
+    if (upgrade && (req.method === 'CONNECT' || this.handlers.upgrade)) {
       req.upgrade = true;
       return 2;
     }
@@ -448,6 +489,11 @@ export class RequestReader implements ResponseOwner {
       this.handlers.clientError(err as ClientError, this.socket);
       return;
     }
+    if (this.options.answerHalfClosed) {
+      // node's socketOnEnd with httpAllowHalfOpen: the last answer due ends the connection (finished()).
+      const last = this.queued.at(-1) ?? this.current;
+      if (last) return void (last.last = true);
+    }
     if (this.socket.writable) this.socket.end();
   }
 
@@ -459,15 +505,17 @@ export class RequestReader implements ResponseOwner {
 
   /** An upgrade (or CONNECT, which has no handler here: the connection is closed, as node's server did). */
   private handOver(req: InspectedRequest, head: Buffer): void {
-    if (this.requests.length > 0) return this.endAfterAnswers();
+    // A CONNECT with a handler (the explicit proxy) is handed over at once; the handler waits for the answers.
+    if (this.requests.length > 0 && !(req.method === 'CONNECT' && this.handlers.connect)) return this.endAfterAnswers();
     this.detachSocket();
     this.unconsume();
     // What follows the head waits in the socket for the handler (node: flowing reset, nothing read meanwhile).
     (this.socket as { readableFlowing: boolean | null }).readableFlowing = null;
     this.parser.finish();
     this.closeParser();
-    if (req.method === 'CONNECT') return void this.socket.destroy();
-    this.handlers.upgrade(req, this.socket, head);
+    const handler = req.method === 'CONNECT' ? this.handlers.connect : this.handlers.upgrade;
+    if (!handler) return void this.socket.destroy();
+    handler(req, this.socket, head);
   }
 
   /**

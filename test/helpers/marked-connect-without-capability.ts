@@ -7,12 +7,10 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { AddressBook } from '../../decision/address-book.js';
-import { Resolver } from '../../decision/resolver.js';
 import { EventLog } from '../../events/event-log.js';
 import type { CloseEvent, EgressEvent } from '../../events/schema.js';
-import { buildPolicy } from '../../policy/index.js';
-import { createHttpProxyServer } from '../../proxy/explicit/server.js';
+import { blockModeContext } from './block-mode-context.js';
+import { createHttpProxyServer, type HttpProxyServer } from '../../proxy/explicit/server.js';
 import { createHttpForwarder } from '../../proxy/relay/http-forwarder.js';
 import { createTrafficCounters } from '../../proxy/relay/traffic-counters.js';
 import { spliceTunnel } from '../../proxy/relay/tunnel.js';
@@ -37,23 +35,16 @@ async function outcome(connect: () => Promise<unknown>, close: (upstream: unknow
 }
 
 /** An explicit proxy allowing `a.test` (at 127.0.0.1), listening; the close events it emits are kept in `closes`. */
-function explicitProxy(closes: CloseEvent[]): http.Server {
-  const origin = { file: 'test', line: 1 };
-  const policy = buildPolicy({
-    mode: { value: 'block', origin },
-    'allowed-endpoints': { value: 'a.test:*', origin },
-    'trusted-ranges': { value: '127.0.0.0/8', origin },
-  });
+function explicitProxy(closes: CloseEvent[]): HttpProxyServer {
   const events = new EventLog({ stdout: false });
   events.subscribe((e: EgressEvent) => void (e.event === 'close' && closes.push(e)));
-  const resolver = new Resolver({ overrides: new Map([['a.test', ['127.0.0.1']]]), addressBook: new AddressBook() });
   const forwarder = createHttpForwarder({ events, connectTimeoutMs: 2000, idleTimeoutMs: 5000 });
-  const context = { policy: () => policy, resolver, events };
+  const context = blockModeContext('a.test:*', ['a.test'], events);
   return createHttpProxyServer({ ...context, counters: createTrafficCounters(), tunnel: spliceTunnel, connectTimeoutMs: 2000, idleTimeoutMs: 5000, maxTunnels: 10, forwarder });
 }
 
 /** A GET through the proxy: its status, and the error of the request's close event. */
-function forwarded(proxy: http.Server, closes: CloseEvent[], port: number): Promise<Outcome> {
+function forwarded(proxy: HttpProxyServer, closes: CloseEvent[], port: number): Promise<Outcome> {
   return new Promise((resolve) => {
     const target = `a.test:${port}`;
     const req = http.request({ host: '127.0.0.1', port: (proxy.address() as net.AddressInfo).port, path: `http://${target}/`, headers: { host: target } }, (res) => {

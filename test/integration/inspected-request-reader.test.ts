@@ -24,6 +24,7 @@ import { EventLog } from '../../events/event-log.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { buildPolicy } from '../../policy/index.js';
 import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
+import type { HttpProxyServer } from '../../proxy/explicit/server.js';
 import { leafFor } from '../helpers/servers.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -70,10 +71,10 @@ describe('inspected requests read without node http.Server', () => {
   let upstreamPort = 0;
   let plainUpstream: http.Server;
   let plainPort = 0;
-  let proxy: http.Server;
+  let proxy: HttpProxyServer;
   /** The same proxy with a 3 s idle timeout (the keep-alive grace test), started by that test. */
-  let shortIdleProxy: http.Server | undefined;
-  let startShortIdleProxy: () => Promise<http.Server>;
+  let shortIdleProxy: HttpProxyServer | undefined;
+  let startShortIdleProxy: () => Promise<HttpProxyServer>;
   const seen: Seen[] = [];
   const events: EgressEvent[] = [];
   const decisions = () => events.filter((e): e is DecisionEvent => e.event === 'decision');
@@ -336,6 +337,19 @@ describe('inspected requests read without node http.Server', () => {
     assert.ok(answer.closed);
     assert.equal(
       decisions().find((d) => d.path === '/ok/many-headers'),
+      undefined,
+    );
+  });
+
+  test('a CONNECT inside an inspected connection closes it, not decided and not forwarded (the reader has no CONNECT handler there)', async () => {
+    const client = await inspectedSocket();
+    client.write(`CONNECT elsewhere.test:443 HTTP/1.1\r\nHost: elsewhere.test:443\r\n\r\n`);
+    const answer = await readUntil(client, () => false);
+    client.destroy();
+    assert.ok(answer.closed, 'the connection is closed');
+    assert.equal(answer.text, '', 'nothing is answered');
+    assert.equal(
+      decisions().find((d) => d.host === 'elsewhere.test'),
       undefined,
     );
   });

@@ -23,6 +23,7 @@ import { EventLog } from '../../events/event-log.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { buildPolicy, type Policy } from '../../policy/index.js';
 import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
+import type { HttpProxyServer } from '../../proxy/explicit/server.js';
 import { startHttpsServer, testCa, leafFor, type TestServer } from '../helpers/servers.js';
 import { serveWebSocketEcho, webSocketExchange } from '../helpers/websocket.js';
 import { curlTwoOnOneConnection } from '../helpers/curl-keep-alive.js';
@@ -42,7 +43,7 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
     /** A WebSocket echo server for github.test, and the upgrade paths that reached it. */
     let webSockets: https.Server;
     const upgradesSeen: string[] = [];
-    let proxy: http.Server;
+    let proxy: HttpProxyServer;
     let proxyUrl: string;
     let caFile: string;
     const events: EgressEvent[] = [];
