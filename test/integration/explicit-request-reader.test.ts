@@ -181,6 +181,27 @@ describe('explicit proxy: plain requests read by the request reader', () => {
     }
   });
 
+  test("a refused CONNECT whose client sent bytes along its head: the client's close frees the tunnel's count", async () => {
+    const counters = createTrafficCounters();
+    const proxy = await explicitProxy(10, counters);
+    try {
+      const blocked = `CONNECT c.test:443 HTTP/1.1\r\nHost: c.test:443\r\n\r\nearly bytes`;
+      // Alone on its connection (read by connect-front.ts), and behind a request (by the request reader).
+      for (const bytes of [blocked, get('/one') + blocked]) {
+        const c = await client(portOf(proxy));
+        c.socket.write(bytes);
+        assert.ok(await c.until('403 Forbidden'), 'the CONNECT is refused');
+        assert.ok(await c.untilClosed(), 'the client closes its side in turn');
+        assert.equal(await openSettled(counters, 0), 0, 'the refused tunnel no longer counts against max-tunnels');
+      }
+    } finally {
+      // Tunnels are the sidecar's to drain, not closeAllConnections'.
+      for (const socket of counters.tunnels) socket.destroy();
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
   test('a request asking for an upgrade is answered as a plain request, and the connection serves on', async () => {
     const proxy = await explicitProxy(10, createTrafficCounters());
     try {
