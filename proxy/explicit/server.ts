@@ -110,6 +110,16 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       });
   };
 
+  /**
+   * A CONNECT answered with an error: what the client sent along with it is read and dropped, so that its FIN is
+   * seen and the socket closes. Left unread, those bytes keep the FIN from being read: the socket stays half-open for
+   * good and, once counted, holds a place against maxTunnels.
+   */
+  const refuseTunnel = (socket: net.Socket, status: number, message: string, eventId?: string) => {
+    writeRawError(socket, status, message, eventId);
+    socket.resume();
+  };
+
   /** A CONNECT head read (by connect-front.ts, or by the request reader on a connection that began otherwise). */
   const onConnect = (socket: net.Socket, target: string, head: Buffer) => {
     const client = clientOf(socket);
@@ -119,20 +129,20 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     if (head.length > 0) socket.unshift(head);
     const authority = parseAuthority(target);
     if (!authority) {
-      writeRawError(socket, 400, `CONNECT needs host:port, got "${target}"`);
+      refuseTunnel(socket, 400, `CONNECT needs host:port, got "${target}"`);
       events.log.warn({ client, url: target.slice(0, 200) }, 'malformed CONNECT');
       return;
     }
     if (atCapacity()) {
-      writeRawError(socket, 503, `egress-guard is at its limit of ${options.maxTunnels} open tunnels`);
+      refuseTunnel(socket, 503, `egress-guard is at its limit of ${options.maxTunnels} open tunnels`);
       return;
     }
     trackConnection(counters, socket);
     void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port, inspectable: options.inspector !== undefined })
       .then(async (auth) => {
-        if (auth.action === 'reject') return writeRawError(socket, 403, auth.decision.message, auth.event.id);
+        if (auth.action === 'reject') return refuseTunnel(socket, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {
-          writeRawError(socket, auth.status, auth.message, auth.event.id);
+          refuseTunnel(socket, auth.status, auth.message, auth.event.id);
           auth.connection.close({ status: auth.status, error: auth.error });
           return;
         }
@@ -147,7 +157,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
           upstream = await connectTunnelUpstream(options.tunnel, socket, auth.address, auth.port, options.connectTimeoutMs);
         } catch (err) {
           const failure = UpstreamConnectError.from(err);
-          writeRawError(socket, failure.status, failure.message, auth.event.id);
+          refuseTunnel(socket, failure.status, failure.message, auth.event.id);
           auth.connection.close({ status: failure.status, error: failure.error });
           return;
         }
@@ -169,7 +179,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');
-        writeRawError(socket, 502, 'egress-guard could not handle this tunnel');
+        refuseTunnel(socket, 502, 'egress-guard could not handle this tunnel');
       });
   };
 

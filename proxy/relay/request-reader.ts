@@ -252,6 +252,7 @@ export class RequestReader implements ResponseOwner {
   private readonly onData = (data: Buffer) => this.read(data);
   private readonly onEnd = () => this.ended();
   private readonly onClose = () => this.closed();
+  private readonly onAnswersGone = () => this.answersGone();
   private readonly onDrain = () => this.drained();
   private readonly onError = (err: ClientError) => this.handlers.clientError(err, this.socket);
   private readonly onTimeout = () => {
@@ -500,7 +501,17 @@ export class RequestReader implements ResponseOwner {
   private closed(): void {
     this.unconsume();
     this.closeParser();
+    this.answersGone();
+  }
+
+  /**
+   * The connection is gone: the answer under way and those waiting for their turn never go out. Each gets 'close'
+   * (node gave it only to the one under way), so what their handlers hold (the explicit proxy's count of open
+   * connections) is let go rather than kept for good.
+   */
+  private answersGone(): void {
     this.current?.emitClose();
+    for (const res of this.queued) res.emitClose();
   }
 
   /** An upgrade (or CONNECT, which has no handler here: the connection is closed, as node's server did). */
@@ -508,6 +519,8 @@ export class RequestReader implements ResponseOwner {
     // A CONNECT with a handler (the explicit proxy) is handed over at once; the handler waits for the answers.
     if (this.requests.length > 0 && !(req.method === 'CONNECT' && this.handlers.connect)) return this.endAfterAnswers();
     this.detachSocket();
+    // A CONNECT handed over while answers are still due: they still learn of the connection's end.
+    if (this.requests.length > 0) this.socket.once('close', this.onAnswersGone);
     this.unconsume();
     // What follows the head waits in the socket for the handler (node: flowing reset, nothing read meanwhile).
     (this.socket as { readableFlowing: boolean | null }).readableFlowing = null;

@@ -83,6 +83,12 @@ async function client(port: number) {
   };
 }
 
+/** `counters.open` once it is `expected`, or as it is after 3 s. */
+async function openSettled(counters: TrafficCounters, expected: number): Promise<number> {
+  for (let i = 0; i < 300 && counters.open !== expected; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  return counters.open;
+}
+
 describe('explicit proxy: plain requests read by the request reader', () => {
   let upstream: http.Server;
   let authority: string;
@@ -150,6 +156,50 @@ describe('explicit proxy: plain requests read by the request reader', () => {
     assert.ok(await busy.untilClosed(), 'closeAllConnections() closes it');
     await closed;
     held.shift()!.end();
+  });
+
+  test('a client resetting its connection releases the count of every request still in flight: queued ones, one a CONNECT waits behind', async () => {
+    const counters = createTrafficCounters();
+    const proxy = await explicitProxy(10, counters);
+    const connect = `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`;
+    try {
+      for (const [bytes, inFlight] of [
+        [get('/hold') + connect, 1],
+        [get('/hold') + get('/hold'), 2],
+      ] as const) {
+        const c = await client(portOf(proxy));
+        c.socket.write(bytes);
+        while (held.length < inFlight) await new Promise((resolve) => setTimeout(resolve, 10));
+        assert.equal(counters.open, inFlight, 'each request in flight is counted (the CONNECT waits for the answer ahead)');
+        c.socket.resetAndDestroy();
+        assert.equal(await openSettled(counters, 0), 0, 'the connection is gone: its requests no longer count against max-tunnels');
+        for (const res of held.splice(0)) res.end();
+      }
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
+  test("a refused CONNECT whose client sent bytes along its head: the client's close frees the tunnel's count", async () => {
+    const counters = createTrafficCounters();
+    const proxy = await explicitProxy(10, counters);
+    try {
+      const blocked = `CONNECT c.test:443 HTTP/1.1\r\nHost: c.test:443\r\n\r\nearly bytes`;
+      // Alone on its connection (read by connect-front.ts), and behind a request (by the request reader).
+      for (const bytes of [blocked, get('/one') + blocked]) {
+        const c = await client(portOf(proxy));
+        c.socket.write(bytes);
+        assert.ok(await c.until('403 Forbidden'), 'the CONNECT is refused');
+        assert.ok(await c.untilClosed(), 'the client closes its side in turn');
+        assert.equal(await openSettled(counters, 0), 0, 'the refused tunnel no longer counts against max-tunnels');
+      }
+    } finally {
+      // Tunnels are the sidecar's to drain, not closeAllConnections'.
+      for (const socket of counters.tunnels) socket.destroy();
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 
   test('a request asking for an upgrade is answered as a plain request, and the connection serves on', async () => {
