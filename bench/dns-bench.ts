@@ -257,6 +257,9 @@ export async function runDnsBench(settings: DnsBenchSettings = DEFAULT_DNS_SETTI
     const zonePort = await new Promise<number>((resolve, reject) => {
       zoneWorker.once('message', resolve);
       zoneWorker.once('error', reject);
+      // A worker that ends without a port or an error (its listen never settled) would leave this waiting with
+      // nothing else alive: node would then exit 0 in the middle of the bench, without a result.
+      zoneWorker.once('exit', (code) => reject(new Error(`the DNS zone server's worker exited (code ${code}) before it listened`)));
     });
     const files = writeQueryFiles(dir);
     const run = async (name: string, task: () => Promise<DnsServerResult>) => {

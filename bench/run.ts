@@ -188,12 +188,22 @@ async function main(): Promise<number> {
   return 0;
 }
 
+let settled = false;
 main().then(
   (code) => {
+    settled = true;
     process.exitCode = code;
   },
   (err: Error) => {
+    settled = true;
     process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
     process.exitCode = 1;
   },
 );
+// A part that waits on something no handle will ever settle lets node exit with code 0 and no result (seen once,
+// in the DNS part): say so and fail instead.
+process.once('beforeExit', () => {
+  if (settled) return;
+  process.stderr.write('bench failed: a part was left waiting with nothing running to finish it (no result written)\n');
+  process.exitCode = 1;
+});
