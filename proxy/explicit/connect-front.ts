@@ -1,10 +1,6 @@
 import type net from 'node:net';
 import { parseConnectHead } from './connect-head.js';
-
-/** node's default headersTimeout, the one the explicit proxy's request reader uses too: a head must be complete by then. */
-const HEAD_TIMEOUT_MS = 30_000;
-/** How often connections still sending their head are checked against HEAD_TIMEOUT_MS (one timer for all). */
-const HEAD_SWEEP_MS = 1_000;
+import { headSweep } from './head-timeout.js';
 
 /** A socket error or a head refused, handed to the server's clientError handler as node's HTTP server would. */
 function clientError(code: string, message: string): NodeJS.ErrnoException {
@@ -50,15 +46,10 @@ export interface ClosableServer extends net.Server {
 export function frontConnects(server: ClosableServer, handlers: ConnectFrontHandlers): void {
   /** Connections still in their head: when each was accepted (ms) and the listeners to take off it. */
   const pending = new Map<net.Socket, InHead>();
-  let sweep: NodeJS.Timeout | undefined;
-  const sweepExpired = () => {
-    const limit = Date.now() - HEAD_TIMEOUT_MS;
-    for (const [socket, head] of pending) if (head.since <= limit) fail(socket, clientError('ERR_HTTP_REQUEST_TIMEOUT', 'Request timeout'));
-    if (pending.size === 0) {
-      clearInterval(sweep);
-      sweep = undefined;
-    }
-  };
+  const sweep = headSweep((startedBefore) => {
+    for (const [socket, head] of pending) if (head.since <= startedBefore) fail(socket, clientError('ERR_HTTP_REQUEST_TIMEOUT', 'Request timeout'));
+    return pending.size > 0;
+  });
   const release = (socket: net.Socket) => {
     const head = pending.get(socket);
     if (!head) return;
@@ -107,7 +98,7 @@ export function frontConnects(server: ClosableServer, handlers: ConnectFrontHand
     socket.on('data', data);
     socket.on('end', end);
     socket.on('error', error);
-    sweep ??= setInterval(sweepExpired, HEAD_SWEEP_MS).unref();
+    sweep.arm();
   });
 
   const destroyInHead = (socket: net.Socket) => {
@@ -125,5 +116,5 @@ export function frontConnects(server: ClosableServer, handlers: ConnectFrontHand
     for (const socket of [...refused]) socket.destroy();
     closeAll();
   };
-  server.on('close', () => clearInterval(sweep));
+  server.on('close', sweep.stop);
 }

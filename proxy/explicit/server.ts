@@ -5,6 +5,7 @@ import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
 import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
 import { frontConnects, type ClosableServer } from './connect-front.js';
+import { headSweep } from './head-timeout.js';
 import { UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
@@ -39,10 +40,6 @@ export type HttpProxyServer = ClosableServer;
 
 /** node's server's keep-alive timeout (and the Keep-Alive header's), which the explicit listener kept at 30 s. */
 const KEEP_ALIVE_TIMEOUT_MS = 30_000;
-/** node's server's headersTimeout: a head must be complete this long after it began. */
-const HEADERS_TIMEOUT_MS = 30_000;
-/** How often unfinished heads are checked against HEADERS_TIMEOUT_MS (one timer for all connections). */
-const HEADERS_SWEEP_MS = 1_000;
 
 /**
  * The explicit proxy listener: absolute-URI HTTP requests (forwarded by relay/http-forwarder.ts) and CONNECT tunnels.
@@ -191,15 +188,11 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
 
   /** The reader of each connection read as HTTP (not those handed over to a CONNECT). */
   const readers = new Map<net.Socket, RequestReader>();
-  let headSweep: NodeJS.Timeout | undefined;
-  const sweepHeads = () => {
-    const limit = Date.now() - HEADERS_TIMEOUT_MS;
-    for (const reader of readers.values()) if (reader.headStartedAt !== 0 && reader.headStartedAt <= limit) reader.headTimedOut();
-    if (readers.size === 0) {
-      clearInterval(headSweep);
-      headSweep = undefined;
-    }
-  };
+  // node's headersTimeout for the heads the readers read (the front times those it reads), one timer for all.
+  const heads = headSweep((startedBefore) => {
+    for (const reader of readers.values()) if (reader.headStartedAt !== 0 && reader.headStartedAt <= startedBefore) reader.headTimedOut();
+    return readers.size > 0;
+  });
   const handlers: RequestHandlers = {
     request: onRequest,
     // node's server hands a CONNECT over as soon as it is parsed, though answers to requests pipelined ahead of it
@@ -219,7 +212,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     const reader = new RequestReader(socket, handlers, { idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS, idleOnlyBetweenRequests: true, answerHalfClosed: true });
     readers.set(socket, reader);
     socket.once('close', () => readers.delete(socket));
-    headSweep ??= setInterval(sweepHeads, HEADERS_SWEEP_MS).unref();
+    heads.arm();
   };
   server.closeIdleConnections = () => {
     for (const [socket, reader] of readers) if (reader.idle) socket.destroy();
@@ -234,7 +227,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     return close(callback);
   };
   frontConnects(server, { connect: onConnect, clientError: onClientError, other: readRequests });
-  server.on('close', () => clearInterval(headSweep));
+  server.on('close', heads.stop);
 
   return server;
 }
