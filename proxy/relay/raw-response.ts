@@ -254,15 +254,7 @@ export class RawResponse {
       this.socket.cork();
       process.nextTick(uncork, this.socket);
     }
-    let more: boolean;
-    if (this.chunkedEncoding && chunk.length !== 0) {
-      this.send(chunk.length.toString(16), 'latin1', undefined);
-      this.send(CRLF, 'latin1', undefined);
-      this.send(chunk, 'latin1', undefined);
-      more = this.send(CRLF, 'latin1', undefined);
-    } else {
-      more = this.send(chunk, 'latin1', undefined);
-    }
+    const more = this.sendBody(chunk, 'latin1', chunk.length);
     if (!more) this.needDrain = true;
     return more;
   }
@@ -275,16 +267,7 @@ export class RawResponse {
         this.contentLength = Buffer.byteLength(chunk);
         this.writeHead(this.statusCode);
       }
-      if (this.hasBody) {
-        if (this.chunkedEncoding && chunk.length !== 0) {
-          this.send(Buffer.byteLength(chunk).toString(16), 'latin1', undefined);
-          this.send(CRLF, 'latin1', undefined);
-          this.send(chunk, 'utf8', undefined);
-          this.send(CRLF, 'latin1', undefined);
-        } else {
-          this.send(chunk, 'utf8', undefined);
-        }
-      }
+      if (this.hasBody) this.sendBody(chunk, 'utf8', Buffer.byteLength(chunk));
     } else if (this.header === undefined) {
       if (this.active) this.socket.cork();
       this.contentLength = 0;
@@ -346,6 +329,15 @@ export class RawResponse {
     if ((this.socket as Socket & { _hadError?: boolean })._hadError) return;
     this.owner.finished(this);
   };
+
+  /** A piece of the body, `bytes` long: framed as a chunk when the response is chunked (an empty one is not: it would end it). */
+  private sendBody(data: string | Buffer, encoding: Encoding, bytes: number): boolean {
+    if (!this.chunkedEncoding || bytes === 0) return this.send(data, encoding, undefined);
+    this.send(bytes.toString(16), 'latin1', undefined);
+    this.send(CRLF, 'latin1', undefined);
+    this.send(data, encoding, undefined);
+    return this.send(CRLF, 'latin1', undefined);
+  }
 
   /** node's `_send`: the head goes with the first bytes (in their encoding, when they are a string). */
   private send(data: string | Buffer, encoding: Encoding, callback: (() => void) | undefined): boolean {
