@@ -24,6 +24,8 @@ import {
   JOB_SELECT,
   jobPage,
   jobRowSql,
+  JOB_DELTA_COLUMNS,
+  DESTINATION_DELTA_COLUMNS,
   rowsToRead,
   OLD_TABLE,
   RECOMPUTE_SQL,
@@ -151,39 +153,27 @@ const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.
   JOIN eg_events d ON d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`;
 
 /**
- * A batch's aggregate deltas in one statement: $1-$10 the jobs' columns, $11-$19 the destinations' (aggregateParams).
+ * A batch's aggregate deltas in one statement: the jobs' columns from $1, the destinations' after them (aggregateParams).
  * PostgreSQL runs a data-modifying WITH part the main statement does not read after the main one: destinations, then
  * jobs, the order in which retention's recompute (queries.ts) locks them too.
  */
-const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', 1)} RETURNING 1) ${destinationRowSql('postgres', 11)}`;
+const AGGREGATES_SQL = `WITH jobs AS (${jobRowSql('postgres', 1)} RETURNING 1) ${destinationRowSql('postgres', JOB_DELTA_COLUMNS.length + 1)}`;
 
 /**
  * AGGREGATES_SQL's parameters, binary arrays in queries.ts's column order. They were two JSON texts, which PostgreSQL
  * parsed into jsonb, then into records; its CPU per event fell by 1.5-2.4 µs without them (docs/collector.md, "Ninth
  * round").
  */
-function aggregateParams({ jobs: j, destinations: d }: aggregate.Deltas): Buffer[] {
-  return [
-    int4Array(j.map((r) => r.jobId)),
-    int4Array(j.map((r) => r.repoId)),
-    int8SumArray(j.map((r) => r.first)),
-    int8SumArray(j.map((r) => r.last)),
-    int8SumArray(j.map((r) => r.decisions)),
-    int8SumArray(j.map((r) => r.allowed)),
-    int8SumArray(j.map((r) => r.blocked)),
-    int8SumArray(j.map((r) => r.wouldBlock)),
-    int8SumArray(j.map((r) => r.bytesIn)),
-    int8SumArray(j.map((r) => r.bytesOut)),
-    int4Array(d.map((r) => r.jobId)),
-    int4Array(d.map((r) => r.hostId)),
-    int4Array(d.map((r) => r.port)),
-    int2Array(d.map((r) => r.decision)),
-    int8SumArray(d.map((r) => r.count)),
-    int8SumArray(d.map((r) => r.bytesIn)),
-    int8SumArray(d.map((r) => r.bytesOut)),
-    int8SumArray(d.map((r) => r.first)),
-    int8SumArray(d.map((r) => r.last)),
-  ];
+function aggregateParams({ jobs, destinations }: aggregate.Deltas): Buffer[] {
+  return [...deltaArrays(jobs, JOB_DELTA_COLUMNS), ...deltaArrays(destinations, DESTINATION_DELTA_COLUMNS)];
+}
+
+/** A binary array per column, for the column's type; bigints as sums (past 2^53 allowed: int8SumArray). */
+const DELTA_ARRAY = { int: int4Array, smallint: int2Array, bigint: int8SumArray } as const;
+
+/** The arrays of `rows`' columns, in `columns`' order (queries.ts's lists, which also name them in the SQL). */
+function deltaArrays<R>(rows: readonly R[], columns: readonly { field: keyof R; type: keyof typeof DELTA_ARRAY }[]): Buffer[] {
+  return columns.map((c) => DELTA_ARRAY[c.type](rows.map((r) => r[c.field] as number | null)));
 }
 
 /**

@@ -121,56 +121,57 @@ function upsert(dialect: 'sqlite' | 'postgres', table: string, sums: string[]): 
   ].join(', ');
 }
 
-/**
- * PostgreSQL's rows of an aggregate upsert: one array parameter per column (sent binary, pg-binary-array.ts), from
- * `$first` on, in `columns`' order; each column named and typed as `name type`.
- */
-function unnestRows(first: number, columns: readonly string[]): string {
-  const params = columns.map((c, i) => `$${first + i}::${c.slice(c.lastIndexOf(' ') + 1)}[]`);
-  return `SELECT * FROM unnest(${params.join(', ')}) AS x(${columns.map((c) => c.slice(0, c.lastIndexOf(' '))).join(', ')})`;
+/** A column of an aggregate delta row: its field in aggregate.ts's JobDelta or DestinationDelta, and its PostgreSQL type. */
+export interface DeltaColumn {
+  readonly field: string;
+  readonly type: 'int' | 'smallint' | 'bigint';
 }
 
-/** eg_jobs' upsert: SQLite's one row by name; PostgreSQL's rows as arrays in these columns' order from `$first` on. */
-const JOB_DELTA_COLUMNS = [
-  '"jobId" int',
-  '"repoId" int',
-  'first bigint',
-  'last bigint',
-  'decisions bigint',
-  'allowed bigint',
-  'blocked bigint',
-  '"wouldBlock" bigint',
-  '"bytesIn" bigint',
-  '"bytesOut" bigint',
-];
+/**
+ * The delta rows of an aggregate upsert, in `columns`' order: SQLite's one row by name; PostgreSQL's rows as one array
+ * parameter per column (sent binary by postgres-store.ts, from the same list), from `$first` on.
+ */
+function deltaRows(dialect: 'sqlite' | 'postgres', columns: readonly DeltaColumn[], first: number): string {
+  if (dialect === 'sqlite') return `VALUES (${columns.map((c) => `@${c.field}`).join(', ')})`;
+  const params = columns.map((c, i) => `$${first + i}::${c.type}[]`);
+  return `SELECT * FROM unnest(${params.join(', ')}) AS x(${columns.map((c) => `"${c.field}"`).join(', ')})`;
+}
+
+/** eg_jobs' delta rows: the order of jobRowSql's values and of PostgreSQL's array parameters. */
+export const JOB_DELTA_COLUMNS = [
+  { field: 'jobId', type: 'int' },
+  { field: 'repoId', type: 'int' },
+  { field: 'first', type: 'bigint' },
+  { field: 'last', type: 'bigint' },
+  { field: 'decisions', type: 'bigint' },
+  { field: 'allowed', type: 'bigint' },
+  { field: 'blocked', type: 'bigint' },
+  { field: 'wouldBlock', type: 'bigint' },
+  { field: 'bytesIn', type: 'bigint' },
+  { field: 'bytesOut', type: 'bigint' },
+] as const satisfies readonly DeltaColumn[];
 
 export function jobRowSql(dialect: 'sqlite' | 'postgres', first = 1): string {
-  const values =
-    dialect === 'sqlite'
-      ? 'VALUES (@jobId, @repoId, @first, @last, @decisions, @allowed, @blocked, @wouldBlock, @bytesIn, @bytesOut)'
-      : `${unnestRows(first, JOB_DELTA_COLUMNS)} ORDER BY 1`;
+  const values = deltaRows(dialect, JOB_DELTA_COLUMNS, first) + (dialect === 'postgres' ? ' ORDER BY 1' : '');
   return `INSERT INTO eg_jobs (${JOB_COLUMNS}) ${values}
     ON CONFLICT (job_id) DO UPDATE SET repo_id = COALESCE(eg_jobs.repo_id, excluded.repo_id), ${upsert(dialect, 'eg_jobs', SUMS)}`;
 }
 
-/** eg_job_destinations' upsert, as jobRowSql. */
-const DESTINATION_DELTA_COLUMNS = [
-  '"jobId" int',
-  '"hostId" int',
-  'port int',
-  'decision smallint',
-  'count bigint',
-  '"bytesIn" bigint',
-  '"bytesOut" bigint',
-  'first bigint',
-  'last bigint',
-];
+/** eg_job_destinations' delta rows, as JOB_DELTA_COLUMNS. */
+export const DESTINATION_DELTA_COLUMNS = [
+  { field: 'jobId', type: 'int' },
+  { field: 'hostId', type: 'int' },
+  { field: 'port', type: 'int' },
+  { field: 'decision', type: 'smallint' },
+  { field: 'count', type: 'bigint' },
+  { field: 'bytesIn', type: 'bigint' },
+  { field: 'bytesOut', type: 'bigint' },
+  { field: 'first', type: 'bigint' },
+  { field: 'last', type: 'bigint' },
+] as const satisfies readonly DeltaColumn[];
 
 export function destinationRowSql(dialect: 'sqlite' | 'postgres', first = 1): string {
-  const values =
-    dialect === 'sqlite'
-      ? 'VALUES (@jobId, @hostId, @port, @decision, @count, @bytesIn, @bytesOut, @first, @last)'
-      : `${unnestRows(first, DESTINATION_DELTA_COLUMNS)} ORDER BY 1, 2, 3, 4`;
+  const values = deltaRows(dialect, DESTINATION_DELTA_COLUMNS, first) + (dialect === 'postgres' ? ' ORDER BY 1, 2, 3, 4' : '');
   return `INSERT INTO eg_job_destinations (${DEST_COLUMNS}) ${values}
     ON CONFLICT (job_id, host_id, port, decision) DO UPDATE SET ${upsert(dialect, 'eg_job_destinations', ['count', 'bytes_in', 'bytes_out'])}`;
 }
