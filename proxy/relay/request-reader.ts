@@ -245,6 +245,8 @@ export class RequestReader implements ResponseOwner {
   private failed = false;
   /** An upgrade came behind requests not yet answered: their answers go out, then the connection ends. */
   private closeWhenAnswered = false;
+  /** The request just read is the connection's last (refused for its head): nothing after it is read. */
+  private lastRead = false;
   /** The socket's handle, when the parser reads it natively. */
   private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
@@ -350,12 +352,16 @@ export class RequestReader implements ResponseOwner {
     if (this.failed) return;
     if (this.keepAliveGrace) this.endGrace();
     if (ret instanceof Error) {
+      // Bytes after a request that said `close` (llhttp, strict: an error): RFC 9112 9.6 has the server assume nothing
+      // follows it, so they are neither read nor answered 400 (node's server did, and the request's own answer was lost).
+      if ((ret as ClientError).code === 'HPE_CLOSED_CONNECTION') return this.endAfterAnswers();
       this.failed = true;
       const err = ret as ClientError;
       err.rawPacket = data ?? this.parser.getCurrentBuffer();
       this.handlers.clientError(err, this.socket);
       return;
     }
+    if (this.lastRead) return this.endAfterAnswers();
     const req = this.incoming;
     if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
     if (req?.method === 'PRI') this.socket.destroy();
@@ -421,7 +427,10 @@ export class RequestReader implements ResponseOwner {
       if (req.headers.host === undefined) {
         res.writeHead(400, ['Connection', 'close']);
         res.end();
-        return 0;
+        // The connection ends after this answer: what is pipelined behind it is not read (node's server decided and
+        // sent it upstream, its answer never delivered). 2 stops the parse here, as for an upgrade.
+        this.lastRead = true;
+        return 2;
       }
       const expect = req.headers.expect;
       if (expect !== undefined) {
@@ -535,12 +544,15 @@ export class RequestReader implements ResponseOwner {
    * An upgrade pipelined behind requests not yet answered is not handed over: what it became (a 101, or an h2c
    * request read again and answered at once) would be written before their answers, which the client would take for
    * its own. Nothing more is read (the upgrade is neither decided nor sent); the connection ends after those answers.
+   * The same after the connection's last request (a 400 for its head, or bytes after a `close`).
    */
   private endAfterAnswers(): void {
     this.failed = true;
     this.closeWhenAnswered = true;
     this.unconsume();
     this.socket.pause();
+    // Every answer is out already (the `close` one's end is under way): nothing to wait for.
+    if (this.requests.length === 0) this.socket.destroySoon();
   }
 
   /**
