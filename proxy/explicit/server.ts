@@ -200,11 +200,18 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     // and the request ahead cut. So it waits for them; its own first bytes are put back at once (see onConnect).
     connect: (req, socket, head) => {
       const reader = readers.get(socket);
-      readers.delete(socket);
-      if (!reader?.answerInFlight) return onConnect(socket, req.url, head);
+      if (!reader?.answerInFlight) {
+        readers.delete(socket);
+        return onConnect(socket, req.url, head);
+      }
       socket.on('error', () => socket.destroy());
       if (head.length > 0) socket.unshift(head);
-      afterAnswers(reader, socket, () => onConnect(socket, req.url, NO_BYTES));
+      // Still among the readers while it waits (never idle: an answer is under way), so that closeAllConnections()
+      // at the drain timeout reaches it; it is neither read as HTTP nor a tunnel yet.
+      afterAnswers(reader, socket, () => {
+        readers.delete(socket);
+        onConnect(socket, req.url, NO_BYTES);
+      });
     },
     clientError: onClientError,
   };

@@ -2,7 +2,8 @@
  * The explicit proxy's plain requests read without node's http.Server (proxy/relay/request-reader.ts behind
  * connect-front.ts, issue 14): what node's server did there and no other test covered: the max-tunnels 503 for
  * plain requests, shutdown (close() and closeIdleConnections() close kept-alive connections between requests,
- * not one whose answer is under way; closeAllConnections() closes that one too), and a request that asks for an
+ * not one whose answer is under way; closeAllConnections() closes that one too, and one whose CONNECT waits behind
+ * such an answer), and a request that asks for an
  * upgrade answered as a plain request (node's server had no 'upgrade' listener here).
  */
 import assert from 'node:assert/strict';
@@ -156,6 +157,24 @@ describe('explicit proxy: plain requests read by the request reader', () => {
     assert.ok(await busy.untilClosed(), 'closeAllConnections() closes it');
     await closed;
     held.shift()!.end();
+  });
+
+  test('shutdown: closeAllConnections() also ends a connection whose CONNECT waits behind an answer under way', async () => {
+    // The CONNECT is no longer read as HTTP, nor a tunnel yet: without this, the drain timeout's closeAllConnections()
+    // left it open, and close() waited for the answer ahead and the tunnel after it.
+    const proxy = await explicitProxy(10, createTrafficCounters());
+    const waiting = await client(portOf(proxy));
+    waiting.socket.write(get('/hold') + `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    while (held.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    const closed = new Promise((resolve) => proxy.close(resolve));
+    proxy.closeIdleConnections();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(waiting.closed(), false, 'not idle: an answer is under way');
+    proxy.closeAllConnections();
+    const ended = await waiting.untilClosed();
+    held.shift()!.end();
+    assert.ok(ended, 'closeAllConnections() closes it');
+    await closed;
   });
 
   test('a client resetting its connection releases the count of every request still in flight: queued ones, one a CONNECT waits behind', async () => {
