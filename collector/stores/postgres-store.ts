@@ -6,6 +6,7 @@ import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBo
 import { Dictionary } from './dictionary.js';
 import { bigintArray, byteaArray, int2Array, int4Array, int8Array, int8SumArray, uuidArray } from './pg-binary-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdOfId, PG_KEY_OF_BYTEA_SQL, pgKeyOfId } from './pg-key.js';
+import { LINK_CLOSES_SQL, LINK_WINDOW_MS, RELINK_SQL } from './pg-link.js';
 import {
   decodeCursor,
   type EventStore,
@@ -43,11 +44,6 @@ const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT E
 const PARTITION_LOCK = 0x6567_7265;
 const RETENTION_LOCK = 0x6567_7266;
 const DAY = 86_400_000;
-/**
- * How far apart in time a decision and its close may be and still be joined (both are looked up by id within this
- * window, so that only a few day partitions are searched). Proxies close connections long before.
- */
-export const LINK_WINDOW_MS = 2 * DAY;
 
 /**
  * Deadlock, serialization, no partition (dropped meanwhile), out of shared memory (the lock table full: a batch holds
@@ -143,14 +139,6 @@ const JOIN_CLOSES_SQL = `UPDATE eg_events d SET close_body = x.body, bytes_in = 
   FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[]) AS x(key, time, body, bytes_in, bytes_out)
   WHERE d.key = x.key AND d.time = x.time AND d.event = ${DECISION} AND d.close_body IS NULL
   RETURNING d.key`;
-
-const LINK_CLOSES_SQL = `UPDATE eg_events c SET job_id = x.job FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
-  WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
-  RETURNING c.key, c.bytes_in, c.bytes_out`;
-
-const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time FROM eg_events c
-  JOIN unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[]) AS x(ckey, dkey, lo, hi) ON c.key = x.ckey AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
-  JOIN eg_events d ON d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`;
 
 /**
  * A batch's aggregate deltas in one statement: the jobs' columns from $1, the destinations' after them (aggregateParams).

@@ -1,0 +1,79 @@
+import { CLOSE, DECISION } from './codec.js';
+
+const DAY = 86_400_000;
+
+/**
+ * How far apart in time a decision and its close may be and still be joined (both are looked up by id within this
+ * window, so that only a few day partitions are searched). Proxies close connections long before.
+ */
+export const LINK_WINDOW_MS = 2 * DAY;
+
+/**
+ * Linking stored closes to their decisions (a close stored before its decision is a row of its own with no job until
+ * then), as two PostgreSQL functions that postgres-store.ts calls, made on start with the schema (CREATE OR REPLACE:
+ * a database made before gets them; nothing stored changes).
+ *
+ * Why: the statements they replace were planned as any statement, and their cached generic plans could read a number
+ * of buffers that grew with the day's traffic: a scan of the job index's `job_id IS NULL` entries on every partition
+ * (a linked close's entry stays there, dead, until the partition is vacuumed; B-tree deduplication packs the null
+ * entries into posting lists, which an index scan marks dead only when every row in them is), or, after a tiny
+ * partition's ANALYZE, a sequential scan of that partition kept while it grows (docs/collector.md, "Tenth round:
+ * linking closes"). Now every read is a probe per key:
+ * - each key is a LATERAL subquery fenced by `OFFSET 0`: a nested loop, each partition of the key's window probed by
+ *   the key (run-time pruning keeps the others out); no join of the whole array to a scan of the partitions is possible;
+ * - the unlinked closes have an index of their own (queries.ts UNLINKED_INDEX_POSTGRES: `key` where `job_id IS NULL`,
+ *   one entry per close, so an index scan that finds a linked one marks it dead for good) and the job index no longer
+ *   holds the nulls, so a probe reads the small index (or the (key, time) one), never the job index;
+ * - the functions run with `enable_seqscan = off` and `enable_bitmapscan = off` (their SET clause applies whenever
+ *   PL/pgSQL plans their statements, cached or not): a generic plan made after a tiny partition's ANALYZE was a
+ *   sequential scan of it per key (checked); and with `plan_cache_mode = force_generic_plan`, planned once per
+ *   connection, not again at each call (PL/pgSQL's custom plans for the first calls, and whenever the generic one
+ *   looks dearer);
+ * - a found close is linked by its (key, time), one row at a time (nearly always none: a close stored before its
+ *   decision, at a batch's edge), not by an UPDATE joined to the array, whose plan is the planner's choice again.
+ * What a call reads grows with its keys and the partitions in a key's window (±LINK_WINDOW_MS: up to five days), not
+ * with the rows in them. Not tried to the end: one read of the unlinked closes' index of the batch's partitions, joined
+ * by hash (fewer buffers), since its plan could read the (key, time) index whole instead (seen after a tiny partition's
+ * ANALYZE, with the batch's time span as a condition).
+ * Exactly one linker links a close, as before: UPDATE ... WHERE job_id IS NULL; a second one waits on the row and its
+ * re-check of the WHERE (READ COMMITTED) fails once the first commits.
+ */
+export const LINK_FUNCTIONS_SQL = `
+CREATE OR REPLACE FUNCTION eg_link_closes(close_keys uuid[], jobs int[], lo bigint[], hi bigint[])
+  RETURNS TABLE (linked_key uuid, linked_bytes_in bigint, linked_bytes_out bigint) LANGUAGE plpgsql VOLATILE
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+  found_close record;
+BEGIN
+  FOR found_close IN SELECT x.job, s.key, s.time FROM unnest(close_keys, jobs, lo, hi) AS x(key, job, lo, hi)
+    CROSS JOIN LATERAL (SELECT s.key, s.time FROM eg_events s WHERE s.key = x.key AND s.job_id IS NULL AND s.event = ${CLOSE} AND s.time >= x.lo AND s.time <= x.hi OFFSET 0) AS s
+  LOOP
+    UPDATE eg_events c SET job_id = found_close.job WHERE c.key = found_close.key AND c.time = found_close.time AND c.job_id IS NULL
+      RETURNING c.key, c.bytes_in, c.bytes_out INTO linked_key, linked_bytes_in, linked_bytes_out;
+    IF FOUND THEN
+      RETURN NEXT;
+    END IF;
+  END LOOP;
+END $$;
+CREATE OR REPLACE FUNCTION eg_unlinked_decisions(close_keys uuid[], decision_keys uuid[], lo bigint[], hi bigint[])
+  RETURNS TABLE (key uuid, job_id int, host_id int, port int, decision smallint, "time" bigint) LANGUAGE plpgsql STABLE
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+  RETURN QUERY SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time FROM unnest(close_keys, decision_keys, lo, hi) AS x(ckey, dkey, lo, hi)
+    CROSS JOIN LATERAL (SELECT c.time FROM eg_events c WHERE c.key = x.ckey AND c.job_id IS NULL AND c.event = ${CLOSE} AND c.time >= x.lo AND c.time <= x.hi OFFSET 0) AS c
+    CROSS JOIN LATERAL (SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time FROM eg_events d
+      WHERE d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS} OFFSET 0) AS d;
+END $$;
+`;
+
+/**
+ * Stored closes of these keys (in each one's window) with no job yet get the job given beside the key: their keys and
+ * bytes back. $1 close keys, $2 jobs, $3 and $4 each window's first and last time.
+ */
+export const LINK_CLOSES_SQL = `SELECT linked_key AS key, linked_bytes_in AS bytes_in, linked_bytes_out AS bytes_out FROM eg_link_closes($1::uuid[], $2::int[], $3::bigint[], $4::bigint[])`;
+
+/**
+ * The stored decisions of stored closes with no job yet: $1 close keys, $2 their decisions' keys, $3 and $4 each close's
+ * window. The re-check after commit (postgres-store.ts relink).
+ */
+export const RELINK_SQL = `SELECT key, job_id AS "jobId", host_id AS "hostId", port, decision, time FROM eg_unlinked_decisions($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[])`;
