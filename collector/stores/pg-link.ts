@@ -29,6 +29,9 @@ export const LINK_WINDOW_MS = 2 * DAY;
  *   sequential scan of it per key (checked); and with `plan_cache_mode = force_generic_plan`, planned once per
  *   connection, not again at each call (PL/pgSQL's custom plans for the first calls, and whenever the generic one
  *   looks dearer);
+ * - `first_time` and `last_time`, the batch's windows together, prune the partitions once when the plan starts: without
+ *   them every partition's probe was made ready at each call and pruned per key (pgbench, 12 keys, both functions: 0.22
+ *   ms a call with them, 0.47 without, against 0.20-0.31 for the statements they replace, 23 partitions);
  * - a found close is linked by its (key, time), one row at a time (nearly always none: a close stored before its
  *   decision, at a batch's edge), not by an UPDATE joined to the array, whose plan is the planner's choice again.
  * What a call reads grows with its keys and the partitions in a key's window (±LINK_WINDOW_MS: up to five days), not
@@ -39,14 +42,15 @@ export const LINK_WINDOW_MS = 2 * DAY;
  * re-check of the WHERE (READ COMMITTED) fails once the first commits.
  */
 export const LINK_FUNCTIONS_SQL = `
-CREATE OR REPLACE FUNCTION eg_link_closes(close_keys uuid[], jobs int[], lo bigint[], hi bigint[])
+CREATE OR REPLACE FUNCTION eg_link_closes(close_keys uuid[], jobs int[], lo bigint[], hi bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (linked_key uuid, linked_bytes_in bigint, linked_bytes_out bigint) LANGUAGE plpgsql VOLATILE
   SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   found_close record;
 BEGIN
   FOR found_close IN SELECT x.job, s.key, s.time FROM unnest(close_keys, jobs, lo, hi) AS x(key, job, lo, hi)
-    CROSS JOIN LATERAL (SELECT s.key, s.time FROM eg_events s WHERE s.key = x.key AND s.job_id IS NULL AND s.event = ${CLOSE} AND s.time >= x.lo AND s.time <= x.hi OFFSET 0) AS s
+    CROSS JOIN LATERAL (SELECT s.key, s.time FROM eg_events s WHERE s.key = x.key AND s.job_id IS NULL AND s.event = ${CLOSE} AND s.time >= x.lo AND s.time <= x.hi
+      AND s.time >= first_time AND s.time <= last_time OFFSET 0) AS s
   LOOP
     UPDATE eg_events c SET job_id = found_close.job WHERE c.key = found_close.key AND c.time = found_close.time AND c.job_id IS NULL
       RETURNING c.key, c.bytes_in, c.bytes_out INTO linked_key, linked_bytes_in, linked_bytes_out;
@@ -55,25 +59,27 @@ BEGIN
     END IF;
   END LOOP;
 END $$;
-CREATE OR REPLACE FUNCTION eg_unlinked_decisions(close_keys uuid[], decision_keys uuid[], lo bigint[], hi bigint[])
+CREATE OR REPLACE FUNCTION eg_unlinked_decisions(close_keys uuid[], decision_keys uuid[], lo bigint[], hi bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (key uuid, job_id int, host_id int, port int, decision smallint, "time" bigint) LANGUAGE plpgsql STABLE
   SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   RETURN QUERY SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time FROM unnest(close_keys, decision_keys, lo, hi) AS x(ckey, dkey, lo, hi)
-    CROSS JOIN LATERAL (SELECT c.time FROM eg_events c WHERE c.key = x.ckey AND c.job_id IS NULL AND c.event = ${CLOSE} AND c.time >= x.lo AND c.time <= x.hi OFFSET 0) AS c
+    CROSS JOIN LATERAL (SELECT c.time FROM eg_events c WHERE c.key = x.ckey AND c.job_id IS NULL AND c.event = ${CLOSE} AND c.time >= x.lo AND c.time <= x.hi
+      AND c.time >= first_time AND c.time <= last_time OFFSET 0) AS c
     CROSS JOIN LATERAL (SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time FROM eg_events d
-      WHERE d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS} OFFSET 0) AS d;
+      WHERE d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}
+        AND d.time >= first_time - ${LINK_WINDOW_MS} AND d.time <= last_time + ${LINK_WINDOW_MS} OFFSET 0) AS d;
 END $$;
 `;
 
 /**
  * Stored closes of these keys (in each one's window) with no job yet get the job given beside the key: their keys and
- * bytes back. $1 close keys, $2 jobs, $3 and $4 each window's first and last time.
+ * bytes back. $1 close keys, $2 jobs, $3 and $4 each window's first and last time, $5 and $6 the first and last of all.
  */
-export const LINK_CLOSES_SQL = `SELECT linked_key AS key, linked_bytes_in AS bytes_in, linked_bytes_out AS bytes_out FROM eg_link_closes($1::uuid[], $2::int[], $3::bigint[], $4::bigint[])`;
+export const LINK_CLOSES_SQL = `SELECT linked_key AS key, linked_bytes_in AS bytes_in, linked_bytes_out AS bytes_out FROM eg_link_closes($1::uuid[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint, $6::bigint)`;
 
 /**
  * The stored decisions of stored closes with no job yet: $1 close keys, $2 their decisions' keys, $3 and $4 each close's
- * window. The re-check after commit (postgres-store.ts relink).
+ * window, $5 and $6 the first and last of all. The re-check after commit (postgres-store.ts relink).
  */
-export const RELINK_SQL = `SELECT key, job_id AS "jobId", host_id AS "hostId", port, decision, time FROM eg_unlinked_decisions($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[])`;
+export const RELINK_SQL = `SELECT key, job_id AS "jobId", host_id AS "hostId", port, decision, time FROM eg_unlinked_decisions($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint, $6::bigint)`;

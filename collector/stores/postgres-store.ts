@@ -172,6 +172,21 @@ function keyWindows(rows: readonly PgRow[], ...keys: Array<(r: PgRow) => string>
   return [...keys.map((key) => uuidArray(rows.map(key))), int8Array(rows.map((r) => r.time - LINK_WINDOW_MS)), int8Array(rows.map((r) => r.time + LINK_WINDOW_MS))];
 }
 
+/**
+ * The first and last time of these rows' windows together (each row's time +- LINK_WINDOW_MS): the linking functions
+ * (pg-link.ts) probe only the partitions in it, pruned once when their plan starts instead of every partition's probe
+ * made ready and pruned per key.
+ */
+function windowsSpan(rows: readonly { time: number }[]): [number, number] {
+  let first = Infinity;
+  let last = -Infinity;
+  for (const r of rows) {
+    first = Math.min(first, r.time);
+    last = Math.max(last, r.time);
+  }
+  return [first - LINK_WINDOW_MS, last + LINK_WINDOW_MS];
+}
+
 /** A decision as stored, with its stored key and time: what linking its close needs. */
 type KeyedDecision = StoredDecision & { time: number };
 
@@ -446,6 +461,7 @@ export class PostgresStore implements EventStore {
         int4Array(list.map((d) => d.jobId)),
         int8Array(list.map((d) => d.time - LINK_WINDOW_MS)),
         int8Array(list.map((d) => d.time + LINK_WINDOW_MS)),
+        ...windowsSpan(list),
       ],
     });
     return res.rows.map((r) => ({ decision: decisions.get(decisionKeyOf(r.key))!, bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
@@ -607,7 +623,7 @@ export class PostgresStore implements EventStore {
       (r) => closeKeyOf(r.key),
       (r) => decisionKeyOf(r.key),
     );
-    const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values });
+    const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values: [...values, ...windowsSpan(rows)] });
     if (res.rows.length === 0) return;
     const decisions = new Map(res.rows.map((r) => [r.key as string, { ...(r as StoredDecision), time: Number(r.time) }]));
     await this.retried(async (client) => this.applyDeltas(client, [], await this.linkCloses(client, decisions)));

@@ -71,7 +71,7 @@ describe('PostgreSQL: linking closes through their own index (a real server star
       const closeKeys = late.decisions.map((d) => closeKeyOf(pgKeyOfId(d.id, 0)));
       const decisionKeys = late.decisions.map((d) => pgKeyOfId(d.id, 0));
       const times = late.closes.map((c) => Date.parse(c.time));
-      const windows = [times.map((t) => t - LINK_WINDOW_MS), times.map((t) => t + LINK_WINDOW_MS)];
+      const windows = [times.map((t) => t - LINK_WINDOW_MS), times.map((t) => t + LINK_WINDOW_MS), Math.min(...times) - LINK_WINDOW_MS, Math.max(...times) + LINK_WINDOW_MS];
       // The re-check: the closes are found unlinked, their decisions are not stored.
       const recheck = await client.query({ name: 'relink', text: RELINK_SQL, values: [closeKeys, decisionKeys, ...windows] });
       assert.equal(recheck.rows.length, 0);
