@@ -1,6 +1,6 @@
 import { encodeCursor, iso, type JobInfo, type JobPage, type JobQuery } from './event-store.js';
 import { KEY_FUNCTIONS_SQL } from './pg-key.js';
-import { LINK_FUNCTIONS_SQL } from './pg-link.js';
+import { LINK_FUNCTIONS_SQL } from './pg-closes.js';
 
 /**
  * The SQL of both stores' compact layout (docs/collector.md, "Storage layout"), side by side. SQLite takes
@@ -62,7 +62,7 @@ DROP INDEX IF EXISTS eg_events_job;`;
 /**
  * PostgreSQL's index of the closes not linked to a job yet (a close stored before its decision, until the decision
  * comes): by key, one entry per close, so that an index scan that finds a linked one marks its entry dead for good.
- * Read by pg-link.ts's functions. A database made before gets it on start (built under the schema lock).
+ * Read by pg-closes.ts's functions. A database made before gets it on start (built under the schema lock).
  */
 const UNLINKED_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_unlinked ON eg_events (key) WHERE job_id IS NULL;`;
 

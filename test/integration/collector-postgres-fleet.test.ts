@@ -204,7 +204,7 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
   });
 
   // The job index of two earlier layouts: (job_id, time), then (job_id) with the unlinked closes' nulls in it (before
-  // eg_events_unlinked, pg-link.ts). A close stored unlinked in the earlier layout is linked by its decision after.
+  // eg_events_unlinked, pg-closes.ts). A close stored unlinked in the earlier layout is linked by its decision after.
   for (const [layout, earlier] of [
     ['(job_id, time)', 'CREATE INDEX eg_events_job ON eg_events (job_id, time)'],
     ['(job_id) with its nulls', 'CREATE INDEX eg_events_job_id ON eg_events (job_id)'],

@@ -70,6 +70,28 @@ BEGIN
       WHERE d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}
         AND d.time >= first_time - ${LINK_WINDOW_MS} AND d.time <= last_time + ${LINK_WINDOW_MS} OFFSET 0) AS d;
 END $$;
+CREATE OR REPLACE FUNCTION eg_close_lookup(decision_keys uuid[], lo bigint[], hi bigint[], close_keys uuid[], close_times bigint[], first_time bigint, last_time bigint)
+  RETURNS TABLE (key uuid, job_id int, host_id int, port int, decision smallint, "time" bigint, joined boolean, own boolean) LANGUAGE plpgsql STABLE
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+  RETURN QUERY SELECT d.* FROM unnest(decision_keys, lo, hi) AS x(key, lo, hi) CROSS JOIN LATERAL (
+      SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time, d.close_body IS NOT NULL, false FROM eg_events d
+      WHERE d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi AND d.time >= first_time AND d.time <= last_time LIMIT 1) AS d
+    UNION ALL
+    SELECT c.* FROM unnest(close_keys, close_times) AS x(key, time) CROSS JOIN LATERAL (
+      SELECT eg_decision_key(c.key), NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c
+      WHERE c.key = x.key AND c.time = x.time AND c.time >= first_time AND c.time <= last_time LIMIT 1) AS c;
+END $$;
+CREATE OR REPLACE FUNCTION eg_join_closes(decision_keys uuid[], times bigint[], bodies bytea[], closes_in bigint[], closes_out bigint[], first_time bigint, last_time bigint)
+  RETURNS TABLE (joined_key uuid) LANGUAGE plpgsql VOLATILE
+  SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+  RETURN QUERY WITH joined AS (UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
+      FROM unnest(decision_keys, times, bodies, closes_in, closes_out) AS x(key, time, body, bytes_in, bytes_out)
+      WHERE d.key = x.key AND d.time = x.time AND d.event = ${DECISION} AND d.close_body IS NULL AND d.time >= first_time AND d.time <= last_time
+      RETURNING d.key)
+    SELECT joined.key FROM joined;
+END $$;
 `;
 
 /**
@@ -83,3 +105,23 @@ export const LINK_CLOSES_SQL = `SELECT linked_key AS key, linked_bytes_in AS byt
  * window, $5 and $6 the first and last of all. The re-check after commit (postgres-store.ts relink).
  */
 export const RELINK_SQL = `SELECT key, job_id AS "jobId", host_id AS "hostId", port, decision, time FROM eg_unlinked_decisions($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint, $6::bigint)`;
+
+/**
+ * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch, by the decision's
+ * key near the close's time (with whether their close is in them already), and the close rows of their own, by their
+ * (key, time) (a repeat has the same time; one partition probed). $1 decision keys, $2 and $3 their windows, $4 and $5
+ * the closes' keys and times, $6 and $7 the first and last time of all. Each an index probe per close (LATERAL ...
+ * LIMIT 1: a join of the whole array was planned as a hash join over a scan of the partitions, ~35 ms a batch at
+ * 100,000 events); in eg_close_lookup, so that no probe is a sequential scan (its generic plan was one, of a tiny
+ * partition after its ANALYZE).
+ */
+export const CLOSE_LOOKUP_SQL = `SELECT key, job_id AS "jobId", host_id AS "hostId", port, decision, time, joined, own
+  FROM eg_close_lookup($1::uuid[], $2::bigint[], $3::bigint[], $4::uuid[], $5::bigint[], $6::bigint, $7::bigint)`;
+
+/**
+ * Closes put into their stored decision's row (exactly one writer: the row lock, and the id's lock, which every close's
+ * writer takes): $1 decision keys, $2 their times, $3 the closes' bodies, $4 and $5 their bytes in and out, $6 and $7 the
+ * first and last time. In eg_join_closes, a nested loop of (key, time) probes (hash and merge joins off: the generic
+ * plan of the plain UPDATE was a hash join over sequential scans of every partition on a small history).
+ */
+export const JOIN_CLOSES_SQL = `SELECT joined_key AS key FROM eg_join_closes($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bigint, $7::bigint)`;
