@@ -9,9 +9,10 @@ const DAY = 86_400_000;
 export const LINK_WINDOW_MS = 2 * DAY;
 
 /**
- * Linking stored closes to their decisions (a close stored before its decision is a row of its own with no job until
- * then), as two PostgreSQL functions that postgres-store.ts calls, made on start with the schema (CREATE OR REPLACE:
- * a database made before gets them; nothing stored changes).
+ * The PostgreSQL store's statements about closes as functions that postgres-store.ts calls, made on start with the
+ * schema (CREATE OR REPLACE: a database made before gets them; nothing stored changes): linking stored closes to their
+ * decisions (a close stored before its decision is a row of its own with no job until then) and the re-check after
+ * commit, and (below, the same way) the closes' lookup and joining a close into its stored decision's row.
  *
  * Why: the statements they replace were planned as any statement, and their cached generic plans could read a number
  * of buffers that grew with the day's traffic: a scan of the job index's `job_id IS NULL` entries on every partition
@@ -41,7 +42,7 @@ export const LINK_WINDOW_MS = 2 * DAY;
  * Exactly one linker links a close, as before: UPDATE ... WHERE job_id IS NULL; a second one waits on the row and its
  * re-check of the WHERE (READ COMMITTED) fails once the first commits.
  */
-export const LINK_FUNCTIONS_SQL = `
+export const CLOSE_FUNCTIONS_SQL = `
 CREATE OR REPLACE FUNCTION eg_link_closes(close_keys uuid[], jobs int[], lo bigint[], hi bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (linked_key uuid, linked_bytes_in bigint, linked_bytes_out bigint) LANGUAGE plpgsql VOLATILE
   SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$

@@ -1,6 +1,6 @@
 import { encodeCursor, iso, type JobInfo, type JobPage, type JobQuery } from './event-store.js';
 import { KEY_FUNCTIONS_SQL } from './pg-key.js';
-import { LINK_FUNCTIONS_SQL } from './pg-closes.js';
+import { CLOSE_FUNCTIONS_SQL } from './pg-closes.js';
 
 /**
  * The SQL of both stores' compact layout (docs/collector.md, "Storage layout"), side by side. SQLite takes
@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS eg_events (
 ) PARTITION BY RANGE (time);
 ALTER TABLE eg_events ADD COLUMN IF NOT EXISTS close_body BYTEA;
 ${KEY_FUNCTIONS_SQL}
-${LINK_FUNCTIONS_SQL}
+${CLOSE_FUNCTIONS_SQL}
 ${JOB_INDEX_POSTGRES}
 ${UNLINKED_INDEX_POSTGRES}
 ${AGGREGATE_TABLES('BIGINT')};
