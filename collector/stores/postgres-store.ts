@@ -6,6 +6,7 @@ import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBo
 import { Dictionary } from './dictionary.js';
 import { bigintArray, byteaArray, int2Array, int4Array, int8Array, int8SumArray, uuidArray } from './pg-binary-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdOfId, PG_KEY_OF_BYTEA_SQL, pgKeyOfId } from './pg-key.js';
+import { CLOSE_LOOKUP_SQL, JOIN_CLOSES_SQL, LINK_CLOSES_SQL, LINK_WINDOW_MS, RELINK_SQL } from './pg-closes.js';
 import {
   decodeCursor,
   type EventStore,
@@ -43,11 +44,6 @@ const SCHEMA_LOCK = 0x6567_7264; // any constant: serialises CREATE ... IF NOT E
 const PARTITION_LOCK = 0x6567_7265;
 const RETENTION_LOCK = 0x6567_7266;
 const DAY = 86_400_000;
-/**
- * How far apart in time a decision and its close may be and still be joined (both are looked up by id within this
- * window, so that only a few day partitions are searched). Proxies close connections long before.
- */
-export const LINK_WINDOW_MS = 2 * DAY;
 
 /**
  * Deadlock, serialization, no partition (dropped meanwhile), out of shared memory (the lock table full: a batch holds
@@ -73,20 +69,6 @@ function dayOfPartition(name: string): number | undefined {
 const ADD_STRINGS_SQL = `WITH input AS (SELECT DISTINCT unnest($1::text[]) AS text),
   added AS (INSERT INTO eg_strings (text) SELECT text FROM input ORDER BY 1 ON CONFLICT (text) DO NOTHING RETURNING id, text)
   SELECT id, text FROM added UNION ALL SELECT s.id, s.text FROM eg_strings s JOIN input i ON i.text = s.text`;
-
-/**
- * What is stored of a batch's closes: the decision rows of those whose decision is not in the batch, by the decision's
- * key near the close's time (with whether their close is in them already), and the close rows of their own, by their
- * (key, time) (a repeat has the same time; one partition probed). Read under the closes' locks. Each an index probe
- * per close (LATERAL ... LIMIT 1: a join of the whole array was planned as a hash join over a scan of the partitions,
- * ~35 ms a batch at 100,000 events, growing with the table).
- */
-const CLOSE_LOOKUP_SQL = `SELECT d.* FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS x(key, lo, hi) CROSS JOIN LATERAL (
-    SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time, d.close_body IS NOT NULL AS joined, false AS own
-    FROM eg_events d WHERE d.key = x.key AND d.event = ${DECISION} AND d.time >= x.lo AND d.time <= x.hi LIMIT 1) AS d
-  UNION ALL
-  SELECT c.* FROM unnest($4::uuid[], $5::bigint[]) AS x(key, time) CROSS JOIN LATERAL (
-    SELECT eg_decision_key(c.key) AS key, NULL::int, NULL::int, NULL::int, NULL::smallint, c.time, false, true FROM eg_events c WHERE c.key = x.key AND c.time = x.time LIMIT 1) AS c`;
 
 /**
  * Every close writer first takes CLOSES_LOCK (two int keys: a space apart from the ids' bigint keys), shared when it
@@ -138,20 +120,6 @@ function storedKeys(rowCount: number, answer: { n: number; keys: string | null }
   return new Set(answer.keys === null || answer.keys === '{}' ? [] : answer.keys.slice(1, -1).split(','));
 }
 
-/** Closes put into their stored decision's row (exactly one writer: the row lock, and the id's lock, which every close's writer takes). */
-const JOIN_CLOSES_SQL = `UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
-  FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[]) AS x(key, time, body, bytes_in, bytes_out)
-  WHERE d.key = x.key AND d.time = x.time AND d.event = ${DECISION} AND d.close_body IS NULL
-  RETURNING d.key`;
-
-const LINK_CLOSES_SQL = `UPDATE eg_events c SET job_id = x.job FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[]) AS x(key, job, lo, hi)
-  WHERE c.key = x.key AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
-  RETURNING c.key, c.bytes_in, c.bytes_out`;
-
-const RELINK_SQL = `SELECT d.key, d.job_id AS "jobId", d.host_id AS "hostId", d.port, d.decision, d.time FROM eg_events c
-  JOIN unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[]) AS x(ckey, dkey, lo, hi) ON c.key = x.ckey AND c.event = ${CLOSE} AND c.job_id IS NULL AND c.time >= x.lo AND c.time <= x.hi
-  JOIN eg_events d ON d.key = x.dkey AND d.event = ${DECISION} AND d.time >= c.time - ${LINK_WINDOW_MS} AND d.time <= c.time + ${LINK_WINDOW_MS}`;
-
 /**
  * A batch's aggregate deltas in one statement: the jobs' columns from $1, the destinations' after them (aggregateParams).
  * PostgreSQL runs a data-modifying WITH part the main statement does not read after the main one: destinations, then
@@ -182,6 +150,26 @@ function deltaArrays<R>(rows: readonly R[], columns: readonly { field: keyof R; 
  */
 function keyWindows(rows: readonly PgRow[], ...keys: Array<(r: PgRow) => string>) {
   return [...keys.map((key) => uuidArray(rows.map(key))), int8Array(rows.map((r) => r.time - LINK_WINDOW_MS)), int8Array(rows.map((r) => r.time + LINK_WINDOW_MS))];
+}
+
+/** The first and last of these times: the partitions that the closes' functions (pg-closes.ts) probe, pruned once when their plan starts. */
+function timesSpan(times: readonly number[]): [number, number] {
+  let first = Infinity;
+  let last = -Infinity;
+  for (const t of times) {
+    first = Math.min(first, t);
+    last = Math.max(last, t);
+  }
+  return [first, last];
+}
+
+/**
+ * The first and last time of these rows' windows together (each row's time +- LINK_WINDOW_MS): the linking functions
+ * probe only the partitions in it, instead of every partition's probe made ready at each call and pruned per key.
+ */
+function windowsSpan(rows: readonly { time: number }[]): [number, number] {
+  const [first, last] = timesSpan(rows.map((r) => r.time));
+  return [first - LINK_WINDOW_MS, last + LINK_WINDOW_MS];
 }
 
 /** A decision as stored, with its stored key and time: what linking its close needs. */
@@ -458,6 +446,7 @@ export class PostgresStore implements EventStore {
         int4Array(list.map((d) => d.jobId)),
         int8Array(list.map((d) => d.time - LINK_WINDOW_MS)),
         int8Array(list.map((d) => d.time + LINK_WINDOW_MS)),
+        ...windowsSpan(list),
       ],
     });
     return res.rows.map((r) => ({ decision: decisions.get(decisionKeyOf(r.key))!, bytesIn: Number(r.bytes_in), bytesOut: Number(r.bytes_out) }));
@@ -482,7 +471,12 @@ export class PostgresStore implements EventStore {
     const res = await client.query({
       name: 'eg-close-lookup',
       text: CLOSE_LOOKUP_SQL,
-      values: [...keyWindows(alone, (r) => decisionKeyOf(r.key)), uuidArray(closes.map((r) => r.key)), int8Array(closes.map((r) => r.time))],
+      values: [
+        ...keyWindows(alone, (r) => decisionKeyOf(r.key)),
+        uuidArray(closes.map((r) => r.key)),
+        int8Array(closes.map((r) => r.time)),
+        ...timesSpan([...alone.flatMap((r) => [r.time - LINK_WINDOW_MS, r.time + LINK_WINDOW_MS]), ...closes.map((r) => r.time)]),
+      ],
     });
     for (const r of res.rows) {
       const id = idOf.get(r.key)!;
@@ -523,6 +517,7 @@ export class PostgresStore implements EventStore {
           byteaArray(list.map((j) => j.close.body)),
           int8Array(list.map((j) => j.close.bytesIn)),
           int8Array(list.map((j) => j.close.bytesOut)),
+          ...timesSpan(list.map((j) => j.decision.time)),
         ],
       });
       const done = new Set(res.rows.map((r) => r.key as string));
@@ -619,7 +614,7 @@ export class PostgresStore implements EventStore {
       (r) => closeKeyOf(r.key),
       (r) => decisionKeyOf(r.key),
     );
-    const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values });
+    const res = await this.pool.query({ name: 'eg-relink', text: RELINK_SQL, values: [...values, ...windowsSpan(rows)] });
     if (res.rows.length === 0) return;
     const decisions = new Map(res.rows.map((r) => [r.key as string, { ...(r as StoredDecision), time: Number(r.time) }]));
     await this.retried(async (client) => this.applyDeltas(client, [], await this.linkCloses(client, decisions)));

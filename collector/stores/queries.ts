@@ -1,5 +1,6 @@
 import { encodeCursor, iso, type JobInfo, type JobPage, type JobQuery } from './event-store.js';
 import { KEY_FUNCTIONS_SQL } from './pg-key.js';
+import { CLOSE_FUNCTIONS_SQL } from './pg-closes.js';
 
 /**
  * The SQL of both stores' compact layout (docs/collector.md, "Storage layout"), side by side. SQLite takes
@@ -48,11 +49,22 @@ DROP INDEX IF EXISTS eg_job_destinations_host;`,
 /**
  * PostgreSQL's index of a job's events: on job_id alone, so that B-tree deduplication keeps each job's entries of a day
  * partition as one key with a list of row pointers (~7 bytes per event; (job_id, time), unique per event, took ~47).
- * A job's events are sorted after the read (they were read whole before too). It replaced (job_id, time): a database
- * made before gets the new one, and loses the old one, on start (built under the schema lock: ingest waits meanwhile).
+ * A job's events are sorted after the read (they were read whole before too). Without the rows of no job (closes not
+ * linked yet: UNLINKED_INDEX_POSTGRES has them), whose null entries, dead once linked, plans of the linking read
+ * (docs/collector.md, "Tenth round: linking closes"). It replaced (job_id) with the nulls, which replaced (job_id,
+ * time): a database made before gets the new one, and loses the old ones, on start (built under the schema lock:
+ * ingest waits meanwhile).
  */
-const JOB_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_job_id ON eg_events (job_id);
+const JOB_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_job_linked ON eg_events (job_id) WHERE job_id IS NOT NULL;
+DROP INDEX IF EXISTS eg_events_job_id;
 DROP INDEX IF EXISTS eg_events_job;`;
+
+/**
+ * PostgreSQL's index of the closes not linked to a job yet (a close stored before its decision, until the decision
+ * comes): by key, one entry per close, so that an index scan that finds a linked one marks its entry dead for good.
+ * Read by pg-closes.ts's functions. A database made before gets it on start (built under the schema lock).
+ */
+const UNLINKED_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_unlinked ON eg_events (key) WHERE job_id IS NULL;`;
 
 /**
  * SQLite has no reverse() to index, so each dictionary string is also kept reversed, by the store (sqlite-store.ts),
@@ -90,7 +102,9 @@ CREATE TABLE IF NOT EXISTS eg_events (
 ) PARTITION BY RANGE (time);
 ALTER TABLE eg_events ADD COLUMN IF NOT EXISTS close_body BYTEA;
 ${KEY_FUNCTIONS_SQL}
+${CLOSE_FUNCTIONS_SQL}
 ${JOB_INDEX_POSTGRES}
+${UNLINKED_INDEX_POSTGRES}
 ${AGGREGATE_TABLES('BIGINT')};
 ${JOB_TABLE('BIGINT')}
 ${SEARCH_INDEX.postgres}

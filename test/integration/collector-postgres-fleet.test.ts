@@ -203,35 +203,62 @@ describe('collector at fleet scale on PostgreSQL (a real server started for the 
     }
   });
 
-  it("a database with the earlier job index (job_id, time) gets the one on job_id on start, and a job's events the same", { timeout: 60_000 }, async () => {
-    const db = await database();
-    const events = fleetEvents(2, 30, Date.now() - 3_600_000, 'jobindex');
-    let store = await PostgresStore.open(db.url);
-    await store.insert(events);
-    const expected = await store.jobEvents('jobindex-job-1', 1000);
-    await store.close();
-    const client = new pg.Client({ connectionString: db.url });
-    await client.connect();
-    const indexes = async () =>
-      (await client.query(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'eg_events' AND indexname LIKE 'eg_events_job%' ORDER BY 1`)).rows.map(
-        (r) => `${r.indexname}: ${/\((.*)\)/.exec(r.indexdef)![1]}`,
-      );
-    try {
-      // The layout as the earlier version made it.
-      await client.query('DROP INDEX eg_events_job_id; CREATE INDEX eg_events_job ON eg_events (job_id, time)');
-      assert.deepEqual(await indexes(), ['eg_events_job: job_id, "time"']);
-      store = await PostgresStore.open(db.url);
-      try {
-        assert.deepEqual(await indexes(), ['eg_events_job_id: job_id']);
-        assert.equal(expected.length, 52);
-        assert.deepEqual(await store.jobEvents('jobindex-job-1', 1000), expected);
-      } finally {
+  // The job index of two earlier layouts: (job_id, time), then (job_id) with the unlinked closes' nulls in it (before
+  // eg_events_unlinked, pg-closes.ts). A close stored unlinked in the earlier layout is linked by its decision after.
+  for (const [layout, earlier] of [
+    ['(job_id, time)', 'CREATE INDEX eg_events_job ON eg_events (job_id, time)'],
+    ['(job_id) with its nulls', 'CREATE INDEX eg_events_job_id ON eg_events (job_id)'],
+  ] as const) {
+    it(
+      `a database with the earlier job index ${layout} gets the one without nulls and the unlinked closes' on start, and a job's events and aggregates the same`,
+      { timeout: 60_000 },
+      async () => {
+        const db = await database();
+        const events = fleetEvents(2, 30, Date.now() - 3_600_000, 'jobindex');
+        const late = fleetEvents(1, 3, Date.now() - 1_800_000, 'jobindex-late');
+        const lateDecisions = late.filter((e) => e.event === 'decision');
+        let store = await PostgresStore.open(db.url);
+        await store.insert(events);
+        const expected = await store.jobEvents('jobindex-job-1', 1000);
         await store.close();
-      }
-    } finally {
-      await client.end();
-    }
-  });
+        const client = new pg.Client({ connectionString: db.url });
+        await client.connect();
+        const indexes = async () =>
+          (
+            await client.query(
+              `SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'eg_events' AND indexname LIKE 'eg_events_%' AND indexname <> 'eg_events_id' ORDER BY 1`,
+            )
+          ).rows.map((r) => `${r.indexname}: ${r.indexdef.replace(/^.* USING btree /, '')}`);
+        try {
+          // The layout as the earlier version made it, with closes whose decisions are not stored yet (no job).
+          await client.query(`DROP INDEX eg_events_job_linked, eg_events_unlinked; ${earlier}`);
+          assert.deepEqual((await indexes()).length, 1);
+          store = await PostgresStore.open(db.url);
+          try {
+            await store.insert(late.filter((e) => e.event === 'close'));
+          } finally {
+            await store.close();
+          }
+          await client.query(`DROP INDEX eg_events_job_linked, eg_events_unlinked; ${earlier}`);
+          store = await PostgresStore.open(db.url);
+          try {
+            assert.deepEqual(await indexes(), ['eg_events_job_linked: (job_id) WHERE (job_id IS NOT NULL)', 'eg_events_unlinked: (key) WHERE (job_id IS NULL)']);
+            const unlinked = async () => (await client.query('SELECT count(*)::int AS n FROM eg_events WHERE job_id IS NULL')).rows[0].n;
+            assert.equal(await unlinked(), late.length - lateDecisions.length);
+            assert.equal(expected.length, 52);
+            assert.deepEqual(await store.jobEvents('jobindex-job-1', 1000), expected);
+            await store.insert(lateDecisions);
+            assert.equal(await unlinked(), 0);
+            assert.deepEqual(await storedJobs(store), recountJobs([...events, ...late]));
+          } finally {
+            await store.close();
+          }
+        } finally {
+          await client.end();
+        }
+      },
+    );
+  }
 
   it('a database with the earlier covering search index gets the narrower one on start, and the same search answers', { timeout: 60_000 }, async () => {
     const db = await database();
