@@ -17,8 +17,8 @@ export interface UpstreamExchange {
   responseHead(status: number, statusMessage: string, rawHeaders: string[]): boolean;
   /** A piece of the body; false: pause the connection until `UpstreamConnection.resume(this)`. */
   responseBody(chunk: Buffer): boolean;
-  /** The response is complete. */
-  responseEnd(): void;
+  /** The response is complete; `last`, the last piece of its body when it came in the read that completed it. */
+  responseEnd(last?: Buffer): void;
   /**
    * The connection failed: before the head (the client gets a 502/504) or in the body (the client's answer is cut).
    * `timedOut`: the connection's idle timeout.
@@ -228,6 +228,8 @@ export class UpstreamConnection {
    * them found no exchange: the connection was closed then); the connection is closed for them here either way.
    */
   private executed(result: number | Error): void {
+    // A response completed by this read: its last piece goes with its end (the client's answer in one write).
+    const last = this.completed && this.exchange ? this.body.pop() : undefined;
     if (this.body.length > 0) this.handBody();
     if (!this.exchange) {
       // Bytes while idle: a response to no request.
@@ -239,7 +241,7 @@ export class UpstreamConnection {
       // Content-Length): that response still goes to its client, whole; the connection is not trusted further.
       if (this.completed && this.exchange) {
         this.keepAlive = false;
-        return this.finishExchange();
+        return this.finishExchange(last);
       }
       this.fail(result as NodeJS.ErrnoException);
       this.socket.destroy();
@@ -247,7 +249,7 @@ export class UpstreamConnection {
     }
     // Ended here, after the parse, never inside it: the pool may hand the connection on, and a new exchange
     // re-initialises the parser.
-    if (this.completed && this.exchange) this.finishExchange();
+    if (this.completed && this.exchange) this.finishExchange(last);
   }
 
   /** The body this parse read, to the exchange, in order; the connection pauses if its client can take no more. */
@@ -277,10 +279,10 @@ export class UpstreamConnection {
    * the request was written whole (a response that came before its request body was all sent: the connection
    * closes, and the rest of that body is not sent; node's client waited for the body, then pooled the connection).
    */
-  private finishExchange(): void {
+  private finishExchange(last?: Buffer): void {
     const exchange = this.exchange!;
     this.exchange = undefined;
-    exchange.responseEnd();
+    exchange.responseEnd(last);
     if (this.keepAlive && this.requestWritten && !this.socket.destroyed) {
       // Paused by this exchange's client: the next one reads from the start.
       if (this.socket.isPaused()) this.socket.resume();

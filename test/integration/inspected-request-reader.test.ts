@@ -357,7 +357,7 @@ describe('inspected requests read without node http.Server', () => {
 
   test("an answer read whole from upstream goes to the client in one write (one TLS record's worth): head, body and end together", async () => {
     const client = await inspectedSocket();
-    // What the proxy hands its inspected TLS sockets, per call; node writes a corked head and body as one writev.
+    // What the proxy hands its inspected TLS sockets, per call (node writes a corked head and body as one writev).
     // Counted on the prototype: the inspector makes those sockets itself (server side, and of no tls.Server: the
     // upstream's own sockets here are that server's).
     const proto = tls.TLSSocket.prototype as unknown as Record<'_write' | '_writev', (this: tls.TLSSocket, ...args: unknown[]) => unknown>;
@@ -388,7 +388,7 @@ describe('inspected requests read without node http.Server', () => {
       else delete (proto as Partial<typeof proto>)._writev;
       client.destroy();
     }
-    assert.deepEqual(writes, ['writev'], 'one write for the whole answer');
+    assert.equal(writes.length, 1, `one write for the whole answer, not ${writes.join(', ')}`);
   });
 
   test('a client reset in the middle of a body: what came was streamed upstream, the request closes as client-aborted', async () => {
