@@ -100,6 +100,8 @@ export interface ClientResponseSide extends ErrorAnswer {
   write(chunk: Buffer): boolean;
   end(): unknown;
   end(text: string): unknown;
+  /** write(chunk) then end() (node's ServerResponse does just that; RawResponse in one write when it can). */
+  end(chunk: Buffer): unknown;
   once(event: 'drain' | 'close', listener: () => void): unknown;
 }
 
@@ -309,9 +311,12 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     this.upstream?.resume(this);
   };
 
-  /** Ended in the turn the last bytes came (node writes them together: one write, not two). */
-  responseEnd(): void {
-    this.res.end();
+  /** Ended in the turn the last bytes came (node writes them together: one write, not two), `last` the last of them. */
+  responseEnd(last?: Buffer): void {
+    if (last) {
+      this.bytesIn += last.length;
+      this.res.end(last);
+    } else this.res.end();
     this.dropRestOfBody();
   }
 

@@ -259,8 +259,13 @@ export class RawResponse {
     return more;
   }
 
-  end(chunk?: string): this {
+  /**
+   * The end of the response; `chunk`, a last piece of its body first (a string: the whole body, its length the
+   * response's Content-Length when the head is not made yet; a Buffer: as write(chunk) then end() would send it).
+   */
+  end(chunk?: string | Buffer): this {
     if (this.finished) return this;
+    if (typeof chunk !== 'string' && chunk !== undefined) return this.endWith(chunk);
     if (chunk) {
       if (this.active) this.socket.cork();
       if (this.header === undefined) {
@@ -278,6 +283,28 @@ export class RawResponse {
     else process.nextTick(this.onFinish);
     if (this.active) while (this.socket.writableCorked) this.socket.uncork();
     this.finished = true;
+    return this;
+  }
+
+  /**
+   * write(chunk) then end(): the bytes those send. When the head is made and not sent, nothing waits before it (its
+   * turn, nothing queued or corked) and the body is not chunked, head and piece go to the socket as one buffer in one
+   * write (not a corked head, piece and empty end that node writes as one writev): the same bytes, the same 'finish'.
+   */
+  private endWith(chunk: Buffer): this {
+    const socket = this.socket;
+    const head = this.header;
+    const alone = head !== undefined && !this.headerSent && this.hasBody && !this.chunkedEncoding && !this.destroyed && this.active && this.output.length === 0;
+    if (!alone || socket.destroyed || !socket.writable || socket.writableCorked) {
+      this.write(chunk);
+      return this.end();
+    }
+    const whole = Buffer.allocUnsafe(head.length + chunk.length);
+    whole.write(head, 0, 'latin1');
+    chunk.copy(whole, head.length);
+    this.headerSent = true;
+    this.finished = true;
+    socket.write(whole, this.onFinish);
     return this;
   }
 

@@ -1,4 +1,4 @@
-import { HTTPParser, PARSER_RESOURCE } from './llhttp.js';
+import { HTTPParser, NativeRead, PARSER_RESOURCE } from './llhttp.js';
 import type { PooledSocket } from './upstream-pool.js';
 
 /** llhttp's onHeadersComplete answers: parse the body, or skip it (HEAD, 1xx, 304), or stop (an upgrade). */
@@ -17,8 +17,8 @@ export interface UpstreamExchange {
   responseHead(status: number, statusMessage: string, rawHeaders: string[]): boolean;
   /** A piece of the body; false: pause the connection until `UpstreamConnection.resume(this)`. */
   responseBody(chunk: Buffer): boolean;
-  /** The response is complete. */
-  responseEnd(): void;
+  /** The response is complete; `last`, the last piece of its body when it came in the read that completed it. */
+  responseEnd(last?: Buffer): void;
   /**
    * The connection failed: before the head (the client gets a 502/504) or in the body (the client's answer is cut).
    * `timedOut`: the connection's idle timeout.
@@ -27,6 +27,8 @@ export interface UpstreamExchange {
 }
 
 const connectionOf = Symbol('egress-guard upstream connection');
+/** An upstream connection's reading is paused and resumed by its exchange alone (see NativeRead). */
+const NEVER_HELD = (): boolean => false;
 type Wired = PooledSocket & { [connectionOf]?: UpstreamConnection };
 
 /**
@@ -62,6 +64,10 @@ export class UpstreamConnection {
   private responseHeaders: string[] | undefined;
   /** Header lines llhttp hands over in pieces (a head split across reads, or trailers). */
   private pendingHeaders: string[] = [];
+  /** Pieces of the body the parse being run has read, handed to the exchange once it returns. */
+  private readonly body: Buffer[] = [];
+  /** The socket's handle, when the parser reads it natively. */
+  private readonly nativeRead: NativeRead | undefined;
 
   private constructor(
     readonly socket: Wired,
@@ -82,9 +88,11 @@ export class UpstreamConnection {
       upgrade: boolean,
       keepAlive: boolean,
     ) => this.onHeadersComplete(headers, status, statusMessage, upgrade, keepAlive);
+    // Kept until the parse returns (executed): read natively, each of the parser's body callbacks ends in node's
+    // callback scope, which runs the process's next-tick queue, so a piece written to the client at once would go
+    // out on its own (RawResponse uncorks on the next tick) before the end that follows in the same read.
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
-      const exchange = this.exchange;
-      if (exchange && this.responded && !exchange.responseBody(chunk)) socket.pause();
+      if (this.exchange && this.responded) this.body.push(chunk);
     };
     parser[HTTPParser.kOnMessageComplete] = () => {
       this.pendingHeaders = []; // trailers: not forwarded (node's client kept them apart too)
@@ -92,6 +100,10 @@ export class UpstreamConnection {
       else if (this.exchange && this.responded) this.completed = true;
     };
     socket.on('data', (data: Buffer) => this.onData(data));
+    // The socket's handle read by the parser itself, as request-reader.ts reads its clients: no 'data' event, stream
+    // buffer or Buffer per read (a fresh socket: nothing was read on its JavaScript side; without a stream handle,
+    // 'data' events as above). The socket's 'end', 'error' and 'close' still come as events.
+    this.nativeRead = NativeRead.start(socket, parser, (ret) => this.executed(ret), NEVER_HELD);
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
     socket.on('timeout', () => {
@@ -101,6 +113,7 @@ export class UpstreamConnection {
     });
     socket.once('close', () => {
       this.fail(Object.assign(new Error(this.responded ? 'aborted' : 'socket hang up'), { code: 'ECONNRESET' }));
+      this.nativeRead?.stop();
       this.parser.close();
     });
   }
@@ -200,19 +213,35 @@ export class UpstreamConnection {
     return exchange.method === 'HEAD' || status === 304 ? SKIP_BODY : READ_BODY;
   }
 
+  /** Bytes the socket emitted (only when its handle is not read natively). */
   private onData(data: Buffer): void {
     if (!this.exchange) {
       // Bytes while idle: a response to no request.
       this.socket.destroy();
       return;
     }
-    const result = this.parser.execute(data);
+    this.executed(this.parser.execute(data));
+  }
+
+  /**
+   * After a parse of what the socket read. Read natively, bytes that came while idle were parsed too (a head among
+   * them found no exchange: the connection was closed then); the connection is closed for them here either way.
+   */
+  private executed(result: number | Error): void {
+    // A response completed by this read: its last piece goes with its end (the client's answer in one write).
+    const last = this.completed && this.exchange ? this.body.pop() : undefined;
+    if (this.body.length > 0) this.handBody();
+    if (!this.exchange) {
+      // Bytes while idle: a response to no request.
+      this.socket.destroy();
+      return;
+    }
     if (result instanceof Error) {
       // A whole response, then bytes that answer nothing (a HEAD, 204 or 304 answer with a body, junk after a
       // Content-Length): that response still goes to its client, whole; the connection is not trusted further.
       if (this.completed && this.exchange) {
         this.keepAlive = false;
-        return this.finishExchange();
+        return this.finishExchange(last);
       }
       this.fail(result as NodeJS.ErrnoException);
       this.socket.destroy();
@@ -220,7 +249,17 @@ export class UpstreamConnection {
     }
     // Ended here, after the parse, never inside it: the pool may hand the connection on, and a new exchange
     // re-initialises the parser.
-    if (this.completed && this.exchange) this.finishExchange();
+    if (this.completed && this.exchange) this.finishExchange(last);
+  }
+
+  /** The body this parse read, to the exchange, in order; the connection pauses if its client can take no more. */
+  private handBody(): void {
+    const body = this.body;
+    for (let i = 0; i < body.length; i++) {
+      const exchange = this.exchange;
+      if (exchange && !exchange.responseBody(body[i]!)) this.socket.pause();
+    }
+    body.length = 0;
   }
 
   /**
@@ -240,10 +279,10 @@ export class UpstreamConnection {
    * the request was written whole (a response that came before its request body was all sent: the connection
    * closes, and the rest of that body is not sent; node's client waited for the body, then pooled the connection).
    */
-  private finishExchange(): void {
+  private finishExchange(last?: Buffer): void {
     const exchange = this.exchange!;
     this.exchange = undefined;
-    exchange.responseEnd();
+    exchange.responseEnd(last);
     if (this.keepAlive && this.requestWritten && !this.socket.destroyed) {
       // Paused by this exchange's client: the next one reads from the start.
       if (this.socket.isPaused()) this.socket.resume();

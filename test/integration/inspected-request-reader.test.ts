@@ -3,9 +3,10 @@
  * http.Server did, on an inspected CONNECT connection: pipelined requests with bodies answered in order and each
  * decided on its own, `Expect: 100-continue` (and any other expectation: 417), HTTP/1.0 answers (no chunked
  * framing, the connection closed, or kept with a length), a head over node's size limit (400, nothing decided,
- * the proxy keeps serving), and a client that resets in the middle of a body (the body streamed upstream as it
- * came, the request's record closed as client-aborted). A raw TLS client writes exact bytes; the upstream is a real
- * HTTPS server on loopback; the proxy runs in this process.
+ * the proxy keeps serving), a client that resets in the middle of a body (the body streamed upstream as it
+ * came, the request's record closed as client-aborted), and an answer read whole from upstream written to the
+ * client in one go. A raw TLS client writes exact bytes; the upstream is a real HTTPS server on loopback; the proxy
+ * runs in this process.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -391,6 +392,42 @@ describe('inspected requests read without node http.Server', () => {
       decisions().find((d) => d.host === 'elsewhere.test'),
       undefined,
     );
+  });
+
+  test("an answer read whole from upstream goes to the client in one write (one TLS record's worth): head, body and end together", async () => {
+    const client = await inspectedSocket();
+    // What the proxy hands its inspected TLS sockets, per call (node writes a corked head and body as one writev).
+    // Counted on the prototype: the inspector makes those sockets itself (server side, and of no tls.Server: the
+    // upstream's own sockets here are that server's).
+    const proto = tls.TLSSocket.prototype as unknown as Record<'_write' | '_writev', (this: tls.TLSSocket, ...args: unknown[]) => unknown>;
+    const own = { write: Object.hasOwn(proto, '_write'), writev: Object.hasOwn(proto, '_writev') };
+    const { _write: write, _writev: writev } = proto;
+    const writes: string[] = [];
+    const inspected = (socket: tls.TLSSocket) => {
+      const options = (socket as tls.TLSSocket & { _tlsOptions?: { isServer?: boolean; server?: unknown } })._tlsOptions;
+      return options?.isServer === true && options.server === undefined;
+    };
+    proto._write = function (...args) {
+      if (inspected(this)) writes.push('write');
+      return write.apply(this, args);
+    };
+    proto._writev = function (...args) {
+      if (inspected(this)) writes.push('writev');
+      return writev.apply(this, args);
+    };
+    try {
+      // node's HTTPS server writes this short answer (head and body) in one record: the proxy reads it in one read.
+      client.write(`GET /ok/whole HTTP/1.1\r\n${host()}\r\n`);
+      await readUntil(client, (text) => text.endsWith('GET /ok/whole '));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      if (own.write) proto._write = write;
+      else delete (proto as Partial<typeof proto>)._write;
+      if (own.writev) proto._writev = writev;
+      else delete (proto as Partial<typeof proto>)._writev;
+      client.destroy();
+    }
+    assert.equal(writes.length, 1, `one write for the whole answer, not ${writes.join(', ')}`);
   });
 
   test('a client reset in the middle of a body: what came was streamed upstream, the request closes as client-aborted', async () => {
