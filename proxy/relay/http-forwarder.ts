@@ -70,9 +70,9 @@ class TlsUpstreams extends PlainUpstreams {
 }
 
 /**
- * The client's side of a forwarded request, as the forwarder reads it: node's `IncomingMessage` (the explicit and
- * transparent proxies' plain requests, on node's server) or an inspected connection's `InspectedRequest`
- * (request-reader.ts), which has just these members.
+ * The client's side of a forwarded request, as the forwarder reads it: request-reader.ts's `InspectedRequest` (the
+ * explicit proxy's, the transparent listener's and inspected connections' requests), which has just these members
+ * (node's `IncomingMessage` has them too).
  */
 export interface ClientRequestSide {
   readonly method?: string | undefined;

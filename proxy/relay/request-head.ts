@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import type net from 'node:net';
 
-/** What a request head is made from: node's IncomingMessage, or request-reader.ts's InspectedRequest. */
+/** What a request head is made from: request-reader.ts's InspectedRequest (node's IncomingMessage has the same members). */
 type RequestHeadSource = Pick<http.IncomingMessage, 'method' | 'url' | 'httpVersion' | 'rawHeaders'>;
 
 /** A request's head as text: its method, `path` and HTTP version, then each raw header `header` keeps (undefined drops it; a string replaces its value). */
@@ -18,14 +18,10 @@ const UPGRADE_HEADERS = new Set(['upgrade', 'connection', 'http2-settings']);
 
 /**
  * An upgrade that is not a WebSocket (h2c...) is served as the plain HTTP/1.1 request it also is (a server that does
- * not upgrade answers it so): its head without the upgrade headers, and what followed it, go back into `server` to be
- * parsed and decided again. Relayed after a 101 it would carry requests nobody decides.
+ * not upgrade answers it so): its head without the upgrade headers, and what followed it, are put back on the socket
+ * to be parsed and decided again; `read` starts reading it again, the rebuilt head first. Relayed after a 101 it
+ * would carry requests nobody decides.
  */
-export function serveWithoutUpgrade(server: http.Server, req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
-  readAgainWithoutUpgrade(req, socket, head, () => server.emit('connection', socket));
-}
-
-/** The same for any reader of the socket: `read` starts reading it again, the rebuilt head first. */
 export function readAgainWithoutUpgrade(req: RequestHeadSource, socket: net.Socket, head: Buffer, read: () => void): void {
   const rebuilt = requestHead(req, req.url ?? '/', (name, value) => (UPGRADE_HEADERS.has(name.toLowerCase()) ? undefined : value));
   socket.unshift(Buffer.concat([Buffer.from(rebuilt, 'latin1'), head]));

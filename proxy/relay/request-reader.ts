@@ -209,10 +209,18 @@ export interface RequestReaderOptions {
    */
   idleOnlyBetweenRequests?: boolean;
   /**
-   * node's `httpAllowHalfOpen`: a client's FIN ends the connection after the answers to what it sent (see
-   * half-close.ts); without, the connection's side is ended at once.
+   * node's `httpAllowHalfOpen`: a client's FIN ends the connection after the answers to what it sent (a client that
+   * sends its request, shuts its sending side and reads the reply: HTTP/1.0 clients, `nc -N`); without, the
+   * connection's side is ended at once.
    */
   answerHalfClosed?: boolean;
+  /**
+   * node's server `keepAliveTimeout` where it differs from `timeout` (`idleTimeoutMs`), as on the transparent listener
+   * (30 s, idle 300 s): the Keep-Alive header's timeout, and between requests the socket's timeout is this plus a
+   * second, set when the last answer is out and put back to `idleTimeoutMs` once the next head is whole (node's
+   * `keepAliveTimeoutSet`, reset in parserOnIncoming). Without it, `idleTimeoutMs` is both.
+   */
+  keepAliveTimeoutMs?: number;
 }
 
 /** One client connection's requests, read and answered in order. */
@@ -234,7 +242,8 @@ export class RequestReader implements ResponseOwner {
    * Between requests, every answer written: the idle timeout is a second longer then (node's keep-alive buffer).
    * Rather than set the socket's timeout twice per request as node's server did, the timeout stays `idleTimeoutMs`
    * and, when it fires between requests, waits that second more once (`keepAliveGrace`, ended by any read: then the
-   * idle timeout and its second again); the same inactivity ends the connection.
+   * idle timeout and its second again); the same inactivity ends the connection. With `keepAliveTimeoutMs` (a
+   * keep-alive timeout other than the idle one) the timeout is set as node's server set it, twice per request.
    */
   private betweenRequests = false;
   private keepAliveGrace = false;
@@ -260,7 +269,7 @@ export class RequestReader implements ResponseOwner {
   private readonly onTimeout = () => {
     // Not idle: the timer starts again with the next byte read or written (node's socket timer is refreshed then).
     if (this.options.idleOnlyBetweenRequests && !this.betweenRequests) return;
-    if (this.betweenRequests && !this.keepAliveGrace) {
+    if (this.betweenRequests && !this.keepAliveGrace && this.options.keepAliveTimeoutMs === undefined) {
       this.keepAliveGrace = true;
       this.socket.setTimeout(KEEP_ALIVE_TIMEOUT_BUFFER_MS);
       return;
@@ -350,7 +359,7 @@ export class RequestReader implements ResponseOwner {
   /** After a parse of `data` (undefined: a native read, the parser has its bytes). */
   private executed(ret: number | Error, data: Buffer | undefined): void {
     if (this.failed) return;
-    if (this.keepAliveGrace) this.endGrace();
+    if (this.keepAliveGrace && this.options.keepAliveTimeoutMs === undefined) this.endGrace();
     if (ret instanceof Error) {
       // Bytes after a request that said `close` (llhttp, strict: an error): RFC 9112 9.6 has the server assume nothing
       // follows it, so they are neither read nor answered 400 (node's server did, and the request's own answer was lost).
@@ -402,6 +411,8 @@ export class RequestReader implements ResponseOwner {
     this.pendingUrl = '';
     const req = (this.incoming = new InspectedRequest(this.socket, this, METHODS[methodIndex] ?? 'GET', target, major, minor, raw));
     this.betweenRequests = false;
+    // The keep-alive timeout lasts until the next head is whole (node's resetSocketTimeout in parserOnIncoming).
+    if (this.keepAliveGrace) this.endGrace();
     // node's server: a CONNECT is always handed over (closed without a handler), other upgrades only to a handler.
     if (upgrade && (req.method === 'CONNECT' || this.handlers.upgrade)) {
       req.upgrade = true;
@@ -419,7 +430,7 @@ export class RequestReader implements ResponseOwner {
       keepAlive,
       http10,
       teChunked: http10 && chunkExpression.test((req.headers.te as string | undefined) ?? ''),
-      keepAliveTimeoutMs: this.options.idleTimeoutMs,
+      keepAliveTimeoutMs: this.options.keepAliveTimeoutMs ?? this.options.idleTimeoutMs,
     });
     if (this.current) this.queued.push(res);
     else this.assign(res);
@@ -464,6 +475,11 @@ export class RequestReader implements ResponseOwner {
       this.socket.destroySoon();
     } else if (this.queued.length === 0) {
       this.betweenRequests = true;
+      if (this.options.keepAliveTimeoutMs !== undefined) {
+        // The keep-alive timeout from now, refreshed by activity, until the next head is whole.
+        this.keepAliveGrace = true;
+        this.socket.setTimeout(this.options.keepAliveTimeoutMs + KEEP_ALIVE_TIMEOUT_BUFFER_MS);
+      }
     } else {
       this.assign(this.queued.shift()!);
     }

@@ -1,4 +1,3 @@
-import http from 'node:http';
 import type net from 'node:net';
 import type { CloseError } from '../../events/schema.js';
 import { canonicalHost } from '../../policy/index.js';
@@ -10,9 +9,10 @@ import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
 import { splice } from '../../net/splice.js';
-import { answerHalfClosedClients } from '../relay/half-close.js';
 import { relayTimeouts } from '../relay/tunnel.js';
-import { requestHead, serveWithoutUpgrade } from '../relay/request-head.js';
+import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
+import type { RawResponse } from '../relay/raw-response.js';
+import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
 
 export interface TransparentHttpOptions extends TransparentAuthorizeContext {
@@ -39,6 +39,8 @@ export interface TransparentHttp {
 /** The largest upstream response head read before a WebSocket upgrade is relayed. */
 const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
+type ServedConnection = RedirectedConnection & { busy: number };
+
 /** `path`: the origin-form target (an absolute-form one reduced to its path). */
 type Target = { ok: true; request: PeekedHttpRequest; path: string; authority?: string } | { ok: false; message: string };
 
@@ -55,13 +57,13 @@ function sameHost(a: string, b: string): boolean {
  * an authority, an absolute-form target whose host differs from the Host header. `authority` is what is sent
  * upstream as Host: the very host that is decided on.
  */
-function targetOf(req: http.IncomingMessage): Target {
+function targetOf(req: InspectedRequest): Target {
   const hostHeaders = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
   if (hostHeaders > 1) return { ok: false, message: 'more than one Host header' };
   const hostHeader = req.headers.host?.trim();
   const fromHeader = hostHeader !== undefined ? parseAuthority(hostHeader, 80) : undefined;
   if (fromHeader === null) return { ok: false, message: `the Host header "${hostHeader}" is not host[:port]` };
-  const url = req.url ?? '/';
+  const url = req.url;
   let authority = hostHeader;
   let path = url;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
@@ -78,29 +80,34 @@ function targetOf(req: http.IncomingMessage): Target {
     // takes `\` for `/` and resolves dot-segments, so `/elsewhere\..\allowed` was decided as /allowed and sent as
     // written; the policy's normaliser refuses what it cannot make canonical, as for an origin-form target.
     path = originForm(url);
-    return { ok: true, request: describeRequest(req.method ?? 'GET', path, authority), path, authority };
+    return { ok: true, request: describeRequest(req.method, path, authority), path, authority };
   }
-  return { ok: true, request: describeRequest(req.method ?? 'GET', url, hostHeader), path, ...(authority !== undefined && { authority }) };
+  return { ok: true, request: describeRequest(req.method, url, hostHeader), path, ...(authority !== undefined && { authority }) };
 }
 
-/** An HTTP server that is never bound: the transparent listener hands it the connections that speak HTTP. */
+/**
+ * node's keepAliveTimeout, which the transparent HTTP server kept at 30 s while its idle timeout is the tunnels'
+ * (idle-timeout): the Keep-Alive header's timeout, and how long a connection may idle between requests (plus a second).
+ */
+const KEEP_ALIVE_TIMEOUT_MS = 30_000;
+
+/**
+ * The plain HTTP of redirected connections, read by request-reader.ts (node's llhttp, answers written as raw bytes
+ * by raw-response.ts), as the explicit proxy and the inspector read theirs: no http.Server, IncomingMessage or
+ * ServerResponse. What node's server did here is kept: keep-alive 30 s, the idle timeout while a request is under
+ * way, answers to half-closed clients, no head timeout (node enforced headersTimeout only on servers that listen,
+ * and this one never did: a head that never ends is bounded by the idle timeout).
+ */
 export function createTransparentHttp(options: TransparentHttpOptions): TransparentHttp {
   const { events } = options;
   const forwarder = createHttpForwarder(options);
-  const connections = new Map<net.Socket, RedirectedConnection & { busy: number }>();
-  const server = http.createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 });
-  server.keepAliveTimeout = 30_000;
-  answerHalfClosedClients(server);
-  // Node enforces headersTimeout only on servers that listen; this bounds a request head that never ends,
-  // and any silence, the way tunnels are bounded.
-  server.timeout = options.idleTimeoutMs;
+  /** `busy`: answers under way (and for good once upgraded); a connection with none is closed at shutdown. */
+  const connections = new Map<net.Socket, ServedConnection>();
 
   const decideRequest = (request: PeekedHttpRequest, connection: RedirectedConnection): Promise<Authorization> =>
     authorizeTransparent(options, { client: connection.client, destination: connection.destination, peek: { protocol: 'http', request, bytes: 0 } });
 
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const connection = connections.get(req.socket);
-    if (!connection) return void res.destroy();
+  const onRequest = (req: InspectedRequest, res: RawResponse, connection: ServedConnection) => {
     const target = targetOf(req);
     if (!target.ok) return sendProxyError(res, 400, target.message);
     connection.busy++;
@@ -120,17 +127,15 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
         events.log.error({ err: err.message, client: connection.client }, 'transparent HTTP request handling failed');
         sendProxyError(res, 502, 'egress-guard could not handle this request');
       });
-  });
+  };
 
   // WebSocket: decided like any request; the connection becomes a byte relay only once upstream answers 101.
-  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    const connection = connections.get(socket);
-    if (!connection) return void socket.destroy();
+  const onUpgrade = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
     const target = targetOf(req);
     if (!target.ok) return writeRawError(socket, 400, target.message);
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
-      // h2c and the like: served as the plain HTTP/1.1 request it also is, parsed again without the upgrade headers.
-      return serveWithoutUpgrade(server, req, socket, head);
+      // h2c and the like: served as the plain HTTP/1.1 request it also is, read again without the upgrade headers.
+      return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
     }
     connection.busy++; // for good: an upgraded connection is never idle between requests
     decideRequest(target.request, connection)
@@ -143,9 +148,25 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
         events.log.warn({ err: err.message, client: connection.client }, 'transparent WebSocket upgrade failed');
         writeRawError(socket, 502, 'egress-guard could not relay this upgrade');
       });
-  });
+  };
 
-  const relayWebSocket = async (req: http.IncomingMessage, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>) => {
+  const onClientError = (err: ClientError, socket: net.Socket, connection: ServedConnection) => {
+    events.log.warn({ client: connection.client, err: err.code ?? err.message }, 'malformed HTTP request on a redirected connection');
+    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
+  };
+
+  /** Read the requests of `socket` (again, after an h2c upgrade request served as a plain one). */
+  const serve = (socket: net.Socket, connection: ServedConnection) => {
+    const handlers: RequestHandlers = {
+      request: (req, res) => onRequest(req, res, connection),
+      upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
+      clientError: (err, failed) => onClientError(err, failed, connection),
+    };
+    new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs, keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS, answerHalfClosed: true });
+  };
+
+  const relayWebSocket = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>) => {
     const { authority } = target;
     const close = (bytesIn: number, bytesOut: number, error?: CloseError, status?: number) =>
       auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status }), ...(error && { error }) });
@@ -192,18 +213,13 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     });
   };
 
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
-    events.log.warn({ client: connections.get(socket)?.client, err: err.code ?? err.message }, 'malformed HTTP request on a redirected connection');
-    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-    writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
-  });
-
   return {
     adopt(socket, connection) {
-      connections.set(socket, { ...connection, busy: 0 });
+      const served = { ...connection, busy: 0 };
+      connections.set(socket, served);
       socket.once('close', () => connections.delete(socket));
-      server.emit('connection', socket);
-      // The peek left the socket paused; a paused socket does not flow for the server's listeners by itself.
+      serve(socket, served);
+      // The peek left the socket paused; a paused socket does not flow for the reader's listeners by itself.
       socket.resume();
     },
     closeIdle() {
@@ -212,10 +228,6 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   };
 }
 
-/**
- * A request head written again from what the parser read: the request line with `path`, then each header as
- * received, its value passed through `header` (undefined drops it).
- */
 /** The response head (status line and headers, up to the blank line, with any bytes after it), or null. */
 function readResponseHead(upstream: net.Socket, timeoutMs: number): Promise<{ head: Buffer } | null> {
   return new Promise((resolve) => {

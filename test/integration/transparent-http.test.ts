@@ -67,6 +67,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
   before(async () => {
     upstream = http.createServer((req, res) => {
       seen.push(`${req.headers.host} ${req.url}`);
+      if (req.url === '/never-answered') return;
       res.end(`hello from ${req.headers.host}\n`);
     });
     upstream.on('upgrade', (req, socket: net.Socket) => {
@@ -219,25 +220,26 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(seen.includes(`allowed.test:${upstreamPort} /abs-ok`), JSON.stringify(seen));
   });
 
-  test('a request head that never ends is closed after the idle timeout, and closeIdle() ends connections between requests', async () => {
-    const serve = async (idleTimeoutMs: number) => {
-      const plainHttp = createTransparentHttp({ ...options, idleTimeoutMs });
-      const server = net.createServer((socket) => {
-        socket.pause();
-        plainHttp.adopt(socket, { client: 'c', destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+  /** A listener of its own with `idleTimeoutMs`, handed connections as the transparent listener hands them. */
+  const serve = async (idleTimeoutMs: number) => {
+    const plainHttp = createTransparentHttp({ ...options, idleTimeoutMs });
+    const server = net.createServer((socket) => {
+      socket.pause();
+      plainHttp.adopt(socket, { client: 'c', destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { plainHttp, server, port: (server.address() as net.AddressInfo).port };
+  };
+  const closedWithin = (socket: net.Socket, ms: number) =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
       });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      return { plainHttp, server, port: (server.address() as net.AddressInfo).port };
-    };
-    const closedWithin = (socket: net.Socket, ms: number) =>
-      new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), ms);
-        socket.once('close', () => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-      });
+    });
 
+  test('a request head that never ends is closed after the idle timeout, and closeIdle() ends connections between requests', async () => {
     const quick = await serve(300);
     const slow = net.connect(quick.port, '127.0.0.1', () => slow.write(`GET /slow HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\n`));
     slow.on('error', () => undefined);
@@ -253,6 +255,61 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     patient.plainHttp.closeIdle();
     assert.ok(await closing, 'an idle keep-alive connection is closed at shutdown');
     patient.server.close();
+  });
+
+  test('between requests the keep-alive timeout (30 s, as advertised) applies until the next head is whole, not a shorter idle timeout; a silence mid-request gets the idle timeout', async () => {
+    const quick = await serve(300);
+    const host = `allowed.test:${upstreamPort}`;
+    const client = net.connect(quick.port, '127.0.0.1', () => client.write(get('/ka-first', host)));
+    client.on('error', () => undefined);
+    let text = '';
+    client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    const answers = (n: number) => text.split('hello from').length - 1 >= n;
+    /** Until `n` answers have come, or the connection is gone. */
+    const answered = (n: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => (answers(n) || client.destroyed ? resolve() : client.once('data', check));
+        client.once('close', () => resolve());
+        check();
+      });
+    try {
+      await answered(1);
+      assert.match(text, /\r\nKeep-Alive: timeout=30\r\n/);
+      // Many idle timeouts (and their keep-alive second) later, the connection is still there for the next request,
+      // whose head may come in pieces with as long a pause between them.
+      assert.equal(await closedWithin(client, 2000), false, 'kept alive between requests past the idle timeout');
+      client.write('GET /ka-second HTTP/1.1\r\n');
+      assert.equal(await closedWithin(client, 2000), false, 'a head begun between requests has the keep-alive timeout');
+      client.write(`Host: ${host}\r\n\r\n`);
+      await answered(2);
+      assert.ok(answers(2), text);
+      // A request under way (its answer never comes) is closed by the idle timeout again.
+      client.write(get('/never-answered', host));
+      assert.ok(await closedWithin(client, 3000), 'a request left unfinished after a kept-alive wait is not held open');
+      assert.ok(!answers(3));
+    } finally {
+      client.destroy();
+      quick.server.close();
+    }
+  });
+
+  test('an upgrade or CONNECT pipelined behind a request is not handed over: that request is answered, then the connection ends', async () => {
+    const host = `allowed.test:${upstreamPort}`;
+    const before = decisions.length;
+    const ws = await exchange(frontPort, [get('/before-ws', host) + get('/pipelined-ws', host).replace('\r\n\r\n', '\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')], {
+      pipelined: true,
+    });
+    assert.match(ws.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\n$/, 'the answer alone, no 101 ahead of it');
+    assert.ok(ws.ended);
+    const connect = await exchange(frontPort, [get('/before-connect', host) + `CONNECT ${host} HTTP/1.1\r\nHost: ${host}\r\n\r\n`], { pipelined: true });
+    assert.match(connect.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\n$/);
+    assert.ok(connect.ended);
+    assert.ok(!seen.some((s) => s.includes('pipelined-ws')), 'the upgrade never reached upstream');
+    assert.deepEqual(
+      decisions.slice(before).map((d) => d.path),
+      ['/before-ws', '/before-connect'],
+      'neither the upgrade nor the CONNECT was decided',
+    );
   });
 
   test('a malformed request after a good one gets 400 and the connection is closed', async () => {
