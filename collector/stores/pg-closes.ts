@@ -21,7 +21,8 @@ export const LINK_WINDOW_MS = 2 * DAY;
  * partition's ANALYZE, a sequential scan of that partition kept while it grows (docs/collector.md, "Tenth round:
  * linking closes"). Now every read is a probe per key:
  * - each key is a LATERAL subquery fenced by `OFFSET 0`: a nested loop, each partition of the key's window probed by
- *   the key (run-time pruning keeps the others out); no join of the whole array to a scan of the partitions is possible;
+ *   the key (run-time pruning keeps the others out); no join of the whole array to a scan of the partitions is possible
+ *   (eg_join_closes: its UPDATE reads the rows by `key = ANY`, JOIN_CLOSES_SQL);
  * - the unlinked closes have an index of their own (queries.ts UNLINKED_INDEX_POSTGRES: `key` where `job_id IS NULL`,
  *   one entry per close, so an index scan that finds a linked one marks it dead for good) and the job index no longer
  *   holds the nulls, so a probe reads the small index (or the (key, time) one), never the job index;
@@ -85,11 +86,12 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION eg_join_closes(decision_keys uuid[], times bigint[], bodies bytea[], closes_in bigint[], closes_out bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (joined_key uuid) LANGUAGE plpgsql VOLATILE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET enable_nestloop = off SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   RETURN QUERY WITH joined AS (UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
       FROM unnest(decision_keys, times, bodies, closes_in, closes_out) AS x(key, time, body, bytes_in, bytes_out)
-      WHERE d.key = x.key AND d.time = x.time AND d.event = ${DECISION} AND d.close_body IS NULL AND d.time >= first_time AND d.time <= last_time
+      WHERE d.key = x.key AND d.time = x.time AND d.key = ANY (decision_keys) AND d.event = ${DECISION} AND d.close_body IS NULL AND d.time >= first_time
+        AND d.time <= last_time
       RETURNING d.key)
     SELECT joined.key FROM joined;
 END $$;
@@ -122,7 +124,10 @@ export const CLOSE_LOOKUP_SQL = `SELECT key, job_id AS "jobId", host_id AS "host
 /**
  * Closes put into their stored decision's row (exactly one writer: the row lock, and the id's lock, which every close's
  * writer takes): $1 decision keys, $2 their times, $3 the closes' bodies, $4 and $5 their bytes in and out, $6 and $7 the
- * first and last time. In eg_join_closes, a nested loop of (key, time) probes (hash and merge joins off: the generic
- * plan of the plain UPDATE was a hash join over sequential scans of every partition on a small history).
+ * first and last time. In eg_join_closes, the rows read by their keys (`key = ANY`: one index descent per key and
+ * partition of the span), joined to the array by hash (nested loops off). The plain UPDATE's generic plan was a hash join
+ * over sequential scans of every partition on a small history; with hash and merge joins off, up to ~2,000 rows, a
+ * nested loop over the batch's time span read whole from the (key, time) index, and with `key = ANY` but nested loops
+ * on, a nested loop over the keys' rows materialized, quadratic in the keys (docs/collector.md, "Review of the tenth round").
  */
 export const JOIN_CLOSES_SQL = `SELECT joined_key AS key FROM eg_join_closes($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bigint, $7::bigint)`;
