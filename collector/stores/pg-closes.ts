@@ -28,12 +28,15 @@ export const LINK_WINDOW_MS = 2 * DAY;
  *   holds the nulls, so a probe reads the small index (or the (key, time) one), never the job index;
  * - the functions run with `enable_seqscan = off` and `enable_bitmapscan = off` (their SET clause applies whenever
  *   PL/pgSQL plans their statements, cached or not): a generic plan made after a tiny partition's ANALYZE was a
- *   sequential scan of it per key (checked); and with `plan_cache_mode = force_generic_plan`, planned once per
- *   connection, not again at each call (PL/pgSQL's custom plans for the first calls, and whenever the generic one
- *   looks dearer);
- * - `first_time` and `last_time`, the batch's windows together, prune the partitions once when the plan starts: without
+ *   sequential scan of it per key (checked); and with `plan_cache_mode = force_custom_plan`, planned at each call with
+ *   `first_time` and `last_time` as constants. It was `force_generic_plan` (planned once per connection): a generic
+ *   plan locks every partition before its run-time pruning (PostgreSQL 15), ~one lock per day partition per call, held
+ *   to commit, and two collectors' 16 connections filled the lock table ("out of shared memory", every retry) with 700
+ *   day partitions (no retention, on a server of 50 connections); a custom plan's partitions are the span's alone
+ *   (~1.5 µs of PostgreSQL's CPU per event more, docs/collector.md, "Review of the tenth round"); `auto` still failed;
+ * - `first_time` and `last_time`, the batch's windows together, prune the partitions when the plan is made: without
  *   them every partition's probe was made ready at each call and pruned per key (pgbench, 12 keys, both functions: 0.22
- *   ms a call with them, 0.47 without, against 0.20-0.31 for the statements they replace, 23 partitions);
+ *   ms a call with them, 0.47 without, against 0.20-0.31 for the statements they replace, 23 partitions, generic plans);
  * - a found close is linked by its (key, time), one row at a time (nearly always none: a close stored before its
  *   decision, at a batch's edge), not by an UPDATE joined to the array, whose plan is the planner's choice again.
  * What a call reads grows with its keys and the partitions in a key's window (±LINK_WINDOW_MS: up to five days), not
@@ -46,7 +49,7 @@ export const LINK_WINDOW_MS = 2 * DAY;
 export const CLOSE_FUNCTIONS_SQL = `
 CREATE OR REPLACE FUNCTION eg_link_closes(close_keys uuid[], jobs int[], lo bigint[], hi bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (linked_key uuid, linked_bytes_in bigint, linked_bytes_out bigint) LANGUAGE plpgsql VOLATILE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   found_close record;
 BEGIN
@@ -63,7 +66,7 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION eg_unlinked_decisions(close_keys uuid[], decision_keys uuid[], lo bigint[], hi bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (key uuid, job_id int, host_id int, port int, decision smallint, "time" bigint) LANGUAGE plpgsql STABLE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
   RETURN QUERY SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time FROM unnest(close_keys, decision_keys, lo, hi) AS x(ckey, dkey, lo, hi)
     CROSS JOIN LATERAL (SELECT c.time FROM eg_events c WHERE c.key = x.ckey AND c.job_id IS NULL AND c.event = ${CLOSE} AND c.time >= x.lo AND c.time <= x.hi
@@ -74,7 +77,7 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION eg_close_lookup(decision_keys uuid[], lo bigint[], hi bigint[], close_keys uuid[], close_times bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (key uuid, job_id int, host_id int, port int, decision smallint, "time" bigint, joined boolean, own boolean) LANGUAGE plpgsql STABLE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
   RETURN QUERY SELECT d.* FROM unnest(decision_keys, lo, hi) AS x(key, lo, hi) CROSS JOIN LATERAL (
       SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time, d.close_body IS NOT NULL, false FROM eg_events d
@@ -86,7 +89,7 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION eg_join_closes(decision_keys uuid[], times bigint[], bodies bytea[], closes_in bigint[], closes_out bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (joined_key uuid) LANGUAGE plpgsql VOLATILE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET enable_nestloop = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET enable_nestloop = off SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
   RETURN QUERY WITH joined AS (UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
       FROM unnest(decision_keys, times, bodies, closes_in, closes_out) AS x(key, time, body, bytes_in, bytes_out)

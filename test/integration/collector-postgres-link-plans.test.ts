@@ -30,7 +30,7 @@ function nodes(plan: PlanNode): PlanNode[] {
   return [plan, ...(plan.Plans ?? []).flatMap(nodes)];
 }
 
-/** The plans of every statement `client` runs from now on, nested ones too (auto_explain's, as notices), generic ones. */
+/** The plans of every statement `client` runs from now on, nested ones too (auto_explain's, as notices); its own generic ones. */
 async function explainPlans(client: pg.Client): Promise<PlanNode[]> {
   const plans: PlanNode[] = [];
   client.on('notice', (msg) => {
@@ -81,7 +81,7 @@ describe('PostgreSQL: linking closes through their own index (a real server star
   };
 
   it(
-    "after a tiny partition's ANALYZE and a large one's, generic plans link, re-check, look closes up and join them without a sequential scan or the job index",
+    "after a tiny partition's ANALYZE and a large one's, the functions' plans link, re-check, look closes up and join them without a sequential scan or the job index",
     { timeout: 120_000 },
     withStore(async (store, client) => {
       const large = Date.UTC(2026, 10, 20, 1);
@@ -185,6 +185,43 @@ describe('PostgreSQL: linking closes through their own index (a real server star
         [],
         'every decision row found by a probe of its key',
       );
+    }),
+  );
+  it(
+    "a call locks the partitions of its batch's span only, however many day partitions there are (a generic plan locked them all, which filled the lock table)",
+    { timeout: 120_000 },
+    withStore(async (store, client) => {
+      const first = Date.UTC(2026, 0, 1);
+      await client.query('BEGIN');
+      for (let day = first; day < first + 200 * DAY; day += DAY) {
+        const name = `eg_events_p${new Date(day).toISOString().slice(0, 10).replace(/-/g, '')}`;
+        await client.query(`CREATE TABLE ${name} PARTITION OF eg_events FOR VALUES FROM (${day}) TO (${day + DAY})`);
+      }
+      await client.query('COMMIT');
+      // A decision stored without its close and a close stored before its decision, on the last day.
+      const { decisions, closes } = pairs('locks', 2, first + 199 * DAY + 3_600_000);
+      await store.insert([decisions[0]!, closes[1]!]);
+      const keys = decisions.map((d) => pgKeyOfId(d.id, 0));
+      const times = decisions.map((d) => Date.parse(d.time));
+      const windows = [times.map((t) => t - LINK_WINDOW_MS), times.map((t) => t + LINK_WINDOW_MS), Math.min(...times) - LINK_WINDOW_MS, Math.max(...times) + LINK_WINDOW_MS];
+      const calls = [
+        { name: 'relink', text: RELINK_SQL, values: [keys.map(closeKeyOf), keys, ...windows] },
+        { name: 'link', text: LINK_CLOSES_SQL, values: [keys.map(closeKeyOf), [1, 1], ...windows] },
+        { name: 'lookup', text: CLOSE_LOOKUP_SQL, values: [keys, windows[0], windows[1], keys.map(closeKeyOf), times, windows[2], windows[3]] },
+        { name: 'join', text: JOIN_CLOSES_SQL, values: [keys, times, keys.map(() => Buffer.from([0])), [1, 1], [1, 1], Math.min(...times), Math.max(...times)] },
+      ];
+      // Each statement called more than five times (when a session's cached plan may turn generic).
+      for (let round = 0; round < 7; round++) {
+        for (const call of calls) {
+          await client.query('BEGIN');
+          await client.query(call);
+          const locked = await client.query(
+            `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE l.pid = pg_backend_pid() AND c.relkind = 'r' AND c.relname LIKE 'eg_events_p%'`,
+          );
+          await client.query('ROLLBACK');
+          assert.ok(locked.rows[0].n <= 5, `${call.name}, call ${round + 1}: ${locked.rows[0].n} partitions locked`);
+        }
+      }
     }),
   );
 });
