@@ -21,18 +21,22 @@ export const LINK_WINDOW_MS = 2 * DAY;
  * partition's ANALYZE, a sequential scan of that partition kept while it grows (docs/collector.md, "Tenth round:
  * linking closes"). Now every read is a probe per key:
  * - each key is a LATERAL subquery fenced by `OFFSET 0`: a nested loop, each partition of the key's window probed by
- *   the key (run-time pruning keeps the others out); no join of the whole array to a scan of the partitions is possible;
+ *   the key (run-time pruning keeps the others out); no join of the whole array to a scan of the partitions is possible
+ *   (eg_join_closes: its UPDATE reads the rows by `key = ANY`, JOIN_CLOSES_SQL);
  * - the unlinked closes have an index of their own (queries.ts UNLINKED_INDEX_POSTGRES: `key` where `job_id IS NULL`,
  *   one entry per close, so an index scan that finds a linked one marks it dead for good) and the job index no longer
  *   holds the nulls, so a probe reads the small index (or the (key, time) one), never the job index;
  * - the functions run with `enable_seqscan = off` and `enable_bitmapscan = off` (their SET clause applies whenever
  *   PL/pgSQL plans their statements, cached or not): a generic plan made after a tiny partition's ANALYZE was a
- *   sequential scan of it per key (checked); and with `plan_cache_mode = force_generic_plan`, planned once per
- *   connection, not again at each call (PL/pgSQL's custom plans for the first calls, and whenever the generic one
- *   looks dearer);
- * - `first_time` and `last_time`, the batch's windows together, prune the partitions once when the plan starts: without
+ *   sequential scan of it per key (checked); and with `plan_cache_mode = force_custom_plan`, planned at each call with
+ *   `first_time` and `last_time` as constants. It was `force_generic_plan` (planned once per connection): a generic
+ *   plan locks every partition before its run-time pruning (PostgreSQL 15), ~one lock per day partition per call, held
+ *   to commit, and two collectors' 16 connections filled the lock table ("out of shared memory", every retry) with 700
+ *   day partitions (no retention, on a server of 50 connections); a custom plan's partitions are the span's alone
+ *   (~1.5 µs of PostgreSQL's CPU per event more, docs/collector.md, "Review of the tenth round"); `auto` still failed;
+ * - `first_time` and `last_time`, the batch's windows together, prune the partitions when the plan is made: without
  *   them every partition's probe was made ready at each call and pruned per key (pgbench, 12 keys, both functions: 0.22
- *   ms a call with them, 0.47 without, against 0.20-0.31 for the statements they replace, 23 partitions);
+ *   ms a call with them, 0.47 without, against 0.20-0.31 for the statements they replace, 23 partitions, generic plans);
  * - a found close is linked by its (key, time), one row at a time (nearly always none: a close stored before its
  *   decision, at a batch's edge), not by an UPDATE joined to the array, whose plan is the planner's choice again.
  * What a call reads grows with its keys and the partitions in a key's window (±LINK_WINDOW_MS: up to five days), not
@@ -45,7 +49,7 @@ export const LINK_WINDOW_MS = 2 * DAY;
 export const CLOSE_FUNCTIONS_SQL = `
 CREATE OR REPLACE FUNCTION eg_link_closes(close_keys uuid[], jobs int[], lo bigint[], hi bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (linked_key uuid, linked_bytes_in bigint, linked_bytes_out bigint) LANGUAGE plpgsql VOLATILE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   found_close record;
 BEGIN
@@ -62,7 +66,7 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION eg_unlinked_decisions(close_keys uuid[], decision_keys uuid[], lo bigint[], hi bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (key uuid, job_id int, host_id int, port int, decision smallint, "time" bigint) LANGUAGE plpgsql STABLE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
   RETURN QUERY SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time FROM unnest(close_keys, decision_keys, lo, hi) AS x(ckey, dkey, lo, hi)
     CROSS JOIN LATERAL (SELECT c.time FROM eg_events c WHERE c.key = x.ckey AND c.job_id IS NULL AND c.event = ${CLOSE} AND c.time >= x.lo AND c.time <= x.hi
@@ -73,7 +77,7 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION eg_close_lookup(decision_keys uuid[], lo bigint[], hi bigint[], close_keys uuid[], close_times bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (key uuid, job_id int, host_id int, port int, decision smallint, "time" bigint, joined boolean, own boolean) LANGUAGE plpgsql STABLE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
   RETURN QUERY SELECT d.* FROM unnest(decision_keys, lo, hi) AS x(key, lo, hi) CROSS JOIN LATERAL (
       SELECT d.key, d.job_id, d.host_id, d.port, d.decision, d.time, d.close_body IS NOT NULL, false FROM eg_events d
@@ -85,11 +89,12 @@ BEGIN
 END $$;
 CREATE OR REPLACE FUNCTION eg_join_closes(decision_keys uuid[], times bigint[], bodies bytea[], closes_in bigint[], closes_out bigint[], first_time bigint, last_time bigint)
   RETURNS TABLE (joined_key uuid) LANGUAGE plpgsql VOLATILE
-  SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan AS $$
+  SET enable_seqscan = off SET enable_bitmapscan = off SET enable_nestloop = off SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
   RETURN QUERY WITH joined AS (UPDATE eg_events d SET close_body = x.body, bytes_in = x.bytes_in, bytes_out = x.bytes_out
       FROM unnest(decision_keys, times, bodies, closes_in, closes_out) AS x(key, time, body, bytes_in, bytes_out)
-      WHERE d.key = x.key AND d.time = x.time AND d.event = ${DECISION} AND d.close_body IS NULL AND d.time >= first_time AND d.time <= last_time
+      WHERE d.key = x.key AND d.time = x.time AND d.key = ANY (decision_keys) AND d.event = ${DECISION} AND d.close_body IS NULL AND d.time >= first_time
+        AND d.time <= last_time
       RETURNING d.key)
     SELECT joined.key FROM joined;
 END $$;
@@ -122,7 +127,10 @@ export const CLOSE_LOOKUP_SQL = `SELECT key, job_id AS "jobId", host_id AS "host
 /**
  * Closes put into their stored decision's row (exactly one writer: the row lock, and the id's lock, which every close's
  * writer takes): $1 decision keys, $2 their times, $3 the closes' bodies, $4 and $5 their bytes in and out, $6 and $7 the
- * first and last time. In eg_join_closes, a nested loop of (key, time) probes (hash and merge joins off: the generic
- * plan of the plain UPDATE was a hash join over sequential scans of every partition on a small history).
+ * first and last time. In eg_join_closes, the rows read by their keys (`key = ANY`: one index descent per key and
+ * partition of the span), joined to the array by hash (nested loops off). The plain UPDATE's generic plan was a hash join
+ * over sequential scans of every partition on a small history; with hash and merge joins off, up to ~2,000 rows, a
+ * nested loop over the batch's time span read whole from the (key, time) index, and with `key = ANY` but nested loops
+ * on, a nested loop over the keys' rows materialized, quadratic in the keys (docs/collector.md, "Review of the tenth round").
  */
 export const JOIN_CLOSES_SQL = `SELECT joined_key AS key FROM eg_join_closes($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bigint, $7::bigint)`;
