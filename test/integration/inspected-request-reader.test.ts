@@ -4,8 +4,9 @@
  * decided on its own, `Expect: 100-continue` (and any other expectation: 417), HTTP/1.0 answers (no chunked
  * framing, the connection closed, or kept with a length), a head over node's size limit (400, nothing decided,
  * the proxy keeps serving), a client that resets in the middle of a body (the body streamed upstream as it
- * came, the request's record closed as client-aborted), and an answer read whole from upstream written to the
- * client in one go. A raw TLS client writes exact bytes; the upstream is a real HTTPS server on loopback; the proxy
+ * came, the request's record closed as client-aborted), an answer read whole from upstream written to the
+ * client in one go, and a client that stops reading (the upstream TLS connection, read natively by its parser, stops
+ * being read). A raw TLS client writes exact bytes; the upstream is a real HTTPS server on loopback; the proxy
  * runs in this process.
  */
 import assert from 'node:assert/strict';
@@ -27,6 +28,7 @@ import { buildPolicy } from '../../policy/index.js';
 import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
 import type { HttpProxyServer } from '../../proxy/explicit/server.js';
 import { leafFor } from '../helpers/servers.js';
+import { readAnswer, untilStalled } from '../helpers/slow-reader.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -63,6 +65,8 @@ function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise
 /** The status lines of the answers in `text`, in order. */
 /** The idle timeout of the keep-alive grace test's proxy. */
 const SHORT_IDLE_MS = 3000;
+/** The answer to /ok/big: more than the loopback sockets and TLS buffers on the way hold while the client reads nothing. */
+const BIG = 32 * 1024 * 1024;
 
 const statusLines = (text: string) => [...text.matchAll(/HTTP\/1\.1 (\d{3})[^\r]*\r\n/g)].map((m) => Number(m[1]));
 
@@ -80,6 +84,8 @@ describe('inspected requests read without node http.Server', () => {
   const events: EgressEvent[] = [];
   const decisions = () => events.filter((e): e is DecisionEvent => e.event === 'decision');
   const closes = () => events.filter((e): e is CloseEvent => e.event === 'close');
+  /** The bytes of /ok/big's body the upstream has handed to its socket (its writes wait for 'drain'). */
+  let bigWritten = 0;
 
   before(async () => {
     const dir = tempDir('eg-reader-');
@@ -98,6 +104,18 @@ describe('inspected requests read without node http.Server', () => {
       req.once('aborted', () => (record.aborted = true));
       req.once('end', () => {
         const answer = () => {
+          if (record.path === '/ok/big') {
+            res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BIG });
+            const piece = Buffer.alloc(64 * 1024, 0x61);
+            const pump = () => {
+              while (bigWritten < BIG) {
+                bigWritten += piece.length;
+                if (!res.write(piece)) return void res.once('drain', pump);
+              }
+              res.end();
+            };
+            return pump();
+          }
           if (record.path === '/ok/chunked') {
             res.writeHead(200, { 'content-type': 'text/plain' });
             res.write('chunk-one,');
@@ -428,6 +446,25 @@ describe('inspected requests read without node http.Server', () => {
       client.destroy();
     }
     assert.equal(writes.length, 1, `one write for the whole answer, not ${writes.join(', ')}`);
+  });
+
+  test("a client that stops reading stops the upstream TLS connection (its parser's native reads paused); the body then arrives whole and counted", async () => {
+    const client = await inspectedSocket();
+    try {
+      client.pause();
+      client.write(`GET /ok/big HTTP/1.1\r\n${host()}\r\n`);
+      // Until the upstream has stopped writing: with backpressure, well before the end.
+      await untilStalled('the upstream stalled or finished', () => bigWritten);
+      assert.ok(bigWritten < BIG, `the upstream wrote ${bigWritten} of ${BIG} bytes while the client read nothing`);
+      const { head, received } = await readAnswer(client, BIG);
+      assert.equal(received, BIG);
+      assert.match(head, /^HTTP\/1\.1 200 /);
+    } finally {
+      client.destroy();
+    }
+    const decision = decisions().find((d) => d.path === '/ok/big');
+    await waitFor('the close event of /ok/big', () => closes().some((c) => c.id === decision?.id), 5000);
+    assert.equal(closes().find((c) => c.id === decision?.id)!.bytes_in, BIG);
   });
 
   test('a client reset in the middle of a body: what came was streamed upstream, the request closes as client-aborted', async () => {

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { guardInFrontOf } from '../helpers/raw-upstream.js';
+import { readAnswer, untilStalled } from '../helpers/slow-reader.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 /** Read from `socket` until `done(text)` holds, the socket closes, or 10 s pass. */
@@ -22,22 +23,6 @@ function readUntil(socket: net.Socket, done: (text: string) => boolean): Promise
     socket.on('data', onData);
     socket.once('close', finish);
   });
-}
-
-/** Until `count()` (of what the upstream wrote, or holds unsent) is above 0 and the same 300 ms later (30 s at most). */
-function untilStalled(what: string, count: () => number): Promise<void> {
-  let last = -1;
-  return waitFor(
-    what,
-    async () => {
-      const now = count();
-      const stalled = now > 0 && now === last;
-      last = now;
-      await new Promise((r) => setTimeout(r, 300));
-      return stalled;
-    },
-    30_000,
-  );
 }
 
 function connect(port: number): Promise<net.Socket> {
@@ -335,25 +320,7 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
       // Until the upstream has stopped writing: with backpressure, well before the whole body.
       await untilStalled('the upstream stalled or finished', () => bigWritten);
       assert.ok(bigWritten < BIG, `the upstream wrote ${bigWritten} of ${BIG} bytes while the client read nothing`);
-      let received = 0;
-      let headEnd = -1;
-      let head = '';
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`only ${received} body bytes after 60 s`)), 60_000);
-        socket.on('data', (chunk: Buffer) => {
-          if (headEnd === -1) {
-            head += chunk.toString('latin1');
-            headEnd = head.indexOf('\r\n\r\n');
-            if (headEnd === -1) return;
-            received += Buffer.byteLength(head, 'latin1') - headEnd - 4;
-          } else received += chunk.length;
-          if (received >= BIG) {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
-        socket.resume();
-      });
+      const { head, received } = await readAnswer(socket, BIG);
       assert.equal(received, BIG);
       assert.match(head, /^HTTP\/1\.1 200 /);
     });
