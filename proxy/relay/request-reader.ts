@@ -378,12 +378,14 @@ export class RequestReader implements ResponseOwner {
 
   /**
    * A parse error (or an end mid-message): reported to `clientError`, whose 400 ends the connection. Requests read
-   * before it whose answers are still due get them first, then the error is reported: node's server reported it at
-   * once, and its 400 went out ahead of (or into) those answers, which the client took for the 400 (the requests
-   * were decided and sent upstream all the same).
+   * whole before it whose answers are still due get them first, then the error is reported: node's server reported
+   * it at once, and its 400 went out ahead of those answers, which the client took for the 400 (the requests were
+   * decided and sent upstream all the same). An error in the body of a request handed over is reported at once, as
+   * before: that request never ends, its answer would never come.
    */
   private parseFailed(err: ClientError): void {
-    if (this.requests.length === 0) {
+    const inBody = this.incoming !== undefined && !this.incoming.complete;
+    if (this.requests.length === 0 || inBody) {
       this.failed = true;
       this.handlers.clientError(err, this.socket);
       return;

@@ -254,6 +254,11 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       socket.on('close', () => (clearTimeout(timer), resolve(text)));
     });
     assert.match(half, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 [^]*HPE_INVALID_EOF_STATE/, half);
+    // A parse error in the body of a request handed over is answered at once: that request never ends, its answer
+    // would never come (the idle timeout, 10 s here, is past the exchange's 5 s).
+    const inBody = await exchange(frontPort, [`POST /bad-chunk HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n`]);
+    assert.match(inBody.text, /^HTTP\/1\.1 400 [^]*HPE_CR_EXPECTED/, inBody.text);
+    assert.ok(inBody.ended);
   });
 
   test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
