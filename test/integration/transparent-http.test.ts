@@ -286,6 +286,46 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       });
     });
 
+  test('an upgrade refused or not upgraded: the connection closes once the client ends it, also when it sent more after the head', async () => {
+    // The reader lets go of an upgrade's socket; nothing read it after a refusal, so bytes sent after the head stayed
+    // buffered and the client's FIN behind them was never seen: the connection stayed open for good.
+    const plainHttp = createTransparentHttp({ ...options, idleTimeoutMs: 60_000 });
+    const accepted: net.Socket[] = [];
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      accepted.push(socket);
+      socket.pause();
+      socket.on('error', () => socket.destroy());
+      plainHttp.adopt(socket, { client: 'c', destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const upgrade = (path: string, host: string) => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`;
+    try {
+      for (const [request, status] of [
+        [upgrade('/ws-refused', 'attacker.test'), 403],
+        [upgrade('/no-ws', `allowed.test:${upstreamPort}`), 404],
+      ] as const) {
+        const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+        client.on('error', () => undefined);
+        let text = '';
+        await new Promise<void>((resolve) => {
+          client.on('data', (chunk: Buffer) => ((text += chunk.toString('latin1')), text.includes('\r\n\r\n') && resolve()));
+          client.on('close', () => resolve());
+          client.on('connect', () => client.write(request));
+        });
+        assert.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), text);
+        const socket = accepted.at(-1)!;
+        const closed = closedWithin(socket, 3000);
+        client.end('sent after the answer');
+        assert.ok(await closed, `the connection of the ${status} upgrade closes after the client's end`);
+        client.destroy();
+      }
+    } finally {
+      for (const socket of accepted) socket.destroy();
+      server.close();
+    }
+  });
+
   test('a request head that never ends is closed after the idle timeout, and closeIdle() ends connections between requests', async () => {
     const quick = await serve(300);
     const slow = net.connect(quick.port, '127.0.0.1', () => slow.write(`GET /slow HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\n`));
