@@ -256,6 +256,8 @@ export class RequestReader implements ResponseOwner {
   private closeWhenAnswered = false;
   /** The request just read is the connection's last (refused for its head): nothing after it is read. */
   private lastRead = false;
+  /** A parse error behind requests whose answers were due: reported once they are out (`parseFailed`). */
+  private errorAfterAnswers: ClientError | undefined;
   /** The socket's handle, when the parser reads it natively. */
   private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
@@ -364,16 +366,32 @@ export class RequestReader implements ResponseOwner {
       // Bytes after a request that said `close` (llhttp, strict: an error): RFC 9112 9.6 has the server assume nothing
       // follows it, so they are neither read nor answered 400 (node's server did, and the request's own answer was lost).
       if ((ret as ClientError).code === 'HPE_CLOSED_CONNECTION') return this.endAfterAnswers();
-      this.failed = true;
       const err = ret as ClientError;
       err.rawPacket = data ?? this.parser.getCurrentBuffer();
-      this.handlers.clientError(err, this.socket);
-      return;
+      return this.parseFailed(err);
     }
     if (this.lastRead) return this.endAfterAnswers();
     const req = this.incoming;
     if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
     if (req?.method === 'PRI') this.socket.destroy();
+  }
+
+  /**
+   * A parse error (or an end mid-message): reported to `clientError`, whose 400 ends the connection. Requests read
+   * whole before it whose answers are still due get them first, then the error is reported: node's server reported
+   * it at once, and its 400 went out ahead of those answers, which the client took for the 400 (the requests were
+   * decided and sent upstream all the same). An error in the body of a request handed over is reported at once, as
+   * before: that request never ends, its answer would never come.
+   */
+  private parseFailed(err: ClientError): void {
+    const inBody = this.incoming !== undefined && !this.incoming.complete;
+    if (this.requests.length === 0 || inBody) {
+      this.failed = true;
+      this.handlers.clientError(err, this.socket);
+      return;
+    }
+    this.errorAfterAnswers = err;
+    this.endAfterAnswers();
   }
 
   /**
@@ -456,6 +474,13 @@ export class RequestReader implements ResponseOwner {
       }
     }
     this.handlers.request(req, res);
+    // Answered at once with `close` (the transparent listener's 400 for a Host that could name two hosts): RFC 9112
+    // 9.6, nothing after it is read, as after the 400 for a missing Host (node's server decided and forwarded what
+    // was pipelined behind it, its answer never delivered).
+    if (res.last) {
+      this.lastRead = true;
+      return 2;
+    }
     return 0;
   }
 
@@ -471,7 +496,10 @@ export class RequestReader implements ResponseOwner {
     if (this.current === res) this.current = undefined;
     res.detach();
     process.nextTick(emitClose, res);
-    if (res.last || (this.closeWhenAnswered && this.requests.length === 0)) {
+    if (!res.last && this.errorAfterAnswers && this.requests.length === 0) {
+      this.handlers.clientError(this.errorAfterAnswers, this.socket);
+      this.errorAfterAnswers = undefined;
+    } else if (res.last || (this.closeWhenAnswered && this.requests.length === 0)) {
       this.socket.destroySoon();
     } else if (this.queued.length === 0) {
       this.betweenRequests = true;
@@ -510,11 +538,7 @@ export class RequestReader implements ResponseOwner {
   private ended(): void {
     if (this.failed) return;
     const err = this.parser.finish();
-    if (err instanceof Error) {
-      this.failed = true;
-      this.handlers.clientError(err as ClientError, this.socket);
-      return;
-    }
+    if (err instanceof Error) return this.parseFailed(err as ClientError);
     if (this.options.answerHalfClosed) {
       // node's socketOnEnd with httpAllowHalfOpen: the last answer due ends the connection (finished()).
       const last = this.queued.at(-1) ?? this.current;

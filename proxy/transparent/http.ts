@@ -132,7 +132,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   // WebSocket: decided like any request; the connection becomes a byte relay only once upstream answers 101.
   const onUpgrade = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
     const target = targetOf(req);
-    if (!target.ok) return writeRawError(socket, 400, target.message);
+    if (!target.ok) return endUpgrade(socket, 400, target.message);
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
       // h2c and the like: served as the plain HTTP/1.1 request it also is, read again without the upgrade headers.
       return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
@@ -141,13 +141,19 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     decideRequest(target.request, connection)
       .then(async (auth) => {
         if (auth.action !== 'forward')
-          return writeRawError(socket, auth.action === 'fail' ? auth.status : 403, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
+          return endUpgrade(socket, auth.action === 'fail' ? auth.status : 403, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
         await relayWebSocket(req, socket, head, auth, target);
       })
       .catch((err: Error) => {
         events.log.warn({ err: err.message, client: connection.client }, 'transparent WebSocket upgrade failed');
-        writeRawError(socket, 502, 'egress-guard could not relay this upgrade');
+        endUpgrade(socket, 502, 'egress-guard could not relay this upgrade');
       });
+  };
+
+  /** An upgrade answered here (refused, or failed): the answer, then what the client sends is dropped until it ends. */
+  const endUpgrade = (socket: net.Socket, status: number, message: string, eventId?: string) => {
+    writeRawError(socket, status, message, eventId);
+    dropClientBytes(socket, options.idleTimeoutMs);
   };
 
   const onClientError = (err: ClientError, socket: net.Socket, connection: ServedConnection) => {
@@ -188,7 +194,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     const response = await readResponseHead(upstream, options.idleTimeoutMs);
     if (!response) {
       upstream.destroy();
-      writeRawError(socket, 502, `${auth.decision.host}: no upgrade answer from upstream`, auth.event.id);
+      endUpgrade(socket, 502, `${auth.decision.host}: no upgrade answer from upstream`, auth.event.id);
       close(upstream.bytesRead, upstream.bytesWritten, 'upstream-no-answer', 502);
       return;
     }
@@ -196,6 +202,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       // Not upgraded: upstream's answer goes to the client, then the connection ends; the client's bytes
       // after its request are never relayed.
       socket.write(response.head);
+      dropClientBytes(socket, options.idleTimeoutMs);
       upstream.pipe(socket);
       upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy());
       upstream.once('close', () => {
@@ -226,6 +233,17 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       for (const [socket, connection] of connections) if (connection.busy === 0) socket.destroy();
     },
   };
+}
+
+/**
+ * An upgrade's socket that relays nothing more (refused, failed, not upgraded): the reader let go of it and nothing
+ * reads it, so bytes the client sent after its head stayed buffered and its end (FIN) behind them was never seen: the
+ * connection stayed open for good. What it sends is read and dropped (never relayed), its end closes the connection
+ * once the answer is out, and a client that never ends it is closed after the idle timeout.
+ */
+function dropClientBytes(socket: net.Socket, idleTimeoutMs: number): void {
+  socket.resume();
+  socket.setTimeout(idleTimeoutMs, () => socket.destroy());
 }
 
 /** The response head (status line and headers, up to the blank line, with any bytes after it), or null. */

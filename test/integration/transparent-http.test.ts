@@ -98,7 +98,8 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     const resolver = new Resolver({ overrides: new Map([['allowed.test', ['127.0.0.1']]]), addressBook });
     options = { policy: () => policy, events, addressBook, resolver, connectTimeoutMs: 2000, idleTimeoutMs: 10_000 };
     const plainHttp = createTransparentHttp(options);
-    front = net.createServer((socket) => {
+    // allowHalfOpen as the transparent listener's (server.ts): a client's FIN ends only its direction.
+    front = net.createServer({ allowHalfOpen: true }, (socket) => {
       socket.pause();
       plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
     });
@@ -214,6 +215,52 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(!seen.some((s) => /\/(abs|bad-port|empty-port|two-hosts)$/.test(s)), JSON.stringify(seen));
   });
 
+  test('a request pipelined behind one refused 400 for its Host: the 400, then the connection ends; the one behind is neither decided nor sent', async () => {
+    // The 400 says `close` (RFC 9112 9.6: nothing after it is processed); node's server and the reader before this
+    // handed over what followed all the same: decided and forwarded, its answer never delivered.
+    const host = `allowed.test:${upstreamPort}`;
+    const refused = [`GET /two-hosts HTTP/1.1\r\nHost: ${host}\r\nHost: attacker.test\r\n\r\n`, `GET http://attacker.test/abs HTTP/1.1\r\nHost: ${host}\r\n\r\n`];
+    for (const [i, request] of refused.entries()) {
+      const r = await exchange(frontPort, [request + get(`/behind-400-${i}`, host)], { pipelined: true });
+      assert.match(r.text, /^HTTP\/1\.1 400 [^]*\n$/, r.text);
+      assert.equal(r.text.split('HTTP/1.1 ').length - 1, 1, r.text);
+      assert.ok(r.ended, 'the connection ends after the 400');
+    }
+    // A request on a fresh connection answered: what the refused connections handed over would have been decided by now.
+    assert.match((await exchange(frontPort, [get('/after-400s', host, true)])).text, /^HTTP\/1\.1 200 /);
+    assert.deepEqual(
+      decisions.map((d) => d.path).filter((p) => p?.startsWith('/behind-400')),
+      [],
+      'nothing behind a 400 is decided',
+    );
+    assert.ok(!seen.some((s) => s.includes('/behind-400')), JSON.stringify(seen));
+  });
+
+  test('a malformed request pipelined behind good ones: their answers first, in order, then the 400 and the end', async () => {
+    // node's server (and the reader before this) wrote the 400 at once, ahead of the answers due: the client read it
+    // as the answer to its first request, which was decided and sent upstream all the same.
+    const host = `allowed.test:${upstreamPort}`;
+    const r = await exchange(frontPort, [get('/before-garbage-1', host) + get('/before-garbage-2', host) + 'XXXX YYYY\r\n\r\n'], { pipelined: true });
+    assert.match(r.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 [^]*HPE_INVALID_METHOD/, r.text);
+    assert.ok(r.ended);
+    // The same for a client that ends (FIN) in the middle of the next head, after one request whose answer is due.
+    const half = await new Promise<string>((resolve) => {
+      const socket = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true });
+      let text = '';
+      const timer = setTimeout(() => socket.destroy(), 5000);
+      socket.on('connect', () => socket.end(get('/before-eof', host) + `GET /cut HTTP/1.1\r\nHost: ${host}\r\n`));
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      socket.on('error', () => undefined);
+      socket.on('close', () => (clearTimeout(timer), resolve(text)));
+    });
+    assert.match(half, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 [^]*HPE_INVALID_EOF_STATE/, half);
+    // A parse error in the body of a request handed over is answered at once: that request never ends, its answer
+    // would never come (the idle timeout, 10 s here, is past the exchange's 5 s).
+    const inBody = await exchange(frontPort, [`POST /bad-chunk HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n`]);
+    assert.match(inBody.text, /^HTTP\/1\.1 400 [^]*HPE_CR_EXPECTED/, inBody.text);
+    assert.ok(inBody.ended);
+  });
+
   test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
     const r = await exchange(frontPort, [`GET http://allowed.test:${upstreamPort}/abs-ok HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: close\r\n\r\n`]);
     assert.match(r.text, /^HTTP\/1\.1 200 /);
@@ -238,6 +285,46 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
         resolve(true);
       });
     });
+
+  test('an upgrade refused or not upgraded: the connection closes once the client ends it, also when it sent more after the head', async () => {
+    // The reader lets go of an upgrade's socket; nothing read it after a refusal, so bytes sent after the head stayed
+    // buffered and the client's FIN behind them was never seen: the connection stayed open for good.
+    const plainHttp = createTransparentHttp({ ...options, idleTimeoutMs: 60_000 });
+    const accepted: net.Socket[] = [];
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      accepted.push(socket);
+      socket.pause();
+      socket.on('error', () => socket.destroy());
+      plainHttp.adopt(socket, { client: 'c', destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const upgrade = (path: string, host: string) => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`;
+    try {
+      for (const [request, status] of [
+        [upgrade('/ws-refused', 'attacker.test'), 403],
+        [upgrade('/no-ws', `allowed.test:${upstreamPort}`), 404],
+      ] as const) {
+        const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+        client.on('error', () => undefined);
+        let text = '';
+        await new Promise<void>((resolve) => {
+          client.on('data', (chunk: Buffer) => ((text += chunk.toString('latin1')), text.includes('\r\n\r\n') && resolve()));
+          client.on('close', () => resolve());
+          client.on('connect', () => client.write(request));
+        });
+        assert.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), text);
+        const socket = accepted.at(-1)!;
+        const closed = closedWithin(socket, 3000);
+        client.end('sent after the answer');
+        assert.ok(await closed, `the connection of the ${status} upgrade closes after the client's end`);
+        client.destroy();
+      }
+    } finally {
+      for (const socket of accepted) socket.destroy();
+      server.close();
+    }
+  });
 
   test('a request head that never ends is closed after the idle timeout, and closeIdle() ends connections between requests', async () => {
     const quick = await serve(300);
