@@ -108,6 +108,8 @@ export async function startEgressGuard(options: EgressGuardOptions): Promise<Run
     // A/B of the tunnel relay (docs/benchmark.md, "Kernel relay"): BENCH_RELAY=kernel|js, BENCH_RELAY_HAND_OVER_AFTER=<bytes>.
     ...(process.env.BENCH_RELAY && { EGRESS_RELAY: process.env.BENCH_RELAY }),
     ...(process.env.BENCH_RELAY_HAND_OVER_AFTER && { EGRESS_RELAY_HAND_OVER_AFTER: process.env.BENCH_RELAY_HAND_OVER_AFTER }),
+    // A/B of where the native relay moves a tunnel's first bytes (docs/benchmark.md, "a tunnel's first bytes on the main loop"): BENCH_RELAY_THREAD_AFTER=<bytes> (0: its thread at once).
+    ...(process.env.BENCH_RELAY_THREAD_AFTER && { EGRESS_RELAY_THREAD_AFTER: process.env.BENCH_RELAY_THREAD_AFTER }),
     // A/B of the young generation's size (docs/benchmark.md, "Young generation fixed"): BENCH_YOUNG_GENERATION=fixed|grow.
     ...(process.env.BENCH_YOUNG_GENERATION && { EGRESS_YOUNG_GENERATION: process.env.BENCH_YOUNG_GENERATION }),
     // A/B of the DNS server's UDP path (docs/benchmark.md, "DNS with batched UDP system calls"): BENCH_DNS_UDP=batch|dgram.

@@ -42,6 +42,8 @@ export interface Config {
   relay: 'kernel' | 'js';
   /** Bytes a decided tunnel moves in JavaScript before the kernel relay takes it. */
   relayHandOverAfter: number;
+  /** Setting relay-thread-after: bytes a kernel relay moves on node's event loop before its thread takes it. */
+  relayThreadAfter: number;
   /** Whether V8's young generation may grow (sidecar/young-generation.ts). */
   youngGeneration: 'fixed' | 'grow';
   /** ulogd's JSON file of the rules' NFLOG reports (netlog/). */
@@ -220,6 +222,7 @@ export function loadConfig(sources: ConfigSources): Config {
     dnsUdp: oneOf(settings, 'dns-udp', ['batch', 'dgram'] as const),
     relay: oneOf(settings, 'relay', ['kernel', 'js'] as const),
     relayHandOverAfter: integer(settings, 'relay-hand-over-after'),
+    relayThreadAfter: integer(settings, 'relay-thread-after'),
     youngGeneration: oneOf(settings, 'young-generation', ['fixed', 'grow'] as const),
     netfilterLog: text(settings, 'netfilter-log'),
     socketMark: socketMark(text(settings, 'socket-mark')),

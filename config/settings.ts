@@ -101,6 +101,12 @@ export const SETTINGS: readonly SettingSpec[] = [
     help: 'with relay kernel: bytes (both ways together) a decided tunnel relays in JavaScript before the kernel relay takes it; 0: at once',
   },
   {
+    key: 'relay-thread-after',
+    env: 'EGRESS_RELAY_THREAD_AFTER',
+    default: '65536',
+    help: "with relay kernel: bytes (both ways together) the native relay splices on node's own event loop before its thread takes the tunnel (bulk); 0: on the thread at once",
+  },
+  {
     key: 'young-generation',
     env: 'EGRESS_YOUNG_GENERATION',
     default: 'fixed',

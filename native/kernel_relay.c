@@ -9,7 +9,11 @@
  *                                        takes the relay out of the thread synchronously (waits while the thread is
  *                                        working on it); afterwards the thread never touches its fds again, so the
  *                                        caller may close them. undefined: unknown id (already reported or cancelled)
- *   stats() -> { relays, started, pipes, sparePipes }   open relays, relays ever started, pipes open, of them spare
+ *   stats() -> { relays, started, pipes, sparePipes, onMainLoop, movedToThread }
+ *                                        open relays, relays ever started, pipes open, of them spare; relays on the
+ *                                        main thread's loop now, relays ever moved from it to the thread
+ *   mainLoopBytes(n)                     relays started from now on move their first n bytes (both ways together) on
+ *                                        node's own event loop (below), then go to the thread; 0: the thread at once
  * Reasons: 0 both directions ended (FIN each way), 1 client error, 2 upstream error (errno set), 3 idle timeout,
  * 4 half-close timeout. bytesIn: upstream -> client; bytesOut: client -> upstream.
  *
@@ -32,11 +36,21 @@
  * carry its slot and generation: an event already fetched for a relay that was cancelled (or whose slot was
  * reused) meanwhile is recognised as stale and dropped.
  *
+ * The main loop (issue 14, CPU per tunnel): a tunnel of a few kilobytes (a TLS handshake, a request, an answer) woke
+ * the thread about six times, and the thread and node's main thread met on `lock` and the threadsafe function about
+ * nine times (futex calls): 140-200 us of the thread's system time per tunnel, against squid's 300-390 us in all. So
+ * a relay starts in a second epoll set, `mainfd`, which node's own loop watches (a uv_poll_t on the epoll fd): the
+ * main thread, awake anyway, splices its first bytes (and learns its connect's end) itself, calls onDone directly and
+ * takes no lock another thread holds. Once a relay has moved mainLoopBytes, or a wake-up left it with bytes to move
+ * (bulk), it leaves that set for the thread's, so bulk bytes never hold up JavaScript. The thread still scans every
+ * relay's timeouts. A relay is in exactly one of the two sets (`on_main`).
+ *
  * fd budget: an idle relay holds no pipe. A direction takes a pipe from a small pool when it reads bytes and
  * gives it back once they are all written; one that cannot write everything (EAGAIN) keeps it until drained.
  */
 #define _GNU_SOURCE
 #include <node_api.h>
+#include <uv.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -94,6 +108,7 @@ typedef struct {
   int fds[2];       /* client, upstream; -1: none yet */
   int owns_upstream; /* fds[1] was opened by connect(): closed here, when the relay is taken out of the thread */
   int held;          /* client -> upstream waits for release() (the client's first bytes are still being checked) */
+  int on_main;       /* its fds are in mainfd (node's loop moves its bytes), not in the thread's epfd */
   int keeps_alive;   /* connecting: counted in connects_pending until JS learns the outcome (or cancels) */
   direction dir[2]; /* [0] upstream -> client (bytesIn), [1] client -> upstream (bytesOut) */
   int64_t idle_ms, half_close_ms, last_activity;
@@ -112,6 +127,23 @@ static uint32_t free_count;
 static pipe_pair spare[SPARE_PIPES];
 static int spare_count, pipes_open;
 static int epfd = -1, wakefd = -1;
+/* The main loop's epoll set (see the top), node's uv_poll_t on it, and what calls onDone from it. */
+static int mainfd = -1;
+static uv_poll_t main_poll;
+static napi_env main_env;
+static napi_ref on_done_ref, main_resource_ref;
+static napi_async_context main_async;
+static uint64_t main_loop_bytes;
+static double on_main_count, moved_total;
+static pthread_t relay_thread;
+/*
+ * Set while the main loop works on its relays (under lock): post() queues the messages, delivered once the lock is
+ * let go (onDone may call start() or cancel(), which take it).
+ */
+static int dispatching;
+typedef struct done_message done_message;
+static done_message **queued;
+static uint32_t queued_count, queued_cap;
 static int64_t next_scan = INT64_MAX;
 static int again_pending;
 static napi_threadsafe_function on_done;
@@ -123,11 +155,11 @@ static uint32_t connects_pending;
 /* Set when node tears the environment down (process exit): the threadsafe function is about to be freed. */
 static int env_gone;
 
-typedef struct {
+struct done_message {
   uint32_t slot, gen;
   uint64_t bytes_in, bytes_out;
   int reason, err;
-} done_message;
+};
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -136,6 +168,9 @@ static int64_t now_ms(void) {
 }
 
 static double relay_id(uint32_t slot, uint32_t gen) { return (double)gen * 4194304.0 + slot; }
+
+/* The epoll set a relay's fds are in. */
+static int ep_of(const relay *r) { return r->on_main ? mainfd : epfd; }
 
 static int64_t deadline(const relay *r) { return r->last_activity + (r->half_closed ? r->half_close_ms : r->idle_ms); }
 
@@ -146,10 +181,10 @@ static void wake_thread(void) {
 }
 
 /* A deadline earlier than the thread's next scan: move the scan forward (and wake the thread when it sleeps). */
-static void scan_by(int64_t when, int from_thread) {
+static void scan_by(int64_t when) {
   if (when >= next_scan) return;
   next_scan = when;
-  if (!from_thread) wake_thread();
+  if (!pthread_equal(pthread_self(), relay_thread)) wake_thread();
 }
 
 static int take_pipe(pipe_pair *p) {
@@ -190,7 +225,11 @@ static void give_back(direction *d) {
 /* Out of the epoll set, pipes returned, an upstream fd of our own closed: from here on nothing touches the relay's fds. */
 static void detach(relay *r) {
   for (int i = 0; i < 2; i++)
-    if (r->fds[i] >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[i], NULL);
+    if (r->fds[i] >= 0) epoll_ctl(ep_of(r), EPOLL_CTL_DEL, r->fds[i], NULL);
+  if (r->on_main) {
+    r->on_main = 0;
+    on_main_count--;
+  }
   give_back(&r->dir[0]);
   give_back(&r->dir[1]);
   for (int i = 0; i < 2; i++) {
@@ -215,6 +254,20 @@ static void post(uint32_t slot, int reason, int err) {
     return; /* Not reported; cancel() still finds it (the JS side's destroy reports it). */
   }
   *m = (done_message){slot, r->gen, r->dir[0].bytes, r->dir[1].bytes, reason, err};
+  if (dispatching) {
+    if (queued_count == queued_cap) {
+      uint32_t cap = queued_cap ? queued_cap * 2 : 64;
+      done_message **more = realloc(queued, cap * sizeof *more);
+      if (!more) {
+        free(m);
+        return; /* As above: not reported, cancel() finds it. */
+      }
+      queued = more;
+      queued_cap = cap;
+    }
+    queued[queued_count++] = m;
+    return;
+  }
   /*
    * Posted under `lock`, so that forget_env (which takes it) cannot slip in between the check above and the call.
    * No lock-order problem: node calls call_js without holding the threadsafe function's own mutex.
@@ -252,7 +305,7 @@ static void connect_done(uint32_t slot, uint32_t events) {
     return;
   }
   if (!(events & EPOLLOUT)) return;
-  epoll_ctl(epfd, EPOLL_CTL_DEL, r->fds[1], NULL);
+  epoll_ctl(ep_of(r), EPOLL_CTL_DEL, r->fds[1], NULL);
   r->state = SLOT_CONNECTED;
   post(slot, REASON_CONNECTED, 0);
 }
@@ -266,7 +319,7 @@ static int want_writable(relay *r, int i) {
   if (r->out_armed[i]) return 0;
   uint64_t key = (uint64_t)(r - slots) | ((uint64_t)r->gen << 32) | (i ? UPSTREAM_BIT : 0);
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = key};
-  if (epoll_ctl(epfd, EPOLL_CTL_MOD, r->fds[i], &ev) != 0) return errno;
+  if (epoll_ctl(ep_of(r), EPOLL_CTL_MOD, r->fds[i], &ev) != 0) return errno;
   r->out_armed[i] = 1;
   return 0;
 }
@@ -343,7 +396,7 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
       d->eof = 1;
       if (!r->half_closed) {
         r->half_closed = 1;
-        scan_by(deadline(r), 1);
+        scan_by(deadline(r));
       }
     }
     d->in_pipe = (size_t)n;
@@ -363,7 +416,42 @@ static void work_on(uint32_t slot, int64_t now) {
     }
   }
   if (r->dir[0].shut && r->dir[1].shut) end_relay(slot, REASON_DONE, 0);
-  else if (r->again) again_pending = 1;
+  else if (r->again && !r->on_main) again_pending = 1;
+}
+
+/* The epoll events a relay's fd i is watched for (the client's, while held: errors only). */
+static uint32_t watched(const relay *r, int i) {
+  if (i == 0 && r->held) return EPOLLET;
+  return EPOLLIN | EPOLLRDHUP | EPOLLET | (r->out_armed[i] ? EPOLLOUT : 0);
+}
+
+/*
+ * A relay on the main loop moves to the thread's epoll set (under lock): it has moved mainLoopBytes, or a wake-up
+ * left it with bytes to move. The thread pumps it once without waiting for an edge. A failed move ends it.
+ */
+static void to_thread(uint32_t slot) {
+  relay *r = &slots[slot];
+  uint64_t key = slot | ((uint64_t)r->gen << 32);
+  for (int i = 0; i < 2; i++) epoll_ctl(mainfd, EPOLL_CTL_DEL, r->fds[i], NULL);
+  r->on_main = 0;
+  on_main_count--;
+  for (int i = 0; i < 2; i++) {
+    struct epoll_event ev = {.events = watched(r, i), .data.u64 = key | (i ? UPSTREAM_BIT : 0)};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, r->fds[i], &ev) != 0) {
+      end_relay(slot, i ? REASON_UPSTREAM : REASON_CLIENT, errno);
+      return;
+    }
+  }
+  moved_total++;
+  r->again = 1;
+  again_pending = 1;
+  wake_thread();
+}
+
+/* After the main loop worked on a relay: one that has moved enough, or has more to move now, goes to the thread. */
+static void maybe_to_thread(uint32_t slot) {
+  relay *r = &slots[slot];
+  if (r->state == SLOT_ACTIVE && r->on_main && (r->again || r->dir[0].bytes + r->dir[1].bytes >= main_loop_bytes)) to_thread(slot);
 }
 
 static void scan_timeouts(int64_t now) {
@@ -376,6 +464,28 @@ static void scan_timeouts(int64_t now) {
     else if (due < next) next = due;
   }
   next_scan = next;
+}
+
+/* One epoll event of a relay (under lock), on the thread or on the main loop, whichever set its fds are in. */
+static void handle_event(uint64_t key, uint32_t events, int64_t now) {
+  uint32_t slot = (uint32_t)(key & ~UPSTREAM_BIT), gen = (uint32_t)(key >> 32);
+  /* Stale: cancelled (and maybe reused) since epoll_wait fetched it. */
+  if (slot >= slot_count || slots[slot].gen != gen || (slots[slot].state != SLOT_ACTIVE && slots[slot].state != SLOT_CONNECTING)) return;
+  if (slots[slot].state == SLOT_CONNECTING) {
+    connect_done(slot, events);
+    return;
+  }
+  work_on(slot, now);
+  /*
+   * A socket error is found by the next read or write of it; this one may get neither (its direction is
+   * half-closed and the other is quiet), so ask once what could be relayed has been.
+   */
+  if ((events & EPOLLERR) && slots[slot].state == SLOT_ACTIVE) {
+    int upstream = (key & UPSTREAM_BIT) != 0, err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
+  }
+  maybe_to_thread(slot);
 }
 
 static void *thread_main(void *unused) {
@@ -406,34 +516,14 @@ static void *thread_main(void *unused) {
        * bounded (ROUNDS), so that is the longest either of them waits now.
        */
       pthread_mutex_lock(&lock);
-      uint32_t slot = (uint32_t)(key & ~UPSTREAM_BIT), gen = (uint32_t)(key >> 32);
-      /* Stale: cancelled (and maybe reused) since epoll_wait fetched it. */
-      if (slot >= slot_count || slots[slot].gen != gen || (slots[slot].state != SLOT_ACTIVE && slots[slot].state != SLOT_CONNECTING)) {
-        pthread_mutex_unlock(&lock);
-        continue;
-      }
-      if (slots[slot].state == SLOT_CONNECTING) {
-        connect_done(slot, events[i].events);
-        pthread_mutex_unlock(&lock);
-        continue;
-      }
-      work_on(slot, now);
-      /*
-       * A socket error is found by the next read or write of it; this one may get neither (its direction is
-       * half-closed and the other is quiet), so ask once what could be relayed has been.
-       */
-      if ((events[i].events & EPOLLERR) && slots[slot].state == SLOT_ACTIVE) {
-        int upstream = (key & UPSTREAM_BIT) != 0, err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
-      }
+      handle_event(key, events[i].events, now);
       pthread_mutex_unlock(&lock);
     }
     pthread_mutex_lock(&lock);
     if (again_pending) {
       again_pending = 0;
       for (uint32_t s = 0; s < slot_count; s++)
-        if (slots[s].state == SLOT_ACTIVE && slots[s].again) work_on(s, now);
+        if (slots[s].state == SLOT_ACTIVE && slots[s].again && !slots[s].on_main) work_on(s, now);
     }
     if (now >= next_scan) scan_timeouts(now);
     pthread_mutex_unlock(&lock);
@@ -445,9 +535,11 @@ static void connect_settled(napi_env env) {
   if (connects_pending > 0 && --connects_pending == 0) napi_unref_threadsafe_function(env, on_done);
 }
 
-static void call_js(napi_env env, napi_value callback, void *context, void *data) {
-  (void)context;
-  done_message *m = data;
+/*
+ * A message reaches JS (under no lock): the slot's state is settled (an end frees it), and whether onDone is called
+ * (1) or the message is stale (0: the relay was cancelled meanwhile, or is gone).
+ */
+static int settle(napi_env env, done_message *m) {
   int current = 0;
   pthread_mutex_lock(&lock);
   int outcome_of_connect = 0;
@@ -463,17 +555,78 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
   }
   pthread_mutex_unlock(&lock);
   if (outcome_of_connect && env) connect_settled(env);
-  if (current && env) {
+  return current && env;
+}
+
+static void done_arguments(napi_env env, const done_message *m, napi_value argv[5]) {
+  napi_create_double(env, relay_id(m->slot, m->gen), &argv[0]);
+  napi_create_double(env, (double)m->bytes_in, &argv[1]);
+  napi_create_double(env, (double)m->bytes_out, &argv[2]);
+  napi_create_int32(env, m->reason, &argv[3]);
+  napi_create_int32(env, m->err, &argv[4]);
+}
+
+/* The threadsafe function's side: messages the thread posted. */
+static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  done_message *m = data;
+  if (settle(env, m)) {
     napi_value argv[5], undefined;
-    napi_create_double(env, relay_id(m->slot, m->gen), &argv[0]);
-    napi_create_double(env, (double)m->bytes_in, &argv[1]);
-    napi_create_double(env, (double)m->bytes_out, &argv[2]);
-    napi_create_int32(env, m->reason, &argv[3]);
-    napi_create_int32(env, m->err, &argv[4]);
+    done_arguments(env, m, argv);
     napi_get_undefined(env, &undefined);
     napi_call_function(env, undefined, callback, 5, argv, NULL);
   }
   free(m);
+}
+
+/* The main loop's side: messages queued while it worked on its relays, each delivered as node delivers an I/O callback. */
+static void deliver_queued(void) {
+  napi_env env = main_env;
+  for (uint32_t i = 0; i < queued_count; i++) {
+    done_message *m = queued[i];
+    if (!env_gone && settle(env, m)) {
+      napi_handle_scope scope;
+      if (napi_open_handle_scope(env, &scope) == napi_ok) {
+        napi_value argv[5], callback, resource;
+        done_arguments(env, m, argv);
+        napi_get_reference_value(env, on_done_ref, &callback);
+        /* napi_make_callback takes an object as `this` (undefined throws a TypeError). */
+        napi_get_reference_value(env, main_resource_ref, &resource);
+        napi_status status = napi_make_callback(env, main_async, resource, callback, 5, argv, NULL);
+        if (status == napi_pending_exception) {
+          /* onDone catches what it calls; a throw here is a bug: reported as node reports any callback's throw. */
+          napi_value err;
+          napi_get_and_clear_last_exception(env, &err);
+          napi_fatal_exception(env, err);
+        }
+        napi_close_handle_scope(env, scope);
+      }
+    }
+    free(m);
+  }
+  queued_count = 0;
+}
+
+/*
+ * node's loop found mainfd readable: its relays have events. Worked on here as the thread works on its own (one
+ * epoll_wait that does not block), then the messages go to JS.
+ */
+static void on_main_readable(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  if (status < 0) uv_poll_start(handle, UV_READABLE, on_main_readable);
+  struct epoll_event ready[256];
+  pthread_mutex_lock(&lock);
+  if (env_gone) {
+    pthread_mutex_unlock(&lock);
+    return;
+  }
+  dispatching = 1;
+  int n = epoll_wait(mainfd, ready, 256, 0);
+  int64_t now = now_ms();
+  for (int i = 0; i < n; i++) handle_event(ready[i].data.u64, ready[i].events, now);
+  dispatching = 0;
+  pthread_mutex_unlock(&lock);
+  deliver_queued();
 }
 
 static void forget_env(void *unused) {
@@ -481,6 +634,10 @@ static void forget_env(void *unused) {
   pthread_mutex_lock(&lock);
   env_gone = 1;
   pthread_mutex_unlock(&lock);
+  if (mainfd >= 0) {
+    uv_poll_stop(&main_poll);
+    uv_close((uv_handle_t *)&main_poll, NULL);
+  }
 }
 
 static napi_value init(napi_env env, napi_callback_info info) {
@@ -505,8 +662,32 @@ static napi_value init(napi_env env, napi_callback_info info) {
   }
   struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_SLOT};
   epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+  uv_loop_t *loop;
+  int main_ep = epoll_create1(EPOLL_CLOEXEC);
+  if (main_ep < 0 || napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &main_poll, main_ep) != 0) {
+    int err = main_ep < 0 ? errno : EIO;
+    if (main_ep >= 0) close(main_ep);
+    close(ep);
+    close(wake);
+    return throw_errno(env, err, "init: the main loop's epoll set");
+  }
+  /* Like the thread, it does not keep the process alive. */
+  uv_unref((uv_handle_t *)&main_poll);
+  uv_poll_start(&main_poll, UV_READABLE, on_main_readable);
+  mainfd = main_ep;
+  main_env = env;
   napi_create_string_utf8(env, "kernel-relay", NAPI_AUTO_LENGTH, &name);
+  napi_create_reference(env, argv[0], 1, &on_done_ref);
+  /* The async resource of the main loop's onDone calls (async_hooks see them as one resource), also their `this`. */
+  napi_value resource;
+  napi_create_object(env, &resource);
+  napi_create_reference(env, resource, 1, &main_resource_ref);
+  napi_async_init(env, resource, name, &main_async);
   if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &on_done) != napi_ok) {
+    uv_poll_stop(&main_poll);
+    uv_close((uv_handle_t *)&main_poll, NULL);
+    mainfd = -1;
+    close(main_ep);
     close(ep);
     close(wake);
     napi_throw_error(env, "EIO", "init: napi_create_threadsafe_function failed");
@@ -518,15 +699,17 @@ static napi_value init(napi_env env, napi_callback_info info) {
   napi_add_env_cleanup_hook(env, forget_env, NULL);
   epfd = ep;
   wakefd = wake;
-  pthread_t thread;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int err = pthread_create(&thread, &attr, thread_main, NULL);
+  /* Under lock: scan_by (main thread) reads relay_thread to know it is not the thread. */
+  pthread_mutex_lock(&lock);
+  int err = pthread_create(&relay_thread, &attr, thread_main, NULL);
+  pthread_mutex_unlock(&lock);
   pthread_attr_destroy(&attr);
   if (err) return throw_errno(env, err, "pthread_create");
   /* Named, so that its CPU is told apart from node's own threads (top -H, /proc/PID/task/TID/comm). */
-  pthread_setname_np(thread, "egress-relay");
+  pthread_setname_np(relay_thread, "egress-relay");
   return NULL;
 }
 
@@ -564,13 +747,20 @@ static int begin_relay(uint32_t slot, int client, int64_t idle_ms, int64_t half_
    * EPOLLOUT only once a write would block (want_writable).
    */
   uint64_t key = slot | ((uint64_t)r->gen << 32);
+  /* A connected slot keeps the set its connect was in; a relay started at once goes to the main loop when it is on. */
+  int on_main = r->state == SLOT_CONNECTED ? r->on_main : main_loop_bytes > 0;
+  int ep = on_main ? mainfd : epfd;
   struct epoll_event ev = {.events = held ? EPOLLET : EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = key};
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, client, &ev) != 0) return errno;
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, client, &ev) != 0) return errno;
   ev = (struct epoll_event){.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = key | UPSTREAM_BIT};
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, upstream, &ev) != 0) {
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, upstream, &ev) != 0) {
     int err = errno;
-    epoll_ctl(epfd, EPOLL_CTL_DEL, client, NULL);
+    epoll_ctl(ep, EPOLL_CTL_DEL, client, NULL);
     return err;
+  }
+  if (on_main && !r->on_main) {
+    r->on_main = 1;
+    on_main_count++;
   }
   r->state = SLOT_ACTIVE;
   r->fds[0] = client;
@@ -580,7 +770,7 @@ static int begin_relay(uint32_t slot, int client, int64_t idle_ms, int64_t half_
   r->last_activity = now_ms();
   r->dir[0] = (direction){.src = upstream, .dst = client, .pipe = {-1, -1}};
   r->dir[1] = (direction){.src = client, .dst = upstream, .pipe = {-1, -1}};
-  scan_by(deadline(r), 0);
+  scan_by(deadline(r));
   return 0;
 }
 
@@ -691,11 +881,16 @@ static napi_value connect_upstream(napi_env env, napi_callback_info info) {
   *r = (relay){.state = SLOT_CONNECTING, .gen = gen, .fds = {-1, fd}, .owns_upstream = 1, .keeps_alive = 1, .idle_ms = timeout_ms, .half_close_ms = timeout_ms, .last_activity = now_ms()};
   r->dir[0].pipe = r->dir[1].pipe = (pipe_pair){-1, -1};
   active_count++;
+  /* The connect's end is the main loop's too: one more wake-up of the thread and one more message through its lock saved. */
+  if (main_loop_bytes > 0) {
+    r->on_main = 1;
+    on_main_count++;
+  }
   /* The writable edge is the connect's end (an error, EPOLLERR, too); a socket connected at once reports it when added. */
   struct epoll_event ev = {.events = EPOLLOUT | EPOLLET, .data.u64 = slot | ((uint64_t)gen << 32) | UPSTREAM_BIT};
-  if (!connect_err && epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) connect_err = errno;
+  if (!connect_err && epoll_ctl(ep_of(r), EPOLL_CTL_ADD, fd, &ev) != 0) connect_err = errno;
   if (connect_err) end_relay(slot, REASON_CONNECT_FAILED, connect_err);
-  else scan_by(deadline(r), 0);
+  else scan_by(deadline(r));
   pthread_mutex_unlock(&lock);
   if (connects_pending++ == 0) napi_ref_threadsafe_function(env, on_done);
   napi_value id;
@@ -759,14 +954,23 @@ static napi_value release(napi_env env, napi_callback_info info) {
     }
     /* The client's fd joined the epoll set for its errors only (node was reading it): its reads are the relay's now. */
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (r->out_armed[0] ? EPOLLOUT : 0), .data.u64 = (uint64_t)slot | ((uint64_t)r->gen << 32)};
-    if (!err && epoll_ctl(epfd, EPOLL_CTL_MOD, r->fds[0], &ev) != 0) err = errno;
+    if (!err && epoll_ctl(ep_of(r), EPOLL_CTL_MOD, r->fds[0], &ev) != 0) err = errno;
     if (!err) {
       r->held = 0;
       r->last_activity = now_ms();
-      /* The client's bytes may have come while held (their edge is gone): pump once without waiting for another. */
-      r->again = 1;
-      again_pending = 1;
-      wake_thread();
+      /*
+       * The client's bytes may have come while held (their edge is gone): pump once without waiting for another. On
+       * the main loop, here and now (the first bytes go out in this call; an end is reported through the threadsafe
+       * function, never from inside release()).
+       */
+      if (r->on_main) {
+        work_on((uint32_t)slot, r->last_activity);
+        maybe_to_thread((uint32_t)slot);
+      } else {
+        r->again = 1;
+        again_pending = 1;
+        wake_thread();
+      }
     }
   }
   pthread_mutex_unlock(&lock);
@@ -809,16 +1013,30 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
 static napi_value stats(napi_env env, napi_callback_info info) {
   (void)info;
   pthread_mutex_lock(&lock);
-  double values[4] = {active_count, started_total, pipes_open, spare_count};
+  double values[6] = {active_count, started_total, pipes_open, spare_count, on_main_count, moved_total};
   pthread_mutex_unlock(&lock);
-  const char *names[4] = {"relays", "started", "pipes", "sparePipes"};
+  const char *names[6] = {"relays", "started", "pipes", "sparePipes", "onMainLoop", "movedToThread"};
   napi_value result, v;
   napi_create_object(env, &result);
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 6; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_named_property(env, result, names[i], v);
   }
   return result;
+}
+
+static napi_value set_main_loop_bytes(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t bytes;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !read_int64(env, argv[0], &bytes) || bytes < 0) {
+    napi_throw_type_error(env, "EINVAL", "mainLoopBytes(n): n >= 0");
+    return NULL;
+  }
+  pthread_mutex_lock(&lock);
+  main_loop_bytes = (uint64_t)bytes;
+  pthread_mutex_unlock(&lock);
+  return NULL;
 }
 
 NAPI_MODULE_INIT() {
@@ -837,5 +1055,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "release", fn);
   napi_create_function(env, "stats", NAPI_AUTO_LENGTH, stats, NULL, &fn);
   napi_set_named_property(env, exports, "stats", fn);
+  napi_create_function(env, "mainLoopBytes", NAPI_AUTO_LENGTH, set_main_loop_bytes, NULL, &fn);
+  napi_set_named_property(env, exports, "mainLoopBytes", fn);
   return exports;
 }

@@ -5,7 +5,8 @@ import { lazyLinuxAddon } from './native-addon.js';
 
 /**
  * The kernel data plane of a decided tunnel (setting `relay`, issue 14): the native kernel_relay addon
- * (native/kernel_relay.c) moves the bytes of both sockets with splice(2) on a thread of its own, so bulk bytes
+ * (native/kernel_relay.c) moves the bytes of both sockets with splice(2), a tunnel's first bytes on node's own event
+ * loop and bulk on a thread of its own (setting `relay-thread-after`), so bulk bytes
  * never enter JavaScript. net/splice.ts hands a tunnel over here; this module holds the parts that reach into
  * node's sockets.
  */
@@ -17,6 +18,7 @@ interface KernelRelayAddon {
   connect(family: 4 | 6, address: string, port: number, mark: number, timeoutMs: number): number;
   attach(id: number, clientFd: number, idleMs: number, halfCloseMs: number): boolean;
   release(id: number, firstBytes?: Buffer): boolean;
+  mainLoopBytes(bytes: number): void;
 }
 
 /** The addon's reasons that end a connect() (kernel_relay.c): failed (errno), timed out, connected. */
@@ -32,6 +34,9 @@ export interface RelayStats {
   started: number;
   pipes: number;
   sparePipes: number;
+  /** Relays whose bytes node's own event loop moves now, and relays ever moved from there to the relay thread. */
+  onMainLoop: number;
+  movedToThread: number;
 }
 
 export type RelayMode = 'kernel' | 'js';
@@ -48,13 +53,22 @@ const running = new Map<number, OnDone>();
 
 let afterBytes = 0;
 
+/** The default of setting `relay-thread-after`: past a TLS handshake and a small exchange, short of bulk. */
+export const RELAY_THREAD_AFTER_DEFAULT = 65536;
+let threadAfterBytes = RELAY_THREAD_AFTER_DEFAULT;
+
 /**
  * Which relay splice() uses for decided tunnels from now on; `kernel` falls back to `js` where the addon is missing.
  * `handOverAfterBytes`: relay this many bytes (both ways together) in JavaScript first, and hand over mid-stream.
+ * `threadAfterBytes`: the native relay splices this many bytes (both ways together) on node's own event loop, then
+ * its thread takes the tunnel (0: the thread at once; kernel_relay.c, "The main loop").
  */
-export function useRelay(next: RelayMode, handOverAfterBytes = 0): void {
+export function useRelay(next: RelayMode, handOverAfterBytes = 0, threadAfter = RELAY_THREAD_AFTER_DEFAULT): void {
   mode = next;
   afterBytes = handOverAfterBytes;
+  threadAfterBytes = threadAfter;
+  // Loaded here when it will be used (the sidecar asks kernelRelayUnavailable() next anyway); else at its first use.
+  if (next === 'kernel') loaded()?.mainLoopBytes(threadAfter);
 }
 
 export function kernelRelayAfterBytes(): number {
@@ -64,6 +78,7 @@ export function kernelRelayAfterBytes(): number {
 /** The addon, loaded at the first use; null (with the reason in kernelRelayUnavailable()) where it cannot be. */
 const addon = lazyLinuxAddon<KernelRelayAddon>('kernel_relay', import.meta.url, 'splice(2)', (native) => {
   native.init(onDone);
+  native.mainLoopBytes(threadAfterBytes);
   // At exit node closes every socket's fd without calling its _destroy; the relays still running are taken
   // from the thread first, so that it never touches an fd number node has let go of.
   process.once('exit', () => {
@@ -79,7 +94,7 @@ export function kernelRelayUnavailable(): string | undefined {
 
 /** Open native relays and the pipes they hold (tests: an idle relay holds none). */
 export function kernelRelayStats(): RelayStats {
-  return loaded()?.stats() ?? { relays: 0, started: 0, pipes: 0, sparePipes: 0 };
+  return loaded()?.stats() ?? { relays: 0, started: 0, pipes: 0, sparePipes: 0, onMainLoop: 0, movedToThread: 0 };
 }
 
 const REASONS: Record<number, (errno: number) => CloseError | undefined> = {

@@ -71,7 +71,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
 
   // Before any socket is opened; throws (egress-guard does not start) when the process may not set marks.
   useSocketMark(config.socketMark);
-  useRelay(config.relay, config.relayHandOverAfter);
+  useRelay(config.relay, config.relayHandOverAfter, config.relayThreadAfter);
   useYoungGeneration(config.youngGeneration);
   const noKernelRelay = kernelRelayUnavailable();
   if (noKernelRelay) events.log.warn({ reason: noKernelRelay }, 'relay kernel: the native relay is unavailable; tunnels are relayed in JavaScript');
