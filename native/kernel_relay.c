@@ -315,12 +315,17 @@ static void connect_done(uint32_t slot, uint32_t events) {
  * a fresh socket is writable at once, and that edge woke the thread twice per relay for nothing (a wake-up of
  * another core, two empty splices). EPOLL_CTL_MOD reports the socket at once if it became writable meanwhile.
  */
+static uint32_t watched(const relay *r, int i);
+
 static int want_writable(relay *r, int i) {
   if (r->out_armed[i]) return 0;
   uint64_t key = (uint64_t)(r - slots) | ((uint64_t)r->gen << 32) | (i ? UPSTREAM_BIT : 0);
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = key};
-  if (epoll_ctl(ep_of(r), EPOLL_CTL_MOD, r->fds[i], &ev) != 0) return errno;
   r->out_armed[i] = 1;
+  struct epoll_event ev = {.events = watched(r, i), .data.u64 = key};
+  if (epoll_ctl(ep_of(r), EPOLL_CTL_MOD, r->fds[i], &ev) != 0) {
+    r->out_armed[i] = 0;
+    return errno;
+  }
   return 0;
 }
 
@@ -419,10 +424,15 @@ static void work_on(uint32_t slot, int64_t now) {
   else if (r->again && !r->on_main) again_pending = 1;
 }
 
-/* The epoll events a relay's fd i is watched for (the client's, while held: errors only). */
+/*
+ * The epoll events a relay's fd i is watched for: the client's, while held, errors only, and its writable edge once
+ * asked for (upstream -> client flows while held: a relay moved to the thread while it waited for that edge on the
+ * main loop must keep waiting for it, or it stalls until release() or its idle timeout).
+ */
 static uint32_t watched(const relay *r, int i) {
-  if (i == 0 && r->held) return EPOLLET;
-  return EPOLLIN | EPOLLRDHUP | EPOLLET | (r->out_armed[i] ? EPOLLOUT : 0);
+  uint32_t out = r->out_armed[i] ? EPOLLOUT : 0;
+  if (i == 0 && r->held) return EPOLLET | out;
+  return EPOLLIN | EPOLLRDHUP | EPOLLET | out;
 }
 
 /*

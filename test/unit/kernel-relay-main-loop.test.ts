@@ -1,0 +1,81 @@
+/**
+ * The kernel relay's main loop (native/kernel_relay.c, "The main loop") at its edges: a relay moved to the thread
+ * while it waited for a socket's writable edge keeps waiting for it there.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { connectUpstreamInKernel } from '../../net/connect.js';
+import { kernelRelayStats, kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
+import { RELAY, spliceKernelUpstream, type ClientGateOutcome, type SpliceResult } from '../../net/splice.js';
+import { bounded, loopbackSockets, sha256Hex as sha } from '../helpers/loopback-sockets.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const loopback = loopbackSockets();
+const { listen, connect } = loopback;
+after(() => loopback.closeAll());
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('kernel relay: main loop to thread', () => {
+  // Past what a paused loopback client and the relay's send buffer take, so that the main loop finds the client full.
+  const threadAfter = 64 * 1024 * 1024;
+  before(() => {
+    useRelay('kernel', 0, threadAfter);
+    assert.equal(kernelRelayUnavailable(), undefined, 'the kernel_relay addon is built (npm run install)');
+  });
+  after(() => useRelay('kernel'));
+
+  it("a held relay (the client's first bytes not checked yet) that found the client full on the main loop and moved to the thread still gets the client's writable edge", async () => {
+    // The server speaks first, to a client that does not read yet: 16 MiB in 64 KiB pieces, each relayed by its own
+    // wake-up of the main loop (none fills ROUNDS), until the client is full (EPOLLOUT asked for in the main loop's
+    // set). Then 8 MiB at once and the client reads: the relay moves to the thread, and finds the client full again
+    // there. The gate stays open all along (the client is held).
+    const pieces = Array.from({ length: 256 }, () => randomBytes(64 * 1024));
+    const big = randomBytes(8 * 1024 * 1024);
+    const all = Buffer.concat([...pieces, big]);
+    let upstreamSocket: net.Socket | undefined;
+    const upstreamServer = net.createServer({ allowHalfOpen: true }, (socket) => {
+      upstreamSocket = socket;
+      socket.resume();
+    });
+    const upstreamPort = await listen(upstreamServer);
+    let openGate!: (outcome: ClientGateOutcome) => void;
+    const gate = new Promise<ClientGateOutcome>((resolve) => (openGate = resolve));
+    let closed!: (r: SpliceResult) => void;
+    const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
+    const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
+      void connectUpstreamInKernel('127.0.0.1', upstreamPort, 2000).then((upstream) =>
+        spliceKernelUpstream(client, upstream, { idleTimeoutMs: 30_000, clientGate: gate, onClose: closed }),
+      );
+    });
+    const port = await listen(proxy);
+    const before = kernelRelayStats().movedToThread;
+    const client = await connect(port);
+    client.pause();
+    await waitFor('the relay to start', () => upstreamSocket !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
+    for (const piece of pieces) {
+      upstreamSocket!.write(piece);
+      await sleep(2);
+    }
+    assert.equal(kernelRelayStats().movedToThread, before, 'still on the main loop');
+    upstreamSocket!.end(big);
+    const chunks: Buffer[] = [];
+    let received = 0;
+    client.on('data', (c: Buffer) => {
+      chunks.push(c);
+      received += c.length;
+    });
+    client.resume();
+    await waitFor('every byte of the server', () => received === all.length, 10_000).catch((err: Error) => {
+      throw new Error(`${err.message}: ${received} of ${all.length} bytes, ${JSON.stringify(kernelRelayStats())}`);
+    });
+    assert.equal(sha(Buffer.concat(chunks)), sha(all));
+    assert.equal(kernelRelayStats().movedToThread, before + 1, 'moved to the thread');
+    openGate(RELAY);
+    client.end();
+    const r = await bounded(result, 10_000);
+    assert.deepEqual([r.bytesIn, r.bytesOut, r.error], [all.length, 0, undefined]);
+  });
+});
