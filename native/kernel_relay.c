@@ -339,6 +339,11 @@ static int side_of(const relay *r, int fd) { return fd == r->fds[0] ? REASON_CLI
  */
 static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
   for (int round = 0; round < ROUNDS * 2; round++) {
+    /*
+     * On the main loop, no more than relay-thread-after bytes (and the one fill that passes it): the rest is bulk,
+     * for the thread (`again` moves the relay there; what the pipe holds is written first).
+     */
+    if (r->on_main && round > 0 && r->dir[0].bytes + r->dir[1].bytes >= main_loop_bytes) break;
     if (d->head || d->in_pipe > 0) {
       /* To dst: the head (release()'s first bytes) before anything, then what the pipe holds. */
       ssize_t n = d->head ? send(d->dst, d->head + d->head_off, d->head_len - d->head_off, MSG_DONTWAIT | MSG_NOSIGNAL)
