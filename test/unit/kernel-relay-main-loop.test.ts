@@ -1,6 +1,7 @@
 /**
  * The kernel relay's main loop (native/kernel_relay.c, "The main loop") at its edges: a relay moved to the thread
- * while it waited for a socket's writable edge keeps waiting for it there.
+ * while it waited for a socket's writable edge keeps waiting for it there; what a full client did not take on the
+ * main loop (recv/send, the rest kept) arrives whole and in order.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -8,12 +9,12 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { connectUpstreamInKernel } from '../../net/connect.js';
 import { kernelRelayStats, kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
-import { RELAY, spliceKernelUpstream, type ClientGateOutcome, type SpliceResult } from '../../net/splice.js';
-import { bounded, loopbackSockets, sha256Hex as sha } from '../helpers/loopback-sockets.js';
+import { RELAY, splice, spliceKernelUpstream, type ClientGateOutcome, type SpliceResult } from '../../net/splice.js';
+import { bounded, loopbackSockets, readAll, sha256Hex as sha } from '../helpers/loopback-sockets.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const loopback = loopbackSockets();
-const { listen, connect } = loopback;
+const { listen, connect, track } = loopback;
 after(() => loopback.closeAll());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -77,5 +78,43 @@ describe('kernel relay: main loop to thread', () => {
     client.end();
     const r = await bounded(result, 10_000);
     assert.deepEqual([r.bytesIn, r.bytesOut, r.error], [all.length, 0, undefined]);
+  });
+
+  it('a client that stops reading while its relay is on the main loop gets every byte in order once it reads again; the counts are exact', async () => {
+    // 16 MiB in 64 KiB pieces to a paused client: each piece one wake-up of the main loop, until the client is full
+    // and the main loop keeps what it could not send (the direction's head) and waits for the client's writable edge.
+    const pieces = Array.from({ length: 256 }, () => randomBytes(64 * 1024));
+    const down = Buffer.concat(pieces);
+    let upstreamSocket: net.Socket | undefined;
+    const upstreamServer = net.createServer({ allowHalfOpen: true }, (socket) => {
+      upstreamSocket = socket;
+      socket.resume();
+    });
+    const upstreamPort = await listen(upstreamServer);
+    let closed!: (r: SpliceResult) => void;
+    const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
+    const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
+      const upstream = track(net.connect(upstreamPort, '127.0.0.1'));
+      upstream.once('connect', () => splice(client, upstream, { idleTimeoutMs: 30_000, onClose: closed }));
+    });
+    const port = await listen(proxy);
+    const before = kernelRelayStats().movedToThread;
+    const client = await connect(port);
+    client.pause();
+    await waitFor('the relay to start on the main loop', () => upstreamSocket !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
+    client.end('go');
+    for (const piece of pieces) {
+      upstreamSocket!.write(piece);
+      await sleep(2);
+    }
+    upstreamSocket!.end();
+    assert.equal(kernelRelayStats().movedToThread, before, 'still on the main loop');
+    const received = readAll(client);
+    client.resume();
+    const got = await bounded(received, 10_000);
+    assert.equal(got.length, down.length);
+    assert.equal(sha(got), sha(down));
+    const r = await bounded(result, 10_000);
+    assert.deepEqual([r.bytesIn, r.bytesOut, r.error], [down.length, 2, undefined]);
   });
 });
