@@ -19,6 +19,16 @@ after(() => loopback.closeAll());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A server that reads and discards what it gets, and whose one accepted socket the test writes to. */
+async function quietUpstream(): Promise<{ port: number; socket: () => net.Socket | undefined }> {
+  let accepted: net.Socket | undefined;
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    accepted = socket;
+    socket.resume();
+  });
+  return { port: await listen(server), socket: () => accepted };
+}
+
 describe('kernel relay: main loop to thread', () => {
   // Past what a paused loopback client and the relay's send buffer take, so that the main loop finds the client full.
   const threadAfter = 64 * 1024 * 1024;
@@ -36,18 +46,13 @@ describe('kernel relay: main loop to thread', () => {
     const pieces = Array.from({ length: 256 }, () => randomBytes(64 * 1024));
     const big = randomBytes(8 * 1024 * 1024);
     const all = Buffer.concat([...pieces, big]);
-    let upstreamSocket: net.Socket | undefined;
-    const upstreamServer = net.createServer({ allowHalfOpen: true }, (socket) => {
-      upstreamSocket = socket;
-      socket.resume();
-    });
-    const upstreamPort = await listen(upstreamServer);
+    const server = await quietUpstream();
     let openGate!: (outcome: ClientGateOutcome) => void;
     const gate = new Promise<ClientGateOutcome>((resolve) => (openGate = resolve));
     let closed!: (r: SpliceResult) => void;
     const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
     const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
-      void connectUpstreamInKernel('127.0.0.1', upstreamPort, 2000).then((upstream) =>
+      void connectUpstreamInKernel('127.0.0.1', server.port, 2000).then((upstream) =>
         spliceKernelUpstream(client, upstream, { idleTimeoutMs: 30_000, clientGate: gate, onClose: closed }),
       );
     });
@@ -55,13 +60,13 @@ describe('kernel relay: main loop to thread', () => {
     const before = kernelRelayStats().movedToThread;
     const client = await connect(port);
     client.pause();
-    await waitFor('the relay to start', () => upstreamSocket !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
+    await waitFor('the relay to start', () => server.socket() !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
     for (const piece of pieces) {
-      upstreamSocket!.write(piece);
+      server.socket()!.write(piece);
       await sleep(2);
     }
     assert.equal(kernelRelayStats().movedToThread, before, 'still on the main loop');
-    upstreamSocket!.end(big);
+    server.socket()!.end(big);
     const chunks: Buffer[] = [];
     let received = 0;
     client.on('data', (c: Buffer) => {
@@ -85,29 +90,24 @@ describe('kernel relay: main loop to thread', () => {
     // and the main loop keeps what it could not send (the direction's head) and waits for the client's writable edge.
     const pieces = Array.from({ length: 256 }, () => randomBytes(64 * 1024));
     const down = Buffer.concat(pieces);
-    let upstreamSocket: net.Socket | undefined;
-    const upstreamServer = net.createServer({ allowHalfOpen: true }, (socket) => {
-      upstreamSocket = socket;
-      socket.resume();
-    });
-    const upstreamPort = await listen(upstreamServer);
+    const server = await quietUpstream();
     let closed!: (r: SpliceResult) => void;
     const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
     const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
-      const upstream = track(net.connect(upstreamPort, '127.0.0.1'));
+      const upstream = track(net.connect(server.port, '127.0.0.1'));
       upstream.once('connect', () => splice(client, upstream, { idleTimeoutMs: 30_000, onClose: closed }));
     });
     const port = await listen(proxy);
     const before = kernelRelayStats().movedToThread;
     const client = await connect(port);
     client.pause();
-    await waitFor('the relay to start on the main loop', () => upstreamSocket !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
+    await waitFor('the relay to start on the main loop', () => server.socket() !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
     client.end('go');
     for (const piece of pieces) {
-      upstreamSocket!.write(piece);
+      server.socket()!.write(piece);
       await sleep(2);
     }
-    upstreamSocket!.end();
+    server.socket()!.end();
     assert.equal(kernelRelayStats().movedToThread, before, 'still on the main loop');
     const received = readAll(client);
     client.resume();
