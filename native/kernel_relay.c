@@ -114,6 +114,8 @@ typedef struct {
   direction dir[2]; /* [0] upstream -> client (bytesIn), [1] client -> upstream (bytesOut) */
   int64_t idle_ms, half_close_ms, last_activity;
   int half_closed;
+  /* fds[i] reported EPOLLRDHUP, EPOLLHUP or EPOLLERR: its reads go on to the end (or the error), see pump_copy. */
+  int hung_up[2];
   int again;      /* stopped after ROUNDS with data left: go on without waiting for an edge */
   int out_armed[2]; /* EPOLLOUT asked for on fds[i]: only once a write to it would have blocked */
   int reason, err;
@@ -424,6 +426,12 @@ static int pump_copy(relay *r, direction *d, int64_t now, int *reason, int *err)
       *err = e;
       return -1;
     }
+    /*
+     * A short read emptied the socket's receive queue: bytes that come later raise a new edge, so the read that
+     * would only say EAGAIN is skipped (about half of a small tunnel's reads were those). Not once the socket has
+     * reported its peer's FIN or an error: that edge may have come with these bytes, and no other follows it.
+     */
+    if ((size_t)n < sizeof main_buffer && !r->hung_up[d->src == r->fds[1]]) return 0;
   }
   r->again = 1;
   return 0;
@@ -503,11 +511,15 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
   return 0;
 }
 
-static void work_on(uint32_t slot, int64_t now) {
+/* Which directions work_on pumps: bit i for dir[i]. */
+#define BOTH_DIRECTIONS 3
+
+static void work_on(uint32_t slot, int64_t now, unsigned directions) {
   relay *r = &slots[slot];
   r->again = 0;
   int reason = 0, err = 0;
   for (int i = 0; i < (r->held ? 1 : 2); i++) {
+    if (!(directions & (1u << i))) continue;
     if (pump(r, &r->dir[i], now, &reason, &err) != 0) {
       end_relay(slot, reason, err);
       return;
@@ -578,13 +590,27 @@ static void handle_event(uint64_t key, uint32_t events, int64_t now) {
     connect_done(slot, events);
     return;
   }
-  work_on(slot, now);
+  int upstream = (key & UPSTREAM_BIT) != 0;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) slots[slot].hung_up[upstream] = 1;
+  /*
+   * The thread pumps both directions on any event. The main loop pumps only the direction this socket's event
+   * concerns (readable: the one it is the source of; writable: the one it is the destination of), sparing the
+   * other direction's read that would say EAGAIN: each direction's socket raises its own edges.
+   */
+  unsigned directions = BOTH_DIRECTIONS;
+  if (slots[slot].on_main && !(events & (EPOLLHUP | EPOLLERR))) {
+    directions = 0;
+    /* dir[0]: upstream -> client, dir[1]: client -> upstream. */
+    if (events & (EPOLLIN | EPOLLRDHUP)) directions |= upstream ? 1u : 2u;
+    if (events & EPOLLOUT) directions |= upstream ? 2u : 1u;
+  }
+  work_on(slot, now, directions);
   /*
    * A socket error is found by the next read or write of it; this one may get neither (its direction is
    * half-closed and the other is quiet), so ask once what could be relayed has been.
    */
   if ((events & EPOLLERR) && slots[slot].state == SLOT_ACTIVE) {
-    int upstream = (key & UPSTREAM_BIT) != 0, err = 0;
+    int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
   }
@@ -626,7 +652,7 @@ static void *thread_main(void *unused) {
     if (again_pending) {
       again_pending = 0;
       for (uint32_t s = 0; s < slot_count; s++)
-        if (slots[s].state == SLOT_ACTIVE && slots[s].again && !slots[s].on_main) work_on(s, now);
+        if (slots[s].state == SLOT_ACTIVE && slots[s].again && !slots[s].on_main) work_on(s, now, BOTH_DIRECTIONS);
     }
     if (now >= next_scan) scan_timeouts(now);
     pthread_mutex_unlock(&lock);
@@ -1067,7 +1093,7 @@ static napi_value release(napi_env env, napi_callback_info info) {
        * function, never from inside release()).
        */
       if (r->on_main) {
-        work_on((uint32_t)slot, r->last_activity);
+        work_on((uint32_t)slot, r->last_activity, BOTH_DIRECTIONS);
         maybe_to_thread((uint32_t)slot);
       } else {
         r->again = 1;
