@@ -1,7 +1,8 @@
 /**
  * The kernel relay's main loop (native/kernel_relay.c, "The main loop") at its edges: a relay moved to the thread
  * while it waited for a socket's writable edge keeps waiting for it there; what a full client did not take on the
- * main loop (recv/send, the rest kept) arrives whole and in order.
+ * main loop (recv/send, the rest kept) arrives whole and in order, also when the relay moves to the thread with that
+ * rest still unsent; a held client's bytes and FIN, sent before release(), reach a full upstream in that order.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +28,30 @@ async function quietUpstream(): Promise<{ port: number; socket: () => net.Socket
     socket.resume();
   });
   return { port: await listen(server), socket: () => accepted };
+}
+
+/** A server whose one accepted socket keeps what it reads (paused at first when `paused`), and tells its FIN. */
+async function keepingUpstream(paused: boolean): Promise<{ port: number; socket: () => net.Socket | undefined; got: () => Buffer; ended: Promise<void>; hasEnded: () => boolean }> {
+  let accepted: net.Socket | undefined;
+  let finished = false;
+  let ended!: () => void;
+  const chunks: Buffer[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    accepted = socket;
+    if (paused) socket.pause();
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.once('end', () => {
+      finished = true;
+      ended();
+    });
+  });
+  return {
+    port: await listen(server),
+    socket: () => accepted,
+    got: () => Buffer.concat(chunks),
+    ended: new Promise<void>((resolve) => (ended = resolve)),
+    hasEnded: () => finished,
+  };
 }
 
 describe('kernel relay: main loop to thread', () => {
@@ -116,5 +141,81 @@ describe('kernel relay: main loop to thread', () => {
     assert.equal(sha(got), sha(down));
     const r = await bounded(result, 10_000);
     assert.deepEqual([r.bytesIn, r.bytesOut, r.error], [down.length, 2, undefined]);
+  });
+  it("what the main loop kept for a full client (the direction's head) is written first once the other direction's bytes move the relay to the thread; the counts are exact", async () => {
+    // 16 MiB down to a paused client in 32 KiB pieces: the main loop keeps a head for it. Then 13 MiB up: past
+    // relay-thread-after (24 MiB both ways together) the relay moves to the thread with that head still unsent.
+    useRelay('kernel', 0, 24 * 1024 * 1024);
+    try {
+      const down = Array.from({ length: 512 }, () => randomBytes(32 * 1024 - 7));
+      const up = Array.from({ length: 400 }, () => randomBytes(32 * 1024 + 3));
+      const server = await keepingUpstream(false);
+      let closed!: (r: SpliceResult) => void;
+      const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
+      const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
+        const upstream = track(net.connect(server.port, '127.0.0.1'));
+        upstream.once('connect', () => splice(client, upstream, { idleTimeoutMs: 30_000, onClose: closed }));
+      });
+      const port = await listen(proxy);
+      const before = kernelRelayStats().movedToThread;
+      const client = await connect(port);
+      client.pause();
+      await waitFor('the relay to start on the main loop', () => server.socket() !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
+      for (const piece of down) {
+        server.socket()!.write(piece);
+        await sleep(1);
+      }
+      server.socket()!.end();
+      await sleep(50);
+      assert.equal(kernelRelayStats().movedToThread, before, 'still on the main loop');
+      for (const [i, piece] of up.entries()) {
+        client.write(piece);
+        if (i % 8 === 0) await sleep(1);
+      }
+      client.end();
+      await waitFor('the relay to move to the thread', () => kernelRelayStats().movedToThread === before + 1, 10_000);
+      const received = readAll(client);
+      client.resume();
+      const got = await bounded(received, 10_000);
+      assert.equal(got.length, Buffer.concat(down).length);
+      assert.equal(sha(got), sha(Buffer.concat(down)));
+      await bounded(server.ended, 10_000);
+      assert.equal(sha(server.got()), sha(Buffer.concat(up)));
+      const r = await bounded(result, 10_000);
+      assert.deepEqual([r.bytesIn, r.bytesOut, r.error], [Buffer.concat(down).length, Buffer.concat(up).length, undefined]);
+    } finally {
+      useRelay('kernel', 0, threadAfter);
+    }
+  });
+
+  it('a held relay whose client sent all its bytes and its FIN before release(): a paused upstream gets every byte (what node read first, then the kept heads), then the FIN; the counts are exact', async () => {
+    const first = randomBytes(8 * 1024 * 1024);
+    const server = await keepingUpstream(true);
+    let openGate!: (outcome: ClientGateOutcome) => void;
+    const gate = new Promise<ClientGateOutcome>((resolve) => (openGate = resolve));
+    let closed!: (r: SpliceResult) => void;
+    const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
+    const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
+      void connectUpstreamInKernel('127.0.0.1', server.port, 2000).then((upstream) =>
+        spliceKernelUpstream(client, upstream, { idleTimeoutMs: 30_000, clientGate: gate, onClose: closed }),
+      );
+    });
+    const port = await listen(proxy);
+    const client = await connect(port);
+    await waitFor('the relay to start on the main loop', () => server.socket() !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
+    // Sent while the gate is shut: what node read of it is release()'s head, the rest waits in the socket with the FIN.
+    client.end(first);
+    await sleep(300);
+    openGate(RELAY);
+    await sleep(200);
+    assert.equal(server.hasEnded(), false, 'no FIN before the head is written');
+    server.socket()!.resume();
+    await bounded(server.ended, 10_000);
+    const got = server.got();
+    assert.equal(got.length, first.length);
+    assert.equal(sha(got), sha(first));
+    server.socket()!.end();
+    const r = await bounded(result, 10_000);
+    assert.deepEqual([r.bytesIn, r.bytesOut, r.error], [0, first.length, undefined]);
   });
 });
