@@ -104,7 +104,7 @@ export const SETTINGS: readonly SettingSpec[] = [
     key: 'relay-thread-after',
     env: 'EGRESS_RELAY_THREAD_AFTER',
     default: '65536',
-    help: "with relay kernel: bytes (both ways together) the native relay splices on node's own event loop before its thread takes the tunnel (bulk); 0: on the thread at once",
+    help: "with relay kernel: bytes (both ways together) the native relay moves on node's own event loop before its thread takes the tunnel and splices the rest (bulk); 0: on the thread at once",
   },
   {
     key: 'young-generation',

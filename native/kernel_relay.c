@@ -336,11 +336,6 @@ static int want_writable(relay *r, int i) {
 static int side_of(const relay *r, int fd) { return fd == r->fds[0] ? REASON_CLIENT : REASON_UPSTREAM; }
 
 /*
- * Move what can be moved in one direction: write what the pipe holds, refill it, until the source has nothing
- * (EAGAIN), the destination takes nothing more (EAGAIN: its EPOLLOUT edge comes when it drains), or ROUNDS.
- * Returns 0, or -1 when the relay failed (reason and errno stored in *reason, *err).
- */
-/*
  * The main loop's buffer (main thread only): its relays move their few kilobytes with recv(2) and send(2), not
  * splice(2) through a pipe (two splices per chunk, a pipe per direction in flight).
  */
@@ -437,6 +432,11 @@ static int pump_copy(relay *r, direction *d, int64_t now, int *reason, int *err)
   return 0;
 }
 
+/*
+ * Move what can be moved in one direction: write what the pipe holds, refill it, until the source has nothing
+ * (EAGAIN), the destination takes nothing more (EAGAIN: its EPOLLOUT edge comes when it drains), or ROUNDS.
+ * Returns 0, or -1 when the relay failed (reason and errno stored in *reason, *err).
+ */
 static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
   if (r->on_main && d->in_pipe == 0) return pump_copy(r, d, now, reason, err);
   for (int round = 0; round < ROUNDS * 2; round++) {

@@ -60,8 +60,8 @@ let threadAfterBytes = RELAY_THREAD_AFTER_DEFAULT;
 /**
  * Which relay splice() uses for decided tunnels from now on; `kernel` falls back to `js` where the addon is missing.
  * `handOverAfterBytes`: relay this many bytes (both ways together) in JavaScript first, and hand over mid-stream.
- * `threadAfterBytes`: the native relay splices this many bytes (both ways together) on node's own event loop, then
- * its thread takes the tunnel (0: the thread at once; kernel_relay.c, "The main loop").
+ * `threadAfter`: the native relay moves this many bytes (both ways together) on node's own event loop (recv/send),
+ * then its thread takes the tunnel and splices the rest (0: the thread at once; kernel_relay.c, "The main loop").
  */
 export function useRelay(next: RelayMode, handOverAfterBytes = 0, threadAfter = RELAY_THREAD_AFTER_DEFAULT): void {
   mode = next;
