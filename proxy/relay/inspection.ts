@@ -149,6 +149,13 @@ export function createInspector(options: InspectorOptions): Inspector {
     } catch (err) {
       return requestFailed(err as Error, res, connection);
     }
+    // A refused request is the connection's last, known now though answered after the write below: the reader reads
+    // nothing behind it, so a request pipelined after it is neither decided nor sent upstream (it was, and its answer
+    // never came: the connection ends after the refusal).
+    if (auth.action === 'misdirected' || auth.action === 'reject') {
+      res.shouldKeepAlive = false;
+      res.last = true;
+    }
     // One promise for every decision of this turn (the events file's end-of-turn write); the request moves after it.
     void events.decisionsWritten().then(() => actOn(auth, req, res, connection));
   };
@@ -156,8 +163,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   const actOn = (auth: RequestAuthorization, req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
     try {
       if (auth.action === 'misdirected' || auth.action === 'reject') {
-        // The connection ends after the refusal (no keep-alive); a request already pipelined behind it is still
-        // decided on its own.
+        // The connection ends after the refusal (no keep-alive; onRequest has stopped the reader behind it).
         res.shouldKeepAlive = false;
         const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
         return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
