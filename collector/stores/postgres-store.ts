@@ -302,6 +302,18 @@ async function keyColumnType(client: pg.PoolClient): Promise<string | undefined>
  * partitions of eg_events (made as events arrive, dropped whole by retention); aggregates in eg_jobs and
  * eg_job_destinations, updated in the transaction that stores the events.
  */
+/**
+ * The read of a job's rows (jobEvents): the job's id, at most `limit` rows, from the job's first decision (`first`,
+ * eg_jobs) less LINK_WINDOW_MS on (see jobEvents).
+ */
+export function jobEventsQuery(jobId: number, limit: number, first: number): { text: string; values: unknown[] } {
+  return {
+    text: `SELECT e.key, e.event, e.time, e.body, e.bytes_in, e.bytes_out, e.close_body, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
+       WHERE e.job_id = $1 AND e.time >= $3 ORDER BY e.time, e.event, e.key LIMIT $2`,
+    values: [jobId, limit, first - LINK_WINDOW_MS],
+  };
+}
+
 export class PostgresStore implements EventStore {
   private readonly strings = new Dictionary();
   private readonly partitions = new Set<number>();
@@ -646,14 +658,17 @@ export class PostgresStore implements EventStore {
   async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
     const jobId = await this.find(job);
     if (jobId === undefined) return [];
+    // From the job's first decision on, less the linking window: a row of the job is a decision or a close linked to
+    // one, never further from it than LINK_WINDOW_MS (a close normally after it; the window covers a clock that went
+    // back). With that time as a parameter the plan leaves out the day partitions before it: neither read nor locked.
+    // Without it every read of a job locked every partition (and their indexes): with 700 days kept, a few job pages at
+    // once took the lock table's room that ingest needs ("out of shared memory"; docs/collector.md).
+    const first = (await this.pool.query('SELECT first FROM eg_jobs WHERE job_id = $1', [jobId])).rows[0]?.first as string | null | undefined;
+    if (first === undefined || first === null) return [];
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their
     // closes. A close in its decision's row is never before it (joinsDecision), so the first `limit` rows in (time,
     // event, key) order hold the first `limit` events in that order: read, then the closes sorted in.
-    const res = await this.pool.query(
-      `SELECT e.key, e.event, e.time, e.body, e.bytes_in, e.bytes_out, e.close_body, s.text AS host FROM eg_events e JOIN eg_strings s ON s.id = e.host_id
-       WHERE e.job_id = $1 ORDER BY e.time, e.event, e.key LIMIT $2`,
-      [jobId, limit],
-    );
+    const res = await this.pool.query(jobEventsQuery(jobId, limit, Number(first)));
     const events: Array<{ time: number; event: number; key: string; e: EgressEvent }> = [];
     let joined = false;
     for (const r of res.rows) {

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { closeKeyOf, pgKeyOfId } from '../../collector/stores/pg-key.js';
 import { CLOSE_LOOKUP_SQL, JOIN_CLOSES_SQL, LINK_CLOSES_SQL, LINK_WINDOW_MS, RELINK_SQL } from '../../collector/stores/pg-closes.js';
-import { PostgresStore } from '../../collector/stores/postgres-store.js';
+import { jobEventsQuery, PostgresStore } from '../../collector/stores/postgres-store.js';
 import type { CloseEvent, DecisionEvent } from '../../events/schema.js';
 import { DAY, recountJobs, storedJobs, testClose, testDecision } from '../helpers/aggregate-model.js';
 import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
@@ -62,6 +62,26 @@ const keyProbe = (n: PlanNode) => /^Index (Only )?Scan$/.test(n['Node Type']) &&
 function pairs(job: string, n: number, start: number, spacing = 10): { decisions: DecisionEvent[]; closes: CloseEvent[] } {
   const decisions = Array.from({ length: n }, (_, i) => testDecision(randomUUID(), start + i * spacing, `h${i % 5}.link.test`, { job_id: job, repository: 'org/link' }));
   return { decisions, closes: decisions.map((d, i) => testClose(d, 40, i, 100 + i)) };
+}
+
+/** 200 day partitions of eg_events from 2026-01-01 on, as the store names them; returns 01:00 of their last day. */
+async function makeDayPartitions(client: pg.Client): Promise<number> {
+  const first = Date.UTC(2026, 0, 1);
+  await client.query('BEGIN');
+  for (let day = first; day < first + 200 * DAY; day += DAY) {
+    const name = `eg_events_p${new Date(day).toISOString().slice(0, 10).replace(/-/g, '')}`;
+    await client.query(`CREATE TABLE ${name} PARTITION OF eg_events FOR VALUES FROM (${day}) TO (${day + DAY})`);
+  }
+  await client.query('COMMIT');
+  return first + 199 * DAY + 3_600_000;
+}
+
+/** The day partitions of eg_events that `client`'s open transaction holds a lock on. */
+async function lockedPartitions(client: pg.Client): Promise<number> {
+  const res = await client.query(
+    `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE l.pid = pg_backend_pid() AND c.relkind = 'r' AND c.relname LIKE 'eg_events_p%'`,
+  );
+  return res.rows[0].n as number;
 }
 
 describe('PostgreSQL: linking closes through their own index (a real server started for the test)', () => {
@@ -191,15 +211,9 @@ describe('PostgreSQL: linking closes through their own index (a real server star
     "a call locks the partitions of its batch's span only, however many day partitions there are (a generic plan locked them all, which filled the lock table)",
     { timeout: 120_000 },
     withStore(async (store, client) => {
-      const first = Date.UTC(2026, 0, 1);
-      await client.query('BEGIN');
-      for (let day = first; day < first + 200 * DAY; day += DAY) {
-        const name = `eg_events_p${new Date(day).toISOString().slice(0, 10).replace(/-/g, '')}`;
-        await client.query(`CREATE TABLE ${name} PARTITION OF eg_events FOR VALUES FROM (${day}) TO (${day + DAY})`);
-      }
-      await client.query('COMMIT');
+      const lastDay = await makeDayPartitions(client);
       // A decision stored without its close and a close stored before its decision, on the last day.
-      const { decisions, closes } = pairs('locks', 2, first + 199 * DAY + 3_600_000);
+      const { decisions, closes } = pairs('locks', 2, lastDay);
       await store.insert([decisions[0]!, closes[1]!]);
       const keys = decisions.map((d) => pgKeyOfId(d.id, 0));
       const times = decisions.map((d) => Date.parse(d.time));
@@ -215,13 +229,38 @@ describe('PostgreSQL: linking closes through their own index (a real server star
         for (const call of calls) {
           await client.query('BEGIN');
           await client.query(call);
-          const locked = await client.query(
-            `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE l.pid = pg_backend_pid() AND c.relkind = 'r' AND c.relname LIKE 'eg_events_p%'`,
-          );
+          const locked = await lockedPartitions(client);
           await client.query('ROLLBACK');
-          assert.ok(locked.rows[0].n <= 5, `${call.name}, call ${round + 1}: ${locked.rows[0].n} partitions locked`);
+          assert.ok(locked <= 5, `${call.name}, call ${round + 1}: ${locked} partitions locked`);
         }
       }
+    }),
+  );
+  it(
+    "a job's read locks the day partitions from its first decision (less the linking window) on, not the history before it; its events are all there",
+    { timeout: 120_000 },
+    withStore(async (store, client) => {
+      const lastDay = await makeDayPartitions(client);
+      // A job on the last day: three decisions, two closes joined into their rows, one close stored before its decision.
+      const { decisions, closes } = pairs('job-read', 3, lastDay);
+      await store.insert([...decisions.slice(0, 2), ...closes.slice(0, 2), closes[2]!]);
+      await store.insert([decisions[2]!]);
+      const all = await store.jobEvents('job-read', 100);
+      assert.equal(all.length, 6, 'three decisions and three closes');
+      const ids = await client.query(`SELECT j.job_id, j.first FROM eg_jobs j JOIN eg_strings s ON s.id = j.job_id WHERE s.text = 'job-read'`);
+      const { job_id: jobId, first: jobFirst } = ids.rows[0] as { job_id: number; first: string };
+      await client.query('BEGIN');
+      const read = await client.query(jobEventsQuery(jobId, 100, Number(jobFirst)));
+      const locked = await lockedPartitions(client);
+      await client.query('ROLLBACK');
+      assert.equal(read.rows.length, 4, "the three decisions' rows (two with their closes) and the close's own row");
+      // The partitions from the job's first decision less the linking window (two days) on: the window's days, the job's
+      // and those after it (the store makes today's and tomorrow's on start). Without the bound: every one of them.
+      const from = new Date(Number(jobFirst) - LINK_WINDOW_MS).toISOString().slice(0, 10).replace(/-/g, '');
+      const partitions = await client.query(`SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'eg_events_p%'`);
+      const expected = (partitions.rows as Array<{ relname: string }>).filter((r) => r.relname.slice('eg_events_p'.length) >= from).length;
+      assert.ok(expected < 10 && partitions.rows.length > 200, `${expected} of ${partitions.rows.length} partitions from ${from}`);
+      assert.equal(locked, expected, 'partitions locked');
     }),
   );
 });
