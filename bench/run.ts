@@ -20,7 +20,7 @@ import { startBenchServers } from './servers.js';
  *
  * Environment (docs/benchmark.md): BENCH_PROXIES (comma list, default "egress-guard,tinyproxy,squid"),
  * BENCH_SKIP_STARTUP=1, BENCH_SKIP_PROXY=1, BENCH_SKIP_IDLE=1, BENCH_SKIP_DNS=1, BENCH_SKIP_INSPECTION=1, BENCH_IDLE_TUNNELS=<count>, BENCH_IDLE_DECIDED=0 (idle tunnels left undecided),
- * BENCH_DNS_SECONDS=<s>, BENCH_RELAY=kernel|js and BENCH_RELAY_HAND_OVER_AFTER=<bytes> (egress-guard's relay settings), BENCH_DNS_UDP=batch|dgram (the DNS server's UDP path; bench/dns-udp-ab.ts measures both interleaved), BENCH_CPU_PROF=<dir> (run egress-guard under `node --cpu-prof`, profiles written on exit).
+ * BENCH_DNS_SECONDS=<s>, BENCH_RELAY=kernel|js, BENCH_RELAY_HAND_OVER_AFTER=<bytes> and BENCH_RELAY_THREAD_AFTER=<bytes> (egress-guard's relay settings), BENCH_DNS_UDP=batch|dgram (the DNS server's UDP path; bench/dns-udp-ab.ts measures both interleaved), BENCH_CPU_PROF=<dir> (run egress-guard under `node --cpu-prof`, profiles written on exit).
  */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
 const log = (line: string) => process.stdout.write(`${line}\n`);

@@ -15,7 +15,8 @@ import { startBenchServers } from './servers.js';
  *
  *   node dist/bench/tunnel-threads.js [egress-guard|squid] [tunnels=4000] [warm-up=3000] [--strace FILE]
  *
- * `BENCH_RELAY` and `BENCH_EGRESS_GUARD_CLI` pick egress-guard's relay and build, as for the bench.
+ * `BENCH_RELAY`, `BENCH_RELAY_THREAD_AFTER` and `BENCH_EGRESS_GUARD_CLI` pick egress-guard's relay, where its native relay
+ * moves a tunnel's first bytes, and its build, as for the bench.
  */
 
 interface ThreadTimes {
