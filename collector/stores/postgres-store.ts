@@ -502,7 +502,11 @@ export class PostgresStore implements EventStore {
       if (stored && joinsDecision(stored, c)) place.joinStored.push({ close: c, decision: stored });
       else if (!stored && decision && joinsDecision(decision, c)) place.withDecision.set(decision, c);
       else {
-        c.jobId = stored?.jobId ?? decision?.jobId ?? null;
+        // Its batch's decision gives it its job unless it is more than LINK_WINDOW_MS before it, as a stored decision
+        // does not (the lookup's and the linking's windows): a job's read (jobEvents) starts at its first decision less
+        // that window. (A close more than the window after its decision in the same batch keeps its job, as before.)
+        const linkable = decision && c.time >= decision.time - LINK_WINDOW_MS ? decision : null;
+        c.jobId = stored?.jobId ?? linkable?.jobId ?? null;
         place.own.push(c);
       }
     }

@@ -263,4 +263,35 @@ describe('PostgreSQL: linking closes through their own index (a real server star
       assert.equal(locked, expected, 'partitions locked');
     }),
   );
+  it(
+    "a close more than the linking window before its decision is linked (or not) alike in its decision's batch or another: a job's read, bounded by its first decision less that window, still has every row of the job",
+    { timeout: 120_000 },
+    withStore(async (store, client) => {
+      const at = Date.UTC(2026, 10, 20, 12);
+      // The proxy's clock went back three days between the decision and its close (for the last, forward: in the
+      // decision's batch that close is the job's, read with it).
+      const jobs = ['skew-one-batch', 'skew-two-batches', 'skew-forward'];
+      const [one, two, forward] = jobs.map((job) => pairs(job, 1, at));
+      const back = (p: typeof one) => testClose(p!.decisions[0]!, -3 * DAY, 7, 11);
+      await store.insert([one!.decisions[0]!, back(one)]);
+      await store.insert([two!.decisions[0]!]);
+      await store.insert([back(two)]);
+      await store.insert([forward!.decisions[0]!, testClose(forward!.decisions[0]!, 3 * DAY, 7, 11)]);
+      for (const job of jobs) {
+        const read = await store.jobEvents(job, 100);
+        const stored = await client.query(
+          `SELECT count(*)::int + count(e.close_body)::int AS n, j.bytes_in::int AS "bytesIn" FROM eg_events e JOIN eg_jobs j ON j.job_id = e.job_id
+           JOIN eg_strings s ON s.id = e.job_id WHERE s.text = $1 GROUP BY j.bytes_in`,
+          [job],
+        );
+        const { n, bytesIn } = stored.rows[0] as { n: number; bytesIn: number };
+        assert.equal(read.length, n, `${job}: every event stored with the job is read (${read.map((e) => e.event).join(', ')})`);
+        assert.deepEqual(
+          { events: read.map((e) => e.event), bytesIn },
+          job === 'skew-forward' ? { events: ['decision', 'close'], bytesIn: 7 } : { events: ['decision'], bytesIn: 0 },
+          `${job}: the close is not the job's, as a close stored apart from its decision further than the window is not`,
+        );
+      }
+    }),
+  );
 });
