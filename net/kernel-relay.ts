@@ -5,8 +5,8 @@ import { lazyLinuxAddon } from './native-addon.js';
 
 /**
  * The kernel data plane of a decided tunnel (setting `relay`, issue 14): the native kernel_relay addon
- * (native/kernel_relay.c) moves the bytes of both sockets with splice(2), a tunnel's first bytes on node's own event
- * loop and bulk on a thread of its own (setting `relay-thread-after`), so bulk bytes
+ * (native/kernel_relay.c) moves the bytes of both sockets in native code: a tunnel's first bytes with recv/send on
+ * node's own event loop, then bulk with splice(2) on a thread of its own (setting `relay-thread-after`), so its bytes
  * never enter JavaScript. net/splice.ts hands a tunnel over here; this module holds the parts that reach into
  * node's sockets.
  */

@@ -298,11 +298,6 @@ async function keyColumnType(client: pg.PoolClient): Promise<string | undefined>
 }
 
 /**
- * PostgreSQL store for fleets: several collectors may write to one database at once. Events live in per-day
- * partitions of eg_events (made as events arrive, dropped whole by retention); aggregates in eg_jobs and
- * eg_job_destinations, updated in the transaction that stores the events.
- */
-/**
  * The read of a job's rows (jobEvents): the job's id, at most `limit` rows, from the job's first decision (`first`,
  * eg_jobs) less LINK_WINDOW_MS on (see jobEvents).
  */
@@ -314,6 +309,11 @@ export function jobEventsQuery(jobId: number, limit: number, first: number): { t
   };
 }
 
+/**
+ * PostgreSQL store for fleets: several collectors may write to one database at once. Events live in per-day
+ * partitions of eg_events (made as events arrive, dropped whole by retention); aggregates in eg_jobs and
+ * eg_job_destinations, updated in the transaction that stores the events.
+ */
 export class PostgresStore implements EventStore {
   private readonly strings = new Dictionary();
   private readonly partitions = new Set<number>();
