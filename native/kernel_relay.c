@@ -114,7 +114,7 @@ typedef struct {
   direction dir[2]; /* [0] upstream -> client (bytesIn), [1] client -> upstream (bytesOut) */
   int64_t idle_ms, half_close_ms, last_activity;
   int half_closed;
-  /* fds[i] reported EPOLLRDHUP, EPOLLHUP or EPOLLERR: its reads go on to the end (or the error), see pump_copy. */
+  /* fds[i] reported EPOLLRDHUP, EPOLLHUP or EPOLLERR: its reads go on to the end (or the error), see copy_once. */
   int hung_up[2];
   int again;      /* stopped after ROUNDS with data left: go on without waiting for an edge */
   int out_armed[2]; /* EPOLLOUT asked for on fds[i]: only once a write to it would have blocked */
@@ -351,95 +351,69 @@ static int keep_unsent(direction *d, const uint8_t *bytes, size_t length) {
   return 0;
 }
 
+/* src sent its FIN: the relay is half-closed from now (its half-close timeout runs). */
+static void source_ended(relay *r, direction *d) {
+  d->eof = 1;
+  if (!r->half_closed) {
+    r->half_closed = 1;
+    scan_by(deadline(r));
+  }
+}
+
 /*
- * pump() of a relay on the main loop: the same rounds, ends and errors, with recv/send through main_buffer. A
- * partial send keeps the rest as the direction's head and waits for dst's writable edge.
+ * pump()'s read on the main loop: one recv into main_buffer and its send to dst. Returns 1 to go on, 0 to stop for
+ * now (nothing more to read, or dst full: the rest kept as the direction's head, dst's writable edge asked for), -1
+ * when the relay failed (as pump).
  */
-static int pump_copy(relay *r, direction *d, int64_t now, int *reason, int *err) {
-  for (int round = 0; round < ROUNDS * 2; round++) {
-    if (round > 0 && r->dir[0].bytes + r->dir[1].bytes >= main_loop_bytes) break;
-    if (d->head) {
-      ssize_t n = send(d->dst, d->head + d->head_off, d->head_len - d->head_off, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) return 0;
-        int e = errno == EAGAIN ? want_writable(r, d->dst == r->fds[1]) : errno;
-        if (!e) return 0;
-        *reason = side_of(r, d->dst);
-        *err = e;
-        return -1;
-      }
-      if ((d->head_off += (size_t)n) == d->head_len) {
-        free(d->head);
-        d->head = NULL;
-      }
-      d->bytes += (uint64_t)n;
-      r->last_activity = now;
-      continue;
-    }
-    if (d->eof) {
-      if (!d->shut) {
-        d->shut = 1;
-        if (shutdown(d->dst, SHUT_WR) != 0 && errno != ENOTCONN) {
-          *reason = side_of(r, d->dst);
-          *err = errno;
-          return -1;
-        }
-      }
-      return 0;
-    }
-    ssize_t n = recv(d->src, main_buffer, sizeof main_buffer, MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) return 0;
-      *reason = side_of(r, d->src);
+static int copy_once(relay *r, direction *d, int64_t now, int *reason, int *err) {
+  ssize_t n = recv(d->src, main_buffer, sizeof main_buffer, MSG_DONTWAIT);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EINTR) return 0;
+    *reason = side_of(r, d->src);
+    *err = errno;
+    return -1;
+  }
+  r->last_activity = now;
+  if (n == 0) {
+    source_ended(r, d);
+    return 1;
+  }
+  ssize_t sent = send(d->dst, main_buffer, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (sent < 0) {
+    if (errno != EAGAIN && errno != EINTR) {
+      *reason = side_of(r, d->dst);
       *err = errno;
       return -1;
     }
-    r->last_activity = now;
-    if (n == 0) {
-      d->eof = 1;
-      if (!r->half_closed) {
-        r->half_closed = 1;
-        scan_by(deadline(r));
-      }
-      continue;
-    }
-    ssize_t sent = send(d->dst, main_buffer, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (sent < 0) {
-      if (errno != EAGAIN && errno != EINTR) {
-        *reason = side_of(r, d->dst);
-        *err = errno;
-        return -1;
-      }
-      sent = 0;
-    }
-    d->bytes += (uint64_t)sent;
-    if (sent < n) {
-      int e = keep_unsent(d, main_buffer + sent, (size_t)(n - sent));
-      if (!e) e = want_writable(r, d->dst == r->fds[1]);
-      if (!e) return 0;
-      *reason = side_of(r, d->dst);
-      *err = e;
-      return -1;
-    }
-    /*
-     * A short read emptied the socket's receive queue: bytes that come later raise a new edge, so the read that
-     * would only say EAGAIN is skipped (about half of a small tunnel's reads were those). Not once the socket has
-     * reported its peer's FIN or an error: that edge may have come with these bytes, and no other follows it.
-     */
-    if ((size_t)n < sizeof main_buffer && !r->hung_up[d->src == r->fds[1]]) return 0;
+    sent = 0;
   }
-  r->again = 1;
-  return 0;
+  d->bytes += (uint64_t)sent;
+  if (sent < n) {
+    int e = keep_unsent(d, main_buffer + sent, (size_t)(n - sent));
+    if (!e) e = want_writable(r, d->dst == r->fds[1]);
+    if (!e) return 0;
+    *reason = side_of(r, d->dst);
+    *err = e;
+    return -1;
+  }
+  /*
+   * A short read emptied the socket's receive queue: bytes that come later raise a new edge, so the read that
+   * would only say EAGAIN is skipped (about half of a small tunnel's reads were those). Not once the socket has
+   * reported its peer's FIN or an error: that edge may have come with these bytes, and no other follows it.
+   */
+  return (size_t)n < sizeof main_buffer && !r->hung_up[d->src == r->fds[1]] ? 0 : 1;
 }
 
 /*
  * Move what can be moved in one direction: write what the pipe holds, refill it, until the source has nothing
- * (EAGAIN), the destination takes nothing more (EAGAIN: its EPOLLOUT edge comes when it drains), or ROUNDS.
+ * (EAGAIN), the destination takes nothing more (EAGAIN: its EPOLLOUT edge comes when it drains), or ROUNDS. On the
+ * main loop the read is copy_once (recv/send, no pipe); the head, the FIN and the rounds are the same.
  * Returns 0, or -1 when the relay failed (reason and errno stored in *reason, *err).
  */
 static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
-  if (r->on_main && d->in_pipe == 0) return pump_copy(r, d, now, reason, err);
   for (int round = 0; round < ROUNDS * 2; round++) {
+    /* On the main loop, no more than relay-thread-after bytes (and the read that passes them): the rest is for the thread. */
+    if (r->on_main && round > 0 && r->dir[0].bytes + r->dir[1].bytes >= main_loop_bytes) break;
     if (d->head || d->in_pipe > 0) {
       /* To dst: the head (release()'s first bytes) before anything, then what the pipe holds. */
       ssize_t n = d->head ? send(d->dst, d->head + d->head_off, d->head_len - d->head_off, MSG_DONTWAIT | MSG_NOSIGNAL)
@@ -479,6 +453,11 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
       }
       return 0;
     }
+    if (r->on_main) {
+      int going = copy_once(r, d, now, reason, err);
+      if (going <= 0) return going;
+      continue;
+    }
     if (d->pipe.r < 0) {
       int e = take_pipe(&d->pipe);
       if (e) {
@@ -498,13 +477,7 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
       return -1;
     }
     r->last_activity = now;
-    if (n == 0) {
-      d->eof = 1;
-      if (!r->half_closed) {
-        r->half_closed = 1;
-        scan_by(deadline(r));
-      }
-    }
+    if (n == 0) source_ended(r, d);
     d->in_pipe = (size_t)n;
   }
   r->again = 1;
