@@ -20,16 +20,6 @@ after(() => loopback.closeAll());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A server that reads and discards what it gets, and whose one accepted socket the test writes to. */
-async function quietUpstream(): Promise<{ port: number; socket: () => net.Socket | undefined }> {
-  let accepted: net.Socket | undefined;
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    accepted = socket;
-    socket.resume();
-  });
-  return { port: await listen(server), socket: () => accepted };
-}
-
 /** A server whose one accepted socket keeps what it reads (paused at first when `paused`), and tells its FIN. */
 async function keepingUpstream(paused: boolean): Promise<{ port: number; socket: () => net.Socket | undefined; got: () => Buffer; ended: Promise<void>; hasEnded: () => boolean }> {
   let accepted: net.Socket | undefined;
@@ -54,6 +44,29 @@ async function keepingUpstream(paused: boolean): Promise<{ port: number; socket:
   };
 }
 
+/**
+ * A proxy on loopback that relays each client to `upstreamPort`: `gated`, with an upstream the addon opens and the
+ * client held until openGate() (spliceKernelUpstream, the CONNECT path); else with node's socket for the upstream
+ * (splice). `result`: the relay's close.
+ */
+async function relayingProxy(upstreamPort: number, gated: boolean): Promise<{ port: number; result: Promise<SpliceResult>; openGate: () => void }> {
+  let openGate!: (outcome: ClientGateOutcome) => void;
+  const gate = new Promise<ClientGateOutcome>((resolve) => (openGate = resolve));
+  let closed!: (r: SpliceResult) => void;
+  const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
+  const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
+    if (gated) {
+      void connectUpstreamInKernel('127.0.0.1', upstreamPort, 2000).then((upstream) =>
+        spliceKernelUpstream(client, upstream, { idleTimeoutMs: 30_000, clientGate: gate, onClose: closed }),
+      );
+      return;
+    }
+    const upstream = track(net.connect(upstreamPort, '127.0.0.1'));
+    upstream.once('connect', () => splice(client, upstream, { idleTimeoutMs: 30_000, onClose: closed }));
+  });
+  return { port: await listen(proxy), result, openGate: () => openGate(RELAY) };
+}
+
 describe('kernel relay: main loop to thread', () => {
   // Past what a paused loopback client and the relay's send buffer take, so that the main loop finds the client full.
   const threadAfter = 64 * 1024 * 1024;
@@ -71,17 +84,8 @@ describe('kernel relay: main loop to thread', () => {
     const pieces = Array.from({ length: 256 }, () => randomBytes(64 * 1024));
     const big = randomBytes(8 * 1024 * 1024);
     const all = Buffer.concat([...pieces, big]);
-    const server = await quietUpstream();
-    let openGate!: (outcome: ClientGateOutcome) => void;
-    const gate = new Promise<ClientGateOutcome>((resolve) => (openGate = resolve));
-    let closed!: (r: SpliceResult) => void;
-    const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
-    const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
-      void connectUpstreamInKernel('127.0.0.1', server.port, 2000).then((upstream) =>
-        spliceKernelUpstream(client, upstream, { idleTimeoutMs: 30_000, clientGate: gate, onClose: closed }),
-      );
-    });
-    const port = await listen(proxy);
+    const server = await keepingUpstream(false);
+    const { port, result, openGate } = await relayingProxy(server.port, true);
     const before = kernelRelayStats().movedToThread;
     const client = await connect(port);
     client.pause();
@@ -104,7 +108,7 @@ describe('kernel relay: main loop to thread', () => {
     });
     assert.equal(sha(Buffer.concat(chunks)), sha(all));
     assert.equal(kernelRelayStats().movedToThread, before + 1, 'moved to the thread');
-    openGate(RELAY);
+    openGate();
     client.end();
     const r = await bounded(result, 10_000);
     assert.deepEqual([r.bytesIn, r.bytesOut, r.error], [all.length, 0, undefined]);
@@ -115,14 +119,8 @@ describe('kernel relay: main loop to thread', () => {
     // and the main loop keeps what it could not send (the direction's head) and waits for the client's writable edge.
     const pieces = Array.from({ length: 256 }, () => randomBytes(64 * 1024));
     const down = Buffer.concat(pieces);
-    const server = await quietUpstream();
-    let closed!: (r: SpliceResult) => void;
-    const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
-    const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
-      const upstream = track(net.connect(server.port, '127.0.0.1'));
-      upstream.once('connect', () => splice(client, upstream, { idleTimeoutMs: 30_000, onClose: closed }));
-    });
-    const port = await listen(proxy);
+    const server = await keepingUpstream(false);
+    const { port, result } = await relayingProxy(server.port, false);
     const before = kernelRelayStats().movedToThread;
     const client = await connect(port);
     client.pause();
@@ -150,13 +148,7 @@ describe('kernel relay: main loop to thread', () => {
       const down = Array.from({ length: 512 }, () => randomBytes(32 * 1024 - 7));
       const up = Array.from({ length: 400 }, () => randomBytes(32 * 1024 + 3));
       const server = await keepingUpstream(false);
-      let closed!: (r: SpliceResult) => void;
-      const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
-      const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
-        const upstream = track(net.connect(server.port, '127.0.0.1'));
-        upstream.once('connect', () => splice(client, upstream, { idleTimeoutMs: 30_000, onClose: closed }));
-      });
-      const port = await listen(proxy);
+      const { port, result } = await relayingProxy(server.port, false);
       const before = kernelRelayStats().movedToThread;
       const client = await connect(port);
       client.pause();
@@ -191,22 +183,13 @@ describe('kernel relay: main loop to thread', () => {
   it('a held relay whose client sent all its bytes and its FIN before release(): a paused upstream gets every byte (what node read first, then the kept heads), then the FIN; the counts are exact', async () => {
     const first = randomBytes(8 * 1024 * 1024);
     const server = await keepingUpstream(true);
-    let openGate!: (outcome: ClientGateOutcome) => void;
-    const gate = new Promise<ClientGateOutcome>((resolve) => (openGate = resolve));
-    let closed!: (r: SpliceResult) => void;
-    const result = new Promise<SpliceResult>((resolve) => (closed = resolve));
-    const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
-      void connectUpstreamInKernel('127.0.0.1', server.port, 2000).then((upstream) =>
-        spliceKernelUpstream(client, upstream, { idleTimeoutMs: 30_000, clientGate: gate, onClose: closed }),
-      );
-    });
-    const port = await listen(proxy);
+    const { port, result, openGate } = await relayingProxy(server.port, true);
     const client = await connect(port);
     await waitFor('the relay to start on the main loop', () => server.socket() !== undefined && kernelRelayStats().onMainLoop > 0, 5000);
     // Sent while the gate is shut: what node read of it is release()'s head, the rest waits in the socket with the FIN.
     client.end(first);
     await sleep(300);
-    openGate(RELAY);
+    openGate();
     await sleep(200);
     assert.equal(server.hasEnded(), false, 'no FIN before the head is written');
     server.socket()!.resume();
