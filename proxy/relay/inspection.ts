@@ -163,8 +163,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   const actOn = (auth: RequestAuthorization, req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
     try {
       if (auth.action === 'misdirected' || auth.action === 'reject') {
-        // The connection ends after the refusal (no keep-alive; onRequest has stopped the reader behind it).
-        res.shouldKeepAlive = false;
+        // The connection ends after the refusal (onRequest made it the last: no keep-alive, nothing read behind it).
         const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : [421, auth.message];
         return sendProxyError(res, status, message, auth.event.id, errorFormatFor(req.headers));
       }
