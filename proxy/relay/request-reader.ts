@@ -1,6 +1,7 @@
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
+import { lingeringClose } from './lingering-close.js';
 import { RawResponse, type ResponseOwner } from './raw-response.js';
 
 /**
@@ -256,6 +257,8 @@ export class RequestReader implements ResponseOwner {
   private closeWhenAnswered = false;
   /** The request just read is the connection's last (refused for its head): nothing after it is read. */
   private lastRead = false;
+  /** This side has ended the connection (`endConnection`): what comes is dropped, never parsed. */
+  private ending = false;
   /** A parse error behind requests whose answers were due: reported once they are out (`parseFailed`). */
   private errorAfterAnswers: ClientError | undefined;
   /** The socket's handle, when the parser reads it natively. */
@@ -347,8 +350,9 @@ export class RequestReader implements ResponseOwner {
     this.handlers.clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), this.socket);
   }
 
-  /** Idle: between requests, every answer written (what `closeIdleConnections` closes). */
+  /** Idle: between requests, every answer written, or lingering after its last (what `closeIdleConnections` closes). */
   get idle(): boolean {
+    if (this.ending) return true;
     return !this.midMessage && (this.current === undefined || this.current.finished);
   }
 
@@ -500,7 +504,7 @@ export class RequestReader implements ResponseOwner {
       this.handlers.clientError(this.errorAfterAnswers, this.socket);
       this.errorAfterAnswers = undefined;
     } else if (res.last || (this.closeWhenAnswered && this.requests.length === 0)) {
-      this.socket.destroySoon();
+      this.endConnection();
     } else if (this.queued.length === 0) {
       this.betweenRequests = true;
       if (this.options.keepAliveTimeoutMs !== undefined) {
@@ -592,7 +596,24 @@ export class RequestReader implements ResponseOwner {
     this.unconsume();
     this.socket.pause();
     // Every answer is out already (the `close` one's end is under way): nothing to wait for.
-    if (this.requests.length === 0) this.socket.destroySoon();
+    if (this.requests.length === 0) this.endConnection();
+  }
+
+  /**
+   * The connection ends on this side, the answers due written (a refusal, an answer that says `close`, bytes after a
+   * `close`): nothing more is parsed, and what the client still sends is dropped for a while (lingering-close.ts) so
+   * that its unread bytes do not reset the connection before the client has read the last answer.
+   */
+  private endConnection(): void {
+    if (this.ending) return;
+    this.ending = true;
+    this.failed = true;
+    this.unconsume();
+    const socket = this.socket;
+    socket.off('data', this.onData);
+    socket.off('end', this.onEnd);
+    socket.off('timeout', this.onTimeout);
+    lingeringClose(socket);
   }
 
   /**

@@ -11,11 +11,13 @@
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { loadCertificateAuthority } from '../../certs/ca-store.js';
 import { createCertificateAuthority } from '../../certs/certificates.js';
@@ -86,10 +88,12 @@ describe('inspected requests read without node http.Server', () => {
   const closes = () => events.filter((e): e is CloseEvent => e.event === 'close');
   /** The bytes of /ok/big's body the upstream has handed to its socket (its writes wait for 'drain'). */
   let bigWritten = 0;
+  /** The inspection CA's certificate, as a file (for clients in other processes). */
+  let caFile = '';
 
   before(async () => {
     const dir = tempDir('eg-reader-');
-    const caFile = join(dir, 'inspection-ca.pem');
+    caFile = join(dir, 'inspection-ca.pem');
     const caKeyFile = join(dir, 'inspection-ca.key');
     writeFileSync(caFile, inspectionCa.certPem);
     writeFileSync(caKeyFile, inspectionCa.keyPem, { mode: 0o600 });
@@ -480,5 +484,31 @@ describe('inspected requests read without node http.Server', () => {
     const close = closes().find((c) => c.id === decision?.id)!;
     assert.equal(close.error, 'client-aborted');
     assert.equal(close.bytes_out, 3000);
+  });
+
+  test("a refused request whose client writes its whole body before reading (Python's http.client): the client reads the 403, nothing reaches upstream", async () => {
+    // Until 2026-12-01 the connection was closed with the body's rest unread: the kernel's reset reached the client
+    // while it was still writing, which reported a broken pipe (SSLEOFError) and never read the 403 (5 of 5 runs).
+    const script = `
+import http.client, ssl, sys
+proxy_port, port, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+c = http.client.HTTPSConnection('127.0.0.1', proxy_port, context=ssl.create_default_context(cafile=sys.argv[4]), timeout=10)
+c.set_tunnel('reader.test', port)
+try:
+    c.request('POST', '/no/python-upload', body=b'x' * size)
+    r = c.getresponse()
+    print(r.status, r.getheader('x-egress-guard-reason'))
+except Exception as e:
+    print('error', repr(e))
+`;
+    const proxyPort = (proxy.address() as AddressInfo).port;
+    const { stdout } = await promisify(execFile)('python3', ['-c', script, String(proxyPort), String(upstreamPort), String(32 * 1024 * 1024), caFile], { timeout: 30_000 });
+    assert.match(stdout.trim(), /^403 \S/, stdout);
+    assert.equal(decisions().find((d) => d.path === '/no/python-upload')?.reason, 'path-not-allowed');
+    assert.equal(
+      seen.find((s) => s.path === '/no/python-upload'),
+      undefined,
+      'the refused request never reached upstream',
+    );
   });
 });
