@@ -27,15 +27,17 @@ export const LINGER_LIMITS: LingerLimits = { maxMs: 10_000, idleMs: 2_000, maxBy
  */
 export function lingeringClose(socket: Socket, limits: LingerLimits = LINGER_LIMITS): void {
   if (socket.destroyed) return;
-  // The client has ended: nothing more can come, so nothing can be reset.
-  if (socket.readableEnded) return void socket.destroySoon();
   let dropped = 0;
   const stop = () => {
     clearTimeout(bound);
     socket.destroy();
   };
+  // On every path: destroySoon waits for the last write to go out, which a client that no longer reads never lets
+  // happen (a TLS socket's close_notify is such a write), and the caller's own timeout listener is gone.
   const bound = setTimeout(stop, limits.maxMs);
   socket.once('close', () => clearTimeout(bound));
+  // The client has ended: nothing more can come, so nothing can be reset.
+  if (socket.readableEnded) return void socket.destroySoon();
   socket.setTimeout(limits.idleMs, stop);
   socket.on('data', (chunk: Buffer) => {
     dropped += chunk.length;

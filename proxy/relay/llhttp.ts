@@ -95,6 +95,13 @@ export class NativeRead {
     this.parser.unconsume();
     this.socket.off('pause', this.onPause);
     this.socket.off('resume', this.onResume);
+    // Reads stopped here (a pause) stay stopped under a stream that still waits for the read it asked for before the
+    // handle was consumed: it never asks again, so a resume would read nothing more (a lingering close then reset the
+    // client's unread bytes all the same). The handle reads again, into the stream, which stops it itself when paused.
+    if (!this.handle.reading && this.socket.readable && !this.socket.destroyed) {
+      this.handle.reading = true;
+      this.handle.readStart();
+    }
   }
 
   private readonly onPause = (): void => {

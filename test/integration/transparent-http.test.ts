@@ -129,6 +129,46 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.equal(second?.kind, 'transparent');
   });
 
+  test("a refused request whose client writes its whole body before reading (Python's http.client): the client writes it all and reads the 403", async () => {
+    // The refusal comes after the body began (the decision is asynchronous here): the body filled the request's buffer
+    // and reading stopped. Until 2026-12-01 the lingering close resumed a socket whose native reads stayed stopped:
+    // nothing more was read, the 2 s quiet bound destroyed it, and the reset reached the client mid-write (EPIPE).
+    const size = 32 * 1024 * 1024;
+    const client = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true });
+    await new Promise<void>((resolve) => client.once('connect', resolve));
+    client.pause();
+    let error: string | undefined;
+    client.on('error', (err: NodeJS.ErrnoException) => (error ??= err.code ?? err.message));
+    const written = await new Promise<number>((resolve) => {
+      let sent = 0;
+      const piece = Buffer.alloc(256 * 1024, 0x78);
+      client.once('close', () => resolve(sent));
+      const pump = () => {
+        while (sent < size) {
+          sent += piece.length;
+          if (!client.write(piece)) return void client.once('drain', pump);
+        }
+        resolve(sent);
+      };
+      client.write(`POST /linger-body HTTP/1.1\r\nHost: attacker.test\r\nContent-Length: ${size}\r\n\r\n`);
+      pump();
+    });
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      const timer = setTimeout(() => resolve(text), 10_000);
+      client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      client.once('end', () => (clearTimeout(timer), resolve(text)));
+      client.once('close', () => (clearTimeout(timer), resolve(text)));
+      client.resume();
+    });
+    client.destroy();
+    assert.equal(error, undefined, `the client's writes failed after ${written} bytes`);
+    assert.equal(written, size);
+    assert.match(answer, /^HTTP\/1\.1 403 Forbidden\r\n/);
+    assert.equal(decisions.find((d) => d.path === '/linger-body')?.decision, 'blocked');
+    assert.ok(!seen.some((s) => s.includes('/linger-body')));
+  });
+
   test('pipelined in one write: the second request is decided on its own too', async () => {
     const r = await exchange(frontPort, [get('/pipe-1', `allowed.test:${upstreamPort}`), get('/pipe-2', 'attacker.test', true)], { pipelined: true });
     assert.match(r.text, /^HTTP\/1\.1 200 /);

@@ -91,6 +91,32 @@ describe('lingering close', () => {
     }
   });
 
+  test('a client that has ended and never reads the answer: closed at the total bound, not kept waiting for the last write', async () => {
+    // Its FIN seen before the lingering close (the reader's socket went on reading to it): destroySoon alone waited
+    // for the answer's last write, which a client that reads nothing never lets finish, and nothing else timed it.
+    let closed: (at: number) => void = () => undefined;
+    const closedAt = new Promise<number>((resolve) => (closed = resolve));
+    const port = await sockets.listen(
+      net.createServer((socket) => {
+        socket.once('close', () => closed(Date.now()));
+        // More than the loopback's buffers hold: never all written while the client reads nothing.
+        socket.write(Buffer.alloc(64 * 1024 * 1024, 0x61));
+        socket.resume();
+        socket.once('end', () => {
+          assert.ok(socket.readableEnded);
+          lingeringClose(socket, { ...LONG, maxMs: 800, idleMs: 300 });
+        });
+      }),
+    );
+    const client = await sockets.connect(port);
+    client.pause();
+    const started = Date.now();
+    client.end('the last bytes');
+    const result = await Promise.race([closedAt.then((at) => at - started), new Promise<string>((resolve) => setTimeout(resolve, 5_000, 'open'))]);
+    assert.notEqual(result, 'open', 'the server socket was still open 5 s after its lingering close began (bound: 0.8 s)');
+    assert.ok((result as number) >= 700, `closed after ${result as number} ms`);
+  });
+
   test('a client that sends more than the byte bound: closed before it has sent it all', async () => {
     const pair = await lingeringPair('answer', { ...LONG, maxBytes: 256 * 1024 });
     const result = await writeAll(pair.client, 64 * 1024 * 1024);
