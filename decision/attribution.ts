@@ -135,11 +135,27 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     // connection to a raw address: allowed-ips, or nothing.
     return authorize(ctx, { ...base, host: ip });
   }
+  const name = attributedName(ctx, ip, port);
+  return authorize(ctx, { ...base, host: name ?? ip });
+}
+
+/** The name a connection without one of its own is decided on: one the DNS resolved to `ip`, an allowed one first. */
+function attributedName(ctx: TransparentAuthorizeContext, ip: string, port: number): string | undefined {
   const names = namesOf(ctx.addressBook, ip);
-  if (names.length > 0) {
-    const policy = ctx.policy();
-    const name = names.find((n) => findEndpoint(policy, n, port) !== undefined) ?? names[0]!;
-    return authorize(ctx, { ...base, host: name });
-  }
-  return authorize(ctx, { ...base, host: ip });
+  if (names.length === 0) return undefined;
+  const policy = ctx.policy();
+  return names.find((n) => findEndpoint(policy, n, port) !== undefined) ?? names[0]!;
+}
+
+/**
+ * True when a client that stays silent at `destination` would be let through by DNS attribution on a name that needs
+ * no inspection. Such a client's first bytes, when they come after the peek, are still decided before they are
+ * relayed (a ClientHello on its SNI, an HTTP request by the per-request server), so its peek can be short and a
+ * server that speaks first (SMTP, MySQL, FTP) is heard sooner. Not for a destination a silent client would be refused
+ * at or would need inspecting on: there the SNI that a slow client sends within the full peek may be the only way in.
+ * Pure: no event, no lookup.
+ */
+export function silentClientAllowed(ctx: TransparentAuthorizeContext, destination: { address: string; port: number }): boolean {
+  const name = attributedName(ctx, addressText(destination.address), destination.port);
+  return name !== undefined && decide(ctx.policy(), { host: name, port: destination.port }).permitted;
 }

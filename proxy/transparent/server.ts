@@ -11,13 +11,20 @@ import type { Resolver } from '../../decision/resolver.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
-import { authorizeTransparent } from '../../decision/attribution.js';
+import { authorizeTransparent, silentClientAllowed } from '../../decision/attribution.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 import type { Inspector } from '../relay/inspection.js';
 import { closeTunnelUpstream, connectTunnelUpstream, relayTimeouts, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 
 /** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
 const UNFINISHED_HEAD_TIMEOUT_MS = 10_000;
+/** The peek for a ClientHello or request head (see `peekTimeoutMs`). */
+const PEEK_TIMEOUT_MS = 1000;
+/**
+ * The peek where a silent client would be let through by DNS attribution (attribution.ts `silentClientAllowed`): what
+ * a client that speaks first sends comes within milliseconds of its connect, and what comes later is still checked.
+ */
+const ATTRIBUTED_PEEK_TIMEOUT_MS = 200;
 
 export interface TransparentListenerOptions {
   listen: { host: string; port: number }[];
@@ -32,7 +39,10 @@ export interface TransparentListenerOptions {
   /** See SpliceOptions.halfCloseTimeoutMs. */
   halfCloseTimeoutMs?: number;
   maxTunnels: number;
-  /** How long to wait for a ClientHello or HTTP request head before deciding without it (default 1000 ms). */
+  /**
+   * How long to wait for a ClientHello or HTTP request head before deciding without it (default 1000 ms; 200 ms where
+   * a silent client would be let through by DNS attribution, so that a server that speaks first is heard sooner).
+   */
   peekTimeoutMs?: number;
   /** TLS inspection for hosts with method or path rules; without, TLS to them is refused (inspection-required). */
   inspector?: Inspector;
@@ -165,7 +175,8 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     }
     trackConnection(counters, socket);
     const started = Date.now();
-    const peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: options.peekTimeoutMs ?? 1000 }));
+    const peekMs = options.peekTimeoutMs ?? (silentClientAllowed(options, destination) ? ATTRIBUTED_PEEK_TIMEOUT_MS : PEEK_TIMEOUT_MS);
+    const peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: peekMs }));
     return handlers[classify(peek)](socket, { client, destination }, peek, started);
   };
 

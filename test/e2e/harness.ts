@@ -34,7 +34,9 @@ export const NET = {
 } as const;
 
 export const PACKAGE = { name: 'left-pad-lite', version: '1.0.0' };
-export const ALLOWED_ENDPOINTS = 'allowed.test:443 allowed.test:80 allowed.test:9418 allowed.test:9420 allowed.test:9421 registry.test:443';
+export const ALLOWED_ENDPOINTS = 'allowed.test:443 allowed.test:80 allowed.test:9418 allowed.test:9420 allowed.test:9421 allowed.test:9425 registry.test:443';
+/** The internet's service that speaks first (see internet-fixture.ts bannerPort). */
+export const BANNER_PORT = 9425;
 /** The internet's reply-after-FIN services (see internet-fixture.ts halfClosePorts). */
 export const HALF_CLOSE_PORTS = { plain: 9420, tls: 9421 } as const;
 export const SIDECAR_USER = 'egress-guard';
@@ -198,6 +200,7 @@ export class World {
       // 67 and 547: DHCP server ports, where only broadcast (and named servers) may go.
       udpRecorderPorts: [443, 9999, 67, 547],
       halfClosePorts: HALF_CLOSE_PORTS,
+      bannerPort: BANNER_PORT,
       registry: { ...PACKAGE, tarball },
       gitHttpRoot,
     };

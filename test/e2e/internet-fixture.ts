@@ -32,6 +32,8 @@ export interface InternetConfig {
    * FIN was relayed and the reply direction kept open (half-close). `plain` is TCP, `tls` the same inside TLS.
    */
   halfClosePorts?: { plain: number; tls: number };
+  /** A service that speaks first (as SMTP, FTP and MySQL do): a banner line at connect, then each line echoed. */
+  bannerPort?: number;
   /** registry.test: the one package it serves. */
   registry: { name: string; version: string; tarball: string };
   /** Bare repositories served by `git http-backend` under https://allowed.test/git/ (clone and push). */
@@ -190,6 +192,16 @@ async function main() {
       socket.end(`received ${data.length} bytes\n`);
     });
   };
+  if (config.bannerPort !== undefined) {
+    const port = config.bannerPort;
+    const server = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      record({ type: 'tcp-connect', port, local: socket.localAddress, remote: socket.remoteAddress });
+      socket.write('220 banner.test ready\r\n');
+      socket.on('data', (data: Buffer) => socket.write(`echo ${data.toString('latin1')}`));
+    });
+    await listenTcp(server, port, '::');
+  }
   if (config.halfClosePorts) {
     const { plain, tls: tlsPort } = config.halfClosePorts;
     await listenTcp(net.createServer({ allowHalfOpen: true }, replyAfterFin(plain)), plain, '::');

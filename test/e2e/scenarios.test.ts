@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { NET, PACKAGE, World } from './harness.js';
+import { BANNER_PORT, NET, PACKAGE, World } from './harness.js';
 
 let world: World;
 
@@ -269,6 +269,24 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(event.host, 'attacker.test');
       assert.equal(event.decision, outcomeFor(mode));
       assertTlsRequestOutcome(mode, result, marker);
+    });
+
+    test("6f: a server that speaks first, at an allowed name's address: a client that waits for its banner gets it, decided by DNS attribution", async (t) => {
+      // As SMTP, FTP and MySQL: the client says nothing until the server's banner. The listener peeks for a ClientHello
+      // or request head (1 s; 200 ms where a silent client would be let through by attribution, as here), then
+      // decides on the name the DNS resolved to the address and opens the tunnel that carries the banner.
+      const resolved = await world.job('dig', ['+short', 'allowed.test']);
+      assert.match(resolved.stdout, new RegExp(NET.allowed.replace(/\./g, '\\.')));
+      const marker = `banner-${mode}-${randomLabel(10)}`;
+      const script = `const net=require('net');const t0=Date.now();const s=net.connect(${BANNER_PORT},'${NET.allowed}');let buf='';let step=0;s.on('data',(d)=>{buf+=d;if(step===0&&buf.includes('220 ')){step=1;console.log('banner after '+(Date.now()-t0)+' ms');buf='';s.write('QUIT ${marker}\\r\\n')}else if(step===1&&buf.includes('echo QUIT ${marker}')){console.log('echoed');s.destroy();process.exit(0)}});s.on('error',(e)=>{console.error(e.code);process.exit(3)});setTimeout(()=>{console.error('no banner or echo in 8 s');process.exit(4)},8000);`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, `${result.stdout} ${result.stderr}`);
+      assert.match(result.stdout, /banner after \d+ ms\necho/);
+      t.diagnostic(result.stdout.split('\n')[0]!);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.allowed && e.port === BANNER_PORT);
+      assert.ok(event, 'a decision for the banner connection');
+      assert.equal(event.host, 'allowed.test');
+      assert.equal(event.decision, 'allowed');
     });
 
     for (const silentMs of [0, 1500]) {
