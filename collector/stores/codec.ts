@@ -38,7 +38,7 @@ const DICTIONARY_V1 = Buffer.from(
   ].join(''),
 );
 
-/** One zlib stream each, reused per body (raw-deflate.ts): the same bytes as deflateRawSync, without its per-call setup. */
+/** One zlib stream each, reused per body (raw-deflate.ts): what deflateRawSync makes, without its per-call setup. */
 const V1 = rawCodec(DICTIONARY_V1);
 /**
  * Bodies are deflated by fixed-deflate.ts (the dictionary's index built once: ~25-30% less CPU than zlib's reset

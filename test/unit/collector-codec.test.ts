@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { deflateRawSync, type DeflateRaw } from 'node:zlib';
+import { deflateRawSync, inflateRawSync, type DeflateRaw } from 'node:zlib';
 import fc from 'fast-check';
 import { decodeId, encodeId, packBody, unpackEvent, withBodyId } from '../../collector/stores/codec.js';
 import { RawCodec, rawCodec } from '../../collector/stores/raw-deflate.js';
@@ -118,14 +118,18 @@ describe('RawCodec: one reused zlib stream per direction', () => {
     fc.string({ maxLength: 400 }).map((s) => new TextEncoder().encode(s)),
   );
 
-  it('deflates to the same bytes as deflateRawSync and inflates them back, call after call', () => {
+  it("deflates to what inflateRawSync reads back, and inflates deflateRawSync's output, call after call", () => {
+    // Not always deflateRawSync's very bytes: node's zlib, its stream reset and its dictionary loaded again, once
+    // in ~200,000 calls here chose literals where a fresh stream took a dictionary match ("IE`43}": 8 bytes against
+    // 6, fast-check seed -49963223, call 196,999); this test then failed about once in 85 runs. Both decode alike.
     const codec = rawCodec(dictionary);
     fc.assert(
       fc.property(bytes, (input) => {
         const buffer = Buffer.from(input);
         const packed = codec.deflate.run(buffer);
-        assert.deepEqual(packed, deflateRawSync(buffer, { dictionary }));
+        assert.deepEqual(inflateRawSync(packed, { dictionary }), buffer);
         assert.deepEqual(codec.inflate.run(packed), buffer);
+        assert.deepEqual(codec.inflate.run(deflateRawSync(buffer, { dictionary })), buffer);
       }),
       { numRuns: 1000 },
     );
@@ -153,19 +157,24 @@ describe('RawCodec: one reused zlib stream per direction', () => {
     assert.deepEqual(bare.run(Buffer.from('x')), deflateRawSync(Buffer.from('x'), { dictionary }));
   });
 
-  it('runText: a version byte, then the same bytes as deflateRawSync of the text as UTF-8 (short, lone surrogates, over its input buffer, no handle)', () => {
+  it('runText: a version byte, then a deflate of the text as UTF-8 that inflateRawSync reads back (short, lone surrogates, over its input buffer, no handle)', () => {
     const codec = rawCodec(dictionary);
     const expected = (t: string, prefix: number) => Buffer.concat([Buffer.of(prefix), deflateRawSync(Buffer.from(t), { dictionary })]);
+    /** `packed` is `prefix` and then the text deflated (not always deflateRawSync's very bytes: see the test above). */
+    const assertPacked = (packed: Buffer, t: string, prefix: number, what?: string) => {
+      assert.equal(packed[0], prefix, what);
+      assert.deepEqual(inflateRawSync(packed.subarray(1), { dictionary }), Buffer.from(t), what);
+    };
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 400 }), fc.integer({ min: 0, max: 255 }), (t, prefix) => {
         const packed = codec.deflate.runText(t, prefix);
-        assert.deepEqual(packed, expected(t, prefix));
+        assertPacked(packed, t, prefix);
         assert.deepEqual(codec.inflate.run(packed.subarray(1)), Buffer.from(t));
       }),
       { numRuns: 1000 },
     );
     for (const t of ['', 'é\ud800x', 'x'.repeat(30_000), '\u20ac'.repeat(21_000), randomBytes(200_000).toString('latin1')]) {
-      assert.deepEqual(codec.deflate.runText(t, 2), expected(t, 2), `text of ${t.length} characters`);
+      assertPacked(codec.deflate.runText(t, 2), t, 2, `text of ${t.length} characters`);
     }
     const bare = new RawCodec(
       () => ({}) as DeflateRaw,
