@@ -140,6 +140,15 @@ export class InspectedRequest {
     if (this.flowing && this.pendingSize === 0 && !this.flowScheduled) this.emitEnd();
   }
 
+  /**
+   * This request is decided asynchronously: the requests read behind it (pipelined) are not handed over until the
+   * returned function is called, with true (they are, in order), or with false (this request is refused and its
+   * answer ends the connection: they are neither decided nor sent, and nothing more is read).
+   */
+  holdFollowing(): (goOn: boolean) => void {
+    return this.reader.hold();
+  }
+
   /** Nobody read the body and its answer is out: what comes of it is dropped (node's `_dump`). */
   dumpUnread(): void {
     if (this.consuming || this.dumped) return;
@@ -259,6 +268,9 @@ export class RequestReader implements ResponseOwner {
   private lastRead = false;
   /** This side has ended the connection (`endConnection`): what comes is dropped, never parsed. */
   private ending = false;
+  /** Requests decided asynchronously whose followers wait (`hold`), and the followers read meanwhile, in order. */
+  private holds = 0;
+  private readonly held: { req: InspectedRequest; res: RawResponse }[] = [];
   /** A parse error behind requests whose answers were due: reported once they are out (`parseFailed`). */
   private errorAfterAnswers: ClientError | undefined;
   /** The socket's handle, when the parser reads it natively. */
@@ -477,15 +489,58 @@ export class RequestReader implements ResponseOwner {
         }
       }
     }
-    this.handlers.request(req, res);
-    // Answered at once with `close` (the transparent listener's 400 for a Host that could name two hosts): RFC 9112
-    // 9.6, nothing after it is read, as after the 400 for a missing Host (node's server decided and forwarded what
-    // was pipelined behind it, its answer never delivered).
-    if (res.last) {
-      this.lastRead = true;
-      return 2;
+    // Behind a request still being decided: handed over once it is (`hold`), or never if it is refused.
+    if (this.holds > 0) {
+      this.held.push({ req, res });
+      return 0;
     }
-    return 0;
+    return this.dispatch(req, res) ? 2 : 0;
+  }
+
+  /**
+   * Hand a request to the handler. True when its answer, given at once, ends the connection (with `close`: the
+   * transparent listener's 400 for a Host that could name two hosts): RFC 9112 9.6, nothing after it is read, as after
+   * the 400 for a missing Host (node's server decided and forwarded what was pipelined behind it, its answer never
+   * delivered).
+   */
+  private dispatch(req: InspectedRequest, res: RawResponse): boolean {
+    this.handlers.request(req, res);
+    if (!res.last) return false;
+    this.lastRead = true;
+    return true;
+  }
+
+  /** See `InspectedRequest.holdFollowing`. */
+  hold(): (goOn: boolean) => void {
+    this.holds++;
+    let released = false;
+    return (goOn) => {
+      if (released) return;
+      released = true;
+      this.holds--;
+      if (!goOn) return this.dropHeld();
+      // Requests held were read before anything that stopped the reading (a 400 for a missing Host): all are due.
+      while (this.holds === 0 && this.held.length > 0 && !this.ending) {
+        const { req, res } = this.held.shift()!;
+        if (this.dispatch(req, res)) this.dropHeld();
+      }
+    };
+  }
+
+  /** The requests waiting behind a refusal (or an answer that ends the connection) are never handed over or answered. */
+  private dropHeld(): void {
+    const dropped = this.held.splice(0);
+    for (const { req, res } of dropped) {
+      const index = this.requests.indexOf(req);
+      if (index >= 0) this.requests.splice(index, 1);
+      const at = this.queued.indexOf(res);
+      if (at >= 0) this.queued.splice(at, 1);
+      if (this.current === res) {
+        this.current = undefined;
+        res.detach();
+      }
+    }
+    this.endAfterAnswers();
   }
 
   private assign(res: RawResponse): void {

@@ -114,17 +114,23 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     res.once('close', () => {
       connection.busy--;
     });
+    // The decision is asynchronous: a request pipelined behind this one waits for it, and is dropped unread if this
+    // one is refused (the connection ends after the 403), not decided and sent with its answer never delivered.
+    const goOn = req.holdFollowing();
     decideRequest(target.request, connection)
       .then((auth) => {
         if (auth.action === 'reject') {
           res.shouldKeepAlive = false;
+          goOn(false);
           return sendProxyError(res, 403, auth.decision.message, auth.event.id);
         }
+        goOn(true);
         if (auth.action === 'fail') return sendProxyError(res, auth.status, auth.message, auth.event.id);
         forwarder.forward({ req, res, auth, ...(target.authority !== undefined && { authority: target.authority }) });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'transparent HTTP request handling failed');
+        goOn(true);
         sendProxyError(res, 502, 'egress-guard could not handle this request');
       });
   };

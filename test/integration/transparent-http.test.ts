@@ -176,6 +176,39 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(!seen.some((s) => s.includes('/pipe-2')));
   });
 
+  test('pipelined in one write behind a refused request: the 403, then the connection ends; the requests behind are neither decided nor sent', async () => {
+    // Until 2026-12-01 the refusal, decided asynchronously, came after the reader had read and handed over the requests
+    // behind it: each was decided and the allowed one sent upstream, its answer never delivered.
+    const host = `allowed.test:${upstreamPort}`;
+    const r = await exchange(frontPort, [get('/refused-first', 'attacker.test'), get('/behind-refusal-1', host), get('/behind-refusal-2', host)], { pipelined: true });
+    assert.deepEqual(
+      [...r.text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]),
+      ['403'],
+      r.text,
+    );
+    assert.ok(r.ended, 'the connection ends after the refusal');
+    assert.equal(decisions.find((d) => d.path === '/refused-first')?.decision, 'blocked');
+    for (const path of ['/behind-refusal-1', '/behind-refusal-2']) {
+      assert.equal(
+        decisions.find((d) => d.path === path),
+        undefined,
+        `${path} is not decided`,
+      );
+      assert.ok(!seen.some((s) => s.includes(path)), `${path} is not sent`);
+    }
+    // Allowed ones pipelined behind an allowed one still go, in order, each decided on its own.
+    const ok = await exchange(frontPort, [get('/pipe-ok-1', host), get('/pipe-ok-2', host), get('/pipe-ok-3', host, true)], { pipelined: true });
+    assert.deepEqual(
+      [...ok.text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]),
+      ['200', '200', '200'],
+      ok.text,
+    );
+    assert.deepEqual(
+      seen.filter((s) => s.includes('/pipe-ok-')),
+      [`${host} /pipe-ok-1`, `${host} /pipe-ok-2`, `${host} /pipe-ok-3`],
+    );
+  });
+
   test('a Host that names an allowed name which did not resolve to the destination is sni-mismatch', async () => {
     policy = buildPolicy({
       mode: { value: 'block', origin: { file: 'test', line: 1 } },
