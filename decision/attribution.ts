@@ -153,9 +153,17 @@ function attributedName(ctx: TransparentAuthorizeContext, ip: string, port: numb
  * relayed (a ClientHello on its SNI, an HTTP request by the per-request server), so its peek can be short and a
  * server that speaks first (SMTP, MySQL, FTP) is heard sooner. Not for a destination a silent client would be refused
  * at or would need inspecting on: there the SNI that a slow client sends within the full peek may be the only way in.
+ * Nor where any name the DNS resolved to the address has method or path rules on this port (a CDN address shared with
+ * an inspected host): a late ClientHello for it reaches a tunnel already open, which cannot inspect it (refused in
+ * block mode, relayed uninspected in audit mode), while within the full peek it is inspected. The same decision as
+ * authorizeTransparent's on the name and the address (address safety, trusted-ranges included).
  * Pure: no event, no lookup.
  */
 export function silentClientAllowed(ctx: TransparentAuthorizeContext, destination: { address: string; port: number }): boolean {
-  const name = attributedName(ctx, addressText(destination.address), destination.port);
-  return name !== undefined && decide(ctx.policy(), { host: name, port: destination.port }).permitted;
+  const ip = addressText(destination.address);
+  const { port } = destination;
+  const policy = ctx.policy();
+  if (namesOf(ctx.addressBook, ip).some((n) => decide(policy, { host: n, port, inspectable: true }).inspect === true)) return false;
+  const name = attributedName(ctx, ip, port);
+  return name !== undefined && decide(policy, { host: name, port, addresses: [ip] }).permitted;
 }

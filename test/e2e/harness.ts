@@ -191,6 +191,8 @@ export class World {
       certPem: leaf.certPem,
       zone: {
         'allowed.test': { a: [NET.allowed], aaaa: [NET.allowed6] },
+        // Another site on allowed.test's addresses (a CDN's): allowed or not by each suite's policy.
+        'cdn.test': { a: [NET.allowed], aaaa: [NET.allowed6] },
         'registry.test': { a: [NET.registry], aaaa: [NET.registry6] },
         'attacker.test': { a: [NET.attacker], aaaa: [NET.attacker6] },
         '*.attacker.test': { a: [NET.attacker], aaaa: [NET.attacker6] },

@@ -49,7 +49,7 @@ after(async () => {
   await world?.close();
 });
 
-const ALLOWED = 'allowed.test/git/my-org/** GET,HEAD registry.test allowed.test:80';
+const ALLOWED = 'allowed.test/git/my-org/** GET,HEAD registry.test allowed.test:80 cdn.test:443';
 const DENIED = 'POST allowed.test/git/my-org/app.git/forbidden';
 
 // Each mode with one leaf key type: the default (ECDSA P-256) and leaf-key-type rsa (test/integration/inspection-connect
@@ -97,6 +97,22 @@ for (const [mode, keyType] of [
     });
 
     const arrived = (fragment: string) => world.internetLog().filter((e) => e.type === 'http' && String(e.url).includes(fragment));
+
+    test('a slow ClientHello (500 ms after connect) for an inspected host on an address it shares with an allowed name that is not inspected: inspected and decided by path', async () => {
+      // cdn.test (allowed, no path rules) resolved to allowed.test's address: a client silent at that address would be
+      // let through by DNS attribution, so the listener peeks only 200 ms there (a server that speaks first is heard
+      // sooner). A client whose ClientHello comes later, for allowed.test (path rules), must still be inspected, as
+      // it was within the 1 s peek, not refused (block) or relayed uninspected (audit). First in this describe: cdn.test
+      // is the first name the DNS resolved to the address (attribution prefers the first allowed one).
+      for (const name of ['cdn.test', 'allowed.test']) assert.match((await world.job('dig', ['+short', name])).stdout, /203\.0\.113\.10/);
+      const target = '/git/my-org/app.git/info/refs?service=git-upload-pack';
+      const script = `const net=require('net'),tls=require('tls'),fs=require('fs');const s=net.connect(443,'203.0.113.10');s.on('error',(e)=>{console.log('tcp '+e.code);process.exit(0)});s.on('connect',()=>setTimeout(()=>{const t=tls.connect({socket:s,servername:'allowed.test',ca:fs.readFileSync(process.env.BUNDLE)},()=>t.write('GET ${target} HTTP/1.1\\r\\nHost: allowed.test\\r\\nConnection: close\\r\\n\\r\\n'));let out='';t.on('data',(d)=>out+=d);t.on('end',()=>{console.log(out.split('\\r\\n')[0]);process.exit(0)});t.on('error',(e)=>{console.log('tls '+(e.code||e.message));process.exit(0)})},500));setTimeout(()=>{console.log('timeout');process.exit(0)},8000);`;
+      const result = await world.job(process.execPath, ['-e', script], { env: { BUNDLE: bundle } });
+      assert.match(result.stdout, /^HTTP\/1\.1 200/, result.stdout + result.stderr);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.path === '/git/my-org/app.git/info/refs');
+      assert.equal(event?.decision, 'allowed', JSON.stringify(event));
+      assert.equal(event?.method, 'GET');
+    });
 
     test('git clone and push to the allowed repository work, inspected and decided per request', async () => {
       const dir = path.join(world.dir, `clone-${mode}`);

