@@ -154,9 +154,11 @@ function attributedName(ctx: TransparentAuthorizeContext, ip: string, port: numb
  * server that speaks first (SMTP, MySQL, FTP) is heard sooner. Not for a destination a silent client would be refused
  * at or would need inspecting on: there the SNI that a slow client sends within the full peek may be the only way in.
  * Nor where any name the DNS resolved to the address has method or path rules on this port (a CDN address shared with
- * an inspected host): a late ClientHello for it reaches a tunnel already open, which cannot inspect it (refused in
- * block mode, relayed uninspected in audit mode), while within the full peek it is inspected. The same decision as
- * authorizeTransparent's on the name and the address (address safety, trusted-ranges included).
+ * an inspected host): a late ClientHello for it would reach a tunnel already open (handed over to the inspector from
+ * there, after a second decision and an upstream connection opened for nothing), while within the full peek it goes to
+ * the inspector at once (until the late hand-over was built, it was refused there in block mode and relayed uninspected
+ * in audit mode). The same decision as authorizeTransparent's on the name and the address (address safety,
+ * trusted-ranges included).
  * Pure: no event, no lookup.
  */
 export function silentClientAllowed(ctx: TransparentAuthorizeContext, destination: { address: string; port: number }): boolean {

@@ -87,8 +87,9 @@ export async function startTransparentListeners(options: TransparentListenerOpti
 
   /**
    * The first bytes of a client that was silent through the peek (decided by DNS attribution, its tunnel
-   * already open so that a server that speaks first is heard). A ClientHello is decided on its SNI; an HTTP
-   * request hands the connection to the per-request HTTP server; anything else is relayed.
+   * already open so that a server that speaks first is heard). A ClientHello is decided on its SNI (one for a host
+   * with method or path rules hands the connection to the inspector, as within the peek); an HTTP request hands the
+   * connection to the per-request HTTP server; anything else is relayed.
    */
   const checkLateFirstBytes = async (socket: net.Socket, connection: RedirectedConnection): Promise<ClientGateOutcome> => {
     // The gate opens only on bytes seen: a client kept from idling by a chatty server may stay silent for
@@ -101,8 +102,15 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     const traffic = classify(late);
     if (traffic === 'http') return { action: 'hand-over', to: (client) => plainHttp.adopt(client, connection) };
     if ((traffic === 'opaque' || traffic === 'silent') && !(late.protocol === 'other' && late.incomplete)) return RELAY;
-    const again = await authorizeTransparent(options, { ...connection, peek: late });
-    return again.action === 'forward' ? RELAY : REFUSE;
+    const inspector = options.inspector;
+    const again = await authorizeTransparent(options, { ...connection, peek: late, ...(inspector && { inspectable: true }) });
+    if (again.action !== 'forward') return REFUSE;
+    if (again.decision.inspect && inspector) {
+      // The ClientHello is still buffered on the socket (the peek puts its bytes back): the TLS server reads it first.
+      const inspected = { kind: 'transparent' as const, client: connection.client, host: again.decision.host, port: again.port, address: again.address, outer: again };
+      return { action: 'hand-over', to: (client) => inspector.adopt(client, inspected) };
+    }
+    return RELAY;
   };
 
   /** Decide a connection that is relayed as bytes (tls, opaque, silent), connect to its destination, and splice. */

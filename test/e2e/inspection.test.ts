@@ -114,6 +114,23 @@ for (const [mode, keyType] of [
       assert.equal(event?.method, 'GET');
     });
 
+    test('a ClientHello after the peek (1.5 s after connect) for an inspected host, at an address a silent client may reach: handed to the inspector and decided by path', async () => {
+      // Silent through the peek, the connection is decided by DNS attribution on cdn.test (allowed, no path rules) and
+      // its tunnel opened; the late ClientHello names allowed.test, which has path rules. Until 2026-12-01 the late
+      // check could not inspect: refused (inspection-required) in block mode. Now the connection is handed over to the
+      // inspector, as within the peek, and each request is decided on its path.
+      for (const name of ['cdn.test', 'allowed.test']) assert.match((await world.job('dig', ['+short', name])).stdout, /203\.0\.113\.10/);
+      const target = `/git/my-org/late-client-hello-${mode}`;
+      const script = `const net=require('net'),tls=require('tls'),fs=require('fs');const s=net.connect(443,'203.0.113.10');s.on('error',(e)=>{console.log('tcp '+e.code);process.exit(0)});s.on('connect',()=>setTimeout(()=>{const t=tls.connect({socket:s,servername:'allowed.test',ca:fs.readFileSync(process.env.BUNDLE)},()=>t.write('GET ${target} HTTP/1.1\\r\\nHost: allowed.test\\r\\nConnection: close\\r\\n\\r\\n'));let out='';t.on('data',(d)=>out+=d);t.on('end',()=>{console.log(out.split('\\r\\n')[0]);process.exit(0)});t.on('error',(e)=>{console.log('tls '+(e.code||e.message));process.exit(0)})},1500));setTimeout(()=>{console.log('timeout');process.exit(0)},8000);`;
+      const result = await world.job(process.execPath, ['-e', script], { env: { BUNDLE: bundle } });
+      // An answer from the server (its git backend knows no such path), not a reset.
+      assert.match(result.stdout, /^HTTP\/1\.1 \d{3}/, result.stdout + result.stderr);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.path === target);
+      assert.equal(event?.decision, 'allowed', JSON.stringify(event));
+      assert.equal(event?.method, 'GET');
+      assert.ok(arrived(`late-client-hello-${mode}`).length > 0, 'the request reached the server');
+    });
+
     test('git clone and push to the allowed repository work, inspected and decided per request', async () => {
       const dir = path.join(world.dir, `clone-${mode}`);
       const clone = await world.job('git', ['clone', '-q', 'https://allowed.test/git/my-org/app.git', dir], { env: gitEnv() });
