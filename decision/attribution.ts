@@ -1,4 +1,4 @@
-import { canonicalHost, decide, findEndpoint, formatHostPort, refusal, type Decision } from '../policy/index.js';
+import { canonicalHost, decide, findEndpoint, formatHostPort, refusal, type Decision, type Policy } from '../policy/index.js';
 import type { AddressBook } from './address-book.js';
 import { authorize, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest, type Authorization } from './authorize.js';
 import type { PeekResult } from '../net/sniffing/first-bytes.js';
@@ -135,16 +135,13 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     // connection to a raw address: allowed-ips, or nothing.
     return authorize(ctx, { ...base, host: ip });
   }
-  const name = attributedName(ctx, ip, port);
+  const name = attributedName(ctx.policy(), namesOf(ctx.addressBook, ip), port);
   return authorize(ctx, { ...base, host: name ?? ip });
 }
 
-/** The name a connection without one of its own is decided on: one the DNS resolved to `ip`, an allowed one first. */
-function attributedName(ctx: TransparentAuthorizeContext, ip: string, port: number): string | undefined {
-  const names = namesOf(ctx.addressBook, ip);
-  if (names.length === 0) return undefined;
-  const policy = ctx.policy();
-  return names.find((n) => findEndpoint(policy, n, port) !== undefined) ?? names[0]!;
+/** The name a connection without one of its own is decided on: of `names` the DNS resolved to its address, an allowed one first. */
+function attributedName(policy: Policy, names: readonly string[], port: number): string | undefined {
+  return names.find((n) => findEndpoint(policy, n, port) !== undefined) ?? names[0];
 }
 
 /**
@@ -165,7 +162,8 @@ export function silentClientAllowed(ctx: TransparentAuthorizeContext, destinatio
   const ip = addressText(destination.address);
   const { port } = destination;
   const policy = ctx.policy();
-  if (namesOf(ctx.addressBook, ip).some((n) => decide(policy, { host: n, port, inspectable: true }).inspect === true)) return false;
-  const name = attributedName(ctx, ip, port);
+  const names = namesOf(ctx.addressBook, ip);
+  if (names.some((n) => decide(policy, { host: n, port, inspectable: true }).inspect === true)) return false;
+  const name = attributedName(policy, names, port);
   return name !== undefined && decide(policy, { host: name, port, addresses: [ip] }).permitted;
 }

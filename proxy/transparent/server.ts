@@ -12,8 +12,9 @@ import { trackConnection, type TrafficCounters } from '../relay/traffic-counters
 import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
 import { authorizeTransparent, silentClientAllowed } from '../../decision/attribution.js';
+import type { Forward } from '../../decision/authorize.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
-import type { Inspector } from '../relay/inspection.js';
+import type { InspectedConnection, Inspector } from '../relay/inspection.js';
 import { closeTunnelUpstream, connectTunnelUpstream, relayTimeouts, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 
 /** How long a client whose first bytes were unfinished when the peek ended has to finish them. */
@@ -57,6 +58,11 @@ export interface TransparentListeners {
 /** Hard close (RST) so a refused client fails at once instead of waiting for a timeout. */
 function refuse(socket: net.Socket): void {
   if (!socket.destroyed) socket.resetAndDestroy();
+}
+
+/** A redirected connection `auth` decided for inspection, as the inspector takes it over. */
+function inspectedConnection(client: string, auth: Forward): InspectedConnection {
+  return { kind: 'transparent', client, host: auth.decision.host, port: auth.port, address: auth.address, outer: auth };
 }
 
 function isOwnListener(destination: OriginalDestination, socket: net.Socket, listeners: AddressInfo[]): boolean {
@@ -107,7 +113,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     if (again.action !== 'forward') return REFUSE;
     if (again.decision.inspect && inspector) {
       // The ClientHello is still buffered on the socket (the peek puts its bytes back): the TLS server reads it first.
-      const inspected = { kind: 'transparent' as const, client: connection.client, host: again.decision.host, port: again.port, address: again.address, outer: again };
+      const inspected = inspectedConnection(connection.client, again);
       return { action: 'hand-over', to: (client) => inspector.adopt(client, inspected) };
     }
     return RELAY;
@@ -125,7 +131,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     }
     if (auth.decision.inspect && options.inspector) {
       // The ClientHello the peek read is still buffered on the socket: the TLS server reads it first.
-      options.inspector.adopt(socket, { kind: 'transparent', client, host: auth.decision.host, port: auth.port, address: auth.address, outer: auth });
+      options.inspector.adopt(socket, inspectedConnection(client, auth));
       return;
     }
     // A socket of node's, or (kernel relay, a plain splice) an upstream the relay's addon opened: tunnel.ts.
