@@ -167,3 +167,16 @@ export function silentClientAllowed(ctx: TransparentAuthorizeContext, destinatio
   const name = attributedName(policy, names, port);
   return name !== undefined && decide(policy, { host: name, port, addresses: [ip] }).permitted;
 }
+
+/**
+ * True when a client silent at `destination` now would be refused (block mode, or a denied endpoint enforced in audit
+ * mode): no allowed name resolved to the address, or the name it would be attributed to has method or path rules (a
+ * silent client cannot be inspected). authorizeTransparent's decision without first bytes, on the name and the address.
+ * Pure: no event, no lookup.
+ */
+export function silentClientRefused(ctx: TransparentAuthorizeContext, destination: { address: string; port: number }): boolean {
+  const ip = addressText(destination.address);
+  const policy = ctx.policy();
+  const name = attributedName(policy, namesOf(ctx.addressBook, ip), destination.port);
+  return decide(policy, { host: name ?? ip, port: destination.port, addresses: [ip] }).outcome === 'blocked';
+}

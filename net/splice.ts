@@ -39,11 +39,14 @@ export interface SpliceOptions {
    * Hold the client's bytes back (the server's still flow to the client) until this settles: `relay` relays
    * them, `refuse` resets the client, closes upstream and reports `error: refused-after-first-bytes`, and
    * `hand-over` gives the client socket to `to`, released from this splice (upstream closed, `error: handed-over`).
+   * A `relay` with an `onClose` of its own goes on under another decision (the late first bytes named the host the
+   * tunnel is for): `onClose` above is called at once (no bytes, `error: handed-over`), and the relay's end, with
+   * every byte it moved (what the server sent before the gate settled too), goes to the outcome's `onClose`.
    */
   clientGate?: Promise<ClientGateOutcome>;
 }
 
-export type ClientGateOutcome = { action: 'relay' } | { action: 'refuse' } | { action: 'hand-over'; to: (client: Socket) => void };
+export type ClientGateOutcome = { action: 'relay'; onClose?: (result: SpliceResult) => void } | { action: 'refuse' } | { action: 'hand-over'; to: (client: Socket) => void };
 
 export const RELAY: ClientGateOutcome = { action: 'relay' };
 export const REFUSE: ClientGateOutcome = { action: 'refuse' };
@@ -61,6 +64,8 @@ export const REFUSE: ClientGateOutcome = { action: 'refuse' };
  */
 export function splice(client: Socket, upstream: Socket, options: SpliceOptions): void {
   const started = Date.now();
+  // Whose close the relay's end is: the tunnel's decision, or the one its late first bytes were decided on (clientGate).
+  let onClose = options.onClose;
   const baseIn = upstream.bytesRead;
   const baseOut = upstream.bytesWritten;
   // A FIN ends only the direction it came in; node reads allowHalfOpen when the socket's 'end' comes.
@@ -81,7 +86,7 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     done = true;
     client.destroy();
     upstream.destroy();
-    options.onClose(result());
+    onClose(result());
   };
   const timedOut = () => {
     error ??= halfClosed ? 'half-close-timeout' : 'idle-timeout';
@@ -202,7 +207,21 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   // would race the relay.
   if (!options.clientGate) return relayDecided(() => void setImmediate(handOver));
   // Decided: the kernel relay takes over from here (the peeked bytes node holds are sent on first).
-  awaitGate(options.clientGate, client, () => done, { relay: () => relayDecided(), handOver: release, error: (why) => (error ??= why), finish });
+  awaitGate(options.clientGate, client, () => done, {
+    relay: (next) => {
+      if (next) onClose = handOverClose(options, started, next);
+      relayDecided();
+    },
+    handOver: release,
+    error: (why) => (error ??= why),
+    finish,
+  });
+}
+
+/** A gate's `relay` under another decision: the tunnel's own close now (handed-over, no bytes); `next` is the close from here on. */
+function handOverClose(options: SpliceOptions, started: number, next: (result: SpliceResult) => void): (result: SpliceResult) => void {
+  options.onClose({ bytesIn: 0, bytesOut: 0, durationMs: Date.now() - started, error: 'handed-over' });
+  return next;
 }
 
 /**
@@ -214,13 +233,18 @@ function awaitGate(
   gate: Promise<ClientGateOutcome>,
   client: Socket,
   done: () => boolean,
-  on: { relay: () => void; handOver: (to: (client: Socket) => void) => void; error: (error: CloseError) => void; finish: () => void },
+  on: {
+    relay: (onClose: ((result: SpliceResult) => void) | undefined) => void;
+    handOver: (to: (client: Socket) => void) => void;
+    error: (error: CloseError) => void;
+    finish: () => void;
+  },
 ): void {
   gate.then(
     (outcome) => {
       if (done()) return;
       if (outcome.action === 'hand-over') return on.handOver(outcome.to);
-      if (outcome.action === 'relay') return on.relay();
+      if (outcome.action === 'relay') return on.relay(outcome.onClose);
       on.error('refused-after-first-bytes');
       client.resetAndDestroy();
       on.finish();
@@ -241,6 +265,7 @@ function awaitGate(
  */
 export function spliceKernelUpstream(client: Socket, upstream: number, options: SpliceOptions): void {
   const started = Date.now();
+  let onClose = options.onClose; // as in splice()
   client.allowHalfOpen = true;
   let error: CloseError | undefined;
   let done = false;
@@ -269,7 +294,7 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
     // Not attached yet: the upstream is still only the addon's. Attached: the client's destroy cancels the relay.
     if (!attached) cancelKernelUpstream(upstream);
     client.destroy();
-    options.onClose({ bytesIn: kernel?.bytesIn ?? 0, bytesOut: kernel?.bytesOut ?? 0, durationMs: Date.now() - started, ...(error && { error }) });
+    onClose({ bytesIn: kernel?.bytesIn ?? 0, bytesOut: kernel?.bytesOut ?? 0, durationMs: Date.now() - started, ...(error && { error }) });
   };
   const onClientError = (err: NodeJS.ErrnoException) => {
     error ??= relayError('client', err);
@@ -328,7 +353,10 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
   };
   if (!options.clientGate) return decide();
   awaitGate(options.clientGate, client, () => done, {
-    relay: decide,
+    relay: (next) => {
+      if (next) onClose = handOverClose(options, started, next);
+      decide();
+    },
     handOver: (to) => {
       done = true;
       stopTimer();

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { canonicalHost, decide, formatHostPort, refusal } from '../../policy/index.js';
-import { decisionWritten, emitDecision, type AuthorizeContext } from '../../decision/authorize.js';
+import { decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest } from '../../decision/authorize.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 
@@ -37,20 +37,23 @@ export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tun
   return refuse(ctx, tunnel, { sni: peek.sni, name }, `TLS SNI ${formatHostPort(name, tunnel.port)} is not allowed (${byName.message})`);
 }
 
-/** One sni-mismatch event; the tunnel is reset in block mode (relayed in audit mode) once its line is written. */
+/**
+ * One sni-mismatch event; the tunnel is reset in block mode once its line is written. In audit mode it is relayed as
+ * this decision's: its close event gets the tunnel's end (the CONNECT decision's close says handed-over), so the bytes
+ * count for the host the client named.
+ */
 function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): Promise<ClientGateOutcome> {
   const policy = ctx.policy();
   const host = claimed?.name ?? tunnel.host;
-  emitDecision(
-    ctx.events,
-    policy,
-    { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) },
-    refusal(policy, {
-      reason: 'sni-mismatch',
-      host,
-      ip: tunnel.address,
-      message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
-    }),
-  );
-  return decisionWritten(ctx.events, policy.mode === 'block' ? REFUSE : RELAY);
+  const request: AuthorizeRequest = { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) };
+  const decision = refusal(policy, {
+    reason: 'sni-mismatch',
+    host,
+    ip: tunnel.address,
+    message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,
+  });
+  const event = emitDecision(ctx.events, policy, request, decision);
+  if (policy.mode === 'block') return decisionWritten(ctx.events, REFUSE);
+  const { connection } = forwardTo(ctx.events, request, decision, event, tunnel.address, tunnel.port);
+  return decisionWritten(ctx.events, { action: 'relay', onClose: (result) => connection.close(result) });
 }

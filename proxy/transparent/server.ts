@@ -11,7 +11,7 @@ import type { Resolver } from '../../decision/resolver.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
-import { authorizeTransparent, silentClientAllowed } from '../../decision/attribution.js';
+import { authorizeTransparent, silentClientAllowed, silentClientRefused } from '../../decision/attribution.js';
 import type { Forward } from '../../decision/authorize.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 import type { InspectedConnection, Inspector } from '../relay/inspection.js';
@@ -26,6 +26,13 @@ const PEEK_TIMEOUT_MS = 1000;
  * a client that speaks first sends comes within milliseconds of its connect, and what comes later is still checked.
  */
 const ATTRIBUTED_PEEK_TIMEOUT_MS = 200;
+/**
+ * How long from its connect a client that was silent through the peek is waited for where a silent client would be
+ * refused (attribution.ts `silentClientRefused`): nothing is connected or relayed meanwhile, so waiting costs no
+ * safety, and a client slowed down past the peek (a runner's CPU taken by the build) is decided on the ClientHello or
+ * request it sends instead of being reset. A client still silent then is refused as before.
+ */
+const REFUSED_SILENT_WAIT_MS = 10_000;
 
 export interface TransparentListenerOptions {
   listen: { host: string; port: number }[];
@@ -110,13 +117,15 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     if ((traffic === 'opaque' || traffic === 'silent') && !(late.protocol === 'other' && late.incomplete)) return RELAY;
     const inspector = options.inspector;
     const again = await authorizeTransparent(options, { ...connection, peek: late, ...(inspector && { inspectable: true }) });
+    if (again.action === 'fail') again.connection.close({ error: again.error }); // not expected: the destination is given
     if (again.action !== 'forward') return REFUSE;
     if (again.decision.inspect && inspector) {
       // The ClientHello is still buffered on the socket (the peek puts its bytes back): the TLS server reads it first.
       const inspected = inspectedConnection(connection.client, again);
       return { action: 'hand-over', to: (client) => inspector.adopt(client, inspected) };
     }
-    return RELAY;
+    // From here the tunnel is this decision's: its close event gets the tunnel's end (the attributed one's says handed-over).
+    return { action: 'relay', onClose: (result) => again.connection.close(result) };
   };
 
   /** Decide a connection that is relayed as bytes (tls, opaque, silent), connect to its destination, and splice. */
@@ -190,7 +199,10 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     trackConnection(counters, socket);
     const started = Date.now();
     const peekMs = options.peekTimeoutMs ?? (silentClientAllowed(options, destination) ? ATTRIBUTED_PEEK_TIMEOUT_MS : PEEK_TIMEOUT_MS);
-    const peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: peekMs }));
+    let peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: peekMs }));
+    if (classify(peek) === 'silent' && !peek.eof && !socket.destroyed && silentClientRefused(options, destination)) {
+      peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: Math.max(1, started + REFUSED_SILENT_WAIT_MS - Date.now()) }));
+    }
     return handlers[classify(peek)](socket, { client, destination }, peek, started);
   };
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
-import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
+import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import type { InternetConfig } from './internet-fixture.js';
 import { destroyNamespaceSync, must, removeLeftoverNamespaces, run, type CommandResult } from './netns.js';
 
@@ -345,6 +345,16 @@ export class World {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const found = this.events().find((e): e is DecisionEvent => e.event === 'decision' && match(e));
+      if (found || Date.now() > deadline) return found;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Wait (bounded) for the close event of the decision `id`, returning it, or undefined. */
+  async closeOf(id: string, timeoutMs = 3000): Promise<CloseEvent | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.events().find((e): e is CloseEvent => e.event === 'close' && e.id === id);
       if (found || Date.now() > deadline) return found;
       await new Promise((r) => setTimeout(r, 100));
     }

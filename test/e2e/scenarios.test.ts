@@ -272,6 +272,21 @@ for (const mode of ['block', 'audit'] as const) {
         assert.equal(event.host, 'attacker.test');
         assert.equal(event.decision, outcomeFor(mode));
         assertTlsRequestOutcome(mode, result, marker);
+        // Each decision that let the connection go on has one close, and the tunnel is counted once: for the name
+        // the client sent (audit mode), the attributed decision's close saying handed-over.
+        const attributed = await world.decision((e) => e.kind === 'transparent' && e.ip === NET.allowed && e.port === 443 && e.sni === undefined && Date.parse(e.time) >= since);
+        assert.equal(attributed?.host, 'allowed.test', 'the silent start was decided by DNS attribution');
+        const attributedClose = await world.closeOf(attributed.id);
+        assert.equal(attributedClose?.error, mode === 'block' ? 'refused-after-first-bytes' : 'handed-over');
+        const lateClose = await world.closeOf(event.id, mode === 'block' ? 500 : 3000);
+        if (mode === 'block') {
+          assert.equal(lateClose, undefined, 'a refused decision has no close');
+        } else {
+          assert.ok(lateClose, 'the late decision has its close');
+          assert.notEqual(lateClose.error, 'handed-over'); // (the server's close may race the client's close_notify: upstream-EPIPE)
+          assert.ok(lateClose.bytes_out > 0 && lateClose.bytes_in > 0, JSON.stringify(lateClose));
+          assert.deepEqual([attributedClose?.bytes_in, attributedClose?.bytes_out], [0, 0]);
+        }
       });
     }
 

@@ -275,5 +275,13 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
     const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch');
     assert.equal(event.decision, 'would-block');
     assert.equal(event.host, 'other.test');
+    // The tunnel is counted once, for the host the client named: the CONNECT decision's close says handed-over.
+    const connect = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.client === event.client && l.id !== event.id);
+    const handedOver = await guard.waitFor((l) => l.event === 'close' && l.id === connect.id);
+    assert.deepEqual([handedOver.error, handedOver.bytes_in, handedOver.bytes_out], ['handed-over', 0, 0]);
+    const close = await guard.waitFor((l) => l.event === 'close' && l.id === event.id);
+    assert.notEqual(close.error, 'handed-over'); // (curl's close may race the server's last bytes: client-EPIPE)
+    assert.equal(close.host, 'other.test');
+    assert.ok(Number(close.bytes_in) > 0 && Number(close.bytes_out) > 0, JSON.stringify(close));
   });
 });

@@ -115,9 +115,12 @@ describe('kernel relay: main loop to thread', () => {
   });
 
   it('a client that stops reading while its relay is on the main loop gets every byte in order once it reads again; the counts are exact', async () => {
-    // 16 MiB in 64 KiB pieces to a paused client: each piece one wake-up of the main loop, until the client is full
-    // and the main loop keeps what it could not send (the direction's head) and waits for the client's writable edge.
-    const pieces = Array.from({ length: 256 }, () => randomBytes(64 * 1024));
+    // 8 MiB in 64 KiB pieces to a paused client: each piece one wake-up of the main loop, until the client is full
+    // (~4 MiB here: its receive queue and the relay's send buffer) and the main loop keeps what it could not send (the
+    // direction's head) and waits for the client's writable edge. The pieces are 10 ms apart: a wake-up that finds
+    // several pieces moves the relay to the thread (by design), which, 2 ms apart, it did on a machine whose loopback
+    // sockets took more before they were full (tcp_rmem max 32 MiB).
+    const pieces = Array.from({ length: 128 }, () => randomBytes(64 * 1024));
     const down = Buffer.concat(pieces);
     const server = await keepingUpstream(false);
     const { port, result } = await relayingProxy(server.port, false);
@@ -128,7 +131,7 @@ describe('kernel relay: main loop to thread', () => {
     client.end('go');
     for (const piece of pieces) {
       server.socket()!.write(piece);
-      await sleep(2);
+      await sleep(10);
     }
     server.socket()!.end();
     assert.equal(kernelRelayStats().movedToThread, before, 'still on the main loop');

@@ -197,6 +197,35 @@ describe('upstream opened by the kernel relay', () => {
     assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [7, 24, undefined]);
   });
 
+  it('a gate that relays under another decision: the first close at once (handed-over, no bytes), the whole tunnel in the later one', async () => {
+    let serverGot: Promise<Buffer> | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      serverGot = readAll(socket);
+      void serverGot.then(() => socket.end('bye'));
+      socket.write('banner\n');
+    });
+    let later!: Promise<SpliceResult>;
+    const p = await proxy('127.0.0.1', await listen(server), {}, async (client) => {
+      await new Promise((resolve) => client.once('readable', resolve));
+      return { action: 'relay', onClose: (result) => (later = Promise.resolve(result)) };
+    });
+    const first = p.next();
+    const client = await connect(p.port);
+    const banner = await bounded(new Promise<string>((resolve) => client.once('data', (d: Buffer) => resolve(d.toString()))));
+    assert.equal(banner, 'banner\n');
+    client.write('hello ');
+    const handedOver = await first;
+    assert.deepEqual([handedOver.bytesIn, handedOver.bytesOut, handedOver.error], [0, 0, 'handed-over']);
+    const rest = readAll(client);
+    client.end('and the rest');
+    assert.equal((await bounded(serverGot!)).toString(), 'hello and the rest');
+    assert.equal((await bounded(rest)).toString(), 'bye');
+    await waitFor('the later close', () => later !== undefined, 5000);
+    const result = await later;
+    assert.deepEqual([result.bytesIn, result.bytesOut, result.error], [10, 18, undefined]);
+    assert.equal(p.closes(), 1, 'the first onClose is called once');
+  });
+
   it('a gate that refuses resets the client and closes upstream: refused-after-first-bytes', async () => {
     let upstreamClosed: Promise<void> | undefined;
     const server = net.createServer({ allowHalfOpen: true }, (socket) => {

@@ -4,7 +4,8 @@ import { after, before, describe, it } from 'node:test';
 import { connectUpstream } from '../../net/connect.js';
 import { RELAY_MODES, kernelRelayUnavailable, useRelay } from '../../net/kernel-relay.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
-import { splice, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
+import { splice, type ClientGateOutcome, type SpliceOptions, type SpliceResult } from '../../net/splice.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 const servers: net.Server[] = [];
 after(() => {
@@ -14,6 +15,10 @@ after(() => {
 function listen(server: net.Server): Promise<number> {
   servers.push(server);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
+}
+
+function withTimeout<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
+  return Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms).unref())]);
 }
 
 /** A server that reads until the client's FIN, then answers how much it got and closes: only a relayed FIN gets a reply. */
@@ -163,6 +168,41 @@ for (const [mode, afterBytes] of [...RELAY_MODES.map((m) => [m, 0] as const), ['
       assert.equal(peeked?.protocol, 'http');
       assert.equal(peeked?.eof, true);
       assert.equal((await r.closed).bytesOut, request.length);
+    });
+
+    it('a gate that relays under another decision: the first close at once (handed-over, no bytes), the whole tunnel in the later one', async () => {
+      let serverGot: Promise<string> | undefined;
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        serverGot = new Promise((resolve) => {
+          let text = '';
+          socket.on('data', (c: Buffer) => (text += c));
+          socket.on('end', () => {
+            socket.end('bye');
+            resolve(text);
+          });
+        });
+        socket.write('banner\n');
+      });
+      let settle!: (outcome: ClientGateOutcome) => void;
+      const r = await relay(await listen(server), { clientGate: new Promise((resolve) => (settle = resolve)) });
+      const socket = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+      socket.on('error', () => undefined);
+      let received = '';
+      const banner = new Promise<void>((resolve) => socket.on('data', (c: Buffer) => (received += c) === 'banner\n' && resolve()));
+      const ended = new Promise<void>((resolve) => socket.once('end', () => resolve()));
+      await withTimeout(banner, 'the banner, while the gate is open');
+      socket.write('hello ');
+      let later: SpliceResult | undefined;
+      settle({ action: 'relay', onClose: (result) => (later = result) });
+      const first = await withTimeout(r.closed, 'the first close');
+      assert.deepEqual([first.bytesIn, first.bytesOut, first.error], [0, 0, 'handed-over']);
+      socket.end('and the rest');
+      assert.equal(await withTimeout(serverGot!, 'the server to get the FIN'), 'hello and the rest');
+      await withTimeout(ended, 'the relayed FIN');
+      assert.equal(received, 'banner\nbye');
+      await waitFor('the later close', () => later !== undefined, 5000);
+      assert.deepEqual([later!.bytesIn, later!.bytesOut, later!.error], [10, 18, undefined]);
+      assert.equal(r.results.length, 1, 'the first onClose is called once');
     });
 
     it('a client that half-closes without a byte is relayed as a FIN (the server answers it)', async () => {
