@@ -169,14 +169,17 @@ export function silentClientAllowed(ctx: TransparentAuthorizeContext, destinatio
 }
 
 /**
- * True when a client silent at `destination` now would be refused (block mode, or a denied endpoint enforced in audit
- * mode): no allowed name resolved to the address, or the name it would be attributed to has method or path rules (a
- * silent client cannot be inspected). authorizeTransparent's decision without first bytes, on the name and the address.
- * Pure: no event, no lookup.
+ * True when the transparent listener waits for the first bytes of a client silent through the peek at `destination`
+ * before it decides: where a silent client would be refused in block mode (no allowed name resolved to the address),
+ * or, in either mode, could not pass because the name it would be attributed to has method or path rules
+ * (`inspection-required`: a silent client cannot be inspected). Audit mode waits there too, so that a slow ClientHello
+ * is inspected as in block mode rather than reported would-block. authorizeTransparent's decision without first
+ * bytes, on the name and the address. Pure: no event, no lookup.
  */
-export function silentClientRefused(ctx: TransparentAuthorizeContext, destination: { address: string; port: number }): boolean {
+export function awaitFirstBytes(ctx: TransparentAuthorizeContext, destination: { address: string; port: number }): boolean {
   const ip = addressText(destination.address);
   const policy = ctx.policy();
   const name = attributedName(policy, namesOf(ctx.addressBook, ip), destination.port);
-  return decide(policy, { host: name ?? ip, port: destination.port, addresses: [ip] }).outcome === 'blocked';
+  const silent = decide(policy, { host: name ?? ip, port: destination.port, addresses: [ip] });
+  return silent.outcome === 'blocked' || silent.reason === 'inspection-required';
 }

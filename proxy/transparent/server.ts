@@ -11,7 +11,7 @@ import type { Resolver } from '../../decision/resolver.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
-import { authorizeTransparent, silentClientAllowed, silentClientRefused } from '../../decision/attribution.js';
+import { authorizeTransparent, silentClientAllowed, awaitFirstBytes } from '../../decision/attribution.js';
 import type { Forward } from '../../decision/authorize.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 import type { InspectedConnection, Inspector } from '../relay/inspection.js';
@@ -28,11 +28,12 @@ const PEEK_TIMEOUT_MS = 1000;
 const ATTRIBUTED_PEEK_TIMEOUT_MS = 200;
 /**
  * How long from its connect a client that was silent through the peek is waited for where a silent client would be
- * refused (attribution.ts `silentClientRefused`): nothing is connected or relayed meanwhile, so waiting costs no
- * safety, and a client slowed down past the peek (a runner's CPU taken by the build) is decided on the ClientHello or
- * request it sends instead of being reset. A client still silent then is refused as before.
+ * refused (block mode) or cannot pass uninspected (attribution.ts `awaitFirstBytes`): nothing is connected or relayed
+ * meanwhile, so waiting costs no safety, and a client slowed down past the peek (a runner's CPU taken by the build) is
+ * decided on the ClientHello or request it sends, not reset (or, in audit mode, reported would-block). A client still
+ * silent then is decided as before.
  */
-const REFUSED_SILENT_WAIT_MS = 10_000;
+const FIRST_BYTES_WAIT_MS = 10_000;
 
 export interface TransparentListenerOptions {
   listen: { host: string; port: number }[];
@@ -200,8 +201,8 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     const started = Date.now();
     const peekMs = options.peekTimeoutMs ?? (silentClientAllowed(options, destination) ? ATTRIBUTED_PEEK_TIMEOUT_MS : PEEK_TIMEOUT_MS);
     let peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: peekMs }));
-    if (classify(peek) === 'silent' && !peek.eof && !socket.destroyed && silentClientRefused(options, destination)) {
-      peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: Math.max(1, started + REFUSED_SILENT_WAIT_MS - Date.now()) }));
+    if (classify(peek) === 'silent' && !peek.eof && !socket.destroyed && awaitFirstBytes(options, destination)) {
+      peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: Math.max(1, started + FIRST_BYTES_WAIT_MS - Date.now()) }));
     }
     return handlers[classify(peek)](socket, { client, destination }, peek, started);
   };
