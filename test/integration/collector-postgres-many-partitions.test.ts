@@ -149,40 +149,88 @@ describe('PostgreSQL: opening a database of an earlier layout with many day part
     },
   );
 
-  it('a start stopped halfway (the parent index invalid, half the partitions indexed) is finished by the next, two collectors starting at once', { timeout: 120_000 }, async () => {
+  it(
+    'a start stopped halfway (the parent index invalid, half the partitions indexed) is finished by the next, two collectors starting at once while a third ingests',
+    { timeout: 120_000 },
+    async () => {
+      const { url } = await databases.create();
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      const writer = await PostgresStore.open(url); // a collector already running (its start done before the layout was made)
+      try {
+        const expected = await earlierLayout(url, client);
+        // What a start stopped halfway leaves: the parent's index on eg_events only, half the partitions' indexes attached.
+        await client.query('CREATE INDEX eg_events_job_linked ON ONLY eg_events (job_id) WHERE job_id IS NOT NULL');
+        const partitions = (await client.query(`SELECT inhrelid::regclass::text AS name FROM pg_inherits WHERE inhparent = 'eg_events'::regclass ORDER BY 1`)).rows.map(
+          (r) => r.name as string,
+        );
+        await inBatches(
+          client,
+          partitions
+            .filter((_, i) => i % 2 === 0)
+            .flatMap((p) => [`CREATE INDEX ${p}_job_linked ON ${p} (job_id) WHERE job_id IS NOT NULL`, `ALTER INDEX eg_events_job_linked ATTACH PARTITION ${p}_job_linked`]),
+        );
+        const before = await indexStates(client, ['eg_events_job_linked']);
+        assert.equal(before.eg_events_job_linked!.valid, false);
+        assert.equal(before.eg_events_job_linked!.partitionsWithout, Math.floor(partitions.length / 2));
+
+        // Its batches, each of one day, into an old partition being indexed and into today's, while the two start.
+        const batches = Array.from({ length: 10 }, (_, i) => jobEvents('writer-job', 10, i % 2 === 0 ? JOB_DAY + 2 * DAY + i * 3_600_000 : Date.now() - (i + 1) * 600_000));
+        const ingest = (async () => {
+          for (const batch of batches) assert.deepEqual(await writer.insert(batch), { stored: batch.length, duplicates: 0 });
+        })();
+        const stores = await Promise.all([PostgresStore.open(url), PostgresStore.open(url)]);
+        await ingest;
+        try {
+          assert.deepEqual(await indexStates(client, NEW_INDEXES), allValid);
+          assert.equal((await stores[0]!.jobEvents('writer-job', 1000)).length, 200);
+          assert.deepEqual(await writer.insert(batches.flat()), { stored: 0, duplicates: 200 });
+          // One index a partition for each parent index, not two.
+          const perPartition = await client.query(
+            `SELECT count(*)::int AS n FROM pg_inherits ii JOIN pg_index x ON x.indexrelid = ii.inhrelid WHERE ii.inhparent = 'eg_events_job_linked'::regclass`,
+          );
+          assert.equal(perPartition.rows[0].n, await partitionCount(client));
+          for (const store of stores) assert.deepEqual(await store.jobEvents('old-job', 1000), expected);
+        } finally {
+          await Promise.all(stores.map((s) => s.close()));
+        }
+      } finally {
+        await writer.close();
+        await client.end();
+      }
+    },
+  );
+
+  it('a day partition dropped (as by retention) while a start waits to index it: the start goes on without it', { timeout: 120_000 }, async () => {
     const { url } = await databases.create();
     const client = new pg.Client({ connectionString: url });
+    const retention = new pg.Client({ connectionString: url });
     await client.connect();
+    await retention.connect();
     try {
-      const expected = await earlierLayout(url, client);
-      // What a start stopped halfway leaves: the parent's index on eg_events only, half the partitions' indexes attached.
-      await client.query('CREATE INDEX eg_events_job_linked ON ONLY eg_events (job_id) WHERE job_id IS NOT NULL');
-      const partitions = (await client.query(`SELECT inhrelid::regclass::text AS name FROM pg_inherits WHERE inhparent = 'eg_events'::regclass ORDER BY 1`)).rows.map(
-        (r) => r.name as string,
-      );
-      await inBatches(
-        client,
-        partitions
-          .filter((_, i) => i % 2 === 0)
-          .flatMap((p) => [`CREATE INDEX ${p}_job_linked ON ${p} (job_id) WHERE job_id IS NOT NULL`, `ALTER INDEX eg_events_job_linked ATTACH PARTITION ${p}_job_linked`]),
-      );
-      const before = await indexStates(client, ['eg_events_job_linked']);
-      assert.equal(before.eg_events_job_linked!.valid, false);
-      assert.equal(before.eg_events_job_linked!.partitionsWithout, Math.floor(partitions.length / 2));
-
-      const stores = await Promise.all([PostgresStore.open(url), PostgresStore.open(url)]);
+      await earlierLayout(url, client);
+      // The first partition in name order: the first statement of the start's first batch, which then holds no other lock.
+      const first = dayPartitionName(FIRST_DAY);
+      await retention.query(`BEGIN; LOCK TABLE ${first} IN ACCESS EXCLUSIVE MODE`);
+      const opening = PostgresStore.open(url);
+      opening.catch(() => undefined); // awaited below; a failure is reported there
+      let waiting = false;
+      for (let i = 0; i < 400 && !waiting; i++) {
+        const res = await client.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = to_regclass($1)`, [first]);
+        waiting = res.rows[0].n > 0;
+        if (!waiting) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(waiting, 'the start waits for the partition');
+      await retention.query(`DROP TABLE ${first}; COMMIT`);
+      const store = await opening;
       try {
         assert.deepEqual(await indexStates(client, NEW_INDEXES), allValid);
-        // One index a partition for each parent index, not two.
-        const perPartition = await client.query(
-          `SELECT count(*)::int AS n FROM pg_inherits ii JOIN pg_index x ON x.indexrelid = ii.inhrelid WHERE ii.inhparent = 'eg_events_job_linked'::regclass`,
-        );
-        assert.equal(perPartition.rows[0].n, await partitionCount(client));
-        for (const store of stores) assert.deepEqual(await store.jobEvents('old-job', 1000), expected);
+        assert.equal((await client.query('SELECT to_regclass($1) AS t', [first])).rows[0].t, null);
       } finally {
-        await Promise.all(stores.map((s) => s.close()));
+        await store.close();
       }
     } finally {
+      await retention.end();
       await client.end();
     }
   });
