@@ -1,14 +1,14 @@
 import type pg from 'pg';
 
 /**
- * The indexes of PostgreSQL's eg_events (partitioned by day), made on start one day partition at a time, and the
+ * The indexes of PostgreSQL's eg_events (partitioned by day), made on start a few day partitions at a time, and the
  * obsolete ones of earlier layouts dropped (docs/collector.md, "Opening a database of thousands of day partitions").
  *
  * Why not `CREATE INDEX ... ON eg_events` in the schema transaction: on a partitioned table it builds the index on every
  * partition in one transaction, holding a lock on each partition and each new index to commit, and PostgreSQL's lock
  * table is shared, sized max_locks_per_transaction × (max_connections + max_prepared_transactions) (64 × 50 = 3,200 on
- * a default server of 50 connections): a database of an earlier layout with thousands of day partitions could not be
- * opened ("out of shared memory"). Even `CREATE INDEX IF NOT EXISTS` of an index that exists locks every partition
+ * a server of 50 connections, max_locks_per_transaction at its default): a database of an earlier layout with
+ * thousands of day partitions could not be opened ("out of shared memory"). Even `CREATE INDEX IF NOT EXISTS` of an index that exists locks every partition
  * (PostgreSQL 15), so an index is only touched when pg_index says it is missing or not valid. Instead, PostgreSQL's own
  * way: the parent's index `ON ONLY eg_events` (not valid until every partition's index is attached to it), then each
  * partition's index made and attached, PARTITIONS_PER_TRANSACTION partitions a transaction; the last attach makes the

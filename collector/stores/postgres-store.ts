@@ -863,9 +863,9 @@ export class PostgresStore implements EventStore {
  * id the new key does not give back get it into their body (in pages of 5,000; done again harmlessly after a crash,
  * as the whole transaction is undone), then the column is converted and the old index dropped (the new one is made after).
  * Not bounded by partitions: ALTER COLUMN TYPE rewrites every partition in this one transaction (~13 locks a partition;
- * a partition's column cannot be altered apart): more than ~700 day partitions on a default server of 50 connections
- * need max_locks_per_transaction raised for this start (docs/collector.md, "Opening a database of thousands of day
- * partitions").
+ * a partition's column cannot be altered apart): more than ~700 day partitions on a server of 50 connections (default
+ * max_locks_per_transaction) need max_locks_per_transaction raised for this start (docs/collector.md, "Opening a
+ * database of thousands of day partitions").
  */
 async function migrateKeys(client: pg.PoolClient): Promise<void> {
   if ((await keyColumnType(client)) !== 'bytea') return;

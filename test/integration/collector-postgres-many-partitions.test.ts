@@ -12,9 +12,10 @@ import { scratchDatabases } from '../helpers/postgres-scratch-databases.js';
  * Opening a database of an earlier layout with many day partitions (docs/collector.md, "Opening a database of thousands
  * of day partitions"). The cluster's lock table is made small, max_locks_per_transaction = 10 (the least PostgreSQL
  * takes) instead of 64, with the helper's 50 connections: 500 entries by PostgreSQL's formula instead of 3,200, so that
- * a few hundred day partitions overflow it as ~4,000 do on a default server (the build before pg-event-indexes.ts made
+ * a few hundred day partitions overflow it as ~4,000 do at the default 64 (the build before pg-event-indexes.ts made
  * the new indexes and dropped the old one in one transaction: on this cluster it opened this layout with 450
- * partitions and failed with 500, "out of shared memory"; PARTITIONS leaves a margin). It failed both tests so.
+ * partitions and failed with 500, "out of shared memory"; PARTITIONS leaves a margin). That build failed the first test
+ * so, and left the second's half-built index not valid.
  */
 const PARTITIONS = 600;
 const SMALL_LOCK_TABLE = { max_locks_per_transaction: 10 };
