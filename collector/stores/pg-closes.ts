@@ -23,7 +23,7 @@ export const LINK_WINDOW_MS = 2 * DAY;
  * - each key is a LATERAL subquery fenced by `OFFSET 0`: a nested loop, each partition of the key's window probed by
  *   the key (run-time pruning keeps the others out); no join of the whole array to a scan of the partitions is possible
  *   (eg_join_closes: its UPDATE reads the rows by `key = ANY`, JOIN_CLOSES_SQL);
- * - the unlinked closes have an index of their own (queries.ts UNLINKED_INDEX_POSTGRES: `key` where `job_id IS NULL`,
+ * - the unlinked closes have an index of their own (pg-event-indexes.ts UNLINKED_INDEX: `key` where `job_id IS NULL`,
  *   one entry per close, so an index scan that finds a linked one marks it dead for good) and the job index no longer
  *   holds the nulls, so a probe reads the small index (or the (key, time) one), never the job index;
  * - the functions run with `enable_seqscan = off` and `enable_bitmapscan = off` (their SET clause applies whenever

@@ -6,6 +6,7 @@ import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBo
 import { Dictionary } from './dictionary.js';
 import { bigintArray, byteaArray, int2Array, int4Array, int8Array, int8SumArray, uuidArray } from './pg-binary-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdOfId, PG_KEY_OF_BYTEA_SQL, pgKeyOfId } from './pg-key.js';
+import { dropObsoleteEventIndex, ensureEventIndex, EVENT_INDEXES, OBSOLETE_EVENT_INDEXES } from './pg-event-indexes.js';
 import { CLOSE_LOOKUP_SQL, JOIN_CLOSES_SQL, LINK_CLOSES_SQL, LINK_WINDOW_MS, RELINK_SQL } from './pg-closes.js';
 import {
   decodeCursor,
@@ -20,7 +21,6 @@ import {
 } from './event-store.js';
 import {
   destinationRowSql,
-  EVENT_KEY_INDEX_POSTGRES,
   finite,
   JOB_SELECT,
   jobPage,
@@ -331,7 +331,12 @@ export class PostgresStore implements EventStore {
         await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
         await client.query(SCHEMA_TABLES.postgres);
         await migrateKeys(client);
-        await client.query(EVENT_KEY_INDEX_POSTGRES);
+      });
+      // The indexes of eg_events apart, a few day partitions a transaction (pg-event-indexes.ts): made in the schema
+      // transaction they locked every partition at once, which thousands of day partitions overflowed.
+      await store.withSchemaLock(async (client) => {
+        for (const index of EVENT_INDEXES) await ensureEventIndex(client, index);
+        for (const name of OBSOLETE_EVENT_INDEXES) await dropObsoleteEventIndex(client, name);
       });
       await store.ensurePartitions([Date.now(), Date.now() + DAY]);
       await store.migrateOldTable();
@@ -800,24 +805,37 @@ export class PostgresStore implements EventStore {
 
   /** A database from before the compact layout: its events go through insert (so into the aggregates), then its table goes. */
   private async migrateOldTable(): Promise<void> {
+    await this.withSchemaLock(async (client) => {
+      const exists = await client.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [OLD_TABLE]);
+      if (!exists.rows[0].ok) return;
+      for (let after = 0; ;) {
+        const res = await client.query(`SELECT seq, body FROM ${OLD_TABLE} WHERE seq > $1 ORDER BY seq LIMIT 5000`, [after]);
+        if (res.rows.length === 0) break;
+        await this.insert(res.rows.map((r) => JSON.parse(r.body) as EgressEvent));
+        after = Number(res.rows.at(-1).seq);
+      }
+      await client.query(`DROP TABLE ${OLD_TABLE}`);
+    });
+  }
+
+  /**
+   * Schema work of several transactions on one connection, under the schema lock held by the session (other
+   * collectors' starts wait; a crash releases it with the connection).
+   */
+  private async withSchemaLock(work: (client: pg.PoolClient) => Promise<void>): Promise<void> {
     const client = await this.pool.connect();
+    let unlockFailed: Error | undefined;
     try {
       await client.query('SELECT pg_advisory_lock($1)', [SCHEMA_LOCK]);
       try {
-        const exists = await client.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [OLD_TABLE]);
-        if (!exists.rows[0].ok) return;
-        for (let after = 0; ;) {
-          const res = await client.query(`SELECT seq, body FROM ${OLD_TABLE} WHERE seq > $1 ORDER BY seq LIMIT 5000`, [after]);
-          if (res.rows.length === 0) break;
-          await this.insert(res.rows.map((r) => JSON.parse(r.body) as EgressEvent));
-          after = Number(res.rows.at(-1).seq);
-        }
-        await client.query(`DROP TABLE ${OLD_TABLE}`);
+        await work(client);
       } finally {
-        await client.query('SELECT pg_advisory_unlock($1)', [SCHEMA_LOCK]);
+        await client.query('SELECT pg_advisory_unlock($1)', [SCHEMA_LOCK]).catch((err: Error) => {
+          unlockFailed = err;
+        });
       }
     } finally {
-      client.release();
+      client.release(unlockFailed); // a connection that may still hold the lock is closed, not pooled (closing releases it)
     }
   }
 
@@ -844,6 +862,10 @@ export class PostgresStore implements EventStore {
  * in the schema transaction (ingest waits; the table is rewritten: a while for a large one). First the events whose
  * id the new key does not give back get it into their body (in pages of 5,000; done again harmlessly after a crash,
  * as the whole transaction is undone), then the column is converted and the old index dropped (the new one is made after).
+ * Not bounded by partitions: ALTER COLUMN TYPE rewrites every partition in this one transaction (~13 locks a partition;
+ * a partition's column cannot be altered apart): more than ~700 day partitions on a server of 50 connections (default
+ * max_locks_per_transaction) need max_locks_per_transaction raised for this start (docs/collector.md, "Opening a
+ * database of thousands of day partitions").
  */
 async function migrateKeys(client: pg.PoolClient): Promise<void> {
   if ((await keyColumnType(client)) !== 'bytea') return;

@@ -47,26 +47,6 @@ DROP INDEX IF EXISTS eg_job_destinations_host;`,
 };
 
 /**
- * PostgreSQL's index of a job's events: on job_id alone, so that B-tree deduplication keeps each job's entries of a day
- * partition as one key with a list of row pointers (~7 bytes per event; (job_id, time), unique per event, took ~47).
- * A job's events are sorted after the read (they were read whole before too). Without the rows of no job (closes not
- * linked yet: UNLINKED_INDEX_POSTGRES has them), whose null entries, dead once linked, plans of the linking read
- * (docs/collector.md, "Tenth round: linking closes"). It replaced (job_id) with the nulls, which replaced (job_id,
- * time): a database made before gets the new one, and loses the old ones, on start (built under the schema lock:
- * ingest waits meanwhile).
- */
-const JOB_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_job_linked ON eg_events (job_id) WHERE job_id IS NOT NULL;
-DROP INDEX IF EXISTS eg_events_job_id;
-DROP INDEX IF EXISTS eg_events_job;`;
-
-/**
- * PostgreSQL's index of the closes not linked to a job yet (a close stored before its decision, until the decision
- * comes): by key, one entry per close, so that an index scan that finds a linked one marks its entry dead for good.
- * Read by pg-closes.ts's functions. A database made before gets it on start (built under the schema lock).
- */
-const UNLINKED_INDEX_POSTGRES = `CREATE INDEX IF NOT EXISTS eg_events_unlinked ON eg_events (key) WHERE job_id IS NULL;`;
-
-/**
  * SQLite has no reverse() to index, so each dictionary string is also kept reversed, by the store (sqlite-store.ts),
  * for the host search's subdomain lookup (`%.codecov.io`: a prefix of the reversed text, a range of this index). A
  * database made before has the table filled on start from the strings it lacks (ids above its highest).
@@ -90,7 +70,8 @@ ${AGGREGATE_TABLES('INTEGER')} WITHOUT ROWID;
 ${JOB_TABLE('INTEGER')}
 ${SEARCH_INDEX.sqlite}`,
   // Partitioned by day on time (partitions made as events arrive, dropped whole by retention). `key` is one per (id,
-  // event) (pg-key.ts); its unique index, EVENT_KEY_INDEX_POSTGRES, is made after the key migration. A decision row may
+  // event) (pg-key.ts). Its indexes are made apart, a few day partitions a transaction, after the key migration
+  // (pg-event-indexes.ts: one statement here would lock every partition at once). A decision row may
   // hold its close (`close_body`, the close's bytes in bytes_in/bytes_out; postgres-store.ts): a database made before
   // gets the column on start (nullable: no rewrite; its close rows stay as they are).
   postgres: `
@@ -103,22 +84,12 @@ CREATE TABLE IF NOT EXISTS eg_events (
 ALTER TABLE eg_events ADD COLUMN IF NOT EXISTS close_body BYTEA;
 ${KEY_FUNCTIONS_SQL}
 ${CLOSE_FUNCTIONS_SQL}
-${JOB_INDEX_POSTGRES}
-${UNLINKED_INDEX_POSTGRES}
 ${AGGREGATE_TABLES('BIGINT')};
 ${JOB_TABLE('BIGINT')}
 ${SEARCH_INDEX.postgres}
 CREATE TABLE IF NOT EXISTS eg_retention_pending (job_id INTEGER PRIMARY KEY);
 `,
 };
-
-/**
- * PostgreSQL's unique index of events. A unique index of a partitioned table must hold the partition key: (key, time)
- * is unique per (id, event) because the key is one per (id, event) and a repeat of an event carries the same time (a
- * foreign producer re-sending an id with another time gets a second row). It replaced (key bytea, event, time): a
- * database made before is migrated on start (postgres-store.ts), then this is made.
- */
-export const EVENT_KEY_INDEX_POSTGRES = `CREATE UNIQUE INDEX IF NOT EXISTS eg_events_id ON eg_events (key, time)`;
 
 const JOB_COLUMNS = 'job_id, repo_id, first, last, decisions, allowed, blocked, would_block, bytes_in, bytes_out';
 const SUMS = ['decisions', 'allowed', 'blocked', 'would_block', 'bytes_in', 'bytes_out'];

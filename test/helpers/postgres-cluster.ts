@@ -38,7 +38,8 @@ function asPostgres(command: string, args: string[]): string {
   return result.stdout;
 }
 
-export async function startPostgresCluster(): Promise<PostgresCluster> {
+/** `settings`: server settings on top of the helper's own (`-c name=value`), e.g. a smaller lock table. */
+export async function startPostgresCluster(settings: Readonly<Record<string, string | number>> = {}): Promise<PostgresCluster> {
   const bin = binDir();
   const dir = mkdtempSync(join(tmpdir(), 'egress-pg-'));
   chmodSync(dir, 0o777);
@@ -58,7 +59,9 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
   };
   try {
     asPostgres(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
-    const options = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c fsync=off -c max_connections=50`;
+    const options = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c fsync=off -c max_connections=50${Object.entries(settings)
+      .map(([name, value]) => ` -c ${name}=${value}`)
+      .join('')}`;
     asPostgres(join(bin, 'pg_ctl'), ['-D', data, '-o', options, '-l', join(dir, 'server.log'), '-w', '-t', '60', 'start']);
     started = true;
     asPostgres(join(bin, 'createdb'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'egress']);

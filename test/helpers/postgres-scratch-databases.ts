@@ -17,13 +17,14 @@ export interface ScratchDatabases {
 /**
  * A throwaway cluster for the describe block this is called in (started in its `before`, stopped in its `after`) and
  * fresh databases on it, named `<prefix>_<n>`, so that each test or property run starts from an empty store.
+ * `settings`: the cluster's server settings on top of the helper's (startPostgresCluster).
  */
-export function scratchDatabases(prefix: string): ScratchDatabases {
+export function scratchDatabases(prefix: string, settings: Readonly<Record<string, string | number>> = {}): ScratchDatabases {
   let cluster: PostgresCluster | undefined;
   let admin: pg.Client | undefined;
   let made = 0;
   before(async () => {
-    cluster = await startPostgresCluster();
+    cluster = await startPostgresCluster(settings);
     admin = new pg.Client({ connectionString: cluster.url });
     await admin.connect();
   });
