@@ -55,6 +55,8 @@ export interface Config {
   maxTunnels: number;
   drainTimeoutMs: number;
   logLevel: string;
+  /** Which events stdout shows (setting `stdout-events`): all, or refused decisions only (the events file has every one). */
+  stdoutEvents: 'all' | 'refused';
   /** Generated CA and CA bundle (config/state-dir.ts has the default). */
   stateDir: string;
   /** A supplied CA for TLS inspection: both files or neither. */
@@ -156,6 +158,17 @@ function oneOf<T extends string>(settings: Map<string, ResolvedSetting>, key: st
   return value as T;
 }
 
+/**
+ * `refused` leaves allowed decisions and closes out of stdout: only with an events file, the record of every event.
+ * `auto` (the default): refused where there is one, all where stdout is the only record.
+ */
+function stdoutEvents(settings: Map<string, ResolvedSetting>): 'all' | 'refused' {
+  const value = oneOf(settings, 'stdout-events', ['auto', 'all', 'refused'] as const);
+  const eventsFile = Boolean(text(settings, 'events-file'));
+  if (value === 'refused' && !eventsFile) throw new ConfigError('stdout-events: refused needs events-file (stdout would then be the only record of the events it leaves out)');
+  return value === 'auto' ? (eventsFile ? 'refused' : 'all') : value;
+}
+
 function boolean(settings: Map<string, ResolvedSetting>, key: string): boolean {
   const value = (text(settings, key) ?? 'false').trim();
   if (value !== 'true' && value !== 'false') throw new ConfigError(`${key}: "${value}" is not true or false`);
@@ -230,6 +243,7 @@ export function loadConfig(sources: ConfigSources): Config {
     maxTunnels: integer(settings, 'max-tunnels'),
     drainTimeoutMs: integer(settings, 'drain-timeout'),
     logLevel: text(settings, 'log-level') ?? 'info',
+    stdoutEvents: stdoutEvents(settings),
     stateDir: text(settings, 'state-dir') || defaultStateDir(sources.env),
     ...suppliedCa(settings),
     leafKeyType: oneOf(settings, 'leaf-key-type', ['ecdsa', 'rsa'] as const),

@@ -129,6 +129,12 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
   { key: 'upstream-ca', env: 'EGRESS_UPSTREAM_CA', help: "PEM file of CAs trusted for inspected upstream servers in addition to node's and the system's roots (tests)" },
   { key: 'log-level', env: 'EGRESS_LOG_LEVEL', default: 'info', help: 'pino log level' },
+  {
+    key: 'stdout-events',
+    env: 'EGRESS_STDOUT_EVENTS',
+    default: 'auto',
+    help: 'which events stdout shows beside the log: all; refused (decisions that block or would block; needs events-file, which keeps every event); auto: refused with an events file, else all. refused spares the proxy, and whatever reads its stdout (a container log driver), two lines per connection',
+  },
 ];
 
 export function settingSpec(key: string): SettingSpec | undefined {

@@ -27,7 +27,15 @@ export class EventLog {
   readonly log: Logger;
   private readonly listeners = new Set<EventListener>();
 
-  constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean }) {
+  /**
+   * `stdoutEvents: 'refused'`: stdout shows refused decisions (blocked, would-block) and the log, not allowed decisions
+   * and closes (the events file has every event; while it cannot be written, stdout shows every event). Each event
+   * line on stdout costs the proxy its share of a write through libuv's thread pool, and whoever reads stdout its own
+   * work: 14% of the proxy's CPU per inspected keep-alive request, 23% per plain one, 6% per tunnel (docs/benchmark.md,
+   * "Event lines on stdout").
+   */
+  constructor(options: { eventsFile?: string; level?: string; ci?: CiContext; stdout?: boolean; stdoutEvents?: 'all' | 'refused' }) {
+    this.stdoutAllowed = options.stdoutEvents !== 'refused';
     const streams: pino.StreamEntry[] = [];
     // stdout is written asynchronously, off the request path, in writes of 12 KiB or every 100 ms (StdoutLines).
     // It is the log a human reads; the durable record is the events file: see EventsFile.
@@ -60,6 +68,8 @@ export class EventLog {
   private readonly ciJson: string;
   private readonly file: EventsFile | undefined;
   private readonly stdout: StdoutLines | undefined;
+  /** Whether allowed decisions and closes (the `info` event lines) go to stdout too. */
+  private readonly stdoutAllowed: boolean;
   /** The `time` of the last event, and the millisecond it is for: events of the same millisecond share the string. */
   private lastIso = '';
   private lastMs = -1;
@@ -104,8 +114,8 @@ export class EventLog {
       const members = fieldsMembers ?? JSON.stringify(fields).slice(1, -1);
       // The line from the fields' JSON when the event needs no conforming (nearly always); else the event conformed
       // and its line made whole. Both give the same bytes for the same event (events-file.test.ts).
-      if (decisionFieldsConform(fields, members)) this.writeLine(this.decisionLine(level, event.id, event.time, members));
-      else this.writeLine(eventLine(level, conformEvent(event)));
+      if (decisionFieldsConform(fields, members)) this.writeLine(this.decisionLine(level, event.id, event.time, members), level);
+      else this.writeLine(eventLine(level, conformEvent(event)), level);
     } else conformEvent(event);
     this.tell(event);
     // A decision is in the file before the caller acts on it: before a byte of what it allows moves (a reused
@@ -129,7 +139,7 @@ export class EventLog {
       return;
     }
     // No event is made, so the id goes only into the line: a slice of a shared text, kept by nothing (randomLineEventId).
-    this.writeLine(this.decisionLine(level, randomLineEventId(), this.isoNow(), fieldsMembers));
+    this.writeLine(this.decisionLine(level, randomLineEventId(), this.isoNow(), fieldsMembers), level);
     if (durable === 'now') this.file?.flushSync();
   }
 
@@ -171,7 +181,7 @@ export class EventLog {
     if (fields.status !== undefined) event.status = fields.status;
     if (fields.error !== undefined) event.error = fields.error;
     conformCloseEvent(event);
-    if (this.writesLines('info')) this.writeLine(eventLine('info', event));
+    if (this.writesLines('info')) this.writeLine(eventLine('info', event), 'info');
     this.tell(event);
     return event;
   }
@@ -198,8 +208,9 @@ export class EventLog {
    * than encoding it once into a buffer and copying it into both queues (Buffer.copy makes a view per call), as this
    * did before ("Issue 14, fifth round").
    */
-  private writeLine(line: string): void {
-    this.stdout?.write(line);
+  private writeLine(line: string, level: 'info' | 'warn'): void {
+    // While the events file cannot be written (a full disk), stdout shows every event: it is then the only copy out.
+    if (level === 'warn' || this.stdoutAllowed || this.file?.failing) this.stdout?.write(line);
     this.file?.write(line);
   }
 

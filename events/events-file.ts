@@ -46,6 +46,11 @@ export class EventsFile {
     return this.lines;
   }
 
+  /** The last write failed (a full disk): what is queued is kept to retry, and nothing is on disk meanwhile. */
+  get failing(): boolean {
+    return this.lastError !== undefined;
+  }
+
   /** pino's destination interface, and EventLog's: one serialised line, encoded straight into the queue. */
   write(line: string): boolean {
     this.queue.appendText(line);

@@ -63,7 +63,7 @@ function formatPolicy(policy: Policy) {
 /** Start every listener of `egress-guard run` on one policy. */
 export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const config = options.loadConfig();
-  const events = options.events ?? new EventLog({ eventsFile: config.eventsFile, level: config.logLevel, ci: ciContextFrom(options.env) });
+  const events = options.events ?? new EventLog({ eventsFile: config.eventsFile, level: config.logLevel, ci: ciContextFrom(options.env), stdoutEvents: config.stdoutEvents });
   let policy = config.policy;
   const currentPolicy = () => policy;
   for (const warning of policy.warnings) events.log.warn({ warning }, 'policy warning');

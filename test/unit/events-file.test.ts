@@ -337,6 +337,30 @@ describe('EventsFile and stdout: one encoding, the same bytes', () => {
     });
   }
 
+  it('EventLog with stdoutEvents refused: stdout has the refused decisions and the log, the events file every event', () => {
+    const path = join(dir, 'stdout-refused.ndjson');
+    const script = [
+      `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+      `const log = new EventLog({ eventsFile: ${JSON.stringify(path)}, stdoutEvents: 'refused' });`,
+      `const fields = ${JSON.stringify({ kind: 'connect', client: '127.0.0.1:1', port: 443, reason: 'r', rule: null, mode: 'block' })};`,
+      `for (const [i, decision] of ['allowed', 'blocked', 'would-block', 'allowed'].entries()) log.decision({ ...fields, host: 'h' + i + '.test', decision, message: 'm' });`,
+      `log.emitDecision({ ...fields, host: 'dns-allowed.test', decision: 'allowed', message: 'm' }, 'now', JSON.stringify({ ...fields, host: 'dns-allowed.test', decision: 'allowed', message: 'm' }).slice(1, -1));`,
+      `log.emitDecision({ ...fields, host: 'dns-blocked.test', decision: 'blocked', message: 'm' }, 'now', JSON.stringify({ ...fields, host: 'dns-blocked.test', decision: 'blocked', message: 'm' }).slice(1, -1));`,
+      `log.close({ id: 'c', kind: 'connect', client: '127.0.0.1:1', host: 'h0.test', port: 443, bytes_in: 1, bytes_out: 2, duration_ms: 1 });`,
+      `log.log.info('operational line');`,
+      `process.exit(0);`,
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000 });
+    assert.equal(run.status, 0, String(run.stderr));
+    const hosts = (text: string) =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { host?: string; msg?: string }).host ?? (JSON.parse(l) as { msg?: string }).msg);
+    assert.deepEqual(hosts(run.stdout.toString()), ['h1.test', 'h2.test', 'dns-blocked.test', 'operational line']);
+    assert.deepEqual(hosts(readFileSync(path, 'utf8')), ['h0.test', 'h1.test', 'h2.test', 'h3.test', 'dns-allowed.test', 'dns-blocked.test', 'h0.test', 'operational line']);
+  });
+
   // stdout that fails with something other than EPIPE (a log redirected to a full disk: ENOSPC; /dev/full here): the
   // sidecar went on neither crashing (sonic-boom's 'error' re-emitted with no listener) nor hanging at exit (its
   // flushSync retries any error but EAGAIN forever); the events file, the record, keeps every line.

@@ -189,6 +189,16 @@ describe('loadConfig: unknown keys and precedence flag > env > file > default', 
     assert.match(err.reason, /cannot read policy file/);
   });
 
+  test('stdout-events: auto by default (refused with an events file, all without); refused only with an events file (the record of what stdout leaves out)', () => {
+    const file = { EGRESS_EVENTS_FILE: '/tmp/e.ndjson' };
+    assert.equal(loadConfig({ flags: flags(), env: {}, readFile }).stdoutEvents, 'all');
+    assert.equal(loadConfig({ flags: flags(), env: file, readFile }).stdoutEvents, 'refused');
+    assert.equal(loadConfig({ flags: flags(), env: { ...file, EGRESS_STDOUT_EVENTS: 'all' }, readFile }).stdoutEvents, 'all');
+    assert.equal(loadConfig({ flags: flags(), env: { ...file, EGRESS_STDOUT_EVENTS: 'refused' }, readFile }).stdoutEvents, 'refused');
+    assert.throws(() => loadConfig({ flags: flags(), env: { EGRESS_STDOUT_EVENTS: 'refused' }, readFile }), /stdout-events: refused needs events-file/);
+    assert.throws(() => loadConfig({ flags: flags({ 'stdout-events': ['some'] }), env: {}, readFile }), /stdout-events: "some" is not auto or all or refused/);
+  });
+
   test('an unknown flag is a ConfigError', () => {
     assert.throws(() => loadConfig({ flags: flags({ 'allowed-endpoint': ['x.com'] }), env: {}, readFile }), ConfigError);
   });
