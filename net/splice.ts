@@ -42,13 +42,18 @@ export interface SpliceOptions {
    * A `relay` with an `onClose` of its own goes on under another decision (the late first bytes named the host the
    * tunnel is for): `onClose` above is called at once (no bytes, `error: handed-over`), and the relay's end, with
    * every byte it moved (what the server sent before the gate settled too), goes to the outcome's `onClose`. A gate
-   * that settles so after the splice has ended (the client reset right after its first bytes, a timeout) still has the
-   * outcome's `onClose` called, once, with no bytes (they are in the close above) and the splice's error.
+   * (or a `hand-over` under another decision) that settles after the splice has ended (the client reset right after its
+   * first bytes, a timeout) still has the outcome's `onClose` called, once, with no bytes (they are in the close above)
+   * and the splice's error.
    */
   clientGate?: Promise<ClientGateOutcome>;
 }
 
-export type ClientGateOutcome = { action: 'relay'; onClose?: (result: SpliceResult) => void } | { action: 'refuse' } | { action: 'hand-over'; to: (client: Socket) => void };
+export type ClientGateOutcome =
+  | { action: 'relay'; onClose?: (result: SpliceResult) => void }
+  | { action: 'refuse' }
+  /** `onClose`: the close of the decision the client is handed over under, called here only if the splice ended first (`to` is then not called). */
+  | { action: 'hand-over'; to: (client: Socket) => void; onClose?: (result: SpliceResult) => void };
 
 export const RELAY: ClientGateOutcome = { action: 'relay' };
 export const REFUSE: ClientGateOutcome = { action: 'refuse' };
@@ -235,8 +240,8 @@ function handOverClose(options: SpliceOptions, started: number, next: (result: S
 /**
  * Act on a client gate's outcome (unless the splice is `done` by then): `relay`, `handOver`, or a refusal (the
  * client reset: it must not read a clean end as a reply, as for any refused connection) or a failed gate, each
- * setting its `error` and ending the splice (`finish`). Done already, a `relay` under another decision has that
- * decision's close written through `ended` (its decision event is out: it must not be left without a close).
+ * setting its `error` and ending the splice (`finish`). Done already, a `relay` or `hand-over` under another decision
+ * has that decision's close written through `ended` (its decision event is out: it must not be left without a close).
  */
 function awaitGate(
   gate: Promise<ClientGateOutcome>,
@@ -253,7 +258,7 @@ function awaitGate(
   gate.then(
     (outcome) => {
       if (done()) {
-        if (outcome.action === 'relay' && outcome.onClose) on.ended(outcome.onClose);
+        if (outcome.action !== 'refuse' && outcome.onClose) on.ended(outcome.onClose);
         return;
       }
       if (outcome.action === 'hand-over') return on.handOver(outcome.to);
