@@ -41,12 +41,19 @@ export interface SpliceOptions {
    * `hand-over` gives the client socket to `to`, released from this splice (upstream closed, `error: handed-over`).
    * A `relay` with an `onClose` of its own goes on under another decision (the late first bytes named the host the
    * tunnel is for): `onClose` above is called at once (no bytes, `error: handed-over`), and the relay's end, with
-   * every byte it moved (what the server sent before the gate settled too), goes to the outcome's `onClose`.
+   * every byte it moved (what the server sent before the gate settled too), goes to the outcome's `onClose`. A gate
+   * (or a `hand-over` under another decision) that settles after the splice has ended (the client reset right after its
+   * first bytes, a timeout) still has the outcome's `onClose` called, once, with no bytes (they are in the close above)
+   * and the splice's error.
    */
   clientGate?: Promise<ClientGateOutcome>;
 }
 
-export type ClientGateOutcome = { action: 'relay'; onClose?: (result: SpliceResult) => void } | { action: 'refuse' } | { action: 'hand-over'; to: (client: Socket) => void };
+export type ClientGateOutcome =
+  | { action: 'relay'; onClose?: (result: SpliceResult) => void }
+  | { action: 'refuse' }
+  /** `onClose`: the close of the decision the client is handed over under, called here only if the splice ended first (`to` is then not called). */
+  | { action: 'hand-over'; to: (client: Socket) => void; onClose?: (result: SpliceResult) => void };
 
 export const RELAY: ClientGateOutcome = { action: 'relay' };
 export const REFUSE: ClientGateOutcome = { action: 'refuse' };
@@ -215,7 +222,13 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     handOver: release,
     error: (why) => (error ??= why),
     finish,
+    ended: (next) => next(endedBeforeGate(started, error)),
   });
+}
+
+/** The close of a later decision whose gate settled after the splice had ended: nothing moved under it. */
+function endedBeforeGate(started: number, error: CloseError | undefined): SpliceResult {
+  return { bytesIn: 0, bytesOut: 0, durationMs: Date.now() - started, error: error ?? 'client-aborted' };
 }
 
 /** A gate's `relay` under another decision: the tunnel's own close now (handed-over, no bytes); `next` is the close from here on. */
@@ -227,7 +240,8 @@ function handOverClose(options: SpliceOptions, started: number, next: (result: S
 /**
  * Act on a client gate's outcome (unless the splice is `done` by then): `relay`, `handOver`, or a refusal (the
  * client reset: it must not read a clean end as a reply, as for any refused connection) or a failed gate, each
- * setting its `error` and ending the splice (`finish`).
+ * setting its `error` and ending the splice (`finish`). Done already, a `relay` or `hand-over` under another decision
+ * has that decision's close written through `ended` (its decision event is out: it must not be left without a close).
  */
 function awaitGate(
   gate: Promise<ClientGateOutcome>,
@@ -238,11 +252,15 @@ function awaitGate(
     handOver: (to: (client: Socket) => void) => void;
     error: (error: CloseError) => void;
     finish: () => void;
+    ended: (onClose: (result: SpliceResult) => void) => void;
   },
 ): void {
   gate.then(
     (outcome) => {
-      if (done()) return;
+      if (done()) {
+        if (outcome.action !== 'refuse' && outcome.onClose) on.ended(outcome.onClose);
+        return;
+      }
       if (outcome.action === 'hand-over') return on.handOver(outcome.to);
       if (outcome.action === 'relay') return on.relay(outcome.onClose);
       on.error('refused-after-first-bytes');
@@ -371,5 +389,6 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
     },
     error: (why) => (error ??= why),
     finish,
+    ended: (next) => next(endedBeforeGate(started, error)),
   });
 }

@@ -82,7 +82,7 @@ export function registerSidecarMetrics(
     }
     bytes.inc({ direction: 'in' }, event.bytes_in);
     bytes.inc({ direction: 'out' }, event.bytes_out);
-    // handed-over is no failure: the connection went on in the per-request HTTP server.
+    // handed-over is no failure: the connection went on under a later decision (docs/events.md).
     if (event.error && event.error !== 'handed-over') failures.inc({ error: event.error });
   });
 }

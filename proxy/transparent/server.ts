@@ -123,7 +123,8 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     if (again.decision.inspect && inspector) {
       // The ClientHello is still buffered on the socket (the peek puts its bytes back): the TLS server reads it first.
       const inspected = inspectedConnection(connection.client, again);
-      return { action: 'hand-over', to: (client) => inspector.adopt(client, inspected) };
+      // (The inspector closes this decision's record; if the tunnel ended before the hand-over, the splice does.)
+      return { action: 'hand-over', to: (client) => inspector.adopt(client, inspected), onClose: (result) => again.connection.close(result) };
     }
     // From here the tunnel is this decision's: its close event gets the tunnel's end (the attributed one's says handed-over).
     return { action: 'relay', onClose: (result) => again.connection.close(result) };

@@ -226,6 +226,29 @@ describe('upstream opened by the kernel relay', () => {
     assert.equal(p.closes(), 1, 'the first onClose is called once');
   });
 
+  it('a gate that settles on relay under another decision after the client reset: that decision still gets one close, with no bytes', async () => {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.write('banner\n');
+    });
+    let settle!: (outcome: ClientGateOutcome) => void;
+    const p = await proxy('127.0.0.1', await listen(server), {}, () => new Promise((resolve) => (settle = resolve)));
+    const first = p.next();
+    const client = await connect(p.port);
+    client.on('error', () => undefined);
+    await bounded(new Promise((resolve) => client.once('data', resolve)));
+    await new Promise<void>((resolve) => client.write('hello', () => resolve()));
+    client.resetAndDestroy();
+    const ended = await first;
+    const later: SpliceResult[] = [];
+    settle({ action: 'relay', onClose: (result) => later.push(result) });
+    await waitFor('the later close', () => later.length > 0, 5000);
+    assert.deepEqual([later[0]!.bytesIn, later[0]!.bytesOut, later[0]!.error], [0, 0, ended.error ?? 'client-aborted']);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(later.length, 1, 'the later onClose is called once');
+    assert.equal(p.closes(), 1, 'the first onClose is called once');
+  });
+
   it('a gate that refuses resets the client and closes upstream: refused-after-first-bytes', async () => {
     let upstreamClosed: Promise<void> | undefined;
     const server = net.createServer({ allowHalfOpen: true }, (socket) => {
