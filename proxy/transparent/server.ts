@@ -91,6 +91,13 @@ export async function startTransparentListeners(options: TransparentListenerOpti
   const servers: net.Server[] = [];
 
   const plainHttp = createTransparentHttp(options);
+  /**
+   * Silent clients waited for past the peek (FIRST_BYTES_WAIT_MS) at once, and how many may be: each holds a slot of
+   * max-tunnels ten times longer than the peek did, so past a quarter of them (clients that retry a refused
+   * server-speaks-first service, say) a silent client is decided at the end of the peek, as before the wait.
+   */
+  let waiting = 0;
+  const maxWaiting = Math.max(1, Math.floor(options.maxTunnels / 4));
 
   /**
    * A client that has started a ClientHello, or sent empty lines only, gets longer to finish: deciding it by
@@ -202,8 +209,13 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     const started = Date.now();
     const peekMs = options.peekTimeoutMs ?? (silentClientAllowed(options, destination) ? ATTRIBUTED_PEEK_TIMEOUT_MS : PEEK_TIMEOUT_MS);
     let peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: peekMs }));
-    if (classify(peek) === 'silent' && !peek.eof && !socket.destroyed && awaitFirstBytes(options, destination)) {
-      peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: Math.max(1, started + FIRST_BYTES_WAIT_MS - Date.now()) }));
+    if (classify(peek) === 'silent' && !peek.eof && !socket.destroyed && waiting < maxWaiting && awaitFirstBytes(options, destination)) {
+      waiting++;
+      try {
+        peek = await finishUnfinished(socket, await peekFirstBytes(socket, { timeoutMs: Math.max(1, started + FIRST_BYTES_WAIT_MS - Date.now()) }));
+      } finally {
+        waiting--;
+      }
     }
     return handlers[classify(peek)](socket, { client, destination }, peek, started);
   };

@@ -496,3 +496,21 @@ describe('10: egress-guard killed mid-job in block mode', () => {
     }
   });
 });
+
+describe('11: silent clients waited for past the peek are capped at a quarter of max-tunnels', () => {
+  test('with max-tunnels 4, one silent client at a refused address is waited for; the next is refused at the end of the peek', async () => {
+    // Block mode waits up to 10 s for the first bytes of a client silent at an address where it would be refused (no
+    // allowed name resolved to it), holding a max-tunnels slot meanwhile; at most a quarter of max-tunnels (here 1) wait
+    // at once, so that silent retries cannot fill the limit. B, silent while A waits, is refused as before the wait.
+    await world.startEgressGuard('block', [], { env: { EGRESS_MAX_TUNNELS: '4' } });
+    try {
+      const script = `const net=require('net');const closed=[];let a,b;const done=()=>{console.log(JSON.stringify({closed,aOpen:!a.destroyed}));a.destroy();process.exit(0)};a=net.connect(443,'${NET.attacker}');a.on('error',()=>{});a.on('close',()=>closed.push('a'));a.on('connect',()=>{b=net.connect(443,'${NET.attacker}');b.on('error',()=>{});b.on('close',()=>{closed.push('b');done()})});setTimeout(()=>{console.log(JSON.stringify({closed,timeout:true}));process.exit(0)},8000);`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, result.stderr);
+      const outcome = JSON.parse(result.stdout) as { closed: string[]; aOpen?: boolean; timeout?: true };
+      assert.deepEqual(outcome, { closed: ['b'], aOpen: true }, 'B refused at the end of the peek while A is still waited for');
+    } finally {
+      await world.stopEgressGuard();
+    }
+  });
+});

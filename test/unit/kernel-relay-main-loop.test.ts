@@ -5,6 +5,7 @@
  * rest still unsent; a held client's bytes and FIN, sent before release(), reach a full upstream in that order.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -135,6 +136,10 @@ describe('kernel relay: main loop to thread', () => {
     }
     server.socket()!.end();
     assert.equal(kernelRelayStats().movedToThread, before, 'still on the main loop');
+    // The client is full: the relay's socket to it holds bytes it has not sent (ss: Send-Q of the proxy's accepted
+    // socket, in CLOSE-WAIT once the client's FIN came).
+    const queued = execFileSync('ss', ['-Htn', `( sport = :${port} )`], { encoding: 'utf8' });
+    assert.ok(Number(queued.trim().split(/\s+/)[2]) > 0, `the client is full (ss: ${queued.trim()})`);
     const received = readAll(client);
     client.resume();
     const got = await bounded(received, 10_000);
