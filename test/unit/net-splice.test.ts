@@ -205,13 +205,16 @@ for (const [mode, afterBytes] of [...RELAY_MODES.map((m) => [m, 0] as const), ['
       assert.equal(r.results.length, 1, 'the first onClose is called once');
     });
 
-    it('a gate that settles on relay under another decision after the splice ended (the client reset): that decision still gets one close, with no bytes', async () => {
+    /**
+     * A tunnel whose client resets while its gate is open (the gate has read its first bytes, as a real one does):
+     * `first` is the tunnel's own close; `settle` settles the gate after it.
+     */
+    async function resetWhileGateOpen() {
       const server = net.createServer((socket) => {
         socket.on('error', () => undefined);
         socket.write('banner\n');
       });
       let settle!: (outcome: ClientGateOutcome) => void;
-      // As a real gate, it reads the client's first bytes (a peek): a client reset is seen while it is open.
       let peeked!: Promise<unknown>;
       const r = await relay(await listen(server), { clientGate: new Promise((resolve) => (settle = resolve)) }, async (client) => {
         peeked = peekFirstBytes(client, { timeoutMs: 5000 });
@@ -223,41 +226,32 @@ for (const [mode, afterBytes] of [...RELAY_MODES.map((m) => [m, 0] as const), ['
       await withTimeout(peeked, 'the peek');
       socket.resetAndDestroy();
       const first = await withTimeout(r.closed, "the tunnel's close");
-      const later: SpliceResult[] = [];
-      settle({ action: 'relay', onClose: (result) => later.push(result) });
+      return { r, first, settle };
+    }
+
+    /** The later decision's closes, once the first has come and 50 ms more: exactly one, with no bytes. */
+    async function assertOneLaterClose(later: SpliceResult[], first: SpliceResult, r: { results: SpliceResult[] }): Promise<void> {
       await waitFor('the later close', () => later.length > 0, 5000);
       assert.deepEqual([later[0]!.bytesIn, later[0]!.bytesOut, later[0]!.error], [0, 0, first.error ?? 'client-aborted']);
       await new Promise((resolve) => setTimeout(resolve, 50));
       assert.equal(later.length, 1, 'the later onClose is called once');
       assert.equal(r.results.length, 1, 'the first onClose is called once');
+    }
+
+    it('a gate that settles on relay under another decision after the splice ended (the client reset): that decision still gets one close, with no bytes', async () => {
+      const { r, first, settle } = await resetWhileGateOpen();
+      const later: SpliceResult[] = [];
+      settle({ action: 'relay', onClose: (result) => later.push(result) });
+      await assertOneLaterClose(later, first, r);
     });
 
     it('a gate that settles on hand-over under another decision after the splice ended (the client reset): not handed over, that decision gets one close, with no bytes', async () => {
-      const server = net.createServer((socket) => {
-        socket.on('error', () => undefined);
-        socket.write('banner\n');
-      });
-      let settle!: (outcome: ClientGateOutcome) => void;
-      let peeked!: Promise<unknown>;
-      const r = await relay(await listen(server), { clientGate: new Promise((resolve) => (settle = resolve)) }, async (client) => {
-        peeked = peekFirstBytes(client, { timeoutMs: 5000 });
-      });
-      const socket = net.connect({ port: r.port, host: '127.0.0.1' });
-      socket.on('error', () => undefined);
-      await withTimeout(new Promise((resolve) => socket.once('data', resolve)), 'the banner, while the gate is open');
-      socket.write('hello');
-      await withTimeout(peeked, 'the peek');
-      socket.resetAndDestroy();
-      const first = await withTimeout(r.closed, "the tunnel's close");
+      const { r, first, settle } = await resetWhileGateOpen();
       const later: SpliceResult[] = [];
       let handedOver = 0;
       settle({ action: 'hand-over', to: () => handedOver++, onClose: (result) => later.push(result) });
-      await waitFor('the later close', () => later.length > 0, 5000);
-      assert.deepEqual([later[0]!.bytesIn, later[0]!.bytesOut, later[0]!.error], [0, 0, first.error ?? 'client-aborted']);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.equal(later.length, 1, 'the later onClose is called once');
+      await assertOneLaterClose(later, first, r);
       assert.equal(handedOver, 0, 'a client the splice has closed is not handed over');
-      assert.equal(r.results.length, 1, 'the first onClose is called once');
     });
 
     it('a client that half-closes without a byte is relayed as a FIN (the server answers it)', async () => {
