@@ -6,6 +6,7 @@ import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
 import { CLOSE, DECISION, decodeIdHex, encodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
 import { Dictionary } from './dictionary.js';
+import { nextTurn, ROWS_PER_TURN } from './in-turns.js';
 import {
   decodeCursor,
   type EventStore,
@@ -209,15 +210,30 @@ export class SqliteStore implements EventStore {
     if (jobId === undefined) return [];
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
     // Hosts by id from the dictionary (a job names a few hundred at most), not joined per row; rows as arrays, the key
-    // as hex text: the fewest objects per row (this read is most of a job page's time).
-    const rows = this.db
-      .prepare(`SELECT lower(hex(key)), time, body, bytes_in, bytes_out, host_id FROM eg_events WHERE job_id = ? ORDER BY time, seq LIMIT ?`)
-      .raw()
-      .all(jobId, limit) as Array<[key: string, time: number, body: Buffer, bytesIn: number | null, bytesOut: number | null, hostId: number]>;
-    const host = this.texts([...new Set(rows.map((r) => r[5]))]);
-    return rows.map(([key, time, body, bytesIn, bytesOut, hostId]) =>
-      unpackEvent(body, decodeIdHex(key), host(hostId)!, time, job, bytesIn === null ? null : { in: bytesIn, out: bytesOut ?? 0 }),
-    );
+    // as hex text: the fewest objects per row (this read is most of a job page's time). Read a page of rows per
+    // event-loop turn, each after the last row of the one before (time, then seq: unique), so that a large job does
+    // not hold the collector's loop (in-turns.ts); rows stored between two pages are in the view when they come later.
+    const page = this.db
+      .prepare(
+        `SELECT lower(hex(key)), time, body, bytes_in, bytes_out, host_id, seq FROM eg_events
+         WHERE job_id = @job AND time >= @time AND (time > @time OR seq > @seq) ORDER BY time, seq LIMIT @rows`,
+      )
+      .raw();
+    type Row = [key: string, time: number, body: Buffer, bytesIn: number | null, bytesOut: number | null, hostId: number, seq: number];
+    const events: EgressEvent[] = [];
+    let after = { time: Number.MIN_SAFE_INTEGER, seq: -1 };
+    for (let turn = 0; events.length < limit; turn++) {
+      if (turn > 0) await nextTurn();
+      const rows = page.all({ job: jobId, time: after.time, seq: after.seq, rows: Math.min(ROWS_PER_TURN, limit - events.length) }) as Row[];
+      if (rows.length === 0) break;
+      const host = this.texts([...new Set(rows.map((r) => r[5]))]);
+      for (const [key, time, body, bytesIn, bytesOut, hostId] of rows) {
+        events.push(unpackEvent(body, decodeIdHex(key), host(hostId)!, time, job, bytesIn === null ? null : { in: bytesIn, out: bytesOut ?? 0 }));
+      }
+      const last = rows.at(-1)!;
+      after = { time: last[1], seq: last[6] };
+    }
+    return events;
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { decodeIdHex } from '../../collector/stores/codec.js';
+import { ROWS_PER_TURN } from '../../collector/stores/in-turns.js';
+import { SqliteStore } from '../../collector/stores/sqlite-store.js';
+import { jobKey } from '../../events/job-key.js';
+import { jobEvents as generatedJob } from '../../bench/collector-events.js';
+import type { EgressEvent } from '../../events/schema.js';
+
+const key = (e: EgressEvent) => `${e.event}:${e.id}`;
+
+test("a job's events read a page per event-loop turn: the same events in the same order as one read, the limit kept, the loop free between pages", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eg-job-read-'));
+  try {
+    const path = join(dir, 'collector.db');
+    const store = new SqliteStore(path);
+    // More than two pages, many events at one millisecond (a page may end inside a run of equal times).
+    const events = generatedJob('paged-job', ROWS_PER_TURN * 2 + 1_234, Date.parse('2026-12-01T10:00:00Z'), 40).map((e, i) => ({
+      ...e,
+      time: new Date(Date.parse('2026-12-01T10:00:00Z') + Math.floor(i / 9)).toISOString(),
+    }));
+    for (let i = 0; i < events.length; i += 5_000) await store.insert(events.slice(i, i + 5_000));
+    const job = jobKey(events[0] as Parameters<typeof jobKey>[0]);
+
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 0);
+    const read = await store.jobEvents(job, 200_000);
+    clearInterval(ticker);
+    assert.ok(ticks >= 2, `the loop ran between pages (${ticks} timer callbacks during the read)`);
+
+    // The order one SQL read gives (time, then the row's sequence), from the file itself.
+    const db = new Database(path, { readonly: true });
+    const jobId = (db.prepare('SELECT id FROM eg_strings WHERE text = ?').get(job) as { id: number }).id;
+    const order = db.prepare('SELECT lower(hex(key)) AS k, event FROM eg_events WHERE job_id = ? ORDER BY time, seq').all(jobId) as Array<{ k: string; event: number }>;
+    db.close();
+    assert.equal(read.length, events.length);
+    assert.equal(order.length, events.length);
+    assert.equal(new Set(read.map(key)).size, events.length, 'no event twice');
+    assert.deepEqual(new Set(read.map(key)), new Set(events.map(key)), 'every stored event');
+    for (let i = 1; i < read.length; i++) assert.ok(read[i - 1]!.time <= read[i]!.time, `in time order at ${i}`);
+    // The same sequence as the single read, row by row.
+    assert.deepEqual(
+      read.map(key),
+      order.map((r) => `${r.event === 0 ? 'decision' : 'close'}:${decodeIdHex(r.k)}`),
+    );
+
+    const limited = await store.jobEvents(job, ROWS_PER_TURN + 7);
+    assert.deepEqual(limited.map(key), read.slice(0, ROWS_PER_TURN + 7).map(key));
+    await store.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
