@@ -77,7 +77,8 @@ function headline(report: Report): string {
 // ---- terminal table ----
 
 function table(rows: string[][], rightAligned: Set<number>): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  // A loop, not Math.max(...): a spread of more than ~120,000 values overflows the stack (a job of that many rows).
+  const widths = rows[0]!.map((_, i) => rows.reduce((w, r) => Math.max(w, r[i]!.length), 0));
   return rows
     .map((r) =>
       r

@@ -272,7 +272,8 @@ function validEndpoint(entry: string): boolean {
 
 function yamlList(key: string, entries: readonly PolicyEntry[]): string {
   if (entries.length === 0) return `${key}: []\n`;
-  const width = Math.max(...entries.map((e) => JSON.stringify(e.value).length));
+  // A loop, not Math.max(...): a spread of more than ~120,000 values overflows the stack.
+  const width = entries.reduce((w, e) => Math.max(w, JSON.stringify(e.value).length), 0);
   return `${key}:\n${entries.map((e) => `  - ${JSON.stringify(e.value).padEnd(width)}  # ${oneLine(e.comment)}\n`).join('')}`;
 }
 
