@@ -18,7 +18,8 @@ function renderReplay(result: ReplayResult, policyFile: string, source: string):
   const lines = [
     `${policyFile}: a block run would have blocked ${count} of ${plural(checked, 'decision')} (${plural(result.blocked.length, 'destination')}) of ${source}${ignored}:`,
   ];
-  const width = Math.max(...result.blocked.map((b) => destinationKey(b.host, b.port).length));
+  // A loop, not Math.max(...): a spread of more than ~120,000 values (destinations of a DNS tunnel) overflows the stack.
+  const width = result.blocked.reduce((w, b) => Math.max(w, destinationKey(b.host, b.port).length), 0);
   for (const b of result.blocked) {
     lines.push(`  ${destinationKey(b.host, b.port).padEnd(width)}  ${b.kinds.join(',').padEnd(11)} ${String(b.count).padStart(5)}x  ${b.reason}: ${b.message}`);
   }

@@ -1,11 +1,16 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { POLICY_USAGE, policyCommand } from '../../cli/policy-command.js';
 import { renderJobPage } from '../../collector/page.js';
 import { EventLog } from '../../events/event-log.js';
 import type { EgressEvent } from '../../events/schema.js';
 import { buildReport, renderReport } from '../../report/format.js';
 import { renderPolicyYaml, suggestPolicy } from '../../report/suggest.js';
 import { summarize } from '../../report/summary.js';
+import { runCaptured } from '../helpers/capture-io.js';
 
 /**
  * A job of 200,000 decisions (the collector reads at most 200,000 events of a job): 150,000 DNS names under as many
@@ -67,4 +72,25 @@ test('a job of 200,000 decisions: its page, report table and suggested policy re
   assert.equal(counted, inDrawnRows, 'every connection of a drawn row is in one mark');
   assert.match(html, /200000 connections: those of one destination and decision within 8 pixels are drawn as one mark/);
   assert.match(html, /198\.51\.100\.19 and 10 more<\/td>/);
+});
+
+test('policy replay of a job that a policy blocks at 150,000 destinations prints its table', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eg-large-replay-'));
+  try {
+    const events = join(dir, 'events.ndjson');
+    writeFileSync(
+      events,
+      `${largeJob()
+        .slice(0, 150_000)
+        .map((e) => JSON.stringify(e))
+        .join('\n')}\n`,
+    );
+    const policy = join(dir, 'policy.yml');
+    writeFileSync(policy, 'allowed-endpoints: cdn.example.test:443\n');
+    const result = await runCaptured(policyCommand, ['replay', '--policy', policy, events], {}, POLICY_USAGE);
+    assert.match(result.stdout, /a block run would have blocked 150000 of 150000 decisions \(150000 destinations\)/);
+    assert.match(result.stdout, /n149999\.d149999\.test:53/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
