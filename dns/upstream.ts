@@ -146,8 +146,14 @@ export class UpstreamClient {
             finish(err as Error);
           }
         });
-        // A connected socket only receives from the upstream and reports ICMP unreachable at once.
-        socket.connect(upstream.port, upstream.host, () => {
+        // A connected socket only receives from the upstream and reports ICMP unreachable at once. A connect that
+        // fails (no route to the upstream: ENETUNREACH; a broadcast address: EACCES) comes to this callback as its
+        // argument, not as an 'error' event, and leaves the socket unconnected, where send() without a port throws.
+        socket.connect(upstream.port, upstream.host, (err?: Error) => {
+          if (err) {
+            finish(err);
+            return;
+          }
           try {
             markDatagramSocket(socket);
           } catch (err) {
