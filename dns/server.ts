@@ -3,13 +3,16 @@ import dns from 'node:dns';
 import net from 'node:net';
 import { BatchUdpSocket, batchUdpUnavailable, type Datagram } from '../net/udp-batch.js';
 import { DnsResponder, clientText, type DnsClient, type DnsResponderOptions } from './responder.js';
-import { parseUpstream, type Upstream } from './upstream.js';
+import { withoutOwnListeners, type ListenEndpoint } from './own-endpoints.js';
+import { parseUpstream } from './upstream.js';
 
 export { parseResolvConf, readResolvConfUpstreams } from './resolv-conf.js';
 
 /** The responder's options (policy, events, address book, cache, upstream timing), with upstreams as text. */
 export interface DnsServerOptions extends Omit<DnsResponderOptions, 'upstreams'> {
   listen: { host: string; port: number };
+  /** egress-guard's other DNS listen addresses (the rest of dns-listen): upstreams that lead to any of them are left out too. */
+  otherListens?: readonly ListenEndpoint[];
   /** `ip`, `ip:port`, `[v6]`, `[v6]:port`; see readResolvConfUpstreams for the default. */
   upstreams: string[];
   /** Largest query accepted over TCP (default 4096 bytes; a query is one question and an OPT). */
@@ -35,6 +38,8 @@ export interface DnsStats {
 }
 
 export interface DnsServer {
+  /** The upstreams it forwards to (the configured ones less those that lead back to egress-guard). */
+  upstreams: string[];
   udpAddress: { address: string; port: number };
   /** The UDP path in use (`batch` may have fallen back to `dgram`). */
   udp: DnsUdpMode;
@@ -44,12 +49,6 @@ export interface DnsServer {
 }
 
 const MAX_TCP_PIPELINE = 16;
-
-function sameEndpoint(upstream: Upstream, listen: { host: string; port: number }): boolean {
-  if (upstream.port !== listen.port) return false;
-  const wildcard = listen.host === '0.0.0.0' || listen.host === '::';
-  return wildcard || upstream.host === listen.host;
-}
 
 /**
  * dgram passes the address of every send through its `lookup` (dns.lookup by default, which answers an IP literal
@@ -170,8 +169,9 @@ function listenTcp(server: net.Server, host: string, port: number): Promise<void
 export async function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
   const log = options.events.log;
   const configured = options.upstreams.map(parseUpstream);
-  const upstreams = configured.filter((u) => !sameEndpoint(u, options.listen));
-  if (upstreams.length < configured.length) log.warn({ listen: options.listen }, 'dns upstream equal to the DNS listen address ignored (it would loop)');
+  const { kept: upstreams, dropped } = withoutOwnListeners(configured, [options.listen, ...(options.otherListens ?? [])]);
+  if (dropped.length > 0)
+    log.warn({ listen: options.listen, ignored: dropped.map((u) => u.text) }, "dns upstream that is one of egress-guard's own DNS listeners ignored (it would loop)");
   if (upstreams.length === 0) log.warn('no DNS upstream resolvers: allowed names will get SERVFAIL');
 
   const responder = new DnsResponder({ ...options, upstreams });
@@ -312,6 +312,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     'dns server listening',
   );
   return {
+    upstreams: upstreams.map((u) => u.text),
     udpAddress,
     udp: udpEndpoint.mode,
     tcpAddress: { address: tcpAddress.address, port: tcpAddress.port },

@@ -6,6 +6,7 @@ import { EventLog } from '../events/event-log.js';
 import { ciContextFrom } from '../events/schema.js';
 import { formatHostPort, type Policy } from '../policy/index.js';
 import { AddressBook } from '../decision/address-book.js';
+import { withoutOwnListeners } from '../dns/own-endpoints.js';
 import { readResolvConfUpstreams, startDnsServer, type DnsServer, type DnsStats } from '../dns/server.js';
 import { lookupAddresses } from '../dns/address-lookup.js';
 import { parseUpstream, UpstreamClient } from '../dns/upstream.js';
@@ -84,7 +85,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     : undefined;
   const addressBook = new AddressBook();
   // With a socket mark, the proxy's own lookups go through dns/'s client too: node's resolvers cannot mark.
-  const markedLookup = marked ? new UpstreamClient(dnsUpstreams.map(parseUpstream), { timeoutMs: 2000 }) : undefined;
+  // Not through egress-guard's own DNS listeners (a resolv.conf that names them): a lookup of its own is no job's.
+  const markedLookup = marked ? new UpstreamClient(withoutOwnListeners(dnsUpstreams.map(parseUpstream), config.dnsListen).kept, { timeoutMs: 2000 }) : undefined;
   const resolver = new Resolver({
     overrides: config.resolve,
     addressBook,
@@ -140,9 +142,19 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       const upstreams = dnsUpstreams;
       for (const address of config.dnsListen) {
         try {
-          const server = await startDnsServer({ listen: address, upstreams, policy: currentPolicy, events, addressBook, localNames: config.localNames, udp: config.dnsUdp });
+          const otherListens = config.dnsListen.filter((other) => other !== address);
+          const server = await startDnsServer({
+            listen: address,
+            otherListens,
+            upstreams,
+            policy: currentPolicy,
+            events,
+            addressBook,
+            localNames: config.localNames,
+            udp: config.dnsUdp,
+          });
           dnsServers.push(server);
-          events.log.info({ listener: 'dns', address: server.udpAddress.address, port: server.udpAddress.port, udp: server.udp, upstreams }, 'listening');
+          events.log.info({ listener: 'dns', address: server.udpAddress.address, port: server.udpAddress.port, udp: server.udp, upstreams: server.upstreams }, 'listening');
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
           if (address.host.includes(':') && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) {

@@ -5,18 +5,17 @@
  * free whatever the machine runs, and its upstream DNS server is unreachable. Needs root.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
+import { spawnInNamespace, type NamespaceProcess } from './namespace-process.js';
 import { destroyNamespaceSync, must, run } from './netns.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const ns = `eg-quickstart-${process.pid}`;
 const ORIGIN_PORT = 8080;
-const children: ChildProcess[] = [];
+const processes: NamespaceProcess[] = [];
 
 /** The quick start's first line: `npm ci && <command>   # comment`. */
 function quickStartCommand(): { setup: string; command: string } {
@@ -29,20 +28,13 @@ function quickStartCommand(): { setup: string; command: string } {
   return { setup, command: rest.join(' && ') };
 }
 
-function spawnInNamespace(command: string): ChildProcess {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EGRESS_') && !k.startsWith('GITHUB_')));
-  const child = spawn('ip', ['netns', 'exec', ns, 'bash', '-c', `exec ${command}`], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return child;
-}
-
 before(async () => {
   await must('ip', ['netns', 'add', ns]);
   await must('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
 });
 
 after(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const started of processes) started.kill();
   destroyNamespaceSync(ns);
 });
 
@@ -52,35 +44,13 @@ test("the README's first command starts the proxy and DNS on their default addre
   assert.doesNotMatch(command, /\bnpx\b/, 'npx re-runs the build in its cache on a first call (README)');
 
   const origin = spawnInNamespace(
+    ns,
     `${JSON.stringify(process.execPath)} -e "require('http').createServer((q, s) => s.end('hello from the origin')).listen(${ORIGIN_PORT}, '127.0.0.1')"`,
+    repo,
   );
-  const guard = spawnInNamespace(command);
-  const lines: Array<Record<string, unknown>> = [];
-  let stderr = '';
-  guard.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const waiters: Array<() => void> = [];
-  createInterface({ input: guard.stdout! }).on('line', (text) => {
-    try {
-      lines.push(JSON.parse(text) as Record<string, unknown>);
-    } catch {
-      return; // not a JSON line
-    }
-    for (const wake of waiters.splice(0)) wake();
-  });
-  const exited = new Promise<number | null>((resolve) => guard.on('exit', (code) => resolve(code)));
-  const waitFor = async (what: string, predicate: (line: Record<string, unknown>) => boolean, timeoutMs = 15_000): Promise<Record<string, unknown>> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = lines.find(predicate);
-      if (found) return found;
-      if (guard.exitCode !== null) assert.fail(`egress-guard exited (${guard.exitCode}) before ${what}: ${stderr}`);
-      if (Date.now() > deadline) assert.fail(`no line for ${what} within ${timeoutMs} ms; stderr: ${stderr}`);
-      await new Promise<void>((resolve) => {
-        waiters.push(resolve);
-        setTimeout(resolve, 200).unref();
-      });
-    }
-  };
+  const guard = spawnInNamespace(ns, command, repo);
+  processes.push(origin, guard);
+  const { waitFor } = guard;
 
   const proxy = await waitFor('the proxy listening', (l) => l.msg === 'listening' && l.listener === 'proxy');
   assert.deepEqual([proxy.address, proxy.port], ['127.0.0.1', 3128]);
@@ -104,7 +74,7 @@ test("the README's first command starts the proxy and DNS on their default addre
     assert.equal(dns.decision, 'would-block');
   }
 
-  guard.kill('SIGTERM');
-  assert.equal(await exited, 0, `egress-guard stops cleanly on SIGTERM: ${stderr}`);
-  origin.kill('SIGKILL');
+  guard.child.kill('SIGTERM');
+  assert.equal(await guard.exited, 0, `egress-guard stops cleanly on SIGTERM: ${guard.stderr()}`);
+  origin.kill();
 });
