@@ -50,11 +50,13 @@ async function main(): Promise<void> {
   const policyFile = inputs.policyFile ? await installPolicyFile(root, layout, workspace, inputs.policyFile, user) : undefined;
   core.setOutput('events-file', layout.eventsFile);
 
-  const netfilterLog = await startNetfilterLog(root, layout, user);
+  const netfilterReport = await startNetfilterLog(root, layout, user);
+  const netfilterLog = 'reason' in netfilterReport ? undefined : netfilterReport;
   if (netfilterLog) {
     state.netfilterLog = netfilterLog;
     save();
-  } else core.info('egress-guard: ulogd is not installed: UDP, ICMP and answers to outside hosts that the rules refuse are not events');
+    core.info(`egress-guard: packets the rules refuse or report are read by ${netfilterLog.reader === 'built-in' ? 'its built-in NFLOG reader' : 'ulogd'}`);
+  } else core.warning(`egress-guard: UDP, ICMP and answers to outside hosts that the rules refuse are not events: ${'reason' in netfilterReport ? netfilterReport.reason : ''}`);
 
   const env = sidecarEnvironment(inputs, layout, {
     dnsUpstream,

@@ -11,18 +11,23 @@ import {
   type RuleOptions,
   type RulesMode,
 } from '../rules/iptables-rules.js';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { socketMark } from '../config/load-config.js';
 import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
+import { NFLOG_GROUP } from '../rules/iptables-rules.js';
+import { startNflogReader } from '../netlog/nflog-reader.js';
 import { uidOfUser } from '../rules/user-id.js';
 import { parseArgs, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
 const USAGE =
-  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]... [--nflog-group N] [--socket-mark N] | rules log-config --json-file FILE [--log-file FILE] [--nflog-group N] [--plugin-dir DIR]';
+  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]... [--nflog-group N] [--socket-mark N] | rules log-config --json-file FILE [--log-file FILE] [--nflog-group N] [--plugin-dir DIR] | rules log-reader --json-file FILE [--nflog-group N] [--pid-file FILE]';
 const OPTIONS: OptionSpecs = {
   ...Object.fromEntries(
-    ['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family', 'nflog-group', 'socket-mark', 'json-file', 'log-file', 'plugin-dir'].map((key) => [key, { type: 'string' }]),
+    ['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family', 'nflog-group', 'socket-mark', 'json-file', 'log-file', 'plugin-dir', 'pid-file'].map((key) => [
+      key,
+      { type: 'string' },
+    ]),
   ),
   'inbound-ports': { type: 'string', multiple: true },
   'dhcp-server': { type: 'string', multiple: true },
@@ -68,6 +73,45 @@ function logConfig(args: ReturnType<typeof parseArgs>): string {
   if (!pluginDir) throw new UsageError(`ulogd's plugins are not installed (apt-get install ulogd2 ulogd2-json), or give --plugin-dir; looked in ${ULOGD_PLUGIN_DIRS.join(', ')}`);
   const group = nflogGroup(takeOption(args, 'nflog-group'));
   return ulogdConfig({ jsonFile, logFile: takeOption(args, 'log-file') ?? `${jsonFile}.ulogd.log`, pluginDir, ...(group !== undefined && { group }) });
+}
+
+/**
+ * `rules log-reader`: ulogd's part without ulogd (GitHub's runner images have none). As root, binds the rules' NFLOG
+ * group and appends each report to --json-file as the JSON line ulogd would write; `run --netfilter-log FILE` reads
+ * it. Writes --pid-file once the group is bound (a caller waits for it), runs until SIGTERM or SIGINT.
+ */
+async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Promise<number> {
+  const jsonFile = takeOption(args, 'json-file');
+  if (!jsonFile) throw new UsageError('log-reader needs --json-file FILE (where it writes, and egress-guard reads: netfilter-log)');
+  const group = nflogGroup(takeOption(args, 'nflog-group')) ?? NFLOG_GROUP;
+  const pidFile = takeOption(args, 'pid-file');
+  let reader: ReturnType<typeof startNflogReader>;
+  try {
+    reader = startNflogReader({
+      group,
+      jsonFile,
+      onLost: (count) => io.stderr.write(`egress-guard rules log-reader: the kernel dropped reports (${count} overflow(s) of the socket's queue)\n`),
+    });
+  } catch (err) {
+    io.stderr.write(`egress-guard rules log-reader: ${(err as Error).message}\n`);
+    return 1;
+  }
+  if (pidFile) writeFileSync(pidFile, `${process.pid}\n`);
+  io.stdout.write(`egress-guard rules log-reader: NFLOG group ${group} -> ${jsonFile}\n`);
+  const stop = () => void reader.stop();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  try {
+    await reader.done;
+    return 0;
+  } catch (err) {
+    io.stderr.write(`egress-guard rules log-reader: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+    if (pidFile) rmSync(pidFile, { force: true });
+  }
 }
 
 /** The IPv6 prefixes on this namespace's links (neighbour discovery may reach them). */
@@ -131,11 +175,12 @@ function ruleOptions(args: ReturnType<typeof parseArgs>, env: NodeJS.ProcessEnv)
 export async function rulesCommand(argv: readonly string[], io: CommandIo): Promise<number> {
   const args = parseArgs(argv, OPTIONS);
   const action = args.positionals[0];
-  if (args.positionals.length !== 1 || !['apply', 'remove', 'print', 'log-config'].includes(action!)) throw new UsageError('', USAGE);
+  if (args.positionals.length !== 1 || !['apply', 'remove', 'print', 'log-config', 'log-reader'].includes(action!)) throw new UsageError('', USAGE);
   if (action === 'log-config') {
     io.stdout.write(logConfig(args));
     return 0;
   }
+  if (action === 'log-reader') return logReader(args, io);
   try {
     if (action === 'remove') {
       // Checked before anything is removed: a typo must not remove both families.

@@ -15,6 +15,10 @@
     {
       "target_name": "udp_batch",
       "sources": ["udp_batch.c"]
+    },
+    {
+      "target_name": "nflog",
+      "sources": ["nflog.c"]
     }
   ]
 }

