@@ -46,6 +46,15 @@ export class EventLog {
     if (options.eventsFile) {
       this.file = new EventsFile(options.eventsFile);
       streams.push({ level: 'trace', stream: this.file });
+      // The lines stdout left out of a write that failed (the disk filled up in this turn): on stdout now, the only
+      // copy out while the file cannot be written, as every line after them is (writeLine).
+      const stdout = this.stdout;
+      if (stdout && !this.stdoutAllowed)
+        this.file.onUnwritten = (lines, atExit) => {
+          stdout.write(lines);
+          // The file's exit hook may run after stdout's: what was staged now is written now.
+          if (atExit) stdout.flushSync();
+        };
     }
     this.log = pino(
       {
@@ -210,8 +219,10 @@ export class EventLog {
    */
   private writeLine(line: string, level: 'info' | 'warn'): void {
     // While the events file cannot be written (a full disk), stdout shows every event: it is then the only copy out.
-    if (level === 'warn' || this.stdoutAllowed || this.file?.failing) this.stdout?.write(line);
-    this.file?.write(line);
+    // A line left out of stdout is marked so: should the write that takes it fail, it goes to stdout then.
+    const shown = level === 'warn' || this.stdoutAllowed || this.file?.failing === true;
+    if (shown) this.stdout?.write(line);
+    this.file?.write(line, shown);
   }
 
   private tell(event: EgressEvent): void {

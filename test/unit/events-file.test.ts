@@ -361,6 +361,53 @@ describe('EventsFile and stdout: one encoding, the same bytes', () => {
     assert.deepEqual(hosts(readFileSync(path, 'utf8')), ['h0.test', 'h1.test', 'h2.test', 'h3.test', 'dns-allowed.test', 'dns-blocked.test', 'h0.test', 'operational line']);
   });
 
+  // stdout-events refused while the events file starts failing (a disk that fills up; /dev/full here): the lines of the
+  // write that fails first were queued while the file still looked fine, so stdout left the allowed ones out; with the
+  // disk still full at exit they were in neither place (the collector only). stdout must show them once the write fails.
+  for (const durable of ['now', 'end-of-turn']) {
+    it(`EventLog with stdoutEvents refused: the allowed decisions of the first failed write of the events file are on stdout too, once (${durable})`, () => {
+      const script = [
+        `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+        `const log = new EventLog({ eventsFile: '/dev/full', stdoutEvents: 'refused' });`,
+        `const fields = ${JSON.stringify({ kind: 'connect', client: '127.0.0.1:1', port: 443, reason: 'r', rule: null, mode: 'audit', message: 'm' })};`,
+        `for (const [i, decision] of ['allowed', 'would-block', 'allowed'].entries()) log.decision({ ...fields, host: 'first' + i + '.test', decision }, ${JSON.stringify(durable)});`,
+        `log.close({ id: 'c', kind: 'connect', client: '127.0.0.1:1', host: 'first0.test', port: 443, bytes_in: 1, bytes_out: 2, duration_ms: 1 });`,
+        `setTimeout(() => {`,
+        `  log.decision({ ...fields, host: 'later.test', decision: 'allowed' }, ${JSON.stringify(durable)});`,
+        `  setTimeout(() => process.exit(0), 250);`,
+        `}, 50);`,
+      ].join('\n');
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000, encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(run.stderr, /cannot write the events file \/dev\/full \(ENOSPC\)/);
+      const events = run.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event?: string; host?: string })
+        .filter((e) => e.event !== undefined)
+        .map((e) => `${e.event} ${e.host}`);
+      assert.deepEqual([...events].sort(), ['close first0.test', 'decision first0.test', 'decision first1.test', 'decision first2.test', 'decision later.test']);
+    });
+  }
+
+  it('EventLog with stdoutEvents refused: allowed decisions whose first write fails in the exit hook are on stdout', () => {
+    const script = [
+      `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+      `const log = new EventLog({ eventsFile: '/dev/full', stdoutEvents: 'refused' });`,
+      `const fields = ${JSON.stringify({ kind: 'dns', client: '127.0.0.1:1', port: 53, qtype: 'A', reason: 'r', rule: null, mode: 'audit', message: 'm' })};`,
+      `log.decision({ ...fields, host: 'a.test', decision: 'allowed' }, 'end-of-turn');`,
+      `log.decision({ ...fields, host: 'b.test', decision: 'would-block' }, 'end-of-turn');`,
+      `process.exit(0);`,
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const hosts = run.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { host?: string }).host);
+    assert.deepEqual([...hosts].sort(), ['a.test', 'b.test']);
+  });
+
   // stdout that fails with something other than EPIPE (a log redirected to a full disk: ENOSPC; /dev/full here): the
   // sidecar went on neither crashing (sonic-boom's 'error' re-emitted with no listener) nor hanging at exit (its
   // flushSync retries any error but EAGAIN forever); the events file, the record, keeps every line.
