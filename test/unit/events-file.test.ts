@@ -408,6 +408,42 @@ describe('EventsFile and stdout: one encoding, the same bytes', () => {
     assert.deepEqual([...hosts].sort(), ['a.test', 'b.test']);
   });
 
+  it('EventLog with stdoutEvents refused, the events file failing, recovering and failing again: stdout has every event of the failing times once, the file every event once', () => {
+    // RLIMIT_FSIZE as the disk: 0 (full), then unlimited (space freed), then the file's size (full again), then unlimited.
+    const path = join(dir, 'stdout-refused-flapping.ndjson');
+    const script = [
+      `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+      `import { execFileSync } from 'node:child_process';`,
+      `import { statSync } from 'node:fs';`,
+      `process.on('SIGXFSZ', () => {});`,
+      `const disk = (limit) => execFileSync('prlimit', ['--pid', String(process.pid), '--fsize=' + limit + ':unlimited']);`,
+      `const log = new EventLog({ eventsFile: ${JSON.stringify(path)}, stdoutEvents: 'refused' });`,
+      `const fields = ${JSON.stringify({ kind: 'connect', client: '127.0.0.1:1', port: 443, reason: 'r', rule: null, mode: 'audit', message: 'm' })};`,
+      `const turn = (hosts) => new Promise((done) => { for (const host of hosts) log.decision({ ...fields, host, decision: host.startsWith('w') ? 'would-block' : 'allowed' }, 'end-of-turn'); setTimeout(done, 20); });`,
+      `await turn(['a1', 'a2', 'w1']);`,
+      `await turn(['b1']);`,
+      `disk('unlimited');`,
+      `await turn(['c1']);`,
+      `await turn(['d1']);`,
+      `disk(statSync(${JSON.stringify(path)}).size);`,
+      `await turn(['e1', 'w2']);`,
+      `disk('unlimited');`,
+      `await turn(['f1']);`,
+      `setTimeout(() => process.exit(0), 250);`,
+    ].join('\n');
+    const run = spawnSync('prlimit', ['--fsize=0:unlimited', process.execPath, '--input-type=module', '-e', script], { timeout: 20_000, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const hosts = (text: string) =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event?: string; host?: string })
+        .filter((e) => e.event === 'decision')
+        .map((e) => e.host);
+    assert.deepEqual(hosts(run.stdout).sort(), ['a1', 'a2', 'b1', 'c1', 'e1', 'f1', 'w1', 'w2']);
+    assert.deepEqual(hosts(readFileSync(path, 'utf8')), ['a1', 'a2', 'w1', 'b1', 'c1', 'd1', 'e1', 'w2', 'f1']);
+  });
+
   // stdout that fails with something other than EPIPE (a log redirected to a full disk: ENOSPC; /dev/full here): the
   // sidecar went on neither crashing (sonic-boom's 'error' re-emitted with no listener) nor hanging at exit (its
   // flushSync retries any error but EAGAIN forever); the events file, the record, keeps every line.
