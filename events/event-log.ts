@@ -119,7 +119,7 @@ export class EventLog {
     const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomEventId(), time: this.isoNow(), ...fields };
     if (this.ci) event.ci = this.ci;
     const level = fields.decision === 'allowed' ? 'info' : 'warn';
-    if (this.writesLines(level)) {
+    if (this.writesLines()) {
       const members = fieldsMembers ?? JSON.stringify(fields).slice(1, -1);
       // The line from the fields' JSON when the event needs no conforming (nearly always); else the event conformed
       // and its line made whole. Both give the same bytes for the same event (events-file.test.ts).
@@ -143,7 +143,7 @@ export class EventLog {
    */
   emitDecision(fields: DecisionFields, durable: 'now' | 'end-of-turn', fieldsMembers: string): void {
     const level = fields.decision === 'allowed' ? 'info' : 'warn';
-    if (this.listeners.size > 0 || !this.writesLines(level) || !decisionFieldsConform(fields, fieldsMembers)) {
+    if (this.listeners.size > 0 || !this.writesLines() || !decisionFieldsConform(fields, fieldsMembers)) {
       this.decision(fields, durable, fieldsMembers);
       return;
     }
@@ -190,7 +190,7 @@ export class EventLog {
     if (fields.status !== undefined) event.status = fields.status;
     if (fields.error !== undefined) event.error = fields.error;
     conformCloseEvent(event);
-    if (this.writesLines('info')) this.writeLine(eventLine('info', event), 'info');
+    if (this.writesLines()) this.writeLine(eventLine('info', event), 'info');
     this.tell(event);
     return event;
   }
@@ -206,9 +206,13 @@ export class EventLog {
     return `${DECISION_LINE_START[level]}${id}","time":"${time}",${fieldsMembers}${this.ciJson}}\n`;
   }
 
-  /** Whether event lines of `level` are written anywhere. */
-  private writesLines(level: 'info' | 'warn'): boolean {
-    return (this.stdout !== undefined || this.file !== undefined) && this.log.isLevelEnabled(level);
+  /**
+   * Whether event lines are written anywhere. Not a matter of the log level, which is the log lines' (pino's):
+   * at warn it left allowed decisions and closes out of the events file, at error or silent every decision; which events
+   * stdout shows is stdout-events'.
+   */
+  private writesLines(): boolean {
+    return this.stdout !== undefined || this.file !== undefined;
   }
 
   /**

@@ -93,6 +93,30 @@ describe('EventsFile', () => {
     assert.equal(lines().at(-1)?.event, 'close');
   });
 
+  // log-level is pino's, for the log lines: with warn, error or silent the events file, the record every decision is
+  // in, lost the allowed decisions and closes (warn), or every decision, would-block included (error, silent).
+  for (const level of ['warn', 'error', 'silent']) {
+    it(`EventLog: every event is in the events file whatever the log level (${level})`, async () => {
+      const path = join(dir, `level-${level}.ndjson`);
+      const log = new EventLog({ stdout: false, eventsFile: path, level });
+      const fields = { kind: 'dns', client: '127.0.0.1:1', host: 'a.test', port: 53, qtype: 'A', reason: 'not-allowed-endpoint', rule: null, message: 'm', mode: 'audit' } as const;
+      log.decision({ ...fields, decision: 'would-block' });
+      log.decision({ ...fields, mode: 'block', decision: 'blocked' });
+      log.emitDecision({ ...fields, host: 'b.test', decision: 'would-block' }, 'now', JSON.stringify({ ...fields, host: 'b.test', decision: 'would-block' }).slice(1, -1));
+      log.decision({ ...fields, reason: 'allowed-endpoint', decision: 'allowed' });
+      log.close({ id: 'x', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 0, bytes_out: 0, duration_ms: 1 });
+      log.log.warn('a log line');
+      await nextTurn();
+      const events = readFileSync(path, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event?: string; decision?: string })
+        .filter((e) => e.event !== undefined)
+        .map((e) => e.decision ?? e.event);
+      assert.deepEqual(events, ['would-block', 'blocked', 'would-block', 'allowed', 'close']);
+    });
+  }
+
   it("EventLog: a decision emitted 'end-of-turn' rides the end-of-turn write, and flushDecisions() writes it at once", async () => {
     const path = join(dir, 'end-of-turn.ndjson');
     const log = new EventLog({ stdout: false, eventsFile: path });
