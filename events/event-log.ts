@@ -46,6 +46,15 @@ export class EventLog {
     if (options.eventsFile) {
       this.file = new EventsFile(options.eventsFile);
       streams.push({ level: 'trace', stream: this.file });
+      // The lines stdout left out of a write that failed (the disk filled up in this turn): on stdout now, the only
+      // copy out while the file cannot be written, as every line after them is (writeLine).
+      const stdout = this.stdout;
+      if (stdout && !this.stdoutAllowed)
+        this.file.onUnwritten = (lines, atExit) => {
+          stdout.write(lines);
+          // The file's exit hook may run after stdout's: what was staged now is written now.
+          if (atExit) stdout.flushSync();
+        };
     }
     this.log = pino(
       {
@@ -110,7 +119,7 @@ export class EventLog {
     const event: DecisionEvent = { schema: EVENT_SCHEMA_VERSION, event: 'decision', id: randomEventId(), time: this.isoNow(), ...fields };
     if (this.ci) event.ci = this.ci;
     const level = fields.decision === 'allowed' ? 'info' : 'warn';
-    if (this.writesLines(level)) {
+    if (this.writesLines()) {
       const members = fieldsMembers ?? JSON.stringify(fields).slice(1, -1);
       // The line from the fields' JSON when the event needs no conforming (nearly always); else the event conformed
       // and its line made whole. Both give the same bytes for the same event (events-file.test.ts).
@@ -134,7 +143,7 @@ export class EventLog {
    */
   emitDecision(fields: DecisionFields, durable: 'now' | 'end-of-turn', fieldsMembers: string): void {
     const level = fields.decision === 'allowed' ? 'info' : 'warn';
-    if (this.listeners.size > 0 || !this.writesLines(level) || !decisionFieldsConform(fields, fieldsMembers)) {
+    if (this.listeners.size > 0 || !this.writesLines() || !decisionFieldsConform(fields, fieldsMembers)) {
       this.decision(fields, durable, fieldsMembers);
       return;
     }
@@ -181,7 +190,7 @@ export class EventLog {
     if (fields.status !== undefined) event.status = fields.status;
     if (fields.error !== undefined) event.error = fields.error;
     conformCloseEvent(event);
-    if (this.writesLines('info')) this.writeLine(eventLine('info', event), 'info');
+    if (this.writesLines()) this.writeLine(eventLine('info', event), 'info');
     this.tell(event);
     return event;
   }
@@ -197,9 +206,13 @@ export class EventLog {
     return `${DECISION_LINE_START[level]}${id}","time":"${time}",${fieldsMembers}${this.ciJson}}\n`;
   }
 
-  /** Whether event lines of `level` are written anywhere. */
-  private writesLines(level: 'info' | 'warn'): boolean {
-    return (this.stdout !== undefined || this.file !== undefined) && this.log.isLevelEnabled(level);
+  /**
+   * Whether event lines are written anywhere. Not a matter of the log level, which is the log lines' (pino's):
+   * at warn it left allowed decisions and closes out of the events file, at error or silent every decision; which events
+   * stdout shows is stdout-events'.
+   */
+  private writesLines(): boolean {
+    return this.stdout !== undefined || this.file !== undefined;
   }
 
   /**
@@ -210,8 +223,10 @@ export class EventLog {
    */
   private writeLine(line: string, level: 'info' | 'warn'): void {
     // While the events file cannot be written (a full disk), stdout shows every event: it is then the only copy out.
-    if (level === 'warn' || this.stdoutAllowed || this.file?.failing) this.stdout?.write(line);
-    this.file?.write(line);
+    // A line left out of stdout is marked so: should the write that takes it fail, it goes to stdout then.
+    const shown = level === 'warn' || this.stdoutAllowed || this.file?.failing === true;
+    if (shown) this.stdout?.write(line);
+    this.file?.write(line, shown);
   }
 
   private tell(event: EgressEvent): void {

@@ -30,6 +30,17 @@ export class EventsFile {
   private lines = 0;
   private scheduled = false;
   private lastError: string | undefined;
+  /**
+   * Where the lines queued with `shownElsewhere: false` are, as start and end byte offsets into the queue: lines the
+   * caller showed nowhere else (stdout-events refused leaves allowed events out of stdout). Emptied by a write that
+   * writes everything; handed to onUnwritten by the write that fails, so that such a line is not kept in memory only.
+   */
+  private unshown: number[] = [];
+  /**
+   * Called when a write fails with the lines queued with `shownElsewhere: false` that are not (completely) on disk,
+   * as text, once each; `atExit` when it is the exit hook's write (nothing is written asynchronously any more).
+   */
+  onUnwritten: ((lines: string, atExit: boolean) => void) | undefined;
   /** Settled right after the next end-of-turn write (see written()); made when first asked for in a turn. */
   private turnWritten: Promise<void> | undefined;
   private settleTurnWritten: (() => void) | undefined;
@@ -51,9 +62,14 @@ export class EventsFile {
     return this.lastError !== undefined;
   }
 
-  /** pino's destination interface, and EventLog's: one serialised line, encoded straight into the queue. */
-  write(line: string): boolean {
+  /**
+   * pino's destination interface, and EventLog's: one serialised line, encoded straight into the queue.
+   * `shownElsewhere: false` (EventLog, a line it left out of stdout): should a write of it fail, it goes to onUnwritten.
+   */
+  write(line: string, shownElsewhere = true): boolean {
+    const start = this.queue.length;
     this.queue.appendText(line);
+    if (!shownElsewhere && this.onUnwritten) this.unshown.push(start, this.queue.length);
     this.lineQueued();
     return true;
   }
@@ -97,7 +113,7 @@ export class EventsFile {
   }
 
   /** Write everything queued now (pino calls this on a final flush; the exit hook too). */
-  flushSync(): void {
+  flushSync(atExit = false): void {
     const queue = this.queue;
     if (this.fd === undefined || queue.length === 0) return;
     let written = 0;
@@ -105,15 +121,28 @@ export class EventsFile {
       while (written < queue.length) written += writeSync(this.fd, queue.buffer, written, queue.length - written);
       this.lines = 0;
       this.lastError = undefined;
+      this.unshown.length = 0;
       // A burst (lines kept through a failed write) made the buffer large: give that memory back.
       queue.clear(STAGING_KEPT_BYTES);
     } catch (err) {
+      const unwritten = this.unwrittenUnshown(written);
       // What was written is not written twice: the unwritten tail is kept, moved to the front.
       queue.consume(written);
       const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
       if (code !== this.lastError) process.stderr.write(`egress-guard: cannot write the events file ${this.path} (${code}); keeping ${this.lines} line(s) in memory to retry\n`);
       this.lastError = code;
+      if (unwritten) this.onUnwritten?.(unwritten, atExit);
     }
+  }
+
+  /** The lines queued with `shownElsewhere: false` that the first `written` bytes do not hold whole; forgotten here. */
+  private unwrittenUnshown(written: number): string | undefined {
+    const ranges = this.unshown;
+    if (ranges.length === 0) return undefined;
+    let text = '';
+    for (let i = 0; i < ranges.length; i += 2) if (ranges[i + 1]! > written) text += this.queue.buffer.toString('utf8', ranges[i]!, ranges[i + 1]!);
+    this.unshown = [];
+    return text || undefined;
   }
 
   close(): void {
@@ -131,5 +160,5 @@ const SETTLED: Promise<void> = Promise.resolve();
 /** One exit hook for all files (a process, a test above all, may open many). */
 const openFiles = new Set<EventsFile>();
 function flushAllOnExit(): void {
-  for (const file of openFiles) file.flushSync();
+  for (const file of openFiles) file.flushSync(true);
 }

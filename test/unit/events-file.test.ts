@@ -93,6 +93,30 @@ describe('EventsFile', () => {
     assert.equal(lines().at(-1)?.event, 'close');
   });
 
+  // log-level is pino's, for the log lines: with warn, error or silent the events file, the record every decision is
+  // in, lost the allowed decisions and closes (warn), or every decision, would-block included (error, silent).
+  for (const level of ['warn', 'error', 'silent']) {
+    it(`EventLog: every event is in the events file whatever the log level (${level})`, async () => {
+      const path = join(dir, `level-${level}.ndjson`);
+      const log = new EventLog({ stdout: false, eventsFile: path, level });
+      const fields = { kind: 'dns', client: '127.0.0.1:1', host: 'a.test', port: 53, qtype: 'A', reason: 'not-allowed-endpoint', rule: null, message: 'm', mode: 'audit' } as const;
+      log.decision({ ...fields, decision: 'would-block' });
+      log.decision({ ...fields, mode: 'block', decision: 'blocked' });
+      log.emitDecision({ ...fields, host: 'b.test', decision: 'would-block' }, 'now', JSON.stringify({ ...fields, host: 'b.test', decision: 'would-block' }).slice(1, -1));
+      log.decision({ ...fields, reason: 'allowed-endpoint', decision: 'allowed' });
+      log.close({ id: 'x', kind: 'connect', client: '127.0.0.1:1', host: 'a.test', port: 443, bytes_in: 0, bytes_out: 0, duration_ms: 1 });
+      log.log.warn('a log line');
+      await nextTurn();
+      const events = readFileSync(path, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event?: string; decision?: string })
+        .filter((e) => e.event !== undefined)
+        .map((e) => e.decision ?? e.event);
+      assert.deepEqual(events, ['would-block', 'blocked', 'would-block', 'allowed', 'close']);
+    });
+  }
+
   it("EventLog: a decision emitted 'end-of-turn' rides the end-of-turn write, and flushDecisions() writes it at once", async () => {
     const path = join(dir, 'end-of-turn.ndjson');
     const log = new EventLog({ stdout: false, eventsFile: path });
@@ -359,6 +383,89 @@ describe('EventsFile and stdout: one encoding, the same bytes', () => {
         .map((l) => (JSON.parse(l) as { host?: string; msg?: string }).host ?? (JSON.parse(l) as { msg?: string }).msg);
     assert.deepEqual(hosts(run.stdout.toString()), ['h1.test', 'h2.test', 'dns-blocked.test', 'operational line']);
     assert.deepEqual(hosts(readFileSync(path, 'utf8')), ['h0.test', 'h1.test', 'h2.test', 'h3.test', 'dns-allowed.test', 'dns-blocked.test', 'h0.test', 'operational line']);
+  });
+
+  // stdout-events refused while the events file starts failing (a disk that fills up; /dev/full here): the lines of the
+  // write that fails first were queued while the file still looked fine, so stdout left the allowed ones out; with the
+  // disk still full at exit they were in neither place (the collector only). stdout must show them once the write fails.
+  for (const durable of ['now', 'end-of-turn']) {
+    it(`EventLog with stdoutEvents refused: the allowed decisions of the first failed write of the events file are on stdout too, once (${durable})`, () => {
+      const script = [
+        `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+        `const log = new EventLog({ eventsFile: '/dev/full', stdoutEvents: 'refused' });`,
+        `const fields = ${JSON.stringify({ kind: 'connect', client: '127.0.0.1:1', port: 443, reason: 'r', rule: null, mode: 'audit', message: 'm' })};`,
+        `for (const [i, decision] of ['allowed', 'would-block', 'allowed'].entries()) log.decision({ ...fields, host: 'first' + i + '.test', decision }, ${JSON.stringify(durable)});`,
+        `log.close({ id: 'c', kind: 'connect', client: '127.0.0.1:1', host: 'first0.test', port: 443, bytes_in: 1, bytes_out: 2, duration_ms: 1 });`,
+        `setTimeout(() => {`,
+        `  log.decision({ ...fields, host: 'later.test', decision: 'allowed' }, ${JSON.stringify(durable)});`,
+        `  setTimeout(() => process.exit(0), 250);`,
+        `}, 50);`,
+      ].join('\n');
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000, encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(run.stderr, /cannot write the events file \/dev\/full \(ENOSPC\)/);
+      const events = run.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event?: string; host?: string })
+        .filter((e) => e.event !== undefined)
+        .map((e) => `${e.event} ${e.host}`);
+      assert.deepEqual([...events].sort(), ['close first0.test', 'decision first0.test', 'decision first1.test', 'decision first2.test', 'decision later.test']);
+    });
+  }
+
+  it('EventLog with stdoutEvents refused: allowed decisions whose first write fails in the exit hook are on stdout', () => {
+    const script = [
+      `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+      `const log = new EventLog({ eventsFile: '/dev/full', stdoutEvents: 'refused' });`,
+      `const fields = ${JSON.stringify({ kind: 'dns', client: '127.0.0.1:1', port: 53, qtype: 'A', reason: 'r', rule: null, mode: 'audit', message: 'm' })};`,
+      `log.decision({ ...fields, host: 'a.test', decision: 'allowed' }, 'end-of-turn');`,
+      `log.decision({ ...fields, host: 'b.test', decision: 'would-block' }, 'end-of-turn');`,
+      `process.exit(0);`,
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const hosts = run.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { host?: string }).host);
+    assert.deepEqual([...hosts].sort(), ['a.test', 'b.test']);
+  });
+
+  it('EventLog with stdoutEvents refused, the events file failing, recovering and failing again: stdout has every event of the failing times once, the file every event once', () => {
+    // RLIMIT_FSIZE as the disk: 0 (full), then unlimited (space freed), then the file's size (full again), then unlimited.
+    const path = join(dir, 'stdout-refused-flapping.ndjson');
+    const script = [
+      `import { EventLog } from ${JSON.stringify(fileURLToPath(new URL('../../events/event-log.js', import.meta.url)))};`,
+      `import { execFileSync } from 'node:child_process';`,
+      `import { statSync } from 'node:fs';`,
+      `process.on('SIGXFSZ', () => {});`,
+      `const disk = (limit) => execFileSync('prlimit', ['--pid', String(process.pid), '--fsize=' + limit + ':unlimited']);`,
+      `const log = new EventLog({ eventsFile: ${JSON.stringify(path)}, stdoutEvents: 'refused' });`,
+      `const fields = ${JSON.stringify({ kind: 'connect', client: '127.0.0.1:1', port: 443, reason: 'r', rule: null, mode: 'audit', message: 'm' })};`,
+      `const turn = (hosts) => new Promise((done) => { for (const host of hosts) log.decision({ ...fields, host, decision: host.startsWith('w') ? 'would-block' : 'allowed' }, 'end-of-turn'); setTimeout(done, 20); });`,
+      `await turn(['a1', 'a2', 'w1']);`,
+      `await turn(['b1']);`,
+      `disk('unlimited');`,
+      `await turn(['c1']);`,
+      `await turn(['d1']);`,
+      `disk(statSync(${JSON.stringify(path)}).size);`,
+      `await turn(['e1', 'w2']);`,
+      `disk('unlimited');`,
+      `await turn(['f1']);`,
+      `setTimeout(() => process.exit(0), 250);`,
+    ].join('\n');
+    const run = spawnSync('prlimit', ['--fsize=0:unlimited', process.execPath, '--input-type=module', '-e', script], { timeout: 20_000, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const hosts = (text: string) =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { event?: string; host?: string })
+        .filter((e) => e.event === 'decision')
+        .map((e) => e.host);
+    assert.deepEqual(hosts(run.stdout).sort(), ['a1', 'a2', 'b1', 'c1', 'e1', 'f1', 'w1', 'w2']);
+    assert.deepEqual(hosts(readFileSync(path, 'utf8')), ['a1', 'a2', 'w1', 'b1', 'c1', 'd1', 'e1', 'w2', 'f1']);
   });
 
   // stdout that fails with something other than EPIPE (a log redirected to a full disk: ENOSPC; /dev/full here): the
