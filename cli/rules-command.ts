@@ -11,7 +11,7 @@ import {
   type RuleOptions,
   type RulesMode,
 } from '../rules/iptables-rules.js';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { socketMark } from '../config/load-config.js';
 import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
@@ -96,7 +96,15 @@ async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Pro
     io.stderr.write(`egress-guard rules log-reader: ${(err as Error).message}\n`);
     return 1;
   }
-  if (pidFile) writeFileSync(pidFile, `${process.pid}\n`);
+  if (pidFile) {
+    try {
+      writePidFile(pidFile);
+    } catch (err) {
+      io.stderr.write(`egress-guard rules log-reader: --pid-file ${pidFile}: ${(err as Error).message}\n`);
+      await reader.stop().catch(() => undefined);
+      return 1;
+    }
+  }
   io.stdout.write(`egress-guard rules log-reader: NFLOG group ${group} -> ${jsonFile}\n`);
   const stop = () => void reader.stop();
   process.once('SIGTERM', stop);
@@ -110,7 +118,25 @@ async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Pro
   } finally {
     process.off('SIGTERM', stop);
     process.off('SIGINT', stop);
-    if (pidFile) rmSync(pidFile, { force: true });
+    if (pidFile) removeOwnPidFile(pidFile);
+  }
+}
+
+/**
+ * The pid file, made anew: one left by an earlier reader goes first, and the new one is created exclusively (a
+ * symlink or a file put there in between is an error, never followed: the reader runs as root).
+ */
+function writePidFile(file: string): void {
+  rmSync(file, { force: true });
+  writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o644 });
+}
+
+/** Removed at the end only while it names this process (another reader may have taken the path since). */
+function removeOwnPidFile(file: string): void {
+  try {
+    if (lstatSync(file).isFile() && readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, { force: true });
+  } catch {
+    // gone already
   }
 }
 

@@ -1,6 +1,7 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, writeSync } from 'node:fs';
 import { lazyLinuxAddon } from '../net/native-addon.js';
 import { recordOfPacket, type NflogPacket } from './nflog-packet.js';
+import { LOST_FIELD } from './report.js';
 
 interface NflogAddon {
   open(group: number, copyRange: number): number;
@@ -19,12 +20,41 @@ export function nflogReaderUnavailable(): string | undefined {
 const COPY_RANGE = 160;
 /** How long one read waits for reports before the event loop runs (signals, stop). */
 const WAIT_MS = 200;
+/** Reports the kernel dropped are written as one line per this interval at most (a flood drops many times a second). */
+const LOST_LINE_MS = 1000;
+
+function lostLine(count: number): string {
+  return `${JSON.stringify({ [LOST_FIELD]: count, 'oob.time.sec': Math.floor(Date.now() / 1000) })}\n`;
+}
+
+/**
+ * The JSON file, for appending as root: never through a symlink (O_NOFOLLOW) and only a regular file, since the
+ * directory may be writable by a less trusted user (a symlink there would make root append to any file).
+ */
+function openJsonFile(file: string): number {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw Object.assign(new Error(`${file} is a symbolic link: the reader does not follow one`), { code });
+    throw err;
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw Object.assign(new Error(`${file} is not a regular file`), { code: 'EINVAL' });
+  }
+  return fd;
+}
 
 export interface NflogReaderOptions {
   group: number;
   /** Appended to: one JSON line per report, as ulogd's JSON plugin writes them (netlog/reader.ts follows it). */
   jsonFile: string;
-  /** Reports the kernel dropped because the reader fell behind (its socket's queue was full). */
+  /**
+   * Reports the kernel dropped because the reader fell behind (its socket's queue was full). They are also written to
+   * `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a second.
+   */
   onLost?: (count: number) => void;
 }
 
@@ -44,36 +74,50 @@ export interface NflogReader {
 export function startNflogReader(options: NflogReaderOptions): NflogReader {
   const addon = nflogAddon.get();
   if (!addon) throw new Error(`the built-in NFLOG reader is unavailable: ${nflogAddon.unavailable()}`);
-  const socket = addon.open(options.group, COPY_RANGE);
-  const out = openSync(options.jsonFile, 'a', 0o644);
+  const out = openJsonFile(options.jsonFile);
+  let socket: number;
+  try {
+    socket = addon.open(options.group, COPY_RANGE);
+  } catch (err) {
+    closeSync(out);
+    throw err;
+  }
   let written = 0;
   let stopped = false;
+  let lostUnwritten = 0;
+  let lostWrittenAt = 0;
   const done = (async () => {
     try {
       while (!stopped) {
         // Blocks for up to WAIT_MS: this process has nothing else to do, and the loop runs between reads.
         const { packets, lost } = addon.read(socket, WAIT_MS);
-        if (lost > 0) options.onLost?.(lost);
-        if (packets.length > 0) {
-          const now = Math.floor(Date.now() / 1000);
-          let text = '';
-          let records = 0;
-          for (const packet of packets) {
-            const record = recordOfPacket(packet, now);
-            if (!record) continue;
-            text += `${JSON.stringify(record)}\n`;
-            records++;
-          }
-          if (text) {
-            writeSync(out, text);
-            written += records;
-          }
+        if (lost > 0) {
+          options.onLost?.(lost);
+          lostUnwritten += lost;
         }
+        let text = '';
+        if (lostUnwritten > 0 && Date.now() - lostWrittenAt >= LOST_LINE_MS) {
+          text += lostLine(lostUnwritten);
+          lostUnwritten = 0;
+          lostWrittenAt = Date.now();
+        }
+        const now = Math.floor(Date.now() / 1000);
+        for (const packet of packets) {
+          const record = recordOfPacket(packet, now);
+          if (!record) continue;
+          text += `${JSON.stringify(record)}\n`;
+          written++;
+        }
+        if (text) writeSync(out, text);
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
       addon.close(socket);
-      closeSync(out);
+      try {
+        if (lostUnwritten > 0) writeSync(out, lostLine(lostUnwritten));
+      } finally {
+        closeSync(out);
+      }
     }
   })();
   return {

@@ -3,7 +3,7 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { EventLog } from '../events/event-log.js';
 import type { Mode } from '../policy/index.js';
-import { FlowLimiter, reportedFlow, sentByJob, type NflogRecord } from './report.js';
+import { FlowLimiter, LOST_FIELD, reportedFlow, sentByJob, type NflogRecord } from './report.js';
 
 export interface NetfilterLogStats {
   /** Events written for reported packets. */
@@ -16,6 +16,11 @@ export interface NetfilterLogStats {
   kernel: number;
   /** Reports from before this sidecar started (a file ulogd appended to across restarts). */
   stale: number;
+  /**
+   * Reports the kernel dropped because the reader fell behind (its queue was full), as the built-in reader counts
+   * them: the flows of those packets may have no event.
+   */
+  lost: number;
 }
 
 export interface NetfilterLog {
@@ -44,7 +49,7 @@ const MAX_LINE = 16 * 1024;
 export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   const { events } = options;
   const limiter = new FlowLimiter(options.windowMs);
-  const stats = { reported: 0, unreadable: 0, kernel: 0, stale: 0 };
+  const stats = { reported: 0, unreadable: 0, kernel: 0, stale: 0, lost: 0 };
   const startedSec = Math.floor(Date.now() / 1000) - 1;
   let discarding = false;
   let inode: number | undefined;
@@ -61,6 +66,20 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     const time = record['oob.time.sec'];
     if (Number.isInteger(time) && time! < startedSec) {
       stats.stale++;
+      return;
+    }
+    const lost: unknown = record[LOST_FIELD];
+    if (lost !== undefined) {
+      if (typeof lost !== 'number' || !Number.isSafeInteger(lost) || lost <= 0) {
+        stats.unreadable++;
+        return;
+      }
+      stats.lost += lost;
+      // Audit misses nothing it can tell about: these packets were refused (block) or let through (audit) unreported.
+      events.log.warn(
+        { lost, lostTotal: stats.lost },
+        'netfilter log: the kernel dropped reports the reader could not take in time; the flows of those packets (UDP but DNS, ICMP, answers to outside hosts) may have no event',
+      );
       return;
     }
     const flow = reportedFlow(record, options.mode());

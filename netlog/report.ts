@@ -20,7 +20,15 @@ export interface NflogRecord {
   'icmpv6.type'?: number;
   'tcp.syn'?: number | boolean;
   'oob.time.sec'?: number;
+  /** Not a packet: the built-in reader's count of reports the kernel dropped (LOST_FIELD). */
+  'egress-guard.lost'?: number;
 }
+
+/**
+ * The line that says the kernel dropped reports (written by the built-in reader, netlog/nflog-reader.ts): not a
+ * packet, so not in ulogd's format; netlog/reader.ts counts it and warns, since those packets' flows may have no event.
+ */
+export const LOST_FIELD = 'egress-guard.lost';
 
 const PREFIX_REASON: Record<string, Reason> = { 'eg:out': 'not-proxied', 'eg:reply': 'inbound-reply', 'eg:own': 'own-connection' };
 

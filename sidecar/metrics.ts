@@ -74,6 +74,12 @@ export function registerSidecarMetrics(
     'Reported packets of flows already reported within the minute (no event).',
     () => sources.netfilterStats?.()?.suppressed ?? 0,
   );
+  collectedCounter(
+    registry,
+    'egress_netfilter_lost_total',
+    "Reports the kernel dropped before the built-in NFLOG reader took them (its queue was full): those packets' flows may have no event.",
+    () => sources.netfilterStats?.()?.lost ?? 0,
+  );
   collectedGauge(registry, 'egress_dns_cache_entries', 'Answers in the DNS cache.', () => sources.dnsStats()?.cacheEntries ?? 0);
   return sources.events.subscribe((event) => {
     if (event.event === 'decision') {

@@ -2,10 +2,11 @@
  * `egress-guard rules log-reader`, the built-in NFLOG reader (native/nflog.c), where a machine has no ulogd (GitHub's
  * runner images): in a network namespace of its own, NFLOG rules as the redirect rules write them report UDP and a
  * TCP SYN; the reader writes ulogd's JSON lines; `run --netfilter-log` turns them into decision events. Also: a
- * second reader on the group is refused (exit 1, EPERM), SIGTERM ends the reader and removes its pid file. Needs root.
+ * second reader on the group is refused (exit 1, EPERM), SIGTERM ends the reader and removes its pid file; the reader
+ * (root) never writes through a symlink; reports the kernel dropped reach `run` as a warning. Needs root.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,9 @@ import { waitFor } from '../helpers/wait-for.js';
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const ns = `eg-nflogread-${process.pid}`;
 const GROUP = 4601;
+/** A group whose rule has no rate limit (the redirect rules' have one), to overflow the reader's queue. */
+const FLOOD_GROUP = 4602;
+const FLOOD_PORT = 9997;
 const dir = mkdtempSync(path.join(tmpdir(), 'egress-guard-nflog-'));
 const jsonFile = path.join(dir, 'nflog.json');
 const pidFile = path.join(dir, 'reader.pid');
@@ -34,6 +38,24 @@ before(async () => {
       await must('ip', ['netns', 'exec', ns, tool, '-A', 'OUTPUT', ...match, '-j', 'NFLOG', '--nflog-group', String(GROUP), '--nflog-prefix', 'eg:out', '--nflog-threshold', '1']);
     }
   }
+  await must('ip', [
+    'netns',
+    'exec',
+    ns,
+    'iptables',
+    '-A',
+    'OUTPUT',
+    '-p',
+    'udp',
+    '--dport',
+    String(FLOOD_PORT),
+    '-j',
+    'NFLOG',
+    '--nflog-group',
+    String(FLOOD_GROUP),
+    '--nflog-prefix',
+    'eg:out',
+  ]);
 });
 
 after(() => {
@@ -86,4 +108,62 @@ test('reports of UDP (IPv4, IPv6) and a TCP SYN become ulogd JSON lines, then de
   reader.child.kill('SIGTERM');
   assert.equal(await reader.exited, 0, reader.stderr());
   assert.equal(existsSync(pidFile), false, 'the pid file is removed at the end');
+});
+
+test('the reader (root) never writes through a symlink: not at --json-file, not at --pid-file', { timeout: 60_000 }, async () => {
+  const victim = path.join(dir, 'victim');
+  writeFileSync(victim, 'untouched\n');
+  const linkedJson = path.join(dir, 'linked.json');
+  symlinkSync(victim, linkedJson);
+  const refused = await run('ip', ['netns', 'exec', ns, 'bash', '-c', `exec ${cli} rules log-reader --json-file ${linkedJson} --nflog-group ${GROUP + 10}`], {
+    cwd: repo,
+    timeoutMs: 15_000,
+  });
+  assert.equal(refused.code, 1, 'a symlink at --json-file is refused');
+  assert.match(refused.stderr, /symbolic link/);
+  assert.equal(readFileSync(victim, 'utf8'), 'untouched\n');
+
+  // A symlink left at the pid file's path (by an earlier run, or planted): replaced by a file of the reader's own.
+  const linkedPid = path.join(dir, 'linked.pid');
+  symlinkSync(victim, linkedPid);
+  const reader = spawnInNamespace(ns, `${cli} rules log-reader --json-file ${path.join(dir, 'own.json')} --nflog-group ${GROUP + 10} --pid-file ${linkedPid}`, repo);
+  started.push(reader);
+  await waitFor('the reader wrote its pid file', () => lstatSync(linkedPid).isFile() || reader.child.exitCode !== null, 15_000);
+  assert.equal(reader.child.exitCode, null, reader.stderr());
+  assert.equal(readFileSync(linkedPid, 'utf8').trim(), String(reader.child.pid));
+  assert.equal(readFileSync(victim, 'utf8'), 'untouched\n');
+  reader.child.kill('SIGTERM');
+  assert.equal(await reader.exited, 0, reader.stderr());
+  assert.equal(existsSync(linkedPid), false);
+});
+
+test('reports the kernel dropped (the reader fell behind) reach run --netfilter-log as a warning and a count', { timeout: 90_000 }, async () => {
+  const floodJson = path.join(dir, 'flood.json');
+  const floodPid = path.join(dir, 'flood.pid');
+  const reader = spawnInNamespace(ns, `${cli} rules log-reader --json-file ${floodJson} --nflog-group ${FLOOD_GROUP} --pid-file ${floodPid}`, repo);
+  started.push(reader);
+  await waitFor('the reader bound the group', () => existsSync(floodPid) || reader.child.exitCode !== null, 15_000);
+  assert.equal(reader.child.exitCode, null, reader.stderr());
+  const guard = spawnInNamespace(ns, `${cli} run --dns-listen off --listen 127.0.0.1:0 --netfilter-log ${floodJson}`, repo);
+  started.push(guard);
+  await guard.waitFor('the proxy listening', (l) => l.msg === 'listening' && l.listener === 'proxy');
+
+  // The reader stopped while 40,000 datagrams are reported: its queue (4 MiB, doubled by the kernel) overflows.
+  process.kill(reader.child.pid!, 'SIGSTOP');
+  try {
+    const flood = `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(40000):\n    s.sendto(b'x', ('127.0.0.1', ${FLOOD_PORT}))\n`;
+    const sent = await run('ip', ['netns', 'exec', ns, 'python3', '-c', flood], { timeoutMs: 30_000 });
+    assert.equal(sent.code, 0, sent.stderr);
+  } finally {
+    process.kill(reader.child.pid!, 'SIGCONT');
+  }
+  const warning = await guard.waitFor('the warning about dropped reports', (l) => typeof l.msg === 'string' && l.msg.includes('the kernel dropped reports'), 30_000);
+  assert.ok(typeof warning.lost === 'number' && warning.lost > 0, JSON.stringify(warning));
+  assert.match(reader.stderr(), /the kernel dropped reports/);
+  const lostLines = readFileSync(floodJson, 'utf8')
+    .split('\n')
+    .filter((line) => line.includes('"egress-guard.lost"'));
+  assert.ok(lostLines.length > 0, 'the JSON file has a line counting the dropped reports');
+  reader.child.kill('SIGTERM');
+  assert.equal(await reader.exited, 0, reader.stderr());
 });

@@ -120,7 +120,7 @@ describe("netlog: following ulogd's file", () => {
       ],
     );
     for (const e of decisions) validateEvent(JSON.parse(JSON.stringify(e)));
-    assert.deepEqual(log.stats(), { reported: 3, suppressed: 2, unreadable: 1, kernel: 0, stale: 0 });
+    assert.deepEqual(log.stats(), { reported: 3, suppressed: 2, unreadable: 1, kernel: 0, stale: 0, lost: 0 });
   });
 
   test('a file that does not exist yet is followed once ulogd creates it', async () => {
@@ -151,7 +151,27 @@ describe("netlog: what is not the job's, and lines that are data", () => {
     for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
     await log.stop();
     assert.equal(seen.length, 1);
-    assert.deepEqual(log.stats(), { reported: 1, suppressed: 0, unreadable: 0, kernel: 2, stale: 1 });
+    assert.deepEqual(log.stats(), { reported: 1, suppressed: 0, unreadable: 0, kernel: 2, stale: 1, lost: 0 });
+  });
+
+  test("the built-in reader's count of reports the kernel dropped is a warning and a count, not an event", async () => {
+    const file = join(dir, 'lost.json');
+    const lost = (count: unknown) => JSON.stringify({ 'egress-guard.lost': count, 'oob.time.sec': Math.floor(Date.now() / 1000) });
+    writeFileSync(file, [lost(5), lost(-1), lost('many'), lost(2), JSON.stringify(UDP4)].join('\n') + '\n');
+    const events = new EventLog({ stdout: false });
+    const warnings: unknown[] = [];
+    events.log.warn = ((fields: unknown) => void warnings.push(fields)) as typeof events.log.warn;
+    const seen: EgressEvent[] = [];
+    events.subscribe((e) => seen.push(e));
+    const log = startNetfilterLog({ file, events, mode: () => 'audit' });
+    for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await log.stop();
+    assert.equal(seen.length, 1, 'only the packet is an event');
+    assert.deepEqual(log.stats(), { reported: 1, suppressed: 0, unreadable: 2, kernel: 0, stale: 0, lost: 7 });
+    assert.deepEqual(warnings, [
+      { lost: 5, lostTotal: 5 },
+      { lost: 2, lostTotal: 7 },
+    ]);
   });
 
   test('odd types, prototype keys, a line too long and a truncated file cost nothing but themselves', async () => {
