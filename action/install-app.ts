@@ -6,10 +6,11 @@ import type { SidecarUser } from './sidecar-user.js';
 /**
  * Copy the bundle (action-dist/: egress-guard.js and its prebuilt addons) and the node binary running this
  * action into the state directory. The runner's checkout and node live under its home, which another user
- * may not be allowed to enter; the copies are root-owned and readable by everyone.
+ * may not be allowed to enter; the copies are root-owned and readable by everyone, in a directory that is root's.
  */
 export async function installApp(root: Privileged, layout: ActionLayout, bundleDir: string, user: SidecarUser): Promise<void> {
-  await root.must('install', ['-d', '-m', '0755', '-o', String(user.uid), '-g', String(user.gid), layout.stateDir]);
+  // Root's (an earlier version of the action gave it to the egress-guard user: install -d takes it back).
+  await root.must('install', ['-d', '-m', '0755', '-o', '0', '-g', '0', layout.stateDir]);
   await root.must('rm', ['-rf', layout.appDir]);
   await root.must('cp', ['-R', bundleDir, layout.appDir]);
   await root.must('chmod', ['-R', 'a+rX,go-w', layout.appDir]);
@@ -17,6 +18,7 @@ export async function installApp(root: Privileged, layout: ActionLayout, bundleD
   // Present from the start, owned by egress-guard, readable by the runner user (post reads it, maybe without sudo).
   await root.must('install', ['-m', '0644', '-o', String(user.uid), '-g', String(user.gid), '/dev/null', layout.eventsFile]);
   await root.must('install', ['-d', '-m', '0700', '-o', String(user.uid), '-g', String(user.gid), layout.spoolDir]);
+  await root.must('install', ['-d', '-m', '0755', '-o', String(user.uid), '-g', String(user.gid), layout.sidecarStateDir]);
 }
 
 /** The policy file of the repository, copied where the egress-guard user can read it (the workspace is the runner's). */

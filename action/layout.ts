@@ -2,8 +2,15 @@ import path from 'node:path';
 
 /** Where the action puts things on the runner, and the ports egress-guard listens on (loopback only). */
 export interface ActionLayout {
-  /** Owned by the egress-guard user; outside the runner's home, which that user may not be able to enter. */
+  /**
+   * Root's, readable by everyone (outside the runner's home, which the egress-guard user may not be able to enter).
+   * Never the egress-guard user's: root runs what is in it (appDir: the NFLOG reader, the audit supervisor's
+   * teardown, post) and writes into it (savedResolvConf), so a user who could rename its entries could have root run
+   * or overwrite anything. The egress-guard user gets files and folders of its own inside it.
+   */
   stateDir: string;
+  /** The egress-guard user's own state directory (`state-dir`: a generated CA, if a policy inspects). */
+  sidecarStateDir: string;
   /** A copy of action-dist/ and of the node binary that runs it, readable by the egress-guard user. */
   appDir: string;
   node: string;
@@ -15,6 +22,7 @@ export interface ActionLayout {
   /** /etc/resolv.conf as it was (a symlink stays a symlink), put back by post or by the audit supervisor. */
   savedResolvConf: string;
   spoolDir: string;
+  /** Root's: the NFLOG reader (root) writes its JSON lines and pid file here; egress-guard only reads. */
   netlogDir: string;
   /** The runner's own scratch space: egress-guard's output, ulogd's configuration. */
   workDir: string;
@@ -32,6 +40,7 @@ export function actionLayout(env: NodeJS.ProcessEnv): ActionLayout {
   return {
     stateDir,
     appDir,
+    sidecarStateDir: path.join(stateDir, 'sidecar'),
     node: path.join(appDir, 'node'),
     entry: path.join(appDir, 'egress-guard.js'),
     teardown: path.join(appDir, 'teardown.js'),

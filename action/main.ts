@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   const policyFile = inputs.policyFile ? await installPolicyFile(root, layout, workspace, inputs.policyFile, user) : undefined;
   core.setOutput('events-file', layout.eventsFile);
 
-  const netfilterReport = await startNetfilterLog(root, layout, user);
+  const netfilterReport = await startNetfilterLog(root, layout);
   const netfilterLog = 'reason' in netfilterReport ? undefined : netfilterReport;
   if (netfilterLog) {
     state.netfilterLog = netfilterLog;

@@ -3,7 +3,6 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'no
 import path from 'node:path';
 import type { ActionLayout } from './layout.js';
 import { execCommand, type Privileged } from './privileged.js';
-import type { SidecarUser } from './sidecar-user.js';
 
 export interface NetfilterLog {
   jsonFile: string;
@@ -55,9 +54,11 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout, jsonFi
  * ulogd as root, as the container's entrypoint starts it. Without either, those packets are still refused in block
  * mode, but they are not events; `reason` says why.
  */
-export async function startNetfilterLog(root: Privileged, layout: ActionLayout, user: SidecarUser): Promise<NetfilterLog | { reason: string }> {
+export async function startNetfilterLog(root: Privileged, layout: ActionLayout): Promise<NetfilterLog | { reason: string }> {
   const jsonFile = path.join(layout.netlogDir, 'nflog.json');
-  await root.must('install', ['-d', '-m', '0755', '-o', String(user.uid), '-g', String(user.gid), layout.netlogDir]);
+  // Root's: the reader (root) writes here. What an earlier job left (a pid file above all) goes.
+  await root.must('rm', ['-rf', layout.netlogDir]);
+  await root.must('install', ['-d', '-m', '0755', '-o', '0', '-g', '0', layout.netlogDir]);
   await root.must('install', ['-m', '0644', '/dev/null', jsonFile]);
   const builtIn = await startBuiltInReader(root, layout, jsonFile);
   if ('log' in builtIn) return builtIn.log;
@@ -72,6 +73,18 @@ export async function startNetfilterLog(root: Privileged, layout: ActionLayout, 
   return { jsonFile, pidFile, reader: 'ulogd' };
 }
 
+/** Whether process `pid` is still the reader: its command line (a reader that died leaves its pid to be reused). */
+export function isReaderProcess(pid: string, reader: NetfilterLog['reader'], readCmdline = (file: string) => readFileSync(file)): boolean {
+  let argv: string[];
+  try {
+    argv = readCmdline(`/proc/${pid}/cmdline`).toString('utf8').split('\0');
+  } catch {
+    return false;
+  }
+  if (reader === 'ulogd') return argv.some((arg) => path.basename(arg) === 'ulogd');
+  return argv.some((arg, i) => arg === 'rules' && argv[i + 1] === 'log-reader');
+}
+
 export async function stopNetfilterLog(root: Privileged, log: NetfilterLog): Promise<void> {
   let pid: string;
   try {
@@ -79,5 +92,5 @@ export async function stopNetfilterLog(root: Privileged, log: NetfilterLog): Pro
   } catch {
     return;
   }
-  if (/^\d+$/.test(pid)) await root.run('kill', ['-TERM', pid]);
+  if (/^\d+$/.test(pid) && isReaderProcess(pid, log.reader)) await root.run('kill', ['-TERM', pid]);
 }

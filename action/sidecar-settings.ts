@@ -32,6 +32,7 @@ export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, f
     EGRESS_DNS_LISTEN: `127.0.0.1:${PORTS.dns} [::1]:${PORTS.dns} 0.0.0.0:${PORTS.containerDns}`,
     EGRESS_ADMIN_LISTEN: `127.0.0.1:${PORTS.admin}`,
     EGRESS_EVENTS_FILE: layout.eventsFile,
+    EGRESS_STATE_DIR: layout.sidecarStateDir,
     EGRESS_DNS_UPSTREAM: facts.dnsUpstream.join(' '),
   };
   if (facts.policyFile) env.EGRESS_POLICY_FILE = facts.policyFile;

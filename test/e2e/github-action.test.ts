@@ -93,6 +93,8 @@ function annotation(level: 'error' | 'warning', outcome: 'blocked' | 'would-bloc
 }
 
 const COLLECTOR_TOKEN = 'e2e-collector-token';
+/** Made only if root ran code the egress-guard user put in place (/run is the simulated runner's own tmpfs). */
+const TAKEOVER_MARK = '/run/egress-guard-takeover';
 /** A Docker network the job creates after main: a new br-* bridge (documentation addresses, not Docker's pools). */
 const LATER_NETWORK = '203.0.113.160/27';
 /** Where the screenshot of the rendered summary goes (test-artifacts/ at the checkout, as the collector page's). */
@@ -290,6 +292,20 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
         'no would-block event from the container',
       );
 
+      // A compromised egress-guard (its own user) cannot get root to run its code: root runs app/ (the audit
+      // supervisor's teardown, post) from a directory that user cannot change.
+      const takeover = await runner.asRoot('runuser', [
+        '-u',
+        'egress-guard',
+        '--',
+        'sh',
+        '-c',
+        `cd /var/lib/egress-guard && mv app app.moved && mkdir app && ln -s ../app.moved/node app/node && echo 'require("fs").writeFileSync("${TAKEOVER_MARK}", "root ran it")' > app/teardown.js`,
+      ]);
+      assert.notEqual(takeover.code, 0, 'the egress-guard user replaced the app root runs');
+      const stateDir = await runner.asRoot('stat', ['-c', '%U %a', '/var/lib/egress-guard', '/var/lib/egress-guard/netlog']);
+      assert.equal(stateDir.stdout, 'root 755\nroot 755\n');
+
       // egress-guard dies (SIGKILL): audit mode must not break the rest of the job.
       const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
       const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
@@ -301,6 +317,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       while (existsSync(`/proc/${supervisor}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       assert.ok(!existsSync(`/proc/${supervisor}`), 'the audit supervisor did not finish after egress-guard died');
       assert.doesNotMatch((await runner.asRoot('iptables', ['-t', 'nat', '-S'])).stdout, /EGRESS_GUARD/, 'the rules outlived egress-guard in audit mode');
+      assert.notEqual((await runner.asRoot('test', ['-e', TAKEOVER_MARK])).code, 0, "root ran the egress-guard user's code");
       const afterCrash = await runner.step('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, 'https://allowed.test/'], { env: job.env });
       assert.equal(afterCrash.code, 0, `the job broke when egress-guard died in audit mode: ${afterCrash.stderr}`);
 

@@ -79,6 +79,7 @@ describe('action inputs -> egress-guard settings', () => {
       EGRESS_DNS_LISTEN: '127.0.0.1:53 [::1]:53 0.0.0.0:3153',
       EGRESS_ADMIN_LISTEN: '127.0.0.1:3130',
       EGRESS_EVENTS_FILE: '/var/lib/egress-guard/events.ndjson',
+      EGRESS_STATE_DIR: '/var/lib/egress-guard/sidecar',
       EGRESS_DNS_UPSTREAM: '168.63.129.16',
     });
   });
