@@ -13,7 +13,7 @@
  * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
  */
 import type { RuleCommand, RulesMode } from './iptables-rules.js';
-import { NFLOG_GROUP, NFLOG_PREFIX } from './iptables-rules.js';
+import { NFLOG_GROUP, NFLOG_PREFIX, nflogLimit } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
 export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
@@ -50,20 +50,7 @@ function natRules(o: ContainerRuleOptions): string[][] {
 }
 
 function forwardRules(o: ContainerRuleOptions, bridges: readonly string[]): string[][] {
-  const nflog = [
-    '-m',
-    'limit',
-    '--limit',
-    '100/second',
-    '--limit-burst',
-    '200',
-    '-j',
-    'NFLOG',
-    '--nflog-group',
-    String(o.nflogGroup ?? NFLOG_GROUP),
-    '--nflog-prefix',
-    NFLOG_PREFIX.out,
-  ];
+  const nflog = [...nflogLimit('egress-bridges'), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', NFLOG_PREFIX.out];
   const rules: string[][] = [];
   for (const from of bridges) for (const to of bridges) rules.push(['-i', from, '-o', to, '-j', 'RETURN']);
   rules.push(['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'RETURN']);

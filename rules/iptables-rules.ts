@@ -20,8 +20,35 @@ export const NFLOG_PREFIX = {
   /** A job packet on a connection egress-guard opened (its tuple reused). */
   own: 'eg:own',
 } as const;
-/** Kernel-side bound on reports, per rule; the reader reports each flow once a minute on top of this. */
-const NFLOG_LIMIT = ['-m', 'limit', '--limit', '100/second', '--limit-burst', '200'];
+/**
+ * Kernel-side bound on reports: per destination (address and port), a few packets, then one every 10 s. Per
+ * destination, not per rule: with one bucket for the rule (`-m limit`, 100/s), a job flooding any destination kept
+ * every other destination from being reported, and audit mode, which lets these packets pass, had no event for
+ * them: a datagram with a secret hidden behind a flood. A flood now costs one report per 10 s per destination it
+ * uses; the reader reports each flow once a minute on top of this. `name` is the kernel table's (one per rule; IPv4
+ * and IPv6 tables are apart). When the table is full (65,536 destinations seen within its 60 s expiry) the kernel
+ * drops the packet (xt_hashlimit): only a flood of that many destinations gets there.
+ */
+export function nflogLimit(name: string): string[] {
+  return [
+    '-m',
+    'hashlimit',
+    '--hashlimit-upto',
+    '6/min',
+    '--hashlimit-burst',
+    '5',
+    '--hashlimit-mode',
+    'dstip,dstport',
+    '--hashlimit-name',
+    name,
+    '--hashlimit-htable-max',
+    '65536',
+    '--hashlimit-htable-expire',
+    '60000',
+  ];
+}
+/** The kernel's hashlimit table name per prefix (at most 15 characters). */
+const NFLOG_TABLE = { 'eg:out': 'egress-out', 'eg:reply': 'egress-reply', 'eg:own': 'egress-own' } as const;
 
 export type RulesMode = 'block' | 'audit';
 export type Family = 4 | 6;
@@ -158,8 +185,8 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
   return rules;
 }
 
-function nflog(o: RuleOptions, prefix: string): string[] {
-  return [...NFLOG_LIMIT, '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
+function nflog(o: RuleOptions, prefix: (typeof NFLOG_PREFIX)[keyof typeof NFLOG_PREFIX]): string[] {
+  return [...nflogLimit(NFLOG_TABLE[prefix]), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
 }
 
 /**

@@ -147,6 +147,31 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
     });
 
+    test('UDP: a flood to one host does not keep a datagram to another out of the report (audit passes it: its event is all there is)', async () => {
+      const secret = `behind-a-flood-${mode}`;
+      // 3,000 datagrams to one destination, then at once one to another: with one kernel limit for the rule (100/s,
+      // burst 200) the flood had spent it, and the datagram left (audit) with no event.
+      const script = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def send(data, host, port):
+    try:
+        s.sendto(data, (host, port))
+    except OSError:
+        pass
+for i in range(3000):
+    send(b'junk', sys.argv[1], 443)
+send(sys.argv[3].encode(), sys.argv[2], 9999)
+`;
+      const sent = await world.job('python3', ['-c', script, NET.rawOnly, NET.attacker, secret], { timeoutMs: 25_000 });
+      assert.equal(sent.code, 0, sent.stderr);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker && e.port === 9999);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the datagram behind the flood has its event');
+      assert.equal(arrivedUdp(9999, secret).length, mode === 'block' ? 0 : 1);
+      const flood = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 443);
+      assert.ok(flood, 'the flood has its event too');
+    });
+
     test('control: a DHCP broadcast still leaves (leases keep working)', async () => {
       const secret = `dhcp-broadcast-${mode}`;
       const sent = await sendFromPort('0.0.0.0', 68, '255.255.255.255', 67, secret);
