@@ -3,7 +3,7 @@ import * as core from '@actions/core';
 import { buildReport } from '../report/format.js';
 import { readEventsFile } from '../report/events-file.js';
 import { renderPolicyYaml, suggestPolicy } from '../report/suggest.js';
-import { annotationsOf, blockedCount } from './findings.js';
+import { annotationsOf, blockedCount, exitedEarlyNotice, lastEventTime } from './findings.js';
 import { parseActionInputs } from './inputs.js';
 import { actionLayout, type ActionLayout } from './layout.js';
 import { stopNetfilterLog } from './netfilter-log.js';
@@ -12,27 +12,35 @@ import { jobSummaryMarkdown } from './job-summary.js';
 import { stopSidecar } from './sidecar-process.js';
 import { decodeState, STATE_KEY, type ActionState } from './state.js';
 
-/** Undo what main did: egress-guard first, then its rules and resolv.conf (no window where the job bypasses it). */
-async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<void> {
-  if (state.sidecarPid !== undefined) core.info(`egress-guard: ${await stopSidecar(root, state.sidecarPid)}`);
+/**
+ * Undo what main did: egress-guard first, then its rules and resolv.conf (no window where the job bypasses it).
+ * Whether egress-guard was still running: 'gone' means it exited during the job.
+ */
+async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<'stopped' | 'killed' | 'gone' | undefined> {
+  const sidecar = state.sidecarPid !== undefined ? await stopSidecar(root, state.sidecarPid) : undefined;
+  if (sidecar) core.info(`egress-guard: ${sidecar}`);
   if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);
   const restored = await root.run(layout.node, [layout.teardown]);
   if (restored.code !== 0) core.warning(`egress-guard: the network could not be restored: ${restored.stderr.trim()}`);
   else core.info(restored.stdout.trim());
+  return sidecar;
 }
 
 async function post(): Promise<void> {
   const inputs = parseActionInputs((name) => core.getInput(name));
   const layout = actionLayout(process.env);
   const state = decodeState(core.getState(STATE_KEY));
+  let sidecar: Awaited<ReturnType<typeof teardown>>;
   if (state?.sudoDisabled) core.info('egress-guard: sudo is disabled for this job, so egress-guard and its rules stay until the runner is gone');
-  else if (state) await teardown(privileged(), state, layout);
+  else if (state) sidecar = await teardown(privileged(), state, layout);
   if (!existsSync(layout.eventsFile)) {
     core.warning(`egress-guard: no events file (${layout.eventsFile}): main did not start egress-guard`);
     return;
   }
   const { events } = await readEventsFile(layout.eventsFile);
   const report = buildReport(events, layout.eventsFile);
+  const notices = sidecar === 'gone' && state ? [exitedEarlyNotice(state.mode, lastEventTime(events), layout.logFile)] : [];
+  for (const notice of notices) core.warning(notice, { title: 'egress-guard exited during the job' });
   for (const annotation of annotationsOf(report.review)) {
     if (annotation.level === 'error') core.error(annotation.message, { title: annotation.title });
     else core.warning(annotation.message, { title: annotation.title });
@@ -40,7 +48,7 @@ async function post(): Promise<void> {
   const count = blockedCount(report.summary);
   core.setOutput('events-file', layout.eventsFile);
   core.setOutput('blocked-count', String(count));
-  if (inputs.jobSummary) await core.summary.addRaw(jobSummaryMarkdown(report, renderPolicyYaml(suggestPolicy(events), layout.eventsFile))).write();
+  if (inputs.jobSummary) await core.summary.addRaw(jobSummaryMarkdown(report, renderPolicyYaml(suggestPolicy(events), layout.eventsFile), notices)).write();
   if (inputs.failOnBlock && count > 0) {
     const what = state?.mode === 'block' ? 'blocked' : 'would be blocked in block mode (audit mode)';
     const destinations = report.summary.destinations.filter((d) => d.decision !== 'allowed').map((d) => `${d.host}:${d.port}`);

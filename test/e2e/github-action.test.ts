@@ -237,6 +237,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(post.stdout, annotation('error', 'blocked', `${SECRET.toLowerCase()}\\.exfil\\.attacker\\.test:53`));
       assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.attacker)}:9999`), 'no event for the UDP datagram (the built-in NFLOG reader)');
       assert.doesNotMatch(post.stdout, /^::(error|warning) title=egress-guard [a-z-]+%3A allowed\.test/m);
+      assert.doesNotMatch(post.stdout, /exited during the job/, 'egress-guard ran to the end');
       const blockedCount = Number(outputs(job).get('blocked-count'));
       assert.ok(blockedCount >= 3, `blocked-count ${blockedCount}`);
       const summary = readFileSync(job.files.summary, 'utf8');
@@ -323,6 +324,8 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
 
       const post = await runner.runAction(job, 'post');
       assert.equal(post.code, 0, `post failed in audit mode:\n${post.stdout}`);
+      // The report ends where egress-guard's events end: post says so, in the log and first in the summary.
+      assert.match(post.stdout, /^::warning title=egress-guard exited during the job::egress-guard exited during the job .*audit mode removed the redirect rules/m);
       assert.ok(
         internetSince(world, since).some((e) => e.type === 'udp' && e.port === 9999),
         'the UDP datagram did not arrive in audit mode',
@@ -338,6 +341,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       }
       assert.doesNotMatch(post.stdout, /^::error/m);
       const summary = readFileSync(job.files.summary, 'utf8');
+      assert.match(summary, /^> \[!WARNING\]\n> egress-guard exited during the job/);
       assert.match(summary, /\| ⚠️ would-block \| `attacker\.test:443` \|/);
       assert.match(summary, /\| ✅ allowed \| `allowed\.test:443` \|/);
       assert.ok(summary.indexOf('⚠️ would-block |') < summary.indexOf('✅ allowed |'), 'would-block rows come first');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { annotationsOf, blockedCount } from '../../action/findings.js';
+import { annotationsOf, blockedCount, exitedEarlyNotice, lastEventTime } from '../../action/findings.js';
 import { jobSummaryMarkdown } from '../../action/job-summary.js';
 import { upstreamResolvers } from '../../action/job-dns.js';
 import { denyRule } from '../../action/disable-sudo.js';
@@ -107,4 +107,16 @@ describe('action main: DNS upstream, sudo rule, state', () => {
     ]);
     assert.equal(candidates.at(-1), '/prebuilds/linux-arm64/original_dst.node');
   });
+});
+
+test('post when egress-guard exited during the job: the last event time, the notice per mode, the notice first in the summary', () => {
+  const events = [{ time: '2026-12-02T01:00:00.000Z' }, { time: '2026-12-02T01:05:00.000Z' }, { time: '2026-12-02T01:02:00.000Z' }] as EgressEvent[];
+  assert.equal(lastEventTime(events), '2026-12-02T01:05:00.000Z');
+  assert.equal(lastEventTime([]), undefined);
+  const audit = exitedEarlyNotice('audit', '2026-12-02T01:05:00.000Z', '/tmp/eg.log');
+  assert.match(audit, /^egress-guard exited during the job \(its output: \/tmp\/eg\.log\); audit mode .* after its last event \(2026-12-02T01:05:00\.000Z\) went out unchecked/);
+  assert.match(exitedEarlyNotice('block', undefined, '/tmp/eg.log'), /block mode kept the redirect rules, so the job's connections after it started were refused/);
+  const summary = jobSummaryMarkdown(buildReport([], 'events.ndjson'), 'allowed-endpoints: ""\n', [audit]);
+  assert.ok(summary.startsWith(`> [!WARNING]\n> ${audit}\n`), summary.slice(0, 200));
+  assert.ok(!jobSummaryMarkdown(buildReport([], 'events.ndjson'), '').includes('[!WARNING]'));
 });
