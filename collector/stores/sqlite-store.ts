@@ -205,7 +205,8 @@ export class SqliteStore implements EventStore {
     return jobPage(rows, query, this.texts(rows.flatMap((r) => (r.repoId === null ? [r.jobId] : [r.jobId, r.repoId]))));
   }
 
-  async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
+  async jobEvents(job: string, limit: number, signal?: AbortSignal): Promise<EgressEvent[]> {
+    signal?.throwIfAborted();
     const jobId = this.find(job);
     if (jobId === undefined) return [];
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
@@ -223,7 +224,10 @@ export class SqliteStore implements EventStore {
     const events: EgressEvent[] = [];
     let after = { time: Number.MIN_SAFE_INTEGER, seq: -1 };
     for (let turn = 0; events.length < limit; turn++) {
-      if (turn > 0) await nextTurn();
+      if (turn > 0) {
+        await nextTurn();
+        signal?.throwIfAborted();
+      }
       const rows = page.all({ job: jobId, time: after.time, seq: after.seq, rows: Math.min(ROWS_PER_TURN, limit - events.length) }) as Row[];
       if (rows.length === 0) break;
       const host = this.texts([...new Set(rows.map((r) => r[5]))]);
