@@ -223,6 +223,7 @@ export class SqliteStore implements EventStore {
     type Row = [key: string, time: number, body: Buffer, bytesIn: number | null, bytesOut: number | null, hostId: number, seq: number];
     const events: EgressEvent[] = [];
     let after = { time: Number.MIN_SAFE_INTEGER, seq: -1 };
+    let pages = 0;
     for (let turn = 0; events.length < limit; turn++) {
       if (turn > 0) {
         await nextTurn();
@@ -236,8 +237,15 @@ export class SqliteStore implements EventStore {
       }
       const last = rows.at(-1)!;
       after = { time: last[1], seq: last[6] };
+      pages++;
     }
-    return events;
+    if (pages < 2) return events;
+    // Read in more than one statement, the view may hold a close without its decision: a close stored before its
+    // decision has no job; the decision, timed in a page already read, stored between two pages, gives the close this
+    // job, which a later page then reads. One query never saw one without the other; nor does this read.
+    const decided = new Set<string>();
+    for (const e of events) if (e.event === 'decision') decided.add(e.id);
+    return events.filter((e) => e.event === 'decision' || decided.has(e.id));
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {

@@ -55,3 +55,42 @@ test("a job's events read a page per event-loop turn: the same events in the sam
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a job read while a late decision comes in: the view holds no close without its decision (a close stored first gets the job then)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eg-job-read-late-'));
+  try {
+    const store = new SqliteStore(join(dir, 'collector.db'));
+    const events = generatedJob('late-job', ROWS_PER_TURN * 2 + 500, Date.parse('2026-12-01T10:00:00Z'), 40);
+    // An allowed decision of the first page held back; its close, timed after every other event, stored first: it
+    // has no job until its decision comes (aggregate.ts), then it has this one.
+    const i = events.findIndex((e, k) => k > 100 && e.event === 'decision' && events[k + 1]?.event === 'close');
+    const late = events[i]!;
+    const close = { ...events[i + 1]!, time: new Date(Date.parse(events.at(-1)!.time) + 1_000).toISOString() };
+    const rest = events.filter((_, k) => k !== i && k !== i + 1);
+    for (let k = 0; k < rest.length; k += 5_000) await store.insert(rest.slice(k, k + 5_000));
+    await store.insert([close]);
+    const job = jobKey(late as Parameters<typeof jobKey>[0]);
+
+    const reading = store.jobEvents(job, 200_000);
+    // The first page is read in the call's own turn; the decision, timed in it, is stored before the second page.
+    await store.insert([late]);
+    const view = await reading;
+    const decided = new Set(view.filter((e) => e.event === 'decision').map((e) => e.id));
+    assert.deepEqual(
+      view.filter((e) => e.event === 'close' && !decided.has(e.id)).map((e) => e.id),
+      [],
+      'no close without its decision',
+    );
+    assert.equal(view.length, rest.length, 'the events stored before the read, whole');
+
+    const later = await store.jobEvents(job, 200_000);
+    assert.deepEqual(
+      later.filter((e) => e.id === late.id).map((e) => e.event),
+      ['decision', 'close'],
+      'a later read has both',
+    );
+    await store.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
