@@ -181,14 +181,11 @@ export function suggestPolicy(events: readonly EgressEvent[], options: SuggestOp
     }
   }
 
-  const withPaths = [...endpoints.values()].filter((t) => t.paths && t.paths.size > 0);
-  const entries = [
-    ...collapseEndpoints(
-      [...endpoints.values()].filter((t) => !withPaths.includes(t)),
-      options.collapse,
-    ),
-    ...withPaths.flatMap(pathEntries),
-  ];
+  // Split in one pass (a search of the path hosts' list per endpoint was quadratic: 20,000 hosts with paths, ~1 s).
+  const withPaths: Array<Tally & { host: string; port: number }> = [];
+  const withoutPaths: Array<Tally & { host: string; port: number }> = [];
+  for (const t of endpoints.values()) (t.paths && t.paths.size > 0 ? withPaths : withoutPaths).push(t);
+  const entries = [...collapseEndpoints(withoutPaths, options.collapse), ...withPaths.flatMap(pathEntries)];
   const covered = coveringPatterns(entries.map((e) => e.value.slice(0, e.value.lastIndexOf(':'))));
   for (const [name, t] of dnsNames) {
     if (covered(name)) continue;
@@ -251,7 +248,8 @@ function coveringPatterns(patterns: readonly string[]): (name: string) => boolea
 /** Path entries for a host whose requests were seen: one per group, a `/x` dropped where `/x/**` covers it. */
 function pathEntries(t: Tally & { host: string; port: number }): PolicyEntry[] {
   const groups = [...t.paths!];
-  const covered = (path: string) => groups.some(([group]) => group === `${path}/**`);
+  // t.paths' keys: a lookup, not a search of every group per group (20,000 groups on one host took ~6 s).
+  const covered = (path: string) => t.paths!.has(`${path}/**`);
   return groups
     .filter(([path]) => !covered(path))
     .map(([path, p]) => ({ value: `${destinationKey(t.host, t.port)}${path}`, count: p.count, comment: `${times(p.count)} (${list(p.methods)})` }))

@@ -132,3 +132,38 @@ test('suggestPolicy with collapse: 5,000 subdomains of one parent collapse into 
   assert.match(policy.endpoints[0]!.comment, /^5000 subdomains seen 5000 times \(connect\): h0, h1, h10, h100, h1000, \+4995 more$/);
   assert.ok(work < 50 * n, `${work} array elements iterated for ${n} endpoints (quadratic: ~${(n * n) / 2})`);
 });
+
+test('suggestPolicy with paths: 5,000 path groups on one host and 5,000 hosts with a path, without searching a list per group or per host', () => {
+  const n = 5_000;
+  const log = new EventLog({ stdout: false, ci: { job_id: 'work' } });
+  const events: EgressEvent[] = [];
+  log.subscribe((e) => events.push(e));
+  const request = (host: string, path: string) =>
+    log.decision({
+      kind: 'http',
+      client: '127.0.0.1:1',
+      host,
+      port: 80,
+      method: 'GET',
+      path,
+      decision: 'allowed',
+      reason: 'allowed-endpoint',
+      rule: null,
+      message: '',
+      mode: 'audit',
+    });
+  for (let i = 0; i < n; i++) request('files.example.test', `/owner${i}/file`);
+  request('files.example.test', '/owner0'); // covered by /owner0/**: no entry of its own
+  for (let i = 0; i < n; i++) request(`h${i}.example.test`, '/x');
+  // Array.prototype.includes and .some over a list of n elements cost up to n: summed, the elements searched.
+  const searched = (self: unknown) => (Array.isArray(self) ? self.length : 0);
+  let policy: ReturnType<typeof suggestPolicy> | undefined;
+  let includes = 0;
+  const { work: some } = counting(Array.prototype, 'some', searched, () => {
+    includes = counting(Array.prototype, 'includes', searched, () => (policy = suggestPolicy(events, { paths: true }))).work;
+  });
+  assert.equal(policy!.endpoints.length, 2 * n, 'an entry per path group and per host');
+  assert.ok(policy!.endpoints.some((e) => e.value === 'files.example.test:80/owner0/**'));
+  assert.ok(!policy!.endpoints.some((e) => e.value === 'files.example.test:80/owner0'), 'a path its group covers has no entry');
+  assert.ok(some + includes < 20 * n, `${some + includes} array elements searched for ${2 * n} path groups`);
+});
