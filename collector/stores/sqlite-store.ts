@@ -229,7 +229,8 @@ export class SqliteStore implements EventStore {
         await nextTurn();
         signal?.throwIfAborted();
       }
-      const rows = page.all({ job: jobId, time: after.time, seq: after.seq, rows: Math.min(ROWS_PER_TURN, limit - events.length) }) as Row[];
+      const asked = Math.min(ROWS_PER_TURN, limit - events.length);
+      const rows = page.all({ job: jobId, time: after.time, seq: after.seq, rows: asked }) as Row[];
       if (rows.length === 0) break;
       const host = this.texts([...new Set(rows.map((r) => r[5]))]);
       for (const [key, time, body, bytesIn, bytesOut, hostId] of rows) {
@@ -238,6 +239,9 @@ export class SqliteStore implements EventStore {
       const last = rows.at(-1)!;
       after = { time: last[1], seq: last[6] };
       pages++;
+      // A page shorter than asked is the job's last: no turn and query more for an empty one (a job of up to 10,000
+      // rows is read in one query, in the caller's turn).
+      if (rows.length < asked) break;
     }
     if (pages < 2) return events;
     // Read in more than one statement, the view may hold a close without its decision: a close stored before its
