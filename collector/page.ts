@@ -186,6 +186,8 @@ function findings(rows: readonly ReviewRow[]): string {
 
 const COLORS: Record<string, string> = { blocked: '#cf222e', 'would-block': '#bf8700', allowed: '#1a7f37' };
 const TIMELINE_ROWS = 60;
+/** Which marks are drawn over which: the strictest decision on top (Array.prototype.sort is stable). */
+const DRAW_ORDER: Record<string, number> = { allowed: 1, 'would-block': 2, blocked: 3 };
 /**
  * Up to this many connections the timeline draws a mark per connection; past it, the connections of one destination
  * and one decision within MERGED_COLUMN_PX of each other are one mark titled with their count. A job of 200,000 events
@@ -246,7 +248,9 @@ function timeline(summary: Summary): string {
       mark.last = c.time;
     }
   }
-  const drawn = merge ? [...merged.values()] : marks;
+  // Blocked marks drawn last, over the rest, then would-block ones: in time order an allowed mark at the same place
+  // (a connection at the same time, or a merged mark starting just after) was drawn over a blocked one and hid it.
+  const drawn = (merge ? [...merged.values()] : marks).sort((a, b) => (DRAW_ORDER[a.decision] ?? 0) - (DRAW_ORDER[b.decision] ?? 0));
   const rects = drawn.map((m) => {
     const title = m.count === 1 ? m.tip : `${m.count} ${m.decision} connections, ${m.first} to ${m.last}`;
     return `<rect x="${m.x.toFixed(1)}" y="${m.row * rowHeight + 4}" width="${(m.end - m.x).toFixed(1)}" height="${rowHeight - 8}" fill="${COLORS[m.decision] ?? '#57606a'}"><title>${esc(title)}</title></rect>`;

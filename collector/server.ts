@@ -48,6 +48,13 @@ class HttpError extends Error {
   }
 }
 
+/** Why a request's work stopped: its connection closed before the answer was sent. */
+class ClientGone extends Error {
+  constructor() {
+    super('the client closed the connection before the answer was sent');
+  }
+}
+
 function digest(text: string): Buffer {
   return createHash('sha256').update(text).digest();
 }
@@ -184,11 +191,14 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     };
   }
 
-  async function jobEvents(job: string) {
-    return store.jobEvents(job, maxJobEvents);
+  /** A job's events; `gone` (the client went away) stops the read at its next turn, and what would follow it. */
+  async function jobEvents(job: string, gone: AbortSignal) {
+    const events = await store.jobEvents(job, maxJobEvents, gone);
+    gone.throwIfAborted();
+    return events;
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function route(req: IncomingMessage, res: ServerResponse, gone: AbortSignal): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://collector');
     const path = url.pathname;
     const method = req.method ?? 'GET';
@@ -207,7 +217,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const api = /^\/api\/v1\/jobs\/([^/]+)\/(events|summary|policy)$/.exec(path);
     if (api) {
       const job = decodeSegment(api[1]!);
-      const events = await jobEvents(job);
+      const events = await jobEvents(job, gone);
       if (events.length === 0) throw new HttpError(404, `no events for job "${job}"`);
       if (api[2] === 'events') {
         if (url.searchParams.get('format') === 'ndjson') return sendText(res, 200, 'application/x-ndjson', events.map((e) => `${JSON.stringify(e)}\n`).join(''));
@@ -230,7 +240,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const page = /^\/jobs\/([^/]+)$/.exec(path);
     if (page) {
       const job = decodeSegment(page[1]!);
-      const events = await jobEvents(job);
+      const events = await jobEvents(job, gone);
       if (events.length === 0) return sendText(res, 404, 'text/html', renderNotFoundPage(`No events for job "${job}".`, nonce), pageHeaders);
       const policy = renderPolicyYaml(suggestPolicy(events), `job ${job}`);
       return sendText(res, 200, 'text/html', renderJobPage(job, summarize(events), policy, nonce), pageHeaders);
@@ -239,7 +249,18 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   }
 
   const server = http.createServer((req, res) => {
-    route(req, res).catch((err: unknown) => {
+    // Aborted when the connection closes before the answer is sent (the client went away, or close() below): a job's
+    // read goes on in turns (stores/in-turns.ts), 20 of them for 200,000 events, then summarize and render for ~1 s;
+    // for nobody, and every client that reloads and leaves kept another whole job in memory meanwhile.
+    const gone = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) gone.abort(new ClientGone());
+    });
+    route(req, res, gone.signal).catch((err: unknown) => {
+      if (gone.signal.aborted && err === gone.signal.reason) {
+        log.debug({ url: req.url }, 'collector: client went away; request stopped');
+        return;
+      }
       if (err instanceof HttpError) {
         if (!res.headersSent) sendJson(res, err.status, { error: err.message });
         return;

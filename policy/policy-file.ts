@@ -58,7 +58,8 @@ export function parsePolicyFile(source: string, file: string): Map<string, FileS
         if (!isScalar(item) || typeof item.value === 'object') {
           throw new PolicyError(file, itemLine, String(item), `entries of ${key} must be strings`);
         }
-        entries.push(...splitListString(String(item.value), { file, line: itemLine }));
+        // A loop, not push(...): one item may list any number of entries (past ~120,000 a spread overflows the stack).
+        for (const entry of splitListString(String(item.value), { file, line: itemLine })) entries.push(entry);
       }
       settings.set(key, { value: entries, origin });
     } else if (isScalar(value)) {

@@ -47,7 +47,8 @@ export async function fetchHostSightings(collector: string, query: { host: strin
     for (const [key, value] of Object.entries({ ...query, limit: '500', ...page })) if (value !== undefined) url.searchParams.set(key, value);
     answer = (await getJson(url)) as typeof answer;
     if (!answer || !Array.isArray(answer.jobs)) throw new EventSourceError(`collector answer for ${url.pathname} has no jobs`);
-    jobs.push(...answer.jobs);
+    // A loop, not push(...): a page of more than ~120,000 jobs (the collector's answer) overflowed the stack.
+    for (const job of answer.jobs) jobs.push(job);
     next = answer.jobs.length === 0 ? null : answer.next;
   } while (next !== null && next !== undefined && jobs.length < maxJobs);
   return {
@@ -75,7 +76,7 @@ export function renderHostSightings(result: HostSightings, format: 'table' | 'ma
     const line = (cells: string[]) => `| ${cells.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`;
     return [`### ${title}`, '', line(header), line(header.map(() => '---')), ...rows.map(line), ''].join('\n');
   }
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const widths = header.map((h, i) => rows.reduce((w, r) => Math.max(w, r[i]!.length), h.length));
   const line = (cells: string[]) =>
     cells
       .map((c, i) => c.padEnd(widths[i]!))

@@ -86,11 +86,18 @@ function rowOf(label: string, destinations: readonly Destination[]): ReviewRow {
     bytesOut: 0,
     flags: [],
   };
+  // The row's addresses as a set beside its list (first seen first), as summarize keeps a destination's: a CDN name
+  // seen on 30,000 addresses made a lookup in the list per address quadratic (~0.8 s; 60,000: ~3 s per page view).
+  const ips = new Set<string>();
   for (const d of destinations) {
     row.hosts.push(d.host);
     for (const k of d.kinds) if (!row.kinds.includes(k)) row.kinds.push(k);
     for (const r of d.reasons) if (!row.reasons.includes(r)) row.reasons.push(r);
-    for (const ip of d.ips) if (!row.ips.includes(ip)) row.ips.push(ip);
+    for (const ip of d.ips) {
+      if (ips.has(ip)) continue;
+      ips.add(ip);
+      row.ips.push(ip);
+    }
     row.count += d.count;
     if (d.first < row.first) row.first = d.first;
     if (d.last > row.last) row.last = d.last;

@@ -88,8 +88,11 @@ export interface EventStore {
   insert(events: readonly EgressEvent[]): Promise<InsertResult>;
   /** Jobs with decision counts, most recently active first (from the per-job aggregates). */
   jobs(query?: JobQuery): Promise<JobPage>;
-  /** A job's decision events and the close events of those decisions, in time order. */
-  jobEvents(job: string, limit: number): Promise<EgressEvent[]>;
+  /**
+   * A job's decision events and the close events of those decisions, in time order. Read in turns (in-turns.ts):
+   * once `signal` is aborted (the client went away) the read stops at its next turn and rejects with its reason.
+   */
+  jobEvents(job: string, limit: number, signal?: AbortSignal): Promise<EgressEvent[]>;
   /**
    * One page of the jobs with decisions whose host matches, in the time window: per job, those decisions summed,
    * newest first by last sighting (ties: the job added last first), `limit` after `cursor` or `offset`, with how many

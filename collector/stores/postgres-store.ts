@@ -665,7 +665,8 @@ export class PostgresStore implements EventStore {
     return jobPage(rows, query, await this.texts(rows.flatMap((r) => (r.repoId === null ? [r.jobId] : [r.jobId, r.repoId]))));
   }
 
-  async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
+  async jobEvents(job: string, limit: number, signal?: AbortSignal): Promise<EgressEvent[]> {
+    signal?.throwIfAborted();
     const jobId = await this.find(job);
     if (jobId === undefined) return [];
     // From the job's first decision on, less the linking window: a row of the job is a decision or a close linked to
@@ -679,11 +680,15 @@ export class PostgresStore implements EventStore {
     // closes. A close in its decision's row is never before it (joinsDecision), so the first `limit` rows in (time,
     // event, key) order hold the first `limit` events in that order: read, then the closes sorted in.
     const res = await this.pool.query(jobEventsQuery(jobId, limit, Number(first)));
+    signal?.throwIfAborted();
     const events: Array<{ time: number; event: number; key: string; e: EgressEvent }> = [];
     let joined = false;
     // Unpacked a chunk per event-loop turn (in-turns.ts): a job of 200,000 rows held the collector's loop for ~1 s.
     for (const [i, r] of res.rows.entries()) {
-      if (i > 0 && i % ROWS_PER_TURN === 0) await nextTurn();
+      if (i > 0 && i % ROWS_PER_TURN === 0) {
+        await nextTurn();
+        signal?.throwIfAborted();
+      }
       const id = decisionKeyOf(r.key);
       const time = Number(r.time);
       const bytes = r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) };

@@ -205,7 +205,8 @@ export class SqliteStore implements EventStore {
     return jobPage(rows, query, this.texts(rows.flatMap((r) => (r.repoId === null ? [r.jobId] : [r.jobId, r.repoId]))));
   }
 
-  async jobEvents(job: string, limit: number): Promise<EgressEvent[]> {
+  async jobEvents(job: string, limit: number, signal?: AbortSignal): Promise<EgressEvent[]> {
+    signal?.throwIfAborted();
     const jobId = this.find(job);
     if (jobId === undefined) return [];
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
@@ -222,9 +223,14 @@ export class SqliteStore implements EventStore {
     type Row = [key: string, time: number, body: Buffer, bytesIn: number | null, bytesOut: number | null, hostId: number, seq: number];
     const events: EgressEvent[] = [];
     let after = { time: Number.MIN_SAFE_INTEGER, seq: -1 };
+    let pages = 0;
     for (let turn = 0; events.length < limit; turn++) {
-      if (turn > 0) await nextTurn();
-      const rows = page.all({ job: jobId, time: after.time, seq: after.seq, rows: Math.min(ROWS_PER_TURN, limit - events.length) }) as Row[];
+      if (turn > 0) {
+        await nextTurn();
+        signal?.throwIfAborted();
+      }
+      const asked = Math.min(ROWS_PER_TURN, limit - events.length);
+      const rows = page.all({ job: jobId, time: after.time, seq: after.seq, rows: asked }) as Row[];
       if (rows.length === 0) break;
       const host = this.texts([...new Set(rows.map((r) => r[5]))]);
       for (const [key, time, body, bytesIn, bytesOut, hostId] of rows) {
@@ -232,8 +238,18 @@ export class SqliteStore implements EventStore {
       }
       const last = rows.at(-1)!;
       after = { time: last[1], seq: last[6] };
+      pages++;
+      // A page shorter than asked is the job's last: no turn and query more for an empty one (a job of up to 10,000
+      // rows is read in one query, in the caller's turn).
+      if (rows.length < asked) break;
     }
-    return events;
+    if (pages < 2) return events;
+    // Read in more than one statement, the view may hold a close without its decision: a close stored before its
+    // decision has no job; the decision, timed in a page already read, stored between two pages, gives the close this
+    // job, which a later page then reads. One query never saw one without the other; nor does this read.
+    const decided = new Set<string>();
+    for (const e of events) if (e.event === 'decision') decided.add(e.id);
+    return events.filter((e) => e.event === 'decision' || decided.has(e.id));
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {
