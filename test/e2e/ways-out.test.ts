@@ -232,9 +232,58 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(explicit.code, 0, explicit.stderr);
     });
 
+    test('a datagram to another host in the middle of a flood of datagrams to a decoy is still reported', async () => {
+      // The reports' kernel limit was one bucket per rule (100/s, burst 200): a flood to a decoy used it up, and
+      // a datagram to the real destination sent meanwhile had no report at all, so audit mode passed it unseen.
+      const secret = `flood-hidden-${mode}`;
+      const script = `
+import socket, sys
+decoy, target, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(4000):
+    try:
+        s.sendto(secret if i == 2000 else b'decoy', (target, 9999) if i == 2000 else (decoy, 9))
+    except OSError:
+        pass
+`;
+      const sent = await world.job('python3', ['-c', script, NET.attacker, NET.rawOnly, secret]);
+      assert.equal(sent.code, 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(9999, secret).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 9999);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the flood does not hide the other flow');
+    });
+
     test('control: a port named in --inbound-ports answers outside hosts', async () => {
       const secret = `inbound-allowed-${mode}`;
       assert.equal(await secretReachedFromOutside('tcp', NET.runnerV4, 8022, secret), secret);
+    });
+
+    // Last: the spray fills the reports' table of eg:out for 10 s (what else this describe sends there would be dropped).
+    test("a datagram after a spray of more new flows than the reports' table holds is reported or dropped, never passed unseen", async () => {
+      const secret = `spray-hidden-${mode}`;
+      const script = `
+import socket, sys
+decoy, target, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(10000):
+    try:
+        s.sendto(b'decoy', (decoy, 20000 + i))
+    except OSError:
+        pass
+try:
+    s.sendto(secret, (target, 443))
+    print('sent')
+except OSError as e:
+    print('refused: %s' % e)
+`;
+      const sent = await world.job('python3', ['-c', script, NET.attacker, NET.rawOnly, secret]);
+      assert.equal(sent.code, 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      const arrived = arrivedUdp(443, secret).length;
+      if (mode === 'block') assert.equal(arrived, 0);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 443);
+      if (arrived) assert.equal(event?.decision, 'would-block', `it arrived (${sent.stdout.trim()}), so audit mode must report it`);
     });
   });
 }
