@@ -13,7 +13,7 @@
  * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
  */
 import type { RuleCommand, RulesMode } from './iptables-rules.js';
-import { NFLOG_GROUP, NFLOG_PREFIX } from './iptables-rules.js';
+import { NFLOG_GROUP, NFLOG_PREFIX, nflogLimit } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
 export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
@@ -51,12 +51,8 @@ function natRules(o: ContainerRuleOptions): string[][] {
 
 function forwardRules(o: ContainerRuleOptions, bridges: readonly string[]): string[][] {
   const nflog = [
-    '-m',
-    'limit',
-    '--limit',
-    '100/second',
-    '--limit-burst',
-    '200',
+    // Per flow, not per rule: a flood from one container cannot hide another flow's report (iptables-rules.ts).
+    ...nflogLimit('eg-ctr-out'),
     '-j',
     'NFLOG',
     '--nflog-group',

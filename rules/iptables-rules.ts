@@ -20,8 +20,34 @@ export const NFLOG_PREFIX = {
   /** A job packet on a connection egress-guard opened (its tuple reused). */
   own: 'eg:own',
 } as const;
-/** Kernel-side bound on reports, per rule; the reader reports each flow once a minute on top of this. */
-const NFLOG_LIMIT = ['-m', 'limit', '--limit', '100/second', '--limit-burst', '200'];
+/**
+ * Kernel-side bound on reports: one report per flow (addresses and ports) and minute, as the reader turns them into
+ * events (hashlimit: a bucket per flow, in a table per rule and family named `name`). Until 2026-12-02 this was one
+ * `limit` bucket per rule (100 a second, burst 200): a flood to a decoy used it up, so that a datagram to another
+ * host sent meanwhile was never reported and audit mode passed it unseen (e2e ways-out). The table holds at most
+ * 8192 flows (a flow leaves it 10 s after its last packet), so a burst of reports (one per new flow, about 260
+ * bytes each with the reader's 160-byte copy) stays within the reader's 4 MiB socket queue. A new flow the table
+ * has no room for is dropped by the kernel, in audit mode too: a packet is reported or dropped, never passed
+ * unreported.
+ */
+export function nflogLimit(name: string): string[] {
+  return [
+    '-m',
+    'hashlimit',
+    '--hashlimit-upto',
+    '1/minute',
+    '--hashlimit-burst',
+    '1',
+    '--hashlimit-mode',
+    'srcip,srcport,dstip,dstport',
+    '--hashlimit-htable-size',
+    '1024',
+    '--hashlimit-htable-max',
+    '8192',
+    '--hashlimit-name',
+    name,
+  ];
+}
 
 export type RulesMode = 'block' | 'audit';
 export type Family = 4 | 6;
@@ -159,7 +185,8 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
 }
 
 function nflog(o: RuleOptions, prefix: string): string[] {
-  return [...NFLOG_LIMIT, '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
+  // One hashlimit table per rule: eg-out, eg-reply, eg-own (iptables and ip6tables keep theirs apart).
+  return [...nflogLimit(prefix.replace(':', '-')), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
 }
 
 /**
