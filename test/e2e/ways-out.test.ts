@@ -281,6 +281,40 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(explicit.code, 0, explicit.stderr);
     });
 
+    test("UDP: a job that sends from the source port of egress-guard's upstream DNS exchange (its conntrack entry still alive) is not let through as established", async () => {
+      // An allowed name with a type not asked before: egress-guard asks the upstream (203.0.113.53) from a fresh port.
+      const type = `TYPE${mode === 'block' ? 4601 : 4602}`;
+      const asked = await world.job('dig', ['+tries=1', '+time=3', '@127.0.0.1', 'allowed.test', type]);
+      assert.equal(asked.code, 0, asked.stderr);
+      // The job learns that port (here from conntrack, as root; a job without it would try every port), then sends
+      // its own query from it to the upstream: the tuple of egress-guard's exchange, in the same direction. The entry
+      // carries egress-guard's connmark (0x4547 = 17735), set when its first packet passed nat OUTPUT.
+      const table = await world.job('cat', ['/proc/net/nf_conntrack']);
+      const entry = table.stdout.split('\n').find((l) => l.includes(' udp ') && l.includes(`dst=${NET.dns} `) && l.includes('dport=53 ') && / mark=17735 /.test(l));
+      const port = /sport=(\d+)/.exec(entry ?? '')?.[1];
+      assert.ok(port, `no conntrack entry of the upstream exchange in:\n${table.stdout}`);
+      const name = `own-reuse-${mode}.attacker.test`;
+      const script = `
+import socket, struct, sys
+port, server, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+query = struct.pack('!HHHHHH', 0x4547, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0' + struct.pack('!HH', 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', port))
+try:
+    s.sendto(query, (server, 53))
+except OSError as e:
+    print('refused: %s' % e)
+`;
+      const sent = await world.job('python3', ['-c', script, port!, NET.dns, name]);
+      assert.equal(sent.code, 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      const arrived = world.internetLog().filter((e) => e.type === 'dns' && e.name === name);
+      assert.equal(arrived.length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.reason === 'own-connection' && e.kind === 'udp' && e.host === NET.dns && e.client.endsWith(`:${port}`));
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+    });
+
     test('a datagram to another host in the middle of a flood of datagrams to a decoy is still reported', async () => {
       // The reports' kernel limit was one bucket per rule (100/s, burst 200): a flood to a decoy used it up, and
       // a datagram to the real destination sent meanwhile had no report at all, so audit mode passed it unseen.
