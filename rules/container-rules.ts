@@ -9,7 +9,8 @@
  * - Destinations in the private ranges are not redirected: with br_netfilter, container-to-container frames on one
  *   bridge pass PREROUTING too, and nothing there tells them from routed ones. The FORWARD chain (DOCKER-USER when
  *   Docker has made it) lets a bridge talk to a bridge and refuses (block) or reports (audit) every other new
- *   flow from a bridge: UDP other than DNS, ICMP, and TCP to private addresses off the bridges.
+ *   flow from a bridge: UDP other than DNS, ICMP, and TCP to private addresses off the bridges; and a container's
+ *   answers on a connection an outside host opened (a published port).
  * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
  */
 import type { RuleCommand, RulesMode } from './iptables-rules.js';
@@ -50,12 +51,20 @@ function natRules(o: ContainerRuleOptions): string[][] {
 }
 
 function forwardRules(o: ContainerRuleOptions, bridges: readonly string[]): string[][] {
-  const nflog = [...nflogLimit('egress-bridges'), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', NFLOG_PREFIX.out];
+  // Per flow, not per rule: a flood from one container cannot hide another flow's report (iptables-rules.ts).
+  const report = (prefix: string, table: string) => [...nflogLimit(table), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix];
+  const reply = ['-m', 'conntrack', '--ctdir', 'REPLY'];
   const rules: string[][] = [];
   for (const from of bridges) for (const to of bridges) rules.push(['-i', from, '-o', to, '-j', 'RETURN']);
-  rules.push(['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'RETURN']);
+  // Later packets of flows a container opened. Not REPLY: that is a container answering a connection an outside host
+  // opened (a published port, DNAT), which the host's own services may not do either (iptables-rules.ts). Until
+  // 2026-12-02 this had no direction, and a service container with a published port answered anyone who connected
+  // (e2e ways-out-containers).
+  rules.push(['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '--ctdir', 'ORIGINAL', '-j', 'RETURN']);
   for (const bridge of bridges) {
-    rules.push(['-i', bridge, ...nflog]);
+    rules.push(['-i', bridge, ...reply, ...report(NFLOG_PREFIX.reply, 'eg-ctr-reply')]);
+    rules.push(o.mode === 'block' ? ['-i', bridge, ...reply, '-j', 'REJECT', '--reject-with', 'icmp-admin-prohibited'] : ['-i', bridge, ...reply, '-j', 'RETURN']);
+    rules.push(['-i', bridge, ...report(NFLOG_PREFIX.out, 'eg-ctr-out')]);
     if (o.mode === 'block') {
       rules.push(['-i', bridge, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
       rules.push(['-i', bridge, '-p', 'udp', '-j', 'REJECT', '--reject-with', 'icmp-port-unreachable']);

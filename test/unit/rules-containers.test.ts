@@ -13,6 +13,8 @@ function chain(commands: ReturnType<typeof containerApplyCommands>, table: strin
     .map((c) => c.args.slice(c.args.indexOf('-A') + 2).join(' '));
 }
 
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 describe('container rules (Docker bridges, IPv4)', () => {
   it('nat: from a bridge, DNS to any server and every TCP connection go to the container listeners; private and local destinations do not', () => {
     const nat = chain(containerApplyCommands(OPTIONS), 'nat', CONTAINER_NAT_CHAIN);
@@ -25,19 +27,22 @@ describe('container rules (Docker bridges, IPv4)', () => {
     ]);
   });
 
-  it('forward, block mode: bridge to bridge and established flows pass; anything else new from a bridge is reported then refused', () => {
+  it('forward, block mode: bridge to bridge and flows a container opened pass; its answers to the outside and anything else new from a bridge are reported then refused', () => {
     const forward = chain(containerApplyCommands({ ...OPTIONS, bridges: ['docker0', 'br-+'] }), 'filter', CONTAINER_FORWARD_CHAIN);
     assert.deepEqual(forward.slice(0, 5), [
       '-i docker0 -o docker0 -j RETURN',
       '-i docker0 -o br-+ -j RETURN',
       '-i br-+ -o docker0 -j RETURN',
       '-i br-+ -o br-+ -j RETURN',
-      '-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN',
+      '-m conntrack --ctstate ESTABLISHED,RELATED --ctdir ORIGINAL -j RETURN',
     ]);
     for (const bridge of ['docker0', 'br-+']) {
       const own = forward.filter((r) => r.startsWith(`-i ${bridge} `) && !r.includes('-o '));
-      assert.match(own[0]!, /-j NFLOG --nflog-group 4547 --nflog-prefix eg:out$/);
-      assert.deepEqual(own.slice(1), [
+      // A container answering a connection an outside host opened (a published port): reported, refused.
+      assert.match(own[0]!, new RegExp(`^-i ${escape(bridge)} -m conntrack --ctdir REPLY -m hashlimit .* -j NFLOG --nflog-group 4547 --nflog-prefix eg:reply$`));
+      assert.equal(own[1], `-i ${bridge} -m conntrack --ctdir REPLY -j REJECT --reject-with icmp-admin-prohibited`);
+      assert.match(own[2]!, /-m hashlimit .*--hashlimit-mode srcip,srcport,dstip,dstport .* -j NFLOG --nflog-group 4547 --nflog-prefix eg:out$/);
+      assert.deepEqual(own.slice(3), [
         `-i ${bridge} -p tcp -j REJECT --reject-with tcp-reset`,
         `-i ${bridge} -p udp -j REJECT --reject-with icmp-port-unreachable`,
         `-i ${bridge} -j REJECT --reject-with icmp-admin-prohibited`,
@@ -48,6 +53,7 @@ describe('container rules (Docker bridges, IPv4)', () => {
   it('forward, audit mode: reported, never refused', () => {
     const forward = chain(containerApplyCommands({ ...OPTIONS, mode: 'audit' }), 'filter', CONTAINER_FORWARD_CHAIN);
     assert.ok(forward.some((r) => r.includes('NFLOG')));
+    assert.ok(forward.some((r) => r.includes('--ctdir REPLY') && r.endsWith('--nflog-prefix eg:reply')));
     assert.ok(!forward.some((r) => r.includes('REJECT')));
   });
 
