@@ -96,20 +96,21 @@ async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Pro
     io.stderr.write(`egress-guard rules log-reader: ${(err as Error).message}\n`);
     return 1;
   }
-  if (pidFile) {
-    try {
-      writePidFile(pidFile);
-    } catch (err) {
-      io.stderr.write(`egress-guard rules log-reader: --pid-file ${pidFile}: ${(err as Error).message}\n`);
-      await reader.stop().catch(() => undefined);
-      return 1;
-    }
-  }
-  io.stdout.write(`egress-guard rules log-reader: NFLOG group ${group} -> ${jsonFile}\n`);
+  // Before the pid file: a caller that signals as soon as it sees the file finds the handlers in place.
   const stop = () => void reader.stop();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
   try {
+    if (pidFile) {
+      try {
+        writePidFile(pidFile);
+      } catch (err) {
+        io.stderr.write(`egress-guard rules log-reader: --pid-file ${pidFile}: ${(err as Error).message}\n`);
+        await reader.stop().catch(() => undefined);
+        return 1;
+      }
+    }
+    io.stdout.write(`egress-guard rules log-reader: NFLOG group ${group} -> ${jsonFile}\n`);
     await reader.done;
     return 0;
   } catch (err) {
