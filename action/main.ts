@@ -15,7 +15,7 @@ import { privileged } from './privileged.js';
 import { applyRedirectRules } from './redirect-rules.js';
 import { RUNNER_ENDPOINTS, withRunnerEndpoints } from './runner-endpoints.js';
 import { ciVariables, inInputTerms, sidecarEnvironment } from './sidecar-settings.js';
-import { spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
+import { processStartTime, spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
 import { ensureSidecarUser } from './sidecar-user.js';
 import { encodeState, STATE_KEY, type ActionState } from './state.js';
 
@@ -67,6 +67,8 @@ async function main(): Promise<void> {
   const sidecar = spawnSidecar(root, layout, user, env, mode);
   if (sidecar.pid === undefined) throw new Error('egress-guard could not be started');
   state.sidecarPid = sidecar.pid;
+  const start = processStartTime(sidecar.pid);
+  if (start !== undefined) state.sidecarStart = start;
   save();
   await waitUntilHealthy(sidecar, layout);
   core.info(`egress-guard: running as ${user.name} (pid ${sidecar.pid}), output in ${layout.logFile}`);
