@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
 import type { SidecarUser } from './sidecar-user.js';
@@ -87,6 +88,29 @@ function logTail(layout: ActionLayout): string {
   } catch {
     return '(no output)';
   }
+}
+
+/**
+ * Throws when something already listens on egress-guard's admin port (127.0.0.1:`port`): an egress-guard an earlier
+ * job left running (disable-sudo leaves it until the runner is gone; a self-hosted runner outlives the job). Its
+ * /healthz would answer for the new one, which cannot bind and exits: the job's traffic would go through the earlier
+ * job's egress-guard (its policy, its events file, which main has just replaced: this job's report empty).
+ */
+export async function assertAdminPortFree(port: number = PORTS.admin, timeoutMs = 2000): Promise<void> {
+  const listening = await new Promise<boolean>((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const done = (answer: boolean) => {
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+  if (listening)
+    throw new Error(
+      `something already listens on 127.0.0.1:${port}, egress-guard's admin port: an egress-guard an earlier job left running (disable-sudo on a self-hosted runner)? Stop it (or use a fresh runner) first`,
+    );
 }
 
 /** Until /healthz answers 200 (the admin listener starts after every other listener); throws with egress-guard's output. */

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import type { Privileged } from '../../action/privileged.js';
-import { processStartTime, stopSidecar } from '../../action/sidecar-process.js';
+import { assertAdminPortFree, processStartTime, stopSidecar } from '../../action/sidecar-process.js';
 
 /** Root as post has it, recording what it is asked to run (and running nothing). */
 function recordingRoot(): Privileged & { calls: string[][] } {
@@ -42,4 +44,18 @@ test('processStartTime: the 22nd field of /proc/PID/stat, past a command name wi
     '22',
   );
   assert.equal(processStartTime(999_999_999), undefined);
+});
+
+test("main refuses to start while something listens on egress-guard's admin port (an earlier job's egress-guard would answer /healthz for the new one)", async () => {
+  const server = createServer((_req, res) => res.writeHead(200).end('ok\n'));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  try {
+    await assert.rejects(assertAdminPortFree(port), /already listens on 127\.0\.0\.1:\d+/);
+  } finally {
+    server.close();
+  }
+  await once(server, 'close');
+  await assertAdminPortFree(port);
 });
