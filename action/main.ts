@@ -15,7 +15,7 @@ import { privileged } from './privileged.js';
 import { applyRedirectRules } from './redirect-rules.js';
 import { RUNNER_ENDPOINTS, withRunnerEndpoints } from './runner-endpoints.js';
 import { ciVariables, inInputTerms, sidecarEnvironment } from './sidecar-settings.js';
-import { spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
+import { assertAdminPortFree, processStartTime, spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
 import { ensureSidecarUser } from './sidecar-user.js';
 import { encodeState, STATE_KEY, type ActionState } from './state.js';
 
@@ -41,6 +41,8 @@ async function main(): Promise<void> {
   const allowedEndpoints = withRunnerEndpoints(policy.endpoints.map((rule) => rule.source));
   core.info(`egress-guard: ${mode} mode, upstream DNS ${dnsUpstream.join(' ')}, the runner's own ${RUNNER_ENDPOINTS.join(' ')} allowed`);
 
+  // Before anything on the runner changes: an egress-guard still running would answer for the new one.
+  await assertAdminPortFree();
   const state: ActionState = { mode, sudoDisabled: false };
   const save = () => core.saveState(STATE_KEY, encodeState(state));
   save();
@@ -67,6 +69,8 @@ async function main(): Promise<void> {
   const sidecar = spawnSidecar(root, layout, user, env, mode);
   if (sidecar.pid === undefined) throw new Error('egress-guard could not be started');
   state.sidecarPid = sidecar.pid;
+  const start = processStartTime(sidecar.pid);
+  if (start !== undefined) state.sidecarStart = start;
   save();
   await waitUntilHealthy(sidecar, layout);
   core.info(`egress-guard: running as ${user.name} (pid ${sidecar.pid}), output in ${layout.logFile}`);

@@ -9,7 +9,7 @@ import { actionLayout, type ActionLayout } from './layout.js';
 import { stopNetfilterLog } from './netfilter-log.js';
 import { privileged, type Privileged } from './privileged.js';
 import { jobSummaryMarkdown } from './job-summary.js';
-import { stopSidecar } from './sidecar-process.js';
+import { processAlive, stopSidecar } from './sidecar-process.js';
 import { decodeState, STATE_KEY, type ActionState } from './state.js';
 
 /**
@@ -17,7 +17,8 @@ import { decodeState, STATE_KEY, type ActionState } from './state.js';
  * Whether egress-guard was still running: 'gone' means it exited during the job.
  */
 async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<'stopped' | 'killed' | 'gone' | undefined> {
-  const sidecar = state.sidecarPid !== undefined ? await stopSidecar(root, state.sidecarPid) : undefined;
+  const sidecar =
+    state.sidecarPid !== undefined ? await stopSidecar(root, state.sidecarPid, { ...(state.sidecarStart !== undefined && { start: state.sidecarStart }) }) : undefined;
   if (sidecar) core.info(`egress-guard: ${sidecar}`);
   if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);
   const restored = await root.run(layout.node, [layout.teardown]);
@@ -31,8 +32,12 @@ async function post(): Promise<void> {
   const layout = actionLayout(process.env);
   const state = decodeState(core.getState(STATE_KEY));
   let sidecar: Awaited<ReturnType<typeof teardown>>;
-  if (state?.sudoDisabled) core.info('egress-guard: sudo is disabled for this job, so egress-guard and its rules stay until the runner is gone');
-  else if (state) sidecar = await teardown(privileged(), state, layout);
+  if (state?.sudoDisabled) {
+    core.info('egress-guard: sudo is disabled for this job, so egress-guard and its rules stay until the runner is gone');
+    // Nothing can be stopped without sudo, but whether egress-guard is still there needs no root (kill -0: EPERM is
+    // alive): the hardened set-up must not be the one where egress-guard exiting during the job goes untold.
+    if (state.sidecarPid !== undefined && !processAlive(state.sidecarPid, state.sidecarStart)) sidecar = 'gone';
+  } else if (state) sidecar = await teardown(privileged(), state, layout);
   if (!existsSync(layout.eventsFile)) {
     core.warning(`egress-guard: no events file (${layout.eventsFile}): main did not start egress-guard`);
     return;

@@ -5,6 +5,8 @@ import type { NetfilterLog } from './netfilter-log.js';
 export interface ActionState {
   mode: 'audit' | 'block';
   sidecarPid?: number;
+  /** sidecarPid's start time (processStartTime): post tells egress-guard from a later process with its pid. */
+  sidecarStart?: string;
   resolvConf?: SavedResolvConf;
   netfilterLog?: NetfilterLog;
   sudoDisabled: boolean;

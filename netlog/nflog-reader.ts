@@ -52,8 +52,9 @@ export interface NflogReaderOptions {
   /** Appended to: one JSON line per report, as ulogd's JSON plugin writes them (netlog/reader.ts follows it). */
   jsonFile: string;
   /**
-   * Reports the kernel dropped because the reader fell behind (its socket's queue was full). They are also written to
-   * `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a second.
+   * Overflows of the socket's queue (the reader fell behind): each dropped one or more reports, how many the kernel
+   * does not say (ENOBUFS). Also written to `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a
+   * second.
    */
   onLost?: (count: number) => void;
 }

@@ -17,8 +17,9 @@ export interface NetfilterLogStats {
   /** Reports from before this sidecar started (a file ulogd appended to across restarts). */
   stale: number;
   /**
-   * Reports the kernel dropped because the reader fell behind (its queue was full), as the built-in reader counts
-   * them: the flows of those packets may have no event.
+   * Times the kernel dropped reports because the reader fell behind (its queue overflowed), as the built-in reader
+   * counts them: each time one or more reports (ENOBUFS says no number; 40,000 dropped at once count 1). The flows
+   * of those packets may have no event.
    */
   lost: number;
 }
@@ -78,7 +79,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       // Audit misses nothing it can tell about: these packets were refused (block) or let through (audit) unreported.
       events.log.warn(
         { lost, lostTotal: stats.lost },
-        'netfilter log: the kernel dropped reports the reader could not take in time; the flows of those packets (UDP but DNS, ICMP, answers to outside hosts) may have no event',
+        'netfilter log: the kernel dropped reports the reader could not take in time (lost: overflows of its queue, one or more reports each); the flows of those packets (UDP but DNS, ICMP, answers to outside hosts) may have no event',
       );
       return;
     }

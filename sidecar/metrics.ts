@@ -77,7 +77,7 @@ export function registerSidecarMetrics(
   collectedCounter(
     registry,
     'egress_netfilter_lost_total',
-    "Reports the kernel dropped before the built-in NFLOG reader took them (its queue was full): those packets' flows may have no event.",
+    "Overflows of the built-in NFLOG reader's queue (each dropped one or more reports, how many the kernel does not say): those packets' flows may have no event.",
     () => sources.netfilterStats?.()?.lost ?? 0,
   );
   collectedGauge(registry, 'egress_dns_cache_entries', 'Answers in the DNS cache.', () => sources.dnsStats()?.cacheEntries ?? 0);

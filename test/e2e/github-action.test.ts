@@ -407,10 +407,22 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       const attack = await runner.step('curl', ['-sS', '--max-time', '5', '--cacert', world.caFile, 'https://attacker.test/'], { env: job.env });
       assert.notEqual(attack.code, 0);
 
+      // egress-guard dies during the job (a crash on what the job sent): post cannot stop anything without sudo, but
+      // it still tells (the hardened set-up is where a job would most like egress-guard gone unnoticed).
+      const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
+      const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
+      assert.ok(pid > 0, `no transparent listener: ${listener.stdout}`);
+      process.kill(pid, 'SIGKILL');
+      const sidecar = (JSON.parse(parseCommandFile(readFileSync(job.files.state, 'utf8')).get('egress-guard')!) as { sidecarPid: number }).sidecarPid;
+      const deadline = Date.now() + 10_000;
+      while (existsSync(`/proc/${sidecar}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!existsSync(`/proc/${sidecar}`), 'sudo did not exit after egress-guard died');
+
       const post = await runner.runAction(job, 'post');
       assert.equal(post.code, 0, post.stdout);
       assert.match(post.stdout, /sudo is disabled for this job, so egress-guard and its rules stay/);
       assert.match(post.stdout, annotation('error', 'blocked', 'attacker\\.test:53'));
+      assert.match(post.stdout, /^::warning title=egress-guard exited during the job::egress-guard exited during the job .*block mode kept the redirect rules/m);
     } finally {
       await runner.stop();
     }
