@@ -14,7 +14,7 @@
  * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
  */
 import type { RuleCommand, RulesMode } from './iptables-rules.js';
-import { NFLOG_GROUP, NFLOG_PREFIX, nflogLimit } from './iptables-rules.js';
+import { NFLOG_PREFIX, nflogReport } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
 export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
@@ -52,7 +52,7 @@ function natRules(o: ContainerRuleOptions): string[][] {
 
 function forwardRules(o: ContainerRuleOptions, bridges: readonly string[]): string[][] {
   // Per flow, not per rule: a flood from one container cannot hide another flow's report (iptables-rules.ts).
-  const report = (prefix: string, table: string) => [...nflogLimit(table), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix];
+  const report = (prefix: string, table: string) => nflogReport(o.nflogGroup, prefix, table);
   const reply = ['-m', 'conntrack', '--ctdir', 'REPLY'];
   const rules: string[][] = [];
   for (const from of bridges) for (const to of bridges) rules.push(['-i', from, '-o', to, '-j', 'RETURN']);

@@ -184,9 +184,14 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
   return rules;
 }
 
+/** A rule's report to the NFLOG group (default NFLOG_GROUP) under `prefix`, bounded per flow in the kernel table `table`. */
+export function nflogReport(group: number | undefined, prefix: string, table: string): string[] {
+  return [...nflogLimit(table), '-j', 'NFLOG', '--nflog-group', String(group ?? NFLOG_GROUP), '--nflog-prefix', prefix];
+}
+
 function nflog(o: RuleOptions, prefix: string): string[] {
   // One hashlimit table per rule: eg-out, eg-reply, eg-own (iptables and ip6tables keep theirs apart).
-  return [...nflogLimit(prefix.replace(':', '-')), '-j', 'NFLOG', '--nflog-group', String(o.nflogGroup ?? NFLOG_GROUP), '--nflog-prefix', prefix, '--nflog-threshold', '1'];
+  return [...nflogReport(o.nflogGroup, prefix, prefix.replace(':', '-')), '--nflog-threshold', '1'];
 }
 
 /**
