@@ -132,6 +132,21 @@ async function startCollector(world: World): Promise<{ url: string; child: Child
   return { url, child };
 }
 
+/**
+ * egress-guard dies during the job (SIGKILL, found by its transparent listener), then waits (bounded) for the process
+ * main started (sidecarPid: sudo, or the audit supervisor) to end; fails with `why` if it does not.
+ */
+async function killEgressGuard(runner: SimulatedRunner, job: Job, why: string): Promise<void> {
+  const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
+  const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
+  assert.ok(pid > 0, `no transparent listener: ${listener.stdout}`);
+  process.kill(pid, 'SIGKILL');
+  const started = (JSON.parse(parseCommandFile(readFileSync(job.files.state, 'utf8')).get('egress-guard')!) as { sidecarPid: number }).sidecarPid;
+  const deadline = Date.now() + 10_000;
+  while (existsSync(`/proc/${started}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(!existsSync(`/proc/${started}`), why);
+}
+
 function outputs(job: Job): Map<string, string> {
   return parseCommandFile(readFileSync(job.files.output, 'utf8'));
 }
@@ -308,15 +323,8 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.equal(stateDir.stdout, 'root 755\nroot 755\n');
 
       // egress-guard dies (SIGKILL): audit mode must not break the rest of the job.
-      const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
-      const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
-      assert.ok(pid > 0, `no transparent listener: ${listener.stdout}`);
-      process.kill(pid, 'SIGKILL');
       // The supervisor (main's detached process) removes the rules, puts resolv.conf back and exits.
-      const supervisor = (JSON.parse(parseCommandFile(readFileSync(job.files.state, 'utf8')).get('egress-guard')!) as { sidecarPid: number }).sidecarPid;
-      const deadline = Date.now() + 10_000;
-      while (existsSync(`/proc/${supervisor}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      assert.ok(!existsSync(`/proc/${supervisor}`), 'the audit supervisor did not finish after egress-guard died');
+      await killEgressGuard(runner, job, 'the audit supervisor did not finish after egress-guard died');
       assert.doesNotMatch((await runner.asRoot('iptables', ['-t', 'nat', '-S'])).stdout, /EGRESS_GUARD/, 'the rules outlived egress-guard in audit mode');
       assert.notEqual((await runner.asRoot('test', ['-e', TAKEOVER_MARK])).code, 0, "root ran the egress-guard user's code");
       const afterCrash = await runner.step('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, 'https://allowed.test/'], { env: job.env });
@@ -409,14 +417,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
 
       // egress-guard dies during the job (a crash on what the job sent): post cannot stop anything without sudo, but
       // it still tells (the hardened set-up is where a job would most like egress-guard gone unnoticed).
-      const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
-      const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
-      assert.ok(pid > 0, `no transparent listener: ${listener.stdout}`);
-      process.kill(pid, 'SIGKILL');
-      const sidecar = (JSON.parse(parseCommandFile(readFileSync(job.files.state, 'utf8')).get('egress-guard')!) as { sidecarPid: number }).sidecarPid;
-      const deadline = Date.now() + 10_000;
-      while (existsSync(`/proc/${sidecar}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      assert.ok(!existsSync(`/proc/${sidecar}`), 'sudo did not exit after egress-guard died');
+      await killEgressGuard(runner, job, 'sudo did not exit after egress-guard died');
 
       const post = await runner.runAction(job, 'post');
       assert.equal(post.code, 0, post.stdout);
