@@ -1,5 +1,5 @@
 import { DOCKER_BRIDGES } from '../rules/container-rules.js';
-import { applyContainerRules, forwardHook } from '../rules/run-container-rules.js';
+import { applyContainerRules, forwardHooks } from '../rules/run-container-rules.js';
 import type { CommandRunner } from '../rules/run-rules.js';
 import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
@@ -14,7 +14,7 @@ export interface RedirectOutcome {
 
 /**
  * The job's traffic to egress-guard: `egress-guard rules apply` (every user but egress-guard's, IPv4 and IPv6),
- * then the rules for containers on Docker bridges (IPv4). Block mode never runs unenforced: a failure throws.
+ * then the rules for containers on Docker bridges (IPv4 and IPv6). Block mode never runs unenforced: a failure throws.
  */
 export async function applyRedirectRules(root: Privileged, layout: ActionLayout, user: SidecarUser, mode: 'audit' | 'block'): Promise<RedirectOutcome> {
   const outcome: RedirectOutcome = { applied: [], warnings: [] };
@@ -41,10 +41,12 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   }
   outcome.applied.push(host.stdout.trim());
   const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
-  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHook(asRoot) };
+  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHooks(asRoot) };
   try {
     await applyContainerRules(options, asRoot);
-    outcome.applied.push(`containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4; forwarded traffic filtered in ${options.forwardHook})`);
+    outcome.applied.push(
+      `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered in ${options.forwardHook[4]} and ip6tables ${options.forwardHook[6]})`,
+    );
   } catch (err) {
     refuse(`the rules for containers could not be applied: ${(err as Error).message}`);
   }

@@ -28,8 +28,8 @@ export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, f
   const env: Record<string, string> = {
     ...facts.ci,
     EGRESS_LISTEN: `127.0.0.1:${PORTS.proxy}`,
-    EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${PORTS.transparent} [::1]:${PORTS.transparent} 0.0.0.0:${PORTS.containerTransparent}`,
-    EGRESS_DNS_LISTEN: `127.0.0.1:${PORTS.dns} [::1]:${PORTS.dns} 0.0.0.0:${PORTS.containerDns}`,
+    EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:${PORTS.transparent} [::1]:${PORTS.transparent} 0.0.0.0:${PORTS.containerTransparent} [::]:${PORTS.containerTransparent}`,
+    EGRESS_DNS_LISTEN: `127.0.0.1:${PORTS.dns} [::1]:${PORTS.dns} 0.0.0.0:${PORTS.containerDns} [::]:${PORTS.containerDns}`,
     EGRESS_ADMIN_LISTEN: `127.0.0.1:${PORTS.admin}`,
     EGRESS_EVENTS_FILE: layout.eventsFile,
     EGRESS_STATE_DIR: layout.sidecarStateDir,

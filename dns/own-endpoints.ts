@@ -30,8 +30,9 @@ export function reachesListener(upstream: Upstream, listen: ListenEndpoint, loca
   if (upstream.port !== listen.port) return false;
   const host = normaliseAddress(upstream.host);
   if (listen.host === '0.0.0.0' || listen.host === '::') {
-    // A `::` socket takes IPv4 too (dual stack, node's default); `0.0.0.0` only IPv4.
-    if (listen.host === '0.0.0.0' && !net.isIPv4(host)) return false;
+    // Each takes its own family only: `::` binds IPv6 only (net/listen.ts ipv6OnlyFor; an IPv4-mapped upstream is
+    // IPv4 here, normaliseAddress), `0.0.0.0` IPv4.
+    if (listen.host === '0.0.0.0' ? !net.isIPv4(host) : !net.isIPv6(host)) return false;
     return localAddresses.has(host) || ipaddr.process(host).range() === 'loopback';
   }
   return host === normaliseAddress(listen.host);

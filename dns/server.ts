@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import dns from 'node:dns';
 import net from 'node:net';
+import { ipv6OnlyFor } from '../net/listen.js';
 import { BatchUdpSocket, batchUdpUnavailable, type Datagram } from '../net/udp-batch.js';
 import { DnsResponder, clientText, type DnsClient, type DnsResponderOptions } from './responder.js';
 import { withoutOwnListeners, type ListenEndpoint } from './own-endpoints.js';
@@ -75,7 +76,7 @@ type UdpQueryHandler = (packet: Buffer, client: DnsClient, cut: boolean) => Buff
 
 function bindDgram(host: string, port: number): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', lookup: literalLookup as dgram.SocketOptions['lookup'] });
+    const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: ipv6OnlyFor(host), lookup: literalLookup as dgram.SocketOptions['lookup'] });
     socket.once('error', reject);
     socket.bind(port, host, () => {
       socket.off('error', reject);
@@ -155,7 +156,7 @@ function bindUdp(mode: DnsUdpMode, host: string, port: number, handle: UdpQueryH
 function listenTcp(server: net.Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, ipv6Only: ipv6OnlyFor(host) }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -361,6 +361,14 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return throw_errno(env, EIO, "napi_get_uv_event_loop");
   int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
+  /* An IPv6 address binds IPv6 only, as every listener of egress-guard does (net/listen.ts ipv6OnlyFor): [::]:P
+     and 0.0.0.0:P side by side, whatever net.ipv6.bindv6only says. */
+  int v6only = 1;
+  if (family == 6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "setsockopt(IPV6_V6ONLY)");
+  }
   if (bind(fd, (struct sockaddr *)&sa, sa_len) != 0) {
     int err = errno;
     close(fd);

@@ -1,11 +1,13 @@
 /**
- * Rules for the containers a job starts on Docker bridges (IPv4), as pure data. Their traffic reaches the host
- * on a bridge and takes the FORWARD path, which the OUTPUT rules (iptables-rules.ts) never see. Here:
+ * Rules for the containers a job starts on Docker bridges, IPv4 (iptables) and IPv6 (ip6tables) alike, as pure
+ * data. Their traffic reaches the host on a bridge and takes the FORWARD path, which the OUTPUT rules
+ * (iptables-rules.ts) never see. Here, per family:
  *
  * - nat PREROUTING, from each bridge: TCP to egress-guard's container transparent listener, DNS (53, any server,
  *   Docker's embedded resolver's upstream queries included) to its container DNS listener. REDIRECT from
- *   PREROUTING lands on the bridge's own address, so those listeners are on 0.0.0.0 at their own ports; the INPUT
- *   chain lets only redirected connections reach them.
+ *   PREROUTING lands on the bridge's own address, so those listeners are on 0.0.0.0 and [::] (IPv6 only) at their
+ *   own ports; the INPUT chain lets only redirected connections reach them. (IPv6 has no route_localnet: a
+ *   redirect to ::1 from a bridge cannot be made.)
  * - Destinations in the private ranges are not redirected: with br_netfilter, container-to-container frames on one
  *   bridge pass PREROUTING too, and nothing there tells them from routed ones. The FORWARD chain (DOCKER-USER when
  *   Docker has made it) lets a bridge talk to a bridge and refuses (block) or reports (audit) every other new
@@ -13,8 +15,8 @@
  *   answers on a connection an outside host opened (a published port).
  * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
  */
-import type { RuleCommand, RulesMode } from './iptables-rules.js';
-import { NFLOG_PREFIX, nflogReport } from './iptables-rules.js';
+import type { Family, RuleCommand, RulesMode } from './iptables-rules.js';
+import { binaryOf, NFLOG_PREFIX, nflogReport } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
 export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
@@ -23,25 +25,36 @@ export const CONTAINER_INPUT_CHAIN = 'EGRESS_GUARD_CTR_IN';
 export const DOCKER_BRIDGES: readonly string[] = ['docker0', 'br-+'];
 /** Not redirected from a bridge (see above); refused or reported in FORWARD unless they stay on the bridges. */
 export const PRIVATE_V4 = '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10';
+/** The same for IPv6: unique local addresses (Docker's IPv6 networks are often ULA, NAT66 to the outside). */
+export const PRIVATE_V6 = 'fc00::/7';
+
+/** The chain of the filter table forwarded traffic passes first: DOCKER-USER where Docker made it, else FORWARD. */
+export type ForwardHook = 'DOCKER-USER' | 'FORWARD';
 
 export interface ContainerRuleOptions {
   mode: RulesMode;
-  /** egress-guard's transparent listener for containers, on 0.0.0.0. */
+  /** egress-guard's transparent listeners for containers, on 0.0.0.0 and [::]. */
   transparentPort: number;
-  /** egress-guard's DNS listener for containers, on 0.0.0.0. */
+  /** egress-guard's DNS listeners for containers, on 0.0.0.0 and [::]. */
   dnsPort: number;
   /** Bridge interface names or iptables patterns (default DOCKER_BRIDGES). */
   bridges?: readonly string[];
-  /** The chain of the filter table that forwarded traffic passes first: DOCKER-USER where Docker made it, else FORWARD. */
-  forwardHook: 'DOCKER-USER' | 'FORWARD';
+  /** Per family: Docker makes DOCKER-USER in ip6tables only where its IPv6 support (`ip6tables`) is on. */
+  forwardHook: Record<Family, ForwardHook>;
   nflogGroup?: number;
 }
 
 const WAIT = ['-w', '5'];
 
-function natRules(o: ContainerRuleOptions): string[][] {
+/** What REJECT sends back, per family (ip6tables has its own ICMPv6 names; a TCP reset is the same). */
+const REJECT_WITH: Record<Family, { adminProhibited: string; portUnreachable: string }> = {
+  4: { adminProhibited: 'icmp-admin-prohibited', portUnreachable: 'icmp-port-unreachable' },
+  6: { adminProhibited: 'icmp6-adm-prohibited', portUnreachable: 'icmp6-port-unreachable' },
+};
+
+function natRules(family: Family, o: ContainerRuleOptions): string[][] {
   return [
-    ['-d', PRIVATE_V4, '-j', 'RETURN'],
+    ['-d', family === 4 ? PRIVATE_V4 : PRIVATE_V6, '-j', 'RETURN'],
     // The host itself (its services, published ports) is not egress.
     ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN'],
     ['-p', 'udp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(o.dnsPort)],
@@ -50,7 +63,8 @@ function natRules(o: ContainerRuleOptions): string[][] {
   ];
 }
 
-function forwardRules(o: ContainerRuleOptions, bridges: readonly string[]): string[][] {
+function forwardRules(family: Family, o: ContainerRuleOptions, bridges: readonly string[]): string[][] {
+  const reject = REJECT_WITH[family];
   // Per flow, not per rule: a flood from one container cannot hide another flow's report (iptables-rules.ts).
   const report = (prefix: string, table: string) => nflogReport(o.nflogGroup, prefix, table);
   const reply = ['-m', 'conntrack', '--ctdir', 'REPLY'];
@@ -62,19 +76,19 @@ function forwardRules(o: ContainerRuleOptions, bridges: readonly string[]): stri
   // (e2e ways-out-containers).
   rules.push(['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '--ctdir', 'ORIGINAL', '-j', 'RETURN']);
   for (const bridge of bridges) {
-    rules.push(['-i', bridge, ...reply, ...report(NFLOG_PREFIX.reply, 'eg-ctr-reply')]);
-    rules.push(o.mode === 'block' ? ['-i', bridge, ...reply, '-j', 'REJECT', '--reject-with', 'icmp-admin-prohibited'] : ['-i', bridge, ...reply, '-j', 'RETURN']);
-    rules.push(['-i', bridge, ...report(NFLOG_PREFIX.out, 'eg-ctr-out')]);
+    rules.push(['-i', bridge, ...reply, ...report(NFLOG_PREFIX.containerReply, 'eg-ctr-reply')]);
+    rules.push(o.mode === 'block' ? ['-i', bridge, ...reply, '-j', 'REJECT', '--reject-with', reject.adminProhibited] : ['-i', bridge, ...reply, '-j', 'RETURN']);
+    rules.push(['-i', bridge, ...report(NFLOG_PREFIX.containerOut, 'eg-ctr-out')]);
     if (o.mode === 'block') {
       rules.push(['-i', bridge, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset']);
-      rules.push(['-i', bridge, '-p', 'udp', '-j', 'REJECT', '--reject-with', 'icmp-port-unreachable']);
-      rules.push(['-i', bridge, '-j', 'REJECT', '--reject-with', 'icmp-admin-prohibited']);
+      rules.push(['-i', bridge, '-p', 'udp', '-j', 'REJECT', '--reject-with', reject.portUnreachable]);
+      rules.push(['-i', bridge, '-j', 'REJECT', '--reject-with', reject.adminProhibited]);
     }
   }
   return rules;
 }
 
-/** Only connections the nat rules redirected reach the 0.0.0.0 listeners; nobody outside the host does. */
+/** Only connections the nat rules redirected reach the 0.0.0.0 and [::] listeners; nobody outside the host does. */
 function inputRules(o: ContainerRuleOptions): string[][] {
   const notRedirected = ['-m', 'conntrack', '!', '--ctstate', 'DNAT', '-j', 'DROP'];
   return [
@@ -84,20 +98,20 @@ function inputRules(o: ContainerRuleOptions): string[][] {
   ];
 }
 
-/** Create and fill the three chains, then hook them in (inserted first, before Docker's own rules). */
-export function containerApplyCommands(o: ContainerRuleOptions): RuleCommand[] {
-  const binary = 'iptables';
+/** For one family: create and fill the three chains, then hook them in (inserted first, before Docker's own rules). */
+export function containerApplyCommands(o: ContainerRuleOptions, family: Family): RuleCommand[] {
+  const binary = binaryOf(family);
   const bridges = o.bridges ?? DOCKER_BRIDGES;
   const commands: RuleCommand[] = [];
   const add = (table: string, chain: string, rules: string[][]) => {
     commands.push({ binary, args: [...WAIT, '-t', table, '-N', chain] });
     for (const rule of rules) commands.push({ binary, args: [...WAIT, '-t', table, '-A', chain, ...rule] });
   };
-  add('nat', CONTAINER_NAT_CHAIN, natRules(o));
-  add('filter', CONTAINER_FORWARD_CHAIN, forwardRules(o, bridges));
+  add('nat', CONTAINER_NAT_CHAIN, natRules(family, o));
+  add('filter', CONTAINER_FORWARD_CHAIN, forwardRules(family, o, bridges));
   add('filter', CONTAINER_INPUT_CHAIN, inputRules(o));
   commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', 'INPUT', '1', '-j', CONTAINER_INPUT_CHAIN] });
-  commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', o.forwardHook, '1', '-j', CONTAINER_FORWARD_CHAIN] });
+  commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', o.forwardHook[family], '1', '-j', CONTAINER_FORWARD_CHAIN] });
   for (const bridge of bridges) commands.push({ binary, args: [...WAIT, '-t', 'nat', '-I', 'PREROUTING', '1', '-i', bridge, '-j', CONTAINER_NAT_CHAIN] });
   return commands;
 }
@@ -109,8 +123,8 @@ export interface ContainerHook {
   rule: string[];
 }
 
-/** The jumps containerApplyCommands inserts, for removal (`-D`, each until it is gone). */
-export function containerHooks(o: Pick<ContainerRuleOptions, 'bridges' | 'forwardHook'>): ContainerHook[] {
+/** The jumps containerApplyCommands inserts (the same for both families), for removal (`-D`, each until it is gone). */
+export function containerHooks(o: { bridges?: readonly string[]; forwardHook: ForwardHook }): ContainerHook[] {
   return [
     { table: 'filter', chain: 'INPUT', rule: ['-j', CONTAINER_INPUT_CHAIN] },
     { table: 'filter', chain: o.forwardHook, rule: ['-j', CONTAINER_FORWARD_CHAIN] },

@@ -19,6 +19,10 @@ export const NFLOG_PREFIX = {
   reply: 'eg:reply',
   /** A job packet on a connection egress-guard opened (its tuple reused). */
   own: 'eg:own',
+  /** `out`, from a container on a Docker bridge (container-rules.ts): forwarded, so no socket owner to read. */
+  containerOut: 'eg:ctr-out',
+  /** `reply`, from a container on a Docker bridge (a published port). */
+  containerReply: 'eg:ctr-reply',
 } as const;
 /**
  * Kernel-side bound on reports: one report per flow (addresses and ports) and minute, as the reader turns them into

@@ -6,45 +6,61 @@ import {
   containerHooks,
   type ContainerHook,
   type ContainerRuleOptions,
+  type ForwardHook,
 } from './container-rules.js';
+import { binaryOf, type Family } from './iptables-rules.js';
 import { execRunner, RulesError, type CommandRunner } from './run-rules.js';
 
 const WAIT = ['-w', '5'];
 
-async function iptables(run: CommandRunner, args: readonly string[]): Promise<void> {
-  const result = await run('iptables', args);
-  if (result.code !== 0) throw new RulesError(`iptables ${args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`);
+const FAMILIES: readonly Family[] = [4, 6];
+
+async function xtables(run: CommandRunner, binary: string, args: readonly string[]): Promise<void> {
+  const result = await run(binary, args);
+  if (result.code !== 0) throw new RulesError(`${binary} ${args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`);
 }
 
-/** DOCKER-USER when Docker has made it (it is evaluated first in FORWARD and Docker never flushes it), else FORWARD. */
-export async function forwardHook(run: CommandRunner = execRunner): Promise<ContainerRuleOptions['forwardHook']> {
-  return (await run('iptables', [...WAIT, '-t', 'filter', '-S', 'DOCKER-USER'])).code === 0 ? 'DOCKER-USER' : 'FORWARD';
+/**
+ * Per family, DOCKER-USER when Docker has made it (it is evaluated first in FORWARD and Docker never flushes it),
+ * else FORWARD. Docker makes it in ip6tables only with its IPv6 support on.
+ */
+export async function forwardHooks(run: CommandRunner = execRunner): Promise<Record<Family, ForwardHook>> {
+  const hookOf = async (family: Family): Promise<ForwardHook> =>
+    (await run(binaryOf(family), [...WAIT, '-t', 'filter', '-S', 'DOCKER-USER'])).code === 0 ? 'DOCKER-USER' : 'FORWARD';
+  return { 4: await hookOf(4), 6: await hookOf(6) };
 }
 
-/** Delete every copy of the hooks (from either forward hook), then flush and delete the chains. Idempotent. */
+/** Delete every copy of the hooks (from either forward hook), then flush and delete the chains, in both families. Idempotent. */
 export async function removeContainerRules(run: CommandRunner = execRunner, bridges?: readonly string[]): Promise<string[]> {
   const removed: string[] = [];
-  const dockerUser: ContainerHook = { table: 'filter', chain: 'DOCKER-USER', rule: ['-j', CONTAINER_FORWARD_CHAIN] };
-  for (const hook of [...containerHooks({ forwardHook: 'FORWARD', bridges }), dockerUser]) {
-    for (let i = 0; i < 16 && (await run('iptables', containerHookArgs('-C', hook))).code === 0; i++) {
-      await iptables(run, containerHookArgs('-D', hook));
-      removed.push(`iptables ${hook.table} ${hook.chain} ${hook.rule.join(' ')}`);
+  for (const family of FAMILIES) {
+    const binary = binaryOf(family);
+    const dockerUser: ContainerHook = { table: 'filter', chain: 'DOCKER-USER', rule: ['-j', CONTAINER_FORWARD_CHAIN] };
+    for (const hook of [...containerHooks({ forwardHook: 'FORWARD', bridges }), dockerUser]) {
+      for (let i = 0; i < 16 && (await run(binary, containerHookArgs('-C', hook))).code === 0; i++) {
+        await xtables(run, binary, containerHookArgs('-D', hook));
+        removed.push(`${binary} ${hook.table} ${hook.chain} ${hook.rule.join(' ')}`);
+      }
     }
-  }
-  for (const own of CONTAINER_CHAINS) {
-    if ((await run('iptables', [...WAIT, '-t', own.table, '-S', own.chain])).code !== 0) continue;
-    await iptables(run, [...WAIT, '-t', own.table, '-F', own.chain]);
-    await iptables(run, [...WAIT, '-t', own.table, '-X', own.chain]);
-    removed.push(`iptables ${own.table} ${own.chain}`);
+    for (const own of CONTAINER_CHAINS) {
+      if ((await run(binary, [...WAIT, '-t', own.table, '-S', own.chain])).code !== 0) continue;
+      await xtables(run, binary, [...WAIT, '-t', own.table, '-F', own.chain]);
+      await xtables(run, binary, [...WAIT, '-t', own.table, '-X', own.chain]);
+      removed.push(`${binary} ${own.table} ${own.chain}`);
+    }
   }
   return removed;
 }
 
-/** Replace any earlier copy with a fresh one; on failure, remove what was added and throw. */
+/**
+ * Replace any earlier copy with a fresh one, IPv4 and IPv6; on failure, remove what was added (both families) and
+ * throw: a host whose ip6tables cannot take them does not get the IPv4 half alone, since a container's IPv6 would
+ * then leave unfiltered.
+ */
 export async function applyContainerRules(options: ContainerRuleOptions, run: CommandRunner = execRunner): Promise<void> {
   await removeContainerRules(run, options.bridges);
   try {
-    for (const command of containerApplyCommands(options)) await iptables(run, command.args);
+    for (const family of FAMILIES) for (const command of containerApplyCommands(options, family)) await xtables(run, command.binary, command.args);
   } catch (err) {
     await removeContainerRules(run, options.bridges).catch(() => undefined);
     throw err;

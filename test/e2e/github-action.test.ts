@@ -202,7 +202,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(main.stdout, new RegExp(`upstream DNS ${escapeRegExp(NET.dns)},`));
       assert.match(main.stdout, new RegExp(`resolv\\.conf \\(was a symlink to ${escapeRegExp(RESOLVED_STUB)}\\) now names egress-guard`));
       assert.equal(outputs(job).get('events-file'), '/var/lib/egress-guard/events.ndjson');
-      assert.match(main.stdout, /containers on docker0, br-\+ redirected too \(IPv4; forwarded traffic filtered in DOCKER-USER\)/);
+      assert.match(main.stdout, /containers on docker0, br-\+ redirected too \(IPv4 and IPv6; forwarded traffic filtered in DOCKER-USER and ip6tables FORWARD\)/);
       assert.match(main.stdout, /packets the rules refuse or report are read by its built-in NFLOG reader/);
       const since = Date.now();
       assertAttacksRefused(await jobSteps(asJobStep(runner, job), world), 'job step');

@@ -6,16 +6,30 @@
  * secret the job handed a service container (a database, a cache) was read from outside. The topology: a bridge
  * named docker0 in the runner namespace, a "container" namespace on it (documentation addresses), a DNAT for port
  * 8080 as `docker run -p` makes. The internet side's reading is the judge; the event is asserted in both modes.
- * Needs root (namespaces, iptables).
+ *
+ * The same bridge carries IPv6 (a network made with `docker network create --ipv6`): until 2026-12-02 the rules for
+ * containers were IPv4 only, and a container's IPv6 connections and datagrams left unfiltered and unreported in
+ * both modes. Now ip6tables redirects its TCP and DNS to egress-guard's [::] listeners and refuses or reports the rest.
+ * Needs root (namespaces, iptables, ip6tables).
  */
 import assert from 'node:assert/strict';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
 import type { CommandRunner } from '../../rules/run-rules.js';
 import { NET, World } from './harness.js';
 import { destroyNamespaceSync, must, run } from './netns.js';
 
-const CONTAINER = { bridge: 'docker0', bridgeAddress: '203.0.113.129', address: '203.0.113.130', prefix: '203.0.113.128/26', port: 8080 };
+const CONTAINER = {
+  bridge: 'docker0',
+  bridgeAddress: '203.0.113.129',
+  address: '203.0.113.130',
+  prefix: '203.0.113.128/26',
+  bridgeAddress6: '2001:db8:c0::1',
+  address6: '2001:db8:c0::2',
+  prefix6: '2001:db8:c0::/64',
+  port: 8080,
+};
 
 const CONTAINER_PORTS = { transparent: 3130, dns: 5300 };
 
@@ -36,13 +50,21 @@ before(async () => {
     ['ip', 'addr', 'add', `${CONTAINER.address}/26`, 'dev', 'eth0'],
     ['ip', 'link', 'set', 'eth0', 'up'],
     ['ip', 'route', 'add', 'default', 'via', CONTAINER.bridgeAddress],
+    ['ip', '-6', 'addr', 'add', `${CONTAINER.address6}/64`, 'dev', 'eth0', 'nodad'],
+    ['ip', '-6', 'route', 'add', 'default', 'via', CONTAINER.bridgeAddress6],
   ]) {
     await must('ip', ['netns', 'exec', containerNs, ...args]);
   }
+  // What Docker writes into a container's resolv.conf on the default bridge: the host's resolvers (here, the
+  // internet's), which the nat rules redirect to egress-guard's container DNS listeners.
+  mkdirSync(`/etc/netns/${containerNs}`, { recursive: true });
+  writeFileSync(`/etc/netns/${containerNs}/resolv.conf`, `nameserver ${NET.dns6}\noptions attempts:1 timeout:2\n`);
   for (const args of [
     ['ip', 'link', 'add', CONTAINER.bridge, 'type', 'bridge'],
     ['ip', 'link', 'set', 'vethc0', 'master', CONTAINER.bridge],
     ['ip', 'addr', 'add', `${CONTAINER.bridgeAddress}/26`, 'dev', CONTAINER.bridge],
+    ['ip', '-6', 'addr', 'add', `${CONTAINER.bridgeAddress6}/64`, 'dev', CONTAINER.bridge, 'nodad'],
+    ['sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1'],
     ['ip', 'link', 'set', 'vethc0', 'up'],
     ['ip', 'link', 'set', CONTAINER.bridge, 'up'],
     ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'],
@@ -68,11 +90,15 @@ before(async () => {
     await must('ip', ['netns', 'exec', world.runnerNs, ...args]);
   }
   await must('ip', ['netns', 'exec', world.internetNs, 'ip', 'route', 'add', CONTAINER.prefix, 'via', NET.runnerV4]);
+  await must('ip', ['netns', 'exec', world.internetNs, 'ip', '-6', 'route', 'add', CONTAINER.prefix6, 'via', NET.runnerV6]);
 });
 
 after(async () => {
   await world?.close();
-  if (containerNs) destroyNamespaceSync(containerNs);
+  if (containerNs) {
+    destroyNamespaceSync(containerNs);
+    rmSync(`/etc/netns/${containerNs}`, { recursive: true, force: true });
+  }
 });
 
 /** The container's service: sends `secret` to whoever connects, once (bounded). */
@@ -123,11 +149,11 @@ for (const mode of ['block', 'audit'] as const) {
       // Listeners for containers on 0.0.0.0, as the GitHub Action runs them (the nat rules redirect there).
       await world.startEgressGuard(mode, [], {
         env: {
-          EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:3129 [::1]:3129 0.0.0.0:${CONTAINER_PORTS.transparent}`,
-          EGRESS_DNS_LISTEN: `127.0.0.1:53 [::1]:53 0.0.0.0:${CONTAINER_PORTS.dns}`,
+          EGRESS_TRANSPARENT_LISTEN: `127.0.0.1:3129 [::1]:3129 0.0.0.0:${CONTAINER_PORTS.transparent} [::]:${CONTAINER_PORTS.transparent}`,
+          EGRESS_DNS_LISTEN: `127.0.0.1:53 [::1]:53 0.0.0.0:${CONTAINER_PORTS.dns} [::]:${CONTAINER_PORTS.dns}`,
         },
       });
-      await applyContainerRules({ mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns, forwardHook: 'FORWARD' }, inRunner);
+      await applyContainerRules({ mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns, forwardHook: { 4: 'FORWARD', 6: 'FORWARD' } }, inRunner);
     });
     after(async () => {
       await removeContainerRules(inRunner).catch(() => undefined);
@@ -162,5 +188,42 @@ for (const mode of ['block', 'audit'] as const) {
       ]);
       assert.equal(got.stdout, '200', got.stderr);
     });
+
+    test('IPv6: a container reaches allowed.test by name (DNS and TCP redirected to the [::] listeners) and gets its answer', async () => {
+      const got = await inContainer(['curl', '-6', '-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', 'http://allowed.test/']);
+      assert.equal(got.stdout, '200', got.stderr);
+      const dns = await world.decision((e) => e.kind === 'dns' && e.host === 'allowed.test' && e.client.startsWith(`[${CONTAINER.address6}]:`));
+      assert.equal(dns?.decision, 'allowed', 'the container DNS listener on [::] answered the query');
+      const tcp = await world.decision((e) => e.kind === 'transparent' && e.host === 'allowed.test' && e.client.startsWith(`[${CONTAINER.address6}]:`));
+      assert.equal(tcp?.decision, 'allowed', 'the connection was decided by egress-guard, not forwarded around it');
+    });
+
+    test('IPv6: a container connects to a raw IPv6 address; decided like IPv4 (refused in block mode)', async () => {
+      const secret = `container-tcp6-${mode}`;
+      const send = `const [host, secret] = process.argv.slice(1); const s = require('node:net').connect(9419, host); s.on('error', () => {}); s.end(secret); setTimeout(() => process.exit(0), 3000);`;
+      await inContainer([process.execPath, '-e', send, NET.attacker6, secret]);
+      await new Promise((r) => setTimeout(r, 500));
+      const arrived = world.internetLog().filter((e) => e.type === 'tcp-data' && e.port === 9419 && String(e.data).includes(secret));
+      assert.equal(arrived.length, mode === 'block' ? 0 : 1, 'the internet side received the bytes');
+      const event = await world.decision((e) => e.kind === 'transparent' && e.host === NET.attacker6 && e.port === 9419 && e.client.startsWith(`[${CONTAINER.address6}]:`));
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+    });
+
+    for (const family of [4, 6] as const) {
+      // Both families: until 2026-12-02 the reader took every forwarded packet for the kernel's, and a container's
+      // datagrams had no event in either mode (netlog/report.ts sentByJob).
+      test(`IPv${family}: a datagram from a container to an outside host is reported, and refused in block mode`, async () => {
+        const secret = `container-udp${family}-${mode}`;
+        const target = family === 4 ? NET.attacker : NET.attacker6;
+        const send = `const [host, secret] = process.argv.slice(1); const s = require('node:dgram').createSocket('udp${family}'); s.on('error', () => s.close()); s.send(secret, 9999, host, () => setTimeout(() => s.close(), 300));`;
+        await inContainer([process.execPath, '-e', send, target, secret]);
+        await new Promise((r) => setTimeout(r, 500));
+        const arrived = world.internetLog().filter((e) => e.type === 'udp' && e.port === 9999 && String(e.data).includes(secret));
+        assert.equal(arrived.length, mode === 'block' ? 0 : 1, 'the internet side received the datagram');
+        const source = family === 4 ? `${CONTAINER.address}:` : `[${CONTAINER.address6}]:`;
+        const event = await world.decision((e) => e.kind === 'udp' && e.host === target && e.port === 9999 && e.client.startsWith(source));
+        assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+      });
+    }
   });
 }

@@ -75,8 +75,8 @@ describe('action inputs -> egress-guard settings', () => {
     const env = sidecarEnvironment(parseActionInputs(reader({})), LAYOUT, facts);
     assert.deepEqual(env, {
       EGRESS_LISTEN: '127.0.0.1:3128',
-      EGRESS_TRANSPARENT_LISTEN: '127.0.0.1:3129 [::1]:3129 0.0.0.0:3132',
-      EGRESS_DNS_LISTEN: '127.0.0.1:53 [::1]:53 0.0.0.0:3153',
+      EGRESS_TRANSPARENT_LISTEN: '127.0.0.1:3129 [::1]:3129 0.0.0.0:3132 [::]:3132',
+      EGRESS_DNS_LISTEN: '127.0.0.1:53 [::1]:53 0.0.0.0:3153 [::]:3153',
       EGRESS_ADMIN_LISTEN: '127.0.0.1:3130',
       EGRESS_EVENTS_FILE: '/var/lib/egress-guard/events.ndjson',
       EGRESS_STATE_DIR: '/var/lib/egress-guard/sidecar',

@@ -36,7 +36,8 @@ test('a wildcard listener: the same port on an address of this host is egress-gu
   assert.equal(reachesListener(parseUpstream('203.0.113.7:5353'), any4, LOCAL), false, 'another port');
   const any6 = { host: '::', port: 53 };
   assert.equal(reachesListener(parseUpstream('[2001:db8::7]'), any6, LOCAL), true);
-  assert.equal(reachesListener(parseUpstream('203.0.113.7'), any6, LOCAL), true, ':: takes IPv4 too');
+  assert.equal(reachesListener(parseUpstream('203.0.113.7'), any6, LOCAL), false, ':: binds IPv6 only (net/listen.ts), so takes no IPv4');
+  assert.equal(reachesListener(parseUpstream('[::1]'), any6, LOCAL), true, 'IPv6 loopback');
   assert.equal(reachesListener(parseUpstream('[2001:db8::53]'), any6, LOCAL), false);
 });
 

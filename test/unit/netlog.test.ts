@@ -7,7 +7,7 @@ import { EventLog } from '../../events/event-log.js';
 import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { validateEvent } from '../../events/validate.js';
 import { startNetfilterLog } from '../../netlog/reader.js';
-import { FlowLimiter, reportedFlow, type NflogRecord } from '../../netlog/report.js';
+import { FlowLimiter, reportedFlow, sentByJob, type NflogRecord } from '../../netlog/report.js';
 import { replay } from '../../report/replay.js';
 import { renderPolicyYaml, suggestPolicy } from '../../report/suggest.js';
 import { buildPolicy } from '../../policy/index.js';
@@ -76,6 +76,22 @@ describe('netlog: a reported packet becomes a decision event', () => {
     assert.equal(reportedFlow({ ...UDP4, 'oob.prefix': 'someone-else' }, 'block'), undefined);
     assert.equal(reportedFlow({ ...UDP4, dest_ip: undefined }, 'block'), undefined);
     assert.equal(reportedFlow({ ...UDP4, 'ip.protocol': 132 }, 'block')!.fields.kind, 'ip');
+  });
+
+  test("a container's packets (reported in FORWARD, no socket owner) are the job's; its kernel's resets on a published port are not", () => {
+    // As the FORWARD rules report them (rules/container-rules.ts): no oob.uid, the container's address.
+    const fromContainer: NflogRecord = { ...UDP4, 'oob.uid': undefined, 'oob.prefix': 'eg:ctr-out', src_ip: '203.0.113.130' };
+    assert.equal(sentByJob(fromContainer), true, "until 2026-12-02 this was counted as the kernel's and had no event");
+    assert.equal(sentByJob({ ...fromContainer, 'ip.protocol': 1 }), true, 'ICMP from a container');
+    const flow = reportedFlow(fromContainer, 'audit')!;
+    assert.deepEqual([flow.fields.kind, flow.fields.reason, flow.fields.decision], ['udp', 'not-proxied', 'would-block']);
+    assert.match(flow.fields.message, /from 203\.0\.113\.130:46555 \(a container on a Docker bridge\) to 203\.0\.113\.66:443/);
+    const containerReply: NflogRecord = { ...REPLY, 'oob.prefix': 'eg:ctr-reply' };
+    assert.equal(sentByJob(containerReply), true, "a container service's SYN-ACK");
+    assert.equal(sentByJob({ ...containerReply, 'tcp.syn': 0 }), false, "a container kernel's reset or late ACK");
+    assert.equal(sentByJob({ ...containerReply, 'ip.protocol': 17 }), true, 'a UDP answer from a container service');
+    assert.equal(reportedFlow(containerReply, 'block')!.fields.reason, 'inbound-reply');
+    assert.equal(sentByJob({ ...UDP4, 'oob.uid': undefined }), false, 'on this host, no owner is still the kernel');
   });
 
   test('one event per flow and window; what is held back is counted', () => {

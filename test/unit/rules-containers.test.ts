@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4 } from '../../rules/container-rules.js';
+import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4, PRIVATE_V6 } from '../../rules/container-rules.js';
 import type { CommandResult } from '../../rules/run-rules.js';
 import { applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
 
-const OPTIONS = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153, forwardHook: 'DOCKER-USER' as const };
+const OPTIONS = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153, forwardHook: { 4: 'DOCKER-USER' as const, 6: 'FORWARD' as const } };
 
 /** The rules of one chain, as `iptables -S` would list them (without the -w). */
 function chain(commands: ReturnType<typeof containerApplyCommands>, table: string, name: string): string[] {
@@ -17,7 +17,7 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('container rules (Docker bridges, IPv4)', () => {
   it('nat: from a bridge, DNS to any server and every TCP connection go to the container listeners; private and local destinations do not', () => {
-    const nat = chain(containerApplyCommands(OPTIONS), 'nat', CONTAINER_NAT_CHAIN);
+    const nat = chain(containerApplyCommands(OPTIONS, 4), 'nat', CONTAINER_NAT_CHAIN);
     assert.deepEqual(nat, [
       `-d ${PRIVATE_V4} -j RETURN`,
       '-m addrtype --dst-type LOCAL -j RETURN',
@@ -28,7 +28,7 @@ describe('container rules (Docker bridges, IPv4)', () => {
   });
 
   it('forward, block mode: bridge to bridge and flows a container opened pass; its answers to the outside and anything else new from a bridge are reported then refused', () => {
-    const forward = chain(containerApplyCommands({ ...OPTIONS, bridges: ['docker0', 'br-+'] }), 'filter', CONTAINER_FORWARD_CHAIN);
+    const forward = chain(containerApplyCommands({ ...OPTIONS, bridges: ['docker0', 'br-+'] }, 4), 'filter', CONTAINER_FORWARD_CHAIN);
     assert.deepEqual(forward.slice(0, 5), [
       '-i docker0 -o docker0 -j RETURN',
       '-i docker0 -o br-+ -j RETURN',
@@ -39,9 +39,9 @@ describe('container rules (Docker bridges, IPv4)', () => {
     for (const bridge of ['docker0', 'br-+']) {
       const own = forward.filter((r) => r.startsWith(`-i ${bridge} `) && !r.includes('-o '));
       // A container answering a connection an outside host opened (a published port): reported, refused.
-      assert.match(own[0]!, new RegExp(`^-i ${escape(bridge)} -m conntrack --ctdir REPLY -m hashlimit .* -j NFLOG --nflog-group 4547 --nflog-prefix eg:reply$`));
+      assert.match(own[0]!, new RegExp(`^-i ${escape(bridge)} -m conntrack --ctdir REPLY -m hashlimit .* -j NFLOG --nflog-group 4547 --nflog-prefix eg:ctr-reply$`));
       assert.equal(own[1], `-i ${bridge} -m conntrack --ctdir REPLY -j REJECT --reject-with icmp-admin-prohibited`);
-      assert.match(own[2]!, /-m hashlimit .*--hashlimit-mode srcip,srcport,dstip,dstport .* -j NFLOG --nflog-group 4547 --nflog-prefix eg:out$/);
+      assert.match(own[2]!, /-m hashlimit .*--hashlimit-mode srcip,srcport,dstip,dstport .* -j NFLOG --nflog-group 4547 --nflog-prefix eg:ctr-out$/);
       assert.deepEqual(own.slice(3), [
         `-i ${bridge} -p tcp -j REJECT --reject-with tcp-reset`,
         `-i ${bridge} -p udp -j REJECT --reject-with icmp-port-unreachable`,
@@ -51,14 +51,14 @@ describe('container rules (Docker bridges, IPv4)', () => {
   });
 
   it('forward, audit mode: reported, never refused', () => {
-    const forward = chain(containerApplyCommands({ ...OPTIONS, mode: 'audit' }), 'filter', CONTAINER_FORWARD_CHAIN);
+    const forward = chain(containerApplyCommands({ ...OPTIONS, mode: 'audit' }, 4), 'filter', CONTAINER_FORWARD_CHAIN);
     assert.ok(forward.some((r) => r.includes('NFLOG')));
-    assert.ok(forward.some((r) => r.includes('--ctdir REPLY') && r.endsWith('--nflog-prefix eg:reply')));
+    assert.ok(forward.some((r) => r.includes('--ctdir REPLY') && r.endsWith('--nflog-prefix eg:ctr-reply')));
     assert.ok(!forward.some((r) => r.includes('REJECT')));
   });
 
   it('input: only redirected connections reach the 0.0.0.0 listeners', () => {
-    assert.deepEqual(chain(containerApplyCommands(OPTIONS), 'filter', CONTAINER_INPUT_CHAIN), [
+    assert.deepEqual(chain(containerApplyCommands(OPTIONS, 4), 'filter', CONTAINER_INPUT_CHAIN), [
       '-p tcp --dport 3132 -m conntrack ! --ctstate DNAT -j DROP',
       '-p tcp --dport 3153 -m conntrack ! --ctstate DNAT -j DROP',
       '-p udp --dport 3153 -m conntrack ! --ctstate DNAT -j DROP',
@@ -66,7 +66,7 @@ describe('container rules (Docker bridges, IPv4)', () => {
   });
 
   it('hooks come last, inserted first in their chains, one per bridge pattern (later bridges match the pattern)', () => {
-    const commands = containerApplyCommands(OPTIONS).map((c) => c.args.join(' '));
+    const commands = containerApplyCommands(OPTIONS, 4).map((c) => c.args.join(' '));
     const firstHook = commands.findIndex((c) => c.includes(' -I '));
     assert.ok(commands.slice(0, firstHook).every((c) => !c.includes(' -I ')));
     assert.deepEqual(commands.slice(firstHook), [
@@ -82,27 +82,69 @@ describe('container rules (Docker bridges, IPv4)', () => {
     const hooks = new Set<string>();
     const chains = new Set<string>();
     const calls: string[] = [];
-    const run = async (_binary: string, args: readonly string[]): Promise<CommandResult> => {
+    const run = async (binary: string, args: readonly string[]): Promise<CommandResult> => {
       const a = args.slice(2);
-      calls.push(a.join(' '));
+      calls.push(`${binary} ${a.join(' ')}`);
       const [, table, op, name, ...rest] = a;
-      const key = `${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
-      if (op === '-N') chains.add(`${table} ${name}`);
-      else if (op === '-X') chains.delete(`${table} ${name}`);
-      else if (op === '-S' || op === '-F') return { code: chains.has(`${table} ${name}`) ? 0 : 1, stdout: '', stderr: '' };
+      const key = `${binary} ${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
+      if (op === '-N') chains.add(`${binary} ${table} ${name}`);
+      else if (op === '-X') chains.delete(`${binary} ${table} ${name}`);
+      else if (op === '-S' || op === '-F') return { code: chains.has(`${binary} ${table} ${name}`) ? 0 : 1, stdout: '', stderr: '' };
       else if (op === '-I') hooks.add(key);
       else if (op === '-C') return { code: hooks.has(key) ? 0 : 1, stdout: '', stderr: '' };
       else if (op === '-D') hooks.delete(key);
       return { code: 0, stdout: '', stderr: '' };
     };
     await applyContainerRules(OPTIONS, run);
-    assert.equal(chains.size, 3);
-    assert.equal(hooks.size, 4);
+    assert.equal(chains.size, 6, 'three chains in iptables and three in ip6tables');
+    assert.equal(hooks.size, 8);
+    assert.ok(
+      hooks.has(`iptables filter DOCKER-USER -j ${CONTAINER_FORWARD_CHAIN}`) && hooks.has(`ip6tables filter FORWARD -j ${CONTAINER_FORWARD_CHAIN}`),
+      'each family in its own forward hook',
+    );
     await applyContainerRules(OPTIONS, run);
-    assert.equal(hooks.size, 4, 'a second apply doubled the hooks');
+    assert.equal(hooks.size, 8, 'a second apply doubled the hooks');
     const removed = await removeContainerRules(run);
-    assert.equal(removed.length, 7);
+    assert.equal(removed.length, 14);
     assert.equal(chains.size + hooks.size, 0);
     assert.deepEqual(await removeContainerRules(run), []);
+  });
+});
+
+describe('container rules (Docker bridges, IPv6)', () => {
+  const v6 = containerApplyCommands(OPTIONS, 6);
+
+  it('every command is ip6tables, and hooks into its own forward hook', () => {
+    assert.ok(v6.every((c) => c.binary === 'ip6tables'));
+    assert.ok(v6.some((c) => c.args.join(' ') === `-w 5 -t filter -I FORWARD 1 -j ${CONTAINER_FORWARD_CHAIN}`));
+    assert.ok(!v6.some((c) => c.args.includes('DOCKER-USER')), 'Docker made DOCKER-USER in iptables only here');
+  });
+
+  it('nat: unique local destinations stay, the rest is redirected as IPv4 is (to the [::] listeners)', () => {
+    assert.deepEqual(chain(v6, 'nat', CONTAINER_NAT_CHAIN), [
+      `-d ${PRIVATE_V6} -j RETURN`,
+      '-m addrtype --dst-type LOCAL -j RETURN',
+      '-p udp --dport 53 -j REDIRECT --to-ports 3153',
+      '-p tcp --dport 53 -j REDIRECT --to-ports 3153',
+      '-p tcp -j REDIRECT --to-ports 3132',
+    ]);
+  });
+
+  it('forward, block mode: refused with ICMPv6 (ip6tables has no icmp-* reject types)', () => {
+    const forward = chain(containerApplyCommands({ ...OPTIONS, bridges: ['docker0'] }, 6), 'filter', CONTAINER_FORWARD_CHAIN);
+    assert.deepEqual(
+      forward.filter((r) => r.includes('REJECT')),
+      [
+        '-i docker0 -m conntrack --ctdir REPLY -j REJECT --reject-with icmp6-adm-prohibited',
+        '-i docker0 -p tcp -j REJECT --reject-with tcp-reset',
+        '-i docker0 -p udp -j REJECT --reject-with icmp6-port-unreachable',
+        '-i docker0 -j REJECT --reject-with icmp6-adm-prohibited',
+      ],
+    );
+    assert.ok(!forward.some((r) => /icmp-(admin|port)/.test(r)));
+  });
+
+  it('input: the same guard of the [::] listeners', () => {
+    assert.deepEqual(chain(v6, 'filter', CONTAINER_INPUT_CHAIN), chain(containerApplyCommands(OPTIONS, 4), 'filter', CONTAINER_INPUT_CHAIN));
   });
 });
