@@ -90,7 +90,7 @@ async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Pro
     reader = startNflogReader({
       group,
       jsonFile,
-      onLost: (count) => io.stderr.write(`egress-guard rules log-reader: the kernel dropped reports (${count} overflow(s) of the socket's queue)\n`),
+      onLost: (count) => io.stderr.write(`egress-guard rules log-reader: the kernel dropped reports (${count}, the socket's queue overflowed)\n`),
     });
   } catch (err) {
     io.stderr.write(`egress-guard rules log-reader: ${(err as Error).message}\n`);

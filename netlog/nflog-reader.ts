@@ -1,11 +1,13 @@
 import { closeSync, constants, fstatSync, openSync, writeSync } from 'node:fs';
 import { lazyLinuxAddon } from '../net/native-addon.js';
 import { recordOfPacket, type NflogPacket } from './nflog-packet.js';
+import { LostReports, lostInRead } from './nflog-sequence.js';
 import { LOST_FIELD } from './report.js';
 
 interface NflogAddon {
   open(group: number, copyRange: number): number;
-  read(fd: number, timeoutMs: number): { packets: NflogPacket[]; lost: number };
+  /** overflowsBefore: per ENOBUFS, how many of `packets` were read before it. */
+  read(fd: number, timeoutMs: number): { packets: NflogPacket[]; overflowsBefore: number[] };
   close(fd: number): void;
 }
 
@@ -52,9 +54,10 @@ export interface NflogReaderOptions {
   /** Appended to: one JSON line per report, as ulogd's JSON plugin writes them (netlog/reader.ts follows it). */
   jsonFile: string;
   /**
-   * Overflows of the socket's queue (the reader fell behind): each dropped one or more reports, how many the kernel
-   * does not say (ENOBUFS). Also written to `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a
-   * second.
+   * Reports the kernel dropped because the reader fell behind (the socket's queue overflowed), counted from the gaps in
+   * the reports' sequence numbers (netlog/nflog-sequence.ts): exact once a later report arrives; an overflow no
+   * numbered report has followed yet, or one where the numbers could not be trusted (a resync), counts 1. Also
+   * written to `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a second.
    */
   onLost?: (count: number) => void;
 }
@@ -87,11 +90,19 @@ export function startNflogReader(options: NflogReaderOptions): NflogReader {
   let stopped = false;
   let lostUnwritten = 0;
   let lostWrittenAt = 0;
+  // The reader made the kernel's instance of the group (BIND): its counter starts at 0, so reports dropped before the
+  // first one read are counted too.
+  const lostReports = new LostReports(0);
   const done = (async () => {
     try {
       while (!stopped) {
         // Blocks for up to WAIT_MS: this process has nothing else to do, and the loop runs between reads.
-        const { packets, lost } = addon.read(socket, WAIT_MS);
+        const { packets, overflowsBefore } = addon.read(socket, WAIT_MS);
+        const lost = lostInRead(
+          lostReports,
+          packets.map((packet) => packet.seq),
+          overflowsBefore,
+        );
         if (lost > 0) {
           options.onLost?.(lost);
           lostUnwritten += lost;
