@@ -22,7 +22,7 @@ export function nflogReaderUnavailable(): string | undefined {
 const COPY_RANGE = 160;
 /** How long one read waits for reports before the event loop runs (signals, stop). */
 const WAIT_MS = 200;
-/** Reports the kernel dropped are written as one line per this interval at most (a flood drops many times a second). */
+/** Reports the kernel dropped are written as one line per this interval at most (a flood drops many times a second); resyncs told as often. */
 const LOST_LINE_MS = 1000;
 
 function lostLine(count: number): string {
@@ -60,6 +60,8 @@ export interface NflogReaderOptions {
    * written to `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a second.
    */
   onLost?: (count: number) => void;
+  /** The reports' numbers could not be followed (netlog/nflog-sequence.ts): `total` times so far; at most once a second. */
+  onResync?: (total: number) => void;
 }
 
 export interface NflogReader {
@@ -93,6 +95,8 @@ export function startNflogReader(options: NflogReaderOptions): NflogReader {
   // The reader made the kernel's instance of the group (BIND): its counter starts at 0, so reports dropped before the
   // first one read are counted too.
   const lostReports = new LostReports(0);
+  let resyncsTold = 0;
+  let resyncToldAt = 0;
   const done = (async () => {
     try {
       while (!stopped) {
@@ -103,6 +107,11 @@ export function startNflogReader(options: NflogReaderOptions): NflogReader {
           packets.map((packet) => packet.seq),
           overflowsBefore,
         );
+        if (lostReports.resyncs > resyncsTold && Date.now() - resyncToldAt >= LOST_LINE_MS) {
+          resyncsTold = lostReports.resyncs;
+          resyncToldAt = Date.now();
+          options.onResync?.(resyncsTold);
+        }
         if (lost > 0) {
           options.onLost?.(lost);
           lostUnwritten += lost;

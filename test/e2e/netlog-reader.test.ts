@@ -109,6 +109,9 @@ test('reports of UDP (IPv4, IPv6) and a TCP SYN become ulogd JSON lines, then de
   reader.child.kill('SIGTERM');
   assert.equal(await reader.exited, 0, reader.stderr());
   assert.equal(existsSync(pidFile), false, 'the pid file is removed at the end');
+  // Nothing was dropped: the reports' numbers ran on from 0 without a gap (no lost line, even at the end).
+  assert.equal(readFileSync(jsonFile, 'utf8').includes('"egress-guard.lost"'), false);
+  assert.doesNotMatch(reader.stderr(), /dropped reports|sequence number/);
 });
 
 test('the reader (root) never writes through a symlink: not at --json-file, not at --pid-file', { timeout: 60_000 }, async () => {
@@ -202,6 +205,7 @@ test('reports the kernel dropped (the reader fell behind) are counted exactly an
   // Thousands dropped while the reader was stopped, counted as reports (an overflow alone would count 1).
   assert.ok(written.lost > 1000, `lost ${written.lost}`);
   assert.match(reader.stderr(), /the kernel dropped reports/);
+  assert.doesNotMatch(reader.stderr(), /sequence number/, 'the numbers were followed throughout (no resync)');
 
   const warning = await guard.waitFor(
     'the warning with the whole count',
