@@ -90,7 +90,11 @@ async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Pro
     reader = startNflogReader({
       group,
       jsonFile,
-      onLost: (count) => io.stderr.write(`egress-guard rules log-reader: the kernel dropped reports (${count} overflow(s) of the socket's queue)\n`),
+      onLost: (count) => io.stderr.write(`egress-guard rules log-reader: the kernel dropped reports (${count}, the socket's queue overflowed)\n`),
+      onResync: (total) =>
+        io.stderr.write(
+          `egress-guard rules log-reader: a report without a sequence number, or one going backwards (${total} so far): until the next numbered report, dropped reports count 1 per overflow of the queue\n`,
+        ),
     });
   } catch (err) {
     io.stderr.write(`egress-guard rules log-reader: ${(err as Error).message}\n`);

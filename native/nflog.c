@@ -5,10 +5,13 @@
  *
  *   open(group, copyRange) -> fd      a netlink socket bound to the NFLOG group, copying the first copyRange bytes
  *                                     of each packet (the IP and transport headers are enough)
- *   read(fd, timeoutMs) -> { packets, lost }
+ *   read(fd, timeoutMs) -> { packets, overflowsBefore }
  *                                     waits up to timeoutMs for reports, then takes every one queued (at most 256);
- *                                     packets: [{ family, prefix, uid, payload }] (uid -1 when the packet had no
- *                                     socket owner: the kernel sent it); lost: reports the socket dropped (ENOBUFS)
+ *                                     packets: [{ family, prefix, uid, seq?, payload }] (uid -1 when the packet had
+ *                                     no socket owner: the kernel sent it; seq: the report's NFULA_SEQ, absent when
+ *                                     the kernel gave none); overflowsBefore: one entry per ENOBUFS the read met (the
+ *                                     socket's queue overflowed, reports were dropped), the number of packets read
+ *                                     before it, so that netlog/nflog-sequence.ts can place it among the numbers
  *   close(fd)
  * Errors are thrown with `code` set to the errno name (EPERM without CAP_NET_ADMIN, and when another process, ulogd,
  * holds the group).
@@ -40,9 +43,18 @@ static napi_value throw_code(napi_env env, int err, const char *what) {
   return throw_errno(env, err, what);
 }
 
-/* One config message (command or mode) to the kernel, and its acknowledgement; 0 or an errno. */
-static int configure(int fd, uint16_t group, uint8_t family, uint16_t attr_type, const void *attr, uint16_t attr_len) {
-  char buffer[NLMSG_SPACE(sizeof(struct nfgenmsg) + NLA_HDRLEN + 16)];
+/* One attribute of a config message. */
+struct config_attr {
+  uint16_t type;
+  const void *data;
+  uint16_t len; /* at most 16 */
+};
+
+/* One config message (a command, the mode, ...: up to 4 attributes, which the kernel applies in one go) to the
+   kernel, and its acknowledgement; 0 or an errno. */
+static int configure(int fd, uint16_t group, uint8_t family, const struct config_attr *attrs, size_t count) {
+  char buffer[NLMSG_SPACE(sizeof(struct nfgenmsg) + 4 * (NLA_HDRLEN + 16))];
+  if (count > 4) return EINVAL;
   memset(buffer, 0, sizeof buffer);
   struct nlmsghdr *nlh = (struct nlmsghdr *)buffer;
   nlh->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
@@ -52,11 +64,16 @@ static int configure(int fd, uint16_t group, uint8_t family, uint16_t attr_type,
   gen->nfgen_family = family;
   gen->version = NFNETLINK_V0;
   gen->res_id = htons(group);
-  struct nlattr *nla = (struct nlattr *)((char *)gen + NLMSG_ALIGN(sizeof(struct nfgenmsg)));
-  nla->nla_type = attr_type;
-  nla->nla_len = NLA_HDRLEN + attr_len;
-  memcpy((char *)nla + NLA_HDRLEN, attr, attr_len);
-  nlh->nlmsg_len = NLMSG_LENGTH(NLMSG_ALIGN(sizeof(struct nfgenmsg)) + NLA_ALIGN(nla->nla_len));
+  size_t length = NLMSG_ALIGN(sizeof(struct nfgenmsg));
+  for (size_t i = 0; i < count; i++) {
+    if (attrs[i].len > 16) return EINVAL;
+    struct nlattr *nla = (struct nlattr *)((char *)gen + length);
+    nla->nla_type = attrs[i].type;
+    nla->nla_len = NLA_HDRLEN + attrs[i].len;
+    memcpy((char *)nla + NLA_HDRLEN, attrs[i].data, attrs[i].len);
+    length += NLA_ALIGN(nla->nla_len);
+  }
+  nlh->nlmsg_len = NLMSG_LENGTH(length);
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   if (sendto(fd, buffer, nlh->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return errno;
   char answer[1024];
@@ -77,7 +94,39 @@ static int configure(int fd, uint16_t group, uint8_t family, uint16_t attr_type,
 
 static int command(int fd, uint16_t group, uint8_t family, uint8_t cmd) {
   struct nfulnl_msg_config_cmd c = {.command = cmd};
-  return configure(fd, group, family, NFULA_CFG_CMD, &c, sizeof c);
+  struct config_attr attr = {NFULA_CFG_CMD, &c, sizeof c};
+  return configure(fd, group, family, &attr, 1);
+}
+
+/*
+ * Binds the group and configures it in one message: copy mode and range, each report sent at once (a queue
+ * threshold of 1; the kernel's default holds up to 100 for up to a second), and a sequence number on each report
+ * (NFULNL_CFG_F_SEQ). What the numbers are worth, from the kernel's net/netfilter/nfnetlink_log.c (the same from
+ * 2.6.14 to 6.x):
+ *  - nfulnl_recv_config applies the command first (BIND: instance_create, a kzalloc'ed instance whose counter
+ *    `seq` starts at 0), then the mode, the threshold and the flags, all in this one call;
+ *  - __build_packet_message puts NFULA_SEQ = htonl(inst->seq++) into each message it builds, whatever becomes of
+ *    the message afterwards: a message (or a batch of them, when a threshold above 1 holds several in one skb)
+ *    that nfnetlink_unicast cannot queue on the reader's socket (its queue full: the socket then reports ENOBUFS)
+ *    is freed with its number used. A gap between two consecutive numbers is therefore the exact number of
+ *    reports built and not delivered, whatever the threshold. The counter is a u32 and wraps.
+ *  - What it cannot count: a report never built (nfulnl_log_packet's alloc_failure when the kernel has no memory
+ *    for the message, "FIXME: statistics"), and the reports of a drop no later report follows (the gap shows only
+ *    when the next report arrives). A message built in the instant between BIND and the flags taking effect has
+ *    no NFULA_SEQ and uses no number.
+ */
+static int bind_group(int fd, uint16_t group, uint32_t range) {
+  struct nfulnl_msg_config_cmd bind = {.command = NFULNL_CFG_CMD_BIND};
+  struct nfulnl_msg_config_mode mode = {.copy_range = htonl(range), .copy_mode = NFULNL_COPY_PACKET};
+  uint32_t one = htonl(1);
+  uint16_t flags = htons(NFULNL_CFG_F_SEQ);
+  struct config_attr attrs[] = {
+      {NFULA_CFG_CMD, &bind, sizeof bind},
+      {NFULA_CFG_MODE, &mode, sizeof mode},
+      {NFULA_CFG_QTHRESH, &one, sizeof one},
+      {NFULA_CFG_FLAGS, &flags, sizeof flags},
+  };
+  return configure(fd, group, AF_UNSPEC, attrs, sizeof attrs / sizeof attrs[0]);
 }
 
 static napi_value nflog_open(napi_env env, napi_callback_info info) {
@@ -104,16 +153,7 @@ static napi_value nflog_open(napi_env env, napi_callback_info info) {
   /* Kernels before 3.17 want the families bound first; later ones accept and ignore it. */
   command(fd, 0, AF_INET, NFULNL_CFG_CMD_PF_BIND);
   command(fd, 0, AF_INET6, NFULNL_CFG_CMD_PF_BIND);
-  int err = command(fd, (uint16_t)group, AF_UNSPEC, NFULNL_CFG_CMD_BIND);
-  if (err == 0) {
-    struct nfulnl_msg_config_mode mode = {.copy_range = htonl(range), .copy_mode = NFULNL_COPY_PACKET};
-    err = configure(fd, (uint16_t)group, AF_UNSPEC, NFULA_CFG_MODE, &mode, sizeof mode);
-  }
-  if (err == 0) {
-    /* Each report sent at once (the kernel's default holds up to 100 for up to a second). */
-    uint32_t one = htonl(1);
-    err = configure(fd, (uint16_t)group, AF_UNSPEC, NFULA_CFG_QTHRESH, &one, sizeof one);
-  }
+  int err = bind_group(fd, (uint16_t)group, range);
   if (err != 0) {
     close(fd);
     /* EPERM here also when another process (ulogd?) holds the group: the kernel refuses a second owner so. */
@@ -126,6 +166,14 @@ static napi_value nflog_open(napi_env env, napi_callback_info info) {
 
 static void set_named(napi_env env, napi_value object, const char *name, napi_value value) { napi_set_named_property(env, object, name, value); }
 
+/* A big-endian u32 attribute's value, or `otherwise` when it is too short to hold one. */
+static int64_t be32_or(const char *data, size_t len, int64_t otherwise) {
+  if (len < 4) return otherwise;
+  uint32_t v;
+  memcpy(&v, data, 4);
+  return ntohl(v);
+}
+
 /* The packet report at `h` as an object, or NULL when it is not one (a stray message). */
 static napi_value packet_of(napi_env env, const struct nlmsghdr *h) {
   if (h->nlmsg_type != ((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET)) return NULL;
@@ -136,6 +184,7 @@ static napi_value packet_of(napi_env env, const struct nlmsghdr *h) {
   const char *prefix = NULL, *payload = NULL;
   size_t prefix_len = 0, payload_len = 0;
   int64_t uid = -1;
+  int64_t seq = -1; /* -1: no NFULA_SEQ */
   while (at + NLA_HDRLEN <= end) {
     const struct nlattr *nla = (const struct nlattr *)at;
     if (nla->nla_len < NLA_HDRLEN || at + nla->nla_len > end) break;
@@ -151,11 +200,10 @@ static napi_value packet_of(napi_env env, const struct nlmsghdr *h) {
       payload_len = len;
       break;
     case NFULA_UID:
-      if (len >= 4) {
-        uint32_t v;
-        memcpy(&v, data, 4);
-        uid = ntohl(v);
-      }
+      uid = be32_or(data, len, uid);
+      break;
+    case NFULA_SEQ:
+      seq = be32_or(data, len, seq);
       break;
     }
     at += NLA_ALIGN(nla->nla_len);
@@ -168,6 +216,10 @@ static napi_value packet_of(napi_env env, const struct nlmsghdr *h) {
   set_named(env, object, "prefix", value);
   napi_create_int64(env, uid, &value);
   set_named(env, object, "uid", value);
+  if (seq >= 0) {
+    napi_create_uint32(env, (uint32_t)seq, &value);
+    set_named(env, object, "seq", value);
+  }
   void *copy;
   napi_create_buffer_copy(env, payload_len, payload ? payload : "", &copy, &value);
   set_named(env, object, "payload", value);
@@ -183,19 +235,24 @@ static napi_value nflog_read(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "read(fd, timeoutMs)");
     return NULL;
   }
-  napi_value packets, result, value;
+  napi_value packets, overflows, result, value;
   napi_create_array(env, &packets);
-  uint32_t count = 0, lost = 0;
+  napi_create_array(env, &overflows);
+  uint32_t count = 0, overflow_count = 0;
   static char buffer[RECV_BUFFER];
   struct pollfd p = {.fd = fd, .events = POLLIN};
   int ready = poll(&p, 1, timeout);
   if (ready < 0 && errno != EINTR) return throw_code(env, errno, "poll(netlink)");
-  while (ready > 0 && count < MAX_PACKETS) {
+  while (ready > 0 && count < MAX_PACKETS && overflow_count < MAX_PACKETS) {
     ssize_t n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == ENOBUFS) { /* the socket's queue overflowed: reports were dropped; the count is what can be said */
-        lost++;
+      if (errno == ENOBUFS) {
+        /* The socket's queue overflowed: reports were dropped, how many ENOBUFS does not say (the gap in the
+           reports' numbers does). The kernel reports it before what is still queued (sock_error comes first in
+           __skb_try_recv_datagram), so the reports read next are older than the drop. */
+        napi_create_uint32(env, count, &value);
+        napi_set_element(env, overflows, overflow_count++, value);
         continue;
       }
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -208,8 +265,7 @@ static napi_value nflog_read(napi_env env, napi_callback_info info) {
   }
   napi_create_object(env, &result);
   set_named(env, result, "packets", packets);
-  napi_create_uint32(env, lost, &value);
-  set_named(env, result, "lost", value);
+  set_named(env, result, "overflowsBefore", overflows);
   return result;
 }
 

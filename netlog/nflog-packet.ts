@@ -7,6 +7,8 @@ export interface NflogPacket {
   prefix: string;
   /** The sending socket's owner; -1 when the kernel sent the packet on its own. */
   uid: number;
+  /** The report's sequence number (NFULA_SEQ, a u32); absent when the kernel gave none. */
+  seq?: number;
   payload: Buffer;
 }
 

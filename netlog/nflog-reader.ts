@@ -1,11 +1,13 @@
 import { closeSync, constants, fstatSync, openSync, writeSync } from 'node:fs';
 import { lazyLinuxAddon } from '../net/native-addon.js';
 import { recordOfPacket, type NflogPacket } from './nflog-packet.js';
+import { LostReports, lostInRead } from './nflog-sequence.js';
 import { LOST_FIELD } from './report.js';
 
 interface NflogAddon {
   open(group: number, copyRange: number): number;
-  read(fd: number, timeoutMs: number): { packets: NflogPacket[]; lost: number };
+  /** overflowsBefore: per ENOBUFS, how many of `packets` were read before it. */
+  read(fd: number, timeoutMs: number): { packets: NflogPacket[]; overflowsBefore: number[] };
   close(fd: number): void;
 }
 
@@ -20,7 +22,7 @@ export function nflogReaderUnavailable(): string | undefined {
 const COPY_RANGE = 160;
 /** How long one read waits for reports before the event loop runs (signals, stop). */
 const WAIT_MS = 200;
-/** Reports the kernel dropped are written as one line per this interval at most (a flood drops many times a second). */
+/** Reports the kernel dropped are written as one line per this interval at most (a flood drops many times a second); resyncs told as often. */
 const LOST_LINE_MS = 1000;
 
 function lostLine(count: number): string {
@@ -52,11 +54,14 @@ export interface NflogReaderOptions {
   /** Appended to: one JSON line per report, as ulogd's JSON plugin writes them (netlog/reader.ts follows it). */
   jsonFile: string;
   /**
-   * Overflows of the socket's queue (the reader fell behind): each dropped one or more reports, how many the kernel
-   * does not say (ENOBUFS). Also written to `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a
-   * second.
+   * Reports the kernel dropped because the reader fell behind (the socket's queue overflowed), counted from the gaps in
+   * the reports' sequence numbers (netlog/nflog-sequence.ts): exact once a later report arrives; an overflow no
+   * numbered report has followed yet, or one where the numbers could not be trusted (a resync), counts 1. Also
+   * written to `jsonFile` as a line of their own ({"egress-guard.lost": N}), at most one a second.
    */
   onLost?: (count: number) => void;
+  /** The reports' numbers could not be followed (netlog/nflog-sequence.ts): `total` times so far; at most once a second. */
+  onResync?: (total: number) => void;
 }
 
 export interface NflogReader {
@@ -87,11 +92,26 @@ export function startNflogReader(options: NflogReaderOptions): NflogReader {
   let stopped = false;
   let lostUnwritten = 0;
   let lostWrittenAt = 0;
+  // The reader made the kernel's instance of the group (BIND): its counter starts at 0, so reports dropped before the
+  // first one read are counted too.
+  const lostReports = new LostReports(0);
+  let resyncsTold = 0;
+  let resyncToldAt = 0;
   const done = (async () => {
     try {
       while (!stopped) {
         // Blocks for up to WAIT_MS: this process has nothing else to do, and the loop runs between reads.
-        const { packets, lost } = addon.read(socket, WAIT_MS);
+        const { packets, overflowsBefore } = addon.read(socket, WAIT_MS);
+        const lost = lostInRead(
+          lostReports,
+          packets.map((packet) => packet.seq),
+          overflowsBefore,
+        );
+        if (lostReports.resyncs > resyncsTold && Date.now() - resyncToldAt >= LOST_LINE_MS) {
+          resyncsTold = lostReports.resyncs;
+          resyncToldAt = Date.now();
+          options.onResync?.(resyncsTold);
+        }
         if (lost > 0) {
           options.onLost?.(lost);
           lostUnwritten += lost;

@@ -17,9 +17,10 @@ export interface NetfilterLogStats {
   /** Reports from before this sidecar started (a file ulogd appended to across restarts). */
   stale: number;
   /**
-   * Times the kernel dropped reports because the reader fell behind (its queue overflowed), as the built-in reader
-   * counts them: each time one or more reports (ENOBUFS says no number; 40,000 dropped at once count 1). The flows
-   * of those packets may have no event.
+   * Reports the kernel dropped because the reader fell behind (its queue overflowed), as the built-in reader counts
+   * them from the gaps in the reports' sequence numbers: exact once a later report reached it; an overflow no later
+   * report measured (the last before the reader stopped) or where the numbers could not be trusted counts 1
+   * (netlog/nflog-sequence.ts). The flows of those packets may have no event.
    */
   lost: number;
 }
@@ -79,7 +80,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       // Audit misses nothing it can tell about: these packets were refused (block) or let through (audit) unreported.
       events.log.warn(
         { lost, lostTotal: stats.lost },
-        'netfilter log: the kernel dropped reports the reader could not take in time (lost: overflows of its queue, one or more reports each); the flows of those packets (UDP but DNS, ICMP, answers to outside hosts) may have no event',
+        'netfilter log: the kernel dropped reports the reader could not take in time (lost: reports, counted from the gaps in their sequence numbers; 1 for an overflow of its queue no later report measured); the flows of those packets (UDP but DNS, ICMP, answers to outside hosts) may have no event',
       );
       return;
     }

@@ -20,7 +20,7 @@ export interface NflogRecord {
   'icmpv6.type'?: number;
   'tcp.syn'?: number | boolean;
   'oob.time.sec'?: number;
-  /** Not a packet: the built-in reader's count of its queue's overflows, one or more dropped reports each (LOST_FIELD). */
+  /** Not a packet: the built-in reader's count of reports the kernel dropped (LOST_FIELD; netlog/nflog-sequence.ts). */
   'egress-guard.lost'?: number;
 }
 

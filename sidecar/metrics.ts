@@ -77,7 +77,7 @@ export function registerSidecarMetrics(
   collectedCounter(
     registry,
     'egress_netfilter_lost_total',
-    "Overflows of the built-in NFLOG reader's queue (each dropped one or more reports, how many the kernel does not say): those packets' flows may have no event.",
+    "NFLOG reports the kernel dropped because the built-in reader fell behind, from the gaps in their sequence numbers (an overflow of its queue no later report measured counts 1): those packets' flows may have no event.",
     () => sources.netfilterStats?.()?.lost ?? 0,
   );
   collectedGauge(registry, 'egress_dns_cache_entries', 'Answers in the DNS cache.', () => sources.dnsStats()?.cacheEntries ?? 0);

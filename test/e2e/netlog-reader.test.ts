@@ -3,7 +3,8 @@
  * runner images): in a network namespace of its own, NFLOG rules as the redirect rules write them report UDP and a
  * TCP SYN; the reader writes ulogd's JSON lines; `run --netfilter-log` turns them into decision events. Also: a
  * second reader on the group is refused (exit 1, EPERM), SIGTERM ends the reader and removes its pid file; the reader
- * (root) never writes through a symlink; reports the kernel dropped reach `run` as a warning. Needs root.
+ * (root) never writes through a symlink; reports the kernel dropped are counted exactly (reports written + lost ==
+ * packets the NFLOG rule matched) and reach `run` as a warning. Needs root.
  */
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -108,6 +109,9 @@ test('reports of UDP (IPv4, IPv6) and a TCP SYN become ulogd JSON lines, then de
   reader.child.kill('SIGTERM');
   assert.equal(await reader.exited, 0, reader.stderr());
   assert.equal(existsSync(pidFile), false, 'the pid file is removed at the end');
+  // Nothing was dropped: the reports' numbers ran on from 0 without a gap (no lost line, even at the end).
+  assert.equal(readFileSync(jsonFile, 'utf8').includes('"egress-guard.lost"'), false);
+  assert.doesNotMatch(reader.stderr(), /dropped reports|sequence number/);
 });
 
 test('the reader (root) never writes through a symlink: not at --json-file, not at --pid-file', { timeout: 60_000 }, async () => {
@@ -137,7 +141,31 @@ test('the reader (root) never writes through a symlink: not at --json-file, not 
   assert.equal(existsSync(linkedPid), false);
 });
 
-test('reports the kernel dropped (the reader fell behind) reach run --netfilter-log as a warning and a count', { timeout: 90_000 }, async () => {
+/** What the flood's reader wrote: reports of the flood port, and the sum of its `egress-guard.lost` lines. */
+function floodFile(file: string): { reports: number; lost: number; lostLines: number; fromPort: (port: number) => number } {
+  const records = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const reports = records.filter((r) => r.dest_port === FLOOD_PORT);
+  const lostLines = records.filter((r) => typeof r['egress-guard.lost'] === 'number');
+  return {
+    reports: reports.length,
+    lost: lostLines.reduce((sum, r) => sum + (r['egress-guard.lost'] as number), 0),
+    lostLines: lostLines.length,
+    fromPort: (port) => reports.filter((r) => r.src_port === port).length,
+  };
+}
+
+/** The packets the flood group's NFLOG rule matched: one report the kernel built for each. */
+async function floodRulePackets(): Promise<number> {
+  const listing = await must('ip', ['netns', 'exec', ns, 'iptables', '-L', 'OUTPUT', '-v', '-x', '-n']);
+  const rule = listing.split('\n').find((line) => / NFLOG /.test(line) && line.includes(`dpt:${FLOOD_PORT}`) && line.includes(`nflog-group ${FLOOD_GROUP}`));
+  assert.ok(rule, listing);
+  return Number(rule.trim().split(/\s+/)[0]);
+}
+
+test('reports the kernel dropped (the reader fell behind) are counted exactly and reach run --netfilter-log as a warning and a count', { timeout: 120_000 }, async (t) => {
   const floodJson = path.join(dir, 'flood.json');
   const floodPid = path.join(dir, 'flood.pid');
   const reader = spawnInNamespace(ns, `${cli} rules log-reader --json-file ${floodJson} --nflog-group ${FLOOD_GROUP} --pid-file ${floodPid}`, repo);
@@ -157,20 +185,32 @@ test('reports the kernel dropped (the reader fell behind) reach run --netfilter-
   } finally {
     process.kill(reader.child.pid!, 'SIGCONT');
   }
-  const warning = await guard.waitFor('the warning about dropped reports', (l) => typeof l.msg === 'string' && l.msg.includes('the kernel dropped reports'), 30_000);
-  assert.ok(typeof warning.lost === 'number' && warning.lost > 0, JSON.stringify(warning));
-  // What is counted is overflows of the queue, not reports: thousands dropped while the reader was stopped are one
-  // (the kernel's ENOBUFS says no number), which the warning and egress_netfilter_lost_total's help must say.
-  const packets = readFileSync(floodJson, 'utf8')
-    .split('\n')
-    .filter((line) => line.includes(`"dest_port":${FLOOD_PORT}`)).length;
-  assert.ok(packets > 0 && warning.lost < 40_000 - packets, `lost ${warning.lost}, reported ${packets}: the count is of overflows`);
-  assert.match(String(warning.msg), /overflows of its queue, one or more reports each/);
-  assert.match(reader.stderr(), /the kernel dropped reports/);
-  const lostLines = readFileSync(floodJson, 'utf8')
-    .split('\n')
-    .filter((line) => line.includes('"egress-guard.lost"'));
-  assert.ok(lostLines.length > 0, 'the JSON file has a line counting the dropped reports');
+  // One datagram more, from a port of its own, once the reader runs again: the report after the drop, whose number
+  // measures the gap (until a later report arrives, an overflow counts 1).
+  const MARKER_PORT = 9996;
+  const marker = `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('127.0.0.1', ${MARKER_PORT}))\ns.sendto(b'x', ('127.0.0.1', ${FLOOD_PORT}))\n`;
+  const markerSent = await run('ip', ['netns', 'exec', ns, 'python3', '-c', marker], { timeoutMs: 15_000 });
+  assert.equal(markerSent.code, 0, markerSent.stderr);
+  await waitFor('the report of the datagram after the flood', () => floodFile(floodJson).fromPort(MARKER_PORT) === 1, 30_000);
+  // SIGTERM: the reader writes what it has not written yet of its count (a line at most once a second) and ends.
   reader.child.kill('SIGTERM');
   assert.equal(await reader.exited, 0, reader.stderr());
+
+  const made = await floodRulePackets();
+  const written = floodFile(floodJson);
+  assert.ok(written.lostLines > 0, 'the JSON file has a line counting the dropped reports');
+  // Exact: every report the kernel made (one per packet the rule matched) is either in the file or counted lost.
+  t.diagnostic(`the kernel made ${made} reports: ${written.reports} written, ${written.lost} counted lost`);
+  assert.equal(written.reports + written.lost, made, `reports ${written.reports} + lost ${written.lost} != ${made} the kernel made`);
+  // Thousands dropped while the reader was stopped, counted as reports (an overflow alone would count 1).
+  assert.ok(written.lost > 1000, `lost ${written.lost}`);
+  assert.match(reader.stderr(), /the kernel dropped reports/);
+  assert.doesNotMatch(reader.stderr(), /sequence number/, 'the numbers were followed throughout (no resync)');
+
+  const warning = await guard.waitFor(
+    'the warning with the whole count',
+    (l) => typeof l.msg === 'string' && l.msg.includes('the kernel dropped reports') && l.lostTotal === written.lost,
+    30_000,
+  );
+  assert.match(String(warning.msg), /lost: reports, counted from the gaps in their sequence numbers/);
 });

@@ -85,7 +85,7 @@ describe('sidecar metrics and admin server', () => {
         '# TYPE egress_netfilter_suppressed_total counter',
         'egress_netfilter_suppressed_total 0',
         '',
-        "# HELP egress_netfilter_lost_total Overflows of the built-in NFLOG reader's queue (each dropped one or more reports, how many the kernel does not say): those packets' flows may have no event.",
+        "# HELP egress_netfilter_lost_total NFLOG reports the kernel dropped because the built-in reader fell behind, from the gaps in their sequence numbers (an overflow of its queue no later report measured counts 1): those packets' flows may have no event.",
         '# TYPE egress_netfilter_lost_total counter',
         'egress_netfilter_lost_total 0',
         '',
