@@ -6,6 +6,7 @@ import * as core from '@actions/core';
 import { loadConfig } from '../config/load-config.js';
 import type { Policy } from '../policy/index.js';
 import { disableSudo } from './disable-sudo.js';
+import { stopEarlierReader } from './earlier-reader.js';
 import { parseActionInputs } from './inputs.js';
 import { installApp, installPolicyFile } from './install-app.js';
 import { JOB_RESOLV_CONF, pointResolvConf, saveResolvConf, upstreamResolvers } from './job-dns.js';
@@ -15,7 +16,8 @@ import { privileged } from './privileged.js';
 import { applyRedirectRules } from './redirect-rules.js';
 import { RUNNER_ENDPOINTS, withRunnerEndpoints } from './runner-endpoints.js';
 import { ciVariables, inInputTerms, sidecarEnvironment } from './sidecar-settings.js';
-import { assertAdminPortFree, processStartTime, spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
+import { processStartTime } from './process-identity.js';
+import { assertAdminPortFree, findEgressGuard, spawnSidecar, waitUntilHealthy } from './sidecar-process.js';
 import { ensureSidecarUser } from './sidecar-user.js';
 import { encodeState, STATE_KEY, type ActionState } from './state.js';
 
@@ -52,6 +54,9 @@ async function main(): Promise<void> {
   const policyFile = inputs.policyFile ? await installPolicyFile(root, layout, workspace, inputs.policyFile, user) : undefined;
   core.setOutput('events-file', layout.eventsFile);
 
+  // Before netlog/ is made anew: what an earlier job's main left there names the reader it may have left running.
+  const earlierReader = await stopEarlierReader(root, layout);
+  if (earlierReader) core.info(`egress-guard: ${earlierReader}`);
   const netfilterReport = await startNetfilterLog(root, layout);
   const netfilterLog = 'reason' in netfilterReport ? undefined : netfilterReport;
   if (netfilterLog) {
@@ -73,6 +78,11 @@ async function main(): Promise<void> {
   if (start !== undefined) state.sidecarStart = start;
   save();
   await waitUntilHealthy(sidecar, layout);
+  // Healthy: setpriv has exec'd egress-guard, so it has its argv. Post judges by this process whether it exited.
+  const egressGuard = findEgressGuard(sidecar.pid, layout);
+  if (egressGuard) state.egressGuard = egressGuard;
+  else core.info(`egress-guard: its own process was not found below pid ${sidecar.pid}; post judges by that one whether it exited during the job`);
+  save();
   core.info(`egress-guard: running as ${user.name} (pid ${sidecar.pid}), output in ${layout.logFile}`);
 
   const rules = await applyRedirectRules(root, layout, user, mode);

@@ -3,12 +3,37 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'no
 import path from 'node:path';
 import type { ActionLayout } from './layout.js';
 import { execCommand, type Privileged } from './privileged.js';
+import { identifyProcess, stopProcess, type ProcessIdentity } from './process-identity.js';
 
 export interface NetfilterLog {
   jsonFile: string;
   pidFile: string;
   /** Who reads the NFLOG group: egress-guard's own `rules log-reader`, or ulogd. */
   reader: 'built-in' | 'ulogd';
+  /** The reader's process once its pid file appeared: post stops only that process. */
+  process?: ProcessIdentity;
+}
+
+/** What main leaves in netlog/ (root's) for a later job's main: which reader it started, as that process. */
+export interface ReaderRecord {
+  reader: NetfilterLog['reader'];
+  process: ProcessIdentity;
+}
+
+/** The files of netlog/ (root's, remade at each start): the reader's JSON lines, the pid files, main's record. */
+export function netlogFiles(layout: ActionLayout) {
+  return {
+    jsonFile: path.join(layout.netlogDir, 'nflog.json'),
+    readerPidFile: path.join(layout.netlogDir, 'reader.pid'),
+    ulogdPidFile: path.join(layout.netlogDir, 'ulogd.pid'),
+    record: path.join(layout.netlogDir, 'reader.json'),
+  };
+}
+
+/** The built-in reader's argv, as main starts it (a later main recognises an earlier one by it when there is no record). */
+export function builtInReaderArgv(layout: ActionLayout): string[] {
+  const files = netlogFiles(layout);
+  return [layout.node, layout.entry, 'rules', 'log-reader', '--json-file', files.jsonFile, '--pid-file', files.readerPidFile];
 }
 
 function ulogdBinary(): string | undefined {
@@ -17,18 +42,21 @@ function ulogdBinary(): string | undefined {
 
 /** How long the built-in reader may take to bind its group (load the addon, netlink set-up). */
 const READER_READY_MS = 10_000;
+/** How long a reader has to end after SIGTERM (the built-in one ends within its read's wait). */
+export const READER_STOP_MS = 5_000;
 
 /**
  * `egress-guard rules log-reader` as root, left running when this step ends (its pid file is written once the NFLOG
  * group is bound): the packets the rules refuse or report, as ulogd's JSON lines, without ulogd. The reason, when
  * it does not come up (no prebuilt addon for this machine, no netlink, another reader on the group).
  */
-async function startBuiltInReader(root: Privileged, layout: ActionLayout, jsonFile: string): Promise<{ log: NetfilterLog } | { reason: string }> {
-  const pidFile = path.join(layout.netlogDir, 'reader.pid');
+async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promise<{ log: NetfilterLog } | { reason: string }> {
+  const { jsonFile, readerPidFile: pidFile } = netlogFiles(layout);
   // The runner's own scratch space: this step (not root) opens it for the reader's output.
   const logFile = path.join(layout.workDir, 'nflog-reader.log');
   const output = openSync(logFile, 'a');
-  const [command, ...args] = root.argv(layout.node, [layout.entry, 'rules', 'log-reader', '--json-file', jsonFile, '--pid-file', pidFile]);
+  const [reader, ...readerArgs] = builtInReaderArgv(layout);
+  const [command, ...args] = root.argv(reader!, readerArgs);
   const child = spawn(command!, args, { detached: true, stdio: ['ignore', output, output] });
   closeSync(output);
   let exited = false;
@@ -37,7 +65,7 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout, jsonFi
   child.unref();
   const deadline = Date.now() + READER_READY_MS;
   while (!existsSync(pidFile) && !exited && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
-  if (existsSync(pidFile)) return { log: { jsonFile, pidFile, reader: 'built-in' } };
+  if (existsSync(pidFile)) return { log: await recorded(root, layout, { jsonFile, pidFile, reader: 'built-in' }) };
   if (!exited && child.pid !== undefined) await root.run('kill', ['-TERM', String(child.pid)]);
   let tail = '';
   try {
@@ -55,42 +83,59 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout, jsonFi
  * mode, but they are not events; `reason` says why.
  */
 export async function startNetfilterLog(root: Privileged, layout: ActionLayout): Promise<NetfilterLog | { reason: string }> {
-  const jsonFile = path.join(layout.netlogDir, 'nflog.json');
-  // Root's: the reader (root) writes here. What an earlier job left (a pid file above all) goes.
+  const { jsonFile, ulogdPidFile: pidFile } = netlogFiles(layout);
+  // Root's: the reader (root) writes here. What an earlier job left (a pid file above all) goes: a reader it left
+  // running is stopped before this (earlier-reader.ts), which reads its pid from here.
   await root.must('rm', ['-rf', layout.netlogDir]);
   await root.must('install', ['-d', '-m', '0755', '-o', '0', '-g', '0', layout.netlogDir]);
   await root.must('install', ['-m', '0644', '/dev/null', jsonFile]);
-  const builtIn = await startBuiltInReader(root, layout, jsonFile);
+  const builtIn = await startBuiltInReader(root, layout);
   if ('log' in builtIn) return builtIn.log;
   const ulogd = ulogdBinary();
   if (!ulogd) return { reason: `${builtIn.reason}; ulogd is not installed` };
-  const pidFile = path.join(layout.netlogDir, 'ulogd.pid');
   const config = await execCommand(layout.node, [layout.entry, 'rules', 'log-config', '--json-file', jsonFile, '--log-file', path.join(layout.netlogDir, 'ulogd.log')]);
   if (config.code !== 0) throw new Error(`egress-guard rules log-config failed: ${config.stderr.trim()}`);
   const configFile = path.join(layout.workDir, 'ulogd.conf');
   writeFileSync(configFile, config.stdout);
   await root.must(ulogd, ['-d', '-c', configFile, '-p', pidFile]);
-  return { jsonFile, pidFile, reader: 'ulogd' };
+  // ulogd -d forks: its pid file may come a moment after the command returns.
+  const deadline = Date.now() + READER_READY_MS;
+  while (!existsSync(pidFile) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+  return recorded(root, layout, { jsonFile, pidFile, reader: 'ulogd' });
 }
 
-/** Whether process `pid` is still the reader: its command line (a reader that died leaves its pid to be reused). */
-export function isReaderProcess(pid: string, reader: NetfilterLog['reader'], readCmdline = (file: string) => readFileSync(file)): boolean {
-  let argv: string[];
+/** The pid in a pid file, undefined when there is none (no file, not a number). */
+export function readPidFile(file: string): number | undefined {
   try {
-    argv = readCmdline(`/proc/${pid}/cmdline`).toString('utf8').split('\0');
+    const text = readFileSync(file, 'utf8').trim();
+    return /^\d{1,10}$/.test(text) ? Number(text) : undefined;
   } catch {
-    return false;
+    return undefined;
   }
-  if (reader === 'ulogd') return argv.some((arg) => path.basename(arg) === 'ulogd');
-  return argv.some((arg, i) => arg === 'rules' && argv[i + 1] === 'log-reader');
 }
 
-export async function stopNetfilterLog(root: Privileged, log: NetfilterLog): Promise<void> {
-  let pid: string;
-  try {
-    pid = readFileSync(log.pidFile, 'utf8').trim();
-  } catch {
-    return;
-  }
-  if (/^\d+$/.test(pid) && isReaderProcess(pid, log.reader)) await root.run('kill', ['-TERM', pid]);
+/**
+ * The reader as a process (pid file, then its start time), in the state for post and in netlog/reader.json for a
+ * later job's main (a reader this job leaves running: disable-sudo, a post that never ran). Without a pid, or with the
+ * process gone already, the log has no process, and nothing will ever be signalled for it.
+ */
+async function recorded(root: Privileged, layout: ActionLayout, log: NetfilterLog): Promise<NetfilterLog> {
+  const pid = readPidFile(log.pidFile);
+  const identity = pid === undefined ? undefined : identifyProcess(pid);
+  if (!identity) return log;
+  const record: ReaderRecord = { reader: log.reader, process: identity };
+  await root.must('tee', [netlogFiles(layout).record], { input: `${JSON.stringify(record)}\n` });
+  await root.must('chmod', ['0644', netlogFiles(layout).record]);
+  return { ...log, process: identity };
+}
+
+/**
+ * Post: SIGTERM to the reader (SIGKILL if it is still there after a few seconds), only while its pid is still that
+ * process (pid and start time). A log without the process (a state of an earlier version, which had only the pid
+ * file; a pid file that never appeared) is not signalled: nothing proves who has that pid now. What it did, to log.
+ */
+export async function stopNetfilterLog(root: Privileged, log: NetfilterLog): Promise<string> {
+  if (!log.process) return `the NFLOG reader (${log.reader}) is not stopped: the state does not name its process (pid and start time)`;
+  const outcome = await stopProcess(root, log.process, READER_STOP_MS);
+  return `the NFLOG reader (${log.reader}, pid ${log.process.pid}): ${outcome}`;
 }

@@ -9,18 +9,18 @@ import { actionLayout, type ActionLayout } from './layout.js';
 import { stopNetfilterLog } from './netfilter-log.js';
 import { privileged, type Privileged } from './privileged.js';
 import { jobSummaryMarkdown } from './job-summary.js';
-import { processAlive, stopSidecar } from './sidecar-process.js';
+import { egressGuardExited, stopEgressGuard } from './sidecar-stop.js';
 import { decodeState, STATE_KEY, type ActionState } from './state.js';
 
 /**
  * Undo what main did: egress-guard first, then its rules and resolv.conf (no window where the job bypasses it).
  * Whether egress-guard was still running: 'gone' means it exited during the job.
  */
-async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<'stopped' | 'killed' | 'gone' | undefined> {
-  const sidecar =
-    state.sidecarPid !== undefined ? await stopSidecar(root, state.sidecarPid, { ...(state.sidecarStart !== undefined && { start: state.sidecarStart }) }) : undefined;
-  if (sidecar) core.info(`egress-guard: ${sidecar}`);
-  if (state.netfilterLog) await stopNetfilterLog(root, state.netfilterLog);
+async function teardown(root: Privileged, state: ActionState, layout: ActionLayout): Promise<Awaited<ReturnType<typeof stopEgressGuard>>> {
+  const sidecar = await stopEgressGuard(root, state);
+  if (sidecar === 'unknown') core.info(`egress-guard: pid ${state.sidecarPid} not signalled: the state has no start time to tell it from a later process`);
+  else if (sidecar) core.info(`egress-guard: ${sidecar}`);
+  if (state.netfilterLog) core.info(`egress-guard: ${await stopNetfilterLog(root, state.netfilterLog)}`);
   const restored = await root.run(layout.node, [layout.teardown]);
   if (restored.code !== 0) core.warning(`egress-guard: the network could not be restored: ${restored.stderr.trim()}`);
   else core.info(restored.stdout.trim());
@@ -36,7 +36,7 @@ async function post(): Promise<void> {
     core.info('egress-guard: sudo is disabled for this job, so egress-guard and its rules stay until the runner is gone');
     // Nothing can be stopped without sudo, but whether egress-guard is still there needs no root (kill -0: EPERM is
     // alive): the hardened set-up must not be the one where egress-guard exiting during the job goes untold.
-    if (state.sidecarPid !== undefined && !processAlive(state.sidecarPid, state.sidecarStart)) sidecar = 'gone';
+    if (egressGuardExited(state)) sidecar = 'gone';
   } else if (state) sidecar = await teardown(privileged(), state, layout);
   if (!existsSync(layout.eventsFile)) {
     core.warning(`egress-guard: no events file (${layout.eventsFile}): main did not start egress-guard`);

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { PORTS, type ActionLayout } from './layout.js';
+import { findDescendant, type ProcessIdentity } from './process-identity.js';
 import type { Privileged } from './privileged.js';
 import type { SidecarUser } from './sidecar-user.js';
 
@@ -19,6 +20,11 @@ while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; don
 "$EGRESS_ACTION_NODE" "$EGRESS_ACTION_TEARDOWN" >&2 || true
 exit "$status"`;
 
+/** egress-guard's own argv: what setpriv execs, under sudo and (audit mode) the supervisor's shell. */
+function egressGuardArgv(layout: ActionLayout): string[] {
+  return [layout.node, layout.entry, 'run'];
+}
+
 /**
  * `egress-guard run` as its own user, left running when this step ends. Block mode: nothing between sudo and
  * egress-guard, so the rules outlive it (fail closed). Audit mode: under AUDIT_SUPERVISOR.
@@ -35,9 +41,7 @@ export function spawnSidecar(root: Privileged, layout: ActionLayout, user: Sidec
     '--ambient-caps=-all,+net_bind_service',
     '--no-new-privs',
     '--',
-    layout.node,
-    layout.entry,
-    'run',
+    ...egressGuardArgv(layout),
   ];
   const supervisorEnv = { EGRESS_ACTION_NODE: layout.node, EGRESS_ACTION_TEARDOWN: layout.teardown };
   const [command, ...args] =
@@ -51,35 +55,6 @@ export function spawnSidecar(root: Privileged, layout: ActionLayout, user: Sidec
   });
   child.unref();
   return child;
-}
-
-/**
- * When process `pid` started (clock ticks since boot: /proc/PID/stat's 22nd field, readable for any process), or
- * undefined when there is no such process. With the pid, it names one process: a pid is reused once its process is gone.
- */
-export function processStartTime(pid: number, readStat = (file: string) => readFileSync(file, 'utf8')): string | undefined {
-  let stat: string;
-  try {
-    stat = readStat(`/proc/${pid}/stat`);
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2, in parentheses) may hold spaces and parentheses: the fields after its last ')'.
-  const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
-}
-
-/**
- * Whether process `pid` is there (kill -0: EPERM, another user's process, is there too) and, given `start` (its
- * processStartTime when main started it), still the same process and not a later one that got its pid.
- */
-export function processAlive(pid: number, start?: string): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  return start === undefined || processStartTime(pid) === start;
 }
 
 function logTail(layout: ActionLayout): string {
@@ -130,19 +105,10 @@ export async function waitUntilHealthy(child: ChildProcess, layout: ActionLayout
 }
 
 /**
- * SIGTERM (egress-guard drains its tunnels, drain-timeout 10 s), then SIGKILL if it is still there. `start` (its
- * processStartTime when main started it): a pid now another process's is 'gone', and root signals nothing (the
- * process that has the pid now is not ours to kill, and egress-guard exited during the job).
+ * egress-guard itself, in the tree of the process main started (`launcherPid`: sudo, the audit supervisor, or, when
+ * main runs as root in block mode, egress-guard itself). Post asks whether this process still runs, not the launcher:
+ * the audit supervisor outlives egress-guard by its teardown, and sudo by a moment.
  */
-export async function stopSidecar(root: Privileged, pid: number, options: { start?: string; timeoutMs?: number } = {}): Promise<'stopped' | 'killed' | 'gone'> {
-  const { start, timeoutMs = 15_000 } = options;
-  if (!processAlive(pid, start)) return 'gone';
-  await root.run('kill', ['-TERM', String(pid)]);
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (!processAlive(pid, start)) return 'stopped';
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  if (processAlive(pid, start)) await root.run('kill', ['-KILL', String(pid)]);
-  return 'killed';
+export function findEgressGuard(launcherPid: number, layout: ActionLayout): ProcessIdentity | undefined {
+  return findDescendant(launcherPid, egressGuardArgv(layout));
 }

