@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
+import { ipv6OnlyFor } from '../net/listen.js';
 import type { Upstream } from './upstream.js';
 
 /** A DNS listen address of egress-guard (setting dns-listen). */
@@ -25,14 +26,15 @@ export function normaliseAddress(address: string): string {
  * Whether a query sent to `upstream` would come back to egress-guard's own listener at `listen`: the same address and
  * port, or, for a wildcard listener (0.0.0.0, ::), the same port on an address of this host (127.0.0.0/8, ::1, an
  * interface's; `localAddresses` as normaliseAddress spells them). Such an upstream would have every forwarded query decided again, and forwarded again.
+ * `siblings`: the other addresses of dns-listen, which decide whether `::` takes IPv4 too (net/listen.ts ipv6OnlyFor).
  */
-export function reachesListener(upstream: Upstream, listen: ListenEndpoint, localAddresses: ReadonlySet<string>): boolean {
+export function reachesListener(upstream: Upstream, listen: ListenEndpoint, localAddresses: ReadonlySet<string>, siblings: readonly ListenEndpoint[] = []): boolean {
   if (upstream.port !== listen.port) return false;
   const host = normaliseAddress(upstream.host);
   if (listen.host === '0.0.0.0' || listen.host === '::') {
-    // Each takes its own family only: `::` binds IPv6 only (net/listen.ts ipv6OnlyFor; an IPv4-mapped upstream is
-    // IPv4 here, normaliseAddress), `0.0.0.0` IPv4.
-    if (listen.host === '0.0.0.0' ? !net.isIPv4(host) : !net.isIPv6(host)) return false;
+    // `0.0.0.0` takes IPv4 only; `::` both families (dual stack), but IPv6 only beside an IPv4 address with its port
+    // (an IPv4-mapped upstream is IPv4 here, normaliseAddress).
+    if (listen.host === '0.0.0.0' ? !net.isIPv4(host) : ipv6OnlyFor(listen, siblings) && !net.isIPv6(host)) return false;
     return localAddresses.has(host) || ipaddr.process(host).range() === 'loopback';
   }
   return host === normaliseAddress(listen.host);
@@ -50,6 +52,6 @@ export function withoutOwnListeners(
 ): { kept: Upstream[]; dropped: Upstream[] } {
   const kept: Upstream[] = [];
   const dropped: Upstream[] = [];
-  for (const upstream of upstreams) (listens.some((listen) => reachesListener(upstream, listen, localAddresses)) ? dropped : kept).push(upstream);
+  for (const upstream of upstreams) (listens.some((listen) => reachesListener(upstream, listen, localAddresses, listens)) ? dropped : kept).push(upstream);
   return { kept, dropped };
 }

@@ -74,9 +74,9 @@ interface UdpEndpoint {
 /** `cut`: the packet is the start of a datagram larger than the socket's read (readQuery refuses it). */
 type UdpQueryHandler = (packet: Buffer, client: DnsClient, cut: boolean) => Buffer | null | Promise<Buffer | null>;
 
-function bindDgram(host: string, port: number): Promise<dgram.Socket> {
+function bindDgram(host: string, port: number, ipv6Only: boolean): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: ipv6OnlyFor(host), lookup: literalLookup as dgram.SocketOptions['lookup'] });
+    const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ipv6Only, lookup: literalLookup as dgram.SocketOptions['lookup'] });
     socket.once('error', reject);
     socket.bind(port, host, () => {
       socket.off('error', reject);
@@ -85,8 +85,8 @@ function bindDgram(host: string, port: number): Promise<dgram.Socket> {
   });
 }
 
-async function bindDgramEndpoint(host: string, port: number, handle: UdpQueryHandler, log: DnsServerOptions['events']['log']): Promise<UdpEndpoint> {
-  const socket = await bindDgram(host, port);
+async function bindDgramEndpoint(host: string, port: number, ipv6Only: boolean, handle: UdpQueryHandler, log: DnsServerOptions['events']['log']): Promise<UdpEndpoint> {
+  const socket = await bindDgram(host, port, ipv6Only);
   let closed = false;
   const send = (response: Buffer | null, rinfo: dgram.RemoteInfo): void => {
     if (!response || closed) return;
@@ -117,7 +117,7 @@ async function bindDgramEndpoint(host: string, port: number, handle: UdpQueryHan
 }
 
 /** The batched path: a batch's immediate answers go out together with one sendmmsg; later ones one by one. */
-function bindBatchEndpoint(host: string, port: number, handle: UdpQueryHandler): UdpEndpoint {
+function bindBatchEndpoint(host: string, port: number, ipv6Only: boolean, handle: UdpQueryHandler): UdpEndpoint {
   let socket: BatchUdpSocket | undefined = undefined;
   const onDatagram = (datagram: Datagram): Buffer | null => {
     // A datagram larger than a slot comes cut (datagram.truncated): the responder refuses it as malformed, reports it
@@ -130,7 +130,7 @@ function bindBatchEndpoint(host: string, port: number, handle: UdpQueryHandler):
     return null;
   };
   // The datagram's bytes are lent (a view of the receive buffer): the responder copies what it keeps past the call.
-  socket = BatchUdpSocket.bind(host, port, onDatagram, undefined, 'lent');
+  socket = BatchUdpSocket.bind(host, port, onDatagram, undefined, 'lent', ipv6Only);
   const bound = socket;
   return {
     mode: 'batch',
@@ -143,20 +143,23 @@ function bindBatchEndpoint(host: string, port: number, handle: UdpQueryHandler):
   };
 }
 
-/** The batched path where it can be used (else dgram, with the reason logged once per server). */
-function bindUdp(mode: DnsUdpMode, host: string, port: number, handle: UdpQueryHandler, log: DnsServerOptions['events']['log']): Promise<UdpEndpoint> {
+/**
+ * The batched path where it can be used (else dgram, with the reason logged once per server). `ipv6Only`: net/listen.ts
+ * ipv6OnlyFor, the same for UDP and TCP.
+ */
+function bindUdp(mode: DnsUdpMode, host: string, port: number, ipv6Only: boolean, handle: UdpQueryHandler, log: DnsServerOptions['events']['log']): Promise<UdpEndpoint> {
   if (mode === 'batch') {
     const why = net.isIP(host) === 0 ? `the listen host ${host} is not an IP literal` : batchUdpUnavailable();
-    if (why === undefined) return Promise.resolve(bindBatchEndpoint(host, port, handle));
+    if (why === undefined) return Promise.resolve(bindBatchEndpoint(host, port, ipv6Only, handle));
     log.warn({ reason: why }, 'dns udp: batched path unavailable, using dgram');
   }
-  return bindDgramEndpoint(host, port, handle, log);
+  return bindDgramEndpoint(host, port, ipv6Only, handle, log);
 }
 
-function listenTcp(server: net.Server, host: string, port: number): Promise<void> {
+function listenTcp(server: net.Server, host: string, port: number, ipv6Only: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port, host, ipv6Only: ipv6OnlyFor(host) }, () => {
+    server.listen({ port, host, ipv6Only }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -170,7 +173,10 @@ function listenTcp(server: net.Server, host: string, port: number): Promise<void
 export async function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
   const log = options.events.log;
   const configured = options.upstreams.map(parseUpstream);
-  const { kept: upstreams, dropped } = withoutOwnListeners(configured, [options.listen, ...(options.otherListens ?? [])]);
+  const listens = [options.listen, ...(options.otherListens ?? [])];
+  const { kept: upstreams, dropped } = withoutOwnListeners(configured, listens);
+  // `[::]:P` beside an IPv4 address with port P in dns-listen binds IPv6 only, alone it takes IPv4 too (net/listen.ts).
+  const ipv6Only = ipv6OnlyFor(options.listen, listens);
   if (dropped.length > 0)
     log.warn({ listen: options.listen, ignored: dropped.map((u) => u.text) }, "dns upstream that is one of egress-guard's own DNS listeners ignored (it would loop)");
   if (upstreams.length === 0) log.warn('no DNS upstream resolvers: allowed names will get SERVFAIL');
@@ -221,9 +227,9 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   tcp.maxConnections = maxConnections;
   // With port 0, the TCP port must be the one the kernel gave UDP; retry if something holds it.
   for (let attempt = 0; ; attempt++) {
-    udp = await bindUdp(options.udp ?? 'batch', options.listen.host, options.listen.port, answerUdp, log);
+    udp = await bindUdp(options.udp ?? 'batch', options.listen.host, options.listen.port, ipv6Only, answerUdp, log);
     try {
-      await listenTcp(tcp, options.listen.host, udp.port);
+      await listenTcp(tcp, options.listen.host, udp.port, ipv6Only);
       break;
     } catch (err) {
       await udp.close();

@@ -337,17 +337,20 @@ static int make_sockaddr(int family, const char *address, int port, struct socka
 }
 
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   int32_t family, port, slots;
+  bool v6only = false;
   char address[INET6_ADDRSTRLEN + 1];
   size_t address_len;
   napi_valuetype callback_type;
-  const char *usage = "open(family, address, port, slots, onBatch): family 4 or 6, an IP literal, port 0-65535, slots 1-256, a function";
+  const char *usage =
+      "open(family, address, port, slots, onBatch[, v6only]): family 4 or 6, an IP literal, port 0-65535, slots 1-256, a function, a boolean";
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 || napi_get_value_int32(env, argv[0], &family) != napi_ok ||
       napi_get_value_string_latin1(env, argv[1], address, sizeof address, &address_len) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
       napi_get_value_int32(env, argv[3], &slots) != napi_ok || napi_typeof(env, argv[4], &callback_type) != napi_ok || callback_type != napi_function ||
-      (family != 4 && family != 6) || port < 0 || port > 65535 || slots < 1 || slots > MAX_SLOTS) {
+      (family != 4 && family != 6) || port < 0 || port > 65535 || slots < 1 || slots > MAX_SLOTS ||
+      (argc >= 6 && napi_get_value_bool(env, argv[5], &v6only) != napi_ok)) {
     napi_throw_type_error(env, "EINVAL", usage);
     return NULL;
   }
@@ -361,10 +364,10 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return throw_errno(env, EIO, "napi_get_uv_event_loop");
   int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
-  /* An IPv6 address binds IPv6 only, as every listener of egress-guard does (net/listen.ts ipv6OnlyFor): [::]:P
-     and 0.0.0.0:P side by side, whatever net.ipv6.bindv6only says. */
-  int v6only = 1;
-  if (family == 6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0) {
+  /* v6only: IPv6 only, whatever net.ipv6.bindv6only says ([::]:P beside 0.0.0.0:P, net/listen.ts ipv6OnlyFor); else
+     the kernel's default, where [::]:P takes IPv4 too. */
+  int on = 1;
+  if (family == 6 && v6only && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) != 0) {
     int err = errno;
     close(fd);
     return throw_errno(env, err, "setsockopt(IPV6_V6ONLY)");

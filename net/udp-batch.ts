@@ -10,7 +10,8 @@ import { lazyLinuxAddon } from './native-addon.js';
  * cannot be loaded, batchUdpUnavailable() says why and the caller uses dgram.
  */
 interface UdpBatchAddon {
-  open(family: 4 | 6, address: string, port: number, slots: number, onBatch: (count: number) => unknown[]): object;
+  /** `v6only`: set IPV6_V6ONLY on an IPv6 socket (net/listen.ts ipv6OnlyFor); else the kernel's default (both families). */
+  open(family: 4 | 6, address: string, port: number, slots: number, onBatch: (count: number) => unknown[], v6only?: boolean): object;
   data(handle: object): Buffer;
   meta(handle: object): Int32Array;
   addresses(handle: object): string[];
@@ -87,7 +88,7 @@ export class BatchUdpSocket {
    * ArrayBuffer and backing store, then a copy) was a few per cent of the DNS server's CPU per cached query
    * (docs/benchmark.md, "Issue 14, seventh round: CPU per DNS query").
    */
-  static bind(host: string, port: number, onDatagram: DatagramHandler, slots = 64, bytes: 'copy' | 'lent' = 'copy'): BatchUdpSocket {
+  static bind(host: string, port: number, onDatagram: DatagramHandler, slots = 64, bytes: 'copy' | 'lent' = 'copy', ipv6Only = false): BatchUdpSocket {
     const native = loaded();
     if (!native) throw new Error(`batched UDP is unavailable: ${addon.unavailable()}`);
     // isIP tries the IPv4 pattern first: node's IPv6 pattern costs 5-15 ms to compile on its first use, at every start.
@@ -129,7 +130,7 @@ export class BatchUdpSocket {
       previousCount = count;
       return answers;
     };
-    const handle = native.open(family, host, port, slots, onBatch);
+    const handle = native.open(family, host, port, slots, onBatch, ipv6Only);
     data = native.data(handle);
     meta = native.meta(handle);
     addresses = native.addresses(handle);

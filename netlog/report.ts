@@ -108,7 +108,10 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
   const outcome = mode === 'block' ? 'refused by the redirect rules' : 'block mode refuses it';
   const message =
     reason === 'inbound-reply'
-      ? `${what}: the job answering a connection ${record.dest_ip} opened (its port is not in --inbound-ports); ${outcome}`
+      ? prefix === 'eg:ctr-reply'
+        ? // No --inbound-ports for containers (rules/container-rules.ts): naming it would send the user to a setting that changes nothing.
+          `${what}: a container answering a connection ${record.dest_ip} opened (a published port: no container may answer outside hosts); ${outcome}`
+        : `${what}: the job answering a connection ${record.dest_ip} opened (its port is not in --inbound-ports); ${outcome}`
       : reason === 'own-connection'
         ? `${what}: a job packet on a connection egress-guard opened; ${outcome}`
         : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;

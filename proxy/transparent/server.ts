@@ -231,7 +231,7 @@ export async function startTransparentListeners(options: TransparentListenerOpti
         });
       });
       servers.push(server);
-      const bound = await listen(server, address, 'transparent-listen');
+      const bound = await listen(server, address, 'transparent-listen', options.listen);
       addresses.push(bound);
     }
   } catch (err) {

@@ -170,6 +170,9 @@ for (const mode of ['block', 'audit'] as const) {
       else assert.equal(got, secret, 'audit mode passes it');
       const event = await world.decision((e) => e.reason === 'inbound-reply' && e.kind === 'tcp' && e.host === NET.internetV4 && e.client.startsWith(`${CONTAINER.address}:`));
       assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+      // Containers have no --inbound-ports: the message must not point there (until 2026-12-02 it did).
+      assert.match(event.message, /\(a container on a Docker bridge\).*a container answering a connection/);
+      assert.doesNotMatch(event.message, /inbound-ports/);
     });
 
     test('control: a container reaches allowed.test, redirected to egress-guard, and gets its answer', async () => {

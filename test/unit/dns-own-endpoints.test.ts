@@ -36,9 +36,36 @@ test('a wildcard listener: the same port on an address of this host is egress-gu
   assert.equal(reachesListener(parseUpstream('203.0.113.7:5353'), any4, LOCAL), false, 'another port');
   const any6 = { host: '::', port: 53 };
   assert.equal(reachesListener(parseUpstream('[2001:db8::7]'), any6, LOCAL), true);
-  assert.equal(reachesListener(parseUpstream('203.0.113.7'), any6, LOCAL), false, ':: binds IPv6 only (net/listen.ts), so takes no IPv4');
+  assert.equal(reachesListener(parseUpstream('203.0.113.7'), any6, LOCAL), true, ':: alone takes IPv4 too (dual stack)');
+  assert.equal(reachesListener(parseUpstream('127.0.0.1'), any6, LOCAL), true, 'IPv4 loopback too');
   assert.equal(reachesListener(parseUpstream('[::1]'), any6, LOCAL), true, 'IPv6 loopback');
   assert.equal(reachesListener(parseUpstream('[2001:db8::53]'), any6, LOCAL), false);
+});
+
+test('[::]:P beside an IPv4 address with port P binds IPv6 only (net/listen.ts ipv6OnlyFor): it takes no IPv4 upstream', () => {
+  // Alone, `[::]:53` takes 127.0.0.1:53 too: a resolv.conf naming 127.0.0.1 would loop.
+  const upstreams = ['127.0.0.1', '203.0.113.7', '[::1]'].map(parseUpstream);
+  assert.deepEqual(texts(withoutOwnListeners(upstreams, [{ host: '::', port: 53 }], LOCAL).dropped), ['127.0.0.1', '203.0.113.7', '[::1]']);
+  // Beside 127.0.0.1:53 it is IPv6 only: an interface's IPv4 address on port 53 is someone else's resolver.
+  const pair = [
+    { host: '127.0.0.1', port: 53 },
+    { host: '::', port: 53 },
+  ];
+  assert.deepEqual(texts(withoutOwnListeners(upstreams, pair, LOCAL).kept), ['203.0.113.7']);
+  // An IPv4 address with another port does not make it IPv6 only.
+  assert.deepEqual(
+    texts(
+      withoutOwnListeners(
+        upstreams,
+        [
+          { host: '127.0.0.1', port: 5353 },
+          { host: '::', port: 53 },
+        ],
+        LOCAL,
+      ).dropped,
+    ),
+    ['127.0.0.1', '203.0.113.7', '[::1]'],
+  );
 });
 
 test('addresses compare by value, not by spelling', () => {

@@ -91,6 +91,13 @@ describe('netlog: a reported packet becomes a decision event', () => {
     assert.equal(sentByJob({ ...containerReply, 'tcp.syn': 0 }), false, "a container kernel's reset or late ACK");
     assert.equal(sentByJob({ ...containerReply, 'ip.protocol': 17 }), true, 'a UDP answer from a container service');
     assert.equal(reportedFlow(containerReply, 'block')!.fields.reason, 'inbound-reply');
+    // The container rules have no --inbound-ports (nor does the GitHub Action): the message must not send the user there.
+    assert.doesNotMatch(reportedFlow(containerReply, 'block')!.fields.message, /inbound-ports/);
+    assert.match(
+      reportedFlow(containerReply, 'block')!.fields.message,
+      /\(a container on a Docker bridge\).*a container answering a connection 198\.51\.100\.1 opened \(a published port/,
+    );
+    assert.match(reportedFlow(REPLY, 'block')!.fields.message, /its port is not in --inbound-ports/, "the host's own services can be let answer");
     assert.equal(sentByJob({ ...UDP4, 'oob.uid': undefined }), false, 'on this host, no owner is still the kernel');
   });
 
