@@ -25,8 +25,12 @@ export const CONTAINER_INPUT_CHAIN = 'EGRESS_GUARD_CTR_IN';
 export const DOCKER_BRIDGES: readonly string[] = ['docker0', 'br-+'];
 /** Not redirected from a bridge (see above); refused or reported in FORWARD unless they stay on the bridges. */
 export const PRIVATE_V4 = '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10';
-/** The same for IPv6: unique local addresses (Docker's IPv6 networks are often ULA, NAT66 to the outside). */
-export const PRIVATE_V6 = 'fc00::/7';
+/**
+ * The same for IPv6: unique local addresses (Docker's IPv6 networks are often ULA, NAT66 to the outside), and
+ * link-local ones, which are never forwarded: a container's connection to fe80:: is to another container on its
+ * bridge (br_netfilter passes it through PREROUTING), and egress-guard could not even reach it (no zone).
+ */
+export const PRIVATE_V6 = 'fc00::/7,fe80::/10';
 
 /** The chain of the filter table forwarded traffic passes first: DOCKER-USER where Docker made it, else FORWARD. */
 export type ForwardHook = 'DOCKER-USER' | 'FORWARD';
