@@ -30,26 +30,39 @@ export async function forwardHooks(run: CommandRunner = execRunner): Promise<Rec
   return { 4: await hookOf(4), 6: await hookOf(6) };
 }
 
-/** Delete every copy of the hooks (from either forward hook), then flush and delete the chains, in both families. Idempotent. */
+/**
+ * Delete every copy of the hooks (from either forward hook), then flush and delete the chains, in both families.
+ * Idempotent. A family that fails does not keep the other's rules in place; the first error is thrown at the end.
+ */
 export async function removeContainerRules(run: CommandRunner = execRunner, bridges?: readonly string[]): Promise<string[]> {
   const removed: string[] = [];
+  let firstError: unknown;
   for (const family of FAMILIES) {
-    const binary = binaryOf(family);
-    const dockerUser: ContainerHook = { table: 'filter', chain: 'DOCKER-USER', rule: ['-j', CONTAINER_FORWARD_CHAIN] };
-    for (const hook of [...containerHooks({ forwardHook: 'FORWARD', bridges }), dockerUser]) {
-      for (let i = 0; i < 16 && (await run(binary, containerHookArgs('-C', hook))).code === 0; i++) {
-        await xtables(run, binary, containerHookArgs('-D', hook));
-        removed.push(`${binary} ${hook.table} ${hook.chain} ${hook.rule.join(' ')}`);
-      }
-    }
-    for (const own of CONTAINER_CHAINS) {
-      if ((await run(binary, [...WAIT, '-t', own.table, '-S', own.chain])).code !== 0) continue;
-      await xtables(run, binary, [...WAIT, '-t', own.table, '-F', own.chain]);
-      await xtables(run, binary, [...WAIT, '-t', own.table, '-X', own.chain]);
-      removed.push(`${binary} ${own.table} ${own.chain}`);
+    try {
+      await removeFamily(run, family, bridges, removed);
+    } catch (err) {
+      firstError ??= err;
     }
   }
+  if (firstError !== undefined) throw firstError;
   return removed;
+}
+
+async function removeFamily(run: CommandRunner, family: Family, bridges: readonly string[] | undefined, removed: string[]): Promise<void> {
+  const binary = binaryOf(family);
+  const dockerUser: ContainerHook = { table: 'filter', chain: 'DOCKER-USER', rule: ['-j', CONTAINER_FORWARD_CHAIN] };
+  for (const hook of [...containerHooks({ forwardHook: 'FORWARD', bridges }), dockerUser]) {
+    for (let i = 0; i < 16 && (await run(binary, containerHookArgs('-C', hook))).code === 0; i++) {
+      await xtables(run, binary, containerHookArgs('-D', hook));
+      removed.push(`${binary} ${hook.table} ${hook.chain} ${hook.rule.join(' ')}`);
+    }
+  }
+  for (const own of CONTAINER_CHAINS) {
+    if ((await run(binary, [...WAIT, '-t', own.table, '-S', own.chain])).code !== 0) continue;
+    await xtables(run, binary, [...WAIT, '-t', own.table, '-F', own.chain]);
+    await xtables(run, binary, [...WAIT, '-t', own.table, '-X', own.chain]);
+    removed.push(`${binary} ${own.table} ${own.chain}`);
+  }
 }
 
 /**

@@ -3,6 +3,11 @@ import { describe, it } from 'node:test';
 import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4, PRIVATE_V6 } from '../../rules/container-rules.js';
 import type { CommandResult } from '../../rules/run-rules.js';
 import { applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
+import { NetworkTeardownError, restoreNetwork } from '../../action/network-teardown.js';
+import type { ActionLayout } from '../../action/layout.js';
+import type { Privileged } from '../../action/privileged.js';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const OPTIONS = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153, forwardHook: { 4: 'DOCKER-USER' as const, 6: 'FORWARD' as const } };
 
@@ -78,23 +83,7 @@ describe('container rules (Docker bridges, IPv4)', () => {
   });
 
   it('apply replaces an earlier copy; remove deletes hooks then chains and is idempotent', async () => {
-    // A fake iptables holding which hooks and chains exist.
-    const hooks = new Set<string>();
-    const chains = new Set<string>();
-    const calls: string[] = [];
-    const run = async (binary: string, args: readonly string[]): Promise<CommandResult> => {
-      const a = args.slice(2);
-      calls.push(`${binary} ${a.join(' ')}`);
-      const [, table, op, name, ...rest] = a;
-      const key = `${binary} ${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
-      if (op === '-N') chains.add(`${binary} ${table} ${name}`);
-      else if (op === '-X') chains.delete(`${binary} ${table} ${name}`);
-      else if (op === '-S' || op === '-F') return { code: chains.has(`${binary} ${table} ${name}`) ? 0 : 1, stdout: '', stderr: '' };
-      else if (op === '-I') hooks.add(key);
-      else if (op === '-C') return { code: hooks.has(key) ? 0 : 1, stdout: '', stderr: '' };
-      else if (op === '-D') hooks.delete(key);
-      return { code: 0, stdout: '', stderr: '' };
-    };
+    const { run, hooks, chains } = fakeXtables();
     await applyContainerRules(OPTIONS, run);
     assert.equal(chains.size, 6, 'three chains in iptables and three in ip6tables');
     assert.equal(hooks.size, 8);
@@ -109,7 +98,62 @@ describe('container rules (Docker bridges, IPv4)', () => {
     assert.equal(chains.size + hooks.size, 0);
     assert.deepEqual(await removeContainerRules(run), []);
   });
+
+  it("remove: a family whose iptables fails does not keep the other family's rules in place", async () => {
+    const { run, hooks, chains, failing } = fakeXtables();
+    await applyContainerRules(OPTIONS, run);
+    failing.add('iptables -D');
+    await assert.rejects(removeContainerRules(run), /iptables .*-D .*failed \(exit 4\)/);
+    assert.ok(![...hooks, ...chains].some((k) => k.startsWith('ip6tables ')), 'the IPv6 rules are gone');
+    failing.clear();
+    await removeContainerRules(run);
+    assert.equal(chains.size + hooks.size, 0);
+  });
 });
+
+describe('network teardown (action/network-teardown.ts)', () => {
+  it('the container rules are removed even when the host rules cannot be, and the error names what was left', async () => {
+    const { run, hooks, chains, failing } = fakeXtables();
+    await applyContainerRules(OPTIONS, run);
+    // The host rules' jump in nat OUTPUT, as `rules apply` leaves it, and its removal failing (the xtables lock held).
+    hooks.add('iptables nat OUTPUT -j EGRESS_GUARD_NAT');
+    failing.add('iptables -D nat OUTPUT');
+    const layout = { savedResolvConf: join(tmpdir(), `eg-no-saved-resolv-${process.pid}`) } as ActionLayout;
+    const root = {} as Privileged;
+    const err = await restoreNetwork(root, layout, run).then(
+      () => assert.fail('the teardown said it undid everything'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof NetworkTeardownError);
+    assert.match(err.failed.join(), /^the redirect rules: /);
+    assert.ok(
+      err.done.some((d) => d.includes(CONTAINER_FORWARD_CHAIN)),
+      err.message,
+    );
+    assert.ok(![...hooks, ...chains].some((k) => k.includes('EGRESS_GUARD_CTR')), 'no rule for containers is left');
+  });
+});
+
+/** A fake iptables/ip6tables holding which hooks and chains exist; `failing` holds "binary op [table chain]" prefixes that exit 4. */
+function fakeXtables() {
+  const hooks = new Set<string>();
+  const chains = new Set<string>();
+  const failing = new Set<string>();
+  const ok = (code: number): CommandResult => ({ code, stdout: '', stderr: code === 0 ? '' : 'Another app is currently holding the xtables lock' });
+  const run = async (binary: string, args: readonly string[]): Promise<CommandResult> => {
+    const [, table, op, name, ...rest] = args.slice(2);
+    if ([...failing].some((f) => `${binary} ${op} ${table} ${name}`.startsWith(f))) return ok(4);
+    const key = `${binary} ${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
+    if (op === '-N') chains.add(`${binary} ${table} ${name}`);
+    else if (op === '-X') chains.delete(`${binary} ${table} ${name}`);
+    else if (op === '-S' || op === '-F') return ok(chains.has(`${binary} ${table} ${name}`) ? 0 : 1);
+    else if (op === '-I') hooks.add(key);
+    else if (op === '-C') return ok(hooks.has(key) ? 0 : 1);
+    else if (op === '-D') hooks.delete(key);
+    return ok(0);
+  };
+  return { run, hooks, chains, failing };
+}
 
 describe('container rules (Docker bridges, IPv6)', () => {
   const v6 = containerApplyCommands(OPTIONS, 6);
