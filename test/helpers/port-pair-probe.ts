@@ -3,6 +3,7 @@
  * where TCP PORT_A is taken: each server started with port 0 must end up on the pair's free port for
  * UDP and TCP alike. Prints one JSON line: the ports each start got.
  */
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { EventLog } from '../../events/event-log.js';
 import { buildPolicy } from '../../policy/index.js';
@@ -11,8 +12,17 @@ import { startDnsServer } from '../../dns/server.js';
 import { startZoneServer } from './dns-zone-server.js';
 
 const takenPort = Number(process.argv[2]);
-const blocker = net.createServer().listen(takenPort, '127.0.0.1');
-await new Promise((resolve) => blocker.once('listening', resolve));
+const blocker = net.createServer();
+await new Promise<void>((resolve) => {
+  blocker.once('error', (err) => {
+    // In a namespace of its own nothing should hold this port (seen once in CI, 2026-12-02, not reproduced): say
+    // who does, so the next occurrence can be explained, rather than crash on an unhandled 'error'.
+    const holders = spawnSync('ss', ['-tuanpe'], { encoding: 'utf8', timeout: 5000 }).stdout;
+    process.stderr.write(`port-pair-probe: the blocker could not listen on 127.0.0.1:${takenPort}: ${err.message}\n${holders}\n`);
+    process.exit(2);
+  });
+  blocker.listen(takenPort, '127.0.0.1', resolve);
+});
 
 const origin = { file: 'probe', line: 1 };
 const policy = buildPolicy({ mode: { value: 'block', origin }, 'allowed-endpoints': { value: 'allowed.test', origin } });
