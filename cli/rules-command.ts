@@ -13,6 +13,7 @@ import {
 } from '../rules/iptables-rules.js';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { socketMark } from '../config/load-config.js';
+import { removeContainerRules } from '../rules/run-container-rules.js';
 import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
 import { NFLOG_GROUP } from '../rules/iptables-rules.js';
@@ -216,7 +217,9 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
     if (action === 'remove') {
       // Checked before anything is removed: a typo must not remove both families.
       const families = familiesOf(takeOption(args, 'family'));
-      const removed = await removeRules(undefined, families);
+      // The rules for containers too (the GitHub Action applies them): an admin cleaning up after a teardown that
+      // could not finish gets everything of egress-guard's out of the tables with one command.
+      const removed = [...(await removeRules(undefined, families)), ...(await removeContainerRules(undefined, undefined, families))];
       io.stdout.write(removed.length > 0 ? `removed: ${removed.join(', ')}\n` : 'no egress-guard rules to remove\n');
       return 0;
     }

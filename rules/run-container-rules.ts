@@ -34,10 +34,10 @@ export async function forwardHooks(run: CommandRunner = execRunner): Promise<Rec
  * Delete every copy of the hooks (from either forward hook), then flush and delete the chains, in both families.
  * Idempotent. A family that fails does not keep the other's rules in place; the first error is thrown at the end.
  */
-export async function removeContainerRules(run: CommandRunner = execRunner, bridges?: readonly string[]): Promise<string[]> {
+export async function removeContainerRules(run: CommandRunner = execRunner, bridges?: readonly string[], families: readonly Family[] = FAMILIES): Promise<string[]> {
   const removed: string[] = [];
   let firstError: unknown;
-  for (const family of FAMILIES) {
+  for (const family of families) {
     try {
       await removeFamily(run, family, bridges, removed);
     } catch (err) {

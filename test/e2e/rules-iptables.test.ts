@@ -3,6 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { applyCommands, FILTER_CHAIN, formatCommands, NAT_CHAIN, onLinkPrefixes, parseInboundPort, type RuleCommand } from '../../rules/iptables-rules.js';
 import { uidOfUser } from '../../rules/user-id.js';
+import { CONTAINER_FORWARD_CHAIN } from '../../rules/container-rules.js';
+import { applyContainerRules } from '../../rules/run-container-rules.js';
+import type { CommandRunner } from '../../rules/run-rules.js';
+import { run } from './netns.js';
 
 const options = { uid: 995, mode: 'block' as const, transparentPort: 3129, dnsPort: 53 };
 const line = (c: RuleCommand) => `${c.binary} ${c.args.join(' ')}`;
@@ -130,6 +134,7 @@ describe('apply and remove in a fresh network namespace', () => {
   const ns = `eg-rules-test-${process.pid}`;
   const cli = new URL('../helpers/rules-cli-fixture.js', import.meta.url).pathname;
   const inNs = (cmd: string, args: string[]) => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8' });
+  const inNsRunner: CommandRunner = (binary, args) => run('ip', ['netns', 'exec', ns, binary, ...args]);
   const snapshot = () =>
     (inNs('iptables-save', []) + inNs('ip6tables-save', []))
       .split('\n')
@@ -151,7 +156,7 @@ describe('apply and remove in a fresh network namespace', () => {
     execFileSync('ip', ['netns', 'del', ns]);
   });
 
-  test('apply (twice) then remove leaves iptables-save and ip6tables-save as they were', () => {
+  test('apply (twice) then remove leaves iptables-save and ip6tables-save as they were', async () => {
     const before = snapshot();
     inNs(process.execPath, [cli, 'apply', '--uid', '995', '--mode', 'block']);
     inNs(process.execPath, [cli, 'apply', '--uid', '995', '--mode', 'audit']);
@@ -159,6 +164,9 @@ describe('apply and remove in a fresh network namespace', () => {
     assert.equal(applied.split('\n').filter((l) => l === `-A OUTPUT -j ${NAT_CHAIN}`).length, 2, 'one nat jump per family after applying twice');
     assert.ok(!applied.includes('-j REJECT --reject-with tcp-reset'), 'the second apply replaced the first (audit)');
     assert.ok(applied.includes('-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER'));
+    // The rules for containers, as the GitHub Action applies them beside the host's: `rules remove` takes them too.
+    await applyContainerRules({ mode: 'block', transparentPort: 3132, dnsPort: 3153, forwardHook: { 4: 'DOCKER-USER', 6: 'DOCKER-USER' } }, inNsRunner);
+    assert.ok(snapshot().includes(`-j ${CONTAINER_FORWARD_CHAIN}`));
     inNs(process.execPath, [cli, 'remove']);
     assert.equal(snapshot(), before);
     // remove is idempotent
