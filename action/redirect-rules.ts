@@ -1,5 +1,5 @@
 import { DOCKER_BRIDGES } from '../rules/container-rules.js';
-import { applyContainerRules, forwardHooks } from '../rules/run-container-rules.js';
+import { applyContainerGuard, applyContainerRules, forwardHooks } from '../rules/run-container-rules.js';
 import type { CommandRunner } from '../rules/run-rules.js';
 import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
@@ -48,7 +48,14 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
       `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered in ${options.forwardHook[4]} and ip6tables ${options.forwardHook[6]})`,
     );
   } catch (err) {
-    refuse(`the rules for containers could not be applied: ${(err as Error).message}`);
+    refuse(`the rules for containers could not be applied: ${(err as Error).message}; containers on Docker bridges go unfiltered and unreported`);
+    // Audit mode goes on: at least nobody but redirected containers (none now) reaches their listeners.
+    const guarded = await applyContainerGuard(options, asRoot);
+    outcome.warnings.push(
+      guarded.length === 2
+        ? `egress-guard's listeners for containers (ports ${options.transparentPort}, ${options.dnsPort}) are closed to everyone instead`
+        : `egress-guard's listeners for containers (ports ${options.transparentPort}, ${options.dnsPort}) could not be closed${guarded.length === 1 ? ` for IPv${guarded[0] === 4 ? 6 : 4}` : ''}: the runner's network reaches them`,
+    );
   }
   return outcome;
 }

@@ -120,6 +120,19 @@ export function containerApplyCommands(o: ContainerRuleOptions, family: Family):
   return commands;
 }
 
+/**
+ * For one family: the INPUT chain alone, for when the rest could not be applied (audit mode goes on without them):
+ * the container listeners on 0.0.0.0 and [::] are then reachable by nobody, instead of by the runner's network.
+ */
+export function containerGuardCommands(o: ContainerRuleOptions, family: Family): RuleCommand[] {
+  const binary = binaryOf(family);
+  return [
+    { binary, args: [...WAIT, '-t', 'filter', '-N', CONTAINER_INPUT_CHAIN] },
+    ...inputRules(o).map((rule): RuleCommand => ({ binary, args: [...WAIT, '-t', 'filter', '-A', CONTAINER_INPUT_CHAIN, ...rule] })),
+    { binary, args: [...WAIT, '-t', 'filter', '-I', 'INPUT', '1', '-j', CONTAINER_INPUT_CHAIN] },
+  ];
+}
+
 export interface ContainerHook {
   table: 'nat' | 'filter';
   chain: string;

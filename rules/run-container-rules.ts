@@ -2,6 +2,7 @@ import {
   CONTAINER_CHAINS,
   CONTAINER_FORWARD_CHAIN,
   containerApplyCommands,
+  containerGuardCommands,
   containerHookArgs,
   containerHooks,
   type ContainerHook,
@@ -78,4 +79,23 @@ export async function applyContainerRules(options: ContainerRuleOptions, run: Co
     await removeContainerRules(run, options.bridges).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * After applyContainerRules failed (audit mode goes on without them): the INPUT guard of the container listeners
+ * alone, per family, so that what listens on 0.0.0.0 and [::] for containers is not open to the runner's network.
+ * The families it could guard; a family that fails is left without any rule of ours.
+ */
+export async function applyContainerGuard(options: ContainerRuleOptions, run: CommandRunner = execRunner): Promise<Family[]> {
+  const guarded: Family[] = [];
+  for (const family of FAMILIES) {
+    try {
+      await removeContainerRules(run, options.bridges, [family]);
+      for (const command of containerGuardCommands(options, family)) await xtables(run, command.binary, command.args);
+      guarded.push(family);
+    } catch {
+      await removeContainerRules(run, options.bridges, [family]).catch(() => undefined);
+    }
+  }
+  return guarded;
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4, PRIVATE_V6 } from '../../rules/container-rules.js';
 import type { CommandResult } from '../../rules/run-rules.js';
-import { applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
+import { applyContainerGuard, applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
 import { NetworkTeardownError, restoreNetwork } from '../../action/network-teardown.js';
 import type { ActionLayout } from '../../action/layout.js';
 import type { Privileged } from '../../action/privileged.js';
@@ -108,6 +108,29 @@ describe('container rules (Docker bridges, IPv4)', () => {
     failing.clear();
     await removeContainerRules(run);
     assert.equal(chains.size + hooks.size, 0);
+  });
+});
+
+describe("the listeners' guard alone, when the rules for containers cannot be applied (audit mode)", () => {
+  it('each family that can take it gets the INPUT guard and nothing else of ours', async () => {
+    const { run, hooks, chains, failing } = fakeXtables();
+    failing.add('ip6tables -N nat'); // e.g. no ip6 nat table
+    await assert.rejects(applyContainerRules(OPTIONS, run), /ip6tables .*-N .*failed/);
+    assert.equal(chains.size + hooks.size, 0, 'a failed apply leaves nothing (both families)');
+    assert.deepEqual(await applyContainerGuard(OPTIONS, run), [4, 6]);
+    assert.deepEqual([...chains].sort(), [`ip6tables filter ${CONTAINER_INPUT_CHAIN}`, `iptables filter ${CONTAINER_INPUT_CHAIN}`]);
+    assert.deepEqual([...hooks].sort(), [`ip6tables filter INPUT -j ${CONTAINER_INPUT_CHAIN}`, `iptables filter INPUT -j ${CONTAINER_INPUT_CHAIN}`]);
+    failing.clear();
+    await removeContainerRules(run);
+    assert.equal(chains.size + hooks.size, 0, 'teardown removes the guard');
+  });
+
+  it('a family that cannot take the guard either is left without any rule of ours', async () => {
+    const { run, hooks, chains, failing } = fakeXtables();
+    failing.add('ip6tables -I filter INPUT');
+    assert.deepEqual(await applyContainerGuard(OPTIONS, run), [4]);
+    assert.ok(![...hooks, ...chains].some((k) => k.startsWith('ip6tables ')));
+    assert.ok(hooks.has(`iptables filter INPUT -j ${CONTAINER_INPUT_CHAIN}`));
   });
 });
 
