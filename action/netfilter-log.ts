@@ -64,7 +64,8 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promi
   child.on('error', () => (exited = true));
   child.unref();
   const deadline = Date.now() + READER_READY_MS;
-  while (!existsSync(pidFile) && !exited && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+  // The pid, not the file: the reader creates it (exclusively) and then writes its pid into it.
+  while (readPidFile(pidFile) === undefined && !exited && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
   if (existsSync(pidFile)) return { log: await recorded(root, layout, { jsonFile, pidFile, reader: 'built-in' }) };
   if (!exited && child.pid !== undefined) await root.run('kill', ['-TERM', String(child.pid)]);
   let tail = '';
@@ -82,7 +83,7 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promi
  * ulogd as root, as the container's entrypoint starts it. Without either, those packets are still refused in block
  * mode, but they are not events; `reason` says why.
  */
-export async function startNetfilterLog(root: Privileged, layout: ActionLayout): Promise<NetfilterLog | { reason: string }> {
+export async function startNetfilterLog(root: Privileged, layout: ActionLayout, ulogd = ulogdBinary()): Promise<NetfilterLog | { reason: string }> {
   const { jsonFile, ulogdPidFile: pidFile } = netlogFiles(layout);
   // Root's: the reader (root) writes here. What an earlier job left (a pid file above all) goes: a reader it left
   // running is stopped before this (earlier-reader.ts), which reads its pid from here.
@@ -91,16 +92,16 @@ export async function startNetfilterLog(root: Privileged, layout: ActionLayout):
   await root.must('install', ['-m', '0644', '/dev/null', jsonFile]);
   const builtIn = await startBuiltInReader(root, layout);
   if ('log' in builtIn) return builtIn.log;
-  const ulogd = ulogdBinary();
   if (!ulogd) return { reason: `${builtIn.reason}; ulogd is not installed` };
   const config = await execCommand(layout.node, [layout.entry, 'rules', 'log-config', '--json-file', jsonFile, '--log-file', path.join(layout.netlogDir, 'ulogd.log')]);
   if (config.code !== 0) throw new Error(`egress-guard rules log-config failed: ${config.stderr.trim()}`);
   const configFile = path.join(layout.workDir, 'ulogd.conf');
   writeFileSync(configFile, config.stdout);
   await root.must(ulogd, ['-d', '-c', configFile, '-p', pidFile]);
-  // ulogd -d forks: its pid file may come a moment after the command returns.
+  // ulogd -d creates its pid file, forks and returns: the daemon writes its pid into the file a moment later (until
+  // then the file is there, empty: waiting for the file alone recorded no process, and post never stopped ulogd).
   const deadline = Date.now() + READER_READY_MS;
-  while (!existsSync(pidFile) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+  while (readPidFile(pidFile) === undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
   return recorded(root, layout, { jsonFile, pidFile, reader: 'ulogd' });
 }
 
