@@ -3,6 +3,7 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'no
 import path from 'node:path';
 import type { ActionLayout } from './layout.js';
 import { execCommand, type Privileged } from './privileged.js';
+import { NFLOG_GROUP_REFUSED_EXIT } from '../netlog/reader-exit.js';
 import { identifyProcess, stopProcess, type ProcessIdentity } from './process-identity.js';
 
 export interface NetfilterLog {
@@ -50,7 +51,7 @@ export const READER_STOP_MS = 5_000;
  * group is bound): the packets the rules refuse or report, as ulogd's JSON lines, without ulogd. The reason, when
  * it does not come up (no prebuilt addon for this machine, no netlink, another reader on the group).
  */
-async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promise<{ log: NetfilterLog } | { reason: string }> {
+async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promise<{ log: NetfilterLog } | { reason: string; groupRefused?: boolean }> {
   const { jsonFile, readerPidFile: pidFile } = netlogFiles(layout);
   // The runner's own scratch space: this step (not root) opens it for the reader's output.
   const logFile = path.join(layout.workDir, 'nflog-reader.log');
@@ -60,7 +61,11 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promi
   const child = spawn(command!, args, { detached: true, stdio: ['ignore', output, output] });
   closeSync(output);
   let exited = false;
-  child.on('exit', () => (exited = true));
+  let exitCode: number | null = null;
+  child.on('exit', (code) => {
+    exited = true;
+    exitCode = code;
+  });
   child.on('error', () => (exited = true));
   child.unref();
   const deadline = Date.now() + READER_READY_MS;
@@ -74,6 +79,7 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promi
   } catch {
     // no output
   }
+  if (exited && exitCode === NFLOG_GROUP_REFUSED_EXIT) return { reason: `the kernel refused the built-in reader the NFLOG group: ${tail || 'no output'}`, groupRefused: true };
   return { reason: exited ? `the built-in reader exited: ${tail || 'no output'}` : `the built-in reader was not ready after ${READER_READY_MS} ms` };
 }
 
@@ -92,6 +98,9 @@ export async function startNetfilterLog(root: Privileged, layout: ActionLayout, 
   await root.must('install', ['-m', '0644', '/dev/null', jsonFile]);
   const builtIn = await startBuiltInReader(root, layout);
   if ('log' in builtIn) return builtIn.log;
+  // ulogd would be refused the same way, but only after writing its pid file and forking: main took it for the reader,
+  // and the job's refused UDP and ICMP went unreported with no warning.
+  if (builtIn.groupRefused) return { reason: `${builtIn.reason}; another process holds the group (ulogd not tried: it would be refused too)` };
   if (!ulogd) return { reason: `${builtIn.reason}; ulogd is not installed` };
   const config = await execCommand(layout.node, [layout.entry, 'rules', 'log-config', '--json-file', jsonFile, '--log-file', path.join(layout.netlogDir, 'ulogd.log')]);
   if (config.code !== 0) throw new Error(`egress-guard rules log-config failed: ${config.stderr.trim()}`);

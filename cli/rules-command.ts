@@ -13,6 +13,7 @@ import {
 } from '../rules/iptables-rules.js';
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { socketMark } from '../config/load-config.js';
+import { NFLOG_GROUP_REFUSED_EXIT } from '../netlog/reader-exit.js';
 import { removeContainerRules } from '../rules/run-container-rules.js';
 import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
@@ -99,7 +100,7 @@ async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Pro
     });
   } catch (err) {
     io.stderr.write(`egress-guard rules log-reader: ${(err as Error).message}\n`);
-    return 1;
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? NFLOG_GROUP_REFUSED_EXIT : 1;
   }
   // Before the pid file: a caller that signals as soon as it sees the file finds the handlers in place.
   const stop = () => void reader.stop();

@@ -77,7 +77,7 @@ test('reports of UDP (IPv4, IPv6) and a TCP SYN become ulogd JSON lines, then de
     cwd: repo,
     timeoutMs: 15_000,
   });
-  assert.equal(second.code, 1, 'a second reader of the group is refused');
+  assert.equal(second.code, 3, 'a second reader of the group is refused (exit 3: NFLOG_GROUP_REFUSED_EXIT)');
   assert.match(second.stderr, /EPERM|not permitted/);
 
   const guard = spawnInNamespace(ns, `${cli} run --dns-listen off --netfilter-log ${jsonFile}`, repo);

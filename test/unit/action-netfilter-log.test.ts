@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { ActionLayout } from '../../action/layout.js';
@@ -124,4 +124,25 @@ exit 0
   } finally {
     await killReader(path.join(layout.netlogDir, 'ulogd.pid'));
   }
+});
+
+test('when the kernel refuses the built-in reader the group (another process holds it), ulogd is not tried and main says nobody reads it', { timeout: 30_000 }, async () => {
+  const dir = tempDir('egact-nflog-held-');
+  // As `rules log-reader` ends when the group's bind gets EPERM: exit 3 (NFLOG_GROUP_REFUSED_EXIT), no pid file.
+  const layout = readerLayout(
+    dir,
+    `if (process.argv[3] === 'log-reader') { console.error('egress-guard rules log-reader: NFLOG group bind: Operation not permitted'); process.exit(3); }
+console.log('# ulogd configuration');
+`,
+  );
+  // A ulogd that would come up (pid file written): the kernel would refuse it a moment later, after main took it
+  // for the reader. Here it leaves a mark if it runs at all.
+  const ulogd = path.join(dir, 'ulogd');
+  const ran = path.join(dir, 'ulogd-ran');
+  writeFileSync(ulogd, `#!/bin/bash\ntouch ${JSON.stringify(ran)}\nwhile [ $# -gt 0 ]; do [ "$1" = -p ] && echo $$ > "$2"; shift; done\n`);
+  chmodSync(ulogd, 0o755);
+  const log = await startNetfilterLog(privileged(true), layout, ulogd);
+  assert.ok('reason' in log, `a reader was named: ${JSON.stringify(log)}`);
+  assert.match(log.reason, /refused the built-in reader the NFLOG group: .*Operation not permitted; another process holds the group/);
+  assert.equal(existsSync(ran), false, 'ulogd was started');
 });
