@@ -68,9 +68,8 @@ async function startBuiltInReader(root: Privileged, layout: ActionLayout): Promi
   });
   child.on('error', () => (exited = true));
   child.unref();
-  const deadline = Date.now() + READER_READY_MS;
   // The pid, not the file: the reader creates it (exclusively) and then writes its pid into it.
-  while (readPidFile(pidFile) === undefined && !exited && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+  await waitForPid(pidFile, () => exited);
   if (existsSync(pidFile)) return { log: await recorded(root, layout, { jsonFile, pidFile, reader: 'built-in' }) };
   if (!exited && child.pid !== undefined) await root.run('kill', ['-TERM', String(child.pid)]);
   let tail = '';
@@ -109,9 +108,14 @@ export async function startNetfilterLog(root: Privileged, layout: ActionLayout, 
   await root.must(ulogd, ['-d', '-c', configFile, '-p', pidFile]);
   // ulogd -d creates its pid file, forks and returns: the daemon writes its pid into the file a moment later (until
   // then the file is there, empty: waiting for the file alone recorded no process, and post never stopped ulogd).
-  const deadline = Date.now() + READER_READY_MS;
-  while (readPidFile(pidFile) === undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+  await waitForPid(pidFile);
   return recorded(root, layout, { jsonFile, pidFile, reader: 'ulogd' });
+}
+
+/** Until `pidFile` holds a pid, `gaveUp()` says the reader is gone, or READER_READY_MS have passed. */
+async function waitForPid(pidFile: string, gaveUp: () => boolean = () => false): Promise<void> {
+  const deadline = Date.now() + READER_READY_MS;
+  while (readPidFile(pidFile) === undefined && !gaveUp() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
 }
 
 /** The pid in a pid file, undefined when there is none (no file, not a number). */

@@ -113,8 +113,8 @@ export function containerApplyCommands(o: ContainerRuleOptions, family: Family):
   };
   add('nat', CONTAINER_NAT_CHAIN, natRules(family, o));
   add('filter', CONTAINER_FORWARD_CHAIN, forwardRules(family, o, bridges));
-  add('filter', CONTAINER_INPUT_CHAIN, inputRules(o));
-  commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', 'INPUT', '1', '-j', CONTAINER_INPUT_CHAIN] });
+  // The INPUT chain and its hook, as the guard alone makes them: the first of the hooks, inserted after every chain.
+  commands.push(...containerGuardCommands(o, family));
   commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', o.forwardHook[family], '1', '-j', CONTAINER_FORWARD_CHAIN] });
   for (const bridge of bridges) commands.push({ binary, args: [...WAIT, '-t', 'nat', '-I', 'PREROUTING', '1', '-i', bridge, '-j', CONTAINER_NAT_CHAIN] });
   return commands;

@@ -10,16 +10,11 @@ import {
   type ForwardHook,
 } from './container-rules.js';
 import { binaryOf, type Family } from './iptables-rules.js';
-import { execRunner, RulesError, type CommandRunner } from './run-rules.js';
+import { execRunner, must, type CommandRunner } from './run-rules.js';
 
 const WAIT = ['-w', '5'];
 
 const FAMILIES: readonly Family[] = [4, 6];
-
-async function xtables(run: CommandRunner, binary: string, args: readonly string[]): Promise<void> {
-  const result = await run(binary, args);
-  if (result.code !== 0) throw new RulesError(`${binary} ${args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`);
-}
 
 /**
  * Per family, DOCKER-USER when Docker has made it (it is evaluated first in FORWARD and Docker never flushes it),
@@ -54,14 +49,14 @@ async function removeFamily(run: CommandRunner, family: Family, bridges: readonl
   const dockerUser: ContainerHook = { table: 'filter', chain: 'DOCKER-USER', rule: ['-j', CONTAINER_FORWARD_CHAIN] };
   for (const hook of [...containerHooks({ forwardHook: 'FORWARD', bridges }), dockerUser]) {
     for (let i = 0; i < 16 && (await run(binary, containerHookArgs('-C', hook))).code === 0; i++) {
-      await xtables(run, binary, containerHookArgs('-D', hook));
+      await must(run, { binary, args: containerHookArgs('-D', hook) });
       removed.push(`${binary} ${hook.table} ${hook.chain} ${hook.rule.join(' ')}`);
     }
   }
   for (const own of CONTAINER_CHAINS) {
     if ((await run(binary, [...WAIT, '-t', own.table, '-S', own.chain])).code !== 0) continue;
-    await xtables(run, binary, [...WAIT, '-t', own.table, '-F', own.chain]);
-    await xtables(run, binary, [...WAIT, '-t', own.table, '-X', own.chain]);
+    await must(run, { binary, args: [...WAIT, '-t', own.table, '-F', own.chain] });
+    await must(run, { binary, args: [...WAIT, '-t', own.table, '-X', own.chain] });
     removed.push(`${binary} ${own.table} ${own.chain}`);
   }
 }
@@ -74,7 +69,7 @@ async function removeFamily(run: CommandRunner, family: Family, bridges: readonl
 export async function applyContainerRules(options: ContainerRuleOptions, run: CommandRunner = execRunner): Promise<void> {
   await removeContainerRules(run, options.bridges);
   try {
-    for (const family of FAMILIES) for (const command of containerApplyCommands(options, family)) await xtables(run, command.binary, command.args);
+    for (const family of FAMILIES) for (const command of containerApplyCommands(options, family)) await must(run, command);
   } catch (err) {
     await removeContainerRules(run, options.bridges).catch(() => undefined);
     throw err;
@@ -91,7 +86,7 @@ export async function applyContainerGuard(options: ContainerRuleOptions, run: Co
   for (const family of FAMILIES) {
     try {
       await removeContainerRules(run, options.bridges, [family]);
-      for (const command of containerGuardCommands(options, family)) await xtables(run, command.binary, command.args);
+      for (const command of containerGuardCommands(options, family)) await must(run, command);
       guarded.push(family);
     } catch {
       await removeContainerRules(run, options.bridges, [family]).catch(() => undefined);
