@@ -87,7 +87,7 @@ async function main(): Promise<void> {
 
   const rules = await applyRedirectRules(root, layout, user, mode);
   for (const line of rules.applied) core.info(`egress-guard: ${line}`);
-  for (const why of rules.warnings) core.warning(`egress-guard: ${why}; audit mode goes on`);
+  for (const why of rules.warnings) core.warning(`egress-guard: ${why}`);
 
   state.resolvConf = await saveResolvConf(root, layout.savedResolvConf);
   save();

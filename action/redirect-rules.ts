@@ -8,7 +8,7 @@ import type { SidecarUser } from './sidecar-user.js';
 export interface RedirectOutcome {
   /** What was applied, for the log. */
   applied: string[];
-  /** What could not be applied (audit mode goes on without it; block mode throws instead). */
+  /** What could not be applied (audit mode goes on without it, and says so; block mode throws instead), and what is weaker than it could be. */
   warnings: string[];
 }
 
@@ -20,7 +20,7 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   const outcome: RedirectOutcome = { applied: [], warnings: [] };
   const refuse = (why: string) => {
     if (mode === 'block') throw new Error(why);
-    outcome.warnings.push(why);
+    outcome.warnings.push(`${why}; audit mode goes on`);
   };
   const host = await root.run(layout.node, [
     layout.entry,
@@ -43,18 +43,27 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
   const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, forwardHook: await forwardHooks(asRoot) };
   try {
-    await applyContainerRules(options, asRoot);
+    const applied = await applyContainerRules(options, asRoot);
     outcome.applied.push(
-      `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered in ${options.forwardHook[4]} and ip6tables ${options.forwardHook[6]})`,
+      `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered in ${options.forwardHook[4]} and ip6tables ${options.forwardHook[6]}; ` +
+        (applied.staysOnBridges === 'route'
+          ? 'connections between containers told by their route, every other destination decided by the policy)'
+          : 'connections to private addresses are not redirected: nftables could not look routes up)'),
     );
+    if (applied.noRouteLookup !== undefined) {
+      outcome.warnings.push(
+        `nftables could not look a container's routes up (${applied.noRouteLookup.trim()}): a container's connections to private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) are not redirected, and ${mode === 'block' ? 'are refused' : 'are reported'} unless they stay on the bridges, whatever the policy says`,
+      );
+    }
   } catch (err) {
     refuse(`the rules for containers could not be applied: ${(err as Error).message}; containers on Docker bridges go unfiltered and unreported`);
     // Audit mode goes on: at least nobody but redirected containers (none now) reaches their listeners.
     const guarded = await applyContainerGuard(options, asRoot);
     outcome.warnings.push(
-      guarded.length === 2
+      (guarded.length === 2
         ? `egress-guard's listeners for containers (ports ${options.transparentPort}, ${options.dnsPort}) are closed to everyone instead`
-        : `egress-guard's listeners for containers (ports ${options.transparentPort}, ${options.dnsPort}) could not be closed${guarded.length === 1 ? ` for IPv${guarded[0] === 4 ? 6 : 4}` : ''}: the runner's network reaches them`,
+        : `egress-guard's listeners for containers (ports ${options.transparentPort}, ${options.dnsPort}) could not be closed${guarded.length === 1 ? ` for IPv${guarded[0] === 4 ? 6 : 4}` : ''}: the runner's network reaches them`) +
+        '; audit mode goes on',
     );
   }
   return outcome;

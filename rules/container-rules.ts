@@ -8,14 +8,19 @@
  *   PREROUTING lands on the bridge's own address, so those listeners are on 0.0.0.0 and [::] (IPv6 only) at their
  *   own ports; the INPUT chain lets only redirected connections reach them. (IPv6 has no route_localnet: a
  *   redirect to ::1 from a bridge cannot be made.)
- * - Destinations in the private ranges are not redirected: with br_netfilter, container-to-container frames on one
- *   bridge pass PREROUTING too, and nothing there tells them from routed ones. The FORWARD chain (DOCKER-USER when
+ * - Connections that stay on the bridges are not redirected: with br_netfilter, container-to-container frames on one
+ *   bridge pass PREROUTING too. Where nftables can look the destination's route up (bridge-routes.ts), such a
+ *   connection carries a conntrack mark and returns; every other destination, private ones included, is redirected
+ *   and decided by the policy. Without it (`staysOnBridges: 'private-ranges'`), destinations in the private ranges
+ *   are not redirected, which keeps Docker's own (private) subnets working. The FORWARD chain (DOCKER-USER when
  *   Docker has made it) lets a bridge talk to a bridge and refuses (block) or reports (audit) every other new
- *   flow from a bridge: UDP other than DNS, ICMP, and TCP to private addresses off the bridges; and a container's
- *   answers on a connection an outside host opened (a published port).
+ *   flow from a bridge: UDP other than DNS, ICMP, and TCP that was not redirected (private addresses off the
+ *   bridges, without the route lookup); and a container's answers on a connection an outside host opened (a
+ *   published port).
  * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
  */
 import type { Family, RuleCommand, RulesMode } from './iptables-rules.js';
+import { STAYS_ON_BRIDGES_CONNMARK } from './bridge-routes.js';
 import { binaryOf, NFLOG_PREFIX, nflogReport } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
@@ -23,14 +28,25 @@ export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
 export const CONTAINER_INPUT_CHAIN = 'EGRESS_GUARD_CTR_IN';
 /** Docker's bridges: the default one and every user-defined network's. */
 export const DOCKER_BRIDGES: readonly string[] = ['docker0', 'br-+'];
-/** Not redirected from a bridge (see above); refused or reported in FORWARD unless they stay on the bridges. */
+/**
+ * Without the route lookup, not redirected from a bridge (see above); refused or reported in FORWARD unless they stay
+ * on the bridges.
+ */
 export const PRIVATE_V4 = '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10';
 /**
- * The same for IPv6: unique local addresses (Docker's IPv6 networks are often ULA, NAT66 to the outside), and
- * link-local ones, which are never forwarded: a container's connection to fe80:: is to another container on its
- * bridge (br_netfilter passes it through PREROUTING), and egress-guard could not even reach it (no zone).
+ * Link-local IPv6 destinations, never forwarded: a container's connection to fe80:: is to another container on its
+ * bridge (br_netfilter passes it through PREROUTING), and egress-guard could not even reach it (no zone). Not
+ * redirected in either way of telling what stays on the bridges (a route lookup without the zone is no answer).
  */
-export const PRIVATE_V6 = 'fc00::/7,fe80::/10';
+export const LINK_LOCAL_V6 = 'fe80::/10';
+/** The same as PRIVATE_V4 for IPv6: unique local addresses (Docker's IPv6 networks are often ULA, NAT66 to the outside). */
+export const PRIVATE_V6 = `fc00::/7,${LINK_LOCAL_V6}`;
+
+/**
+ * How the nat rules tell a connection that stays on the bridges: by its route (the mark bridge-routes.ts sets) or,
+ * where nftables cannot look routes up, by the private ranges.
+ */
+export type StaysOnBridges = 'route' | 'private-ranges';
 
 /** The chain of the filter table forwarded traffic passes first: DOCKER-USER where Docker made it, else FORWARD. */
 export type ForwardHook = 'DOCKER-USER' | 'FORWARD';
@@ -45,6 +61,8 @@ export interface ContainerRuleOptions {
   bridges?: readonly string[];
   /** Per family: Docker makes DOCKER-USER in ip6tables only where its IPv6 support (`ip6tables`) is on. */
   forwardHook: Record<Family, ForwardHook>;
+  /** Default 'private-ranges'; 'route' only with bridge-routes.ts's table in place (run-container-rules.ts). */
+  staysOnBridges?: StaysOnBridges;
   nflogGroup?: number;
 }
 
@@ -57,8 +75,12 @@ const REJECT_WITH: Record<Family, { adminProhibited: string; portUnreachable: st
 };
 
 function natRules(family: Family, o: ContainerRuleOptions): string[][] {
+  const staying =
+    o.staysOnBridges === 'route'
+      ? [['-m', 'connmark', '--mark', STAYS_ON_BRIDGES_CONNMARK, '-j', 'RETURN'], ...(family === 6 ? [['-d', LINK_LOCAL_V6, '-j', 'RETURN']] : [])]
+      : [['-d', family === 4 ? PRIVATE_V4 : PRIVATE_V6, '-j', 'RETURN']];
   return [
-    ['-d', family === 4 ? PRIVATE_V4 : PRIVATE_V6, '-j', 'RETURN'],
+    ...staying,
     // The host itself (its services, published ports) is not egress.
     ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN'],
     ['-p', 'udp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(o.dnsPort)],

@@ -1,5 +1,7 @@
+import { BRIDGE_ROUTES_TABLE, bridgeRoutesCommands } from './bridge-routes.js';
 import {
   CONTAINER_CHAINS,
+  CONTAINER_NAT_CHAIN,
   CONTAINER_FORWARD_CHAIN,
   containerApplyCommands,
   containerGuardCommands,
@@ -7,7 +9,9 @@ import {
   containerHooks,
   type ContainerHook,
   type ContainerRuleOptions,
+  DOCKER_BRIDGES,
   type ForwardHook,
+  type StaysOnBridges,
 } from './container-rules.js';
 import { binaryOf, type Family } from './iptables-rules.js';
 import { execRunner, must, type CommandRunner } from './run-rules.js';
@@ -27,7 +31,8 @@ export async function forwardHooks(run: CommandRunner = execRunner): Promise<Rec
 }
 
 /**
- * Delete every copy of the hooks (from either forward hook), then flush and delete the chains, in both families.
+ * Delete every copy of the hooks (from either forward hook), then flush and delete the chains, in the families
+ * given (both by default); then bridge-routes.ts's table, once neither family's nat chain reads its mark.
  * Idempotent. A family that fails does not keep the other's rules in place; the first error is thrown at the end.
  */
 export async function removeContainerRules(run: CommandRunner = execRunner, bridges?: readonly string[], families: readonly Family[] = FAMILIES): Promise<string[]> {
@@ -40,8 +45,37 @@ export async function removeContainerRules(run: CommandRunner = execRunner, brid
       firstError ??= err;
     }
   }
+  try {
+    const natLeft = async (family: Family) => (await run(binaryOf(family), [...WAIT, '-t', 'nat', '-S', CONTAINER_NAT_CHAIN])).code === 0;
+    let used = false;
+    for (const family of FAMILIES) if (await natLeft(family)) used = true;
+    if (!used) removed.push(...(await removeBridgeRoutes(run)));
+  } catch (err) {
+    firstError ??= err;
+  }
   if (firstError !== undefined) throw firstError;
   return removed;
+}
+
+/** Delete bridge-routes.ts's table if it is there (a machine without nft has none). What was removed. */
+async function removeBridgeRoutes(run: CommandRunner): Promise<string[]> {
+  if ((await run('nft', ['list', 'table', 'inet', BRIDGE_ROUTES_TABLE])).code !== 0) return [];
+  await must(run, { binary: 'nft', args: ['delete', 'table', 'inet', BRIDGE_ROUTES_TABLE] });
+  return [`nft inet ${BRIDGE_ROUTES_TABLE}`];
+}
+
+/**
+ * bridge-routes.ts's table, fresh. Why it could not be made (nft missing, a kernel without nf_tables or its fib
+ * expression), with nothing of it left; undefined when it is in place.
+ */
+async function applyBridgeRoutes(bridges: readonly string[], run: CommandRunner): Promise<string | undefined> {
+  try {
+    for (const command of bridgeRoutesCommands(bridges)) await must(run, command);
+    return undefined;
+  } catch (err) {
+    await removeBridgeRoutes(run).catch(() => undefined);
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 async function removeFamily(run: CommandRunner, family: Family, bridges: readonly string[] | undefined, removed: string[]): Promise<void> {
@@ -61,19 +95,29 @@ async function removeFamily(run: CommandRunner, family: Family, bridges: readonl
   }
 }
 
+/** How applyContainerRules tells what stays on the bridges, and why not by route when it could not. */
+export interface ContainerRulesApplied {
+  staysOnBridges: StaysOnBridges;
+  noRouteLookup?: string;
+}
+
 /**
  * Replace any earlier copy with a fresh one, IPv4 and IPv6; on failure, remove what was added (both families) and
  * throw: a host whose ip6tables cannot take them does not get the IPv4 half alone, since a container's IPv6 would
- * then leave unfiltered.
+ * then leave unfiltered. What stays on the bridges is told by route where nftables can (bridge-routes.ts), else by
+ * the private ranges.
  */
-export async function applyContainerRules(options: ContainerRuleOptions, run: CommandRunner = execRunner): Promise<void> {
+export async function applyContainerRules(options: Omit<ContainerRuleOptions, 'staysOnBridges'>, run: CommandRunner = execRunner): Promise<ContainerRulesApplied> {
   await removeContainerRules(run, options.bridges);
+  const noRouteLookup = await applyBridgeRoutes(options.bridges ?? DOCKER_BRIDGES, run);
+  const staysOnBridges: StaysOnBridges = noRouteLookup === undefined ? 'route' : 'private-ranges';
   try {
-    for (const family of FAMILIES) for (const command of containerApplyCommands(options, family)) await must(run, command);
+    for (const family of FAMILIES) for (const command of containerApplyCommands({ ...options, staysOnBridges }, family)) await must(run, command);
   } catch (err) {
     await removeContainerRules(run, options.bridges).catch(() => undefined);
     throw err;
   }
+  return noRouteLookup === undefined ? { staysOnBridges } : { staysOnBridges, noRouteLookup };
 }
 
 /**

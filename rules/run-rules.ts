@@ -20,8 +20,8 @@ export const execRunner: CommandRunner = (binary, args) =>
 
 export class RulesError extends Error {}
 
-/** Run one iptables/ip6tables command; a non-zero exit is a RulesError naming the command and its stderr. */
-export async function must(run: CommandRunner, command: RuleCommand): Promise<void> {
+/** Run one iptables/ip6tables (or nft) command; a non-zero exit is a RulesError naming the command and its stderr. */
+export async function must(run: CommandRunner, command: { binary: string; args: readonly string[] }): Promise<void> {
   const result = await run(command.binary, command.args);
   if (result.code !== 0) {
     throw new RulesError(`${command.binary} ${command.args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`);

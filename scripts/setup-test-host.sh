@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (run as root): real clients (curl, dig, git),
-# iptables/iproute2 for redirect rules and network namespaces, PostgreSQL and Chromium for the collector tests,
-# Docker engine + compose + debootstrap for the container tests, dnsperf and dnsmasq for the DNS bench smoke
-# test. Then `npm ci` (which also compiles TypeScript).
+# iptables/iproute2 for redirect rules and network namespaces, nftables for the route lookup of the rules for
+# containers, PostgreSQL and Chromium for the collector tests, Docker engine + compose + debootstrap for the
+# container tests, dnsperf and dnsmasq for the DNS bench smoke test. Then `npm ci` (which also compiles TypeScript).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
 
-PACKAGES=(curl dnsutils git iptables iproute2 procps util-linux passwd sudo postgresql chromium docker.io docker-compose debootstrap bc dnsmasq-base ulogd2 ulogd2-json podman catatonit gettext-base dnsperf)
+PACKAGES=(curl dnsutils git iptables nftables iproute2 procps util-linux passwd sudo postgresql chromium docker.io docker-compose debootstrap bc dnsmasq-base ulogd2 ulogd2-json podman catatonit gettext-base dnsperf)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # retry N CMD...: a registry that fails once (a mirror hiccup) should not fail the run.

@@ -5,6 +5,7 @@ import { applyCommands, FILTER_CHAIN, formatCommands, NAT_CHAIN, onLinkPrefixes,
 import { uidOfUser } from '../../rules/user-id.js';
 import { CONTAINER_FORWARD_CHAIN } from '../../rules/container-rules.js';
 import { applyContainerRules } from '../../rules/run-container-rules.js';
+import { BRIDGE_ROUTES_TABLE } from '../../rules/bridge-routes.js';
 import type { CommandRunner } from '../../rules/run-rules.js';
 import { run } from './netns.js';
 
@@ -167,8 +168,11 @@ describe('apply and remove in a fresh network namespace', () => {
     // The rules for containers, as the GitHub Action applies them beside the host's: `rules remove` takes them too.
     await applyContainerRules({ mode: 'block', transparentPort: 3132, dnsPort: 3153, forwardHook: { 4: 'DOCKER-USER', 6: 'DOCKER-USER' } }, inNsRunner);
     assert.ok(snapshot().includes(`-j ${CONTAINER_FORWARD_CHAIN}`));
+    // With its route lookup in nftables (setup-test-host.sh installs nft), which `rules remove` takes too.
+    assert.match(inNs('nft', ['list', 'tables']), new RegExp(`table inet ${BRIDGE_ROUTES_TABLE}`));
     inNs(process.execPath, [cli, 'remove']);
     assert.equal(snapshot(), before);
+    assert.doesNotMatch(inNs('nft', ['list', 'tables']), new RegExp(BRIDGE_ROUTES_TABLE));
     // remove is idempotent
     assert.match(inNs(process.execPath, [cli, 'remove']), /no egress-guard rules/);
     assert.equal(snapshot(), before);

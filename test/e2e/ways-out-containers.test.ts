@@ -30,12 +30,14 @@ const CONTAINER = {
   prefix6: '2001:db8:c0::/64',
   port: 8080,
 };
+/** The second container's addresses on the same bridge: global ones, neither in a private range. */
+const PEER = { address: '203.0.113.131', address6: '2001:db8:c0::3' };
 
 const CONTAINER_PORTS = { transparent: 3130, dns: 5300 };
 
 let world: World;
 let containerNs: string;
-/** A second container on the same bridge (only an IPv6 link-local address: what Docker's IPv6 gives every container). */
+/** A second container on the same bridge (global addresses, and the IPv6 link-local one Docker's IPv6 gives every container). */
 let peerNs: string;
 const inRunner: CommandRunner = (binary, args) => run('ip', ['netns', 'exec', world.runnerNs, binary, ...args]);
 const inContainer = (args: string[], timeoutMs = 30_000) => run('ip', ['netns', 'exec', containerNs, ...args], { timeoutMs });
@@ -63,6 +65,8 @@ before(async () => {
   await must('ip', ['netns', 'exec', peerNs, 'ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'vethc1', 'netns', world.runnerNs]);
   for (const args of [
     ['ip', 'link', 'set', 'lo', 'up'],
+    ['ip', 'addr', 'add', `${PEER.address}/26`, 'dev', 'eth0'],
+    ['ip', '-6', 'addr', 'add', `${PEER.address6}/64`, 'dev', 'eth0', 'nodad'],
     ['ip', 'link', 'set', 'eth0', 'up'],
   ]) {
     await must('ip', ['netns', 'exec', peerNs, ...args]);
@@ -150,6 +154,31 @@ s.on('close', done);
   return world.fromInternet(process.execPath, ['-e', script, NET.runnerV4, String(CONTAINER.port)]);
 }
 
+/** The second container serves `from the peer` once on `port`; the first connects to it at `host`: what it read (bounded). */
+async function fromPeer(family: 4 | 6, host: string, port: number): Promise<string> {
+  const serve = `import socket, sys
+s = socket.socket(socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('::' if sys.argv[1] == '6' else '0.0.0.0', int(sys.argv[2])))
+s.listen(1)
+s.settimeout(15)
+print('listening', flush=True)
+try:
+    c, _ = s.accept()
+    c.sendall(b'from the peer')
+    c.close()
+except OSError:
+    pass
+`;
+  const service = run('ip', ['netns', 'exec', peerNs, 'python3', '-c', serve, String(family), String(port)], { timeoutMs: 25_000 });
+  for (let i = 0; i < 50 && !(await run('ip', ['netns', 'exec', peerNs, 'ss', '-Hltn', `sport = :${port}`])).stdout.includes(`:${port}`); i++)
+    await new Promise((r) => setTimeout(r, 100));
+  const read = `const s = require('node:net').connect({ host: process.argv[1], port: Number(process.argv[2]) }); let got = ''; s.on('data', (c) => (got += c)); const done = () => { process.stdout.write(got); process.exit(0); }; s.on('close', done); s.on('error', done); setTimeout(done, 5000);`;
+  const got = await inContainer([process.execPath, '-e', read, host, String(port)]);
+  await service;
+  return got.stdout;
+}
+
 async function listening(): Promise<void> {
   for (let i = 0; i < 50; i++) {
     if ((await inContainer(['ss', '-Hltn', `sport = :${CONTAINER.port}`])).stdout.includes(`:${CONTAINER.port}`)) return;
@@ -168,7 +197,12 @@ for (const mode of ['block', 'audit'] as const) {
           EGRESS_DNS_LISTEN: `127.0.0.1:53 [::1]:53 0.0.0.0:${CONTAINER_PORTS.dns} [::]:${CONTAINER_PORTS.dns}`,
         },
       });
-      await applyContainerRules({ mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns, forwardHook: { 4: 'FORWARD', 6: 'FORWARD' } }, inRunner);
+      const applied = await applyContainerRules(
+        { mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns, forwardHook: { 4: 'FORWARD', 6: 'FORWARD' } },
+        inRunner,
+      );
+      // setup-test-host.sh installs nftables: what stays on the bridges is told by route here, never by the fallback.
+      assert.deepEqual(applied, { staysOnBridges: 'route' });
     });
     after(async () => {
       await removeContainerRules(inRunner).catch(() => undefined);
@@ -227,6 +261,42 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
     });
 
+    for (const family of [4, 6] as const) {
+      test(`IPv${family}: a container reaches another container on its bridge by a global address, not redirected (told by route)`, async (t) => {
+        // Frames bridged between two containers pass PREROUTING as routed ones do (br_netfilter). Until 2026-12-02 only
+        // the private ranges told them apart: a bridge on other addresses (these, or `docker network create --ipv6
+        // --subnet 2001:db8:...`) had its containers' connections to each other redirected and decided as raw-address
+        // connects, refused in block mode. Now the destination's route (nftables fib) says it stays on the bridge.
+        const brnf = await inRunner('cat', [`/proc/sys/net/bridge/bridge-nf-call-ip${family === 4 ? '' : '6'}tables`]);
+        if (brnf.code !== 0 || brnf.stdout.trim() !== '1') return t.skip('br_netfilter is not active here');
+        const target = family === 4 ? PEER.address : PEER.address6;
+        const got = await fromPeer(family, target, 8082);
+        assert.equal(got, 'from the peer', 'the connection reached the other container');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(
+          world.events().find((e) => 'host' in e && e.host === target),
+          undefined,
+          'egress-guard never saw it: not redirected',
+        );
+      });
+    }
+
+    if (mode === 'block') {
+      // Block mode only: audit mode would let egress-guard connect to it, and no test host may have such an address.
+      test('a container connects to a private address off the bridges: redirected and decided by the policy, not refused unseen by FORWARD', async () => {
+        // Until 2026-12-02 private destinations were never redirected (the only way to keep Docker's own subnets
+        // working), so a container's connection to an internal service was refused by the FORWARD chain whatever
+        // `allowed-ips` or `trusted-ranges` said, with an NFLOG report instead of a decision by the policy.
+        const target = '10.255.255.1';
+        const send = `const s = require('node:net').connect(9419, process.argv[1]); s.on('error', () => {}); s.end('GET / HTTP/1.0\\r\\n\\r\\n'); setTimeout(() => process.exit(0), 3000);`;
+        await inContainer([process.execPath, '-e', send, target]);
+        const event = await world.decision((e) => e.host === target && e.client.startsWith(`${CONTAINER.address}:`));
+        assert.equal(event?.kind, 'transparent', 'decided by the transparent listener');
+        assert.equal(event?.reason, 'raw-ip');
+        assert.equal(event?.decision, 'blocked');
+      });
+    }
+
     test('IPv6: a container reaches another container on its bridge by link-local address, not redirected (br_netfilter)', async (t) => {
       // With br_netfilter, frames bridged between two containers pass ip6tables PREROUTING as routed ones do; a
       // link-local destination is never routed, so it is one container talking to another and is not redirected
@@ -237,27 +307,8 @@ for (const mode of ['block', 'audit'] as const) {
       const peer = (await run('ip', ['netns', 'exec', peerNs, 'ip', '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'])).stdout;
       const linkLocal = /inet6 (fe80:[0-9a-f:]+)\//.exec(peer)?.[1];
       assert.ok(linkLocal, `the peer has no link-local address: ${peer}`);
-      const serve = `import socket
-s = socket.socket(socket.AF_INET6)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('::', 8081))
-s.listen(1)
-s.settimeout(15)
-print('listening', flush=True)
-try:
-    c, _ = s.accept()
-    c.sendall(b'from the peer')
-    c.close()
-except OSError:
-    pass
-`;
-      const service = run('ip', ['netns', 'exec', peerNs, 'python3', '-c', serve], { timeoutMs: 25_000 });
-      for (let i = 0; i < 50 && !(await run('ip', ['netns', 'exec', peerNs, 'ss', '-Hltn', 'sport = :8081'])).stdout.includes(':8081'); i++)
-        await new Promise((r) => setTimeout(r, 100));
-      const read = `const s = require('node:net').connect({ host: process.argv[1], port: 8081 }); let got = ''; s.on('data', (c) => (got += c)); const done = () => { process.stdout.write(got); process.exit(0); }; s.on('close', done); s.on('error', done); setTimeout(done, 5000);`;
-      const got = await inContainer([process.execPath, '-e', read, `${linkLocal}%eth0`]);
-      await service;
-      assert.equal(got.stdout, 'from the peer', 'the connection reached the other container (redirected before 2026-12-02, and failed in both modes)');
+      const got = await fromPeer(6, `${linkLocal}%eth0`, 8081);
+      assert.equal(got, 'from the peer', 'the connection reached the other container (redirected before 2026-12-02, and failed in both modes)');
     });
 
     for (const family of [4, 6] as const) {

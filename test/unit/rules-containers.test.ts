@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4, PRIVATE_V6 } from '../../rules/container-rules.js';
 import type { CommandResult } from '../../rules/run-rules.js';
+import { BRIDGE_ROUTES_TABLE, bridgeRoutesCommands, STAYS_ON_BRIDGES_CONNMARK } from '../../rules/bridge-routes.js';
+import { OWN_CONNECTION_MARK } from '../../rules/iptables-rules.js';
 import { applyContainerGuard, applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
 import { NetworkTeardownError, restoreNetwork } from '../../action/network-teardown.js';
 import type { ActionLayout } from '../../action/layout.js';
@@ -83,8 +85,9 @@ describe('container rules (Docker bridges, IPv4)', () => {
   });
 
   it('apply replaces an earlier copy; remove deletes hooks then chains and is idempotent', async () => {
-    const { run, hooks, chains } = fakeXtables();
-    await applyContainerRules(OPTIONS, run);
+    const { run, hooks, chains, nftTables } = fakeXtables();
+    assert.deepEqual(await applyContainerRules(OPTIONS, run), { staysOnBridges: 'route' });
+    assert.deepEqual([...nftTables], [`inet ${BRIDGE_ROUTES_TABLE}`]);
     assert.equal(chains.size, 6, 'three chains in iptables and three in ip6tables');
     assert.equal(hooks.size, 8);
     assert.ok(
@@ -94,8 +97,9 @@ describe('container rules (Docker bridges, IPv4)', () => {
     await applyContainerRules(OPTIONS, run);
     assert.equal(hooks.size, 8, 'a second apply doubled the hooks');
     const removed = await removeContainerRules(run);
-    assert.equal(removed.length, 14);
-    assert.equal(chains.size + hooks.size, 0);
+    assert.equal(removed.length, 15);
+    assert.equal(removed.at(-1), `nft inet ${BRIDGE_ROUTES_TABLE}`, 'the route lookup goes last, once no nat chain reads its mark');
+    assert.equal(chains.size + hooks.size + nftTables.size, 0);
     assert.deepEqual(await removeContainerRules(run), []);
   });
 
@@ -108,6 +112,64 @@ describe('container rules (Docker bridges, IPv4)', () => {
     failing.clear();
     await removeContainerRules(run);
     assert.equal(chains.size + hooks.size, 0);
+  });
+});
+
+describe('what stays on the bridges: by route (nftables), else by the private ranges', () => {
+  it('with the route lookup: the nat chain returns on its mark, private destinations are redirected (link-local IPv6 never)', async () => {
+    const { run } = fakeXtables();
+    assert.deepEqual(await applyContainerRules(OPTIONS, run), { staysOnBridges: 'route' });
+    const route = { ...OPTIONS, staysOnBridges: 'route' as const };
+    assert.deepEqual(chain(containerApplyCommands(route, 4), 'nat', CONTAINER_NAT_CHAIN).slice(0, 2), [
+      `-m connmark --mark ${STAYS_ON_BRIDGES_CONNMARK} -j RETURN`,
+      '-m addrtype --dst-type LOCAL -j RETURN',
+    ]);
+    assert.deepEqual(chain(containerApplyCommands(route, 6), 'nat', CONTAINER_NAT_CHAIN).slice(0, 3), [
+      `-m connmark --mark ${STAYS_ON_BRIDGES_CONNMARK} -j RETURN`,
+      '-d fe80::/10 -j RETURN',
+      '-m addrtype --dst-type LOCAL -j RETURN',
+    ]);
+    assert.ok(![4, 6].some((f) => chain(containerApplyCommands(route, f as 4 | 6), 'nat', CONTAINER_NAT_CHAIN).some((r) => /10\.0\.0\.0|fc00::/.test(r))));
+  });
+
+  it('the mark: set on a new connection from each bridge pattern whose destination is routed out of one, in nft patterns', () => {
+    const rules = bridgeRoutesCommands(['docker0', 'br-+']).filter((c) => c.args[1] === 'rule');
+    assert.deepEqual(
+      rules.map((c) => c.args.slice(5).join(' ')),
+      [
+        ['"docker0"', '"docker0"'],
+        ['"docker0"', '"br-*"'],
+        ['"br-*"', '"docker0"'],
+        ['"br-*"', '"br-*"'],
+      ].map(([from, to]) => `iifname ${from} ct state new fib daddr oifname ${to} ct mark set ct mark and 0xffff0000 or 0x4548`),
+    );
+    assert.equal(STAYS_ON_BRIDGES_CONNMARK, '0x4548/0xffff');
+    assert.notEqual(STAYS_ON_BRIDGES_CONNMARK, OWN_CONNECTION_MARK, "not the mark of egress-guard's own connections");
+  });
+
+  it('where nft cannot (not installed, no fib): the private ranges, why in the result, nothing of nft left', async () => {
+    const { run, nftTables } = fakeXtables();
+    const failing = fakeXtables();
+    failing.failing.add('nft');
+    const applied = await applyContainerRules(OPTIONS, failing.run);
+    assert.equal(applied.staysOnBridges, 'private-ranges');
+    assert.match(applied.noRouteLookup ?? '', /nft add table .* failed \(exit 1\): Error: Could not process rule/);
+    assert.equal(failing.nftTables.size, 0);
+    assert.equal(failing.chains.size, 6, 'the iptables rules are applied all the same');
+    assert.deepEqual(await removeContainerRules(failing.run).then((r) => r.length), 14);
+    // And a table of an earlier run is replaced, not doubled, when nft works.
+    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(OPTIONS, run);
+    assert.equal(nftTables.size, 1);
+  });
+
+  it('`rules remove --family 4` keeps the table while the IPv6 nat chain still reads its mark', async () => {
+    const { run, nftTables } = fakeXtables();
+    await applyContainerRules(OPTIONS, run);
+    await removeContainerRules(run, undefined, [4]);
+    assert.equal(nftTables.size, 1);
+    assert.deepEqual(await removeContainerRules(run, undefined, [6]).then((r) => r.at(-1)), `nft inet ${BRIDGE_ROUTES_TABLE}`);
+    assert.equal(nftTables.size, 0);
   });
 });
 
@@ -157,13 +219,29 @@ describe('network teardown (action/network-teardown.ts)', () => {
   });
 });
 
-/** A fake iptables/ip6tables holding which hooks and chains exist; `failing` holds "binary op [table chain]" prefixes that exit 4. */
+/**
+ * A fake iptables/ip6tables holding which hooks and chains exist; `failing` holds "binary op [table chain]" prefixes
+ * that exit 4. nft: its tables (`nft` in `failing` makes every nft command fail, as where it is not installed).
+ */
 function fakeXtables() {
   const hooks = new Set<string>();
   const chains = new Set<string>();
   const failing = new Set<string>();
+  const nftTables = new Set<string>();
+  const nftRules: string[] = [];
   const ok = (code: number): CommandResult => ({ code, stdout: '', stderr: code === 0 ? '' : 'Another app is currently holding the xtables lock' });
   const run = async (binary: string, args: readonly string[]): Promise<CommandResult> => {
+    if (binary === 'nft') {
+      if (failing.has('nft')) return { code: 1, stdout: '', stderr: 'Error: Could not process rule: No such file or directory' };
+      const [verb, kind, family, table] = args;
+      const name = `${family} ${table}`;
+      if (kind === 'table' && verb === 'list') return ok(nftTables.has(name) ? 0 : 1);
+      if (kind === 'table' && verb === 'add') nftTables.add(name);
+      else if (kind === 'table' && verb === 'delete') nftTables.delete(name);
+      else if (!nftTables.has(name)) return ok(1);
+      else if (kind === 'rule') nftRules.push(args.slice(5).join(' '));
+      return ok(0);
+    }
     const [, table, op, name, ...rest] = args.slice(2);
     if ([...failing].some((f) => `${binary} ${op} ${table} ${name}`.startsWith(f))) return ok(4);
     const key = `${binary} ${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
@@ -175,7 +253,7 @@ function fakeXtables() {
     else if (op === '-D') hooks.delete(key);
     return ok(0);
   };
-  return { run, hooks, chains, failing };
+  return { run, hooks, chains, failing, nftTables, nftRules };
 }
 
 describe('container rules (Docker bridges, IPv6)', () => {
