@@ -12,8 +12,8 @@
  *   bridge pass PREROUTING too. Where nftables can look the destination's route up (bridge-routes.ts), such a
  *   connection carries a conntrack mark and returns; every other destination, private ones included, is redirected
  *   and decided by the policy. Without it (`staysOnBridges: 'private-ranges'`), destinations in the private ranges
- *   are not redirected, which keeps Docker's own (private) subnets working. The FORWARD chain (DOCKER-USER when
- *   Docker has made it) lets a bridge talk to a bridge and refuses (block) or reports (audit) every other new
+ *   are not redirected, which keeps Docker's own (private) subnets working. The FORWARD chain (hooked in DOCKER-USER,
+ *   made here where Docker has not made it yet) lets a bridge talk to a bridge and refuses (block) or reports (audit) every other new
  *   flow from a bridge: UDP other than DNS, ICMP, and TCP that was not redirected (private addresses off the
  *   bridges, without the route lookup); and a container's answers on a connection an outside host opened (a
  *   published port).
@@ -48,8 +48,19 @@ export const PRIVATE_V6 = `fc00::/7,${LINK_LOCAL_V6}`;
  */
 export type StaysOnBridges = 'route' | 'private-ranges';
 
-/** The chain of the filter table forwarded traffic passes first: DOCKER-USER where Docker made it, else FORWARD. */
-export type ForwardHook = 'DOCKER-USER' | 'FORWARD';
+/**
+ * Where the FORWARD chain for containers is hooked, in both families: Docker's DOCKER-USER, the one chain Docker keeps
+ * ahead of its own FORWARD rules (it inserts those at the top when it starts, accepting what leaves a bridge) and
+ * never flushes. Where Docker has not made it (not started yet, or not managing ip6tables), it is made here, as
+ * Docker would make it (a jump first in FORWARD), with a marker rule that says so: a Docker started later keeps it
+ * and its contents. Until 2026-12-02 the hook went into FORWARD then, and a Docker started after main put its
+ * accepts above it (a container's UDP left unrefused and unreported in block mode: e2e github-action).
+ */
+export const DOCKER_USER = 'DOCKER-USER';
+/** The rule in a DOCKER-USER made here: it passes on (as Docker's own `-j RETURN`) and tells teardown who made the chain. */
+export const MADE_DOCKER_USER_RULE: readonly string[] = ['-m', 'comment', '--comment', 'egress-guard-made-this-chain', '-j', 'RETURN'];
+/** Where earlier versions hooked the FORWARD chain for containers when DOCKER-USER was missing (still removed). */
+export const LEGACY_FORWARD_HOOK = 'FORWARD';
 
 export interface ContainerRuleOptions {
   mode: RulesMode;
@@ -59,8 +70,11 @@ export interface ContainerRuleOptions {
   dnsPort: number;
   /** Bridge interface names or iptables patterns (default DOCKER_BRIDGES). */
   bridges?: readonly string[];
-  /** Per family: Docker makes DOCKER-USER in ip6tables only where its IPv6 support (`ip6tables`) is on. */
-  forwardHook: Record<Family, ForwardHook>;
+  /**
+   * Per family: DOCKER-USER is missing and is made here (see DOCKER_USER). Docker makes it in ip6tables only where its
+   * IPv6 support (`ip6tables`) is on.
+   */
+  makeDockerUser: Record<Family, boolean>;
   /** Default 'private-ranges'; 'route' only with bridge-routes.ts's table in place (run-container-rules.ts). */
   staysOnBridges?: StaysOnBridges;
   nflogGroup?: number;
@@ -137,7 +151,12 @@ export function containerApplyCommands(o: ContainerRuleOptions, family: Family):
   add('filter', CONTAINER_FORWARD_CHAIN, forwardRules(family, o, bridges));
   // The INPUT chain and its hook, as the guard alone makes them: the first of the hooks, inserted after every chain.
   commands.push(...containerGuardCommands(o, family));
-  commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', o.forwardHook[family], '1', '-j', CONTAINER_FORWARD_CHAIN] });
+  if (o.makeDockerUser[family]) {
+    commands.push({ binary, args: [...WAIT, '-t', 'filter', '-N', DOCKER_USER] });
+    commands.push({ binary, args: [...WAIT, '-t', 'filter', '-A', DOCKER_USER, ...MADE_DOCKER_USER_RULE] });
+    commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', 'FORWARD', '1', '-j', DOCKER_USER] });
+  }
+  commands.push({ binary, args: [...WAIT, '-t', 'filter', '-I', DOCKER_USER, '1', '-j', CONTAINER_FORWARD_CHAIN] });
   for (const bridge of bridges) commands.push({ binary, args: [...WAIT, '-t', 'nat', '-I', 'PREROUTING', '1', '-i', bridge, '-j', CONTAINER_NAT_CHAIN] });
   return commands;
 }
@@ -162,11 +181,15 @@ export interface ContainerHook {
   rule: string[];
 }
 
-/** The jumps containerApplyCommands inserts (the same for both families), for removal (`-D`, each until it is gone). */
-export function containerHooks(o: { bridges?: readonly string[]; forwardHook: ForwardHook }): ContainerHook[] {
+/**
+ * The jumps containerApplyCommands inserts (the same for both families), and the one earlier versions put in FORWARD,
+ * for removal (`-D`, each until it is gone).
+ */
+export function containerHooks(o: { bridges?: readonly string[] }): ContainerHook[] {
   return [
     { table: 'filter', chain: 'INPUT', rule: ['-j', CONTAINER_INPUT_CHAIN] },
-    { table: 'filter', chain: o.forwardHook, rule: ['-j', CONTAINER_FORWARD_CHAIN] },
+    { table: 'filter', chain: DOCKER_USER, rule: ['-j', CONTAINER_FORWARD_CHAIN] },
+    { table: 'filter', chain: LEGACY_FORWARD_HOOK, rule: ['-j', CONTAINER_FORWARD_CHAIN] },
     ...(o.bridges ?? DOCKER_BRIDGES).map((bridge): ContainerHook => ({ table: 'nat', chain: 'PREROUTING', rule: ['-i', bridge, '-j', CONTAINER_NAT_CHAIN] })),
   ];
 }

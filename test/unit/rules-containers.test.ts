@@ -11,7 +11,8 @@ import type { Privileged } from '../../action/privileged.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const OPTIONS = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153, forwardHook: { 4: 'DOCKER-USER' as const, 6: 'FORWARD' as const } };
+/** Docker made DOCKER-USER in iptables, not in ip6tables (its IPv6 support off). */
+const OPTIONS = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153, makeDockerUser: { 4: false, 6: true } };
 
 /** The rules of one chain, as `iptables -S` would list them (without the -w). */
 function chain(commands: ReturnType<typeof containerApplyCommands>, table: string, name: string): string[] {
@@ -88,14 +89,15 @@ describe('container rules (Docker bridges, IPv4)', () => {
     const { run, hooks, chains, nftTables } = fakeXtables();
     assert.deepEqual(await applyContainerRules(OPTIONS, run), { staysOnBridges: 'route' });
     assert.deepEqual([...nftTables], [`inet ${BRIDGE_ROUTES_TABLE}`]);
-    assert.equal(chains.size, 6, 'three chains in iptables and three in ip6tables');
-    assert.equal(hooks.size, 8);
+    assert.equal(chains.size, 7, 'three chains in iptables and three in ip6tables, and the DOCKER-USER Docker had not made');
+    assert.equal(hooks.size, 10);
     assert.ok(
-      hooks.has(`iptables filter DOCKER-USER -j ${CONTAINER_FORWARD_CHAIN}`) && hooks.has(`ip6tables filter FORWARD -j ${CONTAINER_FORWARD_CHAIN}`),
-      'each family in its own forward hook',
+      hooks.has(`iptables filter DOCKER-USER -j ${CONTAINER_FORWARD_CHAIN}`) && hooks.has(`ip6tables filter DOCKER-USER -j ${CONTAINER_FORWARD_CHAIN}`),
+      'each family hooked in DOCKER-USER',
     );
-    await applyContainerRules(OPTIONS, run);
-    assert.equal(hooks.size, 8, 'a second apply doubled the hooks');
+    assert.ok(hooks.has('ip6tables filter FORWARD -j DOCKER-USER') && !hooks.has('iptables filter FORWARD -j DOCKER-USER'), "FORWARD's jump made where the chain was");
+    await applyContainerRules({ ...OPTIONS, makeDockerUser: { 4: false, 6: false } }, run);
+    assert.equal(hooks.size, 8, 'a second apply doubled the hooks (the first one made the chain, its marker went with the first copy)');
     const removed = await removeContainerRules(run);
     assert.equal(removed.length, 15);
     assert.equal(removed.at(-1), `nft inet ${BRIDGE_ROUTES_TABLE}`, 'the route lookup goes last, once no nat chain reads its mark');
@@ -112,6 +114,42 @@ describe('container rules (Docker bridges, IPv4)', () => {
     failing.clear();
     await removeContainerRules(run);
     assert.equal(chains.size + hooks.size, 0);
+  });
+});
+
+describe('DOCKER-USER where Docker has not made it (a Docker started later keeps it ahead of its own FORWARD rules)', () => {
+  it('made with its marker and a jump first in FORWARD; teardown removes the three', async () => {
+    const commands = containerApplyCommands(OPTIONS, 6).map((c) => c.args.join(' '));
+    const made = commands.indexOf('-w 5 -t filter -N DOCKER-USER');
+    assert.deepEqual(commands.slice(made, made + 4), [
+      '-w 5 -t filter -N DOCKER-USER',
+      '-w 5 -t filter -A DOCKER-USER -m comment --comment egress-guard-made-this-chain -j RETURN',
+      '-w 5 -t filter -I FORWARD 1 -j DOCKER-USER',
+      `-w 5 -t filter -I DOCKER-USER 1 -j ${CONTAINER_FORWARD_CHAIN}`,
+    ]);
+    assert.ok(!containerApplyCommands(OPTIONS, 4).some((c) => c.args.includes('-N') && c.args.includes('DOCKER-USER')), 'not made where Docker made it');
+    const { run, hooks, chains } = fakeXtables();
+    await applyContainerRules(OPTIONS, run);
+    const removed = await removeContainerRules(run);
+    assert.ok(removed.includes('ip6tables filter DOCKER-USER'), removed.join('\n'));
+    assert.equal(chains.size + hooks.size, 0);
+  });
+
+  it('a Docker that started since adopted it: only the marker goes, the chain and its jump stay', async () => {
+    const { run, hooks, chains } = fakeXtables();
+    await applyContainerRules(OPTIONS, run);
+    // What Docker does when it finds the chain: a RETURN of its own (AddReturnRule), its DOCKER chain.
+    hooks.add('ip6tables filter DOCKER-USER -j RETURN');
+    chains.add('ip6tables filter DOCKER');
+    await removeContainerRules(run);
+    assert.deepEqual([...hooks].sort(), ['ip6tables filter DOCKER-USER -j RETURN', 'ip6tables filter FORWARD -j DOCKER-USER']);
+    assert.deepEqual([...chains].sort(), ['ip6tables filter DOCKER', 'ip6tables filter DOCKER-USER']);
+  });
+
+  it("an earlier version's hook in FORWARD is removed too", async () => {
+    const { run, hooks } = fakeXtables();
+    hooks.add(`iptables filter FORWARD -j ${CONTAINER_FORWARD_CHAIN}`);
+    assert.deepEqual(await removeContainerRules(run), [`iptables filter FORWARD -j ${CONTAINER_FORWARD_CHAIN}`]);
   });
 });
 
@@ -155,8 +193,9 @@ describe('what stays on the bridges: by route (nftables), else by the private ra
     assert.equal(applied.staysOnBridges, 'private-ranges');
     assert.match(applied.noRouteLookup ?? '', /nft add table .* failed \(exit 1\): Error: Could not process rule/);
     assert.equal(failing.nftTables.size, 0);
-    assert.equal(failing.chains.size, 6, 'the iptables rules are applied all the same');
-    assert.deepEqual(await removeContainerRules(failing.run).then((r) => r.length), 14);
+    assert.equal(failing.chains.size, 7, 'the iptables rules are applied all the same');
+    await removeContainerRules(failing.run);
+    assert.equal(failing.chains.size + failing.hooks.size, 0);
     // And a table of an earlier run is replaced, not doubled, when nft works.
     await applyContainerRules(OPTIONS, run);
     await applyContainerRules(OPTIONS, run);
@@ -247,8 +286,12 @@ function fakeXtables() {
     const key = `${binary} ${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
     if (op === '-N') chains.add(`${binary} ${table} ${name}`);
     else if (op === '-X') chains.delete(`${binary} ${table} ${name}`);
-    else if (op === '-S' || op === '-F') return ok(chains.has(`${binary} ${table} ${name}`) ? 0 : 1);
-    else if (op === '-I') hooks.add(key);
+    else if (op === '-F') return ok(chains.has(`${binary} ${table} ${name}`) ? 0 : 1);
+    else if (op === '-S') {
+      if (!chains.has(`${binary} ${table} ${name}`)) return ok(1);
+      const rules = [...hooks].filter((h) => h.startsWith(`${binary} ${table} ${name} `)).map((h) => `-A ${name} ${h.slice(`${binary} ${table} ${name} `.length)}`);
+      return { code: 0, stdout: [`-N ${name}`, ...rules].join('\n') + '\n', stderr: '' };
+    } else if (op === '-I' || (op === '-A' && name === 'DOCKER-USER')) hooks.add(key);
     else if (op === '-C') return ok(hooks.has(key) ? 0 : 1);
     else if (op === '-D') hooks.delete(key);
     return ok(0);
@@ -259,10 +302,10 @@ function fakeXtables() {
 describe('container rules (Docker bridges, IPv6)', () => {
   const v6 = containerApplyCommands(OPTIONS, 6);
 
-  it('every command is ip6tables, and hooks into its own forward hook', () => {
+  it('every command is ip6tables, and hooks into its own DOCKER-USER', () => {
     assert.ok(v6.every((c) => c.binary === 'ip6tables'));
-    assert.ok(v6.some((c) => c.args.join(' ') === `-w 5 -t filter -I FORWARD 1 -j ${CONTAINER_FORWARD_CHAIN}`));
-    assert.ok(!v6.some((c) => c.args.includes('DOCKER-USER')), 'Docker made DOCKER-USER in iptables only here');
+    assert.ok(v6.some((c) => c.args.join(' ') === `-w 5 -t filter -I DOCKER-USER 1 -j ${CONTAINER_FORWARD_CHAIN}`));
+    assert.ok(!v6.some((c) => c.args.join(' ').includes(`FORWARD 1 -j ${CONTAINER_FORWARD_CHAIN}`)), 'never straight into FORWARD');
   });
 
   it('nat: unique local destinations stay, the rest is redirected as IPv4 is (to the [::] listeners)', () => {
