@@ -32,6 +32,11 @@ const CONTAINER = {
 };
 /** The second container's addresses on the same bridge: global ones, neither in a private range. */
 const PEER = { address: '203.0.113.131', address6: '2001:db8:c0::3' };
+/**
+ * A second Docker network whose bridge has no address of its own (`com.docker.network.bridge.inhibit_ipv4`, the
+ * `isolated` gateway mode), so the runner has no route to its subnet; two containers on it.
+ */
+const BARE = { bridge: 'br-egbare', a: '203.0.113.193', b: '203.0.113.194', a6: '2001:db8:c1::2', b6: '2001:db8:c1::3' };
 
 const CONTAINER_PORTS = { transparent: 3130, dns: 5300 };
 
@@ -39,6 +44,8 @@ let world: World;
 let containerNs: string;
 /** A second container on the same bridge (global addresses, and the IPv6 link-local one Docker's IPv6 gives every container). */
 let peerNs: string;
+/** The two containers on the bare bridge. */
+let bareNs: [string, string];
 const inRunner: CommandRunner = (binary, args) => run('ip', ['netns', 'exec', world.runnerNs, binary, ...args]);
 const inContainer = (args: string[], timeoutMs = 30_000) => run('ip', ['netns', 'exec', containerNs, ...args], { timeoutMs });
 
@@ -71,6 +78,24 @@ before(async () => {
   ]) {
     await must('ip', ['netns', 'exec', peerNs, ...args]);
   }
+  bareNs = [`eg-bare-a-${process.pid}`, `eg-bare-b-${process.pid}`];
+  await must('ip', ['netns', 'exec', world.runnerNs, 'ip', 'link', 'add', BARE.bridge, 'type', 'bridge']);
+  for (const [i, ns] of bareNs.entries()) {
+    destroyNamespaceSync(ns);
+    await must('ip', ['netns', 'add', ns]);
+    await must('ip', ['netns', 'exec', ns, 'ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', `vethb${i}`, 'netns', world.runnerNs]);
+    for (const args of [
+      ['ip', 'link', 'set', 'lo', 'up'],
+      ['ip', 'addr', 'add', `${i === 0 ? BARE.a : BARE.b}/27`, 'dev', 'eth0'],
+      ['ip', '-6', 'addr', 'add', `${i === 0 ? BARE.a6 : BARE.b6}/64`, 'dev', 'eth0', 'nodad'],
+      ['ip', 'link', 'set', 'eth0', 'up'],
+    ]) {
+      await must('ip', ['netns', 'exec', ns, ...args]);
+    }
+    await must('ip', ['netns', 'exec', world.runnerNs, 'ip', 'link', 'set', `vethb${i}`, 'master', BARE.bridge]);
+    await must('ip', ['netns', 'exec', world.runnerNs, 'ip', 'link', 'set', `vethb${i}`, 'up']);
+  }
+  await must('ip', ['netns', 'exec', world.runnerNs, 'ip', 'link', 'set', BARE.bridge, 'up']);
   // What Docker writes into a container's resolv.conf on the default bridge: the host's resolvers (here, the
   // internet's), which the nat rules redirect to egress-guard's container DNS listeners.
   mkdirSync(`/etc/netns/${containerNs}`, { recursive: true });
@@ -114,6 +139,7 @@ before(async () => {
 after(async () => {
   await world?.close();
   if (peerNs) destroyNamespaceSync(peerNs);
+  for (const ns of bareNs ?? []) destroyNamespaceSync(ns);
   if (containerNs) {
     destroyNamespaceSync(containerNs);
     rmSync(`/etc/netns/${containerNs}`, { recursive: true, force: true });
@@ -154,8 +180,11 @@ s.on('close', done);
   return world.fromInternet(process.execPath, ['-e', script, NET.runnerV4, String(CONTAINER.port)]);
 }
 
-/** The second container serves `from the peer` once on `port`; the first connects to it at `host`: what it read (bounded). */
-async function fromPeer(family: 4 | 6, host: string, port: number): Promise<string> {
+/**
+ * The second container (or `server`) serves `from the peer` once on `port`; the first (or `client`) connects to it at
+ * `host`: what it read (bounded).
+ */
+async function fromPeer(family: 4 | 6, host: string, port: number, client = containerNs, server = peerNs): Promise<string> {
   const serve = `import socket, sys
 s = socket.socket(socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -170,11 +199,11 @@ try:
 except OSError:
     pass
 `;
-  const service = run('ip', ['netns', 'exec', peerNs, 'python3', '-c', serve, String(family), String(port)], { timeoutMs: 25_000 });
-  for (let i = 0; i < 50 && !(await run('ip', ['netns', 'exec', peerNs, 'ss', '-Hltn', `sport = :${port}`])).stdout.includes(`:${port}`); i++)
+  const service = run('ip', ['netns', 'exec', server, 'python3', '-c', serve, String(family), String(port)], { timeoutMs: 25_000 });
+  for (let i = 0; i < 50 && !(await run('ip', ['netns', 'exec', server, 'ss', '-Hltn', `sport = :${port}`])).stdout.includes(`:${port}`); i++)
     await new Promise((r) => setTimeout(r, 100));
   const read = `const s = require('node:net').connect({ host: process.argv[1], port: Number(process.argv[2]) }); let got = ''; s.on('data', (c) => (got += c)); const done = () => { process.stdout.write(got); process.exit(0); }; s.on('close', done); s.on('error', done); setTimeout(done, 5000);`;
-  const got = await inContainer([process.execPath, '-e', read, host, String(port)]);
+  const got = await run('ip', ['netns', 'exec', client, process.execPath, '-e', read, host, String(port)], { timeoutMs: 30_000 });
   await service;
   return got.stdout;
 }
@@ -271,6 +300,26 @@ for (const mode of ['block', 'audit'] as const) {
         if (brnf.code !== 0 || brnf.stdout.trim() !== '1') return t.skip('br_netfilter is not active here');
         const target = family === 4 ? PEER.address : PEER.address6;
         const got = await fromPeer(family, target, 8082);
+        assert.equal(got, 'from the peer', 'the connection reached the other container');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(
+          world.events().find((e) => 'host' in e && e.host === target),
+          undefined,
+          'egress-guard never saw it: not redirected',
+        );
+      });
+    }
+
+    for (const family of [4, 6] as const) {
+      test(`IPv${family}: two containers on a bridge without an address of its own reach each other, not redirected`, async (t) => {
+        // The runner has no route to such a bridge's subnet, so the destination's route says nothing. Until 2026-12-02
+        // (the route lookup's first version) their connections to each other were redirected, and REDIRECT dropped them:
+        // the bridge has no address to redirect to. Now a source the runner would not route back out of its bridge
+        // marks the connection as staying on the bridges (rules/bridge-routes.ts).
+        const brnf = await inRunner('cat', [`/proc/sys/net/bridge/bridge-nf-call-ip${family === 4 ? '' : '6'}tables`]);
+        if (brnf.code !== 0 || brnf.stdout.trim() !== '1') return t.skip('br_netfilter is not active here');
+        const target = family === 4 ? BARE.b : BARE.b6;
+        const got = await fromPeer(family, target, 8083, bareNs[0], bareNs[1]);
         assert.equal(got, 'from the peer', 'the connection reached the other container');
         await new Promise((r) => setTimeout(r, 300));
         assert.equal(

@@ -170,16 +170,22 @@ describe('what stays on the bridges: by route (nftables), else by the private ra
     assert.ok(![4, 6].some((f) => chain(containerApplyCommands(route, f as 4 | 6), 'nat', CONTAINER_NAT_CHAIN).some((r) => /10\.0\.0\.0|fc00::/.test(r))));
   });
 
-  it('the mark: set on a new connection from each bridge pattern whose destination is routed out of one, in nft patterns', () => {
+  it('the mark: set on a new connection from each bridge pattern whose destination is routed out of one, or whose source is not routed back out of it, in nft patterns', () => {
     const rules = bridgeRoutesCommands(['docker0', 'br-+']).filter((c) => c.args[1] === 'rule');
+    const setMark = 'ct mark set ct mark and 0xffff0000 or 0x4548';
     assert.deepEqual(
       rules.map((c) => c.args.slice(5).join(' ')),
       [
-        ['"docker0"', '"docker0"'],
-        ['"docker0"', '"br-*"'],
-        ['"br-*"', '"docker0"'],
-        ['"br-*"', '"br-*"'],
-      ].map(([from, to]) => `iifname ${from} ct state new fib daddr oifname ${to} ct mark set ct mark and 0xffff0000 or 0x4548`),
+        ...[
+          ['"docker0"', '"docker0"'],
+          ['"docker0"', '"br-*"'],
+          ['"br-*"', '"docker0"'],
+          ['"br-*"', '"br-*"'],
+        ].map(([from, to]) => `iifname ${from} ct state new fib daddr oifname ${to} ${setMark}`),
+        // A bridge without an address of its own has no route to its subnet: its containers' connections to each other
+        // are told by their source (e2e ways-out-containers).
+        ...['"docker0"', '"br-*"'].map((from) => `iifname ${from} ct state new fib saddr . iif oif 0 ${setMark}`),
+      ],
     );
     assert.equal(STAYS_ON_BRIDGES_CONNMARK, '0x4548/0xffff');
     assert.notEqual(STAYS_ON_BRIDGES_CONNMARK, OWN_CONNECTION_MARK, "not the mark of egress-guard's own connections");
