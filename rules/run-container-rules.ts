@@ -13,7 +13,7 @@ import {
   type StaysOnBridges,
 } from './container-rules.js';
 import { binaryOf, type Family } from './iptables-rules.js';
-import { execRunner, must, type CommandRunner } from './run-rules.js';
+import { execRunner, must, present, RulesError, type CommandRunner } from './run-rules.js';
 
 const WAIT = ['-w', '5'];
 
@@ -44,7 +44,9 @@ export async function removeContainerRules(run: CommandRunner = execRunner, brid
     }
   }
   try {
-    const natLeft = async (family: Family) => (await run(binaryOf(family), [...WAIT, '-t', 'nat', '-S', CONTAINER_NAT_CHAIN])).code === 0;
+    // A chain that still reads the mark keeps the table (or its containers' connections to each other are redirected
+    // meanwhile); the lock held past its wait throws, keeping it too.
+    const natLeft = (family: Family) => present(run, binaryOf(family), [...WAIT, '-t', 'nat', '-S', CONTAINER_NAT_CHAIN]);
     let used = false;
     for (const family of FAMILIES) if (await natLeft(family)) used = true;
     if (!used) removed.push(...(await removeBridgeRoutes(run)));
@@ -79,13 +81,13 @@ async function applyBridgeRoutes(bridges: readonly string[], run: CommandRunner)
 async function removeFamily(run: CommandRunner, family: Family, bridges: readonly string[] | undefined, removed: string[]): Promise<void> {
   const binary = binaryOf(family);
   for (const hook of containerHooks({ bridges })) {
-    for (let i = 0; i < 16 && (await run(binary, containerHookArgs('-C', hook))).code === 0; i++) {
+    for (let i = 0; i < 16 && (await present(run, binary, containerHookArgs('-C', hook))); i++) {
       await must(run, { binary, args: containerHookArgs('-D', hook) });
       removed.push(`${binary} ${hook.table} ${hook.chain} ${hook.rule.join(' ')}`);
     }
   }
   for (const own of CONTAINER_CHAINS) {
-    if ((await run(binary, [...WAIT, '-t', own.table, '-S', own.chain])).code !== 0) continue;
+    if (!(await present(run, binary, [...WAIT, '-t', own.table, '-S', own.chain]))) continue;
     await must(run, { binary, args: [...WAIT, '-t', own.table, '-F', own.chain] });
     await must(run, { binary, args: [...WAIT, '-t', own.table, '-X', own.chain] });
     removed.push(`${binary} ${own.table} ${own.chain}`);
@@ -99,16 +101,18 @@ async function removeFamily(run: CommandRunner, family: Family, bridges: readonl
  */
 async function removeMadeDockerUser(run: CommandRunner, binary: string, removed: string[]): Promise<void> {
   const marker = [...WAIT, '-t', 'filter', '-C', DOCKER_USER, ...MADE_DOCKER_USER_RULE];
-  if ((await run(binary, marker)).code !== 0) return;
-  for (let i = 0; i < 16 && (await run(binary, marker)).code === 0; i++) {
+  if (!(await present(run, binary, marker))) return;
+  for (let i = 0; i < 16 && (await present(run, binary, marker)); i++) {
     await must(run, { binary, args: [...WAIT, '-t', 'filter', '-D', DOCKER_USER, ...MADE_DOCKER_USER_RULE] });
   }
   removed.push(`${binary} filter ${DOCKER_USER} ${MADE_DOCKER_USER_RULE.join(' ')}`);
-  const left = (await run(binary, [...WAIT, '-t', 'filter', '-S', DOCKER_USER])).stdout.split('\n').filter((line) => line.startsWith('-A '));
-  const dockerRuns = (await run(binary, [...WAIT, '-t', 'filter', '-S', 'DOCKER'])).code === 0;
+  const listing = await run(binary, [...WAIT, '-t', 'filter', '-S', DOCKER_USER]);
+  if (listing.code !== 0) throw new RulesError(`${binary} -S ${DOCKER_USER} failed (exit ${listing.code}): ${listing.stderr.trim()}`);
+  const left = listing.stdout.split('\n').filter((line) => line.startsWith('-A '));
+  const dockerRuns = await present(run, binary, [...WAIT, '-t', 'filter', '-S', 'DOCKER']);
   if (left.length > 0 || dockerRuns) return;
   const jump = [...WAIT, '-t', 'filter', '-C', 'FORWARD', '-j', DOCKER_USER];
-  for (let i = 0; i < 16 && (await run(binary, jump)).code === 0; i++) {
+  for (let i = 0; i < 16 && (await present(run, binary, jump)); i++) {
     await must(run, { binary, args: [...WAIT, '-t', 'filter', '-D', 'FORWARD', '-j', DOCKER_USER] });
   }
   await must(run, { binary, args: [...WAIT, '-t', 'filter', '-X', DOCKER_USER] });

@@ -28,6 +28,21 @@ export async function must(run: CommandRunner, command: { binary: string; args: 
   }
 }
 
+/** iptables' exit status when it could not take the xtables lock within its wait (RESOURCE_PROBLEM). */
+const XTABLES_LOCK_HELD = 4;
+
+/**
+ * Whether a rule (`-C`) or chain (`-S`) is there. Exit 0: yes; any other answer but one (no such rule, chain or table;
+ * a binary or table this machine lacks): no. The xtables lock held past the wait answers nothing: a RulesError, as
+ * a failed removal is, not "absent" (until 2026-12-02 a teardown under the lock left every rule in place and said
+ * it had removed them).
+ */
+export async function present(run: CommandRunner, binary: string, args: readonly string[]): Promise<boolean> {
+  const result = await run(binary, args);
+  if (result.code === XTABLES_LOCK_HELD) throw new RulesError(`${binary} ${args.join(' ')} could not tell (exit ${result.code}): ${result.stderr.trim()}`);
+  return result.code === 0;
+}
+
 /**
  * Delete our jumps from nat/filter OUTPUT (every copy), then flush and delete our chains. Touches nothing
  * else; absent chains are fine (remove is idempotent).
@@ -37,13 +52,13 @@ export async function removeRules(run: CommandRunner = execRunner, families: rea
   for (const family of families) {
     const binary = binaryOf(family);
     for (const own of OWN_CHAINS) {
-      for (let i = 0; i < 16 && (await run(binary, jumpArgs('-C', own))).code === 0; i++) {
+      for (let i = 0; i < 16 && (await present(run, binary, jumpArgs('-C', own))); i++) {
         await must(run, { binary, args: jumpArgs('-D', own) });
         removed.push(`${binary} ${own.table} OUTPUT -j ${own.chain}`);
       }
     }
     for (const own of OWN_CHAINS) {
-      if ((await run(binary, chainArgs('-S', own))).code !== 0) continue;
+      if (!(await present(run, binary, chainArgs('-S', own)))) continue;
       await must(run, { binary, args: chainArgs('-F', own) });
       await must(run, { binary, args: chainArgs('-X', own) });
       removed.push(`${binary} ${own.table} ${own.chain}`);

@@ -105,6 +105,20 @@ describe('container rules (Docker bridges, IPv4)', () => {
     assert.deepEqual(await removeContainerRules(run), []);
   });
 
+  it('remove under the xtables lock (exit 4 on -C and -S) says so instead of taking the rules for gone; the route table stays', async () => {
+    const { run, hooks, chains, failing, nftTables } = fakeXtables();
+    await applyContainerRules(OPTIONS, run);
+    failing.add('iptables -C');
+    failing.add('iptables -S');
+    await assert.rejects(removeContainerRules(run), /iptables .*-C .*could not tell \(exit 4\)/);
+    assert.ok([...hooks].some((k) => k.startsWith('iptables ')) && [...chains].some((k) => k.startsWith('iptables ')), 'the IPv4 rules are still there');
+    assert.ok(![...hooks, ...chains].some((k) => k.startsWith('ip6tables ')), 'the IPv6 rules are gone');
+    assert.equal(nftTables.size, 1, 'the IPv4 nat chain may still read its mark');
+    failing.clear();
+    await removeContainerRules(run);
+    assert.equal(chains.size + hooks.size + nftTables.size, 0);
+  });
+
   it("remove: a family whose iptables fails does not keep the other family's rules in place", async () => {
     const { run, hooks, chains, failing } = fakeXtables();
     await applyContainerRules(OPTIONS, run);
@@ -261,6 +275,20 @@ describe('network teardown (action/network-teardown.ts)', () => {
       err.message,
     );
     assert.ok(![...hooks, ...chains].some((k) => k.includes('EGRESS_GUARD_CTR')), 'no rule for containers is left');
+  });
+
+  it('the host rules\' check under the xtables lock (exit 4 on -C) is a failure, not "nothing to remove"', async () => {
+    const { run, hooks, failing } = fakeXtables();
+    hooks.add('iptables nat OUTPUT -j EGRESS_GUARD_NAT');
+    failing.add('iptables -C nat OUTPUT');
+    const layout = { savedResolvConf: join(tmpdir(), `eg-no-saved-resolv-${process.pid}`) } as ActionLayout;
+    const err = await restoreNetwork({} as Privileged, layout, run).then(
+      () => assert.fail('the teardown said it undid everything'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof NetworkTeardownError);
+    assert.match(err.failed.join(), /^the redirect rules: iptables .*-C OUTPUT -j EGRESS_GUARD_NAT could not tell \(exit 4\)/);
+    assert.ok(hooks.has('iptables nat OUTPUT -j EGRESS_GUARD_NAT'));
   });
 });
 
