@@ -1,4 +1,4 @@
-import { DOCKER_BRIDGES } from '../rules/container-rules.js';
+import { DOCKER_BRIDGES, uplinksNamedLikeBridges } from '../rules/container-rules.js';
 import { applyContainerGuard, applyContainerRules, dockerUserMissing } from '../rules/run-container-rules.js';
 import type { CommandRunner } from '../rules/run-rules.js';
 import { PORTS, type ActionLayout } from './layout.js';
@@ -41,9 +41,16 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   }
   outcome.applied.push(host.stdout.trim());
   const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
+  const defaultRoutes = await Promise.all([asRoot('ip', ['-o', 'route', 'show', 'default']), asRoot('ip', ['-o', '-6', 'route', 'show', 'default'])]);
+  const bridgeLike = uplinksNamedLikeBridges(defaultRoutes.map((r) => (r.code === 0 ? r.stdout : '')).join('\n'));
   const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, makeDockerUser: await dockerUserMissing(asRoot) };
   const made = ([4, 6] as const).filter((family) => options.makeDockerUser[family]).map((family) => (family === 4 ? 'iptables' : 'ip6tables'));
   try {
+    if (bridgeLike.length > 0) {
+      throw new Error(
+        `the runner's uplink ${bridgeLike.join(', ')} is named like a Docker bridge (${DOCKER_BRIDGES.join(', ')}): they would take what a container sends out of it for traffic between bridges, and pass it (rename the uplink)`,
+      );
+    }
     const applied = await applyContainerRules(options, asRoot);
     outcome.applied.push(
       `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered first in DOCKER-USER${made.length > 0 ? ` (made in ${made.join(' and ')}, where Docker had not made it yet)` : ''}; ` +

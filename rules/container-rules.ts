@@ -174,6 +174,27 @@ export function containerGuardCommands(o: ContainerRuleOptions, family: Family):
   ];
 }
 
+/** Whether an interface name matches an iptables interface pattern (`br-+`: any name starting `br-`). */
+export function matchesInterface(name: string, pattern: string): boolean {
+  return pattern.endsWith('+') ? name.startsWith(pattern.slice(0, -1)) : name === pattern;
+}
+
+/**
+ * The runner's uplinks (the devices of its default routes, from `ip -o route show default` and its `-6` twin) whose
+ * names match a bridge pattern, such as OpenStack's `br-ex`. The rules take what a container sends out of such an
+ * uplink for bridge-to-bridge traffic and pass it, so the action refuses to count on them there.
+ */
+export function uplinksNamedLikeBridges(routeOutput: string, bridges: readonly string[] = DOCKER_BRIDGES): string[] {
+  const found = new Set<string>();
+  for (const line of routeOutput.split('\n')) {
+    const words = line.trim().split(/\s+/);
+    const at = words.indexOf('dev');
+    if (words[0] !== 'default' || at === -1 || !words[at + 1]) continue;
+    if (bridges.some((pattern) => matchesInterface(words[at + 1]!, pattern))) found.add(words[at + 1]!);
+  }
+  return [...found];
+}
+
 export interface ContainerHook {
   table: 'nat' | 'filter';
   chain: string;

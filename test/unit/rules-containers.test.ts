@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4, PRIVATE_V6 } from '../../rules/container-rules.js';
+import {
+  CONTAINER_FORWARD_CHAIN,
+  CONTAINER_INPUT_CHAIN,
+  CONTAINER_NAT_CHAIN,
+  containerApplyCommands,
+  PRIVATE_V4,
+  PRIVATE_V6,
+  uplinksNamedLikeBridges,
+} from '../../rules/container-rules.js';
+import { applyRedirectRules } from '../../action/redirect-rules.js';
+import type { SidecarUser } from '../../action/sidecar-user.js';
 import type { CommandResult } from '../../rules/run-rules.js';
 import { BRIDGE_ROUTES_TABLE, bridgeRoutesCommands, STAYS_ON_BRIDGES_CONNMARK } from '../../rules/bridge-routes.js';
 import { OWN_CONNECTION_MARK } from '../../rules/iptables-rules.js';
@@ -252,6 +262,40 @@ describe("the listeners' guard alone, when the rules for containers cannot be ap
     assert.deepEqual(await applyContainerGuard(OPTIONS, run), [4]);
     assert.ok(![...hooks, ...chains].some((k) => k.startsWith('ip6tables ')));
     assert.ok(hooks.has(`iptables filter INPUT -j ${CONTAINER_INPUT_CHAIN}`));
+  });
+});
+
+describe("a runner whose uplink is named like a Docker bridge (OpenStack's br-ex)", () => {
+  it('found in the default routes of either family; docker0 and br-* only', () => {
+    const routes = [
+      'default via 203.0.113.1 dev br-ex proto static',
+      'default via 2001:db8::1 dev eth0 proto ra metric 100 pref medium',
+      'default dev docker0 scope link',
+      '203.0.113.0/24 dev br-lan proto kernel scope link src 203.0.113.7',
+      'default via 198.51.100.1 dev br0',
+    ].join('\n');
+    assert.deepEqual(uplinksNamedLikeBridges(routes), ['br-ex', 'docker0']);
+    assert.deepEqual(uplinksNamedLikeBridges('default via 198.51.100.1 dev eth0 proto dhcp src 198.51.100.9 metric 100\n'), []);
+  });
+
+  it('the action applies no rule for containers there: block mode stops, audit mode warns and closes their listeners', async () => {
+    const routed = (xtables: ReturnType<typeof fakeXtables>) =>
+      ({
+        run: async (binary: string, args: readonly string[]) => {
+          if (binary === 'node') return { code: 0, stdout: 'egress-guard rules applied', stderr: '' };
+          if (binary === 'ip') return { code: 0, stdout: args.includes('-6') ? '' : 'default via 203.0.113.1 dev br-ex proto static\n', stderr: '' };
+          return xtables.run(binary, args);
+        },
+      }) as unknown as Privileged;
+    const layout = { node: 'node', entry: 'egress-guard.js' } as ActionLayout;
+    const user = { uid: 995 } as SidecarUser;
+    const block = fakeXtables();
+    await assert.rejects(applyRedirectRules(routed(block), layout, user, 'block'), /uplink br-ex is named like a Docker bridge/);
+    assert.equal(block.chains.size + block.nftTables.size, 0, 'block mode applied nothing for containers');
+    const audit = fakeXtables();
+    const outcome = await applyRedirectRules(routed(audit), layout, user, 'audit');
+    assert.match(outcome.warnings.join('\n'), /uplink br-ex is named like a Docker bridge.*audit mode goes on/);
+    assert.deepEqual([...audit.chains].sort(), [`ip6tables filter ${CONTAINER_INPUT_CHAIN}`, `iptables filter ${CONTAINER_INPUT_CHAIN}`], 'the guard alone');
   });
 });
 
