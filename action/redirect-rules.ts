@@ -1,5 +1,5 @@
 import { DOCKER_BRIDGES } from '../rules/container-rules.js';
-import { applyContainerGuard, applyContainerRules, dockerUserMissing } from '../rules/run-container-rules.js';
+import { applyContainerGuard, applyContainerRules } from '../rules/run-container-rules.js';
 import type { CommandRunner } from '../rules/run-rules.js';
 import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
@@ -41,10 +41,10 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   }
   outcome.applied.push(host.stdout.trim());
   const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
-  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, makeDockerUser: await dockerUserMissing(asRoot) };
-  const made = ([4, 6] as const).filter((family) => options.makeDockerUser[family]).map((family) => (family === 4 ? 'iptables' : 'ip6tables'));
+  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns };
   try {
     const applied = await applyContainerRules(options, asRoot);
+    const made = applied.madeDockerUser.map((family) => (family === 4 ? 'iptables' : 'ip6tables'));
     outcome.applied.push(
       `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered first in DOCKER-USER${made.length > 0 ? ` (made in ${made.join(' and ')}, where Docker had not made it yet)` : ''}; ` +
         (applied.staysOnBridges === 'route'
