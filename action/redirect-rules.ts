@@ -1,5 +1,5 @@
 import { DOCKER_BRIDGES, uplinksNamedLikeBridges } from '../rules/container-rules.js';
-import { applyContainerGuard, applyContainerRules, dockerUserMissing } from '../rules/run-container-rules.js';
+import { applyContainerGuard, applyContainerRules } from '../rules/run-container-rules.js';
 import type { CommandRunner } from '../rules/run-rules.js';
 import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
@@ -43,8 +43,7 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
   const defaultRoutes = await Promise.all([asRoot('ip', ['-o', 'route', 'show', 'default']), asRoot('ip', ['-o', '-6', 'route', 'show', 'default'])]);
   const bridgeLike = uplinksNamedLikeBridges(defaultRoutes.map((r) => (r.code === 0 ? r.stdout : '')).join('\n'));
-  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns, makeDockerUser: await dockerUserMissing(asRoot) };
-  const made = ([4, 6] as const).filter((family) => options.makeDockerUser[family]).map((family) => (family === 4 ? 'iptables' : 'ip6tables'));
+  const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns };
   try {
     if (bridgeLike.length > 0) {
       throw new Error(
@@ -52,6 +51,7 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
       );
     }
     const applied = await applyContainerRules(options, asRoot);
+    const made = applied.madeDockerUser.map((family) => (family === 4 ? 'iptables' : 'ip6tables'));
     outcome.applied.push(
       `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered first in DOCKER-USER${made.length > 0 ? ` (made in ${made.join(' and ')}, where Docker had not made it yet)` : ''}; ` +
         (applied.staysOnBridges === 'route'

@@ -129,7 +129,7 @@ function forwardRules(family: Family, o: ContainerRuleOptions, bridges: readonly
 }
 
 /** Only connections the nat rules redirected reach the 0.0.0.0 and [::] listeners; nobody outside the host does. */
-function inputRules(o: ContainerRuleOptions): string[][] {
+function inputRules(o: Pick<ContainerRuleOptions, 'transparentPort' | 'dnsPort'>): string[][] {
   const notRedirected = ['-m', 'conntrack', '!', '--ctstate', 'DNAT', '-j', 'DROP'];
   return [
     ['-p', 'tcp', '--dport', String(o.transparentPort), ...notRedirected],
@@ -165,7 +165,7 @@ export function containerApplyCommands(o: ContainerRuleOptions, family: Family):
  * For one family: the INPUT chain alone, for when the rest could not be applied (audit mode goes on without them):
  * the container listeners on 0.0.0.0 and [::] are then reachable by nobody, instead of by the runner's network.
  */
-export function containerGuardCommands(o: ContainerRuleOptions, family: Family): RuleCommand[] {
+export function containerGuardCommands(o: Pick<ContainerRuleOptions, 'transparentPort' | 'dnsPort'>, family: Family): RuleCommand[] {
   const binary = binaryOf(family);
   return [
     { binary, args: [...WAIT, '-t', 'filter', '-N', CONTAINER_INPUT_CHAIN] },

@@ -21,10 +21,10 @@ const FAMILIES: readonly Family[] = [4, 6];
 
 /**
  * Per family, whether DOCKER-USER is missing, to be made by applyContainerRules (container-rules.ts DOCKER_USER).
- * Docker makes it in ip6tables only with its IPv6 support on.
+ * Docker makes it in ip6tables only with its IPv6 support on. The xtables lock held past its wait throws.
  */
-export async function dockerUserMissing(run: CommandRunner = execRunner): Promise<Record<Family, boolean>> {
-  const missing = async (family: Family): Promise<boolean> => (await run(binaryOf(family), [...WAIT, '-t', 'filter', '-S', DOCKER_USER])).code !== 0;
+async function dockerUserMissing(run: CommandRunner): Promise<Record<Family, boolean>> {
+  const missing = async (family: Family): Promise<boolean> => !(await present(run, binaryOf(family), [...WAIT, '-t', 'filter', '-S', DOCKER_USER]));
   return { 4: await missing(4), 6: await missing(6) };
 }
 
@@ -123,25 +123,36 @@ async function removeMadeDockerUser(run: CommandRunner, binary: string, removed:
 export interface ContainerRulesApplied {
   staysOnBridges: StaysOnBridges;
   noRouteLookup?: string;
+  /** The families whose DOCKER-USER was missing and was made (container-rules.ts DOCKER_USER). */
+  madeDockerUser: Family[];
 }
+
+/** What applyContainerRules and applyContainerGuard are given: whether to make DOCKER-USER, and what stays on the bridges, they find out. */
+export type ContainerApplyOptions = Omit<ContainerRuleOptions, 'staysOnBridges' | 'makeDockerUser'>;
 
 /**
  * Replace any earlier copy with a fresh one, IPv4 and IPv6; on failure, remove what was added (both families) and
  * throw: a host whose ip6tables cannot take them does not get the IPv4 half alone, since a container's IPv6 would
  * then leave unfiltered. What stays on the bridges is told by route where nftables can (bridge-routes.ts), else by
- * the private ranges.
+ * the private ranges. Whether DOCKER-USER is missing is asked after the earlier copy is gone: a DOCKER-USER an
+ * earlier apply made goes with it (until 2026-12-03 the caller asked before, found that chain, and the hook then went
+ * into a chain no longer there: a second main in a job, or one after a post that never ran, failed in block mode and
+ * left containers unfiltered in audit mode).
  */
-export async function applyContainerRules(options: Omit<ContainerRuleOptions, 'staysOnBridges'>, run: CommandRunner = execRunner): Promise<ContainerRulesApplied> {
+export async function applyContainerRules(options: ContainerApplyOptions, run: CommandRunner = execRunner): Promise<ContainerRulesApplied> {
   await removeContainerRules(run, options.bridges);
   const noRouteLookup = await applyBridgeRoutes(options.bridges ?? DOCKER_BRIDGES, run);
   const staysOnBridges: StaysOnBridges = noRouteLookup === undefined ? 'route' : 'private-ranges';
+  let madeDockerUser: Family[] = [];
   try {
-    for (const family of FAMILIES) for (const command of containerApplyCommands({ ...options, staysOnBridges }, family)) await must(run, command);
+    const makeDockerUser = await dockerUserMissing(run);
+    madeDockerUser = FAMILIES.filter((family) => makeDockerUser[family]);
+    for (const family of FAMILIES) for (const command of containerApplyCommands({ ...options, staysOnBridges, makeDockerUser }, family)) await must(run, command);
   } catch (err) {
     await removeContainerRules(run, options.bridges).catch(() => undefined);
     throw err;
   }
-  return noRouteLookup === undefined ? { staysOnBridges } : { staysOnBridges, noRouteLookup };
+  return noRouteLookup === undefined ? { staysOnBridges, madeDockerUser } : { staysOnBridges, noRouteLookup, madeDockerUser };
 }
 
 /**
@@ -149,7 +160,7 @@ export async function applyContainerRules(options: Omit<ContainerRuleOptions, 's
  * alone, per family, so that what listens on 0.0.0.0 and [::] for containers is not open to the runner's network.
  * The families it could guard; a family that fails is left without any rule of ours.
  */
-export async function applyContainerGuard(options: ContainerRuleOptions, run: CommandRunner = execRunner): Promise<Family[]> {
+export async function applyContainerGuard(options: ContainerApplyOptions, run: CommandRunner = execRunner): Promise<Family[]> {
   const guarded: Family[] = [];
   for (const family of FAMILIES) {
     try {

@@ -166,7 +166,7 @@ describe('apply and remove in a fresh network namespace', () => {
     assert.ok(!applied.includes('-j REJECT --reject-with tcp-reset'), 'the second apply replaced the first (audit)');
     assert.ok(applied.includes('-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER'));
     // The rules for containers, as the GitHub Action applies them beside the host's: `rules remove` takes them too.
-    await applyContainerRules({ mode: 'block', transparentPort: 3132, dnsPort: 3153, makeDockerUser: { 4: false, 6: false } }, inNsRunner);
+    await applyContainerRules({ mode: 'block', transparentPort: 3132, dnsPort: 3153 }, inNsRunner);
     assert.ok(snapshot().includes(`-j ${CONTAINER_FORWARD_CHAIN}`));
     // With its route lookup in nftables (setup-test-host.sh installs nft), which `rules remove` takes too.
     assert.match(inNs('nft', ['list', 'tables']), new RegExp(`table inet ${BRIDGE_ROUTES_TABLE}`));

@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { applyContainerRules, dockerUserMissing, removeContainerRules } from '../../rules/run-container-rules.js';
+import { applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
 import type { CommandRunner } from '../../rules/run-rules.js';
 import { NET, World } from './harness.js';
 import { destroyNamespaceSync, must, run } from './netns.js';
@@ -226,12 +226,9 @@ for (const mode of ['block', 'audit'] as const) {
           EGRESS_DNS_LISTEN: `127.0.0.1:53 [::1]:53 0.0.0.0:${CONTAINER_PORTS.dns} [::]:${CONTAINER_PORTS.dns}`,
         },
       });
-      const applied = await applyContainerRules(
-        { mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns, makeDockerUser: await dockerUserMissing(inRunner) },
-        inRunner,
-      );
+      const applied = await applyContainerRules({ mode, transparentPort: CONTAINER_PORTS.transparent, dnsPort: CONTAINER_PORTS.dns }, inRunner);
       // setup-test-host.sh installs nftables: what stays on the bridges is told by route here, never by the fallback.
-      assert.deepEqual(applied, { staysOnBridges: 'route' });
+      assert.deepEqual(applied, { staysOnBridges: 'route', madeDockerUser: [4, 6] });
     });
     after(async () => {
       await removeContainerRules(inRunner).catch(() => undefined);

@@ -9,20 +9,22 @@ import {
   PRIVATE_V6,
   uplinksNamedLikeBridges,
 } from '../../rules/container-rules.js';
-import { applyRedirectRules } from '../../action/redirect-rules.js';
 import type { SidecarUser } from '../../action/sidecar-user.js';
 import type { CommandResult } from '../../rules/run-rules.js';
 import { BRIDGE_ROUTES_TABLE, bridgeRoutesCommands, STAYS_ON_BRIDGES_CONNMARK } from '../../rules/bridge-routes.js';
 import { OWN_CONNECTION_MARK } from '../../rules/iptables-rules.js';
 import { applyContainerGuard, applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
 import { NetworkTeardownError, restoreNetwork } from '../../action/network-teardown.js';
+import { applyRedirectRules } from '../../action/redirect-rules.js';
 import type { ActionLayout } from '../../action/layout.js';
 import type { Privileged } from '../../action/privileged.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+/** What the action gives applyContainerRules (which finds out itself whether DOCKER-USER is to be made). */
+const APPLY = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153 };
 /** Docker made DOCKER-USER in iptables, not in ip6tables (its IPv6 support off). */
-const OPTIONS = { mode: 'block' as const, transparentPort: 3132, dnsPort: 3153, makeDockerUser: { 4: false, 6: true } };
+const OPTIONS = { ...APPLY, makeDockerUser: { 4: false, 6: true } };
 
 /** The rules of one chain, as `iptables -S` would list them (without the -w). */
 function chain(commands: ReturnType<typeof containerApplyCommands>, table: string, name: string): string[] {
@@ -97,27 +99,33 @@ describe('container rules (Docker bridges, IPv4)', () => {
 
   it('apply replaces an earlier copy; remove deletes hooks then chains and is idempotent', async () => {
     const { run, hooks, chains, nftTables } = fakeXtables();
-    assert.deepEqual(await applyContainerRules(OPTIONS, run), { staysOnBridges: 'route' });
+    // Docker made DOCKER-USER in iptables, not in ip6tables (its IPv6 support off).
+    const docker = ['iptables filter DOCKER-USER -j RETURN', 'iptables filter FORWARD -j DOCKER-USER'];
+    chains.add('iptables filter DOCKER-USER');
+    for (const rule of docker) hooks.add(rule);
+    assert.deepEqual(await applyContainerRules(APPLY, run), { staysOnBridges: 'route', madeDockerUser: [6] });
     assert.deepEqual([...nftTables], [`inet ${BRIDGE_ROUTES_TABLE}`]);
-    assert.equal(chains.size, 7, 'three chains in iptables and three in ip6tables, and the DOCKER-USER Docker had not made');
-    assert.equal(hooks.size, 10);
+    assert.equal(chains.size, 8, "three chains in iptables and three in ip6tables, Docker's DOCKER-USER and the one it had not made");
+    assert.equal(hooks.size, 12);
     assert.ok(
       hooks.has(`iptables filter DOCKER-USER -j ${CONTAINER_FORWARD_CHAIN}`) && hooks.has(`ip6tables filter DOCKER-USER -j ${CONTAINER_FORWARD_CHAIN}`),
       'each family hooked in DOCKER-USER',
     );
-    assert.ok(hooks.has('ip6tables filter FORWARD -j DOCKER-USER') && !hooks.has('iptables filter FORWARD -j DOCKER-USER'), "FORWARD's jump made where the chain was");
-    await applyContainerRules({ ...OPTIONS, makeDockerUser: { 4: false, 6: false } }, run);
-    assert.equal(hooks.size, 8, 'a second apply doubled the hooks (the first one made the chain, its marker went with the first copy)');
+    assert.ok(hooks.has('ip6tables filter FORWARD -j DOCKER-USER'), "FORWARD's jump made where the chain was not");
+    assert.deepEqual(await applyContainerRules(APPLY, run), { staysOnBridges: 'route', madeDockerUser: [6] }, 'the chain an earlier apply made is made again');
+    assert.equal(hooks.size, 12, 'a second apply doubled the hooks');
     const removed = await removeContainerRules(run);
-    assert.equal(removed.length, 15);
+    assert.equal(removed.length, 17);
     assert.equal(removed.at(-1), `nft inet ${BRIDGE_ROUTES_TABLE}`, 'the route lookup goes last, once no nat chain reads its mark');
-    assert.equal(chains.size + hooks.size + nftTables.size, 0);
+    assert.equal(nftTables.size, 0);
+    assert.deepEqual([...chains], ['iptables filter DOCKER-USER'], "Docker's chain stays");
+    assert.deepEqual([...hooks].sort(), docker);
     assert.deepEqual(await removeContainerRules(run), []);
   });
 
   it('remove under the xtables lock (exit 4 on -C and -S) says so instead of taking the rules for gone; the route table stays', async () => {
     const { run, hooks, chains, failing, nftTables } = fakeXtables();
-    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(APPLY, run);
     failing.add('iptables -C');
     failing.add('iptables -S');
     await assert.rejects(removeContainerRules(run), /iptables .*-C .*could not tell \(exit 4\)/);
@@ -131,7 +139,7 @@ describe('container rules (Docker bridges, IPv4)', () => {
 
   it("remove: a family whose iptables fails does not keep the other family's rules in place", async () => {
     const { run, hooks, chains, failing } = fakeXtables();
-    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(APPLY, run);
     failing.add('iptables -D');
     await assert.rejects(removeContainerRules(run), /iptables .*-D .*failed \(exit 4\)/);
     assert.ok(![...hooks, ...chains].some((k) => k.startsWith('ip6tables ')), 'the IPv6 rules are gone');
@@ -153,7 +161,7 @@ describe('DOCKER-USER where Docker has not made it (a Docker started later keeps
     ]);
     assert.ok(!containerApplyCommands(OPTIONS, 4).some((c) => c.args.includes('-N') && c.args.includes('DOCKER-USER')), 'not made where Docker made it');
     const { run, hooks, chains } = fakeXtables();
-    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(APPLY, run);
     const removed = await removeContainerRules(run);
     assert.ok(removed.includes('ip6tables filter DOCKER-USER'), removed.join('\n'));
     assert.equal(chains.size + hooks.size, 0);
@@ -161,13 +169,38 @@ describe('DOCKER-USER where Docker has not made it (a Docker started later keeps
 
   it('a Docker that started since adopted it: only the marker goes, the chain and its jump stay', async () => {
     const { run, hooks, chains } = fakeXtables();
-    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(APPLY, run);
     // What Docker does when it finds the chain: a RETURN of its own (AddReturnRule), its DOCKER chain.
     hooks.add('ip6tables filter DOCKER-USER -j RETURN');
     chains.add('ip6tables filter DOCKER');
     await removeContainerRules(run);
     assert.deepEqual([...hooks].sort(), ['ip6tables filter DOCKER-USER -j RETURN', 'ip6tables filter FORWARD -j DOCKER-USER']);
     assert.deepEqual([...chains].sort(), ['ip6tables filter DOCKER', 'ip6tables filter DOCKER-USER']);
+  });
+
+  it("main over an earlier apply's DOCKER-USER (a second main in the job, or one whose post never ran): the chain is made anew", async () => {
+    // The chain an earlier apply made is no sign of Docker: apply removes it with the earlier copy, so it must be made
+    // again (until 2026-12-03 main asked before that removal, found it, and then hooked into a chain no longer there:
+    // block mode failed, audit mode went on with containers unfiltered).
+    const { run, hooks, chains } = fakeXtables();
+    const root = {
+      run: (command: string, args: readonly string[]) => (command === 'node' ? Promise.resolve({ code: 0, stdout: 'applied', stderr: '' }) : run(command, args)),
+    } as Privileged;
+    const layout = { node: 'node', entry: 'egress-guard.js' } as ActionLayout;
+    const user = { name: 'egress-guard', uid: 995, gid: 995 };
+    for (const round of ['first', 'second']) {
+      const outcome = await applyRedirectRules(root, layout, user, 'block');
+      assert.deepEqual(outcome.warnings, [], round);
+      assert.match(outcome.applied.join('\n'), /filtered first in DOCKER-USER \(made in iptables and ip6tables, where Docker had not made it yet\)/, round);
+      for (const binary of ['iptables', 'ip6tables']) {
+        assert.ok(chains.has(`${binary} filter DOCKER-USER`), `${round}: ${binary}`);
+        for (const hook of ['FORWARD -j DOCKER-USER', `DOCKER-USER -j ${CONTAINER_FORWARD_CHAIN}`, 'DOCKER-USER -m comment --comment egress-guard-made-this-chain -j RETURN']) {
+          assert.ok(hooks.has(`${binary} filter ${hook}`), `${round}: ${binary} ${hook}`);
+        }
+      }
+    }
+    await removeContainerRules(run);
+    assert.equal(chains.size + hooks.size, 0);
   });
 
   it("an earlier version's hook in FORWARD is removed too", async () => {
@@ -180,7 +213,7 @@ describe('DOCKER-USER where Docker has not made it (a Docker started later keeps
 describe('what stays on the bridges: by route (nftables), else by the private ranges', () => {
   it('with the route lookup: the nat chain returns on its mark, private destinations are redirected (link-local IPv6 never)', async () => {
     const { run } = fakeXtables();
-    assert.deepEqual(await applyContainerRules(OPTIONS, run), { staysOnBridges: 'route' });
+    assert.deepEqual(await applyContainerRules(APPLY, run), { staysOnBridges: 'route', madeDockerUser: [4, 6] });
     const route = { ...OPTIONS, staysOnBridges: 'route' as const };
     assert.deepEqual(chain(containerApplyCommands(route, 4), 'nat', CONTAINER_NAT_CHAIN).slice(0, 2), [
       `-m connmark --mark ${STAYS_ON_BRIDGES_CONNMARK} -j RETURN`,
@@ -219,22 +252,22 @@ describe('what stays on the bridges: by route (nftables), else by the private ra
     const { run, nftTables } = fakeXtables();
     const failing = fakeXtables();
     failing.failing.add('nft');
-    const applied = await applyContainerRules(OPTIONS, failing.run);
+    const applied = await applyContainerRules(APPLY, failing.run);
     assert.equal(applied.staysOnBridges, 'private-ranges');
     assert.match(applied.noRouteLookup ?? '', /nft add table .* failed \(exit 1\): Error: Could not process rule/);
     assert.equal(failing.nftTables.size, 0);
-    assert.equal(failing.chains.size, 7, 'the iptables rules are applied all the same');
+    assert.equal(failing.chains.size, 8, 'the iptables rules are applied all the same');
     await removeContainerRules(failing.run);
     assert.equal(failing.chains.size + failing.hooks.size, 0);
     // And a table of an earlier run is replaced, not doubled, when nft works.
-    await applyContainerRules(OPTIONS, run);
-    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(APPLY, run);
+    await applyContainerRules(APPLY, run);
     assert.equal(nftTables.size, 1);
   });
 
   it('`rules remove --family 4` keeps the table while the IPv6 nat chain still reads its mark', async () => {
     const { run, nftTables } = fakeXtables();
-    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(APPLY, run);
     await removeContainerRules(run, undefined, [4]);
     assert.equal(nftTables.size, 1);
     assert.deepEqual(await removeContainerRules(run, undefined, [6]).then((r) => r.at(-1)), `nft inet ${BRIDGE_ROUTES_TABLE}`);
@@ -246,9 +279,9 @@ describe("the listeners' guard alone, when the rules for containers cannot be ap
   it('each family that can take it gets the INPUT guard and nothing else of ours', async () => {
     const { run, hooks, chains, failing } = fakeXtables();
     failing.add('ip6tables -N nat'); // e.g. no ip6 nat table
-    await assert.rejects(applyContainerRules(OPTIONS, run), /ip6tables .*-N .*failed/);
+    await assert.rejects(applyContainerRules(APPLY, run), /ip6tables .*-N .*failed/);
     assert.equal(chains.size + hooks.size, 0, 'a failed apply leaves nothing (both families)');
-    assert.deepEqual(await applyContainerGuard(OPTIONS, run), [4, 6]);
+    assert.deepEqual(await applyContainerGuard(APPLY, run), [4, 6]);
     assert.deepEqual([...chains].sort(), [`ip6tables filter ${CONTAINER_INPUT_CHAIN}`, `iptables filter ${CONTAINER_INPUT_CHAIN}`]);
     assert.deepEqual([...hooks].sort(), [`ip6tables filter INPUT -j ${CONTAINER_INPUT_CHAIN}`, `iptables filter INPUT -j ${CONTAINER_INPUT_CHAIN}`]);
     failing.clear();
@@ -259,7 +292,7 @@ describe("the listeners' guard alone, when the rules for containers cannot be ap
   it('a family that cannot take the guard either is left without any rule of ours', async () => {
     const { run, hooks, chains, failing } = fakeXtables();
     failing.add('ip6tables -I filter INPUT');
-    assert.deepEqual(await applyContainerGuard(OPTIONS, run), [4]);
+    assert.deepEqual(await applyContainerGuard(APPLY, run), [4]);
     assert.ok(![...hooks, ...chains].some((k) => k.startsWith('ip6tables ')));
     assert.ok(hooks.has(`iptables filter INPUT -j ${CONTAINER_INPUT_CHAIN}`));
   });
@@ -302,7 +335,7 @@ describe("a runner whose uplink is named like a Docker bridge (OpenStack's br-ex
 describe('network teardown (action/network-teardown.ts)', () => {
   it('the container rules are removed even when the host rules cannot be, and the error names what was left', async () => {
     const { run, hooks, chains, failing } = fakeXtables();
-    await applyContainerRules(OPTIONS, run);
+    await applyContainerRules(APPLY, run);
     // The host rules' jump in nat OUTPUT, as `rules apply` leaves it, and its removal failing (the xtables lock held).
     hooks.add('iptables nat OUTPUT -j EGRESS_GUARD_NAT');
     failing.add('iptables -D nat OUTPUT');
@@ -336,6 +369,8 @@ describe('network teardown (action/network-teardown.ts)', () => {
   });
 });
 
+const BUILT_IN_CHAINS = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING']);
+
 /**
  * A fake iptables/ip6tables holding which hooks and chains exist; `failing` holds "binary op [table chain]" prefixes
  * that exit 4. nft: its tables (`nft` in `failing` makes every nft command fail, as where it is not installed).
@@ -362,6 +397,10 @@ function fakeXtables() {
     const [, table, op, name, ...rest] = args.slice(2);
     if ([...failing].some((f) => `${binary} ${op} ${table} ${name}`.startsWith(f))) return ok(4);
     const key = `${binary} ${table} ${name} ${rest.filter((x) => x !== '1').join(' ')}`;
+    // As iptables: no chain made twice, no rule into a chain that is not there.
+    const noChain: CommandResult = { code: 1, stdout: '', stderr: 'iptables: No chain/target/match by that name.' };
+    if (op === '-N' && chains.has(`${binary} ${table} ${name}`)) return { code: 1, stdout: '', stderr: 'iptables: Chain already exists.' };
+    if ((op === '-I' || op === '-A') && !BUILT_IN_CHAINS.has(name ?? '') && !chains.has(`${binary} ${table} ${name}`)) return noChain;
     if (op === '-N') chains.add(`${binary} ${table} ${name}`);
     else if (op === '-X') chains.delete(`${binary} ${table} ${name}`);
     else if (op === '-F') return ok(chains.has(`${binary} ${table} ${name}`) ? 0 : 1);
