@@ -135,7 +135,7 @@ export type ContainerApplyOptions = Omit<ContainerRuleOptions, 'staysOnBridges' 
  * throw: a host whose ip6tables cannot take them does not get the IPv4 half alone, since a container's IPv6 would
  * then leave unfiltered. What stays on the bridges is told by route where nftables can (bridge-routes.ts), else by
  * the private ranges. Whether DOCKER-USER is missing is asked after the earlier copy is gone: a DOCKER-USER an
- * earlier apply made goes with it (until 2026-12-03 the caller asked before, found that chain, and the hook then went
+ * earlier apply made goes with it (until 2026-12-02 the caller asked before, found that chain, and the hook then went
  * into a chain no longer there: a second main in a job, or one after a post that never ran, failed in block mode and
  * left containers unfiltered in audit mode).
  */

@@ -180,7 +180,7 @@ describe('DOCKER-USER where Docker has not made it (a Docker started later keeps
 
   it("main over an earlier apply's DOCKER-USER (a second main in the job, or one whose post never ran): the chain is made anew", async () => {
     // The chain an earlier apply made is no sign of Docker: apply removes it with the earlier copy, so it must be made
-    // again (until 2026-12-03 main asked before that removal, found it, and then hooked into a chain no longer there:
+    // again (until 2026-12-02 main asked before that removal, found it, and then hooked into a chain no longer there:
     // block mode failed, audit mode went on with containers unfiltered).
     const { run, hooks, chains } = fakeXtables();
     const root = {
