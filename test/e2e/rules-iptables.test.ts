@@ -89,7 +89,11 @@ describe('rule generation (pure)', () => {
     assert.ok(returns.some((c) => c.startsWith('iptables') && c.includes('--sport 68 --dport 67 -d 255.255.255.255')));
     assert.ok(returns.some((c) => c.startsWith('iptables') && c.includes('--sport 68 --dport 67 -d 168.63.129.16')));
     assert.ok(!returns.some((c) => c.startsWith('ip6tables') && c.includes('168.63.129.16')));
-    for (const r of returns.filter((c) => c.includes('ipv6-icmp'))) assert.match(r, / -d (fe80::\/10|ff02::\/16|2001:db8:1::\/64) /, r);
+    // Or neighbour solicitations/advertisements out through Docker's bridges only (a network made after apply).
+    for (const r of returns.filter((c) => c.includes('ipv6-icmp'))) {
+      assert.match(r, / -d (fe80::\/10|ff02::\/16|2001:db8:1::\/64) |-o (docker0|br-\+) -p ipv6-icmp --icmpv6-type 13[56] -j RETURN$/, r);
+    }
+    assert.equal(returns.filter((c) => / -o (docker0|br-\+) /.test(c)).length, 4, 'types 135 and 136, docker0 and br-+');
     // To an on-link prefix only neighbour solicitations/advertisements, and only out through that link.
     const onLink = returns.filter((c) => c.includes('2001:db8:1::/64'));
     assert.deepEqual(
