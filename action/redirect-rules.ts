@@ -41,10 +41,21 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   }
   outcome.applied.push(host.stdout.trim());
   const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
-  const defaultRoutes = await Promise.all([asRoot('ip', ['-o', 'route', 'show', 'default']), asRoot('ip', ['-o', '-6', 'route', 'show', 'default'])]);
-  const bridgeLike = uplinksNamedLikeBridges(defaultRoutes.map((r) => (r.code === 0 ? r.stdout : '')).join('\n'));
+  // Every table's default routes (policy routing, VRFs). Routes that cannot be read leave the uplinks unknown: the
+  // rules for containers are then not counted on (until 2026-12-02 a failed `ip` read as "no such uplink").
+  const defaultRoutes = await Promise.all([
+    asRoot('ip', ['-o', 'route', 'show', 'table', 'all', 'default']),
+    asRoot('ip', ['-o', '-6', 'route', 'show', 'table', 'all', 'default']),
+  ]);
+  const unread = defaultRoutes.find((r) => r.code !== 0);
+  const bridgeLike = uplinksNamedLikeBridges(defaultRoutes.map((r) => r.stdout).join('\n'));
   const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns };
   try {
+    if (unread !== undefined) {
+      throw new Error(
+        `the runner's default routes could not be read (ip route: exit ${unread.code}: ${unread.stderr.trim()}), so whether its uplink is named like a Docker bridge (${DOCKER_BRIDGES.join(', ')}) is unknown`,
+      );
+    }
     if (bridgeLike.length > 0) {
       throw new Error(
         `the runner's uplink ${bridgeLike.join(', ')} is named like a Docker bridge (${DOCKER_BRIDGES.join(', ')}): they would take what a container sends out of it for traffic between bridges, and pass it (rename the uplink)`,

@@ -180,17 +180,23 @@ export function matchesInterface(name: string, pattern: string): boolean {
 }
 
 /**
- * The runner's uplinks (the devices of its default routes, from `ip -o route show default` and its `-6` twin) whose
- * names match a bridge pattern, such as OpenStack's `br-ex`. The rules take what a container sends out of such an
- * uplink for bridge-to-bridge traffic and pass it, so the action refuses to count on them there.
+ * The runner's uplinks (the devices of its default routes, from `ip -o route show table all default` and its `-6`
+ * twin: every routing table, each nexthop of a multipath route) whose names match a bridge pattern, such as
+ * OpenStack's `br-ex`. The rules take what a container sends out of such an uplink for bridge-to-bridge traffic and
+ * pass it, so the action refuses to count on them there. Until 2026-12-02 only the first `dev` of a line counted
+ * (a multipath default whose second nexthop was `br-ex` passed) and only the main table was read (the action asked
+ * `ip -o route show default`). A route other than a default one out of such an interface is not looked for.
  */
 export function uplinksNamedLikeBridges(routeOutput: string, bridges: readonly string[] = DOCKER_BRIDGES): string[] {
   const found = new Set<string>();
   for (const line of routeOutput.split('\n')) {
     const words = line.trim().split(/\s+/);
-    const at = words.indexOf('dev');
-    if (words[0] !== 'default' || at === -1 || !words[at + 1]) continue;
-    if (bridges.some((pattern) => matchesInterface(words[at + 1]!, pattern))) found.add(words[at + 1]!);
+    // `default ...`, or with its type first (`unicast default`, `blackhole default`).
+    if (words[0] !== 'default' && words[1] !== 'default') continue;
+    for (let at = words.indexOf('dev'); at !== -1; at = words.indexOf('dev', at + 1)) {
+      const dev = words[at + 1];
+      if (dev && bridges.some((pattern) => matchesInterface(dev, pattern))) found.add(dev);
+    }
   }
   return [...found];
 }

@@ -311,12 +311,25 @@ describe("a runner whose uplink is named like a Docker bridge (OpenStack's br-ex
     assert.deepEqual(uplinksNamedLikeBridges('default via 198.51.100.1 dev eth0 proto dhcp src 198.51.100.9 metric 100\n'), []);
   });
 
+  it('every nexthop of a multipath default, and the default routes of every table', () => {
+    // As `ip -o route show table all default` prints them (iproute2 6.1, in a namespace): a multipath default is one
+    // line with its nexthops after `\\` and a tab; another table's default ends with `table N`.
+    const routes = [
+      'default \\\tnexthop via 198.51.100.1 dev eth0 weight 1 \\\tnexthop via 203.0.113.1 dev br-ex weight 1 ',
+      'default via 2001:db8:1::1 dev br-int table 100 metric 1024 pref medium',
+      'unreachable default dev lo table 10 metric 4278198272',
+    ].join('\n');
+    assert.deepEqual(uplinksNamedLikeBridges(routes), ['br-ex', 'br-int']);
+  });
+
   it('the action applies no rule for containers there: block mode stops, audit mode warns and closes their listeners', async () => {
     const routed = (xtables: ReturnType<typeof fakeXtables>) =>
       ({
         run: async (binary: string, args: readonly string[]) => {
           if (binary === 'node') return { code: 0, stdout: 'egress-guard rules applied', stderr: '' };
-          if (binary === 'ip') return { code: 0, stdout: args.includes('-6') ? '' : 'default via 203.0.113.1 dev br-ex proto static\n', stderr: '' };
+          // Its default in a table of its own (policy routing): seen only when every table is read.
+          if (binary === 'ip')
+            return { code: 0, stdout: args.includes('-6') || !args.includes('all') ? '' : 'default via 203.0.113.1 dev br-ex table 100 proto static\n', stderr: '' };
           return xtables.run(binary, args);
         },
       }) as unknown as Privileged;
@@ -328,6 +341,26 @@ describe("a runner whose uplink is named like a Docker bridge (OpenStack's br-ex
     const audit = fakeXtables();
     const outcome = await applyRedirectRules(routed(audit), layout, user, 'audit');
     assert.match(outcome.warnings.join('\n'), /uplink br-ex is named like a Docker bridge.*audit mode goes on/);
+    assert.deepEqual([...audit.chains].sort(), [`ip6tables filter ${CONTAINER_INPUT_CHAIN}`, `iptables filter ${CONTAINER_INPUT_CHAIN}`], 'the guard alone');
+  });
+
+  it('where the routes cannot be read (no `ip`), the uplink is unknown: block mode stops, audit mode warns', async () => {
+    const noIp = (xtables: ReturnType<typeof fakeXtables>) =>
+      ({
+        run: async (binary: string, args: readonly string[]) => {
+          if (binary === 'node') return { code: 0, stdout: 'egress-guard rules applied', stderr: '' };
+          if (binary === 'ip') return { code: 127, stdout: '', stderr: 'spawn ip ENOENT' };
+          return xtables.run(binary, args);
+        },
+      }) as unknown as Privileged;
+    const layout = { node: 'node', entry: 'egress-guard.js' } as ActionLayout;
+    const user = { uid: 995 } as SidecarUser;
+    const block = fakeXtables();
+    await assert.rejects(applyRedirectRules(noIp(block), layout, user, 'block'), /default routes could not be read \(ip route: exit 127: spawn ip ENOENT\)/);
+    assert.equal(block.chains.size + block.nftTables.size, 0, 'block mode applied nothing for containers');
+    const audit = fakeXtables();
+    const outcome = await applyRedirectRules(noIp(audit), layout, user, 'audit');
+    assert.match(outcome.warnings.join('\n'), /default routes could not be read.*audit mode goes on/);
     assert.deepEqual([...audit.chains].sort(), [`ip6tables filter ${CONTAINER_INPUT_CHAIN}`, `iptables filter ${CONTAINER_INPUT_CHAIN}`], 'the guard alone');
   });
 });
