@@ -14,6 +14,7 @@ import {
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { socketMark } from '../config/load-config.js';
 import { NFLOG_GROUP_REFUSED_EXIT } from '../netlog/reader-exit.js';
+import { bridgesOffTheUplinks } from '../rules/docker-bridges.js';
 import { removeContainerRules } from '../rules/run-container-rules.js';
 import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
@@ -153,6 +154,15 @@ async function onLinkV6(): Promise<OnLinkPrefix[]> {
   return routes.code === 0 ? onLinkPrefixes(routes.stdout) : [];
 }
 
+/**
+ * Docker's bridge patterns neighbour discovery may leave through to any address: those no default route of either
+ * family leaves by (every table), none where the routes cannot be read (docker-bridges.ts).
+ */
+async function neighbourBridges(): Promise<string[]> {
+  const routes = await Promise.all([4, 6].map((family) => execRunner('ip', ['-o', `-${family}`, 'route', 'show', 'table', 'all', 'default'])));
+  return bridgesOffTheUplinks(routes.every((r) => r.code === 0) ? routes.map((r) => r.stdout).join('\n') : undefined);
+}
+
 function markOption(value: string | undefined): number | undefined {
   try {
     return socketMark(value);
@@ -224,7 +234,7 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
       io.stdout.write(removed.length > 0 ? `removed: ${removed.join(', ')}\n` : 'no egress-guard rules to remove\n');
       return 0;
     }
-    const options: RuleOptions = { ...ruleOptions(args, io.env), onLink: { 6: await onLinkV6() } };
+    const options: RuleOptions = { ...ruleOptions(args, io.env), onLink: { 6: await onLinkV6() }, neighbourBridges: await neighbourBridges() };
     if (action === 'print') {
       io.stdout.write(`# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}`);
       return 0;

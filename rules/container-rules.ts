@@ -21,7 +21,7 @@
  */
 import type { Family, RuleCommand, RulesMode } from './iptables-rules.js';
 import { STAYS_ON_BRIDGES_CONNMARK } from './bridge-routes.js';
-import { DOCKER_BRIDGES } from './docker-bridges.js';
+import { defaultRouteDevices, DOCKER_BRIDGES, matchesInterface } from './docker-bridges.js';
 import { binaryOf, NFLOG_PREFIX, nflogReport } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
@@ -174,11 +174,6 @@ export function containerGuardCommands(o: Pick<ContainerRuleOptions, 'transparen
   ];
 }
 
-/** Whether an interface name matches an iptables interface pattern (`br-+`: any name starting `br-`). */
-export function matchesInterface(name: string, pattern: string): boolean {
-  return pattern.endsWith('+') ? name.startsWith(pattern.slice(0, -1)) : name === pattern;
-}
-
 /**
  * The runner's uplinks (the devices of its default routes, from `ip -o route show table all default` and its `-6`
  * twin: every routing table, each nexthop of a multipath route) whose names match a bridge pattern, such as
@@ -188,17 +183,7 @@ export function matchesInterface(name: string, pattern: string): boolean {
  * `ip -o route show default`). A route other than a default one out of such an interface is not looked for.
  */
 export function uplinksNamedLikeBridges(routeOutput: string, bridges: readonly string[] = DOCKER_BRIDGES): string[] {
-  const found = new Set<string>();
-  for (const line of routeOutput.split('\n')) {
-    const words = line.trim().split(/\s+/);
-    // `default ...`, or with its type first (`unicast default`, `blackhole default`).
-    if (words[0] !== 'default' && words[1] !== 'default') continue;
-    for (let at = words.indexOf('dev'); at !== -1; at = words.indexOf('dev', at + 1)) {
-      const dev = words[at + 1];
-      if (dev && bridges.some((pattern) => matchesInterface(dev, pattern))) found.add(dev);
-    }
-  }
-  return [...found];
+  return defaultRouteDevices(routeOutput).filter((dev) => bridges.some((pattern) => matchesInterface(dev, pattern)));
 }
 
 export interface ContainerHook {

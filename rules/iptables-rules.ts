@@ -83,6 +83,12 @@ export interface RuleOptions {
    * them. `rules apply` reads them from the routing table; nothing sent there leaves the link.
    */
   onLink?: Partial<Record<Family, readonly OnLinkPrefix[]>>;
+  /**
+   * Bridge patterns neighbour solicitations and advertisements may leave through to any address (a Docker network
+   * made after `rules apply`); default DOCKER_BRIDGES. `rules apply` leaves out a pattern that the runner's uplink
+   * matches (OpenStack's `br-ex`), and all of them where it cannot read the routes (docker-bridges.ts).
+   */
+  neighbourBridges?: readonly string[];
   /** DHCP servers a renewal may be sent to by unicast (e.g. a cloud's off-link one); broadcast always works. */
   dhcpServers?: readonly string[];
   /** NFLOG group for reports (default NFLOG_GROUP). */
@@ -179,8 +185,9 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
       // And out through Docker's bridges, whatever their prefix: a network made after `rules apply` (`docker network
       // create --ipv6` in the job) is on no list read then, and the host's answers to its containers' neighbour
       // solicitations for their gateway were refused, so in block mode those containers had no IPv6 at all
-      // (e2e github-action). What leaves through a bridge reaches only the containers on it.
-      for (const bridge of DOCKER_BRIDGES) rules.push(['-o', bridge, '-p', 'ipv6-icmp', '--icmpv6-type', type, '-j', 'RETURN']);
+      // (e2e github-action). What leaves through a bridge reaches only the containers on it; not through a pattern the
+      // runner's uplink matches (until 2026-12-02 `br-+` was exempt on a runner whose uplink is br-ex: to any address).
+      for (const bridge of o.neighbourBridges ?? DOCKER_BRIDGES) rules.push(['-o', bridge, '-p', 'ipv6-icmp', '--icmpv6-type', type, '-j', 'RETURN']);
     }
     // DHCPv6 from a link-local address to All_DHCP_Relay_Agents_and_Servers.
     rules.push(['-p', 'udp', '--sport', '546', '--dport', '547', '-s', 'fe80::/10', '-d', 'ff02::1:2', '-j', 'RETURN']);

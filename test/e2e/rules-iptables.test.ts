@@ -197,6 +197,36 @@ describe('apply and remove in a fresh network namespace', () => {
     assert.ok(!snapshot().includes(NAT_CHAIN));
   });
 
+  test("neighbour discovery is not exempt out through a bridge pattern the runner's uplink matches (br-ex), nor any where the routes cannot be read", () => {
+    // An uplink named like a Docker bridge (OpenStack's br-ex), its IPv6 default route in a table of its own: the
+    // exemption `-o br-+` to any address would let neighbour solicitations carry a raw socket's bytes to the internet.
+    const peer = `eg-rules-peer-${process.pid}`;
+    execFileSync('ip', ['netns', 'add', peer]);
+    try {
+      inNs('ip', ['link', 'add', 'br-ex', 'type', 'veth', 'peer', 'name', 'egr-peer', 'netns', peer]);
+      inNs('ip', ['link', 'set', 'br-ex', 'up']);
+      inNs('ip', ['-6', 'addr', 'add', '2001:db8:e::2/64', 'dev', 'br-ex', 'nodad']);
+      inNs('ip', ['-6', 'route', 'add', 'default', 'via', '2001:db8:e::1', 'dev', 'br-ex', 'table', '100']);
+      const printed = inNs(process.execPath, [cli, 'print', '--uid', '995', '--mode', 'block']);
+      const bridgeReturns = printed.split('\n').filter((l) => / -o (docker0|br-\+) -p ipv6-icmp /.test(l));
+      assert.deepEqual(
+        bridgeReturns.map((l) => / -o (\S+) .*--icmpv6-type (\d+) /.exec(l)?.slice(1).join(' ')),
+        ['docker0 135', 'docker0 136'],
+        'docker0 only',
+      );
+      // The on-link prefix of br-ex keeps its own exemption, to that prefix only.
+      assert.match(printed, /-o br-ex -p ipv6-icmp --icmpv6-type 135 -d 2001:db8:e::\/64 -j RETURN/);
+      // Without `ip` on the PATH the routes cannot be read: no bridge is exempt.
+      const noIp = execFileSync('ip', ['netns', 'exec', ns, 'env', 'PATH=/nonexistent', process.execPath, cli, 'print', '--uid', '995', '--mode', 'block'], {
+        encoding: 'utf8',
+      });
+      assert.doesNotMatch(noIp, / -o (docker0|br-\+) -p ipv6-icmp /);
+      assert.match(noIp, /--icmpv6-type 135 -d ff02::\/16 -j RETURN/, 'link-scope neighbour discovery still');
+    } finally {
+      execFileSync('ip', ['netns', 'del', peer]);
+    }
+  });
+
   test('apply refuses uid 0 (it would exempt the job)', () => {
     assert.throws(() => inNs(process.execPath, [cli, 'apply', '--uid', '0']), /Command failed/);
     assert.ok(!snapshot().includes(NAT_CHAIN));
