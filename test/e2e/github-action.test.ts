@@ -102,6 +102,8 @@ const TAKEOVER_MARK = '/run/egress-guard-takeover';
 const LATER_NETWORK = '203.0.113.160/27';
 /** A Docker network with IPv6 the job creates (`docker network create --ipv6`): global documentation addresses. */
 const IPV6_NETWORK = { v4: '203.0.113.192/27', v6: '2001:db8:d0::/64' };
+/** The same in the audit job: its own prefixes (the block job's bridge outlives its engine in the shared namespace). */
+const AUDIT_IPV6_NETWORK = { v4: '203.0.113.128/27', v6: '2001:db8:d1::/64' };
 /** Where the screenshot of the rendered summary goes (test-artifacts/ at the checkout, as the collector page's). */
 const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts', import.meta.url));
 
@@ -367,8 +369,22 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
         assert.match(steps.attackerName.stdout, /hello from attacker\.test/);
         assert.match(steps.dnsViaResolver.stdout, /status: NOERROR/);
       }
+      // A network with IPv6 made after main (another prefix than the block job's: its bridge stays in the namespace).
+      const docker = dockerCli(runner, job);
+      const v6 = await docker(['network', 'create', '--ipv6', '--subnet', AUDIT_IPV6_NETWORK.v4, '--subnet', AUDIT_IPV6_NETWORK.v6, 'egact-v6']);
+      assert.equal(v6.code, 0, v6.stderr);
+      const inV6 = containerExecutor(docker, world, 'egact-v6');
+      const allowed6 = await inV6('curl', ['-6', '-sS', '--max-time', '8', '--cacert', world.caFile, 'https://allowed.test/']);
+      assert.match(allowed6.stdout, /hello from allowed\.test/, `IPv6 container: ${allowed6.stderr}`);
+      const udp6 = await inV6(process.execPath, [
+        '-e',
+        `const s = require('dgram').createSocket('udp6'); s.send('audit6-${SECRET}', 9999, '${NET.attacker6}', () => setTimeout(() => s.close(), 300));`,
+      ]);
+      assert.equal(udp6.code, 0, `audit mode broke an IPv6 datagram: ${udp6.stderr}`);
       const containerPrefix = escapeRegExp(DOCKER_BRIDGE_ADDRESS.slice(0, DOCKER_BRIDGE_ADDRESS.lastIndexOf('.') + 1));
       const eventLines = (await runner.asRoot('cat', ['/var/lib/egress-guard/events.ndjson'])).stdout;
+      const v6Client = escapeRegExp(`"client":"[${AUDIT_IPV6_NETWORK.v6.replace(/::\/64$/, '::')}`);
+      assert.match(eventLines, new RegExp(`${v6Client}[0-9a-f:]*\\]:\\d+","host":"allowed\\.test"[^\\n]*"decision":"allowed"`), 'no allowed event from the IPv6 network');
       assert.match(
         eventLines,
         new RegExp(`"client":"${containerPrefix}\\d+:\\d+","host":"attacker\\.test"[^\\n]*"decision":"would-block"`),
@@ -405,6 +421,11 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
         internetSince(world, since).some((e) => e.type === 'udp' && e.port === 9999),
         'the UDP datagram did not arrive in audit mode',
       );
+      assert.ok(
+        internetSince(world, since).some((e) => e.type === 'udp' && String(e.data).includes(`audit6-${SECRET}`)),
+        "the IPv6 container's datagram did not arrive in audit mode",
+      );
+      assert.match(post.stdout, annotation('warning', 'would-block', `\\[${escapeRegExp(NET.attacker6)}\\]:9999`), "no event for the IPv6 container's datagram");
       for (const destination of [
         'attacker.test:443',
         `${NET.rawOnly}:443`,
