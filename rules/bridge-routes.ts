@@ -26,8 +26,9 @@
  * not redirecting it lets nothing out: the FORWARD chain for containers passes only bridge to bridge and refuses
  * (block) or reports (audit) every other new flow from a bridge.
  *
- * One `inet` table for both families (pure data, as container-rules.ts; run-container-rules.ts applies it). nftables and iptables (legacy or nft) hook the same netfilter points, so the
- * mark set here is the one iptables' connmark match reads.
+ * One `inet` table for both families (pure data, as container-rules.ts; run-container-rules.ts applies it). nftables
+ * and iptables (legacy or nft) hook the same netfilter points, so the mark set here is the one iptables' connmark
+ * match reads.
  */
 export const BRIDGE_ROUTES_TABLE = 'egress_guard_bridges';
 const CHAIN = 'classify';

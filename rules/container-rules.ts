@@ -12,11 +12,11 @@
  *   bridge pass PREROUTING too. Where nftables can look the destination's route up (bridge-routes.ts), such a
  *   connection carries a conntrack mark and returns; every other destination, private ones included, is redirected
  *   and decided by the policy. Without it (`staysOnBridges: 'private-ranges'`), destinations in the private ranges
- *   are not redirected, which keeps Docker's own (private) subnets working. The FORWARD chain (hooked in DOCKER-USER,
- *   made here where Docker has not made it yet) lets a bridge talk to a bridge and refuses (block) or reports (audit) every other new
- *   flow from a bridge: UDP other than DNS, ICMP, and TCP that was not redirected (private addresses off the
- *   bridges, without the route lookup); and a container's answers on a connection an outside host opened (a
- *   published port).
+ *   are not redirected, which keeps Docker's own (private) subnets working. The FORWARD chain (hooked in
+ *   DOCKER-USER, made here where Docker has not made it yet) lets a bridge talk to a bridge and refuses (block) or
+ *   reports (audit) every other new flow from a bridge: UDP other than DNS, ICMP, and TCP that was not redirected
+ *   (private addresses off the bridges, without the route lookup); and a container's answers on a connection an
+ *   outside host opened (a published port).
  * - Bridges are matched by name pattern (`docker0`, `br-+`), so a network created later in the job is covered.
  */
 import type { Family, RuleCommand, RulesMode } from './iptables-rules.js';
