@@ -178,6 +178,20 @@ describe('DOCKER-USER where Docker has not made it (a Docker started later keeps
     assert.deepEqual([...chains].sort(), ['ip6tables filter DOCKER', 'ip6tables filter DOCKER-USER']);
   });
 
+  it('either sign of adoption alone keeps the chain: a rule of its own in it, or the DOCKER chain', async () => {
+    // Each on its own: the test above adds both, and kept passing with only one of them heeded.
+    for (const sign of ['a rule in DOCKER-USER', 'the DOCKER chain'] as const) {
+      const { run, hooks, chains } = fakeXtables();
+      await applyContainerRules(APPLY, run);
+      if (sign === 'a rule in DOCKER-USER') hooks.add('ip6tables filter DOCKER-USER -j RETURN');
+      else chains.add('ip6tables filter DOCKER');
+      await removeContainerRules(run);
+      assert.ok(chains.has('ip6tables filter DOCKER-USER'), `${sign}: the chain was removed`);
+      assert.ok(hooks.has('ip6tables filter FORWARD -j DOCKER-USER'), `${sign}: FORWARD's jump was removed`);
+      assert.ok(!chains.has('iptables filter DOCKER-USER'), `${sign}: the IPv4 chain, not adopted, stays`);
+    }
+  });
+
   it("main over an earlier apply's DOCKER-USER (a second main in the job, or one whose post never ran): the chain is made anew", async () => {
     // The chain an earlier apply made is no sign of Docker: apply removes it with the earlier copy, so it must be made
     // again (until 2026-12-02 main asked before that removal, found it, and then hooked into a chain no longer there:
