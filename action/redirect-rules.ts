@@ -1,6 +1,7 @@
-import { DOCKER_BRIDGES, uplinksNamedLikeBridges } from '../rules/container-rules.js';
+import { DOCKER_BRIDGES, uplinksNamedLikeBridges } from '../rules/docker-bridges.js';
+import { binaryOf } from '../rules/iptables-rules.js';
 import { applyContainerGuard, applyContainerRules } from '../rules/run-container-rules.js';
-import type { CommandRunner } from '../rules/run-rules.js';
+import { readDefaultRoutes, type CommandRunner } from '../rules/run-rules.js';
 import { PORTS, type ActionLayout } from './layout.js';
 import type { Privileged } from './privileged.js';
 import type { SidecarUser } from './sidecar-user.js';
@@ -41,14 +42,11 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
   }
   outcome.applied.push(host.stdout.trim());
   const asRoot: CommandRunner = (binary, args) => root.run(binary, args);
-  // Every table's default routes (policy routing, VRFs). Routes that cannot be read leave the uplinks unknown: the
-  // rules for containers are then not counted on (until 2026-12-02 a failed `ip` read as "no such uplink").
-  const defaultRoutes = await Promise.all([
-    asRoot('ip', ['-o', 'route', 'show', 'table', 'all', 'default']),
-    asRoot('ip', ['-o', '-6', 'route', 'show', 'table', 'all', 'default']),
-  ]);
-  const unread = defaultRoutes.find((r) => r.code !== 0);
-  const bridgeLike = uplinksNamedLikeBridges(defaultRoutes.map((r) => r.stdout).join('\n'));
+  // Routes that cannot be read leave the uplinks unknown: the rules for containers are then not counted on (until
+  // 2026-12-02 a failed `ip` read as "no such uplink").
+  const defaultRoutes = await readDefaultRoutes(asRoot);
+  const unread = 'unread' in defaultRoutes ? defaultRoutes.unread : undefined;
+  const bridgeLike = 'routes' in defaultRoutes ? uplinksNamedLikeBridges(defaultRoutes.routes) : [];
   const options = { mode, transparentPort: PORTS.containerTransparent, dnsPort: PORTS.containerDns };
   try {
     if (unread !== undefined) {
@@ -62,7 +60,7 @@ export async function applyRedirectRules(root: Privileged, layout: ActionLayout,
       );
     }
     const applied = await applyContainerRules(options, asRoot);
-    const made = applied.madeDockerUser.map((family) => (family === 4 ? 'iptables' : 'ip6tables'));
+    const made = applied.madeDockerUser.map(binaryOf);
     outcome.applied.push(
       `containers on ${DOCKER_BRIDGES.join(', ')} redirected too (IPv4 and IPv6; forwarded traffic filtered first in DOCKER-USER${made.length > 0 ? ` (made in ${made.join(' and ')}, where Docker had not made it yet)` : ''}; ` +
         (applied.staysOnBridges === 'route'

@@ -16,7 +16,7 @@ import { socketMark } from '../config/load-config.js';
 import { NFLOG_GROUP_REFUSED_EXIT } from '../netlog/reader-exit.js';
 import { bridgesOffTheUplinks } from '../rules/docker-bridges.js';
 import { removeContainerRules } from '../rules/run-container-rules.js';
-import { applyRules, execRunner, removeRules, RulesError } from '../rules/run-rules.js';
+import { applyRules, execRunner, readDefaultRoutes, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
 import { NFLOG_GROUP } from '../rules/iptables-rules.js';
 import { startNflogReader } from '../netlog/nflog-reader.js';
@@ -159,8 +159,8 @@ async function onLinkV6(): Promise<OnLinkPrefix[]> {
  * family leaves by (every table), none where the routes cannot be read (docker-bridges.ts).
  */
 async function neighbourBridges(): Promise<string[]> {
-  const routes = await Promise.all([4, 6].map((family) => execRunner('ip', ['-o', `-${family}`, 'route', 'show', 'table', 'all', 'default'])));
-  return bridgesOffTheUplinks(routes.every((r) => r.code === 0) ? routes.map((r) => r.stdout).join('\n') : undefined);
+  const routes = await readDefaultRoutes();
+  return bridgesOffTheUplinks('routes' in routes ? routes.routes : undefined);
 }
 
 function markOption(value: string | undefined): number | undefined {

@@ -21,13 +21,12 @@
  */
 import type { Family, RuleCommand, RulesMode } from './iptables-rules.js';
 import { STAYS_ON_BRIDGES_CONNMARK } from './bridge-routes.js';
-import { defaultRouteDevices, DOCKER_BRIDGES, matchesInterface } from './docker-bridges.js';
+import { DOCKER_BRIDGES } from './docker-bridges.js';
 import { binaryOf, NFLOG_PREFIX, nflogReport } from './iptables-rules.js';
 
 export const CONTAINER_NAT_CHAIN = 'EGRESS_GUARD_CTR_NAT';
 export const CONTAINER_FORWARD_CHAIN = 'EGRESS_GUARD_CTR_FWD';
 export const CONTAINER_INPUT_CHAIN = 'EGRESS_GUARD_CTR_IN';
-export { DOCKER_BRIDGES };
 /**
  * Without the route lookup, not redirected from a bridge (see above); refused or reported in FORWARD unless they stay
  * on the bridges.
@@ -172,18 +171,6 @@ export function containerGuardCommands(o: Pick<ContainerRuleOptions, 'transparen
     ...inputRules(o).map((rule): RuleCommand => ({ binary, args: [...WAIT, '-t', 'filter', '-A', CONTAINER_INPUT_CHAIN, ...rule] })),
     { binary, args: [...WAIT, '-t', 'filter', '-I', 'INPUT', '1', '-j', CONTAINER_INPUT_CHAIN] },
   ];
-}
-
-/**
- * The runner's uplinks (the devices of its default routes, from `ip -o route show table all default` and its `-6`
- * twin: every routing table, each nexthop of a multipath route) whose names match a bridge pattern, such as
- * OpenStack's `br-ex`. The rules take what a container sends out of such an uplink for bridge-to-bridge traffic and
- * pass it, so the action refuses to count on them there. Until 2026-12-02 only the first `dev` of a line counted
- * (a multipath default whose second nexthop was `br-ex` passed) and only the main table was read (the action asked
- * `ip -o route show default`). A route other than a default one out of such an interface is not looked for.
- */
-export function uplinksNamedLikeBridges(routeOutput: string, bridges: readonly string[] = DOCKER_BRIDGES): string[] {
-  return defaultRouteDevices(routeOutput).filter((dev) => bridges.some((pattern) => matchesInterface(dev, pattern)));
 }
 
 export interface ContainerHook {

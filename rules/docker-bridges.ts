@@ -11,9 +11,9 @@ export function matchesInterface(name: string, pattern: string): boolean {
 }
 
 /**
- * The devices default routes leave by, from `ip -o route show table all default` (either family): every `dev` of a
- * line that is a default route (`default ...`, or with its type first, `unicast default`), so each nexthop of a
- * multipath route (one line, nexthops after `\` and a tab).
+ * The devices default routes leave by, from `ip -o -4|-6 route show table all default` (readDefaultRoutes): every
+ * `dev` of a line that is a default route (`default ...`, or with its type first, `unicast default`), so each nexthop
+ * of a multipath route (one line, nexthops after `\` and a tab).
  */
 export function defaultRouteDevices(routeOutput: string): string[] {
   const found = new Set<string>();
@@ -26,8 +26,8 @@ export function defaultRouteDevices(routeOutput: string): string[] {
 }
 
 /**
- * The bridge patterns no default route leaves by, given `ip -o route show table all default` of both families, or
- * none where the routes could not be read (undefined). The host's filter chain lets neighbour discovery out through
+ * The bridge patterns no default route leaves by, given readDefaultRoutes' output (both families), or none where the
+ * routes could not be read (undefined). The host's filter chain lets neighbour discovery out through
  * these to any address (iptables-rules.ts): through a pattern that also matches the runner's uplink (OpenStack's
  * `br-ex`) that would be to any address on the internet.
  */
@@ -35,4 +35,16 @@ export function bridgesOffTheUplinks(routeOutput: string | undefined, bridges: r
   if (routeOutput === undefined) return [];
   const uplinks = defaultRouteDevices(routeOutput);
   return bridges.filter((pattern) => !uplinks.some((dev) => matchesInterface(dev, pattern)));
+}
+
+/**
+ * The runner's uplinks (the devices of its default routes, as run-rules.ts readDefaultRoutes reads them: every
+ * routing table, each nexthop of a multipath route) whose names match a bridge pattern, such as
+ * OpenStack's `br-ex`. The rules take what a container sends out of such an uplink for bridge-to-bridge traffic and
+ * pass it, so the action refuses to count on them there. Until 2026-12-02 only the first `dev` of a line counted
+ * (a multipath default whose second nexthop was `br-ex` passed) and only the main table was read (the action asked
+ * `ip -o route show default`). A route other than a default one out of such an interface is not looked for.
+ */
+export function uplinksNamedLikeBridges(routeOutput: string, bridges: readonly string[] = DOCKER_BRIDGES): string[] {
+  return defaultRouteDevices(routeOutput).filter((dev) => bridges.some((pattern) => matchesInterface(dev, pattern)));
 }

@@ -7,11 +7,11 @@ import {
   containerHookArgs,
   containerHooks,
   type ContainerRuleOptions,
-  DOCKER_BRIDGES,
   DOCKER_USER,
   MADE_DOCKER_USER_RULE,
   type StaysOnBridges,
 } from './container-rules.js';
+import { DOCKER_BRIDGES } from './docker-bridges.js';
 import { binaryOf, type Family } from './iptables-rules.js';
 import { execRunner, must, present, RulesError, type CommandRunner } from './run-rules.js';
 
@@ -101,10 +101,11 @@ async function removeFamily(run: CommandRunner, family: Family, bridges: readonl
  */
 async function removeMadeDockerUser(run: CommandRunner, binary: string, removed: string[]): Promise<void> {
   const marker = [...WAIT, '-t', 'filter', '-C', DOCKER_USER, ...MADE_DOCKER_USER_RULE];
-  if (!(await present(run, binary, marker))) return;
-  for (let i = 0; i < 16 && (await present(run, binary, marker)); i++) {
+  let markers = 0;
+  for (; markers < 16 && (await present(run, binary, marker)); markers++) {
     await must(run, { binary, args: [...WAIT, '-t', 'filter', '-D', DOCKER_USER, ...MADE_DOCKER_USER_RULE] });
   }
+  if (markers === 0) return;
   removed.push(`${binary} filter ${DOCKER_USER} ${MADE_DOCKER_USER_RULE.join(' ')}`);
   const listing = await run(binary, [...WAIT, '-t', 'filter', '-S', DOCKER_USER]);
   if (listing.code !== 0) throw new RulesError(`${binary} -S ${DOCKER_USER} failed (exit ${listing.code}): ${listing.stderr.trim()}`);

@@ -20,6 +20,16 @@ export const execRunner: CommandRunner = (binary, args) =>
 
 export class RulesError extends Error {}
 
+/**
+ * The default routes of both families, every table (`ip -o -4|-6 route show table all default`: policy routing,
+ * VRFs), as docker-bridges.ts reads them; the first read that failed instead, when one did.
+ */
+export async function readDefaultRoutes(run: CommandRunner = execRunner): Promise<{ routes: string } | { unread: CommandResult }> {
+  const reads = await Promise.all(([4, 6] as const).map((family) => run('ip', ['-o', `-${family}`, 'route', 'show', 'table', 'all', 'default'])));
+  const unread = reads.find((r) => r.code !== 0);
+  return unread ? { unread } : { routes: reads.map((r) => r.stdout).join('\n') };
+}
+
 /** Run one iptables/ip6tables (or nft) command; a non-zero exit is a RulesError naming the command and its stderr. */
 export async function must(run: CommandRunner, command: { binary: string; args: readonly string[] }): Promise<void> {
   const result = await run(command.binary, command.args);

@@ -208,6 +208,22 @@ except OSError:
   return got.stdout;
 }
 
+/** Whether bridged frames of `family` pass the runner's ip(6)tables (br_netfilter): without it they never meet the rules. */
+async function brNetfilterActive(family: 4 | 6): Promise<boolean> {
+  const brnf = await inRunner('cat', [`/proc/sys/net/bridge/bridge-nf-call-ip${family === 4 ? '' : '6'}tables`]);
+  return brnf.code === 0 && brnf.stdout.trim() === '1';
+}
+
+/** egress-guard has no event naming `host` (a connection that was not redirected), a moment after it ended. */
+async function assertUnseen(host: string): Promise<void> {
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(
+    world.events().find((e) => 'host' in e && e.host === host),
+    undefined,
+    'egress-guard never saw it: not redirected',
+  );
+}
+
 async function listening(): Promise<void> {
   for (let i = 0; i < 50; i++) {
     if ((await inContainer(['ss', '-Hltn', `sport = :${CONTAINER.port}`])).stdout.includes(`:${CONTAINER.port}`)) return;
@@ -293,17 +309,11 @@ for (const mode of ['block', 'audit'] as const) {
         // the private ranges told them apart: a bridge on other addresses (these, or `docker network create --ipv6
         // --subnet 2001:db8:...`) had its containers' connections to each other redirected and decided as raw-address
         // connects, refused in block mode. Now the destination's route (nftables fib) says it stays on the bridge.
-        const brnf = await inRunner('cat', [`/proc/sys/net/bridge/bridge-nf-call-ip${family === 4 ? '' : '6'}tables`]);
-        if (brnf.code !== 0 || brnf.stdout.trim() !== '1') return t.skip('br_netfilter is not active here');
+        if (!(await brNetfilterActive(family))) return t.skip('br_netfilter is not active here');
         const target = family === 4 ? PEER.address : PEER.address6;
         const got = await fromPeer(family, target, 8082);
         assert.equal(got, 'from the peer', 'the connection reached the other container');
-        await new Promise((r) => setTimeout(r, 300));
-        assert.equal(
-          world.events().find((e) => 'host' in e && e.host === target),
-          undefined,
-          'egress-guard never saw it: not redirected',
-        );
+        await assertUnseen(target);
       });
     }
 
@@ -313,17 +323,11 @@ for (const mode of ['block', 'audit'] as const) {
         // (the route lookup's first version) their connections to each other were redirected, and REDIRECT dropped them:
         // the bridge has no address to redirect to. Now a source the runner would not route back out of its bridge
         // marks the connection as staying on the bridges (rules/bridge-routes.ts).
-        const brnf = await inRunner('cat', [`/proc/sys/net/bridge/bridge-nf-call-ip${family === 4 ? '' : '6'}tables`]);
-        if (brnf.code !== 0 || brnf.stdout.trim() !== '1') return t.skip('br_netfilter is not active here');
+        if (!(await brNetfilterActive(family))) return t.skip('br_netfilter is not active here');
         const target = family === 4 ? BARE.b : BARE.b6;
         const got = await fromPeer(family, target, 8083, bareNs[0], bareNs[1]);
         assert.equal(got, 'from the peer', 'the connection reached the other container');
-        await new Promise((r) => setTimeout(r, 300));
-        assert.equal(
-          world.events().find((e) => 'host' in e && e.host === target),
-          undefined,
-          'egress-guard never saw it: not redirected',
-        );
+        await assertUnseen(target);
       });
     }
 
@@ -348,8 +352,7 @@ for (const mode of ['block', 'audit'] as const) {
       // link-local destination is never routed, so it is one container talking to another and is not redirected
       // (egress-guard could not reach an address without its zone either). Without br_netfilter there is nothing
       // to test: bridged frames never meet the rules.
-      const brnf = await inRunner('cat', ['/proc/sys/net/bridge/bridge-nf-call-ip6tables']);
-      if (brnf.code !== 0 || brnf.stdout.trim() !== '1') return t.skip('br_netfilter is not active for IPv6 here');
+      if (!(await brNetfilterActive(6))) return t.skip('br_netfilter is not active for IPv6 here');
       const peer = (await run('ip', ['netns', 'exec', peerNs, 'ip', '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'])).stdout;
       const linkLocal = /inet6 (fe80:[0-9a-f:]+)\//.exec(peer)?.[1];
       assert.ok(linkLocal, `the peer has no link-local address: ${peer}`);

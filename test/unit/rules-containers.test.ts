@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  CONTAINER_FORWARD_CHAIN,
-  CONTAINER_INPUT_CHAIN,
-  CONTAINER_NAT_CHAIN,
-  containerApplyCommands,
-  PRIVATE_V4,
-  PRIVATE_V6,
-  uplinksNamedLikeBridges,
-} from '../../rules/container-rules.js';
+import { CONTAINER_FORWARD_CHAIN, CONTAINER_INPUT_CHAIN, CONTAINER_NAT_CHAIN, containerApplyCommands, PRIVATE_V4, PRIVATE_V6 } from '../../rules/container-rules.js';
+import { uplinksNamedLikeBridges } from '../../rules/docker-bridges.js';
 import type { SidecarUser } from '../../action/sidecar-user.js';
 import type { CommandResult } from '../../rules/run-rules.js';
 import { BRIDGE_ROUTES_TABLE, bridgeRoutesCommands, STAYS_ON_BRIDGES_CONNMARK } from '../../rules/bridge-routes.js';
