@@ -7,9 +7,10 @@ import { decodeCursor, type EventStore, type JobQuery, type RetentionResult, typ
 import { openStore } from './stores/open-store.js';
 import { IngestError, readBatch, type IngestLimits } from './ingest.js';
 import { INGEST_PATH } from '../events/delivery/ingest-url.js';
-import { contentSecurityPolicy, renderJobPage, renderJobsPage, renderNotFoundPage } from './page.js';
-import { renderPolicyYaml, suggestPolicy } from '../report/suggest.js';
-import { summarize } from '../report/summary.js';
+import { contentSecurityPolicy, renderJobsPage, renderNotFoundPage } from './page.js';
+import { sendJobEvents } from './events-answer.js';
+import type { JobView } from './job-view.js';
+import { ViewThread } from './view-thread.js';
 
 export interface CollectorOptions {
   listen: { host: string; port: number };
@@ -24,6 +25,8 @@ export interface CollectorOptions {
   /** Delete events older than this many days (at start, then every `retentionIntervalMs`); unset: keep everything. */
   retentionDays?: number;
   retentionIntervalMs?: number;
+  /** Jobs of at least this many events have their page, summary and policy rendered off the event loop (view-thread.ts). */
+  viewThreadFrom?: number;
 }
 
 export interface Collector {
@@ -60,7 +63,11 @@ function digest(text: string): Buffer {
 }
 
 function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
-  const body = JSON.stringify(value);
+  sendJsonText(res, status, JSON.stringify(value), headers);
+}
+
+/** JSON already serialized (a view the view thread rendered). */
+function sendJsonText(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers });
   res.end(body);
 }
@@ -121,6 +128,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const maxJobEvents = options.maxJobEvents ?? 200_000;
   const tokenDigest = options.token ? digest(options.token) : undefined;
   const store = await openStore(options.db);
+  const views = new ViewThread({ log, ...(options.viewThreadFrom !== undefined && { from: options.viewThreadFrom }) });
 
   function authorized(req: IncomingMessage): boolean {
     if (!tokenDigest) return true;
@@ -219,16 +227,10 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const job = decodeSegment(api[1]!);
       const events = await jobEvents(job, gone);
       if (events.length === 0) throw new HttpError(404, `no events for job "${job}"`);
-      if (api[2] === 'events') {
-        if (url.searchParams.get('format') === 'ndjson') return sendText(res, 200, 'application/x-ndjson', events.map((e) => `${JSON.stringify(e)}\n`).join(''));
-        return sendJson(res, 200, { job, events });
-      }
-      if (api[2] === 'summary') {
-        const { connections: _connections, ...summary } = summarize(events);
-        return sendJson(res, 200, { job, ...summary });
-      }
+      if (api[2] === 'events') return sendJobEvents(res, job, events, url.searchParams.get('format') === 'ndjson' ? 'ndjson' : 'json', gone);
+      if (api[2] === 'summary') return sendJsonText(res, 200, await views.render({ kind: 'summary', job }, events, gone));
       const collapse = Number(url.searchParams.get('collapse') ?? 0);
-      const yaml = renderPolicyYaml(suggestPolicy(events, { collapse: Number.isInteger(collapse) ? collapse : 0 }), `job ${job}`);
+      const yaml = await views.render({ kind: 'policy', job, collapse: Number.isInteger(collapse) ? collapse : 0 }, events, gone);
       return sendText(res, 200, 'application/yaml', yaml, { 'content-disposition': 'inline; filename="egress-policy.yml"' });
     }
     const nonce = randomBytes(16).toString('base64');
@@ -242,16 +244,16 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const job = decodeSegment(page[1]!);
       const events = await jobEvents(job, gone);
       if (events.length === 0) return sendText(res, 404, 'text/html', renderNotFoundPage(`No events for job "${job}".`, nonce), pageHeaders);
-      const policy = renderPolicyYaml(suggestPolicy(events), `job ${job}`);
-      return sendText(res, 200, 'text/html', renderJobPage(job, summarize(events), policy, nonce), pageHeaders);
+      const view: JobView = { kind: 'page', job, nonce };
+      return sendText(res, 200, 'text/html', await views.render(view, events, gone), pageHeaders);
     }
     throw new HttpError(404, `no such path: ${path}`);
   }
 
   const server = http.createServer((req, res) => {
     // Aborted when the connection closes before the answer is sent (the client went away, or close() below): a job's
-    // read goes on in turns (stores/in-turns.ts), 20 of them for 200,000 events, then summarize and render for ~1 s;
-    // for nobody, and every client that reloads and leaves kept another whole job in memory meanwhile.
+    // read goes on in turns (stores/in-turns.ts), 80 of them for 200,000 events, then its view is rendered (~1 s,
+    // view-thread.ts) for nobody, and every client that reloads and leaves kept another whole job in memory meanwhile.
     const gone = new AbortController();
     res.once('close', () => {
       if (!res.writableFinished) gone.abort(new ClientGone());
@@ -317,6 +319,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
           server.close(() => resolve());
           server.closeAllConnections();
         });
+        await views.close();
         await store.close();
       })();
       return closing;

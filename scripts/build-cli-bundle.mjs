@@ -15,7 +15,9 @@ const outfile = path.join(root, 'dist', 'egress-guard.js');
 rmSync(path.join(root, 'dist', 'chunks'), { recursive: true, force: true });
 await build({
   absWorkingDir: root,
-  entryPoints: { 'egress-guard': 'bin/egress-guard.ts' },
+  // The collector's view thread (collector/view-thread.ts) starts `./view-worker.js` beside its own module, which the
+  // bundle puts in a chunk: so the worker's entry goes to chunks/ too.
+  entryPoints: { 'egress-guard': 'bin/egress-guard.ts', 'chunks/view-worker': 'collector/view-worker.ts' },
   outdir: path.dirname(outfile),
   ...NODE_BUNDLE_OPTIONS,
   // Each command's code (bin/egress-guard.ts imports it when the command runs) is a chunk of its own, loaded then:

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import pino from 'pino';
 import { jobEvents as generatedJob } from '../../bench/collector-events.js';
 import { startCollector } from '../../collector/server.js';
@@ -19,6 +20,33 @@ async function storedJob(insert: (events: EgressEvent[]) => Promise<unknown>): P
   const events = generatedJob('abort-job', ROWS_PER_TURN * 2 + 500, Date.parse('2026-12-01T10:00:00Z'), 40);
   for (let i = 0; i < events.length; i += 5_000) await insert(events.slice(i, i + 5_000));
   return jobKey(events[0] as Parameters<typeof jobKey>[0]);
+}
+
+/**
+ * A collector logging at debug level, and a check that a request it was serving stopped because its client went away:
+ * the line that says so, no error. Waits for the line at most 20 s (a request that does not notice logs nothing).
+ */
+async function loggingCollector(dir: string) {
+  const lines: Array<{ level: number; msg: string }> = [];
+  let logged: (() => void) | undefined;
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as { level: number; msg: string });
+      logged?.();
+      done();
+    },
+  });
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'collector.db'), log: pino({ level: 'debug' }, sink) });
+  const wentAwayQuietly = async () => {
+    const done = () => lines.some((l) => /client went away|request failed/.test(l.msg));
+    if (!done()) await Promise.race([new Promise<void>((resolve) => (logged = () => done() && resolve())), delay(20_000)]);
+    assert.ok(
+      lines.some((l) => l.msg === 'collector: client went away; request stopped'),
+      lines.map((l) => l.msg).join('\n'),
+    );
+    assert.ok(!lines.some((l) => l.level >= 50), 'no error logged');
+  };
+  return { collector, wentAwayQuietly };
 }
 
 test("a job's read in turns stops at its next turn once its signal is aborted, with the signal's reason", async () => {
@@ -41,16 +69,7 @@ test("a job's read in turns stops at its next turn once its signal is aborted, w
 
 test("the collector stops a job page's read when its client goes away, quietly (no error logged, no answer written)", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'eg-job-page-abort-'));
-  const lines: Array<{ level: number; msg: string }> = [];
-  let logged: (() => void) | undefined;
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as { level: number; msg: string });
-      logged?.();
-      done();
-    },
-  });
-  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'collector.db'), log: pino({ level: 'debug' }, sink) });
+  const { collector, wentAwayQuietly } = await loggingCollector(dir);
   try {
     const job = await storedJob((events) => collector.store.insert(events));
     // The read starts once the client has gone (so that it cannot end first): the store is asked with a signal,
@@ -75,13 +94,30 @@ test("the collector stops a job page's read when its client goes away, quietly (
     await once(signal, 'abort');
     await assert.rejects(reading!, (err) => err === signal.reason, 'the read stops with the reason');
 
-    const done = () => lines.some((l) => /client went away|request failed/.test(l.msg));
-    if (!done()) await new Promise<void>((resolve) => (logged = () => done() && resolve()));
-    assert.ok(
-      lines.some((l) => l.msg === 'collector: client went away; request stopped'),
-      lines.map((l) => l.msg).join('\n'),
-    );
-    assert.ok(!lines.some((l) => l.level >= 50), 'no error logged');
+    await wentAwayQuietly();
+  } finally {
+    await collector.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the collector stops a job's events answer when its client goes away mid-answer, quietly", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eg-job-events-abort-'));
+  const { collector, wentAwayQuietly } = await loggingCollector(dir);
+  try {
+    const job = await storedJob((events) => collector.store.insert(events));
+    // The client takes the head and the first bytes, then reads nothing more: the answer (~9 MB) waits for a drain
+    // that never comes until the client goes away.
+    const client = request({ host: '127.0.0.1', port: collector.port, path: `/api/v1/jobs/${encodeURIComponent(job)}/events` });
+    client.on('error', () => {});
+    client.end();
+    const [res] = (await once(client, 'response')) as [import('node:http').IncomingMessage];
+    assert.equal(res.statusCode, 200);
+    await once(res, 'data');
+    res.pause();
+    client.destroy();
+
+    await wentAwayQuietly();
   } finally {
     await collector.close();
     rmSync(dir, { recursive: true, force: true });
