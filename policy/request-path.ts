@@ -12,8 +12,9 @@ const PATH_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$/;
 
 /**
  * The canonical form of an origin-form request target (`/a/b?q`): unreserved characters percent-decoded, other
- * encodings upper-cased, dot-segments resolved. Refused: an encoded `/` or `\`, a `\`, an empty segment (`//`,
- * which servers disagree on), a `..` above the root, bytes outside RFC 3986 path characters, bad `%` escapes.
+ * encodings upper-cased, dot-segments resolved. Refused: an encoded `/` or `\`, a `\`, a `;` (path parameters) literal
+ * or encoded, an empty segment (`//`, which servers disagree on), a `..` above the root, bytes outside RFC 3986 path
+ * characters, bad `%` escapes.
  */
 export function normalisePath(target: string): NormalisedPath {
   const hash = target.indexOf('#');
@@ -23,6 +24,8 @@ export function normalisePath(target: string): NormalisedPath {
   const query = q === -1 ? undefined : target.slice(q + 1);
   if (!raw.startsWith('/')) return { ok: false, why: 'the path does not start with /' };
   if (raw.includes('\\')) return { ok: false, why: 'the path has a backslash' };
+  // Path parameters: Tomcat, Jetty and Spring drop them before resolving dot-segments (`/a/..;/b` is /b there).
+  if (raw.includes(';')) return { ok: false, why: 'the path has a ; (path parameters, which servers read differently)' };
   if (!PATH_CHARS.test(raw)) return { ok: false, why: 'the path has characters that must be percent-encoded' };
   let decoded = '';
   for (let i = 0; i < raw.length; i++) {
@@ -34,7 +37,7 @@ export function normalisePath(target: string): NormalisedPath {
     const hex = raw.slice(i + 1, i + 3);
     if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return { ok: false, why: 'the path has a malformed percent-encoding' };
     const char = String.fromCharCode(parseInt(hex, 16));
-    if (char === '/' || char === '\\') return { ok: false, why: 'the path has an encoded / or \\' };
+    if (char === '/' || char === '\\' || char === ';') return { ok: false, why: `the path has an encoded ${char}` };
     decoded += UNRESERVED.test(char) ? char : `%${hex.toUpperCase()}`;
     i += 2;
   }

@@ -40,15 +40,15 @@ const METHODS: readonly string[] = (() => {
 const addHeaderLine = (IncomingMessage.prototype as unknown as { _addHeaderLine(field: string, value: string, dest: IncomingHttpHeaders): void })._addHeaderLine;
 const HEADER_JOINING = { joinDuplicateHeaders: undefined };
 /**
- * node's `MAX_HEADER_PAIRS` (entries, not pairs): its parser stops collecting header lines that come in batches once
- * it holds this many, and builds `headers` from this many only (a Host after the thousandth header is not seen).
+ * node's `MAX_HEADER_PAIRS` (entries, not pairs): a head with more header lines than this allows is refused 400.
+ * node's server built `headers` from this many only but kept up to 24 more lines in `rawHeaders`, which were sent
+ * on: a Content-Length or Host there reached upstream unseen by the forwarder and the decision.
  */
 const MAX_HEADER_ENTRIES = 2000;
 
 function headersOf(raw: readonly string[]): IncomingHttpHeaders {
   const headers: IncomingHttpHeaders = {};
-  const n = Math.min(raw.length, MAX_HEADER_ENTRIES);
-  for (let i = 0; i + 1 < n; i += 2) addHeaderLine.call(HEADER_JOINING, raw[i]!, raw[i + 1]!, headers);
+  for (let i = 0; i + 1 < raw.length; i += 2) addHeaderLine.call(HEADER_JOINING, raw[i]!, raw[i + 1]!, headers);
   return headers;
 }
 
@@ -306,7 +306,7 @@ export class RequestReader implements ResponseOwner {
       this.headStartedAt = Date.now();
     };
     parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
-      if (this.pendingHeaders.length < MAX_HEADER_ENTRIES) for (const h of headers) this.pendingHeaders.push(h);
+      for (const h of headers) this.pendingHeaders.push(h);
       this.pendingUrl += url;
     };
     parser[HTTPParser.kOnHeadersComplete] = (
@@ -447,8 +447,9 @@ export class RequestReader implements ResponseOwner {
     this.betweenRequests = false;
     // The keep-alive timeout lasts until the next head is whole (node's resetSocketTimeout in parserOnIncoming).
     if (this.keepAliveGrace) this.endGrace();
+    const tooManyHeaders = raw.length > MAX_HEADER_ENTRIES;
     // node's server: a CONNECT is always handed over (closed without a handler), other upgrades only to a handler.
-    if (upgrade && (req.method === 'CONNECT' || this.handlers.upgrade)) {
+    if (upgrade && !tooManyHeaders && (req.method === 'CONNECT' || this.handlers.upgrade)) {
       req.upgrade = true;
       return 2;
     }
@@ -468,15 +469,16 @@ export class RequestReader implements ResponseOwner {
     });
     if (this.current) this.queued.push(res);
     else this.assign(res);
-    if (major === 1 && minor === 1) {
-      if (req.headers.host === undefined) {
-        res.writeHead(400, ['Connection', 'close']);
-        res.end();
-        // The connection ends after this answer: what is pipelined behind it is not read (node's server decided and
-        // sent it upstream, its answer never delivered). 2 stops the parse here, as for an upgrade.
-        this.lastRead = true;
-        return 2;
-      }
+    const http11 = major === 1 && minor === 1;
+    if (tooManyHeaders || (http11 && req.headers.host === undefined)) {
+      res.writeHead(400, ['Connection', 'close']);
+      res.end();
+      // The connection ends after this answer: what is pipelined behind it is not read (node's server decided and
+      // sent it upstream, its answer never delivered). 2 stops the parse here, as for an upgrade.
+      this.lastRead = true;
+      return 2;
+    }
+    if (http11) {
       const expect = req.headers.expect;
       if (expect !== undefined) {
         if (continueExpression.test(expect)) {

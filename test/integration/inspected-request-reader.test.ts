@@ -99,11 +99,13 @@ describe('inspected requests read without node http.Server', () => {
     writeFileSync(caKeyFile, inspectionCa.keyPem, { mode: 0o600 });
     const leaves = new LeafIssuer(loadCertificateAuthority({ stateDir: dir, caCert: caFile, caKey: caKeyFile }));
     // /ok/slow answers after a while (so a pipelined answer behind it would overtake it if not kept in order);
-    // /ok/chunked answers without a length; anything else echoes what it read. The upstream sees bodies as they come.
+    // /ok/chunked answers without a length; /ok/at-once answers before its body, unread (as nginx does a static GET);
+    // anything else echoes what it read. The upstream sees bodies as they come.
     const leaf = leafFor('reader.test');
     const recordAndAnswer = (req: http.IncomingMessage, res: http.ServerResponse) => {
       const record: Seen = { method: req.method ?? '', path: req.url ?? '', body: '', aborted: false };
       seen.push(record);
+      if (record.path === '/ok/at-once') return void res.writeHead(201, { 'content-length': 2 }).end('ok');
       req.on('data', (chunk: Buffer) => (record.body += chunk.toString('latin1')));
       req.once('aborted', () => (record.aborted = true));
       req.once('end', () => {
@@ -391,7 +393,7 @@ describe('inspected requests read without node http.Server', () => {
     assert.deepEqual(statusLines(served.text), [201]);
   });
 
-  test('node header count limit: a Host after the first thousand headers is not seen (400, not decided)', async () => {
+  test('node header count limit: a head of more than a thousand header lines (its Host past them) gets 400, not decided', async () => {
     const client = await inspectedSocket();
     const many = Array.from({ length: 1100 }, (_, i) => `X-${i}: ${i}\r\n`).join('');
     client.write(`GET /ok/many-headers HTTP/1.1\r\n${many}${host()}\r\n`);
@@ -403,6 +405,33 @@ describe('inspected requests read without node http.Server', () => {
       decisions().find((d) => d.path === '/ok/many-headers'),
       undefined,
     );
+  });
+
+  test('node header count limit: a Content-Length past the thousandth header line does not make upstream read the next request as a body (400, nothing sent)', async () => {
+    const client = await inspectedSocket();
+    client.on('error', () => {});
+    const H = host();
+    // The second request's head as the forwarder writes it upstream, and the request its body smuggles.
+    const smuggled = `GET /no/smuggled HTTP/1.1\r\n${H}\r\n`;
+    const secondHead = `POST /ok/second HTTP/1.1\r\n${H}Content-Length: ${smuggled.length}\r\nConnection: keep-alive\r\n\r\n`;
+    // 1000 header lines (what node built `headers` from), then a Content-Length as long as that head: node sent it on
+    // (until 2026-12-02), the forwarder sent no body, and upstream read the second request's head as this one's body.
+    const filler = Array.from({ length: 999 }, (_, i) => `X-${i}: ${i}\r\n`).join('');
+    client.write(`GET /ok/at-once HTTP/1.1\r\n${H}${filler}Content-Length: ${secondHead.length}\r\n\r\n${'b'.repeat(secondHead.length)}`);
+    const first = await readUntil(client, (text) => text.endsWith('\r\n\r\nok'));
+    if (!client.destroyed) client.write(`POST /ok/second HTTP/1.1\r\n${H}Content-Length: ${smuggled.length}\r\n\r\n${smuggled}`);
+    await readUntil(client, (text) => /\r\n\r\n(ok|GET \/ok\/second )/.test(text));
+    client.destroy();
+    // A request on a new connection is answered after whatever upstream read before it (nothing waits on time).
+    const next = await inspectedSocket();
+    next.write(`GET /ok/after-many-headers HTTP/1.1\r\n${H}Connection: close\r\n\r\n`);
+    await readUntil(next, () => false);
+    next.destroy();
+    neitherDecidedNorSent('/no/smuggled');
+    assert.match(first.text, /^HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n/);
+    assert.ok(first.closed);
+    neitherDecidedNorSent('/ok/at-once');
+    assert.ok(seen.some((s) => s.path === '/ok/after-many-headers'));
   });
 
   test('a CONNECT inside an inspected connection closes it, not decided and not forwarded (the reader has no CONNECT handler there)', async () => {

@@ -80,6 +80,24 @@ describe('decisions', () => {
     }
   });
 
+  test('path parameters (;) are refused, literal or encoded: Tomcat, Jetty and Spring drop them, so /my-org/..;/attacker is /attacker there', () => {
+    for (const path of [
+      '/my-org/..;/attacker/loot',
+      '/my-org/..;x/attacker/loot',
+      '/my-org/.;/app',
+      '/my-org/app;jsessionid=1',
+      '/my-org/..%3B/attacker/loot',
+      '/my-org/app%3bx',
+    ]) {
+      assert.equal(request(GITHUB, 'POST', 'github.com', path).reason, 'invalid-path', path);
+    }
+    // A denial a server that drops the parameter would not see past: POST /user/repos;x is /user/repos there.
+    const p = policy('api.github.com', 'POST api.github.com/user/repos');
+    assert.equal(request(p, 'POST', 'api.github.com', '/user/repos;x').reason, 'invalid-path');
+    assert.equal(request(p, 'GET', 'api.github.com', '/repos/my-org/app?a=1;b=2').outcome, 'allowed', 'a ; in the query is not the path');
+    assert.throws(() => compilePathPattern('/my-org;x/**'), /;/);
+  });
+
   test('methods: installs pass, publishing does not', () => {
     assert.equal(request(GITHUB, 'GET', 'registry.npmjs.org', '/left-pad').outcome, 'allowed');
     assert.equal(request(GITHUB, 'head', 'registry.npmjs.org', '/left-pad').outcome, 'allowed');
