@@ -102,9 +102,14 @@ export function decideRequest(policy: Policy, name: string, port: number, method
   if (!requestRules) return allowing.length === 0 ? notAllowed(policy, name, port) : { rule: allowing[0]!, inspect: false };
   // What the request is called in a refusal's message.
   const request = () => `${method.toUpperCase()} ${name}${target.split('?')[0]}`;
-  const normalised = normalisePath(target);
-  if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request()}: ${normalised.why}` });
-  const path = normalised.path;
+  // The path is judged only where an entry for the host has one: with methods alone, a path the normaliser refuses
+  // (npm asks for scoped packages as `/@scope%2fname`) changes nothing.
+  let path = '';
+  if ([...allowing, ...denying].some((r) => r.path !== undefined)) {
+    const normalised = normalisePath(target);
+    if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request()}: ${normalised.why}` });
+    path = normalised.path;
+  }
   const deniedRequest = denying.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path, true)));
   if (deniedRequest) return denial(policy, name, deniedRequest, request());
   if (allowing.length === 0) return notAllowed(policy, name, port);

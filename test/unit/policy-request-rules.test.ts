@@ -104,6 +104,15 @@ describe('decisions', () => {
     assert.equal(request(GITHUB, 'PUT', 'registry.npmjs.org', '/left-pad').reason, 'method-not-allowed');
   });
 
+  test('a host with method entries only is judged by the method, whatever its path: npm asks for scoped packages as /@scope%2fname', () => {
+    assert.equal(request(GITHUB, 'GET', 'registry.npmjs.org', '/@types%2fnode').outcome, 'allowed');
+    assert.equal(request(GITHUB, 'PUT', 'registry.npmjs.org', '/@types%2fnode').reason, 'method-not-allowed');
+    // Where an entry for the host has a path (allowing or denying), the path must be canonical to be judged.
+    const withPath = policy('GET,HEAD registry.npmjs.org', 'PUT registry.npmjs.org/-/user/**');
+    assert.equal(request(withPath, 'GET', 'registry.npmjs.org', '/@types%2fnode').reason, 'invalid-path');
+    assert.equal(request(policy('registry.npmjs.org/@types/**'), 'GET', 'registry.npmjs.org', '/@types%2fnode').reason, 'invalid-path');
+  });
+
   test('denied entries win over any allow, case-insensitively, and deny whole hosts (DNS too)', () => {
     const p = policy('*.github.com github.com', 'POST api.github.com/user/repos\n* gist.github.com');
     assert.equal(request(p, 'POST', 'api.github.com', '/user/repos').reason, 'denied-endpoint');
