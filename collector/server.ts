@@ -110,6 +110,10 @@ function jobQuery(params: URLSearchParams, defaultLimit?: number): JobQuery {
   return query;
 }
 
+function raise(err: Error): never {
+  throw err;
+}
+
 function decodeSegment(segment: string): string {
   try {
     return decodeURIComponent(segment);
@@ -206,6 +210,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     return events;
   }
 
+  /** A job's page, summary or policy (null: no events), from its rows, rendered off the loop for a large job. */
+  async function jobView(view: JobView, gone: AbortSignal): Promise<string | null> {
+    const text = await views.render(view, { limit: maxJobEvents, read: (onPage, signal) => store.jobRows(view.job, maxJobEvents, onPage, signal) }, gone);
+    gone.throwIfAborted();
+    return text;
+  }
+
   async function route(req: IncomingMessage, res: ServerResponse, gone: AbortSignal): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://collector');
     const path = url.pathname;
@@ -225,12 +236,15 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const api = /^\/api\/v1\/jobs\/([^/]+)\/(events|summary|policy)$/.exec(path);
     if (api) {
       const job = decodeSegment(api[1]!);
-      const events = await jobEvents(job, gone);
-      if (events.length === 0) throw new HttpError(404, `no events for job "${job}"`);
-      if (api[2] === 'events') return sendJobEvents(res, job, events, url.searchParams.get('format') === 'ndjson' ? 'ndjson' : 'json', gone);
-      if (api[2] === 'summary') return sendJsonText(res, 200, await views.render({ kind: 'summary', job }, events, gone));
+      const missing = () => new HttpError(404, `no events for job "${job}"`);
+      if (api[2] === 'events') {
+        const events = await jobEvents(job, gone);
+        if (events.length === 0) throw missing();
+        return sendJobEvents(res, job, events, url.searchParams.get('format') === 'ndjson' ? 'ndjson' : 'json', gone);
+      }
+      if (api[2] === 'summary') return sendJsonText(res, 200, (await jobView({ kind: 'summary', job }, gone)) ?? raise(missing()));
       const collapse = Number(url.searchParams.get('collapse') ?? 0);
-      const yaml = await views.render({ kind: 'policy', job, collapse: Number.isInteger(collapse) ? collapse : 0 }, events, gone);
+      const yaml = (await jobView({ kind: 'policy', job, collapse: Number.isInteger(collapse) ? collapse : 0 }, gone)) ?? raise(missing());
       return sendText(res, 200, 'application/yaml', yaml, { 'content-disposition': 'inline; filename="egress-policy.yml"' });
     }
     const nonce = randomBytes(16).toString('base64');
@@ -242,10 +256,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const page = /^\/jobs\/([^/]+)$/.exec(path);
     if (page) {
       const job = decodeSegment(page[1]!);
-      const events = await jobEvents(job, gone);
-      if (events.length === 0) return sendText(res, 404, 'text/html', renderNotFoundPage(`No events for job "${job}".`, nonce), pageHeaders);
-      const view: JobView = { kind: 'page', job, nonce };
-      return sendText(res, 200, 'text/html', await views.render(view, events, gone), pageHeaders);
+      const html = await jobView({ kind: 'page', job, nonce }, gone);
+      if (html === null) return sendText(res, 404, 'text/html', renderNotFoundPage(`No events for job "${job}".`, nonce), pageHeaders);
+      return sendText(res, 200, 'text/html', html, pageHeaders);
     }
     throw new HttpError(404, `no such path: ${path}`);
   }

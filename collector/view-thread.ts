@@ -1,32 +1,37 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { EgressEvent } from '../events/schema.js';
 import { renderJobView, type JobView } from './job-view.js';
-import { nextTurn, ROWS_PER_TURN } from './stores/in-turns.js';
+import { jobUnpacker, type JobRowsPage } from './stores/job-rows.js';
 
 /** What the collector's loop sends its view thread (view-worker.ts). */
 export type ToViewThread =
-  { type: 'begin'; id: number; view: JobView } | { type: 'events'; id: number; events: EgressEvent[] } | { type: 'end'; id: number } | { type: 'drop'; id: number };
+  { type: 'begin'; id: number; view: JobView; limit: number } | { type: 'rows'; id: number; page: JobRowsPage } | { type: 'end'; id: number } | { type: 'drop'; id: number };
 
-/** What the view thread answers: the view's text, or why it could not render it. */
-type FromViewThread = { id: number; text: string } | { id: number; error: string };
+/** What the view thread answers: the view's text (null: the job has no events), or why it could not render it. */
+type FromViewThread = { id: number; text: string | null } | { id: number; error: string };
+
+/** A job's rows, read a page per turn (EventStore.jobRows), at most `limit`. */
+export interface JobRowsRead {
+  limit: number;
+  read(onPage: (page: JobRowsPage) => void, signal?: AbortSignal): Promise<void>;
+}
 
 /** A view the thread could not render (its error), or the thread stopped before it answered. */
 export class ViewThreadError extends Error {}
 
 /**
- * Smaller jobs are rendered in the caller's turn: 10,000 events take ~30-50 ms to summarize and render, about what
- * sending them to the thread and waiting for it costs the request.
+ * Smaller jobs are unpacked and rendered in the caller's turn: 10,000 rows take ~40-60 ms, about what sending them to
+ * the thread and waiting for it costs the request.
  */
 export const VIEW_THREAD_FROM = 10_000;
 
 interface Waiting {
-  resolve: (text: string) => void;
+  resolve: (text: string | null) => void;
   reject: (err: Error) => void;
 }
 
 export interface ViewThreadOptions {
-  /** Jobs of at least this many events are rendered in the thread (default VIEW_THREAD_FROM). */
+  /** Jobs of at least this many rows are unpacked and rendered in the thread (default VIEW_THREAD_FROM). */
   from?: number;
   /** The thread stops after this long without a view (its heap with it); the next view starts it again. */
   idleMs?: number;
@@ -34,9 +39,10 @@ export interface ViewThreadOptions {
 }
 
 /**
- * Renders a large job's views off the collector's event loop. Summarizing 200,000 events and rendering their page
- * took ~0.6-0.8 s in one turn, with ingest and every other request waiting; here the loop only copies the events to
- * the thread, a chunk of ROWS_PER_TURN per turn (~0.6 µs per event), and the thread does the rest.
+ * Renders a large job's views off the collector's event loop. Unpacking 200,000 events, summarizing them and rendering
+ * their page took ~1 s of the loop, ~0.6 s of it in one turn, with ingest and every other request waiting; here the
+ * loop reads the job's rows a page per turn and sends each page to the thread as it comes (~0.45 µs a row), and the
+ * thread unpacks them meanwhile, then renders the view.
  */
 export class ViewThread {
   private worker: Worker | undefined;
@@ -53,36 +59,56 @@ export class ViewThread {
   }
 
   /**
-   * The view's text. Rejects with `signal`'s reason once it is aborted (the client went away): the thread then
-   * forgets the view, or its answer is dropped when it comes.
+   * The view's text, or null for a job without events. Rejects with `signal`'s reason once it is aborted (the client
+   * went away): the read stops, and the thread forgets the view or its answer is dropped when it comes.
    */
-  async render(view: JobView, events: readonly EgressEvent[], signal?: AbortSignal): Promise<string> {
-    if (events.length < this.from) return renderJobView(view, events);
+  async render(view: JobView, rows: JobRowsRead, signal?: AbortSignal): Promise<string | null> {
     if (this.closed) throw new ViewThreadError('the collector is stopping');
-    const worker = this.start();
-    const id = ++this.lastId;
-    const answer = new Promise<string>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
-    // Rejected while this call still sends chunks (the thread stopped): awaited below, not unhandled meanwhile.
-    answer.catch(() => {});
-    const send = (message: ToViewThread) => worker.postMessage(message);
+    // The first pages are kept until the job is large enough for the thread; a smaller one is rendered here.
+    const held: JobRowsPage[] = [];
+    let heldRows = 0;
+    let id: number | undefined;
+    let answer: Promise<string | null> | undefined;
+    let failed: unknown;
+    const send = (message: ToViewThread) => this.worker?.postMessage(message);
     try {
-      send({ type: 'begin', id, view });
-      for (let at = 0; at < events.length; at += ROWS_PER_TURN) {
-        if (at > 0) {
-          await nextTurn();
-          signal?.throwIfAborted();
-          if (!this.waiting.has(id)) break; // the thread stopped: `answer` says why
+      await rows.read((page) => {
+        if (id === undefined) {
+          held.push(page);
+          heldRows += page.rows.length;
+          if (heldRows < this.from) return;
+          ({ id, answer } = this.begin(view, rows.limit));
+          answer.catch((err: unknown) => (failed = err));
+          for (const p of held.splice(0)) send({ type: 'rows', id, page: p });
+          return;
         }
-        send({ type: 'events', id, events: events.slice(at, at + ROWS_PER_TURN) });
+        // The thread stopped (its answer rejected): the read stops too, with why.
+        if (!this.waiting.has(id)) throw failed ?? new ViewThreadError('the view thread stopped');
+        send({ type: 'rows', id, page });
+      }, signal);
+      if (id === undefined) {
+        const unpacker = held.length > 0 ? jobUnpacker(held[0]!.engine, view.job, rows.limit) : undefined;
+        for (const page of held) unpacker!.add(page);
+        const events = unpacker?.finish() ?? [];
+        return events.length === 0 ? null : renderJobView(view, events);
       }
       send({ type: 'end', id });
-      return await abortable(answer, signal);
+      return await abortable(answer!, signal);
     } catch (err) {
-      if (this.waiting.delete(id)) send({ type: 'drop', id });
+      if (id !== undefined && this.waiting.delete(id)) send({ type: 'drop', id });
       throw err;
     } finally {
       this.idleIfNothingWaits();
     }
+  }
+
+  /** A view's number and its answer to come, the thread started if it was not. */
+  private begin(view: JobView, limit: number): { id: number; answer: Promise<string | null> } {
+    const worker = this.start();
+    const id = ++this.lastId;
+    const answer = new Promise<string | null>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    worker.postMessage({ type: 'begin', id, view, limit } satisfies ToViewThread);
+    return { id, answer };
   }
 
   /** Whether the thread is started (it stops when idle). */

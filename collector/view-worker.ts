@@ -1,26 +1,43 @@
 import { parentPort } from 'node:worker_threads';
-import type { EgressEvent } from '../events/schema.js';
 import { renderJobView, type JobView } from './job-view.js';
+import { jobUnpacker, type JobUnpacker } from './stores/job-rows.js';
 import type { ToViewThread } from './view-thread.js';
 
 /**
- * The collector's view thread (started by view-thread.ts): gathers a job's events as the collector's loop sends them,
- * a chunk per message, then renders the view and sends its text back. Views are rendered one at a time, in the order
- * their last chunk came; a view dropped (its client went away) before that is forgotten.
+ * The collector's view thread (started by view-thread.ts): unpacks a job's rows as the collector's loop sends them, a
+ * page per message, then renders the view and sends its text back. Views are rendered one at a time, in the order
+ * their last page came; a view dropped (its client went away) before that is forgotten.
  */
 if (!parentPort) throw new Error("collector/view-worker.js runs as the collector's worker thread only");
 const port = parentPort;
-const gathering = new Map<number, { view: JobView; events: EgressEvent[] }>();
+const gathering = new Map<number, { view: JobView; limit: number; unpacker?: JobUnpacker }>();
+
+function answer(id: number, render: () => string | null): void {
+  try {
+    port.postMessage({ id, text: render() });
+  } catch (err) {
+    port.postMessage({ id, error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+  }
+}
 
 port.on('message', (message: ToViewThread) => {
   switch (message.type) {
     case 'begin':
-      gathering.set(message.id, { view: message.view, events: [] });
+      gathering.set(message.id, { view: message.view, limit: message.limit });
       return;
-    case 'events': {
-      const events = gathering.get(message.id)?.events;
-      // A loop, not push(...chunk): a chunk of 10,000 spread into arguments is near the engine's limit.
-      if (events) for (const event of message.events) events.push(event);
+    case 'rows': {
+      const gathered = gathering.get(message.id);
+      if (!gathered) return;
+      try {
+        gathered.unpacker ??= jobUnpacker(message.page.engine, gathered.view.job, gathered.limit);
+        gathered.unpacker.add(message.page);
+      } catch (err) {
+        // A row it cannot unpack: the view fails now, and its later pages are ignored.
+        gathering.delete(message.id);
+        answer(message.id, () => {
+          throw err;
+        });
+      }
       return;
     }
     case 'drop':
@@ -30,11 +47,10 @@ port.on('message', (message: ToViewThread) => {
       const gathered = gathering.get(message.id);
       if (!gathered) return;
       gathering.delete(message.id);
-      try {
-        port.postMessage({ id: message.id, text: renderJobView(gathered.view, gathered.events) });
-      } catch (err) {
-        port.postMessage({ id: message.id, error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-      }
+      answer(message.id, () => {
+        const events = gathered.unpacker?.finish() ?? [];
+        return events.length === 0 ? null : renderJobView(gathered.view, events);
+      });
       return;
     }
   }

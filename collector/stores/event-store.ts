@@ -1,5 +1,6 @@
 import type { DecisionCounts, JobSighting } from '../../report/host-sightings.js';
 import type { EgressEvent } from '../../events/schema.js';
+import type { JobRowsPage } from './job-rows.js';
 
 export interface JobInfo extends DecisionCounts {
   job: string;
@@ -93,6 +94,11 @@ export interface EventStore {
    * once `signal` is aborted (the client went away) the read stops at its next turn and rejects with its reason.
    */
   jobEvents(job: string, limit: number, signal?: AbortSignal): Promise<EgressEvent[]>;
+  /**
+   * The same read, its rows packed, not unpacked: `onPage` gets a page of rows per turn, for a job-rows.ts unpacker
+   * (the collector's view thread unpacks them off the loop). Nothing for a job without events.
+   */
+  jobRows(job: string, limit: number, onPage: (page: JobRowsPage) => void, signal?: AbortSignal): Promise<void>;
   /**
    * One page of the jobs with decisions whose host matches, in the time window: per job, those decisions summed,
    * newest first by last sighting (ties: the job added last first), `limit` after `cursor` or `offset`, with how many

@@ -2,9 +2,10 @@ import pg from 'pg';
 import type { EgressEvent } from '../../events/schema.js';
 import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
-import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, unpackEvent, withBodyId } from './codec.js';
+import { CLOSE, DECISION, decodeId, OUTCOME_CODES, packBody, withBodyId } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { nextTurn, ROWS_PER_TURN } from './in-turns.js';
+import { jobUnpacker, JobRowsPageBuilder, type JobRowsPage } from './job-rows.js';
 import { bigintArray, byteaArray, int2Array, int4Array, int8Array, int8SumArray, uuidArray } from './pg-binary-array.js';
 import { closeKeyOf, decisionKeyOf, KEEPS_ID_BYTEA_SQL, keepsIdOfId, PG_KEY_OF_BYTEA_SQL, pgKeyOfId } from './pg-key.js';
 import { dropObsoleteEventIndex, ensureEventIndex, EVENT_INDEXES, OBSOLETE_EVENT_INDEXES } from './pg-event-indexes.js';
@@ -666,40 +667,37 @@ export class PostgresStore implements EventStore {
   }
 
   async jobEvents(job: string, limit: number, signal?: AbortSignal): Promise<EgressEvent[]> {
+    const unpacker = jobUnpacker('postgres', job, limit);
+    await this.jobRows(job, limit, (page) => unpacker.add(page), signal);
+    return unpacker.finish();
+  }
+
+  async jobRows(job: string, limit: number, onPage: (page: JobRowsPage) => void, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     const jobId = await this.find(job);
-    if (jobId === undefined) return [];
+    if (jobId === undefined) return;
     // From the job's first decision on, less the linking window: a row of the job is a decision or a close linked to
     // one, never further from it than LINK_WINDOW_MS (a close normally after it; the window covers a clock that went
     // back). With that time as a parameter the plan leaves out the day partitions before it: neither read nor locked.
     // Without it every read of a job locked every partition (and their indexes): with 700 days kept, a few job pages at
     // once took the lock table's room that ingest needs ("out of shared memory"; docs/collector.md).
     const first = (await this.pool.query('SELECT first FROM eg_jobs WHERE job_id = $1', [jobId])).rows[0]?.first as string | null | undefined;
-    if (first === undefined || first === null) return [];
+    if (first === undefined || first === null) return;
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their
-    // closes. A close in its decision's row is never before it (joinsDecision), so the first `limit` rows in (time,
-    // event, key) order hold the first `limit` events in that order: read, then the closes sorted in.
+    // closes; the first `limit` rows in (time, event, key) order (job-rows.ts sorts the joined closes in).
     const res = await this.pool.query(jobEventsQuery(jobId, limit, Number(first)));
-    signal?.throwIfAborted();
-    const events: Array<{ time: number; event: number; key: string; e: EgressEvent }> = [];
-    let joined = false;
-    // Unpacked a chunk per event-loop turn (in-turns.ts): a job of 200,000 rows held the collector's loop for ~1 s.
-    for (const [i, r] of res.rows.entries()) {
-      if (i > 0 && i % ROWS_PER_TURN === 0) {
-        await nextTurn();
-        signal?.throwIfAborted();
+    // Packed a page per event-loop turn (in-turns.ts), as the driver already read them.
+    for (let at = 0; at < res.rows.length; at += ROWS_PER_TURN) {
+      if (at > 0) await nextTurn();
+      signal?.throwIfAborted();
+      const packed = new JobRowsPageBuilder('postgres');
+      for (const r of res.rows.slice(at, at + ROWS_PER_TURN)) {
+        const bytesIn = r.bytes_in === null ? null : Number(r.bytes_in);
+        const bytesOut = r.bytes_out === null ? null : Number(r.bytes_out);
+        packed.add(r.key, r.event, Number(r.time), r.host, bytesIn, bytesOut, r.body, r.close_body);
       }
-      const id = decisionKeyOf(r.key);
-      const time = Number(r.time);
-      const bytes = r.bytes_in === null ? null : { in: Number(r.bytes_in), out: Number(r.bytes_out) };
-      events.push({ time, event: r.event, key: r.key, e: unpackEvent(r.body, id, r.host, time, job, bytes) });
-      if (r.close_body === null) continue;
-      joined = true;
-      const close = unpackEvent(r.close_body, id, r.host, time, job, bytes);
-      events.push({ time: Date.parse(close.time), event: CLOSE, key: closeKeyOf(r.key), e: close });
+      onPage(packed.page());
     }
-    if (joined) events.sort((a, b) => a.time - b.time || a.event - b.event || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    return events.slice(0, limit).map((x) => x.e);
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {

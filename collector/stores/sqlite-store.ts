@@ -4,9 +4,10 @@ import Database from 'better-sqlite3';
 import type { EgressEvent } from '../../events/schema.js';
 import * as aggregate from './aggregate.js';
 import type { DestinationRow, EventRowV2, Link, StoredDecision } from './aggregate.js';
-import { CLOSE, DECISION, decodeIdHex, encodeId, OUTCOME_CODES, unpackEvent } from './codec.js';
+import { CLOSE, DECISION, encodeId, OUTCOME_CODES } from './codec.js';
 import { Dictionary } from './dictionary.js';
 import { nextTurn, ROWS_PER_TURN } from './in-turns.js';
+import { jobUnpacker, JobRowsPageBuilder, type JobRowsPage } from './job-rows.js';
 import {
   decodeCursor,
   type EventStore,
@@ -206,14 +207,21 @@ export class SqliteStore implements EventStore {
   }
 
   async jobEvents(job: string, limit: number, signal?: AbortSignal): Promise<EgressEvent[]> {
+    const unpacker = jobUnpacker('sqlite', job, limit);
+    await this.jobRows(job, limit, (page) => unpacker.add(page), signal);
+    return unpacker.finish();
+  }
+
+  async jobRows(job: string, limit: number, onPage: (page: JobRowsPage) => void, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     const jobId = this.find(job);
-    if (jobId === undefined) return [];
+    if (jobId === undefined) return;
     // A close has a job only while its decision is stored (aggregate.ts), so this is a job's decisions and their closes.
     // Hosts by id from the dictionary (a job names a few hundred at most), not joined per row; rows as arrays, the key
-    // as hex text: the fewest objects per row (this read is most of a job page's time). Read a page of rows per
-    // event-loop turn, each after the last row of the one before (time, then seq: unique), so that a large job does
-    // not hold the collector's loop (in-turns.ts); rows stored between two pages are in the view when they come later.
+    // as hex text: the fewest objects per row. Read a page of rows per event-loop turn, each after the last row of the
+    // one before (time, then seq: unique), so that a large job does not hold the collector's loop (in-turns.ts); rows
+    // stored between two pages are in the view when they come later (job-rows.ts: the closes such a read may hold
+    // without their decision are left out).
     const page = this.db
       .prepare(
         `SELECT lower(hex(key)), time, body, bytes_in, bytes_out, host_id, seq FROM eg_events
@@ -221,46 +229,27 @@ export class SqliteStore implements EventStore {
       )
       .raw();
     type Row = [key: string, time: number, body: Buffer, bytesIn: number | null, bytesOut: number | null, hostId: number, seq: number];
-    const events: EgressEvent[] = [];
-    // The decisions' ids, gathered page by page (a set of 100,000 ids made after the read took ~0.2 s in one turn).
-    const decided = new Set<string>();
     let after = { time: Number.MIN_SAFE_INTEGER, seq: -1 };
-    let pages = 0;
-    for (let turn = 0; events.length < limit; turn++) {
+    for (let turn = 0, read = 0; read < limit; turn++) {
       if (turn > 0) {
         await nextTurn();
         signal?.throwIfAborted();
       }
-      const asked = Math.min(ROWS_PER_TURN, limit - events.length);
+      const asked = Math.min(ROWS_PER_TURN, limit - read);
       const rows = page.all({ job: jobId, time: after.time, seq: after.seq, rows: asked }) as Row[];
       if (rows.length === 0) break;
       const host = this.texts([...new Set(rows.map((r) => r[5]))]);
-      for (const [key, time, body, bytesIn, bytesOut, hostId] of rows) {
-        const event = unpackEvent(body, decodeIdHex(key), host(hostId)!, time, job, bytesIn === null ? null : { in: bytesIn, out: bytesOut ?? 0 });
-        events.push(event);
-        if (event.event === 'decision') decided.add(event.id);
-      }
+      const packed = new JobRowsPageBuilder('sqlite');
+      // The row's event is in its body; the unpacker reads it from there.
+      for (const [key, time, body, bytesIn, bytesOut, hostId] of rows) packed.add(key, -1, time, host(hostId)!, bytesIn, bytesOut, body);
+      onPage(packed.page());
+      read += rows.length;
       const last = rows.at(-1)!;
       after = { time: last[1], seq: last[6] };
-      pages++;
       // A page shorter than asked is the job's last: no turn and query more for an empty one (a job of up to
       // ROWS_PER_TURN rows is read in one query, in the caller's turn).
       if (rows.length < asked) break;
     }
-    if (pages < 2) return events;
-    // Read in more than one statement, the view may hold a close without its decision: a close stored before its
-    // decision has no job; the decision, timed in a page already read, stored between two pages, gives the close this
-    // job, which a later page then reads. One query never saw one without the other; nor does this read. Checked a
-    // page's worth per turn too.
-    const kept: EgressEvent[] = [];
-    for (let at = 0; at < events.length; at += ROWS_PER_TURN) {
-      if (at > 0) {
-        await nextTurn();
-        signal?.throwIfAborted();
-      }
-      for (const e of events.slice(at, at + ROWS_PER_TURN)) if (e.event === 'decision' || decided.has(e.id)) kept.push(e);
-    }
-    return kept;
   }
 
   async searchJobs(filter: SightingFilter, page: SearchQuery): Promise<SearchPage> {

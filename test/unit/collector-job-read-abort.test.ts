@@ -74,21 +74,21 @@ test("the collector stops a job page's read when its client goes away, quietly (
     const job = await storedJob((events) => collector.store.insert(events));
     // The read starts once the client has gone (so that it cannot end first): the store is asked with a signal,
     // and the read it does then rejects at once with the signal's reason.
-    const read = collector.store.jobEvents.bind(collector.store);
+    const read = collector.store.jobRows.bind(collector.store);
     let asked: (signal: AbortSignal | undefined) => void;
     const askedWith = new Promise<AbortSignal | undefined>((resolve) => (asked = resolve));
-    let reading: Promise<EgressEvent[]> | undefined;
-    collector.store.jobEvents = async (name, limit, signal) => {
+    let reading: Promise<void> | undefined;
+    collector.store.jobRows = async (name, limit, onPage, signal) => {
       asked(signal);
       if (signal) await once(signal, 'abort');
-      reading = read(name, limit, signal);
+      reading = read(name, limit, onPage, signal);
       return reading;
     };
 
     const client = request({ host: '127.0.0.1', port: collector.port, path: `/jobs/${encodeURIComponent(job)}` });
     client.on('error', () => {});
     client.end();
-    const signal = await askedWith;
+    const signal = await Promise.race([askedWith, delay(20_000).then(() => assert.fail("the page never read the job's rows"))]);
     assert.ok(signal, "the job's read is given a signal");
     client.destroy();
     await once(signal, 'abort');

@@ -9,23 +9,52 @@ import { jobEvents as generatedJob } from '../../bench/collector-events.js';
 import { renderJobView, type JobView } from '../../collector/job-view.js';
 import { startCollector } from '../../collector/server.js';
 import { ROWS_PER_TURN } from '../../collector/stores/in-turns.js';
-import { ViewThread, ViewThreadError } from '../../collector/view-thread.js';
+import { ViewThread, ViewThreadError, type JobRowsRead } from '../../collector/view-thread.js';
+import type { JobRowsPage } from '../../collector/stores/job-rows.js';
+import { SqliteStore } from '../../collector/stores/sqlite-store.js';
 import { jobKey } from '../../events/job-key.js';
-import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
+import type { DecisionEvent } from '../../events/schema.js';
 
-/** A job of more than two chunks: the view thread gets it over several turns. */
-function job(name: string): { key: string; events: EgressEvent[] } {
-  const events = generatedJob(name, ROWS_PER_TURN * 2 + 321, Date.parse('2026-12-01T10:00:00Z'), 40);
-  return { key: jobKey(events[0] as DecisionEvent), events };
+/** A job of more than two read pages, stored in a SQLite file. */
+async function storedJob(name: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'eg-view-thread-'));
+  const store = new SqliteStore(join(dir, 'collector.db'));
+  const generated = generatedJob(name, ROWS_PER_TURN * 2 + 321, Date.parse('2026-12-01T10:00:00Z'), 40);
+  for (let at = 0; at < generated.length; at += 5_000) await store.insert(generated.slice(at, at + 5_000));
+  const key = jobKey(generated[0] as DecisionEvent);
+  const events = await store.jobEvents(key, LIMIT);
+  assert.equal(events.length, generated.length);
+  return {
+    key,
+    events,
+    /** The job's rows as the collector reads them; `readDone` says when the read has ended. */
+    rows: (): JobRowsRead & { readDone: boolean } => {
+      const rows = {
+        limit: LIMIT,
+        readDone: false,
+        read: async (onPage: (page: JobRowsPage) => void, signal?: AbortSignal) => {
+          await store.jobRows(key, LIMIT, onPage, signal);
+          rows.readDone = true;
+        },
+      };
+      return rows;
+    },
+    [Symbol.asyncDispose]: async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
-/** Turns of the caller's event loop until `promise` settles (0: it settled in the caller's turn, before any other). */
-async function turnsUntil<T>(promise: Promise<T>): Promise<{ value: T; turns: number }> {
+const LIMIT = 200_000;
+
+/** Turns of the caller's event loop after `rows`' read ended until `promise` settled (0: in the turn the read ended). */
+async function turnsAfterRead<T>(rows: { readDone: boolean }, promise: Promise<T>): Promise<{ value: T; turns: number }> {
   let turns = 0;
   let ticking = true;
   const tick = () => {
     if (!ticking) return;
-    turns++;
+    if (rows.readDone) turns++;
     setImmediate(tick);
   };
   setImmediate(tick);
@@ -36,8 +65,9 @@ async function turnsUntil<T>(promise: Promise<T>): Promise<{ value: T; turns: nu
   }
 }
 
-test('the view thread renders each view as the loop would, while the loop keeps turning', async () => {
-  const { key, events } = job('view-thread-job');
+test('the view thread unpacks and renders each view as the loop would, while the loop keeps turning', async () => {
+  await using job = await storedJob('view-thread-job');
+  const { key, events } = job;
   const views = new ViewThread({ from: 0 });
   try {
     const all: JobView[] = [
@@ -47,79 +77,89 @@ test('the view thread renders each view as the loop would, while the loop keeps 
       { kind: 'policy', job: key, collapse: 2 },
     ];
     for (const view of all) {
-      const { value, turns } = await turnsUntil(views.render(view, events));
+      const rows = job.rows();
+      const { value, turns } = await turnsAfterRead(rows, views.render(view, rows));
       assert.equal(value, renderJobView(view, events), `${view.kind}: the same text`);
-      assert.ok(turns > 2, `${view.kind}: rendered off the caller's turn (${turns} turns)`);
+      assert.ok(turns > 0, `${view.kind}: rendered off the caller's turn`);
     }
     // Concurrent views each get their own answer.
-    const answers = await Promise.all(all.map((view) => views.render(view, events)));
+    const answers = await Promise.all(all.map((view) => views.render(view, job.rows())));
     assert.deepEqual(
       answers,
       all.map((view) => renderJobView(view, events)),
     );
+    const none: JobRowsRead = { limit: LIMIT, read: async () => {} };
+    assert.equal(await views.render({ kind: 'summary', job: 'no-such-job' }, none), null, 'a job without rows: no view');
   } finally {
     await views.close();
   }
 });
 
-test("a job smaller than the threshold is rendered in the caller's turn; events the thread cannot render reject with why", async () => {
-  const { key, events } = job('small-job');
+test("a job smaller than the threshold is rendered in the caller's turn; rows the thread cannot unpack reject with why", async () => {
+  await using job = await storedJob('small-job');
+  const { key, events } = job;
   const views = new ViewThread({ from: events.length + 1 });
   try {
-    const { turns } = await turnsUntil(views.render({ kind: 'summary', job: key }, events));
+    const rows = job.rows();
+    const { value, turns } = await turnsAfterRead(rows, views.render({ kind: 'summary', job: key }, rows));
+    assert.equal(value, renderJobView({ kind: 'summary', job: key }, events));
     assert.equal(turns, 0);
   } finally {
     await views.close();
   }
   const threaded = new ViewThread({ from: 0 });
   try {
-    const broken = [{ event: 'decision', id: 'x' } as unknown as EgressEvent];
+    const garbage: JobRowsPage = { engine: 'sqlite', bodies: Buffer.from('not a body'), rows: [['00ab', -1, 0, 'h.test', null, null, 10, -1]] };
+    const broken: JobRowsRead = { limit: LIMIT, read: async (onPage) => onPage(garbage) };
     await assert.rejects(threaded.render({ kind: 'summary', job: 'j' }, broken), (err) => err instanceof ViewThreadError && /could not render/.test(err.message));
     // The thread goes on serving.
-    assert.equal(await threaded.render({ kind: 'summary', job: key }, events), renderJobView({ kind: 'summary', job: key }, events));
+    assert.equal(await threaded.render({ kind: 'summary', job: key }, job.rows()), renderJobView({ kind: 'summary', job: key }, events));
   } finally {
     await threaded.close();
   }
 });
 
-test('an aborted view rejects with the reason, mid-send or waiting; the thread forgets it and serves the next', async () => {
-  const { key, events } = job('abort-view-job');
+test('an aborted view rejects with the reason, mid-read or waiting; the thread forgets it and serves the next', async () => {
+  await using job = await storedJob('abort-view-job');
+  const { key, events } = job;
   const views = new ViewThread({ from: 0 });
   try {
     const reason = new Error('client gone');
     const controller = new AbortController();
-    const midSend = views.render({ kind: 'page', job: key, nonce: 'n' }, events, controller.signal);
-    controller.abort(reason); // after the first chunk (sent in the call's own turn), before the second
-    await assert.rejects(midSend, (err) => err === reason);
+    const midRead = views.render({ kind: 'page', job: key, nonce: 'n' }, job.rows(), controller.signal);
+    controller.abort(reason); // after the first page (read in the call's own turn), before the second
+    await assert.rejects(midRead, (err) => err === reason);
 
     const later = new AbortController();
-    const waiting = views.render({ kind: 'summary', job: key }, events, later.signal);
-    // Every chunk sent (a turn per chunk), then aborted while the thread renders or before its answer is read.
-    for (let i = 0; i < Math.ceil(events.length / ROWS_PER_TURN) + 1; i++) await nextTurn();
-    later.abort(reason);
+    const rows = job.rows();
+    const waiting = views.render({ kind: 'summary', job: key }, rows, later.signal);
+    for (let i = 0; i < 1_000 && !rows.readDone; i++) await nextTurn();
+    assert.ok(rows.readDone);
+    later.abort(reason); // every page sent: the thread unpacks or renders, or its answer waits to be read
     await assert.rejects(waiting, (err) => err === reason);
 
-    assert.equal(await views.render({ kind: 'summary', job: key }, events), renderJobView({ kind: 'summary', job: key }, events));
+    assert.equal(await views.render({ kind: 'summary', job: key }, job.rows()), renderJobView({ kind: 'summary', job: key }, events));
   } finally {
     await views.close();
   }
 });
 
 test('views waiting when the thread stops reject; a closed thread refuses; an idle thread stops and starts again', async () => {
-  const { key, events } = job('stop-view-job');
+  await using job = await storedJob('stop-view-job');
+  const { key } = job;
   const views = new ViewThread({ from: 0 });
-  const pending = assert.rejects(views.render({ kind: 'page', job: key, nonce: 'n' }, events), (err) => err instanceof ViewThreadError && /stopping/.test(err.message));
+  const pending = assert.rejects(views.render({ kind: 'page', job: key, nonce: 'n' }, job.rows()), (err) => err instanceof ViewThreadError && /stopping/.test(err.message));
   await views.close();
   await pending;
-  await assert.rejects(views.render({ kind: 'summary', job: key }, events), ViewThreadError);
+  await assert.rejects(views.render({ kind: 'summary', job: key }, job.rows()), ViewThreadError);
 
   const idle = new ViewThread({ from: 0, idleMs: 1 });
   try {
-    const expected = renderJobView({ kind: 'summary', job: key }, events);
-    assert.equal(await idle.render({ kind: 'summary', job: key }, events), expected);
+    const expected = renderJobView({ kind: 'summary', job: key }, job.events);
+    assert.equal(await idle.render({ kind: 'summary', job: key }, job.rows()), expected);
     for (let i = 0; i < 200 && idle.running; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(idle.running, false, 'stopped once idle');
-    assert.equal(await idle.render({ kind: 'summary', job: key }, events), expected, 'started again');
+    assert.equal(await idle.render({ kind: 'summary', job: key }, job.rows()), expected, 'started again');
   } finally {
     await idle.close();
   }
@@ -142,7 +182,8 @@ test("the collector answers a large job's views from its thread and its events i
   const dir = mkdtempSync(join(tmpdir(), 'eg-view-thread-'));
   const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'collector.db'), viewThreadFrom: 0 });
   try {
-    const { key, events } = job('served-view-job');
+    const events = generatedJob('served-view-job', ROWS_PER_TURN * 2 + 321, Date.parse('2026-12-01T10:00:00Z'), 40);
+    const key = jobKey(events[0] as DecisionEvent);
     for (let at = 0; at < events.length; at += 5_000) await collector.store.insert(events.slice(at, at + 5_000));
     const stored = await collector.store.jobEvents(key, 200_000);
     const path = `/api/v1/jobs/${encodeURIComponent(key)}`;
