@@ -123,6 +123,8 @@ export class ViewThread {
   }
 
   private start(): Worker {
+    // close() ran while this view's first pages were read: no thread after it.
+    if (this.closed) throw new ViewThreadError('the collector is stopping');
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     if (this.worker) return this.worker;

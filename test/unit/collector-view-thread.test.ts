@@ -153,6 +153,13 @@ test('views waiting when the thread stops reject; a closed thread refuses; an id
   await pending;
   await assert.rejects(views.render({ kind: 'summary', job: key }, job.rows()), ViewThreadError);
 
+  // Closed while a view's first pages are held (the job not yet known to be large): no thread starts after it.
+  const holding = new ViewThread({ from: ROWS_PER_TURN + 1 });
+  const read = holding.render({ kind: 'summary', job: key }, job.rows());
+  await holding.close(); // the first page is read in the call's own turn, the second after it
+  await assert.rejects(read, (err) => err instanceof ViewThreadError && /stopping/.test(err.message));
+  assert.equal(holding.running, false);
+
   const idle = new ViewThread({ from: 0, idleMs: 1 });
   try {
     const expected = renderJobView({ kind: 'summary', job: key }, job.events);
