@@ -13,7 +13,7 @@ const PATH_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$/;
 /**
  * The canonical form of an origin-form request target (`/a/b?q`): unreserved characters percent-decoded, other
  * encodings upper-cased, dot-segments resolved. Refused: an encoded `/` or `\`, a `\`, a `;` (path parameters) literal
- * or encoded, an empty segment (`//`, which servers disagree on), a `..` above the root, bytes outside RFC 3986 path
+ * or encoded, an encoded `%` before two hex digits (double encoding), an empty segment (`//`, which servers disagree on), a `..` above the root, bytes outside RFC 3986 path
  * characters, bad `%` escapes.
  */
 export function normalisePath(target: string): NormalisedPath {
@@ -38,6 +38,8 @@ export function normalisePath(target: string): NormalisedPath {
     if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return { ok: false, why: 'the path has a malformed percent-encoding' };
     const char = String.fromCharCode(parseInt(hex, 16));
     if (char === '/' || char === '\\' || char === ';') return { ok: false, why: `the path has an encoded ${char}` };
+    // `%252e` is `%2e` once decoded: a server that decodes twice (a front proxy, then the application) reads `.`.
+    if (char === '%' && /^[0-9A-Fa-f]{2}$/.test(raw.slice(i + 3, i + 5))) return { ok: false, why: 'the path has a double percent-encoding (%25 before an escape)' };
     decoded += UNRESERVED.test(char) ? char : `%${hex.toUpperCase()}`;
     i += 2;
   }

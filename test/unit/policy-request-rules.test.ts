@@ -80,6 +80,13 @@ describe('decisions', () => {
     }
   });
 
+  test('a double percent-encoding is refused (a server that decodes twice reads %252e%252e as ..); a lone %25 is a %', () => {
+    for (const path of ['/my-org/%252e%252e/attacker/loot', '/my-org/%252F', '/my-org/app%2541']) {
+      assert.equal(request(GITHUB, 'POST', 'github.com', path).reason, 'invalid-path', path);
+    }
+    for (const path of ['/my-org/100%25', '/my-org/100%25-off', '/my-org/%25zz']) assert.equal(request(GITHUB, 'GET', 'github.com', path).outcome, 'allowed', path);
+  });
+
   test('path parameters (;) are refused, literal or encoded: Tomcat, Jetty and Spring drop them, so /my-org/..;/attacker is /attacker there', () => {
     for (const path of [
       '/my-org/..;/attacker/loot',
