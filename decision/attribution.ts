@@ -44,7 +44,7 @@ async function nameAgreesWithDestination(ctx: TransparentAuthorizeContext, name:
   return resolved.some((a) => sameAddress(a, address));
 }
 
-type Extra = { sni?: string; method?: string; path?: string };
+type Extra = { sni?: string; method?: string; path?: string; methodOverrides?: readonly string[] };
 
 /** Emit a transparent decision made here (a name/destination mismatch), naming the original destination. */
 function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, decision: Decision, extra: Extra): Authorization {
@@ -94,6 +94,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
   const extra = {
     ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
     ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
+    ...(peek.protocol === 'http' && peek.request?.methodOverrides && { methodOverrides: peek.request.methodOverrides }),
   };
   const inspectable = request.inspectable === true && peek.protocol === 'tls';
   const base = {
@@ -119,7 +120,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
         host: canonical.name,
         port,
         inspectable,
-        ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
+        ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path, methodOverrides: peek.request.methodOverrides }),
       }).permitted;
       // A name the policy refuses is reported as such; agreement matters only for names it would let through.
       if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return decisionWritten(ctx.events, mismatch(ctx, request, canonical.name, claimedBy, extra));

@@ -19,6 +19,8 @@ export interface AuthorizeRequest {
   sni?: string;
   method?: string;
   path?: string;
+  /** Methods the request asks the server to take instead (DecisionRequest.methodOverrides). */
+  methodOverrides?: readonly string[];
   /**
    * Transparent connections: the original destination. Raw-IP decisions use it, and a named
    * decision must agree with it (see proxy/transparent).
@@ -124,7 +126,14 @@ async function authorizeNow(ctx: AuthorizeContext, request: AuthorizeRequest): P
   const started = request.started ?? Date.now();
   const policy = ctx.policy();
   // decide() reads method, path and inspectable only when defined (and inspectable only when true).
-  const asked: DecisionRequest = { host: request.host, port: request.port, method: request.method, path: request.path, inspectable: request.inspectable };
+  const asked: DecisionRequest = {
+    host: request.host,
+    port: request.port,
+    method: request.method,
+    path: request.path,
+    methodOverrides: request.methodOverrides,
+    inspectable: request.inspectable,
+  };
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
   const nameDecision = decide(policy, asked);
   if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') return { action: 'reject', decision: nameDecision, event: emit(nameDecision) };
@@ -156,7 +165,14 @@ export function authorizeOnAddresses(ctx: AuthorizeContext, request: AuthorizeRe
   // One decision on name and addresses together is what the two steps below come to whenever it does not refuse
   // (decide() judges the name first and returns that judgement unless it lets the name through): one call instead
   // of two. A refusal takes the two steps, which word it as before.
-  const asked: DecisionRequest = { host: request.host, port: request.port, method: request.method, path: request.path, inspectable: request.inspectable };
+  const asked: DecisionRequest = {
+    host: request.host,
+    port: request.port,
+    method: request.method,
+    path: request.path,
+    methodOverrides: request.methodOverrides,
+    inspectable: request.inspectable,
+  };
   asked.addresses = request.addresses;
   const decision = decide(policy, asked);
   if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, started, decision, request.addresses, emit);

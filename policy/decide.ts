@@ -95,7 +95,7 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
   const name = canonical.name;
   const judged =
     request.method !== undefined || request.path !== undefined
-      ? decideRequest(policy, name, port, request.method ?? 'GET', request.path ?? '/')
+      ? decideRequest(policy, name, port, request.method ?? 'GET', request.path ?? '/', request.methodOverrides)
       : decideConnection(policy, name, port, request.inspectable === true);
   if ('outcome' in judged) return judged;
   const { rule, inspect } = judged;

@@ -41,6 +41,11 @@ export interface DecisionRequest {
   /** The request target as sent (`/a/b?q`), normalised here (request-path.ts). */
   path?: string;
   /**
+   * Methods the request asks a server to take instead of its own (X-HTTP-Method-Override and its like): each must be
+   * allowed too where the host has method entries.
+   */
+  methodOverrides?: readonly string[];
+  /**
    * A connection (no method/path) whose requests the caller can inspect one by one: a host whose entries name
    * paths or methods is then allowed with `inspect` set; without, such a host cannot be enforced and is refused.
    */

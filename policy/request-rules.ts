@@ -94,8 +94,12 @@ export function decideConnection(policy: Policy, name: string, port: number, ins
   });
 }
 
-/** One HTTP request: denied entries, then the allowing entries' methods and paths. */
-export function decideRequest(policy: Policy, name: string, port: number, method: string, target: string): Judgement {
+/**
+ * One HTTP request: denied entries, then the allowing entries' methods and paths. `overrides`: methods the request
+ * asks the server to take instead (X-HTTP-Method-Override...), judged as its method is: none may be denied, each must
+ * be allowed.
+ */
+export function decideRequest(policy: Policy, name: string, port: number, method: string, target: string, overrides: readonly string[] = []): Judgement {
   const { denied, allowing, denying, requestRules } = hostEntries(policy, name, port);
   if (denied) return denial(policy, name, denied, `${name}:${port}`);
   // A host without method or path entries is judged as before, whatever its paths look like.
@@ -110,10 +114,17 @@ export function decideRequest(policy: Policy, name: string, port: number, method
     if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request()}: ${normalised.why}` });
     path = normalised.path;
   }
-  const deniedRequest = denying.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path, true)));
+  const methods = [method, ...overrides];
+  const deniedRequest = denying.find((r) => methods.some((m) => methodMatches(r, m)) && (r.path === undefined || matchPath(r.path, path, true)));
   if (deniedRequest) return denial(policy, name, deniedRequest, request());
   if (allowing.length === 0) return notAllowed(policy, name, port);
-  const rule = allowing.find((r) => methodMatches(r, method) && (r.path === undefined || matchPath(r.path, path)));
+  const allows = (m: string) => allowing.find((r) => methodMatches(r, m) && (r.path === undefined || matchPath(r.path, path)));
+  const rule = allows(method);
+  const overridden = rule && overrides.find((m) => !allows(m));
+  if (overridden !== undefined) {
+    const message = `${request()}: it asks the server to take the method ${overridden.toUpperCase()} instead (a method override header), which is not allowed`;
+    return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message });
+  }
   if (rule) return { rule, inspect: allowing.some(isRequestRule) };
   const listed = allowing.map((r) => `"${r.source}"`).join(', ');
   if (allowing.some((r) => r.path === undefined || matchPath(r.path, path))) {

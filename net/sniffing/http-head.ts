@@ -26,6 +26,8 @@ export interface PeekedHttpRequest {
   path: string;
   /** Host header (or absolute-URI host) without the port; undefined when there is none. */
   host?: string;
+  /** Methods its override headers name (DecisionRequest.methodOverrides), when read from a whole head. */
+  methodOverrides?: readonly string[];
 }
 
 /**

@@ -11,6 +11,7 @@ import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import { RequestReader, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import { methodOverrides } from '../relay/method-override.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { closeTunnelUpstream, connectTunnelUpstream, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
@@ -89,7 +90,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     res.once('close', release);
     // Decided on the target as written, which is what goes upstream (method and path rules judge it).
     const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url)?.[1] || '/';
-    void authorize(options, { kind: 'http', client, host, port, method: req.method, path })
+    void authorize(options, { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers) })
       .then((auth: Authorization) => {
         if (auth.action === 'reject') return sendProxyError(res, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {

@@ -6,6 +6,7 @@ import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../po
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
+import { methodOverrides } from './method-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
 import type { HttpForwarder } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
@@ -108,7 +109,16 @@ export function createInspector(options: InspectorOptions): Inspector {
     const sameHost = (req.headers.host !== undefined && req.headers.host === connection.sameHostHeader) || namesConnectionHost(req.headers.host, connection);
     // The checked address as the list authorize takes, made once per connection (nothing changes it).
     const addresses = (connection.addresses ??= [connection.address]);
-    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method, path, addresses };
+    const request = {
+      kind: connection.kind,
+      client: connection.client,
+      host: connection.host,
+      port: connection.port,
+      method,
+      path,
+      methodOverrides: methodOverrides(req.headers),
+      addresses,
+    };
     if (sameHost) return authorizeOnAddresses(options, request);
     const decision = refusal(
       { mode: 'block' },

@@ -13,6 +13,7 @@ import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import { methodOverrides } from '../relay/method-override.js';
 import { authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
 
 export interface TransparentHttpOptions extends TransparentAuthorizeContext {
@@ -57,6 +58,12 @@ function sameHost(a: string, b: string): boolean {
  * an authority, an absolute-form target whose host differs from the Host header. `authority` is what is sent
  * upstream as Host: the very host that is decided on.
  */
+/** The request's method override headers, judged with its method (proxy/relay/method-override.ts). */
+function withOverrides(request: PeekedHttpRequest, req: InspectedRequest): PeekedHttpRequest {
+  const overrides = methodOverrides(req.headers);
+  return overrides ? { ...request, methodOverrides: overrides } : request;
+}
+
 function targetOf(req: InspectedRequest): Target {
   const hostHeaders = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
   if (hostHeaders > 1) return { ok: false, message: 'more than one Host header' };
@@ -80,9 +87,9 @@ function targetOf(req: InspectedRequest): Target {
     // takes `\` for `/` and resolves dot-segments, so `/elsewhere\..\allowed` was decided as /allowed and sent as
     // written; the policy's normaliser refuses what it cannot make canonical, as for an origin-form target.
     path = originForm(url);
-    return { ok: true, request: describeRequest(req.method, path, authority), path, authority };
+    return { ok: true, request: withOverrides(describeRequest(req.method, path, authority), req), path, authority };
   }
-  return { ok: true, request: describeRequest(req.method, url, hostHeader), path, ...(authority !== undefined && { authority }) };
+  return { ok: true, request: withOverrides(describeRequest(req.method, url, hostHeader), req), path, ...(authority !== undefined && { authority }) };
 }
 
 /**

@@ -106,6 +106,44 @@ for (const mode of ['block', 'audit'] as const) {
       if (mode === 'block') assert.equal(status(result.stdout), 403);
     });
 
+    test('a method override header is judged as the method is: denied, or not allowed, as the method it names', async () => {
+      // PUT is allowed under /my-org/ (any method), POST to /my-org/secret is denied: a server honouring the header takes a POST.
+      const denied = await curl(['-X', 'PUT', '-H', 'X-HTTP-Method-Override: POST', '-d', 'x', `http://one.test:${port}/my-org/secret`]);
+      const deniedEvent = await guard.waitFor((l) => l.event === 'decision' && l.path === '/my-org/secret' && l.method === 'PUT');
+      assert.equal(deniedEvent.reason, 'denied-endpoint');
+      // GET,HEAD only: a GET that asks to be taken as a PUT (a publish) is not allowed.
+      const put = await curl(['-H', 'X-HTTP-Method: put', `http://npm.test:${port}/left-pad-override`]);
+      const putEvent = await guard.waitFor((l) => l.event === 'decision' && l.path === '/left-pad-override');
+      assert.equal(putEvent.reason, 'method-not-allowed');
+      assert.match(String(putEvent.message), /method override header/);
+      // Inside a CONNECT tunnel (the inspected path) too.
+      const tunnelled = await runProcess('curl', [
+        '-sS',
+        '--max-time',
+        '10',
+        '-p',
+        '-x',
+        guard.proxyUrl,
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        '-H',
+        'X-Method-Override: DELETE',
+        `http://npm.test:${port}/left-pad-tunnelled`,
+      ]);
+      const tunnelledEvent = await guard.waitFor((l) => l.event === 'decision' && l.path === '/left-pad-tunnelled');
+      assert.equal(tunnelledEvent.reason, 'method-not-allowed');
+      if (mode === 'block') {
+        assert.equal(status(denied.stdout), 403);
+        assert.equal(status(put.stdout), 403);
+        assert.equal(tunnelled.stdout, '403');
+        assert.ok(!seen.some((s) => s.includes('/my-org/secret') || s.includes('left-pad-override') || s.includes('left-pad-tunnelled')), 'nothing reached the server');
+      }
+      // A method the entries allow may be named.
+      assert.equal(status((await curl(['-H', 'X-HTTP-Method-Override: HEAD', `http://npm.test:${port}/left-pad-head`])).stdout), 200);
+    });
+
     test('plain HTTP inside a CONNECT tunnel to a host with path rules is decided per request too', async () => {
       const tunnelled = (path: string) =>
         runProcess('curl', ['-sS', '--max-time', '10', '-p', '-x', guard.proxyUrl, '-o', '/dev/null', '-w', '%{http_code}', `http://one.test:${port}${path}`]);

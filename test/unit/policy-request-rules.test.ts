@@ -105,6 +105,19 @@ describe('decisions', () => {
     assert.throws(() => compilePathPattern('/my-org;x/**'), /;/);
   });
 
+  test('method override headers: each method named must be allowed and none denied; hosts without method entries are not judged', () => {
+    const p = policy('GET,POST api.test/repos/** other.test', 'DELETE api.test/repos/**');
+    const asked = (method: string, overrides: string[], host = 'api.test') => decide(p, { host, port: 443, method, path: '/repos/x', methodOverrides: overrides });
+    assert.equal(asked('POST', ['DELETE']).reason, 'denied-endpoint');
+    assert.equal(asked('POST', ['delete']).reason, 'denied-endpoint');
+    assert.equal(asked('POST', ['PUT']).reason, 'method-not-allowed');
+    assert.match(asked('POST', ['PUT']).message, /PUT instead \(a method override header\)/);
+    assert.equal(asked('POST', ['GET']).outcome, 'allowed');
+    assert.equal(asked('POST', []).outcome, 'allowed');
+    assert.equal(asked('PUT', ['POST']).reason, 'method-not-allowed', 'the method itself is still judged');
+    assert.equal(asked('POST', ['DELETE'], 'other.test').outcome, 'allowed', 'a host-level entry: methods are not judged');
+  });
+
   test('methods: installs pass, publishing does not', () => {
     assert.equal(request(GITHUB, 'GET', 'registry.npmjs.org', '/left-pad').outcome, 'allowed');
     assert.equal(request(GITHUB, 'head', 'registry.npmjs.org', '/left-pad').outcome, 'allowed');
