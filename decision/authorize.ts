@@ -119,21 +119,19 @@ export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest
   return decisionWritten(ctx.events, await authorizeNow(ctx, request));
 }
 
+/** What decide() is asked for a request: it reads method, path and inspectable only when defined (inspectable only when true). */
+function askedOf(request: AuthorizeRequest): DecisionRequest {
+  const { host, port, method, path, methodOverrides, inspectable } = request;
+  return { host, port, method, path, methodOverrides, inspectable };
+}
+
 /** authorize() up to its decision's event, emitted but not yet written. */
 async function authorizeNow(ctx: AuthorizeContext, request: AuthorizeRequest): Promise<Authorization> {
   if (request.addresses !== undefined) return authorizeOnAddresses(ctx, request as AuthorizeRequest & { addresses: string[] });
   // When the request arrived, for its close event (the caller's object is not copied to carry it).
   const started = request.started ?? Date.now();
   const policy = ctx.policy();
-  // decide() reads method, path and inspectable only when defined (and inspectable only when true).
-  const asked: DecisionRequest = {
-    host: request.host,
-    port: request.port,
-    method: request.method,
-    path: request.path,
-    methodOverrides: request.methodOverrides,
-    inspectable: request.inspectable,
-  };
+  const asked = askedOf(request);
   const emit = (decision: Decision) => emitDecision(ctx.events, policy, request, decision);
   const nameDecision = decide(policy, asked);
   if (nameDecision.outcome === 'blocked' || nameDecision.reason === 'invalid-host') return { action: 'reject', decision: nameDecision, event: emit(nameDecision) };
@@ -165,14 +163,7 @@ export function authorizeOnAddresses(ctx: AuthorizeContext, request: AuthorizeRe
   // One decision on name and addresses together is what the two steps below come to whenever it does not refuse
   // (decide() judges the name first and returns that judgement unless it lets the name through): one call instead
   // of two. A refusal takes the two steps, which word it as before.
-  const asked: DecisionRequest = {
-    host: request.host,
-    port: request.port,
-    method: request.method,
-    path: request.path,
-    methodOverrides: request.methodOverrides,
-    inspectable: request.inspectable,
-  };
+  const asked = askedOf(request);
   asked.addresses = request.addresses;
   const decision = decide(policy, asked);
   if (decision.outcome !== 'blocked' && decision.reason !== 'invalid-host') return forwardDecided(ctx.events, request, started, decision, request.addresses, emit);
