@@ -138,7 +138,8 @@ export function createInspector(options: InspectorOptions): Inspector {
       upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
-    readers.set(socket, new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs }));
+    // A plain tunnel's client may send its request and its FIN together (`nc -N`, HTTP/1.0 clients), as to the proxy itself.
+    readers.set(socket, new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs, answerHalfClosed: connection.plain === true }));
     socket.once('close', () => readers.delete(socket));
   };
 
