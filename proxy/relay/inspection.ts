@@ -125,7 +125,9 @@ export function createInspector(options: InspectorOptions): Inspector {
   const namesConnectionHost = (header: string | undefined, connection: ConnectionState): boolean => {
     const named = parseAuthority(header ?? '', connection.port);
     const namedHost = named ? canonicalHost(named.host) : undefined;
-    const same = namedHost?.type === 'name' && namedHost.name === connection.host && named!.port === connection.port;
+    // An address (a plain tunnel to one of allowed-ips) is named by its text, as the decision's host is.
+    const namedText = namedHost?.type === 'name' ? namedHost.name : namedHost?.type === 'ip' ? namedHost.text : undefined;
+    const same = namedText === connection.host && named!.port === connection.port;
     if (same) connection.sameHostHeader = header;
     return same;
   };

@@ -307,6 +307,14 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
     assert.equal(close.status, 200);
   });
 
+  test('plain HTTP through a CONNECT tunnel to an address (curl -p http://127.0.0.1) is forwarded, its Host that address', async () => {
+    const r = await runProcess('curl', ['-sS', '-p', '-x', guard.proxyUrl, `http://127.0.0.1:${plain.port}/tunnelled-address`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `hello from 127.0.0.1:${plain.port} /tunnelled-address\n`);
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.path === '/tunnelled-address');
+    assert.deepEqual([event.decision, event.reason, event.host], ['would-block', 'raw-ip', '127.0.0.1']);
+  });
+
   test('a CONNECT whose SNI names a host not allowed is relayed and logged would-block', async () => {
     const r = await runProcess('curl', [
       '-sS',
