@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { openTunnel, rawExchange } from '../helpers/raw-client.js';
@@ -152,6 +152,32 @@ describe('block mode: what is not allowed never reaches a server', () => {
     );
     const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch' && String(l.message).includes('blocked.test'));
     assert.equal(event.decision, 'blocked');
+  });
+
+  test('plain HTTP inside a CONNECT tunnel behind white space (which Varnish skips) is read too, not relayed', async () => {
+    // A raw server: whatever egress-guard relays arrives here as it was sent (a node server would refuse the tab itself).
+    const received: string[] = [];
+    const raw = net.createServer((socket) => socket.on('data', (c: Buffer) => received.push(c.toString('latin1'))));
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (raw.address() as net.AddressInfo).port;
+      const tunnel = await openTunnel(guard.port, `allowed.test:${port}`);
+      assert.equal(tunnel.status, 200);
+      tunnel.socket.on('error', () => undefined);
+      tunnel.socket.write('\t\r\nGET /fronted-lws HTTP/1.1\r\nHost: blocked.test\r\n\r\n');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1500);
+        tunnel.socket.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        tunnel.socket.resume();
+      });
+      tunnel.socket.destroy();
+      assert.deepEqual(received, [], 'nothing was relayed');
+    } finally {
+      raw.close();
+    }
   });
 
   test('raw IP destinations are blocked in every spelling (absolute-URI and CONNECT, curl and raw clients)', async () => {
