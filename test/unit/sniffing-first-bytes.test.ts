@@ -159,6 +159,15 @@ describe('peek edge cases', () => {
     assert.equal(blank.protocol === 'other' && blank.incomplete, 'text', 'white space only: the request has not started');
   });
 
+  test('a request line still going with bytes past ASCII in its target (servers take them) is HTTP, not binary', async () => {
+    const peek = await peekOf([Buffer.from('GET /caf\xe9\xff HTTP/1.1', 'latin1')], 0, 300);
+    assert.equal(peek.protocol, 'http');
+    for (const binary of [Buffer.from('GET /\x00', 'latin1'), Buffer.from([0x7f, 0x45, 0x4c, 0x46])]) {
+      const other = await peekOf([binary], 0, 300);
+      assert.equal(other.protocol, 'other', JSON.stringify(binary.toString('latin1')));
+    }
+  });
+
   test('a ClientHello not finished within the wait is incomplete; unfinished text goes to the HTTP parser', async () => {
     const http1 = await peekOf(['G'], 0, 300);
     assert.deepEqual(http1, { protocol: 'http', bytes: 1 });
