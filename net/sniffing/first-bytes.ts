@@ -15,7 +15,7 @@ type PeekedProtocol =
   | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number }
   /**
    * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
-   * `incomplete`: the wait ended inside a TLS record, or on empty lines only.
+   * `incomplete`: the wait ended inside a TLS record, or on white space only (empty lines, spaces, tabs).
    */
   | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text' };
 
@@ -30,10 +30,14 @@ export interface PeekOptions {
 
 type Verdict = 'more' | 'done';
 
-/** Servers ignore empty lines before a request line (RFC 9112 2.2), so the peek does too. */
-function withoutLeadingNewlines(head: Buffer): Buffer {
+/**
+ * Servers ignore empty lines before a request line (RFC 9112 2.2), and some any white space: Varnish skips spaces
+ * and tabs too (http1_splitline). The peek skips all of it, so that `\t\r\nGET ...` is not taken for another
+ * protocol's line and relayed unread.
+ */
+function withoutLeadingWhiteSpace(head: Buffer): Buffer {
   let i = 0;
-  while (i < head.length && (head[i] === 0x0d || head[i] === 0x0a)) i++;
+  while (i < head.length && (head[i] === 0x0d || head[i] === 0x0a || head[i] === 0x20 || head[i] === 0x09)) i++;
   return i === 0 ? head : head.subarray(i);
 }
 
@@ -44,7 +48,7 @@ function verdict(whole: Buffer, maxBytes: number, tlsOnly: boolean): Verdict {
     return length !== undefined && whole.length >= Math.min(length, TLS_MAX_RECORD) ? 'done' : 'more';
   }
   if (tlsOnly) return whole.length > 0 ? 'done' : 'more';
-  const head = withoutLeadingNewlines(whole);
+  const head = withoutLeadingWhiteSpace(whole);
   if (head.length === 0) return 'more';
   const start = httpRequestStart(head);
   if (start === 'yes') return headersComplete(head) ? 'done' : 'more';
@@ -129,8 +133,8 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
     if (clientHelloSplitAcrossRecords(whole)) tls.split = true;
     return tls;
   }
-  const head = withoutLeadingNewlines(whole);
-  // Empty lines only (however many): the request, if one comes, has not started.
+  const head = withoutLeadingWhiteSpace(whole);
+  // White space only (however much): the request, if one comes, has not started.
   if (head.length === 0) return { protocol: 'other', bytes, incomplete: 'text' };
   const start = httpRequestStart(head);
   // A request line still going when the wait or the byte cap ended is handed to the HTTP parser too.

@@ -5,15 +5,17 @@ const REQUEST_LINE = /^([A-Z]{3,10}) (\S+) HTTP\/1\.[01]\r?\n/;
 /**
  * Whether the first bytes are an HTTP request: 'yes' when the first line names an `HTTP/` version, whatever
  * its method looks like (odd methods, odd versions and the HTTP/2 preface included: an HTTP parser answers
- * 400 to what it cannot read, nothing is relayed unread); 'line' while a first line of printable text has not
- * ended; 'no' otherwise. A first line without `HTTP/` is another protocol's command (SMTP's `EHLO x`,
- * memcached's `get k`), and binary first bytes (ssh key exchange, git's pkt-lines with NULs) are not text.
+ * 400 to what it cannot read, nothing is relayed unread); 'line' while a first line of text (no control bytes
+ * but tab and CR) has not ended; 'no' otherwise. A first line without `HTTP/` is another protocol's command (SMTP's `EHLO x`,
+ * memcached's `get k`), and binary first bytes (ssh key exchange, git's pkt-lines with NULs: control bytes) are
+ * not text.
  */
 export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
   const lineEnd = head.indexOf(0x0a);
   const line = head.subarray(0, lineEnd === -1 ? head.length : lineEnd);
   if (lineEnd !== -1) return /HTTP\//i.test(line.toString('latin1')) ? 'yes' : 'no';
-  for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return 'no';
+  // Controls are not text; bytes past ASCII may be (nginx, Varnish and Go take them in a target: UTF-8 paths).
+  for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte === 0x7f)) return 'no';
   return 'line';
 }
 

@@ -4,6 +4,9 @@ import { decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type A
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 
+/** How long a tunnel's first line of text is waited for to end (a request line cut across writes, say). */
+const UNFINISHED_LINE_MS = 1000;
+
 export interface ConnectTunnel {
   client: string;
   /** The CONNECT authority as decided (canonical host) and the address the tunnel goes to. */
@@ -17,11 +20,26 @@ export interface ConnectTunnel {
  * whose SNI names another host than the CONNECT authority must be allowed on its own (SNI-based fronting
  * through an allowed CONNECT host, a forged SNI); if it is not, the decision is `sni-mismatch`: one event,
  * refused (reset) in block mode; so is a ClientHello split across records, or one whose server_name is not
- * exactly one readable host name (its SNI unreadable). Anything else (no SNI, not TLS, silence until the idle
+ * exactly one readable host name (its SNI unreadable). Plain HTTP names its host in the clear too, in every request:
+ * the tunnel is handed to `readRequests`, which decides each request (its Host must name the CONNECT host), or, without
+ * one, refused alike; relayed, `CONNECT allowed.test:80` then `Host: attacker.test` reached whatever virtual host a
+ * shared address (a CDN) serves under that name. Anything else (no SNI, another protocol, silence until the idle
  * timeout) is relayed: the tunnel goes to the checked address of the CONNECT host whatever the client says in it.
  */
-export async function checkConnectSni(ctx: AuthorizeContext, socket: Socket, tunnel: ConnectTunnel, timeoutMs: number): Promise<ClientGateOutcome> {
-  const peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
+export async function checkConnectSni(
+  ctx: AuthorizeContext,
+  socket: Socket,
+  tunnel: ConnectTunnel,
+  timeoutMs: number,
+  readRequests?: (client: Socket) => void,
+): Promise<ClientGateOutcome> {
+  let peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
+  // Text whose first line has not ended (a request line cut across writes, or empty lines before one) gets a moment to
+  // end it; a line still unfinished then, or empty lines only, is read as HTTP: relayed, the request would go unread.
+  if (peek.protocol === 'other' && peek.bytes > 0 && !peek.eof && peek.incomplete !== 'tls') peek = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_LINE_MS });
+  if (peek.protocol === 'http' || (peek.protocol === 'other' && peek.incomplete === 'text' && !peek.eof)) {
+    return readRequests ? { action: 'hand-over', to: readRequests } : refuse(ctx, tunnel, undefined, 'plain HTTP, whose requests cannot be read here');
+  }
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
   if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
   if (peek.protocol === 'tls' && peek.unreadableSni) return refuse(ctx, tunnel, undefined, `a ClientHello whose server name cannot be read (${peek.unreadableSni})`);

@@ -165,7 +165,11 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
           return;
         }
         socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-        const clientGate = checkConnectSni(options, socket, { client, host: auth.decision.host, port: auth.port, address: auth.address }, options.idleTimeoutMs);
+        // Plain HTTP inside is read request by request, as in a tunnel to a host with method or path rules (inspection.ts).
+        const inspector = options.inspector;
+        const tunnelled = { kind: 'connect' as const, client, host: auth.decision.host, port: auth.port, address: auth.address };
+        const readRequests = inspector && ((tunnelClient: net.Socket) => inspector.adopt(tunnelClient, { ...tunnelled, outer: auth }));
+        const clientGate = checkConnectSni(options, socket, tunnelled, options.idleTimeoutMs, readRequests);
         runTunnel(options.tunnel, {
           client: socket,
           upstream,

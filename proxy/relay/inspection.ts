@@ -135,7 +135,9 @@ export function createInspector(options: InspectorOptions): Inspector {
   const namesConnectionHost = (header: string | undefined, connection: ConnectionState): boolean => {
     const named = parseAuthority(header ?? '', connection.port);
     const namedHost = named ? canonicalHost(named.host) : undefined;
-    const same = namedHost?.type === 'name' && namedHost.name === connection.host && named!.port === connection.port;
+    // An address (a plain tunnel to one of allowed-ips) is named by its text, as the decision's host is.
+    const namedText = namedHost?.type === 'name' ? namedHost.name : namedHost?.type === 'ip' ? namedHost.text : undefined;
+    const same = namedText === connection.host && named!.port === connection.port;
     if (same) connection.sameHostHeader = header;
     return same;
   };
@@ -148,7 +150,8 @@ export function createInspector(options: InspectorOptions): Inspector {
       upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
-    readers.set(socket, new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs }));
+    // A plain tunnel's client may send its request and its FIN together (`nc -N`, HTTP/1.0 clients), as to the proxy itself.
+    readers.set(socket, new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs, answerHalfClosed: connection.plain === true }));
     socket.once('close', () => readers.delete(socket));
   };
 

@@ -224,7 +224,7 @@ describe('a decision is in the events file before its action moves (block mode)'
     const port = (tunnelTarget.address() as AddressInfo).port;
     const reply = await whileStalled(file, async () => {
       const tunnel = await openTunnel(guard.port, `tunnel.test:${port}`);
-      tunnel.socket.write('ping');
+      tunnel.socket.write('ping\n'); // a whole line: a printable line still unfinished is waited for, then read as HTTP
       const text = await new Promise<string>((resolve) => {
         let got = '';
         tunnel.socket.on('data', (c: Buffer) => (got += c.toString()));

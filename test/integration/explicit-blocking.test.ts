@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { openTunnel, rawExchange } from '../helpers/raw-client.js';
@@ -114,6 +114,77 @@ describe('block mode: what is not allowed never reaches a server', () => {
       (l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch' && String(l.message).includes('server name cannot be read'),
     );
     assert.equal(event.decision, 'blocked');
+  });
+
+  test('plain HTTP inside a CONNECT tunnel to an allowed host cannot name another host (Host fronting on a shared address)', async () => {
+    // CONNECT allowed.test, then requests whose Host is blocked.test (on the same address, as on a CDN): at once, behind a
+    // request for allowed.test on the same connection, behind empty lines, and with the request line cut across writes.
+    const attempts: Array<{ name: string; writes: string[] }> = [
+      { name: 'first request', writes: ['GET /fronted-1 HTTP/1.1\r\nHost: blocked.test\r\n\r\n'] },
+      { name: 'keep-alive', writes: [`GET /ok HTTP/1.1\r\nHost: allowed.test:${plain.port}\r\n\r\n`, 'GET /fronted-2 HTTP/1.1\r\nHost: blocked.test\r\n\r\n'] },
+      { name: 'empty lines first', writes: ['\r\n\r\nGET /fronted-3 HTTP/1.1\r\nHost: blocked.test\r\n\r\n'] },
+      { name: 'request line cut', writes: ['GET /fronted-4 HT', 'TP/1.1\r\nHost: blocked.test\r\n\r\n'] },
+    ];
+    for (const { name, writes } of attempts) {
+      const tunnel = await openTunnel(guard.port, `allowed.test:${plain.port}`);
+      assert.equal(tunnel.status, 200, name);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1500);
+        tunnel.socket.on('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        tunnel.socket.on('error', () => undefined);
+        tunnel.socket.resume();
+        writes.forEach((bytes, i) => setTimeout(() => tunnel.socket.writable && tunnel.socket.write(bytes), i * 200));
+      });
+      tunnel.socket.destroy();
+    }
+    assert.deepEqual(
+      plain.requests.filter((q) => q.url.startsWith('/fronted')).map((q) => `${q.host} ${q.url}`),
+      [],
+      'no request naming blocked.test reached the server',
+    );
+    assert.deepEqual(
+      plain.requests.filter((q) => q.url === '/ok').map((q) => q.host),
+      [`allowed.test:${plain.port}`],
+      'a request naming the CONNECT host is forwarded',
+    );
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'sni-mismatch' && String(l.message).includes('blocked.test'));
+    assert.equal(event.decision, 'blocked');
+  });
+
+  test('plain HTTP inside a CONNECT tunnel behind white space (which Varnish skips), or cut after bytes past ASCII, is read too, not relayed', async () => {
+    // A raw server: whatever egress-guard relays arrives here as it was sent (a node server would refuse the tab itself).
+    const received: string[] = [];
+    const raw = net.createServer((socket) => socket.on('data', (c: Buffer) => received.push(c.toString('latin1'))));
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (raw.address() as net.AddressInfo).port;
+      const attempts = [
+        ['\t\r\nGET /fronted-lws HTTP/1.1\r\nHost: blocked.test\r\n\r\n'],
+        // nginx, Varnish and Go take a target with bytes past ASCII (UTF-8 paths); the line ends in the next write.
+        ['GET /fronted-\xe9 HTTP/1.1', '\r\nHost: blocked.test\r\n\r\n'],
+      ];
+      for (const writes of attempts) {
+        const tunnel = await openTunnel(guard.port, `allowed.test:${port}`);
+        assert.equal(tunnel.status, 200);
+        tunnel.socket.on('error', () => undefined);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 2500);
+          tunnel.socket.once('close', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          tunnel.socket.resume();
+          writes.forEach((bytes, i) => setTimeout(() => tunnel.socket.writable && tunnel.socket.write(Buffer.from(bytes, 'latin1')), i * 200));
+        });
+        tunnel.socket.destroy();
+      }
+      assert.deepEqual(received, [], 'nothing was relayed');
+    } finally {
+      raw.close();
+    }
   });
 
   test('raw IP destinations are blocked in every spelling (absolute-URI and CONNECT, curl and raw clients)', async () => {
@@ -257,6 +328,24 @@ describe('audit mode: everything passes, would-be blocks are logged', () => {
     assert.equal(deniedEvent.decision, 'would-block');
     assert.equal(deniedEvent.reason, 'denied-address');
     assert.equal(plain.requests.filter((q) => q.url.startsWith('/audit')).length, 3);
+  });
+
+  test('plain HTTP through a CONNECT tunnel (curl -p) is forwarded and each request reported, would-block too', async () => {
+    const r = await runProcess('curl', ['-sS', '-p', '-x', guard.proxyUrl, `http://other.test:${plain.port}/tunnelled-audit`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /hello from other.test/);
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.path === '/tunnelled-audit');
+    assert.deepEqual([event.decision, event.host, event.method], ['would-block', 'other.test', 'GET']);
+    const close = await guard.waitFor((l) => l.event === 'close' && l.id === event.id);
+    assert.equal(close.status, 200);
+  });
+
+  test('plain HTTP through a CONNECT tunnel to an address (curl -p http://127.0.0.1) is forwarded, its Host that address', async () => {
+    const r = await runProcess('curl', ['-sS', '-p', '-x', guard.proxyUrl, `http://127.0.0.1:${plain.port}/tunnelled-address`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `hello from 127.0.0.1:${plain.port} /tunnelled-address\n`);
+    const event = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.path === '/tunnelled-address');
+    assert.deepEqual([event.decision, event.reason, event.host], ['would-block', 'raw-ip', '127.0.0.1']);
   });
 
   test('a CONNECT whose SNI names a host not allowed is relayed and logged would-block', async () => {

@@ -3,6 +3,7 @@
  * put back before the FIN ends the socket's reading, checked, relayed, and the FIN passed on (audit and block).
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
@@ -55,3 +56,31 @@ for (const [mode, relay] of [
     });
   });
 }
+
+describe('block mode: CONNECT, then a plain HTTP request and its FIN in one segment', () => {
+  let server: http.Server;
+  let port: number;
+  let guard: EgressGuardProcess;
+
+  before(async () => {
+    server = http.createServer((req, res) => res.end(`hello ${req.headers.host} ${req.url}\n`));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as net.AddressInfo).port;
+    guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'one.test:*', EGRESS_TRUSTED_RANGES: '127.0.0.0/8' });
+  });
+  after(async () => {
+    await guard?.stop();
+    server?.closeAllConnections();
+    server?.close();
+  });
+
+  test('the request is decided and answered (the tunnel is read request by request)', async () => {
+    const request = `GET /half-closed HTTP/1.1\\r\\nHost: one.test:${port}\\r\\n\\r\\n`;
+    const result = await runProcess('python3', halfClosingClientArgs('127.0.0.1', guard.port, `CONNECT one.test:${port} HTTP/1.1\\r\\nHost: one.test\\r\\n\\r\\n${request}`));
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^HTTP\/1\.1 200 Connection Established\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.ok(result.stdout.endsWith(`hello one.test:${port} /half-closed\n`), JSON.stringify(result.stdout));
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.path === '/half-closed');
+    assert.equal(decision.decision, 'allowed');
+  });
+});

@@ -29,14 +29,16 @@ function echoServer(): Promise<{ port: number; close: () => Promise<void> }> {
   );
 }
 
-function echo(socket: net.Socket, text: string): Promise<string> {
+/** Send `text` as a line through a tunnel and read it back (text without its line end would be waited for, then read as HTTP). */
+function echo(socket: net.Socket, word: string): Promise<string> {
+  const text = `${word}\n`;
   return new Promise((resolve, reject) => {
     let got = '';
     const onData = (c: Buffer) => {
       got += c.toString();
       if (got.length >= text.length) {
         socket.off('data', onData);
-        resolve(got);
+        resolve(got.trimEnd());
       }
     };
     socket.on('data', onData);

@@ -149,6 +149,25 @@ describe('peek edge cases', () => {
     assert.equal(peek.protocol === 'http' && peek.request?.host, 'crlf.test');
   });
 
+  test('a request line after white space (tabs, spaces, empty lines) is HTTP: Varnish skips all of it', async () => {
+    for (const lead of ['\t\r\n', ' \r\n', '\r\n\t \r\n', ' ']) {
+      const peek = await peekOf([`${lead}GET /x HTTP/1.1\r\nHost: lws.test\r\n\r\n`], 0, 500);
+      assert.equal(peek.protocol, 'http', JSON.stringify(lead));
+      assert.equal(peek.protocol === 'http' && peek.request?.host, 'lws.test', JSON.stringify(lead));
+    }
+    const blank = await peekOf([' \t\r\n'], 0, 300);
+    assert.equal(blank.protocol === 'other' && blank.incomplete, 'text', 'white space only: the request has not started');
+  });
+
+  test('a request line still going with bytes past ASCII in its target (servers take them) is HTTP, not binary', async () => {
+    const peek = await peekOf([Buffer.from('GET /caf\xe9\xff HTTP/1.1', 'latin1')], 0, 300);
+    assert.equal(peek.protocol, 'http');
+    for (const binary of [Buffer.from('GET /\x00', 'latin1'), Buffer.from([0x7f, 0x45, 0x4c, 0x46])]) {
+      const other = await peekOf([binary], 0, 300);
+      assert.equal(other.protocol, 'other', JSON.stringify(binary.toString('latin1')));
+    }
+  });
+
   test('a ClientHello not finished within the wait is incomplete; unfinished text goes to the HTTP parser', async () => {
     const http1 = await peekOf(['G'], 0, 300);
     assert.deepEqual(http1, { protocol: 'http', bytes: 1 });
