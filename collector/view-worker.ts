@@ -6,11 +6,28 @@ import type { ToViewThread } from './view-thread.js';
 /**
  * The collector's view thread (started by view-thread.ts): gathers a job's events as the collector's loop sends them,
  * a chunk per message, then renders the view and sends its text back. Views are rendered one at a time, in the order
- * their last chunk came; a view dropped (its client went away) before that is forgotten.
+ * their last chunk came, each in a turn of its own; a view dropped (its client went away) before its turn is forgotten.
  */
 if (!parentPort) throw new Error("collector/view-worker.js runs as the collector's worker thread only");
 const port = parentPort;
 const gathering = new Map<number, { view: JobView; events: EgressEvent[] }>();
+// The views whose last chunk came, to render in that order. Rendered in the 'end' message's own turn, a view dropped
+// while the thread rendered others (its 'drop' queued behind its 'end') was rendered all the same, for nobody, and the
+// views after it waited for that; the messages that came meanwhile are read before the next turn.
+const ready: number[] = [];
+
+function renderNext(): void {
+  const id = ready.shift()!;
+  if (ready.length > 0) setImmediate(renderNext);
+  const gathered = gathering.get(id);
+  if (!gathered) return; // dropped
+  gathering.delete(id);
+  try {
+    port.postMessage({ id, text: renderJobView(gathered.view, gathered.events) });
+  } catch (err) {
+    port.postMessage({ id, error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+  }
+}
 
 port.on('message', (message: ToViewThread) => {
   switch (message.type) {
@@ -26,16 +43,9 @@ port.on('message', (message: ToViewThread) => {
     case 'drop':
       gathering.delete(message.id);
       return;
-    case 'end': {
-      const gathered = gathering.get(message.id);
-      if (!gathered) return;
-      gathering.delete(message.id);
-      try {
-        port.postMessage({ id: message.id, text: renderJobView(gathered.view, gathered.events) });
-      } catch (err) {
-        port.postMessage({ id: message.id, error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-      }
+    case 'end':
+      if (!gathering.has(message.id)) return;
+      if (ready.push(message.id) === 1) setImmediate(renderNext);
       return;
-    }
   }
 });

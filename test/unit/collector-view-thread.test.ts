@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { Worker } from 'node:worker_threads';
 import { jobEvents as generatedJob } from '../../bench/collector-events.js';
 import { renderJobView, type JobView } from '../../collector/job-view.js';
 import { startCollector } from '../../collector/server.js';
@@ -100,6 +101,29 @@ test('an aborted view rejects with the reason, mid-send or waiting; the thread f
     await assert.rejects(waiting, (err) => err === reason);
 
     assert.equal(await views.render({ kind: 'summary', job: key }, events), renderJobView({ kind: 'summary', job: key }, events));
+  } finally {
+    await views.close();
+  }
+});
+
+test('a view dropped while the thread renders others is not rendered when its turn comes', async () => {
+  const { key, events } = job('dropped-queued-job');
+  const one = events.slice(0, ROWS_PER_TURN - 1); // one chunk: each view below is sent whole in this turn
+  const views = new ViewThread({ from: 0 });
+  try {
+    // The thread is starting (then rendering `first`) while the second view is sent, its client goes and it is
+    // dropped: the drop is in the thread's queue before the view's turn to be rendered comes.
+    const first = views.render({ kind: 'page', job: key, nonce: 'n' }, one);
+    const controller = new AbortController();
+    const dropped = views.render({ kind: 'page', job: key, nonce: 'n' }, one, controller.signal);
+    const answered: number[] = [];
+    (views as unknown as { worker: Worker }).worker.on('message', (message: { id: number }) => answered.push(message.id));
+    controller.abort(new Error('client gone'));
+    await assert.rejects(dropped, /client gone/);
+    const expected = renderJobView({ kind: 'summary', job: key }, one);
+    assert.equal(await first, renderJobView({ kind: 'page', job: key, nonce: 'n' }, one));
+    assert.equal(await views.render({ kind: 'summary', job: key }, one), expected);
+    assert.deepEqual(answered, [1, 3], 'the thread answered the first and the third view only');
   } finally {
     await views.close();
   }
