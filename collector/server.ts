@@ -263,12 +263,16 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     throw new HttpError(404, `no such path: ${path}`);
   }
 
+  // The requests being answered, until their connection's 'close': close() stops them (see there).
+  const answering = new Set<AbortController>();
   const server = http.createServer((req, res) => {
     // Aborted when the connection closes before the answer is sent (the client went away, or close() below): a job's
     // read goes on in turns (stores/in-turns.ts), 80 of them for 200,000 events, then its view is rendered (~1 s,
     // view-thread.ts) for nobody, and every client that reloads and leaves kept another whole job in memory meanwhile.
     const gone = new AbortController();
+    answering.add(gone);
     res.once('close', () => {
+      answering.delete(gone);
       if (!res.writableFinished) gone.abort(new ClientGone());
     });
     route(req, res, gone.signal).catch((err: unknown) => {
@@ -331,6 +335,10 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
+          // A closed connection's 'close' (which stops its request) comes after the server's, so after the view thread
+          // and the store below had closed under a request still reading or sending a view: it went on, failed and
+          // logged an error. Stopped here instead, at its next turn, as if its client had gone.
+          for (const gone of answering) gone.abort(new ClientGone());
         });
         await views.close();
         await store.close();

@@ -26,7 +26,7 @@ async function storedJob(insert: (events: EgressEvent[]) => Promise<unknown>): P
  * A collector logging at debug level, and a check that a request it was serving stopped because its client went away:
  * the line that says so, no error. Waits for the line at most 20 s (a request that does not notice logs nothing).
  */
-async function loggingCollector(dir: string) {
+async function loggingCollector(dir: string, options: { viewThreadFrom?: number } = {}) {
   const lines: Array<{ level: number; msg: string }> = [];
   let logged: (() => void) | undefined;
   const sink = new Writable({
@@ -36,7 +36,7 @@ async function loggingCollector(dir: string) {
       done();
     },
   });
-  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'collector.db'), log: pino({ level: 'debug' }, sink) });
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, db: join(dir, 'collector.db'), log: pino({ level: 'debug' }, sink), ...options });
   const wentAwayQuietly = async () => {
     const done = () => lines.some((l) => /client went away|request failed/.test(l.msg));
     if (!done()) await Promise.race([new Promise<void>((resolve) => (logged = () => done() && resolve())), delay(20_000)]);
@@ -123,3 +123,37 @@ test("the collector stops a job's events answer when its client goes away mid-an
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+for (const when of ['while its read is under way', 'while the view thread renders its view'] as const) {
+  test(`close() stops a request ${when} quietly: before the store and the view thread close under it`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eg-close-in-flight-'));
+    const { collector, wentAwayQuietly } = await loggingCollector(dir, { viewThreadFrom: 0 });
+    try {
+      const job = await storedJob((events) => collector.store.insert(events));
+      // close() is called with the read's first page read (its next ones a turn each), or once the read is done and
+      // the view thread unpacks and renders the view.
+      const read = collector.store.jobRows.bind(collector.store);
+      let closing: Promise<void> | undefined;
+      collector.store.jobRows = async (name, limit, onPage, signal) => {
+        const reading = read(name, limit, onPage, signal);
+        if (when === 'while its read is under way') {
+          closing = collector.close();
+          return reading;
+        }
+        await reading;
+        await delay(1);
+        closing = collector.close();
+      };
+      const client = request({ host: '127.0.0.1', port: collector.port, path: `/api/v1/jobs/${encodeURIComponent(job)}/summary` });
+      client.on('error', () => {});
+      client.end();
+      for (let i = 0; i < 2_000 && !closing; i++) await delay(10);
+      assert.ok(closing, "the job's read was asked for");
+      await closing;
+      await wentAwayQuietly();
+    } finally {
+      await collector.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}

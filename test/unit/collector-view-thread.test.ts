@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { Worker } from 'node:worker_threads';
 import { jobEvents as generatedJob } from '../../bench/collector-events.js';
 import { renderJobView, type JobView } from '../../collector/job-view.js';
 import { startCollector } from '../../collector/server.js';
@@ -15,11 +16,11 @@ import { SqliteStore } from '../../collector/stores/sqlite-store.js';
 import { jobKey } from '../../events/job-key.js';
 import type { DecisionEvent } from '../../events/schema.js';
 
-/** A job of more than two read pages, stored in a SQLite file. */
-async function storedJob(name: string) {
+/** A job (by default of more than two read pages) stored in a SQLite file. */
+async function storedJob(name: string, count = ROWS_PER_TURN * 2 + 321) {
   const dir = mkdtempSync(join(tmpdir(), 'eg-view-thread-'));
   const store = new SqliteStore(join(dir, 'collector.db'));
-  const generated = generatedJob(name, ROWS_PER_TURN * 2 + 321, Date.parse('2026-12-01T10:00:00Z'), 40);
+  const generated = generatedJob(name, count, Date.parse('2026-12-01T10:00:00Z'), 40);
   for (let at = 0; at < generated.length; at += 5_000) await store.insert(generated.slice(at, at + 5_000));
   const key = jobKey(generated[0] as DecisionEvent);
   const events = await store.jobEvents(key, LIMIT);
@@ -139,6 +140,30 @@ test('an aborted view rejects with the reason, mid-read or waiting; the thread f
     await assert.rejects(waiting, (err) => err === reason);
 
     assert.equal(await views.render({ kind: 'summary', job: key }, job.rows()), renderJobView({ kind: 'summary', job: key }, events));
+  } finally {
+    await views.close();
+  }
+});
+
+test('a view dropped while the thread renders others is not rendered when its turn comes', async () => {
+  // One page: each view below is read and sent whole in its call's own turn.
+  await using job = await storedJob('dropped-queued-job', ROWS_PER_TURN - 1);
+  const { key, events } = job;
+  const views = new ViewThread({ from: 0 });
+  try {
+    // The thread is starting (then rendering `first`) while the second view is sent, its client goes and it is
+    // dropped: the drop is in the thread's queue before the view's turn to be rendered comes.
+    const first = views.render({ kind: 'page', job: key, nonce: 'n' }, job.rows());
+    const controller = new AbortController();
+    const dropped = views.render({ kind: 'page', job: key, nonce: 'n' }, job.rows(), controller.signal);
+    await nextTurn(); // both reads ended, both views sent
+    const answered: number[] = [];
+    (views as unknown as { worker: Worker }).worker.on('message', (message: { id: number }) => answered.push(message.id));
+    controller.abort(new Error('client gone'));
+    await assert.rejects(dropped, /client gone/);
+    assert.equal(await first, renderJobView({ kind: 'page', job: key, nonce: 'n' }, events));
+    assert.equal(await views.render({ kind: 'summary', job: key }, job.rows()), renderJobView({ kind: 'summary', job: key }, events));
+    assert.deepEqual(answered, [1, 3], 'the thread answered the first and the third view only');
   } finally {
     await views.close();
   }
