@@ -72,15 +72,19 @@ async function measure(port: number, path: string) {
   const start = performance.now();
   const mainBefore = mainThreadCpuMs();
   const processBefore = process.cpuUsage();
-  const answer = await curl(`http://127.0.0.1:${port}${path}`);
+  let answer: string;
+  try {
+    answer = await curl(`http://127.0.0.1:${port}${path}`);
+  } finally {
+    clearInterval(timer);
+    asking = false;
+    await healthLoop;
+  }
   const ms = performance.now() - start;
   // This process's other work (the 1 ms timer, the /healthz client) is in both, and small.
   const mainCpu = mainThreadCpuMs() - mainBefore;
   const cpu = process.cpuUsage(processBefore);
   const processCpu = (cpu.user + cpu.system) / 1000;
-  clearInterval(timer);
-  asking = false;
-  await healthLoop;
   return { answer, ms, mainCpu, processCpu, longestGap: Math.max(...gaps), gapP99: percentile(gaps, 99), healthMax: Math.max(...health), healthP99: percentile(health, 99) };
 }
 
