@@ -31,6 +31,12 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
   { key: 'enforce-denied-in-audit', env: 'EGRESS_ENFORCE_DENIED_IN_AUDIT', policy: true, help: 'true: denied-endpoints are refused in audit mode too (default false)' },
   { key: 'log-query', env: 'EGRESS_LOG_QUERY', policy: true, help: 'true: events keep the query string of inspected requests (default false: path only)' },
+  {
+    key: 'encrypted-client-hello',
+    env: 'EGRESS_ENCRYPTED_CLIENT_HELLO',
+    policy: true,
+    help: 'refuse (default): a TLS connection decided by its SNI whose ClientHello carries an encrypted inner one (ECH, its real server name unreadable) is refused (encrypted-client-hello); allow: decided on the outer SNI alone',
+  },
   { key: 'allowed-ips', env: 'EGRESS_ALLOWED_IPS', policy: true, list: true, help: 'CIDRs allowed as raw-IP destinations' },
   { key: 'trusted-ranges', env: 'EGRESS_TRUSTED_RANGES', policy: true, list: true, help: 'CIDRs allowed names may resolve into (private, loopback, ...)' },
   { key: 'policy', env: 'EGRESS_POLICY_FILE', help: 'policy/config file (YAML)' },

@@ -1,4 +1,4 @@
-import { canonicalHost, decide, findEndpoint, formatHostPort, refusal, type Decision, type Policy } from '../policy/index.js';
+import { canonicalHost, decide, ENCRYPTED_CLIENT_HELLO_REFUSED, findEndpoint, formatHostPort, refusal, type Decision, type Policy } from '../policy/index.js';
 import type { AddressBook } from './address-book.js';
 import { authorize, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest, type Authorization } from './authorize.js';
 import type { PeekResult } from '../net/sniffing/first-bytes.js';
@@ -81,6 +81,32 @@ function mismatch(ctx: TransparentAuthorizeContext, request: TransparentRequest,
 }
 
 /**
+ * authorize() on `host` for a redirected connection, unless its ClientHello carries an encrypted inner one (ECH) and the
+ * policy refuses those: then, where the decision would let it through uninspected, an `encrypted-client-hello`
+ * refusal. The inner hello names a server only the destination (a shared front, which routes on it) can read. An
+ * inspected connection is not concerned (egress-guard's own TLS server ignores ECH, and it connects upstream itself),
+ * nor one the policy refuses anyway (reported for its own reason).
+ */
+function authorizeUnlessEncrypted(
+  ctx: TransparentAuthorizeContext,
+  request: TransparentRequest,
+  asked: AuthorizeRequest & { addresses: string[] },
+  extra: Extra,
+): Promise<Authorization> {
+  const { peek } = request;
+  const policy = ctx.policy();
+  if (peek.protocol !== 'tls' || !peek.encryptedClientHello || policy.encryptedClientHello !== 'refuse') return authorize(ctx, asked);
+  const { host, port, addresses, inspectable } = asked;
+  const decision = decide(policy, { host, port, addresses, ...(inspectable && { inspectable }) });
+  if (!decision.permitted || decision.inspect) return authorize(ctx, asked);
+  const ip = addressText(request.destination.address);
+  return decisionWritten(
+    ctx.events,
+    decided(ctx, request, refusal(policy, { reason: 'encrypted-client-hello', host: decision.host, ip, message: ENCRYPTED_CLIENT_HELLO_REFUSED }), extra),
+  );
+}
+
+/**
  * Decide a redirected connection. The name is the SNI, else the HTTP Host, else (not TLS) a name the DNS
  * server resolved to the destination, else the raw address. A claimed name (SNI/Host) must agree with the
  * destination, or the connection is a `sni-mismatch` (domain fronting, forged SNI). The decision is made
@@ -113,7 +139,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     const canonical = canonicalHost(claimed);
     if (canonical.type === 'ip') {
       if (!sameAddress(canonical.text, ip)) return decisionWritten(ctx.events, mismatch(ctx, request, canonical.text, claimedBy, extra));
-      return authorize(ctx, { ...base, host: ip });
+      return authorizeUnlessEncrypted(ctx, request, { ...base, host: ip }, extra);
     }
     if (canonical.type === 'name') {
       const permitted = decide(ctx.policy(), {
@@ -124,9 +150,9 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
       }).permitted;
       // A name the policy refuses is reported as such; agreement matters only for names it would let through.
       if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return decisionWritten(ctx.events, mismatch(ctx, request, canonical.name, claimedBy, extra));
-      return authorize(ctx, { ...base, host: canonical.name });
+      return authorizeUnlessEncrypted(ctx, request, { ...base, host: canonical.name }, extra);
     }
-    return authorize(ctx, { ...base, host: claimed });
+    return authorizeUnlessEncrypted(ctx, request, { ...base, host: claimed }, extra);
   }
 
   if (peek.protocol === 'tls' || (peek.protocol === 'other' && peek.incomplete)) {
@@ -134,10 +160,10 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     // head the client never finished: there is no name to check against the destination, and falling back to
     // "some allowed name resolved here" would admit any site on a shared (CDN) address. Decided as a
     // connection to a raw address: allowed-ips, or nothing.
-    return authorize(ctx, { ...base, host: ip });
+    return authorizeUnlessEncrypted(ctx, request, { ...base, host: ip }, extra);
   }
   const name = attributedName(ctx.policy(), namesOf(ctx.addressBook, ip), port);
-  return authorize(ctx, { ...base, host: name ?? ip });
+  return authorizeUnlessEncrypted(ctx, request, { ...base, host: name ?? ip }, extra);
 }
 
 /** The name a connection without one of its own is decided on: of `names` the DNS resolved to its address, an allowed one first. */

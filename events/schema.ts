@@ -93,7 +93,7 @@ export const CLOSE_ERRORS = {
   'client-aborted': 'the client went away before the response was complete (or before the tunnel was opened)',
   'client-bad-request': "an allowed request node's HTTP client will not write as it came (a control character in its target or a header): refused with 400, never altered",
   'handed-over':
-    'a connection went on under a later decision of its own, whose events count what follows: a redirected connection first decided by DNS attribution whose late first bytes were decided (a request handed to the per-request HTTP server, a ClientHello handed to the inspector or relayed on its SNI), or a CONNECT tunnel relayed in audit mode after its ClientHello named another host (sni-mismatch)',
+    'a connection went on under a later decision of its own, whose events count what follows: a redirected connection first decided by DNS attribution whose late first bytes were decided (a request handed to the per-request HTTP server, a ClientHello handed to the inspector or relayed on its SNI), or a CONNECT tunnel relayed in audit mode after its ClientHello named another host (sni-mismatch) or carried ECH (encrypted-client-hello)',
   'refused-after-first-bytes': 'the late first bytes of a tunnel (a ClientHello or request after a silent start) were refused: the client was reset',
   'gate-failed': 'checking the late first bytes of a tunnel failed unexpectedly: both sides were closed',
 } as const;

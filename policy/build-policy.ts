@@ -1,6 +1,6 @@
 import type { Origin } from './cidr.js';
 import { parseCidrs, parseEndpoints, splitListString, type SourcedEntry } from './policy-lists.js';
-import { DNS_MODES, MODES, PolicyError, type DnsMode, type Mode, type Policy } from './policy.js';
+import { DNS_MODES, ENCRYPTED_CLIENT_HELLO_CHOICES, MODES, PolicyError, type DnsMode, type EncryptedClientHello, type Mode, type Policy } from './policy.js';
 
 /** A policy setting from any source (file, environment, flag), with where it came from. */
 export interface PolicySetting {
@@ -15,11 +15,22 @@ export interface PolicySettings {
   'denied-endpoints'?: PolicySetting;
   'enforce-denied-in-audit'?: PolicySetting;
   'log-query'?: PolicySetting;
+  'encrypted-client-hello'?: PolicySetting;
   'allowed-ips'?: PolicySetting;
   'trusted-ranges'?: PolicySetting;
 }
 
-export const POLICY_KEYS = ['mode', 'dns', 'allowed-endpoints', 'denied-endpoints', 'enforce-denied-in-audit', 'log-query', 'allowed-ips', 'trusted-ranges'] as const;
+export const POLICY_KEYS = [
+  'mode',
+  'dns',
+  'allowed-endpoints',
+  'denied-endpoints',
+  'enforce-denied-in-audit',
+  'log-query',
+  'encrypted-client-hello',
+  'allowed-ips',
+  'trusted-ranges',
+] as const;
 
 function entries(setting: PolicySetting | undefined): SourcedEntry[] {
   if (!setting) return [];
@@ -46,6 +57,7 @@ export function buildPolicy(settings: PolicySettings): Policy {
     deniedEndpoints,
     enforceDeniedInAudit: oneOf(settings['enforce-denied-in-audit'], 'enforce-denied-in-audit', ['true', 'false'], 'false') === 'true',
     logQuery: oneOf(settings['log-query'], 'log-query', ['true', 'false'], 'false') === 'true',
+    encryptedClientHello: oneOf<EncryptedClientHello>(settings['encrypted-client-hello'], 'encrypted-client-hello', ENCRYPTED_CLIENT_HELLO_CHOICES, 'refuse'),
     allowedIps: parseCidrs(entries(settings['allowed-ips']), 'allowed-ips'),
     trustedRanges: parseCidrs(entries(settings['trusted-ranges']), 'trusted-ranges'),
     warnings: [...endpoints, ...deniedEndpoints].flatMap((rule) => (rule.warning ? [`${rule.origin.file}:${rule.origin.line}: ${rule.warning}`] : [])),

@@ -14,6 +14,7 @@ export type Reason =
   | 'denied-address'
   | 'invalid-host'
   | 'sni-mismatch'
+  | 'encrypted-client-hello'
   | 'malformed-request'
   | 'upstream-unresolvable'
   // Method and path rules (request-rules.ts).

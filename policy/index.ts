@@ -9,7 +9,7 @@ export { compileHostPattern, matchHost, type HostPattern } from './host-pattern.
 export { parseEndpoint } from './endpoint.js';
 export { findCidr, parseCidr } from './cidr.js';
 export { bracketed, formatHostPort, parseAuthority } from './host-port.js';
-export { refusal } from './refusal.js';
+export { ENCRYPTED_CLIENT_HELLO_REFUSED, refusal } from './refusal.js';
 export { normalisePath, compilePathPattern, matchPath, type NormalisedPath, type PathPattern } from './request-path.js';
 export { isRequestRule, type EndpointRule } from './endpoint.js';
 export { keepAnswer } from './kept-answers.js';

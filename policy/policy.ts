@@ -8,6 +8,13 @@ export const MODES: readonly Mode[] = ['audit', 'block'];
 export type DnsMode = 'policy' | 'any';
 export const DNS_MODES: readonly DnsMode[] = ['policy', 'any'];
 
+/**
+ * What a TLS connection decided by its SNI (not inspected) gets when its ClientHello carries an encrypted inner one
+ * (ECH): `refuse`, the inner hello names a server egress-guard cannot read; `allow`, decided on the outer SNI alone.
+ */
+export type EncryptedClientHello = 'refuse' | 'allow';
+export const ENCRYPTED_CLIENT_HELLO_CHOICES: readonly EncryptedClientHello[] = ['refuse', 'allow'];
+
 export interface Policy {
   mode: Mode;
   dns: DnsMode;
@@ -17,6 +24,7 @@ export interface Policy {
   enforceDeniedInAudit: boolean;
   /** Events keep query strings of inspected requests (else the path alone). */
   logQuery: boolean;
+  encryptedClientHello: EncryptedClientHello;
   allowedIps: CidrRule[];
   trustedRanges: CidrRule[];
   /** Warnings found at load (e.g. wildcard over github.io), logged by the caller. */

@@ -3,8 +3,11 @@ import { canonicalHost, classifyAddress, compileHostPattern, type HostPattern, m
 import type { EgressEvent } from '../events/schema.js';
 import { destinationKey, isDecision } from './summary.js';
 
-/** Decisions no allowlist changes: the request itself was unusable. */
-export const NOT_POLICY_REASONS = new Set(['invalid-host', 'malformed-request', 'sni-mismatch']);
+/**
+ * Decisions no allowlist changes: the request itself was unusable, or (encrypted-client-hello) its host is allowed
+ * already and what it hides is not in the event.
+ */
+export const NOT_POLICY_REASONS = new Set(['invalid-host', 'malformed-request', 'sni-mismatch', 'encrypted-client-hello']);
 /** Traffic the redirect rules refuse whatever the policy says (netlog/): UDP but DNS, ICMP, answers to outside hosts. */
 export const RULES_ONLY_REASONS = new Set(['not-proxied', 'inbound-reply', 'own-connection']);
 

@@ -31,6 +31,11 @@ const CLIENT_HELLO = 1;
 /** The server_name extension and its only name type, host_name (RFC 6066 3). */
 const SERVER_NAME = 0x0000;
 const HOST_NAME = 0;
+/**
+ * encrypted_client_hello (draft-ietf-tls-esni, 0xfe0d): the outer ClientHello carries an encrypted inner one whose
+ * server name only the server (a shared front) can read. ech_outer_extensions (0xfd00) appears only inside the inner.
+ */
+const ENCRYPTED_CLIENT_HELLO = 0xfe0d;
 
 /**
  * What a ClientHello says its server is: a name, no server_name extension at all, or a server_name that
@@ -40,6 +45,15 @@ const HOST_NAME = 0;
  * the server.
  */
 export type ServerName = { name: string } | { absent: true } | { unreadable: string };
+
+/** What a buffered ClientHello says: its server name, and `encryptedClientHello` when it carries the ECH extension. */
+export type ClientHelloFacts = ServerName & { encryptedClientHello?: true };
+
+/**
+ * Whether the last walk (serverNameAt) met an encrypted_client_hello extension. A variable of the module, not a member
+ * of an object per walk: the walk is synchronous, and its caller reads this at once.
+ */
+let walkMetEncryptedClientHello = false;
 
 /**
  * The server name of a buffered ClientHello (the whole first record). Synchronous and copy-free: the walk
@@ -52,6 +66,13 @@ export function serverNameOf(record: Buffer): ServerName {
   const at = serverNameAt(record);
   if (typeof at === 'string') return { unreadable: at };
   return at === -1 ? { absent: true } : hostNameIn(record.subarray(at, at + record.readUInt16BE(at - 2)));
+}
+
+/** serverNameOf, and whether the hello carries an encrypted inner ClientHello (ECH), in the same walk. */
+export function clientHelloFactsOf(record: Buffer): ClientHelloFacts {
+  const facts: ClientHelloFacts = serverNameOf(record);
+  if (walkMetEncryptedClientHello) facts.encryptedClientHello = true;
+  return facts;
 }
 
 /** The one host_name of a server_name extension (RFC 6066 3: a list of one name, printable ASCII). */
@@ -75,6 +96,7 @@ function hostNameIn(data: Buffer): ServerName {
  * each (a dozen or more per hello) were most of the walk's instructions (docs/benchmark.md, "Issue 14, eighth round").
  */
 function serverNameAt(record: Buffer): number | string {
+  walkMetEncryptedClientHello = false;
   if (record.length < TLS_RECORD_HEADER + 4 || !looksLikeTls(record)) return 'not a TLS handshake record';
   // The whole record, as it says it is, must have been read.
   const end = TLS_RECORD_HEADER + record.readUInt16BE(3);
@@ -105,6 +127,7 @@ function serverNameAt(record: Buffer): number | string {
     at += 4;
     if (at + length > extensionsEnd) return 'an extension longer than the extensions';
     if (type === SERVER_NAME && serverNames++ === 0) serverName = at;
+    else if (type === ENCRYPTED_CLIENT_HELLO) walkMetEncryptedClientHello = true;
     at += length;
   }
   return serverNames > 1 ? 'two server_name extensions' : serverName;

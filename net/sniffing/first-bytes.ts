@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, serverNameOf, TLS_MAX_RECORD } from './client-hello.js';
+import { clientHelloFactsOf, clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, TLS_MAX_RECORD } from './client-hello.js';
 import { headersComplete, httpRequestStart, parseHttpHead, type PeekedHttpRequest } from './http-head.js';
 
 /** `eof`: the client half-closed (FIN) within the peek; its bytes are put back all the same. */
@@ -8,9 +8,10 @@ export type PeekResult = PeekedProtocol & { eof?: true };
 type PeekedProtocol =
   /**
    * `split`: the ClientHello does not fit in its first record, so no SNI could be read; `unreadableSni`: it has
-   * a server_name that is not exactly one host name (why), which a check must not take for "no SNI".
+   * a server_name that is not exactly one host name (why), which a check must not take for "no SNI";
+   * `encryptedClientHello`: it carries an encrypted inner ClientHello (ECH), whose server name only the server reads.
    */
-  | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string }
+  | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string; encryptedClientHello?: true }
   /** `request`: method, path and Host when the head was complete and well-formed. */
   | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number }
   /**
@@ -125,11 +126,12 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
     if (unfinished) return { protocol: 'other', bytes, incomplete: 'tls' };
     const length = firstTlsRecordLength(whole);
     const record = length !== undefined ? whole.subarray(0, length) : whole;
-    const name = serverNameOf(record);
+    const name = clientHelloFactsOf(record);
     // Member by member, in this order, not through a conditional spread per member.
     const tls: PeekedProtocol & { protocol: 'tls' } = { protocol: 'tls', bytes };
     if ('name' in name) tls.sni = name.name;
     if ('unreadable' in name) tls.unreadableSni = name.unreadable;
+    if (name.encryptedClientHello) tls.encryptedClientHello = true;
     if (clientHelloSplitAcrossRecords(whole)) tls.split = true;
     return tls;
   }

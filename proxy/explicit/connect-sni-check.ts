@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { canonicalHost, decide, formatHostPort, refusal } from '../../policy/index.js';
+import { canonicalHost, decide, ENCRYPTED_CLIENT_HELLO_REFUSED, formatHostPort, refusal, type Reason } from '../../policy/index.js';
 import { decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest } from '../../decision/authorize.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
@@ -20,8 +20,10 @@ export interface ConnectTunnel {
  * whose SNI names another host than the CONNECT authority must be allowed on its own (SNI-based fronting
  * through an allowed CONNECT host, a forged SNI); if it is not, the decision is `sni-mismatch`: one event,
  * refused (reset) in block mode; so is a ClientHello split across records, or one whose server_name is not
- * exactly one readable host name (its SNI unreadable). Plain HTTP names its host in the clear too, in every request:
- * the tunnel is handed to `readRequests`, which decides each request (its Host must name the CONNECT host), or, without
+ * exactly one readable host name (its SNI unreadable). A ClientHello that carries an encrypted inner one (ECH) names
+ * its real server where only the server (a shared front, which routes on it) can read it: with `encrypted-client-hello:
+ * refuse` (the default) the decision is `encrypted-client-hello`, refused alike. Plain HTTP names its host in the clear
+ * too, in every request: the tunnel is handed to `readRequests`, which decides each request (its Host must name the CONNECT host), or, without
  * one, refused alike; relayed, `CONNECT allowed.test:80` then `Host: attacker.test` reached whatever virtual host a
  * shared address (a CDN) serves under that name. Anything else (no SNI, another protocol, silence until the idle
  * timeout) is relayed: the tunnel goes to the checked address of the CONNECT host whatever the client says in it.
@@ -43,29 +45,47 @@ export async function checkConnectSni(
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
   if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
   if (peek.protocol === 'tls' && peek.unreadableSni) return refuse(ctx, tunnel, undefined, `a ClientHello whose server name cannot be read (${peek.unreadableSni})`);
-  if (peek.protocol !== 'tls' || peek.sni === undefined) return RELAY;
+  if (peek.protocol !== 'tls') return RELAY;
+  // An SNI the policy refuses is reported as such, with or without ECH.
+  const sniRefused = peek.sni === undefined ? undefined : refuseSniNotAllowed(ctx, tunnel, peek.sni);
+  if (sniRefused) return sniRefused;
+  if (peek.encryptedClientHello && ctx.policy().encryptedClientHello === 'refuse') {
+    const claimed = peek.sni === undefined ? undefined : { sni: peek.sni, name: tunnel.host };
+    return refuse(ctx, tunnel, claimed, ENCRYPTED_CLIENT_HELLO_REFUSED, 'encrypted-client-hello');
+  }
+  return RELAY;
+}
+
+/** A refusal when the SNI names another host than the tunnel's, one the policy does not allow; else undefined. */
+function refuseSniNotAllowed(ctx: AuthorizeContext, tunnel: ConnectTunnel, sni: string): Promise<ClientGateOutcome> | undefined {
   // The SNI as the decision's host is written (nearly every tunnel): a canonical host is its own canonical form
   // (policy-properties.test.ts), so canonicalising it again would only give the same name back.
-  if (peek.sni === tunnel.host) return RELAY;
-  const canonical = canonicalHost(peek.sni);
-  const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : peek.sni;
-  if (name === tunnel.host) return RELAY;
-  const byName = decide(ctx.policy(), { host: peek.sni, port: tunnel.port });
-  if (byName.permitted) return RELAY;
-  return refuse(ctx, tunnel, { sni: peek.sni, name }, `TLS SNI ${formatHostPort(name, tunnel.port)} is not allowed (${byName.message})`);
+  if (sni === tunnel.host) return undefined;
+  const canonical = canonicalHost(sni);
+  const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : sni;
+  if (name === tunnel.host) return undefined;
+  const byName = decide(ctx.policy(), { host: sni, port: tunnel.port });
+  if (byName.permitted) return undefined;
+  return refuse(ctx, tunnel, { sni, name }, `TLS SNI ${formatHostPort(name, tunnel.port)} is not allowed (${byName.message})`);
 }
 
 /**
- * One sni-mismatch event; the tunnel is reset in block mode once its line is written. In audit mode it is relayed as
- * this decision's: its close event gets the tunnel's end (the CONNECT decision's close says handed-over), so the bytes
- * count for the host the client named.
+ * One refusal event (sni-mismatch unless said); the tunnel is reset in block mode once its line is written. In audit mode
+ * it is relayed as this decision's: its close event gets the tunnel's end (the CONNECT decision's close says
+ * handed-over), so the bytes count for the host the client named.
  */
-function refuse(ctx: AuthorizeContext, tunnel: ConnectTunnel, claimed: { sni: string; name: string } | undefined, why: string): Promise<ClientGateOutcome> {
+function refuse(
+  ctx: AuthorizeContext,
+  tunnel: ConnectTunnel,
+  claimed: { sni: string; name: string } | undefined,
+  why: string,
+  reason: Reason = 'sni-mismatch',
+): Promise<ClientGateOutcome> {
   const policy = ctx.policy();
   const host = claimed?.name ?? tunnel.host;
   const request: AuthorizeRequest = { kind: 'connect', client: tunnel.client, host, port: tunnel.port, ...(claimed && { sni: claimed.sni }) };
   const decision = refusal(policy, {
-    reason: 'sni-mismatch',
+    reason,
     host,
     ip: tunnel.address,
     message: `inside the CONNECT tunnel to ${formatHostPort(tunnel.host, tunnel.port)}: ${why}`,

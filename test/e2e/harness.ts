@@ -97,7 +97,7 @@ export class World {
   }
 
   static async create(options: WorldOptions = {}): Promise<World> {
-    removeLeftoverNamespaces();
+    removeLeftoverNamespaces(options.prefix ?? 'eg');
     const world = new World(options);
     process.once('SIGINT', world.onSignal);
     process.once('SIGTERM', world.onSignal);

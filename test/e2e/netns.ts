@@ -32,8 +32,11 @@ export async function must(command: string, args: readonly string[], options: Pa
   return result.stdout;
 }
 
-/** `eg-` is the harness's World (and the containers of ways-out-containers), `egact-` the GitHub Action suite's. */
-export const NAMESPACE_PATTERN = /^(eg|egact)-(runner|internet|container)-(\d+)$/;
+/**
+ * `eg-` is the harness's World (and the containers of ways-out-containers), `egact-` the GitHub Action suite's, `ech-`
+ * the encrypted-client-hello suite's.
+ */
+export const NAMESPACE_PATTERN = /^(eg|egact|ech)-(runner|internet|container)-(\d+)$/;
 
 function alive(pid: number): boolean {
   try {
@@ -68,8 +71,11 @@ export function destroyNamespaceSync(name: string): void {
   rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
 }
 
-/** Namespaces this suite left behind in an earlier run that crashed: same prefix, and the owning PID is dead. */
-export function removeLeftoverNamespaces(): string[] {
+/**
+ * Namespaces a suite of `prefix` left behind in an earlier run that crashed: that prefix, and the owning PID is dead.
+ * Only its own prefix: another suite's namespaces are its own to clean.
+ */
+export function removeLeftoverNamespaces(prefix: string): string[] {
   const removed: string[] = [];
   let list = '';
   try {
@@ -80,7 +86,7 @@ export function removeLeftoverNamespaces(): string[] {
   for (const line of list.split('\n')) {
     const name = line.split(' ')[0] ?? '';
     const m = NAMESPACE_PATTERN.exec(name);
-    if (!m || Number(m[3]) === process.pid || alive(Number(m[3]))) continue;
+    if (!m || m[1] !== prefix || Number(m[3]) === process.pid || alive(Number(m[3]))) continue;
     destroyNamespaceSync(name);
     removed.push(name);
   }

@@ -27,6 +27,16 @@ export function rawExchange(port: number, payload: string | Buffer, options: { u
   });
 }
 
+/** What a tunnel does with the client's first bytes: answers, closes, or resets (ECONNRESET). */
+export function firstBytesOutcome(socket: net.Socket, bytes: Buffer): Promise<string> {
+  return new Promise<string>((resolve) => {
+    socket.on('data', () => resolve('answered'));
+    socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    socket.on('close', () => resolve('closed'));
+    socket.write(bytes);
+  }).finally(() => socket.destroy());
+}
+
 /** Open a CONNECT tunnel through the proxy; resolves with the socket once the proxy answered 200. */
 export function openTunnel(proxyPort: number, authority: string): Promise<{ socket: net.Socket; status: number; response: string }> {
   return new Promise((resolve, reject) => {

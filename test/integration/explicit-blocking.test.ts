@@ -1,26 +1,16 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import net, { type Socket } from 'node:net';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
-import { openTunnel, rawExchange } from '../helpers/raw-client.js';
+import { firstBytesOutcome, openTunnel, rawExchange } from '../helpers/raw-client.js';
 import { clientHelloFor, nameList, splitClientHello, withServerName } from '../helpers/tls-client-hello.js';
 import { leafFor, startHttpServer, startHttpsServer, testCa, type TestServer } from '../helpers/servers.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 /** Every spelling of 127.0.0.1 a client can produce: decimal, hex, octal, short forms, IPv4-mapped IPv6. */
 const LOOPBACK_SPELLINGS = ['127.0.0.1', '2130706433', '0x7f000001', '127.1', '0177.0.0.1', '0x7f.1', '127.0.1', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '[::1]'];
-
-/** What a tunnel does with the client's first bytes: answers, closes, or resets (ECONNRESET). */
-function firstBytesOutcome(socket: Socket, bytes: Buffer): Promise<string> {
-  return new Promise<string>((resolve) => {
-    socket.on('data', () => resolve('answered'));
-    socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
-    socket.on('close', () => resolve('closed'));
-    socket.write(bytes);
-  }).finally(() => socket.destroy());
-}
 
 describe('block mode: what is not allowed never reaches a server', () => {
   let plain: TestServer;

@@ -201,6 +201,35 @@ describe('collector HTTP API (SQLite)', () => {
     assert.deepEqual(replay(policyFromFile(policy.body, 'suggested.yml'), run).blocked, []);
   });
 
+  it('stores an encrypted-client-hello refusal as it came, and suggests no entry for it (the host is allowed already)', async () => {
+    const log = new EventLog({ stdout: false, ci: { job_id: 'ech-job' } });
+    const sent: EgressEvent[] = [];
+    log.subscribe((e) => sent.push(e));
+    log.decision({
+      kind: 'connect',
+      client: '127.0.0.1:5001',
+      host: 'front.example.test',
+      port: 443,
+      ip: '198.51.100.80',
+      sni: 'front.example.test',
+      decision: 'would-block',
+      reason: 'encrypted-client-hello',
+      rule: null,
+      message: 'inside the CONNECT tunnel to front.example.test:443: the ClientHello carries an encrypted inner ClientHello (ECH)',
+      mode: 'audit',
+    });
+    const reply = await post(
+      collector.port,
+      sent.map((e) => JSON.stringify(e)),
+    );
+    assert.deepEqual(JSON.parse(reply.body), { accepted: 1, stored: 1, duplicates: 0, rejected: [] });
+    const events = JSON.parse((await send(collector.port, 'GET', '/api/v1/jobs/ech-job/events')).body).events;
+    assert.deepEqual(events, JSON.parse(JSON.stringify(sent)));
+    const policy = await send(collector.port, 'GET', '/api/v1/jobs/ech-job/policy');
+    assert.equal(policy.status, 200);
+    assert.doesNotMatch(policy.body, /front\.example\.test/);
+  });
+
   it('answers unknown jobs and paths with 404 and wrong methods with 405', async () => {
     assert.equal((await send(collector.port, 'GET', '/api/v1/jobs/nope/summary')).status, 404);
     assert.equal((await send(collector.port, 'GET', '/api/v1/jobs/%E0%A4%A/summary')).status, 400);

@@ -34,7 +34,7 @@ const decisionFields: fc.Arbitrary<DecisionFields> = fc.record(
     method: text,
     path: text,
     decision: fc.constantFrom('allowed', 'blocked', 'would-block'),
-    reason: fc.constantFrom('allowed-endpoint', 'not-allowed-endpoint', 'raw-ip', 'invalid-host', 'malformed-request', 'sni-mismatch'),
+    reason: fc.constantFrom('allowed-endpoint', 'not-allowed-endpoint', 'raw-ip', 'invalid-host', 'malformed-request', 'sni-mismatch', 'encrypted-client-hello'),
     rule: fc.option(text, { nil: null }),
     message: text,
     mode: fc.constantFrom('audit', 'block'),

@@ -263,6 +263,21 @@ describe('loadConfig: unknown keys and precedence flag > env > file > default', 
     assert.deepEqual({ file: err.file, entry: err.entry }, { file: 'environment EGRESS_MODE', entry: 'blokc' });
   });
 
+  test('encrypted-client-hello: refuse by default; allow from the file, the environment or a flag; anything else refused with where it was written', () => {
+    assert.equal(loadConfig({ flags: flags(), env: {}, readFile }).policy.encryptedClientHello, 'refuse');
+    const inFile = (text: string) => loadConfig({ flags: flags({ policy: ['/p.yaml'] }), env: {}, readFile: () => text }).policy.encryptedClientHello;
+    assert.equal(inFile('mode: block\nencrypted-client-hello: allow\n'), 'allow');
+    assert.equal(inFile('mode: block\nencrypted-client-hello: refuse\n'), 'refuse');
+    assert.equal(loadConfig({ flags: flags(), env: { EGRESS_ENCRYPTED_CLIENT_HELLO: 'allow' }, readFile }).policy.encryptedClientHello, 'allow');
+    assert.equal(
+      loadConfig({ flags: flags({ 'encrypted-client-hello': ['allow'] }), env: { EGRESS_ENCRYPTED_CLIENT_HELLO: 'refuse' }, readFile }).policy.encryptedClientHello,
+      'allow',
+    );
+    const typo = policyError(() => inFile('mode: block\nencrypted-client-hello: alow\n'));
+    assert.deepEqual({ file: typo.file, line: typo.line, entry: typo.entry }, { file: '/p.yaml', line: 2, entry: 'alow' });
+    assert.match(typo.reason, /encrypted-client-hello must be one of refuse, allow/);
+  });
+
   test('a bad flag entry names the flag', () => {
     const err = policyError(() => loadConfig({ flags: flags({ 'allowed-ips': ['10.0.0.0/8', 'nope'] }), env: {}, readFile }));
     assert.deepEqual({ file: err.file, entry: err.entry }, { file: 'flag --allowed-ips', entry: 'nope' });

@@ -3,8 +3,17 @@ import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { getExtensionData, readTlsClientHello } from 'read-tls-client-hello';
-import { serverNameOf, type ServerName } from '../../net/sniffing/client-hello.js';
-import { clientHelloFor, nameList, withServerName } from '../helpers/tls-client-hello.js';
+import { clientHelloFactsOf, serverNameOf, type ServerName } from '../../net/sniffing/client-hello.js';
+import {
+  clientHelloFor,
+  clientHelloWithEch,
+  ENCRYPTED_CLIENT_HELLO,
+  extensionBytes,
+  nameList,
+  outerEncryptedClientHello,
+  withExtensionsAfterServerName,
+  withServerName,
+} from '../helpers/tls-client-hello.js';
 
 /** read-tls-client-hello's full stream parser, the oracle the synchronous walk must agree with on real hellos. */
 async function libraryServerName(record: Buffer): Promise<string | undefined> {
@@ -181,5 +190,38 @@ describe('serverNameOf (synchronous ClientHello walk)', () => {
       }),
       { numRuns: 2000, seed: 14 },
     );
+  });
+});
+
+describe('clientHelloFactsOf: the encrypted_client_hello extension (ECH)', () => {
+  it('is reported on a real ClientHello that carries it, with the outer SNI read as before', async () => {
+    const record = await clientHelloWithEch('registry.npmjs.test');
+    // The lengths were fixed up right: the library's full parser reads the same hello.
+    assert.equal(await libraryServerName(record), 'registry.npmjs.test');
+    assert.deepEqual(clientHelloFactsOf(record), { name: 'registry.npmjs.test', encryptedClientHello: true });
+    assert.deepEqual(serverNameOf(record), { name: 'registry.npmjs.test' });
+  });
+
+  it('is not reported when absent, nor for ech_outer_extensions (0xfd00), which only an inner hello carries', async () => {
+    const record = await clientHelloFor('registry.npmjs.test');
+    assert.deepEqual(clientHelloFactsOf(record), { name: 'registry.npmjs.test' });
+    const outerExtensions = withExtensionsAfterServerName(record, extensionBytes(0xfd00, Buffer.from([2, 0x00, 0x0a])));
+    assert.deepEqual(clientHelloFactsOf(outerExtensions), { name: 'registry.npmjs.test' });
+  });
+
+  it('is reported on a hello without a server_name, and wherever it is among the extensions', () => {
+    const ech = extensionBytes(ENCRYPTED_CLIENT_HELLO, outerEncryptedClientHello(40));
+    const sni = extensionBytes(0, nameList([0, Buffer.from('front.test')]));
+    assert.deepEqual(clientHelloFactsOf(helloWithExtensions(ech)), { absent: true, encryptedClientHello: true });
+    assert.deepEqual(clientHelloFactsOf(helloWithExtensions(Buffer.concat([ech, sni]))), { name: 'front.test', encryptedClientHello: true });
+    assert.deepEqual(clientHelloFactsOf(helloWithExtensions(Buffer.concat([sni, ech]))), { name: 'front.test', encryptedClientHello: true });
+  });
+
+  it('one walk does not leak into the next: a hello without ECH after one with it', async () => {
+    const withEch = await clientHelloWithEch('a.test');
+    const without = await clientHelloFor('b.test');
+    assert.equal(clientHelloFactsOf(withEch).encryptedClientHello, true);
+    assert.equal(clientHelloFactsOf(without).encryptedClientHello, undefined);
+    assert.equal(clientHelloFactsOf(Buffer.from([0x16, 3, 1, 0, 0])).encryptedClientHello, undefined);
   });
 });

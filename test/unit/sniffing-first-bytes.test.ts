@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
 import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { parseHttpHead } from '../../net/sniffing/http-head.js';
-import { clientHelloFor, splitClientHello } from '../helpers/tls-client-hello.js';
+import { clientHelloFor, clientHelloWithEch, splitClientHello } from '../helpers/tls-client-hello.js';
 
 /**
  * A relay on loopback that peeks like the transparent listener does, then pipes to a real server: the
@@ -228,5 +228,13 @@ describe('peek edge cases', () => {
     assert.equal(peek.protocol, 'tls');
     assert.equal(peek.protocol === 'tls' && peek.split, true);
     assert.equal(peek.protocol === 'tls' && peek.sni, undefined);
+  });
+
+  test('a ClientHello that carries an encrypted inner one (ECH) is marked so, its outer SNI read; one without is not', async () => {
+    const ech = await peekOf([await clientHelloWithEch('front.test')], 0, 500);
+    assert.equal(ech.protocol === 'tls' && ech.sni, 'front.test');
+    assert.equal(ech.protocol === 'tls' && ech.encryptedClientHello, true);
+    const plain = await peekOf([await clientHelloFor('front.test')], 0, 500);
+    assert.equal(plain.protocol === 'tls' && plain.encryptedClientHello, undefined);
   });
 });
