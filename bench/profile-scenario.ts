@@ -10,7 +10,7 @@ import { summarise } from './profile-summary.js';
 import { BENCH_HOST, startBenchServers } from './servers.js';
 
 /**
- * Profile egress-guard under one scenario: `node dist/bench/profile-scenario.js tunnel|bulk|keepalive|inspected-keepalive|inspected-new [outDir]`
+ * Profile egress-guard under one scenario: `node dist/bench/profile-scenario.js tunnel|bulk|bulk-plain|keepalive|inspected-keepalive|inspected-new [outDir]`
  * (`inspected-keepalive`: bench.test inspected, as in the bench's inspection part; keep-alive HTTPS GET 1 KiB, c=50;
  * `inspected-new`: the same host, a new connection per request: CONNECT, TLS with egress-guard's leaf, GET 1 KiB, c=50).
  * Runs egress-guard under `node --cpu-prof`, drives the scenario (bounded by count and time), stops it
@@ -37,6 +37,7 @@ try {
   let summary: unknown;
   if (scenario === 'tunnel') summary = await tunnelTlsRate(proxy, servers, { count: 3000, timeCapMs: 15_000, concurrency: 50, warmup: 0 });
   else if (scenario === 'bulk') summary = await bulkDownload(proxy, servers, { bytes: 256 * 1024 * 1024, repeats: 3, timeoutMs: 60_000 });
+  else if (scenario === 'bulk-plain') summary = await bulkDownload(proxy, servers, { bytes: 256 * 1024 * 1024, repeats: 3, timeoutMs: 60_000, tls: false });
   else if (scenario === 'keepalive') summary = await keepAliveRate(proxy, servers, { count: 30_000, timeCapMs: 15_000, concurrency: 50, warmup: 0 });
   else if (scenario === 'inspected-new') {
     const task = tunnelTlsTask(proxy, { ...servers, caPem: readFileSync(stateCaPaths(stateDir).cert, 'utf8') });
