@@ -25,7 +25,7 @@ export interface CollectorOptions {
   /** Delete events older than this many days (at start, then every `retentionIntervalMs`); unset: keep everything. */
   retentionDays?: number;
   retentionIntervalMs?: number;
-  /** Jobs of at least this many events have their page, summary and policy rendered off the event loop (view-thread.ts). */
+  /** Jobs of at least this many rows have their page, summary and policy unpacked and rendered off the event loop (view-thread.ts). */
   viewThreadFrom?: number;
 }
 
