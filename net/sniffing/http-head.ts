@@ -16,8 +16,16 @@ export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
   if (lineEnd !== -1) return /HTTP\//i.test(line.toString('latin1')) ? 'yes' : 'no';
   // Controls are not text; bytes past ASCII may be (nginx, Varnish and Go take them in a target: UTF-8 paths).
   for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte === 0x7f)) return 'no';
-  return 'line';
+  // Text that can no longer become a request line is another protocol's, whose client may wait for an answer without
+  // ending its line (JSON over TCP, `{"id":1}`): read as HTTP, it waited for a line end until the idle timeout, then got 400.
+  return REQUEST_LINE_SO_FAR.test(line.toString('latin1')) ? 'line' : 'no';
 }
+
+/**
+ * The start of a request line, however lenient the server: a method (a token), then white space and a target (no
+ * white space), then white space and what may still become `HTTP/` (servers that take more spaces, tabs, a trailing CR).
+ */
+const REQUEST_LINE_SO_FAR = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]+[^ \t\r]*(?:[ \t]+(?:H(?:T(?:T(?:P(?:\/.*)?)?)?)?)?)?)?[ \t\r]*$/i;
 
 export function headersComplete(head: Buffer): boolean {
   return head.includes('\r\n\r\n') || head.includes('\n\n');

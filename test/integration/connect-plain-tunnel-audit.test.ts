@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
+import { openTunnel } from '../helpers/raw-client.js';
+import { startHttpServer, type TestServer } from '../helpers/servers.js';
+
+/** Write `bytes` into the tunnel and collect what comes back until `until` is seen, the tunnel closes, or `waitMs` passes. */
+function exchange(socket: net.Socket, bytes: string, until: string, waitMs = 5000): Promise<string> {
+  return new Promise((resolve) => {
+    let received = '';
+    const done = () => {
+      clearTimeout(timer);
+      resolve(received);
+    };
+    const timer = setTimeout(done, waitMs);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.includes(until)) done();
+    });
+    socket.once('close', done);
+    socket.write(bytes);
+  });
+}
+
+describe('audit mode: what a CONNECT tunnel carries in the clear still gets through as without egress-guard', () => {
+  let plain: TestServer;
+  let echo: net.Server;
+  let echoPort: number;
+  let guard: EgressGuardProcess;
+
+  before(async () => {
+    plain = await startHttpServer();
+    echo = net.createServer((socket) => socket.on('data', (c: Buffer) => socket.write(Buffer.concat([Buffer.from('echo:'), c]))).on('error', () => undefined));
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    echoPort = (echo.address() as net.AddressInfo).port;
+    guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1'], {
+      EGRESS_MODE: 'audit',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    });
+  });
+
+  after(async () => {
+    await guard?.stop();
+    await plain?.close();
+    await new Promise((resolve) => echo?.close(resolve));
+  });
+
+  test('a client-first protocol whose first message is text without a line end (JSON over TCP) is relayed, not read as HTTP', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, '{"id":1,"method":"ping"}', 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, 'echo:{"id":1,"method":"ping"}');
+  });
+});
