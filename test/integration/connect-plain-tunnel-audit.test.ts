@@ -48,6 +48,18 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     await new Promise((resolve) => echo?.close(resolve));
   });
 
+  test('an HTTP/1.0 request without Host (which names no other site) reaches the CONNECT host', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${plain.port}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, 'GET /no-host HTTP/1.0\r\n\r\n', '\r\n\r\n');
+    tunnel.socket.destroy();
+    assert.match(answer, /^HTTP\/1\.[01] 200 /, answer.slice(0, 200));
+    assert.deepEqual(
+      plain.requests.filter((q) => q.url === '/no-host').map((q) => q.host),
+      [`allowed.test:${plain.port}`],
+    );
+  });
+
   test('a client-first protocol whose first message is text without a line end (JSON over TCP) is relayed, not read as HTTP', async () => {
     const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
     assert.equal(tunnel.status, 200);
