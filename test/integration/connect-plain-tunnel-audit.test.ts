@@ -68,3 +68,49 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     assert.equal(answer, 'echo:{"id":1,"method":"ping"}');
   });
 });
+
+describe('block mode: a WebSocket upgrade inside a plain CONNECT tunnel names no other site', () => {
+  let guard: EgressGuardProcess;
+  let raw: net.Server;
+  let rawPort: number;
+  const heads: string[] = [];
+
+  before(async () => {
+    // A raw server that records each request head and accepts any upgrade (nginx, Go and Apache route an absolute-form
+    // target on its authority, whatever the Host header says: RFC 9112 3.2.2).
+    raw = net.createServer((socket) => {
+      let head = '';
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => {
+        head += chunk.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        heads.push(head.split('\r\n\r\n')[0]!);
+        socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n');
+      });
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    rawPort = (raw.address() as net.AddressInfo).port;
+    guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1'], {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    });
+  });
+
+  after(async () => {
+    await guard?.stop();
+    await new Promise((resolve) => raw?.close(resolve));
+  });
+
+  test('an absolute-form target naming another host goes upstream in origin form, under the CONNECT host', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${rawPort}`);
+    assert.equal(tunnel.status, 200);
+    const upgrade =
+      `GET http://attacker.test/ws HTTP/1.1\r\nHost: allowed.test:${rawPort}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+    await exchange(tunnel.socket, upgrade, '\r\n\r\n');
+    tunnel.socket.destroy();
+    assert.ok(heads.length > 0, 'the upgrade reached the server');
+    for (const head of heads) assert.match(head, /^GET \/ws HTTP\/1\.1\r\n/, head);
+  });
+});
