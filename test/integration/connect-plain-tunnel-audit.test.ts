@@ -24,6 +24,9 @@ function exchange(socket: net.Socket, bytes: string, until: string, waitMs = 500
   });
 }
 
+/** The HTTP/2 client connection preface (RFC 9113 3.4) and an empty SETTINGS frame. */
+const H2C_PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00';
+
 describe('audit mode: what a CONNECT tunnel carries in the clear still gets through as without egress-guard', () => {
   let plain: TestServer;
   let echo: net.Server;
@@ -67,6 +70,16 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     tunnel.socket.destroy();
     assert.equal(answer, 'echo:{"id":1,"method":"ping"}');
   });
+
+  test('HTTP/2 with prior knowledge (h2c: gRPC without TLS through a proxy) is relayed, reported would-block', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, H2C_PREFACE, 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, `echo:${H2C_PREFACE}`);
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === echoPort && l.decision === 'would-block');
+    assert.match(String(decision.message), /HTTP\/2/);
+  });
 });
 
 describe('block mode: a WebSocket upgrade inside a plain CONNECT tunnel names no other site', () => {
@@ -100,6 +113,16 @@ describe('block mode: a WebSocket upgrade inside a plain CONNECT tunnel names no
   after(async () => {
     await guard?.stop();
     await new Promise((resolve) => raw?.close(resolve));
+  });
+
+  test('HTTP/2 with prior knowledge (h2c) is refused with a decision event of its own', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${rawPort}`);
+    assert.equal(tunnel.status, 200);
+    await exchange(tunnel.socket, H2C_PREFACE, '\r\n\r\n', 2000);
+    tunnel.socket.destroy();
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === rawPort && l.decision === 'blocked');
+    assert.match(String(decision.message), /HTTP\/2/);
+    assert.ok(!heads.some((head) => head.startsWith('PRI')), 'nothing reached the server');
   });
 
   test('an absolute-form target naming another host goes upstream in origin form, under the CONNECT host', async () => {
