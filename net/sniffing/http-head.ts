@@ -18,14 +18,22 @@ export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
   for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte === 0x7f)) return 'no';
   // Text that can no longer become a request line is another protocol's, whose client may wait for an answer without
   // ending its line (JSON over TCP, `{"id":1}`): read as HTTP, it waited for a line end until the idle timeout, then got 400.
-  return REQUEST_LINE_SO_FAR.test(line.toString('latin1')) ? 'line' : 'no';
+  return mayBecomeRequestLine(line.toString('latin1')) ? 'line' : 'no';
 }
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 /**
- * The start of a request line, however lenient the server: a method (a token), then white space and a target (no
- * white space), then white space and what may still become `HTTP/` (servers that take more spaces, tabs, a trailing CR).
+ * Whether an unfinished first line may still become a request line, however lenient the server: a method (a token),
+ * then a target, then what may still become `HTTP/` (more spaces, tabs, a target with a space in it: whatever names
+ * `HTTP/`, as a finished line is judged). No backtracking regular expression: the line may be 16 KiB of blanks.
  */
-const REQUEST_LINE_SO_FAR = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]+[^ \t\r]*(?:[ \t]+(?:H(?:T(?:T(?:P(?:\/.*)?)?)?)?)?)?)?[ \t\r]*$/i;
+function mayBecomeRequestLine(line: string): boolean {
+  const fields = line.split(/[ \t\r]+/);
+  if (!TOKEN.test(fields[0]!)) return false;
+  if (fields.length <= 2 || /HTTP\//i.test(line)) return true;
+  return 'HTTP/'.startsWith(fields[fields.length - 1]!.toUpperCase());
+}
 
 export function headersComplete(head: Buffer): boolean {
   return head.includes('\r\n\r\n') || head.includes('\n\n');
