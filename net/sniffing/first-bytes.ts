@@ -12,8 +12,11 @@ type PeekedProtocol =
    * `encryptedClientHello`: it carries an encrypted inner ClientHello (ECH), whose server name only the server reads.
    */
   | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string; encryptedClientHello?: true }
-  /** `request`: method, path and Host when the head was complete and well-formed. */
-  | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number }
+  /**
+   * `request`: method, path and Host when the head was complete and well-formed; `http2`: the HTTP/2 connection preface
+   * (prior knowledge, h2c), whose requests name their host in frames (`:authority`), not in a head.
+   */
+  | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number; http2?: true }
   /**
    * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
    * `incomplete`: the wait ended inside a TLS record, or on white space only (empty lines, spaces, tabs).
@@ -30,6 +33,9 @@ export interface PeekOptions {
 }
 
 type Verdict = 'more' | 'done';
+
+/** The HTTP/2 client connection preface's request line (RFC 9113 3.4). */
+const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n', 'latin1');
 
 /**
  * Servers ignore empty lines before a request line (RFC 9112 2.2), and some any white space: Varnish skips spaces
@@ -141,6 +147,7 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
   const start = httpRequestStart(head);
   // A request line still going when the wait or the byte cap ended is handed to the HTTP parser too.
   if (start === 'yes' || (start === 'line' && (unfinished || capped))) {
+    if (head.subarray(0, HTTP2_PREFACE.length).equals(HTTP2_PREFACE)) return { protocol: 'http', bytes, http2: true };
     const request = parseHttpHead(head);
     return { protocol: 'http', bytes, ...(request && { request }) };
   }

@@ -16,7 +16,23 @@ export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
   if (lineEnd !== -1) return /HTTP\//i.test(line.toString('latin1')) ? 'yes' : 'no';
   // Controls are not text; bytes past ASCII may be (nginx, Varnish and Go take them in a target: UTF-8 paths).
   for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte === 0x7f)) return 'no';
-  return 'line';
+  // Text that can no longer become a request line is another protocol's, whose client may wait for an answer without
+  // ending its line (JSON over TCP, `{"id":1}`): read as HTTP, it waited for a line end until the idle timeout, then got 400.
+  return mayBecomeRequestLine(line.toString('latin1')) ? 'line' : 'no';
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * Whether an unfinished first line may still become a request line, however lenient the server: a method (a token),
+ * then a target, then what may still become `HTTP/` (more spaces, tabs, a target with a space in it: whatever names
+ * `HTTP/`, as a finished line is judged). No backtracking regular expression: the line may be 16 KiB of blanks.
+ */
+function mayBecomeRequestLine(line: string): boolean {
+  const fields = line.split(/[ \t\r]+/);
+  if (!TOKEN.test(fields[0]!)) return false;
+  if (fields.length <= 2 || /HTTP\//i.test(line)) return true;
+  return 'HTTP/'.startsWith(fields[fields.length - 1]!.toUpperCase());
 }
 
 export function headersComplete(head: Buffer): boolean {

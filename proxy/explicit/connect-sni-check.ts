@@ -39,6 +39,9 @@ export async function checkConnectSni(
   // Text whose first line has not ended (a request line cut across writes, or empty lines before one) gets a moment to
   // end it; a line still unfinished then, or empty lines only, is read as HTTP: relayed, the request would go unread.
   if (peek.protocol === 'other' && peek.bytes > 0 && !peek.eof && peek.incomplete !== 'tls') peek = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_LINE_MS });
+  // HTTP/2 with prior knowledge names its host in frames the request reader does not read: refused here, so that audit
+  // mode relays it (would-block) and block mode resets it, each with its decision (handed over, it was closed, no event).
+  if (peek.protocol === 'http' && peek.http2) return refuse(ctx, tunnel, undefined, "HTTP/2 with prior knowledge (h2c), whose requests' :authority cannot be read here");
   if (peek.protocol === 'http' || (peek.protocol === 'other' && peek.incomplete === 'text' && !peek.eof)) {
     return readRequests ? { action: 'hand-over', to: readRequests } : refuse(ctx, tunnel, undefined, 'plain HTTP, whose requests cannot be read here');
   }

@@ -8,6 +8,7 @@ import { connectTcp } from '../../net/socket-mark.js';
 import { splice } from '../../net/splice.js';
 import { formatHostPort } from '../../policy/index.js';
 import { writeRawError } from './error-response.js';
+import { originForm } from './http-forwarder.js';
 
 /**
  * An HTTP upgrade (WebSocket) on an inspected connection, already decided on its method and path like any
@@ -77,7 +78,14 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
   if (client.destroyed) return close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
   const headers: http.OutgoingHttpHeaders = { host: auth.port === (secure ? 443 : 80) ? host : formatHostPort(host, auth.port) };
   for (const [name, value] of Object.entries(req.headers)) if (!CLIENT_HOP.has(name) && value !== undefined) headers[name] = value;
-  const upstream = http.request({ method: req.method, path: req.url, headers, createConnection: () => connectChecked(options, auth.address, auth.port, host, secure) });
+  // In origin form, as http-forwarder.ts sends requests: an absolute-form target (`GET http://attacker.test/ws`) is
+  // routed on its authority by nginx, Go and Apache whatever the Host header says (RFC 9112 3.2.2).
+  const upstream = http.request({
+    method: req.method,
+    path: originForm(req.url ?? '/'),
+    headers,
+    createConnection: () => connectChecked(options, auth.address, auth.port, host, secure),
+  });
   upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy(Object.assign(new Error('no answer to the upgrade'), { code: 'NO_ANSWER' })));
   // Until upstream answers, the client going away ends the attempt.
   const onClientGone = () => {

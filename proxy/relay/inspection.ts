@@ -106,7 +106,10 @@ export function createInspector(options: InspectorOptions): Inspector {
     const policy = options.policy();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
-    const sameHost = (req.headers.host !== undefined && req.headers.host === connection.sameHostHeader) || namesConnectionHost(req.headers.host, connection);
+    // No Host at all (HTTP/1.0; HTTP/1.1 without one got 400) names no other site: the request goes upstream with the
+    // connection's authority as its Host (http-forwarder.ts, inspected-upgrade.ts), as any request here does.
+    const host = req.headers.host;
+    const sameHost = host === undefined || host === connection.sameHostHeader || namesConnectionHost(host, connection);
     // The checked address as the list authorize takes, made once per connection (nothing changes it).
     const addresses = (connection.addresses ??= [connection.address]);
     const request = {

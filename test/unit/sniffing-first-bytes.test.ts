@@ -168,6 +168,19 @@ describe('peek edge cases', () => {
     }
   });
 
+  test('unfinished text that can no longer become a request line is another protocol, not HTTP', async () => {
+    // The last: blanks that a backtracking pattern would split every way (minutes of blocked loop).
+    const blanks = `GET ${' '.repeat(8000)}/x${' '.repeat(8000)}Q`;
+    for (const text of ['{"id":1,"method":"ping"}', 'hello world again', 'GET /x 1.1', '<?xml version="1.0"?>', blanks]) {
+      const peek = await peekOf([text], 0, 300);
+      assert.deepEqual(peek, { protocol: 'other', bytes: text.length }, text.slice(0, 40));
+    }
+    for (const text of ['GET', 'get /x', 'GET /x HT', 'GET  /x\tHTTP/1.', 'PROPFIND /caf\xe9 HTTP/1.1\r']) {
+      const peek = await peekOf([Buffer.from(text, 'latin1')], 0, 300);
+      assert.equal(peek.protocol, 'http', JSON.stringify(text));
+    }
+  });
+
   test('a ClientHello not finished within the wait is incomplete; unfinished text goes to the HTTP parser', async () => {
     const http1 = await peekOf(['G'], 0, 300);
     assert.deepEqual(http1, { protocol: 'http', bytes: 1 });

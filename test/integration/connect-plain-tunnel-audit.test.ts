@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
+import { openTunnel } from '../helpers/raw-client.js';
+import { startHttpServer, type TestServer } from '../helpers/servers.js';
+
+/** Write `bytes` into the tunnel and collect what comes back until `until` is seen, the tunnel closes, or `waitMs` passes. */
+function exchange(socket: net.Socket, bytes: string, until: string, waitMs = 5000): Promise<string> {
+  return new Promise((resolve) => {
+    let received = '';
+    const done = () => {
+      clearTimeout(timer);
+      resolve(received);
+    };
+    const timer = setTimeout(done, waitMs);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.includes(until)) done();
+    });
+    socket.once('close', done);
+    socket.write(bytes);
+  });
+}
+
+/** The HTTP/2 client connection preface (RFC 9113 3.4) and an empty SETTINGS frame. */
+const H2C_PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00';
+
+describe('audit mode: what a CONNECT tunnel carries in the clear still gets through as without egress-guard', () => {
+  let plain: TestServer;
+  let echo: net.Server;
+  let echoPort: number;
+  let guard: EgressGuardProcess;
+
+  before(async () => {
+    plain = await startHttpServer();
+    echo = net.createServer((socket) => socket.on('data', (c: Buffer) => socket.write(Buffer.concat([Buffer.from('echo:'), c]))).on('error', () => undefined));
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    echoPort = (echo.address() as net.AddressInfo).port;
+    guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1'], {
+      EGRESS_MODE: 'audit',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    });
+  });
+
+  after(async () => {
+    await guard?.stop();
+    await plain?.close();
+    await new Promise((resolve) => echo?.close(resolve));
+  });
+
+  test('an HTTP/1.0 request without Host (which names no other site) reaches the CONNECT host', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${plain.port}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, 'GET /no-host HTTP/1.0\r\n\r\n', '\r\n\r\n');
+    tunnel.socket.destroy();
+    assert.match(answer, /^HTTP\/1\.[01] 200 /, answer.slice(0, 200));
+    assert.deepEqual(
+      plain.requests.filter((q) => q.url === '/no-host').map((q) => q.host),
+      [`allowed.test:${plain.port}`],
+    );
+  });
+
+  test('a client-first protocol whose first message is text without a line end (JSON over TCP) is relayed, not read as HTTP', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, '{"id":1,"method":"ping"}', 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, 'echo:{"id":1,"method":"ping"}');
+  });
+
+  test('HTTP/2 with prior knowledge (h2c: gRPC without TLS through a proxy) is relayed, reported would-block', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, H2C_PREFACE, 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, `echo:${H2C_PREFACE}`);
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === echoPort && l.decision === 'would-block');
+    assert.match(String(decision.message), /HTTP\/2/);
+  });
+});
+
+describe('block mode: a WebSocket upgrade inside a plain CONNECT tunnel names no other site', () => {
+  let guard: EgressGuardProcess;
+  let raw: net.Server;
+  let rawPort: number;
+  const heads: string[] = [];
+
+  before(async () => {
+    // A raw server that records each request head and accepts any upgrade (nginx, Go and Apache route an absolute-form
+    // target on its authority, whatever the Host header says: RFC 9112 3.2.2).
+    raw = net.createServer((socket) => {
+      let head = '';
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => {
+        head += chunk.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        heads.push(head.split('\r\n\r\n')[0]!);
+        socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n');
+      });
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    rawPort = (raw.address() as net.AddressInfo).port;
+    guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1'], {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    });
+  });
+
+  after(async () => {
+    await guard?.stop();
+    await new Promise((resolve) => raw?.close(resolve));
+  });
+
+  test('HTTP/2 with prior knowledge (h2c) is refused with a decision event of its own', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${rawPort}`);
+    assert.equal(tunnel.status, 200);
+    await exchange(tunnel.socket, H2C_PREFACE, '\r\n\r\n', 2000);
+    tunnel.socket.destroy();
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === rawPort && l.decision === 'blocked');
+    assert.match(String(decision.message), /HTTP\/2/);
+    assert.ok(!heads.some((head) => head.startsWith('PRI')), 'nothing reached the server');
+  });
+
+  test('an absolute-form target naming another host goes upstream in origin form, under the CONNECT host', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${rawPort}`);
+    assert.equal(tunnel.status, 200);
+    const upgrade =
+      `GET http://attacker.test/ws HTTP/1.1\r\nHost: allowed.test:${rawPort}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+    await exchange(tunnel.socket, upgrade, '\r\n\r\n');
+    tunnel.socket.destroy();
+    assert.ok(heads.length > 0, 'the upgrade reached the server');
+    for (const head of heads) assert.match(head, /^GET \/ws HTTP\/1\.1\r\n/, head);
+  });
+});
