@@ -34,8 +34,10 @@ export interface UpgradeRequest {
   client: net.Socket;
   head: Buffer;
   auth: Forward;
-  /** The decided name: the upstream certificate is checked for it, and it is the Host sent. */
+  /** The decided name: the upstream certificate is checked for it, and it is the Host sent... */
   host: string;
+  /** ...unless this is given: a request naming another Host, relayed in audit mode as the client sent it. */
+  hostHeader?: string;
   tls: boolean;
 }
 
@@ -62,7 +64,7 @@ function connectChecked(options: UpgradeRelayOptions, address: string, port: num
   return socket;
 }
 
-export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, auth, host, tls: secure }: UpgradeRequest): void {
+export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, auth, host, hostHeader, tls: secure }: UpgradeRequest): void {
   let done = false;
   const close = (result: { bytesIn: number; bytesOut: number; status?: number; error?: CloseError | undefined }) => {
     if (done) return;
@@ -76,7 +78,7 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
   };
   // The client left while the upgrade was being decided: its 'close' has been and gone.
   if (client.destroyed) return close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
-  const headers: http.OutgoingHttpHeaders = { host: auth.port === (secure ? 443 : 80) ? host : formatHostPort(host, auth.port) };
+  const headers: http.OutgoingHttpHeaders = { host: hostHeader ?? (auth.port === (secure ? 443 : 80) ? host : formatHostPort(host, auth.port)) };
   for (const [name, value] of Object.entries(req.headers)) if (!CLIENT_HOP.has(name) && value !== undefined) headers[name] = value;
   // In origin form, as http-forwarder.ts sends requests: an absolute-form target (`GET http://attacker.test/ws`) is
   // routed on its authority by nginx, Go and Apache whatever the Host header says (RFC 9112 3.2.2).

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { authorizeOnAddresses, decisionWritten, emitDecision, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
+import { authorizeOnAddresses, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
@@ -59,7 +59,11 @@ export interface InspectedConnection {
 type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[] };
 
 /** What one request of an inspected connection comes to: authorize()'s answer, or a 421 for a Host of another site. */
-type RequestAuthorization = Authorization | { action: 'misdirected'; message: string; event: DecisionEvent };
+/**
+ * A request's authorization; `clientHost`: a request naming another Host than its connection's, relayed in audit mode
+ * with that Host as the client sent it (to the connection's checked address), as it would have gone without egress-guard.
+ */
+type RequestAuthorization = Authorization | (Forward & { clientHost: string }) | { action: 'misdirected'; message: string; event: DecisionEvent };
 
 export interface Inspector {
   adopt(socket: Socket, connection: InspectedConnection): void;
@@ -123,16 +127,16 @@ export function createInspector(options: InspectorOptions): Inspector {
       addresses,
     };
     if (sameHost) return authorizeOnAddresses(options, request);
-    const decision = refusal(
-      { mode: 'block' },
-      {
-        reason: 'sni-mismatch',
-        host: connection.host,
-        ip: connection.address,
-        message: `the request names Host "${req.headers.host ?? ''}" inside a connection to ${connection.host}`,
-      },
-    );
-    return { action: 'misdirected', message: decision.message, event: emitDecision(events, policy, request, decision) };
+    const decision = refusal(policy, {
+      reason: 'sni-mismatch',
+      host: connection.host,
+      ip: connection.address,
+      message: `the request names Host "${host}" inside a connection to ${connection.host}`,
+    });
+    const event = emitDecision(events, policy, request, decision);
+    // Audit mode never breaks a job: reported, and relayed with the client's own Host (421 until 2026-12-02).
+    if (decision.outcome === 'would-block') return { ...forwardTo(events, request, decision, event, connection.address, connection.port), clientHost: host };
+    return { action: 'misdirected', message: decision.message, event };
   };
   /** Whether a Host header names the connection's own host and port (remembered, when it does, for the connection's next requests). */
   const namesConnectionHost = (header: string | undefined, connection: ConnectionState): boolean => {
@@ -188,7 +192,8 @@ export function createInspector(options: InspectorOptions): Inspector {
         auth.connection.close({ status: auth.status, error: auth.error });
         return;
       }
-      options.forwarder.forward({ req, res, auth, authority: authorityOf(connection), tls: !connection.plain });
+      // The decided authority as Host; a mismatch relayed in audit mode keeps the client's (forward's `authority` absent).
+      options.forwarder.forward({ req, res, auth, ...('clientHost' in auth ? {} : { authority: authorityOf(connection) }), tls: !connection.plain });
     } catch (err) {
       requestFailed(err as Error, res, connection);
     }
@@ -209,7 +214,10 @@ export function createInspector(options: InspectorOptions): Inspector {
     void Promise.resolve()
       .then(() => decisionWritten(events, decideRequest(req, connection)))
       .then((auth) => {
-        if (auth.action === 'forward') return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, tls: !connection.plain });
+        if (auth.action === 'forward') {
+          const hostHeader = 'clientHost' in auth ? { hostHeader: auth.clientHost } : {};
+          return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, ...hostHeader, tls: !connection.plain });
+        }
         if (auth.action === 'fail') auth.connection.close({ status: auth.status, error: auth.error });
         const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : auth.action === 'fail' ? [auth.status, auth.message] : [421, auth.message];
         writeRawError(socket, status, message, auth.event.id);

@@ -63,6 +63,21 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     );
   });
 
+  test('a request naming another Host than the CONNECT host is relayed as sent (its Host, to the checked address), reported would-block', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${plain.port}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, `GET /other-host HTTP/1.1\r\nHost: other.test:${plain.port}\r\n\r\n`, '\r\n\r\n');
+    tunnel.socket.destroy();
+    assert.match(answer, /^HTTP\/1\.1 200 /, answer.slice(0, 200));
+    assert.deepEqual(
+      plain.requests.filter((q) => q.url === '/other-host').map((q) => q.host),
+      [`other.test:${plain.port}`],
+    );
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === '/other-host');
+    assert.equal(decision.reason, 'sni-mismatch');
+    assert.equal(decision.decision, 'would-block');
+  });
+
   test('a client-first protocol whose first message is text without a line end (JSON over TCP) is relayed, not read as HTTP', async () => {
     const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
     assert.equal(tunnel.status, 200);
