@@ -51,6 +51,8 @@ function hostEntries(policy: Policy, name: string, port: number): HostEntries {
   return keepAnswer(byHost, key, entries, MAX_HOSTS_PER_POLICY);
 }
 
+const hasPath = (rule: EndpointRule): boolean => rule.path !== undefined;
+
 function methodMatches(rule: EndpointRule, method: string): boolean {
   return rule.methods === undefined || rule.methods.includes(method.toUpperCase());
 }
@@ -109,13 +111,15 @@ export function decideRequest(policy: Policy, name: string, port: number, method
   // The path is judged only where an entry for the host has one: with methods alone, a path the normaliser refuses
   // (npm asks for scoped packages as `/@scope%2fname`) changes nothing.
   let path = '';
-  if ([...allowing, ...denying].some((r) => r.path !== undefined)) {
+  if (allowing.some(hasPath) || denying.some(hasPath)) {
     const normalised = normalisePath(target);
     if (!normalised.ok) return decision(policy, false, { reason: 'invalid-path', rule: null, host: name, message: `${request()}: ${normalised.why}` });
     path = normalised.path;
   }
-  const methods = [method, ...overrides];
-  const deniedRequest = denying.find((r) => methods.some((m) => methodMatches(r, m)) && (r.path === undefined || matchPath(r.path, path, true)));
+  // No array made per request (every request of an inspected connection comes here): overrides is empty for nearly all.
+  const deniedRequest = denying.find(
+    (r) => (methodMatches(r, method) || (overrides.length > 0 && overrides.some((m) => methodMatches(r, m)))) && (r.path === undefined || matchPath(r.path, path, true)),
+  );
   if (deniedRequest) return denial(policy, name, deniedRequest, request());
   if (allowing.length === 0) return notAllowed(policy, name, port);
   const allows = (m: string) => allowing.find((r) => methodMatches(r, m) && (r.path === undefined || matchPath(r.path, path)));
