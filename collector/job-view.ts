@@ -2,6 +2,7 @@ import type { EgressEvent } from '../events/schema.js';
 import { renderPolicyYaml, suggestPolicy } from '../report/suggest.js';
 import { summarize } from '../report/summary.js';
 import { renderJobPage } from './page.js';
+import type { JobUnpacker } from './stores/job-rows.js';
 
 /**
  * The views of one job the collector computes from its events: its web page, its summary (JSON) and its suggested
@@ -23,4 +24,10 @@ export function renderJobView(view: JobView, events: readonly EgressEvent[]): st
     case 'policy':
       return renderPolicyYaml(suggestPolicy(events, { collapse: view.collapse }), `job ${view.job}`);
   }
+}
+
+/** The view's text from the unpacker of a job's rows (undefined: no rows came), or null when the job has no events. */
+export function renderUnpackedJob(view: JobView, unpacker: JobUnpacker | undefined): string | null {
+  const events = unpacker?.finish() ?? [];
+  return events.length === 0 ? null : renderJobView(view, events);
 }

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { renderJobView, type JobView } from './job-view.js';
+import { renderUnpackedJob, type JobView } from './job-view.js';
 import { jobUnpacker, type JobRowsPage } from './stores/job-rows.js';
 
 /** What the collector's loop sends its view thread (view-worker.ts). */
@@ -89,8 +89,7 @@ export class ViewThread {
       if (id === undefined) {
         const unpacker = held.length > 0 ? jobUnpacker(held[0]!.engine, view.job, rows.limit) : undefined;
         for (const page of held) unpacker!.add(page);
-        const events = unpacker?.finish() ?? [];
-        return events.length === 0 ? null : renderJobView(view, events);
+        return renderUnpackedJob(view, unpacker);
       }
       send({ type: 'end', id });
       return await abortable(answer!, signal);

@@ -1,5 +1,5 @@
 import { parentPort } from 'node:worker_threads';
-import { renderJobView, type JobView } from './job-view.js';
+import { renderUnpackedJob, type JobView } from './job-view.js';
 import { jobUnpacker, type JobUnpacker } from './stores/job-rows.js';
 import type { ToViewThread } from './view-thread.js';
 
@@ -30,10 +30,7 @@ function renderNext(): void {
   const gathered = gathering.get(id);
   if (!gathered) return; // dropped
   gathering.delete(id);
-  answer(id, () => {
-    const events = gathered.unpacker?.finish() ?? [];
-    return events.length === 0 ? null : renderJobView(gathered.view, events);
-  });
+  answer(id, () => renderUnpackedJob(gathered.view, gathered.unpacker));
 }
 
 port.on('message', (message: ToViewThread) => {
