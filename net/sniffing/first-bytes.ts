@@ -14,9 +14,10 @@ type PeekedProtocol =
   | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string; encryptedClientHello?: true }
   /**
    * `request`: method, path and Host when the head was complete and well-formed; `http2`: the HTTP/2 connection preface
-   * (prior knowledge, h2c), whose requests name their host in frames (`:authority`), not in a head.
+   * (prior knowledge, h2c), whose requests name their host in frames (`:authority`), not in a head; `unfinishedLine`:
+   * the wait ended in a first line of text that had not ended but may still become a request line.
    */
-  | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number; http2?: true }
+  | { protocol: 'http'; request?: PeekedHttpRequest; bytes: number; http2?: true; unfinishedLine?: true }
   /**
    * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
    * `incomplete`: the wait ended inside a TLS record, or on white space only (empty lines, spaces, tabs).
@@ -147,6 +148,7 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
   const start = httpRequestStart(head);
   // A request line still going when the wait or the byte cap ended is handed to the HTTP parser too.
   if (start === 'yes' || (start === 'line' && (unfinished || capped))) {
+    if (start === 'line' && !capped) return { protocol: 'http', bytes, unfinishedLine: true };
     if (head.subarray(0, HTTP2_PREFACE.length).equals(HTTP2_PREFACE)) return { protocol: 'http', bytes, http2: true };
     const request = parseHttpHead(head);
     return { protocol: 'http', bytes, ...(request && { request }) };

@@ -24,7 +24,7 @@ export interface ConnectTunnel {
  * its real server where only the server (a shared front, which routes on it) can read it: with `encrypted-client-hello:
  * refuse` (the default) the decision is `encrypted-client-hello`, refused alike. Plain HTTP names its host in the clear
  * too, in every request: the tunnel is handed to `readRequests`, which decides each request (its Host must name the CONNECT host), or, without
- * one, refused alike; relayed, `CONNECT allowed.test:80` then `Host: attacker.test` reached whatever virtual host a
+ * one, refused alike (so is text whose first line has not ended after a moment: it may yet become a request line); relayed, `CONNECT allowed.test:80` then `Host: attacker.test` reached whatever virtual host a
  * shared address (a CDN) serves under that name. Anything else (no SNI, another protocol, silence until the idle
  * timeout) is relayed: the tunnel goes to the checked address of the CONNECT host whatever the client says in it.
  */
@@ -37,12 +37,17 @@ export async function checkConnectSni(
 ): Promise<ClientGateOutcome> {
   let peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
   // Text whose first line has not ended (a request line cut across writes, or empty lines before one) gets a moment to
-  // end it; a line still unfinished then, or empty lines only, is read as HTTP: relayed, the request would go unread.
+  // end it. Still unfinished then (a one-word text such as `ping` waiting for its answer, or empty lines only), it is
+  // decided here: relayed unread, a request in it would go unchecked; handed to the request reader, a client of another
+  // protocol waited for the reader's timeout, in audit mode too. Clients write a request line in one piece.
   if (peek.protocol === 'other' && peek.bytes > 0 && !peek.eof && peek.incomplete !== 'tls') peek = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_LINE_MS });
+  if ((peek.protocol === 'http' && peek.unfinishedLine) || (peek.protocol === 'other' && peek.incomplete === 'text' && !peek.eof)) {
+    return refuse(ctx, tunnel, undefined, `text whose first line had not ended after ${UNFINISHED_LINE_MS} ms (no request can be read from it)`);
+  }
   // HTTP/2 with prior knowledge names its host in frames the request reader does not read: refused here, so that audit
   // mode relays it (would-block) and block mode resets it, each with its decision (handed over, it was closed, no event).
   if (peek.protocol === 'http' && peek.http2) return refuse(ctx, tunnel, undefined, "HTTP/2 with prior knowledge (h2c), whose requests' :authority cannot be read here");
-  if (peek.protocol === 'http' || (peek.protocol === 'other' && peek.incomplete === 'text' && !peek.eof)) {
+  if (peek.protocol === 'http') {
     return readRequests ? { action: 'hand-over', to: readRequests } : refuse(ctx, tunnel, undefined, 'plain HTTP, whose requests cannot be read here');
   }
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');

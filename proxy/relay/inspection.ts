@@ -3,7 +3,9 @@ import tls from 'node:tls';
 import { authorizeOnAddresses, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
 import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
+import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
+import { splice } from '../../net/splice.js';
 import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
@@ -155,6 +157,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     const handlers: RequestHandlers = {
       request: (req, res) => onRequest(req, res, connection),
       upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
+      http2Preface: (upgraded, bytes) => onHttp2Preface(upgraded, bytes, connection),
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
     // A plain tunnel's client may send its request and its FIN together (`nc -N`, HTTP/1.0 clients), as to the proxy itself.
@@ -225,6 +228,56 @@ export function createInspector(options: InspectorOptions): Inspector {
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'inspected upgrade handling failed');
         writeRawError(socket, 502, 'egress-guard could not handle this upgrade');
+      });
+  };
+
+  /**
+   * The HTTP/2 preface where a request was due. Inside terminated TLS (whose ALPN said http/1.1) it ends the connection,
+   * whose close event says `client-http2-only`. In a plain tunnel, whose own close was written at the hand-over, it is
+   * decided as the tunnel's gate decides h2c at its start (connect-sni-check.ts): its requests name their host in frames
+   * not read here, so one refusal event (`sni-mismatch`); reset in block mode, and in audit mode relayed from the preface
+   * on over a connection of its own to the checked address (the requests before it went through the forwarder's), as
+   * this decision's, so that its bytes are counted and audit mode breaks nothing.
+   */
+  const onHttp2Preface = (socket: Socket, bytes: Buffer, connection: ConnectionState): void => {
+    readers.delete(socket);
+    if (!connection.plain) return onClientError(Object.assign(new Error('HTTP/2 preface'), { code: 'HPE_PAUSED_H2_UPGRADE', rawPacket: bytes }), socket, connection);
+    const policy = options.policy();
+    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port };
+    const decision = refusal(policy, {
+      reason: 'sni-mismatch',
+      host: connection.host,
+      ip: connection.address,
+      message: `inside the connection to ${formatHostPort(connection.host, connection.port)}: HTTP/2 with prior knowledge (h2c) after HTTP/1.1 requests, whose requests' :authority cannot be read here`,
+    });
+    const event = emitDecision(events, policy, request, decision);
+    const forward = decision.outcome === 'would-block' ? forwardTo(events, request, decision, event, connection.address, connection.port) : undefined;
+    void decisionWritten(events, forward)
+      .then(async (relayed) => {
+        if (!relayed) return void socket.resetAndDestroy();
+        const relayClose = relayed.connection;
+        let upstream: Socket;
+        try {
+          upstream = await connectUpstream(connection.address, connection.port, options.connectTimeoutMs ?? 10_000);
+        } catch (err) {
+          const failure = UpstreamConnectError.from(err);
+          socket.destroy();
+          return relayClose.close({ status: failure.status, error: failure.error });
+        }
+        if (socket.destroyed) {
+          upstream.destroy();
+          return relayClose.close({ error: 'client-aborted' });
+        }
+        socket.unshift(bytes);
+        splice(socket, upstream, {
+          idleTimeoutMs: options.idleTimeoutMs,
+          ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
+          onClose: (result) => relayClose.close(result),
+        });
+      })
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client: connection.client }, 'relaying HTTP/2 after HTTP/1.1 failed');
+        socket.destroy();
       });
   };
 

@@ -206,9 +206,18 @@ export interface RequestHandlers {
    * a 'connect' listener).
    */
   connect?(req: InspectedRequest, socket: Socket, head: Buffer): void;
+  /**
+   * The HTTP/2 connection preface where a request was due (a client turning to h2c with prior knowledge on a
+   * connection that began in HTTP/1.1): the socket is the handler's from now on, once the answers due are out;
+   * `bytes` are the preface and what followed it. Without this handler, a parse error as node's server had it.
+   */
+  http2Preface?(socket: Socket, bytes: Buffer): void;
   /** A parse error or a socket error (node's 'clientError'). */
   clientError(err: ClientError, socket: Socket): void;
 }
+
+/** The HTTP/2 client connection preface (RFC 9113 3.4), which llhttp reads whole before it pauses on it. */
+const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 export interface RequestReaderOptions {
   /** node's server `timeout` and `keepAliveTimeout` (the Keep-Alive header's timeout). */
@@ -273,6 +282,8 @@ export class RequestReader implements ResponseOwner {
   private readonly held: { req: InspectedRequest; res: RawResponse }[] = [];
   /** A parse error behind requests whose answers were due: reported once they are out (`parseFailed`). */
   private errorAfterAnswers: ClientError | undefined;
+  /** The HTTP/2 preface (and what followed it) behind requests whose answers were due: handed over once they are out. */
+  private http2AfterAnswers: Buffer | undefined;
   /** The socket's handle, when the parser reads it natively. */
   private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
@@ -382,8 +393,11 @@ export class RequestReader implements ResponseOwner {
       // Bytes after a request that said `close` (llhttp, strict: an error): RFC 9112 9.6 has the server assume nothing
       // follows it, so they are neither read nor answered 400 (node's server did, and the request's own answer was lost).
       if ((ret as ClientError).code === 'HPE_CLOSED_CONNECTION') return this.endAfterAnswers();
-      const err = ret as ClientError;
+      const err = ret as ClientError & { bytesParsed?: number };
       err.rawPacket = data ?? this.parser.getCurrentBuffer();
+      if (err.code === 'HPE_PAUSED_H2_UPGRADE' && this.handlers.http2Preface) {
+        return this.http2PrefaceFound(Buffer.concat([HTTP2_PREFACE, err.rawPacket.subarray(err.bytesParsed ?? err.rawPacket.length)]));
+      }
       return this.parseFailed(err);
     }
     if (this.lastRead) return this.endAfterAnswers();
@@ -557,7 +571,9 @@ export class RequestReader implements ResponseOwner {
     if (this.current === res) this.current = undefined;
     res.detach();
     process.nextTick(emitClose, res);
-    if (!res.last && this.errorAfterAnswers && this.requests.length === 0) {
+    if (!res.last && this.http2AfterAnswers && this.requests.length === 0) {
+      this.handOverHttp2(this.http2AfterAnswers);
+    } else if (!res.last && this.errorAfterAnswers && this.requests.length === 0) {
       this.handlers.clientError(this.errorAfterAnswers, this.socket);
       this.errorAfterAnswers = undefined;
     } else if (res.last || (this.closeWhenAnswered && this.requests.length === 0)) {
@@ -639,6 +655,25 @@ export class RequestReader implements ResponseOwner {
     const handler = req.method === 'CONNECT' ? this.handlers.connect : this.handlers.upgrade;
     if (!handler) return void this.socket.destroy();
     handler(req, this.socket, head);
+  }
+
+  /** The HTTP/2 preface: handed over now, or once the answers due are out (nothing more is read meanwhile). */
+  private http2PrefaceFound(bytes: Buffer): void {
+    if (this.requests.length === 0) return this.handOverHttp2(bytes);
+    this.failed = true;
+    this.http2AfterAnswers = bytes;
+    this.unconsume();
+    this.socket.pause();
+  }
+
+  private handOverHttp2(bytes: Buffer): void {
+    this.http2AfterAnswers = undefined;
+    this.failed = true;
+    this.detachSocket();
+    this.unconsume();
+    (this.socket as { readableFlowing: boolean | null }).readableFlowing = null;
+    this.closeParser();
+    this.handlers.http2Preface!(this.socket, bytes);
   }
 
   /**

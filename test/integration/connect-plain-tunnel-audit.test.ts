@@ -27,14 +27,51 @@ function exchange(socket: net.Socket, bytes: string, until: string, waitMs = 500
 /** The HTTP/2 client connection preface (RFC 9113 3.4) and an empty SETTINGS frame. */
 const H2C_PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00';
 
+/**
+ * A server that answers each HTTP/1.1 GET head 200 `ok` (kept alive) and echoes anything else (`echo:` and the bytes);
+ * `received` holds what each connection got, in order of connection.
+ */
+async function startGetOrEchoServer(): Promise<{ port: number; received: string[]; close: () => Promise<void> }> {
+  const received: string[] = [];
+  const server = net.createServer((socket) => {
+    const index = received.push('') - 1;
+    let pending = '';
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      received[index] += chunk.toString('latin1');
+      pending += chunk.toString('latin1');
+      if (pending.startsWith('GET ')) {
+        if (!pending.includes('\r\n\r\n')) return;
+        pending = pending.slice(pending.indexOf('\r\n\r\n') + 4);
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        if (pending === '') return;
+      }
+      socket.write(`echo:${pending}`);
+      pending = '';
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as net.AddressInfo).port, received, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/** A GET for `path` on a tunnel to allowed.test:`port`, then its `ok` answer. */
+async function getOnTunnel(socket: net.Socket, port: number, path: string): Promise<string> {
+  const answer = await exchange(socket, `GET ${path} HTTP/1.1\r\nHost: allowed.test:${port}\r\n\r\n`, '\r\n\r\nok');
+  socket.removeAllListeners('data');
+  socket.removeAllListeners('close');
+  return answer;
+}
+
 describe('audit mode: what a CONNECT tunnel carries in the clear still gets through as without egress-guard', () => {
   let plain: TestServer;
   let echo: net.Server;
   let echoPort: number;
+  let getOrEcho: Awaited<ReturnType<typeof startGetOrEchoServer>>;
   let guard: EgressGuardProcess;
 
   before(async () => {
     plain = await startHttpServer();
+    getOrEcho = await startGetOrEchoServer();
     echo = net.createServer((socket) => socket.on('data', (c: Buffer) => socket.write(Buffer.concat([Buffer.from('echo:'), c]))).on('error', () => undefined));
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
     echoPort = (echo.address() as net.AddressInfo).port;
@@ -48,7 +85,39 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
   after(async () => {
     await guard?.stop();
     await plain?.close();
+    await getOrEcho?.close();
     await new Promise((resolve) => echo?.close(resolve));
+  });
+
+  test('a one-word text without a line end (a client waiting for its answer) is relayed after a moment, reported would-block', async () => {
+    for (const text of ['ping', '\r\n\r\n']) {
+      const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
+      assert.equal(tunnel.status, 200);
+      // Within the exchange's 5 s: handed to the request reader, it waited for a line end until the 300 s idle timeout.
+      const answer = await exchange(tunnel.socket, text, 'echo:');
+      tunnel.socket.destroy();
+      assert.equal(answer, `echo:${text}`);
+    }
+    const decisions = await guard.waitForCount((l) => l.event === 'decision' && l.port === echoPort && /first line had not ended/.test(String(l.message)), 2);
+    for (const decision of decisions) assert.equal(decision.decision, 'would-block');
+  });
+
+  test('HTTP/2 with prior knowledge after an HTTP/1.1 request on the same tunnel is relayed from its preface on, reported would-block', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+    assert.equal(tunnel.status, 200);
+    assert.match(await getOnTunnel(tunnel.socket, getOrEcho.port, '/before-h2'), /^HTTP\/1\.1 200 /);
+    const answer = await exchange(tunnel.socket, H2C_PREFACE, 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, `echo:${H2C_PREFACE}`);
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /after HTTP\/1\.1 requests/.test(String(l.message)));
+    assert.equal(decision.decision, 'would-block');
+    assert.equal(decision.reason, 'sni-mismatch');
+    const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+    assert.equal(close.bytes_out, H2C_PREFACE.length);
+    assert.ok(
+      getOrEcho.received.some((bytes) => bytes === H2C_PREFACE),
+      'the preface went upstream on a connection of its own, whole',
+    );
   });
 
   test('an HTTP/1.0 request without Host (which names no other site) reaches the CONNECT host', async () => {
@@ -92,18 +161,20 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     const answer = await exchange(tunnel.socket, H2C_PREFACE, 'echo:');
     tunnel.socket.destroy();
     assert.equal(answer, `echo:${H2C_PREFACE}`);
-    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === echoPort && l.decision === 'would-block');
-    assert.match(String(decision.message), /HTTP\/2/);
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === echoPort && /HTTP\/2/.test(String(l.message)));
+    assert.equal(decision.decision, 'would-block');
   });
 });
 
-describe('block mode: a WebSocket upgrade inside a plain CONNECT tunnel names no other site', () => {
+describe('block mode: what a plain CONNECT tunnel carries that names no host, or another, is refused', () => {
   let guard: EgressGuardProcess;
   let raw: net.Server;
   let rawPort: number;
+  let getOrEcho: Awaited<ReturnType<typeof startGetOrEchoServer>>;
   const heads: string[] = [];
 
   before(async () => {
+    getOrEcho = await startGetOrEchoServer();
     // A raw server that records each request head and accepts any upgrade (nginx, Go and Apache route an absolute-form
     // target on its authority, whatever the Host header says: RFC 9112 3.2.2).
     raw = net.createServer((socket) => {
@@ -127,7 +198,31 @@ describe('block mode: a WebSocket upgrade inside a plain CONNECT tunnel names no
 
   after(async () => {
     await guard?.stop();
+    await getOrEcho?.close();
     await new Promise((resolve) => raw?.close(resolve));
+  });
+
+  test('a one-word text without a line end is refused after a moment with a decision event, nothing relayed', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, 'ping', 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, '');
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /first line had not ended/.test(String(l.message)));
+    assert.equal(decision.decision, 'blocked');
+    assert.ok(!getOrEcho.received.some((bytes) => bytes.includes('ping')), 'nothing reached the server');
+  });
+
+  test('HTTP/2 with prior knowledge after an HTTP/1.1 request on the same tunnel is refused with a decision event of its own', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+    assert.equal(tunnel.status, 200);
+    assert.match(await getOnTunnel(tunnel.socket, getOrEcho.port, '/before-h2'), /^HTTP\/1\.1 200 /);
+    const answer = await exchange(tunnel.socket, H2C_PREFACE, 'echo:', 2000);
+    tunnel.socket.destroy();
+    assert.equal(answer, '');
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /after HTTP\/1\.1 requests/.test(String(l.message)));
+    assert.equal(decision.decision, 'blocked');
+    assert.ok(!getOrEcho.received.some((bytes) => bytes.includes('PRI')), 'nothing of it reached the server');
   });
 
   test('HTTP/2 with prior knowledge (h2c) is refused with a decision event of its own', async () => {

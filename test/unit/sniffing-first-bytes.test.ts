@@ -181,9 +181,12 @@ describe('peek edge cases', () => {
     }
   });
 
-  test('a ClientHello not finished within the wait is incomplete; unfinished text goes to the HTTP parser', async () => {
+  test('a ClientHello not finished within the wait is incomplete; unfinished text is HTTP whose first line has not ended', async () => {
     const http1 = await peekOf(['G'], 0, 300);
-    assert.deepEqual(http1, { protocol: 'http', bytes: 1 });
+    assert.deepEqual(http1, { protocol: 'http', bytes: 1, unfinishedLine: true });
+    // A request line that has ended, its head not: HTTP, for the parser to read the rest.
+    const head = await peekOf(['GET / HTTP/1.1\r\nHost: a.test\r\n'], 0, 300);
+    assert.equal(head.protocol === 'http' && head.unfinishedLine, undefined);
     const tls = await peekOf([Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])], 0, 300);
     assert.deepEqual(tls, { protocol: 'other', bytes: 6, incomplete: 'tls' });
     const ssh = await peekOf(['SSH-2.0-client\r\n'], 0, 300);
