@@ -125,7 +125,7 @@ function bindBatchEndpoint(host: string, port: number, ipv6Only: boolean, handle
     const response = handle(datagram.bytes, datagram, datagram.truncated);
     if (!(response instanceof Promise)) return response;
     void response.then((bytes) => {
-      if (bytes) socket?.sendTo(bytes, datagram.address, datagram.port);
+      if (bytes) socket?.sendTo(bytes, datagram.address, datagram.port, datagram.local);
     });
     return null;
   };

@@ -8,14 +8,17 @@
  *       binds a non-blocking UDP socket (family 4 or 6, address an IP literal; a v6 socket is dual-stack like dgram's)
  *       and starts watching it. On readable: recvmmsg, then onBatch(count) once per recvmmsg (up to MAX_ROUNDS of them
  *       while they come back full). Datagram i of the batch is at byte
- *       i * SLOT_BYTES of data(handle); meta(handle) holds per slot [length, port, family]: length -1 is a
- *       datagram that did not fit a slot (its slot holds its first SLOT_BYTES bytes: JavaScript is told it was cut).
+ *       i * SLOT_BYTES of data(handle); meta(handle) holds per slot [length, port, family, local]: length -1 is a
+ *       datagram that did not fit a slot (its slot holds its first SLOT_BYTES bytes: JavaScript is told it was cut);
+ *       local is the number of the address the datagram was sent to, on a socket bound to the wildcard address
+ *       (-1 when not known): answers go out from it ("The answer's source" below).
  *       addresses(handle)[i] is the source address as text.
  *       onBatch returns an array whose element i is the answer to datagram i (a Buffer; anything else: none);
  *       the answers go back to each datagram's source with one sendmmsg.
  *   data(handle) -> Buffer, meta(handle) -> Int32Array, addresses(handle) -> string[]   (the same objects every batch)
  *   port(handle) -> the bound port
- *   sendTo(handle, buffer, address, port)   one datagram (an answer that came later, from upstream); false: not sent
+ *   sendTo(handle, buffer, address, port[, local])   one datagram (an answer that came later, from upstream), from the
+ *                                           address `local` names (meta's fourth int); false: not sent
  *   close(handle)                           stops watching and closes the fd (at once; idempotent)
  *   stats(handle) -> { batches, datagrams, sent, sendErrors, truncated, addressTexts (source-address strings made) }
  * Errors of open are thrown with `code` set to the errno name.
@@ -42,7 +45,18 @@
 #define MAX_SLOTS 256
 /* recvmmsg rounds per readable event while batches come back full, so one busy socket does not hold the loop. */
 #define MAX_ROUNDS 4
-#define META_INTS 3
+#define META_INTS 4
+/*
+ * The answer's source. A socket bound to the wildcard address (0.0.0.0, [::]: the container DNS listener, which
+ * REDIRECT from a bridge reaches at the bridge's first address) would answer from whatever address the kernel picks
+ * for the client, which on an interface with two addresses (two global IPv6 ones, say) need not be the one the query
+ * was sent to: the client drops such an answer, and conntrack cannot undo a REDIRECT for it. So such a socket reads
+ * each datagram's destination (IP_PKTINFO, IPV6_PKTINFO: v4-mapped for IPv4 on a dual-stack socket) and answers
+ * from it. The destinations seen are numbered in a table (at most MAX_LOCALS; past that, the kernel picks), so that
+ * an answer sent later names its source by number, no text made per query.
+ */
+#define MAX_LOCALS 64
+#define CONTROL_BYTES 64
 /* An address as text: the longest IPv6 literal, `%`, an interface name (a link-local address's zone). */
 #define ADDRESS_TEXT_BYTES (INET6_ADDRSTRLEN + IF_NAMESIZE + 1)
 
@@ -62,6 +76,11 @@ typedef struct {
   struct mmsghdr *recv_msgs, *send_msgs;
   struct iovec *recv_iov, *send_iov;
   struct sockaddr_storage *peers;
+  /* Per slot control buffers (pktinfo read, pktinfo to send), and the destinations seen (see MAX_LOCALS). */
+  int pktinfo;
+  unsigned char *recv_control, *send_control;
+  unsigned char locals[MAX_LOCALS][16];
+  int local_count;
   /*
    * The text of the last source address seen, so that a run of queries from one client makes one string. The string
    * is element 0 of a one-element array (`last_text`): node's N-API before version 10 refuses a reference to a string
@@ -87,6 +106,8 @@ static void free_if_done(udp_batch *u) {
   free(u->recv_iov);
   free(u->send_iov);
   free(u->peers);
+  free(u->recv_control);
+  free(u->send_control);
   free(u);
 }
 
@@ -179,7 +200,71 @@ static int peer_port(const struct sockaddr_storage *peer) {
   return 0;
 }
 
-/* Sends msgs[0..count) with as few sendmmsg calls as the kernel allows; a message the kernel refuses is skipped. */
+/* The number of the address datagram `h` was sent to (added to the table when new); -1 when not read or no room. */
+static int local_of(udp_batch *u, struct msghdr *h) {
+  if (!u->pktinfo) return -1;
+  unsigned char address[16];
+  int found = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+    if (u->family == 6 && c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+      struct in6_pktinfo info;
+      memcpy(&info, CMSG_DATA(c), sizeof info);
+      memcpy(address, &info.ipi6_addr, 16);
+      found = 1;
+    } else if (u->family == 4 && c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+      /* ipi_addr: the header's destination (ipi_spec_dst is the kernel's pick, the very thing to avoid). */
+      struct in_pktinfo info;
+      memcpy(&info, CMSG_DATA(c), sizeof info);
+      memset(address, 0, 16);
+      memcpy(address, &info.ipi_addr, 4);
+      found = 1;
+    }
+  }
+  if (!found) return -1;
+  for (int i = 0; i < u->local_count; i++)
+    if (memcmp(u->locals[i], address, 16) == 0) return i;
+  if (u->local_count == MAX_LOCALS) return -1;
+  memcpy(u->locals[u->local_count], address, 16);
+  return u->local_count++;
+}
+
+/* Writes one pktinfo control message into `h`'s control buffer. */
+static void put_pktinfo(struct msghdr *h, int level, int type, const void *info, size_t size) {
+  struct cmsghdr *c = CMSG_FIRSTHDR(h);
+  c->cmsg_level = level;
+  c->cmsg_type = type;
+  c->cmsg_len = CMSG_LEN(size);
+  memcpy(CMSG_DATA(c), info, size);
+  h->msg_controllen = CMSG_SPACE(size);
+}
+
+/* Makes `h` send from local address number `local` (a no-op for -1); `control` holds CONTROL_BYTES. */
+static void send_from(udp_batch *u, struct msghdr *h, int local, unsigned char *control) {
+  h->msg_control = NULL;
+  h->msg_controllen = 0;
+  if (local < 0 || local >= u->local_count) return;
+  memset(control, 0, CONTROL_BYTES);
+  h->msg_control = control;
+  h->msg_controllen = CONTROL_BYTES;
+  if (u->family == 6) {
+    /* ifindex 0: routed as any answer; a link-local client's interface comes from its address's scope id. */
+    struct in6_pktinfo info;
+    memset(&info, 0, sizeof info);
+    memcpy(&info.ipi6_addr, u->locals[local], 16);
+    put_pktinfo(h, IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof info);
+  } else {
+    struct in_pktinfo info;
+    memset(&info, 0, sizeof info);
+    memcpy(&info.ipi_spec_dst, u->locals[local], 4);
+    put_pktinfo(h, IPPROTO_IP, IP_PKTINFO, &info, sizeof info);
+  }
+}
+
+/*
+ * Sends msgs[0..count) with as few sendmmsg calls as the kernel allows; a message the kernel refuses is skipped, but
+ * first tried once more without its source address (gone from the interface since its query came, say): sent from
+ * the kernel's pick, as before pktinfo, rather than not at all.
+ */
 static void send_all(udp_batch *u, struct mmsghdr *msgs, int count) {
   int i = 0;
   while (i < count && !u->closed) {
@@ -193,6 +278,9 @@ static void send_all(udp_batch *u, struct mmsghdr *msgs, int count) {
       /* The send buffer is full: the rest are lost, as a datagram may be; the clients retry. */
       u->send_errors += count - i;
       return;
+    } else if (msgs[i].msg_hdr.msg_controllen > 0) {
+      msgs[i].msg_hdr.msg_control = NULL;
+      msgs[i].msg_hdr.msg_controllen = 0;
     } else {
       /* This message failed (its first one): skip it, send the others. */
       u->send_errors++;
@@ -208,6 +296,7 @@ static int read_batch(udp_batch *u) {
     u->recv_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
     u->recv_msgs[i].msg_hdr.msg_flags = 0;
     u->recv_msgs[i].msg_len = 0;
+    if (u->pktinfo) u->recv_msgs[i].msg_hdr.msg_controllen = CONTROL_BYTES;
   }
   int n;
   do n = recvmmsg(u->fd, u->recv_msgs, (unsigned)u->slots, MSG_DONTWAIT, NULL);
@@ -229,6 +318,7 @@ static int read_batch(udp_batch *u) {
     u->meta[i * META_INTS] = truncated ? -1 : (int32_t)u->recv_msgs[i].msg_len;
     u->meta[i * META_INTS + 1] = peer_port(&u->peers[i]);
     u->meta[i * META_INTS + 2] = u->peers[i].ss_family == AF_INET6 ? 6 : 4;
+    u->meta[i * META_INTS + 3] = local_of(u, h);
     napi_set_element(env, addrs, (uint32_t)i, peer_text(env, u, i, h->msg_namelen));
   }
   napi_create_int32(env, n, &count);
@@ -259,6 +349,7 @@ static int read_batch(udp_batch *u) {
       m->msg_hdr.msg_namelen = u->recv_msgs[i].msg_hdr.msg_namelen;
       m->msg_hdr.msg_iov = &u->send_iov[answers];
       m->msg_hdr.msg_iovlen = 1;
+      send_from(u, &m->msg_hdr, u->meta[i * META_INTS + 3], u->send_control + (size_t)answers * CONTROL_BYTES);
       answers++;
     }
   }
@@ -391,6 +482,14 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   u->recv_iov = calloc((size_t)slots, sizeof(struct iovec));
   u->send_iov = calloc((size_t)slots, sizeof(struct iovec));
   u->peers = calloc((size_t)slots, sizeof(struct sockaddr_storage));
+  /* Bound to the wildcard address: read each datagram's destination, to answer from it (see MAX_LOCALS). */
+  int wildcard = family == 6 ? IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&sa)->sin6_addr) : ((struct sockaddr_in *)&sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+  if (wildcard) {
+    u->recv_control = calloc((size_t)slots, CONTROL_BYTES);
+    u->send_control = calloc((size_t)slots, CONTROL_BYTES);
+    u->pktinfo = u->recv_control && u->send_control &&
+                 (family == 6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on) : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof on)) == 0;
+  }
   napi_value data, meta_buffer, meta, addrs, last_text, handle, name;
   void *data_bytes = NULL, *meta_bytes = NULL;
   if (!u->recv_msgs || !u->send_msgs || !u->recv_iov || !u->send_iov || !u->peers ||
@@ -412,6 +511,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     u->recv_msgs[i].msg_hdr.msg_iov = &u->recv_iov[i];
     u->recv_msgs[i].msg_hdr.msg_iovlen = 1;
     u->recv_msgs[i].msg_hdr.msg_name = &u->peers[i];
+    if (u->pktinfo) u->recv_msgs[i].msg_hdr.msg_control = u->recv_control + (size_t)i * CONTROL_BYTES;
   }
   napi_create_reference(env, data, 1, &u->data_ref);
   napi_create_reference(env, meta, 1, &u->meta_ref);
@@ -474,8 +574,9 @@ static napi_value js_port(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_send_to(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], result;
+  size_t argc = 5;
+  napi_value argv[5], result;
+  int32_t local = -1;
   char address[ADDRESS_TEXT_BYTES];
   size_t address_len;
   int32_t port;
@@ -487,8 +588,8 @@ static napi_value js_send_to(napi_env env, napi_callback_info info) {
   if (!u) return NULL;
   if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, argv[1], &bytes, &length) != napi_ok ||
       napi_get_value_string_latin1(env, argv[2], address, sizeof address, &address_len) != napi_ok || napi_get_value_int32(env, argv[3], &port) != napi_ok ||
-      port <= 0 || port > 65535) {
-    napi_throw_type_error(env, "EINVAL", "sendTo(handle, buffer, address, port)");
+      port <= 0 || port > 65535 || (argc >= 5 && napi_get_value_int32(env, argv[4], &local) != napi_ok)) {
+    napi_throw_type_error(env, "EINVAL", "sendTo(handle, buffer, address, port[, local])");
     return NULL;
   }
   int ok = 0;
@@ -498,9 +599,25 @@ static napi_value js_send_to(napi_env env, napi_callback_info info) {
     /* A v4 client of a dual-stack v6 socket arrives as ::ffff:a.b.c.d, which parses as v6. */
     int family = u->family == 6 ? 6 : 4;
     if (make_sockaddr(family, address, port, &sa, &sa_len)) {
+      struct iovec iov = {.iov_base = bytes, .iov_len = length};
+      struct msghdr h;
+      unsigned char control[CONTROL_BYTES];
+      memset(&h, 0, sizeof h);
+      h.msg_name = &sa;
+      h.msg_namelen = sa_len;
+      h.msg_iov = &iov;
+      h.msg_iovlen = 1;
+      send_from(u, &h, local, control);
       ssize_t r;
-      do r = sendto(u->fd, bytes, length, 0, (struct sockaddr *)&sa, sa_len);
+      do r = sendmsg(u->fd, &h, 0);
       while (r < 0 && errno == EINTR);
+      /* Refused with its source address (gone since the query came): from the kernel's pick, as send_all does. */
+      if (r < 0 && h.msg_controllen > 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        h.msg_control = NULL;
+        h.msg_controllen = 0;
+        do r = sendmsg(u->fd, &h, 0);
+        while (r < 0 && errno == EINTR);
+      }
       ok = r >= 0;
     }
     if (ok) u->sent++;

@@ -16,7 +16,7 @@ interface UdpBatchAddon {
   meta(handle: object): Int32Array;
   addresses(handle: object): string[];
   port(handle: object): number;
-  sendTo(handle: object, bytes: Buffer, address: string, port: number): boolean;
+  sendTo(handle: object, bytes: Buffer, address: string, port: number, local?: number): boolean;
   close(handle: object): void;
   stats(handle: object): BatchUdpStats;
 }
@@ -47,6 +47,13 @@ export interface Datagram {
    * event, as with dgram), rather than it vanishing without a trace.
    */
   truncated: boolean;
+  /**
+   * On a socket bound to the wildcard address, the number of the address the datagram was sent to (-1: not known):
+   * an answer sent later goes out from it when sendTo() is given it (answers returned by the handler do so already).
+   * Without it, the kernel picks the source, which on an interface with more than one address (a bridge with two
+   * global IPv6 ones that REDIRECT reaches at the first) may not be the one the client asked, and the client drops it.
+   */
+  local: number;
 }
 
 /**
@@ -56,7 +63,7 @@ export interface Datagram {
 export type DatagramHandler = (datagram: Datagram) => Buffer | null | undefined | unknown;
 
 const SLOT_BYTES = 4096;
-const META_INTS = 3;
+const META_INTS = 4;
 
 const addon = lazyLinuxAddon<UdpBatchAddon>('udp_batch', import.meta.url, 'recvmmsg(2)');
 const loaded = addon.get;
@@ -118,7 +125,8 @@ export class BatchUdpSocket {
           data!.copy(datagramBytes, 0, offset, offset + kept);
         }
         try {
-          answer = onDatagram({ bytes: datagramBytes, address: addresses![i], port: sourcePort, family: meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4', truncated });
+          const family = meta![i * META_INTS + 2] === 6 ? 'IPv6' : 'IPv4';
+          answer = onDatagram({ bytes: datagramBytes, address: addresses![i], port: sourcePort, family, truncated, local: meta![i * META_INTS + 3]! });
         } catch {
           // The handler is not meant to throw; one datagram's failure must not lose the batch's other answers.
           answer = undefined;
@@ -137,10 +145,13 @@ export class BatchUdpSocket {
     return new BatchUdpSocket(native, handle, answers, host, native.port(handle));
   }
 
-  /** One answer outside a batch (one that came later); false when it was not sent (closed, or the kernel refused it). */
-  sendTo(bytes: Buffer, address: string, port: number): boolean {
+  /**
+   * One answer outside a batch (one that came later), from the address `local` names (Datagram.local; -1 or absent:
+   * the kernel's pick); false when it was not sent (closed, or the kernel refused it).
+   */
+  sendTo(bytes: Buffer, address: string, port: number, local = -1): boolean {
     if (this.closed) return false;
-    return this.native.sendTo(this.handle, bytes, address, port);
+    return this.native.sendTo(this.handle, bytes, address, port, local);
   }
 
   stats(): BatchUdpStats {

@@ -6,11 +6,12 @@
  * link-local addresses are the ones the kernel gives the interfaces (none is assigned here). Needs root and `ip`.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { batchUdpUnavailable } from '../../net/udp-batch.js';
+import { joinedNamespaces, startLateEcho } from './late-echo.js';
 import { destroyNamespaceSync, must, run } from './netns.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -32,14 +33,7 @@ async function linkLocal(ns: string, dev: string): Promise<string> {
 
 before(async () => {
   if (skip) return;
-  for (const ns of [server, client]) {
-    await must('ip', ['netns', 'add', ns]);
-    await must('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
-    await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  }
-  await must('ip', ['-n', server, 'link', 'add', 'egll-s', 'type', 'veth', 'peer', 'name', 'egll-c', 'netns', client]);
-  await must('ip', ['-n', server, 'link', 'set', 'egll-s', 'up']);
-  await must('ip', ['-n', client, 'link', 'set', 'egll-c', 'up']);
+  await joinedNamespaces(server, client, 'egll-s', 'egll-c');
 });
 
 after(() => {
@@ -52,20 +46,9 @@ after(() => {
 test('an answer sent later to a link-local client goes back out of its interface', { skip, timeout: 60_000 }, async () => {
   const serverAddress = await linkLocal(server, 'egll-s');
   const clientAddress = await linkLocal(client, 'egll-c');
-  echo = spawn('ip', ['netns', 'exec', server, process.execPath, path.join(here, '../helpers/udp-batch-late-echo.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let output = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the echo server did not start: ${output}`)), 10_000);
-    echo!.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      const ready = /ready (\d+)/.exec(output);
-      if (ready) {
-        clearTimeout(timer);
-        resolve(Number(ready[1]));
-      }
-    });
-    echo!.once('exit', (code) => reject(new Error(`the echo server exited (${code}): ${output}`)));
-  });
+  const started = await startLateEcho(server);
+  echo = started.child;
+  const { port } = started;
   const script = `
     const s = require('node:dgram').createSocket('udp6');
     const timer = setTimeout(() => { console.log('timeout'); process.exit(0); }, 3000);
@@ -73,7 +56,7 @@ test('an answer sent later to a link-local client goes back out of its interface
     s.send(Buffer.from('query'), ${port}, ${JSON.stringify(`${serverAddress}%egll-c`)});`;
   const result = await run('ip', ['netns', 'exec', client, process.execPath, '-e', script], { timeoutMs: 15_000 });
   assert.equal(result.code, 0, result.stderr);
-  assert.equal(result.stdout.trim(), `late ${clientAddress}%egll-s`, `the client's answer (server said: ${output.trim()})`);
+  assert.equal(result.stdout.trim(), `late ${clientAddress}%egll-s`, `the client's answer (server said: ${started.output().trim()})`);
 });
 
 test('a numeric zone is the interface index itself: one outside 32 bits, signed or padded is refused, not wrapped to another interface', { skip, timeout: 60_000 }, async () => {

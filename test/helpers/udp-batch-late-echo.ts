@@ -1,14 +1,17 @@
 /**
- * A BatchUdpSocket on `::` that answers every datagram LATER (sendTo from a timer, as the DNS server answers a query
- * that went upstream) with `late <source address as the addon wrote it>`. Prints `ready PORT`, then one line per
- * answer; exits by itself after 20 s. Run by test/e2e/dns-udp-link-local.test.ts inside a network namespace.
+ * A BatchUdpSocket on `::` that answers a datagram saying `now` at once (returned from the handler, sent with the
+ * batch) and any other LATER (sendTo from a timer, as the DNS server answers a query that went upstream), with
+ * `<now|late> <source address as the addon wrote it>`; both from the address the datagram was sent to (its `local`).
+ * Prints `ready PORT`, then one line per later answer; exits by itself after 20 s. Run by the e2e tests
+ * dns-udp-link-local and dns-udp-source-address inside a network namespace.
  */
 import { BatchUdpSocket } from '../../net/udp-batch.js';
 
 const socket: BatchUdpSocket = BatchUdpSocket.bind('::', 0, (datagram) => {
-  const { address, port } = datagram;
+  const { address, port, local } = datagram;
+  if (datagram.bytes.toString() === 'now') return Buffer.from(`now ${address}`);
   setTimeout(() => {
-    const sent = socket.sendTo(Buffer.from(`late ${address}`), address, port);
+    const sent = socket.sendTo(Buffer.from(`late ${address}`), address, port, local);
     process.stdout.write(`sent ${sent} ${address}\n`);
   }, 20);
   return undefined;
