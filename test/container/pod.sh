@@ -96,6 +96,16 @@ p_npm() {
   never_seen attacker "/preinstall?token=$SECRET"
 }
 p_events() { $PODMAN logs egress-runner-egress-guard 2>&1 | grep '"decision":"blocked"' | grep -c '"host":"attacker.test"' | grep -qv '^0$'; }
+# The datagram of p_udp never reached egress-guard: its event comes from egress-netlog's NFLOG reports (polled: the
+# report goes through the netlog volume and egress-guard's file reader).
+p_udp_event() {
+  local i
+  for i in $(seq 1 20); do
+    $PODMAN logs egress-runner-egress-guard 2>&1 | grep '"kind":"udp"' | grep '"ip":"203.0.113.66"' | grep '"port":4444' | grep -q '"decision":"blocked"' && return 0
+    sleep 0.5
+  done
+  return 1
+}
 
 pod_stage
 check "pod: egress-guard ready (its admin port answers the probe path)" p_ready
@@ -107,11 +117,13 @@ check "pod: DNS exfiltration via the pod's resolver and straight to the DNS serv
 check "pod: UDP to 203.0.113.66:4444 dropped" p_udp
 check "pod: npm preinstall https.get never reaches attacker.test" p_npm
 check "pod: blocked decisions are events in egress-guard's log" p_events
+check "pod: the refused UDP datagram is an event too (egress-netlog's NFLOG reports)" p_udp_event
 if [ "$FAILED" -gt 0 ]; then
   # What a failed pod stage needs to be understood: the init container's and egress-guard's output, and the rules
   # in the pod's namespace (entered from the host through the infra container's process).
   echo "---- pod: egress-rules (init) ----"; $PODMAN logs egress-runner-egress-rules 2>&1 | tail -20
   echo "---- pod: egress-guard ----"; $PODMAN logs egress-runner-egress-guard 2>&1 | tail -20
+  echo "---- pod: egress-netlog ----"; $PODMAN logs egress-runner-egress-netlog 2>&1 | tail -10
   infra=$($PODMAN pod inspect egress-runner --format '{{.InfraContainerID}}' 2>/dev/null)
   pid=$($PODMAN inspect "$infra" --format '{{.State.Pid}}' 2>/dev/null)
   echo "---- pod: iptables (nat, filter) ----"; [ -n "$pid" ] && nsenter -t "$pid" -n iptables-save 2>&1 | grep -E 'EGRESS|^\*' | head -40
