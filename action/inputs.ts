@@ -1,6 +1,7 @@
 /** The action's inputs (action.yml), read and checked before anything is changed on the runner. */
 export type EgressPolicy = 'audit' | 'block';
 export type DnsPolicy = 'policy' | 'any';
+export type EncryptedClientHelloInput = 'refuse' | 'allow';
 
 export interface ActionInputs {
   /** Unset: the policy file's mode, else egress-guard's default (audit). */
@@ -12,6 +13,8 @@ export interface ActionInputs {
   allowedIps: string[];
   trustedRanges: string[];
   dnsPolicy?: DnsPolicy;
+  /** Unset: the policy file's, else egress-guard's default (refuse). */
+  encryptedClientHello?: EncryptedClientHelloInput;
   disableSudo: boolean;
   collectorUrl?: string;
   collectorToken?: string;
@@ -67,6 +70,8 @@ export function parseActionInputs(read: InputReader): ActionInputs {
   if (mode) inputs.mode = mode;
   const dnsPolicy = choice(read, 'dns-policy', ['policy', 'any'] as const);
   if (dnsPolicy) inputs.dnsPolicy = dnsPolicy;
+  const encryptedClientHello = choice(read, 'encrypted-client-hello', ['refuse', 'allow'] as const);
+  if (encryptedClientHello) inputs.encryptedClientHello = encryptedClientHello;
   const policyFile = optional(read, 'policy-file');
   if (policyFile) inputs.policyFile = policyFile;
   const collectorUrl = optional(read, 'collector-url');

@@ -39,6 +39,7 @@ export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, f
   if (facts.netfilterLog) env.EGRESS_NETFILTER_LOG = facts.netfilterLog;
   if (inputs.mode) env.EGRESS_MODE = inputs.mode;
   if (inputs.dnsPolicy) env.EGRESS_DNS = inputs.dnsPolicy;
+  if (inputs.encryptedClientHello) env.EGRESS_ENCRYPTED_CLIENT_HELLO = inputs.encryptedClientHello;
   const allowedEndpoints = facts.allowedEndpoints ?? inputs.allowedEndpoints;
   if (allowedEndpoints.length > 0) env.EGRESS_ALLOWED_ENDPOINTS = allowedEndpoints.join(' ');
   if (inputs.allowedIps.length > 0) env.EGRESS_ALLOWED_IPS = inputs.allowedIps.join(' ');
@@ -55,6 +56,7 @@ export function sidecarEnvironment(inputs: ActionInputs, layout: ActionLayout, f
 const INPUT_OF_VARIABLE: Record<string, string> = {
   EGRESS_MODE: 'egress-policy',
   EGRESS_DNS: 'dns-policy',
+  EGRESS_ENCRYPTED_CLIENT_HELLO: 'encrypted-client-hello',
   EGRESS_ALLOWED_ENDPOINTS: 'allowed-endpoints',
   EGRESS_ALLOWED_IPS: 'allowed-ips',
   EGRESS_TRUSTED_RANGES: 'trusted-ranges',

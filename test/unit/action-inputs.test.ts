@@ -33,6 +33,7 @@ describe('action inputs', () => {
         'allowed-ips': '203.0.113.0/24',
         'trusted-ranges': '10.0.0.0/8 2001:db8::/32',
         'dns-policy': 'any',
+        'encrypted-client-hello': 'allow',
         'disable-sudo': 'true',
         'collector-url': 'https://collector.test/',
         'collector-token': 's3cret',
@@ -47,6 +48,7 @@ describe('action inputs', () => {
       allowedIps: ['203.0.113.0/24'],
       trustedRanges: ['10.0.0.0/8', '2001:db8::/32'],
       dnsPolicy: 'any',
+      encryptedClientHello: 'allow',
       disableSudo: true,
       collectorUrl: 'https://collector.test/',
       collectorToken: 's3cret',
@@ -62,6 +64,7 @@ describe('action inputs', () => {
     );
     assert.throws(() => parseActionInputs(reader({ 'disable-sudo': 'yes' })), /disable-sudo: "yes" is not true or false/);
     assert.throws(() => parseActionInputs(reader({ 'dns-policy': 'none' })), /dns-policy/);
+    assert.throws(() => parseActionInputs(reader({ 'encrypted-client-hello': 'ignore' })), /encrypted-client-hello: "ignore" is not one of refuse, allow/);
     assert.throws(() => parseActionInputs(reader({ 'collector-url': 'collector.test' })), /collector-url: "collector.test" is not a URL/);
     assert.throws(() => parseActionInputs(reader({ 'collector-url': 'ftp://collector.test' })), /is not http\(s\)/);
     assert.throws(() => parseActionInputs(reader({ 'collector-token': 'x' })), /collector-token is set but collector-url is not/);
@@ -85,12 +88,15 @@ describe('action inputs -> egress-guard settings', () => {
   });
 
   it('is a configuration egress-guard loads: the inputs override the policy file, which sets the rest', () => {
-    const policyFile = 'mode: block\ndns: any\nallowed-endpoints:\n  - github.com:443\n';
-    const inputs = parseActionInputs(reader({ 'allowed-endpoints': 'registry.npmjs.org:443\nfiles.pythonhosted.org', 'trusted-ranges': '10.0.0.0/8' }));
+    const policyFile = 'mode: block\ndns: any\nencrypted-client-hello: refuse\nallowed-endpoints:\n  - github.com:443\n';
+    const inputs = parseActionInputs(
+      reader({ 'allowed-endpoints': 'registry.npmjs.org:443\nfiles.pythonhosted.org', 'trusted-ranges': '10.0.0.0/8', 'encrypted-client-hello': 'allow' }),
+    );
     const env = sidecarEnvironment(inputs, LAYOUT, { ...facts, policyFile: '/var/lib/egress-guard/policy.yaml', netfilterLog: '/var/lib/egress-guard/netlog/nflog.json' });
     const config = loadConfig({ flags: new Map(), env, readFile: () => policyFile });
     assert.equal(config.policy.mode, 'block');
     assert.equal(config.policy.dns, 'any');
+    assert.equal(config.policy.encryptedClientHello, 'allow');
     assert.deepEqual(
       config.policy.endpoints.map((e) => e.source),
       ['registry.npmjs.org:443', 'files.pythonhosted.org'],
