@@ -601,13 +601,17 @@ static napi_value js_send_to(napi_env env, napi_callback_info info) {
     if (make_sockaddr(family, address, port, &sa, &sa_len)) {
       struct iovec iov = {.iov_base = bytes, .iov_len = length};
       struct msghdr h;
-      unsigned char control[CONTROL_BYTES];
+      /* Aligned for the cmsghdr written at its start (the per-slot buffers are malloc's, aligned already). */
+      union {
+        struct cmsghdr align;
+        unsigned char bytes[CONTROL_BYTES];
+      } control;
       memset(&h, 0, sizeof h);
       h.msg_name = &sa;
       h.msg_namelen = sa_len;
       h.msg_iov = &iov;
       h.msg_iovlen = 1;
-      send_from(u, &h, local, control);
+      send_from(u, &h, local, control.bytes);
       ssize_t r;
       do r = sendmsg(u->fd, &h, 0);
       while (r < 0 && errno == EINTR);
