@@ -24,6 +24,14 @@ type PeekedProtocol =
    */
   | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text' };
 
+/**
+ * The wait ended in the middle of something that names a host once it is whole: a ClientHello, the first line of
+ * what may be a request, or white space before one. Decided on it now, a check would let the name that follows by.
+ */
+export function unfinished(peek: PeekResult): boolean {
+  return !peek.eof && ((peek.protocol === 'other' && peek.incomplete !== undefined) || (peek.protocol === 'http' && peek.unfinishedLine === true));
+}
+
 export interface PeekOptions {
   /** How long to wait for the client's first bytes. */
   timeoutMs: number;

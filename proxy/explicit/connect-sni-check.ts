@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { canonicalHost, decide, ENCRYPTED_CLIENT_HELLO_REFUSED, formatHostPort, refusal, type Reason } from '../../policy/index.js';
 import { decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest } from '../../decision/authorize.js';
-import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
+import { peekFirstBytes, unfinished } from '../../net/sniffing/first-bytes.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 
 /** How long a tunnel's first line of text is waited for to end (a request line cut across writes, say). */
@@ -41,7 +41,7 @@ export async function checkConnectSni(
   // decided here: relayed unread, a request in it would go unchecked; handed to the request reader, a client of another
   // protocol waited for the reader's timeout, in audit mode too. Clients write a request line in one piece.
   if (peek.protocol === 'other' && peek.bytes > 0 && !peek.eof && peek.incomplete !== 'tls') peek = await peekFirstBytes(socket, { timeoutMs: UNFINISHED_LINE_MS });
-  if ((peek.protocol === 'http' && peek.unfinishedLine) || (peek.protocol === 'other' && peek.incomplete === 'text' && !peek.eof)) {
+  if (unfinished(peek) && !(peek.protocol === 'other' && peek.incomplete === 'tls')) {
     return refuse(ctx, tunnel, undefined, `text whose first line had not ended after ${UNFINISHED_LINE_MS} ms (no request can be read from it)`);
   }
   // HTTP/2 with prior knowledge names its host in frames the request reader does not read: refused here, so that audit

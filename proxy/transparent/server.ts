@@ -4,7 +4,7 @@ import type { Policy } from '../../policy/index.js';
 import type { AddressBook } from '../../decision/address-book.js';
 import { formatHostPort } from '../../policy/index.js';
 import { UpstreamConnectError } from '../../net/connect.js';
-import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
+import { peekFirstBytes, unfinished, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { listen } from '../../net/listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
 import type { Resolver } from '../../decision/resolver.js';
@@ -100,11 +100,12 @@ export async function startTransparentListeners(options: TransparentListenerOpti
   const maxWaiting = Math.max(1, Math.floor(options.maxTunnels / 4));
 
   /**
-   * A client that has started a ClientHello, or sent empty lines only, gets longer to finish: deciding it by
-   * DNS attribution now would relay the SNI/Host it sends next unchecked. Still unfinished: a raw-address decision.
+   * A client that has started a ClientHello or a first line, or sent empty lines only, gets longer to finish: deciding
+   * it by DNS attribution now would relay the SNI/Host it sends next unchecked. Still unfinished: a raw-address
+   * decision (attribution.ts), not the request reader, which waited for its idle timeout (`ping` waiting for its answer).
    */
   const finishUnfinished = (socket: net.Socket, peek: PeekResult): Promise<PeekResult> | PeekResult =>
-    peek.protocol === 'other' && peek.incomplete && !peek.eof ? peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS }) : peek;
+    unfinished(peek) ? peekFirstBytes(socket, { timeoutMs: UNFINISHED_HEAD_TIMEOUT_MS }) : peek;
 
   /**
    * The first bytes of a client that was silent through the peek (decided by DNS attribution, its tunnel
@@ -115,14 +116,18 @@ export async function startTransparentListeners(options: TransparentListenerOpti
   const checkLateFirstBytes = async (socket: net.Socket, connection: RedirectedConnection): Promise<ClientGateOutcome> => {
     // The gate opens only on bytes seen: a client kept from idling by a chatty server may stay silent for
     // longer than one wait, and still be checked when it speaks (or it ends or is closed, with nothing to relay).
-    let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+    // Waited for as a ClientHello (text ends the wait at its first byte), then text gets the peek's time to finish its
+    // first line: a line still going waited for the idle timeout, and a client waiting for its answer with it.
+    let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs, look: 'tls' });
     while (classify(late) === 'silent' && !late.eof && !socket.destroyed && !socket.readableEnded) {
-      late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs });
+      late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs, look: 'tls' });
     }
+    if (late.protocol === 'other' && late.bytes > 0 && !late.eof && late.incomplete !== 'tls') late = await peekFirstBytes(socket, { timeoutMs: PEEK_TIMEOUT_MS });
     late = await finishUnfinished(socket, late);
     const traffic = classify(late);
     if (traffic === 'http') return { action: 'hand-over', to: (client) => plainHttp.adopt(client, connection) };
-    if ((traffic === 'opaque' || traffic === 'silent') && !(late.protocol === 'other' && late.incomplete)) return RELAY;
+    const headUnfinished = (late.protocol === 'other' && late.incomplete !== undefined) || (late.protocol === 'http' && late.unfinishedLine === true);
+    if ((traffic === 'opaque' || traffic === 'silent') && !headUnfinished) return RELAY;
     const inspector = options.inspector;
     const again = await authorizeTransparent(options, { ...connection, peek: late, ...(inspector && { inspectable: true }) });
     if (again.action === 'fail') again.connection.close({ error: again.error }); // not expected: the destination is given

@@ -308,6 +308,20 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(event.decision, 'allowed');
     });
 
+    test('6g: after a banner, a one-word text without a line end (`ping` waiting for its answer) is decided within seconds, not the idle timeout', async () => {
+      // Once text comes, its first line gets a moment to become a request line, then the listener's 10 s for an
+      // unfinished head; then it is decided as a raw-address connection (no name to check: allowed-ips or nothing), not
+      // handed to the request reader, where it waited for the 300 s idle timeout, in audit mode too.
+      await world.job('dig', ['+short', 'allowed.test']);
+      const script = `const net=require('net');const t0=Date.now();const s=net.connect(${BANNER_PORT},'${NET.allowed}');let buf='';let sent=false;const done=(why)=>{console.log(why+' after '+(Date.now()-t0)+' ms');process.exit(0)};s.on('data',(d)=>{buf+=d;if(!sent&&buf.includes('220 ')){sent=true;s.write('ping')}if(buf.includes('echo ping'))done('echoed')});s.on('error',(e)=>done(e.code));s.on('close',()=>done('closed'));setTimeout(()=>done('waiting'),25000);`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, `${result.stdout} ${result.stderr}`);
+      if (mode === 'block') assert.match(result.stdout, /^(ECONNRESET|closed) after/);
+      else assert.match(result.stdout, /^echoed after/);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.host === NET.allowed && e.port === BANNER_PORT && e.decision !== 'allowed');
+      assert.equal(event?.decision, outcomeFor(mode), 'the text is decided as a raw-address connection, with its event');
+    });
+
     for (const silentMs of [0, 1500]) {
       test(`6d: plain HTTP keep-alive: a second request on the same connection naming another Host is decided on its own${silentMs ? ` (client silent ${silentMs} ms first)` : ''}`, async () => {
         const marker = `second-host-${mode}-${silentMs}-${randomLabel(10)}`;
