@@ -107,6 +107,8 @@ export class UpstreamConnection {
   private readonly body: Buffer[] = [];
   /** The socket's handle, when the parser reads it natively (until the connection reads into `ownBuffer`). */
   private readonly nativeRead: NativeRead | undefined;
+  /** Whether a bulk body may be read past llhttp (a plain TCP socket the parser reads natively, or that reads into `ownBuffer`). */
+  private readonly bulkReadable: boolean;
   /** Bytes of a bulk Content-Length body still to come, read past llhttp (`lengthBody`); 0 otherwise. */
   private bodyLeft = 0;
   /**
@@ -156,6 +158,7 @@ export class UpstreamConnection {
     // buffer or Buffer per read (a fresh socket: nothing was read on its JavaScript side; without a stream handle,
     // 'data' events as above). The socket's 'end', 'error' and 'close' still come as events.
     this.nativeRead = NativeRead.start(socket, parser, (ret) => this.executed(ret), NEVER_HELD);
+    this.bulkReadable = this.nativeRead !== undefined && ownReadBufferUsable(socket);
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
     socket.on('timeout', () => {
@@ -265,7 +268,7 @@ export class UpstreamConnection {
     }
     if (exchange.method === 'HEAD' || status === 304) return SKIP_BODY;
     // A bulk body of known length: llhttp stops after the head, the body is read past it (`lengthBody`).
-    if (status !== 204 && (this.ownBuffer !== undefined || (this.nativeRead !== undefined && ownReadBufferUsable(this.socket)))) {
+    if (this.bulkReadable && status !== 204) {
       const length = contentLengthOf(raw);
       if (length >= LENGTH_BODY_MIN) {
         this.bodyLeft = length;
