@@ -513,3 +513,78 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     assert.equal(close.bytes_in, BIG);
   });
 });
+
+/** The upstream idle timeout around a bulk body read past llhttp (its reads keep the connection's timer alive). */
+describe('forwarder: the idle timeout of a bulk body read past llhttp', () => {
+  const IDLE_MS = 1500;
+  const PIECE = 64 * 1024;
+  /** A slow body: a piece every 500 ms, 3 s in all, twice the idle timeout. */
+  const SLOW_PIECES = 6;
+  let upstream: net.Server;
+  let guard: EgressGuardProcess;
+  let authority: string;
+  const held = new Set<net.Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+
+  before(async () => {
+    upstream = net.createServer((socket) => {
+      held.add(socket);
+      socket.once('close', () => held.delete(socket));
+      socket.on('error', () => socket.destroy());
+      // One request per read (a GET head), answered in turn: the connection of /slow is pooled and may carry /stall.
+      socket.on('data', (chunk: Buffer) => {
+        const path = chunk.toString('latin1').split(' ')[1];
+        const length = path === '/slow' ? SLOW_PIECES * PIECE : BULK;
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${length}\r\n\r\n`);
+        // /stall: 400,000 bytes of the body, then nothing (the connection stays open).
+        if (path === '/stall') return void socket.write(bulkBody.subarray(0, 400_000));
+        let sent = 0;
+        const next = () => {
+          timers.delete(timer);
+          if (socket.destroyed) return;
+          socket.write(bulkBody.subarray(sent * PIECE, ++sent * PIECE));
+          if (sent < SLOW_PIECES) timers.add((timer = setTimeout(next, 500)));
+        };
+        let timer = setTimeout(next, 0);
+        timers.add(timer);
+      });
+    });
+    ({ authority, guard } = await guardInFrontOf(upstream, { EGRESS_IDLE_TIMEOUT: String(IDLE_MS) }));
+  });
+
+  after(async () => {
+    for (const timer of timers) clearTimeout(timer);
+    for (const socket of held) socket.destroy();
+    await guard?.stop();
+    await new Promise((resolve) => upstream?.close(resolve));
+  });
+
+  const closeEventOf = async (path: string) => {
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === path);
+    return guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+  };
+
+  test('a bulk body that comes slowly but never idles as long as the timeout arrives whole', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`GET http://${authority}/slow HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { answers } = await readLengthAnswers(socket, 1);
+      assert.equal(answers.length, 1);
+      assert.equal(sha256(answers[0]!.body), sha256(bulkBody.subarray(0, SLOW_PIECES * PIECE)));
+    });
+    const close = await closeEventOf('/slow');
+    assert.equal(close.error, undefined, JSON.stringify(close));
+    assert.equal(close.bytes_in, SLOW_PIECES * PIECE);
+  });
+
+  test('a bulk body whose upstream stops sending: cut at the idle timeout, the close event says so', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`GET http://${authority}/stall HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { answers, cut } = await readLengthAnswers(socket, 1);
+      assert.equal(answers.length, 0);
+      assert.equal(cut, 400_000);
+    });
+    const close = await closeEventOf('/stall');
+    assert.equal(close.error, 'upstream-timeout');
+    assert.equal(close.bytes_in, 400_000);
+  });
+});
