@@ -98,6 +98,8 @@ export interface ClientResponseSide extends ErrorAnswer {
   writeHead(status: number, message: string | undefined, headers: string[]): unknown;
   writeHead(status: number, headers: http.OutgoingHttpHeaders): unknown;
   write(chunk: Buffer): boolean;
+  /** RawResponse's write of a piece whose buffer is reused (see there); node's ServerResponse has none: a copy is written. */
+  writeThrough?(view: Buffer, written: () => void): boolean | undefined;
   end(): unknown;
   end(text: string): unknown;
   /** write(chunk) then end() (node's ServerResponse does just that; RawResponse in one write when it can). */
@@ -304,6 +306,14 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
       this.res.once('drain', this.onDrain);
     }
     return false;
+  }
+
+  /** A piece of a bulk body in the upstream connection's own buffer: written from there when the client takes it at once, else copied. */
+  responseBodyView(view: Buffer, written: () => void): boolean {
+    const through = this.res.writeThrough?.(view, written);
+    if (through === undefined) return this.responseBody(Buffer.from(view));
+    this.bytesIn += view.length;
+    return through;
   }
 
   private readonly onDrain = (): void => {

@@ -90,6 +90,14 @@ export class NativeRead {
     return new NativeRead(socket, handle, parser, held);
   }
 
+  /**
+   * The parser stops reading the handle, which reads into a buffer of its own from now on (own-read-buffer.ts); pause
+   * and resume still stop and start the handle's reads.
+   */
+  detachParser(): void {
+    this.parser.unconsume();
+  }
+
   /** Back to 'data' events (an upgrade hands the socket over; a parser is freed). */
   stop(): void {
     this.parser.unconsume();

@@ -260,6 +260,21 @@ export class RawResponse {
   }
 
   /**
+   * write(view) for a piece whose buffer is reused once this returns (upstream-connection.ts's own read buffer), when
+   * the bytes go straight to the socket: this response's turn, its head out, a body not chunked, nothing kept, queued
+   * or corked before them. True: the socket took them whole (the buffer is free again); false: they are being written
+   * from that buffer, `written` is called once they are. Undefined: not so (the caller writes a copy with write()).
+   * Unlike write(), not corked until the next tick: whether the socket took it all is known here.
+   */
+  writeThrough(view: Buffer, written: () => void): boolean | undefined {
+    const socket = this.socket;
+    if (!this.active || !this.headerSent || !this.hasBody || this.chunkedEncoding || this.finished || this.destroyed || this.output.length > 0) return undefined;
+    if (socket.writableCorked || socket.writableLength > 0 || !socket.writable || 'encrypted' in socket) return undefined;
+    socket.write(view, written);
+    return socket.writableLength === 0;
+  }
+
+  /**
    * The end of the response; `chunk`, a last piece of its body first (a string: the whole body, its length the
    * response's Content-Length when the head is not made yet; a Buffer: as write(chunk) then end() would send it).
    */

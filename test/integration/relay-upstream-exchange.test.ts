@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { EgressGuardProcess } from '../helpers/egress-guard-process.js';
@@ -48,6 +49,63 @@ const TINY_LEAD = 64 * 1024 * 1024;
 const TINY_CHUNKS = 200_000;
 /** The end of a chunked body. */
 const LAST_CHUNK = '\r\n0\r\n\r\n';
+
+/** A bulk body (read past llhttp, upstream-connection.ts's `lengthBody`): not a multiple of any read size, every byte checked. */
+const BULK = 1024 * 1024 + 123;
+const bulkBody = (() => {
+  const body = Buffer.alloc(BULK);
+  for (let i = 0; i < BULK; i++) body[i] = (i * 7 + (i >> 16)) & 0xff;
+  return body;
+})();
+/** A bulk body larger than loopback's socket buffers hold: written to a slow client, its pieces wait in the proxy. */
+const BULK_LARGE = 24 * 1024 * 1024 + 77;
+const bulkLargeBody = Buffer.concat(Array<Buffer>(25).fill(bulkBody)).subarray(0, BULK_LARGE);
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+/** Write `data` in pieces of `size` bytes (several reads on the proxy's side). */
+function writeInPieces(socket: net.Socket, data: Buffer, size: number): void {
+  for (let at = 0; at < data.length; at += size) socket.write(data.subarray(at, at + size));
+}
+
+interface Answer {
+  head: string;
+  body: Buffer;
+}
+
+/**
+ * Read `count` answers framed by Content-Length from `socket` (10 s at most); fewer when the socket closes first,
+ * the last then cut (`cut`: the body bytes it had).
+ */
+function readLengthAnswers(socket: net.Socket, count: number): Promise<{ answers: Answer[]; cut?: number }> {
+  return new Promise((resolve) => {
+    const answers: Answer[] = [];
+    let pending = Buffer.alloc(0);
+    const finish = (cut?: number) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      resolve({ answers, ...(cut !== undefined && { cut }) });
+    };
+    const onData = (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      for (;;) {
+        const end = pending.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const head = pending.subarray(0, end).toString('latin1');
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (pending.length < end + 4 + length) return;
+        answers.push({ head, body: pending.subarray(end + 4, end + 4 + length) });
+        pending = pending.subarray(end + 4 + length);
+        if (answers.length === count) return finish();
+      }
+    };
+    const timer = setTimeout(() => finish(), 10_000);
+    socket.on('data', onData);
+    socket.once('close', () => {
+      const end = pending.indexOf('\r\n\r\n');
+      finish(end === -1 ? undefined : pending.length - end - 4);
+    });
+  });
+}
 
 /**
  * The forwarder's upstream side (its own request writer and node's llhttp response parser on pooled connections),
@@ -119,6 +177,25 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
           socket.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${TINY_LEAD.toString(16)}\r\n`);
           socket.write(Buffer.alloc(TINY_LEAD, 0x61));
           return void socket.write(`\r\n${'1\r\nb\r\n'.repeat(TINY_CHUNKS)}0\r\n\r\n`);
+        }
+        if (path === '/bulk' || path === '/bulk-then-junk' || path === '/bulk-then-fin') {
+          socket.write(`HTTP/1.1 200 OK\r\nX-Upstream-Port: ${socket.remotePort}\r\nContent-Length: ${BULK}\r\n\r\n`);
+          writeInPieces(socket, bulkBody.subarray(0, BULK - 10), 100_000);
+          if (path === '/bulk-then-fin') return void socket.end(bulkBody.subarray(BULK - 10));
+          // Bytes after the body, in the same write as its end: they answer nothing.
+          return void socket.write(
+            path === '/bulk' ? bulkBody.subarray(BULK - 10) : Buffer.concat([bulkBody.subarray(BULK - 10), Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil')]),
+          );
+        }
+        if (path === '/bulk-large') {
+          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BULK_LARGE}\r\n\r\n`);
+          return void writeInPieces(socket, bulkLargeBody, 1024 * 1024);
+        }
+        if (path === '/bulk-cut') {
+          // A bulk body that breaks off: the server closes after 600,000 of its bytes.
+          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BULK}\r\n\r\n`);
+          writeInPieces(socket, bulkBody.subarray(0, 600_000), 100_000);
+          return void setTimeout(() => socket.end(), 100);
         }
         if (path === '/big') {
           socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`);
@@ -262,6 +339,114 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     });
   }
 
+  /** The proxy's port on the upstream connection that answered (the upstream names it). */
+  const upstreamPort = (answer: Answer) => /X-Upstream-Port: (\d+)/.exec(answer.head)?.[1] ?? / on (\d+)$/.exec(answer.body.toString('latin1'))?.[1];
+
+  test('bulk bodies read past llhttp, one request after another: whole and counted; the connection serves the next answers, small and bulk', async () => {
+    await withClient(guard.port, async (socket) => {
+      const answers: Answer[] = [];
+      // The second bulk answer's head, and the small ones, are parsed from the upstream connection's own buffer (read there since the first).
+      for (const path of ['/bulk', '/between', '/bulk', '/after-bulk']) {
+        socket.write(get(path));
+        answers.push(...(await readLengthAnswers(socket, 1)).answers);
+      }
+      assert.equal(answers.length, 4, JSON.stringify(answers.map((a) => a.head)));
+      for (const i of [0, 2]) {
+        assert.match(answers[i]!.head, /^HTTP\/1\.1 200 /);
+        assert.equal(sha256(answers[i]!.body), sha256(bulkBody), `answer ${i}: the body differs from what upstream sent`);
+      }
+      assert.match(answers[1]!.body.toString(), /^GET \/between on /);
+      assert.match(answers[3]!.body.toString(), /^GET \/after-bulk on /);
+      assert.deepEqual(answers.map(upstreamPort), Array(4).fill(upstreamPort(answers[0]!)), 'one upstream connection answered all four (the pool hands out the last released)');
+    });
+    const decisions = (await guard.waitForCount((l) => l.event === 'decision' && l.path === '/bulk', 2)).map((l) => l.id);
+    for (const id of decisions) assert.equal((await guard.waitFor((l) => l.event === 'close' && l.id === id)).bytes_in, BULK);
+  });
+
+  test('bulk bodies pipelined with small answers: every answer in request order, the bulk bodies whole', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(get('/bulk') + get('/between-pipelined') + get('/bulk') + get('/after-pipelined'));
+      const { answers } = await readLengthAnswers(socket, 4);
+      assert.equal(answers.length, 4, JSON.stringify(answers.map((a) => a.head)));
+      assert.equal(sha256(answers[0]!.body), sha256(bulkBody));
+      assert.match(answers[1]!.body.toString(), /^GET \/between-pipelined on /);
+      assert.equal(sha256(answers[2]!.body), sha256(bulkBody));
+      assert.match(answers[3]!.body.toString(), /^GET \/after-pipelined on /);
+    });
+  });
+
+  test('a bulk body to a client that reads slowly: pieces the client cannot take at once are kept until written, the body whole', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.pause();
+      socket.write(get('/bulk-large'));
+      await new Promise((r) => setTimeout(r, 300));
+      // Read a MiB, pause 20 ms, and so on: the proxy's writes to this client are left half done again and again.
+      const received: Buffer[] = [];
+      let size = 0;
+      let sincePause = 0;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`only ${size} bytes after 30 s`)), 30_000);
+        socket.on('data', (chunk: Buffer) => {
+          received.push(chunk);
+          size += chunk.length;
+          sincePause += chunk.length;
+          if (size > BULK_LARGE) {
+            clearTimeout(timer);
+            const all = Buffer.concat(received);
+            if (all.length - all.indexOf('\r\n\r\n') - 4 >= BULK_LARGE) resolve();
+          }
+          if (sincePause >= 1024 * 1024) {
+            sincePause = 0;
+            socket.pause();
+            setTimeout(() => socket.resume(), 20);
+          }
+        });
+        socket.resume();
+      });
+      const all = Buffer.concat(received);
+      const body = all.subarray(all.indexOf('\r\n\r\n') + 4);
+      assert.equal(body.length, BULK_LARGE);
+      assert.equal(sha256(body), sha256(bulkLargeBody), 'the body differs from what upstream sent');
+    });
+    assert.equal((await closeEventOf('/bulk-large')).bytes_in, BULK_LARGE);
+  });
+
+  test('a bulk body that breaks off: the client gets the bytes that came and a closed connection, the close event an error', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(get('/bulk-cut'));
+      const { answers, cut } = await readLengthAnswers(socket, 1);
+      assert.equal(answers.length, 0);
+      assert.equal(cut, 600_000);
+    });
+    const close = await closeEventOf('/bulk-cut');
+    assert.equal(close.bytes_in, 600_000);
+    assert.ok(close.error, JSON.stringify(close));
+  });
+
+  const bulkThenClosed: Array<[string, string]> = [
+    ['/bulk-then-junk', 'bytes after a bulk body in its last read: the body whole, that connection not reused'],
+    ['/bulk-then-fin', 'a bulk body whose server closes after it: the body whole, the next request over a new connection'],
+  ];
+  for (const [path, what] of bulkThenClosed) {
+    test(what, async () => {
+      await withClient(guard.port, async (socket) => {
+        const closedBefore = closed;
+        socket.write(get(path));
+        const { answers } = await readLengthAnswers(socket, 1);
+        assert.equal(answers.length, 1);
+        assert.equal(sha256(answers[0]!.body), sha256(bulkBody));
+        await waitFor('the upstream connection closed', () => closed > closedBefore);
+        socket.write(get(`/after${path}`));
+        const next = (await readLengthAnswers(socket, 1)).answers[0];
+        assert.ok(next?.body.toString().startsWith(`GET /after${path} on `), JSON.stringify(next?.body.toString()));
+        assert.notEqual(upstreamPort(next), upstreamPort(answers[0]!), 'a connection other than the closed one');
+      });
+      const close = await closeEventOf(path);
+      assert.equal(close.error, undefined, JSON.stringify(close));
+      assert.equal(close.bytes_in, BULK);
+    });
+  }
+
   test('a request whose Transfer-Encoding is empty is refused (its last chunk would reach upstream as a request)', async () => {
     await withClient(guard.port, async (socket) => {
       socket.write(`POST http://${authority}/empty-te HTTP/1.1\r\nHost: ${authority}\r\nTransfer-Encoding:\r\n\r\n`);
@@ -326,5 +511,80 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
     });
     const close = await closeEventOf('/big');
     assert.equal(close.bytes_in, BIG);
+  });
+});
+
+/** The upstream idle timeout around a bulk body read past llhttp (its reads keep the connection's timer alive). */
+describe('forwarder: the idle timeout of a bulk body read past llhttp', () => {
+  const IDLE_MS = 1500;
+  const PIECE = 64 * 1024;
+  /** A slow body: a piece every 500 ms, 3 s in all, twice the idle timeout. */
+  const SLOW_PIECES = 6;
+  let upstream: net.Server;
+  let guard: EgressGuardProcess;
+  let authority: string;
+  const held = new Set<net.Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+
+  before(async () => {
+    upstream = net.createServer((socket) => {
+      held.add(socket);
+      socket.once('close', () => held.delete(socket));
+      socket.on('error', () => socket.destroy());
+      // One request per read (a GET head), answered in turn: the connection of /slow is pooled and may carry /stall.
+      socket.on('data', (chunk: Buffer) => {
+        const path = chunk.toString('latin1').split(' ')[1];
+        const length = path === '/slow' ? SLOW_PIECES * PIECE : BULK;
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${length}\r\n\r\n`);
+        // /stall: 400,000 bytes of the body, then nothing (the connection stays open).
+        if (path === '/stall') return void socket.write(bulkBody.subarray(0, 400_000));
+        let sent = 0;
+        const next = () => {
+          timers.delete(timer);
+          if (socket.destroyed) return;
+          socket.write(bulkBody.subarray(sent * PIECE, ++sent * PIECE));
+          if (sent < SLOW_PIECES) timers.add((timer = setTimeout(next, 500)));
+        };
+        let timer = setTimeout(next, 0);
+        timers.add(timer);
+      });
+    });
+    ({ authority, guard } = await guardInFrontOf(upstream, { EGRESS_IDLE_TIMEOUT: String(IDLE_MS) }));
+  });
+
+  after(async () => {
+    for (const timer of timers) clearTimeout(timer);
+    for (const socket of held) socket.destroy();
+    await guard?.stop();
+    await new Promise((resolve) => upstream?.close(resolve));
+  });
+
+  const closeEventOf = async (path: string) => {
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === path);
+    return guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+  };
+
+  test('a bulk body that comes slowly but never idles as long as the timeout arrives whole', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`GET http://${authority}/slow HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { answers } = await readLengthAnswers(socket, 1);
+      assert.equal(answers.length, 1);
+      assert.equal(sha256(answers[0]!.body), sha256(bulkBody.subarray(0, SLOW_PIECES * PIECE)));
+    });
+    const close = await closeEventOf('/slow');
+    assert.equal(close.error, undefined, JSON.stringify(close));
+    assert.equal(close.bytes_in, SLOW_PIECES * PIECE);
+  });
+
+  test('a bulk body whose upstream stops sending: cut at the idle timeout, the close event says so', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`GET http://${authority}/stall HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      const { answers, cut } = await readLengthAnswers(socket, 1);
+      assert.equal(answers.length, 0);
+      assert.equal(cut, 400_000);
+    });
+    const close = await closeEventOf('/stall');
+    assert.equal(close.error, 'upstream-timeout');
+    assert.equal(close.bytes_in, 400_000);
   });
 });
