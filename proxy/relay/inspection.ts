@@ -242,6 +242,9 @@ export function createInspector(options: InspectorOptions): Inspector {
   const onHttp2Preface = (socket: Socket, bytes: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
     if (!connection.plain) return onClientError(Object.assign(new Error('HTTP/2 preface'), { code: 'HPE_PAUSED_H2_UPGRADE', rawPacket: bytes }), socket, connection);
+    // Put back at once, not once upstream is connected: a FIN read with them ends the socket's reading in the next tick
+    // (its 'end' emitted: unshift() then fails, and the preface and the FIN never went upstream).
+    if (!socket.readableEnded) socket.unshift(bytes);
     const policy = options.policy();
     const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port };
     const decision = refusal(policy, {
@@ -268,7 +271,6 @@ export function createInspector(options: InspectorOptions): Inspector {
           upstream.destroy();
           return relayClose.close({ error: 'client-aborted' });
         }
-        socket.unshift(bytes);
         splice(socket, upstream, {
           idleTimeoutMs: options.idleTimeoutMs,
           ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
