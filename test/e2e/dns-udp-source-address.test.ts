@@ -127,3 +127,23 @@ test('a query REDIRECTed to the interface gets its answer translated back (from 
     ].sort(),
   );
 });
+
+test('past the table of destinations (64 per socket), an answer at once still comes from the address the query was sent to', { skip, timeout: 60_000 }, async () => {
+  // More addresses than the table holds, each asked once; the socket's table has the earlier tests' entries already.
+  const many = Array.from({ length: 70 }, (_, i) => `2001:db8:60::${(i + 1).toString(16)}`);
+  await must('ip', ['-n', server, '-batch', '-'], { input: many.map((address) => `addr add ${address}/128 dev egsa-s nodad\n`).join('') });
+  await must('ip', ['-n', client, '-6', 'route', 'add', '2001:db8:60::/64', 'via', SERVER_V6[0]!.split('/')[0]!]);
+  const script = `
+    const s = require('node:dgram').createSocket('udp6');
+    const got = [];
+    s.on('message', (m, r) => got.push(r.address + ': ' + m.toString()));
+    const targets = ${JSON.stringify(many)};
+    let i = 0;
+    const next = () => { if (i < targets.length) { s.send('now', ${port}, targets[i++]); setTimeout(next, 5); } };
+    next();
+    setTimeout(() => { console.log(JSON.stringify(got.sort())); s.close(); }, 2500);`;
+  const result = await run('ip', ['netns', 'exec', client, process.execPath, '-e', script], { timeoutMs: 15_000 });
+  assert.equal(result.code, 0, result.stderr);
+  const clientV6 = CLIENT_V6.split('/')[0]!;
+  assert.deepEqual(JSON.parse(result.stdout.trim()), many.map((address) => `${address}: now ${clientV6}`).sort());
+});
