@@ -17,6 +17,8 @@ const server = `eg-srcaddr-s-${process.pid}`;
 const client = `eg-srcaddr-c-${process.pid}`;
 const skip = batchUdpUnavailable() ?? (process.getuid?.() === 0 ? undefined : 'needs root for network namespaces');
 let echo: ChildProcess | undefined;
+/** Echo servers started by a test (on 0.0.0.0, on an IPv6-only [::]), killed after. */
+const others: ChildProcess[] = [];
 let port = 0;
 
 /**
@@ -69,7 +71,7 @@ before(async () => {
 });
 
 after(() => {
-  if (echo?.pid && echo.exitCode === null) echo.kill('SIGKILL');
+  for (const child of [echo, ...others]) if (child?.pid && child.exitCode === null) child.kill('SIGKILL');
   if (skip) return;
   destroyNamespaceSync(server);
   destroyNamespaceSync(client);
@@ -125,6 +127,26 @@ test('a query REDIRECTed to the interface gets its answer translated back (from 
       `${REDIRECTED_V6} 53: late ${clientV6}`,
       `${REDIRECTED_V6} 53: now ${clientV6}`,
     ].sort(),
+  );
+});
+
+test('so do sockets bound to 0.0.0.0 (IPv4 only) and to an IPv6-only [::], as the container DNS listener binds them', { skip, timeout: 60_000 }, async () => {
+  const v4Only = await startLateEcho(server, ['0.0.0.0']);
+  others.push(v4Only.child);
+  const v6Only = await startLateEcho(server, ['::', 'v6only']);
+  others.push(v6Only.child);
+  const v6 = SERVER_V6[1]!.split('/')[0]!;
+  const v4 = SERVER_V4[0]!.split('/')[0]!;
+  const clientV6 = CLIENT_V6.split('/')[0]!;
+  const clientV4 = CLIENT_V4.split('/')[0]!;
+  const got = await askFromClient([
+    [v6, v6Only.port],
+    [v4, v4Only.port],
+  ]);
+  // An IPv4 socket writes its clients as IPv4.
+  assert.deepEqual(
+    got,
+    [`${v4} ${v4Only.port}: late ${clientV4}`, `${v4} ${v4Only.port}: now ${clientV4}`, `${v6} ${v6Only.port}: late ${clientV6}`, `${v6} ${v6Only.port}: now ${clientV6}`].sort(),
   );
 });
 
