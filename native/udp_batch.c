@@ -52,8 +52,9 @@
  * for the client, which on an interface with two addresses (two global IPv6 ones, say) need not be the one the query
  * was sent to: the client drops such an answer, and conntrack cannot undo a REDIRECT for it. So such a socket reads
  * each datagram's destination (IP_PKTINFO, IPV6_PKTINFO: v4-mapped for IPv4 on a dual-stack socket) and answers
- * from it. The destinations seen are numbered in a table (at most MAX_LOCALS; past that, the kernel picks), so that
- * an answer sent later names its source by number, no text made per query.
+ * from it. The destinations seen are numbered in a table, so that an answer sent later names its source by number, no
+ * text made per query. Past MAX_LOCALS of them, an answer of the batch still goes out from its datagram's destination
+ * (read again from its control message), one sent later from the kernel's pick.
  */
 #define MAX_LOCALS 64
 #define CONTROL_BYTES 64
@@ -200,10 +201,9 @@ static int peer_port(const struct sockaddr_storage *peer) {
   return 0;
 }
 
-/* The number of the address datagram `h` was sent to (added to the table when new); -1 when not read or no room. */
-static int local_of(udp_batch *u, struct msghdr *h) {
-  if (!u->pktinfo) return -1;
-  unsigned char address[16];
+/* Reads the address datagram `h` was sent to into `address` (16 bytes, IPv4 in the first 4); 0 when it has none. */
+static int destination_of(udp_batch *u, struct msghdr *h, unsigned char *address) {
+  if (!u->pktinfo) return 0;
   int found = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
     if (u->family == 6 && c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
@@ -220,7 +220,13 @@ static int local_of(udp_batch *u, struct msghdr *h) {
       found = 1;
     }
   }
-  if (!found) return -1;
+  return found;
+}
+
+/* The number of the address datagram `h` was sent to (added to the table when new); -1 when not read or no room. */
+static int local_of(udp_batch *u, struct msghdr *h) {
+  unsigned char address[16];
+  if (!destination_of(u, h, address)) return -1;
   for (int i = 0; i < u->local_count; i++)
     if (memcmp(u->locals[i], address, 16) == 0) return i;
   if (u->local_count == MAX_LOCALS) return -1;
@@ -238,11 +244,11 @@ static void put_pktinfo(struct msghdr *h, int level, int type, const void *info,
   h->msg_controllen = CMSG_SPACE(size);
 }
 
-/* Makes `h` send from local address number `local` (a no-op for -1); `control` holds CONTROL_BYTES. */
-static void send_from(udp_batch *u, struct msghdr *h, int local, unsigned char *control) {
+/* Makes `h` send from `address` (16 bytes, IPv4 in the first 4; NULL: the kernel's pick); `control` holds CONTROL_BYTES. */
+static void send_from_address(udp_batch *u, struct msghdr *h, const unsigned char *address, unsigned char *control) {
   h->msg_control = NULL;
   h->msg_controllen = 0;
-  if (local < 0 || local >= u->local_count) return;
+  if (!address) return;
   memset(control, 0, CONTROL_BYTES);
   h->msg_control = control;
   h->msg_controllen = CONTROL_BYTES;
@@ -250,14 +256,19 @@ static void send_from(udp_batch *u, struct msghdr *h, int local, unsigned char *
     /* ifindex 0: routed as any answer; a link-local client's interface comes from its address's scope id. */
     struct in6_pktinfo info;
     memset(&info, 0, sizeof info);
-    memcpy(&info.ipi6_addr, u->locals[local], 16);
+    memcpy(&info.ipi6_addr, address, 16);
     put_pktinfo(h, IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof info);
   } else {
     struct in_pktinfo info;
     memset(&info, 0, sizeof info);
-    memcpy(&info.ipi_spec_dst, u->locals[local], 4);
+    memcpy(&info.ipi_spec_dst, address, 4);
     put_pktinfo(h, IPPROTO_IP, IP_PKTINFO, &info, sizeof info);
   }
+}
+
+/* Makes `h` send from local address number `local` (the kernel's pick for -1, or a number not in the table). */
+static void send_from(udp_batch *u, struct msghdr *h, int local, unsigned char *control) {
+  send_from_address(u, h, local < 0 || local >= u->local_count ? NULL : u->locals[local], control);
 }
 
 /*
@@ -349,7 +360,15 @@ static int read_batch(udp_batch *u) {
       m->msg_hdr.msg_namelen = u->recv_msgs[i].msg_hdr.msg_namelen;
       m->msg_hdr.msg_iov = &u->send_iov[answers];
       m->msg_hdr.msg_iovlen = 1;
-      send_from(u, &m->msg_hdr, u->meta[i * META_INTS + 3], u->send_control + (size_t)answers * CONTROL_BYTES);
+      /*
+       * From the address read with the datagram, still in its control buffer: its number when the table has it, else
+       * (the table full) the address itself, so that only an answer sent later falls back to the kernel's pick.
+       */
+      unsigned char *control = u->send_control + (size_t)answers * CONTROL_BYTES;
+      int local = u->meta[i * META_INTS + 3];
+      unsigned char destination[16];
+      if (local < 0 && destination_of(u, &u->recv_msgs[i].msg_hdr, destination)) send_from_address(u, &m->msg_hdr, destination, control);
+      else send_from(u, &m->msg_hdr, local, control);
       answers++;
     }
   }

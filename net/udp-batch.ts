@@ -48,8 +48,9 @@ export interface Datagram {
    */
   truncated: boolean;
   /**
-   * On a socket bound to the wildcard address, the number of the address the datagram was sent to (-1: not known):
-   * an answer sent later goes out from it when sendTo() is given it (answers returned by the handler do so already).
+   * On a socket bound to the wildcard address, the number of the address the datagram was sent to (-1: not known, or
+   * past the 64 addresses a socket numbers): an answer sent later goes out from it when sendTo() is given it (answers
+   * returned by the handler go out from the datagram's destination already, numbered or not).
    * Without it, the kernel picks the source, which on an interface with more than one address (a bridge with two
    * global IPv6 ones that REDIRECT reaches at the first) may not be the one the client asked, and the client drops it.
    */

@@ -7,6 +7,7 @@ import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { splice } from '../../net/splice.js';
 import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
+import { lingeringClose } from './lingering-close.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
@@ -235,13 +236,17 @@ export function createInspector(options: InspectorOptions): Inspector {
    * The HTTP/2 preface where a request was due. Inside terminated TLS (whose ALPN said http/1.1) it ends the connection,
    * whose close event says `client-http2-only`. In a plain tunnel, whose own close was written at the hand-over, it is
    * decided as the tunnel's gate decides h2c at its start (connect-sni-check.ts): its requests name their host in frames
-   * not read here, so one refusal event (`sni-mismatch`); reset in block mode, and in audit mode relayed from the preface
-   * on over a connection of its own to the checked address (the requests before it went through the forwarder's), as
-   * this decision's, so that its bytes are counted and audit mode breaks nothing.
+   * not read here, so one refusal event (`sni-mismatch`); closed in block mode (a lingering close: the answers due before
+   * it reach the client whole, which a reset cut), and in audit mode relayed from the preface on over a connection of
+   * its own to the checked address (the requests before it went through the forwarder's), as this decision's, so that
+   * its bytes are counted and audit mode breaks nothing.
    */
   const onHttp2Preface = (socket: Socket, bytes: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
     if (!connection.plain) return onClientError(Object.assign(new Error('HTTP/2 preface'), { code: 'HPE_PAUSED_H2_UPGRADE', rawPacket: bytes }), socket, connection);
+    // Put back at once, not once upstream is connected: a FIN read with them ends the socket's reading in the next tick
+    // (its 'end' emitted: unshift() then fails, and the preface and the FIN never went upstream).
+    if (!socket.readableEnded) socket.unshift(bytes);
     const policy = options.policy();
     const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port };
     const decision = refusal(policy, {
@@ -254,7 +259,8 @@ export function createInspector(options: InspectorOptions): Inspector {
     const forward = decision.outcome === 'would-block' ? forwardTo(events, request, decision, event, connection.address, connection.port) : undefined;
     void decisionWritten(events, forward)
       .then(async (relayed) => {
-        if (!relayed) return void socket.resetAndDestroy();
+        // Refused: closed after the answers due, not reset (a reset discards what of them the client has not read yet).
+        if (!relayed) return lingeringClose(socket);
         const relayClose = relayed.connection;
         let upstream: Socket;
         try {
@@ -268,7 +274,6 @@ export function createInspector(options: InspectorOptions): Inspector {
           upstream.destroy();
           return relayClose.close({ error: 'client-aborted' });
         }
-        socket.unshift(bytes);
         splice(socket, upstream, {
           idleTimeoutMs: options.idleTimeoutMs,
           ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),

@@ -381,6 +381,8 @@ export class RequestReader implements ResponseOwner {
 
   /** Bytes the socket emitted (the reads before the handle was consumed, or all of them when it is not). */
   private read(data: Buffer): void {
+    // Behind the HTTP/2 preface (waiting for the answers due): kept for whoever the socket is handed to, not dropped.
+    if (this.http2AfterAnswers) return this.keepAfterHttp2(data);
     if (this.failed) return;
     this.executed(this.parser.execute(data), data);
   }
@@ -599,14 +601,15 @@ export class RequestReader implements ResponseOwner {
   bodyRead(): void {
     if (!this.pausedForBody) return;
     this.pausedForBody = false;
-    if (!this.pausedForOutput && this.socket.readable) this.socket.resume();
+    if (!this.pausedForOutput && this.socket.readable && !this.http2AfterAnswers) this.socket.resume();
   }
 
   /** node's `socketOnDrain`: reading resumes once queued answers fit, and the current answer may write again. */
   private drained(): void {
     if (this.pausedForOutput && this.outgoingData <= this.socket.writableHighWaterMark) {
       this.pausedForOutput = false;
-      if (!this.pausedForBody) this.socket.resume();
+      // Not behind the HTTP/2 preface: what follows it stays in the socket for its handler.
+      if (!this.pausedForBody && !this.http2AfterAnswers) this.socket.resume();
     }
     this.current?.socketDrained();
   }
@@ -663,6 +666,12 @@ export class RequestReader implements ResponseOwner {
     this.failed = true;
     this.http2AfterAnswers = bytes;
     this.unconsume();
+    this.socket.pause();
+  }
+
+  /** Bytes read behind the HTTP/2 preface (the socket read again meanwhile): kept with it, and reading stops. */
+  private keepAfterHttp2(data: Buffer): void {
+    this.http2AfterAnswers = Buffer.concat([this.http2AfterAnswers!, data]);
     this.socket.pause();
   }
 

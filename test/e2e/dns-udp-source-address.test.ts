@@ -17,6 +17,8 @@ const server = `eg-srcaddr-s-${process.pid}`;
 const client = `eg-srcaddr-c-${process.pid}`;
 const skip = batchUdpUnavailable() ?? (process.getuid?.() === 0 ? undefined : 'needs root for network namespaces');
 let echo: ChildProcess | undefined;
+/** Echo servers started by a test (on 0.0.0.0, on an IPv6-only [::]), killed after. */
+const others: ChildProcess[] = [];
 let port = 0;
 
 /**
@@ -69,7 +71,7 @@ before(async () => {
 });
 
 after(() => {
-  if (echo?.pid && echo.exitCode === null) echo.kill('SIGKILL');
+  for (const child of [echo, ...others]) if (child?.pid && child.exitCode === null) child.kill('SIGKILL');
   if (skip) return;
   destroyNamespaceSync(server);
   destroyNamespaceSync(client);
@@ -126,4 +128,44 @@ test('a query REDIRECTed to the interface gets its answer translated back (from 
       `${REDIRECTED_V6} 53: now ${clientV6}`,
     ].sort(),
   );
+});
+
+test('so do sockets bound to 0.0.0.0 (IPv4 only) and to an IPv6-only [::], as the container DNS listener binds them', { skip, timeout: 60_000 }, async () => {
+  const v4Only = await startLateEcho(server, ['0.0.0.0']);
+  others.push(v4Only.child);
+  const v6Only = await startLateEcho(server, ['::', 'v6only']);
+  others.push(v6Only.child);
+  const v6 = SERVER_V6[1]!.split('/')[0]!;
+  const v4 = SERVER_V4[0]!.split('/')[0]!;
+  const clientV6 = CLIENT_V6.split('/')[0]!;
+  const clientV4 = CLIENT_V4.split('/')[0]!;
+  const got = await askFromClient([
+    [v6, v6Only.port],
+    [v4, v4Only.port],
+  ]);
+  // An IPv4 socket writes its clients as IPv4.
+  assert.deepEqual(
+    got,
+    [`${v4} ${v4Only.port}: late ${clientV4}`, `${v4} ${v4Only.port}: now ${clientV4}`, `${v6} ${v6Only.port}: late ${clientV6}`, `${v6} ${v6Only.port}: now ${clientV6}`].sort(),
+  );
+});
+
+test('past the table of destinations (64 per socket), an answer at once still comes from the address the query was sent to', { skip, timeout: 60_000 }, async () => {
+  // More addresses than the table holds, each asked once; the socket's table has the earlier tests' entries already.
+  const many = Array.from({ length: 70 }, (_, i) => `2001:db8:60::${(i + 1).toString(16)}`);
+  await must('ip', ['-n', server, '-batch', '-'], { input: many.map((address) => `addr add ${address}/128 dev egsa-s nodad\n`).join('') });
+  await must('ip', ['-n', client, '-6', 'route', 'add', '2001:db8:60::/64', 'via', SERVER_V6[0]!.split('/')[0]!]);
+  const script = `
+    const s = require('node:dgram').createSocket('udp6');
+    const got = [];
+    s.on('message', (m, r) => got.push(r.address + ': ' + m.toString()));
+    const targets = ${JSON.stringify(many)};
+    let i = 0;
+    const next = () => { if (i < targets.length) { s.send('now', ${port}, targets[i++]); setTimeout(next, 5); } };
+    next();
+    setTimeout(() => { console.log(JSON.stringify(got.sort())); s.close(); }, 2500);`;
+  const result = await run('ip', ['netns', 'exec', client, process.execPath, '-e', script], { timeoutMs: 15_000 });
+  assert.equal(result.code, 0, result.stderr);
+  const clientV6 = CLIENT_V6.split('/')[0]!;
+  assert.deepEqual(JSON.parse(result.stdout.trim()), many.map((address) => `${address}: now ${clientV6}`).sort());
 });

@@ -5,9 +5,12 @@ import { must } from './netns.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** The batched-UDP e2e tests' parts: test/helpers/udp-batch-late-echo.ts started in network namespace `ns`: the process and the port it listens on. */
-export async function startLateEcho(ns: string): Promise<{ child: ChildProcess; port: number; output: () => string }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, path.join(here, '../helpers/udp-batch-late-echo.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * The batched-UDP e2e tests' parts: test/helpers/udp-batch-late-echo.ts started in network namespace `ns` (`args`: its
+ * bind address, and `v6only`): the process and the port it listens on.
+ */
+export async function startLateEcho(ns: string, args: readonly string[] = []): Promise<{ child: ChildProcess; port: number; output: () => string }> {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, path.join(here, '../helpers/udp-batch-late-echo.js'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   let output = '';
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the echo server did not start: ${output}`)), 10_000);

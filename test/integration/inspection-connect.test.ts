@@ -268,6 +268,31 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
       },
     );
 
+    test('the HTTP/2 preface after a request on terminated TLS: the answer first, then closed (client-http2-only), nothing of it upstream', async () => {
+      const secure = await inspectedSocket('github.test', upstream.port);
+      const host = `github.test:${upstream.port}`;
+      const before = closes().filter((c) => c.error === 'client-http2-only').length;
+      // The preface pipelined behind a request whose answer is due: it waits for that answer, then ends the connection.
+      secure.write(`GET /my-org/before-h2 HTTP/1.1\r\nHost: ${host}\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00`, 'latin1');
+      let answer = '';
+      secure.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      secure.on('error', () => undefined);
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no end of the connection: ${answer}`)), 5000);
+        secure.once('close', () => resolve(clearTimeout(timer)));
+      });
+      assert.deepEqual(
+        [...answer.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]),
+        ['200'],
+        answer,
+      );
+      for (let i = 0; i < 30 && closes().filter((c) => c.error === 'client-http2-only').length === before; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(closes().filter((c) => c.error === 'client-http2-only').length, before + 1);
+      // No decision of its own: on terminated TLS it is the client's error, as before the plain tunnels' handling of it.
+      assert.ok(!decisions().some((d) => /h2c/.test(d.message)));
+      assert.ok(!upstream.requests.some((r) => r.method === 'PRI'));
+    });
+
     test('an HTTP/2-only client is refused, and the close event says why', async () => {
       const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
       socket.write(`CONNECT github.test:${upstream.port} HTTP/1.1\r\nHost: github.test:${upstream.port}\r\n\r\n`);
