@@ -253,7 +253,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       reason: 'sni-mismatch',
       host: connection.host,
       ip: connection.address,
-      message: `inside the connection to ${formatHostPort(connection.host, connection.port)}: HTTP/2 with prior knowledge (h2c) after HTTP/1.1 requests, whose requests' :authority cannot be read here`,
+      message: `inside the connection to ${formatHostPort(connection.host, connection.port)}: HTTP/2 with prior knowledge (h2c) where an HTTP/1.1 request was due, whose requests' :authority cannot be read here`,
     });
     const event = emitDecision(events, policy, request, decision);
     const forward = decision.outcome === 'would-block' ? forwardTo(events, request, decision, event, connection.address, connection.port) : undefined;

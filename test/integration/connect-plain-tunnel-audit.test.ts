@@ -109,7 +109,7 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     const answer = await exchange(tunnel.socket, H2C_PREFACE, 'echo:');
     tunnel.socket.destroy();
     assert.equal(answer, `echo:${H2C_PREFACE}`);
-    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /after HTTP\/1\.1 requests/.test(String(l.message)));
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /where an HTTP\/1\.1 request was due/.test(String(l.message)));
     assert.equal(decision.decision, 'would-block');
     assert.equal(decision.reason, 'sni-mismatch');
     const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
@@ -220,7 +220,7 @@ describe('block mode: what a plain CONNECT tunnel carries that names no host, or
     const answer = await exchange(tunnel.socket, H2C_PREFACE, 'echo:', 2000);
     tunnel.socket.destroy();
     assert.equal(answer, '');
-    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /after HTTP\/1\.1 requests/.test(String(l.message)));
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /where an HTTP\/1\.1 request was due/.test(String(l.message)));
     assert.equal(decision.decision, 'blocked');
     assert.ok(!getOrEcho.received.some((bytes) => bytes.includes('PRI')), 'nothing of it reached the server');
   });

@@ -67,7 +67,7 @@ async function startServer() {
   return { state, port: (server.address() as net.AddressInfo).port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
-const isH2Decision = (port: number) => (l: LogLine) => l.event === 'decision' && l.port === port && /after HTTP\/1\.1 requests/.test(String(l.message));
+const isH2Decision = (port: number) => (l: LogLine) => l.event === 'decision' && l.port === port && /where an HTTP\/1\.1 request was due/.test(String(l.message));
 const h2Decisions = (guard: EgressGuardProcess, port: number) => guard.lines.filter(isH2Decision(port));
 /** The decision on the preface after the `seen` ones of earlier tests. */
 async function h2Decision(guard: EgressGuardProcess, port: number, seen: number): Promise<LogLine> {
