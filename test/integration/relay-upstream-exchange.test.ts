@@ -122,6 +122,8 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
   let bigWritten = 0;
   /** Answers /answer-when-told. */
   let answerNow: (() => void) | undefined;
+  /** The upstream connection that answers /bulk-stalled. */
+  let stalledSocket: net.Socket | undefined;
   /** The upstream connection that answers /tiny-chunks. */
   let tinySocket: net.Socket | undefined;
 
@@ -186,6 +188,21 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
           return void socket.write(
             path === '/bulk' ? bulkBody.subarray(BULK - 10) : Buffer.concat([bulkBody.subarray(BULK - 10), Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil')]),
           );
+        }
+        // A bulk Content-Length on an answer to HEAD (no body follows); 1xx answers before a bulk one, in the same write
+        // as its head; a bulk Content-Length written with leading zeros (llhttp reads it as the number).
+        if (path === '/bulk-head') return void socket.write(`HTTP/1.1 200 OK\r\nX-Upstream-Port: ${socket.remotePort}\r\nContent-Length: ${BULK}\r\n\r\n`);
+        if (path === '/bulk-1xx' || path === '/bulk-zeros') {
+          const interim = path === '/bulk-1xx' ? 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n' : '';
+          const length = path === '/bulk-zeros' ? `000${BULK}` : String(BULK);
+          socket.write(`${interim}HTTP/1.1 200 OK\r\nX-Upstream-Port: ${socket.remotePort}\r\nContent-Length: ${length}\r\n\r\n`);
+          return void writeInPieces(socket, bulkBody, 100_000);
+        }
+        if (path === '/bulk-stalled') {
+          // 400,000 bytes of a bulk body, then nothing until the proxy closes the connection.
+          stalledSocket = socket;
+          socket.write(`HTTP/1.1 200 OK\r\nX-Upstream-Port: ${socket.remotePort}\r\nContent-Length: ${BULK}\r\n\r\n`);
+          return void writeInPieces(socket, bulkBody.subarray(0, 400_000), 100_000);
         }
         if (path === '/bulk-large') {
           socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BULK_LARGE}\r\n\r\n`);
@@ -446,6 +463,65 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
       assert.equal(close.bytes_in, BULK);
     });
   }
+
+  test('bulk Content-Lengths llhttp frames otherwise or reads unusually: a HEAD answer has no body, 1xx answers are skipped, leading zeros read as the number; the connection serves the next', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`HEAD http://${authority}/bulk-head HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      // The answer to HEAD: its head only (readLengthAnswers would wait for a body).
+      const head = await readUntil(socket, (t) => t.includes('\r\n\r\n'));
+      assert.match(head, /^HTTP\/1\.1 200 [^]*\r\n\r\n$/);
+      const answers: Answer[] = [];
+      for (const path of ['/bulk-1xx', '/bulk-zeros', '/after-bulk-edges']) {
+        socket.write(get(path));
+        answers.push(...(await readLengthAnswers(socket, 1)).answers);
+      }
+      assert.equal(answers.length, 3, JSON.stringify(answers.map((a) => a.head)));
+      for (const i of [0, 1]) {
+        assert.match(answers[i]!.head, /^HTTP\/1\.1 200 /);
+        assert.doesNotMatch(answers[i]!.head, /Early Hints|Link:/);
+        assert.equal(sha256(answers[i]!.body), sha256(bulkBody), `answer ${i}: the body differs from what upstream sent`);
+      }
+      assert.match(answers[2]!.body.toString(), /^GET \/after-bulk-edges on /);
+      assert.equal(new Set([/X-Upstream-Port: (\d+)/.exec(head)?.[1], ...answers.map(upstreamPort)]).size, 1, 'one upstream connection answered all four');
+    });
+    assert.equal((await closeEventOf('/bulk-head')).bytes_in, 0);
+    for (const path of ['/bulk-1xx', '/bulk-zeros']) assert.equal((await closeEventOf(path)).bytes_in, BULK, path);
+  });
+
+  test('a bulk body to an HTTP/1.0 client: whole, then the proxy closes the client connection', async () => {
+    await withClient(guard.port, async (socket) => {
+      socket.write(`GET http://${authority}/bulk HTTP/1.0\r\nHost: ${authority}\r\n\r\n`);
+      const { answers } = await readLengthAnswers(socket, 1);
+      assert.equal(answers.length, 1);
+      assert.match(answers[0]!.head, /^HTTP\/1\.1 200 [^]*\r\nConnection: close/i);
+      assert.equal(sha256(answers[0]!.body), sha256(bulkBody));
+      await waitFor('the proxy closed the HTTP/1.0 client connection', () => socket.readableEnded || socket.destroyed);
+    });
+  });
+
+  test('a client gone in the middle of a bulk body: its upstream connection is closed, never pooled half read; the next request gets its body whole over another', async () => {
+    const closedBefore = closed;
+    let stalledPort: string | undefined;
+    await withClient(guard.port, async (socket) => {
+      socket.write(get('/bulk-stalled'));
+      const text = await readUntil(socket, (t) => t.includes('\r\n\r\n') && t.length - t.indexOf('\r\n\r\n') - 4 >= 400_000);
+      stalledPort = /X-Upstream-Port: (\d+)/.exec(text)?.[1];
+      assert.ok(stalledPort, JSON.stringify(text.slice(0, 200)));
+      // Reset, not a FIN: a FIN is a half-close the proxy answers on (answerHalfClosed), and upstream sends nothing more.
+      socket.resetAndDestroy();
+    });
+    await waitFor('the half-read upstream connection closed', () => closed > closedBefore && stalledSocket?.destroyed === true);
+    await withClient(guard.port, async (socket) => {
+      socket.write(get('/bulk'));
+      const { answers } = await readLengthAnswers(socket, 1);
+      assert.equal(answers.length, 1);
+      assert.equal(sha256(answers[0]!.body), sha256(bulkBody));
+      assert.notEqual(upstreamPort(answers[0]!), stalledPort);
+    });
+    const close = await closeEventOf('/bulk-stalled');
+    assert.equal(close.error, 'client-aborted', JSON.stringify(close));
+    assert.equal(close.bytes_in, 400_000);
+  });
 
   test('a request whose Transfer-Encoding is empty is refused (its last chunk would reach upstream as a request)', async () => {
     await withClient(guard.port, async (socket) => {
