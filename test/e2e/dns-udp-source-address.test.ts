@@ -8,15 +8,21 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { batchUdpUnavailable } from '../../net/udp-batch.js';
 import { joinedNamespaces, startLateEcho } from './late-echo.js';
+import { spawnInNamespace, type NamespaceProcess } from './namespace-process.js';
 import { destroyNamespaceSync, must, run } from './netns.js';
 
 const server = `eg-srcaddr-s-${process.pid}`;
 const client = `eg-srcaddr-c-${process.pid}`;
 const skip = batchUdpUnavailable() ?? (process.getuid?.() === 0 ? undefined : 'needs root for network namespaces');
 let echo: ChildProcess | undefined;
+let zone: NamespaceProcess | undefined;
+let guard: NamespaceProcess | undefined;
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 /** Echo servers started by a test (on 0.0.0.0, on an IPv6-only [::]), killed after. */
 const others: ChildProcess[] = [];
 let port = 0;
@@ -72,6 +78,8 @@ before(async () => {
 
 after(() => {
   for (const child of [echo, ...others]) if (child?.pid && child.exitCode === null) child.kill('SIGKILL');
+  guard?.kill();
+  zone?.kill();
   if (skip) return;
   destroyNamespaceSync(server);
   destroyNamespaceSync(client);
@@ -169,3 +177,37 @@ test('past the table of destinations (64 per socket), an answer at once still co
   const clientV6 = CLIENT_V6.split('/')[0]!;
   assert.deepEqual(JSON.parse(result.stdout.trim()), many.map((address) => `${address}: now ${clientV6}`).sort());
 });
+
+test(
+  "egress-guard's DNS server on wildcard listeners answers dig from the address it asked, cached or refused at once and allowed after its upstream",
+  { skip, timeout: 90_000 },
+  async () => {
+    // The zone server (the upstream) on the server namespace's loopback, then egress-guard with the container DNS
+    // listener's binds: 0.0.0.0 and an IPv6-only [::] (net/listen.ts ipv6OnlyFor, as the GitHub Action sets them).
+    const helpers = path.join(repo, 'dist/test/helpers/dns-zone-server.js');
+    const zoneScript = `const { startZoneServer } = await import(${JSON.stringify(helpers)}); const z = await startZoneServer({ 'www.allowed.test': [{ type: 'A', value: '203.0.113.10' }] }); console.log(JSON.stringify({ msg: 'zone', port: z.port }));`;
+    zone = spawnInNamespace(server, `${JSON.stringify(process.execPath)} --input-type=module -e ${JSON.stringify(zoneScript)}`, repo);
+    const zonePort = (await zone.waitFor('the zone server', (l) => l.msg === 'zone')).port as number;
+    guard = spawnInNamespace(server, `${JSON.stringify(process.execPath)} dist/egress-guard.js run`, repo, {
+      EGRESS_MODE: 'block',
+      EGRESS_ALLOWED_ENDPOINTS: '*.allowed.test',
+      EGRESS_DNS_LISTEN: '0.0.0.0:5353 [::]:5353',
+      EGRESS_DNS_UPSTREAM: `127.0.0.1:${zonePort}`,
+      EGRESS_LISTEN: '127.0.0.1:0',
+    });
+    for (const address of ['0.0.0.0', '::']) await guard.waitFor(`DNS on ${address}`, (l) => l.msg === 'listening' && l.listener === 'dns' && l.address === address);
+    for (const serverAddress of [SERVER_V6[1]!.split('/')[0]!, SERVER_V4[0]!.split('/')[0]!]) {
+      // dig drops an answer from another address than the one it asked (";; reply from unexpected source") and times out.
+      for (const [name, status] of [
+        ['www.allowed.test', 'NOERROR'],
+        ['www.allowed.test', 'NOERROR'],
+        ['exfil.attacker.test', 'REFUSED|NXDOMAIN'],
+      ] as const) {
+        const dig = await run('ip', ['netns', 'exec', client, 'dig', `@${serverAddress}`, '-p', '5353', name, 'A', '+time=3', '+tries=1'], { timeoutMs: 15_000 });
+        assert.equal(dig.code, 0, `dig @${serverAddress} ${name}: ${dig.stdout}${dig.stderr}`);
+        assert.match(dig.stdout, new RegExp(`status: (${status})`), dig.stdout);
+        assert.match(dig.stdout, new RegExp(`SERVER: ${serverAddress.replace(/\./g, '\\.')}#5353`), dig.stdout);
+      }
+    }
+  },
+);
