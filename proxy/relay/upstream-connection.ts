@@ -16,9 +16,16 @@ const LENGTH_BODY_MIN = 256 * 1024;
 /**
  * The connection's own read buffer, once it read a body past llhttp: four of libuv's 64 KiB reads in one when the
  * socket holds that much (fewer reads and writes per GB; CPU per GB of (b') down by about a third against 64 KiB,
- * docs/benchmark.md). Kept for the connection's life: 16 MiB for 64 idle connections to one address at most.
+ * docs/benchmark.md). Kept for the connection's life (OWN_BUFFERS_MAX of them at once).
  */
 const OWN_BUFFER_BYTES = 256 * 1024;
+/**
+ * At most this many connections hold an own buffer at once (8 MiB), across every address: a buffer lives as long as
+ * its connection, pooled ones too, and many addresses' pools would otherwise hold 16 MiB each. Past it, a bulk body
+ * on a connection without one is llhttp's, as a smaller body is.
+ */
+const OWN_BUFFERS_MAX = 32;
+let ownBuffers = 0;
 
 /**
  * The length of the body a response's head announces by one Content-Length and no Transfer-Encoding (llhttp has
@@ -268,7 +275,7 @@ export class UpstreamConnection {
     }
     if (exchange.method === 'HEAD' || status === 304) return SKIP_BODY;
     // A bulk body of known length: llhttp stops after the head, the body is read past it (`lengthBody`).
-    if (this.bulkReadable && status !== 204) {
+    if (this.bulkReadable && status !== 204 && (this.ownBuffer !== undefined || ownBuffers < OWN_BUFFERS_MAX)) {
       const length = contentLengthOf(raw);
       if (length >= LENGTH_BODY_MIN) {
         this.bodyLeft = length;
@@ -330,6 +337,8 @@ export class UpstreamConnection {
     if (this.ownBuffer === undefined) {
       this.nativeRead!.detachParser();
       this.ownBuffer = Buffer.allocUnsafe(OWN_BUFFER_BYTES);
+      ownBuffers++;
+      this.socket.once('close', () => ownBuffers--);
       readIntoOwnBuffer(this.socket, this.ownBuffer, this.onOwnRead);
     }
     if (start.length > 0) this.bodyPiece(start);

@@ -59,6 +59,8 @@ const bulkBody = (() => {
 })();
 /** A bulk body larger than loopback's socket buffers hold: written to a slow client, its pieces wait in the proxy. */
 const BULK_LARGE = 24 * 1024 * 1024 + 77;
+/** Bulk answers held until this many requests wait at once: more than the 32 connections that may read into a buffer of their own. */
+const GATHERED = 40;
 const bulkLargeBody = Buffer.concat(Array<Buffer>(25).fill(bulkBody)).subarray(0, BULK_LARGE);
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -126,6 +128,8 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
   let stalledSocket: net.Socket | undefined;
   /** The upstream connection that answers /tiny-chunks. */
   let tinySocket: net.Socket | undefined;
+  /** Upstream connections holding a /bulk-gathered request: all answered once GATHERED of them are there. */
+  const gathered: net.Socket[] = [];
 
   before(async () => {
     upstream = net.createServer((socket) => {
@@ -179,6 +183,15 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
           socket.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${TINY_LEAD.toString(16)}\r\n`);
           socket.write(Buffer.alloc(TINY_LEAD, 0x61));
           return void socket.write(`\r\n${'1\r\nb\r\n'.repeat(TINY_CHUNKS)}0\r\n\r\n`);
+        }
+        if (path === '/bulk-gathered') {
+          // Answered only once GATHERED requests wait, each on an upstream connection of its own: that many bulk bodies at once.
+          if (gathered.push(socket) < GATHERED) return;
+          for (const waiting of gathered.splice(0)) {
+            waiting.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BULK}\r\n\r\n`);
+            writeInPieces(waiting, bulkBody, 100_000);
+          }
+          return;
         }
         if (path === '/bulk' || path === '/bulk-then-junk' || path === '/bulk-then-fin') {
           socket.write(`HTTP/1.1 200 OK\r\nX-Upstream-Port: ${socket.remotePort}\r\nContent-Length: ${BULK}\r\n\r\n`);
@@ -377,6 +390,22 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
       assert.deepEqual(answers.map(upstreamPort), Array(4).fill(upstreamPort(answers[0]!)), 'one upstream connection answered all four (the pool hands out the last released)');
     });
     const decisions = (await guard.waitForCount((l) => l.event === 'decision' && l.path === '/bulk', 2)).map((l) => l.id);
+    for (const id of decisions) assert.equal((await guard.waitFor((l) => l.event === 'close' && l.id === id)).bytes_in, BULK);
+  });
+
+  test('more bulk bodies at once than connections may hold a read buffer of their own (32): every body whole, the rest read by llhttp', async () => {
+    const answers: Answer[] = [];
+    await Promise.all(
+      Array.from({ length: GATHERED }, () =>
+        withClient(guard.port, async (socket) => {
+          socket.write(get('/bulk-gathered'));
+          answers.push(...(await readLengthAnswers(socket, 1)).answers);
+        }),
+      ),
+    );
+    assert.equal(answers.length, GATHERED);
+    for (const answer of answers) assert.equal(sha256(answer.body), sha256(bulkBody), 'a body differs from what upstream sent');
+    const decisions = (await guard.waitForCount((l) => l.event === 'decision' && l.path === '/bulk-gathered', GATHERED)).map((l) => l.id);
     for (const id of decisions) assert.equal((await guard.waitFor((l) => l.event === 'close' && l.id === id)).bytes_in, BULK);
   });
 
