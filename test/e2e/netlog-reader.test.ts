@@ -132,7 +132,16 @@ test('the reader (root) never writes through a symlink: not at --json-file, not 
   symlinkSync(victim, linkedPid);
   const reader = spawnInNamespace(ns, `${cli} rules log-reader --json-file ${path.join(dir, 'own.json')} --nflog-group ${GROUP + 10} --pid-file ${linkedPid}`, repo);
   started.push(reader);
-  await waitFor('the reader wrote its pid file', () => lstatSync(linkedPid).isFile() || reader.child.exitCode !== null, 15_000);
+  // The reader takes the symlink away, then creates its file, then writes its line: between those steps the path holds
+  // nothing (ENOENT) or an empty file, which the test must not take for the end.
+  const written = (file: string) => {
+    try {
+      return lstatSync(file).isFile() && readFileSync(file, 'utf8').endsWith('\n');
+    } catch {
+      return false;
+    }
+  };
+  await waitFor('the reader wrote its pid file', () => written(linkedPid) || reader.child.exitCode !== null, 15_000);
   assert.equal(reader.child.exitCode, null, reader.stderr());
   assert.equal(readFileSync(linkedPid, 'utf8').trim(), String(reader.child.pid));
   assert.equal(readFileSync(victim, 'utf8'), 'untouched\n');
