@@ -322,6 +322,36 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(event?.decision, outcomeFor(mode), 'the text is decided as a raw-address connection, with its event');
     });
 
+    for (const split of ['request-line', 'head'] as const) {
+      test(`6h: after a banner, a late request ${split === 'request-line' ? 'line cut across writes' : 'head whose headers come after its line'} 1.5 s apart is decided on its Host, never relayed unread`, async () => {
+        // Past the late wait's first byte and its second for the line: the request is still read by the request reader.
+        await world.job('dig', ['+short', 'allowed.test']);
+        const marker = `late-split-${split}-${mode}-${randomLabel(10)}`;
+        const [first, rest] =
+          split === 'request-line' ? [`GET /${marker} HT`, 'TP/1.1\\r\\nHost: attacker.test\\r\\n\\r\\n'] : [`GET /${marker} HTTP/1.1\\r\\n`, 'Host: attacker.test\\r\\n\\r\\n'];
+        const script = `const net=require('net');const s=net.connect(${BANNER_PORT},'${NET.allowed}');let buf='';let sent=false;const done=(why)=>{console.log(why+' '+JSON.stringify(buf.slice(0,200)));process.exit(0)};s.on('data',(d)=>{buf+=d;if(!sent&&buf.includes('220 ')){sent=true;s.write('${first}');setTimeout(()=>s.write('${rest}'),1500)}});s.on('error',(e)=>done(e.code));s.on('close',()=>done('closed'));setTimeout(()=>done('waiting'),20000);`;
+        const result = await world.job('node', ['-e', script]);
+        assert.equal(result.code, 0, `${result.stdout} ${result.stderr}`);
+        if (mode === 'block') assert.doesNotMatch(result.stdout, /echo (GET|TP|Host)/, 'the request never reached the server');
+        const event = await world.decision((e) => e.kind === 'transparent' && e.path === `/${marker}`);
+        assert.ok(event, `a decision for the late request (${result.stdout})`);
+        assert.equal(event.host, 'attacker.test');
+        assert.notEqual(event.decision, 'allowed');
+      });
+    }
+
+    test('6i: after a banner, a late ClientHello cut after its first 3 bytes, the rest 1.5 s later, is decided on its SNI, never relayed unread', async () => {
+      await world.job('dig', ['+short', 'allowed.test']);
+      const script = `const net=require('net'),tls=require('tls'),{Duplex}=require('stream');let hello=null;const d=new Duplex({read(){},write(c,e,cb){if(!hello)hello=Buffer.from(c);cb()}});tls.connect({socket:d,servername:'attacker.test'}).on('error',()=>{});const s=net.connect(${BANNER_PORT},'${NET.allowed}');let buf='';let sent=false;const done=(why)=>{console.log(why+' '+JSON.stringify(buf.slice(0,60)));process.exit(0)};s.on('data',(d)=>{buf+=d.toString('latin1');if(!sent&&buf.includes('220 ')){sent=true;s.write(hello.subarray(0,3));setTimeout(()=>s.write(hello.subarray(3)),1500)}});s.on('error',(e)=>done(e.code));s.on('close',()=>done('closed'));setTimeout(()=>done('waiting'),20000);`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, `${result.stdout} ${result.stderr}`);
+      if (mode === 'block') assert.match(result.stdout, /^(ECONNRESET|closed) /);
+      if (mode === 'block') assert.doesNotMatch(result.stdout, /echo \\u0016/, 'the ClientHello never reached the server');
+      const event = await world.decision((e) => e.kind === 'transparent' && e.sni === 'attacker.test' && e.port === BANNER_PORT);
+      assert.ok(event, `a decision on the late SNI (${result.stdout})`);
+      assert.notEqual(event.decision, 'allowed');
+    });
+
     for (const silentMs of [0, 1500]) {
       test(`6d: plain HTTP keep-alive: a second request on the same connection naming another Host is decided on its own${silentMs ? ` (client silent ${silentMs} ms first)` : ''}`, async () => {
         const marker = `second-host-${mode}-${silentMs}-${randomLabel(10)}`;
