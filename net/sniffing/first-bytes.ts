@@ -29,7 +29,12 @@ type PeekedProtocol =
  * what may be a request, or white space before one. Decided on it now, a check would let the name that follows by.
  */
 export function unfinished(peek: PeekResult): boolean {
-  return !peek.eof && ((peek.protocol === 'other' && peek.incomplete !== undefined) || (peek.protocol === 'http' && peek.unfinishedLine === true));
+  return !peek.eof && endsMidHead(peek);
+}
+
+/** The peek ended inside a ClientHello, a first line, or white space before one, whether or not the client's FIN ended it. */
+export function endsMidHead(peek: PeekResult): boolean {
+  return (peek.protocol === 'other' && peek.incomplete !== undefined) || (peek.protocol === 'http' && peek.unfinishedLine === true);
 }
 
 export interface PeekOptions {
@@ -39,6 +44,13 @@ export interface PeekOptions {
   maxBytes?: number;
   /** 'tls': only a ClientHello is waited for; anything else is classified at once (CONNECT tunnels). */
   look?: 'tls' | 'tls-or-http';
+  /**
+   * Once the first byte has come, the wait ends at most this long after it. A long `timeoutMs` waits for a silent
+   * client; this bounds what follows its first byte: a client of another protocol whose first byte is 0x16 (a TLS
+   * handshake's), then waiting for its answer, was held for the whole `timeoutMs` (the idle timeout, in audit mode too).
+   * A TLS client writes its ClientHello in one piece.
+   */
+  finishWithinMs?: number;
 }
 
 type Verdict = 'more' | 'done';
@@ -111,13 +123,18 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       while (!settled && socket.readableLength > 0) {
         const chunk = socket.read(socket.readableLength) as Buffer | null;
         if (chunk === null) break;
+        if (length === 0 && options.finishWithinMs !== undefined && options.finishWithinMs < deadline - Date.now()) {
+          clearTimeout(timer);
+          timer = setTimeout(finish, options.finishWithinMs);
+        }
         chunks.push(chunk);
         length += chunk.length;
         if (verdict(joined(chunks, length), maxBytes, tlsOnly) === 'done') return finish();
       }
       if (finReceived(socket)) finish();
     };
-    const timer = setTimeout(finish, options.timeoutMs);
+    const deadline = Date.now() + options.timeoutMs;
+    let timer = setTimeout(finish, options.timeoutMs);
     socket.on('readable', onReadable);
     socket.once('close', finish);
     // Bytes put back by an earlier peek are buffered already: no 'readable' may come for them.

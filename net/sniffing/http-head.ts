@@ -24,15 +24,14 @@ export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /**
- * Whether an unfinished first line may still become a request line, however lenient the server: a method (a token),
- * then a target, then what may still become `HTTP/` (more spaces, tabs, a target with a space in it: whatever names
- * `HTTP/`, as a finished line is judged). No backtracking regular expression: the line may be 16 KiB of blanks.
+ * Whether an unfinished first line may still become a request line, however lenient the server: a method (a token)
+ * and then anything. A target may hold a space (nginx before 1.21.1 reads `GET /a b HTTP/1.1` as the target `/a b`), so whatever
+ * follows the method may still end in `HTTP/`, as a finished line is judged: `GET /a b` cut before ` HTTP/1.1` was taken
+ * for another protocol's text and relayed unread. No backtracking regular expression: the line may be 16 KiB of blanks.
  */
 function mayBecomeRequestLine(line: string): boolean {
-  const fields = line.split(/[ \t\r]+/);
-  if (!TOKEN.test(fields[0]!)) return false;
-  if (fields.length <= 2 || /HTTP\//i.test(line)) return true;
-  return 'HTTP/'.startsWith(fields[fields.length - 1]!.toUpperCase());
+  const blank = line.search(/[ \t\r]/);
+  return TOKEN.test(blank === -1 ? line : line.slice(0, blank));
 }
 
 export function headersComplete(head: Buffer): boolean {

@@ -6,6 +6,8 @@ import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 
 /** How long a tunnel's first line of text is waited for to end (a request line cut across writes, say). */
 const UNFINISHED_LINE_MS = 1000;
+/** How long a ClientHello is waited for to end once its first byte has come (clients write it in one piece). */
+const UNFINISHED_TLS_MS = 10_000;
 
 export interface ConnectTunnel {
   client: string;
@@ -35,7 +37,7 @@ export async function checkConnectSni(
   timeoutMs: number,
   readRequests?: (client: Socket) => void,
 ): Promise<ClientGateOutcome> {
-  let peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls' });
+  let peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls', finishWithinMs: UNFINISHED_TLS_MS });
   // Text whose first line has not ended (a request line cut across writes, or empty lines before one) gets a moment to
   // end it. Still unfinished then (a one-word text such as `ping` waiting for its answer, or empty lines only), it is
   // decided here: relayed unread, a request in it would go unchecked; handed to the request reader, a client of another
@@ -51,7 +53,8 @@ export async function checkConnectSni(
     return readRequests ? { action: 'hand-over', to: readRequests } : refuse(ctx, tunnel, undefined, 'plain HTTP, whose requests cannot be read here');
   }
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
-  if (peek.protocol === 'other' && peek.incomplete === 'tls') return refuse(ctx, tunnel, undefined, 'a ClientHello not finished within the idle timeout (its SNI cannot be read)');
+  if (peek.protocol === 'other' && peek.incomplete === 'tls')
+    return refuse(ctx, tunnel, undefined, `a ClientHello not finished within ${UNFINISHED_TLS_MS} ms of its first byte (its SNI cannot be read)`);
   if (peek.protocol === 'tls' && peek.unreadableSni) return refuse(ctx, tunnel, undefined, `a ClientHello whose server name cannot be read (${peek.unreadableSni})`);
   if (peek.protocol !== 'tls') return RELAY;
   // An SNI the policy refuses is reported as such, with or without ECH.

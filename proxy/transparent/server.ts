@@ -4,7 +4,7 @@ import type { Policy } from '../../policy/index.js';
 import type { AddressBook } from '../../decision/address-book.js';
 import { formatHostPort } from '../../policy/index.js';
 import { UpstreamConnectError } from '../../net/connect.js';
-import { peekFirstBytes, unfinished, type PeekResult } from '../../net/sniffing/first-bytes.js';
+import { endsMidHead, peekFirstBytes, unfinished, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { listen } from '../../net/listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
 import type { Resolver } from '../../decision/resolver.js';
@@ -118,16 +118,17 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     // longer than one wait, and still be checked when it speaks (or it ends or is closed, with nothing to relay).
     // Waited for as a ClientHello (text ends the wait at its first byte), then text gets the peek's time to finish its
     // first line: a line still going waited for the idle timeout, and a client waiting for its answer with it.
-    let late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs, look: 'tls' });
-    while (classify(late) === 'silent' && !late.eof && !socket.destroyed && !socket.readableEnded) {
-      late = await peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs, look: 'tls' });
-    }
+    // A ClientHello begun gets the peek's time from its first byte, then finishUnfinished's, as within the peek: it waited
+    // for the idle timeout, and a client of another protocol whose first byte is 0x16 with it, in audit mode too.
+    const lateTls = { timeoutMs: options.idleTimeoutMs, look: 'tls', finishWithinMs: PEEK_TIMEOUT_MS } as const;
+    let late = await peekFirstBytes(socket, lateTls);
+    while (classify(late) === 'silent' && !late.eof && !socket.destroyed && !socket.readableEnded) late = await peekFirstBytes(socket, lateTls);
     if (late.protocol === 'other' && late.bytes > 0 && !late.eof && late.incomplete !== 'tls') late = await peekFirstBytes(socket, { timeoutMs: PEEK_TIMEOUT_MS });
     late = await finishUnfinished(socket, late);
     const traffic = classify(late);
     if (traffic === 'http') return { action: 'hand-over', to: (client) => plainHttp.adopt(client, connection) };
-    const headUnfinished = (late.protocol === 'other' && late.incomplete !== undefined) || (late.protocol === 'http' && late.unfinishedLine === true);
-    if ((traffic === 'opaque' || traffic === 'silent') && !headUnfinished) return RELAY;
+    // Ended mid-head even by a FIN (white space then FIN, say): decided as a raw address, not relayed unread.
+    if ((traffic === 'opaque' || traffic === 'silent') && !endsMidHead(late)) return RELAY;
     const inspector = options.inspector;
     const again = await authorizeTransparent(options, { ...connection, peek: late, ...(inspector && { inspectable: true }) });
     if (again.action === 'fail') again.connection.close({ error: again.error }); // not expected: the destination is given

@@ -352,6 +352,20 @@ for (const mode of ['block', 'audit'] as const) {
       assert.notEqual(event.decision, 'allowed');
     });
 
+    test("6j: after a banner, a client of another protocol whose first byte is a TLS handshake's is decided within seconds, not the idle timeout", async () => {
+      // A record header (0x16 0x03 0x01, 512 bytes announced), then a word, then waiting for the answer: the late wait
+      // held it for the whole record until the 300 s idle timeout. Now the peek's 1 s from its first byte, then the 10 s
+      // for an unfinished head, then a raw-address decision.
+      await world.job('dig', ['+short', 'allowed.test']);
+      const script = `const net=require('net');const s=net.connect(${BANNER_PORT},'${NET.allowed}');let buf='';let sent=false;const done=(why)=>{console.log(why);process.exit(0)};s.on('data',(d)=>{buf+=d.toString('latin1');if(!sent&&buf.includes('220 ')){sent=true;s.write(Buffer.from([0x16,0x03,0x01,0x02,0x00,0x70,0x69,0x6e,0x67]))}if(buf.includes('ping'))done('echoed')});s.on('error',(e)=>done(e.code));s.on('close',()=>done('closed'));setTimeout(()=>done('waiting'),25000);`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, `${result.stdout} ${result.stderr}`);
+      if (mode === 'block') assert.match(result.stdout, /^(ECONNRESET|closed)/);
+      else assert.match(result.stdout, /^echoed/);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.host === NET.allowed && e.port === BANNER_PORT && e.decision !== 'allowed');
+      assert.equal(event?.decision, outcomeFor(mode), 'decided as a raw-address connection, with its event');
+    });
+
     for (const silentMs of [0, 1500]) {
       test(`6d: plain HTTP keep-alive: a second request on the same connection naming another Host is decided on its own${silentMs ? ` (client silent ${silentMs} ms first)` : ''}`, async () => {
         const marker = `second-host-${mode}-${silentMs}-${randomLabel(10)}`;

@@ -155,6 +155,18 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     assert.equal(answer, 'echo:{"id":1,"method":"ping"}');
   });
 
+  test("a client of another protocol whose first byte is a TLS handshake's is relayed within seconds, not after the idle timeout", async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
+    assert.equal(tunnel.status, 200);
+    // A TLS record header (0x16 0x03 0x01, 512 bytes announced) and then nothing: it waited for the record's rest, 300 s.
+    const first = '\x16\x03\x01\x02\x00ping';
+    const answer = await exchange(tunnel.socket, first, 'echo:', 20_000);
+    tunnel.socket.destroy();
+    assert.equal(answer, `echo:${first}`);
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === echoPort && /ClientHello not finished/.test(String(l.message)));
+    assert.equal(decision.decision, 'would-block');
+  });
+
   test('HTTP/2 with prior knowledge (h2c: gRPC without TLS through a proxy) is relayed, reported would-block', async () => {
     const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
     assert.equal(tunnel.status, 200);
@@ -211,6 +223,21 @@ describe('block mode: what a plain CONNECT tunnel carries that names no host, or
     const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /first line had not ended/.test(String(l.message)));
     assert.equal(decision.decision, 'blocked');
     assert.ok(!getOrEcho.received.some((bytes) => bytes.includes('ping')), 'nothing reached the server');
+  });
+
+  test('a request line cut after a space in its target (`GET /a b`, then ` HTTP/1.1` naming another Host) is refused, never relayed unread', async () => {
+    const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+    assert.equal(tunnel.status, 200);
+    tunnel.socket.on('error', () => undefined);
+    tunnel.socket.write('GET /a b');
+    // Older nginx reads a target with a space in it: the rest of the line and the Host came later.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const answer = await exchange(tunnel.socket, ' HTTP/1.1\r\nHost: attacker.test\r\n\r\n', 'echo:', 2000);
+    tunnel.socket.destroy();
+    assert.equal(answer, '');
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === getOrEcho.port && /first line had not ended/.test(String(l.message)));
+    assert.equal(decision.decision, 'blocked');
+    assert.ok(!getOrEcho.received.some((bytes) => bytes.includes('GET /a b')), 'nothing reached the server');
   });
 
   test('HTTP/2 with prior knowledge after an HTTP/1.1 request on the same tunnel is refused with a decision event of its own', async () => {
