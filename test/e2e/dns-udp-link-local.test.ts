@@ -11,8 +11,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { batchUdpUnavailable } from '../../net/udp-batch.js';
-import { joinedNamespaces, startLateEcho } from './late-echo.js';
-import { destroyNamespaceSync, must, run } from './netns.js';
+import { startLateEcho } from './late-echo.js';
+import { destroyNamespaceSync, joinedNamespaces, must, run } from './netns.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const server = `eg-linklocal-s-${process.pid}`;

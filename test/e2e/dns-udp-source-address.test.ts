@@ -12,9 +12,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { batchUdpUnavailable } from '../../net/udp-batch.js';
-import { joinedNamespaces, startLateEcho } from './late-echo.js';
+import { startLateEcho } from './late-echo.js';
 import { spawnInNamespace, type NamespaceProcess } from './namespace-process.js';
-import { destroyNamespaceSync, must, run } from './netns.js';
+import { destroyNamespaceSync, joinedNamespaces, must, run } from './netns.js';
 
 const server = `eg-srcaddr-s-${process.pid}`;
 const client = `eg-srcaddr-c-${process.pid}`;

@@ -92,3 +92,18 @@ export function removeLeftoverNamespaces(prefix: string): string[] {
   }
   return removed;
 }
+
+/**
+ * Two new network namespaces, IPv6 on and without duplicate address detection, joined by a veth pair made inside
+ * `server` (`serverDev`) whose peer (`clientDev`) goes straight into `client`; both ends up, no address given.
+ */
+export async function joinedNamespaces(server: string, client: string, serverDev: string, clientDev: string): Promise<void> {
+  for (const ns of [server, client]) {
+    await must('ip', ['netns', 'add', ns]);
+    await must('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
+    await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  }
+  await must('ip', ['-n', server, 'link', 'add', serverDev, 'type', 'veth', 'peer', 'name', clientDev, 'netns', client]);
+  await must('ip', ['-n', server, 'link', 'set', serverDev, 'up']);
+  await must('ip', ['-n', client, 'link', 'set', clientDev, 'up']);
+}
