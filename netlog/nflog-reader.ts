@@ -1,8 +1,8 @@
-import { closeSync, constants, fstatSync, openSync, writeSync } from 'node:fs';
 import { lazyLinuxAddon } from '../net/native-addon.js';
 import { recordOfPacket, type NflogPacket } from './nflog-packet.js';
 import { LostReports, lostInRead } from './nflog-sequence.js';
 import { LOST_FIELD } from './report.js';
+import { RotatingJsonFile } from './rotating-file.js';
 
 interface NflogAddon {
   open(group: number, copyRange: number): number;
@@ -29,30 +29,12 @@ function lostLine(count: number): string {
   return `${JSON.stringify({ [LOST_FIELD]: count, 'oob.time.sec': Math.floor(Date.now() / 1000) })}\n`;
 }
 
-/**
- * The JSON file, for appending as root: never through a symlink (O_NOFOLLOW) and only a regular file, since the
- * directory may be writable by a less trusted user (a symlink there would make root append to any file).
- */
-function openJsonFile(file: string): number {
-  let fd: number;
-  try {
-    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw Object.assign(new Error(`${file} is a symbolic link: the reader does not follow one`), { code });
-    throw err;
-  }
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd);
-    throw Object.assign(new Error(`${file} is not a regular file`), { code: 'EINVAL' });
-  }
-  return fd;
-}
-
 export interface NflogReaderOptions {
   group: number;
   /** Appended to: one JSON line per report, as ulogd's JSON plugin writes them (netlog/reader.ts follows it). */
   jsonFile: string;
+  /** Past this size `jsonFile` is renamed to `jsonFile.1` and begun anew (netlog/rotating-file.ts); 0: never. */
+  rotateBytes?: number;
   /**
    * Reports the kernel dropped because the reader fell behind (the socket's queue overflowed), counted from the gaps in
    * the reports' sequence numbers (netlog/nflog-sequence.ts): exact once a later report arrives; an overflow no
@@ -74,18 +56,18 @@ export interface NflogReader {
 
 /**
  * ulogd's job for egress-guard, without ulogd: bind the rules' NFLOG group (root, CAP_NET_ADMIN) and append each
- * report to `jsonFile` as a JSON line. The group is bound before this returns, so a caller can say it is ready;
- * it throws (code EPERM) without the capability or when another process (ulogd) holds the group.
+ * report to `jsonFile` as a JSON line, the file rotated by size (ulogd's never is). The group is bound before this
+ * returns, so a caller can say it is ready; it throws (code EPERM) without the capability or when another process (ulogd) holds the group.
  */
 export function startNflogReader(options: NflogReaderOptions): NflogReader {
   const addon = nflogAddon.get();
   if (!addon) throw new Error(`the built-in NFLOG reader is unavailable: ${nflogAddon.unavailable()}`);
-  const out = openJsonFile(options.jsonFile);
+  const out = new RotatingJsonFile(options.jsonFile, options.rotateBytes);
   let socket: number;
   try {
     socket = addon.open(options.group, COPY_RANGE);
   } catch (err) {
-    closeSync(out);
+    out.close();
     throw err;
   }
   let written = 0;
@@ -129,15 +111,15 @@ export function startNflogReader(options: NflogReaderOptions): NflogReader {
           text += `${JSON.stringify(record)}\n`;
           written++;
         }
-        if (text) writeSync(out, text);
+        if (text) out.write(text);
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
       addon.close(socket);
       try {
-        if (lostUnwritten > 0) writeSync(out, lostLine(lostUnwritten));
+        if (lostUnwritten > 0) out.write(lostLine(lostUnwritten));
       } finally {
-        closeSync(out);
+        out.close();
       }
     }
   })();

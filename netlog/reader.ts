@@ -120,38 +120,18 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     }
   };
 
-  /** A new file at the path (rotated by rename, or made anew): follow it from its start. */
-  const reopenIfReplaced = async () => {
-    let current: number;
-    try {
-      current = (await stat(options.file)).ino;
-    } catch {
-      return; // renamed away and not yet made anew: keep reading the old one
-    }
-    if (inode === undefined || current === inode) return;
-    await handle?.close();
-    handle = await open(options.file, 'r');
-    inode = current;
-    offset = 0;
-    partial = '';
-    discarding = false;
-    watcher?.close();
-    watcher = watch(options.file, () => kick());
-  };
-
-  const readMore = async () => {
-    await reopenIfReplaced();
-    if (!handle) return;
+  /** Reads `file` from `offset` to its end, line by line. */
+  const readToEnd = async (file: FileHandle) => {
     const buffer = Buffer.alloc(READ_CHUNK);
     for (;;) {
-      const { size } = await handle.stat();
+      const { size } = await file.stat();
       // Truncated in place (copytruncate, a restart): read it from its start, and forget a half-read line.
       if (size < offset) {
         offset = 0;
         partial = '';
         discarding = false;
       }
-      const { bytesRead } = await handle.read(buffer, 0, READ_CHUNK, offset);
+      const { bytesRead } = await file.read(buffer, 0, READ_CHUNK, offset);
       if (bytesRead === 0) return;
       offset += bytesRead;
       const lines = (partial + buffer.toString('utf8', 0, bytesRead)).split('\n');
@@ -175,6 +155,57 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     }
   };
 
+  /** The inode at `path`, or undefined when there is nothing there. */
+  const inodeAt = async (path: string): Promise<number | undefined> => {
+    try {
+      return (await stat(path)).ino;
+    } catch {
+      return undefined;
+    }
+  };
+
+  /** Follow the file open at `next` from its start; a half line the last one ended with is judged as it is. */
+  const switchTo = async (next: FileHandle) => {
+    await handle?.close();
+    if (partial !== '' && !discarding) onLine(partial);
+    handle = next;
+    inode = (await next.stat()).ino;
+    offset = 0;
+    partial = '';
+    discarding = false;
+  };
+
+  /**
+   * A new file at the path (rotated by rename, or made anew): the old one is read to its end first (its writer, the
+   * built-in reader's netlog/rotating-file.ts, renames it before it opens the new one and writes no more to it), then
+   * `FILE.1` when that is a file this reader never opened (it fell a whole file behind), then the new file from its
+   * start. Reads the current file to its end; true when it moved on to a new one (read it again).
+   */
+  const readFollowingRotation = async (): Promise<boolean> => {
+    if (!handle) return false;
+    await readToEnd(handle);
+    const current = await inodeAt(options.file);
+    // Renamed away and not yet made anew: the old one was read to its end; the new one comes with its own event.
+    if (current === undefined || current === inode) return false;
+    const old = inode;
+    const rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
+    const rotatedInode = rotated && (await rotated.stat()).ino;
+    if (rotated && rotatedInode !== old && rotatedInode !== current) {
+      await switchTo(rotated);
+      await readToEnd(rotated);
+    } else {
+      await rotated?.close();
+    }
+    const next = await open(options.file, 'r').catch(() => undefined);
+    if (!next) return false; // rotated again between the stat and the open: the next event finds it
+    await switchTo(next);
+    return true;
+  };
+
+  const readMore = async () => {
+    while (await readFollowingRotation());
+  };
+
   /** Read what is new; a change that arrives while reading is read right after (nothing is skipped). */
   const kick = () => {
     if (stopped) return;
@@ -193,26 +224,57 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       });
   };
 
+  /**
+   * Opens the file the first time it is there (FILE.1 first, when it is another file: reports rotated away before this
+   * reader came, counted stale when older than its start, events when a new file filled and was rotated before it
+   * opened it), then reads it. Changes seen meanwhile are read once it is done: a read beside it would share its offset.
+   */
+  let opening: Promise<void> | undefined;
+  let changedWhileOpening = false;
+  const openFirst = (): Promise<void> =>
+    (opening ??= (async () => {
+      let first: FileHandle;
+      try {
+        first = await open(options.file, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        // Not written yet (ulogd or the built-in reader creates it when it starts): its directory's event brings it.
+        events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
+        return;
+      }
+      if (stopped) return void (await first.close());
+      const rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
+      if (rotated && (await rotated.stat()).ino !== (await first.stat()).ino) {
+        await switchTo(rotated);
+        await readToEnd(rotated);
+      } else {
+        await rotated?.close();
+      }
+      await switchTo(first);
+      events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
+      changedWhileOpening = true; // read it now
+    })().finally(() => {
+      opening = undefined;
+      if (!changedWhileOpening) return;
+      changedWhileOpening = false;
+      onChange();
+    }));
+
+  const onChange = () => {
+    if (stopped) return;
+    if (opening) changedWhileOpening = true;
+    else if (handle) kick();
+    else void openFirst().catch((e: Error) => events.log.error({ err: e.message }, 'netfilter log: cannot follow'));
+  };
+
   const follow = async () => {
-    try {
-      handle = await open(options.file, 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      // Not written yet (ulogd creates it when it starts): wait for it to appear in its directory.
-      events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
-      const dirWatcher = watch(dirname(options.file), (_, name) => {
-        if (name !== basename(options.file) || stopped) return;
-        dirWatcher.close();
-        void follow().catch((e: Error) => events.log.error({ err: e.message }, 'netfilter log: cannot follow'));
-      });
-      watcher = dirWatcher;
-      return;
-    }
-    if (stopped) return void handle.close();
-    inode = (await handle.stat()).ino;
-    watcher = watch(options.file, () => kick());
-    events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
-    kick();
+    // The directory, not the file: a watch on the file follows its inode, so after a rotation by rename the new file's
+    // writes went unseen and nothing more was read.
+    const name = basename(options.file);
+    watcher = watch(dirname(options.file), (_, changed) => {
+      if (changed === null || changed === name) onChange();
+    });
+    await openFirst();
   };
   void follow().catch((err: Error) => events.log.error({ err: err.message, file: options.file }, 'netfilter log: cannot follow'));
 

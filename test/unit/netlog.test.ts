@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -7,6 +7,7 @@ import { EventLog } from '../../events/event-log.js';
 import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { validateEvent } from '../../events/validate.js';
 import { startNetfilterLog } from '../../netlog/reader.js';
+import { RotatingJsonFile } from '../../netlog/rotating-file.js';
 import { FlowLimiter, reportedFlow, sentByJob, type NflogRecord } from '../../netlog/report.js';
 import { replay } from '../../report/replay.js';
 import { renderPolicyYaml, suggestPolicy } from '../../report/suggest.js';
@@ -157,6 +158,70 @@ describe("netlog: following ulogd's file", () => {
     for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
     await log.stop();
     assert.equal((seen[0] as DecisionEvent | undefined)?.decision, 'would-block');
+  });
+});
+
+describe('netlog: a file rotated by rename', () => {
+  /** A report of its own flow (one event each): UDP to 203.0.113.`n`. */
+  const line = (n: number) => `${JSON.stringify({ ...UDP4, dest_ip: `203.0.113.${n}` })}\n`;
+  const follow = (file: string) => {
+    const events = new EventLog({ stdout: false });
+    const seen: DecisionEvent[] = [];
+    events.subscribe((e) => seen.push(e as DecisionEvent));
+    const log = startNetfilterLog({ file, events, mode: () => 'block' });
+    const until = async (n: number) => {
+      for (let i = 0; i < 150 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
+    };
+    return { log, seen, until, hosts: () => seen.map((e) => e.host) };
+  };
+
+  test('the old file is read to its end, a rotated file never opened is read whole, then the new one; a new file made later is found', async () => {
+    const file = join(dir, 'rotated.json');
+    writeFileSync(file, line(1));
+    const { log, until, hosts } = follow(file);
+    await until(1);
+    // In one turn, the reader a whole file behind: A's last line, B (rotated away again before it was opened), C.
+    appendFileSync(file, line(2));
+    renameSync(file, `${file}.1`);
+    writeFileSync(file, line(3));
+    renameSync(file, `${file}.1`);
+    writeFileSync(file, line(4));
+    await until(4);
+    // Renamed away, and a new file only a moment later: a watch on the file itself followed the old inode and never
+    // saw the new file's lines.
+    renameSync(file, `${file}.1`);
+    await new Promise((r) => setTimeout(r, 150));
+    writeFileSync(file, line(5));
+    await until(5);
+    appendFileSync(file, line(6));
+    await until(6);
+    await log.stop();
+    assert.deepEqual(
+      hosts(),
+      [1, 2, 3, 4, 5, 6].map((n) => `203.0.113.${n}`),
+    );
+    assert.equal(log.stats().unreadable, 0);
+  });
+
+  test("the built-in reader's file rotates past its size, whole lines only, and every report in it is read", async () => {
+    const file = join(dir, 'rotating.json');
+    const { log, until, hosts } = follow(file);
+    // Three reports a file: rotated after the third line reaches the size.
+    const out = new RotatingJsonFile(file, 3 * line(100).length - 10);
+    for (let n = 1; n <= 20; n++) {
+      out.write(line(n));
+      if (n % 4 === 0) await new Promise((r) => setTimeout(r, 60));
+    }
+    out.close();
+    await until(20);
+    await log.stop();
+    assert.deepEqual(
+      hosts(),
+      Array.from({ length: 20 }, (_, i) => `203.0.113.${i + 1}`),
+    );
+    // 20 lines, rotated after lines 3, 6, ..., 18: the last two in the file, 16-18 in FILE.1.
+    assert.equal(readFileSync(file, 'utf8'), line(19) + line(20));
+    assert.equal(readFileSync(`${file}.1`, 'utf8'), line(16) + line(17) + line(18));
   });
 });
 
