@@ -293,6 +293,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       stopped = true;
       clearInterval(summary);
       watcher?.close();
+      await opening?.catch(() => undefined);
       await reading;
       // What ulogd wrote just before the stop is still reported.
       await readMore().catch(() => undefined);
