@@ -243,14 +243,24 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
         return;
       }
       if (stopped) return void (await first.close());
-      const rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
-      if (rotated && (await rotated.stat()).ino !== (await first.stat()).ino) {
-        await switchTo(rotated);
-        await readToEnd(rotated);
-      } else {
-        await rotated?.close();
+      let rotated: FileHandle | undefined;
+      try {
+        rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
+        if (rotated && (await rotated.stat()).ino !== (await first.stat()).ino) {
+          await switchTo(rotated);
+          await readToEnd(rotated);
+        } else {
+          await rotated?.close();
+        }
+        await switchTo(first);
+      } catch (err) {
+        // Every handle opened here is closed and none kept (a throw while reading FILE.1 left FILE open, unreferenced):
+        // the next change opens them anew.
+        await Promise.all([first, rotated].map((h) => h?.close().catch(() => undefined)));
+        handle = undefined;
+        inode = undefined;
+        throw err;
       }
-      await switchTo(first);
       events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
       changedWhileOpening = true; // read it now
     })().finally(() => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -168,12 +168,30 @@ describe('netlog: a file rotated by rename', () => {
     const events = new EventLog({ stdout: false });
     const seen: DecisionEvent[] = [];
     events.subscribe((e) => seen.push(e as DecisionEvent));
+    // What the follower warns of and fails at, as messages.
+    const warnings: string[] = [];
+    const errors: string[] = [];
+    events.log.warn = ((_: unknown, msg: string) => void warnings.push(msg)) as typeof events.log.warn;
+    events.log.error = ((_: unknown, msg: string) => void errors.push(msg)) as typeof events.log.error;
     const log = startNetfilterLog({ file, events, mode: () => 'block' });
     const until = async (n: number) => {
       for (let i = 0; i < 150 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
     };
-    return { log, seen, until, hosts: () => seen.map((e) => e.host) };
+    return { log, seen, until, warnings, errors, hosts: () => seen.map((e) => e.host) };
   };
+  /** Waits up to 3 s for `done` (never asserts a time: the assertions after it say what was missed). */
+  const waitFor = async (done: () => boolean) => {
+    for (let i = 0; i < 150 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+  };
+  /** What this process has open at `path` (its descriptors' targets). */
+  const openAt = (path: string) =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === path;
+      } catch {
+        return false;
+      }
+    });
 
   test('the old file is read to its end, a rotated file never opened is read whole, then the new one; a new file made later is found', async () => {
     const file = join(dir, 'rotated.json');
@@ -225,6 +243,19 @@ describe('netlog: a file rotated by rename', () => {
     // 20 lines, rotated after lines 3, 6, ..., 18: the last two in the file, 16-18 in FILE.1.
     assert.equal(readFileSync(file, 'utf8'), line(19) + line(20));
     assert.equal(readFileSync(`${file}.1`, 'utf8'), line(16) + line(17) + line(18));
+  });
+
+  test('a FILE.1 that cannot be read as a file (a directory) leaves nothing open: every handle is closed', async () => {
+    const file = join(dir, 'dir-at-rotated.json');
+    writeFileSync(file, line(1));
+    mkdirSync(`${file}.1`);
+    const { log, seen, errors } = follow(file);
+    // Read (FILE.1 skipped), or failed at FILE.1: either way the first open is over.
+    await waitFor(() => seen.length > 0 || errors.length > 0);
+    await log.stop();
+    // Until 2026-12-03 the handle of FILE, opened first, was left open when reading FILE.1 threw.
+    assert.deepEqual(openAt(file), []);
+    assert.deepEqual(openAt(`${file}.1`), []);
   });
 });
 
