@@ -1,8 +1,9 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { lstat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { EventLog } from '../events/event-log.js';
 import type { Mode } from '../policy/index.js';
+import { openRegular, type OpenedRegular } from './open-regular.js';
 import { FlowLimiter, LOST_FIELD, reportedFlow, sentByJob, type NflogRecord } from './report.js';
 
 export interface NetfilterLogStats {
@@ -155,13 +156,39 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     }
   };
 
-  /** The inode at `path`, or undefined when there is nothing there. */
+  /** The inode at `path` (a symlink's own), or undefined when there is nothing there. */
   const inodeAt = async (path: string): Promise<number | undefined> => {
     try {
-      return (await stat(path)).ino;
+      return (await lstat(path)).ino;
     } catch {
       return undefined;
     }
+  };
+
+  /** What was found instead of a file at each path, told once until something else is there. */
+  const skippedTold = new Map<string, string>();
+  /**
+   * `path` opened to read when it is a regular file (netlog/open-regular.ts: never blocking on a FIFO, never through a
+   * symlink); what is there instead is warned of, once, and left alone.
+   */
+  const openToRead = async (path: string): Promise<OpenedRegular> => {
+    const opened = await openRegular(path);
+    if ('skipped' in opened) {
+      if (skippedTold.get(path) !== opened.skipped) {
+        skippedTold.set(path, opened.skipped);
+        events.log.warn(
+          { file: path, found: opened.skipped },
+          'netfilter log: not a regular file, not read (a FIFO would block the reader, a symlink could point anywhere); the reports go on from the file this reader has, or from a file put there',
+        );
+      }
+    } else skippedTold.delete(path);
+    return opened;
+  };
+
+  /** FILE.1 opened when it is a regular file; undefined otherwise, and when it cannot be opened. */
+  const openRotated = async () => {
+    const opened = await openToRead(`${options.file}.1`).catch(() => undefined);
+    return opened && 'file' in opened ? opened : undefined;
   };
 
   /** Follow the file open at `next` from its start; a half line the last one ended with is judged as it is. */
@@ -188,17 +215,18 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     // Renamed away and not yet made anew: the old one was read to its end; the new one comes with its own event.
     if (current === undefined || current === inode) return false;
     const old = inode;
-    const rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
-    const rotatedInode = rotated && (await rotated.stat()).ino;
-    if (rotated && rotatedInode !== old && rotatedInode !== current) {
-      await switchTo(rotated);
-      await readToEnd(rotated);
+    const rotated = await openRotated();
+    if (rotated && rotated.ino !== old && rotated.ino !== current) {
+      await switchTo(rotated.file);
+      await readToEnd(rotated.file);
     } else {
-      await rotated?.close();
+      await rotated?.file.close();
     }
-    const next = await open(options.file, 'r').catch(() => undefined);
-    if (!next) return false; // rotated again between the stat and the open: the next event finds it
-    await switchTo(next);
+    const next = await openToRead(options.file).catch(() => undefined);
+    // Rotated again between the stat and the open: the next event finds it. Not a regular file: warned of; the file
+    // this reader has stays its file.
+    if (!next || !('file' in next)) return false;
+    await switchTo(next.file);
     return true;
   };
 
@@ -233,22 +261,20 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   let changedWhileOpening = false;
   const openFirst = (): Promise<void> =>
     (opening ??= (async () => {
-      let first: FileHandle;
-      try {
-        first = await open(options.file, 'r');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        // Not written yet (ulogd or the built-in reader creates it when it starts): its directory's event brings it.
-        events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
-        return;
-      }
+      const opened = await openToRead(options.file);
+      // Not written yet (ulogd or the built-in reader creates it when it starts): its directory's event brings it.
+      if ('missing' in opened) events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
+      // Not a regular file (warned of): a file put there in its place comes with its event.
+      if (!('file' in opened)) return;
+      const first = opened.file;
       if (stopped) return void (await first.close());
       let rotated: FileHandle | undefined;
       try {
-        rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
-        if (rotated && (await rotated.stat()).ino !== (await first.stat()).ino) {
-          await switchTo(rotated);
-          await readToEnd(rotated);
+        const found = await openRotated();
+        rotated = found?.file;
+        if (found && found.ino !== opened.ino) {
+          await switchTo(found.file);
+          await readToEnd(found.file);
         } else {
           await rotated?.close();
         }

@@ -1,5 +1,20 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  appendFileSync,
+  closeSync,
+  constants,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -243,6 +258,52 @@ describe('netlog: a file rotated by rename', () => {
     // 20 lines, rotated after lines 3, 6, ..., 18: the last two in the file, 16-18 in FILE.1.
     assert.equal(readFileSync(file, 'utf8'), line(19) + line(20));
     assert.equal(readFileSync(`${file}.1`, 'utf8'), line(16) + line(17) + line(18));
+  });
+
+  test('a FIFO at FILE.1 is skipped with a warning, never opened to wait for a writer: at the first open and at a rotation', async () => {
+    const file = join(dir, 'fifo-at-rotated.json');
+    writeFileSync(file, line(1));
+    execFileSync('mkfifo', [`${file}.1`]);
+    const { log, until, hosts, warnings } = follow(file);
+    /** A reader stuck opening the FIFO (as until 2026-12-03) gets its writer, so that it and the test end. */
+    const release = () => closeSync(openSync(`${file}.1`, constants.O_RDWR | constants.O_NONBLOCK));
+    try {
+      await until(1);
+      // A rotation whose FILE.1 is a FIFO again (the old file renamed elsewhere).
+      renameSync(file, `${file}.0`);
+      writeFileSync(file, line(2));
+      await until(2);
+      const read = hosts();
+      const warned = warnings.filter((w) => w.startsWith('netfilter log: not a regular file')).length;
+      release();
+      await log.stop();
+      assert.deepEqual(read, ['203.0.113.1', '203.0.113.2']);
+      assert.equal(warned, 1, 'told once');
+    } finally {
+      release();
+      await log.stop();
+    }
+  });
+
+  test('a symlink at FILE.1 or at FILE is never followed: what it points to is not read', async () => {
+    const file = join(dir, 'symlink-at-rotated.json');
+    const elsewhere = join(dir, 'elsewhere.json');
+    writeFileSync(elsewhere, line(99));
+    writeFileSync(file, line(1));
+    symlinkSync(elsewhere, `${file}.1`);
+    const { log, until, hosts, warnings } = follow(file);
+    await until(1);
+    // A rotation with a symlink at FILE.1 (the old file renamed elsewhere)...
+    renameSync(file, `${file}.0`);
+    writeFileSync(file, line(2));
+    await until(2);
+    // ...and a symlink put at FILE: warned of, not read.
+    renameSync(file, `${file}.0`);
+    symlinkSync(elsewhere, file);
+    await waitFor(() => warnings.filter((w) => w.startsWith('netfilter log: not a regular file')).length >= 2);
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.2']);
+    assert.equal(warnings.filter((w) => w.startsWith('netfilter log: not a regular file')).length, 2);
   });
 
   test('a FILE.1 that cannot be read as a file (a directory) leaves nothing open: every handle is closed', async () => {
