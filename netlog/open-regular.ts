@@ -8,7 +8,12 @@ import { open, type FileHandle } from 'node:fs/promises';
  */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
 
-export type OpenedRegular = { file: FileHandle; ino: number } | { missing: true } | { skipped: string };
+export interface RegularFile {
+  file: FileHandle;
+  ino: number;
+}
+
+export type OpenedRegular = RegularFile | { missing: true } | { skipped: string };
 
 /**
  * Opens `path` to read it, when it is a regular file. Nothing there: `missing`. Something else (a FIFO, a directory, a

@@ -3,7 +3,7 @@ import { lstat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { EventLog } from '../events/event-log.js';
 import type { Mode } from '../policy/index.js';
-import { openRegular, type OpenedRegular } from './open-regular.js';
+import { openRegular, type OpenedRegular, type RegularFile } from './open-regular.js';
 import { FlowLimiter, LOST_FIELD, reportedFlow, sentByJob, type NflogRecord } from './report.js';
 
 export interface NetfilterLogStats {
@@ -41,6 +41,8 @@ export interface NetfilterLogOptions {
 }
 
 const READ_CHUNK = 64 * 1024;
+/** Tries at taking FILE and FILE.1 as one pair (netlog/reader.ts openNext) before FILE.1 is left out. */
+const PAIR_TRIES = 3;
 const MAX_LINE = 16 * 1024;
 
 /**
@@ -192,21 +194,67 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   };
 
   /** Follow the file open at `next` from its start; a half line the last one ended with is judged as it is. */
-  const switchTo = async (next: FileHandle) => {
+  const switchTo = async (next: RegularFile) => {
     await handle?.close();
     if (partial !== '' && !discarding) onLine(partial);
-    handle = next;
-    inode = (await next.stat()).ino;
+    handle = next.file;
+    inode = next.ino;
     offset = 0;
     partial = '';
     discarding = false;
   };
 
   /**
-   * A new file at the path (rotated by rename, or made anew): the old one is read to its end first (its writer, the
-   * built-in reader's netlog/rotating-file.ts, renames it before it opens the new one and writes no more to it), then
-   * `FILE.1` when that is a file this reader never opened (it fell a whole file behind), then the new file from its
-   * start. Reads the current file to its end; true when it moved on to a new one (read it again).
+   * FILE, and FILE.1 when that is FILE's predecessor and a file this reader never had (neither `old` nor FILE itself):
+   * the file to follow next and the one to read whole before it. The invariant: FILE.1 is taken only when it was at
+   * FILE.1 while the file taken was at FILE, so it is that file's predecessor, never its successor. Hence the order:
+   * 1. FILE is opened first: the file to follow next, held from then on (no rename can take it away);
+   * 2. then FILE.1;
+   * 3. then FILE is looked at again: the same file, so no rotation came between 1 and 2 and FILE.1 was its predecessor.
+   *    Another: a rotation came between, and FILE.1 may be the file of 1 or one after it; both are closed and the three
+   *    steps taken again (PAIR_TRIES times, then FILE alone, warned of: a writer rotating faster than two opens).
+   * Opening FILE.1 first (until 2026-12-03) lost a file to one rotation between the two opens: FILE.1 was the
+   * predecessor of the FILE of that moment, FILE was by then the file after that one, and the file between went unread.
+   * Reports are lost only when this reader is more than a whole file behind (FILE's predecessor's predecessor is gone).
+   */
+  const openNext = async (old: number | undefined): Promise<{ next: RegularFile; before?: RegularFile } | Exclude<OpenedRegular, RegularFile>> => {
+    for (let tries = 1; ; tries++) {
+      const next = await openToRead(options.file);
+      if (!('file' in next)) return next;
+      const before = await openRotated();
+      const settled = (await inodeAt(options.file)) === next.ino;
+      if (!settled && tries < PAIR_TRIES) {
+        await Promise.all([next.file.close(), before?.file.close()]);
+        continue;
+      }
+      if (!settled) events.log.warn({ file: options.file }, 'netfilter log: the file rotated faster than it could be followed; a rotated file may be left unread');
+      if (before && settled && before.ino !== old && before.ino !== next.ino) return { next, before };
+      await before?.file.close();
+      return { next };
+    }
+  };
+
+  /** Reads `before` whole, then follows `next` from its start. On a failure nothing opened is left open, nor kept. */
+  const moveTo = async ({ next, before }: { next: RegularFile; before?: RegularFile }) => {
+    try {
+      if (before) {
+        await switchTo(before);
+        await readToEnd(before.file);
+      }
+      await switchTo(next);
+    } catch (err) {
+      // The next change opens anew (a throw while reading FILE.1 left FILE open and unreferenced, until 2026-12-03).
+      await Promise.all([next.file, before?.file].map((h) => h?.close().catch(() => undefined)));
+      handle = undefined;
+      inode = undefined;
+      throw err;
+    }
+  };
+
+  /**
+   * A new file at the path (rotated by rename, or made anew): the old one is read to its end, then FILE.1 when that is
+   * a file this reader never opened (it fell a whole file behind), then the new file from its start (openNext).
+   * Reads the current file to its end; true when it moved on to a new one (read it again).
    */
   const readFollowingRotation = async (): Promise<boolean> => {
     if (!handle) return false;
@@ -214,19 +262,18 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     const current = await inodeAt(options.file);
     // Renamed away and not yet made anew: the old one was read to its end; the new one comes with its own event.
     if (current === undefined || current === inode) return false;
-    const old = inode;
-    const rotated = await openRotated();
-    if (rotated && rotated.ino !== old && rotated.ino !== current) {
-      await switchTo(rotated.file);
-      await readToEnd(rotated.file);
-    } else {
-      await rotated?.file.close();
+    // Another file at the path. Its writer (netlog/rotating-file.ts) renamed this one before it made that one and
+    // writes no more to it once renamed: read to its end now that the new one is seen, it is whole. The read above may
+    // have ended just before the last lines and the rename (they went unread until 2026-12-03).
+    await readToEnd(handle);
+    const found = await openNext(inode);
+    // Gone again (the next event finds the next one), or not a regular file (warned of): this file stays the one read.
+    if (!('next' in found)) return false;
+    if (found.next.ino === inode) {
+      await Promise.all([found.next.file.close(), found.before?.file.close()]);
+      return false;
     }
-    const next = await openToRead(options.file).catch(() => undefined);
-    // Rotated again between the stat and the open: the next event finds it. Not a regular file: warned of; the file
-    // this reader has stays its file.
-    if (!next || !('file' in next)) return false;
-    await switchTo(next.file);
+    await moveTo(found);
     return true;
   };
 
@@ -253,40 +300,21 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   };
 
   /**
-   * Opens the file the first time it is there (FILE.1 first, when it is another file: reports rotated away before this
-   * reader came, counted stale when older than its start, events when a new file filled and was rotated before it
-   * opened it), then reads it. Changes seen meanwhile are read once it is done: a read beside it would share its offset.
+   * Opens the file the first time it is there and reads it, FILE.1 whole before it when that is another file (openNext:
+   * reports rotated away before this reader came, counted stale when older than its start, events when a new file
+   * filled and was rotated before it opened it). Changes seen meanwhile are read once it is done: a read beside it would share its offset.
    */
   let opening: Promise<void> | undefined;
   let changedWhileOpening = false;
   const openFirst = (): Promise<void> =>
     (opening ??= (async () => {
-      const opened = await openToRead(options.file);
+      const found = await openNext(undefined);
       // Not written yet (ulogd or the built-in reader creates it when it starts): its directory's event brings it.
-      if ('missing' in opened) events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
+      if ('missing' in found) events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
       // Not a regular file (warned of): a file put there in its place comes with its event.
-      if (!('file' in opened)) return;
-      const first = opened.file;
-      if (stopped) return void (await first.close());
-      let rotated: FileHandle | undefined;
-      try {
-        const found = await openRotated();
-        rotated = found?.file;
-        if (found && found.ino !== opened.ino) {
-          await switchTo(found.file);
-          await readToEnd(found.file);
-        } else {
-          await rotated?.close();
-        }
-        await switchTo(first);
-      } catch (err) {
-        // Every handle opened here is closed and none kept (a throw while reading FILE.1 left FILE open, unreferenced):
-        // the next change opens them anew.
-        await Promise.all([first, rotated].map((h) => h?.close().catch(() => undefined)));
-        handle = undefined;
-        inode = undefined;
-        throw err;
-      }
+      if (!('next' in found)) return;
+      if (stopped) return void (await Promise.all([found.next.file.close(), found.before?.file.close()]));
+      await moveTo(found);
       events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
       changedWhileOpening = true; // read it now
     })().finally(() => {

@@ -15,6 +15,8 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import fsPromises from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -258,6 +260,106 @@ describe('netlog: a file rotated by rename', () => {
     // 20 lines, rotated after lines 3, 6, ..., 18: the last two in the file, 16-18 in FILE.1.
     assert.equal(readFileSync(file, 'utf8'), line(19) + line(20));
     assert.equal(readFileSync(`${file}.1`, 'utf8'), line(16) + line(17) + line(18));
+  });
+
+  /**
+   * Runs `step` once, inside the follower's next call of fs/promises' `name` whose path is `path` (before the call when
+   * `when` is 'before', after it otherwise): a writer's move at the one moment that decides a race, every run.
+   */
+  const once = (name: 'lstat' | 'open', path: string, when: 'before' | 'after', step: () => void) => {
+    const real = fsPromises[name] as (...args: unknown[]) => Promise<unknown>;
+    const restore = () => {
+      Object.assign(fsPromises, { [name]: real });
+      syncBuiltinESMExports();
+    };
+    Object.assign(fsPromises, {
+      [name]: async (...args: unknown[]) => {
+        if (args[0] !== path) return real(...args);
+        restore();
+        if (when === 'before') step();
+        const result = await real(...args);
+        if (when === 'after') step();
+        return result;
+      },
+    });
+    syncBuiltinESMExports();
+    return restore;
+  };
+
+  test('lines appended between the last read of the old file and its rename are read: it is read to its end once the new file is seen', async () => {
+    const file = join(dir, 'append-then-rotate.json');
+    writeFileSync(file, line(1));
+    const { log, until, hosts } = follow(file);
+    await until(1);
+    // The follower, having read the file to its end, looks at the path: just before, the writer appends a line, renames
+    // the file and begins a new one.
+    const restore = once('lstat', file, 'before', () => {
+      appendFileSync(file, line(2));
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(3));
+    });
+    try {
+      appendFileSync(file, line(100));
+      await until(4);
+    } finally {
+      restore();
+    }
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.100', '203.0.113.2', '203.0.113.3']);
+  });
+
+  test('a rotation between opening the new file and FILE.1 skips no file: FILE is opened first, and FILE.1 taken only as its predecessor', async () => {
+    const file = join(dir, 'rotate-between-opens.json');
+    writeFileSync(file, line(1));
+    const { log, until, hosts } = follow(file);
+    await until(1);
+    // A rotation (A to FILE.1, B at FILE), and another one the moment the follower has opened FILE.1 (B to FILE.1, C
+    // at FILE): B must be read, between A and C.
+    const restore = once('open', `${file}.1`, 'after', () => {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(3));
+    });
+    try {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(2));
+      await until(3);
+    } finally {
+      restore();
+    }
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.2', '203.0.113.3']);
+  });
+
+  test('two rotations between opening the new file and FILE.1: FILE.1 is then newer than the file opened, and it is not taken for its predecessor', async () => {
+    const file = join(dir, 'rotate-twice-between-opens.json');
+    writeFileSync(file, line(1));
+    const { log, until, hosts } = follow(file);
+    await until(1);
+    // A to FILE.1, B at FILE; the follower opens B, and just before it opens FILE.1: B to FILE.1, C; C to FILE.1, D.
+    const restore = once('open', `${file}.1`, 'before', () => {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(3));
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(4));
+    });
+    try {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(2));
+      await until(3);
+      await waitFor(() => hosts().includes('203.0.113.4'));
+    } finally {
+      restore();
+    }
+    await log.stop();
+    // In order, none twice: C (FILE.1 by then) read before B would have been followed by B, then C again. B is lost with
+    // the follower three files behind when it was renamed away the second time.
+    const read = hosts().map((h) => Number(h.split('.')[3]));
+    assert.deepEqual(
+      read,
+      [...read].sort((a, b) => a - b),
+    );
+    assert.deepEqual(read.slice(-2), [3, 4]);
+    assert.equal(log.stats().suppressed, 0, 'no line read twice');
   });
 
   test('a FIFO at FILE.1 is skipped with a warning, never opened to wait for a writer: at the first open and at a rotation', async () => {
