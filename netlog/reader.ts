@@ -1,8 +1,8 @@
-import { watch, type FSWatcher } from 'node:fs';
 import { lstat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { EventLog } from '../events/event-log.js';
 import type { Mode } from '../policy/index.js';
+import { POLL_MS, watchDirectory, type DirectoryWatch } from './directory-watch.js';
 import { openRegular, type OpenedRegular, type RegularFile } from './open-regular.js';
 import { FlowLimiter, LOST_FIELD, reportedFlow, sentByJob, type NflogRecord } from './report.js';
 
@@ -59,7 +59,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   let discarding = false;
   let inode: number | undefined;
   let handle: FileHandle | undefined;
-  let watcher: FSWatcher | undefined;
+  let watcher: DirectoryWatch | undefined;
   let offset = 0;
   let partial = '';
   let reading: Promise<void> | undefined;
@@ -306,11 +306,14 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
    */
   let opening: Promise<void> | undefined;
   let changedWhileOpening = false;
+  /** Said once until the file is there (the directory may be polled: netlog/directory-watch.ts). */
+  let toldMissing = false;
   const openFirst = (): Promise<void> =>
     (opening ??= (async () => {
       const found = await openNext(undefined);
       // Not written yet (ulogd or the built-in reader creates it when it starts): its directory's event brings it.
-      if ('missing' in found) events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
+      if ('missing' in found && !toldMissing) events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
+      toldMissing = 'missing' in found;
       // Not a regular file (warned of): a file put there in its place comes with its event.
       if (!('next' in found)) return;
       if (stopped) return void (await Promise.all([found.next.file.close(), found.before?.file.close()]));
@@ -335,9 +338,16 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     // The directory, not the file: a watch on the file follows its inode, so after a rotation by rename the new file's
     // writes went unseen and nothing more was read.
     const name = basename(options.file);
-    watcher = watch(dirname(options.file), (_, changed) => {
-      if (changed === null || changed === name) onChange();
+    const dir = dirname(options.file);
+    watcher = watchDirectory(dir, {
+      onChange: (changed) => {
+        if (changed === null || changed === name) onChange();
+      },
+      onLost: (reason) =>
+        events.log.warn({ dir, reason, pollMs: POLL_MS }, "netfilter log: the file's directory can no longer be watched; looking at it every second until it can again"),
+      onWatching: () => events.log.info({ dir }, "netfilter log: watching the file's directory again"),
     });
+    await watcher.ready;
     await openFirst();
   };
   void follow().catch((err: Error) => events.log.error({ err: err.message, file: options.file }, 'netfilter log: cannot follow'));

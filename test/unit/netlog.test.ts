@@ -196,9 +196,9 @@ describe('netlog: a file rotated by rename', () => {
     };
     return { log, seen, until, warnings, errors, hosts: () => seen.map((e) => e.host) };
   };
-  /** Waits up to 3 s for `done` (never asserts a time: the assertions after it say what was missed). */
-  const waitFor = async (done: () => boolean) => {
-    for (let i = 0; i < 150 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+  /** Waits up to `seconds` for `done` (never asserts a time: the assertions after it say what was missed). */
+  const waitFor = async (done: () => boolean, seconds = 3) => {
+    for (let i = 0; i < seconds * 50 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
   };
   /** What this process has open at `path` (its descriptors' targets). */
   const openAt = (path: string) =>
@@ -360,6 +360,48 @@ describe('netlog: a file rotated by rename', () => {
     );
     assert.deepEqual(read.slice(-2), [3, 4]);
     assert.equal(log.stats().suppressed, 0, 'no line read twice');
+  });
+
+  test('the directory removed and made anew while following: warned of, looked at until it is there, watched again, its new file read', async () => {
+    const sub = join(dir, 'removed');
+    const file = join(sub, 'nflog.json');
+    mkdirSync(sub);
+    writeFileSync(file, line(1));
+    const { log, until, hosts, warnings } = follow(file);
+    await until(1);
+    rmSync(sub, { recursive: true });
+    await waitFor(() => warnings.some((w) => w.startsWith("netfilter log: the file's directory can no longer be watched")));
+    mkdirSync(sub);
+    writeFileSync(file, line(2));
+    // Looked at every second until watched again: up to 10 s on a loaded machine.
+    await waitFor(() => hosts().length >= 2, 10);
+    appendFileSync(file, line(3));
+    await until(3);
+    // Made anew at once, before the follower heard of the removal: the same.
+    rmSync(sub, { recursive: true });
+    mkdirSync(sub);
+    writeFileSync(file, line(4));
+    await waitFor(() => hosts().length >= 4, 10);
+    appendFileSync(file, line(5));
+    await until(5);
+    await log.stop();
+    assert.deepEqual(
+      hosts(),
+      [1, 2, 3, 4, 5].map((n) => `203.0.113.${n}`),
+    );
+  });
+
+  test('a directory not there yet at the start is looked at until it is, then watched', async () => {
+    const sub = join(dir, 'later-dir');
+    const file = join(sub, 'nflog.json');
+    const { log, until, hosts } = follow(file);
+    mkdirSync(sub);
+    writeFileSync(file, line(1));
+    await waitFor(() => hosts().length >= 1, 10);
+    appendFileSync(file, line(2));
+    await until(2);
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.2']);
   });
 
   test('a FIFO at FILE.1 is skipped with a warning, never opened to wait for a writer: at the first open and at a rotation', async () => {
