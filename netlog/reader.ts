@@ -342,6 +342,9 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     watcher = watchDirectory(dir, {
       onChange: (changed) => {
         if (changed === null || changed === name) onChange();
+        // The file this reader has may be written on under its rotated name, when the writer could not make a new FILE
+        // (netlog/rotating-file.ts): read what is added to it.
+        else if (changed === `${name}.1` && handle) onChange();
       },
       onLost: (reason) =>
         events.log.warn({ dir, reason, pollMs: POLL_MS }, "netfilter log: the file's directory can no longer be watched; looking at it every second until it can again"),
