@@ -14,9 +14,9 @@ export const ROTATE_BYTES = 64 * 1024 * 1024;
  * go on to the file being written, `onRotateFailed` says so (one message a try), and the rotation is tried again once
  * another `rotateBytes` have been written, so the file grows past its size only with a warning every `rotateBytes`.
  * - The rename fails (EACCES, a directory at FILE.1): nothing moved; FILE written on.
- * - The rename done, the new FILE cannot be made (a directory or another file put there in between, no space for an
- *   inode): FILE.1 is renamed back to FILE (replacing whatever was put there: a rename never follows a symlink), and
- *   FILE written on as before, so the reader (it follows FILE) sees no change.
+ * - The rename done, the new FILE cannot be made (it is made with O_EXCL, so a file or symlink put there in between is
+ *   never appended to: EEXIST; or a directory is there, or no inode is left): FILE.1 is renamed back to FILE (replacing
+ *   what was put there, which a rename never follows), and FILE written on as before: the reader follows FILE.
  * - That too fails (a directory at FILE): the file now named FILE.1 is written on, and netlog/reader.ts, which has it
  *   open, reads what is added to it (it listens for FILE.1's changes too); the next try makes FILE only.
  */
@@ -64,7 +64,8 @@ export class RotatingJsonFile {
     }
     let next: number;
     try {
-      next = openJsonFile(this.file);
+      // Made, never opened: a file or symlink someone put at FILE since the rename is not appended to (EEXIST).
+      next = openJsonFile(this.file, constants.O_EXCL);
     } catch (err) {
       const cause = `cannot make a new ${this.file} (${codeOf(err)})`;
       if (!this.renamedAway) {
@@ -91,12 +92,13 @@ function codeOf(err: unknown): string {
 
 /**
  * The JSON file, for appending as root: never through a symlink (O_NOFOLLOW) and only a regular file, since the
- * directory may be writable by a less trusted user (a symlink there would make root append to any file).
+ * directory may be writable by a less trusted user (a symlink there would make root append to any file). `exclusive`
+ * O_EXCL: made anew or not at all (a rotation's new file).
  */
-function openJsonFile(file: string): number {
+function openJsonFile(file: string, exclusive = 0): number {
   let fd: number;
   try {
-    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644);
+    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK | exclusive, 0o644);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ELOOP') throw Object.assign(new Error(`${file} is a symbolic link: the reader does not follow one`), { code });

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import {
+import fs, {
   appendFileSync,
   closeSync,
   constants,
+  linkSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -15,7 +16,6 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import fs from 'node:fs';
 import fsPromises from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -460,6 +460,27 @@ describe('netlog: a file rotated by rename', () => {
       hosts(),
       [1, 2, 3, 4, 5, 6, 7, 8].map((n) => `203.0.113.${n}`),
     );
+  });
+
+  test("a file put at FILE between the rotation's rename and its new file is never appended to: FILE.1 is renamed back over it", () => {
+    const file = join(dir, 'put-at-path.json');
+    const foreign = join(dir, 'foreign.txt');
+    writeFileSync(foreign, 'not yours\n');
+    const failures: string[] = [];
+    const out = new RotatingJsonFile(file, 3 * line(100).length - 10, (message) => failures.push(message));
+    // Right after the writer's rename, another name of someone's file is put at FILE.
+    const restore = once('renameSync', file, 'after', () => linkSync(foreign, file));
+    try {
+      for (let n = 1; n <= 4; n++) out.write(line(n));
+    } finally {
+      restore();
+      out.close();
+    }
+    // Until 2026-12-03 the new file was opened without O_EXCL: lines 4 on went into that file.
+    assert.equal(readFileSync(foreign, 'utf8'), 'not yours\n');
+    assert.equal(readFileSync(file, 'utf8'), [1, 2, 3, 4].map(line).join(''));
+    assert.equal(failures.length, 1);
+    assert.match(failures[0]!, /cannot make a new .* \(EEXIST\): .*\.1 renamed back, writing on to/);
   });
 
   test('a FIFO at FILE.1 is skipped with a warning, never opened to wait for a writer: at the first open and at a rotation', async () => {
