@@ -262,9 +262,9 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     const current = await inodeAt(options.file);
     // Renamed away and not yet made anew: the old one was read to its end; the new one comes with its own event.
     if (current === undefined || current === inode) return false;
-    // Another file at the path. Its writer (netlog/rotating-file.ts) renamed this one before it made that one and
-    // writes no more to it once renamed: read to its end now that the new one is seen, it is whole. The read above may
-    // have ended just before the last lines and the rename (they went unread until 2026-12-03).
+    // Another file at the path. Its writer (netlog/rotating-file.ts) renamed this one before it made that one, and
+    // writes no more to it once that one is made: read to its end now that the new one is seen, it is whole. The read
+    // above may have ended just before the last lines and the rename (they went unread until 2026-12-03).
     await readToEnd(handle);
     const found = await openNext(inode);
     // Gone again (the next event finds the next one), or not a regular file (warned of): this file stays the one read.
@@ -302,7 +302,8 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   /**
    * Opens the file the first time it is there and reads it, FILE.1 whole before it when that is another file (openNext:
    * reports rotated away before this reader came, counted stale when older than its start, events when a new file
-   * filled and was rotated before it opened it). Changes seen meanwhile are read once it is done: a read beside it would share its offset.
+   * filled and was rotated before it opened it). Changes seen meanwhile are read once it is done: a read beside it
+   * would share its offset.
    */
   let opening: Promise<void> | undefined;
   let changedWhileOpening = false;
@@ -351,7 +352,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       onWatching: () => events.log.info({ dir }, "netfilter log: watching the file's directory again"),
     });
     await watcher.ready;
-    await openFirst();
+    if (!stopped) await openFirst();
   };
   void follow().catch((err: Error) => events.log.error({ err: err.message, file: options.file }, 'netfilter log: cannot follow'));
 
