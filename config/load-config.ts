@@ -151,6 +151,17 @@ function integer(settings: Map<string, ResolvedSetting>, key: string): number {
   return Number(value);
 }
 
+/**
+ * A timeout that must be one: 0 would be a timer that fires at once (the sniffing of every connection's first bytes
+ * ended before a byte came, every upgrade's connect destroyed at once) here and no timeout at all there (the kernel
+ * relay, socket.setTimeout), so it is refused rather than given either meaning.
+ */
+function timeoutMs(settings: Map<string, ResolvedSetting>, key: string): number {
+  const value = text(settings, key) ?? '';
+  if (!/^\d+$/.test(value) || Number(value) === 0) throw new ConfigError(`${key}: "${value}" is not a whole number of milliseconds above 0`);
+  return Number(value);
+}
+
 /** A setting that takes one of a few words; its default (SETTINGS) is the first of them. */
 function oneOf<T extends string>(settings: Map<string, ResolvedSetting>, key: string, words: readonly T[]): T {
   const value = (text(settings, key) ?? words[0]!).trim();
@@ -229,8 +240,8 @@ export function loadConfig(sources: ConfigSources): Config {
     spoolDir: text(settings, 'spool-dir'),
     resolve: parseNameAddresses(list(settings, 'resolve'), 'resolve'),
     localNames: parseNameAddresses(list(settings, 'local-names'), 'local-names'),
-    connectTimeoutMs: integer(settings, 'connect-timeout'),
-    idleTimeoutMs: integer(settings, 'idle-timeout'),
+    connectTimeoutMs: timeoutMs(settings, 'connect-timeout'),
+    idleTimeoutMs: timeoutMs(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
     dnsUdp: oneOf(settings, 'dns-udp', ['batch', 'dgram'] as const),
     relay: oneOf(settings, 'relay', ['kernel', 'js'] as const),

@@ -44,6 +44,8 @@ export interface NflogReaderOptions {
   onLost?: (count: number) => void;
   /** The reports' numbers could not be followed (netlog/nflog-sequence.ts): `total` times so far; at most once a second. */
   onResync?: (total: number) => void;
+  /** A rotation failed; the reports go on to the file written (netlog/rotating-file.ts): what happened, once a try. */
+  onRotateFailed?: (message: string) => void;
 }
 
 export interface NflogReader {
@@ -62,7 +64,7 @@ export interface NflogReader {
 export function startNflogReader(options: NflogReaderOptions): NflogReader {
   const addon = nflogAddon.get();
   if (!addon) throw new Error(`the built-in NFLOG reader is unavailable: ${nflogAddon.unavailable()}`);
-  const out = new RotatingJsonFile(options.jsonFile, options.rotateBytes);
+  const out = new RotatingJsonFile(options.jsonFile, options.rotateBytes, options.onRotateFailed);
   let socket: number;
   try {
     socket = addon.open(options.group, COPY_RANGE);

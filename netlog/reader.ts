@@ -1,8 +1,9 @@
-import { watch, type FSWatcher } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { lstat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { EventLog } from '../events/event-log.js';
 import type { Mode } from '../policy/index.js';
+import { POLL_MS, watchDirectory, type DirectoryWatch } from './directory-watch.js';
+import { openRegular, type OpenedRegular, type RegularFile } from './open-regular.js';
 import { FlowLimiter, LOST_FIELD, reportedFlow, sentByJob, type NflogRecord } from './report.js';
 
 export interface NetfilterLogStats {
@@ -40,6 +41,8 @@ export interface NetfilterLogOptions {
 }
 
 const READ_CHUNK = 64 * 1024;
+/** Tries at taking FILE and FILE.1 as one pair (netlog/reader.ts openNext) before FILE.1 is left out. */
+const PAIR_TRIES = 3;
 const MAX_LINE = 16 * 1024;
 
 /**
@@ -56,7 +59,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   let discarding = false;
   let inode: number | undefined;
   let handle: FileHandle | undefined;
-  let watcher: FSWatcher | undefined;
+  let watcher: DirectoryWatch | undefined;
   let offset = 0;
   let partial = '';
   let reading: Promise<void> | undefined;
@@ -155,31 +158,103 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     }
   };
 
-  /** The inode at `path`, or undefined when there is nothing there. */
+  /** The inode at `path` (a symlink's own), or undefined when there is nothing there. */
   const inodeAt = async (path: string): Promise<number | undefined> => {
     try {
-      return (await stat(path)).ino;
+      return (await lstat(path)).ino;
     } catch {
       return undefined;
     }
   };
 
+  /** What was found instead of a file at each path, told once until something else is there. */
+  const skippedTold = new Map<string, string>();
+  /**
+   * `path` opened to read when it is a regular file (netlog/open-regular.ts: never blocking on a FIFO, never through a
+   * symlink); what is there instead is warned of, once, and left alone.
+   */
+  const openToRead = async (path: string): Promise<OpenedRegular> => {
+    const opened = await openRegular(path);
+    if ('skipped' in opened) {
+      if (skippedTold.get(path) !== opened.skipped) {
+        skippedTold.set(path, opened.skipped);
+        events.log.warn(
+          { file: path, found: opened.skipped },
+          'netfilter log: not a regular file, not read (a FIFO would block the reader, a symlink could point anywhere); the reports go on from the file this reader has, or from a file put there',
+        );
+      }
+    } else skippedTold.delete(path);
+    return opened;
+  };
+
+  /** FILE.1 opened when it is a regular file; undefined otherwise, and when it cannot be opened. */
+  const openRotated = async () => {
+    const opened = await openToRead(`${options.file}.1`).catch(() => undefined);
+    return opened && 'file' in opened ? opened : undefined;
+  };
+
   /** Follow the file open at `next` from its start; a half line the last one ended with is judged as it is. */
-  const switchTo = async (next: FileHandle) => {
+  const switchTo = async (next: RegularFile) => {
     await handle?.close();
     if (partial !== '' && !discarding) onLine(partial);
-    handle = next;
-    inode = (await next.stat()).ino;
+    handle = next.file;
+    inode = next.ino;
     offset = 0;
     partial = '';
     discarding = false;
   };
 
   /**
-   * A new file at the path (rotated by rename, or made anew): the old one is read to its end first (its writer, the
-   * built-in reader's netlog/rotating-file.ts, renames it before it opens the new one and writes no more to it), then
-   * `FILE.1` when that is a file this reader never opened (it fell a whole file behind), then the new file from its
-   * start. Reads the current file to its end; true when it moved on to a new one (read it again).
+   * FILE, and FILE.1 when that is FILE's predecessor and a file this reader never had (neither `old` nor FILE itself):
+   * the file to follow next and the one to read whole before it. The invariant: FILE.1 is taken only when it was at
+   * FILE.1 while the file taken was at FILE, so it is that file's predecessor, never its successor. Hence the order:
+   * 1. FILE is opened first: the file to follow next, held from then on (no rename can take it away);
+   * 2. then FILE.1;
+   * 3. then FILE is looked at again: the same file, so no rotation came between 1 and 2 and FILE.1 was its predecessor.
+   *    Another: a rotation came between, and FILE.1 may be the file of 1 or one after it; both are closed and the three
+   *    steps taken again (PAIR_TRIES times, then FILE alone, warned of: a writer rotating faster than two opens).
+   * Opening FILE.1 first (until 2026-12-03) lost a file to one rotation between the two opens: FILE.1 was the
+   * predecessor of the FILE of that moment, FILE was by then the file after that one, and the file between went unread.
+   * Reports are lost only when this reader is more than a whole file behind (FILE's predecessor's predecessor is gone).
+   */
+  const openNext = async (old: number | undefined): Promise<{ next: RegularFile; before?: RegularFile } | Exclude<OpenedRegular, RegularFile>> => {
+    for (let tries = 1; ; tries++) {
+      const next = await openToRead(options.file);
+      if (!('file' in next)) return next;
+      const before = await openRotated();
+      const settled = (await inodeAt(options.file)) === next.ino;
+      if (!settled && tries < PAIR_TRIES) {
+        await Promise.all([next.file.close(), before?.file.close()]);
+        continue;
+      }
+      if (!settled) events.log.warn({ file: options.file }, 'netfilter log: the file rotated faster than it could be followed; a rotated file may be left unread');
+      if (before && settled && before.ino !== old && before.ino !== next.ino) return { next, before };
+      await before?.file.close();
+      return { next };
+    }
+  };
+
+  /** Reads `before` whole, then follows `next` from its start. On a failure nothing opened is left open, nor kept. */
+  const moveTo = async ({ next, before }: { next: RegularFile; before?: RegularFile }) => {
+    try {
+      if (before) {
+        await switchTo(before);
+        await readToEnd(before.file);
+      }
+      await switchTo(next);
+    } catch (err) {
+      // The next change opens anew (a throw while reading FILE.1 left FILE open and unreferenced, until 2026-12-03).
+      await Promise.all([next.file, before?.file].map((h) => h?.close().catch(() => undefined)));
+      handle = undefined;
+      inode = undefined;
+      throw err;
+    }
+  };
+
+  /**
+   * A new file at the path (rotated by rename, or made anew): the old one is read to its end, then FILE.1 when that is
+   * a file this reader never opened (it fell a whole file behind), then the new file from its start (openNext).
+   * Reads the current file to its end; true when it moved on to a new one (read it again).
    */
   const readFollowingRotation = async (): Promise<boolean> => {
     if (!handle) return false;
@@ -187,18 +262,18 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     const current = await inodeAt(options.file);
     // Renamed away and not yet made anew: the old one was read to its end; the new one comes with its own event.
     if (current === undefined || current === inode) return false;
-    const old = inode;
-    const rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
-    const rotatedInode = rotated && (await rotated.stat()).ino;
-    if (rotated && rotatedInode !== old && rotatedInode !== current) {
-      await switchTo(rotated);
-      await readToEnd(rotated);
-    } else {
-      await rotated?.close();
+    // Another file at the path. Its writer (netlog/rotating-file.ts) renamed this one before it made that one, and
+    // writes no more to it once that one is made: read to its end now that the new one is seen, it is whole. The read
+    // above may have ended just before the last lines and the rename (they went unread until 2026-12-03).
+    await readToEnd(handle);
+    const found = await openNext(inode);
+    // Gone again (the next event finds the next one), or not a regular file (warned of): this file stays the one read.
+    if (!('next' in found)) return false;
+    if (found.next.ino === inode) {
+      await Promise.all([found.next.file.close(), found.before?.file.close()]);
+      return false;
     }
-    const next = await open(options.file, 'r').catch(() => undefined);
-    if (!next) return false; // rotated again between the stat and the open: the next event finds it
-    await switchTo(next);
+    await moveTo(found);
     return true;
   };
 
@@ -225,32 +300,25 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   };
 
   /**
-   * Opens the file the first time it is there (FILE.1 first, when it is another file: reports rotated away before this
-   * reader came, counted stale when older than its start, events when a new file filled and was rotated before it
-   * opened it), then reads it. Changes seen meanwhile are read once it is done: a read beside it would share its offset.
+   * Opens the file the first time it is there and reads it, FILE.1 whole before it when that is another file (openNext:
+   * reports rotated away before this reader came, counted stale when older than its start, events when a new file
+   * filled and was rotated before it opened it). Changes seen meanwhile are read once it is done: a read beside it
+   * would share its offset.
    */
   let opening: Promise<void> | undefined;
   let changedWhileOpening = false;
+  /** Said once until the file is there (the directory may be polled: netlog/directory-watch.ts). */
+  let toldMissing = false;
   const openFirst = (): Promise<void> =>
     (opening ??= (async () => {
-      let first: FileHandle;
-      try {
-        first = await open(options.file, 'r');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        // Not written yet (ulogd or the built-in reader creates it when it starts): its directory's event brings it.
-        events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
-        return;
-      }
-      if (stopped) return void (await first.close());
-      const rotated = await open(`${options.file}.1`, 'r').catch(() => undefined);
-      if (rotated && (await rotated.stat()).ino !== (await first.stat()).ino) {
-        await switchTo(rotated);
-        await readToEnd(rotated);
-      } else {
-        await rotated?.close();
-      }
-      await switchTo(first);
+      const found = await openNext(undefined);
+      // Not written yet (ulogd or the built-in reader creates it when it starts): its directory's event brings it.
+      if ('missing' in found && !toldMissing) events.log.warn({ file: options.file }, 'netfilter log: file does not exist yet; waiting for ulogd to create it');
+      toldMissing = 'missing' in found;
+      // Not a regular file (warned of): a file put there in its place comes with its event.
+      if (!('next' in found)) return;
+      if (stopped) return void (await Promise.all([found.next.file.close(), found.before?.file.close()]));
+      await moveTo(found);
       events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
       changedWhileOpening = true; // read it now
     })().finally(() => {
@@ -271,10 +339,20 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     // The directory, not the file: a watch on the file follows its inode, so after a rotation by rename the new file's
     // writes went unseen and nothing more was read.
     const name = basename(options.file);
-    watcher = watch(dirname(options.file), (_, changed) => {
-      if (changed === null || changed === name) onChange();
+    const dir = dirname(options.file);
+    watcher = watchDirectory(dir, {
+      onChange: (changed) => {
+        if (changed === null || changed === name) onChange();
+        // The file this reader has may be written on under its rotated name, when the writer could not make a new FILE
+        // (netlog/rotating-file.ts): read what is added to it.
+        else if (changed === `${name}.1` && handle) onChange();
+      },
+      onLost: (reason) =>
+        events.log.warn({ dir, reason, pollMs: POLL_MS }, "netfilter log: the file's directory can no longer be watched; looking at it every second until it can again"),
+      onWatching: () => events.log.info({ dir }, "netfilter log: watching the file's directory again"),
     });
-    await openFirst();
+    await watcher.ready;
+    if (!stopped) await openFirst();
   };
   void follow().catch((err: Error) => events.log.error({ err: err.message, file: options.file }, 'netfilter log: cannot follow'));
 

@@ -1,5 +1,23 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import fs, {
+  appendFileSync,
+  closeSync,
+  constants,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import fsPromises from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -168,12 +186,30 @@ describe('netlog: a file rotated by rename', () => {
     const events = new EventLog({ stdout: false });
     const seen: DecisionEvent[] = [];
     events.subscribe((e) => seen.push(e as DecisionEvent));
+    // What the follower warns of and fails at, as messages.
+    const warnings: string[] = [];
+    const errors: string[] = [];
+    events.log.warn = ((_: unknown, msg: string) => void warnings.push(msg)) as typeof events.log.warn;
+    events.log.error = ((_: unknown, msg: string) => void errors.push(msg)) as typeof events.log.error;
     const log = startNetfilterLog({ file, events, mode: () => 'block' });
     const until = async (n: number) => {
       for (let i = 0; i < 150 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
     };
-    return { log, seen, until, hosts: () => seen.map((e) => e.host) };
+    return { log, seen, until, warnings, errors, hosts: () => seen.map((e) => e.host) };
   };
+  /** Waits up to `seconds` for `done` (never asserts a time: the assertions after it say what was missed). */
+  const waitFor = async (done: () => boolean, seconds = 3) => {
+    for (let i = 0; i < seconds * 50 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+  };
+  /** What this process has open at `path` (its descriptors' targets). */
+  const openAt = (path: string) =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === path;
+      } catch {
+        return false;
+      }
+    });
 
   test('the old file is read to its end, a rotated file never opened is read whole, then the new one; a new file made later is found', async () => {
     const file = join(dir, 'rotated.json');
@@ -225,6 +261,285 @@ describe('netlog: a file rotated by rename', () => {
     // 20 lines, rotated after lines 3, 6, ..., 18: the last two in the file, 16-18 in FILE.1.
     assert.equal(readFileSync(file, 'utf8'), line(19) + line(20));
     assert.equal(readFileSync(`${file}.1`, 'utf8'), line(16) + line(17) + line(18));
+  });
+
+  /**
+   * Runs `step` once, inside the follower's next call of fs/promises' `name` whose path is `path` (before the call when
+   * `when` is 'before', after it otherwise): a writer's move at the one moment that decides a race, every run.
+   */
+  const once = (name: 'lstat' | 'open' | 'renameSync', path: string, when: 'before' | 'after', step: () => void) => {
+    const module: Record<string, unknown> = name === 'renameSync' ? fs : fsPromises;
+    const real = module[name] as (...args: unknown[]) => unknown;
+    const restore = () => {
+      module[name] = real;
+      syncBuiltinESMExports();
+    };
+    module[name] = (...args: unknown[]) => {
+      if (args[0] !== path) return real(...args);
+      restore();
+      if (when === 'before') step();
+      const result = real(...args);
+      if (when === 'before') return result;
+      if (!(result instanceof Promise)) return void step();
+      return result.then((value) => {
+        step();
+        return value;
+      });
+    };
+    syncBuiltinESMExports();
+    return restore;
+  };
+
+  test('lines appended between the last read of the old file and its rename are read: it is read to its end once the new file is seen', async () => {
+    const file = join(dir, 'append-then-rotate.json');
+    writeFileSync(file, line(1));
+    const { log, until, hosts } = follow(file);
+    await until(1);
+    // The follower, having read the file to its end, looks at the path: just before, the writer appends a line, renames
+    // the file and begins a new one.
+    const restore = once('lstat', file, 'before', () => {
+      appendFileSync(file, line(2));
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(3));
+    });
+    try {
+      appendFileSync(file, line(100));
+      await until(4);
+    } finally {
+      restore();
+    }
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.100', '203.0.113.2', '203.0.113.3']);
+  });
+
+  test('a rotation between opening the new file and FILE.1 skips no file: FILE is opened first, and FILE.1 taken only as its predecessor', async () => {
+    const file = join(dir, 'rotate-between-opens.json');
+    writeFileSync(file, line(1));
+    const { log, until, hosts } = follow(file);
+    await until(1);
+    // A rotation (A to FILE.1, B at FILE), and another one the moment the follower has opened FILE.1 (B to FILE.1, C
+    // at FILE): B must be read, between A and C.
+    const restore = once('open', `${file}.1`, 'after', () => {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(3));
+    });
+    try {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(2));
+      await until(3);
+    } finally {
+      restore();
+    }
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.2', '203.0.113.3']);
+  });
+
+  test('two rotations between opening the new file and FILE.1: FILE.1 is then newer than the file opened, and it is not taken for its predecessor', async () => {
+    const file = join(dir, 'rotate-twice-between-opens.json');
+    writeFileSync(file, line(1));
+    const { log, until, hosts } = follow(file);
+    await until(1);
+    // A to FILE.1, B at FILE; the follower opens B, and just before it opens FILE.1: B to FILE.1, C; C to FILE.1, D.
+    const restore = once('open', `${file}.1`, 'before', () => {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(3));
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(4));
+    });
+    try {
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, line(2));
+      await until(3);
+      await waitFor(() => hosts().includes('203.0.113.4'));
+    } finally {
+      restore();
+    }
+    await log.stop();
+    // In order, none twice: C (FILE.1 by then) read before B would have been followed by B, then C again. B is lost with
+    // the follower three files behind when it was renamed away the second time.
+    const read = hosts().map((h) => Number(h.split('.')[3]));
+    assert.deepEqual(
+      read,
+      [...read].sort((a, b) => a - b),
+    );
+    assert.deepEqual(read.slice(-2), [3, 4]);
+    assert.equal(log.stats().suppressed, 0, 'no line read twice');
+  });
+
+  test('the directory removed and made anew while following: warned of, looked at until it is there, watched again, its new file read', async () => {
+    const sub = join(dir, 'removed');
+    const file = join(sub, 'nflog.json');
+    mkdirSync(sub);
+    writeFileSync(file, line(1));
+    const { log, until, hosts, warnings } = follow(file);
+    await until(1);
+    rmSync(sub, { recursive: true });
+    await waitFor(() => warnings.some((w) => w.startsWith("netfilter log: the file's directory can no longer be watched")));
+    mkdirSync(sub);
+    writeFileSync(file, line(2));
+    // Looked at every second until watched again: up to 10 s on a loaded machine.
+    await waitFor(() => hosts().length >= 2, 10);
+    appendFileSync(file, line(3));
+    await until(3);
+    // Made anew at once, before the follower heard of the removal: the same.
+    rmSync(sub, { recursive: true });
+    mkdirSync(sub);
+    writeFileSync(file, line(4));
+    await waitFor(() => hosts().length >= 4, 10);
+    appendFileSync(file, line(5));
+    await until(5);
+    await log.stop();
+    assert.deepEqual(
+      hosts(),
+      [1, 2, 3, 4, 5].map((n) => `203.0.113.${n}`),
+    );
+  });
+
+  test('a directory not there yet at the start is looked at until it is, then watched', async () => {
+    const sub = join(dir, 'later-dir');
+    const file = join(sub, 'nflog.json');
+    const { log, until, hosts } = follow(file);
+    mkdirSync(sub);
+    writeFileSync(file, line(1));
+    await waitFor(() => hosts().length >= 1, 10);
+    appendFileSync(file, line(2));
+    await until(2);
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.2']);
+  });
+
+  test('a rotation whose rename fails (a directory at FILE.1) fails no write: warned, written on, tried again after another size', () => {
+    const file = join(dir, 'rename-fails.json');
+    mkdirSync(`${file}.1`);
+    const failures: string[] = [];
+    const out = new RotatingJsonFile(file, 3 * line(100).length - 10, (message) => failures.push(message));
+    // Until 2026-12-03 the failed rename was thrown out of write(): the built-in reader ended, every report after lost.
+    for (let n = 1; n <= 6; n++) out.write(line(n));
+    assert.equal(failures.length, 2, 'a try after line 3, another after line 6');
+    assert.match(failures[0]!, /cannot rename .* \(EISDIR\): writing on to/);
+    rmSync(`${file}.1`, { recursive: true });
+    for (let n = 7; n <= 9; n++) out.write(line(n));
+    out.close();
+    assert.equal(failures.length, 2);
+    assert.equal(readFileSync(`${file}.1`, 'utf8'), [1, 2, 3, 4, 5, 6, 7, 8, 9].map(line).join(''));
+    assert.equal(readFileSync(file, 'utf8'), '');
+  });
+
+  test('a rotation whose new FILE cannot be made: FILE.1 renamed back, or else written on under its new name and still followed', async () => {
+    const file = join(dir, 'create-fails.json');
+    const { log, until, hosts } = follow(file);
+    const failures: string[] = [];
+    const out = new RotatingJsonFile(file, 3 * line(100).length - 10, (message) => failures.push(message));
+    out.write(line(1) + line(2));
+    await until(2);
+    // The writer's rename done, a directory is put at FILE: the new file cannot be made, nor FILE.1 renamed back.
+    const restore = once('renameSync', file, 'after', () => mkdirSync(file));
+    try {
+      out.write(line(3));
+    } finally {
+      restore();
+    }
+    await until(3);
+    out.write(line(4));
+    assert.equal(failures.length, 1);
+    assert.match(failures[0]!, /nor rename .*\.1 back: writing on to .*\.1/);
+    await until(4);
+    assert.equal(hosts().length, 4, 'line 4, written under FILE.1, read');
+    // The directory gone: the next try (after another size) makes FILE.
+    rmSync(file, { recursive: true });
+    for (let n = 5; n <= 6; n++) out.write(line(n));
+    await until(6);
+    for (let n = 7; n <= 8; n++) out.write(line(n));
+    out.close();
+    await until(8);
+    await log.stop();
+    assert.equal(failures.length, 1);
+    assert.equal(readFileSync(`${file}.1`, 'utf8'), [1, 2, 3, 4, 5, 6].map(line).join(''));
+    assert.equal(readFileSync(file, 'utf8'), line(7) + line(8));
+    assert.deepEqual(
+      hosts(),
+      [1, 2, 3, 4, 5, 6, 7, 8].map((n) => `203.0.113.${n}`),
+    );
+  });
+
+  test("a file put at FILE between the rotation's rename and its new file is never appended to: FILE.1 is renamed back over it", () => {
+    const file = join(dir, 'put-at-path.json');
+    const foreign = join(dir, 'foreign.txt');
+    writeFileSync(foreign, 'not yours\n');
+    const failures: string[] = [];
+    const out = new RotatingJsonFile(file, 3 * line(100).length - 10, (message) => failures.push(message));
+    // Right after the writer's rename, another name of someone's file is put at FILE.
+    const restore = once('renameSync', file, 'after', () => linkSync(foreign, file));
+    try {
+      for (let n = 1; n <= 4; n++) out.write(line(n));
+    } finally {
+      restore();
+      out.close();
+    }
+    // Until 2026-12-03 the new file was opened without O_EXCL: lines 4 on went into that file.
+    assert.equal(readFileSync(foreign, 'utf8'), 'not yours\n');
+    assert.equal(readFileSync(file, 'utf8'), [1, 2, 3, 4].map(line).join(''));
+    assert.equal(failures.length, 1);
+    assert.match(failures[0]!, /cannot make a new .* \(EEXIST\): .*\.1 renamed back, writing on to/);
+  });
+
+  test('a FIFO at FILE.1 is skipped with a warning, never opened to wait for a writer: at the first open and at a rotation', async () => {
+    const file = join(dir, 'fifo-at-rotated.json');
+    writeFileSync(file, line(1));
+    execFileSync('mkfifo', [`${file}.1`]);
+    const { log, until, hosts, warnings } = follow(file);
+    /** A reader stuck opening the FIFO (as until 2026-12-03) gets its writer, so that it and the test end. */
+    const release = () => closeSync(openSync(`${file}.1`, constants.O_RDWR | constants.O_NONBLOCK));
+    try {
+      await until(1);
+      // A rotation whose FILE.1 is a FIFO again (the old file renamed elsewhere).
+      renameSync(file, `${file}.0`);
+      writeFileSync(file, line(2));
+      await until(2);
+      const read = hosts();
+      const warned = warnings.filter((w) => w.startsWith('netfilter log: not a regular file')).length;
+      release();
+      await log.stop();
+      assert.deepEqual(read, ['203.0.113.1', '203.0.113.2']);
+      assert.equal(warned, 1, 'told once');
+    } finally {
+      release();
+      await log.stop();
+    }
+  });
+
+  test('a symlink at FILE.1 or at FILE is never followed: what it points to is not read', async () => {
+    const file = join(dir, 'symlink-at-rotated.json');
+    const elsewhere = join(dir, 'elsewhere.json');
+    writeFileSync(elsewhere, line(99));
+    writeFileSync(file, line(1));
+    symlinkSync(elsewhere, `${file}.1`);
+    const { log, until, hosts, warnings } = follow(file);
+    await until(1);
+    // A rotation with a symlink at FILE.1 (the old file renamed elsewhere)...
+    renameSync(file, `${file}.0`);
+    writeFileSync(file, line(2));
+    await until(2);
+    // ...and a symlink put at FILE: warned of, not read.
+    renameSync(file, `${file}.0`);
+    symlinkSync(elsewhere, file);
+    await waitFor(() => warnings.filter((w) => w.startsWith('netfilter log: not a regular file')).length >= 2);
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.2']);
+    assert.equal(warnings.filter((w) => w.startsWith('netfilter log: not a regular file')).length, 2);
+  });
+
+  test('a FILE.1 that cannot be read as a file (a directory) leaves nothing open: every handle is closed', async () => {
+    const file = join(dir, 'dir-at-rotated.json');
+    writeFileSync(file, line(1));
+    mkdirSync(`${file}.1`);
+    const { log, seen, errors } = follow(file);
+    // Read (FILE.1 skipped), or failed at FILE.1: either way the first open is over.
+    await waitFor(() => seen.length > 0 || errors.length > 0);
+    await log.stop();
+    // Until 2026-12-03 the handle of FILE, opened first, was left open when reading FILE.1 threw.
+    assert.deepEqual(openAt(file), []);
+    assert.deepEqual(openAt(`${file}.1`), []);
   });
 });
 

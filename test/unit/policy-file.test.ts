@@ -199,6 +199,29 @@ describe('loadConfig: unknown keys and precedence flag > env > file > default', 
     assert.throws(() => loadConfig({ flags: flags({ 'stdout-events': ['some'] }), env: {}, readFile }), /stdout-events: "some" is not auto or all or refused/);
   });
 
+  test('idle-timeout and connect-timeout: 0, negative, fractional or not a number is a ConfigError naming the key, from the file, the environment or a flag', () => {
+    const policyFile = '/policy.test/egress.yaml';
+    const fromFile = (text: string) => (path: string) => (path === policyFile ? text : readFile(path));
+    // (An empty value is no value: the default.)
+    for (const value of ['0', '00', '-1', '1.5', 'soon']) {
+      for (const [key, env] of [
+        ['idle-timeout', 'EGRESS_IDLE_TIMEOUT'],
+        ['connect-timeout', 'EGRESS_CONNECT_TIMEOUT'],
+      ] as const) {
+        // The value as read (YAML reads a bare 00 as 0).
+        const message = new RegExp(`^${key}: ".*" is not a whole number of milliseconds above 0$`);
+        const refused = (fn: () => unknown) => assert.throws(fn, (err: Error) => err instanceof ConfigError && message.test(err.message), `${key}: "${value}"`);
+        // In the file, as YAML (a quoted string where the bare value would be another type).
+        refused(() => loadConfig({ flags: flags(), env: { EGRESS_POLICY_FILE: policyFile }, readFile: fromFile(`${key}: "${value}"\n`) }));
+        refused(() => loadConfig({ flags: flags(), env: { EGRESS_POLICY_FILE: policyFile }, readFile: fromFile(`${key}: ${value}\n`) }));
+        refused(() => loadConfig({ flags: flags(), env: { [env]: value }, readFile }));
+        refused(() => loadConfig({ flags: flags({ [key]: [value] }), env: {}, readFile }));
+      }
+    }
+    const config = loadConfig({ flags: flags(), env: { EGRESS_POLICY_FILE: policyFile }, readFile: fromFile('idle-timeout: 1\nconnect-timeout: 2500\n') });
+    assert.deepEqual([config.idleTimeoutMs, config.connectTimeoutMs], [1, 2500]);
+  });
+
   test('an unknown flag is a ConfigError', () => {
     assert.throws(() => loadConfig({ flags: flags({ 'allowed-endpoint': ['x.com'] }), env: {}, readFile }), ConfigError);
   });
