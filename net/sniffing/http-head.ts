@@ -40,6 +40,7 @@ export function headersComplete(head: Buffer): boolean {
 
 export interface PeekedHttpRequest {
   method: string;
+  /** The target's path and query, whole (describeRequest). */
   path: string;
   /** Host header (or absolute-URI host) without the port; undefined when there is none. */
   host?: string;
@@ -49,7 +50,10 @@ export interface PeekedHttpRequest {
 
 /**
  * Method, path and host of one request: the host of an absolute-URI target, else of the Host header (without
- * the port); the path without its query, bounded for logs.
+ * the port); the path whole, with its query, as the explicit proxy and the inspector hand theirs to the decision. It
+ * was cut to 512 characters and its query dropped: path rules judged the cut prefix (`/my-org/aaa…` of a path that
+ * dot-segments past character 512 resolve to `/attacker/loot`, or one a deny entry matches past there). The event log
+ * bounds what it writes (events/validate.ts) and leaves the query out unless log-query says otherwise (authorize.ts).
  */
 export function describeRequest(method: string, target: string, hostHeader: string | undefined): PeekedHttpRequest {
   let path = target;
@@ -58,13 +62,13 @@ export function describeRequest(method: string, target: string, hostHeader: stri
     try {
       const url = new URL(target);
       host = url.hostname.replace(/^\[|\]$/g, '');
-      path = url.pathname;
+      path = url.pathname + url.search;
     } catch {
       // keep the raw target
     }
   }
   if (hostHeader !== undefined) host ??= parseAuthority(hostHeader.trim(), 80)?.host;
-  return { method, path: path.split('?')[0]!.slice(0, 512), ...(host && { host }) };
+  return { method, path, ...(host && { host }) };
 }
 
 /** Method, path and Host of a buffered HTTP/1 request head; null when it is not one. */

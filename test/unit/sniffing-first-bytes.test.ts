@@ -92,7 +92,7 @@ describe('peeking the first bytes without losing them', () => {
       assert.equal(text, 'host=Plain.Test:8080 len=7');
       const peek = peeks[0];
       assert.equal(peek?.protocol, 'http');
-      if (peek?.protocol === 'http') assert.deepEqual(peek.request, { method: 'PUT', path: '/upload', host: 'Plain.Test' });
+      if (peek?.protocol === 'http') assert.deepEqual(peek.request, { method: 'PUT', path: '/upload?x=1', host: 'Plain.Test' });
     } finally {
       relay.close();
     }
