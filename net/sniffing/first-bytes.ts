@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { clientHelloFactsOf, clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, TLS_MAX_RECORD } from './client-hello.js';
-import { headersComplete, httpRequestStart, parseHttpHead, type PeekedHttpRequest } from './http-head.js';
+import { headersComplete, httpRequestStart, parseHttpHead, versionlessRequestLine, type PeekedHttpRequest } from './http-head.js';
 
 /** `eof`: the client half-closed (FIN) within the peek; its bytes are put back all the same. */
 export type PeekResult = PeekedProtocol & { eof?: true };
@@ -21,8 +21,19 @@ type PeekedProtocol =
   /**
    * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
    * `incomplete`: the wait ended inside a TLS record, or on white space only (empty lines, spaces, tabs).
+   * `versionlessRequest`: a first line that a server may read as a request without a version (HTTP/0.9's `GET /x`,
+   * `GET http://attacker.test/x`), which names no host (http-head.ts versionlessRequestLine).
    */
-  | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text' };
+  | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text'; versionlessRequest?: true };
+
+/**
+ * What names no host that a check could read, yet may reach a server as a request or a ClientHello: the peek ended
+ * mid-head (endsMidHead), or a request line without a version. Decided as such (a raw address, sni-mismatch), never
+ * relayed as another protocol's bytes.
+ */
+export function namesNoHost(peek: PeekResult): boolean {
+  return endsMidHead(peek) || (peek.protocol === 'other' && peek.versionlessRequest === true);
+}
 
 /**
  * The wait ended in the middle of something that names a host once it is whole: a ClientHello, the first line of
@@ -115,7 +126,7 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
       const capped = head.length >= maxBytes;
       // After the client's FIN nothing more will come: what is there is judged as it is, not as unfinished.
-      const result = classify(head, !capped && !eof && verdict(head, maxBytes, tlsOnly) === 'more', capped);
+      const result = classify(head, !capped && !eof && verdict(head, maxBytes, tlsOnly) === 'more', capped, eof);
       resolve(eof ? { ...result, eof: true } : result);
     };
     const onReadable = () => {
@@ -150,8 +161,8 @@ function joined(chunks: Buffer[], length: number): Buffer {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
 }
 
-/** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it. */
-function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResult {
+/** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it; `eof`: the client's FIN did. */
+function classify(whole: Buffer, unfinished: boolean, capped: boolean, eof: boolean): PeekResult {
   const bytes = whole.length;
   if (bytes === 0) return { protocol: 'other', bytes };
   if (looksLikeTls(whole)) {
@@ -178,5 +189,8 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
     const request = parseHttpHead(head);
     return { protocol: 'http', bytes, ...(request && { request }) };
   }
+  // A first line that has ended, or all there is before the FIN (a line still going is judged once it ends: the wait
+  // for a ClientHello ends at text's first byte).
+  if ((start === 'no' || eof) && versionlessRequestLine(head)) return { protocol: 'other', bytes, versionlessRequest: true };
   return { protocol: 'other', bytes };
 }

@@ -34,6 +34,30 @@ function mayBecomeRequestLine(line: string): boolean {
   return TOKEN.test(blank === -1 ? line : line.slice(0, blank));
 }
 
+/** A method that starts with a letter (git's pkt-lines start with their length in hex digits), blanks, then a target. */
+const VERSIONLESS_REQUEST_LINE = /^([A-Za-z][!#$%&'*+.^_`|~0-9A-Za-z-]*)[ \t]+([^ \t\r\n]+)/;
+
+/**
+ * Whether a first line without `HTTP/` (ended, or all the client sent before its FIN) is still a request line to some
+ * server: a method, blanks and a target that looks like one: a path (`/x`), an absolute URL (`http://attacker.test/x`),
+ * `*`, or after CONNECT an authority. HTTP/0.9 has no version (`GET /x`), and servers still read it (Apache's
+ * HttpProtocolOptions takes it by default, a lenient proxy may forward `GET http://attacker.test/x`): it names no host,
+ * so it is decided as one that names none (CONNECT tunnel: sni-mismatch; redirected: the raw address), not relayed
+ * unread as another protocol's text. What other protocols send first keeps passing: SMTP's `EHLO x`, memcached's
+ * `get k`, redis's inline `PING`, `KEYS k*`, git's `0032git-upload-pack /repo.git`. Where the two meet, it fails closed:
+ * a key that looks like a path or is `*` (memcached `get /k`, redis inline `KEYS *`) is taken for a request.
+ */
+export function versionlessRequestLine(head: Buffer): boolean {
+  const lineEnd = head.indexOf(0x0a);
+  // The first line only: a method token and a target are short, and the line may be 16 KiB.
+  const line = head.toString('latin1', 0, Math.min(lineEnd === -1 ? head.length : lineEnd, 8192));
+  if (/HTTP\//i.test(line)) return false;
+  const request = VERSIONLESS_REQUEST_LINE.exec(line);
+  if (!request) return false;
+  const target = request[2]!;
+  return target.startsWith('/') || target === '*' || /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target) || request[1]!.toUpperCase() === 'CONNECT';
+}
+
 export function headersComplete(head: Buffer): boolean {
   return head.includes('\r\n\r\n') || head.includes('\n\n');
 }

@@ -142,6 +142,22 @@ async function peekOf(parts: (string | Buffer)[], gapMs: number, timeoutMs: numb
   return result;
 }
 
+/** The peek of a client that writes `text` and its FIN together. */
+async function peekAtFin(text: string): Promise<PeekResult> {
+  const server = net.createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+  client.end(text);
+  const [socket] = await accepted;
+  const result = await peekFirstBytes(socket, { timeoutMs: 2000 });
+  client.destroy();
+  socket.destroy();
+  server.close();
+  return result;
+}
+
 describe('peek edge cases', () => {
   test('a request line after empty lines is still HTTP (servers skip them)', async () => {
     const peek = await peekOf(['\r\n\r\nGET /x HTTP/1.1\r\nHost: crlf.test\r\n\r\n'], 0, 500);
@@ -215,6 +231,21 @@ describe('peek edge cases', () => {
       const peek = await peekOf([`${line}\r\n`], 0, 300);
       assert.equal(peek.protocol, 'other', line);
       assert.equal(peek.protocol === 'other' && peek.incomplete, undefined, line);
+    }
+  });
+
+  test("a request line without a version (HTTP/0.9's `GET /x`) is marked, other protocols' first lines are not (hunt2)", async () => {
+    // Servers still read these as requests (Apache takes HTTP/0.9 by default), and they name no host.
+    for (const line of ['GET http://attacker.test/x\r\n', 'GET /x\r\n', 'get /x\n', 'POST  /upload x y\r\n', 'OPTIONS *\r\n', 'CONNECT attacker.test:443\r\n']) {
+      const peek = await peekOf([line], 0, 300);
+      assert.deepEqual(peek, { protocol: 'other', bytes: line.length, versionlessRequest: true }, line);
+    }
+    // Before the client's FIN, a line not ended is judged once it ends (or decided unfinished); at the FIN it is whole.
+    assert.deepEqual(await peekAtFin('GET /x'), { protocol: 'other', bytes: 6, versionlessRequest: true, eof: true });
+    assert.deepEqual(await peekAtFin('EHLO x'), { protocol: 'other', bytes: 6, eof: true });
+    for (const line of ['EHLO runner.test', 'get some-key', 'PING', 'KEYS user:*', 'MAIL FROM:<ci@runner.test>', 'get user:42', '0032git-upload-pack /repo.git', 'GET some/key']) {
+      const peek = await peekOf([`${line}\r\n`], 0, 300);
+      assert.deepEqual(peek, { protocol: 'other', bytes: line.length + 2 }, line);
     }
   });
 
