@@ -1,5 +1,13 @@
 import type { Socket } from 'node:net';
-import { clientHelloFactsOf, clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, TLS_MAX_RECORD } from './client-hello.js';
+import {
+  clientHelloFactsOf,
+  clientHelloSplitAcrossRecords,
+  firstTlsRecordLength,
+  looksLikeSslv2ClientHello,
+  looksLikeTls,
+  sslv2RecordLength,
+  TLS_MAX_RECORD,
+} from './client-hello.js';
 import { headersComplete, httpRequestStart, parseHttpHead, versionlessRequestLine, type PeekedHttpRequest } from './http-head.js';
 
 /** `eof`: the client half-closed (FIN) within the peek; its bytes are put back all the same. */
@@ -9,9 +17,10 @@ type PeekedProtocol =
   /**
    * `split`: the ClientHello does not fit in its first record, so no SNI could be read; `unreadableSni`: it has
    * a server_name that is not exactly one host name (why), which a check must not take for "no SNI";
-   * `encryptedClientHello`: it carries an encrypted inner ClientHello (ECH), whose server name only the server reads.
+   * `encryptedClientHello`: it carries an encrypted inner ClientHello (ECH), whose server name only the server reads;
+   * `sslv2`: an SSLv2-format ClientHello (client-hello.ts looksLikeSslv2ClientHello), which has no SNI.
    */
-  | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string; encryptedClientHello?: true }
+  | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string; encryptedClientHello?: true; sslv2?: true }
   /**
    * `request`: method, path and Host when the head was complete and well-formed; `http2`: the HTTP/2 connection preface
    * (prior knowledge, h2c), whose requests name their host in frames (`:authority`), not in a head; `unfinishedLine`:
@@ -85,6 +94,10 @@ function verdict(whole: Buffer, maxBytes: number, tlsOnly: boolean): Verdict {
   if (looksLikeTls(whole)) {
     const length = firstTlsRecordLength(whole);
     return length !== undefined && whole.length >= Math.min(length, TLS_MAX_RECORD) ? 'done' : 'more';
+  }
+  if (looksLikeSslv2ClientHello(whole)) {
+    const length = sslv2RecordLength(whole);
+    return length !== undefined && whole.length >= 4 && whole.length >= length ? 'done' : 'more';
   }
   if (tlsOnly) return whole.length > 0 ? 'done' : 'more';
   const head = withoutLeadingWhiteSpace(whole);
@@ -165,6 +178,9 @@ function joined(chunks: Buffer[], length: number): Buffer {
 function classify(whole: Buffer, unfinished: boolean, capped: boolean, eof: boolean): PeekResult {
   const bytes = whole.length;
   if (bytes === 0) return { protocol: 'other', bytes };
+  // SSLv2's record format: a ClientHello without extensions, so without SNI (decided as one without server_name). It
+  // was taken for another protocol's bytes: on the transparent path, decided by DNS attribution (an allowed name's).
+  if (looksLikeSslv2ClientHello(whole)) return unfinished ? { protocol: 'other', bytes, incomplete: 'tls' } : { protocol: 'tls', bytes, sslv2: true };
   if (looksLikeTls(whole)) {
     if (unfinished) return { protocol: 'other', bytes, incomplete: 'tls' };
     const length = firstTlsRecordLength(whole);

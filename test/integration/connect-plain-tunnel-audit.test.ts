@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { openTunnel } from '../helpers/raw-client.js';
 import { startHttpServer, type TestServer } from '../helpers/servers.js';
+import { sslv2ClientHello } from '../helpers/tls-client-hello.js';
 
 /** Write `bytes` into the tunnel and collect what comes back until `until` is seen, the tunnel closes, or `waitMs` passes. */
 function exchange(socket: net.Socket, bytes: string, until: string, waitMs = 5000): Promise<string> {
@@ -292,6 +293,24 @@ describe('block mode: what a plain CONNECT tunnel carries that names no host, or
       tunnel.socket.destroy();
       assert.equal(answer, `echo:${line}`, line);
     }
+  });
+
+  test('an SSLv2-format ClientHello is relayed as a ClientHello without SNI: to the checked address of the CONNECT host, no refusal (hunt2)', async () => {
+    const hello = sslv2ClientHello();
+    const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+    assert.equal(tunnel.status, 200);
+    tunnel.socket.on('error', () => undefined);
+    const answer = new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve(''), 5000);
+      tunnel.socket.once('data', (chunk: Buffer) => {
+        clearTimeout(timer);
+        resolve(chunk.toString('latin1'));
+      });
+    });
+    tunnel.socket.write(hello);
+    assert.match(await answer, /^echo:/);
+    tunnel.socket.destroy();
+    assert.ok(getOrEcho.received.includes(hello.toString('latin1')), 'the hello reached the server whole, on one connection');
   });
 
   test('an absolute-form target naming another host goes upstream in origin form, under the CONNECT host', async () => {

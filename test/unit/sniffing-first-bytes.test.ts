@@ -3,11 +3,12 @@ import { once } from 'node:events';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
 import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { parseHttpHead } from '../../net/sniffing/http-head.js';
-import { clientHelloFor, clientHelloWithEch, splitClientHello } from '../helpers/tls-client-hello.js';
+import { clientHelloFor, clientHelloWithEch, splitClientHello, sslv2ClientHello } from '../helpers/tls-client-hello.js';
 
 /**
  * A relay on loopback that peeks like the transparent listener does, then pipes to a real server: the
@@ -277,6 +278,31 @@ describe('peek edge cases', () => {
     assert.equal(peek.protocol, 'tls');
     assert.equal(peek.protocol === 'tls' && peek.split, true);
     assert.equal(peek.protocol === 'tls' && peek.sni, undefined);
+  });
+
+  test('an SSLv2-format ClientHello is TLS without SNI, waited for whole; OpenSSL answers it with a ServerHello (hunt2)', async () => {
+    // node's OpenSSL at security level 0 (SHA-1 signatures: what a hello without signature_algorithms gets) negotiates
+    // TLS 1.2 from it: taken for another protocol's bytes, it was decided by DNS attribution on the transparent path.
+    const ca = createCertificateAuthority('sslv2 test CA');
+    const leaf = issueLeafCertificate(ca, ['v2.test']);
+    const server = tls.createServer({ key: leaf.keyPem, cert: leaf.certPem, ciphers: 'DEFAULT@SECLEVEL=0' });
+    server.on('tlsClientError', () => undefined);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1', () => client.write(sslv2ClientHello(0x0303)));
+    client.on('error', () => undefined);
+    const [answer] = (await once(client, 'data')) as [Buffer];
+    client.destroy();
+    server.close();
+    assert.equal(answer.subarray(0, 6).toString('hex'), '160303005102', 'a TLS 1.2 ServerHello');
+    const hello = sslv2ClientHello();
+    assert.deepEqual(await peekOf([hello], 0, 500), { protocol: 'tls', bytes: hello.length, sslv2: true });
+    // Cut after its header: the rest is waited for, as a ClientHello's; never finished, it is incomplete TLS.
+    assert.deepEqual(await peekOf([hello.subarray(0, 2), hello.subarray(2)], 100, 3000), { protocol: 'tls', bytes: hello.length, sslv2: true });
+    assert.deepEqual(await peekOf([hello.subarray(0, 10)], 0, 300), { protocol: 'other', bytes: 10, incomplete: 'tls' });
+    // Binary protocols whose first byte is in that range but whose third is not a ClientHello's: memcached's binary header.
+    const memcached = Buffer.from('80000005000000000000000500000000000000000000000068656c6c6f', 'hex');
+    assert.deepEqual(await peekOf([memcached], 0, 300), { protocol: 'other', bytes: memcached.length });
   });
 
   test('a ClientHello that carries an encrypted inner one (ECH) is marked so, its outer SNI read; one without is not', async () => {
