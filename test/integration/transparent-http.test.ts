@@ -540,4 +540,21 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       ],
     );
   });
+
+  test('a `_method` query parameter is judged as the method it names, as an override header is (hunt2)', async () => {
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `GET,HEAD allowed.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const host = `allowed.test:${upstreamPort}`;
+    const refused = await exchange(frontPort, [get('/override-delete?_method=DELETE', host), get('/override-put?x=1&_method=put', host, true)], { pipelined: true });
+    assert.match(refused.text, /^HTTP\/1\.1 403 [^]*the method DELETE instead/, refused.text.slice(0, 300));
+    const posted = await exchange(frontPort, [`POST /override-post?_method=PUT HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx`]);
+    assert.match(posted.text, /^HTTP\/1\.1 403 /);
+    const head = await exchange(frontPort, [get('/override-head?_method=HEAD', host, true)]);
+    assert.match(head.text, /^HTTP\/1\.1 200 /);
+    assert.ok(!seen.some((s) => /override-(delete|put|post)/.test(s)), JSON.stringify(seen));
+    assert.equal(decisions.find((d) => d.path === '/override-delete')?.reason, 'method-not-allowed');
+  });
 });
