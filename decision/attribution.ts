@@ -155,9 +155,10 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     return authorizeUnlessEncrypted(ctx, request, { ...base, host: claimed }, extra);
   }
 
-  if (peek.protocol === 'tls' || (peek.protocol === 'other' && peek.incomplete) || (peek.protocol === 'http' && peek.unfinishedLine)) {
-    // TLS without a readable SNI (none sent, split across records, unparseable), or a ClientHello / request
-    // head the client never finished: there is no name to check against the destination, and falling back to
+  if (peek.protocol === 'tls' || (peek.protocol === 'other' && (peek.incomplete || peek.versionlessRequest)) || (peek.protocol === 'http' && peek.unfinishedLine)) {
+    // TLS without a readable SNI (none sent, split across records, unparseable), a ClientHello / request head the
+    // client never finished, or a request line without a version (HTTP/0.9's `GET /x`, which servers may still serve):
+    // there is no name to check against the destination, and falling back to
     // "some allowed name resolved here" would admit any site on a shared (CDN) address. Decided as a
     // connection to a raw address: allowed-ips, or nothing.
     return authorizeUnlessEncrypted(ctx, request, { ...base, host: ip }, extra);

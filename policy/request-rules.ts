@@ -126,7 +126,7 @@ export function decideRequest(policy: Policy, name: string, port: number, method
   const rule = allows(method);
   const overridden = rule && overrides.find((m) => !allows(m));
   if (overridden !== undefined) {
-    const message = `${request()}: it asks the server to take the method ${overridden.toUpperCase()} instead (a method override header), which is not allowed`;
+    const message = `${request()}: it asks the server to take the method ${overridden.toUpperCase()} instead (a method override header or _method parameter), which is not allowed`;
     return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message });
   }
   if (rule) return { rule, inspect: allowing.some(isRequestRule) };

@@ -1,6 +1,14 @@
 import type { Socket } from 'node:net';
-import { clientHelloFactsOf, clientHelloSplitAcrossRecords, firstTlsRecordLength, looksLikeTls, TLS_MAX_RECORD } from './client-hello.js';
-import { headersComplete, httpRequestStart, parseHttpHead, type PeekedHttpRequest } from './http-head.js';
+import {
+  clientHelloFactsOf,
+  clientHelloSplitAcrossRecords,
+  firstTlsRecordLength,
+  looksLikeSslv2ClientHello,
+  looksLikeTls,
+  sslv2RecordLength,
+  TLS_MAX_RECORD,
+} from './client-hello.js';
+import { headersComplete, httpRequestStart, parseHttpHead, versionlessRequestLine, type PeekedHttpRequest } from './http-head.js';
 
 /** `eof`: the client half-closed (FIN) within the peek; its bytes are put back all the same. */
 export type PeekResult = PeekedProtocol & { eof?: true };
@@ -9,9 +17,10 @@ type PeekedProtocol =
   /**
    * `split`: the ClientHello does not fit in its first record, so no SNI could be read; `unreadableSni`: it has
    * a server_name that is not exactly one host name (why), which a check must not take for "no SNI";
-   * `encryptedClientHello`: it carries an encrypted inner ClientHello (ECH), whose server name only the server reads.
+   * `encryptedClientHello`: it carries an encrypted inner ClientHello (ECH), whose server name only the server reads;
+   * `sslv2`: an SSLv2-format ClientHello (client-hello.ts looksLikeSslv2ClientHello), which has no SNI.
    */
-  | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string; encryptedClientHello?: true }
+  | { protocol: 'tls'; sni?: string; bytes: number; split?: true; unreadableSni?: string; encryptedClientHello?: true; sslv2?: true }
   /**
    * `request`: method, path and Host when the head was complete and well-formed; `http2`: the HTTP/2 connection preface
    * (prior knowledge, h2c), whose requests name their host in frames (`:authority`), not in a head; `unfinishedLine`:
@@ -21,8 +30,19 @@ type PeekedProtocol =
   /**
    * Not TLS, not HTTP, or the client said nothing in time (server-speaks-first protocols, ssh...).
    * `incomplete`: the wait ended inside a TLS record, or on white space only (empty lines, spaces, tabs).
+   * `versionlessRequest`: a first line that a server may read as a request without a version (HTTP/0.9's `GET /x`,
+   * `GET http://attacker.test/x`), which names no host (http-head.ts versionlessRequestLine).
    */
-  | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text' };
+  | { protocol: 'other'; bytes: number; incomplete?: 'tls' | 'text'; versionlessRequest?: true };
+
+/**
+ * What names no host that a check could read, yet may reach a server as a request or a ClientHello: the peek ended
+ * mid-head (endsMidHead), or a request line without a version. Decided as such (a raw address, sni-mismatch), never
+ * relayed as another protocol's bytes.
+ */
+export function namesNoHost(peek: PeekResult): boolean {
+  return endsMidHead(peek) || (peek.protocol === 'other' && peek.versionlessRequest === true);
+}
 
 /**
  * The wait ended in the middle of something that names a host once it is whole: a ClientHello, the first line of
@@ -75,6 +95,10 @@ function verdict(whole: Buffer, maxBytes: number, tlsOnly: boolean): Verdict {
     const length = firstTlsRecordLength(whole);
     return length !== undefined && whole.length >= Math.min(length, TLS_MAX_RECORD) ? 'done' : 'more';
   }
+  if (looksLikeSslv2ClientHello(whole)) {
+    const length = sslv2RecordLength(whole);
+    return length !== undefined && whole.length >= 4 && whole.length >= length ? 'done' : 'more';
+  }
   if (tlsOnly) return whole.length > 0 ? 'done' : 'more';
   const head = withoutLeadingWhiteSpace(whole);
   if (head.length === 0) return 'more';
@@ -115,7 +139,7 @@ export function peekFirstBytes(socket: Socket, options: PeekOptions): Promise<Pe
       if (head.length > 0 && !socket.destroyed && !socket.readableEnded) socket.unshift(head);
       const capped = head.length >= maxBytes;
       // After the client's FIN nothing more will come: what is there is judged as it is, not as unfinished.
-      const result = classify(head, !capped && !eof && verdict(head, maxBytes, tlsOnly) === 'more', capped);
+      const result = classify(head, !capped && !eof && verdict(head, maxBytes, tlsOnly) === 'more', capped, eof);
       resolve(eof ? { ...result, eof: true } : result);
     };
     const onReadable = () => {
@@ -150,10 +174,13 @@ function joined(chunks: Buffer[], length: number): Buffer {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
 }
 
-/** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it. */
-function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResult {
+/** `unfinished`: the wait ended in the middle of something; `capped`: the byte cap ended it; `eof`: the client's FIN did. */
+function classify(whole: Buffer, unfinished: boolean, capped: boolean, eof: boolean): PeekResult {
   const bytes = whole.length;
   if (bytes === 0) return { protocol: 'other', bytes };
+  // SSLv2's record format: a ClientHello without extensions, so without SNI (decided as one without server_name). It
+  // was taken for another protocol's bytes: on the transparent path, decided by DNS attribution (an allowed name's).
+  if (looksLikeSslv2ClientHello(whole)) return unfinished ? { protocol: 'other', bytes, incomplete: 'tls' } : { protocol: 'tls', bytes, sslv2: true };
   if (looksLikeTls(whole)) {
     if (unfinished) return { protocol: 'other', bytes, incomplete: 'tls' };
     const length = firstTlsRecordLength(whole);
@@ -178,5 +205,8 @@ function classify(whole: Buffer, unfinished: boolean, capped: boolean): PeekResu
     const request = parseHttpHead(head);
     return { protocol: 'http', bytes, ...(request && { request }) };
   }
+  // A first line that has ended, or all there is before the FIN (a line still going is judged once it ends: the wait
+  // for a ClientHello ends at text's first byte).
+  if ((start === 'no' || eof) && versionlessRequestLine(head)) return { protocol: 'other', bytes, versionlessRequest: true };
   return { protocol: 'other', bytes };
 }

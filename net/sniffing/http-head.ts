@@ -34,12 +34,37 @@ function mayBecomeRequestLine(line: string): boolean {
   return TOKEN.test(blank === -1 ? line : line.slice(0, blank));
 }
 
+/** A method that starts with a letter (git's pkt-lines start with their length in hex digits), blanks, then a target. */
+const VERSIONLESS_REQUEST_LINE = /^([A-Za-z][!#$%&'*+.^_`|~0-9A-Za-z-]*)[ \t]+([^ \t\r\n]+)/;
+
+/**
+ * Whether a first line without `HTTP/` (ended, or all the client sent before its FIN) is still a request line to some
+ * server: a method, blanks and a target that looks like one: a path (`/x`), an absolute URL (`http://attacker.test/x`),
+ * `*`, or after CONNECT an authority. HTTP/0.9 has no version (`GET /x`), and servers still read it (Apache's
+ * HttpProtocolOptions takes it by default, a lenient proxy may forward `GET http://attacker.test/x`): it names no host,
+ * so it is decided as one that names none (CONNECT tunnel: sni-mismatch; redirected: the raw address), not relayed
+ * unread as another protocol's text. What other protocols send first keeps passing: SMTP's `EHLO x`, memcached's
+ * `get k`, redis's inline `PING`, `KEYS k*`, git's `0032git-upload-pack /repo.git`. Where the two meet, it fails closed:
+ * a key that looks like a path or is `*` (memcached `get /k`, redis inline `KEYS *`) is taken for a request.
+ */
+export function versionlessRequestLine(head: Buffer): boolean {
+  const lineEnd = head.indexOf(0x0a);
+  // The first line only: a method token and a target are short, and the line may be 16 KiB.
+  const line = head.toString('latin1', 0, Math.min(lineEnd === -1 ? head.length : lineEnd, 8192));
+  if (/HTTP\//i.test(line)) return false;
+  const request = VERSIONLESS_REQUEST_LINE.exec(line);
+  if (!request) return false;
+  const target = request[2]!;
+  return target.startsWith('/') || target === '*' || /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target) || request[1]!.toUpperCase() === 'CONNECT';
+}
+
 export function headersComplete(head: Buffer): boolean {
   return head.includes('\r\n\r\n') || head.includes('\n\n');
 }
 
 export interface PeekedHttpRequest {
   method: string;
+  /** The target's path and query, whole (describeRequest). */
   path: string;
   /** Host header (or absolute-URI host) without the port; undefined when there is none. */
   host?: string;
@@ -49,7 +74,10 @@ export interface PeekedHttpRequest {
 
 /**
  * Method, path and host of one request: the host of an absolute-URI target, else of the Host header (without
- * the port); the path without its query, bounded for logs.
+ * the port); the path whole, with its query, as the explicit proxy and the inspector hand theirs to the decision. It
+ * was cut to 512 characters and its query dropped: path rules judged the cut prefix (`/my-org/aaa…` of a path that
+ * dot-segments past character 512 resolve to `/attacker/loot`, or one a deny entry matches past there). The event log
+ * bounds what it writes (events/validate.ts) and leaves the query out unless log-query says otherwise (authorize.ts).
  */
 export function describeRequest(method: string, target: string, hostHeader: string | undefined): PeekedHttpRequest {
   let path = target;
@@ -58,13 +86,13 @@ export function describeRequest(method: string, target: string, hostHeader: stri
     try {
       const url = new URL(target);
       host = url.hostname.replace(/^\[|\]$/g, '');
-      path = url.pathname;
+      path = url.pathname + url.search;
     } catch {
       // keep the raw target
     }
   }
   if (hostHeader !== undefined) host ??= parseAuthority(hostHeader.trim(), 80)?.host;
-  return { method, path: path.split('?')[0]!.slice(0, 512), ...(host && { host }) };
+  return { method, path, ...(host && { host }) };
 }
 
 /** Method, path and Host of a buffered HTTP/1 request head; null when it is not one. */

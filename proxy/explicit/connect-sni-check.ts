@@ -26,7 +26,8 @@ export interface ConnectTunnel {
  * its real server where only the server (a shared front, which routes on it) can read it: with `encrypted-client-hello:
  * refuse` (the default) the decision is `encrypted-client-hello`, refused alike. Plain HTTP names its host in the clear
  * too, in every request: the tunnel is handed to `readRequests`, which decides each request (its Host must name the CONNECT host), or, without
- * one, refused alike (so is text whose first line has not ended after a moment: it may yet become a request line); relayed, `CONNECT allowed.test:80` then `Host: attacker.test` reached whatever virtual host a
+ * one, refused alike (so is text whose first line has not ended after a moment: it may yet become a request line, and a
+ * request line without a version, HTTP/0.9's `GET /x`, which some servers still serve and which names no host); relayed, `CONNECT allowed.test:80` then `Host: attacker.test` reached whatever virtual host a
  * shared address (a CDN) serves under that name. Anything else (no SNI, another protocol, silence until the idle
  * timeout) is relayed: the tunnel goes to the checked address of the CONNECT host whatever the client says in it.
  */
@@ -49,6 +50,9 @@ export async function checkConnectSni(
   // HTTP/2 with prior knowledge names its host in frames the request reader does not read: refused here, so that audit
   // mode relays it (would-block) and block mode resets it, each with its decision (handed over, it was closed, no event).
   if (peek.protocol === 'http' && peek.http2) return refuse(ctx, tunnel, undefined, "HTTP/2 with prior knowledge (h2c), whose requests' :authority cannot be read here");
+  if (peek.protocol === 'other' && peek.versionlessRequest) {
+    return refuse(ctx, tunnel, undefined, 'a request line without an HTTP version (HTTP/0.9 style), which names no host that can be checked');
+  }
   if (peek.protocol === 'http') {
     return readRequests ? { action: 'hand-over', to: readRequests } : refuse(ctx, tunnel, undefined, 'plain HTTP, whose requests cannot be read here');
   }

@@ -90,7 +90,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     res.once('close', release);
     // Decided on the target as written, which is what goes upstream (method and path rules judge it).
     const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url)?.[1] || '/';
-    void authorize(options, { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers) })
+    void authorize(options, { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers, req.url) })
       .then((auth: Authorization) => {
         if (auth.action === 'reject') return sendProxyError(res, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {

@@ -126,7 +126,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       port: connection.port,
       method,
       path,
-      methodOverrides: methodOverrides(req.headers),
+      methodOverrides: methodOverrides(req.headers, path),
       addresses,
     };
     if (sameHost) return authorizeOnAddresses(options, request);

@@ -6,18 +6,48 @@ import type { IncomingHttpHeaders } from 'node:http';
  */
 const OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
 
-/** The methods a request's override headers name (each value, comma-separated values apart), or undefined for none. */
-export function methodOverrides(headers: IncomingHttpHeaders): string[] | undefined {
+/**
+ * The query parameter that does the same: Laravel and Symfony (http_method_override) read `_method` from the query
+ * when the body has none, and an application may do so on its own (Express's method-override with a query getter).
+ */
+const OVERRIDE_PARAMETER = '_method';
+
+/**
+ * The methods a request's override headers and `_method` query parameters name (each value, comma-separated values
+ * apart), or undefined for none. `target`: the request target as sent (origin or absolute form), whose query is read.
+ */
+export function methodOverrides(headers: IncomingHttpHeaders, target?: string): string[] | undefined {
   let methods: string[] | undefined;
+  const add = (text: string) => {
+    for (const part of text.split(',')) {
+      const method = part.trim();
+      if (method !== '') (methods ??= []).push(method);
+    }
+  };
   for (const name of OVERRIDE_HEADERS) {
     const value = headers[name];
     if (value === undefined) continue;
-    for (const text of Array.isArray(value) ? value : [value]) {
-      for (const part of text.split(',')) {
-        const method = part.trim();
-        if (method !== '') (methods ??= []).push(method);
-      }
-    }
+    for (const text of Array.isArray(value) ? value : [value]) add(text);
   }
+  if (target !== undefined) for (const value of overrideParameters(target)) add(value);
   return methods;
+}
+
+/**
+ * The values of the target's `_method` query parameters, decoded as servers decode them: `%5Fmethod` is `_method`,
+ * `+` a space, and PHP (Laravel, Symfony) drops leading spaces from a parameter's name and reads a `.` or a space in
+ * it as `_` (`.method`).
+ */
+function overrideParameters(target: string): string[] {
+  const q = target.indexOf('?');
+  if (q === -1) return [];
+  const hash = target.indexOf('#', q);
+  const query = target.slice(q + 1, hash === -1 ? undefined : hash);
+  // Most queries cannot name it, in any spelling: no `method`, and no escape that could spell it.
+  if (!/method|%/i.test(query)) return [];
+  const values: string[] = [];
+  for (const [name, value] of new URLSearchParams(query)) {
+    if (name.replace(/^ +/, '').replace(/[ .]/g, '_') === OVERRIDE_PARAMETER) values.push(value);
+  }
+  return values;
 }

@@ -58,9 +58,9 @@ function sameHost(a: string, b: string): boolean {
  * an authority, an absolute-form target whose host differs from the Host header. `authority` is what is sent
  * upstream as Host: the very host that is decided on.
  */
-/** The request's method override headers, judged with its method (proxy/relay/method-override.ts). */
+/** The request's method override headers and `_method` query parameters, judged with its method (proxy/relay/method-override.ts). */
 function withOverrides(request: PeekedHttpRequest, req: InspectedRequest): PeekedHttpRequest {
-  const overrides = methodOverrides(req.headers);
+  const overrides = methodOverrides(req.headers, req.url);
   return overrides ? { ...request, methodOverrides: overrides } : request;
 }
 

@@ -4,7 +4,7 @@ import type { Policy } from '../../policy/index.js';
 import type { AddressBook } from '../../decision/address-book.js';
 import { formatHostPort } from '../../policy/index.js';
 import { UpstreamConnectError } from '../../net/connect.js';
-import { endsMidHead, peekFirstBytes, unfinished, type PeekResult } from '../../net/sniffing/first-bytes.js';
+import { namesNoHost, peekFirstBytes, unfinished, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { listen } from '../../net/listen.js';
 import { assertOriginalDestinationAvailable, originalDestination, unmapAddress, type OriginalDestination } from './original-destination.js';
 import type { Resolver } from '../../decision/resolver.js';
@@ -127,8 +127,9 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     late = await finishUnfinished(socket, late);
     const traffic = classify(late);
     if (traffic === 'http') return { action: 'hand-over', to: (client) => plainHttp.adopt(client, connection) };
-    // Ended mid-head even by a FIN (white space then FIN, say): decided as a raw address, not relayed unread.
-    if ((traffic === 'opaque' || traffic === 'silent') && !endsMidHead(late)) return RELAY;
+    // Ended mid-head even by a FIN (white space then FIN, say), or a request line without a version: decided as a raw
+    // address, not relayed unread.
+    if ((traffic === 'opaque' || traffic === 'silent') && !namesNoHost(late)) return RELAY;
     const inspector = options.inspector;
     const again = await authorizeTransparent(options, { ...connection, peek: late, ...(inspector && { inspectable: true }) });
     if (again.action === 'fail') again.connection.close({ error: again.error }); // not expected: the destination is given

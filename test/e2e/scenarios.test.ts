@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BANNER_PORT, NET, PACKAGE, World } from './harness.js';
+import { BANNER_PORT, HALF_CLOSE_PORTS, NET, PACKAGE, World } from './harness.js';
+import { sslv2ClientHello } from '../helpers/tls-client-hello.js';
 
 let world: World;
 
@@ -46,6 +47,17 @@ function assertTlsRequestOutcome(mode: Mode, result: { code: number; stderr: str
     assert.equal(result.code, 0, result.stderr);
     assert.equal(arrived.length, 1);
   }
+}
+
+/**
+ * A client that connects to allowed.test's half-close port (a server that answers `received N bytes` once the client's
+ * FIN has come), writes `bytes` with its FIN, and prints what came back (`nothing`, or the socket error's code).
+ */
+function halfClosingClient(bytes: Buffer) {
+  return world.job('node', [
+    '-e',
+    `const net=require('net');const s=net.connect(${HALF_CLOSE_PORTS.plain},'${NET.allowed}',()=>s.end(Buffer.from('${bytes.toString('hex')}','hex')));let buf='';s.on('data',(d)=>{buf+=d});s.on('close',()=>{process.stdout.write(buf||'nothing');process.exit(0)});s.on('error',(e)=>{console.log(e.code);process.exit(0)});setTimeout(()=>{console.log('waiting');process.exit(0)},8000);`,
+  ]);
 }
 
 function randomLabel(length: number): string {
@@ -364,6 +376,47 @@ for (const mode of ['block', 'audit'] as const) {
       else assert.match(result.stdout, /^echoed/);
       const event = await world.decision((e) => e.kind === 'transparent' && e.host === NET.allowed && e.port === BANNER_PORT && e.decision !== 'allowed');
       assert.equal(event?.decision, outcomeFor(mode), 'decided as a raw-address connection, with its event');
+    });
+
+    test('6k: a request line without a version (HTTP/0.9 style) is decided as a raw-address connection, at once and after a banner; an SMTP first line still passes', async () => {
+      // HTTP/0.9's `GET /x` names no host, and servers still read it: it was taken for another protocol's text, decided
+      // by DNS attribution (allowed.test) and relayed unread, within the peek and after a banner alike.
+      await world.job('dig', ['+short', 'allowed.test']);
+      const since = Date.now();
+      const port = HALF_CLOSE_PORTS.plain;
+      const marker = `v09-${mode}-${randomLabel(10)}`;
+      const halfClosing = (text: string) => halfClosingClient(Buffer.from(text, 'latin1'));
+      const line = `GET http://attacker.test/${marker}\r\n`;
+      const refused = await halfClosing(line);
+      if (mode === 'block') assert.match(refused.stdout, /^(ECONNRESET|nothing)/);
+      else assert.equal(refused.stdout, `received ${line.length} bytes\n`);
+      assert.equal(arrivedAt((e) => e.type === 'half-close' && String(e.data).includes(marker)).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.port === port && e.decision !== 'allowed' && Date.parse(e.time) >= since);
+      assert.deepEqual([event?.host, event?.reason, event?.decision], [NET.allowed, 'raw-ip', outcomeFor(mode)], 'decided on the raw address');
+      const smtp = `EHLO ${marker}.runner.test\r\n`;
+      const passed = await halfClosing(smtp);
+      assert.equal(passed.stdout, `received ${smtp.length} bytes\n`);
+      // After a banner (the late check), as within the peek.
+      const late = `const net=require('net');const s=net.connect(${BANNER_PORT},'${NET.allowed}');let buf='';let sent=false;const done=(why)=>{console.log(why);process.exit(0)};s.on('data',(d)=>{buf+=d.toString('latin1');if(!sent&&buf.includes('220 ')){sent=true;s.write('GET /late-${marker}\\r\\n')}if(buf.includes('echo GET'))done('echoed')});s.on('error',(e)=>done(e.code));s.on('close',()=>done('closed'));setTimeout(()=>done('waiting'),8000);`;
+      const result = await world.job('node', ['-e', late]);
+      if (mode === 'block') assert.match(result.stdout, /^(ECONNRESET|closed)/);
+      else assert.match(result.stdout, /^echoed/);
+      const lateEvent = await world.decision((e) => e.kind === 'transparent' && e.port === BANNER_PORT && e.host === NET.allowed && Date.parse(e.time) >= since);
+      assert.equal(lateEvent?.decision, outcomeFor(mode), 'the late line is decided as a raw-address connection, with its event');
+    });
+
+    test("6l: an SSLv2-format ClientHello (no SNI) to an allowed name's address is decided as a raw IP, not by DNS attribution", async () => {
+      // OpenSSL servers still negotiate TLS 1.0-1.2 from it (unit sniffing-first-bytes); it was taken for another
+      // protocol's bytes and decided by DNS attribution (allowed.test), as TLS without SNI must not be (6b).
+      await world.job('dig', ['+short', 'allowed.test']);
+      const since = Date.now();
+      const hello = sslv2ClientHello();
+      const result = await halfClosingClient(hello);
+      if (mode === 'block') assert.match(result.stdout, /^(ECONNRESET|nothing)/);
+      else assert.equal(result.stdout, `received ${hello.length} bytes\n`);
+      assert.equal(arrivedAt((e) => e.type === 'half-close' && e.bytes === hello.length && Number(e.time) >= since).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'transparent' && e.port === HALF_CLOSE_PORTS.plain && Date.parse(e.time) >= since);
+      assert.deepEqual([event?.host, event?.reason, event?.decision, event?.sni], [NET.allowed, 'raw-ip', outcomeFor(mode), undefined], 'decided on the raw address');
     });
 
     for (const silentMs of [0, 1500]) {

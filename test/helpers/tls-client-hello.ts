@@ -99,3 +99,16 @@ export function withExtensionsAfterServerName(record: Buffer, extensions: Buffer
 export async function clientHelloWithEch(servername: string): Promise<Buffer> {
   return withExtensionsAfterServerName(await clientHelloFor(servername), extensionBytes(ENCRYPTED_CLIENT_HELLO, outerEncryptedClientHello()));
 }
+
+/**
+ * An SSLv2-format ClientHello (RFC 5246 E.2) offering TLS `version` (0x0301: TLS 1.0): msg_type 1, the version, three
+ * lengths, cipher specs (three bytes each), no session id, a 32-byte challenge. It has no extensions, so no SNI.
+ */
+export function sslv2ClientHello(version = 0x0301): Buffer {
+  // ECDHE with ECDSA or RSA, AES-128 (CBC-SHA, GCM), then TLS_RSA_WITH_AES_128_CBC_SHA and the renegotiation SCSV.
+  const specs = Buffer.from([0x00, 0xc0, 0x09, 0x00, 0xc0, 0x2b, 0x00, 0xc0, 0x13, 0x00, 0xc0, 0x2f, 0x00, 0x00, 0x2f, 0x00, 0x00, 0xff]);
+  const challenge = Buffer.alloc(32, 0x5a);
+  const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
+  const body = Buffer.concat([Buffer.from([0x01]), u16(version), u16(specs.length), u16(0), u16(challenge.length), specs, challenge]);
+  return Buffer.concat([Buffer.from([0x80 | (body.length >> 8), body.length & 0xff]), body]);
+}

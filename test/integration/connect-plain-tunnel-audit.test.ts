@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 import { openTunnel } from '../helpers/raw-client.js';
 import { startHttpServer, type TestServer } from '../helpers/servers.js';
+import { sslv2ClientHello } from '../helpers/tls-client-hello.js';
 
 /** Write `bytes` into the tunnel and collect what comes back until `until` is seen, the tunnel closes, or `waitMs` passes. */
 function exchange(socket: net.Socket, bytes: string, until: string, waitMs = 5000): Promise<string> {
@@ -167,6 +168,18 @@ describe('audit mode: what a CONNECT tunnel carries in the clear still gets thro
     assert.equal(decision.decision, 'would-block');
   });
 
+  test('a request line without a version (HTTP/0.9 style `GET http://attacker.test/x`) is relayed, reported would-block (hunt2)', async () => {
+    const line = 'GET http://attacker.test/audit-09\r\n';
+    const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, line, 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, `echo:${line}`);
+    const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === echoPort && /without an HTTP version/.test(String(l.message)));
+    assert.equal(decision.decision, 'would-block');
+    assert.equal(decision.reason, 'sni-mismatch');
+  });
+
   test('HTTP/2 with prior knowledge (h2c: gRPC without TLS through a proxy) is relayed, reported would-block', async () => {
     const tunnel = await openTunnel(guard.port, `allowed.test:${echoPort}`);
     assert.equal(tunnel.status, 200);
@@ -260,6 +273,44 @@ describe('block mode: what a plain CONNECT tunnel carries that names no host, or
     const decision = await guard.waitFor((l) => l.event === 'decision' && l.port === rawPort && l.decision === 'blocked');
     assert.match(String(decision.message), /HTTP\/2/);
     assert.ok(!heads.some((head) => head.startsWith('PRI')), 'nothing reached the server');
+  });
+
+  test('a request line without a version (HTTP/0.9 style) is refused with a decision event, nothing relayed; SMTP, memcached and redis first lines still pass (hunt2)', async () => {
+    for (const line of ['GET http://attacker.test/block-09\r\n', 'GET /block-09-path\n']) {
+      const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+      assert.equal(tunnel.status, 200);
+      const answer = await exchange(tunnel.socket, line, 'echo:');
+      tunnel.socket.destroy();
+      assert.equal(answer, '', line);
+    }
+    const decisions = await guard.waitForCount((l) => l.event === 'decision' && l.port === getOrEcho.port && /without an HTTP version/.test(String(l.message)), 2);
+    for (const decision of decisions) assert.deepEqual([decision.decision, decision.reason], ['blocked', 'sni-mismatch']);
+    assert.ok(!getOrEcho.received.some((bytes) => bytes.includes('block-09')), 'nothing reached the server');
+    for (const line of ['EHLO runner.test\r\n', 'get some-key\r\n', 'PING\r\n']) {
+      const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+      assert.equal(tunnel.status, 200);
+      const answer = await exchange(tunnel.socket, line, 'echo:');
+      tunnel.socket.destroy();
+      assert.equal(answer, `echo:${line}`, line);
+    }
+  });
+
+  test('an SSLv2-format ClientHello is relayed as a ClientHello without SNI: to the checked address of the CONNECT host, no refusal (hunt2)', async () => {
+    const hello = sslv2ClientHello();
+    const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+    assert.equal(tunnel.status, 200);
+    tunnel.socket.on('error', () => undefined);
+    const answer = new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve(''), 5000);
+      tunnel.socket.once('data', (chunk: Buffer) => {
+        clearTimeout(timer);
+        resolve(chunk.toString('latin1'));
+      });
+    });
+    tunnel.socket.write(hello);
+    assert.match(await answer, /^echo:/);
+    tunnel.socket.destroy();
+    assert.ok(getOrEcho.received.includes(hello.toString('latin1')), 'the hello reached the server whole, on one connection');
   });
 
   test('an absolute-form target naming another host goes upstream in origin form, under the CONNECT host', async () => {

@@ -41,6 +41,8 @@ for (const mode of ['block', 'audit'] as const) {
     });
 
     const curl = (args: string[]) => runProcess('curl', ['-sS', '--max-time', '10', '-x', guard.proxyUrl, '-o', '/dev/null', '-w', '%{http_code} %{header_json}\\n', ...args]);
+    /** curl through a CONNECT tunnel (-p): the inspected path; its stdout is the status. */
+    const curlTunnelled = (args: string[]) => runProcess('curl', ['-sS', '--max-time', '10', '-p', '-x', guard.proxyUrl, '-o', '/dev/null', '-w', '%{http_code}', ...args]);
     const status = (stdout: string) => Number(stdout.split(' ')[0]);
     const reasonHeader = (stdout: string) => (JSON.parse(stdout.slice(stdout.indexOf(' ') + 1)) as Record<string, string[]>)['x-egress-guard-reason']?.[0];
 
@@ -117,21 +119,7 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(putEvent.reason, 'method-not-allowed');
       assert.match(String(putEvent.message), /method override header/);
       // Inside a CONNECT tunnel (the inspected path) too.
-      const tunnelled = await runProcess('curl', [
-        '-sS',
-        '--max-time',
-        '10',
-        '-p',
-        '-x',
-        guard.proxyUrl,
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        '-H',
-        'X-Method-Override: DELETE',
-        `http://npm.test:${port}/left-pad-tunnelled`,
-      ]);
+      const tunnelled = await curlTunnelled(['-H', 'X-Method-Override: DELETE', `http://npm.test:${port}/left-pad-tunnelled`]);
       const tunnelledEvent = await guard.waitFor((l) => l.event === 'decision' && l.path === '/left-pad-tunnelled');
       assert.equal(tunnelledEvent.reason, 'method-not-allowed');
       if (mode === 'block') {
@@ -144,9 +132,28 @@ for (const mode of ['block', 'audit'] as const) {
       assert.equal(status((await curl(['-H', 'X-HTTP-Method-Override: HEAD', `http://npm.test:${port}/left-pad-head`])).stdout), 200);
     });
 
+    test('a `_method` query parameter is judged as an override header is: GET,HEAD refuses GET ?_method=DELETE and POST ?_method=PUT (hunt2)', async () => {
+      const targets = ['/lp-query-delete?_method=DELETE', '/lp-query-encoded?%5Fmethod=put', '/lp-query-php?a=1&.method=PATCH'];
+      const results = await Promise.all(targets.map((target) => curl([`http://npm.test:${port}${target}`])));
+      const posted = await curl(['-X', 'POST', '-d', 'x', `http://npm.test:${port}/lp-query-post?_method=PUT`]);
+      // Inside a CONNECT tunnel (the inspected path) too.
+      const tunnelled = await curlTunnelled([`http://npm.test:${port}/lp-query-tunnel?_method=DELETE`]);
+      for (const path of ['/lp-query-delete', '/lp-query-encoded', '/lp-query-php', '/lp-query-tunnel']) {
+        const event = await guard.waitFor((l) => l.event === 'decision' && l.path === path);
+        assert.equal(event.reason, 'method-not-allowed', path);
+        assert.match(String(event.message), /_method parameter/, path);
+      }
+      assert.equal((await guard.waitFor((l) => l.event === 'decision' && l.path === '/lp-query-post')).reason, 'method-not-allowed');
+      if (mode === 'block') {
+        assert.deepEqual([...results.map((r) => status(r.stdout)), status(posted.stdout), Number(tunnelled.stdout)], [403, 403, 403, 403, 403]);
+        assert.ok(!seen.some((s) => s.includes('lp-query-')), 'nothing reached the server');
+      }
+      // A method the entries allow may be named, and a parameter of another name is no override.
+      assert.equal(status((await curl([`http://npm.test:${port}/lp-query-head?_method=HEAD&method=DELETE`])).stdout), 200);
+    });
+
     test('plain HTTP inside a CONNECT tunnel to a host with path rules is decided per request too', async () => {
-      const tunnelled = (path: string) =>
-        runProcess('curl', ['-sS', '--max-time', '10', '-p', '-x', guard.proxyUrl, '-o', '/dev/null', '-w', '%{http_code}', `http://one.test:${port}${path}`]);
+      const tunnelled = (path: string) => curlTunnelled([`http://one.test:${port}${path}`]);
       assert.equal((await tunnelled('/my-org/tunnelled')).stdout, '200');
       assert.ok(seen.includes('GET /my-org/tunnelled'));
       const refused = await tunnelled('/attacker/tunnelled');

@@ -510,4 +510,51 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.match(r.text, /the path has a backslash/);
     assert.ok(!seen.some((s) => s.includes('outside')), JSON.stringify(seen));
   });
+
+  test('a path longer than 512 characters is decided whole: dot-segments past character 512, a deny entry matching past it (hunt2)', async () => {
+    // The decision was given the path cut to 512 characters: `/my-org/aaa…` then, allowed, whatever followed.
+    const host = `allowed.test:${upstreamPort}`;
+    const filler = 'a'.repeat(600);
+    policy = myOrgOnly();
+    const climbing = await exchange(frontPort, [get(`/my-org/${filler}/../../attacker/long-climb`, host, true)]);
+    assert.match(climbing.text, /^HTTP\/1\.1 403 [^]*the path is not allowed/, climbing.text.slice(0, 300));
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `allowed.test:${upstreamPort}/my-org/**`, origin: { file: 'test', line: 1 } },
+      'denied-endpoints': { value: `allowed.test:${upstreamPort}/my-org/**/long-secret`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const denied = await exchange(frontPort, [get(`/my-org/${filler}/long-secret`, host, true)]);
+    assert.match(denied.text, /^HTTP\/1\.1 403 [^]*is denied by/, denied.text.slice(0, 300));
+    // A long path the rules allow still passes, and reaches upstream whole.
+    const allowed = await exchange(frontPort, [get(`/my-org/${filler}/fine`, host, true)]);
+    assert.match(allowed.text, /^HTTP\/1\.1 200 /, allowed.text.slice(0, 300));
+    assert.ok(seen.includes(`${host} /my-org/${filler}/fine`));
+    assert.ok(!seen.some((s) => s.includes('long-climb') || s.includes('long-secret')), 'no refused request reached upstream');
+    const events = decisions.filter((d) => d.path?.includes('long-'));
+    assert.deepEqual(
+      events.map((d) => [d.reason, d.path?.length]),
+      [
+        ['path-not-allowed', `/my-org/${filler}/../../attacker/long-climb`.length],
+        ['denied-endpoint', `/my-org/${filler}/long-secret`.length],
+      ],
+    );
+  });
+
+  test('a `_method` query parameter is judged as the method it names, as an override header is (hunt2)', async () => {
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `GET,HEAD allowed.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const host = `allowed.test:${upstreamPort}`;
+    const refused = await exchange(frontPort, [get('/override-delete?_method=DELETE', host), get('/override-put?x=1&_method=put', host, true)], { pipelined: true });
+    assert.match(refused.text, /^HTTP\/1\.1 403 [^]*the method DELETE instead/, refused.text.slice(0, 300));
+    const posted = await exchange(frontPort, [`POST /override-post?_method=PUT HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx`]);
+    assert.match(posted.text, /^HTTP\/1\.1 403 /);
+    const head = await exchange(frontPort, [get('/override-head?_method=HEAD', host, true)]);
+    assert.match(head.text, /^HTTP\/1\.1 200 /);
+    assert.ok(!seen.some((s) => /override-(delete|put|post)/.test(s)), JSON.stringify(seen));
+    assert.equal(decisions.find((d) => d.path === '/override-delete')?.reason, 'method-not-allowed');
+  });
 });

@@ -111,7 +111,7 @@ describe('decisions', () => {
     assert.equal(asked('POST', ['DELETE']).reason, 'denied-endpoint');
     assert.equal(asked('POST', ['delete']).reason, 'denied-endpoint');
     assert.equal(asked('POST', ['PUT']).reason, 'method-not-allowed');
-    assert.match(asked('POST', ['PUT']).message, /PUT instead \(a method override header\)/);
+    assert.match(asked('POST', ['PUT']).message, /PUT instead \(a method override header or _method parameter\)/);
     assert.equal(asked('POST', ['GET']).outcome, 'allowed');
     assert.equal(asked('POST', []).outcome, 'allowed');
     assert.equal(asked('PUT', ['POST']).reason, 'method-not-allowed', 'the method itself is still judged');

@@ -3,11 +3,12 @@ import { once } from 'node:events';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
 import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
 import { parseHttpHead } from '../../net/sniffing/http-head.js';
-import { clientHelloFor, clientHelloWithEch, splitClientHello } from '../helpers/tls-client-hello.js';
+import { clientHelloFor, clientHelloWithEch, splitClientHello, sslv2ClientHello } from '../helpers/tls-client-hello.js';
 
 /**
  * A relay on loopback that peeks like the transparent listener does, then pipes to a real server: the
@@ -92,7 +93,7 @@ describe('peeking the first bytes without losing them', () => {
       assert.equal(text, 'host=Plain.Test:8080 len=7');
       const peek = peeks[0];
       assert.equal(peek?.protocol, 'http');
-      if (peek?.protocol === 'http') assert.deepEqual(peek.request, { method: 'PUT', path: '/upload', host: 'Plain.Test' });
+      if (peek?.protocol === 'http') assert.deepEqual(peek.request, { method: 'PUT', path: '/upload?x=1', host: 'Plain.Test' });
     } finally {
       relay.close();
     }
@@ -136,6 +137,22 @@ async function peekOf(parts: (string | Buffer)[], gapMs: number, timeoutMs: numb
     await new Promise((r) => setTimeout(r, gapMs));
   }
   const result = await peeked;
+  client.destroy();
+  socket.destroy();
+  server.close();
+  return result;
+}
+
+/** The peek of a client that writes `text` and its FIN together. */
+async function peekAtFin(text: string): Promise<PeekResult> {
+  const server = net.createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1');
+  client.end(text);
+  const [socket] = await accepted;
+  const result = await peekFirstBytes(socket, { timeoutMs: 2000 });
   client.destroy();
   socket.destroy();
   server.close();
@@ -218,6 +235,21 @@ describe('peek edge cases', () => {
     }
   });
 
+  test("a request line without a version (HTTP/0.9's `GET /x`) is marked, other protocols' first lines are not (hunt2)", async () => {
+    // Servers still read these as requests (Apache takes HTTP/0.9 by default), and they name no host.
+    for (const line of ['GET http://attacker.test/x\r\n', 'GET /x\r\n', 'get /x\n', 'POST  /upload x y\r\n', 'OPTIONS *\r\n', 'CONNECT attacker.test:443\r\n']) {
+      const peek = await peekOf([line], 0, 300);
+      assert.deepEqual(peek, { protocol: 'other', bytes: line.length, versionlessRequest: true }, line);
+    }
+    // Before the client's FIN, a line not ended is judged once it ends (or decided unfinished); at the FIN it is whole.
+    assert.deepEqual(await peekAtFin('GET /x'), { protocol: 'other', bytes: 6, versionlessRequest: true, eof: true });
+    assert.deepEqual(await peekAtFin('EHLO x'), { protocol: 'other', bytes: 6, eof: true });
+    for (const line of ['EHLO runner.test', 'get some-key', 'PING', 'KEYS user:*', 'MAIL FROM:<ci@runner.test>', 'get user:42', '0032git-upload-pack /repo.git', 'GET some/key']) {
+      const peek = await peekOf([`${line}\r\n`], 0, 300);
+      assert.deepEqual(peek, { protocol: 'other', bytes: line.length + 2 }, line);
+    }
+  });
+
   test('past the byte cap: a request line still going is HTTP, empty lines only are incomplete', async () => {
     const long = await peekOf([`GET /${'a'.repeat(19_000)}`], 0, 500);
     assert.equal(long.protocol, 'http');
@@ -246,6 +278,31 @@ describe('peek edge cases', () => {
     assert.equal(peek.protocol, 'tls');
     assert.equal(peek.protocol === 'tls' && peek.split, true);
     assert.equal(peek.protocol === 'tls' && peek.sni, undefined);
+  });
+
+  test('an SSLv2-format ClientHello is TLS without SNI, waited for whole; OpenSSL answers it with a ServerHello (hunt2)', async () => {
+    // node's OpenSSL at security level 0 (SHA-1 signatures: what a hello without signature_algorithms gets) negotiates
+    // TLS 1.2 from it: taken for another protocol's bytes, it was decided by DNS attribution on the transparent path.
+    const ca = createCertificateAuthority('sslv2 test CA');
+    const leaf = issueLeafCertificate(ca, ['v2.test']);
+    const server = tls.createServer({ key: leaf.keyPem, cert: leaf.certPem, ciphers: 'DEFAULT@SECLEVEL=0' });
+    server.on('tlsClientError', () => undefined);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1', () => client.write(sslv2ClientHello(0x0303)));
+    client.on('error', () => undefined);
+    const [answer] = (await once(client, 'data')) as [Buffer];
+    client.destroy();
+    server.close();
+    assert.equal(answer.subarray(0, 6).toString('hex'), '160303005102', 'a TLS 1.2 ServerHello');
+    const hello = sslv2ClientHello();
+    assert.deepEqual(await peekOf([hello], 0, 500), { protocol: 'tls', bytes: hello.length, sslv2: true });
+    // Cut after its header: the rest is waited for, as a ClientHello's; never finished, it is incomplete TLS.
+    assert.deepEqual(await peekOf([hello.subarray(0, 2), hello.subarray(2)], 100, 3000), { protocol: 'tls', bytes: hello.length, sslv2: true });
+    assert.deepEqual(await peekOf([hello.subarray(0, 10)], 0, 300), { protocol: 'other', bytes: 10, incomplete: 'tls' });
+    // Binary protocols whose first byte is in that range but whose third is not a ClientHello's: memcached's binary header.
+    const memcached = Buffer.from('80000005000000000000000500000000000000000000000068656c6c6f', 'hex');
+    assert.deepEqual(await peekOf([memcached], 0, 300), { protocol: 'other', bytes: memcached.length });
   });
 
   test('a ClientHello that carries an encrypted inner one (ECH) is marked so, its outer SNI read; one without is not', async () => {
