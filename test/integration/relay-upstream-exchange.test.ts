@@ -553,14 +553,25 @@ describe('forwarder: the upstream exchange on pooled connections', () => {
   });
 
   test('a request whose Transfer-Encoding is empty is refused (its last chunk would reach upstream as a request)', async () => {
+    let client = '';
     await withClient(guard.port, async (socket) => {
+      client = `127.0.0.1:${socket.localPort}`;
       socket.write(`POST http://${authority}/empty-te HTTP/1.1\r\nHost: ${authority}\r\nTransfer-Encoding:\r\n\r\n`);
       const answer = await readUntil(socket, (t) => t.includes('\r\n\r\n') && t.endsWith('\n'));
       assert.match(answer, /^HTTP\/1\.1 400 /, JSON.stringify(answer));
       assert.match(answer, /INVALID_TRANSFER_ENCODING/);
     });
-    const close = await closeEventOf('/empty-te');
-    assert.equal(close.error, 'client-bad-request');
+    // Who refuses it depends on node's llhttp. node 20's (9.3) takes the head, the empty header read as no body: the
+    // request is decided, then refused by the forwarder (chunkedAsSent), and its close event says so. The llhttp of
+    // node 22 and 24 (9.4) refuses the head itself, before there is a request to decide: node's clientError, and the
+    // proxy's warning naming the parser's error.
+    const refusal = await guard.waitFor((l) => (l.event === 'decision' && l.path === '/empty-te') || (l.msg === 'malformed HTTP request' && l.client === client));
+    if (refusal.event === 'decision') {
+      const close = await guard.waitFor((l) => l.event === 'close' && l.id === refusal.id);
+      assert.equal(close.error, 'client-bad-request');
+    } else {
+      assert.equal(refusal.err, 'HPE_INVALID_TRANSFER_ENCODING');
+    }
   });
 
   test('an answer that is not HTTP: 502 naming the parser error', async () => {
