@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs, {
   appendFileSync,
   closeSync,
@@ -481,6 +481,65 @@ describe('netlog: a file rotated by rename', () => {
     assert.equal(readFileSync(file, 'utf8'), [1, 2, 3, 4].map(line).join(''));
     assert.equal(failures.length, 1);
     assert.match(failures[0]!, /cannot make a new .* \(EEXIST\): .*\.1 renamed back, writing on to/);
+  });
+
+  test('a write the file cannot take (full: its size limit here, a full disk the same) fails no write(): what went in is returned, a cut line is ended, writing goes on once it can', async () => {
+    const file = join(dir, 'full.json');
+    const lines = [1, 2, 3, 4, 5, 6].map(line);
+    // The writer in a process of its own whose file size limit (RLIMIT_FSIZE, soft) lets lines 1 and 2 in and 40 bytes
+    // of line 3 (a short write), then nothing (EFBIG, as ENOSPC on a full disk); raised once it says so ('full').
+    const writer = `process.on('SIGXFSZ', () => {});
+      const { RotatingJsonFile } = await import(process.env.MODULE);
+      const lines = JSON.parse(process.env.LINES);
+      const failures = [];
+      const out = new RotatingJsonFile(process.env.FILE, 0, undefined, (message) => failures.push(message));
+      const wrote = lines.slice(0, 4).map((l) => out.write(l));
+      process.stdout.write('full\\n');
+      await new Promise((resolve) => process.stdin.once('data', resolve));
+      process.stdin.destroy();
+      wrote.push(...lines.slice(4).map((l) => out.write(l)));
+      out.close();
+      process.stdout.write(JSON.stringify({ wrote, failures }) + '\\n');`;
+    const child = spawn('prlimit', [`--fsize=${2 * lines[0]!.length + 40}:unlimited`, process.execPath, '--input-type=module', '-e', writer], {
+      env: { ...process.env, MODULE: new URL('../../netlog/rotating-file.js', import.meta.url).href, FILE: file, LINES: JSON.stringify(lines) },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      // prlimit execs node: the limit is raised on the writer itself.
+      if (stdout === 'full\n') {
+        execFileSync('prlimit', ['--pid', String(child.pid), '--fsize=unlimited:unlimited']);
+        child.stdin.end('go\n');
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => void (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill(), 30_000);
+    const code = await new Promise<number | null>((resolve) => {
+      child.on('exit', resolve);
+      // No prlimit (util-linux): said, not waited for.
+      child.on('error', (err) => {
+        stderr += err.message;
+        resolve(null);
+      });
+    });
+    clearTimeout(timer);
+    // Until 2026-12-03 the short write was taken for whole and the next write threw EFBIG out of write(): the built-in
+    // reader ended, every report after lost.
+    assert.equal(code, 0, stderr);
+    const { wrote, failures } = JSON.parse(stdout.split('\n')[1]!) as { wrote: number[]; failures: string[] };
+    const L = lines[0]!.length;
+    assert.deepEqual(wrote, [L, L, 40, 0, L, L]);
+    assert.equal(failures.length, 1, 'said once until a write goes in whole');
+    assert.match(failures[0]!, /cannot write .* \(EFBIG\)/);
+    // Line 3's 40 bytes ended with a newline: one unreadable line, lines 5 and 6 whole after it.
+    assert.equal(readFileSync(file, 'utf8'), lines[0]! + lines[1]! + lines[2]!.slice(0, 40) + '\n' + lines[4]! + lines[5]!);
+    const { log, until, hosts } = follow(file);
+    await until(4);
+    await log.stop();
+    assert.deepEqual(hosts(), ['203.0.113.1', '203.0.113.2', '203.0.113.5', '203.0.113.6']);
+    assert.equal(log.stats().unreadable, 1);
   });
 
   test('a FIFO at FILE.1 is skipped with a warning, never opened to wait for a writer: at the first open and at a rotation', async () => {
