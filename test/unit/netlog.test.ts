@@ -545,6 +545,43 @@ describe('netlog: a file rotated by rename', () => {
     assert.equal(log.stats().unreadable, 1);
   });
 
+  test('a file that cannot be opened (EACCES) is told once, not at every change of it; once it opens it is read from its start', async () => {
+    const file = join(dir, 'cannot-open.json');
+    writeFileSync(file, line(1));
+    // Every open of FILE refused, as for a reader without the right to read it (root here reads anything).
+    let refused = 0;
+    const realOpen = fsPromises.open;
+    (fsPromises as Record<string, unknown>).open = (...args: unknown[]) => {
+      if (args[0] !== file) return (realOpen as (...a: unknown[]) => unknown)(...args);
+      refused++;
+      return Promise.reject(Object.assign(new Error(`EACCES: permission denied, open '${file}'`), { code: 'EACCES' }));
+    };
+    syncBuiltinESMExports();
+    const { log, hosts, errors } = follow(file);
+    try {
+      // The first try, then one for each change: each line the writer adds.
+      await waitFor(() => refused >= 1);
+      for (let n = 2; n <= 3; n++) {
+        const before = refused;
+        appendFileSync(file, line(n));
+        await waitFor(() => refused > before);
+      }
+    } finally {
+      (fsPromises as Record<string, unknown>).open = realOpen;
+      syncBuiltinESMExports();
+    }
+    appendFileSync(file, line(4));
+    await waitFor(() => hosts().length >= 4);
+    await log.stop();
+    assert.ok(refused >= 3, `${refused} tries`);
+    // Until 2026-12-03 one error a try: a writer's every report (or the directory's poll, every second) one more line.
+    assert.deepEqual(errors, ['netfilter log: cannot follow']);
+    assert.deepEqual(
+      hosts(),
+      [1, 2, 3, 4].map((n) => `203.0.113.${n}`),
+    );
+  });
+
   test('a FIFO at FILE.1 is skipped with a warning, never opened to wait for a writer: at the first open and at a rotation', async () => {
     const file = join(dir, 'fifo-at-rotated.json');
     writeFileSync(file, line(1));
