@@ -95,6 +95,7 @@ async function logReader(args: ReturnType<typeof parseArgs>, io: CommandIo): Pro
       jsonFile,
       onLost: (count) => io.stderr.write(`egress-guard rules log-reader: the kernel dropped reports (${count}, the socket's queue overflowed)\n`),
       onRotateFailed: (message) => io.stderr.write(`egress-guard rules log-reader: rotation failed: ${message}\n`),
+      onWriteFailed: (message) => io.stderr.write(`egress-guard rules log-reader: ${message}; counted as lost reports\n`),
       onResync: (total) =>
         io.stderr.write(
           `egress-guard rules log-reader: a report without a sequence number, or one going backwards (${total} so far): until the next numbered report, dropped reports count 1 per overflow of the queue\n`,

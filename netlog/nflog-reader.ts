@@ -46,6 +46,11 @@ export interface NflogReaderOptions {
   onResync?: (total: number) => void;
   /** A rotation failed; the reports go on to the file written (netlog/rotating-file.ts): what happened, once a try. */
   onRotateFailed?: (message: string) => void;
+  /**
+   * `jsonFile` could not be written (ENOSPC: the disk full), once until a write goes in whole again: the reader goes on,
+   * and the reports not written are counted lost (the `egress-guard.lost` line written once it can write again).
+   */
+  onWriteFailed?: (message: string) => void;
 }
 
 export interface NflogReader {
@@ -64,7 +69,7 @@ export interface NflogReader {
 export function startNflogReader(options: NflogReaderOptions): NflogReader {
   const addon = nflogAddon.get();
   if (!addon) throw new Error(`the built-in NFLOG reader is unavailable: ${nflogAddon.unavailable()}`);
-  const out = new RotatingJsonFile(options.jsonFile, options.rotateBytes, options.onRotateFailed);
+  const out = new RotatingJsonFile(options.jsonFile, options.rotateBytes, options.onRotateFailed, options.onWriteFailed);
   let socket: number;
   try {
     socket = addon.open(options.group, COPY_RANGE);
@@ -100,20 +105,29 @@ export function startNflogReader(options: NflogReaderOptions): NflogReader {
           options.onLost?.(lost);
           lostUnwritten += lost;
         }
-        let text = '';
+        // Each line with the reports it stands for: its own (1), or the count a lost line carries.
+        const lines: { line: string; report: boolean; lost: number }[] = [];
         if (lostUnwritten > 0 && Date.now() - lostWrittenAt >= LOST_LINE_MS) {
-          text += lostLine(lostUnwritten);
+          lines.push({ line: lostLine(lostUnwritten), report: false, lost: lostUnwritten });
           lostUnwritten = 0;
           lostWrittenAt = Date.now();
         }
         const now = Math.floor(Date.now() / 1000);
         for (const packet of packets) {
           const record = recordOfPacket(packet, now);
-          if (!record) continue;
-          text += `${JSON.stringify(record)}\n`;
-          written++;
+          if (record) lines.push({ line: `${JSON.stringify(record)}\n`, report: true, lost: 0 });
         }
-        if (text) out.write(text);
+        if (lines.length > 0) {
+          const wrote = out.write(lines.map((l) => l.line).join(''));
+          // What went in whole is written; the rest (the file could not be written: a full disk) is counted lost, and
+          // said in the file with the next lost line, once it can be written again.
+          let end = 0;
+          for (const { line, report, lost } of lines) {
+            end += Buffer.byteLength(line);
+            if (end <= wrote) written += report ? 1 : 0;
+            else lostUnwritten += report ? 1 : lost;
+          }
+        }
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {

@@ -319,6 +319,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       if (!('next' in found)) return;
       if (stopped) return void (await Promise.all([found.next.file.close(), found.before?.file.close()]));
       await moveTo(found);
+      toldCannot = undefined;
       events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
       changedWhileOpening = true; // read it now
     })().finally(() => {
@@ -328,11 +329,23 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       onChange();
     }));
 
+  /**
+   * Why the file cannot be followed, said once until the reason changes or the file is followed: every change of it
+   * (each report its writer adds) and the directory's poll try again, and each try fails the same way (until
+   * 2026-12-03 one error a try).
+   */
+  let toldCannot: string | undefined;
+  const cannotFollow = (err: Error) => {
+    if (err.message === toldCannot) return;
+    toldCannot = err.message;
+    events.log.error({ err: err.message, file: options.file }, 'netfilter log: cannot follow');
+  };
+
   const onChange = () => {
     if (stopped) return;
     if (opening) changedWhileOpening = true;
     else if (handle) kick();
-    else void openFirst().catch((e: Error) => events.log.error({ err: e.message }, 'netfilter log: cannot follow'));
+    else void openFirst().catch(cannotFollow);
   };
 
   const follow = async () => {
@@ -354,7 +367,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     await watcher.ready;
     if (!stopped) await openFirst();
   };
-  void follow().catch((err: Error) => events.log.error({ err: err.message, file: options.file }, 'netfilter log: cannot follow'));
+  void follow().catch(cannotFollow);
 
   // The limit reports itself: once a minute, what it held back since the last report.
   const summary = setInterval(() => {

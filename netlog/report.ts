@@ -25,8 +25,9 @@ export interface NflogRecord {
 }
 
 /**
- * The line that says the kernel dropped reports (written by the built-in reader, netlog/nflog-reader.ts): not a
- * packet, so not in ulogd's format; netlog/reader.ts counts it and warns, since those packets' flows may have no event.
+ * The line that says the kernel dropped reports (written by the built-in reader, netlog/nflog-reader.ts; it counts
+ * there too the reports it could not write, its file full): not a packet, so not in ulogd's format; netlog/reader.ts
+ * counts it and warns, since those packets' flows may have no event.
  */
 export const LOST_FIELD = 'egress-guard.lost';
 

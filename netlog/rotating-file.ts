@@ -19,6 +19,11 @@ export const ROTATE_BYTES = 64 * 1024 * 1024;
  *   what was put there, which a rename never follows), and FILE written on as before: the reader follows FILE.
  * - That too fails (a directory at FILE): the file now named FILE.1 is written on, and netlog/reader.ts, which has it
  *   open, reads what is added to it (it listens for FILE.1's changes too); the next try makes FILE only.
+ *
+ * A write that fails (ENOSPC: the disk full, EDQUOT, EFBIG) fails no write() either: write() returns the bytes of the
+ * text that went in (the caller counts the reports after them as lost), `onWriteFailed` says so once until a write
+ * goes in whole again, and the next write goes on. A line cut by the failure (a short write) is ended with a newline
+ * before the next one, so it is one unreadable line rather than glued to the report after it.
  */
 export class RotatingJsonFile {
   private fd: number;
@@ -27,22 +32,51 @@ export class RotatingJsonFile {
   private rotateAt: number;
   /** The file written is at FILE.1, not FILE (renamed, FILE could not be made, nor the name taken back). */
   private renamedAway = false;
+  /** The last write failed after part of a line: it is ended before anything else is written. */
+  private cut = false;
+  /** A write failed and none has gone in whole since (onWriteFailed said so once). */
+  private failing = false;
 
   constructor(
     readonly file: string,
     private readonly rotateBytes = ROTATE_BYTES,
     private readonly onRotateFailed?: (message: string) => void,
+    private readonly onWriteFailed?: (message: string) => void,
   ) {
     this.fd = openJsonFile(file);
     this.size = fstatSync(this.fd).size;
     this.rotateAt = rotateBytes;
   }
 
-  /** Appends whole lines; rotates once the file has reached its size (a line is never cut across two files). */
-  write(text: string): void {
-    writeSync(this.fd, text);
-    this.size += Buffer.byteLength(text);
+  /**
+   * Appends whole lines; rotates once the file has reached its size (a line is never cut across two files). Returns
+   * the bytes of `text` written: all of them, or those before a write failed (never thrown: the reader would end).
+   * A short write is written on from where it stopped (writeSync writes once and says how much went in).
+   */
+  write(text: string): number {
+    const data = Buffer.from(text);
+    let done = 0;
+    try {
+      if (this.cut) {
+        writeSome(this.fd, NEWLINE, 0);
+        this.size += 1;
+        this.cut = false;
+      }
+      while (done < data.length) done += writeSome(this.fd, data, done);
+    } catch (err) {
+      this.size += done;
+      // Part of `text` went in: cut unless it ended with a line (the newline before it, when it failed, stays owed).
+      if (done > 0) this.cut = data[done - 1] !== NEWLINE[0];
+      if (!this.failing) {
+        this.failing = true;
+        this.onWriteFailed?.(`cannot write ${this.file} (${codeOf(err)}): reports not written until it can again (each write is tried)`);
+      }
+      return done;
+    }
+    this.failing = false;
+    this.size += done;
     if (this.rotateBytes > 0 && this.size >= this.rotateAt) this.rotate();
+    return done;
   }
 
   close(): void {
@@ -84,6 +118,16 @@ export class RotatingJsonFile {
     this.rotateAt = this.rotateBytes;
     this.renamedAway = false;
   }
+}
+
+const NEWLINE = Buffer.from('\n');
+
+/** One write of `data` from `from` (writeSync writes once: a short write says how much went in); 0 bytes is an error. */
+function writeSome(fd: number, data: Buffer, from: number): number {
+  const n = writeSync(fd, data, from, data.length - from);
+  // Never for a regular file (an error is thrown instead), but a 0 would loop for good.
+  if (n <= 0) throw Object.assign(new Error('nothing written'), { code: 'EIO' });
+  return n;
 }
 
 function codeOf(err: unknown): string {
