@@ -250,6 +250,26 @@ describe('peek edge cases', () => {
     }
   });
 
+  test("a request line without a version split on other blanks (VT, FF, a lone CR, NBSP), after leading ones, or past 8192 blanks is marked; NATS's CONNECT {...} is not (review41b)", async () => {
+    // Python's http.server splits the line on any white space (str.split) and serves each of these as HTTP/0.9 GET /x.
+    for (const line of ['GET\v/x\r\n', 'GET\r/x\n', '\fGET /x\r\n', 'GET\xa0/x\r\n', 'GET\x1c/x\r\n', `GET${' '.repeat(9000)}/x\r\n`]) {
+      const bytes = Buffer.from(line, 'latin1');
+      const peek = await peekOf([bytes], 0, 500);
+      assert.deepEqual(peek, { protocol: 'other', bytes: bytes.length, versionlessRequest: true }, JSON.stringify(line.slice(0, 12)));
+    }
+    // Cut after such a blank (or before the method), the line is waited for, then judged whole.
+    for (const parts of [
+      ['GET\v', '/x\r\n'],
+      ['\f', 'GET /x\r\n'],
+    ]) {
+      const peek = await peekOf(parts, 300, 3000);
+      assert.deepEqual(peek, { protocol: 'other', bytes: parts.join('').length, versionlessRequest: true }, JSON.stringify(parts));
+    }
+    // NATS's client speaks after the server's INFO: its CONNECT carries JSON, no authority.
+    const nats = 'CONNECT {"verbose":false,"pedantic":false,"lang":"go","version":"1.31.0","protocol":1}\r\n';
+    assert.deepEqual(await peekOf([nats], 0, 300), { protocol: 'other', bytes: nats.length });
+  });
+
   test('past the byte cap: a request line still going is HTTP, empty lines only are incomplete', async () => {
     const long = await peekOf([`GET /${'a'.repeat(19_000)}`], 0, 500);
     assert.equal(long.protocol, 'http');
