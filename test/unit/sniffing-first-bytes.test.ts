@@ -320,6 +320,21 @@ describe('peek edge cases', () => {
     // Cut after its header: the rest is waited for, as a ClientHello's; never finished, it is incomplete TLS.
     assert.deepEqual(await peekOf([hello.subarray(0, 2), hello.subarray(2)], 100, 3000), { protocol: 'tls', bytes: hello.length, sslv2: true });
     assert.deepEqual(await peekOf([hello.subarray(0, 10)], 0, 300), { protocol: 'other', bytes: 10, incomplete: 'tls' });
+    // One of 16 KiB, the most a record may hold (header 0xc0 0x00): OpenSSL answers it too; it was taken for another
+    // protocol's bytes, the range ending at 0xbf (review41b).
+    const big = sslv2ClientHello(0x0303, 16_384);
+    assert.equal(big.subarray(0, 2).toString('hex'), 'c000');
+    const bigServer = tls.createServer({ key: leaf.keyPem, cert: leaf.certPem, ciphers: 'DEFAULT@SECLEVEL=0' });
+    bigServer.on('tlsClientError', () => undefined);
+    bigServer.listen(0, '127.0.0.1');
+    await once(bigServer, 'listening');
+    const bigClient = net.connect((bigServer.address() as AddressInfo).port, '127.0.0.1', () => bigClient.write(big));
+    bigClient.on('error', () => undefined);
+    const [bigAnswer] = (await once(bigClient, 'data')) as [Buffer];
+    bigClient.destroy();
+    bigServer.close();
+    assert.equal(bigAnswer.subarray(0, 6).toString('hex'), '160303005102', 'a TLS 1.2 ServerHello to the 16 KiB one');
+    assert.deepEqual(await peekOf([big], 0, 2000), { protocol: 'tls', bytes: big.length, sslv2: true });
     // Binary protocols whose first byte is in that range but whose third is not a ClientHello's: memcached's binary header.
     const memcached = Buffer.from('80000005000000000000000500000000000000000000000068656c6c6f', 'hex');
     assert.deepEqual(await peekOf([memcached], 0, 300), { protocol: 'other', bytes: memcached.length });
