@@ -335,6 +335,10 @@ describe('peek edge cases', () => {
     bigServer.close();
     assert.equal(bigAnswer.subarray(0, 6).toString('hex'), '160303005102', 'a TLS 1.2 ServerHello to the 16 KiB one');
     assert.deepEqual(await peekOf([big], 0, 2000), { protocol: 'tls', bytes: big.length, sslv2: true });
+    // Thrift's compact protocol: a call (0x82 0x21) with seqid 1 and a 3-letter method name begins as a ClientHello would,
+    // but its lengths do not add up to a record: another protocol's bytes at once, not waited for as TLS (review41b).
+    const thrift = Buffer.concat([Buffer.from([0x82, 0x21, 0x01, 0x03]), Buffer.from('get', 'latin1'), Buffer.from('180b68656c6c6f2d776f726c6400', 'hex')]);
+    assert.deepEqual(await peekOf([thrift], 0, 3000), { protocol: 'other', bytes: thrift.length });
     // Binary protocols whose first byte is in that range but whose third is not a ClientHello's: memcached's binary header.
     const memcached = Buffer.from('80000005000000000000000500000000000000000000000068656c6c6f', 'hex');
     assert.deepEqual(await peekOf([memcached], 0, 300), { protocol: 'other', bytes: memcached.length });
