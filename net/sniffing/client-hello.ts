@@ -9,12 +9,22 @@ export function looksLikeTls(head: Buffer): boolean {
 
 /**
  * An SSLv2-format ClientHello (RFC 5246 E.2, "backward compatibility"): a 2-byte record header with the high bit set
- * (a length up to 16 KiB: 0x80-0xbf), then msg_type 1 and a version whose major is 3. OpenSSL servers still take it
- * as the first record of a TLS 1.0-1.2 handshake. It has no extensions, so no SNI: it is decided as a ClientHello
- * without server_name. True too while too few bytes have come to tell (the first one, or two).
+ * (a length up to 16 KiB, 0x4000 included: 0x80-0xbf, or 0xc0 0x00, which OpenSSL takes too), then msg_type 1 and a
+ * version whose major is 3. OpenSSL servers still take it as the first record of a TLS 1.0-1.2 handshake. It has no
+ * extensions, so no SNI: it is decided as a ClientHello without server_name. True too while too few bytes have come to
+ * tell (the first one, or two).
  */
 export function looksLikeSslv2ClientHello(head: Buffer): boolean {
-  return head.length > 0 && head[0]! >= 0x80 && head[0]! <= 0xbf && (head.length < 3 || head[2] === CLIENT_HELLO) && (head.length < 4 || head[3] === 3);
+  if (head.length === 0 || head[0]! < 0x80 || head[0]! > 0xc0) return false;
+  // 0xc0: only a length of exactly 16 KiB (0xc0 0x00); a longer record OpenSSL refuses (data length too long).
+  if (head[0] === 0xc0 && head.length >= 2 && head[1] !== 0) return false;
+  if ((head.length >= 3 && head[2] !== CLIENT_HELLO) || (head.length >= 4 && head[3] !== 3)) return false;
+  // Once its three lengths are in: they add up to the record, a session id of at most 32 bytes, as OpenSSL requires
+  // (tls_process_client_hello: nothing may follow the challenge). A Thrift compact call (0x82 0x21, seqid 1, a method name
+  // of 3 letters) matched the first four bytes and was waited for, then refused as an unfinished ClientHello.
+  if (head.length < 11) return true;
+  const sessionId = head.readUInt16BE(7);
+  return sessionId <= 32 && 9 + head.readUInt16BE(5) + sessionId + head.readUInt16BE(9) === sslv2RecordLength(head)! - 2;
 }
 
 /** Bytes of an SSLv2-format record (its 2-byte header and what it says follows), once that header is in. */

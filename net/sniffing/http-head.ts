@@ -14,8 +14,9 @@ export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
   const lineEnd = head.indexOf(0x0a);
   const line = head.subarray(0, lineEnd === -1 ? head.length : lineEnd);
   if (lineEnd !== -1) return /HTTP\//i.test(line.toString('latin1')) ? 'yes' : 'no';
-  // Controls are not text; bytes past ASCII may be (nginx, Varnish and Go take them in a target: UTF-8 paths).
-  for (const byte of line) if (byte !== 0x09 && byte !== 0x0d && (byte < 0x20 || byte === 0x7f)) return 'no';
+  // Controls are not text, but for the blanks a server may split a request line on (LINE_BLANK); bytes past ASCII may be
+  // (nginx, Varnish and Go take them in a target: UTF-8 paths).
+  for (const byte of line) if ((byte < 0x20 || byte === 0x7f) && !isLineBlank(byte)) return 'no';
   // Text that can no longer become a request line is another protocol's, whose client may wait for an answer without
   // ending its line (JSON over TCP, `{"id":1}`): read as HTTP, it waited for a line end until the idle timeout, then got 400.
   return mayBecomeRequestLine(line.toString('latin1')) ? 'line' : 'no';
@@ -24,38 +25,55 @@ export function httpRequestStart(head: Buffer): 'yes' | 'line' | 'no' {
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /**
+ * What a server may split a request line on: Python's http.server (str.split() of the line read as latin1) takes any
+ * white space, so VT, FF, a lone CR, \x1c-\x1f, NEL and NBSP too: it serves `GET\v/x`, `GET\r/x`, `\fGET /x` as HTTP/0.9.
+ */
+const LINE_BLANK = /[\t\v\f\r \x1c-\x1f\x85\xa0]/;
+const LINE_BLANKS = /[\t\v\f\r \x1c-\x1f\x85\xa0]+/;
+const LEADING_LINE_BLANKS = /^[\t\v\f\r \x1c-\x1f\x85\xa0]+/;
+
+function isLineBlank(byte: number): boolean {
+  return byte === 0x09 || byte === 0x0b || byte === 0x0c || byte === 0x0d || byte === 0x20 || (byte >= 0x1c && byte <= 0x1f) || byte === 0x85 || byte === 0xa0;
+}
+
+/**
  * Whether an unfinished first line may still become a request line, however lenient the server: a method (a token)
  * and then anything. A target may hold a space (nginx before 1.21.1 reads `GET /a b HTTP/1.1` as the target `/a b`), so whatever
  * follows the method may still end in `HTTP/`, as a finished line is judged: `GET /a b` cut before ` HTTP/1.1` was taken
  * for another protocol's text and relayed unread. No backtracking regular expression: the line may be 16 KiB of blanks.
  */
-function mayBecomeRequestLine(line: string): boolean {
-  const blank = line.search(/[ \t\r]/);
+function mayBecomeRequestLine(text: string): boolean {
+  // Blanks before the method (`\fGET /x` to Python's http.server) or only blanks so far: the method may still come.
+  const line = text.replace(LEADING_LINE_BLANKS, '');
+  if (line === '') return true;
+  const blank = line.search(LINE_BLANK);
   return TOKEN.test(blank === -1 ? line : line.slice(0, blank));
 }
 
-/** A method that starts with a letter (git's pkt-lines start with their length in hex digits), blanks, then a target. */
-const VERSIONLESS_REQUEST_LINE = /^([A-Za-z][!#$%&'*+.^_`|~0-9A-Za-z-]*)[ \t]+([^ \t\r\n]+)/;
+/** A method that starts with a letter (git's pkt-lines start with their length in hex digits). */
+const VERSIONLESS_METHOD = /^[A-Za-z][!#$%&'*+.^_`|~0-9A-Za-z-]*$/;
+/** A CONNECT target that may be an authority (`attacker.test:443`), not another protocol's argument (NATS's `CONNECT {"verbose":false}`). */
+const AUTHORITY = /^[A-Za-z0-9._~!$&'()*+,;=:%@[\]-]+$/;
 
 /**
  * Whether a first line without `HTTP/` (ended, or all the client sent before its FIN) is still a request line to some
  * server: a method, blanks and a target that looks like one: a path (`/x`), an absolute URL (`http://attacker.test/x`),
  * `*`, or after CONNECT an authority. HTTP/0.9 has no version (`GET /x`), and servers still read it (Apache's
- * HttpProtocolOptions takes it by default, a lenient proxy may forward `GET http://attacker.test/x`): it names no host,
+ * HttpProtocolOptions takes it by default, Python's http.server too, a lenient proxy may forward `GET http://attacker.test/x`): it names no host,
  * so it is decided as one that names none (CONNECT tunnel: sni-mismatch; redirected: the raw address), not relayed
  * unread as another protocol's text. What other protocols send first keeps passing: SMTP's `EHLO x`, memcached's
- * `get k`, redis's inline `PING`, `KEYS k*`, git's `0032git-upload-pack /repo.git`. Where the two meet, it fails closed:
+ * `get k`, redis's inline `PING`, `KEYS k*`, git's `0032git-upload-pack /repo.git`, NATS's `CONNECT {...}`. Where the two meet, it fails closed:
  * a key that looks like a path or is `*` (memcached `get /k`, redis inline `KEYS *`) is taken for a request.
+ * Blanks are what a server may split on (LINE_BLANK: `GET\v/x`, leading ones too), however many: the line is split whole
+ * (a linear split, at most the peek's bytes), not its first 8192 characters, which `GET`, 9000 spaces and `/x` passed.
  */
 export function versionlessRequestLine(head: Buffer): boolean {
   const lineEnd = head.indexOf(0x0a);
-  // The first line only: a method token and a target are short, and the line may be 16 KiB.
-  const line = head.toString('latin1', 0, Math.min(lineEnd === -1 ? head.length : lineEnd, 8192));
+  const line = head.toString('latin1', 0, lineEnd === -1 ? head.length : lineEnd);
   if (/HTTP\//i.test(line)) return false;
-  const request = VERSIONLESS_REQUEST_LINE.exec(line);
-  if (!request) return false;
-  const target = request[2]!;
-  return target.startsWith('/') || target === '*' || /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target) || request[1]!.toUpperCase() === 'CONNECT';
+  const [method, target] = line.split(LINE_BLANKS).filter((word) => word !== '');
+  if (method === undefined || target === undefined || !VERSIONLESS_METHOD.test(method)) return false;
+  return target.startsWith('/') || target === '*' || /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target) || (method.toUpperCase() === 'CONNECT' && AUTHORITY.test(target));
 }
 
 export function headersComplete(head: Buffer): boolean {

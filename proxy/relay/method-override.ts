@@ -35,8 +35,8 @@ export function methodOverrides(headers: IncomingHttpHeaders, target?: string): 
 
 /**
  * The values of the target's `_method` query parameters, decoded as servers decode them: `%5Fmethod` is `_method`,
- * `+` a space, and PHP (Laravel, Symfony) drops leading spaces from a parameter's name and reads a `.` or a space in
- * it as `_` (`.method`).
+ * `+` a space, and PHP (Laravel, Symfony) drops leading spaces from a parameter's name, reads a `.` or a space in
+ * it as `_` (`.method`) and ends it at a NUL (`_method%00junk`).
  */
 function overrideParameters(target: string): string[] {
   const q = target.indexOf('?');
@@ -47,7 +47,9 @@ function overrideParameters(target: string): string[] {
   if (!/method|%/i.test(query)) return [];
   const values: string[] = [];
   for (const [name, value] of new URLSearchParams(query)) {
-    if (name.replace(/^ +/, '').replace(/[ .]/g, '_') === OVERRIDE_PARAMETER) values.push(value);
+    // PHP also cuts the name at its first NUL (php_register_variable_ex takes its strlen): `_method%00junk` is `_method`.
+    const cut = name.indexOf('\0');
+    if ((cut === -1 ? name : name.slice(0, cut)).replace(/^ +/, '').replace(/[ .]/g, '_') === OVERRIDE_PARAMETER) values.push(value);
   }
   return values;
 }

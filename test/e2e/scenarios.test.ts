@@ -386,13 +386,16 @@ for (const mode of ['block', 'audit'] as const) {
       const port = HALF_CLOSE_PORTS.plain;
       const marker = `v09-${mode}-${randomLabel(10)}`;
       const halfClosing = (text: string) => halfClosingClient(Buffer.from(text, 'latin1'));
-      const line = `GET http://attacker.test/${marker}\r\n`;
-      const refused = await halfClosing(line);
-      if (mode === 'block') assert.match(refused.stdout, /^(ECONNRESET|nothing)/);
-      else assert.equal(refused.stdout, `received ${line.length} bytes\n`);
-      assert.equal(arrivedAt((e) => e.type === 'half-close' && String(e.data).includes(marker)).length, mode === 'block' ? 0 : 1);
-      const event = await world.decision((e) => e.kind === 'transparent' && e.port === port && e.decision !== 'allowed' && Date.parse(e.time) >= since);
-      assert.deepEqual([event?.host, event?.reason, event?.decision], [NET.allowed, 'raw-ip', outcomeFor(mode)], 'decided on the raw address');
+      // Also split on a VT, or after a FF (Python's http.server serves both as GET /x; review41b).
+      for (const [i, line] of [`GET http://attacker.test/${marker}-0\r\n`, `GET\v/${marker}-1\r\n`, `\fGET /${marker}-2\r\n`].entries()) {
+        const sent = Date.now();
+        const refused = await halfClosing(line);
+        if (mode === 'block') assert.match(refused.stdout, /^(ECONNRESET|nothing)/, JSON.stringify(line));
+        else assert.equal(refused.stdout, `received ${line.length} bytes\n`);
+        assert.equal(arrivedAt((e) => e.type === 'half-close' && String(e.data).includes(`${marker}-${i}`)).length, mode === 'block' ? 0 : 1, JSON.stringify(line));
+        const event = await world.decision((e) => e.kind === 'transparent' && e.port === port && e.decision !== 'allowed' && Date.parse(e.time) >= sent);
+        assert.deepEqual([event?.host, event?.reason, event?.decision], [NET.allowed, 'raw-ip', outcomeFor(mode)], `decided on the raw address: ${JSON.stringify(line)}`);
+      }
       const smtp = `EHLO ${marker}.runner.test\r\n`;
       const passed = await halfClosing(smtp);
       assert.equal(passed.stdout, `received ${smtp.length} bytes\n`);
@@ -409,14 +412,20 @@ for (const mode of ['block', 'audit'] as const) {
       // OpenSSL servers still negotiate TLS 1.0-1.2 from it (unit sniffing-first-bytes); it was taken for another
       // protocol's bytes and decided by DNS attribution (allowed.test), as TLS without SNI must not be (6b).
       await world.job('dig', ['+short', 'allowed.test']);
-      const since = Date.now();
-      const hello = sslv2ClientHello();
-      const result = await halfClosingClient(hello);
-      if (mode === 'block') assert.match(result.stdout, /^(ECONNRESET|nothing)/);
-      else assert.equal(result.stdout, `received ${hello.length} bytes\n`);
-      assert.equal(arrivedAt((e) => e.type === 'half-close' && e.bytes === hello.length && Number(e.time) >= since).length, mode === 'block' ? 0 : 1);
-      const event = await world.decision((e) => e.kind === 'transparent' && e.port === HALF_CLOSE_PORTS.plain && Date.parse(e.time) >= since);
-      assert.deepEqual([event?.host, event?.reason, event?.decision, event?.sni], [NET.allowed, 'raw-ip', outcomeFor(mode), undefined], 'decided on the raw address');
+      // And one of 16 KiB, the most a record holds (header 0xc0 0x00, which OpenSSL takes too; review41b).
+      for (const hello of [sslv2ClientHello(), sslv2ClientHello(0x0303, 16_384)]) {
+        const since = Date.now();
+        const result = await halfClosingClient(hello);
+        if (mode === 'block') assert.match(result.stdout, /^(ECONNRESET|nothing)/);
+        else assert.equal(result.stdout, `received ${hello.length} bytes\n`);
+        assert.equal(arrivedAt((e) => e.type === 'half-close' && e.bytes === hello.length && Number(e.time) >= since).length, mode === 'block' ? 0 : 1);
+        const event = await world.decision((e) => e.kind === 'transparent' && e.port === HALF_CLOSE_PORTS.plain && Date.parse(e.time) >= since);
+        assert.deepEqual(
+          [event?.host, event?.reason, event?.decision, event?.sni],
+          [NET.allowed, 'raw-ip', outcomeFor(mode), undefined],
+          `decided on the raw address (${hello.length} bytes)`,
+        );
+      }
     });
 
     for (const silentMs of [0, 1500]) {

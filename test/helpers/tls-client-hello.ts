@@ -104,10 +104,17 @@ export async function clientHelloWithEch(servername: string): Promise<Buffer> {
  * An SSLv2-format ClientHello (RFC 5246 E.2) offering TLS `version` (0x0301: TLS 1.0): msg_type 1, the version, three
  * lengths, cipher specs (three bytes each), no session id, a 32-byte challenge. It has no extensions, so no SNI.
  */
-export function sslv2ClientHello(version = 0x0301): Buffer {
+export function sslv2ClientHello(version = 0x0301, bodyLength?: number): Buffer {
   // ECDHE with ECDSA or RSA, AES-128 (CBC-SHA, GCM), then TLS_RSA_WITH_AES_128_CBC_SHA and the renegotiation SCSV.
-  const specs = Buffer.from([0x00, 0xc0, 0x09, 0x00, 0xc0, 0x2b, 0x00, 0xc0, 0x13, 0x00, 0xc0, 0x2f, 0x00, 0x00, 0x2f, 0x00, 0x00, 0xff]);
-  const challenge = Buffer.alloc(32, 0x5a);
+  const base = [0x00, 0xc0, 0x09, 0x00, 0xc0, 0x2b, 0x00, 0xc0, 0x13, 0x00, 0xc0, 0x2f, 0x00, 0x00, 0x2f, 0x00, 0x00, 0xff];
+  // `bodyLength`: the record's length (its header apart), made up with more TLS_RSA_WITH_AES_128_CBC_SHA entries and a
+  // challenge of 16-32 bytes such that the cipher specs stay whole entries of 3 bytes.
+  let challengeLength = 32;
+  if (bodyLength !== undefined) while ((bodyLength - 9 - challengeLength) % 3 !== 0) challengeLength--;
+  const specs = Buffer.alloc(bodyLength === undefined ? base.length : bodyLength - 9 - challengeLength);
+  for (let i = 0; i < specs.length; i += 3) specs.set([0x00, 0x00, 0x2f], i);
+  specs.set(base);
+  const challenge = Buffer.alloc(challengeLength, 0x5a);
   const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
   const body = Buffer.concat([Buffer.from([0x01]), u16(version), u16(specs.length), u16(0), u16(challenge.length), specs, challenge]);
   return Buffer.concat([Buffer.from([0x80 | (body.length >> 8), body.length & 0xff]), body]);

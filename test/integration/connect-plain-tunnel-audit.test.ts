@@ -295,6 +295,29 @@ describe('block mode: what a plain CONNECT tunnel carries that names no host, or
     }
   });
 
+  test("a request line without a version split on VT, FF or a lone CR (Python's http.server serves these) is refused, nothing relayed; NATS's CONNECT {...} still passes (review41b)", async () => {
+    const versionless = (l: { event?: unknown; port?: unknown; message?: unknown }) =>
+      l.event === 'decision' && l.port === getOrEcho.port && /without an HTTP version/.test(String(l.message));
+    const before = guard.lines.filter(versionless).length;
+    for (const line of ['GET\v/block-blank-vt\r\n', 'GET\r/block-blank-cr\n', '\fGET /block-blank-ff\r\n']) {
+      const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+      assert.equal(tunnel.status, 200);
+      const answer = await exchange(tunnel.socket, line, 'echo:');
+      tunnel.socket.destroy();
+      assert.equal(answer, '', JSON.stringify(line));
+    }
+    const decisions = (await guard.waitForCount(versionless, before + 3)).slice(before);
+    assert.equal(decisions.length, 3);
+    for (const decision of decisions) assert.deepEqual([decision.decision, decision.reason], ['blocked', 'sni-mismatch']);
+    assert.ok(!getOrEcho.received.some((bytes) => bytes.includes('block-blank')), 'nothing reached the server');
+    const nats = 'CONNECT {"verbose":false,"pedantic":false,"lang":"go","version":"1.31.0","protocol":1}\r\n';
+    const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);
+    assert.equal(tunnel.status, 200);
+    const answer = await exchange(tunnel.socket, nats, 'echo:');
+    tunnel.socket.destroy();
+    assert.equal(answer, `echo:${nats}`);
+  });
+
   test('an SSLv2-format ClientHello is relayed as a ClientHello without SNI: to the checked address of the CONNECT host, no refusal (hunt2)', async () => {
     const hello = sslv2ClientHello();
     const tunnel = await openTunnel(guard.port, `allowed.test:${getOrEcho.port}`);

@@ -14,6 +14,8 @@ describe('methodOverrides: the methods a request asks the server to take instead
     assert.deepEqual(of('http://a.test:8080/x?a=1&_method=delete&_method=PATCH'), ['delete', 'PATCH']);
     // Escapes (also of letters), PHP's `.` or space for `_` and its leading spaces dropped, `+` for a space.
     for (const target of ['/x?%5Fmethod=PUT', '/x?_%6Dethod=PUT', '/x?.method=PUT', '/x?+_method=PUT']) assert.deepEqual(of(target), ['PUT'], target);
+    // PHP cuts a name at its first NUL (php_register_variable_ex takes its strlen): `_method%00junk` is `_method` there (review41b).
+    for (const target of ['/x?_method%00=PUT', '/x?_method%00junk=PUT', '/x?.method%00[]=PUT']) assert.deepEqual(of(target), ['PUT'], target);
     // Not the parameter: another name, the path, the fragment; no query at all.
     for (const target of ['/x?method=PUT', '/x?%20method=PUT', '/x?__method=PUT', '/_method=PUT', '/x?a=1#_method=PUT', '/x', '/x?']) assert.equal(of(target), undefined, target);
     // Headers and parameter together.

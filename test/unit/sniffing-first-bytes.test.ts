@@ -250,6 +250,26 @@ describe('peek edge cases', () => {
     }
   });
 
+  test("a request line without a version split on other blanks (VT, FF, a lone CR, NBSP), after leading ones, or past 8192 blanks is marked; NATS's CONNECT {...} is not (review41b)", async () => {
+    // Python's http.server splits the line on any white space (str.split) and serves each of these as HTTP/0.9 GET /x.
+    for (const line of ['GET\v/x\r\n', 'GET\r/x\n', '\fGET /x\r\n', 'GET\xa0/x\r\n', 'GET\x1c/x\r\n', `GET${' '.repeat(9000)}/x\r\n`]) {
+      const bytes = Buffer.from(line, 'latin1');
+      const peek = await peekOf([bytes], 0, 500);
+      assert.deepEqual(peek, { protocol: 'other', bytes: bytes.length, versionlessRequest: true }, JSON.stringify(line.slice(0, 12)));
+    }
+    // Cut after such a blank (or before the method), the line is waited for, then judged whole.
+    for (const parts of [
+      ['GET\v', '/x\r\n'],
+      ['\f', 'GET /x\r\n'],
+    ]) {
+      const peek = await peekOf(parts, 300, 3000);
+      assert.deepEqual(peek, { protocol: 'other', bytes: parts.join('').length, versionlessRequest: true }, JSON.stringify(parts));
+    }
+    // NATS's client speaks after the server's INFO: its CONNECT carries JSON, no authority.
+    const nats = 'CONNECT {"verbose":false,"pedantic":false,"lang":"go","version":"1.31.0","protocol":1}\r\n';
+    assert.deepEqual(await peekOf([nats], 0, 300), { protocol: 'other', bytes: nats.length });
+  });
+
   test('past the byte cap: a request line still going is HTTP, empty lines only are incomplete', async () => {
     const long = await peekOf([`GET /${'a'.repeat(19_000)}`], 0, 500);
     assert.equal(long.protocol, 'http');
@@ -300,6 +320,25 @@ describe('peek edge cases', () => {
     // Cut after its header: the rest is waited for, as a ClientHello's; never finished, it is incomplete TLS.
     assert.deepEqual(await peekOf([hello.subarray(0, 2), hello.subarray(2)], 100, 3000), { protocol: 'tls', bytes: hello.length, sslv2: true });
     assert.deepEqual(await peekOf([hello.subarray(0, 10)], 0, 300), { protocol: 'other', bytes: 10, incomplete: 'tls' });
+    // One of 16 KiB, the most a record may hold (header 0xc0 0x00): OpenSSL answers it too; it was taken for another
+    // protocol's bytes, the range ending at 0xbf (review41b).
+    const big = sslv2ClientHello(0x0303, 16_384);
+    assert.equal(big.subarray(0, 2).toString('hex'), 'c000');
+    const bigServer = tls.createServer({ key: leaf.keyPem, cert: leaf.certPem, ciphers: 'DEFAULT@SECLEVEL=0' });
+    bigServer.on('tlsClientError', () => undefined);
+    bigServer.listen(0, '127.0.0.1');
+    await once(bigServer, 'listening');
+    const bigClient = net.connect((bigServer.address() as AddressInfo).port, '127.0.0.1', () => bigClient.write(big));
+    bigClient.on('error', () => undefined);
+    const [bigAnswer] = (await once(bigClient, 'data')) as [Buffer];
+    bigClient.destroy();
+    bigServer.close();
+    assert.equal(bigAnswer.subarray(0, 6).toString('hex'), '160303005102', 'a TLS 1.2 ServerHello to the 16 KiB one');
+    assert.deepEqual(await peekOf([big], 0, 2000), { protocol: 'tls', bytes: big.length, sslv2: true });
+    // Thrift's compact protocol: a call (0x82 0x21) with seqid 1 and a 3-letter method name begins as a ClientHello would,
+    // but its lengths do not add up to a record: another protocol's bytes at once, not waited for as TLS (review41b).
+    const thrift = Buffer.concat([Buffer.from([0x82, 0x21, 0x01, 0x03]), Buffer.from('get', 'latin1'), Buffer.from('180b68656c6c6f2d776f726c6400', 'hex')]);
+    assert.deepEqual(await peekOf([thrift], 0, 3000), { protocol: 'other', bytes: thrift.length });
     // Binary protocols whose first byte is in that range but whose third is not a ClientHello's: memcached's binary header.
     const memcached = Buffer.from('80000005000000000000000500000000000000000000000068656c6c6f', 'hex');
     assert.deepEqual(await peekOf([memcached], 0, 300), { protocol: 'other', bytes: memcached.length });
