@@ -15,6 +15,7 @@ $PODMAN network exists podman-default-kube-network 2>/dev/null || POD_OWN_NET=1
 
 pod_cleanup() {
   $PODMAN kube down "$POD_DIR/pod.yaml" >/dev/null 2>&1
+  $PODMAN pod rm -f -t 1 egress-runner >/dev/null 2>&1
   $PODMAN rm -f -t 1 "egpod-internet-$TAG" "egpod-attacker-$TAG" >/dev/null 2>&1
   $PODMAN network rm -f "$POD_NET" >/dev/null 2>&1
   $PODMAN rmi -f "${POD_IMAGES[@]}" >/dev/null 2>&1
@@ -51,12 +52,18 @@ pod_stage() {
   # The test's names for the real ones, and its documentation range trusted (as a user trusts a private registry).
   sed -e 's/^      github.com$/      allowed.test/' -e 's/^      registry.npmjs.org$/      registry.test/' \
     -e '$a\    trusted-ranges: [203.0.113.0/24]' "$ROOT/deploy/kubernetes/policy-configmap.yaml" >"$POD_DIR/configmap.yaml"
-  # podman 4.3 may try to remove a finished init container while it is still exiting, and fail the play: once more.
+  # podman 4.3 may try to remove a finished init container while it is still exiting, and fail the play; or hang in a
+  # lock wait, the pod's infra container created and never started (seen once: 12 minutes, futex wait, until the
+  # suite's own timeout). Each try is bounded (a play takes seconds here), and what a failed one made is removed by
+  # name (kube down missed a container it had made: the next play failed on the name) before the next.
   local attempt
-  for attempt in 1 2; do
-    $PODMAN kube play --network "$POD_NET" --configmap "$POD_DIR/configmap.yaml" "$POD_DIR/pod.yaml" >"$POD_DIR/play.log" 2>&1 && break
-    [ "$attempt" = 2 ] && { cat "$POD_DIR/play.log" >&2; fatal "podman kube play"; }
+  for attempt in 1 2 3; do
+    timeout -k 10 120 $PODMAN kube play --network "$POD_NET" --configmap "$POD_DIR/configmap.yaml" "$POD_DIR/pod.yaml" >"$POD_DIR/play.log" 2>&1 && break
+    echo "container: podman kube play failed or timed out (try $attempt of 3, exit $?)" >&2
+    [ "$attempt" = 3 ] && { cat "$POD_DIR/play.log" >&2; fatal "podman kube play"; }
     $PODMAN kube down "$POD_DIR/pod.yaml" >/dev/null 2>&1
+    $PODMAN pod rm -f -t 1 egress-runner >/dev/null 2>&1
+    $PODMAN rm -f -t 1 egress-runner-egress-rules egress-runner-egress-guard egress-runner-egress-netlog egress-runner-runner >/dev/null 2>&1
   done
   # A pod on a cluster has a default route; this internal network gives none, and without a route the kernel
   # refuses a packet (ENETUNREACH) before the nat rules could redirect it (DNS to the pod's resolver). An on-link
