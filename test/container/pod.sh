@@ -12,12 +12,20 @@ POD_OWN_NET=0
 POD_OWN_PAUSE=0
 $PODMAN network exists podman-default-kube-network 2>/dev/null || POD_OWN_NET=1
 [ -n "$($PODMAN images -q --filter reference=localhost/podman-pause 2>/dev/null)" ] || POD_OWN_PAUSE=1
+# The pod's named volumes (its emptyDirs and ConfigMap): `kube down` of podman 4.3 leaves them, and one left by a run
+# that was killed kept a lock number that podman's lock memory no longer had, so a later play hung for good (seen: every
+# try of two runs hung until `podman system renumber`). Removed again if this run made them.
+POD_OWN_VOLUMES=()
+for volume in egress-guard-policy netlog state; do
+  $PODMAN volume exists "$volume" 2>/dev/null || POD_OWN_VOLUMES+=("$volume")
+done
 
 pod_cleanup() {
   $PODMAN kube down "$POD_DIR/pod.yaml" >/dev/null 2>&1
   $PODMAN pod rm -f -t 1 egress-runner >/dev/null 2>&1
   $PODMAN rm -f -t 1 "egpod-internet-$TAG" "egpod-attacker-$TAG" >/dev/null 2>&1
   $PODMAN network rm -f "$POD_NET" >/dev/null 2>&1
+  [ ${#POD_OWN_VOLUMES[@]} -eq 0 ] || $PODMAN volume rm -f "${POD_OWN_VOLUMES[@]}" >/dev/null 2>&1
   $PODMAN rmi -f "${POD_IMAGES[@]}" >/dev/null 2>&1
   [ "$POD_OWN_NET" = 0 ] || $PODMAN network rm -f podman-default-kube-network >/dev/null 2>&1
   if [ "$POD_OWN_PAUSE" = 1 ]; then
