@@ -45,6 +45,17 @@ const READ_CHUNK = 64 * 1024;
 const PAIR_TRIES = 3;
 const MAX_LINE = 16 * 1024;
 
+/** FILE as opened, and FILE.1 when it is a file to read whole before it (openNext). */
+interface OpenedPair {
+  next: RegularFile;
+  before?: RegularFile;
+}
+
+/** Closes both files of a pair (one neither read nor kept). */
+async function closePair({ next, before }: OpenedPair): Promise<void> {
+  await Promise.all([next.file.close(), before?.file.close()]);
+}
+
 /**
  * Follow ulogd's JSON file (inotify through fs.watch, no polling) and turn each packet the redirect rules
  * reported into a decision event: UDP but DNS, ICMP, the job answering outside hosts, job packets on
@@ -83,7 +94,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       // Audit misses nothing it can tell about: these packets were refused (block) or let through (audit) unreported.
       events.log.warn(
         { lost, lostTotal: stats.lost },
-        'netfilter log: the kernel dropped reports the reader could not take in time (lost: reports, counted from the gaps in their sequence numbers; 1 for an overflow of its queue no later report measured); the flows of those packets (UDP but DNS, ICMP, answers to outside hosts) may have no event',
+        'netfilter log: reports were lost before they reached the file: the kernel dropped reports the reader could not take in time (counted from the gaps in their sequence numbers; 1 for an overflow of its queue no later report measured), or the reader could not write them (a full disk); the flows of those packets (UDP but DNS, ICMP, answers to outside hosts) may have no event',
       );
       return;
     }
@@ -217,14 +228,14 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
    * predecessor of the FILE of that moment, FILE was by then the file after that one, and the file between went unread.
    * Reports are lost only when this reader is more than a whole file behind (FILE's predecessor's predecessor is gone).
    */
-  const openNext = async (old: number | undefined): Promise<{ next: RegularFile; before?: RegularFile } | Exclude<OpenedRegular, RegularFile>> => {
+  const openNext = async (old: number | undefined): Promise<OpenedPair | Exclude<OpenedRegular, RegularFile>> => {
     for (let tries = 1; ; tries++) {
       const next = await openToRead(options.file);
       if (!('file' in next)) return next;
       const before = await openRotated();
       const settled = (await inodeAt(options.file)) === next.ino;
       if (!settled && tries < PAIR_TRIES) {
-        await Promise.all([next.file.close(), before?.file.close()]);
+        await closePair({ next, before });
         continue;
       }
       if (!settled) events.log.warn({ file: options.file }, 'netfilter log: the file rotated faster than it could be followed; a rotated file may be left unread');
@@ -235,7 +246,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
   };
 
   /** Reads `before` whole, then follows `next` from its start. On a failure nothing opened is left open, nor kept. */
-  const moveTo = async ({ next, before }: { next: RegularFile; before?: RegularFile }) => {
+  const moveTo = async ({ next, before }: OpenedPair) => {
     try {
       if (before) {
         await switchTo(before);
@@ -244,7 +255,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       await switchTo(next);
     } catch (err) {
       // The next change opens anew (a throw while reading FILE.1 left FILE open and unreferenced, until 2026-12-03).
-      await Promise.all([next.file, before?.file].map((h) => h?.close().catch(() => undefined)));
+      await closePair({ next, before }).catch(() => undefined);
       handle = undefined;
       inode = undefined;
       throw err;
@@ -270,7 +281,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
     // Gone again (the next event finds the next one), or not a regular file (warned of): this file stays the one read.
     if (!('next' in found)) return false;
     if (found.next.ino === inode) {
-      await Promise.all([found.next.file.close(), found.before?.file.close()]);
+      await closePair(found);
       return false;
     }
     await moveTo(found);
@@ -317,7 +328,7 @@ export function startNetfilterLog(options: NetfilterLogOptions): NetfilterLog {
       toldMissing = 'missing' in found;
       // Not a regular file (warned of): a file put there in its place comes with its event.
       if (!('next' in found)) return;
-      if (stopped) return void (await Promise.all([found.next.file.close(), found.before?.file.close()]));
+      if (stopped) return void (await closePair(found));
       await moveTo(found);
       toldCannot = undefined;
       events.log.info({ file: options.file }, "netfilter log: following the redirect rules' reports");
