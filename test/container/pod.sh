@@ -16,7 +16,7 @@ $PODMAN network exists podman-default-kube-network 2>/dev/null || POD_OWN_NET=1
 # that was killed kept a lock number that podman's lock memory no longer had, so a later play hung for good (seen: every
 # try of two runs hung until `podman system renumber`). Removed again if this run made them.
 POD_OWN_VOLUMES=()
-for volume in egress-guard-policy netlog state; do
+for volume in egress-guard-policy netlog run state; do
   $PODMAN volume exists "$volume" 2>/dev/null || POD_OWN_VOLUMES+=("$volume")
 done
 
