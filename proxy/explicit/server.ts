@@ -93,7 +93,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url)?.[1] || '/';
     const asked: AuthorizeRequest = { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers, req.url) };
     // A POST whose body may name another method (a `_method` field) is decided once that body is read.
-    const body = readBodyOverride(req, options.policy(), { host, port, path }, options.idleTimeoutMs);
+    const body = readBodyOverride(req, options.policy(), host, port, path, options.idleTimeoutMs);
     if (body === undefined) return decideAndForward(req, res, asked, target.host);
     body
       .then((read) => {

@@ -17,22 +17,23 @@ export interface BodyOverride {
   unreadBody?: string;
 }
 
-/** What is decided on: the host as the client named it (undefined: none named, the body is read), port, target. */
-export interface BodyAsked {
-  host: string | undefined;
-  port: number;
-  path: string;
-}
-
 /**
  * The `_method` a request's body asks for, read before the request is decided and before any of its body goes on,
  * where it can change the decision: a POST (the only method Rack, Symfony and Express's method-override take an
  * override on) with a body some server reads fields from (body-method.ts bodyFormOf), to a host and path where some
  * method is refused that POST is not. Undefined for every other request (nothing is held). Else the methods found, or
  * why the body could not be judged: larger than BODY_READ_LIMIT (told by its Content-Length at once, or as it comes),
- * or no byte of it for `idleTimeoutMs`; 'gone' when the connection ended first (nothing to decide).
+ * or no byte of it for `idleTimeoutMs`; 'gone' when the connection ended first (nothing to decide). `host`, `port` and
+ * `path`: what the request is decided on, the host as the client named it.
  */
-export function readBodyOverride(req: InspectedRequest, policy: Policy, asked: BodyAsked, idleTimeoutMs: number): Promise<BodyOverride | 'gone'> | undefined {
+export function readBodyOverride(
+  req: InspectedRequest,
+  policy: Policy,
+  host: string | undefined,
+  port: number,
+  path: string,
+  idleTimeoutMs: number,
+): Promise<BodyOverride | 'gone'> | undefined {
   if (req.method !== 'POST') return undefined;
   const { headers } = req;
   const length = headers['content-length'];
@@ -40,7 +41,8 @@ export function readBodyOverride(req: InspectedRequest, policy: Policy, asked: B
   if (headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return undefined;
   const form = bodyFormOf(headers['content-type']);
   if (!form) return undefined;
-  if (asked.host !== undefined && !bodyMethodMatters(policy, { host: asked.host, port: asked.port, method: req.method, path: asked.path })) return undefined;
+  // `host` undefined: the request names none (the transparent listener decides on the destination): read.
+  if (host !== undefined && !bodyMethodMatters(policy, { host, port, method: req.method, path })) return undefined;
   const limit = `${BODY_READ_LIMIT / (1024 * 1024)} MiB`;
   if (length !== undefined && Number(length) > BODY_READ_LIMIT) return Promise.resolve({ unreadBody: `its body (${length} bytes) is larger than the ${limit} egress-guard reads` });
   return req.bufferBody(BODY_READ_LIMIT, idleTimeoutMs).then((read): BodyOverride | 'gone' => {

@@ -171,7 +171,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   const onRequest = (req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
     // A POST whose body may name another method (a `_method` field) is decided once that body is read (body-override.ts);
     // the requests pipelined behind it wait, and are dropped if it is refused.
-    const body = readBodyOverride(req, options.policy(), { host: connection.host, port: connection.port, path: req.url }, options.idleTimeoutMs);
+    const body = readBodyOverride(req, options.policy(), connection.host, connection.port, req.url, options.idleTimeoutMs);
     if (body === undefined) return void decideAndAct(req, res, connection);
     const goOn = req.holdFollowing();
     body

@@ -127,7 +127,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     const goOn = req.holdFollowing();
     // A POST whose body may name another method (a `_method` field) is decided once that body is read (body-override.ts).
     const asked = target.request;
-    const body = readBodyOverride(req, options.policy(), { host: asked.host, port: connection.destination.port, path: asked.path }, options.idleTimeoutMs);
+    const body = readBodyOverride(req, options.policy(), asked.host, connection.destination.port, asked.path, options.idleTimeoutMs);
     (body === undefined ? decideRequest(asked, connection) : body.then((read) => (read === 'gone' ? undefined : decideRequest(withBodyOverride(asked, read), connection))))
       .then((auth) => {
         if (auth === undefined) return goOn(false);
