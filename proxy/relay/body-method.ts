@@ -35,9 +35,11 @@ export function bodyFormOf(contentType: string | undefined): BodyForm | undefine
   // Laravel's isJson: the header contains `/json` or `+json` (anywhere, whatever the media type).
   const json = /[/+]json/i.test(type);
   if (media.startsWith('multipart/')) {
-    const boundaries = new Set<string>();
-    for (const match of type.matchAll(PHP_BOUNDARY)) boundaries.add(match[1] ?? match[2]!);
-    for (const match of type.matchAll(RACK_BOUNDARY)) boundaries.add(match[1]!);
+    // The first and the last parameter of each reading (PHP takes the first, Rack's greedy expression the last): not
+    // every one, since each is a pass over the body (a header of a thousand boundaries would be a thousand).
+    const found = [...type.matchAll(PHP_BOUNDARY)].map((match) => match[1] ?? match[2]!);
+    const rack = [...type.matchAll(RACK_BOUNDARY)].map((match) => match[1]!);
+    const boundaries = new Set([found[0], found.at(-1), rack[0], rack.at(-1)].filter((b): b is string => b !== undefined));
     for (const boundary of [...boundaries]) boundaries.add(boundary.trim());
     boundaries.delete('');
     // Without a boundary Rack parses the body as URL-encoded.
