@@ -44,7 +44,7 @@ async function nameAgreesWithDestination(ctx: TransparentAuthorizeContext, name:
   return resolved.some((a) => sameAddress(a, address));
 }
 
-type Extra = { sni?: string; method?: string; path?: string; methodOverrides?: readonly string[] };
+type Extra = { sni?: string; method?: string; path?: string; methodOverrides?: readonly string[]; unreadBody?: string };
 
 /** Emit a transparent decision made here (a name/destination mismatch), naming the original destination. */
 function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, decision: Decision, extra: Extra): Authorization {
@@ -121,6 +121,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
     ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
     ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
     ...(peek.protocol === 'http' && peek.request?.methodOverrides && { methodOverrides: peek.request.methodOverrides }),
+    ...(peek.protocol === 'http' && peek.request?.unreadBody !== undefined && { unreadBody: peek.request.unreadBody }),
   };
   const inspectable = request.inspectable === true && peek.protocol === 'tls';
   const base = {
@@ -146,7 +147,8 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
         host: canonical.name,
         port,
         inspectable,
-        ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path, methodOverrides: peek.request.methodOverrides }),
+        ...(peek.protocol === 'http' &&
+          peek.request && { method: peek.request.method, path: peek.request.path, methodOverrides: peek.request.methodOverrides, unreadBody: peek.request.unreadBody }),
       }).permitted;
       // A name the policy refuses is reported as such; agreement matters only for names it would let through.
       if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return decisionWritten(ctx.events, mismatch(ctx, request, canonical.name, claimedBy, extra));

@@ -21,6 +21,8 @@ export interface AuthorizeRequest {
   path?: string;
   /** Methods the request asks the server to take instead (DecisionRequest.methodOverrides). */
   methodOverrides?: readonly string[];
+  /** Why a body that may name such a method could not be read (DecisionRequest.unreadBody). */
+  unreadBody?: string;
   /**
    * Transparent connections: the original destination. Raw-IP decisions use it, and a named
    * decision must agree with it (see proxy/transparent).
@@ -121,8 +123,8 @@ export async function authorize(ctx: AuthorizeContext, request: AuthorizeRequest
 
 /** What decide() is asked for a request: it reads method, path and inspectable only when defined (inspectable only when true). */
 function askedOf(request: AuthorizeRequest): DecisionRequest {
-  const { host, port, method, path, methodOverrides, inspectable } = request;
-  return { host, port, method, path, methodOverrides, inspectable };
+  const { host, port, method, path, methodOverrides, unreadBody, inspectable } = request;
+  return { host, port, method, path, methodOverrides, unreadBody, inspectable };
 }
 
 /** authorize() up to its decision's event, emitted but not yet written. */

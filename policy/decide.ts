@@ -7,7 +7,7 @@ import { answersOf, keepAnswer } from './kept-answers.js';
 import { formatHostPort } from './host-port.js';
 import type { Policy } from './policy.js';
 import { decision, type Decision, type DecisionRequest } from './decision.js';
-import { decideConnection, decideRequest, deniedHost } from './request-rules.js';
+import { decideConnection, decideRequest, deniedHost, refusedOverride } from './request-rules.js';
 
 /** The first endpoint rule allowing name:port, or, with port undefined, allowing the name on any port. */
 export function findEndpoint(policy: Policy, name: string, port?: number) {
@@ -95,7 +95,7 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
   const name = canonical.name;
   const judged =
     request.method !== undefined || request.path !== undefined
-      ? decideRequest(policy, name, port, request.method ?? 'GET', request.path ?? '/', request.methodOverrides)
+      ? decideRequest(policy, name, port, request.method ?? 'GET', request.path ?? '/', request.methodOverrides, request.unreadBody)
       : decideConnection(policy, name, port, request.inspectable === true);
   if ('outcome' in judged) return judged;
   const { rule, inspect } = judged;
@@ -104,6 +104,18 @@ export function decide(policy: Policy, request: DecisionRequest): Decision {
       ? decision(policy, true, { reason: 'allowed-endpoint', rule: rule.source, host: name, message: `${name}:${port} is allowed by "${rule.source}"` })
       : decideAddressesOnce(policy, name, port, rule.source, request.addresses);
   return inspect ? { ...decided, inspect } : decided;
+}
+
+/**
+ * Whether a method the request could ask for in its body (a `_method` form field) would change its decision: some
+ * method is refused on its host and path that its own method is not (request-rules.ts refusedOverride). Only then
+ * is its body worth reading before it is decided (proxy/relay/body-method.ts).
+ */
+export function bodyMethodMatters(policy: Policy, request: { host: string; port: number; method: string; path: string }): boolean {
+  const canonical = canonicalHostOnce(request.host);
+  // Addresses are decided by allowed-ips alone, and an invalid host is refused: no method rules for either.
+  if (canonical.type !== 'name') return false;
+  return refusedOverride(policy, canonical.name, request.port, request.method, request.path) !== undefined;
 }
 
 /**

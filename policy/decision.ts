@@ -47,6 +47,11 @@ export interface DecisionRequest {
    */
   methodOverrides?: readonly string[];
   /**
+   * Why the request's body, which may name such a method too (a `_method` form field), could not be read (too large,
+   * unfinished): the request is refused where the path refuses a method its own is not (request-rules.ts refusedOverride).
+   */
+  unreadBody?: string;
+  /**
    * A connection (no method/path) whose requests the caller can inspect one by one: a host whose entries name
    * paths or methods is then allowed with `inspect` set; without, such a host cannot be enforced and is refused.
    */

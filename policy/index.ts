@@ -1,4 +1,15 @@
-export { decide, decideName, decideOnAddresses, findEndpoint, literalAddress, type Decision, type DecisionRequest, type Outcome, type Reason } from './decide.js';
+export {
+  bodyMethodMatters,
+  decide,
+  decideName,
+  decideOnAddresses,
+  findEndpoint,
+  literalAddress,
+  type Decision,
+  type DecisionRequest,
+  type Outcome,
+  type Reason,
+} from './decide.js';
 export { buildPolicy, POLICY_KEYS, type PolicySetting, type PolicySettings } from './build-policy.js';
 export { parsePolicyFile, type FileSetting } from './policy-file.js';
 export { splitListString, type SourcedEntry } from './policy-lists.js';

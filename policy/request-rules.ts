@@ -99,9 +99,10 @@ export function decideConnection(policy: Policy, name: string, port: number, ins
 /**
  * One HTTP request: denied entries, then the allowing entries' methods and paths. `overrides`: methods the request
  * asks the server to take instead (X-HTTP-Method-Override...), judged as its method is: none may be denied, each must
- * be allowed.
+ * be allowed. `unreadBody`: why a body that may name such a method could not be read (proxy/relay/body-method.ts); the
+ * request is then refused where any method is refused that `method` is not (refusedOverride).
  */
-export function decideRequest(policy: Policy, name: string, port: number, method: string, target: string, overrides: readonly string[] = []): Judgement {
+export function decideRequest(policy: Policy, name: string, port: number, method: string, target: string, overrides: readonly string[] = [], unreadBody?: string): Judgement {
   const { denied, allowing, denying, requestRules } = hostEntries(policy, name, port);
   if (denied) return denial(policy, name, denied, `${name}:${port}`);
   // A host without method or path entries is judged as before, whatever its paths look like.
@@ -126,7 +127,14 @@ export function decideRequest(policy: Policy, name: string, port: number, method
   const rule = allows(method);
   const overridden = rule && overrides.find((m) => !allows(m));
   if (overridden !== undefined) {
-    const message = `${request()}: it asks the server to take the method ${overridden.toUpperCase()} instead (a method override header or _method parameter), which is not allowed`;
+    const message = `${request()}: it asks the server to take the method ${overridden.toUpperCase()} instead (a method override header, or a _method parameter or body field), which is not allowed`;
+    return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message });
+  }
+  // A body that may name a method (a `_method` form field) but could not be read: as if it named one the path refuses.
+  const unreadRefused = rule && unreadBody !== undefined ? refusedOverride(policy, name, port, method, target) : undefined;
+  if (unreadRefused !== undefined) {
+    const which = unreadRefused === UNNAMED_METHOD ? 'not every method is' : `${unreadRefused} is not`;
+    const message = `${request()}: ${unreadBody}, so a _method field in it (which the server would take as the method) could not be judged; ${which} allowed here`;
     return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message });
   }
   if (rule) return { rule, inspect: allowing.some(isRequestRule) };
@@ -135,4 +143,25 @@ export function decideRequest(policy: Policy, name: string, port: number, method
     return decision(policy, false, { reason: 'method-not-allowed', rule: null, host: name, message: `${request()}: the method is not allowed (${listed})` });
   }
   return decision(policy, false, { reason: 'path-not-allowed', rule: null, host: name, message: `${request()}: the path is not allowed (${listed})` });
+}
+
+/** A method none of a policy's entries can name (they name upper-case letters and `-`): it stands for every such method. */
+const UNNAMED_METHOD = 'UNNAMED METHOD';
+
+/**
+ * A method that, named as an override (a `_method` field), would refuse a request the entries let through as `method`
+ * on `target`, or undefined: every method is judged alike there, or `method` is refused anyway, so what the request
+ * asks for in its body changes nothing and the body need not be read. The methods tried: each one an entry for the host
+ * names, and one none names (which stands for all the others).
+ */
+export function refusedOverride(policy: Policy, name: string, port: number, method: string, target: string): string | undefined {
+  const { allowing, denying, requestRules } = hostEntries(policy, name, port);
+  if (!requestRules || 'outcome' in decideRequest(policy, name, port, method, target)) return undefined;
+  // Denied methods first, so that a refusal names the one it is for.
+  const tried = new Set<string>();
+  for (const rule of denying) for (const m of rule.methods ?? []) tried.add(m);
+  for (const rule of allowing) for (const m of rule.methods ?? []) tried.add(m);
+  tried.add(UNNAMED_METHOD);
+  for (const m of tried) if ('outcome' in decideRequest(policy, name, port, method, target, [m])) return m;
+  return undefined;
 }

@@ -88,6 +88,8 @@ export interface PeekedHttpRequest {
   host?: string;
   /** Methods its override headers name (DecisionRequest.methodOverrides), when read from a whole head. */
   methodOverrides?: readonly string[];
+  /** Why its body, which may name such a method, could not be read (DecisionRequest.unreadBody). */
+  unreadBody?: string;
 }
 
 /**

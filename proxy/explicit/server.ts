@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
-import { authorize, type AuthorizeContext, type Authorization } from '../../decision/authorize.js';
+import { authorize, type AuthorizeContext, type Authorization, type AuthorizeRequest } from '../../decision/authorize.js';
 import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
 import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
@@ -12,6 +12,7 @@ import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import { RequestReader, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
+import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { closeTunnelUpstream, connectTunnelUpstream, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
@@ -90,9 +91,29 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     res.once('close', release);
     // Decided on the target as written, which is what goes upstream (method and path rules judge it).
     const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url)?.[1] || '/';
-    void authorize(options, { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers, req.url) })
+    const asked: AuthorizeRequest = { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers, req.url) };
+    // A POST whose body may name another method (a `_method` field) is decided once that body is read.
+    const body = readBodyOverride(req, options.policy(), host, port, path, options.idleTimeoutMs);
+    if (body === undefined) return decideAndForward(req, res, asked, target.host);
+    body
+      .then((read) => {
+        if (read !== 'gone') decideAndForward(req, res, withBodyOverride(asked, read), target.host);
+      })
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client }, 'request handling failed');
+        sendProxyError(res, 502, 'egress-guard could not handle this request');
+      });
+  };
+
+  const decideAndForward = (req: InspectedRequest, res: RawResponse, asked: AuthorizeRequest, authority: string) => {
+    const { client } = asked;
+    void authorize(options, asked)
       .then((auth: Authorization) => {
-        if (auth.action === 'reject') return sendProxyError(res, 403, auth.decision.message, auth.event.id);
+        if (auth.action === 'reject') {
+          // A body too large to judge is not read on to its end for a next request: the connection ends after the 403.
+          if (asked.unreadBody !== undefined) res.shouldKeepAlive = false;
+          return sendProxyError(res, 403, auth.decision.message, auth.event.id);
+        }
         if (auth.action === 'fail') {
           sendProxyError(res, auth.status, auth.message, auth.event.id);
           auth.connection.close({ status: auth.status, error: auth.error });
@@ -100,7 +121,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
         }
         // The Host sent upstream is the authority that was decided on (RFC 9112 3.2.2), never the client's own
         // Host header: `GET http://allowed.test/` with `Host: attacker.test` must not reach a virtual host it names.
-        forwarder.forward({ req, res, auth, authority: target.host });
+        forwarder.forward({ req, res, auth, authority });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'request handling failed');

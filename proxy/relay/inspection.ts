@@ -10,6 +10,7 @@ import { errorFormatFor, sendProxyError, writeRawError } from './error-response.
 import { lingeringClose } from './lingering-close.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
+import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
 import type { HttpForwarder } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
@@ -109,7 +110,7 @@ export function createInspector(options: InspectorOptions): Inspector {
    * connection's, checked already, so nothing is looked up. The decision's event is emitted, not yet written: the
    * caller acts on it once `events.decisionsWritten()` settles (decision/authorize.ts emitDecision).
    */
-  const decideRequest = (req: InspectedRequest, connection: ConnectionState): RequestAuthorization => {
+  const decideRequest = (req: InspectedRequest, connection: ConnectionState, body?: BodyOverride): RequestAuthorization => {
     const policy = options.policy();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
@@ -119,7 +120,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     const sameHost = host === undefined || host === connection.sameHostHeader || namesConnectionHost(host, connection);
     // The checked address as the list authorize takes, made once per connection (nothing changes it).
     const addresses = (connection.addresses ??= [connection.address]);
-    const request = {
+    const asked = {
       kind: connection.kind,
       client: connection.client,
       host: connection.host,
@@ -129,6 +130,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       methodOverrides: methodOverrides(req.headers, path),
       addresses,
     };
+    const request = body ? withBodyOverride(asked, body) : asked;
     if (sameHost) return authorizeOnAddresses(options, request);
     const decision = refusal(policy, {
       reason: 'sni-mismatch',
@@ -167,21 +169,38 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
 
   const onRequest = (req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
+    // A POST whose body may name another method (a `_method` field) is decided once that body is read (body-override.ts);
+    // the requests pipelined behind it wait, and are dropped if it is refused.
+    const body = readBodyOverride(req, options.policy(), connection.host, connection.port, req.url, options.idleTimeoutMs);
+    if (body === undefined) return void decideAndAct(req, res, connection);
+    const goOn = req.holdFollowing();
+    body
+      .then((read) => goOn(read !== 'gone' && decideAndAct(req, res, connection, read)))
+      .catch((err: Error) => {
+        goOn(false);
+        requestFailed(err, res, connection);
+      });
+  };
+  /** Decide one request and act on the decision once it is written; false when it is refused (the connection's last). */
+  const decideAndAct = (req: InspectedRequest, res: RawResponse, connection: ConnectionState, body?: BodyOverride): boolean => {
     let auth: RequestAuthorization;
     try {
-      auth = decideRequest(req, connection);
+      auth = decideRequest(req, connection, body);
     } catch (err) {
-      return requestFailed(err as Error, res, connection);
+      requestFailed(err as Error, res, connection);
+      return true;
     }
     // A refused request is the connection's last, known now though answered after the write below: the reader reads
     // nothing behind it, so a request pipelined after it is neither decided nor sent upstream (it was, and its answer
     // never came: the connection ends after the refusal).
-    if (auth.action === 'misdirected' || auth.action === 'reject') {
+    const refused = auth.action === 'misdirected' || auth.action === 'reject';
+    if (refused) {
       res.shouldKeepAlive = false;
       res.last = true;
     }
     // One promise for every decision of this turn (the events file's end-of-turn write); the request moves after it.
     void events.decisionsWritten().then(() => actOn(auth, req, res, connection));
+    return !refused;
   };
   /** Answer or forward one decided request of an inspected connection. */
   const actOn = (auth: RequestAuthorization, req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {

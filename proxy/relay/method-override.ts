@@ -19,10 +19,8 @@ const OVERRIDE_PARAMETER = '_method';
 export function methodOverrides(headers: IncomingHttpHeaders, target?: string): string[] | undefined {
   let methods: string[] | undefined;
   const add = (text: string) => {
-    for (const part of text.split(',')) {
-      const method = part.trim();
-      if (method !== '') (methods ??= []).push(method);
-    }
+    const named = methodsNamed(text);
+    if (named.length > 0) (methods ??= []).push(...named);
   };
   for (const name of OVERRIDE_HEADERS) {
     const value = headers[name];
@@ -42,14 +40,34 @@ function overrideParameters(target: string): string[] {
   const q = target.indexOf('?');
   if (q === -1) return [];
   const hash = target.indexOf('#', q);
-  const query = target.slice(q + 1, hash === -1 ? undefined : hash);
-  // Most queries cannot name it, in any spelling: no `method`, and no escape that could spell it.
-  if (!/method|%/i.test(query)) return [];
+  return overrideFields(target.slice(q + 1, hash === -1 ? undefined : hash));
+}
+
+/**
+ * The values of the `_method` fields of URL-encoded text (a query, or an `application/x-www-form-urlencoded` body),
+ * decoded as overrideParameters says.
+ */
+export function overrideFields(encoded: string): string[] {
+  // Most texts cannot name it, in any spelling: no `method`, and no escape that could spell it.
+  if (!/method|%/i.test(encoded)) return [];
   const values: string[] = [];
-  for (const [name, value] of new URLSearchParams(query)) {
-    // PHP also cuts the name at its first NUL (php_register_variable_ex takes its strlen): `_method%00junk` is `_method`.
-    const cut = name.indexOf('\0');
-    if ((cut === -1 ? name : name.slice(0, cut)).replace(/^ +/, '').replace(/[ .]/g, '_') === OVERRIDE_PARAMETER) values.push(value);
-  }
+  for (const [name, value] of new URLSearchParams(encoded)) if (isOverrideName(name)) values.push(value);
   return values;
+}
+
+/** Whether a field's name (decoded) is `_method` to a server: itself, or what PHP makes `_method` of it. */
+export function isOverrideName(name: string): boolean {
+  // PHP also cuts the name at its first NUL (php_register_variable_ex takes its strlen): `_method%00junk` is `_method`.
+  const cut = name.indexOf('\0');
+  return (cut === -1 ? name : name.slice(0, cut)).replace(/^ +/, '').replace(/[ .]/g, '_') === OVERRIDE_PARAMETER;
+}
+
+/** Each method named in `text`, comma-separated values apart (what methodOverrides adds for a header or field value). */
+export function methodsNamed(text: string): string[] {
+  const into: string[] = [];
+  for (const part of text.split(',')) {
+    const method = part.trim();
+    if (method !== '') into.push(method);
+  }
+  return into;
 }

@@ -77,6 +77,10 @@ export class InspectedRequest {
   private flowScheduled = false;
   /** The body is dropped as it comes (node's `_dump`: its answer went out without reading it). */
   private dumped = false;
+  /** What the body's buffer may hold before the socket stops being read: more while `bufferBody` waits. */
+  private highWaterMark = BODY_HIGH_WATER_MARK;
+  /** `bufferBody`'s check, called when a piece comes, at the body's end, and when the connection goes. */
+  private bufferCheck: ((gone: boolean) => void) | undefined;
 
   constructor(
     readonly socket: Socket,
@@ -130,14 +134,50 @@ export class InspectedRequest {
     }
     this.pending.push(chunk);
     this.pendingSize += chunk.length;
-    return this.pendingSize < BODY_HIGH_WATER_MARK;
+    const more = this.pendingSize < this.highWaterMark;
+    this.bufferCheck?.(false);
+    return more;
   }
 
   /** The body is whole. */
   pushEnd(): void {
     this.complete = true;
     this.ended = true;
+    this.bufferCheck?.(false);
     if (this.flowing && this.pendingSize === 0 && !this.flowScheduled) this.emitEnd();
+  }
+
+  /** The connection ended (closed, or a parse error in the body): the body will not end. */
+  connectionGone(): void {
+    this.bufferCheck?.(true);
+  }
+
+  /**
+   * Hold the body unread until it is whole or more than `limit` bytes of it have come, before anyone reads it (the
+   * request is decided on what it says): the pieces so far, left in the buffer for whoever reads the body next, as
+   * if this never happened. `whole` false: more than `limit` came (the socket is read no further until the body is
+   * read). 'stalled': no byte came for `idleMs`; 'gone': the connection ended first.
+   */
+  bufferBody(limit: number, idleMs: number): Promise<{ pieces: Buffer[]; whole: boolean } | 'stalled' | 'gone'> {
+    return new Promise((resolve) => {
+      const done = (result: { pieces: Buffer[]; whole: boolean } | 'stalled' | 'gone') => {
+        clearTimeout(timer);
+        this.bufferCheck = undefined;
+        this.highWaterMark = BODY_HIGH_WATER_MARK;
+        resolve(result);
+      };
+      const timer = setTimeout(() => done('stalled'), idleMs);
+      this.bufferCheck = (gone) => {
+        if (gone) return done('gone');
+        if (this.complete || this.pendingSize > limit) return done({ pieces: this.pending.slice(), whole: this.complete });
+        timer.refresh();
+      };
+      // A body of exactly `limit` bytes is read on to its end; one byte more stops the socket.
+      this.highWaterMark = limit + 1;
+      // The socket may have stopped for this body's buffer (16 KiB) already: read on.
+      if (this.pendingSize < this.highWaterMark) this.reader.bodyRead();
+      this.bufferCheck(false);
+    });
   }
 
   /**
@@ -417,6 +457,7 @@ export class RequestReader implements ResponseOwner {
    */
   private parseFailed(err: ClientError): void {
     const inBody = this.incoming !== undefined && !this.incoming.complete;
+    if (inBody) this.incoming!.connectionGone();
     if (this.requests.length === 0 || inBody) {
       this.failed = true;
       this.handlers.clientError(err, this.socket);
@@ -628,6 +669,7 @@ export class RequestReader implements ResponseOwner {
   }
 
   private closed(): void {
+    if (this.incoming && !this.incoming.complete) this.incoming.connectionGone();
     this.unconsume();
     this.closeParser();
     this.answersGone();

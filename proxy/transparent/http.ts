@@ -14,6 +14,7 @@ import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
+import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
 import { authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
 
 export interface TransparentHttpOptions extends TransparentAuthorizeContext {
@@ -124,8 +125,12 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     // The decision is asynchronous: a request pipelined behind this one waits for it, and is dropped unread if this
     // one is refused (the connection ends after the 403), not decided and sent with its answer never delivered.
     const goOn = req.holdFollowing();
-    decideRequest(target.request, connection)
+    // A POST whose body may name another method (a `_method` field) is decided once that body is read (body-override.ts).
+    const asked = target.request;
+    const body = readBodyOverride(req, options.policy(), asked.host, connection.destination.port, asked.path, options.idleTimeoutMs);
+    (body === undefined ? decideRequest(asked, connection) : body.then((read) => (read === 'gone' ? undefined : decideRequest(withBodyOverride(asked, read), connection))))
       .then((auth) => {
+        if (auth === undefined) return goOn(false);
         if (auth.action === 'reject') {
           res.shouldKeepAlive = false;
           goOn(false);

@@ -67,7 +67,7 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
       const policy: Policy = buildPolicy({
         mode: { value: mode, origin },
         'allowed-endpoints': { value: `github.test:*/my-org/** wrong.test:*/**`, origin },
-        'denied-endpoints': { value: 'POST github.test:*/my-org/secret', origin },
+        'denied-endpoints': { value: 'POST github.test:*/my-org/secret DELETE github.test:*/my-org/issues/**', origin },
         'trusted-ranges': { value: '127.0.0.0/8', origin },
       });
       const log = new EventLog({ stdout: false });
@@ -164,6 +164,30 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
         assert.match(result.stdout, /\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
         assert.equal(decision?.decision, 'would-block');
       }
+    });
+
+    test('a `_method` field in a POST body inside TLS, past a 300 KiB file part: judged before any of it goes upstream (issue 13)', async () => {
+      const file = join(tempDir('eg-inspect-form-'), 'upload.bin');
+      writeFileSync(file, `${'x'.repeat(300 * 1024)}END-OF-FILE`);
+      const post = (path: string, fields: string[]) => through(`https://github.test:${upstream.port}${path}`, ['-F', `file=@${file}`, ...fields.flatMap((field) => ['-F', field])]);
+      const overridden = await post('/my-org/issues/1', ['_method=DELETE']);
+      const plain = await post('/my-org/issues/2', ['title=x']);
+      const decision = decisions().find((d) => d.path === '/my-org/issues/1');
+      assert.equal(decision?.reason, 'denied-endpoint');
+      assert.equal(decision?.method, 'POST');
+      const upload = (path: string) => upstream.requests.find((r) => r.url === path)?.body.toString('latin1') ?? '';
+      if (mode === 'block') {
+        assert.equal(overridden.stdout, '403', overridden.stderr);
+        assert.ok(!upstream.requests.some((r) => r.url === '/my-org/issues/1'), 'nothing reached the server');
+      } else {
+        assert.equal(overridden.stdout, '200', overridden.stderr);
+        assert.equal(decision?.decision, 'would-block');
+        assert.match(upload('/my-org/issues/1'), /END-OF-FILE[^]*name="_method"\r\n\r\nDELETE\r\n/, 'relayed whole');
+      }
+      // A form naming no other method passes whole, held no longer than its body took.
+      assert.equal(plain.stdout, '200', plain.stderr);
+      assert.equal(decisions().find((d) => d.path === '/my-org/issues/2')?.decision, 'allowed');
+      assert.match(upload('/my-org/issues/2'), /^--[^]*x{1000}[^]*END-OF-FILE\r\n[^]*name="title"\r\n\r\nx\r\n--[^]*--\r\n$/);
     });
 
     test('keep-alive: the second request on one inspected connection is decided on its own', async () => {

@@ -4,13 +4,16 @@
  * readable 403 and never reaches the server, and its event names method, path (no query) and reason.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { curlTwoOnOneConnection } from '../helpers/curl-keep-alive.js';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
 
-const ALLOWED = 'one.test:*/my-org/** GET,HEAD npm.test:*';
+const ALLOWED = 'one.test:*/my-org/** GET,HEAD npm.test:* GET,HEAD,POST form.test:*/api/**';
 const DENIED = 'POST one.test:*/my-org/secret';
 
 for (const mode of ['block', 'audit'] as const) {
@@ -19,16 +22,26 @@ for (const mode of ['block', 'audit'] as const) {
     let port: number;
     let guard: EgressGuardProcess;
     const seen: string[] = [];
+    /** The body bytes the server read, by request target. */
+    const received = new Map<string, number>();
+    let bigBody: string;
 
     before(async () => {
       server = http.createServer((req, res) => {
         seen.push(`${req.method} ${req.url}`);
-        req.resume();
-        req.on('end', () => res.end(`ok ${req.method} ${req.url}\n`));
+        let bytes = 0;
+        req.on('data', (chunk: Buffer) => (bytes += chunk.length));
+        req.on('end', () => {
+          received.set(req.url ?? '', bytes);
+          res.end(`ok ${req.method} ${req.url}\n`);
+        });
       });
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       port = (server.address() as AddressInfo).port;
-      guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1', '--resolve', 'npm.test=127.0.0.1'], {
+      // A form one byte past what egress-guard reads for a `_method` field (1 MiB), the field at its end.
+      bigBody = path.join(await mkdtemp(path.join(tmpdir(), 'eg-form-')), 'big-form');
+      await writeFile(bigBody, `pad=${'a'.repeat(1024 * 1024 - 'pad=&_method=DELETE'.length + 1)}&_method=DELETE`);
+      guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1', '--resolve', 'npm.test=127.0.0.1', '--resolve', 'form.test=127.0.0.1'], {
         EGRESS_MODE: mode,
         EGRESS_ALLOWED_ENDPOINTS: ALLOWED,
         EGRESS_DENIED_ENDPOINTS: DENIED,
@@ -38,6 +51,7 @@ for (const mode of ['block', 'audit'] as const) {
     after(async () => {
       await guard?.stop();
       server?.close();
+      if (bigBody) await rm(path.dirname(bigBody), { recursive: true, force: true });
     });
 
     const curl = (args: string[]) => runProcess('curl', ['-sS', '--max-time', '10', '-x', guard.proxyUrl, '-o', '/dev/null', '-w', '%{http_code} %{header_json}\\n', ...args]);
@@ -151,6 +165,70 @@ for (const mode of ['block', 'audit'] as const) {
       }
       // A method the entries allow may be named, and a parameter of another name is no override.
       assert.equal(status((await curl([`http://npm.test:${port}/lp-query-head?_method=HEAD&method=DELETE`])).stdout), 200);
+    });
+
+    test('a `_method` field in a POST body is judged as the method it names: form, multipart, JSON, in a tunnel too (issue 13)', async () => {
+      const url = (name: string) => `http://form.test:${port}/api/${name}`;
+      const asked = await Promise.all([
+        curl(['-d', 'title=x&_method=DELETE', url('fm-form')]),
+        curl(['-F', 'title=x', '-F', '_method=delete', url('fm-multipart')]),
+        // Chunked, the field in PHP's spelling.
+        curl(['-H', 'Transfer-Encoding: chunked', '-d', 'a=1&%5Fmethod=PUT', url('fm-chunked')]),
+        curl(['-H', 'Content-Type: application/json', '-d', '{"title":"x","_method":"DELETE"}', url('fm-json')]),
+        curlTunnelled(['-d', '_method=DELETE', url('fm-tunnelled')]),
+      ]);
+      for (const name of ['fm-form', 'fm-multipart', 'fm-chunked', 'fm-json', 'fm-tunnelled']) {
+        const event = await guard.waitFor((l) => l.event === 'decision' && l.path === `/api/${name}`);
+        assert.equal(event.reason, 'method-not-allowed', name);
+        assert.equal(event.method, 'POST', name);
+        assert.match(String(event.message), /_method parameter or body field/, name);
+        assert.equal(event.decision, mode === 'block' ? 'blocked' : 'would-block', name);
+      }
+      if (mode === 'block') {
+        assert.deepEqual([...asked.slice(0, 4).map((r) => status(r.stdout)), Number(asked[4]!.stdout)], [403, 403, 403, 403, 403]);
+        assert.match(reasonHeader(asked[0]!.stdout) ?? '', /DELETE instead/);
+        assert.ok(!seen.some((s) => s.includes('/api/fm-')), 'nothing reached the server');
+      } else {
+        // Audit mode breaks nothing: each is relayed with its body whole.
+        assert.deepEqual([...asked.slice(0, 4).map((r) => status(r.stdout)), Number(asked[4]!.stdout)], [200, 200, 200, 200, 200]);
+        assert.equal(received.get('/api/fm-form'), 'title=x&_method=DELETE'.length);
+        assert.equal(received.get('/api/fm-chunked'), 'a=1&%5Fmethod=PUT'.length);
+      }
+    });
+
+    test('a form without a `_method` field, or naming an allowed method, passes with its body whole', async () => {
+      const url = (name: string) => `http://form.test:${port}/api/${name}`;
+      const form = await curl(['-d', 'title=x&method=DELETE', url('fm-plain')]);
+      const multipartForm = await curl(['-F', 'title=x', '-F', '_method=GET', url('fm-plain-multipart')]);
+      const tunnelled = await curlTunnelled(['-d', 'title=x', url('fm-plain-tunnelled')]);
+      assert.deepEqual([status(form.stdout), status(multipartForm.stdout), Number(tunnelled.stdout)], [200, 200, 200]);
+      assert.equal(received.get('/api/fm-plain'), 'title=x&method=DELETE'.length);
+      assert.ok(received.get('/api/fm-plain-multipart')! > 0);
+      assert.equal(received.get('/api/fm-plain-tunnelled'), 'title=x'.length);
+      for (const name of ['fm-plain', 'fm-plain-multipart', 'fm-plain-tunnelled']) {
+        assert.equal((await guard.waitFor((l) => l.event === 'decision' && l.path === `/api/${name}`)).decision, 'allowed', name);
+      }
+    });
+
+    test('a form larger than egress-guard reads for a `_method` field: refused in block mode, relayed as would-block in audit mode', async () => {
+      const url = (name: string) => `http://form.test:${port}/api/${name}`;
+      // Its Content-Length says so at once; chunked, it is found out as it comes.
+      const sized = await curl(['--data-binary', `@${bigBody}`, url('fm-big')]);
+      const chunked = await curl(['-H', 'Transfer-Encoding: chunked', '--data-binary', `@${bigBody}`, url('fm-big-chunked')]);
+      for (const name of ['fm-big', 'fm-big-chunked']) {
+        const event = await guard.waitFor((l) => l.event === 'decision' && l.path === `/api/${name}`);
+        assert.equal(event.reason, 'method-not-allowed', name);
+        assert.match(String(event.message), /larger than the 1 MiB egress-guard reads, so a _method field in it .* could not be judged/, name);
+      }
+      if (mode === 'block') {
+        assert.deepEqual([status(sized.stdout), status(chunked.stdout)], [403, 403]);
+        assert.match(reasonHeader(chunked.stdout) ?? '', /larger than the 1 MiB/);
+        assert.ok(!seen.some((s) => s.includes('/api/fm-big')), 'nothing reached the server');
+      } else {
+        assert.deepEqual([status(sized.stdout), status(chunked.stdout)], [200, 200]);
+        assert.equal(received.get('/api/fm-big'), 1024 * 1024 + 1);
+        assert.equal(received.get('/api/fm-big-chunked'), 1024 * 1024 + 1);
+      }
     });
 
     test('plain HTTP inside a CONNECT tunnel to a host with path rules is decided per request too', async () => {

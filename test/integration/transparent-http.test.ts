@@ -68,6 +68,13 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     upstream = http.createServer((req, res) => {
       seen.push(`${req.headers.host} ${req.url}`);
       if (req.url === '/never-answered') return;
+      if (req.url?.startsWith('/form-')) {
+        // Says how much of the body came.
+        let bytes = 0;
+        req.on('data', (chunk: Buffer) => (bytes += chunk.length));
+        req.on('end', () => res.end(`body ${bytes}\n`));
+        return;
+      }
       res.end(`hello from ${req.headers.host}\n`);
     });
     upstream.on('upgrade', (req, socket: net.Socket) => {
@@ -556,5 +563,59 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.match(head.text, /^HTTP\/1\.1 200 /);
     assert.ok(!seen.some((s) => /override-(delete|put|post)/.test(s)), JSON.stringify(seen));
     assert.equal(decisions.find((d) => d.path === '/override-delete')?.reason, 'method-not-allowed');
+  });
+
+  test('a `_method` field in a POST body is judged before any of it goes upstream; the requests pipelined behind wait for it (issue 13)', async () => {
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `GET,HEAD,POST allowed.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const host = `allowed.test:${upstreamPort}`;
+    const form = (path: string, body: string, type = 'application/x-www-form-urlencoded') =>
+      `POST ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    // Refused, and the GET pipelined behind it is neither decided nor sent.
+    const refused = await exchange(frontPort, [form('/form-delete', 'title=x&_method=DELETE'), get('/form-behind', host, true)], { pipelined: true });
+    assert.match(refused.text, /^HTTP\/1\.1 403 [^]*the method DELETE instead \(a method override header, or a _method parameter or body field\)/, refused.text.slice(0, 400));
+    assert.equal(refused.text.split('HTTP/1.1 ').length - 1, 1, 'one answer');
+    assert.ok(refused.ended);
+    // Multipart, chunked, the field last.
+    const chunkedBody = `--b\r\nContent-Disposition: form-data; name="title"\r\n\r\nx\r\n--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n--b--\r\n`;
+    const chunks = `${chunkedBody.slice(0, 40).length.toString(16)}\r\n${chunkedBody.slice(0, 40)}\r\n${(chunkedBody.length - 40).toString(16)}\r\n${chunkedBody.slice(40)}\r\n0\r\n\r\n`;
+    const multipart = await exchange(frontPort, [
+      `POST /form-multipart HTTP/1.1\r\nHost: ${host}\r\nContent-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunks}`,
+    ]);
+    assert.match(multipart.text, /^HTTP\/1\.1 403 [^]*the method PUT instead/, multipart.text.slice(0, 400));
+    // A form that names no other method passes whole, and the request pipelined behind it follows.
+    const passed = await exchange(frontPort, [form('/form-fine', 'title=x&method=DELETE'), get('/form-after', host, true)], { pipelined: true });
+    assert.match(passed.text, /^HTTP\/1\.1 200 [^]*body 21\n[^]*HTTP\/1\.1 200 /, passed.text);
+    assert.ok(seen.includes(`${host} /form-fine`) && seen.includes(`${host} /form-after`));
+    assert.ok(!seen.some((s) => /form-(delete|behind|multipart)/.test(s)), JSON.stringify(seen));
+    assert.equal(decisions.find((d) => d.path === '/form-delete')?.reason, 'method-not-allowed');
+    assert.equal(
+      decisions.find((d) => d.path === '/form-behind'),
+      undefined,
+      'never decided',
+    );
+  });
+
+  test('a form body that stalls before it can be judged ends with the idle timeout (a 403 that says so, or the close); nothing of it goes upstream', async () => {
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `GET,HEAD,POST allowed.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    const quick = await serve(300);
+    const stalled = net.connect(quick.port, '127.0.0.1', () =>
+      stalled.write(`POST /form-stalled HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntitle=`),
+    );
+    let answer = '';
+    stalled.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+    stalled.on('error', () => undefined);
+    assert.ok(await closedWithin(stalled, 5000), 'the stalled body is not held open');
+    quick.server.close();
+    // The idle timeout of the connection and the body's own wait are the same: one of the two ends it first.
+    if (answer !== '') assert.match(answer, /^HTTP\/1\.1 403 [^]*its body stopped coming for 300 ms/);
+    assert.ok(!seen.some((s) => s.includes('form-stalled')), JSON.stringify(seen));
   });
 });

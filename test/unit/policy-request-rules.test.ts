@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { buildPolicy, compilePathPattern, decide, decideName, matchPath, normalisePath, PolicyError, type Policy } from '../../policy/index.js';
+import { bodyMethodMatters, buildPolicy, compilePathPattern, decide, decideName, matchPath, normalisePath, PolicyError, type Policy } from '../../policy/index.js';
 
 const origin = { file: 'policy-request-rules.test', line: 1 };
 function policy(allowed: string, denied = '', mode: 'audit' | 'block' = 'block', extra: Record<string, string> = {}): Policy {
@@ -111,11 +111,32 @@ describe('decisions', () => {
     assert.equal(asked('POST', ['DELETE']).reason, 'denied-endpoint');
     assert.equal(asked('POST', ['delete']).reason, 'denied-endpoint');
     assert.equal(asked('POST', ['PUT']).reason, 'method-not-allowed');
-    assert.match(asked('POST', ['PUT']).message, /PUT instead \(a method override header or _method parameter\)/);
+    assert.match(asked('POST', ['PUT']).message, /PUT instead \(a method override header, or a _method parameter or body field\)/);
     assert.equal(asked('POST', ['GET']).outcome, 'allowed');
     assert.equal(asked('POST', []).outcome, 'allowed');
     assert.equal(asked('PUT', ['POST']).reason, 'method-not-allowed', 'the method itself is still judged');
     assert.equal(asked('POST', ['DELETE'], 'other.test').outcome, 'allowed', 'a host-level entry: methods are not judged');
+  });
+
+  test("a body that may name a method: read only where some method is refused that the request's is not; unread, refused there", () => {
+    const p = policy('GET,HEAD,POST api.test/repos/** * any.test other.test POST,DELETE both.test/x/**', 'DELETE both.test/x/secret');
+    const matters = (host: string, path = '/repos/x', method = 'POST') => bodyMethodMatters(p, { host, port: 443, method, path });
+    assert.equal(matters('api.test'), true, 'DELETE (and any method not listed) is refused where POST is allowed');
+    assert.equal(matters('API.test.'), true, 'the host as the client spelt it');
+    assert.equal(matters('api.test', '/elsewhere'), false, 'POST is refused there anyway');
+    assert.equal(matters('any.test'), false, 'every method is allowed');
+    assert.equal(matters('other.test'), false, 'a host-level entry: methods are not judged');
+    assert.equal(matters('127.0.0.1'), false, 'an address: allowed-ips decide');
+    assert.equal(matters('both.test', '/x'), true, 'a method no entry names (PUT) is refused');
+    assert.equal(matters('both.test', '/x/secret'), true, 'DELETE is denied there');
+    const unread = (host: string, path = '/repos/x') => decide(p, { host, port: 443, method: 'POST', path, unreadBody: 'its body is larger than 1 MiB' });
+    assert.equal(unread('api.test').reason, 'method-not-allowed');
+    assert.match(
+      unread('api.test').message,
+      /^POST api\.test\/repos\/x: its body is larger than 1 MiB, so a _method field in it .* could not be judged; not every method is allowed here$/,
+    );
+    assert.match(unread('both.test', '/x/secret').message, /DELETE is not allowed here$/);
+    assert.equal(unread('any.test').outcome, 'allowed', 'nothing it could name is refused');
   });
 
   test('methods: installs pass, publishing does not', () => {
