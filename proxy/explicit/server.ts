@@ -168,7 +168,8 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
         // Plain HTTP inside is read request by request, as in a tunnel to a host with method or path rules (inspection.ts).
         const inspector = options.inspector;
         const tunnelled = { kind: 'connect' as const, client, host: auth.decision.host, port: auth.port, address: auth.address };
-        const readRequests = inspector && ((tunnelClient: net.Socket) => inspector.adopt(tunnelClient, { ...tunnelled, outer: auth }));
+        const readRequests =
+          inspector && ((tunnelClient: net.Socket, upstream?: net.Socket) => inspector.adopt(tunnelClient, { ...tunnelled, outer: auth, ...(upstream && { upstream }) }));
         const clientGate = checkConnectSni(options, socket, tunnelled, options.idleTimeoutMs, readRequests);
         runTunnel(options.tunnel, {
           client: socket,
