@@ -222,7 +222,12 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     clientError: onClientError,
   };
   const readRequests = (socket: net.Socket) => {
-    const reader = new RequestReader(socket, handlers, { idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS, idleOnlyBetweenRequests: true, answerHalfClosed: true });
+    const reader = new RequestReader(socket, handlers, {
+      idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+      idleOnlyBetweenRequests: true,
+      answerHalfClosed: true,
+      halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+    });
     readers.set(socket, reader);
     socket.once('close', () => readers.delete(socket));
     heads.arm();

@@ -9,6 +9,7 @@ import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
 import { endToEndHeaders, type EndToEndOptions } from './hop-by-hop.js';
 import { sendProxyError, type ErrorAnswer } from './error-response.js';
+import { closedByHalfCloseTimeout } from './half-close-timeout.js';
 import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
 import { UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from './upstream-pool.js';
 
@@ -261,7 +262,7 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     if (auth.connection.closed) return;
     (this.req.socket as ClientSocket)[inFlight]?.delete(this.finish);
     if (!res.writableFinished) {
-      this.error ??= 'client-aborted';
+      this.error ??= closedByHalfCloseTimeout(this.req.socket) ? 'half-close-timeout' : 'client-aborted';
       this.upstream?.abort(this);
     }
     auth.connection.close({

@@ -175,7 +175,14 @@ export function createInspector(options: InspectorOptions): Inspector {
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
     // A plain tunnel's client may send its request and its FIN together (`nc -N`, HTTP/1.0 clients), as to the proxy itself.
-    readers.set(socket, new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs, answerHalfClosed: connection.plain === true }));
+    readers.set(
+      socket,
+      new RequestReader(socket, handlers, {
+        idleTimeoutMs: options.idleTimeoutMs,
+        answerHalfClosed: connection.plain === true,
+        halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+      }),
+    );
     socket.once('close', () => {
       readers.delete(socket);
       takeReserved(connection)?.socket.destroy();
