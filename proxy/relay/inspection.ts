@@ -211,8 +211,13 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
   /** Answer or forward one decided request of an inspected connection (`reserved`: its connection's upstream, for a forward). */
   const actOn = (auth: RequestAuthorization, req: InspectedRequest, res: RawResponse, connection: ConnectionState, reserved?: ReservedUpstream): void => {
-    // Nothing undecided goes on the reserved connection: only a request forwarded (to its address and port, the forwarder checks).
-    if (reserved && auth.action !== 'forward') reserved.socket.destroy();
+    // Nothing undecided goes on the reserved connection, which was opened under the CONNECT's decision: only a request
+    // forwarded for the CONNECT host (to its address and port, the forwarder checks); not a Host of another site relayed
+    // in audit mode under its own would-block decision.
+    if (reserved && (auth.action !== 'forward' || 'clientHost' in auth)) {
+      reserved.socket.destroy();
+      reserved = undefined;
+    }
     try {
       if (auth.action === 'misdirected' || auth.action === 'reject') {
         // The connection ends after the refusal (onRequest made it the last: no keep-alive, nothing read behind it).

@@ -142,3 +142,49 @@ for (const relay of ['kernel', 'js'] as const) {
     });
   });
 }
+
+describe('audit mode: a first request naming another Host is not sent on the tunnel connection', () => {
+  let guard: EgressGuardProcess;
+  let stop: (() => void) | undefined;
+
+  before(async () => {
+    guard = await startEgressGuard(['--resolve', 'one.test=127.0.0.1'], {
+      EGRESS_MODE: 'audit',
+      EGRESS_ALLOWED_ENDPOINTS: 'one.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    });
+  });
+  after(async () => {
+    await guard?.stop();
+    stop?.();
+  });
+
+  test('relayed (would-block) over a connection of its own; the one made for the CONNECT carries nothing and is closed', async () => {
+    const server = await countingServer();
+    stop = server.stop;
+    const result = await runProcess('curl', [
+      '-sS',
+      '--max-time',
+      '10',
+      '-p',
+      '-x',
+      guard.proxyUrl,
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '-H',
+      'Host: other.test',
+      `http://one.test:${server.port}/x`,
+    ]);
+    assert.equal(result.stdout, '200', result.stderr);
+    await settled(() => server.connections[0]?.closed === true);
+    assert.deepEqual(
+      server.connections.map((c) => [c.requests, c.closed]),
+      [
+        [[], true],
+        [['GET /x'], false],
+      ],
+    );
+  });
+});
