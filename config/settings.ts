@@ -92,7 +92,7 @@ export const SETTINGS: readonly SettingSpec[] = [
     key: 'half-close-timeout',
     env: 'EGRESS_HALF_CLOSE_TIMEOUT',
     default: '60000',
-    help: 'once one side of a tunnel has half-closed (FIN), close it when nothing moves this long, ms',
+    help: 'once one side of a tunnel has half-closed (FIN), close it when nothing moves this long; likewise an HTTP client that half-closed with answers due, when nothing is written to it this long, ms',
   },
   {
     key: 'relay',

@@ -23,12 +23,20 @@
  *                                        to an IP address; onDone(id, 0, 0, 7, 0) once connected, or ends the slot
  *                                        with 5 (connect failed, errno) or 6 (not connected within timeoutMs).
  *                                        Immediate failures (socket(), a refused mark) throw. The slot owns this fd:
- *                                        it is closed when the slot ends or is cancelled, never by JS.
+ *                                        it is closed when the slot ends or is cancelled, never by JS (unless take()
+ *                                        hands it over).
  *   attach(id, clientFd, idleMs, halfCloseMs) -> boolean
  *                                        a connected slot becomes a relay with the client's fd, its client -> upstream
  *                                        direction held: upstream -> client flows at once. false: not connected (or gone).
  *   release(id, firstBytes?) -> boolean  client -> upstream flows, firstBytes (what node read of the client) first.
  *                                        false: the relay has ended (its onDone comes) or was cancelled.
+ *   take(id) -> [bytesIn, bytesOut, reason, errno, fd] | undefined
+ *                                        cancel() of a connected or attached slot whose client -> upstream is still held,
+ *                                        keeping its upstream fd open for JS (issue 14: the connection a plain-HTTP
+ *                                        tunnel's first request reuses): only while nothing has moved either way and
+ *                                        upstream has sent nothing (no byte, FIN or error seen). Otherwise the slot is
+ *                                        cancelled as by cancel() (its fd closed) and fd is -1. A taken fd is
+ *                                        JS's from then on (the thread never touches it again).
  *
  * fd safety: the relay owns no fd. Node may close the sockets at any moment (socket.destroy() closes the fd at
  * once, and the next accept may get the same number), so JS cancels a relay before it lets node close either fd,
@@ -1081,12 +1089,24 @@ static napi_value release(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static napi_value cancel(napi_env env, napi_callback_info info) {
+/* Whether a relay's upstream is as connect() left it: nothing read from it or written to it, no FIN or error seen on it. */
+static int upstream_untouched(const relay *r) {
+  if (r->state == SLOT_CONNECTED) return 1;
+  const direction *in = &r->dir[0], *out = &r->dir[1];
+  return r->state == SLOT_ACTIVE && r->held && !r->hung_up[1] && in->bytes == 0 && in->in_pipe == 0 && !in->head && !in->eof && out->bytes == 0 && out->in_pipe == 0 &&
+         !out->head;
+}
+
+/*
+ * cancel(id) and take(id): the slot taken out of the thread and freed; [bytesIn, bytesOut, reason, errno] (take: and the
+ * upstream fd kept open for JS, or -1), undefined for an unknown id. `keep_upstream`: take()'s, see the top.
+ */
+static napi_value end_slot(napi_env env, napi_callback_info info, int keep_upstream) {
   size_t argc = 1;
   napi_value argv[1];
   double id;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_double(env, argv[0], &id) != napi_ok || id < 0) {
-    napi_throw_type_error(env, "EINVAL", "cancel(id): id from start() or connect()");
+    napi_throw_type_error(env, "EINVAL", keep_upstream ? "take(id): id from connect()" : "cancel(id): id from start() or connect()");
     return NULL;
   }
   uint32_t slot = (uint32_t)((uint64_t)id % 4194304), gen = (uint32_t)((uint64_t)id / 4194304);
@@ -1096,21 +1116,34 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
     return NULL;
   }
   relay *r = &slots[slot];
-  /* Connecting, connected or relaying: taken out of the thread (an upstream fd of the slot's own is closed). */
-  if (r->state != SLOT_ENDED) detach(r);
+  int fd = -1;
+  /* Connecting, connected or relaying: taken out of the thread (an upstream fd of the slot's own is closed, unless kept). */
+  if (r->state != SLOT_ENDED) {
+    if (keep_upstream && r->owns_upstream && upstream_untouched(r)) {
+      /* Out of the epoll sets with the rest of the slot, but not closed: detach() closes only an fd the slot owns. */
+      fd = r->fds[1];
+      r->owns_upstream = 0;
+    }
+    detach(r);
+  }
   int outcome_of_connect = r->keeps_alive;
-  double values[4] = {(double)r->dir[0].bytes, (double)r->dir[1].bytes, r->state == SLOT_ENDED ? r->reason : REASON_DONE, r->state == SLOT_ENDED ? r->err : 0};
+  double values[5] = {(double)r->dir[0].bytes, (double)r->dir[1].bytes, r->state == SLOT_ENDED ? r->reason : REASON_DONE, r->state == SLOT_ENDED ? r->err : 0, fd};
   free_slot(slot);
   pthread_mutex_unlock(&lock);
   if (outcome_of_connect) connect_settled(env);
+  uint32_t count = keep_upstream ? 5 : 4;
   napi_value result, v;
-  napi_create_array_with_length(env, 4, &result);
-  for (uint32_t i = 0; i < 4; i++) {
+  napi_create_array_with_length(env, count, &result);
+  for (uint32_t i = 0; i < count; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, result, i, v);
   }
   return result;
 }
+
+static napi_value cancel(napi_env env, napi_callback_info info) { return end_slot(env, info, 0); }
+
+static napi_value take(napi_env env, napi_callback_info info) { return end_slot(env, info, 1); }
 
 static napi_value stats(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1155,6 +1188,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "attach", fn);
   napi_create_function(env, "release", NAPI_AUTO_LENGTH, release, NULL, &fn);
   napi_set_named_property(env, exports, "release", fn);
+  napi_create_function(env, "take", NAPI_AUTO_LENGTH, take, NULL, &fn);
+  napi_set_named_property(env, exports, "take", fn);
   napi_create_function(env, "stats", NAPI_AUTO_LENGTH, stats, NULL, &fn);
   napi_set_named_property(env, exports, "stats", fn);
   napi_create_function(env, "mainLoopBytes", NAPI_AUTO_LENGTH, set_main_loop_bytes, NULL, &fn);

@@ -1,4 +1,4 @@
-import { isIP, type Socket } from 'node:net';
+import { isIP, Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import type { CloseError } from '../events/schema.js';
 import { lazyLinuxAddon } from './native-addon.js';
@@ -18,6 +18,7 @@ interface KernelRelayAddon {
   connect(family: 4 | 6, address: string, port: number, mark: number, timeoutMs: number): number;
   attach(id: number, clientFd: number, idleMs: number, halfCloseMs: number): boolean;
   release(id: number, firstBytes?: Buffer): boolean;
+  take(id: number): [bytesIn: number, bytesOut: number, reason: number, errno: number, fd: number] | undefined;
   mainLoopBytes(bytes: number): void;
 }
 
@@ -222,7 +223,7 @@ export function startKernelRelay(
  * A started relay's end, reported once through `onEnd`: by the thread (onDone), or by a destroy of one of `sockets`,
  * which cancels the relay first (node closes the fd inside destroy()). Returns what cancels it without a destroy.
  */
-function watchRelay(native: KernelRelayAddon, id: number, sockets: Socket[], onEnd: (end: KernelRelayEnd, byDestroy: boolean) => void): () => void {
+function watchRelay(native: KernelRelayAddon, id: number, sockets: Socket[], onEnd: (end: KernelRelayEnd, byDestroy: boolean) => void): RelayCancel {
   let ended = false;
   const end = (result: KernelRelayEnd, byDestroy: boolean) => {
     if (ended) return;
@@ -236,7 +237,32 @@ function watchRelay(native: KernelRelayAddon, id: number, sockets: Socket[], onE
     end(cancelled ? ending(...cancelled) : { bytesIn: 0, bytesOut: 0 }, true);
   };
   for (const socket of sockets) cancelOnDestroy(socket, () => ended, cancel);
-  return cancel;
+  return Object.assign(cancel, {
+    takeUpstream: (): Socket | undefined => {
+      const taken = native.take(id);
+      end(taken ? ending(...(taken.slice(0, 4) as [number, number, number, number])) : { bytesIn: 0, bytesOut: 0 }, true);
+      return taken && taken[4] >= 0 ? socketOf(taken[4]) : undefined;
+    },
+  });
+}
+
+/** What cancels a relay (see watchRelay); `takeUpstream` cancels it too, keeping its untouched upstream (see takeKernelUpstream). */
+export type RelayCancel = (() => void) & { takeUpstream(): Socket | undefined };
+
+/** A node socket for an upstream fd the addon handed over (take): a connected TCP socket, read and written by node from now on. */
+function socketOf(fd: number): Socket {
+  return new Socket({ fd, readable: true, writable: true });
+}
+
+/**
+ * The upstream of a connected (or attached, its client's bytes still held) kernelConnect as a node socket, when nothing
+ * has been read from it or written to it and it has sent no FIN: the connection a plain-HTTP tunnel's first request
+ * reuses (issue 14). Otherwise closed, as cancelKernelUpstream does, and undefined.
+ */
+export function takeKernelUpstream(id: number): Socket | undefined {
+  running.delete(id);
+  const taken = loaded()?.take(id);
+  return taken && taken[4] >= 0 ? socketOf(taken[4]) : undefined;
 }
 
 /** Before node closes the socket's fd (inside destroy()), `cancel` takes its relay out of the native thread, unless `ended`. */
@@ -316,7 +342,7 @@ export function attachKernelRelay(
   client: Socket,
   timeouts: { idleTimeoutMs: number; halfCloseTimeoutMs: number },
   onEnd: (end: KernelRelayEnd, byDestroy: boolean) => void,
-): (() => void) | undefined {
+): RelayCancel | undefined {
   const native = loaded()!;
   if (!native.attach(upstream, fdOf(client)!, nativeTimeout(timeouts.idleTimeoutMs), nativeTimeout(timeouts.halfCloseTimeoutMs))) return undefined;
   return watchRelay(native, upstream, [client], onEnd);

@@ -9,8 +9,10 @@ import {
   resumeReading,
   startKernelRelay,
   stopReading,
+  takeKernelUpstream,
   writesFlushed,
   type KernelRelayEnd,
+  type RelayCancel,
 } from './kernel-relay.js';
 
 export interface SpliceResult {
@@ -53,7 +55,20 @@ export type ClientGateOutcome =
   | { action: 'relay'; onClose?: (result: SpliceResult) => void }
   | { action: 'refuse' }
   /** `onClose`: the close of the decision the client is handed over under, called here only if the splice ended first (`to` is then not called). */
-  | { action: 'hand-over'; to: (client: Socket) => void; onClose?: (result: SpliceResult) => void };
+  | HandOver;
+
+/**
+ * The client socket goes to `to`. `reuseUpstream`: the tunnel's upstream goes with it (the second argument, its owner from
+ * then on), as a plain node socket with none of the splice's listeners or timeouts, when nothing has been read from it
+ * or written to it and it has not ended (issue 14: a plain-HTTP tunnel's first request is sent on it); else it is closed
+ * as without, and `to` gets undefined.
+ */
+export interface HandOver {
+  action: 'hand-over';
+  to: (client: Socket, upstream?: Socket) => void;
+  onClose?: (result: SpliceResult) => void;
+  reuseUpstream?: boolean;
+}
 
 export const RELAY: ClientGateOutcome = { action: 'relay' };
 export const REFUSE: ClientGateOutcome = { action: 'refuse' };
@@ -122,26 +137,34 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   client.setTimeout(options.idleTimeoutMs, timedOut);
   upstream.setTimeout(options.idleTimeoutMs, timedOut);
   client.on('error', onClientError);
-  upstream.on('error', (err: NodeJS.ErrnoException) => {
+  const onUpstreamError = (err: NodeJS.ErrnoException) => {
     error ??= relayError('upstream', err);
     finish();
-  });
+  };
+  upstream.on('error', onUpstreamError);
   client.once('end', onHalfClose);
   upstream.once('end', onHalfClose);
   client.once('close', onClientClose);
   upstream.once('close', onUpstreamClose);
-  const release = (takeOver: (client: Socket) => void) => {
+  const release = (handOver: HandOver) => {
     done = true;
     upstream.unpipe(client);
+    for (const socket of [client, upstream]) {
+      socket.off('end', onHalfClose);
+      socket.off('timeout', timedOut);
+      socket.setTimeout(0);
+    }
     client.off('error', onClientError);
     client.off('close', onClientClose);
-    client.off('end', onHalfClose);
-    client.off('timeout', timedOut);
-    client.setTimeout(0);
-    upstream.destroy();
+    let kept: Socket | undefined;
+    if (handOver.reuseUpstream && !halfClosed && untouched(upstream)) {
+      upstream.off('error', onUpstreamError);
+      upstream.off('close', onUpstreamClose);
+      kept = upstream;
+    } else upstream.destroy();
     error = 'handed-over';
     options.onClose(result());
-    takeOver(client);
+    handOver.to(client, kept);
   };
   /*
    * The kernel hand-over: node stops reading both sockets, what it had read already is written on by node, and
@@ -226,6 +249,15 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
   });
 }
 
+/**
+ * Whether a node socket is as its connect left it: open both ways, nothing read from it (or waiting in its buffer) or
+ * written to it. A FIN read already but not yet emitted as 'end' (the stream paused) counts as read.
+ */
+function untouched(socket: Socket): boolean {
+  const state = (socket as unknown as { _readableState?: { ended?: boolean } })._readableState;
+  return !socket.destroyed && socket.writable && socket.readable && state?.ended !== true && socket.bytesRead === 0 && socket.readableLength === 0 && socket.bytesWritten === 0;
+}
+
 /** The close of a later decision whose gate settled after the splice had ended: nothing moved under it. */
 function endedBeforeGate(started: number, error: CloseError | undefined): SpliceResult {
   return { bytesIn: 0, bytesOut: 0, durationMs: Date.now() - started, error: error ?? 'client-aborted' };
@@ -249,7 +281,7 @@ function awaitGate(
   done: () => boolean,
   on: {
     relay: (onClose: ((result: SpliceResult) => void) | undefined) => void;
-    handOver: (to: (client: Socket) => void) => void;
+    handOver: (handOver: HandOver) => void;
     error: (error: CloseError) => void;
     finish: () => void;
     ended: (onClose: (result: SpliceResult) => void) => void;
@@ -261,7 +293,7 @@ function awaitGate(
         if (outcome.action !== 'refuse' && outcome.onClose) on.ended(outcome.onClose);
         return;
       }
-      if (outcome.action === 'hand-over') return on.handOver(outcome.to);
+      if (outcome.action === 'hand-over') return on.handOver(outcome);
       if (outcome.action === 'relay') return on.relay(outcome.onClose);
       on.error('refused-after-first-bytes');
       client.resetAndDestroy();
@@ -288,7 +320,7 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
   let error: CloseError | undefined;
   let done = false;
   let attached = false;
-  let cancelRelay: (() => void) | undefined;
+  let cancelRelay: RelayCancel | undefined;
   let decided = false;
   let kernel: KernelRelayEnd | undefined;
   // Until the relay has the tunnel its idle timeout is node's, as in splice(): a client that does not read what node
@@ -375,17 +407,20 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
       if (next) onClose = handOverClose(options, started, next);
       decide();
     },
-    handOver: (to) => {
+    handOver: (handOver) => {
       done = true;
       stopTimer();
       client.off('error', onClientError);
       client.off('close', finish);
-      // The relay (or the connected upstream) is cancelled, its upstream fd closed; the client is left as it was.
-      if (cancelRelay) cancelRelay();
+      // The relay (or the connected upstream) is cancelled, its upstream fd closed (or, untouched and wanted, made a node
+      // socket for the taker); the client is left as it was.
+      let kept: Socket | undefined;
+      if (handOver.reuseUpstream) kept = cancelRelay ? cancelRelay.takeUpstream() : takeKernelUpstream(upstream);
+      else if (cancelRelay) cancelRelay();
       else cancelKernelUpstream(upstream);
       error = 'handed-over';
       options.onClose({ bytesIn: kernel?.bytesIn ?? 0, bytesOut: kernel?.bytesOut ?? 0, durationMs: Date.now() - started, error });
-      to(client);
+      handOver.to(client, kept);
     },
     error: (why) => (error ??= why),
     finish,

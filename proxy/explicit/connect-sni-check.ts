@@ -36,7 +36,7 @@ export async function checkConnectSni(
   socket: Socket,
   tunnel: ConnectTunnel,
   timeoutMs: number,
-  readRequests?: (client: Socket) => void,
+  readRequests?: (client: Socket, upstream?: Socket) => void,
 ): Promise<ClientGateOutcome> {
   let peek = await peekFirstBytes(socket, { timeoutMs, look: 'tls', finishWithinMs: UNFINISHED_TLS_MS });
   // Text whose first line has not ended (a request line cut across writes, or empty lines before one) gets a moment to
@@ -54,7 +54,8 @@ export async function checkConnectSni(
     return refuse(ctx, tunnel, undefined, 'a request line without an HTTP version (HTTP/0.9 style), which names no host that can be checked');
   }
   if (peek.protocol === 'http') {
-    return readRequests ? { action: 'hand-over', to: readRequests } : refuse(ctx, tunnel, undefined, 'plain HTTP, whose requests cannot be read here');
+    // The tunnel's upstream, connected already and untouched, goes along: the first request is sent on it (issue 14).
+    return readRequests ? { action: 'hand-over', to: readRequests, reuseUpstream: true } : refuse(ctx, tunnel, undefined, 'plain HTTP, whose requests cannot be read here');
   }
   if (peek.protocol === 'tls' && peek.split) return refuse(ctx, tunnel, undefined, 'a ClientHello split across TLS records (its SNI cannot be read)');
   if (peek.protocol === 'other' && peek.incomplete === 'tls')

@@ -189,7 +189,8 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
         // Plain HTTP inside is read request by request, as in a tunnel to a host with method or path rules (inspection.ts).
         const inspector = options.inspector;
         const tunnelled = { kind: 'connect' as const, client, host: auth.decision.host, port: auth.port, address: auth.address };
-        const readRequests = inspector && ((tunnelClient: net.Socket) => inspector.adopt(tunnelClient, { ...tunnelled, outer: auth }));
+        const readRequests =
+          inspector && ((tunnelClient: net.Socket, upstream?: net.Socket) => inspector.adopt(tunnelClient, { ...tunnelled, outer: auth, ...(upstream && { upstream }) }));
         const clientGate = checkConnectSni(options, socket, tunnelled, options.idleTimeoutMs, readRequests);
         runTunnel(options.tunnel, {
           client: socket,
@@ -242,7 +243,12 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     clientError: onClientError,
   };
   const readRequests = (socket: net.Socket) => {
-    const reader = new RequestReader(socket, handlers, { idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS, idleOnlyBetweenRequests: true, answerHalfClosed: true });
+    const reader = new RequestReader(socket, handlers, {
+      idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+      idleOnlyBetweenRequests: true,
+      answerHalfClosed: true,
+      halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+    });
     readers.set(socket, reader);
     socket.once('close', () => readers.delete(socket));
     heads.arm();

@@ -9,6 +9,7 @@ import { connectTcp } from '../../net/socket-mark.js';
 import { formatHostPort } from '../../policy/index.js';
 import { endToEndHeaders, type EndToEndOptions } from './hop-by-hop.js';
 import { sendProxyError, type ErrorAnswer } from './error-response.js';
+import { closedByHalfCloseTimeout } from './half-close-timeout.js';
 import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
 import { UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from './upstream-pool.js';
 
@@ -31,6 +32,12 @@ class PlainUpstreams {
   readonly connect = (options: ConnectOptions): PooledSocket => {
     const socket = connectTcp({ host: options.host, port: options.port, noDelay: true }).setTimeout(this.idleTimeoutMs);
     return UpstreamConnection.wire(withConnectTimeout(socket, 'connect', this.connectTimeoutMs), this.release);
+  };
+  /** A socket connected elsewhere, wired as `connect` wires its own (a paused one reads again once wired). */
+  readonly wireConnected = (socket: net.Socket): PooledSocket => {
+    const wired = UpstreamConnection.wire(socket.setNoDelay(true).setTimeout(this.idleTimeoutMs), this.release);
+    if (socket.isPaused()) socket.resume();
+    return wired;
   };
   protected readonly release = (socket: PooledSocket, responseHeaders: readonly string[] | undefined) => this.pool.release(socket, responseHeaders);
 
@@ -115,11 +122,29 @@ export interface ForwardRequest {
   authority?: string;
   /** An inspected request: upstream is TLS, verified for the name in `authority`. */
   tls?: boolean;
+  /**
+   * A plain request: a connection `reserve` made, sent on when it goes to the request's checked address and port (and is
+   * still open), else closed.
+   */
+  reserved?: ReservedUpstream;
+}
+
+/** A connected plain upstream socket kept for one later request (HttpForwarder.reserve). */
+export interface ReservedUpstream {
+  /** The pool key of its address and port. */
+  readonly key: string;
+  readonly socket: PooledSocket;
 }
 
 export interface HttpForwarder {
   /** Relay one authorized request to the checked address; one close event when the response ends. */
   forward(request: ForwardRequest): void;
+  /**
+   * A connected plain socket to `address`:`port` that nothing has read from or written to (a plain-HTTP tunnel's own
+   * upstream, issue 14), kept for a request `forward` is given later: read from now on as the pool's connections are (a
+   * FIN or bytes before a request close it). The caller destroys it if no request takes it.
+   */
+  reserve(socket: net.Socket, address: string, port: number): ReservedUpstream;
 }
 
 /** Methods node's client would send chunked when no length is given: a request of theirs without a body gets `Content-Length: 0`. */
@@ -237,7 +262,7 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     if (auth.connection.closed) return;
     (this.req.socket as ClientSocket)[inFlight]?.delete(this.finish);
     if (!res.writableFinished) {
-      this.error ??= 'client-aborted';
+      this.error ??= closedByHalfCloseTimeout(this.req.socket) ? 'half-close-timeout' : 'client-aborted';
       this.upstream?.abort(this);
     }
     auth.connection.close({
@@ -389,9 +414,13 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
   };
 
   return {
-    forward({ req, res, auth, authority, tls: inspected }) {
+    reserve(socket, address, port) {
+      return { key: `${address}:${port}`, socket: plain.wireConnected(socket) };
+    },
+    forward({ req, res, auth, authority, tls: inspected, reserved }) {
       // The client left while the request was being decided: its 'close' has been and gone.
       if (res.destroyed) {
+        reserved?.socket.destroy();
         auth.connection.close({ error: 'client-aborted' });
         return;
       }
@@ -409,14 +438,24 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       const forwarded = new ForwardedRequest(req, res, auth, method, requestHead(method, target, headers), chunked ? 'chunked' : body ? 'length' : 'none');
       res.once('close', forwarded.finish);
       untilClientCloses(req.socket as ClientSocket, forwarded.finish);
-      if (UNSENDABLE_TARGET.test(target)) return forwarded.refuse('ERR_UNESCAPED_CHARACTERS');
-      if (chunked && !chunkedAsSent(req.headers['transfer-encoding']!)) return forwarded.refuse('INVALID_TRANSFER_ENCODING');
-      if (inspected) {
+      const key = inspected ? undefined : `${auth.address}:${auth.port}`;
+      // A reserved connection to another address or port than this request's is none of its business.
+      const ready = reserved && reserved.key === key ? reserved.socket : undefined;
+      if (reserved && !ready) reserved.socket.destroy();
+      if (UNSENDABLE_TARGET.test(target)) {
+        ready?.destroy();
+        return forwarded.refuse('ERR_UNESCAPED_CHARACTERS');
+      }
+      if (chunked && !chunkedAsSent(req.headers['transfer-encoding']!)) {
+        ready?.destroy();
+        return forwarded.refuse('INVALID_TRANSFER_ENCODING');
+      }
+      if (key === undefined) {
         const servername = servernameFor(auth.decision.host);
         const upstream = tlsUpstreamFor(auth.address, auth.port, servername);
         secure.pool.acquire(forwarded, upstream.key, secure.connect, upstream.options);
       } else {
-        plain.pool.acquire(forwarded, `${auth.address}:${auth.port}`, plain.connect, { host: auth.address, port: auth.port });
+        plain.pool.acquire(forwarded, key, plain.connect, { host: auth.address, port: auth.port }, ready);
       }
     },
   };

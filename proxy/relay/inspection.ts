@@ -12,7 +12,7 @@ import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
 import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
-import type { HttpForwarder } from './http-forwarder.js';
+import type { HttpForwarder, ReservedUpstream } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
 
@@ -54,13 +54,26 @@ export interface InspectedConnection {
   outer: Forward;
   /** Plain HTTP inside the tunnel (a CONNECT to port 80): decided alike, forwarded without TLS. */
   plain?: boolean;
+  /**
+   * The tunnel's own upstream, connected to `address`:`port` before the tunnel was answered and never used (issue 14):
+   * its first plain request is sent on it (no second connection to the server); closed if that request goes elsewhere,
+   * or there is none. The inspector owns it.
+   */
+  upstream?: Socket;
 }
 
 /**
  * An inspected connection as the inspector keeps it: the Host header value last found to name the connection's
  * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again.
  */
-type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[] };
+type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[]; reserved?: ReservedUpstream };
+
+/** The connection's reserved upstream, for its first request only: taken out (the caller uses or closes it). */
+function takeReserved(connection: ConnectionState): ReservedUpstream | undefined {
+  const reserved = connection.reserved;
+  connection.reserved = undefined;
+  return reserved;
+}
 
 /** What one request of an inspected connection comes to: authorize()'s answer, or a 421 for a Host of another site. */
 /**
@@ -164,29 +177,49 @@ export function createInspector(options: InspectorOptions): Inspector {
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
     // A plain tunnel's client may send its request and its FIN together (`nc -N`, HTTP/1.0 clients), as to the proxy itself.
-    readers.set(socket, new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs, answerHalfClosed: connection.plain === true }));
-    socket.once('close', () => readers.delete(socket));
+    readers.set(
+      socket,
+      new RequestReader(socket, handlers, {
+        idleTimeoutMs: options.idleTimeoutMs,
+        answerHalfClosed: connection.plain === true,
+        halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+      }),
+    );
+    socket.once('close', () => {
+      readers.delete(socket);
+      takeReserved(connection)?.socket.destroy();
+    });
   };
 
   const onRequest = (req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
+    // The tunnel's upstream goes to its first request (or is closed with it): never to a later one, decided after.
+    const reserved = takeReserved(connection);
     // A POST whose body may name another method (a `_method` field) is decided once that body is read (body-override.ts);
     // the requests pipelined behind it wait, and are dropped if it is refused.
     const body = readBodyOverride(req, options.policy(), connection.host, connection.port, req.url, options.idleTimeoutMs);
-    if (body === undefined) return void decideAndAct(req, res, connection);
+    if (body === undefined) return void decideAndAct(req, res, connection, reserved);
     const goOn = req.holdFollowing();
     body
-      .then((read) => goOn(read !== 'gone' && decideAndAct(req, res, connection, read)))
+      .then((read) => {
+        if (read === 'gone') reserved?.socket.destroy();
+        goOn(read !== 'gone' && decideAndAct(req, res, connection, reserved, read));
+      })
       .catch((err: Error) => {
+        reserved?.socket.destroy();
         goOn(false);
         requestFailed(err, res, connection);
       });
   };
-  /** Decide one request and act on the decision once it is written; false when it is refused (the connection's last). */
-  const decideAndAct = (req: InspectedRequest, res: RawResponse, connection: ConnectionState, body?: BodyOverride): boolean => {
+  /**
+   * Decide one request and act on the decision once it is written (`reserved`: its connection's upstream, for its
+   * forward); false when it is refused (the connection's last).
+   */
+  const decideAndAct = (req: InspectedRequest, res: RawResponse, connection: ConnectionState, reserved: ReservedUpstream | undefined, body?: BodyOverride): boolean => {
     let auth: RequestAuthorization;
     try {
       auth = decideRequest(req, connection, body);
     } catch (err) {
+      reserved?.socket.destroy();
       requestFailed(err as Error, res, connection);
       return true;
     }
@@ -199,11 +232,18 @@ export function createInspector(options: InspectorOptions): Inspector {
       res.last = true;
     }
     // One promise for every decision of this turn (the events file's end-of-turn write); the request moves after it.
-    void events.decisionsWritten().then(() => actOn(auth, req, res, connection));
+    void events.decisionsWritten().then(() => actOn(auth, req, res, connection, reserved));
     return !refused;
   };
-  /** Answer or forward one decided request of an inspected connection. */
-  const actOn = (auth: RequestAuthorization, req: InspectedRequest, res: RawResponse, connection: ConnectionState): void => {
+  /** Answer or forward one decided request of an inspected connection (`reserved`: its connection's upstream, for a forward). */
+  const actOn = (auth: RequestAuthorization, req: InspectedRequest, res: RawResponse, connection: ConnectionState, reserved?: ReservedUpstream): void => {
+    // Nothing undecided goes on the reserved connection, which was opened under the CONNECT's decision: only a request
+    // forwarded for the CONNECT host (to its address and port, the forwarder checks); not a Host of another site relayed
+    // in audit mode under its own would-block decision.
+    if (reserved && (auth.action !== 'forward' || 'clientHost' in auth)) {
+      reserved.socket.destroy();
+      reserved = undefined;
+    }
     try {
       if (auth.action === 'misdirected' || auth.action === 'reject') {
         // The connection ends after the refusal (onRequest made it the last: no keep-alive, nothing read behind it).
@@ -216,8 +256,11 @@ export function createInspector(options: InspectorOptions): Inspector {
         return;
       }
       // The decided authority as Host; a mismatch relayed in audit mode keeps the client's (forward's `authority` absent).
-      options.forwarder.forward({ req, res, auth, ...('clientHost' in auth ? {} : { authority: authorityOf(connection) }), tls: !connection.plain });
+      const onReserved = reserved && { reserved };
+      reserved = undefined;
+      options.forwarder.forward({ req, res, auth, ...('clientHost' in auth ? {} : { authority: authorityOf(connection) }), tls: !connection.plain, ...onReserved });
     } catch (err) {
+      reserved?.socket.destroy();
       requestFailed(err as Error, res, connection);
     }
   };
@@ -230,6 +273,8 @@ export function createInspector(options: InspectorOptions): Inspector {
   // upstream answers 101 (inspected-upgrade.ts); refused, it gets the 403 and the connection ends.
   const onUpgrade = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
+    // An upgrade has an upstream connection of its own (inspected-upgrade.ts).
+    takeReserved(connection)?.socket.destroy();
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
       // h2c and the like: served as the plain request it also is, read again without the upgrade headers.
       return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
@@ -262,6 +307,7 @@ export function createInspector(options: InspectorOptions): Inspector {
    */
   const onHttp2Preface = (socket: Socket, bytes: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
+    takeReserved(connection)?.socket.destroy();
     if (!connection.plain) return onClientError(Object.assign(new Error('HTTP/2 preface'), { code: 'HPE_PAUSED_H2_UPGRADE', rawPacket: bytes }), socket, connection);
     // Put back at once, not once upstream is connected: a FIN read with them ends the socket's reading in the next tick
     // (its 'end' emitted: unshift() then fails, and the preface and the FIN never went upstream).
@@ -306,6 +352,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
 
   const onClientError = (err: ClientError, socket: Socket, connection: ConnectionState): void => {
+    takeReserved(connection)?.socket.destroy();
     if (err.rawPacket?.subarray(0, 14).toString('latin1') === 'PRI * HTTP/2.0') {
       events.log.warn({ client: connection.client, host: connection.host }, 'an HTTP/2-only client on an inspected connection');
       connection.outer.connection.close({ error: 'client-http2-only' });
@@ -316,22 +363,28 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
 
   return {
-    adopt(socket, connection) {
+    adopt(socket, { upstream, ...connection }) {
+      // Until it is known to carry plain HTTP (read as the pool reads its connections from then on), unread and closed on error.
+      upstream?.on('error', () => upstream.destroy());
       // The outer connection's bytes are the client socket's, encrypted; each request counts its own.
       const close = (error?: CloseError) => connection.outer.connection.close({ bytesIn: socket.bytesWritten, bytesOut: socket.bytesRead, ...(error && { error }) });
       socket.on('error', () => socket.destroy());
       // What the client speaks decides the layer: TLS is terminated, plain HTTP read as it is, anything else
       // cannot be decided per request and is closed.
       const sniffed = peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs }).then((peek) => {
-        if (peek.protocol === 'tls') return true;
         if (peek.protocol === 'http') {
           socket.once('close', () => close());
-          serve(socket, { ...connection, plain: true });
-        } else {
-          events.log.warn({ client: connection.client, host: connection.host }, 'neither TLS nor HTTP to an inspected host: closed');
-          socket.destroy();
-          close('client-not-http');
+          const reserved = upstream && !socket.destroyed ? options.forwarder.reserve(upstream, connection.address, connection.port) : undefined;
+          if (upstream && !reserved) upstream.destroy();
+          serve(socket, { ...connection, plain: true, ...(reserved && { reserved }) });
+          return false;
         }
+        // Not plain HTTP (the tunnel's gate hands over only that): its requests would go over TLS connections of their own.
+        upstream?.destroy();
+        if (peek.protocol === 'tls') return true;
+        events.log.warn({ client: connection.client, host: connection.host }, 'neither TLS nor HTTP to an inspected host: closed');
+        socket.destroy();
+        close('client-not-http');
         return false;
       });
       const context = sniffed.then((tls) => (tls ? options.leaves.secureContextFor(connection.host) : undefined));

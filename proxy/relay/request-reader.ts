@@ -1,6 +1,7 @@
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
+import { markHalfCloseTimeout } from './half-close-timeout.js';
 import { lingeringClose } from './lingering-close.js';
 import { RawResponse, type ResponseOwner } from './raw-response.js';
 
@@ -274,6 +275,14 @@ export interface RequestReaderOptions {
    */
   answerHalfClosed?: boolean;
   /**
+   * With `answerHalfClosed`: once the client's FIN has come with answers still due, the connection is closed (the
+   * answers cut, their upstream exchanges aborted, as for any client that goes) when nothing is written to it for this
+   * long. The client may still be reading, and then the answer keeps coming; but after the FIN node no longer reads the
+   * socket, so a client that has gone since (closed, even reset) cannot be told from one that waits, and an upstream
+   * that went silent was held until the idle timeout (300 s). As a tunnel's half-close timeout (net/splice.ts).
+   */
+  halfCloseTimeoutMs?: number;
+  /**
    * node's server `keepAliveTimeout` where it differs from `timeout` (`idleTimeoutMs`), as on the transparent listener
    * (30 s, idle 300 s): the Keep-Alive header's timeout, and between requests the socket's timeout is this plus a
    * second, set when the last answer is out and put back to `idleTimeoutMs` once the next head is whole (node's
@@ -334,7 +343,13 @@ export class RequestReader implements ResponseOwner {
   private readonly onAnswersGone = () => this.answersGone();
   private readonly onDrain = () => this.drained();
   private readonly onError = (err: ClientError) => this.handlers.clientError(err, this.socket);
+  /** The client's FIN came with answers due, and the half-close timeout runs (`halfCloseTimeoutMs`). */
+  private halfClosedWithAnswers = false;
   private readonly onTimeout = () => {
+    if (this.halfClosedWithAnswers) {
+      markHalfCloseTimeout(this.socket);
+      return void this.socket.destroy();
+    }
     // Not idle: the timer starts again with the next byte read or written (node's socket timer is refreshed then).
     if (this.options.idleOnlyBetweenRequests && !this.betweenRequests) return;
     if (this.betweenRequests && !this.keepAliveGrace && this.options.keepAliveTimeoutMs === undefined) {
@@ -663,7 +678,15 @@ export class RequestReader implements ResponseOwner {
     if (this.options.answerHalfClosed) {
       // node's socketOnEnd with httpAllowHalfOpen: the last answer due ends the connection (finished()).
       const last = this.queued.at(-1) ?? this.current;
-      if (last) return void (last.last = true);
+      if (last) {
+        last.last = true;
+        // Nothing more is read: the socket's timer runs on the answers' writes alone (node refreshes it on each).
+        if (this.options.halfCloseTimeoutMs) {
+          this.halfClosedWithAnswers = true;
+          this.socket.setTimeout(this.options.halfCloseTimeoutMs);
+        }
+        return;
+      }
     }
     if (this.socket.writable) this.socket.end();
   }

@@ -87,9 +87,19 @@ export class UpstreamPool {
 
   constructor(private readonly options: UpstreamPoolOptions) {}
 
-  /** Give `req` an idle connection to `key`, or a new one from `connect` (the request is waiting when `key` has its busy limit). */
-  acquire(req: PoolRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions): void {
+  /**
+   * Give `req` an idle connection to `key`, or a new one from `connect` (the request is waiting when `key` has its busy
+   * limit). `ready`: a connection to `key` opened for this request already (a plain tunnel's, see HttpForwarder.reserve):
+   * taken where a new connection would be opened (no idle one, `key` under its busy limit), else closed. An idle one
+   * goes first: taking `ready` then would leave it idle too, and a run of tunnels would fill the pool with connections
+   * the server holds open for nothing (up to maxIdlePerKey, for the idle timeout).
+   */
+  acquire(req: PoolRequest, key: string, connect: (options: ConnectOptions) => Duplex, options: ConnectOptions, ready?: PooledSocket): void {
     const socket = this.take(key);
+    if (ready) {
+      if (!socket && !ready.destroyed && ready.writable && (this.busy.get(key) ?? 0) < (this.options.maxBusyPerKey ?? Infinity)) return req.give(this.adopt(ready, key));
+      ready.destroy();
+    }
     if (socket) return req.give(socket);
     // Without a bound, one client's pipelined requests would each open a connection at once (400 requests, 400).
     if ((this.busy.get(key) ?? 0) >= (this.options.maxBusyPerKey ?? Infinity)) {

@@ -187,7 +187,12 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
-    new RequestReader(socket, handlers, { idleTimeoutMs: options.idleTimeoutMs, keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS, answerHalfClosed: true });
+    new RequestReader(socket, handlers, {
+      idleTimeoutMs: options.idleTimeoutMs,
+      keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+      answerHalfClosed: true,
+      halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+    });
   };
 
   const relayWebSocket = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>) => {

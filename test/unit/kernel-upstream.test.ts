@@ -269,6 +269,56 @@ describe('upstream opened by the kernel relay', () => {
     await bounded(upstreamClosed!);
   });
 
+  /** A gate that hands the client over once its first bytes are in, with reuseUpstream; `taken` gets what `to` was given. */
+  const handOverReusing =
+    (taken: (upstream: net.Socket | undefined) => void) =>
+    async (client: net.Socket): Promise<ClientGateOutcome> => {
+      await new Promise((resolve) => client.once('readable', resolve));
+      return { action: 'hand-over', reuseUpstream: true, to: (_client, upstream) => taken(upstream) };
+    };
+
+  it('a hand-over with reuseUpstream of an untouched tunnel: the taker gets that very connection as a node socket (the server sees one)', async () => {
+    const accepted: net.Socket[] = [];
+    const server = net.createServer((socket) => {
+      accepted.push(socket);
+      socket.on('data', (d: Buffer) => socket.write(`got ${d.toString()}`));
+    });
+    let given!: (upstream: net.Socket | undefined) => void;
+    const takenUpstream = new Promise<net.Socket | undefined>((resolve) => (given = resolve));
+    const p = await proxy('127.0.0.1', await listen(server), {}, handOverReusing(given));
+    const closed = p.next();
+    const client = await connect(p.port);
+    client.write('GET / HTTP/1.1\r\n\r\n');
+    const upstream = await bounded(takenUpstream);
+    assert.ok(upstream, 'the untouched upstream is handed over');
+    track(upstream);
+    assert.equal((await closed).error, 'handed-over');
+    upstream.write('ping');
+    assert.equal((await bounded(new Promise<Buffer>((resolve) => upstream.once('data', resolve)))).toString(), 'got ping');
+    assert.equal(accepted.length, 1);
+    assert.equal(kernelRelayStats().relays, 0);
+  });
+
+  it('a hand-over with reuseUpstream after the server spoke first: nothing handed over, the connection closed', async () => {
+    let upstreamEnded: Promise<void> | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      upstreamEnded = new Promise((resolve) => socket.once('end', () => resolve()));
+      socket.resume();
+      socket.write('banner\n');
+    });
+    let given!: (upstream: net.Socket | undefined) => void;
+    const takenUpstream = new Promise<net.Socket | undefined>((resolve) => (given = resolve));
+    const p = await proxy('127.0.0.1', await listen(server), {}, handOverReusing(given));
+    const closed = p.next();
+    const client = await connect(p.port);
+    assert.equal((await bounded(new Promise<Buffer>((resolve) => client.once('data', resolve)))).toString(), 'banner\n');
+    client.write('GET / HTTP/1.1\r\n\r\n');
+    assert.equal(await bounded(takenUpstream), undefined);
+    assert.deepEqual([(await closed).error, (await closed).bytesIn], ['handed-over', 7]);
+    await waitFor('the server to get a connection', () => upstreamEnded !== undefined, 5000);
+    await bounded(upstreamEnded!);
+  });
+
   it('an idle tunnel ends with idle-timeout; the client gets its FIN', async () => {
     const server = net.createServer({ allowHalfOpen: true }, () => undefined);
     const p = await proxy('127.0.0.1', await listen(server), { idleTimeoutMs: 300 });

@@ -265,3 +265,76 @@ for (const [mode, afterBytes] of [...RELAY_MODES.map((m) => [m, 0] as const), ['
       assert.equal(await halfClosingClient(r.port, ''), 'received 0 bytes\n');
     });
   });
+
+describe('splice: a hand-over that takes the upstream along (reuseUpstream)', () => {
+  /** A proxy whose gate hands each client over once its first bytes are in, reuseUpstream; `given` gets what `to` got. */
+  async function handingOver(upstreamPort: number, given: (upstream: net.Socket | undefined) => void) {
+    const closes: SpliceResult[] = [];
+    const server = net.createServer(async (client) => {
+      const upstream = await connectUpstream('127.0.0.1', upstreamPort, 2000);
+      const gate = new Promise<ClientGateOutcome>((resolve) =>
+        client.once('readable', () => resolve({ action: 'hand-over', reuseUpstream: true, to: (_client, taken) => given(taken) })),
+      );
+      splice(client, upstream, { idleTimeoutMs: 10_000, clientGate: gate, onClose: (result) => closes.push(result) });
+    });
+    return { port: await listen(server), closes };
+  }
+
+  it('an untouched upstream goes to the taker: the same server connection, none of the splice listeners, usable at once', async () => {
+    const accepted: net.Socket[] = [];
+    const upstreamServer = net.createServer((socket) => {
+      accepted.push(socket);
+      socket.on('data', (d: Buffer) => socket.write(`got ${d.toString()}`));
+    });
+    let given!: (upstream: net.Socket | undefined) => void;
+    const taken = new Promise<net.Socket | undefined>((resolve) => (given = resolve));
+    const proxy = await handingOver(await listen(upstreamServer), given);
+    const client = net.connect(proxy.port, '127.0.0.1');
+    client.write('GET / HTTP/1.1\r\n\r\n');
+    const upstream = await withTimeout(taken, 'the hand-over');
+    try {
+      assert.ok(upstream, 'the untouched upstream is handed over');
+      assert.equal(upstream.listenerCount('timeout'), 0);
+      assert.ok(!upstream.timeout, 'no timeout left on it');
+      assert.deepEqual(
+        proxy.closes.map((c) => c.error),
+        ['handed-over'],
+      );
+      // Paused as the splice left it (unpiped): read once its taker wants it.
+      const replied = new Promise<Buffer>((resolve) => upstream.once('data', resolve));
+      upstream.resume();
+      upstream.write('ping');
+      const reply = await withTimeout(replied, 'the reply');
+      assert.equal(reply.toString(), 'got ping');
+      assert.equal(accepted.length, 1);
+    } finally {
+      upstream?.destroy();
+      client.destroy();
+      for (const s of accepted) s.destroy();
+      upstreamServer.close();
+    }
+  });
+
+  it('an upstream that has spoken (a banner relayed to the client) is closed, not handed over', async () => {
+    let ended: Promise<void> | undefined;
+    const upstreamServer = net.createServer({ allowHalfOpen: true }, (socket) => {
+      ended = new Promise((resolve) => socket.once('end', () => resolve()));
+      socket.resume();
+      socket.write('banner\n');
+    });
+    let given!: (upstream: net.Socket | undefined) => void;
+    const taken = new Promise<net.Socket | undefined>((resolve) => (given = resolve));
+    const proxy = await handingOver(await listen(upstreamServer), given);
+    const client = net.connect(proxy.port, '127.0.0.1');
+    try {
+      assert.equal((await withTimeout(new Promise<Buffer>((resolve) => client.once('data', resolve)), 'the banner')).toString(), 'banner\n');
+      client.write('GET / HTTP/1.1\r\n\r\n');
+      assert.equal(await withTimeout(taken, 'the hand-over'), undefined);
+      await waitFor('the server to get a connection', () => ended !== undefined, 5000);
+      await withTimeout(ended!, 'the upstream closed');
+    } finally {
+      client.destroy();
+      upstreamServer.close();
+    }
+  });
+});
