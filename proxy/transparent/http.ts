@@ -96,7 +96,9 @@ function targetOf(req: InspectedRequest): Target {
  * attributed to, went with the address as its Host: a server at that address routes such a Host to a site of its
  * own choosing (its default one), not the one decided on. As the explicit proxy and the inspector send theirs.
  */
-function decidedAuthority(auth: Forward): string {
+function decidedAuthority(auth: Forward): string | undefined {
+  // A Host that is no host name, relayed in audit mode (decision/attribution.ts): as the client sent it.
+  if (auth.decision.reason === 'invalid-host') return undefined;
   return auth.port === 80 ? bracketed(auth.decision.host) : formatHostPort(auth.decision.host, auth.port);
 }
 
@@ -141,7 +143,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
         }
         goOn(true);
         if (auth.action === 'fail') return sendProxyError(res, auth.status, auth.message, auth.event.id);
-        forwarder.forward({ req, res, auth, authority: decidedAuthority(auth) });
+        const authority = decidedAuthority(auth);
+        forwarder.forward({ req, res, auth, ...(authority !== undefined && { authority }) });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'transparent HTTP request handling failed');
@@ -211,7 +214,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       socket.destroy();
     };
     upstream.on('error', onUpstreamError);
-    upstream.write(requestHead(req, target.path, (name, value) => (name.toLowerCase() === 'host' ? authority : value)));
+    upstream.write(requestHead(req, target.path, (name, value) => (name.toLowerCase() === 'host' ? (authority ?? value) : value)));
     const response = await readResponseHead(upstream, options.idleTimeoutMs);
     if (!response) {
       upstream.destroy();

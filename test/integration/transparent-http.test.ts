@@ -375,6 +375,36 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     );
   });
 
+  test('audit mode relays a request whose Host is no host name to its destination, reported would-block; block mode refuses it (hunt3)', async () => {
+    // decide() refuses a host that is no host name in audit mode too (a request to no host it could forward), but a
+    // redirected connection has its destination: until hunt3 audit mode answered 403, a job broken by the Host it sent.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const endpoints = { value: `allowed.test:${upstreamPort}`, origin };
+    try {
+      for (const mode of ['audit', 'block'] as const) {
+        policy = buildPolicy({ mode: { value: mode, origin }, 'allowed-endpoints': endpoints, 'trusted-ranges': { value: '127.0.0.0/8', origin } });
+        const path = `/invalid-host-${mode}`;
+        const r = await runCurl(['-sS', '-H', `Host: allowed..test:${upstreamPort}`, `http://127.0.0.1:${frontPort}${path}`]);
+        assert.equal(r.code, 0, r.stderr);
+        const decision = decisions.find((d) => d.path === path);
+        assert.equal(decision?.reason, 'invalid-host');
+        assert.equal(decision?.ip, '127.0.0.1');
+        if (mode === 'audit') {
+          assert.equal(decision?.decision, 'would-block');
+          assert.equal(r.stdout, `hello from allowed..test:${upstreamPort}\n`, 'relayed with the Host as sent');
+          assert.ok(seen.includes(`allowed..test:${upstreamPort} ${path}`), JSON.stringify(seen));
+        } else {
+          assert.equal(decision?.decision, 'blocked');
+          assert.match(r.stdout, /403 Forbidden/);
+          assert.ok(!seen.some((s) => s.endsWith(path)), JSON.stringify(seen));
+        }
+      }
+    } finally {
+      policy = before;
+    }
+  });
+
   /** A listener of its own with `idleTimeoutMs`, handed connections as the transparent listener hands them. */
   const serve = async (idleTimeoutMs: number) => {
     const plainHttp = createTransparentHttp({ ...options, idleTimeoutMs });
