@@ -154,7 +154,11 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
       if (permitted && !(await nameAgreesWithDestination(ctx, canonical.name, ip))) return decisionWritten(ctx.events, mismatch(ctx, request, canonical.name, claimedBy, extra));
       return authorizeUnlessEncrypted(ctx, request, { ...base, host: canonical.name }, extra);
     }
-    return authorizeUnlessEncrypted(ctx, request, { ...base, host: claimed }, extra);
+    // Not a host name (`a..b`, `x@allowed.test`): refused in block mode. decide() refuses it in audit mode too, as a
+    // request to no host it could forward, but this connection has its destination: audit mode relays it there and
+    // reports would-block (until hunt3 it was refused in audit mode as well, a job broken by a Host or SNI it sent).
+    const invalid = refusal(ctx.policy(), { reason: 'invalid-host', host: claimed, ip, message: canonical.why });
+    return decisionWritten(ctx.events, decided(ctx, request, invalid, extra));
   }
 
   if (peek.protocol === 'tls' || (peek.protocol === 'other' && (peek.incomplete || peek.versionlessRequest)) || (peek.protocol === 'http' && peek.unfinishedLine)) {

@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import type { CloseError } from '../../events/schema.js';
-import { canonicalHost } from '../../policy/index.js';
+import { bracketed, canonicalHost, formatHostPort } from '../../policy/index.js';
 import { parseAuthority } from '../../policy/host-port.js';
 import type { Authorization, Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
@@ -44,7 +44,7 @@ const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 type ServedConnection = RedirectedConnection & { busy: number };
 
 /** `path`: the origin-form target (an absolute-form one reduced to its path). */
-type Target = { ok: true; request: PeekedHttpRequest; path: string; authority?: string } | { ok: false; message: string };
+type Target = { ok: true; request: PeekedHttpRequest; path: string } | { ok: false; message: string };
 
 function sameHost(a: string, b: string): boolean {
   const x = canonicalHost(a);
@@ -54,17 +54,16 @@ function sameHost(a: string, b: string): boolean {
   return false;
 }
 
-/**
- * What a request names, refusing what could name two hosts: more than one Host header, a Host that is not
- * an authority, an absolute-form target whose host differs from the Host header. `authority` is what is sent
- * upstream as Host: the very host that is decided on.
- */
 /** The request's method override headers and `_method` query parameters, judged with its method (proxy/relay/method-override.ts). */
 function withOverrides(request: PeekedHttpRequest, req: InspectedRequest): PeekedHttpRequest {
   const overrides = methodOverrides(req.headers, req.url);
   return overrides ? { ...request, methodOverrides: overrides } : request;
 }
 
+/**
+ * What a request names, refusing what could name two hosts: more than one Host header, a Host that is not
+ * an authority, an absolute-form target whose host differs from the Host header.
+ */
 function targetOf(req: InspectedRequest): Target {
   const hostHeaders = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
   if (hostHeaders > 1) return { ok: false, message: 'more than one Host header' };
@@ -72,8 +71,6 @@ function targetOf(req: InspectedRequest): Target {
   const fromHeader = hostHeader !== undefined ? parseAuthority(hostHeader, 80) : undefined;
   if (fromHeader === null) return { ok: false, message: `the Host header "${hostHeader}" is not host[:port]` };
   const url = req.url;
-  let authority = hostHeader;
-  let path = url;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
     let absolute: URL;
     try {
@@ -83,14 +80,27 @@ function targetOf(req: InspectedRequest): Target {
     }
     const host = absolute.hostname.replace(/^\[|\]$/g, '');
     if (fromHeader && !sameHost(host, fromHeader.host)) return { ok: false, message: `the request target names ${host} and the Host header ${fromHeader.host}` };
-    authority = absolute.host;
     // The path as it is sent upstream (the forwarder's origin form of the target), not URL's reading of it: URL
     // takes `\` for `/` and resolves dot-segments, so `/elsewhere\..\allowed` was decided as /allowed and sent as
     // written; the policy's normaliser refuses what it cannot make canonical, as for an origin-form target.
-    path = originForm(url);
-    return { ok: true, request: withOverrides(describeRequest(req.method, path, authority), req), path, authority };
+    const path = originForm(url);
+    return { ok: true, request: withOverrides(describeRequest(req.method, path, absolute.host), req), path };
   }
-  return { ok: true, request: withOverrides(describeRequest(req.method, url, hostHeader), req), path, ...(authority !== undefined && { authority }) };
+  return { ok: true, request: withOverrides(describeRequest(req.method, url, hostHeader), req), path: url };
+}
+
+/**
+ * The Host sent upstream: the host decided on, as the policy read it, with the destination's port unless it is 80. Not
+ * the client's spelling: canonicalHost() reads a Host as WHATWG URL does, so `\xaallowed.test` (ª, which IDNA maps to
+ * `a`), `all\xadowed.test` (a soft hyphen, which it drops) or `allowed.test.` was decided as allowed.test and, until
+ * hunt3, sent upstream as written, and a request without Host (HTTP/1.0), decided on the name the destination was
+ * attributed to, went with the address as its Host: a server at that address routes such a Host to a site of its
+ * own choosing (its default one), not the one decided on. As the explicit proxy and the inspector send theirs.
+ */
+function decidedAuthority(auth: Forward): string | undefined {
+  // A Host that is no host name, relayed in audit mode (decision/attribution.ts): as the client sent it.
+  if (auth.decision.reason === 'invalid-host') return undefined;
+  return auth.port === 80 ? bracketed(auth.decision.host) : formatHostPort(auth.decision.host, auth.port);
 }
 
 /**
@@ -138,7 +148,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
         }
         goOn(true);
         if (auth.action === 'fail') return sendProxyError(res, auth.status, auth.message, auth.event.id);
-        forwarder.forward({ req, res, auth, ...(target.authority !== undefined && { authority: target.authority }) });
+        const authority = decidedAuthority(auth);
+        forwarder.forward({ req, res, auth, ...(authority !== undefined && { authority }) });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'transparent HTTP request handling failed');
@@ -196,7 +207,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   };
 
   const relayWebSocket = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>) => {
-    const { authority } = target;
+    const authority = decidedAuthority(auth);
     const close = (bytesIn: number, bytesOut: number, error?: CloseError, status?: number) =>
       auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status }), ...(error && { error }) });
     let upstream: net.Socket;
@@ -213,7 +224,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       socket.destroy();
     };
     upstream.on('error', onUpstreamError);
-    upstream.write(requestHead(req, target.path, (name, value) => (name.toLowerCase() === 'host' && authority !== undefined ? authority : value)));
+    upstream.write(requestHead(req, target.path, (name, value) => (name.toLowerCase() === 'host' ? (authority ?? value) : value)));
     const response = await readResponseHead(upstream, options.idleTimeoutMs);
     if (!response) {
       upstream.destroy();

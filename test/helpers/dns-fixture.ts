@@ -20,6 +20,8 @@ export const TEST_ZONE: Record<string, ZoneRecord[]> = {
     { type: 'MX', value: 'mail.allowed.test' },
   ],
   'short.allowed.test': [{ type: 'A', value: '198.51.100.11', ttl: 2 }],
+  // On allowed.test's address, with a TTL of its own far shorter than allowed.test's.
+  'shared-short.allowed.test': [{ type: 'A', value: '198.51.100.10', ttl: 2 }],
   'cname.allowed.test': [{ type: 'CNAME', value: 'target.other.test' }],
   'target.other.test': [{ type: 'A', value: '198.51.100.30' }],
   'secret.attacker.test': [

@@ -10,7 +10,10 @@ import { parseResolvConf, readResolvConfUpstreams } from '../../dns/server.js';
 import { parseUpstream } from '../../dns/upstream.js';
 import { parseMessage, readName, readQuery, WireError } from '../../dns/wire.js';
 import { AddressBook } from '../../decision/address-book.js';
+import { authorizeTransparent } from '../../decision/attribution.js';
+import { Resolver as ProxyResolver } from '../../decision/resolver.js';
 import { EventLog } from '../../events/event-log.js';
+import { buildPolicy } from '../../policy/index.js';
 import { dig, makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -52,6 +55,29 @@ describe('block mode', () => {
     assert.equal(event.decision, 'allowed');
     assert.equal(event.rule, 'allowed.test');
     assert.match(event.client, /^127\.0\.0\.1:\d+$/);
+  });
+
+  test("a name of short TTL on an allowed name's address does not cut that name's attribution short (hunt3)", async () => {
+    // allowed.test (TTL 60 s) and shared-short.allowed.test (TTL 2 s) answer the same address. Until hunt3 the address
+    // took the TTL of the last name recorded for it: 2 s later it was nobody's, and a connection to it without a name of
+    // its own (git://, ssh, a silent client) was decided as a raw address (refused in block mode). Each name lasts its
+    // own TTL: the short-lived name is no longer the address's.
+    assert.equal((await dig(fx.port, 'allowed.test', 'A')).status, 'NOERROR');
+    assert.equal((await dig(fx.port, 'shared-short.allowed.test', 'A')).status, 'NOERROR');
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.ok(fx.book.addressesOf('allowed.test')?.includes('198.51.100.10'), 'allowed.test is still recorded');
+    assert.deepEqual(fx.book.namesOf('198.51.100.10'), ['allowed.test'], "the address is no longer the short-lived name's");
+    const origin = { file: 'test', line: 1 };
+    const policy = buildPolicy({
+      mode: { value: 'block', origin },
+      'allowed-endpoints': { value: 'allowed.test', origin },
+      'trusted-ranges': { value: '198.51.100.0/24', origin },
+    });
+    const ctx = { policy: () => policy, events: fx.events, addressBook: fx.book, resolver: new ProxyResolver({ overrides: new Map(), addressBook: fx.book }) };
+    const silent = await authorizeTransparent(ctx, { client: 'c', destination: { address: '198.51.100.10', port: 443 }, peek: { protocol: 'other', bytes: 0 } });
+    assert.equal(silent.decision.host, 'allowed.test', silent.decision.message);
+    assert.equal(silent.action, 'forward');
+    if (silent.action === 'forward') silent.connection.close({ error: 'client-aborted' });
   });
 
   test("node's resolver gets A, TXT and MX for allowed names", async () => {

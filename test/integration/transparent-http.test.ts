@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -15,6 +17,7 @@ import { buildPolicy, type Policy } from '../../policy/index.js';
 import { AddressBook } from '../../decision/address-book.js';
 import { Resolver } from '../../decision/resolver.js';
 import { createTransparentHttp } from '../../proxy/transparent/http.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 function runCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -345,6 +348,68 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     const r = await exchange(frontPort, [`GET http://allowed.test:${upstreamPort}/abs-ok HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: close\r\n\r\n`]);
     assert.match(r.text, /^HTTP\/1\.1 200 /);
     assert.ok(seen.includes(`allowed.test:${upstreamPort} /abs-ok`), JSON.stringify(seen));
+  });
+
+  test('the Host sent upstream is the host decided on: a Host the policy reads as allowed.test (ª for a, a soft hyphen, a trailing dot), and none at all (HTTP/1.0) (hunt3)', async () => {
+    // canonicalHost() reads a Host as WHATWG URL does: ª (0xaa) is mapped to `a`, a soft hyphen (0xad) is dropped, so
+    // both were decided as allowed.test and, until hunt3, sent upstream as written (a server at the address routes
+    // such a Host to a site of its choosing); a request without Host, decided on the name the destination was
+    // attributed to, went with the address as its Host.
+    policy = buildPolicy({
+      mode: { value: 'block', origin: { file: 'test', line: 1 } },
+      'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+      'trusted-ranges': { value: '127.0.0.0/8', origin: { file: 'test', line: 1 } },
+    });
+    options.addressBook.record('allowed.test', ['127.0.0.1'], 60_000);
+    const url = (path: string) => `http://127.0.0.1:${frontPort}${path}`;
+    const hosts = { ordm: '\xaallowed.test', shy: 'all\xadowed.test', dot: 'allowed.test.' };
+    const dir = tempDir('eg-decided-host-');
+    for (const [path, host] of Object.entries(hosts)) {
+      // curl writes the header's bytes as read from the file (`-H @file`: an argument would reach it as UTF-8).
+      const header = join(dir, path);
+      writeFileSync(header, Buffer.from(`Host: ${host}:${upstreamPort}\n`, 'latin1'));
+      const r = await runCurl(['-sS', '-H', `@${header}`, url(`/decided-host-${path}`)]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^hello from allowed\\.test:${upstreamPort}\\n$`), `${path}: ${r.stdout}`);
+      assert.equal(decisions.find((d) => d.path === `/decided-host-${path}`)?.host, 'allowed.test');
+    }
+    const r = await runCurl(['-sS', '-0', '-H', 'Host:', url('/decided-host-none')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(decisions.find((d) => d.path === '/decided-host-none')?.host, 'allowed.test');
+    assert.deepEqual(
+      seen.filter((s) => s.includes('/decided-host-')),
+      ['ordm', 'shy', 'dot', 'none'].map((path) => `allowed.test:${upstreamPort} /decided-host-${path}`),
+    );
+  });
+
+  test('audit mode relays a request whose Host is no host name to its destination, reported would-block; block mode refuses it (hunt3)', async () => {
+    // decide() refuses a host that is no host name in audit mode too (a request to no host it could forward), but a
+    // redirected connection has its destination: until hunt3 audit mode answered 403, a job broken by the Host it sent.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const endpoints = { value: `allowed.test:${upstreamPort}`, origin };
+    try {
+      for (const mode of ['audit', 'block'] as const) {
+        policy = buildPolicy({ mode: { value: mode, origin }, 'allowed-endpoints': endpoints, 'trusted-ranges': { value: '127.0.0.0/8', origin } });
+        const path = `/invalid-host-${mode}`;
+        const r = await runCurl(['-sS', '-H', `Host: allowed..test:${upstreamPort}`, `http://127.0.0.1:${frontPort}${path}`]);
+        assert.equal(r.code, 0, r.stderr);
+        const decision = decisions.find((d) => d.path === path);
+        assert.equal(decision?.reason, 'invalid-host');
+        assert.equal(decision?.ip, '127.0.0.1');
+        if (mode === 'audit') {
+          assert.equal(decision?.decision, 'would-block');
+          assert.equal(r.stdout, `hello from allowed..test:${upstreamPort}\n`, 'relayed with the Host as sent');
+          assert.ok(seen.includes(`allowed..test:${upstreamPort} ${path}`), JSON.stringify(seen));
+        } else {
+          assert.equal(decision?.decision, 'blocked');
+          assert.match(r.stdout, /403 Forbidden/);
+          assert.ok(!seen.some((s) => s.endsWith(path)), JSON.stringify(seen));
+        }
+      }
+    } finally {
+      policy = before;
+    }
   });
 
   /** A listener of its own with `idleTimeoutMs`, handed connections as the transparent listener hands them. */
