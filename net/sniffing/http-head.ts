@@ -28,12 +28,15 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
  * What a server may split a request line on: Python's http.server (str.split() of the line read as latin1) takes any
  * white space, so VT, FF, a lone CR, \x1c-\x1f, NEL and NBSP too: it serves `GET\v/x`, `GET\r/x`, `\fGET /x` as HTTP/0.9.
  */
-const LINE_BLANK = /[\t\v\f\r \x1c-\x1f\x85\xa0]/;
-const LINE_BLANKS = /[\t\v\f\r \x1c-\x1f\x85\xa0]+/;
-const LEADING_LINE_BLANKS = /^[\t\v\f\r \x1c-\x1f\x85\xa0]+/;
+const BLANK = '[\\t\\v\\f\\r \\x1c-\\x1f\\x85\\xa0]';
+const LINE_BLANK = new RegExp(BLANK);
+const LINE_BLANKS = new RegExp(`${BLANK}+`);
+const LEADING_LINE_BLANKS = new RegExp(`^${BLANK}+`);
+/** LINE_BLANK by byte (latin1), for the loop over a first line's bytes. */
+const BLANK_BYTE = Uint8Array.from({ length: 256 }, (_, byte) => (LINE_BLANK.test(String.fromCharCode(byte)) ? 1 : 0));
 
 function isLineBlank(byte: number): boolean {
-  return byte === 0x09 || byte === 0x0b || byte === 0x0c || byte === 0x0d || byte === 0x20 || (byte >= 0x1c && byte <= 0x1f) || byte === 0x85 || byte === 0xa0;
+  return BLANK_BYTE[byte] === 1;
 }
 
 /**
