@@ -241,7 +241,7 @@ function watchRelay(native: KernelRelayAddon, id: number, sockets: Socket[], onE
     takeUpstream: (): Socket | undefined => {
       const taken = native.take(id);
       end(taken ? ending(...(taken.slice(0, 4) as [number, number, number, number])) : { bytesIn: 0, bytesOut: 0 }, true);
-      return taken && taken[4] >= 0 ? socketOf(taken[4]) : undefined;
+      return upstreamOf(taken);
     },
   });
 }
@@ -249,9 +249,13 @@ function watchRelay(native: KernelRelayAddon, id: number, sockets: Socket[], onE
 /** What cancels a relay (see watchRelay); `takeUpstream` cancels it too, keeping its untouched upstream (see takeKernelUpstream). */
 export type RelayCancel = (() => void) & { takeUpstream(): Socket | undefined };
 
-/** A node socket for an upstream fd the addon handed over (take): a connected TCP socket, read and written by node from now on. */
-function socketOf(fd: number): Socket {
-  return new Socket({ fd, readable: true, writable: true });
+/**
+ * A node socket for the upstream fd take() handed over (its fifth value; -1 when it closed it), a connected TCP socket
+ * read and written by node from now on; undefined when none was.
+ */
+function upstreamOf(taken: ReturnType<KernelRelayAddon['take']>): Socket | undefined {
+  const fd = taken?.[4] ?? -1;
+  return fd >= 0 ? new Socket({ fd, readable: true, writable: true }) : undefined;
 }
 
 /**
@@ -261,8 +265,7 @@ function socketOf(fd: number): Socket {
  */
 export function takeKernelUpstream(id: number): Socket | undefined {
   running.delete(id);
-  const taken = loaded()?.take(id);
-  return taken && taken[4] >= 0 ? socketOf(taken[4]) : undefined;
+  return upstreamOf(loaded()?.take(id));
 }
 
 /** Before node closes the socket's fd (inside destroy()), `cancel` takes its relay out of the native thread, unless `ended`. */
