@@ -29,6 +29,11 @@ export function relayError(side: 'client' | 'upstream', err: NodeJS.ErrnoExcepti
   return `${side}-${err.code ?? 'error'}`;
 }
 
+/** The half-close timeout of options that may leave it out (SpliceOptions, the request reader's): the idle timeout. */
+export function halfCloseTimeoutOf(options: { idleTimeoutMs: number; halfCloseTimeoutMs?: number | undefined }): number {
+  return options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
+}
+
 export interface SpliceOptions {
   idleTimeoutMs: number;
   /**
@@ -115,7 +120,7 @@ export function splice(client: Socket, upstream: Socket, options: SpliceOptions)
     finish();
   };
   let halfClosed = false;
-  const halfCloseTimeoutMs = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
+  const halfCloseTimeoutMs = halfCloseTimeoutOf(options);
   const onHalfClose = () => {
     if (halfClosed) return;
     halfClosed = true;
@@ -362,7 +367,7 @@ export function spliceKernelUpstream(client: Socket, upstream: number, options: 
       finish();
     }
   };
-  const halfCloseTimeoutMs = options.halfCloseTimeoutMs ?? options.idleTimeoutMs;
+  const halfCloseTimeoutMs = halfCloseTimeoutOf(options);
   // Polled, backing off to 100 ms, as splice()'s hand-over: a client that does not read keeps the 200 queued.
   let pollMs = 1;
   const attach = () => {

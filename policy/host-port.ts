@@ -17,6 +17,14 @@ export function formatHostPort(host: string, port: number): string {
   return `${bracketed(host)}:${port}`;
 }
 
+/**
+ * A Host header's value for host and port (RFC 9110 7.2): the host, an IPv6 address bracketed, and the port unless it
+ * is the scheme's default. What the forwarders send upstream for the host they decided on.
+ */
+export function hostHeaderValue(host: string, port: number, defaultPort: number): string {
+  return port === defaultPort ? bracketed(host) : formatHostPort(host, port);
+}
+
 /** A host as it stands in a URL or an authority: IPv6 addresses bracketed. */
 export function bracketed(host: string): string {
   return host.includes(':') ? `[${host}]` : host;

@@ -19,7 +19,7 @@ export { classifyAddress, embeddedIPv4 } from './address-safety.js';
 export { compileHostPattern, matchHost, type HostPattern } from './host-pattern.js';
 export { parseEndpoint } from './endpoint.js';
 export { findCidr, parseCidr } from './cidr.js';
-export { bracketed, formatHostPort, parseAuthority } from './host-port.js';
+export { bracketed, formatHostPort, hostHeaderValue, parseAuthority } from './host-port.js';
 export { ENCRYPTED_CLIENT_HELLO_REFUSED, refusal } from './refusal.js';
 export { normalisePath, compilePathPattern, matchPath, type NormalisedPath, type PathPattern } from './request-path.js';
 export { isRequestRule, type EndpointRule } from './endpoint.js';

@@ -7,6 +7,7 @@ import { checkConnectSni } from './connect-sni-check.js';
 import { frontConnects, type ClosableServer } from './connect-front.js';
 import { headSweep } from './head-timeout.js';
 import { UpstreamConnectError } from '../../net/connect.js';
+import { halfCloseTimeoutOf } from '../../net/splice.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
@@ -247,7 +248,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       idleOnlyBetweenRequests: true,
       answerHalfClosed: true,
-      halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+      halfCloseTimeoutMs: halfCloseTimeoutOf(options),
     });
     readers.set(socket, reader);
     socket.once('close', () => readers.delete(socket));

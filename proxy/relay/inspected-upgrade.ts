@@ -6,7 +6,7 @@ import type { CloseError } from '../../events/schema.js';
 import { upstreamFailure } from '../../net/connect.js';
 import { connectTcp } from '../../net/socket-mark.js';
 import { splice } from '../../net/splice.js';
-import { formatHostPort } from '../../policy/index.js';
+import { formatHostPort, hostHeaderValue } from '../../policy/index.js';
 import { writeRawError } from './error-response.js';
 import { originForm } from './http-forwarder.js';
 
@@ -78,7 +78,7 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
   };
   // The client left while the upgrade was being decided: its 'close' has been and gone.
   if (client.destroyed) return close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
-  const headers: http.OutgoingHttpHeaders = { host: hostHeader ?? (auth.port === (secure ? 443 : 80) ? host : formatHostPort(host, auth.port)) };
+  const headers: http.OutgoingHttpHeaders = { host: hostHeader ?? hostHeaderValue(host, auth.port, secure ? 443 : 80) };
   for (const [name, value] of Object.entries(req.headers)) if (!CLIENT_HOP.has(name) && value !== undefined) headers[name] = value;
   // In origin form, as http-forwarder.ts sends requests: an absolute-form target (`GET http://attacker.test/ws`) is
   // routed on its authority by nginx, Go and Apache whatever the Host header says (RFC 9112 3.2.2).

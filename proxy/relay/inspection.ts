@@ -2,10 +2,10 @@ import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { authorizeOnAddresses, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
-import { canonicalHost, formatHostPort, parseAuthority, refusal } from '../../policy/index.js';
+import { canonicalHost, formatHostPort, hostHeaderValue, parseAuthority, refusal } from '../../policy/index.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
-import { splice } from '../../net/splice.js';
+import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
 import { lingeringClose } from './lingering-close.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
@@ -166,7 +166,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     if (same) connection.sameHostHeader = header;
     return same;
   };
-  const authorityOf = (connection: InspectedConnection) => (connection.port === (connection.plain ? 80 : 443) ? connection.host : formatHostPort(connection.host, connection.port));
+  const authorityOf = (connection: InspectedConnection) => hostHeaderValue(connection.host, connection.port, connection.plain ? 80 : 443);
 
   /** Read `socket`'s requests (terminated TLS, or plain HTTP inside a tunnel) for `connection`. */
   const serve = (socket: Socket, connection: ConnectionState): void => {
@@ -182,7 +182,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       new RequestReader(socket, handlers, {
         idleTimeoutMs: options.idleTimeoutMs,
         answerHalfClosed: connection.plain === true,
-        halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+        halfCloseTimeoutMs: halfCloseTimeoutOf(options),
       }),
     );
     socket.once('close', () => {

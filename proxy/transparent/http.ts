@@ -1,14 +1,13 @@
 import type net from 'node:net';
 import type { CloseError } from '../../events/schema.js';
-import { bracketed, canonicalHost, formatHostPort } from '../../policy/index.js';
-import { parseAuthority } from '../../policy/host-port.js';
+import { canonicalHost, hostHeaderValue, parseAuthority } from '../../policy/index.js';
 import type { Authorization, Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, originForm } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
-import { splice } from '../../net/splice.js';
+import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
 import type { RawResponse } from '../relay/raw-response.js';
@@ -100,7 +99,7 @@ function targetOf(req: InspectedRequest): Target {
 function decidedAuthority(auth: Forward): string | undefined {
   // A Host that is no host name, relayed in audit mode (decision/attribution.ts): as the client sent it.
   if (auth.decision.reason === 'invalid-host') return undefined;
-  return auth.port === 80 ? bracketed(auth.decision.host) : formatHostPort(auth.decision.host, auth.port);
+  return hostHeaderValue(auth.decision.host, auth.port, 80);
 }
 
 /**
@@ -202,7 +201,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       idleTimeoutMs: options.idleTimeoutMs,
       keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       answerHalfClosed: true,
-      halfCloseTimeoutMs: options.halfCloseTimeoutMs ?? options.idleTimeoutMs,
+      halfCloseTimeoutMs: halfCloseTimeoutOf(options),
     });
   };
 
