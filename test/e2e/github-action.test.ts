@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
@@ -139,14 +139,20 @@ async function startCollector(world: World): Promise<{ url: string; child: Child
   return { url, child };
 }
 
+/** The egress-guard process main started: the one listening on the transparent port. */
+async function egressGuardPid(runner: SimulatedRunner): Promise<number> {
+  const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
+  const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
+  assert.ok(pid > 0, `no transparent listener: ${listener.stdout}`);
+  return pid;
+}
+
 /**
  * egress-guard dies during the job (SIGKILL, found by its transparent listener), then waits (bounded) for the process
  * main started (sidecarPid: sudo, or the audit supervisor) to end; fails with `why` if it does not.
  */
 async function killEgressGuard(runner: SimulatedRunner, job: Job, why: string): Promise<void> {
-  const listener = await runner.asRoot('ss', ['-Hltnp', 'sport = :3129']);
-  const pid = Number(/pid=(\d+)/.exec(listener.stdout)?.[1]);
-  assert.ok(pid > 0, `no transparent listener: ${listener.stdout}`);
+  const pid = await egressGuardPid(runner);
   process.kill(pid, 'SIGKILL');
   const started = (JSON.parse(parseCommandFile(readFileSync(job.files.state, 'utf8')).get('egress-guard')!) as { sidecarPid: number }).sidecarPid;
   const deadline = Date.now() + 10_000;
@@ -214,6 +220,12 @@ describe('GitHub Action on a simulated GitHub-hosted runner', { timeout: 600_000
         /containers on docker0, br-\+ redirected too \(IPv4 and IPv6; forwarded traffic filtered first in DOCKER-USER \(made in ip6tables, where Docker had not made it yet\); connections between containers told by their route/,
       );
       assert.match(main.stdout, /packets the rules refuse or report are read by its built-in NFLOG reader/);
+      // main ran on the runner's Node 24 (action.yml: using: node24) and copied that binary, which egress-guard runs
+      // on: its process's executable is main's copy, and it is Node 24, not the node running this test (20 here).
+      const sidecarExe = readlinkSync(`/proc/${await egressGuardPid(runner)}/exe`);
+      assert.equal(sidecarExe, '/var/lib/egress-guard/app/node');
+      const sidecarNode = await runner.asRoot(sidecarExe, ['--version']);
+      assert.match(sidecarNode.stdout, /^v24\./, `egress-guard runs on node ${sidecarNode.stdout.trim()} ${sidecarNode.stderr}`);
       const since = Date.now();
       assertAttacksRefused(await jobSteps(asJobStep(runner, job), world), 'job step');
       // The same from containers the job starts: `docker run` on the default bridge, on a network made now (a new

@@ -3,7 +3,9 @@
  * namespace, a private mount namespace (held open by one process) with its own copy of /etc, where a `runner`
  * user has passwordless sudo and is in the docker group, as on GitHub's images (and, when asked, a private Docker
  * engine); tmpfs over /home, /var/lib and /run. Nothing it creates (users, sudoers, /var/lib/egress-guard) reaches this machine's own files. Steps run
- * as `runner` with the groups fixed when the job started, as the runner's worker process passes them on.
+ * as `runner` with the groups fixed when the job started, as the runner's worker process passes them on. The action's
+ * main and post run with the node its action.yml names (`runs.using`), from the runner's own externals/ under
+ * runner's home, as GitHub's runner runs them: Node 24 (runner-node.ts), not the node running the tests.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, cpSync, mkdirSync, readFileSync, readlinkSync, readdirSync, writeFileSync } from 'node:fs';
@@ -12,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import type { World } from './harness.js';
 import { must, run, type CommandResult } from './netns.js';
+import { node24Dir } from './runner-node.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** The checkout: action.yml and action-dist/ as committed (what `uses:` downloads). */
@@ -21,6 +24,8 @@ const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 export const DOCKER_SOCKET = '/run/docker.sock';
 export const DOCKER_BRIDGE_ADDRESS = '203.0.113.225/27';
 export const TOOLS_IMAGE = 'egact/tools:1';
+/** The runner's own nodes, one per `runs.using` it accepts (as actions/runner's externals/node24), bound read-only. */
+const EXTERNALS = '/home/runner/actions-runner/externals';
 
 const SETUP = `set -euo pipefail
 etc=$1
@@ -39,6 +44,11 @@ getent group docker >/dev/null || groupadd --system docker
 useradd --create-home --shell /bin/bash --groups docker runner
 printf 'runner ALL=(ALL) NOPASSWD:ALL\\n' >/etc/sudoers.d/runner
 chmod 0440 /etc/sudoers.d/runner
+# The runner's node, in its home as on GitHub's images (main copies it for egress-guard, which cannot count on
+# entering another user's home).
+install -d -o runner -g runner /home/runner/actions-runner /home/runner/actions-runner/externals
+mkdir ${EXTERNALS}/node24
+mount --bind -o ro "$4" ${EXTERNALS}/node24
 if [ "$2" = systemd-resolved ]; then
   # As on ubuntu runners: /etc/resolv.conf is a symlink to resolved's stub, the real upstreams are in /run (no
   # resolved daemon runs here: nothing may look a name up through the stub before the action's main).
@@ -89,7 +99,8 @@ export class SimulatedRunner {
     const dir = path.join(world.dir, `runner-${name}`);
     mkdirSync(path.join(dir, 'etc'), { recursive: true });
     const netns = `--net=/run/netns/${world.runnerNs}`;
-    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'nsenter', netns, 'bash', '-c', SETUP, 'setup', path.join(dir, 'etc'), dns, resolver], {
+    const node24 = await node24Dir();
+    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'nsenter', netns, 'bash', '-c', SETUP, 'setup', path.join(dir, 'etc'), dns, resolver, node24], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const output: string[] = [];
@@ -219,12 +230,17 @@ tar -C "$rootfs" -c . | docker -H unix://${DOCKER_SOCKET} import - ${TOOLS_IMAGE
     };
   }
 
-  /** `runs.main` or `runs.post` of the job's action.yml, as runner, with the STATE_* the runner passes to post. */
+  /**
+   * `runs.main` or `runs.post` of the job's action.yml, as runner, with the STATE_* the runner passes to post, on the
+   * runner's node that `runs.using` names (a `using` it has no node for fails, as on GitHub).
+   */
   runAction(job: Job, which: 'main' | 'post'): Promise<CommandResult> {
     const actionDir = job.env.GITHUB_ACTION_PATH!;
     const action = parseYaml(readFileSync(path.join(actionDir, 'action.yml'), 'utf8')) as { runs: Record<string, string> };
+    if (action.runs.using !== 'node24') throw new Error(`the simulated runner has no node for runs.using ${action.runs.using} (only node24)`);
+    const node = `${EXTERNALS}/${action.runs.using}/bin/node`;
     const state = which === 'post' ? Object.fromEntries([...parseCommandFile(readFileSync(job.files.state, 'utf8'))].map(([k, v]) => [`STATE_${k}`, v])) : {};
-    return this.step(process.execPath, [path.join(actionDir, action.runs[which]!)], { env: { ...job.env, ...state }, timeoutMs: 90_000 });
+    return this.step(node, [path.join(actionDir, action.runs[which]!)], { env: { ...job.env, ...state }, timeoutMs: 90_000 });
   }
 
   /** The processes in this runner's mount namespace (the holder, and whatever the action left running). */
