@@ -298,6 +298,47 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(!seen.some((s) => /\/(abs|bad-port|empty-port|two-hosts)$/.test(s)), JSON.stringify(seen));
   });
 
+  test('Host: [::ffff:a.b.c.d] is decided as a.b.c.d: allowed by allowed-ips, sent upstream as the address; refused alike where a.b.c.d is', async () => {
+    // Until 2026-12-03 the mapped form stayed IPv6 (::ffff:7f00:1), which is not the destination 127.0.0.1: refused as
+    // sni-mismatch where the same request with Host: 127.0.0.1 was allowed.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const build = (allowedIps: string) =>
+      buildPolicy({
+        mode: { value: 'block', origin },
+        'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin },
+        'allowed-ips': { value: allowedIps, origin },
+        'trusted-ranges': { value: '127.0.0.0/8', origin },
+      });
+    try {
+      for (const allowedIps of ['127.0.0.1', '::ffff:127.0.0.1', '']) {
+        policy = build(allowedIps);
+        for (const host of ['127.0.0.1', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '127.0.0.2', '[::ffff:127.0.0.2]']) {
+          const path = `/mapped-${allowedIps || 'none'}-${host.replace(/\W/g, '')}`;
+          const r = await runCurl(['-sS', '-H', `Host: ${host}:${upstreamPort}`, `http://127.0.0.1:${frontPort}${path}`]);
+          assert.equal(r.code, 0, r.stderr);
+          const decision = decisions.find((d) => d.path === path);
+          const address = host.includes('127.0.0.2') ? '127.0.0.2' : '127.0.0.1';
+          assert.equal(decision?.host, address, `${host} under allowed-ips "${allowedIps}": ${JSON.stringify(decision)}`);
+          if (address === '127.0.0.2') {
+            // Another address than the destination, in either spelling.
+            assert.deepEqual([decision?.reason, decision?.decision], ['sni-mismatch', 'blocked'], host);
+            assert.match(r.stdout, /403 Forbidden/);
+          } else if (allowedIps === '') {
+            assert.deepEqual([decision?.reason, decision?.decision], ['raw-ip', 'blocked'], host);
+            assert.match(r.stdout, /403 Forbidden/);
+          } else {
+            assert.deepEqual([decision?.reason, decision?.decision], ['allowed-ip', 'allowed'], `${host} under allowed-ips "${allowedIps}"`);
+            assert.equal(r.stdout, `hello from 127.0.0.1:${upstreamPort}\n`, host);
+          }
+          if (decision?.decision !== 'allowed') assert.ok(!seen.some((s) => s.endsWith(path)), JSON.stringify(seen));
+        }
+      }
+    } finally {
+      policy = before;
+    }
+  });
+
   test('a request pipelined behind one refused 400 for its Host: the 400, then the connection ends; the one behind is neither decided nor sent', async () => {
     // The 400 says `close` (RFC 9112 9.6: nothing after it is processed); node's server and the reader before this
     // handed over what followed all the same: decided and forwarded, its answer never delivered.
