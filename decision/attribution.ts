@@ -46,6 +46,16 @@ async function nameAgreesWithDestination(ctx: TransparentAuthorizeContext, name:
 
 type Extra = { sni?: string; method?: string; path?: string; methodOverrides?: readonly string[]; unreadBody?: string };
 
+/** What a decision event repeats of the first bytes: the SNI, or the request's method, path and what may override its method. */
+function extraOf(peek: PeekResult): Extra {
+  return {
+    ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
+    ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
+    ...(peek.protocol === 'http' && peek.request?.methodOverrides && { methodOverrides: peek.request.methodOverrides }),
+    ...(peek.protocol === 'http' && peek.request?.unreadBody !== undefined && { unreadBody: peek.request.unreadBody }),
+  };
+}
+
 /** Emit a transparent decision made here (a name/destination mismatch), naming the original destination. */
 function decided(ctx: TransparentAuthorizeContext, request: TransparentRequest, decision: Decision, extra: Extra): Authorization {
   const { port } = request.destination;
@@ -117,12 +127,7 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
   const { peek, client } = request;
   const { port } = request.destination;
   const ip = addressText(request.destination.address);
-  const extra = {
-    ...(peek.protocol === 'tls' && peek.sni !== undefined && { sni: peek.sni }),
-    ...(peek.protocol === 'http' && peek.request && { method: peek.request.method, path: peek.request.path }),
-    ...(peek.protocol === 'http' && peek.request?.methodOverrides && { methodOverrides: peek.request.methodOverrides }),
-    ...(peek.protocol === 'http' && peek.request?.unreadBody !== undefined && { unreadBody: peek.request.unreadBody }),
-  };
+  const extra = extraOf(peek);
   const inspectable = request.inspectable === true && peek.protocol === 'tls';
   const base = {
     kind: 'transparent' as const,
@@ -171,6 +176,21 @@ export async function authorizeTransparent(ctx: TransparentAuthorizeContext, req
   }
   const name = attributedName(ctx.policy(), namesOf(ctx.addressBook, ip), port);
   return authorizeUnlessEncrypted(ctx, request, { ...base, host: name ?? ip }, extra);
+}
+
+/**
+ * A redirected request that could name two hosts (proxy/transparent/http.ts targetOf: two Host headers, a Host that is
+ * not host[:port], an absolute-form target that is no URL or names another host than its Host), decided on its
+ * destination as an `ambiguous-host` refusal; `host` is what it names first, as written. Servers differ in which of
+ * the hosts they read, so no decision on one of them would hold: block mode refuses it (400), audit mode relays it to
+ * its original destination as the client sent it, reported would-block, as it would have gone without egress-guard
+ * (the destination is the one address it reaches either way). Until 2026-12-03 it was answered 400 in both modes,
+ * with no decision and no event.
+ */
+export function authorizeAmbiguous(ctx: TransparentAuthorizeContext, request: TransparentRequest, named: { host: string; message: string }): Promise<Authorization> {
+  const ip = addressText(request.destination.address);
+  const ambiguous = refusal(ctx.policy(), { reason: 'ambiguous-host', host: named.host, ip, message: named.message });
+  return decisionWritten(ctx.events, decided(ctx, request, ambiguous, extraOf(request.peek)));
 }
 
 /** The name a connection without one of its own is decided on: of `names` the DNS resolved to its address, an allowed one first. */

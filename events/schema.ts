@@ -38,6 +38,40 @@ interface EventBase {
   ip?: string;
 }
 
+/**
+ * Every decision-event `reason` (policy/decision.ts Reason), in the order docs/events.md explains them; a unit test keeps
+ * the doc's table in step with this list, and the compiler this list with the type.
+ */
+export const DECISION_REASONS = [
+  'allowed-endpoint',
+  'trusted-range',
+  'allowed-ip',
+  'dns-any',
+  'local-name',
+  'not-allowed-endpoint',
+  'raw-ip',
+  'denied-address',
+  'sni-mismatch',
+  'encrypted-client-hello',
+  'invalid-host',
+  'ambiguous-host',
+  'malformed-request',
+  'upstream-unresolvable',
+  'not-proxied',
+  'inbound-reply',
+  'own-connection',
+  'denied-endpoint',
+  'path-not-allowed',
+  'method-not-allowed',
+  'invalid-path',
+  'inspection-required',
+] as const satisfies readonly Reason[];
+
+/** A Reason missing from DECISION_REASONS makes this `false`, and the line below it a compile error. */
+type AllReasonsListed = [Exclude<Reason, (typeof DECISION_REASONS)[number]>] extends [never] ? true : false;
+const allReasonsListed: AllReasonsListed = true;
+void allReasonsListed;
+
 /** Emitted once per decision, before any byte is forwarded. */
 export interface DecisionEvent extends EventBase {
   event: 'decision';

@@ -28,7 +28,19 @@ export function parseCidr(text: string): [Address, number] | null {
   return null;
 }
 
+/**
+ * The first rule whose range holds `address`. An IPv4-mapped IPv6 address is its IPv4 address (policy/host.ts
+ * canonicalHost), so it is matched as that IPv4 address, by IPv4 ranges and by ranges written in mapped form
+ * (`::ffff:10.0.0.0/104` holds 10.1.2.3 and ::ffff:10.1.2.3 alike), and by no other IPv6 range: a wider one (`::/0`)
+ * is read as the IPv6 it names. Until 2026-12-03 a mapped address was matched by both readings and an IPv4 address by
+ * one, so `allowed-ips: ::/0` let `http://[::ffff:a.b.c.d]/` through where `http://a.b.c.d/` was refused.
+ */
 export function findCidr(rules: readonly CidrRule[], address: Address): CidrRule | undefined {
-  const candidates = [address, unmapped(address)];
-  return rules.find((rule) => candidates.some((ip) => ip.kind() === rule.range[0].kind() && ip.match(rule.range)));
+  const ip = unmapped(address);
+  return rules.find(({ range }) => {
+    const [base, bits] = range;
+    if (base.kind() === ip.kind()) return ip.match(range);
+    if (ip.kind() !== 'ipv4' || bits < 96 || !(base as ipaddr.IPv6).isIPv4MappedAddress()) return false;
+    return ip.match((base as ipaddr.IPv6).toIPv4Address(), bits - 96);
+  });
 }

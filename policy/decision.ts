@@ -13,6 +13,7 @@ export type Reason =
   | 'raw-ip'
   | 'denied-address'
   | 'invalid-host'
+  | 'ambiguous-host'
   | 'sni-mismatch'
   | 'encrypted-client-hello'
   | 'malformed-request'

@@ -12,7 +12,10 @@ export const NOT_IN_A_HOST = /[/\\?#@%\s\x00-\x1f\x7f]/;
 
 /**
  * Canonicalise a host: lowercase, trailing dot removed, IDN to punycode, every numeric IPv4 spelling
- * (2130706433, 0x7f000001, 127.1, 0177.0.0.1) and bracketed or bare IPv6 to its address.
+ * (2130706433, 0x7f000001, 127.1, 0177.0.0.1) and bracketed or bare IPv6 to its address. An IPv4-mapped IPv6
+ * address (`[::ffff:a.b.c.d]`, in any of its spellings) is its IPv4 address: a socket connects to that very address,
+ * so it is decided, matched against the destination and named in events as a.b.c.d. Until 2026-12-03 it stayed
+ * IPv6, and a redirected request with `Host: [::ffff:a.b.c.d]` to a.b.c.d was refused as naming another address.
  */
 export function canonicalHost(input: string): CanonicalHost {
   let host = input;
@@ -20,7 +23,7 @@ export function canonicalHost(input: string): CanonicalHost {
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
   if (host.includes(':')) {
     if (!ipaddr.IPv6.isValid(host)) return { type: 'invalid', why: `"${input}" is not a valid IPv6 address` };
-    const ip = ipaddr.IPv6.parse(host);
+    const ip = unmapped(ipaddr.IPv6.parse(host));
     return { type: 'ip', ip, text: ip.toString() };
   }
   host = host.replace(/\.+$/, '');

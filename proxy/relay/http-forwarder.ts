@@ -120,6 +120,12 @@ export interface ForwardRequest {
   auth: Forward;
   /** The Host header to send upstream; absent: the client's own (already decided on) is kept. */
   authority?: string;
+  /**
+   * Send the request target as the client wrote it, absolute form included, not reduced to origin form: a request
+   * relayed undecided in audit mode (one that could name two hosts, proxy/transparent/http.ts), whose server is to
+   * read it as it would have without egress-guard.
+   */
+  targetAsSent?: boolean;
   /** An inspected request: upstream is TLS, verified for the name in `authority`. */
   tls?: boolean;
   /**
@@ -417,7 +423,7 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
     reserve(socket, address, port) {
       return { key: `${address}:${port}`, socket: plain.wireConnected(socket) };
     },
-    forward({ req, res, auth, authority, tls: inspected, reserved }) {
+    forward({ req, res, auth, authority, targetAsSent, tls: inspected, reserved }) {
       // The client left while the request was being decided: its 'close' has been and gone.
       if (res.destroyed) {
         reserved?.socket.destroy();
@@ -434,7 +440,7 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       if (host !== undefined) edit.host = host;
       if (!body && !BODYLESS_BY_DEFAULT.has(method) && req.headers['content-length'] === undefined) edit.add = CONTENT_LENGTH_0;
       const headers = endToEndHeaders(req.rawHeaders, edit);
-      const target = originForm(req.url ?? '/');
+      const target = targetAsSent === true && req.url ? req.url : originForm(req.url ?? '/');
       const forwarded = new ForwardedRequest(req, res, auth, method, requestHead(method, target, headers), chunked ? 'chunked' : body ? 'length' : 'none');
       res.once('close', forwarded.finish);
       untilClientCloses(req.socket as ClientSocket, forwarded.finish);

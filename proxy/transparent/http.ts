@@ -14,7 +14,7 @@ import type { RawResponse } from '../relay/raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
 import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
-import { authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
+import { authorizeAmbiguous, authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
 
 export interface TransparentHttpOptions extends TransparentAuthorizeContext {
   connectTimeoutMs: number;
@@ -42,8 +42,11 @@ const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
 type ServedConnection = RedirectedConnection & { busy: number };
 
-/** `path`: the origin-form target (an absolute-form one reduced to its path). */
-type Target = { ok: true; request: PeekedHttpRequest; path: string } | { ok: false; message: string };
+/**
+ * `path`: the origin-form target (an absolute-form one reduced to its path). Not ok: a request that could name two hosts,
+ * `host` what it names first as written (for its event), `request` its method and target as sent.
+ */
+type Target = { ok: true; request: PeekedHttpRequest; path: string } | { ok: false; message: string; host: string; request: PeekedHttpRequest };
 
 function sameHost(a: string, b: string): boolean {
   const x = canonicalHost(a);
@@ -60,25 +63,28 @@ function withOverrides(request: PeekedHttpRequest, req: InspectedRequest): Peeke
 }
 
 /**
- * What a request names, refusing what could name two hosts: more than one Host header, a Host that is not
- * an authority, an absolute-form target whose host differs from the Host header.
+ * What a request names, unless it could name two hosts: more than one Host header, a Host that is not an authority,
+ * an absolute-form target that is no URL or whose host differs from the Host header. Servers differ in which of them
+ * they read (the first Host or the last, the target or the Host), so such a request is decided as `ambiguous-host`
+ * (decision/attribution.ts authorizeAmbiguous), never on one of its hosts.
  */
 function targetOf(req: InspectedRequest): Target {
-  const hostHeaders = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
-  if (hostHeaders > 1) return { ok: false, message: 'more than one Host header' };
+  const ambiguous = (host: string, message: string): Target => ({ ok: false, message, host, request: { method: req.method, path: req.url } });
+  const hostValues = req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'host').map((value) => value.trim());
+  if (hostValues.length > 1) return ambiguous(hostValues[0]!, `more than one Host header (${hostValues.map((h) => `"${h}"`).join(', ')})`);
   const hostHeader = req.headers.host?.trim();
   const fromHeader = hostHeader !== undefined ? parseAuthority(hostHeader, 80) : undefined;
-  if (fromHeader === null) return { ok: false, message: `the Host header "${hostHeader}" is not host[:port]` };
+  if (fromHeader === null) return ambiguous(hostHeader!, `the Host header "${hostHeader}" is not host[:port]`);
   const url = req.url;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
     let absolute: URL;
     try {
       absolute = new URL(url);
     } catch {
-      return { ok: false, message: 'the request target is not a valid URL' };
+      return ambiguous(hostHeader ?? url, 'the request target is not a valid URL');
     }
     const host = absolute.hostname.replace(/^\[|\]$/g, '');
-    if (fromHeader && !sameHost(host, fromHeader.host)) return { ok: false, message: `the request target names ${host} and the Host header ${fromHeader.host}` };
+    if (fromHeader && !sameHost(host, fromHeader.host)) return ambiguous(host, `the request target names ${host} and the Host header ${fromHeader.host}`);
     // The path as it is sent upstream (the forwarder's origin form of the target), not URL's reading of it: URL
     // takes `\` for `/` and resolves dot-segments, so `/elsewhere\..\allowed` was decided as /allowed and sent as
     // written; the policy's normaliser refuses what it cannot make canonical, as for an origin-form target.
@@ -97,9 +103,15 @@ function targetOf(req: InspectedRequest): Target {
  * own choosing (its default one), not the one decided on. As the explicit proxy and the inspector send theirs.
  */
 function decidedAuthority(auth: Forward): string | undefined {
-  // A Host that is no host name, relayed in audit mode (decision/attribution.ts): as the client sent it.
-  if (auth.decision.reason === 'invalid-host') return undefined;
+  // A Host that is no host name, or a request that could name two hosts, relayed in audit mode (decision/attribution.ts):
+  // as the client sent it.
+  if (relayedAsSent(auth)) return undefined;
   return hostHeaderValue(auth.decision.host, auth.port, 80);
+}
+
+/** A request relayed undecided in audit mode, its Host (and, when it could name two hosts, its target) as the client sent them. */
+function relayedAsSent(auth: Forward): boolean {
+  return auth.decision.reason === 'invalid-host' || auth.decision.reason === 'ambiguous-host';
 }
 
 /**
@@ -121,12 +133,14 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   /** `busy`: answers under way (and for good once upgraded); a connection with none is closed at shutdown. */
   const connections = new Map<net.Socket, ServedConnection>();
 
-  const decideRequest = (request: PeekedHttpRequest, connection: RedirectedConnection): Promise<Authorization> =>
-    authorizeTransparent(options, { client: connection.client, destination: connection.destination, peek: { protocol: 'http', request, bytes: 0 } });
+  /** A request's decision: on the host it names, or (one that could name two hosts) as `ambiguous-host` on its destination. */
+  const decideRequest = (target: Target, connection: RedirectedConnection): Promise<Authorization> => {
+    const redirected = { client: connection.client, destination: connection.destination, peek: { protocol: 'http' as const, request: target.request, bytes: 0 } };
+    return target.ok ? authorizeTransparent(options, redirected) : authorizeAmbiguous(options, redirected, target);
+  };
 
   const onRequest = (req: InspectedRequest, res: RawResponse, connection: ServedConnection) => {
     const target = targetOf(req);
-    if (!target.ok) return sendProxyError(res, 400, target.message);
     connection.busy++;
     res.once('close', () => {
       connection.busy--;
@@ -135,20 +149,26 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     // one is refused (the connection ends after the 403), not decided and sent with its answer never delivered.
     const goOn = req.holdFollowing();
     // A POST whose body may name another method (a `_method` field) is decided once that body is read (body-override.ts).
+    // (Not one that could name two hosts: it is decided on no host, its body changes nothing.)
     const asked = target.request;
-    const body = readBodyOverride(req, options.policy(), asked.host, connection.destination.port, asked.path, options.idleTimeoutMs);
-    (body === undefined ? decideRequest(asked, connection) : body.then((read) => (read === 'gone' ? undefined : decideRequest(withBodyOverride(asked, read), connection))))
+    const body = target.ok ? readBodyOverride(req, options.policy(), asked.host, connection.destination.port, asked.path, options.idleTimeoutMs) : undefined;
+    const decided =
+      body === undefined
+        ? decideRequest(target, connection)
+        : body.then((read) => (read === 'gone' ? undefined : decideRequest({ ...target, request: withBodyOverride(asked, read) }, connection)));
+    decided
       .then((auth) => {
         if (auth === undefined) return goOn(false);
         if (auth.action === 'reject') {
           res.shouldKeepAlive = false;
           goOn(false);
-          return sendProxyError(res, 403, auth.decision.message, auth.event.id);
+          // A request that could name two hosts is a bad request (400, as before it was decided); any other refusal 403.
+          return sendProxyError(res, target.ok ? 403 : 400, auth.decision.message, auth.event.id);
         }
         goOn(true);
         if (auth.action === 'fail') return sendProxyError(res, auth.status, auth.message, auth.event.id);
         const authority = decidedAuthority(auth);
-        forwarder.forward({ req, res, auth, ...(authority !== undefined && { authority }) });
+        forwarder.forward({ req, res, auth, ...(authority !== undefined && { authority }), ...(!target.ok && { targetAsSent: true }) });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'transparent HTTP request handling failed');
@@ -159,18 +179,18 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
 
   // WebSocket: decided like any request; the connection becomes a byte relay only once upstream answers 101.
   const onUpgrade = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
-    const target = targetOf(req);
-    if (!target.ok) return endUpgrade(socket, 400, target.message);
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
       // h2c and the like: served as the plain HTTP/1.1 request it also is, read again without the upgrade headers.
       return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
     }
+    const target = targetOf(req);
     connection.busy++; // for good: an upgraded connection is never idle between requests
-    decideRequest(target.request, connection)
+    decideRequest(target, connection)
       .then(async (auth) => {
         if (auth.action !== 'forward')
-          return endUpgrade(socket, auth.action === 'fail' ? auth.status : 403, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
-        await relayWebSocket(req, socket, head, auth, target);
+          return endUpgrade(socket, auth.action === 'fail' ? auth.status : target.ok ? 403 : 400, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
+        // One that could name two hosts, relayed in audit mode: its target as the client sent it.
+        await relayWebSocket(req, socket, head, auth, target.ok ? target.path : req.url);
       })
       .catch((err: Error) => {
         events.log.warn({ err: err.message, client: connection.client }, 'transparent WebSocket upgrade failed');
@@ -205,7 +225,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     });
   };
 
-  const relayWebSocket = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward, target: Extract<Target, { ok: true }>) => {
+  const relayWebSocket = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward, path: string) => {
     const authority = decidedAuthority(auth);
     const close = (bytesIn: number, bytesOut: number, error?: CloseError, status?: number) =>
       auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status }), ...(error && { error }) });
@@ -223,7 +243,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       socket.destroy();
     };
     upstream.on('error', onUpstreamError);
-    upstream.write(requestHead(req, target.path, (name, value) => (name.toLowerCase() === 'host' ? (authority ?? value) : value)));
+    upstream.write(requestHead(req, path, (name, value) => (name.toLowerCase() === 'host' ? (authority ?? value) : value)));
     const response = await readResponseHead(upstream, options.idleTimeoutMs);
     if (!response) {
       upstream.destroy();

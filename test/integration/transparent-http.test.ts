@@ -69,7 +69,9 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
 
   before(async () => {
     upstream = http.createServer((req, res) => {
-      seen.push(`${req.headers.host} ${req.url}`);
+      // Every Host header when there are more (node's req.headers keeps the first).
+      const hosts = req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]!.toLowerCase() === 'host');
+      seen.push(`${hosts.length > 1 ? hosts.join(', ') : req.headers.host} ${req.url}`);
       if (req.url === '/never-answered') return;
       if (req.url?.startsWith('/form-')) {
         // Says how much of the body came.
@@ -284,18 +286,98 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(!seen.some((s) => s.includes('/h2c-evil')));
   });
 
-  test('requests that could name two hosts are refused with 400 before any decision', async () => {
-    const cases = [
-      `GET http://allowed.test:${upstreamPort}/abs HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n`,
-      'GET /bad-port HTTP/1.1\r\nHost: attacker.test:99999\r\nConnection: close\r\n\r\n',
-      'GET /empty-port HTTP/1.1\r\nHost: attacker.test:\r\nConnection: close\r\n\r\n',
-      `GET /two-hosts HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nHost: attacker.test\r\nConnection: close\r\n\r\n`,
+  test('a request that could name two hosts is an ambiguous-host decision: refused 400 in block mode, relayed as sent in audit mode', async () => {
+    // (elsewhere.test: later tests check that nothing naming attacker.test ever reached upstream.)
+    // Until 2026-12-03 these were answered 400 before any decision, in audit mode too: a job broken, no event written.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const allowed = `allowed.test:${upstreamPort}`;
+    // [path, request, the host its event names, what upstream sees in audit mode: Host header(s) and target as sent]
+    const cases: Array<[string, (path: string) => string, string, (path: string) => string]> = [
+      [
+        'abs',
+        (p) => `GET http://allowed.test:${upstreamPort}${p} HTTP/1.1\r\nHost: elsewhere.test\r\nConnection: close\r\n\r\n`,
+        'allowed.test',
+        (p) => `elsewhere.test http://allowed.test:${upstreamPort}${p}`,
+      ],
+      ['bad-port', (p) => `GET ${p} HTTP/1.1\r\nHost: elsewhere.test:99999\r\nConnection: close\r\n\r\n`, 'elsewhere.test:99999', (p) => `elsewhere.test:99999 ${p}`],
+      ['empty-port', (p) => `GET ${p} HTTP/1.1\r\nHost: elsewhere.test:\r\nConnection: close\r\n\r\n`, 'elsewhere.test:', (p) => `elsewhere.test: ${p}`],
+      ['two-hosts', (p) => `GET ${p} HTTP/1.1\r\nHost: ${allowed}\r\nHost: elsewhere.test\r\nConnection: close\r\n\r\n`, allowed, (p) => `${allowed}, elsewhere.test ${p}`],
     ];
-    for (const request of cases) {
-      const r = await exchange(frontPort, [request]);
-      assert.match(r.text, /^HTTP\/1\.1 400 /, request);
+    try {
+      for (const mode of ['block', 'audit'] as const) {
+        policy = buildPolicy({ mode: { value: mode, origin }, 'allowed-endpoints': { value: allowed, origin }, 'trusted-ranges': { value: '127.0.0.0/8', origin } });
+        for (const [name, request, host, upstreamSaw] of cases) {
+          const path = `/${name}-${mode}`;
+          const r = await exchange(frontPort, [request(path)]);
+          const decision = decisions.find((d) => d.path?.endsWith(path));
+          assert.equal(decision?.reason, 'ambiguous-host', `${name} ${mode}: ${JSON.stringify(decision)}`);
+          assert.equal(decision?.host, host, name);
+          assert.equal(decision?.ip, '127.0.0.1', name);
+          assert.equal(decision?.kind, 'transparent', name);
+          if (mode === 'block') {
+            assert.equal(decision?.decision, 'blocked', name);
+            assert.match(r.text, /^HTTP\/1\.1 400 [^]*x-egress-guard-event: /i, r.text);
+            assert.ok(!seen.some((s) => s.endsWith(path)), JSON.stringify(seen));
+          } else {
+            assert.equal(decision?.decision, 'would-block', name);
+            assert.match(r.text, /^HTTP\/1\.1 200 /, r.text);
+            assert.ok(seen.includes(upstreamSaw(path)), `${name}: ${JSON.stringify(seen)}`);
+          }
+        }
+        // A WebSocket upgrade alike: its 400 in block mode, its 101 from upstream in audit mode, each with its decision.
+        const path = `/ws-two-hosts-${mode}`;
+        const ws = await exchange(frontPort, [`GET ${path} HTTP/1.1\r\nHost: ${allowed}\r\nHost: elsewhere.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`]);
+        const decision = decisions.find((d) => d.path === path);
+        assert.equal(decision?.reason, 'ambiguous-host', JSON.stringify(decision));
+        assert.equal(decision?.decision, mode === 'block' ? 'blocked' : 'would-block');
+        assert.match(ws.text, mode === 'block' ? /^HTTP\/1\.1 400 / : /^HTTP\/1\.1 101 /, ws.text);
+        assert.equal(seen.includes(`upgrade ${allowed} ${path}`), mode === 'audit', JSON.stringify(seen));
+      }
+    } finally {
+      policy = before;
     }
-    assert.ok(!seen.some((s) => /\/(abs|bad-port|empty-port|two-hosts)$/.test(s)), JSON.stringify(seen));
+  });
+
+  test('Host: [::ffff:a.b.c.d] is decided as a.b.c.d: allowed by allowed-ips, sent upstream as the address; refused alike where a.b.c.d is', async () => {
+    // Until 2026-12-03 the mapped form stayed IPv6 (::ffff:7f00:1), which is not the destination 127.0.0.1: refused as
+    // sni-mismatch where the same request with Host: 127.0.0.1 was allowed.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const build = (allowedIps: string) =>
+      buildPolicy({
+        mode: { value: 'block', origin },
+        'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin },
+        'allowed-ips': { value: allowedIps, origin },
+        'trusted-ranges': { value: '127.0.0.0/8', origin },
+      });
+    try {
+      for (const allowedIps of ['127.0.0.1', '::ffff:127.0.0.1', '']) {
+        policy = build(allowedIps);
+        for (const host of ['127.0.0.1', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '127.0.0.2', '[::ffff:127.0.0.2]']) {
+          const path = `/mapped-${allowedIps || 'none'}-${host.replace(/\W/g, '')}`;
+          const r = await runCurl(['-sS', '-H', `Host: ${host}:${upstreamPort}`, `http://127.0.0.1:${frontPort}${path}`]);
+          assert.equal(r.code, 0, r.stderr);
+          const decision = decisions.find((d) => d.path === path);
+          const address = host.includes('127.0.0.2') ? '127.0.0.2' : '127.0.0.1';
+          assert.equal(decision?.host, address, `${host} under allowed-ips "${allowedIps}": ${JSON.stringify(decision)}`);
+          if (address === '127.0.0.2') {
+            // Another address than the destination, in either spelling.
+            assert.deepEqual([decision?.reason, decision?.decision], ['sni-mismatch', 'blocked'], host);
+            assert.match(r.stdout, /403 Forbidden/);
+          } else if (allowedIps === '') {
+            assert.deepEqual([decision?.reason, decision?.decision], ['raw-ip', 'blocked'], host);
+            assert.match(r.stdout, /403 Forbidden/);
+          } else {
+            assert.deepEqual([decision?.reason, decision?.decision], ['allowed-ip', 'allowed'], `${host} under allowed-ips "${allowedIps}"`);
+            assert.equal(r.stdout, `hello from 127.0.0.1:${upstreamPort}\n`, host);
+          }
+          if (decision?.decision !== 'allowed') assert.ok(!seen.some((s) => s.endsWith(path)), JSON.stringify(seen));
+        }
+      }
+    } finally {
+      policy = before;
+    }
   });
 
   test('a request pipelined behind one refused 400 for its Host: the 400, then the connection ends; the one behind is neither decided nor sent', async () => {

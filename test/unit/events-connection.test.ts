@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Connection } from '../../events/connection.js';
 import { EventLog } from '../../events/event-log.js';
-import { CLOSE_ERRORS, type EgressEvent } from '../../events/schema.js';
+import { CLOSE_ERRORS, DECISION_REASONS, type EgressEvent } from '../../events/schema.js';
 import { validateEvent } from '../../events/validate.js';
 
 const EVENTS_DOC = fileURLToPath(new URL('../../../docs/events.md', import.meta.url));
@@ -63,6 +63,13 @@ describe('connection record', () => {
 });
 
 describe('close error values', () => {
+  it('docs/events.md lists every decision reason of DECISION_REASONS, and no other', () => {
+    const doc = readFileSync(EVENTS_DOC, 'utf8');
+    const section = doc.slice(doc.indexOf('### Reasons'), doc.indexOf('\n## ', doc.indexOf('### Reasons')));
+    const documented = [...section.matchAll(/^\| `([a-z0-9-]+)` \|/gm)].map((m) => m[1]);
+    assert.deepEqual([...documented].sort(), [...DECISION_REASONS].sort());
+  });
+
   it('docs/events.md lists every value of CLOSE_ERRORS, and no other fixed value', () => {
     const doc = readFileSync(EVENTS_DOC, 'utf8');
     const section = doc.slice(doc.indexOf('### Close errors'), doc.indexOf('## Example'));

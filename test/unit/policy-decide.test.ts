@@ -64,10 +64,12 @@ const LOOPBACK_SPELLINGS: Array<[spelling: string, canonical: string]> = [
   ['0x7f.0.0.1', '127.0.0.1'],
   ['0x7f.1', '127.0.0.1'],
   ['127.0.0.1.', '127.0.0.1'],
-  ['[::ffff:127.0.0.1]', '::ffff:7f00:1'],
-  ['[::ffff:7f00:1]', '::ffff:7f00:1'],
-  ['[0:0:0:0:0:ffff:7f00:1]', '::ffff:7f00:1'],
-  ['::ffff:127.0.0.1', '::ffff:7f00:1'],
+  // IPv4-mapped IPv6 is the IPv4 address itself (until 2026-12-03 it stayed ::ffff:7f00:1).
+  ['[::ffff:127.0.0.1]', '127.0.0.1'],
+  ['[::ffff:7f00:1]', '127.0.0.1'],
+  ['[0:0:0:0:0:ffff:7f00:1]', '127.0.0.1'],
+  ['[::FFFF:127.0.0.1]', '127.0.0.1'],
+  ['::ffff:127.0.0.1', '127.0.0.1'],
 ];
 
 describe('decide: raw IP destinations', () => {
@@ -134,7 +136,32 @@ describe('decide: raw IP destinations', () => {
 
   // An unbracketed "::ffff:7f00:1:443" would read as a different address.
   test('raw IPv6 message brackets the address', () => {
-    assert.equal(decide(noIps, { host: '[::ffff:127.0.0.1]', port: 443 }).message, '[::ffff:7f00:1]:443 is a raw IP address and not in allowed-ips');
+    assert.equal(decide(noIps, { host: '[2001:db8::7f00:1]', port: 443 }).message, '[2001:db8::7f00:1]:443 is a raw IP address and not in allowed-ips');
+  });
+
+  test('an IPv4-mapped IPv6 host is decided exactly as its IPv4 address, by every spelling of allowed-ips', () => {
+    // Whatever allowed-ips holds, [::ffff:a.b.c.d] gets the decision a.b.c.d gets: a denied IPv4 stays denied.
+    const policies = ['', '127.0.0.1', '127.0.0.0/8', '::ffff:127.0.0.1', '::ffff:127.0.0.0/104', '::ffff:0:0/96', '::/0', '::/64', '10.0.0.0/8', '::ffff:10.0.0.0/104'];
+    for (const allowedIps of policies) {
+      for (const mode of ['block', 'audit'] as const) {
+        const q = policy({ endpoints: 'example.com', mode, ...(allowedIps && { allowedIps }) });
+        for (const ip of ['127.0.0.1', '127.0.0.2', '10.1.2.3']) {
+          const v4 = decide(q, { host: ip, port: 443 });
+          for (const mapped of [`[::ffff:${ip}]`, `::ffff:${ip}`])
+            assert.deepEqual(decide(q, { host: mapped, port: 443 }), v4, `${mapped} under allowed-ips "${allowedIps}" (${mode})`);
+        }
+      }
+    }
+    const wide = policy({ endpoints: 'example.com', allowedIps: '::/0' });
+    // An IPv6 range wider than the mapped block names IPv6: it holds no IPv4 address, in either spelling.
+    assert.equal(decide(wide, { host: '[::ffff:127.0.0.1]', port: 443 }).reason, 'raw-ip');
+    assert.equal(decide(wide, { host: '[2001:db8::1]', port: 443 }).reason, 'allowed-ip');
+    const mappedRange = policy({ endpoints: 'example.com', allowedIps: '::ffff:127.0.0.0/104' });
+    assert.deepEqual(pick(decide(mappedRange, { host: '127.0.0.9', port: 443 }), { reason: 'allowed-ip', rule: '::ffff:127.0.0.0/104', ip: '127.0.0.9' }), {
+      reason: 'allowed-ip',
+      rule: '::ffff:127.0.0.0/104',
+      ip: '127.0.0.9',
+    });
   });
 });
 

@@ -64,3 +64,13 @@ test('the suggested file loads, and allows exactly what was seen under each owne
   assert.ok(!asks('POST', 'api.github.com', '/user/repos'));
   assert.ok(asks('GET', 'objects.githubusercontent.com', '/anything'));
 });
+
+test('a request that could name two hosts (ambiguous-host) suggests no entry: it is decided on none of them', () => {
+  // Until 2026-12-03 there was no such event; an allowlist entry for the host it names first would not let it through.
+  const ambiguous: DecisionEvent = { ...request('elsewhere.test', 'GET', '/two-hosts', 'transparent'), reason: 'ambiguous-host', ip: '203.0.113.7', port: 80 };
+  const suggestion = suggestPolicy([ambiguous, request('objects.githubusercontent.com', undefined, undefined)]);
+  assert.deepEqual(
+    suggestion.endpoints.map((e) => e.value),
+    ['objects.githubusercontent.com:443'],
+  );
+});
