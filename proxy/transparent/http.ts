@@ -3,7 +3,7 @@ import type { CloseError } from '../../events/schema.js';
 import { canonicalHost, hostHeaderValue, parseAuthority } from '../../policy/index.js';
 import type { Authorization, Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
-import { createHttpForwarder, originForm } from '../relay/http-forwarder.js';
+import { createHttpForwarder, originForm, type ReservedUpstream } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
@@ -31,8 +31,10 @@ export interface TransparentHttp {
   /**
    * Serve a redirected connection whose first bytes are an HTTP/1 request (left unread on the socket): every
    * request on it, not only the first, is decided on its own host and forwarded to the original destination.
+   * `upstream`: a connection to that destination, connected and untouched (a silent client's tunnel), which carries the
+   * first request if that is forwarded; otherwise it is closed.
    */
-  adopt(socket: net.Socket, connection: RedirectedConnection): void;
+  adopt(socket: net.Socket, connection: RedirectedConnection, upstream?: net.Socket): void;
   /** Close the adopted connections that are between requests (shutdown). */
   closeIdle(): void;
 }
@@ -40,7 +42,15 @@ export interface TransparentHttp {
 /** The largest upstream response head read before a WebSocket upgrade is relayed. */
 const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
-type ServedConnection = RedirectedConnection & { busy: number };
+/** `reserved`: the connection's upstream for its first request (adopt's `upstream`), until that request takes it. */
+type ServedConnection = RedirectedConnection & { busy: number; reserved?: ReservedUpstream };
+
+/** The connection's reserved upstream, taken out by its first request (the caller uses or closes it). */
+function takeReserved(connection: ServedConnection): ReservedUpstream | undefined {
+  const reserved = connection.reserved;
+  connection.reserved = undefined;
+  return reserved;
+}
 
 /**
  * `path`: the origin-form target (an absolute-form one reduced to its path). Not ok: a request that could name two hosts,
@@ -140,6 +150,12 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   };
 
   const onRequest = (req: InspectedRequest, res: RawResponse, connection: ServedConnection) => {
+    // Only the first request may take the reserved upstream, and only to forward it; whatever else happens it is closed.
+    let reserved = takeReserved(connection);
+    const dropReserved = () => {
+      reserved?.socket.destroy();
+      reserved = undefined;
+    };
     const target = targetOf(req);
     connection.busy++;
     res.once('close', () => {
@@ -158,6 +174,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
         : body.then((read) => (read === 'gone' ? undefined : decideRequest({ ...target, request: withBodyOverride(asked, read) }, connection)));
     decided
       .then((auth) => {
+        if (auth?.action !== 'forward') dropReserved();
         if (auth === undefined) return goOn(false);
         if (auth.action === 'reject') {
           res.shouldKeepAlive = false;
@@ -168,9 +185,14 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
         goOn(true);
         if (auth.action === 'fail') return sendProxyError(res, auth.status, auth.message, auth.event.id);
         const authority = decidedAuthority(auth);
-        forwarder.forward({ req, res, auth, ...(authority !== undefined && { authority }), ...(!target.ok && { targetAsSent: true }) });
+        // The forwarder sends on the reserved connection when it goes to the request's address and port (the original
+        // destination's, which every request here goes to), else closes it.
+        const taken = reserved && { reserved };
+        reserved = undefined;
+        forwarder.forward({ req, res, auth, ...(authority !== undefined && { authority }), ...(!target.ok && { targetAsSent: true }), ...taken });
       })
       .catch((err: Error) => {
+        dropReserved();
         events.log.error({ err: err.message, client: connection.client }, 'transparent HTTP request handling failed');
         goOn(true);
         sendProxyError(res, 502, 'egress-guard could not handle this request');
@@ -179,6 +201,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
 
   // WebSocket: decided like any request; the connection becomes a byte relay only once upstream answers 101.
   const onUpgrade = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
+    // A WebSocket upgrade connects on its own (relayWebSocket), and an h2c one is read again as a plain request.
+    takeReserved(connection)?.socket.destroy();
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
       // h2c and the like: served as the plain HTTP/1.1 request it also is, read again without the upgrade headers.
       return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
@@ -274,10 +298,16 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   };
 
   return {
-    adopt(socket, connection) {
-      const served = { ...connection, busy: 0 };
+    adopt(socket, connection, upstream) {
+      const reserved = upstream && !socket.destroyed ? forwarder.reserve(upstream, connection.destination.address, connection.destination.port) : undefined;
+      if (upstream && !reserved) upstream.destroy();
+      const served: ServedConnection = { ...connection, busy: 0, ...(reserved && { reserved }) };
       connections.set(socket, served);
-      socket.once('close', () => connections.delete(socket));
+      socket.once('close', () => {
+        connections.delete(socket);
+        // A client that went (or was refused as malformed) before its first request took the reserved upstream.
+        takeReserved(served)?.socket.destroy();
+      });
       serve(socket, served);
       // The peek left the socket paused; a paused socket does not flow for the reader's listeners by itself.
       socket.resume();

@@ -126,7 +126,9 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     if (late.protocol === 'other' && late.bytes > 0 && !late.eof && late.incomplete !== 'tls') late = await peekFirstBytes(socket, { timeoutMs: PEEK_TIMEOUT_MS });
     late = await finishUnfinished(socket, late);
     const traffic = classify(late);
-    if (traffic === 'http') return { action: 'hand-over', to: (client) => plainHttp.adopt(client, connection) };
+    // The tunnel's upstream, connected at the silent start and untouched (the server did not speak first), goes along:
+    // the first request is sent on it if forwarded (issue 14: it was closed unused and the request opened another).
+    if (traffic === 'http') return { action: 'hand-over', to: (client, upstream) => plainHttp.adopt(client, connection, upstream), reuseUpstream: true };
     // Ended mid-head even by a FIN (white space then FIN, say), or a request line without a version: decided as a raw
     // address, not relayed unread.
     if ((traffic === 'opaque' || traffic === 'silent') && !namesNoHost(late)) return RELAY;

@@ -129,7 +129,7 @@ function webHandler(scheme: 'https' | 'http') {
     const body = await readBody(req);
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
     const sni = scheme === 'https' ? ((req.socket as unknown as { servername?: string }).servername ?? null) : null;
-    record({ type: 'http', scheme, host, sni, local: req.socket.localAddress, method: req.method, url: req.url, body });
+    record({ type: 'http', scheme, host, sni, local: req.socket.localAddress, peerPort: req.socket.remotePort, method: req.method, url: req.url, body });
     const { registry } = config;
     if (host === 'registry.test' && req.url === `/${registry.name}`) {
       const tarballUrl = `https://registry.test/${registry.name}/-/${registry.name}-${registry.version}.tgz`;
@@ -171,6 +171,14 @@ async function main() {
   serveWebSocketEcho(httpsServer, (url) => record({ type: 'websocket', url }));
   // A client that half-closes after its request is answered (node would abort its request on the FIN).
   for (const server of [httpsServer, httpServer]) (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  // Each plain HTTP connection accepted and closed, by the port it comes from (an http record's peerPort says which one
+  // carried a request), with how many are open after it.
+  let httpOpen = 0;
+  httpServer.on('connection', (socket: net.Socket) => {
+    const peerPort = socket.remotePort;
+    record({ type: 'http-connection', peerPort, open: ++httpOpen });
+    socket.once('close', () => record({ type: 'http-connection-closed', peerPort, open: --httpOpen }));
+  });
   await listenTcp(httpsServer, 443, '::');
   await listenTcp(httpServer, 80, '::');
   for (const port of config.tcpRecorderPorts) {

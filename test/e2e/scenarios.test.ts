@@ -451,6 +451,33 @@ for (const mode of ['block', 'audit'] as const) {
       });
     }
 
+    test('6m: a silent client that speaks plain HTTP later: its first request goes on the server connection opened at the silent start', async () => {
+      // Attributed (dig first), the silent client is decided by DNS and its tunnel connects at once, so that a server
+      // that speaks first is heard; its late request is read by the request reader. That connection was closed unused and
+      // the request opened a second one (issue 14).
+      await world.job('dig', ['+short', 'allowed.test']);
+      // A request takes an idle connection the proxy holds to the server before a reserved one (so that tunnels do not
+      // pile idle connections up there), and earlier tests may have left one: the server closes idle connections after
+      // 5 s (node's keepAliveTimeout), so wait (at most 10 s) until it has none open.
+      const openNow = () => arrivedAt((e) => e.type === 'http-connection' || e.type === 'http-connection-closed').at(-1)?.open ?? 0;
+      for (const deadline = Date.now() + 10_000; openNow() !== 0 && Date.now() < deadline;) await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(openNow(), 0, 'connections to the server left open by earlier tests');
+      const marker = `late-reuse-${mode}-${randomLabel(10)}`;
+      const since = Date.now();
+      const script = `const net=require('net');const s=net.connect(80,'${NET.allowed}');let buf='';s.on('connect',()=>setTimeout(()=>s.write('GET /${marker} HTTP/1.1\\r\\nHost: allowed.test\\r\\nConnection: close\\r\\n\\r\\n'),1500));s.on('data',(d)=>buf+=d);s.on('end',()=>{console.log(buf.split('\\r\\n')[0]);process.exit(0)});s.on('error',(e)=>{console.error(e.code);process.exit(3)});`;
+      const result = await world.job('node', ['-e', script]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /^HTTP\/1\.1 200 /);
+      const requests = arrivedAt((e) => e.type === 'http' && e.url === `/${marker}`);
+      assert.equal(requests.length, 1);
+      const connections = arrivedAt((e) => e.type === 'http-connection' && Number(e.time) >= since);
+      assert.deepEqual(
+        connections.map((c) => c.peerPort),
+        [requests[0]!.peerPort],
+        'one server connection, the one the request came on',
+      );
+    });
+
     test('6e: plain HTTP that starts with an empty line, or pauses inside its first request line, is still decided per request', async () => {
       const marker = `odd-start-${mode}-${randomLabel(10)}`;
       const pipelined = `\\r\\nGET /crlf-first HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\nGET /${marker}-a HTTP/1.1\\r\\nHost: attacker.test\\r\\nConnection: close\\r\\n\\r\\n`;
