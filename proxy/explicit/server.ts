@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
 import { authorize, type AuthorizeContext, type Authorization, type AuthorizeRequest } from '../../decision/authorize.js';
-import { formatHostPort, parseAuthority } from '../../policy/host-port.js';
+import { formatHostPort, hostHeaderValue, parseAuthority } from '../../policy/host-port.js';
 import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
 import { frontConnects, type ClosableServer } from './connect-front.js';
@@ -95,10 +95,10 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     const asked: AuthorizeRequest = { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers, req.url) };
     // A POST whose body may name another method (a `_method` field) is decided once that body is read.
     const body = readBodyOverride(req, options.policy(), host, port, path, options.idleTimeoutMs);
-    if (body === undefined) return decideAndForward(req, res, asked, target.host);
+    if (body === undefined) return decideAndForward(req, res, asked);
     body
       .then((read) => {
-        if (read !== 'gone') decideAndForward(req, res, withBodyOverride(asked, read), target.host);
+        if (read !== 'gone') decideAndForward(req, res, withBodyOverride(asked, read));
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'request handling failed');
@@ -106,7 +106,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       });
   };
 
-  const decideAndForward = (req: InspectedRequest, res: RawResponse, asked: AuthorizeRequest, authority: string) => {
+  const decideAndForward = (req: InspectedRequest, res: RawResponse, asked: AuthorizeRequest) => {
     const { client } = asked;
     void authorize(options, asked)
       .then((auth: Authorization) => {
@@ -122,7 +122,10 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
         }
         // The Host sent upstream is the authority that was decided on (RFC 9112 3.2.2), never the client's own
         // Host header: `GET http://allowed.test/` with `Host: attacker.test` must not reach a virtual host it names.
-        forwarder.forward({ req, res, auth, authority });
+        // And the host as decided, not as the target spelt it: `http://allowed.test./` went with `Host: allowed.test.`
+        // and `http://[::ffff:127.0.0.1]/` with `[::ffff:7f00:1]` (URL keeps both; the policy reads allowed.test and
+        // 127.0.0.1), as the transparent path and the inspector send theirs.
+        forwarder.forward({ req, res, auth, authority: hostHeaderValue(auth.decision.host, auth.port, 80) });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'request handling failed');

@@ -105,6 +105,17 @@ describe('explicit proxy forwards allowed traffic intact', () => {
     assert.equal(http1.requests.find((q) => q.url === '/fronting')?.host, `allowed.test:${http1.port}`);
   });
 
+  test('the Host header upstream is the host as decided, not as the target spelt it (a trailing dot, upper case)', async () => {
+    for (const [spelt, path] of [
+      ['allowed.test.', '/trailing-dot'],
+      ['ALLOWED.test', '/upper-case'],
+    ] as const) {
+      const answer = await rawExchange(guard.port, `GET http://${spelt}:${http1.port}${path} HTTP/1.1\r\nHost: ${spelt}:${http1.port}\r\nConnection: close\r\n\r\n`);
+      assert.match(answer, /^HTTP\/1\.1 200/, spelt);
+      assert.equal(http1.requests.find((q) => q.url === path)?.host, `allowed.test:${http1.port}`, spelt);
+    }
+  });
+
   test("a client's Connection: close is honoured: the answer comes, then the proxy closes the connection", async () => {
     const socket = net.connect(guard.port, '127.0.0.1');
     let answer = '';
