@@ -106,6 +106,10 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
     // Not upgraded (401, 404, ...): the answer goes back, then the connection ends; the client's bytes past its
     // request are never relayed.
     let bytesIn = 0;
+    // Closed once the answer is relayed: node's client, given our Connection header and no agent, keeps a keep-alive
+    // answer's socket open (its 'free' event unheard), so it was held until the server dropped it.
+    const upstreamSocket = res.socket;
+    res.once('close', () => upstreamSocket?.destroy());
     client.write(responseHead(res, (name) => !UPSTREAM_HOP.has(name), ['Connection: close']));
     res.on('data', (chunk: Buffer) => {
       bytesIn += chunk.length;

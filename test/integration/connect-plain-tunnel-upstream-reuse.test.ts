@@ -132,6 +132,23 @@ for (const relay of ['kernel', 'js'] as const) {
       assert.deepEqual(connections[0]!.requests, []);
     });
 
+    test('a WebSocket upgrade the server answers without upgrading (keep-alive): answer relayed, the upgrade connection closed, not held open', async () => {
+      // The server has no 'upgrade' listener: node answers the upgrade request as a plain one (200, keep-alive, 30 s).
+      const { port, connections } = await server();
+      const result = await curlTunnelled([`http://one.test:${port}/ws`], ['-H', 'Connection: Upgrade', '-H', 'Upgrade: websocket', '-H', 'Sec-WebSocket-Version: 13']);
+      assert.equal(result.stdout, '200\n', result.stderr);
+      await guard.waitFor((l) => l.event === 'close' && l.error === 'not-upgraded' && l.status === 200);
+      // The tunnel's own connection (unused: an upgrade has a connection of its own) and the upgrade's, both closed.
+      await settled(() => connections.length === 2 && connections.every((c) => c.closed));
+      assert.deepEqual(
+        connections.map((c) => [c.requests, c.closed]),
+        [
+          [[], true],
+          [['GET /ws'], true],
+        ],
+      );
+    });
+
     test('a tunnel whose upstream cannot be connected is still answered 502', async () => {
       const closed = http.createServer();
       await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
