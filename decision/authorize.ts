@@ -74,6 +74,17 @@ export function emitDecision(events: EventLog, policy: Policy, request: Authoriz
 }
 
 /**
+ * A request no policy is asked about, refused in either mode because there is nothing to forward: an explicit-proxy
+ * request without an absolute `http://` URI, a CONNECT whose target is not host:port. Its one decision event says
+ * `malformed-request`, naming the host the request names where it names one (`request.host`), so that audit mode
+ * reports it too; the caller answers it once the event is written.
+ */
+export function refuseMalformed(ctx: AuthorizeContext, request: AuthorizeRequest, message: string): Promise<Extract<Authorization, { action: 'reject' }>> {
+  const decision: Decision = { outcome: 'blocked', permitted: false, reason: 'malformed-request', rule: null, host: request.host, message };
+  return decisionWritten(ctx.events, { action: 'reject', decision, event: emitDecision(ctx.events, ctx.policy(), request, decision) });
+}
+
+/**
  * `outcome` once the decisions emitted so far are in the events file (the end-of-turn write): the proxy's decisions
  * of one turn share one write, and each acts only after it, so a line is on disk before a byte it allows moves past
  * egress-guard and before a refused client reads its refusal.

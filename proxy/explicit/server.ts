@@ -1,6 +1,8 @@
 import net from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
-import { authorize, type AuthorizeContext, type Authorization, type AuthorizeRequest } from '../../decision/authorize.js';
+import { authorize, refuseMalformed, type AuthorizeContext, type Authorization, type AuthorizeRequest } from '../../decision/authorize.js';
+import { NO_HOST } from '../../events/validate.js';
+import { canonicalHost } from '../../policy/index.js';
 import { formatHostPort, hostHeaderValue, parseAuthority } from '../../policy/host-port.js';
 import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
@@ -38,6 +40,20 @@ function clientOf(socket: net.Socket): string {
   return formatHostPort(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
 }
 
+/** The port an absolute URI of a scheme the proxy does not forward names by default (for its event). */
+const DEFAULT_PORTS: Record<string, number> = { 'https:': 443, 'wss:': 443, 'ws:': 80, 'ftp:': 21 };
+
+/** The path and query of an absolute request target, as it would go upstream ('/' for none). */
+function pathOf(url: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(url)?.[1] || '/';
+}
+
+/** A host a refused request names, as events spell hosts (canonical), or NO_HOST where it names none that is valid. */
+function eventHost(host: string | undefined): string {
+  const canonical = host === undefined || host === '' ? undefined : canonicalHost(host);
+  return canonical?.type === 'name' ? canonical.name : canonical?.type === 'ip' ? canonical.text : NO_HOST;
+}
+
 /** What node's HTTP server gave the sidecar: a listener whose connections can be closed when idle, or all at once. */
 export type HttpProxyServer = ClosableServer;
 
@@ -61,19 +77,33 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
 
   const atCapacity = () => counters.open >= options.maxTunnels;
 
+  /** A request refused as malformed (400, in audit mode too: nothing to forward), answered once its event is written. */
+  const refuseRequest = (res: RawResponse, request: AuthorizeRequest, message: string) => {
+    refuseMalformed(options, request, message)
+      .then((refused) => sendProxyError(res, 400, refused.decision.message, refused.event.id))
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client: request.client }, 'request handling failed');
+        sendProxyError(res, 400, message);
+      });
+  };
+
   const onRequest = (req: InspectedRequest, res: RawResponse) => {
     const client = clientOf(req.socket);
     let target: AbsoluteTarget;
     try {
       target = parseAbsoluteTarget(req.url);
     } catch {
-      sendProxyError(res, 400, `egress-guard is a forward proxy: "${req.url}" is not an absolute URI (set HTTP_PROXY, or use CONNECT)`);
-      events.log.warn({ client, url: req.url.slice(0, 200) }, 'request without an absolute URI');
-      return;
+      // Sent to the proxy as to an origin server (no proxy set, a health check): named by its Host, if any. The
+      // message (in the event) leaves the query out, which may carry a token (log-query).
+      const named = parseAuthority(req.headers.host?.trim() ?? '', 80);
+      const request = { kind: 'http' as const, client, host: eventHost(named?.host), port: named?.port ?? 0, method: req.method, path: req.url };
+      return refuseRequest(res, request, `egress-guard is a forward proxy: "${req.url.split('?')[0]!.slice(0, 200)}" is not an absolute URI (set HTTP_PROXY, or use CONNECT)`);
     }
     if (target.protocol !== 'http:') {
-      sendProxyError(res, 400, `egress-guard forwards http:// URIs; use CONNECT for ${target.protocol}`);
-      return;
+      // `GET https://host/` (a client that will not CONNECT): the host it names is in the event, so audit mode shows it.
+      const port = target.port ? Number(target.port) : (DEFAULT_PORTS[target.protocol] ?? 0);
+      const request = { kind: 'http' as const, client, host: eventHost(target.hostname), port, method: req.method, path: pathOf(req.url) };
+      return refuseRequest(res, request, `egress-guard forwards http:// URIs; use CONNECT for ${target.protocol}`);
     }
     if (atCapacity()) {
       sendProxyError(res, 503, `egress-guard is at its limit of ${options.maxTunnels} open connections`);
@@ -91,7 +121,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     };
     res.once('close', release);
     // Decided on the target as written, which is what goes upstream (method and path rules judge it).
-    const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(req.url)?.[1] || '/';
+    const path = pathOf(req.url);
     const asked: AuthorizeRequest = { kind: 'http', client, host, port, method: req.method, path, methodOverrides: methodOverrides(req.headers, req.url) };
     // A POST whose body may name another method (a `_method` field) is decided once that body is read.
     const body = readBodyOverride(req, options.policy(), host, port, path, options.idleTimeoutMs);
@@ -152,8 +182,10 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     if (head.length > 0) socket.unshift(head);
     const authority = parseAuthority(target);
     if (!authority) {
-      refuseTunnel(socket, 400, `CONNECT needs host:port, got "${target}"`);
-      events.log.warn({ client, url: target.slice(0, 200) }, 'malformed CONNECT');
+      const message = `CONNECT needs host:port, got "${target.slice(0, 200)}"`;
+      refuseMalformed(options, { kind: 'connect', client, host: NO_HOST, port: 0 }, message)
+        .then((refused) => refuseTunnel(socket, 400, message, refused.event.id))
+        .catch(() => refuseTunnel(socket, 400, message));
       return;
     }
     if (atCapacity()) {

@@ -128,7 +128,10 @@ describe('explicit proxy: CONNECT heads read by the lean reader (connect-front.t
     }
     const noPort = await rawExchange(guard.port, 'CONNECT allowed.test HTTP/1.1\r\nHost: allowed.test\r\n\r\n');
     assert.match(noPort, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*CONNECT needs host:port, got "allowed.test"/);
-    await guard.waitFor((l) => l.msg === 'malformed CONNECT' && l.url === 'allowed.test');
+    // A decision with its event (malformed-request), no longer a log line only.
+    const refused = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.reason === 'malformed-request');
+    assert.deepEqual([refused.decision, refused.host, refused.message], ['blocked', '(none)', 'CONNECT needs host:port, got "allowed.test"']);
+    assert.match(noPort, new RegExp(`X-Egress-Guard-Event: ${refused.id}\r\n`));
     const after = await runProcess('curl', ['-sS', '-p', '-o', '/dev/null', '-w', '%{http_code}', '-x', guard.proxyUrl, `http://allowed.test:${plain.port}/after`]);
     assert.equal(after.stdout, '200');
     assert.equal(guard.child.exitCode, null, 'still running');
