@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import { type Address, unmapped } from './host.js';
+import { type Address, parseIPv6, unmapped } from './host.js';
 
 export interface CidrRule {
   /** The entry as written, for events and errors. */
@@ -17,9 +17,13 @@ export interface Origin {
 export function parseCidr(text: string): [Address, number] | null {
   const t = text.trim();
   try {
-    if (t.includes('/')) return ipaddr.parseCIDR(t);
+    if (t.includes('/')) {
+      const [ip, bits] = ipaddr.parseCIDR(t);
+      // `::a.b.c.d/n` as the IPv4-compatible range it names (parseIPv6), not the mapped one ipaddr.js reads.
+      return ip.kind() === 'ipv6' ? [parseIPv6(t.slice(0, t.lastIndexOf('/'))), bits] : [ip, bits];
+    }
     if (ipaddr.isValid(t)) {
-      const ip = ipaddr.parse(t);
+      const ip = t.includes(':') ? parseIPv6(t) : ipaddr.parse(t);
       return [ip, ip.kind() === 'ipv4' ? 32 : 128];
     }
   } catch {

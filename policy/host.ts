@@ -23,7 +23,7 @@ export function canonicalHost(input: string): CanonicalHost {
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
   if (host.includes(':')) {
     if (!ipaddr.IPv6.isValid(host)) return { type: 'invalid', why: `"${input}" is not a valid IPv6 address` };
-    const ip = unmapped(ipaddr.IPv6.parse(host));
+    const ip = unmapped(parseIPv6(host));
     return { type: 'ip', ip, text: ip.toString() };
   }
   host = host.replace(/\.+$/, '');
@@ -75,7 +75,26 @@ export function parseAddress(text: string): Address | null {
       return null;
     }
   }
-  return ipaddr.isValid(t) ? ipaddr.parse(t) : null;
+  return ipaddr.IPv6.isValid(t) ? parseIPv6(t) : null;
+}
+
+/** `::` then a dotted IPv4 address and nothing else (a zone aside): the deprecated IPv4-compatible spelling. */
+const IPV4_COMPATIBLE = /^::[^:]*\./;
+
+/**
+ * An IPv6 address as inet_pton, WHATWG URL and so the socket read it. ipaddr.js reads `::a.b.c.d` (IPv4-compatible,
+ * ::/96) as `::ffff:a.b.c.d` (IPv4-mapped): `CONNECT [::127.0.0.1]:80` was decided as 127.0.0.1 and connected there,
+ * while `http://[::127.0.0.1]/` (URL writes it [::7f00:1]) was decided as ::7f00:1; one spelling, two addresses.
+ * Until review43.
+ */
+export function parseIPv6(text: string): ipaddr.IPv6 {
+  const ip = ipaddr.IPv6.parse(text);
+  if (!IPV4_COMPATIBLE.test(text) || !ip.isIPv4MappedAddress()) return ip;
+  const parts = ip.parts.slice();
+  parts[5] = 0;
+  const compatible = new ipaddr.IPv6(parts);
+  if (ip.zoneId !== undefined) compatible.zoneId = ip.zoneId;
+  return compatible;
 }
 
 /** The IPv4 address inside an IPv4-mapped IPv6 address, else the address itself. */

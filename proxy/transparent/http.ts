@@ -222,6 +222,55 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       });
   };
 
+  /**
+   * A CONNECT (the destination a proxy of the job's own, asked for a tunnel to the host it names): a request that names
+   * two hosts, that one and the destination, and whose tunnel egress-guard cannot read, so decided as `ambiguous-host`
+   * on its destination (authorizeAmbiguous): block mode answers 400, audit mode sends it to the destination as written
+   * and relays both ways, reported would-block. Until review43 the request reader, with no handler for it, closed the
+   * connection with no answer and no event, in audit mode too.
+   */
+  const onConnect = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
+    takeReserved(connection)?.socket.destroy();
+    socket.on('error', () => socket.destroy());
+    const target: Target = {
+      ok: false,
+      host: parseAuthority(req.url, 443)?.host ?? req.url,
+      message: `CONNECT ${req.url}: a tunnel through the destination to another host, which egress-guard cannot decide`,
+      request: { method: req.method, path: req.url },
+    };
+    connection.busy++; // for good: a tunnel is never idle between requests
+    decideRequest(target, connection)
+      .then(async (auth) => {
+        if (auth.action !== 'forward')
+          return endUpgrade(socket, auth.action === 'fail' ? auth.status : 400, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
+        await relayConnect(req, socket, head, auth);
+      })
+      .catch((err: Error) => {
+        events.log.warn({ err: err.message, client: connection.client }, 'transparent CONNECT failed');
+        endUpgrade(socket, 502, 'egress-guard could not relay this CONNECT');
+      });
+  };
+
+  /** A CONNECT relayed in audit mode: its head as the client sent it, then the bytes both ways (the proxy's answer included). */
+  const relayConnect = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward) => {
+    let upstream: net.Socket;
+    try {
+      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+    } catch (err) {
+      const failure = UpstreamConnectError.from(err);
+      auth.connection.close({ bytesIn: 0, bytesOut: 0, status: failure.status, error: failure.error });
+      throw err;
+    }
+    if (socket.destroyed) {
+      upstream.destroy();
+      auth.connection.close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
+      return;
+    }
+    upstream.write(requestHead(req, req.url, (_, value) => value));
+    if (head.length > 0) upstream.write(head);
+    splice(socket, upstream, { ...relayTimeouts(options), onClose: (result) => auth.connection.close(result) });
+  };
+
   /** An upgrade answered here (refused, or failed): the answer, then what the client sends is dropped until it ends. */
   const endUpgrade = (socket: net.Socket, status: number, message: string, eventId?: string) => {
     writeRawError(socket, status, message, eventId);
@@ -239,9 +288,12 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     const handlers: RequestHandlers = {
       request: (req, res) => onRequest(req, res, connection),
       upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
+      // A CONNECT pipelined behind requests not yet answered is neither decided nor sent, as an upgrade there (the
+      // reader's endAfterAnswers): those answers go out, then the connection ends.
+      connect: (req, tunnel, head) => (reader.answerInFlight ? endAfter(reader, tunnel, options.idleTimeoutMs) : onConnect(req, tunnel, head, connection)),
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
-    new RequestReader(socket, handlers, {
+    const reader = new RequestReader(socket, handlers, {
       idleTimeoutMs: options.idleTimeoutMs,
       keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       answerHalfClosed: true,
@@ -316,6 +368,19 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       for (const [socket, connection] of connections) if (connection.busy === 0) socket.destroy();
     },
   };
+}
+
+/** A socket handed over with answers still being written: ended once they are out (or gone), what the client sends dropped. */
+function endAfter(reader: RequestReader, socket: net.Socket, idleTimeoutMs: number): void {
+  socket.on('error', () => socket.destroy());
+  const current = reader.answerInFlight;
+  if (socket.destroyed) return;
+  if (!current) {
+    socket.end();
+    return dropClientBytes(socket, idleTimeoutMs);
+  }
+  // 'close' comes a tick after the answer finished (or when the connection went), once the next one is assigned.
+  current.once('close', () => endAfter(reader, socket, idleTimeoutMs));
 }
 
 /**

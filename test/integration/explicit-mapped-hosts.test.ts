@@ -88,4 +88,17 @@ describe('explicit proxy: an IPv4-mapped IPv6 host is decided as its IPv4 addres
     }
     assert.ok(!plain.requests.some((q) => q.url.startsWith('/tunnel-other')), JSON.stringify(plain.requests));
   });
+
+  test('[::127.0.0.1] is the IPv4-compatible ::7f00:1, not 127.0.0.1: a CONNECT to it is refused as the absolute URI is', async () => {
+    // ipaddr.js reads ::a.b.c.d as ::ffff:a.b.c.d: until review43 this CONNECT was allowed as 127.0.0.1 and tunnelled there.
+    const tunnel = await openTunnel(guard.port, `[::127.0.0.1]:${plain.port}`);
+    tunnel.socket.destroy();
+    assert.equal(tunnel.status, 403, tunnel.response);
+    const connect = await guard.waitFor((l) => l.event === 'decision' && l.kind === 'connect' && l.host === '::7f00:1');
+    assert.deepEqual([connect.reason, connect.decision], ['raw-ip', 'blocked']);
+    const r = await runProcess('curl', ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', '-x', guard.proxyUrl, `http://[::127.0.0.1]:${plain.port}/compatible`]);
+    assert.equal(r.stdout, '403');
+    const absolute = await guard.waitFor((l) => l.event === 'decision' && l.path === '/compatible');
+    assert.deepEqual([absolute.host, absolute.reason, absolute.decision], ['::7f00:1', 'raw-ip', 'blocked']);
+  });
 });

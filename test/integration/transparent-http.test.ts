@@ -17,6 +17,7 @@ import { buildPolicy, type Policy } from '../../policy/index.js';
 import { AddressBook } from '../../decision/address-book.js';
 import { Resolver } from '../../decision/resolver.js';
 import { createTransparentHttp } from '../../proxy/transparent/http.js';
+import { rawExchange } from '../helpers/raw-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 function runCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -92,6 +93,14 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
         return;
       }
       socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      socket.on('data', (d: Buffer) => socket.write(d));
+    });
+    // An HTTP proxy's CONNECT (a job's own proxy at the destination): established, then an echo.
+    upstream.on('connect', (req, socket: net.Socket, head: Buffer) => {
+      upgraded.push(socket);
+      seen.push(`connect ${req.headers.host} ${req.url}`);
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length > 0) socket.write(head);
       socket.on('data', (d: Buffer) => socket.write(d));
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
@@ -333,6 +342,38 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
         assert.equal(decision?.decision, mode === 'block' ? 'blocked' : 'would-block');
         assert.match(ws.text, mode === 'block' ? /^HTTP\/1\.1 400 / : /^HTTP\/1\.1 101 /, ws.text);
         assert.equal(seen.includes(`upgrade ${allowed} ${path}`), mode === 'audit', JSON.stringify(seen));
+      }
+    } finally {
+      policy = before;
+    }
+  });
+
+  test('a CONNECT on a redirected connection is an ambiguous-host decision: refused 400 in block mode, relayed to the destination in audit mode', async () => {
+    // The destination is a proxy of the job's own, asked for a tunnel to another host: until review43 the request reader,
+    // with no CONNECT handler, closed the connection with no answer and no event, in audit mode too (a job broken).
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const allowed = `allowed.test:${upstreamPort}`;
+    /** The CONNECT and a first tunnel byte string; what came back within 3 s (or by the close). */
+    const tunnel = (target: string) => rawExchange(frontPort, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\nping-${target}`, { untilText: `\r\n\r\nping-${target}` });
+    try {
+      for (const mode of ['block', 'audit'] as const) {
+        policy = buildPolicy({ mode: { value: mode, origin }, 'allowed-endpoints': { value: allowed, origin }, 'trusted-ranges': { value: '127.0.0.0/8', origin } });
+        const target = `elsewhere-${mode}.test:443`;
+        const text = await tunnel(target);
+        const decision = decisions.find((d) => d.method === 'CONNECT' && d.host === `elsewhere-${mode}.test`);
+        assert.equal(decision?.reason, 'ambiguous-host', `${mode}: ${JSON.stringify(decisions.slice(-2))}`);
+        assert.equal(decision?.kind, 'transparent');
+        assert.equal(decision?.ip, '127.0.0.1');
+        if (mode === 'block') {
+          assert.equal(decision?.decision, 'blocked');
+          assert.match(text, /^HTTP\/1\.1 400 [^]*x-egress-guard-event: /i, text);
+          assert.ok(!seen.some((s) => s.includes(target)), JSON.stringify(seen));
+        } else {
+          assert.equal(decision?.decision, 'would-block');
+          assert.equal(text, `HTTP/1.1 200 Connection Established\r\n\r\nping-${target}`);
+          assert.ok(seen.includes(`connect ${target} ${target}`), JSON.stringify(seen));
+        }
       }
     } finally {
       policy = before;

@@ -165,6 +165,31 @@ describe('decide: raw IP destinations', () => {
   });
 });
 
+describe('decide: an IPv4-compatible host [::a.b.c.d] is the IPv6 address ::/96 holds, as WHATWG URL and the socket read it', () => {
+  // ipaddr.js reads `::a.b.c.d` as `::ffff:a.b.c.d`, so until review43 it was decided (and connected) as a.b.c.d, while
+  // the explicit proxy's absolute URI, which URL writes [::7f00:1], was decided as ::7f00:1: one spelling, two addresses.
+  test('decided as ::7f00:1 in every spelling, not 127.0.0.1', () => {
+    const loopback = policy({ endpoints: 'example.com', allowedIps: '127.0.0.1' });
+    for (const host of ['[::127.0.0.1]', '::127.0.0.1', '[::7f00:1]', '[0:0:0:0:0:0:127.0.0.1]']) {
+      assert.deepEqual(
+        pick(decide(loopback, { host, port: 443 }), { reason: 'raw-ip', host: '::7f00:1', ip: '::7f00:1' }),
+        { reason: 'raw-ip', host: '::7f00:1', ip: '::7f00:1' },
+        host,
+      );
+    }
+    // `::255.255.1.2` is ::ffff:102 (IPv4-compatible), not the mapped ::ffff:ffff:102 (255.255.1.2).
+    assert.equal(decide(policy({ endpoints: 'example.com', allowedIps: '255.255.0.0/16' }), { host: '[::255.255.1.2]', port: 443 }).host, '::ffff:102');
+  });
+
+  test('allowed-ips and trusted-ranges written ::a.b.c.d name that IPv6 range', () => {
+    const compatible = policy({ endpoints: 'svc.example.com', allowedIps: '::10.0.0.0/104', trustedRanges: '::127.0.0.1' });
+    assert.equal(decide(compatible, { host: '[::a00:5]', port: 443 }).reason, 'allowed-ip');
+    assert.equal(decide(compatible, { host: '10.0.0.5', port: 443 }).reason, 'raw-ip');
+    assert.equal(decide(compatible, { host: 'svc.example.com', port: 443, addresses: ['::7f00:1'] }).reason, 'trusted-range');
+    assert.equal(decide(compatible, { host: 'svc.example.com', port: 443, addresses: ['127.0.0.1'] }).reason, 'denied-address');
+  });
+});
+
 /** Addresses a name must not resolve into without trusted-ranges. [address, range reported, why] */
 const DENIED_ADDRESSES: Array<[address: string, canonical: string, range: string]> = [
   ['127.0.0.1', '127.0.0.1', 'loopback'],
