@@ -10,6 +10,7 @@ import type { OriginalDestination } from './original-destination.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
+import { dropClientBytes, endAfterAnswers } from '../relay/handed-over-socket.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
@@ -232,6 +233,19 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   const onConnect = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
     takeReserved(connection)?.socket.destroy();
     socket.on('error', () => socket.destroy());
+    // The CONNECT as written and what followed it, put back at once: relayed in audit mode, and counted in its close
+    // event there (written upstream ahead of the relay, they were not); read and dropped when refused. (A FIN read with
+    // them ends the socket's reading in the next tick, after which they could not be put back.)
+    if (!socket.readableEnded)
+      socket.unshift(
+        Buffer.concat([
+          Buffer.from(
+            requestHead(req, req.url, (_, value) => value),
+            'latin1',
+          ),
+          head,
+        ]),
+      );
     const target: Target = {
       ok: false,
       host: parseAuthority(req.url, 443)?.host ?? req.url,
@@ -243,7 +257,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       .then(async (auth) => {
         if (auth.action !== 'forward')
           return endUpgrade(socket, auth.action === 'fail' ? auth.status : 400, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
-        await relayConnect(req, socket, head, auth);
+        await relayConnect(socket, auth);
       })
       .catch((err: Error) => {
         events.log.warn({ err: err.message, client: connection.client }, 'transparent CONNECT failed');
@@ -251,8 +265,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       });
   };
 
-  /** A CONNECT relayed in audit mode: its head as the client sent it, then the bytes both ways (the proxy's answer included). */
-  const relayConnect = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward) => {
+  /** A CONNECT relayed in audit mode: its head as the client sent it (put back on the socket), then the bytes both ways (the proxy's answer included). */
+  const relayConnect = async (socket: net.Socket, auth: Forward) => {
     let upstream: net.Socket;
     try {
       upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
@@ -266,8 +280,6 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       auth.connection.close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
       return;
     }
-    upstream.write(requestHead(req, req.url, (_, value) => value));
-    if (head.length > 0) upstream.write(head);
     splice(socket, upstream, { ...relayTimeouts(options), onClose: (result) => auth.connection.close(result) });
   };
 
@@ -290,7 +302,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
       // A CONNECT pipelined behind requests not yet answered is neither decided nor sent, as an upgrade there (the
       // reader's endAfterAnswers): those answers go out, then the connection ends.
-      connect: (req, tunnel, head) => (reader.answerInFlight ? endAfter(reader, tunnel, options.idleTimeoutMs) : onConnect(req, tunnel, head, connection)),
+      connect: (req, tunnel, head) => (reader.answerInFlight ? endAfterAnswers(reader, tunnel, options.idleTimeoutMs) : onConnect(req, tunnel, head, connection)),
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
     const reader = new RequestReader(socket, handlers, {
@@ -368,30 +380,6 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       for (const [socket, connection] of connections) if (connection.busy === 0) socket.destroy();
     },
   };
-}
-
-/** A socket handed over with answers still being written: ended once they are out (or gone), what the client sends dropped. */
-function endAfter(reader: RequestReader, socket: net.Socket, idleTimeoutMs: number): void {
-  socket.on('error', () => socket.destroy());
-  const current = reader.answerInFlight;
-  if (socket.destroyed) return;
-  if (!current) {
-    socket.end();
-    return dropClientBytes(socket, idleTimeoutMs);
-  }
-  // 'close' comes a tick after the answer finished (or when the connection went), once the next one is assigned.
-  current.once('close', () => endAfter(reader, socket, idleTimeoutMs));
-}
-
-/**
- * An upgrade's socket that relays nothing more (refused, failed, not upgraded): the reader let go of it and nothing
- * reads it, so bytes the client sent after its head stayed buffered and its end (FIN) behind them was never seen: the
- * connection stayed open for good. What it sends is read and dropped (never relayed), its end closes the connection
- * once the answer is out, and a client that never ends it is closed after the idle timeout.
- */
-function dropClientBytes(socket: net.Socket, idleTimeoutMs: number): void {
-  socket.resume();
-  socket.setTimeout(idleTimeoutMs, () => socket.destroy());
 }
 
 /** The response head (status line and headers, up to the blank line, with any bytes after it), or null. */

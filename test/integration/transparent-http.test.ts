@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
+import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { EventLog } from '../../events/event-log.js';
 import { buildPolicy, type Policy } from '../../policy/index.js';
 import { AddressBook } from '../../decision/address-book.js';
@@ -65,6 +65,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
   const seen: string[] = [];
   const upgraded: net.Socket[] = [];
   const decisions: DecisionEvent[] = [];
+  const closes: CloseEvent[] = [];
   let policy: Policy;
   let options: Parameters<typeof createTransparentHttp>[0];
 
@@ -102,6 +103,8 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (head.length > 0) socket.write(head);
       socket.on('data', (d: Buffer) => socket.write(d));
+      // Its side ends with the client's, as a proxy's tunnel does (the relay's close then comes at once).
+      socket.on('end', () => socket.end());
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
     upstreamPort = (upstream.address() as net.AddressInfo).port;
@@ -114,6 +117,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     const events = new EventLog({ stdout: false });
     events.subscribe((e: EgressEvent) => {
       if (e.event === 'decision') decisions.push(e);
+      else closes.push(e);
     });
     const addressBook = new AddressBook();
     const resolver = new Resolver({ overrides: new Map([['allowed.test', ['127.0.0.1']]]), addressBook });
@@ -373,6 +377,11 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
           assert.equal(decision?.decision, 'would-block');
           assert.equal(text, `HTTP/1.1 200 Connection Established\r\n\r\nping-${target}`);
           assert.ok(seen.includes(`connect ${target} ${target}`), JSON.stringify(seen));
+          // The relay's close counts what went upstream, the CONNECT head included (written ahead of the relay, it was not).
+          const sent = `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\nping-${target}`.length;
+          const deadline = Date.now() + 5000;
+          while (!closes.some((c) => c.id === decision?.id) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+          assert.equal(closes.find((c) => c.id === decision?.id)?.bytes_out, sent, JSON.stringify(closes.slice(-2)));
         }
       }
     } finally {
