@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { authorizeOnAddresses, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
-import { canonicalHost, formatHostPort, hostHeaderValue, parseAuthority, refusal } from '../../policy/index.js';
+import { canonicalHost, formatHostPort, hostHeaderValue, parseAuthority, refusal, type Decision } from '../../policy/index.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
@@ -11,7 +11,8 @@ import { lingeringClose } from './lingering-close.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
 import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
-import { readAgainWithoutUpgrade } from './request-head.js';
+import { readAgainWithoutUpgrade, requestHead } from './request-head.js';
+import { dropClientBytes, endAfterAnswers } from './handed-over-socket.js';
 import type { HttpForwarder, ReservedUpstream } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
@@ -174,17 +175,18 @@ export function createInspector(options: InspectorOptions): Inspector {
       request: (req, res) => onRequest(req, res, connection),
       upgrade: (req, upgraded, head) => onUpgrade(req, upgraded, head, connection),
       http2Preface: (upgraded, bytes) => onHttp2Preface(upgraded, bytes, connection),
+      // A CONNECT pipelined behind requests not yet answered is neither decided nor sent: those answers go out, then
+      // the connection ends (as the transparent listener's).
+      connect: (req, tunnel, head) => (reader.answerInFlight ? endAfterAnswers(reader, tunnel, options.idleTimeoutMs) : onConnect(req, tunnel, head, connection)),
       clientError: (err, failed) => onClientError(err, failed, connection),
     };
     // A plain tunnel's client may send its request and its FIN together (`nc -N`, HTTP/1.0 clients), as to the proxy itself.
-    readers.set(
-      socket,
-      new RequestReader(socket, handlers, {
-        idleTimeoutMs: options.idleTimeoutMs,
-        answerHalfClosed: connection.plain === true,
-        halfCloseTimeoutMs: halfCloseTimeoutOf(options),
-      }),
-    );
+    const reader = new RequestReader(socket, handlers, {
+      idleTimeoutMs: options.idleTimeoutMs,
+      answerHalfClosed: connection.plain === true,
+      halfCloseTimeoutMs: halfCloseTimeoutOf(options),
+    });
+    readers.set(socket, reader);
     socket.once('close', () => {
       readers.delete(socket);
       takeReserved(connection)?.socket.destroy();
@@ -323,30 +325,92 @@ export function createInspector(options: InspectorOptions): Inspector {
     const event = emitDecision(events, policy, request, decision);
     const forward = decision.outcome === 'would-block' ? forwardTo(events, request, decision, event, connection.address, connection.port) : undefined;
     void decisionWritten(events, forward)
-      .then(async (relayed) => {
+      .then((relayed) => {
         // Refused: closed after the answers due, not reset (a reset discards what of them the client has not read yet).
         if (!relayed) return lingeringClose(socket);
-        const relayClose = relayed.connection;
-        let upstream: Socket;
-        try {
-          upstream = await connectUpstream(connection.address, connection.port, options.connectTimeoutMs ?? 10_000);
-        } catch (err) {
-          const failure = UpstreamConnectError.from(err);
-          socket.destroy();
-          return relayClose.close({ status: failure.status, error: failure.error });
-        }
-        if (socket.destroyed) {
-          upstream.destroy();
-          return relayClose.close({ error: 'client-aborted' });
-        }
-        splice(socket, upstream, {
-          idleTimeoutMs: options.idleTimeoutMs,
-          ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
-          onClose: (result) => relayClose.close(result),
-        });
+        return relayOnItsOwn(socket, connection, relayed);
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'relaying HTTP/2 after HTTP/1.1 failed');
+        socket.destroy();
+      });
+  };
+
+  /**
+   * What a plain tunnel's client sends from here on (what was read of it put back on the socket), relayed in audit mode
+   * under `relayed` (a would-block decision) over a connection of its own to the checked address; the relay's end is
+   * that decision's close, its bytes counted.
+   */
+  const relayOnItsOwn = async (socket: Socket, connection: ConnectionState, relayed: Forward): Promise<void> => {
+    const relayClose = relayed.connection;
+    let upstream: Socket;
+    try {
+      upstream = await connectUpstream(connection.address, connection.port, options.connectTimeoutMs ?? 10_000);
+    } catch (err) {
+      const failure = UpstreamConnectError.from(err);
+      socket.destroy();
+      relayClose.close({ status: failure.status, error: failure.error });
+      return;
+    }
+    if (socket.destroyed) {
+      upstream.destroy();
+      relayClose.close({ error: 'client-aborted' });
+      return;
+    }
+    splice(socket, upstream, {
+      idleTimeoutMs: options.idleTimeoutMs,
+      ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
+      onClose: (result) => relayClose.close(result),
+    });
+  };
+
+  /**
+   * A CONNECT inside an inspected connection (the tunnel's host a proxy of the job's own, asked for a tunnel to the host
+   * it names): it names two hosts, the connection's and its own, and what goes through its tunnel cannot be read here,
+   * so it is decided as `ambiguous-host`, as on the transparent path (proxy/transparent/http.ts onConnect). Block mode
+   * answers 400. Audit mode, in a plain tunnel, sends it to the checked address as written over a connection of its own
+   * and relays both ways, reported would-block; inside terminated TLS it is refused in audit mode too (a TLS connection
+   * of its own upstream for it is not built). Until 2026-12-03 the reader closed the connection with no answer and no
+   * event, in audit mode too.
+   */
+  const onConnect = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
+    readers.delete(socket);
+    takeReserved(connection)?.socket.destroy();
+    socket.on('error', () => socket.destroy());
+    const target = req.url ?? '';
+    // The CONNECT as written and what followed it, put back at once (as the h2c preface): relayed in audit mode, and
+    // counted there; read and dropped when refused. (A FIN read with them ends the socket's reading in the next tick.)
+    if (!socket.readableEnded)
+      socket.unshift(
+        Buffer.concat([
+          Buffer.from(
+            requestHead(req, target, (_, value) => value),
+            'latin1',
+          ),
+          head,
+        ]),
+      );
+    const policy = options.policy();
+    const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method: 'CONNECT', path: target };
+    const fields = {
+      reason: 'ambiguous-host' as const,
+      host: parseAuthority(target, 443)?.host ?? target,
+      ip: connection.address,
+      message: `CONNECT ${target.slice(0, 200)} inside the connection to ${formatHostPort(connection.host, connection.port)}: a tunnel to another host, which egress-guard cannot decide`,
+    };
+    const decision: Decision = connection.plain ? refusal(policy, fields) : { ...fields, outcome: 'blocked', permitted: false, rule: null };
+    const event = emitDecision(events, policy, request, decision);
+    const forward = decision.outcome === 'would-block' ? forwardTo(events, request, decision, event, connection.address, connection.port) : undefined;
+    void decisionWritten(events, forward)
+      .then((relayed) => {
+        if (!relayed) {
+          writeRawError(socket, 400, decision.message, event.id);
+          return dropClientBytes(socket, options.idleTimeoutMs);
+        }
+        return relayOnItsOwn(socket, connection, relayed);
+      })
+      .catch((err: Error) => {
+        events.log.error({ err: err.message, client: connection.client }, 'inspected CONNECT handling failed');
         socket.destroy();
       });
   };

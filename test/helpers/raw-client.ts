@@ -58,6 +58,25 @@ export function openTunnel(proxyPort: number, authority: string): Promise<{ sock
   });
 }
 
+/** Write `bytes` into an open tunnel and collect what comes back until `until` is seen, the tunnel closes, or `waitMs` passes. */
+export function exchangeOnTunnel(socket: net.Socket, bytes: string, until: string, waitMs = 5000): Promise<string> {
+  return new Promise((resolve) => {
+    let received = '';
+    const done = () => {
+      clearTimeout(timer);
+      resolve(received);
+    };
+    const timer = setTimeout(done, waitMs);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.includes(until)) done();
+    });
+    socket.once('close', done);
+    socket.write(bytes);
+  });
+}
+
 /** HTTPS GET over a CONNECT tunnel with node's own TLS client; resolves with status and body. */
 export async function httpsGetThroughProxy(proxyPort: number, host: string, port: number, path: string, ca: string): Promise<{ status: number; body: string }> {
   const tunnel = await openTunnel(proxyPort, `${host}:${port}`);

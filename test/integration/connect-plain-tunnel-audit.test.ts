@@ -2,28 +2,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
-import { openTunnel } from '../helpers/raw-client.js';
+import { exchangeOnTunnel as exchange, openTunnel } from '../helpers/raw-client.js';
 import { startHttpServer, type TestServer } from '../helpers/servers.js';
 import { sslv2ClientHello } from '../helpers/tls-client-hello.js';
-
-/** Write `bytes` into the tunnel and collect what comes back until `until` is seen, the tunnel closes, or `waitMs` passes. */
-function exchange(socket: net.Socket, bytes: string, until: string, waitMs = 5000): Promise<string> {
-  return new Promise((resolve) => {
-    let received = '';
-    const done = () => {
-      clearTimeout(timer);
-      resolve(received);
-    };
-    const timer = setTimeout(done, waitMs);
-    socket.on('error', () => undefined);
-    socket.on('data', (chunk: Buffer) => {
-      received += chunk.toString('latin1');
-      if (received.includes(until)) done();
-    });
-    socket.once('close', done);
-    socket.write(bytes);
-  });
-}
 
 /** The HTTP/2 client connection preface (RFC 9113 3.4) and an empty SETTINGS frame. */
 const H2C_PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00';

@@ -434,17 +434,18 @@ describe('inspected requests read without node http.Server', () => {
     assert.ok(seen.some((s) => s.path === '/ok/after-many-headers'));
   });
 
-  test('a CONNECT inside an inspected connection closes it, not decided and not forwarded (the reader has no CONNECT handler there)', async () => {
+  test('a CONNECT inside an inspected connection is refused 400 with its decision (ambiguous-host), not forwarded', async () => {
+    // Until 2026-12-03 the reader, with no CONNECT handler there, closed the connection with no answer and no event.
+    // Inside terminated TLS it is refused in audit mode too (a plain tunnel's is relayed there: connect-tunnel-inner-connect).
     const client = await inspectedSocket();
     client.write(`CONNECT elsewhere.test:443 HTTP/1.1\r\nHost: elsewhere.test:443\r\n\r\n`);
-    const answer = await readUntil(client, () => false);
+    const answer = await readUntil(client, (text) => text.includes('\r\n\r\n'));
     client.destroy();
-    assert.ok(answer.closed, 'the connection is closed');
-    assert.equal(answer.text, '', 'nothing is answered');
-    assert.equal(
-      decisions().find((d) => d.host === 'elsewhere.test'),
-      undefined,
-    );
+    const decision = decisions().find((d) => d.host === 'elsewhere.test');
+    assert.deepEqual([decision?.reason, decision?.decision, decision?.method, decision?.path], ['ambiguous-host', 'blocked', 'CONNECT', 'elsewhere.test:443']);
+    assert.match(answer.text, /^HTTP\/1\.1 400 /);
+    assert.match(answer.text, new RegExp(`X-Egress-Guard-Event: ${decision!.id}\r\n`, 'i'));
+    assert.ok(!seen.some((s) => s.path.includes('elsewhere')), JSON.stringify(seen));
   });
 
   test("an answer read whole from upstream goes to the client in one write (one TLS record's worth): head, body and end together", async () => {
