@@ -89,6 +89,9 @@ export interface Inspector {
   closeIdle(): void;
 }
 
+/** requestHead()'s header filter that keeps every header as the client sent it. */
+const headerAsSent = (_name: string, value: string): string => value;
+
 /** OpenSSL alerts a client sends when it does not accept our certificate. */
 const CERTIFICATE_ALERT = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|DECRYPT_ERROR|ACCESS_DENIED)/;
 
@@ -380,16 +383,8 @@ export function createInspector(options: InspectorOptions): Inspector {
     const target = req.url ?? '';
     // The CONNECT as written and what followed it, put back at once (as the h2c preface): relayed in audit mode, and
     // counted there; read and dropped when refused. (A FIN read with them ends the socket's reading in the next tick.)
-    if (!socket.readableEnded)
-      socket.unshift(
-        Buffer.concat([
-          Buffer.from(
-            requestHead(req, target, (_, value) => value),
-            'latin1',
-          ),
-          head,
-        ]),
-      );
+    const asWritten = Buffer.from(requestHead(req, target, headerAsSent), 'latin1');
+    if (!socket.readableEnded) socket.unshift(Buffer.concat([asWritten, head]));
     const policy = options.policy();
     const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method: 'CONNECT', path: target };
     const fields = {
