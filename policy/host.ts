@@ -5,6 +5,11 @@ export type Address = ipaddr.IPv4 | ipaddr.IPv6;
 /** A destination host as a client wrote it, canonicalised the way WHATWG URL and inet_aton read it. */
 export type CanonicalHost = { type: 'name'; name: string } | { type: 'ip'; ip: Address; text: string } | { type: 'invalid'; why: string };
 
+/** A canonical host as events and decisions spell it (the name, or the address text); undefined when it is invalid. */
+export function canonicalText(canonical: CanonicalHost): string | undefined {
+  return canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : undefined;
+}
+
 const NAME_LABEL = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/;
 
 /** URL syntax, whitespace and controls: WHATWG parsing would quietly turn `a.com@evil.test` into another host. */

@@ -14,7 +14,7 @@ export { buildPolicy, POLICY_KEYS, type PolicySetting, type PolicySettings } fro
 export { parsePolicyFile, type FileSetting } from './policy-file.js';
 export { splitListString, type SourcedEntry } from './policy-lists.js';
 export { PolicyError, MODES, type Mode, type Policy, type DnsMode } from './policy.js';
-export { canonicalHost, parseAddress, type Address, type CanonicalHost } from './host.js';
+export { canonicalHost, canonicalText, parseAddress, type Address, type CanonicalHost } from './host.js';
 export { classifyAddress, embeddedIPv4 } from './address-safety.js';
 export { compileHostPattern, matchHost, type HostPattern } from './host-pattern.js';
 export { parseEndpoint } from './endpoint.js';

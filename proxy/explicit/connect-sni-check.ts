@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { canonicalHost, decide, ENCRYPTED_CLIENT_HELLO_REFUSED, formatHostPort, refusal, type Reason } from '../../policy/index.js';
+import { canonicalHost, canonicalText, decide, ENCRYPTED_CLIENT_HELLO_REFUSED, formatHostPort, refusal, type Reason } from '../../policy/index.js';
 import { decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type AuthorizeRequest } from '../../decision/authorize.js';
 import { peekFirstBytes, unfinished } from '../../net/sniffing/first-bytes.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
@@ -78,7 +78,7 @@ function refuseSniNotAllowed(ctx: AuthorizeContext, tunnel: ConnectTunnel, sni: 
   // (policy-properties.test.ts), so canonicalising it again would only give the same name back.
   if (sni === tunnel.host) return undefined;
   const canonical = canonicalHost(sni);
-  const name = canonical.type === 'name' ? canonical.name : canonical.type === 'ip' ? canonical.text : sni;
+  const name = canonicalText(canonical) ?? sni;
   if (name === tunnel.host) return undefined;
   const byName = decide(ctx.policy(), { host: sni, port: tunnel.port });
   if (byName.permitted) return undefined;

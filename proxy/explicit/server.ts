@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
 import { authorize, refuseMalformed, type AuthorizeContext, type Authorization, type AuthorizeRequest } from '../../decision/authorize.js';
 import { NO_HOST } from '../../events/validate.js';
-import { canonicalHost } from '../../policy/index.js';
+import { canonicalHost, canonicalText } from '../../policy/index.js';
 import { formatHostPort, hostHeaderValue, parseAuthority } from '../../policy/host-port.js';
 import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
@@ -50,8 +50,7 @@ function pathOf(url: string): string {
 
 /** A host a refused request names, as events spell hosts (canonical), or NO_HOST where it names none that is valid. */
 function eventHost(host: string | undefined): string {
-  const canonical = host === undefined || host === '' ? undefined : canonicalHost(host);
-  return canonical?.type === 'name' ? canonical.name : canonical?.type === 'ip' ? canonical.text : NO_HOST;
+  return (host === undefined || host === '' ? undefined : canonicalText(canonicalHost(host))) ?? NO_HOST;
 }
 
 /** What node's HTTP server gave the sidecar: a listener whose connections can be closed when idle, or all at once. */

@@ -1,9 +1,10 @@
 import type net from 'node:net';
-import type { RequestReader } from './request-reader.js';
+import { requestHead } from './request-head.js';
+import type { InspectedRequest, RequestReader } from './request-reader.js';
 
 /**
- * What becomes of a client socket the request reader handed over (an upgrade or a CONNECT) when nothing is to be
- * relayed on it: the transparent listener's and the inspector's.
+ * What becomes of a client socket the request reader handed over (an upgrade or a CONNECT), the transparent listener's
+ * and the inspector's: the request put back for a relay, or the socket ended and drained when nothing is relayed on it.
  */
 
 /** A socket handed over with answers still being written: ended once they are out (or gone), what the client sends dropped. */
@@ -28,4 +29,18 @@ export function endAfterAnswers(reader: RequestReader, socket: net.Socket, idleT
 export function dropClientBytes(socket: net.Socket, idleTimeoutMs: number): void {
   socket.resume();
   socket.setTimeout(idleTimeoutMs, () => socket.destroy());
+}
+
+/**
+ * A handed-over request (a CONNECT) put back on its socket as the client wrote it, with what followed its head: relayed
+ * from there (and counted by the relay) or read and dropped. At once, before the next tick: a FIN read with them ends
+ * the socket's reading, after which nothing can be put back.
+ */
+export function putBackAsWritten(socket: net.Socket, req: InspectedRequest, head: Buffer): void {
+  if (socket.readableEnded) return;
+  const asWritten = Buffer.from(
+    requestHead(req, req.url, (_name, value) => value),
+    'latin1',
+  );
+  socket.unshift(Buffer.concat([asWritten, head]));
 }

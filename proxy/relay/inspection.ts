@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { authorizeOnAddresses, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
-import { canonicalHost, formatHostPort, hostHeaderValue, parseAuthority, refusal, type Decision } from '../../policy/index.js';
+import { canonicalHost, canonicalText, formatHostPort, hostHeaderValue, parseAuthority, refusal, type Decision } from '../../policy/index.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
@@ -11,8 +11,8 @@ import { lingeringClose } from './lingering-close.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
 import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
-import { readAgainWithoutUpgrade, requestHead } from './request-head.js';
-import { dropClientBytes, endAfterAnswers } from './handed-over-socket.js';
+import { readAgainWithoutUpgrade } from './request-head.js';
+import { dropClientBytes, endAfterAnswers, putBackAsWritten } from './handed-over-socket.js';
 import type { HttpForwarder, ReservedUpstream } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
@@ -89,9 +89,6 @@ export interface Inspector {
   closeIdle(): void;
 }
 
-/** requestHead()'s header filter that keeps every header as the client sent it. */
-const headerAsSent = (_name: string, value: string): string => value;
-
 /** OpenSSL alerts a client sends when it does not accept our certificate. */
 const CERTIFICATE_ALERT = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|DECRYPT_ERROR|ACCESS_DENIED)/;
 
@@ -163,9 +160,8 @@ export function createInspector(options: InspectorOptions): Inspector {
   /** Whether a Host header names the connection's own host and port (remembered, when it does, for the connection's next requests). */
   const namesConnectionHost = (header: string | undefined, connection: ConnectionState): boolean => {
     const named = parseAuthority(header ?? '', connection.port);
-    const namedHost = named ? canonicalHost(named.host) : undefined;
     // An address (a plain tunnel to one of allowed-ips) is named by its text, as the decision's host is.
-    const namedText = namedHost?.type === 'name' ? namedHost.name : namedHost?.type === 'ip' ? namedHost.text : undefined;
+    const namedText = named ? canonicalText(canonicalHost(named.host)) : undefined;
     const same = namedText === connection.host && named!.port === connection.port;
     if (same) connection.sameHostHeader = header;
     return same;
@@ -381,10 +377,8 @@ export function createInspector(options: InspectorOptions): Inspector {
     takeReserved(connection)?.socket.destroy();
     socket.on('error', () => socket.destroy());
     const target = req.url ?? '';
-    // The CONNECT as written and what followed it, put back at once (as the h2c preface): relayed in audit mode, and
-    // counted there; read and dropped when refused. (A FIN read with them ends the socket's reading in the next tick.)
-    const asWritten = Buffer.from(requestHead(req, target, headerAsSent), 'latin1');
-    if (!socket.readableEnded) socket.unshift(Buffer.concat([asWritten, head]));
+    // The CONNECT as written and what followed it (as the h2c preface): relayed in audit mode, dropped when refused.
+    putBackAsWritten(socket, req, head);
     const policy = options.policy();
     const request = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method: 'CONNECT', path: target };
     const fields = {

@@ -10,7 +10,7 @@ import type { OriginalDestination } from './original-destination.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
-import { dropClientBytes, endAfterAnswers } from '../relay/handed-over-socket.js';
+import { dropClientBytes, endAfterAnswers, putBackAsWritten } from '../relay/handed-over-socket.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
@@ -233,19 +233,9 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   const onConnect = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
     takeReserved(connection)?.socket.destroy();
     socket.on('error', () => socket.destroy());
-    // The CONNECT as written and what followed it, put back at once: relayed in audit mode, and counted in its close
-    // event there (written upstream ahead of the relay, they were not); read and dropped when refused. (A FIN read with
-    // them ends the socket's reading in the next tick, after which they could not be put back.)
-    if (!socket.readableEnded)
-      socket.unshift(
-        Buffer.concat([
-          Buffer.from(
-            requestHead(req, req.url, (_, value) => value),
-            'latin1',
-          ),
-          head,
-        ]),
-      );
+    // The CONNECT as written and what followed it: relayed in audit mode, and counted in its close event there (written
+    // upstream ahead of the relay, they were not); read and dropped when refused.
+    putBackAsWritten(socket, req, head);
     const target: Target = {
       ok: false,
       host: parseAuthority(req.url, 443)?.host ?? req.url,
