@@ -18,7 +18,8 @@ export interface TransparentRequest {
   inspectable?: boolean;
 }
 
-function addressText(address: string): string {
+/** A destination address as events spell addresses (canonical text; IPv4-mapped read as IPv4). */
+export function addressText(address: string): string {
   const canonical = canonicalHost(address);
   return canonical.type === 'ip' ? canonical.text : address;
 }

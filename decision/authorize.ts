@@ -75,12 +75,32 @@ export function emitDecision(events: EventLog, policy: Policy, request: Authoriz
 
 /**
  * A request no policy is asked about, refused in either mode because there is nothing to forward: an explicit-proxy
- * request without an absolute `http://` URI, a CONNECT whose target is not host:port. Its one decision event says
- * `malformed-request`, naming the host the request names where it names one (`request.host`), so that audit mode
- * reports it too; the caller answers it once the event is written.
+ * request without an absolute `http://` URI, a CONNECT whose target is not host:port, a request the HTTP parser cannot
+ * read or that lacks what HTTP/1.1 requires (Host). Its one decision event says `malformed-request`, naming the host
+ * the request names where it names one (`request.host`; on a redirected connection its destination, `ip`), so that
+ * audit mode reports it too; the caller answers it once the event is written.
  */
-export function refuseMalformed(ctx: AuthorizeContext, request: AuthorizeRequest, message: string): Promise<Extract<Authorization, { action: 'reject' }>> {
-  const decision: Decision = { outcome: 'blocked', permitted: false, reason: 'malformed-request', rule: null, host: request.host, message };
+export function refuseMalformed(ctx: AuthorizeContext, request: AuthorizeRequest, message: string, ip?: string): Promise<Extract<Authorization, { action: 'reject' }>> {
+  return refuseUndecided(ctx, request, 'malformed-request', message, ip);
+}
+
+/**
+ * A connection refused before any decision because egress-guard holds `max-tunnels` open connections already: refused
+ * in audit mode too (it is the proxy's own limit, not the policy's), with its event (`at-capacity`) so that the job's
+ * report says why the connection failed.
+ */
+export function refuseAtCapacity(ctx: AuthorizeContext, request: AuthorizeRequest, message: string, ip?: string): Promise<Extract<Authorization, { action: 'reject' }>> {
+  return refuseUndecided(ctx, request, 'at-capacity', message, ip);
+}
+
+function refuseUndecided(
+  ctx: AuthorizeContext,
+  request: AuthorizeRequest,
+  reason: 'malformed-request' | 'at-capacity',
+  message: string,
+  ip: string | undefined,
+): Promise<Extract<Authorization, { action: 'reject' }>> {
+  const decision: Decision = { outcome: 'blocked', permitted: false, reason, rule: null, host: request.host, message, ...(ip !== undefined && { ip }) };
   return decisionWritten(ctx.events, { action: 'reject', decision, event: emitDecision(ctx.events, ctx.policy(), request, decision) });
 }
 

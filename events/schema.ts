@@ -56,6 +56,7 @@ export const DECISION_REASONS = [
   'invalid-host',
   'ambiguous-host',
   'malformed-request',
+  'at-capacity',
   'upstream-unresolvable',
   'not-proxied',
   'inbound-reply',

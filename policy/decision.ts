@@ -17,6 +17,8 @@ export type Reason =
   | 'sni-mismatch'
   | 'encrypted-client-hello'
   | 'malformed-request'
+  // egress-guard's own limit (max-tunnels), not the policy's.
+  | 'at-capacity'
   | 'upstream-unresolvable'
   // Method and path rules (request-rules.ts).
   | 'denied-endpoint'

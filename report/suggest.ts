@@ -5,9 +5,10 @@ import { destinationKey, isDecision } from './summary.js';
 
 /**
  * Decisions no allowlist changes: the request itself was unusable (ambiguous-host: it could name two hosts, and is
- * decided on none), or (encrypted-client-hello) its host is allowed already and what it hides is not in the event.
+ * decided on none), or (encrypted-client-hello) its host is allowed already and what it hides is not in the event, or
+ * (at-capacity) egress-guard's own limit of open connections refused it.
  */
-export const NOT_POLICY_REASONS = new Set(['invalid-host', 'ambiguous-host', 'malformed-request', 'sni-mismatch', 'encrypted-client-hello']);
+export const NOT_POLICY_REASONS = new Set(['invalid-host', 'ambiguous-host', 'malformed-request', 'at-capacity', 'sni-mismatch', 'encrypted-client-hello']);
 /** Traffic the redirect rules refuse whatever the policy says (netlog/): UDP but DNS, ICMP, answers to outside hosts. */
 export const RULES_ONLY_REASONS = new Set(['not-proxied', 'inbound-reply', 'own-connection']);
 

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { EventLog } from '../../events/event-log.js';
-import { authorize, refuseMalformed, type AuthorizeContext, type Authorization, type AuthorizeRequest } from '../../decision/authorize.js';
+import { authorize, refuseAtCapacity, refuseMalformed, type AuthorizeContext, type Authorization, type AuthorizeRequest } from '../../decision/authorize.js';
 import { NO_HOST } from '../../events/validate.js';
 import { canonicalHost, canonicalText } from '../../policy/index.js';
 import { formatHostPort, hostHeaderValue, parseAuthority } from '../../policy/host-port.js';
@@ -13,7 +13,7 @@ import { halfCloseTimeoutOf } from '../../net/splice.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
-import { RequestReader, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
 import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
 import type { RawResponse } from '../relay/raw-response.js';
@@ -46,6 +46,22 @@ const DEFAULT_PORTS: Record<string, number> = { 'https:': 443, 'wss:': 443, 'ws:
 /** The path and query of an absolute request target, as it would go upstream ('/' for none). */
 function pathOf(url: string): string {
   return /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(url)?.[1] || '/';
+}
+
+/** The port an absolute target names: as written, or its scheme's default. */
+function portOf(target: AbsoluteTarget): number {
+  if (target.port) return Number(target.port);
+  return target.protocol === 'http:' ? 80 : (DEFAULT_PORTS[target.protocol] ?? 0);
+}
+
+/** What a request refused unread names (for its event): its absolute URI's host and port, else its Host's. */
+function namedBy(req: InspectedRequest): { host: string; port: number } | undefined {
+  try {
+    const target = parseAbsoluteTarget(req.url);
+    return { host: target.hostname, port: portOf(target) };
+  } catch {
+    return parseAuthority(req.headers.host?.trim() ?? '', 80) ?? undefined;
+  }
 }
 
 /** A host a refused request names, as events spell hosts (canonical), or NO_HOST where it names none that is valid. */
@@ -100,15 +116,18 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     }
     if (target.protocol !== 'http:') {
       // `GET https://host/` (a client that will not CONNECT): the host it names is in the event, so audit mode shows it.
-      const port = target.port ? Number(target.port) : (DEFAULT_PORTS[target.protocol] ?? 0);
-      const request = { kind: 'http' as const, client, host: eventHost(target.hostname), port, method: req.method, path: pathOf(req.url) };
+      const request = { kind: 'http' as const, client, host: eventHost(target.hostname), port: portOf(target), method: req.method, path: pathOf(req.url) };
       return refuseRequest(res, request, `egress-guard forwards http:// URIs; use CONNECT for ${target.protocol}`);
     }
     if (atCapacity()) {
-      sendProxyError(res, 503, `egress-guard is at its limit of ${options.maxTunnels} open connections`);
+      const message = `egress-guard is at its limit of ${options.maxTunnels} open connections`;
+      const request = { kind: 'http' as const, client, host: eventHost(target.hostname), port: portOf(target), method: req.method, path: pathOf(req.url) };
+      refuseAtCapacity(options, request, message)
+        .then((refused) => sendProxyError(res, 503, message, refused.event.id))
+        .catch(() => sendProxyError(res, 503, message));
       return;
     }
-    const port = target.port ? Number(target.port) : 80;
+    const port = portOf(target);
     const host = target.hostname;
     counters.open++;
     let released = false;
@@ -188,7 +207,10 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       return;
     }
     if (atCapacity()) {
-      refuseTunnel(socket, 503, `egress-guard is at its limit of ${options.maxTunnels} open tunnels`);
+      const message = `egress-guard is at its limit of ${options.maxTunnels} open tunnels`;
+      refuseAtCapacity(options, { kind: 'connect', client, host: eventHost(authority.host), port: authority.port }, message)
+        .then((refused) => refuseTunnel(socket, 503, message, refused.event.id))
+        .catch(() => refuseTunnel(socket, 503, message));
       return;
     }
     trackConnection(counters, socket);
@@ -242,10 +264,23 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       });
   };
 
-  const onClientError = (err: NodeJS.ErrnoException, socket: net.Socket) => {
-    events.log.warn({ client: clientOf(socket), err: err.code ?? err.message }, 'malformed HTTP request');
+  const onClientError = (err: ClientError, socket: net.Socket) => {
+    const client = clientOf(socket);
+    events.log.warn({ client, err: err.code ?? err.message }, 'malformed HTTP request');
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-    writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
+    const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
+    if (!isMalformedHead(err)) return writeRawError(socket, 400, message);
+    // A head the parser cannot read names no host that can be trusted: its event says what was refused, and why.
+    refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, message)
+      .then((refused) => writeRawError(socket, 400, message, refused.event.id))
+      .catch(() => writeRawError(socket, 400, message));
+  };
+
+  /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400. */
+  const onMalformed = (req: InspectedRequest, res: RawResponse, why: string) => {
+    const named = namedBy(req);
+    const request = { kind: 'http' as const, client: clientOf(req.socket), host: eventHost(named?.host), port: named?.port ?? 0, method: req.method, path: pathOf(req.url) };
+    refuseRequest(res, request, `malformed HTTP request: ${why}`);
   };
 
   /** The reader of each connection read as HTTP (not those handed over to a CONNECT). */
@@ -276,6 +311,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       });
     },
     clientError: onClientError,
+    malformed: onMalformed,
   };
   const readRequests = (socket: net.Socket) => {
     const reader = new RequestReader(socket, handlers, {

@@ -1,6 +1,15 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { authorizeOnAddresses, decisionWritten, emitDecision, forwardTo, type AuthorizeContext, type Authorization, type Forward } from '../../decision/authorize.js';
+import {
+  authorizeOnAddresses,
+  decisionWritten,
+  emitDecision,
+  forwardTo,
+  refuseMalformed,
+  type AuthorizeContext,
+  type Authorization,
+  type Forward,
+} from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
 import { canonicalHost, canonicalText, formatHostPort, hostHeaderValue, parseAuthority, refusal, type Decision } from '../../policy/index.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
@@ -15,7 +24,7 @@ import { readAgainWithoutUpgrade } from './request-head.js';
 import { dropClientBytes, endAfterAnswers, putBackAsWritten } from './handed-over-socket.js';
 import type { HttpForwarder, ReservedUpstream } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
-import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
+import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
 
 /**
  * TLS inspection of hosts with method or path rules (issue 13). A connection already decided (CONNECT, or a
@@ -178,6 +187,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       // the connection ends (as the transparent listener's).
       connect: (req, tunnel, head) => (reader.answerInFlight ? endAfterAnswers(reader, tunnel, options.idleTimeoutMs) : onConnect(req, tunnel, head, connection)),
       clientError: (err, failed) => onClientError(err, failed, connection),
+      malformed: (req, res, why) => onMalformed(req, res, why, connection),
     };
     // A plain tunnel's client may send its request and its FIN together (`nc -N`, HTTP/1.0 clients), as to the proxy itself.
     const reader = new RequestReader(socket, handlers, {
@@ -412,7 +422,23 @@ export function createInspector(options: InspectorOptions): Inspector {
       return void socket.destroy();
     }
     if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
-    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
+    if (!isMalformedHead(err)) return writeRawError(socket, 400, message);
+    // Refused in audit mode too, as a server refuses what it cannot parse: its event names the connection's host.
+    const refused = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port };
+    refuseMalformed(options, refused, message, connection.address)
+      .then((refusal) => writeRawError(socket, 400, message, refusal.event.id))
+      .catch(() => writeRawError(socket, 400, message));
+  };
+
+  /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400, in either mode. */
+  const onMalformed = (req: InspectedRequest, res: RawResponse, why: string, connection: ConnectionState): void => {
+    takeReserved(connection)?.socket.destroy();
+    const message = `malformed HTTP request: ${why}`;
+    const refused = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method: req.method, path: req.url };
+    refuseMalformed(options, refused, message, connection.address)
+      .then((refusal) => sendProxyError(res, 400, message, refusal.event.id, errorFormatFor(req.headers)))
+      .catch(() => sendProxyError(res, 400, message, undefined, errorFormatFor(req.headers)));
   };
 
   return {

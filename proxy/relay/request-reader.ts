@@ -12,12 +12,12 @@ import { RawResponse, type ResponseOwner } from './raw-response.js';
  * `RawResponse` (raw-response.ts) instead of `IncomingMessage` and `ServerResponse`. What node's server did per
  * connection is kept, in its order (node 20's `_http_server.js`): every request is handed over as soon as its head
  * is read, pipelined ones too, and their answers go out in request order; an HTTP/1.1 request without Host gets
- * 400; `Expect: 100-continue` is answered 100 at once, any other expectation 417; a request body the handler never
- * reads is read and dropped once its answer is out; a connection ends after an answer that says `close`; reading
- * stops while queued answers hold more than the socket's high-water mark; the socket's idle timeout is
- * `idleTimeoutMs` while a request is under way and one second more between requests (node's keep-alive buffer),
- * then it is destroyed; an upgrade (or CONNECT) hands the socket over; a parse error goes to `clientError` with
- * node's `rawPacket`.
+ * 400 (from the `malformed` handler, which writes its event first); `Expect: 100-continue` is answered 100 at once,
+ * any other expectation 417; a request body the handler never reads is read and dropped once its answer is out; a
+ * connection ends after an answer that says `close`; reading stops while queued answers hold more than the socket's
+ * high-water mark; the socket's idle timeout is `idleTimeoutMs` while a request is under way and one second more
+ * between requests (node's keep-alive buffer), then it is destroyed; an upgrade (or CONNECT) hands the socket over; a
+ * parse error goes to `clientError` with node's `rawPacket`.
  */
 
 /**
@@ -230,8 +230,19 @@ function emitClose(res: RawResponse): void {
   res.emitClose();
 }
 
-/** A parse error as node's server handed it to 'clientError': llhttp's code and the bytes being parsed. */
-export type ClientError = NodeJS.ErrnoException & { rawPacket?: Buffer };
+/**
+ * A parse error as node's server handed it to 'clientError': llhttp's code and the bytes being parsed; `inBody` when it
+ * came in the body of a request already handed over (and decided).
+ */
+export type ClientError = NodeJS.ErrnoException & { rawPacket?: Buffer; inBody?: boolean };
+
+/**
+ * An error of llhttp's reading a head (the bytes are not an HTTP/1 request), not one in the body of a request already
+ * decided (its close event tells), of the socket, or a timeout: a request refused unread, which gets its own event.
+ */
+export function isMalformedHead(err: ClientError): boolean {
+  return err.code?.startsWith('HPE_') === true && err.inBody !== true;
+}
 
 export interface RequestHandlers {
   /** A request to answer on `res` (answers go out in request order). */
@@ -255,6 +266,12 @@ export interface RequestHandlers {
   http2Preface?(socket: Socket, bytes: Buffer): void;
   /** A parse error or a socket error (node's 'clientError'). */
   clientError(err: ClientError, socket: Socket): void;
+  /**
+   * A request read whole but refused as node's server refused it (HTTP/1.1 without Host, more header lines than node
+   * reads): to be answered 400 on `res` (which closes the connection), once its event is written. Without this handler
+   * the reader answers it at once, with no body.
+   */
+  malformed?(req: InspectedRequest, res: RawResponse, message: string): void;
 }
 
 /** The HTTP/2 client connection preface (RFC 9113 3.4), which llhttp reads whole before it pauses on it. */
@@ -472,7 +489,10 @@ export class RequestReader implements ResponseOwner {
    */
   private parseFailed(err: ClientError): void {
     const inBody = this.incoming !== undefined && !this.incoming.complete;
-    if (inBody) this.incoming!.connectionGone();
+    if (inBody) {
+      err.inBody = true;
+      this.incoming!.connectionGone();
+    }
     if (this.requests.length === 0 || inBody) {
       this.failed = true;
       this.handlers.clientError(err, this.socket);
@@ -543,11 +563,17 @@ export class RequestReader implements ResponseOwner {
     else this.assign(res);
     const http11 = major === 1 && minor === 1;
     if (tooManyHeaders || (http11 && req.headers.host === undefined)) {
-      res.writeHead(400, ['Connection', 'close']);
-      res.end();
       // The connection ends after this answer: what is pipelined behind it is not read (node's server decided and
       // sent it upstream, its answer never delivered). 2 stops the parse here, as for an upgrade.
       this.lastRead = true;
+      res.shouldKeepAlive = false;
+      const message = tooManyHeaders ? `more than ${MAX_HEADER_ENTRIES / 2} header lines` : 'an HTTP/1.1 request without a Host header';
+      if (this.handlers.malformed) {
+        this.handlers.malformed(req, res, message);
+      } else {
+        res.writeHead(400, ['Connection', 'close']);
+        res.end();
+      }
       return 2;
     }
     if (http11) {

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { CloseError } from '../../events/schema.js';
-import { canonicalHost, hostHeaderValue, parseAuthority } from '../../policy/index.js';
-import type { Authorization, Forward } from '../../decision/authorize.js';
+import { canonicalHost, canonicalText, hostHeaderValue, parseAuthority } from '../../policy/index.js';
+import { refuseMalformed, type Authorization, type Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, originForm, type ReservedUpstream } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
@@ -12,10 +12,10 @@ import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
 import { dropClientBytes, endAfterAnswers, putBackAsWritten } from '../relay/handed-over-socket.js';
 import type { RawResponse } from '../relay/raw-response.js';
-import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
 import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
-import { authorizeAmbiguous, authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
+import { addressText, authorizeAmbiguous, authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
 
 export interface TransparentHttpOptions extends TransparentAuthorizeContext {
   connectTimeoutMs: number;
@@ -282,7 +282,33 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   const onClientError = (err: ClientError, socket: net.Socket, connection: ServedConnection) => {
     events.log.warn({ client: connection.client, err: err.code ?? err.message }, 'malformed HTTP request on a redirected connection');
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-    writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
+    const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
+    if (!isMalformedHead(err)) return writeRawError(socket, 400, message);
+    // Refused in audit mode too (as a server refuses what it cannot parse): bytes that are not a request are not relayed.
+    const { address, port } = connection.destination;
+    const ip = addressText(address);
+    refuseMalformed(options, { kind: 'transparent', client: connection.client, host: ip, port }, message, ip)
+      .then((refused) => writeRawError(socket, 400, message, refused.event.id))
+      .catch(() => writeRawError(socket, 400, message));
+  };
+
+  /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400, in either mode. */
+  const onMalformed = (req: InspectedRequest, res: RawResponse, why: string, connection: ServedConnection) => {
+    const { address, port } = connection.destination;
+    const ip = addressText(address);
+    const named = parseAuthority(req.headers.host?.trim() ?? '', port);
+    const request = {
+      kind: 'transparent' as const,
+      client: connection.client,
+      host: (named && canonicalText(canonicalHost(named.host))) ?? ip,
+      port,
+      method: req.method,
+      path: req.url,
+    };
+    const message = `malformed HTTP request: ${why}`;
+    refuseMalformed(options, request, message, ip)
+      .then((refused) => sendProxyError(res, 400, message, refused.event.id))
+      .catch(() => sendProxyError(res, 400, message));
   };
 
   /** Read the requests of `socket` (again, after an h2c upgrade request served as a plain one). */
@@ -294,6 +320,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       // reader's endAfterAnswers): those answers go out, then the connection ends.
       connect: (req, tunnel, head) => (reader.answerInFlight ? endAfterAnswers(reader, tunnel, options.idleTimeoutMs) : onConnect(req, tunnel, head, connection)),
       clientError: (err, failed) => onClientError(err, failed, connection),
+      malformed: (req, res, why) => onMalformed(req, res, why, connection),
     };
     const reader = new RequestReader(socket, handlers, {
       idleTimeoutMs: options.idleTimeoutMs,

@@ -11,8 +11,8 @@ import type { Resolver } from '../../decision/resolver.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
-import { authorizeTransparent, silentClientAllowed, awaitFirstBytes } from '../../decision/attribution.js';
-import type { Forward } from '../../decision/authorize.js';
+import { addressText, authorizeTransparent, silentClientAllowed, awaitFirstBytes } from '../../decision/attribution.js';
+import { refuseAtCapacity, type Forward } from '../../decision/authorize.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 import type { InspectedConnection, Inspector } from '../relay/inspection.js';
 import { closeTunnelUpstream, connectTunnelUpstream, relayTimeouts, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
@@ -212,6 +212,10 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     }
     if (counters.open >= options.maxTunnels) {
       events.log.warn({ client, open: counters.open }, `transparent: at the limit of ${options.maxTunnels} open connections; refusing`);
+      // Refused unread, in audit mode too: the event names its destination (its first bytes are not waited for).
+      const ip = addressText(destination.address);
+      const message = `egress-guard is at its limit of ${options.maxTunnels} open connections`;
+      await refuseAtCapacity(options, { kind: 'transparent', client, host: ip, port: destination.port }, message, ip);
       return refuse(socket);
     }
     trackConnection(counters, socket);

@@ -7,8 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import net, { type AddressInfo } from 'node:net';
 import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
-import { rawExchange } from '../helpers/raw-client.js';
+import { openTunnel, rawExchange } from '../helpers/raw-client.js';
 
 describe('explicit proxy: a request it cannot forward is a malformed-request decision with its event, in audit mode too', () => {
   let guard: EgressGuardProcess;
@@ -40,6 +41,25 @@ describe('explicit proxy: a request it cannot forward is a malformed-request dec
       reason: /use CONNECT for https:/,
     },
     {
+      // Until 2026-12-03 the three below were a 400 with a log line only (the parser's error, node's Host rule).
+      what: 'a head the HTTP parser cannot read (a header line without a colon)',
+      request: 'GET http://allowed.test/x HTTP/1.1\r\nHost allowed.test\r\n\r\n',
+      event: { kind: 'http', host: '(none)', port: 0 },
+      reason: /^malformed HTTP request \(HPE_[A-Z_]+\)$/,
+    },
+    {
+      what: 'bytes that are no HTTP request',
+      request: 'hello, proxy\r\n\r\n',
+      event: { kind: 'http', host: '(none)', port: 0 },
+      reason: /^malformed HTTP request \(HPE_[A-Z_]+\)$/,
+    },
+    {
+      what: 'an HTTP/1.1 request without Host',
+      request: 'GET http://Allowed.test:8080/no-host-header?token=s3cret HTTP/1.1\r\nConnection: close\r\n\r\n',
+      event: { kind: 'http', host: 'allowed.test', port: 8080, method: 'GET', path: '/no-host-header' },
+      reason: /without a Host header/,
+    },
+    {
       what: 'a CONNECT target with a port out of range',
       request: 'CONNECT attacker.test:99999 HTTP/1.1\r\nHost: attacker.test:99999\r\n\r\n',
       event: { kind: 'connect', host: '(none)', port: 0 },
@@ -61,4 +81,51 @@ describe('explicit proxy: a request it cannot forward is a malformed-request dec
       assert.ok(!JSON.stringify(decision).includes('s3cret'));
     });
   }
+});
+
+describe('explicit proxy at max-tunnels: the 503 is an at-capacity decision with its event, in audit mode too', () => {
+  let guard: EgressGuardProcess;
+  let holder: net.Server;
+  const held: net.Socket[] = [];
+
+  before(async () => {
+    // A server that accepts and says nothing: the one tunnel max-tunnels allows stays open through the test.
+    holder = net.createServer((socket) => void held.push(socket));
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    guard = await startEgressGuard([], { EGRESS_MODE: 'audit', EGRESS_ALLOWED_IPS: '127.0.0.1/32', EGRESS_MAX_TUNNELS: '1' });
+  });
+  after(async () => {
+    await guard?.stop();
+    for (const socket of held) socket.destroy();
+    await new Promise<void>((resolve) => holder?.close(() => resolve()));
+  });
+
+  test('with one tunnel open, a CONNECT and a plain request are refused 503 with one blocked at-capacity event each, whose id the answer carries', async () => {
+    const port = (holder.address() as AddressInfo).port;
+    const tunnel = await openTunnel(guard.port, `127.0.0.1:${port}`);
+    try {
+      assert.equal(tunnel.status, 200);
+      const requests = [
+        { request: `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, event: { kind: 'connect', host: '127.0.0.1', port } },
+        {
+          request: `GET http://Other.test:8080/x?token=s3cret HTTP/1.1\r\nHost: other.test:8080\r\nConnection: close\r\n\r\n`,
+          event: { kind: 'http', host: 'other.test', port: 8080, method: 'GET', path: '/x' },
+        },
+      ];
+      for (const { request, event } of requests) {
+        const before = guard.lines.length;
+        const answer = await rawExchange(guard.port, request);
+        assert.match(answer, /^HTTP\/1\.1 503 /, answer.slice(0, 200));
+        // (The held tunnel's own decision may be printed after `before`.)
+        const decision = await guard.waitFor((l) => guard.lines.indexOf(l) >= before && l.event === 'decision' && l.reason !== 'allowed-ip');
+        assert.deepEqual(Object.fromEntries(Object.keys(event).map((k) => [k, decision[k]])), event);
+        assert.deepEqual([decision.decision, decision.reason, decision.mode, decision.rule], ['blocked', 'at-capacity', 'audit', null]);
+        assert.match(String(decision.message), /at its limit of 1 open/);
+        assert.match(answer, new RegExp(`X-Egress-Guard-Event: ${decision.id}\r\n`, 'i'));
+        assert.ok(!JSON.stringify(decision).includes('s3cret'));
+      }
+    } finally {
+      tunnel.socket.destroy();
+    }
+  });
 });

@@ -191,6 +191,37 @@ describe('inspected requests read without node http.Server', () => {
     );
   };
 
+  /**
+   * A request refused unread as malformed (since 2026-12-03 with its event; before, a bare 400 and no event): a 400
+   * naming its decision, a blocked `malformed-request` on the connection's host (of `path` where the head was read,
+   * and the only decision of it), nothing of it sent upstream.
+   */
+  const refusedAsMalformed = (answer: string, why: RegExp, path?: string) => {
+    assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.match(answer, /\r\nconnection: close\r\n/i);
+    const id = /\r\nx-egress-guard-event: ([^\r]+)\r\n/i.exec(answer)?.[1];
+    const event = decisions().find((d) => d.id === id);
+    assert.ok(event, `the 400 names its decision event: ${answer}`);
+    assert.equal(event.reason, 'malformed-request');
+    assert.equal(event.decision, 'blocked');
+    assert.equal(event.host, 'reader.test');
+    assert.match(event.message, why);
+    if (path === undefined) return;
+    assert.equal(event.path, path);
+    assert.deepEqual(
+      decisions()
+        .filter((d) => d.path === path)
+        .map((d) => d.id),
+      [id],
+      JSON.stringify(decisions().filter((d) => d.path === path)),
+    );
+    assert.equal(
+      seen.find((s) => s.path === path),
+      undefined,
+      `${path} is not sent`,
+    );
+  };
+
   test('pipelined requests with bodies: answered in order, each decided on its own; a refused one is not sent and ends the connection, and the one behind it is neither decided nor sent', async () => {
     const client = await inspectedSocket();
     const H = host();
@@ -288,7 +319,7 @@ describe('inspected requests read without node http.Server', () => {
     );
   });
 
-  test('a request pipelined behind one without Host: 400, then the connection ends; the one behind is neither decided nor sent', async () => {
+  test('a request pipelined behind one without Host: 400 with its malformed-request event, then the connection ends; the one behind is neither decided nor sent', async () => {
     // node's server answered the 400 and still handed over what followed: decided and forwarded, its answer never
     // delivered (the connection ends after the 400).
     const client = await inspectedSocket();
@@ -296,6 +327,7 @@ describe('inspected requests read without node http.Server', () => {
     const { text, closed } = await readUntil(client, () => false);
     client.destroy();
     assert.deepEqual(statusLines(text), [400], text);
+    refusedAsMalformed(text, /without a Host header/, '/ok/no-host');
     assert.ok(closed, 'the connection ends after the 400');
     neitherDecidedNorSent('/ok/behind-no-host');
   });
@@ -375,12 +407,12 @@ describe('inspected requests read without node http.Server', () => {
     assert.ok(second.closed, 'a request without keep-alive ends the connection');
   });
 
-  test('a head over node size limit gets 400 and is not decided; the proxy keeps serving', async () => {
+  test('a head over node size limit gets 400 and its malformed-request event, is not decided on its path; the proxy keeps serving', async () => {
     const client = await inspectedSocket();
     client.write(`GET /ok/too-big HTTP/1.1\r\n${host()}X-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`);
     const answer = await readUntil(client, () => false);
     client.destroy();
-    assert.equal(answer.text, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    refusedAsMalformed(answer.text, /HPE_HEADER_OVERFLOW/);
     assert.ok(answer.closed);
     assert.equal(
       decisions().find((d) => d.path === '/ok/too-big'),
@@ -393,18 +425,14 @@ describe('inspected requests read without node http.Server', () => {
     assert.deepEqual(statusLines(served.text), [201]);
   });
 
-  test('node header count limit: a head of more than a thousand header lines (its Host past them) gets 400, not decided', async () => {
+  test('node header count limit: a head of more than a thousand header lines (its Host past them) gets 400 and a malformed-request event, not forwarded', async () => {
     const client = await inspectedSocket();
     const many = Array.from({ length: 1100 }, (_, i) => `X-${i}: ${i}\r\n`).join('');
     client.write(`GET /ok/many-headers HTTP/1.1\r\n${many}${host()}\r\n`);
     const answer = await readUntil(client, () => false);
     client.destroy();
-    assert.match(answer.text, /^HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n/);
+    refusedAsMalformed(answer.text, /more than 1000 header lines/, '/ok/many-headers');
     assert.ok(answer.closed);
-    assert.equal(
-      decisions().find((d) => d.path === '/ok/many-headers'),
-      undefined,
-    );
   });
 
   test('node header count limit: a Content-Length past the thousandth header line does not make upstream read the next request as a body (400, nothing sent)', async () => {
@@ -428,9 +456,8 @@ describe('inspected requests read without node http.Server', () => {
     await readUntil(next, () => false);
     next.destroy();
     neitherDecidedNorSent('/no/smuggled');
-    assert.match(first.text, /^HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n/);
+    refusedAsMalformed(first.text, /more than 1000 header lines/, '/ok/at-once');
     assert.ok(first.closed);
-    neitherDecidedNorSent('/ok/at-once');
     assert.ok(seen.some((s) => s.path === '/ok/after-many-headers'));
   });
 

@@ -451,12 +451,29 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(!seen.some((s) => s.includes('/behind-400')), JSON.stringify(seen));
   });
 
+  /**
+   * The decision event the (last) 400 in `text` names: a blocked malformed-request on the destination (until
+   * 2026-12-03 such a 400 had a log line only, in audit mode too).
+   */
+  const malformedDecision = (text: string, why: RegExp, host = '127.0.0.1'): DecisionEvent => {
+    const id = /\r\nx-egress-guard-event: ([^\r]+)\r\n/i.exec(text.slice(text.lastIndexOf('HTTP/1.1 400 ')))?.[1];
+    const event = decisions.find((d) => d.id === id);
+    assert.ok(event, `the 400 names its decision: ${text}`);
+    assert.deepEqual(
+      [event.kind, event.host, event.ip, event.port, event.decision, event.reason, event.rule],
+      ['transparent', host, '127.0.0.1', upstreamPort, 'blocked', 'malformed-request', null],
+    );
+    assert.match(event.message, why);
+    return event;
+  };
+
   test('a malformed request pipelined behind good ones: their answers first, in order, then the 400 and the end', async () => {
     // node's server (and the reader before this) wrote the 400 at once, ahead of the answers due: the client read it
     // as the answer to its first request, which was decided and sent upstream all the same.
     const host = `allowed.test:${upstreamPort}`;
     const r = await exchange(frontPort, [get('/before-garbage-1', host) + get('/before-garbage-2', host) + 'XXXX YYYY\r\n\r\n'], { pipelined: true });
     assert.match(r.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 [^]*HPE_INVALID_METHOD/, r.text);
+    malformedDecision(r.text, /HPE_INVALID_METHOD/);
     assert.ok(r.ended);
     // The same for a client that ends (FIN) in the middle of the next head, after one request whose answer is due.
     const half = await new Promise<string>((resolve) => {
@@ -469,11 +486,38 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       socket.on('close', () => (clearTimeout(timer), resolve(text)));
     });
     assert.match(half, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 [^]*HPE_INVALID_EOF_STATE/, half);
+    malformedDecision(half, /HPE_INVALID_EOF_STATE/);
     // A parse error in the body of a request handed over is answered at once: that request never ends, its answer
     // would never come (the idle timeout, 10 s here, is past the exchange's 5 s).
     const inBody = await exchange(frontPort, [`POST /bad-chunk HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n`]);
     assert.match(inBody.text, /^HTTP\/1\.1 400 [^]*HPE_CR_EXPECTED/, inBody.text);
     assert.ok(inBody.ended);
+    // That request was decided (and sent) before its body broke: its one decision is that one, its close event tells.
+    assert.deepEqual(
+      decisions.filter((d) => d.path === '/bad-chunk').map((d) => d.decision),
+      ['allowed'],
+    );
+    assert.ok(!/x-egress-guard-event/i.test(inBody.text), inBody.text);
+  });
+
+  test('an HTTP/1.1 request without Host gets 400 with a malformed-request decision, in audit mode too; nothing reaches upstream', async () => {
+    const saved = policy;
+    try {
+      for (const mode of ['block', 'audit'] as const) {
+        policy = buildPolicy({
+          mode: { value: mode, origin: { file: 'test', line: 1 } },
+          'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin: { file: 'test', line: 1 } },
+        });
+        const r = await exchange(frontPort, [`GET /no-host-${mode} HTTP/1.1\r\nAccept: */*\r\n\r\n`]);
+        assert.match(r.text, /^HTTP\/1\.1 400 /, r.text);
+        assert.ok(r.ended);
+        const event = malformedDecision(r.text, /without a Host header/);
+        assert.deepEqual([event.method, event.path, event.mode], ['GET', `/no-host-${mode}`, mode]);
+        assert.ok(!seen.some((s) => s.includes(`/no-host-${mode}`)), JSON.stringify(seen));
+      }
+    } finally {
+      policy = saved;
+    }
   });
 
   test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
@@ -680,6 +724,7 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     const r = await exchange(frontPort, [get('/good', `allowed.test:${upstreamPort}`), 'GET /bad HTTP/1.1\r\nHost allowed.test\r\n\r\n']);
     assert.match(r.text, /^HTTP\/1\.1 200 /);
     assert.match(r.text, /HTTP\/1\.1 400 /);
+    malformedDecision(r.text, /^malformed HTTP request \(HPE_[A-Z_]+\)$/);
     assert.ok(r.ended);
   });
 
