@@ -142,6 +142,16 @@ export interface ReservedUpstream {
   readonly socket: PooledSocket;
 }
 
+/**
+ * A connection's reserved upstream, taken out of it once, by its first request (or its end): the caller sends on it
+ * (`ForwardRequest.reserved`) or closes it, and no later request finds it.
+ */
+export function takeReserved(connection: { reserved?: ReservedUpstream | undefined }): ReservedUpstream | undefined {
+  const reserved = connection.reserved;
+  connection.reserved = undefined;
+  return reserved;
+}
+
 export interface HttpForwarder {
   /** Relay one authorized request to the checked address; one close event when the response ends. */
   forward(request: ForwardRequest): void;

@@ -13,7 +13,7 @@ import { methodOverrides } from './method-override.js';
 import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
 import { dropClientBytes, endAfterAnswers, putBackAsWritten } from './handed-over-socket.js';
-import type { HttpForwarder, ReservedUpstream } from './http-forwarder.js';
+import { takeReserved, type HttpForwarder, type ReservedUpstream } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
 
@@ -68,13 +68,6 @@ export interface InspectedConnection {
  * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again.
  */
 type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[]; reserved?: ReservedUpstream };
-
-/** The connection's reserved upstream, for its first request only: taken out (the caller uses or closes it). */
-function takeReserved(connection: ConnectionState): ReservedUpstream | undefined {
-  const reserved = connection.reserved;
-  connection.reserved = undefined;
-  return reserved;
-}
 
 /** What one request of an inspected connection comes to: authorize()'s answer, or a 421 for a Host of another site. */
 /**

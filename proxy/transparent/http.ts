@@ -3,7 +3,7 @@ import type { CloseError } from '../../events/schema.js';
 import { canonicalHost, hostHeaderValue, parseAuthority } from '../../policy/index.js';
 import type { Authorization, Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
-import { createHttpForwarder, originForm, type ReservedUpstream } from '../relay/http-forwarder.js';
+import { createHttpForwarder, originForm, takeReserved, type ReservedUpstream } from '../relay/http-forwarder.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
@@ -45,13 +45,6 @@ const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
 /** `reserved`: the connection's upstream for its first request (adopt's `upstream`), until that request takes it. */
 type ServedConnection = RedirectedConnection & { busy: number; reserved?: ReservedUpstream };
-
-/** The connection's reserved upstream, taken out by its first request (the caller uses or closes it). */
-function takeReserved(connection: ServedConnection): ReservedUpstream | undefined {
-  const reserved = connection.reserved;
-  connection.reserved = undefined;
-  return reserved;
-}
 
 /**
  * `path`: the origin-form target (an absolute-form one reduced to its path). Not ok: a request that could name two hosts,
