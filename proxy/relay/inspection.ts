@@ -12,7 +12,7 @@ import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
 import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
-import { dropClientBytes, endAfterAnswers, putBackAsWritten } from './handed-over-socket.js';
+import { dropClientBytes, endAfterAnswers, putBackAsWritten, relayOnItsOwn, type OwnRelayOptions } from './handed-over-socket.js';
 import { takeReserved, type HttpForwarder, type ReservedUpstream } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
@@ -103,6 +103,12 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
   /** The reader of each inspected connection still read as HTTP (closeIdle). */
   const readers = new Map<Socket, RequestReader>();
+  /** For what is relayed in audit mode over a connection of its own (an h2c preface, a CONNECT in a plain tunnel). */
+  const ownRelayOptions: OwnRelayOptions = {
+    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+    idleTimeoutMs: options.idleTimeoutMs,
+    halfCloseTimeoutMs: options.halfCloseTimeoutMs,
+  };
   const upgradeOptions: UpgradeRelayOptions = {
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
     idleTimeoutMs: options.idleTimeoutMs,
@@ -320,40 +326,12 @@ export function createInspector(options: InspectorOptions): Inspector {
       .then((relayed) => {
         // Refused: closed after the answers due, not reset (a reset discards what of them the client has not read yet).
         if (!relayed) return lingeringClose(socket);
-        return relayOnItsOwn(socket, connection, relayed);
+        return relayOnItsOwn(socket, relayed, ownRelayOptions);
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'relaying HTTP/2 after HTTP/1.1 failed');
         socket.destroy();
       });
-  };
-
-  /**
-   * What a plain tunnel's client sends from here on (what was read of it put back on the socket), relayed in audit mode
-   * under `relayed` (a would-block decision) over a connection of its own to the checked address; the relay's end is
-   * that decision's close, its bytes counted.
-   */
-  const relayOnItsOwn = async (socket: Socket, connection: ConnectionState, relayed: Forward): Promise<void> => {
-    const relayClose = relayed.connection;
-    let upstream: Socket;
-    try {
-      upstream = await connectUpstream(connection.address, connection.port, options.connectTimeoutMs ?? 10_000);
-    } catch (err) {
-      const failure = UpstreamConnectError.from(err);
-      socket.destroy();
-      relayClose.close({ status: failure.status, error: failure.error });
-      return;
-    }
-    if (socket.destroyed) {
-      upstream.destroy();
-      relayClose.close({ error: 'client-aborted' });
-      return;
-    }
-    splice(socket, upstream, {
-      idleTimeoutMs: options.idleTimeoutMs,
-      ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
-      onClose: (result) => relayClose.close(result),
-    });
   };
 
   /**
@@ -389,7 +367,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           writeRawError(socket, 400, decision.message, event.id);
           return dropClientBytes(socket, options.idleTimeoutMs);
         }
-        return relayOnItsOwn(socket, connection, relayed);
+        return relayOnItsOwn(socket, relayed, ownRelayOptions);
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'inspected CONNECT handling failed');

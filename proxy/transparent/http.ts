@@ -10,7 +10,7 @@ import type { OriginalDestination } from './original-destination.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
-import { dropClientBytes, endAfterAnswers, putBackAsWritten } from '../relay/handed-over-socket.js';
+import { dropClientBytes, endAfterAnswers, putBackAsWritten, relayOnItsOwn } from '../relay/handed-over-socket.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
@@ -240,30 +240,13 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       .then(async (auth) => {
         if (auth.action !== 'forward')
           return endUpgrade(socket, auth.action === 'fail' ? auth.status : 400, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
-        await relayConnect(socket, auth);
+        // Its head as the client sent it (put back on the socket), then the bytes both ways (the proxy's answer included).
+        await relayOnItsOwn(socket, auth, options);
       })
       .catch((err: Error) => {
         events.log.warn({ err: err.message, client: connection.client }, 'transparent CONNECT failed');
         endUpgrade(socket, 502, 'egress-guard could not relay this CONNECT');
       });
-  };
-
-  /** A CONNECT relayed in audit mode: its head as the client sent it (put back on the socket), then the bytes both ways (the proxy's answer included). */
-  const relayConnect = async (socket: net.Socket, auth: Forward) => {
-    let upstream: net.Socket;
-    try {
-      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
-    } catch (err) {
-      const failure = UpstreamConnectError.from(err);
-      auth.connection.close({ bytesIn: 0, bytesOut: 0, status: failure.status, error: failure.error });
-      throw err;
-    }
-    if (socket.destroyed) {
-      upstream.destroy();
-      auth.connection.close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
-      return;
-    }
-    splice(socket, upstream, { ...relayTimeouts(options), onClose: (result) => auth.connection.close(result) });
   };
 
   /** An upgrade answered here (refused, or failed): the answer, then what the client sends is dropped until it ends. */

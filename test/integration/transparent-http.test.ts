@@ -389,6 +389,55 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     }
   });
 
+  test('an audit-mode CONNECT whose destination refuses: the connection ends with no answer, as the refusal would have ended it; the close event says why', async () => {
+    // Until 2026-12-03 egress-guard answered 502 in the destination's place (with no event id), which the client read
+    // as its own proxy's answer to the CONNECT; the inspector's relay of a plain tunnel's CONNECT closed it already.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const unused = net.createServer();
+    await new Promise<void>((r) => unused.listen(0, '127.0.0.1', r));
+    const refusingPort = (unused.address() as net.AddressInfo).port;
+    await new Promise((r) => unused.close(r));
+    const plainHttp = createTransparentHttp(options);
+    const refusingFront = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.pause();
+      plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: refusingPort, family: 4 } });
+    });
+    await new Promise<void>((r) => refusingFront.listen(0, '127.0.0.1', r));
+    try {
+      policy = buildPolicy({
+        mode: { value: 'audit', origin },
+        'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin },
+        'trusted-ranges': { value: '127.0.0.0/8', origin },
+      });
+      const target = 'elsewhere-refused.test:443';
+      const client = net.connect((refusingFront.address() as net.AddressInfo).port, '127.0.0.1');
+      const seenByClient = await new Promise<{ text: string; ended: string }>((resolve) => {
+        let text = '';
+        const finish = (ended: string) => {
+          clearTimeout(timer);
+          client.destroy();
+          resolve({ text, ended });
+        };
+        const timer = setTimeout(() => finish('still open after 5 s'), 5000);
+        client.on('connect', () => client.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\nping`));
+        client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+        client.on('error', (err: NodeJS.ErrnoException) => finish(err.code ?? 'error'));
+        client.on('close', () => finish('closed'));
+      });
+      assert.deepEqual(seenByClient, { text: '', ended: 'closed' });
+      const decision = decisions.find((d) => d.method === 'CONNECT' && d.host === 'elsewhere-refused.test');
+      assert.deepEqual([decision?.reason, decision?.decision, decision?.port], ['ambiguous-host', 'would-block', refusingPort]);
+      const deadline = Date.now() + 5000;
+      while (!closes.some((c) => c.id === decision?.id) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      const close = closes.find((c) => c.id === decision?.id);
+      assert.deepEqual([close?.error, close?.status, close?.bytes_in, close?.bytes_out], ['upstream-refused', 502, 0, 0], JSON.stringify(close));
+    } finally {
+      policy = before;
+      refusingFront.close();
+    }
+  });
+
   test('Host: [::ffff:a.b.c.d] is decided as a.b.c.d: allowed by allowed-ips, sent upstream as the address; refused alike where a.b.c.d is', async () => {
     // Until 2026-12-03 the mapped form stayed IPv6 (::ffff:7f00:1), which is not the destination 127.0.0.1: refused as
     // sni-mismatch where the same request with Host: 127.0.0.1 was allowed.
