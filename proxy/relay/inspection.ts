@@ -13,7 +13,8 @@ import { methodOverrides } from './method-override.js';
 import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
 import { dropClientBytes, endAfterAnswers, putBackAsWritten, relayOnItsOwn, type OwnRelayOptions } from './handed-over-socket.js';
-import { takeReserved, type HttpForwarder, type ReservedUpstream } from './http-forwarder.js';
+import type { HttpForwarder } from './http-forwarder.js';
+import { ReservedUpstream, takeReserved } from './reserved-upstream.js';
 import type { RawResponse } from './raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
 
@@ -187,7 +188,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     readers.set(socket, reader);
     socket.once('close', () => {
       readers.delete(socket);
-      takeReserved(connection)?.socket.destroy();
+      takeReserved(connection)?.close();
     });
   };
 
@@ -201,11 +202,11 @@ export function createInspector(options: InspectorOptions): Inspector {
     const goOn = req.holdFollowing();
     body
       .then((read) => {
-        if (read === 'gone') reserved?.socket.destroy();
+        if (read === 'gone') reserved?.close();
         goOn(read !== 'gone' && decideAndAct(req, res, connection, reserved, read));
       })
       .catch((err: Error) => {
-        reserved?.socket.destroy();
+        reserved?.close();
         goOn(false);
         requestFailed(err, res, connection);
       });
@@ -219,7 +220,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     try {
       auth = decideRequest(req, connection, body);
     } catch (err) {
-      reserved?.socket.destroy();
+      reserved?.close();
       requestFailed(err as Error, res, connection);
       return true;
     }
@@ -241,7 +242,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     // forwarded for the CONNECT host (to its address and port, the forwarder checks); not a Host of another site relayed
     // in audit mode under its own would-block decision.
     if (reserved && (auth.action !== 'forward' || 'clientHost' in auth)) {
-      reserved.socket.destroy();
+      reserved.close();
       reserved = undefined;
     }
     try {
@@ -260,7 +261,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       reserved = undefined;
       options.forwarder.forward({ req, res, auth, ...('clientHost' in auth ? {} : { authority: authorityOf(connection) }), tls: !connection.plain, ...onReserved });
     } catch (err) {
-      reserved?.socket.destroy();
+      reserved?.close();
       requestFailed(err as Error, res, connection);
     }
   };
@@ -273,24 +274,29 @@ export function createInspector(options: InspectorOptions): Inspector {
   // upstream answers 101 (inspected-upgrade.ts); refused, it gets the 403 and the connection ends.
   const onUpgrade = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
-    // An upgrade has an upstream connection of its own (inspected-upgrade.ts).
-    takeReserved(connection)?.socket.destroy();
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
-      // h2c and the like: served as the plain request it also is, read again without the upgrade headers.
+      // h2c and the like: served as the plain request it also is, read again without the upgrade headers (the reserved
+      // upstream left for it: until 2026-12-03 it was closed here and the request connected again).
       return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
     }
+    // A plain tunnel's upstream goes to a WebSocket upgrade as to a plain request (onRequest): the first request only.
+    const reserved = takeReserved(connection);
     void Promise.resolve()
       .then(() => decisionWritten(events, decideRequest(req, connection)))
       .then((auth) => {
         if (auth.action === 'forward') {
+          // Not a Host of another site relayed in audit mode under its own decision (actOn says why).
           const hostHeader = 'clientHost' in auth ? { hostHeader: auth.clientHost } : {};
-          return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, ...hostHeader, tls: !connection.plain });
+          const upstream = 'clientHost' in auth ? void reserved?.close() : reserved?.claim(auth.address, auth.port);
+          return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, ...hostHeader, tls: !connection.plain, ...(upstream && { upstream }) });
         }
+        reserved?.close();
         if (auth.action === 'fail') auth.connection.close({ status: auth.status, error: auth.error });
         const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : auth.action === 'fail' ? [auth.status, auth.message] : [421, auth.message];
         writeRawError(socket, status, message, auth.event.id);
       })
       .catch((err: Error) => {
+        reserved?.close();
         events.log.error({ err: err.message, client: connection.client }, 'inspected upgrade handling failed');
         writeRawError(socket, 502, 'egress-guard could not handle this upgrade');
       });
@@ -307,7 +313,7 @@ export function createInspector(options: InspectorOptions): Inspector {
    */
   const onHttp2Preface = (socket: Socket, bytes: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     if (!connection.plain) return onClientError(Object.assign(new Error('HTTP/2 preface'), { code: 'HPE_PAUSED_H2_UPGRADE', rawPacket: bytes }), socket, connection);
     // Put back at once, not once upstream is connected: a FIN read with them ends the socket's reading in the next tick
     // (its 'end' emitted: unshift() then fails, and the preface and the FIN never went upstream).
@@ -345,7 +351,7 @@ export function createInspector(options: InspectorOptions): Inspector {
    */
   const onConnect = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     socket.on('error', () => socket.destroy());
     const target = req.url ?? '';
     // The CONNECT as written and what followed it (as the h2c preface): relayed in audit mode, dropped when refused.
@@ -376,7 +382,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
 
   const onClientError = (err: ClientError, socket: Socket, connection: ConnectionState): void => {
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     if (err.rawPacket?.subarray(0, 14).toString('latin1') === 'PRI * HTTP/2.0') {
       events.log.warn({ client: connection.client, host: connection.host }, 'an HTTP/2-only client on an inspected connection');
       connection.outer.connection.close({ error: 'client-http2-only' });
@@ -398,7 +404,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       const sniffed = peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs }).then((peek) => {
         if (peek.protocol === 'http') {
           socket.once('close', () => close());
-          const reserved = upstream && !socket.destroyed ? options.forwarder.reserve(upstream, connection.address, connection.port) : undefined;
+          const reserved = upstream && !socket.destroyed ? ReservedUpstream.reserve(upstream, connection.address, connection.port) : undefined;
           if (upstream && !reserved) upstream.destroy();
           serve(socket, { ...connection, plain: true, ...(reserved && { reserved }) });
           return false;

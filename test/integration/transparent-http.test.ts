@@ -261,6 +261,48 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /ws`));
   });
 
+  test("the first request of a connection with a reserved upstream (a silent client's tunnel): a WebSocket upgrade, or an h2c one served plain, goes on that upstream, not a second connection", async () => {
+    // The listener is handed the connection with an upstream connected for it, as the transparent listener hands a silent
+    // client over (server.ts, reuseUpstream). Until 2026-12-03 an upgrade closed it unused and connected again.
+    const accepted: number[] = [];
+    const onConnection = (socket: net.Socket) => accepted.push(socket.remotePort!);
+    upstream.on('connection', onConnection);
+    const plainHttp = createTransparentHttp(options);
+    const reservedPorts: number[] = [];
+    const reservingFront = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.pause();
+      const reserved = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true }, () => {
+        reservedPorts.push(reserved.localPort!);
+        plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } }, reserved);
+      });
+      reserved.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((r) => reservingFront.listen(0, '127.0.0.1', r));
+    const port = (reservingFront.address() as net.AddressInfo).port;
+    const host = `allowed.test:${upstreamPort}`;
+    try {
+      const ws = await rawExchange(port, `GET /ws-reserved HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nping-reserved`, {
+        untilText: 'ping-reserved',
+      });
+      assert.match(ws, /^HTTP\/1\.1 101 [^]*\r\n\r\nping-reserved$/, ws);
+      const h2c = await rawExchange(
+        port,
+        `GET /h2c-reserved HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`,
+        {
+          untilText: 'hello from',
+        },
+      );
+      assert.match(h2c, /^HTTP\/1\.1 200 [^]*hello from allowed\.test/, h2c);
+      assert.ok(seen.includes(`upgrade ${host} /ws-reserved`) && seen.includes(`${host} /h2c-reserved`), JSON.stringify(seen));
+      // Each exchange took the connection reserved for it: the server accepted those two and no other.
+      assert.equal(reservedPorts.length, 2);
+      assert.deepEqual(accepted, reservedPorts);
+    } finally {
+      upstream.off('connection', onConnection);
+      reservingFront.close();
+    }
+  });
+
   test('an upgrade upstream refuses is answered, and nothing the client sends after it is relayed', async () => {
     const r = await exchange(frontPort, [
       `GET /no-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: attacker.test\r\n\r\n`,
