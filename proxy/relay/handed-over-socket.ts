@@ -1,10 +1,15 @@
 import type net from 'node:net';
+import type { Forward } from '../../decision/authorize.js';
+import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
+import { splice } from '../../net/splice.js';
 import { requestHead } from './request-head.js';
 import type { InspectedRequest, RequestReader } from './request-reader.js';
+import { relayTimeouts } from './tunnel.js';
 
 /**
- * What becomes of a client socket the request reader handed over (an upgrade or a CONNECT), the transparent listener's
- * and the inspector's: the request put back for a relay, or the socket ended and drained when nothing is relayed on it.
+ * What becomes of a client socket the request reader handed over (an upgrade, a CONNECT, an h2c preface), the
+ * transparent listener's and the inspector's: the request put back and relayed, or the socket ended and drained when
+ * nothing is relayed on it.
  */
 
 /** A socket handed over with answers still being written: ended once they are out (or gone), what the client sends dropped. */
@@ -43,4 +48,38 @@ export function putBackAsWritten(socket: net.Socket, req: InspectedRequest, head
     'latin1',
   );
   socket.unshift(Buffer.concat([asWritten, head]));
+}
+
+export interface OwnRelayOptions {
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  halfCloseTimeoutMs?: number | undefined;
+}
+
+/**
+ * What the client sends from here on (what was read of it put back on the socket: a CONNECT as written, an h2c
+ * preface), relayed in audit mode under `relayed` (a would-block decision) over a connection of its own to the checked
+ * address, both ways; the relay's end is that decision's close, its bytes counted.
+ *
+ * Upstream not reached: the client's connection is closed with no answer, as the destination's own refusal would have
+ * ended it (in audit mode egress-guard answers nothing in the destination's place: a 502 of its own would have been
+ * read as the job's proxy's answer to the CONNECT, and an h2c client cannot read one), and the close event carries the
+ * failure's status and error. Until 2026-12-03 the transparent listener's CONNECT got a 502 there, with no event id.
+ */
+export async function relayOnItsOwn(socket: net.Socket, relayed: Forward, options: OwnRelayOptions): Promise<void> {
+  let upstream: net.Socket;
+  try {
+    upstream = await connectUpstream(relayed.address, relayed.port, options.connectTimeoutMs);
+  } catch (err) {
+    const failure = UpstreamConnectError.from(err);
+    socket.destroy();
+    relayed.connection.close({ status: failure.status, error: failure.error });
+    return;
+  }
+  if (socket.destroyed) {
+    upstream.destroy();
+    relayed.connection.close({ error: 'client-aborted' });
+    return;
+  }
+  splice(socket, upstream, { ...relayTimeouts(options), onClose: (result) => relayed.connection.close(result) });
 }

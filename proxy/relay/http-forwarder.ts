@@ -12,6 +12,7 @@ import { sendProxyError, type ErrorAnswer } from './error-response.js';
 import { closedByHalfCloseTimeout } from './half-close-timeout.js';
 import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
 import { UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from './upstream-pool.js';
+import type { ReservedUpstream } from './reserved-upstream.js';
 
 /** Destroy `socket` with ETIMEDOUT unless `connected` comes within `ms` (the agents' own connect timeout). */
 function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect' | 'secureConnect', ms: number): T {
@@ -129,28 +130,15 @@ export interface ForwardRequest {
   /** An inspected request: upstream is TLS, verified for the name in `authority`. */
   tls?: boolean;
   /**
-   * A plain request: a connection `reserve` made, sent on when it goes to the request's checked address and port (and is
-   * still open), else closed.
+   * A plain request: the connection's reserved upstream (reserved-upstream.ts), sent on when it goes to the request's
+   * checked address and port (and is still open), else closed.
    */
   reserved?: ReservedUpstream;
-}
-
-/** A connected plain upstream socket kept for one later request (HttpForwarder.reserve). */
-export interface ReservedUpstream {
-  /** The pool key of its address and port. */
-  readonly key: string;
-  readonly socket: PooledSocket;
 }
 
 export interface HttpForwarder {
   /** Relay one authorized request to the checked address; one close event when the response ends. */
   forward(request: ForwardRequest): void;
-  /**
-   * A connected plain socket to `address`:`port` that nothing has read from or written to (a plain-HTTP tunnel's own
-   * upstream, issue 14), kept for a request `forward` is given later: read from now on as the pool's connections are (a
-   * FIN or bytes before a request close it). The caller destroys it if no request takes it.
-   */
-  reserve(socket: net.Socket, address: string, port: number): ReservedUpstream;
 }
 
 /** Methods node's client would send chunked when no length is given: a request of theirs without a body gets `Content-Length: 0`. */
@@ -420,13 +408,10 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
   };
 
   return {
-    reserve(socket, address, port) {
-      return { key: `${address}:${port}`, socket: plain.wireConnected(socket) };
-    },
     forward({ req, res, auth, authority, targetAsSent, tls: inspected, reserved }) {
       // The client left while the request was being decided: its 'close' has been and gone.
       if (res.destroyed) {
-        reserved?.socket.destroy();
+        reserved?.close();
         auth.connection.close({ error: 'client-aborted' });
         return;
       }
@@ -445,9 +430,10 @@ export function createHttpForwarder(options: { events: EventLog; connectTimeoutM
       res.once('close', forwarded.finish);
       untilClientCloses(req.socket as ClientSocket, forwarded.finish);
       const key = inspected ? undefined : `${auth.address}:${auth.port}`;
-      // A reserved connection to another address or port than this request's is none of its business.
-      const ready = reserved && reserved.key === key ? reserved.socket : undefined;
-      if (reserved && !ready) reserved.socket.destroy();
+      // A reserved connection to another address or port than this request's is none of its business (claim closes it).
+      if (inspected) reserved?.close();
+      const claimed = inspected ? undefined : reserved?.claim(auth.address, auth.port);
+      const ready = claimed && plain.wireConnected(claimed);
       if (UNSENDABLE_TARGET.test(target)) {
         ready?.destroy();
         return forwarded.refuse('ERR_UNESCAPED_CHARACTERS');

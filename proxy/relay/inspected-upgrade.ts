@@ -39,6 +39,11 @@ export interface UpgradeRequest {
   /** ...unless this is given: a request naming another Host, relayed in audit mode as the client sent it. */
   hostHeader?: string;
   tls: boolean;
+  /**
+   * A plain upstream connected to `auth`'s address and port already (a plain tunnel's own, reserved-upstream.ts): the
+   * upgrade is sent on it, not on a connection of its own.
+   */
+  upstream?: net.Socket;
 }
 
 /** Request headers of our hop with the client, not the upstream's (Connection and Upgrade are the upgrade's own). */
@@ -64,7 +69,7 @@ function connectChecked(options: UpgradeRelayOptions, address: string, port: num
   return socket;
 }
 
-export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, auth, host, hostHeader, tls: secure }: UpgradeRequest): void {
+export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, auth, host, hostHeader, tls: secure, upstream: connected }: UpgradeRequest): void {
   let done = false;
   const close = (result: { bytesIn: number; bytesOut: number; status?: number; error?: CloseError | undefined }) => {
     if (done) return;
@@ -77,7 +82,10 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
     });
   };
   // The client left while the upgrade was being decided: its 'close' has been and gone.
-  if (client.destroyed) return close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
+  if (client.destroyed) {
+    connected?.destroy();
+    return close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
+  }
   const headers: http.OutgoingHttpHeaders = { host: hostHeader ?? hostHeaderValue(host, auth.port, secure ? 443 : 80) };
   for (const [name, value] of Object.entries(req.headers)) if (!CLIENT_HOP.has(name) && value !== undefined) headers[name] = value;
   // In origin form, as http-forwarder.ts sends requests: an absolute-form target (`GET http://attacker.test/ws`) is
@@ -86,7 +94,7 @@ export function relayUpgrade(options: UpgradeRelayOptions, { req, client, head, 
     method: req.method,
     path: originForm(req.url ?? '/'),
     headers,
-    createConnection: () => connectChecked(options, auth.address, auth.port, host, secure),
+    createConnection: () => connected ?? connectChecked(options, auth.address, auth.port, host, secure),
   });
   upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy(Object.assign(new Error('no answer to the upgrade'), { code: 'NO_ANSWER' })));
   // Until upstream answers, the client going away ends the attempt.

@@ -21,8 +21,9 @@ import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
 import { readBodyOverride, withBodyOverride, type BodyOverride } from './body-override.js';
 import { readAgainWithoutUpgrade } from './request-head.js';
-import { dropClientBytes, endAfterAnswers, putBackAsWritten } from './handed-over-socket.js';
-import type { HttpForwarder, ReservedUpstream } from './http-forwarder.js';
+import { dropClientBytes, endAfterAnswers, putBackAsWritten, relayOnItsOwn, type OwnRelayOptions } from './handed-over-socket.js';
+import type { HttpForwarder } from './http-forwarder.js';
+import { ReservedUpstream, takeReserved } from './reserved-upstream.js';
 import type { RawResponse } from './raw-response.js';
 import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
 
@@ -78,13 +79,6 @@ export interface InspectedConnection {
  */
 type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[]; reserved?: ReservedUpstream };
 
-/** The connection's reserved upstream, for its first request only: taken out (the caller uses or closes it). */
-function takeReserved(connection: ConnectionState): ReservedUpstream | undefined {
-  const reserved = connection.reserved;
-  connection.reserved = undefined;
-  return reserved;
-}
-
 /** What one request of an inspected connection comes to: authorize()'s answer, or a 421 for a Host of another site. */
 /**
  * A request's authorization; `clientHost`: a request naming another Host than its connection's, relayed in audit mode
@@ -119,6 +113,12 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
   /** The reader of each inspected connection still read as HTTP (closeIdle). */
   const readers = new Map<Socket, RequestReader>();
+  /** For what is relayed in audit mode over a connection of its own (an h2c preface, a CONNECT in a plain tunnel). */
+  const ownRelayOptions: OwnRelayOptions = {
+    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+    idleTimeoutMs: options.idleTimeoutMs,
+    halfCloseTimeoutMs: options.halfCloseTimeoutMs,
+  };
   const upgradeOptions: UpgradeRelayOptions = {
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
     idleTimeoutMs: options.idleTimeoutMs,
@@ -198,7 +198,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     readers.set(socket, reader);
     socket.once('close', () => {
       readers.delete(socket);
-      takeReserved(connection)?.socket.destroy();
+      takeReserved(connection)?.close();
     });
   };
 
@@ -212,11 +212,11 @@ export function createInspector(options: InspectorOptions): Inspector {
     const goOn = req.holdFollowing();
     body
       .then((read) => {
-        if (read === 'gone') reserved?.socket.destroy();
+        if (read === 'gone') reserved?.close();
         goOn(read !== 'gone' && decideAndAct(req, res, connection, reserved, read));
       })
       .catch((err: Error) => {
-        reserved?.socket.destroy();
+        reserved?.close();
         goOn(false);
         requestFailed(err, res, connection);
       });
@@ -230,7 +230,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     try {
       auth = decideRequest(req, connection, body);
     } catch (err) {
-      reserved?.socket.destroy();
+      reserved?.close();
       requestFailed(err as Error, res, connection);
       return true;
     }
@@ -252,7 +252,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     // forwarded for the CONNECT host (to its address and port, the forwarder checks); not a Host of another site relayed
     // in audit mode under its own would-block decision.
     if (reserved && (auth.action !== 'forward' || 'clientHost' in auth)) {
-      reserved.socket.destroy();
+      reserved.close();
       reserved = undefined;
     }
     try {
@@ -271,7 +271,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       reserved = undefined;
       options.forwarder.forward({ req, res, auth, ...('clientHost' in auth ? {} : { authority: authorityOf(connection) }), tls: !connection.plain, ...onReserved });
     } catch (err) {
-      reserved?.socket.destroy();
+      reserved?.close();
       requestFailed(err as Error, res, connection);
     }
   };
@@ -284,24 +284,29 @@ export function createInspector(options: InspectorOptions): Inspector {
   // upstream answers 101 (inspected-upgrade.ts); refused, it gets the 403 and the connection ends.
   const onUpgrade = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
-    // An upgrade has an upstream connection of its own (inspected-upgrade.ts).
-    takeReserved(connection)?.socket.destroy();
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
-      // h2c and the like: served as the plain request it also is, read again without the upgrade headers.
+      // h2c and the like: served as the plain request it also is, read again without the upgrade headers (the reserved
+      // upstream left for it: until 2026-12-03 it was closed here and the request connected again).
       return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
     }
+    // A plain tunnel's upstream goes to a WebSocket upgrade as to a plain request (onRequest): the first request only.
+    const reserved = takeReserved(connection);
     void Promise.resolve()
       .then(() => decisionWritten(events, decideRequest(req, connection)))
       .then((auth) => {
         if (auth.action === 'forward') {
+          // Not a Host of another site relayed in audit mode under its own decision (actOn says why).
           const hostHeader = 'clientHost' in auth ? { hostHeader: auth.clientHost } : {};
-          return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, ...hostHeader, tls: !connection.plain });
+          const upstream = 'clientHost' in auth ? void reserved?.close() : reserved?.claim(auth.address, auth.port);
+          return relayUpgrade(upgradeOptions, { req, client: socket, head, auth, host: connection.host, ...hostHeader, tls: !connection.plain, ...(upstream && { upstream }) });
         }
+        reserved?.close();
         if (auth.action === 'fail') auth.connection.close({ status: auth.status, error: auth.error });
         const [status, message] = auth.action === 'reject' ? [403, auth.decision.message] : auth.action === 'fail' ? [auth.status, auth.message] : [421, auth.message];
         writeRawError(socket, status, message, auth.event.id);
       })
       .catch((err: Error) => {
+        reserved?.close();
         events.log.error({ err: err.message, client: connection.client }, 'inspected upgrade handling failed');
         writeRawError(socket, 502, 'egress-guard could not handle this upgrade');
       });
@@ -318,7 +323,7 @@ export function createInspector(options: InspectorOptions): Inspector {
    */
   const onHttp2Preface = (socket: Socket, bytes: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     if (!connection.plain) return onClientError(Object.assign(new Error('HTTP/2 preface'), { code: 'HPE_PAUSED_H2_UPGRADE', rawPacket: bytes }), socket, connection);
     // Put back at once, not once upstream is connected: a FIN read with them ends the socket's reading in the next tick
     // (its 'end' emitted: unshift() then fails, and the preface and the FIN never went upstream).
@@ -337,40 +342,12 @@ export function createInspector(options: InspectorOptions): Inspector {
       .then((relayed) => {
         // Refused: closed after the answers due, not reset (a reset discards what of them the client has not read yet).
         if (!relayed) return lingeringClose(socket);
-        return relayOnItsOwn(socket, connection, relayed);
+        return relayOnItsOwn(socket, relayed, ownRelayOptions);
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'relaying HTTP/2 after HTTP/1.1 failed');
         socket.destroy();
       });
-  };
-
-  /**
-   * What a plain tunnel's client sends from here on (what was read of it put back on the socket), relayed in audit mode
-   * under `relayed` (a would-block decision) over a connection of its own to the checked address; the relay's end is
-   * that decision's close, its bytes counted.
-   */
-  const relayOnItsOwn = async (socket: Socket, connection: ConnectionState, relayed: Forward): Promise<void> => {
-    const relayClose = relayed.connection;
-    let upstream: Socket;
-    try {
-      upstream = await connectUpstream(connection.address, connection.port, options.connectTimeoutMs ?? 10_000);
-    } catch (err) {
-      const failure = UpstreamConnectError.from(err);
-      socket.destroy();
-      relayClose.close({ status: failure.status, error: failure.error });
-      return;
-    }
-    if (socket.destroyed) {
-      upstream.destroy();
-      relayClose.close({ error: 'client-aborted' });
-      return;
-    }
-    splice(socket, upstream, {
-      idleTimeoutMs: options.idleTimeoutMs,
-      ...(options.halfCloseTimeoutMs !== undefined && { halfCloseTimeoutMs: options.halfCloseTimeoutMs }),
-      onClose: (result) => relayClose.close(result),
-    });
   };
 
   /**
@@ -384,7 +361,7 @@ export function createInspector(options: InspectorOptions): Inspector {
    */
   const onConnect = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     socket.on('error', () => socket.destroy());
     const target = req.url ?? '';
     // The CONNECT as written and what followed it (as the h2c preface): relayed in audit mode, dropped when refused.
@@ -406,7 +383,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           writeRawError(socket, 400, decision.message, event.id);
           return dropClientBytes(socket, options.idleTimeoutMs);
         }
-        return relayOnItsOwn(socket, connection, relayed);
+        return relayOnItsOwn(socket, relayed, ownRelayOptions);
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'inspected CONNECT handling failed');
@@ -415,7 +392,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
 
   const onClientError = (err: ClientError, socket: Socket, connection: ConnectionState): void => {
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     if (err.rawPacket?.subarray(0, 14).toString('latin1') === 'PRI * HTTP/2.0') {
       events.log.warn({ client: connection.client, host: connection.host }, 'an HTTP/2-only client on an inspected connection');
       connection.outer.connection.close({ error: 'client-http2-only' });
@@ -433,7 +410,7 @@ export function createInspector(options: InspectorOptions): Inspector {
 
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400, in either mode. */
   const onMalformed = (req: InspectedRequest, res: RawResponse, why: string, connection: ConnectionState): void => {
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     const message = `malformed HTTP request: ${why}`;
     const refused = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method: req.method, path: req.url };
     refuseMalformed(options, refused, message, connection.address)
@@ -453,7 +430,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       const sniffed = peekFirstBytes(socket, { timeoutMs: options.idleTimeoutMs }).then((peek) => {
         if (peek.protocol === 'http') {
           socket.once('close', () => close());
-          const reserved = upstream && !socket.destroyed ? options.forwarder.reserve(upstream, connection.address, connection.port) : undefined;
+          const reserved = upstream && !socket.destroyed ? ReservedUpstream.reserve(upstream, connection.address, connection.port) : undefined;
           if (upstream && !reserved) upstream.destroy();
           serve(socket, { ...connection, plain: true, ...(reserved && { reserved }) });
           return false;

@@ -89,7 +89,7 @@ export class UpstreamPool {
 
   /**
    * Give `req` an idle connection to `key`, or a new one from `connect` (the request is waiting when `key` has its busy
-   * limit). `ready`: a connection to `key` opened for this request already (a plain tunnel's, see HttpForwarder.reserve):
+   * limit). `ready`: a connection to `key` opened for this request already (a plain tunnel's, see reserved-upstream.ts):
    * taken where a new connection would be opened (no idle one, `key` under its busy limit), else closed. An idle one
    * goes first: taking `ready` then would leave it idle too, and a run of tunnels would fill the pool with connections
    * the server holds open for nothing (up to maxIdlePerKey, for the idle timeout).

@@ -3,14 +3,15 @@ import type { CloseError } from '../../events/schema.js';
 import { canonicalHost, canonicalText, hostHeaderValue, parseAuthority } from '../../policy/index.js';
 import { refuseMalformed, type Authorization, type Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
-import { createHttpForwarder, originForm, type ReservedUpstream } from '../relay/http-forwarder.js';
+import { createHttpForwarder, originForm } from '../relay/http-forwarder.js';
+import { ReservedUpstream, takeReserved } from '../relay/reserved-upstream.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
-import { dropClientBytes, endAfterAnswers, putBackAsWritten } from '../relay/handed-over-socket.js';
+import { dropClientBytes, endAfterAnswers, putBackAsWritten, relayOnItsOwn } from '../relay/handed-over-socket.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { methodOverrides } from '../relay/method-override.js';
@@ -45,13 +46,6 @@ const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
 /** `reserved`: the connection's upstream for its first request (adopt's `upstream`), until that request takes it. */
 type ServedConnection = RedirectedConnection & { busy: number; reserved?: ReservedUpstream };
-
-/** The connection's reserved upstream, taken out by its first request (the caller uses or closes it). */
-function takeReserved(connection: ServedConnection): ReservedUpstream | undefined {
-  const reserved = connection.reserved;
-  connection.reserved = undefined;
-  return reserved;
-}
 
 /**
  * `path`: the origin-form target (an absolute-form one reduced to its path). Not ok: a request that could name two hosts,
@@ -154,7 +148,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     // Only the first request may take the reserved upstream, and only to forward it; whatever else happens it is closed.
     let reserved = takeReserved(connection);
     const dropReserved = () => {
-      reserved?.socket.destroy();
+      reserved?.close();
       reserved = undefined;
     };
     const target = targetOf(req);
@@ -202,22 +196,26 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
 
   // WebSocket: decided like any request; the connection becomes a byte relay only once upstream answers 101.
   const onUpgrade = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
-    // A WebSocket upgrade connects on its own (relayWebSocket), and an h2c one is read again as a plain request.
-    takeReserved(connection)?.socket.destroy();
     if (req.headers.upgrade?.trim().toLowerCase() !== 'websocket') {
-      // h2c and the like: served as the plain HTTP/1.1 request it also is, read again without the upgrade headers.
+      // h2c and the like: served as the plain HTTP/1.1 request it also is, read again without the upgrade headers (the
+      // reserved upstream left for it: until 2026-12-03 it was closed here and the request connected again).
       return readAgainWithoutUpgrade(req, socket, head, () => serve(socket, connection));
     }
+    // The reserved upstream goes to a WebSocket upgrade as to a plain request (onRequest): the first request only.
+    const reserved = takeReserved(connection);
     const target = targetOf(req);
     connection.busy++; // for good: an upgraded connection is never idle between requests
     decideRequest(target, connection)
       .then(async (auth) => {
-        if (auth.action !== 'forward')
+        if (auth.action !== 'forward') {
+          reserved?.close();
           return endUpgrade(socket, auth.action === 'fail' ? auth.status : target.ok ? 403 : 400, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
+        }
         // One that could name two hosts, relayed in audit mode: its target as the client sent it.
-        await relayWebSocket(req, socket, head, auth, target.ok ? target.path : req.url);
+        await relayWebSocket(req, socket, head, auth, target.ok ? target.path : req.url, reserved);
       })
       .catch((err: Error) => {
+        reserved?.close();
         events.log.warn({ err: err.message, client: connection.client }, 'transparent WebSocket upgrade failed');
         endUpgrade(socket, 502, 'egress-guard could not relay this upgrade');
       });
@@ -231,7 +229,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
    * connection with no answer and no event, in audit mode too.
    */
   const onConnect = (req: InspectedRequest, socket: net.Socket, head: Buffer, connection: ServedConnection) => {
-    takeReserved(connection)?.socket.destroy();
+    takeReserved(connection)?.close();
     socket.on('error', () => socket.destroy());
     // The CONNECT as written and what followed it: relayed in audit mode, and counted in its close event there (written
     // upstream ahead of the relay, they were not); read and dropped when refused.
@@ -247,30 +245,13 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       .then(async (auth) => {
         if (auth.action !== 'forward')
           return endUpgrade(socket, auth.action === 'fail' ? auth.status : 400, auth.action === 'fail' ? auth.message : auth.decision.message, auth.event.id);
-        await relayConnect(socket, auth);
+        // Its head as the client sent it (put back on the socket), then the bytes both ways (the proxy's answer included).
+        await relayOnItsOwn(socket, auth, options);
       })
       .catch((err: Error) => {
         events.log.warn({ err: err.message, client: connection.client }, 'transparent CONNECT failed');
         endUpgrade(socket, 502, 'egress-guard could not relay this CONNECT');
       });
-  };
-
-  /** A CONNECT relayed in audit mode: its head as the client sent it (put back on the socket), then the bytes both ways (the proxy's answer included). */
-  const relayConnect = async (socket: net.Socket, auth: Forward) => {
-    let upstream: net.Socket;
-    try {
-      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
-    } catch (err) {
-      const failure = UpstreamConnectError.from(err);
-      auth.connection.close({ bytesIn: 0, bytesOut: 0, status: failure.status, error: failure.error });
-      throw err;
-    }
-    if (socket.destroyed) {
-      upstream.destroy();
-      auth.connection.close({ bytesIn: 0, bytesOut: 0, error: 'client-aborted' });
-      return;
-    }
-    splice(socket, upstream, { ...relayTimeouts(options), onClose: (result) => auth.connection.close(result) });
   };
 
   /** An upgrade answered here (refused, or failed): the answer, then what the client sends is dropped until it ends. */
@@ -294,6 +275,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
 
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400, in either mode. */
   const onMalformed = (req: InspectedRequest, res: RawResponse, why: string, connection: ServedConnection) => {
+    takeReserved(connection)?.close();
     const { address, port } = connection.destination;
     const ip = addressText(address);
     const named = parseAuthority(req.headers.host?.trim() ?? '', port);
@@ -330,13 +312,14 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     });
   };
 
-  const relayWebSocket = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward, path: string) => {
+  /** `reserved`: the connection's reserved upstream, sent on when it goes to the upgrade's address and port (else closed). */
+  const relayWebSocket = async (req: InspectedRequest, socket: net.Socket, head: Buffer, auth: Forward, path: string, reserved: ReservedUpstream | undefined) => {
     const authority = decidedAuthority(auth);
     const close = (bytesIn: number, bytesOut: number, error?: CloseError, status?: number) =>
       auth.connection.close({ bytesIn, bytesOut, ...(status !== undefined && { status }), ...(error && { error }) });
     let upstream: net.Socket;
     try {
-      upstream = await connectUpstream(auth.address, auth.port, options.connectTimeoutMs);
+      upstream = reserved?.claim(auth.address, auth.port) ?? (await connectUpstream(auth.address, auth.port, options.connectTimeoutMs));
     } catch (err) {
       const failure = UpstreamConnectError.from(err);
       close(0, 0, failure.error, failure.status);
@@ -380,14 +363,14 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
 
   return {
     adopt(socket, connection, upstream) {
-      const reserved = upstream && !socket.destroyed ? forwarder.reserve(upstream, connection.destination.address, connection.destination.port) : undefined;
+      const reserved = upstream && !socket.destroyed ? ReservedUpstream.reserve(upstream, connection.destination.address, connection.destination.port) : undefined;
       if (upstream && !reserved) upstream.destroy();
       const served: ServedConnection = { ...connection, busy: 0, ...(reserved && { reserved }) };
       connections.set(socket, served);
       socket.once('close', () => {
         connections.delete(socket);
         // A client that went (or was refused as malformed) before its first request took the reserved upstream.
-        takeReserved(served)?.socket.destroy();
+        takeReserved(served)?.close();
       });
       serve(socket, served);
       // The peek left the socket paused; a paused socket does not flow for the reader's listeners by itself.

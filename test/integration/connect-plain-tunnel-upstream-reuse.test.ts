@@ -11,14 +11,19 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { runProcess, startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
+import { openTunnel } from '../helpers/raw-client.js';
+import { serveWebSocketEcho, webSocketExchange } from '../helpers/websocket.js';
 
 interface Accepted {
   requests: string[];
   closed: boolean;
 }
 
-/** An HTTP server on loopback recording each connection it accepts and the requests on it; `close`: answers with Connection: close. */
-async function countingServer(close = false): Promise<{ port: number; connections: Accepted[]; stop: () => void }> {
+/**
+ * An HTTP server on loopback recording each connection it accepts and the requests on it; `close`: answers with
+ * Connection: close; `webSocket`: upgrades WebSocket requests and echoes their messages (recorded as `UPGRADE path`).
+ */
+async function countingServer(close = false, webSocket = false): Promise<{ port: number; connections: Accepted[]; stop: () => void }> {
   const connections: Accepted[] = [];
   const bySocket = new Map<Socket, Accepted>();
   const server = http.createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
@@ -27,6 +32,10 @@ async function countingServer(close = false): Promise<{ port: number; connection
     if (close) res.setHeader('Connection', 'close');
     req.on('end', () => res.end(`ok ${req.url}\n`));
   });
+  if (webSocket) {
+    server.on('upgrade', (req: http.IncomingMessage) => bySocket.get(req.socket)?.requests.push(`UPGRADE ${req.url}`));
+    serveWebSocketEcho(server, () => undefined);
+  }
   server.on('connection', (socket: Socket) => {
     const accepted: Accepted = { requests: [], closed: false };
     connections.push(accepted);
@@ -54,8 +63,8 @@ for (const relay of ['kernel', 'js'] as const) {
   describe(`${relay} relay: plain HTTP through CONNECT reuses the tunnel's upstream connection`, () => {
     let guard: EgressGuardProcess;
     const servers: { stop: () => void }[] = [];
-    const server = async (close = false) => {
-      const started = await countingServer(close);
+    const server = async (close = false, webSocket = false) => {
+      const started = await countingServer(close, webSocket);
       servers.push(started);
       return started;
     };
@@ -138,14 +147,60 @@ for (const relay of ['kernel', 'js'] as const) {
       const result = await curlTunnelled([`http://one.test:${port}/ws`], ['-H', 'Connection: Upgrade', '-H', 'Upgrade: websocket', '-H', 'Sec-WebSocket-Version: 13']);
       assert.equal(result.stdout, '200\n', result.stderr);
       await guard.waitFor((l) => l.event === 'close' && l.error === 'not-upgraded' && l.status === 200);
-      // The tunnel's own connection (unused: an upgrade has a connection of its own) and the upgrade's, both closed.
-      await settled(() => connections.length === 2 && connections.every((c) => c.closed));
+      // The tunnel's own connection, which carried the upgrade (until 2026-12-03 it was closed unused and the upgrade
+      // connected again), closed.
+      await settled(() => connections.every((c) => c.closed));
       assert.deepEqual(
         connections.map((c) => [c.requests, c.closed]),
-        [
-          [[], true],
-          [['GET /ws'], true],
-        ],
+        [[['GET /ws'], true]],
+      );
+    });
+
+    /** A tunnel to one.test:`port` whose first request is a WebSocket upgrade (Host `host`) and one message (`path`). */
+    const webSocketFirst = async (port: number, host: string, path: string) => {
+      const tunnel = await openTunnel(guard.port, `one.test:${port}`);
+      assert.equal(tunnel.status, 200, tunnel.response);
+      return webSocketExchange(tunnel.socket, { host, path, message: path });
+    };
+
+    test('a WebSocket upgrade as the first request: sent on the tunnel connection (the server accepts one), echoed, then both closed', async () => {
+      // Until 2026-12-03 the reservation was wired to the forwarder's pool at once, where no upgrade can go: it was closed
+      // unused and the upgrade connected again (two connections at the server for one tunnel).
+      const { port, connections } = await server(false, true);
+      const ws = await webSocketFirst(port, `one.test:${port}`, '/ws-first');
+      assert.deepEqual([ws.status, ws.accepted, ws.echoed, ws.closed], [101, true, 'echo: /ws-first', true], ws.head);
+      const decision = await guard.waitFor((l) => l.event === 'decision' && l.path === '/ws-first' && l.port === port);
+      const close = await guard.waitFor((l) => l.event === 'close' && l.id === decision.id);
+      assert.deepEqual([close.status, close.error], [101, undefined], JSON.stringify(close));
+      await settled(() => connections.every((c) => c.closed));
+      assert.deepEqual(
+        connections.map((c) => [c.requests, c.closed]),
+        [[['UPGRADE /ws-first'], true]],
+      );
+    });
+
+    test('a WebSocket upgrade refused as the first request (a Host of another site): nothing reaches the server, the tunnel connection is closed', async () => {
+      const { port, connections } = await server(false, true);
+      const ws = await webSocketFirst(port, 'other.test', '/ws-refused');
+      assert.equal(ws.status, 421, ws.head);
+      await settled(() => connections.every((c) => c.closed));
+      assert.ok(
+        connections.every((c) => c.closed),
+        'the tunnel connection was left open',
+      );
+      assert.deepEqual(
+        connections.map((c) => c.requests),
+        [[]],
+      );
+    });
+
+    test('an h2c upgrade as the first request (curl --http2): served as the plain request it also is, on the tunnel connection', async () => {
+      const { port, connections } = await server();
+      const result = await curlTunnelled([`http://one.test:${port}/h2c-first`], ['--http2']);
+      assert.equal(result.stdout, '200\n', result.stderr);
+      assert.deepEqual(
+        connections.map((c) => c.requests),
+        [['GET /h2c-first']],
       );
     });
 

@@ -261,6 +261,48 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     assert.ok(seen.includes(`upgrade allowed.test:${upstreamPort} /ws`));
   });
 
+  test("the first request of a connection with a reserved upstream (a silent client's tunnel): a WebSocket upgrade, or an h2c one served plain, goes on that upstream, not a second connection", async () => {
+    // The listener is handed the connection with an upstream connected for it, as the transparent listener hands a silent
+    // client over (server.ts, reuseUpstream). Until 2026-12-03 an upgrade closed it unused and connected again.
+    const accepted: number[] = [];
+    const onConnection = (socket: net.Socket) => accepted.push(socket.remotePort!);
+    upstream.on('connection', onConnection);
+    const plainHttp = createTransparentHttp(options);
+    const reservedPorts: number[] = [];
+    const reservingFront = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.pause();
+      const reserved = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true }, () => {
+        reservedPorts.push(reserved.localPort!);
+        plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: upstreamPort, family: 4 } }, reserved);
+      });
+      reserved.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((r) => reservingFront.listen(0, '127.0.0.1', r));
+    const port = (reservingFront.address() as net.AddressInfo).port;
+    const host = `allowed.test:${upstreamPort}`;
+    try {
+      const ws = await rawExchange(port, `GET /ws-reserved HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nping-reserved`, {
+        untilText: 'ping-reserved',
+      });
+      assert.match(ws, /^HTTP\/1\.1 101 [^]*\r\n\r\nping-reserved$/, ws);
+      const h2c = await rawExchange(
+        port,
+        `GET /h2c-reserved HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`,
+        {
+          untilText: 'hello from',
+        },
+      );
+      assert.match(h2c, /^HTTP\/1\.1 200 [^]*hello from allowed\.test/, h2c);
+      assert.ok(seen.includes(`upgrade ${host} /ws-reserved`) && seen.includes(`${host} /h2c-reserved`), JSON.stringify(seen));
+      // Each exchange took the connection reserved for it: the server accepted those two and no other.
+      assert.equal(reservedPorts.length, 2);
+      assert.deepEqual(accepted, reservedPorts);
+    } finally {
+      upstream.off('connection', onConnection);
+      reservingFront.close();
+    }
+  });
+
   test('an upgrade upstream refuses is answered, and nothing the client sends after it is relayed', async () => {
     const r = await exchange(frontPort, [
       `GET /no-ws HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: attacker.test\r\n\r\n`,
@@ -386,6 +428,55 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
       }
     } finally {
       policy = before;
+    }
+  });
+
+  test('an audit-mode CONNECT whose destination refuses: the connection ends with no answer, as the refusal would have ended it; the close event says why', async () => {
+    // Until 2026-12-03 egress-guard answered 502 in the destination's place (with no event id), which the client read
+    // as its own proxy's answer to the CONNECT; the inspector's relay of a plain tunnel's CONNECT closed it already.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const unused = net.createServer();
+    await new Promise<void>((r) => unused.listen(0, '127.0.0.1', r));
+    const refusingPort = (unused.address() as net.AddressInfo).port;
+    await new Promise((r) => unused.close(r));
+    const plainHttp = createTransparentHttp(options);
+    const refusingFront = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.pause();
+      plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: refusingPort, family: 4 } });
+    });
+    await new Promise<void>((r) => refusingFront.listen(0, '127.0.0.1', r));
+    try {
+      policy = buildPolicy({
+        mode: { value: 'audit', origin },
+        'allowed-endpoints': { value: `allowed.test:${upstreamPort}`, origin },
+        'trusted-ranges': { value: '127.0.0.0/8', origin },
+      });
+      const target = 'elsewhere-refused.test:443';
+      const client = net.connect((refusingFront.address() as net.AddressInfo).port, '127.0.0.1');
+      const seenByClient = await new Promise<{ text: string; ended: string }>((resolve) => {
+        let text = '';
+        const finish = (ended: string) => {
+          clearTimeout(timer);
+          client.destroy();
+          resolve({ text, ended });
+        };
+        const timer = setTimeout(() => finish('still open after 5 s'), 5000);
+        client.on('connect', () => client.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\nping`));
+        client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+        client.on('error', (err: NodeJS.ErrnoException) => finish(err.code ?? 'error'));
+        client.on('close', () => finish('closed'));
+      });
+      assert.deepEqual(seenByClient, { text: '', ended: 'closed' });
+      const decision = decisions.find((d) => d.method === 'CONNECT' && d.host === 'elsewhere-refused.test');
+      assert.deepEqual([decision?.reason, decision?.decision, decision?.port], ['ambiguous-host', 'would-block', refusingPort]);
+      const deadline = Date.now() + 5000;
+      while (!closes.some((c) => c.id === decision?.id) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      const close = closes.find((c) => c.id === decision?.id);
+      assert.deepEqual([close?.error, close?.status, close?.bytes_in, close?.bytes_out], ['upstream-refused', 502, 0, 0], JSON.stringify(close));
+    } finally {
+      policy = before;
+      refusingFront.close();
     }
   });
 
