@@ -16,6 +16,7 @@ import { dropClientBytes, endAfterAnswers, putBackAsWritten } from './handed-ove
 import type { HttpForwarder, ReservedUpstream } from './http-forwarder.js';
 import type { RawResponse } from './raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
+import { requestLeniency } from './request-leniency.js';
 
 /**
  * TLS inspection of hosts with method or path rules (issue 13). A connection already decided (CONNECT, or a
@@ -67,7 +68,11 @@ export interface InspectedConnection {
  * An inspected connection as the inspector keeps it: the Host header value last found to name the connection's
  * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again.
  */
-type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[]; reserved?: ReservedUpstream };
+/**
+ * `lenientFlags`: how its requests are read (request-leniency.ts), from the policy's mode when it was adopted, for all
+ * of them (read again after an h2c upgrade request too).
+ */
+type ConnectionState = InspectedConnection & { lenientFlags: number; sameHostHeader?: string; addresses?: string[]; reserved?: ReservedUpstream };
 
 /** The connection's reserved upstream, for its first request only: taken out (the caller uses or closes it). */
 function takeReserved(connection: ConnectionState): ReservedUpstream | undefined {
@@ -184,6 +189,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       idleTimeoutMs: options.idleTimeoutMs,
       answerHalfClosed: connection.plain === true,
       halfCloseTimeoutMs: halfCloseTimeoutOf(options),
+      lenientFlags: connection.lenientFlags,
     });
     readers.set(socket, reader);
     socket.once('close', () => {
@@ -417,6 +423,8 @@ export function createInspector(options: InspectorOptions): Inspector {
 
   return {
     adopt(socket, { upstream, ...connection }) {
+      // The mode now, when the connection begins, says how all its requests are read (a reload changes their decisions).
+      const lenientFlags = requestLeniency(options.policy().mode);
       // Until it is known to carry plain HTTP (read as the pool reads its connections from then on), unread and closed on error.
       upstream?.on('error', () => upstream.destroy());
       // The outer connection's bytes are the client socket's, encrypted; each request counts its own.
@@ -429,7 +437,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           socket.once('close', () => close());
           const reserved = upstream && !socket.destroyed ? options.forwarder.reserve(upstream, connection.address, connection.port) : undefined;
           if (upstream && !reserved) upstream.destroy();
-          serve(socket, { ...connection, plain: true, ...(reserved && { reserved }) });
+          serve(socket, { ...connection, lenientFlags, plain: true, ...(reserved && { reserved }) });
           return false;
         }
         // Not plain HTTP (the tunnel's gate hands over only that): its requests would go over TLS connections of their own.
@@ -449,7 +457,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           let handshaken = false;
           secure.once('secure', () => {
             handshaken = true;
-            serve(secure, { ...connection });
+            serve(secure, { ...connection, lenientFlags });
           });
           secure.on('error', (err: NodeJS.ErrnoException) => {
             if (!handshaken) close(handshakeFailure(err, connection));

@@ -13,6 +13,7 @@ import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
 import { dropClientBytes, endAfterAnswers, putBackAsWritten } from '../relay/handed-over-socket.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import { requestLeniency } from '../relay/request-leniency.js';
 import { methodOverrides } from '../relay/method-override.js';
 import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
 import { authorizeAmbiguous, authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
@@ -44,7 +45,11 @@ export interface TransparentHttp {
 const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
 /** `reserved`: the connection's upstream for its first request (adopt's `upstream`), until that request takes it. */
-type ServedConnection = RedirectedConnection & { busy: number; reserved?: ReservedUpstream };
+/**
+ * `lenientFlags`: how its requests are read (request-leniency.ts), from the policy's mode when it was adopted, for all
+ * of them (read again after an h2c upgrade request too).
+ */
+type ServedConnection = RedirectedConnection & { busy: number; lenientFlags: number; reserved?: ReservedUpstream };
 
 /** The connection's reserved upstream, taken out by its first request (the caller uses or closes it). */
 function takeReserved(connection: ServedConnection): ReservedUpstream | undefined {
@@ -300,6 +305,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       answerHalfClosed: true,
       halfCloseTimeoutMs: halfCloseTimeoutOf(options),
+      lenientFlags: connection.lenientFlags,
     });
   };
 
@@ -355,7 +361,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     adopt(socket, connection, upstream) {
       const reserved = upstream && !socket.destroyed ? forwarder.reserve(upstream, connection.destination.address, connection.destination.port) : undefined;
       if (upstream && !reserved) upstream.destroy();
-      const served: ServedConnection = { ...connection, busy: 0, ...(reserved && { reserved }) };
+      const served: ServedConnection = { ...connection, busy: 0, lenientFlags: requestLeniency(options.policy().mode), ...(reserved && { reserved }) };
       connections.set(socket, served);
       socket.once('close', () => {
         connections.delete(socket);
