@@ -79,8 +79,12 @@ export function versionlessRequestLine(head: Buffer): boolean {
   return target.startsWith('/') || target === '*' || /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target) || (method.toUpperCase() === 'CONNECT' && AUTHORITY.test(target));
 }
 
+/**
+ * Whether a head has ended: a blank line, each of the two line ends with or without its CR (a server that takes a bare
+ * LF for a line end, nginx, reads `Host: x\n\r\n` as a whole head, and so does the request reader in audit mode).
+ */
 export function headersComplete(head: Buffer): boolean {
-  return head.includes('\r\n\r\n') || head.includes('\n\n');
+  return head.includes('\r\n\r\n') || head.includes('\n\n') || head.includes('\n\r\n');
 }
 
 export interface PeekedHttpRequest {

@@ -14,6 +14,7 @@ import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder
 import type { Inspector } from '../relay/inspection.js';
 import { sendProxyError, writeRawError } from '../relay/error-response.js';
 import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import { requestLeniency } from '../relay/request-leniency.js';
 import { methodOverrides } from '../relay/method-override.js';
 import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
 import type { RawResponse } from '../relay/raw-response.js';
@@ -319,6 +320,8 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       idleOnlyBetweenRequests: true,
       answerHalfClosed: true,
       halfCloseTimeoutMs: halfCloseTimeoutOf(options),
+      // The mode when the connection begins says how all its requests are read (a reload changes their decisions).
+      lenientFlags: requestLeniency(options.policy().mode),
     });
     readers.set(socket, reader);
     socket.once('close', () => readers.delete(socket));

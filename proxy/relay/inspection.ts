@@ -26,6 +26,7 @@ import type { HttpForwarder } from './http-forwarder.js';
 import { ReservedUpstream, takeReserved } from './reserved-upstream.js';
 import type { RawResponse } from './raw-response.js';
 import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from './request-reader.js';
+import { requestLeniency } from './request-leniency.js';
 
 /**
  * TLS inspection of hosts with method or path rules (issue 13). A connection already decided (CONNECT, or a
@@ -75,9 +76,11 @@ export interface InspectedConnection {
 
 /**
  * An inspected connection as the inspector keeps it: the Host header value last found to name the connection's
- * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again.
+ * host, so a keep-alive connection's requests (which repeat it) are not parsed and canonicalised again; `lenientFlags`,
+ * how its requests are read (request-leniency.ts), from the policy's mode when it was adopted, for all of them (read
+ * again after an h2c upgrade request too).
  */
-type ConnectionState = InspectedConnection & { sameHostHeader?: string; addresses?: string[]; reserved?: ReservedUpstream };
+type ConnectionState = InspectedConnection & { lenientFlags: number; sameHostHeader?: string; addresses?: string[]; reserved?: ReservedUpstream };
 
 /** What one request of an inspected connection comes to: authorize()'s answer, or a 421 for a Host of another site. */
 /**
@@ -194,6 +197,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       idleTimeoutMs: options.idleTimeoutMs,
       answerHalfClosed: connection.plain === true,
       halfCloseTimeoutMs: halfCloseTimeoutOf(options),
+      lenientFlags: connection.lenientFlags,
     });
     readers.set(socket, reader);
     socket.once('close', () => {
@@ -420,6 +424,8 @@ export function createInspector(options: InspectorOptions): Inspector {
 
   return {
     adopt(socket, { upstream, ...connection }) {
+      // The mode now, when the connection begins, says how all its requests are read (a reload changes their decisions).
+      const lenientFlags = requestLeniency(options.policy().mode);
       // Until it is known to carry plain HTTP (read as the pool reads its connections from then on), unread and closed on error.
       upstream?.on('error', () => upstream.destroy());
       // The outer connection's bytes are the client socket's, encrypted; each request counts its own.
@@ -432,7 +438,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           socket.once('close', () => close());
           const reserved = upstream && !socket.destroyed ? ReservedUpstream.reserve(upstream, connection.address, connection.port) : undefined;
           if (upstream && !reserved) upstream.destroy();
-          serve(socket, { ...connection, plain: true, ...(reserved && { reserved }) });
+          serve(socket, { ...connection, lenientFlags, plain: true, ...(reserved && { reserved }) });
           return false;
         }
         // Not plain HTTP (the tunnel's gate hands over only that): its requests would go over TLS connections of their own.
@@ -452,7 +458,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           let handshaken = false;
           secure.once('secure', () => {
             handshaken = true;
-            serve(secure, { ...connection });
+            serve(secure, { ...connection, lenientFlags });
           });
           secure.on('error', (err: NodeJS.ErrnoException) => {
             if (!handshaken) close(handshakeFailure(err, connection));

@@ -3,8 +3,9 @@ import type { Duplex } from 'node:stream';
 
 /**
  * node's own HTTP/1 parser (llhttp, `_http_common`'s HTTPParser), driven without node's client or server: by
- * upstream-connection.ts for responses and request-reader.ts for requests. Strict (no lenient flags), node's
- * default header size limit; the callbacks are set by number (kOnHeaders...), as node's own code does.
+ * upstream-connection.ts for responses and request-reader.ts for requests. Strict (no lenient flags) but for the
+ * requests of an audit-mode connection (request-leniency.ts), node's default header size limit; the callbacks are set
+ * by number (kOnHeaders...), as node's own code does.
  */
 export interface HttpParser {
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
@@ -30,6 +31,8 @@ interface HttpParserClass {
   readonly kOnMessageComplete: number;
   readonly kOnExecute: number;
   readonly kLenientNone: number;
+  readonly kLenientOptionalCRBeforeLF: number;
+  readonly kLenientOptionalLFAfterCR: number;
 }
 
 const httpCommon = createRequire(import.meta.url)('_http_common') as {

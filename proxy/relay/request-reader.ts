@@ -7,7 +7,7 @@ import { RawResponse, type ResponseOwner } from './raw-response.js';
 
 /**
  * The requests of one client connection read without node's `http.Server`: node's own llhttp parser
- * (`_http_common`'s HTTPParser, REQUEST mode, strict, node's header size limit), as upstream-connection.ts reads
+ * (`_http_common`'s HTTPParser, REQUEST mode, strict unless told, node's header size limit), as upstream-connection.ts reads
  * responses, and for each request an `InspectedRequest` (its head, its body as a small stream) and a
  * `RawResponse` (raw-response.ts) instead of `IncomingMessage` and `ServerResponse`. What node's server did per
  * connection is kept, in its order (node 20's `_http_server.js`): every request is handed over as soon as its head
@@ -274,6 +274,9 @@ export interface RequestHandlers {
   malformed?(req: InspectedRequest, res: RawResponse, message: string): void;
 }
 
+/** A blank line, for a head whose own llhttp ate (`blankLineEaten`). */
+const BLANK_LINE = Buffer.from('\n', 'latin1');
+
 /** The HTTP/2 client connection preface (RFC 9113 3.4), which llhttp reads whole before it pauses on it. */
 const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -306,6 +309,11 @@ export interface RequestReaderOptions {
    * `keepAliveTimeoutSet`, reset in parserOnIncoming). Without it, `idleTimeoutMs` is both.
    */
   keepAliveTimeoutMs?: number;
+  /**
+   * llhttp's lenient flags for this connection's requests (request-leniency.ts: the bare line ends audit mode reads);
+   * strict without.
+   */
+  lenientFlags?: number;
 }
 
 /** One client connection's requests, read and answered in order. */
@@ -354,6 +362,9 @@ export class RequestReader implements ResponseOwner {
   private nativeRead: NativeRead | undefined;
   private pendingHeaders: string[] = [];
   private pendingUrl = '';
+  /** The last two bytes parsed, when reading bare line ends (`lenientFlags`), and whether a head was given its blank line. */
+  private lastTwoBytes = '';
+  private blankLineGiven = false;
   private readonly onData = (data: Buffer) => this.read(data);
   private readonly onEnd = () => this.ended();
   private readonly onClose = () => this.closed();
@@ -383,10 +394,11 @@ export class RequestReader implements ResponseOwner {
     private readonly options: RequestReaderOptions,
   ) {
     const parser = this.parser;
-    parser.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, 0, HTTPParser.kLenientNone);
+    parser.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, 0, options.lenientFlags ?? HTTPParser.kLenientNone);
     parser[HTTPParser.kOnMessageBegin] = () => {
       this.midMessage = true;
       this.headStartedAt = Date.now();
+      this.blankLineGiven = false;
     };
     parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
       for (const h of headers) this.pendingHeaders.push(h);
@@ -474,10 +486,24 @@ export class RequestReader implements ResponseOwner {
       }
       return this.parseFailed(err);
     }
+    if (this.options.lenientFlags && this.blankLineEaten(data ?? this.parser.getCurrentBuffer())) return this.executed(this.parser.execute(BLANK_LINE), BLANK_LINE);
     if (this.lastRead) return this.endAfterAnswers();
     const req = this.incoming;
     if (req?.upgrade) return this.handOver(req, (data ?? this.parser.getCurrentBuffer()).subarray(ret));
     if (req?.method === 'PRI') this.socket.destroy();
+  }
+
+  /**
+   * llhttp 9, reading bare line ends, takes the LF after a request line's bare LF for the one a CR waits for: a head
+   * without header lines (`GET / HTTP/1.0\n\n`, `printf ... | nc`) never ended, and the client waited for its answer.
+   * True when that happened (a head is under way and the bytes so far end in two LFs, which end any head otherwise):
+   * the blank line is to be given again, once.
+   */
+  private blankLineEaten(bytes: Buffer): boolean {
+    this.lastTwoBytes = (this.lastTwoBytes + bytes.toString('latin1', Math.max(0, bytes.length - 2))).slice(-2);
+    if (this.headStartedAt === 0 || this.blankLineGiven || this.lastTwoBytes !== '\n\n') return false;
+    this.blankLineGiven = true;
+    return true;
   }
 
   /**

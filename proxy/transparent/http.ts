@@ -14,6 +14,7 @@ import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
 import { dropClientBytes, endAfterAnswers, putBackAsWritten, relayOnItsOwn } from '../relay/handed-over-socket.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
+import { requestLeniency } from '../relay/request-leniency.js';
 import { methodOverrides } from '../relay/method-override.js';
 import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
 import { addressText, authorizeAmbiguous, authorizeTransparent, type TransparentAuthorizeContext } from '../../decision/attribution.js';
@@ -44,8 +45,12 @@ export interface TransparentHttp {
 /** The largest upstream response head read before a WebSocket upgrade is relayed. */
 const MAX_UPGRADE_RESPONSE_HEAD = 16 * 1024;
 
-/** `reserved`: the connection's upstream for its first request (adopt's `upstream`), until that request takes it. */
-type ServedConnection = RedirectedConnection & { busy: number; reserved?: ReservedUpstream };
+/**
+ * `reserved`: the connection's upstream for its first request (adopt's `upstream`), until that request takes it;
+ * `lenientFlags`: how its requests are read (request-leniency.ts), from the policy's mode when it was adopted, for all
+ * of them (read again after an h2c upgrade request too).
+ */
+type ServedConnection = RedirectedConnection & { busy: number; lenientFlags: number; reserved?: ReservedUpstream };
 
 /**
  * `path`: the origin-form target (an absolute-form one reduced to its path). Not ok: a request that could name two hosts,
@@ -309,6 +314,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       answerHalfClosed: true,
       halfCloseTimeoutMs: halfCloseTimeoutOf(options),
+      lenientFlags: connection.lenientFlags,
     });
   };
 
@@ -365,7 +371,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     adopt(socket, connection, upstream) {
       const reserved = upstream && !socket.destroyed ? ReservedUpstream.reserve(upstream, connection.destination.address, connection.destination.port) : undefined;
       if (upstream && !reserved) upstream.destroy();
-      const served: ServedConnection = { ...connection, busy: 0, ...(reserved && { reserved }) };
+      const served: ServedConnection = { ...connection, busy: 0, lenientFlags: requestLeniency(options.policy().mode), ...(reserved && { reserved }) };
       connections.set(socket, served);
       socket.once('close', () => {
         connections.delete(socket);

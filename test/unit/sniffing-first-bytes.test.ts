@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
 import { peekFirstBytes, type PeekResult } from '../../net/sniffing/first-bytes.js';
-import { parseHttpHead } from '../../net/sniffing/http-head.js';
+import { headersComplete, parseHttpHead } from '../../net/sniffing/http-head.js';
 import { clientHelloFor, clientHelloWithEch, splitClientHello, sslv2ClientHello } from '../helpers/tls-client-hello.js';
 
 /**
@@ -164,6 +164,17 @@ describe('peek edge cases', () => {
     const peek = await peekOf(['\r\n\r\nGET /x HTTP/1.1\r\nHost: crlf.test\r\n\r\n'], 0, 500);
     assert.equal(peek.protocol, 'http');
     assert.equal(peek.protocol === 'http' && peek.request?.host, 'crlf.test');
+  });
+
+  test('a head whose lines end in a bare LF is whole at its blank line, ended with or without its CR (nginx reads both)', async () => {
+    // `\n\r\n` was not taken for the head's end: a plain tunnel's peek waited for more until its idle timeout.
+    for (const ending of ['\r\n\r\n', '\n\n', '\n\r\n', '\r\n\n']) {
+      assert.equal(headersComplete(Buffer.from(`GET /x HTTP/1.1\nHost: lf.test${ending}`)), true, JSON.stringify(ending));
+      const peek = await peekOf([`GET /x HTTP/1.1\nHost: lf.test${ending}`], 0, 2000);
+      assert.equal(peek.protocol === 'http' && peek.request?.host, 'lf.test', JSON.stringify(ending));
+    }
+    for (const unfinished of ['\r\n', '\n', '\r\n\r', '\n\r'])
+      assert.equal(headersComplete(Buffer.from(`GET /x HTTP/1.1\nHost: lf.test${unfinished}`)), false, JSON.stringify(unfinished));
   });
 
   test('a request line after white space (tabs, spaces, empty lines) is HTTP: Varnish skips all of it', async () => {

@@ -1,0 +1,354 @@
+/**
+ * Requests whose lines end in a bare LF (`GET / HTTP/1.1\nHost: x\n\n`: hand-written clients, `printf ... | nc`), which
+ * nginx and Python's http.server answer (RFC 9112 2.2 lets a recipient take a lone LF for a line end). egress-guard's
+ * request reader refused them 400 in audit mode too (llhttp, strict), so a job that worked without egress-guard broke
+ * under it. In audit mode each listener reads them now, on every path (the explicit proxy, a plain CONNECT tunnel,
+ * inspected TLS, a redirected connection), decides them as any request, and sends upstream the head it writes itself
+ * (CRLF). Block mode still refuses them 400, and audit mode still refuses what could smuggle a request (Content-Length
+ * with Transfer-Encoding, a CR inside a header line, a control byte in a header value). Raw sockets; the explicit proxy
+ * and the plain tunnel through the real CLI; inspected TLS and the transparent listener in-process (the mode switched
+ * between connections, as a policy reload does; the transparent listener's iptables redirection is the e2e suite's).
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { after, before, describe, test } from 'node:test';
+import { loadCertificateAuthority } from '../../certs/ca-store.js';
+import { createCertificateAuthority } from '../../certs/certificates.js';
+import { LeafIssuer } from '../../certs/leaf-issuer.js';
+import type { DecisionEvent, EgressEvent } from '../../events/schema.js';
+import { EventLog } from '../../events/event-log.js';
+import { buildPolicy, type Mode, type Policy } from '../../policy/index.js';
+import { AddressBook } from '../../decision/address-book.js';
+import { Resolver } from '../../decision/resolver.js';
+import type { HttpProxyServer } from '../../proxy/explicit/server.js';
+import { createTransparentHttp } from '../../proxy/transparent/http.js';
+import { startEgressGuard, type EgressGuardProcess } from '../helpers/egress-guard-process.js';
+import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
+import { exchangeOnTunnel, openTunnel, rawExchange } from '../helpers/raw-client.js';
+import { leafFor } from '../helpers/servers.js';
+import { tempDir } from '../helpers/temp-dir.js';
+
+/** `target` and `host` in a request whose every line ends in a bare LF. */
+const bareLf = (target: string, host: string) => `GET ${target} HTTP/1.1\nHost: ${host}\nUser-Agent: printf\nConnection: close\n\n`;
+
+/** Bare-LF requests as clients write them: each line, only the header lines, or an HTTP/1.0 one without header lines. */
+const BARE_LF_REQUESTS = [
+  { what: 'every line', request: bareLf },
+  { what: 'its header lines, its blank line CRLF', request: (target: string, host: string) => `GET ${target} HTTP/1.1\r\nHost: ${host}\nConnection: close\n\r\n` },
+  // `printf 'GET / HTTP/1.0\n\n' | nc`: llhttp took the second LF for the first one's missing CR, and waited.
+  { what: 'HTTP/1.0 without header lines', request: (target: string) => `GET ${target} HTTP/1.0\n\n` },
+];
+
+/**
+ * A server that answers bare-LF requests as nginx does (node's parser with its lenient flags), saying which Host and
+ * target it read; `received` keeps every byte each connection sent it, to see what egress-guard wrote upstream.
+ */
+interface LenientServer {
+  port: number;
+  received: string[];
+  close: () => Promise<void>;
+}
+
+async function startLenientServer(): Promise<LenientServer> {
+  const received: string[] = [];
+  const server = http.createServer({ insecureHTTPParser: true }, (req, res) => res.end(`served ${req.headers.host} ${req.url}\n`));
+  server.on('connection', (socket: net.Socket) => {
+    const index = received.push('') - 1;
+    socket.on('data', (chunk: Buffer) => (received[index] += chunk.toString('latin1')));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    received,
+    close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),
+  };
+}
+
+/** What the server received for the request whose target ends in `path`: its head as sent, every line CRLF-ended. */
+function receivedFor(received: string[], path: string): string | undefined {
+  return received.find((bytes) => bytes.includes(`${path} HTTP/1.1\r\n`));
+}
+
+function assertCrlfOnly(head: string): void {
+  assert.doesNotMatch(head, /(^|[^\r])\n/, `a bare LF went upstream: ${JSON.stringify(head)}`);
+}
+
+/** Requests that audit mode still refuses: each could be read two ways by the servers behind (request smuggling). */
+const STILL_REFUSED = [
+  {
+    what: 'Content-Length and Transfer-Encoding together',
+    request: (target: string, host: string) => `POST ${target} HTTP/1.1\nHost: ${host}\nContent-Length: 5\nTransfer-Encoding: chunked\nConnection: close\n\n0\n\nhello`,
+  },
+  { what: 'a CR inside a header line', request: (target: string, host: string) => `GET ${target} HTTP/1.1\nX-A: 1\rHost: ${host}\nConnection: close\n\n` },
+  { what: 'a control byte in a header value', request: (target: string, host: string) => `GET ${target} HTTP/1.1\nHost: ${host}\nX-A: a\x01b\nConnection: close\n\n` },
+];
+
+/** The lenient server, and the CLI in `mode` in front of it (allowed.test at 127.0.0.1), for the suite this is called in. */
+function cliInFront(mode: Mode): { server: LenientServer; guard: EgressGuardProcess; authority: string } {
+  const cli = {} as { server: LenientServer; guard: EgressGuardProcess; authority: string };
+  before(async () => {
+    cli.server = await startLenientServer();
+    cli.authority = `allowed.test:${cli.server.port}`;
+    cli.guard = await startEgressGuard(['--resolve', 'allowed.test=127.0.0.1'], {
+      EGRESS_MODE: mode,
+      EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*',
+      EGRESS_TRUSTED_RANGES: '127.0.0.0/8',
+    });
+  });
+  after(async () => {
+    await cli.guard?.stop();
+    await cli.server?.close();
+  });
+  return cli;
+}
+
+/** `request` (for `path`) to the explicit proxy and on a plain CONNECT tunnel: 400 on both, and the server got neither. */
+async function assertRefusedOnBothPaths(cli: ReturnType<typeof cliInFront>, request: (target: string, host: string) => string, path: string): Promise<void> {
+  const explicit = await rawExchange(cli.guard.port, request(`http://${cli.authority}${path}`, cli.authority));
+  assert.match(explicit, /^HTTP\/1\.1 400 /, explicit);
+  const tunnel = await openTunnel(cli.guard.port, cli.authority);
+  assert.equal(tunnel.status, 200);
+  const inTunnel = await exchangeOnTunnel(tunnel.socket, request(path, cli.authority), '\r\n\r\n');
+  tunnel.socket.destroy();
+  assert.match(inTunnel, /^HTTP\/1\.1 400 /, inTunnel);
+  assert.equal(receivedFor(cli.server.received, path), undefined);
+}
+
+/** The policy of each mode, allowing `allowed` (as a reload to another mode would give). */
+function policiesByMode(allowed: string): Map<Mode, Policy> {
+  const origin = { file: 'test', line: 1 };
+  return new Map(
+    (['audit', 'block'] as const).map((mode) => [
+      mode,
+      buildPolicy({ mode: { value: mode, origin }, 'allowed-endpoints': { value: allowed, origin }, 'trusted-ranges': { value: '127.0.0.0/8', origin } }),
+    ]),
+  );
+}
+
+describe('a request whose lines end in a bare LF: what the server answers without egress-guard', () => {
+  test('the server answers it directly (as nginx and http.server do)', async () => {
+    const server = await startLenientServer();
+    try {
+      const answer = await rawExchange(server.port, bareLf('/direct', `allowed.test:${server.port}`));
+      assert.match(answer, /^HTTP\/1\.1 200 [^]*served allowed\.test:\d+ \/direct\n$/, answer);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('audit mode, through the CLI: a bare-LF request is decided, forwarded with a CRLF head and answered', () => {
+  const cli = cliInFront('audit');
+
+  for (const [index, { what, request }] of BARE_LF_REQUESTS.entries()) {
+    test(`explicit proxy (absolute URI, as HTTP_PROXY clients write it), bare LF ending ${what}`, async () => {
+      const path = `/explicit-bare-lf-${index}`;
+      const answer = await rawExchange(cli.guard.port, request(`http://${cli.authority}${path}?q=1`, cli.authority));
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 200 [^]*served allowed\\.test:\\d+ ${path}\\?q=1\n$`), answer);
+      const decision = await cli.guard.waitFor((l) => l.event === 'decision' && l.path === path);
+      assert.deepEqual([decision.kind, decision.host, decision.port, decision.method, decision.mode], ['http', 'allowed.test', cli.server.port, 'GET', 'audit']);
+      const sent = receivedFor(cli.server.received, `${path}?q=1`);
+      assert.ok(sent, 'the request reached the server');
+      assertCrlfOnly(sent);
+      assert.match(sent, new RegExp(`\r\nHost: ${cli.authority}\r\n`));
+    });
+
+    test(`plain CONNECT tunnel (the inspector reads the requests inside), bare LF ending ${what}`, async () => {
+      const path = `/tunnel-bare-lf-${index}`;
+      const tunnel = await openTunnel(cli.guard.port, cli.authority);
+      assert.equal(tunnel.status, 200);
+      const answer = await exchangeOnTunnel(tunnel.socket, request(path, cli.authority), `${path}\n`);
+      tunnel.socket.destroy();
+      assert.match(answer, new RegExp(`^HTTP/1\\.[01] 200 [^]*served allowed\\.test:\\d+ ${path}\n$`), answer);
+      const decision = await cli.guard.waitFor((l) => l.event === 'decision' && l.path === path);
+      assert.deepEqual([decision.host, decision.port, decision.method, decision.mode], ['allowed.test', cli.server.port, 'GET', 'audit']);
+      const sent = receivedFor(cli.server.received, path);
+      assert.ok(sent, 'the request reached the server');
+      assertCrlfOnly(sent);
+    });
+  }
+
+  for (const { what, request } of STILL_REFUSED) {
+    test(`still refused 400, and nothing reaches the server: ${what}`, async () => {
+      await assertRefusedOnBothPaths(cli, request, `/refused-${what.replace(/\W+/g, '-')}`);
+    });
+  }
+});
+
+describe('block mode, through the CLI: a bare-LF request is still refused 400 (fail closed)', () => {
+  const cli = cliInFront('block');
+
+  test('explicit proxy and plain CONNECT tunnel: 400, nothing reaches the server', async () => {
+    await assertRefusedOnBothPaths(cli, bareLf, '/block-bare-lf');
+  });
+});
+
+describe('redirected plain HTTP (the transparent listener): read leniently when its connection began in audit mode', () => {
+  let server: LenientServer;
+  let front: net.Server;
+  let frontPort: number;
+  let authority: string;
+  let mode: Mode = 'audit';
+  let policies: Map<Mode, Policy>;
+  const decisions: DecisionEvent[] = [];
+
+  before(async () => {
+    server = await startLenientServer();
+    authority = `allowed.test:${server.port}`;
+    policies = policiesByMode(`allowed.test:${server.port}`);
+    const events = new EventLog({ stdout: false });
+    events.subscribe((e: EgressEvent) => {
+      if (e.event === 'decision') decisions.push(e);
+    });
+    const addressBook = new AddressBook();
+    const resolver = new Resolver({ overrides: new Map([['allowed.test', ['127.0.0.1']]]), addressBook });
+    // The policy's mode is read at each call, as a reloaded policy is.
+    const plainHttp = createTransparentHttp({ policy: () => policies.get(mode)!, events, addressBook, resolver, connectTimeoutMs: 2000, idleTimeoutMs: 10_000 });
+    front = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.pause();
+      plainHttp.adopt(socket, { client: `${socket.remoteAddress}:${socket.remotePort}`, destination: { address: '127.0.0.1', port: server.port, family: 4 } });
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    frontPort = (front.address() as net.AddressInfo).port;
+  });
+  after(async () => {
+    front?.close();
+    await server?.close();
+  });
+
+  for (const [index, { what, request }] of BARE_LF_REQUESTS.entries()) {
+    test(`audit mode, bare LF ending ${what}: forwarded with a CRLF head and answered; its decision names its host`, async () => {
+      mode = 'audit';
+      const path = `/transparent-bare-lf-${index}`;
+      const answer = await rawExchange(frontPort, request(path, authority));
+      assert.match(answer, new RegExp(`^HTTP/1\\.[01] 200 [^]*served allowed\\.test:\\d+ ${path}\n$`), answer);
+      const decision = decisions.find((d) => d.path === path);
+      assert.deepEqual([decision?.kind, decision?.host, decision?.port, decision?.method, decision?.mode], ['transparent', 'allowed.test', server.port, 'GET', 'audit']);
+      const sent = receivedFor(server.received, path);
+      assert.ok(sent, 'the request reached the server');
+      assertCrlfOnly(sent);
+    });
+  }
+
+  test('audit mode: a smuggling-prone request is still refused 400', async () => {
+    mode = 'audit';
+    for (const { what, request } of STILL_REFUSED) {
+      const answer = await rawExchange(frontPort, request('/transparent-refused', authority));
+      assert.match(answer, /^HTTP\/1\.1 400 /, `${what}: ${answer}`);
+    }
+    assert.equal(receivedFor(server.received, '/transparent-refused'), undefined);
+  });
+
+  test('block mode: refused 400, nothing reaches the server', async () => {
+    mode = 'block';
+    const answer = await rawExchange(frontPort, bareLf('/transparent-block', authority));
+    assert.match(answer, /^HTTP\/1\.1 400 /, answer);
+    assert.equal(receivedFor(server.received, '/transparent-block'), undefined);
+  });
+
+  test('the mode is the one when the connection began: a connection opened in audit mode stays lenient after a switch to block', async () => {
+    mode = 'audit';
+    const socket = net.connect(frontPort, '127.0.0.1');
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    const answered = (count: number) =>
+      new Promise<void>((resolve, reject) => {
+        const deadline = setTimeout(() => reject(new Error(`no answer ${count}: ${text}`)), 5000);
+        const check = () => {
+          if (text.split('served ').length - 1 < count) return;
+          clearTimeout(deadline);
+          socket.off('data', check);
+          resolve();
+        };
+        socket.on('data', check);
+        check();
+      });
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    socket.write(`GET /switch-1 HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    await answered(1);
+    mode = 'block';
+    socket.write(bareLf('/switch-2', authority));
+    await answered(2);
+    socket.destroy();
+    assert.match(text, /served allowed\.test:\d+ \/switch-2\n/);
+    // Decided under the policy in force now (block mode): allowed.test is allowed.
+    assert.deepEqual([decisions.find((d) => d.path === '/switch-2')?.decision, decisions.find((d) => d.path === '/switch-2')?.mode], ['allowed', 'block']);
+  });
+});
+
+describe('inspected TLS (the inspector, in-process): read leniently when its connection began in audit mode', () => {
+  const inspectionCa = createCertificateAuthority('egress-guard lenient test CA');
+  let upstream: https.Server;
+  let upstreamPort = 0;
+  let proxy: HttpProxyServer;
+  let mode: Mode = 'audit';
+  let policies: Map<Mode, Policy>;
+  const decisions: DecisionEvent[] = [];
+  const served: string[] = [];
+
+  before(async () => {
+    const dir = tempDir('eg-lenient-');
+    const caFile = join(dir, 'inspection-ca.pem');
+    const caKeyFile = join(dir, 'inspection-ca.key');
+    writeFileSync(caFile, inspectionCa.certPem);
+    writeFileSync(caKeyFile, inspectionCa.keyPem, { mode: 0o600 });
+    const leaves = new LeafIssuer(loadCertificateAuthority({ stateDir: dir, caCert: caFile, caKey: caKeyFile }));
+    // node's strict parser: what it answers came to it with CRLF line ends.
+    const leaf = leafFor('lenient.test');
+    upstream = https.createServer({ key: leaf.keyPem, cert: leaf.certPem }, (req, res) => {
+      served.push(req.url ?? '');
+      res.end(`served ${req.headers.host} ${req.url}\n`);
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    upstreamPort = (upstream.address() as net.AddressInfo).port;
+    // A path rule: the connection is inspected.
+    policies = policiesByMode('lenient.test:*/ok/**');
+    const log = new EventLog({ stdout: false });
+    log.subscribe((e: EgressEvent) => {
+      if (e.event === 'decision') decisions.push(e);
+    });
+    const resolver = new Resolver({ overrides: new Map([['lenient.test', ['127.0.0.1']]]), addressBook: new AddressBook() });
+    proxy = await startInspectingProxy({ policy: () => policies.get(mode)!, resolver, events: log }, leaves);
+  });
+  after(() => {
+    proxy?.closeAllConnections();
+    proxy?.close();
+    upstream?.closeAllConnections();
+    upstream?.close();
+  });
+
+  /** `request` on a TLS connection to lenient.test through the proxy's CONNECT (inspected), and the answer until the close. */
+  const inspectedExchange = async (request: string): Promise<string> => {
+    const socket = net.connect((proxy.address() as net.AddressInfo).port, '127.0.0.1');
+    socket.write(`CONNECT lenient.test:${upstreamPort} HTTP/1.1\r\nHost: lenient.test:${upstreamPort}\r\n\r\n`);
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    const secure = tls.connect({ socket, servername: 'lenient.test', ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
+    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    const answer = await exchangeOnTunnel(secure, request, '\n\n\n');
+    secure.destroy();
+    return answer;
+  };
+
+  test('audit mode: a bare-LF request is forwarded and answered; its decision names its host', async () => {
+    mode = 'audit';
+    for (const [index, { what, request }] of BARE_LF_REQUESTS.entries()) {
+      const path = `/ok/inspected-bare-lf-${index}`;
+      const answer = await inspectedExchange(request(path, `lenient.test:${upstreamPort}`));
+      assert.match(answer, new RegExp(`^HTTP/1\\.[01] 200 [^]*served lenient\\.test:\\d+ ${path}\\n$`), `${what}: ${answer}`);
+      const decision = decisions.find((d) => d.path === path);
+      assert.deepEqual([decision?.host, decision?.port, decision?.method, decision?.decision, decision?.mode], ['lenient.test', upstreamPort, 'GET', 'allowed', 'audit'], what);
+    }
+  });
+
+  test('block mode: refused 400, nothing reaches the server', async () => {
+    mode = 'block';
+    const answer = await inspectedExchange(bareLf('/ok/inspected-block', `lenient.test:${upstreamPort}`));
+    assert.match(answer, /^HTTP\/1\.1 400 /, answer);
+    assert.ok(!served.includes('/ok/inspected-block'));
+  });
+});
