@@ -129,14 +129,22 @@ export class DnsResponder {
 
   private respond(query: DnsQuery, client: DnsClient): Buffer | Promise<Buffer> {
     const question = query.question;
-    if (question.klass !== CLASS_IN || question.type === TYPE.AXFR || question.type === TYPE.IXFR) {
-      this.options.events.log.info(
-        { client: clientText(client), name: question.name, qtype: typeName(question.type), qclass: question.klass },
-        'dns query refused: only class IN, no zone transfers',
-      );
-      return buildResponse(query, question.klass !== CLASS_IN ? RCODE.REFUSED : RCODE.NOTIMP);
-    }
     const policy = this.options.policy();
+    if (question.klass !== CLASS_IN || question.type === TYPE.AXFR || question.type === TYPE.IXFR) {
+      // Refused in audit mode too (not sent upstream: a resolver answers only class IN, and a zone transfer is no
+      // lookup a job needs), with its event: until 2026-12-03 a log line only, so `dig CH TXT version.bind` or an AXFR
+      // of a zone (reconnaissance) left no trace in the job's report.
+      const notIn = question.klass !== CLASS_IN;
+      this.emit(policy, client, question, {
+        outcome: 'blocked',
+        permitted: false,
+        reason: 'unsupported-query',
+        rule: null,
+        host: question.name,
+        message: notIn ? `${question.name}: class ${question.klass} is not IN (answered REFUSED)` : `${question.name}: zone transfers are not answered (NOTIMP)`,
+      });
+      return buildResponse(query, notIn ? RCODE.REFUSED : RCODE.NOTIMP);
+    }
     const local = this.localAnswer(query);
     if (local) {
       this.emit(policy, client, question, {

@@ -57,6 +57,7 @@ export const DECISION_REASONS = [
   'ambiguous-host',
   'malformed-request',
   'at-capacity',
+  'unsupported-query',
   'upstream-unresolvable',
   'not-proxied',
   'inbound-reply',

@@ -168,6 +168,32 @@ describe('block mode', () => {
     assert.equal(txt.length, 12);
   });
 
+  test('a query of class CH and a zone transfer are refused, in audit mode too, each with an unsupported-query decision; nothing goes upstream', async () => {
+    // Until 2026-12-03 a log line only: `dig CH TXT version.bind` or an AXFR left no trace in the job's report.
+    try {
+      for (const mode of ['block', 'audit'] as const) {
+        fx.setPolicy(makePolicy({ mode }));
+        const before = fx.decisions.length;
+        const chaos = await dig(fx.port, 'version.bind', 'TXT', 'CH', '+notcp');
+        assert.equal(chaos.status, 'REFUSED', chaos.stdout);
+        const transfer = await dig(fx.port, 'allowed.test', 'AXFR');
+        assert.match(transfer.stdout, /Transfer failed/, transfer.stdout);
+        const events = fx.decisions.slice(before);
+        assert.deepEqual(
+          events.map((e) => [e.kind, e.host, e.qtype, e.decision, e.reason, e.rule, e.mode]),
+          [
+            ['dns', 'version.bind', 'TXT', 'blocked', 'unsupported-query', null, mode],
+            ['dns', 'allowed.test', 'AXFR', 'blocked', 'unsupported-query', null, mode],
+          ],
+        );
+        assert.match(events[0]!.message, /class 3 is not IN/);
+      }
+      assert.ok(!fx.zone.askedNames().includes('version.bind'), `the zone saw ${fx.zone.askedNames().join(', ')}`);
+    } finally {
+      fx.setPolicy(makePolicy({ mode: 'block' }));
+    }
+  });
+
   test('a reloaded policy applies to the next query', async () => {
     assert.equal((await dig(fx.port, 'later.attacker.test', 'A')).status, 'NXDOMAIN');
     fx.setPolicy(makePolicy({ mode: 'block', endpoints: 'allowed.test *.attacker.test' }));
