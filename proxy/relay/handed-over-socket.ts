@@ -2,6 +2,7 @@ import type net from 'node:net';
 import type { Forward } from '../../decision/authorize.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { splice } from '../../net/splice.js';
+import { connectUpstreamTls, type UpstreamTls } from '../../net/upstream-tls.js';
 import { requestHead } from './request-head.js';
 import type { InspectedRequest, RequestReader } from './request-reader.js';
 import { relayTimeouts } from './tunnel.js';
@@ -54,6 +55,12 @@ export interface OwnRelayOptions {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   halfCloseTimeoutMs?: number | undefined;
+  /**
+   * What was read inside terminated TLS (a CONNECT there): the connection of its own is TLS of egress-guard's own,
+   * verified as inspected requests' upstreams are (net/upstream-tls.ts), and the relay moves plaintext between the
+   * client's TLS socket and it. Unset: plain TCP.
+   */
+  tls?: UpstreamTls | undefined;
 }
 
 /**
@@ -65,11 +72,15 @@ export interface OwnRelayOptions {
  * ended it (in audit mode egress-guard answers nothing in the destination's place: a 502 of its own would have been
  * read as the job's proxy's answer to the CONNECT, and an h2c client cannot read one), and the close event carries the
  * failure's status and error. Until 2026-12-03 the transparent listener's CONNECT got a 502 there, with no event id.
+ * Over TLS (`options.tls`) a certificate that does not verify, or a failed handshake, is such a failure (502
+ * `upstream-tls`): nothing of the client's is sent; the bytes counted are the plaintext relayed.
  */
 export async function relayOnItsOwn(socket: net.Socket, relayed: Forward, options: OwnRelayOptions): Promise<void> {
   let upstream: net.Socket;
   try {
-    upstream = await connectUpstream(relayed.address, relayed.port, options.connectTimeoutMs);
+    upstream = options.tls
+      ? await connectUpstreamTls(relayed.address, relayed.port, options.tls, options.connectTimeoutMs)
+      : await connectUpstream(relayed.address, relayed.port, options.connectTimeoutMs);
   } catch (err) {
     const failure = UpstreamConnectError.from(err);
     socket.destroy();

@@ -1,11 +1,12 @@
 import type http from 'node:http';
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { Forward } from '../../decision/authorize.js';
 import type { EventLog } from '../../events/event-log.js';
 import type { CloseError } from '../../events/schema.js';
 import { upstreamFailure } from '../../net/connect.js';
 import { connectTcp } from '../../net/socket-mark.js';
+import { verifiedTlsOver } from '../../net/upstream-tls.js';
 import { formatHostPort } from '../../policy/index.js';
 import { endToEndHeaders, type EndToEndOptions } from './hop-by-hop.js';
 import { sendProxyError, type ErrorAnswer } from './error-response.js';
@@ -63,7 +64,7 @@ class TlsUpstreams extends PlainUpstreams {
       tcp.destroy(Object.assign(new Error('no server name to verify the upstream certificate for'), { code: 'ERR_TLS_NO_SERVERNAME' }));
       return UpstreamConnection.wire(tcp, this.release);
     }
-    const socket = tls.connect({ socket: tcp, servername, ALPNProtocols: ['http/1.1'], ...(this.trust && { secureContext: this.trust() }) });
+    const socket = verifiedTlsOver(tcp, { servername, trust: this.trust });
     return UpstreamConnection.wire(withConnectTimeout(socket.setTimeout(this.idleTimeoutMs), 'secureConnect', this.connectTimeoutMs), this.release);
   };
 

@@ -1,11 +1,12 @@
 import http from 'node:http';
 import type net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { Forward } from '../../decision/authorize.js';
 import type { CloseError } from '../../events/schema.js';
 import { upstreamFailure } from '../../net/connect.js';
 import { connectTcp } from '../../net/socket-mark.js';
 import { splice } from '../../net/splice.js';
+import { verifiedTlsOver } from '../../net/upstream-tls.js';
 import { formatHostPort, hostHeaderValue } from '../../policy/index.js';
 import { writeRawError } from './error-response.js';
 import { originForm } from './http-forwarder.js';
@@ -60,9 +61,7 @@ function responseHead(res: http.IncomingMessage, keep: (name: string) => boolean
 /** A TCP (and TLS, verified for `host`) connection to the checked address, failing with ETIMEDOUT after `ms`. */
 function connectChecked(options: UpgradeRelayOptions, address: string, port: number, host: string, secure: boolean): net.Socket {
   const tcp = connectTcp({ host: address, port, noDelay: true, allowHalfOpen: true });
-  const socket = secure
-    ? tls.connect({ socket: tcp, servername: host, ALPNProtocols: ['http/1.1'], ...(options.upstreamTrust && { secureContext: options.upstreamTrust() }) })
-    : tcp;
+  const socket = secure ? verifiedTlsOver(tcp, { servername: host, trust: options.upstreamTrust }) : tcp;
   const timer = setTimeout(() => socket.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), options.connectTimeoutMs);
   socket.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(timer));
   socket.once('close', () => clearTimeout(timer));

@@ -11,7 +11,7 @@ import {
   type Forward,
 } from '../../decision/authorize.js';
 import type { CloseError, DecisionEvent, RequestKind } from '../../events/schema.js';
-import { canonicalHost, canonicalText, formatHostPort, hostHeaderValue, parseAuthority, refusal, type Decision } from '../../policy/index.js';
+import { canonicalHost, canonicalText, formatHostPort, hostHeaderValue, parseAuthority, refusal } from '../../policy/index.js';
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
@@ -116,7 +116,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   };
   /** The reader of each inspected connection still read as HTTP (closeIdle). */
   const readers = new Map<Socket, RequestReader>();
-  /** For what is relayed in audit mode over a connection of its own (an h2c preface, a CONNECT in a plain tunnel). */
+  /** For what is relayed in audit mode over a connection of its own (an h2c preface, a CONNECT; inside TLS, with `tls`). */
   const ownRelayOptions: OwnRelayOptions = {
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
     idleTimeoutMs: options.idleTimeoutMs,
@@ -358,10 +358,12 @@ export function createInspector(options: InspectorOptions): Inspector {
    * A CONNECT inside an inspected connection (the tunnel's host a proxy of the job's own, asked for a tunnel to the host
    * it names): it names two hosts, the connection's and its own, and what goes through its tunnel cannot be read here,
    * so it is decided as `ambiguous-host`, as on the transparent path (proxy/transparent/http.ts onConnect). Block mode
-   * answers 400. Audit mode, in a plain tunnel, sends it to the checked address as written over a connection of its own
-   * and relays both ways, reported would-block; inside terminated TLS it is refused in audit mode too (a TLS connection
-   * of its own upstream for it is not built). Until 2026-12-03 the reader closed the connection with no answer and no
-   * event, in audit mode too.
+   * answers 400. Audit mode sends it to the checked address as written over a connection of its own and relays both
+   * ways, reported would-block: in a plain tunnel over TCP; inside terminated TLS over a TLS connection of egress-guard's
+   * own for the connection's decided name, verified as its requests' upstreams are (a certificate that does not verify:
+   * no answer, `upstream-tls`), the plaintext relayed between the two TLS connections. Until 2026-12-03 the reader
+   * closed the connection with no answer and no event, in audit mode too; until later that day a CONNECT inside
+   * terminated TLS was refused in audit mode too (no TLS connection of its own upstream was built for it).
    */
   const onConnect = (req: InspectedRequest, socket: Socket, head: Buffer, connection: ConnectionState): void => {
     readers.delete(socket);
@@ -378,7 +380,7 @@ export function createInspector(options: InspectorOptions): Inspector {
       ip: connection.address,
       message: `CONNECT ${target.slice(0, 200)} inside the connection to ${formatHostPort(connection.host, connection.port)}: a tunnel to another host, which egress-guard cannot decide`,
     };
-    const decision: Decision = connection.plain ? refusal(policy, fields) : { ...fields, outcome: 'blocked', permitted: false, rule: null };
+    const decision = refusal(policy, fields);
     const event = emitDecision(events, policy, request, decision);
     const forward = decision.outcome === 'would-block' ? forwardTo(events, request, decision, event, connection.address, connection.port) : undefined;
     void decisionWritten(events, forward)
@@ -387,7 +389,7 @@ export function createInspector(options: InspectorOptions): Inspector {
           writeRawError(socket, 400, decision.message, event.id);
           return dropClientBytes(socket, options.idleTimeoutMs);
         }
-        return relayOnItsOwn(socket, relayed, ownRelayOptions);
+        return relayOnItsOwn(socket, relayed, connection.plain ? ownRelayOptions : { ...ownRelayOptions, tls: { servername: connection.host, trust: options.upstreamTrust } });
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client: connection.client }, 'inspected CONNECT handling failed');

@@ -10,28 +10,23 @@
  * runs in this process.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { loadCertificateAuthority } from '../../certs/ca-store.js';
-import { createCertificateAuthority } from '../../certs/certificates.js';
-import { LeafIssuer } from '../../certs/leaf-issuer.js';
+import { createCertificateAuthority, issueLeafCertificate } from '../../certs/certificates.js';
 import { AddressBook } from '../../decision/address-book.js';
 import { Resolver } from '../../decision/resolver.js';
 import { EventLog } from '../../events/event-log.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { buildPolicy } from '../../policy/index.js';
-import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
+import { inspectedSocket as inspectedSocketThrough, inspectionLeaves, startInspectingProxy } from '../helpers/inspecting-proxy.js';
 import type { HttpProxyServer } from '../../proxy/explicit/server.js';
 import { leafFor } from '../helpers/servers.js';
 import { readAnswer, untilStalled } from '../helpers/slow-reader.js';
-import { tempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 /** What the upstream saw of each request: method, path and body, once the request was whole or broke off. */
@@ -92,12 +87,9 @@ describe('inspected requests read without node http.Server', () => {
   let caFile = '';
 
   before(async () => {
-    const dir = tempDir('eg-reader-');
-    caFile = join(dir, 'inspection-ca.pem');
-    const caKeyFile = join(dir, 'inspection-ca.key');
-    writeFileSync(caFile, inspectionCa.certPem);
-    writeFileSync(caKeyFile, inspectionCa.keyPem, { mode: 0o600 });
-    const leaves = new LeafIssuer(loadCertificateAuthority({ stateDir: dir, caCert: caFile, caKey: caKeyFile }));
+    const inspection = inspectionLeaves(inspectionCa, 'eg-reader-');
+    caFile = inspection.caFile;
+    const leaves = inspection.leaves;
     // /ok/slow answers after a while (so a pipelined answer behind it would overtake it if not kept in order);
     // /ok/chunked answers without a length; /ok/at-once answers before its body, unread (as nginx does a static GET);
     // anything else echoes what it read. The upstream sees bodies as they come.
@@ -168,14 +160,7 @@ describe('inspected requests read without node http.Server', () => {
   });
 
   /** A TLS connection to reader.test through the proxy's CONNECT, trusting the inspection CA. */
-  const inspectedSocket = async (through = proxy) => {
-    const socket = net.connect((through.address() as AddressInfo).port, '127.0.0.1');
-    socket.write(`CONNECT reader.test:${upstreamPort} HTTP/1.1\r\nHost: reader.test:${upstreamPort}\r\n\r\n`);
-    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
-    const secure = tls.connect({ socket, servername: 'reader.test', ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
-    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
-    return secure;
-  };
+  const inspectedSocket = (through = proxy) => inspectedSocketThrough(through, 'reader.test', upstreamPort, inspectionCa);
   const host = () => `Host: reader.test:${upstreamPort}\r\n`;
   /** A request the proxy must not have acted on: no decision for its path, nothing of it upstream. */
   const neitherDecidedNorSent = (path: string) => {
@@ -463,7 +448,7 @@ describe('inspected requests read without node http.Server', () => {
 
   test('a CONNECT inside an inspected connection is refused 400 with its decision (ambiguous-host), not forwarded', async () => {
     // Until 2026-12-03 the reader, with no CONNECT handler there, closed the connection with no answer and no event.
-    // Inside terminated TLS it is refused in audit mode too (a plain tunnel's is relayed there: connect-tunnel-inner-connect).
+    // Block mode; audit mode relays it (below, and for a plain tunnel connect-tunnel-inner-connect).
     const client = await inspectedSocket();
     client.write(`CONNECT elsewhere.test:443 HTTP/1.1\r\nHost: elsewhere.test:443\r\n\r\n`);
     const answer = await readUntil(client, (text) => text.includes('\r\n\r\n'));
@@ -567,5 +552,115 @@ except Exception as e:
       undefined,
       'the refused request never reached upstream',
     );
+  });
+});
+
+/** What an upstream server got as a CONNECT (node https.Server's 'connect'): its target, head lines and the bytes after it. */
+interface ConnectSeen {
+  url: string;
+  rawHeaders: string[];
+  bytes: string;
+}
+
+describe('a CONNECT inside an inspected TLS connection in audit mode', () => {
+  const inspectionCa = createCertificateAuthority('egress-guard reader audit test CA');
+  /** Signed by neither the test CA the proxy's upstream-ca trusts nor the system's roots. */
+  const otherCa = createCertificateAuthority('egress-guard untrusted upstream CA');
+  const servers: Record<'trusted' | 'untrusted', { server: https.Server; port: number; connects: ConnectSeen[]; handshakes: number }> = {} as never;
+  let proxy: HttpProxyServer;
+  const events: EgressEvent[] = [];
+
+  before(async () => {
+    const { leaves } = inspectionLeaves(inspectionCa, 'eg-reader-audit-');
+    // Each answers a CONNECT 200 and echoes every piece it reads after it (`echo:` before it), as a proxy of the job's
+    // own would relay it; it ends its side when the client ends.
+    for (const [name, leaf] of [
+      ['trusted', leafFor('tunnel.test')],
+      ['untrusted', issueLeafCertificate(otherCa, ['untrusted.test'])],
+    ] as const) {
+      const seen = { server: https.createServer({ key: leaf.keyPem, cert: leaf.certPem }), port: 0, connects: [] as ConnectSeen[], handshakes: 0 };
+      seen.server.on('secureConnection', () => seen.handshakes++);
+      seen.server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+        const record: ConnectSeen = { url: req.url ?? '', rawHeaders: req.rawHeaders, bytes: '' };
+        seen.connects.push(record);
+        socket.on('error', () => socket.destroy());
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        const echo = (chunk: Buffer) => {
+          record.bytes += chunk.toString('latin1');
+          socket.write(Buffer.concat([Buffer.from('echo:'), chunk]));
+        };
+        if (head.length > 0) echo(head);
+        socket.on('data', echo);
+        socket.once('end', () => socket.end());
+      });
+      await new Promise<void>((resolve) => seen.server.listen(0, '127.0.0.1', resolve));
+      seen.port = (seen.server.address() as AddressInfo).port;
+      servers[name] = seen;
+    }
+    const origin = { file: 'test', line: 1 };
+    const policy = buildPolicy({
+      mode: { value: 'audit', origin },
+      'allowed-endpoints': { value: 'tunnel.test:*/ok/** untrusted.test:*/ok/**', origin },
+      'trusted-ranges': { value: '127.0.0.0/8', origin },
+    });
+    const log = new EventLog({ stdout: false });
+    log.subscribe((e) => void events.push(e));
+    const overrides = new Map([
+      ['tunnel.test', ['127.0.0.1']],
+      ['untrusted.test', ['127.0.0.1']],
+    ]);
+    const resolver = new Resolver({ overrides, addressBook: new AddressBook() });
+    // Its forwarder and inspector trust the test CA's upstreams (the upstream-ca option), as the sidecar wires them.
+    proxy = await startInspectingProxy({ policy: () => policy, resolver, events: log }, leaves);
+  });
+
+  after(() => {
+    proxy?.closeAllConnections();
+    proxy?.close();
+    for (const { server } of Object.values(servers)) {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  /** A TLS connection to `name` (at its server's port) through the proxy's CONNECT, inspected, trusting the inspection CA. */
+  const inspectedSocket = (name: string, port: number) => inspectedSocketThrough(proxy, name, port, inspectionCa);
+  const decisionOf = (path: string) => events.find((e): e is DecisionEvent => e.event === 'decision' && e.method === 'CONNECT' && e.path === path);
+  const closeOf = (id: string) => events.find((e): e is CloseEvent => e.event === 'close' && e.id === id);
+
+  test("relayed as written over egress-guard's own TLS connection, verified with the upstream CA: the answer and the echo come back, would-block, both ways counted", async () => {
+    // Until 2026-12-03 (late) it was refused 400 in audit mode too: no TLS connection of its own upstream was built.
+    const { port, connects } = servers.trusted;
+    const client = await inspectedSocket('tunnel.test', port);
+    const inner = 'CONNECT inner.test:443 HTTP/1.1\r\nHost: inner.test:443\r\n\r\nhello';
+    client.write(inner);
+    const answer = await readUntil(client, (text) => text.replace(/echo:/g, '').endsWith('\r\n\r\nhello'));
+    client.end();
+    const decision = decisionOf('inner.test:443');
+    assert.deepEqual([decision?.reason, decision?.decision, decision?.host, decision?.ip, decision?.port], ['ambiguous-host', 'would-block', 'inner.test', '127.0.0.1', port]);
+    assert.ok(answer.text.startsWith('HTTP/1.1 200 Connection Established\r\n\r\n'), JSON.stringify(answer.text));
+    assert.equal(answer.text.replace(/echo:/g, ''), 'HTTP/1.1 200 Connection Established\r\n\r\nhello');
+    // The server got the CONNECT as the client wrote it, and the bytes behind it.
+    assert.deepEqual(connects, [{ url: 'inner.test:443', rawHeaders: ['Host', 'inner.test:443'], bytes: 'hello' }]);
+    await waitFor('the CONNECT decision closed', () => closeOf(decision!.id) !== undefined);
+    const close = closeOf(decision!.id)!;
+    // The plaintext relayed, each way: the CONNECT and its bytes out, the server's answer and echo in.
+    assert.deepEqual([close.bytes_out, close.bytes_in, close.error], [inner.length, answer.text.length, undefined], JSON.stringify(close));
+  });
+
+  test('an upstream certificate of a CA not trusted: the client is closed with no answer, nothing sent, the close says upstream-tls', async () => {
+    const { port, connects } = servers.untrusted;
+    const client = await inspectedSocket('untrusted.test', port);
+    client.write('CONNECT inner-untrusted.test:443 HTTP/1.1\r\nHost: inner-untrusted.test:443\r\n\r\nhello');
+    const answer = await readUntil(client, () => false);
+    client.destroy();
+    assert.deepEqual([answer.text, answer.closed], ['', true]);
+    const decision = decisionOf('inner-untrusted.test:443');
+    assert.deepEqual([decision?.reason, decision?.decision], ['ambiguous-host', 'would-block']);
+    await waitFor('the CONNECT decision closed', () => closeOf(decision!.id) !== undefined);
+    const close = closeOf(decision!.id)!;
+    assert.deepEqual([close.error, close.status, close.bytes_out, close.bytes_in], ['upstream-tls', 502, 0, 0], JSON.stringify(close));
+    assert.deepEqual(connects, []);
+    assert.equal(servers.untrusted.handshakes, 0, 'the handshake with egress-guard did not complete on the server');
   });
 });

@@ -22,7 +22,7 @@ import { Resolver } from '../../decision/resolver.js';
 import { EventLog } from '../../events/event-log.js';
 import type { CloseEvent, DecisionEvent, EgressEvent } from '../../events/schema.js';
 import { buildPolicy, type Policy } from '../../policy/index.js';
-import { startInspectingProxy } from '../helpers/inspecting-proxy.js';
+import { inspectedSocket as inspectedSocketThrough, startInspectingProxy } from '../helpers/inspecting-proxy.js';
 import type { HttpProxyServer } from '../../proxy/explicit/server.js';
 import { startHttpsServer, testCa, leafFor, type TestServer } from '../helpers/servers.js';
 import { serveWebSocketEcho, webSocketExchange } from '../helpers/websocket.js';
@@ -95,14 +95,7 @@ for (const [mode, keyType] of (['block', 'audit'] as const).flatMap((m) => LEAF_
     });
 
     /** A TLS connection to `host:port` through the proxy's CONNECT, trusting the inspection CA. */
-    const inspectedSocket = async (host: string, port: number) => {
-      const socket = net.connect((proxy.address() as AddressInfo).port, '127.0.0.1');
-      socket.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`);
-      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
-      const secure = tls.connect({ socket, servername: host, ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
-      await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
-      return secure;
-    };
+    const inspectedSocket = (host: string, port: number) => inspectedSocketThrough(proxy, host, port, inspectionCa);
     /** The close event of the decision on `path`, once it has come (bounded). */
     const closeOf = async (path: string) => {
       for (let i = 0; i < 30; i++) {
