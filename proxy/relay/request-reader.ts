@@ -353,7 +353,7 @@ export class RequestReader implements ResponseOwner {
   private ending = false;
   /** Requests decided asynchronously whose followers wait (`hold`), and the followers read meanwhile, in order. */
   private holds = 0;
-  private readonly held: { req: InspectedRequest; res: RawResponse }[] = [];
+  private readonly held: { req: InspectedRequest; res: RawResponse; malformed?: string }[] = [];
   /** A parse error behind requests whose answers were due: reported once they are out (`parseFailed`). */
   private errorAfterAnswers: ClientError | undefined;
   /** The HTTP/2 preface (and what followed it) behind requests whose answers were due: handed over once they are out. */
@@ -594,12 +594,11 @@ export class RequestReader implements ResponseOwner {
       this.lastRead = true;
       res.shouldKeepAlive = false;
       const message = tooManyHeaders ? `more than ${MAX_HEADER_ENTRIES / 2} header lines` : 'an HTTP/1.1 request without a Host header';
-      if (this.handlers.malformed) {
-        this.handlers.malformed(req, res, message);
-      } else {
-        res.writeHead(400, ['Connection', 'close']);
-        res.end();
-      }
+      // Behind a request still being decided it waits as any request does (`hold`): refused, with its event, once that
+      // one goes on; never when that one is refused. Until review44 it was refused at once: its malformed-request
+      // event was written for a request dropped unanswered behind a 403.
+      if (this.holds > 0) this.held.push({ req, res, malformed: message });
+      else this.refuseMalformed(req, res, message);
       return 2;
     }
     if (http11) {
@@ -627,13 +626,24 @@ export class RequestReader implements ResponseOwner {
    * Hand a request to the handler. True when its answer, given at once, ends the connection (with `close`: the
    * transparent listener's 400 for a Host that could name two hosts): RFC 9112 9.6, nothing after it is read, as after
    * the 400 for a missing Host (node's server decided and forwarded what was pipelined behind it, its answer never
-   * delivered).
+   * delivered). `malformed`: a request refused whole that was held (headersComplete), refused now, the connection's last.
    */
-  private dispatch(req: InspectedRequest, res: RawResponse): boolean {
+  private dispatch(req: InspectedRequest, res: RawResponse, malformed?: string): boolean {
+    if (malformed !== undefined) {
+      this.refuseMalformed(req, res, malformed);
+      return true;
+    }
     this.handlers.request(req, res);
     if (!res.last) return false;
     this.lastRead = true;
     return true;
+  }
+
+  /** A request refused whole (HTTP/1.1 without Host, too many header lines): 400, from the `malformed` handler if any. */
+  private refuseMalformed(req: InspectedRequest, res: RawResponse, message: string): void {
+    if (this.handlers.malformed) return this.handlers.malformed(req, res, message);
+    res.writeHead(400, ['Connection', 'close']);
+    res.end();
   }
 
   /** See `InspectedRequest.holdFollowing`. */
@@ -647,8 +657,8 @@ export class RequestReader implements ResponseOwner {
       if (!goOn) return this.dropHeld();
       // Requests held were read before anything that stopped the reading (a 400 for a missing Host): all are due.
       while (this.holds === 0 && this.held.length > 0 && !this.ending) {
-        const { req, res } = this.held.shift()!;
-        if (this.dispatch(req, res)) this.dropHeld();
+        const { req, res, malformed } = this.held.shift()!;
+        if (this.dispatch(req, res, malformed)) this.dropHeld();
       }
     };
   }

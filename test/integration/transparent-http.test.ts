@@ -611,6 +611,36 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     }
   });
 
+  test('a request without Host pipelined behind one refused 403: neither decided nor answered, as any request behind a refusal (review44)', async () => {
+    // Every request here is decided asynchronously, and what is read behind it waits (holdFollowing): dropped unread
+    // when it is refused. Until review44 the 400 for a missing Host was decided at once, behind a request still being
+    // decided: its malformed-request event was written for a request never answered (the connection ends after the 403).
+    const r = await exchange(frontPort, [get('/refused-before-no-host', 'attacker.test') + 'GET /no-host-behind-403 HTTP/1.1\r\nAccept: */*\r\n\r\n'], { pipelined: true });
+    assert.match(r.text, /^HTTP\/1\.1 403 /, r.text);
+    assert.equal(r.text.split('HTTP/1.1 ').length - 1, 1, r.text);
+    assert.ok(r.ended);
+    // A request on a fresh connection answered: an event of the one behind would have been written by now.
+    assert.match((await exchange(frontPort, [get('/after-403-no-host', `allowed.test:${upstreamPort}`, true)])).text, /^HTTP\/1\.1 200 /);
+    assert.deepEqual(
+      decisions.filter((d) => d.path === '/refused-before-no-host' || d.path === '/no-host-behind-403').map((d) => [d.path, d.decision]),
+      [['/refused-before-no-host', 'blocked']],
+    );
+    // Behind an allowed request, it is refused once that one goes on: the answers in order, one decision each, in order.
+    const allowed = await exchange(frontPort, [get('/allowed-first', `allowed.test:${upstreamPort}`) + 'GET /no-host-behind-200 HTTP/1.1\r\nAccept: */*\r\n\r\n'], {
+      pipelined: true,
+    });
+    assert.match(allowed.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 /, allowed.text);
+    const event = malformedDecision(allowed.text, /without a Host header/);
+    assert.equal(event.path, '/no-host-behind-200');
+    assert.deepEqual(
+      decisions.filter((d) => d.path === '/allowed-first' || d.path === '/no-host-behind-200').map((d) => [d.path, d.decision]),
+      [
+        ['/allowed-first', 'allowed'],
+        ['/no-host-behind-200', 'blocked'],
+      ],
+    );
+  });
+
   test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
     const r = await exchange(frontPort, [`GET http://allowed.test:${upstreamPort}/abs-ok HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: close\r\n\r\n`]);
     assert.match(r.text, /^HTTP\/1\.1 200 /);
