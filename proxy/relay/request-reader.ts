@@ -511,15 +511,23 @@ export class RequestReader implements ResponseOwner {
    * whole before it whose answers are still due get them first, then the error is reported: node's server reported
    * it at once, and its 400 went out ahead of those answers, which the client took for the 400 (the requests were
    * decided and sent upstream all the same). An error in the body of a request handed over is reported at once, as
-   * before: that request never ends, its answer would never come.
+   * before: that request never ends, its answer would never come. One in the body of a request still held behind one
+   * being decided (`hold`), never handed over, is a head's: that request is dropped (never decided nor sent) and the
+   * error reported after the answers due. Until review44 it was taken for a handed-over one's: a 400 at once, ahead
+   * of the answer due (the client's first request's, decided and sent all the same), and no event.
    */
   private parseFailed(err: ClientError): void {
-    const inBody = this.incoming !== undefined && !this.incoming.complete;
-    if (inBody) {
+    const incoming = this.incoming;
+    const inBody = incoming !== undefined && !incoming.complete;
+    if (inBody) incoming.connectionGone();
+    const heldAt = inBody ? this.held.findIndex((held) => held.req === incoming) : -1;
+    if (heldAt >= 0) {
+      const held = this.held.splice(heldAt, 1)[0]!;
+      this.forget(held.req, held.res);
+    } else if (inBody) {
       err.inBody = true;
-      this.incoming!.connectionGone();
     }
-    if (this.requests.length === 0 || inBody) {
+    if (this.requests.length === 0 || err.inBody) {
       this.failed = true;
       this.handlers.clientError(err, this.socket);
       return;
@@ -665,18 +673,20 @@ export class RequestReader implements ResponseOwner {
 
   /** The requests waiting behind a refusal (or an answer that ends the connection) are never handed over or answered. */
   private dropHeld(): void {
-    const dropped = this.held.splice(0);
-    for (const { req, res } of dropped) {
-      const index = this.requests.indexOf(req);
-      if (index >= 0) this.requests.splice(index, 1);
-      const at = this.queued.indexOf(res);
-      if (at >= 0) this.queued.splice(at, 1);
-      if (this.current === res) {
-        this.current = undefined;
-        res.detach();
-      }
-    }
+    for (const { req, res } of this.held.splice(0)) this.forget(req, res);
     this.endAfterAnswers();
+  }
+
+  /** A request held (never handed over) that never will be: no longer due, its answer never written. */
+  private forget(req: InspectedRequest, res: RawResponse): void {
+    const index = this.requests.indexOf(req);
+    if (index >= 0) this.requests.splice(index, 1);
+    const at = this.queued.indexOf(res);
+    if (at >= 0) this.queued.splice(at, 1);
+    if (this.current === res) {
+      this.current = undefined;
+      res.detach();
+    }
   }
 
   private assign(res: RawResponse): void {

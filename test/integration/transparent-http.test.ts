@@ -641,6 +641,30 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     );
   });
 
+  test('a parse error in the body of a request pipelined behind one still being decided: the answer due first, then the 400 with its event (review44)', async () => {
+    // The request behind waits for the one ahead (holdFollowing): it was never handed over, nor decided. Until review44
+    // its broken body was taken for that of a request decided already: a 400 without an event written at once, ahead
+    // of the answer due, which the client read as its first request's (that one was decided and sent all the same).
+    const host = `allowed.test:${upstreamPort}`;
+    const broken = `POST /held-bad-chunk HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n`;
+    const r = await exchange(frontPort, [get('/ahead-of-bad-chunk', host) + broken], { pipelined: true });
+    assert.match(r.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 [^]*HPE_INVALID_CHUNK_SIZE/, r.text);
+    assert.ok(r.ended);
+    malformedDecision(r.text, /HPE_INVALID_CHUNK_SIZE/);
+    // The request behind was never decided nor sent: its one event is that malformed-request.
+    assert.deepEqual(
+      decisions.filter((d) => d.path === '/held-bad-chunk'),
+      [],
+    );
+    assert.ok(!seen.some((s) => s.includes('/held-bad-chunk')), JSON.stringify(seen));
+    // Behind a refused request: the 403 only, and no event for the one behind.
+    const refused = await exchange(frontPort, [get('/refused-before-bad-chunk', 'attacker.test') + broken.replace('/held-bad-chunk', '/held-bad-chunk-2')], { pipelined: true });
+    assert.match(refused.text, /^HTTP\/1\.1 403 /, refused.text);
+    assert.equal(refused.text.split('HTTP/1.1 ').length - 1, 1, refused.text);
+    assert.match((await exchange(frontPort, [get('/after-bad-chunk', host, true)])).text, /^HTTP\/1\.1 200 /);
+    assert.equal(decisions.filter((d) => d.reason === 'malformed-request' && /HPE_INVALID_CHUNK_SIZE/.test(d.message)).length, 1);
+  });
+
   test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
     const r = await exchange(frontPort, [`GET http://allowed.test:${upstreamPort}/abs-ok HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: close\r\n\r\n`]);
     assert.match(r.text, /^HTTP\/1\.1 200 /);
