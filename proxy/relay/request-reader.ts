@@ -353,7 +353,7 @@ export class RequestReader implements ResponseOwner {
   private ending = false;
   /** Requests decided asynchronously whose followers wait (`hold`), and the followers read meanwhile, in order. */
   private holds = 0;
-  private readonly held: { req: InspectedRequest; res: RawResponse }[] = [];
+  private readonly held: { req: InspectedRequest; res: RawResponse; malformed?: string }[] = [];
   /** A parse error behind requests whose answers were due: reported once they are out (`parseFailed`). */
   private errorAfterAnswers: ClientError | undefined;
   /** The HTTP/2 preface (and what followed it) behind requests whose answers were due: handed over once they are out. */
@@ -511,15 +511,23 @@ export class RequestReader implements ResponseOwner {
    * whole before it whose answers are still due get them first, then the error is reported: node's server reported
    * it at once, and its 400 went out ahead of those answers, which the client took for the 400 (the requests were
    * decided and sent upstream all the same). An error in the body of a request handed over is reported at once, as
-   * before: that request never ends, its answer would never come.
+   * before: that request never ends, its answer would never come. One in the body of a request still held behind one
+   * being decided (`hold`), never handed over, is a head's: that request is dropped (never decided nor sent) and the
+   * error reported after the answers due. Until review44 it was taken for a handed-over one's: a 400 at once, ahead
+   * of the answer due (the client's first request's, decided and sent all the same), and no event.
    */
   private parseFailed(err: ClientError): void {
-    const inBody = this.incoming !== undefined && !this.incoming.complete;
-    if (inBody) {
+    const incoming = this.incoming;
+    const inBody = incoming !== undefined && !incoming.complete;
+    if (inBody) incoming.connectionGone();
+    const heldAt = inBody ? this.held.findIndex((held) => held.req === incoming) : -1;
+    if (heldAt >= 0) {
+      const held = this.held.splice(heldAt, 1)[0]!;
+      this.forget(held.req, held.res);
+    } else if (inBody) {
       err.inBody = true;
-      this.incoming!.connectionGone();
     }
-    if (this.requests.length === 0 || inBody) {
+    if (this.requests.length === 0 || err.inBody) {
       this.failed = true;
       this.handlers.clientError(err, this.socket);
       return;
@@ -594,12 +602,11 @@ export class RequestReader implements ResponseOwner {
       this.lastRead = true;
       res.shouldKeepAlive = false;
       const message = tooManyHeaders ? `more than ${MAX_HEADER_ENTRIES / 2} header lines` : 'an HTTP/1.1 request without a Host header';
-      if (this.handlers.malformed) {
-        this.handlers.malformed(req, res, message);
-      } else {
-        res.writeHead(400, ['Connection', 'close']);
-        res.end();
-      }
+      // Behind a request still being decided it waits as any request does (`hold`): refused, with its event, once that
+      // one goes on; never when that one is refused. Until review44 it was refused at once: its malformed-request
+      // event was written for a request dropped unanswered behind a 403.
+      if (this.holds > 0) this.held.push({ req, res, malformed: message });
+      else this.refuseMalformed(req, res, message);
       return 2;
     }
     if (http11) {
@@ -627,13 +634,24 @@ export class RequestReader implements ResponseOwner {
    * Hand a request to the handler. True when its answer, given at once, ends the connection (with `close`: the
    * transparent listener's 400 for a Host that could name two hosts): RFC 9112 9.6, nothing after it is read, as after
    * the 400 for a missing Host (node's server decided and forwarded what was pipelined behind it, its answer never
-   * delivered).
+   * delivered). `malformed`: a request refused whole that was held (headersComplete), refused now, the connection's last.
    */
-  private dispatch(req: InspectedRequest, res: RawResponse): boolean {
+  private dispatch(req: InspectedRequest, res: RawResponse, malformed?: string): boolean {
+    if (malformed !== undefined) {
+      this.refuseMalformed(req, res, malformed);
+      return true;
+    }
     this.handlers.request(req, res);
     if (!res.last) return false;
     this.lastRead = true;
     return true;
+  }
+
+  /** A request refused whole (HTTP/1.1 without Host, too many header lines): 400, from the `malformed` handler if any. */
+  private refuseMalformed(req: InspectedRequest, res: RawResponse, message: string): void {
+    if (this.handlers.malformed) return this.handlers.malformed(req, res, message);
+    res.writeHead(400, ['Connection', 'close']);
+    res.end();
   }
 
   /** See `InspectedRequest.holdFollowing`. */
@@ -647,26 +665,28 @@ export class RequestReader implements ResponseOwner {
       if (!goOn) return this.dropHeld();
       // Requests held were read before anything that stopped the reading (a 400 for a missing Host): all are due.
       while (this.holds === 0 && this.held.length > 0 && !this.ending) {
-        const { req, res } = this.held.shift()!;
-        if (this.dispatch(req, res)) this.dropHeld();
+        const { req, res, malformed } = this.held.shift()!;
+        if (this.dispatch(req, res, malformed)) this.dropHeld();
       }
     };
   }
 
   /** The requests waiting behind a refusal (or an answer that ends the connection) are never handed over or answered. */
   private dropHeld(): void {
-    const dropped = this.held.splice(0);
-    for (const { req, res } of dropped) {
-      const index = this.requests.indexOf(req);
-      if (index >= 0) this.requests.splice(index, 1);
-      const at = this.queued.indexOf(res);
-      if (at >= 0) this.queued.splice(at, 1);
-      if (this.current === res) {
-        this.current = undefined;
-        res.detach();
-      }
-    }
+    for (const { req, res } of this.held.splice(0)) this.forget(req, res);
     this.endAfterAnswers();
+  }
+
+  /** A request held (never handed over) that never will be: no longer due, its answer never written. */
+  private forget(req: InspectedRequest, res: RawResponse): void {
+    const index = this.requests.indexOf(req);
+    if (index >= 0) this.requests.splice(index, 1);
+    const at = this.queued.indexOf(res);
+    if (at >= 0) this.queued.splice(at, 1);
+    if (this.current === res) {
+      this.current = undefined;
+      res.detach();
+    }
   }
 
   private assign(res: RawResponse): void {

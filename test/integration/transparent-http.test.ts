@@ -611,6 +611,60 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     }
   });
 
+  test('a request without Host pipelined behind one refused 403: neither decided nor answered, as any request behind a refusal (review44)', async () => {
+    // Every request here is decided asynchronously, and what is read behind it waits (holdFollowing): dropped unread
+    // when it is refused. Until review44 the 400 for a missing Host was decided at once, behind a request still being
+    // decided: its malformed-request event was written for a request never answered (the connection ends after the 403).
+    const r = await exchange(frontPort, [get('/refused-before-no-host', 'attacker.test') + 'GET /no-host-behind-403 HTTP/1.1\r\nAccept: */*\r\n\r\n'], { pipelined: true });
+    assert.match(r.text, /^HTTP\/1\.1 403 /, r.text);
+    assert.equal(r.text.split('HTTP/1.1 ').length - 1, 1, r.text);
+    assert.ok(r.ended);
+    // A request on a fresh connection answered: an event of the one behind would have been written by now.
+    assert.match((await exchange(frontPort, [get('/after-403-no-host', `allowed.test:${upstreamPort}`, true)])).text, /^HTTP\/1\.1 200 /);
+    assert.deepEqual(
+      decisions.filter((d) => d.path === '/refused-before-no-host' || d.path === '/no-host-behind-403').map((d) => [d.path, d.decision]),
+      [['/refused-before-no-host', 'blocked']],
+    );
+    // Behind an allowed request, it is refused once that one goes on: the answers in order, one decision each, in order.
+    const allowed = await exchange(frontPort, [get('/allowed-first', `allowed.test:${upstreamPort}`) + 'GET /no-host-behind-200 HTTP/1.1\r\nAccept: */*\r\n\r\n'], {
+      pipelined: true,
+    });
+    assert.match(allowed.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 /, allowed.text);
+    const event = malformedDecision(allowed.text, /without a Host header/);
+    assert.equal(event.path, '/no-host-behind-200');
+    assert.deepEqual(
+      decisions.filter((d) => d.path === '/allowed-first' || d.path === '/no-host-behind-200').map((d) => [d.path, d.decision]),
+      [
+        ['/allowed-first', 'allowed'],
+        ['/no-host-behind-200', 'blocked'],
+      ],
+    );
+  });
+
+  test('a parse error in the body of a request pipelined behind one still being decided: the answer due first, then the 400 with its event (review44)', async () => {
+    // The request behind waits for the one ahead (holdFollowing): it was never handed over, nor decided. Until review44
+    // its broken body was taken for that of a request decided already: a 400 without an event written at once, ahead
+    // of the answer due, which the client read as its first request's (that one was decided and sent all the same).
+    const host = `allowed.test:${upstreamPort}`;
+    const broken = `POST /held-bad-chunk HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n`;
+    const r = await exchange(frontPort, [get('/ahead-of-bad-chunk', host) + broken], { pipelined: true });
+    assert.match(r.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\nHTTP\/1\.1 400 [^]*HPE_INVALID_CHUNK_SIZE/, r.text);
+    assert.ok(r.ended);
+    malformedDecision(r.text, /HPE_INVALID_CHUNK_SIZE/);
+    // The request behind was never decided nor sent: its one event is that malformed-request.
+    assert.deepEqual(
+      decisions.filter((d) => d.path === '/held-bad-chunk'),
+      [],
+    );
+    assert.ok(!seen.some((s) => s.includes('/held-bad-chunk')), JSON.stringify(seen));
+    // Behind a refused request: the 403 only, and no event for the one behind.
+    const refused = await exchange(frontPort, [get('/refused-before-bad-chunk', 'attacker.test') + broken.replace('/held-bad-chunk', '/held-bad-chunk-2')], { pipelined: true });
+    assert.match(refused.text, /^HTTP\/1\.1 403 /, refused.text);
+    assert.equal(refused.text.split('HTTP/1.1 ').length - 1, 1, refused.text);
+    assert.match((await exchange(frontPort, [get('/after-bad-chunk', host, true)])).text, /^HTTP\/1\.1 200 /);
+    assert.equal(decisions.filter((d) => d.reason === 'malformed-request' && /HPE_INVALID_CHUNK_SIZE/.test(d.message)).length, 1);
+  });
+
   test('an absolute-form target that agrees with Host is forwarded with that Host', async () => {
     const r = await exchange(frontPort, [`GET http://allowed.test:${upstreamPort}/abs-ok HTTP/1.1\r\nHost: allowed.test:${upstreamPort}\r\nConnection: close\r\n\r\n`]);
     assert.match(r.text, /^HTTP\/1\.1 200 /);
