@@ -12,6 +12,7 @@ import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { relayTimeouts } from '../relay/tunnel.js';
 import { readAgainWithoutUpgrade, requestHead } from '../relay/request-head.js';
 import { dropClientBytes, endAfterAnswers, putBackAsWritten, relayOnItsOwn } from '../relay/handed-over-socket.js';
+import { lingeringClose } from '../relay/lingering-close.js';
 import type { RawResponse } from '../relay/raw-response.js';
 import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { requestLeniency } from '../relay/request-leniency.js';
@@ -259,6 +260,39 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       });
   };
 
+  /**
+   * HTTP/2 with prior knowledge (h2c) where an HTTP/1.1 request was due (the reader hands it over once the answers due
+   * are out): its requests name their host in HPACK-coded `:authority`, which is not read here, so it is decided as
+   * `ambiguous-host` on its destination, as the inspector decides one in a plain tunnel: block mode closes the
+   * connection (an h2c client cannot read an HTTP/1.1 answer), audit mode relays the preface and what follows to the
+   * destination as sent, reported would-block. Until 2026-12-03 it was a 400 in audit mode too (with a
+   * malformed-request event since earlier that day).
+   */
+  const onHttp2Preface = (socket: net.Socket, bytes: Buffer, connection: ServedConnection) => {
+    takeReserved(connection)?.close();
+    socket.on('error', () => socket.destroy());
+    // Put back at once: a FIN read with them would end the socket's reading first (as the inspector's).
+    if (!socket.readableEnded) socket.unshift(bytes);
+    const ip = addressText(connection.destination.address);
+    const target: Target = {
+      ok: false,
+      host: ip,
+      message: "HTTP/2 with prior knowledge (h2c) where an HTTP/1.1 request was due, whose requests' :authority cannot be read here",
+      request: { method: 'PRI', path: '*' },
+    };
+    connection.busy++; // for good: an h2c connection is never idle between requests here
+    decideRequest(target, connection)
+      .then(async (auth) => {
+        // Refused: closed after the answers due, not reset (a reset discards what of them the client has not read yet).
+        if (auth.action !== 'forward') return lingeringClose(socket);
+        await relayOnItsOwn(socket, auth, options);
+      })
+      .catch((err: Error) => {
+        events.log.warn({ err: err.message, client: connection.client }, 'transparent h2c relay failed');
+        socket.destroy();
+      });
+  };
+
   /** An upgrade answered here (refused, or failed): the answer, then what the client sends is dropped until it ends. */
   const endUpgrade = (socket: net.Socket, status: number, message: string, eventId?: string) => {
     writeRawError(socket, status, message, eventId);
@@ -306,6 +340,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       // A CONNECT pipelined behind requests not yet answered is neither decided nor sent, as an upgrade there (the
       // reader's endAfterAnswers): those answers go out, then the connection ends.
       connect: (req, tunnel, head) => (reader.answerInFlight ? endAfterAnswers(reader, tunnel, options.idleTimeoutMs) : onConnect(req, tunnel, head, connection)),
+      http2Preface: (upgraded, bytes) => onHttp2Preface(upgraded, bytes, connection),
       clientError: (err, failed) => onClientError(err, failed, connection),
       malformed: (req, res, why) => onMalformed(req, res, why, connection),
     };

@@ -431,6 +431,45 @@ describe('transparent plain HTTP: each request on a connection is decided', () =
     }
   });
 
+  test('HTTP/2 with prior knowledge (h2c) where a request was due is an ambiguous-host decision: closed in block mode, relayed to the destination as sent in audit mode', async () => {
+    // Until 2026-12-03 it was answered 400 in audit mode too (a job broken), its :authority unread.
+    const before = policy;
+    const origin = { file: 'test', line: 1 };
+    const allowed = `allowed.test:${upstreamPort}`;
+    const preface = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
+    try {
+      for (const mode of ['block', 'audit'] as const) {
+        policy = buildPolicy({ mode: { value: mode, origin }, 'allowed-endpoints': { value: allowed, origin }, 'trusted-ranges': { value: '127.0.0.0/8', origin } });
+        const count = decisions.length;
+        const r = await exchange(frontPort, [get(`/before-h2c-${mode}`, allowed), `${preface}h2c-frames-${mode}`]);
+        const decision = decisions.slice(count).find((d) => d.method === 'PRI');
+        assert.deepEqual(
+          [decision?.kind, decision?.host, decision?.ip, decision?.port, decision?.reason, decision?.path],
+          ['transparent', '127.0.0.1', '127.0.0.1', upstreamPort, 'ambiguous-host', '*'],
+          JSON.stringify(decisions.slice(count)),
+        );
+        assert.match(r.text, /^HTTP\/1\.1 200 [^]*hello from allowed\.test:\d+\n/, r.text);
+        const after = r.text.slice(r.text.indexOf('hello from'));
+        if (mode === 'block') {
+          assert.equal(decision?.decision, 'blocked');
+          // Nothing after the first answer: the connection closed (an h2c client cannot read an HTTP/1.1 answer).
+          assert.ok(!after.includes('HTTP/1.1'), r.text);
+          assert.ok(r.ended);
+        } else {
+          assert.equal(decision?.decision, 'would-block');
+          // The destination's own answer (node's server refuses the preface), not one of egress-guard's.
+          assert.match(after, /HTTP\/1\.1 400 Bad Request\r\n/, r.text);
+          assert.ok(!/x-egress-guard/i.test(after), r.text);
+          const deadline = Date.now() + 5000;
+          while (!closes.some((c) => c.id === decision?.id) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+          assert.equal(closes.find((c) => c.id === decision?.id)?.bytes_out, `${preface}h2c-frames-${mode}`.length, JSON.stringify(closes.slice(-2)));
+        }
+      }
+    } finally {
+      policy = before;
+    }
+  });
+
   test('an audit-mode CONNECT whose destination refuses: the connection ends with no answer, as the refusal would have ended it; the close event says why', async () => {
     // Until 2026-12-03 egress-guard answered 502 in the destination's place (with no event id), which the client read
     // as its own proxy's answer to the CONNECT; the inspector's relay of a plain tunnel's CONNECT closed it already.
