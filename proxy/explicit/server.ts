@@ -18,6 +18,7 @@ import { requestLeniency } from '../relay/request-leniency.js';
 import { methodOverrides } from '../relay/method-override.js';
 import { readBodyOverride, withBodyOverride } from '../relay/body-override.js';
 import type { RawResponse } from '../relay/raw-response.js';
+import { dropClientBytes } from '../relay/handed-over-socket.js';
 import { closeTunnelUpstream, connectTunnelUpstream, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
 import { trackConnection, type TrafficCounters } from '../relay/traffic-counters.js';
 
@@ -183,13 +184,14 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
   };
 
   /**
-   * A CONNECT answered with an error: what the client sent along with it is read and dropped, so that its FIN is
-   * seen and the socket closes. Left unread, those bytes keep the FIN from being read: the socket stays half-open for
-   * good and, once counted, holds a place against maxTunnels.
+   * A CONNECT (or a head that could not be read) answered with an error: what the client sent along with it is read
+   * and dropped, so that its FIN is seen and the socket closes. Left unread, those bytes keep the FIN from being read:
+   * the socket stays half-open for good and, once counted, holds a place against maxTunnels. A client that never ends
+   * its side is closed after the idle timeout (until 2026-12-03 it held the socket, and its descriptor, for good).
    */
-  const refuseTunnel = (socket: net.Socket, status: number, message: string, eventId?: string) => {
+  const refuseOnSocket = (socket: net.Socket, status: number, message: string, eventId?: string) => {
     writeRawError(socket, status, message, eventId);
-    socket.resume();
+    dropClientBytes(socket, options.idleTimeoutMs);
   };
 
   /** A CONNECT head read (by connect-front.ts, or by the request reader on a connection that began otherwise). */
@@ -203,23 +205,23 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     if (!authority) {
       const message = `CONNECT needs host:port, got "${target.slice(0, 200)}"`;
       refuseMalformed(options, { kind: 'connect', client, host: NO_HOST, port: 0 }, message)
-        .then((refused) => refuseTunnel(socket, 400, message, refused.event.id))
-        .catch(() => refuseTunnel(socket, 400, message));
+        .then((refused) => refuseOnSocket(socket, 400, message, refused.event.id))
+        .catch(() => refuseOnSocket(socket, 400, message));
       return;
     }
     if (atCapacity()) {
       const message = `egress-guard is at its limit of ${options.maxTunnels} open tunnels`;
       refuseAtCapacity(options, { kind: 'connect', client, host: eventHost(authority.host), port: authority.port }, message)
-        .then((refused) => refuseTunnel(socket, 503, message, refused.event.id))
-        .catch(() => refuseTunnel(socket, 503, message));
+        .then((refused) => refuseOnSocket(socket, 503, message, refused.event.id))
+        .catch(() => refuseOnSocket(socket, 503, message));
       return;
     }
     trackConnection(counters, socket);
     void authorize(options, { kind: 'connect', client, host: authority.host, port: authority.port, inspectable: options.inspector !== undefined })
       .then(async (auth) => {
-        if (auth.action === 'reject') return refuseTunnel(socket, 403, auth.decision.message, auth.event.id);
+        if (auth.action === 'reject') return refuseOnSocket(socket, 403, auth.decision.message, auth.event.id);
         if (auth.action === 'fail') {
-          refuseTunnel(socket, auth.status, auth.message, auth.event.id);
+          refuseOnSocket(socket, auth.status, auth.message, auth.event.id);
           auth.connection.close({ status: auth.status, error: auth.error });
           return;
         }
@@ -234,7 +236,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
           upstream = await connectTunnelUpstream(options.tunnel, socket, auth.address, auth.port, options.connectTimeoutMs);
         } catch (err) {
           const failure = UpstreamConnectError.from(err);
-          refuseTunnel(socket, failure.status, failure.message, auth.event.id);
+          refuseOnSocket(socket, failure.status, failure.message, auth.event.id);
           auth.connection.close({ status: failure.status, error: failure.error });
           return;
         }
@@ -261,7 +263,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       })
       .catch((err: Error) => {
         events.log.error({ err: err.message, client }, 'CONNECT handling failed');
-        refuseTunnel(socket, 502, 'egress-guard could not handle this tunnel');
+        refuseOnSocket(socket, 502, 'egress-guard could not handle this tunnel');
       });
   };
 
@@ -270,11 +272,11 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     events.log.warn({ client, err: err.code ?? err.message }, 'malformed HTTP request');
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
     const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
-    if (!isMalformedHead(err)) return writeRawError(socket, 400, message);
+    if (!isMalformedHead(err)) return refuseOnSocket(socket, 400, message);
     // A head the parser cannot read names no host that can be trusted: its event says what was refused, and why.
     refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, message)
-      .then((refused) => writeRawError(socket, 400, message, refused.event.id))
-      .catch(() => writeRawError(socket, 400, message));
+      .then((refused) => refuseOnSocket(socket, 400, message, refused.event.id))
+      .catch(() => refuseOnSocket(socket, 400, message));
   };
 
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400. */

@@ -129,3 +129,52 @@ describe('explicit proxy at max-tunnels: the 503 is an at-capacity decision with
     }
   });
 });
+
+describe('explicit proxy: a refused CONNECT or an unreadable head whose client never ends its side is closed after the idle timeout', () => {
+  let guard: EgressGuardProcess;
+
+  before(async () => {
+    guard = await startEgressGuard([], { EGRESS_MODE: 'block', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*', EGRESS_IDLE_TIMEOUT: '1000' });
+  });
+  after(async () => {
+    await guard?.stop();
+  });
+
+  /**
+   * Write `payload`, never end: what came back, and whether egress-guard had closed the connection 3 s later. Its FIN
+   * came with the answer, so the client sees no other sign of the close: a socket it has closed since answers the next
+   * bytes with a reset, one it keeps reads them.
+   */
+  const held = (payload: string) =>
+    new Promise<{ text: string; closed: boolean }>((resolve) => {
+      const socket = net.connect({ port: guard.port, host: '127.0.0.1', allowHalfOpen: true });
+      let text = '';
+      const finish = (closed: boolean) => {
+        clearTimeout(timer);
+        clearTimeout(probe);
+        socket.destroy();
+        resolve({ text, closed });
+      };
+      // The first write after the close draws the reset, the next one fails on it (EPIPE).
+      const probe = setTimeout(() => {
+        socket.write('still there?');
+        setTimeout(() => socket.write('still there?'), 300).unref();
+      }, 3000);
+      const timer = setTimeout(() => finish(false), 6000);
+      socket.on('connect', () => socket.write(payload));
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      socket.on('error', () => finish(true));
+      socket.on('close', () => finish(true));
+    });
+
+  for (const { what, payload, status } of [
+    { what: 'a CONNECT refused 403', payload: 'CONNECT attacker.test:443 HTTP/1.1\r\nHost: attacker.test:443\r\n\r\n', status: 403 },
+    { what: 'a head the parser cannot read', payload: 'hello, proxy\r\n\r\n', status: 400 },
+  ]) {
+    test(`${what}: answered, then closed (until 2026-12-03 it stayed open for good)`, async () => {
+      const r = await held(payload);
+      assert.match(r.text, new RegExp(`^HTTP/1\\.1 ${status} `), r.text);
+      assert.ok(r.closed, 'egress-guard closed the connection after the idle timeout');
+    });
+  }
+});
