@@ -12,7 +12,7 @@ import { UpstreamConnectError } from '../../net/connect.js';
 import { halfCloseTimeoutOf } from '../../net/splice.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
 import type { Inspector } from '../relay/inspection.js';
-import { sendProxyError, writeRawError } from '../relay/error-response.js';
+import { answerWhenWritten, sendProxyError, writeRawError } from '../relay/error-response.js';
 import { isMalformedHead, RequestReader, type ClientError, type InspectedRequest, type RequestHandlers } from '../relay/request-reader.js';
 import { requestLeniency } from '../relay/request-leniency.js';
 import { methodOverrides } from '../relay/method-override.js';
@@ -124,9 +124,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     if (atCapacity()) {
       const message = `egress-guard is at its limit of ${options.maxTunnels} open connections`;
       const request = { kind: 'http' as const, client, host: eventHost(target.hostname), port: portOf(target), method: req.method, path: pathOf(req.url) };
-      refuseAtCapacity(options, request, message)
-        .then((refused) => sendProxyError(res, 503, message, refused.event.id))
-        .catch(() => sendProxyError(res, 503, message));
+      answerWhenWritten(refuseAtCapacity(options, request, message), (eventId) => sendProxyError(res, 503, message, eventId));
       return;
     }
     const port = portOf(target);
@@ -204,16 +202,13 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     const authority = parseAuthority(target);
     if (!authority) {
       const message = `CONNECT needs host:port, got "${target.slice(0, 200)}"`;
-      refuseMalformed(options, { kind: 'connect', client, host: NO_HOST, port: 0 }, message)
-        .then((refused) => refuseOnSocket(socket, 400, message, refused.event.id))
-        .catch(() => refuseOnSocket(socket, 400, message));
+      answerWhenWritten(refuseMalformed(options, { kind: 'connect', client, host: NO_HOST, port: 0 }, message), (eventId) => refuseOnSocket(socket, 400, message, eventId));
       return;
     }
     if (atCapacity()) {
       const message = `egress-guard is at its limit of ${options.maxTunnels} open tunnels`;
-      refuseAtCapacity(options, { kind: 'connect', client, host: eventHost(authority.host), port: authority.port }, message)
-        .then((refused) => refuseOnSocket(socket, 503, message, refused.event.id))
-        .catch(() => refuseOnSocket(socket, 503, message));
+      const refused = refuseAtCapacity(options, { kind: 'connect', client, host: eventHost(authority.host), port: authority.port }, message);
+      answerWhenWritten(refused, (eventId) => refuseOnSocket(socket, 503, message, eventId));
       return;
     }
     trackConnection(counters, socket);
@@ -274,9 +269,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
     if (!isMalformedHead(err)) return refuseOnSocket(socket, 400, message);
     // A head the parser cannot read names no host that can be trusted: its event says what was refused, and why.
-    refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, message)
-      .then((refused) => refuseOnSocket(socket, 400, message, refused.event.id))
-      .catch(() => refuseOnSocket(socket, 400, message));
+    answerWhenWritten(refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, message), (eventId) => refuseOnSocket(socket, 400, message, eventId));
   };
 
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400. */

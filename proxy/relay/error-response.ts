@@ -68,3 +68,18 @@ export function writeRawError(socket: Socket, status: number, message: string, e
   ];
   socket.end(`${headers.join('\r\n')}\r\n\r\n${text}`);
 }
+
+/**
+ * Answer a refusal once its decision event is written, naming the event (`X-Egress-Guard-Event`): the line is on disk
+ * before the client reads its refusal. If the event could not be written, the answer still goes, without an id. An
+ * answer that throws (its socket gone meanwhile) is given once, and never becomes an unhandled rejection.
+ */
+export function answerWhenWritten(refused: Promise<{ event: { id: string } }>, answer: (eventId?: string) => void): void {
+  refused
+    .then(
+      (written) => written.event.id,
+      () => undefined,
+    )
+    .then(answer)
+    .catch(() => undefined);
+}

@@ -15,7 +15,7 @@ import { canonicalHost, canonicalText, formatHostPort, hostHeaderValue, parseAut
 import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { peekFirstBytes } from '../../net/sniffing/first-bytes.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
-import { errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
+import { answerWhenWritten, errorFormatFor, sendProxyError, writeRawError } from './error-response.js';
 import { lingeringClose } from './lingering-close.js';
 import { relayUpgrade, type UpgradeRelayOptions } from './inspected-upgrade.js';
 import { methodOverrides } from './method-override.js';
@@ -409,9 +409,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     if (!isMalformedHead(err)) return writeRawError(socket, 400, message);
     // Refused in audit mode too, as a server refuses what it cannot parse: its event names the connection's host.
     const refused = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port };
-    refuseMalformed(options, refused, message, connection.address)
-      .then((refusal) => writeRawError(socket, 400, message, refusal.event.id))
-      .catch(() => writeRawError(socket, 400, message));
+    answerWhenWritten(refuseMalformed(options, refused, message, connection.address), (eventId) => writeRawError(socket, 400, message, eventId));
   };
 
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400, in either mode. */
@@ -419,9 +417,7 @@ export function createInspector(options: InspectorOptions): Inspector {
     takeReserved(connection)?.close();
     const message = `malformed HTTP request: ${why}`;
     const refused = { kind: connection.kind, client: connection.client, host: connection.host, port: connection.port, method: req.method, path: req.url };
-    refuseMalformed(options, refused, message, connection.address)
-      .then((refusal) => sendProxyError(res, 400, message, refusal.event.id, errorFormatFor(req.headers)))
-      .catch(() => sendProxyError(res, 400, message, undefined, errorFormatFor(req.headers)));
+    answerWhenWritten(refuseMalformed(options, refused, message, connection.address), (eventId) => sendProxyError(res, 400, message, eventId, errorFormatFor(req.headers)));
   };
 
   return {

@@ -6,7 +6,7 @@ import { connectUpstream, UpstreamConnectError } from '../../net/connect.js';
 import { createHttpForwarder, originForm } from '../relay/http-forwarder.js';
 import { ReservedUpstream, takeReserved } from '../relay/reserved-upstream.js';
 import { describeRequest, type PeekedHttpRequest } from '../../net/sniffing/http-head.js';
-import { sendProxyError, writeRawError } from '../relay/error-response.js';
+import { answerWhenWritten, sendProxyError, writeRawError } from '../relay/error-response.js';
 import type { OriginalDestination } from './original-destination.js';
 import { halfCloseTimeoutOf, splice } from '../../net/splice.js';
 import { relayTimeouts } from '../relay/tunnel.js';
@@ -307,9 +307,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     // Refused in audit mode too (as a server refuses what it cannot parse): bytes that are not a request are not relayed.
     const { address, port } = connection.destination;
     const ip = addressText(address);
-    refuseMalformed(options, { kind: 'transparent', client: connection.client, host: ip, port }, message, ip)
-      .then((refused) => writeRawError(socket, 400, message, refused.event.id))
-      .catch(() => writeRawError(socket, 400, message));
+    const refused = refuseMalformed(options, { kind: 'transparent', client: connection.client, host: ip, port }, message, ip);
+    answerWhenWritten(refused, (eventId) => writeRawError(socket, 400, message, eventId));
   };
 
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400, in either mode. */
@@ -327,9 +326,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
       path: req.url,
     };
     const message = `malformed HTTP request: ${why}`;
-    refuseMalformed(options, request, message, ip)
-      .then((refused) => sendProxyError(res, 400, message, refused.event.id))
-      .catch(() => sendProxyError(res, 400, message));
+    answerWhenWritten(refuseMalformed(options, request, message, ip), (eventId) => sendProxyError(res, 400, message, eventId));
   };
 
   /** Read the requests of `socket` (again, after an h2c upgrade request served as a plain one). */
