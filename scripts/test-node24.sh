@@ -57,12 +57,16 @@ node --test --test-concurrency=1 --test-timeout=120000 "${files[@]}"
 # node_modules whose better-sqlite3 is that build (every other package a link to the real one).
 sqlite_version=$(node -p "require('./node_modules/better-sqlite3/package.json').version")
 addon="$cache/$major-better-sqlite3-$sqlite_version"
-if [ ! -f "$addon/build/Release/better_sqlite3.node" ]; then
+# A cached build that node 24 cannot load (one built against other headers) is built again.
+if ! node -e 'process.dlopen({ exports: {} }, process.argv[1])' "$addon/build/Release/better_sqlite3.node" 2>/dev/null; then
+  rm -rf "$addon"
   [ -f "$node_gyp" ] || { echo "test-node24: FAILED: npm's node-gyp not found ($node_gyp)" >&2; exit 1; }
   tmp=$(mktemp -d "$cache/.sqlite-$major.XXXXXX")
   cp -r node_modules/better-sqlite3/. "$tmp/"
   rm -rf "$tmp/build"
-  if ! (cd "$tmp" && node "$node_gyp" rebuild --nodedir="$dir" -j 2 >"$tmp.log" 2>&1); then
+  # node-gyp takes npm_config_* variables over its own flags: under `npm test` on a machine whose npm config names a
+  # nodedir (this one's: /usr, node 20's headers), --nodedir alone built the addon for node 20, which node 24 refuses.
+  if ! (cd "$tmp" && npm_config_nodedir="$dir" node "$node_gyp" rebuild --nodedir="$dir" -j 2 >"$tmp.log" 2>&1); then
     tail -20 "$tmp.log" >&2
     rm -rf "$tmp" "$tmp.log"
     echo "test-node24: FAILED: better-sqlite3 $sqlite_version could not be built for node $version" >&2
