@@ -133,6 +133,8 @@ function hexValue(byte: number): number {
  */
 export const PAUSE_AT_BODY = 21;
 const BLANK_LINE = Buffer.from('\n', 'latin1');
+const CRLF_BLANK_LINE = Buffer.from('\r\n\r\n', 'latin1');
+const NO_BYTES = Buffer.alloc(0);
 /** A Transfer-Encoding whose last coding is chunked: the body llhttp reads as chunks. */
 const CHUNKED_LAST = /(?:^|,)[\t ]*chunked[\t ]*$/i;
 
@@ -152,13 +154,21 @@ type Executed = (ret: number | Error, piece: Buffer) => void;
  * A parser's reads with bare line ends (AUDIT_MODE_LENIENCY) that gives back the blank line llhttp eats after a chunked
  * body's last chunk (LastChunkBlankLine). The owner's head callback returns PAUSE_AT_BODY for a message with a chunked
  * body (`chunkedBody`), and its message-complete callback calls `messageComplete`; `read` parses each read the owner
- * gets, and `pausedAtBody` goes on with a read the parser made itself (natively) that paused at such a body: the owner
- * reads the rest of the connection itself from then on, for its bytes must be seen before llhttp's.
+ * gets, and `pausedAtBody` goes on with a read the parser made itself (natively) that paused at such a body: while a
+ * body is `watching`, its next bytes are to be seen before llhttp's, so the owner reads them itself.
+ *
+ * A body whose head ended in CRLF CRLF is not watched: its sender writes CRLF line ends (a server that mixes them is
+ * not known), and the connection keeps its native reads, as in block mode.
  */
 export class BareLfChunkedReads {
   private lastChunk: LastChunkBlankLine | undefined;
 
   constructor(private readonly parser: HttpParser) {}
+
+  /** A chunked body is being read whose blank line may yet be eaten: the owner reads its bytes (`read`). */
+  get watching(): boolean {
+    return this.lastChunk !== undefined;
+  }
 
   /** The message under way is complete: its body no longer watched. */
   messageComplete(): void {
@@ -180,7 +190,7 @@ export class BareLfChunkedReads {
       const ret = this.parser.execute(piece);
       // Paused, the piece is the whole rest: a body being watched (a cut) ends before the next head.
       if (pausedAtBody(ret)) {
-        rest = this.bodyStart(ret, piece, executed);
+        rest = this.bodyStart(ret, piece, executed, goOn);
         continue;
       }
       executed(ret, piece);
@@ -192,15 +202,22 @@ export class BareLfChunkedReads {
 
   /** `bytes`, a read the parser made itself, was paused at a chunked body's start (`paused`): the rest parsed as `read` does. */
   pausedAtBody(paused: Error & { bytesParsed: number }, bytes: Buffer, executed: Executed, goOn: () => boolean): void {
-    this.read(this.bodyStart(paused, bytes, executed), executed, goOn);
+    this.read(this.bodyStart(paused, bytes, executed, goOn), executed, goOn);
   }
 
-  /** The head ended where the parse of `bytes` paused: it goes on, the body watched. What follows the head is returned. */
-  private bodyStart(paused: Error & { bytesParsed: number }, bytes: Buffer, executed: Executed): Buffer {
+  /**
+   * The head ended where the parse of `bytes` paused: it goes on, the body watched unless the head ended in CRLF CRLF
+   * (read whole in `bytes`). What follows the head is returned.
+   */
+  private bodyStart(paused: Error & { bytesParsed: number }, bytes: Buffer, executed: Executed, goOn: () => boolean): Buffer {
     const headEnd = paused.bytesParsed;
     this.parser.resume();
-    this.lastChunk = new LastChunkBlankLine();
+    const crlfHead = headEnd >= CRLF_BLANK_LINE.length && bytes.compare(CRLF_BLANK_LINE, 0, CRLF_BLANK_LINE.length, headEnd - CRLF_BLANK_LINE.length, headEnd) === 0;
+    this.lastChunk = crlfHead ? undefined : new LastChunkBlankLine();
     executed(headEnd, bytes.subarray(0, headEnd));
+    // Nothing after the head in this read: llhttp goes on past the pause only when run again (a 204 that says chunked
+    // ends there, and would wait for bytes that never come).
+    if (headEnd === bytes.length && goOn()) executed(this.parser.execute(NO_BYTES), NO_BYTES);
     return bytes.subarray(headEnd);
   }
 }

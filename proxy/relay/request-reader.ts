@@ -500,14 +500,13 @@ export class RequestReader implements ResponseOwner {
 
   /**
    * After a native read's parse. A chunked body read with bare line ends: its bytes are to be seen before llhttp's
-   * (`lenientReads`), so the connection is read from 'data' events from its start on (a TLS connection inspected in
-   * audit mode that sends one; the others keep their native reads).
+   * (`lenientReads`), so the connection is read from 'data' events from then on (a TLS connection inspected in audit
+   * mode that sends one; the others keep their native reads).
    */
   private nativeExecuted(ret: number | Error): void {
     if (!this.lenientReads || !pausedAtBody(ret)) return this.executed(ret, undefined);
-    const bytes = this.parser.getCurrentBuffer();
-    this.unconsume();
-    this.lenientReads.pausedAtBody(ret, bytes, this.executedPiece, this.readingOn);
+    this.lenientReads.pausedAtBody(ret, this.parser.getCurrentBuffer(), this.executedPiece, this.readingOn);
+    if (this.lenientReads.watching) this.unconsume();
   }
 
   /** After a parse of `data` (undefined: a native read, the parser has its bytes). */

@@ -230,17 +230,18 @@ export class UpstreamConnection {
 
   /**
    * After a native read's parse. A chunked response read with bare line ends (its client's connection began in audit
-   * mode): its bytes are to be seen before llhttp's (`lenientReads`), so the connection is read from 'data' events from
-   * its start on, for the connection's life (its bulk bodies are llhttp's too). Such a response was a 502 until
-   * 2026-12-03 (llhttp, strict), where curl and Python take it directly.
+   * mode; a 502 until 2026-12-03, llhttp strict, where curl and Python take it directly), its head not ended in CRLF
+   * CRLF: its bytes are to be seen before llhttp's (`lenientReads`), so the connection is read from 'data' events from
+   * then on, for its life (its bulk bodies are llhttp's too). A CRLF server's connection keeps its native reads.
    */
   private nativeExecuted(ret: number | Error): void {
     if (!this.lenientReads || !pausedAtBody(ret)) return this.executed(ret);
-    const bytes = this.parser.getCurrentBuffer();
-    this.nativeRead!.stop();
+    const lenientReads = this.lenientReads;
+    lenientReads.pausedAtBody(ret, this.parser.getCurrentBuffer(), this.executedPiece, this.parsingOn);
+    if (!lenientReads.watching || !this.nativeRead) return;
+    this.nativeRead.stop();
     this.nativeRead = undefined;
     this.bulkReadable = false;
-    this.lenientReads.pausedAtBody(ret, bytes, this.executedPiece, this.parsingOn);
   }
 
   /** The head callback's answer to llhttp: a chunked body read with bare line ends is watched from its start. */

@@ -430,12 +430,17 @@ describe('inspected TLS (the inspector, in-process): read leniently when its con
   });
 
   /** `request` on a TLS connection to lenient.test through the proxy's CONNECT (inspected), and the answer until the close. */
-  const inspectedExchange = async (request: string): Promise<string> => {
+  /** `request` on an inspected TLS connection; `firstPart`, if given, is written first, alone (a read of its own). */
+  const inspectedExchange = async (request: string, firstPart?: string): Promise<string> => {
     const socket = net.connect((proxy.address() as net.AddressInfo).port, '127.0.0.1');
     socket.write(`CONNECT lenient.test:${upstreamPort} HTTP/1.1\r\nHost: lenient.test:${upstreamPort}\r\n\r\n`);
     await new Promise<void>((resolve) => socket.once('data', () => resolve()));
     const secure = tls.connect({ socket, servername: 'lenient.test', ca: inspectionCa.certPem, ALPNProtocols: ['http/1.1'] });
     await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    if (firstPart !== undefined) {
+      secure.write(firstPart);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const answer = await exchangeOnTunnel(secure, request, '\n\n\n');
     secure.destroy();
     return answer;
@@ -454,16 +459,21 @@ describe('inspected TLS (the inspector, in-process): read leniently when its con
 
   test('audit mode: a bare-LF chunked body ending `0\\n\\n` completes, and the request pipelined behind it is read as one', async () => {
     mode = 'audit';
-    const path = '/ok/inspected-bare-lf-chunked';
-    const answer = await inspectedExchange(bareLfChunked(path, `lenient.test:${upstreamPort}`));
-    assert.match(answer, new RegExp(`^HTTP/1\\.1 200 [^]*served lenient\\.test:\\d+ ${path} body=hello world\n[^]*served lenient\\.test:\\d+ ${path}-next\n$`), answer);
-    assert.deepEqual(
-      decisions.filter((d) => d.path?.startsWith(path)).map((d) => [d.path, d.method, d.mode]),
-      [
-        [path, 'POST', 'audit'],
-        [`${path}-next`, 'GET', 'audit'],
-      ],
-    );
+    // Whole in one read, then cut after the last chunk's line (the connection read natively until the body begins).
+    for (const [index, cutAt] of [undefined, '0\n'].entries()) {
+      const path = `/ok/inspected-bare-lf-chunked-${index}`;
+      const request = bareLfChunked(path, `lenient.test:${upstreamPort}`);
+      const cut = cutAt === undefined ? 0 : request.indexOf(cutAt) + cutAt.length;
+      const answer = await inspectedExchange(request.slice(cut), cutAt === undefined ? undefined : request.slice(0, cut));
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 200 [^]*served lenient\\.test:\\d+ ${path} body=hello world\n[^]*served lenient\\.test:\\d+ ${path}-next\n$`), answer);
+      assert.deepEqual(
+        decisions.filter((d) => d.path?.startsWith(path)).map((d) => [d.path, d.method, d.mode]),
+        [
+          [path, 'POST', 'audit'],
+          [`${path}-next`, 'GET', 'audit'],
+        ],
+      );
+    }
   });
 
   test('block mode: refused 400, nothing reaches the server', async () => {
@@ -476,8 +486,8 @@ describe('inspected TLS (the inspector, in-process): read leniently when its con
 
 /**
  * A server that answers with bare-LF line ends (written by hand, as some embedded or test servers do), keeping its
- * connections open: `/lf-length` with a Content-Length body, `/lf-chunked` with a chunked one ended by `0\n\n`.
- * `connections` counts the connections it accepted.
+ * connections open: `/lf-length` with a Content-Length body, `/lf-chunked` with a chunked one ended by `0\n\n` (its
+ * blank line in a read of its own), `/lf-204` a 204 that says chunked. `connections` counts the connections it accepted.
  */
 async function startBareLfServer(): Promise<{ port: number; connections: () => number; close: () => Promise<void> }> {
   let connections = 0;
@@ -493,8 +503,14 @@ async function startBareLfServer(): Promise<{ port: number; connections: () => n
       for (let end = pending.indexOf('\r\n\r\n'); end !== -1; end = pending.indexOf('\r\n\r\n')) {
         const path = / (\S+) HTTP/.exec(pending.slice(0, end))?.[1] ?? '';
         pending = pending.slice(end + 4);
-        if (path.endsWith('/lf-length')) socket.write('HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 12\n\nhello world\n');
-        else socket.write('HTTP/1.1 200 OK\nContent-Type: text/plain\nTransfer-Encoding: chunked\n\n5\nhello\n7\n world\n\n0\n\n');
+        // A 204 that says chunked (RFC 9110 forbids the header there; llhttp reads no body): nothing follows its head.
+        if (path.endsWith('/lf-204')) socket.write('HTTP/1.1 204 No Content\nTransfer-Encoding: chunked\n\n');
+        else if (path.endsWith('/lf-length')) socket.write('HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 12\n\nhello world\n');
+        else {
+          // Cut after the last chunk's line: its blank line comes in a read of its own.
+          socket.write('HTTP/1.1 200 OK\nContent-Type: text/plain\nTransfer-Encoding: chunked\n\n5\nhello\n7\n world\n\n0\n');
+          setTimeout(() => socket.writable && socket.write('\n'), 50);
+        }
       }
     });
   });
@@ -557,6 +573,7 @@ describe('an upstream server that answers with bare-LF line ends, through the CL
             for (const path of ['/lf-chunked', '/lf-length', '/lf-chunked']) {
               assert.deepEqual(await getThroughProxy(guard.port, `http://lf.test:${server.port}${path}`, agent), { status: 200, body: 'hello world\n' }, path);
             }
+            assert.deepEqual(await getThroughProxy(guard.port, `http://lf.test:${server.port}/lf-204`, agent), { status: 204, body: '' });
             assert.equal(server.connections() - before, 1);
           } finally {
             agent.destroy();

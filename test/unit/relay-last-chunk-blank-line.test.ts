@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { HTTPParser, PARSER_RESOURCE } from '../../proxy/relay/llhttp.js';
-import { LastChunkBlankLine } from '../../proxy/relay/last-chunk-blank-line.js';
+import { BareLfChunkedReads, LastChunkBlankLine, PAUSE_AT_BODY } from '../../proxy/relay/last-chunk-blank-line.js';
 import { AUDIT_MODE_LENIENCY } from '../../proxy/relay/request-leniency.js';
 
 const HEAD = 'POST / HTTP/1.1\nHost: a.test\nTransfer-Encoding: chunked\n\n';
@@ -73,4 +73,41 @@ describe('LastChunkBlankLine: where llhttp, reading bare line ends, eats the bla
       assert.equal(scanByteByByte(body), -1);
     });
   }
+});
+
+describe('BareLfChunkedReads: a parser whose head callback pauses at a chunked body', () => {
+  /** `reads` parsed one after the other; what llhttp made of them, and whether a body was watched after the head. */
+  function readAll(reads: string[]): { complete: number; bodies: string[]; errors: string[]; watched: boolean } {
+    const parser = new HTTPParser();
+    parser.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, 0, AUDIT_MODE_LENIENCY);
+    const lenientReads = new BareLfChunkedReads(parser);
+    const seen = { complete: 0, bodies: [''], errors: [] as string[], watched: false };
+    parser[HTTPParser.kOnHeadersComplete] = () => PAUSE_AT_BODY;
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => (seen.bodies[seen.bodies.length - 1] += chunk.toString('latin1'));
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      seen.complete++;
+      seen.bodies.push('');
+      lenientReads.messageComplete();
+    };
+    const executed = (ret: number | Error) => {
+      if (ret instanceof Error) seen.errors.push((ret as NodeJS.ErrnoException).code ?? 'error');
+      seen.watched ||= lenientReads.watching;
+    };
+    for (const read of reads) lenientReads.read(Buffer.from(read, 'latin1'), executed, () => true);
+    parser.close();
+    return seen;
+  }
+
+  test('bare line ends: `0\\n\\n` ends the body, in one read or cut anywhere, and a request behind it is read as one', () => {
+    const bytes = `${HEAD}5\nhello\n0\n\nGET /next HTTP/1.1\nHost: a.test\n\n`;
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const seen = readAll([bytes.slice(0, cut), bytes.slice(cut)]);
+      assert.deepEqual([seen.complete, seen.bodies[0], seen.errors, seen.watched], [2, 'hello', [], true], `cut at ${cut}`);
+    }
+  });
+
+  test('a head ended in CRLF CRLF: its body is not watched, and read as llhttp reads it', () => {
+    const seen = readAll(['POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n']);
+    assert.deepEqual([seen.complete, seen.bodies[0], seen.errors, seen.watched], [1, 'hello', [], false]);
+  });
 });
