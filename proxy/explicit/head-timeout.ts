@@ -1,5 +1,5 @@
-/** node's default headersTimeout, which the explicit proxy's HTTP server used: a head must be complete by then. */
-const HEAD_TIMEOUT_MS = 30_000;
+/** node's default headersTimeout, which the explicit proxy's HTTP server used: a head must be complete by then (head-timeout). */
+export const HEAD_TIMEOUT_MS = 30_000;
 /** How often unfinished heads are checked against HEAD_TIMEOUT_MS (one timer for all of a listener's connections). */
 const HEAD_SWEEP_MS = 1_000;
 
@@ -11,22 +11,22 @@ export interface HeadSweep {
 }
 
 /**
- * One timer that ends heads unfinished after HEAD_TIMEOUT_MS: every HEAD_SWEEP_MS it calls `expire` with the time
- * before which a head began too long ago; `expire` ends those and answers whether any connection is left to watch
- * (if not, the timer stops until the next `arm`).
+ * One timer that ends heads unfinished after `timeoutMs`: every HEAD_SWEEP_MS (or `timeoutMs`, if shorter) it calls
+ * `expire` with the time before which a head began too long ago; `expire` ends those and answers whether any
+ * connection is left to watch (if not, the timer stops until the next `arm`).
  */
-export function headSweep(expire: (startedBefore: number) => boolean): HeadSweep {
+export function headSweep(expire: (startedBefore: number) => boolean, timeoutMs = HEAD_TIMEOUT_MS): HeadSweep {
   let timer: NodeJS.Timeout | undefined;
   const stop = () => {
     clearInterval(timer);
     timer = undefined;
   };
   const tick = () => {
-    if (!expire(Date.now() - HEAD_TIMEOUT_MS)) stop();
+    if (!expire(Date.now() - timeoutMs)) stop();
   };
   return {
     arm: () => {
-      timer ??= setInterval(tick, HEAD_SWEEP_MS).unref();
+      timer ??= setInterval(tick, Math.min(HEAD_SWEEP_MS, timeoutMs)).unref();
     },
     stop,
   };
