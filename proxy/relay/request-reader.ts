@@ -1,8 +1,8 @@
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
+import { holdReading, resumeReading } from '../../net/kernel-relay.js';
 import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
 import { markHalfCloseTimeout } from './half-close-timeout.js';
-import { holdReading, resumeReading } from '../../net/kernel-relay.js';
 import { lingeringClose } from './lingering-close.js';
 import { RawResponse, type ResponseOwner } from './raw-response.js';
 
