@@ -313,10 +313,12 @@ export class DnsResponder {
    * A query the server drops unanswered because `waiting` queries are at an upstream already (its max-in-flight):
    * the client's resolver retries or fails, so the job's report must say why, in audit mode too (egress-guard's own
    * limit, not the policy's). One event per query, up to a rate (ReportBudget); until 2026-12-03 no trace at all.
+   * `cut` as for answer(): a packet that is the start of a larger datagram is malformed here too (until review45 it
+   * was read as whole, and a question in its first bytes named).
    */
-  reportDropped(packet: Buffer, client: DnsClient, waiting: number): void {
+  reportDropped(packet: Buffer, client: DnsClient, waiting: number, cut = false): void {
     if (!this.budgets.dropped.take()) return;
-    const reading = readQuery(packet, false);
+    const reading = readQuery(packet, cut);
     const message = `dropped unanswered: ${waiting} queries are waiting for an upstream answer already (egress-guard's limit)`;
     if (!reading.ok) {
       this.reportMalformed(client, 'udp', reading.reason, false);

@@ -220,7 +220,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
     if (closed || client.port === 0) return null;
     if (inFlight >= maxInFlight) {
-      responder.reportDropped(packet, client, inFlight);
+      responder.reportDropped(packet, client, inFlight, cut);
       return null;
     }
     return answer(packet, client, 'udp', cut);

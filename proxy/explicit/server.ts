@@ -270,8 +270,11 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
     if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
       // A head still unfinished at head-timeout: 408 as node's server answered, with its event (until 2026-12-03 none),
-      // so that a job whose tool stalls mid-request finds why in its report. It named no host yet.
-      const timedOut = `request head not complete within ${options.headTimeoutMs ?? HEAD_TIMEOUT_MS} ms (head-timeout)`;
+      // so that a job whose tool stalls mid-request finds why in its report. It named no host yet. A connection that
+      // sent nothing at all is timed from its accept (as node's server did): its event says so (until review45 it
+      // said a head was not complete).
+      const what = socket.bytesRead === 0 ? 'no request' : 'request head not complete';
+      const timedOut = `${what} within ${options.headTimeoutMs ?? HEAD_TIMEOUT_MS} ms (head-timeout)`;
       return answerWhenWritten(refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, timedOut), (eventId) => refuseOnSocket(socket, 408, timedOut, eventId));
     }
     const message = `malformed HTTP request (${err.code ?? 'parse error'})`;

@@ -112,6 +112,16 @@ describe('explicit proxy: a head unfinished at head-timeout is answered 408 with
       assert.match(answer, new RegExp(`X-Egress-Guard-Event: ${decision.id}\r\n`, 'i'));
     });
   }
+
+  // Until review45 its event said `request head not complete`, of a connection that had sent no byte.
+  test('a connection that sends nothing, whose event says no request came', async () => {
+    const before = guard.lines.length;
+    const answer = await rawExchange(guard.port, '', { timeoutMs: 5000 });
+    assert.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n/, answer.slice(0, 200));
+    const decision = await guard.waitFor((l) => guard.lines.indexOf(l) >= before && l.event === 'decision');
+    assert.deepEqual([decision.host, decision.decision, decision.reason, decision.mode], ['(none)', 'blocked', 'malformed-request', 'audit']);
+    assert.equal(decision.message, 'no request within 500 ms (head-timeout)');
+  });
 });
 
 describe('explicit proxy at max-tunnels: the 503 is an at-capacity decision with its event, in audit mode too', () => {
