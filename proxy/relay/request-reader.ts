@@ -451,12 +451,16 @@ export class RequestReader implements ResponseOwner {
   }
 
   /**
-   * A head unfinished for too long (node's headersTimeout): answered as node's server did, with 'clientError'; as
-   * there, the parser stays (a FIN after the answer is reported again, as an unexpected end).
+   * A head unfinished for too long (node's headersTimeout): answered as node's server did, with 'clientError'. Nothing
+   * is parsed after it: the answer waits for its event to be written (since 2026-12-03), and the rest of the head read
+   * meanwhile must not become a request that is decided and sent, nor a FIN a second refusal (review45).
    */
   headTimedOut(): void {
     if (this.failed) return;
     this.headStartedAt = 0;
+    this.failed = true;
+    this.unconsume();
+    this.socket.pause();
     this.handlers.clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), this.socket);
   }
 
