@@ -4,7 +4,7 @@ const WINDOW_MS = 60_000;
 /**
  * At most `limit` events a minute for one kind of report whose rate a sender sets (malformed packets, queries dropped
  * at capacity): past it each is only counted, and the count goes to `summarise` when the next report comes after the
- * minute, so that a flood cannot turn the events file into its amplifier.
+ * minute (or at flush(), when the server closes), so that a flood cannot turn the events file into its amplifier.
  */
 export class ReportBudget {
   private start = 0;
@@ -15,6 +15,12 @@ export class ReportBudget {
     private readonly limit: number,
     private readonly summarise: (suppressed: number) => void,
   ) {}
+
+  /** Summarise what this minute suppressed so far (the server closes: no later report would). */
+  flush(): void {
+    if (this.suppressed > 0) this.summarise(this.suppressed);
+    this.suppressed = 0;
+  }
 
   /** Whether this report gets its event (true) or is only counted (false). */
   take(now = Date.now()): boolean {

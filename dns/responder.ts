@@ -104,6 +104,8 @@ export class DnsResponder {
 
   close(): void {
     this.upstream.close();
+    this.budgets.malformed.flush();
+    this.budgets.dropped.flush();
   }
 
   get cacheSize(): number {

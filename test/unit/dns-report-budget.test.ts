@@ -18,3 +18,12 @@ test('a report budget gives `limit` events a minute, counts the rest, and summar
   assert.equal(budget.take(t0 + 130_000), true, 'nothing suppressed in the last minute: no summary');
   assert.deepEqual(summaries, [3]);
 });
+
+test('flush() summarises what the minute suppressed so far, once', () => {
+  const summaries: number[] = [];
+  const budget = new ReportBudget(1, (n) => summaries.push(n));
+  [0, 1, 2].forEach((i) => budget.take(1_000 + i));
+  budget.flush();
+  budget.flush();
+  assert.deepEqual(summaries, [2]);
+});
