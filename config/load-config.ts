@@ -36,6 +36,7 @@ export interface Config {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   halfCloseTimeoutMs: number;
+  headTimeoutMs: number;
   /** How the DNS server reads and answers UDP (net/udp-batch.ts or node's dgram). */
   dnsUdp: 'batch' | 'dgram';
   /** How decided tunnels are relayed (net/kernel-relay.ts). */
@@ -243,6 +244,7 @@ export function loadConfig(sources: ConfigSources): Config {
     connectTimeoutMs: timeoutMs(settings, 'connect-timeout'),
     idleTimeoutMs: timeoutMs(settings, 'idle-timeout'),
     halfCloseTimeoutMs: integer(settings, 'half-close-timeout'),
+    headTimeoutMs: timeoutMs(settings, 'head-timeout'),
     dnsUdp: oneOf(settings, 'dns-udp', ['batch', 'dgram'] as const),
     relay: oneOf(settings, 'relay', ['kernel', 'js'] as const),
     relayHandOverAfter: integer(settings, 'relay-hand-over-after'),

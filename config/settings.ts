@@ -89,6 +89,12 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'connect-timeout', env: 'EGRESS_CONNECT_TIMEOUT', default: '10000', help: 'upstream connect timeout, ms' },
   { key: 'idle-timeout', env: 'EGRESS_IDLE_TIMEOUT', default: '300000', help: 'close tunnels idle this long, ms' },
   {
+    key: 'head-timeout',
+    env: 'EGRESS_HEAD_TIMEOUT',
+    default: '30000',
+    help: "a request head the explicit proxy is still reading this long after it began is answered 408 (node's headersTimeout), ms",
+  },
+  {
     key: 'half-close-timeout',
     env: 'EGRESS_HALF_CLOSE_TIMEOUT',
     default: '60000',

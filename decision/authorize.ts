@@ -93,10 +93,20 @@ export function refuseAtCapacity(ctx: AuthorizeContext, request: AuthorizeReques
   return refuseUndecided(ctx, request, 'at-capacity', message, ip);
 }
 
+/**
+ * A connection to the transparent listener that no redirect rule sent there (no original destination, or one that is
+ * the listener itself): there is nothing to decide or relay it to, so it is refused in audit mode too, with its event
+ * (`not-redirected`, `host` and `ip` the listener's address) so that a job that names the transparent listener as its
+ * proxy, or connects to it by mistake, finds out why in its report.
+ */
+export function refuseNotRedirected(ctx: AuthorizeContext, request: AuthorizeRequest, message: string, ip: string): Promise<Extract<Authorization, { action: 'reject' }>> {
+  return refuseUndecided(ctx, request, 'not-redirected', message, ip);
+}
+
 function refuseUndecided(
   ctx: AuthorizeContext,
   request: AuthorizeRequest,
-  reason: 'malformed-request' | 'at-capacity',
+  reason: 'malformed-request' | 'at-capacity' | 'not-redirected',
   message: string,
   ip: string | undefined,
 ): Promise<Extract<Authorization, { action: 'reject' }>> {

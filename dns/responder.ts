@@ -6,6 +6,7 @@ import { decideName, formatHostPort, refusal, type Decision, type Policy } from 
 import { nameKey, type AddressBook } from '../decision/address-book.js';
 import { AnswerCache, cacheKey, cacheLimits, renderAnswer, toCachedAnswer, type AnswerCacheOptions, type CachedAnswer } from './cache.js';
 import { NameDecisions } from './name-decisions.js';
+import { ReportBudget } from './report-budget.js';
 import { UpstreamClient, UpstreamError, type Upstream } from './upstream.js';
 import {
   addressRecord,
@@ -37,7 +38,7 @@ export interface DnsResponderOptions {
   upstreamTimeoutMs?: number;
   upstreamRounds?: number;
   cache?: AnswerCacheOptions;
-  /** Malformed-packet events per minute before they are only counted (default 100). */
+  /** Malformed-packet events per minute before they are only counted (default 100); the same for dropped queries. */
   malformedEventsPerMinute?: number;
 }
 
@@ -77,7 +78,8 @@ export class DnsResponder {
   private readonly pending = new Map<string, Promise<CachedAnswer>>();
   private readonly localNames: Map<string, string[]>;
   private readonly decisions = new NameDecisions(DnsResponder.decideQuestion);
-  private malformedWindow = { start: 0, reported: 0, suppressed: 0 };
+  /** Events for malformed packets and for queries dropped at capacity, each at most so many a minute (ReportBudget). */
+  private readonly budgets: { malformed: ReportBudget; dropped: ReportBudget };
   /** The JSON of the decision's part of its events' fields, per decision (see emit). */
   private readonly decisionJson = new WeakMap<Decision, DecisionJson>();
   /**
@@ -92,10 +94,18 @@ export class DnsResponder {
     this.upstream = new UpstreamClient(options.upstreams, { timeoutMs: options.upstreamTimeoutMs, rounds: options.upstreamRounds });
     this.cache = new AnswerCache(cacheLimits(options.cache));
     this.localNames = new Map([...(options.localNames ?? new Map<string, string[]>())].map(([name, addrs]) => [nameKey(name), addrs]));
+    const limit = options.malformedEventsPerMinute ?? 100;
+    const log = options.events.log;
+    this.budgets = {
+      malformed: new ReportBudget(limit, (suppressed) => log.warn({ suppressed }, 'malformed DNS packets not reported individually in the last minute')),
+      dropped: new ReportBudget(limit, (suppressed) => log.warn({ suppressed }, 'DNS queries dropped at capacity not reported individually in the last minute')),
+    };
   }
 
   close(): void {
     this.upstream.close();
+    this.budgets.malformed.flush();
+    this.budgets.dropped.flush();
   }
 
   get cacheSize(): number {
@@ -301,20 +311,35 @@ export class DnsResponder {
     this.options.events.emitDecision(fields, 'end-of-turn', `"kind":"dns","client":${this.client.json}${parts.host}${fields.qtype}${parts.rest}`);
   }
 
-  /** One event per malformed packet, up to a rate; past it they are counted and summarised. */
-  private reportMalformed(client: DnsClient, transport: string, reason: string, answered: boolean): void {
-    const now = Date.now();
-    const window = this.malformedWindow;
-    const limit = this.options.malformedEventsPerMinute ?? 100;
-    if (now - window.start > 60_000) {
-      if (window.suppressed > 0) this.options.events.log.warn({ suppressed: window.suppressed }, 'malformed DNS packets not reported individually in the last minute');
-      this.malformedWindow = { start: now, reported: 0, suppressed: 0 };
-    }
-    if (this.malformedWindow.reported >= limit) {
-      this.malformedWindow.suppressed++;
+  /**
+   * A query the server drops unanswered because `waiting` queries are at an upstream already (its max-in-flight):
+   * the client's resolver retries or fails, so the job's report must say why, in audit mode too (egress-guard's own
+   * limit, not the policy's). One event per query, up to a rate (ReportBudget); until 2026-12-03 no trace at all.
+   * `cut` as for answer(): a packet that is the start of a larger datagram is malformed here too (until review45 it
+   * was read as whole, and a question in its first bytes named).
+   */
+  reportDropped(packet: Buffer, client: DnsClient, waiting: number, cut = false): void {
+    if (!this.budgets.dropped.take()) return;
+    const reading = readQuery(packet, cut);
+    const message = `dropped unanswered: ${waiting} queries are waiting for an upstream answer already (egress-guard's limit)`;
+    if (!reading.ok) {
+      this.reportMalformed(client, 'udp', reading.reason, false);
       return;
     }
-    this.malformedWindow.reported++;
+    const question = reading.query.question;
+    this.emit(this.options.policy(), client, question, {
+      outcome: 'blocked',
+      permitted: false,
+      reason: 'at-capacity',
+      rule: null,
+      host: question.name,
+      message: `${question.name}: ${message}`,
+    });
+  }
+
+  /** One event per malformed packet, up to a rate; past it they are counted and summarised. */
+  reportMalformed(client: DnsClient, transport: string, reason: string, answered: boolean | 'connection closed'): void {
+    if (!this.budgets.malformed.take()) return;
     const policy = this.options.policy();
     this.options.events.decision(
       {
@@ -326,7 +351,7 @@ export class DnsResponder {
         decision: 'blocked',
         reason: 'malformed-request',
         rule: null,
-        message: `malformed DNS packet over ${transport} (${reason}); ${answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`,
+        message: `malformed DNS packet over ${transport} (${reason}); ${answered === 'connection closed' ? answered : answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`,
         mode: policy.mode,
       },
       'end-of-turn',

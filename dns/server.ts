@@ -218,7 +218,11 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
 
   const answerUdp: UdpQueryHandler = (packet, client, cut) => {
     // Source port 0 cannot be answered (a raw-socket sender can forge it); dropping it is the only reply.
-    if (closed || inFlight >= maxInFlight || client.port === 0) return null;
+    if (closed || client.port === 0) return null;
+    if (inFlight >= maxInFlight) {
+      responder.reportDropped(packet, client, inFlight, cut);
+      return null;
+    }
     return answer(packet, client, 'udp', cut);
   };
 
@@ -252,7 +256,14 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     socket.on('close', () => connections.delete(socket));
     const frameWaiting = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
     const maybeEnd = () => {
-      if (peerEnded && pipeline === 0 && !writeBlocked && !frameWaiting() && !socket.destroyed) socket.end();
+      if (!peerEnded || pipeline !== 0 || writeBlocked || frameWaiting() || socket.destroyed) return;
+      if (buffered.length > 0) {
+        // What is left once every whole frame is answered is a query cut short: its event says so (until
+        // 2026-12-03 a log line only, written at the FIN even when whole frames were still waiting their turn).
+        responder.reportMalformed(client, 'tcp', `the connection ended ${buffered.length} bytes into a frame`, false);
+        buffered = Buffer.alloc(0);
+      }
+      socket.end();
     };
     const send = (frame: Buffer) => {
       if (socket.write(frame) || writeBlocked) return;
@@ -269,7 +280,8 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       while (!writeBlocked && buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
         const length = buffered.readUInt16BE(0);
         if (length > maxTcpQuery) {
-          log.warn({ client: clientText(client), length, max: maxTcpQuery }, 'dns tcp frame too large; connection closed');
+          // No query is this long; its event says so (until 2026-12-03 a log line only).
+          responder.reportMalformed(client, 'tcp', `a frame of ${length} bytes, over the ${maxTcpQuery}-byte limit for a query`, 'connection closed');
           socket.destroy();
           return;
         }
@@ -306,7 +318,6 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     });
     socket.on('end', () => {
       peerEnded = true;
-      if (buffered.length > 0) log.warn({ client: clientText(client), bytes: buffered.length }, 'dns tcp connection ended mid-message');
       maybeEnd();
     });
   });

@@ -57,6 +57,7 @@ export const DECISION_REASONS = [
   'ambiguous-host',
   'malformed-request',
   'at-capacity',
+  'not-redirected',
   'unsupported-query',
   'upstream-unresolvable',
   'not-proxied',

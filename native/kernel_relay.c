@@ -38,6 +38,16 @@
  *                                        cancelled as by cancel() (its fd closed) and fd is -1. A taken fd is
  *                                        JS's from then on (the thread never touches it again).
  *
+ * A bounded one-way relay (issue 14: the rest of a bulk Content-Length body of a plain HTTP response, after its head):
+ *   pump(upstreamFd, clientFd, bytes, idleMs) -> id
+ *                                        moves exactly `bytes` from upstream to the client with splice(2) on the
+ *                                        thread (each read asks for no more than what is left, so the next
+ *                                        response's bytes stay in the socket), client -> upstream held (the client's
+ *                                        next request waits in the kernel for JS's reader; its FIN too). Ends by
+ *                                        itself through onDone: 0 every byte moved, 8 upstream's FIN first (the body
+ *                                        cut short), 1 / 2 an error of the client / upstream (errno), 3 no byte moved
+ *                                        for idleMs. cancel() as for any relay.
+ *
  * fd safety: the relay owns no fd. Node may close the sockets at any moment (socket.destroy() closes the fd at
  * once, and the next accept may get the same number), so JS cancels a relay before it lets node close either fd,
  * and the thread works on relays only while holding `lock`; cancel takes the same lock. A relay's epoll events
@@ -78,7 +88,7 @@
 #include <unistd.h>
 #include "napi_errno.h"
 
-enum { REASON_DONE = 0, REASON_CLIENT = 1, REASON_UPSTREAM = 2, REASON_IDLE = 3, REASON_HALF_CLOSE = 4, REASON_CONNECT_FAILED = 5, REASON_CONNECT_TIMEOUT = 6, REASON_CONNECTED = 7 };
+enum { REASON_DONE = 0, REASON_CLIENT = 1, REASON_UPSTREAM = 2, REASON_IDLE = 3, REASON_HALF_CLOSE = 4, REASON_CONNECT_FAILED = 5, REASON_CONNECT_TIMEOUT = 6, REASON_CONNECTED = 7, REASON_CUT = 8 };
 /* CONNECTING: only the upstream fd, connecting (in the epoll set for its writable edge); CONNECTED: waiting for attach(). */
 enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_ENDED, SLOT_CONNECTING, SLOT_CONNECTED };
 
@@ -126,6 +136,9 @@ typedef struct {
   int hung_up[2];
   int again;      /* stopped after ROUNDS with data left: go on without waiting for an edge */
   int out_armed[2]; /* EPOLLOUT asked for on fds[i]: only once a write to it would have blocked */
+  /* pump(): upstream -> client only, and no more than pump_left bytes still to read from upstream (see the top). */
+  int pumping;
+  uint64_t pump_left;
   int reason, err;
 } relay;
 
@@ -448,6 +461,8 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
       r->last_activity = now;
       continue;
     }
+    /* A pump passes on neither more than its bytes nor upstream's FIN (work_on ends it once the pipe is empty). */
+    if (r->pumping && (d->eof || r->pump_left == 0)) return 0;
     if (d->eof) {
       give_back(d);
       if (!d->shut) {
@@ -474,7 +489,8 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
         return -1;
       }
     }
-    ssize_t n = splice(d->src, NULL, d->pipe.w, NULL, PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    size_t want = r->pumping && r->pump_left < PIPE_BYTES ? (size_t)r->pump_left : PIPE_BYTES;
+    ssize_t n = splice(d->src, NULL, d->pipe.w, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         give_back(d);
@@ -486,6 +502,7 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
     }
     r->last_activity = now;
     if (n == 0) source_ended(r, d);
+    else if (r->pumping) r->pump_left -= (uint64_t)n;
     d->in_pipe = (size_t)n;
   }
   r->again = 1;
@@ -506,7 +523,9 @@ static void work_on(uint32_t slot, int64_t now, unsigned directions) {
       return;
     }
   }
-  if (r->dir[0].shut && r->dir[1].shut) end_relay(slot, REASON_DONE, 0);
+  if (r->pumping && !r->dir[0].head && r->dir[0].in_pipe == 0 && (r->pump_left == 0 || r->dir[0].eof))
+    end_relay(slot, r->pump_left == 0 ? REASON_DONE : REASON_CUT, 0);
+  else if (r->dir[0].shut && r->dir[1].shut) end_relay(slot, REASON_DONE, 0);
   else if (r->again && !r->on_main) again_pending = 1;
 }
 
@@ -849,7 +868,7 @@ static int take_slot(uint32_t *slot) {
  * for release(), and the client's fd is watched for errors only (node reads it meanwhile). Returns 0 or an errno,
  * with the slot unchanged.
  */
-static int begin_relay(uint32_t slot, int client, int64_t idle_ms, int64_t half_close_ms, int held) {
+static int begin_relay(uint32_t slot, int client, int64_t idle_ms, int64_t half_close_ms, int held, int thread_only) {
   relay *r = &slots[slot];
   int upstream = r->fds[1];
   /*
@@ -858,7 +877,7 @@ static int begin_relay(uint32_t slot, int client, int64_t idle_ms, int64_t half_
    */
   uint64_t key = slot | ((uint64_t)r->gen << 32);
   /* A connected slot keeps the set its connect was in; a relay started at once goes to the main loop when it is on. */
-  int on_main = r->state == SLOT_CONNECTED ? r->on_main : main_loop_bytes > 0;
+  int on_main = !thread_only && (r->state == SLOT_CONNECTED ? r->on_main : main_loop_bytes > 0);
   int ep = on_main ? mainfd : epfd;
   struct epoll_event ev = {.events = held ? EPOLLET : EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = key};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, client, &ev) != 0) return errno;
@@ -884,6 +903,50 @@ static int begin_relay(uint32_t slot, int client, int64_t idle_ms, int64_t half_
   return 0;
 }
 
+/*
+ * A new relay of two fds from JS (start(), pump()): `pump_bytes` 0 a tunnel's relay, else a pump of that many bytes
+ * upstream -> client (see the top). Returns its id, or throws (`what` names the call).
+ */
+static napi_value open_relay(napi_env env, const char *what, int client, int upstream, int64_t idle_ms, int64_t half_close_ms, uint64_t pump_bytes) {
+  if (epfd < 0) {
+    char message[32];
+    snprintf(message, sizeof message, "%s: init() first", what);
+    napi_throw_error(env, "EINVAL", message);
+    return NULL;
+  }
+  pthread_mutex_lock(&lock);
+  uint32_t slot;
+  int err = take_slot(&slot);
+  if (err) {
+    pthread_mutex_unlock(&lock);
+    return throw_errno(env, err, what);
+  }
+  relay *r = &slots[slot];
+  uint32_t gen = r->gen;
+  *r = (relay){.gen = gen, .fds = {-1, upstream}};
+  int pumping = pump_bytes > 0;
+  err = begin_relay(slot, client, idle_ms, half_close_ms, pumping, pumping);
+  if (err) {
+    free_slot(slot);
+    pthread_mutex_unlock(&lock);
+    return throw_errno(env, err, "epoll_ctl");
+  }
+  active_count++;
+  started_total++;
+  if (pumping) {
+    r->pumping = 1;
+    r->pump_left = pump_bytes;
+    /* Bytes upstream sent before the pump began raise no new edge: the thread reads once without waiting for one. */
+    r->again = 1;
+    again_pending = 1;
+    wake_thread();
+  }
+  pthread_mutex_unlock(&lock);
+  napi_value id;
+  napi_create_double(env, relay_id(slot, gen), &id);
+  return id;
+}
+
 static napi_value start(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -895,32 +958,26 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "start(clientFd, upstreamFd, idleMs, halfCloseMs): two distinct fds, positive timeouts");
     return NULL;
   }
-  if (epfd < 0) {
-    napi_throw_error(env, "EINVAL", "start: init() first");
+  return open_relay(env, "start", client, upstream, idle_ms, half_close_ms, 0);
+}
+
+/*
+ * pump(upstreamFd, clientFd, bytes, idleMs): see the top. On the thread from the start (bulk: the main loop's recv/send
+ * is for a tunnel's first few kilobytes); its client -> upstream direction held for good, the client's fd watched for
+ * its errors only.
+ */
+static napi_value pump_body(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  int32_t upstream, client;
+  int64_t bytes, idle_ms;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_get_value_int32(env, argv[0], &upstream) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &client) != napi_ok || !read_int64(env, argv[2], &bytes) || !read_int64(env, argv[3], &idle_ms) || client < 0 ||
+      upstream < 0 || client == upstream || bytes <= 0 || idle_ms <= 0) {
+    napi_throw_type_error(env, "EINVAL", "pump(upstreamFd, clientFd, bytes, idleMs): two distinct fds, a positive length and timeout");
     return NULL;
   }
-  pthread_mutex_lock(&lock);
-  uint32_t slot;
-  int err = take_slot(&slot);
-  if (err) {
-    pthread_mutex_unlock(&lock);
-    return throw_errno(env, err, "start");
-  }
-  relay *r = &slots[slot];
-  uint32_t gen = r->gen;
-  *r = (relay){.gen = gen, .fds = {-1, upstream}};
-  err = begin_relay(slot, client, idle_ms, half_close_ms, 0);
-  if (err) {
-    free_slot(slot);
-    pthread_mutex_unlock(&lock);
-    return throw_errno(env, err, "epoll_ctl");
-  }
-  active_count++;
-  started_total++;
-  pthread_mutex_unlock(&lock);
-  napi_value id;
-  napi_create_double(env, relay_id(slot, gen), &id);
-  return id;
+  return open_relay(env, "pump", client, upstream, idle_ms, idle_ms, (uint64_t)bytes);
 }
 
 /* The slot of an id from start() or connect() in `state` (under lock); -1 when it is not (gone, or in another state). */
@@ -1022,7 +1079,7 @@ static napi_value attach(napi_env env, napi_callback_info info) {
   }
   pthread_mutex_lock(&lock);
   int64_t slot = slot_of(id, SLOT_CONNECTED);
-  int err = slot < 0 ? ENOENT : slots[slot].fds[1] == client ? EINVAL : begin_relay((uint32_t)slot, client, idle_ms, half_close_ms, 1);
+  int err = slot < 0 ? ENOENT : slots[slot].fds[1] == client ? EINVAL : begin_relay((uint32_t)slot, client, idle_ms, half_close_ms, 1, 0);
   if (!err) started_total++;
   pthread_mutex_unlock(&lock);
   if (err && err != ENOENT) return throw_errno(env, err, "attach");
@@ -1190,6 +1247,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "release", fn);
   napi_create_function(env, "take", NAPI_AUTO_LENGTH, take, NULL, &fn);
   napi_set_named_property(env, exports, "take", fn);
+  napi_create_function(env, "pump", NAPI_AUTO_LENGTH, pump_body, NULL, &fn);
+  napi_set_named_property(env, exports, "pump", fn);
   napi_create_function(env, "stats", NAPI_AUTO_LENGTH, stats, NULL, &fn);
   napi_set_named_property(env, exports, "stats", fn);
   napi_create_function(env, "mainLoopBytes", NAPI_AUTO_LENGTH, set_main_loop_bytes, NULL, &fn);

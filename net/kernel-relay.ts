@@ -20,12 +20,17 @@ interface KernelRelayAddon {
   release(id: number, firstBytes?: Buffer): boolean;
   take(id: number): [bytesIn: number, bytesOut: number, reason: number, errno: number, fd: number] | undefined;
   mainLoopBytes(bytes: number): void;
+  /** Missing from an addon built before it (a stale prebuild): bodies are relayed in JavaScript then. */
+  pump?(upstreamFd: number, clientFd: number, bytes: number, idleMs: number): number;
 }
 
 /** The addon's reasons that end a connect() (kernel_relay.c): failed (errno), timed out, connected. */
 const CONNECT_FAILED = 5;
 const CONNECT_TIMEOUT = 6;
 const CONNECTED = 7;
+/** The addon's reasons that end a pump() (kernel_relay.c): every byte moved, upstream's FIN first. */
+const PUMP_DONE = 0;
+const PUMP_CUT = 8;
 
 type OnDone = (bytesIn: number, bytesOut: number, reason: number, errno: number) => void;
 
@@ -160,13 +165,7 @@ export function kernelRelayUsable(client: Socket, upstream: Socket): boolean {
  * Returns what node had read already and not yet delivered (to be sent on first).
  */
 export function stopReading(socket: Socket): Buffer | undefined {
-  socket.pause();
-  (socket as unknown as { _read: () => void })._read = () => undefined;
-  const handle = handleOf(socket);
-  if (handle?.reading) {
-    handle.reading = false;
-    handle.readStop?.();
-  }
+  holdReading(socket);
   if (socket.readableLength === 0) return undefined;
   return (socket.read() as Buffer | null) ?? undefined;
 }
@@ -357,4 +356,105 @@ export function attachKernelRelay(
  */
 export function releaseKernelRelay(upstream: number, firstBytes: Buffer | undefined): boolean {
   return loaded()!.release(upstream, firstBytes);
+}
+
+/**
+ * How a body pump ended: `done` every byte moved; `cut` upstream's FIN came first; `idle` no byte moved for its idle
+ * timeout; `client` / `upstream` an error of that side (`code`, an errno name); `destroyed` a destroy of either socket
+ * cancelled it (that socket's 'close' follows). `bytes`: what reached the client, in every case.
+ */
+export interface BodyPumpEnd {
+  outcome: 'done' | 'cut' | 'idle' | 'client' | 'upstream' | 'destroyed';
+  bytes: number;
+  code?: string;
+}
+
+/**
+ * Whether the rest of a plain HTTP response body may be pumped from `upstream` to `client` in native code now: the
+ * kernel relay is on, its addon has pump() (a stale prebuild has not), both are plain connected TCP sockets and
+ * node has nothing left to write to the client.
+ */
+export function bodyPumpUsable(upstream: Socket, client: Socket): boolean {
+  return typeof loaded()?.pump === 'function' && kernelRelayUsable(client, upstream) && writesFlushed(client) && upstream.writable;
+}
+
+function pumpEnd(bytes: number, reason: number, errno: number): BodyPumpEnd {
+  if (reason === PUMP_DONE) return { outcome: 'done', bytes };
+  if (reason === PUMP_CUT) return { outcome: 'cut', bytes };
+  if (reason === 3) return { outcome: 'idle', bytes };
+  return { outcome: reason === 1 ? 'client' : 'upstream', bytes, code: errnoName(errno) };
+}
+
+/**
+ * Pump exactly `bytes` of a response body from `upstream` to `client` with splice(2) on the relay thread (after
+ * bodyPumpUsable, and after the caller stopped node reading both sockets). Both sockets' idle timers are stopped
+ * meanwhile (native writes do not refresh them; the pump has its own, `idleMs`) and set again at its end, for the
+ * sockets not destroyed. A destroy of either socket cancels the pump first (node closes the fd inside destroy()),
+ * and the guard is taken off again at the end: a keep-alive connection pumps many bodies, and a guard left per
+ * pump would wrap its destroy once more each time. `onEnd` is called once. False: the addon refused it (nothing
+ * changed).
+ */
+export function startBodyPump(upstream: Socket, client: Socket, bytes: number, idleMs: number, onEnd: (end: BodyPumpEnd) => void): boolean {
+  const native = loaded()!;
+  let id: number;
+  try {
+    id = native.pump!(fdOf(upstream)!, fdOf(client)!, bytes, nativeTimeout(idleMs));
+  } catch {
+    return false;
+  }
+  const sockets = [upstream, client];
+  const timeouts = sockets.map((socket) => socket.timeout ?? 0);
+  for (const socket of sockets) socket.setTimeout(0);
+  let ended = false;
+  const unguard: (() => void)[] = [];
+  const end = (result: BodyPumpEnd) => {
+    if (ended) return;
+    ended = true;
+    running.delete(id);
+    for (const undo of unguard) undo();
+    sockets.forEach((socket, i) => {
+      if (!socket.destroyed && timeouts[i]! > 0) socket.setTimeout(timeouts[i]!);
+    });
+    onEnd(result);
+  };
+  running.set(id, (bytesIn, _out, reason, errno) => end(pumpEnd(bytesIn, reason, errno)));
+  const cancel = () => {
+    if (ended) return;
+    const cancelled = native.cancel(id);
+    end({ outcome: 'destroyed', bytes: cancelled?.[0] ?? 0 });
+  };
+  for (const socket of sockets) unguard.push(guardDestroy(socket, cancel));
+  return true;
+}
+
+/** Until the returned undo, `cancel` runs before node closes the socket's fd (inside destroy()); see startBodyPump. */
+function guardDestroy(socket: Socket, cancel: () => void): () => void {
+  type Destroy = (err: Error | null, callback: (err: Error | null) => void) => void;
+  const own = socket as unknown as { _destroy: Destroy };
+  const hadOwn = Object.hasOwn(own, '_destroy');
+  const destroy = own._destroy;
+  const guarded: Destroy = function (this: Socket, err, callback) {
+    cancel();
+    destroy.call(this, err, callback);
+  };
+  own._destroy = guarded;
+  return () => {
+    if (own._destroy !== guarded) return;
+    if (hadOwn) own._destroy = destroy;
+    else delete (own as { _destroy?: Destroy })._destroy;
+  };
+}
+
+/**
+ * Stop node reading `socket` without taking what it holds already (a body pump's client: its request reader reads on
+ * afterwards, from where it stopped): paused, its `_read` a no-op, its handle's reads stopped. Undone by resumeReading.
+ */
+export function holdReading(socket: Socket): void {
+  socket.pause();
+  (socket as unknown as { _read: () => void })._read = () => undefined;
+  const handle = handleOf(socket);
+  if (handle?.reading) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
 }

@@ -19,6 +19,8 @@ export type Reason =
   | 'malformed-request'
   // egress-guard's own limit (max-tunnels), not the policy's.
   | 'at-capacity'
+  // A connection to the transparent listener that no redirect rule sent there: there is no destination to decide.
+  | 'not-redirected'
   // A DNS query of another class than IN, or a zone transfer: not a lookup egress-guard forwards.
   | 'unsupported-query'
   | 'upstream-unresolvable'

@@ -7,9 +7,19 @@ import { destinationKey, isDecision } from './summary.js';
  * Decisions no allowlist changes: the request itself was unusable (ambiguous-host: it could name two hosts, and is
  * decided on none), or (encrypted-client-hello) its host is allowed already and what it hides is not in the event, or
  * (at-capacity) egress-guard's own limit of open connections refused it, or (unsupported-query) it was a DNS query of
- * another class than IN or a zone transfer, which egress-guard never forwards.
+ * another class than IN or a zone transfer, which egress-guard never forwards, or (not-redirected) it was made to the
+ * transparent listener itself, with no destination to allow.
  */
-export const NOT_POLICY_REASONS = new Set(['invalid-host', 'ambiguous-host', 'malformed-request', 'at-capacity', 'unsupported-query', 'sni-mismatch', 'encrypted-client-hello']);
+export const NOT_POLICY_REASONS = new Set([
+  'invalid-host',
+  'ambiguous-host',
+  'malformed-request',
+  'at-capacity',
+  'not-redirected',
+  'unsupported-query',
+  'sni-mismatch',
+  'encrypted-client-hello',
+]);
 /** Traffic the redirect rules refuse whatever the policy says (netlog/): UDP but DNS, ICMP, answers to outside hosts. */
 export const RULES_ONLY_REASONS = new Set(['not-proxied', 'inbound-reply', 'own-connection']);
 

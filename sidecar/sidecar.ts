@@ -125,7 +125,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     inspector,
     forwarder,
   };
-  const proxyServer = createHttpProxyServer(listenerOptions);
+  const proxyServer = createHttpProxyServer({ ...listenerOptions, headTimeoutMs: config.headTimeoutMs });
   const dnsServers: DnsServer[] = [];
   // Before the listeners: reports of what the rules refused from the job's first packet on are read.
   const netfilterLog: NetfilterLog | undefined = config.netfilterLog ? startNetfilterLog({ file: config.netfilterLog, events, mode: () => policy.mode }) : undefined;

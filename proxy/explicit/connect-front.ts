@@ -48,13 +48,13 @@ export interface ClosableServer extends net.Server {
  * closeIdleConnections (when nothing came yet) and closeAllConnections (set them before calling this); so are those
  * whose head was refused and that the client keeps open.
  */
-export function frontConnects(server: ClosableServer, handlers: ConnectFrontHandlers): void {
+export function frontConnects(server: ClosableServer, handlers: ConnectFrontHandlers, headTimeoutMs?: number): void {
   /** Connections still in their head: when each was accepted (ms) and the listeners to take off it. */
   const pending = new Map<net.Socket, InHead>();
   const sweep = headSweep((startedBefore) => {
     for (const [socket, head] of pending) if (head.since <= startedBefore) fail(socket, clientError('ERR_HTTP_REQUEST_TIMEOUT', 'Request timeout'));
     return pending.size > 0;
-  });
+  }, headTimeoutMs);
   const release = (socket: net.Socket) => {
     const head = pending.get(socket);
     if (!head) return;

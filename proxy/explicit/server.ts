@@ -7,7 +7,7 @@ import { formatHostPort, hostHeaderValue, parseAuthority } from '../../policy/ho
 import { parseAbsoluteTarget, type AbsoluteTarget } from './absolute-target.js';
 import { checkConnectSni } from './connect-sni-check.js';
 import { frontConnects, type ClosableServer } from './connect-front.js';
-import { headSweep } from './head-timeout.js';
+import { HEAD_TIMEOUT_MS, headSweep } from './head-timeout.js';
 import { UpstreamConnectError } from '../../net/connect.js';
 import { halfCloseTimeoutOf } from '../../net/splice.js';
 import { createHttpForwarder, type HttpForwarder } from '../relay/http-forwarder.js';
@@ -28,6 +28,8 @@ export interface HttpProxyServerOptions extends AuthorizeContext {
   idleTimeoutMs: number;
   /** See SpliceOptions.halfCloseTimeoutMs. */
   halfCloseTimeoutMs?: number;
+  /** A request head still being read this long after it began is answered 408 (default HEAD_TIMEOUT_MS, 30 s). */
+  headTimeoutMs?: number;
   maxTunnels: number;
   /** What to do with an authorized CONNECT tunnel: splice (default) or terminate and inspect. */
   tunnel: TunnelHandler;
@@ -266,6 +268,15 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     const client = clientOf(socket);
     events.log.warn({ client, err: err.code ?? err.message }, 'malformed HTTP request');
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      // A head still unfinished at head-timeout: 408 as node's server answered, with its event (until 2026-12-03 none),
+      // so that a job whose tool stalls mid-request finds why in its report. It named no host yet. A connection that
+      // sent nothing at all is timed from its accept (as node's server did): its event says so (until review45 it
+      // said a head was not complete).
+      const what = socket.bytesRead === 0 ? 'no request' : 'request head not complete';
+      const timedOut = `${what} within ${options.headTimeoutMs ?? HEAD_TIMEOUT_MS} ms (head-timeout)`;
+      return answerWhenWritten(refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, timedOut), (eventId) => refuseOnSocket(socket, 408, timedOut, eventId));
+    }
     const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
     if (!isMalformedHead(err)) return refuseOnSocket(socket, 400, message);
     // A head the parser cannot read names no host that can be trusted: its event says what was refused, and why.
@@ -285,7 +296,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
   const heads = headSweep((startedBefore) => {
     for (const reader of readers.values()) if (reader.headStartedAt !== 0 && reader.headStartedAt <= startedBefore) reader.headTimedOut();
     return readers.size > 0;
-  });
+  }, options.headTimeoutMs);
   const handlers: RequestHandlers = {
     request: onRequest,
     // node's server hands a CONNECT over as soon as it is parsed, though answers to requests pipelined ahead of it
@@ -334,7 +345,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     server.closeIdleConnections();
     return close(callback);
   };
-  frontConnects(server, { connect: onConnect, clientError: onClientError, other: readRequests, lenientFlags: () => requestLeniency(options.policy().mode) });
+  frontConnects(server, { connect: onConnect, clientError: onClientError, other: readRequests, lenientFlags: () => requestLeniency(options.policy().mode) }, options.headTimeoutMs);
   server.on('close', heads.stop);
 
   return server;

@@ -5,6 +5,7 @@ const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
   403: 'Forbidden',
   405: 'Method Not Allowed',
+  408: 'Request Timeout',
   421: 'Misdirected Request',
   502: 'Bad Gateway',
   503: 'Service Unavailable',

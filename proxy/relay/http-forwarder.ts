@@ -14,6 +14,7 @@ import { closedByHalfCloseTimeout } from './half-close-timeout.js';
 import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
 import { UpstreamPool, type ConnectOptions, type PooledSocket, type PoolRequest } from './upstream-pool.js';
 import type { ReservedUpstream } from './reserved-upstream.js';
+import type { BodyPumpTarget } from './raw-response.js';
 
 /** Destroy `socket` with ETIMEDOUT unless `connected` comes within `ms` (the agents' own connect timeout). */
 function withConnectTimeout<T extends net.Socket>(socket: T, connected: 'connect' | 'secureConnect', ms: number): T {
@@ -111,6 +112,8 @@ export interface ClientResponseSide extends ErrorAnswer {
   write(chunk: Buffer): boolean;
   /** RawResponse's write of a piece whose buffer is reused (see there); node's ServerResponse has none: a copy is written. */
   writeThrough?(view: Buffer, written: () => void): boolean | undefined;
+  /** RawResponse's client socket for a body pump (see there); node's ServerResponse has none: no pump. */
+  pumpTarget?(): BodyPumpTarget | undefined;
   end(): unknown;
   end(text: string): unknown;
   /** write(chunk) then end() (node's ServerResponse does just that; RawResponse in one write when it can). */
@@ -340,6 +343,14 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     if (through === undefined) return this.responseBody(Buffer.from(view));
     this.bytesIn += view.length;
     return through;
+  }
+
+  bodyPumpTarget(): BodyPumpTarget | undefined {
+    return this.res.pumpTarget?.();
+  }
+
+  bodyPumped(bytes: number): void {
+    this.bytesIn += bytes;
   }
 
   private readonly onDrain = (): void => {

@@ -17,6 +17,14 @@ export interface ResponseOwner {
   finished(res: RawResponse): void;
   /** Bytes kept for a queued response changed by `delta` (node's `updateOutgoingData`). */
   pendingData(delta: number): void;
+  /** Stop reading the connection while a body pump writes to it; the returned call reads on (request-reader.ts). */
+  holdReads?(): () => void;
+}
+
+/** A response's client socket, lent to a body pump (upstream-connection.ts): its reads held until the pump ends. */
+export interface BodyPumpTarget {
+  readonly socket: Socket;
+  holdReads(): () => void;
 }
 
 /** node's `common.chunkExpression` and `RE_CONN_CLOSE`. */
@@ -267,11 +275,27 @@ export class RawResponse {
    * Unlike write(), not corked until the next tick: whether the socket took it all is known here.
    */
   writeThrough(view: Buffer, written: () => void): boolean | undefined {
+    if (!this.bodyGoesStraight()) return undefined;
+    this.socket.write(view, written);
+    return this.socket.writableLength === 0;
+  }
+
+  /**
+   * The client's socket, lent to a pump of the rest of this response's body in native code (upstream-connection.ts),
+   * when the body's bytes may go to it as they are now (as for writeThrough) and its reader can hold its reads;
+   * undefined otherwise. The pump's bytes are not written here: end() then ends a response whose body went whole.
+   */
+  pumpTarget(): BodyPumpTarget | undefined {
+    const owner = this.owner;
+    if (!owner.holdReads || !this.bodyGoesStraight()) return undefined;
+    return { socket: this.socket, holdReads: () => owner.holdReads!() };
+  }
+
+  /** This response's turn, its head out, a body not chunked, nothing kept, queued or corked before it, a plain socket. */
+  private bodyGoesStraight(): boolean {
     const socket = this.socket;
-    if (!this.active || !this.headerSent || !this.hasBody || this.chunkedEncoding || this.finished || this.destroyed || this.output.length > 0) return undefined;
-    if (socket.writableCorked || socket.writableLength > 0 || !socket.writable || 'encrypted' in socket) return undefined;
-    socket.write(view, written);
-    return socket.writableLength === 0;
+    if (!this.active || !this.headerSent || !this.hasBody || this.chunkedEncoding || this.finished || this.destroyed || this.output.length > 0) return false;
+    return !socket.writableCorked && socket.writableLength === 0 && socket.writable && !('encrypted' in socket);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
+import { holdReading, resumeReading } from '../../net/kernel-relay.js';
 import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
 import { markHalfCloseTimeout } from './half-close-timeout.js';
 import { lingeringClose } from './lingering-close.js';
@@ -337,6 +338,8 @@ export class RequestReader implements ResponseOwner {
   /** Reading stopped for the queued answers (node's `socket._paused`) or for a full body buffer. */
   private pausedForOutput = false;
   private pausedForBody = false;
+  /** Reading held while a body pump writes an answer to the socket in native code (`holdReads`). */
+  private pausedForPump = false;
   /**
    * Between requests, every answer written: the idle timeout is a second longer then (node's keep-alive buffer).
    * Rather than set the socket's timeout twice per request as node's server did, the timeout stays `idleTimeoutMs`
@@ -465,12 +468,16 @@ export class RequestReader implements ResponseOwner {
   }
 
   /**
-   * A head unfinished for too long (node's headersTimeout): answered as node's server did, with 'clientError'; as
-   * there, the parser stays (a FIN after the answer is reported again, as an unexpected end).
+   * A head unfinished for too long (node's headersTimeout): answered as node's server did, with 'clientError'. Nothing
+   * is parsed after it: the answer waits for its event to be written (since 2026-12-03), and the rest of the head read
+   * meanwhile must not become a request that is decided and sent, nor a FIN a second refusal (review45).
    */
   headTimedOut(): void {
     if (this.failed) return;
     this.headStartedAt = 0;
+    this.failed = true;
+    this.unconsume();
+    this.socket.pause();
     this.handlers.clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), this.socket);
   }
 
@@ -592,7 +599,7 @@ export class RequestReader implements ResponseOwner {
       socket,
       this.parser,
       (ret) => this.nativeExecuted(ret),
-      () => this.pausedForOutput || this.pausedForBody,
+      () => this.pausedForOutput || this.pausedForBody || this.pausedForPump,
     );
   }
 
@@ -761,6 +768,25 @@ export class RequestReader implements ResponseOwner {
   pendingData(delta: number): void {
     this.outgoingData += delta;
     this.drained();
+  }
+
+  /**
+   * A body pump (upstream-connection.ts) writes the answer under way to the socket in native code: nothing is read
+   * until the returned call, so that a pipelined request, or the client's FIN, waits in the kernel (a pipelined
+   * request read meanwhile would be decided and sent upstream behind an answer the proxy is not reading). The
+   * returned call reads on as before, unless the socket was paused already (then whoever paused it resumes it).
+   */
+  holdReads(): () => void {
+    const socket = this.socket;
+    const wasPaused = socket.isPaused();
+    this.pausedForPump = true;
+    holdReading(socket);
+    return () => {
+      if (!this.pausedForPump) return;
+      this.pausedForPump = false;
+      resumeReading(socket);
+      if (!wasPaused && !socket.destroyed) socket.resume();
+    };
   }
 
   /** A request's body was read from its buffer: read the socket again if it stopped for that body. */

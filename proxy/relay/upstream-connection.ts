@@ -1,6 +1,9 @@
+import type { Socket } from 'node:net';
+import { bodyPumpUsable, startBodyPump, type BodyPumpEnd } from '../../net/kernel-relay.js';
 import { BareLfChunkedReads, chunkedBody, PAUSE_AT_BODY, pausedAtBody } from './last-chunk-blank-line.js';
 import { HTTPParser, NativeRead, PARSER_RESOURCE } from './llhttp.js';
 import { ownReadBufferUsable, readIntoOwnBuffer } from './own-read-buffer.js';
+import type { BodyPumpTarget } from './raw-response.js';
 import type { PooledSocket } from './upstream-pool.js';
 
 /** llhttp's onHeadersComplete answers: parse the body, or skip it (HEAD, 1xx, 304), or stop (an upgrade). */
@@ -27,6 +30,11 @@ const OWN_BUFFER_BYTES = 256 * 1024;
  */
 const OWN_BUFFERS_MAX = 32;
 let ownBuffers = 0;
+/**
+ * The rest of a bulk body is pumped in native code (`pumpBody`) when at least this much of it is left: less is a
+ * read or two here, cheaper than handing two fds to the relay thread and back.
+ */
+const PUMP_MIN = 64 * 1024;
 
 /**
  * The length of the body a response's head announces by one Content-Length and no Transfer-Encoding (llhttp has
@@ -81,6 +89,13 @@ export interface UpstreamExchange {
   responseBodyView(view: Buffer, written: () => void): boolean;
   /** The response is complete; `last`, the last piece of its body when it came in the read that completed it. */
   responseEnd(last?: Buffer): void;
+  /**
+   * The client's socket for a pump of the rest of a bulk body in native code (`UpstreamConnection.pumpBody`), when
+   * nothing of the response waits to be written to it and its reads can be held; undefined: not now.
+   */
+  bodyPumpTarget?(): BodyPumpTarget | undefined;
+  /** Bytes of the body a pump moved to the client (counted as pieces are), before the exchange ends or fails. */
+  bodyPumped?(bytes: number): void;
   /**
    * The connection failed: before the head (the client gets a 502/504) or in the body (the client's answer is cut).
    * `timedOut`: the connection's idle timeout.
@@ -149,8 +164,10 @@ export class UpstreamConnection {
   private readonly onOwnRead = (nread: number, buffer: Buffer): void => this.ownRead(buffer.subarray(0, nread));
   /** A piece `responseBodyView` kept is written: read on (a write that finished at once calls this too, a tick later). */
   private readonly viewWritten = (): void => {
-    if (this.bodyLeft > 0 && this.exchange) this.socket.resume();
+    if (this.bodyLeft > 0 && this.exchange && !this.pumping && !this.pumpBody()) this.socket.resume();
   };
+  /** The rest of the body is being pumped to the client in native code (`pumpBody`): the socket is not read meanwhile. */
+  private pumping = false;
 
   private constructor(
     readonly socket: Wired,
@@ -194,8 +211,7 @@ export class UpstreamConnection {
     socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
     socket.on('timeout', () => {
       if (!this.exchange) return; // idle: the pool closes it
-      this.timedOut = true;
-      socket.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
+      this.timeOut();
     });
     socket.once('close', () => {
       this.fail(Object.assign(new Error(this.responded ? 'aborted' : 'socket hang up'), { code: 'ECONNRESET' }));
@@ -282,7 +298,7 @@ export class UpstreamConnection {
 
   /** Go on reading for `exchange`, paused because its client could not take more. */
   resume(exchange: UpstreamExchange): void {
-    if (this.exchange === exchange) this.socket.resume();
+    if (this.exchange === exchange && !this.pumping && !this.pumpBody()) this.socket.resume();
   }
 
   /** `exchange`'s client went away: the connection closes with it (its response may be half read). */
@@ -414,6 +430,7 @@ export class UpstreamConnection {
     if (view.length < left) {
       this.bodyLeft = left - view.length;
       if (!exchange.responseBodyView(view, this.viewWritten)) this.socket.pause();
+      else this.pumpBody();
       return;
     }
     this.bodyLeft = 0;
@@ -421,6 +438,62 @@ export class UpstreamConnection {
     if (view.length > left) this.keepAlive = false;
     this.completed = true;
     this.finishExchange(Buffer.from(view.subarray(0, left)));
+  }
+
+  /**
+   * The rest of a bulk body (`bodyLeft`, at least PUMP_MIN) to the client in native code (net/kernel-relay.ts's body
+   * pump: splice(2) on the relay thread, bounded by length so that the next answer stays in the socket), once the
+   * exchange's client has taken everything written to it so far; the request must be written whole (its body is not
+   * read from the client meanwhile). Neither socket is read by node until the pump ends (`pumped`). True: started; the
+   * socket is paused then. False: not now (nothing changed; the caller reads on).
+   */
+  private pumpBody(): boolean {
+    const exchange = this.exchange;
+    if (!exchange?.bodyPumpTarget || !this.requestWritten || this.bodyLeft < PUMP_MIN || this.socket.destroyed) return false;
+    const target = exchange.bodyPumpTarget();
+    // A net.Socket: a connection that reads a bulk body past llhttp is plain TCP (`bulkReadable`); checked again there.
+    const upstream = this.socket as unknown as Socket;
+    if (!target || !bodyPumpUsable(upstream, target.socket)) return false;
+    const left = this.bodyLeft;
+    const wasPaused = this.socket.isPaused();
+    this.socket.pause();
+    const readOn = target.holdReads();
+    const started = startBodyPump(upstream, target.socket, left, this.socket.timeout ?? 0, (end) => this.pumped(exchange, target.socket, left, end, readOn));
+    if (!started) {
+      readOn();
+      if (!wasPaused) this.socket.resume();
+      return false;
+    }
+    this.pumping = true;
+    return true;
+  }
+
+  /**
+   * A body pump's end: its bytes counted, the client read again, and the exchange ends as the same body read here
+   * would have: whole (the connection pooled or closed as usual), cut by upstream's FIN or an error (the exchange
+   * fails as the connection closes), idle (as the socket's own timeout). A destroy of either socket (the pump
+   * cancelled) goes on through that socket's 'close'.
+   */
+  private pumped(exchange: UpstreamExchange, client: Socket, left: number, end: BodyPumpEnd, readOn: () => void): void {
+    this.pumping = false;
+    exchange.bodyPumped?.(end.bytes);
+    this.bodyLeft = left - end.bytes;
+    if (!client.destroyed) readOn();
+    if (end.outcome === 'destroyed') return;
+    if (end.outcome === 'done') {
+      this.completed = true;
+      return this.finishExchange();
+    }
+    if (end.outcome === 'client') return void client.destroy();
+    if (end.outcome === 'idle') return this.timeOut();
+    // Upstream's FIN before the body's end: as onEnd, the connection closes and its close fails the exchange.
+    this.socket.destroy(end.outcome === 'upstream' ? Object.assign(new Error(`read ${end.code}`), { code: end.code }) : undefined);
+  }
+
+  /** The connection's idle timeout with an exchange on it: the socket is destroyed, the exchange fails as timed out. */
+  private timeOut(): void {
+    this.timedOut = true;
+    this.socket.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
   }
 
   /** The body this parse read, to the exchange, in order; the connection pauses if its client can take no more. */

@@ -31,6 +31,11 @@ export interface RedirectedConnection {
   destination: OriginalDestination;
 }
 
+/** The destination's address as events name it (`host` when no name is known, and `ip`). */
+function destinationIp(connection: RedirectedConnection): string {
+  return addressText(connection.destination.address);
+}
+
 export interface TransparentHttp {
   /**
    * Serve a redirected connection whose first bytes are an HTTP/1 request (left unread on the socket): every
@@ -273,7 +278,7 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     socket.on('error', () => socket.destroy());
     // Put back at once: a FIN read with them would end the socket's reading first (as the inspector's).
     if (!socket.readableEnded) socket.unshift(bytes);
-    const ip = addressText(connection.destination.address);
+    const ip = destinationIp(connection);
     const target: Target = {
       ok: false,
       host: ip,
@@ -305,8 +310,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
     const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
     if (!isMalformedHead(err)) return writeRawError(socket, 400, message);
     // Refused in audit mode too (as a server refuses what it cannot parse): bytes that are not a request are not relayed.
-    const { address, port } = connection.destination;
-    const ip = addressText(address);
+    const port = connection.destination.port;
+    const ip = destinationIp(connection);
     const refused = refuseMalformed(options, { kind: 'transparent', client: connection.client, host: ip, port }, message, ip);
     answerWhenWritten(refused, (eventId) => writeRawError(socket, 400, message, eventId));
   };
@@ -314,8 +319,8 @@ export function createTransparentHttp(options: TransparentHttpOptions): Transpar
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400, in either mode. */
   const onMalformed = (req: InspectedRequest, res: RawResponse, why: string, connection: ServedConnection) => {
     takeReserved(connection)?.close();
-    const { address, port } = connection.destination;
-    const ip = addressText(address);
+    const port = connection.destination.port;
+    const ip = destinationIp(connection);
     const named = parseAuthority(req.headers.host?.trim() ?? '', port);
     const request = {
       kind: 'transparent' as const,

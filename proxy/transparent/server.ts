@@ -12,7 +12,7 @@ import { trackConnection, type TrafficCounters } from '../relay/traffic-counters
 import { classify, type Traffic } from './classify.js';
 import { createTransparentHttp, type RedirectedConnection } from './http.js';
 import { addressText, authorizeTransparent, silentClientAllowed, awaitFirstBytes } from '../../decision/attribution.js';
-import { refuseAtCapacity, type Forward } from '../../decision/authorize.js';
+import { refuseAtCapacity, refuseNotRedirected, type Forward } from '../../decision/authorize.js';
 import { REFUSE, RELAY, type ClientGateOutcome } from '../../net/splice.js';
 import type { InspectedConnection, Inspector } from '../relay/inspection.js';
 import { closeTunnelUpstream, connectTunnelUpstream, relayTimeouts, runTunnel, type TunnelHandler, type TunnelUpstream } from '../relay/tunnel.js';
@@ -196,6 +196,17 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     silent: (socket, connection, peek, started) => tunnel(socket, connection, peek, started, 'check-late-first-bytes'),
   };
 
+  /**
+   * The event of a connection that reached this listener without a redirect (since 2026-12-03; before, a reset with a
+   * log line only): most likely a job that names the transparent listener as its HTTP(S) proxy.
+   */
+  const refuseToListener = (socket: net.Socket, client: string, why: string) => {
+    const ip = unmapAddress(socket.localAddress ?? '?');
+    const port = socket.localPort ?? 0;
+    const message = `a connection to egress-guard's transparent listener ${formatHostPort(ip, port)} that no redirect rule sent there (${why}): refused. HTTP_PROXY and HTTPS_PROXY name the proxy's own listener (listen), not this one`;
+    return refuseNotRedirected(options, { kind: 'transparent', client, host: ip, port }, message, ip);
+  };
+
   const handle = async (socket: net.Socket) => {
     const client = formatHostPort(unmapAddress(socket.remoteAddress ?? '?'), socket.remotePort ?? 0);
     socket.on('error', () => socket.destroy());
@@ -203,11 +214,15 @@ export async function startTransparentListeners(options: TransparentListenerOpti
     try {
       destination = originalDestination(socket);
     } catch (err) {
-      events.log.warn({ client, err: (err as Error).message }, 'transparent: no original destination (connection not redirected); refusing');
+      const why = (err as Error).message;
+      events.log.warn({ client, err: why }, 'transparent: no original destination (connection not redirected); refusing');
+      await refuseToListener(socket, client, `no original destination: ${why}`);
       return refuse(socket);
     }
     if (isOwnListener(destination, socket, addresses)) {
-      events.log.warn({ client, destination: formatHostPort(destination.address, destination.port) }, 'transparent: connection addressed to the listener itself; refusing');
+      const named = formatHostPort(destination.address, destination.port);
+      events.log.warn({ client, destination: named }, 'transparent: connection addressed to the listener itself; refusing');
+      await refuseToListener(socket, client, `its destination ${named} is the listener itself`);
       return refuse(socket);
     }
     if (counters.open >= options.maxTunnels) {

@@ -69,6 +69,8 @@ export async function startDnsFixture(
     udp?: DnsUdpMode;
     /** The server's listen address (default 127.0.0.1). */
     listenHost?: string;
+    /** Queries at an upstream at once before UDP queries are dropped (the server's default when unset). */
+    maxInFlight?: number;
   } = {},
 ): Promise<DnsFixture> {
   const zone = await startZoneServer(TEST_ZONE);
@@ -90,6 +92,7 @@ export async function startDnsFixture(
       localNames: options.localNames,
       cache: options.cache,
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? 500,
+      ...(options.maxInFlight !== undefined && { maxInFlight: options.maxInFlight }),
       // The DNS tests run on the batched UDP path; EGRESS_DNS_UDP=dgram runs them on node's dgram (both must pass).
       udp: options.udp ?? (process.env.EGRESS_DNS_UDP === 'dgram' ? 'dgram' : 'batch'),
     });

@@ -16,6 +16,7 @@ import { EventLog } from '../../events/event-log.js';
 import { buildPolicy } from '../../policy/index.js';
 import { dig, makePolicy, queryBytes, rcodeOf, startDnsFixture, udpExchange, type DnsFixture } from '../helpers/dns-fixture.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 function resolverFor(port: number): Resolver {
   const resolver = new Resolver({ timeout: 2000, tries: 1 });
@@ -418,6 +419,29 @@ describe('upstream failures', () => {
   });
 });
 
+describe('at capacity', () => {
+  test('past max-in-flight queries at an upstream, a UDP query is dropped with a blocked at-capacity decision naming it, in audit mode too', async (t) => {
+    // An upstream that never answers holds the one query in flight for its timeout.
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+    t.after(() => silent.close());
+    for (const mode of ['block', 'audit'] as const) {
+      const fx = await startDnsFixture({ mode, upstreams: [`127.0.0.1:${silent.address().port}`], upstreamTimeoutMs: 1500, maxInFlight: 1 });
+      t.after(() => fx.close());
+      const held = udpExchange(fx.port, queryBytes(1, 'allowed.test'), 3000);
+      await waitFor('the first query at the upstream', () => fx.decisions.some((e) => e.host === 'allowed.test'), 2000);
+      assert.equal(await udpExchange(fx.port, queryBytes(2, 'api.allowed.test', 16), 500), null, 'the second query was answered');
+      const dropped = fx.decisions.filter((e) => e.reason === 'at-capacity');
+      assert.deepEqual(
+        dropped.map((e) => [e.kind, e.host, e.qtype, e.decision, e.rule, e.mode]),
+        [['dns', 'api.allowed.test', 'TXT', 'blocked', null, mode]],
+      );
+      assert.match(dropped[0]!.message, /dropped unanswered: 1 queries are waiting for an upstream answer/);
+      await held;
+    }
+  });
+});
+
 describe('malformed input', () => {
   let fx: DnsFixture;
   before(async () => {
@@ -497,8 +521,17 @@ describe('malformed input', () => {
         socket.setTimeout(3000, () => socket.destroy(new Error('server did not close')));
         socket.end(payload);
       });
+    const before = fx.decisions.length;
     assert.equal((await closedAfter(Buffer.concat([Buffer.from([0xff, 0xff]), Buffer.alloc(5000)]))).length, 0);
     assert.equal((await closedAfter(Buffer.from([0x00, 0x40, 0x12, 0x34]))).length, 0);
+    // Each with its event (until 2026-12-03 a log line only).
+    assert.deepEqual(
+      fx.decisions.slice(before).map((e) => [e.kind, e.host, e.decision, e.reason, e.message]),
+      [
+        ['dns', '(none)', 'blocked', 'malformed-request', 'malformed DNS packet over tcp (a frame of 65535 bytes, over the 4096-byte limit for a query); connection closed'],
+        ['dns', '(none)', 'blocked', 'malformed-request', 'malformed DNS packet over tcp (the connection ended 4 bytes into a frame); dropped'],
+      ],
+    );
     const q = queryBytes(77, 'allowed.test');
     const frame = Buffer.concat([Buffer.from([0, q.length]), q]);
     // Two pipelined queries on one connection, then half-close: both answered.

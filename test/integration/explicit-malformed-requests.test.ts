@@ -83,6 +83,47 @@ describe('explicit proxy: a request it cannot forward is a malformed-request dec
   }
 });
 
+describe('explicit proxy: a head unfinished at head-timeout is answered 408 with a malformed-request event, in audit mode too', () => {
+  let guard: EgressGuardProcess;
+
+  before(async () => {
+    guard = await startEgressGuard([], { EGRESS_MODE: 'audit', EGRESS_ALLOWED_ENDPOINTS: 'allowed.test:*', EGRESS_HEAD_TIMEOUT: '500' });
+  });
+  after(async () => {
+    await guard?.stop();
+  });
+
+  // Until 2026-12-03: a 400 after a fixed 30 s, with a log line only (and no test: 30 s each).
+  const heads = [
+    { what: 'a request head the request reader is reading', head: 'GET http://allowed.test/x HTTP/1.1\r\nHost: allo' },
+    { what: 'a CONNECT head the front is reading', head: 'CONNECT allowed.test:443 HTTP/1.1\r\nHo' },
+  ];
+  for (const { what, head } of heads) {
+    test(`${what}, stalled`, async () => {
+      const before = guard.lines.length;
+      const answer = await rawExchange(guard.port, head, { timeoutMs: 5000 });
+      assert.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n/, answer.slice(0, 200));
+      const decision = await guard.waitFor((l) => guard.lines.indexOf(l) >= before && l.event === 'decision');
+      assert.deepEqual(
+        [decision.kind, decision.host, decision.port, decision.decision, decision.reason, decision.mode, decision.rule],
+        ['http', '(none)', 0, 'blocked', 'malformed-request', 'audit', null],
+      );
+      assert.equal(decision.message, 'request head not complete within 500 ms (head-timeout)');
+      assert.match(answer, new RegExp(`X-Egress-Guard-Event: ${decision.id}\r\n`, 'i'));
+    });
+  }
+
+  // Until review45 its event said `request head not complete`, of a connection that had sent no byte.
+  test('a connection that sends nothing, whose event says no request came', async () => {
+    const before = guard.lines.length;
+    const answer = await rawExchange(guard.port, '', { timeoutMs: 5000 });
+    assert.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n/, answer.slice(0, 200));
+    const decision = await guard.waitFor((l) => guard.lines.indexOf(l) >= before && l.event === 'decision');
+    assert.deepEqual([decision.host, decision.decision, decision.reason, decision.mode], ['(none)', 'blocked', 'malformed-request', 'audit']);
+    assert.equal(decision.message, 'no request within 500 ms (head-timeout)');
+  });
+});
+
 describe('explicit proxy at max-tunnels: the 503 is an at-capacity decision with its event, in audit mode too', () => {
   let guard: EgressGuardProcess;
   let holder: net.Server;
