@@ -23,8 +23,13 @@ export interface ConnectFrontHandlers {
   connect(socket: net.Socket, target: string, rest: Buffer): void;
   /** The same errors node's HTTP server reports with 'clientError' (the caller answers them alike). */
   clientError(err: NodeJS.ErrnoException, socket: net.Socket): void;
-  /** Any other connection, its first bytes put back: read as HTTP by the caller. */
-  other(socket: net.Socket): void;
+  /**
+   * Any other connection, its first bytes put back: read as HTTP by the caller, its requests with `lenientFlags` (those
+   * of the connection's start: `lenientFlags()`).
+   */
+  other(socket: net.Socket, lenientFlags: number): void;
+  /** How the requests of a connection beginning now are read (request-leniency.ts): a CONNECT head too. */
+  lenientFlags(): number;
 }
 
 /** A listener whose connections can be closed when idle, or all at once (what node's HTTP server offered). */
@@ -73,17 +78,18 @@ export function frontConnects(server: ClosableServer, handlers: ConnectFrontHand
 
   server.on('connection', (socket: net.Socket) => {
     let received: Buffer | undefined;
+    const lenientFlags = handlers.lenientFlags();
     const data = (chunk: Buffer) => {
       received = received ? Buffer.concat([received, chunk]) : chunk;
-      const head = parseConnectHead(received);
+      const head = parseConnectHead(received, lenientFlags !== 0);
       if (head.kind === 'incomplete') return;
       if (head.kind === 'malformed') return fail(socket, clientError(head.code, `Parse Error: ${head.code}`));
       release(socket);
       // As node's HTTP server leaves an upgraded socket: not flowing, reading until its buffer is full.
       (socket as { readableFlowing: boolean | null }).readableFlowing = null;
-      if (head.kind === 'other') {
+      if (head.kind === 'other' || head.kind === 'bare-line-ends') {
         socket.unshift(received);
-        return handlers.other(socket);
+        return handlers.other(socket, lenientFlags);
       }
       handlers.connect(socket, head.target, received.subarray(head.headBytes));
     };

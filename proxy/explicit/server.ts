@@ -320,14 +320,14 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     clientError: onClientError,
     malformed: onMalformed,
   };
-  const readRequests = (socket: net.Socket) => {
+  const readRequests = (socket: net.Socket, lenientFlags: number) => {
     const reader = new RequestReader(socket, handlers, {
       idleTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       idleOnlyBetweenRequests: true,
       answerHalfClosed: true,
       halfCloseTimeoutMs: halfCloseTimeoutOf(options),
-      // The mode when the connection begins says how all its requests are read (a reload changes their decisions).
-      lenientFlags: requestLeniency(options.policy().mode),
+      // The mode when the connection began says how all its requests are read (a reload changes their decisions).
+      lenientFlags,
     });
     readers.set(socket, reader);
     socket.once('close', () => readers.delete(socket));
@@ -345,7 +345,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     server.closeIdleConnections();
     return close(callback);
   };
-  frontConnects(server, { connect: onConnect, clientError: onClientError, other: readRequests }, options.headTimeoutMs);
+  frontConnects(server, { connect: onConnect, clientError: onClientError, other: readRequests, lenientFlags: () => requestLeniency(options.policy().mode) }, options.headTimeoutMs);
   server.on('close', heads.stop);
 
   return server;

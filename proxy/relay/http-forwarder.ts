@@ -92,6 +92,8 @@ export interface ClientRequestSide {
   readonly headers: http.IncomingHttpHeaders;
   readonly complete: boolean;
   readonly socket: net.Socket;
+  /** llhttp's lenient flags its connection's requests are read with (request-leniency.ts): its response is read alike. */
+  readonly lenientFlags?: number;
   on(event: 'data', listener: (chunk: Buffer) => void): unknown;
   once(event: 'end', listener: () => void): unknown;
   pause(): unknown;
@@ -276,6 +278,10 @@ class ForwardedRequest implements PoolRequest, UpstreamExchange {
     this.status = 400;
     this.error = 'client-bad-request';
     sendProxyError(this.res, 400, `egress-guard cannot forward this request (${code})`, this.auth.event.id);
+  }
+
+  get lenientFlags(): number {
+    return this.req.lenientFlags ?? 0;
   }
 
   get cancelled(): boolean {

@@ -4,13 +4,15 @@ import type { Duplex } from 'node:stream';
 /**
  * node's own HTTP/1 parser (llhttp, `_http_common`'s HTTPParser), driven without node's client or server: by
  * upstream-connection.ts for responses and request-reader.ts for requests. Strict (no lenient flags) but for the
- * requests of an audit-mode connection (request-leniency.ts), node's default header size limit; the callbacks are set
- * by number (kOnHeaders...), as node's own code does.
+ * requests of an audit-mode connection and their responses (request-leniency.ts), node's default header size limit;
+ * the callbacks are set by number (kOnHeaders...), as node's own code does.
  */
 export interface HttpParser {
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
   execute(data: Buffer): number | Error;
   finish(): Error | undefined;
+  /** Go on after the head callback paused the parse (returned HPE_PAUSED). */
+  resume(): void;
   close(): void;
   /** Read a stream handle natively (node's server does for the sockets it reads first): `kOnExecute` gets each result. */
   consume(handle: object): void;

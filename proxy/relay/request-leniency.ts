@@ -10,9 +10,11 @@ import { HTTPParser } from './llhttp.js';
  * the request its decision event names, however its lines ended, and nothing the reader did not read as one.
  *
  * llhttp 9 (node 20's 9.3, unchanged in 9.4) needs both flags: with the first alone, a bare LF ending the request line
- * or a chunk size leaves it waiting for a CR's LF, and refuses the next line (or eats it when it is the blank one:
- * request-reader.ts `blankLineEaten`). The second also takes a lone CR for the end of the request line, of the head or
- * of a chunk size (no server does); a CR anywhere in a header line is still refused, and what goes upstream is CRLF.
+ * or a chunk size leaves it waiting for a CR's LF, and refuses the next line. With both, an LF right after that bare
+ * LF is still taken for the CR's: a blank line there is eaten (request-reader.ts `blankLineEaten` after a request
+ * line, last-chunk-blank-line.ts after a chunked body's last chunk). The second also takes a lone CR for the end of
+ * the request line, of the head or of a chunk size (no server does); a CR anywhere in a header line is still refused,
+ * and what goes upstream is CRLF.
  *
  * Still refused in audit mode, each a way for servers to read one message two ways (a request smuggled past the
  * decision): Content-Length with Transfer-Encoding, a Transfer-Encoding not ending in chunked, chunk data without its
@@ -25,7 +27,9 @@ import { HTTPParser } from './llhttp.js';
 export const AUDIT_MODE_LENIENCY = HTTPParser.kLenientOptionalCRBeforeLF | HTTPParser.kLenientOptionalLFAfterCR;
 
 /**
- * The lenient flags for the requests of a connection beginning now under a policy of `mode`. Read once, at the
+ * The lenient flags for the requests of a connection beginning now under a policy of `mode`, and for their responses
+ * (upstream-connection.ts: a server answering with bare line ends, which curl and Python take, was a 502 until
+ * 2026-12-03; block mode keeps responses strict, its framing read by one rule: docs/policy.md). Read once, at the
  * connection's start: a policy reloaded in between applies to its later requests' decisions, not to how it is read.
  */
 export function requestLeniency(mode: Mode): number {

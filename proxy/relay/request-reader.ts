@@ -4,6 +4,7 @@ import { holdReading, resumeReading } from '../../net/kernel-relay.js';
 import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
 import { markHalfCloseTimeout } from './half-close-timeout.js';
 import { lingeringClose } from './lingering-close.js';
+import { BareLfChunkedReads, chunkedBody, PAUSE_AT_BODY, pausedAtBody } from './last-chunk-blank-line.js';
 import { RawResponse, type ResponseOwner } from './raw-response.js';
 
 /**
@@ -95,6 +96,11 @@ export class InspectedRequest {
   ) {
     this.httpVersion = `${httpVersionMajor}.${httpVersionMinor}`;
     this.headers = headersOf(rawHeaders);
+  }
+
+  /** How its connection's requests are read (request-leniency.ts), and so its response. */
+  get lenientFlags(): number {
+    return this.reader.lenientFlags;
   }
 
   on(event: 'data', listener: (chunk: Buffer) => void): this {
@@ -368,7 +374,11 @@ export class RequestReader implements ResponseOwner {
   /** The last two bytes parsed, when reading bare line ends (`lenientFlags`), and whether a head was given its blank line. */
   private lastTwoBytes = '';
   private blankLineGiven = false;
+  /** Reads with bare line ends (`lenientFlags`): a chunked body's blank line given back where llhttp eats it. */
+  private readonly lenientReads: BareLfChunkedReads | undefined;
   private readonly onData = (data: Buffer) => this.read(data);
+  private readonly executedPiece = (ret: number | Error, piece: Buffer): void => this.executed(ret, piece);
+  private readonly readingOn = (): boolean => !this.failed;
   private readonly onEnd = () => this.ended();
   private readonly onClose = () => this.closed();
   private readonly onAnswersGone = () => this.answersGone();
@@ -398,6 +408,7 @@ export class RequestReader implements ResponseOwner {
   ) {
     const parser = this.parser;
     parser.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, 0, options.lenientFlags ?? HTTPParser.kLenientNone);
+    if (options.lenientFlags) this.lenientReads = new BareLfChunkedReads(parser);
     parser[HTTPParser.kOnMessageBegin] = () => {
       this.midMessage = true;
       this.headStartedAt = Date.now();
@@ -417,7 +428,7 @@ export class RequestReader implements ResponseOwner {
       _statusMessage: unknown,
       upgrade: boolean,
       keepAlive: boolean,
-    ) => this.headersComplete(major, minor, headers, method, url, upgrade, keepAlive);
+    ) => this.watchChunkedBody(this.headersComplete(major, minor, headers, method, url, upgrade, keepAlive));
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
       const req = this.incoming;
       if (req && !req.push(chunk) && !this.pausedForBody) {
@@ -432,6 +443,7 @@ export class RequestReader implements ResponseOwner {
       // read in the same execute (its head flushed the slow way) would get this one's target as a prefix.
       this.pendingHeaders = [];
       this.pendingUrl = '';
+      this.lenientReads?.messageComplete();
       const req = this.incoming;
       if (req) req.pushEnd();
     };
@@ -443,6 +455,11 @@ export class RequestReader implements ResponseOwner {
     socket.on('drain', this.onDrain);
     socket.on('error', this.onError);
     this.consume(socket);
+  }
+
+  /** llhttp's lenient flags for this connection's requests (`RequestReaderOptions.lenientFlags`). */
+  get lenientFlags(): number {
+    return this.options.lenientFlags ?? HTTPParser.kLenientNone;
   }
 
   /** The answer being written, if any (node's `socket._httpMessage`; the next one is assigned when it finishes). */
@@ -475,7 +492,28 @@ export class RequestReader implements ResponseOwner {
     // Behind the HTTP/2 preface (waiting for the answers due): kept for whoever the socket is handed to, not dropped.
     if (this.http2AfterAnswers) return this.keepAfterHttp2(data);
     if (this.failed) return;
+    // With bare line ends, a request whose chunked body ends `0\n\n` ends there (last-chunk-blank-line.ts). Until
+    // 2026-12-03 it waited for a line that never came (its client for its answer), and a request pipelined behind it
+    // was read as a trailer line and refused 400.
+    if (this.lenientReads) return this.lenientReads.read(data, this.executedPiece, this.readingOn);
     this.executed(this.parser.execute(data), data);
+  }
+
+  /** The head callback's answer to llhttp: a chunked body read with bare line ends is watched from its start (`lenientReads`). */
+  private watchChunkedBody(ret: number): number {
+    if (ret !== 0 || !this.lenientReads) return ret;
+    return chunkedBody(this.incoming?.headers['transfer-encoding']) ? PAUSE_AT_BODY : ret;
+  }
+
+  /**
+   * After a native read's parse. A chunked body read with bare line ends: its bytes are to be seen before llhttp's
+   * (`lenientReads`), so the connection is read from 'data' events from then on (a TLS connection inspected in audit
+   * mode that sends one; the others keep their native reads).
+   */
+  private nativeExecuted(ret: number | Error): void {
+    if (!this.lenientReads || !pausedAtBody(ret)) return this.executed(ret, undefined);
+    this.lenientReads.pausedAtBody(ret, this.parser.getCurrentBuffer(), this.executedPiece, this.readingOn);
+    if (this.lenientReads.watching) this.unconsume();
   }
 
   /** After a parse of `data` (undefined: a native read, the parser has its bytes). */
@@ -560,7 +598,7 @@ export class RequestReader implements ResponseOwner {
     this.nativeRead = NativeRead.start(
       socket,
       this.parser,
-      (ret) => this.executed(ret, undefined),
+      (ret) => this.nativeExecuted(ret),
       () => this.pausedForOutput || this.pausedForBody || this.pausedForPump,
     );
   }

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { bodyPumpUsable, startBodyPump, type BodyPumpEnd } from '../../net/kernel-relay.js';
+import { BareLfChunkedReads, chunkedBody, PAUSE_AT_BODY, pausedAtBody } from './last-chunk-blank-line.js';
 import { HTTPParser, NativeRead, PARSER_RESOURCE } from './llhttp.js';
 import { ownReadBufferUsable, readIntoOwnBuffer } from './own-read-buffer.js';
 import type { BodyPumpTarget } from './raw-response.js';
@@ -54,10 +55,25 @@ function contentLengthOf(raw: readonly string[]): number {
   return length;
 }
 
+/** A response's Transfer-Encoding, its header lines joined as node joins them, or undefined. */
+function transferEncodingOf(raw: readonly string[]): string | undefined {
+  let value: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') value = value === undefined ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`;
+  }
+  return value;
+}
+
 /** One request's side of an upstream exchange: what the connection tells it. */
 export interface UpstreamExchange {
   /** The request's method (a HEAD answer has no body, whatever its headers say). */
   readonly method: string;
+  /**
+   * llhttp's lenient flags for the response: those its client's connection reads requests with (request-leniency.ts),
+   * bare line ends on one that began in audit mode; strict otherwise.
+   */
+  readonly lenientFlags: number;
   /**
    * The final response's head (1xx are skipped). False: the exchange gave up on it (it has already told its client
    * why): the connection is closed.
@@ -127,10 +143,17 @@ export class UpstreamConnection {
   private pendingHeaders: string[] = [];
   /** Pieces of the body the parse being run has read, handed to the exchange once it returns. */
   private readonly body: Buffer[] = [];
-  /** The socket's handle, when the parser reads it natively (until the connection reads into `ownBuffer`). */
-  private readonly nativeRead: NativeRead | undefined;
+  /**
+   * The socket's handle, when the parser reads it natively (until the connection reads into `ownBuffer`, or carries a
+   * chunked response read with bare line ends: `nativeExecuted`).
+   */
+  private nativeRead: NativeRead | undefined;
   /** Whether a bulk body may be read past llhttp (a plain TCP socket the parser reads natively, or that reads into `ownBuffer`). */
-  private readonly bulkReadable: boolean;
+  private bulkReadable: boolean;
+  /** The response under way is read with bare line ends (`UpstreamExchange.lenientFlags`). */
+  private lenientReads: BareLfChunkedReads | undefined;
+  private readonly executedPiece = (ret: number | Error, piece: Buffer): void => this.executed(ret, piece);
+  private readonly parsingOn = (): boolean => !this.socket.destroyed;
   /** Bytes of a bulk Content-Length body still to come, read past llhttp (`lengthBody`); 0 otherwise. */
   private bodyLeft = 0;
   /**
@@ -164,7 +187,7 @@ export class UpstreamConnection {
       statusMessage: string,
       upgrade: boolean,
       keepAlive: boolean,
-    ) => this.onHeadersComplete(headers, status, statusMessage, upgrade, keepAlive);
+    ) => this.watchChunkedBody(this.onHeadersComplete(headers, status, statusMessage, upgrade, keepAlive));
     // Kept until the parse returns (executed): read natively, each of the parser's body callbacks ends in node's
     // callback scope, which runs the process's next-tick queue, so a piece written to the client at once would go
     // out on its own (RawResponse uncorks on the next tick) before the end that follows in the same read.
@@ -173,6 +196,7 @@ export class UpstreamConnection {
     };
     parser[HTTPParser.kOnMessageComplete] = () => {
       this.pendingHeaders = []; // trailers: not forwarded (node's client kept them apart too)
+      this.lenientReads?.messageComplete();
       if (this.informational) this.informational = false;
       // A head stopped for a bulk body (STOP, as for an upgrade: llhttp takes the message as complete): its body is still to come.
       else if (this.exchange && this.responded && this.bodyLeft === 0) this.completed = true;
@@ -181,7 +205,7 @@ export class UpstreamConnection {
     // The socket's handle read by the parser itself, as request-reader.ts reads its clients: no 'data' event, stream
     // buffer or Buffer per read (a fresh socket: nothing was read on its JavaScript side; without a stream handle,
     // 'data' events as above). The socket's 'end', 'error' and 'close' still come as events.
-    this.nativeRead = NativeRead.start(socket, parser, (ret) => this.executed(ret), NEVER_HELD);
+    this.nativeRead = NativeRead.start(socket, parser, (ret) => this.nativeExecuted(ret), NEVER_HELD);
     this.bulkReadable = this.nativeRead !== undefined && ownReadBufferUsable(socket);
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
@@ -215,8 +239,31 @@ export class UpstreamConnection {
     this.responseHeaders = undefined;
     this.pendingHeaders = [];
     this.bodyLeft = 0;
-    this.parser.initialize(HTTPParser.RESPONSE, PARSER_RESOURCE, 0, HTTPParser.kLenientNone);
+    this.parser.initialize(HTTPParser.RESPONSE, PARSER_RESOURCE, 0, exchange.lenientFlags);
+    this.lenientReads = exchange.lenientFlags ? new BareLfChunkedReads(this.parser) : undefined;
     this.socket.write(head, 'latin1');
+  }
+
+  /**
+   * After a native read's parse. A chunked response read with bare line ends (its client's connection began in audit
+   * mode; a 502 until 2026-12-03, llhttp strict, where curl and Python take it directly), its head not ended in CRLF
+   * CRLF: its bytes are to be seen before llhttp's (`lenientReads`), so the connection is read from 'data' events from
+   * then on, for its life (its bulk bodies are llhttp's too). A CRLF server's connection keeps its native reads.
+   */
+  private nativeExecuted(ret: number | Error): void {
+    if (!this.lenientReads || !pausedAtBody(ret)) return this.executed(ret);
+    const lenientReads = this.lenientReads;
+    lenientReads.pausedAtBody(ret, this.parser.getCurrentBuffer(), this.executedPiece, this.parsingOn);
+    if (!lenientReads.watching || !this.nativeRead) return;
+    this.nativeRead.stop();
+    this.nativeRead = undefined;
+    this.bulkReadable = false;
+  }
+
+  /** The head callback's answer to llhttp: a chunked body read with bare line ends is watched from its start. */
+  private watchChunkedBody(ret: number): number {
+    if (ret !== READ_BODY || !this.lenientReads || !this.responseHeaders) return ret;
+    return chunkedBody(transferEncodingOf(this.responseHeaders)) ? PAUSE_AT_BODY : ret;
   }
 
   /** Whether `exchange` is still the one on this connection. */
@@ -308,6 +355,11 @@ export class UpstreamConnection {
       this.socket.destroy();
       return;
     }
+    this.parse(data);
+  }
+
+  private parse(data: Buffer): void {
+    if (this.lenientReads) return this.lenientReads.read(data, this.executedPiece, this.parsingOn);
     this.executed(this.parser.execute(data), data);
   }
 
@@ -363,7 +415,7 @@ export class UpstreamConnection {
   /** A read into the connection's own buffer (`data` valid until this returns). */
   private ownRead(data: Buffer): void {
     if (this.bodyLeft > 0) return this.bodyPiece(data);
-    this.executed(this.parser.execute(data), data);
+    this.parse(data);
   }
 
   /**

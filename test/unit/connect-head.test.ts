@@ -41,6 +41,27 @@ describe('parseConnectHead: the lean CONNECT reader', () => {
     for (const [head, code] of cases) assert.deepEqual(parse(head), { kind: 'malformed', code }, JSON.stringify(head));
   });
 
+  test('with bare line ends read (audit mode): a CONNECT head that has one is left to the request reader', () => {
+    const lenient = (text: string) => parseConnectHead(Buffer.from(text, 'latin1'), true);
+    for (const head of [
+      'CONNECT a.test:443 HTTP/1.1\nHost: a\n\n',
+      'CONNECT a.test:443 HTTP/1.1\n',
+      'CONNECT a.test:443 HTTP/1.1\nHost: a\r\n\r\n',
+      'CONNECT a.test:443 HTTP/1.1\r\nHost: a\n\r\n',
+      'CONNECT a.test:443 HTTP/1.0\n\n\x16\x03\x01\r\n\r\n',
+      'CONNECT a.test:443 HTTP/1.1\rHost: a\r\n\r\n',
+    ]) {
+      assert.deepEqual(lenient(head), { kind: 'bare-line-ends' }, JSON.stringify(head));
+    }
+    // CRLF heads are read here as in block mode, also when the tunnel's first bytes after the head have a bare LF.
+    const head = 'CONNECT a.test:443 HTTP/1.1\r\nHost: a\r\n\r\n';
+    assert.deepEqual(lenient(`${head}\x16\n\r\x03`), { kind: 'connect', target: 'a.test:443', headBytes: head.length });
+    assert.deepEqual(lenient('CONNECT a.test:443 HTTP/1.1\r'), { kind: 'incomplete' });
+    assert.deepEqual(lenient('GET / HTTP/1.1\n\n'), { kind: 'other' });
+    // Strict (block mode), the same heads are refused.
+    assert.deepEqual(parse('CONNECT a.test:443 HTTP/1.1\nHost: a\n\n'), { kind: 'malformed', code: 'HPE_CR_EXPECTED' });
+  });
+
   test('a head longer than the limit is refused, complete or not', () => {
     const long = `CONNECT a.test:443 HTTP/1.1\r\nX: ${'a'.repeat(MAX_CONNECT_HEAD_BYTES)}`;
     assert.deepEqual(parse(long), { kind: 'malformed', code: 'HPE_HEADER_OVERFLOW' });
