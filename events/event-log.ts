@@ -47,9 +47,10 @@ export class EventLog {
       this.file = new EventsFile(options.eventsFile);
       streams.push({ level: 'trace', stream: this.file });
       // The lines stdout left out of a write that failed (the disk filled up in this turn): on stdout now, the only
-      // copy out while the file cannot be written, as every line after them is (writeLine).
+      // copy out while the file cannot be written, as every line after them is (writeLine). Left out: by stdout-events,
+      // or while stdout was far behind (StdoutLines.writeDroppable).
       const stdout = this.stdout;
-      if (stdout && !this.stdoutAllowed)
+      if (stdout)
         this.file.onUnwritten = (lines, atExit) => {
           stdout.write(lines);
           // The file's exit hook may run after stdout's: what was staged now is written now.
@@ -224,8 +225,10 @@ export class EventLog {
   private writeLine(line: string, level: 'info' | 'warn'): void {
     // While the events file cannot be written (a full disk), stdout shows every event: it is then the only copy out.
     // A line left out of stdout is marked so: should the write that takes it fail, it goes to stdout then.
-    const shown = level === 'warn' || this.stdoutAllowed || this.file?.failing === true;
-    if (shown) this.stdout?.write(line);
+    let shown = level === 'warn' || this.stdoutAllowed || this.file?.failing === true;
+    // Left out of stdout when it falls far behind, where the events file has the line (StdoutLines.writeDroppable);
+    // then not shown, so that a failing write of the file puts it on stdout after all.
+    if (shown && this.stdout) shown = this.file && !this.file.failing ? this.stdout.writeDroppable(line) : this.stdout.write(line);
     this.file?.write(line, shown);
   }
 

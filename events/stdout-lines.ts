@@ -18,6 +18,15 @@ const STAGING_KEPT_BYTES = 1024 * 1024;
  * not the consumer of the pipe, was most of the RSS growth under the DNS bench. A write now takes what is queued.
  */
 const MAX_WRITE_BYTES = 4 * 1024 * 1024;
+/**
+ * The most event lines staged while stdout's reader does not keep up, where the events file has them (`write`'s
+ * `droppable`): past it they are counted, not staged, and one line says how many once stdout takes writes again.
+ * Unbounded, a reader slower than the events (a pipe whose reader is starved of CPU, a slow log driver) had the
+ * staged bytes grow for as long as the load lasted: 215-384 MiB of RSS and a DNS p99 of 170-330 ms under the DNS
+ * bench at 90,000 refused names a second (docs/benchmark.md, "stdout that cannot keep up"). At 8 MiB the DNS bench
+ * still peaked at 96-101 MiB; at 4 MiB, 73-96.
+ */
+const MAX_DROPPABLE_STAGED_BYTES = 4 * 1024 * 1024;
 
 type Destination = ReturnType<typeof pino.destination>;
 
@@ -43,6 +52,8 @@ export class StdoutLines {
   private inFlight = false;
   /** stdout failed (EPIPE, ENOSPC, EIO...): its lines are dropped from then on; the events file is the record. */
   private failed = false;
+  /** Event lines left out since the last hand-over, stdout being MAX_DROPPABLE_STAGED_BYTES behind (`write`). */
+  private dropped = 0;
 
   constructor(private readonly fd = 1) {
     this.destination = pino.destination({ dest: fd, sync: false, contentMode: 'buffer', maxWrite: MAX_WRITE_BYTES });
@@ -65,6 +76,17 @@ export class StdoutLines {
     this.staged.appendText(line);
     this.afterStaging();
     return true;
+  }
+
+  /**
+   * An event line the events file has too: left out (counted) while stdout is MAX_DROPPABLE_STAGED_BYTES behind, else
+   * as write(). False: left out (the file must then treat it as not shown on stdout). Operational lines, and event
+   * lines stdout is the only copy of, go through write() and are never left out.
+   */
+  writeDroppable(line: string): boolean {
+    if (this.failed || this.staged.length < MAX_DROPPABLE_STAGED_BYTES) return this.write(line);
+    this.dropped++;
+    return false;
   }
 
   /** Bytes were staged: hand them over at 12 KiB, or start the 100 ms timer. */
@@ -130,6 +152,13 @@ export class StdoutLines {
       this.writeDirect();
       this.staged.clear();
       return;
+    }
+    if (this.dropped > 0) {
+      // Where the lines left out were: pino's line format, written with the lines staged after them.
+      this.staged.appendText(
+        `{"level":"warn","time":"${new Date().toISOString()}","dropped":${this.dropped},"msg":"event lines left out of stdout: its reader did not keep up; the events file has them"}\n`,
+      );
+      this.dropped = 0;
     }
     const chunk = Buffer.allocUnsafeSlow(this.staged.length);
     this.staged.buffer.copy(chunk, 0, 0, this.staged.length);
