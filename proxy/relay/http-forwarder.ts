@@ -9,6 +9,7 @@ import { connectTcp } from '../../net/socket-mark.js';
 import { verifiedTlsOver } from '../../net/upstream-tls.js';
 import { formatHostPort } from '../../policy/index.js';
 import { endToEndHeaders, type EndToEndOptions } from './hop-by-hop.js';
+import { chunkedBody, lastTransferEncoding } from './transfer-encoding.js';
 import { sendProxyError, type ErrorAnswer } from './error-response.js';
 import { closedByHalfCloseTimeout } from './half-close-timeout.js';
 import { UpstreamConnection, type UpstreamExchange } from './upstream-connection.js';
@@ -153,17 +154,10 @@ const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'TRACE']);
 /** The header added to a request of theirs without a body. */
 const CONTENT_LENGTH_0: readonly string[] = ['Content-Length', '0'];
 
-/** A Transfer-Encoding value whose last coding is chunked (the message is framed by its chunks). */
-const CHUNKED_LAST = /(?:^|,)[ \t]*chunked[ \t]*$/i;
-
-/**
- * Whether a message's body ends where its connection does: its (last) Transfer-Encoding does not end in chunked.
- * Read from the raw headers: `IncomingMessage.headers` is built on first use, a copy per response we need not make.
- */
+/** Whether a message's body ends where its connection does: its (last) Transfer-Encoding does not end in chunked. */
 function framedByClose(raw: readonly string[]): boolean {
-  let last: string | undefined;
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.length === 17 && raw[i]!.toLowerCase() === 'transfer-encoding') last = raw[i + 1]!;
-  return last !== undefined && !CHUNKED_LAST.test(last);
+  const last = lastTransferEncoding(raw);
+  return last !== undefined && !chunkedBody(last);
 }
 
 /** Whether a request carries a body (its framing headers say so; the parser has refused conflicting ones). */

@@ -135,14 +135,6 @@ export const PAUSE_AT_BODY = 21;
 const BLANK_LINE = Buffer.from('\n', 'latin1');
 const CRLF_BLANK_LINE = Buffer.from('\r\n\r\n', 'latin1');
 const NO_BYTES = Buffer.alloc(0);
-/** A Transfer-Encoding whose last coding is chunked: the body llhttp reads as chunks. */
-const CHUNKED_LAST = /(?:^|,)[\t ]*chunked[\t ]*$/i;
-
-/** Whether a message whose Transfer-Encoding header says `transferEncoding` (joined, if repeated) has a chunked body. */
-export function chunkedBody(transferEncoding: string | undefined): boolean {
-  return transferEncoding !== undefined && CHUNKED_LAST.test(transferEncoding);
-}
-
 /** A parse the head callback paused at a chunked body's start (PAUSE_AT_BODY). */
 export function pausedAtBody(ret: number | Error): ret is Error & { bytesParsed: number } {
   return ret instanceof Error && (ret as NodeJS.ErrnoException).code === 'HPE_PAUSED';
@@ -153,7 +145,7 @@ type Executed = (ret: number | Error, piece: Buffer) => void;
 /**
  * A parser's reads with bare line ends (AUDIT_MODE_LENIENCY) that gives back the blank line llhttp eats after a chunked
  * body's last chunk (LastChunkBlankLine). The owner's head callback returns PAUSE_AT_BODY for a message with a chunked
- * body (`chunkedBody`), and its message-complete callback calls `messageComplete`; `read` parses each read the owner
+ * body (transfer-encoding.ts `chunkedBody`), and its message-complete callback calls `messageComplete`; `read` parses each read the owner
  * gets, and `pausedAtBody` goes on with a read the parser made itself (natively) that paused at such a body: while a
  * body is `watching`, its next bytes are to be seen before llhttp's, so the owner reads them itself.
  *

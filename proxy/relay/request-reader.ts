@@ -4,7 +4,8 @@ import { holdReading, resumeReading } from '../../net/kernel-relay.js';
 import { chunkExpression, continueExpression, HTTPParser, NativeRead, nodeParser, PARSER_RESOURCE, type HttpParser } from './llhttp.js';
 import { markHalfCloseTimeout } from './half-close-timeout.js';
 import { lingeringClose } from './lingering-close.js';
-import { BareLfChunkedReads, chunkedBody, PAUSE_AT_BODY, pausedAtBody } from './last-chunk-blank-line.js';
+import { BareLfChunkedReads, PAUSE_AT_BODY, pausedAtBody } from './last-chunk-blank-line.js';
+import { chunkedBody } from './transfer-encoding.js';
 import { RawResponse, type ResponseOwner } from './raw-response.js';
 
 /**

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { bodyPumpUsable, startBodyPump, type BodyPumpEnd } from '../../net/kernel-relay.js';
-import { BareLfChunkedReads, chunkedBody, PAUSE_AT_BODY, pausedAtBody } from './last-chunk-blank-line.js';
+import { BareLfChunkedReads, PAUSE_AT_BODY, pausedAtBody } from './last-chunk-blank-line.js';
+import { chunkedBody, lastTransferEncoding } from './transfer-encoding.js';
 import { HTTPParser, NativeRead, PARSER_RESOURCE } from './llhttp.js';
 import { ownReadBufferUsable, readIntoOwnBuffer } from './own-read-buffer.js';
 import type { BodyPumpTarget } from './raw-response.js';
@@ -53,16 +54,6 @@ function contentLengthOf(raw: readonly string[]): number {
     }
   }
   return length;
-}
-
-/** A response's Transfer-Encoding, its header lines joined as node joins them, or undefined. */
-function transferEncodingOf(raw: readonly string[]): string | undefined {
-  let value: string | undefined;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') value = value === undefined ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`;
-  }
-  return value;
 }
 
 /** One request's side of an upstream exchange: what the connection tells it. */
@@ -263,7 +254,7 @@ export class UpstreamConnection {
   /** The head callback's answer to llhttp: a chunked body read with bare line ends is watched from its start. */
   private watchChunkedBody(ret: number): number {
     if (ret !== READ_BODY || !this.lenientReads || !this.responseHeaders) return ret;
-    return chunkedBody(transferEncodingOf(this.responseHeaders)) ? PAUSE_AT_BODY : ret;
+    return chunkedBody(lastTransferEncoding(this.responseHeaders)) ? PAUSE_AT_BODY : ret;
   }
 
   /** Whether `exchange` is still the one on this connection. */
