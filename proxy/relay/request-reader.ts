@@ -476,9 +476,7 @@ export class RequestReader implements ResponseOwner {
   headTimedOut(): void {
     if (this.failed) return;
     this.headStartedAt = 0;
-    this.failed = true;
-    this.unconsume();
-    this.socket.pause();
+    this.stopParsing();
     this.handlers.clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), this.socket);
   }
 
@@ -790,6 +788,13 @@ export class RequestReader implements ResponseOwner {
     };
   }
 
+  /** Nothing more is parsed: the reads stop, and what the socket still brings waits there (or a handler drops it). */
+  private stopParsing(): void {
+    this.failed = true;
+    this.unconsume();
+    this.socket.pause();
+  }
+
   /** A request's body was read from its buffer: read the socket again if it stopped for that body. */
   bodyRead(): void {
     if (!this.pausedForBody) return;
@@ -865,10 +870,8 @@ export class RequestReader implements ResponseOwner {
   /** The HTTP/2 preface: handed over now, or once the answers due are out (nothing more is read meanwhile). */
   private http2PrefaceFound(bytes: Buffer): void {
     if (this.requests.length === 0) return this.handOverHttp2(bytes);
-    this.failed = true;
     this.http2AfterAnswers = bytes;
-    this.unconsume();
-    this.socket.pause();
+    this.stopParsing();
   }
 
   /** Bytes read behind the HTTP/2 preface (the socket read again meanwhile): kept with it, and reading stops. */
@@ -894,10 +897,8 @@ export class RequestReader implements ResponseOwner {
    * The same after the connection's last request (a 400 for its head, or bytes after a `close`).
    */
   private endAfterAnswers(): void {
-    this.failed = true;
     this.closeWhenAnswered = true;
-    this.unconsume();
-    this.socket.pause();
+    this.stopParsing();
     // Every answer is out already (the `close` one's end is under way): nothing to wait for.
     if (this.requests.length === 0) this.endConnection();
   }
