@@ -194,6 +194,12 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     dropClientBytes(socket, options.idleTimeoutMs);
   };
 
+  /** A request refused before it named a host that can be trusted: its malformed-request event, then `status` on the socket. */
+  const refuseNamingNone = (socket: net.Socket, kind: 'http' | 'connect', status: number, message: string) => {
+    const refused = refuseMalformed(options, { kind, client: clientOf(socket), host: NO_HOST, port: 0 }, message);
+    answerWhenWritten(refused, (eventId) => refuseOnSocket(socket, status, message, eventId));
+  };
+
   /** A CONNECT head read (by connect-front.ts, or by the request reader on a connection that began otherwise). */
   const onConnect = (socket: net.Socket, target: string, head: Buffer) => {
     const client = clientOf(socket);
@@ -204,8 +210,7 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
     const authority = parseAuthority(target);
     if (!authority) {
       const message = `CONNECT needs host:port, got "${target.slice(0, 200)}"`;
-      answerWhenWritten(refuseMalformed(options, { kind: 'connect', client, host: NO_HOST, port: 0 }, message), (eventId) => refuseOnSocket(socket, 400, message, eventId));
-      return;
+      return refuseNamingNone(socket, 'connect', 400, message);
     }
     if (atCapacity()) {
       const message = `egress-guard is at its limit of ${options.maxTunnels} open tunnels`;
@@ -275,12 +280,12 @@ export function createHttpProxyServer(options: HttpProxyServerOptions): HttpProx
       // said a head was not complete).
       const what = socket.bytesRead === 0 ? 'no request' : 'request head not complete';
       const timedOut = `${what} within ${options.headTimeoutMs ?? HEAD_TIMEOUT_MS} ms (head-timeout)`;
-      return answerWhenWritten(refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, timedOut), (eventId) => refuseOnSocket(socket, 408, timedOut, eventId));
+      return refuseNamingNone(socket, 'http', 408, timedOut);
     }
     const message = `malformed HTTP request (${err.code ?? 'parse error'})`;
     if (!isMalformedHead(err)) return refuseOnSocket(socket, 400, message);
     // A head the parser cannot read names no host that can be trusted: its event says what was refused, and why.
-    answerWhenWritten(refuseMalformed(options, { kind: 'http', client, host: NO_HOST, port: 0 }, message), (eventId) => refuseOnSocket(socket, 400, message, eventId));
+    refuseNamingNone(socket, 'http', 400, message);
   };
 
   /** A request the reader refuses whole (HTTP/1.1 without Host, too many header lines): its event, then the 400. */
