@@ -46,7 +46,10 @@
  *                                        next request waits in the kernel for JS's reader; its FIN too). Ends by
  *                                        itself through onDone: 0 every byte moved, 8 upstream's FIN first (the body
  *                                        cut short), 1 / 2 an error of the client / upstream (errno), 3 no byte moved
- *                                        for idleMs. cancel() as for any relay.
+ *                                        for idleMs. cancel() as for any relay. An error of upstream once every
+ *                                        byte was read from it (a reset while the pipe still holds bytes for a slow
+ *                                        client) ends nothing: the pump ends 0 when the client has them all, with
+ *                                        that errno.
  *
  * fd safety: the relay owns no fd. Node may close the sockets at any moment (socket.destroy() closes the fd at
  * once, and the next accept may get the same number), so JS cancels a relay before it lets node close either fd,
@@ -139,6 +142,11 @@ typedef struct {
   /* pump(): upstream -> client only, and no more than pump_left bytes still to read from upstream (see the top). */
   int pumping;
   uint64_t pump_left;
+  /*
+   * An error of upstream (a reset) after the pump read its whole body: the client is still owed what the pipe holds,
+   * so the pump goes on to its end and reports this errno with it (JS then closes the connection, never pools it).
+   */
+  int upstream_err;
   int reason, err;
 } relay;
 
@@ -524,7 +532,7 @@ static void work_on(uint32_t slot, int64_t now, unsigned directions) {
     }
   }
   if (r->pumping && !r->dir[0].head && r->dir[0].in_pipe == 0 && (r->pump_left == 0 || r->dir[0].eof))
-    end_relay(slot, r->pump_left == 0 ? REASON_DONE : REASON_CUT, 0);
+    end_relay(slot, r->pump_left == 0 ? REASON_DONE : REASON_CUT, r->pump_left == 0 ? r->upstream_err : 0);
   else if (r->dir[0].shut && r->dir[1].shut) end_relay(slot, REASON_DONE, 0);
   else if (r->again && !r->on_main) again_pending = 1;
 }
@@ -612,7 +620,15 @@ static void handle_event(uint64_t key, uint32_t events, int64_t now) {
   if ((events & EPOLLERR) && slots[slot].state == SLOT_ACTIVE) {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
+    if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+      relay *r = &slots[slot];
+      /* A pump owes the client the body it has read whole even when upstream resets now (see upstream_err). */
+      if (upstream && r->pumping && r->pump_left == 0) {
+        r->upstream_err = err;
+      } else {
+        end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
+      }
+    }
   }
   maybe_to_thread(slot);
 }

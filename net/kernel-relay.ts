@@ -361,7 +361,9 @@ export function releaseKernelRelay(upstream: number, firstBytes: Buffer | undefi
 /**
  * How a body pump ended: `done` every byte moved; `cut` upstream's FIN came first; `idle` no byte moved for its idle
  * timeout; `client` / `upstream` an error of that side (`code`, an errno name); `destroyed` a destroy of either socket
- * cancelled it (that socket's 'close' follows). `bytes`: what reached the client, in every case.
+ * cancelled it (that socket's 'close' follows). `bytes`: what reached the client, in every case. A `done` with a
+ * `code`: upstream failed (a reset) after the pump had read its last byte; the client got every byte, but the
+ * connection is not to be used again.
  */
 export interface BodyPumpEnd {
   outcome: 'done' | 'cut' | 'idle' | 'client' | 'upstream' | 'destroyed';
@@ -379,7 +381,8 @@ export function bodyPumpUsable(upstream: Socket, client: Socket): boolean {
 }
 
 function pumpEnd(bytes: number, reason: number, errno: number): BodyPumpEnd {
-  if (reason === PUMP_DONE) return { outcome: 'done', bytes };
+  // An errno with `done`: upstream failed (reset) after its last byte was read, and the client still got them all.
+  if (reason === PUMP_DONE) return errno ? { outcome: 'done', bytes, code: errnoName(errno) } : { outcome: 'done', bytes };
   if (reason === PUMP_CUT) return { outcome: 'cut', bytes };
   if (reason === 3) return { outcome: 'idle', bytes };
   return { outcome: reason === 1 ? 'client' : 'upstream', bytes, code: errnoName(errno) };

@@ -473,6 +473,8 @@ export class UpstreamConnection {
     if (end.outcome === 'destroyed') return;
     if (end.outcome === 'done') {
       this.completed = true;
+      // Upstream reset after the body's last byte: the answer is whole, the connection is not pooled.
+      if (end.code) this.keepAlive = false;
       return this.finishExchange();
     }
     if (end.outcome === 'client') return void client.destroy();
