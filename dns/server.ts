@@ -251,10 +251,29 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     let peerEnded = false;
     // A client that does not read its answers is not read from either (no unbounded answer buffering).
     let writeBlocked = false;
-    socket.setTimeout(idleMs, () => socket.destroy());
+    socket.setTimeout(idleMs, () => {
+      // Bytes still waiting (a frame cut short, or queries behind answers the client did not read) are queries that
+      // got no answer: their event says so (until 2026-12-03 the connection closed without a trace).
+      if (buffered.length > 0) responder.reportMalformed(client, 'tcp', `no byte moved for ${idleMs} ms with ${unreadText()} unanswered`, 'connection closed');
+      buffered = Buffer.alloc(0);
+      socket.destroy();
+    });
     socket.on('error', () => socket.destroy());
     socket.on('close', () => connections.delete(socket));
     const frameWaiting = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
+    /** What `buffered` holds, for an event: whole frames and the bytes of one cut short. */
+    const unreadText = () => {
+      let frames = 0;
+      let at = 0;
+      while (buffered.length - at >= 2 && buffered.length - at >= 2 + buffered.readUInt16BE(at)) {
+        at += 2 + buffered.readUInt16BE(at);
+        frames++;
+      }
+      const cut = buffered.length - at;
+      const whole = frames > 0 ? `${frames} whole ${frames === 1 ? 'query' : 'queries'}` : '';
+      const part = cut > 0 ? `${cut} bytes of a frame` : '';
+      return [whole, part].filter((text) => text !== '').join(' and ');
+    };
     const maybeEnd = () => {
       if (!peerEnded || pipeline !== 0 || writeBlocked || frameWaiting() || socket.destroyed) return;
       if (buffered.length > 0) {
@@ -310,7 +329,16 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     };
     socket.on('data', (chunk) => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      // Not reached by a client that pipelines (the reader pauses while MAX_TCP_PIPELINE queries are out, and a read
+      // adds one chunk): a bound, with its event, all the same.
       if (buffered.length > 2 * (maxTcpQuery + 2) * MAX_TCP_PIPELINE) {
+        responder.reportMalformed(
+          client,
+          'tcp',
+          `${buffered.length} bytes waiting, over the ${2 * (maxTcpQuery + 2) * MAX_TCP_PIPELINE}-byte bound (${unreadText()})`,
+          'connection closed',
+        );
+        buffered = Buffer.alloc(0);
         socket.destroy();
         return;
       }

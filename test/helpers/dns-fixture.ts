@@ -71,6 +71,8 @@ export async function startDnsFixture(
     listenHost?: string;
     /** Queries at an upstream at once before UDP queries are dropped (the server's default when unset). */
     maxInFlight?: number;
+    /** A TCP connection's idle timeout (the server's default when unset). */
+    tcpIdleTimeoutMs?: number;
   } = {},
 ): Promise<DnsFixture> {
   const zone = await startZoneServer(TEST_ZONE);
@@ -93,6 +95,7 @@ export async function startDnsFixture(
       cache: options.cache,
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? 500,
       ...(options.maxInFlight !== undefined && { maxInFlight: options.maxInFlight }),
+      ...(options.tcpIdleTimeoutMs !== undefined && { tcpIdleTimeoutMs: options.tcpIdleTimeoutMs }),
       // The DNS tests run on the batched UDP path; EGRESS_DNS_UDP=dgram runs them on node's dgram (both must pass).
       udp: options.udp ?? (process.env.EGRESS_DNS_UDP === 'dgram' ? 'dgram' : 'batch'),
     });

@@ -542,6 +542,68 @@ describe('malformed input', () => {
     assert.equal(parseMessage(first).answers.length, 1);
     await good();
   });
+
+  test('over TCP: thousands of queries pipelined at once are all answered (the server reads no faster than it answers)', async () => {
+    // Names upstream must answer (a wildcard, none cached): 16 at a time go upstream, the rest wait in the socket,
+    // and the server's own buffer stays under its bound (past it the connection closes).
+    const COUNT = 6000;
+    const frames = Buffer.concat(
+      Array.from({ length: COUNT }, (_, i) => {
+        const q = queryBytes(i & 0xffff, `p${i}.wild.test`);
+        return Buffer.concat([Buffer.from([0, q.length]), q]);
+      }),
+    );
+    const before = fx.decisions.length;
+    const answered = await new Promise<number>((resolve, reject) => {
+      const socket = net.connect(fx.port, '127.0.0.1');
+      let pending = Buffer.alloc(0);
+      let count = 0;
+      socket.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 2 && pending.length >= 2 + pending.readUInt16BE(0)) {
+          pending = pending.subarray(2 + pending.readUInt16BE(0));
+          count++;
+        }
+      });
+      socket.on('close', () => resolve(count));
+      socket.on('error', reject);
+      socket.setTimeout(20_000, () => socket.destroy(new Error(`no answer for 20 s after ${count}`)));
+      socket.end(frames);
+    });
+    assert.equal(answered, COUNT);
+    assert.equal(fx.decisions.slice(before).filter((e) => e.host.endsWith('.wild.test')).length, COUNT);
+  });
+
+  test('over TCP: a connection idle inside a frame is closed at the idle timeout with an event (the queries before it answered)', async () => {
+    const idle = await startDnsFixture({ mode: 'audit', tcpIdleTimeoutMs: 300 });
+    try {
+      const q = queryBytes(5, 'allowed.test');
+      const whole = Buffer.concat([Buffer.from([0, q.length]), q]);
+      const cut = Buffer.concat([Buffer.from([0, 40]), Buffer.alloc(10)]);
+      const replies = await new Promise<Buffer>((resolve, reject) => {
+        const socket = net.connect(idle.port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('close', () => resolve(Buffer.concat(chunks)));
+        socket.on('error', reject);
+        socket.setTimeout(5000, () => socket.destroy(new Error('the server did not close the idle connection')));
+        // No FIN: the client waits, as one that lost the rest of its frame would.
+        socket.write(Buffer.concat([whole, cut]));
+      });
+      assert.equal(replies.readUInt16BE(0) + 2, replies.length, 'one answer: the whole query');
+      assert.equal(replies.readUInt16BE(2), 5);
+      // Until 2026-12-03 no event: the cut frame left no trace.
+      assert.deepEqual(
+        idle.decisions.map((e) => [e.host, e.decision, e.reason, e.message]),
+        [
+          ['allowed.test', 'allowed', 'allowed-endpoint', 'allowed.test is allowed by "allowed.test"'],
+          ['(none)', 'blocked', 'malformed-request', 'malformed DNS packet over tcp (no byte moved for 300 ms with 12 bytes of a frame unanswered); connection closed'],
+        ],
+      );
+    } finally {
+      await idle.close();
+    }
+  });
 });
 
 describe('wire reading and configuration parsing', () => {
