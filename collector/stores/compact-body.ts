@@ -70,6 +70,12 @@ const REASONS = [
   'not-proxied',
   'inbound-reply',
   'own-connection',
+  // Since 2026-12-03 (stop 46): reasons added to the schema after this list was written (stored as text until then).
+  'encrypted-client-hello',
+  'ambiguous-host',
+  'at-capacity',
+  'not-redirected',
+  'unsupported-query',
 ];
 const ERRORS = [
   'upstream-dns',

@@ -10,7 +10,7 @@ import { Connection } from '../../events/connection.js';
 import { EventLog } from '../../events/event-log.js';
 import { jobKey } from '../../events/job-key.js';
 import { eventFromLine } from '../../events/validate.js';
-import type { EgressEvent } from '../../events/schema.js';
+import { CLOSE_ERRORS, DECISION_REASONS, type EgressEvent } from '../../events/schema.js';
 
 /** Body version 3 (compact-body.ts): the known fields as bytes; anything else still goes to the JSON versions. */
 
@@ -365,4 +365,50 @@ it('a damaged version 3 body (a flag, an outcome, a tag or a list index no write
     ['a close with bytes after its last field', Buffer.concat([c, Buffer.of(7)]), close],
   ];
   for (const [what, body, e] of cases) assert.throws(() => unpack(body, e), /stored event body/, what);
+});
+
+it('every decision reason and close error of the schema is one byte in a body, not its text (and rebuilt the same)', () => {
+  const time = '2026-12-03T22:00:00.000Z';
+  const stored = (event: EgressEvent, name: string) => {
+    const body = packBody(event, Date.parse(time));
+    assert.equal(body[0], 3, `${name}: a version 3 body`);
+    // Until 2026-12-03 (stop 46) five reasons added since the list was written were stored as text.
+    assert.equal(body.includes(Buffer.from(name)), false, `${name} stored as its text`);
+    roundTrip(event);
+  };
+  for (const reason of DECISION_REASONS) {
+    const event = {
+      schema: 1,
+      event: 'decision',
+      id: 'd1',
+      time,
+      kind: 'dns',
+      client: '127.0.0.1:40000',
+      host: 'x.test',
+      port: 53,
+      decision: 'blocked',
+      reason,
+      rule: null,
+      message: 'm',
+      mode: 'block',
+    };
+    stored(event as unknown as EgressEvent, reason);
+  }
+  for (const error of Object.keys(CLOSE_ERRORS)) {
+    const event = {
+      schema: 1,
+      event: 'close',
+      id: 'c1',
+      time,
+      kind: 'connect',
+      client: '127.0.0.1:40000',
+      host: 'x.test',
+      port: 443,
+      bytes_in: 1,
+      bytes_out: 2,
+      duration_ms: 3,
+      error,
+    };
+    stored(event as unknown as EgressEvent, error);
+  }
 });
