@@ -63,6 +63,7 @@ export const DECISION_REASONS = [
   'not-proxied',
   'inbound-reply',
   'own-connection',
+  'established-before-rules',
   'denied-endpoint',
   'path-not-allowed',
   'method-not-allowed',

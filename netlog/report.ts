@@ -38,6 +38,7 @@ const PREFIX_REASON: Record<string, Reason> = {
   'eg:own': 'own-connection',
   'eg:ctr-out': 'not-proxied',
   'eg:ctr-reply': 'inbound-reply',
+  'eg:pre': 'established-before-rules',
 };
 /** Reported in FORWARD, from a container on a Docker bridge (rules/container-rules.ts). */
 const CONTAINER_PREFIXES: ReadonlySet<string> = new Set(['eg:ctr-out', 'eg:ctr-reply']);
@@ -115,7 +116,9 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
         : `${what}: the job answering a connection ${record.dest_ip} opened (its port is not in --inbound-ports); ${outcome}`
       : reason === 'own-connection'
         ? `${what}: a job packet on a connection egress-guard opened; ${outcome}`
-        : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
+        : reason === 'established-before-rules'
+          ? `${what}: a connection open before the rules were applied, still sending; egress-guard never saw where it goes, and the rules let it through in either mode (cutting such connections would cut the runner's own)`
+          : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
   return {
     key: `${record['oob.prefix']}|${protocolNumber}|${source}|${destination}`,
     fields: {
@@ -124,7 +127,8 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
       host: record.dest_ip,
       port,
       ip: record.dest_ip,
-      decision: mode === 'block' ? 'blocked' : 'would-block',
+      // Let through by the rules in block mode too: an event that said blocked (or would-block) would be false.
+      decision: reason === 'established-before-rules' ? 'allowed' : mode === 'block' ? 'blocked' : 'would-block',
       reason,
       rule: null,
       message,

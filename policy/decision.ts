@@ -33,7 +33,9 @@ export type Reason =
   // Reported by the redirect rules (netlog/), not decided by the policy: no policy entry allows them.
   | 'not-proxied'
   | 'inbound-reply'
-  | 'own-connection';
+  | 'own-connection'
+  // A connection open before the rules, still sending: reported, let through in either mode (rules/iptables-rules.ts RULES_SEEN_MARK).
+  | 'established-before-rules';
 
 export interface DecisionRequest {
   /** The host as the client wrote it (name or address in any spelling). */

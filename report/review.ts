@@ -2,7 +2,7 @@ import { getDomain } from 'tldts';
 import { destinationKey, SEVERITY, type Destination, type Summary } from './summary.js';
 
 /** Why a row looks like an attack rather than an entry missing from the allowlist. */
-export type FlagId = 'dns-tunnelling' | 'raw-ip' | 'fronting' | 'upload' | 'around-proxy';
+export type FlagId = 'dns-tunnelling' | 'raw-ip' | 'fronting' | 'upload' | 'around-proxy' | 'before-rules';
 
 export interface Flag {
   id: FlagId;
@@ -120,6 +120,9 @@ function flagsOf(row: ReviewRow): Flag[] {
   }
   if (row.reasons.some((r) => r === 'not-proxied' || r === 'inbound-reply' || r === 'own-connection')) {
     flags.push({ id: 'around-proxy', text: 'traffic that goes around the proxy (UDP, ICMP, answers to outside hosts)' });
+  }
+  if (row.reasons.includes('established-before-rules')) {
+    flags.push({ id: 'before-rules', text: 'a connection open before the rules were applied, still sending: egress-guard never saw its name' });
   }
   return flags;
 }

@@ -8,7 +8,8 @@ import { destinationKey, isDecision } from './summary.js';
  * decided on none), or (encrypted-client-hello) its host is allowed already and what it hides is not in the event, or
  * (at-capacity) egress-guard's own limit of open connections refused it, or (unsupported-query) it was a DNS query of
  * another class than IN or a zone transfer, which egress-guard never forwards, or (not-redirected) it was made to the
- * transparent listener itself, with no destination to allow.
+ * transparent listener itself, with no destination to allow, or (established-before-rules) it was a connection open
+ * before the rules, which the rules let through whatever the policy says.
  */
 export const NOT_POLICY_REASONS = new Set([
   'invalid-host',
@@ -17,6 +18,7 @@ export const NOT_POLICY_REASONS = new Set([
   'at-capacity',
   'not-redirected',
   'unsupported-query',
+  'established-before-rules',
   'sni-mismatch',
   'encrypted-client-hello',
 ]);

@@ -24,6 +24,8 @@ export const NFLOG_PREFIX = {
   containerOut: 'eg:ctr-out',
   /** `reply`, from a container on a Docker bridge (a published port). */
   containerReply: 'eg:ctr-reply',
+  /** A job packet on a connection open before the rules (no RULES_SEEN_MARK): let through, reported. */
+  beforeRules: 'eg:pre',
 } as const;
 /**
  * Kernel-side bound on reports: one report per flow (addresses and ports) and minute, as the reader turns them into
@@ -123,6 +125,16 @@ export function binaryOf(family: Family): RuleCommand['binary'] {
  */
 export const OWN_CONNECTION_MARK = '0x4547/0xffff';
 
+/**
+ * Every connection whose first packet the filter chain saw carries this conntrack bit (outside the low 16 bits that
+ * OWN_CONNECTION_MARK and bridge-routes.ts's mark use as values). A connection without it was open before the rules
+ * (or while they were removed): its packets are ESTABLISHED and the exemption for those would pass them unseen, so
+ * they are reported first (NFLOG_PREFIX.beforeRules). Not refused, in block mode either: on a runner where the rules
+ * are applied by a step (the GitHub Action), the runner's own connections to its service are among them, and cutting
+ * them would break the job (docs/transparent.md, "Connections open before the rules").
+ */
+export const RULES_SEEN_MARK = '0x10000/0x10000';
+
 /** What identifies egress-guard's own packets: its uid, and its socket mark when one is set. */
 function ownPackets(o: RuleOptions): string[] {
   const mark = o.socketMark === undefined ? [] : ['-m', 'mark', '--mark', `0x${o.socketMark.toString(16)}`];
@@ -164,6 +176,8 @@ function exemptions(family: Family, o: RuleOptions): string[][] {
     // Only the job's own connections: an outside host's connection that a PREROUTING rule redirected inbound is
     // DNAT too, and what the job sends back on it is REPLY.
     ['-m', 'conntrack', '--ctstate', 'DNAT', '--ctdir', 'ORIGINAL', '-j', 'RETURN'],
+    // A connection the job's side opened before the rules: reported (once a minute per flow), then let through below.
+    ['-m', 'conntrack', '--ctstate', 'ESTABLISHED', '--ctdir', 'ORIGINAL', '-m', 'connmark', '!', '--mark', RULES_SEEN_MARK, ...nflog(o, NFLOG_PREFIX.beforeRules)],
     // Later packets of connections the job's side opened and the rules let through (DHCP, neighbour
     // discovery). Not --ctdir REPLY: that is the job answering a connection an outside host opened.
     ['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '--ctdir', 'ORIGINAL', '-j', 'RETURN'],
@@ -207,7 +221,7 @@ export function nflogReport(group: number | undefined, prefix: string, table: st
 }
 
 function nflog(o: RuleOptions, prefix: string): string[] {
-  // One hashlimit table per rule: eg-out, eg-reply, eg-own (iptables and ip6tables keep theirs apart).
+  // One hashlimit table per rule: eg-out, eg-reply, eg-own, eg-pre (iptables and ip6tables keep theirs apart).
   return [...nflogReport(o.nflogGroup, prefix, prefix.replace(':', '-')), '--nflog-threshold', '1'];
 }
 
@@ -225,6 +239,9 @@ function filterRules(family: Family, o: RuleOptions): string[][] {
   const unreachable = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
   const prohibited = family === 4 ? 'icmp-admin-prohibited' : 'icmp6-adm-prohibited';
   return [
+    // Seen by the rules: what is not marked here was open before them (exemptions(), NFLOG_PREFIX.beforeRules).
+    // egress-guard's own connections too, so that a job packet on one is reported as that (`own`), not twice.
+    ['-m', 'conntrack', '--ctstate', 'NEW', '-j', 'CONNMARK', '--set-xmark', RULES_SEEN_MARK],
     [...ownPackets(o), '-j', 'RETURN'],
     [...own, ...nflog(o, NFLOG_PREFIX.own)],
     ...(block ? [[...own, '-j', 'REJECT']] : []),

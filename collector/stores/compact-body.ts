@@ -76,6 +76,8 @@ const REASONS = [
   'at-capacity',
   'not-redirected',
   'unsupported-query',
+  // Since 2026-12-04 (stop 47).
+  'established-before-rules',
 ];
 const ERRORS = [
   'upstream-dns',

@@ -252,6 +252,15 @@ export class World {
   async startEgressGuard(mode: 'block' | 'audit', rulesArgs: readonly string[] = [], options: { socketMark?: number; env?: NodeJS.ProcessEnv } = {}): Promise<void> {
     if (this.sidecar) throw new Error('egress-guard is already running');
     const user = this.sidecarUser!;
+    // ulogd, as root in the runner namespace, turns the rules' NFLOG reports into JSON lines egress-guard reads. Started
+    // before the rules, as the GitHub Action starts its reader: a report made with nobody listening is lost, and the
+    // kernel's per-flow limit then holds the next one back for a minute (a connection open before the rules).
+    const nflogFile = path.join(this.dir, `nflog-${mode}-${Date.now()}.json`);
+    const ulogdConfig = await must(process.execPath, [EGRESS_BIN, 'rules', 'log-config', '--json-file', nflogFile]);
+    const ulogdConfigFile = `${nflogFile}.conf`;
+    writeFileSync(ulogdConfigFile, ulogdConfig);
+    const ulogd = this.spawnIn(this.runnerNs, ['ulogd', '-c', ulogdConfigFile]);
+    await waitFor(async () => existsSync(nflogFile), 10_000, 'ulogd', ulogd.child);
     const rules = await run('ip', [
       'netns',
       'exec',
@@ -271,14 +280,10 @@ export class World {
       ...rulesArgs,
       ...(options.socketMark === undefined ? [] : ['--socket-mark', String(options.socketMark)]),
     ]);
-    if (rules.code !== 0) throw new Error(`egress-guard rules apply failed (exit ${rules.code}): ${rules.stderr}${rules.stdout}`);
-    // ulogd, as root in the runner namespace, turns the rules' NFLOG reports into JSON lines egress-guard reads.
-    const nflogFile = path.join(this.dir, `nflog-${mode}-${Date.now()}.json`);
-    const ulogdConfig = await must(process.execPath, [EGRESS_BIN, 'rules', 'log-config', '--json-file', nflogFile]);
-    const ulogdConfigFile = `${nflogFile}.conf`;
-    writeFileSync(ulogdConfigFile, ulogdConfig);
-    const ulogd = this.spawnIn(this.runnerNs, ['ulogd', '-c', ulogdConfigFile]);
-    await waitFor(async () => existsSync(nflogFile), 10_000, 'ulogd', ulogd.child);
+    if (rules.code !== 0) {
+      ulogd.child.kill('SIGTERM');
+      throw new Error(`egress-guard rules apply failed (exit ${rules.code}): ${rules.stderr}${rules.stdout}`);
+    }
     const eventsFile = path.join(this.dir, `events-${mode}-${Date.now()}.ndjson`);
     writeFileSync(eventsFile, '');
     chownSync(eventsFile, user.uid, user.gid);

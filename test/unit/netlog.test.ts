@@ -97,6 +97,20 @@ describe('netlog: a reported packet becomes a decision event', () => {
     assert.equal(reportedFlow({ ...UDP4, 'ip.protocol': 132 }, 'block')!.fields.kind, 'ip');
   });
 
+  test('a packet of a connection open before the rules (eg:pre) is reported as let through, in block mode too', () => {
+    const before = { ...UDP4, 'oob.prefix': 'eg:pre', 'ip.protocol': 6, dest_port: 9419, 'oob.uid': 1001 };
+    for (const mode of ['block', 'audit'] as const) {
+      const flow = reportedFlow(before, mode)!;
+      assert.deepEqual(
+        [flow.fields.kind, flow.fields.reason, flow.fields.decision, flow.fields.host, flow.fields.port],
+        ['tcp', 'established-before-rules', 'allowed', '203.0.113.66', 9419],
+      );
+      assert.match(flow.fields.message, /TCP from 198\.51\.100\.2:46555 to 203\.0\.113\.66:9419: a connection open before the rules were applied/);
+    }
+    assert.equal(sentByJob(before), true);
+    assert.equal(sentByJob({ ...before, 'oob.uid': undefined }), false, "the kernel's own packets (no socket owner) are no attempt of the job's");
+  });
+
   test("a container's packets (reported in FORWARD, no socket owner) are the job's; its kernel's resets on a published port are not", () => {
     // As the FORWARD rules report them (rules/container-rules.ts): no oob.uid, the container's address.
     const fromContainer: NflogRecord = { ...UDP4, 'oob.uid': undefined, 'oob.prefix': 'eg:ctr-out', src_ip: '203.0.113.130' };

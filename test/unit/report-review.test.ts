@@ -21,6 +21,7 @@ function run(): EgressEvent[] {
   const upload = decide({ kind: 'connect', host: 'paste.example.com', port: 443 });
   events.close({ id: upload.id, kind: 'connect', client: '127.0.0.1:1', host: 'paste.example.com', port: 443, bytes_in: 2_000, bytes_out: 5 * 1024 * 1024, duration_ms: 10 });
   decide({ kind: 'udp', host: '203.0.113.66', port: 443, reason: 'not-proxied' });
+  decide({ kind: 'tcp', host: '198.51.100.77', port: 9419, decision: 'allowed', reason: 'established-before-rules' });
   for (const name of ['registry.npmjs.org', 'github.com', 'api.github.com']) {
     const d = decide({ kind: 'connect', host: name, port: 443, decision: 'allowed', reason: 'allowed-endpoint', rule: name });
     events.close({ id: d.id, kind: 'connect', client: '127.0.0.1:1', host: name, port: 443, bytes_in: 300_000, bytes_out: 4_000, duration_ms: 10 });
@@ -48,6 +49,7 @@ describe('report review: what a reviewer reads first', () => {
     assert.deepEqual(flagsOf('cdn.attacker.test:443'), ['fronting']);
     assert.deepEqual(flagsOf('paste.example.com:443'), ['upload']);
     assert.deepEqual(flagsOf('github.com:443'), []);
+    assert.deepEqual(flagsOf('198.51.100.77:9419'), ['before-rules'], 'a connection open before the rules: let through, and flagged');
     const cache = {
       host: 'productionresultssa0.blob.core.windows.net',
       port: 443,
@@ -68,7 +70,7 @@ describe('report review: what a reviewer reads first', () => {
     );
     const firstUnflagged = rows.findIndex((r) => r.flags.length === 0);
     assert.ok(rows.slice(firstUnflagged).every((r) => r.flags.length === 0));
-    assert.equal(firstUnflagged, 4);
+    assert.equal(firstUnflagged, 5, 'the tunnel, raw IP, fronting, upload and before-rules rows');
   });
 
   test('sizes people read', () => {
