@@ -1,11 +1,14 @@
 /**
- * The body pump (net/kernel-relay.ts's startBodyPump, kernel_relay.c's pump()) when upstream resets after the pump
- * has read the body's last byte, while its pipe still holds bytes for a client that is slow to take them. The client
- * is owed those bytes: the pump ends `done` once it has them all, with the reset's errno (so that the caller does not
- * pool the connection). Before, the reset ended the pump at once and the answer was cut.
+ * The body pump (net/kernel-relay.ts's startBodyPump, kernel_relay.c's pump()) when upstream resets once the whole
+ * body has reached the proxy: while the pump's pipe still holds bytes for a client that is slow to take them (the
+ * body's last byte read, or its last bytes still in upstream's socket, which the pump does not read while its pipe
+ * is full), or before the pump began. The client is owed those bytes: the pump ends `done` once it has them all, with
+ * the reset's errno (so that the caller does not pool the connection). Before, the reset ended the pump at once and
+ * the answer was cut, or (the reset before the pump began) the pump ended `done` naming nothing, and the reset
+ * connection went back to the pool.
  *
  * The client's end is a Unix socket: its buffer is small and fixed (no TCP autotuning), so a client that does not
- * read leaves the body's last bytes in the pump's pipe, and the race is the same on every run (see FIRST and LAST).
+ * read leaves the body's last bytes in the pump's pipe, and the race is the same on every run (see PIECE and FILL).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
