@@ -46,10 +46,12 @@
  *                                        next request waits in the kernel for JS's reader; its FIN too). Ends by
  *                                        itself through onDone: 0 every byte moved, 8 upstream's FIN first (the body
  *                                        cut short), 1 / 2 an error of the client / upstream (errno), 3 no byte moved
- *                                        for idleMs. cancel() as for any relay. An error of upstream once every
- *                                        byte was read from it (a reset while the pipe still holds bytes for a slow
- *                                        client) ends nothing: the pump ends 0 when the client has them all, with
- *                                        that errno.
+ *                                        for idleMs. cancel() as for any relay. An error of upstream (a reset) once
+ *                                        the whole body has arrived (in the pipe for a slow client, or still queued in
+ *                                        upstream's socket, which a reset does not discard) ends nothing: the pump
+ *                                        delivers it and ends 0 with that errno. A 0 also carries an error upstream's
+ *                                        socket holds when the body ends (a reset right behind it): either way JS
+ *                                        must not pool that connection.
  *
  * fd safety: the relay owns no fd. Node may close the sockets at any moment (socket.destroy() closes the fd at
  * once, and the next accept may get the same number), so JS cancels a relay before it lets node close either fd,
@@ -82,6 +84,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
@@ -143,8 +147,10 @@ typedef struct {
   int pumping;
   uint64_t pump_left;
   /*
-   * An error of upstream (a reset) after the pump read its whole body: the client is still owed what the pipe holds,
-   * so the pump goes on to its end and reports this errno with it (JS then closes the connection, never pools it).
+   * An error of upstream (a reset) seen once the whole body has arrived (what the pipe holds for a slow client, the
+   * rest still queued in upstream's socket, which a reset does not discard): the pump goes on delivering it and
+   * reports this errno at its end (JS then closes the connection, never pools it). Kept here because SO_ERROR, once
+   * read, is gone.
    */
   int upstream_err;
   int reason, err;
@@ -500,12 +506,18 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
     size_t want = r->pumping && r->pump_left < PIPE_BYTES ? (size_t)r->pump_left : PIPE_BYTES;
     ssize_t n = splice(d->src, NULL, d->pipe.w, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) {
+      if (errno == EINTR) return 0;
+      /*
+       * A pump whose upstream failed (upstream_err) has read everything its socket held: no byte and no edge comes
+       * any more, so the body stays short; the kept error ends it (the socket's own, read once, is gone). Not
+       * expected (the error is kept only for a body that arrived whole), but a pump must never wait for nothing.
+       */
+      if (errno == EAGAIN && !(r->pumping && r->upstream_err)) {
         give_back(d);
         return 0;
       }
       *reason = side_of(r, d->src);
-      *err = errno;
+      *err = r->pumping && r->upstream_err ? r->upstream_err : errno;
       return -1;
     }
     r->last_activity = now;
@@ -515,6 +527,23 @@ static int pump(relay *r, direction *d, int64_t now, int *reason, int *err) {
   }
   r->again = 1;
   return 0;
+}
+
+/*
+ * An error the socket holds (SO_ERROR, taken by reading it), 0 for none. At a pump's end: a reset that came right
+ * behind the body's last byte raises an edge the thread may never handle (the pump ends first, and the event is
+ * stale then), yet the connection must not go back to JS's pool.
+ */
+static int pending_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 ? err : 0;
+}
+
+/* Bytes still queued in a socket's receive queue (SIOCINQ), 0 when it cannot say. */
+static int queued_in(int fd) {
+  int n = 0;
+  return ioctl(fd, SIOCINQ, &n) == 0 ? n : 0;
 }
 
 /* Which directions work_on pumps: bit i for dir[i]. */
@@ -531,9 +560,12 @@ static void work_on(uint32_t slot, int64_t now, unsigned directions) {
       return;
     }
   }
-  if (r->pumping && !r->dir[0].head && r->dir[0].in_pipe == 0 && (r->pump_left == 0 || r->dir[0].eof))
-    end_relay(slot, r->pump_left == 0 ? REASON_DONE : REASON_CUT, r->pump_left == 0 ? r->upstream_err : 0);
-  else if (r->dir[0].shut && r->dir[1].shut) end_relay(slot, REASON_DONE, 0);
+  if (r->pumping && !r->dir[0].head && r->dir[0].in_pipe == 0 && (r->pump_left == 0 || r->dir[0].eof)) {
+    if (r->pump_left == 0) end_relay(slot, REASON_DONE, r->upstream_err ? r->upstream_err : pending_error(r->fds[1]));
+    /* The end of a socket that failed (a reset reads as EOF once its error was taken): its error, not a FIN. */
+    else if (r->upstream_err) end_relay(slot, REASON_UPSTREAM, r->upstream_err);
+    else end_relay(slot, REASON_CUT, 0);
+  } else if (r->dir[0].shut && r->dir[1].shut) end_relay(slot, REASON_DONE, 0);
   else if (r->again && !r->on_main) again_pending = 1;
 }
 
@@ -622,9 +654,15 @@ static void handle_event(uint64_t key, uint32_t events, int64_t now) {
     socklen_t len = sizeof err;
     if (getsockopt(slots[slot].fds[upstream], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
       relay *r = &slots[slot];
-      /* A pump owes the client the body it has read whole even when upstream resets now (see upstream_err). */
-      if (upstream && r->pumping && r->pump_left == 0) {
+      /*
+       * A pump whose body has arrived whole owes the client all of it, even what upstream's socket still holds (the
+       * pump reads nothing while its pipe is full, and a reset does not discard a receive queue): delivered first,
+       * then the pump ends with this errno (see upstream_err). A body that is short ends now, as it would anyway.
+       */
+      if (upstream && r->pumping && (uint64_t)queued_in(r->fds[1]) >= r->pump_left) {
         r->upstream_err = err;
+        /* No edge follows this one: what can move now moves now (the pipe empty, the socket's queue read). */
+        work_on(slot, now, 1);
       } else {
         end_relay(slot, upstream ? REASON_UPSTREAM : REASON_CLIENT, err);
       }
