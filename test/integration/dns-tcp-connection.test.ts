@@ -183,3 +183,107 @@ test('DNS over TCP: the queries behind a dropped message are not read once the c
     assert.deepEqual(malformed(fx), ['malformed DNS packet over tcp (1-byte packet has no id); dropped']);
   });
 });
+
+/**
+ * An upstream whose answers are as long as a TCP message can be (65,535 bytes of TXT records) and carry no OPT
+ * record, though asked with one: over UDP it says TC, so the answer is fetched over TCP.
+ */
+async function startLongAnswerUpstream(): Promise<{ address: string; close(): Promise<void> }> {
+  const questionOf = (query: Buffer) => {
+    let at = 12;
+    while (query[at]! > 0) at += 1 + query[at]!;
+    return query.subarray(12, at + 5);
+  };
+  const onQuery = (udp: dgram.Socket) => (query: Buffer, rinfo: dgram.RemoteInfo) => {
+    const header = Buffer.from(query.subarray(0, 12));
+    header.writeUInt16BE(0x8380, 2); // QR, TC, RD, RA
+    header.writeUInt32BE(0x00010000, 4); // one question, no answer
+    header.writeUInt32BE(0, 8);
+    udp.send(Buffer.concat([header, questionOf(query)]), rinfo.port, rinfo.address);
+  };
+  const tcp = net.createServer((socket) => {
+    let pending = Buffer.alloc(0);
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      if (pending.length < 2 || pending.length < 2 + pending.readUInt16BE(0)) return;
+      const query = pending.subarray(2, 2 + pending.readUInt16BE(0));
+      const question = questionOf(query);
+      const records: Buffer[] = [];
+      for (let left = 65_535 - 12 - question.length; left > 0;) {
+        // A TXT record owned by the question name (pointer to offset 12): 12 bytes, then one string of up to 255.
+        const text = Math.min(255, left - 13);
+        const record = Buffer.alloc(13 + text, 0x61);
+        record.writeUInt16BE(0xc00c, 0);
+        record.writeUInt16BE(16, 2);
+        record.writeUInt16BE(1, 4);
+        record.writeUInt32BE(60, 6);
+        record.writeUInt16BE(1 + text, 10);
+        record[12] = text;
+        records.push(record);
+        left -= record.length;
+      }
+      const header = Buffer.from(query.subarray(0, 12));
+      header.writeUInt16BE(0x8180, 2);
+      header.writeUInt16BE(1, 4);
+      header.writeUInt16BE(records.length, 6);
+      header.writeUInt32BE(0, 8);
+      const answer = Buffer.concat([header, question, ...records]);
+      socket.end(Buffer.concat([Buffer.from([answer.length >> 8, answer.length & 0xff]), answer]));
+    });
+  });
+  // UDP and TCP on one port: the kernel picks it for UDP, and something may hold it for TCP (another test's
+  // connection); then another is tried.
+  let udp: dgram.Socket;
+  for (let attempt = 0; ; attempt++) {
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(socket.address().port, '127.0.0.1', () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+      udp = socket;
+      break;
+    } catch (err) {
+      await new Promise<void>((resolve) => socket.close(() => resolve()));
+      if (attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+  udp.on('message', onQuery(udp));
+  return {
+    address: `127.0.0.1:${udp.address().port}`,
+    close: async () => {
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    },
+  };
+}
+
+test('DNS over TCP: an answer of 65,535 bytes to a query with EDNS is still answered (it fits without the OPT record)', { timeout: 30_000 }, async () => {
+  const upstream = await startLongAnswerUpstream();
+  const fx = await startDnsFixture({ mode: 'block', upstreams: [upstream.address], upstreamTimeoutMs: 5000 });
+  try {
+    const client = connectClient(fx.port);
+    let answer = Buffer.alloc(0);
+    client.socket.on('data', (chunk: Buffer) => (answer = Buffer.concat([answer, chunk])));
+    // Asked twice: from the upstream, then from the cache.
+    for (const id of [7, 8]) {
+      client.socket.write(framed(queryBytes(id, 'long.allowed.test', 16, true)));
+      // Until this fix the frame's length did not fit its 2 bytes: the write threw, the answer was lost.
+      await waitFor(`answer ${id}`, () => client.answerIds.length === id - 6, 10_000);
+    }
+    assert.deepEqual(client.answerIds, [7, 8]);
+    const first = answer.subarray(2, 2 + answer.readUInt16BE(0));
+    assert.equal(first.length, 65_535);
+    assert.equal(first.readUInt16BE(6) > 200, true, 'the TXT records are there');
+    client.socket.end();
+    await client.closed;
+  } finally {
+    await fx.close();
+    await upstream.close();
+  }
+});
