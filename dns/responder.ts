@@ -128,7 +128,9 @@ export class DnsResponder {
   answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp', cut = false): Buffer | null | Promise<Buffer | null> {
     const reading = readQuery(packet, cut);
     if (!reading.ok) {
-      this.reportMalformed(client, transport, reading.reason, reading.id !== undefined);
+      // A message without an id is dropped; over TCP the connection goes with it (dns/server.ts), and its event says
+      // so (until 2026-12-04 `dropped`, as over UDP).
+      this.reportMalformed(client, transport, reading.reason, reading.id !== undefined ? true : transport === 'tcp' ? 'connection closed' : false);
       return reading.id === undefined ? null : buildHeaderOnlyError(reading.id, reading.opcode ?? 0, reading.rcode ?? RCODE.FORMERR);
     }
     const query = reading.query;
