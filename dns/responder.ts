@@ -13,6 +13,7 @@ import {
   buildHeaderOnlyError,
   buildResponse,
   CLASS_IN,
+  optRecord,
   RCODE,
   readQuery,
   truncatedResponse,
@@ -47,6 +48,10 @@ const LOCALHOST = new Map<number, string[]>([
   [TYPE.A, ['127.0.0.1']],
   [TYPE.AAAA, ['::1']],
 ]);
+/** The longest message over TCP: a frame's length is 2 bytes. */
+const MAX_TCP_MESSAGE = 0xffff;
+/** The OPT record the responses to a query with EDNS end with (buildResponse, renderAnswer). */
+const OPT_LENGTH = optRecord().length;
 /** Reported DNS port in events, whatever port the server listens on (it is "the DNS of the job"). */
 const DNS_PORT = 53;
 
@@ -123,7 +128,9 @@ export class DnsResponder {
   answer(packet: Buffer, client: DnsClient, transport: 'udp' | 'tcp', cut = false): Buffer | null | Promise<Buffer | null> {
     const reading = readQuery(packet, cut);
     if (!reading.ok) {
-      this.reportMalformed(client, transport, reading.reason, reading.id !== undefined);
+      // A message without an id is dropped; over TCP the connection goes with it (dns/server.ts), and its event says
+      // so (until 2026-12-04 `dropped`, as over UDP).
+      this.reportMalformed(client, transport, reading.reason, reading.id !== undefined ? true : transport === 'tcp' ? 'connection closed' : false);
       return reading.id === undefined ? null : buildHeaderOnlyError(reading.id, reading.opcode ?? 0, reading.rcode ?? RCODE.FORMERR);
     }
     const query = reading.query;
@@ -133,8 +140,19 @@ export class DnsResponder {
   }
 
   private fitTransport(response: Buffer, query: DnsQuery, transport: 'udp' | 'tcp'): Buffer {
-    if (transport === 'udp' && response.length > udpLimit(query)) return truncatedResponse(response, query);
-    return response;
+    if (transport === 'udp') return response.length > udpLimit(query) ? truncatedResponse(response, query) : response;
+    if (response.length <= MAX_TCP_MESSAGE) return response;
+    // An upstream's answer as long as a TCP message can be, without an OPT record, and ours added for a client that
+    // sent one: past the frame's 2-byte length (until 2026-12-04 the write threw and the answer was lost). Ours is the
+    // last record and the only additional one; without it the answer fits, as the upstream sent it.
+    if (query.edns && response.length - OPT_LENGTH <= MAX_TCP_MESSAGE) {
+      const fitted = Buffer.from(response.subarray(0, response.length - OPT_LENGTH));
+      fitted.writeUInt16BE(0, 10);
+      return fitted;
+    }
+    // Not reached (no answer grows past what the upstream sent but by our OPT): a bound all the same.
+    this.options.events.log.warn({ name: query.question.name, bytes: response.length }, 'dns answer longer than a TCP message; answered SERVFAIL');
+    return buildResponse(query, RCODE.SERVFAIL);
   }
 
   private respond(query: DnsQuery, client: DnsClient): Buffer | Promise<Buffer> {

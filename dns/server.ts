@@ -251,12 +251,25 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     let peerEnded = false;
     // A client that does not read its answers is not read from either (no unbounded answer buffering).
     let writeBlocked = false;
-    socket.setTimeout(idleMs, () => {
+    // The idle timeout fired while answers were owed: the timer is restarted once the last of them is written.
+    let idleWhileOwed = false;
+    /** Closes the connection for good: nothing buffered is read after this, whatever answer comes back later. */
+    const abandon = () => {
+      buffered = Buffer.alloc(0);
+      socket.destroy();
+    };
+    // A listener of its own, not setTimeout's callback: that one is a `once`, and the timeout may have to fire again.
+    socket.setTimeout(idleMs);
+    socket.on('timeout', () => {
+      // Not idle while egress-guard owes answers (queries at a slow upstream): their client is waiting for them.
+      if (pipeline > 0) {
+        idleWhileOwed = true;
+        return;
+      }
       // Bytes still waiting (a frame cut short, or queries behind answers the client did not read) are queries that
       // got no answer: their event says so (until 2026-12-03 the connection closed without a trace).
       if (buffered.length > 0) responder.reportMalformed(client, 'tcp', `no byte moved for ${idleMs} ms with ${unreadText()} unanswered`, 'connection closed');
-      buffered = Buffer.alloc(0);
-      socket.destroy();
+      abandon();
     });
     socket.on('error', () => socket.destroy());
     socket.on('close', () => connections.delete(socket));
@@ -296,12 +309,14 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       });
     };
     const drain = () => {
-      while (!writeBlocked && buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
+      // A destroyed connection reads nothing more (its buffer is emptied too, but answers still coming back call this).
+      while (!socket.destroyed && !writeBlocked && buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
         const length = buffered.readUInt16BE(0);
         if (length > maxTcpQuery) {
-          // No query is this long; its event says so (until 2026-12-03 a log line only).
+          // No query is this long; its event says so (until 2026-12-03 a log line only), once: the frame is dropped
+          // with the connection (until 2026-12-04 each answer still owed read it again, an event each).
           responder.reportMalformed(client, 'tcp', `a frame of ${length} bytes, over the ${maxTcpQuery}-byte limit for a query`, 'connection closed');
-          socket.destroy();
+          abandon();
           return;
         }
         if (buffered.length < 2 + length) break;
@@ -311,14 +326,23 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
         // Always answered on a later microtask, even from the cache: answering inside this loop would re-enter drain().
         void Promise.resolve(answer(packet, client, 'tcp')).then((response) => {
           pipeline--;
-          if (response && !socket.destroyed && socket.writable) {
+          // Closed meanwhile (idle timeout, bound, a bad frame, the client's reset): the answer has nowhere to go.
+          if (socket.destroyed) return;
+          if (!response) {
+            // A dropped packet means the stream can no longer be trusted to be in sync: the queries behind it are not
+            // read (until 2026-12-04 the answers still owed read them on, deciding queries for a closed connection).
+            abandon();
+            return;
+          }
+          if (socket.writable) {
             const frame = Buffer.alloc(2);
             frame.writeUInt16BE(response.length);
             send(Buffer.concat([frame, response]));
-          } else if (!response) {
-            // A dropped packet means the stream can no longer be trusted to be in sync.
-            socket.destroy();
-            return;
+          }
+          if (pipeline === 0 && idleWhileOwed) {
+            // The last owed answer is written: the idle time counts from here.
+            idleWhileOwed = false;
+            socket.setTimeout(idleMs);
           }
           if (socket.isPaused() && !writeBlocked) socket.resume();
           drain();
@@ -338,8 +362,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
           `${buffered.length} bytes waiting, over the ${2 * (maxTcpQuery + 2) * MAX_TCP_PIPELINE}-byte bound (${unreadText()})`,
           'connection closed',
         );
-        buffered = Buffer.alloc(0);
-        socket.destroy();
+        abandon();
         return;
       }
       drain();
