@@ -6,6 +6,8 @@
  * --inbound-ports still answers. Needs root (namespaces, iptables).
  */
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { NET, World } from './harness.js';
 
@@ -463,6 +465,58 @@ for i in range(int(sys.argv[3])):
       await sender;
       const after = sent().filter((e) => e.time > applied);
       assert.equal(after.length, 0, `${after.length} writes arrived after the rules were applied`);
+    },
+  );
+
+  test(
+    'where conntrack tracked nothing before the rules, an idle TCP connection open before them is reported (established-before-rules) and, in audit mode, not cut',
+    {
+      todo:
+        'no table used conntrack in the namespace (a self-hosted runner without Docker, a fresh pod or container namespace), so ' +
+        'the connection has no entry; its first packet after `rules apply` is picked up mid-stream as NEW: the filter chain ' +
+        'gives it RULES_SEEN_MARK and nat OUTPUT redirects the ACK to the transparent listener, whose kernel resets it. ' +
+        'The job loses the connection in audit mode too, and no event says why. (Picked up from an incoming packet instead, ' +
+        "the connection's ORIGINAL direction is the outside host's and the job's packets are reported as inbound-reply, refused " +
+        'in block mode.) Telling such packets apart needs `--syn` on the TCP redirects and a rule for a NEW TCP packet without SYN',
+    },
+    async () => {
+      // As a namespace that never had a rule: empty base chains left by earlier tests keep conntrack tracking.
+      const flushed = await world.job('nft', ['flush', 'ruleset']);
+      assert.equal(flushed.code, 0, flushed.stderr);
+      const go = path.join(world.dir, `idle-before-rules-${Date.now()}`);
+      const script = `
+import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 9419), timeout=5)
+s.sendall(b'idle-before-rules-first\\n')
+open(sys.argv[2] + '.port', 'w').write(str(s.getsockname()[1]))
+for _ in range(200):
+    if os.path.exists(sys.argv[2]):
+        break
+    time.sleep(0.1)
+for i in range(10):
+    try:
+        s.sendall(('idle-before-rules-%d\\n' % i).encode())
+    except OSError as e:
+        print('send %d: %s' % (i, e), flush=True)
+        break
+    time.sleep(0.2)
+`;
+      const sender = world.job('python3', ['-c', script, NET.attacker, go], { timeoutMs: 30_000 });
+      const sent = () => world.internetLog().filter((e) => e.type === 'tcp-data' && /idle-before-rules-\d/.test(String(e.data)));
+      for (let i = 0; i < 50 && !existsSync(`${go}.port`); i++) await new Promise((r) => setTimeout(r, 100));
+      const port = readFileSync(`${go}.port`, 'utf8');
+      const table = await world.job('cat', ['/proc/net/nf_conntrack']);
+      assert.ok(!table.stdout.includes(`sport=${port} dport=9419 `), `conntrack tracks the connection already:\n${table.stdout}`);
+      await world.startEgressGuard('audit');
+      try {
+        writeFileSync(go, '');
+        const result = await sender;
+        assert.equal(sent().length, 10, `${sent().length} of 10 writes after the rules arrived (${result.stdout.trim()})`);
+        const event = await world.decision((e) => e.reason === 'established-before-rules' && e.host === NET.attacker && e.port === 9419, 6000);
+        assert.ok(event, 'the connection open before the rules has its event');
+      } finally {
+        await world.stopEgressGuard();
+      }
     },
   );
 });
