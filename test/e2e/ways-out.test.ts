@@ -506,26 +506,20 @@ for i in range(int(sys.argv[3])):
     },
   );
 
-  test(
-    'where conntrack tracked nothing before the rules, an idle TCP connection open before them is reported (established-before-rules) and, in audit mode, not cut',
-    {
-      todo:
-        'no table used conntrack in the namespace (a self-hosted runner without Docker, a fresh pod or container namespace), so ' +
-        'the connection has no entry; its first packet after `rules apply` is picked up mid-stream as NEW: the filter chain ' +
-        'gives it RULES_SEEN_MARK and nat OUTPUT redirects the ACK to the transparent listener, whose kernel resets it. ' +
-        'The job loses the connection in audit mode too, and no event says why. (Picked up from an incoming packet instead, ' +
-        "the connection's ORIGINAL direction is the outside host's and the job's packets are reported as inbound-reply, refused " +
-        'in block mode.) Telling such packets apart needs `--syn` on the TCP redirects and a rule for a NEW TCP packet without SYN',
-    },
-    async () => {
-      // As a namespace that never had a rule (once the rules are removed nothing here uses conntrack; flushed to be sure).
+  for (const mode of ['audit', 'block'] as const) {
+    test(`where conntrack tracked nothing before the rules, an idle TCP connection open before them is reported (established-before-rules) and ${mode === 'audit' ? 'not cut in audit mode' : 'refused in block mode'}`, async () => {
+      // As a namespace that never had a rule (once the rules are removed nothing here uses conntrack; flushed to be
+      // sure): the connection has no entry, and conntrack picks it up at its first packet after the rules, an ACK. Until
+      // nat OUTPUT redirected TCP from its SYN only, that ACK went to the transparent listener, whose kernel reset the
+      // connection in audit mode too, and no event said why.
       const flushed = await world.job('nft', ['flush', 'ruleset']);
       assert.equal(flushed.code, 0, flushed.stderr);
-      const go = path.join(world.dir, `idle-before-rules-${Date.now()}`);
+      const tag = `idle-before-rules-${mode}`;
+      const go = path.join(world.dir, `${tag}-${Date.now()}`);
       const script = `
 import os, socket, sys, time
 s = socket.create_connection((sys.argv[1], 9419), timeout=5)
-s.sendall(b'idle-before-rules-first\\n')
+s.sendall(b'first\\n')
 open(sys.argv[2] + '.port', 'w').write(str(s.getsockname()[1]))
 for _ in range(200):
     if os.path.exists(sys.argv[2]):
@@ -533,26 +527,33 @@ for _ in range(200):
     time.sleep(0.1)
 for i in range(10):
     try:
-        s.sendall(('idle-before-rules-%d\\n' % i).encode())
+        s.sendall(('%s-%d\\n' % (sys.argv[3], i)).encode())
     except OSError as e:
         print('send %d: %s' % (i, e), flush=True)
         break
     time.sleep(0.2)
 `;
-      const sender = world.job('python3', ['-c', script, NET.attacker, go], { timeoutMs: 30_000 });
-      const sent = () => world.internetLog().filter((e) => e.type === 'tcp-data' && /idle-before-rules-\d/.test(String(e.data)));
+      const sender = world.job('python3', ['-c', script, NET.attacker, go, tag], { timeoutMs: 30_000 });
+      const sent = () => world.internetLog().filter((e) => e.type === 'tcp-data' && String(e.data).includes(`${tag}-`));
       for (let i = 0; i < 50 && !existsSync(`${go}.port`); i++) await new Promise((r) => setTimeout(r, 100));
       assert.equal(await tracked(readFileSync(`${go}.port`, 'utf8')), false, 'conntrack does not track the connection before the rules');
-      await world.startEgressGuard('audit');
+      await world.startEgressGuard(mode);
       try {
         writeFileSync(go, '');
         const result = await sender;
-        assert.equal(sent().length, 10, `${sent().length} of 10 writes after the rules arrived (${result.stdout.trim()})`);
         const event = await world.decision((e) => e.reason === 'established-before-rules' && e.host === NET.attacker && e.port === 9419, 6000);
         assert.ok(event, 'the connection open before the rules has its event');
+        if (mode === 'audit') {
+          assert.equal(sent().length, 10, `${sent().length} of 10 writes after the rules arrived (${result.stdout.trim()})`);
+          assert.deepEqual([event.kind, event.decision], ['tcp', 'would-block']);
+        } else {
+          assert.equal(sent().length, 0, `${sent().length} writes after the rules arrived`);
+          assert.deepEqual([event.kind, event.decision], ['tcp', 'blocked']);
+          assert.match(result.stdout, /send \d: .*reset/i, 'the job learns at once (a reset), as from any refused TCP');
+        }
       } finally {
         await world.stopEgressGuard();
       }
-    },
-  );
+    });
+  }
 });
