@@ -96,8 +96,11 @@ export function sentByJob(record: NflogRecord): boolean {
  */
 export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | undefined {
   const prefix = record['oob.prefix'];
-  const reason = typeof prefix === 'string' && Object.hasOwn(PREFIX_REASON, prefix) ? PREFIX_REASON[prefix] : undefined;
   const protocolNumber = record['ip.protocol'] ?? record['ip6.nexthdr'];
+  // A TCP packet without SYN that left the host rules' end was not redirected: nat OUTPUT redirects TCP from its SYN
+  // only, so its connection was picked up mid-stream by conntrack (open before the rules, where nothing tracked it).
+  const midStream = prefix === 'eg:out' && protocolNumber === 6 && (record['tcp.syn'] === 0 || record['tcp.syn'] === false);
+  const reason = midStream ? 'established-before-rules' : typeof prefix === 'string' && Object.hasOwn(PREFIX_REASON, prefix) ? PREFIX_REASON[prefix] : undefined;
   if (!reason || typeof record.src_ip !== 'string' || typeof record.dest_ip !== 'string' || !isIP(record.src_ip) || !isIP(record.dest_ip)) return undefined;
   if (!Number.isInteger(protocolNumber) || protocolNumber! < 0 || protocolNumber! > 255) return undefined;
   const protocol = (Object.hasOwn(PROTOCOL, protocolNumber!) ? PROTOCOL[protocolNumber!] : undefined) ?? { kind: 'ip' as const, name: `IP protocol ${protocolNumber}` };
@@ -116,9 +119,11 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
         : `${what}: the job answering a connection ${record.dest_ip} opened (its port is not in --inbound-ports); ${outcome}`
       : reason === 'own-connection'
         ? `${what}: a job packet on a connection egress-guard opened; ${outcome}`
-        : reason === 'established-before-rules'
-          ? `${what}: a connection open before the rules were applied, still sending; egress-guard never saw where it goes, and the rules let it through in either mode (cutting such connections would cut the runner's own)`
-          : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
+        : midStream
+          ? `${what}: a packet of a TCP connection conntrack had not seen open (open before the rules were applied, where nothing tracked it yet, or a crafted packet); ${outcome}`
+          : reason === 'established-before-rules'
+            ? `${what}: a connection open before the rules were applied, still sending; egress-guard never saw where it goes, and the rules let it through in either mode (cutting such connections would cut the runner's own)`
+            : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
   return {
     key: `${record['oob.prefix']}|${protocolNumber}|${source}|${destination}`,
     fields: {
@@ -127,8 +132,8 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
       host: record.dest_ip,
       port,
       ip: record.dest_ip,
-      // Let through by the rules in block mode too: an event that said blocked (or would-block) would be false.
-      decision: reason === 'established-before-rules' ? 'allowed' : mode === 'block' ? 'blocked' : 'would-block',
+      // eg:pre is let through by the rules in block mode too: an event that said blocked (or would-block) would be false.
+      decision: prefix === 'eg:pre' ? 'allowed' : mode === 'block' ? 'blocked' : 'would-block',
       reason,
       rule: null,
       message,

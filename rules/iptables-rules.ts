@@ -150,8 +150,12 @@ function natRules(family: Family, o: RuleOptions): string[][] {
     // Addresses of this machine (or namespace) are not egress.
     ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN'],
     ['-p', 'udp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(o.dnsPort)],
-    ['-p', 'tcp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(o.dnsPort)],
-    ['-p', 'tcp', '-j', 'REDIRECT', '--to-ports', String(o.transparentPort)],
+    // TCP only from its SYN. A first packet without one is a connection conntrack picked up mid-stream: open before the
+    // rules where nothing tracked it yet (a namespace with no other rule using conntrack). Redirected, the listener's
+    // kernel reset it, in audit mode too, and no event said why; now the filter chain reports it (NFLOG_PREFIX.out, read
+    // as established-before-rules) and refuses it in block mode, as it does any packet that was not redirected.
+    ['-p', 'tcp', '--syn', '--dport', '53', '-j', 'REDIRECT', '--to-ports', String(o.dnsPort)],
+    ['-p', 'tcp', '--syn', '-j', 'REDIRECT', '--to-ports', String(o.transparentPort)],
   ];
 }
 

@@ -26,12 +26,28 @@ describe('rule generation (pure)', () => {
       assert.match(nat[1]!, /-m owner --uid-owner 995 -j RETURN$/);
       // Packets of the job on a connection egress-guard opened are refused before ESTABLISHED traffic returns.
       const filter = own.filter((c) => c.includes(`-A ${FILTER_CHAIN} `));
-      assert.match(filter[1]!, /-m connmark --mark 0x4547\/0xffff -m conntrack --ctdir ORIGINAL .*-j NFLOG --nflog-group 4547 --nflog-prefix eg:own --nflog-threshold 1$/);
-      assert.match(filter[2]!, /-m connmark --mark 0x4547\/0xffff -m conntrack --ctdir ORIGINAL -j REJECT$/);
-      assert.ok(filter.findIndex((c) => c.includes('ESTABLISHED')) > 1);
-      assert.match(nat.at(-1)!, /-p tcp -j REDIRECT --to-ports 3129$/);
+      // First, before anything returns: every connection whose first packet the chain sees gets RULES_SEEN_MARK's bit
+      // (masked, so the low 16 bits of OWN_CONNECTION_MARK set in nat OUTPUT stay as they are).
+      assert.match(filter[0]!, /-m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x10000\/0x10000$/);
+      assert.match(filter[1]!, /-m owner --uid-owner 995 -j RETURN$/);
+      assert.match(filter[2]!, /-m connmark --mark 0x4547\/0xffff -m conntrack --ctdir ORIGINAL .*-j NFLOG --nflog-group 4547 --nflog-prefix eg:own --nflog-threshold 1$/);
+      assert.match(filter[3]!, /-m connmark --mark 0x4547\/0xffff -m conntrack --ctdir ORIGINAL -j REJECT$/);
+      // A connection open before the rules: reported (never refused) after loopback and redirected connections have
+      // returned, right before the ESTABLISHED exemption that lets it through.
+      const established = filter.findIndex((c) => c.includes('ESTABLISHED,RELATED --ctdir ORIGINAL -j RETURN'));
+      assert.ok(established > 3);
+      assert.match(
+        filter[established - 1]!,
+        /-m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL -m connmark ! --mark 0x10000\/0x10000 -m hashlimit .*--hashlimit-name eg-pre -j NFLOG --nflog-group 4547 --nflog-prefix eg:pre --nflog-threshold 1$/,
+      );
+      for (const earlier of [' -o lo -j RETURN', '--ctstate DNAT --ctdir ORIGINAL -j RETURN']) assert.ok(filter.findIndex((c) => c.includes(earlier)) < established - 1, earlier);
+      assert.equal(filter.filter((c) => c.includes('0x10000')).length, 2, 'the bit is set once and read once');
+      // TCP from its SYN only: a first packet without one is a connection conntrack picked up mid-stream (open before the
+      // rules), which the listener could only reset.
+      assert.match(nat.at(-1)!, /-p tcp --syn -j REDIRECT --to-ports 3129$/);
       assert.ok(nat.some((c) => /-p udp --dport 53 -j REDIRECT --to-ports 53$/.test(c)));
-      assert.ok(nat.some((c) => /-p tcp --dport 53 -j REDIRECT --to-ports 53$/.test(c)));
+      assert.ok(nat.some((c) => /-p tcp --syn --dport 53 -j REDIRECT --to-ports 53$/.test(c)));
+      assert.ok(!nat.some((c) => c.includes('-p tcp') && c.includes('REDIRECT') && !c.includes('--syn')));
       // Nothing but our own chains is created, and nothing is ever flushed or inserted.
       assert.ok(!own.some((c) => / -[FIXP] /.test(c)));
     }
@@ -61,7 +77,7 @@ describe('rule generation (pure)', () => {
     assert.ok(audit.some((c) => c.includes('--nflog-prefix eg:reply')));
     // Reports are limited per flow, never by one bucket a flood to a decoy could use up for every other flow.
     for (const rule of [...block, ...audit].filter((c) => c.includes('-j NFLOG'))) {
-      assert.match(rule, /-m hashlimit --hashlimit-upto 1\/minute .*--hashlimit-mode srcip,srcport,dstip,dstport .*--hashlimit-name eg-(out|reply|own) /, rule);
+      assert.match(rule, /-m hashlimit --hashlimit-upto 1\/minute .*--hashlimit-mode srcip,srcport,dstip,dstport .*--hashlimit-name eg-(out|reply|own|pre) /, rule);
       assert.doesNotMatch(rule, / -m limit /, rule);
     }
   });

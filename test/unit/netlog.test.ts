@@ -97,6 +97,30 @@ describe('netlog: a reported packet becomes a decision event', () => {
     assert.equal(reportedFlow({ ...UDP4, 'ip.protocol': 132 }, 'block')!.fields.kind, 'ip');
   });
 
+  test("a TCP packet without SYN at the rules' end (eg:out) was picked up mid-stream: established-before-rules, refused in block mode", () => {
+    // nat OUTPUT redirects TCP from its SYN only (rules/iptables-rules.ts): one without that reached eg:out belongs to a
+    // connection conntrack first saw after the rules.
+    const midStream = { ...UDP4, 'oob.prefix': 'eg:out', 'ip.protocol': 6, 'tcp.syn': 0, dest_port: 9419, 'oob.uid': 1001 };
+    for (const [mode, decision] of [
+      ['block', 'blocked'],
+      ['audit', 'would-block'],
+    ] as const) {
+      const flow = reportedFlow(midStream, mode)!;
+      assert.deepEqual([flow.fields.kind, flow.fields.reason, flow.fields.decision, flow.fields.port], ['tcp', 'established-before-rules', decision, 9419]);
+      assert.match(flow.fields.message, /a packet of a TCP connection conntrack had not seen open/);
+    }
+    assert.equal(reportedFlow({ ...midStream, 'tcp.syn': false }, 'block')!.fields.reason, 'established-before-rules');
+    // A SYN, a record without the flag, a container's packet (FORWARD, no redirect from its SYN only) or UDP: as before.
+    for (const other of [
+      { ...midStream, 'tcp.syn': 1 },
+      { ...midStream, 'tcp.syn': undefined },
+      { ...midStream, 'oob.prefix': 'eg:ctr-out' },
+      { ...midStream, 'ip.protocol': 17 },
+    ]) {
+      assert.equal(reportedFlow(other, 'block')!.fields.reason, 'not-proxied', JSON.stringify(other));
+    }
+  });
+
   test('a packet of a connection open before the rules (eg:pre) is reported as let through, in block mode too', () => {
     const before = { ...UDP4, 'oob.prefix': 'eg:pre', 'ip.protocol': 6, dest_port: 9419, 'oob.uid': 1001 };
     for (const mode of ['block', 'audit'] as const) {

@@ -5,7 +5,7 @@ import { uplinksNamedLikeBridges } from '../../rules/docker-bridges.js';
 import type { SidecarUser } from '../../action/sidecar-user.js';
 import type { CommandResult } from '../../rules/run-rules.js';
 import { BRIDGE_ROUTES_TABLE, bridgeRoutesCommands, STAYS_ON_BRIDGES_CONNMARK } from '../../rules/bridge-routes.js';
-import { OWN_CONNECTION_MARK } from '../../rules/iptables-rules.js';
+import { applyCommands, OWN_CONNECTION_MARK, RULES_SEEN_MARK } from '../../rules/iptables-rules.js';
 import { applyContainerGuard, applyContainerRules, removeContainerRules } from '../../rules/run-container-rules.js';
 import { NetworkTeardownError, restoreNetwork } from '../../action/network-teardown.js';
 import { applyRedirectRules } from '../../action/redirect-rules.js';
@@ -491,5 +491,38 @@ describe('container rules (Docker bridges, IPv6)', () => {
 
   it('input: the same guard of the [::] listeners', () => {
     assert.deepEqual(chain(v6, 'filter', CONTAINER_INPUT_CHAIN), chain(containerApplyCommands(OPTIONS, 4), 'filter', CONTAINER_INPUT_CHAIN));
+  });
+});
+
+describe('conntrack marks: the host rules, the container rules and the route lookup never overwrite each other', () => {
+  /** value/mask of an iptables mark argument (`0x4547/0xffff`); no mask is all 32 bits. */
+  const parse = (mark: string) => {
+    const [value, mask = '0xffffffff'] = mark.split('/');
+    return { value: Number(value), mask: Number(mask) };
+  };
+
+  it("RULES_SEEN_MARK's bit is outside the low 16 bits the other two marks use as values", () => {
+    const seen = parse(RULES_SEEN_MARK);
+    assert.equal(seen.value & ~seen.mask, 0);
+    for (const other of [parse(OWN_CONNECTION_MARK), parse(STAYS_ON_BRIDGES_CONNMARK)]) {
+      assert.equal(seen.mask & other.mask, 0, `${RULES_SEEN_MARK} against ${other.value.toString(16)}/${other.mask.toString(16)}`);
+      assert.equal(other.value & ~other.mask, 0);
+    }
+  });
+
+  it('every connmark rule (set or match) in either family, mode and option carries a mask, so the bit set in filter OUTPUT never spoils a match', () => {
+    const host = [
+      ...applyCommands({ uid: 995, mode: 'block', transparentPort: 3129, dnsPort: 53 }),
+      ...applyCommands({ uid: 995, mode: 'audit', transparentPort: 3129, dnsPort: 53, socketMark: 0x5eed1e55 }),
+    ];
+    const containers = ([4, 6] as const).flatMap((family) => containerApplyCommands({ ...OPTIONS, staysOnBridges: 'route' }, family));
+    const marks = [...host, ...containers].flatMap((c) =>
+      c.args.flatMap((arg, i) => ((arg === '--mark' && c.args.slice(0, i).includes('connmark')) || (arg === '--set-xmark' && c.args.includes('CONNMARK')) ? [c.args[i + 1]!] : [])),
+    );
+    assert.ok(marks.includes(RULES_SEEN_MARK) && marks.includes(OWN_CONNECTION_MARK) && marks.includes(STAYS_ON_BRIDGES_CONNMARK), marks.join(' '));
+    for (const mark of marks) assert.match(mark, /^0x[0-9a-f]+\/0x[0-9a-f]+$/, mark);
+    // The route lookup (nftables) keeps every bit outside its own mask, RULES_SEEN_MARK's too.
+    const keep = /ct mark set ct mark and (0x[0-9a-f]+) or /.exec(bridgeRoutesCommands(['docker0']).at(-1)!.args.join(' '))?.[1];
+    assert.equal(Number(keep) & parse(RULES_SEEN_MARK).mask, parse(RULES_SEEN_MARK).mask);
   });
 });
