@@ -39,7 +39,7 @@ export interface DnsResponderOptions {
   upstreamTimeoutMs?: number;
   upstreamRounds?: number;
   cache?: AnswerCacheOptions;
-  /** Malformed-packet events per minute before they are only counted (default 100); the same for dropped queries. */
+  /** Malformed-packet events per minute before they are only counted (default 100); the same for dropped queries and TCP connections together. */
   malformedEventsPerMinute?: number;
 }
 
@@ -103,7 +103,9 @@ export class DnsResponder {
     const log = options.events.log;
     this.budgets = {
       malformed: new ReportBudget(limit, (suppressed) => log.warn({ suppressed }, 'malformed DNS packets not reported individually in the last minute')),
-      dropped: new ReportBudget(limit, (suppressed) => log.warn({ suppressed }, 'DNS queries dropped at capacity not reported individually in the last minute')),
+      dropped: new ReportBudget(limit, (suppressed) =>
+        log.warn({ suppressed }, 'DNS queries and TCP connections dropped at capacity not reported individually in the last minute'),
+      ),
     };
   }
 
@@ -355,10 +357,25 @@ export class DnsResponder {
     });
   }
 
+  /**
+   * A TCP connection node closed as it came because `open` connections are open already (the server's
+   * maxConnections; net.Server 'drop'): its client's resolver retries or fails, so the report must say why, as for a
+   * UDP query dropped at capacity, and under the same budget. No byte was read: no name. Until 2026-12-04 no trace.
+   */
+  reportConnectionDropped(client: DnsClient, open: number): void {
+    if (!this.budgets.dropped.take()) return;
+    this.emitNameless(client, 'at-capacity', `DNS over TCP connection closed unread: ${open} connections are open already (egress-guard's limit)`);
+  }
+
   /** One event per malformed packet, up to a rate; past it they are counted and summarised. */
   reportMalformed(client: DnsClient, transport: string, reason: string, answered: boolean | 'connection closed'): void {
     if (!this.budgets.malformed.take()) return;
-    const policy = this.options.policy();
+    const outcome = answered === 'connection closed' ? answered : answered ? 'answered FORMERR/NOTIMP' : 'dropped';
+    this.emitNameless(client, 'malformed-request', `malformed DNS packet over ${transport} (${reason}); ${outcome}`);
+  }
+
+  /** A refusal before any question was read: blocked in audit mode too (there is nothing to forward). */
+  private emitNameless(client: DnsClient, reason: 'at-capacity' | 'malformed-request', message: string): void {
     this.options.events.decision(
       {
         kind: 'dns',
@@ -367,10 +384,10 @@ export class DnsResponder {
         host: NO_HOST,
         port: DNS_PORT,
         decision: 'blocked',
-        reason: 'malformed-request',
+        reason,
         rule: null,
-        message: `malformed DNS packet over ${transport} (${reason}); ${answered === 'connection closed' ? answered : answered ? 'answered FORMERR/NOTIMP' : 'dropped'}`,
-        mode: policy.mode,
+        message,
+        mode: this.options.policy().mode,
       },
       'end-of-turn',
     );

@@ -18,7 +18,9 @@ export interface DnsServerOptions extends Omit<DnsResponderOptions, 'upstreams'>
   upstreams: string[];
   /** Largest query accepted over TCP (default 4096 bytes; a query is one question and an OPT). */
   maxTcpQueryBytes?: number;
+  /** TCP connections open at once (default 256); past it node closes a new one as it comes, with an at-capacity event. */
   maxTcpConnections?: number;
+  /** A TCP connection that moves no byte for this long is closed (default 10 s); a frame must be whole within twice it of its first byte. */
   tcpIdleTimeoutMs?: number;
   /** Queries being answered at once, UDP and TCP together; past it UDP queries are dropped (default 2048). */
   maxInFlight?: number;
@@ -50,6 +52,14 @@ export interface DnsServer {
 }
 
 const MAX_TCP_PIPELINE = 16;
+/**
+ * A frame must be whole within this many idle timeouts of its first byte being read (20 s by default). A query is at
+ * most 4096 bytes, sent in one write by every resolver: a few segments, there in a round trip or a retransmission or
+ * two. Twice the idle timeout leaves a slow link a whole idle period of slack, and is still a bound for a client that
+ * trickles a byte just under every idle timeout, which the idle timeout alone let keep a partial frame, and a
+ * connection, open for ever. Derived from the idle timeout (no setting of its own) so that it scales with it.
+ */
+const FRAME_DEADLINE_IDLE_TIMEOUTS = 2;
 
 /**
  * dgram passes the address of every send through its `lookup` (dns.lookup by default, which answers an IP literal
@@ -185,6 +195,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   const maxTcpQuery = options.maxTcpQueryBytes ?? 4096;
   const maxConnections = options.maxTcpConnections ?? 256;
   const idleMs = options.tcpIdleTimeoutMs ?? 10_000;
+  const frameDeadlineMs = FRAME_DEADLINE_IDLE_TIMEOUTS * idleMs;
   const maxInFlight = options.maxInFlight ?? 2048;
   let inFlight = 0;
   let closed = false;
@@ -229,6 +240,13 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   let udp: UdpEndpoint | undefined;
   const tcp = net.createServer({ allowHalfOpen: true });
   tcp.maxConnections = maxConnections;
+  // Past maxConnections node closes a connection as it comes, with this event only (no 'connection'): the client's
+  // resolver retries or fails, so it must be reported (until 2026-12-04 it went without a trace). No data when node
+  // could not read the addresses.
+  tcp.on('drop', (data) => {
+    if (closed) return;
+    responder.reportConnectionDropped({ address: data?.remoteAddress ?? '?', port: data?.remotePort ?? 0 }, maxConnections);
+  });
   // With port 0, the TCP port must be the one the kernel gave UDP; retry if something holds it.
   for (let attempt = 0; ; attempt++) {
     udp = await bindUdp(options.udp ?? 'batch', options.listen.host, options.listen.port, ipv6Only, answerUdp, log);
@@ -253,6 +271,12 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     let writeBlocked = false;
     // The idle timeout fired while answers were owed: the timer is restarted once the last of them is written.
     let idleWhileOwed = false;
+    /** Bytes read so far: where in the stream the frame the deadline runs for starts (frameAt). */
+    let received = 0;
+    let frameAt = -1;
+    let frameTimer: NodeJS.Timeout | undefined;
+    // The frame deadline passed while answers were owed: nothing more is read, and the connection closes once they are written.
+    let frameLate = false;
     /** Closes the connection for good: nothing buffered is read after this, whatever answer comes back later. */
     const abandon = () => {
       buffered = Buffer.alloc(0);
@@ -272,17 +296,24 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       abandon();
     });
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => connections.delete(socket));
+    socket.on('close', () => {
+      connections.delete(socket);
+      clearTimeout(frameTimer);
+    });
     const frameWaiting = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
-    /** What `buffered` holds, for an event: whole frames and the bytes of one cut short. */
-    const unreadText = () => {
+    /** The whole frames `buffered` holds, and the bytes after them (of a frame cut short). */
+    const scan = () => {
       let frames = 0;
       let at = 0;
       while (buffered.length - at >= 2 && buffered.length - at >= 2 + buffered.readUInt16BE(at)) {
         at += 2 + buffered.readUInt16BE(at);
         frames++;
       }
-      const cut = buffered.length - at;
+      return { frames, cut: buffered.length - at };
+    };
+    /** What `buffered` holds, for an event: whole frames and the bytes of one cut short. */
+    const unreadText = () => {
+      const { frames, cut } = scan();
       const whole = frames > 0 ? `${frames} whole ${frames === 1 ? 'query' : 'queries'}` : '';
       const part = cut > 0 ? `${cut} bytes of a frame` : '';
       return [whole, part].filter((text) => text !== '').join(' and ');
@@ -297,20 +328,63 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       }
       socket.end();
     };
+    /** The frame deadline's close: one event for what is unread (the frame cut short, and any whole query not started). */
+    const closeLate = (end: boolean) => {
+      responder.reportMalformed(client, 'tcp', `a frame not whole ${frameDeadlineMs} ms after its first byte, with ${unreadText()} unanswered`, 'connection closed');
+      buffered = Buffer.alloc(0);
+      // After the answers owed, end (a destroy could lose them to the reset that unread bytes cause); the idle timeout
+      // destroys a connection whose client then neither reads nor closes.
+      if (!end) {
+        abandon();
+        return;
+      }
+      socket.end();
+      socket.setTimeout(idleMs);
+    };
+    const frameExpired = () => {
+      frameTimer = undefined;
+      if (socket.destroyed || buffered.length === 0) return;
+      // Not reading (answers owed fill the pipeline, or the client does not read them): the rest of the frame may be
+      // waiting in the kernel, not at the client; it gets another period once read again.
+      if (socket.isPaused()) {
+        frameTimer = setTimeout(frameExpired, frameDeadlineMs);
+        return;
+      }
+      if (pipeline === 0) {
+        closeLate(false);
+        return;
+      }
+      // Answers owed: they are delivered (the idle path waits for them too), then the connection closes; nothing more is read.
+      frameLate = true;
+      socket.pause();
+    };
+    /** After a read: the deadline runs for the frame cut short at the end of `buffered`, from its first byte read. */
+    const watchFrame = () => {
+      const cut = buffered.length === 0 ? 0 : scan().cut;
+      if (cut === 0) {
+        clearTimeout(frameTimer);
+        frameTimer = undefined;
+        return;
+      }
+      if (frameTimer !== undefined && frameAt === received - cut) return;
+      clearTimeout(frameTimer);
+      frameAt = received - cut;
+      frameTimer = setTimeout(frameExpired, frameDeadlineMs);
+    };
     const send = (frame: Buffer) => {
       if (socket.write(frame) || writeBlocked) return;
       writeBlocked = true;
       socket.pause();
       socket.once('drain', () => {
         writeBlocked = false;
-        if (pipeline < MAX_TCP_PIPELINE) socket.resume();
+        if (pipeline < MAX_TCP_PIPELINE && !frameLate) socket.resume();
         drain();
         maybeEnd();
       });
     };
     const drain = () => {
       // A destroyed connection reads nothing more (its buffer is emptied too, but answers still coming back call this).
-      while (!socket.destroyed && !writeBlocked && buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
+      while (!socket.destroyed && !frameLate && !writeBlocked && buffered.length >= 2 && pipeline < MAX_TCP_PIPELINE) {
         const length = buffered.readUInt16BE(0);
         if (length > maxTcpQuery) {
           // No query is this long; its event says so (until 2026-12-03 a log line only), once: the frame is dropped
@@ -339,6 +413,10 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
             frame.writeUInt16BE(response.length);
             send(Buffer.concat([frame, response]));
           }
+          if (frameLate) {
+            if (pipeline === 0) closeLate(true);
+            return;
+          }
           if (pipeline === 0 && idleWhileOwed) {
             // The last owed answer is written: the idle time counts from here.
             idleWhileOwed = false;
@@ -352,6 +430,9 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       if (pipeline >= MAX_TCP_PIPELINE) socket.pause();
     };
     socket.on('data', (chunk) => {
+      // Read before the pause of a late frame took effect: the connection is closing, nothing more is decided.
+      if (frameLate) return;
+      received += chunk.length;
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       // Not reached by a client that pipelines (the reader pauses while MAX_TCP_PIPELINE queries are out, and a read
       // adds one chunk): a bound, with its event, all the same.
@@ -366,9 +447,13 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
         return;
       }
       drain();
+      watchFrame();
     });
     socket.on('end', () => {
       peerEnded = true;
+      // Nothing more can come: a frame cut short is reported when the answers owed are written (maybeEnd).
+      clearTimeout(frameTimer);
+      frameTimer = undefined;
       maybeEnd();
     });
   });

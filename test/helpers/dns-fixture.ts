@@ -73,6 +73,8 @@ export async function startDnsFixture(
     maxInFlight?: number;
     /** A TCP connection's idle timeout (the server's default when unset). */
     tcpIdleTimeoutMs?: number;
+    /** TCP connections open at once (the server's default when unset). */
+    maxTcpConnections?: number;
   } = {},
 ): Promise<DnsFixture> {
   const zone = await startZoneServer(TEST_ZONE);
@@ -96,6 +98,7 @@ export async function startDnsFixture(
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? 500,
       ...(options.maxInFlight !== undefined && { maxInFlight: options.maxInFlight }),
       ...(options.tcpIdleTimeoutMs !== undefined && { tcpIdleTimeoutMs: options.tcpIdleTimeoutMs }),
+      ...(options.maxTcpConnections !== undefined && { maxTcpConnections: options.maxTcpConnections }),
       // The DNS tests run on the batched UDP path; EGRESS_DNS_UDP=dgram runs them on node's dgram (both must pass).
       udp: options.udp ?? (process.env.EGRESS_DNS_UDP === 'dgram' ? 'dgram' : 'batch'),
     });

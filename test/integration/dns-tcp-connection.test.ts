@@ -288,3 +288,93 @@ test('DNS over TCP: an answer of 65,535 bytes to a query with EDNS is still answ
     await upstream.close();
   }
 });
+
+test('DNS over TCP: a connection past the cap is closed with an at-capacity event naming its client; the open ones are still served', { timeout: 30_000 }, async () => {
+  const fx = await startDnsFixture({ mode: 'block', maxTcpConnections: 2 });
+  const clients: TcpClient[] = [];
+  try {
+    // Each of the first two is answered once: the server holds both (node counts a connection once it is accepted).
+    for (const id of [1, 2]) {
+      const client = connectClient(fx.port);
+      clients.push(client);
+      client.socket.write(framed(queryBytes(id, 'localhost')));
+      await waitFor(`answer ${id}`, () => client.answerIds.length === 1, 5000);
+    }
+    const third = connectClient(fx.port);
+    clients.push(third);
+    await new Promise<void>((resolve) => third.socket.once('connect', () => resolve()));
+    const thirdText = `127.0.0.1:${third.socket.localPort}`;
+    assert.equal(await closedWithin(third, 10_000), true, 'the connection past the cap was kept open');
+    // Until this fix node closed it with no event at all.
+    await waitFor('the at-capacity event', () => fx.decisions.some((e) => e.reason === 'at-capacity'), 5000);
+    const capacity = fx.decisions.filter((e) => e.reason === 'at-capacity');
+    assert.deepEqual(
+      capacity.map((e) => [e.kind, e.client, e.host, e.decision, e.message]),
+      [['dns', thirdText, '(none)', 'blocked', "DNS over TCP connection closed unread: 2 connections are open already (egress-guard's limit)"]],
+    );
+    // The first two are still served.
+    for (const [i, client] of clients.slice(0, 2).entries()) {
+      client.socket.write(framed(queryBytes(11 + i, 'localhost')));
+      await waitFor(`answer ${11 + i}`, () => client.answerIds.length === 2, 5000);
+      assert.deepEqual(client.answerIds, [1 + i, 11 + i]);
+      assert.equal(client.isClosed(), false);
+    }
+  } finally {
+    for (const client of clients) client.socket.destroy();
+    await fx.close();
+  }
+});
+
+/** Writes one byte of `bytes` every 100 ms (well under the tests' idle timeout of 1 s) until stopped or closed; the count written. */
+function trickle(client: TcpClient, bytes: Buffer): { written(): number; stop(): void } {
+  let at = 0;
+  const timer = setInterval(() => {
+    if (client.isClosed() || !client.socket.writable || at >= bytes.length) return;
+    client.socket.write(bytes.subarray(at, at + 1));
+    at++;
+  }, 100);
+  return { written: () => at, stop: () => clearInterval(timer) };
+}
+
+// The frame claims 4000 bytes: at a byte every 100 ms it is never whole within the tests' bounds.
+const trickled = () => Buffer.concat([Buffer.from([4000 >> 8, 4000 & 0xff]), Buffer.alloc(4000, 0x61)]);
+
+test('DNS over TCP: a frame trickled a byte at a time, each under the idle timeout, is closed at the frame deadline with one event', { timeout: 30_000 }, async () => {
+  await withHeldFixture(1000, async (fx) => {
+    const client = connectClient(fx.port);
+    const sender = trickle(client, trickled());
+    try {
+      // Until this fix each byte restarted the idle timeout: the connection stayed open for as long as the client liked.
+      assert.equal(await closedWithin(client, 15_000), true, 'the trickled frame kept the connection open');
+      const events = malformed(fx);
+      assert.equal(events.length, 1, JSON.stringify(events));
+      assert.match(events[0]!, /^malformed DNS packet over tcp \(a frame not whole 2000 ms after its first byte, with \d+ bytes of a frame unanswered\); connection closed$/);
+      assert.equal(sender.written() > 0, true);
+    } finally {
+      sender.stop();
+    }
+  });
+});
+
+test('DNS over TCP: a frame trickled behind a query at a slow upstream: the answer owed is delivered, then the connection closes with one event', { timeout: 30_000 }, async () => {
+  await withHeldFixture(1000, async (fx, upstream) => {
+    const client = connectClient(fx.port);
+    client.socket.write(framed(queryBytes(5, 'slow.allowed.test')));
+    await waitFor('the query at the upstream', () => upstream.asked.length === 1, 5000);
+    const sender = trickle(client, trickled());
+    try {
+      // Past the frame deadline (2 s) several times over, by the bytes sent; the answer is still owed: the connection waits for it.
+      await waitFor('bytes trickled for 4 s', () => sender.written() >= 40, 15_000);
+      assert.equal(client.isClosed(), false, 'closed with its answer owed');
+      upstream.release();
+      // Until this fix the trickle kept the connection open after the answer, as long as the client liked.
+      assert.equal(await closedWithin(client, 15_000), true, 'the trickled frame kept the connection open after the answer');
+      assert.deepEqual(client.answerIds, [5]);
+      const events = malformed(fx);
+      assert.equal(events.length, 1, JSON.stringify(events));
+      assert.match(events[0]!, /^malformed DNS packet over tcp \(a frame not whole 2000 ms after its first byte, with \d+ bytes of a frame unanswered\); connection closed$/);
+    } finally {
+      sender.stop();
+    }
+  });
+});
