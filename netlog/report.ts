@@ -68,6 +68,12 @@ function hint(kind: RequestKind, port: number): string {
 
 const isPort = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535;
 
+/** A TCP record's SYN flag as the readers write it (ulogd: 1 / 0 or true / false), undefined when it has none. */
+function tcpSyn(record: NflogRecord): boolean | undefined {
+  const flag = record['tcp.syn'];
+  return flag === 1 || flag === true ? true : flag === 0 || flag === false ? false : undefined;
+}
+
 /**
  * Whether a job process sent the packet. Packets the kernel sends on its own (a reset or an ICMP error in
  * answer to an outside host's probe, the last ACKs of a connection egress-guard has closed) carry no socket
@@ -78,7 +84,7 @@ export function sentByJob(record: NflogRecord): boolean {
   if (Number.isInteger(record['oob.uid'])) return true;
   const prefix = record['oob.prefix'];
   const tcp = (record['ip.protocol'] ?? record['ip6.nexthdr']) === 6;
-  const syn = record['tcp.syn'] === 1 || record['tcp.syn'] === true;
+  const syn = tcpSyn(record) === true;
   // A forwarded packet has no socket owner on this host: a container sent it (this host's kernel sends nothing
   // through FORWARD). Of a container's answers to an outside host, its kernel's resets and late ACKs are left out
   // as the host's are; until 2026-12-02 every forwarded packet but a SYN-ACK was taken for the kernel's, and a
@@ -99,7 +105,7 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
   const protocolNumber = record['ip.protocol'] ?? record['ip6.nexthdr'];
   // A TCP packet without SYN that left the host rules' end was not redirected: nat OUTPUT redirects TCP from its SYN
   // only, so its connection was picked up mid-stream by conntrack (open before the rules, where nothing tracked it).
-  const midStream = prefix === 'eg:out' && protocolNumber === 6 && (record['tcp.syn'] === 0 || record['tcp.syn'] === false);
+  const midStream = prefix === 'eg:out' && protocolNumber === 6 && tcpSyn(record) === false;
   const reason = midStream ? 'established-before-rules' : typeof prefix === 'string' && Object.hasOwn(PREFIX_REASON, prefix) ? PREFIX_REASON[prefix] : undefined;
   if (!reason || typeof record.src_ip !== 'string' || typeof record.dest_ip !== 'string' || !isIP(record.src_ip) || !isIP(record.dest_ip)) return undefined;
   if (!Number.isInteger(protocolNumber) || protocolNumber! < 0 || protocolNumber! > 255) return undefined;
