@@ -131,9 +131,9 @@ export const OWN_CONNECTION_MARK = '0x4547/0xffff';
  * (or while they were removed, where other rules kept conntrack tracking): its packets are ESTABLISHED and the
  * exemption for those would pass them unseen, so they are reported first (NFLOG_PREFIX.beforeRules). A connection
  * conntrack did not track before the rules is picked up mid-stream instead (natRules' --syn; docs/transparent.md).
- * Not refused, in block mode either: on a runner where the rules
- * are applied by a step (the GitHub Action), the runner's own connections to its service are among them, and cutting
- * them would break the job (docs/transparent.md, "Connections open before the rules").
+ * Not refused, in block mode either: on a runner where the rules are applied by a step (the GitHub Action), the
+ * runner's own connections to its service are among them, and cutting them would break the job (docs/transparent.md,
+ * "Connections open before the rules").
  */
 export const RULES_SEEN_MARK = '0x10000/0x10000';
 
