@@ -1,5 +1,6 @@
 import { lstatSync } from 'node:fs';
 import { removeContainerRules } from '../rules/run-container-rules.js';
+import { removeFrameGuard } from '../rules/run-frame-guard.js';
 import { execRunner, removeRules, type CommandRunner } from '../rules/run-rules.js';
 import { restoreResolvConf } from './job-dns.js';
 import type { ActionLayout } from './layout.js';
@@ -23,6 +24,7 @@ export async function restoreNetwork(root: Privileged, layout: ActionLayout, run
     }
   };
   await attempt('the redirect rules', () => removeRules(run));
+  await attempt('the guard against packet-socket frames', () => removeFrameGuard(run));
   await attempt('the rules for containers', () => removeContainerRules(run));
   await attempt('/etc/resolv.conf', async () => {
     if (!lstatSync(layout.savedResolvConf, { throwIfNoEntry: false })) return [];

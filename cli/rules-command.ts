@@ -16,6 +16,7 @@ import { socketMark } from '../config/load-config.js';
 import { NFLOG_GROUP_REFUSED_EXIT } from '../netlog/reader-exit.js';
 import { bridgesOffTheUplinks } from '../rules/docker-bridges.js';
 import { removeContainerRules } from '../rules/run-container-rules.js';
+import { applyFrameGuard, describeFrameGuard, removeFrameGuard } from '../rules/run-frame-guard.js';
 import { applyRules, execRunner, readDefaultRoutes, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
 import { NFLOG_GROUP } from '../rules/iptables-rules.js';
@@ -232,7 +233,8 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
       const families = familiesOf(takeOption(args, 'family'));
       // The rules for containers too (the GitHub Action applies them): an admin cleaning up after a teardown that
       // could not finish gets everything of egress-guard's out of the tables with one command.
-      const removed = [...(await removeRules(undefined, families)), ...(await removeContainerRules(undefined, undefined, families))];
+      // The frame guard is one table for both families: it goes with either.
+      const removed = [...(await removeRules(undefined, families)), ...(await removeFrameGuard()), ...(await removeContainerRules(undefined, undefined, families))];
       io.stdout.write(removed.length > 0 ? `removed: ${removed.join(', ')}\n` : 'no egress-guard rules to remove\n');
       return 0;
     }
@@ -242,9 +244,11 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
       return 0;
     }
     await applyRules(options);
+    // After the redirect rules, which stand whatever becomes of it (applyFrameGuard says why it could not be made).
+    const frames = describeFrameGuard(await applyFrameGuard({ mode: options.mode, nflogGroup: options.nflogGroup }), options.mode);
     const inbound = options.inboundPorts?.length ? `, inbound ${options.inboundPorts.map((p) => `${p.port}/${p.protocol}`).join(' ')}` : '';
     io.stdout.write(
-      `egress-guard rules applied (${options.mode} mode, uid ${options.uid}${options.socketMark === undefined ? '' : ' with its socket mark'} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort}${inbound})\n`,
+      `egress-guard rules applied (${options.mode} mode, uid ${options.uid}${options.socketMark === undefined ? '' : ' with its socket mark'} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort}${inbound})\n${frames}\n`,
     );
     return 0;
   } catch (err) {

@@ -1,8 +1,11 @@
 import type { NflogRecord } from './report.js';
 
-/** One NFLOG report as native/nflog.c hands it over: the packet's first bytes, from its IP header on. */
+/**
+ * One NFLOG report as native/nflog.c hands it over: the packet's first bytes, from its IP header on; from its
+ * link-layer header on for a frame the netdev egress hook reported (rules/frame-guard.ts).
+ */
 export interface NflogPacket {
-  /** AF_INET (2) or AF_INET6 (10). */
+  /** AF_INET (2) or AF_INET6 (10); NFPROTO_NETDEV (5) for a frame. */
   family: number;
   prefix: string;
   /** The sending socket's owner; -1 when the kernel sent the packet on its own. */
@@ -14,6 +17,31 @@ export interface NflogPacket {
 
 const AF_INET = 2;
 const AF_INET6 = 10;
+const NFPROTO_NETDEV = 5;
+/** The prefix of a report on a device without link-layer header (rules/iptables-rules.ts NFLOG_PREFIX.frameIp). */
+const FRAME_IP_PREFIX = 'eg:frame-ip';
+const ETHER_TYPE_IPV4 = 0x0800;
+const ETHER_TYPE_IPV6 = 0x86dd;
+/** 802.1Q and 802.1ad tags, walked to the ether type they carry. */
+const ETHER_TYPE_VLAN = new Set([0x8100, 0x88a8]);
+
+/**
+ * A frame's IP packet and its family: after the Ethernet header (and any VLAN tags) where the report says the device
+ * has one, else the frame itself by its version nibble. Undefined for a frame that carries no IP packet.
+ */
+function ipOfFrame(packet: NflogPacket): { family: number; payload: Buffer } | undefined {
+  const bytes = packet.payload;
+  if (packet.prefix === FRAME_IP_PREFIX) {
+    const version = bytes.length > 0 ? bytes[0]! >> 4 : 0;
+    return version === 4 ? { family: AF_INET, payload: bytes } : version === 6 ? { family: AF_INET6, payload: bytes } : undefined;
+  }
+  let at = 12;
+  for (let tags = 0; tags < 2 && bytes.length >= at + 2 && ETHER_TYPE_VLAN.has(bytes.readUInt16BE(at)); tags++) at += 4;
+  if (bytes.length < at + 2) return undefined;
+  const type = bytes.readUInt16BE(at);
+  const family = type === ETHER_TYPE_IPV4 ? AF_INET : type === ETHER_TYPE_IPV6 ? AF_INET6 : undefined;
+  return family === undefined ? undefined : { family, payload: bytes.subarray(at + 2) };
+}
 /** IPv6 extension headers walked to the transport header (hop-by-hop, routing, destination options). */
 const IPV6_EXTENSIONS = new Set([0, 43, 60]);
 const IPV6_FRAGMENT = 44;
@@ -54,6 +82,16 @@ function transport(record: NflogRecord, protocol: number, bytes: Buffer, at: num
  * a fragment after the first) gives addresses and protocol without ports, as ulogd does.
  */
 export function recordOfPacket(packet: NflogPacket, timeSec: number): NflogRecord | undefined {
+  if (packet.family === NFPROTO_NETDEV) {
+    // A frame: the record of the IP packet inside it (the prefix says it was a frame), as ulogd cannot write it.
+    // A frame without one is recorded all the same (reported, so never passed unseen): its ether type and sender.
+    const inner = ipOfFrame(packet);
+    if (inner) return recordOfPacket({ ...packet, ...inner }, timeSec);
+    const record: NflogRecord = { 'oob.prefix': packet.prefix, 'oob.family': packet.family, 'oob.time.sec': timeSec };
+    if (packet.uid >= 0) record['oob.uid'] = packet.uid;
+    if (packet.prefix !== FRAME_IP_PREFIX && packet.payload.length >= 14) record['oob.protocol'] = packet.payload.readUInt16BE(12);
+    return record;
+  }
   const bytes = packet.payload;
   const record: NflogRecord = { 'oob.prefix': packet.prefix, 'oob.family': packet.family, 'oob.time.sec': timeSec };
   if (packet.uid >= 0) record['oob.uid'] = packet.uid;

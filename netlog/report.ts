@@ -20,6 +20,8 @@ export interface NflogRecord {
   'icmpv6.type'?: number;
   'tcp.syn'?: number | boolean;
   'oob.time.sec'?: number;
+  /** A frame's ether type (skb->protocol), where the frame carried no IP packet a reader could read. */
+  'oob.protocol'?: number;
   /** Not a packet: the built-in reader's count of reports the kernel dropped (LOST_FIELD; netlog/nflog-sequence.ts). */
   'egress-guard.lost'?: number;
 }
@@ -39,7 +41,12 @@ const PREFIX_REASON: Record<string, Reason> = {
   'eg:ctr-out': 'not-proxied',
   'eg:ctr-reply': 'inbound-reply',
   'eg:pre': 'established-before-rules',
+  'eg:frame': 'not-proxied',
+  'eg:frame-ip': 'not-proxied',
 };
+/** Reported at a device's egress hook: a frame written on a packet socket (rules/frame-guard.ts). */
+const FRAME_PREFIXES: ReadonlySet<string> = new Set(['eg:frame', 'eg:frame-ip']);
+const FRAME = 'written as a frame on a packet socket (AF_PACKET, below the IP stack: no redirect rule sees it)';
 /** Reported in FORWARD, from a container on a Docker bridge (rules/container-rules.ts). */
 const CONTAINER_PREFIXES: ReadonlySet<string> = new Set(['eg:ctr-out', 'eg:ctr-reply']);
 const FROM_CONTAINER = ' (a container on a Docker bridge)';
@@ -90,6 +97,8 @@ export function sentByJob(record: NflogRecord): boolean {
   // as the host's are; until 2026-12-02 every forwarded packet but a SYN-ACK was taken for the kernel's, and a
   // container's UDP, ICMP and private-address TCP had no event in either mode (e2e ways-out-containers).
   if (prefix === 'eg:ctr-out') return true;
+  // The kernel writes no frame on a packet socket: a process did (the guard lets the stack's own through by its mark).
+  if (typeof prefix === 'string' && FRAME_PREFIXES.has(prefix)) return true;
   if (prefix === 'eg:ctr-reply') return !tcp || syn;
   // On this host, a job process's packets carry its uid; a SYN-ACK is the one without (see above).
   return prefix === 'eg:reply' && tcp && syn;
@@ -107,6 +116,7 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
   // only, so its connection was picked up mid-stream by conntrack (open before the rules, where nothing tracked it).
   const midStream = prefix === 'eg:out' && protocolNumber === 6 && tcpSyn(record) === false;
   const reason = midStream ? 'established-before-rules' : typeof prefix === 'string' && Object.hasOwn(PREFIX_REASON, prefix) ? PREFIX_REASON[prefix] : undefined;
+  if (reason && FRAME_PREFIXES.has(prefix!) && record.src_ip === undefined && record.dest_ip === undefined) return opaqueFrame(record, mode);
   if (!reason || typeof record.src_ip !== 'string' || typeof record.dest_ip !== 'string' || !isIP(record.src_ip) || !isIP(record.dest_ip)) return undefined;
   if (!Number.isInteger(protocolNumber) || protocolNumber! < 0 || protocolNumber! > 255) return undefined;
   const protocol = (Object.hasOwn(PROTOCOL, protocolNumber!) ? PROTOCOL[protocolNumber!] : undefined) ?? { kind: 'ip' as const, name: `IP protocol ${protocolNumber}` };
@@ -127,9 +137,11 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
         ? `${what}: a job packet on a connection egress-guard opened; ${outcome}`
         : midStream
           ? `${what}: a packet of a TCP connection conntrack had not seen open (open before the rules were applied, where nothing tracked it yet, or a crafted packet); ${outcome}`
-          : reason === 'established-before-rules'
-            ? `${what}: a connection open before the rules were applied, still sending; egress-guard never saw where it goes, and the rules let it through in either mode (cutting such connections would cut the runner's own)`
-            : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
+          : FRAME_PREFIXES.has(prefix!)
+            ? `${what}, ${FRAME}; ${mode === 'block' ? 'refused' : 'block mode refuses it'}`
+            : reason === 'established-before-rules'
+              ? `${what}: a connection open before the rules were applied, still sending; egress-guard never saw where it goes, and the rules let it through in either mode (cutting such connections would cut the runner's own)`
+              : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
   return {
     key: `${record['oob.prefix']}|${protocolNumber}|${source}|${destination}`,
     fields: {
@@ -143,6 +155,29 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
       reason,
       rule: null,
       message,
+      mode,
+    },
+  };
+}
+
+/**
+ * A reported frame whose addresses no reader could read: a frame that carries no IP packet, or any frame in ulogd's
+ * lines (its BASE plugin decodes no netdev-family report; `rules log-reader` does). One flow per ether type and uid.
+ */
+function opaqueFrame(record: NflogRecord, mode: Mode): ReportedFlow {
+  const type = Number.isInteger(record['oob.protocol']) ? `ether type 0x${record['oob.protocol']!.toString(16).padStart(4, '0')}` : 'unknown ether type';
+  const uid = Number.isInteger(record['oob.uid']) ? `uid ${record['oob.uid']}` : 'an unknown process';
+  return {
+    key: `${record['oob.prefix']}|${type}|${uid}`,
+    fields: {
+      kind: 'ip',
+      client: uid,
+      host: 'unknown',
+      port: 0,
+      decision: mode === 'block' ? 'blocked' : 'would-block',
+      reason: 'not-proxied',
+      rule: null,
+      message: `a frame (${type}) from ${uid}, ${FRAME}; its addresses were not read (ulogd reads none of a frame; \`egress-guard rules log-reader\` does); ${mode === 'block' ? 'refused' : 'block mode refuses it'}`,
       mode,
     },
   };

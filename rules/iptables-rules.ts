@@ -26,6 +26,10 @@ export const NFLOG_PREFIX = {
   containerReply: 'eg:ctr-reply',
   /** A job packet on a connection open before the rules (no RULES_SEEN_MARK): let through, reported. */
   beforeRules: 'eg:pre',
+  /** An Ethernet frame written on a packet socket (AF_PACKET), below the IP hooks (frame-guard.ts). */
+  frame: 'eg:frame',
+  /** The same on a device without link-layer header (a tunnel): the frame is the IP packet. */
+  frameIp: 'eg:frame-ip',
 } as const;
 /**
  * Kernel-side bound on reports: one report per flow (addresses and ports) and minute, as the reader turns them into

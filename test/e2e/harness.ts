@@ -249,18 +249,29 @@ export class World {
    * Apply the rules (with `rulesArgs` added to `rules apply`) and start `egress-guard run` as the sidecar user
    * with DNS and transparent listeners.
    */
-  async startEgressGuard(mode: 'block' | 'audit', rulesArgs: readonly string[] = [], options: { socketMark?: number; env?: NodeJS.ProcessEnv } = {}): Promise<void> {
+  async startEgressGuard(
+    mode: 'block' | 'audit',
+    rulesArgs: readonly string[] = [],
+    options: { socketMark?: number; env?: NodeJS.ProcessEnv; nflogReader?: 'ulogd' | 'built-in' } = {},
+  ): Promise<void> {
     if (this.sidecar) throw new Error('egress-guard is already running');
     const user = this.sidecarUser!;
     // ulogd, as root in the runner namespace, turns the rules' NFLOG reports into JSON lines egress-guard reads. Started
     // before the rules, as the GitHub Action starts its reader: a report made with nobody listening is lost, and the
     // kernel's per-flow limit then holds the next one back for a minute (a connection open before the rules).
+    // Or egress-guard's own reader (`rules log-reader`, as the GitHub Action runs it): the one that reads a frame's
+    // addresses (the guard against packet-socket frames reports at the netdev hook, which ulogd does not decode).
     const nflogFile = path.join(this.dir, `nflog-${mode}-${Date.now()}.json`);
-    const ulogdConfig = await must(process.execPath, [EGRESS_BIN, 'rules', 'log-config', '--json-file', nflogFile]);
-    const ulogdConfigFile = `${nflogFile}.conf`;
-    writeFileSync(ulogdConfigFile, ulogdConfig);
-    const ulogd = this.spawnIn(this.runnerNs, ['ulogd', '-c', ulogdConfigFile]);
-    await waitFor(async () => existsSync(nflogFile), 10_000, 'ulogd', ulogd.child);
+    let ulogd: { child: ChildProcess };
+    if (options.nflogReader === 'built-in') {
+      ulogd = this.spawnIn(this.runnerNs, [process.execPath, EGRESS_BIN, 'rules', 'log-reader', '--json-file', nflogFile]);
+    } else {
+      const ulogdConfig = await must(process.execPath, [EGRESS_BIN, 'rules', 'log-config', '--json-file', nflogFile]);
+      const ulogdConfigFile = `${nflogFile}.conf`;
+      writeFileSync(ulogdConfigFile, ulogdConfig);
+      ulogd = this.spawnIn(this.runnerNs, ['ulogd', '-c', ulogdConfigFile]);
+    }
+    await waitFor(async () => existsSync(nflogFile), 10_000, 'the NFLOG reader', ulogd.child);
     const rules = await run('ip', [
       'netns',
       'exec',

@@ -103,3 +103,80 @@ test('any bytes: never a throw, and a record only with addresses that report.ts 
     { numRuns: 2000 },
   );
 });
+
+/** An Ethernet frame around `packet`, with VLAN tags (802.1Q) before its ether type when given. */
+function ethernet(etherType: number, packet: Buffer, vlanTags = 0): Buffer {
+  const header = Buffer.alloc(12 + vlanTags * 4 + 2);
+  header.fill(0xff, 0, 6);
+  Buffer.from('02fc00000001', 'hex').copy(header, 6);
+  for (let i = 0; i < vlanTags; i++) header.writeUInt32BE(0x81000064, 12 + i * 4);
+  header.writeUInt16BE(etherType, 12 + vlanTags * 4);
+  return Buffer.concat([header, packet]);
+}
+
+test('a frame the netdev egress hook reported (rules/frame-guard.ts): the IP packet inside it, IPv4 and IPv6, tagged or not', () => {
+  const v4 = recordOfPacket({ family: 5, prefix: 'eg:frame', uid: 0, payload: ethernet(0x0800, ipv4(17, udp(40000, 9999))) }, NOW);
+  assert.deepEqual(v4, {
+    'oob.prefix': 'eg:frame',
+    'oob.family': 2,
+    'oob.time.sec': NOW,
+    'oob.uid': 0,
+    'ip.protocol': 17,
+    src_ip: '198.51.100.7',
+    dest_ip: '203.0.113.9',
+    src_port: 40000,
+    dest_port: 9999,
+  });
+  const v6 = recordOfPacket({ family: 5, prefix: 'eg:frame', uid: 0, payload: ethernet(0x86dd, ipv6(17, udp(40000, 53)), 2) }, NOW);
+  assert.equal(v6?.['oob.family'], 10);
+  assert.equal(v6?.dest_ip, '2001:db8:1::');
+  assert.equal(v6?.dest_port, 53);
+  // A device without a link-layer header (a tunnel): the frame is the packet.
+  const tunnel = recordOfPacket({ family: 5, prefix: 'eg:frame-ip', uid: 0, payload: ipv4(6, [0x9c, 0x40, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02]) }, NOW);
+  assert.equal(tunnel?.dest_port, 80);
+  assert.equal(tunnel?.['tcp.syn'], 1);
+
+  const flow = reportedFlow(v4!, 'block');
+  assert.equal(flow?.fields.kind, 'udp');
+  assert.equal(flow?.fields.host, '203.0.113.9');
+  assert.equal(flow?.fields.decision, 'blocked');
+  assert.equal(flow?.fields.reason, 'not-proxied');
+  assert.match(flow!.fields.message!, /frame on a packet socket \(AF_PACKET/);
+  // Not the flow of the same packet reported by the IP rules (eg:out): each is an event of its own.
+  assert.notEqual(flow?.key, reportedFlow({ ...v4!, 'oob.prefix': 'eg:out' }, 'block')?.key);
+});
+
+test('a frame with no IP packet in it is recorded all the same (its ether type), and reported without addresses', () => {
+  for (const payload of [ethernet(0x1234, Buffer.from('hello')), ethernet(0x0800, Buffer.alloc(0)).subarray(0, 13)]) {
+    const record = recordOfPacket({ family: 5, prefix: 'eg:frame', uid: 0, payload }, NOW);
+    assert.ok(record, 'a reported frame is never dropped from the file');
+    assert.equal(record['oob.family'], 5);
+    assert.equal(record.src_ip, undefined);
+    const flow = reportedFlow(record, 'audit');
+    assert.equal(flow?.fields.kind, 'ip');
+    assert.equal(flow?.fields.host, 'unknown');
+    assert.equal(flow?.fields.decision, 'would-block');
+  }
+  assert.equal(recordOfPacket({ family: 5, prefix: 'eg:frame', uid: 0, payload: ethernet(0x1234, Buffer.from('x')) }, NOW)?.['oob.protocol'], 0x1234);
+  // A tunnel's frame that is no IP packet: nothing to call its ether type.
+  assert.equal(recordOfPacket({ family: 5, prefix: 'eg:frame-ip', uid: 0, payload: Buffer.from([0x10, 1, 2]) }, NOW)?.['oob.protocol'], undefined);
+});
+
+test("ulogd's line of a reported frame (oob.family 5, no addresses: its BASE plugin decodes no netdev report) is an event naming the uid and ether type", () => {
+  // As ulogd 2.0.8 wrote it in a probe of the guard (2026-12-04).
+  const line = { 'oob.prefix': 'eg:frame', 'oob.time.sec': NOW, 'oob.mark': 0, 'oob.ifindex_out': 2, 'oob.hook': 1, 'oob.family': 5, 'oob.protocol': 2048, 'oob.uid': 0 };
+  const flow = reportedFlow(line, 'block');
+  assert.equal(flow?.fields.decision, 'blocked');
+  assert.equal(flow?.fields.client, 'uid 0');
+  assert.match(flow!.fields.message!, /ether type 0x0800/);
+  assert.match(flow!.fields.message!, /rules log-reader/);
+});
+
+test('frames: no payload makes the reader throw', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 80 }), fc.constantFrom('eg:frame', 'eg:frame-ip'), (bytes, prefix) => {
+      const record = recordOfPacket({ family: 5, prefix, uid: 0, payload: Buffer.from(bytes) }, NOW);
+      if (record) reportedFlow(record, 'audit');
+    }),
+  );
+});

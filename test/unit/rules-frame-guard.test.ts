@@ -1,0 +1,96 @@
+/**
+ * rules/frame-guard.ts: which devices the guard against packet-socket frames covers (from `ip` output as this
+ * machine's iproute2 prints it) and the nft transaction that makes it. The kernel's side is e2e ways-out.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FRAME_GUARD_TABLE, frameGuardRemoval, frameGuardScript, frameSecret, guardedDevices } from '../../rules/frame-guard.js';
+
+const LINKS = [
+  '1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00 promiscuity 0',
+  '2: ifb0: <BROADCAST,NOARP> mtu 1500 qdisc noop state DOWN mode DEFAULT group default qlen 32\\    link/ether 16:0b:d7:1a:f1:57 brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    ifb addrgenmode eui64',
+  '4: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1400 qdisc pfifo_fast state UP mode DEFAULT group default qlen 1000\\    link/ether 02:fc:00:00:00:01 brd ff:ff:ff:ff:ff:ff promiscuity 0 parentbus virtio',
+  '5: docker0: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue state DOWN mode DEFAULT group default\\    link/ether 02:42:ac:11:00:01 brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    bridge forward_delay 1500',
+  '7: veth1a2b@if6: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master docker0 state UP mode DEFAULT group default\\    link/ether 6e:11:22:33:44:55 brd ff:ff:ff:ff:ff:ff link-netnsid 0 promiscuity 1 \\    veth \\    bridge_slave state forwarding priority 32',
+  '8: wg0: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1420 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/none  promiscuity 0 \\    wireguard',
+].join('\n');
+
+const ROUTES = [
+  'default via 198.51.100.1 dev eth0 proto dhcp src 198.51.100.7 metric 100',
+  '172.17.0.0/16 dev docker0 proto kernel scope link src 172.17.0.1 linkdown',
+  '203.0.113.0/24 dev wg0 scope link',
+  'local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1',
+  'fe80::/64 dev veth1a2b proto kernel metric 256 pref medium',
+].join('\n');
+
+test('guarded: every routed device but lo and bridge ports; Ethernet or not told by its link type', () => {
+  const { devices, unquotable } = guardedDevices(LINKS, ROUTES);
+  assert.deepEqual(devices, [
+    { name: 'eth0', ethernet: true },
+    { name: 'docker0', ethernet: true },
+    { name: 'wg0', ethernet: false },
+  ]);
+  assert.deepEqual(unquotable, []);
+  // ifb0 has no route: frames it sends are another device's, redirected by tc (inbound ones too); not guarded.
+  assert.ok(!devices.some((d) => d.name === 'ifb0'));
+});
+
+test('a device name nft cannot be given quoted is left out and named', () => {
+  const { devices, unquotable } = guardedDevices(`9: we"ird: <UP> mtu 1500\\    link/ether 02:00:00:00:00:09 brd ff:ff:ff:ff:ff:ff`, 'default via 198.51.100.1 dev we"ird');
+  assert.deepEqual(devices, []);
+  assert.deepEqual(unquotable, ['we"ird']);
+});
+
+test('the nft transaction: the secret at postrouting first (low 4 bits kept), then per device the secret accepted, ARP and DHCP broadcast, a bounded report', () => {
+  const block = frameGuardScript({
+    mode: 'block',
+    devices: [
+      { name: 'eth0', ethernet: true },
+      { name: 'wg0', ethernet: false },
+    ],
+    nflogGroup: 77,
+    secret: 0x9abcdef5,
+  });
+  const commands = block.trimEnd().split('\n');
+  assert.match(commands[1]!, /hook postrouting priority 500/);
+  assert.match(commands[2]!, /meta priority set meta priority and 0xf or 0x9abcdef0$/, 'the secret without its low 4 bits');
+  assert.ok(commands.indexOf(`add table netdev ${FRAME_GUARD_TABLE}`) > 2, 'the filter after the secret');
+  const eth0 = commands.filter((c) => c.includes(' device0'));
+  assert.match(eth0[0]!, /hook egress device "eth0"/);
+  assert.deepEqual(
+    eth0.slice(1).map((c) => c.replace(/^add rule netdev \S+ device0 /, '')),
+    [
+      'meta priority and 0xfffffff0 == 0x9abcdef0 accept',
+      'ether type arp accept',
+      '@ll,96,16 0x0800 @ll,112,8 0x45 @ll,184,8 17 @ll,240,32 0xffffffff @ll,272,16 68 @ll,288,16 67 accept',
+      'limit rate 50/second burst 100 packets log group 77 prefix "eg:frame" drop',
+      'drop',
+    ],
+  );
+  const wg0 = commands.filter((c) => c.startsWith(`add rule netdev ${FRAME_GUARD_TABLE} device1 `)).map((c) => c.replace(/^add rule netdev \S+ device1 /, ''));
+  assert.deepEqual(wg0, ['meta priority and 0xfffffff0 == 0x9abcdef0 accept', 'limit rate 50/second burst 100 packets log group 77 prefix "eg:frame-ip" drop', 'drop']);
+  // Audit mode passes what it reported; what is past the reports' rate is dropped all the same (never passed unseen).
+  const audit = frameGuardScript({ mode: 'audit', devices: [{ name: 'eth0', ethernet: true }], secret: 0x9abcdef0 })
+    .trimEnd()
+    .split('\n');
+  assert.ok(audit.includes(`add rule netdev ${FRAME_GUARD_TABLE} device0 limit rate 50/second burst 100 packets log group 4547 prefix "eg:frame" accept`));
+  assert.equal(audit.at(-1), `add rule netdev ${FRAME_GUARD_TABLE} device0 drop`);
+});
+
+test('a secret keeps the low 4 bits free and its major is no reserved handle (0, 0xffff)', () => {
+  assert.equal(frameSecret(0x12345678), 0x12345670);
+  assert.equal(frameSecret(0x0000abcd), 0x1000abc0);
+  assert.equal(frameSecret(0xffff1234), 0xefff1230);
+  for (let i = 0; i < 1000; i++) {
+    const secret = frameSecret((Math.random() * 2 ** 32) >>> 0);
+    assert.equal(secret & 0xf, 0);
+    assert.ok(secret >>> 16 !== 0 && secret >>> 16 !== 0xffff);
+  }
+});
+
+test('removal: the filter before the secret', () => {
+  assert.deepEqual(
+    frameGuardRemoval().map((t) => t.family),
+    ['netdev', 'inet'],
+  );
+});
