@@ -16,6 +16,7 @@ import { socketMark } from '../config/load-config.js';
 import { NFLOG_GROUP_REFUSED_EXIT } from '../netlog/reader-exit.js';
 import { bridgesOffTheUplinks } from '../rules/docker-bridges.js';
 import { removeContainerRules } from '../rules/run-container-rules.js';
+import { FRAME_GUARD_TABLE } from '../rules/frame-guard.js';
 import { applyFrameGuard, describeFrameGuard, removeFrameGuard } from '../rules/run-frame-guard.js';
 import { applyRules, execRunner, readDefaultRoutes, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
@@ -25,10 +26,10 @@ import { uidOfUser } from '../rules/user-id.js';
 import { parseArgs, takeOption, UsageError, type CommandIo, type OptionSpecs } from './args.js';
 
 const USAGE =
-  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]... [--nflog-group N] [--socket-mark N] | rules log-config --json-file FILE [--log-file FILE] [--nflog-group N] [--plugin-dir DIR] | rules log-reader --json-file FILE [--nflog-group N] [--pid-file FILE]';
+  'egress-guard rules apply|remove|print [--uid UID | --user NAME] [--mode block|audit] [--transparent-port N] [--dns-port N] [--family 4|6|both] [--inbound-ports PORT[/tcp|udp]...] [--dhcp-server ADDRESS]... [--nflog-group N] [--socket-mark N] [--frame-guard on|off] | rules log-config --json-file FILE [--log-file FILE] [--nflog-group N] [--plugin-dir DIR] | rules log-reader --json-file FILE [--nflog-group N] [--pid-file FILE]';
 const OPTIONS: OptionSpecs = {
   ...Object.fromEntries(
-    ['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family', 'nflog-group', 'socket-mark', 'json-file', 'log-file', 'plugin-dir', 'pid-file'].map((key) => [
+    ['uid', 'user', 'mode', 'transparent-port', 'dns-port', 'family', 'nflog-group', 'socket-mark', 'frame-guard', 'json-file', 'log-file', 'plugin-dir', 'pid-file'].map((key) => [
       key,
       { type: 'string' },
     ]),
@@ -238,14 +239,26 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
       io.stdout.write(removed.length > 0 ? `removed: ${removed.join(', ')}\n` : 'no egress-guard rules to remove\n');
       return 0;
     }
+    // Checked before anything is applied, as every other option.
+    const frameGuard = takeOption(args, 'frame-guard') ?? io.env.EGRESS_FRAME_GUARD ?? 'on';
+    if (frameGuard !== 'on' && frameGuard !== 'off') throw new UsageError(`--frame-guard: "${frameGuard}" is not on or off`);
     const options: RuleOptions = { ...ruleOptions(args, io.env), onLink: { 6: await onLinkV6() }, neighbourBridges: await neighbourBridges() };
     if (action === 'print') {
-      io.stdout.write(`# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}`);
+      io.stdout.write(
+        `# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}` +
+          // Not printable: its secret is drawn at each apply and never written out (rules/frame-guard.ts).
+          `# and \`rules apply\` also makes, where nft and Linux 5.16+ are there, the guard against frames written on packet sockets (nft table ${FRAME_GUARD_TABLE}; docs/transparent.md)\n`,
+      );
       return 0;
     }
     await applyRules(options);
     // After the redirect rules, which stand whatever becomes of it (applyFrameGuard says why it could not be made).
-    const frames = describeFrameGuard(await applyFrameGuard({ mode: options.mode, nflogGroup: options.nflogGroup }), options.mode);
+    // Off where it costs too much (docs/transparent.md: a macvlan parent, HTB classes chosen by SO_PRIORITY); an earlier
+    // one is removed then, so that off means off.
+    const frames =
+      frameGuard === 'off'
+        ? `frames written on packet sockets (AF_PACKET) are NOT guarded: --frame-guard off${(await removeFrameGuard()).length > 0 ? ' (the earlier guard removed)' : ''}; drop NET_RAW from the job`
+        : describeFrameGuard(await applyFrameGuard({ mode: options.mode, nflogGroup: options.nflogGroup }), options.mode);
     const inbound = options.inboundPorts?.length ? `, inbound ${options.inboundPorts.map((p) => `${p.port}/${p.protocol}`).join(' ')}` : '';
     io.stdout.write(
       `egress-guard rules applied (${options.mode} mode, uid ${options.uid}${options.socketMark === undefined ? '' : ' with its socket mark'} exempt, TCP -> :${options.transparentPort}, DNS -> :${options.dnsPort}${inbound})\n${frames}\n`,

@@ -1,7 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { frameGuardRemoval, frameGuardScript, frameSecret, guardedDevices, type GuardedDevice } from './frame-guard.js';
 import type { RulesMode } from './iptables-rules.js';
 import { execRunner, must, type CommandRunner } from './run-rules.js';
@@ -40,17 +37,10 @@ export async function applyFrameGuard(options: { mode: RulesMode; nflogGroup?: n
   } catch (err) {
     return { unguarded: (err as Error).message };
   }
-  // A new secret at each apply, kept only in the kernel's rules: given to nft in a file only root may read (mkdtemp's
-  // 0700), not on its command line, which /proc shows to every process (a job polling for it) while nft runs.
-  const dir = mkdtempSync(path.join(tmpdir(), 'egress-guard-frames-'));
-  let made;
-  try {
-    const script = path.join(dir, 'guard.nft');
-    writeFileSync(script, frameGuardScript({ ...options, devices, secret: frameSecret(randomBytes(4).readUInt32BE(0)) }), { mode: 0o600 });
-    made = await run('nft', ['-f', script]);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  // A new secret at each apply, kept only in the kernel's rules: given to nft on its standard input, not on its command
+  // line, which /proc shows to every process (a job polling for it) while nft runs, nor in a file (a Kubernetes init
+  // container's root is read-only).
+  const made = await run('nft', ['-f', '-'], frameGuardScript({ ...options, devices, secret: frameSecret(randomBytes(4).readUInt32BE(0)) }));
   // One transaction: a kernel that refuses the egress hook leaves nothing behind.
   if (made.code !== 0) return { unguarded: made.code === 127 ? 'nft is not installed' : `nft refused it (exit ${made.code}): ${made.stderr.trim()}` };
   return { guarded: devices, unquotable };

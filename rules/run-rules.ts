@@ -7,15 +7,19 @@ export interface CommandResult {
   stderr: string;
 }
 
-export type CommandRunner = (binary: string, args: readonly string[]) => Promise<CommandResult>;
+/** `input`, when given, is written to the command's standard input (`nft -f -`). */
+export type CommandRunner = (binary: string, args: readonly string[], input?: string) => Promise<CommandResult>;
 
 /** Run iptables/ip6tables without a shell. */
-export const execRunner: CommandRunner = (binary, args) =>
+export const execRunner: CommandRunner = (binary, args, input) =>
   new Promise((resolve) => {
-    execFile(binary, [...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+    const child = execFile(binary, [...args], { timeout: 30_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number' ? (err as unknown as { code: number }).code : 127) : 0;
       resolve({ code, stdout: String(stdout), stderr: err && !stderr ? err.message : String(stderr) });
     });
+    // A command that exits before reading it all (or never starts) must not make the write an unhandled error.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input);
   });
 
 export class RulesError extends Error {}

