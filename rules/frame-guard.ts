@@ -19,11 +19,12 @@
  * (Linux 5.17+) and any SO_PRIORITY. So the frame must carry a value the job does not know: 28 random bits, drawn at each
  * `rules apply` and kept only in the kernel's rules. Not in the mark: a job with CAP_NET_RAW can read the marks of
  * the packets it sniffs (a classic BPF filter's SKF_AD_MARK), and the mark is read after postrouting (tc, eBPF
- * datapaths). The priority is not exposed to classic BPF; its low 4 bits, which qdiscs and mqprio read (TC_PRIO_MAX),
+ * datapaths). The priority is not exposed to classic BPF, but it is to any socket with SO_RCVPRIORITY (Linux 6.14+, no
+ * capability): the secret is readable, a way out (docs/transparent.md, review48). Its low 4 bits, which qdiscs and mqprio read (TC_PRIO_MAX),
  * are kept. A job guesses one frame per try, each wrong one dropped and reported (docs/transparent.md).
  *
- * Guarded: every device the routing tables name (any table, either family: the devices anything is routed out of)
- * but the loopback and bridge ports. A bridge port carries frames the bridge forwards between its other ports
+ * Guarded: every device the routing tables name (any table, either family: the devices anything is routed out of),
+ * and the devices below them (a VLAN's or macvlan's parent, a bond's members), but the loopback and bridge ports. A bridge port carries frames the bridge forwards between its other ports
  * (containers on docker0), which pass no IP hook either; a frame written on a port reaches only that bridge's
  * segment. Two tables: `inet` for the secret, `netdev` for the filter; both applied in one nft transaction, the secret
  * first, so that no packet of the stack reaches a filter before it carries it.
@@ -58,7 +59,8 @@ const DEVICE_NAME = /^[A-Za-z0-9_.:-]{1,15}$/;
 
 /**
  * The devices to guard, from `ip -o -d link show` and the routes of both families (`ip -o route show table all`):
- * those a route names, but `lo` and bridge ports. Also the names left out for being unquotable.
+ * those a route names and the devices below them (a VLAN's or macvlan's parent, a bond's members), but `lo` and bridge
+ * ports. Also the names left out for being unquotable.
  */
 export function guardedDevices(linkOutput: string, routeOutput: string): { devices: GuardedDevice[]; unquotable: string[] } {
   const routed = new Set<string>();
@@ -67,14 +69,32 @@ export function guardedDevices(linkOutput: string, routeOutput: string): { devic
     const at = words.indexOf('dev');
     if (at !== -1 && words[at + 1]) routed.add(words[at + 1]!);
   }
+  // `4: eth0@if5: <BROADCAST,...> ... link/ether ... bridge_slave ...` (-o: one line per device, `\` for its line breaks)
+  const links: { name: string; lower?: string; master?: string; line: string }[] = [];
+  for (const line of linkOutput.split('\n')) {
+    const m = /^\d+:\s+([^:@\s]+)(?:@([^:\s]*))?:\s/.exec(line);
+    if (m) links.push({ name: m[1]!, lower: m[2] || undefined, master: /\smaster\s+(\S+)/.exec(line)?.[1], line });
+  }
+  // A routed device's lower devices too (a VLAN's or macvlan's parent `name@lower`, a bond's members `master bond0`):
+  // a packet socket writes on them as well, and the frames the stack sends through the upper device reach them with
+  // the secret. Until 2026-12-04 only the routed devices were guarded: a frame written on the unrouted parent of a
+  // routed macvlan left unseen (review48).
+  const wanted = new Set(routed);
+  for (let grew = true, rounds = 0; grew && rounds < links.length + 1; rounds++) {
+    grew = false;
+    for (const link of links) {
+      const below = [...(link.lower && wanted.has(link.name) ? [link.lower] : []), ...(link.master && wanted.has(link.master) ? [link.name] : [])];
+      for (const name of below) {
+        if (wanted.has(name)) continue;
+        wanted.add(name);
+        grew = true;
+      }
+    }
+  }
   const devices: GuardedDevice[] = [];
   const unquotable: string[] = [];
-  for (const line of linkOutput.split('\n')) {
-    // `4: eth0@if5: <BROADCAST,...> ... link/ether ... bridge_slave ...` (-o: one line per device, `\` for its line breaks)
-    const m = /^\d+:\s+([^:@\s]+)(?:@[^:\s]*)?:\s/.exec(line);
-    if (!m) continue;
-    const name = m[1]!;
-    if (!routed.has(name) || /\slink\/loopback\s/.test(line) || /\sbridge_slave\s/.test(line)) continue;
+  for (const { name, line } of links) {
+    if (!wanted.has(name) || /\slink\/loopback\s/.test(line) || /\sbridge_slave\s/.test(line)) continue;
     if (!DEVICE_NAME.test(name)) {
       unquotable.push(name);
       continue;

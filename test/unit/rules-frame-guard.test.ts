@@ -35,6 +35,26 @@ test('guarded: every routed device but lo and bridge ports; Ethernet or not told
   assert.ok(!devices.some((d) => d.name === 'ifb0'));
 });
 
+test("the unrouted devices below a routed one are guarded: a macvlan's and a VLAN's parent, a bond's members (a packet socket writes on them too)", () => {
+  // As iproute2 prints them (the macvlan pair from a probe namespace, 2026-12-04; review48): only mv0, eth0.100 and
+  // bond0 are routed. A frame written on eth2 left unseen while only routed devices were guarded.
+  const links = [
+    '8: eth2@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether fe:87:ca:4c:99:f1 brd ff:ff:ff:ff:ff:ff link-netns egr-gw promiscuity 1  allmulti 0 \\    veth addrgenmode eui64',
+    '9: mv0@eth2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 06:a8:5f:6b:17:a7 brd ff:ff:ff:ff:ff:ff promiscuity 0  allmulti 0 \\    macvlan mode bridge bcqueuelen 1000',
+    '10: eth1: <BROADCAST,MULTICAST,SLAVE,UP,LOWER_UP> mtu 1500 qdisc fq_codel master bond0 state UP mode DEFAULT group default qlen 1000\\    link/ether 02:00:00:00:00:0a brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    bond_slave state ACTIVE',
+    '11: bond0: <BROADCAST,MULTICAST,MASTER,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 02:00:00:00:00:0a brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    bond mode active-backup',
+    '12: eth0.100@bond0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 02:00:00:00:00:0a brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    vlan protocol 802.1Q id 100 <REORDER_HDR>',
+    '13: eth3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc fq_codel state UP mode DEFAULT group default qlen 1000\\    link/ether 02:00:00:00:00:0d brd ff:ff:ff:ff:ff:ff promiscuity 0',
+  ].join('\n');
+  const routes = ['2001:db8:77::/64 dev mv0 proto kernel metric 256 pref medium', '198.51.100.0/24 dev eth0.100 proto kernel scope link src 198.51.100.2'].join('\n');
+  const { devices } = guardedDevices(links, routes);
+  assert.deepEqual(
+    devices.map((d) => d.name),
+    ['eth2', 'mv0', 'eth1', 'bond0', 'eth0.100'],
+    'eth2 below mv0; bond0 below eth0.100 and eth1 a member of bond0; eth3, unrouted and below nothing routed, not',
+  );
+});
+
 test('a device name nft cannot be given quoted is left out and named', () => {
   const { devices, unquotable } = guardedDevices(`9: we"ird: <UP> mtu 1500\\    link/ether 02:00:00:00:00:09 brd ff:ff:ff:ff:ff:ff`, 'default via 198.51.100.1 dev we"ird');
   assert.deepEqual(devices, []);
