@@ -16,8 +16,8 @@ import { socketMark } from '../config/load-config.js';
 import { NFLOG_GROUP_REFUSED_EXIT } from '../netlog/reader-exit.js';
 import { bridgesOffTheUplinks } from '../rules/docker-bridges.js';
 import { removeContainerRules } from '../rules/run-container-rules.js';
-import { FRAME_GUARD_TABLE } from '../rules/frame-guard.js';
-import { applyFrameGuard, describeFrameGuard, removeFrameGuard } from '../rules/run-frame-guard.js';
+import { FRAME_GUARD_TABLE, frameGuardScript } from '../rules/frame-guard.js';
+import { applyFrameGuard, describeFrameGuard, readGuardedDevices, removeFrameGuard } from '../rules/run-frame-guard.js';
 import { applyRules, execRunner, readDefaultRoutes, removeRules, RulesError } from '../rules/run-rules.js';
 import { NFLOG_PLUGIN, ULOGD_PLUGIN_DIRS, ulogdConfig } from '../rules/ulogd-config.js';
 import { NFLOG_GROUP } from '../rules/iptables-rules.js';
@@ -244,17 +244,23 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
     if (frameGuard !== 'on' && frameGuard !== 'off') throw new UsageError(`--frame-guard: "${frameGuard}" is not on or off`);
     const options: RuleOptions = { ...ruleOptions(args, io.env), onLink: { 6: await onLinkV6() }, neighbourBridges: await neighbourBridges() };
     if (action === 'print') {
-      io.stdout.write(
-        `# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}` +
-          // Not printable: its secret is drawn at each apply and never written out (rules/frame-guard.ts).
-          `# and \`rules apply\` also makes, where nft and Linux 5.16+ are there, the guard against frames written on packet sockets (nft table ${FRAME_GUARD_TABLE}; docs/transparent.md)\n`,
-      );
+      io.stdout.write(`# remove existing egress-guard rules first:\n${formatCommands(removalCommands(options.families))}# then:\n${formatCommands(applyCommands(options))}`);
+      if (frameGuard === 'on') {
+        // The guard over the devices routed to now (apply reads them again); nft -f - as rules apply gives it.
+        const read = await readGuardedDevices();
+        io.stdout.write(
+          'unread' in read || read.devices.length === 0
+            ? `# no guard against frames written on packet sockets: ${'unread' in read ? read.unread : 'no device is routed to'}\n`
+            : `# and the guard against frames written on packet sockets (docs/transparent.md), where nft and Linux 5.16+ are there:\nnft delete table netdev ${FRAME_GUARD_TABLE} 2>/dev/null\nnft -f - <<'NFT'\n${frameGuardScript({ mode: options.mode, nflogGroup: options.nflogGroup, devices: read.devices })}NFT\n`,
+        );
+      }
       return 0;
     }
     await applyRules(options);
     // After the redirect rules, which stand whatever becomes of it (applyFrameGuard says why it could not be made).
-    // Off where it costs too much (docs/transparent.md: a macvlan parent, HTB classes chosen by SO_PRIORITY); an earlier
-    // one is removed then, so that off means off.
+    // Off where frames the host forwards without routing them leave through a guarded device (docs/transparent.md: a
+    // macvlan parent of other namespaces' children, a VM's tap bridged without br_netfilter); an earlier guard is
+    // removed then, so that off means off.
     const frames =
       frameGuard === 'off'
         ? `frames written on packet sockets (AF_PACKET) are NOT guarded: --frame-guard off${(await removeFrameGuard()).length > 0 ? ' (the earlier guard removed)' : ''}; drop NET_RAW from the job`

@@ -97,7 +97,7 @@ export function sentByJob(record: NflogRecord): boolean {
   // as the host's are; until 2026-12-02 every forwarded packet but a SYN-ACK was taken for the kernel's, and a
   // container's UDP, ICMP and private-address TCP had no event in either mode (e2e ways-out-containers).
   if (prefix === 'eg:ctr-out') return true;
-  // The kernel writes no frame on a packet socket: a process did (the guard lets the stack's own through by its mark).
+  // The kernel writes no frame on a packet socket: a process did (the guard lets the stack's own through by their route).
   if (typeof prefix === 'string' && FRAME_PREFIXES.has(prefix)) return true;
   if (prefix === 'eg:ctr-reply') return !tcp || syn;
   // On this host, a job process's packets carry its uid; a SYN-ACK is the one without (see above).

@@ -1,5 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { frameGuardRemoval, frameGuardScript, frameSecret, guardedDevices, type GuardedDevice } from './frame-guard.js';
+import { frameGuardRemoval, frameGuardScript, guardedDevices, type GuardedDevice } from './frame-guard.js';
 import type { RulesMode } from './iptables-rules.js';
 import { execRunner, must, type CommandRunner } from './run-rules.js';
 
@@ -17,31 +16,37 @@ export async function removeFrameGuard(run: CommandRunner = execRunner): Promise
   return removed;
 }
 
-/**
- * Replace any earlier guard with a fresh one over the devices routed to now. Not made (and said why) where nft is
- * missing, the kernel has no netdev egress hook (before 5.16, or without CONFIG_NETFILTER_EGRESS), or no device is
- * routed to; the redirect rules stand either way.
- */
-export async function applyFrameGuard(options: { mode: RulesMode; nflogGroup?: number }, run: CommandRunner = execRunner): Promise<FrameGuardOutcome> {
+/** The devices the guard would cover now (frame-guard.ts guardedDevices), or why they could not be read. */
+export async function readGuardedDevices(run: CommandRunner = execRunner): Promise<ReturnType<typeof guardedDevices> | { unread: string }> {
   const reads = await Promise.all([
     run('ip', ['-o', '-d', 'link', 'show']),
     run('ip', ['-o', '-4', 'route', 'show', 'table', 'all']),
     run('ip', ['-o', '-6', 'route', 'show', 'table', 'all']),
   ]);
   const unread = reads.find((r) => r.code !== 0);
-  if (unread) return { unguarded: `the devices could not be read (ip: exit ${unread.code}: ${unread.stderr.trim()})` };
-  const { devices, unquotable } = guardedDevices(reads[0]!.stdout, `${reads[1]!.stdout}\n${reads[2]!.stdout}`);
-  if (devices.length === 0) return { unguarded: 'no device is routed to' };
+  if (unread) return { unread: `the devices could not be read (ip: exit ${unread.code}: ${unread.stderr.trim()})` };
+  return guardedDevices(reads[0]!.stdout, `${reads[1]!.stdout}\n${reads[2]!.stdout}`);
+}
+
+/**
+ * Replace any earlier guard with a fresh one over the devices routed to now. Not made (and said why) where nft is
+ * missing, the kernel has no netdev egress hook (before 5.16, or without CONFIG_NETFILTER_EGRESS) or no route realms
+ * (CONFIG_IP_ROUTE_CLASSID), or no device is routed to; the redirect rules stand either way.
+ */
+export async function applyFrameGuard(options: { mode: RulesMode; nflogGroup?: number }, run: CommandRunner = execRunner): Promise<FrameGuardOutcome> {
+  const read = await readGuardedDevices(run);
+  if ('unread' in read) return { unguarded: read.unread };
+  const { devices, unquotable } = read;
+  // An earlier guard goes first, whatever comes of this one: left, it would guard devices of another time.
   try {
     await removeFrameGuard(run);
   } catch (err) {
     return { unguarded: (err as Error).message };
   }
-  // A new secret at each apply, kept only in the kernel's rules: given to nft on its standard input, not on its command
-  // line, which /proc shows to every process (a job polling for it) while nft runs, nor in a file (a Kubernetes init
-  // container's root is read-only).
-  const made = await run('nft', ['-f', '-'], frameGuardScript({ ...options, devices, secret: frameSecret(randomBytes(4).readUInt32BE(0)) }));
-  // One transaction: a kernel that refuses the egress hook leaves nothing behind.
+  if (devices.length === 0) return { unguarded: 'no device is routed to' };
+  // On nft's standard input: no temporary file (a Kubernetes init container's root is read-only).
+  const made = await run('nft', ['-f', '-'], frameGuardScript({ ...options, devices }));
+  // One transaction: a kernel that refuses the egress hook (or `meta rtclassid`: no CONFIG_IP_ROUTE_CLASSID) leaves nothing behind.
   if (made.code !== 0) return { unguarded: made.code === 127 ? 'nft is not installed' : `nft refused it (exit ${made.code}): ${made.stderr.trim()}` };
   return { guarded: devices, unquotable };
 }

@@ -118,29 +118,8 @@ req.on('timeout', () => { console.log('preinstall call timed out'); req.destroy(
 EOF
 tar czf "$FIXTURE_DIR/evil.tgz" -C "$WORK/evil" package
 # A UDP datagram written as a whole Ethernet frame on an AF_PACKET socket (root with Docker's default CAP_NET_RAW),
-# below every iptables rule: python3 raw-frame.py HOST PORT PAYLOAD; exit 0 sent, 4 refused at the send (ENOBUFS:
-# the frame guard dropped it at eth0's egress hook). To the broadcast MAC: no neighbour entry is needed.
-cat >"$FIXTURE_DIR/raw-frame.py" <<'EOF'
-import socket, struct, sys
-host, port, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
-probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-probe.connect((host, port))  # sends nothing: picks the source address
-source = probe.getsockname()[0]
-def checksum(b):
-    total = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-    total = (total >> 16) + (total & 0xffff)
-    return ~(total + (total >> 16)) & 0xffff
-udp = struct.pack('!HHHH', 40000, port, 8 + len(payload), 0) + payload
-ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(source), socket.inet_aton(host))
-ip = ip[:10] + struct.pack('!H', checksum(ip)) + ip[12:]
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(('eth0', 0))
-try:
-    s.send(b'\xff' * 6 + s.getsockname()[4] + b'\x08\x00' + ip + udp)
-except OSError as e:
-    sys.stderr.write('send refused: %s\n' % e)
-    sys.exit(4)
-EOF
+# below every iptables rule (the script's header says how; exit 4: the frame guard dropped it at eth0's egress hook).
+cp "$ROOT/test/helpers/raw-frame.py" "$FIXTURE_DIR/raw-frame.py"
 chmod -R a+rX "$FIXTURE_DIR"
 
 # ---------------------------------------------------------------- topology

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { NET, World } from './harness.js';
 
@@ -139,46 +140,18 @@ const DOCKER_DEFAULT_CAPS = [
   'setfcap',
 ];
 
+/** test/helpers/raw-frame.py (from dist/test/e2e): a UDP datagram written as an Ethernet frame on an AF_PACKET socket. */
+const RAW_FRAME = fileURLToPath(new URL('../../../test/helpers/raw-frame.py', import.meta.url));
+
 /**
  * python3 as a root job with only `caps` (no NET_ADMIN: it cannot change the rules): one IPv4/UDP datagram written
- * as an Ethernet frame to the gateway's MAC on an AF_PACKET socket. Exit 0 when sent, 3 when the socket is refused,
- * 4 when the send is (the frame guard dropped the frame).
+ * as an Ethernet frame to the gateway's MAC on an AF_PACKET socket, with a mark and a priority of its own when
+ * given. Exit 0 when sent, 3 when the socket is refused, 4 when the send is (the frame guard dropped the frame).
  */
 function sendRawFrame(caps: readonly string[], host: string, port: number, payload: string, stamp?: { mark: number; priority: number }) {
-  const script = `
-import socket, struct, sys
-host, port, payload, source = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4]
-dev = [l.split() for l in open('/proc/net/route').read().splitlines()[1:] if l.split()[1] == '00000000'][0][0]
-try:
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-except PermissionError as e:
-    sys.stderr.write('AF_PACKET refused: %s\\n' % e)
-    sys.exit(3)
-macs = [l.split()[3] for l in open('/proc/net/arp').read().splitlines()[1:] if l.split()[5] == dev and l.split()[3] != '00:00:00:00:00:00']
-if not macs:
-    sys.exit('no neighbour on ' + dev)
-s.bind((dev, 0))
-if len(sys.argv) > 5:
-    # What CAP_NET_RAW lets the job set on its socket (Linux 5.17+), and so on the frame.
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, struct.pack('I', int(sys.argv[5])))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, struct.pack('I', int(sys.argv[6])))
-def checksum(b):
-    total = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-    total = (total >> 16) + (total & 0xffff)
-    return ~(total + (total >> 16)) & 0xffff
-udp = struct.pack('!HHHH', 40000, port, 8 + len(payload), 0) + payload
-ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(source), socket.inet_aton(host))
-ip = ip[:10] + struct.pack('!H', checksum(ip)) + ip[12:]
-try:
-    s.send(bytes.fromhex(macs[0].replace(':', '')) + s.getsockname()[4] + bytes([8, 0]) + ip + udp)
-except OSError as e:
-    # The device's egress hook dropped it (NET_XMIT_DROP reaches the sender as ENOBUFS).
-    sys.stderr.write('send refused: %s\\n' % e)
-    sys.exit(4)
-`;
   const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',');
   const stamped = stamp ? [String(stamp.mark), String(stamp.priority)] : [];
-  return world.job('setpriv', [`--bounding-set=${bounding}`, '--inh-caps=-all', 'python3', '-c', script, host, String(port), payload, NET.runnerV4, ...stamped]);
+  return world.job('setpriv', [`--bounding-set=${bounding}`, '--inh-caps=-all', 'python3', RAW_FRAME, host, String(port), payload, ...stamped]);
 }
 
 for (const mode of ['block', 'audit'] as const) {
@@ -371,14 +344,46 @@ for i in range(4000):
 
     test('the same frame with a mark and a priority of its own (every bit a packet socket may set) is no better', async () => {
       const secret = `af-packet-stamped-${mode}`;
-      // Every mark bit, and every priority bit the guard's secret may use: whatever the secret, these are not it but by
-      // a 1 in 2^28 chance, which the secret's draw (frameSecret: major never 0xffff) rules out.
+      // Every mark bit and a priority of its choosing: the guard reads neither, only whether the frame was routed.
       // To another port than the test above: its flow's event was given this minute.
       const sent = await sendRawFrame(DOCKER_DEFAULT_CAPS, NET.rawOnly, 443, secret, { mark: 0xffffffff, priority: 0xfffffff0 });
       assert.equal(sent.code, mode === 'block' ? 4 : 0, sent.stderr);
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(arrivedUdp(443, secret).length, mode === 'block' ? 0 : 1);
       const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 443 && e.message.includes('AF_PACKET'));
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block');
+    });
+
+    test("a frame with the priority the stack's own packets carry (read back over loopback with SO_RCVPRIORITY) is no better", async () => {
+      // review48: while the guard stamped a secret into the stack's packets' priority, any process read it back from a
+      // datagram it sent itself (SO_RCVPRIORITY, Linux 6.14+) and wrote frames that carried it: accepted, unreported.
+      const allowed = await world.job('curl', ['-sS', '--max-time', '10', '-o', '/dev/null', 'http://allowed.test/']);
+      assert.equal(allowed.code, 0, allowed.stderr); // the gateway's MAC in the neighbour table, as in any job
+      const read = await world.job('python3', [
+        '-c',
+        `
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('127.0.0.1', 0))
+try:
+    s.setsockopt(socket.SOL_SOCKET, 82, 1)  # SO_RCVPRIORITY
+except OSError:
+    print(0)  # a kernel before 6.14: nothing to read
+    raise SystemExit
+s.sendto(b'x', s.getsockname())
+_, ancillary, _, _ = s.recvmsg(16, 64)
+print(next((struct.unpack('I', data[:4])[0] for level, kind, data in ancillary if level == socket.SOL_SOCKET), 0))
+`,
+      ]);
+      assert.equal(read.code, 0, read.stderr);
+      const priority = Number(read.stdout.trim());
+      const secret = `af-packet-priority-${mode}`;
+      // To a port of its own: the tests above gave their flows' events this minute.
+      const sent = await sendRawFrame(DOCKER_DEFAULT_CAPS, NET.rawOnly, 547, secret, { mark: 0, priority });
+      assert.equal(sent.code, mode === 'block' ? 4 : 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(547, secret).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 547 && e.message.includes('AF_PACKET'));
       assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block');
     });
 

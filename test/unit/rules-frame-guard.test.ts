@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FRAME_GUARD_TABLE, frameGuardRemoval, frameGuardScript, frameSecret, guardedDevices } from '../../rules/frame-guard.js';
+import { FRAME_GUARD_TABLE, frameGuardRemoval, frameGuardScript, guardedDevices } from '../../rules/frame-guard.js';
 
 const LINKS = [
   '1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00 promiscuity 0',
@@ -55,13 +55,21 @@ test("the unrouted devices below a routed one are guarded: a macvlan's and a VLA
   );
 });
 
+test("a veth's peer in the same namespace is no device below it", () => {
+  const links = [
+    '5: eg-fg1@eg-fg0: <BROADCAST,MULTICAST,M-DOWN> mtu 1500 qdisc noop state DOWN mode DEFAULT group default qlen 1000\\    link/ether 5a:1e:2b:3c:4d:5e brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    veth addrgenmode eui64',
+    '6: eg-fg0@eg-fg1: <NO-CARRIER,BROADCAST,MULTICAST,UP,M-DOWN> mtu 1500 qdisc noqueue state LOWERLAYERDOWN mode DEFAULT group default qlen 1000\\    link/ether 6a:1e:2b:3c:4d:5f brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    veth addrgenmode eui64',
+  ].join('\n');
+  assert.deepEqual(guardedDevices(links, '198.51.100.0/24 dev eg-fg0 proto kernel scope link src 198.51.100.9').devices, [{ name: 'eg-fg0', ethernet: true }]);
+});
+
 test('a device name nft cannot be given quoted is left out and named', () => {
   const { devices, unquotable } = guardedDevices(`9: we"ird: <UP> mtu 1500\\    link/ether 02:00:00:00:00:09 brd ff:ff:ff:ff:ff:ff`, 'default via 198.51.100.1 dev we"ird');
   assert.deepEqual(devices, []);
   assert.deepEqual(unquotable, ['we"ird']);
 });
 
-test('the nft transaction: the secret at postrouting first (low 4 bits kept), then per device the secret accepted, ARP and DHCP broadcast, a bounded report', () => {
+test('the nft transaction: one netdev table; per device what was routed accepted, ARP and DHCP broadcast, a bounded report', () => {
   const block = frameGuardScript({
     mode: 'block',
     devices: [
@@ -69,18 +77,16 @@ test('the nft transaction: the secret at postrouting first (low 4 bits kept), th
       { name: 'wg0', ethernet: false },
     ],
     nflogGroup: 77,
-    secret: 0x9abcdef5,
   });
   const commands = block.trimEnd().split('\n');
-  assert.match(commands[1]!, /hook postrouting priority 500/);
-  assert.match(commands[2]!, /meta priority set meta priority and 0xf or 0x9abcdef0$/, 'the secret without its low 4 bits');
-  assert.ok(commands.indexOf(`add table netdev ${FRAME_GUARD_TABLE}`) > 2, 'the filter after the secret');
+  assert.equal(commands[0], `add table netdev ${FRAME_GUARD_TABLE}`);
+  assert.ok(!block.includes('inet') && !block.includes('priority set') && !block.includes('mark'), "nothing stamped on the stack's packets");
   const eth0 = commands.filter((c) => c.includes(' device0'));
   assert.match(eth0[0]!, /hook egress device "eth0"/);
   assert.deepEqual(
     eth0.slice(1).map((c) => c.replace(/^add rule netdev \S+ device0 /, '')),
     [
-      'meta priority and 0xfffffff0 == 0x9abcdef0 accept',
+      'meta rtclassid 0-4294967295 accept',
       'ether type arp accept',
       '@ll,96,16 0x0800 @ll,112,8 0x45 @ll,184,8 17 @ll,240,32 0xffffffff @ll,272,16 68 @ll,288,16 67 accept',
       'limit rate 50/second burst 100 packets log group 77 prefix "eg:frame" drop',
@@ -88,29 +94,15 @@ test('the nft transaction: the secret at postrouting first (low 4 bits kept), th
     ],
   );
   const wg0 = commands.filter((c) => c.startsWith(`add rule netdev ${FRAME_GUARD_TABLE} device1 `)).map((c) => c.replace(/^add rule netdev \S+ device1 /, ''));
-  assert.deepEqual(wg0, ['meta priority and 0xfffffff0 == 0x9abcdef0 accept', 'limit rate 50/second burst 100 packets log group 77 prefix "eg:frame-ip" drop', 'drop']);
+  assert.deepEqual(wg0, ['meta rtclassid 0-4294967295 accept', 'limit rate 50/second burst 100 packets log group 77 prefix "eg:frame-ip" drop', 'drop']);
   // Audit mode passes what it reported; what is past the reports' rate is dropped all the same (never passed unseen).
-  const audit = frameGuardScript({ mode: 'audit', devices: [{ name: 'eth0', ethernet: true }], secret: 0x9abcdef0 })
+  const audit = frameGuardScript({ mode: 'audit', devices: [{ name: 'eth0', ethernet: true }] })
     .trimEnd()
     .split('\n');
   assert.ok(audit.includes(`add rule netdev ${FRAME_GUARD_TABLE} device0 limit rate 50/second burst 100 packets log group 4547 prefix "eg:frame" accept`));
   assert.equal(audit.at(-1), `add rule netdev ${FRAME_GUARD_TABLE} device0 drop`);
 });
 
-test('a secret keeps the low 4 bits free and its major is no reserved handle (0, 0xffff)', () => {
-  assert.equal(frameSecret(0x12345678), 0x12345670);
-  assert.equal(frameSecret(0x0000abcd), 0x1000abc0);
-  assert.equal(frameSecret(0xffff1234), 0xefff1230);
-  for (let i = 0; i < 1000; i++) {
-    const secret = frameSecret((Math.random() * 2 ** 32) >>> 0);
-    assert.equal(secret & 0xf, 0);
-    assert.ok(secret >>> 16 !== 0 && secret >>> 16 !== 0xffff);
-  }
-});
-
-test('removal: the filter before the secret', () => {
-  assert.deepEqual(
-    frameGuardRemoval().map((t) => t.family),
-    ['netdev', 'inet'],
-  );
+test('removal: the one table', () => {
+  assert.deepEqual(frameGuardRemoval(), [{ family: 'netdev', table: FRAME_GUARD_TABLE }]);
 });
