@@ -23,9 +23,10 @@ const ROUTES = [
   'fe80::/64 dev veth1a2b proto kernel metric 256 pref medium',
 ].join('\n');
 
-test('guarded: every routed device but lo and bridge ports; Ethernet or not told by its link type', () => {
+test('guarded: every routed device and lo, but bridge ports; Ethernet or not told by its link type', () => {
   const { devices, unquotable } = guardedDevices(LINKS, ROUTES);
   assert.deepEqual(devices, [
+    { name: 'lo', ethernet: true, loopback: true },
     { name: 'eth0', ethernet: true },
     { name: 'docker0', ethernet: true },
     { name: 'wg0', ethernet: false },
@@ -89,6 +90,9 @@ test('the nft transaction: one netdev table; per device what was routed accepted
       'meta rtclassid 0-4294967295 accept',
       'ether type arp accept',
       '@ll,96,16 0x0800 @ll,112,8 0x45 @ll,184,8 17 @ll,240,32 0xffffffff @ll,272,16 68 @ll,288,16 67 accept',
+      '@ll,96,16 { 0x8100, 0x88a8 } @ll,128,16 0x0806 accept',
+      '@ll,96,16 { 0x8100, 0x88a8 } @ll,128,16 0x0800 @ll,144,8 0x45 @ll,216,8 17 @ll,272,32 0xffffffff @ll,304,16 68 @ll,320,16 67 accept',
+      'ether daddr 01:80:c2:00:00:02 ether type 0x8809 accept',
       'limit rate 50/second burst 100 packets log group 77 prefix "eg:frame" drop',
       'drop',
     ],
@@ -101,6 +105,32 @@ test('the nft transaction: one netdev table; per device what was routed accepted
     .split('\n');
   assert.ok(audit.includes(`add rule netdev ${FRAME_GUARD_TABLE} device0 limit rate 50/second burst 100 packets log group 4547 prefix "eg:frame" accept`));
   assert.equal(audit.at(-1), `add rule netdev ${FRAME_GUARD_TABLE} device0 drop`);
+});
+
+test('review49: lo is guarded, whether or not a route names it (a frame written on it comes back in and is forwarded)', () => {
+  const lo = LINKS.split('\n')[0]!;
+  // A namespace whose lo is down has no local routes naming it; it is guarded all the same.
+  assert.deepEqual(guardedDevices(lo, 'default via 198.51.100.1 dev eth0').devices, [{ name: 'lo', ethernet: true, loopback: true }]);
+  // Its chain passes only what was routed: no ARP, DHCP or LACP to let through there; reported as an Ethernet frame.
+  const rules = frameGuardScript({ mode: 'block', devices: [{ name: 'lo', ethernet: true, loopback: true }] })
+    .trimEnd()
+    .split('\n')
+    .filter((c) => c.startsWith('add rule '))
+    .map((c) => c.replace(/^add rule netdev \S+ device0 /, ''));
+  assert.deepEqual(rules, ['meta rtclassid 0-4294967295 accept', 'limit rate 50/second burst 100 packets log group 4547 prefix "eg:frame" drop', 'drop']);
+});
+
+test("review49: every device a multipath route names is routed, not only the first hop's", () => {
+  const links = [
+    '3: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 02:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff promiscuity 0',
+    '4: eth1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 02:00:00:00:00:02 brd ff:ff:ff:ff:ff:ff promiscuity 0',
+  ].join('\n');
+  // As `ip -o route` printed it in a probe namespace (review49): eth1 unnumbered, named by the second hop only.
+  const routes = '192.0.2.0/24 \\\tnexthop via 198.51.100.20 dev eth0 weight 1 \\\tnexthop via 198.51.100.131 dev eth1 weight 1 onlink';
+  assert.deepEqual(
+    guardedDevices(links, routes).devices.map((d) => d.name),
+    ['eth0', 'eth1'],
+  );
 });
 
 test('removal: the one table', () => {
