@@ -263,7 +263,7 @@ export async function rulesCommand(argv: readonly string[], io: CommandIo): Prom
     // removed then, so that off means off.
     const frames =
       frameGuard === 'off'
-        ? `frames written on packet sockets (AF_PACKET) are NOT guarded: --frame-guard off${(await removeFrameGuard()).length > 0 ? ' (the earlier guard removed)' : ''}; drop NET_RAW from the job`
+        ? describeFrameGuard({ unguarded: `--frame-guard off${(await removeFrameGuard()).length > 0 ? ' (the earlier guard removed)' : ''}` }, options.mode)
         : describeFrameGuard(await applyFrameGuard({ mode: options.mode, nflogGroup: options.nflogGroup }), options.mode);
     const inbound = options.inboundPorts?.length ? `, inbound ${options.inboundPorts.map((p) => `${p.port}/${p.protocol}`).join(' ')}` : '';
     io.stdout.write(

@@ -47,6 +47,8 @@ const PREFIX_REASON: Record<string, Reason> = {
 /** Reported at a device's egress hook: a frame written on a packet socket (rules/frame-guard.ts). */
 const FRAME_PREFIXES: ReadonlySet<string> = new Set(['eg:frame', 'eg:frame-ip']);
 const FRAME = 'written as a frame on a packet socket (AF_PACKET, below the IP stack: no redirect rule sees it)';
+/** What the frame guard does with such a frame, for the message. */
+const frameOutcome = (mode: Mode) => (mode === 'block' ? 'refused' : 'block mode refuses it');
 /** Reported in FORWARD, from a container on a Docker bridge (rules/container-rules.ts). */
 const CONTAINER_PREFIXES: ReadonlySet<string> = new Set(['eg:ctr-out', 'eg:ctr-reply']);
 const FROM_CONTAINER = ' (a container on a Docker bridge)';
@@ -138,7 +140,7 @@ export function reportedFlow(record: NflogRecord, mode: Mode): ReportedFlow | un
         : midStream
           ? `${what}: a packet of a TCP connection conntrack had not seen open (open before the rules were applied, where nothing tracked it yet, or a crafted packet); ${outcome}`
           : FRAME_PREFIXES.has(prefix!)
-            ? `${what}, ${FRAME}; ${mode === 'block' ? 'refused' : 'block mode refuses it'}`
+            ? `${what}, ${FRAME}; ${frameOutcome(mode)}`
             : reason === 'established-before-rules'
               ? `${what}: a connection open before the rules were applied, still sending; egress-guard never saw where it goes, and the rules let it through in either mode (cutting such connections would cut the runner's own)`
               : `${what}${hint(protocol.kind, port)} goes around egress-guard (only TCP and DNS are proxied); ${outcome}`;
@@ -177,7 +179,7 @@ function opaqueFrame(record: NflogRecord, mode: Mode): ReportedFlow {
       decision: mode === 'block' ? 'blocked' : 'would-block',
       reason: 'not-proxied',
       rule: null,
-      message: `a frame (${type}) from ${uid}, ${FRAME}; its addresses were not read (ulogd reads none of a frame; \`egress-guard rules log-reader\` does); ${mode === 'block' ? 'refused' : 'block mode refuses it'}`,
+      message: `a frame (${type}) from ${uid}, ${FRAME}; its addresses were not read (ulogd reads none of a frame; \`egress-guard rules log-reader\` does); ${frameOutcome(mode)}`,
       mode,
     },
   };

@@ -84,7 +84,7 @@ export class World {
   readonly caFile = path.join(this.dir, 'ca.pem');
   readonly internetLogFile = path.join(this.dir, 'internet.ndjson');
   private readonly processes = new Set<ChildProcess>();
-  private sidecar: { child: ChildProcess; eventsFile: string; output: string[]; ulogd: ChildProcess } | undefined;
+  private sidecar: { child: ChildProcess; eventsFile: string; output: string[]; nflogReader: ChildProcess } | undefined;
   private sidecarUser: { uid: number; gid: number } | undefined;
   private readonly onSignal = (signal: NodeJS.Signals) => {
     this.destroySync();
@@ -262,16 +262,16 @@ export class World {
     // Or egress-guard's own reader (`rules log-reader`, as the GitHub Action runs it): the one that reads a frame's
     // addresses (the guard against packet-socket frames reports at the netdev hook, which ulogd does not decode).
     const nflogFile = path.join(this.dir, `nflog-${mode}-${Date.now()}.json`);
-    let ulogd: { child: ChildProcess };
+    let reader: { child: ChildProcess };
     if (options.nflogReader === 'built-in') {
-      ulogd = this.spawnIn(this.runnerNs, [process.execPath, EGRESS_BIN, 'rules', 'log-reader', '--json-file', nflogFile]);
+      reader = this.spawnIn(this.runnerNs, [process.execPath, EGRESS_BIN, 'rules', 'log-reader', '--json-file', nflogFile]);
     } else {
       const ulogdConfig = await must(process.execPath, [EGRESS_BIN, 'rules', 'log-config', '--json-file', nflogFile]);
       const ulogdConfigFile = `${nflogFile}.conf`;
       writeFileSync(ulogdConfigFile, ulogdConfig);
-      ulogd = this.spawnIn(this.runnerNs, ['ulogd', '-c', ulogdConfigFile]);
+      reader = this.spawnIn(this.runnerNs, ['ulogd', '-c', ulogdConfigFile]);
     }
-    await waitFor(async () => existsSync(nflogFile), 10_000, 'the NFLOG reader', ulogd.child);
+    await waitFor(async () => existsSync(nflogFile), 10_000, 'the NFLOG reader', reader.child);
     const rules = await run('ip', [
       'netns',
       'exec',
@@ -292,7 +292,7 @@ export class World {
       ...(options.socketMark === undefined ? [] : ['--socket-mark', String(options.socketMark)]),
     ]);
     if (rules.code !== 0) {
-      ulogd.child.kill('SIGTERM');
+      reader.child.kill('SIGTERM');
       throw new Error(`egress-guard rules apply failed (exit ${rules.code}): ${rules.stderr}${rules.stdout}`);
     }
     const eventsFile = path.join(this.dir, `events-${mode}-${Date.now()}.ndjson`);
@@ -321,7 +321,7 @@ export class World {
       ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', ...caps, process.execPath, EGRESS_BIN, 'run'],
       env,
     );
-    this.sidecar = { child, eventsFile, output, ulogd: ulogd.child };
+    this.sidecar = { child, eventsFile, output, nflogReader: reader.child };
     await waitForOutput(output, (text) => /"listener":"transparent"/.test(text), 15_000, 'egress-guard transparent listener', child);
     // The DNS server answers (localhost is answered locally, nothing goes upstream).
     await waitFor(async () => (await this.job('dig', ['+tries=1', '+time=1', '@127.0.0.1', 'localhost'])).code === 0, 10_000, 'egress-guard DNS server', child);
@@ -338,7 +338,7 @@ export class World {
       await Promise.race([exited, new Promise((r) => setTimeout(r, 12_000))]);
       if (sidecar.child.exitCode === null && sidecar.child.signalCode === null) sidecar.child.kill('SIGKILL');
     }
-    sidecar?.ulogd.kill('SIGTERM');
+    sidecar?.nflogReader.kill('SIGTERM');
     if (!options.keepRules) await run('ip', ['netns', 'exec', this.runnerNs, process.execPath, EGRESS_BIN, 'rules', 'remove']);
   }
 

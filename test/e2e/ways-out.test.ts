@@ -165,6 +165,22 @@ for (const mode of ['block', 'audit'] as const) {
       await world.stopEgressGuard();
     });
 
+    /**
+     * A root job with Docker's default capabilities writes `secret` to NET.rawOnly:`port` as an Ethernet frame (with
+     * `stamp` on its socket): block mode's frame guard (rules/frame-guard.ts) drops it at the device's egress hook
+     * (the send fails) and nothing arrives; audit mode lets it arrive. Either way an event names it, from port 40000.
+     */
+    async function frameDecided(port: number, secret: string, stamp?: { mark: number; priority: number }): Promise<void> {
+      const sent = await sendRawFrame(DOCKER_DEFAULT_CAPS, NET.rawOnly, port, secret, stamp);
+      assert.equal(sent.code, mode === 'block' ? 4 : 0, sent.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(arrivedUdp(port, secret).length, mode === 'block' ? 0 : 1);
+      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === port && e.client.endsWith(':40000') && e.message.includes('AF_PACKET'));
+      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
+      assert.equal(event?.reason, 'not-proxied');
+      assert.match(event?.message ?? '', /packet socket \(AF_PACKET/);
+    }
+
     test('UDP from the DHCP client port to an outside host on the DHCP server port', async () => {
       const secret = `dhcp4-${mode}`;
       await sendFromPort('0.0.0.0', 68, NET.attacker, 67, secret);
@@ -330,28 +346,13 @@ for i in range(4000):
       // The gateway's MAC is in the neighbour table once egress-guard has been upstream (as in any job).
       const allowed = await world.job('curl', ['-sS', '--max-time', '10', '-o', '/dev/null', 'http://allowed.test/']);
       assert.equal(allowed.code, 0, allowed.stderr);
-      const secret = `af-packet-${mode}`;
-      const sent = await sendRawFrame(DOCKER_DEFAULT_CAPS, NET.rawOnly, 9999, secret);
-      // Block mode: the frame guard (rules/frame-guard.ts) drops it at the device's egress hook.
-      assert.equal(sent.code, mode === 'block' ? 4 : 0, sent.stderr);
-      await new Promise((r) => setTimeout(r, 500));
-      assert.equal(arrivedUdp(9999, secret).length, mode === 'block' ? 0 : 1);
-      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 9999 && e.client.endsWith(':40000'));
-      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block', 'the event names the attempt');
-      assert.equal(event?.reason, 'not-proxied');
-      assert.match(event?.message ?? '', /packet socket \(AF_PACKET/);
+      await frameDecided(9999, `af-packet-${mode}`);
     });
 
     test('the same frame with a mark and a priority of its own (every bit a packet socket may set) is no better', async () => {
-      const secret = `af-packet-stamped-${mode}`;
       // Every mark bit and a priority of its choosing: the guard reads neither, only whether the frame was routed.
       // To another port than the test above: its flow's event was given this minute.
-      const sent = await sendRawFrame(DOCKER_DEFAULT_CAPS, NET.rawOnly, 443, secret, { mark: 0xffffffff, priority: 0xfffffff0 });
-      assert.equal(sent.code, mode === 'block' ? 4 : 0, sent.stderr);
-      await new Promise((r) => setTimeout(r, 500));
-      assert.equal(arrivedUdp(443, secret).length, mode === 'block' ? 0 : 1);
-      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 443 && e.message.includes('AF_PACKET'));
-      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block');
+      await frameDecided(443, `af-packet-stamped-${mode}`, { mark: 0xffffffff, priority: 0xfffffff0 });
     });
 
     test("a frame with the priority the stack's own packets carry (read back over loopback with SO_RCVPRIORITY) is no better", async () => {
@@ -377,14 +378,8 @@ print(next((struct.unpack('I', data[:4])[0] for level, kind, data in ancillary i
       ]);
       assert.equal(read.code, 0, read.stderr);
       const priority = Number(read.stdout.trim());
-      const secret = `af-packet-priority-${mode}`;
       // To a port of its own: the tests above gave their flows' events this minute.
-      const sent = await sendRawFrame(DOCKER_DEFAULT_CAPS, NET.rawOnly, 547, secret, { mark: 0, priority });
-      assert.equal(sent.code, mode === 'block' ? 4 : 0, sent.stderr);
-      await new Promise((r) => setTimeout(r, 500));
-      assert.equal(arrivedUdp(547, secret).length, mode === 'block' ? 0 : 1);
-      const event = await world.decision((e) => e.kind === 'udp' && e.host === NET.rawOnly && e.port === 547 && e.message.includes('AF_PACKET'));
-      assert.equal(event?.decision, mode === 'block' ? 'blocked' : 'would-block');
+      await frameDecided(547, `af-packet-priority-${mode}`, { mark: 0, priority });
     });
 
     test('control: a root job without NET_RAW (as docker-compose.yml runs the runner) cannot open an AF_PACKET socket', async () => {
